@@ -1,0 +1,244 @@
+"""The device manager: one supervised driver per device URL, and the control path back to plugins.
+
+Data flows driver -> :class:`DeviceHandle` -> state store. Commands flow edge -> :meth:`DeviceManager.
+apply` -> the owning plugin's ``apply_command`` hook -> driver. Each device runs in its own task, so one
+device that hangs or crashes never stalls another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hub.drivers import DeviceSink, Driver, DriverSettings, DriverSupervisor, Endpoint, EndpointError
+from hub.model import (
+    Command,
+    CommandError,
+    CommandResult,
+    Device,
+    DeviceUnavailableError,
+)
+from hub.plugins import PluginError, PluginHost
+from hub.state import StateStore
+
+log = logging.getLogger("hub.devices")
+
+
+class UnknownSchemeError(EndpointError):
+    """No loaded plugin handles this URL scheme."""
+
+
+class DeviceHandle(DeviceSink):
+    """The sink one driver writes to; it binds the driver's reports to a device id in the store."""
+
+    def __init__(
+        self, store: StateStore, endpoint: Endpoint, vendor: str, device_id: str | None = None
+    ) -> None:
+        self._store = store
+        self.endpoint = endpoint
+        self.vendor = vendor
+        self.device_id = device_id
+        self._last_heard = time.monotonic()
+        self.last_error: str | None = None
+        self.on_identified: Callable[[DeviceHandle], None] | None = None
+        self.log = logging.LoggerAdapter(
+            logging.getLogger(f"hub.device.{vendor}"), {"device": device_id or endpoint.url}
+        )
+
+    # DeviceSink
+
+    def identify(
+        self,
+        *,
+        unique_id: str | None,
+        family: str | None,
+        model: str | None,
+        channel_count: int,
+        firmware: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        suffix = (
+            unique_id.strip().replace(" ", "_").replace("/", "_") if unique_id else self.endpoint.host_port_id
+        )
+        device_id = f"{self.vendor}-{suffix}"
+        if self.device_id is not None and self.device_id != device_id:
+            self.log.warning("device at %s is now %s (was %s)", self.endpoint.url, device_id, self.device_id)
+            self._store.remove_device(self.device_id)
+        self.device_id = device_id
+        self.log.extra = {"device": device_id}
+        device = self._store.get(device_id)
+        if device is None:
+            self._store.add_device(
+                Device(id=device_id, vendor=self.vendor, host=self.endpoint.host, port=self.endpoint.port)
+            )
+        self._store.update_device(
+            device_id, {"family": family, "model": model, "firmware": firmware, "name": name}
+        )
+        self._store.ensure_channels(device_id, channel_count)
+        self._store.set_online(device_id, True)
+        self._last_heard = time.monotonic()
+        if self.on_identified is not None:
+            self.on_identified(self)
+
+    def update_device(self, fields: Mapping[str, Any]) -> None:
+        self._last_heard = time.monotonic()
+        if self.device_id is not None:
+            self._store.update_device(self.device_id, fields)
+
+    def update_channel(self, index: int, fields: Mapping[str, Any]) -> None:
+        self._last_heard = time.monotonic()
+        if self.device_id is not None:
+            self._store.update_channel(self.device_id, index, fields)
+
+    def heard(self) -> None:
+        self._last_heard = time.monotonic()
+
+    # LinkState (for the supervisor)
+
+    def last_heard(self) -> float:
+        return self._last_heard
+
+    def set_online(self, online: bool, error: str | None = None) -> None:
+        if online:
+            self._last_heard = time.monotonic()
+        else:
+            self.last_error = error
+        # a device comes online when the driver identifies it; the supervisor only takes it down
+        if self.device_id is not None and not online:
+            self._store.set_online(self.device_id, False)
+
+
+@dataclass
+class ManagedDevice:
+    url: str
+    plugin: str
+    handle: DeviceHandle
+    supervisor: DriverSupervisor
+    task: asyncio.Task[None]
+
+    @property
+    def driver(self) -> Driver | None:
+        return self.supervisor.driver
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "device_id": self.handle.device_id,
+            "plugin": self.plugin,
+            "connected": self.supervisor.connected_since is not None,
+            "connected_since": self.supervisor.connected_since,
+            "attempts": self.supervisor.attempts,
+            "reconnects": self.supervisor.reconnects,
+            "last_error": self.supervisor.last_error,
+        }
+
+
+class DeviceManager:
+    """Adds and removes devices by URL, supervises their drivers and routes commands to them."""
+
+    def __init__(
+        self,
+        plugins: PluginHost,
+        store: StateStore,
+        settings: DriverSettings,
+        command_timeout_s: float = 5.0,
+    ) -> None:
+        self._plugins = plugins
+        self._store = store
+        self.settings = settings
+        self.command_timeout_s = command_timeout_s
+        self.by_url: dict[str, ManagedDevice] = {}
+
+    def resolve(self, url: str) -> tuple[Endpoint, str, Any]:
+        """Parse ``url`` and find the plugin and driver spec for its scheme; raise EndpointError."""
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        drivers = self._plugins.drivers()
+        if scheme not in drivers:
+            known = ", ".join(f"{name}://" for name in sorted(drivers)) or "none loaded"
+            raise UnknownSchemeError(f"no plugin handles {url!r} (known schemes: {known})")
+        spec, plugin_name = drivers[scheme]
+        return Endpoint.parse(url, spec.default_port), plugin_name, spec
+
+    def add(self, url: str, device_id: str | None = None) -> ManagedDevice:
+        """Start supervising the device at ``url``. Adding a URL twice returns the existing entry."""
+        if url in self.by_url:
+            return self.by_url[url]
+        endpoint, plugin_name, spec = self.resolve(url)
+        handle = DeviceHandle(self._store, endpoint, spec.vendor, device_id)
+
+        def make_driver() -> Driver:
+            driver: Driver = spec.factory(endpoint, handle, self.settings)
+            return driver
+
+        supervisor = DriverSupervisor(make_driver, handle, self.settings, handle.log)
+        task = asyncio.create_task(supervisor.run_forever(), name=f"device {url}")
+        managed = ManagedDevice(url=url, plugin=plugin_name, handle=handle, supervisor=supervisor, task=task)
+        self.by_url[url] = managed
+        return managed
+
+    def find(self, device_id_or_url: str) -> ManagedDevice | None:
+        managed = self.by_url.get(device_id_or_url)
+        if managed is not None:
+            return managed
+        for managed in self.by_url.values():
+            if managed.handle.device_id == device_id_or_url:
+                return managed
+        return None
+
+    async def remove(self, device_id_or_url: str) -> bool:
+        """Stop the driver (it closes the device cleanly) and forget the device."""
+        managed = self.find(device_id_or_url)
+        if managed is None:
+            return False
+        del self.by_url[managed.url]
+        managed.task.cancel()
+        await asyncio.gather(managed.task, return_exceptions=True)
+        if managed.handle.device_id is not None:
+            self._store.remove_device(managed.handle.device_id)
+        return True
+
+    async def close(self) -> None:
+        """Stop every driver; each closes its device (metering off) before its task ends."""
+        managed = list(self.by_url.values())
+        for entry in managed:
+            entry.task.cancel()
+        await asyncio.gather(*(entry.task for entry in managed), return_exceptions=True)
+
+    async def apply(self, command: Command) -> CommandResult:
+        """Route a command to the owning plugin's control hook; never raises, returns a result."""
+        managed = self.find(command.device_id)
+        driver = managed.driver if managed is not None else None
+        device = self._store.get(command.device_id)
+        try:
+            if managed is None:
+                raise DeviceUnavailableError(f"unknown device {command.device_id!r}")
+            if driver is None or device is None or not device.online:
+                raise DeviceUnavailableError(f"device {command.device_id} is not connected")
+            if command.channel is not None and device.channel(command.channel) is None:
+                raise DeviceUnavailableError(f"device {command.device_id} has no channel {command.channel}")
+            result = await self._plugins.call_async(
+                managed.plugin,
+                "apply_command",
+                self.command_timeout_s,
+                driver=driver,
+                command=command,
+            )
+        except CommandError as exc:
+            return exc.result()
+        except PluginError as exc:
+            return CommandResult(ok=False, error=str(exc), code="timeout")
+        except Exception as exc:  # a plugin bug must not take the edge (MQTT, REST) down with it
+            log.exception("plugin %s failed on %s", managed.plugin if managed else "?", command)
+            return CommandResult(ok=False, error=f"plugin error: {exc}", code="plugin_error")
+        if not isinstance(result, CommandResult):
+            return CommandResult(
+                ok=False, error="the plugin does not implement controls", code="not_supported"
+            )
+        return result
+
+    def health(self) -> list[dict[str, Any]]:
+        return [managed.health() for managed in self.by_url.values()]

@@ -1,0 +1,109 @@
+"""Every hook a wmhub plugin can implement: registration, discovery, polling (drivers) and control.
+
+Hooks are plain functions (pluggy has no async support). A hook that needs I/O returns an awaitable,
+which the hub awaits inside a timeout; an exception or overrun in one plugin is logged against that
+plugin and never reaches another. docs/plugins.md documents each hook with a complete example plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pluggy
+
+from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
+from hub.model import Command, CommandResult
+
+hookspec = pluggy.HookspecMarker("wmhub")
+
+
+@dataclass(frozen=True)
+class DriverSpec:
+    """A kind of device a plugin can talk to, reached through URLs with ``scheme``."""
+
+    scheme: str
+    vendor: str
+    families: tuple[str, ...]
+    factory: Callable[[Endpoint, DeviceSink, DriverSettings], Driver]
+    default_port: int | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DiscoveredService:
+    """Something that answered on the network: an mDNS service, or a plugin's own announcement."""
+
+    host: str
+    port: int
+    service_type: str
+    name: str = ""
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A discovered endpoint a plugin recognised as one of its devices, ready to be approved."""
+
+    url: str
+    vendor: str
+    model: str | None = None
+    unique_id: str | None = None
+    name: str | None = None
+    source: str = ""
+
+
+ReportService = Callable[[DiscoveredService], None]
+DiscoveryLoop = Callable[[ReportService], Awaitable[None]]
+
+
+class DemoFleet(Protocol):
+    """Simulated devices for ``wmhub run --demo``, speaking the real protocol on loopback."""
+
+    async def start(self) -> list[str]:
+        """Start the simulators; return the device URLs the hub should connect to."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+@hookspec
+def register_drivers(register: Callable[[DriverSpec], None]) -> None:
+    """Declare the drivers this plugin provides: call ``register(DriverSpec(...))`` once per scheme."""
+
+
+@hookspec
+def register_zeroconf_types(register: Callable[[str], None]) -> None:
+    """Name DNS-SD service types (e.g. ``"_ssc._udp.local."``) the hub's shared browser should watch."""
+
+
+@hookspec
+def register_discovery_loops(register: Callable[[DiscoveryLoop], None]) -> None:
+    """Register coroutines that listen for devices by the plugin's own means (e.g. SLP multicast).
+
+    Each loop is called with a ``report`` callback and runs until cancelled; the hub restarts a loop
+    that fails, with backoff. Reported services go through :func:`identify_service` like mDNS ones.
+    """
+
+
+@hookspec
+def identify_service(
+    service: DiscoveredService, settings: DriverSettings
+) -> Candidate | Awaitable[Candidate | None] | None:
+    """Return a Candidate if ``service`` is one of this plugin's devices (probe it if needed), else None."""
+
+
+@hookspec
+def apply_command(driver: Driver, command: Command) -> Awaitable[CommandResult]:
+    """Carry out ``command`` on a device whose driver this plugin created.
+
+    Called only on the plugin that owns ``driver``. Validate the value against the device family's
+    limits before anything is sent; raise hub.model.CommandError subclasses for failures.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def register_simulators(register: Callable[[DemoFleet], None]) -> None:
+    """Offer simulated devices for demo mode: call ``register(fleet)`` with a :class:`DemoFleet`."""

@@ -1,0 +1,183 @@
+"""The one plugin manager. Entry points in the group ``wmhub`` are loaded one by one.
+
+A plugin that fails to import or to register is recorded with its error (``wmhub plugins`` shows it)
+and the others load regardless. ``WMHUB_LOAD_PLUGINS=a,b`` loads only the named distributions (or
+entry-point names); an empty value loads none. Every call into a plugin goes through :meth:`call` or
+:meth:`call_async`, which catch that plugin's exceptions and bound its time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from hub import hookspecs
+from hub.hookspecs import DriverSpec
+
+ENTRY_POINT_GROUP = "wmhub"
+log = logging.getLogger("hub.plugins")
+
+
+@dataclass
+class PluginRecord:
+    """What ``wmhub plugins`` reports for one plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "hooks": self.hooks,
+            "error": self.error,
+        }
+
+
+class PluginError(Exception):
+    """A plugin raised, returned garbage or overran its time; the message names the plugin."""
+
+
+class PluginHost:
+    """Owns the pluggy manager and the per-plugin records; every hook call goes through here."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("wmhub")
+        self.pm.add_hookspecs(hookspecs)
+        self.records: dict[str, PluginRecord] = {}
+        self._drivers: dict[str, tuple[DriverSpec, str]] | None = None
+
+    def load_entry_points(self, only: str | None = None) -> None:
+        if only is None:
+            only = os.environ.get("WMHUB_LOAD_PLUGINS")
+        wanted = None if only is None else {name.strip() for name in only.split(",") if name.strip()}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist.name if ep.dist is not None else None
+            if wanted is not None and ep.name not in wanted and dist not in wanted:
+                continue
+            self._load_one(ep, dist)
+
+    def _load_one(self, ep: EntryPoint, dist: str | None) -> None:
+        record = PluginRecord(
+            name=ep.name,
+            distribution=dist,
+            version=ep.dist.version if ep.dist is not None else None,
+        )
+        self.records[ep.name] = record
+        try:
+            module = ep.load()
+            self.pm.register(module, name=ep.name)
+        except Exception as exc:
+            record.error = f"{type(exc).__name__}: {exc}"
+            log.error("plugin %s failed to load: %s", ep.name, record.error)
+            return
+        record.hooks = self._hook_names(ep.name)
+
+    def register(self, plugin: object, name: str, version: str | None = None) -> None:
+        """Register an in-process plugin object (tests, built-ins)."""
+        self.pm.register(plugin, name=name)
+        self.records[name] = PluginRecord(name=name, version=version, hooks=self._hook_names(name))
+        self._drivers = None
+
+    def unregister(self, name: str) -> None:
+        self.pm.unregister(name=name)
+        self.records.pop(name, None)
+        self._drivers = None
+
+    def _hook_names(self, name: str) -> list[str]:
+        plugin = self.pm.get_plugin(name)
+        callers = self.pm.get_hookcallers(plugin) or []
+        return sorted(caller.name for caller in callers)
+
+    def _fail(self, plugin_name: str, hook: str, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        log.error("plugin %s failed in %s: %s", plugin_name, hook, message)
+        record = self.records.get(plugin_name)
+        if record is not None and record.error is None:
+            record.error = f"{hook}: {message}"
+
+    def _impls(self, hook: str) -> Iterator[tuple[str, Callable[..., Any]]]:
+        """(plugin name, a callable taking the hook's keyword arguments) in registration order."""
+        caller = getattr(self.pm.hook, hook)
+        for impl in reversed(caller.get_hookimpls()):
+            # pluggy lets an implementation accept a subset of the spec's arguments
+            def call(_impl: Any = impl, **kwargs: Any) -> Any:
+                return _impl.function(**{name: kwargs[name] for name in _impl.argnames})
+
+            yield impl.plugin_name, call
+
+    def call(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call a synchronous hook on every plugin, isolating failures; returns (plugin, result) pairs."""
+        results = []
+        for plugin_name, function in self._impls(hook):
+            try:
+                results.append((plugin_name, function(**kwargs)))
+            except Exception as exc:
+                self._fail(plugin_name, hook, exc)
+        return results
+
+    async def call_async(self, plugin_name: str, hook: str, timeout: float, **kwargs: Any) -> Any:
+        """Call one plugin's hook, awaiting an awaitable result within ``timeout``; raise PluginError."""
+        for name, function in self._impls(hook):
+            if name != plugin_name:
+                continue
+            try:
+                result = function(**kwargs)
+                if inspect.isawaitable(result):
+                    result = await asyncio.wait_for(result, timeout)
+                return result
+            except asyncio.CancelledError:
+                raise
+            except TimeoutError:
+                raise PluginError(
+                    f"plugin {plugin_name} did not answer {hook} within {timeout:g} s"
+                ) from None
+        return None
+
+    def plugins_with(self, hook: str) -> list[str]:
+        return [name for name, _ in self._impls(hook)]
+
+    def collect(self, hook: str) -> list[tuple[str, Any]]:
+        """Call a ``register_*`` hook; return every (plugin, registered object) pair."""
+        registered: list[tuple[str, Any]] = []
+        for plugin_name, function in self._impls(hook):
+            found: list[Any] = []
+            try:
+                function(register=found.append)
+            except Exception as exc:
+                self._fail(plugin_name, hook, exc)
+                continue
+            registered.extend((plugin_name, item) for item in found)
+        return registered
+
+    def drivers(self) -> dict[str, tuple[DriverSpec, str]]:
+        """Driver specs by URL scheme, with the name of the plugin that owns each."""
+        if self._drivers is None:
+            drivers: dict[str, tuple[DriverSpec, str]] = {}
+            for plugin_name, spec in self.collect("register_drivers"):
+                if not isinstance(spec, DriverSpec):
+                    self._fail(plugin_name, "register_drivers", TypeError(f"not a DriverSpec: {spec!r}"))
+                elif spec.scheme in drivers:
+                    other = drivers[spec.scheme][1]
+                    self._fail(
+                        plugin_name, "register_drivers", ValueError(f"scheme {spec.scheme} taken by {other}")
+                    )
+                else:
+                    drivers[spec.scheme] = (spec, plugin_name)
+            self._drivers = drivers
+        return self._drivers
+
+    def listing(self) -> list[dict[str, Any]]:
+        return [record.as_dict() for record in self.records.values()]

@@ -1,0 +1,188 @@
+"""The state store: current state of every device, merged from partial driver updates.
+
+Drivers write through :class:`hub.devices.DeviceHandle`; publishers (MQTT, the board, history, alerts)
+read through subscriptions. A subscription receives *which* fields changed on *which* device or
+channel, coalesced: ten meter updates to one channel between two deliveries arrive as one entry, so a
+consumer that asks for at most one batch per 0.5 s does that much work and no more, however fast the
+devices stream. Consumers read the values themselves from the store when the batch arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, Channel, Device
+
+# Keys of a change batch: (device_id, None) for the device itself, (device_id, index) for a channel.
+ChangeKey = tuple[str, int | None]
+Batch = dict[ChangeKey, set[str]]
+
+# Pseudo-fields that mark lifecycle changes in a batch, next to the model's own field names.
+ADDED: Final = "+added"
+REMOVED: Final = "+removed"
+ONLINE: Final = "online"
+
+
+class Subscription:
+    """A consumer's view of changes. Iterate it (``async for batch in sub``) to receive batches.
+
+    ``fields`` limits the subscription to changes touching those fields (lifecycle changes always
+    pass). ``min_interval`` is the least time between two batches: the coalescing window.
+    """
+
+    def __init__(self, store: StateStore, fields: frozenset[str] | None, min_interval: float) -> None:
+        self._store = store
+        self.fields = fields
+        self.min_interval = min_interval
+        self._pending: Batch = {}
+        self._ready = asyncio.Event()
+        self._last_delivery = 0.0
+        self._closed = False
+
+    def _offer(self, key: ChangeKey, changed: Iterable[str]) -> None:
+        if self.fields is not None:
+            changed = [name for name in changed if name in self.fields or name[0] == "+" or name == ONLINE]
+            if not changed:
+                return
+        entry = self._pending.get(key)
+        if entry is None:
+            self._pending[key] = set(changed)
+        else:
+            entry.update(changed)
+        self._ready.set()
+
+    @property
+    def backlog(self) -> int:
+        """Entries waiting for the consumer: bounded by the number of devices and channels."""
+        return len(self._pending)
+
+    def close(self) -> None:
+        self._closed = True
+        self._store._subscriptions.discard(self)
+        self._ready.set()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Batch:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            await self._ready.wait()
+            wait = self._last_delivery + self.min_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if self._closed:
+                raise StopAsyncIteration
+            self._ready.clear()
+            if not self._pending:
+                continue
+            batch, self._pending = self._pending, {}
+            self._last_delivery = time.monotonic()
+            return batch
+
+    def drain(self) -> Batch:
+        """Take what is pending without waiting (for consumers driven by their own clock)."""
+        batch, self._pending = self._pending, {}
+        self._ready.clear()
+        return batch
+
+
+class StateStore:
+    """Every known device, by id. Only drivers (through handles) and the hub's device manager write."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, Device] = {}
+        self._subscriptions: set[Subscription] = set()
+        self.updates_applied = 0
+
+    def subscribe(self, fields: Iterable[str] | None = None, min_interval: float = 0.0) -> Subscription:
+        sub = Subscription(self, frozenset(fields) if fields is not None else None, min_interval)
+        self._subscriptions.add(sub)
+        return sub
+
+    def _notify(self, key: ChangeKey, changed: Iterable[str]) -> None:
+        for sub in self._subscriptions:
+            sub._offer(key, changed)
+
+    def get(self, device_id: str) -> Device | None:
+        return self.devices.get(device_id)
+
+    def add_device(self, device: Device) -> None:
+        """Add or replace a device; subscribers see it as added (device and every channel)."""
+        self.devices[device.id] = device
+        self._notify((device.id, None), (ADDED,))
+        for channel in device.channels:
+            self._notify((device.id, channel.index), (ADDED,))
+
+    def remove_device(self, device_id: str) -> Device | None:
+        device = self.devices.pop(device_id, None)
+        if device is not None:
+            for channel in device.channels:
+                self._notify((device_id, channel.index), (REMOVED,))
+            self._notify((device_id, None), (REMOVED,))
+        return device
+
+    def ensure_channels(self, device_id: str, count: int) -> None:
+        """Make the device have channels 1..count (a receiver's channel count is fixed by its model)."""
+        device = self.devices[device_id]
+        have = {channel.index for channel in device.channels}
+        for index in range(1, count + 1):
+            if index not in have:
+                device.channels.append(Channel(index=index))
+                self._notify((device_id, index), (ADDED,))
+        device.channels.sort(key=lambda channel: channel.index)
+
+    def update_device(self, device_id: str, fields: Mapping[str, Any]) -> set[str]:
+        device = self.devices.get(device_id)
+        if device is None:
+            return set()
+        changed = set()
+        for name, value in fields.items():
+            if name not in DEVICE_FIELDS:
+                raise KeyError(f"unknown device field {name!r}")
+            if getattr(device, name) != value:
+                setattr(device, name, value)
+                changed.add(name)
+        device.last_seen = datetime.now(UTC)
+        if changed:
+            self._notify((device_id, None), changed)
+        return changed
+
+    def update_channel(self, device_id: str, index: int, fields: Mapping[str, Any]) -> set[str]:
+        device = self.devices.get(device_id)
+        if device is None:
+            return set()
+        channel = device.channel(index)
+        if channel is None:
+            channel = Channel(index=index)
+            device.channels.append(channel)
+            device.channels.sort(key=lambda ch: ch.index)
+            self._notify((device_id, index), (ADDED,))
+        changed = set()
+        for name, value in fields.items():
+            if name not in CHANNEL_FIELDS:
+                raise KeyError(f"unknown channel field {name!r}")
+            if getattr(channel, name) != value:
+                setattr(channel, name, value)
+                changed.add(name)
+        self.updates_applied += 1
+        now = datetime.now(UTC)
+        device.last_seen = now
+        if changed:
+            channel.updated_at = now
+            self._notify((device_id, index), changed)
+        return changed
+
+    def set_online(self, device_id: str, online: bool) -> None:
+        device = self.devices.get(device_id)
+        if device is None or device.online == online:
+            return
+        device.online = online
+        if online:
+            device.last_seen = datetime.now(UTC)
+        self._notify((device_id, None), (ONLINE,))

@@ -1,0 +1,3 @@
+"""wmhub plugin for Sennheiser receivers."""
+
+__version__ = "26.11.0"

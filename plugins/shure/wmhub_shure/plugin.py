@@ -1,0 +1,1 @@
+"""The hook implementations of the Shure plugin: a table of contents for the plugin."""
