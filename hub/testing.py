@@ -1,0 +1,68 @@
+"""Helpers for tests of the hub and of plugins (a third-party plugin's tests can use them too).
+
+``eventually`` waits for a condition with a deadline instead of sleeping and hoping; ``DriverHarness``
+runs the real device path (plugin host, device manager, state store) without MQTT or HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TypeVar
+
+from hub.devices import DeviceManager, ManagedDevice
+from hub.drivers import DriverSettings
+from hub.model import Command, CommandResult, Device
+from hub.plugins import PluginHost
+from hub.state import StateStore
+
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy (returned) or raise AssertionError at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {result!r})")
+        await asyncio.sleep(0.01)
+
+
+class DriverHarness:
+    """The hub's device path for one test: ``async with DriverHarness("shure") as hub: ...``."""
+
+    def __init__(self, *plugins: str, settings: DriverSettings | None = None) -> None:
+        self.plugins = PluginHost()
+        self.plugins.load_entry_points(only=",".join(plugins))
+        self.store = StateStore()
+        self.settings = settings or DriverSettings(meter_rate_ms=100, io_timeout_s=2.0, offline_after_s=3.0)
+        self.manager = DeviceManager(self.plugins, self.store, self.settings)
+
+    async def __aenter__(self) -> DriverHarness:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.manager.close()
+
+    def add(self, url: str) -> ManagedDevice:
+        return self.manager.add(url)
+
+    async def device(self, managed: ManagedDevice, timeout: float = 5.0, online: bool = True) -> Device:
+        """Wait until the device behind ``managed`` is identified and has the wanted online state."""
+
+        def ready() -> Device | None:
+            device_id = managed.handle.device_id
+            device = self.store.get(device_id) if device_id else None
+            return device if device is not None and device.online == online else None
+
+        return await eventually(ready, timeout, f"{managed.url} online={online}")
+
+    async def apply(self, command: Command) -> CommandResult:
+        return await self.manager.apply(command)
