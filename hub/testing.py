@@ -21,7 +21,7 @@ from hub.state import StateStore
 T = TypeVar("T")
 
 
-async def eventually(check: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
+async def eventually(check: Callable[[], T | None], timeout: float = 5.0, what: str = "condition") -> T:
     """Poll ``check`` until it returns something truthy (returned) or raise AssertionError at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
