@@ -1,0 +1,215 @@
+"""The Hub: wires plugins, the state store, drivers, discovery and the publishers together.
+
+    drivers (plugins) -> DeviceHandle -> StateStore -> publishers (MQTT, web, history/alerts)
+    MQTT / REST / CLI -> Hub.apply -> DeviceManager -> owning plugin's apply_command -> driver
+
+The edges (hub.mqtt, hub.web) call only the service methods below, so every source of a command is
+treated alike (validated, routed, audited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+from hub import __version__
+from hub.config import HubConfig
+from hub.devices import DeviceManager, ManagedDevice
+from hub.discovery import Discovery
+from hub.drivers import DriverSettings
+from hub.hookspecs import Candidate, DemoFleet
+from hub.model import Command, CommandKind, CommandResult, Device
+from hub.plugins import PluginHost
+from hub.state import StateStore
+
+log = logging.getLogger("hub")
+
+
+class UnknownCandidateError(LookupError):
+    """No discovery candidate has that URL."""
+
+
+class Hub:
+    """One running hub. ``async with Hub(config) as hub`` starts everything and stops it cleanly."""
+
+    def __init__(self, config: HubConfig, plugins: PluginHost | None = None) -> None:
+        self.config = config
+        if plugins is None:
+            plugins = PluginHost()
+            plugins.load_entry_points()
+        self.plugins = plugins
+        self.store = StateStore()
+        self.settings = DriverSettings(
+            meter_rate_ms=config.meter_rate_ms,
+            io_timeout_s=config.io_timeout_s,
+            offline_after_s=config.offline_after_s,
+        )
+        self.devices = DeviceManager(plugins, self.store, self.settings, config.command_timeout_s)
+        interfaces = ["127.0.0.1"] if config.demo and config.discovery.interfaces is None else None
+        self.discovery = Discovery(
+            plugins,
+            self.settings,
+            interfaces=config.discovery.interfaces or interfaces,
+            on_candidate=self._on_candidate,
+        )
+        self.started_at = time.time()
+        self._fleets: list[tuple[str, DemoFleet]] = []
+        self._edges: list[Any] = []
+        self.stopped = asyncio.Event()
+
+    async def __aenter__(self) -> Hub:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        urls = list(self.config.devices)
+        if self.config.demo:
+            urls += await self._start_demo()
+        for url in urls:
+            await self.add_device(url, source="config")
+        if self.config.discovery.enabled:
+            await self.discovery.start()
+        await self._start_edges()
+        log.info("hub %s started with %d device(s)", self.config.hub_id, len(self.devices.by_url))
+
+    async def _start_demo(self) -> list[str]:
+        urls: list[str] = []
+        for plugin_name, fleet in self.plugins.collect("register_simulators"):
+            try:
+                urls += await fleet.start()
+                self._fleets.append((plugin_name, fleet))
+            except Exception as exc:
+                log.error("demo simulators of plugin %s failed to start: %s", plugin_name, exc)
+        return urls
+
+    async def _start_edges(self) -> None:
+        if self.config.mqtt.url != "off":
+            from hub.mqtt.bridge import MqttBridge
+
+            self._edges.append(MqttBridge(self))
+        if self.config.http.enabled:
+            from hub.web.server import WebServer
+
+            self._edges.append(WebServer(self))
+        for edge in self._edges:
+            await edge.start()
+
+    @property
+    def web(self) -> Any:
+        """The running web server (for its bound port), or None."""
+        from hub.web.server import WebServer
+
+        return next((edge for edge in self._edges if isinstance(edge, WebServer)), None)
+
+    async def stop(self) -> None:
+        """Close devices first (metering off), then say offline on MQTT, then close the rest."""
+        await self.discovery.stop()
+        await self.devices.close()
+        for edge in reversed(self._edges):
+            try:
+                await edge.stop()
+            except Exception as exc:
+                log.error("stopping %s failed: %s", type(edge).__name__, exc)
+        self._edges.clear()
+        for plugin_name, fleet in self._fleets:
+            try:
+                await fleet.stop()
+            except Exception as exc:
+                log.error("demo simulators of plugin %s failed to stop: %s", plugin_name, exc)
+        self._fleets.clear()
+        self.stopped.set()
+
+    async def run_until_signalled(self) -> None:
+        """Run until SIGINT or SIGTERM, then stop cleanly."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down")
+            await self.stop()
+
+    # Service methods used by every edge (MQTT, REST, CLI, UI)
+
+    def device_list(self) -> list[Device]:
+        return list(self.store.devices.values())
+
+    async def add_device(self, url: str, source: str) -> ManagedDevice:
+        """Start supervising a device; raises hub.drivers.EndpointError for an unusable URL."""
+        managed = self.devices.add(url)
+        log.info("device %s added (%s)", url, source)
+        return managed
+
+    async def remove_device(self, device_id_or_url: str, source: str) -> bool:
+        removed = await self.devices.remove(device_id_or_url)
+        if removed:
+            log.info("device %s removed (%s)", device_id_or_url, source)
+        return removed
+
+    async def apply(self, command: Command, source: str) -> CommandResult:
+        result = await self.devices.apply(command)
+        log.info(
+            "command %s %s ch%s=%r from %s: %s",
+            command.kind.value,
+            command.device_id,
+            command.channel,
+            command.value,
+            source,
+            "ok" if result.ok else f"{result.code}: {result.error}",
+        )
+        return result
+
+    async def set_meter_rate(self, rate_ms: int, device_id: str | None, source: str) -> list[CommandResult]:
+        targets = [device_id] if device_id is not None else [d.id for d in self.device_list() if d.online]
+        return [
+            await self.apply(Command(device_id=target, kind=CommandKind.METER_RATE, value=rate_ms), source)
+            for target in targets
+        ]
+
+    def candidates(self) -> list[Candidate]:
+        return list(self.discovery.candidates.values())
+
+    def _on_candidate(self, candidate: Candidate) -> None:
+        if self.config.discovery.auto_approve and candidate.url not in self.devices.by_url:
+            self.devices.add(candidate.url)
+
+    async def approve_candidate(self, url: str, source: str) -> ManagedDevice:
+        if url not in self.discovery.candidates:
+            raise UnknownCandidateError(f"no discovery candidate {url!r}")
+        return await self.add_device(url, source)
+
+    async def restart_discovery(self) -> None:
+        await self.discovery.restart()
+
+    def info(self) -> dict[str, Any]:
+        """Version, plugins and a configuration summary with no secrets in it."""
+        mqtt_url = self.config.mqtt.url
+        if "@" in mqtt_url:
+            scheme, rest = mqtt_url.split("://", 1)
+            mqtt_url = f"{scheme}://***@{rest.split('@', 1)[1]}"
+        return {
+            "hub_id": self.config.hub_id,
+            "version": __version__,
+            "started_at": self.started_at,
+            "plugins": self.plugins.listing(),
+            "config": {
+                "mqtt": mqtt_url,
+                "base_topic": self.config.mqtt.base_topic,
+                "http": f"{self.config.http.host}:{self.config.http.port}",
+                "meter_rate_ms": self.config.meter_rate_ms,
+                "offline_after_s": self.config.offline_after_s,
+                "demo": self.config.demo,
+                "discovery": self.config.discovery.enabled,
+                "devices": len(self.devices.by_url),
+            },
+        }

@@ -1,0 +1,161 @@
+"""The ``wmhub`` command: run the hub, list plugins and devices, run discovery."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from hub import __version__
+from hub.config import ConfigError, HubConfig, load_config
+from hub.logs import setup_logging
+from hub.plugins import PluginHost
+
+EXIT_CONFIG = 2
+
+
+def _http_address(value: str) -> dict[str, Any]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
+    return {"host": host or "127.0.0.1", "port": int(port)}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wmhub", description="Wireless microphone hub: devices -> MQTT and a board.")
+    parser.add_argument("--version", action="version", version=f"wmhub {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the hub")
+    run.add_argument("--config", type=Path, help="TOML configuration file")
+    run.add_argument("--device", action="append", default=[], metavar="URL", help="add a device (repeatable)")
+    run.add_argument("--demo", action="store_true", help="start simulated devices on loopback and connect to them")
+    run.add_argument("--mqtt", help="embedded | off | mqtt://[user:pass@]host:port | mqtts://...")
+    run.add_argument("--http", type=_http_address, metavar="HOST:PORT", help="status board and REST API address")
+    run.add_argument("--data-dir", type=Path, help="where the database and API token live")
+    run.add_argument("--hub-id", help="this hub's id on MQTT (letters, digits, - and _)")
+
+    plugins = commands.add_parser("plugins", help="list installed plugins, their versions, hooks and errors")
+    plugins.add_argument("--json", action="store_true")
+
+    devices = commands.add_parser("devices", help="list the devices of a running hub")
+    devices.add_argument("--json", action="store_true")
+    devices.add_argument("--config", type=Path)
+    devices.add_argument("--http", type=_http_address, metavar="HOST:PORT")
+
+    discover = commands.add_parser("discover", help="look for devices on the network and print what was found")
+    discover.add_argument("--seconds", type=float, default=10.0)
+    discover.add_argument("--json", action="store_true")
+    discover.add_argument("--config", type=Path)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> HubConfig:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "device", None):
+        overrides["devices"] = args.device
+    if getattr(args, "demo", False):
+        overrides["demo"] = True
+    if getattr(args, "mqtt", None):
+        overrides["mqtt"] = {"url": args.mqtt}
+    if getattr(args, "http", None):
+        overrides["http"] = args.http
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    if getattr(args, "hub_id", None):
+        overrides["hub_id"] = args.hub_id
+    config = load_config(getattr(args, "config", None), overrides)
+    if args.command == "run" and getattr(args, "device", None):
+        config.devices = [*dict.fromkeys([*config.devices, *args.device])]
+    return config
+
+
+def _run(config: HubConfig) -> int:
+    from hub.app import Hub
+
+    setup_logging(config.log_level, config.plugin_log_levels)
+    asyncio.run(Hub(config).run_until_signalled())
+    return 0
+
+
+def _plugins(as_json: bool) -> int:
+    host = PluginHost()
+    host.load_entry_points()
+    listing = host.listing()
+    if as_json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    for plugin in listing:
+        status = f"ERROR {plugin['error']}" if plugin["error"] else ", ".join(plugin["hooks"])
+        print(f"{plugin['distribution'] or plugin['name']} {plugin['version'] or ''}: {status}")
+    return 0
+
+
+def _devices(config: HubConfig, as_json: bool) -> int:
+    url = f"http://{config.http.host}:{config.http.port}/api/v1/devices"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.load(response)
+    except (urllib.error.URLError, TimeoutError) as exc:
+        print(f"wmhub devices: no hub answering at {url} ({exc})", file=sys.stderr)
+        return 1
+    devices = body.get("devices", body) if isinstance(body, dict) else body
+    if as_json:
+        print(json.dumps(devices, indent=2))
+        return 0
+    for device in devices:
+        state = "online" if device.get("online") else "offline"
+        print(f"{device['id']:<32} {device.get('model') or '?':<12} {device['host']}:{device['port']}  {state}")
+        for channel in device.get("channels", []):
+            print(f"    {channel['index']}: {channel.get('name') or ''}")
+    return 0
+
+
+def _discover(config: HubConfig, seconds: float, as_json: bool) -> int:
+    from hub.discovery import Discovery
+    from hub.drivers import DriverSettings
+
+    async def scan() -> list[dict[str, Any]]:
+        host = PluginHost()
+        host.load_entry_points()
+        discovery = Discovery(host, DriverSettings(io_timeout_s=config.io_timeout_s), config.discovery.interfaces)
+        await discovery.start()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            await discovery.stop()
+        return [vars(candidate) for candidate in discovery.candidates.values()]
+
+    found = asyncio.run(scan())
+    if as_json:
+        print(json.dumps(found, indent=2))
+    elif not found:
+        print("no devices found")
+    for candidate in [] if as_json else found:
+        print(f"{candidate['url']:<40} {candidate['vendor']} {candidate['model'] or ''} {candidate['name'] or ''}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "plugins":
+        return _plugins(args.json)
+    try:
+        config = _config(args)
+    except ConfigError as exc:
+        print(f"wmhub: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "run":
+        return _run(config)
+    if args.command == "devices":
+        return _devices(config, args.json)
+    return _discover(config, args.seconds, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

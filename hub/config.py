@@ -1,0 +1,163 @@
+"""Hub configuration: a TOML file, then ``WMHUB_*`` environment variables, then command-line flags.
+
+Everything is validated by pydantic; :func:`load_config` turns the first problem into one
+:class:`ConfigError` line that names the key (``mqtt.keepalive: ...``), which the CLI prints before
+exiting with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "WMHUB_"
+# Variables that configure plugin loading rather than the hub's settings.
+_NON_SETTING_ENV = {"WMHUB_LOAD_PLUGINS", "WMHUB_TRACE_PLUGINS", "WMHUB_CONFIG"}
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the person who wrote the file."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttSettings(Section):
+    url: str = Field(default="embedded", description="embedded | off | mqtt://[user:pass@]host:port | mqtts://...")
+    base_topic: str = "wmhub"
+    client_id: str | None = None
+    keepalive: int = Field(default=60, ge=5, le=3600)
+    qos_state: Literal[0, 1, 2] = 1
+    qos_meters: Literal[0, 1, 2] = 0
+    meter_interval_s: float = Field(default=0.5, gt=0, le=60, description="least time between meter messages")
+    meter_threshold_db: float = Field(default=0.5, ge=0, description="smallest meter move worth publishing")
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_insecure: bool = Field(default=False, description="skip broker certificate verification (not advised)")
+    homeassistant: bool = True
+    homeassistant_prefix: str = "homeassistant"
+    control: bool = Field(default=True, description="accept set/get and bridge requests over MQTT")
+    embedded_port: int = Field(default=1883, ge=0, le=65535)
+
+    @field_validator("url")
+    @classmethod
+    def _known_url(cls, value: str) -> str:
+        if value in ("embedded", "off") or re.match(r"^mqtts?://", value):
+            return value
+        raise ValueError("must be 'embedded', 'off', or a mqtt:// or mqtts:// URL")
+
+    @field_validator("base_topic", "homeassistant_prefix")
+    @classmethod
+    def _plain_topic(cls, value: str) -> str:
+        if not value or any(char in value for char in "+#") or value.startswith("/") or value.endswith("/"):
+            raise ValueError("must be a topic prefix without wildcards or leading/trailing '/'")
+        return value
+
+
+class HttpSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8058, ge=0, le=65535)
+    token: str | None = Field(default=None, description="API token for writes; generated at first start if unset")
+    open_reads: bool = Field(default=True, description="allow reads without the token (trusted LAN)")
+    cors_origins: list[str] = Field(default_factory=list)
+    enabled: bool = True
+
+
+class DiscoverySettings(Section):
+    enabled: bool = True
+    auto_approve: bool = False
+    interfaces: list[str] | None = Field(default=None, description="addresses to run mDNS on; default: all")
+
+
+def _default_hub_id() -> str:
+    name = re.sub(r"[^a-zA-Z0-9_-]", "_", socket.gethostname()) or "hub"
+    return f"wmhub-{name}"
+
+
+class HubConfig(Section):
+    hub_id: str = Field(default_factory=_default_hub_id, pattern=r"^[a-zA-Z0-9_-]+$")
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "wmhub")
+    devices: list[str] = Field(default_factory=list, description="device URLs, e.g. shure://10.0.0.5")
+    demo: bool = False
+    meter_rate_ms: int = Field(default=1000, ge=100, le=99999, description="device metering interval")
+    offline_after_s: float = Field(default=10.0, gt=0, le=3600)
+    io_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    command_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    plugin_log_levels: dict[str, Literal["debug", "info", "warning", "error"]] = Field(default_factory=dict)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``WMHUB_MQTT__URL=...`` sets ``mqtt.url``; lists are comma-separated (``WMHUB_DEVICES=a,b``)."""
+    result: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in _NON_SETTING_ENV:
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        target = result
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        leaf = path[-1]
+        target[leaf] = [item.strip() for item in value.split(",") if item.strip()] if leaf == "devices" else value
+    return result
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown setting"
+    got = first.get("input")
+    detail = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
+    more = len(error.errors()) - 1
+    tail = f"; and {more} more problem{'s' if more > 1 else ''}" if more else ""
+    return f"{source}: {location}: {message}{detail}{tail}"
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> HubConfig:
+    """Read the file (if any), apply environment then ``overrides``; raise ConfigError on any problem."""
+    data: dict[str, Any] = {}
+    source = "configuration"
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such file") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    data = _merge(data, _env_overrides(os.environ if environ is None else environ))
+    data = _merge(data, overrides or {})
+    try:
+        return HubConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None

@@ -1,0 +1,55 @@
+"""Logging: readable lines on a terminal, one JSON object per line otherwise (journald, Docker, files).
+
+Every record carries its logger name (``hub.device.shure`` …) and, where a driver logged it, the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import orjson
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({key: value for key, value in record.__dict__.items() if key not in _STANDARD})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+class TerminalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        device = getattr(record, "device", None)
+        context = f" [{device}]" if device else ""
+        line = (
+            f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.name}{context}: {record.getMessage()}"
+        )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup_logging(level: str = "info", plugin_levels: Mapping[str, str] | None = None) -> None:
+    """Configure the root logger once; ``plugin_levels`` maps a vendor (``shure``) to its own level."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TerminalFormatter() if sys.stderr.isatty() else JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for vendor, vendor_level in (plugin_levels or {}).items():
+        logging.getLogger(f"hub.device.{vendor}").setLevel(vendor_level.upper())
+        logging.getLogger(f"wmhub_{vendor}").setLevel(vendor_level.upper())
+    for noisy in ("amqtt", "transitions", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
