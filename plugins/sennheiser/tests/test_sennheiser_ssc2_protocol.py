@@ -1,0 +1,200 @@
+"""SSCv2 without sockets: the SSE framer, path spelling and the resource map, from the reference's examples."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from wmhub_sennheiser.ssc2 import (
+    ResourceMap,
+    SseEvent,
+    SseEventTooLargeError,
+    SseParser,
+    encode_sse,
+    normalise_path,
+    path_covers,
+    schema_paths,
+    subscription_paths,
+)
+
+OPEN_EVENT = b'event: open\ndata: {"path":"/api/ssc/state/subscriptions/5f1c","sessionUUID":"5f1c"}\n\n'
+SPECTERA_RF_EVENT = b'data:{"/api/rf/channels/0":{"rfChannelId":0,"frequency":474000}}\n\n'
+
+
+def test_open_event_carries_the_session():
+    events = SseParser().feed(OPEN_EVENT)
+    assert events == [SseEvent(event="open", data='{"path":"/api/ssc/state/subscriptions/5f1c","sessionUUID":"5f1c"}')]
+    assert events[0].json()["sessionUUID"] == "5f1c"
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_every_line_ending_splits_the_same(newline: bytes):
+    stream = OPEN_EVENT.replace(b"\n", newline) + SPECTERA_RF_EVENT.replace(b"\n", newline)
+    parser = SseParser()
+    events = [event for byte in range(len(stream)) for event in parser.feed(stream[byte : byte + 1])]
+    assert [event.event for event in events] == ["open", "message"]
+    assert events[1].json() == {"/api/rf/channels/0": {"rfChannelId": 0, "frequency": 474000}}
+
+
+def test_multi_line_data_comments_and_ids():
+    parser = SseParser()
+    stream = b': keep-alive\n\nid: 7\nevent: change\ndata: {"a":\ndata: 1}\nretry: 10\nunknown: x\n\n'
+    (event,) = parser.feed(stream)
+    assert event == SseEvent(event="change", data='{"a":\n1}', id="7")
+    assert event.json() == {"a": 1}
+    assert parser.feed(b"data: 2\n\n") == [SseEvent(data="2", id="7")]  # the last id carries over
+
+
+def test_event_with_only_a_name_dispatches_nothing():
+    assert SseParser().feed(b"event: close\n\n") == []
+
+
+def test_a_huge_event_is_refused_not_buffered():
+    parser = SseParser(max_event_bytes=1000)
+    parser.feed(b"data: " + b"x" * 500 + b"\n")
+    with pytest.raises(SseEventTooLargeError):
+        parser.feed(b"data: " + b"x" * 600 + b"\n")
+    with pytest.raises(SseEventTooLargeError):
+        SseParser(max_event_bytes=1000).feed(b"data: " + b"y" * 2000)  # one line, never terminated
+
+
+def test_encode_round_trips():
+    data = {"/api/device/site": {"deviceName": "Stage\nLeft"}}
+    (event,) = SseParser().feed(encode_sse(data, event="message", event_id="3"))
+    assert event.json() == data and event.id == "3"
+
+
+@pytest.mark.parametrize(
+    ("spelling", "normal"),
+    [
+        ("/device/site", "/api/device/site"),
+        ("/api/device/site", "/api/device/site"),
+        ("api/device/site/", "/api/device/site"),
+        ("/api/audio/inputs", "/api/audio/inputs"),
+        ("/apiary", "/api/apiary"),
+    ],
+)
+def test_both_path_spellings_are_accepted(spelling: str, normal: str):
+    assert normalise_path(spelling) == normal
+
+
+def test_a_collection_subscription_covers_its_members():
+    assert path_covers("/mts/paired/all", "/api/mts/paired/all/12")
+    assert not path_covers("/api/mts/paired/all", "/api/mts/paired/allx")
+
+
+def test_subscriptions_come_from_the_schema_mapped_first_then_raw():
+    schema = {
+        "paths": {
+            "/api/device/site": {"get": {}, "put": {}},
+            "/api/mts/paired/all/{mtUid}": {"get": {}},
+            "/api/ssc/state/subscriptions/{uuid}": {"get": {}},
+            "/api/health/psu": {"get": {}},
+            "/api/health/psu/voltage": {"get": {}},
+            "/api/firmware/update": {"post": {}},
+        }
+    }
+    assert schema_paths(schema) == [
+        "/api/device/site",
+        "/api/mts/paired/all",
+        "/api/health/psu",
+        "/api/health/psu/voltage",
+    ]
+    assert subscription_paths(schema_paths(schema)) == ["/api/device/site", "/api/mts/paired/all", "/api/health/psu"]
+    assert "/api/rf/channels" in subscription_paths(None)
+
+
+def spectera_mobile(**overrides: object) -> dict[str, object]:
+    mobile: dict[str, object] = {
+        "mtUid": 4,
+        "type": "SKM",
+        "name": "Vocal 1",
+        "serial": "1234567",
+        "state": "online",
+        "batteryFillLevel": 80,
+        "batteryRuntime": 310,
+        "batteryLow": False,
+        "micLqi": 97,
+        "rssi": -61.5,
+        "dominantAntenna": "A2",
+        "interference": {"severity": "none"},
+        "rfChannelId": 0,
+    }
+    mobile.update(overrides)
+    return mobile
+
+
+def test_spectera_mobile_device_maps_to_a_channel():
+    resources = ResourceMap()
+    resources.apply_all({"/api/rf/channels": [{"rfChannelId": 0, "frequency": 474000, "bandwidthMode": 8000}]})
+    changes = resources.apply_all({"/api/mts/paired/all/4": spectera_mobile()})
+    assert changes.new_channel_count == 1
+    assert changes.channels[1] == {
+        "name": "Vocal 1",
+        "frequency_mhz": 474.0,
+        "tx_present": True,
+        "tx_model": "SKM",
+        "warnings": [],
+        "battery_percent": 80,
+        "battery_runtime_min": 310,
+        "rf_quality_percent": 97,
+        "rf_dbm": -61.5,
+        "antenna": "A2",
+        "audio_dbfs": None,
+        "audio_peak": None,
+    }
+
+
+def test_the_reference_rf_event_retunes_every_mobile_on_that_channel():
+    resources = ResourceMap()
+    resources.apply(
+        "/api/mts/paired/all",
+        [spectera_mobile(mtUid=9, rfChannelId=1), spectera_mobile(mtUid=2), spectera_mobile(mtUid=5)],
+    )
+    assert resources.channel_of == {"2": 1, "5": 2, "9": 3}  # numbered in mtUid order
+    (event,) = SseParser().feed(SPECTERA_RF_EVENT)
+    changes = resources.apply_all(event.json())
+    assert {index: fields["frequency_mhz"] for index, fields in changes.channels.items()} == {1: 474.0, 2: 474.0}
+
+
+def test_a_transmitter_switched_off_has_no_battery():
+    resources = ResourceMap()
+    resources.apply("/api/mts/paired/all/4", spectera_mobile())
+    changes = resources.apply("/api/mts/paired/all/4", {"state": "offline"})  # partial event
+    fields = changes.channels[1]
+    assert fields["tx_present"] is False
+    assert fields["battery_percent"] is None and fields["battery_runtime_min"] is None
+    assert fields["rf_dbm"] is None and fields["name"] == "Vocal 1"
+    deleted = resources.apply("/api/mts/paired/all/4", None)  # the reference's deletion shape
+    assert deleted.channels[1]["tx_present"] is False
+
+
+def test_identity_site_and_state():
+    resources = ResourceMap()
+    identity = {
+        "product": "TCCM",
+        "hardwareRevision": "1",
+        "serial": "1023456789",
+        "vendor": "Sennheiser electronic GmbH & Co. KG",
+    }
+    changes = resources.apply("/device/identity", identity)
+    assert changes.identity == identity and changes.device == {"model": "TCCM"}
+    assert resources.apply("/device/site", {"deviceName": "Rack A", "location": "FOH"}).device == {"name": "Rack A"}
+    resources.apply(
+        "/api/mts/paired/all/1", spectera_mobile(mtUid=1, batteryLow=True, interference={"severity": "HIGH"})
+    )
+    changes = resources.apply("/api/device/state", {"state": "ok", "warnings": ["PSU redundancy lost"]})
+    assert changes.channels[1]["warnings"] == ["PSU redundancy lost", "battery low", "interference high"]
+
+
+def test_metering_and_unknown_resources():
+    resources = ResourceMap()
+    resources.apply("/api/mts/paired/all/4", spectera_mobile())
+    changes = resources.apply("/api/audio/metering", [{"mtUid": 4, "rms": -23.5, "clip": True}, {"mtUid": 99}])
+    assert changes.channels == {1: {"audio_dbfs": -23.5, "audio_peak": True}}
+    level = json.loads('{"rms":-110}')  # TCC M, GET /api/audio/inputs/reference/level
+    assert not resources.apply("/api/audio/inputs/reference/level", level)
+    assert resources.raw == {"/api/audio/inputs/reference/level": {"rms": -110}}
+    resources.apply("/api/audio/links/3", {"id": 3})
+    resources.apply_all(json.loads('{"/api/audio/links/3":null}'))
+    assert "/api/audio/links/3" not in resources.raw

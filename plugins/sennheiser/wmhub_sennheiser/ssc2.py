@@ -1,0 +1,399 @@
+"""SSCv2 without I/O: the Server-Sent Events framer, resource paths, and the map from resources to the hub model.
+
+SSCv2 devices (Spectera, TCC M, EW-DX in "secure" mode) publish their state as REST resources and push
+changes as SSE events whose ``data`` is a JSON object keyed by full resource path. Everything here is
+fed literal bytes or decoded JSON, so it is tested from the reference's examples without sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+API_PREFIX: Final = "/api"
+SUBSCRIPTIONS_PATH: Final = "/api/ssc/state/subscriptions"
+IDENTITY_PATH: Final = "/api/device/identity"
+SITE_PATH: Final = "/api/device/site"
+STATE_PATH: Final = "/api/device/state"
+SCHEMA_PATH: Final = "/api/ssc/schema"
+MOBILES_PATH: Final = "/api/mts/paired/all"
+RF_CHANNELS_PATH: Final = "/api/rf/channels"
+METERING_PATH: Final = "/api/audio/metering"
+
+# The resources the driver maps to the hub model, in the order it subscribes to them.
+MAPPED_PATHS: Final = (IDENTITY_PATH, SITE_PATH, STATE_PATH, MOBILES_PATH, RF_CHANNELS_PATH, METERING_PATH)
+
+DEFAULT_MAX_EVENT_BYTES: Final = 256 * 1024
+
+
+# --- Server-Sent Events -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    """One dispatched event: ``event`` defaults to "message" as in the SSE specification."""
+
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class SseEventTooLargeError(ValueError):
+    """An event (or an unterminated line) grew past the parser's bound; the stream cannot be trusted."""
+
+
+class SseParser:
+    """Incremental SSE parser: feed it bytes as they arrive, it returns the events completed so far.
+
+    Lines end in LF, CRLF or CR (a CR at the end of a chunk waits for the next one, which may start
+    with its LF). A blank line dispatches; comments (``:``) are dropped; ``data`` lines are joined with
+    LF. The bound covers the pending event plus the unterminated line, so a huge event is refused
+    instead of buffered.
+    """
+
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self.max_event_bytes = max_event_bytes
+        self.last_event_id: str | None = None
+        self._buffer = bytearray()
+        self._pending_cr = False
+        self._event_type = ""
+        self._data: list[str] = []
+        self._event_bytes = 0
+
+    def feed(self, chunk: bytes) -> list[SseEvent]:
+        if self._pending_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._pending_cr = False
+        self._buffer += chunk
+        events: list[SseEvent] = []
+        while True:
+            match = re.search(rb"\r\n|\r|\n", self._buffer)
+            if match is None:
+                break
+            if match.group() == b"\r" and match.end() == len(self._buffer):
+                self._pending_cr = True  # maybe the first half of a CRLF split across chunks
+            line = bytes(self._buffer[: match.start()])
+            del self._buffer[: match.end()]
+            event = self._line(line.decode("utf-8", errors="replace"))
+            if event is not None:
+                events.append(event)
+        if self._event_bytes + len(self._buffer) > self.max_event_bytes:
+            raise SseEventTooLargeError(f"SSE event larger than {self.max_event_bytes} bytes")
+        return events
+
+    def _line(self, line: str) -> SseEvent | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        self._event_bytes += len(line)
+        if self._event_bytes > self.max_event_bytes:
+            raise SseEventTooLargeError(f"SSE event larger than {self.max_event_bytes} bytes")
+        if name == "event":
+            self._event_type = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id" and "\0" not in value:
+            self.last_event_id = value
+        # "retry" and unknown fields are ignored: the driver has its own reconnect policy
+        return None
+
+    def _dispatch(self) -> SseEvent | None:
+        event_type, data = self._event_type, self._data
+        self._event_type, self._data, self._event_bytes = "", [], 0
+        if not data:
+            return None
+        return SseEvent(event=event_type or "message", data="\n".join(data), id=self.last_event_id)
+
+
+def encode_sse(data: Any, event: str | None = None, event_id: str | None = None) -> bytes:
+    """Frame one event (the simulator's side); ``data`` is JSON-encoded."""
+    lines = []
+    if event:
+        lines.append(f"event: {event}")
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.extend(f"data: {line}" for line in json.dumps(data, separators=(",", ":")).split("\n"))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+# --- resource paths -----------------------------------------------------------------------------------
+
+
+def normalise_path(path: str) -> str:
+    """The one spelling of a resource path: ``/api/...``, no trailing slash.
+
+    The TCC M OpenAPI examples subscribe to ``/device/site`` while Spectera sends ``/api/device/site``;
+    both name the same resource.
+    """
+    path = "/" + path.strip().strip("/")
+    if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+        return path
+    return API_PREFIX + path if path != "/" else API_PREFIX
+
+
+def path_covers(subscribed: str, resource: str) -> bool:
+    """Whether a subscription to ``subscribed`` delivers changes of ``resource`` (itself or below it)."""
+    subscribed, resource = normalise_path(subscribed), normalise_path(resource)
+    return resource == subscribed or resource.startswith(subscribed + "/")
+
+
+def schema_paths(schema: Mapping[str, Any]) -> list[str]:
+    """The readable resource paths a device's OpenAPI document (``GET /api/ssc/schema``) declares.
+
+    Templated paths (``/mts/paired/all/{mtUid}``) are cut at the first parameter: a subscription to
+    the collection delivers its members.
+    """
+    found: list[str] = []
+    for raw_path, operations in (schema.get("paths") or {}).items():
+        if not isinstance(operations, Mapping) or "get" not in operations:
+            continue
+        path = normalise_path(str(raw_path).split("{", 1)[0])
+        if path.startswith(SUBSCRIPTIONS_PATH) or path in (SCHEMA_PATH, API_PREFIX) or path in found:
+            continue
+        found.append(path)
+    return found
+
+
+def subscription_paths(available: Iterable[str] | None) -> list[str]:
+    """What to subscribe to: the mapped resources the device has, then everything else it has (kept raw).
+
+    ``available`` is None when the device serves no schema; then the documented resources are tried.
+    """
+    if available is None:
+        return list(MAPPED_PATHS)
+    available = list(available)
+    mapped = [path for path in MAPPED_PATHS if any(path_covers(path, other) for other in available)]
+    extra = [path for path in available if not any(path_covers(chosen, path) for chosen in mapped)]
+    # drop paths covered by a shorter one already in the list, so each resource arrives once
+    extra = [path for path in extra if not any(o != path and path_covers(o, path) for o in extra)]
+    return mapped + extra
+
+
+# --- the map to the hub model -------------------------------------------------------------------------
+
+# Spectera mobile-device ``state`` values that mean the transmitter is not on air. The value set is not
+# published (unverified); anything else non-empty counts as present.
+ABSENT_STATES: Final = frozenset(
+    {"off", "offline", "disconnected", "notconnected", "not_connected", "unreachable", "absent", "unpaired", "sleep"}
+)
+
+
+@dataclass
+class Changes:
+    """What one resource update changed, in hub-model terms."""
+
+    device: dict[str, Any] = field(default_factory=dict)
+    channels: dict[int, dict[str, Any]] = field(default_factory=dict)
+    identity: dict[str, Any] | None = None
+    new_channel_count: int | None = None
+
+    def channel(self, index: int) -> dict[str, Any]:
+        return self.channels.setdefault(index, {})
+
+    def __bool__(self) -> bool:
+        return bool(self.device or self.channels or self.identity is not None or self.new_channel_count)
+
+
+def mobile_key(mt_uid: Any) -> str:
+    return str(mt_uid)
+
+
+def _sort_key(uid: Any) -> tuple[bool, float, str]:
+    number = _number(uid)
+    return (number is None, number or 0.0, str(uid))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _int_in(value: Any, low: int, high: int | None = None) -> int | None:
+    number = _number(value)
+    if number is None:
+        return None
+    result = round(number)
+    result = max(low, result)
+    return min(high, result) if high is not None else result
+
+
+def _severity_warning(interference: Any) -> str | None:
+    severity = interference.get("severity") if isinstance(interference, Mapping) else interference
+    if severity in (None, 0, False) or str(severity).lower() in ("none", "ok", "no", "0", ""):
+        return None
+    return f"interference {str(severity).lower()}"
+
+
+class ResourceMap:
+    """The device's resources as last reported, and their translation into hub-model fields.
+
+    Channels are the paired mobile devices (mics and bodypacks), numbered 1.. in ``mtUid`` order as
+    first seen; a mobile device paired later gets the next number, so numbers never move while connected.
+    Resources this map does not understand are kept in :attr:`raw` under their normalised path.
+    """
+
+    def __init__(self) -> None:
+        self.raw: dict[str, Any] = {}
+        self.channel_of: dict[str, int] = {}
+        self._mobiles: dict[str, dict[str, Any]] = {}
+        self._rf_khz: dict[str, float] = {}
+        self._device_warnings: list[str] = []
+        self._levels: dict[str, dict[str, Any]] = {}
+
+    @property
+    def channel_count(self) -> int:
+        return len(self.channel_of)
+
+    def apply_all(self, resources: Mapping[str, Any]) -> Changes:
+        """Apply an event's (or a GET's) data: ``{path: value}``; merges the changes of every resource."""
+        total = Changes()
+        for path, value in resources.items():
+            self._merge(total, self.apply(path, value))
+        return total
+
+    def apply(self, path: str, value: Any) -> Changes:
+        path = normalise_path(path)
+        changes = Changes()
+        if path in (MOBILES_PATH, RF_CHANNELS_PATH) and isinstance(value, list):
+            id_field = "mtUid" if path == MOBILES_PATH else "rfChannelId"
+            items = [item for item in value if isinstance(item, Mapping) and id_field in item]
+            for item in sorted(items, key=lambda item: _sort_key(item[id_field])):
+                self._merge(changes, self.apply(f"{path}/{item[id_field]}", item))
+            return changes
+        parent, _, leaf = path.rpartition("/")
+        if parent == MOBILES_PATH:
+            self._mobile(leaf, value, changes)
+        elif parent == RF_CHANNELS_PATH:
+            self._rf_channel(leaf, value, changes)
+        elif path == IDENTITY_PATH and isinstance(value, Mapping):
+            changes.identity = dict(value)
+            if value.get("product"):
+                changes.device["model"] = str(value["product"])
+        elif path == SITE_PATH and isinstance(value, Mapping):
+            if "deviceName" in value:
+                changes.device["name"] = value["deviceName"] or None
+        elif path == STATE_PATH and isinstance(value, Mapping):
+            self._device_warnings = [str(w) for w in value.get("warnings") or []]
+            for key in self._mobiles:
+                changes.channel(self.channel_of[key])["warnings"] = self._warnings(key)
+        elif path == METERING_PATH:
+            self._metering(value, changes)
+        else:
+            if value is None:
+                self.raw.pop(path, None)
+            else:
+                self.raw[path] = value
+        return changes
+
+    def mobile(self, index: int) -> dict[str, Any] | None:
+        """The last reported resource of the mobile device on ``index`` (a copy)."""
+        for key, number in self.channel_of.items():
+            if number == index and key in self._mobiles:
+                return dict(self._mobiles[key])
+        return None
+
+    def rf_channel_khz(self, rf_channel_id: Any) -> float | None:
+        return self._rf_khz.get(str(rf_channel_id))
+
+    def _index(self, key: str, changes: Changes) -> int:
+        if key not in self.channel_of:
+            self.channel_of[key] = len(self.channel_of) + 1
+            changes.new_channel_count = len(self.channel_of)
+        return self.channel_of[key]
+
+    def _mobile(self, key: str, value: Any, changes: Changes) -> None:
+        if value is None:  # deleted (unpaired): the channel stays, its transmitter is gone
+            if key in self._mobiles:
+                self._mobiles[key] = {"mtUid": self._mobiles[key].get("mtUid"), "state": None}
+                changes.channel(self.channel_of[key]).update(self._mobile_fields(key))
+            return
+        if not isinstance(value, Mapping):
+            return
+        # events may carry a partial object; merge into what is known
+        self._mobiles[key] = {**self._mobiles.get(key, {}), **value}
+        changes.channel(self._index(key, changes)).update(self._mobile_fields(key))
+
+    def _mobile_fields(self, key: str) -> dict[str, Any]:
+        mobile = self._mobiles[key]
+        state = mobile.get("state")
+        present = bool(state) and str(state).lower() not in ABSENT_STATES
+        khz = self._rf_khz.get(str(mobile.get("rfChannelId")))
+        fields: dict[str, Any] = {
+            "name": mobile.get("name") or None,
+            "frequency_mhz": khz / 1000.0 if khz is not None else None,
+            "tx_present": present,
+            "tx_model": str(mobile["type"]) if mobile.get("type") else None,
+            "warnings": self._warnings(key),
+        }
+        level = self._levels.get(key, {})
+        on_air = {
+            "battery_percent": _int_in(mobile.get("batteryFillLevel"), 0, 100),
+            "battery_runtime_min": _int_in(mobile.get("batteryRuntime"), 0),
+            "rf_quality_percent": _int_in(mobile.get("micLqi"), 0, 100),
+            "rf_dbm": _number(mobile.get("rssi")),
+            "antenna": str(mobile["dominantAntenna"]) if mobile.get("dominantAntenna") not in (None, "") else None,
+            "audio_dbfs": _number(level.get("rms")),
+            "audio_peak": level["clip"] if isinstance(level.get("clip"), bool) else None,
+        }
+        # a transmitter that is off reports stale battery and RF values: they are unknown now
+        fields.update(on_air if present else dict.fromkeys(on_air))
+        return fields
+
+    def _warnings(self, key: str) -> list[str]:
+        mobile = self._mobiles.get(key, {})
+        warnings = list(self._device_warnings)
+        if mobile.get("batteryLow") is True:
+            warnings.append("battery low")
+        interference = _severity_warning(mobile.get("interference"))
+        if interference:
+            warnings.append(interference)
+        return warnings
+
+    def _rf_channel(self, key: str, value: Any, changes: Changes) -> None:
+        if value is None:
+            self._rf_khz.pop(key, None)
+        elif isinstance(value, Mapping) and _number(value.get("frequency")) is not None:
+            self._rf_khz[key] = float(value["frequency"])
+        else:
+            return
+        for mobile_key_, mobile in self._mobiles.items():
+            if str(mobile.get("rfChannelId")) == key:
+                changes.channel(self.channel_of[mobile_key_]).update(self._mobile_fields(mobile_key_))
+
+    def _metering(self, value: Any, changes: Changes) -> None:
+        # The metering resource's shape is not published (unverified): accept a list of entries, or an
+        # object holding one under "mts"/"levels", each naming its mobile device by mtUid.
+        entries = value.get("mts") or value.get("levels") if isinstance(value, Mapping) else value
+        if not isinstance(entries, list):
+            self.raw[METERING_PATH] = value
+            return
+        for entry in entries:
+            if not isinstance(entry, Mapping) or "mtUid" not in entry:
+                continue
+            key = mobile_key(entry["mtUid"])
+            self._levels[key] = dict(entry)
+            if key in self._mobiles:
+                fields = self._mobile_fields(key)
+                changes.channel(self.channel_of[key]).update(
+                    audio_dbfs=fields["audio_dbfs"], audio_peak=fields["audio_peak"]
+                )
+
+    @staticmethod
+    def _merge(total: Changes, part: Changes) -> None:
+        total.device.update(part.device)
+        for index, fields in part.channels.items():
+            total.channel(index).update(fields)
+        if part.identity is not None:
+            total.identity = part.identity
+        if part.new_channel_count:
+            total.new_channel_count = part.new_channel_count
