@@ -28,6 +28,31 @@ MAPPED_PATHS: Final = (IDENTITY_PATH, SITE_PATH, STATE_PATH, MOBILES_PATH, RF_CH
 
 DEFAULT_MAX_EVENT_BYTES: Final = 256 * 1024
 
+# Value limits for writes. Sennheiser publishes none for SSCv2 (unverified): these follow the Spectera
+# UHF tuning range and the short names a receiver display shows; the device has the last word.
+MOBILE_NAME_MAX_CHARS: Final = 16
+DEVICE_NAME_MAX_CHARS: Final = 32
+FREQUENCY_RANGE_KHZ: Final = (470_000, 694_000)
+
+
+def name_problem(name: object, max_chars: int) -> str | None:
+    """Why ``name`` cannot be written (None if it can): 1..max_chars printable characters."""
+    if not isinstance(name, str) or not name.strip():
+        return "a name must be a non-empty string"
+    if len(name) > max_chars:
+        return f"{name!r} is longer than {max_chars} characters"
+    if not name.isprintable():
+        return f"{name!r} has characters that cannot be displayed"
+    return None
+
+
+def frequency_problem(khz: object) -> str | None:
+    """Why ``khz`` cannot be tuned (None if it can)."""
+    low, high = FREQUENCY_RANGE_KHZ
+    if isinstance(khz, bool) or not isinstance(khz, int | float) or not low <= khz <= high:
+        return f"frequency {khz!r} kHz is outside {low / 1000:g}..{high / 1000:g} MHz"
+    return None
+
 
 # --- Server-Sent Events -------------------------------------------------------------------------------
 
