@@ -1,0 +1,216 @@
+"""The codec against the literal lines of the protocol reference, and the framer against any split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from wmhub_shure.families import (
+    AXIENT,
+    FAMILIES,
+    PSM1000,
+    QLXD,
+    SLXD,
+    SLXD_PLUS,
+    UHFR,
+    ULXD,
+    Family,
+    build_set,
+    family_of_model,
+)
+from wmhub_shure.protocol import ANGLE, STAR, Framer, encode, parse
+
+from hub.model import Command, CommandKind, InvalidValueError, NotSupportedError
+
+
+@pytest.mark.parametrize(
+    ("line", "channel", "param", "index", "value"),
+    [
+        (b"< REP DEVICE_ID Main Rack >", None, "DEVICE_ID", None, "Main Rack"),
+        (b"< REP 2 CHAN_NAME Jane Smith >", 2, "CHAN_NAME", None, "Jane Smith"),
+        (b"< REP 1 SLOT_STATUS 8 EMPTY >", 1, "SLOT_STATUS", 8, "EMPTY"),
+        (b"< REP FW_VER {2.0.15.2                } >", None, "FW_VER", None, "2.0.15.2"),
+        (b"< REP RF_BAND {G55     } >", None, "RF_BAND", None, "G55"),
+        (b"< REP 1 CHAN_NAME {05} >", 1, "CHAN_NAME", None, "05"),
+        (b"< REP 1 RSSI_LED_BITMAP 2 00 >", 1, "RSSI_LED_BITMAP", 2, "00"),
+        (b"< REP 1 GROUP_CHANNEL {--,--} >", 1, "GROUP_CHANNEL", None, "--,--"),
+        (b"< REP 1 SLOT_BATT_MINS 8 65535 >", 1, "SLOT_BATT_MINS", 8, "65535"),
+        (b"< REP MODEL {AD4Q-A} >", None, "MODEL", None, "AD4Q-A"),
+        (b"< REP DEVICE_ID {RF 5-8} >", None, "DEVICE_ID", None, "RF 5-8"),
+        (b"< REP 1 LINK_STATUS 2 online  >", 1, "LINK_STATUS", 2, "online"),
+        (b"< REP 3 SLOT_TX_MODEL 1 {          } >", 3, "SLOT_TX_MODEL", 1, ""),
+        (b"< REP 1 CHAN_NAME {Lead  Vox >  1                   } >", 1, "CHAN_NAME", None, "Lead  Vox >  1"),
+        (b"<   REP   1    METER_RATE   00100   >", 1, "METER_RATE", None, "00100"),
+        (b"* REPORT 1 CHAN_NAME Bob *", 1, "CHAN_NAME", None, "Bob"),
+        (b"< REP 1 UNHEARD_OF_PARAM 7 XYZ >", 1, "UNHEARD_OF_PARAM", None, "7 XYZ"),
+    ],
+)
+def test_reference_lines_parse_to_their_scope_and_value(
+    line: bytes, channel: int | None, param: str, index: int | None, value: str
+) -> None:
+    framing = STAR if line.startswith(b"*") else ANGLE
+    (body,) = Framer(framing).feed(line)
+    report = parse(body)
+    assert report is not None
+    assert (report.channel, report.param, report.index, report.value) == (channel, param, index, value)
+
+
+def test_error_reply_is_recognised() -> None:
+    report = parse(Framer().feed(b"< REP ERR >")[0])
+    assert report is not None and report.is_error and report.channel is None
+
+
+@pytest.mark.parametrize(
+    ("family", "line", "field", "expected"),
+    [
+        (AXIENT, b"< REP 1 AUDIO_MUTE OFF >", "muted", False),
+        (AXIENT, b"< REP 1 TX_BATT_MINS 65534 >", "battery_runtime_min", None),
+        (AXIENT, b"< REP 1 TX_BATT_MINS 00090 >", "battery_runtime_min", 90),
+        (AXIENT, b"< REP 1 AUDIO_LEVEL_RMS 020 >", "audio_dbfs", -100),
+        (AXIENT, b"< REP 1 FREQUENCY 0470125 >", "frequency_mhz", 470.125),
+        (AXIENT, b"< REP 1 TX_MODEL UNKNOWN >", "tx_model", None),
+        (AXIENT, b"< REP 1 TX_MUTE_MODE_STATUS MUTE >", "tx_muted", True),
+        (AXIENT, b"< REP 1 CHAN_QUALITY 004 >", "rf_quality_percent", 80),
+        (AXIENT, b"< REP 1 AUDIO_GAIN 040 >", "gain_db", 22),
+        (SLXD, b"< REP 1 TX_BATT_BARS 004 >", "battery_bars", 4),
+        (SLXD, b"< REP 1 TX_BATT_BARS 255 >", "battery_bars", None),
+        (SLXD, b"< REP 1 TX_BATT_MINS 65535 >", "battery_runtime_min", None),
+        (SLXD, b"< REP 1 AUDIO_GAIN 000 >", "gain_db", -18),
+        (SLXD, b"< REP 1 TX_TYPE SLXD2 >", "tx_model", "SLXD2"),
+        (ULXD, b"< REP 1 FREQUENCY 470000 >", "frequency_mhz", 470.0),
+        (ULXD, b"< REP 1 BATT_BARS U >", "battery_bars", None),
+        (ULXD, b"< REP 1 TX_TYPE UNKN >", "tx_model", None),
+        (ULXD, b"< REP 1 RF_ANTENNA XB >", "antenna", "B"),
+        (ULXD, b"< REP 1 CHAN_NAME {Vox1    } >", "name", "Vox1"),
+        (UHFR, b"* REPORT 1 CHAN_NAME Bob *", "name", "Bob"),
+        (PSM1000, b"< REP 2 FREQUENCY 518200 >", "frequency_mhz", 518.2),
+    ],
+)
+def test_reference_values_convert_to_model_units(family: Family, line: bytes, field: str, expected: Any) -> None:
+    report = parse(Framer(family.framing).feed(line)[0])
+    assert report is not None
+    spec = family.channel_params[report.param]
+    assert spec.field == field
+    assert spec.codec.decode(report.value) == expected
+
+
+@pytest.mark.parametrize(
+    ("family", "line", "expected"),
+    [
+        # AD, TX off (micboard's AD4Q dump): quality 255, antennas XX, RSSI A -109 / B -108 dBm
+        (
+            AXIENT,
+            b"< SAMPLE 1 ALL 255 000 005 033 XX 00 011 00 012 >",
+            {"rf_quality_percent": None, "audio_peak": False, "audio_dbfs": -87, "antenna": None, "rf_dbm": -108},
+        ),
+        (
+            AXIENT,
+            b"< SAMPLE 2 ALL 005 200 110 100 XBXX 00 011 31 080 00 011 00 012 >",
+            {"rf_quality_percent": 100, "audio_peak": True, "audio_dbfs": -20, "antenna": "B", "rf_dbm": -40},
+        ),
+        (ULXD, b"< SAMPLE 1 ALL AX 090 030 >", {"antenna": "A", "rf_dbm": -38, "audio_dbfs": -20}),
+        (QLXD, b"< SAMPLE 1 ALL XX 000 000 >", {"antenna": None, "rf_dbm": -128, "audio_dbfs": -50}),
+        (SLXD_PLUS, b"< SAMPLE 3 ALL 102 095 050 >", {"audio_dbfs": -25, "rf_dbm": -70}),
+        (
+            UHFR,
+            b"* SAMPLE 1 ALL AX 20 X 4 8 *",
+            {"antenna": "A", "rf_dbm": -20, "battery_bars": 4, "tx_present": True, "audio_dbfs": -24},
+        ),
+    ],
+)
+def test_sample_lines_decode_to_meters(family: Family, line: bytes, expected: dict[str, Any]) -> None:
+    assert family.sample is not None
+    (body,) = Framer(family.framing).feed(line)
+    assert family.sample(body.split()) == expected
+
+
+def test_framer_handles_a_split_at_every_byte() -> None:
+    stream = (
+        b"< REP 1 CHAN_NAME {A>B {x}                      } >< SAMPLE 1 ALL AX 090 030 >"
+        b"< REP DEVICE_ID {RF 5-8} >< REP ERR >"
+    )
+    whole = Framer().feed(stream)
+    assert len(whole) == 4
+    for cut in range(len(stream) + 1):
+        framer = Framer()
+        assert framer.feed(stream[:cut]) + framer.feed(stream[cut:]) == whole
+    framer = Framer()
+    assert [message for byte in stream for message in framer.feed(bytes([byte]))] == whole
+
+
+def test_star_framer_handles_splits() -> None:
+    stream = b"* REPORT 1 CHAN_NAME Bob ** SAMPLE 1 ALL AX 20 X 4 8 *"
+    for cut in range(len(stream) + 1):
+        framer = Framer(STAR)
+        got = framer.feed(stream[:cut]) + framer.feed(stream[cut:])
+        assert [m.strip() for m in got] == [b"REPORT 1 CHAN_NAME Bob", b"SAMPLE 1 ALL AX 20 X 4 8"]
+
+
+def test_framer_drops_garbage_and_bounds_its_buffer() -> None:
+    framer = Framer(max_buffer=1024)
+    assert framer.feed(b"\x00\xffjunk>< REP 1 AUDIO_MUTE ON >") == [b" REP 1 AUDIO_MUTE ON "]
+    assert framer.dropped_bytes > 0
+    for _ in range(100):
+        framer.feed(b"x" * 100)  # a device that never sends a delimiter
+    assert framer.buffered <= 1024
+    assert framer.feed(b"< REP 1 AUDIO_MUTE OFF >") == [b" REP 1 AUDIO_MUTE OFF "]
+
+
+def test_models_map_to_families() -> None:
+    assert family_of_model("AD4Q-A") == (AXIENT, "AD4Q", 4)
+    assert family_of_model("SLXD4QDAN+") == (SLXD_PLUS, "SLXD4QDAN+", 4)
+    assert family_of_model("SLXD4D") == (SLXD, "SLXD4D", 2)
+    assert family_of_model("MXA910") is None
+
+
+def _command(kind: CommandKind, value: Any, channel: int | None = 1, slot: int | None = None) -> Command:
+    return Command(device_id="shure-x", channel=channel, kind=kind, value=value, slot=slot)
+
+
+def test_set_encoding_follows_the_reference() -> None:
+    def wire(family: Family, command: Command) -> bytes:
+        request = build_set(family, command)
+        values = request.values if request.index is None else (str(request.index), *request.values)
+        return encode(family.framing, "SET", request.param, *values, channel=request.channel)
+
+    assert wire(ULXD, _command(CommandKind.NAME, "Vox1")) == b"< SET 1 CHAN_NAME {Vox1} >"
+    assert wire(ULXD, _command(CommandKind.FREQUENCY, 470.0)) == b"< SET 1 FREQUENCY 470000 >"
+    assert wire(AXIENT, _command(CommandKind.FREQUENCY, 470.125)) == b"< SET 1 FREQUENCY 0470125 >"
+    assert wire(AXIENT, _command(CommandKind.GAIN, 22)) == b"< SET 1 AUDIO_GAIN 040 >"
+    assert wire(AXIENT, _command(CommandKind.GAIN_STEP, 3)) == b"< SET 1 AUDIO_GAIN INC 3 >"
+    assert wire(AXIENT, _command(CommandKind.MUTE, "toggle")) == b"< SET 1 AUDIO_MUTE TOGGLE >"
+    assert wire(AXIENT, _command(CommandKind.RF_OUTPUT, False, slot=3)) == b"< SET 1 SLOT_RF_OUTPUT 3 RF_MUTE >"
+    assert wire(SLXD, _command(CommandKind.IDENTIFY, None, channel=None)) == b"< SET FLASH ON >"
+    assert wire(SLXD, _command(CommandKind.METER_RATE, 100, channel=None)) == b"< SET 0 METER_RATE 00100 >"
+    assert wire(PSM1000, _command(CommandKind.NAME, "IEM 1")) == b"< SET 1 CHAN_NAME {IEM 1} >\r\n"
+
+
+@pytest.mark.parametrize(
+    ("family", "kind", "value", "message"),
+    [
+        (ULXD, CommandKind.NAME, "NineChars", "at most 8"),
+        (AXIENT, CommandKind.NAME, "x" * 32, "at most 31"),
+        (SLXD_PLUS, CommandKind.NAME, "Vox{1}", "contains"),
+        (AXIENT, CommandKind.NAME, "", "non-empty"),
+        (AXIENT, CommandKind.GAIN, 43, "outside -18..+42"),
+        (SLXD, CommandKind.GAIN, 1.5, "whole number"),
+        (ULXD, CommandKind.FREQUENCY, 470.0001, "whole number of kHz"),
+        (AXIENT, CommandKind.FREQUENCY, 1500.0, "outside"),
+        (AXIENT, CommandKind.MUTE, "maybe", "toggle"),
+        (AXIENT, CommandKind.METER_RATE, 50, "100..99999"),
+        (AXIENT, CommandKind.RF_OUTPUT, True, "slot"),
+    ],
+)
+def test_out_of_range_values_are_refused_with_a_clear_message(
+    family: Family, kind: CommandKind, value: Any, message: str
+) -> None:
+    with pytest.raises(InvalidValueError, match=message.replace("+", r"\+").replace("{", r"\{")):
+        build_set(family, _command(kind, value))
+
+
+def test_controls_a_family_lacks_are_not_supported() -> None:
+    with pytest.raises(NotSupportedError, match="QLX-D"):
+        build_set(QLXD, _command(CommandKind.MUTE, True))
+    with pytest.raises(NotSupportedError):
+        build_set(UHFR, _command(CommandKind.NAME, "Bob"))
+    assert all(family.fields for family in FAMILIES.values())

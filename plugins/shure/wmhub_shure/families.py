@@ -1,0 +1,629 @@
+"""Per-family parameter tables, conversions to the hub model's units, and the limits of each SET.
+
+Every table maps a wire parameter to the :class:`hub.model.Channel` (or Device) field it fills and the
+codec that converts it both ways; the simulator encodes with the same codecs, and the table-driven tests
+pin the decode side to the literal lines of the protocol reference. SAMPLE decoders are plain functions
+on pre-split byte tokens: they run ten times a second per channel, so they avoid regexes and models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from hub.model import Command, CommandKind, InvalidValueError, NotSupportedError
+from wmhub_shure.protocol import ANGLE, ANGLE_CRLF, STAR, Framing, Report, brace
+
+RUNTIME_UNKNOWN: Final = 65535
+RUNTIME_CALCULATING: Final = 65534
+RUNTIME_COMMUNICATION: Final = 65533
+GAIN_OFFSET: Final = 18
+GAIN_MIN_DB: Final = -18
+GAIN_MAX_DB: Final = 42
+METER_RATE_MIN_MS: Final = 100
+METER_RATE_MAX_MS: Final = 99999
+UNKNOWN_TEXT: Final = frozenset({"", "UNKN", "UNKNOWN"})
+# Characters a name may not hold: braces and delimiters would corrupt the framing on the way back.
+NAME_FORBIDDEN: Final = frozenset("{}<>*")
+
+ChannelFields = dict[str, Any]
+SampleDecoder = Callable[[list[bytes]], ChannelFields]
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """Wire text <-> model value. ``decode`` turns every unknown marker into None."""
+
+    decode: Callable[[str], Any]
+    encode: Callable[[Any], str]
+
+
+def number(offset: int = 0, width: int = 3, unknown: tuple[int, ...] = (255,), scale: int = 1) -> Codec:
+    """Zero-padded integers: model value = (wire - offset) * scale; ``unknown`` markers decode to None."""
+
+    def decode(text: str) -> int | None:
+        try:
+            raw = int(text)
+        except ValueError:  # micboard saw a bare "U" for an unknown battery
+            return None
+        return None if raw in unknown else (raw - offset) * scale
+
+    def encode(value: Any) -> str:
+        raw = unknown[0] if value is None else int(value) // scale + offset
+        return f"{raw:0{width}d}"
+
+    return Codec(decode, encode)
+
+
+def text(width: int = 0, braced: bool = True, unknown: frozenset[str] = frozenset({""}), blank: str = "") -> Codec:
+    """Strings: brace fields padded to ``width`` or bare tokens; blank and ``unknown`` decode to None."""
+
+    def decode(value: str) -> str | None:
+        value = value.strip()
+        return None if value.upper() in unknown else value
+
+    def encode(value: Any) -> str:
+        shown = blank if value is None else str(value)
+        return brace(shown, width) if braced else shown
+
+    return Codec(decode, encode)
+
+
+def enum_text(unknown_spelling: str) -> Codec:
+    """A bare enum token such as a TX model, whose unknown spelling differs by family (UNKN/UNKNOWN)."""
+    return text(braced=False, unknown=UNKNOWN_TEXT, blank=unknown_spelling)
+
+
+def frequency(digits: int) -> Codec:
+    """kHz digits without a decimal point (AD/SLX-D 7 with a leading zero, ULX-D/QLX-D 6) <-> MHz."""
+
+    def decode(value: str) -> float | None:
+        try:
+            khz = int(value)
+        except ValueError:  # "--" style placeholders before a frequency is set
+            return None
+        return khz / 1000 if khz else None
+
+    def encode(value: Any) -> str:
+        return f"{round(float(value) * 1000):0{digits}d}" if value is not None else "0" * digits
+
+    return Codec(decode, encode)
+
+
+def switch(on: str = "ON", off: str = "OFF") -> Codec:
+    """Two-state enums: ``on`` decodes to True. AD's TX mute reports ``MUTE`` for muted, ``ON`` for live."""
+
+    def decode(value: str) -> bool | None:
+        upper = value.strip().upper()
+        return True if upper == on else False if upper == off else None
+
+    def encode(value: Any) -> str:
+        return "UNKN" if value is None else on if value else off
+
+    return Codec(decode, encode)
+
+
+_ANTENNA_LETTERS: Final = "ABCD"
+_antenna_cache: dict[bytes, str | None] = {}
+
+
+def antenna_letters(status: str) -> str | None:
+    """Per-antenna status characters (``AX``, ``XB``, ``BB``, ``XXBX``) -> the active antennas' letters.
+
+    ``X`` means off; ULX-D puts the letter itself, AD puts ``B`` (CO also names ``R``), so any
+    character other than X counts as active (liberal: the AD meanings are unverified).
+    """
+    letters = "".join(_ANTENNA_LETTERS[i] for i, mark in enumerate(status[:4]) if mark not in "Xx")
+    return letters or None
+
+
+def antenna_marks(letters: str | None, count: int, active: str | None) -> str:
+    """The inverse of :func:`antenna_letters`; ``active`` None writes the antenna's own letter."""
+    chosen = letters or ""
+    return "".join((active or _ANTENNA_LETTERS[i]) if _ANTENNA_LETTERS[i] in chosen else "X" for i in range(count))
+
+
+def antenna(count: int = 2, active: str | None = None) -> Codec:
+    return Codec(antenna_letters, lambda value: antenna_marks(value, count, active))
+
+
+def _antenna_from_bytes(token: bytes) -> str | None:
+    letters = _antenna_cache.get(token)
+    if letters is None and token not in _antenna_cache:
+        letters = antenna_letters(token.decode("ascii", "replace"))
+        if len(_antenna_cache) < 256:  # a device sending junk here must not grow the cache
+            _antenna_cache[token] = letters
+    return letters
+
+
+# SAMPLE fast paths. Index 0 is SAMPLE, 1 the channel, 2 ALL (reference section 5.2).
+
+
+def ulx_sample(tokens: list[bytes]) -> ChannelFields:
+    return {
+        "antenna": _antenna_from_bytes(tokens[3]),
+        "rf_dbm": int(tokens[4]) - 128,
+        "audio_dbfs": int(tokens[5]) - 50,
+    }
+
+
+def axient_sample(tokens: list[bytes]) -> ChannelFields:
+    # Quadversity sends 4 antenna marks and 4 bitmap/RSSI pairs; the mark count says which layout.
+    quality = int(tokens[3])
+    marks = tokens[7]
+    rssi = max(int(tokens[9 + 2 * i]) for i in range(len(marks)))
+    return {
+        "rf_quality_percent": None if quality > 5 else quality * 20,
+        "audio_peak": int(tokens[4]) >= 128,
+        "audio_dbfs": int(tokens[6]) - 120,
+        "antenna": _antenna_from_bytes(marks),
+        "rf_dbm": rssi - 120,
+    }
+
+
+def slx_sample(tokens: list[bytes]) -> ChannelFields:
+    return {"audio_dbfs": int(tokens[4]) - 120, "rf_dbm": int(tokens[5]) - 120}
+
+
+def uhfr_audio_dbfs(bitmap: int) -> int:
+    """UHF-R's audio LED bitmap -> dBFS, 6 dB per lit segment below 8 (unverified; micboard's buckets)."""
+    return (min(bitmap.bit_length(), 8) - 8) * 6
+
+
+def uhfr_sample(tokens: list[bytes]) -> ChannelFields:
+    # Layout from micboard, unverified against a device: [3] antenna, [4] RF as -dBm, [5] unknown,
+    # [6] battery bars, [7] audio bitmap.
+    bars = BATTERY_BARS.decode(tokens[6].decode("ascii", "replace"))
+    return {
+        "antenna": _antenna_from_bytes(tokens[3]),
+        "rf_dbm": -int(tokens[4]),
+        "battery_bars": bars,
+        "tx_present": bars is not None,
+        "audio_dbfs": uhfr_audio_dbfs(int(tokens[7])),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A wire parameter that fills one model field."""
+
+    field: str
+    codec: Codec
+
+
+@dataclass(frozen=True, slots=True)
+class WarningRule:
+    """A parameter value that raises a channel warning (e.g. ``INTERFERENCE_STATUS DETECTED``)."""
+
+    warning: str
+    param: str
+    raised_by: frozenset[str]
+    clear_value: str
+
+
+BATTERY_BARS: Final = number()
+PERCENT: Final = number()
+RUNTIME: Final = number(width=5, unknown=(RUNTIME_UNKNOWN, RUNTIME_CALCULATING, RUNTIME_COMMUNICATION))
+GAIN: Final = number(offset=GAIN_OFFSET)
+QUALITY: Final = number(scale=20)  # AD channel quality 0..5 -> percent
+ON_OFF: Final = switch()
+
+
+def runtime_warnings(param: str) -> tuple[WarningRule, ...]:
+    return (
+        WarningRule("battery_runtime_calculating", param, frozenset({str(RUNTIME_CALCULATING)}), ""),
+        WarningRule("battery_communication_warning", param, frozenset({str(RUNTIME_COMMUNICATION)}), ""),
+    )
+
+
+@dataclass(frozen=True)
+class Family:
+    """One Shure product family: its models, wire tables, SAMPLE layout and control limits."""
+
+    key: str
+    label: str
+    models: Mapping[str, int]  # wire model name -> channel count
+    framing: Framing
+    channel_params: Mapping[str, Param]
+    device_params: Mapping[str, Param]
+    warnings: tuple[WarningRule, ...]
+    sample: SampleDecoder | None
+    sample_fields: frozenset[str]
+    controls: frozenset[CommandKind]
+    name_max: int  # longest name a SET accepts
+    name_width: int  # brace width of CHAN_NAME reports
+    device_name_width: int
+    freq_digits: int
+    tx_model_param: str | None
+    battery_param: str | None
+    channel_flash: bool = False
+    slots: int = 0  # AD ShowLink slots or SLX-D+ side slots per channel
+    udp: bool = False
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """Every Channel field this family reports: what a state comparison covers."""
+        names = {param.field for param in self.channel_params.values()} | set(self.sample_fields)
+        if self.warnings:
+            names.add("warnings")
+        if self.tx_model_param or self.battery_param:
+            names.add("tx_present")
+        return frozenset(names)
+
+    def warnings_for(self, param: str) -> tuple[WarningRule, ...]:
+        return tuple(rule for rule in self.warnings if rule.param == param)
+
+
+def _device_params(id_width: int, fw_width: int, with_model: bool) -> dict[str, Param]:
+    params = {"DEVICE_ID": Param("name", text(id_width)), "FW_VER": Param("firmware", text(fw_width))}
+    if with_model:
+        params["MODEL"] = Param("model", text(32))
+    return params
+
+
+_BASIC_CONTROLS: Final = frozenset(
+    {CommandKind.NAME, CommandKind.GAIN, CommandKind.GAIN_STEP, CommandKind.FREQUENCY, CommandKind.METER_RATE}
+)
+_IDENTIFY: Final = frozenset({CommandKind.IDENTIFY, CommandKind.DEVICE_NAME})
+_MUTE: Final = frozenset({CommandKind.MUTE})
+
+
+def _ulx_channel(name_width: int, with_mute: bool) -> dict[str, Param]:
+    params = {
+        "CHAN_NAME": Param("name", text(name_width)),
+        "FREQUENCY": Param("frequency_mhz", frequency(6)),
+        "AUDIO_GAIN": Param("gain_db", GAIN),
+        "TX_TYPE": Param("tx_model", enum_text("UNKN")),
+        "TX_MUTE_STATUS": Param("tx_muted", ON_OFF),  # ON = muted (unverified polarity)
+        "BATT_BARS": Param("battery_bars", BATTERY_BARS),
+        "BATT_CHARGE": Param("battery_percent", PERCENT),
+        "BATT_RUN_TIME": Param("battery_runtime_min", RUNTIME),
+        "BATT_TYPE": Param("battery_type", enum_text("UNKN")),
+        # REP forms of the metered values; same offsets as SAMPLE (unverified for REP)
+        "RX_RF_LVL": Param("rf_dbm", number(offset=128)),
+        "AUDIO_LVL": Param("audio_dbfs", number(offset=50)),
+        "RF_ANTENNA": Param("antenna", antenna()),
+    }
+    if with_mute:
+        params["AUDIO_MUTE"] = Param("muted", ON_OFF)
+    return params
+
+
+ULXD: Final = Family(
+    key="ulxd",
+    label="ULX-D",
+    models={"ULXD4": 1, "ULXD4D": 2, "ULXD4Q": 4},
+    framing=ANGLE,
+    channel_params=_ulx_channel(8, with_mute=True),
+    device_params=_device_params(8, 18, with_model=False),
+    warnings=(
+        WarningRule("interference", "RF_INT_DET", frozenset({"CRITICAL"}), "NONE"),
+        WarningRule("encryption", "ENCRYPTION_WARNING", frozenset({"ON"}), "OFF"),
+        *runtime_warnings("BATT_RUN_TIME"),
+    ),
+    sample=ulx_sample,
+    sample_fields=frozenset({"antenna", "rf_dbm", "audio_dbfs"}),
+    controls=_BASIC_CONTROLS | _MUTE | _IDENTIFY,
+    name_max=8,
+    name_width=8,
+    device_name_width=8,
+    freq_digits=6,
+    tx_model_param="TX_TYPE",
+    battery_param="BATT_BARS",
+)
+
+QLXD: Final = Family(
+    key="qlxd",
+    label="QLX-D",
+    models={"QLXD4": 1},
+    framing=ANGLE,
+    channel_params=_ulx_channel(8, with_mute=False),
+    device_params=_device_params(8, 18, with_model=False),
+    warnings=(
+        WarningRule("encryption", "ENCRYPTION_WARNING", frozenset({"ON"}), "OFF"),
+        *runtime_warnings("BATT_RUN_TIME"),
+    ),
+    sample=ulx_sample,
+    sample_fields=frozenset({"antenna", "rf_dbm", "audio_dbfs"}),
+    controls=_BASIC_CONTROLS,
+    name_max=8,
+    name_width=8,
+    device_name_width=8,
+    freq_digits=6,
+    tx_model_param="TX_TYPE",
+    battery_param="BATT_BARS",
+)
+
+AXIENT: Final = Family(
+    key="axient",
+    label="Axient Digital",
+    models={"AD4D": 2, "AD4Q": 4},
+    framing=ANGLE,
+    channel_params={
+        "CHAN_NAME": Param("name", text(31)),
+        "FREQUENCY": Param("frequency_mhz", frequency(7)),
+        "AUDIO_GAIN": Param("gain_db", GAIN),
+        "AUDIO_MUTE": Param("muted", ON_OFF),
+        "TX_MODEL": Param("tx_model", enum_text("UNKNOWN")),
+        "TX_MUTE_MODE_STATUS": Param("tx_muted", switch(on="MUTE", off="ON")),
+        "TX_BATT_BARS": Param("battery_bars", BATTERY_BARS),
+        "TX_BATT_CHARGE_PERCENT": Param("battery_percent", PERCENT),
+        "TX_BATT_MINS": Param("battery_runtime_min", RUNTIME),
+        "TX_BATT_TYPE": Param("battery_type", enum_text("UNKN")),
+        "AUDIO_LEVEL_RMS": Param("audio_dbfs", number(offset=120)),
+        "CHAN_QUALITY": Param("rf_quality_percent", QUALITY),
+        "RSSI": Param("rf_dbm", number(offset=120)),
+        "ANTENNA_STATUS": Param("antenna", antenna(active="B")),
+    },
+    device_params=_device_params(31, 24, with_model=True),
+    warnings=(
+        WarningRule("interference", "INTERFERENCE_STATUS", frozenset({"DETECTED"}), "NONE"),
+        WarningRule("encryption", "ENCRYPTION_STATUS", frozenset({"ERROR"}), "OK"),
+        WarningRule("unregistered_tx", "UNREGISTERED_TX_STATUS", frozenset({"ERROR"}), "OK"),
+        *runtime_warnings("TX_BATT_MINS"),
+    ),
+    sample=axient_sample,
+    sample_fields=frozenset({"rf_quality_percent", "audio_peak", "audio_dbfs", "antenna", "rf_dbm"}),
+    controls=_BASIC_CONTROLS | _MUTE | _IDENTIFY | {CommandKind.RF_OUTPUT},
+    name_max=31,
+    name_width=31,
+    device_name_width=31,
+    freq_digits=7,
+    tx_model_param="TX_MODEL",
+    battery_param="TX_BATT_BARS",
+    channel_flash=True,
+    slots=8,
+)
+
+
+def _slx_channel(plus: bool) -> dict[str, Param]:
+    tx_model = Param("tx_model", enum_text("UNKNOWN"))
+    params = {
+        "CHAN_NAME": Param("name", text(31)),
+        "FREQUENCY": Param("frequency_mhz", frequency(7)),
+        "AUDIO_GAIN": Param("gain_db", GAIN),
+        "TX_MODEL": tx_model,
+        "TX_TYPE": tx_model,  # both spellings occur
+        "TX_BATT_BARS": Param("battery_bars", BATTERY_BARS),
+        "TX_BATT_MINS": Param("battery_runtime_min", RUNTIME),
+        "AUDIO_LEVEL_RMS": Param("audio_dbfs", number(offset=120)),
+        "RSSI": Param("rf_dbm", number(offset=120)),
+    }
+    if plus:
+        params["ANTENNA_STATUS"] = Param("antenna", antenna(active="B"))
+    return params
+
+
+SLXD: Final = Family(
+    key="slxd",
+    label="SLX-D",
+    models={"SLXD4": 1, "SLXD4D": 2},
+    framing=ANGLE,
+    channel_params=_slx_channel(plus=False),
+    device_params=_device_params(8, 24, with_model=True),
+    warnings=runtime_warnings("TX_BATT_MINS"),
+    sample=slx_sample,
+    sample_fields=frozenset({"audio_dbfs", "rf_dbm"}),
+    controls=_BASIC_CONTROLS | _IDENTIFY,
+    name_max=8,  # CO's validator; the 31-wide report field is not what SET accepts
+    name_width=31,
+    device_name_width=8,
+    freq_digits=7,
+    tx_model_param="TX_MODEL",
+    battery_param="TX_BATT_BARS",
+    channel_flash=True,
+)
+
+SLXD_PLUS: Final = Family(
+    key="slxd_plus",
+    label="SLX-D+",
+    models={"SLXD4+": 1, "SLXD4D+": 2, "SLXD4Q+": 4, "SLXD4QDAN+": 4},
+    framing=ANGLE,
+    channel_params=_slx_channel(plus=True),
+    device_params=_device_params(8, 24, with_model=True),
+    warnings=(
+        WarningRule("interference", "INTERFERENCE_STATUS", frozenset({"DETECTED"}), "NONE"),
+        WarningRule("encryption", "ENCRYPTION_STATUS", frozenset({"ERROR"}), "OK"),
+        *runtime_warnings("TX_BATT_MINS"),
+    ),
+    sample=slx_sample,
+    sample_fields=frozenset({"audio_dbfs", "rf_dbm"}),
+    controls=_BASIC_CONTROLS | _IDENTIFY,
+    name_max=8,
+    name_width=31,
+    device_name_width=8,
+    freq_digits=7,
+    tx_model_param="TX_MODEL",
+    battery_param="TX_BATT_BARS",
+    channel_flash=True,
+    slots=2,
+)
+
+UHFR: Final = Family(
+    key="uhfr",
+    label="UHF-R",
+    models={"UR4S": 1, "UR4D": 2},
+    framing=STAR,
+    channel_params={
+        # UHF-R names arrive without braces in the only public fixture (unverified)
+        "CHAN_NAME": Param("name", text(braced=False)),
+        "FREQUENCY": Param("frequency_mhz", frequency(6)),
+        "TX_BAT": Param("battery_bars", BATTERY_BARS),
+        "BATT_BARS": Param("battery_bars", BATTERY_BARS),
+    },
+    device_params={"MODEL": Param("model", text(braced=False))},
+    warnings=(),
+    sample=uhfr_sample,
+    sample_fields=frozenset({"antenna", "rf_dbm", "battery_bars", "tx_present", "audio_dbfs"}),
+    controls=frozenset(),
+    name_max=8,
+    name_width=0,
+    device_name_width=8,
+    freq_digits=6,
+    tx_model_param=None,
+    battery_param="TX_BAT",
+    udp=True,
+)
+
+PSM1000: Final = Family(
+    key="psm1000",
+    label="PSM1000",
+    models={"P10T": 2},
+    framing=ANGLE_CRLF,
+    channel_params={
+        "CHAN_NAME": Param("name", text(8)),
+        "FREQUENCY": Param("frequency_mhz", frequency(6)),
+    },
+    device_params=_device_params(8, 18, with_model=False),
+    warnings=(),
+    sample=None,
+    sample_fields=frozenset(),
+    controls=frozenset({CommandKind.NAME, CommandKind.FREQUENCY}),
+    name_max=8,
+    name_width=8,
+    device_name_width=8,
+    freq_digits=6,
+    tx_model_param=None,
+    battery_param=None,
+)
+
+FAMILIES: Final = {family.key: family for family in (ULXD, QLXD, AXIENT, SLXD, SLXD_PLUS, UHFR, PSM1000)}
+
+
+def family_of_model(model: str) -> tuple[Family, str, int] | None:
+    """A MODEL reply (``AD4Q-A``, ``SLXD4D``, ``SLXD4QDAN+``) -> (family, model, channel count)."""
+    wanted = model.strip().upper().replace(" ", "")
+    for family in FAMILIES.values():
+        for name, channels in family.models.items():
+            # AD appends the band after a dash (AD4Q-A); SLX-D+ names end in "+"
+            if wanted == name or wanted.split("-", 1)[0] == name:
+                return family, name, channels
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SetRequest:
+    """A validated SET: what to send, which REP confirms it and the value that REP should carry."""
+
+    channel: int | None
+    param: str
+    values: tuple[str, ...]
+    index: int | None = None
+    expected: Any = None  # None: accept whatever the device reports (toggle, step)
+    confirm: Callable[[Report], Any] = field(default=lambda report: report.value)
+
+
+def _decoded(codec: Codec) -> Callable[[Report], Any]:
+    return lambda report: codec.decode(report.value)
+
+
+def check_name(name: object, limit: int) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidValueError("a name must be a non-empty string")
+    if len(name) > limit:
+        raise InvalidValueError(f"name {name!r} is {len(name)} characters; this receiver takes at most {limit}")
+    bad = sorted({char for char in name if not " " <= char <= "~" or char in NAME_FORBIDDEN})
+    if bad:
+        raise InvalidValueError(
+            f"name {name!r} contains {''.join(bad)!r}; allowed are letters, digits, space and punctuation "
+            "other than {} <> *"
+        )
+    if name != name.strip():
+        raise InvalidValueError(f"name {name!r} starts or ends with a space, which the receiver drops")
+    return name
+
+
+def _whole_number(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or float(value) != int(value):
+        raise InvalidValueError(f"{what} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def check_gain(value: object) -> int:
+    db = _whole_number(value, "gain (dB)")
+    if not GAIN_MIN_DB <= db <= GAIN_MAX_DB:
+        raise InvalidValueError(f"gain {db} dB is outside {GAIN_MIN_DB}..+{GAIN_MAX_DB} dB (1 dB steps)")
+    return db
+
+
+def check_frequency(value: object, digits: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidValueError(f"frequency must be a number of MHz, got {value!r}")
+    khz = round(float(value) * 1000)
+    if abs(khz - float(value) * 1000) > 1e-6:
+        raise InvalidValueError(f"frequency {value} MHz is not a whole number of kHz")
+    if not 100_000 <= khz < 1_000_000:
+        raise InvalidValueError(f"frequency {value} MHz is outside 100.000..999.999 MHz")
+    return khz
+
+
+def check_meter_rate(value: object) -> int:
+    rate = _whole_number(value, "meter rate (ms)")
+    if rate != 0 and not METER_RATE_MIN_MS <= rate <= METER_RATE_MAX_MS:
+        raise InvalidValueError(f"meter rate {rate} ms must be 0 (off) or {METER_RATE_MIN_MS}..{METER_RATE_MAX_MS} ms")
+    return rate
+
+
+def build_set(family: Family, command: Command, gain_now: float | None = None) -> SetRequest:
+    """Validate ``command`` against ``family``'s limits and build its SET; raise before anything is sent."""
+    kind = command.kind
+    if kind not in family.controls:
+        raise NotSupportedError(f"{family.label} receivers have no {kind.value} control")
+    channel = command.channel
+    needs_channel = kind not in (CommandKind.IDENTIFY, CommandKind.METER_RATE, CommandKind.DEVICE_NAME)
+    if needs_channel and channel is None:
+        raise InvalidValueError(f"{kind.value} needs a channel")
+    value = command.value
+    if kind is CommandKind.NAME:
+        name = check_name(value, family.name_max)
+        return SetRequest(channel, "CHAN_NAME", (brace(name),), expected=name, confirm=_decoded(text()))
+    if kind is CommandKind.DEVICE_NAME:
+        name = check_name(value, family.device_name_width)
+        return SetRequest(None, "DEVICE_ID", (brace(name),), expected=name, confirm=_decoded(text()))
+    if kind is CommandKind.MUTE:
+        if value == "toggle":
+            return SetRequest(channel, "AUDIO_MUTE", ("TOGGLE",), confirm=_decoded(ON_OFF))
+        if not isinstance(value, bool):
+            raise InvalidValueError(f"mute takes true, false or 'toggle', got {value!r}")
+        return SetRequest(channel, "AUDIO_MUTE", (ON_OFF.encode(value),), expected=value, confirm=_decoded(ON_OFF))
+    if kind is CommandKind.GAIN:
+        db = check_gain(value)
+        return SetRequest(channel, "AUDIO_GAIN", (GAIN.encode(db),), expected=db, confirm=_decoded(GAIN))
+    if kind is CommandKind.GAIN_STEP:
+        step = _whole_number(value, "gain step (dB)")
+        if step == 0:
+            raise InvalidValueError("a gain step of 0 dB changes nothing")
+        if gain_now is not None:
+            check_gain(gain_now + step)
+        elif abs(step) > GAIN_MAX_DB - GAIN_MIN_DB:
+            raise InvalidValueError(f"gain step {step} dB is larger than the whole range")
+        verb = "INC" if step > 0 else "DEC"
+        return SetRequest(channel, "AUDIO_GAIN", (verb, str(abs(step))), confirm=_decoded(GAIN))
+    if kind is CommandKind.FREQUENCY:
+        khz = check_frequency(value, family.freq_digits)
+        codec = frequency(family.freq_digits)
+        return SetRequest(
+            channel, "FREQUENCY", (f"{khz:0{family.freq_digits}d}",), expected=khz / 1000, confirm=_decoded(codec)
+        )
+    if kind is CommandKind.IDENTIFY:
+        flash_channel = channel if family.channel_flash else None
+        return SetRequest(flash_channel, "FLASH", ("ON",), confirm=lambda report: report.value.upper() == "ON")
+    if kind is CommandKind.METER_RATE:
+        rate = check_meter_rate(value)
+        return SetRequest(0, "METER_RATE", (f"{rate:05d}",), expected=rate, confirm=_decoded(number(width=5)))
+    if kind is CommandKind.RF_OUTPUT:
+        slot = command.slot
+        if slot is None or not 1 <= slot <= family.slots:
+            raise InvalidValueError(f"rf_output needs a ShowLink slot 1..{family.slots}, got {slot!r}")
+        if not isinstance(value, bool):
+            raise InvalidValueError(f"rf_output takes true (RF on) or false (RF muted), got {value!r}")
+        return SetRequest(
+            channel,
+            "SLOT_RF_OUTPUT",
+            ("RF_ON" if value else "RF_MUTE",),
+            index=slot,
+            expected=value,
+            confirm=lambda report: report.value.upper() == "RF_ON",
+        )
+    raise NotSupportedError(f"{family.label} receivers have no {kind.value} control")

@@ -1,0 +1,182 @@
+"""The Shure command-string codec: framer, tolerant parser and message encoder. Pure: no I/O.
+
+Digital families (TCP) wrap each message in ``<`` ... ``>``; UHF-R (UDP) wraps it in ``*`` ... ``*``.
+Neither sends a line terminator, so messages arrive back to back and split at any byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+MAX_BUFFER: Final = 16 * 1024
+# The longest real message is a slot report with a 31-character brace field; far below this.
+MAX_MESSAGE: Final = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """The delimiters of one transport: ``<``/``>`` for TCP families, ``*``/``*`` for UHF-R."""
+
+    start: bytes
+    end: bytes
+    client_suffix: bytes = b""  # PSM1000 clients terminate requests with CRLF
+
+    def wrap(self, body: str) -> bytes:
+        return b"%s %s %s%s" % (self.start, body.encode("ascii"), self.end, self.client_suffix)
+
+
+ANGLE: Final = Framing(b"<", b">")
+ANGLE_CRLF: Final = Framing(b"<", b">", b"\r\n")
+STAR: Final = Framing(b"*", b"*")
+
+
+class Framer:
+    """Buffers a byte stream and cuts it into message bodies (the text between the delimiters).
+
+    A ``>`` inside an open brace field belongs to the value (names may hold punctuation), so the cut
+    waits for the brace to close, unless the message grows past MAX_MESSAGE (then the brace was junk).
+    Bytes outside any message are dropped and counted; so is a buffer that outgrows ``max_buffer``
+    because a device never sends a delimiter.
+    """
+
+    __slots__ = ("_buffer", "_end", "_start", "dropped_bytes", "max_buffer")
+
+    def __init__(self, framing: Framing = ANGLE, max_buffer: int = MAX_BUFFER) -> None:
+        self._start = framing.start
+        self._end = framing.end
+        self._buffer = b""
+        self.max_buffer = max_buffer
+        self.dropped_bytes = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buffer = self._buffer + data if self._buffer else data
+        messages = self._cut_paired(buffer) if self._start == self._end else self._cut_bracketed(buffer)
+        if len(self._buffer) > self.max_buffer:
+            self.dropped_bytes += len(self._buffer)
+            self._buffer = b""
+        return messages
+
+    def _cut_bracketed(self, buffer: bytes) -> list[bytes]:
+        parts = buffer.split(self._end)
+        rest = parts.pop()
+        messages: list[bytes] = []
+        carry = b""
+        start = self._start
+        for part in parts:
+            if carry:
+                part = carry + self._end + part
+                carry = b""
+            begin = part.find(start)
+            if begin < 0:
+                self.dropped_bytes += len(part) + 1
+                continue
+            if begin:
+                self.dropped_bytes += begin
+            body = part[begin + 1 :]
+            if b"{" in body and body.count(b"{") > body.count(b"}") and len(body) < MAX_MESSAGE:
+                carry = part[begin:]
+                continue
+            messages.append(body)
+        self._buffer = carry + self._end + rest if carry else rest
+        return messages
+
+    def _cut_paired(self, buffer: bytes) -> list[bytes]:
+        parts = buffer.split(self._start)
+        complete = (len(parts) - 1) // 2
+        for gap in parts[0 : 2 * complete + 1 : 2]:
+            self.dropped_bytes += len(gap.strip())
+        messages = parts[1 : 2 * complete + 1 : 2]
+        self._buffer = self._start + parts[-1] if (len(parts) - 1) % 2 else b""
+        return messages
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One device message other than SAMPLE: ``REP``/``REPORT`` (or a client's ``GET``/``SET``).
+
+    ``channel`` is None for receiver-level reports; ``index`` is the antenna or slot number that follows
+    indexed parameters (``RSSI 1 -80``, ``SLOT_STATUS 8 EMPTY``). ``value`` is the brace field trimmed
+    of its padding, or the remaining tokens joined by single spaces; ``args`` are the unbraced tokens
+    after the parameter (and index), for parameters with several values (``AUDIO_GAIN INC 3``).
+    """
+
+    verb: str
+    channel: int | None
+    param: str
+    index: int | None
+    value: str
+    args: tuple[str, ...] = ()
+    braced: bool = False
+
+    @property
+    def is_error(self) -> bool:
+        return self.param == "ERR"
+
+
+def _is_indexed(param: str) -> bool:
+    return param.startswith("SLOT_") or param in INDEXED_PARAMS
+
+
+INDEXED_PARAMS: Final = frozenset({"RSSI", "RSSI_LED_BITMAP", "LINK_STATUS", "NET_SETTINGS_IDX"})
+
+
+def parse(body: bytes) -> Report | None:
+    """Parse one message body; None when it is not a well-formed message (counted by the caller)."""
+    text = body.decode("ascii", "replace")
+    braced = False
+    brace_value = ""
+    open_at = text.find("{")
+    if open_at >= 0:
+        close_at = text.rfind("}")
+        if close_at < open_at:
+            return None
+        brace_value = text[open_at + 1 : close_at].rstrip()
+        tokens = text[:open_at].split()
+        trailing = text[close_at + 1 :].split()
+        braced = True
+    else:
+        tokens = text.split()
+        trailing = []
+    if not tokens:
+        return None
+    verb = tokens[0].upper()
+    position = 1
+    channel: int | None = None
+    if len(tokens) > position and tokens[position].isdigit():
+        channel = int(tokens[position])
+        position += 1
+    if len(tokens) <= position:
+        return None
+    param = tokens[position].upper()
+    position += 1
+    index: int | None = None
+    rest = tokens[position:]
+    if rest and _is_indexed(param) and rest[0].isdigit() and (len(rest) > 1 or braced):
+        index = int(rest[0])
+        rest = rest[1:]
+    if braced:
+        return Report(verb, channel, param, index, brace_value, (*rest, *trailing), True)
+    return Report(verb, channel, param, index, " ".join(rest), tuple(rest))
+
+
+def channel_of_sample(tokens: list[bytes]) -> int | None:
+    """The channel a split SAMPLE message is for, None if the message is malformed."""
+    if len(tokens) < 4 or not tokens[1].isdigit():
+        return None
+    return int(tokens[1])
+
+
+def encode(framing: Framing, verb: str, param: str, *values: str, channel: int | None = None) -> bytes:
+    """``< VERB [channel] PARAM [values...] >`` with the delimiters of ``framing``."""
+    head = verb if channel is None else f"{verb} {channel}"
+    return framing.wrap(" ".join((head, param, *values)))
+
+
+def brace(text: str, width: int = 0) -> str:
+    """A brace field, right-padded to ``width`` like the devices do (0: no padding)."""
+    return "{" + text.ljust(width) + "}"
