@@ -1,0 +1,423 @@
+"""SSCv1 product families: which addresses to read, how their values map to hub fields, control limits.
+
+Each family is a table: address patterns (``{n}`` is the channel number) with a converter to hub fields,
+the addresses to subscribe to on change and to meter periodically, and the controls with their limits.
+Pure: no I/O. Facts marked unverified in the protocol reference are accepted liberally and say so.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from hub.model import CommandKind, InvalidValueError
+from wmhub_sennheiser.ssc1 import Address, ErrorKind, SscError, address
+
+Fields = dict[str, Any]
+# Converted fields by channel number; 0 holds device-level fields.
+Updates = dict[int, Fields]
+DEVICE: Final = 0
+
+# What a channel shows when its transmitter is off or out of range: nothing about the transmitter is known.
+TX_ABSENT: Final[Mapping[str, Any]] = {
+    "tx_present": False,
+    "battery_percent": None,
+    "battery_runtime_min": None,
+    "battery_bars": None,
+    "battery_type": None,
+    "tx_model": None,
+    "tx_muted": None,
+}
+# Warning lists are reported per source (receiver, transmitter); the hub sees their union.
+RX_WARNINGS: Final = "+rx_warnings"
+TX_WARNINGS: Final = "+tx_warnings"
+
+
+def tx_absent() -> Fields:
+    return {**TX_ABSENT, TX_WARNINGS: []}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _percent(value: Any) -> int | None:
+    number = _number(value)
+    return None if number is None else max(0, min(round(number), 100))
+
+
+def _strings(value: Any) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+Converter = Callable[[Any], Fields]
+
+
+def _field(name: str, convert: Callable[[Any], Any]) -> Converter:
+    return lambda value: {name: convert(value)}
+
+
+def _khz_to_mhz(value: Any) -> float | None:
+    number = _number(value)
+    return None if number is None else number / 1000
+
+
+# --- EW-DX ------------------------------------------------------------------------------------------
+
+
+def _ewdx_rsqi(value: Any) -> Fields:
+    quality = _percent(value)
+    if quality == 0:
+        return {**tx_absent(), "rf_quality_percent": 0}  # rsqi 0 = no link
+    return {"rf_quality_percent": quality, "tx_present": None if quality is None else True}
+
+
+def _ewdx_divi(value: Any) -> Fields:
+    return {"antenna": {1: "A", 2: "B"}.get(value) if isinstance(value, int) else None}
+
+
+def _with_tx(converter: Converter) -> Converter:
+    """A value from a mates/txN leaf (not an error) means the transmitter is there."""
+    return lambda value: {**converter(value), "tx_present": True}
+
+
+def _battery_minutes(value: Any) -> int | None:
+    # EW-DX battery/lifetime: minutes according to one client; the unit is unverified.
+    number = _number(value)
+    return None if number is None or number < 0 else int(number)
+
+
+# --- Digital 6000 -----------------------------------------------------------------------------------
+
+_D6000_BATTERY_STATES: Final = {"100%": 100, "70%": 70, "30%": 30}
+
+
+def _em6000_battery(value: Any) -> Fields:
+    """``[State, Time]``: ``["70%", "2:10"]``; ``[]`` means no transmitter."""
+    if not isinstance(value, list) or not value:
+        return tx_absent()
+    state = value[0] if isinstance(value[0], str) else ""
+    runtime = None
+    if len(value) > 1 and isinstance(value[1], str):
+        match = re.fullmatch(r"(\d+):(\d\d)", value[1].strip())
+        runtime = int(match.group(1)) * 60 + int(match.group(2)) if match else None  # "-:--" = unknown
+    # "low" has no percentage; the LowBattery warning says it
+    return {"tx_present": True, "battery_percent": _D6000_BATTERY_STATES.get(state), "battery_runtime_min": runtime}
+
+
+def _em6000_tx_type(value: Any) -> Fields:
+    """``[type, low, high]``."""
+    if isinstance(value, list) and value:
+        return {"tx_model": str(value[0])}
+    return {"tx_model": _text(value)}
+
+
+METER_ROW: Final = ("RF1", "RF1_PEAK", "RF2", "RF2_PEAK", "DIV1", "DIV2", "LQI", "AF", "AF_PEAK")
+
+
+def em6000_meter_fields(row: list[Any]) -> Fields:
+    """One ``mm`` row ``[RF1, RF1_PEAK, RF2, RF2_PEAK, DIV1, DIV2, LQI, AF, AF_PEAK]`` (D6000 guide p.32).
+
+    RF dBm = (v - 255) / 2, AF dBFS = (v + 1) / 2 - 128, LQI 0..255 with % = 100 * v / 255.
+    """
+    values = dict(zip(METER_ROW, row, strict=False))
+    rf = [v for v in (_number(values.get("RF1")), _number(values.get("RF2"))) if v is not None]
+    antennas = "".join(name for name, key in (("A", "DIV1"), ("B", "DIV2")) if values.get(key))
+    lqi, af = _number(values.get("LQI")), _number(values.get("AF"))
+    return {
+        "rf_dbm": (max(rf) - 255) / 2 if rf else None,
+        "antenna": antennas or None,
+        "rf_quality_percent": round(100 * max(0.0, min(lqi, 255.0)) / 255) if lqi is not None else None,
+        "audio_dbfs": (af + 1) / 2 - 128 if af is not None else None,
+    }
+
+
+# --- SpeechLine DW ----------------------------------------------------------------------------------
+
+
+def _sldw_runtime(value: Any) -> int | None:
+    number = _number(value)  # seconds on SL DW, e.g. 36240
+    return None if number is None or number < 0 else int(number) // 60
+
+
+def _bars(value: Any) -> int | None:
+    number = _number(value)
+    return None if number is None else max(0, min(int(number), 5))
+
+
+# --- controls ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NameRule:
+    max_length: int
+    pattern: str
+    description: str
+
+    def check(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise InvalidValueError(f"a name must be text, not {value!r}")
+        if len(value) > self.max_length:
+            raise InvalidValueError(f"name {value!r} is longer than {self.max_length} characters")
+        if not re.fullmatch(self.pattern, value):
+            raise InvalidValueError(f"name {value!r} may contain only {self.description}")
+        return value
+
+
+PRINTABLE_ASCII: Final = NameRule(8, r"[\x20-\x7e]*", "printable ASCII characters")
+SLDW_NAME: Final = NameRule(8, r"[0-9A-Za-z_-]*", "letters, digits, '-' and '_'")
+
+
+@dataclass(frozen=True)
+class Range:
+    """An inclusive range on a step grid, in hub units, with the factor to device units."""
+
+    low: float
+    high: float
+    step: float
+    unit: str
+    to_device: float = 1.0
+
+    def check(self, value: Any) -> int:
+        number = _number(value)
+        if number is None:
+            raise InvalidValueError(f"{value!r} is not a number")
+        if not self.low <= number <= self.high:
+            raise InvalidValueError(f"{number:g} {self.unit} is outside {self.low:g}..{self.high:g} {self.unit}")
+        device_value = round(number * self.to_device)
+        device_step = round(self.step * self.to_device)
+        if (device_value - round(self.low * self.to_device)) % device_step:
+            raise InvalidValueError(f"{number:g} {self.unit} is not on the {self.step:g} {self.unit} grid")
+        return device_value
+
+
+@dataclass(frozen=True)
+class Control:
+    """Where a command goes (``{n}`` = channel) and how a hub value becomes the device value."""
+
+    address: str
+    encode: Callable[[Any], Any]
+
+    def path(self, channel: int | None) -> Address:
+        return address(self.address.format(n=channel))
+
+
+def _identify(_value: Any) -> bool:
+    return True
+
+
+def _mute(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidValueError(f"mute takes true, false or 'toggle', not {value!r}")
+    return value
+
+
+# the receiver's own name has no documented limit; keep it to what fits an mDNS label
+DEVICE_NAME: Final = NameRule(63, r"[\x20-\x7e]*", "printable ASCII characters")
+
+
+# --- families ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SscFamily:
+    key: str
+    label: str
+    product_pattern: str
+    leaves: Mapping[str, Converter]  # "/rx{n}/name" -> converter; the state (on-change) subscription
+    meters: Mapping[str, Callable[[Any], Updates]]  # "/m/rx{n}/rsqi" or "/mm" -> converter to updates
+    controls: Mapping[CommandKind, Control]
+    device_controls: Mapping[CommandKind, Control]
+    default_channels: int = 2
+    tx_prefix: str = "/mates/tx{n}"
+
+    def matches(self, product: str) -> bool:
+        return re.search(self.product_pattern, product, re.IGNORECASE) is not None
+
+    def channel_count(self, product: str) -> int:
+        match = re.search(r"(?:EM|MCR)\s*([124])\b", product, re.IGNORECASE)
+        return int(match.group(1)) if match and self.key != "em6000" else self.default_channels
+
+    def state_addresses(self, channels: int) -> list[Address]:
+        per_channel = [p for p in self.leaves if "{n}" in p]
+        return [address("/device/name")] + [address(p.format(n=n)) for n in range(1, channels + 1) for p in per_channel]
+
+    def meter_addresses(self, channels: int) -> list[Address]:
+        paths = [address(p.format(n=n)) for n in range(1, channels + 1) for p in self.meters if "{n}" in p]
+        return paths + [address(p) for p in self.meters if "{n}" not in p]
+
+    def tx_addresses(self, channel: int) -> list[Address]:
+        prefix = self.tx_prefix.format(n=channel)
+        return [address(p.format(n=channel)) for p in self.leaves if p.format(n=channel).startswith(prefix)]
+
+    def _match(self, path: Address, patterns: Iterable[str]) -> tuple[str, int] | None:
+        text = "/" + "/".join(path)
+        for pattern in patterns:
+            regex = "^" + re.escape(pattern).replace(r"\{n\}", r"(\d+)") + "$"
+            match = re.match(regex, text)
+            if match:
+                return pattern, int(match.group(1)) if match.groups() else DEVICE
+        return None
+
+    def convert(self, path: Address, value: Any) -> Updates:
+        """Hub fields for one leaf value; empty for leaves the hub does not show."""
+        if path == ("device", "name"):
+            return {DEVICE: {"name": _text(value)}}
+        found = self._match(path, self.leaves)
+        if found is not None:
+            return {found[1]: self.leaves[found[0]](value)}
+        found = self._match(path, self.meters)
+        if found is not None:
+            updates = self.meters[found[0]](value)
+            return {found[1]: updates[DEVICE]} if DEVICE in updates and found[1] != DEVICE else updates
+        return {}
+
+    def convert_error(self, error: SscError) -> Updates:
+        """424 on a transmitter leaf: the transmitter is absent."""
+        if error.kind is not ErrorKind.NO_TRANSMITTER:
+            return {}
+        prefix = "^" + re.escape(self.tx_prefix).replace(r"\{n\}", r"(\d+)") + "/"
+        match = re.match(prefix, "/" + "/".join(error.address) + "/")
+        return {int(match.group(1)): tx_absent()} if match else {}
+
+
+def _per_channel(convert: Converter) -> Callable[[Any], Updates]:
+    return lambda value: {DEVICE: convert(value)}
+
+
+def _em6000_meters(value: Any) -> Updates:
+    if not isinstance(value, list):
+        return {}
+    return {index: em6000_meter_fields(row) for index, row in enumerate(value, start=1) if isinstance(row, list)}
+
+
+EWDX: Final = SscFamily(
+    key="ewdx",
+    label="EW-DX",
+    product_pattern=r"EW-?DX|^EM\s*[24]\b",
+    leaves={
+        "/rx{n}/name": _field("name", _text),
+        "/rx{n}/frequency": _field("frequency_mhz", _khz_to_mhz),
+        "/rx{n}/mute": _field("muted", _bool),
+        "/rx{n}/gain": _field("gain_db", _number),
+        "/rx{n}/warnings": _field(RX_WARNINGS, _strings),
+        "/mates/tx{n}/battery/gauge": _with_tx(_field("battery_percent", _percent)),
+        "/mates/tx{n}/battery/lifetime": _with_tx(_field("battery_runtime_min", _battery_minutes)),
+        "/mates/tx{n}/battery/type": _with_tx(_field("battery_type", _text)),
+        "/mates/tx{n}/mute": _with_tx(_field("tx_muted", _bool)),
+        "/mates/tx{n}/type": _with_tx(_field("tx_model", _text)),
+        "/mates/tx{n}/warnings": _with_tx(_field(TX_WARNINGS, _strings)),
+    },
+    meters={
+        "/m/rx{n}/rsqi": _per_channel(_ewdx_rsqi),
+        "/m/rx{n}/divi": _per_channel(_ewdx_divi),
+        "/m/rx{n}/rssi": _per_channel(_field("rf_dbm", _number)),  # unverified: only one client reads it
+        "/m/rx{n}/af": _per_channel(_field("audio_dbfs", _number)),
+    },
+    controls={
+        CommandKind.NAME: Control("/rx{n}/name", PRINTABLE_ASCII.check),  # 8 chars per Companion; unverified
+        CommandKind.MUTE: Control("/rx{n}/mute", _mute),
+        CommandKind.GAIN: Control("/rx{n}/gain", Range(-3, 42, 3, "dB").check),
+        # the tuning range depends on the band variant (unverified); the device confirms or refuses
+        CommandKind.FREQUENCY: Control("/rx{n}/frequency", Range(470.0, 1075.0, 0.025, "MHz", 1000).check),
+        CommandKind.IDENTIFY: Control("/rx{n}/identification/visual", _identify),
+    },
+    device_controls={
+        CommandKind.IDENTIFY: Control("/device/identification/visual", _identify),
+        CommandKind.DEVICE_NAME: Control("/device/name", DEVICE_NAME.check),
+    },
+)
+
+EM6000: Final = SscFamily(
+    key="em6000",
+    label="Digital 6000",
+    product_pattern=r"^EM\s*6000",
+    leaves={
+        "/rx{n}/name": _field("name", _text),
+        "/rx{n}/carrier": _field("frequency_mhz", _khz_to_mhz),
+        "/rx{n}/audio_mute": _field("muted", _bool),
+        "/rx{n}/active_warnings": _field(RX_WARNINGS, _strings),
+        "/rx{n}/skx/battery": _em6000_battery,
+        "/rx{n}/skx/type": _em6000_tx_type,
+    },
+    meters={"/mm": _em6000_meters},
+    controls={
+        CommandKind.NAME: Control("/rx{n}/name", PRINTABLE_ASCII.check),  # limit unverified
+        CommandKind.MUTE: Control("/rx{n}/audio_mute", _mute),
+        CommandKind.FREQUENCY: Control("/rx{n}/carrier", Range(470.1, 713.9, 0.025, "MHz", 1000).check),
+        CommandKind.IDENTIFY: Control("/rx{n}/identify", _identify),
+    },
+    device_controls={CommandKind.DEVICE_NAME: Control("/device/name", DEVICE_NAME.check)},
+    tx_prefix="/rx{n}/skx",
+)
+
+SLDW: Final = SscFamily(
+    key="sldw",
+    label="SpeechLine DW",
+    product_pattern=r"^SL\b.*DW",
+    leaves={
+        "/rx{n}/name": _field("name", _text),
+        "/rx{n}/mute": _field("muted", _bool),  # unverified for SL DW; dropped if the device answers 404
+        "/mates/tx{n}/bat_gauge": _with_tx(_field("battery_percent", _percent)),
+        "/mates/tx{n}/bat_lifetime": _with_tx(_field("battery_runtime_min", _sldw_runtime)),
+        "/mates/tx{n}/bat_bars": _with_tx(_field("battery_bars", _bars)),
+        "/mates/tx{n}/warnings": _with_tx(_field(TX_WARNINGS, _strings)),
+    },
+    meters={},
+    controls={
+        CommandKind.NAME: Control("/rx{n}/name", SLDW_NAME.check),
+        CommandKind.MUTE: Control("/rx{n}/mute", _mute),
+    },
+    device_controls={CommandKind.DEVICE_NAME: Control("/device/name", DEVICE_NAME.check)},
+    default_channels=1,
+)
+
+FAMILIES: Final = (EM6000, EWDX, SLDW)
+
+
+def family_for(product: str) -> SscFamily | None:
+    return next((family for family in FAMILIES if family.matches(product)), None)
+
+
+class ChannelMapper:
+    """Turns leaf values and errors into hub updates, merging the per-source warning lists."""
+
+    def __init__(self, family: SscFamily) -> None:
+        self.family = family
+        self._warnings: dict[tuple[int, str], list[str]] = {}
+
+    def _finish(self, updates: Updates) -> Updates:
+        for channel, fields in updates.items():
+            for source in (RX_WARNINGS, TX_WARNINGS):
+                if source in fields:
+                    self._warnings[(channel, source)] = fields.pop(source)
+                    fields["warnings"] = self._warnings.get((channel, RX_WARNINGS), []) + self._warnings.get(
+                        (channel, TX_WARNINGS), []
+                    )
+        return updates
+
+    def values(self, leaves: Mapping[Address, Any]) -> Updates:
+        merged: Updates = {}
+        for path, value in leaves.items():
+            for channel, fields in self.family.convert(path, value).items():
+                merged.setdefault(channel, {}).update(fields)
+        return self._finish(merged)
+
+    def errors(self, errors: Iterable[SscError]) -> Updates:
+        merged: Updates = {}
+        for error in errors:
+            for channel, fields in self.family.convert_error(error).items():
+                merged.setdefault(channel, {}).update(fields)
+        return self._finish(merged)
