@@ -1,0 +1,284 @@
+"""REST API v1: devices, channels, control, discovery candidates and health.
+
+A channel's id is ``<device_id>:<index>`` (device ids never contain ``:``-separated numbers at the end,
+so the last ``:`` splits). Control goes through ``Hub.apply`` with source ``rest``; the HTTP status of a
+failed command follows its ``CommandResult.code`` (see :data:`COMMAND_STATUS` and docs/api.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final
+
+from aiohttp import web
+
+from hub.app import Hub, UnknownCandidateError
+from hub.drivers import EndpointError
+from hub.model import Channel, Command, Device
+from hub.web.routing import ApiError, Operation, json_response, not_found, parse_body, parse_query
+from hub.web.schemas import (
+    AddDeviceBody,
+    ApproveBody,
+    CandidateList,
+    CandidateView,
+    ChannelPage,
+    ChannelView,
+    CommandBody,
+    CommandOutcome,
+    ConnectionHealth,
+    DevicePage,
+    DeviceView,
+    Health,
+    ListQuery,
+    ManagedView,
+)
+
+HUB_KEY: Final = web.AppKey("hub", Hub)
+LIVE_COUNT_KEY: Final[web.AppKey[Callable[[], int]]] = web.AppKey("live_count")
+SOURCE: Final = "rest"
+
+# HTTP status for a failed command, by CommandResult.code; anything else is a 502 (the device side failed).
+COMMAND_STATUS: Final = {
+    "invalid": 422,
+    "not_supported": 409,
+    "unavailable": 503,
+    "timeout": 504,
+    "refused": 502,
+    "plugin_error": 502,
+}
+
+# A channel is "low" at or below any of these; the venue store's alert rules may be finer.
+LOW_BATTERY_BARS: Final = 1
+LOW_BATTERY_PERCENT: Final = 20
+LOW_BATTERY_RUNTIME_MIN: Final = 30
+
+
+def channel_id(device_id: str, index: int) -> str:
+    return f"{device_id}:{index}"
+
+
+def is_low_battery(channel: Channel) -> bool:
+    return (
+        (channel.battery_bars is not None and channel.battery_bars <= LOW_BATTERY_BARS)
+        or (channel.battery_percent is not None and channel.battery_percent <= LOW_BATTERY_PERCENT)
+        or (channel.battery_runtime_min is not None and channel.battery_runtime_min <= LOW_BATTERY_RUNTIME_MIN)
+    )
+
+
+def channel_view(device: Device, channel: Channel) -> ChannelView:
+    return ChannelView(**channel.model_dump(), id=channel_id(device.id, channel.index), device_id=device.id)
+
+
+def connection_of(hub: Hub, device_id: str) -> ConnectionHealth | None:
+    managed = hub.devices.find(device_id)
+    if managed is None:
+        return None
+    health = managed.health()
+    return ConnectionHealth(
+        url=health["url"],
+        plugin=health["plugin"],
+        connected=health["connected"],
+        connected_since=health["connected_since"],
+        attempts=health["attempts"],
+        reconnects=health["reconnects"],
+        last_error=health["last_error"],
+    )
+
+
+def device_view(hub: Hub, device: Device) -> DeviceView:
+    fields = device.model_dump(exclude={"channels"})
+    return DeviceView(
+        **fields,
+        channels=[channel_view(device, channel) for channel in device.channels],
+        connection=connection_of(hub, device.id),
+    )
+
+
+def _find_device(hub: Hub, device_id: str) -> Device:
+    device = hub.store.get(device_id)
+    if device is None:
+        raise not_found(f"device {device_id!r}")
+    return device
+
+
+def _find_channel(hub: Hub, channel_ref: str) -> tuple[Device, Channel]:
+    device_id, _, index_text = channel_ref.rpartition(":")
+    device = hub.store.get(device_id) if device_id else None
+    channel = device.channel(int(index_text)) if device is not None and index_text.isdigit() else None
+    if device is None or channel is None:
+        raise not_found(f"channel {channel_ref!r} (ids look like '<device_id>:<index>')")
+    return device, channel
+
+
+def _device_matches(device: Device, query: ListQuery) -> bool:
+    if query.online is not None and device.online != query.online:
+        return False
+    if query.vendor is not None and device.vendor != query.vendor:
+        return False
+    if query.low_battery is not None and any(is_low_battery(ch) for ch in device.channels) != query.low_battery:
+        return False
+    # locations live in the venue store; until a device is placed, no location matches it
+    return query.location is None
+
+
+def _page_bounds(total: int, query: ListQuery) -> slice:
+    return slice(min(query.offset, total), min(query.offset + query.limit, total))
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    query = parse_query(request, ListQuery)
+    devices = sorted((d for d in hub.store.devices.values() if _device_matches(d, query)), key=lambda d: d.id)
+    page = devices[_page_bounds(len(devices), query)]
+    return json_response(
+        DevicePage(
+            items=[device_view(hub, d) for d in page], total=len(devices), limit=query.limit, offset=query.offset
+        )
+    )
+
+
+async def get_device(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    return json_response(device_view(hub, _find_device(hub, request.match_info["device_id"])))
+
+
+async def list_channels(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    query = parse_query(request, ListQuery)
+    device_query = query.model_copy(update={"low_battery": None})
+    channels = [
+        channel_view(device, channel)
+        for device in sorted(hub.store.devices.values(), key=lambda d: d.id)
+        if _device_matches(device, device_query)
+        for channel in device.channels
+        if query.low_battery is None or is_low_battery(channel) == query.low_battery
+    ]
+    page = channels[_page_bounds(len(channels), query)]
+    return json_response(ChannelPage(items=page, total=len(channels), limit=query.limit, offset=query.offset))
+
+
+async def get_channel(request: web.Request) -> web.Response:
+    device, channel = _find_channel(request.app[HUB_KEY], request.match_info["channel_id"])
+    return json_response(channel_view(device, channel))
+
+
+async def _run_command(hub: Hub, device_id: str, channel: int | None, body: CommandBody) -> web.Response:
+    command = Command(device_id=device_id, channel=channel, kind=body.kind, value=body.value, slot=body.slot)
+    result = await hub.apply(command, SOURCE)
+    outcome = CommandOutcome(ok=result.ok, value=result.value, error=result.error, code=result.code)
+    if result.ok:
+        return json_response(outcome)
+    code = result.code or "failed"
+    raise ApiError(
+        COMMAND_STATUS.get(code, 502), code, result.error or "the command failed", outcome.model_dump(mode="json")
+    )
+
+
+async def channel_command(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    device, channel = _find_channel(hub, request.match_info["channel_id"])
+    body = await parse_body(request, CommandBody)
+    return await _run_command(hub, device.id, channel.index, body)
+
+
+async def device_command(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    device = _find_device(hub, request.match_info["device_id"])
+    body = await parse_body(request, CommandBody)
+    return await _run_command(hub, device.id, None, body)
+
+
+async def add_device(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    body = await parse_body(request, AddDeviceBody)
+    known = body.url in hub.devices.by_url
+    try:
+        managed = await hub.add_device(body.url, SOURCE)
+    except EndpointError as exc:
+        raise ApiError(422, "invalid_url", str(exc)) from None
+    return json_response(ManagedView(url=managed.url, device_id=managed.handle.device_id), 200 if known else 201)
+
+
+async def remove_device(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    device_id = request.match_info["device_id"]
+    if not await hub.remove_device(device_id, SOURCE):
+        raise not_found(f"device {device_id!r}")
+    return web.Response(status=204)
+
+
+def _candidate_view(hub: Hub) -> CandidateList:
+    return CandidateList(
+        items=[
+            CandidateView(
+                url=c.url, vendor=c.vendor, model=c.model, unique_id=c.unique_id, name=c.name, source=c.source
+            )
+            for c in hub.candidates()
+        ]
+    )
+
+
+async def list_candidates(request: web.Request) -> web.Response:
+    return json_response(_candidate_view(request.app[HUB_KEY]))
+
+
+async def approve_candidate(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    body = await parse_body(request, ApproveBody)
+    try:
+        managed = await hub.approve_candidate(body.url, SOURCE)
+    except UnknownCandidateError as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except EndpointError as exc:
+        raise ApiError(422, "invalid_url", str(exc)) from None
+    return json_response(ManagedView(url=managed.url, device_id=managed.handle.device_id), 201)
+
+
+async def health(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    devices = hub.store.devices.values()
+    connections = [c for c in (connection_of(hub, m.url) for m in hub.devices.by_url.values()) if c is not None]
+    return json_response(
+        Health(
+            status="ok",
+            hub_id=hub.config.hub_id,
+            version=hub.info()["version"],
+            uptime_s=round(time.time() - hub.started_at, 3),
+            devices=len(devices),
+            devices_online=sum(1 for d in devices if d.online),
+            live_clients=request.app[LIVE_COUNT_KEY](),
+            connections=connections,
+        )
+    )
+
+
+_DEVICE_ID = {"device_id": "a device id, e.g. shure-ABC123"}
+_CHANNEL_ID = {"channel_id": "'<device_id>:<index>', e.g. shure-ABC123:1"}
+
+OPERATIONS: Final = (
+    Operation("GET", "/api/health", health, "Hub health and per-device connection health", "health",
+              response=Health),
+    Operation("GET", "/api/v1/devices", list_devices, "List devices with their channels", "devices",
+              query=ListQuery, response=DevicePage, errors=(422,)),
+    Operation("POST", "/api/v1/devices", add_device, "Add a device by URL (201; 200 if already known)", "devices",
+              write=True, body=AddDeviceBody, response=ManagedView, status=201, errors=(400, 422)),
+    Operation("GET", "/api/v1/devices/{device_id}", get_device, "One device with its channels", "devices",
+              response=DeviceView, errors=(404,), path_params=_DEVICE_ID),
+    Operation("DELETE", "/api/v1/devices/{device_id}", remove_device, "Stop watching a device", "devices",
+              write=True, status=204, errors=(404,), path_params=_DEVICE_ID),
+    Operation("POST", "/api/v1/devices/{device_id}/commands", device_command, "Control a whole device", "control",
+              write=True, body=CommandBody, response=CommandOutcome, errors=(400, 404, 409, 422, 502, 503, 504),
+              path_params=_DEVICE_ID),
+    Operation("GET", "/api/v1/channels", list_channels, "List channels of every device", "channels",
+              query=ListQuery, response=ChannelPage, errors=(422,)),
+    Operation("GET", "/api/v1/channels/{channel_id}", get_channel, "One channel", "channels",
+              response=ChannelView, errors=(404,), path_params=_CHANNEL_ID),
+    Operation("POST", "/api/v1/channels/{channel_id}/commands", channel_command, "Control a channel", "control",
+              write=True, body=CommandBody, response=CommandOutcome, errors=(400, 404, 409, 422, 502, 503, 504),
+              path_params=_CHANNEL_ID),
+    Operation("GET", "/api/v1/candidates", list_candidates, "Discovered devices waiting for approval",
+              "discovery", response=CandidateList),
+    Operation("POST", "/api/v1/candidates/approve", approve_candidate, "Approve a discovery candidate",
+              "discovery", write=True, body=ApproveBody, response=ManagedView, status=201, errors=(400, 404, 422)),
+)  # fmt: skip

@@ -1,0 +1,154 @@
+"""Live updates for browsers over a WebSocket (``/api/v1/live``).
+
+One coalescing StateStore subscription feeds every browser: each batch becomes one JSON message, encoded
+once and offered to every client's bounded queue. Batches are at least ``interval`` apart (0.5 s: meters
+reach a browser at most at 2 Hz). Offering never waits, so a slow or stalled browser cannot slow the
+hub: when its queue is full it is dropped (closed with 1013 "try again later") and the board reconnects,
+starting again from a fresh snapshot. Each client's own writer task bounds every send with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Final
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from hub.app import Hub
+from hub.state import REMOVED, Batch, Subscription
+from hub.web.api import channel_id, channel_view, device_view
+from hub.web.routing import dumps
+
+log = logging.getLogger("hub.web.live")
+
+DEVICE_EXCLUDE: Final = {"channels"}
+
+
+class LiveClient:
+    def __init__(self, ws: web.WebSocketResponse, queue_limit: int) -> None:
+        self.ws = ws
+        self.queue: asyncio.Queue[str] = asyncio.Queue(queue_limit)
+        self.writer: asyncio.Task[None] | None = None
+
+
+class LiveFeed:
+    """Fans state changes out to browsers; ``clients`` and ``dropped`` are exported as metrics."""
+
+    def __init__(self, hub: Hub, interval: float = 0.5, queue_limit: int = 16, send_timeout: float = 5.0) -> None:
+        self._hub = hub
+        self.interval = interval
+        self.queue_limit = queue_limit
+        self.send_timeout = send_timeout
+        self.clients: set[LiveClient] = set()
+        self.dropped = 0
+        self.messages_sent = 0
+        self._pump: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        subscription = self._hub.store.subscribe(min_interval=self.interval)
+        self._pump = asyncio.create_task(self._run(subscription), name="web live feed")
+        self._subscription = subscription
+
+    async def stop(self) -> None:
+        self._subscription.close()
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+        for client in list(self.clients):
+            self._disconnect(client, WSCloseCode.GOING_AWAY, b"hub stopping")
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def snapshot(self) -> dict[str, Any]:
+        devices = sorted(self._hub.store.devices.values(), key=lambda device: device.id)
+        return {
+            "type": "snapshot",
+            "devices": [device_view(self._hub, device).model_dump(mode="json") for device in devices],
+        }
+
+    def changes(self, batch: Batch) -> dict[str, Any]:
+        """The message for one batch: current values of what changed (the store holds the values)."""
+        devices: list[dict[str, Any]] = []
+        channels: list[dict[str, Any]] = []
+        removed_devices: list[str] = []
+        removed_channels: list[str] = []
+        for (device_id, index), fields in sorted(batch.items(), key=lambda item: (item[0][0], item[0][1] or 0)):
+            device = self._hub.store.get(device_id)
+            channel = device.channel(index) if device is not None and index is not None else None
+            if index is None:
+                if device is None or REMOVED in fields:
+                    removed_devices.append(device_id)
+                else:
+                    devices.append(device_view(self._hub, device).model_dump(mode="json", exclude=DEVICE_EXCLUDE))
+            elif device is None or channel is None:
+                removed_channels.append(channel_id(device_id, index))
+            else:
+                channels.append(channel_view(device, channel).model_dump(mode="json"))
+        return {
+            "type": "changes",
+            "devices": devices,
+            "channels": channels,
+            "removed_devices": removed_devices,
+            "removed_channels": removed_channels,
+        }
+
+    async def _run(self, subscription: Subscription) -> None:
+        async for batch in subscription:
+            if not self.clients:
+                continue
+            message = dumps(self.changes(batch))
+            for client in list(self.clients):
+                self._offer(client, message)
+
+    def _offer(self, client: LiveClient, message: str) -> None:
+        try:
+            client.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.warning("dropping a live client that does not keep up (%d messages queued)", client.queue.qsize())
+            self._disconnect(client, WSCloseCode.TRY_AGAIN_LATER, b"too slow")
+
+    def _disconnect(self, client: LiveClient, code: int, reason: bytes) -> None:
+        self.clients.discard(client)
+        if client.writer is not None:
+            client.writer.cancel()
+        closing = asyncio.create_task(self._close(client.ws, code, reason))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    async def _close(self, ws: web.WebSocketResponse, code: int, reason: bytes) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(code=code, message=reason), self.send_timeout)
+
+    async def _write(self, client: LiveClient) -> None:
+        try:
+            while True:
+                message = await client.queue.get()
+                await asyncio.wait_for(client.ws.send_str(message), self.send_timeout)
+                self.messages_sent += 1
+        except (TimeoutError, ConnectionError) as exc:
+            if client in self.clients:
+                self.dropped += 1
+                log.warning("dropping a live client: %s", type(exc).__name__)
+                self._disconnect(client, WSCloseCode.TRY_AGAIN_LATER, b"too slow")
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=20.0)
+        await ws.prepare(request)
+        client = LiveClient(ws, self.queue_limit)
+        client.queue.put_nowait(dumps(self.snapshot()))
+        self.clients.add(client)
+        client.writer = asyncio.create_task(self._write(client), name="web live writer")
+        try:
+            # browsers send nothing but pings; reading keeps the close handshake and heartbeat working
+            async for message in ws:
+                if message.type == WSMsgType.ERROR:
+                    break
+        finally:
+            if client in self.clients:
+                self.clients.discard(client)
+                client.writer.cancel()
+            await asyncio.gather(client.writer, return_exceptions=True)
+        return ws

@@ -1,0 +1,73 @@
+"""Prometheus metrics at ``/metrics``, in a registry of this hub's own (never the process-global one).
+
+Device and connection figures are read from the hub at scrape time, so nothing on the device path pays
+for metrics; only the HTTP request counter is updated as requests happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from hub.app import Hub
+from hub.web.live import LiveFeed
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class HubCollector(Collector):
+    def __init__(self, hub: Hub, live: LiveFeed) -> None:
+        self._hub = hub
+        self._live = live
+
+    def collect(self) -> Iterator[Metric]:
+        devices = list(self._hub.store.devices.values())
+        online = GaugeMetricFamily("wmhub_devices", "Known devices by online state", labels=["state"])
+        online.add_metric(["online"], sum(1 for d in devices if d.online))
+        online.add_metric(["offline"], sum(1 for d in devices if not d.online))
+        yield online
+        yield GaugeMetricFamily(
+            "wmhub_channels", "Receiver channels of every known device", value=sum(len(d.channels) for d in devices)
+        )
+        connected = GaugeMetricFamily("wmhub_device_connected", "1 while the driver is connected", labels=["url"])
+        attempts = CounterMetricFamily("wmhub_device_connection_attempts", "Connection attempts", labels=["url"])
+        reconnects = CounterMetricFamily("wmhub_device_reconnects", "Lost connections retried", labels=["url"])
+        for managed in self._hub.devices.by_url.values():
+            supervisor = managed.supervisor
+            connected.add_metric([managed.url], 1 if supervisor.connected_since is not None else 0)
+            attempts.add_metric([managed.url], supervisor.attempts)
+            reconnects.add_metric([managed.url], supervisor.reconnects)
+        yield connected
+        yield attempts
+        yield reconnects
+        yield CounterMetricFamily(
+            "wmhub_state_updates", "Channel updates merged into the state store", value=self._hub.store.updates_applied
+        )
+        yield GaugeMetricFamily(
+            "wmhub_discovery_candidates", "Discovered devices waiting for approval", value=len(self._hub.candidates())
+        )
+        yield GaugeMetricFamily("wmhub_live_clients", "Browsers on the live feed", value=len(self._live.clients))
+        yield CounterMetricFamily(
+            "wmhub_live_clients_dropped", "Browsers dropped for not keeping up", value=self._live.dropped
+        )
+        yield CounterMetricFamily(
+            "wmhub_live_messages", "Live feed messages sent to browsers", value=self._live.messages_sent
+        )
+
+
+class Metrics:
+    def __init__(self, hub: Hub, live: LiveFeed) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(HubCollector(hub, live))
+        self.http_requests = Counter(
+            "wmhub_http_requests",
+            "HTTP requests answered, by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,98 @@
+"""The OpenAPI 3.1 document, generated from the operation table and its pydantic models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from http import HTTPStatus
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from hub import __version__
+from hub.web.routing import Operation
+from hub.web.schemas import ErrorBody
+
+REF = "#/components/schemas/{model}"
+AUTH_ERRORS = (401,)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": {key: value for key, value in prop.items() if key not in ("title", "description")},
+            **({"description": prop["description"]} if "description" in prop else {}),
+        }
+        for name, prop in schema["properties"].items()
+    ]
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "summary": op.summary,
+        "tags": [op.tag],
+        "operationId": op.handler.__name__,
+    }
+    parameters = [
+        {"name": name, "in": "path", "required": True, "description": text, "schema": {"type": "string"}}
+        for name, text in (op.path_params or {}).items()
+    ]
+    if op.query is not None:
+        parameters += _query_parameters(op.query)
+    if parameters:
+        spec["parameters"] = parameters
+    if op.body is not None:
+        spec["requestBody"] = {"required": True, "content": _json_content(_ref(op.body))}
+    success: dict[str, Any] = {"description": HTTPStatus(op.status).phrase}
+    if op.response is not None:
+        success["content"] = _json_content(_ref(op.response))
+    responses: dict[str, Any] = {str(op.status): success}
+    for status in sorted(set(op.errors) | (set(AUTH_ERRORS) if op.write else set())):
+        responses[str(status)] = {"description": HTTPStatus(status).phrase, "content": _json_content(_ref(ErrorBody))}
+    spec["responses"] = responses
+    if op.write:
+        spec["security"] = [{"bearer": []}]
+    return spec
+
+
+def _models(operations: Iterable[Operation]) -> list[type[BaseModel]]:
+    models: dict[str, type[BaseModel]] = {"ErrorBody": ErrorBody}
+    for op in operations:
+        for model in (op.body, op.response):
+            if model is not None:
+                models[model.__name__] = model
+    return list(models.values())
+
+
+def build_document(operations: Iterable[Operation]) -> dict[str, Any]:
+    operations = list(operations)
+    _, schema = models_json_schema([(model, "validation") for model in _models(operations)], ref_template=REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "wmhub REST API",
+            "version": __version__,
+            "description": "Watch and control wireless microphone receivers. See docs/api.md.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schema.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

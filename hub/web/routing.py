@@ -1,0 +1,88 @@
+"""The operation table behind the REST API: one entry per endpoint, used for routing, auth and OpenAPI.
+
+Handlers raise :class:`ApiError` for every expected failure; the server turns it into the JSON error
+body ``{"error", "code", "details"}`` with the operation's status. Request bodies and query strings are
+validated by the pydantic models named in the operation, so the OpenAPI document and the checks agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, error: str, details: Any = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.code = code
+        self.error = error
+        self.details = details
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    write: bool = False
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    path_params: dict[str, str] | None = None  # name -> description
+
+
+def dumps(data: Any) -> str:
+    return orjson.dumps(data).decode()
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    return web.json_response(data, status=status, dumps=dumps)
+
+
+def error_response(status: int, code: str, error: str, details: Any = None) -> web.Response:
+    return json_response({"error": error, "code": code, "details": details}, status)
+
+
+def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(item["loc"]), "msg": item["msg"], "type": item["type"]}
+        for item in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def parse_query(request: web.Request, model: type[ModelT]) -> ModelT:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_query", "the query string is not valid", _validation_details(exc)) from None
+
+
+async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
+    raw = await request.read()
+    try:
+        data = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "bad_json", f"the request body is not JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_body", "the request body is not valid", _validation_details(exc)) from None

@@ -1,0 +1,122 @@
+"""Request and response bodies of the REST API; the OpenAPI document is generated from these models.
+
+Device and channel views carry the model's own field names (hub.model) plus the few things the hub
+adds: a channel's API id, the device's connection health and, later, the venue names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.model import Channel, CommandKind, Device
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(Strict):
+    """Every error response: a sentence for people, a stable code for programs, and details."""
+
+    error: str
+    code: str = Field(description="bad_request | unauthorized | not_found | invalid | not_supported | ...")
+    details: Any = None
+
+
+class ChannelView(Channel):
+    id: str = Field(description="'<device_id>:<index>', the channel id used in channel URLs")
+    device_id: str
+
+
+class ConnectionHealth(Strict):
+    url: str
+    plugin: str
+    connected: bool
+    connected_since: float | None = Field(description="Unix time the current connection opened")
+    attempts: int
+    reconnects: int
+    last_error: str | None
+
+
+class DeviceView(Device):
+    channels: list[ChannelView] = Field(default_factory=list)  # type: ignore[assignment]
+    connection: ConnectionHealth | None = None
+
+
+class Page(Strict):
+    total: int = Field(description="matching items before limit/offset")
+    limit: int
+    offset: int
+
+
+class DevicePage(Page):
+    items: list[DeviceView]
+
+
+class ChannelPage(Page):
+    items: list[ChannelView]
+
+
+class ListQuery(Strict):
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+    online: bool | None = Field(default=None, description="only devices (of channels) online / offline")
+    low_battery: bool | None = Field(
+        default=None, description="only devices/channels with (true) or without (false) a low battery"
+    )
+    vendor: str | None = None
+    location: str | None = Field(default=None, description="only devices at this location (venue store)")
+
+
+class CommandBody(Strict):
+    kind: CommandKind
+    value: str | float | bool | None = Field(
+        default=None, description="name: text; mute: true, false or 'toggle'; gain/frequency: number; ..."
+    )
+    slot: int | None = Field(default=None, ge=1, description="Axient Digital ShowLink slot, for rf_output")
+
+
+class CommandOutcome(Strict):
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    code: str | None = None
+
+
+class AddDeviceBody(Strict):
+    url: str = Field(min_length=3, max_length=500, description="e.g. shure://10.0.0.5 or sennheiser://10.0.0.6")
+
+
+class ApproveBody(Strict):
+    url: str = Field(min_length=3, max_length=500)
+
+
+class ManagedView(Strict):
+    url: str
+    device_id: str | None = Field(description="known once the device identified itself")
+
+
+class CandidateView(Strict):
+    url: str
+    vendor: str
+    model: str | None = None
+    unique_id: str | None = None
+    name: str | None = None
+    source: str = ""
+
+
+class CandidateList(Strict):
+    items: list[CandidateView]
+
+
+class Health(Strict):
+    status: str = Field(description="'ok' while the hub runs")
+    hub_id: str
+    version: str
+    uptime_s: float
+    devices: int
+    devices_online: int
+    live_clients: int
+    connections: list[ConnectionHealth]

@@ -1,0 +1,181 @@
+"""The hub's web edge: the status board, the REST API, the live feed and metrics on one aiohttp server.
+
+``WebServer(hub)`` is created by the Hub when ``http.enabled``; ``await start()`` binds
+``http.host:http.port`` (port 0 picks a free one, read it back from ``server.port``) and ``await stop()``
+closes every connection. Writes and control always need ``Authorization: Bearer <token>``; reads need it
+only when ``http.open_reads`` is false. The token is ``http.token`` or, when unset, the one stored in
+``<data_dir>/api-token`` (mode 600), generated and logged once at the first start.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+from aiohttp.typedefs import Handler as AiohttpHandler
+
+from hub.app import Hub
+from hub.web.api import HUB_KEY, LIVE_COUNT_KEY, OPERATIONS
+from hub.web.live import LiveFeed
+from hub.web.metrics import CONTENT_TYPE, Metrics
+from hub.web.openapi import build_document
+from hub.web.routing import ApiError, Handler, Operation, error_response, json_response
+
+log = logging.getLogger("hub.web")
+
+STATIC_DIR: Final = Path(__file__).parent / "static"
+TOKEN_FILE: Final = "api-token"
+STARTED_KEY: Final = "wmhub_started"
+LIVE_PATH: Final = "/api/v1/live"
+CORS_METHODS: Final = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
+def load_or_create_token(data_dir: Path) -> str:
+    """Read the stored token, or generate one and store it readable by the owner only."""
+    path = data_dir / TOKEN_FILE
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        token = ""
+    if token:
+        return token
+    token = secrets.token_urlsafe(32)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(token + "\n")
+    os.chmod(path, 0o600)
+    log.warning("generated the API token for writes (stored in %s): %s", path, token)
+    return token
+
+
+class WebServer:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.settings = hub.config.http
+        self.token = self.settings.token or load_or_create_token(hub.config.data_dir)
+        self.live = LiveFeed(hub)
+        self.metrics = Metrics(hub, self.live)
+        self.openapi = build_document(OPERATIONS)
+        self.app = self._build_app()
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    # lifecycle
+
+    async def start(self) -> None:
+        await self.live.start()
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        log.info("status board and API on http://%s:%s/", self.settings.host, self.port)
+
+    async def stop(self) -> None:
+        await self.live.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # app
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors, self._cors_preflight], client_max_size=64 * 1024)
+        app[HUB_KEY] = self.hub
+        app[LIVE_COUNT_KEY] = lambda: len(self.live.clients)
+        for op in OPERATIONS:
+            app.router.add_route(op.method, op.path, self._guard(op.handler, write=op.write))
+        app.router.add_get("/api/openapi.json", self._guard(self._openapi, write=False))
+        app.router.add_get("/metrics", self._guard(self._metrics, write=False))
+        app.router.add_get(LIVE_PATH, self._guard(self.live.handle, write=False))
+        app.router.add_get("/", self._index)
+        app.router.add_static("/static/", STATIC_DIR, append_version=False)
+        app.on_response_prepare.append(self._decorate)
+        return app
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer":
+            # browsers cannot set headers on a WebSocket, so the live feed also takes ?token=
+            given = request.query.get("token", "") if request.path == LIVE_PATH else ""
+        return bool(given) and hmac.compare_digest(given.strip().encode(), self.token.encode())
+
+    def _guard(self, handler: Handler, *, write: bool) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if (write or not self.settings.open_reads) and not self._authorized(request):
+                raise ApiError(
+                    401,
+                    "unauthorized",
+                    "this needs 'Authorization: Bearer <token>' (see <data_dir>/api-token)",
+                )
+            return await handler(request)
+
+        guarded.__name__ = handler.__name__
+        return guarded
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
+        request[STARTED_KEY] = time.perf_counter()
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.code, exc.error, exc.details)
+            if exc.status == 401:
+                response.headers["WWW-Authenticate"] = "Bearer"
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "http_error")
+            response = error_response(exc.status, code, exc.reason)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            response = error_response(500, "internal", "internal error (logged by the hub)")
+        self.metrics.http_requests.labels(request.method, route, str(response.status)).inc()
+        return response
+
+    @web.middleware
+    async def _cors_preflight(self, request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if request.method == "OPTIONS" and origin in self.settings.cors_origins:
+            return web.Response(
+                status=204,
+                headers={
+                    "Access-Control-Allow-Methods": CORS_METHODS,
+                    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                    "Access-Control-Max-Age": "600",
+                },
+            )
+        return await handler(request)
+
+    async def _decorate(self, request: web.Request, response: web.StreamResponse) -> None:
+        started = request.get(STARTED_KEY)
+        if started is not None:
+            response.headers["X-Response-Time"] = f"{(time.perf_counter() - started) * 1000:.2f}ms"
+        origin = request.headers.get("Origin")
+        if origin is not None and origin in self.settings.cors_origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        return json_response(self.openapi)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self.metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+    async def _index(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+__all__ = ["Operation", "WebServer", "load_or_create_token"]

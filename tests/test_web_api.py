@@ -1,0 +1,296 @@
+"""REST API: every endpoint over real HTTP against a real Hub, good input and bad."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hub import hookimpl
+from hub.app import Hub
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
+from hub.hookspecs import Candidate, DriverSpec
+from hub.model import Command, CommandKind, CommandResult, InvalidValueError, NotSupportedError
+from hub.plugins import PluginHost
+from hub.testing import eventually
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class BenchReceiver(Driver):
+    """A two-channel receiver living in the test process, driven through the real device path."""
+
+    async def connect(self) -> None:
+        self.sink.identify(unique_id=self.endpoint.host, family="bench", model="BR-2", channel_count=2, name="Rack A")
+        self.sink.update_channel(1, {"name": "Vox 1", "battery_bars": 4, "tx_present": True, "frequency_mhz": 560.1})
+        self.sink.update_channel(2, {"name": "Vox 2", "battery_bars": 1, "tx_present": True})
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        return None
+
+    async def apply(self, command: Command) -> CommandResult:
+        if command.kind == CommandKind.NAME and command.channel is not None:
+            if not isinstance(command.value, str) or len(command.value) > 8:
+                raise InvalidValueError("names are 1-8 characters")
+            self.sink.update_channel(command.channel, {"name": command.value})
+            return CommandResult(ok=True, value=command.value)
+        raise NotSupportedError(f"bench receivers have no {command.kind.value} control")
+
+
+class BenchPlugin:
+    @hookimpl
+    def register_drivers(self, register: Any) -> None:
+        def factory(endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> Driver:
+            return BenchReceiver(endpoint, sink, settings)
+
+        register(DriverSpec(scheme="bench", vendor="bench", families=("bench",), factory=factory, default_port=1))
+
+    @hookimpl
+    async def apply_command(self, driver: Driver, command: Command) -> CommandResult:
+        return await driver.apply(command)
+
+
+def make_hub(data_dir: Path, **http: Any) -> Hub:
+    config = HubConfig(
+        hub_id="webtest",
+        data_dir=data_dir,
+        mqtt=MqttSettings(url="off"),
+        discovery=DiscoverySettings(enabled=False),
+        http=HttpSettings(host="127.0.0.1", port=0, **http),
+    )
+    plugins = PluginHost()
+    plugins.register(BenchPlugin(), "bench")
+    return Hub(config, plugins)
+
+
+@contextlib.asynccontextmanager
+async def serving(data_dir: Path, **http: Any) -> AsyncIterator[tuple[Hub, aiohttp.ClientSession]]:
+    async with make_hub(data_dir, **http) as hub, client(hub) as session:
+        yield hub, session
+
+
+def client(hub: Hub) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}", timeout=aiohttp.ClientTimeout(total=10))
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    async with make_hub(tmp_path, token=TOKEN) as running:
+        await running.add_device("bench://rack-a", source="test")
+        await eventually(lambda: running.store.get("bench-rack-a"), what="bench device")
+        yield running
+
+
+@pytest.fixture
+async def http(hub: Hub) -> AsyncIterator[aiohttp.ClientSession]:
+    async with client(hub) as session:
+        yield session
+
+
+async def call(http: aiohttp.ClientSession, method: str, path: str, expect: int, **kwargs: Any) -> Any:
+    async with http.request(method, path, **kwargs) as response:
+        assert "X-Response-Time" in response.headers
+        body = await response.json() if response.content_type == "application/json" else await response.text()
+        assert response.status == expect, body
+        if expect >= 400:
+            assert set(body) == {"error", "code", "details"} and body["error"], body
+        return body
+
+
+async def test_device_list_has_model_fields_and_channels(http: aiohttp.ClientSession) -> None:
+    body = await call(http, "GET", "/api/v1/devices", 200)
+    assert body["total"] == 1
+    device = body["items"][0]
+    assert device["id"] == "bench-rack-a" and device["online"] is True and device["name"] == "Rack A"
+    assert [ch["id"] for ch in device["channels"]] == ["bench-rack-a:1", "bench-rack-a:2"]
+    assert device["channels"][0]["battery_bars"] == 4 and device["channels"][0]["rf_dbm"] is None
+    assert device["connection"]["connected"] is True
+
+
+async def test_device_list_filters_and_pages(hub: Hub, http: aiohttp.ClientSession) -> None:
+    await hub.add_device("bench://rack-b", source="test")
+    await eventually(lambda: hub.store.get("bench-rack-b"), what="second device")
+    hub.store.update_channel("bench-rack-b", 2, {"battery_bars": 5})
+    page = await call(http, "GET", "/api/v1/devices?limit=1&offset=1", 200)
+    assert page["total"] == 2 and [d["id"] for d in page["items"]] == ["bench-rack-b"]
+    low = await call(http, "GET", "/api/v1/devices?low_battery=true", 200)
+    assert [d["id"] for d in low["items"]] == ["bench-rack-a"]
+    assert (await call(http, "GET", "/api/v1/devices?vendor=shure", 200))["total"] == 0
+    assert (await call(http, "GET", "/api/v1/devices?online=false", 200))["total"] == 0
+    channels = await call(http, "GET", "/api/v1/channels?low_battery=true", 200)
+    assert [c["id"] for c in channels["items"]] == ["bench-rack-a:2"]
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=abc", "offset=-1", "online=maybe", "limit=5000"])
+async def test_bad_list_query_is_422(http: aiohttp.ClientSession, query: str) -> None:
+    body = await call(http, "GET", f"/api/v1/devices?{query}", 422)
+    assert body["code"] == "invalid_query" and body["details"]
+
+
+async def test_device_and_channel_by_id(http: aiohttp.ClientSession) -> None:
+    assert (await call(http, "GET", "/api/v1/devices/bench-rack-a", 200))["model"] == "BR-2"
+    channel = await call(http, "GET", "/api/v1/channels/bench-rack-a:1", 200)
+    assert channel["name"] == "Vox 1" and channel["device_id"] == "bench-rack-a"
+    for path in ("/api/v1/devices/nope", "/api/v1/channels/bench-rack-a:9", "/api/v1/channels/bench-rack-a:x"):
+        assert (await call(http, "GET", path, 404))["code"] == "not_found"
+
+
+async def test_channel_rename_reaches_the_device(hub: Hub, http: aiohttp.ClientSession) -> None:
+    body = await call(
+        http,
+        "POST",
+        "/api/v1/channels/bench-rack-a:1/commands",
+        200,
+        json={"kind": "name", "value": "Lead"},
+        headers=AUTH,
+    )
+    assert body == {"ok": True, "value": "Lead", "error": None, "code": None}
+    device = hub.store.get("bench-rack-a")
+    assert device is not None and device.channel(1) is not None and device.channel(1).name == "Lead"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        ("/api/v1/channels/bench-rack-a:1/commands", {"kind": "name", "value": "far too long"}, 422, "invalid"),
+        ("/api/v1/channels/bench-rack-a:1/commands", {"kind": "frequency", "value": 560.0}, 409, "not_supported"),
+        ("/api/v1/devices/bench-rack-a/commands", {"kind": "identify"}, 409, "not_supported"),
+        ("/api/v1/channels/bench-rack-a:1/commands", {"kind": "explode"}, 422, "invalid_body"),
+        ("/api/v1/channels/bench-rack-a:1/commands", {"kind": "mute", "value": [1]}, 422, "invalid_body"),
+        ("/api/v1/channels/bench-rack-a:1/commands", {"kind": "mute", "extra": 1}, 422, "invalid_body"),
+        ("/api/v1/channels/bench-rack-a:7/commands", {"kind": "mute", "value": True}, 404, "not_found"),
+        ("/api/v1/devices/ghost/commands", {"kind": "identify"}, 404, "not_found"),
+    ],
+)
+async def test_failed_commands_map_to_status(
+    http: aiohttp.ClientSession, path: str, body: dict[str, Any], status: int, code: str
+) -> None:
+    assert (await call(http, "POST", path, status, json=body, headers=AUTH))["code"] == code
+
+
+async def test_command_on_offline_device_is_503(hub: Hub, http: aiohttp.ClientSession) -> None:
+    hub.store.set_online("bench-rack-a", False)
+    body = await call(
+        http, "POST", "/api/v1/devices/bench-rack-a/commands", 503, json={"kind": "identify"}, headers=AUTH
+    )
+    assert body["code"] == "unavailable" and body["details"]["ok"] is False
+
+
+async def test_body_that_is_not_json_is_400(http: aiohttp.ClientSession) -> None:
+    body = await call(http, "POST", "/api/v1/devices", 400, data=b"{nope", headers=AUTH)
+    assert body["code"] == "bad_json"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/v1/devices"),
+        ("DELETE", "/api/v1/devices/bench-rack-a"),
+        ("POST", "/api/v1/devices/bench-rack-a/commands"),
+        ("POST", "/api/v1/channels/bench-rack-a:1/commands"),
+        ("POST", "/api/v1/candidates/approve"),
+    ],
+)
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}])
+async def test_writes_need_the_token(
+    hub: Hub, http: aiohttp.ClientSession, method: str, path: str, headers: dict[str, str]
+) -> None:
+    body = await call(http, method, path, 401, json={"kind": "identify", "url": "bench://x"}, headers=headers)
+    assert body["code"] == "unauthorized"
+    assert "bench-rack-a" in hub.store.devices and "bench://x" not in hub.devices.by_url
+
+
+async def test_add_and_remove_device(hub: Hub, http: aiohttp.ClientSession) -> None:
+    added = await call(http, "POST", "/api/v1/devices", 201, json={"url": "bench://rack-c"}, headers=AUTH)
+    assert added["url"] == "bench://rack-c"
+    await eventually(lambda: hub.store.get("bench-rack-c"), what="added device online")
+    assert await call(http, "POST", "/api/v1/devices", 200, json={"url": "bench://rack-c"}, headers=AUTH)
+    assert await call(http, "DELETE", "/api/v1/devices/bench-rack-c", 204, headers=AUTH) == ""
+    assert hub.store.get("bench-rack-c") is None
+    await call(http, "DELETE", "/api/v1/devices/bench-rack-c", 404, headers=AUTH)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"), [({"url": "ftp://10.0.0.1"}, "invalid_url"), ({"url": 5}, "invalid_body"), ({}, "invalid_body")]
+)
+async def test_add_device_bad_input(http: aiohttp.ClientSession, body: dict[str, Any], code: str) -> None:
+    assert (await call(http, "POST", "/api/v1/devices", 422, json=body, headers=AUTH))["code"] == code
+
+
+async def test_candidates_list_and_approve(hub: Hub, http: aiohttp.ClientSession) -> None:
+    assert await call(http, "GET", "/api/v1/candidates", 200) == {"items": []}
+    hub.discovery.candidates["bench://found"] = Candidate(url="bench://found", vendor="bench", model="BR-2")
+    listed = await call(http, "GET", "/api/v1/candidates", 200)
+    assert [c["url"] for c in listed["items"]] == ["bench://found"]
+    await call(http, "POST", "/api/v1/candidates/approve", 201, json={"url": "bench://found"}, headers=AUTH)
+    await eventually(lambda: hub.store.get("bench-found"), what="approved device")
+    body = await call(http, "POST", "/api/v1/candidates/approve", 404, json={"url": "bench://other"}, headers=AUTH)
+    assert body["code"] == "not_found"
+
+
+async def test_health(http: aiohttp.ClientSession) -> None:
+    body = await call(http, "GET", "/api/health", 200)
+    assert body["status"] == "ok" and body["devices_online"] == 1
+    assert body["connections"][0]["url"] == "bench://rack-a" and body["connections"][0]["connected"] is True
+
+
+async def test_metrics_are_prometheus_text(http: aiohttp.ClientSession) -> None:
+    await call(http, "GET", "/api/v1/devices", 200)
+    text = await call(http, "GET", "/metrics", 200)
+    assert 'wmhub_devices{state="online"} 1.0' in text
+    assert 'wmhub_device_connected{url="bench://rack-a"} 1.0' in text
+    assert 'wmhub_http_requests_total{method="GET",route="/api/v1/devices",status="200"} 1.0' in text
+
+
+async def test_openapi_documents_every_endpoint(http: aiohttp.ClientSession) -> None:
+    document = await call(http, "GET", "/api/openapi.json", 200)
+    assert document["openapi"].startswith("3.")
+    assert {"/api/v1/devices", "/api/v1/channels/{channel_id}/commands", "/api/health"} <= set(document["paths"])
+    assert "CommandBody" in document["components"]["schemas"]
+
+
+async def test_unknown_path_and_method_are_json_errors(http: aiohttp.ClientSession) -> None:
+    assert (await call(http, "GET", "/api/v1/nothing", 404))["code"] == "not_found"
+    assert (await call(http, "PATCH", "/api/v1/devices", 405))["code"] == "method_not_allowed"
+
+
+async def test_closed_reads_need_the_token(tmp_path: Path) -> None:
+    async with serving(tmp_path, token=TOKEN, open_reads=False) as (_, http):
+        await call(http, "GET", "/api/v1/devices", 401)
+        assert (await call(http, "GET", "/api/v1/devices", 200, headers=AUTH))["total"] == 0
+
+
+async def test_generated_token_is_stored_private_and_reused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with make_hub(tmp_path) as hub:
+        token = hub.web.token
+    path = tmp_path / "api-token"
+    assert path.read_text().strip() == token and len(token) >= 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert token in caplog.text
+    caplog.clear()
+    async with serving(tmp_path) as (hub, http):
+        assert hub.web.token == token
+        headers = {"Authorization": f"Bearer {token}"}
+        await call(http, "POST", "/api/v1/devices", 201, json={"url": "bench://r"}, headers=headers)
+    assert token not in caplog.text
+
+
+async def test_cors_is_off_unless_the_origin_is_configured(tmp_path: Path) -> None:
+    async with serving(tmp_path, token=TOKEN, cors_origins=["http://desk.local"]) as (_, http):
+        for origin, allowed in (("http://desk.local", True), ("http://evil.example", False)):
+            async with http.get("/api/v1/devices", headers={"Origin": origin}) as response:
+                assert (response.headers.get("Access-Control-Allow-Origin") == origin) is allowed
+            preflight = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+            async with http.options("/api/v1/devices", headers=preflight) as response:
+                assert (response.status == 204) is allowed
