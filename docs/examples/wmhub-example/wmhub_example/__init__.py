@@ -1,0 +1,1 @@
+"""A minimal third-party wmhub plugin (see docs/plugins.md)."""

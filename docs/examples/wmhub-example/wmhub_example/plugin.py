@@ -1,0 +1,80 @@
+"""The example plugin: one driver, controls for the channel name, and a demo device.
+
+The "receiver" speaks a made-up line protocol over TCP: ``STATE\n`` answers
+``<serial> <battery percent> <name>\n``; ``NAME <text>\n`` renames the channel and answers like STATE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from hub import hookimpl
+from hub.drivers import DeviceSink, DriverSettings, Endpoint, PollingDriver
+from hub.hookspecs import DriverSpec
+from hub.model import Command, CommandKind, CommandResult, NotSupportedError
+
+
+class ExampleDriver(PollingDriver):
+    poll_interval_s = 0.2
+
+    def __init__(self, endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> None:
+        super().__init__(endpoint, sink, settings)
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._lock = asyncio.Lock()
+
+    async def _ask(self, line: str) -> list[str]:
+        assert self._streams is not None
+        reader, writer = self._streams
+        async with self._lock:
+            writer.write(line.encode() + b"\n")
+            reply = await asyncio.wait_for(reader.readline(), self.settings.io_timeout_s)
+        if not reply:
+            raise ConnectionError("the receiver closed the connection")
+        serial, battery, name = reply.decode().rstrip("\n").split(" ", 2)
+        self.sink.update_channel(1, {"battery_percent": int(battery), "name": name, "tx_present": True})
+        return [serial, battery, name]
+
+    async def connect(self) -> None:
+        self._streams = await asyncio.wait_for(
+            asyncio.open_connection(self.endpoint.host, self.endpoint.port), self.settings.io_timeout_s
+        )
+        serial = (await self._ask("STATE"))[0]
+        self.sink.identify(unique_id=serial, family="example", model="EX-1", channel_count=1)
+
+    async def poll(self) -> None:
+        await self._ask("STATE")
+
+    async def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+
+    async def apply(self, command: Command) -> CommandResult:
+        if command.kind is not CommandKind.NAME:
+            raise NotSupportedError(f"the example receiver cannot {command.kind.value}")
+        name = (await self._ask(f"NAME {command.value}"))[2]
+        return CommandResult(ok=name == command.value, value=name)
+
+
+@hookimpl
+def register_drivers(register: Callable[[DriverSpec], None]) -> None:
+    register(DriverSpec(scheme="example", vendor="example", families=("example",), factory=ExampleDriver))
+
+
+@hookimpl
+def apply_command(driver: ExampleDriver, command: Command) -> object:
+    return driver.apply(command)
+
+
+async def serve_example_receiver(serial: str = "EX0001", name: str = "Lead") -> asyncio.Server:
+    """A simulated receiver on a free loopback port (for demo mode and tests)."""
+    state = {"name": name, "battery": 87}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := (await reader.readline()).decode().strip():
+            if line.startswith("NAME "):
+                state["name"] = line[5:]
+            writer.write(f"{serial} {state['battery']} {state['name']}\n".encode())
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)

@@ -1,0 +1,63 @@
+"""Configuration: file, environment and flags, and one clear line for every mistake."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hub.config import ConfigError, load_config
+
+
+def run_wmhub(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hub.cli", *args], capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+def test_wrong_type_in_file_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('meter_rate_ms = "fast"\n')
+    result = run_wmhub("run", "--config", str(bad))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "meter_rate_ms" in lines[0] and "bad.toml" in lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[mqtt]\nkeepalive = 1\n", "mqtt.keepalive"),
+        ("[mqtt]\nurl = 'ftp://x'\n", "mqtt.url"),
+        ("colour = 'red'\n", "colour: unknown setting"),
+        ("hub_id = 'has space'\n", "hub_id"),
+        ("devices = [\n", "not valid TOML"),
+    ],
+)
+def test_each_mistake_names_its_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "hub.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected.replace(".", r"\.")):
+        load_config(path, environ={})
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.toml", environ={})
+
+
+def test_environment_overrides_file_and_flags_override_environment(tmp_path: Path) -> None:
+    path = tmp_path / "hub.toml"
+    path.write_text("hub_id = 'from-file'\nmeter_rate_ms = 500\n[mqtt]\nbase_topic = 'venue'\n")
+    environ = {"WMHUB_HUB_ID": "from-env", "WMHUB_MQTT__KEEPALIVE": "30", "WMHUB_DEVICES": "shure://a, shure://b"}
+    config = load_config(path, {"hub_id": "from-flag"}, environ=environ)
+    assert config.hub_id == "from-flag"
+    assert config.meter_rate_ms == 500
+    assert config.mqtt.keepalive == 30 and config.mqtt.base_topic == "venue"
+    assert config.devices == ["shure://a", "shure://b"]
+
+
+def test_bad_environment_value_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"offline_after_s"):
+        load_config(None, environ={"WMHUB_OFFLINE_AFTER_S": "soon"})

@@ -1,0 +1,125 @@
+"""Plugin loading: entry points one by one, errors kept per plugin, third-party plugins like ours."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hub import hookimpl
+from hub.hookspecs import DriverSpec
+from hub.plugins import PluginHost
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "docs" / "examples" / "wmhub-example"
+
+
+def wmhub_json(*args: str, extra_path: Path | None = None, **env: str) -> list[dict[str, object]]:
+    environ = dict(os.environ, **env)
+    if extra_path is not None:
+        environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(extra_path), environ.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", *args], capture_output=True, text=True, timeout=60, env=environ
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def broken_distribution(root: Path) -> Path:
+    """A distribution whose plugin module raises on import, as a packaging mistake would."""
+    (root / "wmhub_broken.py").write_text("raise RuntimeError('this plugin is broken on purpose')\n")
+    info = root / "wmhub_broken-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: wmhub-broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[wmhub]\nbroken = wmhub_broken\n")
+    return root
+
+
+def test_plugins_json_lists_both_vendor_plugins_with_versions_and_hooks() -> None:
+    listing = {plugin["distribution"]: plugin for plugin in wmhub_json("plugins", "--json")}
+    for name in ("wmhub-shure", "wmhub-sennheiser"):
+        assert listing[name]["version"]
+        assert listing[name]["error"] is None
+        assert {"register_drivers", "apply_command", "register_simulators"} <= set(listing[name]["hooks"])  # type: ignore[arg-type]
+
+
+def test_a_broken_plugin_is_listed_with_its_error_and_the_others_still_load(tmp_path: Path) -> None:
+    listing = {p["name"]: p for p in wmhub_json("plugins", "--json", extra_path=broken_distribution(tmp_path))}
+    assert "broken on purpose" in str(listing["broken"]["error"])
+    assert listing["shure"]["error"] is None and listing["sennheiser"]["error"] is None
+
+
+def test_load_plugins_variable_chooses_plugins() -> None:
+    names = [p["distribution"] for p in wmhub_json("plugins", "--json", WMHUB_LOAD_PLUGINS="wmhub-shure")]
+    assert names == ["wmhub-shure"]
+    assert wmhub_json("plugins", "--json", WMHUB_LOAD_PLUGINS="") == []
+
+
+def test_a_plugin_raising_in_a_hook_does_not_stop_the_others() -> None:
+    class Faulty:
+        @hookimpl
+        def register_drivers(self, register: object) -> None:
+            raise ValueError("cannot register")
+
+    host = PluginHost()
+    host.load_entry_points(only="wmhub-shure")
+    host.register(Faulty(), name="faulty")
+    assert "shure" in host.drivers()
+    assert "cannot register" in str(host.records["faulty"].error)
+
+
+def test_duplicate_schemes_are_refused_and_reported() -> None:
+    class Impostor:
+        @hookimpl
+        def register_drivers(self, register: object) -> None:
+            register(DriverSpec(scheme="shure", vendor="impostor", families=(), factory=lambda *a: None))  # type: ignore[operator,arg-type,return-value]
+
+    host = PluginHost()
+    host.load_entry_points(only="wmhub-shure")
+    host.register(Impostor(), name="impostor")
+    assert host.drivers()["shure"][1] == "shure"
+    assert "taken by shure" in str(host.records["impostor"].error)
+
+
+@pytest.fixture(scope="module")
+def example_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The documented example plugin, built and installed as its own distribution."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(EXAMPLE)],
+        check=True, timeout=300, capture_output=True,
+    )  # fmt: skip
+    return target
+
+
+def test_the_documented_example_plugin_installs_and_its_device_appears(example_site: Path) -> None:
+    listing = {p["distribution"]: p for p in wmhub_json("plugins", "--json", extra_path=example_site)}
+    assert listing["wmhub-example"]["version"] == "1.0.0"
+    script = textwrap.dedent(
+        """
+        import asyncio, json
+        from hub.model import Command, CommandKind
+        from hub.testing import DriverHarness
+        from wmhub_example.plugin import serve_example_receiver
+
+        async def main():
+            server = await serve_example_receiver(serial="EX42", name="Lead")
+            port = server.sockets[0].getsockname()[1]
+            async with DriverHarness("wmhub-example") as hub:
+                device = await hub.device(hub.add(f"example://127.0.0.1:{port}"))
+                result = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.NAME, value="Vox"))
+                print(json.dumps({"id": device.id, "battery": device.channels[0].battery_percent,
+                                  "ok": result.ok, "name": device.channels[0].name}))
+            server.close()
+
+        asyncio.run(main())
+        """
+    )
+    environ = dict(os.environ, PYTHONPATH=str(example_site))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=environ)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"id": "example-EX42", "battery": 87, "ok": True, "name": "Vox"}

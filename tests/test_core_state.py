@@ -1,0 +1,57 @@
+"""The state store: merges, change detection and coalesced delivery to subscribers."""
+
+import asyncio
+
+from hub.model import METER_FIELDS, Device
+from hub.state import ADDED, ONLINE, REMOVED, StateStore
+
+
+def store_with_device() -> StateStore:
+    store = StateStore()
+    store.add_device(Device(id="shure-1", vendor="shure", host="127.0.0.1", port=2202))
+    store.ensure_channels("shure-1", 2)
+    return store
+
+
+async def test_a_fast_meter_stream_arrives_as_one_entry_per_window() -> None:
+    store = store_with_device()
+    meters = store.subscribe(fields=METER_FIELDS, min_interval=0.2)
+    for level in range(50):
+        store.update_channel("shure-1", 1, {"audio_dbfs": -40.0 + level / 10, "rf_dbm": -60.0})
+    batch = await asyncio.wait_for(anext(meters), 2)
+    assert batch == {("shure-1", 1): {"audio_dbfs", "rf_dbm"}}
+    assert store.devices["shure-1"].channel(1).audio_dbfs == -35.1  # type: ignore[union-attr]
+
+
+async def test_unchanged_values_notify_nobody() -> None:
+    store = store_with_device()
+    store.update_channel("shure-1", 1, {"name": "VOX 1"})
+    sub = store.subscribe()
+    assert store.update_channel("shure-1", 1, {"name": "VOX 1"}) == set()
+    assert sub.drain() == {}
+
+
+async def test_state_subscribers_do_not_see_meter_only_changes() -> None:
+    store = store_with_device()
+    state = store.subscribe(fields={"name", "battery_bars"})
+    store.update_channel("shure-1", 2, {"audio_dbfs": -20.0})
+    assert state.drain() == {}
+    store.update_channel("shure-1", 2, {"battery_bars": 4, "audio_dbfs": -21.0})
+    assert state.drain() == {("shure-1", 2): {"battery_bars"}}
+
+
+async def test_lifecycle_changes_reach_every_subscriber() -> None:
+    store = StateStore()
+    sub = store.subscribe(fields={"name"})
+    store.add_device(Device(id="x-1", vendor="x", host="h", port=1))
+    store.ensure_channels("x-1", 1)
+    store.set_online("x-1", True)
+    store.remove_device("x-1")
+    assert sub.drain() == {("x-1", None): {ADDED, ONLINE, REMOVED}, ("x-1", 1): {ADDED, REMOVED}}
+
+
+async def test_a_closed_subscription_ends_iteration() -> None:
+    store = store_with_device()
+    sub = store.subscribe()
+    sub.close()
+    assert [batch async for batch in sub] == []

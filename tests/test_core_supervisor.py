@@ -1,0 +1,131 @@
+"""The driver supervisor: silence means offline, reconnects back off, one bad device stalls no other."""
+
+import asyncio
+from collections.abc import Callable
+
+from hub import hookimpl
+from hub.backoff import Backoff
+from hub.drivers import Driver, DriverSettings, Endpoint
+from hub.hookspecs import DriverSpec
+from hub.model import Command, CommandKind, CommandResult
+from hub.testing import DriverHarness, eventually
+
+
+class ScriptedDevice:
+    """How the in-process test device behaves; tests flip these switches."""
+
+    def __init__(self) -> None:
+        self.hang_on_connect = False
+        self.silent = False
+        self.connects = 0
+        self.closes = 0
+
+
+DEVICES: dict[str, ScriptedDevice] = {}
+
+
+class ScriptedDriver(Driver):
+    async def connect(self) -> None:
+        device = DEVICES[self.endpoint.host]
+        device.connects += 1
+        if device.hang_on_connect:
+            await asyncio.Event().wait()
+        self.sink.identify(unique_id=self.endpoint.host, family="test", model="T1", channel_count=1)
+
+    async def run(self) -> None:
+        device = DEVICES[self.endpoint.host]
+        while True:
+            if not device.silent:
+                self.sink.update_channel(1, {"battery_percent": 50})
+            await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        DEVICES[self.endpoint.host].closes += 1
+
+    async def apply(self, command: Command) -> CommandResult:
+        await asyncio.Event().wait()  # never confirms
+        raise AssertionError
+
+
+class ScriptedPlugin:
+    @hookimpl
+    def register_drivers(self, register: Callable[[DriverSpec], None]) -> None:
+        register(DriverSpec(scheme="scripted", vendor="test", families=("test",), factory=ScriptedDriver, default_port=1))
+
+    @hookimpl
+    def apply_command(self, driver: Driver, command: Command) -> object:
+        return driver.apply(command)
+
+
+def harness() -> DriverHarness:
+    hub = DriverHarness(settings=DriverSettings(io_timeout_s=0.3, offline_after_s=0.4))
+    hub.plugins.register(ScriptedPlugin(), name="scripted")
+    hub.manager.command_timeout_s = 0.3
+    return hub
+
+
+async def test_a_silent_device_goes_offline_and_comes_back_by_itself() -> None:
+    DEVICES["quiet"] = ScriptedDevice()
+    async with harness() as hub:
+        managed = hub.add("scripted://quiet")
+        await hub.device(managed)
+        DEVICES["quiet"].silent = True
+        await hub.device(managed, online=False)
+        assert "nothing heard" in str(managed.supervisor.last_error)
+        DEVICES["quiet"].silent = False
+        await hub.device(managed, timeout=5)
+        assert DEVICES["quiet"].connects >= 2
+        assert DEVICES["quiet"].closes >= 1
+
+
+async def test_a_device_hanging_on_connect_does_not_stall_the_others() -> None:
+    DEVICES["stuck"] = ScriptedDevice()
+    DEVICES["stuck"].hang_on_connect = True
+    DEVICES["fine"] = ScriptedDevice()
+    async with harness() as hub:
+        stuck = hub.add("scripted://stuck")
+        device = await hub.device(hub.add("scripted://fine"))
+        assert device.channels[0].battery_percent == 50
+        await eventually(lambda: stuck.supervisor.attempts >= 2, what="the stuck device to be retried")
+        assert stuck.handle.device_id is None
+
+
+async def test_a_command_the_device_never_confirms_times_out_with_a_typed_error() -> None:
+    DEVICES["mute"] = ScriptedDevice()
+    async with harness() as hub:
+        device = await hub.device(hub.add("scripted://mute"))
+        result = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.MUTE, value=True))
+        assert (result.ok, result.code) == (False, "timeout")
+
+
+async def test_commands_to_unknown_devices_and_channels_are_refused_clearly() -> None:
+    DEVICES["known"] = ScriptedDevice()
+    async with harness() as hub:
+        device = await hub.device(hub.add("scripted://known"))
+        unknown = await hub.apply(Command(device_id="nope", kind=CommandKind.IDENTIFY))
+        no_channel = await hub.apply(Command(device_id=device.id, channel=9, kind=CommandKind.IDENTIFY))
+        assert unknown.code == "unavailable" and "unknown device" in str(unknown.error)
+        assert no_channel.code == "unavailable" and "no channel 9" in str(no_channel.error)
+
+
+def test_backoff_grows_to_its_cap_with_jitter() -> None:
+    backoff = Backoff(base=1.0, cap=8.0, jitter=0.5)
+    delays = [backoff.next_delay() for _ in range(8)]
+    assert all(0.5 * min(8.0, 2**n) <= delay <= min(8.0, 2**n) for n, delay in enumerate(delays))
+    assert len(set(delays)) > 1
+    backoff.reset()
+    assert backoff.next_delay() <= 1.0
+
+
+def test_endpoint_parsing_refuses_unusable_urls() -> None:
+    import pytest
+
+    from hub.drivers import EndpointError
+
+    assert Endpoint.parse("shure://10.0.0.5", 2202).port == 2202
+    assert Endpoint.parse("x://h:9?verify=false").options == {"verify": "false"}
+    for bad in ("10.0.0.5", "shure://", "shure://h:99999"):
+        with pytest.raises(EndpointError):
+            Endpoint.parse(bad, 2202)
+
+
