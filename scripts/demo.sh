@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install everything and start the hub in demo mode: simulated receivers on loopback, embedded MQTT broker,
+# the board on http://127.0.0.1:8058/. Extra arguments go to `wmhub run`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+exec .venv/bin/wmhub run --demo --data-dir "${WMHUB_DATA_DIR:-.wmhub-demo}" "$@"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# System packages the tests need: Mosquitto (tests start their own brokers) and Chromium (board tests).
+# Idempotent; installs only what is missing, and only where apt-get is available and we are root.
+set -euo pipefail
+missing=()
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing ${missing[*]}"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "missing system packages: ${missing[*]} (install them with your package manager)" >&2
+  [ "${CI:-}" = "true" ] && exit 1
+fi

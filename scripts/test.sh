@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install everything (venv, hub, plugins, test tools, Mosquitto and Chromium where missing) and run every check:
+# ruff, mypy --strict, then the whole test suite with coverage. Used as-is by CI (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh test
+scripts/install-system-deps.sh
+echo "== ruff"
+.venv/bin/ruff check hub plugins tests bench
+.venv/bin/ruff format --check hub plugins tests bench
+echo "== mypy --strict"
+.venv/bin/mypy hub plugins/shure/wmhub_shure plugins/sennheiser/wmhub_sennheiser
+echo "== pytest"
+.venv/bin/pytest -p no:cacheprovider --cov=hub --cov=wmhub_shure --cov=wmhub_sennheiser --cov-branch \
+  --cov-report=term:skip-covered "$@"
