@@ -1,0 +1,353 @@
+// The wmhub status board. Plain DOM, no build step. Every device- or user-supplied string goes
+// through textContent (never innerHTML): a receiver's name can be typed at its front panel.
+"use strict";
+
+const API = "/api/v1";
+const TOKEN_KEY = "wmhub.token";
+const state = { devices: new Map(), group: 0, groups: [], slots: null, alerts: [] };
+const tiles = new Map(); // channel id -> tile element
+const $ = (id) => document.getElementById(id);
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function token() { return localStorage.getItem(TOKEN_KEY) || ""; }
+
+async function api(method, path, body) {
+  const headers = { "Accept": "application/json" };
+  if (token()) headers["Authorization"] = "Bearer " + token();
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const data = response.status === 204 ? null : await response.json().catch(() => null);
+  if (!response.ok) {
+    const message = data && data.error ? data.error : response.statusText;
+    throw new Error(response.status === 401 ? "needs the API token (field at the top): " + message : message);
+  }
+  return data;
+}
+
+function toast(text) {
+  $("toast").textContent = text;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { $("toast").textContent = ""; }, 4000);
+}
+
+// ---- what a channel looks like
+
+function displayName(channel) {
+  return channel.extended_name || channel.name || "Ch " + channel.index;
+}
+
+function condition(device, channel) {
+  if (!device.online) return { cls: "offline", text: "receiver offline" };
+  if (channel.tx_present === false) return { cls: "txoff", text: "TX off" };
+  const low = (channel.battery_bars !== null && channel.battery_bars <= 1)
+    || (channel.battery_percent !== null && channel.battery_percent <= 20)
+    || (channel.battery_runtime_min !== null && channel.battery_runtime_min <= 30);
+  if (low) return { cls: "alert low", text: "low battery" };
+  if (channel.audio_peak) return { cls: "alert", text: "audio clip" };
+  if (channel.warnings && channel.warnings.length) return { cls: "warn", text: channel.warnings.join(", ") };
+  if (channel.rf_quality_percent !== null && channel.rf_quality_percent < 30) return { cls: "warn", text: "weak RF" };
+  if (channel.muted || channel.tx_muted) return { cls: "muted", text: channel.tx_muted ? "TX muted" : "muted" };
+  return { cls: "", text: "ok" };
+}
+
+function percentOf(value, low, high) {
+  if (value === null || value === undefined) return 0;
+  return Math.max(0, Math.min(100, ((value - low) / (high - low)) * 100));
+}
+
+function meter(kind, label, value, unit, low, high, peak) {
+  const box = el("div", "meter-box");
+  const caption = el("div", "meter-label");
+  caption.append(el("span", null, label), el("span", null, value === null ? "–" : value.toFixed(0) + " " + unit));
+  const bar = el("div", "meter " + kind + (peak ? " peak" : ""));
+  const fill = el("span");
+  fill.style.width = percentOf(value, low, high) + "%";
+  bar.append(fill);
+  box.append(caption, bar);
+  return box;
+}
+
+function battery(channel) {
+  const box = el("span", "battery");
+  box.title = "battery";
+  const bars = channel.battery_bars;
+  for (let i = 1; i <= 5; i++) box.append(el("i", bars !== null && i <= bars ? "on" : ""));
+  const parts = [];
+  if (channel.battery_percent !== null) parts.push(channel.battery_percent + "%");
+  if (channel.battery_runtime_min !== null) {
+    const h = Math.floor(channel.battery_runtime_min / 60), m = channel.battery_runtime_min % 60;
+    parts.push(h + "h" + String(m).padStart(2, "0"));
+  }
+  box.append(el("span", "runtime", parts.join(" ") || (bars === null ? "–" : "")));
+  return box;
+}
+
+function fillTile(tile, number, device, channel) {
+  const cond = condition(device, channel);
+  tile.className = "tile " + cond.cls;
+  tile.dataset.channel = channel.id;
+  tile.replaceChildren();
+  tile.append(el("span", "num", number));
+  tile.append(el("div", "name", displayName(channel)));
+  const sub = [device.name || device.id, "ch " + channel.index];
+  if (channel.extended_name && channel.name) sub.push(channel.name);
+  tile.append(el("div", "sub", sub.join(" · ")));
+  const row = el("div", "row");
+  row.append(battery(channel), el("span", "state", cond.text));
+  tile.append(row);
+  const meters = el("div", "meters");
+  meters.append(
+    meter("rf", "RF" + (channel.antenna ? " " + channel.antenna : ""), channel.rf_dbm, "dBm", -100, -40, false),
+    meter("audio", "Audio", channel.audio_dbfs, "dBFS", -60, 0, channel.audio_peak),
+  );
+  tile.append(meters);
+  const info = [];
+  if (channel.frequency_mhz !== null) info.push(channel.frequency_mhz.toFixed(3) + " MHz");
+  if (channel.tx_model) info.push(channel.tx_model);
+  if (channel.rf_quality_percent !== null) info.push("Q " + channel.rf_quality_percent + "%");
+  if (channel.gain_db !== null) info.push("gain " + channel.gain_db + " dB");
+  tile.append(el("div", "sub", info.join(" · ")));
+  const edit = el("button", "edit", "✎");
+  edit.type = "button";
+  edit.title = "Rename";
+  edit.addEventListener("click", () => openEditor(device.id, channel.index));
+  tile.append(edit);
+}
+
+function emptyTile(number) {
+  const tile = el("div", "tile empty");
+  tile.append(el("span", "num", number), el("div", "name", "empty"));
+  return tile;
+}
+
+// ---- board layout: venue slots when the store has them, else every channel in order
+
+function orderedChannels() {
+  const result = [];
+  const devices = [...state.devices.values()].sort((a, b) => a.id.localeCompare(b.id));
+  for (const device of devices) for (const channel of device.channels) result.push([device, channel]);
+  return result;
+}
+
+function renderBoard() {
+  const board = $("board");
+  const wanted = [];
+  if (state.slots) {
+    const group = state.groups.find((g) => g.number === state.group);
+    const slots = group ? state.slots.filter((s) => group.slots.includes(s.slot)) : state.slots;
+    for (const slot of slots) {
+      const device = slot.device_id && state.devices.get(slot.device_id);
+      const channel = device && device.channels.find((c) => c.index === slot.channel);
+      wanted.push([slot.slot, device, channel, slot]);
+    }
+  } else {
+    orderedChannels().forEach(([device, channel], i) => wanted.push([i + 1, device, channel, null]));
+  }
+  tiles.clear();
+  const nodes = wanted.map(([number, device, channel, slot]) => {
+    if (!device || !channel) return emptyTile(number);
+    const tile = el("div");
+    const shown = slot && slot.extended_name ? Object.assign({}, channel, { extended_name: slot.extended_name }) : channel;
+    fillTile(tile, number, device, shown);
+    tile.dataset.number = number;
+    tiles.set(channel.id, tile);
+    return tile;
+  });
+  board.replaceChildren(...nodes);
+  renderDevices();
+}
+
+function refreshChannel(device, channel) {
+  const tile = tiles.get(channel.id);
+  if (tile) fillTile(tile, tile.dataset.number, device, channel);
+  else renderBoard();
+}
+
+function renderDevices() {
+  const health = state.health || new Map();
+  const rows = [...state.devices.values()].sort((a, b) => a.id.localeCompare(b.id)).map((device) => {
+    const row = el("tr");
+    row.dataset.device = device.id;
+    const conn = health.get(device.id) || device.connection;
+    const connText = conn
+      ? (conn.connected ? "connected" : "down") + ", " + conn.reconnects + " reconnects" + (conn.last_error ? ", " + conn.last_error : "")
+      : "–";
+    row.append(
+      el("td", null, (device.name ? device.name + " " : "") + "(" + device.id + ")"),
+      el("td", null, [device.vendor, device.model].filter(Boolean).join(" ")),
+      el("td", null, device.host + ":" + device.port),
+      el("td", device.online ? "online" : "offline", device.online ? "online" : "offline"),
+      el("td", null, connText),
+    );
+    return row;
+  });
+  $("devices").replaceChildren(...rows);
+}
+
+// ---- live feed
+
+function applySnapshot(message) {
+  state.devices = new Map(message.devices.map((d) => [d.id, d]));
+  renderBoard();
+}
+
+function applyChanges(message) {
+  let layoutChanged = false;
+  for (const id of message.removed_devices) layoutChanged = state.devices.delete(id) || layoutChanged;
+  for (const update of message.devices) {
+    const known = state.devices.get(update.id);
+    if (known) Object.assign(known, update);
+    else { state.devices.set(update.id, Object.assign({ channels: [] }, update)); layoutChanged = true; }
+  }
+  for (const id of message.removed_channels) {
+    const device = state.devices.get(id.slice(0, id.lastIndexOf(":")));
+    if (device) device.channels = device.channels.filter((c) => c.id !== id);
+    layoutChanged = true;
+  }
+  for (const channel of message.channels) {
+    const device = state.devices.get(channel.device_id);
+    if (!device) continue;
+    const at = device.channels.findIndex((c) => c.index === channel.index);
+    if (at >= 0) device.channels[at] = channel;
+    else { device.channels.push(channel); device.channels.sort((a, b) => a.index - b.index); layoutChanged = true; }
+  }
+  if (layoutChanged || message.devices.length) { renderBoard(); return; }
+  for (const channel of message.channels) refreshChannel(state.devices.get(channel.device_id), channel);
+}
+
+function connectLive(delay) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const query = token() ? "?token=" + encodeURIComponent(token()) : "";
+  const socket = new WebSocket(scheme + "//" + location.host + API + "/live" + query);
+  socket.onopen = () => { $("link").textContent = "live"; $("link").className = "link up"; delay = 1000; };
+  socket.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === "snapshot") applySnapshot(message);
+    else if (message.type === "changes") applyChanges(message);
+  };
+  socket.onclose = () => {
+    $("link").textContent = "reconnecting…";
+    $("link").className = "link";
+    setTimeout(() => connectLive(Math.min(delay * 2, 10000)), delay);
+  };
+}
+
+// ---- panels refreshed by polling (connection health, candidates, venue)
+
+async function refreshHealth() {
+  try {
+    const health = await api("GET", "/api/health");
+    state.health = new Map(health.connections.filter((c) => c.device_id).map((c) => [c.device_id, c]));
+    renderDevices();
+  } catch (error) { /* the live link shows when the hub is away */ }
+}
+
+async function refreshCandidates() {
+  let list;
+  try { list = await api("GET", API + "/candidates"); } catch (error) { return; }
+  $("candidate-count").textContent = list.items.length ? "(" + list.items.length + ")" : "";
+  $("candidates").replaceChildren(...list.items.map((candidate) => {
+    const item = el("li");
+    item.append(el("span", null, [candidate.vendor, candidate.model, candidate.name].filter(Boolean).join(" ")));
+    item.append(el("code", null, candidate.url));
+    const approve = el("button", null, "Approve");
+    approve.type = "button";
+    approve.addEventListener("click", async () => {
+      try { await api("POST", API + "/candidates/approve", { url: candidate.url }); toast("added " + candidate.url); refreshCandidates(); }
+      catch (error) { toast(error.message); }
+    });
+    item.append(approve);
+    return item;
+  }));
+}
+
+// ---- groups (keyboard 0-9; 0 shows everything)
+
+function renderGroups() {
+  const buttons = [{ number: 0, name: "All" }, ...state.groups].map((group) => {
+    const button = el("button", null, group.number ? group.number + " " + (group.name || "") : "All");
+    button.type = "button";
+    button.setAttribute("aria-pressed", String(state.group === group.number));
+    button.addEventListener("click", () => selectGroup(group.number));
+    return button;
+  });
+  $("groups").replaceChildren(...(state.groups.length ? buttons : []));
+}
+
+function selectGroup(number) {
+  if (number !== 0 && !state.groups.some((g) => g.number === number)) return;
+  state.group = number;
+  renderGroups();
+  renderBoard();
+}
+
+// ---- editing names
+
+let editing = null;
+
+function openEditor(deviceId, index) {
+  const device = state.devices.get(deviceId);
+  const channel = device && device.channels.find((c) => c.index === index);
+  if (!channel) return;
+  editing = { deviceId, index, channelId: channel.id };
+  $("editor-title").textContent = (device.name || device.id) + " · channel " + index;
+  $("editor-name").value = channel.name || "";
+  $("editor-extended").value = channel.extended_name || "";
+  $("editor-error").textContent = token() ? "" : "Enter the API token at the top first.";
+  $("editor").showModal();
+  $("editor-name").focus();
+}
+
+async function saveEditor(event) {
+  event.preventDefault();
+  if (!editing) return;
+  const device = state.devices.get(editing.deviceId);
+  const channel = device && device.channels.find((c) => c.index === editing.index);
+  const name = $("editor-name").value.trim();
+  try {
+    if (channel && name && name !== channel.name) {
+      await api("POST", API + "/channels/" + encodeURIComponent(editing.channelId) + "/commands", { kind: "name", value: name });
+    }
+    $("editor").close();
+    toast("saved");
+  } catch (error) {
+    $("editor-error").textContent = error.message;
+  }
+}
+
+// ---- start
+
+function setTv(on) {
+  document.body.classList.toggle("tv", on);
+  $("tv-toggle").setAttribute("aria-pressed", String(on));
+}
+
+function start() {
+  const params = new URLSearchParams(location.search);
+  setTv(params.get("tv") === "1");
+  $("tv-toggle").addEventListener("click", () => setTv(!document.body.classList.contains("tv")));
+  $("token").value = token();
+  $("token").addEventListener("change", () => {
+    localStorage.setItem(TOKEN_KEY, $("token").value.trim());
+    toast($("token").value.trim() ? "token saved in this browser" : "token cleared");
+  });
+  $("editor-form").addEventListener("submit", saveEditor);
+  $("editor-cancel").addEventListener("click", () => $("editor").close());
+  document.addEventListener("keydown", (event) => {
+    if (event.target instanceof HTMLInputElement || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (/^[0-9]$/.test(event.key)) selectGroup(Number(event.key));
+  });
+  connectLive(1000);
+  refreshHealth();
+  refreshCandidates();
+  setInterval(refreshHealth, 5000);
+  setInterval(refreshCandidates, 10000);
+}
+
+start();
