@@ -35,9 +35,7 @@ class UnknownSchemeError(EndpointError):
 class DeviceHandle(DeviceSink):
     """The sink one driver writes to; it binds the driver's reports to a device id in the store."""
 
-    def __init__(
-        self, store: StateStore, endpoint: Endpoint, vendor: str, device_id: str | None = None
-    ) -> None:
+    def __init__(self, store: StateStore, endpoint: Endpoint, vendor: str, device_id: str | None = None) -> None:
         self._store = store
         self.endpoint = endpoint
         self.vendor = vendor
@@ -61,9 +59,7 @@ class DeviceHandle(DeviceSink):
         firmware: str | None = None,
         name: str | None = None,
     ) -> None:
-        suffix = (
-            unique_id.strip().replace(" ", "_").replace("/", "_") if unique_id else self.endpoint.host_port_id
-        )
+        suffix = unique_id.strip().replace(" ", "_").replace("/", "_") if unique_id else self.endpoint.host_port_id
         device_id = f"{self.vendor}-{suffix}"
         if self.device_id is not None and self.device_id != device_id:
             self.log.warning("device at %s is now %s (was %s)", self.endpoint.url, device_id, self.device_id)
@@ -75,9 +71,7 @@ class DeviceHandle(DeviceSink):
             self._store.add_device(
                 Device(id=device_id, vendor=self.vendor, host=self.endpoint.host, port=self.endpoint.port)
             )
-        self._store.update_device(
-            device_id, {"family": family, "model": model, "firmware": firmware, "name": name}
-        )
+        self._store.update_device(device_id, {"family": family, "model": model, "firmware": firmware, "name": name})
         self._store.ensure_channels(device_id, channel_count)
         self._store.set_online(device_id, True)
         self._last_heard = time.monotonic()
@@ -235,9 +229,7 @@ class DeviceManager:
             log.exception("plugin %s failed on %s", managed.plugin if managed else "?", command)
             return CommandResult(ok=False, error=f"plugin error: {exc}", code="plugin_error")
         if not isinstance(result, CommandResult):
-            return CommandResult(
-                ok=False, error="the plugin does not implement controls", code="not_supported"
-            )
+            return CommandResult(ok=False, error="the plugin does not implement controls", code="not_supported")
         return result
 
     def health(self) -> list[dict[str, Any]]:

@@ -141,9 +141,7 @@ class PluginHost:
             except asyncio.CancelledError:
                 raise
             except TimeoutError:
-                raise PluginError(
-                    f"plugin {plugin_name} did not answer {hook} within {timeout:g} s"
-                ) from None
+                raise PluginError(f"plugin {plugin_name} did not answer {hook} within {timeout:g} s") from None
         return None
 
     def plugins_with(self, hook: str) -> list[str]:
@@ -171,9 +169,7 @@ class PluginHost:
                     self._fail(plugin_name, "register_drivers", TypeError(f"not a DriverSpec: {spec!r}"))
                 elif spec.scheme in drivers:
                     other = drivers[spec.scheme][1]
-                    self._fail(
-                        plugin_name, "register_drivers", ValueError(f"scheme {spec.scheme} taken by {other}")
-                    )
+                    self._fail(plugin_name, "register_drivers", ValueError(f"scheme {spec.scheme} taken by {other}"))
                 else:
                     drivers[spec.scheme] = (spec, plugin_name)
             self._drivers = drivers
