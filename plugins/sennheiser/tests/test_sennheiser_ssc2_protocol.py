@@ -21,14 +21,14 @@ OPEN_EVENT = b'event: open\ndata: {"path":"/api/ssc/state/subscriptions/5f1c","s
 SPECTERA_RF_EVENT = b'data:{"/api/rf/channels/0":{"rfChannelId":0,"frequency":474000}}\n\n'
 
 
-def test_open_event_carries_the_session():
+def test_open_event_carries_the_session() -> None:
     events = SseParser().feed(OPEN_EVENT)
     assert events == [SseEvent(event="open", data='{"path":"/api/ssc/state/subscriptions/5f1c","sessionUUID":"5f1c"}')]
     assert events[0].json()["sessionUUID"] == "5f1c"
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
-def test_every_line_ending_splits_the_same(newline: bytes):
+def test_every_line_ending_splits_the_same(newline: bytes) -> None:
     stream = OPEN_EVENT.replace(b"\n", newline) + SPECTERA_RF_EVENT.replace(b"\n", newline)
     parser = SseParser()
     events = [event for byte in range(len(stream)) for event in parser.feed(stream[byte : byte + 1])]
@@ -36,7 +36,7 @@ def test_every_line_ending_splits_the_same(newline: bytes):
     assert events[1].json() == {"/api/rf/channels/0": {"rfChannelId": 0, "frequency": 474000}}
 
 
-def test_multi_line_data_comments_and_ids():
+def test_multi_line_data_comments_and_ids() -> None:
     parser = SseParser()
     stream = b': keep-alive\n\nid: 7\nevent: change\ndata: {"a":\ndata: 1}\nretry: 10\nunknown: x\n\n'
     (event,) = parser.feed(stream)
@@ -45,11 +45,11 @@ def test_multi_line_data_comments_and_ids():
     assert parser.feed(b"data: 2\n\n") == [SseEvent(data="2", id="7")]  # the last id carries over
 
 
-def test_event_with_only_a_name_dispatches_nothing():
+def test_event_with_only_a_name_dispatches_nothing() -> None:
     assert SseParser().feed(b"event: close\n\n") == []
 
 
-def test_a_huge_event_is_refused_not_buffered():
+def test_a_huge_event_is_refused_not_buffered() -> None:
     parser = SseParser(max_event_bytes=1000)
     parser.feed(b"data: " + b"x" * 500 + b"\n")
     with pytest.raises(SseEventTooLargeError):
@@ -58,7 +58,7 @@ def test_a_huge_event_is_refused_not_buffered():
         SseParser(max_event_bytes=1000).feed(b"data: " + b"y" * 2000)  # one line, never terminated
 
 
-def test_encode_round_trips():
+def test_encode_round_trips() -> None:
     data = {"/api/device/site": {"deviceName": "Stage\nLeft"}}
     (event,) = SseParser().feed(encode_sse(data, event="message", event_id="3"))
     assert event.json() == data and event.id == "3"
@@ -74,17 +74,17 @@ def test_encode_round_trips():
         ("/apiary", "/api/apiary"),
     ],
 )
-def test_both_path_spellings_are_accepted(spelling: str, normal: str):
+def test_both_path_spellings_are_accepted(spelling: str, normal: str) -> None:
     assert normalise_path(spelling) == normal
 
 
-def test_a_collection_subscription_covers_its_members():
+def test_a_collection_subscription_covers_its_members() -> None:
     assert path_covers("/mts/paired/all", "/api/mts/paired/all/12")
     assert not path_covers("/api/mts/paired/all", "/api/mts/paired/allx")
 
 
-def test_subscriptions_come_from_the_schema_mapped_first_then_raw():
-    schema = {
+def test_subscriptions_come_from_the_schema_mapped_first_then_raw() -> None:
+    schema: dict[str, dict[str, dict[str, object]]] = {
         "paths": {
             "/api/device/site": {"get": {}, "put": {}},
             "/api/mts/paired/all/{mtUid}": {"get": {}},
@@ -124,7 +124,7 @@ def spectera_mobile(**overrides: object) -> dict[str, object]:
     return mobile
 
 
-def test_spectera_mobile_device_maps_to_a_channel():
+def test_spectera_mobile_device_maps_to_a_channel() -> None:
     resources = ResourceMap()
     resources.apply_all({"/api/rf/channels": [{"rfChannelId": 0, "frequency": 474000, "bandwidthMode": 8000}]})
     changes = resources.apply_all({"/api/mts/paired/all/4": spectera_mobile()})
@@ -145,7 +145,7 @@ def test_spectera_mobile_device_maps_to_a_channel():
     }
 
 
-def test_the_reference_rf_event_retunes_every_mobile_on_that_channel():
+def test_the_reference_rf_event_retunes_every_mobile_on_that_channel() -> None:
     resources = ResourceMap()
     resources.apply(
         "/api/mts/paired/all",
@@ -157,7 +157,7 @@ def test_the_reference_rf_event_retunes_every_mobile_on_that_channel():
     assert {index: fields["frequency_mhz"] for index, fields in changes.channels.items()} == {1: 474.0, 2: 474.0}
 
 
-def test_a_transmitter_switched_off_has_no_battery():
+def test_a_transmitter_switched_off_has_no_battery() -> None:
     resources = ResourceMap()
     resources.apply("/api/mts/paired/all/4", spectera_mobile())
     changes = resources.apply("/api/mts/paired/all/4", {"state": "offline"})  # partial event
@@ -169,7 +169,7 @@ def test_a_transmitter_switched_off_has_no_battery():
     assert deleted.channels[1]["tx_present"] is False
 
 
-def test_identity_site_and_state():
+def test_identity_site_and_state() -> None:
     resources = ResourceMap()
     identity = {
         "product": "TCCM",
@@ -187,7 +187,7 @@ def test_identity_site_and_state():
     assert changes.channels[1]["warnings"] == ["PSU redundancy lost", "battery low", "interference high"]
 
 
-def test_metering_and_unknown_resources():
+def test_metering_and_unknown_resources() -> None:
     resources = ResourceMap()
     resources.apply("/api/mts/paired/all/4", spectera_mobile())
     changes = resources.apply("/api/audio/metering", [{"mtUid": 4, "rms": -23.5, "clip": True}, {"mtUid": 99}])

@@ -269,6 +269,7 @@ class ResourceMap:
 
     def __init__(self) -> None:
         self.raw: dict[str, Any] = {}
+        self.site: dict[str, Any] = {}
         self.channel_of: dict[str, int] = {}
         self._mobiles: dict[str, dict[str, Any]] = {}
         self._rf_khz: dict[str, float] = {}
@@ -305,6 +306,7 @@ class ResourceMap:
             if value.get("product"):
                 changes.device["model"] = str(value["product"])
         elif path == SITE_PATH and isinstance(value, Mapping):
+            self.site.update(value)
             if "deviceName" in value:
                 changes.device["name"] = value["deviceName"] or None
         elif path == STATE_PATH and isinstance(value, Mapping):

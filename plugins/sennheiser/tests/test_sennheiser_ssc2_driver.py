@@ -1,0 +1,218 @@
+"""SSCv2 end to end: the hub's device path against the simulator, over real HTTPS sockets on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
+
+from hub.devices import ManagedDevice
+from hub.model import Channel, Command, CommandKind, Device
+from hub.testing import DriverHarness, eventually
+
+COMPARED = (
+    "name",
+    "frequency_mhz",
+    "tx_present",
+    "tx_model",
+    "battery_percent",
+    "battery_runtime_min",
+    "rf_quality_percent",
+    "rf_dbm",
+    "antenna",
+    "audio_dbfs",
+    "audio_peak",
+    "warnings",
+)
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[DriverHarness]:
+    async with DriverHarness("sennheiser") as harness:
+        yield harness
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[Ssc2Simulator]:
+    # tick_s=0: state changes only when a test says so, so exact values can be compared
+    async with Ssc2Simulator(tick_s=0) as sim:
+        yield sim
+
+
+def shown(device: Device) -> dict[int, dict[str, Any]]:
+    return {channel.index: channel.model_dump(include=set(COMPARED)) for channel in device.channels}
+
+
+def stored(hub: DriverHarness, device_id: str) -> Device:
+    device = hub.store.get(device_id)
+    assert device is not None
+    return device
+
+
+def stored_channel(hub: DriverHarness, device_id: str, index: int) -> Channel:
+    channel = stored(hub, device_id).channel(index)
+    assert channel is not None
+    return channel
+
+
+def state_of(hub: DriverHarness, managed: ManagedDevice) -> dict[int, dict[str, Any]] | None:
+    device = hub.store.get(managed.handle.device_id or "")
+    return shown(device) if device is not None else None
+
+
+async def matches(hub: DriverHarness, managed: ManagedDevice, sim: Ssc2Simulator, what: str) -> None:
+    await eventually(lambda: state_of(hub, managed) == sim.expected_channels(), what=what)
+
+
+async def test_state_matches_the_simulator_including_pushes_and_a_transmitter_off(
+    hub: DriverHarness, simulator: Ssc2Simulator
+) -> None:
+    managed = hub.add(simulator.url(poll="0.5"))
+    device = await hub.device(managed)
+    expected = simulator.expected_device()
+    assert (device.id, device.name, device.model, device.family) == (
+        expected["id"],
+        expected["name"],
+        expected["model"],
+        "spectera",
+    )
+    await matches(hub, managed, simulator, "the initial state")
+    for _ in range(3):
+        simulator.tick()
+        await matches(hub, managed, simulator, "pushed meter, battery and antenna changes")
+    simulator.set_transmitter(2, on=False)
+    await matches(hub, managed, simulator, "a transmitter switched off")
+    channel = stored_channel(hub, device.id, 2)
+    assert channel.tx_present is False and channel.battery_percent is None
+    simulator.set_warnings(["PSU 2 failed"])
+    await matches(hub, managed, simulator, "a device warning on every channel")
+    simulator.set_transmitter(2, on=True)
+    await matches(hub, managed, simulator, "the transmitter back on")
+
+
+async def test_wrong_password_is_a_clear_error_without_a_retry_storm(
+    hub: DriverHarness, simulator: Ssc2Simulator
+) -> None:
+    managed = hub.add(simulator.url(password="Wrong-Pass-0000"))
+    error = await eventually(lambda: managed.supervisor.last_error, what="the connection error")
+    assert "refused the credentials for user 'api'" in error and "check the password" in error
+    assert "Wrong-Pass" not in error
+    asked, attempts = simulator.requests, managed.supervisor.attempts
+    # the supervisor keeps trying (with its backoff), but nothing reaches the device for a while
+    await eventually(lambda: managed.supervisor.attempts >= attempts + 2, what="two more attempts")
+    assert simulator.requests == asked
+    assert simulator.refused == 1
+
+
+async def test_an_unpinned_self_signed_certificate_is_refused(hub: DriverHarness, simulator: Ssc2Simulator) -> None:
+    managed = hub.add(simulator.url(pin=False))
+    error = await eventually(lambda: managed.supervisor.last_error, what="the connection error")
+    assert "certificate is not trusted" in error
+    assert f"fingerprint={simulator.fingerprint_sha256}" in error  # says exactly what to pin
+    assert simulator.requests == 0
+    wrong_pin = hub.add(simulator.url(pin=False, fingerprint="ab" * 32))
+    error = await eventually(lambda: wrong_pin.supervisor.last_error, what="the pin mismatch")
+    assert "does not match the pinned fingerprint" in error
+    assert simulator.requests == 0
+
+
+async def test_pinning_or_an_explicit_opt_out_is_accepted(hub: DriverHarness, simulator: Ssc2Simulator) -> None:
+    pinned = await hub.device(hub.add(simulator.url()))
+    opted_out = await hub.device(hub.add(simulator.url(pin=False, verify="false")))
+    assert pinned.id == opted_out.id == simulator.expected_device()["id"]
+
+
+async def test_two_clients_each_get_their_own_session(hub: DriverHarness, simulator: Ssc2Simulator) -> None:
+    first = hub.add(simulator.url(poll="0.5"))
+    second = hub.add(simulator.url(poll="0.6"))
+    await hub.device(first)
+    await eventually(lambda: len(simulator.sessions) == 2, what="two sessions")
+    simulator.tick()
+    await matches(hub, first, simulator, "the change on the first client")
+    await matches(hub, second, simulator, "the change on the second client")
+
+
+async def test_a_dropped_stream_recovers_and_the_stale_session_is_deleted(
+    hub: DriverHarness, simulator: Ssc2Simulator
+) -> None:
+    managed = hub.add(simulator.url(poll="0.5"))
+    await hub.device(managed)
+    old_session = await eventually(lambda: next(iter(simulator.sessions), None), what="a session")
+    simulator.drop_streams()
+    await eventually(
+        lambda: list(simulator.sessions) not in ([], [old_session]) and old_session not in simulator.sessions,
+        what="a new session replacing the stale one",
+    )
+    assert managed.supervisor.reconnects >= 1
+    simulator.tick()
+    await matches(hub, managed, simulator, "data flowing again")
+
+
+async def test_a_reboot_recovers_by_itself() -> None:
+    async with DriverHarness("sennheiser") as hub, Ssc2Simulator(tick_s=0.05) as simulator:
+        managed = hub.add(simulator.url())
+        await hub.device(managed)
+        await eventually(lambda: simulator.sessions, what="a session")
+        reconnects = managed.supervisor.reconnects
+        simulator.reboot()
+        await eventually(lambda: managed.supervisor.reconnects > reconnects, what="a reconnect")
+        session = await eventually(lambda: next(iter(simulator.sessions.values()), None), what="a new session")
+        assert "/api/mts/paired/all" in session.paths
+        before = state_of(hub, managed)
+        await eventually(lambda: state_of(hub, managed) != before, what="live data after the reboot")
+
+
+async def test_a_silent_device_goes_offline_and_comes_back(hub: DriverHarness, simulator: Ssc2Simulator) -> None:
+    managed = hub.add(simulator.url(poll="0.5", sse_timeout="1"))
+    await hub.device(managed)
+    simulator.set_silent(True)
+    await hub.device(managed, online=False)
+    simulator.set_silent(False)
+    await hub.device(managed, timeout=10)
+    simulator.tick()
+    await matches(hub, managed, simulator, "data flowing after the silence")
+
+
+async def test_control_round_trips(hub: DriverHarness, simulator: Ssc2Simulator) -> None:
+    device = await hub.device(hub.add(simulator.url(poll="0.5")))
+
+    def command(kind: CommandKind, value: object, channel: int | None = 1) -> Command:
+        return Command.model_validate({"device_id": device.id, "channel": channel, "kind": kind, "value": value})
+
+    result = await hub.apply(command(CommandKind.NAME, "Lead Vox"))
+    assert result.ok and simulator.mobiles[0].name == "Lead Vox"
+    assert stored_channel(hub, device.id, 1).name == "Lead Vox"
+
+    result = await hub.apply(command(CommandKind.FREQUENCY, 500.125))
+    assert result.ok and result.value == 500.125 and simulator.rf_khz[0] == 500_125
+    # every transmitter on that RF channel moved with it
+    assert stored_channel(hub, device.id, 3).frequency_mhz == 500.125
+
+    result = await hub.apply(command(CommandKind.DEVICE_NAME, "Stage Left", channel=None))
+    assert result.ok and simulator.device_name == "Stage Left"
+    assert stored(hub, device.id).name == "Stage Left"
+
+    result = await hub.apply(command(CommandKind.IDENTIFY, None, channel=2))
+    assert result.ok and simulator.mobiles[1].identify is True
+
+    managed = hub.manager.find(device.id)
+    assert managed is not None
+    await matches(hub, managed, simulator, "state after the writes")
+
+
+async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness, simulator: Ssc2Simulator) -> None:
+    device = await hub.device(hub.add(simulator.url(poll="0.5")))
+    for kind, value in (
+        (CommandKind.FREQUENCY, 900.0),
+        (CommandKind.NAME, "A name far too long"),
+        (CommandKind.NAME, ""),
+    ):
+        result = await hub.apply(Command(device_id=device.id, channel=1, kind=kind, value=value))
+        assert not result.ok and result.code == "invalid", result
+    result = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.FREQUENCY, value=400))
+    assert "outside 470..694 MHz" in str(result.error)
+    result = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.MUTE, value=True))
+    assert result.code == "not_supported"
+    assert simulator.writes == []

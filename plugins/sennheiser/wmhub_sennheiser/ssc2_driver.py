@@ -1,0 +1,505 @@
+"""The SSCv2 driver: one HTTPS connection pool and one Server-Sent Events stream per device.
+
+URL: ``sennheiser-ssc2://host[:443]?password=...`` with the options
+
+* ``user`` (default ``api``; Spectera uses ``controlSennheiser``), ``password`` or ``password_env``
+  (the name of an environment variable holding it, which keeps the secret out of the URL);
+* ``fingerprint=<sha256 hex>`` pins a self-signed device certificate; ``verify=false`` turns TLS
+  verification off explicitly. Without either, the certificate must chain to a trusted CA;
+* ``sse_timeout`` (s, default 60): no event for that long means the stream is dead;
+* ``poll`` (s, default 5): how often ``/api/device/state`` is read as a second sign of life;
+* ``auth_retry`` (s, default 60): after a 401, no request is sent to the device for this long.
+
+Flow (reference section 2.2): identity, schema, the mapped resources, DELETE the session a previous
+connection left behind, open the stream, read the session id from its ``open`` event, then add the
+resource paths on a second connection. The state store gets changes as events arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+
+from hub.drivers import DeviceSilentError, DeviceSink, Driver, DriverSettings, Endpoint, EndpointError
+from hub.model import (
+    Command,
+    CommandKind,
+    CommandResult,
+    CommandTimeoutError,
+    DeviceUnavailableError,
+    InvalidValueError,
+    NotSupportedError,
+    RefusedError,
+)
+from wmhub_sennheiser.ssc2 import (
+    DEVICE_NAME_MAX_CHARS,
+    IDENTITY_PATH,
+    MAPPED_PATHS,
+    MOBILE_NAME_MAX_CHARS,
+    MOBILES_PATH,
+    RF_CHANNELS_PATH,
+    SCHEMA_PATH,
+    SITE_PATH,
+    STATE_PATH,
+    SUBSCRIPTIONS_PATH,
+    Changes,
+    ResourceMap,
+    SseEvent,
+    SseParser,
+    frequency_problem,
+    name_problem,
+    schema_paths,
+    subscription_paths,
+)
+
+SCHEME: Final = "sennheiser-ssc2"
+DEFAULT_PORT: Final = 443
+DEFAULT_USER: Final = "api"
+
+# Across driver instances (the supervisor makes a new one per attempt), keyed by device URL: the
+# session a lost connection left on the device, and when the device last refused our credentials.
+_stale_sessions: dict[str, str] = {}
+_refused_at: dict[str, float] = {}
+
+
+class CredentialsRefusedError(ConnectionError):
+    """The device answered 401: the user or password is wrong. Retrying soon would not help."""
+
+
+class CertificateRefusedError(ConnectionError):
+    """The device's TLS certificate is not trusted and was neither pinned nor explicitly accepted."""
+
+
+class DeviceHttpError(ConnectionError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _true(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Ssc2Options:
+    user: str
+    password: str
+    verify: bool
+    fingerprint: bytes | None
+    sse_timeout_s: float
+    poll_s: float
+    auth_retry_s: float
+
+    @classmethod
+    def parse(cls, options: Mapping[str, str]) -> Ssc2Options:
+        password = options.get("password")
+        if password is None and "password_env" in options:
+            password = os.environ.get(options["password_env"])
+            if password is None:
+                raise EndpointError(f"environment variable {options['password_env']!r} is not set")
+        if not password:
+            raise EndpointError("an SSCv2 device needs password=... (or password_env=VARIABLE)")
+        fingerprint = None
+        if "fingerprint" in options:
+            try:
+                fingerprint = bytes.fromhex(options["fingerprint"].replace(":", ""))
+            except ValueError:
+                fingerprint = b""
+            if len(fingerprint) != hashlib.sha256().digest_size:
+                raise EndpointError("fingerprint must be the certificate's SHA-256 as 64 hex digits")
+        try:
+            numbers = {
+                name: float(options.get(name, default))
+                for name, default in (("sse_timeout", 60.0), ("poll", 5.0), ("auth_retry", 60.0))
+            }
+        except ValueError as exc:
+            raise EndpointError(f"not a number: {exc}") from None
+        return cls(
+            user=options.get("user", DEFAULT_USER),
+            password=password,
+            verify=_true(options.get("verify", "true")),
+            fingerprint=fingerprint,
+            sse_timeout_s=numbers["sse_timeout"],
+            poll_s=numbers["poll"],
+            auth_retry_s=numbers["auth_retry"],
+        )
+
+    def authorization(self) -> str:
+        """The Basic credentials header (built here: aiohttp's helpers differ between versions)."""
+        return "Basic " + base64.b64encode(f"{self.user}:{self.password}".encode()).decode("ascii")
+
+    def tls(self) -> ssl.SSLContext | aiohttp.Fingerprint | bool:
+        if self.fingerprint is not None:
+            return aiohttp.Fingerprint(self.fingerprint)
+        return ssl.create_default_context() if self.verify else False
+
+
+def family_of(product: str | None) -> str:
+    lowered = (product or "").lower().replace(" ", "").replace("-", "")
+    for needle, family in (("spectera", "spectera"), ("tcc", "tcc-m"), ("ewdx", "ew-dx"), ("em4", "ew-dx")):
+        if needle in lowered:
+            return family
+    return "sscv2"
+
+
+async def _first_failure(*jobs: Awaitable[None]) -> None:
+    """Run jobs until one ends (returning or raising); cancel the rest and pass its outcome on."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Ssc2Driver(Driver):
+    def __init__(self, endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> None:
+        super().__init__(endpoint, sink, settings)
+        self._options: Ssc2Options | None = None
+        self._options_error: EndpointError | None = None
+        try:
+            self._options = Ssc2Options.parse(endpoint.options)
+        except EndpointError as exc:
+            self._options_error = exc  # raised from connect(), where the supervisor reports it
+        self.resources = ResourceMap()
+        self.session_uuid: str | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._stream: aiohttp.ClientResponse | None = None
+        self._identity: dict[str, Any] = {}
+        self._parser = SseParser()
+        self._pending: list[SseEvent] = []  # events that came with the open event
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+
+    @property
+    def options(self) -> Ssc2Options:
+        if self._options is None:
+            raise self._options_error or EndpointError("no options")
+        return self._options
+
+    # --- lifecycle
+
+    async def connect(self) -> None:
+        options = self.options
+        refused_at = _refused_at.get(self.endpoint.url)
+        if refused_at is not None and time.monotonic() - refused_at < options.auth_retry_s:
+            wait = options.auth_retry_s - (time.monotonic() - refused_at)
+            raise CredentialsRefusedError(f"{self._refused_message()}; not asking the device again for {wait:.0f} s")
+        self._http = aiohttp.ClientSession(
+            base_url=f"https://{self._authority()}",
+            headers={"Authorization": options.authorization()},
+            timeout=aiohttp.ClientTimeout(total=self.settings.io_timeout_s),
+            connector=aiohttp.TCPConnector(ssl=options.tls(), limit=4),
+            raise_for_status=False,
+        )
+        identity = await self._request("GET", IDENTITY_PATH)
+        schema = await self._request("GET", SCHEMA_PATH, optional=True)
+        available = schema_paths(schema) if isinstance(schema, Mapping) else None
+        subscribe = subscription_paths(available)
+        initial = {IDENTITY_PATH: identity}
+        for path in MAPPED_PATHS[1:]:
+            if path in subscribe and (value := await self._request("GET", path, optional=True)) is not None:
+                initial[path] = value
+        self._identity = dict(identity) if isinstance(identity, Mapping) else {}
+        changes = self.resources.apply_all(initial)
+        self._identify()
+        self._publish(changes)
+        await self._open_stream(subscribe)
+        _refused_at.pop(self.endpoint.url, None)
+
+    async def run(self) -> None:
+        await _first_failure(self._read_stream(), self._poll_state())
+
+    async def close(self) -> None:
+        try:
+            if self._stream is not None:
+                self._stream.close()
+            if self.session_uuid is not None and self._http is not None:
+                await self._end_session(self.session_uuid)
+        except Exception as exc:  # close never raises; a session left behind is deleted on reconnect
+            self.sink.log.debug("could not end SSE session: %s", exc)
+        finally:
+            for _, waiter in self._waiters:
+                waiter.cancel()
+            if self._http is not None:
+                await self._http.close()
+
+    # --- the stream
+
+    async def _open_stream(self, paths: list[str]) -> None:
+        stale = _stale_sessions.get(self.endpoint.url)
+        if stale is not None:
+            await self._end_session(stale)
+        assert self._http is not None
+        response = await self._send(
+            "GET",
+            SUBSCRIPTIONS_PATH,
+            headers={"Accept": "text/event-stream"},
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.settings.io_timeout_s),
+        )
+        self._stream = response
+        await self._raise_for(response)
+        self.session_uuid = await asyncio.wait_for(self._read_open(response), self.settings.io_timeout_s)
+        _stale_sessions[self.endpoint.url] = self.session_uuid
+        await self._request("PUT", f"{SUBSCRIPTIONS_PATH}/{self.session_uuid}/add", body=paths)
+        self.sink.log.info("SSE session %s subscribed to %d resources", self.session_uuid, len(paths))
+
+    async def _read_open(self, response: aiohttp.ClientResponse) -> str:
+        """The session id from the stream's first event (falling back to the Content-Location header)."""
+        while True:
+            chunk = await response.content.readany()
+            if not chunk:
+                raise ConnectionError("the device closed the event stream before it opened")
+            events = self._parser.feed(chunk)
+            if events:
+                break
+        first, self._pending = events[0], events[1:]
+        data = first.json() if first.event == "open" else {}
+        session = data.get("sessionUUID") if isinstance(data, Mapping) else None
+        location = response.headers.get("Content-Location", "")
+        session = session or (data.get("path") if isinstance(data, Mapping) else None) or location
+        session = str(session).rstrip("/").rpartition("/")[2]
+        if not session:
+            raise ConnectionError(f"the event stream opened without a session id (first event {first.event!r})")
+        return session
+
+    async def _read_stream(self) -> None:
+        assert self._stream is not None
+        for event in self._pending:
+            self._on_event(event.event, event.data)
+        while True:
+            try:
+                chunk = await asyncio.wait_for(self._stream.content.readany(), self.options.sse_timeout_s)
+            except TimeoutError:
+                raise DeviceSilentError(f"no event on the SSE stream for {self.options.sse_timeout_s:g} s") from None
+            if not chunk:
+                raise ConnectionError("the device closed the event stream")
+            for event in self._parser.feed(chunk):
+                self._on_event(event.event, event.data)
+
+    def _on_event(self, kind: str, data: str) -> None:
+        if kind == "close":  # django-micboard stops here too (unverified)
+            raise ConnectionError("the device closed the subscription")
+        try:
+            resources = json.loads(data)
+        except ValueError:
+            self.sink.log.debug("ignoring an SSE event that is not JSON: %.80s", data)
+            return
+        if kind != "message" or not isinstance(resources, Mapping):
+            self.sink.heard()
+            return
+        self._publish(self.resources.apply_all(resources))
+
+    async def _poll_state(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.poll_s)
+            value = await self._request("GET", STATE_PATH, optional=True)
+            self._publish(self.resources.apply(STATE_PATH, value) if value is not None else Changes())
+
+    async def _end_session(self, session_uuid: str) -> None:
+        assert self._http is not None
+        response = await self._send("DELETE", f"{SUBSCRIPTIONS_PATH}/{session_uuid}")
+        async with response:
+            # 422: the device no longer knows the session (it rebooted, or it timed the session out)
+            if response.status < 300 or response.status == 422:
+                if _stale_sessions.get(self.endpoint.url) == session_uuid:
+                    del _stale_sessions[self.endpoint.url]
+            else:
+                await self._raise_for(response)
+
+    # --- into the sink
+
+    def _identify(self) -> None:
+        identity = self._identity
+        product = str(identity["product"]) if identity.get("product") else None
+        self.sink.identify(
+            unique_id=str(identity["serial"]) if identity.get("serial") else None,
+            family=family_of(product),
+            model=product,
+            channel_count=self.resources.channel_count,
+            firmware=None,
+            name=self.resources.site.get("deviceName") or None,
+        )
+
+    def _publish(self, changes: Changes) -> None:
+        if changes.new_channel_count:
+            self._identify()
+        if changes.device:
+            self.sink.update_device(changes.device)
+        for index, fields in changes.channels.items():
+            self.sink.update_channel(index, fields)
+        if not changes:
+            self.sink.heard()
+        for check, waiter in list(self._waiters):
+            if not waiter.done() and check():
+                waiter.set_result(None)
+
+    # --- HTTP
+
+    def _authority(self) -> str:
+        host = self.endpoint.host
+        return f"[{host}]:{self.endpoint.port}" if ":" in host else f"{host}:{self.endpoint.port}"
+
+    def _refused_message(self) -> str:
+        return f"the device refused the credentials for user {self.options.user!r} (HTTP 401): check the password"
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        assert self._http is not None
+        try:
+            return await self._http.request(method, path, **kwargs)
+        except aiohttp.ServerFingerprintMismatch as exc:
+            raise CertificateRefusedError(
+                f"the device's certificate (SHA-256 {exc.got.hex()}) does not match the pinned fingerprint"
+            ) from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            seen = await self._presented_fingerprint()
+            raise CertificateRefusedError(
+                f"the device's certificate is not trusted ({exc.certificate_error}); if it is the device's own "
+                f"self-signed certificate, pin it with fingerprint={seen} or opt out with verify=false"
+            ) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ConnectionError(f"{method} {path}: {exc or type(exc).__name__}") from None
+
+    async def _presented_fingerprint(self) -> str:
+        """The SHA-256 of the certificate the device presents, so the error can say what to pin."""
+        unverified = ssl.create_default_context()
+        unverified.check_hostname = False
+        unverified.verify_mode = ssl.CERT_NONE
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.endpoint.host, self.endpoint.port, ssl=unverified),
+                self.settings.io_timeout_s,
+            )
+        except (OSError, TimeoutError):
+            return "<sha256 of the device certificate>"
+        try:
+            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            return hashlib.sha256(der).hexdigest()
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _raise_for(self, response: aiohttp.ClientResponse) -> None:
+        if response.status < 300:
+            return
+        if response.status == 401:
+            _refused_at[self.endpoint.url] = time.monotonic()
+            raise CredentialsRefusedError(self._refused_message())
+        try:
+            body = await response.json(content_type=None)
+            message = body.get("message") or body.get("error") if isinstance(body, Mapping) else body
+        except (ValueError, aiohttp.ClientError):
+            message = response.reason
+        raise DeviceHttpError(response.status, f"{response.method} {response.url.path}: {response.status} {message}")
+
+    async def _request(self, method: str, path: str, *, body: Any = None, optional: bool = False) -> Any:
+        """One request, its JSON answer (None for an empty one); ``optional`` turns 404/422 into None."""
+        response = await self._send(method, path, json=body)
+        async with response:
+            if optional and response.status in (404, 422):
+                return None
+            await self._raise_for(response)
+            text = await response.text()
+        return json.loads(text) if text.strip() else None
+
+    # --- control
+
+    async def apply(self, command: Command) -> CommandResult:
+        if command.kind is CommandKind.DEVICE_NAME:
+            name = self._valid_name(command.value, DEVICE_NAME_MAX_CHARS)
+            await self._write(SITE_PATH, {"deviceName": name}, lambda: self.resources.site.get("deviceName") == name)
+            return CommandResult(ok=True, value=name)
+        if command.kind is CommandKind.NAME:
+            name = self._valid_name(command.value, MOBILE_NAME_MAX_CHARS)
+            mt_path, _ = self._mobile_path(command)
+            await self._write(mt_path, {"name": name}, lambda: self._mobile_field(command, "name") == name)
+            return CommandResult(ok=True, value=name)
+        if command.kind is CommandKind.FREQUENCY:
+            khz = self._valid_khz(command.value)
+            _, mobile = self._mobile_path(command)
+            rf_id = mobile.get("rfChannelId")
+            if rf_id is None:
+                raise NotSupportedError(f"channel {command.channel} is not on an RF channel")
+            await self._write(
+                f"{RF_CHANNELS_PATH}/{rf_id}", {"frequency": khz}, lambda: self.resources.rf_channel_khz(rf_id) == khz
+            )
+            return CommandResult(ok=True, value=khz / 1000)
+        if command.kind is CommandKind.IDENTIFY:
+            mt_path, _ = self._mobile_path(command)
+            await self._write(mt_path, {"identify": True}, lambda: True)  # momentary: the 2xx is the confirmation
+            return CommandResult(ok=True, value=True)
+        raise NotSupportedError(f"SSCv2 devices have no {command.kind.value} control in the documented resources")
+
+    @staticmethod
+    def _valid_name(value: object, max_chars: int) -> str:
+        problem = name_problem(value, max_chars)
+        if problem is not None:
+            raise InvalidValueError(problem)
+        return str(value)
+
+    @staticmethod
+    def _valid_khz(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise InvalidValueError(f"frequency {value!r} is not a number of MHz")
+        try:
+            khz = round(float(value) * 1000)
+        except ValueError:
+            raise InvalidValueError(f"frequency {value!r} is not a number of MHz") from None
+        problem = frequency_problem(khz)
+        if problem is not None:
+            raise InvalidValueError(problem)
+        return khz
+
+    def _mobile_path(self, command: Command) -> tuple[str, dict[str, Any]]:
+        mobile = self.resources.mobile(command.channel) if command.channel is not None else None
+        if mobile is None or mobile.get("mtUid") is None:
+            raise DeviceUnavailableError(f"no paired transmitter on channel {command.channel}")
+        return f"{MOBILES_PATH}/{mobile['mtUid']}", mobile
+
+    def _mobile_field(self, command: Command, name: str) -> Any:
+        mobile = self.resources.mobile(command.channel) if command.channel is not None else None
+        return mobile.get(name) if mobile is not None else None
+
+    async def _write(self, path: str, body: dict[str, Any], confirmed: Callable[[], bool]) -> None:
+        """PUT a partial object; done once the answer or an SSE event shows the new value."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        entry = (confirmed, waiter)
+        self._waiters.append(entry)
+        try:
+            try:
+                answer = await self._request("PUT", path, body=body)
+            except DeviceHttpError as exc:
+                raise RefusedError(str(exc)) from None
+            except CredentialsRefusedError as exc:
+                raise RefusedError(str(exc)) from None
+            except ConnectionError as exc:
+                raise DeviceUnavailableError(str(exc)) from None
+            if isinstance(answer, Mapping):
+                self._publish(self.resources.apply(path, answer))
+            if not waiter.done() and confirmed():
+                waiter.set_result(None)
+            try:
+                await asyncio.wait_for(waiter, self.settings.io_timeout_s)
+            except TimeoutError:
+                raise CommandTimeoutError(f"the device did not confirm {path} within the timeout") from None
+        finally:
+            self._waiters.remove(entry)
+
+
+def make_driver(endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> Ssc2Driver:
+    return Ssc2Driver(endpoint, sink, settings)
