@@ -1,0 +1,512 @@
+"""The MQTT edge of the hub: publishes the state store, answers requests and set/get commands.
+
+Two store subscriptions feed it. State (every non-meter field and lifecycle change) is coalesced over a
+few milliseconds and published retained at once. Meters are delivered at most every
+``meter_interval_s`` and a channel's levels are published only when one moved by more than
+``meter_threshold_db`` (or the antenna, clip or known/unknown changed), so a 10 Hz meter stream costs
+at most one small message per channel per interval, and nothing when the levels stand still.
+
+Inbound messages (requests, set/get, Home Assistant's status) are handled in arrival order per target
+(one queue per device, one for hub requests); every one gets an answer on the hub's response topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hub.drivers import EndpointError
+from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, METER_FIELDS, Command, CommandKind, CommandResult, Device
+from hub.mqtt import topics as payloads
+from hub.mqtt.client import BrokerAddress, MqttClient, TlsFiles, Will
+from hub.mqtt.embedded import EmbeddedBroker, EmbeddedBrokerError
+from hub.mqtt.homeassistant import discovery_config
+from hub.mqtt.topics import Topics
+from hub.state import ADDED, ONLINE, REMOVED, Batch, Subscription
+
+if TYPE_CHECKING:
+    from hub.app import Hub
+
+log = logging.getLogger("hub.mqtt")
+
+SOURCE = "mqtt"
+STATE_FIELDS = (CHANNEL_FIELDS - METER_FIELDS) | DEVICE_FIELDS
+# Long enough to merge the burst of updates one device report makes, short enough to stay well under
+# the 100 ms change-to-MQTT budget.
+STATE_COALESCE_S = 0.02
+# Home Assistant subscribes to state topics after it has processed the configs; meters are not retained,
+# so their snapshot waits a moment after the configs went out.
+HOMEASSISTANT_METER_DELAY_S = 2.0
+
+
+class RequestError(Exception):
+    """A request that cannot be carried out; the message goes back to the requester."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChannelSet(_Strict):
+    """``<base>/devices/<id>/channels/<n>/set``: one or more of these keys."""
+
+    name: str | None = Field(default=None, min_length=1)
+    muted: bool | Literal["toggle"] | None = None
+    gain_db: float | None = None
+    gain_step_db: float | None = None
+    frequency_mhz: float | None = Field(default=None, gt=0)
+    identify: bool | None = None
+    rf_output: bool | None = None
+
+
+class DeviceSet(_Strict):
+    """``<base>/devices/<id>/set``."""
+
+    name: str | None = Field(default=None, min_length=1)
+    identify: bool | None = None
+    meter_rate_ms: int | None = Field(default=None, ge=0, le=99999)
+
+
+_CHANNEL_COMMANDS: dict[str, CommandKind] = {
+    "name": CommandKind.NAME,
+    "muted": CommandKind.MUTE,
+    "gain_db": CommandKind.GAIN,
+    "gain_step_db": CommandKind.GAIN_STEP,
+    "frequency_mhz": CommandKind.FREQUENCY,
+    "identify": CommandKind.IDENTIFY,
+    "rf_output": CommandKind.RF_OUTPUT,
+}
+_DEVICE_COMMANDS: dict[str, CommandKind] = {
+    "name": CommandKind.DEVICE_NAME,
+    "identify": CommandKind.IDENTIFY,
+    "meter_rate_ms": CommandKind.METER_RATE,
+}
+
+
+class UrlRequest(_Strict):
+    url: str = Field(min_length=1)
+
+
+class RemoveRequest(_Strict):
+    id: str = Field(min_length=1, description="device id or URL")
+
+
+class RenameRequest(_Strict):
+    device_id: str
+    channel: int = Field(ge=1)
+    name: str | None = Field(description="the extended name; null clears it")
+
+
+class MeterRateRequest(_Strict):
+    ms: int = Field(ge=0, le=99999)
+    device_id: str | None = None
+
+
+class EmptyRequest(_Strict):
+    pass
+
+
+RequestHandler = Callable[[Any], Awaitable[Any]]
+
+
+class MqttBridge:
+    """``MqttBridge(hub)``; ``await start()`` after the devices started, ``await stop()`` at shutdown."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.settings = hub.config.mqtt
+        self.topics = Topics(self.settings.base_topic, hub.config.hub_id, self.settings.homeassistant_prefix)
+        self.embedded: EmbeddedBroker | None = None
+        self.client: MqttClient | None = None
+        self._subscriptions: list[Subscription] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._queues: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._last_meters: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self._controlled: set[str] = set()
+        self._requests: dict[str, tuple[type[_Strict], RequestHandler]] = {
+            "info": (EmptyRequest, self._request_info),
+            "devices": (EmptyRequest, self._request_devices),
+            "device/add": (UrlRequest, self._request_add),
+            "device/remove": (RemoveRequest, self._request_remove),
+            "candidates": (EmptyRequest, self._request_candidates),
+            "candidate/approve": (UrlRequest, self._request_approve),
+            "channel/rename": (RenameRequest, self._request_rename),
+            "meter_rate": (MeterRateRequest, self._request_meter_rate),
+            "discovery/restart": (EmptyRequest, self._request_discovery_restart),
+        }
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        settings = self.settings
+        if settings.url == "embedded":
+            self.embedded = EmbeddedBroker(settings.embedded_port)
+            try:
+                port = await self.embedded.start()
+            except EmbeddedBrokerError as exc:
+                log.error("%s; MQTT is off for this run", exc)
+                self.embedded = None
+                return
+            address = BrokerAddress("127.0.0.1", port)
+        else:
+            address = BrokerAddress.parse(settings.url)
+        qos = settings.qos_state
+        self.client = MqttClient(
+            address,
+            settings.client_id or self.hub.config.hub_id,
+            on_message=self._on_message,
+            keepalive=settings.keepalive,
+            will=Will(self.topics.hub_state, payloads.HUB_OFFLINE, qos, True),
+            tls=TlsFiles(settings.ca_file, settings.cert_file, settings.key_file, settings.tls_insecure),
+            connect_timeout=self.hub.config.io_timeout_s,
+        )
+        client = self.client
+        client.publish(self.topics.hub_state, payloads.HUB_ONLINE, qos, retain=True)
+        client.publish(self.topics.hub_info, payloads.encode(self.hub.info()), qos, retain=True)
+        if settings.control:
+            client.subscribe(self.topics.requests, qos)
+        if settings.homeassistant:
+            client.subscribe(self.topics.homeassistant_status, qos)
+        for device in list(self.hub.store.devices.values()):
+            self._publish_device(device)
+        self._publish_device_list()
+        state = self.hub.store.subscribe(fields=STATE_FIELDS, min_interval=STATE_COALESCE_S)
+        meters = self.hub.store.subscribe(fields=METER_FIELDS, min_interval=settings.meter_interval_s)
+        self._subscriptions = [state, meters]
+        self._loops = [
+            asyncio.create_task(self._consume(state, self._on_state_batch), name="mqtt state"),
+            asyncio.create_task(self._consume(meters, self._on_meter_batch), name="mqtt meters"),
+        ]
+        client.start()
+        if not await client.wait_connected(self.hub.config.io_timeout_s):
+            log.warning("MQTT broker %s not reachable yet; the hub keeps trying in the background", address)
+
+    async def stop(self) -> None:
+        """Say offline (retained), deliver it, disconnect cleanly, stop the embedded broker."""
+        for sub in self._subscriptions:
+            sub.close()
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.hub.config.command_timeout_s)
+            for task in self._tasks:
+                task.cancel()
+        client = self.client
+        if client is not None:
+            client.publish(self.topics.hub_state, payloads.HUB_OFFLINE, self.settings.qos_state, retain=True)
+            await client.stop()
+        if self.embedded is not None:
+            await self.embedded.stop()
+
+    async def _consume(self, subscription: Subscription, handle: Callable[[Batch], None]) -> None:
+        async for batch in subscription:
+            try:
+                handle(batch)
+            except Exception:  # a publishing bug must not stop every later update
+                log.exception("MQTT publishing failed for %d change(s)", len(batch))
+
+    # Outbound: state
+
+    def _publish(self, topic: str, payload: bytes, retain: bool = True) -> None:
+        assert self.client is not None
+        self.client.publish(topic, payload, self.settings.qos_state, retain)
+
+    def _on_state_batch(self, batch: Batch) -> None:
+        devices = self.hub.store.devices
+        list_changed = False
+        configs: set[str] = set()
+        for (device_id, index), changed in batch.items():
+            device = devices.get(device_id)
+            if device is None:
+                if index is None and REMOVED in changed:
+                    self._clear_device(device_id)
+                    list_changed = True
+                continue
+            if index is None:
+                if ADDED in changed or REMOVED in changed:
+                    self._publish_device(device)
+                    list_changed = True
+                    continue
+                self._publish(self.topics.device(device_id), payloads.encode(payloads.device_state(device)))
+                if ONLINE in changed:
+                    self._publish(self.topics.availability(device_id), payloads.availability_payload(device.online))
+                    list_changed = True
+                if changed & DEVICE_FIELDS:
+                    configs.add(device_id)
+                    list_changed = True
+            else:
+                channel = device.channel(index)
+                if channel is None:
+                    continue
+                self._publish(self.topics.channel(device_id, index), payloads.encode(payloads.channel_state(channel)))
+                if ADDED in changed:
+                    configs.add(device_id)
+        for device_id in configs:
+            self._publish_homeassistant(devices[device_id])
+        if list_changed:
+            self._publish_device_list()
+
+    def _publish_device(self, device: Device, meters: bool = True) -> None:
+        """Every retained topic of one device, its Home Assistant config, and control subscriptions."""
+        self._publish(self.topics.device(device.id), payloads.encode(payloads.device_state(device)))
+        self._publish(self.topics.availability(device.id), payloads.availability_payload(device.online))
+        for channel in device.channels:
+            self._publish(
+                self.topics.channel(device.id, channel.index), payloads.encode(payloads.channel_state(channel))
+            )
+            if meters:
+                self._publish_meters(device.id, channel.index, payloads.meter_values(channel))
+        self._publish_homeassistant(device)
+        if self.settings.control and device.id not in self._controlled:
+            assert self.client is not None
+            for topic_filter in self.topics.control_filters(device.id):
+                self.client.subscribe(topic_filter, self.settings.qos_state)
+            self._controlled.add(device.id)
+
+    def _publish_homeassistant(self, device: Device) -> None:
+        if self.settings.homeassistant:
+            config = discovery_config(device, self.topics, self.settings.qos_state)
+            self._publish(self.topics.homeassistant_config(device.id), payloads.encode(config))
+
+    def _clear_device(self, device_id: str) -> None:
+        """Empty retained payloads on every topic the device had, so no ghost is left on the broker."""
+        assert self.client is not None
+        prefix = self.topics.device(device_id)
+        stale = [topic for topic in self.client.retained_topics if topic == prefix or topic.startswith(prefix + "/")]
+        if self.settings.homeassistant:
+            stale.append(self.topics.homeassistant_config(device_id))
+        for topic in stale:
+            self._publish(topic, b"")
+        if device_id in self._controlled:
+            for topic_filter in self.topics.control_filters(device_id):
+                self.client.unsubscribe(topic_filter)
+            self._controlled.discard(device_id)
+        for key in [key for key in self._last_meters if key[0] == device_id]:
+            del self._last_meters[key]
+
+    def _publish_device_list(self) -> None:
+        self._publish(self.topics.hub_devices, payloads.encode(self._device_summaries()))
+        self._publish(self.topics.hub_info, payloads.encode(self.hub.info()))
+
+    def _device_summaries(self) -> list[dict[str, Any]]:
+        urls = {managed.handle.device_id: managed.url for managed in self.hub.devices.by_url.values()}
+        return [
+            {**payloads.device_state(device), "url": urls.get(device.id)} for device in self.hub.store.devices.values()
+        ]
+
+    # Outbound: meters (the hot path)
+
+    def _on_meter_batch(self, batch: Batch) -> None:
+        devices = self.hub.store.devices
+        threshold = self.settings.meter_threshold_db
+        last = self._last_meters
+        for key, changed in batch.items():
+            device_id, index = key
+            if index is None or not changed & METER_FIELDS:
+                continue
+            device = devices.get(device_id)
+            channel = device.channel(index) if device is not None else None
+            if channel is None:
+                continue
+            values = payloads.meter_values(channel)
+            if payloads.meters_moved(last.get((device_id, index)), values, threshold):
+                self._publish_meters(device_id, index, values)
+
+    def _publish_meters(self, device_id: str, index: int, values: tuple[Any, ...]) -> None:
+        assert self.client is not None
+        self._last_meters[(device_id, index)] = values
+        self.client.publish(
+            self.topics.meters(device_id, index), payloads.meters_payload(values), self.settings.qos_meters
+        )
+
+    def _publish_meter_snapshot(self) -> None:
+        for device in list(self.hub.store.devices.values()):
+            for channel in device.channels:
+                self._publish_meters(device.id, channel.index, payloads.meter_values(channel))
+
+    # Inbound
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        """Called by the client for each message, in order; nothing here awaits, nothing is dropped."""
+        command = self.topics.request_command(topic)
+        if command is not None:
+            self._spawn("hub", self._answer_request(command, payload))
+            return
+        target = self.topics.control_target(topic)
+        if target is not None:
+            self._spawn(
+                target.device_id, self._answer_control(target.device_id, target.channel, target.action, payload)
+            )
+            return
+        if topic == self.topics.homeassistant_status and payload.strip() == b"online":
+            self._republish_for_homeassistant()
+
+    def _spawn(self, queue: str, work: Awaitable[None]) -> None:
+        # Tasks start in creation order and the lock is fair, so each queue is served first come, first served.
+        async def in_order() -> None:
+            async with self._queues[queue]:
+                await work
+
+        task = asyncio.create_task(in_order())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _respond(self, command: str, request: dict[str, Any] | None, status: str, data: Any, error: str | None) -> None:
+        response: dict[str, Any] = {"status": status, "data": data, "error": error}
+        if request is not None and "transaction" in request:
+            response["transaction"] = request["transaction"]
+        assert self.client is not None
+        self.client.publish(self.topics.response(command), payloads.encode(response), self.settings.qos_state)
+
+    async def _answer_request(self, command: str, raw: bytes) -> None:
+        request: dict[str, Any] | None = None
+        try:
+            request = _parse_object(raw)
+            entry = self._requests.get(command)
+            if entry is None:
+                raise RequestError(f"unknown request {command!r}; known: {', '.join(sorted(self._requests))}")
+            model, handler = entry
+            data = await handler(_validate(model, request))
+        except (RequestError, EndpointError, LookupError) as exc:
+            log.warning("MQTT request %s refused: %s", command, exc)
+            self._respond(command, request, "error", {}, str(exc))
+        except Exception as exc:
+            log.exception("MQTT request %s failed", command)
+            self._respond(command, request, "error", {}, f"internal error: {exc}")
+        else:
+            self._respond(command, request, "ok", data, None)
+
+    async def _answer_control(self, device_id: str, channel: int | None, action: str, raw: bytes) -> None:
+        request: dict[str, Any] | None = None
+        where: dict[str, Any] = {"device_id": device_id, "channel": channel}
+        try:
+            request = _parse_object(raw)
+            if action == "get":
+                self._respond("get", request, "ok", {**where, "state": self._republish(device_id, channel)}, None)
+                return
+            results = await self._apply_set(device_id, channel, request)
+        except RequestError as exc:
+            log.warning("MQTT %s on %s channel %s refused: %s", action, device_id, channel, exc)
+            self._respond(action, request, "error", where, str(exc))
+            return
+        failed = {key: result for key, result in results.items() if not result.ok}
+        data = {**where, "results": {key: result.model_dump() for key, result in results.items()}}
+        error = "; ".join(f"{key}: {result.error or result.code}" for key, result in failed.items()) or None
+        self._respond("set", request, "error" if failed else "ok", data, error)
+
+    async def _apply_set(
+        self, device_id: str, channel: int | None, request: dict[str, Any]
+    ) -> dict[str, CommandResult]:
+        model: type[ChannelSet | DeviceSet] = DeviceSet if channel is None else ChannelSet
+        kinds = _DEVICE_COMMANDS if channel is None else _CHANNEL_COMMANDS
+        values = _validate(model, request).model_dump(exclude_none=True)
+        values = {key: value for key, value in values.items() if not (key == "identify" and value is False)}
+        if not values:
+            raise RequestError(f"nothing to set; use one or more of: {', '.join(kinds)}")
+        if device_id not in self.hub.store.devices:
+            raise RequestError(f"unknown device {device_id!r}")
+        results: dict[str, CommandResult] = {}
+        for key, value in values.items():
+            command = Command(device_id=device_id, channel=channel, kind=kinds[key], value=value)
+            results[key] = await self.hub.apply(command, SOURCE)
+        return results
+
+    def _republish(self, device_id: str, channel: int | None) -> dict[str, Any]:
+        device = self.hub.store.devices.get(device_id)
+        if device is None:
+            raise RequestError(f"unknown device {device_id!r}")
+        if channel is None:
+            self._publish_device(device)
+            return payloads.device_state(device)
+        found = device.channel(channel)
+        if found is None:
+            raise RequestError(f"device {device_id} has no channel {channel}")
+        self._publish(self.topics.channel(device_id, channel), payloads.encode(payloads.channel_state(found)))
+        values = payloads.meter_values(found)
+        self._publish_meters(device_id, channel, values)
+        return {**payloads.channel_state(found), **dict(zip(payloads.METER_ORDER, values, strict=True))}
+
+    def _republish_for_homeassistant(self) -> None:
+        log.info("Home Assistant came online: re-publishing discovery and state")
+        assert self.client is not None
+        self._publish(self.topics.hub_state, payloads.HUB_ONLINE)
+        for device in list(self.hub.store.devices.values()):
+            self._publish_device(device, meters=False)
+        asyncio.get_running_loop().call_later(HOMEASSISTANT_METER_DELAY_S, self._publish_meter_snapshot)
+
+    # Hub requests (<base>/hubs/<hub_id>/request/<command>)
+
+    async def _request_info(self, request: EmptyRequest) -> Any:
+        return self.hub.info()
+
+    async def _request_devices(self, request: EmptyRequest) -> Any:
+        return self._device_summaries()
+
+    async def _request_add(self, request: UrlRequest) -> Any:
+        managed = await self.hub.add_device(request.url, SOURCE)
+        return {"url": managed.url, "plugin": managed.plugin, "device_id": managed.handle.device_id}
+
+    async def _request_remove(self, request: RemoveRequest) -> Any:
+        if not await self.hub.remove_device(request.id, SOURCE):
+            raise RequestError(f"unknown device {request.id!r}")
+        return {"id": request.id}
+
+    async def _request_candidates(self, request: EmptyRequest) -> Any:
+        return [dataclasses.asdict(candidate) for candidate in self.hub.candidates()]
+
+    async def _request_approve(self, request: UrlRequest) -> Any:
+        managed = await self.hub.approve_candidate(request.url, SOURCE)
+        return {"url": managed.url, "plugin": managed.plugin, "device_id": managed.handle.device_id}
+
+    async def _request_rename(self, request: RenameRequest) -> Any:
+        await self.hub.rename_channel(request.device_id, request.channel, request.name, SOURCE)
+        return request.model_dump()
+
+    async def _request_meter_rate(self, request: MeterRateRequest) -> Any:
+        results = await self.hub.set_meter_rate(request.ms, request.device_id, SOURCE)
+        failed = [result.error or result.code for result in results if not result.ok]
+        if failed:
+            raise RequestError("; ".join(str(message) for message in failed))
+        return {"ms": request.ms, "devices": len(results)}
+
+    async def _request_discovery_restart(self, request: EmptyRequest) -> Any:
+        await self.hub.restart_discovery()
+        return {}
+
+
+def _parse_object(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"payload is not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise RequestError("payload must be a JSON object")
+    return value
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _validate(model: type[ModelT], request: dict[str, Any]) -> ModelT:
+    """Validate a request without its ``transaction``; the message names each bad key."""
+    body = {key: value for key, value in request.items() if key != "transaction"}
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        problems = (
+            f"{'.'.join(str(part) for part in problem['loc']) or 'payload'}: "
+            f"{'unknown key' if problem['type'] == 'extra_forbidden' else problem['msg']}"
+            for problem in exc.errors()
+        )
+        raise RequestError("; ".join(problems)) from None

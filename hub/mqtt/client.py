@@ -1,0 +1,403 @@
+"""An MQTT client: paho-mqtt driven by the asyncio loop itself, with no network thread.
+
+paho owns the protocol; asyncio owns the socket. paho's socket callbacks register the socket with the
+loop (``add_reader`` -> ``loop_read``, ``add_writer`` -> ``loop_write``) and a timer runs ``loop_misc``
+for keep-alive. :meth:`MqttClient.publish` is a plain call: paho queues the packet and the writer
+callback flushes everything queued in one go on the next loop iteration, so a burst of publishes costs
+one write, not one await each.
+
+The TCP connection (and the TLS handshake) is opened by asyncio and handed to paho, because paho's own
+connect blocks the calling thread. Each connection gets a fresh paho client, so nothing stale from a
+lost connection (an unacknowledged old retained value) is resent after the fresh state.
+
+Retained topics are cached by topic: after every (re)connect the client re-subscribes and re-publishes
+all of them, so a broker that lost its retained store (restarted without persistence) is complete again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from hub.backoff import Backoff
+
+log = logging.getLogger("hub.mqtt")
+
+MessageHandler = Callable[[str, bytes], None]
+
+
+class BrokerUrlError(ValueError):
+    """An MQTT URL that cannot be used."""
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the broker is and how to log in: parsed from ``mqtt[s]://[user[:password]@]host[:port]``."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise BrokerUrlError(f"{url!r} is not an MQTT URL (mqtt://host[:port] or mqtts://host[:port])")
+        tls = parts.scheme == "mqtts"
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError as exc:
+            raise BrokerUrlError(f"{url!r}: {exc}") from None
+        return cls(
+            host=parts.hostname,
+            port=port,
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        if self.cert_file is not None:
+            context.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class _HandedSocketClient(paho.Client):
+    """paho, connecting over a socket that asyncio has already opened (paho's own connect blocks)."""
+
+    handed_socket: socket.socket | None = None
+
+    def _create_socket(self) -> Any:
+        sock, self.handed_socket = self.handed_socket, None
+        if sock is None:
+            raise ConnectionError("no connected socket was handed to the MQTT client")
+        return sock
+
+
+class MqttClient:
+    """One broker connection, kept up for the client's lifetime. ``on_message`` runs on the loop, in order."""
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        client_id: str,
+        *,
+        on_message: MessageHandler,
+        on_connect: Callable[[], None] | None = None,
+        keepalive: int = 60,
+        will: Will | None = None,
+        tls: TlsFiles | None = None,
+        connect_timeout: float = 5.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.address = address
+        self.client_id = client_id
+        self.keepalive = keepalive
+        self.will = will
+        self.connect_timeout = connect_timeout
+        self._on_message = on_message
+        self._on_connect = on_connect
+        self._tls_context = (tls or TlsFiles()).context() if address.tls else None
+        self._backoff = backoff or Backoff(base=0.25, cap=30.0)
+        self._paho: _HandedSocketClient | None = None
+        self._connected = False
+        self._connack: asyncio.Future[ReasonCode] | None = None
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._subscriptions: dict[str, int] = {}
+        # topic -> (payload, qos) of every retained topic currently set; replayed after each connect
+        self._retained: dict[str, tuple[bytes, int]] = {}
+        # retained topics cleared while disconnected: the broker may still hold their old value
+        self._pending_clears: dict[str, int] = {}
+        self._last_info: paho.MQTTMessageInfo | None = None
+        self._flush_waiter: asyncio.Event | None = None
+        self.connected_event = asyncio.Event()
+        self.connects = 0
+        self.published = 0
+        self.dropped = 0
+        self.last_error: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def retained_topics(self) -> dict[str, tuple[bytes, int]]:
+        """The retained topics this client keeps set on the broker (read-only view for callers)."""
+        return self._retained
+
+    # Publishing and subscribing: plain calls, safe whether or not the broker is connected right now
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Send now if connected. Retained values are kept and re-sent after a reconnect; others are dropped."""
+        if retain:
+            if payload:
+                self._retained[topic] = (payload, qos)
+                self._pending_clears.pop(topic, None)
+            else:
+                self._retained.pop(topic, None)
+        client = self._paho
+        if client is not None and self._connected:
+            info = client.publish(topic, payload, qos, retain)
+            if qos:
+                self._last_info = info
+            self.published += 1
+        elif retain and not payload:
+            self._pending_clears[topic] = qos
+        elif not retain:
+            self.dropped += 1
+
+    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        if self._subscriptions.get(topic_filter) == qos:
+            return
+        self._subscriptions[topic_filter] = qos
+        if self._paho is not None and self._connected:
+            self._paho.subscribe(topic_filter, qos)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        if self._subscriptions.pop(topic_filter, None) is not None and self._paho is not None and self._connected:
+            self._paho.unsubscribe(topic_filter)
+
+    # Lifecycle
+
+    def start(self) -> None:
+        """Start connecting in the background; :attr:`connected_event` is set on each connection."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"mqtt {self.address}")
+
+    async def wait_connected(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected_event.wait(), timeout)
+        return self._connected
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Deliver what is queued (bounded by ``timeout``), disconnect cleanly (no last will), stop."""
+        client = self._paho
+        if client is not None and self._connected:
+            deadline = time.monotonic() + timeout
+            if not self._flushed(client):
+                self._flush_waiter = asyncio.Event()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush_waiter.wait(), timeout)
+            client.disconnect()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), max(0.1, deadline - time.monotonic()))
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self._drop_connection()
+
+    def _flushed(self, client: paho.Client) -> bool:
+        info = self._last_info
+        return (info is None or info.is_published()) and not client.want_write()
+
+    async def _run(self) -> None:
+        first_failure = True
+        while True:
+            try:
+                await self._connect()
+            except (OSError, TimeoutError, ssl.SSLError, ConnectionError) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                log.log(
+                    logging.WARNING if first_failure else logging.DEBUG,
+                    "MQTT broker %s: cannot connect (%s); retrying",
+                    self.address,
+                    self.last_error,
+                )
+                first_failure = False
+                self._drop_connection()
+            else:
+                first_failure = True
+                misc = asyncio.create_task(self._keepalive_ticks())
+                try:
+                    await self._lost.wait()
+                finally:
+                    misc.cancel()
+                log.warning("MQTT broker %s: connection lost; reconnecting", self.address)
+                self._drop_connection()
+            await asyncio.sleep(self._backoff.next_delay())
+
+    async def _keepalive_ticks(self) -> None:
+        while self._paho is not None:
+            self._paho.loop_misc()
+            await asyncio.sleep(1.0)
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = await asyncio.wait_for(self._open_socket(loop), self.connect_timeout)
+        client = _HandedSocketClient(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True, reconnect_on_failure=False
+        )
+        client.handed_socket = sock
+        if self.address.username is not None:
+            client.username_pw_set(self.address.username, self.address.password)
+        if self.will is not None:
+            client.will_set(self.will.topic, self.will.payload, self.will.qos, self.will.retain)
+        client.on_socket_open = self._socket_opened
+        client.on_socket_close = self._socket_closed
+        client.on_socket_register_write = self._want_write
+        client.on_socket_unregister_write = self._no_write
+        client.on_connect = self._connected_cb
+        client.on_disconnect = self._disconnected_cb
+        client.on_message = self._message_cb
+        client.on_publish = self._published_cb
+        self._paho = client
+        self._lost.clear()
+        self._connack = loop.create_future()
+        client.connect_async(self.address.host, self.address.port, self.keepalive)
+        client.reconnect()
+        code = await asyncio.wait_for(self._connack, self.connect_timeout)
+        if code.is_failure:
+            raise ConnectionError(f"broker refused the connection: {code}")
+
+    async def _open_socket(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
+        infos = await loop.getaddrinfo(self.address.host, self.address.port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, sockaddr = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, sockaddr)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls_context is None:
+                return sock
+            return await _tls_handshake(
+                loop,
+                self._tls_context.wrap_socket(sock, server_hostname=self.address.host, do_handshake_on_connect=False),
+            )
+        except BaseException:
+            sock.close()
+            raise
+
+    def _drop_connection(self) -> None:
+        client, self._paho = self._paho, None
+        self._connected = False
+        self.connected_event.clear()
+        if client is not None:
+            client._sock_close()
+
+    # paho callbacks (called from loop_read/loop_write, i.e. on the event loop)
+
+    def _socket_opened(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable, client, sock)
+
+    def _socket_closed(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(sock.fileno())
+        loop.remove_writer(sock.fileno())
+
+    def _want_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        asyncio.get_running_loop().add_writer(sock.fileno(), client.loop_write)
+
+    def _no_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        asyncio.get_running_loop().remove_writer(sock.fileno())
+
+    def _readable(self, client: paho.Client, sock: Any) -> None:
+        client.loop_read()
+        # TLS may hold decrypted bytes the socket no longer signals as readable
+        while isinstance(sock, ssl.SSLSocket) and sock.fileno() != -1 and sock.pending():
+            client.loop_read()
+
+    def _connected_cb(self, client: paho.Client, userdata: Any, flags: Any, code: ReasonCode, props: Any) -> None:
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result(code)
+        if code.is_failure or client is not self._paho:
+            return
+        self._connected = True
+        self.connects += 1
+        self._backoff.reset()
+        self.last_error = None
+        log.info("MQTT broker %s: connected as %s", self.address, self.client_id)
+        if self._subscriptions:
+            client.subscribe(list(self._subscriptions.items()))
+        for topic, qos in self._pending_clears.items():
+            client.publish(topic, b"", qos, True)
+        self._pending_clears.clear()
+        for topic, (payload, qos) in self._retained.items():
+            client.publish(topic, payload, qos, True)
+        self.connected_event.set()
+        if self._on_connect is not None:
+            self._on_connect()
+
+    def _disconnected_cb(self, client: paho.Client, userdata: Any, flags: Any, code: Any, props: Any) -> None:
+        if client is self._paho:
+            self._connected = False
+            self.connected_event.clear()
+            self._lost.set()
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(ConnectionError(f"disconnected before the broker answered ({code})"))
+
+    def _published_cb(self, client: paho.Client, userdata: Any, mid: int, code: Any, props: Any) -> None:
+        if self._flush_waiter is not None and self._flushed(client):
+            self._flush_waiter.set()
+
+    def _message_cb(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        try:
+            self._on_message(message.topic, bytes(message.payload))
+        except Exception:  # one bad message must not take the connection down
+            log.exception("MQTT message on %s could not be handled", message.topic)
+
+
+async def _tls_handshake(loop: asyncio.AbstractEventLoop, sock: ssl.SSLSocket) -> ssl.SSLSocket:
+    """Run the TLS handshake on a non-blocking socket, waiting for the loop to say when to go on."""
+    while True:
+        try:
+            sock.do_handshake()
+            return sock
+        except ssl.SSLWantReadError:
+            await _ready(loop, sock, write=False)
+        except ssl.SSLWantWriteError:
+            await _ready(loop, sock, write=True)
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, sock: socket.socket, write: bool) -> None:
+    ready: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    (loop.add_writer if write else loop.add_reader)(fd, wake)
+    try:
+        await ready
+    finally:
+        (loop.remove_writer if write else loop.remove_reader)(fd)

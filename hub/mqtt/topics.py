@@ -1,0 +1,149 @@
+"""The MQTT topic layout and payloads (documented in docs/mqtt.md). Pure functions: no I/O.
+
+Everything a hub publishes lives under its own hub id or its own device ids, so several hubs share
+one broker without collisions::
+
+    <base>/hubs/<hub_id>/state | info | devices | request/<command> | response/<command>
+    <base>/devices/<device_id>                      device state (retained)
+    <base>/devices/<device_id>/availability         online | offline (retained)
+    <base>/devices/<device_id>/channels/<index>     channel state (retained)
+    <base>/devices/<device_id>/channels/<index>/meters   RF and audio levels (not retained)
+    <base>/devices/<device_id>[/channels/<index>]/set | get
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from hub.model import METER_FIELDS, Channel, Device
+
+# Fixed order so meter payloads read the same every time.
+METER_ORDER: Final = ("rf_dbm", "rf_quality_percent", "antenna", "audio_dbfs", "audio_peak")
+assert frozenset(METER_ORDER) == METER_FIELDS, "METER_ORDER must list every meter field"
+
+# Channel fields that make up the retained channel state: everything but the live meters.
+_CHANNEL_STATE_EXCLUDE: Final = set(METER_FIELDS)
+_DEVICE_STATE_EXCLUDE: Final = {"channels", "last_seen"}
+
+
+@dataclass(frozen=True)
+class ControlTarget:
+    """Where a set/get message was addressed."""
+
+    device_id: str
+    channel: int | None
+    action: str  # "set" or "get"
+
+
+class Topics:
+    """Topic names for one hub."""
+
+    def __init__(self, base: str, hub_id: str, homeassistant_prefix: str) -> None:
+        self.base = base
+        self.hub_id = hub_id
+        self.hub = f"{base}/hubs/{hub_id}"
+        self.homeassistant_prefix = homeassistant_prefix
+        self.hub_state = f"{self.hub}/state"
+        self.hub_info = f"{self.hub}/info"
+        self.hub_devices = f"{self.hub}/devices"
+        self.requests = f"{self.hub}/request/#"
+        self.homeassistant_status = f"{homeassistant_prefix}/status"
+        self._request_prefix = f"{self.hub}/request/"
+        self._devices_prefix = f"{base}/devices/"
+
+    def response(self, command: str) -> str:
+        return f"{self.hub}/response/{command}"
+
+    def device(self, device_id: str) -> str:
+        return f"{self._devices_prefix}{device_id}"
+
+    def availability(self, device_id: str) -> str:
+        return f"{self._devices_prefix}{device_id}/availability"
+
+    def channel(self, device_id: str, index: int) -> str:
+        return f"{self._devices_prefix}{device_id}/channels/{index}"
+
+    def meters(self, device_id: str, index: int) -> str:
+        return f"{self._devices_prefix}{device_id}/channels/{index}/meters"
+
+    def control_filters(self, device_id: str) -> list[str]:
+        """The set/get topics of one device and its channels: a hub listens to its own devices only."""
+        device = self.device(device_id)
+        return [f"{device}/{action}" for action in ("set", "get")] + [
+            f"{device}/channels/+/{action}" for action in ("set", "get")
+        ]
+
+    def homeassistant_config(self, device_id: str) -> str:
+        return f"{self.homeassistant_prefix}/device/{homeassistant_node_id(device_id)}/config"
+
+    def request_command(self, topic: str) -> str | None:
+        """``set`` for ``<hub>/request/set``-style topics; None if the topic is not a request."""
+        if topic.startswith(self._request_prefix):
+            return topic[len(self._request_prefix) :] or None
+        return None
+
+    def control_target(self, topic: str) -> ControlTarget | None:
+        """Parse ``<base>/devices/<id>/set`` or ``<base>/devices/<id>/channels/<n>/get``; None otherwise."""
+        if not topic.startswith(self._devices_prefix):
+            return None
+        parts = topic[len(self._devices_prefix) :].split("/")
+        if len(parts) == 2 and parts[1] in ("set", "get"):
+            return ControlTarget(parts[0], None, parts[1])
+        if len(parts) == 4 and parts[1] == "channels" and parts[3] in ("set", "get") and parts[2].isdigit():
+            index = int(parts[2])
+            return ControlTarget(parts[0], index, parts[3]) if index >= 1 else None
+        return None
+
+
+def homeassistant_node_id(device_id: str) -> str:
+    """Home Assistant accepts only ``[a-zA-Z0-9_-]`` in discovery topic ids."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", device_id)
+
+
+def device_state(device: Device) -> dict[str, Any]:
+    state = device.model_dump(exclude=_DEVICE_STATE_EXCLUDE)
+    state["channel_count"] = len(device.channels)
+    return state
+
+
+def channel_state(channel: Channel) -> dict[str, Any]:
+    return channel.model_dump(exclude=_CHANNEL_STATE_EXCLUDE)
+
+
+def meter_values(channel: Channel) -> tuple[Any, ...]:
+    return tuple(getattr(channel, name) for name in METER_ORDER)
+
+
+def meters_payload(values: tuple[Any, ...]) -> bytes:
+    return orjson.dumps(dict(zip(METER_ORDER, values, strict=True)))
+
+
+def meters_moved(before: tuple[Any, ...] | None, now: tuple[Any, ...], threshold: float) -> bool:
+    """True when a level moved more than ``threshold`` or anything else (antenna, clip, known/unknown) changed."""
+    if before is None:
+        return True
+    for old, new in zip(before, now, strict=True):
+        if old == new:
+            continue
+        if isinstance(old, int | float) and isinstance(new, int | float) and not isinstance(new, bool):
+            if abs(new - old) > threshold:
+                return True
+        else:
+            return True
+    return False
+
+
+def encode(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def availability_payload(online: bool) -> bytes:
+    return b"online" if online else b"offline"
+
+
+HUB_ONLINE: Final = b'{"state":"online"}'
+HUB_OFFLINE: Final = b'{"state":"offline"}'

@@ -1,0 +1,235 @@
+"""Test brokers and an MQTT probe client.
+
+``mqtt_broker`` is a real Mosquitto (``/usr/sbin/mosquitto`` or on PATH) on a free loopback port with
+no persistence, one per test; it can be stopped and started again on the same port (a broker restart).
+Where Mosquitto is missing the embedded amqtt broker stands in, except under ``CI=true``, where a
+missing Mosquitto fails the test instead.
+
+``MqttProbe`` is a subscriber for assertions: it records every message and waits (with a deadline) for
+the one a test expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from hub.mqtt.client import BrokerAddress, MqttClient
+from hub.mqtt.embedded import EmbeddedBroker
+from hub.testing import eventually
+
+MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+def find_mosquitto() -> str | None:
+    found = shutil.which("mosquitto")
+    return found or next((path for path in MOSQUITTO_PATHS if os.access(path, os.X_OK)), None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _accepts(port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 0.5)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+async def _wait_listening(port: int, process: asyncio.subprocess.Process | None = None) -> None:
+    for _ in range(500):
+        if process is not None and process.returncode is not None:
+            raise RuntimeError(f"mosquitto exited with status {process.returncode}")
+        if await _accepts(port):
+            return
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"broker on port {port} did not start listening")
+
+
+class MosquittoBroker:
+    """A Mosquitto process on 127.0.0.1; ``restart()`` keeps the port and loses every retained message."""
+
+    def __init__(self, executable: str, directory: Path) -> None:
+        self.executable = executable
+        self.directory = directory
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        for _ in range(5):  # a free port can be taken between choosing and binding it
+            self.port = self.port or free_port()
+            config = self.directory / "mosquitto.conf"
+            config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+            log = (self.directory / "mosquitto.log").open("ab")
+            self._process = await asyncio.create_subprocess_exec(
+                self.executable, "-c", str(config), stdout=log, stderr=log
+            )
+            log.close()
+            try:
+                await _wait_listening(self.port, self._process)
+                return
+            except RuntimeError:
+                self.port = 0
+        raise RuntimeError("mosquitto did not start; see " + str(self.directory / "mosquitto.log"))
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 5)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+
+class EmbeddedTestBroker:
+    """The amqtt stand-in with the same interface, for machines without Mosquitto (never in CI)."""
+
+    def __init__(self) -> None:
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._broker: EmbeddedBroker | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self._broker = EmbeddedBroker(self.port)
+        self.port = await self._broker.start()
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            await self._broker.stop()
+            self._broker = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+
+TestBroker = MosquittoBroker | EmbeddedTestBroker
+
+
+@contextlib.asynccontextmanager
+async def running_broker() -> AsyncIterator[TestBroker]:
+    executable = find_mosquitto()
+    with tempfile.TemporaryDirectory(prefix="wmhub-mosquitto-") as directory:
+        broker: TestBroker
+        if executable is not None:
+            broker = MosquittoBroker(executable, Path(directory))
+        elif os.environ.get("CI") == "true":
+            pytest.fail("mosquitto is not installed; CI needs a real broker (apt-get install mosquitto)")
+        else:
+            broker = EmbeddedTestBroker()
+        await broker.start()
+        try:
+            yield broker
+        finally:
+            await broker.stop()
+
+
+@pytest.fixture
+async def mqtt_broker() -> AsyncIterator[TestBroker]:
+    """A fresh broker for one test (Mosquitto, or the embedded broker outside CI when it is missing)."""
+    async with running_broker() as broker:
+        yield broker
+
+
+class MqttProbe:
+    """A subscriber that records what it receives: ``await probe.json(topic)`` waits for a message."""
+
+    def __init__(self, broker: TestBroker, client_id: str = "wmhub-test-probe") -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.latest: dict[str, bytes] = {}
+        self.client = MqttClient(
+            BrokerAddress(broker.host, broker.port), client_id, on_message=self._record, keepalive=10
+        )
+
+    def _record(self, topic: str, payload: bytes) -> None:
+        self.messages.append((topic, payload))
+        self.latest[topic] = payload
+
+    async def __aenter__(self) -> MqttProbe:
+        self.client.start()
+        assert await self.client.wait_connected(5), "the probe could not connect to the test broker"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.client.stop()
+
+    async def subscribe(self, topic_filter: str) -> None:
+        """Subscribe and wait until the broker confirmed it (a marker message comes back through it)."""
+        self.client.subscribe(topic_filter, 1)
+        marker = f"wmhub-test/marker/{id(self)}/{len(self.messages)}"
+        self.client.subscribe(marker, 1)
+        await eventually(lambda: self._sent_and_seen(marker), 5, f"subscription to {topic_filter}")
+        self.client.unsubscribe(marker)
+
+    def _sent_and_seen(self, marker: str) -> bool:
+        if marker in self.latest:
+            return True
+        self.client.publish(marker, b"1", 0)
+        return False
+
+    def publish(self, topic: str, payload: Any = b"", retain: bool = False) -> None:
+        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        self.client.publish(topic, data, 1, retain)
+
+    def clear(self) -> None:
+        self.messages.clear()
+        self.latest.clear()
+
+    async def message(
+        self, topic: str, where: Callable[[bytes], bool] = lambda payload: True, timeout: float = 5.0
+    ) -> bytes:
+        """The first message recorded on ``topic`` satisfying ``where`` (waiting for it if needed)."""
+
+        def found() -> tuple[str, bytes] | None:
+            return next(((t, p) for t, p in self.messages if t == topic and where(p)), None)
+
+        _, payload = await eventually(found, timeout, f"a message on {topic}")
+        return payload
+
+    async def json(self, topic: str, where: Callable[[Any], bool] = lambda value: True, timeout: float = 5.0) -> Any:
+        def matches(payload: bytes) -> bool:
+            try:
+                return bool(payload) and bool(where(orjson.loads(payload)))
+            except orjson.JSONDecodeError:
+                return False
+
+        return orjson.loads(await self.message(topic, matches, timeout))
+
+    async def request(self, response_topic: str, request_topic: str, payload: Any, timeout: float = 5.0) -> Any:
+        """Publish a request with a fresh transaction id and wait for its response."""
+        transaction = f"t{len(self.messages)}-{id(payload)}"
+        body = dict(payload, transaction=transaction) if isinstance(payload, dict) else payload
+        self.publish(request_topic, body)
+        return await self.json(response_topic, lambda value: value.get("transaction") == transaction, timeout)
