@@ -75,10 +75,31 @@ def _config(args: argparse.Namespace) -> HubConfig:
     return config
 
 
+def _raise_open_file_limit() -> None:
+    """Each receiver is a socket: take the hard limit as the soft one, and say so when that is low."""
+    import logging
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            logging.getLogger("hub").warning("cannot raise the open-file limit from %d: %s", soft, exc)
+    if soft < 4096:
+        logging.getLogger("hub").warning(
+            "open-file limit is %d: at most about %d receivers can be connected (raise it with ulimit -n)",
+            soft,
+            soft - 100,
+        )
+
+
 def _run(config: HubConfig) -> int:
     from hub.app import Hub
 
     setup_logging(config.log_level, config.plugin_log_levels)
+    _raise_open_file_limit()
     asyncio.run(Hub(config).run_until_signalled())
     return 0
 
