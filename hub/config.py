@@ -70,6 +70,8 @@ class HttpSettings(Section):
     open_reads: bool = Field(default=True, description="allow reads without the token (trusted LAN)")
     cors_origins: list[str] = Field(default_factory=list)
     enabled: bool = True
+    live_interval_s: float = Field(default=0.5, ge=0.05, le=60, description="least time between live updates")
+    live_queue: int = Field(default=16, ge=1, le=1000, description="live messages a browser may lag before drop")
 
 
 class DiscoverySettings(Section):

@@ -60,7 +60,7 @@ class WebServer:
         self.hub = hub
         self.settings = hub.config.http
         self.token = self.settings.token or load_or_create_token(hub.config.data_dir)
-        self.live = LiveFeed(hub)
+        self.live = LiveFeed(hub, self.settings.live_interval_s, self.settings.live_queue)
         self.metrics = Metrics(hub, self.live)
         self.openapi = build_document(OPERATIONS)
         self.app = self._build_app()

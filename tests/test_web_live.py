@@ -1,0 +1,134 @@
+"""The live feed: browsers get state changes at most every live_interval_s, and a stalled one is dropped."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from hub.app import Hub
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.model import Channel, Device
+from hub.plugins import PluginHost
+from hub.testing import eventually
+
+
+def fleet(count: int, channels: int) -> list[Device]:
+    return [
+        Device(
+            id=f"rack-{n:03d}",
+            vendor="bench",
+            name=f"Rack {n}",
+            host="127.0.0.1",
+            port=1,
+            online=True,
+            channels=[Channel(index=i, name=f"Mic {n}.{i}", battery_bars=5) for i in range(1, channels + 1)],
+        )
+        for n in range(count)
+    ]
+
+
+@pytest.fixture
+async def hub(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Hub]:
+    http: dict[str, Any] = getattr(request, "param", {})
+    config = HubConfig(
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url="off"),
+        discovery=DiscoverySettings(enabled=False),
+        http=HttpSettings(port=0, token="t", **http),
+    )
+    async with Hub(config, PluginHost()) as running:
+        for device in fleet(2, 2):
+            running.store.add_device(device)
+        yield running
+
+
+async def next_message(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0) -> dict[str, Any]:
+    message = await ws.receive(timeout)
+    assert message.type == aiohttp.WSMsgType.TEXT, message
+    data: dict[str, Any] = orjson.loads(message.data)
+    return data
+
+
+def live_url(hub: Hub) -> str:
+    return f"http://127.0.0.1:{hub.web.port}/api/v1/live"
+
+
+async def test_snapshot_then_changes(hub: Hub) -> None:
+    async with aiohttp.ClientSession() as session, session.ws_connect(live_url(hub)) as ws:
+        snapshot = await next_message(ws)
+        assert snapshot["type"] == "snapshot"
+        assert [d["id"] for d in snapshot["devices"]] == ["rack-000", "rack-001"]
+        assert snapshot["devices"][0]["channels"][1]["id"] == "rack-000:2"
+        hub.store.update_channel("rack-001", 2, {"battery_bars": 2})
+        changes = await next_message(ws)
+        assert changes["type"] == "changes"
+        assert [(c["id"], c["battery_bars"]) for c in changes["channels"]] == [("rack-001:2", 2)]
+        hub.store.set_online("rack-000", False)
+        hub.store.remove_device("rack-001")
+        changes = await next_message(ws)
+        assert [(d["id"], d["online"]) for d in changes["devices"]] == [("rack-000", False)]
+        assert changes["removed_devices"] == ["rack-001"]
+        assert sorted(changes["removed_channels"]) == ["rack-001:1", "rack-001:2"]
+
+
+async def test_meters_reach_a_browser_at_most_twice_a_second(hub: Hub) -> None:
+    async with aiohttp.ClientSession() as session, session.ws_connect(live_url(hub)) as ws:
+        await next_message(ws)
+        arrivals = []
+        level = -60.0
+        deadline = time.monotonic() + 1.6
+        while time.monotonic() < deadline:
+            level = -60.0 if level > -10 else level + 1
+            hub.store.update_channel("rack-000", 1, {"audio_dbfs": level, "rf_dbm": level})
+            try:
+                await next_message(ws, timeout=0.02)
+                arrivals.append(time.monotonic())
+            except TimeoutError:
+                pass
+        assert 2 <= len(arrivals) <= 4
+        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+        assert min(gaps) >= 0.45
+
+
+@pytest.mark.parametrize("hub", [{"live_interval_s": 0.05, "live_queue": 2}], indirect=True)
+async def test_a_stalled_browser_is_dropped_and_others_keep_up(hub: Hub) -> None:
+    for device in fleet(150, 8):
+        hub.store.add_device(device)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(live_url(hub)) as stalled,
+        session.ws_connect(live_url(hub)) as reader,
+    ):
+        await next_message(reader)
+        received = 0
+        step = 0
+        started = time.monotonic()
+        # every batch rewrites every meter (about 1 MB of JSON); the stalled browser never reads
+        while hub.web.live.dropped == 0:
+            step += 1
+            for device in list(hub.store.devices.values()):
+                for channel in device.channels:
+                    hub.store.update_channel(device.id, channel.index, {"audio_dbfs": -float(step % 60)})
+            received += (await next_message(reader))["type"] == "changes"
+            assert time.monotonic() - started < 30, "the stalled client was never dropped"
+        assert len(hub.web.live.clients) == 1
+        message = await stalled.receive(5)
+        while message.type == aiohttp.WSMsgType.TEXT:
+            message = await stalled.receive(5)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+        hub.store.update_channel("rack-000", 1, {"battery_bars": 1})
+        await eventually(
+            lambda: hub.web.live.messages_sent > 0 and len(hub.web.live.clients) == 1, what="reader still served"
+        )
+        while True:
+            changes = await next_message(reader)
+            if any(c["id"] == "rack-000:1" and c["battery_bars"] == 1 for c in changes["channels"]):
+                break
+    assert received >= 1
