@@ -176,6 +176,14 @@ class Hub:
             for target in targets
         ]
 
+    async def rename_channel(self, device_id: str, channel: int, name: str | None, source: str) -> None:
+        """Set (or with None, clear) the extended name: the user's name for a channel, kept by the hub."""
+        device = self.store.get(device_id)
+        if device is None or device.channel(channel) is None:
+            raise LookupError(f"no channel {channel} on device {device_id!r}")
+        self.store.update_channel(device_id, channel, {"extended_name": name})
+        log.info("channel %s/%s extended name %r (%s)", device_id, channel, name, source)
+
     def candidates(self) -> list[Candidate]:
         return list(self.discovery.candidates.values())
 

@@ -25,6 +25,7 @@ class Channel(BaseModel):
 
     index: int = Field(ge=1, description="1-based, as the vendor protocols number channels")
     name: str | None = None
+    extended_name: str | None = Field(default=None, description="the user's name for this channel, set in the hub")
     frequency_mhz: float | None = None
     muted: bool | None = Field(default=None, description="receiver audio mute")
     tx_present: bool | None = Field(default=None, description="a transmitter is on and linked")
