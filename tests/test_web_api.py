@@ -222,7 +222,13 @@ async def test_add_and_remove_device(hub: Hub, http: aiohttp.ClientSession) -> N
 
 
 @pytest.mark.parametrize(
-    ("body", "code"), [({"url": "ftp://10.0.0.1"}, "invalid_url"), ({"url": 5}, "invalid_body"), ({}, "invalid_body")]
+    ("body", "code"),
+    [
+        ({"url": "ftp://10.0.0.1"}, "invalid_url"),
+        ({"url": "10.0.0.1"}, "invalid_body"),
+        ({"url": 5}, "invalid_body"),
+        ({}, "invalid_body"),
+    ],
 )
 async def test_add_device_bad_input(http: aiohttp.ClientSession, body: dict[str, Any], code: str) -> None:
     assert (await call(http, "POST", "/api/v1/devices", 422, json=body, headers=AUTH))["code"] == code

@@ -6,7 +6,7 @@ adds: a channel's API id, the device's connection health and, later, the venue n
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -61,7 +61,7 @@ class ChannelPage(Page):
 
 class ListQuery(Strict):
     limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=1_000_000)
     online: bool | None = Field(default=None, description="only devices (of channels) online / offline")
     low_battery: bool | None = Field(
         default=None, description="only devices/channels with (true) or without (false) a low battery"
@@ -85,12 +85,23 @@ class CommandOutcome(Strict):
     code: str | None = None
 
 
+DeviceUrl = Annotated[
+    str,
+    Field(
+        min_length=4,
+        max_length=500,
+        pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://[^/\s]+",
+        description="scheme://host[:port], e.g. shure://10.0.0.5 or sennheiser://10.0.0.6:45",
+    ),
+]
+
+
 class AddDeviceBody(Strict):
-    url: str = Field(min_length=3, max_length=500, description="e.g. shure://10.0.0.5 or sennheiser://10.0.0.6")
+    url: DeviceUrl
 
 
 class ApproveBody(Strict):
-    url: str = Field(min_length=3, max_length=500)
+    url: DeviceUrl
 
 
 class ManagedView(Strict):

@@ -136,6 +136,8 @@ class WebServer:
                 raise
             code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "http_error")
             response = error_response(exc.status, code, exc.reason)
+            if "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             response = error_response(500, "internal", "internal error (logged by the hub)")
