@@ -1,0 +1,57 @@
+"""The demo, as the README starts it: within 10 s every simulated receiver is on MQTT and in the REST API."""
+
+import asyncio
+import json
+import signal
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.mosquitto import MqttProbe, TestBroker, free_port
+
+
+def get_devices(port: int) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/devices", timeout=2) as response:
+        body = json.load(response)
+    return body["devices"] if isinstance(body, dict) else body  # type: ignore[no-any-return]
+
+
+async def test_demo_publishes_every_receiver_within_ten_seconds(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    http_port = free_port()
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("wmhub/#")
+        started = time.monotonic()
+        hub = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hub.cli", "run", "--demo", "--mqtt", mqtt_broker.url,
+            "--http", f"127.0.0.1:{http_port}", "--data-dir", str(tmp_path), "--hub-id", "demo-test",
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            devices: list[dict[str, Any]] = []
+            while time.monotonic() - started < 10:
+                try:
+                    devices = await asyncio.to_thread(get_devices, http_port)
+                except OSError:
+                    devices = []
+                published = {topic for topic, _ in probe.messages}
+                wanted = {
+                    f"wmhub/devices/{device['id']}/channels/{channel['index']}"
+                    for device in devices
+                    for channel in device["channels"]
+                }
+                if len(devices) >= 4 and all(d["online"] for d in devices) and wanted <= published:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"after 10 s: {len(devices)} devices, missing {sorted(wanted - published)[:5]}")
+            assert {device["vendor"] for device in devices} == {"shure", "sennheiser"}
+            state = await probe.json("wmhub/hubs/demo-test/state")
+            assert state == {"state": "online"}
+        finally:
+            hub.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(hub.communicate(), 30)
+        assert hub.returncode == 0, stderr.decode()[-3000:]
+        offline = await probe.json("wmhub/hubs/demo-test/state", lambda value: value == {"state": "offline"})
+        assert offline == {"state": "offline"}
