@@ -1,0 +1,28 @@
+"""The demo fleet: an EW-DX EM 4 and an EM 6000 (SSCv1) and an ew G4 receiver, animated, on loopback."""
+
+from __future__ import annotations
+
+from wmhub_sennheiser.simulator.g4 import G4Simulator
+from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
+
+
+class SennheiserDemoFleet:
+    """A hub DemoFleet (hub.hookspecs.DemoFleet): ``start()`` returns the URLs to connect to."""
+
+    def __init__(self, tick_s: float = 1.0, tx_churn: float = 0.02) -> None:
+        self.simulators: list[Ssc1Simulator | G4Simulator] = [
+            Ssc1Simulator("ewdx-em4", tick_s=tick_s, seed=11),
+            Ssc1Simulator("em6000", tick_s=tick_s, seed=12),
+            G4Simulator("g4-em300", tick_s=tick_s, seed=13),
+        ]
+        for simulator in self.simulators:
+            simulator.tx_churn = tx_churn
+
+    async def start(self) -> list[str]:
+        for simulator in self.simulators:
+            await simulator.start()
+        return [simulator.url for simulator in self.simulators]
+
+    async def stop(self) -> None:
+        for simulator in self.simulators:
+            await simulator.stop()

@@ -1,0 +1,338 @@
+"""A simulated ew G4 receiver (EM 300-500 G4) speaking the Media Control Protocol over UDP on loopback.
+
+Commands are case-sensitive and CR-terminated; errors are ``<code>: <text> [ <instruction> ]``. ``Push``
+starts cyclic reports per client that stop when its timeout expires; configuration attributes are sent
+on change to clients that asked for them (mode bit 1). Run it alone with
+``python -m wmhub_sennheiser.simulator --protocol g4 --model g4-em300``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from wmhub_sennheiser import mcp
+from wmhub_sennheiser.simulator.common import Client, SimChannel, UdpSimulator, default_channels
+
+MODELS: Final = {"g4-em300": "EM 300-500 G4"}
+FIRMWARE: Final = "3.0.4"
+RF_CONFIG: Final = (470_200, 515_800, 25)  # band A1, one sub-range
+CONFIG_ORDER: Final = ("Name", "Frequency", "Mute", "Squelch", "AfOut", "Equalizer")  # as in _signature
+
+
+@dataclass
+class PushClient:
+    expires_at: float
+    cycle_ms: int
+    mode: int
+    next_due: float
+
+
+class CommandError(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _ints(args: list[str], count: int) -> list[int]:
+    if len(args) != count:
+        raise CommandError(1040)
+    if any(arg.startswith("#") for arg in args):
+        raise CommandError(1030)
+    try:
+        return [int(arg) for arg in args]
+    except ValueError:
+        raise CommandError(1010) from None
+
+
+class G4Simulator(UdpSimulator):
+    """One EM G4 receiver (one channel)."""
+
+    def __init__(
+        self, model: str = "g4-em300", *, host: str = "127.0.0.1", port: int = 0, tick_s: float = 1.0, seed: int = 1
+    ) -> None:
+        super().__init__(host=host, port=port, tick_s=tick_s, seed=seed)
+        if model not in MODELS:
+            raise ValueError(f"unknown G4 model {model!r} (known: {', '.join(MODELS)})")
+        self.model = model
+        self.channel: SimChannel = default_channels(1, 498_000, "Vocal")[0]
+        self.channel.name = "Vocal 1"
+        self.squelch = 5
+        self.af_out = 0
+        self.equalizer = 0
+        self.config_index = 0
+        self.push_clients: dict[Client, PushClient] = {}
+        self.commands: list[str] = []  # every line received, for tests
+        self._reported = self._signature()
+        self._triggered = self._triggers()
+
+    @property
+    def channels(self) -> list[SimChannel]:
+        return [self.channel]
+
+    @property
+    def url(self) -> str:
+        return f"sennheiser-g4://{self.host}:{self.port}?local_port=0"
+
+    async def __aenter__(self) -> G4Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # --- encoding of the state
+
+    def battery_report(self) -> str:
+        if not self.channel.tx_on:
+            return "?"
+        return str(next(step for step in (100, 70, 30, 0) if self.channel.battery_percent >= step))
+
+    def peak_percent(self) -> int:
+        return max(0, min(100, round((self.channel.af_dbfs + 50) * 2))) if self.channel.tx_on else 0
+
+    def mute_bits(self) -> int:
+        bits = (2 if self.channel.tx_on and self.channel.tx_muted else 0) | (8 if self.channel.muted else 0)
+        return (bits | 1) if bits else 0
+
+    def warnings(self) -> list[str]:
+        ch = self.channel
+        found = [
+            ("AF_Peak", ch.tx_on and ch.af_dbfs > -1),
+            ("Low_Battery", ch.tx_on and ch.battery_percent < 30),
+            ("TX_Mute", ch.tx_on and ch.tx_muted),
+            ("Low_RF_Signal", not ch.tx_on or ch.rf_quality < 10),
+            ("RX_Mute", ch.muted),
+        ]
+        return [name for name, active in found if active]
+
+    def rf_percent(self) -> int:
+        return self.channel.rf_quality if self.channel.tx_on else 2
+
+    def cyclic(self) -> bytes:
+        ch = self.channel
+        level = self.rf_percent()
+        active_a = ch.antenna == 1
+        lines = [
+            f"RF1 {max(0, level - 5)} {level} {int(active_a)}",
+            f"RF2 {max(0, level - 15)} {max(0, level - 10)} {int(not active_a)}",
+            f"States {self.mute_bits()} {int(ch.tx_on)}",
+            f"RF {level} {ch.antenna} {int(ch.tx_on)}",
+            f"AF {self.peak_percent()} {min(100, self.peak_percent() + 5)} {self.mute_bits()}",
+            f"Bat {self.battery_report()}",
+            "Msg " + (" ".join(self.warnings()) or "OK"),
+            f"Config {self.config_index}",
+        ]
+        return "".join(line + "\r" for line in lines).encode()
+
+    def config_line(self, keyword: str) -> str:
+        values: dict[str, Callable[[], str]] = {
+            "Name": lambda: self.channel.name,
+            "Frequency": lambda: f"{self.channel.frequency_khz} 0 0",
+            "Squelch": lambda: str(self.squelch),
+            "AfOut": lambda: str(self.af_out),
+            "Equalizer": lambda: str(self.equalizer),
+            "Mute": lambda: str(int(self.channel.muted)),
+        }
+        return f"{keyword} {values[keyword]()}"
+
+    def expected_device(self) -> dict[str, Any]:
+        return {"model": MODELS[self.model], "firmware": FIRMWARE, "name": self.channel.name}
+
+    def expected_channels(self) -> dict[int, dict[str, Any]]:
+        ch, on = self.channel, self.channel.tx_on
+        return {
+            1: {
+                "name": ch.name,
+                "frequency_mhz": ch.frequency_khz / 1000,
+                "muted": ch.muted,
+                "tx_present": on,
+                "tx_muted": ch.tx_muted if on else None,
+                "battery_percent": int(self.battery_report()) if on else None,
+                "rf_quality_percent": min(100, self.rf_percent()),
+                "antenna": "A" if ch.antenna == 1 else "B",
+                "audio_dbfs": -50 + self.peak_percent() / 2,
+                "warnings": self.warnings(),
+                "audio_peak": "AF_Peak" in self.warnings(),
+            }
+        }
+
+    # --- state changes
+
+    def set_transmitter(self, index: int, on: bool) -> None:
+        self.channel.tx_on = on
+        self.publish()
+
+    def animate(self) -> None:
+        self.channel.animate(self.rng, self.tx_churn)
+        self.publish()
+
+    def forget_clients(self) -> None:
+        self.push_clients.clear()
+
+    def _signature(self) -> tuple[Any, ...]:
+        ch = self.channel
+        return (ch.name, ch.frequency_khz, ch.muted, self.squelch, self.af_out, self.equalizer)
+
+    def _triggers(self) -> tuple[tuple[str, ...], tuple[str, bool]]:
+        """What mode bits 2 (warnings) and 4 (pilot or battery) watch."""
+        return tuple(self.warnings()), (self.battery_report(), self.channel.tx_on)
+
+    def publish(self, origin: Client | None = None) -> None:
+        """Report configuration changes (mode bit 1) and warning / battery changes (mode bits 2 and 4)."""
+        before, after = self._reported, self._signature()
+        warnings_before, battery_before = self._triggered
+        warnings_now, battery_now = self._triggered = self._triggers()
+        self._reported = after
+        changed = [keyword for keyword, old, new in zip(CONFIG_ORDER, before, after, strict=True) if old != new]
+        if changed:
+            self.config_index = (self.config_index + 1) % 1000
+        config = "".join(self.config_line(keyword) + "\r" for keyword in changed).encode()
+        wanted_bits = (mcp.PUSH_ON_WARNING if warnings_before != warnings_now else 0) | (
+            mcp.PUSH_ON_PILOT_OR_BATTERY if battery_before != battery_now else 0
+        )
+        for client, push in self.push_clients.items():
+            if config and push.mode & mcp.PUSH_CONFIG and client != origin:
+                self.send(config, client)
+            if push.mode & wanted_bits:
+                self.send(self.cyclic(), client)
+
+    # --- protocol
+
+    def handle(self, data: bytes, client: Client) -> None:
+        text = data.decode("ascii", errors="replace")
+        if not text.endswith("\r"):
+            self.send(f"1050: {mcp.ERROR_TEXT[1050]} [ {text.strip()} ]\r".encode(), client)
+            return
+        for line in re.split(r"\r", text):
+            if line:
+                self.commands.append(line)
+                self._command(line, client)
+
+    def _command(self, line: str, client: Client) -> None:
+        keyword, _, rest = line.partition(" ")
+        handlers: dict[str, Callable[[list[str], str, Client], list[str]]] = {
+            "Push": self._push,
+            "Name": self._name,
+            "Frequency": self._frequency,
+            "Mute": self._mute,
+            "Squelch": self._squelch,
+            "FirmwareRevision": lambda args, rest, client: [f"FirmwareRevision {FIRMWARE}"],
+            "RfConfig": lambda args, rest, client: ["RfConfig {} {} {}".format(*RF_CONFIG)],
+        }
+        handler = handlers.get(keyword)  # case-sensitive, as the device is
+        try:
+            if handler is None:
+                raise CommandError(1000)
+            replies = handler(rest.split(), rest, client)
+        except CommandError as error:
+            self.send(f"{error.code}: {mcp.ERROR_TEXT[error.code]} [ {line} ]\r".encode(), client)
+            return
+        self.send("".join(reply + "\r" for reply in replies).encode(), client)
+        self.publish(origin=client)
+
+    def _push(self, args: list[str], _rest: str, client: Client) -> list[str]:
+        timeout, cycle, mode = _ints(args, 3)
+        if not (0 <= timeout <= 300 and 0 <= cycle <= 60_000 and cycle % 100 == 0 and 0 <= mode <= 7):
+            raise CommandError(1020)
+        replies = [f"Push {timeout} {cycle} {mode}"]
+        if mode & mcp.PUSH_CONFIG:
+            replies += [self.config_line(keyword) for keyword in mcp.EM_CONFIG_KEYWORDS]
+        now = time.monotonic()
+        if timeout == 0:
+            self.push_clients.pop(client, None)
+            if cycle:
+                self.send(self.cyclic(), client)
+        else:
+            self.push_clients[client] = PushClient(now + timeout, cycle, mode, now)
+        return replies
+
+    def _name(self, _args: list[str], rest: str, _client: Client) -> list[str]:
+        if rest:
+            if len(rest) > 8 or not re.fullmatch(r"[\x20-\x7e]+", rest):
+                raise CommandError(1020)
+            self.channel.name = rest
+        return [self.config_line("Name")]
+
+    def _frequency(self, args: list[str], _rest: str, _client: Client) -> list[str]:
+        low, high, step = RF_CONFIG
+        if len(args) == 1 and args[0].startswith("#"):
+            khz = self.channel.frequency_khz + step * _ints([args[0][1:]], 1)[0]
+        elif args:
+            khz = _ints(args[:1], 1)[0]
+            if len(args) not in (1, 3):
+                raise CommandError(1040)
+        else:
+            return [self.config_line("Frequency")]
+        if not low <= khz <= high or (khz - low) % step:
+            raise CommandError(1020)
+        self.channel.frequency_khz = khz
+        return [self.config_line("Frequency")]
+
+    def _mute(self, args: list[str], _rest: str, _client: Client) -> list[str]:
+        if args:
+            (value,) = _ints(args, 1)
+            if value not in (0, 1):
+                raise CommandError(1020)
+            self.channel.muted = bool(value)
+        return [self.config_line("Mute")]
+
+    def _squelch(self, args: list[str], _rest: str, _client: Client) -> list[str]:
+        if len(args) == 1 and args[0].startswith("#"):
+            value = self.squelch + 2 * _ints([args[0][1:]], 1)[0]
+        elif args:
+            (value,) = _ints(args, 1)
+        else:
+            return [self.config_line("Squelch")]
+        if value != 0 and not (5 <= value <= 25 and value % 2):
+            raise CommandError(1020)
+        self.squelch = value
+        return [self.config_line("Squelch")]
+
+    def tick(self, now: float) -> None:
+        report: bytes | None = None
+        for client, push in list(self.push_clients.items()):
+            if now >= push.expires_at:
+                del self.push_clients[client]
+            elif push.cycle_ms and now >= push.next_due:
+                push.next_due = now + push.cycle_ms / 1000
+                report = report or self.cyclic()
+                self.send(report, client)
+
+
+async def _serve(arguments: argparse.Namespace) -> None:
+    simulators = [
+        G4Simulator(arguments.model, port=arguments.port if n == 0 else 0, seed=n) for n in range(arguments.count)
+    ]
+    for simulator in simulators:
+        simulator.tx_churn = arguments.tx_churn
+        simulator.loss_percent = arguments.loss
+        await simulator.start()
+        print(simulator.url, flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for simulator in simulators:
+            await simulator.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Simulated ew G4 receivers (Media Control Protocol) on loopback.")
+    parser.add_argument("--model", default="g4-em300", choices=sorted(MODELS))
+    parser.add_argument("--port", type=int, default=0, help="UDP port of the first device; 0 = any free port")
+    parser.add_argument("--count", type=int, default=1, help="how many devices")
+    parser.add_argument("--loss", type=float, default=0.0, help="datagrams dropped each way, percent")
+    parser.add_argument("--tx-churn", type=float, default=0.02, help="chance per second a transmitter toggles")
+    arguments = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(arguments))
+
+
+if __name__ == "__main__":
+    main()
