@@ -200,6 +200,7 @@ async def test_body_that_is_not_json_is_400(http: aiohttp.ClientSession) -> None
         ("POST", "/api/v1/devices/bench-rack-a/commands"),
         ("POST", "/api/v1/channels/bench-rack-a:1/commands"),
         ("POST", "/api/v1/candidates/approve"),
+        ("PUT", "/api/v1/channels/bench-rack-a:1/extended-name"),
     ],
 )
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}])
@@ -209,6 +210,19 @@ async def test_writes_need_the_token(
     body = await call(http, method, path, 401, json={"kind": "identify", "url": "bench://x"}, headers=headers)
     assert body["code"] == "unauthorized"
     assert "bench-rack-a" in hub.store.devices and "bench://x" not in hub.devices.by_url
+
+
+async def test_extended_name_set_and_cleared(hub: Hub, http: aiohttp.ClientSession) -> None:
+    path = "/api/v1/channels/bench-rack-a:2/extended-name"
+    body = await call(http, "PUT", path, 200, json={"name": " Pastor Jim "}, headers=AUTH)
+    assert body["extended_name"] == "Pastor Jim" and body["name"] == "Vox 2"
+    listed = await call(http, "GET", "/api/v1/channels/bench-rack-a:2", 200)
+    assert listed["extended_name"] == "Pastor Jim"
+    assert (await call(http, "PUT", path, 200, json={"name": None}, headers=AUTH))["extended_name"] is None
+    assert (await call(http, "PUT", path, 422, json={"name": 7}, headers=AUTH))["code"] == "invalid_body"
+    assert (await call(http, "PUT", path, 422, json={"name": "x" * 65}, headers=AUTH))["code"] == "invalid_body"
+    missing = "/api/v1/channels/bench-rack-a:3/extended-name"
+    assert (await call(http, "PUT", missing, 404, json={"name": "A"}, headers=AUTH))["code"] == "not_found"
 
 
 async def test_add_and_remove_device(hub: Hub, http: aiohttp.ClientSession) -> None:

@@ -29,6 +29,7 @@ from hub.web.schemas import (
     ConnectionHealth,
     DevicePage,
     DeviceView,
+    ExtendedNameBody,
     Health,
     ListQuery,
     ManagedView,
@@ -189,6 +190,15 @@ async def device_command(request: web.Request) -> web.Response:
     return await _run_command(hub, device.id, None, body)
 
 
+async def set_extended_name(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    device, channel = _find_channel(hub, request.match_info["channel_id"])
+    body = await parse_body(request, ExtendedNameBody)
+    name = (body.name or "").strip() or None
+    await hub.rename_channel(device.id, channel.index, name, SOURCE)
+    return json_response(channel_view(device, channel))
+
+
 async def add_device(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     body = await parse_body(request, AddDeviceBody)
@@ -277,6 +287,9 @@ OPERATIONS: Final = (
     Operation("POST", "/api/v1/channels/{channel_id}/commands", channel_command, "Control a channel", "control",
               write=True, body=CommandBody, response=CommandOutcome, errors=(400, 404, 409, 422, 502, 503, 504),
               path_params=_CHANNEL_ID),
+    Operation("PUT", "/api/v1/channels/{channel_id}/extended-name", set_extended_name,
+              "Set or clear the hub's extended name of a channel", "channels", write=True, body=ExtendedNameBody,
+              response=ChannelView, errors=(400, 404, 422), path_params=_CHANNEL_ID),
     Operation("GET", "/api/v1/candidates", list_candidates, "Discovered devices waiting for approval",
               "discovery", response=CandidateList),
     Operation("POST", "/api/v1/candidates/approve", approve_candidate, "Approve a discovery candidate",

@@ -78,6 +78,10 @@ class CommandBody(Strict):
     slot: int | None = Field(default=None, ge=1, description="Axient Digital ShowLink slot, for rf_output")
 
 
+class ExtendedNameBody(Strict):
+    name: str | None = Field(max_length=64, description="the user's name for the channel; null clears it")
+
+
 class CommandOutcome(Strict):
     ok: bool
     value: Any = None

@@ -310,9 +310,14 @@ async function saveEditor(event) {
   const device = state.devices.get(editing.deviceId);
   const channel = device && device.channels.find((c) => c.index === editing.index);
   const name = $("editor-name").value.trim();
+  const extended = $("editor-extended").value.trim();
+  const path = API + "/channels/" + encodeURIComponent(editing.channelId);
   try {
+    if (channel && extended !== (channel.extended_name || "")) {
+      await api("PUT", path + "/extended-name", { name: extended || null });
+    }
     if (channel && name && name !== channel.name) {
-      await api("POST", API + "/channels/" + encodeURIComponent(editing.channelId) + "/commands", { kind: "name", value: name });
+      await api("POST", path + "/commands", { kind: "name", value: name });
     }
     $("editor").close();
     toast("saved");
