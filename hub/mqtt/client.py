@@ -149,6 +149,7 @@ class MqttClient:
         self._pending_clears: dict[str, int] = {}
         self._last_info: paho.MQTTMessageInfo | None = None
         self._flush_waiter: asyncio.Event | None = None
+        self._stopping = False
         self.connected_event = asyncio.Event()
         self.connects = 0
         self.published = 0
@@ -210,6 +211,7 @@ class MqttClient:
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Deliver what is queued (bounded by ``timeout``), disconnect cleanly (no last will), stop."""
+        self._stopping = True
         client = self._paho
         if client is not None and self._connected:
             deadline = time.monotonic() + timeout
@@ -252,6 +254,8 @@ class MqttClient:
                     await self._lost.wait()
                 finally:
                     misc.cancel()
+                if self._stopping:
+                    return
                 log.warning("MQTT broker %s: connection lost; reconnecting", self.address)
                 self._drop_connection()
             await asyncio.sleep(self._backoff.next_delay())
@@ -366,7 +370,9 @@ class MqttClient:
             self._connack.set_exception(ConnectionError(f"disconnected before the broker answered ({code})"))
 
     def _published_cb(self, client: paho.Client, userdata: Any, mid: int, code: Any, props: Any) -> None:
-        if self._flush_waiter is not None and self._flushed(client):
+        # paho marks the message published only after this callback returns, hence the mid comparison
+        info = self._last_info
+        if self._flush_waiter is not None and ((info is not None and info.mid == mid) or self._flushed(client)):
             self._flush_waiter.set()
 
     def _message_cb(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:

@@ -1,0 +1,321 @@
+"""The MQTT topic API against a real Mosquitto: every topic, every hub request, set/get, errors.
+
+The device path is real: the documented example plugin (docs/examples/wmhub-example) drives its
+simulated receiver over TCP on loopback. Meter tests write levels into the state store, which is the
+bridge's input contract, because the example receiver has no meters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import itertools
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import orjson
+import pytest
+
+from hub.app import Hub
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.mqtt.bridge import MqttBridge
+from hub.plugins import PluginHost
+from hub.testing import eventually
+from tests.mosquitto import MqttProbe, TestBroker
+
+EXAMPLE_PLUGIN = Path(__file__).parent.parent / "docs/examples/wmhub-example/wmhub_example/plugin.py"
+_counter = itertools.count()
+
+
+def load_example_plugin() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("wmhub_example_for_mqtt_tests", EXAMPLE_PLUGIN)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+EXAMPLE = load_example_plugin()
+
+
+async def example_receiver(serial: str, name: str = "Lead") -> tuple[asyncio.Server, str]:
+    server = await EXAMPLE.serve_example_receiver(serial, name)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"example://127.0.0.1:{port}"
+
+
+@asynccontextmanager
+async def running_hub(
+    broker: TestBroker, tmp_path: Path, devices: list[str], hub_id: str = "hub1", base: str | None = None, **mqtt: Any
+) -> AsyncIterator[Hub]:
+    plugins = PluginHost()
+    plugins.register(EXAMPLE, "example", "1.0")
+    config = HubConfig(
+        hub_id=hub_id,
+        data_dir=tmp_path / hub_id,
+        devices=devices,
+        offline_after_s=5,
+        mqtt=MqttSettings(url=broker.url, base_topic=base or f"wmtest{next(_counter)}", **mqtt),
+        http=HttpSettings(enabled=False),
+        discovery=DiscoverySettings(enabled=False, interfaces=["127.0.0.1"]),
+    )
+    hub = Hub(config, plugins)
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()
+
+
+def bridge_of(hub: Hub) -> MqttBridge:
+    return next(edge for edge in hub._edges if isinstance(edge, MqttBridge))
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[str]:
+    server, url = await example_receiver("EX0001")
+    async with server:
+        yield url
+
+
+async def online_device(hub: Hub) -> str:
+    def found() -> str | None:
+        return next((device.id for device in hub.store.devices.values() if device.online), None)
+
+    return await eventually(found, 5, "the example device online")
+
+
+async def test_hub_and_device_topics_are_published_retained(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
+        base = hub.config.mqtt.base_topic
+        device_id = await online_device(hub)
+        await probe.subscribe(f"{base}/#")
+        assert await probe.json(f"{base}/hubs/hub1/state") == {"state": "online"}
+        info = await probe.json(f"{base}/hubs/hub1/info")
+        assert info["hub_id"] == "hub1" and info["version"] and info["plugins"][0]["name"] == "example"
+        assert "password" not in orjson.dumps(info).decode()
+        devices = await probe.json(f"{base}/hubs/hub1/devices", lambda value: len(value) == 1)
+        assert devices[0]["id"] == device_id and devices[0]["url"] == receiver and devices[0]["online"]
+        device = await probe.json(f"{base}/devices/{device_id}", lambda value: value["model"] == "EX-1")
+        assert device["vendor"] == "example" and device["channel_count"] == 1 and "channels" not in device
+        assert await probe.message(f"{base}/devices/{device_id}/availability", lambda p: p == b"online")
+        channel = await probe.json(f"{base}/devices/{device_id}/channels/1", lambda value: value["name"] == "Lead")
+        assert channel["index"] == 1 and channel["battery_percent"] == 87 and channel["tx_present"] is True
+        assert "rf_dbm" not in channel, "live meters go to the meters topic, not the retained state"
+        retained = {topic for topic, _ in probe.messages}
+        assert f"homeassistant/device/{device_id}/config" not in retained  # outside the base topic
+
+
+async def test_channel_set_reaches_the_receiver_and_comes_back_as_state(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
+        base = hub.config.mqtt.base_topic
+        device_id = await online_device(hub)
+        await probe.subscribe(f"{base}/#")
+        response = await probe.request(
+            f"{base}/hubs/hub1/response/set", f"{base}/devices/{device_id}/channels/1/set", {"name": "VOX 1"}
+        )
+        assert response["status"] == "ok" and response["error"] is None
+        assert response["data"]["results"]["name"]["ok"] is True
+        assert response["data"] | {"results": None} == {"device_id": device_id, "channel": 1, "results": None}
+        channel = await probe.json(f"{base}/devices/{device_id}/channels/1", lambda value: value["name"] == "VOX 1")
+        assert channel["battery_percent"] == 87
+
+
+@pytest.mark.parametrize(
+    ("topic_tail", "payload", "expected_error"),
+    [
+        ("channels/1/set", b"{not json", "not JSON"),
+        ("channels/1/set", b"[1, 2]", "JSON object"),
+        ("channels/1/set", {"volume": 11}, "volume: unknown key"),
+        ("channels/1/set", {"gain_db": "loud"}, "gain_db"),
+        ("channels/1/set", {}, "nothing to set"),
+        ("channels/1/set", {"muted": True}, "muted: the example receiver cannot mute"),
+        ("channels/7/set", {"name": "X"}, "no channel 7"),
+        ("set", {"meter_rate_ms": -5}, "meter_rate_ms"),
+    ],
+)
+async def test_invalid_set_is_answered_with_an_error_and_nothing_breaks(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str, topic_tail: str, payload: Any, expected_error: str
+) -> None:
+    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
+        base = hub.config.mqtt.base_topic
+        device_id = await online_device(hub)
+        await probe.subscribe(f"{base}/hubs/hub1/response/#")
+        probe.publish(f"{base}/devices/{device_id}/{topic_tail}", payload)
+        response = await probe.json(f"{base}/hubs/hub1/response/set")
+        assert response["status"] == "error", response
+        assert expected_error in response["error"]
+        if isinstance(payload, dict):
+            echoed = await probe.request(
+                f"{base}/hubs/hub1/response/set", f"{base}/devices/{device_id}/{topic_tail}", payload
+            )
+            assert echoed["status"] == "error" and echoed["transaction"]
+        # the hub still serves: a valid set right after succeeds
+        ok = await probe.request(
+            f"{base}/hubs/hub1/response/set", f"{base}/devices/{device_id}/channels/1/set", {"name": "After"}
+        )
+        assert ok["status"] == "ok"
+
+
+async def test_get_republishes_state_and_answers(mqtt_broker: TestBroker, tmp_path: Path, receiver: str) -> None:
+    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
+        base = hub.config.mqtt.base_topic
+        device_id = await online_device(hub)
+        await probe.subscribe(f"{base}/devices/#")
+        await probe.subscribe(f"{base}/hubs/hub1/response/#")
+        probe.clear()
+        response = await probe.request(
+            f"{base}/hubs/hub1/response/get", f"{base}/devices/{device_id}/channels/1/get", {}
+        )
+        assert response["status"] == "ok" and response["data"]["state"]["name"] == "Lead"
+        assert "rf_dbm" in response["data"]["state"]
+        await probe.json(f"{base}/devices/{device_id}/channels/1")
+        await probe.json(f"{base}/devices/{device_id}/channels/1/meters")
+        device = await probe.request(f"{base}/hubs/hub1/response/get", f"{base}/devices/{device_id}/get", {})
+        assert device["status"] == "ok" and device["data"]["state"]["id"] == device_id
+        unknown = await probe.request(
+            f"{base}/hubs/hub1/response/get", f"{base}/devices/{device_id}/channels/9/get", {}
+        )
+        assert unknown["status"] == "error" and "no channel 9" in unknown["error"]
+
+
+async def test_hub_requests(mqtt_broker: TestBroker, tmp_path: Path, receiver: str) -> None:
+    second_server, second_url = await example_receiver("EX0002", "Second")
+    async with second_server, running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
+        base = hub.config.mqtt.base_topic
+        first_id = await online_device(hub)
+        await probe.subscribe(f"{base}/#")
+        await probe.subscribe("homeassistant/#")
+
+        async def request(command: str, payload: Any = None) -> Any:
+            return await probe.request(
+                f"{base}/hubs/hub1/response/{command}", f"{base}/hubs/hub1/request/{command}", payload or {}
+            )
+
+        devices = await request("devices")
+        assert devices["status"] == "ok" and [device["id"] for device in devices["data"]] == [first_id]
+        info = await request("info")
+        assert info["status"] == "ok" and info["data"]["hub_id"] == "hub1"
+        assert (await request("candidates")) | {"transaction": None} == {
+            "status": "ok",
+            "data": [],
+            "error": None,
+            "transaction": None,
+        }
+
+        bad = await request("device/add", {"url": "nonsense://x"})
+        assert bad["status"] == "error" and "nonsense" in bad["error"]
+        missing = await request("device/add", {})
+        assert missing["status"] == "error" and "url: Field required" in missing["error"]
+        added = await request("device/add", {"url": second_url})
+        assert added["status"] == "ok" and added["data"]["url"] == second_url
+        second_id = "example-EX0002"
+        await probe.json(f"{base}/devices/{second_id}/channels/1", lambda value: value["name"] == "Second")
+        await probe.json(f"{base}/hubs/hub1/devices", lambda value: len(value) == 2)
+        await probe.json(f"homeassistant/device/{second_id}/config")
+
+        removed = await request("device/remove", {"id": second_id})
+        assert removed["status"] == "ok"
+        for topic in (
+            f"{base}/devices/{second_id}",
+            f"{base}/devices/{second_id}/availability",
+            f"{base}/devices/{second_id}/channels/1",
+            f"homeassistant/device/{second_id}/config",
+        ):
+            await probe.message(topic, lambda payload: payload == b"")
+        await probe.json(f"{base}/hubs/hub1/devices", lambda value: [device["id"] for device in value] == [first_id])
+        again = await request("device/remove", {"id": second_id})
+        assert again["status"] == "error" and "unknown device" in again["error"]
+
+        approve = await request("candidate/approve", {"url": "example://127.0.0.1:1"})
+        assert approve["status"] == "error" and "candidate" in approve["error"]
+        rate = await request("meter_rate", {"ms": 500})
+        assert rate["status"] == "error" and "cannot meter_rate" in rate["error"]
+        restart = await request("discovery/restart")
+        assert restart["status"] == "ok"
+        unknown = await request("reboot")
+        assert unknown["status"] == "error" and "device/add" in unknown["error"]
+        probe.publish(f"{base}/hubs/hub1/request/info", b"{oops")
+        not_json = await probe.json(f"{base}/hubs/hub1/response/info", lambda value: value["status"] == "error")
+        assert "not JSON" in not_json["error"] and "transaction" not in not_json
+
+
+async def test_meters_are_throttled_and_sent_only_when_they_move(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    async with running_hub(mqtt_broker, tmp_path, [receiver], meter_interval_s=0.2, meter_threshold_db=1.0) as hub:
+        base = hub.config.mqtt.base_topic
+        device_id = await online_device(hub)
+        meters_topic = f"{base}/devices/{device_id}/channels/1/meters"
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe(meters_topic)
+            hub.store.update_channel(device_id, 1, {"rf_dbm": -60.0, "audio_dbfs": -20.0})
+            first = await probe.json(meters_topic, lambda value: value["rf_dbm"] == -60.0)
+            assert set(first) == {"rf_dbm", "rf_quality_percent", "antenna", "audio_dbfs", "audio_peak"}
+            # a 10 Hz-like burst: 20 samples within one interval become one message with the last values
+            probe.clear()
+            for step in range(20):
+                hub.store.update_channel(device_id, 1, {"rf_dbm": -70.0 - step})
+            last = await probe.json(meters_topic, lambda value: value["rf_dbm"] == -89.0)
+            assert len(probe.messages) == 1 and last["audio_dbfs"] == -20.0
+            # moves within the threshold are not worth a message; a clip always is
+            probe.clear()
+            hub.store.update_channel(device_id, 1, {"rf_dbm": -89.5})
+            hub.store.update_channel(device_id, 1, {"audio_peak": True})
+            clipped = await probe.json(meters_topic)
+            assert clipped["audio_peak"] is True and clipped["rf_dbm"] == -89.5
+            assert len(probe.messages) == 1
+
+
+async def test_set_payload_with_transaction_on_device_topic(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
+        base = hub.config.mqtt.base_topic
+        device_id = await online_device(hub)
+        await probe.subscribe(f"{base}/hubs/hub1/response/#")
+        probe.publish(f"{base}/devices/{device_id}/set", {"identify": True, "transaction": {"id": 42}})
+        response = await probe.json(f"{base}/hubs/hub1/response/set")
+        assert response["transaction"] == {"id": 42}
+        assert response["status"] == "error" and response["data"]["results"]["identify"]["code"] == "not_supported"
+
+
+async def test_clean_stop_says_offline_and_control_topics_follow_the_hub(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    other_server, other_url = await example_receiver("EX0009", "Other")
+    base = f"shared{next(_counter)}"
+    async with (
+        other_server,
+        MqttProbe(mqtt_broker) as probe,
+        running_hub(mqtt_broker, tmp_path, [receiver], hub_id="site_a", base=base) as hub_a,
+    ):
+        await probe.subscribe(f"{base}/#")
+        async with running_hub(mqtt_broker, tmp_path, [other_url], hub_id="site_b", base=base) as hub_b:
+            a_device = await online_device(hub_a)
+            b_device = await online_device(hub_b)
+            assert a_device != b_device
+            response = await probe.request(
+                f"{base}/hubs/site_b/response/set", f"{base}/devices/{b_device}/channels/1/set", {"name": "B only"}
+            )
+            assert response["status"] == "ok"
+            assert not [topic for topic, _ in probe.messages if topic == f"{base}/hubs/site_a/response/set"]
+            await probe.json(f"{base}/devices/{b_device}/channels/1", lambda value: value["name"] == "B only")
+            assert hub_a.store.devices[a_device].channels[0].name == "Lead"
+        assert await probe.json(f"{base}/hubs/site_b/state", lambda value: value["state"] == "offline")
+        assert orjson.loads(probe.latest[f"{base}/hubs/site_a/state"]) == {"state": "online"}
+
+
+def test_topic_ids_are_safe_for_home_assistant() -> None:
+    from hub.mqtt.topics import homeassistant_node_id
+
+    assert homeassistant_node_id("shure-00:0E:DD:12.34") == "shure-00_0E_DD_12_34"
+    assert re.fullmatch(r"[a-zA-Z0-9_-]+", homeassistant_node_id("sennheiser-a b/c"))
