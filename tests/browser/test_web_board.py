@@ -1,0 +1,77 @@
+"""The status board in a real browser: live updates, renaming through the UI, hostile names shown as text."""
+
+from __future__ import annotations
+
+from playwright.async_api import Dialog, Page, expect
+
+from hub.testing import eventually
+from tests.browser.rig import Board
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+async def test_board_shows_every_channel_and_a_battery_change_arrives_live(page: Page, board: Board) -> None:
+    await page.goto(board.url)
+    await expect(page.locator(".tile")).to_have_count(6)
+    await expect(page.locator("#link")).to_have_text("live")
+    ulxd = board.simulators[0]
+    ulxd.set_tx_present(1, True)
+    ulxd.set_channel(1, battery_bars=5)
+    card = page.locator(f'.tile[data-channel="{board.device_id(ulxd)}:1"]')
+    await expect(card.locator(".battery i.on")).to_have_count(5)
+    ulxd.set_channel(1, battery_bars=1)
+    await expect(card.locator(".battery i.on")).to_have_count(1)
+    await expect(card.locator(".state")).to_have_text("low battery")
+    await expect(card).to_have_class("tile alert low")
+
+
+async def test_rename_through_the_board_reaches_the_receiver(page: Page, board: Board) -> None:
+    ulxd = board.simulators[0]
+    channel_id = f"{board.device_id(ulxd)}:2"
+    await page.goto(board.url)
+    await page.fill("#token", board.token)
+    await page.press("#token", "Enter")
+    await page.locator(f'.tile[data-channel="{channel_id}"] .edit').click()
+    await page.fill("#editor-name", "LEADVOX")
+    await page.click("#editor-save")
+    await expect(page.locator("#editor")).not_to_be_visible()
+    await eventually(lambda: ulxd.state["channels"][2].get("name") == "LEADVOX", what="simulator renamed")
+    await expect(page.locator(f'.tile[data-channel="{channel_id}"] .name')).to_have_text("LEADVOX")
+
+
+async def test_rename_without_the_token_is_refused_and_says_why(page: Page, board: Board) -> None:
+    ulxd = board.simulators[0]
+    before = ulxd.state["channels"][1].get("name")
+    await page.goto(board.url)
+    await page.locator(f'.tile[data-channel="{board.device_id(ulxd)}:1"] .edit').click()
+    await page.fill("#editor-name", "NOPE")
+    await page.click("#editor-save")
+    await expect(page.locator("#editor-error")).to_contain_text("token")
+    assert ulxd.state["channels"][1].get("name") == before
+
+
+async def test_a_hostile_name_is_shown_as_text_and_runs_nothing(page: Page, board: Board) -> None:
+    dialogs: list[str] = []
+
+    async def refuse(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        await dialog.dismiss()
+
+    page.on("dialog", refuse)
+    axient = board.simulators[1]
+    device_id = board.device_id(axient)
+    await page.goto(board.url)
+    await expect(page.locator(".tile")).to_have_count(6)
+    axient.set_name(3, HOSTILE)
+
+    def hostile_name_in_hub() -> str | None:
+        channel = board.hub.store.devices[device_id].channel(3)
+        return channel.name if channel is not None and channel.name and "<img" in channel.name else None
+
+    stored = await eventually(hostile_name_in_hub, what="the hostile name in the hub")
+    name = page.locator(f'.tile[data-channel="{device_id}:3"] .name')
+    await expect(name).to_have_text(stored)
+    assert await page.locator("#board img, #devices img").count() == 0
+    # a script that ran would have raised its dialog by the time the page answers a round trip
+    assert await page.evaluate("1 + 1") == 2
+    assert dialogs == []
