@@ -1,0 +1,70 @@
+"""Screenshots of the board with the demo running: ``.venv/bin/python -m tests.browser.screenshots [OUT_DIR]``.
+
+Starts a hub in demo mode (the plugins' simulators, through the normal driver path) on a free port,
+waits until every demo receiver reports, and saves the board at desktop, phone and TV sizes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.async_api import async_playwright
+
+from hub.app import Hub
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.testing import eventually
+from tests.browser.rig import CHROMIUM, CHROMIUM_ARGS
+
+SIZES = {
+    "desktop": ({"width": 1440, "height": 900}, ""),
+    "phone": ({"width": 390, "height": 844}, ""),
+    "tv": ({"width": 1920, "height": 1080}, "?tv=1"),
+}
+
+
+async def take(out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as data_dir:
+        config = HubConfig(
+            hub_id="demo",
+            data_dir=Path(data_dir),
+            demo=True,
+            meter_rate_ms=200,
+            mqtt=MqttSettings(url="off"),
+            discovery=DiscoverySettings(enabled=False),
+            http=HttpSettings(port=0),
+        )
+        async with Hub(config) as hub:
+            await eventually(
+                lambda: any(d.online and d.channels for d in hub.store.devices.values()),
+                timeout=15,
+                what="a demo receiver online",
+            )
+            await asyncio.sleep(3)  # let the rest connect and the meters move: this is a picture, not a test
+            saved = []
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                for name, (viewport, query) in SIZES.items():
+                    page = await browser.new_page(viewport=viewport, is_mobile=name == "phone")
+                    await page.goto(f"http://127.0.0.1:{hub.web.port}/{query}")
+                    await page.wait_for_selector(".tile[data-channel]")
+                    await page.wait_for_timeout(1200)
+                    path = out_dir / f"board-{name}.png"
+                    await page.screenshot(path=str(path), full_page=name != "tv")
+                    saved.append(path)
+                    await page.close()
+                await browser.close()
+    return saved
+
+
+def main() -> None:
+    out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("docs/screenshots")
+    for path in asyncio.run(take(out_dir)):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
