@@ -26,7 +26,6 @@ SIZES = {
 
 
 async def take(out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as data_dir:
         config = HubConfig(
             hub_id="demo",
@@ -62,6 +61,7 @@ async def take(out_dir: Path) -> list[Path]:
 
 def main() -> None:
     out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("docs/screenshots")
+    out_dir.mkdir(parents=True, exist_ok=True)
     for path in asyncio.run(take(out_dir)):
         print(path)
 
