@@ -1,1 +1,50 @@
 """The hook implementations of the Sennheiser plugin: a table of contents for the plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from hub import hookimpl
+from hub.drivers import Driver, DriverSettings
+from hub.hookspecs import Candidate, DemoFleet, DiscoveredService, DriverSpec
+from hub.model import Command, CommandResult
+from wmhub_sennheiser import discovery, g4_driver, ssc1_driver
+from wmhub_sennheiser.simulator.fleet import SennheiserDemoFleet
+from wmhub_sennheiser.udp import UdpDriver
+
+DRIVERS = (
+    ssc1_driver.SPEC,  # sennheiser-ssc://  SSCv1, JSON over UDP
+    g4_driver.SPEC,  # sennheiser-g4://   ew G3/G4/2000 Media Control Protocol
+)
+
+
+@hookimpl
+def register_drivers(register: Callable[[DriverSpec], None]) -> None:
+    for spec in DRIVERS:
+        register(spec)
+
+
+@hookimpl
+def apply_command(driver: Driver, command: Command) -> Awaitable[CommandResult]:
+    if isinstance(driver, UdpDriver):
+        prepared = driver.prepare(command)  # raises InvalidValueError / NotSupportedError before sending
+        return driver.execute(prepared)
+    return driver.apply(command)
+
+
+@hookimpl
+def register_simulators(register: Callable[[DemoFleet], None]) -> None:
+    register(SennheiserDemoFleet())
+
+
+@hookimpl
+def register_zeroconf_types(register: Callable[[str], None]) -> None:
+    for service_type in discovery.SERVICE_TYPES:
+        register(service_type)
+
+
+@hookimpl
+def identify_service(service: DiscoveredService, settings: DriverSettings) -> Awaitable[Candidate | None] | None:
+    if service.service_type.lower() not in discovery.SERVICE_TYPES:
+        return None
+    return discovery.identify_ssc_service(service, settings)

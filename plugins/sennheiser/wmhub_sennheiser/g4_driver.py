@@ -1,0 +1,306 @@
+"""The ew G3/G4/2000 driver (Media Control Protocol): one shared UDP socket, Push keep-alive, control.
+
+URL: ``sennheiser-g4://host[:port][?local_port=53212&push_timeout=60&retry_ms=250]``. The devices answer
+to the port they were sent from, and the protocol uses 53212 both ways, so one socket per local port
+serves every receiver and datagrams are routed by source address. ``local_port=0`` takes any free port
+(tests, or a second process on the same host). These devices have no serial: the id comes from the URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from hub.drivers import DeviceSink, DriverSettings, Endpoint
+from hub.hookspecs import DriverSpec
+from hub.model import (
+    Command,
+    CommandKind,
+    CommandResult,
+    CommandTimeoutError,
+    InvalidValueError,
+    NotSupportedError,
+    RefusedError,
+)
+from wmhub_sennheiser import mcp
+from wmhub_sennheiser.families import PRINTABLE_ASCII
+from wmhub_sennheiser.mcp import ErrorLine, Line
+from wmhub_sennheiser.udp import UdpDriver, int_option, meter_rate, resend_until, toggled
+
+SCHEME: Final = "sennheiser-g4"
+VENDOR: Final = "sennheiser"
+FAMILY: Final = "ew G4"
+MODEL: Final = "EM 300-500 G4"
+PUSH_MODE: Final = mcp.PUSH_CONFIG | mcp.PUSH_ON_WARNING | mcp.PUSH_ON_PILOT_OR_BATTERY
+# when no RfConfig was read: the span of all G3/G4 bands (unverified per band); the device refuses the rest
+FALLBACK_RF_CONFIG: Final = ((470_000, 960_000, 25),)
+
+Source = tuple[str, int]
+
+
+class SharedSocket(asyncio.DatagramProtocol):
+    """One bound UDP socket, shared by every G4 driver using the same local port; routes by source."""
+
+    def __init__(self, key: tuple[Any, ...]) -> None:
+        self.key = key
+        self.routes: dict[Source, Callable[[bytes], None]] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        source = (str(addr[0]), int(addr[1]))
+        route = self.routes.get(source)
+        if route is None:
+            # real receivers answer from 53212 whatever port we addressed; fall back to the address alone
+            same_host = [r for (host, _), r in self.routes.items() if host == source[0]]
+            route = same_host[0] if len(same_host) == 1 else None
+        if route is not None:
+            route(data)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # e.g. ICMP port unreachable; the liveness probe decides whether a device is gone
+
+    def sendto(self, data: bytes, target: Source) -> None:
+        if self.transport is not None:
+            self.transport.sendto(data, target)
+
+
+_SOCKETS: dict[tuple[Any, ...], SharedSocket] = {}
+_SOCKETS_LOCK: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+
+async def attach(bind_host: str, local_port: int, source: Source, route: Callable[[bytes], None]) -> SharedSocket:
+    """Join (or open) the shared socket for ``local_port`` and receive what ``source`` sends."""
+    loop = asyncio.get_running_loop()
+    key = (loop, bind_host, local_port)
+    async with _SOCKETS_LOCK.setdefault(loop, asyncio.Lock()):
+        shared = _SOCKETS.get(key)
+        if shared is None:
+            shared = SharedSocket(key)
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: shared, local_addr=(bind_host, local_port), family=socket.AF_INET
+            )
+            shared.transport = transport
+            _SOCKETS[key] = shared
+    if source in shared.routes:
+        raise ConnectionError(f"{source[0]}:{source[1]} is already watched through local port {local_port}")
+    shared.routes[source] = route
+    return shared
+
+
+def detach(shared: SharedSocket, source: Source) -> None:
+    shared.routes.pop(source, None)
+    if not shared.routes and _SOCKETS.get(shared.key) is shared:
+        del _SOCKETS[shared.key]
+        if shared.transport is not None:
+            shared.transport.close()
+
+
+@dataclass
+class _Waiter:
+    keyword: str
+    accept: Callable[[Line], bool]
+    answer: asyncio.Future[Line] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass(frozen=True)
+class PreparedCommand:
+    command: Command
+    keyword: str
+    args: tuple[Any, ...]
+    hub_value: Any
+
+
+class G4Driver(UdpDriver):
+    """One ew G4 receiver (EM): one channel."""
+
+    def __init__(self, endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> None:
+        super().__init__(endpoint, sink, settings)
+        self.local_port = int_option(endpoint, "local_port", mcp.PORT, 0, 65535)
+        self.push_timeout_s = int_option(endpoint, "push_timeout", 60, 2, 300)
+        self.rf_config: tuple[tuple[int, ...], ...] = FALLBACK_RF_CONFIG
+        self.state: dict[str, Any] = {}
+        self.config_index: int | None = None
+        self._source: Source | None = None
+        self._socket: SharedSocket | None = None
+        self._waiters: list[_Waiter] = []
+
+    # --- lifecycle
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(self.endpoint.host, self.endpoint.port, family=socket.AF_INET, type=socket.SOCK_DGRAM),
+            self.settings.io_timeout_s,
+        )
+        self._source = (str(infos[0][4][0]), self.endpoint.port)
+        # a loopback device (a simulator) is reached from loopback; a real one from every interface
+        bind_host = "127.0.0.1" if self._source[0].startswith("127.") else "0.0.0.0"
+        self._socket = await attach(bind_host, self.local_port, self._source, self._received)
+        firmware = await self.optional_attribute("FirmwareRevision")
+        self.rf_config = await self.optional_attribute("RfConfig") or FALLBACK_RF_CONFIG
+        await self.refresh_config()
+        self.sink.identify(
+            unique_id=None,
+            family=FAMILY,
+            model=MODEL,
+            channel_count=1,
+            firmware=firmware,
+            name=self.state.get("name"),
+        )
+        self.sink.update_channel(1, dict(self.state))
+        await self.renew()
+
+    async def close(self) -> None:
+        await self.cancel_tasks()
+        if self._socket is not None and self._source is not None:
+            self._send(mcp.encode("Push", 0, 0, 0))  # stop our reports; single commands keep working
+            detach(self._socket, self._source)
+            self._socket = None
+
+    # --- requests
+
+    def _send(self, data: bytes) -> None:
+        if self._socket is not None and self._source is not None:
+            self._socket.sendto(data, self._source)
+
+    async def exchange(self, data: bytes, keyword: str, accept: Callable[[Line], bool] = lambda line: True) -> Line:
+        """Send ``data`` until a ``keyword`` line that ``accept`` takes arrives; RefusedError on an error line."""
+        waiter = _Waiter(keyword.lower(), accept)
+        self._waiters.append(waiter)
+        try:
+            return await resend_until(lambda: self._send(data), waiter.answer, self.retry_s, self.settings.io_timeout_s)
+        finally:
+            self._waiters.remove(waiter)
+
+    async def query(self, keyword: str) -> Line:
+        return await self.exchange(mcp.encode(keyword), keyword)
+
+    async def optional_attribute(self, keyword: str) -> Any:
+        """An attribute older models may lack (G3 and 2000 commands are unverified): None if refused."""
+        try:
+            return mcp.decode_attribute(await self.query(keyword))
+        except (RefusedError, mcp.McpFieldError):
+            return None
+
+    async def refresh_config(self) -> None:
+        """Read what a Config change may have changed."""
+        for keyword in ("Name", "Frequency", "Mute"):
+            await self.query(keyword)
+
+    def renew_interval_s(self) -> float:
+        # renewing at the timeout itself leaves gaps; five seconds early, or halfway for short timeouts
+        return max(self.push_timeout_s - 5.0, self.push_timeout_s / 2)
+
+    async def renew(self) -> None:
+        # the cycle has a 100 ms resolution; 0 means reports on change only
+        cycle = min(60_000, max(100, round(self.meter_ms / 100) * 100)) if self.meter_ms else 0
+        await self.exchange(mcp.encode("Push", self.push_timeout_s, cycle, PUSH_MODE), "Push")
+
+    async def probe(self) -> None:
+        await self.query("Mute")
+
+    # --- what the device sends
+
+    def _received(self, data: bytes) -> None:
+        fields: dict[str, Any] = {}
+        for line in mcp.parse(data):
+            if isinstance(line, ErrorLine):
+                self._refuse(line)
+                continue
+            try:
+                fields.update(mcp.em_channel_fields(line))
+                config_index = mcp.decode_attribute(line) if line.key == "config" else None
+            except mcp.McpFieldError as exc:
+                self.sink.log.debug("unreadable line %r: %s", line, exc)
+                continue
+            if config_index is not None:
+                self._config_seen(config_index)
+            for waiter in self._waiters:
+                if waiter.keyword == line.key and not waiter.answer.done() and waiter.accept(line):
+                    waiter.answer.set_result(line)
+        self.heard()
+        if not fields:
+            return
+        self.state.update(fields)
+        if self.state.get("tx_present") is False:
+            fields["tx_muted"] = None  # the mute bits of an absent transmitter mean nothing
+        self.sink.update_channel(1, fields)
+        if "name" in fields:
+            self.sink.update_device({"name": fields["name"]})
+
+    def _refuse(self, error: ErrorLine) -> None:
+        keyword = (error.keyword or "").lower()
+        pending = [w for w in self._waiters if not w.answer.done() and (w.keyword == keyword or not keyword)]
+        if pending:
+            pending[0].answer.set_exception(RefusedError(str(error)))
+
+    def _config_seen(self, index: int) -> None:
+        if self.config_index is not None and index != self.config_index:
+            self.spawn(self.refresh_config())
+        self.config_index = index
+
+    # --- control
+
+    def _frequency_khz(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidValueError(f"{value!r} is not a frequency in MHz")
+        khz = round(value * 1000)
+        for low, high, step in self.rf_config:
+            if low <= khz <= high:
+                if (khz - low) % step:
+                    raise InvalidValueError(f"{value:g} MHz is not on this receiver's {step} kHz grid")
+                return khz
+        ranges = ", ".join(f"{low / 1000:g}-{high / 1000:g}" for low, high, _ in self.rf_config)
+        raise InvalidValueError(f"{value:g} MHz is outside this receiver's range ({ranges} MHz)")
+
+    def prepare(self, command: Command) -> PreparedCommand:
+        if command.channel not in (None, 1):
+            raise NotSupportedError("a G4 receiver has one channel")
+        kind = command.kind
+        if kind in (CommandKind.NAME, CommandKind.DEVICE_NAME):
+            # names up to 8 printable ASCII characters (the display; unverified beyond the charset)
+            name = PRINTABLE_ASCII.check(command.value)
+            return PreparedCommand(command, "Name", (name,), name)
+        if kind is CommandKind.FREQUENCY:
+            khz = self._frequency_khz(command.value)
+            return PreparedCommand(command, "Frequency", (khz,), khz / 1000)
+        if kind is CommandKind.MUTE:
+            muted = toggled(kind, command.value, self.state.get("muted"))
+            if not isinstance(muted, bool):
+                raise InvalidValueError(f"mute takes true, false or 'toggle', not {command.value!r}")
+            return PreparedCommand(command, "Mute", (int(muted),), muted)
+        if kind is CommandKind.METER_RATE:
+            rate = meter_rate(command.value)
+            return PreparedCommand(command, "Push", (rate,), rate)
+        raise NotSupportedError(f"{FAMILY} receivers have no {kind.value} control")
+
+    async def execute(self, prepared: PreparedCommand) -> CommandResult:
+        if prepared.keyword == "Push":
+            self.meter_ms = prepared.hub_value
+            self.renew_soon()
+            return CommandResult(ok=True, value=self.meter_ms)
+        wanted = " ".join(str(arg) for arg in prepared.args)
+
+        def confirms(line: Line) -> bool:
+            return line.text == wanted or (bool(line.args) and " ".join(line.args[: len(prepared.args)]) == wanted)
+
+        try:
+            await self.exchange(mcp.encode(prepared.keyword, *prepared.args), prepared.keyword, confirms)
+        except TimeoutError:
+            raise CommandTimeoutError(
+                f"{prepared.keyword} {wanted} was not confirmed within {self.settings.io_timeout_s:g} s"
+            ) from None
+        return CommandResult(ok=True, value=prepared.hub_value)
+
+
+SPEC: Final = DriverSpec(
+    scheme=SCHEME,
+    vendor=VENDOR,
+    families=(FAMILY,),
+    factory=G4Driver,
+    default_port=mcp.PORT,
+    description="ew G3/G4/2000 Media Control Protocol, ASCII over UDP 53212 (add by address)",
+)

@@ -1,0 +1,304 @@
+"""The SSCv1 driver: one UDP socket per device, requests matched by ``osc/xid``, renewed subscriptions.
+
+URL: ``sennheiser-ssc://host[:port][?lifetime=10&retry_ms=250&max_bytes=1400]``. Port 45 is only the
+default: devices announce their real port in the DNS-SD SRV record, and discovery puts it in the URL.
+State leaves are subscribed on change, meters periodically at ``meter_rate_ms``; both are renewed one
+second before their lifetime ends and again at once after error 310 or a reboot (the renewal re-creates
+what the device forgot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from hub.drivers import DeviceSink, DriverSettings, Endpoint
+from hub.hookspecs import DriverSpec
+from hub.model import (
+    Command,
+    CommandKind,
+    CommandResult,
+    CommandTimeoutError,
+    NotSupportedError,
+    RefusedError,
+)
+from wmhub_sennheiser import ssc1
+from wmhub_sennheiser.families import DEVICE, FAMILIES, ChannelMapper, SscFamily, Updates, family_for
+from wmhub_sennheiser.ssc1 import Address, ErrorKind, Message, SscDecodeError, SubscriptionParams
+from wmhub_sennheiser.udp import UdpDriver, float_option, int_option, meter_rate, resend_until, toggled
+
+SCHEME: Final = "sennheiser-ssc"
+DEFAULT_PORT: Final = 45
+VENDOR: Final = "sennheiser"
+IDENTITY: Final = tuple(("device", "identity", leaf) for leaf in ("product", "serial", "version", "vendor"))
+DEVICE_NAME: Final = ("device", "name")
+XID_LIMIT: Final = 2**31
+
+
+class SscUnsupportedDeviceError(ConnectionError):
+    """The device answers SSCv1 but is not a product family this plugin maps."""
+
+
+class _Socket(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes], None]) -> None:
+        self.on_datagram = on_datagram
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.on_datagram(data)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: UDP carries on, the liveness probe decides
+        pass
+
+
+@dataclass
+class _Pending:
+    answer: asyncio.Future[Message]
+    paths: frozenset[Address]
+
+
+class SscClient:
+    """Requests and replies over one UDP socket; everything else the device sends goes to ``on_message``."""
+
+    def __init__(self, host: str, port: int, retry_s: float, on_message: Callable[[Message], None]) -> None:
+        self.host, self.port, self.retry_s = host, port, retry_s
+        self.on_message = on_message
+        self._transport: asyncio.DatagramTransport | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._xids = itertools.count(random.randrange(1, XID_LIMIT // 2))
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Socket(self._received), remote_addr=(self.host, self.port)
+        )
+        self._transport = transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        for pending in self._pending.values():
+            pending.answer.cancel()
+
+    def send(self, body: Mapping[str, Any], xid: int | None = None) -> None:
+        if self._transport is not None:
+            self._transport.sendto(ssc1.encode(body, xid))
+
+    async def request(self, body: Mapping[str, Any], timeout: float) -> Message:
+        """Send ``body`` with a fresh xid, re-sending it (same xid) until the reply arrives."""
+        xid = next(self._xids) % XID_LIMIT
+        answer: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[xid] = _Pending(answer, frozenset(ssc1.flatten(dict(body))))
+        try:
+            return await resend_until(lambda: self.send(body, xid), answer, self.retry_s, timeout)
+        finally:
+            self._pending.pop(xid, None)
+
+    def _received(self, data: bytes) -> None:
+        try:
+            message = ssc1.decode(data)
+        except SscDecodeError:
+            return  # garbage on the wire is dropped, as devices drop ours
+        pending = self._pending.get(message.xid) if message.xid is not None else self._unnumbered_match(message)
+        if pending is not None and not pending.answer.done():
+            pending.answer.set_result(message)
+        self.on_message(message)
+
+    def _unnumbered_match(self, message: Message) -> _Pending | None:
+        """Be liberal: a device that does not reflect xid still answers with the addresses asked for."""
+        addresses = message.addresses
+        return next((p for p in self._pending.values() if p.paths and p.paths <= addresses), None)
+
+
+@dataclass(frozen=True)
+class PreparedCommand:
+    command: Command
+    path: Address
+    device_value: Any
+    hub_value: Any
+
+
+class Ssc1Driver(UdpDriver):
+    """One SSCv1 device (EW-DX, EM 6000, SpeechLine DW)."""
+
+    def __init__(self, endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> None:
+        super().__init__(endpoint, sink, settings)
+        self.lifetime_s = float_option(endpoint, "lifetime", ssc1.DEFAULT_LIFETIME_S, 1, 3600)
+        self.max_bytes = int_option(endpoint, "max_bytes", ssc1.DEFAULT_MAX_MESSAGE_BYTES, 128, 65_000)
+        self.client = SscClient(endpoint.host, endpoint.port, self.retry_s, self._on_message)
+        self.family: SscFamily | None = None
+        self.channel_count = 0
+        self.missing: set[Address] = set()  # 404/454: this model lacks them; never asked again
+        self.state: dict[int, dict[str, Any]] = {}  # the last fields reported, per channel (0 = device)
+        self._mapper: ChannelMapper | None = None
+        self._subscribed: set[Address] = set()
+
+    # --- lifecycle
+
+    async def connect(self) -> None:
+        await self.client.open()
+        reply = await self.client.request(ssc1.tree([*IDENTITY, DEVICE_NAME]), self.settings.io_timeout_s)
+        product = reply.values.get(("device", "identity", "product"))
+        if not isinstance(product, str):
+            raise ConnectionError("the device did not answer /device/identity/product")
+        family = family_for(product)
+        if family is None:
+            raise SscUnsupportedDeviceError(f"{product!r} is not an SSCv1 receiver this plugin knows")
+        self.family, self._mapper = family, ChannelMapper(family)
+        self.channel_count = family.channel_count(product)
+        serial, version = reply.values.get(IDENTITY[1]), reply.values.get(IDENTITY[2])
+        name = reply.values.get(DEVICE_NAME)
+        self.sink.identify(
+            unique_id=serial if isinstance(serial, str) and serial else None,
+            family=family.label,
+            model=product,
+            channel_count=self.channel_count,
+            firmware=version if isinstance(version, str) else None,
+            name=name if isinstance(name, str) else None,
+        )
+        self._apply(self._mapper.values(reply.values))
+        await self.get_many(family.state_addresses(self.channel_count))
+        await self.renew()
+
+    async def close(self) -> None:
+        await self.cancel_tasks()
+        if self._subscribed:
+            # leave the device as we found it; a lost cancel just expires with its lifetime
+            self.client.send(ssc1.cancel_body(sorted(self._subscribed)))
+        self.client.close()
+
+    # --- requests
+
+    async def get_many(self, paths: Iterable[Address]) -> None:
+        """Read leaves in messages below ``max_bytes``; halve a chunk the device finds too large."""
+        wanted = [path for path in paths if path not in self.missing]
+        for chunk in ssc1.split(wanted, lambda chunk: ssc1.encode(ssc1.tree(chunk), XID_LIMIT), self.max_bytes):
+            await self._get_chunk(chunk)
+
+    async def _get_chunk(self, chunk: Sequence[Address]) -> None:
+        reply = await self.client.request(ssc1.tree(chunk), self.settings.io_timeout_s)
+        if len(chunk) > 1 and any(error.kind is ErrorKind.TOO_LARGE for error in reply.errors):
+            half = len(chunk) // 2
+            await self._get_chunk(chunk[:half])
+            await self._get_chunk(chunk[half:])
+
+    def _subscription_sets(self) -> list[tuple[SubscriptionParams, list[Address]]]:
+        assert self.family is not None
+        on_change = SubscriptionParams(0, 0, self.lifetime_s)
+        groups = [(on_change, self.family.state_addresses(self.channel_count))]
+        if self.meter_ms > 0:
+            meters = SubscriptionParams.periodic(self.meter_ms, self.lifetime_s)
+            groups.append((meters, self.family.meter_addresses(self.channel_count)))
+        sets = []
+        for params, paths in groups:
+            wanted = [path for path in paths if path not in self.missing]
+
+            def encode(chunk: Sequence[Address], params: SubscriptionParams = params) -> bytes:
+                return ssc1.encode(ssc1.subscribe_body([(params, chunk)]), XID_LIMIT)
+
+            sets += [(params, chunk) for chunk in ssc1.split(wanted, encode, self.max_bytes)]
+        return sets
+
+    def renew_interval_s(self) -> float:
+        return ssc1.renew_after_s(self.lifetime_s)
+
+    async def renew(self) -> None:
+        """Subscribe (again): the same request renews a live subscription and re-creates a forgotten one."""
+        sets = self._subscription_sets()
+        self._subscribed = {path for _, paths in sets for path in paths}
+        replies = await asyncio.gather(
+            *(self.client.request(ssc1.subscribe_body([item]), self.settings.io_timeout_s) for item in sets),
+            return_exceptions=True,
+        )
+        for reply in replies:
+            if isinstance(reply, BaseException) and not isinstance(reply, TimeoutError):
+                raise reply
+        if any(isinstance(reply, TimeoutError) for reply in replies):
+            raise TimeoutError
+
+    async def probe(self) -> None:
+        await self.client.request(ssc1.tree([DEVICE_NAME]), self.settings.io_timeout_s)
+
+    # --- what the device sends
+
+    def _on_message(self, message: Message) -> None:
+        self.heard()
+        if self._mapper is None:
+            return  # still identifying: connect() reads the identity reply itself
+        for error in message.errors:
+            if error.kind is ErrorKind.MISSING:
+                self.missing.add(error.address)
+            elif error.kind is ErrorKind.SUBSCRIPTION_ENDED and error.address in self._subscribed:
+                self.renew_soon()
+        self._apply(self._mapper.errors(message.errors))
+        self._apply(self._mapper.values(message.values))
+
+    def _apply(self, updates: Updates) -> None:
+        for channel, fields in updates.items():
+            if not fields:
+                continue
+            known = self.state.setdefault(channel, {})
+            returned = fields.get("tx_present") is True and known.get("tx_present") is False
+            known.update(fields)
+            if channel == DEVICE:
+                self.sink.update_device(fields)
+            elif 1 <= channel <= self.channel_count:
+                self.sink.update_channel(channel, fields)
+                if returned and self.family is not None:
+                    # the transmitter is back: read what it reports instead of waiting for a change
+                    self.spawn(self.get_many(self.family.tx_addresses(channel)))
+
+    # --- control
+
+    def prepare(self, command: Command) -> PreparedCommand:
+        """Validate a command against the family's limits; raises before anything is sent."""
+        if self.family is None:
+            raise NotSupportedError("the device is not identified yet")
+        if command.kind is CommandKind.METER_RATE:
+            return PreparedCommand(command, (), meter_rate(command.value), meter_rate(command.value))
+        controls = self.family.device_controls if command.channel is None else self.family.controls
+        control = controls.get(command.kind)
+        if control is None:
+            target = "the device" if command.channel is None else "a channel"
+            raise NotSupportedError(f"{self.family.label} has no {command.kind.value} control for {target}")
+        path = control.path(command.channel)
+        if path in self.missing:
+            raise NotSupportedError(f"this {self.family.label} model has no {ssc1.address_text(path)}")
+        current = self.state.get(command.channel or DEVICE, {}).get("muted")
+        value = toggled(command.kind, command.value, current)
+        return PreparedCommand(command, path, control.encode(value), value)
+
+    async def execute(self, prepared: PreparedCommand) -> CommandResult:
+        if prepared.command.kind is CommandKind.METER_RATE:
+            self.meter_ms = prepared.device_value
+            self.renew_soon()
+            return CommandResult(ok=True, value=self.meter_ms)
+        where = ssc1.address_text(prepared.path)
+        timeout = self.settings.io_timeout_s
+        try:
+            reply = await self.client.request(ssc1.tree({prepared.path: prepared.device_value}), timeout)
+        except TimeoutError:
+            raise CommandTimeoutError(f"no reply to {where} within {timeout:g} s") from None
+        for error in reply.errors:
+            if error.address == prepared.path:
+                if error.kind is ErrorKind.MISSING:
+                    raise NotSupportedError(str(error))
+                raise RefusedError(str(error))
+        applied = reply.values.get(prepared.path)
+        if applied != prepared.device_value:
+            raise RefusedError(f"{where}: the device applied {applied!r}, not {prepared.device_value!r}")
+        return CommandResult(ok=True, value=prepared.hub_value)
+
+
+SPEC: Final = DriverSpec(
+    scheme=SCHEME,
+    vendor=VENDOR,
+    families=tuple(family.label for family in FAMILIES),
+    factory=Ssc1Driver,
+    default_port=DEFAULT_PORT,
+    description="SSCv1, JSON over UDP: EW-DX (legacy mode), Digital 6000 EM 6000, SpeechLine DW",
+)

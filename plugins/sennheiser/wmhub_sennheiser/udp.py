@@ -1,0 +1,160 @@
+"""What the two UDP drivers (SSCv1, G4) share: resend-until-answered, renewal, liveness, background tasks.
+
+UDP loses datagrams, so every request is re-sent every ``retry_ms`` (URL option, default 250) until its
+answer arrives or the deadline passes. Subscriptions (SSCv1) and Push (G4) expire on the device, so
+:meth:`UdpDriver.run` renews them on time and probes a device that went quiet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint, EndpointError
+from hub.model import Command, CommandKind, CommandResult, InvalidValueError
+
+T = TypeVar("T")
+MISSES_BEFORE_OFFLINE = 2
+
+
+def int_option(endpoint: Endpoint, name: str, default: int, low: int, high: int) -> int:
+    text = endpoint.options.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise EndpointError(f"{endpoint.url}: {name}={text!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise EndpointError(f"{endpoint.url}: {name} must be within {low}..{high}")
+    return value
+
+
+def float_option(endpoint: Endpoint, name: str, default: float, low: float, high: float) -> float:
+    text = endpoint.options.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise EndpointError(f"{endpoint.url}: {name}={text!r} is not a number") from None
+    if not low <= value <= high:
+        raise EndpointError(f"{endpoint.url}: {name} must be within {low:g}..{high:g}")
+    return value
+
+
+def meter_rate(value: Any) -> int:
+    """A METER_RATE command value: 0 (off) or 100..60000 ms."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (value == 0 or 100 <= value <= 60_000):
+        raise InvalidValueError(f"meter rate must be 0 (off) or 100..60000 ms, not {value!r}")
+    return int(value)
+
+
+def toggled(kind: CommandKind, value: Any, current: Any) -> Any:
+    """Resolve ``mute: "toggle"`` against the state last reported by the device."""
+    if kind is not CommandKind.MUTE or value != "toggle":
+        return value
+    if not isinstance(current, bool):
+        raise InvalidValueError("cannot toggle: the current mute state is not known yet")
+    return not current
+
+
+async def resend_until(send: Callable[[], None], answer: asyncio.Future[T], retry_s: float, timeout: float) -> T:
+    """Send, and send again every ``retry_s``, until ``answer`` resolves; TimeoutError at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        send()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            answer.cancel()
+            raise TimeoutError
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(asyncio.shield(answer), min(retry_s, remaining))
+
+
+def retry_option(endpoint: Endpoint) -> float:
+    """``retry_ms``: how long to wait for an answer before sending the request again."""
+    return int_option(endpoint, "retry_ms", 250, 20, 5000) / 1000
+
+
+class UdpDriver(Driver):
+    """A driver whose device must be renewed (subscriptions, Push) and probed when it goes quiet."""
+
+    def __init__(self, endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> None:
+        super().__init__(endpoint, sink, settings)
+        self.retry_s = retry_option(endpoint)
+        self.meter_ms = settings.meter_rate_ms
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._renew_now = asyncio.Event()
+        self._last_heard = time.monotonic()
+
+    def heard(self) -> None:
+        self._last_heard = time.monotonic()
+        self.sink.heard()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.sink.log.debug("background request failed: %s", task.exception())
+
+    async def cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @abstractmethod
+    def prepare(self, command: Command) -> Any:
+        """Check a command against the family's limits and the known state; raise before anything is sent."""
+
+    @abstractmethod
+    async def execute(self, prepared: Any) -> CommandResult:
+        """Send a prepared command; return once the device confirmed the value."""
+
+    async def apply(self, command: Command) -> CommandResult:
+        return await self.execute(self.prepare(command))
+
+    def renew_soon(self) -> None:
+        self._renew_now.set()
+
+    @abstractmethod
+    def renew_interval_s(self) -> float:
+        """How long the device keeps what :meth:`renew` asked for, less a safety margin."""
+
+    @abstractmethod
+    async def renew(self) -> None:
+        """Ask the device (again) to keep reporting. Raises TimeoutError if it did not confirm."""
+
+    @abstractmethod
+    async def probe(self) -> None:
+        """One request that the device must answer. Raises TimeoutError if it did not."""
+
+    async def run(self) -> None:
+        misses = 0
+        quiet_s = max(0.5, min(5.0, self.settings.offline_after_s / 2))
+        next_renewal = time.monotonic() + self.renew_interval_s()
+        while True:
+            wake_at = min(next_renewal, self._last_heard + quiet_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._renew_now.wait(), max(0.0, wake_at - time.monotonic()))
+            renew_now = self._renew_now.is_set()
+            self._renew_now.clear()
+            try:
+                if time.monotonic() - self._last_heard > quiet_s:
+                    await self.probe()
+                if renew_now or time.monotonic() >= next_renewal:
+                    next_renewal = time.monotonic() + self.renew_interval_s()
+                    await self.renew()
+                misses = 0
+            except TimeoutError:
+                misses += 1
+                if misses >= MISSES_BEFORE_OFFLINE:
+                    raise ConnectionError("device not responding") from None
