@@ -535,9 +535,12 @@ def check_name(name: object, limit: int) -> str:
 
 
 def _whole_number(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or float(value) != int(value):
-        raise InvalidValueError(f"{what} must be a whole number, got {value!r}")
-    return int(value)
+    # NaN and infinity arrive from JSON edges (Python's json accepts them) and must be refused, not crash
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise InvalidValueError(f"{what} must be a whole number, got {value!r}")
 
 
 def check_gain(value: object) -> int:
@@ -548,7 +551,8 @@ def check_gain(value: object) -> int:
 
 
 def check_frequency(value: object, digits: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    # the range test also refuses NaN, infinity and integers too large for a float
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -1e9 < value < 1e9:
         raise InvalidValueError(f"frequency must be a number of MHz, got {value!r}")
     khz = round(float(value) * 1000)
     if abs(khz - float(value) * 1000) > 1e-6:
