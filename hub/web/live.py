@@ -45,15 +45,16 @@ class LiveFeed:
         self.dropped = 0
         self.messages_sent = 0
         self._pump: asyncio.Task[None] | None = None
+        self._subscription: Subscription | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        subscription = self._hub.store.subscribe(min_interval=self.interval)
-        self._pump = asyncio.create_task(self._run(subscription), name="web live feed")
-        self._subscription = subscription
+        self._subscription = self._hub.store.subscribe(min_interval=self.interval)
+        self._pump = asyncio.create_task(self._run(self._subscription), name="web live feed")
 
     async def stop(self) -> None:
-        self._subscription.close()
+        if self._subscription is not None:
+            self._subscription.close()
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
