@@ -31,7 +31,7 @@ log = logging.getLogger("hub.web")
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 TOKEN_FILE: Final = "api-token"
-STARTED_KEY: Final = "wmhub_started"
+STARTED_KEY: Final = web.RequestKey("wmhub_started", float)
 LIVE_PATH: Final = "/api/v1/live"
 CORS_METHODS: Final = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 
