@@ -1,1 +1,69 @@
 """The hook implementations of the Shure plugin: a table of contents for the plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from hub import hookimpl
+from hub.drivers import Driver, DriverSettings
+from hub.hookspecs import Candidate, DemoFleet, DiscoveredService, DiscoveryLoop, DriverSpec
+from hub.model import Command, CommandResult, NotSupportedError
+from wmhub_shure.discovery import ZEROCONF_TYPES, confirm, is_shure_service, slp_loop
+from wmhub_shure.driver import ShureDriver, tcp_driver, udp_driver
+from wmhub_shure.families import FAMILIES
+from wmhub_shure.simulator.fleet import ShureDemoFleet
+
+TCP_FAMILIES = tuple(key for key, family in FAMILIES.items() if not family.udp)
+
+
+@hookimpl
+def register_drivers(register: Callable[[DriverSpec], None]) -> None:
+    register(
+        DriverSpec(
+            scheme="shure",
+            vendor="shure",
+            families=TCP_FAMILIES,
+            factory=tcp_driver,
+            default_port=2202,
+            description="Shure ULX-D, QLX-D, Axient Digital, SLX-D/SLX-D+, PSM1000 (TCP 2202, family auto-detected)",
+        )
+    )
+    register(
+        DriverSpec(
+            scheme="shure-uhfr",
+            vendor="shure",
+            families=("uhfr",),
+            factory=udp_driver,
+            default_port=2202,
+            description="Shure UHF-R UR4S/UR4D (UDP 2202)",
+        )
+    )
+
+
+@hookimpl
+def apply_command(driver: Driver, command: Command) -> Awaitable[CommandResult]:
+    if not isinstance(driver, ShureDriver):
+        raise NotSupportedError("not a Shure receiver")
+    driver.check(command)  # refuse an invalid value before anything goes on the wire
+    return driver.apply(command)
+
+
+@hookimpl
+def register_simulators(register: Callable[[DemoFleet], None]) -> None:
+    register(ShureDemoFleet())
+
+
+@hookimpl
+def register_discovery_loops(register: Callable[[DiscoveryLoop], None]) -> None:
+    register(slp_loop)
+
+
+@hookimpl
+def register_zeroconf_types(register: Callable[[str], None]) -> None:
+    for service_type in ZEROCONF_TYPES:
+        register(service_type)
+
+
+@hookimpl
+def identify_service(service: DiscoveredService, settings: DriverSettings) -> Awaitable[Candidate | None] | None:
+    return confirm(service, settings) if is_shure_service(service) else None

@@ -9,7 +9,6 @@ parameters and the padding of brace fields follow the protocol reference.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections import deque
@@ -266,7 +265,7 @@ class ShureSimulator:
         self._server: asyncio.Server | None = None
         self._udp: _UdpEndpoint | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._rates_changed = asyncio.Event()
+        self._wake: asyncio.Future[None] | None = None
         self.device: dict[str, Any] = {
             "name": f"RX{self._random.randrange(100, 999)}",
             "firmware": FIRMWARE.get(self.family.key, "1.0.0"),
@@ -328,6 +327,9 @@ class ShureSimulator:
         channels = {}
         for index, channel in self.channels.items():
             values = {name: value for name, value in channel.values.items() if name in fields}
+            for rule in self.family.warnings:
+                if not rule.clear_value and rule.warning in channel.warnings:
+                    values[self.family.channel_params[rule.param].field] = None  # a marker hides the value
             if "warnings" in fields:
                 values["warnings"] = sorted(channel.warnings)
             if "tx_present" in fields:
@@ -580,7 +582,7 @@ class ShureSimulator:
             for channel in targets:
                 channel.meter_rate_ms = rate
                 channel.next_sample = 0.0
-            self._rates_changed.set()
+            self._wake_meter()
             self.broadcast(f"{verb} {channel.index} METER_RATE {rate:05d}" for channel in targets)
             return
         if report.channel == 0:
@@ -644,7 +646,7 @@ class ShureSimulator:
         for channel in targets:
             channel.meter_rate_ms = rate
             channel.next_sample = 0.0
-        self._rates_changed.set()
+        self._wake_meter()
 
     # state changes pushed to every client, as the device does
 
@@ -723,6 +725,10 @@ class ShureSimulator:
             raise ValueError(f"not meter fields: {sorted(unknown)}")
         self.set_channel(index, echo=False, **meters)
 
+    def _wake_meter(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
     async def _meter_loop(self) -> None:
         while True:
             now = time.monotonic()
@@ -738,9 +744,9 @@ class ShureSimulator:
                 due_next = min(due_next, channel.next_sample)
             if lines and self.peers:
                 self.broadcast(lines)
-            self._rates_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rates_changed.wait(), max(0.005, due_next - time.monotonic()))
+            # asyncio.wait, unlike wait_for on 3.11, never swallows a cancellation that races the wake-up
+            self._wake = asyncio.get_running_loop().create_future()
+            await asyncio.wait({self._wake}, timeout=max(0.005, due_next - time.monotonic()))
 
     def animate(self, interval_s: float = 1.0, tx_off_chance: float = 0.02) -> None:
         """Move the simulator like a live stage: meters wander, batteries drain, transmitters switch off."""

@@ -1,0 +1,72 @@
+"""Every family through real sockets: the hub's state equals the simulator's, before and after changes."""
+
+from __future__ import annotations
+
+import pytest
+from wmhub_shure.simulator import ShureSimulator
+
+from hub.testing import DriverHarness
+
+from .shure_helpers import wait_until_agreed
+
+ALL_MODELS = [
+    "ulxd4",
+    "ulxd4d",
+    "ulxd4q",
+    "qlxd4",
+    "ad4d",
+    "ad4q",
+    "slxd4",
+    "slxd4d",
+    "slxd4q+",
+    "slxd4qdan+",
+    "ur4s",
+    "ur4d",
+    "p10t",
+]
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+async def test_hub_state_matches_the_simulator(model: str) -> None:
+    async with ShureSimulator(model, seed=7) as sim, DriverHarness("shure") as hub:
+        managed = hub.add(sim.url)
+        device = await hub.device(managed)
+        assert device.family == sim.family.key
+        assert len(device.channels) == sim.profile.channels
+        await wait_until_agreed(hub, managed.handle.device_id, sim, "initial state")
+
+        last = sim.profile.channels
+        if "name" in sim.family.fields:
+            sim.set_name(last, "Pastor" if sim.family.name_max >= 6 and not sim.family.udp else "Bob")
+        if "tx_present" in sim.family.fields:
+            sim.set_tx_present(1, False)
+        if "battery_runtime_min" in sim.family.fields and last != 1:
+            sim.drain_battery(last, 90)
+        if "warnings" in sim.family.fields:
+            sim.set_channel(last, warnings={sorted(rule.warning for rule in sim.family.warnings)[-1]})
+        if "rf_dbm" in sim.family.fields:
+            sim.set_meters(last, rf_dbm=-75, audio_dbfs=-12)
+        await wait_until_agreed(hub, managed.handle.device_id, sim, "pushed changes")
+        if "tx_present" in sim.family.fields:
+            assert hub.store.get(device.id).channel(1).tx_present is False  # type: ignore[union-attr]
+            sim.set_tx_present(1, True)
+            await wait_until_agreed(hub, managed.handle.device_id, sim, "TX back on")
+
+
+async def test_slxd_plus_spellings_and_quadversity_are_understood() -> None:
+    spellings = {"GROUP_CHANNEL": "GROUP_CHAN", "TX_MODEL": "TX_TYPE"}
+    async with (
+        ShureSimulator("slxd4qdan+", spellings=spellings) as slx,
+        ShureSimulator("ad4q", quadversity=True) as quad,
+        DriverHarness("shure") as hub,
+    ):
+        slx_device, quad_device = hub.add(slx.url), hub.add(quad.url)
+        await hub.device(slx_device)
+        await hub.device(quad_device)
+        quad.set_meters(2, rf_dbm=-44, antenna="AD")
+        await wait_until_agreed(hub, slx_device.handle.device_id, slx, "SLX-D+ state")
+        await wait_until_agreed(hub, quad_device.handle.device_id, quad, "Quadversity state")
+        driver = slx_device.driver
+        assert driver is not None
+        assert driver.raw[(1, "GROUP_CHAN", None)] == "--,--"  # type: ignore[attr-defined]
+        assert driver.raw[(1, "LINK_STATUS", 1)] == "online"  # type: ignore[attr-defined]

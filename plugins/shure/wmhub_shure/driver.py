@@ -1,0 +1,460 @@
+"""The connection to one Shure receiver: detect the family, stream its state, carry out commands.
+
+One asyncio protocol per receiver (TCP 2202, UDP 2202 for UHF-R) feeds a :class:`Framer`. SAMPLE
+messages take a fast path straight to the family's decoder; everything else is parsed, matched to
+outstanding requests and merged into the sink. The hub's DriverSupervisor handles silence, backoff and
+reconnects; :meth:`ShureDriver.close` always switches metering off first (QLX-D locks up otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
+
+from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
+from hub.model import (
+    Command,
+    CommandResult,
+    CommandTimeoutError,
+    DeviceUnavailableError,
+    RefusedError,
+)
+from wmhub_shure.families import (
+    METER_RATE_MIN_MS,
+    PSM1000,
+    QLXD,
+    UHFR,
+    ULXD,
+    Family,
+    SetRequest,
+    build_set,
+    family_of_model,
+)
+from wmhub_shure.protocol import ANGLE, STAR, Framer, Report, encode, parse
+
+KEEPALIVE_MAX_S: Final = 10.0
+UHFR_METER_UNIT_MS: Final = 30  # "* METER 1 ALL 003 *" is 3 x 30 ms
+
+
+class NoAnswerError(ConnectionError):
+    """The device accepted the connection but answered nothing."""
+
+
+@dataclass
+class _Pending:
+    """A request waiting for its REP (or for an ERR, which names no parameter: the oldest gets it)."""
+
+    channel: int | None
+    param: str
+    index: int | None
+    future: asyncio.Future[Report]
+    deadline: float
+    accept: Callable[[Report], bool] = field(default=lambda report: True)
+
+    def matches(self, report: Report) -> bool:
+        if report.param != self.param:
+            return False
+        if self.channel != report.channel and not (self.channel == 0 and report.channel is not None):
+            return False
+        return (self.index is None or self.index == report.index) and self.accept(report)
+
+
+class _Link(asyncio.Protocol, asyncio.DatagramProtocol):
+    """Hands bytes to the driver; one class for the TCP stream and the UHF-R datagrams."""
+
+    def __init__(self, driver: ShureDriver) -> None:
+        self._driver = driver
+
+    def data_received(self, data: bytes) -> None:
+        self._driver._on_data(data)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._driver._on_data(data)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP "port unreachable" for UDP: the silence timeout decides, not a single lost datagram
+        self._driver.sink.log.debug("datagram error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._driver._on_lost(exc)
+
+
+class ShureDriver(Driver):
+    """One Shure receiver over TCP (``shure://``) or, for UHF-R, UDP (``shure-uhfr://``)."""
+
+    def __init__(self, endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings, udp: bool = False) -> None:
+        super().__init__(endpoint, sink, settings)
+        self.udp = udp
+        self.family: Family | None = None
+        self.model: str | None = None
+        self.channel_count = 0
+        self.raw: dict[tuple[int | None, str, int | None], str] = {}
+        self.malformed = 0
+        self._framer = Framer(STAR if udp else ANGLE)
+        self._framing = STAR if udp else ANGLE
+        self._transport: asyncio.BaseTransport | None = None
+        self._lost: asyncio.Future[None] | None = None
+        self._pending: deque[_Pending] = deque()
+        self._sample: Callable[[list[bytes]], dict[str, Any]] | None = None
+        self._tx_model: dict[int, str | None] = {}
+        self._bars: dict[int, int | None] = {}
+        self._gain: dict[int, int | None] = {}
+        self._warnings: dict[int, set[str]] = {}
+        self._rssi: dict[int, dict[int, int]] = {}
+        self._keepalive: asyncio.Task[None] | None = None
+
+    # lifecycle
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._lost = loop.create_future()
+        host, port = self.endpoint.host, self.endpoint.port
+        timeout = self.settings.io_timeout_s
+        if self.udp:
+            datagrams, _ = await asyncio.wait_for(
+                loop.create_datagram_endpoint(lambda: _Link(self), remote_addr=(host, port)), timeout
+            )
+            self._transport = datagrams
+        else:
+            stream, _ = await asyncio.wait_for(loop.create_connection(lambda: _Link(self), host, port), timeout)
+            self._transport = stream
+        family, model, channels = await self._detect()
+        self._use_family(family, model, channels)
+        device = await self._device_fields(family)
+        self.sink.identify(
+            unique_id=None,
+            family=family.key,
+            model=device.pop("model", model),
+            channel_count=channels,
+            firmware=device.pop("firmware", None),
+            name=device.pop("name", None),
+        )
+        self._query_all()
+        await self._start_metering()
+
+    async def run(self) -> None:
+        assert self._lost is not None
+        self._keepalive = asyncio.ensure_future(self._keep_alive())
+        try:
+            await self._lost
+        finally:
+            self._keepalive.cancel()
+        raise ConnectionError("connection closed by the device")
+
+    async def close(self) -> None:
+        try:
+            if self._keepalive is not None:
+                self._keepalive.cancel()
+            transport = self._transport
+            if transport is not None and not transport.is_closing():
+                self._send_meter_rate(0)
+                transport.close()  # a TCP transport flushes what is buffered before it closes
+            self._fail_pending(ConnectionError("connection closed"))
+        except Exception as exc:  # close never raises: the supervisor must always get to reconnect
+            self.sink.log.debug("close: %s", exc)
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+        self._fail_pending(ConnectionError(str(exc) if exc else "connection closed"))
+
+    # family detection (the user gives only an address)
+
+    async def _detect(self) -> tuple[Family, str, int]:
+        model_reply = await self._ask(None, "MODEL")
+        if model_reply is not None:
+            found = family_of_model(model_reply.value)
+            if found is not None:
+                family, _, channels = found
+                return family, model_reply.value.strip(), channels
+            if self.udp:
+                raise ConnectionError(f"unknown Shure model {model_reply.value!r}")
+        if self.udp:
+            # UHF-R without a MODEL answer (unverified): count the channels that answer
+            channels = 2 if await self._ask(2, "CHAN_NAME") is not None else 1
+            return UHFR, "UR4D" if channels == 2 else "UR4S", channels
+        # ULX-D, QLX-D and PSM1000 report no MODEL: tell them apart by what they answer
+        if await self._ask(1, "AUDIO_IN_LVL_L") is not None:
+            return PSM1000, "P10T", 2
+        if await self._ask(1, "AUDIO_MUTE") is None:
+            return QLXD, "QLXD4", 1
+        for channels, model in ((4, "ULXD4Q"), (2, "ULXD4D")):
+            if await self._ask(channels, "CHAN_NAME") is not None:
+                return ULXD, model, channels
+        return ULXD, "ULXD4", 1
+
+    async def _ask(self, channel: int | None, param: str) -> Report | None:
+        """GET one parameter: the REP, None when the device refuses it; raise when it says nothing."""
+        try:
+            return await self._request(channel, "GET", param)
+        except RefusedError:
+            return None
+        except TimeoutError:
+            hint = "" if self.udp else " (SLX-D needs Controller Access set to Allow)"
+            raise NoAnswerError(f"no answer to GET {param} within {self.settings.io_timeout_s:g} s{hint}") from None
+
+    async def _device_fields(self, family: Family) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        for param, spec in family.device_params.items():
+            reply = await self._ask(None, param) if param != "MODEL" else None
+            if reply is not None:
+                fields[spec.field] = spec.codec.decode(reply.value)
+        return fields
+
+    def _use_family(self, family: Family, model: str, channels: int) -> None:
+        self.family, self.model, self.channel_count = family, model, channels
+        self._framing = family.framing
+        self._sample = family.sample
+
+    def _query_all(self) -> None:
+        family = self.family
+        assert family is not None
+        if family in (UHFR, PSM1000):
+            # micboard queries these one parameter at a time; GET ALL is not known to work on them
+            fields_seen: set[str] = set()
+            params = []
+            for name, spec in family.channel_params.items():
+                if spec.field not in fields_seen:  # one spelling per field: the other would get an ERR
+                    fields_seen.add(spec.field)
+                    params.append(name)
+            for channel in range(1, self.channel_count + 1):
+                for param in params:
+                    self._track(channel, "GET", param)
+        else:
+            self._send(encode(self._framing, "GET", "ALL", channel=0))
+
+    async def _start_metering(self) -> None:
+        family = self.family
+        if family is None or family.sample is None:
+            return
+        rate = max(METER_RATE_MIN_MS, self.settings.meter_rate_ms) if self.settings.meter_rate_ms else 0
+        if self.udp:
+            self._send_meter_rate(rate)
+            return
+        reply = self._track(0, "SET", "METER_RATE", f"{rate:05d}")
+        await asyncio.wait_for(reply, self.settings.io_timeout_s)
+
+    def _send_meter_rate(self, rate_ms: int) -> None:
+        if self.udp:
+            value = f"{max(1, rate_ms // UHFR_METER_UNIT_MS):03d}" if rate_ms else "STOP"
+            for channel in range(1, (self.channel_count or 2) + 1):
+                self._send(encode(STAR, "METER", "ALL", value, channel=channel))
+        else:
+            self._send(encode(self._framing, "SET", "METER_RATE", f"{rate_ms:05d}", channel=0))
+
+    async def _keep_alive(self) -> None:
+        # CO's heartbeat: an answered GET proves the control path works even when no SAMPLE flows
+        interval = min(KEEPALIVE_MAX_S, max(0.2, self.settings.offline_after_s / 3))
+        param = "CHAN_NAME" if self.family in (UHFR, PSM1000) else "METER_RATE"
+        while True:
+            await asyncio.sleep(interval)
+            self._expire_pending()
+            self._track(1, "GET", param)
+
+    # requests and replies
+
+    def _send(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise DeviceUnavailableError("not connected")
+        if self.udp:
+            cast(asyncio.DatagramTransport, transport).sendto(data)
+        else:
+            cast(asyncio.WriteTransport, transport).write(data)
+
+    def _track(
+        self,
+        channel: int | None,
+        verb: str,
+        param: str,
+        *values: str,
+        index: int | None = None,
+        accept: Callable[[Report], bool] | None = None,
+    ) -> asyncio.Future[Report]:
+        future: asyncio.Future[Report] = asyncio.get_running_loop().create_future()
+        pending = _Pending(channel, param, index, future, time.monotonic() + self.settings.io_timeout_s)
+        if accept is not None:
+            pending.accept = accept
+        self._pending.append(pending)
+        arguments = values if index is None else (str(index), *values)
+        self._send(encode(self._framing, verb, param, *arguments, channel=channel))
+        return future
+
+    async def _request(self, channel: int | None, verb: str, param: str, *values: str) -> Report:
+        future = self._track(channel, verb, param, *values)
+        return await asyncio.wait_for(future, self.settings.io_timeout_s)
+
+    def _expire_pending(self) -> None:
+        now = time.monotonic()
+        while self._pending and self._pending[0].deadline < now:
+            expired = self._pending.popleft()
+            if not expired.future.done():
+                expired.future.cancel()
+
+    def _fail_pending(self, exc: Exception) -> None:
+        while self._pending:
+            future = self._pending.popleft().future
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # nobody may be waiting (keep-alive); do not warn about it
+
+    def _resolve(self, report: Report) -> None:
+        if report.is_error:
+            if self._pending:
+                oldest = self._pending.popleft()
+                if not oldest.future.done():
+                    where = "" if oldest.channel is None else f" on channel {oldest.channel}"
+                    oldest.future.set_exception(RefusedError(f"the receiver refused {oldest.param}{where}"))
+                    oldest.future.exception()
+            return
+        for pending in self._pending:
+            if pending.matches(report):
+                self._pending.remove(pending)
+                if not pending.future.done():
+                    pending.future.set_result(report)
+                return
+
+    # incoming data
+
+    def _on_data(self, data: bytes) -> None:
+        sink = self.sink
+        sample = self._sample
+        channels = self.channel_count
+        for body in self._framer.feed(data):
+            head = body.lstrip()
+            if head.startswith(b"SAMPLE"):
+                if sample is None:
+                    continue
+                tokens = head.split()
+                try:
+                    channel = int(tokens[1])
+                    fields = sample(tokens)
+                except (ValueError, IndexError):
+                    self.malformed += 1
+                    continue
+                if 0 < channel <= channels:
+                    sink.update_channel(channel, fields)
+                continue
+            report = parse(body)
+            if report is None:
+                self.malformed += 1
+                continue
+            self._resolve(report)
+            if self.family is not None and not report.is_error and report.verb in ("REP", "REPORT"):
+                self._merge(self.family, report)
+        sink.heard()
+
+    def _merge(self, family: Family, report: Report) -> None:
+        channel = report.channel
+        if channel is None:
+            spec = family.device_params.get(report.param)
+            if spec is None:
+                self.raw[(None, report.param, report.index)] = report.value
+            else:
+                self.sink.update_device({spec.field: spec.codec.decode(report.value)})
+            return
+        if not 0 < channel <= self.channel_count:
+            return
+        fields: dict[str, Any] = {}
+        spec = family.channel_params.get(report.param)
+        if spec is not None:
+            value = spec.codec.decode(report.value)
+            if report.index is not None and spec.field == "rf_dbm":
+                # per-antenna RSSI: the channel's level is its strongest antenna
+                antennas = self._rssi.setdefault(channel, {})
+                if value is None:
+                    antennas.pop(report.index, None)
+                else:
+                    antennas[report.index] = value
+                value = max(antennas.values()) if antennas else None
+            fields[spec.field] = value
+            self._track_transmitter(family, channel, spec.field, value, fields)
+        rules = family.warnings_for(report.param)
+        if rules:
+            active = self._warnings.setdefault(channel, set())
+            for rule in rules:
+                if report.value.strip().upper() in rule.raised_by:
+                    active.add(rule.warning)
+                else:
+                    active.discard(rule.warning)
+            fields["warnings"] = sorted(active)
+        if fields:
+            self.sink.update_channel(channel, fields)
+        else:
+            self.raw[(channel, report.param, report.index)] = report.value
+
+    def _track_transmitter(self, family: Family, channel: int, name: str, value: Any, fields: dict[str, Any]) -> None:
+        if name == "gain_db":
+            self._gain[channel] = value
+        elif name in ("tx_model", "battery_bars"):
+            (self._tx_model if name == "tx_model" else self._bars)[channel] = value
+            present = self._bars.get(channel) is not None
+            if family.tx_model_param is not None:
+                present = present and self._tx_model.get(channel) is not None
+            fields["tx_present"] = present
+
+    # control
+
+    def check(self, command: Command) -> SetRequest:
+        """Validate a command against this receiver's family; raise before anything is sent."""
+        if self.family is None:
+            raise DeviceUnavailableError("the receiver has not been identified yet")
+        channel = command.channel
+        if channel is not None and not 0 < channel <= self.channel_count:
+            raise DeviceUnavailableError(f"this {self.model} has no channel {channel}")
+        return build_set(self.family, command, self._gain.get(channel) if channel else None)
+
+    async def apply(self, command: Command) -> CommandResult:
+        request = self.check(command)
+
+        def accept(report: Report) -> bool:
+            return request.expected is None or request.confirm(report) == request.expected
+
+        future = self._track(request.channel, "SET", request.param, *request.values, index=request.index, accept=accept)
+        try:
+            report = await asyncio.wait_for(future, self.settings.io_timeout_s)
+        except TimeoutError:
+            raise CommandTimeoutError(
+                f"the receiver did not confirm {request.param} within {self.settings.io_timeout_s:g} s"
+            ) from None
+        return CommandResult(ok=True, value=request.confirm(report))
+
+
+def tcp_driver(endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> ShureDriver:
+    return ShureDriver(endpoint, sink, settings)
+
+
+def udp_driver(endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> ShureDriver:
+    return ShureDriver(endpoint, sink, settings, udp=True)
+
+
+async def probe(host: str, port: int, timeout_s: float) -> tuple[str, str | None] | None:
+    """Ask a TCP 2202 endpoint what it is: (model, device name), or None if it is no Shure receiver."""
+    with contextlib.suppress(OSError, TimeoutError):
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        try:
+            writer.write(encode(ANGLE, "GET", "MODEL") + encode(ANGLE, "GET", "DEVICE_ID"))
+            framer = Framer()
+            replies: dict[str, str] = {}
+            deadline = time.monotonic() + timeout_s
+            errors = 0
+            while len(replies) + errors < 2:
+                data = await asyncio.wait_for(reader.read(4096), max(0.01, deadline - time.monotonic()))
+                if not data:
+                    break
+                for body in framer.feed(data):
+                    report = parse(body)
+                    if report is not None and report.is_error:
+                        errors += 1
+                    elif report is not None and report.channel is None:
+                        replies[report.param] = report.value
+            if "MODEL" in replies or "DEVICE_ID" in replies:
+                return replies.get("MODEL", "ULX-D/QLX-D"), replies.get("DEVICE_ID")
+        finally:
+            writer.close()
+    return None

@@ -1,0 +1,30 @@
+"""The demo fleet for ``wmhub run --demo``: several receivers of several families, moving like a show."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+from wmhub_shure.simulator.core import ShureSimulator
+
+DEMO_MODELS: Final = ("ulxd4q", "ad4d", "slxd4q+", "qlxd4", "ur4d")
+
+
+class ShureDemoFleet:
+    """Simulated receivers on loopback with battery drain, RF/audio movement and transmitters switching off."""
+
+    def __init__(self, models: tuple[str, ...] = DEMO_MODELS, interval_s: float = 1.0) -> None:
+        self.models = models
+        self.interval_s = interval_s
+        self.simulators: list[ShureSimulator] = []
+
+    async def start(self) -> list[str]:
+        for number, model in enumerate(self.models):
+            sim = await ShureSimulator(model, seed=number).start()
+            sim.animate(self.interval_s)
+            self.simulators.append(sim)
+        return [sim.url for sim in self.simulators]
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(sim.stop() for sim in self.simulators), return_exceptions=True)
+        self.simulators.clear()
