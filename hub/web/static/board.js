@@ -138,23 +138,25 @@ function orderedChannels() {
 function renderBoard() {
   const board = $("board");
   const wanted = [];
-  if (state.slots) {
+  if (state.slots && state.slots.length) {
+    // micboard style: a group shows its slots in its order; "all" shows 1..highest, gaps as empty tiles
+    const bound = new Map(state.slots.map((slot) => [slot.number, slot]));
     const group = state.groups.find((g) => g.number === state.group);
-    const slots = group ? state.slots.filter((s) => group.slots.includes(s.slot)) : state.slots;
-    for (const slot of slots) {
-      const device = slot.device_id && state.devices.get(slot.device_id);
+    const numbers = group ? group.slots : Array.from({ length: Math.max(...bound.keys()) }, (_, i) => i + 1);
+    for (const number of numbers) {
+      const slot = bound.get(number);
+      const device = slot && state.devices.get(slot.device_id);
       const channel = device && device.channels.find((c) => c.index === slot.channel);
-      wanted.push([slot.slot, device, channel, slot]);
+      wanted.push([number, device, channel]);
     }
   } else {
-    orderedChannels().forEach(([device, channel], i) => wanted.push([i + 1, device, channel, null]));
+    orderedChannels().forEach(([device, channel], i) => wanted.push([i + 1, device, channel]));
   }
   tiles.clear();
-  const nodes = wanted.map(([number, device, channel, slot]) => {
+  const nodes = wanted.map(([number, device, channel]) => {
     if (!device || !channel) return emptyTile(number);
     const tile = el("div");
-    const shown = slot && slot.extended_name ? Object.assign({}, channel, { extended_name: slot.extended_name }) : channel;
-    fillTile(tile, number, device, shown);
+    fillTile(tile, number, device, channel);
     tile.dataset.number = number;
     tiles.set(channel.id, tile);
     return tile;
@@ -267,11 +269,26 @@ async function refreshCandidates() {
   }));
 }
 
+// ---- venue: slots and groups from the store (absent until the hub has one)
+
+async function refreshVenue() {
+  try {
+    const [slots, groups] = await Promise.all([api("GET", API + "/slots"), api("GET", API + "/groups")]);
+    state.slots = slots.items;
+    state.groups = groups.items.filter((g) => g.number >= 1 && g.number <= 9);
+  } catch (error) {
+    state.slots = null;
+    state.groups = [];
+  }
+  renderGroups();
+  renderBoard();
+}
+
 // ---- groups (keyboard 0-9; 0 shows everything)
 
 function renderGroups() {
-  const buttons = [{ number: 0, name: "All" }, ...state.groups].map((group) => {
-    const button = el("button", null, group.number ? group.number + " " + (group.name || "") : "All");
+  const buttons = [{ number: 0, title: "All" }, ...state.groups].map((group) => {
+    const button = el("button", null, group.number ? group.number + " " + group.title : "All");
     button.type = "button";
     button.setAttribute("aria-pressed", String(state.group === group.number));
     button.addEventListener("click", () => selectGroup(group.number));
@@ -351,7 +368,9 @@ function start() {
   connectLive(1000);
   refreshHealth();
   refreshCandidates();
+  refreshVenue();
   setInterval(refreshHealth, 5000);
+  setInterval(refreshVenue, 10000);
   setInterval(refreshCandidates, 10000);
 }
 
