@@ -176,6 +176,13 @@ def _walk_errors(node: Any, prefix: Address, found: list[SscError]) -> None:
 def decode(data: bytes) -> Message:
     """Decode one datagram. Raises SscDecodeError for anything that is not a JSON object."""
     try:
+        return _decode(data)
+    except RecursionError:  # one datagram of '[' or '{"a":' nests past the interpreter's limit
+        raise SscDecodeError("JSON nested too deeply") from None
+
+
+def _decode(data: bytes) -> Message:
+    try:
         body = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SscDecodeError(f"not JSON: {exc}") from None

@@ -8,6 +8,7 @@ fed literal bytes or decoded JSON, so it is tested from the reference's examples
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -238,9 +239,14 @@ def _sort_key(uid: Any) -> tuple[bool, float, str]:
 
 
 def _number(value: Any) -> float | None:
+    """A finite number, or None: JSON from a device may hold NaN, Infinity or integers beyond a float."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _int_in(value: Any, low: int, high: int | None = None) -> int | None:
@@ -310,7 +316,8 @@ class ResourceMap:
             if "deviceName" in value:
                 changes.device["name"] = value["deviceName"] or None
         elif path == STATE_PATH and isinstance(value, Mapping):
-            self._device_warnings = [str(w) for w in value.get("warnings") or []]
+            warnings = value.get("warnings")
+            self._device_warnings = [str(w) for w in warnings] if isinstance(warnings, list) else []
             for key in self._mobiles:
                 changes.channel(self.channel_of[key])["warnings"] = self._warnings(key)
         elif path == METERING_PATH:
