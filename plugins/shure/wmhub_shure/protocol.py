@@ -75,15 +75,27 @@ class Framer:
             if begin < 0:
                 self.dropped_bytes += len(part) + 1
                 continue
-            if begin:
-                self.dropped_bytes += begin
             body = part[begin + 1 :]
-            if b"{" in body and body.count(b"{") > body.count(b"}") and len(body) < MAX_MESSAGE:
-                carry = part[begin:]
-                continue
+            if b"{" in body and body.count(b"{") > body.count(b"}"):
+                if len(body) < MAX_MESSAGE:
+                    carry = part[begin:]
+                    continue
+                begin = self._resync(part, begin)
+                body = part[begin + 1 :]
+            self.dropped_bytes += begin
             messages.append(body)
         self._buffer = carry + self._end + rest if carry else rest
         return messages
+
+    def _resync(self, part: bytes, first: int) -> int:
+        """After junk with an unclosed brace, start at the last ``<`` that opens a brace-balanced message."""
+        begin = part.rfind(self._start)
+        while begin > first:
+            tail = part[begin + 1 :]
+            if tail.count(b"{") == tail.count(b"}"):
+                return begin
+            begin = part.rfind(self._start, 0, begin)
+        return first
 
     def _cut_paired(self, buffer: bytes) -> list[bytes]:
         parts = buffer.split(self._start)

@@ -81,7 +81,7 @@ FIRMWARE: Final = {
 
 @dataclass
 class ClientRecord:
-    """How one client connection ended: tests assert no client ever left metering on."""
+    """How one client connection ended: ``metering_left_on`` when its last METER_RATE request was not 0."""
 
     peer: str
     closed_by_client: bool
@@ -109,6 +109,7 @@ class _Peer:
         self.name = name
         self.framer = Framer(sim.family.framing)
         self.queue: asyncio.Queue[bytes] | None = None
+        self.requested_meter_rate = 0  # what this client last asked for, answered or not
         self.sender: asyncio.Task[None] | None = None
 
     def write_now(self, data: bytes) -> None:
@@ -118,9 +119,15 @@ class _Peer:
         raise NotImplementedError
 
     def send(self, data: bytes) -> None:
-        """Write, or queue behind earlier output when faults (split, slow) are switched on."""
+        """Write; answers wait ``answer_delay_s``; split writes queue behind earlier output."""
         sim = self.sim
-        if self.queue is None and not sim.split_writes and not sim.answer_delay_s:
+        if sim.answering and sim.answer_delay_s:
+            asyncio.get_running_loop().call_later(sim.answer_delay_s, self._write, data)
+        else:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        if self.queue is None and not self.sim.split_writes:
             self.write_now(data)
             return
         if self.queue is None:
@@ -132,8 +139,6 @@ class _Peer:
         assert self.queue is not None
         while True:
             data = await self.queue.get()
-            if self.sim.answer_delay_s:
-                await asyncio.sleep(self.sim.answer_delay_s)
             if self.sim.split_writes and len(data) > 1:
                 cuts = sorted(random.sample(range(1, len(data)), min(3, len(data) - 1)))
                 for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
@@ -149,8 +154,14 @@ class _Peer:
     def received(self, data: bytes) -> None:
         for body in self.framer.feed(data):
             report = parse(body)
+            if report is not None and report.verb in ("SET", "METER") and report.param in ("METER_RATE", "ALL"):
+                self.requested_meter_rate = 0 if report.value.upper() in ("STOP", "0", "00000") else 1
             if not self.sim.silent:
-                self.sim.handle(self, report)
+                self.sim.answering = True
+                try:
+                    self.sim.handle(self, report)
+                finally:
+                    self.sim.answering = False
 
 
 class _TcpPeer(_Peer, asyncio.Protocol):
@@ -260,6 +271,8 @@ class ShureSimulator:
         self.silent = False
         self.split_writes = False
         self.answer_delay_s = 0.0
+        self.answering = False  # set while a request is handled: its replies and echoes are answers
+        self.refused_params: set[str] = set()  # answered with ERR, like firmware that lacks them
         self.received: deque[str] = deque(maxlen=1000)
         self._random = random.Random(seed)
         self._server: asyncio.Server | None = None
@@ -510,7 +523,7 @@ class ShureSimulator:
     def forget(self, peer: _Peer, closed_by_client: bool) -> None:
         if peer in self.peers:
             self.peers.remove(peer)
-            self.closed_clients.append(ClientRecord(peer.name, closed_by_client, self.metering_on))
+            self.closed_clients.append(ClientRecord(peer.name, closed_by_client, bool(peer.requested_meter_rate)))
 
     # requests
 
@@ -560,6 +573,9 @@ class ShureSimulator:
     def _set(self, peer: _Peer, report: Report) -> None:
         targets = self._targets(report.channel)
         param, value = report.param, report.value
+        if param in self.refused_params:
+            self._error(peer)
+            return
         family = self.family
         verb = self._verb()
         if report.channel is None:

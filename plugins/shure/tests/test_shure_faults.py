@@ -1,0 +1,105 @@
+"""Faults through real sockets: the device goes offline in time, comes back by itself, others carry on."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from wmhub_shure.simulator import ShureSimulator
+
+from hub.devices import ManagedDevice
+from hub.drivers import DriverSettings
+from hub.model import Command, CommandKind
+from hub.testing import DriverHarness, eventually
+
+from .shure_helpers import wait_until_agreed
+
+FAST = DriverSettings(meter_rate_ms=100, io_timeout_s=0.5, offline_after_s=1.0)
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[DriverHarness, ShureSimulator, ShureSimulator, ManagedDevice, ManagedDevice]]:
+    """A faulty AD4Q and a healthy QLX-D on one hub; after the test, check every close switched metering off."""
+    async with (
+        ShureSimulator("ad4q", seed=1) as faulty,
+        ShureSimulator("qlxd4", seed=2) as healthy,
+    ):
+        async with DriverHarness("shure", settings=FAST) as hub:
+            bad, good = hub.add(faulty.url), hub.add(healthy.url)
+            await hub.device(bad)
+            await hub.device(good)
+            await wait_until_agreed(hub, bad.handle.device_id, faulty, "faulty device up")
+            yield hub, faulty, healthy, bad, good
+            assert good.supervisor.reconnects == 0, "the healthy receiver was disturbed"
+            await wait_until_agreed(hub, good.handle.device_id, healthy, "healthy device still current")
+        await eventually(lambda: not faulty.peers and not healthy.peers, what="hub connections closed")
+        for sim in (faulty, healthy):
+            left_on = [record for record in sim.closed_clients if record.closed_by_client and record.metering_left_on]
+            assert not left_on, f"metering left on by {left_on}"
+        assert any(record.closed_by_client for record in faulty.closed_clients)
+
+
+async def _recovers(hub: DriverHarness, managed: ManagedDevice, sim: ShureSimulator, within_s: float) -> None:
+    started = time.monotonic()
+    await hub.device(managed, timeout=within_s, online=False)
+    assert time.monotonic() - started <= within_s
+    await hub.device(managed, timeout=5.0)
+    await wait_until_agreed(hub, managed.handle.device_id, sim, "state after recovery")
+
+
+async def test_dropped_connection_comes_back(pair: tuple) -> None:  # type: ignore[type-arg]
+    hub, faulty, _, bad, _ = pair
+    faulty.drop_clients()
+    await _recovers(hub, bad, faulty, within_s=FAST.offline_after_s)
+    assert bad.supervisor.reconnects >= 1
+
+
+async def test_silent_device_goes_offline_in_time_and_returns(pair: tuple) -> None:  # type: ignore[type-arg]
+    hub, faulty, _, bad, _ = pair
+    faulty.silent = True
+    started = time.monotonic()
+    await hub.device(bad, timeout=FAST.offline_after_s + 1.0, online=False)
+    assert time.monotonic() - started <= FAST.offline_after_s + 0.5
+    faulty.silent = False
+    faulty.set_name(2, "Back")
+    await hub.device(bad, timeout=10.0)
+    await wait_until_agreed(hub, bad.handle.device_id, faulty, "state after the silence")
+
+
+async def test_garbage_is_survived(pair: tuple) -> None:  # type: ignore[type-arg]
+    hub, faulty, _, bad, _ = pair
+    faulty.send_garbage()
+    faulty.send_garbage(b"<" + b"{" * 2000)  # an unclosed brace that never ends
+    faulty.set_name(1, "AfterJunk")
+    faulty.set_tx_present(3, False)
+    await wait_until_agreed(hub, bad.handle.device_id, faulty, "state after garbage")
+    assert bad.supervisor.reconnects == 0
+
+
+async def test_split_frames_and_slow_answers(pair: tuple) -> None:  # type: ignore[type-arg]
+    hub, faulty, _, bad, _ = pair
+    faulty.split_writes = True
+    faulty.answer_delay_s = 0.2
+    faulty.set_name(4, "Split up")
+    faulty.drain_battery(4, 100)
+    result = await hub.apply(Command(device_id=bad.handle.device_id or "", channel=2, kind=CommandKind.GAIN, value=6))
+    assert result.ok, result
+    await wait_until_agreed(hub, bad.handle.device_id, faulty, "state through split, slow writes")
+    assert bad.supervisor.reconnects == 0
+
+    faulty.answer_delay_s = FAST.io_timeout_s * 3  # slower than the hub waits
+    result = await hub.apply(Command(device_id=bad.handle.device_id or "", channel=2, kind=CommandKind.GAIN, value=9))
+    assert not result.ok and result.code == "timeout", result
+    faulty.answer_delay_s = 0.0
+    faulty.split_writes = False
+    await hub.device(bad, timeout=10.0)
+    await wait_until_agreed(hub, bad.handle.device_id, faulty, "state after slow answers")
+
+
+async def test_uhfr_metering_is_stopped_when_the_hub_leaves() -> None:
+    async with ShureSimulator("ur4d") as sim:
+        async with DriverHarness("shure", settings=FAST) as hub:
+            await hub.device(hub.add(sim.url))
+            await eventually(lambda: sim.metering_on, what="UHF-R metering on")
+        await eventually(lambda: not sim.metering_on, what="UHF-R metering stopped")
