@@ -103,7 +103,7 @@ def _find_device(hub: Hub, device_id: str) -> Device:
     return device
 
 
-def _find_channel(hub: Hub, channel_ref: str) -> tuple[Device, Channel]:
+def find_channel(hub: Hub, channel_ref: str) -> tuple[Device, Channel]:
     device_id, _, index_text = channel_ref.rpartition(":")
     device = hub.store.get(device_id) if device_id else None
     channel = device.channel(int(index_text)) if device is not None and index_text.isdigit() else None
@@ -160,7 +160,7 @@ async def list_channels(request: web.Request) -> web.Response:
 
 
 async def get_channel(request: web.Request) -> web.Response:
-    device, channel = _find_channel(request.app[HUB_KEY], request.match_info["channel_id"])
+    device, channel = find_channel(request.app[HUB_KEY], request.match_info["channel_id"])
     return json_response(channel_view(device, channel))
 
 
@@ -178,7 +178,7 @@ async def _run_command(hub: Hub, device_id: str, channel: int | None, body: Comm
 
 async def channel_command(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    device, channel = _find_channel(hub, request.match_info["channel_id"])
+    device, channel = find_channel(hub, request.match_info["channel_id"])
     body = await parse_body(request, CommandBody)
     return await _run_command(hub, device.id, channel.index, body)
 
@@ -192,7 +192,7 @@ async def device_command(request: web.Request) -> web.Response:
 
 async def set_extended_name(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    device, channel = _find_channel(hub, request.match_info["channel_id"])
+    device, channel = find_channel(hub, request.match_info["channel_id"])
     body = await parse_body(request, ExtendedNameBody)
     name = (body.name or "").strip() or None
     await hub.rename_channel(device.id, channel.index, name, SOURCE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
@@ -46,8 +47,15 @@ def _operation(op: Operation) -> dict[str, Any]:
         "tags": [op.tag],
         "operationId": op.handler.__name__,
     }
+    numeric = set(re.findall(r"{(\w+):\\d\+}", op.path))
     parameters = [
-        {"name": name, "in": "path", "required": True, "description": text, "schema": {"type": "string"}}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "description": text,
+            "schema": {"type": "integer", "minimum": 0} if name in numeric else {"type": "string"},
+        }
         for name, text in (op.path_params or {}).items()
     ]
     if op.query is not None:
@@ -68,6 +76,11 @@ def _operation(op: Operation) -> dict[str, Any]:
     return spec
 
 
+def openapi_path(route: str) -> str:
+    """aiohttp's ``{name:regex}`` placeholders as OpenAPI's plain ``{name}``."""
+    return re.sub(r"{(\w+):[^}]+}", r"{\1}", route)
+
+
 def _models(operations: Iterable[Operation]) -> list[type[BaseModel]]:
     models: dict[str, type[BaseModel]] = {"ErrorBody": ErrorBody}
     for op in operations:
@@ -82,7 +95,7 @@ def build_document(operations: Iterable[Operation]) -> dict[str, Any]:
     _, schema = models_json_schema([(model, "validation") for model in _models(operations)], ref_template=REF)
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
-        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+        paths.setdefault(openapi_path(op.path), {})[op.method.lower()] = _operation(op)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -62,7 +62,8 @@ class WebServer:
         self.token = self.settings.token or load_or_create_token(hub.config.data_dir)
         self.live = LiveFeed(hub, self.settings.live_interval_s, self.settings.live_queue)
         self.metrics = Metrics(hub, self.live)
-        self.openapi = build_document(OPERATIONS)
+        self.operations = OPERATIONS
+        self.openapi = build_document(self.operations)
         self.app = self._build_app()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -90,7 +91,7 @@ class WebServer:
         app = web.Application(middlewares=[self._errors, self._cors_preflight], client_max_size=64 * 1024)
         app[HUB_KEY] = self.hub
         app[LIVE_COUNT_KEY] = lambda: len(self.live.clients)
-        for op in OPERATIONS:
+        for op in self.operations:
             app.router.add_route(op.method, op.path, self._guard(op.handler, write=op.write))
         app.router.add_get("/api/openapi.json", self._guard(self._openapi, write=False))
         app.router.add_get("/metrics", self._guard(self._metrics, write=False))
