@@ -111,6 +111,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         target = result
         for part in path[:-1]:
             target = target.setdefault(part, {})
+            if not isinstance(target, dict):  # WMHUB_MQTT=x and WMHUB_MQTT__URL=y both set
+                raise ConfigError(f"environment: {key} clashes with another WMHUB_ variable that sets {part!r}")
         leaf = path[-1]
         target[leaf] = [item.strip() for item in value.split(",") if item.strip()] if leaf == "devices" else value
     return result
