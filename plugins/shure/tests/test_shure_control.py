@@ -1,0 +1,100 @@
+"""Control round trips through the hub's control path, per family, confirmed by the device's REP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from wmhub_shure.simulator import ShureSimulator
+
+from hub.model import Command, CommandKind
+from hub.testing import DriverHarness
+
+from .shure_helpers import wait_until_agreed
+
+ROUND_TRIPS: dict[str, list[tuple[CommandKind, Any, str, Any]]] = {
+    # model: (command kind, value, simulator field, value the simulator ends with)
+    "ulxd4d": [
+        (CommandKind.NAME, "Vox 2", "name", "Vox 2"),
+        (CommandKind.MUTE, True, "muted", True),
+        (CommandKind.MUTE, "toggle", "muted", False),
+        (CommandKind.GAIN, 12, "gain_db", 12),
+        (CommandKind.GAIN_STEP, -3, "gain_db", 9),
+        (CommandKind.FREQUENCY, 482.125, "frequency_mhz", 482.125),
+    ],
+    "qlxd4": [
+        (CommandKind.NAME, "Lectern", "name", "Lectern"),
+        (CommandKind.GAIN, -6, "gain_db", -6),
+        (CommandKind.FREQUENCY, 530.0, "frequency_mhz", 530.0),
+    ],
+    "ad4q": [
+        (CommandKind.NAME, "Lead vocal, stage left", "name", "Lead vocal, stage left"),
+        (CommandKind.MUTE, True, "muted", True),
+        (CommandKind.GAIN, 42, "gain_db", 42),
+        (CommandKind.GAIN_STEP, -10, "gain_db", 32),
+        (CommandKind.FREQUENCY, 606.025, "frequency_mhz", 606.025),
+    ],
+    "slxd4d": [
+        (CommandKind.NAME, "Choir", "name", "Choir"),
+        (CommandKind.GAIN, 0, "gain_db", 0),
+        (CommandKind.FREQUENCY, 562.5, "frequency_mhz", 562.5),
+    ],
+    "slxd4q+": [
+        (CommandKind.NAME, "Drums", "name", "Drums"),
+        (CommandKind.GAIN_STEP, 2, "gain_db", None),
+        (CommandKind.FREQUENCY, 470.2, "frequency_mhz", 470.2),
+    ],
+    "p10t": [
+        (CommandKind.NAME, "IEM Bass", "name", "IEM Bass"),
+        (CommandKind.FREQUENCY, 518.2, "frequency_mhz", 518.2),
+    ],
+}
+
+
+@pytest.mark.parametrize("model", sorted(ROUND_TRIPS))
+async def test_control_round_trip(model: str) -> None:
+    async with ShureSimulator(model, seed=3) as sim, DriverHarness("shure") as hub:
+        managed = hub.add(sim.url)
+        device = await hub.device(managed)
+        channel = sim.profile.channels
+        for kind, value, field, expected in ROUND_TRIPS[model]:
+            before = sim.channels[channel].values[field]
+            result = await hub.apply(Command(device_id=device.id, channel=channel, kind=kind, value=value))
+            assert result.ok, (kind, result)
+            wanted = before + value if expected is None else expected
+            assert sim.channels[channel].values[field] == wanted
+            assert result.value == wanted
+            assert getattr(hub.store.get(device.id).channel(channel), field) == wanted  # type: ignore[union-attr]
+        await wait_until_agreed(hub, managed.handle.device_id, sim, "after the commands")
+
+
+async def test_device_level_controls_and_refusals() -> None:
+    async with ShureSimulator("ad4d") as ad, ShureSimulator("qlxd4") as qlx, DriverHarness("shure") as hub:
+        ad_id = (await hub.device(hub.add(ad.url))).id
+        qlx_id = (await hub.device(hub.add(qlx.url))).id
+
+        async def run(device_id: str, kind: CommandKind, value: Any, channel: int | None = 1, **extra: Any) -> Any:
+            return await hub.apply(Command(device_id=device_id, channel=channel, kind=kind, value=value, **extra))
+
+        assert (await run(ad_id, CommandKind.IDENTIFY, None)).ok
+        assert (await run(ad_id, CommandKind.METER_RATE, 250, channel=None)).ok
+        assert all(channel.meter_rate_ms == 250 for channel in ad.channels.values())
+        result = await run(ad_id, CommandKind.RF_OUTPUT, False, slot=3)
+        assert result.ok and ad.raw[(1, "SLOT_RF_OUTPUT", 3)] == "RF_MUTE"
+        assert (await run(ad_id, CommandKind.DEVICE_NAME, "Rack A", channel=None)).ok
+        await wait_until_agreed(hub, ad_id, ad, "device name")
+
+        too_high = await run(ad_id, CommandKind.GAIN, 60)
+        assert (too_high.ok, too_high.code) == (False, "invalid")
+        assert "outside -18..+42 dB" in (too_high.error or "")
+        long_name = await run(qlx_id, CommandKind.NAME, "Far too long")
+        assert (long_name.code, "at most 8" in (long_name.error or "")) == ("invalid", True)
+        assert qlx.channels[1].values["name"] != "Far too long"
+        no_mute = await run(qlx_id, CommandKind.MUTE, True)
+        assert no_mute.code == "not_supported" and "QLX-D" in (no_mute.error or "")
+
+        ad.refused_params.add("AUDIO_GAIN")
+        refused = await run(ad_id, CommandKind.GAIN, 3)
+        assert (refused.ok, refused.code) == (False, "refused")
+        # the refusal was matched to the request: the connection and later commands are unaffected
+        assert (await run(ad_id, CommandKind.NAME, "Still fine")).ok
