@@ -314,3 +314,14 @@ async def test_cors_is_off_unless_the_origin_is_configured(tmp_path: Path) -> No
             preflight = {"Origin": origin, "Access-Control-Request-Method": "POST"}
             async with http.options("/api/v1/devices", headers=preflight) as response:
                 assert (response.status == 204) is allowed
+
+
+async def test_board_page_and_assets_are_served(http: aiohttp.ClientSession) -> None:
+    page = await call(http, "GET", "/", 200)
+    assert "<title>wmhub board</title>" in page and "/static/board.js" in page
+    script = await call(http, "GET", "/static/board.js", 200)
+    # names come from devices and users: the board must never parse them as HTML
+    assert not any(sink in script for sink in (".innerHTML", ".outerHTML", "insertAdjacentHTML", "document.write"))
+    assert "textContent" in script
+    await call(http, "GET", "/static/board.css", 200)
+    assert (await call(http, "GET", "/static/missing.js", 404))["code"] == "not_found"

@@ -55,6 +55,17 @@ def load_or_create_token(data_dir: Path) -> str:
     return token
 
 
+HTTP_ERROR_CODES: Final = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
+def http_error(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own errors (no route, wrong method, body too large) in the API's JSON error shape."""
+    response = error_response(exc.status, HTTP_ERROR_CODES.get(exc.status, "http_error"), exc.reason)
+    if "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
 class WebServer:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -64,6 +75,7 @@ class WebServer:
         self.metrics = Metrics(hub, self.live)
         self.operations = OPERATIONS
         self.openapi = build_document(self.operations)
+        self._static_files = frozenset(path.name for path in STATIC_DIR.iterdir() if path.is_file())
         self.app = self._build_app()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -97,7 +109,7 @@ class WebServer:
         app.router.add_get("/metrics", self._guard(self._metrics, write=False))
         app.router.add_get(LIVE_PATH, self._guard(self.live.handle, write=False))
         app.router.add_get("/", self._index)
-        app.router.add_static("/static/", STATIC_DIR, append_version=False)
+        app.router.add_get("/static/{name}", self._static)
         app.on_response_prepare.append(self._decorate)
         return app
 
@@ -135,10 +147,7 @@ class WebServer:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "http_error")
-            response = error_response(exc.status, code, exc.reason)
-            if "Allow" in exc.headers:
-                response.headers["Allow"] = exc.headers["Allow"]
+            response = http_error(exc)
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             response = error_response(500, "internal", "internal error (logged by the hub)")
@@ -179,6 +188,13 @@ class WebServer:
 
     async def _index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def _static(self, request: web.Request) -> web.FileResponse:
+        # only the board's own files, by exact name: nothing else on disk is reachable
+        name = request.match_info["name"]
+        if name not in self._static_files:
+            raise ApiError(404, "not_found", f"no static file {name!r}")
+        return web.FileResponse(STATIC_DIR / name, headers={"Cache-Control": "no-cache"})
 
 
 __all__ = ["Operation", "WebServer", "load_or_create_token"]
