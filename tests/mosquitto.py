@@ -28,6 +28,8 @@ from hub.mqtt.client import BrokerAddress, MqttClient
 from hub.mqtt.embedded import EmbeddedBroker
 from hub.testing import eventually
 
+# Topics the probe uses to learn that a subscription is active; never recorded as test messages.
+MARKER_PREFIX = "wmhub-test/marker/"
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
 
@@ -168,12 +170,16 @@ class MqttProbe:
 
     def __init__(self, broker: TestBroker, client_id: str = "wmhub-test-probe") -> None:
         self.messages: list[tuple[str, bytes]] = []
+        self._markers: set[str] = set()
         self.latest: dict[str, bytes] = {}
         self.client = MqttClient(
             BrokerAddress(broker.host, broker.port), client_id, on_message=self._record, keepalive=10
         )
 
     def _record(self, topic: str, payload: bytes) -> None:
+        if topic.startswith(MARKER_PREFIX):
+            self._markers.add(topic)
+            return
         self.messages.append((topic, payload))
         self.latest[topic] = payload
 
@@ -188,13 +194,13 @@ class MqttProbe:
     async def subscribe(self, topic_filter: str) -> None:
         """Subscribe and wait until the broker confirmed it (a marker message comes back through it)."""
         self.client.subscribe(topic_filter, 1)
-        marker = f"wmhub-test/marker/{id(self)}/{len(self.messages)}"
+        marker = f"{MARKER_PREFIX}{id(self)}/{len(self._markers)}"
         self.client.subscribe(marker, 1)
         await eventually(lambda: self._sent_and_seen(marker), 5, f"subscription to {topic_filter}")
         self.client.unsubscribe(marker)
 
     def _sent_and_seen(self, marker: str) -> bool:
-        if marker in self.latest:
+        if marker in self._markers:
             return True
         self.client.publish(marker, b"1", 0)
         return False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.mqtt.client import BrokerAddress, MqttClient, Will
+from hub.mqtt.client import BrokerAddress, MqttClient
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
 

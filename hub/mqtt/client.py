@@ -215,7 +215,7 @@ class MqttClient:
         client = self._paho
         if client is not None and self._connected:
             deadline = time.monotonic() + timeout
-            if not self._flushed(client):
+            if not self._flushed():
                 self._flush_waiter = asyncio.Event()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._flush_waiter.wait(), timeout)
@@ -228,9 +228,11 @@ class MqttClient:
             self._task = None
         self._drop_connection()
 
-    def _flushed(self, client: paho.Client) -> bool:
+    def _flushed(self) -> bool:
+        """Every QoS>0 message acknowledged. Unacknowledged QoS 0 packets need no wait: paho sends its queue
+        in order, so they leave before the DISCONNECT that follows them."""
         info = self._last_info
-        return (info is None or info.is_published()) and not client.want_write()
+        return info is None or info.is_published()
 
     async def _run(self) -> None:
         first_failure = True
@@ -372,7 +374,7 @@ class MqttClient:
     def _published_cb(self, client: paho.Client, userdata: Any, mid: int, code: Any, props: Any) -> None:
         # paho marks the message published only after this callback returns, hence the mid comparison
         info = self._last_info
-        if self._flush_waiter is not None and ((info is not None and info.mid == mid) or self._flushed(client)):
+        if self._flush_waiter is not None and info is not None and info.mid == mid:
             self._flush_waiter.set()
 
     def _message_cb(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:

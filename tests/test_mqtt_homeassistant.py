@@ -1,0 +1,151 @@
+"""Home Assistant device-based discovery, checked against the documented schema on a real broker."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from hub.model import Channel
+from tests.mosquitto import MqttProbe, TestBroker
+from tests.test_mqtt_bridge import online_device, receiver, running_hub
+
+__all__ = ["receiver"]  # the fixture, imported so pytest finds it here
+
+# From Home Assistant's MQTT docs and homeassistant/components/mqtt (see shared conventions, section 1).
+DISCOVERY_TOPIC = re.compile(r"(?P<prefix>.+)/device/(?P<node_id>[a-zA-Z0-9_-]+)/config")
+OBJECT_ID = re.compile(r"[a-zA-Z0-9_-]+")
+COMMON_KEYS = {
+    "platform", "unique_id", "name", "icon", "qos", "encoding", "entity_category", "enabled_by_default",
+    "availability", "availability_mode", "json_attributes_topic", "json_attributes_template",
+}  # fmt: skip
+PLATFORM_KEYS = {
+    "sensor": (
+        {"state_topic"},
+        {"value_template", "device_class", "state_class", "unit_of_measurement", "suggested_display_precision",
+         "expire_after", "force_update"},
+    ),
+    "binary_sensor": (
+        {"state_topic"},
+        {"value_template", "device_class", "payload_on", "payload_off", "expire_after", "off_delay"},
+    ),
+    "text": ({"command_topic"}, {"command_template", "state_topic", "value_template", "min", "max", "mode"}),
+    "switch": (
+        {"command_topic"},
+        {"payload_on", "payload_off", "state_on", "state_off", "state_topic", "value_template", "optimistic"},
+    ),
+    "button": ({"command_topic"}, {"payload_press", "command_template", "device_class"}),
+}  # fmt: skip
+DEVICE_CLASSES = {
+    "sensor": {"battery": {"%"}, "duration": {"s", "min", "h", "d"}, "signal_strength": {"dB", "dBm"},
+               "frequency": {"Hz", "kHz", "MHz", "GHz"}},
+    "binary_sensor": {"connectivity": None, "problem": None},
+    "button": {"identify": None, "restart": None, "update": None},
+}  # fmt: skip
+EXPECTED_METRICS = {
+    "battery_percent", "battery_bars", "battery_runtime_min", "rf_dbm", "rf_quality_percent", "audio_dbfs",
+    "frequency_mhz", "tx_model", "tx_present", "audio_peak", "name", "mute", "identify",
+}  # fmt: skip
+
+
+def check_discovery_payload(topic: str, config: dict[str, Any], hub_state_topic: str) -> None:
+    """Assert what Home Assistant requires of a device-based discovery message."""
+    match = DISCOVERY_TOPIC.fullmatch(topic)
+    assert match, f"{topic} is not a device discovery topic"
+    assert config["device"]["identifiers"] and all(isinstance(value, str) for value in config["device"].values()
+                                                   if not isinstance(value, list))  # fmt: skip
+    assert config["origin"]["name"] == "wmhub" and config["origin"]["sw_version"]
+    assert set(config["origin"]) <= {"name", "sw_version", "support_url"}
+    assert config["availability_mode"] == "all"
+    availability = config["availability"]
+    assert len(availability) == 2 and availability[0]["topic"] == hub_state_topic
+    assert availability[1]["topic"].endswith("/availability")
+    entry_keys = {"topic", "value_template", "payload_available", "payload_not_available"}
+    assert all(set(entry) <= entry_keys for entry in availability)
+    assert "availability_topic" not in config, "availability and availability_topic are mutually exclusive"
+    unique_ids = set()
+    for object_id, component in config["components"].items():
+        assert OBJECT_ID.fullmatch(object_id), object_id
+        platform = component["platform"]
+        required, optional = PLATFORM_KEYS[platform]
+        assert required <= set(component), f"{object_id} lacks {required - set(component)}"
+        assert set(component) <= required | optional | COMMON_KEYS, set(component) - required - optional - COMMON_KEYS
+        assert component["unique_id"] not in unique_ids
+        unique_ids.add(component["unique_id"])
+        if "device_class" in component:
+            units = DEVICE_CLASSES[platform][component["device_class"]]
+            assert units is None or component.get("unit_of_measurement") in units, object_id
+        if component.get("state_class") is not None:
+            assert component["state_class"] in {"measurement", "total", "total_increasing"}
+
+
+async def test_discovery_config_follows_the_schema_and_points_at_real_topics(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
+        base = hub.config.mqtt.base_topic
+        device_id = await online_device(hub)
+        await probe.subscribe("homeassistant/device/#")
+        await probe.subscribe(f"{base}/#")
+        topic = f"homeassistant/device/{device_id}/config"
+        config = await probe.json(topic, lambda value: value["device"].get("model") == "EX-1")
+        check_discovery_payload(topic, config, f"{base}/hubs/hub1/state")
+        assert config["device"]["manufacturer"] == "Example" and config["qos"] == 1
+        metrics = {object_id.split("_", 1)[1] for object_id in config["components"]}
+        assert metrics == EXPECTED_METRICS
+        assert {c["unique_id"] for c in config["components"].values()} == {
+            f"{device_id}_ch1_{metric}" for metric in EXPECTED_METRICS
+        }
+        # every template reads a key the state topic it listens to really carries
+        hub.store.update_channel(device_id, 1, {"rf_dbm": -55.0})
+        for component in config["components"].values():
+            if "state_topic" not in component:
+                continue
+            payload = await probe.json(component["state_topic"])
+            for key in re.findall(r"value_json\.(\w+)", component["value_template"]):
+                assert key in payload, f"{component['unique_id']} reads {key} missing from {component['state_topic']}"
+        # the switch and text commands are the hub's own set payloads
+        mute = config["components"]["ch1_mute"]
+        assert orjson.loads(mute["payload_on"]) == {"muted": True}
+        assert mute["command_topic"] == f"{base}/devices/{device_id}/channels/1/set"
+        assert orjson.loads(config["components"]["ch1_identify"]["payload_press"]) == {"identify": True}
+        assert set(Channel.model_fields) >= {key for key in EXPECTED_METRICS if key not in {"mute", "identify"}}
+
+
+async def test_homeassistant_birth_republishes_configs_and_state(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
+        base = hub.config.mqtt.base_topic
+        device_id = await online_device(hub)
+        await probe.subscribe("homeassistant/device/#")
+        await probe.subscribe(f"{base}/#")
+        await probe.json(f"homeassistant/device/{device_id}/config")
+        probe.clear()
+        probe.publish("homeassistant/status", b"offline")
+        probe.publish("homeassistant/status", b"online")
+        await probe.json(f"homeassistant/device/{device_id}/config")
+        await probe.json(f"{base}/hubs/hub1/state")
+        await probe.json(f"{base}/devices/{device_id}/channels/1")
+        await probe.message(f"{base}/devices/{device_id}/availability", lambda payload: payload == b"online")
+        configs = [topic for topic, _ in probe.messages if topic.startswith("homeassistant/device/")]
+        assert len(configs) == 1, "one re-publish for one birth message"
+
+
+async def test_discovery_can_be_switched_off_or_moved(mqtt_broker: TestBroker, tmp_path: Path, receiver: str) -> None:
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("#")
+        async with running_hub(mqtt_broker, tmp_path, [receiver], homeassistant_prefix="ha_custom") as hub:
+            device_id = await online_device(hub)
+            await probe.json(f"ha_custom/device/{device_id}/config")
+        probe.clear()
+        async with running_hub(mqtt_broker, tmp_path, [receiver], hub_id="quiet", homeassistant=False) as hub:
+            base = hub.config.mqtt.base_topic
+            await probe.json(f"{base}/devices/{device_id}/channels/1")
+            probe.publish("homeassistant/status", b"online")
+            # requests are answered in order, so once this answer is in, the birth message was seen too
+            answer = await probe.request(f"{base}/hubs/quiet/response/info", f"{base}/hubs/quiet/request/info", {})
+            assert answer["status"] == "ok"
+        assert not [topic for topic, _ in probe.messages if topic.endswith("/config")]

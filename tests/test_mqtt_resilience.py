@@ -1,0 +1,132 @@
+"""The MQTT edge when things go wrong: broker restarted without persistence, hub killed with SIGKILL,
+and the embedded broker the demo runs without any installation."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import orjson
+
+from hub.testing import eventually
+from tests.mosquitto import MqttProbe, TestBroker, free_port
+from tests.test_mqtt_bridge import bridge_of, online_device, receiver, running_hub
+
+__all__ = ["receiver"]  # the fixture, imported so pytest finds it here
+
+
+async def retained_snapshot(broker: TestBroker, topic_filter: str, expected: int) -> dict[str, bytes]:
+    """What a newcomer gets: the broker's retained messages under ``topic_filter`` (at least ``expected``)."""
+    async with MqttProbe(broker, client_id="wmhub-test-snapshot") as probe:
+        await probe.subscribe(topic_filter)
+        await eventually(lambda: len(probe.latest) >= expected, 10, f"{expected} retained topics")
+        return {topic: payload for topic, payload in probe.latest.items() if payload}
+
+
+async def test_broker_restart_without_persistence_gets_every_retained_topic_back(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub:
+        base = hub.config.mqtt.base_topic
+        device_id = await online_device(hub)
+        client = bridge_of(hub).client
+        assert client is not None
+        channel_topic = f"{base}/devices/{device_id}/channels/1"
+        await eventually(lambda: b'"Lead"' in client.retained_topics.get(channel_topic, (b"",))[0], 5, "named channel")
+        expected = {topic: payload for topic, (payload, _) in client.retained_topics.items()}
+        assert len(expected) >= 7  # hub state, info, devices; device, availability, channel; HA config
+        before = await retained_snapshot(mqtt_broker, "#", len(expected))
+        assert before == expected
+
+        connects = client.connects
+        await mqtt_broker.restart()
+        assert await retained_snapshot(mqtt_broker, "#", 0) == {}, "the restarted broker starts empty"
+        await eventually(lambda: client.connects > connects, 10, "the hub reconnected")
+        after = await retained_snapshot(mqtt_broker, "#", len(expected))
+        assert after == before
+
+        # subscriptions are back too: control works after the reconnect
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe(f"{base}/#")
+            response = await probe.request(
+                f"{base}/hubs/hub1/response/set", f"{base}/devices/{device_id}/channels/1/set", {"name": "Again"}
+            )
+            assert response["status"] == "ok"
+
+
+async def start_hub_process(broker: TestBroker, data_dir: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hub.cli", "run", "--demo", "--mqtt", broker.url,
+        "--http", f"127.0.0.1:{free_port()}", "--data-dir", str(data_dir), "--hub-id", "killed",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def test_hub_killed_leaves_its_last_will_and_comes_back_complete(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    state_topic = "wmhub/hubs/killed/state"
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("wmhub/#")
+        hub = await start_hub_process(mqtt_broker, tmp_path)
+        try:
+            devices = await probe.json(
+                "wmhub/hubs/killed/devices", lambda value: len(value) >= 4 and all(d["online"] for d in value), 20
+            )
+            channels = {
+                f"wmhub/devices/{d['id']}/channels/{i}" for d in devices for i in range(1, d["channel_count"] + 1)
+            }
+            await eventually(lambda: channels <= set(probe.latest), 10, "every demo channel published")
+            before = await retained_snapshot(mqtt_broker, "wmhub/#", len(channels) + 3)
+        finally:
+            hub.send_signal(signal.SIGKILL)
+            await hub.wait()
+        offline = await probe.json(state_topic, lambda value: value["state"] == "offline", 10)
+        assert offline == {"state": "offline"}
+        assert (await retained_snapshot(mqtt_broker, state_topic, 1))[state_topic] == b'{"state":"offline"}'
+
+        probe.clear()
+        hub = await start_hub_process(mqtt_broker, tmp_path)
+        try:
+            await probe.json(state_topic, lambda value: value["state"] == "online", 20)
+            # the demo's simulators listen on new ports, and serial-less receivers get new ids with them
+            devices = await probe.json(
+                "wmhub/hubs/killed/devices",
+                lambda value: len(value) == len(devices) and all(d["online"] for d in value),
+                20,
+            )
+            wanted = {"wmhub/hubs/killed/state", "wmhub/hubs/killed/info", "wmhub/hubs/killed/devices"}
+            for device in devices:
+                topic = f"wmhub/devices/{device['id']}"
+                wanted |= {topic, f"{topic}/availability"}
+                wanted |= {f"{topic}/channels/{index}" for index in range(1, device["channel_count"] + 1)}
+            await eventually(lambda: wanted <= set(probe.latest), 20, "every retained topic back")
+            after = await retained_snapshot(mqtt_broker, "wmhub/#", len(wanted))
+            assert wanted <= set(after) and len(wanted) == len(before)
+            assert orjson.loads(after[state_topic]) == {"state": "online"}
+        finally:
+            hub.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(hub.wait(), 30)
+        assert hub.returncode == 0
+
+
+async def test_embedded_broker_serves_the_hub_without_installation(tmp_path: Path, receiver: str) -> None:
+    class Embedded:
+        host = "127.0.0.1"
+        port = 0
+        url = "embedded"
+
+    async with running_hub(Embedded(), tmp_path, [receiver], embedded_port=0) as hub:  # type: ignore[arg-type]
+        device_id = await online_device(hub)
+        embedded = bridge_of(hub).embedded
+        assert embedded is not None and embedded.port > 0
+        Embedded.port = embedded.port
+        async with MqttProbe(Embedded()) as probe:  # type: ignore[arg-type]
+            base = hub.config.mqtt.base_topic
+            await probe.subscribe(f"{base}/#")
+            assert await probe.json(f"{base}/hubs/hub1/state") == {"state": "online"}
+            await probe.json(f"{base}/devices/{device_id}/channels/1", lambda value: value["name"] == "Lead")
+            response = await probe.request(
+                f"{base}/hubs/hub1/response/set", f"{base}/devices/{device_id}/channels/1/set", {"name": "Embedded"}
+            )
+            assert response["status"] == "ok"
