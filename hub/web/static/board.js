@@ -96,6 +96,8 @@ function fillTile(tile, number, device, channel) {
   tile.append(el("span", "num", number));
   tile.append(el("div", "name", displayName(channel)));
   const sub = [device.name || device.id, "ch " + channel.index];
+  const performer = performerOf(device.id, channel.index);
+  if (performer) sub.unshift(performer);
   if (channel.extended_name && channel.name) sub.push(channel.name);
   tile.append(el("div", "sub", sub.join(" · ")));
   const row = el("div", "row");
@@ -118,6 +120,12 @@ function fillTile(tile, number, device, channel) {
   edit.title = "Rename";
   edit.addEventListener("click", () => openEditor(device.id, channel.index));
   tile.append(edit);
+}
+
+function performerOf(deviceId, index) {
+  const assignment = (state.assignments || []).find((a) => a.device_id === deviceId && a.channel === index);
+  const performer = assignment && (state.performers || []).find((p) => p.id === assignment.performer_id);
+  return performer ? performer.name : null;
 }
 
 function emptyTile(number) {
@@ -273,15 +281,102 @@ async function refreshCandidates() {
 
 async function refreshVenue() {
   try {
-    const [slots, groups] = await Promise.all([api("GET", API + "/slots"), api("GET", API + "/groups")]);
+    const [slots, groups, performers, assignments] = await Promise.all(
+      ["/slots", "/groups", "/performers", "/assignments"].map((path) => api("GET", API + path)),
+    );
     state.slots = slots.items;
     state.groups = groups.items.filter((g) => g.number >= 1 && g.number <= 9);
+    state.allGroups = groups.items;
+    state.performers = performers.items;
+    state.assignments = assignments.items;
   } catch (error) {
     state.slots = null;
     state.groups = [];
   }
   renderGroups();
   renderBoard();
+  renderVenue();
+}
+
+// Small forms for the venue: each posts to the API and refreshes; the token is needed for all of them.
+
+function field(label, input) {
+  const wrap = el("label", null, label + " ");
+  wrap.append(input);
+  return wrap;
+}
+
+function input(type, placeholder) {
+  const node = el("input");
+  node.type = type;
+  node.placeholder = placeholder;
+  return node;
+}
+
+function choice(options) {
+  const select = el("select");
+  for (const [value, text] of options) {
+    const option = el("option", null, text);
+    option.value = value;
+    select.append(option);
+  }
+  return select;
+}
+
+function channelChoice() {
+  return choice(orderedChannels().map(([device, channel]) => [channel.id, displayName(channel) + " · " + (device.name || device.id) + " ch " + channel.index]));
+}
+
+function venueForm(title, controls, actions) {
+  const form = el("form", "venue-form");
+  form.append(el("strong", null, title), ...controls);
+  for (const [label, action] of actions) {
+    const button = el("button", null, label);
+    button.type = "button";
+    button.addEventListener("click", async () => {
+      try { await action(); toast(title + ": saved"); refreshVenue(); } catch (error) { toast(title + ": " + error.message); }
+    });
+    form.append(button);
+  }
+  return form;
+}
+
+function renderVenue() {
+  const panel = $("venue-panel");
+  panel.hidden = !state.slots;
+  if (!state.slots) return;
+  const slotNumber = input("number", "slot");
+  const slotChannel = channelChoice();
+  const groupNumber = input("number", "1-9");
+  const groupTitle = input("text", "title");
+  const groupSlots = input("text", "slots, e.g. 1,2,5");
+  const performerName = input("text", "name");
+  const performer = choice((state.performers || []).map((p) => [String(p.id), p.name]));
+  const assignChannel = channelChoice();
+  const numbers = (text) => text.split(",").map((part) => Number(part.trim())).filter((n) => n > 0);
+  const channelParts = (id) => ({ device_id: id.slice(0, id.lastIndexOf(":")), channel: Number(id.slice(id.lastIndexOf(":") + 1)) });
+  const forms = [
+    venueForm("Slot", [field("number", slotNumber), field("shows", slotChannel)], [
+      ["Set", () => api("PUT", API + "/slots/" + Number(slotNumber.value), channelParts(slotChannel.value))],
+      ["Clear", () => api("DELETE", API + "/slots/" + Number(slotNumber.value))],
+    ]),
+    venueForm("Group", [field("number", groupNumber), field("title", groupTitle), field("slots", groupSlots)], [
+      ["Save", () => api("PUT", API + "/groups/" + Number(groupNumber.value), { title: groupTitle.value, slots: numbers(groupSlots.value) })],
+      ["Delete", () => api("DELETE", API + "/groups/" + Number(groupNumber.value))],
+    ]),
+    venueForm("Performer", [field("name", performerName)], [
+      ["Add", () => api("POST", API + "/performers", { name: performerName.value })],
+    ]),
+    venueForm("Assign", [field("performer", performer), field("to", assignChannel)], [
+      ["Assign", () => api("PUT", API + "/channels/" + encodeURIComponent(assignChannel.value) + "/assignment", { performer_id: Number(performer.value) })],
+      ["Unassign", () => api("DELETE", API + "/channels/" + encodeURIComponent(assignChannel.value) + "/assignment")],
+    ]),
+  ];
+  const names = new Map((state.performers || []).map((p) => [p.id, p.name]));
+  const summary = el("ul", "list");
+  for (const group of state.allGroups || []) summary.append(el("li", null, "Group " + group.number + " " + group.title + ": slots " + group.slots.join(", ")));
+  for (const a of state.assignments || []) summary.append(el("li", null, (names.get(a.performer_id) || "?") + " → " + a.device_id + " ch " + a.channel));
+  $("venue").replaceChildren(...forms, summary);
 }
 
 // ---- groups (keyboard 0-9; 0 shows everything)
