@@ -50,10 +50,18 @@ async def example_receiver(serial: str, name: str = "Lead") -> tuple[asyncio.Ser
 
 @asynccontextmanager
 async def running_hub(
-    broker: TestBroker, tmp_path: Path, devices: list[str], hub_id: str = "hub1", base: str | None = None, **mqtt: Any
+    broker: TestBroker,
+    tmp_path: Path,
+    devices: list[str],
+    hub_id: str = "hub1",
+    base: str | None = None,
+    plugins: PluginHost | None = None,
+    **mqtt: Any,
 ) -> AsyncIterator[Hub]:
-    plugins = PluginHost()
-    plugins.register(EXAMPLE, "example", "1.0")
+    """A whole hub (MQTT, no HTTP, no network discovery) with the example plugin unless ``plugins`` is given."""
+    if plugins is None:
+        plugins = PluginHost()
+        plugins.register(EXAMPLE, "example", "1.0")
     config = HubConfig(
         hub_id=hub_id,
         data_dir=tmp_path / hub_id,
