@@ -152,7 +152,10 @@ def axient_sample(tokens: list[bytes]) -> ChannelFields:
     # Quadversity sends 4 antenna marks and 4 bitmap/RSSI pairs; the mark count says which layout.
     quality = int(tokens[3])
     marks = tokens[7]
-    rssi = max(int(tokens[9 + 2 * i]) for i in range(len(marks)))
+    if len(marks) == 2:
+        rssi = max(int(tokens[9]), int(tokens[11]))
+    else:
+        rssi = max(int(tokens[9 + 2 * i]) for i in range(len(marks)))
     return {
         "rf_quality_percent": None if quality > 5 else quality * 20,
         "audio_peak": int(tokens[4]) >= 128,
