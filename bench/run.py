@@ -1,0 +1,565 @@
+"""The wmhub benchmark: simulated receivers -> the hub (its own process) -> a real Mosquitto -> a subscriber.
+
+    python -m bench.run --receivers 250 --seconds 60 --warmup 10 --out bench/results/r250.json
+    python -m bench.run --channels 1000 --seconds 60 --out bench/results/c1000.json
+    python -m bench.run --find-ceiling --out bench/results/ceiling.json --plot docs/performance.png
+
+A run starts Mosquitto, several load-generator processes (:mod:`bench.fleet`, mixed Shure families
+metering every 100 ms), then ``wmhub run`` against them. It waits until every device is online on MQTT,
+lets the warm-up pass, then measures for ``--seconds``: samples sent (counted by the generators) against
+samples merged by the hub (its ``wmhub_state_updates`` counter), hub CPU and RSS from /proc, MQTT
+messages the broker received (its $SYS counter), and the latency of state changes: each generator
+records the wall time of every change it makes (a name, a battery step, a transmitter off or on) and the
+subscriber in this process stamps the arrival of the channel message showing it, on the same clock.
+
+``--find-ceiling`` repeats shorter runs at growing channel counts until one fails (p99 over 100 ms, a
+growing backlog, a lost change or devices not all connected) and reports the largest that passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import orjson
+
+from bench.probes import Mosquitto, cpu_seconds, memory_mb, metric_value, percentile, stop_process
+from hub.mqtt.client import BrokerAddress, MqttClient
+
+# A mix of the networked families, weighted towards the quad receivers large sites use.
+MIX: Final = ("ulxd4q", "ad4q", "slxd4q+", "ulxd4d", "ad4d", "qlxd4", "slxd4", "ur4d")
+CHANNELS: Final = {"ulxd4q": 4, "ad4q": 4, "slxd4q+": 4, "ulxd4d": 2, "ad4d": 2, "qlxd4": 1, "slxd4": 1, "ur4d": 2}
+METER_RATE_MS: Final = 100
+HUB_ID: Final = "bench"
+BASE: Final = "wmhub"
+P99_LIMIT_MS: Final = 100.0
+# The hub may merge a little less than was sent while bytes are in flight, never a growing share of it.
+BACKLOG_TOLERANCE: Final = 0.02
+CEILING_STEPS: Final = (1000, 2500, 5000, 7500, 10000, 12500, 15000, 20000)
+
+
+def plan(receivers: int | None, channels: int | None) -> list[str]:
+    """Model keys, one per receiver: ``receivers`` of them, or enough to reach ``channels``."""
+    models: list[str] = []
+    total = 0
+    while (receivers is not None and len(models) < receivers) or (channels is not None and total < channels):
+        model = MIX[len(models) % len(MIX)]
+        if channels is not None and total + CHANNELS[model] > channels:
+            model = "qlxd4"  # fill the last few channels exactly
+        models.append(model)
+        total += CHANNELS[model]
+    return models
+
+
+@dataclass
+class Options:
+    receivers: int | None = None
+    channels: int | None = None
+    seconds: float = 60.0
+    warmup: float = 10.0
+    workers: int = 2
+    changes_per_s: float = 20.0
+    connect_timeout: float = 60.0
+    scrape_every: float = 10.0
+    profile: Path | None = None
+    keep: Path | None = None
+
+
+@dataclass
+class Worker:
+    """One load-generator process and what it reported."""
+
+    process: asyncio.subprocess.Process
+    receivers: list[tuple[str, str, int]] = field(default_factory=list)
+    stats: list[tuple[float, int, int, int]] = field(default_factory=list)  # (t, samples, clients, queued)
+    changes: list[tuple[str, int, dict[str, Any], float]] = field(default_factory=list)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def read(self) -> None:
+        assert self.process.stdout is not None
+        async for line in self.process.stdout:
+            message = orjson.loads(line)
+            if "stats" in message:
+                stats = message["stats"]
+                self.stats.append((stats["t"], stats["samples"], stats["clients"], stats["queued"]))
+            elif "change" in message:
+                url, channel, expected, at = message["change"]
+                self.changes.append((url, channel, expected, at))
+            elif "ready" in message:
+                self.receivers = [(model, url, count) for model, url, count in message["ready"]]
+                self.ready.set()
+
+    def samples_at(self, at: float) -> float:
+        """Samples sent by ``at``, interpolated between the once-a-second reports."""
+        times = [entry[0] for entry in self.stats]
+        position = bisect.bisect_left(times, at)
+        if position == 0:
+            return float(self.stats[0][1]) if self.stats else 0.0
+        if position >= len(self.stats):
+            return float(self.stats[-1][1])
+        (t0, s0, _, _), (t1, s1, _, _) = self.stats[position - 1], self.stats[position]
+        return s0 + (s1 - s0) * (at - t0) / (t1 - t0)
+
+
+class Observer:
+    """The MQTT side: channel messages with their arrival time, availability, the broker's counter."""
+
+    def __init__(self, broker_url: str, expected_devices: int) -> None:
+        self.expected_devices = expected_devices
+        self.online: set[str] = set()
+        self.all_online_at: float | None = None
+        self.channel_messages: dict[tuple[str, int], list[tuple[float, bytes]]] = defaultdict(list)
+        self.device_list: bytes = b"[]"
+        self.broker_received: list[tuple[float, int]] = []
+        self.client = MqttClient(BrokerAddress.parse(broker_url), "wmhub-bench-observer", on_message=self._on_message)
+        for topic_filter in (
+            f"{BASE}/devices/+/availability",
+            f"{BASE}/devices/+/channels/+",
+            f"{BASE}/hubs/{HUB_ID}/devices",
+            "$SYS/broker/publish/messages/received",
+        ):
+            self.client.subscribe(topic_filter, 0)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        now = time.time()
+        parts = topic.split("/")
+        if parts[0] == "$SYS":
+            self.broker_received.append((now, int(payload)))
+        elif parts[-1] == "availability":
+            if payload == b"online":
+                self.online.add(parts[2])
+                if self.all_online_at is None and len(self.online) >= self.expected_devices:
+                    self.all_online_at = now
+            else:
+                self.online.discard(parts[2])
+        elif len(parts) == 5 and parts[3] == "channels":
+            self.channel_messages[(parts[2], int(parts[4]))].append((now, payload))
+        elif parts[-1] == "devices":
+            self.device_list = payload
+
+    def missing(self, urls: list[str]) -> list[str]:
+        """The device URLs not online on MQTT (by the hub's device list, which maps ids to URLs)."""
+        online_urls = {entry.get("url") for entry in orjson.loads(self.device_list) if entry["id"] in self.online}
+        return [url for url in urls if url not in online_urls]
+
+    def broker_count_at(self, at: float) -> int | None:
+        """The broker's received-PUBLISH counter at the last report before ``at``."""
+        earlier = [count for stamp, count in self.broker_received if stamp <= at]
+        return earlier[-1] if earlier else None
+
+    def latencies(self, changes: list[tuple[str, int, dict[str, Any], float]]) -> tuple[list[float], int]:
+        """Milliseconds from each change to the first channel message showing it; and how many never came."""
+        device_of = {entry.get("url"): entry["id"] for entry in orjson.loads(self.device_list)}
+        found: list[float] = []
+        lost = 0
+        for url, channel, expected, at in changes:
+            messages = self.channel_messages.get((device_of.get(url, ""), channel), [])
+            start = bisect.bisect_left([stamp for stamp, _ in messages], at)
+            for stamp, payload in messages[start:]:
+                state = orjson.loads(payload)
+                if all(state.get(name) == value for name, value in expected.items()):
+                    found.append((stamp - at) * 1000)
+                    break
+            else:
+                lost += 1
+        return found, lost
+
+
+def hub_config(directory: Path, broker_url: str, urls: list[str]) -> Path:
+    """A TOML file for ``wmhub run --config``: thousands of devices do not fit a command line."""
+    devices = ",\n".join(f"  {json.dumps(url)}" for url in urls)
+    path = directory / "hub.toml"
+    path.write_text(
+        f'hub_id = "{HUB_ID}"\n'
+        f"data_dir = {json.dumps(str(directory / 'data'))}\n"
+        f"meter_rate_ms = {METER_RATE_MS}\n"
+        f"devices = [\n{devices}\n]\n"
+        f'[mqtt]\nurl = "{broker_url}"\n'
+        '[http]\nhost = "127.0.0.1"\nport = 0\n'
+        "[discovery]\nenabled = false\n"
+    )
+    return path
+
+
+async def start_workers(models: list[str], options: Options) -> list[Worker]:
+    count = max(1, min(options.workers, len(models)))
+    workers = []
+    for number in range(count):
+        share = models[number::count]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.fleet",
+            "--models",
+            ",".join(share),
+            "--changes-per-s",
+            str(options.changes_per_s / count),
+            "--seed",
+            str(number + 1),
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 24,
+        )
+        workers.append(Worker(process))
+    return workers
+
+
+async def wait_for(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout_s:g} s")
+        await asyncio.sleep(0.05)
+
+
+async def http_port(log_path: Path, hub: asyncio.subprocess.Process, timeout_s: float) -> int:
+    pattern = re.compile(r"status board and API on http://[^:/]+:(\d+)/")
+    found: list[int] = []
+
+    def announced() -> bool:
+        if hub.returncode is not None:
+            raise RuntimeError(f"the hub exited with status {hub.returncode}; see {log_path}")
+        match = pattern.search(log_path.read_text(errors="replace"))
+        if match:
+            found.append(int(match.group(1)))
+        return bool(found)
+
+    await wait_for(announced, timeout_s, "the hub's HTTP port announced")
+    return found[0]
+
+
+async def scrape_updates(session: aiohttp.ClientSession, port: int) -> tuple[float, float]:
+    """(time, channel updates the hub merged so far), the time taken halfway through the request."""
+    before = time.time()
+    async with session.get(f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=10)) as reply:
+        text = await reply.text()
+    value = metric_value(text, "wmhub_state_updates_total")
+    if value is None:
+        raise RuntimeError("the hub's /metrics has no wmhub_state_updates_total")
+    return (before + time.time()) / 2, value
+
+
+async def run_once(options: Options, directory: Path) -> dict[str, Any]:
+    """One measured run; returns the result document (see README, "Benchmark")."""
+    models = plan(options.receivers, options.channels)
+    channels = sum(CHANNELS[model] for model in models)
+    broker = Mosquitto(directory)
+    workers: list[Worker] = []
+    readers: list[asyncio.Task[None]] = []
+    hub: asyncio.subprocess.Process | None = None
+    profiler: asyncio.subprocess.Process | None = None
+    observer: Observer | None = None
+    await broker.start()
+    try:
+        workers = await start_workers(models, options)
+        readers = [asyncio.create_task(worker.read()) for worker in workers]
+        await asyncio.wait_for(asyncio.gather(*(worker.ready.wait() for worker in workers)), 120)
+        urls = [url for worker in workers for _, url, _ in worker.receivers]
+        observer = Observer(broker.url, len(urls))
+        observer.client.start()
+        if not await observer.client.wait_connected(10):
+            raise RuntimeError("the observer could not connect to Mosquitto")
+        log_path = directory / "hub.log"
+        config = hub_config(directory, broker.url, urls)
+        spawned_at = time.time()
+        with log_path.open("wb") as log:
+            hub = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "hub.cli", "run", "--config", str(config), stdout=log, stderr=log
+            )
+        port = await http_port(log_path, hub, options.connect_timeout)
+        connected = True
+        try:
+            await wait_for(lambda: observer.all_online_at is not None, options.connect_timeout, "all devices online")
+        except TimeoutError:
+            connected = False
+        connect_s = observer.all_online_at - spawned_at if observer.all_online_at is not None else None
+        not_online = observer.missing(urls)
+        await asyncio.sleep(options.warmup)
+        if options.profile is not None:
+            profiler = await start_profiler(hub.pid, options.profile, options.seconds)
+        result = await measure(options, hub, port, workers, observer, broker)
+        if profiler is not None:
+            await asyncio.wait_for(profiler.wait(), options.seconds + 30)
+    finally:
+        await stop_process(profiler)
+        await stop_process(hub, 30)
+        for worker in workers:
+            await stop_process(worker.process)
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        if observer is not None:
+            await observer.client.stop()
+        await broker.stop()
+    result.update(
+        receivers=len(models),
+        channels=channels,
+        families=sorted(set(models)),
+        meter_rate_ms=METER_RATE_MS,
+        all_connected=connected,
+        not_online=not_online[:20],
+        connect_s=connect_s,
+        offered_samples_per_s=channels * 1000 / METER_RATE_MS,
+    )
+    result["passed"] = verdict(result)
+    return result
+
+
+async def start_profiler(pid: int, path: Path, seconds: float) -> asyncio.subprocess.Process:
+    """py-spy on the hub: ``.txt`` writes collapsed stacks (greppable), anything else a flame graph SVG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    output_format = "raw" if path.suffix == ".txt" else "flamegraph"
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "py-spy"),
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(int(seconds)),
+        "--rate",
+        "100",
+        "--nonblocking",
+        "--format",
+        output_format,
+        "--output",
+        str(path),
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+
+
+async def measure(
+    options: Options,
+    hub: asyncio.subprocess.Process,
+    port: int,
+    workers: list[Worker],
+    observer: Observer,
+    broker: Mosquitto,
+) -> dict[str, Any]:
+    generators = [worker.process.pid for worker in workers]
+    assert broker.process is not None
+    others = {"generators": generators, "mosquitto": [broker.process.pid]}
+    async with aiohttp.ClientSession() as session:
+        start_cpu = cpu_seconds(hub.pid)
+        start_other = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in others.items()}
+        snapshots = [await scrape_updates(session, port)]
+        started = snapshots[0][0]
+        peak_rss = 0.0
+        next_scrape = started + options.scrape_every
+        while time.time() < started + options.seconds:
+            await asyncio.sleep(min(1.0, max(0.0, started + options.seconds - time.time())))
+            peak_rss = max(peak_rss, memory_mb(hub.pid)[0])
+            if time.time() >= next_scrape or time.time() >= started + options.seconds:
+                snapshots.append(await scrape_updates(session, port))
+                next_scrape += options.scrape_every
+        ended = snapshots[-1][0]
+        hub_cpu = cpu_seconds(hub.pid) - start_cpu
+        other_cpu = {name: sum(cpu_seconds(pid) for pid in pids) - start_other[name] for name, pids in others.items()}
+        _, peak_hwm = memory_mb(hub.pid)
+    await asyncio.sleep(2.0)  # let the last changes of the window reach the subscriber
+    elapsed = ended - started
+    channels_window = [c for worker in workers for c in worker.changes if started <= c[3] <= ended]
+    latencies, lost = observer.latencies(channels_window)
+    backlog = [round(sum(w.samples_at(at) for w in workers) - merged) for at, merged in snapshots]
+    sent = sum(w.samples_at(ended) - w.samples_at(started) for w in workers)
+    merged = snapshots[-1][1] - snapshots[0][1]
+    broker_start, broker_end = observer.broker_count_at(started), observer.broker_count_at(ended)
+    mqtt_rate = (broker_end - broker_start) / elapsed if broker_start is not None and broker_end is not None else None
+    channels = sum(n for worker in workers for _, _, n in worker.receivers)
+    cpu_percent = 100 * hub_cpu / elapsed
+    queued = sum(worker.stats[-1][3] for worker in workers if worker.stats)
+    return {
+        "seconds": round(elapsed, 1),
+        "samples_sent_per_s": round(sent / elapsed),
+        "samples_merged_per_s": round(merged / elapsed),
+        "backlog_samples": backlog,
+        "backlog_growth": backlog[-1] - backlog[0],
+        "generator_queued_bytes": queued,
+        "hub_cpu_percent": round(cpu_percent, 1),
+        "hub_cpu_percent_per_1000_channels": round(cpu_percent * 1000 / channels, 2),
+        "hub_cpu_us_per_sample": round(hub_cpu * 1e6 / merged, 2) if merged else None,
+        "hub_rss_mb": round(peak_rss, 1),
+        "hub_peak_rss_mb": round(peak_hwm, 1),
+        "generator_cpu_percent": round(100 * other_cpu["generators"] / elapsed, 1),
+        "mosquitto_cpu_percent": round(100 * other_cpu["mosquitto"] / elapsed, 1),
+        "mqtt_messages_per_s": round(mqtt_rate) if mqtt_rate is not None else None,
+        "changes": len(channels_window),
+        "changes_lost": lost,
+        "latency_ms_p50": _round(percentile(latencies, 0.50)),
+        "latency_ms_p99": _round(percentile(latencies, 0.99)),
+        "latency_ms_max": _round(max(latencies, default=None)),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def verdict(result: dict[str, Any]) -> bool:
+    p99 = result["latency_ms_p99"]
+    sent = result["samples_sent_per_s"] * result["seconds"]
+    return bool(
+        result["all_connected"]
+        and p99 is not None
+        and p99 <= P99_LIMIT_MS
+        and result["changes_lost"] == 0
+        and result["backlog_growth"] <= BACKLOG_TOLERANCE * sent
+    )
+
+
+ROWS: Final = (
+    ("receivers", "receivers"),
+    ("channels", "channels"),
+    ("all_connected", "all connected"),
+    ("connect_s", "time until all online on MQTT (s)"),
+    ("offered_samples_per_s", "samples offered /s (channels x 10)"),
+    ("samples_sent_per_s", "samples sent /s"),
+    ("samples_merged_per_s", "samples merged by the hub /s"),
+    ("backlog_growth", "backlog growth over the window (samples)"),
+    ("hub_cpu_percent", "hub CPU (% of one core)"),
+    ("hub_cpu_percent_per_1000_channels", "hub CPU per 1,000 channels (%)"),
+    ("hub_cpu_us_per_sample", "hub CPU per merged sample (us)"),
+    ("hub_peak_rss_mb", "hub peak RSS (MB)"),
+    ("mqtt_messages_per_s", "MQTT messages /s out"),
+    ("changes", "state changes measured"),
+    ("changes_lost", "state changes never seen on MQTT"),
+    ("latency_ms_p50", "change -> MQTT p50 (ms)"),
+    ("latency_ms_p99", "change -> MQTT p99 (ms)"),
+    ("generator_cpu_percent", "load generators CPU (%)"),
+    ("mosquitto_cpu_percent", "Mosquitto CPU (%)"),
+    ("passed", "passed (p99 <= 100 ms, no backlog, none lost)"),
+)
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    width = max(len(label) for _, label in ROWS)
+    lines = []
+    for key, label in ROWS:
+        cells = "".join(f"{_cell(result.get(key)):>12}" for result in results)
+        lines.append(f"{label:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+async def find_ceiling(options: Options, steps: list[int], budget_s: float) -> dict[str, Any]:
+    runs = []
+    deadline = time.monotonic() + budget_s
+    for channels in steps:
+        if time.monotonic() > deadline:
+            print(f"time budget spent before {channels} channels", file=sys.stderr)
+            break
+        step = Options(**{**vars(options), "channels": channels, "receivers": None})
+        result = await measured_run(step)
+        runs.append(result)
+        print(f"{channels} channels: {'passed' if result['passed'] else 'FAILED'}", file=sys.stderr, flush=True)
+        if not result["passed"]:
+            break
+    passing = [run["channels"] for run in runs if run["passed"]]
+    return {"ceiling_channels": max(passing, default=None), "runs": runs}
+
+
+async def measured_run(options: Options) -> dict[str, Any]:
+    """One run in a scratch directory (the hub's log, config and data; kept with ``--keep``)."""
+    with tempfile.TemporaryDirectory(prefix="wmhub-bench-") as scratch:
+        directory = Path(scratch)
+        if options.keep is not None:
+            directory = options.keep / f"{options.channels or options.receivers}"
+            directory.mkdir(parents=True, exist_ok=True)
+        try:
+            return await run_once(options, directory)
+        except Exception as exc:
+            log = directory / "hub.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"benchmark run failed: {exc}\n{tail}") from exc
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        "?",
+    )
+    return {"cpus": os.cpu_count(), "cpu": model, "python": sys.version.split()[0], "at": time.strftime("%F %T")}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--receivers", type=int, help="number of simulated receivers (mixed families)")
+    size.add_argument("--channels", type=int, help="simulate enough receivers for this many channels")
+    size.add_argument("--find-ceiling", action="store_true", help="grow the channel count until a run fails")
+    parser.add_argument("--seconds", type=float, help="measured time (default 60; 20 per ceiling step)")
+    parser.add_argument("--warmup", type=float, default=10.0, help="time after all devices are online")
+    parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--changes-per-s", type=float, default=20.0, help="timed state changes per second")
+    parser.add_argument("--connect-timeout", type=float, default=60.0)
+    parser.add_argument("--steps", help="ceiling: comma-separated channel counts to try, in order")
+    parser.add_argument("--budget", type=float, default=900.0, help="ceiling: stop starting runs after this (s)")
+    parser.add_argument("--profile", type=Path, help="py-spy the hub during the window (.txt stacks or .svg)")
+    parser.add_argument("--plot", type=Path, help="ceiling: write the CPU and p99 plot (PNG) here")
+    parser.add_argument("--out", type=Path, help="write the JSON result here")
+    parser.add_argument("--keep", type=Path, help="keep each run's hub log, config and broker log under here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    options = Options(
+        receivers=args.receivers,
+        channels=args.channels,
+        seconds=args.seconds or (20.0 if args.find_ceiling else 60.0),
+        warmup=args.warmup,
+        workers=args.workers,
+        changes_per_s=args.changes_per_s,
+        connect_timeout=args.connect_timeout,
+        profile=args.profile,
+        keep=args.keep,
+    )
+    if not args.find_ceiling and options.receivers is None and options.channels is None:
+        options.receivers = 250
+    if args.find_ceiling:
+        steps = [int(step) for step in args.steps.split(",")] if args.steps else list(CEILING_STEPS)
+        document = asyncio.run(find_ceiling(options, steps, args.budget))
+        runs = document["runs"]
+        print(table(runs))
+        print(f"ceiling: {document['ceiling_channels']} channels")
+        if args.plot is not None:
+            from bench.plot import plot_ceiling
+
+            plot_ceiling(runs, args.plot)
+    else:
+        document = asyncio.run(measured_run(options))
+        print(table([document]))
+    document["machine"] = machine()
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    return 0 if document.get("passed", document.get("ceiling_channels") is not None) else 1
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
