@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import shutil
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +67,66 @@ async def _wait_listening(port: int, process: asyncio.subprocess.Process | None 
     raise RuntimeError(f"broker on port {port} did not start listening")
 
 
-class MosquittoBroker:
-    """A Mosquitto process on 127.0.0.1; ``restart()`` keeps the port and loses every retained message."""
+@dataclass(frozen=True)
+class Certificates:
+    """A throwaway CA, and a server and a client certificate it signed (for 127.0.0.1)."""
 
-    def __init__(self, executable: str, directory: Path) -> None:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+async def make_certificates(directory: Path) -> Certificates:
+    """Made with the openssl command line tool (installed wherever Mosquitto is)."""
+
+    async def openssl(*args: str) -> None:
+        process = await asyncio.create_subprocess_exec(
+            "openssl", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await process.communicate()
+        assert process.returncode == 0, stderr.decode()
+
+    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    await openssl(
+        "req", "-x509", *key, "-keyout", str(ca_key), "-out", str(ca), "-days", "2", "-subj", "/CN=wmhub test CA"
+    )
+    extensions = directory / "san.cnf"
+    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
+    for role in ("server", "client"):
+        request = directory / f"{role}.csr"
+        await openssl(
+            "req", *key, "-keyout", str(directory / f"{role}.key"), "-out", str(request), "-subj", f"/CN={role}"
+        )
+        await openssl(
+            "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-out", str(directory / f"{role}.pem"), "-days", "2", "-extfile", str(extensions),
+        )  # fmt: skip
+    return Certificates(
+        ca, directory / "server.pem", directory / "server.key", directory / "client.pem", directory / "client.key"
+    )
+
+
+class MosquittoBroker:
+    """A Mosquitto process on 127.0.0.1; ``restart()`` keeps the port and loses every retained message.
+
+    With ``tls`` it accepts only TLS clients presenting a certificate of that CA, and with ``users`` only
+    those names and passwords.
+    """
+
+    def __init__(
+        self,
+        executable: str,
+        directory: Path,
+        tls: Certificates | None = None,
+        users: dict[str, str] | None = None,
+    ) -> None:
         self.executable = executable
         self.directory = directory
+        self.tls = tls
+        self.users = users or {}
         self.host = "127.0.0.1"
         self.port = 0
         self._process: asyncio.subprocess.Process | None = None
@@ -83,7 +139,7 @@ class MosquittoBroker:
         for _ in range(5):  # a free port can be taken between choosing and binding it
             self.port = self.port or free_port()
             config = self.directory / "mosquitto.conf"
-            config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+            config.write_text(await self._config())
             log = (self.directory / "mosquitto.log").open("ab")
             self._process = await asyncio.create_subprocess_exec(
                 self.executable, "-c", str(config), stdout=log, stderr=log
@@ -94,7 +150,28 @@ class MosquittoBroker:
                 return
             except RuntimeError:
                 self.port = 0
-        raise RuntimeError("mosquitto did not start; see " + str(self.directory / "mosquitto.log"))
+        log_text = (self.directory / "mosquitto.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"mosquitto did not start:\n{log_text}")
+
+    async def _config(self) -> str:
+        # as root, Mosquitto would switch to a "mosquitto" user that cannot read the private temp directory
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"user {getpass.getuser()}"]
+        if self.tls is not None:
+            lines += [
+                f"cafile {self.tls.ca}",
+                f"certfile {self.tls.server_cert}",
+                f"keyfile {self.tls.server_key}",
+                "require_certificate true",
+            ]
+        if self.users:
+            passwords = self.directory / "passwords"
+            passwords.write_text("".join(f"{user}:{password}\n" for user, password in self.users.items()))
+            process = await asyncio.create_subprocess_exec("mosquitto_passwd", "-U", str(passwords))
+            assert await process.wait() == 0, "mosquitto_passwd could not hash the test passwords"
+            lines += [f"password_file {passwords}", "allow_anonymous false"]
+        else:
+            lines.append("allow_anonymous true")
+        return "\n".join(lines) + "\n"
 
     async def stop(self) -> None:
         process, self._process = self._process, None
@@ -141,12 +218,17 @@ TestBroker = MosquittoBroker | EmbeddedTestBroker
 
 
 @contextlib.asynccontextmanager
-async def running_broker() -> AsyncIterator[TestBroker]:
+async def running_broker(
+    tls: Certificates | None = None, users: dict[str, str] | None = None
+) -> AsyncIterator[TestBroker]:
+    """Mosquitto if installed; else (outside CI) the embedded broker, which cannot do ``tls`` or ``users``."""
     executable = find_mosquitto()
     with tempfile.TemporaryDirectory(prefix="wmhub-mosquitto-") as directory:
         broker: TestBroker
         if executable is not None:
-            broker = MosquittoBroker(executable, Path(directory))
+            broker = MosquittoBroker(executable, Path(directory), tls, users)
+        elif tls is not None or users:
+            pytest.fail("TLS and password tests need Mosquitto (apt-get install mosquitto)")
         elif os.environ.get("CI") == "true":
             pytest.fail("mosquitto is not installed; CI needs a real broker (apt-get install mosquitto)")
         else:

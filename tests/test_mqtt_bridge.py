@@ -67,7 +67,7 @@ async def running_hub(
         data_dir=tmp_path / hub_id,
         devices=devices,
         offline_after_s=5,
-        mqtt=MqttSettings(url=broker.url, base_topic=base or f"wmtest{next(_counter)}", **mqtt),
+        mqtt=MqttSettings.model_validate({"url": broker.url, "base_topic": base or f"wmtest{next(_counter)}", **mqtt}),
         http=HttpSettings(enabled=False),
         discovery=DiscoverySettings(enabled=False, interfaces=["127.0.0.1"]),
     )
