@@ -1,0 +1,153 @@
+"""What the fault suites share: a whole hub in-process (MQTT to a test broker, HTTP on a free port) with
+short timings, clocks for detection and recovery, and comparisons of the hub's state with a simulator's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from hub.app import Hub
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.model import METER_FIELDS, Device
+from hub.plugins import PluginHost
+from hub.testing import eventually
+
+# Short enough that a fault test takes seconds, long enough that a loaded 2-core machine does not see
+# false offlines: detection times in the report are measured with these settings.
+OFFLINE_AFTER_S = 1.5
+IO_TIMEOUT_S = 1.0
+TOKEN = "fault-suite-token"
+
+
+def hub_config(
+    data_dir: Path, devices: list[str], mqtt_url: str = "off", hub_id: str = "faulthub", **overrides: Any
+) -> HubConfig:
+    values: dict[str, Any] = {
+        "hub_id": hub_id,
+        "data_dir": data_dir,
+        "devices": devices,
+        "offline_after_s": OFFLINE_AFTER_S,
+        "io_timeout_s": IO_TIMEOUT_S,
+        "command_timeout_s": 3.0,
+        "meter_rate_ms": 200,
+        "mqtt": MqttSettings(url=mqtt_url, base_topic=f"wm{hub_id}", homeassistant=False),
+        "http": HttpSettings(port=0, token=TOKEN),
+        "discovery": DiscoverySettings(enabled=False, interfaces=["127.0.0.1"]),
+    }
+    values.update(overrides)
+    return HubConfig(**values)
+
+
+@asynccontextmanager
+async def running_hub(config: HubConfig, plugins: str = "shure,sennheiser") -> AsyncIterator[Hub]:
+    host = PluginHost()
+    host.load_entry_points(only=plugins)
+    hub = Hub(config, host)
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()
+
+
+def device_of(hub: Hub, url: str) -> Device | None:
+    managed = hub.devices.by_url.get(url)
+    device_id = managed.handle.device_id if managed is not None else None
+    return hub.store.get(device_id) if device_id else None
+
+
+def is_online(hub: Hub, url: str) -> bool:
+    device = device_of(hub, url)
+    return device is not None and device.online
+
+
+def is_offline(hub: Hub, url: str) -> bool:
+    device = device_of(hub, url)
+    return device is not None and not device.online
+
+
+async def seconds_until(check: Callable[[], Any], timeout: float, what: str) -> float:
+    """How long ``check`` took to become true (fails the test after ``timeout``)."""
+    started = time.monotonic()
+    await eventually(check, timeout, what)
+    return round(time.monotonic() - started, 3)
+
+
+def state_differences(device: Device | None, expected: dict[str, Any]) -> list[str]:
+    """Non-meter fields where the hub disagrees with ``expected`` (a Shure simulator's ``state``)."""
+    if device is None:
+        return ["device unknown to the hub"]
+    found = [
+        f"device.{name}: {getattr(device, name)!r} != {value!r}"
+        for name, value in expected["device"].items()
+        if getattr(device, name) != value
+    ]
+    for index, fields in expected["channels"].items():
+        channel = device.channel(index)
+        if channel is None:
+            found.append(f"ch{index} missing")
+            continue
+        found.extend(
+            f"ch{index}.{name}: {getattr(channel, name)!r} != {value!r}"
+            for name, value in fields.items()
+            if name not in METER_FIELDS and getattr(channel, name) != value
+        )
+    return found
+
+
+class OnlineWatch:
+    """Samples a device's online flag every 20 ms in the background: ``offline_spells`` counts how often it
+    went offline while watched (a fault the hub should ride out must leave it at 0)."""
+
+    def __init__(self, hub: Hub, url: str) -> None:
+        self.hub = hub
+        self.url = url
+        self.offline_spells = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> OnlineWatch:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        was_online = True
+        while True:
+            online = is_online(self.hub, self.url)
+            if was_online and not online:
+                self.offline_spells += 1
+            was_online = online
+            await asyncio.sleep(0.02)
+
+
+class Api:
+    """The hub's REST API over a real socket, with the write token."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.base = f"http://127.0.0.1:{hub.web.port}"
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+
+    async def __aenter__(self) -> Api:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.session.close()
+
+    async def get(self, path: str) -> Any:
+        async with self.session.get(self.base + path) as response:
+            return await response.json()
+
+    async def post(self, path: str, body: Any, token: str | None = TOKEN) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.session.post(self.base + path, json=body, headers=headers) as response:
+            return response.status, await response.json(content_type=None)

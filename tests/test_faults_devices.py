@@ -1,0 +1,179 @@
+"""Device-side faults against a whole hub: reboot, half-open TCP, slow answers, UDP loss, a flapping venue.
+
+Each test injects one fault with the simulators' own fault modes or the fault proxy, measures how long the
+hub took to show it (device offline on MQTT, REST and the board's live feed) and to recover (online with
+the simulator's state), counts state and control messages lost, and records the row for
+docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from wmhub_shure.simulator import ShureSimulator
+
+from hub.app import Hub
+from hub.testing import eventually
+from tests.fault_harness import (
+    OFFLINE_AFTER_S,
+    Api,
+    OnlineWatch,
+    device_of,
+    hub_config,
+    is_offline,
+    is_online,
+    running_hub,
+    seconds_until,
+    state_differences,
+)
+from tests.faultproxy import TcpFaultProxy
+from tests.mosquitto import MqttProbe, TestBroker
+from tests.reliability_report import FaultResult
+
+
+async def agreed(hub: Hub, url: str, sim: ShureSimulator, timeout: float, what: str) -> float:
+    return await seconds_until(
+        lambda: is_online(hub, url) and not state_differences(device_of(hub, url), sim.state), timeout, what
+    )
+
+
+async def lost_state_after(hub: Hub, url: str, sim: ShureSimulator, timeout: float = 5.0) -> int:
+    """State fields still wrong once the hub had ``timeout`` to catch up (0 unless something was lost)."""
+    with contextlib.suppress(AssertionError):
+        await eventually(lambda: not state_differences(device_of(hub, url), sim.state), timeout, "state agreed")
+    return len(state_differences(device_of(hub, url), sim.state))
+
+
+async def lost_controls(api: Api, device_id: str, sim: ShureSimulator, count: int = 4) -> int:
+    """Send ``count`` mute commands over REST; a command is lost if it did not both succeed and land."""
+    lost = 0
+    for attempt in range(count):
+        wanted = attempt % 2 == 0
+        status, body = await api.post(f"/api/v1/channels/{device_id}:1/commands", {"kind": "mute", "value": wanted})
+        if status != 200 or not body.get("ok") or sim.channels[1].values.get("muted") is not wanted:
+            lost += 1
+    return lost
+
+
+async def shown_offline(hub: Hub, api: Api, probe: MqttProbe, device_id: str) -> None:
+    """The offline device says so everywhere a user looks: MQTT availability, REST and the board's feed."""
+    base = hub.config.mqtt.base_topic
+    await probe.message(f"{base}/devices/{device_id}/availability", lambda payload: payload == b"offline")
+    assert (await api.get(f"/api/v1/devices/{device_id}"))["online"] is False
+    async with api.session.ws_connect(f"{api.base}/api/v1/live") as ws:
+        message = await asyncio.wait_for(ws.receive(), 5)
+        assert message.type == aiohttp.WSMsgType.TEXT
+        snapshot = orjson.loads(message.data)
+        devices = [item for item in _walk(snapshot) if isinstance(item, dict) and item.get("id") == device_id]
+        assert devices and all(item.get("online") is False for item in devices if "online" in item), snapshot
+
+
+def _walk(value: Any) -> list[Any]:
+    found = [value]
+    if isinstance(value, dict):
+        for child in value.values():
+            found += _walk(child)
+    elif isinstance(value, list):
+        for child in value:
+            found += _walk(child)
+    return found
+
+
+async def test_device_reboot(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """The receiver reboots: every connection drops, nothing listens for a second, then it is back with a
+    name changed at its front panel while it was down."""
+    sim = await ShureSimulator("ad4q").start()
+    url = sim.url
+    config = hub_config(tmp_path, [url], mqtt_broker.url)
+    try:
+        async with running_hub(config) as hub, MqttProbe(mqtt_broker) as probe, Api(hub) as api:
+            await probe.subscribe(f"{config.mqtt.base_topic}/#")
+            await agreed(hub, url, sim, 10, "device online before the fault")
+            device_id = device_of(hub, url).id  # type: ignore[union-attr]
+            await sim.stop()
+            detection = await seconds_until(lambda: is_offline(hub, url), 10, "device offline after reboot")
+            await shown_offline(hub, api, probe, device_id)
+            sim.set_name(1, "REBOOTED")  # changed at the front panel while nobody listened
+            await asyncio.sleep(1.0 - min(detection, 1.0))  # stays down for about a second
+            await sim.start()
+            recovery = await agreed(hub, url, sim, 15, "device back with its new state")
+            lost_state = await lost_state_after(hub, url, sim)
+            lost_control = await lost_controls(api, device_id, sim)
+            channel = await probe.json(
+                f"{config.mqtt.base_topic}/devices/{device_id}/channels/1", lambda value: value["name"] == "REBOOTED"
+            )
+            assert channel["name"] == "REBOOTED"
+            FaultResult(
+                "Shure AD4Q reboot (TCP closed, down ~1 s, name changed meanwhile)",
+                detection,
+                recovery,
+                lost_state,
+                lost_control,
+                notes="connection reset is seen at once; recovery includes reconnect backoff",
+            ).record()
+            assert lost_state == 0 and lost_control == 0
+    finally:
+        await sim.stop()
+
+
+async def test_half_open_tcp(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """The network path dies without a FIN or RST (a cable pulled behind a switch): only silence tells."""
+    async with ShureSimulator("ulxd4d") as sim, TcpFaultProxy("127.0.0.1", sim.port) as proxy:
+        url = f"shure://127.0.0.1:{proxy.port}"
+        config = hub_config(tmp_path, [url], mqtt_broker.url)
+        async with running_hub(config) as hub, MqttProbe(mqtt_broker) as probe, Api(hub) as api:
+            await probe.subscribe(f"{config.mqtt.base_topic}/#")
+            await agreed(hub, url, sim, 10, "device online before the fault")
+            device_id = device_of(hub, url).id  # type: ignore[union-attr]
+            proxy.blackhole()
+            detection = await seconds_until(lambda: is_offline(hub, url), 10, "device offline when half-open")
+            await shown_offline(hub, api, probe, device_id)
+            sim.set_name(2, "HALFOPEN")
+            healed = time.monotonic()
+            proxy.heal()
+            await agreed(hub, url, sim, 15, "device back after the path healed")
+            recovery = round(time.monotonic() - healed, 3)
+            lost_state = await lost_state_after(hub, url, sim)
+            lost_control = await lost_controls(api, device_id, sim)
+            FaultResult(
+                "Half-open TCP (proxy swallows everything, sockets stay open)",
+                detection,
+                recovery,
+                lost_state,
+                lost_control,
+                notes=f"detected by silence: offline_after_s={OFFLINE_AFTER_S:g}",
+            ).record()
+            assert detection <= OFFLINE_AFTER_S + 1.5
+            assert lost_state == 0 and lost_control == 0
+
+
+async def test_device_answering_slowly(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """Every byte takes 400 ms each way: the device stays online, state and controls all get through."""
+    async with ShureSimulator("ulxd4d") as sim, TcpFaultProxy("127.0.0.1", sim.port) as proxy:
+        url = f"shure://127.0.0.1:{proxy.port}"
+        config = hub_config(tmp_path, [url], mqtt_broker.url)
+        async with running_hub(config) as hub, Api(hub) as api:
+            await agreed(hub, url, sim, 10, "device online before the fault")
+            device_id = device_of(hub, url).id  # type: ignore[union-attr]
+            async with OnlineWatch(hub, url) as watch:
+                proxy.delay_s = 0.4
+                sim.set_name(1, "SLOWLINK")
+                state_latency = await agreed(hub, url, sim, 10, "pushed change arrives over the slow link")
+                lost_control = await lost_controls(api, device_id, sim, count=3)
+                await asyncio.sleep(OFFLINE_AFTER_S)  # long enough for a false silence timeout to show
+            lost_state = await lost_state_after(hub, url, sim)
+            FaultResult(
+                "Device answering slowly (+400 ms per chunk each way)",
+                None,
+                None,
+                lost_state,
+                lost_control,
+                notes=f"false offlines: {watch.offline_spells}; a pushed change took {state_latency:.2f} s",
+            ).record()
+            assert watch.offline_spells == 0 and lost_state == 0 and lost_control == 0
