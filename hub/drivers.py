@@ -179,7 +179,10 @@ class DriverSupervisor:
             driver = self._make_driver()
             self.driver = driver
             try:
-                await asyncio.wait_for(driver.connect(), self._settings.io_timeout_s * 2)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that arrives
+                # as the awaited call finishes, and the supervisor would then never stop
+                async with asyncio.timeout(self._settings.io_timeout_s * 2):
+                    await driver.connect()
                 self._backoff.reset()
                 self.connected_since = time.time()
                 self._link.set_online(True)
@@ -225,7 +228,8 @@ class DriverSupervisor:
 
     async def _close(self, driver: Driver) -> None:
         try:
-            await asyncio.wait_for(driver.close(), self._settings.io_timeout_s)
+            async with asyncio.timeout(self._settings.io_timeout_s):
+                await driver.close()
         except Exception as exc:  # close must never keep a device from reconnecting
             self._log.debug("close failed: %s", exc)
 
