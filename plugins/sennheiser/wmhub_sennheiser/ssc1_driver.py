@@ -227,13 +227,13 @@ class Ssc1Driver(UdpDriver):
 
     def _on_message(self, message: Message) -> None:
         self.heard()
-        if self._mapper is None:
-            return  # still identifying: connect() reads the identity reply itself
         for error in message.errors:
             if error.kind is ErrorKind.MISSING:
                 self.missing.add(error.address)
             elif error.kind is ErrorKind.SUBSCRIPTION_ENDED and error.address in self._subscribed:
                 self.renew_soon()
+        if self._mapper is None:
+            return  # still identifying: connect() reads the identity reply itself
         self._apply(self._mapper.errors(message.errors))
         self._apply(self._mapper.values(message.values))
 

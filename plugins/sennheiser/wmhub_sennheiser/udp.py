@@ -8,7 +8,6 @@ answer arrives or the deadline passes. Subscriptions (SSCv1) and Push (G4) expir
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Coroutine
@@ -64,16 +63,23 @@ def toggled(kind: CommandKind, value: Any, current: Any) -> Any:
 
 
 async def resend_until(send: Callable[[], None], answer: asyncio.Future[T], retry_s: float, timeout: float) -> T:
-    """Send, and send again every ``retry_s``, until ``answer`` resolves; TimeoutError at ``timeout``."""
+    """Send, and send again every ``retry_s``, until ``answer`` resolves; TimeoutError at ``timeout``.
+
+    ``asyncio.wait`` rather than ``wait_for``: on Python 3.11 ``wait_for`` can swallow a cancellation
+    that arrives together with the answer, and a driver must always stop when the hub stops it.
+    """
     deadline = time.monotonic() + timeout
-    while True:
-        send()
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+    try:
+        while not answer.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            send()
+            await asyncio.wait({answer}, timeout=min(retry_s, remaining))
+        return answer.result()
+    finally:
+        if not answer.done():
             answer.cancel()
-            raise TimeoutError
-        with contextlib.suppress(TimeoutError):
-            return await asyncio.wait_for(asyncio.shield(answer), min(retry_s, remaining))
 
 
 def retry_option(endpoint: Endpoint) -> float:
@@ -89,7 +95,7 @@ class UdpDriver(Driver):
         self.retry_s = retry_option(endpoint)
         self.meter_ms = settings.meter_rate_ms
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._renew_now = asyncio.Event()
+        self._renew_now: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._last_heard = time.monotonic()
 
     def heard(self) -> None:
@@ -123,7 +129,8 @@ class UdpDriver(Driver):
         return await self.execute(self.prepare(command))
 
     def renew_soon(self) -> None:
-        self._renew_now.set()
+        if not self._renew_now.done():
+            self._renew_now.set_result(None)
 
     @abstractmethod
     def renew_interval_s(self) -> float:
@@ -143,10 +150,10 @@ class UdpDriver(Driver):
         next_renewal = time.monotonic() + self.renew_interval_s()
         while True:
             wake_at = min(next_renewal, self._last_heard + quiet_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._renew_now.wait(), max(0.0, wake_at - time.monotonic()))
-            renew_now = self._renew_now.is_set()
-            self._renew_now.clear()
+            await asyncio.wait({self._renew_now}, timeout=max(0.0, wake_at - time.monotonic()))
+            renew_now = self._renew_now.done()
+            if renew_now:
+                self._renew_now = asyncio.get_running_loop().create_future()
             try:
                 if time.monotonic() - self._last_heard > quiet_s:
                     await self.probe()

@@ -12,9 +12,9 @@ import random
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
@@ -67,6 +67,18 @@ def default_channels(count: int, base_khz: int, names: str = "Mic") -> list[SimC
         SimChannel(index=n, name=f"{names} {n}", frequency_khz=base_khz + 1200 * n, gain_db=3 * (n % 4))
         for n in range(1, count + 1)
     ]
+
+
+def mismatches(channels: Iterable[Any], expected: Mapping[int, Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Where a client's channels (hub.model.Channel) differ from ``expected_channels()``: field -> (shown, due)."""
+    shown = {channel.index: channel.model_dump() for channel in channels}
+    found: dict[int, dict[str, Any]] = {}
+    for index, fields in expected.items():
+        actual = shown.get(index, {})
+        wrong = {name: (actual.get(name), due) for name, due in fields.items() if actual.get(name) != due}
+        if wrong:
+            found[index] = wrong
+    return found
 
 
 class UdpSimulator(asyncio.DatagramProtocol, ABC):

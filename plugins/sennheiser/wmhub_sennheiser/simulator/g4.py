@@ -69,6 +69,7 @@ class G4Simulator(UdpSimulator):
         self.config_index = 0
         self.push_clients: dict[Client, PushClient] = {}
         self.commands: list[str] = []  # every line received, for tests
+        self.config_lines_lost = False  # fault: configuration changes reach clients only as a new Config index
         self._reported = self._signature()
         self._triggered = self._triggers()
 
@@ -198,7 +199,7 @@ class G4Simulator(UdpSimulator):
             mcp.PUSH_ON_PILOT_OR_BATTERY if battery_before != battery_now else 0
         )
         for client, push in self.push_clients.items():
-            if config and push.mode & mcp.PUSH_CONFIG and client != origin:
+            if config and push.mode & mcp.PUSH_CONFIG and client != origin and not self.config_lines_lost:
                 self.send(config, client)
             if push.mode & wanted_bits:
                 self.send(self.cyclic(), client)

@@ -1,0 +1,266 @@
+"""The SSCv1 driver against the SSCv1 simulator, over real UDP sockets on loopback, through the hub's device path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from wmhub_sennheiser.simulator.common import mismatches
+from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
+from wmhub_sennheiser.ssc1_driver import Ssc1Driver
+
+from hub.model import Command, CommandKind, Device
+from hub.testing import DriverHarness, eventually
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[DriverHarness]:
+    async with DriverHarness("sennheiser") as harness:
+        yield harness
+
+
+async def started(model: str, **options: Any) -> Ssc1Simulator:
+    simulator = Ssc1Simulator(model, tick_s=0, **options)
+    await simulator.start()
+    return simulator
+
+
+async def online(hub: DriverHarness, simulator: Ssc1Simulator, query: str = "") -> Device:
+    return await hub.device(hub.add(simulator.url + query))
+
+
+async def shows(hub: DriverHarness, device_id: str, simulator: Ssc1Simulator, timeout: float = 3.0) -> None:
+    """Wait until every channel the hub shows equals what the simulator says it must show."""
+
+    def same() -> bool:
+        device = hub.store.get(device_id)
+        return device is not None and not mismatches(device.channels, simulator.expected_channels())
+
+    try:
+        await eventually(same, timeout, "the hub to show the simulator's state")
+    except AssertionError:
+        device = hub.store.get(device_id)
+        assert device is not None
+        assert mismatches(device.channels, simulator.expected_channels()) == {}
+
+
+@pytest.mark.parametrize("model", ["ewdx-em4", "ewdx-em2", "em6000", "sldw"])
+async def test_state_follows_the_device_including_a_transmitter_switched_off(hub: DriverHarness, model: str) -> None:
+    simulator = await started(model)
+    try:
+        device = await online(hub, simulator)
+        assert device.vendor == "sennheiser"
+        assert {"name": device.name, "model": device.model, "firmware": device.firmware} == simulator.expected_device()
+        assert len(device.channels) == len(simulator.channels)
+        await shows(hub, device.id, simulator)
+
+        first = simulator.channels[0]
+        first.name, first.muted, first.battery_percent, first.rx_warnings = "Pastor", True, 15, ["AfPeak"]
+        simulator.publish()
+        await shows(hub, device.id, simulator)
+
+        simulator.set_transmitter(1, False)
+        await shows(hub, device.id, simulator)
+        channel = hub.store.get(device.id).channel(1)  # type: ignore[union-attr]
+        assert channel is not None
+        assert channel.tx_present is False
+        assert channel.battery_percent is None
+
+        first.battery_percent = 64
+        simulator.set_transmitter(1, True)
+        await shows(hub, device.id, simulator)
+        assert hub.store.get(device.id).channel(1).battery_percent is not None  # type: ignore[union-attr]
+    finally:
+        await simulator.stop()
+
+
+async def test_ids_come_from_the_serial_or_else_from_the_address(hub: DriverHarness) -> None:
+    ewdx, em6000 = await started("ewdx-em4"), await started("em6000")
+    try:
+        assert (await online(hub, ewdx)).id == "sennheiser-1049471234"
+        # the EM 6000 identity has no serial (404): the id falls back to host and port, and 404 is remembered
+        assert (await online(hub, em6000)).id == f"sennheiser-127_0_0_1_{em6000.port}"
+        driver = hub.manager.find(em6000.url).driver  # type: ignore[union-attr]
+        assert isinstance(driver, Ssc1Driver)
+        assert ("device", "identity", "serial") in driver.missing
+    finally:
+        await ewdx.stop()
+        await em6000.stop()
+
+
+async def test_meters_flow_at_the_meter_rate_and_track_the_device(hub: DriverHarness) -> None:
+    simulator = await started("em6000")
+    try:
+        device = await online(hub, simulator)
+        subscriptions = [s for s in simulator.subscriptions.values() if s.periodic]
+        assert [s.params.max_ms for s in subscriptions] == [hub.settings.meter_rate_ms]
+        simulator.channels[1].rf_quality, simulator.channels[1].antenna = 40, 2
+        await shows(hub, device.id, simulator)
+        assert hub.store.get(device.id).channel(2).rf_quality_percent == 40  # type: ignore[union-attr]
+    finally:
+        await simulator.stop()
+
+
+async def test_subscriptions_are_renewed_and_survive_a_reboot(hub: DriverHarness) -> None:
+    simulator = await started("ewdx-em2")
+    try:
+        device = await online(hub, simulator, "?lifetime=1")
+        # several lifetimes later, changes still arrive: the subscriptions were renewed in time
+        await asyncio.sleep(3.2)
+        simulator.channels[0].rf_quality = 33
+        simulator.channels[1].name = "Later"
+        simulator.publish()
+        await shows(hub, device.id, simulator, timeout=1.0)
+        assert len(simulator.subscriptions) == 2  # the same two sets, renewed rather than piled up
+
+        simulator.reboot(down_s=0.3)
+        assert simulator.subscriptions == {}
+        simulator.channels[0].rf_quality = 71
+        simulator.channels[1].name = "Rebooted"
+        await eventually(lambda: len(simulator.subscriptions) == 2, 3.0, "the subscriptions to be re-established")
+        simulator.publish()
+        await shows(hub, device.id, simulator)
+    finally:
+        await simulator.stop()
+
+
+async def test_a_subscription_really_expires_with_310() -> None:
+    """Against the simulator directly: the device side of the lifetime rule the driver relies on."""
+    simulator = await started("ewdx-em2")
+    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            received.put_nowait(json.loads(data))
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", simulator.port))
+    try:
+        request = {"osc": {"xid": 9, "state": {"subscribe": [{"#": {"lifetime": 0.3}, "rx1": {"name": None}}]}}}
+        transport.sendto(json.dumps(request).encode())
+        echo = await asyncio.wait_for(received.get(), 2)
+        assert echo["osc"]["xid"] == 9
+        assert echo["osc"]["state"]["subscribe"][0]["#"]["lifetime"] == 0.3
+        assert await asyncio.wait_for(received.get(), 2) == {"rx1": {"name": "Vocal 1"}}
+        assert await asyncio.wait_for(received.get(), 2) == {"osc": {"error": [{"rx1": {"name": [310]}}]}}
+        assert simulator.subscriptions == {}
+    finally:
+        transport.close()
+        await simulator.stop()
+
+
+async def test_messages_are_split_below_the_device_limit(hub: DriverHarness) -> None:
+    simulator = await started("ewdx-em4", max_request_bytes=300)
+    try:
+        device = await online(hub, simulator, "?max_bytes=300")
+        await shows(hub, device.id, simulator)
+        assert len(simulator.subscriptions) > 2  # the state and meter sets each took several messages
+    finally:
+        await simulator.stop()
+
+
+async def test_garbage_and_silence_are_survived(hub: DriverHarness) -> None:
+    simulator = await started("ewdx-em2")
+    try:
+        device = await online(hub, simulator)
+        simulator.send_garbage()
+        simulator.channels[0].name = "AfterJunk"
+        simulator.publish()
+        await shows(hub, device.id, simulator)
+
+        simulator.silent = True
+        await hub.device(hub.manager.find(simulator.url), timeout=6.0, online=False)  # type: ignore[arg-type]
+        simulator.silent = False
+        await hub.device(hub.manager.find(simulator.url), timeout=8.0)  # type: ignore[arg-type]
+    finally:
+        await simulator.stop()
+
+
+async def command(hub: DriverHarness, device: Device, kind: CommandKind, value: Any, channel: int | None = 1) -> Any:
+    return await hub.apply(Command(device_id=device.id, channel=channel, kind=kind, value=value))
+
+
+async def test_control_round_trips_on_ewdx(hub: DriverHarness) -> None:
+    simulator = await started("ewdx-em4")
+    try:
+        device = await online(hub, simulator)
+        for kind, value, channel in [
+            (CommandKind.NAME, "LEAD VOX", 2),
+            (CommandKind.MUTE, True, 2),
+            (CommandKind.MUTE, "toggle", 2),
+            (CommandKind.GAIN, 21, 3),
+            (CommandKind.FREQUENCY, 540.525, 4),
+            (CommandKind.IDENTIFY, None, 1),
+            (CommandKind.IDENTIFY, None, None),
+            (CommandKind.DEVICE_NAME, "Stage Left", None),
+        ]:
+            result = await command(hub, device, kind, value, channel)
+            assert result.ok, (kind, result)
+        channels = simulator.channels
+        assert (channels[1].name, channels[1].muted, channels[2].gain_db) == ("LEAD VOX", False, 21)
+        assert channels[3].frequency_khz == 540_525
+        assert simulator.device.device_name == "Stage Left"
+        await shows(hub, device.id, simulator)
+    finally:
+        await simulator.stop()
+
+
+async def test_control_round_trips_on_em6000_and_speechline(hub: DriverHarness) -> None:
+    em6000, sldw = await started("em6000"), await started("sldw")
+    try:
+        device = await online(hub, em6000)
+        assert (await command(hub, device, CommandKind.FREQUENCY, 602.1, 2)).ok
+        assert (await command(hub, device, CommandKind.MUTE, True, 1)).ok
+        assert em6000.channels[1].frequency_khz == 602_100
+        assert em6000.channels[0].muted is True
+        gain = await command(hub, device, CommandKind.GAIN, 3, 1)
+        assert (gain.ok, gain.code) == (False, "not_supported")
+
+        device = await online(hub, sldw)
+        assert (await command(hub, device, CommandKind.NAME, "Desk_9")).ok
+        assert sldw.channels[0].name == "Desk_9"
+    finally:
+        await em6000.stop()
+        await sldw.stop()
+
+
+async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness) -> None:
+    simulator = await started("ewdx-em2")
+    try:
+        device = await online(hub, simulator)
+        for kind, value, code, words in [
+            (CommandKind.GAIN, 45, "invalid", "outside -3..42 dB"),
+            (CommandKind.GAIN, 10, "invalid", "3 dB grid"),
+            (CommandKind.NAME, "MUCH TOO LONG", "invalid", "longer than 8"),
+            (CommandKind.FREQUENCY, 1200.0, "invalid", "outside"),
+            (CommandKind.RF_OUTPUT, True, "not_supported", "no rf_output"),
+        ]:
+            result = await command(hub, device, kind, value)
+            assert (result.ok, result.code) == (False, code)
+            assert words in (result.error or "")
+        assert simulator.writes == []
+        # valid for the family, outside this receiver's band: the device itself refuses (406)
+        result = await command(hub, device, CommandKind.FREQUENCY, 900.0)
+        assert (result.ok, result.code) == (False, "refused")
+        assert "406" in (result.error or "")
+    finally:
+        await simulator.stop()
+
+
+async def test_control_is_confirmed_despite_30_percent_packet_loss(hub: DriverHarness) -> None:
+    simulator = await started("ewdx-em2")
+    try:
+        device = await online(hub, simulator)
+        simulator.loss_percent = 30
+        before = simulator.received
+        names = [f"LOSS {n}" for n in range(10)]
+        for name in names:
+            result = await command(hub, device, CommandKind.NAME, name)
+            assert result.ok, result
+            assert simulator.channels[0].name == name
+        assert simulator.received > before  # (retries are visible as extra datagrams at the device)
+    finally:
+        await simulator.stop()
