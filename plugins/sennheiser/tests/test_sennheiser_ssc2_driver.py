@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
+from wmhub_sennheiser.ssc2_driver import Ssc2Driver
 
 from hub.devices import ManagedDevice
 from hub.model import Channel, Command, CommandKind, Device
@@ -158,8 +159,10 @@ async def test_a_reboot_recovers_by_itself() -> None:
         reconnects = managed.supervisor.reconnects
         simulator.reboot()
         await eventually(lambda: managed.supervisor.reconnects > reconnects, what="a reconnect")
-        session = await eventually(lambda: next(iter(simulator.sessions.values()), None), what="a new session")
-        assert "/api/mts/paired/all" in session.paths
+        await eventually(
+            lambda: any("/api/mts/paired/all" in session.paths for session in simulator.sessions.values()),
+            what="a new session subscribed to the transmitters",
+        )
         before = state_of(hub, managed)
         await eventually(lambda: state_of(hub, managed) != before, what="live data after the reboot")
 
@@ -216,3 +219,26 @@ async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness
     result = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.MUTE, value=True))
     assert result.code == "not_supported"
     assert simulator.writes == []
+
+
+async def test_the_password_can_come_from_the_environment(
+    hub: DriverHarness, simulator: Ssc2Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WMHUB_TEST_SSC2_PASSWORD", simulator.password)
+    url = f"sennheiser-ssc2://127.0.0.1:{simulator.port}?password_env=WMHUB_TEST_SSC2_PASSWORD"
+    device = await hub.device(hub.add(f"{url}&fingerprint={simulator.fingerprint_sha256}"))
+    assert device.id == simulator.expected_device()["id"]
+    missing = hub.add(f"sennheiser-ssc2://127.0.0.1:{simulator.port}?fingerprint={simulator.fingerprint_sha256}")
+    error = await eventually(lambda: missing.supervisor.last_error, what="the missing password")
+    assert "needs password=" in error
+
+
+async def test_resources_beyond_the_mapped_ones_are_read_from_the_schema_and_kept_raw(
+    hub: DriverHarness, simulator: Ssc2Simulator
+) -> None:
+    managed = hub.add(simulator.url(poll="0.5"))
+    await hub.device(managed)
+    driver = managed.driver
+    assert isinstance(driver, Ssc2Driver)
+    await eventually(lambda: driver.resources.raw.get("/api/health/psu"), what="the PSU health resource")
+    assert "/api/health/psu" in simulator.sessions[driver.session_uuid or ""].paths

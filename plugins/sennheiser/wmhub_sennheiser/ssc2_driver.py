@@ -66,6 +66,8 @@ from wmhub_sennheiser.ssc2 import (
 SCHEME: Final = "sennheiser-ssc2"
 DEFAULT_PORT: Final = 443
 DEFAULT_USER: Final = "api"
+# A full subscription's first event carries every mobile device and RF channel at once.
+MAX_EVENT_BYTES: Final = 1024 * 1024
 
 # Across driver instances (the supervisor makes a new one per attempt), keyed by device URL: the
 # session a lost connection left on the device, and when the device last refused our credentials.
@@ -180,7 +182,7 @@ class Ssc2Driver(Driver):
         self._http: aiohttp.ClientSession | None = None
         self._stream: aiohttp.ClientResponse | None = None
         self._identity: dict[str, Any] = {}
-        self._parser = SseParser()
+        self._parser = SseParser(max_event_bytes=MAX_EVENT_BYTES)
         self._pending: list[SseEvent] = []  # events that came with the open event
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
 
@@ -266,12 +268,18 @@ class Ssc2Driver(Driver):
             events = self._parser.feed(chunk)
             if events:
                 break
-        first, self._pending = events[0], events[1:]
-        data = first.json() if first.event == "open" else {}
-        session = data.get("sessionUUID") if isinstance(data, Mapping) else None
-        location = response.headers.get("Content-Location", "")
-        session = session or (data.get("path") if isinstance(data, Mapping) else None) or location
-        session = str(session).rstrip("/").rpartition("/")[2]
+        first = events[0]
+        opened: Any = {}
+        if first.event == "open":
+            self._pending = events[1:]
+            with contextlib.suppress(ValueError):
+                opened = first.json()
+        else:  # no open event (unverified devices): keep every event, take the id from the header
+            self._pending = events
+        if not isinstance(opened, Mapping):
+            opened = {}
+        found = opened.get("sessionUUID") or opened.get("path") or response.headers.get("Content-Location", "")
+        session = str(found).rstrip("/").rpartition("/")[2]
         if not session:
             raise ConnectionError(f"the event stream opened without a session id (first event {first.event!r})")
         return session

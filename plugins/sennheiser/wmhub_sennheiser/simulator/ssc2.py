@@ -31,6 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
 from wmhub_sennheiser.ssc2 import (
     DEVICE_NAME_MAX_CHARS,
     IDENTITY_PATH,
@@ -524,21 +525,33 @@ class Ssc2Simulator:
         return web.json_response(self._read(path))
 
 
+class Ssc2Fleet:
+    """Several simulated SSCv2 devices for demo mode (a hub.hookspecs.DemoFleet)."""
+
+    def __init__(self, count: int = 1, **options: Any) -> None:
+        self.simulators = [
+            Ssc2Simulator(serial=f"10234567{n:02d}", device_name=f"Spectera {n + 1}", seed=n + 1, **options)
+            for n in range(count)
+        ]
+
+    async def start(self) -> list[str]:
+        for simulator in self.simulators:
+            await simulator.start()
+        return [simulator.url() for simulator in self.simulators]
+
+    async def stop(self) -> None:
+        for simulator in self.simulators:
+            await simulator.stop()
+
+
 async def _serve(arguments: argparse.Namespace) -> None:
-    simulators = [
-        Ssc2Simulator(
-            password=arguments.password, user=arguments.user, mobiles=arguments.mobiles, serial=f"10234567{n:02d}"
-        )
-        for n in range(arguments.count)
-    ]
-    for simulator in simulators:
-        await simulator.start()
-        print(simulator.url(), flush=True)
+    fleet = Ssc2Fleet(arguments.count, password=arguments.password, user=arguments.user, mobiles=arguments.mobiles)
+    urls = await fleet.start()
+    print("\n".join(urls), flush=True)
     try:
         await asyncio.Event().wait()
     finally:
-        for simulator in simulators:
-            await simulator.stop()
+        await fleet.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
