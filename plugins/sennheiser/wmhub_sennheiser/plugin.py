@@ -8,13 +8,14 @@ from hub import hookimpl
 from hub.drivers import Driver, DriverSettings
 from hub.hookspecs import Candidate, DemoFleet, DiscoveredService, DriverSpec
 from hub.model import Command, CommandResult
-from wmhub_sennheiser import discovery, g4_driver, ssc1_driver
+from wmhub_sennheiser import discovery, g4_driver, ssc1_driver, ssc2_driver
 from wmhub_sennheiser.simulator.fleet import SennheiserDemoFleet
 from wmhub_sennheiser.udp import UdpDriver
 
 DRIVERS = (
     ssc1_driver.SPEC,  # sennheiser-ssc://  SSCv1, JSON over UDP
     g4_driver.SPEC,  # sennheiser-g4://   ew G3/G4/2000 Media Control Protocol
+    ssc2_driver.SPEC,  # sennheiser-ssc2:// SSCv2, HTTPS REST + Server-Sent Events
 )
 
 

@@ -32,6 +32,7 @@ from typing import Any, Final
 import aiohttp
 
 from hub.drivers import DeviceSilentError, DeviceSink, Driver, DriverSettings, Endpoint, EndpointError
+from hub.hookspecs import DriverSpec
 from hub.model import (
     Command,
     CommandKind,
@@ -509,5 +510,11 @@ class Ssc2Driver(Driver):
             self._waiters.remove(entry)
 
 
-def make_driver(endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> Ssc2Driver:
-    return Ssc2Driver(endpoint, sink, settings)
+SPEC: Final = DriverSpec(
+    scheme=SCHEME,
+    vendor="sennheiser",
+    families=("spectera", "tcc-m", "ew-dx", "sscv2"),
+    factory=Ssc2Driver,
+    default_port=DEFAULT_PORT,
+    description="SSCv2, HTTPS REST + Server-Sent Events: Spectera, TCC M, EW-DX in secure mode",
+)
