@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 from cryptography import x509
@@ -194,8 +195,7 @@ class Ssc2Simulator:
         query = {"password": self.password if password is None else password, "user": self.user, **options}
         if pin:
             query["fingerprint"] = self.fingerprint_sha256
-        text = "&".join(f"{key}={value}" for key, value in query.items())
-        return f"sennheiser-ssc2://{self.host}:{self.port}?{text}"
+        return f"sennheiser-ssc2://{self.host}:{self.port}?{urlencode(query)}"
 
     async def start(self) -> int:
         app = web.Application(middlewares=[self._middleware])
