@@ -238,9 +238,10 @@ class G4Driver(UdpDriver):
             pending[0].answer.set_exception(RefusedError(str(error)))
 
     def _config_seen(self, index: int) -> None:
-        if self.config_index is not None and index != self.config_index:
+        # the first index seen may already count a change made between our reads and the first report
+        if index != self.config_index:
             self.spawn(self.refresh_config())
-        self.config_index = index
+            self.config_index = index
 
     # --- control
 

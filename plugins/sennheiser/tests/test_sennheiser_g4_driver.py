@@ -1,0 +1,182 @@
+"""The G4 (Media Control Protocol) driver against the G4 simulator, over real UDP sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from wmhub_sennheiser import g4_driver
+from wmhub_sennheiser.simulator.common import mismatches
+from wmhub_sennheiser.simulator.g4 import G4Simulator
+
+from hub.model import Command, CommandKind, Device
+from hub.testing import DriverHarness, eventually
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[DriverHarness]:
+    async with DriverHarness("sennheiser") as harness:
+        yield harness
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[G4Simulator]:
+    async with G4Simulator(tick_s=0) as simulator:
+        yield simulator
+
+
+async def online(hub: DriverHarness, simulator: G4Simulator, options: str = "") -> Device:
+    return await hub.device(hub.add(simulator.url + options))
+
+
+async def shows(hub: DriverHarness, device_id: str, simulator: G4Simulator, timeout: float = 3.0) -> None:
+    def same() -> bool:
+        device = hub.store.get(device_id)
+        return device is not None and not mismatches(device.channels, simulator.expected_channels())
+
+    try:
+        await eventually(same, timeout, "the hub to show the simulator's state")
+    except AssertionError:
+        device = hub.store.get(device_id)
+        assert device is not None
+        assert mismatches(device.channels, simulator.expected_channels()) == {}
+
+
+async def test_state_follows_the_receiver_including_a_transmitter_switched_off(
+    hub: DriverHarness, simulator: G4Simulator
+) -> None:
+    device = await online(hub, simulator)
+    assert device.id == f"sennheiser-127_0_0_1_{simulator.port}"  # no serial: the id is the address
+    assert {"name": device.name, "model": device.model, "firmware": device.firmware} == simulator.expected_device()
+    await shows(hub, device.id, simulator)
+
+    channel = simulator.channel
+    channel.battery_percent, channel.af_dbfs, channel.tx_muted, channel.antenna = 25, -0.5, True, 2
+    simulator.publish()
+    await shows(hub, device.id, simulator)
+    shown = hub.store.get(device.id).channel(1)  # type: ignore[union-attr]
+    assert shown is not None
+    assert shown.warnings == ["AF_Peak", "Low_Battery", "TX_Mute"]
+
+    simulator.set_transmitter(1, False)
+    await shows(hub, device.id, simulator)
+    shown = hub.store.get(device.id).channel(1)  # type: ignore[union-attr]
+    assert shown is not None
+    assert (shown.tx_present, shown.battery_percent, shown.tx_muted) == (False, None, None)
+
+    simulator.set_transmitter(1, True)
+    await shows(hub, device.id, simulator)
+
+
+async def test_a_config_change_makes_the_driver_read_name_and_frequency_again(
+    hub: DriverHarness, simulator: G4Simulator
+) -> None:
+    device = await online(hub, simulator)
+    simulator.config_lines_lost = True  # only the Config index in the cyclic report tells of the change
+    simulator.channel.name, simulator.channel.frequency_khz = "Choir", 503_000
+    simulator.publish()
+    await shows(hub, device.id, simulator)
+    assert hub.store.get(device.id).name == "Choir"  # type: ignore[union-attr]
+
+
+async def test_push_is_renewed_before_it_expires_and_resumes_after_a_reboot(
+    hub: DriverHarness, simulator: G4Simulator
+) -> None:
+    device = await online(hub, simulator, "&push_timeout=2")
+    await asyncio.sleep(3.5)  # more than the Push timeout: without renewal the reports would have stopped
+    simulator.channel.rf_quality = 41
+    await shows(hub, device.id, simulator, timeout=1.0)
+    pushes = [line for line in simulator.commands if line.startswith("Push ")]
+    assert len(pushes) >= 3
+    assert all(line.split()[1] == "2" for line in pushes)
+
+    simulator.reboot(down_s=0.3)
+    assert simulator.push_clients == {}
+    simulator.channel.rf_quality = 67
+    await eventually(lambda: len(simulator.push_clients) == 1, 3.0, "the Push to be sent again")
+    await shows(hub, device.id, simulator)
+
+
+async def test_push_reports_stop_when_the_timeout_expires(simulator: G4Simulator) -> None:
+    """Against the simulator directly: the device side of the keep-alive rule the driver relies on."""
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            received.put_nowait(data)
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", simulator.port))
+    try:
+        transport.sendto(b"Push 1 100 0\r")
+        assert await asyncio.wait_for(received.get(), 2) == b"Push 1 100 0\r"
+        assert (await asyncio.wait_for(received.get(), 2)).startswith(b"RF1 ")
+        await eventually(lambda: simulator.push_clients == {}, 2.0, "the Push timeout to expire")
+        while not received.empty():
+            received.get_nowait()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(received.get(), 0.3)
+    finally:
+        transport.close()
+
+
+async def test_one_shared_socket_serves_every_receiver(hub: DriverHarness) -> None:
+    async with G4Simulator(tick_s=0, seed=2) as first, G4Simulator(tick_s=0, seed=3) as second:
+        second.channel.name = "Second"
+        devices = [await online(hub, first), await online(hub, second)]
+        sockets = [s for s in g4_driver._SOCKETS.values() if s.key[0] is asyncio.get_running_loop()]
+        assert len(sockets) == 1
+        assert set(sockets[0].routes) == {("127.0.0.1", first.port), ("127.0.0.1", second.port)}
+        # both receivers answer to the same local port
+        assert len({client for sim in (first, second) for client in sim.clients}) == 1
+        for device, simulator in zip(devices, (first, second), strict=True):
+            await shows(hub, device.id, simulator)
+
+
+async def command(hub: DriverHarness, device: Device, kind: CommandKind, value: Any) -> Any:
+    return await hub.apply(Command(device_id=device.id, channel=1, kind=kind, value=value))
+
+
+async def test_control_round_trips(hub: DriverHarness, simulator: G4Simulator) -> None:
+    device = await online(hub, simulator)
+    for kind, value in [
+        (CommandKind.NAME, "Lead 2"),
+        (CommandKind.FREQUENCY, 512.35),
+        (CommandKind.MUTE, True),
+        (CommandKind.MUTE, "toggle"),
+        (CommandKind.MUTE, "toggle"),
+    ]:
+        result = await command(hub, device, kind, value)
+        assert result.ok, (kind, result)
+    assert (simulator.channel.name, simulator.channel.frequency_khz, simulator.channel.muted) == (
+        "Lead 2",
+        512_350,
+        True,
+    )
+    await shows(hub, device.id, simulator)
+
+
+async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness, simulator: G4Simulator) -> None:
+    device = await online(hub, simulator)
+    sent = len(simulator.commands)
+    for kind, value, code, words in [
+        (CommandKind.FREQUENCY, 600.0, "invalid", "outside this receiver's range (470.2-515.8 MHz)"),
+        (CommandKind.FREQUENCY, 500.01, "invalid", "25 kHz grid"),
+        (CommandKind.NAME, "Far too long", "invalid", "longer than 8"),
+        (CommandKind.GAIN, 3, "not_supported", "no gain"),
+    ]:
+        result = await command(hub, device, kind, value)
+        assert (result.ok, result.code) == (False, code)
+        assert words in (result.error or "")
+    assert not [line for line in simulator.commands[sent:] if not line.startswith(("Push", "Mute"))]
+
+
+async def test_control_is_confirmed_despite_30_percent_packet_loss(hub: DriverHarness, simulator: G4Simulator) -> None:
+    device = await online(hub, simulator)
+    simulator.loss_percent = 30
+    for n in range(10):
+        result = await command(hub, device, CommandKind.NAME, f"Loss {n}")
+        assert result.ok, result
+        assert simulator.channel.name == f"Loss {n}"
