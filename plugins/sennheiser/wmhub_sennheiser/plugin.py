@@ -10,6 +10,7 @@ from hub.hookspecs import Candidate, DemoFleet, DiscoveredService, DriverSpec
 from hub.model import Command, CommandResult
 from wmhub_sennheiser import discovery, g4_driver, ssc1_driver, ssc2_driver
 from wmhub_sennheiser.simulator.fleet import SennheiserDemoFleet
+from wmhub_sennheiser.simulator.ssc2 import Ssc2Fleet
 from wmhub_sennheiser.udp import UdpDriver
 
 DRIVERS = (
@@ -36,6 +37,7 @@ def apply_command(driver: Driver, command: Command) -> Awaitable[CommandResult]:
 @hookimpl
 def register_simulators(register: Callable[[DemoFleet], None]) -> None:
     register(SennheiserDemoFleet())
+    register(Ssc2Fleet(tick_s=1.0))  # a Spectera-style SSCv2 base station over HTTPS
 
 
 @hookimpl
