@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from wmhub_sennheiser import ssc1
-from wmhub_sennheiser.families import EM6000, EWDX, SLDW, ChannelMapper, em6000_meter_fields, family_for
+from wmhub_sennheiser.families import EM6000, EWDX, SLDW, ChannelMapper, SscFamily, em6000_meter_fields, family_for
 from wmhub_sennheiser.ssc1 import ErrorKind, SscError, SubscriptionParams
 
 from hub.model import CommandKind, InvalidValueError
@@ -133,7 +134,7 @@ def test_subscriptions_are_renewed_before_their_lifetime_runs_out(lifetime: floa
 def test_split_keeps_every_message_under_the_limit_and_loses_no_address() -> None:
     paths = [("rx" + str(n), leaf) for n in range(1, 5) for leaf in ("name", "frequency", "mute", "gain", "warnings")]
 
-    def encode(chunk: Any) -> bytes:
+    def encode(chunk: Sequence[tuple[str, ...]]) -> bytes:
         return ssc1.encode(ssc1.tree(chunk), xid=4294967295)
 
     chunks = ssc1.split(paths, encode, 120)
@@ -158,9 +159,10 @@ def test_split_keeps_every_message_under_the_limit_and_loses_no_address() -> Non
         ("SL MCR 4 DW", SLDW, 4),
     ],
 )
-def test_products_are_recognised_with_their_channel_count(product: str, family: Any, channels: int) -> None:
-    assert family_for(product) is family
-    assert family.channel_count(product) == channels
+def test_products_are_recognised_with_their_channel_count(product: str, family: SscFamily, channels: int) -> None:
+    found = family_for(product)
+    assert found is family
+    assert found.channel_count(product) == channels
 
 
 def test_unknown_products_are_not_claimed() -> None:

@@ -1,0 +1,106 @@
+"""mDNS discovery on loopback: an announced simulator is found, confirmed by /device/identity, and added."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
+from zeroconf import ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from hub.drivers import DriverSettings
+from hub.hookspecs import Candidate, DiscoveredService
+from hub.plugins import PluginHost
+from hub.testing import DriverHarness
+
+SETTINGS = DriverSettings(io_timeout_s=1.0)
+
+
+def plugin_host() -> PluginHost:
+    host = PluginHost()
+    host.load_entry_points(only="sennheiser")
+    return host
+
+
+async def identify(host: PluginHost, service: DiscoveredService) -> Candidate | None:
+    result: Candidate | None = await host.call_async(
+        "sennheiser", "identify_service", 5.0, service=service, settings=SETTINGS
+    )
+    return result
+
+
+async def browse_for(service_types: list[str], instance_prefix: str, timeout: float = 8.0) -> DiscoveredService:
+    """Browse loopback for the given types until an instance whose name starts with ``instance_prefix`` resolves."""
+    found: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+    def on_change(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+        if state_change is ServiceStateChange.Added and name.startswith(instance_prefix):
+            found.put_nowait((service_type, name))
+
+    browser_zc = AsyncZeroconf(interfaces=["127.0.0.1"])
+    browser = AsyncServiceBrowser(browser_zc.zeroconf, service_types, handlers=[on_change])
+    try:
+        service_type, name = await asyncio.wait_for(found.get(), timeout)
+        info = AsyncServiceInfo(service_type, name)
+        assert await info.async_request(browser_zc.zeroconf, 3000)
+        properties = {key.decode(): (value or b"").decode() for key, value in info.properties.items()}
+        assert info.port is not None
+        return DiscoveredService(
+            host=info.parsed_addresses()[0],
+            port=info.port,
+            service_type=service_type,
+            name=name.removesuffix("." + service_type),
+            properties=properties,
+        )
+    finally:
+        await browser.async_cancel()
+        await browser_zc.async_close()
+
+
+async def test_an_announced_simulator_is_found_identified_and_added() -> None:
+    host = plugin_host()
+    service_types = [item for _, item in host.collect("register_zeroconf_types")]
+    assert set(service_types) == {"_ssc._udp.local.", "_ssc._tcp.local."}
+    async with Ssc1Simulator("ewdx-em4", tick_s=0, advertise=True) as simulator:
+        service = await browse_for(service_types, simulator.device.device_name)
+        assert service.port == simulator.port  # the SRV port, not the default 45
+        assert service.properties["model"] == "EW-DX EM 4"
+
+        candidate = await identify(host, service)
+        assert candidate == Candidate(
+            url=simulator.url,
+            vendor="sennheiser",
+            model="EW-DX EM 4",
+            unique_id="1049471234",
+            name="EW-DX EM 4",
+            source="mdns",
+        )
+        async with DriverHarness("sennheiser") as hub:
+            device = await hub.device(hub.add(candidate.url))
+            assert device.id == "sennheiser-1049471234"
+
+
+def announced(port: int, service_type: str = "_ssc._udp.local.", **properties: str) -> DiscoveredService:
+    return DiscoveredService("127.0.0.1", port, service_type, "test", properties)
+
+
+async def test_txt_keys_are_read_case_insensitively_and_other_products_are_not_probed() -> None:
+    host = plugin_host()
+    async with Ssc1Simulator("em6000", tick_s=0) as simulator:
+        candidate = await identify(host, announced(simulator.port, Model="EM6000", ID="a1b2"))
+        assert candidate is not None
+        assert (candidate.model, candidate.unique_id) == ("EM6000", "a1b2")  # no serial in its identity: TXT id
+
+        before = simulator.received
+        assert await identify(host, announced(simulator.port, MODEL="KH 150")) is None
+        assert await identify(host, announced(simulator.port, "_ssc._tcp.local.")) is None
+        assert simulator.received == before
+
+
+async def test_a_service_that_does_not_answer_is_not_a_candidate() -> None:
+    host = plugin_host()
+    silent: Any = Ssc1Simulator("ewdx-em2", tick_s=0)
+    async with silent:
+        silent.silent = True
+        assert await identify(host, announced(silent.port, model="EW-DX EM 2")) is None
