@@ -255,7 +255,8 @@ class Ssc2Driver(Driver):
         )
         self._stream = response
         await self._raise_for(response)
-        self.session_uuid = await asyncio.wait_for(self._read_open(response), self.settings.io_timeout_s)
+        async with asyncio.timeout(self.settings.io_timeout_s):
+            self.session_uuid = await self._read_open(response)
         _stale_sessions[self.endpoint.url] = self.session_uuid
         await self._request("PUT", f"{SUBSCRIPTIONS_PATH}/{self.session_uuid}/add", body=paths)
         self.sink.log.info("SSE session %s subscribed to %d resources", self.session_uuid, len(paths))
@@ -291,7 +292,10 @@ class Ssc2Driver(Driver):
             self._on_event(event.event, event.data)
         while True:
             try:
-                chunk = await asyncio.wait_for(self._stream.content.readany(), self.options.sse_timeout_s)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancellation
+                # that stops this driver when a chunk arrives at the same moment
+                async with asyncio.timeout(self.options.sse_timeout_s):
+                    chunk = await self._stream.content.readany()
             except TimeoutError:
                 raise DeviceSilentError(f"no event on the SSE stream for {self.options.sse_timeout_s:g} s") from None
             if not chunk:
@@ -388,10 +392,8 @@ class Ssc2Driver(Driver):
         unverified.check_hostname = False
         unverified.verify_mode = ssl.CERT_NONE
         try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.endpoint.host, self.endpoint.port, ssl=unverified),
-                self.settings.io_timeout_s,
-            )
+            async with asyncio.timeout(self.settings.io_timeout_s):
+                _, writer = await asyncio.open_connection(self.endpoint.host, self.endpoint.port, ssl=unverified)
         except (OSError, TimeoutError):
             return "<sha256 of the device certificate>"
         try:
@@ -503,7 +505,8 @@ class Ssc2Driver(Driver):
             if not waiter.done() and confirmed():
                 waiter.set_result(None)
             try:
-                await asyncio.wait_for(waiter, self.settings.io_timeout_s)
+                async with asyncio.timeout(self.settings.io_timeout_s):
+                    await waiter
             except TimeoutError:
                 raise CommandTimeoutError(f"the device did not confirm {path} within the timeout") from None
         finally:
