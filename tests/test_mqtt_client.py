@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.mqtt.client import BrokerAddress, MqttClient
+from hub.mqtt.client import BrokerAddress, MqttClient, Will
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
 
@@ -27,3 +27,46 @@ async def test_publishes_and_receives_over_a_real_broker(mqtt_broker: TestBroker
             await eventually(lambda: ("in/x", b"hello") in received, 5, "inbound message")
     finally:
         await client.stop()
+
+
+async def test_qos0_packets_of_every_length_arrive_whole_and_in_order(mqtt_broker: TestBroker) -> None:
+    """QoS 0 publishes bypass paho and share one write buffer: lengths cross each remaining-length byte."""
+    sizes = [1, 100, 127, 128, 16_383, 16_384, 200_000, 5]
+    client = MqttClient(BrokerAddress(mqtt_broker.host, mqtt_broker.port), "c2", on_message=lambda t, p: None)
+    client.start()
+    try:
+        assert await client.wait_connected(5)
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe("sizes/#")
+            for number, size in enumerate(sizes):
+                client.publish(f"sizes/{number}", bytes([number]) * size, 0)
+                client.publish("sizes/qos1", str(number).encode(), 1)  # interleaved with paho's own packets
+            await eventually(lambda: len(probe.messages) == 2 * len(sizes), 5, "every message")
+            qos0 = [(topic, payload) for topic, payload in probe.messages if topic != "sizes/qos1"]
+            assert qos0 == [(f"sizes/{n}", bytes([n]) * size) for n, size in enumerate(sizes)]
+            qos1 = [payload for topic, payload in probe.messages if topic == "sizes/qos1"]
+            assert qos1 == [str(n).encode() for n in range(len(sizes))]
+    finally:
+        await client.stop()
+
+
+async def test_will_is_set_and_a_clean_stop_does_not_trigger_it(mqtt_broker: TestBroker) -> None:
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("will/#")
+        client = MqttClient(
+            BrokerAddress(mqtt_broker.host, mqtt_broker.port),
+            "c3",
+            on_message=lambda t, p: None,
+            will=Will("will/state", b"gone", 1, True),
+        )
+        client.start()
+        assert await client.wait_connected(5)
+        client.publish("will/state", b"here", 1, retain=True)
+        await probe.message("will/state", lambda payload: payload == b"here")
+        for number in range(100):
+            client.publish("will/last", str(number).encode(), 0)
+        await client.stop()
+        await probe.message("will/last", lambda payload: payload == b"99")
+        # a marker round trip after the stop: had the will fired, it would have arrived before this
+        await probe.subscribe("will/after")
+        assert b"gone" not in [payload for topic, payload in probe.messages if topic == "will/state"]

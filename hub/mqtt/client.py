@@ -100,10 +100,93 @@ class Will:
     retain: bool = True
 
 
+def publish_packet(topic: str, payload: bytes, retain: bool) -> bytes:
+    """An MQTT 3.1.1 QoS 0 PUBLISH packet (fixed header, remaining length, topic, payload)."""
+    topic_bytes = topic.encode()
+    remaining = 2 + len(topic_bytes) + len(payload)
+    header = bytearray((0x31 if retain else 0x30,))
+    while True:
+        remaining, digit = divmod(remaining, 128)
+        header.append(digit | 0x80 if remaining else digit)
+        if not remaining:
+            break
+    return b"".join((header, len(topic_bytes).to_bytes(2, "big"), topic_bytes, payload))
+
+
+class _CoalescingSocket:
+    """The socket as paho sees it: every send is gathered and written once per loop iteration.
+
+    paho writes each packet with its own ``send()``; a burst of meter messages would cost one system
+    call each. Here they are appended to one buffer, flushed by a single ``send`` at the end of the
+    loop iteration (and by the writer callback while the socket is full). paho never sees a partial
+    write, so packets stay whole and in order, and QoS 0 packets built by :func:`publish_packet` can
+    join the same buffer without paho.
+    """
+
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.sock = sock
+        self._loop = loop
+        self._fd = sock.fileno()
+        self._out = bytearray()
+        self._flush_pending = False
+        self._writer = False
+
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        self._out += data
+        if not self._flush_pending and not self._writer:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+        return len(data)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        while self._out:
+            try:
+                sent = self.sock.send(self._out)
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                break
+            except OSError as exc:  # the connection is gone; the reader sees it and paho reconnects
+                log.debug("MQTT write failed: %s", exc)
+                self._out.clear()
+                break
+            del self._out[:sent]
+        if self._out and not self._writer:
+            self._loop.add_writer(self._fd, self._flush)
+            self._writer = True
+        elif not self._out and self._writer:
+            self._loop.remove_writer(self._fd)
+            self._writer = False
+
+    @property
+    def buffered(self) -> int:
+        return len(self._out)
+
+    def recv(self, size: int) -> bytes:
+        return self.sock.recv(size)
+
+    def pending(self) -> int:
+        return self.sock.pending() if isinstance(self.sock, ssl.SSLSocket) else 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        self.sock.setblocking(flag)
+
+    def close(self) -> None:
+        # paho closes right after queueing DISCONNECT: send what the socket takes now, without waiting
+        self._flush()
+        if self._writer:
+            self._loop.remove_writer(self._fd)
+            self._writer = False
+        self._out.clear()
+        self.sock.close()
+
+
 class _HandedSocketClient(paho.Client):
     """paho, connecting over a socket that asyncio has already opened (paho's own connect blocks)."""
 
-    handed_socket: socket.socket | None = None
+    handed_socket: _CoalescingSocket | None = None
 
     def _create_socket(self) -> Any:
         sock, self.handed_socket = self.handed_socket, None
@@ -138,6 +221,7 @@ class MqttClient:
         self._tls_context = (tls or TlsFiles()).context() if address.tls else None
         self._backoff = backoff or Backoff(base=0.25, cap=30.0)
         self._paho: _HandedSocketClient | None = None
+        self._socket: _CoalescingSocket | None = None
         self._connected = False
         self._connack: asyncio.Future[ReasonCode] | None = None
         self._lost = asyncio.Event()
@@ -177,9 +261,11 @@ class MqttClient:
                 self._retained.pop(topic, None)
         client = self._paho
         if client is not None and self._connected:
-            info = client.publish(topic, payload, qos, retain)
-            if qos:
-                self._last_info = info
+            if qos == 0 and self._socket is not None:
+                # QoS 0 needs no state in paho: the packet goes straight into the write buffer
+                self._socket.send(publish_packet(topic, payload, retain))
+            else:
+                self._last_info = client.publish(topic, payload, qos, retain)
             self.published += 1
         elif retain and not payload:
             self._pending_clears[topic] = qos
@@ -273,7 +359,9 @@ class MqttClient:
         client = _HandedSocketClient(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True, reconnect_on_failure=False
         )
-        client.handed_socket = sock
+        wrapped = _CoalescingSocket(sock, loop)
+        client.handed_socket = wrapped
+        self._socket = wrapped
         if self.address.username is not None:
             client.username_pw_set(self.address.username, self.address.password)
         if self.will is not None:
@@ -315,6 +403,7 @@ class MqttClient:
 
     def _drop_connection(self) -> None:
         client, self._paho = self._paho, None
+        self._socket = None
         self._connected = False
         self.connected_event.clear()
         if client is not None:
@@ -331,15 +420,17 @@ class MqttClient:
         loop.remove_writer(sock.fileno())
 
     def _want_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        asyncio.get_running_loop().add_writer(sock.fileno(), client.loop_write)
+        # paho's writes go into the coalescing buffer and never block, so one turn of loop_write empties
+        # its queue; the socket's writer callback belongs to the buffer
+        asyncio.get_running_loop().call_soon(client.loop_write)
 
     def _no_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        asyncio.get_running_loop().remove_writer(sock.fileno())
+        pass
 
-    def _readable(self, client: paho.Client, sock: Any) -> None:
+    def _readable(self, client: paho.Client, sock: _CoalescingSocket) -> None:
         client.loop_read()
         # TLS may hold decrypted bytes the socket no longer signals as readable
-        while isinstance(sock, ssl.SSLSocket) and sock.fileno() != -1 and sock.pending():
+        while client.socket() is sock and sock.pending():
             client.loop_read()
 
     def _connected_cb(self, client: paho.Client, userdata: Any, flags: Any, code: ReasonCode, props: Any) -> None:
