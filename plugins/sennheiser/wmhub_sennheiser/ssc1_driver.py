@@ -59,6 +59,18 @@ class _Socket(asyncio.DatagramProtocol):
 class _Pending:
     answer: asyncio.Future[Message]
     paths: frozenset[Address]
+    writes: Mapping[Address, Any]  # the values a set request writes (empty for a get)
+
+    def answered_by(self, message: Message) -> bool:
+        """For a device that does not reflect xid: the reply carries every address asked for, and for a set
+        the written values (or an error). A subscription notification still holding the old value is no reply
+        to a set whose datagram was lost: taken as one, it would report a refusal that never happened."""
+        refused = {error.address for error in message.errors if error.kind is not ErrorKind.SUBSCRIPTION_ENDED}
+        return (
+            bool(self.paths)
+            and self.paths <= message.addresses
+            and all(path in refused or message.values.get(path) == value for path, value in self.writes.items())
+        )
 
 
 class SscClient:
@@ -92,7 +104,9 @@ class SscClient:
         """Send ``body`` with a fresh xid, re-sending it (same xid) until the reply arrives."""
         xid = next(self._xids) % XID_LIMIT
         answer: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[xid] = _Pending(answer, frozenset(ssc1.flatten(dict(body))))
+        leaves = ssc1.flatten(dict(body))
+        writes = {path: value for path, value in leaves.items() if value is not None}
+        self._pending[xid] = _Pending(answer, frozenset(leaves), writes)
         try:
             return await resend_until(lambda: self.send(body, xid), answer, self.retry_s, timeout)
         finally:
@@ -110,8 +124,7 @@ class SscClient:
 
     def _unnumbered_match(self, message: Message) -> _Pending | None:
         """Be liberal: a device that does not reflect xid still answers with the addresses asked for."""
-        addresses = message.addresses
-        return next((p for p in self._pending.values() if p.paths and p.paths <= addresses), None)
+        return next((pending for pending in self._pending.values() if pending.answered_by(message)), None)
 
 
 @dataclass(frozen=True)
