@@ -242,3 +242,12 @@ async def test_resources_beyond_the_mapped_ones_are_read_from_the_schema_and_kep
     assert isinstance(driver, Ssc2Driver)
     await eventually(lambda: driver.resources.raw.get("/api/health/psu"), what="the PSU health resource")
     assert "/api/health/psu" in simulator.sessions[driver.session_uuid or ""].paths
+
+
+async def test_a_device_without_a_schema_gets_the_documented_resources(hub: DriverHarness) -> None:
+    async with Ssc2Simulator(tick_s=0, serve_schema=False) as simulator:
+        managed = hub.add(simulator.url(poll="0.5"))
+        await hub.device(managed)
+        await matches(hub, managed, simulator, "the initial state")
+        simulator.set_transmitter(1, on=False)
+        await matches(hub, managed, simulator, "a transmitter switched off")

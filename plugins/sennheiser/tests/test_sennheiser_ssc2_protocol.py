@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from wmhub_sennheiser.ssc2 import (
@@ -43,6 +44,23 @@ def test_multi_line_data_comments_and_ids() -> None:
     assert event == SseEvent(event="change", data='{"a":\n1}', id="7")
     assert event.json() == {"a": 1}
     assert parser.feed(b"data: 2\n\n") == [SseEvent(data="2", id="7")]  # the last id carries over
+
+
+def test_any_chunking_gives_the_same_events() -> None:
+    stream = (
+        OPEN_EVENT
+        + SPECTERA_RF_EVENT.replace(b"\n", b"\r\n")
+        + b": comment\r"
+        + encode_sse({"/api/device/site": {"deviceName": "A\u00e9"}}, event="message", event_id="1")
+    )
+    whole = SseParser().feed(stream)
+    assert len(whole) == 3
+    rng = random.Random(7)
+    for _ in range(300):
+        cuts = sorted(rng.sample(range(1, len(stream)), k=rng.randint(1, 12)))
+        parser = SseParser()
+        bounds = zip([0, *cuts], [*cuts, len(stream)], strict=True)
+        assert [event for start, end in bounds for event in parser.feed(stream[start:end])] == whole
 
 
 def test_event_with_only_a_name_dispatches_nothing() -> None:

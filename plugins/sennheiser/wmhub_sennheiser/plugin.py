@@ -37,7 +37,7 @@ def apply_command(driver: Driver, command: Command) -> Awaitable[CommandResult]:
 @hookimpl
 def register_simulators(register: Callable[[DemoFleet], None]) -> None:
     register(SennheiserDemoFleet())
-    register(Ssc2Fleet(tick_s=1.0))  # a Spectera-style SSCv2 base station over HTTPS
+    register(Ssc2Fleet(tick_s=1.0, tx_churn=0.02))  # a Spectera-style SSCv2 base station over HTTPS
 
 
 @hookimpl

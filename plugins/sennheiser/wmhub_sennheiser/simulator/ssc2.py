@@ -165,6 +165,8 @@ class Ssc2Simulator:
         product: str = "Spectera Base Station",
         device_name: str = "Spectera Rack",
         seed: int = 1,
+        tx_churn: float = 0.0,
+        serve_schema: bool = True,
         host: str = "127.0.0.1",
     ) -> None:
         self.user, self.password, self.tick_s, self.host = user, password, tick_s, host
@@ -179,6 +181,8 @@ class Ssc2Simulator:
         self.certificate = SelfSignedCertificate.generate(host)
         self.port = 0
         self._random = random.Random(seed)
+        self.tx_churn = tx_churn  # chance per tick that one transmitter is switched off or on
+        self.serve_schema = serve_schema  # False: a device without GET /api/ssc/schema
         self._awake = asyncio.Event()
         self._awake.set()
         self._runner: web.AppRunner | None = None
@@ -261,7 +265,10 @@ class Ssc2Simulator:
     # --- changes (each one is pushed to the subscribed sessions)
 
     def tick(self) -> None:
-        """One step of a live show: meters move, batteries drain, antennas switch."""
+        """One step of a live show: meters move, batteries drain, antennas switch, transmitters come and go."""
+        if self.mobiles and self._random.random() < self.tx_churn:
+            churned = self._random.choice(self.mobiles)
+            churned.on = not churned.on
         for mobile in self.mobiles:
             if not mobile.on:
                 continue
@@ -409,6 +416,8 @@ class Ssc2Simulator:
         return web.json_response({"schema": "18.1", "protocol": "2.3"})
 
     async def _schema(self, request: web.Request) -> web.Response:
+        if not self.serve_schema:
+            return self._error(404, "no schema")
         paths: dict[str, dict[str, Any]] = {path: {"get": {}} for path in self._resources()}
         paths[MOBILES_PATH + "/{mtUid}"] = {"get": {}, "put": {}}
         paths[RF_CHANNELS_PATH + "/{rfChannelId}"] = {"get": {}, "put": {}}
