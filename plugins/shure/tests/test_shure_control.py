@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 from wmhub_shure.simulator import ShureSimulator
+from wmhub_shure.simulator.compare import wait_until_agreed
 
 from hub.model import Command, CommandKind
 from hub.testing import DriverHarness
-
-from .shure_helpers import wait_until_agreed
 
 ROUND_TRIPS: dict[str, list[tuple[CommandKind, Any, str, Any]]] = {
     # model: (command kind, value, simulator field, value the simulator ends with)

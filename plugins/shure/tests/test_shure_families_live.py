@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 from wmhub_shure.simulator import ShureSimulator
+from wmhub_shure.simulator.compare import wait_until_agreed
 
 from hub.testing import DriverHarness
-
-from .shure_helpers import wait_until_agreed
 
 ALL_MODELS = [
     "ulxd4",

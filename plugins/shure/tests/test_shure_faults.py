@@ -7,13 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from wmhub_shure.simulator import ShureSimulator
+from wmhub_shure.simulator.compare import wait_until_agreed
 
 from hub.devices import ManagedDevice
 from hub.drivers import DriverSettings
 from hub.model import Command, CommandKind
 from hub.testing import DriverHarness, eventually
-
-from .shure_helpers import wait_until_agreed
 
 FAST = DriverSettings(meter_rate_ms=100, io_timeout_s=0.5, offline_after_s=1.0)
 

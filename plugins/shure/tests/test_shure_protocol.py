@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from wmhub_shure.families import (
     AXIENT,
     FAMILIES,
@@ -214,3 +218,30 @@ def test_controls_a_family_lacks_are_not_supported() -> None:
     with pytest.raises(NotSupportedError):
         build_set(UHFR, _command(CommandKind.NAME, "Bob"))
     assert all(family.fields for family in FAMILIES.values())
+
+
+def test_framer_resyncs_after_an_unclosed_brace() -> None:
+    framer = Framer()
+    assert framer.feed(b"<" + b"{" * 600) == []
+    messages = framer.feed(b"< REP 1 CHAN_NAME {Vox} >< REP 1 AUDIO_MUTE ON >")
+    assert messages[-2:] == [b" REP 1 CHAN_NAME {Vox} ", b" REP 1 AUDIO_MUTE ON "]
+
+
+@given(st.binary(max_size=300), st.lists(st.integers(min_value=0, max_value=400), max_size=5))
+def test_any_bytes_split_anywhere_never_break_the_codec(junk: bytes, cuts: list[int]) -> None:
+    valid = b"< REP 2 CHAN_NAME {Jane Smith                     } >< SAMPLE 1 ALL AX 090 030 >"
+    stream = junk + valid
+    framer = Framer(max_buffer=256)
+    bounds = sorted({min(cut, len(stream)) for cut in cuts} | {0, len(stream)})
+    messages = []
+    for start, end in itertools.pairwise(bounds):
+        messages.extend(framer.feed(stream[start:end]))
+        assert framer.buffered <= 256
+    for body in messages:
+        parse(body)  # never raises, whatever the junk
+    for family in FAMILIES.values():
+        if family.sample is not None:
+            with contextlib.suppress(ValueError, IndexError):
+                family.sample(junk.split())
+    if b"{" not in junk and b"<" not in junk and b">" not in junk:
+        assert messages[-1] == b" SAMPLE 1 ALL AX 090 030 "

@@ -38,7 +38,8 @@ from wmhub_shure.families import (
 from wmhub_shure.protocol import ANGLE, STAR, Framer, Report, encode, parse
 
 KEEPALIVE_MAX_S: Final = 10.0
-UHFR_METER_UNIT_MS: Final = 30  # "* METER 1 ALL 003 *" is 3 x 30 ms
+UHFR_METER_UNIT_MS: Final = 30
+MAX_RAW_PARAMS: Final = 4096  # "* METER 1 ALL 003 *" is 3 x 30 ms
 
 
 class NoAnswerError(ConnectionError):
@@ -354,7 +355,7 @@ class ShureDriver(Driver):
         if channel is None:
             spec = family.device_params.get(report.param)
             if spec is None:
-                self.raw[(None, report.param, report.index)] = report.value
+                self._keep_raw((None, report.param, report.index), report.value)
             else:
                 self.sink.update_device({spec.field: spec.codec.decode(report.value)})
             return
@@ -386,7 +387,12 @@ class ShureDriver(Driver):
         if fields:
             self.sink.update_channel(channel, fields)
         else:
-            self.raw[(channel, report.param, report.index)] = report.value
+            self._keep_raw((channel, report.param, report.index), report.value)
+
+    def _keep_raw(self, key: tuple[int | None, str, int | None], value: str) -> None:
+        # unknown parameters are kept, not dropped; a device inventing endless names cannot grow this
+        if key in self.raw or len(self.raw) < MAX_RAW_PARAMS:
+            self.raw[key] = value
 
     def _track_transmitter(self, family: Family, channel: int, name: str, value: Any, fields: dict[str, Any]) -> None:
         if name == "gain_db":

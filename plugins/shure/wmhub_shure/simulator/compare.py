@@ -1,13 +1,12 @@
-"""Shared by the Shure integration tests: the hub's state in the simulator's terms."""
+"""Compare the hub's normalised state with a simulator's, field by field (for tests and benchmarks)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from wmhub_shure.simulator import ShureSimulator
-
 from hub.model import Device
 from hub.testing import DriverHarness, eventually
+from wmhub_shure.simulator.core import ShureSimulator
 
 
 def hub_state(harness: DriverHarness, device_id: str | None, sim: ShureSimulator) -> dict[str, Any] | None:
