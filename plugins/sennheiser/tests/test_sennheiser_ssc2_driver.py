@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
-from wmhub_sennheiser.ssc2_driver import Ssc2Driver
+from wmhub_sennheiser.ssc2_driver import Ssc2Driver, Ssc2Options
 
 from hub.devices import ManagedDevice
+from hub.drivers import EndpointError
 from hub.model import Channel, Command, CommandKind, Device
 from hub.testing import DriverHarness, eventually
 
@@ -251,3 +254,27 @@ async def test_a_device_without_a_schema_gets_the_documented_resources(hub: Driv
         await matches(hub, managed, simulator, "the initial state")
         simulator.set_transmitter(1, on=False)
         await matches(hub, managed, simulator, "a transmitter switched off")
+
+
+def test_defaults_verify_the_certificate_as_user_api() -> None:
+    options = Ssc2Options.parse({"password": "Pass-word-1"})
+    assert (options.user, options.verify, options.fingerprint) == ("api", True, None)
+    context = options.tls()
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode is ssl.CERT_REQUIRED
+    assert Ssc2Options.parse({"password": "p", "verify": "false"}).tls() is False
+    assert "Pass-word-1" not in repr(options.authorization())
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("password=p&fingerprint=abcd", "64 hex digits"),
+        ("password=p&poll=0", "positive"),
+        ("password=p&sse_timeout=soon", "not a number"),
+        ("user=api", "needs password="),
+        ("password_env=WMHUB_TEST_SSC2_UNSET_VARIABLE", "is not set"),
+    ],
+)
+def test_unusable_options_are_explained(query: str, message: str) -> None:
+    with pytest.raises(EndpointError, match=message):
+        Ssc2Options.parse(dict(parse_qsl(query)))

@@ -7,7 +7,8 @@ URL: ``sennheiser-ssc2://host[:443]?password=...`` with the options
 * ``fingerprint=<sha256 hex>`` pins a self-signed device certificate; ``verify=false`` turns TLS
   verification off explicitly. Without either, the certificate must chain to a trusted CA;
 * ``sse_timeout`` (s, default 60): no event for that long means the stream is dead;
-* ``poll`` (s, default 5): how often ``/api/device/state`` is read as a second sign of life;
+* ``poll`` (s, default 5, or half the hub's ``offline_after_s`` if that is shorter): how often
+  ``/api/device/state`` is read, a sign of life when no resource changes;
 * ``auth_retry`` (s, default 60): after a 401, no request is sent to the device for this long.
 
 Flow (reference section 2.2): identity, schema, the mapped resources, DELETE the session a previous
@@ -101,7 +102,7 @@ class Ssc2Options:
     verify: bool
     fingerprint: bytes | None
     sse_timeout_s: float
-    poll_s: float
+    poll_s: float | None  # None: derived from the hub's silence limit
     auth_retry_s: float
 
     @classmethod
@@ -122,20 +123,21 @@ class Ssc2Options:
             if len(fingerprint) != hashlib.sha256().digest_size:
                 raise EndpointError("fingerprint must be the certificate's SHA-256 as 64 hex digits")
         try:
-            numbers = {
-                name: float(options.get(name, default))
-                for name, default in (("sse_timeout", 60.0), ("poll", 5.0), ("auth_retry", 60.0))
-            }
+            sse_timeout = float(options.get("sse_timeout", 60.0))
+            auth_retry = float(options.get("auth_retry", 60.0))
+            poll = float(options["poll"]) if "poll" in options else None
         except ValueError as exc:
             raise EndpointError(f"not a number: {exc}") from None
+        if min(sse_timeout, auth_retry, 1.0 if poll is None else poll) <= 0:
+            raise EndpointError("sse_timeout, poll and auth_retry must be positive numbers of seconds")
         return cls(
             user=options.get("user", DEFAULT_USER),
             password=password,
             verify=_true(options.get("verify", "true")),
             fingerprint=fingerprint,
-            sse_timeout_s=numbers["sse_timeout"],
-            poll_s=numbers["poll"],
-            auth_retry_s=numbers["auth_retry"],
+            sse_timeout_s=sse_timeout,
+            poll_s=poll,
+            auth_retry_s=auth_retry,
         )
 
     def authorization(self) -> str:
@@ -318,7 +320,7 @@ class Ssc2Driver(Driver):
 
     async def _poll_state(self) -> None:
         while True:
-            await asyncio.sleep(self.options.poll_s)
+            await asyncio.sleep(self.options.poll_s or min(5.0, self.settings.offline_after_s / 2))
             value = await self._request("GET", STATE_PATH, optional=True)
             self._publish(self.resources.apply(STATE_PATH, value) if value is not None else Changes())
 
