@@ -272,7 +272,7 @@ OPERATIONS: Final = (
     Operation("GET", "/api/v1/devices", list_devices, "List devices with their channels", "devices",
               query=ListQuery, response=DevicePage, errors=(422,)),
     Operation("POST", "/api/v1/devices", add_device, "Add a device by URL (201; 200 if already known)", "devices",
-              write=True, body=AddDeviceBody, response=ManagedView, status=201, errors=(400, 422)),
+              write=True, body=AddDeviceBody, response=ManagedView, status=201, also=200, errors=(400, 422)),
     Operation("GET", "/api/v1/devices/{device_id}", get_device, "One device with its channels", "devices",
               response=DeviceView, errors=(404,), path_params=_DEVICE_ID),
     Operation("DELETE", "/api/v1/devices/{device_id}", remove_device, "Stop watching a device", "devices",

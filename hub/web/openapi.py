@@ -68,6 +68,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.response is not None:
         success["content"] = _json_content(_ref(op.response))
     responses: dict[str, Any] = {str(op.status): success}
+    if op.also is not None:
+        responses[str(op.also)] = {**success, "description": HTTPStatus(op.also).phrase}
     for status in sorted(set(op.errors) | (set(AUTH_ERRORS) if op.write else set())):
         responses[str(status)] = {"description": HTTPStatus(status).phrase, "content": _json_content(_ref(ErrorBody))}
     spec["responses"] = responses

@@ -7,6 +7,7 @@ validated by the pydantic models named in the operation, so the OpenAPI document
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -44,12 +45,17 @@ class Operation:
     body: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
+    also: int | None = None  # a second success status with the same body (e.g. 200 "already there")
     errors: tuple[int, ...] = ()
     path_params: dict[str, str] | None = None  # name -> description
 
 
 def dumps(data: Any) -> str:
-    return orjson.dumps(data).decode()
+    try:
+        return orjson.dumps(data).decode()
+    except TypeError:
+        # orjson refuses integers beyond 64 bits, which a client can put into an error's details
+        return json.dumps(data, default=str)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -77,12 +83,11 @@ def parse_query(request: web.Request, model: type[ModelT]) -> ModelT:
 
 
 async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
+    """Validate a JSON body strictly: ``0`` is not ``false`` and ``"5"`` is not ``5``."""
     raw = await request.read()
     try:
-        data = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "bad_json", f"the request body is not JSON: {exc}") from None
-    try:
-        return model.model_validate(data)
+        return model.model_validate_json(raw or b"null", strict=True)
     except ValidationError as exc:
+        if any(error["type"] == "json_invalid" for error in exc.errors()):
+            raise ApiError(400, "bad_json", "the request body is not JSON") from None
         raise ApiError(422, "invalid_body", "the request body is not valid", _validation_details(exc)) from None
