@@ -32,6 +32,7 @@ from wmhub_shure.simulator.core import SimChannel
 TICK_S: Final = 0.01
 GROUPS: Final = 10  # GROUPS x TICK_S = the 100 ms metering interval
 # A level wobble that repeats: each sample moves by a few dB, so the hub's meter throttle really publishes.
+SETTLE_S: Final = 1.0  # least time between two changes on one channel
 WOBBLE: Final = (0, 3, 5, 2, -1, -4, -2, 1, 4, 6, 3, -3)
 
 
@@ -84,6 +85,7 @@ class Fleet:
         self.changes_per_s = changes_per_s
         self._random = random.Random(seed)
         self._sequence = seed * 1_000_000
+        self._last_change: dict[tuple[str, int], float] = {}
 
     async def run(self) -> None:
         await asyncio.gather(self._tick(), self._report(), self._change())
@@ -123,6 +125,11 @@ class Fleet:
             if not receiver.peers:
                 continue
             channel = self._random.choice(list(receiver.channels.values()))
+            # a second change within the hub's coalescing window would hide the first one from the subscriber
+            key = (receiver.url, channel.index)
+            if time.monotonic() - self._last_change.get(key, -SETTLE_S) < SETTLE_S:
+                continue
+            self._last_change[key] = time.monotonic()
             expected = self._make_change(receiver, channel, next(kinds))
             if expected is not None:
                 emit({"change": [receiver.url, channel.index, expected, time.time()]})
@@ -137,6 +144,9 @@ class Fleet:
         if kind == "battery" and channel.tx_on and channel.values.get("battery_runtime_min"):
             receiver.drain_battery(channel.index)
             return {"battery_runtime_min": channel.values["battery_runtime_min"]}
+        if receiver.family.udp:
+            # UHF-R reports its transmitter only inside SAMPLE: that is meter latency, not change latency
+            return None
         receiver.set_tx_present(channel.index, not channel.tx_on)
         return {"tx_present": channel.tx_on}
 

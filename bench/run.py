@@ -160,10 +160,13 @@ class Observer:
         earlier = [count for stamp, count in self.broker_received if stamp <= at]
         return earlier[-1] if earlier else None
 
-    def latencies(self, changes: list[tuple[str, int, dict[str, Any], float]]) -> tuple[list[float], int]:
-        """Milliseconds from each change to the first channel message showing it; and how many never came."""
+    def latencies(self, changes: list[tuple[str, int, dict[str, Any], float]]) -> tuple[dict[str, list[float]], int]:
+        """Milliseconds from each change to the first channel message showing it, by the field changed;
+        and how many changes never showed."""
         device_of = {entry.get("url"): entry["id"] for entry in orjson.loads(self.device_list)}
-        found: list[float] = []
+        found: dict[str, list[float]] = defaultdict(list)
+        self.slowest: list[tuple[float, str, int, dict[str, Any]]] = []
+        self.lost: list[tuple[str, int, dict[str, Any], float]] = []
         lost = 0
         for url, channel, expected, at in changes:
             messages = self.channel_messages.get((device_of.get(url, ""), channel), [])
@@ -171,10 +174,13 @@ class Observer:
             for stamp, payload in messages[start:]:
                 state = orjson.loads(payload)
                 if all(state.get(name) == value for name, value in expected.items()):
-                    found.append((stamp - at) * 1000)
+                    found[next(iter(expected))].append((stamp - at) * 1000)
+                    self.slowest.append(((stamp - at) * 1000, url, channel, expected))
                     break
             else:
                 lost += 1
+                self.lost.append((url, channel, expected, at))
+        self.slowest = sorted(self.slowest, key=lambda entry: entry[0], reverse=True)[:5]
         return found, lost
 
 
@@ -329,7 +335,7 @@ async def start_profiler(pid: int, path: Path, seconds: float) -> asyncio.subpro
         "--duration",
         str(int(seconds)),
         "--rate",
-        "100",
+        "250",
         "--nonblocking",
         "--format",
         output_format,
@@ -370,7 +376,9 @@ async def measure(
     await asyncio.sleep(2.0)  # let the last changes of the window reach the subscriber
     elapsed = ended - started
     channels_window = [c for worker in workers for c in worker.changes if started <= c[3] <= ended]
-    latencies, lost = observer.latencies(channels_window)
+    by_field, lost = observer.latencies(channels_window)
+    model_of = {url: model for worker in workers for model, url, _ in worker.receivers}
+    latencies = [value for values in by_field.values() for value in values]
     backlog = [round(sum(w.samples_at(at) for w in workers) - merged) for at, merged in snapshots]
     sent = sum(w.samples_at(ended) - w.samples_at(started) for w in workers)
     merged = snapshots[-1][1] - snapshots[0][1]
@@ -399,6 +407,15 @@ async def measure(
         "latency_ms_p50": _round(percentile(latencies, 0.50)),
         "latency_ms_p99": _round(percentile(latencies, 0.99)),
         "latency_ms_max": _round(max(latencies, default=None)),
+        "slowest_changes": [
+            {"ms": round(ms, 1), "model": model_of.get(url), "url": url, "channel": channel, "expected": expected}
+            for ms, url, channel, expected in observer.slowest
+        ],
+        "lost_changes": [
+            {"model": model_of.get(url), "url": url, "channel": channel, "expected": expected, "at": at}
+            for url, channel, expected, at in observer.lost[:5]
+        ],
+        "latency_ms_p99_by_field": {name: _round(percentile(values, 0.99)) for name, values in by_field.items()},
     }
 
 
