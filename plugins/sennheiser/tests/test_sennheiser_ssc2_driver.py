@@ -154,6 +154,18 @@ async def test_a_dropped_stream_recovers_and_the_stale_session_is_deleted(
     await matches(hub, managed, simulator, "data flowing again")
 
 
+async def test_a_session_the_driver_could_not_end_is_deleted_before_the_next_one_opens(
+    hub: DriverHarness, simulator: Ssc2Simulator
+) -> None:
+    managed = hub.add(simulator.url(poll="0.5"))
+    await hub.device(managed)
+    old_session = await eventually(lambda: next(iter(simulator.sessions), None), what="a session")
+    simulator.busy_deletes = 1  # the DELETE sent when the stream dropped fails
+    simulator.drop_streams()
+    await eventually(lambda: simulator.deletes.count(old_session) == 2, what="the DELETE retried on reconnect")
+    await eventually(lambda: len(simulator.sessions) == 1 and old_session not in simulator.sessions, what="one session")
+
+
 async def test_a_reboot_recovers_by_itself() -> None:
     async with DriverHarness("sennheiser") as hub, Ssc2Simulator(tick_s=0.05) as simulator:
         managed = hub.add(simulator.url())

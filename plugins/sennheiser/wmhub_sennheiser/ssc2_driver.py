@@ -245,9 +245,12 @@ class Ssc2Driver(Driver):
     # --- the stream
 
     async def _open_stream(self, paths: list[str]) -> None:
-        stale = _stale_sessions.get(self.endpoint.url)
+        stale = _stale_sessions.pop(self.endpoint.url, None)
         if stale is not None:
-            await self._end_session(stale)
+            try:
+                await self._end_session(stale)
+            except DeviceHttpError as exc:  # a session we cannot end must not keep us from opening a new one
+                self.sink.log.warning("could not end the previous SSE session %s: %s", stale, exc)
         assert self._http is not None
         response = await self._send(
             "GET",
@@ -329,11 +332,10 @@ class Ssc2Driver(Driver):
         response = await self._send("DELETE", f"{SUBSCRIPTIONS_PATH}/{session_uuid}")
         async with response:
             # 422: the device no longer knows the session (it rebooted, or it timed the session out)
-            if response.status < 300 or response.status == 422:
-                if _stale_sessions.get(self.endpoint.url) == session_uuid:
-                    del _stale_sessions[self.endpoint.url]
-            else:
+            if response.status >= 300 and response.status != 422:
                 await self._raise_for(response)
+            if _stale_sessions.get(self.endpoint.url) == session_uuid:
+                del _stale_sessions[self.endpoint.url]
 
     # --- into the sink
 

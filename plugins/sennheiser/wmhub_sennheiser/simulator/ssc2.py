@@ -178,6 +178,8 @@ class Ssc2Simulator:
         self.requests = 0  # every HTTP request received, for tests counting retries
         self.refused = 0  # requests answered 401
         self.writes: list[tuple[str, Any]] = []  # accepted PUT bodies, in order
+        self.deletes: list[str] = []  # session ids clients asked to end, in order
+        self.busy_deletes = 0  # fault: this many coming session DELETEs are answered 503
         self.certificate = SelfSignedCertificate.generate(host)
         self.port = 0
         self._random = random.Random(seed)
@@ -460,6 +462,10 @@ class Ssc2Simulator:
         if request.method == "GET":
             return web.json_response(session.paths)
         if request.method == "DELETE":
+            self.deletes.append(session.uuid)
+            if self.busy_deletes > 0:
+                self.busy_deletes -= 1
+                return self._error(503, "busy")
             del self.sessions[session.uuid]
             session.outbox.put_nowait(None)
             return web.Response(status=204)
