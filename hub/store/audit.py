@@ -1,0 +1,118 @@
+"""The audit log: every control command and configuration change, with when, source, target, before/after
+and result. Recording never waits for the disk; entries are never dropped silently (see hub.store.db)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hub.model import Command, CommandResult
+from hub.store.clock import Clock
+from hub.store.db import Database
+from hub.store.errors import ValidationError
+from hub.store.records import AuditEntry, Source
+
+_INSERT = "INSERT INTO audit (id, at, source, action, target, before, after, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _encode(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str, sort_keys=True)
+
+
+def _decode(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class AuditLog:
+    def __init__(self, db: Database, clock: Clock, last_id: int) -> None:
+        self._db = db
+        self._clock = clock
+        self._last_id = last_id
+
+    @classmethod
+    async def load(cls, db: Database, clock: Clock) -> AuditLog:
+        rows = await db.fetchall("SELECT max(id) FROM audit")
+        return cls(db, clock, rows[0][0] or 0)
+
+    def record(
+        self,
+        source: Source | str,
+        action: str,
+        target: str,
+        before: Any = None,
+        after: Any = None,
+        result: str = "ok",
+    ) -> AuditEntry:
+        self._last_id += 1
+        entry = AuditEntry(
+            id=self._last_id,
+            at=self._clock.now(),
+            source=str(source),
+            action=action,
+            target=target,
+            before=before,
+            after=after,
+            result=result,
+        )
+        self._db.submit(
+            _INSERT,
+            (entry.id, entry.at, entry.source, action, target, _encode(before), _encode(after), result),
+        )
+        return entry
+
+    def record_command(self, source: Source | str, command: Command, before: Any, result: CommandResult) -> AuditEntry:
+        """Record a control command once the device answered (or refused); call it from every edge."""
+        target = command.device_id if command.channel is None else f"{command.device_id}/{command.channel}"
+        outcome = "ok" if result.ok else f"{result.code or 'failed'}: {result.error or ''}".rstrip(": ")
+        return self.record(
+            source,
+            f"command.{command.kind.value}",
+            target,
+            before=before,
+            after=result.value if result.ok else command.value,
+            result=outcome,
+        )
+
+    async def query(
+        self,
+        *,
+        target: str | None = None,
+        source: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        """Newest first. ``target`` matches a device id and all of its channels."""
+        if not 1 <= limit <= 10_000:
+            raise ValidationError("limit must be between 1 and 10000", limit=limit)
+        clauses: list[str] = []
+        params: list[object] = []
+        if target is not None:
+            clauses.append("(target = ? OR target LIKE ? ESCAPE '\\')")
+            escaped = target.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params += [target, f"{escaped}/%"]
+        if source is not None:
+            clauses.append("source = ?")
+            params.append(source)
+        if since is not None:
+            clauses.append("at >= ?")
+            params.append(since)
+        if until is not None:
+            clauses.append("at < ?")
+            params.append(until)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        await self._db.sync()
+        rows = await self._db.fetchall(f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ?", [*params, limit])
+        return [
+            AuditEntry(
+                id=row["id"],
+                at=row["at"],
+                source=row["source"],
+                action=row["action"],
+                target=row["target"],
+                before=_decode(row["before"]),
+                after=_decode(row["after"]),
+                result=row["result"],
+            )
+            for row in rows
+        ]

@@ -1,0 +1,301 @@
+"""The database: one SQLite file, WAL, foreign keys, migrations at open, and a batching writer.
+
+Every write goes through :meth:`Database.submit`, which only appends to an in-memory queue; a writer task
+commits the queue in one transaction every ``flush_interval_s`` (or sooner when ``flush_max_items`` are
+waiting or someone awaits :meth:`Database.sync`). Callers on the hot path therefore never wait for the
+disk. When the disk fails (full, read-only, locked, I/O error) the writer logs one error, keeps the
+statements queued and retries; the queue is bounded: history is dropped oldest first, other writes
+(configuration, audit, alerts) are dropped only beyond the bound and every one is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from hub.store.schema import MIGRATIONS
+
+log = logging.getLogger("hub.store")
+
+Params = Sequence[Any]
+
+
+@dataclass(frozen=True)
+class WriterSettings:
+    flush_interval_s: float = 0.2
+    flush_max_items: int = 2000
+    backlog_limit: int = 200_000
+    retry_interval_s: float = 2.0
+
+
+@dataclass
+class WriterStats:
+    """What the writer has done; exposed for /metrics and the health endpoint."""
+
+    committed: int = 0
+    transactions: int = 0
+    failing_since: float | None = None
+    last_error: str | None = None
+    dropped_history: int = 0
+    dropped_kept: int = 0
+    rejected: int = 0
+    backlog: int = 0
+
+
+@dataclass(frozen=True)
+class _Write:
+    seq: int
+    sql: str
+    params: Params
+    droppable: bool
+
+
+@dataclass
+class _SyncWaiter:
+    seq: int
+    future: asyncio.Future[bool] = field(repr=False)
+
+
+class Database:
+    """Open with :meth:`open`; read with :meth:`fetchall`; write with :meth:`submit`; :meth:`close` flushes."""
+
+    def __init__(self, connection: aiosqlite.Connection, path: Path, settings: WriterSettings) -> None:
+        self.path = path
+        self.settings = settings
+        self.stats = WriterStats()
+        self._conn = connection
+        self._queue: deque[_Write] = deque()
+        self._inflight: list[_Write] = []
+        self._seq = 0
+        self._committed_seq = 0
+        self._waiters: list[_SyncWaiter] = []
+        self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._closing = False
+        self._writer: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, path: Path, settings: WriterSettings | None = None) -> Database:
+        connection = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            connection.row_factory = sqlite3.Row
+            # WAL + synchronous=NORMAL: a killed process loses nothing committed (the OS holds the WAL);
+            # only a power cut can lose the last transactions, never corrupt the file.
+            await connection.execute("PRAGMA journal_mode=WAL")
+            await connection.execute("PRAGMA synchronous=NORMAL")
+            await connection.execute("PRAGMA foreign_keys=ON")
+            await connection.execute("PRAGMA busy_timeout=2000")
+            await _migrate(connection)
+        except BaseException:
+            await connection.close()
+            raise
+        database = cls(connection, path, settings or WriterSettings())
+        database._writer = asyncio.create_task(database._run(), name="store writer")
+        return database
+
+    @property
+    def connection(self) -> aiosqlite.Connection:
+        """The raw connection, for tests that inject faults (``PRAGMA query_only``) and for reads."""
+        return self._conn
+
+    @property
+    def backlog(self) -> int:
+        """Writes queued and not yet committed."""
+        return len(self._queue) + len(self._inflight)
+
+    @property
+    def failing(self) -> bool:
+        return self.stats.failing_since is not None
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        async with self._conn.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    def submit(self, sql: str, params: Params = (), *, droppable: bool = False) -> None:
+        """Queue one statement. ``droppable`` marks history, which may be dropped when the disk fails."""
+        self._seq += 1
+        self._queue.append(_Write(self._seq, sql, params, droppable))
+        if len(self._queue) > self.settings.backlog_limit:
+            self._shed()
+        if len(self._queue) >= self.settings.flush_max_items:
+            self._urgent.set()
+        self._wake.set()
+
+    async def sync(self) -> bool:
+        """Wait until everything submitted so far is committed. False at once while the disk is failing:
+        the writes stay queued and are retried, so the caller can go on and report degraded storage."""
+        target = self._seq
+        if self._committed_seq >= target or not (self._queue or self._inflight):
+            return True
+        if self.failing or self._writer is None or self._writer.done():
+            return False
+        waiter = _SyncWaiter(target, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        self._urgent.set()
+        self._wake.set()
+        return await waiter.future
+
+    async def close(self) -> None:
+        """Write what is queued (one last attempt if the disk is failing) and close the file."""
+        self._closing = True
+        self._wake.set()
+        self._urgent.set()
+        if self._writer is not None:
+            await self._writer
+        if self._queue:
+            log.error("database closed with %d writes not stored: %s", len(self._queue), self.stats.last_error)
+        with contextlib.suppress(sqlite3.Error):
+            await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        await self._conn.close()
+
+    def _shed(self) -> None:
+        """Bring the queue back under its bound: history first (oldest first), then counted losses."""
+        excess = len(self._queue) - self.settings.backlog_limit * 9 // 10
+        kept: deque[_Write] = deque()
+        for write in self._queue:
+            if excess > 0 and write.droppable:
+                excess -= 1
+                self.stats.dropped_history += 1
+            else:
+                kept.append(write)
+        while excess > 0 and kept:
+            kept.popleft()
+            excess -= 1
+            self.stats.dropped_kept += 1
+        if self.stats.dropped_kept:
+            log.error("database backlog full: %d configuration/audit writes lost so far", self.stats.dropped_kept)
+        self._queue = kept
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if not self._urgent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), self.settings.flush_interval_s)
+            self._urgent.clear()
+            if await self._flush_batch():
+                continue
+            if self._closing:
+                return
+            self._urgent.clear()
+            with contextlib.suppress(TimeoutError):
+                # a close (or nothing) wakes the retry early; new writes alone do not hammer a dead disk
+                await asyncio.wait_for(self._closed_event(), self.settings.retry_interval_s)
+
+    async def _closed_event(self) -> None:
+        while not self._closing:
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _flush_batch(self) -> bool:
+        count = min(len(self._queue), self.settings.flush_max_items)
+        batch = [self._queue.popleft() for _ in range(count)]
+        self._inflight = batch
+        try:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            for sql, writes in _runs_of_same_sql(batch):
+                await self._execute_run(sql, writes)
+            await self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                await self._conn.execute("ROLLBACK")
+            self._queue.extendleft(reversed(batch))
+            self._enter_failing(exc)
+            return False
+        finally:
+            self._inflight = []
+        self._committed(batch)
+        return True
+
+    async def _execute_run(self, sql: str, writes: list[_Write]) -> None:
+        if len(writes) > 1:
+            try:
+                await self._conn.executemany(sql, [write.params for write in writes])
+                return
+            except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+                pass  # a failed statement undoes only itself: redo them one by one to keep the good ones
+        for write in writes:
+            try:
+                await self._conn.execute(sql, write.params)
+            except (sqlite3.IntegrityError, sqlite3.ProgrammingError) as exc:
+                # a bug, not a disk problem: retrying would fail forever, so drop it loudly
+                self.stats.rejected += 1
+                log.error("database rejected %s %r: %s", sql.split(None, 1)[0], write.params, exc)
+
+    def _enter_failing(self, exc: sqlite3.Error) -> None:
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        if self.stats.failing_since is None:
+            self.stats.failing_since = time.time()
+            log.error(
+                "database writes failing (%s) in %s: monitoring continues, %d writes held in memory and retried",
+                exc,
+                self.path,
+                len(self._queue),
+            )
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiter.future.set_result(False)
+        self._waiters.clear()
+
+    def _committed(self, batch: list[_Write]) -> None:
+        self.stats.committed += len(batch)
+        self.stats.transactions += 1
+        self._committed_seq = batch[-1].seq
+        if self.stats.failing_since is not None:
+            log.warning(
+                "database writes resumed after %.0f s (history samples dropped: %d, other writes lost: %d)",
+                time.time() - self.stats.failing_since,
+                self.stats.dropped_history,
+                self.stats.dropped_kept,
+            )
+            self.stats.failing_since = None
+        done_seq = self._committed_seq if self._queue else self._seq
+        still_waiting = []
+        for waiter in self._waiters:
+            if waiter.seq <= done_seq:
+                if not waiter.future.done():
+                    waiter.future.set_result(True)
+            else:
+                still_waiting.append(waiter)
+        self._waiters = still_waiting
+        if self._waiters:
+            self._urgent.set()
+
+
+def _runs_of_same_sql(batch: list[_Write]) -> list[tuple[str, list[_Write]]]:
+    runs: list[tuple[str, list[_Write]]] = []
+    for write in batch:
+        if runs and runs[-1][0] == write.sql:
+            runs[-1][1].append(write)
+        else:
+            runs.append((write.sql, [write]))
+    return runs
+
+
+async def _migrate(connection: aiosqlite.Connection) -> None:
+    await connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    async with connection.execute("SELECT max(version) FROM schema_version") as cursor:
+        row = await cursor.fetchone()
+    current = row[0] if row is not None and row[0] is not None else 0
+    if current > len(MIGRATIONS):
+        raise RuntimeError(f"database schema {current} is newer than this hub knows ({len(MIGRATIONS)})")
+    for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+        await connection.executescript(
+            f"BEGIN IMMEDIATE;\n{script}\nINSERT INTO schema_version (version) VALUES ({number});\nCOMMIT;"
+        )
+        log.info("database schema migrated to version %d", number)

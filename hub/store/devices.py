@@ -1,0 +1,253 @@
+"""Known devices (they survive restarts), discovery candidates (kept apart until approved) and connection
+health (fed from :meth:`hub.devices.ManagedDevice.health`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from hub.drivers import Endpoint, EndpointError
+from hub.hookspecs import Candidate
+from hub.store.audit import AuditLog
+from hub.store.clock import Clock
+from hub.store.db import Database
+from hub.store.errors import ConflictError, NotFoundError, ValidationError
+from hub.store.records import ConnectionHealth, DiscoveryCandidate, KnownDevice, Source
+from hub.store.service import Service
+
+DISCOVERY_SOURCE = "discovery"
+# a device re-announces itself every few seconds; its last_seen is worth a write only this often
+CANDIDATE_REFRESH_S = 60.0
+
+_UPSERT_DEVICE = (
+    "INSERT OR REPLACE INTO known_devices (url, device_id, added_at, source, location_id) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+class KnownDevices(Service):
+    """Devices the hub connects to at start. ``url_check`` (set by the hub, e.g. to the device manager's
+    ``resolve``) refuses URLs no plugin handles; it raises ``EndpointError``."""
+
+    def __init__(self, db: Database, clock: Clock, audit: AuditLog, rows: Iterable[KnownDevice]) -> None:
+        super().__init__(db, clock, audit)
+        self._by_url = {device.url: device for device in rows}
+        self.url_check: Callable[[str], object] | None = None
+        self.location_exists: Callable[[int], bool] = lambda _location_id: False
+
+    def all(self) -> list[KnownDevice]:
+        return sorted(self._by_url.values(), key=lambda device: device.added_at)
+
+    def get(self, url_or_device_id: str) -> KnownDevice:
+        device = self._by_url.get(url_or_device_id)
+        if device is not None:
+            return device
+        for device in self._by_url.values():
+            if device.device_id == url_or_device_id:
+                return device
+        raise NotFoundError(f"no known device {url_or_device_id!r}", device=url_or_device_id)
+
+    def has(self, url_or_device_id: str) -> bool:
+        try:
+            self.get(url_or_device_id)
+        except NotFoundError:
+            return False
+        return True
+
+    def restore(self) -> list[tuple[str, str | None]]:
+        """(url, device_id) of every known device, for the hub to reconnect at start."""
+        return [(device.url, device.device_id) for device in self.all()]
+
+    async def add(self, url: str, *, source: Source | str, device_id: str | None = None) -> KnownDevice:
+        url = url.strip() if isinstance(url, str) else url
+        try:
+            Endpoint.parse(url, default_port=0)
+            if self.url_check is not None:
+                self.url_check(url)
+        except (EndpointError, TypeError) as exc:
+            raise ValidationError(str(exc), url=url) from None
+        if url in self._by_url:
+            raise ConflictError(f"device {url} is already known", url=url)
+        device = KnownDevice(url=url, device_id=device_id, added_at=self._clock.now(), source=str(source))
+        self._store(device)
+        await self._committed(source, "device.add", url, after=device.model_dump())
+        return device
+
+    async def remove(self, url_or_device_id: str, *, source: Source | str) -> KnownDevice:
+        device = self.get(url_or_device_id)
+        del self._by_url[device.url]
+        self._db.submit("DELETE FROM known_devices WHERE url = ?", (device.url,))
+        await self._committed(source, "device.remove", device.url, before=device.model_dump())
+        return device
+
+    async def set_location(
+        self, url_or_device_id: str, location_id: int | None, *, source: Source | str
+    ) -> KnownDevice:
+        device = self.get(url_or_device_id)
+        if location_id is not None and not self.location_exists(location_id):
+            raise ValidationError(f"no location {location_id}", location_id=location_id)
+        updated = device.model_copy(update={"location_id": location_id})
+        self._store(updated)
+        await self._committed(source, "device.location", device.url, device.location_id, location_id)
+        return updated
+
+    def bind(self, url: str, device_id: str) -> None:
+        """Record the id a known device identified itself with (call it from the device's on_identified)."""
+        device = self._by_url.get(url)
+        if device is not None and device.device_id != device_id:
+            self._store(device.model_copy(update={"device_id": device_id}))
+
+    def uses_location(self, location_id: int) -> list[str]:
+        return [device.url for device in self._by_url.values() if device.location_id == location_id]
+
+    def _store(self, device: KnownDevice) -> None:
+        self._by_url[device.url] = device
+        self._db.submit(
+            _UPSERT_DEVICE, (device.url, device.device_id, device.added_at, device.source, device.location_id)
+        )
+
+
+class Candidates(Service):
+    """Discovered devices waiting for approval. With ``auto_approve`` they become known devices at once."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        audit: AuditLog,
+        devices: KnownDevices,
+        rows: Iterable[DiscoveryCandidate],
+        auto_approve: bool = False,
+    ) -> None:
+        super().__init__(db, clock, audit)
+        self._devices = devices
+        self._by_url = {candidate.url: candidate for candidate in rows}
+        self.auto_approve = auto_approve
+
+    def all(self) -> list[DiscoveryCandidate]:
+        return sorted(self._by_url.values(), key=lambda candidate: candidate.first_seen)
+
+    def get(self, url: str) -> DiscoveryCandidate:
+        candidate = self._by_url.get(url)
+        if candidate is None:
+            raise NotFoundError(f"no discovery candidate {url!r}", url=url)
+        return candidate
+
+    async def offer(self, found: Candidate) -> KnownDevice | None:
+        """Take a plugin's discovery result. Returns the new known device when it was auto-approved
+        (the hub then adds it to the device manager); None when it waits for approval or is known."""
+        if self._devices.has(found.url):
+            return None
+        if self.auto_approve:
+            self._by_url.pop(found.url, None)
+            return await self._devices.add(found.url, source=DISCOVERY_SOURCE)
+        now = self._clock.now()
+        previous = self._by_url.get(found.url)
+        candidate = DiscoveryCandidate(
+            url=found.url,
+            vendor=found.vendor,
+            model=found.model,
+            unique_id=found.unique_id,
+            name=found.name,
+            source=found.source,
+            first_seen=previous.first_seen if previous else now,
+            last_seen=now,
+        )
+        self._by_url[found.url] = candidate
+        if (
+            previous is None
+            or previous.model_copy(update={"last_seen": now}) != candidate
+            or now - previous.last_seen >= CANDIDATE_REFRESH_S
+        ):
+            self._db.submit(
+                "INSERT OR REPLACE INTO candidates (url, vendor, model, unique_id, name, source, first_seen, "
+                "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    candidate.url,
+                    candidate.vendor,
+                    candidate.model,
+                    candidate.unique_id,
+                    candidate.name,
+                    candidate.source,
+                    candidate.first_seen,
+                    candidate.last_seen,
+                ),
+            )
+        else:
+            # keep the memory copy fresh but skip the write: only the time moved
+            self._by_url[found.url] = candidate.model_copy(update={"last_seen": previous.last_seen})
+        return None
+
+    async def approve(self, url: str, *, source: Source | str) -> KnownDevice:
+        """Make a candidate a known device; the hub then adds it to the device manager."""
+        candidate = self.get(url)
+        self._forget(candidate.url)
+        if self._devices.has(candidate.url):
+            return self._devices.get(candidate.url)
+        return await self._devices.add(candidate.url, source=source)
+
+    async def dismiss(self, url: str, *, source: Source | str) -> DiscoveryCandidate:
+        candidate = self.get(url)
+        self._forget(candidate.url)
+        await self._committed(source, "candidate.dismiss", url, before=candidate.model_dump())
+        return candidate
+
+    def _forget(self, url: str) -> None:
+        del self._by_url[url]
+        self._db.submit("DELETE FROM candidates WHERE url = ?", (url,))
+
+
+class HealthLog:
+    """Connection health per device URL, as the device manager's supervisors report it."""
+
+    def __init__(self, db: Database, clock: Clock, rows: Iterable[ConnectionHealth]) -> None:
+        self._db = db
+        self._clock = clock
+        self._by_url = {health.url: health for health in rows}
+
+    def update(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Feed ``DeviceManager.health()``; only changes are written."""
+        for entry in entries:
+            url = str(entry["url"])
+            health = ConnectionHealth(
+                url=url,
+                device_id=entry.get("device_id"),
+                connected=bool(entry.get("connected")),
+                connected_since=entry.get("connected_since"),
+                attempts=int(entry.get("attempts") or 0),
+                reconnects=int(entry.get("reconnects") or 0),
+                last_error=entry.get("last_error"),
+                updated_at=self._clock.now(),
+            )
+            previous = self._by_url.get(url)
+            if previous is not None and previous.model_copy(update={"updated_at": health.updated_at}) == health:
+                continue
+            self._by_url[url] = health
+            self._db.submit(
+                "INSERT OR REPLACE INTO connection_health (url, device_id, connected_since, attempts, reconnects, "
+                "last_error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    url,
+                    health.device_id,
+                    health.connected_since,
+                    health.attempts,
+                    health.reconnects,
+                    health.last_error,
+                    health.updated_at,
+                ),
+            )
+
+    def all(self) -> list[ConnectionHealth]:
+        return sorted(self._by_url.values(), key=lambda health: health.url)
+
+    def get(self, url_or_device_id: str) -> ConnectionHealth:
+        health = self._by_url.get(url_or_device_id)
+        if health is not None:
+            return health
+        for health in self._by_url.values():
+            if health.device_id == url_or_device_id:
+                return health
+        raise NotFoundError(f"no connection health for {url_or_device_id!r}", device=url_or_device_id)
+
+    def forget(self, url: str) -> None:
+        if self._by_url.pop(url, None) is not None:
+            self._db.submit("DELETE FROM connection_health WHERE url = ?", (url,))

@@ -1,0 +1,383 @@
+"""Per-channel history of battery, RF and audio: min/avg/max per bucket, downsampled as it ages.
+
+Storage is by block: one row holds 60 consecutive buckets of one channel at one resolution (``step``),
+so a week of 100 channels is tens of thousands of small rows, not millions. Each bucket is 9 signed
+bytes (min, avg, max of battery level 0-100, RF dBm and audio dBFS, in whole units: enough for a graph
+and half the size of tenths); a missing value is -128. The
+block being filled lives in memory and is written every ``open_block_flush_s``; a finished block is
+written once and rolled up into the next, coarser tier. Blocks older than a tier's ``keep_s`` are
+deleted. History writes are the ones the database drops first when the disk fails.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from pydantic import BaseModel
+
+from hub.state import StateStore
+from hub.store.battery import LEVEL_PER_BAR, RuntimeEstimate, estimate_runtime
+from hub.store.clock import Clock
+from hub.store.db import Database
+from hub.store.errors import NotFoundError, ValidationError
+
+MISSING: Final = -128
+METRICS: Final = ("battery", "rf_dbm", "audio_dbfs")
+VALUES_PER_BUCKET: Final = 3 * len(METRICS)
+BUCKETS_PER_BLOCK: Final = 60
+_EMPTY_BUCKET: Final = array("b", [MISSING]) * VALUES_PER_BUCKET
+
+_UPSERT_BLOCK = "INSERT OR REPLACE INTO history_blocks (series_id, step, start, data) VALUES (?, ?, ?, ?)"
+
+
+@dataclass(frozen=True)
+class Tier:
+    step_s: int
+    keep_s: int
+
+    @property
+    def span_s(self) -> int:
+        return self.step_s * BUCKETS_PER_BLOCK
+
+
+@dataclass(frozen=True)
+class HistorySettings:
+    # each tier's step must divide the previous tier's block span: 10 s blocks span 600 s = 10 x 60 s
+    tiers: tuple[Tier, ...] = (Tier(10, 24 * 3600), Tier(60, 7 * 24 * 3600))
+    open_block_flush_s: float = 60.0
+    retention_sweep_s: float = 3600.0
+    estimate_lookback_s: float = 24 * 3600.0
+
+
+class HistoryPoint(BaseModel):
+    t: float
+    step: int
+    battery_min: float | None
+    battery_avg: float | None
+    battery_max: float | None
+    rf_dbm_min: float | None
+    rf_dbm_avg: float | None
+    rf_dbm_max: float | None
+    audio_dbfs_min: float | None
+    audio_dbfs_avg: float | None
+    audio_dbfs_max: float | None
+
+
+def encode_bucket(summary: Sequence[float | None]) -> array[int]:
+    """(battery min, avg, max, rf min, avg, max, audio min, avg, max) -> one stored bucket."""
+    if len(summary) != VALUES_PER_BUCKET:
+        raise ValidationError(f"a bucket has {VALUES_PER_BUCKET} values", got=len(summary))
+    return array("b", [MISSING if value is None else max(-127, min(127, round(value))) for value in summary])
+
+
+def _from_bytes(blob: bytes) -> array[int]:
+    data = array("b")
+    data.frombytes(blob)
+    return data
+
+
+class _Block:
+    __slots__ = ("data", "dirty", "start")
+
+    def __init__(self, start: int, data: array[int] | None = None) -> None:
+        self.start = start
+        self.data = data if data is not None else _EMPTY_BUCKET * BUCKETS_PER_BLOCK
+        self.dirty = data is None
+
+
+class _Bucket:
+    """Samples of one channel in the bucket being filled: count, min, sum, max per metric."""
+
+    __slots__ = ("start", "stats")
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.stats: list[float] = [0.0, 0.0, 0.0, 0.0] * len(METRICS)
+
+    def add(self, values: Iterable[float | None]) -> None:
+        stats = self.stats
+        for offset, value in zip((0, 4, 8), values, strict=True):
+            if value is None:
+                continue
+            if stats[offset] == 0:
+                stats[offset + 1] = stats[offset + 3] = value
+            else:
+                stats[offset + 1] = min(stats[offset + 1], value)
+                stats[offset + 3] = max(stats[offset + 3], value)
+            stats[offset] += 1
+            stats[offset + 2] += value
+
+    def summary(self) -> list[float | None]:
+        result: list[float | None] = []
+        for offset in (0, 4, 8):
+            count, low, total, high = self.stats[offset : offset + 4]
+            result += [low, total / count, high] if count else [None, None, None]
+        return result
+
+
+def _rollup(data: array[int], group: int) -> list[array[int]]:
+    """Summarise every ``group`` consecutive buckets of a block into one bucket of the next tier."""
+    columns: list[list[int]] = []
+    half = group // 2
+    for base in range(0, VALUES_PER_BUCKET, 3):
+        lows = data[base::VALUES_PER_BUCKET]
+        avgs = data[base + 1 :: VALUES_PER_BUCKET]
+        highs = data[base + 2 :: VALUES_PER_BUCKET]
+        if MISSING not in avgs:
+            columns.append(list(map(min, zip(*[iter(lows)] * group, strict=True))))
+            columns.append([(total + half) // group for total in map(sum, zip(*[iter(avgs)] * group, strict=True))])
+            columns.append(list(map(max, zip(*[iter(highs)] * group, strict=True))))
+            continue
+        low_column, avg_column, high_column = [], [], []
+        for first in range(0, BUCKETS_PER_BLOCK, group):
+            present = [i for i in range(first, first + group) if avgs[i] != MISSING]
+            if present:
+                low_column.append(min(lows[i] for i in present))
+                avg_column.append((sum(avgs[i] for i in present) + len(present) // 2) // len(present))
+                high_column.append(max(highs[i] for i in present))
+            else:
+                low_column.append(MISSING)
+                avg_column.append(MISSING)
+                high_column.append(MISSING)
+        columns += [low_column, avg_column, high_column]
+    return [array("b", bucket) for bucket in zip(*columns, strict=True)]
+
+
+class History:
+    """Feed it with :meth:`sample` (all channels from the state store) and :meth:`advance` (close due
+    buckets), both called on every store tick; or directly with :meth:`add_bucket`."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        state: StateStore,
+        settings: HistorySettings,
+        series: dict[tuple[str, int], int],
+        open_blocks: list[dict[int, _Block]],
+    ) -> None:
+        tiers = settings.tiers
+        for finer, coarser in itertools.pairwise(tiers):
+            if finer.span_s % coarser.step_s or coarser.step_s % finer.step_s:
+                raise ValueError(f"tier step {coarser.step_s} s must divide {finer.span_s} s and be a multiple")
+        self._db = db
+        self._clock = clock
+        self._state = state
+        self.settings = settings
+        self._series = series
+        self._last_series_id = max(series.values(), default=0)
+        self._open = open_blocks
+        self._step_span = [(tier.step_s, tier.span_s) for tier in tiers]
+        self._buckets: dict[int, _Bucket] = {}
+        now = clock.now()
+        self._next_flush = now + settings.open_block_flush_s
+        self._next_sweep = now
+
+    @classmethod
+    async def load(cls, db: Database, clock: Clock, state: StateStore, settings: HistorySettings) -> History:
+        series = {
+            (row["device_id"], row["channel"]): row["id"]
+            for row in await db.fetchall("SELECT id, device_id, channel FROM history_series")
+        }
+        open_blocks: list[dict[int, _Block]] = []
+        now = clock.now()
+        for tier in settings.tiers:
+            rows = await db.fetchall(
+                "SELECT series_id, start, data FROM history_blocks WHERE step = ? AND start > ?",
+                (tier.step_s, now - tier.span_s),
+            )
+            open_blocks.append({row["series_id"]: _Block(row["start"], _from_bytes(row["data"])) for row in rows})
+        return cls(db, clock, state, settings, series, open_blocks)
+
+    def series(self, device_id: str, channel: int) -> int:
+        """The id history uses for a channel (created on first use)."""
+        key = (device_id, channel)
+        series_id = self._series.get(key)
+        if series_id is None:
+            self._last_series_id += 1
+            series_id = self._series[key] = self._last_series_id
+            self._db.submit(
+                "INSERT OR IGNORE INTO history_series (id, device_id, channel) VALUES (?, ?, ?)",
+                (series_id, device_id, channel),
+            )
+        return series_id
+
+    # feeding
+
+    def observe(self, series_id: int, battery: float | None, rf_dbm: float | None, audio_dbfs: float | None) -> None:
+        step = self.settings.tiers[0].step_s
+        now = self._clock.now()
+        start = int(now) - int(now) % step
+        bucket = self._buckets.get(series_id)
+        if bucket is not None and bucket.start != start:
+            self._close(series_id, bucket)
+            bucket = None
+        if bucket is None:
+            bucket = self._buckets[series_id] = _Bucket(start)
+        bucket.add((battery, rf_dbm, audio_dbfs))
+
+    def sample(self) -> None:
+        """Take one sample of every channel with a transmitter on an online device."""
+        for device in self._state.devices.values():
+            if not device.online:
+                continue
+            for channel in device.channels:
+                if channel.tx_present is False:
+                    continue
+                battery: float | None = channel.battery_percent
+                if battery is None and channel.battery_bars is not None:
+                    battery = channel.battery_bars * LEVEL_PER_BAR
+                if battery is None and channel.rf_dbm is None and channel.audio_dbfs is None:
+                    continue
+                self.observe(self.series(device.id, channel.index), battery, channel.rf_dbm, channel.audio_dbfs)
+
+    def add_bucket(self, series_id: int, start: int, bucket: array[int]) -> None:
+        """Store one finished finest-tier bucket (from :func:`encode_bucket`), oldest first per series."""
+        self._add(0, series_id, start, bucket)
+
+    def advance(self) -> None:
+        """Close buckets and blocks whose time is over; write open blocks and sweep old ones when due."""
+        now = self._clock.now()
+        step = self.settings.tiers[0].step_s
+        for series_id, bucket in list(self._buckets.items()):
+            if bucket.start + step <= now:
+                self._close(series_id, bucket)
+                del self._buckets[series_id]
+        for level, tier in enumerate(self.settings.tiers):
+            for series_id, block in list(self._open[level].items()):
+                if block.start + tier.span_s + step <= now:
+                    self._finish(level, series_id, block)
+        if now >= self._next_flush:
+            self.flush()
+            self._next_flush = now + self.settings.open_block_flush_s
+        if now >= self._next_sweep:
+            for tier in self.settings.tiers:
+                self._db.submit(
+                    "DELETE FROM history_blocks WHERE step = ? AND start < ?",
+                    (tier.step_s, now - tier.keep_s - tier.span_s),
+                    droppable=True,
+                )
+            self._next_sweep = now + self.settings.retention_sweep_s
+
+    def flush(self) -> None:
+        """Queue a write of every block being filled (on a timer, and at close)."""
+        for level, tier in enumerate(self.settings.tiers):
+            for series_id, block in self._open[level].items():
+                if block.dirty:
+                    self._write(tier, series_id, block)
+
+    def _close(self, series_id: int, bucket: _Bucket) -> None:
+        self._add(0, series_id, bucket.start, encode_bucket(bucket.summary()))
+
+    def _add(self, level: int, series_id: int, start: int, bucket: array[int]) -> None:
+        step, span = self._step_span[level]  # this runs for every bucket of every channel: keep it lean
+        block_start = start - start % span
+        blocks = self._open[level]
+        block = blocks.get(series_id)
+        if block is not None and block.start != block_start:
+            if block_start < block.start:
+                return  # late data for a block already finished: history is append-only
+            self._finish(level, series_id, block)
+            block = None
+        if block is None:
+            block = blocks[series_id] = _Block(block_start)
+        offset = (start - block_start) // step * VALUES_PER_BUCKET
+        block.data[offset : offset + VALUES_PER_BUCKET] = bucket
+        block.dirty = True
+
+    def _finish(self, level: int, series_id: int, block: _Block) -> None:
+        tier = self.settings.tiers[level]
+        del self._open[level][series_id]
+        self._write(tier, series_id, block)
+        if level + 1 < len(self.settings.tiers):
+            coarser = self.settings.tiers[level + 1]
+            group = coarser.step_s // tier.step_s
+            for index, summary in enumerate(_rollup(block.data, group)):
+                if summary != _EMPTY_BUCKET:
+                    self._add(level + 1, series_id, block.start + index * coarser.step_s, summary)
+
+    def _write(self, tier: Tier, series_id: int, block: _Block) -> None:
+        block.dirty = False
+        self._db.submit(_UPSERT_BLOCK, (series_id, tier.step_s, block.start, block.data.tobytes()), droppable=True)
+
+    # reading
+
+    async def query(
+        self, device_id: str, channel: int, since: float, until: float | None = None, step: int | None = None
+    ) -> list[HistoryPoint]:
+        """Buckets of one channel between ``since`` and ``until`` (default now), oldest first, at ``step``
+        seconds or else the finest tier that still holds ``since``."""
+        series_id = self._series.get((device_id, channel))
+        if series_id is None:
+            raise NotFoundError(f"no history for {device_id} channel {channel}", device_id=device_id, channel=channel)
+        until = self._clock.now() if until is None else until
+        if since >= until:
+            raise ValidationError("since must be before until", since=since, until=until)
+        level = self._tier_for(since, step)
+        tier = self.settings.tiers[level]
+        blocks = {
+            row["start"]: _from_bytes(row["data"])
+            for row in await self._read_blocks(series_id, tier, since - tier.span_s, until)
+        }
+        current = self._open[level].get(series_id)
+        if current is not None:
+            blocks[current.start] = current.data
+        points = []
+        for block_start in sorted(blocks):
+            data = blocks[block_start]
+            for index in range(BUCKETS_PER_BLOCK):
+                at = block_start + index * tier.step_s
+                if not since <= at < until:
+                    continue
+                values = data[index * VALUES_PER_BUCKET : (index + 1) * VALUES_PER_BUCKET]
+                if values == _EMPTY_BUCKET:
+                    continue
+                decoded = [None if value == MISSING else float(value) for value in values]
+                points.append(HistoryPoint(t=at, step=tier.step_s, **dict(zip(_POINT_FIELDS, decoded, strict=True))))
+        return points
+
+    async def runtime_estimate(self, device_id: str, channel: int) -> RuntimeEstimate | None:
+        """Minutes left for a bars-only transmitter from its drain history; None when the channel reports
+        percent or runtime itself, or the drain has not shown enough yet."""
+        device = self._state.get(device_id)
+        found = device.channel(channel) if device is not None else None
+        if found is None or found.battery_bars is None:
+            return None
+        if found.battery_percent is not None or found.battery_runtime_min is not None:
+            return None
+        now = self._clock.now()
+        try:
+            points = await self.query(device_id, channel, now - self.settings.estimate_lookback_s, now)
+        except NotFoundError:
+            return None
+        samples = [(point.t, point.battery_avg) for point in points if point.battery_avg is not None]
+        return estimate_runtime(samples, now)
+
+    def _tier_for(self, since: float, step: int | None) -> int:
+        tiers = self.settings.tiers
+        if step is not None:
+            for level, tier in enumerate(tiers):
+                if tier.step_s == step:
+                    return level
+            raise ValidationError(f"step must be one of {', '.join(str(tier.step_s) for tier in tiers)} s", step=step)
+        now = self._clock.now()
+        for level, tier in enumerate(tiers):
+            if since >= now - tier.keep_s:
+                return level
+        return len(tiers) - 1
+
+    async def _read_blocks(self, series_id: int, tier: Tier, since: float, until: float) -> list[sqlite3.Row]:
+        await self._db.sync()
+        return await self._db.fetchall(
+            "SELECT start, data FROM history_blocks WHERE series_id = ? AND step = ? AND start > ? "
+            "AND start < ? ORDER BY start",
+            (series_id, tier.step_s, since, until),
+        )
+
+
+_POINT_FIELDS: Final = tuple(f"{metric}_{part}" for metric in METRICS for part in ("min", "avg", "max"))

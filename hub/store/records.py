@@ -1,0 +1,118 @@
+"""The store's records: what its services return, and what REST and MQTT serialise (pydantic models)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Source(StrEnum):
+    """Where a change or a command came from (the audit log's ``source``)."""
+
+    REST = "rest"
+    MQTT = "mqtt"
+    CLI = "cli"
+    UI = "ui"
+    SYSTEM = "system"
+
+
+class LocationKind(StrEnum):
+    ROOM = "room"
+    STAGE = "stage"
+    RACK = "rack"
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KnownDevice(Record):
+    url: str
+    device_id: str | None = Field(description="None until the device has been reached once")
+    added_at: float
+    source: str = Field(description="how it was added: manual (rest/mqtt/cli/ui) or discovery")
+    location_id: int | None = None
+
+
+class DiscoveryCandidate(Record):
+    url: str
+    vendor: str
+    model: str | None = None
+    unique_id: str | None = None
+    name: str | None = None
+    source: str = ""
+    first_seen: float
+    last_seen: float
+
+
+class ConnectionHealth(Record):
+    url: str
+    device_id: str | None
+    connected: bool
+    connected_since: float | None
+    attempts: int
+    reconnects: int
+    last_error: str | None
+    updated_at: float
+
+
+class Location(Record):
+    id: int
+    name: str
+    kind: LocationKind
+    parent_id: int | None = None
+
+
+class Slot(Record):
+    number: int
+    device_id: str
+    channel: int
+
+
+class Group(Record):
+    number: int
+    title: str
+    slots: list[int]
+
+
+class Performer(Record):
+    id: int
+    name: str
+    notes: str = ""
+
+
+class AlertPrefs(Record):
+    """A performer's alert preferences for one channel; a threshold left None uses the hub's default."""
+
+    disabled_kinds: list[str] = Field(default_factory=list)
+    battery_bars: int | None = Field(default=None, ge=0, le=5)
+    battery_percent: int | None = Field(default=None, ge=0, le=100)
+    battery_runtime_min: int | None = Field(default=None, ge=0)
+
+
+class Assignment(Record):
+    performer_id: int
+    device_id: str
+    channel: int
+    alert_prefs: AlertPrefs = Field(default_factory=AlertPrefs)
+
+
+class ExtendedName(Record):
+    device_id: str
+    channel: int
+    name: str
+    device_name_at_set: str | None
+    set_at: float
+
+
+class AuditEntry(Record):
+    id: int
+    at: float
+    source: str
+    action: str
+    target: str
+    before: Any = None
+    after: Any = None
+    result: str = "ok"

@@ -1,0 +1,119 @@
+"""The database schema as a numbered list of migrations; each runs once, in order, in its own transaction.
+
+Append new migrations; never edit one that has shipped. ``schema_version`` holds the number applied last.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: the venue model, devices, alerts, audit and history
+    """
+    CREATE TABLE locations (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        parent_id INTEGER REFERENCES locations(id) ON DELETE SET NULL,
+        UNIQUE (kind, name)
+    );
+    CREATE TABLE known_devices (
+        url TEXT PRIMARY KEY,
+        device_id TEXT,
+        added_at REAL NOT NULL,
+        source TEXT NOT NULL,
+        location_id INTEGER REFERENCES locations(id) ON DELETE SET NULL
+    );
+    CREATE TABLE candidates (
+        url TEXT PRIMARY KEY,
+        vendor TEXT NOT NULL,
+        model TEXT,
+        unique_id TEXT,
+        name TEXT,
+        source TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL
+    );
+    CREATE TABLE connection_health (
+        url TEXT PRIMARY KEY,
+        device_id TEXT,
+        connected_since REAL,
+        attempts INTEGER NOT NULL,
+        reconnects INTEGER NOT NULL,
+        last_error TEXT,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE slots (
+        number INTEGER PRIMARY KEY,
+        device_id TEXT NOT NULL,
+        channel INTEGER NOT NULL,
+        UNIQUE (device_id, channel)
+    );
+    CREATE TABLE groups (
+        number INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        slots TEXT NOT NULL
+    );
+    CREATE TABLE performers (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        notes TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE assignments (
+        device_id TEXT NOT NULL,
+        channel INTEGER NOT NULL,
+        performer_id INTEGER NOT NULL REFERENCES performers(id) ON DELETE CASCADE,
+        alert_prefs TEXT NOT NULL,
+        PRIMARY KEY (device_id, channel)
+    );
+    CREATE TABLE extended_names (
+        device_id TEXT NOT NULL,
+        channel INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        device_name_at_set TEXT,
+        set_at REAL NOT NULL,
+        PRIMARY KEY (device_id, channel)
+    );
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        channel INTEGER,
+        detail TEXT NOT NULL DEFAULT '',
+        severity TEXT NOT NULL,
+        message TEXT NOT NULL,
+        raised_at REAL NOT NULL,
+        acknowledged_at REAL,
+        acknowledged_by TEXT,
+        cleared_at REAL
+    );
+    CREATE INDEX alerts_by_cleared ON alerts (cleared_at);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        source TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        before TEXT,
+        after TEXT,
+        result TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit (at);
+    CREATE INDEX audit_by_target ON audit (target, at);
+    CREATE TABLE history_series (
+        id INTEGER PRIMARY KEY,
+        device_id TEXT NOT NULL,
+        channel INTEGER NOT NULL,
+        UNIQUE (device_id, channel)
+    );
+    -- a rowid table on purpose: a 1 KB block would overflow a WITHOUT ROWID page and take 4 KB
+    CREATE TABLE history_blocks (
+        series_id INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        start INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        UNIQUE (series_id, step, start)
+    );
+    CREATE INDEX history_blocks_by_age ON history_blocks (step, start);
+    """,
+)

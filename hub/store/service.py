@@ -1,0 +1,52 @@
+"""What every configuration service shares: the database, the clock and the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub.store.audit import AuditLog
+from hub.store.clock import Clock
+from hub.store.db import Database
+from hub.store.errors import ValidationError
+from hub.store.records import Source
+
+MAX_TEXT = 200
+
+
+class Service:
+    """Services keep their records in memory (loaded at open) and write behind through the database queue.
+
+    A change is checked and applied in memory, queued, audited, then awaited until committed: in normal
+    operation a change is on disk when the call returns; while the disk fails it is live and queued.
+    """
+
+    def __init__(self, db: Database, clock: Clock, audit: AuditLog) -> None:
+        self._db = db
+        self._clock = clock
+        self._audit = audit
+
+    async def _committed(
+        self, source: Source | str, action: str, target: str, before: Any = None, after: Any = None
+    ) -> None:
+        self._audit.record(source, action, target, before, after)
+        await self._db.sync()
+
+
+def clean_text(value: str, what: str, *, max_length: int = MAX_TEXT, allow_empty: bool = False) -> str:
+    """Strip ``value`` and refuse control characters and over-long text (names end up on screens)."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be text", value=repr(value))
+    text = value.strip()
+    if not text and not allow_empty:
+        raise ValidationError(f"{what} must not be empty")
+    if len(text) > max_length:
+        raise ValidationError(f"{what} is longer than {max_length} characters", length=len(text))
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise ValidationError(f"{what} contains control characters")
+    return text
+
+
+def positive(value: int, what: str, *, maximum: int = 1_000_000) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ValidationError(f"{what} must be a whole number from 1 to {maximum}", value=value)
+    return value
