@@ -85,12 +85,15 @@ async def test_push_is_renewed_before_it_expires_and_resumes_after_a_reboot(
     hub: DriverHarness, simulator: G4Simulator
 ) -> None:
     device = await online(hub, simulator, "&push_timeout=2")
-    await asyncio.sleep(3.5)  # more than the Push timeout: without renewal the reports would have stopped
-    simulator.channel.rf_quality = 41
-    await shows(hub, device.id, simulator, timeout=1.0)
-    pushes = [line for line in simulator.commands if line.startswith("Push ")]
-    assert len(pushes) >= 3
-    assert all(line.split()[1] == "2" for line in pushes)
+
+    def pushes() -> list[str]:
+        return [line for line in simulator.commands if line.startswith("Push ")]
+
+    # renewed every second for a two-second timeout: four Push span more than the timeout
+    await eventually(lambda: len(pushes()) >= 4, 5.0, "Push renewals")
+    assert all(line.split()[1] == "2" for line in pushes())
+    simulator.channel.rf_quality = 41  # still reported: without renewal the reports would have stopped
+    await shows(hub, device.id, simulator, timeout=1.5)
 
     simulator.reboot(down_s=0.3)
     assert simulator.push_clients == {}

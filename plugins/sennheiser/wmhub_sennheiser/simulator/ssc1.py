@@ -72,6 +72,7 @@ class Ssc1Simulator(UdpSimulator):
         self.max_reply_bytes = max_reply_bytes
         self.subscriptions: dict[tuple[Client, frozenset[Address]], SimSubscription] = {}
         self.writes: list[tuple[Address, Any]] = []  # accepted sets, in order
+        self.subscribe_requests = 0  # subscription sets received (new or renewed), for tests
         self.advertise = advertise
         self._advertisement: MdnsAdvertisement | None = None
         self._published = self.device.leaves()
@@ -209,6 +210,7 @@ class Ssc1Simulator(UdpSimulator):
         for item in sets:
             if not isinstance(item, dict):
                 continue
+            self.subscribe_requests += 1
             hash_params = item.get("#")
             raw_params: dict[str, Any] = hash_params if isinstance(hash_params, dict) else {}
             paths = list(ssc1.flatten({k: v for k, v in item.items() if k != "#"}))
