@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from hub.model import CommandKind, InvalidValueError
@@ -233,30 +233,31 @@ DEVICE_NAME: Final = NameRule(63, r"[\x20-\x7e]*", "printable ASCII characters")
 
 @dataclass(frozen=True)
 class SscFamily:
-    key: str
     label: str
     product_pattern: str
     leaves: Mapping[str, Converter]  # "/rx{n}/name" -> converter; the state (on-change) subscription
-    meters: Mapping[str, Callable[[Any], Updates]]  # "/m/rx{n}/rsqi" or "/mm" -> converter to updates
+    meters: Mapping[str, Converter]  # "/m/rx{n}/rsqi" -> converter; the periodic subscription
     controls: Mapping[CommandKind, Control]
     device_controls: Mapping[CommandKind, Control]
+    meter_arrays: Mapping[str, Callable[[Any], Updates]] = field(default_factory=dict)  # "/mm": all channels
     default_channels: int = 2
+    channels_in_product: bool = True  # "EM 4", "MCR 2": the product name says how many channels
     tx_prefix: str = "/mates/tx{n}"
 
     def matches(self, product: str) -> bool:
         return re.search(self.product_pattern, product, re.IGNORECASE) is not None
 
     def channel_count(self, product: str) -> int:
-        match = re.search(r"(?:EM|MCR)\s*([124])\b", product, re.IGNORECASE)
-        return int(match.group(1)) if match and self.key != "em6000" else self.default_channels
+        match = re.search(r"(?:EM|MCR)\s*([124])\b", product, re.IGNORECASE) if self.channels_in_product else None
+        return int(match.group(1)) if match else self.default_channels
 
     def state_addresses(self, channels: int) -> list[Address]:
         per_channel = [p for p in self.leaves if "{n}" in p]
         return [address("/device/name")] + [address(p.format(n=n)) for n in range(1, channels + 1) for p in per_channel]
 
     def meter_addresses(self, channels: int) -> list[Address]:
-        paths = [address(p.format(n=n)) for n in range(1, channels + 1) for p in self.meters if "{n}" in p]
-        return paths + [address(p) for p in self.meters if "{n}" not in p]
+        paths = [address(p.format(n=n)) for n in range(1, channels + 1) for p in self.meters]
+        return paths + [address(p) for p in self.meter_arrays]
 
     def tx_addresses(self, channel: int) -> list[Address]:
         prefix = self.tx_prefix.format(n=channel)
@@ -280,9 +281,9 @@ class SscFamily:
             return {found[1]: self.leaves[found[0]](value)}
         found = self._match(path, self.meters)
         if found is not None:
-            updates = self.meters[found[0]](value)
-            return {found[1]: updates[DEVICE]} if DEVICE in updates and found[1] != DEVICE else updates
-        return {}
+            return {found[1]: self.meters[found[0]](value)}
+        found = self._match(path, self.meter_arrays)
+        return self.meter_arrays[found[0]](value) if found is not None else {}
 
     def convert_error(self, error: SscError) -> Updates:
         """424 on a transmitter leaf: the transmitter is absent."""
@@ -293,10 +294,6 @@ class SscFamily:
         return {int(match.group(1)): tx_absent()} if match else {}
 
 
-def _per_channel(convert: Converter) -> Callable[[Any], Updates]:
-    return lambda value: {DEVICE: convert(value)}
-
-
 def _em6000_meters(value: Any) -> Updates:
     if not isinstance(value, list):
         return {}
@@ -304,7 +301,6 @@ def _em6000_meters(value: Any) -> Updates:
 
 
 EWDX: Final = SscFamily(
-    key="ewdx",
     label="EW-DX",
     product_pattern=r"EW-?DX|^EM\s*[24]\b",
     leaves={
@@ -321,10 +317,10 @@ EWDX: Final = SscFamily(
         "/mates/tx{n}/warnings": _with_tx(_field(TX_WARNINGS, _strings)),
     },
     meters={
-        "/m/rx{n}/rsqi": _per_channel(_ewdx_rsqi),
-        "/m/rx{n}/divi": _per_channel(_ewdx_divi),
-        "/m/rx{n}/rssi": _per_channel(_field("rf_dbm", _number)),  # unverified: only one client reads it
-        "/m/rx{n}/af": _per_channel(_field("audio_dbfs", _number)),
+        "/m/rx{n}/rsqi": _ewdx_rsqi,
+        "/m/rx{n}/divi": _ewdx_divi,
+        "/m/rx{n}/rssi": _field("rf_dbm", _number),  # unverified: only one client reads it
+        "/m/rx{n}/af": _field("audio_dbfs", _number),
     },
     controls={
         CommandKind.NAME: Control("/rx{n}/name", PRINTABLE_ASCII.check),  # 8 chars per Companion; unverified
@@ -341,7 +337,6 @@ EWDX: Final = SscFamily(
 )
 
 EM6000: Final = SscFamily(
-    key="em6000",
     label="Digital 6000",
     product_pattern=r"^EM\s*6000",
     leaves={
@@ -352,7 +347,9 @@ EM6000: Final = SscFamily(
         "/rx{n}/skx/battery": _em6000_battery,
         "/rx{n}/skx/type": _em6000_tx_type,
     },
-    meters={"/mm": _em6000_meters},
+    meters={},
+    meter_arrays={"/mm": _em6000_meters},
+    channels_in_product=False,
     controls={
         CommandKind.NAME: Control("/rx{n}/name", PRINTABLE_ASCII.check),  # limit unverified
         CommandKind.MUTE: Control("/rx{n}/audio_mute", _mute),
@@ -364,7 +361,6 @@ EM6000: Final = SscFamily(
 )
 
 SLDW: Final = SscFamily(
-    key="sldw",
     label="SpeechLine DW",
     product_pattern=r"^SL\b.*DW",
     leaves={
