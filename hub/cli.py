@@ -118,14 +118,18 @@ def _plugins(as_json: bool) -> int:
 
 
 def _devices(config: HubConfig, as_json: bool) -> int:
-    url = f"http://{config.http.host}:{config.http.port}/api/v1/devices"
+    base = f"http://{config.http.host}:{config.http.port}/api/v1/devices"
+    devices: list[dict[str, Any]] = []
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            body = json.load(response)
+        while True:
+            with urllib.request.urlopen(f"{base}?limit=1000&offset={len(devices)}", timeout=5) as response:
+                page = json.load(response)
+            devices += page["items"]
+            if not page["items"] or len(devices) >= page["total"]:
+                break
     except (urllib.error.URLError, TimeoutError) as exc:
-        print(f"wmhub devices: no hub answering at {url} ({exc})", file=sys.stderr)
+        print(f"wmhub devices: no hub answering at {base} ({exc})", file=sys.stderr)
         return 1
-    devices = body.get("devices", body) if isinstance(body, dict) else body
     if as_json:
         print(json.dumps(devices, indent=2))
         return 0

@@ -15,7 +15,7 @@ from tests.mosquitto import MqttProbe, TestBroker, free_port
 def get_devices(port: int) -> list[dict[str, Any]]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/devices", timeout=2) as response:
         body = json.load(response)
-    return body["devices"] if isinstance(body, dict) else body  # type: ignore[no-any-return]
+    return body["items"]  # type: ignore[no-any-return]
 
 
 async def test_demo_publishes_every_receiver_within_ten_seconds(mqtt_broker: TestBroker, tmp_path: Path) -> None:
@@ -49,6 +49,12 @@ async def test_demo_publishes_every_receiver_within_ten_seconds(mqtt_broker: Tes
             assert {device["vendor"] for device in devices} == {"shure", "sennheiser"}
             state = await probe.json("wmhub/hubs/demo-test/state")
             assert state == {"state": "online"}
+            listing = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "hub.cli", "devices", "--json", "--http", f"127.0.0.1:{http_port}",
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            stdout, _ = await asyncio.wait_for(listing.communicate(), 30)
+            assert {device["id"] for device in json.loads(stdout)} == {device["id"] for device in devices}
         finally:
             hub.send_signal(signal.SIGTERM)
             _, stderr = await asyncio.wait_for(hub.communicate(), 30)

@@ -70,7 +70,7 @@ def test_the_wheels_install_into_a_fresh_venv_and_run_the_demo(dist_dir: Path, t
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/devices", timeout=2) as response:
                     body = json.load(response)
-                devices = body["devices"] if isinstance(body, dict) else body
+                devices = body["items"]
                 if devices and all(device["online"] for device in devices):
                     break
             except OSError:
