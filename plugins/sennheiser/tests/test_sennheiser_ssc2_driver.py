@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -97,8 +98,9 @@ async def test_state_matches_the_simulator_including_pushes_and_a_transmitter_of
 
 
 async def test_wrong_password_is_a_clear_error_without_a_retry_storm(
-    hub: DriverHarness, simulator: Ssc2Simulator
+    hub: DriverHarness, simulator: Ssc2Simulator, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     managed = hub.add(simulator.url(password="Wrong-Pass-0000"))
     error = await eventually(lambda: managed.supervisor.last_error, what="the connection error")
     assert "refused the credentials for user 'api'" in error and "check the password" in error
@@ -108,6 +110,7 @@ async def test_wrong_password_is_a_clear_error_without_a_retry_storm(
     await eventually(lambda: managed.supervisor.attempts >= attempts + 2, what="two more attempts")
     assert simulator.requests == asked
     assert simulator.refused == 1
+    assert caplog.records and not [record for record in caplog.records if "Wrong-Pass" in record.getMessage()]
 
 
 async def test_an_unpinned_self_signed_certificate_is_refused(hub: DriverHarness, simulator: Ssc2Simulator) -> None:
