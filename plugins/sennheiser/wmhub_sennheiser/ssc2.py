@@ -229,10 +229,6 @@ class Changes:
         return bool(self.device or self.channels or self.identity is not None or self.new_channel_count)
 
 
-def mobile_key(mt_uid: Any) -> str:
-    return str(mt_uid)
-
-
 def _sort_key(uid: Any) -> tuple[bool, float, str]:
     number = _number(uid)
     return (number is None, number or 0.0, str(uid))
@@ -400,9 +396,9 @@ class ResourceMap:
             self._rf_khz[key] = float(value["frequency"])
         else:
             return
-        for mobile_key_, mobile in self._mobiles.items():
+        for mobile_id, mobile in self._mobiles.items():
             if str(mobile.get("rfChannelId")) == key:
-                changes.channel(self.channel_of[mobile_key_]).update(self._mobile_fields(mobile_key_))
+                changes.channel(self.channel_of[mobile_id]).update(self._mobile_fields(mobile_id))
 
     def _metering(self, value: Any, changes: Changes) -> None:
         # The metering resource's shape is not published (unverified): accept a list of entries, or an
@@ -414,7 +410,7 @@ class ResourceMap:
         for entry in entries:
             if not isinstance(entry, Mapping) or "mtUid" not in entry:
                 continue
-            key = mobile_key(entry["mtUid"])
+            key = str(entry["mtUid"])
             self._levels[key] = dict(entry)
             if key in self._mobiles:
                 fields = self._mobile_fields(key)
