@@ -111,7 +111,7 @@ class PluginHost:
     def _impls(self, hook: str) -> Iterator[tuple[str, Callable[..., Any]]]:
         """(plugin name, a callable taking the hook's keyword arguments) in registration order."""
         caller = getattr(self.pm.hook, hook)
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in caller.get_hookimpls():  # registration order (pluggy calls them last-first)
             # pluggy lets an implementation accept a subset of the spec's arguments
             def call(_impl: Any = impl, **kwargs: Any) -> Any:
                 return _impl.function(**{name: kwargs[name] for name in _impl.argnames})
