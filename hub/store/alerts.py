@@ -179,6 +179,7 @@ class Alerts:
             self._trackers[key] = _Tracker()
         self._last_id = last_id
         self._listeners: list[AlertListener] = []
+        self._judged_all = False
 
     @classmethod
     async def load(
@@ -230,6 +231,7 @@ class Alerts:
         try:
             alert = self.get(alert_id)
         except NotFoundError:
+            await self._db.sync()
             rows = await self._db.fetchall("SELECT cleared_at FROM alerts WHERE id = ?", (alert_id,))
             if rows:
                 raise ConflictError(f"alert {alert_id} has already cleared", alert_id=alert_id) from None
@@ -262,6 +264,12 @@ class Alerts:
         """Judge every changed channel, every channel with a pending or open alert, and every device."""
         now = self._clock.now()
         channels = {key for key in changed if key[1] is not None}
+        if not self._judged_all:
+            # devices already in the store when we opened sent no change: judge them once anyway
+            self._judged_all = True
+            channels.update(
+                (device.id, channel.index) for device in self._state.devices.values() for channel in device.channels
+            )
         channels.update((key[1], key[2]) for key in self._trackers if key[2] is not None)
         for device_id, index in channels:
             if index is not None:
