@@ -27,6 +27,18 @@ REMOVED: Final = "+removed"
 ONLINE: Final = "online"
 
 
+def _merge(target: Device | Channel, fields: Mapping[str, Any], allowed: frozenset[str]) -> set[str]:
+    """Set the given fields on ``target``; return the names whose value really changed."""
+    changed = set()
+    for name, value in fields.items():
+        if name not in allowed:
+            raise KeyError(f"unknown {type(target).__name__.lower()} field {name!r}")
+        if getattr(target, name) != value:
+            setattr(target, name, value)
+            changed.add(name)
+    return changed
+
+
 class Subscription:
     """A consumer's view of changes. Iterate it (``async for batch in sub``) to receive batches.
 
@@ -141,13 +153,7 @@ class StateStore:
         device = self.devices.get(device_id)
         if device is None:
             return set()
-        changed = set()
-        for name, value in fields.items():
-            if name not in DEVICE_FIELDS:
-                raise KeyError(f"unknown device field {name!r}")
-            if getattr(device, name) != value:
-                setattr(device, name, value)
-                changed.add(name)
+        changed = _merge(device, fields, DEVICE_FIELDS)
         device.last_seen = datetime.now(UTC)
         if changed:
             self._notify((device_id, None), changed)
@@ -163,13 +169,7 @@ class StateStore:
             device.channels.append(channel)
             device.channels.sort(key=lambda ch: ch.index)
             self._notify((device_id, index), (ADDED,))
-        changed = set()
-        for name, value in fields.items():
-            if name not in CHANNEL_FIELDS:
-                raise KeyError(f"unknown channel field {name!r}")
-            if getattr(channel, name) != value:
-                setattr(channel, name, value)
-                changed.add(name)
+        changed = _merge(channel, fields, CHANNEL_FIELDS)
         self.updates_applied += 1
         now = datetime.now(UTC)
         device.last_seen = now
