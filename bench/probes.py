@@ -21,11 +21,16 @@ MOSQUITTO: Final = "/usr/sbin/mosquitto"
 _TICKS_PER_S: Final = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process used so far."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds the process used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     # after the command name: state is field 3, utime and stime are fields 14 and 15 of proc(5)
-    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+    return int(fields[11]) / _TICKS_PER_S, int(fields[12]) / _TICKS_PER_S
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process used so far."""
+    return sum(cpu_times(pid))
 
 
 def memory_mb(pid: int) -> tuple[float, float]:

@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +37,7 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
-from bench.probes import Mosquitto, cpu_seconds, memory_mb, metric_value, percentile, stop_process
+from bench.probes import Mosquitto, cpu_seconds, cpu_times, memory_mb, metric_value, percentile, stop_process
 from hub.mqtt.client import BrokerAddress, MqttClient
 
 # A mix of the networked families, weighted towards the quad receivers large sites use.
@@ -357,7 +358,7 @@ async def measure(
     assert broker.process is not None
     others = {"generators": generators, "mosquitto": [broker.process.pid]}
     async with aiohttp.ClientSession() as session:
-        start_cpu = cpu_seconds(hub.pid)
+        start_user, start_system = cpu_times(hub.pid)
         start_other = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in others.items()}
         snapshots = [await scrape_updates(session, port)]
         started = snapshots[0][0]
@@ -370,7 +371,8 @@ async def measure(
                 snapshots.append(await scrape_updates(session, port))
                 next_scrape += options.scrape_every
         ended = snapshots[-1][0]
-        hub_cpu = cpu_seconds(hub.pid) - start_cpu
+        end_user, end_system = cpu_times(hub.pid)
+        hub_cpu = end_user - start_user + end_system - start_system
         other_cpu = {name: sum(cpu_seconds(pid) for pid in pids) - start_other[name] for name, pids in others.items()}
         _, peak_hwm = memory_mb(hub.pid)
     await asyncio.sleep(2.0)  # let the last changes of the window reach the subscriber
@@ -395,6 +397,7 @@ async def measure(
         "backlog_growth": backlog[-1] - backlog[0],
         "generator_queued_bytes": queued,
         "hub_cpu_percent": round(cpu_percent, 1),
+        "hub_cpu_system_percent": round(100 * (end_system - start_system) / elapsed, 1),
         "hub_cpu_percent_per_1000_channels": round(cpu_percent * 1000 / channels, 2),
         "hub_cpu_us_per_sample": round(hub_cpu * 1e6 / merged, 2) if merged else None,
         "hub_rss_mb": round(peak_rss, 1),
@@ -519,7 +522,14 @@ def machine() -> dict[str, Any]:
         ),
         "?",
     )
-    return {"cpus": os.cpu_count(), "cpu": model, "python": sys.version.split()[0], "at": time.strftime("%F %T")}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "python": sys.version.split()[0],
+        "at": time.strftime("%F %T"),
+        "commit": commit.stdout.strip() or None,
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
