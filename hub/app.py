@@ -19,7 +19,7 @@ from hub import __version__
 from hub.config import HubConfig
 from hub.devices import DeviceManager, ManagedDevice
 from hub.discovery import Discovery
-from hub.drivers import DriverSettings
+from hub.drivers import DriverSettings, redact_url
 from hub.hookspecs import Candidate, DemoFleet
 from hub.model import Command, CommandKind, CommandResult, Device
 from hub.plugins import PluginHost
@@ -147,13 +147,13 @@ class Hub:
     async def add_device(self, url: str, source: str) -> ManagedDevice:
         """Start supervising a device; raises hub.drivers.EndpointError for an unusable URL."""
         managed = self.devices.add(url)
-        log.info("device %s added (%s)", url, source)
+        log.info("device %s added (%s)", managed.url, source)
         return managed
 
     async def remove_device(self, device_id_or_url: str, source: str) -> bool:
         removed = await self.devices.remove(device_id_or_url)
         if removed:
-            log.info("device %s removed (%s)", device_id_or_url, source)
+            log.info("device %s removed (%s)", redact_url(device_id_or_url), source)
         return removed
 
     async def apply(self, command: Command, source: str) -> CommandResult:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hub.drivers import DeviceSink, Driver, DriverSettings, DriverSupervisor, Endpoint, EndpointError
+from hub.drivers import DeviceSink, Driver, DriverSettings, DriverSupervisor, Endpoint, EndpointError, redact_url
 from hub.model import (
     Command,
     CommandError,
@@ -44,7 +44,7 @@ class DeviceHandle(DeviceSink):
         self.last_error: str | None = None
         self.on_identified: Callable[[DeviceHandle], None] | None = None
         self.log = logging.LoggerAdapter(
-            logging.getLogger(f"hub.device.{vendor}"), {"device": device_id or endpoint.url}
+            logging.getLogger(f"hub.device.{vendor}"), {"device": device_id or redact_url(endpoint.url)}
         )
 
     # DeviceSink
@@ -62,7 +62,9 @@ class DeviceHandle(DeviceSink):
         suffix = unique_id.strip().replace(" ", "_").replace("/", "_") if unique_id else self.endpoint.host_port_id
         device_id = f"{self.vendor}-{suffix}"
         if self.device_id is not None and self.device_id != device_id:
-            self.log.warning("device at %s is now %s (was %s)", self.endpoint.url, device_id, self.device_id)
+            self.log.warning(
+                "device at %s is now %s (was %s)", redact_url(self.endpoint.url), device_id, self.device_id
+            )
             self._store.remove_device(self.device_id)
         self.device_id = device_id
         self.log.extra = {"device": device_id}
@@ -108,7 +110,7 @@ class DeviceHandle(DeviceSink):
 
 @dataclass
 class ManagedDevice:
-    url: str
+    url: str  # as shown to people: any password redacted
     plugin: str
     handle: DeviceHandle
     supervisor: DriverSupervisor
@@ -153,14 +155,18 @@ class DeviceManager:
         drivers = self._plugins.drivers()
         if scheme not in drivers:
             known = ", ".join(f"{name}://" for name in sorted(drivers)) or "none loaded"
-            raise UnknownSchemeError(f"no plugin handles {url!r} (known schemes: {known})")
+            raise UnknownSchemeError(f"no plugin handles {redact_url(url)!r} (known schemes: {known})")
         spec, plugin_name = drivers[scheme]
         return Endpoint.parse(url, spec.default_port), plugin_name, spec
 
     def add(self, url: str, device_id: str | None = None) -> ManagedDevice:
-        """Start supervising the device at ``url``. Adding a URL twice returns the existing entry."""
-        if url in self.by_url:
-            return self.by_url[url]
+        """Start supervising the device at ``url``. Adding a URL twice returns the existing entry.
+
+        Devices are listed under the redacted URL, so a password in it never reaches a log, MQTT or REST.
+        """
+        shown = redact_url(url)
+        if shown in self.by_url:
+            return self.by_url[shown]
         endpoint, plugin_name, spec = self.resolve(url)
         handle = DeviceHandle(self._store, endpoint, spec.vendor, device_id)
 
@@ -169,13 +175,13 @@ class DeviceManager:
             return driver
 
         supervisor = DriverSupervisor(make_driver, handle, self.settings, handle.log)
-        task = asyncio.create_task(supervisor.run_forever(), name=f"device {url}")
-        managed = ManagedDevice(url=url, plugin=plugin_name, handle=handle, supervisor=supervisor, task=task)
-        self.by_url[url] = managed
+        task = asyncio.create_task(supervisor.run_forever(), name=f"device {shown}")
+        managed = ManagedDevice(url=shown, plugin=plugin_name, handle=handle, supervisor=supervisor, task=task)
+        self.by_url[shown] = managed
         return managed
 
     def find(self, device_id_or_url: str) -> ManagedDevice | None:
-        managed = self.by_url.get(device_id_or_url)
+        managed = self.by_url.get(redact_url(device_id_or_url)) if "://" in device_id_or_url else None
         if managed is not None:
             return managed
         for managed in self.by_url.values():

@@ -12,17 +12,33 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from hub.backoff import Backoff
-from hub.model import Command, CommandResult, CommandTimeoutError, NotSupportedError
+from hub.model import Command, CommandResult, NotSupportedError
 
 
 class EndpointError(ValueError):
     """A device URL that cannot be used: the message says why."""
+
+
+_SECRET_OPTIONS = frozenset({"password", "token", "secret", "key", "api_key"})
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password (userinfo or a secret query option) replaced by ``***``, for display."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k.lower() in _SECRET_OPTIONS else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -38,15 +54,16 @@ class Endpoint:
     @classmethod
     def parse(cls, url: str, default_port: int | None = None) -> Endpoint:
         parts = urlsplit(url)
+        shown = redact_url(url)
         if not parts.scheme or not parts.hostname:
-            raise EndpointError(f"{url!r} is not a device URL (expected scheme://host[:port])")
+            raise EndpointError(f"{shown!r} is not a device URL (expected scheme://host[:port])")
         try:
             port = parts.port
         except ValueError as exc:
-            raise EndpointError(f"{url!r}: {exc}") from None
+            raise EndpointError(f"{shown!r}: {exc}") from None
         if port is None:
             if default_port is None:
-                raise EndpointError(f"{url!r} needs a port")
+                raise EndpointError(f"{shown!r} needs a port")
             port = default_port
         return cls(
             url=url,
@@ -232,11 +249,3 @@ class DriverSupervisor:
                 await driver.close()
         except Exception as exc:  # close must never keep a device from reconnecting
             self._log.debug("close failed: %s", exc)
-
-
-async def apply_with_timeout(coro: Awaitable[CommandResult], timeout_s: float) -> CommandResult:
-    """Await a driver's command with a bound, turning the overrun into a typed timeout."""
-    try:
-        return await asyncio.wait_for(coro, timeout_s)
-    except TimeoutError:
-        raise CommandTimeoutError(f"no confirmation within {timeout_s:g} s") from None

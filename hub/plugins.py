@@ -136,7 +136,9 @@ class PluginHost:
             try:
                 result = function(**kwargs)
                 if inspect.isawaitable(result):
-                    result = await asyncio.wait_for(result, timeout)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                    async with asyncio.timeout(timeout):
+                        result = await result
                 return result
             except asyncio.CancelledError:
                 raise

@@ -3,9 +3,11 @@
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
 from hub import hookimpl
 from hub.backoff import Backoff
-from hub.drivers import Driver, DriverSettings, Endpoint
+from hub.drivers import Driver, DriverSettings, Endpoint, EndpointError
 from hub.hookspecs import DriverSpec
 from hub.model import Command, CommandKind, CommandResult
 from hub.testing import DriverHarness, eventually
@@ -50,7 +52,9 @@ class ScriptedDriver(Driver):
 class ScriptedPlugin:
     @hookimpl
     def register_drivers(self, register: Callable[[DriverSpec], None]) -> None:
-        register(DriverSpec(scheme="scripted", vendor="test", families=("test",), factory=ScriptedDriver, default_port=1))
+        register(
+            DriverSpec(scheme="scripted", vendor="test", families=("test",), factory=ScriptedDriver, default_port=1)
+        )
 
     @hookimpl
     def apply_command(self, driver: Driver, command: Command) -> object:
@@ -118,9 +122,6 @@ def test_backoff_grows_to_its_cap_with_jitter() -> None:
 
 
 def test_endpoint_parsing_refuses_unusable_urls() -> None:
-    import pytest
-
-    from hub.drivers import EndpointError
 
     assert Endpoint.parse("shure://10.0.0.5", 2202).port == 2202
     assert Endpoint.parse("x://h:9?verify=false").options == {"verify": "false"}
@@ -129,3 +130,13 @@ def test_endpoint_parsing_refuses_unusable_urls() -> None:
             Endpoint.parse(bad, 2202)
 
 
+async def test_passwords_in_device_urls_never_reach_logs_or_listings(caplog: pytest.LogCaptureFixture) -> None:
+    DEVICES["secret"] = ScriptedDevice()
+    caplog.set_level("DEBUG")
+    async with harness() as hub:
+        managed = hub.add("scripted://secret?password=Hunter2-very-secret&user=api")
+        await hub.device(managed)
+        assert managed.url == "scripted://secret?password=***&user=api"
+        assert hub.manager.find("scripted://secret?password=Hunter2-very-secret&user=api") is managed
+        assert "Hunter2" not in str(hub.manager.health())
+    assert "Hunter2" not in caplog.text
