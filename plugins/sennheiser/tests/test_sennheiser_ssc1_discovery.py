@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
-from zeroconf import ServiceStateChange, Zeroconf
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from hub.discovery import Discovery
 from hub.drivers import DriverSettings
 from hub.hookspecs import Candidate, DiscoveredService
 from hub.plugins import PluginHost
-from hub.testing import DriverHarness
+from hub.testing import DriverHarness, eventually
 
 SETTINGS = DriverSettings(io_timeout_s=1.0)
 
@@ -30,44 +28,18 @@ async def identify(host: PluginHost, service: DiscoveredService) -> Candidate | 
     return result
 
 
-async def browse_for(service_types: list[str], instance_prefix: str, timeout: float = 8.0) -> DiscoveredService:
-    """Browse loopback for the given types until an instance whose name starts with ``instance_prefix`` resolves."""
-    found: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-
-    def on_change(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
-        if state_change is ServiceStateChange.Added and name.startswith(instance_prefix):
-            found.put_nowait((service_type, name))
-
-    browser_zc = AsyncZeroconf(interfaces=["127.0.0.1"])
-    browser = AsyncServiceBrowser(browser_zc.zeroconf, service_types, handlers=[on_change])
-    try:
-        service_type, name = await asyncio.wait_for(found.get(), timeout)
-        info = AsyncServiceInfo(service_type, name)
-        assert await info.async_request(browser_zc.zeroconf, 3000)
-        properties = {key.decode(): (value or b"").decode() for key, value in info.properties.items()}
-        assert info.port is not None
-        return DiscoveredService(
-            host=info.parsed_addresses()[0],
-            port=info.port,
-            service_type=service_type,
-            name=name.removesuffix("." + service_type),
-            properties=properties,
-        )
-    finally:
-        await browser.async_cancel()
-        await browser_zc.async_close()
-
-
-async def test_an_announced_simulator_is_found_identified_and_added() -> None:
+async def test_an_announced_simulator_is_found_by_hub_discovery_identified_and_added() -> None:
     host = plugin_host()
     service_types = [item for _, item in host.collect("register_zeroconf_types")]
     assert set(service_types) == {"_ssc._udp.local.", "_ssc._tcp.local."}
     async with Ssc1Simulator("ewdx-em4", tick_s=0, advertise=True) as simulator:
-        service = await browse_for(service_types, simulator.device.device_name)
-        assert service.port == simulator.port  # the SRV port, not the default 45
-        assert service.properties["model"] == "EW-DX EM 4"
-
-        candidate = await identify(host, service)
+        discovery = Discovery(host, SETTINGS, interfaces=["127.0.0.1"])
+        await discovery.start()
+        try:
+            candidate = await eventually(lambda: discovery.candidates.get(simulator.url), 8.0, "the candidate")
+        finally:
+            await discovery.stop()
+        # the URL carries the SRV port, not the default 45
         assert candidate == Candidate(
             url=simulator.url,
             vendor="sennheiser",

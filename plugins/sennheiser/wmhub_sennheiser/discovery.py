@@ -36,7 +36,8 @@ async def identify_ssc_service(service: DiscoveredService, settings: DriverSetti
     client = SscClient(service.host, service.port, PROBE_RETRY_S, lambda message: None)
     await client.open()
     try:
-        reply = await client.request(ssc1.tree([*IDENTITY, DEVICE_NAME]), settings.io_timeout_s)
+        # the hub bounds this hook by io_timeout_s: give up a little earlier, with an answer
+        reply = await client.request(ssc1.tree([*IDENTITY, DEVICE_NAME]), settings.io_timeout_s * 0.8)
     except TimeoutError:
         return None  # not answering SSCv1: e.g. an EW-DX in secure (SSCv2) mode
     finally:
