@@ -196,6 +196,12 @@ class MqttBridge:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        if self.client is not None and self._subscriptions:
+            # the offline marks of the devices the hub just closed may still be coalescing: publish them, or
+            # their retained availability would keep saying online after a clean stop
+            pending = self._subscriptions[0].drain()
+            if pending:
+                self._on_state_batch(pending)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.hub.config.command_timeout_s)
             for task in self._tasks:

@@ -292,7 +292,8 @@ class MqttClient:
 
     async def wait_connected(self, timeout: float) -> bool:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.connected_event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.connected_event.wait()
         return self._connected
 
     async def stop(self, timeout: float = 2.0) -> None:
@@ -304,10 +305,12 @@ class MqttClient:
             if not self._flushed():
                 self._flush_waiter = asyncio.Event()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._flush_waiter.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._flush_waiter.wait()
             client.disconnect()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), max(0.1, deadline - time.monotonic()))
+                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                    await self._lost.wait()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -322,7 +325,7 @@ class MqttClient:
 
     async def _run(self) -> None:
         first_failure = True
-        while True:
+        while not self._stopping:
             try:
                 await self._connect()
             except (OSError, TimeoutError, ssl.SSLError, ConnectionError) as exc:
@@ -355,7 +358,9 @@ class MqttClient:
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
-        sock = await asyncio.wait_for(self._open_socket(loop), self.connect_timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancellation (stop() would hang)
+        async with asyncio.timeout(self.connect_timeout):
+            sock = await self._open_socket(loop)
         client = _HandedSocketClient(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True, reconnect_on_failure=False
         )
@@ -379,7 +384,8 @@ class MqttClient:
         self._connack = loop.create_future()
         client.connect_async(self.address.host, self.address.port, self.keepalive)
         client.reconnect()
-        code = await asyncio.wait_for(self._connack, self.connect_timeout)
+        async with asyncio.timeout(self.connect_timeout):
+            code = await self._connack
         if code.is_failure:
             raise ConnectionError(f"broker refused the connection: {code}")
 
