@@ -9,6 +9,7 @@ least squares, and report ``t0 + life - now``. See docs/battery-estimate.md for 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,10 +18,47 @@ from typing import Final
 FULL_BARS: Final = 5
 LEVEL_PER_BAR: Final = 20  # history stores a bars-only battery as bars * 20, on the same 0-100 scale as percent
 
-# Fraction of an alkaline cell's life elapsed when the display first shows N bars. From a typical AA
-# discharge curve under a constant ~100-150 mA load (a bodypack's draw) and evenly spaced voltage bar
-# thresholds; unverified against a specific transmitter's thresholds, which vendors do not publish.
-ALKALINE_BAR_FRACTIONS: Final[Mapping[int, float]] = {4: 0.20, 3: 0.42, 2: 0.62, 1: 0.80, 0: 0.95}
+# A model of one alkaline AA cell under a bodypack's constant ~100-150 mA draw: volts against the
+# fraction of its life used, piecewise linear through typical published discharge curves (fast initial
+# drop, long slow slope, knee near the end). Unverified against a specific transmitter.
+ALKALINE_CURVE: Final[tuple[tuple[float, float], ...]] = (
+    (0.00, 1.58),
+    (0.03, 1.47),
+    (0.25, 1.36),
+    (0.60, 1.24),
+    (0.85, 1.13),
+    (0.95, 1.02),
+    (1.00, 0.90),
+)
+# Per-cell volts at which a transmitter is assumed to show 5, 4, 3, 2 and 1 bars (vendors do not publish
+# theirs; these space the bars over the slope the way front panels are seen to).
+BAR_THRESHOLDS_V: Final[tuple[float, ...]] = (1.40, 1.31, 1.23, 1.15, 1.05)
+
+
+def cell_volts(fraction: float, curve: Sequence[tuple[float, float]] = ALKALINE_CURVE) -> float:
+    """Volts of a cell with ``fraction`` (0..1) of its life used."""
+    for (f0, v0), (f1, v1) in itertools.pairwise(curve):
+        if fraction <= f1:
+            return v0 + (v1 - v0) * (max(fraction, f0) - f0) / (f1 - f0)
+    return curve[-1][1]
+
+
+def bars_at(volts: float, thresholds: Sequence[float] = BAR_THRESHOLDS_V) -> int:
+    return sum(volts >= threshold for threshold in thresholds)
+
+
+def _fraction_at(volts: float, curve: Sequence[tuple[float, float]] = ALKALINE_CURVE) -> float:
+    for (f0, v0), (f1, v1) in itertools.pairwise(curve):
+        if v1 <= volts <= v0:
+            return f0 + (f1 - f0) * (v0 - volts) / (v0 - v1)
+    raise ValueError(f"{volts} V is outside the curve")
+
+
+# Fraction of a cell's life used when the display first shows N bars: N+1 bars' threshold crossed.
+ALKALINE_BAR_FRACTIONS: Final[Mapping[int, float]] = {
+    bars: _fraction_at(threshold)
+    for bars, threshold in zip(range(FULL_BARS - 1, -1, -1), BAR_THRESHOLDS_V, strict=True)
+}
 
 # A rise of this many bars means a fresh cell (an alkaline cell recovers up to a bar after a rest)
 INSERTION_RISE_BARS: Final = 2
