@@ -183,3 +183,26 @@ async def test_control_is_confirmed_despite_30_percent_packet_loss(hub: DriverHa
         result = await command(hub, device, CommandKind.NAME, f"Loss {n}")
         assert result.ok, result
         assert simulator.channel.name == f"Loss {n}"
+
+
+async def test_another_client_gets_its_own_reports(hub: DriverHarness, simulator: G4Simulator) -> None:
+    device = await online(hub, simulator)
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            received.put_nowait(data)
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", simulator.port))
+    try:
+        transport.sendto(b"Push 5 100 1\r")
+        await eventually(lambda: len(simulator.push_clients) == 2, 2.0, "a second Push client")
+        simulator.channel.name = "Both"
+        simulator.publish()
+        await shows(hub, device.id, simulator)
+        lines: list[bytes] = []
+        while b"Name Both" not in b"".join(lines):
+            lines.append(await asyncio.wait_for(received.get(), 2))
+    finally:
+        transport.close()

@@ -265,3 +265,29 @@ async def test_control_is_confirmed_despite_30_percent_packet_loss(hub: DriverHa
         assert simulator.received > before  # (retries are visible as extra datagrams at the device)
     finally:
         await simulator.stop()
+
+
+async def test_several_clients_each_get_their_own_subscriptions(hub: DriverHarness) -> None:
+    simulator = await started("ewdx-em2")
+    try:
+        async with DriverHarness("sennheiser") as second_hub:
+            devices = [await online(hub, simulator), await online(second_hub, simulator)]
+            assert len({subscription.client for subscription in simulator.subscriptions.values()}) == 2
+            simulator.channels[1].name = "Shared"
+            simulator.publish()
+            for harness, device in zip((hub, second_hub), devices, strict=True):
+                await shows(harness, device.id, simulator)
+    finally:
+        await simulator.stop()
+
+
+async def test_an_unanswered_command_times_out_with_a_clear_error(hub: DriverHarness) -> None:
+    simulator = await started("ewdx-em2")
+    try:
+        device = await online(hub, simulator)
+        simulator.silent = True
+        result = await command(hub, device, CommandKind.MUTE, True)
+        assert (result.ok, result.code) == (False, "timeout")
+        assert "/rx1/mute" in (result.error or "")
+    finally:
+        await simulator.stop()
