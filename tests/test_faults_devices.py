@@ -16,7 +16,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-from wmhub_shure.simulator import ShureSimulator
+from wmhub_sennheiser.simulator.g4 import G4Simulator
+from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
+from wmhub_shure.simulator import ShureSimulator, start_many
 
 from hub.app import Hub
 from hub.testing import eventually
@@ -32,7 +34,7 @@ from tests.fault_harness import (
     seconds_until,
     state_differences,
 )
-from tests.faultproxy import TcpFaultProxy
+from tests.faultproxy import TcpFaultProxy, UdpFaultProxy
 from tests.mosquitto import MqttProbe, TestBroker
 from tests.reliability_report import FaultResult
 
@@ -177,3 +179,141 @@ async def test_device_answering_slowly(mqtt_broker: TestBroker, tmp_path: Path) 
                 notes=f"false offlines: {watch.offline_spells}; a pushed change took {state_latency:.2f} s",
             ).record()
             assert watch.offline_spells == 0 and lost_state == 0 and lost_control == 0
+
+
+async def udp_loss_case(
+    tmp_path: Path, sim: Ssc1Simulator | G4Simulator, url_of: Any, label: str, loss: float = 0.3
+) -> None:
+    """30 % of datagrams lost each way: the device comes up and stays up, every state change and every
+    confirmed command gets through (the drivers resend), only meter samples go missing."""
+    async with UdpFaultProxy("127.0.0.1", sim.port, seed=11) as proxy:
+        proxy.loss_rate = loss
+        url = url_of(proxy.port)
+        async with running_hub(hub_config(tmp_path, [url])) as hub, Api(hub) as api:
+            first_online = await seconds_until(lambda: is_online(hub, url), 15, "device online through the loss")
+            device_id = device_of(hub, url).id  # type: ignore[union-attr]
+            lost_state = lost_control = 0
+            errors: list[str] = []
+            async with OnlineWatch(hub, url) as watch:
+                for present in (False, True, False, True):
+                    sim.set_transmitter(1, present)
+                    try:
+                        await eventually(
+                            lambda present=present: device_of(hub, url).channel(1).tx_present is present,  # type: ignore[union-attr]
+                            5,
+                            f"tx_present={present} through the loss",
+                        )
+                    except AssertionError as exc:
+                        errors.append(str(exc))
+                        lost_state += 1
+                for attempt in range(4):
+                    wanted = attempt % 2 == 0
+                    status, body = await api.post(
+                        f"/api/v1/channels/{device_id}:1/commands", {"kind": "mute", "value": wanted}
+                    )
+                    if status != 200 or not body.get("ok") or sim.channels[0].muted is not wanted:
+                        errors.append(f"{status} {body}")
+                        lost_control += 1
+                await asyncio.sleep(OFFLINE_AFTER_S)
+            counters = proxy.counters
+            FaultResult(
+                f"{label}: {loss:.0%} UDP loss each way",
+                None,
+                first_online,
+                lost_state,
+                lost_control,
+                lost_meters=counters.dropped,
+                notes=(
+                    f"recovery = first online through the loss; false offlines: {watch.offline_spells}; "
+                    f"proxy dropped {counters.dropped} of {counters.dropped + counters.upstream + counters.downstream}"
+                    " datagrams (lost meters counts them all)"
+                ),
+            ).record()
+            assert (lost_state, lost_control, watch.offline_spells) == (0, 0, 0), (label, errors)
+
+
+async def test_ssc1_udp_loss(tmp_path: Path) -> None:
+    async with Ssc1Simulator("ewdx-em2", tick_s=0.2) as sim:
+        await udp_loss_case(tmp_path, sim, lambda port: f"sennheiser-ssc://127.0.0.1:{port}", "Sennheiser SSCv1 EW-DX")
+
+
+async def test_g4_udp_loss(tmp_path: Path) -> None:
+    async with G4Simulator("g4-em300", tick_s=0.2) as sim:
+        await udp_loss_case(
+            tmp_path, sim, lambda port: f"sennheiser-g4://127.0.0.1:{port}?local_port=0", "Sennheiser G4 (MCP)"
+        )
+
+
+async def test_hundred_devices_flapping(tmp_path: Path) -> None:
+    """100 receivers in one process all drop their connections at once, three times in a row (a venue
+    switch rebooting), with names changed meanwhile: every one comes back once, with its new state."""
+    sims = await start_many("ulxd4d", 100)
+    try:
+        urls = [sim.url for sim in sims]
+        config = hub_config(tmp_path, urls, meter_rate_ms=1000)
+        async with running_hub(config) as hub, Api(hub) as api:
+            started = time.monotonic()
+
+            def all_agree() -> bool:
+                return all(
+                    is_online(hub, url) and not state_differences(device_of(hub, url), sim.state)
+                    for url, sim in zip(urls, sims, strict=True)
+                )
+
+            await eventually(all_agree, 30, "100 devices online")
+            first_online = time.monotonic() - started
+            seen_offline: dict[str, float] = {}
+            flapping_since = time.monotonic()
+
+            async def watch() -> None:
+                while True:
+                    now = time.monotonic() - flapping_since
+                    for url in urls:
+                        if url not in seen_offline and is_offline(hub, url):
+                            seen_offline[url] = now
+                    await asyncio.sleep(0.01)
+
+            watcher = asyncio.create_task(watch())
+            for round_ in range(3):
+                await asyncio.sleep(0.3 if round_ else 0)
+                for sim in sims:
+                    sim.drop_clients()
+                last_drop = time.monotonic()
+                for sim in sims[round_ * 10 : round_ * 10 + 10]:
+                    sim.set_name(1, f"FLAP{round_}")
+            try:
+                await eventually(lambda: len(seen_offline) == len(urls), 5, "every device seen offline")
+            finally:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+            detection = max(seen_offline.values())
+            with contextlib.suppress(AssertionError):
+                await eventually(all_agree, 30, "every device back with its state")
+            recovery = round(time.monotonic() - last_drop, 3)
+            lost_state = sum(
+                bool(state_differences(device_of(hub, url), sim.state)) for url, sim in zip(urls, sims, strict=True)
+            )
+            duplicates = sum(len(sim.peers) > 1 for sim in sims)
+            lost_control = 0
+            for sim in sims[::10]:
+                device_id = device_of(hub, sim.url).id  # type: ignore[union-attr]
+                status, _body = await api.post(
+                    f"/api/v1/channels/{device_id}:2/commands", {"kind": "name", "value": "AFTER"}
+                )
+                if status != 200 or sim.channels[2].values.get("name") != "AFTER":
+                    lost_control += 1
+            FaultResult(
+                "100 Shure receivers flapping (all connections dropped 3x at 0.3 s intervals)",
+                round(detection, 3),
+                recovery,
+                lost_state,
+                lost_control,
+                notes=(
+                    f"detection = until the last of 100 showed offline; recovery = from the last drop until all "
+                    f"100 agree with their simulators; first start of 100 took {first_online:.1f} s; "
+                    f"devices with duplicate connections after recovery: {duplicates}"
+                ),
+            ).record()
+            assert lost_state == 0 and lost_control == 0 and duplicates == 0
+    finally:
+        await asyncio.gather(*(sim.stop() for sim in sims))

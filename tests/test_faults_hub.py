@@ -1,0 +1,311 @@
+"""Hub-side faults: the broker restarts or is missing at start, the data dir turns read-only or fills up,
+the hub is stopped with SIGTERM or killed with SIGKILL. Each test records its row for docs/reliability.md."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from wmhub_shure.simulator import ShureSimulator
+
+from hub.app import Hub
+from hub.mqtt.bridge import MqttBridge
+from hub.mqtt.client import MqttClient
+from hub.testing import eventually
+from tests.fault_harness import TOKEN, Api, device_of, hub_config, is_online, running_hub, seconds_until
+from tests.mosquitto import MosquittoBroker, MqttProbe, TestBroker, find_mosquitto, free_port
+from tests.reliability_report import FaultResult
+
+
+def mqtt_client(hub: Hub) -> MqttClient:
+    bridge = next(edge for edge in hub._edges if isinstance(edge, MqttBridge))
+    assert bridge.client is not None
+    return bridge.client
+
+
+async def mqtt_controls_lost(probe: MqttProbe, hub: Hub, device_id: str, sim: ShureSimulator, count: int = 3) -> int:
+    base, hub_id = hub.config.mqtt.base_topic, hub.config.hub_id
+    lost = 0
+    for attempt in range(count):
+        name = f"MQ{attempt}"
+        response = await probe.request(
+            f"{base}/hubs/{hub_id}/response/set", f"{base}/devices/{device_id}/channels/1/set", {"name": name}
+        )
+        if response.get("status") != "ok" or sim.channels[1].values.get("name") != name:
+            lost += 1
+    return lost
+
+
+async def test_broker_restart(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """The broker goes away for a second (no persistence: it forgets every retained topic) while a name is
+    changed on a receiver; once back, the hub has reconnected and the broker holds the current state."""
+    async with ShureSimulator("ulxd4d") as sim:
+        config = hub_config(tmp_path, [sim.url], mqtt_broker.url)
+        base = config.mqtt.base_topic
+        async with running_hub(config) as hub:
+            client = mqtt_client(hub)
+            await eventually(lambda: is_online(hub, sim.url) and client.connected, 10, "hub connected, device online")
+            device_id = device_of(hub, sim.url).id  # type: ignore[union-attr]
+            await mqtt_broker.stop()
+            detection = await seconds_until(lambda: not client.connected, 10, "hub notices the broker is gone")
+            sim.set_name(1, "NOBROKER")
+            await eventually(lambda: device_of(hub, sim.url).channel(1).name == "NOBROKER", 5, "name at the hub")  # type: ignore[union-attr]
+            restarted = time.monotonic()
+            await mqtt_broker.start()
+            async with MqttProbe(mqtt_broker) as probe:
+                await probe.subscribe(f"{base}/#")
+                lost_state = 0
+                try:
+                    await probe.json(f"{base}/devices/{device_id}/channels/1", lambda v: v["name"] == "NOBROKER", 15)
+                    await probe.message(f"{base}/devices/{device_id}/availability", lambda p: p == b"online")
+                    await probe.json(f"{base}/hubs/{config.hub_id}/state", lambda v: v["state"] == "online")
+                except AssertionError:
+                    lost_state = 1
+                recovery = round(time.monotonic() - restarted, 3)
+                lost_control = await mqtt_controls_lost(probe, hub, device_id, sim)
+        FaultResult(
+            "MQTT broker restart (retained store lost, name changed while it was down)",
+            detection,
+            recovery,
+            lost_state,
+            lost_control,
+            notes="recovery = broker back until every retained topic holds the current state again",
+        ).record()
+        assert lost_state == 0 and lost_control == 0
+
+
+async def test_broker_unreachable_at_start(tmp_path: Path) -> None:
+    """No broker when the hub starts: it starts anyway, serves the board and API and monitors devices, and
+    connects when the broker appears."""
+    executable = find_mosquitto()
+    if executable is None:
+        pytest.fail("this fault test needs Mosquitto (scripts/install-system-deps.sh)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="wmhub-late-broker-") as directory:
+        broker = MosquittoBroker(executable, Path(directory))
+        broker.port = port
+        async with ShureSimulator("ulxd4d") as sim:
+            config = hub_config(tmp_path, [sim.url], f"mqtt://127.0.0.1:{port}")
+            started = time.monotonic()
+            async with running_hub(config) as hub, Api(hub) as api:
+                start_s = time.monotonic() - started
+                health = await api.get("/api/health")
+                await eventually(lambda: is_online(hub, sim.url), 10, "device monitored without a broker")
+                device_id = device_of(hub, sim.url).id  # type: ignore[union-attr]
+                assert (await api.get(f"/api/v1/devices/{device_id}"))["online"] is True
+                await broker.start()
+                try:
+                    appeared = time.monotonic()
+                    async with MqttProbe(broker) as probe:
+                        await probe.subscribe(f"{config.mqtt.base_topic}/#")
+                        await probe.json(f"{config.mqtt.base_topic}/devices/{device_id}/channels/1", timeout=30)
+                        connected_after = round(time.monotonic() - appeared, 3)
+                        lost_control = await mqtt_controls_lost(probe, hub, device_id, sim)
+                finally:
+                    await broker.stop()
+        FaultResult(
+            "MQTT broker unreachable at start (appears later)",
+            None,
+            connected_after,
+            0,
+            lost_control,
+            notes=(
+                f"hub started in {start_s:.2f} s without a broker, /api/health answered "
+                f"({health.get('status', 'ok')}), "
+                "device monitored; recovery = broker up until the device's retained state is on it"
+            ),
+        ).record()
+        assert lost_control == 0
+
+
+def write_config(path: Path, urls: list[str], broker: TestBroker, http_port: int, data_dir: Path) -> Path:
+    devices = ", ".join(f'"{url}"' for url in urls)
+    path.write_text(
+        f'hub_id = "procfault"\ndata_dir = "{data_dir}"\ndevices = [{devices}]\noffline_after_s = 1.5\n'
+        f'io_timeout_s = 1.0\nmeter_rate_ms = 200\n[mqtt]\nurl = "{broker.url}"\nbase_topic = "wmproc"\n'
+        f'homeassistant = false\n[http]\nport = {http_port}\ntoken = "{TOKEN}"\n[discovery]\nenabled = false\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+class HubProcess:
+    """``wmhub run --config ...`` as a child process, with its log kept for the failure message."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "hub.cli", "run", "--config", str(self.config)], stdout=out, stderr=out
+            )
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    async def exited(self, timeout: float) -> int:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while (code := self.process.poll()) is None:
+            assert time.monotonic() < deadline, f"hub still running after {timeout} s; log:\n{self.log.read_text()}"
+            await asyncio.sleep(0.02)
+        return code
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@contextlib.contextmanager
+def hub_process(config: Path, log: Path) -> Iterator[HubProcess]:
+    process = HubProcess(config, log)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+async def devices_online(session: aiohttp.ClientSession, base: str, count: int, timeout: float = 20) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with session.get(f"{base}/api/v1/devices") as response:
+                items = (await response.json())["items"]
+                if len(items) >= count and all(item["online"] for item in items):
+                    return list(items)
+        assert time.monotonic() < deadline, f"{count} devices not online over REST within {timeout} s"
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def shure_fleet(*families: str) -> AsyncIterator[list[ShureSimulator]]:
+    sims = [await ShureSimulator(family).start() for family in families]
+    try:
+        yield sims
+    finally:
+        await asyncio.gather(*(sim.stop() for sim in sims))
+
+
+def database_files(data_dir: Path) -> list[Path]:
+    return sorted(path for path in data_dir.glob("*.sqlite3"))
+
+
+async def test_sigterm_clean_shutdown(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """SIGTERM: every Shure receiver gets METER_RATE 0 before its connection closes, every device and the hub
+    read offline on MQTT, the process exits 0 and leaves a cleanly closed database."""
+    async with shure_fleet("ad4q", "ulxd4d", "slxd4", "qlxd4") as sims:
+        http_port = free_port()
+        data_dir = tmp_path / "data"
+        config = write_config(tmp_path / "wmhub.toml", [sim.url for sim in sims], mqtt_broker, http_port, data_dir)
+        with hub_process(config, tmp_path / "hub.log") as hub:
+            hub.start()
+            async with aiohttp.ClientSession() as session, MqttProbe(mqtt_broker) as probe:
+                await probe.subscribe("wmproc/#")
+                items = await devices_online(session, f"http://127.0.0.1:{http_port}", len(sims))
+                await probe.json("wmproc/hubs/procfault/state", lambda v: v["state"] == "online")
+                assert all(sim.metering_on for sim in sims)
+                probe.clear()
+                signalled = time.monotonic()
+                hub.signal(signal.SIGTERM)
+                code = await hub.exited(10)
+                shutdown_s = round(time.monotonic() - signalled, 3)
+                await probe.json("wmproc/hubs/procfault/state", lambda v: v["state"] == "offline")
+                await eventually(
+                    lambda: all(
+                        probe.latest.get(f"wmproc/devices/{item['id']}/availability") == b"offline" for item in items
+                    ),
+                    3,
+                    "every device's availability offline",
+                )
+                offline = len(items)
+        closes = [record for sim in sims for record in sim.closed_clients]
+        metering_left_on = sum(record.metering_left_on or not record.closed_by_client for record in closes)
+        databases = database_files(data_dir)
+        wal_left = [path for path in data_dir.glob("*-wal") if path.stat().st_size > 0]
+        FaultResult(
+            "SIGTERM (clean shutdown of a hub watching 4 Shure receivers)",
+            None,
+            shutdown_s,
+            0,
+            0,
+            notes=(
+                f"exit status {code}; receivers left metering on: {metering_left_on} of {len(sims)}; "
+                f"hub state offline; device availability topics flipped to offline: {offline} of {len(items)}; "
+                + (f"database closed cleanly (no WAL left): {not wal_left}" if databases else "no database file yet")
+                + "; recovery column = time from SIGTERM to exit"
+            ),
+        ).record()
+        assert code == 0
+        assert len(closes) == len(sims) and metering_left_on == 0 and offline == len(items)
+        assert not wal_left
+
+
+async def test_sigkill_then_restart(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """SIGKILL: the broker publishes the hub's last will at once; a restarted hub reconnects every receiver
+    and republishes current state, including a change made while it was dead."""
+    async with shure_fleet("ad4q", "ulxd4d") as sims:
+        http_port = free_port()
+        data_dir = tmp_path / "data"
+        config = write_config(tmp_path / "wmhub.toml", [sim.url for sim in sims], mqtt_broker, http_port, data_dir)
+        base = f"http://127.0.0.1:{http_port}"
+        with hub_process(config, tmp_path / "hub.log") as hub:
+            hub.start()
+            async with aiohttp.ClientSession() as session, MqttProbe(mqtt_broker) as probe:
+                await probe.subscribe("wmproc/#")
+                items = await devices_online(session, base, len(sims))
+                await probe.json("wmproc/hubs/procfault/state", lambda v: v["state"] == "online")
+                probe.clear()
+                killed = time.monotonic()
+                hub.signal(signal.SIGKILL)
+                await hub.exited(5)
+                await probe.json("wmproc/hubs/procfault/state", lambda v: v["state"] == "offline")
+                detection = round(time.monotonic() - killed, 3)
+                sims[0].set_name(1, "AFTERKILL")
+                probe.clear()
+                restarted = time.monotonic()
+                hub.start()
+                await devices_online(session, base, len(sims))
+                lost_state = 0
+                try:
+                    await probe.json("wmproc/hubs/procfault/state", lambda v: v["state"] == "online")
+                    await probe.json(f"wmproc/devices/{items[0]['id']}/channels/1", lambda v: v["name"] == "AFTERKILL")
+                except AssertionError:
+                    lost_state = 1
+                recovery = round(time.monotonic() - restarted, 3)
+                lost_control = 0
+                headers = {"Authorization": f"Bearer {TOKEN}"}
+                for attempt in range(3):
+                    body = {"kind": "name", "value": f"K{attempt}"}
+                    url = f"{base}/api/v1/channels/{items[1]['id']}:1/commands"
+                    async with session.post(url, json=body, headers=headers) as response:
+                        if response.status != 200 or sims[1].channels[1].values.get("name") != f"K{attempt}":
+                            lost_control += 1
+        killed_connections = [record for record in sims[0].closed_clients if not record.closed_by_client]
+        FaultResult(
+            "SIGKILL, then restart",
+            detection,
+            recovery,
+            lost_state,
+            lost_control,
+            notes=(
+                "detection = kill until the broker's last will reads offline; recovery = restart until every "
+                "device is online over REST and MQTT holds the state changed while the hub was dead; "
+                f"a killed hub cannot switch metering off ({len(killed_connections)} connection(s) left it on)"
+            ),
+        ).record()
+        assert lost_state == 0 and lost_control == 0
