@@ -243,6 +243,20 @@ async def test_hub_requests(mqtt_broker: TestBroker, tmp_path: Path, receiver: s
         again = await request("device/remove", {"id": second_id})
         assert again["status"] == "error" and "unknown device" in again["error"]
 
+        renamed = await request(
+            "channel/rename", {"device_id": first_id, "channel": 1, "name": "Lead vocal, stage left"}
+        )
+        assert renamed["status"] == "ok"
+        await probe.json(
+            f"{base}/devices/{first_id}/channels/1", lambda value: value["extended_name"] == "Lead vocal, stage left"
+        )
+        cleared = await request("channel/rename", {"device_id": first_id, "channel": 1, "name": None})
+        assert cleared["status"] == "ok"
+        channel_topic = f"{base}/devices/{first_id}/channels/1"
+        await eventually(lambda: orjson.loads(probe.latest[channel_topic])["extended_name"] is None, 5, "cleared")
+        no_channel = await request("channel/rename", {"device_id": first_id, "channel": 5, "name": "X"})
+        assert no_channel["status"] == "error" and "no channel 5" in no_channel["error"]
+
         approve = await request("candidate/approve", {"url": "example://127.0.0.1:1"})
         assert approve["status"] == "error" and "candidate" in approve["error"]
         rate = await request("meter_rate", {"ms": 500})

@@ -37,6 +37,8 @@ from hub.backoff import Backoff
 log = logging.getLogger("hub.mqtt")
 
 MessageHandler = Callable[[str, bytes], None]
+# Bytes waiting for a slow broker beyond which live (QoS 0, not retained) messages are dropped.
+MAX_WRITE_BUFFER = 8 * 1024 * 1024
 
 
 class BrokerUrlError(ValueError):
@@ -238,6 +240,7 @@ class MqttClient:
         self.connects = 0
         self.published = 0
         self.dropped = 0
+        self.dropped_since_warning = 0
         self.last_error: str | None = None
 
     @property
@@ -262,6 +265,9 @@ class MqttClient:
         client = self._paho
         if client is not None and self._connected:
             if qos == 0 and self._socket is not None:
+                if not retain and self._socket.buffered > MAX_WRITE_BUFFER:
+                    self._shed(topic)
+                    return
                 # QoS 0 needs no state in paho: the packet goes straight into the write buffer
                 self._socket.send(publish_packet(topic, payload, retain))
             else:
@@ -271,6 +277,18 @@ class MqttClient:
             self._pending_clears[topic] = qos
         elif not retain:
             self.dropped += 1
+
+    def _shed(self, topic: str) -> None:
+        """The broker takes less than the hub sends: drop live (QoS 0) messages rather than queue stale ones."""
+        if not self.dropped_since_warning:
+            log.warning(
+                "MQTT broker %s is not keeping up (%d bytes waiting); dropping live messages such as %s",
+                self.address,
+                MAX_WRITE_BUFFER,
+                topic,
+            )
+        self.dropped_since_warning += 1
+        self.dropped += 1
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         if self._subscriptions.get(topic_filter) == qos:
@@ -448,6 +466,7 @@ class MqttClient:
         self.connects += 1
         self._backoff.reset()
         self.last_error = None
+        self.dropped_since_warning = 0
         log.info("MQTT broker %s: connected as %s", self.address, self.client_id)
         if self._subscriptions:
             client.subscribe(list(self._subscriptions.items()))
