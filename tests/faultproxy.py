@@ -22,9 +22,10 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 LOOPBACK = "127.0.0.1"
 READ_SIZE = 65536
@@ -215,16 +216,15 @@ class TcpFaultProxy:
 
 
 class _UdpSide(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram: object) -> None:
+    def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
         self.on_datagram = on_datagram
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.on_datagram(data, addr)  # type: ignore[operator]
+        self.on_datagram(data, addr)
 
     def error_received(self, exc: Exception) -> None:  # ICMP port unreachable while the device is down
         pass
