@@ -254,7 +254,8 @@ async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness
 async def test_control_is_confirmed_despite_30_percent_packet_loss(hub: DriverHarness) -> None:
     simulator = await started("ewdx-em2")
     try:
-        device = await online(hub, simulator)
+        # a request and its reply both arrive one time in two: re-sent every 100 ms, 2 s leave ~20 chances
+        device = await online(hub, simulator, "?retry_ms=100")
         simulator.loss_percent = 30
         before = simulator.received
         names = [f"LOSS {n}" for n in range(10)]
