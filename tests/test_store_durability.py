@@ -1,0 +1,168 @@
+"""Nothing committed is lost: a SIGKILL during heavy writes, a read-only database and a full disk."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from hub.state import StateStore
+from hub.store import AlertKind, Persistence, SimulatedClock, Source, WriterSettings
+from hub.store.history import encode_bucket
+from hub.store.testing import open_simulated, put_receiver
+from hub.testing import eventually
+
+# Configures a venue, waits for a low-battery alert, then writes as hard as it can: audit entries, history
+# blocks and meter churn, with one awaited configuration change per round whose number it prints once
+# that change is committed.
+WRITER_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, random, sys
+    from hub.state import StateStore
+    from hub.store import AlertSettings, Persistence, Source, StoreSettings
+    from hub.store.history import encode_bucket
+    from hub.store.testing import put_receiver
+
+    async def main(data_dir):
+        state = StateStore()
+        put_receiver(state, "shure-A", channels=4, battery_bars=1)
+        settings = StoreSettings(tick_s=0.02, alerts=AlertSettings(battery_for_s=0.0))
+        store = await Persistence.open(data_dir, state, settings=settings)
+        await store.devices.add("shure://127.0.0.1:2202", source=Source.CLI, device_id="shure-A")
+        await store.slots.set(1, "shure-A", 1, source=Source.CLI)
+        await store.groups.create(1, "Band", [1], source=Source.CLI)
+        anna = await store.performers.create("Anna", source=Source.CLI)
+        await store.performers.assign(anna.id, "shure-A", 1, source=Source.CLI, alert_prefs={"battery_bars": 2})
+        while not store.alerts.open_alerts():
+            await asyncio.sleep(0.01)
+        await store.db.sync()
+        print("configured", flush=True)
+        series = [store.history.series(f"load-{n}", 1) for n in range(100)]
+        bucket = encode_bucket([50, 50, 50, -60, -55, -50, -30, -20, -10])
+        at = 0
+        rounds = 0
+        while True:
+            rounds += 1
+            for _ in range(20):
+                at += 10
+                for series_id in series:
+                    store.history.add_bucket(series_id, at, bucket)
+            for index in range(1, 5):
+                state.update_channel("shure-A", index, {"rf_dbm": random.uniform(-90, -40)})
+                store.audit.record(Source.MQTT, "command.gain", f"shure-A/{index}", rounds, rounds + 1)
+            await store.performers.create(f"P{rounds}", source=Source.CLI)
+            print(f"committed {rounds}", flush=True)
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+async def test_sigkill_during_heavy_writes_loses_nothing_committed(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WRITER_SCRIPT, str(tmp_path), stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    last_committed = 0
+    try:
+        deadline = time.monotonic() + 30
+        while last_committed < 300:
+            line = await asyncio.wait_for(process.stdout.readline(), max(0.1, deadline - time.monotonic()))
+            assert line, "the writer died on its own"
+            if line.startswith(b"committed "):
+                last_committed = int(line.split()[1])
+        process.send_signal(signal.SIGKILL)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+    store = await open_simulated(tmp_path, StateStore())
+    try:
+        [(integrity,)] = await store.db.fetchall("PRAGMA integrity_check")
+        assert integrity == "ok"
+        names = {performer.name for performer in store.performers.all()}
+        assert {f"P{n}" for n in range(1, last_committed + 1)} <= names
+        assert store.restore() == [("shure://127.0.0.1:2202", "shure-A")]
+        assert store.slots.get(1).device_id == "shure-A"
+        assert store.groups.get(1).slots == [1]
+        assignment = store.performers.assignment_for("shure-A", 1)
+        assert assignment is not None and assignment.alert_prefs.battery_bars == 2
+        open_alerts = {(alert.kind, alert.channel) for alert in store.alerts.open_alerts()}
+        assert open_alerts == {(AlertKind.LOW_BATTERY, index) for index in range(1, 5)}
+        [(audited,)] = await store.db.fetchall("SELECT count(*) FROM audit WHERE action = 'command.gain'")
+        assert audited >= 4 * (last_committed - 1)
+    finally:
+        await store.close()
+
+
+async def wait_resumed(store: Persistence) -> None:
+    await eventually(lambda: not store.db.failing and store.db.backlog == 0, timeout=5, what="writes to resume")
+
+
+async def test_read_only_database_keeps_the_hub_running_and_resumes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = StateStore()
+    put_receiver(state, "shure-A", channels=1, battery_bars=1)
+    clock = SimulatedClock()
+    store = await open_simulated(tmp_path, state, clock)
+    try:
+        await store.db.connection.execute("PRAGMA query_only = ON")  # what a read-only mount gives SQLite
+        with caplog.at_level(logging.ERROR, logger="hub.store"):
+            slot = await store.slots.set(3, "shure-A", 1, source=Source.REST)
+            assert store.slots.get(3) == slot, "the change is live while the disk refuses it"
+            for _ in range(20):
+                clock.advance(0.5)
+                store.step()
+            assert [a.kind for a in store.alerts.open_alerts()] == [AlertKind.LOW_BATTERY], "monitoring goes on"
+            await eventually(lambda: store.db.failing, what="the writer to notice")
+            failures = [r for r in caplog.records if "database writes failing" in r.getMessage()]
+            assert len(failures) == 1 and "readonly" in failures[0].getMessage()
+            assert await store.db.sync() is False, "callers are not held up by a failing disk"
+        await store.db.connection.execute("PRAGMA query_only = OFF")
+        await wait_resumed(store)
+        assert any("resumed" in r.getMessage() for r in caplog.records)
+    finally:
+        await store.close()
+    again = await open_simulated(tmp_path, StateStore())
+    try:
+        assert again.slots.get(3) == slot
+        assert len(await again.alerts.recent()) == 1
+    finally:
+        await again.close()
+
+
+async def test_full_disk_sheds_history_first_counts_losses_and_resumes(tmp_path: Path) -> None:
+    store = await open_simulated(
+        tmp_path, writer=WriterSettings(flush_interval_s=0.01, retry_interval_s=0.05, backlog_limit=500)
+    )
+    try:
+        [(pages,)] = await store.db.fetchall("PRAGMA page_count")
+        await store.db.connection.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full
+        series = store.history.series("shure-A", 1)
+        bucket = encode_bucket([50, 50, 50, -60, -55, -50, -30, -20, -10])
+        for block in range(600):  # a new block every 60 buckets: 600 history writes
+            for k in range(60):
+                store.history.add_bucket(series, block * 600 + k * 10, bucket)
+            if block % 20 == 0:
+                store.audit.record(Source.REST, "slot.set", f"slot/{block}", None, block)
+        await eventually(lambda: store.db.failing, what="the full disk to be noticed")
+        stats = store.writer_stats
+        assert stats.dropped_history > 0 and stats.dropped_kept == 0
+        assert "full" in (stats.last_error or "")
+        assert store.db.backlog <= 500
+
+        await store.db.connection.execute("PRAGMA max_page_count = 1073741823")
+        await wait_resumed(store)
+        entries = await store.audit.query(limit=1000)
+        assert len(entries) == 30, "every audit entry survived the full disk"
+    finally:
+        await store.close()
