@@ -151,7 +151,15 @@ async def test_a_known_device_never_reached_is_offline(venue: Venue) -> None:
     venue.run(4.0)
     [raised] = venue.raised(AlertKind.DEVICE_OFFLINE)
     assert raised.alert.device_id == "ssc://127.0.0.1:45"
-    await venue.store.devices.remove("ssc://127.0.0.1:45", source=Source.CLI)
+    venue.store.devices.bind("ssc://127.0.0.1:45", "sennheiser-B")
+    put_receiver(venue.state, "sennheiser-B", channels=1)
+    venue.run(6.0)
+    assert venue.open_kinds() == set(), "once it identified itself the device is online under its id"
+
+    await venue.store.devices.add("ssc://127.0.0.1:46", source=Source.CLI)
+    venue.run(4.0)
+    assert venue.open_kinds() == {AlertKind.DEVICE_OFFLINE}
+    await venue.store.devices.remove("ssc://127.0.0.1:46", source=Source.CLI)
     venue.run(6.0)
     assert venue.open_kinds() == set()
 

@@ -348,10 +348,13 @@ class Alerts:
         s = self.settings
         key: AlertKey = (AlertKind.DEVICE_OFFLINE, device_id, None, "")
         device = self._state.get(device_id)
+        known = self._devices.find(device_id)
         if device is not None and device.online:
             verdict = Verdict.CLEAR
-        elif device is None and not self._devices.has(device_id):
+        elif device is None and known is None:
             verdict = Verdict.CLEAR  # removed from the hub: nothing left to watch
+        elif known is not None and known.device_id is not None and known.device_id != device_id:
+            verdict = Verdict.CLEAR  # watched by URL until it identified itself; its id takes over
         else:
             verdict = Verdict.ACTIVE
         name = device.name if device is not None and device.name else device_id

@@ -46,12 +46,14 @@ class KnownDevices(Service):
                 return device
         raise NotFoundError(f"no known device {url_or_device_id!r}", device=url_or_device_id)
 
-    def has(self, url_or_device_id: str) -> bool:
+    def find(self, url_or_device_id: str) -> KnownDevice | None:
         try:
-            self.get(url_or_device_id)
+            return self.get(url_or_device_id)
         except NotFoundError:
-            return False
-        return True
+            return None
+
+    def has(self, url_or_device_id: str) -> bool:
+        return self.find(url_or_device_id) is not None
 
     def restore(self) -> list[tuple[str, str | None]]:
         """(url, device_id) of every known device, for the hub to reconnect at start."""
