@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -64,15 +65,25 @@ async def start_hub_process(broker: TestBroker, data_dir: Path) -> asyncio.subpr
     )  # fmt: skip
 
 
+async def every_demo_device_online(probe: MqttProbe) -> list[dict[str, Any]]:
+    """The hub's device list once it holds every device the hub was configured with, all online."""
+    info = await probe.json("wmhub/hubs/killed/info", timeout=30)
+    count = info["config"]["devices"]
+    assert count >= 4, info
+    devices: list[dict[str, Any]] = await probe.json(
+        "wmhub/hubs/killed/devices", lambda value: len(value) == count and all(d["online"] for d in value), 30
+    )
+    return devices
+
+
 async def test_hub_killed_leaves_its_last_will_and_comes_back_complete(mqtt_broker: TestBroker, tmp_path: Path) -> None:
     state_topic = "wmhub/hubs/killed/state"
     async with MqttProbe(mqtt_broker) as probe:
         await probe.subscribe("wmhub/#")
         hub = await start_hub_process(mqtt_broker, tmp_path)
         try:
-            devices = await probe.json(
-                "wmhub/hubs/killed/devices", lambda value: len(value) >= 4 and all(d["online"] for d in value), 30
-            )
+            devices = await every_demo_device_online(probe)
+            first_devices = devices
             channels = {
                 f"wmhub/devices/{d['id']}/channels/{i}" for d in devices for i in range(1, d["channel_count"] + 1)
             }
@@ -91,9 +102,7 @@ async def test_hub_killed_leaves_its_last_will_and_comes_back_complete(mqtt_brok
         try:
             await probe.json(state_topic, lambda value: value["state"] == "online", 30)
             # the demo's simulators listen on new ports, and serial-less receivers get new ids with them
-            devices = await probe.json(
-                "wmhub/hubs/killed/devices", lambda value: len(value) >= 4 and all(d["online"] for d in value), 30
-            )
+            devices = await every_demo_device_online(probe)
             wanted = {"wmhub/hubs/killed/state", "wmhub/hubs/killed/info", "wmhub/hubs/killed/devices"}
             for device in devices:
                 topic = f"wmhub/devices/{device['id']}"
@@ -102,6 +111,12 @@ async def test_hub_killed_leaves_its_last_will_and_comes_back_complete(mqtt_brok
             await eventually(lambda: wanted <= set(probe.latest), 20, "every retained topic back")
             after = await retained_snapshot(mqtt_broker, "wmhub/#", len(wanted))
             assert wanted <= set(after)
+            # receivers of the killed run that this run does not have are not left "online"
+            left_behind = {device["id"] for device in first_devices} - {device["id"] for device in devices}
+            assert left_behind, "the demo's serial-less receivers come back with new ids"
+            for device_id in left_behind:
+                topic = f"wmhub/devices/{device_id}/availability"
+                await eventually(lambda topic=topic: probe.latest.get(topic) == b"offline", 5, f"{topic} offline")
             assert orjson.loads(after[state_topic]) == {"state": "online"}
         finally:
             hub.send_signal(signal.SIGTERM)

@@ -131,6 +131,7 @@ class MqttBridge:
         self._queues: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._last_meters: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._controlled: set[str] = set()
+        self._left_behind_checked = False
         self._requests: dict[str, tuple[type[_Strict], RequestHandler]] = {
             "info": (EmptyRequest, self._request_info),
             "devices": (EmptyRequest, self._request_devices),
@@ -175,6 +176,8 @@ class MqttBridge:
             client.subscribe(self.topics.requests, qos)
         if settings.homeassistant:
             client.subscribe(self.topics.homeassistant_status, qos)
+        # once: the retained device list tells which devices the previous run of this hub left behind
+        client.subscribe(self.topics.hub_devices, qos)
         for device in list(self.hub.store.devices.values()):
             self._publish_device(device)
         self._publish_device_list()
@@ -347,6 +350,9 @@ class MqttBridge:
         if command is not None:
             self._spawn("hub", self._answer_request(command, payload))
             return
+        if topic == self.topics.hub_devices:
+            self._mark_left_behind_offline(payload)
+            return
         target = self.topics.control_target(topic)
         if target is not None:
             self._spawn(
@@ -355,6 +361,23 @@ class MqttBridge:
             return
         if topic == self.topics.homeassistant_status and payload.strip() == b"online":
             self._republish_for_homeassistant()
+
+    def _mark_left_behind_offline(self, payload: bytes) -> None:
+        """Devices in the list a previous run of this hub left retained, and unknown to this run, get an
+        ``offline`` availability: the last will covers only the hub's own state topic."""
+        assert self.client is not None
+        if self._left_behind_checked:
+            return
+        self._left_behind_checked = True
+        self.client.unsubscribe(self.topics.hub_devices)
+        try:
+            previous = {str(entry["id"]) for entry in orjson.loads(payload)} if payload else set()
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            return
+        for device_id in sorted(previous - set(self.hub.store.devices)):
+            log.info("device %s from this hub's previous run is not here (yet): marked offline", device_id)
+            availability = self.topics.availability(device_id)
+            self.client.publish(availability, b"offline", self.settings.qos_state, retain=True, keep=False)
 
     def _spawn(self, queue: str, work: Awaitable[None]) -> None:
         # Tasks start in creation order and the lock is fair, so each queue is served first come, first served.

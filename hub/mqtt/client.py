@@ -254,9 +254,10 @@ class MqttClient:
 
     # Publishing and subscribing: plain calls, safe whether or not the broker is connected right now
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        """Send now if connected. Retained values are kept and re-sent after a reconnect; others are dropped."""
-        if retain:
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, keep: bool = True) -> None:
+        """Send now if connected. Retained values are kept and re-sent after a reconnect (unless ``keep`` is
+        False); other messages are dropped while disconnected."""
+        if retain and keep:
             if payload:
                 self._retained[topic] = (payload, qos)
                 self._pending_clears.pop(topic, None)
