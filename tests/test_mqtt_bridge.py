@@ -333,7 +333,9 @@ async def test_clean_stop_says_offline_and_control_topics_follow_the_hub(
             await probe.json(f"{base}/devices/{b_device}/channels/1", lambda value: value["name"] == "B only")
             assert hub_a.store.devices[a_device].channels[0].name == "Lead"
         assert await probe.json(f"{base}/hubs/site_b/state", lambda value: value["state"] == "offline")
+        assert probe.latest[f"{base}/devices/{b_device}/availability"] == b"offline"
         assert orjson.loads(probe.latest[f"{base}/hubs/site_a/state"]) == {"state": "online"}
+        assert probe.latest[f"{base}/devices/{a_device}/availability"] == b"online"
 
 
 def test_topic_ids_are_safe_for_home_assistant() -> None:

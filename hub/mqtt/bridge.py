@@ -193,7 +193,7 @@ class MqttBridge:
             log.warning("MQTT broker %s not reachable yet; the hub keeps trying in the background", address)
 
     async def stop(self) -> None:
-        """Say offline (retained), deliver it, disconnect cleanly, stop the embedded broker."""
+        """Say offline (hub and devices, retained), deliver it, disconnect cleanly, stop the embedded broker."""
         for sub in self._subscriptions:
             sub.close()
         for task in self._loops:
@@ -211,6 +211,9 @@ class MqttBridge:
                 task.cancel()
         client = self.client
         if client is not None:
+            # nobody watches the receivers once the hub is gone: say so on each, not only on the hub
+            for device_id in list(self.hub.store.devices):
+                self._publish(self.topics.availability(device_id), payloads.availability_payload(False))
             client.publish(self.topics.hub_state, payloads.HUB_OFFLINE, self.settings.qos_state, retain=True)
             await client.stop()
         if self.embedded is not None:
