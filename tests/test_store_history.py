@@ -118,6 +118,26 @@ async def test_history_being_filled_survives_a_restart(tmp_path: Path) -> None:
         await again.close()
 
 
+async def test_a_block_left_unfinished_by_a_stop_is_rolled_up_after_the_restart(tmp_path: Path) -> None:
+    clock = aligned_clock()
+    store = await open_simulated(tmp_path, clock=clock)
+    series = store.history.series("shure-A", 1)
+    start = int(clock.now())
+    for k in range(30):  # five minutes into a ten-minute block, then the hub stops
+        store.history.add_bucket(series, start + 10 * k, encode_bucket([70, 70, 70] + [None] * 6))
+    clock.advance(300)
+    await store.close()
+
+    clock.advance(2 * 3600)  # it is down for two hours
+    again = await open_simulated(tmp_path, clock=clock)
+    try:
+        again.step()
+        minutes = await again.history.query("shure-A", 1, start, start + 600, step=60)
+        assert [p.battery_avg for p in minutes] == [70] * 5
+    finally:
+        await again.close()
+
+
 async def test_a_week_of_100_channels_stays_under_the_documented_size(tmp_path: Path) -> None:
     """Seven simulated days, 100 channels, every 10 s bucket fed to the history service."""
     clock = aligned_clock()

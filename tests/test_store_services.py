@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.drivers import EndpointError
 from hub.hookspecs import Candidate
 from hub.model import Command, CommandKind, CommandResult
 from hub.state import StateStore
@@ -58,8 +59,6 @@ async def test_known_devices_add_bind_remove(store: Persistence) -> None:
 async def test_url_check_refuses_schemes_no_plugin_handles(store: Persistence) -> None:
     def only_shure(url: str) -> None:
         if not url.startswith("shure://"):
-            from hub.drivers import EndpointError
-
             raise EndpointError(f"no plugin handles {url!r}")
 
     store.devices.url_check = only_shure

@@ -189,6 +189,8 @@ class Database:
                     await asyncio.wait_for(self._urgent.wait(), self.settings.flush_interval_s)
             self._urgent.clear()
             if await self._flush_batch():
+                if len(self._queue) >= self.settings.flush_max_items:
+                    self._urgent.set()  # a backlog (after an outage) drains at full speed
                 continue
             if self._closing:
                 return

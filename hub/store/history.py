@@ -184,14 +184,20 @@ class History:
             (row["device_id"], row["channel"]): row["id"]
             for row in await db.fetchall("SELECT id, device_id, channel FROM history_series")
         }
-        open_blocks: list[dict[int, _Block]] = []
-        now = clock.now()
-        for tier in settings.tiers:
-            rows = await db.fetchall(
-                "SELECT series_id, start, data FROM history_blocks WHERE step = ? AND start > ?",
-                (tier.step_s, now - tier.span_s),
-            )
-            open_blocks.append({row["series_id"]: _Block(row["start"], _from_bytes(row["data"])) for row in rows})
+        # The newest block of every series and tier is open again, however old: if the hub stopped before
+        # it was finished, finishing it now still rolls it up; if it was finished, doing it again changes
+        # nothing (the coarser block it lands in is the newest one, loaded too).
+        open_blocks: list[dict[int, _Block]] = [{} for _ in settings.tiers]
+        level_of = {tier.step_s: level for level, tier in enumerate(settings.tiers)}
+        rows = await db.fetchall(
+            "SELECT b.series_id, b.step, b.start, b.data FROM history_blocks AS b JOIN "
+            "(SELECT series_id, step, max(start) AS start FROM history_blocks GROUP BY series_id, step) "
+            "USING (series_id, step, start)"
+        )
+        for row in rows:
+            level = level_of.get(row["step"])
+            if level is not None:
+                open_blocks[level][row["series_id"]] = _Block(row["start"], _from_bytes(row["data"]))
         return cls(db, clock, state, settings, series, open_blocks)
 
     def series(self, device_id: str, channel: int) -> int:
