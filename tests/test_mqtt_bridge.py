@@ -343,3 +343,38 @@ def test_topic_ids_are_safe_for_home_assistant() -> None:
 
     assert homeassistant_node_id("shure-00:0E:DD:12.34") == "shure-00_0E_DD_12_34"
     assert re.fullmatch(r"[a-zA-Z0-9_-]+", homeassistant_node_id("sennheiser-a b/c"))
+
+
+async def test_a_burst_of_commands_gets_every_answer_in_order(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
+        base = hub.config.mqtt.base_topic
+        device_id = await online_device(hub)
+        await probe.subscribe(f"{base}/hubs/hub1/response/#")
+        for number in range(200):
+            probe.publish(f"{base}/devices/{device_id}/channels/1/get", {"transaction": number})
+        probe.publish(f"{base}/devices/{device_id}/channels/1/set", {"name": "Last", "transaction": "set"})
+        await probe.json(f"{base}/hubs/hub1/response/set", lambda value: value["transaction"] == "set", 10)
+        answers = [orjson.loads(payload)["transaction"] for topic, payload in probe.messages if topic.endswith("/get")]
+        assert answers == list(range(200))
+
+
+async def test_control_off_publishes_but_takes_no_commands(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    async with running_hub(mqtt_broker, tmp_path, [receiver], control=False) as hub, MqttProbe(mqtt_broker) as probe:
+        base = hub.config.mqtt.base_topic
+        device_id = await online_device(hub)
+        await probe.subscribe(f"{base}/#")
+        await probe.subscribe("homeassistant/#")
+        await probe.json(f"{base}/devices/{device_id}/channels/1", lambda value: value["name"] == "Lead")
+        probe.clear()
+        probe.publish(f"{base}/devices/{device_id}/channels/1/set", {"name": "Hijack"})
+        probe.publish(f"{base}/hubs/hub1/request/devices", {})
+        # Home Assistant's birth message, sent after the two commands, is still served; by the time its
+        # re-publish is in, a hub listening for commands would have answered the request already
+        probe.publish("homeassistant/status", b"online")
+        await probe.json(f"homeassistant/device/{device_id}/config")
+        assert not [topic for topic, _ in probe.messages if "/response/" in topic]
+        assert hub.store.devices[device_id].channels[0].name == "Lead"
