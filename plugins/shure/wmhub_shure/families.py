@@ -293,50 +293,47 @@ def _ulx_channel(name_width: int, with_mute: bool) -> dict[str, Param]:
     return params
 
 
-ULXD: Final = Family(
-    key="ulxd",
-    label="ULX-D",
-    models={"ULXD4": 1, "ULXD4D": 2, "ULXD4Q": 4},
-    framing=ANGLE,
-    channel_params=_ulx_channel(8, with_mute=True),
-    device_params=_device_params(8, 18, with_model=False),
-    warnings=(
-        WarningRule("interference", "RF_INT_DET", frozenset({"CRITICAL"}), "NONE"),
-        WarningRule("encryption", "ENCRYPTION_WARNING", frozenset({"ON"}), "OFF"),
-        *runtime_warnings("BATT_RUN_TIME"),
-    ),
-    sample=ulx_sample,
-    sample_fields=frozenset({"antenna", "rf_dbm", "audio_dbfs"}),
-    controls=_BASIC_CONTROLS | _MUTE | _IDENTIFY,
-    name_max=8,
-    name_width=8,
-    device_name_width=8,
-    freq_digits=6,
-    tx_model_param="TX_TYPE",
-    battery_param="BATT_BARS",
+def _ulx_family(
+    key: str,
+    label: str,
+    models: Mapping[str, int],
+    extra_warnings: tuple[WarningRule, ...],
+    extra_controls: frozenset[CommandKind],
+) -> Family:
+    """ULX-D and QLX-D share the wire tables; QLX-D lacks mute, identify and interference detection."""
+    return Family(
+        key=key,
+        label=label,
+        models=models,
+        framing=ANGLE,
+        channel_params=_ulx_channel(8, with_mute=CommandKind.MUTE in extra_controls),
+        device_params=_device_params(8, 18, with_model=False),
+        warnings=(
+            *extra_warnings,
+            WarningRule("encryption", "ENCRYPTION_WARNING", frozenset({"ON"}), "OFF"),
+            *runtime_warnings("BATT_RUN_TIME"),
+        ),
+        sample=ulx_sample,
+        sample_fields=frozenset({"antenna", "rf_dbm", "audio_dbfs"}),
+        controls=_BASIC_CONTROLS | extra_controls,
+        name_max=8,
+        name_width=8,
+        device_name_width=8,
+        freq_digits=6,
+        tx_model_param="TX_TYPE",
+        battery_param="BATT_BARS",
+    )
+
+
+ULXD: Final = _ulx_family(
+    "ulxd",
+    "ULX-D",
+    {"ULXD4": 1, "ULXD4D": 2, "ULXD4Q": 4},
+    extra_warnings=(WarningRule("interference", "RF_INT_DET", frozenset({"CRITICAL"}), "NONE"),),
+    extra_controls=_MUTE | _IDENTIFY,
 )
 
-QLXD: Final = Family(
-    key="qlxd",
-    label="QLX-D",
-    models={"QLXD4": 1},
-    framing=ANGLE,
-    channel_params=_ulx_channel(8, with_mute=False),
-    device_params=_device_params(8, 18, with_model=False),
-    warnings=(
-        WarningRule("encryption", "ENCRYPTION_WARNING", frozenset({"ON"}), "OFF"),
-        *runtime_warnings("BATT_RUN_TIME"),
-    ),
-    sample=ulx_sample,
-    sample_fields=frozenset({"antenna", "rf_dbm", "audio_dbfs"}),
-    controls=_BASIC_CONTROLS,
-    name_max=8,
-    name_width=8,
-    device_name_width=8,
-    freq_digits=6,
-    tx_model_param="TX_TYPE",
-    battery_param="BATT_BARS",
-)
+QLXD: Final = _ulx_family("qlxd", "QLX-D", {"QLXD4": 1}, extra_warnings=(), extra_controls=frozenset())
 
 AXIENT: Final = Family(
     key="axient",
@@ -398,49 +395,37 @@ def _slx_channel(plus: bool) -> dict[str, Param]:
     return params
 
 
-SLXD: Final = Family(
-    key="slxd",
-    label="SLX-D",
-    models={"SLXD4": 1, "SLXD4D": 2},
-    framing=ANGLE,
-    channel_params=_slx_channel(plus=False),
-    device_params=_device_params(8, 24, with_model=True),
-    warnings=runtime_warnings("TX_BATT_MINS"),
-    sample=slx_sample,
-    sample_fields=frozenset({"audio_dbfs", "rf_dbm"}),
-    controls=_BASIC_CONTROLS | _IDENTIFY,
-    name_max=8,  # CO's validator; the 31-wide report field is not what SET accepts
-    name_width=31,
-    device_name_width=8,
-    freq_digits=7,
-    tx_model_param="TX_MODEL",
-    battery_param="TX_BATT_BARS",
-    channel_flash=True,
-)
-
-SLXD_PLUS: Final = Family(
-    key="slxd_plus",
-    label="SLX-D+",
-    models={"SLXD4+": 1, "SLXD4D+": 2, "SLXD4Q+": 4, "SLXD4QDAN+": 4},
-    framing=ANGLE,
-    channel_params=_slx_channel(plus=True),
-    device_params=_device_params(8, 24, with_model=True),
-    warnings=(
+def _slx_family(key: str, label: str, models: Mapping[str, int], plus: bool) -> Family:
+    """SLX-D and SLX-D+ share the wire tables; the + models add antenna status, warnings and two side slots."""
+    status_warnings = (
         WarningRule("interference", "INTERFERENCE_STATUS", frozenset({"DETECTED"}), "NONE"),
         WarningRule("encryption", "ENCRYPTION_STATUS", frozenset({"ERROR"}), "OK"),
-        *runtime_warnings("TX_BATT_MINS"),
-    ),
-    sample=slx_sample,
-    sample_fields=frozenset({"audio_dbfs", "rf_dbm"}),
-    controls=_BASIC_CONTROLS | _IDENTIFY,
-    name_max=8,
-    name_width=31,
-    device_name_width=8,
-    freq_digits=7,
-    tx_model_param="TX_MODEL",
-    battery_param="TX_BATT_BARS",
-    channel_flash=True,
-    slots=2,
+    )
+    return Family(
+        key=key,
+        label=label,
+        models=models,
+        framing=ANGLE,
+        channel_params=_slx_channel(plus),
+        device_params=_device_params(8, 24, with_model=True),
+        warnings=(*(status_warnings if plus else ()), *runtime_warnings("TX_BATT_MINS")),
+        sample=slx_sample,
+        sample_fields=frozenset({"audio_dbfs", "rf_dbm"}),
+        controls=_BASIC_CONTROLS | _IDENTIFY,
+        name_max=8,  # CO's validator; the 31-wide report field is not what SET accepts
+        name_width=31,
+        device_name_width=8,
+        freq_digits=7,
+        tx_model_param="TX_MODEL",
+        battery_param="TX_BATT_BARS",
+        channel_flash=True,
+        slots=2 if plus else 0,
+    )
+
+
+SLXD: Final = _slx_family("slxd", "SLX-D", {"SLXD4": 1, "SLXD4D": 2}, plus=False)
+SLXD_PLUS: Final = _slx_family(
+    "slxd_plus", "SLX-D+", {"SLXD4+": 1, "SLXD4D+": 2, "SLXD4Q+": 4, "SLXD4QDAN+": 4}, plus=True
 )
 
 UHFR: Final = Family(
