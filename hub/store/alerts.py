@@ -10,6 +10,7 @@ reconnected its channels are HOLD: no news is not good news, and a restart does 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
@@ -377,9 +378,10 @@ class Alerts:
             # unknown is not fine: hold what is open until the device reports again, unless it was removed
             gone = device is None and not self._devices.has(device_id)
             hold = Verdict.CLEAR if gone else Verdict.HOLD
-            judgements = [_replace_verdict(judgement, hold) for judgement in judgements]
+            judgements = [dataclasses.replace(judgement, verdict=hold) for judgement in judgements]
+        disabled = set(prefs.disabled_kinds)
         return [
-            _replace_verdict(judgement, Verdict.CLEAR) if judgement.key[0].value in prefs.disabled_kinds else judgement
+            dataclasses.replace(judgement, verdict=Verdict.CLEAR) if judgement.key[0].value in disabled else judgement
             for judgement in judgements
         ]
 
@@ -472,12 +474,6 @@ class Alerts:
                 pass
         name = self._names.display_name(device_id, index)
         return f"{name} ({where})" if name else where
-
-
-def _replace_verdict(judgement: _Judgement, verdict: Verdict) -> _Judgement:
-    return _Judgement(
-        judgement.key, verdict, judgement.raise_after, judgement.clear_after, judgement.severity, judgement.message
-    )
 
 
 def _key_of(alert: Alert) -> AlertKey:
