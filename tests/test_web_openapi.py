@@ -2,7 +2,8 @@
 
 The hub runs in the test's event loop; schemathesis runs as its own process (its HTTP client is
 blocking), bounded by --max-examples. The hub has no plugins loaded, so no generated device URL can make
-it connect anywhere: adding devices answers 422, and every command 404s on the unknown device.
+it connect anywhere: adding devices answers 422, and every command 404s on the unknown device. The venue
+store is attached, so its routes are in the document and fuzzed too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from hub.app import Hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
+from hub.store.testing import open_simulated
 
 TOKEN = "schemathesis-token"
 # positive_data_acceptance would want every schema-valid device URL accepted; an unknown scheme is a 422
@@ -28,7 +30,10 @@ async def test_schemathesis_finds_no_server_errors(tmp_path: Path) -> None:
         discovery=DiscoverySettings(enabled=False),
         http=HttpSettings(port=0, token=TOKEN),
     )
-    async with Hub(config, PluginHost()) as hub:
+    hub = Hub(config, PluginHost())
+    store = await open_simulated(tmp_path, hub.store)
+    hub.persistence = store  # type: ignore[attr-defined]
+    async with hub:
         st = Path(sys.executable).with_name("st")
         process = await asyncio.create_subprocess_exec(
             str(st),
@@ -37,7 +42,7 @@ async def test_schemathesis_finds_no_server_errors(tmp_path: Path) -> None:
             "--checks=all",
             f"--exclude-checks={EXCLUDED_CHECKS}",
             "--phases=examples,coverage,fuzzing",
-            "--max-examples=25",
+            "--max-examples=20",
             "--seed=7",
             "--request-timeout=5",
             "--no-color",
@@ -49,6 +54,7 @@ async def test_schemathesis_finds_no_server_errors(tmp_path: Path) -> None:
         )
         output, _ = await asyncio.wait_for(process.communicate(), 90)
         operations = len(hub.web.operations)
+    await store.close()
     text = output.decode(errors="replace")
     assert process.returncode == 0, text[-6000:]
     assert f"Tested: {operations}" in text, text[-3000:]

@@ -14,8 +14,8 @@ from typing import Final
 from aiohttp import web
 
 from hub.app import Hub, UnknownCandidateError
-from hub.drivers import EndpointError
 from hub.model import Channel, Command, Device
+from hub.store import Persistence
 from hub.web.routing import ApiError, Operation, json_response, not_found, parse_body, parse_query
 from hub.web.schemas import (
     AddDeviceBody,
@@ -96,6 +96,39 @@ def device_view(hub: Hub, device: Device) -> DeviceView:
     )
 
 
+def persistence_of(hub: Hub) -> Persistence | None:
+    """The hub's venue store, once the hub has one (``Hub.persistence``)."""
+    store = getattr(hub, "persistence", None)
+    return store if isinstance(store, Persistence) else None
+
+
+def _locations_within(store: Persistence, location_id: int) -> set[int]:
+    """The location and every location inside it (a stage holds racks)."""
+    found = {location_id}
+    children = [(location.id, location.parent_id) for location in store.locations.all()]
+    grew = True
+    while grew:
+        inside = {child for child, parent in children if parent in found}
+        grew = not inside <= found
+        found |= inside
+    return found
+
+
+def _device_filter(hub: Hub, query: ListQuery) -> Callable[[Device], bool]:
+    places: set[int] | None = None
+    store = persistence_of(hub)
+    if query.location is not None:
+        places = _locations_within(store, query.location) if store is not None else set()
+
+    def located(device: Device) -> bool:
+        if places is None:
+            return True
+        known = store.devices.find(device.id) if store is not None else None
+        return known is not None and known.location_id in places
+
+    return lambda device: _device_matches(device, query) and located(device)
+
+
 def _find_device(hub: Hub, device_id: str) -> Device:
     device = hub.store.get(device_id)
     if device is None:
@@ -117,10 +150,7 @@ def _device_matches(device: Device, query: ListQuery) -> bool:
         return False
     if query.vendor is not None and device.vendor != query.vendor:
         return False
-    if query.low_battery is not None and any(is_low_battery(ch) for ch in device.channels) != query.low_battery:
-        return False
-    # locations live in the venue store; until a device is placed, no location matches it
-    return query.location is None
+    return query.low_battery is None or any(is_low_battery(ch) for ch in device.channels) == query.low_battery
 
 
 def _page_bounds(total: int, query: ListQuery) -> slice:
@@ -130,7 +160,8 @@ def _page_bounds(total: int, query: ListQuery) -> slice:
 async def list_devices(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     query = parse_query(request, ListQuery)
-    devices = sorted((d for d in hub.store.devices.values() if _device_matches(d, query)), key=lambda d: d.id)
+    matches = _device_filter(hub, query)
+    devices = sorted((d for d in hub.store.devices.values() if matches(d)), key=lambda d: d.id)
     page = devices[_page_bounds(len(devices), query)]
     return json_response(
         DevicePage(
@@ -147,11 +178,11 @@ async def get_device(request: web.Request) -> web.Response:
 async def list_channels(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     query = parse_query(request, ListQuery)
-    device_query = query.model_copy(update={"low_battery": None})
+    matches = _device_filter(hub, query.model_copy(update={"low_battery": None}))
     channels = [
         channel_view(device, channel)
         for device in sorted(hub.store.devices.values(), key=lambda d: d.id)
-        if _device_matches(device, device_query)
+        if matches(device)
         for channel in device.channels
         if query.low_battery is None or is_low_battery(channel) == query.low_battery
     ]
@@ -205,7 +236,7 @@ async def add_device(request: web.Request) -> web.Response:
     known = body.url in hub.devices.by_url
     try:
         managed = await hub.add_device(body.url, SOURCE)
-    except EndpointError as exc:
+    except ValueError as exc:  # EndpointError, or urllib refusing the URL outright (e.g. "x://[")
         raise ApiError(422, "invalid_url", str(exc)) from None
     return json_response(ManagedView(url=managed.url, device_id=managed.handle.device_id), 200 if known else 201)
 
@@ -240,7 +271,7 @@ async def approve_candidate(request: web.Request) -> web.Response:
         managed = await hub.approve_candidate(body.url, SOURCE)
     except UnknownCandidateError as exc:
         raise ApiError(404, "not_found", str(exc)) from None
-    except EndpointError as exc:
+    except ValueError as exc:
         raise ApiError(422, "invalid_url", str(exc)) from None
     return json_response(ManagedView(url=managed.url, device_id=managed.handle.device_id), 201)
 

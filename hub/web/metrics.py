@@ -6,6 +6,7 @@ for metrics; only the HTTP request counter is updated as requests happen.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -13,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from hub.app import Hub
+from hub.web.api import persistence_of
 from hub.web.live import LiveFeed
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -49,6 +51,18 @@ class HubCollector(Collector):
         yield GaugeMetricFamily(
             "wmhub_discovery_candidates", "Discovered devices waiting for approval", value=len(self._hub.candidates())
         )
+        store = persistence_of(self._hub)
+        if store is not None:
+            alerts = GaugeMetricFamily(
+                "wmhub_alerts_open", "Raised, not yet cleared alerts", labels=["kind", "severity", "acknowledged"]
+            )
+            counts = Tally(
+                (a.kind.value, a.severity, str(a.acknowledged_at is not None).lower())
+                for a in store.alerts.open_alerts()
+            )
+            for labels, count in sorted(counts.items()):
+                alerts.add_metric(list(labels), count)
+            yield alerts
         yield GaugeMetricFamily("wmhub_live_clients", "Browsers on the live feed", value=len(self._live.clients))
         yield CounterMetricFamily(
             "wmhub_live_clients_dropped", "Browsers dropped for not keeping up", value=self._live.dropped

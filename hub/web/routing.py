@@ -82,9 +82,12 @@ def parse_query(request: web.Request, model: type[ModelT]) -> ModelT:
         raise ApiError(422, "invalid_query", "the query string is not valid", _validation_details(exc)) from None
 
 
-async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
-    """Validate a JSON body strictly: ``0`` is not ``false`` and ``"5"`` is not ``5``."""
+async def parse_body(request: web.Request, model: type[ModelT], *, optional: bool = False) -> ModelT:
+    """Validate a JSON body strictly: ``0`` is not ``false`` and ``"5"`` is not ``5``. An ``optional`` body
+    may be left out, which means every field's default."""
     raw = await request.read()
+    if optional and not raw.strip():
+        raw = b"{}"
     try:
         return model.model_validate_json(raw or b"null", strict=True)
     except ValidationError as exc:

@@ -67,7 +67,9 @@ class ListQuery(Strict):
         default=None, description="only devices/channels with (true) or without (false) a low battery"
     )
     vendor: str | None = None
-    location: str | None = Field(default=None, description="only devices at this location (venue store)")
+    location: int | None = Field(
+        default=None, ge=1, le=1_000_000_000, description="only devices at this location id or inside it (venue store)"
+    )
 
 
 class CommandBody(Strict):

@@ -26,6 +26,7 @@ from hub.web.live import LiveFeed
 from hub.web.metrics import CONTENT_TYPE, Metrics
 from hub.web.openapi import build_document
 from hub.web.routing import ApiError, Handler, Operation, error_response, json_response
+from hub.web.venue import VENUE_OPERATIONS, has_venue
 
 log = logging.getLogger("hub.web")
 
@@ -73,7 +74,8 @@ class WebServer:
         self.token = self.settings.token or load_or_create_token(hub.config.data_dir)
         self.live = LiveFeed(hub, self.settings.live_interval_s, self.settings.live_queue)
         self.metrics = Metrics(hub, self.live)
-        self.operations = OPERATIONS
+        # the venue routes exist only with a store; without one they answer 404 like any unknown path
+        self.operations = OPERATIONS + (VENUE_OPERATIONS if has_venue(hub) else ())
         self.openapi = build_document(self.operations)
         self._static_files = frozenset(path.name for path in STATIC_DIR.iterdir() if path.is_file())
         self.app = self._build_app()

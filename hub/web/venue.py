@@ -1,0 +1,415 @@
+"""REST API v1 over the venue store (#6): locations, slots, groups, performers, assignments, history, audit.
+
+These routes exist only when the hub has a store (``hub.persistence``). The store's typed errors carry
+their own code; :func:`store_error` turns them into the API's error body with the store's HTTP status.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from hub.app import Hub
+from hub.store import (
+    HTTP_STATUS,
+    Alert,
+    AlertPrefs,
+    Assignment,
+    AuditEntry,
+    Group,
+    HistoryPoint,
+    KnownDevice,
+    Location,
+    LocationKind,
+    Performer,
+    Persistence,
+    Slot,
+    StoreError,
+)
+from hub.web.api import HUB_KEY, SOURCE, find_channel, persistence_of
+from hub.web.routing import ApiError, Operation, json_response, parse_body, parse_query
+from hub.web.schemas import Strict
+
+NO_CONTENT: Final = 204
+
+
+def has_venue(hub: Hub) -> bool:
+    return persistence_of(hub) is not None
+
+
+def venue(request: web.Request) -> Persistence:
+    store = persistence_of(request.app[HUB_KEY])
+    if store is None:  # the routes are only added with a store; this guards a store closed under us
+        raise ApiError(503, "no_store", "the hub has no venue store")
+    return store
+
+
+def store_error(exc: StoreError) -> ApiError:
+    return ApiError(HTTP_STATUS.get(exc.code, 400), exc.code, str(exc), exc.details or None)
+
+
+def _int(request: web.Request, name: str) -> int:
+    return int(request.match_info[name])
+
+
+# bodies and lists
+
+
+class LocationBody(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    kind: LocationKind
+    parent_id: int | None = Field(default=None, ge=1)
+
+
+class LocationPatch(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    kind: LocationKind | None = None
+    parent_id: int | None = Field(default=None, ge=1, description="move under this location; see 'move_to_top'")
+    move_to_top: bool = False
+
+
+class SlotBody(Strict):
+    device_id: str = Field(min_length=1, max_length=120)
+    channel: int = Field(ge=1, le=64)
+
+
+class GroupBody(Strict):
+    title: str = Field(min_length=1, max_length=100)
+    slots: list[int] = Field(default_factory=list, max_length=1000)
+
+
+class PerformerBody(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    notes: str = Field(default="", max_length=1000)
+
+
+class PerformerPatch(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    notes: str | None = Field(default=None, max_length=1000)
+
+
+class AssignmentBody(Strict):
+    performer_id: int = Field(ge=1)
+    alert_prefs: AlertPrefs | None = None
+
+
+class AssignmentQuery(BaseModel):
+    performer_id: int | None = Field(default=None, ge=1)
+
+
+class HistoryQuery(BaseModel):
+    since: float = Field(ge=0, le=1e11, description="Unix time")
+    until: float | None = Field(default=None, ge=0, le=1e11, description="Unix time; default now")
+    step: int | None = Field(default=None, ge=1, le=86400, description="bucket seconds; default the finest held")
+
+
+class AuditQuery(BaseModel):
+    target: str | None = Field(default=None, max_length=200, description="a device id matches its channels too")
+    source: str | None = Field(default=None, max_length=20)
+    since: float | None = Field(default=None, ge=0, le=1e11)
+    until: float | None = Field(default=None, ge=0, le=1e11)
+    limit: int = Field(default=100, ge=1, le=10_000)
+
+
+class AlertQuery(BaseModel):
+    recent: bool = Field(default=False, description="false: open alerts; true: raised since 'since', cleared too")
+    since: float | None = Field(default=None, ge=0, le=1e11)
+    limit: int = Field(default=100, ge=1, le=10_000)
+
+
+class AcknowledgeBody(Strict):
+    by: str | None = Field(default=None, max_length=100, description="who saw it (shown in the audit log)")
+
+
+class DeviceLocationBody(Strict):
+    location_id: int | None = Field(ge=1, description="null takes the device out of every location")
+
+
+class AlertList(Strict):
+    items: list[Alert]
+
+
+class LocationList(Strict):
+    items: list[Location]
+
+
+class SlotList(Strict):
+    items: list[Slot]
+
+
+class GroupList(Strict):
+    items: list[Group]
+
+
+class PerformerList(Strict):
+    items: list[Performer]
+
+
+class AssignmentList(Strict):
+    items: list[Assignment]
+
+
+class HistoryList(Strict):
+    items: list[HistoryPoint]
+
+
+class AuditList(Strict):
+    items: list[AuditEntry]
+
+
+# handlers
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    query = parse_query(request, AlertQuery)
+    alerts = venue(request).alerts
+    if query.recent:
+        items = await alerts.recent(since=query.since, limit=query.limit)
+    else:
+        items = alerts.open_alerts()[: query.limit]
+    return json_response(AlertList(items=items))
+
+
+async def acknowledge_alert(request: web.Request) -> web.Response:
+    body = await parse_body(request, AcknowledgeBody, optional=True)
+    try:
+        alert = await venue(request).alerts.acknowledge(_int(request, "alert_id"), source=SOURCE, by=body.by)
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return json_response(alert)
+
+
+async def set_device_location(request: web.Request) -> web.Response:
+    body = await parse_body(request, DeviceLocationBody)
+    try:
+        known = await venue(request).devices.set_location(
+            request.match_info["device_id"], body.location_id, source=SOURCE
+        )
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return json_response(known)
+
+
+async def list_locations(request: web.Request) -> web.Response:
+    return json_response(LocationList(items=venue(request).locations.all()))
+
+
+async def create_location(request: web.Request) -> web.Response:
+    body = await parse_body(request, LocationBody)
+    try:
+        location = await venue(request).locations.create(body.name, body.kind, source=SOURCE, parent_id=body.parent_id)
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return json_response(location, 201)
+
+
+async def update_location(request: web.Request) -> web.Response:
+    locations = venue(request).locations
+    location_id = _int(request, "location_id")
+    body = await parse_body(request, LocationPatch)
+    try:
+        location = await locations.update(location_id, source=SOURCE, name=body.name, kind=body.kind)
+        if body.parent_id is not None or body.move_to_top:
+            location = await locations.move(location_id, body.parent_id, source=SOURCE)
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return json_response(location)
+
+
+async def delete_location(request: web.Request) -> web.Response:
+    try:
+        await venue(request).locations.delete(_int(request, "location_id"), source=SOURCE)
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return web.Response(status=NO_CONTENT)
+
+
+async def list_slots(request: web.Request) -> web.Response:
+    return json_response(SlotList(items=venue(request).slots.all()))
+
+
+async def set_slot(request: web.Request) -> web.Response:
+    body = await parse_body(request, SlotBody)
+    try:
+        slot = await venue(request).slots.set(_int(request, "number"), body.device_id, body.channel, source=SOURCE)
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return json_response(slot)
+
+
+async def clear_slot(request: web.Request) -> web.Response:
+    try:
+        await venue(request).slots.clear(_int(request, "number"), source=SOURCE)
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return web.Response(status=NO_CONTENT)
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    return json_response(GroupList(items=venue(request).groups.all()))
+
+
+async def put_group(request: web.Request) -> web.Response:
+    groups = venue(request).groups
+    number = _int(request, "number")
+    body = await parse_body(request, GroupBody)
+    exists = any(group.number == number for group in groups.all())
+    try:
+        if exists:
+            group = await groups.update(number, source=SOURCE, title=body.title, slots=body.slots)
+        else:
+            group = await groups.create(number, body.title, body.slots, source=SOURCE)
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return json_response(group, 200 if exists else 201)
+
+
+async def delete_group(request: web.Request) -> web.Response:
+    try:
+        await venue(request).groups.delete(_int(request, "number"), source=SOURCE)
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return web.Response(status=NO_CONTENT)
+
+
+async def list_performers(request: web.Request) -> web.Response:
+    return json_response(PerformerList(items=venue(request).performers.all()))
+
+
+async def create_performer(request: web.Request) -> web.Response:
+    body = await parse_body(request, PerformerBody)
+    try:
+        performer = await venue(request).performers.create(body.name, source=SOURCE, notes=body.notes)
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return json_response(performer, 201)
+
+
+async def update_performer(request: web.Request) -> web.Response:
+    body = await parse_body(request, PerformerPatch)
+    try:
+        performer = await venue(request).performers.update(
+            _int(request, "performer_id"), source=SOURCE, name=body.name, notes=body.notes
+        )
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return json_response(performer)
+
+
+async def delete_performer(request: web.Request) -> web.Response:
+    try:
+        await venue(request).performers.delete(_int(request, "performer_id"), source=SOURCE)
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return web.Response(status=NO_CONTENT)
+
+
+async def list_assignments(request: web.Request) -> web.Response:
+    query = parse_query(request, AssignmentQuery)
+    return json_response(AssignmentList(items=venue(request).performers.assignments(query.performer_id)))
+
+
+async def assign_channel(request: web.Request) -> web.Response:
+    device, channel = find_channel(request.app[HUB_KEY], request.match_info["channel_id"])
+    body = await parse_body(request, AssignmentBody)
+    try:
+        assignment = await venue(request).performers.assign(
+            body.performer_id, device.id, channel.index, source=SOURCE, alert_prefs=body.alert_prefs
+        )
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return json_response(assignment)
+
+
+async def unassign_channel(request: web.Request) -> web.Response:
+    device, channel = find_channel(request.app[HUB_KEY], request.match_info["channel_id"])
+    try:
+        await venue(request).performers.unassign(device.id, channel.index, source=SOURCE)
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return web.Response(status=NO_CONTENT)
+
+
+async def channel_history(request: web.Request) -> web.Response:
+    device, channel = find_channel(request.app[HUB_KEY], request.match_info["channel_id"])
+    query = parse_query(request, HistoryQuery)
+    try:
+        points = await venue(request).history.query(device.id, channel.index, query.since, query.until, query.step)
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return json_response(HistoryList(items=points))
+
+
+async def audit_log(request: web.Request) -> web.Response:
+    query = parse_query(request, AuditQuery)
+    try:
+        entries = await venue(request).audit.query(
+            target=query.target, source=query.source, since=query.since, until=query.until, limit=query.limit
+        )
+    except StoreError as exc:
+        raise store_error(exc) from None
+    return json_response(AuditList(items=entries))
+
+
+_LOCATION = {"location_id": "a location id"}
+_ALERT = {"alert_id": "an alert id"}
+_DEVICE = {"device_id": "a device id or URL of a known device"}
+_SLOT = {"number": "a slot number (1-based)"}
+_GROUP = {"number": "a group number (the board's keys 1-9 select groups 1-9)"}
+_PERFORMER = {"performer_id": "a performer id"}
+_CHANNEL = {"channel_id": "'<device_id>:<index>', e.g. shure-ABC123:1"}
+_WRITE_ERRORS = (400, 404, 409, 422)
+
+VENUE_OPERATIONS: Final = (
+    Operation("GET", "/api/v1/alerts", list_alerts, "Open alerts (or recent ones, cleared too)", "alerts",
+              query=AlertQuery, response=AlertList, errors=(422,)),
+    Operation("POST", r"/api/v1/alerts/{alert_id:\d+}/acknowledge", acknowledge_alert,
+              "Acknowledge an open alert (it stays open until its condition clears)", "alerts", write=True,
+              body=AcknowledgeBody, response=Alert, errors=(400, 404, 409, 422), path_params=_ALERT),
+    Operation("PUT", "/api/v1/devices/{device_id}/location", set_device_location, "Place a known device",
+              "venue", write=True, body=DeviceLocationBody, response=KnownDevice, errors=_WRITE_ERRORS,
+              path_params=_DEVICE),
+    Operation("GET", "/api/v1/locations", list_locations, "Rooms, stages and racks", "venue", response=LocationList),
+    Operation("POST", "/api/v1/locations", create_location, "Create a location", "venue", write=True,
+              body=LocationBody, response=Location, status=201, errors=_WRITE_ERRORS),
+    Operation("PATCH", r"/api/v1/locations/{location_id:\d+}", update_location, "Rename or move a location",
+              "venue", write=True, body=LocationPatch, response=Location, errors=_WRITE_ERRORS, path_params=_LOCATION),
+    Operation("DELETE", r"/api/v1/locations/{location_id:\d+}", delete_location, "Delete an unused location",
+              "venue", write=True, status=204, errors=(404, 409), path_params=_LOCATION),
+    Operation("GET", "/api/v1/slots", list_slots, "Board slots and the channel each shows", "venue",
+              response=SlotList),
+    Operation("PUT", r"/api/v1/slots/{number:\d+}", set_slot, "Bind a slot to a device channel", "venue",
+              write=True, body=SlotBody, response=Slot, errors=_WRITE_ERRORS, path_params=_SLOT),
+    Operation("DELETE", r"/api/v1/slots/{number:\d+}", clear_slot, "Empty a slot", "venue", write=True,
+              status=204, errors=(404,), path_params=_SLOT),
+    Operation("GET", "/api/v1/groups", list_groups, "Groups: named, ordered sets of slots", "venue",
+              response=GroupList),
+    Operation("PUT", r"/api/v1/groups/{number:\d+}", put_group, "Create (201) or replace (200) a group", "venue",
+              write=True, body=GroupBody, response=Group, status=201, also=200, errors=_WRITE_ERRORS,
+              path_params=_GROUP),
+    Operation("DELETE", r"/api/v1/groups/{number:\d+}", delete_group, "Delete a group", "venue", write=True,
+              status=204, errors=(404,), path_params=_GROUP),
+    Operation("GET", "/api/v1/performers", list_performers, "Performers", "venue", response=PerformerList),
+    Operation("POST", "/api/v1/performers", create_performer, "Create a performer", "venue", write=True,
+              body=PerformerBody, response=Performer, status=201, errors=_WRITE_ERRORS),
+    Operation("PATCH", r"/api/v1/performers/{performer_id:\d+}", update_performer, "Change a performer",
+              "venue", write=True, body=PerformerPatch, response=Performer, errors=_WRITE_ERRORS,
+              path_params=_PERFORMER),
+    Operation("DELETE", r"/api/v1/performers/{performer_id:\d+}", delete_performer, "Delete a performer",
+              "venue", write=True, status=204, errors=(404, 409), path_params=_PERFORMER),
+    Operation("GET", "/api/v1/assignments", list_assignments, "Performer <-> channel assignments", "venue",
+              query=AssignmentQuery, response=AssignmentList, errors=(422,)),
+    Operation("PUT", "/api/v1/channels/{channel_id}/assignment", assign_channel,
+              "Give a channel to a performer (with alert preferences)", "venue", write=True, body=AssignmentBody,
+              response=Assignment, errors=_WRITE_ERRORS, path_params=_CHANNEL),
+    Operation("DELETE", "/api/v1/channels/{channel_id}/assignment", unassign_channel,
+              "Take a channel from its performer", "venue", write=True, status=204, errors=(404,),
+              path_params=_CHANNEL),
+    Operation("GET", "/api/v1/channels/{channel_id}/history", channel_history,
+              "Battery, RF and audio of a channel over a time range (min/avg/max buckets)", "history",
+              query=HistoryQuery, response=HistoryList, errors=(404, 422), path_params=_CHANNEL),
+    Operation("GET", "/api/v1/audit", audit_log, "Commands and configuration changes, newest first", "history",
+              query=AuditQuery, response=AuditList, errors=(422,)),
+)  # fmt: skip

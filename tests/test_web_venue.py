@@ -1,0 +1,209 @@
+"""REST API over the venue store: locations, slots, groups, performers, assignments, history, audit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hub.app import Hub
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.plugins import PluginHost
+from hub.store import Persistence, SimulatedClock
+from hub.store.testing import open_simulated, put_receiver
+
+TOKEN = "venue-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Venue:
+    hub: Hub
+    store: Persistence
+    clock: SimulatedClock
+    http: aiohttp.ClientSession
+
+    def tick(self, seconds: float, steps: int = 1) -> None:
+        """Move the store's clock and let it judge alerts (its ticker does this in a running hub)."""
+        for _ in range(steps):
+            self.clock.advance(seconds / steps)
+            self.store.step()
+
+
+@pytest.fixture
+async def venue(tmp_path: Path) -> AsyncIterator[Venue]:
+    config = HubConfig(
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url="off"),
+        discovery=DiscoverySettings(enabled=False),
+        http=HttpSettings(port=0, token=TOKEN),
+    )
+    hub = Hub(config, PluginHost())
+    clock = SimulatedClock(start=time.time())
+    store = await open_simulated(tmp_path, hub.store, clock)
+    hub.persistence = store  # type: ignore[attr-defined]
+    put_receiver(hub.store, "rx-1", channels=1, battery_bars=4)
+    try:
+        async with hub, aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as session:
+            yield Venue(hub, store, clock, session)
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def http(venue: Venue) -> aiohttp.ClientSession:
+    return venue.http
+
+
+async def call(http: aiohttp.ClientSession, method: str, path: str, expect: int, **kwargs: Any) -> Any:
+    async with http.request(method, path, **kwargs) as response:
+        body = await response.json() if response.content_type == "application/json" else await response.text()
+        assert response.status == expect, body
+        if expect >= 400:
+            assert set(body) == {"error", "code", "details"}, body
+        return body
+
+
+async def test_locations(http: aiohttp.ClientSession) -> None:
+    stage = await call(
+        http, "POST", "/api/v1/locations", 201, json={"name": "Main stage", "kind": "stage"}, headers=AUTH
+    )
+    rack = await call(
+        http,
+        "POST",
+        "/api/v1/locations",
+        201,
+        json={"name": "Rack 1", "kind": "rack", "parent_id": stage["id"]},
+        headers=AUTH,
+    )
+    assert rack["parent_id"] == stage["id"]
+    renamed = await call(http, "PATCH", f"/api/v1/locations/{rack['id']}", 200, json={"name": "Rack A"}, headers=AUTH)
+    assert renamed["name"] == "Rack A"
+    moved = await call(http, "PATCH", f"/api/v1/locations/{rack['id']}", 200, json={"move_to_top": True}, headers=AUTH)
+    assert moved["parent_id"] is None
+    listed = await call(http, "GET", "/api/v1/locations", 200)
+    assert [item["name"] for item in listed["items"]] == ["Main stage", "Rack A"]
+    await call(http, "DELETE", f"/api/v1/locations/{stage['id']}", 204, headers=AUTH)
+    assert (await call(http, "DELETE", "/api/v1/locations/999", 404, headers=AUTH))["code"] == "not_found"
+    bad = await call(http, "POST", "/api/v1/locations", 422, json={"name": "X", "kind": "cellar"}, headers=AUTH)
+    assert bad["code"] == "invalid_body"
+    await call(http, "POST", "/api/v1/locations", 401, json={"name": "X", "kind": "room"})
+
+
+async def test_slots_and_groups(http: aiohttp.ClientSession) -> None:
+    slot = await call(http, "PUT", "/api/v1/slots/3", 200, json={"device_id": "rx-1", "channel": 1}, headers=AUTH)
+    assert slot == {"number": 3, "device_id": "rx-1", "channel": 1}
+    taken = await call(http, "PUT", "/api/v1/slots/4", 409, json={"device_id": "rx-1", "channel": 1}, headers=AUTH)
+    assert taken["code"] == "conflict" and taken["details"]["slot"] == 3
+    assert (await call(http, "GET", "/api/v1/slots", 200))["items"] == [slot]
+    group = {"title": "Band", "slots": [3, 4]}
+    assert (await call(http, "PUT", "/api/v1/groups/1", 201, json=group, headers=AUTH))["slots"] == [3, 4]
+    group["title"] = "Band A"
+    assert (await call(http, "PUT", "/api/v1/groups/1", 200, json=group, headers=AUTH))["title"] == "Band A"
+    twice = await call(http, "PUT", "/api/v1/groups/2", 422, json={"title": "T", "slots": [1, 1]}, headers=AUTH)
+    assert twice["code"] == "invalid"
+    assert [g["number"] for g in (await call(http, "GET", "/api/v1/groups", 200))["items"]] == [1]
+    await call(http, "DELETE", "/api/v1/groups/1", 204, headers=AUTH)
+    await call(http, "DELETE", "/api/v1/slots/3", 204, headers=AUTH)
+    assert (await call(http, "DELETE", "/api/v1/slots/3", 404, headers=AUTH))["code"] == "not_found"
+    await call(http, "PUT", "/api/v1/slots/abc", 404, json={"device_id": "rx-1", "channel": 1}, headers=AUTH)
+
+
+async def test_performers_and_assignments(http: aiohttp.ClientSession) -> None:
+    jim = await call(http, "POST", "/api/v1/performers", 201, json={"name": "Pastor Jim"}, headers=AUTH)
+    ann = await call(
+        http, "POST", "/api/v1/performers", 201, json={"name": "Ann", "notes": "left-handed"}, headers=AUTH
+    )
+    patched = await call(http, "PATCH", f"/api/v1/performers/{ann['id']}", 200, json={"notes": ""}, headers=AUTH)
+    assert patched == {"id": ann["id"], "name": "Ann", "notes": ""}
+    body = {"performer_id": jim["id"], "alert_prefs": {"battery_bars": 2}}
+    assignment = await call(http, "PUT", "/api/v1/channels/rx-1:1/assignment", 200, json=body, headers=AUTH)
+    assert assignment["alert_prefs"]["battery_bars"] == 2
+    clash = await call(
+        http, "PUT", "/api/v1/channels/rx-1:1/assignment", 409, json={"performer_id": ann["id"]}, headers=AUTH
+    )
+    assert clash["code"] == "conflict"
+    unknown = await call(
+        http, "PUT", "/api/v1/channels/rx-1:1/assignment", 404, json={"performer_id": 99}, headers=AUTH
+    )
+    assert unknown["code"] == "not_found"
+    await call(http, "PUT", "/api/v1/channels/rx-9:1/assignment", 404, json={"performer_id": jim["id"]}, headers=AUTH)
+    listed = await call(http, "GET", f"/api/v1/assignments?performer_id={jim['id']}", 200)
+    assert [(a["device_id"], a["channel"]) for a in listed["items"]] == [("rx-1", 1)]
+    await call(http, "DELETE", "/api/v1/channels/rx-1:1/assignment", 204, headers=AUTH)
+    await call(http, "DELETE", "/api/v1/channels/rx-1:1/assignment", 404, headers=AUTH)
+    await call(http, "DELETE", f"/api/v1/performers/{ann['id']}", 204, headers=AUTH)
+    assert [p["name"] for p in (await call(http, "GET", "/api/v1/performers", 200))["items"]] == ["Pastor Jim"]
+
+
+async def test_history_and_audit(http: aiohttp.ClientSession) -> None:
+    now = time.time()
+    missing = await call(http, "GET", f"/api/v1/channels/rx-1:1/history?since={now - 60}", 404)
+    assert missing["code"] == "not_found"
+    assert (await call(http, "GET", "/api/v1/channels/rx-1:1/history?since=soon", 422))["code"] == "invalid_query"
+    await call(http, "POST", "/api/v1/performers", 201, json={"name": "Audited"}, headers=AUTH)
+    entries = (await call(http, "GET", "/api/v1/audit?source=rest", 200))["items"]
+    assert entries[0]["action"] == "performer.create" and entries[0]["source"] == "rest"
+    assert (await call(http, "GET", "/api/v1/audit?limit=0", 422))["code"] == "invalid_query"
+
+
+async def test_openapi_lists_the_venue_routes_with_integer_ids(http: aiohttp.ClientSession) -> None:
+    paths = (await call(http, "GET", "/api/openapi.json", 200))["paths"]
+    parameter = paths["/api/v1/slots/{number}"]["put"]["parameters"][0]
+    assert parameter["schema"]["type"] == "integer"
+    assert "/api/v1/channels/{channel_id}/history" in paths
+
+
+async def test_alerts_listed_and_acknowledged(venue: Venue) -> None:
+    http = venue.http
+    assert (await call(http, "GET", "/api/v1/alerts", 200))["items"] == []
+    venue.hub.store.update_channel("rx-1", 1, {"battery_bars": 1})
+    venue.tick(10, steps=5)
+    alerts = (await call(http, "GET", "/api/v1/alerts", 200))["items"]
+    assert [(a["kind"], a["device_id"], a["channel"]) for a in alerts] == [("low_battery", "rx-1", 1)]
+    alert_id = alerts[0]["id"]
+    metrics = await call(http, "GET", "/metrics", 200)
+    assert 'wmhub_alerts_open{acknowledged="false",kind="low_battery"' in metrics
+    await call(http, "POST", f"/api/v1/alerts/{alert_id}/acknowledge", 401)
+    seen = await call(http, "POST", f"/api/v1/alerts/{alert_id}/acknowledge", 200, json={"by": "A2"}, headers=AUTH)
+    assert seen["acknowledged_by"] == "A2" and seen["acknowledged_at"] is not None
+    assert (await call(http, "POST", f"/api/v1/alerts/{alert_id}/acknowledge", 200, headers=AUTH))["id"] == alert_id
+    assert (await call(http, "POST", "/api/v1/alerts/999/acknowledge", 404, headers=AUTH))["code"] == "not_found"
+    venue.hub.store.update_channel("rx-1", 1, {"battery_bars": 5})
+    venue.tick(20, steps=10)
+    assert (await call(http, "GET", "/api/v1/alerts", 200))["items"] == []
+    recent = (await call(http, "GET", "/api/v1/alerts?recent=true", 200))["items"]
+    assert recent[0]["id"] == alert_id and recent[0]["cleared_at"] is not None
+    cleared = await call(http, "POST", f"/api/v1/alerts/{alert_id}/acknowledge", 409, headers=AUTH)
+    assert cleared["code"] == "conflict"
+
+
+async def test_device_location_and_the_location_filter(venue: Venue) -> None:
+    http = venue.http
+    await venue.store.devices.add("bench://rx-1", source="test", device_id="rx-1")
+    stage = await call(http, "POST", "/api/v1/locations", 201, json={"name": "Stage", "kind": "stage"}, headers=AUTH)
+    rack = await call(
+        http,
+        "POST",
+        "/api/v1/locations",
+        201,
+        json={"name": "Rack", "kind": "rack", "parent_id": stage["id"]},
+        headers=AUTH,
+    )
+    placed = await call(
+        http, "PUT", "/api/v1/devices/rx-1/location", 200, json={"location_id": rack["id"]}, headers=AUTH
+    )
+    assert placed["location_id"] == rack["id"]
+    for location, expected in ((rack["id"], ["rx-1"]), (stage["id"], ["rx-1"]), (999, [])):
+        listed = await call(http, "GET", f"/api/v1/devices?location={location}", 200)
+        assert [d["id"] for d in listed["items"]] == expected
+    assert (await call(http, "GET", f"/api/v1/channels?location={stage['id']}", 200))["total"] == 1
+    in_use = await call(http, "DELETE", f"/api/v1/locations/{rack['id']}", 409, headers=AUTH)
+    assert in_use["code"] == "conflict"
+    await call(http, "PUT", "/api/v1/devices/rx-1/location", 422, json={"location_id": 999}, headers=AUTH)
+    await call(http, "PUT", "/api/v1/devices/ghost/location", 404, json={"location_id": None}, headers=AUTH)
