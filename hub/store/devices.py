@@ -241,14 +241,20 @@ class HealthLog:
     def all(self) -> list[ConnectionHealth]:
         return sorted(self._by_url.values(), key=lambda health: health.url)
 
-    def get(self, url_or_device_id: str) -> ConnectionHealth:
+    def find(self, url_or_device_id: str) -> ConnectionHealth | None:
         health = self._by_url.get(url_or_device_id)
         if health is not None:
             return health
         for health in self._by_url.values():
             if health.device_id == url_or_device_id:
                 return health
-        raise NotFoundError(f"no connection health for {url_or_device_id!r}", device=url_or_device_id)
+        return None
+
+    def get(self, url_or_device_id: str) -> ConnectionHealth:
+        health = self.find(url_or_device_id)
+        if health is None:
+            raise NotFoundError(f"no connection health for {url_or_device_id!r}", device=url_or_device_id)
+        return health
 
     def forget(self, url: str) -> None:
         if self._by_url.pop(url, None) is not None:
