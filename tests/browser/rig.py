@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from wmhub_shure.simulator import ShureSimulator
 
 from hub.app import Hub
+from hub.store import Persistence
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -29,6 +30,11 @@ class Board:
     simulators: list[ShureSimulator]
     url: str
     token: str
+
+    @property
+    def store(self) -> Persistence:
+        store: Persistence = self.hub.persistence  # type: ignore[attr-defined]
+        return store
 
     def device_id(self, simulator: ShureSimulator) -> str:
         for managed in self.hub.devices.by_url.values():

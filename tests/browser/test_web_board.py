@@ -75,3 +75,37 @@ async def test_a_hostile_name_is_shown_as_text_and_runs_nothing(page: Page, boar
     # a script that ran would have raised its dialog by the time the page answers a round trip
     assert await page.evaluate("1 + 1") == 2
     assert dialogs == []
+
+
+async def test_slots_groups_by_keyboard_and_an_alert_acknowledged(page: Page, board: Board) -> None:
+    ulxd, axient = board.simulators
+    ulxd_id, axient_id = board.device_id(ulxd), board.device_id(axient)
+    await board.store.slots.set(1, ulxd_id, 1, source="test")
+    await board.store.slots.set(2, ulxd_id, 2, source="test")
+    await board.store.slots.set(5, axient_id, 1, source="test")
+    await board.store.groups.create(1, "Band", [5], source="test")
+    await board.store.groups.create(2, "Speech", [2, 1], source="test")
+    await page.goto(board.url)
+    tiles = page.locator("#board .tile")
+    await expect(tiles).to_have_count(5)
+    await expect(page.locator("#board .tile.empty")).to_have_count(2)
+    await page.keyboard.press("1")
+    await expect(tiles).to_have_count(1)
+    await expect(tiles.first).to_have_attribute("data-channel", f"{axient_id}:1")
+    await page.keyboard.press("2")
+    await expect(tiles.locator(".num")).to_have_text(["2", "1"])
+    await page.keyboard.press("0")
+    await expect(tiles).to_have_count(5)
+
+    ulxd.set_tx_present(1, True)
+    ulxd.set_channel(1, battery_bars=1)
+    alert = page.locator("#alerts .alert-item.new")
+    await expect(alert).to_have_count(1, timeout=10_000)
+    await page.fill("#token", board.token)
+    await page.press("#token", "Enter")
+    await alert.get_by_role("button", name="Acknowledge").click()
+    await eventually(
+        lambda: [a.acknowledged_at is not None for a in board.store.alerts.open_alerts()] == [True],
+        what="the alert acknowledged in the store",
+    )
+    await expect(page.locator("#alerts .alert-item.new")).to_have_count(0)

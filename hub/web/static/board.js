@@ -52,6 +52,8 @@ function condition(device, channel) {
   if (channel.audio_peak) return { cls: "alert", text: "audio clip" };
   if (channel.warnings && channel.warnings.length) return { cls: "warn", text: channel.warnings.join(", ") };
   if (channel.rf_quality_percent !== null && channel.rf_quality_percent < 30) return { cls: "warn", text: "weak RF" };
+  const alert = alertOf(device.id, channel.index);
+  if (alert) return { cls: alert.severity === "critical" ? "alert" : "warn", text: alert.message };
   if (channel.muted || channel.tx_muted) return { cls: "muted", text: channel.tx_muted ? "TX muted" : "muted" };
   return { cls: "", text: "ok" };
 }
@@ -277,6 +279,44 @@ async function refreshCandidates() {
   }));
 }
 
+// ---- alerts from the store's engine (debounced, with hysteresis): listed, acknowledged, shown on tiles
+
+async function refreshAlerts() {
+  let list;
+  try { list = await api("GET", API + "/alerts"); } catch (error) { $("alerts-panel").hidden = true; return; }
+  state.alerts = list.items;
+  $("alerts-panel").hidden = false;
+  const waiting = list.items.filter((a) => a.acknowledged_at === null).length;
+  $("alert-count").textContent = list.items.length ? "(" + list.items.length + (waiting ? ", " + waiting + " new" : "") + ")" : "";
+  $("alerts").replaceChildren(...list.items.map((alert) => {
+    const item = el("li", "alert-item " + alert.severity + (alert.acknowledged_at === null ? " new" : ""));
+    item.dataset.alert = alert.id;
+    item.append(el("span", "severity", alert.severity), el("span", null, alert.message));
+    item.append(el("span", "sub", new Date(alert.raised_at * 1000).toLocaleTimeString()));
+    if (alert.acknowledged_at === null) {
+      const ack = el("button", null, "Acknowledge");
+      ack.type = "button";
+      ack.addEventListener("click", async () => {
+        try { await api("POST", API + "/alerts/" + alert.id + "/acknowledge", {}); refreshAlerts(); }
+        catch (error) { toast(error.message); }
+      });
+      item.append(ack);
+    } else {
+      item.append(el("span", "sub", "seen" + (alert.acknowledged_by ? " by " + alert.acknowledged_by : "")));
+    }
+    return item;
+  }));
+  for (const [id, tile] of tiles) {
+    const device = state.devices.get(id.slice(0, id.lastIndexOf(":")));
+    const channel = device && device.channels.find((c) => c.id === id);
+    if (channel) fillTile(tile, tile.dataset.number, device, channel);
+  }
+}
+
+function alertOf(deviceId, index) {
+  return (state.alerts || []).find((a) => a.device_id === deviceId && (a.channel === index || a.channel === null));
+}
+
 // ---- venue: slots and groups from the store (absent until the hub has one)
 
 async function refreshVenue() {
@@ -464,7 +504,9 @@ function start() {
   refreshHealth();
   refreshCandidates();
   refreshVenue();
+  refreshAlerts();
   setInterval(refreshHealth, 5000);
+  setInterval(refreshAlerts, 3000);
   setInterval(refreshVenue, 10000);
   setInterval(refreshCandidates, 10000);
 }
