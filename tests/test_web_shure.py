@@ -1,0 +1,87 @@
+"""REST control end to end: HTTP -> Hub.apply -> Shure driver -> the Shure protocol simulator on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from wmhub_shure.simulator import ShureSimulator
+
+from hub.app import Hub
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.plugins import PluginHost
+from hub.testing import eventually
+
+TOKEN = "shure-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Rig:
+    hub: Hub
+    sim: ShureSimulator
+    http: aiohttp.ClientSession
+    device_id: str
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    sim = await ShureSimulator("ulxd4d", seed=3).start()
+    config = HubConfig(
+        data_dir=tmp_path,
+        command_timeout_s=1.0,
+        mqtt=MqttSettings(url="off"),
+        discovery=DiscoverySettings(enabled=False),
+        http=HttpSettings(port=0, token=TOKEN),
+    )
+    plugins = PluginHost()
+    plugins.load_entry_points(only="shure")
+    try:
+        async with Hub(config, plugins) as hub, aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as http:
+            managed = await hub.add_device(sim.url, source="test")
+            device = await eventually(
+                lambda: managed.handle.device_id and hub.store.get(managed.handle.device_id), what="receiver online"
+            )
+            yield Rig(hub, sim, http, device.id)
+    finally:
+        await sim.stop()
+
+
+async def command(rig: Rig, channel: int, body: dict[str, Any], expect: int) -> Any:
+    path = f"/api/v1/channels/{rig.device_id}:{channel}/commands"
+    async with rig.http.post(path, json=body, headers=AUTH) as response:
+        data = await response.json()
+        assert response.status == expect, data
+        return data
+
+
+async def test_rename_over_rest_reaches_the_receiver(rig: Rig) -> None:
+    result = await command(rig, 2, {"kind": "name", "value": "PASTOR"}, 200)
+    assert result["ok"] is True
+    assert rig.sim.state["channels"][2]["name"] == "PASTOR"
+    async with rig.http.get(f"/api/v1/channels/{rig.device_id}:2") as response:
+        assert (await response.json())["name"] == "PASTOR"
+
+
+async def test_a_value_the_family_refuses_is_422_and_nothing_changes(rig: Rig) -> None:
+    before = rig.sim.state["channels"][1]["name"]
+    error = await command(rig, 1, {"kind": "name", "value": "x" * 40}, 422)
+    assert error["code"] == "invalid" and error["details"]["ok"] is False
+    assert rig.sim.state["channels"][1]["name"] == before
+
+
+async def test_a_receiver_that_does_not_confirm_is_504(rig: Rig) -> None:
+    rig.sim.answer_delay_s = 3.0
+    error = await command(rig, 1, {"kind": "name", "value": "SLOW"}, 504)
+    assert error["code"] == "timeout"
+
+
+async def test_a_lost_receiver_is_503(rig: Rig) -> None:
+    await rig.sim.stop()
+    await eventually(lambda: not rig.hub.store.devices[rig.device_id].online, timeout=10, what="receiver offline")
+    error = await command(rig, 1, {"kind": "mute", "value": True}, 503)
+    assert error["code"] == "unavailable"
