@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sqlite3
 import sys
 import textwrap
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hub.state import StateStore
-from hub.store import AlertKind, Persistence, SimulatedClock, Source, WriterSettings
+from hub.store import DATABASE_FILE, AlertKind, Persistence, SimulatedClock, Source, WriterSettings
 from hub.store.history import encode_bucket
 from hub.store.testing import open_simulated, put_receiver
 from hub.testing import eventually
@@ -166,3 +167,55 @@ async def test_full_disk_sheds_history_first_counts_losses_and_resumes(tmp_path:
         assert len(entries) == 30, "every audit entry survived the full disk"
     finally:
         await store.close()
+
+
+async def test_a_data_dir_that_cannot_be_created_starts_empty_and_moves_to_the_file_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.write_text("a file where the data directory should be")
+    with caplog.at_level(logging.ERROR, logger="hub.store"):
+        store = await open_simulated(data_dir)
+    try:
+        assert store.db.failing
+        assert any("empty database" in record.getMessage() for record in caplog.records)
+        slot = await store.slots.set(1, "shure-A", 1, source=Source.REST)
+        assert store.slots.get(1) == slot, "the hub works while nothing can be stored"
+
+        data_dir.unlink()  # the operator fixes the data directory
+        data_dir.mkdir()
+        await wait_resumed(store)
+    finally:
+        await store.close()
+    again = await open_simulated(data_dir)
+    try:
+        assert again.slots.get(1) == slot
+    finally:
+        await again.close()
+
+
+async def test_a_database_locked_by_another_hub_is_read_and_written_once_released(tmp_path: Path) -> None:
+    first = await open_simulated(tmp_path)
+    await first.devices.add("shure://127.0.0.1:2202", source=Source.CLI, device_id="shure-A")
+    await first.close()
+
+    other_hub = sqlite3.connect(tmp_path / DATABASE_FILE)
+    other_hub.execute("PRAGMA locking_mode = EXCLUSIVE")
+    other_hub.execute("BEGIN EXCLUSIVE")
+    writer = WriterSettings(flush_interval_s=0.01, retry_interval_s=0.05, busy_timeout_s=0.05)
+    store = await open_simulated(tmp_path, writer=writer)
+    try:
+        assert store.db.failing
+        assert store.restore() == [("shure://127.0.0.1:2202", "shure-A")], "a read-only view serves the restart"
+        await store.slots.set(2, "shure-A", 1, source=Source.REST)
+        other_hub.rollback()
+        other_hub.close()
+        await wait_resumed(store)
+    finally:
+        await store.close()
+    again = await open_simulated(tmp_path)
+    try:
+        assert again.slots.get(2).device_id == "shure-A"
+        assert again.restore() == [("shure://127.0.0.1:2202", "shure-A")]
+    finally:
+        await again.close()

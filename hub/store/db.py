@@ -36,6 +36,7 @@ class WriterSettings:
     flush_max_items: int = 2000
     backlog_limit: int = 200_000
     retry_interval_s: float = 2.0
+    busy_timeout_s: float = 2.0  # how long a write waits for another connection's lock
 
 
 @dataclass
@@ -83,23 +84,32 @@ class Database:
         self._urgent = asyncio.Event()
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
+        self._stand_in = False  # the connection is not the file: never write to it
 
     @classmethod
     async def open(cls, path: Path, settings: WriterSettings | None = None) -> Database:
-        connection = await aiosqlite.connect(path, isolation_level=None)
+        """Open (create, migrate) the file. If it cannot be opened for writing (read-only or missing
+        directory, locked by another hub, disk full during a migration), the hub still starts: reads come
+        from a stand-in (a frozen read-only view of the file, or an empty database), writes queue up, and
+        the writer keeps trying to open the file and moves to it as soon as it can."""
+        settings = settings or WriterSettings()
         try:
-            connection.row_factory = sqlite3.Row
-            # WAL + synchronous=NORMAL: a killed process loses nothing committed (the OS holds the WAL);
-            # only a power cut can lose the last transactions, never corrupt the file.
-            await connection.execute("PRAGMA journal_mode=WAL")
-            await connection.execute("PRAGMA synchronous=NORMAL")
-            await connection.execute("PRAGMA foreign_keys=ON")
-            await connection.execute("PRAGMA busy_timeout=2000")
-            await _migrate(connection)
-        except BaseException:
-            await connection.close()
-            raise
-        database = cls(connection, path, settings or WriterSettings())
+            connection = await _connect(path, settings)
+        except sqlite3.Error as exc:
+            stand_in, what = await _stand_in(path)
+            database = cls(stand_in, path, settings)
+            database._stand_in = True
+            database.stats.failing_since = time.time()
+            database.stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "cannot open %s for writing (%s): monitoring continues on %s; changes are kept in memory "
+                "and written once the file can be opened",
+                path,
+                exc,
+                what,
+            )
+        else:
+            database = cls(connection, path, settings)
         database._writer = asyncio.create_task(database._run(), name="store writer")
         return database
 
@@ -209,6 +219,8 @@ class Database:
         batch = [self._queue.popleft() for _ in range(count)]
         self._inflight = batch
         try:
+            if self._stand_in:
+                await self._move_to_file()
             await self._conn.execute("BEGIN IMMEDIATE")
             for sql, writes in _runs_of_same_sql(batch):
                 await self._execute_run(sql, writes)
@@ -223,6 +235,12 @@ class Database:
             self._inflight = []
         self._committed(batch)
         return True
+
+    async def _move_to_file(self) -> None:
+        connection = await _connect(self.path, self.settings)
+        stand_in, self._conn, self._stand_in = self._conn, connection, False
+        await stand_in.close()
+        log.warning("database %s is open for writing now", self.path)
 
     async def _execute_run(self, sql: str, writes: list[_Write]) -> None:
         if len(writes) > 1:
@@ -287,6 +305,44 @@ def _runs_of_same_sql(batch: list[_Write]) -> list[tuple[str, list[_Write]]]:
         else:
             runs.append((write.sql, [write]))
     return runs
+
+
+async def _connect(path: Path, settings: WriterSettings) -> aiosqlite.Connection:
+    # the timeout is SQLite's busy timeout: how long a statement waits for another connection's lock
+    connection = await aiosqlite.connect(path, isolation_level=None, timeout=settings.busy_timeout_s)
+    try:
+        connection.row_factory = sqlite3.Row
+        # WAL + synchronous=NORMAL: a killed process loses nothing committed (the OS holds the WAL);
+        # only a power cut can lose the last transactions, never corrupt the file.
+        await connection.execute("PRAGMA journal_mode=WAL")
+        await connection.execute("PRAGMA synchronous=NORMAL")
+        await connection.execute("PRAGMA foreign_keys=ON")
+        await _migrate(connection)
+    except BaseException:
+        await connection.close()
+        raise
+    return connection
+
+
+async def _stand_in(path: Path) -> tuple[aiosqlite.Connection, str]:
+    """What the store reads while the file cannot be written: the file as it is, read-only, if it is
+    there and current (``immutable``: no locks, no WAL, so a read-only directory or a lock does not stop
+    it); otherwise an empty database with the current schema."""
+    if path.is_file():  # noqa: ASYNC240 (a stat, once, at start)
+        connection = await aiosqlite.connect(f"{path.as_uri()}?immutable=1", uri=True, isolation_level=None)
+        connection.row_factory = sqlite3.Row
+        try:
+            async with connection.execute("SELECT max(version) FROM schema_version") as cursor:
+                row = await cursor.fetchone()
+            if row is not None and row[0] == len(MIGRATIONS):
+                return connection, "a read-only view of it"
+        except sqlite3.Error:
+            pass
+        await connection.close()
+    connection = await aiosqlite.connect(":memory:", isolation_level=None)
+    connection.row_factory = sqlite3.Row
+    await _migrate(connection)
+    return connection, "an empty database"
 
 
 async def _migrate(connection: aiosqlite.Connection) -> None:

@@ -113,7 +113,10 @@ class Persistence:
         clock = clock or SystemClock()
         settings = settings or StoreSettings()
         directory = Path(data_dir)
-        directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, at start, before any I/O)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, at start, before any I/O)
+        except OSError as exc:
+            log.error("cannot create the data directory %s: %s", directory, exc)  # the database says what next
         db = await Database.open(directory / DATABASE_FILE, settings.writer)
         try:
             persistence = await cls._load(db, clock, state, settings)
