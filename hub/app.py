@@ -21,6 +21,7 @@ from hub.devices import DeviceManager, ManagedDevice
 from hub.discovery import Discovery
 from hub.drivers import DriverSettings, redact_url
 from hub.hookspecs import Candidate, DemoFleet
+from hub.lag import LoopMonitor
 from hub.model import Command, CommandKind, CommandResult, Device
 from hub.plugins import PluginHost
 from hub.state import StateStore
@@ -59,6 +60,7 @@ class Hub:
         self._fleets: list[tuple[str, DemoFleet]] = []
         self._edges: list[Any] = []
         self.stopped = asyncio.Event()
+        self.loop_monitor = LoopMonitor()
 
     async def __aenter__(self) -> Hub:
         await self.start()
@@ -68,6 +70,7 @@ class Hub:
         await self.stop()
 
     async def start(self) -> None:
+        self.loop_monitor.start()
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         urls = list(self.config.devices)
         if self.config.demo:
@@ -124,6 +127,7 @@ class Hub:
             except Exception as exc:
                 log.error("demo simulators of plugin %s failed to stop: %s", plugin_name, exc)
         self._fleets.clear()
+        await self.loop_monitor.stop()
         self.stopped.set()
 
     async def run_until_signalled(self) -> None:

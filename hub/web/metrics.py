@@ -48,6 +48,22 @@ class HubCollector(Collector):
         yield CounterMetricFamily(
             "wmhub_state_updates", "Channel updates merged into the state store", value=self._hub.store.updates_applied
         )
+        monitor = self._hub.loop_monitor
+        yield GaugeMetricFamily(
+            "wmhub_loop_lag_seconds",
+            "How late the event loop ran its last timer (device data is this old)",
+            value=monitor.lag_s,
+        )
+        yield GaugeMetricFamily(
+            "wmhub_loop_lag_max_seconds",
+            "The largest event loop lateness since the hub started",
+            value=monitor.max_lag_s,
+        )
+        yield CounterMetricFamily(
+            "wmhub_loop_late",
+            "Times the event loop ran over 100 ms late: the hub was not keeping up",
+            value=monitor.late,
+        )
         yield GaugeMetricFamily(
             "wmhub_discovery_candidates", "Discovered devices waiting for approval", value=len(self._hub.candidates())
         )
