@@ -78,7 +78,9 @@ function meter(kind, label, value, unit, low, high, peak) {
 function battery(channel) {
   const box = el("span", "battery");
   box.title = "battery";
-  const bars = channel.battery_bars;
+  // receivers that report only a percentage still get the five-bar gauge engineers read at a glance
+  const bars = channel.battery_bars !== null ? channel.battery_bars
+    : channel.battery_percent !== null ? Math.ceil(channel.battery_percent / 20) : null;
   for (let i = 1; i <= 5; i++) box.append(el("i", bars !== null && i <= bars ? "on" : ""));
   const parts = [];
   if (channel.battery_percent !== null) parts.push(channel.battery_percent + "%");
