@@ -247,15 +247,32 @@ async def http_port(log_path: Path, hub: asyncio.subprocess.Process, timeout_s: 
     return found[0]
 
 
-async def scrape_updates(session: aiohttp.ClientSession, port: int) -> tuple[float, float]:
-    """(time, channel updates the hub merged so far), the time taken halfway through the request."""
+@dataclass
+class Scrape:
+    """One read of the hub's /metrics."""
+
+    at: float  # halfway through the request
+    updates: float  # channel updates merged so far
+    loop_late: float  # event loop ticks over 100 ms late so far
+    loop_lag_s: float  # how late the last tick was
+
+
+async def scrape(session: aiohttp.ClientSession, port: int) -> Scrape:
     before = time.time()
     async with session.get(f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=10)) as reply:
         text = await reply.text()
-    value = metric_value(text, "wmhub_state_updates_total")
-    if value is None:
+    values = {
+        name: metric_value(text, name)
+        for name in ("wmhub_state_updates_total", "wmhub_loop_late_total", "wmhub_loop_lag_seconds")
+    }
+    if values["wmhub_state_updates_total"] is None:
         raise RuntimeError("the hub's /metrics has no wmhub_state_updates_total")
-    return (before + time.time()) / 2, value
+    return Scrape(
+        (before + time.time()) / 2,
+        values["wmhub_state_updates_total"] or 0.0,
+        values["wmhub_loop_late_total"] or 0.0,
+        values["wmhub_loop_lag_seconds"] or 0.0,
+    )
 
 
 async def run_once(options: Options, directory: Path) -> dict[str, Any]:
@@ -336,7 +353,7 @@ async def start_profiler(pid: int, path: Path, seconds: float) -> asyncio.subpro
         "--duration",
         str(int(seconds)),
         "--rate",
-        "250",
+        "1000",
         "--nonblocking",
         "--format",
         output_format,
@@ -360,17 +377,17 @@ async def measure(
     async with aiohttp.ClientSession() as session:
         start_user, start_system = cpu_times(hub.pid)
         start_other = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in others.items()}
-        snapshots = [await scrape_updates(session, port)]
-        started = snapshots[0][0]
+        snapshots = [await scrape(session, port)]
+        started = snapshots[0].at
         peak_rss = 0.0
         next_scrape = started + options.scrape_every
         while time.time() < started + options.seconds:
             await asyncio.sleep(min(1.0, max(0.0, started + options.seconds - time.time())))
             peak_rss = max(peak_rss, memory_mb(hub.pid)[0])
             if time.time() >= next_scrape or time.time() >= started + options.seconds:
-                snapshots.append(await scrape_updates(session, port))
+                snapshots.append(await scrape(session, port))
                 next_scrape += options.scrape_every
-        ended = snapshots[-1][0]
+        ended = snapshots[-1].at
         end_user, end_system = cpu_times(hub.pid)
         hub_cpu = end_user - start_user + end_system - start_system
         other_cpu = {name: sum(cpu_seconds(pid) for pid in pids) - start_other[name] for name, pids in others.items()}
@@ -381,9 +398,9 @@ async def measure(
     by_field, lost = observer.latencies(channels_window)
     model_of = {url: model for worker in workers for model, url, _ in worker.receivers}
     latencies = [value for values in by_field.values() for value in values]
-    backlog = [round(sum(w.samples_at(at) for w in workers) - merged) for at, merged in snapshots]
+    backlog = [round(sum(w.samples_at(snap.at) for w in workers) - snap.updates) for snap in snapshots]
     sent = sum(w.samples_at(ended) - w.samples_at(started) for w in workers)
-    merged = snapshots[-1][1] - snapshots[0][1]
+    merged = snapshots[-1].updates - snapshots[0].updates
     broker_start, broker_end = observer.broker_count_at(started), observer.broker_count_at(ended)
     mqtt_rate = (broker_end - broker_start) / elapsed if broker_start is not None and broker_end is not None else None
     channels = sum(n for worker in workers for _, _, n in worker.receivers)
@@ -396,6 +413,8 @@ async def measure(
         "backlog_samples": backlog,
         "backlog_growth": backlog[-1] - backlog[0],
         "generator_queued_bytes": queued,
+        "hub_loop_late_ticks": round(snapshots[-1].loop_late - snapshots[0].loop_late),
+        "hub_loop_lag_ms_at_scrapes": round(1000 * max(snap.loop_lag_s for snap in snapshots), 1),
         "hub_cpu_percent": round(cpu_percent, 1),
         "hub_cpu_system_percent": round(100 * (end_system - start_system) / elapsed, 1),
         "hub_cpu_percent_per_1000_channels": round(cpu_percent * 1000 / channels, 2),
@@ -447,6 +466,7 @@ ROWS: Final = (
     ("samples_sent_per_s", "samples sent /s"),
     ("samples_merged_per_s", "samples merged by the hub /s"),
     ("backlog_growth", "backlog growth over the window (samples)"),
+    ("hub_loop_late_ticks", "hub event loop >100 ms late (ticks)"),
     ("hub_cpu_percent", "hub CPU (% of one core)"),
     ("hub_cpu_percent_per_1000_channels", "hub CPU per 1,000 channels (%)"),
     ("hub_cpu_us_per_sample", "hub CPU per merged sample (us)"),
