@@ -48,8 +48,9 @@ async def test_known_devices_add_bind_remove(store: Persistence) -> None:
     assert store.restore() == [("shure://127.0.0.1:2202", "shure-AD4D123")]
     with pytest.raises(ConflictError):
         await store.devices.add("shure://127.0.0.1:2202", source=Source.CLI)
-    with pytest.raises(ValidationError):
-        await store.devices.add("not a url", source=Source.CLI)
+    for bad in ("not a url", "x://[", "shure://127.0.0.1:99999"):
+        with pytest.raises(ValidationError):
+            await store.devices.add(bad, source=Source.CLI)
     removed = await store.devices.remove("shure-AD4D123", source=Source.UI)
     assert removed.url == added.url and store.restore() == []
     with pytest.raises(NotFoundError):

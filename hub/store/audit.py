@@ -83,7 +83,7 @@ class AuditLog:
         limit: int = 100,
     ) -> list[AuditEntry]:
         """Newest first. ``target`` matches a device id and all of its channels."""
-        if not 1 <= limit <= 10_000:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise ValidationError("limit must be between 1 and 10000", limit=limit)
         clauses: list[str] = []
         params: list[object] = []

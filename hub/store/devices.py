@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from hub.drivers import Endpoint, EndpointError
+from hub.drivers import Endpoint
 from hub.hookspecs import Candidate
 from hub.store.audit import AuditLog
 from hub.store.clock import Clock
@@ -65,7 +65,7 @@ class KnownDevices(Service):
             Endpoint.parse(url, default_port=0)
             if self.url_check is not None:
                 self.url_check(url)
-        except (EndpointError, TypeError) as exc:
+        except (ValueError, TypeError) as exc:  # EndpointError, or urllib refusing it outright ("x://[")
             raise ValidationError(str(exc), url=url) from None
         if url in self._by_url:
             raise ConflictError(f"device {url} is already known", url=url)
