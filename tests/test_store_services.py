@@ -202,6 +202,7 @@ async def test_extended_name_overrides_and_device_rename_clears_it_when_configur
         assert store.names.display_name("shure-A", 1) == "HH 1"
         await store.names.set("shure-A", 1, "Lead vocal", source=Source.UI)
         assert store.names.display_name("shure-A", 1) == "Lead vocal"
+        assert extended_name_in_state(state) == "Lead vocal", "MQTT, REST and the board read it there"
         state.update_channel("shure-A", 1, {"gain_db": 3.0})
         store.step()
         assert store.names.get("shure-A", 1) is not None, "other changes keep the name"
@@ -209,6 +210,7 @@ async def test_extended_name_overrides_and_device_rename_clears_it_when_configur
         store.step()
         assert store.names.get("shure-A", 1) is None
         assert store.names.display_name("shure-A", 1) == "SPARE"
+        assert extended_name_in_state(state) is None
         with pytest.raises(NotFoundError):
             await store.names.clear("shure-A", 1, source=Source.UI)
         with pytest.raises(ValidationError):
@@ -221,6 +223,22 @@ async def test_extended_name_overrides_and_device_rename_clears_it_when_configur
         assert store.names.display_name("shure-A", 1) == "Lead vocal"
     finally:
         await store.close()
+
+    restarted = StateStore()
+    again = await open_simulated(tmp_path, restarted)
+    try:
+        put_receiver(restarted, "shure-A", channels=1, name="OTHER")  # the receiver reconnects
+        again.step()
+        assert extended_name_in_state(restarted) == "Lead vocal"
+    finally:
+        await again.close()
+
+
+def extended_name_in_state(state: StateStore) -> str | None:
+    device = state.get("shure-A")
+    channel = device.channel(1) if device is not None else None
+    assert channel is not None
+    return channel.extended_name
 
 
 async def test_audit_records_changes_and_commands_with_source_and_result(store: Persistence) -> None:

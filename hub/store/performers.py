@@ -162,7 +162,10 @@ def assignment_from_row(device_id: str, channel: int, performer_id: int, prefs_j
 
 class ExtendedNames(Service):
     """A user's name for a channel. With ``clear_on_device_rename``, renaming the channel on the receiver
-    itself (front panel, vendor software) drops the extended name: the person at the rack wins."""
+    itself (front panel, vendor software) drops the extended name: the person at the rack wins.
+
+    The service also keeps the channel's ``extended_name`` in the state store, where MQTT, REST and the
+    board read it: on every change, and when a channel appears (:meth:`channel_appeared`)."""
 
     def __init__(
         self,
@@ -203,6 +206,7 @@ class ExtendedNames(Service):
             set_at=self._clock.now(),
         )
         self._store(extended)
+        self._publish(device_id, channel, extended.name)
         await self._committed(
             source, "name.set", channel_target(device_id, channel), before.name if before else None, extended.name
         )
@@ -252,7 +256,19 @@ class ExtendedNames(Service):
         extended = self._by_channel.pop((device_id, channel), None)
         if extended is not None:
             self._db.submit("DELETE FROM extended_names WHERE device_id = ? AND channel = ?", (device_id, channel))
+            self._publish(device_id, channel, None)
         return extended
+
+    def channel_appeared(self, device_id: str, channel: int) -> None:
+        """A device (re)connected: give its channel the stored extended name in the state store."""
+        extended = self._by_channel.get((device_id, channel))
+        if extended is not None:
+            self._publish(device_id, channel, extended.name)
+
+    def _publish(self, device_id: str, channel: int, name: str | None) -> None:
+        device = self._state.get(device_id)
+        if device is not None and device.channel(channel) is not None:
+            self._state.update_channel(device_id, channel, {"extended_name": name})
 
     def _device_name(self, device_id: str, channel: int) -> str | None:
         device = self._state.get(device_id)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.state import StateStore, Subscription
+from hub.state import ADDED, StateStore, Subscription
 from hub.store.alerts import ALERT_FIELDS, Alerts, AlertSettings
 from hub.store.audit import AuditLog
 from hub.store.clock import Clock, SystemClock
@@ -224,7 +224,11 @@ class Persistence:
         now = self.clock.now()
         changes = self._subscription.drain()
         for (device_id, index), fields in changes.items():
-            if index is not None and "name" in fields:
+            if index is None:
+                continue
+            if ADDED in fields:
+                self.names.channel_appeared(device_id, index)
+            if "name" in fields:
                 self.names.device_renamed(device_id, index)
         self.alerts.evaluate(changes)
         self.history.sample()
