@@ -8,40 +8,17 @@ from typing import Any
 
 import pytest
 from wmhub_sennheiser import g4_driver
-from wmhub_sennheiser.simulator.common import mismatches
 from wmhub_sennheiser.simulator.g4 import G4Simulator
+from wmhub_sennheiser.testing import online, shows
 
 from hub.model import Command, CommandKind, Device
 from hub.testing import DriverHarness, eventually
 
 
 @pytest.fixture
-async def hub() -> AsyncIterator[DriverHarness]:
-    async with DriverHarness("sennheiser") as harness:
-        yield harness
-
-
-@pytest.fixture
 async def simulator() -> AsyncIterator[G4Simulator]:
     async with G4Simulator(tick_s=0) as simulator:
         yield simulator
-
-
-async def online(hub: DriverHarness, simulator: G4Simulator, options: str = "") -> Device:
-    return await hub.device(hub.add(simulator.url + options))
-
-
-async def shows(hub: DriverHarness, device_id: str, simulator: G4Simulator, timeout: float = 3.0) -> None:
-    def same() -> bool:
-        device = hub.store.get(device_id)
-        return device is not None and not mismatches(device.channels, simulator.expected_channels())
-
-    try:
-        await eventually(same, timeout, "the hub to show the simulator's state")
-    except AssertionError:
-        device = hub.store.get(device_id)
-        assert device is not None
-        assert mismatches(device.channels, simulator.expected_channels()) == {}
 
 
 async def test_state_follows_the_receiver_including_a_transmitter_switched_off(

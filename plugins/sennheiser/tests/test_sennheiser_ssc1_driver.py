@@ -4,47 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from wmhub_sennheiser.simulator.common import mismatches
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_sennheiser.ssc1_driver import Ssc1Driver
+from wmhub_sennheiser.testing import online, shows
 
 from hub.model import Command, CommandKind, Device
 from hub.testing import DriverHarness, eventually
-
-
-@pytest.fixture
-async def hub() -> AsyncIterator[DriverHarness]:
-    async with DriverHarness("sennheiser") as harness:
-        yield harness
 
 
 async def started(model: str, **options: Any) -> Ssc1Simulator:
     simulator = Ssc1Simulator(model, tick_s=0, **options)
     await simulator.start()
     return simulator
-
-
-async def online(hub: DriverHarness, simulator: Ssc1Simulator, query: str = "") -> Device:
-    return await hub.device(hub.add(simulator.url + query))
-
-
-async def shows(hub: DriverHarness, device_id: str, simulator: Ssc1Simulator, timeout: float = 3.0) -> None:
-    """Wait until every channel the hub shows equals what the simulator says it must show."""
-
-    def same() -> bool:
-        device = hub.store.get(device_id)
-        return device is not None and not mismatches(device.channels, simulator.expected_channels())
-
-    try:
-        await eventually(same, timeout, "the hub to show the simulator's state")
-    except AssertionError:
-        device = hub.store.get(device_id)
-        assert device is not None
-        assert mismatches(device.channels, simulator.expected_channels()) == {}
 
 
 @pytest.mark.parametrize("model", ["ewdx-em4", "ewdx-em2", "em6000", "sldw"])

@@ -34,12 +34,6 @@ COMPARED = (
 
 
 @pytest.fixture
-async def hub() -> AsyncIterator[DriverHarness]:
-    async with DriverHarness("sennheiser") as harness:
-        yield harness
-
-
-@pytest.fixture
 async def simulator() -> AsyncIterator[Ssc2Simulator]:
     # tick_s=0: state changes only when a test says so, so exact values can be compared
     async with Ssc2Simulator(tick_s=0) as sim:
