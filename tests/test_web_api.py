@@ -266,6 +266,12 @@ async def test_health(http: aiohttp.ClientSession) -> None:
     assert body["connections"][0]["url"] == "bench://rack-a" and body["connections"][0]["connected"] is True
 
 
+async def test_hub_info_lists_plugins(http: aiohttp.ClientSession) -> None:
+    info = await call(http, "GET", "/api/v1/hub", 200)
+    assert info["hub_id"] == "webtest" and [p["name"] for p in info["plugins"]] == ["bench"]
+    assert TOKEN not in str(info)
+
+
 async def test_metrics_are_prometheus_text(http: aiohttp.ClientSession) -> None:
     await call(http, "GET", "/api/v1/devices", 200)
     text = await call(http, "GET", "/metrics", 200)

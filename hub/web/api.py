@@ -31,6 +31,7 @@ from hub.web.schemas import (
     DeviceView,
     ExtendedNameBody,
     Health,
+    HubInfo,
     ListQuery,
     ManagedView,
 )
@@ -294,12 +295,18 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+async def hub_info(request: web.Request) -> web.Response:
+    return json_response(HubInfo.model_validate(request.app[HUB_KEY].info()))
+
+
 _DEVICE_ID = {"device_id": "a device id, e.g. shure-ABC123"}
 _CHANNEL_ID = {"channel_id": "'<device_id>:<index>', e.g. shure-ABC123:1"}
 
 OPERATIONS: Final = (
     Operation("GET", "/api/health", health, "Hub health and per-device connection health", "health",
               response=Health),
+    Operation("GET", "/api/v1/hub", hub_info, "Version, loaded plugins (with their errors), settings summary",
+              "health", response=HubInfo),
     Operation("GET", "/api/v1/devices", list_devices, "List devices with their channels", "devices",
               query=ListQuery, response=DevicePage, errors=(422,)),
     Operation("POST", "/api/v1/devices", add_device, "Add a device by URL (201; 200 if already known)", "devices",

@@ -137,3 +137,19 @@ class Health(Strict):
     devices_online: int
     live_clients: int
     connections: list[ConnectionHealth]
+
+
+class PluginView(Strict):
+    name: str
+    distribution: str | None
+    version: str | None
+    hooks: list[str]
+    error: str | None
+
+
+class HubInfo(Strict):
+    hub_id: str
+    version: str
+    started_at: float
+    plugins: list[PluginView]
+    config: dict[str, Any] = Field(description="a summary without secrets")
