@@ -132,3 +132,13 @@ async def test_a_stalled_browser_is_dropped_and_others_keep_up(hub: Hub) -> None
             if any(c["id"] == "rack-000:1" and c["battery_bars"] == 1 for c in changes["channels"]):
                 break
     assert received >= 1
+
+
+@pytest.mark.parametrize("hub", [{"open_reads": False}], indirect=True)
+async def test_closed_reads_need_the_token_on_the_live_feed_too(hub: Hub) -> None:
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(live_url(hub))
+        assert refused.value.status == 401
+        async with session.ws_connect(live_url(hub) + "?token=t") as ws:
+            assert (await next_message(ws))["type"] == "snapshot"
