@@ -21,26 +21,27 @@ MISSES_BEFORE_OFFLINE = 2
 
 
 def int_option(endpoint: Endpoint, name: str, default: int, low: int, high: int) -> int:
-    text = endpoint.options.get(name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise EndpointError(f"{endpoint.url}: {name}={text!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise EndpointError(f"{endpoint.url}: {name} must be within {low}..{high}")
-    return value
+    return _number_option(endpoint, name, default, low, high, int, "a whole number")
 
 
 def float_option(endpoint: Endpoint, name: str, default: float, low: float, high: float) -> float:
+    return _number_option(endpoint, name, default, low, high, float, "a number")
+
+
+N = TypeVar("N", int, float)
+
+
+def _number_option(
+    endpoint: Endpoint, name: str, default: N, low: N, high: N, parse: Callable[[str], N], kind: str
+) -> N:
+    """A numeric URL option within ``low..high``; ``default`` when the URL does not name it."""
     text = endpoint.options.get(name)
     if text is None:
         return default
     try:
-        value = float(text)
+        value = parse(text)
     except ValueError:
-        raise EndpointError(f"{endpoint.url}: {name}={text!r} is not a number") from None
+        raise EndpointError(f"{endpoint.url}: {name}={text!r} is not {kind}") from None
     if not low <= value <= high:
         raise EndpointError(f"{endpoint.url}: {name} must be within {low:g}..{high:g}")
     return value
