@@ -77,6 +77,7 @@ class Options:
     scrape_every: float = 10.0
     profile: Path | None = None
     keep: Path | None = None
+    meter_rate_ms: int = METER_RATE_MS
 
 
 @dataclass
@@ -185,14 +186,14 @@ class Observer:
         return found, lost
 
 
-def hub_config(directory: Path, broker_url: str, urls: list[str]) -> Path:
+def hub_config(directory: Path, broker_url: str, urls: list[str], meter_rate_ms: int) -> Path:
     """A TOML file for ``wmhub run --config``: thousands of devices do not fit a command line."""
     devices = ",\n".join(f"  {json.dumps(url)}" for url in urls)
     path = directory / "hub.toml"
     path.write_text(
         f'hub_id = "{HUB_ID}"\n'
         f"data_dir = {json.dumps(str(directory / 'data'))}\n"
-        f"meter_rate_ms = {METER_RATE_MS}\n"
+        f"meter_rate_ms = {meter_rate_ms}\n"
         f"devices = [\n{devices}\n]\n"
         f'[mqtt]\nurl = "{broker_url}"\n'
         '[http]\nhost = "127.0.0.1"\nport = 0\n'
@@ -296,7 +297,7 @@ async def run_once(options: Options, directory: Path) -> dict[str, Any]:
         if not await observer.client.wait_connected(10):
             raise RuntimeError("the observer could not connect to Mosquitto")
         log_path = directory / "hub.log"
-        config = hub_config(directory, broker.url, urls)
+        config = hub_config(directory, broker.url, urls, options.meter_rate_ms)
         spawned_at = time.time()
         with log_path.open("wb") as log:
             hub = await asyncio.create_subprocess_exec(
@@ -331,11 +332,11 @@ async def run_once(options: Options, directory: Path) -> dict[str, Any]:
         receivers=len(models),
         channels=channels,
         families=sorted(set(models)),
-        meter_rate_ms=METER_RATE_MS,
+        meter_rate_ms=options.meter_rate_ms,
         all_connected=connected,
         not_online=not_online[:20],
         connect_s=connect_s,
-        offered_samples_per_s=channels * 1000 / METER_RATE_MS,
+        offered_samples_per_s=channels * 1000 / options.meter_rate_ms,
     )
     result["passed"] = verdict(result)
     return result
@@ -462,7 +463,8 @@ ROWS: Final = (
     ("channels", "channels"),
     ("all_connected", "all connected"),
     ("connect_s", "time until all online on MQTT (s)"),
-    ("offered_samples_per_s", "samples offered /s (channels x 10)"),
+    ("meter_rate_ms", "meter rate (ms)"),
+    ("offered_samples_per_s", "samples offered /s"),
     ("samples_sent_per_s", "samples sent /s"),
     ("samples_merged_per_s", "samples merged by the hub /s"),
     ("backlog_growth", "backlog growth over the window (samples)"),
@@ -560,6 +562,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--find-ceiling", action="store_true", help="grow the channel count until a run fails")
     parser.add_argument("--seconds", type=float, help="measured time (default 60; 20 per ceiling step)")
     parser.add_argument("--warmup", type=float, default=10.0, help="time after all devices are online")
+    parser.add_argument("--meter-rate-ms", type=int, default=METER_RATE_MS, help="the hub's meter_rate_ms")
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
     parser.add_argument("--changes-per-s", type=float, default=20.0, help="timed state changes per second")
     parser.add_argument("--connect-timeout", type=float, default=60.0)
@@ -584,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         connect_timeout=args.connect_timeout,
         profile=args.profile,
         keep=args.keep,
+        meter_rate_ms=args.meter_rate_ms,
     )
     if not args.find_ceiling and options.receivers is None and options.channels is None:
         options.receivers = 250
