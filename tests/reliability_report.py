@@ -12,6 +12,7 @@ and the document is only rewritten when someone asks for it.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import platform
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.strategies import SearchStrategy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,33 +40,42 @@ def _append(row: dict[str, Any]) -> None:
 
 
 def fuzz(
-    target: str, bad_input: str, expected: str, max_examples: int = FUZZ_EXAMPLES, **strategies: SearchStrategy[Any]
-) -> Callable[[Callable[..., None]], Callable[[], None]]:
+    target: str,
+    bad_input: str,
+    expected: str,
+    /,
+    max_examples: int = FUZZ_EXAMPLES,
+    shrink: bool = True,
+    **strategies: SearchStrategy[Any],
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """A hypothesis property test that also records its row: ``target`` got ``bad_input`` and did ``expected``.
 
-    The decorated function takes the drawn values as keyword arguments; the test pytest sees takes none.
+    The decorated function takes the drawn values as keyword arguments; its other parameters are pytest
+    fixtures, passed through by the test pytest sees. ``shrink=False`` for examples that cost real I/O:
+    hypothesis then reports the failing example as found instead of spending minutes minimising it.
     """
 
-    def decorate(check: Callable[..., None]) -> Callable[[], None]:
+    def decorate(check: Callable[..., None]) -> Callable[..., None]:
         examples = 0
 
         @functools.wraps(check)
-        def counted(**drawn: Any) -> None:
+        def counted(**arguments: Any) -> None:
             nonlocal examples
             examples += 1
-            check(**drawn)
+            check(**arguments)
 
         # no example database: the suite must not leave files in the working tree
         run = settings(
             max_examples=max_examples,
             deadline=None,
             database=None,
-            suppress_health_check=[HealthCheck.too_slow],
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+            phases=None if shrink else [Phase.explicit, Phase.reuse, Phase.generate],
         )(given(**strategies)(counted))
 
-        def test() -> None:
+        def test(**fixtures: Any) -> None:
             started = time.monotonic()
-            run()
+            run(**fixtures)
             _append(
                 {
                     "kind": "fuzz",
@@ -78,6 +88,10 @@ def fuzz(
                 }
             )
 
+        fixtures = [name for name in inspect.signature(check).parameters if name not in strategies]
+        test.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY) for name in fixtures]
+        )
         test.__name__ = check.__name__
         test.__qualname__ = check.__qualname__
         test.__doc__ = check.__doc__

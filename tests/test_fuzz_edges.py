@@ -1,0 +1,275 @@
+"""Bad input at the hub's edges: MQTT set/get and bridge requests, REST bodies, through real sockets.
+
+One hub (MQTT to a test broker, HTTP on a free port, one simulated ULX-D) serves every example of the module;
+hypothesis is synchronous, so the rig runs its own event loop and each example drives it to completion.
+URLs in generated requests never name a host other than 127.0.0.1, so nothing leaves loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+import pytest
+from hypothesis import strategies as st
+from wmhub_shure.simulator import ShureSimulator
+
+from hub.app import Hub
+from hub.testing import eventually
+from tests.fault_harness import TOKEN, device_of, hub_config, is_online, running_hub
+from tests.mosquitto import MqttProbe, running_broker
+from tests.reliability_report import fuzz, record_check
+
+T = TypeVar("T")
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value).encode()  # the standard encoder: integers beyond 64 bits included
+
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.sampled_from([0, 1, -1, 42, 1e308, -0.0, 470.2, 99999, 100000, "toggle", "", " ", "VOX 1"]),
+    st.text(max_size=40),
+)
+KEYS = st.sampled_from(
+    [
+        "name", "muted", "gain_db", "gain_step_db", "frequency_mhz", "identify", "rf_output", "meter_rate_ms",
+        "url", "id", "device_id", "channel", "ms", "transaction", "kind", "value", "slot", "extra",
+    ]
+)  # fmt: skip
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(KEYS, children, max_size=3),
+    max_leaves=12,
+)
+SAFE_URLS = st.sampled_from(
+    ["", "nope://127.0.0.1", "shure://", "shure://127.0.0.1:notaport", "shure://[::1", "127.0.0.1", "://", "shure"]
+)
+
+
+def _no_foreign_urls(value: Any) -> bool:
+    """True unless a generated string could be taken for a device URL (only SAFE_URLS may look like one)."""
+    if isinstance(value, str):
+        return "://" not in value or value in SAFE_URLS.elements  # type: ignore[attr-defined]
+    if isinstance(value, dict):
+        return all(_no_foreign_urls(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_no_foreign_urls(item) for item in value)
+    return True
+
+
+OBJECTS = st.one_of(
+    st.dictionaries(KEYS, JSON_VALUES, max_size=4),
+    st.fixed_dictionaries({"url": SAFE_URLS}, optional={"transaction": SCALARS}),
+).filter(_no_foreign_urls)
+PAYLOADS = st.one_of(
+    OBJECTS.map(dumps),
+    st.binary(max_size=64),
+    JSON_VALUES.filter(_no_foreign_urls).map(dumps),
+    st.sampled_from([b"", b"{", b"null", b"[]", b'{"name": "' + b"x" * 100_000 + b'"}', b'{"gain_db": 1e400}']),
+)
+
+
+@dataclass
+class EdgeRig:
+    loop: asyncio.AbstractEventLoop
+    hub: Hub
+    probe: MqttProbe
+    session: aiohttp.ClientSession
+    sim: ShureSimulator
+    device_id: str
+    http: str
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(work)
+
+    def still_well(self) -> None:
+        assert is_online(self.hub, self.sim.url), "the device went offline during the fuzz"
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeRig]:
+    loop = asyncio.new_event_loop()
+    stack = contextlib.AsyncExitStack()
+    data_dir: Path = tmp_path_factory.mktemp("edges")
+
+    async def start() -> EdgeRig:
+        broker = await stack.enter_async_context(running_broker())
+        sim = await stack.enter_async_context(ShureSimulator("ulxd4d"))
+        config = hub_config(data_dir, [sim.url], broker.url, hub_id="edgefuzz", offline_after_s=5.0)
+        hub = await stack.enter_async_context(running_hub(config, plugins="shure"))
+        probe = await stack.enter_async_context(MqttProbe(broker))
+        await probe.subscribe(f"{config.mqtt.base_topic}/hubs/edgefuzz/response/#")
+        session = await stack.enter_async_context(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)))
+        await eventually(lambda: is_online(hub, sim.url), 10, "device online")
+        device = device_of(hub, sim.url)
+        assert device is not None
+        return EdgeRig(loop, hub, probe, session, sim, device.id, f"http://127.0.0.1:{hub.web.port}")
+
+    try:
+        yield loop.run_until_complete(start())
+    finally:
+        loop.run_until_complete(stack.aclose())
+        loop.close()
+
+
+MQTT_TARGETS = st.one_of(
+    st.tuples(st.just("channel"), st.integers(1, 4), st.sampled_from(["set", "get"])),
+    st.tuples(st.just("device"), st.none(), st.sampled_from(["set", "get"])),
+    st.tuples(
+        st.just("request"),
+        st.none(),
+        st.sampled_from(
+            [
+                "info",
+                "devices",
+                "device/add",
+                "device/remove",
+                "candidates",
+                "candidate/approve",
+                "channel/rename",
+                "meter_rate",
+                "discovery/restart",
+                "nonsense",
+                "device",
+            ]
+        ),
+    ),
+)
+
+
+async def mqtt_exchange(rig: EdgeRig, target: tuple[str, int | None, str], payload: bytes) -> dict[str, Any]:
+    base = rig.hub.config.mqtt.base_topic
+    kind, channel, action = target
+    device = rig.device_id  # the hub subscribes to the control topics of known devices only
+    if kind == "request":
+        topic = f"{base}/hubs/edgefuzz/request/{action}"
+    elif channel is None:
+        topic = f"{base}/devices/{device}/{action}"
+    else:
+        topic = f"{base}/devices/{device}/channels/{channel}/{action}"
+    rig.probe.clear()
+    rig.probe.publish(topic, payload)
+    _, response = await eventually(
+        lambda: next(iter(rig.probe.messages), None), 8, f"a response to {topic} <- {payload[:200]!r}"
+    )
+    decoded: dict[str, Any] = orjson.loads(response)
+    return decoded
+
+
+@fuzz(
+    "MQTT set/get and bridge requests",
+    "random bytes, non-objects, unknown and mistyped keys, huge names, 1e400, any transaction type, "
+    "unknown channels and commands",
+    "exactly one response per request ({status: ok|error}, transaction echoed); the device stays online",
+    max_examples=150,
+    shrink=False,
+    target=MQTT_TARGETS,
+    payload=PAYLOADS,
+)
+def test_mqtt_payloads(rig: EdgeRig, target: tuple[str, int | None, str], payload: bytes) -> None:
+    response = rig.run(mqtt_exchange(rig, target, payload))
+    assert response["status"] in ("ok", "error")
+    if response["status"] == "error":
+        assert isinstance(response["error"], str) and response["error"]
+    with contextlib.suppress(orjson.JSONDecodeError):
+        sent = orjson.loads(payload)
+        if isinstance(sent, dict) and "transaction" in sent:
+            assert response.get("transaction") == sent["transaction"]
+    rig.still_well()
+
+
+REST_WRITES = st.sampled_from(
+    [
+        ("POST", "/api/v1/channels/{channel}/commands"),
+        ("POST", "/api/v1/devices/{device}/commands"),
+        ("PUT", "/api/v1/channels/{channel}/extended-name"),
+        ("POST", "/api/v1/devices"),
+        ("POST", "/api/v1/candidates/approve"),
+        ("DELETE", "/api/v1/devices/{other}"),
+    ]
+)
+BODIES = st.one_of(
+    st.dictionaries(KEYS, JSON_VALUES, max_size=4).filter(_no_foreign_urls).map(dumps),
+    st.fixed_dictionaries(
+        {"kind": st.sampled_from(["name", "mute", "gain", "gain_step", "frequency", "identify", "meter_rate", "x"])},
+        optional={"value": SCALARS, "slot": SCALARS},
+    ).map(dumps),
+    st.fixed_dictionaries({"url": SAFE_URLS}).map(dumps),
+    st.binary(max_size=64),
+    st.sampled_from(
+        [b"", b"[]", b"null", b'{"kind": "gain", "value": 1e400}', b'{"kind":"name","value":"' + b"y" * 70000]
+    ),
+)
+
+
+async def rest_exchange(rig: EdgeRig, method: str, path: str, body: bytes) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    async with rig.session.request(method, rig.http + path, data=body, headers=headers) as response:
+        return response.status, await response.json(content_type=None)
+
+
+@fuzz(
+    "REST write endpoints",
+    "random bodies (bytes, wrong JSON types, unknown keys, 1e400, 70 KB strings) and ids, with the token",
+    "a JSON answer; 4xx with {error, code} for bad input; never a 500; the device stays online",
+    max_examples=150,
+    shrink=False,
+    operation=REST_WRITES,
+    body=BODIES,
+    channel=st.sampled_from(["{device}:1", "{device}:2", "{device}:9", "nope:1", "{device}", ":", "%00"]),
+    other=st.text(max_size=12).filter(lambda text: text.strip("/.") != "" and "?" not in text and "#" not in text),
+)
+def test_rest_bodies(rig: EdgeRig, operation: tuple[str, str], body: bytes, channel: str, other: str) -> None:
+    method, template = operation
+    channel_ref = quote(channel.format(device=rig.device_id), safe=":%")
+    path = template.format(channel=channel_ref, device=quote(rig.device_id), other=quote(f"x{other}", safe=""))
+    status, answer = rig.run(rest_exchange(rig, method, path, body))
+    assert status != 500, answer
+    if status >= 400:
+        assert isinstance(answer, dict) and answer.get("error") and answer.get("code"), answer
+    rig.still_well()
+
+
+def test_rest_write_paths_need_the_token(rig: EdgeRig) -> None:
+    """Every write operation the server registers refuses a request without (or with a wrong) token."""
+    from hub.web.server import WebServer
+
+    server = rig.hub.web
+    assert isinstance(server, WebServer)
+    writes = [op for op in server.operations if op.write]
+    assert writes, "no write operations registered"
+
+    async def attempt(method: str, path: str, token: str | None) -> int:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with rig.session.request(method, rig.http + path, json={}, headers=headers) as response:
+            return response.status
+
+    refused = []
+    for op in writes:
+        path = op.path.replace("{channel_id}", f"{rig.device_id}:1").replace("{device_id}", rig.device_id)
+        path = re.sub(r"\{[^}]*\}", "1", path)
+        for token in (None, "wrong", TOKEN[:-1]):
+            status = rig.run(attempt(op.method, path, token))
+            refused.append((op.method, op.path, token, status))
+    bad = [entry for entry in refused if entry[3] != 401]
+
+    record_check(
+        "REST",
+        f"every write operation ({len(writes)}) without the token, with a wrong one, with a truncated one",
+        "401 for all" if not bad else f"NOT refused: {bad}",
+    )
+    assert not bad
