@@ -6,15 +6,16 @@ protocol's encoding; ``expected_channels()`` says what a correct client must sho
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import random
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Self
 
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
@@ -114,6 +115,18 @@ class UdpSimulator(asyncio.DatagramProtocol, ABC):
         if self._transport is not None:
             self._transport.close()
 
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """The device URL a hub connects to."""
+
     def _dropped(self) -> bool:
         if self.silent or time.monotonic() < self._down_until:
             return True
@@ -167,6 +180,37 @@ class UdpSimulator(asyncio.DatagramProtocol, ABC):
     @abstractmethod
     def forget_clients(self) -> None:
         """Drop subscriptions and keep-alives (a reboot)."""
+
+
+def command_line(description: str, models: Iterable[str], default_model: str) -> argparse.ArgumentParser:
+    """The options every UDP simulator's ``main`` takes; a simulator may add its own."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", default=default_model, choices=sorted(models))
+    parser.add_argument("--port", type=int, default=0, help="UDP port of the first device; 0 = any free port")
+    parser.add_argument("--count", type=int, default=1, help="how many devices")
+    parser.add_argument("--loss", type=float, default=0.0, help="datagrams dropped each way, percent")
+    parser.add_argument("--tx-churn", type=float, default=0.02, help="chance per second a transmitter toggles")
+    return parser
+
+
+def serve(make: Callable[[int], UdpSimulator], arguments: argparse.Namespace) -> None:
+    """Run ``arguments.count`` simulators (``make(n)`` builds the n-th) and print their URLs, until Ctrl-C."""
+
+    async def run() -> None:
+        simulators = [make(n) for n in range(arguments.count)]
+        try:
+            for simulator in simulators:
+                simulator.tx_churn = arguments.tx_churn
+                simulator.loss_percent = arguments.loss
+                await simulator.start()
+                print(simulator.url, flush=True)
+            await asyncio.Event().wait()
+        finally:
+            for simulator in simulators:
+                await simulator.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
 
 
 class MdnsAdvertisement:

@@ -8,9 +8,6 @@ on change to clients that asked for them (mode bit 1). Run it alone with
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -18,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from wmhub_sennheiser import mcp
-from wmhub_sennheiser.simulator.common import Client, SimChannel, UdpSimulator, default_channels
+from wmhub_sennheiser.simulator.common import Client, SimChannel, UdpSimulator, command_line, default_channels, serve
 
 MODELS: Final = {"g4-em300": "EM 300-500 G4"}
 FIRMWARE: Final = "3.0.4"
@@ -80,13 +77,6 @@ class G4Simulator(UdpSimulator):
     @property
     def url(self) -> str:
         return f"sennheiser-g4://{self.host}:{self.port}?local_port=0"
-
-    async def __aenter__(self) -> G4Simulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     # --- encoding of the state
 
@@ -307,32 +297,10 @@ class G4Simulator(UdpSimulator):
                 self.send(report, client)
 
 
-async def _serve(arguments: argparse.Namespace) -> None:
-    simulators = [
-        G4Simulator(arguments.model, port=arguments.port if n == 0 else 0, seed=n) for n in range(arguments.count)
-    ]
-    for simulator in simulators:
-        simulator.tx_churn = arguments.tx_churn
-        simulator.loss_percent = arguments.loss
-        await simulator.start()
-        print(simulator.url, flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        for simulator in simulators:
-            await simulator.stop()
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Simulated ew G4 receivers (Media Control Protocol) on loopback.")
-    parser.add_argument("--model", default="g4-em300", choices=sorted(MODELS))
-    parser.add_argument("--port", type=int, default=0, help="UDP port of the first device; 0 = any free port")
-    parser.add_argument("--count", type=int, default=1, help="how many devices")
-    parser.add_argument("--loss", type=float, default=0.0, help="datagrams dropped each way, percent")
-    parser.add_argument("--tx-churn", type=float, default=0.02, help="chance per second a transmitter toggles")
-    arguments = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(arguments))
+    description = "Simulated ew G4 receivers (Media Control Protocol) on loopback."
+    arguments = command_line(description, MODELS, "g4-em300").parse_args(argv)
+    serve(lambda n: G4Simulator(arguments.model, port=arguments.port if n == 0 else 0, seed=n), arguments)
 
 
 if __name__ == "__main__":

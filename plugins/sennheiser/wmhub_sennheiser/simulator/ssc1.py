@@ -8,9 +8,6 @@ error 310, meters at the subscribed rate, notifies changes, and injects faults. 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Iterable
@@ -18,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from wmhub_sennheiser import ssc1
-from wmhub_sennheiser.simulator.common import Client, MdnsAdvertisement, UdpSimulator
+from wmhub_sennheiser.simulator.common import Client, MdnsAdvertisement, UdpSimulator, command_line, serve
 from wmhub_sennheiser.simulator.ssc1_products import PRODUCTS, Refusal
 from wmhub_sennheiser.ssc1 import Address, SscError, SubscriptionParams
 
@@ -98,13 +95,6 @@ class Ssc1Simulator(UdpSimulator):
         if self._advertisement is not None:
             await self._advertisement.stop()
         await super().stop()
-
-    async def __aenter__(self) -> Ssc1Simulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     # --- what a correct client shows
 
@@ -262,34 +252,16 @@ class Ssc1Simulator(UdpSimulator):
                     self._send_json(ssc1.tree(values), subscription.client)
 
 
-async def _serve(arguments: argparse.Namespace) -> None:
-    simulators = [
-        Ssc1Simulator(arguments.model, port=arguments.port if n == 0 else 0, advertise=arguments.zeroconf, seed=n)
-        for n in range(arguments.count)
-    ]
-    for simulator in simulators:
-        simulator.tx_churn = arguments.tx_churn
-        simulator.loss_percent = arguments.loss
-        await simulator.start()
-        print(simulator.url, flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        for simulator in simulators:
-            await simulator.stop()
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Simulated SSCv1 devices (JSON over UDP) on loopback.")
-    parser.add_argument("--model", default="ewdx-em4", choices=sorted(PRODUCTS))
-    parser.add_argument("--port", type=int, default=0, help="UDP port of the first device; 0 = any free port")
-    parser.add_argument("--count", type=int, default=1, help="how many devices")
+    parser = command_line("Simulated SSCv1 devices (JSON over UDP) on loopback.", PRODUCTS, "ewdx-em4")
     parser.add_argument("--zeroconf", action="store_true", help="announce _ssc._udp on loopback")
-    parser.add_argument("--loss", type=float, default=0.0, help="datagrams dropped each way, percent")
-    parser.add_argument("--tx-churn", type=float, default=0.02, help="chance per second a transmitter toggles")
     arguments = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(arguments))
+
+    def make(n: int) -> Ssc1Simulator:
+        port = arguments.port if n == 0 else 0
+        return Ssc1Simulator(arguments.model, port=port, advertise=arguments.zeroconf, seed=n)
+
+    serve(make, arguments)
 
 
 if __name__ == "__main__":
