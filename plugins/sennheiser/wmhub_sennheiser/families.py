@@ -405,15 +405,15 @@ class ChannelMapper:
         return updates
 
     def values(self, leaves: Mapping[Address, Any]) -> Updates:
-        merged: Updates = {}
-        for path, value in leaves.items():
-            for channel, fields in self.family.convert(path, value).items():
-                merged.setdefault(channel, {}).update(fields)
-        return self._finish(merged)
+        return self._finish(_merged(self.family.convert(path, value) for path, value in leaves.items()))
 
     def errors(self, errors: Iterable[SscError]) -> Updates:
-        merged: Updates = {}
-        for error in errors:
-            for channel, fields in self.family.convert_error(error).items():
-                merged.setdefault(channel, {}).update(fields)
-        return self._finish(merged)
+        return self._finish(_merged(self.family.convert_error(error) for error in errors))
+
+
+def _merged(updates: Iterable[Updates]) -> Updates:
+    merged: Updates = {}
+    for update in updates:
+        for channel, fields in update.items():
+            merged.setdefault(channel, {}).update(fields)
+    return merged
