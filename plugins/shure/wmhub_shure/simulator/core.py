@@ -595,10 +595,7 @@ class ShureSimulator:
             if rate and rate < 50:
                 self._error(peer)
                 return
-            for channel in targets:
-                channel.meter_rate_ms = rate
-                channel.next_sample = 0.0
-            self._wake_meter()
+            self._set_meter_rate(targets, rate)
             self.broadcast(f"{verb} {channel.index} METER_RATE {rate:05d}" for channel in targets)
             return
         if report.channel == 0:
@@ -659,9 +656,12 @@ class ShureSimulator:
         if rate < 0:
             self._error(peer)
             return
-        for channel in targets:
-            channel.meter_rate_ms = rate
-            channel.next_sample = 0.0
+        self._set_meter_rate(targets, rate)
+
+    def _set_meter_rate(self, channels: Iterable[SimChannel], rate_ms: int) -> None:
+        for channel in channels:
+            channel.meter_rate_ms = rate_ms
+            channel.next_sample = 0.0  # the first SAMPLE at the new rate goes out now
         self._wake_meter()
 
     # state changes pushed to every client, as the device does
