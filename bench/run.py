@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -49,7 +50,7 @@ BASE: Final = "wmhub"
 P99_LIMIT_MS: Final = 100.0
 # The hub may merge a little less than was sent while bytes are in flight, never a growing share of it.
 BACKLOG_TOLERANCE: Final = 0.02
-CEILING_STEPS: Final = (1000, 2500, 5000, 7500, 10000, 12500, 15000, 20000)
+CEILING_STEPS: Final = (1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12500, 15000)
 
 
 def plan(receivers: int | None, channels: int | None) -> list[str]:
@@ -503,21 +504,34 @@ def _cell(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-async def find_ceiling(options: Options, steps: list[int], budget_s: float) -> dict[str, Any]:
-    runs = []
+async def find_ceiling(
+    options: Options, steps: list[int], budget_s: float, save: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Runs at each channel count in turn until one fails; ``save`` gets the document after every run."""
+    document: dict[str, Any] = {"ceiling_channels": None, "runs": [], "failed_at": None}
     deadline = time.monotonic() + budget_s
     for channels in steps:
         if time.monotonic() > deadline:
             print(f"time budget spent before {channels} channels", file=sys.stderr)
             break
         step = Options(**{**vars(options), "channels": channels, "receivers": None})
-        result = await measured_run(step)
-        runs.append(result)
+        try:
+            result = await measured_run(step)
+        except Exception as exc:  # a hub too busy to answer /metrics, or one that died: that count fails
+            document["failed_at"] = {"channels": channels, "error": str(exc).splitlines()[0]}
+            print(f"{channels} channels: FAILED ({exc})", file=sys.stderr, flush=True)
+            save(document)
+            break
+        document["runs"].append(result)
+        if result["passed"]:
+            document["ceiling_channels"] = channels
+        else:
+            document["failed_at"] = {"channels": channels, "error": None}
+        save(document)
         print(f"{channels} channels: {'passed' if result['passed'] else 'FAILED'}", file=sys.stderr, flush=True)
         if not result["passed"]:
             break
-    passing = [run["channels"] for run in runs if run["passed"]]
-    return {"ceiling_channels": max(passing, default=None), "runs": runs}
+    return document
 
 
 async def measured_run(options: Options) -> dict[str, Any]:
@@ -552,6 +566,13 @@ def machine() -> dict[str, Any]:
         "at": time.strftime("%F %T"),
         "commit": commit.stdout.strip() or None,
     }
+
+
+def write(path: Path | None, document: dict[str, Any]) -> None:
+    if path is not None:
+        document["machine"] = machine()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -593,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         options.receivers = 250
     if args.find_ceiling:
         steps = [int(step) for step in args.steps.split(",")] if args.steps else list(CEILING_STEPS)
-        document = asyncio.run(find_ceiling(options, steps, args.budget))
+        document = asyncio.run(find_ceiling(options, steps, args.budget, lambda partial: write(args.out, partial)))
         runs = document["runs"]
         print(table(runs))
         print(f"ceiling: {document['ceiling_channels']} channels")
@@ -604,10 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         document = asyncio.run(measured_run(options))
         print(table([document]))
-    document["machine"] = machine()
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    write(args.out, document)
     return 0 if document.get("passed", document.get("ceiling_channels") is not None) else 1
 
 
