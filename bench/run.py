@@ -408,6 +408,7 @@ async def measure(
     channels = sum(n for worker in workers for _, _, n in worker.receivers)
     cpu_percent = 100 * hub_cpu / elapsed
     queued = sum(worker.stats[-1][3] for worker in workers if worker.stats)
+    connections = sum(worker.stats[-1][2] for worker in workers if worker.stats)
     return {
         "seconds": round(elapsed, 1),
         "samples_sent_per_s": round(sent / elapsed),
@@ -415,6 +416,7 @@ async def measure(
         "backlog_samples": backlog,
         "backlog_growth": backlog[-1] - backlog[0],
         "generator_queued_bytes": queued,
+        "receiver_connections": connections,
         "hub_loop_late_ticks": round(snapshots[-1].loop_late - snapshots[0].loop_late),
         "hub_loop_lag_ms_at_scrapes": round(1000 * max(snap.loop_lag_s for snap in snapshots), 1),
         "hub_cpu_percent": round(cpu_percent, 1),
@@ -464,6 +466,7 @@ ROWS: Final = (
     ("channels", "channels"),
     ("all_connected", "all connected"),
     ("connect_s", "time until all online on MQTT (s)"),
+    ("receiver_connections", "hub connections the receivers see"),
     ("meter_rate_ms", "meter rate (ms)"),
     ("offered_samples_per_s", "samples offered /s"),
     ("samples_sent_per_s", "samples sent /s"),
