@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from wmhub_sennheiser import g4_driver
 from wmhub_sennheiser.simulator.g4 import G4Simulator
-from wmhub_sennheiser.testing import online, shows
+from wmhub_sennheiser.testing import UdpPeer, online, shows
 
 from hub.model import Command, CommandKind, Device
 from hub.testing import DriverHarness, eventually
@@ -81,25 +81,14 @@ async def test_push_is_renewed_before_it_expires_and_resumes_after_a_reboot(
 
 async def test_push_reports_stop_when_the_timeout_expires(simulator: G4Simulator) -> None:
     """Against the simulator directly: the device side of the keep-alive rule the driver relies on."""
-    received: asyncio.Queue[bytes] = asyncio.Queue()
-
-    class Client(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: Any) -> None:
-            received.put_nowait(data)
-
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", simulator.port))
-    try:
-        transport.sendto(b"Push 1 100 0\r")
-        assert await asyncio.wait_for(received.get(), 2) == b"Push 1 100 0\r"
-        assert (await asyncio.wait_for(received.get(), 2)).startswith(b"RF1 ")
+    async with UdpPeer(simulator.port) as peer:
+        peer.send(b"Push 1 100 0\r")
+        assert await peer.receive() == b"Push 1 100 0\r"
+        assert (await peer.receive()).startswith(b"RF1 ")
         await eventually(lambda: simulator.push_clients == {}, 2.0, "the Push timeout to expire")
-        while not received.empty():
-            received.get_nowait()
+        peer.discard_received()
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(received.get(), 0.3)
-    finally:
-        transport.close()
+            await peer.receive(0.3)
 
 
 async def test_one_shared_socket_serves_every_receiver(hub: DriverHarness) -> None:
@@ -165,22 +154,12 @@ async def test_control_is_confirmed_despite_30_percent_packet_loss(hub: DriverHa
 
 async def test_another_client_gets_its_own_reports(hub: DriverHarness, simulator: G4Simulator) -> None:
     device = await online(hub, simulator)
-    received: asyncio.Queue[bytes] = asyncio.Queue()
-
-    class Client(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: Any) -> None:
-            received.put_nowait(data)
-
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", simulator.port))
-    try:
-        transport.sendto(b"Push 5 100 1\r")
+    async with UdpPeer(simulator.port) as peer:
+        peer.send(b"Push 5 100 1\r")
         await eventually(lambda: len(simulator.push_clients) == 2, 2.0, "a second Push client")
         simulator.channel.name = "Both"
         simulator.publish()
         await shows(hub, device.id, simulator)
         lines: list[bytes] = []
         while b"Name Both" not in b"".join(lines):
-            lines.append(await asyncio.wait_for(received.get(), 2))
-    finally:
-        transport.close()
+            lines.append(await peer.receive())

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import pytest
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_sennheiser.ssc1_driver import Ssc1Driver
-from wmhub_sennheiser.testing import online, shows
+from wmhub_sennheiser.testing import UdpPeer, online, shows
 
 from hub.model import Command, CommandKind, Device
 from hub.testing import DriverHarness, eventually
@@ -104,27 +103,15 @@ async def test_subscriptions_are_renewed_and_survive_a_reboot(hub: DriverHarness
 
 async def test_a_subscription_really_expires_with_310() -> None:
     """Against the simulator directly: the device side of the lifetime rule the driver relies on."""
-    simulator = await started("ewdx-em2")
-    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-    class Client(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: Any) -> None:
-            received.put_nowait(json.loads(data))
-
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", simulator.port))
-    try:
+    async with Ssc1Simulator("ewdx-em2", tick_s=0) as simulator, UdpPeer(simulator.port) as peer:
         request = {"osc": {"xid": 9, "state": {"subscribe": [{"#": {"lifetime": 0.3}, "rx1": {"name": None}}]}}}
-        transport.sendto(json.dumps(request).encode())
-        echo = await asyncio.wait_for(received.get(), 2)
+        peer.send(json.dumps(request).encode())
+        echo = json.loads(await peer.receive())
         assert echo["osc"]["xid"] == 9
         assert echo["osc"]["state"]["subscribe"][0]["#"]["lifetime"] == 0.3
-        assert await asyncio.wait_for(received.get(), 2) == {"rx1": {"name": "Vocal 1"}}
-        assert await asyncio.wait_for(received.get(), 2) == {"osc": {"error": [{"rx1": {"name": [310]}}]}}
+        assert json.loads(await peer.receive()) == {"rx1": {"name": "Vocal 1"}}
+        assert json.loads(await peer.receive()) == {"osc": {"error": [{"rx1": {"name": [310]}}]}}
         assert simulator.subscriptions == {}
-    finally:
-        transport.close()
-        await simulator.stop()
 
 
 async def test_messages_are_split_below_the_device_limit(hub: DriverHarness) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import asyncio
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 from hub.model import Device
 from hub.testing import DriverHarness, eventually
@@ -44,3 +46,42 @@ async def shows(hub: DriverHarness, device_id: str, simulator: SimulatedDevice, 
         device = hub.store.get(device_id)
         assert device is not None
         assert mismatches(device.channels, simulator.expected_channels()) == {}
+
+
+class UdpPeer(asyncio.DatagramProtocol):
+    """A bare UDP socket on loopback for tests of a simulator's own side of the protocol.
+
+    ``async with UdpPeer(port) as peer``: ``peer.send(data)``, then ``await peer.receive()`` for each datagram.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._received: asyncio.Queue[bytes] = asyncio.Queue()
+        self._transport: asyncio.DatagramTransport | None = None
+
+    async def __aenter__(self) -> Self:
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(lambda: self, remote_addr=("127.0.0.1", self.port))
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._received.put_nowait(data)
+
+    def send(self, data: bytes) -> None:
+        assert self._transport is not None, "use UdpPeer in an async with block"
+        self._transport.sendto(data)
+
+    async def receive(self, timeout: float = 2.0) -> bytes:
+        """The next datagram; TimeoutError if none arrives within ``timeout``."""
+        async with asyncio.timeout(timeout):
+            return await self._received.get()
+
+    def discard_received(self) -> None:
+        while not self._received.empty():
+            self._received.get_nowait()
