@@ -1,0 +1,66 @@
+"""Secrets stay secret: device passwords and the MQTT password appear in no log line, MQTT topic or REST
+answer, and the files holding secrets are readable by their owner only."""
+
+from __future__ import annotations
+
+import logging
+import stat
+from pathlib import Path
+
+import aiohttp
+import pytest
+from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
+
+from hub.config import HttpSettings
+from hub.testing import eventually
+from hub.web.server import TOKEN_FILE
+from tests.fault_harness import hub_config, is_online, running_hub
+from tests.mosquitto import MqttProbe, TestBroker
+from tests.reliability_report import record_check
+
+DEVICE_SECRET = "Dev1ce-S3cret-Pa55"
+MQTT_SECRET = "Br0ker-S3cret"
+
+
+async def test_no_secret_in_logs_mqtt_or_rest(
+    mqtt_broker: TestBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with Ssc2Simulator(password=DEVICE_SECRET) as sim:
+        url = sim.url()
+        assert DEVICE_SECRET in url  # the secret really travels in the device URL
+        broker_url = f"mqtt://wmuser:{MQTT_SECRET}@{mqtt_broker.host}:{mqtt_broker.port}"
+        config = hub_config(tmp_path, [url], broker_url)
+        async with running_hub(config, plugins="sennheiser") as hub, MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe(f"{config.mqtt.base_topic}/#")
+            await eventually(lambda: is_online(hub, url), 15, "SSCv2 device online")
+            device = next(iter(hub.store.devices))
+            async with aiohttp.ClientSession() as session:
+                answers = []
+                for path in ("/api/v1/devices", f"/api/v1/devices/{device}", "/api/health", "/metrics"):
+                    async with session.get(f"http://127.0.0.1:{hub.web.port}{path}") as response:
+                        answers.append(await response.text())
+            await probe.json(f"{config.mqtt.base_topic}/hubs/{config.hub_id}/devices", lambda items: len(items) == 1)
+            mqtt_text = "\n".join(payload.decode("utf-8", "replace") for _, payload in probe.messages)
+        logs = "\n".join(record.getMessage() + str(getattr(record, "device", "")) for record in caplog.records)
+    leaks = {
+        where: any(secret in text for secret in (DEVICE_SECRET, MQTT_SECRET))
+        for where, text in (("logs", logs), ("MQTT", mqtt_text), ("REST", "\n".join(answers)))
+    }
+    record_check(
+        "Secrets",
+        "an SSCv2 device password (in its URL) and the MQTT password in logs, MQTT topics, REST answers",
+        "nowhere"
+        if not any(leaks.values())
+        else "LEAKED in " + ", ".join(where for where, bad in leaks.items() if bad),
+    )
+    assert not any(leaks.values()), leaks
+
+
+async def test_generated_api_token_is_owner_only(tmp_path: Path) -> None:
+    config = hub_config(tmp_path / "data", [], http=HttpSettings(port=0, token=None))
+    async with running_hub(config, plugins="shure"):
+        token_file = config.data_dir / TOKEN_FILE
+        mode = stat.S_IMODE(token_file.stat().st_mode)
+    record_check("Secrets", "generated API token file mode", oct(mode))
+    assert mode == 0o600
