@@ -135,12 +135,18 @@ async def test_two_clients_each_get_their_own_session(hub: DriverHarness, simula
     await matches(hub, second, simulator, "the change on the second client")
 
 
+async def streaming(hub: DriverHarness, simulator: Ssc2Simulator) -> tuple[ManagedDevice, str]:
+    """Add the simulator and wait until the driver holds a subscription session; return the device and session."""
+    managed = hub.add(simulator.url(poll="0.5"))
+    await hub.device(managed)
+    session: str = await eventually(lambda: next(iter(simulator.sessions), None), what="a session")
+    return managed, session
+
+
 async def test_a_dropped_stream_recovers_and_the_stale_session_is_deleted(
     hub: DriverHarness, simulator: Ssc2Simulator
 ) -> None:
-    managed = hub.add(simulator.url(poll="0.5"))
-    await hub.device(managed)
-    old_session = await eventually(lambda: next(iter(simulator.sessions), None), what="a session")
+    managed, old_session = await streaming(hub, simulator)
     simulator.drop_streams()
     await eventually(
         lambda: list(simulator.sessions) not in ([], [old_session]) and old_session not in simulator.sessions,
@@ -154,9 +160,7 @@ async def test_a_dropped_stream_recovers_and_the_stale_session_is_deleted(
 async def test_a_session_the_driver_could_not_end_is_deleted_before_the_next_one_opens(
     hub: DriverHarness, simulator: Ssc2Simulator
 ) -> None:
-    managed = hub.add(simulator.url(poll="0.5"))
-    await hub.device(managed)
-    old_session = await eventually(lambda: next(iter(simulator.sessions), None), what="a session")
+    _, old_session = await streaming(hub, simulator)
     simulator.busy_deletes = 1  # the DELETE sent when the stream dropped fails
     simulator.drop_streams()
     await eventually(lambda: simulator.deletes.count(old_session) == 2, what="the DELETE retried on reconnect")
