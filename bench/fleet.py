@@ -158,9 +158,10 @@ class Fleet:
             if time.monotonic() - self._last_change.get(key, -SETTLE_S) < SETTLE_S:
                 continue
             self._last_change[key] = time.monotonic()
+            made_at = time.time()  # before the change is written, so no part of the trip goes uncounted
             expected = self._make_change(receiver, channel, next(kinds))
             if expected is not None:
-                emit({"change": [receiver.url, channel.index, expected, time.time()]})
+                emit({"change": [receiver.url, channel.index, expected, made_at]})
 
     def _make_change(self, receiver: BenchReceiver, channel: SimChannel, kind: str) -> dict[str, Any] | None:
         """Change the simulator's state as a stage would; return the fields the hub must then show."""
