@@ -1,21 +1,21 @@
 """What the fuzz and fault suites measured, and the renderer of ``docs/reliability.md``.
 
 Each fuzz or fault test appends one JSON line to ``build/reliability/results.jsonl`` (or the file named by
-``WMHUB_RELIABILITY_RESULTS``); ``python -m tests.reliability_report`` turns the latest line per case into
-the document. Rendering is a separate step so that a partial run (one test file) still updates its rows
-and the document is only rewritten when someone asks for it.
+``WMHUB_RELIABILITY_RESULTS``); the document is rendered from those lines:
 
-    .venv/bin/pytest tests/test_fuzz_*.py tests/test_faults_*.py
-    .venv/bin/python -m tests.reliability_report        # writes docs/reliability.md
+    .venv/bin/python -m tests.reliability_report                 # run both suites afresh, then write the doc
+    .venv/bin/python -m tests.reliability_report --render-only   # write it from the results already there
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import inspect
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(os.environ.get("WMHUB_RELIABILITY_RESULTS", ROOT / "build" / "reliability" / "results.jsonl"))
 DOC = ROOT / "docs" / "reliability.md"
 FUZZ_EXAMPLES = 200
+SUITES = ("test_fuzz_*.py", "test_faults_*.py")
 
 
 def _append(row: dict[str, Any]) -> None:
@@ -70,7 +71,7 @@ def fuzz(
             deadline=None,
             database=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-            phases=None if shrink else [Phase.explicit, Phase.reuse, Phase.generate],
+            phases=tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate),
         )(given(**strategies)(counted))
 
         def test(**fixtures: Any) -> None:
@@ -166,8 +167,7 @@ def render(rows: list[dict[str, Any]]) -> str:
         "How to reproduce:",
         "",
         "```sh",
-        ".venv/bin/pytest tests/test_fuzz_*.py tests/test_faults_*.py",
-        ".venv/bin/python -m tests.reliability_report",
+        ".venv/bin/python -m tests.reliability_report   # runs tests/test_fuzz_*.py and tests/test_faults_*.py",
         "```",
         "",
         "## Faults",
@@ -204,16 +204,61 @@ def render(rows: list[dict[str, Any]]) -> str:
         lines += ["", "## Security and behaviour checks", "", "| Area | Check | Outcome |", "|---|---|---|"]
         for row in checks:
             lines.append(f"| {_cell(row['area'])} | {_cell(row['check'])} | {_cell(row['outcome'])} |")
+    lines += ["", *HOW_IT_WORKS]
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+HOW_IT_WORKS = """## How the suites work
+
+- `tests/faultproxy.py`: an asyncio TCP/UDP proxy on 127.0.0.1 between the hub and a simulator. It adds
+  latency (`delay_s`, in order, without throttling), drops datagrams (`loss_rate`), flips bytes
+  (`corrupt_rate`), resets every connection (`cut()`), refuses new ones (`refuse`) and blackholes traffic
+  while keeping sockets open (`blackhole()`, a half-open path; `heal()` lets new connections through).
+- `tests/fault_harness.py`: a whole hub in-process (MQTT to a real Mosquitto, HTTP on a free port) with
+  `offline_after_s = 1.5` and `io_timeout_s = 1.0`, so faults show within seconds; detection times scale
+  with `offline_after_s` (default 10 s) for faults only silence reveals (half-open, a powered-off device).
+- Device faults use the simulators' own fault modes (Shure: stop/start, `drop_clients`, name changed at
+  the front panel; Sennheiser: transmitter switched off) through the proxy; hub faults restart Mosquitto,
+  start the hub before any broker exists, and run `wmhub run` as a child process for SIGTERM and SIGKILL.
+- Lost state: state changes made during or after a fault that the hub (store, MQTT) did not show once it
+  recovered. Lost control: commands sent after recovery (REST or MQTT) that were not both confirmed and
+  applied by the simulator. Commands sent while a device is offline are refused at once with
+  `unavailable`, never queued or silently dropped.
+- Fuzz tests are hypothesis properties (`tests/test_fuzz_*.py`, 200 examples each unless the row says
+  otherwise, no example database, deterministic enough for CI). The edge tests drive a real hub over real
+  sockets; generated URLs never name a host other than 127.0.0.1.
+
+## Not covered, and why
+
+- Disk full / read-only data directory at the hub level runs only where the persistence store is wired
+  into the hub; see the rows above for what was measured in this run.
+- Meter loss is counted as datagrams the proxy dropped, not per meter field: meters are allowed to drop.
+- atheris (coverage-guided fuzzing) is not used: hypothesis reaches every parser path listed here in
+  seconds, and atheris would add a native dependency CI does not have.
+- Real network equipment (switch reboots, multicast storms, Wi-Fi) is modelled only by the proxy.
+""".splitlines()
+
+
+def run_suites() -> int:
+    """Run the fuzz and fault suites against a fresh results file; pytest's exit status."""
+    RESULTS.unlink(missing_ok=True)
+    suites = sorted(str(path.relative_to(ROOT)) for pattern in SUITES for path in (ROOT / "tests").glob(pattern))
+    return subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suites], cwd=ROOT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.reliability_report", description=__doc__)
+    parser.add_argument("--render-only", action="store_true", help="write the document from the last results")
+    args = parser.parse_args(argv)
+    status = 0 if args.render_only else run_suites()
     rows = latest_rows()
     if not rows:
-        raise SystemExit(f"no results in {RESULTS}: run the fuzz and fault suites first")
+        print(f"no results in {RESULTS}: run the fuzz and fault suites first", file=sys.stderr)
+        return 1
     DOC.write_text(render(rows), encoding="utf-8")
-    print(f"wrote {DOC} ({len(rows)} cases)")
+    print(f"wrote {DOC} ({len(rows)} cases)" + ("" if status == 0 else f"; the suites failed (status {status})"))
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
