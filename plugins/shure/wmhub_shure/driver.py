@@ -115,15 +115,13 @@ class ShureDriver(Driver):
         loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
         host, port = self.endpoint.host, self.endpoint.port
-        timeout = self.settings.io_timeout_s
-        if self.udp:
-            datagrams, _ = await asyncio.wait_for(
-                loop.create_datagram_endpoint(lambda: _Link(self), remote_addr=(host, port)), timeout
-            )
-            self._transport = datagrams
-        else:
-            stream, _ = await asyncio.wait_for(loop.create_connection(lambda: _Link(self), host, port), timeout)
-            self._transport = stream
+        # asyncio.timeout rather than wait_for throughout: on Python 3.11 wait_for can swallow a cancellation
+        # that arrives as the awaited call finishes, and the hub could then never stop this driver
+        async with asyncio.timeout(self.settings.io_timeout_s):
+            if self.udp:
+                self._transport, _ = await loop.create_datagram_endpoint(lambda: _Link(self), remote_addr=(host, port))
+            else:
+                self._transport, _ = await loop.create_connection(lambda: _Link(self), host, port)
         family, model, channels = await self._detect()
         self._use_family(family, model, channels)
         device = await self._device_fields(family)
@@ -238,7 +236,8 @@ class ShureDriver(Driver):
             self._send_meter_rate(rate)
             return
         reply = self._track(0, "SET", "METER_RATE", f"{rate:05d}")
-        await asyncio.wait_for(reply, self.settings.io_timeout_s)
+        async with asyncio.timeout(self.settings.io_timeout_s):
+            await reply
 
     def _send_meter_rate(self, rate_ms: int) -> None:
         if self.udp:
@@ -288,7 +287,8 @@ class ShureDriver(Driver):
 
     async def _request(self, channel: int | None, verb: str, param: str, *values: str) -> Report:
         future = self._track(channel, verb, param, *values)
-        return await asyncio.wait_for(future, self.settings.io_timeout_s)
+        async with asyncio.timeout(self.settings.io_timeout_s):
+            return await future
 
     def _expire_pending(self) -> None:
         now = time.monotonic()
@@ -423,7 +423,8 @@ class ShureDriver(Driver):
 
         future = self._track(request.channel, "SET", request.param, *request.values, index=request.index, accept=accept)
         try:
-            report = await asyncio.wait_for(future, self.settings.io_timeout_s)
+            async with asyncio.timeout(self.settings.io_timeout_s):
+                report = await future
         except TimeoutError:
             raise CommandTimeoutError(
                 f"the receiver did not confirm {request.param} within {self.settings.io_timeout_s:g} s"
@@ -442,7 +443,8 @@ def udp_driver(endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -
 async def probe(host: str, port: int, timeout_s: float) -> tuple[str, str | None] | None:
     """Ask a TCP 2202 endpoint what it is: (model, device name), or None if it is no Shure receiver."""
     with contextlib.suppress(OSError, TimeoutError):
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
         try:
             writer.write(encode(ANGLE, "GET", "MODEL") + encode(ANGLE, "GET", "DEVICE_ID"))
             framer = Framer()
@@ -450,7 +452,8 @@ async def probe(host: str, port: int, timeout_s: float) -> tuple[str, str | None
             deadline = time.monotonic() + timeout_s
             errors = 0
             while len(replies) + errors < 2:
-                data = await asyncio.wait_for(reader.read(4096), max(0.01, deadline - time.monotonic()))
+                async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
+                    data = await reader.read(4096)
                 if not data:
                     break
                 for body in framer.feed(data):
