@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Final
 
@@ -34,10 +35,12 @@ async def identify_ssc_service(service: DiscoveredService, settings: DriverSetti
     if announced is not None and family_for(announced) is None:
         return None  # announces itself as something else (a charger, a speaker): no need to ask
     client = SscClient(service.host, service.port, PROBE_RETRY_S, lambda message: None)
-    await client.open()
+    # the hub bounds this hook by io_timeout_s: give up a little earlier, with an answer
+    deadline_s = settings.io_timeout_s * 0.8
     try:
-        # the hub bounds this hook by io_timeout_s: give up a little earlier, with an answer
-        reply = await client.request(ssc1.tree([*IDENTITY, DEVICE_NAME]), settings.io_timeout_s * 0.8)
+        async with asyncio.timeout(deadline_s):
+            await client.open(deadline_s)
+            reply = await client.request(ssc1.tree([*IDENTITY, DEVICE_NAME]), deadline_s)
     except TimeoutError:
         return None  # not answering SSCv1: e.g. an EW-DX in secure (SSCv2) mode
     finally:

@@ -131,10 +131,11 @@ class G4Driver(UdpDriver):
 
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
-        infos = await asyncio.wait_for(
-            loop.getaddrinfo(self.endpoint.host, self.endpoint.port, family=socket.AF_INET, type=socket.SOCK_DGRAM),
-            self.settings.io_timeout_s,
-        )
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancellation that stops the driver
+        async with asyncio.timeout(self.settings.io_timeout_s):
+            infos = await loop.getaddrinfo(
+                self.endpoint.host, self.endpoint.port, family=socket.AF_INET, type=socket.SOCK_DGRAM
+            )
         self._source = (str(infos[0][4][0]), self.endpoint.port)
         # a loopback device (a simulator) is reached from loopback; a real one from every interface
         bind_host = "127.0.0.1" if self._source[0].startswith("127.") else "0.0.0.0"

@@ -83,11 +83,12 @@ class SscClient:
         self._pending: dict[int, _Pending] = {}
         self._xids = itertools.count(random.randrange(1, XID_LIMIT // 2))
 
-    async def open(self) -> None:
+    async def open(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Socket(self._received), remote_addr=(self.host, self.port)
-        )
+        async with asyncio.timeout(timeout):  # a host name may need a DNS lookup first
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Socket(self._received), remote_addr=(self.host, self.port)
+            )
         self._transport = transport
 
     def close(self) -> None:
@@ -153,7 +154,7 @@ class Ssc1Driver(UdpDriver):
     # --- lifecycle
 
     async def connect(self) -> None:
-        await self.client.open()
+        await self.client.open(self.settings.io_timeout_s)
         reply = await self.client.request(ssc1.tree([*IDENTITY, DEVICE_NAME]), self.settings.io_timeout_s)
         product = reply.values.get(("device", "identity", "product"))
         if not isinstance(product, str):
