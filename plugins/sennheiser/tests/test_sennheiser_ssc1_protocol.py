@@ -280,6 +280,23 @@ def test_sldw_leaves(leaves: dict[Any, Any], fields: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("family", "datagram", "fields"),
+    [
+        (
+            EWDX,
+            b'{"mates":{"tx1":{"battery":{"gauge":NaN,"lifetime":Infinity}}},"m":{"rx1":{"rsqi":NaN,"af":-Infinity}}}',
+            {"battery_percent": None, "battery_runtime_min": None, "rf_quality_percent": None, "audio_dbfs": None},
+        ),
+        (SLDW, b'{"mates":{"tx1":{"bat_bars":NaN,"bat_lifetime":1e400}}}', {"battery_bars": None}),
+        (EM6000, b'{"mm":[[NaN,0,Infinity,0,1,0,NaN,Infinity,0]]}', {"rf_dbm": None, "audio_dbfs": None}),
+    ],
+)
+def test_non_finite_numbers_from_a_device_show_as_unknown(family: SscFamily, datagram: bytes, fields: Any) -> None:
+    # Python's json reads NaN and Infinity; they must become "unknown", not break the mapping or the hub's JSON
+    assert fields.items() <= ChannelMapper(family).values(ssc1.decode(datagram).values)[1].items()
+
+
+@pytest.mark.parametrize(
     ("family", "kind", "value", "device_value"),
     [
         (EWDX, CommandKind.GAIN, 9, 9),

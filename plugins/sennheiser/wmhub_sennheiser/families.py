@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from hub.model import CommandKind, InvalidValueError
 from wmhub_sennheiser.ssc1 import Address, ErrorKind, SscError, address
+from wmhub_sennheiser.values import finite_number
 
 Fields = dict[str, Any]
 # Converted fields by channel number; 0 holds device-level fields.
@@ -39,14 +40,8 @@ def tx_absent() -> Fields:
     return {**TX_ABSENT, TX_WARNINGS: []}
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def _percent(value: Any) -> int | None:
-    number = _number(value)
+    number = finite_number(value)
     return None if number is None else max(0, min(round(number), 100))
 
 
@@ -70,7 +65,7 @@ def _field(name: str, convert: Callable[[Any], Any]) -> Converter:
 
 
 def _khz_to_mhz(value: Any) -> float | None:
-    number = _number(value)
+    number = finite_number(value)
     return None if number is None else number / 1000
 
 
@@ -95,7 +90,7 @@ def _with_tx(converter: Converter) -> Converter:
 
 def _battery_minutes(value: Any) -> int | None:
     # EW-DX battery/lifetime: minutes according to one client; the unit is unverified.
-    number = _number(value)
+    number = finite_number(value)
     return None if number is None or number < 0 else int(number)
 
 
@@ -133,9 +128,9 @@ def em6000_meter_fields(row: list[Any]) -> Fields:
     RF dBm = (v - 255) / 2, AF dBFS = (v + 1) / 2 - 128, LQI 0..255 with % = 100 * v / 255.
     """
     values = dict(zip(METER_ROW, row, strict=False))
-    rf = [v for v in (_number(values.get("RF1")), _number(values.get("RF2"))) if v is not None]
+    rf = [v for v in (finite_number(values.get("RF1")), finite_number(values.get("RF2"))) if v is not None]
     antennas = "".join(name for name, key in (("A", "DIV1"), ("B", "DIV2")) if values.get(key))
-    lqi, af = _number(values.get("LQI")), _number(values.get("AF"))
+    lqi, af = finite_number(values.get("LQI")), finite_number(values.get("AF"))
     return {
         "rf_dbm": (max(rf) - 255) / 2 if rf else None,
         "antenna": antennas or None,
@@ -148,12 +143,12 @@ def em6000_meter_fields(row: list[Any]) -> Fields:
 
 
 def _sldw_runtime(value: Any) -> int | None:
-    number = _number(value)  # seconds on SL DW, e.g. 36240
+    number = finite_number(value)  # seconds on SL DW, e.g. 36240
     return None if number is None or number < 0 else int(number) // 60
 
 
 def _bars(value: Any) -> int | None:
-    number = _number(value)
+    number = finite_number(value)
     return None if number is None else max(0, min(int(number), 5))
 
 
@@ -191,7 +186,7 @@ class Range:
     to_device: float = 1.0
 
     def check(self, value: Any) -> int:
-        number = _number(value)
+        number = finite_number(value)
         if number is None:
             raise InvalidValueError(f"{value!r} is not a number")
         if not self.low <= number <= self.high:
@@ -307,7 +302,7 @@ EWDX: Final = SscFamily(
         "/rx{n}/name": _field("name", _text),
         "/rx{n}/frequency": _field("frequency_mhz", _khz_to_mhz),
         "/rx{n}/mute": _field("muted", _bool),
-        "/rx{n}/gain": _field("gain_db", _number),
+        "/rx{n}/gain": _field("gain_db", finite_number),
         "/rx{n}/warnings": _field(RX_WARNINGS, _strings),
         "/mates/tx{n}/battery/gauge": _with_tx(_field("battery_percent", _percent)),
         "/mates/tx{n}/battery/lifetime": _with_tx(_field("battery_runtime_min", _battery_minutes)),
@@ -319,8 +314,8 @@ EWDX: Final = SscFamily(
     meters={
         "/m/rx{n}/rsqi": _ewdx_rsqi,
         "/m/rx{n}/divi": _ewdx_divi,
-        "/m/rx{n}/rssi": _field("rf_dbm", _number),  # unverified: only one client reads it
-        "/m/rx{n}/af": _field("audio_dbfs", _number),
+        "/m/rx{n}/rssi": _field("rf_dbm", finite_number),  # unverified: only one client reads it
+        "/m/rx{n}/af": _field("audio_dbfs", finite_number),
     },
     controls={
         CommandKind.NAME: Control("/rx{n}/name", PRINTABLE_ASCII.check),  # 8 chars per Companion; unverified

@@ -8,11 +8,12 @@ fed literal bytes or decoded JSON, so it is tested from the reference's examples
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from wmhub_sennheiser.values import finite_number
 
 API_PREFIX: Final = "/api"
 SUBSCRIPTIONS_PATH: Final = "/api/ssc/state/subscriptions"
@@ -230,23 +231,12 @@ class Changes:
 
 
 def _sort_key(uid: Any) -> tuple[bool, float, str]:
-    number = _number(uid)
+    number = finite_number(uid)
     return (number is None, number or 0.0, str(uid))
 
 
-def _number(value: Any) -> float | None:
-    """A finite number, or None: JSON from a device may hold NaN, Infinity or integers beyond a float."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _int_in(value: Any, low: int, high: int | None = None) -> int | None:
-    number = _number(value)
+    number = finite_number(value)
     if number is None:
         return None
     result = round(number)
@@ -370,9 +360,9 @@ class ResourceMap:
             "battery_percent": _int_in(mobile.get("batteryFillLevel"), 0, 100),
             "battery_runtime_min": _int_in(mobile.get("batteryRuntime"), 0),
             "rf_quality_percent": _int_in(mobile.get("micLqi"), 0, 100),
-            "rf_dbm": _number(mobile.get("rssi")),
+            "rf_dbm": finite_number(mobile.get("rssi")),
             "antenna": str(mobile["dominantAntenna"]) if mobile.get("dominantAntenna") not in (None, "") else None,
-            "audio_dbfs": _number(level.get("rms")),
+            "audio_dbfs": finite_number(level.get("rms")),
             "audio_peak": level["clip"] if isinstance(level.get("clip"), bool) else None,
         }
         # a transmitter that is off reports stale battery and RF values: they are unknown now
@@ -392,7 +382,7 @@ class ResourceMap:
     def _rf_channel(self, key: str, value: Any, changes: Changes) -> None:
         if value is None:
             self._rf_khz.pop(key, None)
-        elif isinstance(value, Mapping) and _number(value.get("frequency")) is not None:
+        elif isinstance(value, Mapping) and finite_number(value.get("frequency")) is not None:
             self._rf_khz[key] = float(value["frequency"])
         else:
             return
