@@ -232,6 +232,8 @@ async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness
         assert not result.ok and result.code == "invalid", result
     result = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.FREQUENCY, value=400))
     assert "outside 470..694 MHz" in str(result.error)
+    result = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.FREQUENCY, value="inf"))
+    assert (result.ok, result.code) == (False, "invalid"), result
     result = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.MUTE, value=True))
     assert result.code == "not_supported"
     assert simulator.writes == []
@@ -283,6 +285,8 @@ def test_defaults_verify_the_certificate_as_user_api() -> None:
     [
         ("password=p&fingerprint=abcd", "64 hex digits"),
         ("password=p&poll=0", "positive"),
+        ("password=p&sse_timeout=nan", "positive"),
+        ("password=p&auth_retry=inf", "positive"),
         ("password=p&sse_timeout=soon", "not a number"),
         ("user=api", "needs password="),
         ("password_env=WMHUB_TEST_SSC2_UNSET_VARIABLE", "is not set"),

@@ -23,6 +23,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import math
 import os
 import ssl
 import time
@@ -128,7 +129,10 @@ class Ssc2Options:
             poll = float(options["poll"]) if "poll" in options else None
         except ValueError as exc:
             raise EndpointError(f"not a number: {exc}") from None
-        if min(sse_timeout, auth_retry, 1.0 if poll is None else poll) <= 0:
+        if not all(
+            math.isfinite(seconds) and seconds > 0
+            for seconds in (sse_timeout, auth_retry, 1.0 if poll is None else poll)
+        ):
             raise EndpointError("sse_timeout, poll and auth_retry must be positive numbers of seconds")
         return cls(
             user=options.get("user", DEFAULT_USER),
@@ -252,12 +256,14 @@ class Ssc2Driver(Driver):
             except DeviceHttpError as exc:  # a session we cannot end must not keep us from opening a new one
                 self.sink.log.warning("could not end the previous SSE session %s: %s", stale, exc)
         assert self._http is not None
-        response = await self._send(
-            "GET",
-            SUBSCRIPTIONS_PATH,
-            headers={"Accept": "text/event-stream"},
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.settings.io_timeout_s),
-        )
+        # the stream itself may stay quiet for sse_timeout; only the wait for its headers is bounded here
+        async with asyncio.timeout(self.settings.io_timeout_s):
+            response = await self._send(
+                "GET",
+                SUBSCRIPTIONS_PATH,
+                headers={"Accept": "text/event-stream"},
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.settings.io_timeout_s),
+            )
         self._stream = response
         await self._raise_for(response)
         async with asyncio.timeout(self.settings.io_timeout_s):
@@ -428,8 +434,11 @@ class Ssc2Driver(Driver):
             if optional and response.status in (404, 422):
                 return None
             await self._raise_for(response)
-            text = await response.text()
-        return json.loads(text) if text.strip() else None
+            try:
+                text = await response.text()
+                return json.loads(text) if text.strip() else None
+            except (aiohttp.ClientError, ValueError) as exc:  # a cut-off or garbled answer: the link is suspect
+                raise ConnectionError(f"{method} {path}: unreadable answer ({exc})") from None
 
     # --- control
 
@@ -472,7 +481,7 @@ class Ssc2Driver(Driver):
             raise InvalidValueError(f"frequency {value!r} is not a number of MHz")
         try:
             khz = round(float(value) * 1000)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: "inf" or 1e400 cannot be rounded
             raise InvalidValueError(f"frequency {value!r} is not a number of MHz") from None
         problem = frequency_problem(khz)
         if problem is not None:
