@@ -10,14 +10,16 @@ treated alike (validated, routed, audited).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import time
 from typing import Any
 
 from hub import __version__
 from hub.config import HubConfig
-from hub.devices import DeviceManager, ManagedDevice
+from hub.devices import DeviceHandle, DeviceManager, ManagedDevice
 from hub.discovery import Discovery
 from hub.drivers import DriverSettings, redact_url
 from hub.hookspecs import Candidate, DemoFleet
@@ -25,8 +27,20 @@ from hub.lag import LoopMonitor
 from hub.model import Command, CommandKind, CommandResult, Device
 from hub.plugins import PluginHost
 from hub.state import StateStore
+from hub.store import DATABASE_FILE, ConflictError, NotFoundError, Persistence, StoreSettings
 
 log = logging.getLogger("hub")
+
+# Sources whose devices are not remembered: they come back from the config file or the demo every start.
+_TRANSIENT_SOURCES = frozenset({"config", "demo"})
+# What a command's "before" is, for the audit log.
+_COMMAND_FIELD = {
+    CommandKind.NAME: "name",
+    CommandKind.MUTE: "muted",
+    CommandKind.GAIN: "gain_db",
+    CommandKind.GAIN_STEP: "gain_db",
+    CommandKind.FREQUENCY: "frequency_mhz",
+}
 
 
 class UnknownCandidateError(LookupError):
@@ -57,6 +71,10 @@ class Hub:
             on_candidate=self._on_candidate,
         )
         self.started_at = time.time()
+        # Opened at start unless a caller (tests with a simulated clock) set an open store it closes itself.
+        self.persistence: Persistence | None = None
+        self._owns_persistence = False
+        self._background: set[asyncio.Task[None]] = set()
         self._fleets: list[tuple[str, DemoFleet]] = []
         self._edges: list[Any] = []
         self.stopped = asyncio.Event()
@@ -71,12 +89,23 @@ class Hub:
 
     async def start(self) -> None:
         self.loop_monitor.start()
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        urls = list(self.config.devices)
-        if self.config.demo:
-            urls += await self._start_demo()
-        for url in urls:
+        if self.persistence is None:
+            self._owns_persistence = True
+            self.persistence = await Persistence.open(
+                self.config.data_dir,
+                self.store,
+                settings=StoreSettings(auto_approve=self.config.discovery.auto_approve),
+                health_source=self.devices.health,
+            )
+            self._restrict_database_file()
+        self.persistence.devices.url_check = self.devices.resolve
+        for url, device_id in self.persistence.restore():
+            self._supervise(url, device_id)
+        for url in self.config.devices:
             await self.add_device(url, source="config")
+        if self.config.demo:
+            for url in await self._start_demo():
+                await self.add_device(url, source="demo")
         if self.config.discovery.enabled:
             await self.discovery.start()
         await self._start_edges()
@@ -91,6 +120,30 @@ class Hub:
             except Exception as exc:
                 log.error("demo simulators of plugin %s failed to start: %s", plugin_name, exc)
         return urls
+
+    def _restrict_database_file(self) -> None:
+        """Device URLs in the database may carry credentials: only the hub's user may read it."""
+        for suffix in ("", "-wal", "-shm"):
+            path = self.config.data_dir / f"{DATABASE_FILE}{suffix}"
+            if path.exists():
+                try:
+                    os.chmod(path, 0o600)
+                except OSError as exc:
+                    log.warning("cannot restrict permissions of %s: %s", path, exc)
+
+    def _supervise(self, url: str, device_id: str | None = None) -> ManagedDevice:
+        managed = self.devices.add(url, device_id)
+        managed.handle.on_identified = self._remember_identity
+        return managed
+
+    def _remember_identity(self, handle: DeviceHandle) -> None:
+        if self.persistence is not None and handle.device_id is not None:
+            self.persistence.devices.bind(handle.endpoint.url, handle.device_id)
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _start_edges(self) -> None:
         if self.config.mqtt.url != "off":
@@ -114,6 +167,9 @@ class Hub:
     async def stop(self) -> None:
         """Close devices first (metering off), then say offline on MQTT, then close the rest."""
         await self.discovery.stop()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.devices.close()
         for edge in reversed(self._edges):
             try:
@@ -127,6 +183,9 @@ class Hub:
             except Exception as exc:
                 log.error("demo simulators of plugin %s failed to stop: %s", plugin_name, exc)
         self._fleets.clear()
+        if self.persistence is not None and self._owns_persistence:
+            await self.persistence.close()
+            self.persistence = None
         await self.loop_monitor.stop()
         self.stopped.set()
 
@@ -149,19 +208,38 @@ class Hub:
         return list(self.store.devices.values())
 
     async def add_device(self, url: str, source: str) -> ManagedDevice:
-        """Start supervising a device; raises hub.drivers.EndpointError for an unusable URL."""
-        managed = self.devices.add(url)
+        """Start supervising a device and, unless it comes from the config or the demo, remember it.
+
+        Raises hub.drivers.EndpointError for an unusable URL.
+        """
+        self.devices.resolve(url)
+        if self.persistence is not None and source not in _TRANSIENT_SOURCES:
+            with contextlib.suppress(ConflictError):  # already known: adding again is harmless
+                await self.persistence.devices.add(url, source=source)
+        managed = self._supervise(url)
         log.info("device %s added (%s)", managed.url, source)
         return managed
 
     async def remove_device(self, device_id_or_url: str, source: str) -> bool:
+        managed = self.devices.find(device_id_or_url)
         removed = await self.devices.remove(device_id_or_url)
+        if self.persistence is not None:
+            try:
+                await self.persistence.devices.remove(device_id_or_url, source=source)
+                removed = True
+            except NotFoundError:
+                pass  # from the config file or the demo: nothing remembered
+            if managed is not None:
+                self.persistence.health.forget(managed.url)
         if removed:
             log.info("device %s removed (%s)", redact_url(device_id_or_url), source)
         return removed
 
     async def apply(self, command: Command, source: str) -> CommandResult:
+        before = self._current_value(command)
         result = await self.devices.apply(command)
+        if self.persistence is not None:
+            self.persistence.audit.record_command(source, command, before, result)
         log.info(
             "command %s %s ch%s=%r from %s: %s",
             command.kind.value,
@@ -172,6 +250,16 @@ class Hub:
             "ok" if result.ok else f"{result.code}: {result.error}",
         )
         return result
+
+    def _current_value(self, command: Command) -> Any:
+        device = self.store.get(command.device_id)
+        if device is None:
+            return None
+        if command.kind is CommandKind.DEVICE_NAME:
+            return device.name
+        channel = device.channel(command.channel) if command.channel is not None else None
+        field = _COMMAND_FIELD.get(command.kind)
+        return getattr(channel, field) if channel is not None and field is not None else None
 
     async def set_meter_rate(self, rate_ms: int, device_id: str | None, source: str) -> list[CommandResult]:
         targets = [device_id] if device_id is not None else [d.id for d in self.device_list() if d.online]
@@ -185,20 +273,43 @@ class Hub:
         device = self.store.get(device_id)
         if device is None or device.channel(channel) is None:
             raise LookupError(f"no channel {channel} on device {device_id!r}")
-        self.store.update_channel(device_id, channel, {"extended_name": name})
+        if self.persistence is None:
+            self.store.update_channel(device_id, channel, {"extended_name": name})
+        elif name is not None:
+            await self.persistence.names.set(device_id, channel, name, source=source)
+        elif self.persistence.names.get(device_id, channel) is not None:
+            await self.persistence.names.clear(device_id, channel, source=source)
         log.info("channel %s/%s extended name %r (%s)", device_id, channel, name, source)
 
     def candidates(self) -> list[Candidate]:
-        return list(self.discovery.candidates.values())
+        """Candidates waiting for approval (kept across restarts by the store)."""
+        if self.persistence is None:
+            return list(self.discovery.candidates.values())
+        return [
+            Candidate(url=c.url, vendor=c.vendor, model=c.model, unique_id=c.unique_id, name=c.name, source=c.source)
+            for c in self.persistence.candidates.all()
+        ]
 
     def _on_candidate(self, candidate: Candidate) -> None:
-        if self.config.discovery.auto_approve and candidate.url not in self.devices.by_url:
-            self.devices.add(candidate.url)
+        self._spawn(self.offer_candidate(candidate))
+
+    async def offer_candidate(self, candidate: Candidate) -> None:
+        """Keep a discovered device for approval, or add it at once when auto-approve is on."""
+        if self.persistence is None or candidate.url in self.devices.by_url:
+            return
+        known = await self.persistence.candidates.offer(candidate)
+        if known is not None:  # auto-approved
+            self._supervise(known.url)
 
     async def approve_candidate(self, url: str, source: str) -> ManagedDevice:
-        if url not in self.discovery.candidates:
+        if self.persistence is None:
             raise UnknownCandidateError(f"no discovery candidate {url!r}")
-        return await self.add_device(url, source)
+        try:
+            known = await self.persistence.candidates.approve(url, source=source)
+        except NotFoundError:
+            raise UnknownCandidateError(f"no discovery candidate {url!r}") from None
+        log.info("candidate %s approved (%s)", redact_url(url), source)
+        return self._supervise(known.url)
 
     async def restart_discovery(self) -> None:
         await self.discovery.restart()

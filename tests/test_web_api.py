@@ -251,7 +251,7 @@ async def test_add_device_bad_input(http: aiohttp.ClientSession, body: dict[str,
 
 async def test_candidates_list_and_approve(hub: Hub, http: aiohttp.ClientSession) -> None:
     assert await call(http, "GET", "/api/v1/candidates", 200) == {"items": []}
-    hub.discovery.candidates["bench://found"] = Candidate(url="bench://found", vendor="bench", model="BR-2")
+    await hub.offer_candidate(Candidate(url="bench://found", vendor="bench", model="BR-2"))
     listed = await call(http, "GET", "/api/v1/candidates", 200)
     assert [c["url"] for c in listed["items"]] == ["bench://found"]
     await call(http, "POST", "/api/v1/candidates/approve", 201, json={"url": "bench://found"}, headers=AUTH)

@@ -32,7 +32,7 @@ async def test_schemathesis_finds_no_server_errors(tmp_path: Path) -> None:
     )
     hub = Hub(config, PluginHost())
     store = await open_simulated(tmp_path, hub.store)
-    hub.persistence = store  # type: ignore[attr-defined]
+    hub.persistence = store
     async with hub:
         st = Path(sys.executable).with_name("st")
         process = await asyncio.create_subprocess_exec(

@@ -16,6 +16,7 @@ from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
 from hub.store import Persistence, SimulatedClock
 from hub.store.testing import open_simulated, put_receiver
+from tests.test_web_api import BenchPlugin
 
 TOKEN = "venue-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -43,10 +44,12 @@ async def venue(tmp_path: Path) -> AsyncIterator[Venue]:
         discovery=DiscoverySettings(enabled=False),
         http=HttpSettings(port=0, token=TOKEN),
     )
-    hub = Hub(config, PluginHost())
     clock = SimulatedClock(start=time.time())
+    plugins = PluginHost()
+    plugins.register(BenchPlugin(), "bench")  # known devices must name a scheme some plugin handles
+    hub = Hub(config, plugins)
     store = await open_simulated(tmp_path, hub.store, clock)
-    hub.persistence = store  # type: ignore[attr-defined]
+    hub.persistence = store
     put_receiver(hub.store, "rx-1", channels=1, battery_bars=4)
     try:
         async with hub, aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as session:

@@ -13,7 +13,6 @@ from wmhub_shure.simulator import ShureSimulator
 from hub.app import Hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
-from hub.store import Persistence
 from hub.testing import eventually
 from tests.browser.rig import CHROMIUM, CHROMIUM_ARGS, FAMILIES, TOKEN, Board
 
@@ -40,10 +39,6 @@ async def board(tmp_path: Path) -> AsyncIterator[Board]:
     plugins = PluginHost()
     plugins.load_entry_points(only="shure")
     hub = Hub(config, plugins)
-    # a hub that does not open its venue store itself gets one here, so the board shows slots and alerts
-    own_store = None if hasattr(hub, "persistence") else await Persistence.open(tmp_path, hub.store)
-    if own_store is not None:
-        hub.persistence = own_store  # type: ignore[attr-defined]
     try:
         async with hub:
             for simulator in simulators:
@@ -55,8 +50,6 @@ async def board(tmp_path: Path) -> AsyncIterator[Board]:
             )
             yield Board(hub, simulators, f"http://127.0.0.1:{hub.web.port}/", TOKEN)
     finally:
-        if own_store is not None:
-            await own_store.close()
         for simulator in simulators:
             await simulator.stop()
 
