@@ -68,6 +68,7 @@ async def shown_offline(hub: Hub, api: Api, probe: MqttProbe, device_id: str) ->
     base = hub.config.mqtt.base_topic
     await probe.message(f"{base}/devices/{device_id}/availability", lambda payload: payload == b"offline")
     assert (await api.get(f"/api/v1/devices/{device_id}"))["online"] is False
+    assert (await api.get(f"/api/v1/channels/{device_id}:1"))["device_online"] is False  # stale, and says so
     async with api.session.ws_connect(f"{api.base}/api/v1/live") as ws:
         message = await asyncio.wait_for(ws.receive(), 5)
         assert message.type == aiohttp.WSMsgType.TEXT
@@ -184,6 +185,12 @@ async def test_device_answering_slowly(mqtt_broker: TestBroker, tmp_path: Path) 
 LOSSY_OFFLINE_AFTER_S = 3.0
 
 
+def tx_present(hub: Hub, url: str) -> bool | None:
+    device = device_of(hub, url)
+    channel = device.channel(1) if device is not None else None
+    return channel.tx_present if channel is not None else None
+
+
 async def udp_loss_case(
     tmp_path: Path, sim: Ssc1Simulator | G4Simulator, url_of: Any, label: str, loss: float = 0.3
 ) -> None:
@@ -204,11 +211,8 @@ async def udp_loss_case(
                 for present in (False, True, False, True):
                     sim.set_transmitter(1, present)
                     try:
-                        await eventually(
-                            lambda present=present: device_of(hub, url).channel(1).tx_present is present,  # type: ignore[union-attr]
-                            5,
-                            f"tx_present={present} through the loss",
-                        )
+                        # awaited within this iteration, so the loop variable cannot move under the lambda
+                        await eventually(lambda: tx_present(hub, url) is present, 5, f"tx_present={present}")  # noqa: B023
                     except AssertionError as exc:
                         errors.append(str(exc))
                         lost_state += 1

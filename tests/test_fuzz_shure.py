@@ -139,7 +139,8 @@ COMMAND_VALUES = st.one_of(
 def family_and_command(draw: st.DrawFn) -> tuple[Any, Command]:
     family = draw(st.sampled_from(list(FAMILIES.values())))
     # mostly kinds the family has, so the value checks (not just the kind check) are exercised
-    kinds = sorted(family.controls) if family.controls and draw(st.integers(0, 4)) else list(CommandKind)
+    mostly_own = draw(st.integers(0, 4)) > 0
+    kinds: list[CommandKind] = sorted(family.controls) if family.controls and mostly_own else list(CommandKind)
     command = Command(
         device_id="shure-x",
         kind=draw(st.sampled_from(kinds)),

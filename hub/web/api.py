@@ -69,7 +69,12 @@ def is_low_battery(channel: Channel) -> bool:
 
 
 def channel_view(device: Device, channel: Channel) -> ChannelView:
-    return ChannelView(**channel.model_dump(), id=channel_id(device.id, channel.index), device_id=device.id)
+    return ChannelView(
+        **channel.model_dump(),
+        id=channel_id(device.id, channel.index),
+        device_id=device.id,
+        device_online=device.online,
+    )
 
 
 def connection_of(hub: Hub, device_id: str) -> ConnectionHealth | None:

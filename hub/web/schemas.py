@@ -28,6 +28,9 @@ class ErrorBody(Strict):
 class ChannelView(Channel):
     id: str = Field(description="'<device_id>:<index>', the channel id used in channel URLs")
     device_id: str
+    device_online: bool = Field(
+        default=False, description="the receiver is connected; when false every value is only the last one known"
+    )
 
 
 class ConnectionHealth(Strict):
