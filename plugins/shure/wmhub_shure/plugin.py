@@ -44,8 +44,7 @@ def register_drivers(register: Callable[[DriverSpec], None]) -> None:
 def apply_command(driver: Driver, command: Command) -> Awaitable[CommandResult]:
     if not isinstance(driver, ShureDriver):
         raise NotSupportedError("not a Shure receiver")
-    driver.check(command)  # refuse an invalid value before anything goes on the wire
-    return driver.apply(command)
+    return driver.apply(command)  # checks the value against the family's limits before anything is sent
 
 
 @hookimpl
