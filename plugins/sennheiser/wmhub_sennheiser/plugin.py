@@ -11,7 +11,6 @@ from hub.model import Command, CommandResult
 from wmhub_sennheiser import discovery, g4_driver, ssc1_driver, ssc2_driver
 from wmhub_sennheiser.simulator.fleet import SennheiserDemoFleet
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Fleet
-from wmhub_sennheiser.udp import UdpDriver
 
 DRIVERS = (
     ssc1_driver.SPEC,  # sennheiser-ssc://  SSCv1, JSON over UDP
@@ -28,10 +27,7 @@ def register_drivers(register: Callable[[DriverSpec], None]) -> None:
 
 @hookimpl
 def apply_command(driver: Driver, command: Command) -> Awaitable[CommandResult]:
-    if isinstance(driver, UdpDriver):
-        prepared = driver.prepare(command)  # raises InvalidValueError / NotSupportedError before sending
-        return driver.execute(prepared)
-    return driver.apply(command)
+    return driver.apply(command)  # every driver here checks the value before anything is sent
 
 
 @hookimpl
