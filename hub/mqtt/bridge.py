@@ -30,6 +30,7 @@ from hub.mqtt.embedded import EmbeddedBroker, EmbeddedBrokerError
 from hub.mqtt.homeassistant import discovery_config
 from hub.mqtt.topics import Topics
 from hub.state import ADDED, ONLINE, REMOVED, Batch, Subscription
+from hub.store import AlertEvent
 
 if TYPE_CHECKING:
     from hub.app import Hub
@@ -132,6 +133,7 @@ class MqttBridge:
         self._last_meters: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._controlled: set[str] = set()
         self._left_behind_checked = False
+        self._remove_alert_listener: Callable[[], None] | None = None
         self._requests: dict[str, tuple[type[_Strict], RequestHandler]] = {
             "info": (EmptyRequest, self._request_info),
             "devices": (EmptyRequest, self._request_devices),
@@ -181,6 +183,9 @@ class MqttBridge:
         for device in list(self.hub.store.devices.values()):
             self._publish_device(device)
         self._publish_device_list()
+        if self.hub.persistence is not None:
+            self._publish_alerts()
+            self._remove_alert_listener = self.hub.persistence.alerts.add_listener(self._on_alert_event)
         state = self.hub.store.subscribe(fields=STATE_FIELDS, min_interval=STATE_COALESCE_S)
         meters = self.hub.store.subscribe(fields=METER_FIELDS, min_interval=settings.meter_interval_s)
         self._subscriptions = [state, meters]
@@ -194,6 +199,9 @@ class MqttBridge:
 
     async def stop(self) -> None:
         """Say offline (hub and devices, retained), deliver it, disconnect cleanly, stop the embedded broker."""
+        if self._remove_alert_listener is not None:
+            self._remove_alert_listener()
+            self._remove_alert_listener = None
         for sub in self._subscriptions:
             sub.close()
         for task in self._loops:
@@ -304,6 +312,20 @@ class MqttBridge:
             self._controlled.discard(device_id)
         for key in [key for key in self._last_meters if key[0] == device_id]:
             del self._last_meters[key]
+
+    def _publish_alerts(self) -> None:
+        """The retained list of open alerts (raised or acknowledged, not yet cleared)."""
+        if self.client is None or self.hub.persistence is None:
+            return
+        alerts = [alert.model_dump(mode="json") for alert in self.hub.persistence.alerts.open_alerts()]
+        self._publish(self.topics.hub_alerts, payloads.encode(alerts))
+
+    def _on_alert_event(self, event: AlertEvent) -> None:
+        if self.client is None:
+            return
+        body = {"action": event.action, "alert": event.alert.model_dump(mode="json")}
+        self._publish(self.topics.hub_alert_events, payloads.encode(body), retain=False)
+        self._publish_alerts()
 
     def _publish_device_list(self) -> None:
         self._publish(self.topics.hub_devices, payloads.encode(self._device_summaries()))

@@ -50,6 +50,8 @@ class Topics:
         self.hub_state = f"{self.hub}/state"
         self.hub_info = f"{self.hub}/info"
         self.hub_devices = f"{self.hub}/devices"
+        self.hub_alerts = f"{self.hub}/alerts"
+        self.hub_alert_events = f"{self.hub}/alerts/event"
         self.requests = f"{self.hub}/request/#"
         self.homeassistant_status = f"{homeassistant_prefix}/status"
         self._request_prefix = f"{self.hub}/request/"
