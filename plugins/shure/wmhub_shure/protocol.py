@@ -176,13 +176,6 @@ def parse(body: bytes) -> Report | None:
     return Report(verb, channel, param, index, " ".join(rest), tuple(rest))
 
 
-def channel_of_sample(tokens: list[bytes]) -> int | None:
-    """The channel a split SAMPLE message is for, None if the message is malformed."""
-    if len(tokens) < 4 or not tokens[1].isdigit():
-        return None
-    return int(tokens[1])
-
-
 def encode(framing: Framing, verb: str, param: str, *values: str, channel: int | None = None) -> bytes:
     """``< VERB [channel] PARAM [values...] >`` with the delimiters of ``framing``."""
     head = verb if channel is None else f"{verb} {channel}"
