@@ -38,8 +38,8 @@ from wmhub_shure.families import (
 from wmhub_shure.protocol import ANGLE, STAR, Framer, Report, encode, parse
 
 KEEPALIVE_MAX_S: Final = 10.0
-UHFR_METER_UNIT_MS: Final = 30
-MAX_RAW_PARAMS: Final = 4096  # "* METER 1 ALL 003 *" is 3 x 30 ms
+UHFR_METER_UNIT_MS: Final = 30  # "* METER 1 ALL 003 *" is 3 x 30 ms
+MAX_RAW_PARAMS: Final = 4096
 
 
 class NoAnswerError(ConnectionError):
@@ -143,6 +143,9 @@ class ShureDriver(Driver):
             await self._lost
         finally:
             self._keepalive.cancel()
+            # a keep-alive that found the transport closing ended with an error: collect it, so asyncio
+            # does not log it as never retrieved (the lost connection is what run reports)
+            await asyncio.gather(self._keepalive, return_exceptions=True)
         raise ConnectionError("connection closed by the device")
 
     async def close(self) -> None:
