@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     discover.add_argument("--seconds", type=float, default=10.0)
     discover.add_argument("--json", action="store_true")
     discover.add_argument("--config", type=Path)
+    discover.add_argument(
+        "--interface", action="append", metavar="ADDRESS", help="run mDNS only on this address (repeatable)"
+    )
     return parser
 
 
@@ -69,6 +72,8 @@ def _config(args: argparse.Namespace) -> HubConfig:
         overrides["data_dir"] = args.data_dir
     if getattr(args, "hub_id", None):
         overrides["hub_id"] = args.hub_id
+    if getattr(args, "interface", None):
+        overrides["discovery"] = {"interfaces": args.interface}
     config = load_config(getattr(args, "config", None), overrides)
     if args.command == "run" and getattr(args, "device", None):
         config.devices = [*dict.fromkeys([*config.devices, *args.device])]
