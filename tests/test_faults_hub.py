@@ -268,6 +268,8 @@ async def test_sigkill_then_restart(mqtt_broker: TestBroker, tmp_path: Path) -> 
             async with aiohttp.ClientSession() as session, MqttProbe(mqtt_broker) as probe:
                 await probe.subscribe("wmproc/#")
                 items = await devices_online(session, base, len(sims))
+                by_port = {item["port"]: item["id"] for item in items}
+                ids = [by_port[sim.port] for sim in sims]  # the API lists devices in its own order
                 await probe.json("wmproc/hubs/procfault/state", lambda v: v["state"] == "online")
                 probe.clear()
                 killed = time.monotonic()
@@ -281,19 +283,22 @@ async def test_sigkill_then_restart(mqtt_broker: TestBroker, tmp_path: Path) -> 
                 hub.start()
                 await devices_online(session, base, len(sims))
                 lost_state = 0
+                problems: list[str] = []
                 try:
                     await probe.json("wmproc/hubs/procfault/state", lambda v: v["state"] == "online")
-                    await probe.json(f"wmproc/devices/{items[0]['id']}/channels/1", lambda v: v["name"] == "AFTERKILL")
-                except AssertionError:
+                    await probe.json(f"wmproc/devices/{ids[0]}/channels/1", lambda v: v["name"] == "AFTERKILL")
+                except AssertionError as exc:
+                    problems.append(str(exc))
                     lost_state = 1
                 recovery = round(time.monotonic() - restarted, 3)
                 lost_control = 0
                 headers = {"Authorization": f"Bearer {TOKEN}"}
                 for attempt in range(3):
                     body = {"kind": "name", "value": f"K{attempt}"}
-                    url = f"{base}/api/v1/channels/{items[1]['id']}:1/commands"
+                    url = f"{base}/api/v1/channels/{ids[1]}:1/commands"
                     async with session.post(url, json=body, headers=headers) as response:
                         if response.status != 200 or sims[1].channels[1].values.get("name") != f"K{attempt}":
+                            problems.append(f"{response.status} {await response.text()}")
                             lost_control += 1
         left_on = sum(record.metering_left_on for sim in sims for record in sim.closed_clients)
         FaultResult(
@@ -308,4 +313,4 @@ async def test_sigkill_then_restart(mqtt_broker: TestBroker, tmp_path: Path) -> 
                 f"a killed hub cannot switch metering off: {left_on} of {len(sims)} receivers were left metering"
             ),
         ).record()
-        assert lost_state == 0 and lost_control == 0
+        assert lost_state == 0 and lost_control == 0, (problems, (tmp_path / "hub.log").read_text()[-3000:])
