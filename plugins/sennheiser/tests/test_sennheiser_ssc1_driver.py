@@ -253,3 +253,20 @@ async def test_an_unanswered_command_times_out_with_a_clear_error(hub: DriverHar
         assert "/rx1/mute" in (result.error or "")
     finally:
         await simulator.stop()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sennheiser-ssc://127.0.0.1:9?lifetime=soon", "lifetime='soon' is not a number"),
+        ("sennheiser-ssc://127.0.0.1:9?max_bytes=64", "max_bytes must be within 128..65000"),
+        ("sennheiser-g4://127.0.0.1:9?local_port=0&push_timeout=1", "push_timeout must be within 2..300"),
+        ("sennheiser-g4://127.0.0.1:9?retry_ms=fast", "retry_ms='fast' is not a whole number"),
+    ],
+)
+async def test_an_unusable_url_option_shows_as_the_device_error(hub: DriverHarness, url: str, message: str) -> None:
+    """Both UDP drivers: the device stays supervised and says what is wrong with its URL."""
+    managed = hub.add(url)
+    error = await eventually(lambda: managed.supervisor.last_error, what="the option error")
+    assert message in error
+    assert not managed.task.done()

@@ -118,8 +118,8 @@ class G4Driver(UdpDriver):
 
     def __init__(self, endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> None:
         super().__init__(endpoint, sink, settings)
-        self.local_port = int_option(endpoint, "local_port", mcp.PORT, 0, 65535)
-        self.push_timeout_s = int_option(endpoint, "push_timeout", 60, 2, 300)
+        self.local_port = self.url_option(int_option, "local_port", mcp.PORT, 0, 65535)
+        self.push_timeout_s = self.url_option(int_option, "push_timeout", 60, 2, 300)
         self.rf_config: tuple[tuple[int, ...], ...] = FALLBACK_RF_CONFIG
         self.state: dict[str, Any] = {}
         self.config_index: int | None = None
@@ -130,6 +130,7 @@ class G4Driver(UdpDriver):
     # --- lifecycle
 
     async def connect(self) -> None:
+        self.check_options()
         loop = asyncio.get_running_loop()
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancellation that stops the driver
         async with asyncio.timeout(self.settings.io_timeout_s):

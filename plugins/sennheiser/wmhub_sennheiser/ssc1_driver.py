@@ -141,8 +141,8 @@ class Ssc1Driver(UdpDriver):
 
     def __init__(self, endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> None:
         super().__init__(endpoint, sink, settings)
-        self.lifetime_s = float_option(endpoint, "lifetime", ssc1.DEFAULT_LIFETIME_S, 1, 3600)
-        self.max_bytes = int_option(endpoint, "max_bytes", ssc1.DEFAULT_MAX_MESSAGE_BYTES, 128, 65_000)
+        self.lifetime_s = self.url_option(float_option, "lifetime", ssc1.DEFAULT_LIFETIME_S, 1.0, 3600.0)
+        self.max_bytes = self.url_option(int_option, "max_bytes", ssc1.DEFAULT_MAX_MESSAGE_BYTES, 128, 65_000)
         self.client = SscClient(endpoint.host, endpoint.port, self.retry_s, self._on_message)
         self.family: SscFamily | None = None
         self.channel_count = 0
@@ -154,6 +154,7 @@ class Ssc1Driver(UdpDriver):
     # --- lifecycle
 
     async def connect(self) -> None:
+        self.check_options()
         await self.client.open(self.settings.io_timeout_s)
         reply = await self.client.request(ssc1.tree([*IDENTITY, DEVICE_NAME]), self.settings.io_timeout_s)
         product = reply.values.get(("device", "identity", "product"))

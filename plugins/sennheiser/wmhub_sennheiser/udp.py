@@ -17,6 +17,7 @@ from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint, EndpointEr
 from hub.model import Command, CommandKind, CommandResult, InvalidValueError
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 MISSES_BEFORE_OFFLINE = 2
 
 
@@ -26,9 +27,6 @@ def int_option(endpoint: Endpoint, name: str, default: int, low: int, high: int)
 
 def float_option(endpoint: Endpoint, name: str, default: float, low: float, high: float) -> float:
     return _number_option(endpoint, name, default, low, high, float, "a number")
-
-
-N = TypeVar("N", int, float)
 
 
 def _number_option(
@@ -83,21 +81,35 @@ async def resend_until(send: Callable[[], None], answer: asyncio.Future[T], retr
             answer.cancel()
 
 
-def retry_option(endpoint: Endpoint) -> float:
-    """``retry_ms``: how long to wait for an answer before sending the request again."""
-    return int_option(endpoint, "retry_ms", 250, 20, 5000) / 1000
-
-
 class UdpDriver(Driver):
     """A driver whose device must be renewed (subscriptions, Push) and probed when it goes quiet."""
 
     def __init__(self, endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> None:
         super().__init__(endpoint, sink, settings)
-        self.retry_s = retry_option(endpoint)
+        self._unusable_option: EndpointError | None = None
+        # retry_ms: how long to wait for an answer before sending the request again
+        self.retry_s = self.url_option(int_option, "retry_ms", 250, 20, 5000) / 1000
         self.meter_ms = settings.meter_rate_ms
         self._tasks: set[asyncio.Task[Any]] = set()
         self._renew_now: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._last_heard = time.monotonic()
+
+    def url_option(self, read: Callable[[Endpoint, str, N, N, N], N], name: str, default: N, low: N, high: N) -> N:
+        """A URL option read with ``read`` (:func:`int_option`, :func:`float_option`), or ``default`` if unusable.
+
+        The error is kept for :meth:`check_options`: raised from the constructor, it would end the hub's
+        supervision of the device for good instead of showing as the device's error.
+        """
+        try:
+            return read(self.endpoint, name, default, low, high)
+        except EndpointError as exc:
+            self._unusable_option = self._unusable_option or exc
+            return default
+
+    def check_options(self) -> None:
+        """Raise the first unusable URL option; every driver's ``connect`` calls this before anything else."""
+        if self._unusable_option is not None:
+            raise self._unusable_option
 
     def heard(self) -> None:
         self._last_heard = time.monotonic()
