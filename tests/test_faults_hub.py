@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -205,6 +206,15 @@ def database_files(data_dir: Path) -> list[Path]:
     return sorted(path for path in data_dir.glob("*.sqlite3"))
 
 
+def database_integrity(data_dir: Path) -> str:
+    """SQLite's own verdict on every database in ``data_dir`` ("ok" when it opens and checks clean)."""
+    verdicts = []
+    for path in database_files(data_dir):
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            verdicts.append(str(connection.execute("PRAGMA integrity_check").fetchone()[0]))
+    return ", ".join(verdicts) or "no database"
+
+
 async def test_sigterm_clean_shutdown(mqtt_broker: TestBroker, tmp_path: Path) -> None:
     """SIGTERM: every Shure receiver gets METER_RATE 0 before its connection closes, every device and the hub
     read offline on MQTT, the process exits 0 and leaves a cleanly closed database."""
@@ -236,6 +246,7 @@ async def test_sigterm_clean_shutdown(mqtt_broker: TestBroker, tmp_path: Path) -
         closes = [record for sim in sims for record in sim.closed_clients]
         metering_left_on = sum(record.metering_left_on or not record.closed_by_client for record in closes)
         databases = database_files(data_dir)
+        integrity = database_integrity(data_dir)
         wal_left = [path for path in data_dir.glob("*-wal") if path.stat().st_size > 0]
         FaultResult(
             "SIGTERM (clean shutdown of a hub watching 4 Shure receivers)",
@@ -246,27 +257,36 @@ async def test_sigterm_clean_shutdown(mqtt_broker: TestBroker, tmp_path: Path) -
             notes=(
                 f"exit status {code}; receivers left metering on: {metering_left_on} of {len(sims)}; "
                 f"hub state offline; device availability topics flipped to offline: {offline} of {len(items)}; "
-                + (f"database closed cleanly (no WAL left): {not wal_left}" if databases else "no database file yet")
+                + (
+                    f"database closed cleanly (no WAL left): {not wal_left}, integrity {integrity}"
+                    if databases
+                    else "no database file yet"
+                )
                 + "; recovery column = time from SIGTERM to exit"
             ),
         ).record()
         assert code == 0
         assert len(closes) == len(sims) and metering_left_on == 0 and offline == len(items)
-        assert not wal_left
+        assert not wal_left and integrity in ("ok", "no database")
 
 
 async def test_sigkill_then_restart(mqtt_broker: TestBroker, tmp_path: Path) -> None:
     """SIGKILL: the broker publishes the hub's last will at once; a restarted hub reconnects every receiver
     and republishes current state, including a change made while it was dead."""
-    async with shure_fleet("ad4q", "ulxd4d") as sims:
+    async with shure_fleet("ad4q", "ulxd4d", "slxd4") as sims:
         http_port = free_port()
         data_dir = tmp_path / "data"
-        config = write_config(tmp_path / "wmhub.toml", [sim.url for sim in sims], mqtt_broker, http_port, data_dir)
+        # the third receiver is added over REST, not in the file: only the database brings it back
+        config = write_config(tmp_path / "wmhub.toml", [sim.url for sim in sims[:2]], mqtt_broker, http_port, data_dir)
         base = f"http://127.0.0.1:{http_port}"
+        headers = {"Authorization": f"Bearer {TOKEN}"}
         with hub_process(config, tmp_path / "hub.log") as hub:
             hub.start()
             async with aiohttp.ClientSession() as session, MqttProbe(mqtt_broker) as probe:
                 await probe.subscribe("wmproc/#")
+                await devices_online(session, base, 2)
+                async with session.post(f"{base}/api/v1/devices", json={"url": sims[2].url}, headers=headers) as added:
+                    assert added.status in (200, 201), await added.text()
                 items = await devices_online(session, base, len(sims))
                 by_port = {item["port"]: item["id"] for item in items}
                 ids = [by_port[sim.port] for sim in sims]  # the API lists devices in its own order
@@ -280,6 +300,7 @@ async def test_sigkill_then_restart(mqtt_broker: TestBroker, tmp_path: Path) -> 
                 sims[0].set_name(1, "AFTERKILL")
                 probe.clear()
                 restarted = time.monotonic()
+                integrity = database_integrity(data_dir)
                 hub.start()
                 await devices_online(session, base, len(sims))
                 lost_state = 0
@@ -292,7 +313,6 @@ async def test_sigkill_then_restart(mqtt_broker: TestBroker, tmp_path: Path) -> 
                     lost_state = 1
                 recovery = round(time.monotonic() - restarted, 3)
                 lost_control = 0
-                headers = {"Authorization": f"Bearer {TOKEN}"}
                 for attempt in range(3):
                     body = {"kind": "name", "value": f"K{attempt}"}
                     url = f"{base}/api/v1/channels/{ids[1]}:1/commands"
@@ -310,6 +330,7 @@ async def test_sigkill_then_restart(mqtt_broker: TestBroker, tmp_path: Path) -> 
             notes=(
                 "detection = kill until the broker's last will reads offline; recovery = restart until every "
                 "device is online over REST and MQTT holds the state changed while the hub was dead; "
+                f"database after the kill: {integrity}; the receiver added over REST came back from it; "
                 f"a killed hub cannot switch metering off: {left_on} of {len(sims)} receivers were left metering"
             ),
         ).record()
