@@ -319,7 +319,7 @@ class Hub:
         mqtt_url = self.config.mqtt.url
         if "@" in mqtt_url:
             scheme, rest = mqtt_url.split("://", 1)
-            mqtt_url = f"{scheme}://***@{rest.split('@', 1)[1]}"
+            mqtt_url = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"  # a password may hold an '@' of its own
         return {
             "hub_id": self.config.hub_id,
             "version": __version__,

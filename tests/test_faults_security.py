@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
 
+from hub.app import Hub
 from hub.config import HttpSettings
 from hub.testing import eventually
 from hub.web.server import TOKEN_FILE
@@ -55,6 +56,14 @@ async def test_no_secret_in_logs_mqtt_or_rest(
         else "LEAKED in " + ", ".join(where for where, bad in leaks.items() if bad),
     )
     assert not any(leaks.values()), leaks
+
+
+def test_info_masks_the_mqtt_password(tmp_path: Path) -> None:
+    for url in (f"mqtt://user:{MQTT_SECRET}@127.0.0.1:1883", f"mqtts://user:{MQTT_SECRET}@with@127.0.0.1:8883"):
+        hub = Hub(hub_config(tmp_path, [], url))
+        shown = str(hub.info())
+        assert MQTT_SECRET not in shown and "with" not in shown, shown
+    record_check("Secrets", "MQTT password (also one containing '@') in the hub's info topic", "masked")
 
 
 async def test_generated_api_token_is_owner_only(tmp_path: Path) -> None:
