@@ -102,3 +102,15 @@ async def test_uhfr_metering_is_stopped_when_the_hub_leaves() -> None:
             await hub.device(hub.add(sim.url))
             await eventually(lambda: sim.metering_on, what="UHF-R metering on")
         await eventually(lambda: not sim.metering_on, what="UHF-R metering stopped")
+
+
+async def test_a_receiver_that_accepts_but_never_answers_says_why() -> None:
+    """An SLX-D with Controller Access off takes the TCP connection and answers nothing: the error names the fix."""
+    async with ShureSimulator("slxd4", seed=3) as mute_receiver, DriverHarness("shure", settings=FAST) as hub:
+        mute_receiver.silent = True
+        managed = hub.add(mute_receiver.url)
+        error = await eventually(lambda: managed.supervisor.last_error, what="the connect error")
+        assert "no answer to GET MODEL" in error
+        assert "Controller Access" in error
+        mute_receiver.silent = False
+        await hub.device(managed, timeout=10.0)
