@@ -163,3 +163,20 @@ async def test_another_client_gets_its_own_reports(hub: DriverHarness, simulator
         lines: list[bytes] = []
         while b"Name Both" not in b"".join(lines):
             lines.append(await peer.receive())
+
+
+async def test_the_meter_rate_command_changes_the_push_cycle(hub: DriverHarness, simulator: G4Simulator) -> None:
+    device = await online(hub, simulator)
+    result = await command(hub, device, CommandKind.METER_RATE, 500)
+    assert (result.ok, result.value) == (True, 500)
+    await eventually(
+        lambda: [push.cycle_ms for push in simulator.push_clients.values()] == [500], what="Push every 500 ms"
+    )
+
+
+async def test_an_unanswered_command_times_out_with_a_clear_error(hub: DriverHarness, simulator: G4Simulator) -> None:
+    device = await online(hub, simulator)
+    simulator.silent = True
+    result = await command(hub, device, CommandKind.MUTE, True)
+    assert (result.ok, result.code) == (False, "timeout")
+    assert "Mute 1 was not confirmed" in (result.error or "")

@@ -166,6 +166,12 @@ async def test_control_round_trips_on_ewdx(hub: DriverHarness) -> None:
         assert channels[3].frequency_khz == 540_525
         assert simulator.device.device_name == "Stage Left"
         await shows(hub, device.id, simulator)
+
+        def shown_name() -> str | None:
+            stored = hub.store.get(device.id)
+            return stored.name if stored is not None else None
+
+        await eventually(lambda: shown_name() == "Stage Left", what="the new device name in the hub")
     finally:
         await simulator.stop()
 
@@ -270,3 +276,32 @@ async def test_an_unusable_url_option_shows_as_the_device_error(hub: DriverHarne
     error = await eventually(lambda: managed.supervisor.last_error, what="the option error")
     assert message in error
     assert not managed.task.done()
+
+
+async def test_the_meter_rate_command_resubscribes_the_meters_at_the_new_rate(hub: DriverHarness) -> None:
+    simulator = await started("em6000")
+    try:
+        device = await online(hub, simulator)
+        result = await command(hub, device, CommandKind.METER_RATE, 500, None)
+        assert (result.ok, result.value) == (True, 500)
+
+        def meter_rates() -> list[int]:
+            return [s.params.max_ms for s in simulator.subscriptions.values() if s.periodic]
+
+        await eventually(lambda: meter_rates() == [500], what="the meters subscribed at 500 ms")
+        refused = await command(hub, device, CommandKind.METER_RATE, 50, None)
+        assert (refused.ok, refused.code) == (False, "invalid")
+    finally:
+        await simulator.stop()
+
+
+async def test_an_ssc_device_that_is_no_known_receiver_is_refused_with_its_name(hub: DriverHarness) -> None:
+    simulator = await started("ewdx-em2")
+    try:
+        simulator.device.product = "CHG 70N"  # an SSC charger answers /device/identity like a receiver
+        managed = hub.add(simulator.url)
+        error = await eventually(lambda: managed.supervisor.last_error, what="the refusal")
+        assert "'CHG 70N' is not an SSCv1 receiver this plugin knows" in error
+        assert managed.handle.device_id is None
+    finally:
+        await simulator.stop()
