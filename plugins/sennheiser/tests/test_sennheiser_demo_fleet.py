@@ -1,6 +1,11 @@
-"""The plugin's demo fleet: every simulated receiver comes online through the plugin's own drivers."""
+"""The plugin's demo fleet and the simulators' command line: what they start comes online through the drivers."""
 
 from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
 
 from hub.testing import DriverHarness, eventually
 
@@ -25,3 +30,24 @@ async def test_the_demo_fleet_comes_online_with_live_channels() -> None:
         finally:
             for fleet in fleets:
                 await fleet.stop()
+
+
+@pytest.mark.parametrize(("protocol", "scheme"), [("ssc1", "sennheiser-ssc://"), ("g4", "sennheiser-g4://")])
+async def test_the_command_line_starts_simulators_a_hub_can_reach(
+    hub: DriverHarness, protocol: str, scheme: str
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wmhub_sennheiser.simulator", "--protocol", protocol, "--count", "2",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        urls = []
+        for _ in range(2):
+            async with asyncio.timeout(10.0):
+                urls.append((await process.stdout.readline()).decode().strip())
+        assert all(url.startswith(scheme + "127.0.0.1:") for url in urls) and len(set(urls)) == 2
+        await hub.device(hub.add(urls[1]))
+    finally:
+        process.terminate()
+        await process.wait()
