@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sqlite3
 import subprocess
@@ -22,6 +23,7 @@ from wmhub_shure.simulator import ShureSimulator
 from hub.app import Hub
 from hub.mqtt.bridge import MqttBridge
 from hub.mqtt.client import MqttClient
+from hub.store import DATABASE_FILE
 from hub.testing import eventually
 from tests.fault_harness import TOKEN, Api, device_of, hub_config, is_online, running_hub, seconds_until
 from tests.mosquitto import MosquittoBroker, MqttProbe, TestBroker, find_mosquitto, free_port
@@ -335,3 +337,124 @@ async def test_sigkill_then_restart(mqtt_broker: TestBroker, tmp_path: Path) -> 
             ),
         ).record()
         assert lost_state == 0 and lost_control == 0, (problems, (tmp_path / "hub.log").read_text()[-3000:])
+
+
+class DataVolume:
+    """A filesystem of its own for the data dir, so it can turn read-only or fill up under a running hub.
+
+    As root this is a small tmpfs that is remounted read-only or filled; otherwise only the start-time
+    case can be shown, with a directory made read-only by its mode (root ignores modes, hence the tmpfs).
+    """
+
+    def __init__(self, path: Path, size: str = "16m") -> None:
+        self.path = path
+        self.size = size
+        self.mounted = False
+        path.mkdir(parents=True, exist_ok=True)
+
+    def __enter__(self) -> DataVolume:
+        if os.geteuid() == 0:
+            done = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0700", "tmpfs", str(self.path)],
+                capture_output=True,
+                check=False,
+            )
+            self.mounted = done.returncode == 0
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True, check=False)
+        else:
+            self.path.chmod(0o700)
+
+    def read_only(self, on: bool) -> None:
+        if self.mounted:
+            option = "remount,ro" if on else "remount,rw"
+            subprocess.run(["mount", "-o", option, str(self.path)], capture_output=True, check=True)
+        else:
+            self.path.chmod(0o500 if on else 0o700)
+
+    def fill(self) -> None:
+        """Write a filler file until the filesystem is full (tmpfs only)."""
+        assert self.mounted
+        with contextlib.suppress(OSError), (self.path / "filler").open("wb") as filler:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+
+    def unfill(self) -> None:
+        (self.path / "filler").unlink(missing_ok=True)
+
+
+def audit_rows_on_disk(data_dir: Path, text: str) -> int:
+    """Audit rows holding ``text`` in the database file itself (a second reader, as after a restart)."""
+    with contextlib.closing(sqlite3.connect(data_dir / DATABASE_FILE)) as connection:
+        rows = connection.execute("SELECT after FROM audit").fetchall()
+    return sum(text in str(row[0]) for row in rows)
+
+
+async def storage_fault(tmp_path: Path, label: str, fault: str) -> None:
+    """The data dir takes no writes (read-only from the start, or full under the running hub): the store says
+    so (one logged error, ``failing``), monitoring and control go on, and the writes held in memory meanwhile
+    land once the disk takes writes again."""
+    async with ShureSimulator("ulxd4d") as sim:
+        with DataVolume(tmp_path / "data") as volume:
+            config = hub_config(volume.path, [sim.url])
+            if fault == "read-only":
+                # a filesystem with files open for writing cannot be remounted read-only: this is the
+                # start-time case (a volume mounted read-only, a directory the service user cannot write)
+                volume.read_only(True)
+            started = time.monotonic()
+            async with running_hub(config, plugins="shure") as hub, Api(hub) as api:
+                assert hub.persistence is not None
+                db = hub.persistence.db
+                await eventually(lambda: is_online(hub, sim.url), 10, "device online")
+                device_id = device_of(hub, sim.url).id  # type: ignore[union-attr]
+                if fault == "full":
+                    assert await db.sync()
+                    started = time.monotonic()
+                    volume.fill()
+                command = {"kind": "name", "value": "DISK1"}
+                status, _ = await api.post(f"/api/v1/channels/{device_id}:1/commands", command)
+                await eventually(lambda: db.failing, 15, "the store reports failing writes")
+                detection = round(time.monotonic() - started, 3)
+                sim.set_name(2, "DISK2")
+                await eventually(
+                    lambda: device_of(hub, sim.url).channel(2).name == "DISK2",  # type: ignore[union-attr]
+                    5,
+                    "monitoring goes on",
+                )
+                control_ok = status == 200 and sim.channels[1].values.get("name") == "DISK1"
+                healed = time.monotonic()
+                if fault == "read-only":
+                    volume.read_only(False)
+                else:
+                    volume.unfill()
+                await eventually(lambda: not db.failing, 15, "writes resume")
+                assert await db.sync()
+                recovery = round(time.monotonic() - healed, 3)
+                lost_state = db.stats.dropped_kept
+                on_disk = audit_rows_on_disk(volume.path, "DISK1")
+            FaultResult(
+                label,
+                detection,
+                recovery,
+                lost_state,
+                0 if control_ok and on_disk else 1,
+                notes=(
+                    f"{'tmpfs' if volume.mounted else 'directory mode'}; detection = until the store reported "
+                    "failing writes (logged once); monitoring and control went on; recovery = until the held "
+                    f"writes were committed; the command's audit row reached the disk: {bool(on_disk)}; "
+                    f"held writes lost: {lost_state}"
+                ),
+            ).record()
+            assert control_ok and on_disk and lost_state == 0
+
+
+async def test_data_dir_read_only(tmp_path: Path) -> None:
+    await storage_fault(tmp_path, "Data dir read-only when the hub starts, writable later", "read-only")
+
+
+async def test_disk_full(tmp_path: Path) -> None:
+    await storage_fault(tmp_path, "Disk full under the running hub, then space freed", "full")
