@@ -158,6 +158,13 @@ class Hub:
             await edge.start()
 
     @property
+    def mqtt(self) -> Any:
+        """The running MQTT bridge (for its client's counters), or None."""
+        from hub.mqtt.bridge import MqttBridge
+
+        return next((edge for edge in self._edges if isinstance(edge, MqttBridge)), None)
+
+    @property
     def web(self) -> Any:
         """The running web server (for its bound port), or None."""
         from hub.web.server import WebServer

@@ -42,6 +42,7 @@ class DeviceHandle(DeviceSink):
         self.device_id = device_id
         self._last_heard = time.monotonic()
         self.last_error: str | None = None
+        self.protocol_errors = 0
         self.on_identified: Callable[[DeviceHandle], None] | None = None
         self.log = logging.LoggerAdapter(
             logging.getLogger(f"hub.device.{vendor}"), {"device": device_id or redact_url(endpoint.url)}
@@ -93,6 +94,10 @@ class DeviceHandle(DeviceSink):
     def heard(self) -> None:
         self._last_heard = time.monotonic()
 
+    def protocol_error(self, detail: str) -> None:
+        self.protocol_errors += 1
+        self.log.debug("unparsable data: %s", detail)
+
     # LinkState (for the supervisor)
 
     def last_heard(self) -> float:
@@ -130,6 +135,7 @@ class ManagedDevice:
             "attempts": self.supervisor.attempts,
             "reconnects": self.supervisor.reconnects,
             "last_error": self.supervisor.last_error,
+            "protocol_errors": self.handle.protocol_errors,
         }
 
 

@@ -114,6 +114,9 @@ class DeviceSink(Protocol):
     def heard(self) -> None:
         """Traffic arrived that changed nothing: the device is still alive."""
 
+    def protocol_error(self, detail: str) -> None:
+        """Something arrived that could not be parsed (counted on /metrics; the driver carries on)."""
+
 
 class Driver(ABC):
     """One connection to one device. Subclass it, or :class:`PollingDriver` for pull protocols."""

@@ -19,6 +19,7 @@ class ScriptedDevice:
     def __init__(self) -> None:
         self.hang_on_connect = False
         self.silent = False
+        self.garbage = False
         self.connects = 0
         self.closes = 0
 
@@ -37,7 +38,9 @@ class ScriptedDriver(Driver):
     async def run(self) -> None:
         device = DEVICES[self.endpoint.host]
         while True:
-            if not device.silent:
+            if device.garbage:
+                self.sink.protocol_error("line noise")
+            elif not device.silent:
                 self.sink.update_channel(1, {"battery_percent": 50})
             await asyncio.sleep(0.02)
 
@@ -140,3 +143,12 @@ async def test_passwords_in_device_urls_never_reach_logs_or_listings(caplog: pyt
         assert hub.manager.find("scripted://secret?password=Hunter2-very-secret&user=api") is managed
         assert "Hunter2" not in str(hub.manager.health())
     assert "Hunter2" not in caplog.text
+
+
+async def test_unparsable_data_is_counted_per_device() -> None:
+    DEVICES["noisy"] = ScriptedDevice()
+    async with harness() as hub:
+        managed = hub.add("scripted://noisy")
+        await hub.device(managed)
+        DEVICES["noisy"].garbage = True
+        await eventually(lambda: managed.health()["protocol_errors"] >= 3, what="protocol errors counted")

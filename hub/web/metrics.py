@@ -45,6 +45,21 @@ class HubCollector(Collector):
         yield connected
         yield attempts
         yield reconnects
+        errors = CounterMetricFamily(
+            "wmhub_device_protocol_errors", "Data from the device that could not be parsed", labels=["url"]
+        )
+        for managed in self._hub.devices.by_url.values():
+            errors.add_metric([managed.url], managed.handle.protocol_errors)
+        yield errors
+        bridge = self._hub.mqtt
+        client = bridge.client if bridge is not None else None
+        if client is not None:
+            yield CounterMetricFamily(
+                "wmhub_mqtt_published", "MQTT messages sent to the broker", value=client.published
+            )
+            yield CounterMetricFamily(
+                "wmhub_mqtt_dropped", "MQTT messages dropped because the broker fell behind", value=client.dropped
+            )
         yield CounterMetricFamily(
             "wmhub_state_updates", "Channel updates merged into the state store", value=self._hub.store.updates_applied
         )
