@@ -21,6 +21,7 @@ import pytest
 from wmhub_shure.simulator import ShureSimulator
 
 from hub.app import Hub
+from hub.config import HttpSettings
 from hub.mqtt.bridge import MqttBridge
 from hub.mqtt.client import MqttClient
 from hub.store import DATABASE_FILE
@@ -400,7 +401,8 @@ async def storage_fault(tmp_path: Path, label: str, fault: str) -> None:
     land once the disk takes writes again."""
     async with ShureSimulator("ulxd4d") as sim:
         with DataVolume(tmp_path / "data") as volume:
-            config = hub_config(volume.path, [sim.url])
+            # no configured token: the hub has to make one and cannot store it on a read-only disk
+            config = hub_config(volume.path, [sim.url], http=HttpSettings(port=0, token=None))
             if fault == "read-only":
                 # a filesystem with files open for writing cannot be remounted read-only: this is the
                 # start-time case (a volume mounted read-only, a directory the service user cannot write)
@@ -416,7 +418,7 @@ async def storage_fault(tmp_path: Path, label: str, fault: str) -> None:
                     started = time.monotonic()
                     volume.fill()
                 command = {"kind": "name", "value": "DISK1"}
-                status, _ = await api.post(f"/api/v1/channels/{device_id}:1/commands", command)
+                status, _ = await api.post(f"/api/v1/channels/{device_id}:1/commands", command, hub.web.token)
                 await eventually(lambda: db.failing, 15, "the store reports failing writes")
                 detection = round(time.monotonic() - started, 3)
                 sim.set_name(2, "DISK2")
@@ -443,7 +445,8 @@ async def storage_fault(tmp_path: Path, label: str, fault: str) -> None:
                 lost_state,
                 0 if control_ok and on_disk else 1,
                 notes=(
-                    f"{'tmpfs' if volume.mounted else 'directory mode'}; detection = until the store reported "
+                    f"{'tmpfs' if volume.mounted else 'directory mode'}; the hub started without a stored API token "
+                    "(one for this run, logged); detection = until the store reported "
                     "failing writes (logged once); monitoring and control went on; recovery = until the held "
                     f"writes were committed; the command's audit row reached the disk: {bool(on_disk)}; "
                     f"held writes lost: {lost_state}"

@@ -47,11 +47,16 @@ def load_or_create_token(data_dir: Path) -> str:
     if token:
         return token
     token = secrets.token_urlsafe(32)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(token + "\n")
-    os.chmod(path, 0o600)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(token + "\n")
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        # a read-only or full data dir must not keep the hub from monitoring: this token lasts one run
+        log.error("cannot store the API token in %s (%s); valid until the hub stops: %s", path, exc.strerror, token)
+        return token
     log.warning("generated the API token for writes (stored in %s): %s", path, token)
     return token
 
