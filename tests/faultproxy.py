@@ -274,6 +274,12 @@ class UdpFaultProxy:
     def heal(self) -> None:
         self.blackholed = False
 
+    def inject(self, data: bytes) -> None:
+        """Send ``data`` to every client as if the device had sent it (garbage, oversized datagrams)."""
+        if self._front is not None and self._front.transport is not None:
+            for client in self._upstreams:
+                self._front.transport.sendto(data, client)
+
     async def __aenter__(self) -> Self:
         loop = asyncio.get_running_loop()
         transport, front = await loop.create_datagram_endpoint(

@@ -328,3 +328,58 @@ async def test_hundred_devices_flapping(tmp_path: Path) -> None:
             assert lost_state == 0 and lost_control == 0 and duplicates == 0
     finally:
         await asyncio.gather(*(sim.stop() for sim in sims))
+
+
+SSC1_URL = "sennheiser-ssc://127.0.0.1:{port}"
+G4_URL = "sennheiser-g4://127.0.0.1:{port}?local_port=0"
+
+
+async def test_garbage_from_devices(tmp_path: Path) -> None:
+    """Devices that send junk: bytes that frame as nothing, 1 MiB without a delimiter, a 60 KB datagram, JSON
+    nested past the parser's depth. Every device stays online and its next real change still arrives."""
+    async with (
+        ShureSimulator("ad4d") as shure,
+        Ssc1Simulator("ewdx-em2", tick_s=0.2) as ssc1_sim,
+        G4Simulator("g4-em300", tick_s=0.2) as g4_sim,
+        UdpFaultProxy("127.0.0.1", ssc1_sim.port) as ssc1_proxy,
+        UdpFaultProxy("127.0.0.1", g4_sim.port) as g4_proxy,
+    ):
+        urls = [shure.url, SSC1_URL.format(port=ssc1_proxy.port), G4_URL.format(port=g4_proxy.port)]
+        async with running_hub(hub_config(tmp_path, urls, offline_after_s=LOSSY_OFFLINE_AFTER_S)) as hub:
+            await eventually(lambda: all(is_online(hub, url) for url in urls), 15, "all three online")
+            async with OnlineWatch(hub, urls[0]) as shure_watch, OnlineWatch(hub, urls[1]) as ssc1_watch:
+                shure.send_garbage()
+                for peer in shure.peers:
+                    for _ in range(256):  # 1 MiB that never closes a message
+                        peer.write_now(b"<" + b"x" * 4095)
+                junk = [b"\xff" * 60_000, b"[" * 60_000, b"{" + b'"a":{' * 5000, b"Bat 99999999999999\r" * 3000]
+                for data in junk:
+                    ssc1_proxy.inject(data)
+                    g4_proxy.inject(data)
+                await asyncio.sleep(0.5)
+                shure.set_name(1, "AFTERJNK")
+                ssc1_sim.set_transmitter(1, False)
+                g4_sim.set_transmitter(1, False)
+                lost_state = 0
+                for what, check in (
+                    ("Shure name", lambda: device_of(hub, urls[0]).channel(1).name == "AFTERJNK"),  # type: ignore[union-attr]
+                    ("SSCv1 tx off", lambda: tx_present(hub, urls[1]) is False),
+                    ("G4 tx off", lambda: tx_present(hub, urls[2]) is False),
+                ):
+                    try:
+                        await eventually(check, 10, what)
+                    except AssertionError:
+                        lost_state += 1
+            offline_spells = shure_watch.offline_spells + ssc1_watch.offline_spells
+            FaultResult(
+                "Garbage from devices (junk bytes, 1 MiB without a delimiter, 60 KB datagrams, deep JSON)",
+                None,
+                None,
+                lost_state,
+                0,
+                notes=(
+                    f"Shure, SSCv1 and G4 at once; false offlines: {offline_spells}; online after it: "
+                    f"{sum(is_online(hub, url) for url in urls)} of 3; the next real change of each arrived"
+                ),
+            ).record()
+            assert lost_state == 0 and all(is_online(hub, url) for url in urls)
