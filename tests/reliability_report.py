@@ -230,8 +230,11 @@ HOW_IT_WORKS = """## How the suites work
 
 ## Not covered, and why
 
-- Disk full / read-only data directory at the hub level runs only where the persistence store is wired
-  into the hub; see the rows above for what was measured in this run.
+- A data dir turning read-only under a running hub: Linux refuses to remount a filesystem read-only while
+  files on it are open for writing, so the read-only case is the start-time one; disk full covers writes
+  failing mid-run. Both need root for the tmpfs; without it only the read-only start runs (directory mode).
+- MQTT `set` on a device the hub does not know gets no response: the hub subscribes to the control topics
+  of its own devices only.
 - Meter loss is counted as datagrams the proxy dropped, not per meter field: meters are allowed to drop.
 - atheris (coverage-guided fuzzing) is not used: hypothesis reaches every parser path listed here in
   seconds, and atheris would add a native dependency CI does not have.

@@ -445,8 +445,13 @@ async def storage_fault(tmp_path: Path, label: str, fault: str) -> None:
                 lost_state,
                 0 if control_ok and on_disk else 1,
                 notes=(
-                    f"{'tmpfs' if volume.mounted else 'directory mode'}; the hub started without a stored API token "
-                    "(one for this run, logged); detection = until the store reported "
+                    f"{'tmpfs' if volume.mounted else 'directory mode'}; "
+                    + (
+                        "the hub started without a stored API token (one for this run, logged); "
+                        if fault == "read-only"
+                        else ""
+                    )
+                    + "detection = until the store reported "
                     "failing writes (logged once); monitoring and control went on; recovery = until the held "
                     f"writes were committed; the command's audit row reached the disk: {bool(on_disk)}; "
                     f"held writes lost: {lost_state}"

@@ -15,7 +15,7 @@ from hub.app import Hub
 from hub.config import HttpSettings
 from hub.testing import eventually
 from hub.web.server import TOKEN_FILE
-from tests.fault_harness import hub_config, is_online, running_hub
+from tests.fault_harness import Api, hub_config, is_online, running_hub
 from tests.mosquitto import MqttProbe, TestBroker
 from tests.reliability_report import record_check
 
@@ -73,3 +73,27 @@ async def test_generated_api_token_is_owner_only(tmp_path: Path) -> None:
         mode = stat.S_IMODE(token_file.stat().st_mode)
     record_check("Secrets", "generated API token file mode", oct(mode))
     assert mode == 0o600
+
+
+async def test_stored_device_password_is_owner_only(tmp_path: Path) -> None:
+    """A device added at run time is remembered with its URL, password included: the files holding it are
+    readable by their owner only (the database and its WAL/SHM companions)."""
+    async with Ssc2Simulator(password=DEVICE_SECRET) as sim:
+        config = hub_config(tmp_path / "data", [])
+        async with running_hub(config, plugins="sennheiser") as hub, Api(hub) as api:
+            status, _ = await api.post("/api/v1/devices", {"url": sim.url()})
+            assert status in (200, 201)
+            await eventually(lambda: is_online(hub, sim.url()), 15, "SSCv2 device online")
+            assert hub.persistence is not None and await hub.persistence.db.sync()
+            holders = {
+                path.name: oct(stat.S_IMODE(path.stat().st_mode))
+                for path in config.data_dir.iterdir()
+                if path.is_file() and DEVICE_SECRET.encode() in path.read_bytes()
+            }
+            modes = {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in config.data_dir.glob("wmhub*")}
+    record_check(
+        "Secrets",
+        "an SSCv2 password remembered with its device (database files, while running)",
+        f"held in {sorted(holders) or 'no file'}; modes {modes}",
+    )
+    assert all(mode == "0o600" for mode in modes.values()), modes
