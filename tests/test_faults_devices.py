@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,29 @@ async def lost_state_after(hub: Hub, url: str, sim: ShureSimulator, timeout: flo
     return len(state_differences(device_of(hub, url), sim.state))
 
 
-async def lost_controls(api: Api, device_id: str, sim: ShureSimulator, count: int = 4) -> int:
-    """Send ``count`` mute commands over REST; a command is lost if it did not both succeed and land."""
+MutedOf = Callable[[], bool | None]
+
+
+def shure_muted(sim: ShureSimulator) -> MutedOf:
+    return lambda: sim.channels[1].values.get("muted")
+
+
+def sennheiser_muted(sim: Ssc1Simulator | G4Simulator) -> MutedOf:
+    return lambda: sim.channels[0].muted
+
+
+async def lost_controls(
+    api: Api, device_id: str, muted: MutedOf, count: int = 4, errors: list[str] | None = None
+) -> int:
+    """Send ``count`` mute commands to channel 1 over REST; one is lost unless it both succeeded and landed
+    on the simulator (``muted`` reads the simulator's mute)."""
     lost = 0
     for attempt in range(count):
         wanted = attempt % 2 == 0
         status, body = await api.post(f"/api/v1/channels/{device_id}:1/commands", {"kind": "mute", "value": wanted})
-        if status != 200 or not body.get("ok") or sim.channels[1].values.get("muted") is not wanted:
+        if status != 200 or not body.get("ok") or muted() is not wanted:
+            if errors is not None:
+                errors.append(f"{status} {body}")
             lost += 1
     return lost
 
@@ -107,7 +124,7 @@ async def test_device_reboot(mqtt_broker: TestBroker, tmp_path: Path) -> None:
             await sim.start()
             recovery = await agreed(hub, url, sim, 15, "device back with its new state")
             lost_state = await lost_state_after(hub, url, sim)
-            lost_control = await lost_controls(api, device_id, sim)
+            lost_control = await lost_controls(api, device_id, shure_muted(sim))
             channel = await probe.json(
                 f"{config.mqtt.base_topic}/devices/{device_id}/channels/1", lambda value: value["name"] == "REBOOTED"
             )
@@ -143,7 +160,7 @@ async def test_half_open_tcp(mqtt_broker: TestBroker, tmp_path: Path) -> None:
             await agreed(hub, url, sim, 15, "device back after the path healed")
             recovery = round(time.monotonic() - healed, 3)
             lost_state = await lost_state_after(hub, url, sim)
-            lost_control = await lost_controls(api, device_id, sim)
+            lost_control = await lost_controls(api, device_id, shure_muted(sim))
             FaultResult(
                 "Half-open TCP (proxy swallows everything, sockets stay open)",
                 detection,
@@ -168,7 +185,7 @@ async def test_device_answering_slowly(mqtt_broker: TestBroker, tmp_path: Path) 
                 proxy.delay_s = 0.4
                 sim.set_name(1, "SLOWLINK")
                 state_latency = await agreed(hub, url, sim, 10, "pushed change arrives over the slow link")
-                lost_control = await lost_controls(api, device_id, sim, count=3)
+                lost_control = await lost_controls(api, device_id, shure_muted(sim), count=3)
                 await asyncio.sleep(OFFLINE_AFTER_S)  # long enough for a false silence timeout to show
             lost_state = await lost_state_after(hub, url, sim)
             FaultResult(
@@ -205,7 +222,7 @@ async def udp_loss_case(
         async with running_hub(config) as hub, Api(hub) as api:
             first_online = await seconds_until(lambda: is_online(hub, url), 15, "device online through the loss")
             device_id = device_of(hub, url).id  # type: ignore[union-attr]
-            lost_state = lost_control = 0
+            lost_state = 0
             errors: list[str] = []
             async with OnlineWatch(hub, url) as watch:
                 for present in (False, True, False, True):
@@ -216,14 +233,7 @@ async def udp_loss_case(
                     except AssertionError as exc:
                         errors.append(str(exc))
                         lost_state += 1
-                for attempt in range(4):
-                    wanted = attempt % 2 == 0
-                    status, body = await api.post(
-                        f"/api/v1/channels/{device_id}:1/commands", {"kind": "mute", "value": wanted}
-                    )
-                    if status != 200 or not body.get("ok") or sim.channels[0].muted is not wanted:
-                        errors.append(f"{status} {body}")
-                        lost_control += 1
+                lost_control = await lost_controls(api, device_id, sennheiser_muted(sim), errors=errors)
                 await asyncio.sleep(LOSSY_OFFLINE_AFTER_S)
             counters = proxy.counters
             FaultResult(
@@ -383,3 +393,41 @@ async def test_garbage_from_devices(tmp_path: Path) -> None:
                 ),
             ).record()
             assert lost_state == 0 and all(is_online(hub, url) for url in urls)
+
+
+async def test_ssc1_reboot_drops_subscriptions(tmp_path: Path) -> None:
+    """An SSCv1 receiver reboots: silent for 3 s, then back with every subscription forgotten and a
+    transmitter switched off meanwhile. The hub notices the silence, resubscribes by itself and shows it."""
+    async with Ssc1Simulator("ewdx-em4", tick_s=0.2) as sim:
+        url = SSC1_URL.format(port=sim.port)
+        async with running_hub(hub_config(tmp_path, [url])) as hub, Api(hub) as api:
+            await eventually(lambda: is_online(hub, url) and tx_present(hub, url) is True, 10, "device online")
+            device_id = device_of(hub, url).id  # type: ignore[union-attr]
+            down_s = 3.0
+            rebooted = time.monotonic()
+            sim.reboot(down_s)
+            sim.channels[0].tx_on = False  # switched off while the receiver was down: only a fresh query shows it
+            detection = await seconds_until(lambda: is_offline(hub, url), 10, "offline while rebooting")
+            await asyncio.sleep(max(0.0, down_s - (time.monotonic() - rebooted)))
+            back = time.monotonic()
+            lost_state = 0
+            try:
+                await eventually(lambda: is_online(hub, url) and tx_present(hub, url) is False, 15, "back, tx off")
+            except AssertionError:
+                lost_state = 1
+            recovery = round(time.monotonic() - back, 3)
+            sim.set_transmitter(1, True)  # a change after the reboot arrives through the new subscription
+            try:
+                await eventually(lambda: tx_present(hub, url) is True, 5, "pushed change after the reboot")
+            except AssertionError:
+                lost_state += 1
+            lost_control = await lost_controls(api, device_id, sennheiser_muted(sim), count=3)
+        FaultResult(
+            "Sennheiser SSCv1 EW-DX reboot (silent 3 s, subscriptions forgotten, transmitter off meanwhile)",
+            detection,
+            recovery,
+            lost_state,
+            lost_control,
+            notes=f"detected by silence: offline_after_s={OFFLINE_AFTER_S:g}; resubscribed by itself",
+        ).record()
+        assert lost_state == 0 and lost_control == 0
