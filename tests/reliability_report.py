@@ -228,6 +228,23 @@ HOW_IT_WORKS = """## How the suites work
   otherwise, no example database, deterministic enough for CI). The edge tests drive a real hub over real
   sockets; generated URLs never name a host other than 127.0.0.1.
 
+## Found by these suites, and fixed
+
+- Shure SET encoder: a gain or frequency of NaN or infinity (Python's JSON accepts both) raised
+  OverflowError/ValueError instead of InvalidValueError.
+- SSCv1 decoder: one datagram of nested brackets raised RecursionError past SscDecodeError.
+- SSCv2 resource map: NaN, infinity or integers beyond a float, and a non-list `warnings`, raised inside
+  the event handler, which dropped the device's event stream.
+- Config: clashing environment variables (`WMHUB_MQTT` and `WMHUB_MQTT__URL`) raised TypeError instead of
+  ConfigError.
+- SSCv1 driver at 30 % loss: a subscription notification still holding the old value was taken for the
+  reply to a SET whose datagram was lost, reporting a refusal that never happened.
+- MQTT bridge: at a clean stop the devices' `offline` availability was still coalescing and was lost about
+  half the time, leaving retained `online` behind.
+- Hub info topic: an MQTT password containing `@` was partly shown.
+- A hub with no configured API token did not start on a read-only data dir (EROFS storing the token).
+- REST channels did not say their receiver was offline; they carry `device_online` now.
+
 ## Not covered, and why
 
 - A data dir turning read-only under a running hub: Linux refuses to remount a filesystem read-only while
