@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,9 +21,18 @@ import aiohttp
 import orjson
 import pytest
 from hypothesis import strategies as st
+from wmhub_shure.families import (
+    FAMILIES,
+    GAIN_OFFSET,
+    check_frequency,
+    check_gain,
+    check_meter_rate,
+    check_name,
+)
 from wmhub_shure.simulator import ShureSimulator
 
 from hub.app import Hub
+from hub.model import CommandError
 from hub.testing import eventually
 from tests.fault_harness import TOKEN, device_of, hub_config, is_online, running_hub
 from tests.mosquitto import MqttProbe, running_broker
@@ -71,6 +80,21 @@ def _no_foreign_urls(value: Any) -> bool:
     return True
 
 
+# Plausible control values, in and just out of range, so many commands really reach the receiver.
+PLAUSIBLE = st.one_of(
+    st.booleans(),
+    st.just("toggle"),
+    st.integers(-25, 50),
+    st.floats(-25, 50),
+    st.floats(460, 700).map(lambda mhz: round(mhz, 3)),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=10),
+)
+SET_BODIES = st.dictionaries(
+    st.sampled_from(["name", "muted", "gain_db", "gain_step_db", "frequency_mhz", "identify", "meter_rate_ms"]),
+    PLAUSIBLE,
+    min_size=1,
+    max_size=3,
+)
 OBJECTS = st.one_of(
     st.dictionaries(KEYS, JSON_VALUES, max_size=4),
     st.fixed_dictionaries({"url": SAFE_URLS}, optional={"transaction": SCALARS}),
@@ -92,12 +116,36 @@ class EdgeRig:
     sim: ShureSimulator
     device_id: str
     http: str
+    sets_seen: int = 0
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(work)
 
     def still_well(self) -> None:
         assert is_online(self.hub, self.sim.url), "the device went offline during the fuzz"
+        bad = [line for line in self.sim.received if line.startswith("SET") and not within_limits(line)]
+        assert not bad, f"values outside the ULX-D's limits reached the receiver: {bad}"
+
+
+def within_limits(line: str) -> bool:
+    """Whether a SET the simulator received (``SET <channel> PARAM value``) respects the ULX-D's limits."""
+    parts = line.split(" ", 3)
+    param, value = (parts[2], parts[3]) if len(parts) == 4 else (parts[-1], "")
+    family = FAMILIES["ulxd"]
+    checks: dict[str, Callable[[str], object]] = {
+        "CHAN_NAME": lambda text: check_name(text, family.name_max),
+        "DEVICE_ID": lambda text: check_name(text, family.device_name_width),
+        "AUDIO_GAIN": lambda text: check_gain(int(text) - GAIN_OFFSET) if text.isdigit() else int(text.split()[1]),
+        "FREQUENCY": lambda text: check_frequency(int(text) / 1000, family.freq_digits),
+        "METER_RATE": lambda text: check_meter_rate(int(text)),
+        "AUDIO_MUTE": lambda text: {"ON": 1, "OFF": 1, "TOGGLE": 1}[text],
+        "FLASH": lambda text: {"ON": 1}[text],
+    }
+    try:
+        checks[param](value)
+    except (CommandError, KeyError, ValueError, IndexError):
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +168,14 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeRig]:
         return EdgeRig(loop, hub, probe, session, sim, device.id, f"http://127.0.0.1:{hub.web.port}")
 
     try:
-        yield loop.run_until_complete(start())
+        rig = loop.run_until_complete(start())
+        yield rig
+        bad = [line for line in rig.sim.received if line.startswith("SET") and not within_limits(line)]
+        record_check(
+            "Control",
+            "every SET the fuzzed edges made reach the receiver is within the family's limits",
+            f"{rig.sets_seen} SETs reached the receiver, {len(bad)} outside the limits",
+        )
     finally:
         loop.run_until_complete(stack.aclose())
         loop.close()
@@ -174,7 +229,8 @@ async def mqtt_exchange(rig: EdgeRig, target: tuple[str, int | None, str], paylo
     "MQTT set/get and bridge requests",
     "random bytes, non-objects, unknown and mistyped keys, huge names, 1e400, any transaction type, "
     "unknown channels and commands",
-    "exactly one response per request ({status: ok|error}, transaction echoed); the device stays online",
+    "exactly one response per request ({status: ok|error}, transaction echoed); the device stays online "
+    "and no value outside its family's limits ever reaches it",
     max_examples=150,
     shrink=False,
     target=MQTT_TARGETS,
@@ -225,7 +281,8 @@ async def rest_exchange(rig: EdgeRig, method: str, path: str, body: bytes) -> tu
 @fuzz(
     "REST write endpoints",
     "random bodies (bytes, wrong JSON types, unknown keys, 1e400, 70 KB strings) and ids, with the token",
-    "a JSON answer; 4xx with {error, code} for bad input; never a 500; the device stays online",
+    "a JSON answer; 4xx with {error, code} for bad input; never a 500; the device stays online and no "
+    "value outside its family's limits ever reaches it",
     max_examples=150,
     shrink=False,
     operation=REST_WRITES,
@@ -273,3 +330,45 @@ def test_rest_write_paths_need_the_token(rig: EdgeRig) -> None:
         "401 for all" if not bad else f"NOT refused: {bad}",
     )
     assert not bad
+
+
+SET_KEYS = {
+    "name": "name",
+    "muted": "mute",
+    "gain_db": "gain",
+    "gain_step_db": "gain_step",
+    "frequency_mhz": "frequency",
+}
+
+
+@fuzz(
+    "Control values over MQTT and REST",
+    "plausible commands (names, mutes, gains, steps, frequencies) in and just out of the ULX-D's range",
+    "confirmed ones are applied by the receiver; the rest refused with a clear error; nothing outside the "
+    "family's limits ever reaches the receiver",
+    max_examples=120,
+    shrink=False,
+    edge=st.sampled_from(["mqtt", "rest"]),
+    channel=st.integers(1, 2),
+    key=st.sampled_from(sorted(SET_KEYS)),
+    value=PLAUSIBLE,
+)
+def test_plausible_control_values(rig: EdgeRig, edge: str, channel: int, key: str, value: Any) -> None:
+    sets_before = sum(line.startswith("SET") for line in rig.sim.received)
+    if edge == "mqtt":
+        response = rig.run(mqtt_exchange(rig, ("channel", channel, "set"), dumps({key: value})))
+        ok, error = response["status"] == "ok", response["error"]
+    else:
+        body = dumps({"kind": SET_KEYS[key], "value": value})
+        status, answer = rig.run(
+            rest_exchange(rig, "POST", f"/api/v1/channels/{rig.device_id}:{channel}/commands", body)
+        )
+        ok, error = status == 200, answer.get("error")
+        assert status < 500 or answer.get("code") in ("refused", "timeout"), answer
+    if ok and key in ("name", "muted"):
+        applied = rig.sim.channels[channel].values.get(key)
+        assert value == "toggle" or applied == value, (key, value, applied)
+    if not ok:
+        assert isinstance(error, str) and error
+    rig.still_well()
+    rig.sets_seen += sum(line.startswith("SET") for line in rig.sim.received) - sets_before
