@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
+from wmhub_sennheiser.ssc2 import encode_sse
 from wmhub_sennheiser.ssc2_driver import Ssc2Driver, Ssc2Options
 
 from hub.devices import ManagedDevice
@@ -155,6 +156,23 @@ async def test_a_dropped_stream_recovers_and_the_stale_session_is_deleted(
     assert managed.supervisor.reconnects >= 1
     simulator.tick()
     await matches(hub, managed, simulator, "data flowing again")
+
+
+async def test_junk_events_are_ignored_and_a_close_event_brings_a_new_session(
+    hub: DriverHarness, simulator: Ssc2Simulator
+) -> None:
+    managed, old_session = await streaming(hub, simulator)
+    simulator.sessions[old_session].outbox.put_nowait(b"event: message\ndata: {not json\n\n")
+    simulator.tick()
+    await matches(hub, managed, simulator, "data flowing past a junk event")
+    assert managed.supervisor.reconnects == 0
+    simulator.sessions[old_session].outbox.put_nowait(encode_sse({}, event="close"))
+    await eventually(
+        lambda: managed.supervisor.reconnects >= 1 and any(uuid != old_session for uuid in simulator.sessions),
+        what="a new session after the device closed the old one",
+    )
+    simulator.tick()
+    await matches(hub, managed, simulator, "data flowing in the new session")
 
 
 async def test_a_session_the_driver_could_not_end_is_deleted_before_the_next_one_opens(
