@@ -3,6 +3,7 @@ answer, and the files holding secrets are readable by their owner only."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import stat
 from pathlib import Path
@@ -10,9 +11,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
+from wmhub_shure.simulator import ShureSimulator
 
 from hub.app import Hub
-from hub.config import HttpSettings
+from hub.config import HttpSettings, MqttSettings
+from hub.drivers import redact_url
 from hub.testing import eventually
 from hub.web.server import TOKEN_FILE
 from tests.fault_harness import Api, hub_config, is_online, running_hub
@@ -97,3 +100,58 @@ async def test_stored_device_password_is_owner_only(tmp_path: Path) -> None:
         f"held in {sorted(holders) or 'no file'}; modes {modes}",
     )
     assert all(mode == "0o600" for mode in modes.values()), modes
+
+
+async def test_unpinned_self_signed_device_is_refused(tmp_path: Path) -> None:
+    """TLS verification is on by default: an SSCv2 device with a self-signed certificate, neither pinned nor
+    explicitly trusted, never comes online, and the reason is shown; pinning it lets it in."""
+    async with Ssc2Simulator(password=DEVICE_SECRET) as sim:
+        unpinned, pinned = sim.url(pin=False), sim.url()
+        async with running_hub(hub_config(tmp_path, [unpinned, pinned]), plugins="sennheiser") as hub:
+            await eventually(lambda: is_online(hub, pinned), 15, "the pinned device online")
+            managed = hub.devices.find(redact_url(unpinned))
+            assert managed is not None
+            await eventually(lambda: managed.supervisor.last_error, 10, "a reason for the unpinned device")
+            error = str(managed.supervisor.last_error)
+            unpinned_online = is_online(hub, unpinned)
+    record_check(
+        "TLS",
+        "SSCv2 device with a self-signed certificate, not pinned, verify not turned off",
+        f"refused ({error[:80]}); the same device pinned by fingerprint connects"
+        if not unpinned_online
+        else "ACCEPTED",
+    )
+    assert not unpinned_online and "certif" in error.lower()
+
+
+def test_mqtt_tls_verification_is_on_by_default() -> None:
+    settings = MqttSettings()
+    record_check(
+        "TLS", "MQTT broker certificate verification by default (mqtts://)", f"tls_insecure={settings.tls_insecure}"
+    )
+    assert settings.tls_insecure is False
+
+
+async def test_mqtt_control_can_be_switched_off(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """With ``mqtt.control = false`` a set over MQTT changes nothing and is not answered."""
+    async with ShureSimulator("ulxd4d") as sim:
+        config = hub_config(tmp_path, [sim.url], mqtt_broker.url)
+        config.mqtt.control = False
+        async with running_hub(config, plugins="shure") as hub, MqttProbe(mqtt_broker) as probe:
+            base = config.mqtt.base_topic
+            await probe.subscribe(f"{base}/#")
+            await eventually(lambda: is_online(hub, sim.url), 10, "device online")
+            device_id = next(iter(hub.store.devices))
+            before = sim.channels[1].values.get("name")
+            probe.clear()
+            probe.publish(f"{base}/devices/{device_id}/channels/1/set", {"name": "NOPE"})
+            probe.publish(f"{base}/hubs/{config.hub_id}/request/devices", {})
+            await asyncio.sleep(1.0)  # nothing is supposed to happen: give it the time to go wrong
+            answered = [topic for topic, _ in probe.messages if "/response/" in topic]
+            unchanged = sim.channels[1].values.get("name") == before
+    record_check(
+        "MQTT",
+        "control switched off (mqtt.control = false): set and bridge requests",
+        "ignored" if unchanged and not answered else "ACTED ON",
+    )
+    assert unchanged and not answered
