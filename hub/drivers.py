@@ -196,25 +196,24 @@ class DriverSupervisor:
         was_up = True  # log the first failure too
         while True:
             self.attempts += 1
-            driver = self._make_driver()
-            self.driver = driver
             try:
+                # inside the try: a plugin whose driver cannot even be built gets an error and a retry
+                self.driver = self._make_driver()
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that arrives
                 # as the awaited call finishes, and the supervisor would then never stop
                 async with asyncio.timeout(self._settings.io_timeout_s * 2):
-                    await driver.connect()
+                    await self.driver.connect()
                 self._backoff.reset()
                 self.connected_since = time.time()
                 self._link.set_online(True)
                 if not was_up:
                     self._log.info("connection recovered")
                 was_up = True
-                await self._run_watched(driver)
+                await self._run_watched(self.driver)
                 raise ConnectionError("connection closed by the device")
             except asyncio.CancelledError:
-                await self._close(driver)
+                await self._close()
                 self._link.set_online(False, "stopped")
-                self.driver = None
                 raise
             except Exception as exc:
                 self.last_error = str(exc) or type(exc).__name__
@@ -222,8 +221,7 @@ class DriverSupervisor:
                     self._log.warning("device unavailable: %s", self.last_error)
                 was_up = False
                 self._link.set_online(False, self.last_error)
-            await self._close(driver)
-            self.driver = None
+            await self._close()
             self.connected_since = None
             self.reconnects += 1
             await asyncio.sleep(self._backoff.next_delay())
@@ -246,7 +244,10 @@ class DriverSupervisor:
                 runner.cancel()
                 await asyncio.gather(runner, return_exceptions=True)
 
-    async def _close(self, driver: Driver) -> None:
+    async def _close(self) -> None:
+        driver, self.driver = self.driver, None
+        if driver is None:
+            return
         try:
             async with asyncio.timeout(self._settings.io_timeout_s):
                 await driver.close()

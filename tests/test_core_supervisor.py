@@ -7,7 +7,7 @@ import pytest
 
 from hub import hookimpl
 from hub.backoff import Backoff
-from hub.drivers import Driver, DriverSettings, Endpoint, EndpointError
+from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint, EndpointError
 from hub.hookspecs import DriverSpec
 from hub.model import Command, CommandKind, CommandResult
 from hub.testing import DriverHarness, eventually
@@ -28,6 +28,11 @@ DEVICES: dict[str, ScriptedDevice] = {}
 
 
 class ScriptedDriver(Driver):
+    def __init__(self, endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> None:
+        if endpoint.options.get("lifetime") == "soon":
+            raise ValueError("lifetime must be a number of seconds")
+        super().__init__(endpoint, sink, settings)
+
     async def connect(self) -> None:
         device = DEVICES[self.endpoint.host]
         device.connects += 1
@@ -152,3 +157,10 @@ async def test_unparsable_data_is_counted_per_device() -> None:
         await hub.device(managed)
         DEVICES["noisy"].garbage = True
         await eventually(lambda: managed.health()["protocol_errors"] >= 3, what="protocol errors counted")
+
+
+async def test_a_driver_that_cannot_be_built_is_reported_and_retried() -> None:
+    async with harness() as hub:
+        managed = hub.add("scripted://typo?lifetime=soon")
+        await eventually(lambda: managed.supervisor.attempts >= 2, what="a second attempt")
+        assert managed.health()["last_error"] == "lifetime must be a number of seconds"
