@@ -216,7 +216,7 @@ class G4Driver(UdpDriver):
                 fields.update(mcp.em_channel_fields(line))
                 config_index = mcp.decode_attribute(line) if line.key == "config" else None
             except mcp.McpFieldError as exc:
-                self.sink.log.debug("unreadable line %r: %s", line, exc)
+                self.sink.protocol_error(f"unreadable line {line.keyword} {line.text!r}: {exc}")
                 continue
             if config_index is not None:
                 self._config_seen(config_index)

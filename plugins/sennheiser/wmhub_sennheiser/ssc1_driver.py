@@ -76,9 +76,17 @@ class _Pending:
 class SscClient:
     """Requests and replies over one UDP socket; everything else the device sends goes to ``on_message``."""
 
-    def __init__(self, host: str, port: int, retry_s: float, on_message: Callable[[Message], None]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        retry_s: float,
+        on_message: Callable[[Message], None],
+        on_garbage: Callable[[str], None] | None = None,
+    ) -> None:
         self.host, self.port, self.retry_s = host, port, retry_s
         self.on_message = on_message
+        self.on_garbage = on_garbage
         self._transport: asyncio.DatagramTransport | None = None
         self._pending: dict[int, _Pending] = {}
         self._xids = itertools.count(random.randrange(1, XID_LIMIT // 2))
@@ -116,8 +124,10 @@ class SscClient:
     def _received(self, data: bytes) -> None:
         try:
             message = ssc1.decode(data)
-        except SscDecodeError:
-            return  # garbage on the wire is dropped, as devices drop ours
+        except SscDecodeError as exc:  # dropped, as devices drop ours, but counted
+            if self.on_garbage is not None:
+                self.on_garbage(str(exc))
+            return
         pending = self._pending.get(message.xid) if message.xid is not None else self._unnumbered_match(message)
         if pending is not None and not pending.answer.done():
             pending.answer.set_result(message)
@@ -143,7 +153,7 @@ class Ssc1Driver(UdpDriver):
         super().__init__(endpoint, sink, settings)
         self.lifetime_s = self.url_option(float_option, "lifetime", ssc1.DEFAULT_LIFETIME_S, 1.0, 3600.0)
         self.max_bytes = self.url_option(int_option, "max_bytes", ssc1.DEFAULT_MAX_MESSAGE_BYTES, 128, 65_000)
-        self.client = SscClient(endpoint.host, endpoint.port, self.retry_s, self._on_message)
+        self.client = SscClient(endpoint.host, endpoint.port, self.retry_s, self._on_message, sink.protocol_error)
         self.family: SscFamily | None = None
         self.channel_count = 0
         self.missing: set[Address] = set()  # 404/454: this model lacks them; never asked again

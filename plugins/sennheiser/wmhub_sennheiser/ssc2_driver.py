@@ -320,7 +320,7 @@ class Ssc2Driver(Driver):
         try:
             resources = json.loads(data)
         except ValueError:
-            self.sink.log.debug("ignoring an SSE event that is not JSON: %.80s", data)
+            self.sink.protocol_error(f"an SSE event that is not JSON: {data[:80]!r}")
             return
         if kind != "message" or not isinstance(resources, Mapping):
             self.sink.heard()

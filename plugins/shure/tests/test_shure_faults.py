@@ -74,6 +74,7 @@ async def test_garbage_is_survived(pair: tuple) -> None:  # type: ignore[type-ar
     faulty.set_tx_present(3, False)
     await wait_until_agreed(hub, bad.handle.device_id, faulty, "state after garbage")
     assert bad.supervisor.reconnects == 0
+    assert bad.handle.protocol_errors >= 1  # counted for /metrics, never fatal
 
 
 async def test_split_frames_and_slow_answers(pair: tuple) -> None:  # type: ignore[type-arg]

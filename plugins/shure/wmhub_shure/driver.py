@@ -97,6 +97,7 @@ class ShureDriver(Driver):
         self.raw: dict[tuple[int | None, str, int | None], str] = {}
         self.malformed = 0
         self._framer = Framer(STAR if udp else ANGLE)
+        self._dropped_reported = 0
         self._framing = STAR if udp else ANGLE
         self._transport: asyncio.BaseTransport | None = None
         self._lost: asyncio.Future[None] | None = None
@@ -339,19 +340,27 @@ class ShureDriver(Driver):
                     channel = int(tokens[1])
                     fields = sample(tokens)
                 except (ValueError, IndexError):
-                    self.malformed += 1
+                    self._malformed(body)
                     continue
                 if 0 < channel <= channels:
                     sink.update_channel(channel, fields)
                 continue
             report = parse(body)
             if report is None:
-                self.malformed += 1
+                self._malformed(body)
                 continue
             self._resolve(report)
             if self.family is not None and not report.is_error and report.verb in ("REP", "REPORT"):
                 self._merge(self.family, report)
         sink.heard()
+        framer = self._framer
+        if framer.dropped_bytes != self._dropped_reported:
+            sink.protocol_error(f"{framer.dropped_bytes - self._dropped_reported} bytes outside any message")
+            self._dropped_reported = framer.dropped_bytes
+
+    def _malformed(self, body: bytes) -> None:
+        self.malformed += 1
+        self.sink.protocol_error(f"unparsable message {body[:60]!r}")
 
     def _merge(self, family: Family, report: Report) -> None:
         channel = report.channel
