@@ -26,9 +26,21 @@ def _http_address(value: str) -> dict[str, Any]:
     return {"host": host or "127.0.0.1", "port": int(port)}
 
 
+def _versions() -> str:
+    """The core's version and each installed plugin distribution's (read from metadata, nothing imported)."""
+    from importlib.metadata import entry_points
+
+    plugins = sorted({f"{ep.dist.name} {ep.dist.version}" for ep in entry_points(group="wmhub") if ep.dist})
+    return "\n".join([f"wmhub {__version__}", *plugins])
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wmhub", description="Wireless microphone hub: devices -> MQTT and a board.")
-    parser.add_argument("--version", action="version", version=f"wmhub {__version__}")
+    parser = argparse.ArgumentParser(
+        prog="wmhub",
+        description="Wireless microphone hub: devices -> MQTT and a board.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps --version one distribution a line
+    )
+    parser.add_argument("--version", action="version", version=_versions())
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the hub")

@@ -123,3 +123,16 @@ def test_the_documented_example_plugin_installs_and_its_device_appears(example_s
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=environ)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"id": "example-EX42", "battery": 87, "ok": True, "name": "Vox"}
+
+
+def test_version_names_the_core_and_every_plugin() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "--version"], capture_output=True, text=True, timeout=60, check=True
+    )
+    from hub import __version__
+
+    assert result.stdout.splitlines() == [
+        f"wmhub {__version__}",
+        f"wmhub-sennheiser {__version__}",
+        f"wmhub-shure {__version__}",
+    ]
