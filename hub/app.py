@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from hub import __version__
+from hub.auth import load_or_create_token
 from hub.config import HubConfig
 from hub.devices import DeviceHandle, DeviceManager, ManagedDevice
 from hub.discovery import Discovery
@@ -74,6 +75,7 @@ class Hub:
         # Opened at start unless a caller (tests with a simulated clock) set an open store it closes itself.
         self.persistence: Persistence | None = None
         self._owns_persistence = False
+        self._api_token: str | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._fleets: list[tuple[str, DemoFleet]] = []
         self._edges: list[Any] = []
@@ -156,6 +158,13 @@ class Hub:
             self._edges.append(WebServer(self))
         for edge in self._edges:
             await edge.start()
+
+    @property
+    def api_token(self) -> str:
+        """The token writes and control need (configured, or stored in the data dir at first use)."""
+        if self._api_token is None:
+            self._api_token = self.config.http.token or load_or_create_token(self.config.data_dir)
+        return self._api_token
 
     @property
     def mqtt(self) -> Any:

@@ -46,6 +46,9 @@ class MqttSettings(Section):
     homeassistant: bool = True
     homeassistant_prefix: str = "homeassistant"
     control: bool = Field(default=True, description="accept set/get and bridge requests over MQTT")
+    require_token: bool = Field(
+        default=False, description='set/get and bridge requests must carry the API token as "token"'
+    )
     embedded_port: int = Field(default=1883, ge=0, le=65535)
 
     @field_validator("url")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hub.auth import token_matches
 from hub.drivers import EndpointError
 from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, METER_FIELDS, Command, CommandKind, CommandResult, Device
 from hub.mqtt import topics as payloads
@@ -421,10 +422,17 @@ class MqttBridge:
         assert self.client is not None
         self.client.publish(self.topics.response(command), payloads.encode(response), self.settings.qos_state)
 
+    def _check_token(self, request: dict[str, Any]) -> None:
+        """Take the ``token`` out of the request; refuse it when tokens are required and it is not the right one."""
+        given = request.pop("token", None)
+        if self.settings.require_token and not token_matches(given, self.hub.api_token):
+            raise RequestError('this hub requires the API token in the request\'s "token" key')
+
     async def _answer_request(self, command: str, raw: bytes) -> None:
         request: dict[str, Any] | None = None
         try:
             request = _parse_object(raw)
+            self._check_token(request)
             entry = self._requests.get(command)
             if entry is None:
                 raise RequestError(f"unknown request {command!r}; known: {', '.join(sorted(self._requests))}")
@@ -444,6 +452,7 @@ class MqttBridge:
         where: dict[str, Any] = {"device_id": device_id, "channel": channel}
         try:
             request = _parse_object(raw)
+            self._check_token(request)
             if action == "get":
                 self._respond("get", request, "ok", {**where, "state": self._republish(device_id, channel)}, None)
                 return

@@ -9,10 +9,7 @@ only when ``http.open_reads`` is false. The token is ``http.token`` or, when uns
 
 from __future__ import annotations
 
-import hmac
 import logging
-import os
-import secrets
 import time
 from pathlib import Path
 from typing import Final
@@ -21,6 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler as AiohttpHandler
 
 from hub.app import Hub
+from hub.auth import token_matches
 from hub.web.api import HUB_KEY, LIVE_COUNT_KEY, OPERATIONS
 from hub.web.live import LiveFeed
 from hub.web.metrics import CONTENT_TYPE, Metrics
@@ -31,34 +29,9 @@ from hub.web.venue import VENUE_OPERATIONS, has_venue
 log = logging.getLogger("hub.web")
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
-TOKEN_FILE: Final = "api-token"
 STARTED_KEY: Final = web.RequestKey("wmhub_started", float)
 LIVE_PATH: Final = "/api/v1/live"
 CORS_METHODS: Final = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-
-
-def load_or_create_token(data_dir: Path) -> str:
-    """Read the stored token, or generate one and store it readable by the owner only."""
-    path = data_dir / TOKEN_FILE
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        token = ""
-    if token:
-        return token
-    token = secrets.token_urlsafe(32)
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(token + "\n")
-        os.chmod(path, 0o600)
-    except OSError as exc:
-        # a read-only or full data dir must not keep the hub from monitoring: this token lasts one run
-        log.error("cannot store the API token in %s (%s); valid until the hub stops: %s", path, exc.strerror, token)
-        return token
-    log.warning("generated the API token for writes (stored in %s): %s", path, token)
-    return token
 
 
 HTTP_ERROR_CODES: Final = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
@@ -76,7 +49,7 @@ class WebServer:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.settings = hub.config.http
-        self.token = self.settings.token or load_or_create_token(hub.config.data_dir)
+        self.token = hub.api_token
         self.live = LiveFeed(hub, self.settings.live_interval_s, self.settings.live_queue)
         self.metrics = Metrics(hub, self.live)
         # the venue routes exist only with a store; without one they answer 404 like any unknown path
@@ -126,7 +99,7 @@ class WebServer:
         if scheme.lower() != "bearer":
             # browsers cannot set headers on a WebSocket, so the live feed also takes ?token=
             given = request.query.get("token", "") if request.path == LIVE_PATH else ""
-        return bool(given) and hmac.compare_digest(given.strip().encode(), self.token.encode())
+        return token_matches(given, self.token)
 
     def _guard(self, handler: Handler, *, write: bool) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
@@ -204,4 +177,4 @@ class WebServer:
         return web.FileResponse(STATIC_DIR / name, headers={"Cache-Control": "no-cache"})
 
 
-__all__ = ["Operation", "WebServer", "load_or_create_token"]
+__all__ = ["Operation", "WebServer"]
