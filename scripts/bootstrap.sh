@@ -9,7 +9,7 @@ python=${PYTHON:-python3}
 extra=${1:-}
 core="."
 [ -n "$extra" ] && core=".[$extra]"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip "setuptools>=70.1" 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip "setuptools>=77" 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$core" -e plugins/shure -e plugins/sennheiser 2>&1 \
   | grep -v '^WARNING: Location' || true
 .venv/bin/python -c 'import hub, wmhub_shure, wmhub_sennheiser' || { echo "installation failed" >&2; exit 1; }

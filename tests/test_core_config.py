@@ -10,9 +10,7 @@ from hub.config import ConfigError, load_config
 
 
 def run_wmhub(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hub.cli", *args], capture_output=True, text=True, timeout=60, env=env
-    )
+    return subprocess.run([sys.executable, "-m", "hub.cli", *args], capture_output=True, text=True, timeout=60, env=env)
 
 
 def test_wrong_type_in_file_prints_one_line_and_exits_2(tmp_path: Path) -> None:
