@@ -14,10 +14,10 @@ from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
 from wmhub_shure.simulator import ShureSimulator
 
 from hub.app import Hub
+from hub.auth import TOKEN_FILE
 from hub.config import HttpSettings, MqttSettings
 from hub.drivers import redact_url
 from hub.testing import eventually
-from hub.web.server import TOKEN_FILE
 from tests.fault_harness import Api, hub_config, is_online, running_hub
 from tests.mosquitto import MqttProbe, TestBroker
 from tests.reliability_report import record_check
