@@ -356,7 +356,8 @@ async def test_garbage_from_devices(tmp_path: Path) -> None:
         UdpFaultProxy("127.0.0.1", g4_sim.port) as g4_proxy,
     ):
         urls = [shure.url, SSC1_URL.format(port=ssc1_proxy.port), G4_URL.format(port=g4_proxy.port)]
-        async with running_hub(hub_config(tmp_path, urls, offline_after_s=LOSSY_OFFLINE_AFTER_S)) as hub:
+        config = hub_config(tmp_path, urls, offline_after_s=LOSSY_OFFLINE_AFTER_S)
+        async with running_hub(config) as hub, Api(hub) as api:
             await eventually(lambda: all(is_online(hub, url) for url in urls), 15, "all three online")
             async with OnlineWatch(hub, urls[0]) as shure_watch, OnlineWatch(hub, urls[1]) as ssc1_watch:
                 shure.send_garbage()
@@ -367,6 +368,7 @@ async def test_garbage_from_devices(tmp_path: Path) -> None:
                 for data in junk:
                     ssc1_proxy.inject(data)
                     g4_proxy.inject(data)
+                shure.set_channel(2, battery_percent=250)  # an impossible reading
                 await asyncio.sleep(0.5)
                 shure.set_name(1, "AFTERJNK")
                 ssc1_sim.set_transmitter(1, False)
@@ -382,18 +384,27 @@ async def test_garbage_from_devices(tmp_path: Path) -> None:
                     except AssertionError:
                         lost_state += 1
             offline_spells = shure_watch.offline_spells + ssc1_watch.offline_spells
+            # an impossible reading shows as unknown, and never takes the API down for the whole venue
+            channel_2 = await api.get(f"/api/v1/channels/{device_of(hub, urls[0]).id}:2")  # type: ignore[union-attr]
+            listing = await api.get("/api/v1/devices")
+            readable = channel_2.get("battery_percent") is None and len(listing.get("items", [])) == len(urls)
             FaultResult(
-                "Garbage from devices (junk bytes, 1 MiB without a delimiter, 60 KB datagrams, deep JSON)",
+                "Garbage from devices (junk, 1 MiB without a delimiter, 60 KB datagrams, deep JSON, impossible values)",
                 None,
                 None,
                 lost_state,
                 0,
                 notes=(
-                    f"Shure, SSCv1 and G4 at once; false offlines: {offline_spells}; online after it: "
-                    f"{sum(is_online(hub, url) for url in urls)} of 3; the next real change of each arrived"
+                    f"Shure, SSCv1 and G4 at once, plus an impossible Shure battery reading (250 %); "
+                    f"false offlines: {offline_spells}; online after it: {sum(is_online(hub, url) for url in urls)} "
+                    f"of 3; the next real change of each arrived; REST still answers, the reading shows as unknown: "
+                    f"{readable}"
                 ),
             ).record()
-            assert lost_state == 0 and all(is_online(hub, url) for url in urls)
+            assert lost_state == 0 and readable and all(is_online(hub, url) for url in urls), (
+                {k: channel_2.get(k) for k in ("battery_bars", "battery_percent", "tx_present")},
+                len(listing.get("items", [])),
+            )
 
 
 async def test_ssc1_reboot_drops_subscriptions(tmp_path: Path) -> None:

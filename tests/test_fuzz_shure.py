@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from wmhub_shure.families import FAMILIES, build_set
 from wmhub_shure.protocol import ANGLE, MAX_BUFFER, STAR, Framer, Framing, encode, parse
 
-from hub.model import Command, CommandError, CommandKind
+from hub.model import Channel, Command, CommandError, CommandKind
 from tests.reliability_report import fuzz
 
 FRAMINGS = st.sampled_from([ANGLE, STAR])
@@ -171,3 +171,68 @@ def test_build_set_refuses_with_typed_errors(family_command: tuple[Any, Command]
     assert len(framed) == 1, f"{wire!r} does not frame as one message"
     report = parse(framed[0])
     assert report is not None and report.param == request.param
+
+
+WIRE_VALUES = st.one_of(
+    st.integers(-99999, 999999).map(str),
+    st.integers(0, 999).map(lambda n: f"{n:03d}"),
+    st.integers(0, 99999).map(lambda n: f"{n:05d}"),
+    st.sampled_from(["", "U", "UNKN", "ON", "OFF", "MUTE", "--", "255", "65535", "65534", "65533", "007", "-001"]),
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=12),
+)
+
+
+@st.composite
+def reported_param(draw: st.DrawFn) -> tuple[Any, str]:
+    family = draw(st.sampled_from(list(FAMILIES.values())))
+    name = draw(st.sampled_from(sorted(family.channel_params)))
+    return family.channel_params[name], draw(WIRE_VALUES)
+
+
+@fuzz(
+    "Shure value conversions",
+    "every channel parameter of every family with random wire values (out of range, negative, junk)",
+    "a value the hub model accepts (or None), so no device value can make the REST API fail",
+    max_examples=400,
+    reported=reported_param(),
+)
+def test_every_reported_value_fits_the_model(reported: tuple[Any, str]) -> None:
+    param, wire = reported
+    value = param.codec.decode(wire)
+    Channel(index=1, **{param.field: value})  # raises ValidationError for a value the model cannot hold
+
+
+@fuzz(
+    "Shure SAMPLE decoders",
+    "SAMPLE lines with numbers out of every documented range",
+    "fields the hub model accepts, or ValueError/IndexError for a malformed line",
+    family=st.sampled_from([family for family in FAMILIES.values() if family.sample is not None]),
+    numbers=st.lists(st.integers(-999, 99999).map(lambda n: str(n).encode()), min_size=8, max_size=16),
+    marks=st.sampled_from([b"AX", b"XB", b"BB", b"XXBX", b"AB"]),
+)
+def test_sample_fields_fit_the_model(family: Any, numbers: list[bytes], marks: bytes) -> None:
+    tokens = [b"SAMPLE", b"1", b"ALL", *numbers]
+    tokens[3 if family.key in ("ulxd", "qlxd", "uhfr") else 7] = marks
+    try:
+        fields = family.sample(tokens)
+    except (ValueError, IndexError):
+        return
+    Channel(index=1, **fields)
+
+
+@fuzz(
+    "Shure framer",
+    "junk with stray '<' but no '>' right before a real message, in any split",
+    "the real message still comes out whole (junk costs no state message)",
+    junk=st.binary(max_size=600).filter(lambda data: b">" not in data and b"{" not in data and b"}" not in data),
+    name=SAFE_TEXT.map(lambda text: text[:8]),
+    cuts=st.lists(st.integers(0, 700), max_size=5),
+)
+def test_framer_recovers_the_message_after_junk(junk: bytes, name: str, cuts: list[int]) -> None:
+    message = encode(ANGLE, "REP", "CHAN_NAME", "{" + name + "}", channel=1)
+    framer = Framer(ANGLE)
+    bodies: list[bytes] = []
+    for chunk in chunks(b"<" + junk + message, cuts):
+        bodies += framer.feed(chunk)
+    report = parse(bodies[-1]) if bodies else None
+    assert report is not None and (report.param, report.value) == ("CHAN_NAME", name), bodies

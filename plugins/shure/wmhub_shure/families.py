@@ -39,15 +39,25 @@ class Codec:
     encode: Callable[[Any], str]
 
 
-def number(offset: int = 0, width: int = 3, unknown: tuple[int, ...] = (255,), scale: int = 1) -> Codec:
-    """Zero-padded integers: model value = (wire - offset) * scale; ``unknown`` markers decode to None."""
+def number(
+    offset: int = 0,
+    width: int = 3,
+    unknown: tuple[int, ...] = (255,),
+    scale: int = 1,
+    valid: tuple[int, int] | None = None,
+) -> Codec:
+    """Zero-padded integers: model value = (wire - offset) * scale; ``unknown`` markers decode to None, and so
+    does a value outside ``valid`` (model units): one impossible reading must not reach the hub's model."""
 
     def decode(text: str) -> int | None:
         try:
             raw = int(text)
         except ValueError:  # micboard saw a bare "U" for an unknown battery
             return None
-        return None if raw in unknown else (raw - offset) * scale
+        if raw in unknown:
+            return None
+        value = (raw - offset) * scale
+        return value if valid is None or valid[0] <= value <= valid[1] else None
 
     def encode(value: Any) -> str:
         raw = unknown[0] if value is None else int(value) // scale + offset
@@ -157,7 +167,7 @@ def axient_sample(tokens: list[bytes]) -> ChannelFields:
     else:
         rssi = max(int(tokens[9 + 2 * i]) for i in range(len(marks)))
     return {
-        "rf_quality_percent": None if quality > 5 else quality * 20,
+        "rf_quality_percent": quality * 20 if 0 <= quality <= 5 else None,
         "audio_peak": int(tokens[4]) >= 128,
         "audio_dbfs": int(tokens[6]) - 120,
         "antenna": _antenna_from_bytes(marks),
@@ -205,11 +215,13 @@ class WarningRule:
     clear_value: str
 
 
-BATTERY_BARS: Final = number()
-PERCENT: Final = number()
-RUNTIME: Final = number(width=5, unknown=(RUNTIME_UNKNOWN, RUNTIME_CALCULATING, RUNTIME_COMMUNICATION))
+BATTERY_BARS: Final = number(valid=(0, 5))
+PERCENT: Final = number(valid=(0, 100))
+RUNTIME: Final = number(
+    width=5, unknown=(RUNTIME_UNKNOWN, RUNTIME_CALCULATING, RUNTIME_COMMUNICATION), valid=(0, RUNTIME_COMMUNICATION)
+)
 GAIN: Final = number(offset=GAIN_OFFSET)
-QUALITY: Final = number(scale=20)  # AD channel quality 0..5 -> percent
+QUALITY: Final = number(scale=20, valid=(0, 100))  # AD channel quality 0..5 -> percent
 ON_OFF: Final = switch()
 
 

@@ -82,6 +82,9 @@ class Framer:
                     continue
                 begin = self._resync(part, begin)
                 body = part[begin + 1 :]
+            elif start in body:  # junk opened with a '<' it never closed: the real message starts later
+                begin = self._resync(part, begin)
+                body = part[begin + 1 :]
             self.dropped_bytes += begin
             messages.append(body)
         self._buffer = carry + self._end + rest if carry else rest
