@@ -8,8 +8,9 @@ import math
 from typing import Any
 
 from hypothesis import strategies as st
-from wmhub_sennheiser import mcp, ssc1, ssc2
+from wmhub_sennheiser import families, mcp, ssc1, ssc2
 
+from hub.model import Channel, Device
 from tests.reliability_report import fuzz
 
 SCALARS = st.one_of(
@@ -168,10 +169,7 @@ def test_mcp_parse_and_decode(datagram: bytes) -> None:
                 fields = mcp.em_channel_fields(line)
             except mcp.McpFieldError:
                 continue
-            if "battery_percent" in fields and fields["battery_percent"] is not None:
-                assert 0 <= fields["battery_percent"] <= 100
-            if fields.get("rf_quality_percent") is not None:
-                assert 0 <= fields["rf_quality_percent"] <= 100
+            Channel(index=1, **fields)  # raises for a value the hub model cannot hold
 
 
 FINITE_JSON = st.recursive(
@@ -314,8 +312,7 @@ def test_resource_map_never_raises(events: list[dict[str, Any]]) -> None:
     for event in events:
         changes = resources.apply_all(event)
         for fields in changes.channels.values():
-            percent = fields.get("battery_percent")
-            assert percent is None or 0 <= percent <= 100
+            Channel(index=1, **fields)  # raises for a value the hub model cannot hold
             for name in ("rf_dbm", "audio_dbfs"):
                 assert fields.get(name) is None or math.isfinite(fields[name])
 
@@ -333,3 +330,28 @@ def test_ssc2_control_checks(name: Any, khz: Any) -> None:
     problem = ssc2.frequency_problem(khz)
     if problem is None:
         assert ssc2.FREQUENCY_RANGE_KHZ[0] <= khz <= ssc2.FREQUENCY_RANGE_KHZ[1]
+
+
+@st.composite
+def ssc1_leaf(draw: st.DrawFn) -> tuple[Any, tuple[str, ...], Any]:
+    family = draw(st.sampled_from(list(families.FAMILIES)))
+    pattern = draw(st.sampled_from(sorted([*family.leaves, *family.meters, *family.meter_arrays, "/device/name"])))
+    path = ssc1.address(pattern.format(n=draw(st.integers(1, 4))))
+    value = draw(st.one_of(SCALARS, JSON_VALUES, st.lists(st.lists(SCALARS, max_size=8), max_size=4)))
+    return family, path, value
+
+
+@fuzz(
+    "SSCv1 value conversions",
+    "every parameter and meter array of every product family with random JSON values",
+    "fields the hub model accepts (out-of-range readings become unknown), never an exception",
+    max_examples=400,
+    leaf=ssc1_leaf(),
+)
+def test_ssc1_values_fit_the_model(leaf: tuple[Any, tuple[str, ...], Any]) -> None:
+    family, path, value = leaf
+    for channel, fields in families.ChannelMapper(family).values({path: value}).items():
+        if channel == families.DEVICE:
+            Device(id="x", vendor="sennheiser", host="127.0.0.1", port=1, **fields)
+        else:
+            Channel(index=max(1, channel), **fields)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from wmhub_sennheiser.values import finite_number
+from wmhub_sennheiser.values import finite_number, text
 
 API_PREFIX: Final = "/api"
 SUBSCRIPTIONS_PATH: Final = "/api/ssc/state/subscriptions"
@@ -300,7 +300,7 @@ class ResourceMap:
         elif path == SITE_PATH and isinstance(value, Mapping):
             self.site.update(value)
             if "deviceName" in value:
-                changes.device["name"] = value["deviceName"] or None
+                changes.device["name"] = text(value["deviceName"])
         elif path == STATE_PATH and isinstance(value, Mapping):
             warnings = value.get("warnings")
             self._device_warnings = [str(w) for w in warnings] if isinstance(warnings, list) else []
@@ -349,7 +349,7 @@ class ResourceMap:
         present = bool(state) and str(state).lower() not in ABSENT_STATES
         khz = self._rf_khz.get(str(mobile.get("rfChannelId")))
         fields: dict[str, Any] = {
-            "name": mobile.get("name") or None,
+            "name": text(mobile.get("name")),
             "frequency_mhz": khz / 1000.0 if khz is not None else None,
             "tx_present": present,
             "tx_model": str(mobile["type"]) if mobile.get("type") else None,

@@ -18,3 +18,8 @@ def finite_number(value: Any) -> float | None:
     except OverflowError:
         return None
     return number if math.isfinite(number) else None
+
+
+def text(value: Any) -> str | None:
+    """A non-empty string, or None: a device may put any JSON where a name belongs."""
+    return value if isinstance(value, str) and value else None
