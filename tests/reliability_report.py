@@ -244,6 +244,10 @@ HOW_IT_WORKS = """## How the suites work
 - Hub info topic: an MQTT password containing `@` was partly shown.
 - A hub with no configured API token did not start on a read-only data dir (EROFS storing the token).
 - REST channels did not say their receiver was offline; they carry `device_online` now.
+- Shure: an impossible reading (battery 250 %, 7 bars, AD quality -1) reached the model out of range, and
+  one such value made `/api/v1/devices` and `/api/v1/channels` answer 500 for the whole venue; it now
+  decodes as unknown. SSCv2: a non-string name did the same.
+- Shure framer: junk opened with a `<` it never closed swallowed the real message after it.
 
 ## Not covered, and why
 
