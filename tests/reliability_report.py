@@ -1,7 +1,7 @@
 """What the fuzz and fault suites measured, and the renderer of ``docs/reliability.md``.
 
 Each fuzz or fault test appends one JSON line to ``build/reliability/results.jsonl`` (or the file named by
-``WMHUB_RELIABILITY_RESULTS``); the document is rendered from those lines:
+``RELIABILITY_RESULTS``); the document is rendered from those lines:
 
     .venv/bin/python -m tests.reliability_report                 # run both suites afresh, then write the doc
     .venv/bin/python -m tests.reliability_report --render-only   # write it from the results already there
@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.strategies import SearchStrategy
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(os.environ.get("WMHUB_RELIABILITY_RESULTS", ROOT / "build" / "reliability" / "results.jsonl"))
+RESULTS = Path(os.environ.get("RELIABILITY_RESULTS", ROOT / "build" / "reliability" / "results.jsonl"))
 DOC = ROOT / "docs" / "reliability.md"
 FUZZ_EXAMPLES = 200
 SUITES = ("test_fuzz_*.py", "test_faults_*.py")

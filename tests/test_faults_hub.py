@@ -153,8 +153,13 @@ class HubProcess:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
+            # the config file says everything: a WMHUB_* variable of the caller's must not change it
+            environ = {key: value for key, value in os.environ.items() if not key.startswith("WMHUB_")}
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "hub.cli", "run", "--config", str(self.config)], stdout=out, stderr=out
+                [sys.executable, "-m", "hub.cli", "run", "--config", str(self.config)],
+                stdout=out,
+                stderr=out,
+                env=environ,
             )
 
     def signal(self, signum: int) -> None:
