@@ -1,11 +1,12 @@
 """REST API v1 over the venue store (#6): locations, slots, groups, performers, assignments, history, audit.
 
 These routes exist only when the hub has a store (``hub.persistence``). The store's typed errors carry
-their own code; :func:`store_error` turns them into the API's error body with the store's HTTP status.
+their own code; :func:`store_errors` turns them into the API's error body with the store's HTTP status.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 from aiohttp import web
@@ -29,7 +30,7 @@ from hub.store import (
     StoreError,
 )
 from hub.web.api import HUB_KEY, SOURCE, find_channel, persistence_of
-from hub.web.routing import ApiError, Operation, json_response, parse_body, parse_query
+from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body, parse_query
 from hub.web.schemas import Strict
 
 NO_CONTENT: Final = 204
@@ -46,8 +47,17 @@ def venue(request: web.Request) -> Persistence:
     return store
 
 
-def store_error(exc: StoreError) -> ApiError:
-    return ApiError(HTTP_STATUS.get(exc.code, 400), exc.code, str(exc), exc.details or None)
+def store_errors(handler: Handler) -> Handler:
+    """Let ``handler`` answer a refused store change with the store's own code and HTTP status."""
+
+    @functools.wraps(handler)
+    async def answering(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StoreError as exc:
+            raise ApiError(HTTP_STATUS.get(exc.code, 400), exc.code, str(exc), exc.details or None) from None
+
+    return answering
 
 
 def _int(request: web.Request, name: str) -> int:
@@ -172,23 +182,17 @@ async def list_alerts(request: web.Request) -> web.Response:
     return json_response(AlertList(items=items))
 
 
+@store_errors
 async def acknowledge_alert(request: web.Request) -> web.Response:
     body = await parse_body(request, AcknowledgeBody, optional=True)
-    try:
-        alert = await venue(request).alerts.acknowledge(_int(request, "alert_id"), source=SOURCE, by=body.by)
-    except StoreError as exc:
-        raise store_error(exc) from None
+    alert = await venue(request).alerts.acknowledge(_int(request, "alert_id"), source=SOURCE, by=body.by)
     return json_response(alert)
 
 
+@store_errors
 async def set_device_location(request: web.Request) -> web.Response:
     body = await parse_body(request, DeviceLocationBody)
-    try:
-        known = await venue(request).devices.set_location(
-            request.match_info["device_id"], body.location_id, source=SOURCE
-        )
-    except StoreError as exc:
-        raise store_error(exc) from None
+    known = await venue(request).devices.set_location(request.match_info["device_id"], body.location_id, source=SOURCE)
     return json_response(known)
 
 
@@ -196,33 +200,27 @@ async def list_locations(request: web.Request) -> web.Response:
     return json_response(LocationList(items=venue(request).locations.all()))
 
 
+@store_errors
 async def create_location(request: web.Request) -> web.Response:
     body = await parse_body(request, LocationBody)
-    try:
-        location = await venue(request).locations.create(body.name, body.kind, source=SOURCE, parent_id=body.parent_id)
-    except StoreError as exc:
-        raise store_error(exc) from None
+    location = await venue(request).locations.create(body.name, body.kind, source=SOURCE, parent_id=body.parent_id)
     return json_response(location, 201)
 
 
+@store_errors
 async def update_location(request: web.Request) -> web.Response:
     locations = venue(request).locations
     location_id = _int(request, "location_id")
     body = await parse_body(request, LocationPatch)
-    try:
-        location = await locations.update(location_id, source=SOURCE, name=body.name, kind=body.kind)
-        if body.parent_id is not None or body.move_to_top:
-            location = await locations.move(location_id, body.parent_id, source=SOURCE)
-    except StoreError as exc:
-        raise store_error(exc) from None
+    location = await locations.update(location_id, source=SOURCE, name=body.name, kind=body.kind)
+    if body.parent_id is not None or body.move_to_top:
+        location = await locations.move(location_id, body.parent_id, source=SOURCE)
     return json_response(location)
 
 
+@store_errors
 async def delete_location(request: web.Request) -> web.Response:
-    try:
-        await venue(request).locations.delete(_int(request, "location_id"), source=SOURCE)
-    except StoreError as exc:
-        raise store_error(exc) from None
+    await venue(request).locations.delete(_int(request, "location_id"), source=SOURCE)
     return web.Response(status=NO_CONTENT)
 
 
@@ -230,20 +228,16 @@ async def list_slots(request: web.Request) -> web.Response:
     return json_response(SlotList(items=venue(request).slots.all()))
 
 
+@store_errors
 async def set_slot(request: web.Request) -> web.Response:
     body = await parse_body(request, SlotBody)
-    try:
-        slot = await venue(request).slots.set(_int(request, "number"), body.device_id, body.channel, source=SOURCE)
-    except StoreError as exc:
-        raise store_error(exc) from None
+    slot = await venue(request).slots.set(_int(request, "number"), body.device_id, body.channel, source=SOURCE)
     return json_response(slot)
 
 
+@store_errors
 async def clear_slot(request: web.Request) -> web.Response:
-    try:
-        await venue(request).slots.clear(_int(request, "number"), source=SOURCE)
-    except StoreError as exc:
-        raise store_error(exc) from None
+    await venue(request).slots.clear(_int(request, "number"), source=SOURCE)
     return web.Response(status=NO_CONTENT)
 
 
@@ -251,26 +245,22 @@ async def list_groups(request: web.Request) -> web.Response:
     return json_response(GroupList(items=venue(request).groups.all()))
 
 
+@store_errors
 async def put_group(request: web.Request) -> web.Response:
     groups = venue(request).groups
     number = _int(request, "number")
     body = await parse_body(request, GroupBody)
     exists = any(group.number == number for group in groups.all())
-    try:
-        if exists:
-            group = await groups.update(number, source=SOURCE, title=body.title, slots=body.slots)
-        else:
-            group = await groups.create(number, body.title, body.slots, source=SOURCE)
-    except StoreError as exc:
-        raise store_error(exc) from None
+    if exists:
+        group = await groups.update(number, source=SOURCE, title=body.title, slots=body.slots)
+    else:
+        group = await groups.create(number, body.title, body.slots, source=SOURCE)
     return json_response(group, 200 if exists else 201)
 
 
+@store_errors
 async def delete_group(request: web.Request) -> web.Response:
-    try:
-        await venue(request).groups.delete(_int(request, "number"), source=SOURCE)
-    except StoreError as exc:
-        raise store_error(exc) from None
+    await venue(request).groups.delete(_int(request, "number"), source=SOURCE)
     return web.Response(status=NO_CONTENT)
 
 
@@ -278,31 +268,25 @@ async def list_performers(request: web.Request) -> web.Response:
     return json_response(PerformerList(items=venue(request).performers.all()))
 
 
+@store_errors
 async def create_performer(request: web.Request) -> web.Response:
     body = await parse_body(request, PerformerBody)
-    try:
-        performer = await venue(request).performers.create(body.name, source=SOURCE, notes=body.notes)
-    except StoreError as exc:
-        raise store_error(exc) from None
+    performer = await venue(request).performers.create(body.name, source=SOURCE, notes=body.notes)
     return json_response(performer, 201)
 
 
+@store_errors
 async def update_performer(request: web.Request) -> web.Response:
     body = await parse_body(request, PerformerPatch)
-    try:
-        performer = await venue(request).performers.update(
-            _int(request, "performer_id"), source=SOURCE, name=body.name, notes=body.notes
-        )
-    except StoreError as exc:
-        raise store_error(exc) from None
+    performer = await venue(request).performers.update(
+        _int(request, "performer_id"), source=SOURCE, name=body.name, notes=body.notes
+    )
     return json_response(performer)
 
 
+@store_errors
 async def delete_performer(request: web.Request) -> web.Response:
-    try:
-        await venue(request).performers.delete(_int(request, "performer_id"), source=SOURCE)
-    except StoreError as exc:
-        raise store_error(exc) from None
+    await venue(request).performers.delete(_int(request, "performer_id"), source=SOURCE)
     return web.Response(status=NO_CONTENT)
 
 
@@ -311,45 +295,37 @@ async def list_assignments(request: web.Request) -> web.Response:
     return json_response(AssignmentList(items=venue(request).performers.assignments(query.performer_id)))
 
 
+@store_errors
 async def assign_channel(request: web.Request) -> web.Response:
     device, channel = find_channel(request.app[HUB_KEY], request.match_info["channel_id"])
     body = await parse_body(request, AssignmentBody)
-    try:
-        assignment = await venue(request).performers.assign(
-            body.performer_id, device.id, channel.index, source=SOURCE, alert_prefs=body.alert_prefs
-        )
-    except StoreError as exc:
-        raise store_error(exc) from None
+    assignment = await venue(request).performers.assign(
+        body.performer_id, device.id, channel.index, source=SOURCE, alert_prefs=body.alert_prefs
+    )
     return json_response(assignment)
 
 
+@store_errors
 async def unassign_channel(request: web.Request) -> web.Response:
     device, channel = find_channel(request.app[HUB_KEY], request.match_info["channel_id"])
-    try:
-        await venue(request).performers.unassign(device.id, channel.index, source=SOURCE)
-    except StoreError as exc:
-        raise store_error(exc) from None
+    await venue(request).performers.unassign(device.id, channel.index, source=SOURCE)
     return web.Response(status=NO_CONTENT)
 
 
+@store_errors
 async def channel_history(request: web.Request) -> web.Response:
     device, channel = find_channel(request.app[HUB_KEY], request.match_info["channel_id"])
     query = parse_query(request, HistoryQuery)
-    try:
-        points = await venue(request).history.query(device.id, channel.index, query.since, query.until, query.step)
-    except StoreError as exc:
-        raise store_error(exc) from None
+    points = await venue(request).history.query(device.id, channel.index, query.since, query.until, query.step)
     return json_response(HistoryList(items=points))
 
 
+@store_errors
 async def audit_log(request: web.Request) -> web.Response:
     query = parse_query(request, AuditQuery)
-    try:
-        entries = await venue(request).audit.query(
-            target=query.target, source=query.source, since=query.since, until=query.until, limit=query.limit
-        )
-    except StoreError as exc:
-        raise store_error(exc) from None
+    entries = await venue(request).audit.query(
+        target=query.target, source=query.source, since=query.since, until=query.until, limit=query.limit
+    )
     return json_response(AuditList(items=entries))
 
 
