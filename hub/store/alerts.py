@@ -27,6 +27,7 @@ from hub.store.devices import KnownDevices
 from hub.store.errors import ConflictError, NotFoundError
 from hub.store.performers import ExtendedNames, Performers
 from hub.store.records import AlertPrefs, Record, Source
+from hub.store.service import Service
 
 log = logging.getLogger("hub.store.alerts")
 
@@ -148,8 +149,10 @@ _INSERT = (
 )
 
 
-class Alerts:
-    """The alert engine and the alert service (list, acknowledge, recent history)."""
+class Alerts(Service):
+    """The alert engine and the alert service (list, acknowledge, recent history).
+
+    ``open_alerts`` and ``last_id`` come from the database at open: alerts survive a restart."""
 
     def __init__(
         self,
@@ -164,9 +167,7 @@ class Alerts:
         open_alerts: Iterable[Alert],
         last_id: int,
     ) -> None:
-        self._db = db
-        self._clock = clock
-        self._audit = audit
+        super().__init__(db, clock, audit)
         self._state = state
         self._devices = devices
         self._performers = performers
@@ -175,39 +176,12 @@ class Alerts:
         self._open: dict[AlertKey, Alert] = {}
         self._trackers: dict[AlertKey, _Tracker] = {}
         for alert in open_alerts:
-            key = (alert.kind, alert.device_id, alert.channel, alert.detail)
+            key = _key_of(alert)
             self._open[key] = alert
             self._trackers[key] = _Tracker()
         self._last_id = last_id
         self._listeners: list[AlertListener] = []
         self._judged_all = False
-
-    @classmethod
-    async def load(
-        cls,
-        db: Database,
-        clock: Clock,
-        audit: AuditLog,
-        state: StateStore,
-        devices: KnownDevices,
-        performers: Performers,
-        names: ExtendedNames,
-        settings: AlertSettings,
-    ) -> Alerts:
-        rows = await db.fetchall("SELECT * FROM alerts WHERE cleared_at IS NULL ORDER BY id")
-        last = await db.fetchall("SELECT max(id) FROM alerts")
-        return cls(
-            db,
-            clock,
-            audit,
-            state,
-            devices,
-            performers,
-            names,
-            settings,
-            [_alert_from_row(row) for row in rows],
-            last[0][0] or 0,
-        )
 
     # the service
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.state import ADDED, StateStore, Subscription
-from hub.store.alerts import ALERT_FIELDS, Alerts, AlertSettings
+from hub.store.alerts import ALERT_FIELDS, Alert, Alerts, AlertSettings
 from hub.store.audit import AuditLog
 from hub.store.clock import Clock, SystemClock
 from hub.store.db import Database, WriterSettings, WriterStats
@@ -189,7 +189,11 @@ class Persistence:
             [ExtendedName(**row) for row in await rows("SELECT * FROM extended_names")],
             clear_on_device_rename=settings.clear_name_on_device_rename,
         )
-        alerts = await Alerts.load(db, clock, audit, state, devices, performers, names, settings.alerts)
+        open_alerts = [Alert(**row) for row in await rows("SELECT * FROM alerts WHERE cleared_at IS NULL ORDER BY id")]
+        last_alert_id = (await db.fetchall("SELECT max(id) FROM alerts"))[0][0] or 0
+        alerts = Alerts(
+            db, clock, audit, state, devices, performers, names, settings.alerts, open_alerts, last_alert_id
+        )
         history = await History.load(db, clock, state, settings.history)
         return cls(
             db,
