@@ -22,7 +22,7 @@ _ON_OFF = "{{% if value_json.{0} is none %}}None{{% elif value_json.{0} %}}ON{{%
 
 # (metric, platform, name, state source, extra keys). "channel" reads the retained channel state,
 # "meters" the throttled meters topic.
-_SENSORS: Final[list[tuple[str, str, str, str, dict[str, Any]]]] = [
+_READINGS: Final[list[tuple[str, str, str, str, dict[str, Any]]]] = [
     (
         "battery_percent",
         "sensor",
@@ -67,11 +67,8 @@ _SENSORS: Final[list[tuple[str, str, str, str, dict[str, Any]]]] = [
         {"device_class": "frequency", "unit_of_measurement": "MHz", "suggested_display_precision": 3},
     ),
     ("tx_model", "sensor", "Transmitter model", "channel", {"icon": "mdi:microphone"}),
-]
-
-_BINARY_SENSORS: Final[list[tuple[str, str, str, dict[str, Any]]]] = [
-    ("tx_present", "Transmitter present", "channel", {"device_class": "connectivity"}),
-    ("audio_peak", "Audio clip", "meters", {"device_class": "problem"}),
+    ("tx_present", "binary_sensor", "Transmitter present", "channel", {"device_class": "connectivity"}),
+    ("audio_peak", "binary_sensor", "Audio clip", "meters", {"device_class": "problem"}),
 ]
 
 
@@ -93,20 +90,9 @@ def discovery_config(device: Device, topics: Topics, qos: int) -> dict[str, Any]
                 **keys,
             }
 
-        for metric, platform, name, source, extra in _SENSORS:
-            add(
-                metric,
-                platform,
-                name,
-                {"state_topic": state_topics[source], "value_template": f"{{{{ value_json.{metric} }}}}", **extra},
-            )
-        for metric, name, source, extra in _BINARY_SENSORS:
-            add(
-                metric,
-                "binary_sensor",
-                name,
-                {"state_topic": state_topics[source], "value_template": _ON_OFF.format(metric), **extra},
-            )
+        for metric, platform, name, source, extra in _READINGS:
+            template = _ON_OFF.format(metric) if platform == "binary_sensor" else f"{{{{ value_json.{metric} }}}}"
+            add(metric, platform, name, {"state_topic": state_topics[source], "value_template": template, **extra})
         add(
             "name",
             "text",
