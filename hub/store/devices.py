@@ -12,7 +12,7 @@ from hub.store.audit import AuditLog
 from hub.store.clock import Clock
 from hub.store.db import Database
 from hub.store.errors import ConflictError, NotFoundError, ValidationError
-from hub.store.records import ConnectionHealth, DiscoveryCandidate, KnownDevice, Source
+from hub.store.records import CandidateDescription, ConnectionHealth, DiscoveryCandidate, KnownDevice, Source
 from hub.store.service import Service
 
 DISCOVERY_SOURCE = "discovery"
@@ -145,12 +145,7 @@ class Candidates(Service):
         now = self._clock.now()
         previous = self._by_url.get(found.url)
         candidate = DiscoveryCandidate(
-            url=found.url,
-            vendor=found.vendor,
-            model=found.model,
-            unique_id=found.unique_id,
-            name=found.name,
-            source=found.source,
+            **CandidateDescription.model_validate(found, from_attributes=True).model_dump(),
             first_seen=previous.first_seen if previous else now,
             last_seen=now,
         )

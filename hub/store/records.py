@@ -36,13 +36,19 @@ class KnownDevice(Record):
     location_id: int | None = None
 
 
-class DiscoveryCandidate(Record):
+class CandidateDescription(Record):
+    """A discovered device as its plugin described it (:class:`hub.hookspecs.Candidate`); the REST API
+    shows candidates with exactly these fields."""
+
     url: str
     vendor: str
     model: str | None = None
     unique_id: str | None = None
     name: str | None = None
     source: str = ""
+
+
+class DiscoveryCandidate(CandidateDescription):
     first_seen: float
     last_seen: float
 

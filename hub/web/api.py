@@ -257,12 +257,7 @@ async def remove_device(request: web.Request) -> web.Response:
 
 def _candidate_view(hub: Hub) -> CandidateList:
     return CandidateList(
-        items=[
-            CandidateView(
-                url=c.url, vendor=c.vendor, model=c.model, unique_id=c.unique_id, name=c.name, source=c.source
-            )
-            for c in hub.candidates()
-        ]
+        items=[CandidateView.model_validate(candidate, from_attributes=True) for candidate in hub.candidates()]
     )
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.model import Channel, CommandKind, Device
+from hub.store.records import CandidateDescription
 
 
 class Strict(BaseModel):
@@ -118,13 +119,8 @@ class ManagedView(Strict):
     device_id: str | None = Field(description="known once the device identified itself")
 
 
-class CandidateView(Strict):
-    url: str
-    vendor: str
-    model: str | None = None
-    unique_id: str | None = None
-    name: str | None = None
-    source: str = ""
+class CandidateView(CandidateDescription):
+    """A discovered device waiting for approval: the store's record of it, without the times seen."""
 
 
 class CandidateList(Strict):
