@@ -196,7 +196,8 @@ class Database:
                 continue
             if not self._urgent.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._urgent.wait(), self.settings.flush_interval_s)
+                    async with asyncio.timeout(self.settings.flush_interval_s):
+                        await self._urgent.wait()
             self._urgent.clear()
             if await self._flush_batch():
                 if len(self._queue) >= self.settings.flush_max_items:
@@ -207,7 +208,8 @@ class Database:
             self._urgent.clear()
             with contextlib.suppress(TimeoutError):
                 # a close (or nothing) wakes the retry early; new writes alone do not hammer a dead disk
-                await asyncio.wait_for(self._closed_event(), self.settings.retry_interval_s)
+                async with asyncio.timeout(self.settings.retry_interval_s):
+                    await self._closed_event()
 
     async def _closed_event(self) -> None:
         while not self._closing:

@@ -121,13 +121,16 @@ class LiveFeed:
 
     async def _close(self, ws: web.WebSocketResponse, code: int, reason: bytes) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(code=code, message=reason), self.send_timeout)
+            async with asyncio.timeout(self.send_timeout):
+                await ws.close(code=code, message=reason)
 
     async def _write(self, client: LiveClient) -> None:
         try:
             while True:
                 message = await client.queue.get()
-                await asyncio.wait_for(client.ws.send_str(message), self.send_timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel of a dropped client
+                async with asyncio.timeout(self.send_timeout):
+                    await client.ws.send_str(message)
                 self.messages_sent += 1
         except (TimeoutError, ConnectionError) as exc:
             if client in self.clients:
