@@ -25,6 +25,7 @@ from hub.app import Hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.hookspecs import DriverSpec
 from hub.model import Command
+from hub.mqtt import bridge as bridge_module
 from hub.mqtt.bridge import MqttBridge
 from hub.plugins import PluginHost
 from hub.testing import eventually
@@ -428,3 +429,30 @@ async def test_requests_without_the_token_are_refused_when_it_is_required(
         rename = await probe.request(f"{base}/hubs/hub1/response/set", set_topic, {"name": "Hijack"})
         assert rename["status"] == "error" and hub.store.devices[device_id].channels[0].name == "Lead"
     assert (tmp_path / "hub1" / "api-token").stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_flood_of_requests_is_refused_beyond_the_limit_and_the_rest_still_answered(
+    mqtt_broker: TestBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bridge_module, "MAX_WAITING_PER_TARGET", 2)
+    release = asyncio.Event()
+
+    async def slow_info(request: Any) -> Any:
+        await release.wait()
+        return {"released": True}
+
+    async with running_hub(mqtt_broker, tmp_path, []) as hub, MqttProbe(mqtt_broker) as probe:
+        base = hub.config.mqtt.base_topic
+        bridge = bridge_of(hub)
+        bridge._requests["info"] = (bridge._requests["info"][0], slow_info)
+        await probe.subscribe(f"{base}/hubs/hub1/response/#")
+        for number in range(3):
+            probe.publish(f"{base}/hubs/hub1/request/info", {"transaction": number})
+        refused = await probe.json(f"{base}/hubs/hub1/response/info", lambda value: value["status"] == "error")
+        assert "too many requests waiting" in refused["error"]
+        release.set()
+        answered = [
+            await probe.json(f"{base}/hubs/hub1/response/info", lambda value, n=n: value.get("transaction") == n)
+            for n in (0, 1)
+        ]
+        assert [answer["data"] for answer in answered] == [{"released": True}] * 2

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import orjson
@@ -46,6 +46,9 @@ STATE_COALESCE_S = 0.02
 # Home Assistant subscribes to state topics after it has processed the configs; meters are not retained,
 # so their snapshot waits a moment after the configs went out.
 HOMEASSISTANT_METER_DELAY_S = 2.0
+# Inbound messages waiting per target (one device, or the hub's requests) before more are refused. Far more
+# than a person or a control desk sends; only a runaway client reaches it.
+MAX_WAITING_PER_TARGET = 1000
 
 
 class RequestError(Exception):
@@ -131,6 +134,7 @@ class MqttBridge:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._queues: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._waiting: Counter[str] = Counter()
         self._last_meters: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._controlled: set[str] = set()
         self._left_behind_checked = False
@@ -374,7 +378,7 @@ class MqttBridge:
         """Called by the client for each message, in order; nothing here awaits, nothing is dropped."""
         command = self.topics.request_command(topic)
         if command is not None:
-            self._spawn("hub", self._answer_request(command, payload))
+            self._spawn("hub", self._answer_request(command, payload), command)
             return
         if topic == self.topics.hub_devices:
             self._mark_left_behind_offline(payload)
@@ -382,7 +386,9 @@ class MqttBridge:
         target = self.topics.control_target(topic)
         if target is not None:
             self._spawn(
-                target.device_id, self._answer_control(target.device_id, target.channel, target.action, payload)
+                target.device_id,
+                self._answer_control(target.device_id, target.channel, target.action, payload),
+                target.action,
             )
             return
         if topic == self.topics.homeassistant_status and payload.strip() == b"online":
@@ -405,11 +411,28 @@ class MqttBridge:
             availability = self.topics.availability(device_id)
             self.client.publish(availability, b"offline", self.settings.qos_state, retain=True, keep=False)
 
-    def _spawn(self, queue: str, work: Awaitable[None]) -> None:
+    def _spawn(self, queue: str, work: Coroutine[Any, Any, None], command: str) -> None:
+        """Run ``work`` after everything queued before it for the same target; refuse it (answering on the
+        ``command`` response topic) when the target already has too much waiting, so a flood of messages
+        cannot pile up tasks without end."""
+        if self._waiting[queue] >= MAX_WAITING_PER_TARGET:
+            work.close()
+            log.warning("MQTT: %d messages for %s still waiting; refusing more", self._waiting[queue], queue)
+            self._respond(command, None, "error", {}, f"too many requests waiting for {queue}; try again later")
+            return
+        self._waiting[queue] += 1
+
         # Tasks start in creation order and the lock is fair, so each queue is served first come, first served.
         async def in_order() -> None:
-            async with self._queues[queue]:
-                await work
+            try:
+                async with self._queues[queue]:
+                    await work
+            finally:
+                self._waiting[queue] -= 1
+                if not self._waiting[queue]:
+                    # nothing holds or waits for the lock any more: forget it, or removed devices' locks pile up
+                    del self._waiting[queue]
+                    self._queues.pop(queue, None)
 
         task = asyncio.create_task(in_order())
         self._tasks.add(task)
@@ -460,6 +483,10 @@ class MqttBridge:
         except RequestError as exc:
             log.warning("MQTT %s on %s channel %s refused: %s", action, device_id, channel, exc)
             self._respond(action, request, "error", where, str(exc))
+            return
+        except Exception as exc:  # the requester still gets an answer, and the device's queue goes on
+            log.exception("MQTT %s on %s channel %s failed", action, device_id, channel)
+            self._respond(action, request, "error", where, f"internal error: {exc}")
             return
         failed = {key: result for key, result in results.items() if not result.ok}
         data = {**where, "results": {key: result.model_dump() for key, result in results.items()}}
