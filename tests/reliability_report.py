@@ -254,6 +254,9 @@ HOW_IT_WORKS = """## How the suites work
 - A data dir turning read-only under a running hub: Linux refuses to remount a filesystem read-only while
   files on it are open for writing, so the read-only case is the start-time one; disk full covers writes
   failing mid-run. Both need root for the tmpfs; without it only the read-only start runs (directory mode).
+- Sennheiser EW-DX frequencies are checked against the family's whole range (470-1075 MHz): the hub does
+  not know a receiver's band variant, so a frequency outside it is refused by the receiver (406, shown as
+  `refused`) rather than by the hub.
 - MQTT `set` on a device the hub does not know gets no response: the hub subscribes to the control topics
   of its own devices only.
 - Meter loss is counted as datagrams the proxy dropped, not per meter field: meters are allowed to drop.
