@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pytest
@@ -107,6 +107,20 @@ async def running_hub(
         await hub.stop()
 
 
+class Watching(NamedTuple):
+    hub: Hub
+    probe: MqttProbe
+    base: str
+    device_id: str
+
+
+@asynccontextmanager
+async def watching_hub(broker: TestBroker, tmp_path: Path, receiver: str) -> AsyncIterator[Watching]:
+    """A hub with the example receiver online, and a probe on the same broker."""
+    async with running_hub(broker, tmp_path, [receiver]) as hub, MqttProbe(broker) as probe:
+        yield Watching(hub, probe, hub.config.mqtt.base_topic, await online_device(hub))
+
+
 def bridge_of(hub: Hub) -> MqttBridge:
     return next(edge for edge in hub._edges if isinstance(edge, MqttBridge))
 
@@ -128,9 +142,7 @@ async def online_device(hub: Hub) -> str:
 async def test_hub_and_device_topics_are_published_retained(
     mqtt_broker: TestBroker, tmp_path: Path, receiver: str
 ) -> None:
-    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
-        base = hub.config.mqtt.base_topic
-        device_id = await online_device(hub)
+    async with watching_hub(mqtt_broker, tmp_path, receiver) as (_, probe, base, device_id):
         await probe.subscribe(f"{base}/#")
         assert await probe.json(f"{base}/hubs/hub1/state") == {"state": "online"}
         info = await probe.json(f"{base}/hubs/hub1/info")
@@ -151,9 +163,7 @@ async def test_hub_and_device_topics_are_published_retained(
 async def test_channel_set_reaches_the_receiver_and_comes_back_as_state(
     mqtt_broker: TestBroker, tmp_path: Path, receiver: str
 ) -> None:
-    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
-        base = hub.config.mqtt.base_topic
-        device_id = await online_device(hub)
+    async with watching_hub(mqtt_broker, tmp_path, receiver) as (_, probe, base, device_id):
         await probe.subscribe(f"{base}/#")
         response = await probe.request(
             f"{base}/hubs/hub1/response/set", f"{base}/devices/{device_id}/channels/1/set", {"name": "VOX 1"}
@@ -181,9 +191,7 @@ async def test_channel_set_reaches_the_receiver_and_comes_back_as_state(
 async def test_invalid_set_is_answered_with_an_error_and_nothing_breaks(
     mqtt_broker: TestBroker, tmp_path: Path, receiver: str, topic_tail: str, payload: Any, expected_error: str
 ) -> None:
-    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
-        base = hub.config.mqtt.base_topic
-        device_id = await online_device(hub)
+    async with watching_hub(mqtt_broker, tmp_path, receiver) as (_, probe, base, device_id):
         await probe.subscribe(f"{base}/hubs/hub1/response/#")
         probe.publish(f"{base}/devices/{device_id}/{topic_tail}", payload)
         response = await probe.json(f"{base}/hubs/hub1/response/set")
@@ -202,9 +210,7 @@ async def test_invalid_set_is_answered_with_an_error_and_nothing_breaks(
 
 
 async def test_get_republishes_state_and_answers(mqtt_broker: TestBroker, tmp_path: Path, receiver: str) -> None:
-    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
-        base = hub.config.mqtt.base_topic
-        device_id = await online_device(hub)
+    async with watching_hub(mqtt_broker, tmp_path, receiver) as (_, probe, base, device_id):
         await probe.subscribe(f"{base}/devices/#")
         await probe.subscribe(f"{base}/hubs/hub1/response/#")
         probe.clear()
@@ -328,9 +334,7 @@ async def test_meters_are_throttled_and_sent_only_when_they_move(
 async def test_set_payload_with_transaction_on_device_topic(
     mqtt_broker: TestBroker, tmp_path: Path, receiver: str
 ) -> None:
-    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
-        base = hub.config.mqtt.base_topic
-        device_id = await online_device(hub)
+    async with watching_hub(mqtt_broker, tmp_path, receiver) as (_, probe, base, device_id):
         await probe.subscribe(f"{base}/hubs/hub1/response/#")
         probe.publish(f"{base}/devices/{device_id}/set", {"identify": True, "transaction": {"id": 42}})
         response = await probe.json(f"{base}/hubs/hub1/response/set")
@@ -376,9 +380,7 @@ def test_topic_ids_are_safe_for_home_assistant() -> None:
 async def test_a_burst_of_commands_gets_every_answer_in_order(
     mqtt_broker: TestBroker, tmp_path: Path, receiver: str
 ) -> None:
-    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
-        base = hub.config.mqtt.base_topic
-        device_id = await online_device(hub)
+    async with watching_hub(mqtt_broker, tmp_path, receiver) as (_, probe, base, device_id):
         await probe.subscribe(f"{base}/hubs/hub1/response/#")
         for number in range(200):
             probe.publish(f"{base}/devices/{device_id}/channels/1/get", {"transaction": number})

@@ -10,7 +10,7 @@ import orjson
 
 from hub.model import Channel
 from tests.mosquitto import MqttProbe, TestBroker
-from tests.test_mqtt_bridge import online_device, receiver, running_hub
+from tests.test_mqtt_bridge import online_device, receiver, running_hub, watching_hub
 
 __all__ = ["receiver"]  # the fixture, imported so pytest finds it here
 
@@ -84,9 +84,7 @@ def check_discovery_payload(topic: str, config: dict[str, Any], hub_state_topic:
 async def test_discovery_config_follows_the_schema_and_points_at_real_topics(
     mqtt_broker: TestBroker, tmp_path: Path, receiver: str
 ) -> None:
-    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
-        base = hub.config.mqtt.base_topic
-        device_id = await online_device(hub)
+    async with watching_hub(mqtt_broker, tmp_path, receiver) as (hub, probe, base, device_id):
         await probe.subscribe("homeassistant/device/#")
         await probe.subscribe(f"{base}/#")
         topic = f"homeassistant/device/{device_id}/config"
@@ -117,9 +115,7 @@ async def test_discovery_config_follows_the_schema_and_points_at_real_topics(
 async def test_homeassistant_birth_republishes_configs_and_state(
     mqtt_broker: TestBroker, tmp_path: Path, receiver: str
 ) -> None:
-    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
-        base = hub.config.mqtt.base_topic
-        device_id = await online_device(hub)
+    async with watching_hub(mqtt_broker, tmp_path, receiver) as (_, probe, base, device_id):
         await probe.subscribe("homeassistant/device/#")
         await probe.subscribe(f"{base}/#")
         await probe.json(f"homeassistant/device/{device_id}/config")
