@@ -102,12 +102,6 @@ def device_view(hub: Hub, device: Device) -> DeviceView:
     )
 
 
-def persistence_of(hub: Hub) -> Persistence | None:
-    """The hub's venue store, once the hub has one (``Hub.persistence``)."""
-    store = getattr(hub, "persistence", None)
-    return store if isinstance(store, Persistence) else None
-
-
 def _locations_within(store: Persistence, location_id: int) -> set[int]:
     """The location and every location inside it (a stage holds racks)."""
     found = {location_id}
@@ -122,7 +116,7 @@ def _locations_within(store: Persistence, location_id: int) -> set[int]:
 
 def _device_filter(hub: Hub, query: ListQuery) -> Callable[[Device], bool]:
     places: set[int] | None = None
-    store = persistence_of(hub)
+    store = hub.persistence
     if query.location is not None:
         places = _locations_within(store, query.location) if store is not None else set()
 

@@ -14,7 +14,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from hub.app import Hub
-from hub.web.api import persistence_of
 from hub.web.live import LiveFeed
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -82,7 +81,7 @@ class HubCollector(Collector):
         yield GaugeMetricFamily(
             "wmhub_discovery_candidates", "Discovered devices waiting for approval", value=len(self._hub.candidates())
         )
-        store = persistence_of(self._hub)
+        store = self._hub.persistence
         if store is not None:
             alerts = GaugeMetricFamily(
                 "wmhub_alerts_open", "Raised, not yet cleared alerts", labels=["kind", "severity", "acknowledged"]

@@ -29,7 +29,7 @@ from hub.store import (
     Slot,
     StoreError,
 )
-from hub.web.api import HUB_KEY, SOURCE, find_channel, persistence_of
+from hub.web.api import HUB_KEY, SOURCE, find_channel
 from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body, parse_query
 from hub.web.schemas import Strict
 
@@ -37,11 +37,11 @@ NO_CONTENT: Final = 204
 
 
 def has_venue(hub: Hub) -> bool:
-    return persistence_of(hub) is not None
+    return hub.persistence is not None
 
 
 def venue(request: web.Request) -> Persistence:
-    store = persistence_of(request.app[HUB_KEY])
+    store = request.app[HUB_KEY].persistence
     if store is None:  # the routes are only added with a store; this guards a store closed under us
         raise ApiError(503, "no_store", "the hub has no venue store")
     return store
