@@ -82,15 +82,7 @@ def connection_of(hub: Hub, device_id: str) -> ConnectionHealth | None:
     if managed is None:
         return None
     health = managed.health()
-    return ConnectionHealth(
-        url=health["url"],
-        plugin=health["plugin"],
-        connected=health["connected"],
-        connected_since=health["connected_since"],
-        attempts=health["attempts"],
-        reconnects=health["reconnects"],
-        last_error=health["last_error"],
-    )
+    return ConnectionHealth(**{name: health[name] for name in ConnectionHealth.model_fields})
 
 
 def device_view(hub: Hub, device: Device) -> DeviceView:
