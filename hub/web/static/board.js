@@ -7,6 +7,8 @@ const TOKEN_KEY = "wmhub.token";
 const state = { devices: new Map(), group: 0, groups: [], slots: null, alerts: [] };
 const tiles = new Map(); // channel id -> tile element
 const $ = (id) => document.getElementById(id);
+// A hub that stops answering must not leave the periodic refreshes piling up unanswered requests.
+const REQUEST_TIMEOUT_MS = 10000;
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -21,7 +23,12 @@ async function api(method, path, body) {
   const headers = { "Accept": "application/json" };
   if (token()) headers["Authorization"] = "Bearer " + token();
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+  });
   const data = response.status === 204 ? null : await response.json().catch(() => null);
   if (!response.ok) {
     const message = data && data.error ? data.error : response.statusText;
