@@ -20,6 +20,7 @@ from hub.hookspecs import Candidate, DriverSpec
 from hub.model import Command, CommandKind, CommandResult, InvalidValueError, NotSupportedError
 from hub.plugins import PluginHost
 from hub.testing import eventually
+from hub.web import routing
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -190,6 +191,25 @@ async def test_command_on_offline_device_is_503(hub: Hub, http: aiohttp.ClientSe
 async def test_body_that_is_not_json_is_400(http: aiohttp.ClientSession) -> None:
     body = await call(http, "POST", "/api/v1/devices", 400, data=b"{nope", headers=AUTH)
     assert body["code"] == "bad_json"
+
+
+async def test_a_stalled_body_is_answered_408_instead_of_holding_the_handler(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routing, "BODY_TIMEOUT_S", 0.2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.web.port)
+    try:
+        writer.write(
+            b"POST /api/v1/devices HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b'\r\nContent-Length: 100\r\n\r\n{"url": '
+        )
+        await writer.drain()
+        async with asyncio.timeout(5):
+            answer = await reader.read(4096)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b'"code":"body_timeout"' in answer
 
 
 @pytest.mark.parametrize(

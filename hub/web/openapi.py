@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from hub import __version__
-from hub.web.routing import Operation
+from hub.web.routing import BODY_TIMEOUT_STATUS, Operation
 from hub.web.schemas import ErrorBody
 
 REF = "#/components/schemas/{model}"
@@ -70,7 +70,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     responses: dict[str, Any] = {str(op.status): success}
     if op.also is not None:
         responses[str(op.also)] = {**success, "description": HTTPStatus(op.also).phrase}
-    for status in sorted(set(op.errors) | (set(AUTH_ERRORS) if op.write else set())):
+    body_errors = {BODY_TIMEOUT_STATUS} if op.body is not None else set()
+    for status in sorted(set(op.errors) | body_errors | (set(AUTH_ERRORS) if op.write else set())):
         responses[str(status)] = {"description": HTTPStatus(status).phrase, "content": _json_content(_ref(ErrorBody))}
     spec["responses"] = responses
     if op.write:

@@ -7,6 +7,7 @@ validated by the pydantic models named in the operation, so the OpenAPI document
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +18,10 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A client that starts a request and then trickles or stalls its (at most 64 KiB) body does not hold a
+# handler open for longer than this.
+BODY_TIMEOUT_S = 10.0
+BODY_TIMEOUT_STATUS = 408
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -85,7 +90,13 @@ def parse_query(request: web.Request, model: type[ModelT]) -> ModelT:
 async def parse_body(request: web.Request, model: type[ModelT], *, optional: bool = False) -> ModelT:
     """Validate a JSON body strictly: ``0`` is not ``false`` and ``"5"`` is not ``5``. An ``optional`` body
     may be left out, which means every field's default."""
-    raw = await request.read()
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(
+            BODY_TIMEOUT_STATUS, "body_timeout", f"the request body did not arrive within {BODY_TIMEOUT_S:g} s"
+        ) from None
     if optional and not raw.strip():
         raw = b"{}"
     try:
