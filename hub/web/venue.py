@@ -60,7 +60,7 @@ def store_errors(handler: Handler) -> Handler:
     return answering
 
 
-def _int(request: web.Request, name: str) -> int:
+def _path_number(request: web.Request, name: str) -> int:
     return int(request.match_info[name])
 
 
@@ -185,7 +185,7 @@ async def list_alerts(request: web.Request) -> web.Response:
 @store_errors
 async def acknowledge_alert(request: web.Request) -> web.Response:
     body = await parse_body(request, AcknowledgeBody, optional=True)
-    alert = await venue(request).alerts.acknowledge(_int(request, "alert_id"), source=SOURCE, by=body.by)
+    alert = await venue(request).alerts.acknowledge(_path_number(request, "alert_id"), source=SOURCE, by=body.by)
     return json_response(alert)
 
 
@@ -210,7 +210,7 @@ async def create_location(request: web.Request) -> web.Response:
 @store_errors
 async def update_location(request: web.Request) -> web.Response:
     locations = venue(request).locations
-    location_id = _int(request, "location_id")
+    location_id = _path_number(request, "location_id")
     body = await parse_body(request, LocationPatch)
     location = await locations.update(location_id, source=SOURCE, name=body.name, kind=body.kind)
     if body.parent_id is not None or body.move_to_top:
@@ -220,7 +220,7 @@ async def update_location(request: web.Request) -> web.Response:
 
 @store_errors
 async def delete_location(request: web.Request) -> web.Response:
-    await venue(request).locations.delete(_int(request, "location_id"), source=SOURCE)
+    await venue(request).locations.delete(_path_number(request, "location_id"), source=SOURCE)
     return web.Response(status=NO_CONTENT)
 
 
@@ -231,13 +231,13 @@ async def list_slots(request: web.Request) -> web.Response:
 @store_errors
 async def set_slot(request: web.Request) -> web.Response:
     body = await parse_body(request, SlotBody)
-    slot = await venue(request).slots.set(_int(request, "number"), body.device_id, body.channel, source=SOURCE)
+    slot = await venue(request).slots.set(_path_number(request, "number"), body.device_id, body.channel, source=SOURCE)
     return json_response(slot)
 
 
 @store_errors
 async def clear_slot(request: web.Request) -> web.Response:
-    await venue(request).slots.clear(_int(request, "number"), source=SOURCE)
+    await venue(request).slots.clear(_path_number(request, "number"), source=SOURCE)
     return web.Response(status=NO_CONTENT)
 
 
@@ -248,7 +248,7 @@ async def list_groups(request: web.Request) -> web.Response:
 @store_errors
 async def put_group(request: web.Request) -> web.Response:
     groups = venue(request).groups
-    number = _int(request, "number")
+    number = _path_number(request, "number")
     body = await parse_body(request, GroupBody)
     exists = any(group.number == number for group in groups.all())
     if exists:
@@ -260,7 +260,7 @@ async def put_group(request: web.Request) -> web.Response:
 
 @store_errors
 async def delete_group(request: web.Request) -> web.Response:
-    await venue(request).groups.delete(_int(request, "number"), source=SOURCE)
+    await venue(request).groups.delete(_path_number(request, "number"), source=SOURCE)
     return web.Response(status=NO_CONTENT)
 
 
@@ -279,14 +279,14 @@ async def create_performer(request: web.Request) -> web.Response:
 async def update_performer(request: web.Request) -> web.Response:
     body = await parse_body(request, PerformerPatch)
     performer = await venue(request).performers.update(
-        _int(request, "performer_id"), source=SOURCE, name=body.name, notes=body.notes
+        _path_number(request, "performer_id"), source=SOURCE, name=body.name, notes=body.notes
     )
     return json_response(performer)
 
 
 @store_errors
 async def delete_performer(request: web.Request) -> web.Response:
-    await venue(request).performers.delete(_int(request, "performer_id"), source=SOURCE)
+    await venue(request).performers.delete(_path_number(request, "performer_id"), source=SOURCE)
     return web.Response(status=NO_CONTENT)
 
 
