@@ -142,3 +142,26 @@ async def test_closed_reads_need_the_token_on_the_live_feed_too(hub: Hub) -> Non
         assert refused.value.status == 401
         async with session.ws_connect(live_url(hub) + "?token=t") as ws:
             assert (await next_message(ws))["type"] == "snapshot"
+
+
+async def test_a_batch_that_cannot_be_encoded_does_not_end_the_feed(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert hub.web is not None
+    feed = hub.web.live
+    encode = feed.changes
+    failures = iter([True])
+
+    def changes_failing_once(batch: Any) -> dict[str, Any]:
+        if next(failures, False):
+            raise ValueError("a device sent something the board cannot show")
+        return encode(batch)
+
+    monkeypatch.setattr(feed, "changes", changes_failing_once)
+    async with aiohttp.ClientSession() as session, session.ws_connect(live_url(hub)) as ws:
+        await next_message(ws)
+        hub.store.update_channel("rack-000", 1, {"battery_bars": 3})
+        await eventually(lambda: "could not be sent" in caplog.text, what="the failed batch logged")
+        hub.store.update_channel("rack-000", 2, {"battery_bars": 1})
+        changes = await next_message(ws)
+        assert [(c["id"], c["battery_bars"]) for c in changes["channels"]] == [("rack-000:2", 1)]

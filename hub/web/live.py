@@ -99,7 +99,11 @@ class LiveFeed:
         async for batch in subscription:
             if not self.clients:
                 continue
-            message = dumps(self.changes(batch))
+            try:
+                message = dumps(self.changes(batch))
+            except Exception:  # one device's bad data must not end the live feed of every browser
+                log.exception("live feed: %d change(s) could not be sent", len(batch))
+                continue
             for client in list(self.clients):
                 self._offer(client, message)
 
