@@ -3,10 +3,10 @@
 Storage is by block: one row holds 60 consecutive buckets of one channel at one resolution (``step``),
 so a week of 100 channels is tens of thousands of small rows, not millions. Each bucket is 9 signed
 bytes (min, avg, max of battery level 0-100, RF dBm and audio dBFS, in whole units: enough for a graph
-and half the size of tenths); a missing value is -128. The
-block being filled lives in memory and is written every ``open_block_flush_s``; a finished block is
-written once and rolled up into the next, coarser tier. Blocks older than a tier's ``keep_s`` are
-deleted. History writes are the ones the database drops first when the disk fails.
+and half the size of tenths); a missing value is -128. The block being filled lives in memory and is
+written every ``open_block_flush_s``; a finished block is written once and rolled up into the next,
+coarser tier. Blocks older than a tier's ``keep_s`` are deleted. History writes are the ones the
+database drops first when the disk fails.
 """
 
 from __future__ import annotations
