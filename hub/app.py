@@ -302,8 +302,8 @@ class Hub:
         if self.persistence is None:
             return list(self.discovery.candidates.values())
         return [
-            Candidate(url=c.url, vendor=c.vendor, model=c.model, unique_id=c.unique_id, name=c.name, source=c.source)
-            for c in self.persistence.candidates.all()
+            Candidate(**candidate.model_dump(include={"url", "vendor", "model", "unique_id", "name", "source"}))
+            for candidate in self.persistence.candidates.all()
         ]
 
     def _on_candidate(self, candidate: Candidate) -> None:

@@ -26,9 +26,9 @@ class ExampleDriver(PollingDriver):
     async def _ask(self, line: str) -> list[str]:
         assert self._streams is not None
         reader, writer = self._streams
-        async with self._lock:
+        async with self._lock, asyncio.timeout(self.settings.io_timeout_s):
             writer.write(line.encode() + b"\n")
-            reply = await asyncio.wait_for(reader.readline(), self.settings.io_timeout_s)
+            reply = await reader.readline()
         if not reply:
             raise ConnectionError("the receiver closed the connection")
         serial, battery, name = reply.decode().rstrip("\n").split(" ", 2)
@@ -36,9 +36,8 @@ class ExampleDriver(PollingDriver):
         return [serial, battery, name]
 
     async def connect(self) -> None:
-        self._streams = await asyncio.wait_for(
-            asyncio.open_connection(self.endpoint.host, self.endpoint.port), self.settings.io_timeout_s
-        )
+        async with asyncio.timeout(self.settings.io_timeout_s):
+            self._streams = await asyncio.open_connection(self.endpoint.host, self.endpoint.port)
         serial = (await self._ask("STATE"))[0]
         self.sink.identify(unique_id=serial, family="example", model="EX-1", channel_count=1)
 
