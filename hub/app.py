@@ -63,7 +63,9 @@ class Hub:
             io_timeout_s=config.io_timeout_s,
             offline_after_s=config.offline_after_s,
         )
-        self.devices = DeviceManager(plugins, self.store, self.settings, config.command_timeout_s)
+        self.devices = DeviceManager(
+            plugins, self.store, self.settings, config.command_timeout_s, config.control_rate_per_s
+        )
         interfaces = ["127.0.0.1"] if config.demo and config.discovery.interfaces is None else None
         self.discovery = Discovery(
             plugins,

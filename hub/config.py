@@ -97,6 +97,9 @@ class HubConfig(Section):
     offline_after_s: float = Field(default=10.0, gt=0, le=3600)
     io_timeout_s: float = Field(default=5.0, gt=0, le=120)
     command_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    control_rate_per_s: float = Field(
+        default=10.0, gt=0, le=1000, description="control commands a device accepts per second; a flood is refused"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     plugin_log_levels: dict[str, Literal["debug", "info", "warning", "error"]] = Field(default_factory=dict)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)

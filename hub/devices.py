@@ -139,6 +139,31 @@ class ManagedDevice:
         }
 
 
+class RateLimitedError(CommandError):
+    """More commands for one device than its rate allows; this one was not sent."""
+
+    code = "rate_limited"
+
+
+class TokenBucket:
+    """``rate`` commands per second on average, a burst of up to ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
 class DeviceManager:
     """Adds and removes devices by URL, supervises their drivers and routes commands to them."""
 
@@ -148,11 +173,14 @@ class DeviceManager:
         store: StateStore,
         settings: DriverSettings,
         command_timeout_s: float = 5.0,
+        control_rate_per_s: float | None = None,
     ) -> None:
         self._plugins = plugins
         self._store = store
         self.settings = settings
         self.command_timeout_s = command_timeout_s
+        self.control_rate_per_s = control_rate_per_s
+        self._buckets: dict[str, TokenBucket] = {}
         self.by_url: dict[str, ManagedDevice] = {}
 
     def resolve(self, url: str) -> tuple[Endpoint, str, Any]:
@@ -205,6 +233,7 @@ class DeviceManager:
         await asyncio.gather(managed.task, return_exceptions=True)
         if managed.handle.device_id is not None:
             self._store.remove_device(managed.handle.device_id)
+            self._buckets.pop(managed.handle.device_id, None)
         return True
 
     async def close(self) -> None:
@@ -226,6 +255,7 @@ class DeviceManager:
                 raise DeviceUnavailableError(f"device {command.device_id} is not connected")
             if command.channel is not None and device.channel(command.channel) is None:
                 raise DeviceUnavailableError(f"device {command.device_id} has no channel {command.channel}")
+            self._admit(command.device_id)
             result = await self._plugins.call_async(
                 managed.plugin,
                 "apply_command",
@@ -243,6 +273,18 @@ class DeviceManager:
         if not isinstance(result, CommandResult):
             return CommandResult(ok=False, error="the plugin does not implement controls", code="not_supported")
         return result
+
+    def _admit(self, device_id: str) -> None:
+        """Refuse a command beyond the device's rate before anything is sent: a flood (a stuck fader, a script
+        in a loop) is answered with a clear error and never reaches the receiver."""
+        rate = self.control_rate_per_s
+        if rate is None:
+            return
+        bucket = self._buckets.get(device_id)
+        if bucket is None:
+            bucket = self._buckets[device_id] = TokenBucket(rate, max(1.0, rate))
+        if not bucket.take():
+            raise RateLimitedError(f"more than {rate:g} commands per second for {device_id}; this one was not sent")
 
     def health(self) -> list[dict[str, Any]]:
         return [managed.health() for managed in self.by_url.values()]

@@ -48,6 +48,7 @@ COMMAND_STATUS: Final = {
     "timeout": 504,
     "refused": 502,
     "plugin_error": 502,
+    "rate_limited": 429,
 }
 
 # A channel is "low" at or below any of these; the venue store's alert rules may be finer.
