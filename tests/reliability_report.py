@@ -248,6 +248,9 @@ HOW_IT_WORKS = """## How the suites work
   one such value made `/api/v1/devices` and `/api/v1/channels` answer 500 for the whole venue; it now
   decodes as unknown. SSCv2: a non-string name did the same.
 - Shure framer: junk opened with a `<` it never closed swallowed the real message after it.
+- There was no limit on control commands: a per-device rate limit (`control_rate_per_s`, default 10 a
+  second with a one-second burst) now refuses a flood with `rate_limited` (REST 429) before it reaches
+  the receiver.
 
 ## Not covered, and why
 
