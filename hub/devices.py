@@ -16,6 +16,7 @@ from typing import Any
 
 from hub.drivers import DeviceSink, Driver, DriverSettings, DriverSupervisor, Endpoint, EndpointError, redact_url
 from hub.model import (
+    CHANNEL_BOUNDS,
     Command,
     CommandError,
     CommandResult,
@@ -89,7 +90,22 @@ class DeviceHandle(DeviceSink):
     def update_channel(self, index: int, fields: Mapping[str, Any]) -> None:
         self._last_heard = time.monotonic()
         if self.device_id is not None:
+            if not CHANNEL_BOUNDS.keys().isdisjoint(fields):
+                fields = self._within_bounds(fields)
             self._store.update_channel(self.device_id, index, fields)
+
+    def _within_bounds(self, fields: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A value outside the model's range is a device (or plugin) error: keep it out of the state."""
+        checked = dict(fields)
+        for name, (low, high) in CHANNEL_BOUNDS.items():
+            value = checked.get(name)
+            if value is None:
+                continue
+            numeric = isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
+            if not numeric or (low is not None and value < low) or (high is not None and value > high):
+                self.protocol_error(f"{name}={value!r} is outside the model's range")
+                checked[name] = None
+        return checked
 
     def heard(self) -> None:
         self._last_heard = time.monotonic()

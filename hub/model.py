@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, cast
 
+import annotated_types
 from pydantic import BaseModel, ConfigDict, Field
 
 # Values that move continuously with the signal. They are published on the meters topic at a throttled
@@ -70,6 +71,21 @@ class Device(BaseModel):
 
 
 CHANNEL_FIELDS: Final = frozenset(Channel.model_fields) - {"index", "updated_at"}
+
+
+def _numeric_bounds(model: type[BaseModel]) -> dict[str, tuple[float | None, float | None]]:
+    """(lowest, highest) allowed for each field with a ge/le constraint, read from the model itself."""
+    bounds: dict[str, tuple[float | None, float | None]] = {}
+    for name, info in model.model_fields.items():
+        low = next((float(cast(float, m.ge)) for m in info.metadata if isinstance(m, annotated_types.Ge)), None)
+        high = next((float(cast(float, m.le)) for m in info.metadata if isinstance(m, annotated_types.Le)), None)
+        if (low is not None or high is not None) and name in CHANNEL_FIELDS:
+            bounds[name] = (low, high)
+    return bounds
+
+
+# Channel fields a device could report out of range (e.g. 250 % battery); the hub reads those as unknown.
+CHANNEL_BOUNDS: Final = _numeric_bounds(Channel)
 DEVICE_FIELDS: Final = frozenset({"family", "model", "firmware", "name"})
 
 

@@ -164,3 +164,14 @@ async def test_a_driver_that_cannot_be_built_is_reported_and_retried() -> None:
         managed = hub.add("scripted://typo?lifetime=soon")
         await eventually(lambda: managed.supervisor.attempts >= 2, what="a second attempt")
         assert managed.health()["last_error"] == "lifetime must be a number of seconds"
+
+
+async def test_a_reading_outside_the_model_is_unknown_and_counted() -> None:
+    DEVICES["liar"] = ScriptedDevice()
+    async with harness() as hub:
+        managed = hub.add("scripted://liar")
+        device = await hub.device(managed)
+        managed.handle.update_channel(1, {"battery_percent": 250, "battery_bars": float("nan"), "name": "Lead"})
+        channel = device.channels[0]
+        assert (channel.battery_percent, channel.battery_bars, channel.name) == (None, None, "Lead")
+        assert managed.handle.protocol_errors == 2
