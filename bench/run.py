@@ -128,13 +128,14 @@ class Observer:
         self.device_list: bytes = b"[]"
         self.broker_received: list[tuple[float, int]] = []
         self.client = MqttClient(BrokerAddress.parse(broker_url), "wmhub-bench-observer", on_message=self._on_message)
+        # QoS 1: the broker queues rather than drops what this observer has not read yet in a burst
         for topic_filter in (
             f"{BASE}/devices/+/availability",
             f"{BASE}/devices/+/channels/+",
             f"{BASE}/hubs/{HUB_ID}/devices",
-            "$SYS/broker/publish/messages/received",
         ):
-            self.client.subscribe(topic_filter, 0)
+            self.client.subscribe(topic_filter, 1)
+        self.client.subscribe("$SYS/broker/publish/messages/received", 0)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         now = time.time()
