@@ -36,8 +36,17 @@ class UnknownSchemeError(EndpointError):
 class DeviceHandle(DeviceSink):
     """The sink one driver writes to; it binds the driver's reports to a device id in the store."""
 
-    def __init__(self, store: StateStore, endpoint: Endpoint, vendor: str, device_id: str | None = None) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        endpoint: Endpoint,
+        vendor: str,
+        device_id: str | None = None,
+        claims: dict[str, str] | None = None,
+    ) -> None:
         self._store = store
+        # device id -> the URL of the handle that holds it, shared by every handle of one manager
+        self._claims = {} if claims is None else claims
         self.endpoint = endpoint
         self.vendor = vendor
         self.device_id = device_id
@@ -62,7 +71,7 @@ class DeviceHandle(DeviceSink):
         name: str | None = None,
     ) -> None:
         suffix = unique_id.strip().replace(" ", "_").replace("/", "_") if unique_id else self.endpoint.host_port_id
-        device_id = f"{self.vendor}-{suffix}"
+        device_id = self._claim(f"{self.vendor}-{suffix}")
         if self.device_id is not None and self.device_id != device_id:
             self.log.warning(
                 "device at %s is now %s (was %s)", redact_url(self.endpoint.url), device_id, self.device_id
@@ -81,6 +90,33 @@ class DeviceHandle(DeviceSink):
         self._last_heard = time.monotonic()
         if self.on_identified is not None:
             self.on_identified(self)
+
+    def _claim(self, wanted: str) -> str:
+        """The id this device may use: ``wanted`` unless another URL's device already holds it.
+
+        Two URLs can name devices that identify alike: a TCP and a UDP receiver on the same host and port
+        number, or one device added twice. Each then gets an id of its own instead of writing into the other.
+        """
+        scheme, place = self.endpoint.scheme, self.endpoint.host_port_id
+        choices = [wanted, f"{wanted}-{scheme}", f"{wanted}-{scheme}-{place}"]
+        if self.device_id in choices:
+            choices.insert(0, self.device_id)  # keep the id it had (e.g. restored from the store)
+        for choice in choices:
+            if self._claims.get(choice, self.endpoint.url) == self.endpoint.url:
+                break
+        if choice != wanted:
+            self.log.warning(
+                "another device already is %s; this one (%s) is %s", wanted, redact_url(self.endpoint.url), choice
+            )
+        if self.device_id is not None and self._claims.get(self.device_id) == self.endpoint.url:
+            del self._claims[self.device_id]
+        self._claims[choice] = self.endpoint.url
+        return choice
+
+    def release(self) -> None:
+        """Give the id up (the device was removed)."""
+        if self.device_id is not None and self._claims.get(self.device_id) == self.endpoint.url:
+            del self._claims[self.device_id]
 
     def update_device(self, fields: Mapping[str, Any]) -> None:
         self._last_heard = time.monotonic()
@@ -198,6 +234,7 @@ class DeviceManager:
         self.control_rate_per_s = control_rate_per_s
         self._buckets: dict[str, TokenBucket] = {}
         self.by_url: dict[str, ManagedDevice] = {}
+        self._claims: dict[str, str] = {}
 
     def resolve(self, url: str) -> tuple[Endpoint, str, Any]:
         """Parse ``url`` and find the plugin and driver spec for its scheme; raise EndpointError."""
@@ -218,7 +255,7 @@ class DeviceManager:
         if shown in self.by_url:
             return self.by_url[shown]
         endpoint, plugin_name, spec = self.resolve(url)
-        handle = DeviceHandle(self._store, endpoint, spec.vendor, device_id)
+        handle = DeviceHandle(self._store, endpoint, spec.vendor, device_id, self._claims)
 
         def make_driver() -> Driver:
             driver: Driver = spec.factory(endpoint, handle, self.settings)
@@ -249,6 +286,7 @@ class DeviceManager:
         await asyncio.gather(managed.task, return_exceptions=True)
         if managed.handle.device_id is not None:
             self._store.remove_device(managed.handle.device_id)
+            managed.handle.release()
             self._buckets.pop(managed.handle.device_id, None)
         return True
 

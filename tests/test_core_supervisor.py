@@ -175,3 +175,15 @@ async def test_a_reading_outside_the_model_is_unknown_and_counted() -> None:
         channel = device.channels[0]
         assert (channel.battery_percent, channel.battery_bars, channel.name) == (None, None, "Lead")
         assert managed.handle.protocol_errors == 2
+
+
+async def test_two_urls_whose_devices_identify_alike_get_ids_of_their_own() -> None:
+    DEVICES["twin"] = ScriptedDevice()
+    async with harness() as hub:
+        first = await hub.device(hub.add("scripted://twin:1"))
+        second = await hub.device(hub.add("scripted://twin:2"))
+        assert (first.id, second.id) == ("test-twin", "test-twin-scripted")
+        assert len(hub.store.devices) == 2
+        assert await hub.manager.remove("scripted://twin:1")
+        third = await hub.device(hub.add("scripted://twin:3"))
+        assert third.id == "test-twin" and set(hub.store.devices) == {"test-twin", "test-twin-scripted"}
