@@ -46,24 +46,10 @@ def load_example_plugin() -> ModuleType:
 EXAMPLE = load_example_plugin()
 
 
-class RarelyPollingExampleDriver(EXAMPLE.ExampleDriver):  # type: ignore[name-defined,misc]
-    """The example driver, polling every 30 s instead of 0.2 s.
-
-    Its ``asyncio.wait_for`` can swallow the cancellation that stops it when the cancel lands just as a
-    poll answer arrives (Python 3.11), and the hub's supervisor then waits for it forever. Tests last a
-    second, so with rare polls a stop never meets a poll in flight. (Reported; the fix belongs in the
-    example plugin.)
-    """
-
-    poll_interval_s = 30.0
-
-
 class ExamplePluginForTests:
     @hookimpl
     def register_drivers(self, register: Callable[[DriverSpec], None]) -> None:
-        register(
-            DriverSpec(scheme="example", vendor="example", families=("example",), factory=RarelyPollingExampleDriver)
-        )
+        register(DriverSpec(scheme="example", vendor="example", families=("example",), factory=EXAMPLE.ExampleDriver))
 
     @hookimpl
     def apply_command(self, driver: Any, command: Command) -> object:
