@@ -343,9 +343,19 @@ async def test_clean_stop_says_offline_and_control_topics_follow_the_hub(
             a_device = await online_device(hub_a)
             b_device = await online_device(hub_b)
             assert a_device != b_device
-            response = await probe.request(
-                f"{base}/hubs/site_b/response/set", f"{base}/devices/{b_device}/channels/1/set", {"name": "B only"}
-            )
+            # hub B subscribes to its device's command topics when the device appears; the broker may not have
+            # taken that subscription yet, and a command published before it reaches nobody: ask again
+            for _ in range(10):
+                try:
+                    response = await probe.request(
+                        f"{base}/hubs/site_b/response/set",
+                        f"{base}/devices/{b_device}/channels/1/set",
+                        {"name": "B only"},
+                        timeout=1,
+                    )
+                    break
+                except AssertionError:
+                    continue
             assert response["status"] == "ok"
             assert not [topic for topic, _ in probe.messages if topic == f"{base}/hubs/site_a/response/set"]
             await probe.json(f"{base}/devices/{b_device}/channels/1", lambda value: value["name"] == "B only")
