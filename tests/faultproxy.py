@@ -63,6 +63,28 @@ class _Faults:
         return data
 
 
+class _FaultKnobs:
+    """The fault settings both proxies expose as attributes, kept in their shared ``_Faults``."""
+
+    faults: _Faults
+
+    @property
+    def delay_s(self) -> float:
+        return self.faults.delay_s
+
+    @delay_s.setter
+    def delay_s(self, value: float) -> None:
+        self.faults.delay_s = value
+
+    @property
+    def corrupt_rate(self) -> float:
+        return self.faults.corrupt_rate
+
+    @corrupt_rate.setter
+    def corrupt_rate(self, value: float) -> None:
+        self.faults.corrupt_rate = value
+
+
 class _Pipe:
     """One proxied TCP connection: per direction a reader and a writer, so a delay is latency (each chunk
     leaves ``delay_s`` after it arrived, in order) and never throttles throughput."""
@@ -124,7 +146,7 @@ class _Pipe:
                 transport.close()
 
 
-class TcpFaultProxy:
+class TcpFaultProxy(_FaultKnobs):
     """``TcpFaultProxy(target_host, target_port)``: listens on 127.0.0.1:``port`` once started."""
 
     def __init__(self, target_host: str, target_port: int, *, seed: int = 7) -> None:
@@ -137,22 +159,6 @@ class TcpFaultProxy:
         self._pipes: set[_Pipe] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
-
-    @property
-    def delay_s(self) -> float:
-        return self.faults.delay_s
-
-    @delay_s.setter
-    def delay_s(self, value: float) -> None:
-        self.faults.delay_s = value
-
-    @property
-    def corrupt_rate(self) -> float:
-        return self.faults.corrupt_rate
-
-    @corrupt_rate.setter
-    def corrupt_rate(self, value: float) -> None:
-        self.faults.corrupt_rate = value
 
     async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._accept, LOOPBACK, 0)
@@ -230,7 +236,7 @@ class _UdpSide(asyncio.DatagramProtocol):
         pass
 
 
-class UdpFaultProxy:
+class UdpFaultProxy(_FaultKnobs):
     """``UdpFaultProxy(target_host, target_port)``: one upstream socket per client address, so each client's
     replies come back to it from the proxy's own port (the device's address, as far as the hub knows)."""
 
@@ -251,22 +257,6 @@ class UdpFaultProxy:
     @loss_rate.setter
     def loss_rate(self, value: float) -> None:
         self.faults.loss_rate = value
-
-    @property
-    def delay_s(self) -> float:
-        return self.faults.delay_s
-
-    @delay_s.setter
-    def delay_s(self, value: float) -> None:
-        self.faults.delay_s = value
-
-    @property
-    def corrupt_rate(self) -> float:
-        return self.faults.corrupt_rate
-
-    @corrupt_rate.setter
-    def corrupt_rate(self, value: float) -> None:
-        self.faults.corrupt_rate = value
 
     def blackhole(self) -> None:
         self.blackholed = True
