@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from hub.devices import DeviceManager, ManagedDevice
 from hub.drivers import DriverSettings
+from hub.hookspecs import Candidate, DiscoveredService
 from hub.model import Command, CommandResult, Device
 from hub.plugins import PluginHost
 from hub.state import StateStore
@@ -66,3 +67,28 @@ class DriverHarness:
 
     async def apply(self, command: Command) -> CommandResult:
         return await self.manager.apply(command)
+
+
+def plugin_host(*plugins: str) -> PluginHost:
+    """A plugin host with only the named plugins (distribution or entry-point names) loaded."""
+    host = PluginHost()
+    host.load_entry_points(only=",".join(plugins))
+    return host
+
+
+# short probes: a test's candidate answers at once or not at all
+PROBE_SETTINGS = DriverSettings(io_timeout_s=1.0)
+
+
+async def identify_with(
+    host: PluginHost,
+    plugin: str,
+    service: DiscoveredService,
+    settings: DriverSettings = PROBE_SETTINGS,
+    timeout: float = 5.0,
+) -> Candidate | None:
+    """What ``plugin``'s identify_service hook makes of ``service`` (probing it as discovery would)."""
+    result: Candidate | None = await host.call_async(
+        plugin, "identify_service", timeout, service=service, settings=settings
+    )
+    return result

@@ -7,33 +7,16 @@ from typing import Any
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 
 from hub.discovery import Discovery
-from hub.drivers import DriverSettings
 from hub.hookspecs import Candidate, DiscoveredService
-from hub.plugins import PluginHost
-from hub.testing import DriverHarness, eventually
-
-SETTINGS = DriverSettings(io_timeout_s=1.0)
-
-
-def plugin_host() -> PluginHost:
-    host = PluginHost()
-    host.load_entry_points(only="sennheiser")
-    return host
-
-
-async def identify(host: PluginHost, service: DiscoveredService) -> Candidate | None:
-    result: Candidate | None = await host.call_async(
-        "sennheiser", "identify_service", 5.0, service=service, settings=SETTINGS
-    )
-    return result
+from hub.testing import PROBE_SETTINGS, DriverHarness, eventually, identify_with, plugin_host
 
 
 async def test_an_announced_simulator_is_found_by_hub_discovery_identified_and_added() -> None:
-    host = plugin_host()
+    host = plugin_host("sennheiser")
     service_types = [item for _, item in host.collect("register_zeroconf_types")]
     assert set(service_types) == {"_ssc._udp.local.", "_ssc._tcp.local."}
     async with Ssc1Simulator("ewdx-em4", tick_s=0, advertise=True) as simulator:
-        discovery = Discovery(host, SETTINGS, interfaces=["127.0.0.1"])
+        discovery = Discovery(host, PROBE_SETTINGS, interfaces=["127.0.0.1"])
         await discovery.start()
         try:
             candidate = await eventually(lambda: discovery.candidates.get(simulator.url), 8.0, "the candidate")
@@ -58,21 +41,21 @@ def announced(port: int, service_type: str = "_ssc._udp.local.", **properties: s
 
 
 async def test_txt_keys_are_read_case_insensitively_and_other_products_are_not_probed() -> None:
-    host = plugin_host()
+    host = plugin_host("sennheiser")
     async with Ssc1Simulator("em6000", tick_s=0) as simulator:
-        candidate = await identify(host, announced(simulator.port, Model="EM6000", ID="a1b2"))
+        candidate = await identify_with(host, "sennheiser", announced(simulator.port, Model="EM6000", ID="a1b2"))
         assert candidate is not None
         assert (candidate.model, candidate.unique_id) == ("EM6000", "a1b2")  # no serial in its identity: TXT id
 
         before = simulator.received
-        assert await identify(host, announced(simulator.port, MODEL="KH 150")) is None
-        assert await identify(host, announced(simulator.port, "_ssc._tcp.local.")) is None
+        assert await identify_with(host, "sennheiser", announced(simulator.port, MODEL="KH 150")) is None
+        assert await identify_with(host, "sennheiser", announced(simulator.port, "_ssc._tcp.local.")) is None
         assert simulator.received == before
 
 
 async def test_a_service_that_does_not_answer_is_not_a_candidate() -> None:
-    host = plugin_host()
+    host = plugin_host("sennheiser")
     silent: Any = Ssc1Simulator("ewdx-em2", tick_s=0)
     async with silent:
         silent.silent = True
-        assert await identify(host, announced(silent.port, model="EW-DX EM 2")) is None
+        assert await identify_with(host, "sennheiser", announced(silent.port, model="EW-DX EM 2")) is None

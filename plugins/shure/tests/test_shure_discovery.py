@@ -9,27 +9,11 @@ from wmhub_shure.discovery import SLP_SERVICE, SlpListener, dcid_of, open_slp_so
 from wmhub_shure.simulator import ShureSimulator
 from wmhub_shure.simulator.fleet import ShureDemoFleet
 
-from hub.drivers import DriverSettings
 from hub.hookspecs import Candidate, DiscoveredService
-from hub.plugins import PluginHost
-from hub.testing import DriverHarness, eventually
+from hub.testing import DriverHarness, eventually, identify_with, plugin_host
 
-SETTINGS = DriverSettings(io_timeout_s=1.0)
 # An SLP service reply as micboard sees it: comma-separated attributes, the DCID after "cd:"
 SLP_PACKET = b"\x02\x07\x00\x00\x70\x00\x00\x00\x00\x00(cd:03EC1770-FD5A-11E3-9967-0015C5F3F612),(model=AD4Q)"
-
-
-def _host() -> PluginHost:
-    host = PluginHost()
-    host.load_entry_points(only="shure")
-    return host
-
-
-async def _identify(host: PluginHost, service: DiscoveredService) -> Candidate | None:
-    result: Candidate | None = await host.call_async(
-        "shure", "identify_service", 5.0, service=service, settings=SETTINGS
-    )
-    return result
 
 
 def test_dcid_is_taken_from_the_cd_attribute() -> None:
@@ -55,7 +39,7 @@ async def test_slp_packet_on_a_loopback_socket_becomes_a_probed_candidate() -> N
             transport.close()
         (service,) = reported
         assert service.service_type == SLP_SERVICE and service.host == "127.0.0.1"
-        candidate = await _identify(_host(), service)
+        candidate = await identify_with(plugin_host("shure"), "shure", service)
         assert candidate == Candidate(
             url=f"shure://127.0.0.1:{sim.port}",
             vendor="shure",
@@ -71,23 +55,23 @@ async def test_mdns_service_is_probed_and_strangers_are_refused() -> None:
 
     server = await asyncio.start_server(stranger, "127.0.0.1", 0)
     stranger_port = server.sockets[0].getsockname()[1]
-    host = _host()
+    host = plugin_host("shure")
     try:
         async with ShureSimulator("ulxd4q") as sim:
             mdns = DiscoveredService(host="127.0.0.1", port=sim.port, service_type="_shure._tcp.local.", name="ULXD4Q")
-            candidate = await _identify(host, mdns)
+            candidate = await identify_with(host, "shure", mdns)
             assert candidate is not None and candidate.url == sim.url and candidate.source == "mdns"
         not_shure = DiscoveredService(host="127.0.0.1", port=stranger_port, service_type="_shure._tcp.local.")
-        assert await _identify(host, not_shure) is None
+        assert await identify_with(host, "shure", not_shure) is None
         other_type = DiscoveredService(host="127.0.0.1", port=stranger_port, service_type="_ssc._udp.local.")
-        assert await _identify(host, other_type) is None
+        assert await identify_with(host, "shure", other_type) is None
     finally:
         server.close()
         await server.wait_closed()
 
 
 async def test_plugin_registers_schemes_zeroconf_types_and_a_demo_fleet() -> None:
-    host = _host()
+    host = plugin_host("shure")
     assert {"shure", "shure-uhfr"} <= set(host.drivers())
     assert ("shure", "_shure._tcp.local.") in host.collect("register_zeroconf_types")
     assert [plugin for plugin, _ in host.collect("register_discovery_loops")] == ["shure"]
