@@ -28,6 +28,8 @@ from hub.state import StateStore
 
 log = logging.getLogger("hub.devices")
 
+_BOUNDED = frozenset(CHANNEL_BOUNDS)
+
 
 class UnknownSchemeError(EndpointError):
     """No loaded plugin handles this URL scheme."""
@@ -126,22 +128,23 @@ class DeviceHandle(DeviceSink):
     def update_channel(self, index: int, fields: Mapping[str, Any]) -> None:
         self._last_heard = time.monotonic()
         if self.device_id is not None:
-            if not CHANNEL_BOUNDS.keys().isdisjoint(fields):
-                fields = self._within_bounds(fields)
-            self._store.update_channel(self.device_id, index, fields)
+            self._store.update_channel(self.device_id, index, self._within_bounds(fields))
 
     def _within_bounds(self, fields: Mapping[str, Any]) -> Mapping[str, Any]:
         """A value outside the model's range is a device (or plugin) error: keep it out of the state."""
-        checked = dict(fields)
-        for name, (low, high) in CHANNEL_BOUNDS.items():
-            value = checked.get(name)
+        checked: dict[str, Any] | None = None  # copied only when a value is refused: this runs per sample
+        for name in _BOUNDED.intersection(fields):
+            value = fields[name]
             if value is None:
                 continue
+            low, high = CHANNEL_BOUNDS[name]
             numeric = isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
             if not numeric or (low is not None and value < low) or (high is not None and value > high):
                 self.protocol_error(f"{name}={value!r} is outside the model's range")
+                if checked is None:
+                    checked = dict(fields)
                 checked[name] = None
-        return checked
+        return fields if checked is None else checked
 
     def heard(self) -> None:
         self._last_heard = time.monotonic()

@@ -64,7 +64,11 @@ class Device(BaseModel):
     channels: list[Channel] = Field(default_factory=list)
 
     def channel(self, index: int) -> Channel | None:
-        for channel in self.channels:
+        channels = self.channels
+        # channels are kept sorted and almost always numbered 1..n: this runs for every meter sample
+        if 0 < index <= len(channels) and channels[index - 1].index == index:
+            return channels[index - 1]
+        for channel in channels:
             if channel.index == index:
                 return channel
         return None

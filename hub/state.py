@@ -34,15 +34,35 @@ def _merge(target: Device | Channel, fields: Mapping[str, Any], allowed: frozens
     # pydantic keeps field values in the instance __dict__ (the models do not validate assignments);
     # writing there skips its per-assignment bookkeeping, which cost more than the merge itself at ten
     # samples a second per channel (bench/, docs/performance.md). Nothing reads model_fields_set.
+    if not allowed.issuperset(fields):
+        unknown = sorted(set(fields) - allowed)
+        raise KeyError(f"unknown {type(target).__name__.lower()} field {unknown[0]!r}")
     values = target.__dict__
     changed = set()
     for name, value in fields.items():
-        if name not in allowed:
-            raise KeyError(f"unknown {type(target).__name__.lower()} field {name!r}")
         if values[name] != value:
             values[name] = value
             changed.add(name)
     return changed
+
+
+class _CoarseClock:
+    """The wall-clock time as a datetime, made anew at most every ``resolution_s``.
+
+    ``last_seen`` and ``updated_at`` are stamped on every meter sample; building a timezone-aware
+    datetime each time cost more than the merge itself, and nobody reads them finer than this."""
+
+    def __init__(self, resolution_s: float = 0.01) -> None:
+        self._resolution_s = resolution_s
+        self._at = 0.0
+        self._now = datetime.now(UTC)
+
+    def now(self) -> datetime:
+        at = time.time()
+        if not 0 <= at - self._at < self._resolution_s:  # also when the wall clock was set back
+            self._at = at
+            self._now = datetime.fromtimestamp(at, UTC)
+        return self._now
 
 
 class Subscription:
@@ -63,16 +83,18 @@ class Subscription:
         self._closed = False
 
     def _offer(self, key: ChangeKey, changed: Iterable[str]) -> None:
-        # runs for every subscription on every sample: one set operation in C, no Python-level loop
+        # runs for every subscription on every meter sample: set operations in C, no Python-level loop
         accepted = set(changed) if self._accepted is None else self._accepted.intersection(changed)
         if not accepted:
             return
-        entry = self._pending.get(key)
-        if entry is None:
-            self._pending[key] = accepted
-        else:
-            entry |= accepted
-        self._ready.set()
+        pending = self._pending
+        entry = pending.get(key)
+        if entry is not None:
+            entry |= accepted  # pending was not empty, so the consumer has already been woken
+            return
+        if not pending:
+            self._ready.set()
+        pending[key] = accepted
 
     @property
     def backlog(self) -> int:
@@ -118,6 +140,7 @@ class StateStore:
         self.devices: dict[str, Device] = {}
         self._subscriptions: set[Subscription] = set()
         self.updates_applied = 0
+        self._clock = _CoarseClock()
 
     def subscribe(self, fields: Iterable[str] | None = None, min_interval: float = 0.0) -> Subscription:
         sub = Subscription(self, frozenset(fields) if fields is not None else None, min_interval)
@@ -178,7 +201,7 @@ class StateStore:
             self._notify((device_id, index), (ADDED,))
         changed = _merge(channel, fields, CHANNEL_FIELDS)
         self.updates_applied += 1
-        now = datetime.now(UTC)
+        now = self._clock.now()
         device.__dict__["last_seen"] = now  # as in _merge: the per-sample path skips pydantic's setattr
         if changed:
             channel.__dict__["updated_at"] = now

@@ -1,0 +1,84 @@
+"""The per-sample path in isolation: SAMPLE bytes -> Shure driver -> device handle -> state store.
+
+``python -m bench.sample_path --receivers 400 --seconds 5`` builds the benchmark's receiver mix in one
+process without sockets: each receiver's driver is fed the bytes its simulator would send every 100 ms,
+into a state store carrying the subscriptions a running hub takes (MQTT state and meters, the board,
+history and alerts), drained every 0.5 s as their consumers would. It prints the CPU per sample, which is
+what the end-to-end benchmark's "hub CPU per merged sample" is made of besides sockets, MQTT and the store
+tick. Repeatable to a few percent on an idle machine; use it to compare a change before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from wmhub_shure.driver import ShureDriver
+from wmhub_shure.families import family_of_model
+
+from bench.fleet import BenchReceiver
+from bench.run import plan
+from hub.devices import DeviceHandle
+from hub.drivers import DriverSettings, Endpoint
+from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, METER_FIELDS
+from hub.state import StateStore
+from hub.store.alerts import ALERT_FIELDS
+
+TICKS_PER_DRAIN = 5  # 5 x 100 ms: the subscriptions' 0.5 s coalescing window
+
+
+def build(receivers: int) -> tuple[StateStore, list[tuple[ShureDriver, list[bytes], int]]]:
+    store = StateStore()
+    # the hub's own subscriptions (hub/mqtt/bridge.py, hub/web/live.py, hub/store/persistence.py)
+    store.subscribe((CHANNEL_FIELDS - METER_FIELDS) | DEVICE_FIELDS)
+    store.subscribe(METER_FIELDS)
+    store.subscribe()
+    store.subscribe(ALERT_FIELDS | {"name"})
+    feeds = []
+    for number, key in enumerate(plan(receivers, None)):
+        receiver = BenchReceiver(key, seed=number)
+        receiver._set_meter_rate(receiver.channels.values(), 100)  # as the hub's SET METER_RATE does
+        found = family_of_model(receiver.profile.model)
+        assert found is not None
+        family, model, channels = found
+        endpoint = Endpoint.parse(f"shure://127.0.0.1:{10000 + number}")
+        handle = DeviceHandle(store, endpoint, "shure")
+        driver = ShureDriver(endpoint, handle, DriverSettings(), udp=family.udp)
+        driver._use_family(family, model, channels)
+        handle.identify(unique_id=None, family=family.key, model=model, channel_count=channels)
+        cycle = [receiver._encode_samples(phase) for phase in range(12)]
+        feeds.append((driver, [data for data, _ in cycle], cycle[0][1]))
+    return store, feeds
+
+
+def measure(store: StateStore, feeds: list[tuple[ShureDriver, list[bytes], int]], seconds: float) -> float:
+    """CPU seconds per sample over about ``seconds`` of CPU time."""
+    subscriptions = list(store._subscriptions)
+    samples = 0
+    tick = 0
+    started = time.process_time()
+    while time.process_time() - started < seconds:
+        for driver, cycle, count in feeds:
+            driver._on_data(cycle[tick % len(cycle)])
+            samples += count
+        tick += 1
+        if tick % TICKS_PER_DRAIN == 0:
+            for subscription in subscriptions:
+                subscription.drain()
+    return (time.process_time() - started) / samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--receivers", type=int, default=400)
+    parser.add_argument("--seconds", type=float, default=1.0, help="CPU time per round")
+    parser.add_argument("--rounds", type=int, default=5, help="the best round counts (others share the CPU)")
+    options = parser.parse_args()
+    store, feeds = build(options.receivers)
+    best = min(measure(store, feeds, options.seconds) for _ in range(options.rounds))
+    channels = sum(count for _, _, count in feeds)
+    print(f"{options.receivers} receivers, {channels} channels: {best * 1e6:.2f} us CPU per sample (best round)")
+
+
+if __name__ == "__main__":
+    main()
