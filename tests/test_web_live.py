@@ -165,3 +165,18 @@ async def test_a_batch_that_cannot_be_encoded_does_not_end_the_feed(
         hub.store.update_channel("rack-000", 2, {"battery_bars": 1})
         changes = await next_message(ws)
         assert [(c["id"], c["battery_bars"]) for c in changes["channels"]] == [("rack-000:2", 1)]
+
+
+async def test_a_browser_that_reconnects_gets_a_fresh_snapshot_and_changes_again(hub: Hub) -> None:
+    # the feed watches the store only while a browser is connected; leaving and coming back loses nothing
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(live_url(hub)) as ws:
+            await next_message(ws)
+        await eventually(lambda: not hub.web.live.clients)
+        hub.store.update_channel("rack-000", 1, {"battery_bars": 1})  # while no board is open
+        async with session.ws_connect(live_url(hub)) as ws:
+            snapshot = await next_message(ws)
+            assert snapshot["devices"][0]["channels"][0]["battery_bars"] == 1
+            hub.store.update_channel("rack-000", 2, {"battery_bars": 3})
+            changes = await next_message(ws)
+            assert [(c["id"], c["battery_bars"]) for c in changes["channels"]] == [("rack-000:2", 3)]

@@ -1,10 +1,12 @@
 """Live updates for browsers over a WebSocket (``/api/v1/live``).
 
 One coalescing StateStore subscription feeds every browser: each batch becomes one JSON message, encoded
-once and offered to every client's bounded queue. Batches are at least ``interval`` apart (0.5 s: meters
-reach a browser at most at 2 Hz). Offering never waits, so a slow or stalled browser cannot slow the
-hub: when its queue is full it is dropped (closed with 1013 "try again later") and the board reconnects,
-starting again from a fresh snapshot. Each client's own writer task bounds every send with a timeout.
+once and offered to every client's bounded queue. The subscription exists only while a browser is
+connected: with no board open, meter samples cost the hub nothing here. Batches are at least
+``interval`` apart (0.5 s: meters reach a browser at most at 2 Hz). Offering never waits, so a slow or
+stalled browser cannot slow the hub: when its queue is full it is dropped (closed with 1013 "try again
+later") and the board reconnects, starting again from a fresh snapshot. Each client's own writer task
+bounds every send with a timeout.
 """
 
 from __future__ import annotations
@@ -48,16 +50,12 @@ class LiveFeed:
         self._subscription: Subscription | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        self._subscription = self._hub.store.subscribe(min_interval=self.interval)
-        self._pump = asyncio.create_task(self._run(self._subscription), name="web live feed")
-
     async def stop(self) -> None:
-        if self._subscription is not None:
-            self._subscription.close()
-        if self._pump is not None:
-            self._pump.cancel()
-            await asyncio.gather(self._pump, return_exceptions=True)
+        pump = self._pump
+        self._unwatch()
+        if pump is not None:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
         for client in list(self.clients):
             self._disconnect(client, WSCloseCode.GOING_AWAY, b"hub stopping")
         await asyncio.gather(*self._closing, return_exceptions=True)
@@ -95,6 +93,22 @@ class LiveFeed:
             "removed_channels": removed_channels,
         }
 
+    def _watch(self) -> None:
+        if self._subscription is None:
+            self._subscription = self._hub.store.subscribe(min_interval=self.interval)
+            self._pump = asyncio.create_task(self._run(self._subscription), name="web live feed")
+
+    def _unwatch(self) -> None:
+        if self._subscription is not None:
+            self._subscription.close()  # ends the pump's loop
+            self._subscription = None
+            self._pump = None
+
+    def _remove(self, client: LiveClient) -> None:
+        self.clients.discard(client)
+        if not self.clients:
+            self._unwatch()
+
     async def _run(self, subscription: Subscription) -> None:
         async for batch in subscription:
             if not self.clients:
@@ -116,7 +130,7 @@ class LiveFeed:
             self._disconnect(client, WSCloseCode.TRY_AGAIN_LATER, b"too slow")
 
     def _disconnect(self, client: LiveClient, code: int, reason: bytes) -> None:
-        self.clients.discard(client)
+        self._remove(client)
         if client.writer is not None:
             client.writer.cancel()
         closing = asyncio.create_task(self._close(client.ws, code, reason))
@@ -148,6 +162,7 @@ class LiveFeed:
         client = LiveClient(ws, self.queue_limit)
         client.queue.put_nowait(dumps(self.snapshot()))
         self.clients.add(client)
+        self._watch()  # no await since the snapshot: the subscription starts exactly where it ends
         client.writer = asyncio.create_task(self._write(client), name="web live writer")
         try:
             # browsers send nothing but pings; reading keeps the close handshake and heartbeat working
@@ -156,7 +171,7 @@ class LiveFeed:
                     break
         finally:
             if client in self.clients:
-                self.clients.discard(client)
+                self._remove(client)
                 client.writer.cancel()
             await asyncio.gather(client.writer, return_exceptions=True)
         return ws

@@ -63,7 +63,6 @@ class WebServer:
     # lifecycle
 
     async def start(self) -> None:
-        await self.live.start()
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
