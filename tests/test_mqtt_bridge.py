@@ -24,7 +24,7 @@ from hub import hookimpl
 from hub.app import Hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.hookspecs import DriverSpec
-from hub.model import Command
+from hub.model import Channel, Command, Device
 from hub.mqtt import bridge as bridge_module
 from hub.mqtt.bridge import MqttBridge
 from hub.plugins import PluginHost
@@ -315,6 +315,37 @@ async def test_meters_are_throttled_and_sent_only_when_they_move(
             clipped = await probe.json(meters_topic)
             assert clipped["audio_peak"] is True and clipped["rf_dbm"] == -89.5
             assert len(probe.messages) == 1
+
+
+async def test_a_meter_batch_larger_than_one_slice_reaches_every_channel(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    # a large site moves thousands of meters per interval; they go out in slices, and none is left behind
+    channels = bridge_module.METER_SLICE * 2 + 100
+    async with running_hub(mqtt_broker, tmp_path, [], meter_interval_s=0.2) as hub:
+        base = hub.config.mqtt.base_topic
+        for number in range(channels // 4):
+            hub.store.add_device(
+                Device(
+                    id=f"rack-{number:03d}",
+                    vendor="bench",
+                    host="127.0.0.1",
+                    port=1,
+                    online=True,
+                    channels=[Channel(index=index) for index in range(1, 5)],
+                )
+            )
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe(f"{base}/devices/+/channels/+/meters")
+            for device in list(hub.store.devices.values()):
+                for channel in device.channels:
+                    hub.store.update_channel(device.id, channel.index, {"rf_dbm": -50.0 - channel.index})
+
+            def updated() -> int:
+                return sum(orjson.loads(payload)["rf_dbm"] is not None for payload in probe.latest.values())
+
+            await eventually(lambda: updated() == channels, 10, "every channel's new meters")
+            assert len(probe.latest) == channels
 
 
 async def test_set_payload_with_transaction_on_device_topic(

@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import orjson
@@ -30,7 +30,7 @@ from hub.mqtt.client import BrokerAddress, MqttClient, TlsFiles, Will
 from hub.mqtt.embedded import EmbeddedBroker, EmbeddedBrokerError
 from hub.mqtt.homeassistant import discovery_config
 from hub.mqtt.topics import Topics
-from hub.state import ADDED, ONLINE, REMOVED, Batch, Subscription
+from hub.state import ADDED, ONLINE, REMOVED, Batch, ChangeKey, Subscription
 from hub.store import AlertEvent
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ STATE_FIELDS = (CHANNEL_FIELDS - METER_FIELDS) | DEVICE_FIELDS
 # Long enough to merge the burst of updates one device report makes, short enough to stay well under
 # the 100 ms change-to-MQTT budget.
 STATE_COALESCE_S = 0.02
+# channels whose meters are published in one event-loop turn (a few ms): a large batch is cut into slices
+METER_SLICE = 500
 # Home Assistant subscribes to state topics after it has processed the configs; meters are not retained,
 # so their snapshot waits a moment after the configs went out.
 HOMEASSISTANT_METER_DELAY_S = 2.0
@@ -196,7 +198,7 @@ class MqttBridge:
         self._subscriptions = [state, meters]
         self._loops = [
             asyncio.create_task(self._consume(state, self._on_state_batch), name="mqtt state"),
-            asyncio.create_task(self._consume(meters, self._on_meter_batch), name="mqtt meters"),
+            asyncio.create_task(self._consume_meters(meters), name="mqtt meters"),
         ]
         client.start()
         if not await client.wait_connected(self.hub.config.io_timeout_s):
@@ -238,6 +240,19 @@ class MqttBridge:
                 handle(batch)
             except Exception:  # a publishing bug must not stop every later update
                 log.exception("MQTT publishing failed for %d change(s)", len(batch))
+
+    async def _consume_meters(self, subscription: Subscription) -> None:
+        # One meter batch holds every channel that moved in the last interval: thousands at a large site.
+        # Publishing it in slices lets device input and state changes run in between.
+        async for batch in subscription:
+            items = list(batch.items())
+            for start in range(0, len(items), METER_SLICE):
+                if start:
+                    await asyncio.sleep(0)
+                try:
+                    self._on_meter_batch(items[start : start + METER_SLICE])
+                except Exception:
+                    log.exception("MQTT meter publishing failed for %d channel(s)", len(items))
 
     # Outbound: state
 
@@ -344,11 +359,11 @@ class MqttBridge:
 
     # Outbound: meters (the hot path)
 
-    def _on_meter_batch(self, batch: Batch) -> None:
+    def _on_meter_batch(self, changes: Iterable[tuple[ChangeKey, set[str]]]) -> None:
         devices = self.hub.store.devices
         threshold = self.settings.meter_threshold_db
         last = self._last_meters
-        for key, changed in batch.items():
+        for key, changed in changes:
             device_id, index = key
             if index is None or not changed & METER_FIELDS:
                 continue
