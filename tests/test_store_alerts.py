@@ -227,3 +227,46 @@ async def test_open_alerts_survive_a_restart_and_clear_only_on_news(tmp_path: Pa
         assert again.alerts.open_alerts() == []
     finally:
         await again.close()
+
+
+async def test_meter_only_changes_still_raise_rf_low_after_the_debounce(venue: Venue) -> None:
+    # only rf_dbm moves, every tick, as live metering does: the RF rule alone is re-judged, and its timer runs
+    judged_with: dict[float, float] = {}
+
+    def meter(tick: int) -> None:
+        venue.set(rf_dbm=-95.0 - tick % 3)
+        judged_with[venue.clock.now() + TICK_S] = -95.0 - tick % 3
+
+    venue.run(6.0, meter)
+    [raised] = venue.raised(AlertKind.RF_LOW)
+    assert raised.alert.channel == 1
+    assert raised.alert.message == f"shure-A ch 1: RF signal low (90%, {judged_with[raised.alert.raised_at]:g} dBm)"
+    venue.run(6.0, lambda tick: venue.set(rf_dbm=-50.0 - tick % 3))
+    assert AlertKind.RF_LOW not in venue.open_kinds()
+
+
+async def test_a_device_going_offline_raises_device_offline_and_holds_its_channels(venue: Venue) -> None:
+    venue.set(rf_dbm=-95.0)
+    venue.run(2.0)
+    venue.state.set_online("shure-A", False)
+    venue.run(10.0)
+    assert venue.open_kinds() == {AlertKind.DEVICE_OFFLINE}, "an RF dip pending when it went away is held"
+    venue.state.set_online("shure-A", True)  # back, still low: the pending RF alert runs on
+    venue.run(6.0)
+    assert venue.open_kinds() == {AlertKind.RF_LOW}
+
+
+async def test_assigning_a_channel_whose_transmitter_is_already_off_raises_tx_off(venue: Venue) -> None:
+    venue.set(2, tx_present=False)
+    venue.run(6.0)
+    assert venue.raised(AlertKind.TX_OFF) == [], "not assigned: nobody misses it"
+    anna = await venue.store.performers.create("Anna", source=Source.REST)
+    await venue.store.performers.assign(anna.id, "shure-A", 2, source=Source.REST)
+    venue.run(11.0)  # no state change at all: the sweep notices the assignment
+    [raised] = venue.raised(AlertKind.TX_OFF)
+    assert raised.alert.message.startswith("Anna (shure-A ch 2)")
+    await venue.store.performers.assign(
+        anna.id, "shure-A", 2, source=Source.REST, alert_prefs={"disabled_kinds": ["tx_off"]}
+    )
+    venue.run(11.0)
+    assert AlertKind.TX_OFF not in venue.open_kinds(), "disabling the kind clears it without a state change"

@@ -242,3 +242,32 @@ async def test_runtime_estimate_for_bars_only_is_within_15_percent(
         assert await store.history.runtime_estimate("shure-A", 1) is None, "a device reporting runtime wins"
     finally:
         await store.close()
+
+
+async def test_every_channel_gets_its_bucket_and_blocks_end_across_an_hour(tmp_path: Path) -> None:
+    """Many channels cross a bucket, a 10 min block and an hourly block together; closing is spread over
+    ticks, and nothing is lost: a query right after the boundary shows the finished bucket."""
+    state = StateStore()
+    for number in range(60):
+        put_receiver(state, f"shure-{number}", channels=4, battery_percent=50, rf_dbm=-60.0, audio_dbfs=-20.0)
+    clock = SimulatedClock(start=1_767_225_600.0 + 3600 - 20)
+    store = await open_simulated(tmp_path, state, clock)
+    try:
+        for _ in range(101):  # 50 s at the 0.5 s tick, the last one just after a bucket ended
+            store.step()
+            clock.advance(0.5)
+        boundary = 1_767_225_600.0 + 3600
+        points = await store.history.query("shure-59", 4, boundary - 20)
+        assert [p.t - boundary for p in points] == [-20, -10, 0, 10, 20], "queued to be closed, and shown"
+        assert {(p.battery_avg, p.rf_dbm_avg, p.audio_dbfs_avg) for p in points} == {(50, -60, -20)}
+        minutes = await store.history.query("shure-0", 1, boundary - 60, step=60)
+        assert [p.t - boundary for p in minutes] == [-60], "the 10 min block before the hour was rolled up"
+        for number in range(60):
+            state.set_online(f"shure-{number}", False)
+        clock.advance(3600 + 60)  # quiet for an hour: the sweeps finish what the channels left open
+        store.step()
+        store.step()
+        final = await store.history.query("shure-30", 2, boundary - 60, step=60)
+        assert [p.t - boundary for p in final] == [-60, 0]
+    finally:
+        await store.close()

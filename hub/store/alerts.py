@@ -10,23 +10,22 @@ reconnected its channels are HOLD: no news is not good news, and a restart does 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Final, Literal
 
 from hub.model import Channel
-from hub.state import ChangeKey, StateStore
+from hub.state import ONLINE, ChangeKey, StateStore
 from hub.store.audit import AuditLog
 from hub.store.clock import Clock
 from hub.store.db import Database
 from hub.store.devices import KnownDevices
 from hub.store.errors import ConflictError, NotFoundError
-from hub.store.performers import ExtendedNames, Performers
-from hub.store.records import AlertPrefs, Record, Source
+from hub.store.performers import ChannelKey, ExtendedNames, Performers
+from hub.store.records import AlertPrefs, Assignment, KnownDevice, Record, Source
 from hub.store.service import Service
 
 log = logging.getLogger("hub.store.alerts")
@@ -83,6 +82,9 @@ class AlertSettings:
     warning_for_s: float = 2.0
     clear_after_s: float = 5.0
     clip_clear_after_s: float = 10.0
+    # how often every device and every channel's assignment is looked at, changed or not: the safety net
+    # for what reaches the alerts without a state change (a performer assigned to a silent channel)
+    sweep_every_s: float = 5.0
     warning_patterns: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_WARNING_PATTERNS))
 
 
@@ -119,14 +121,38 @@ class Verdict(Enum):
     CLEAR = "clear"
 
 
-@dataclass(frozen=True)
-class _Judgement:
-    key: AlertKey
-    verdict: Verdict
-    raise_after: float
-    clear_after: float
-    severity: Literal["warning", "critical"] = "warning"
-    message: str = ""
+# Channel rules as bits of a mask, and which rules read which state field: a change re-judges only those.
+_BATTERY, _TX_OFF, _RF, _CLIP, _WARNING = 1, 2, 4, 8, 16
+_ALL_RULES: Final = _BATTERY | _TX_OFF | _RF | _CLIP | _WARNING
+_RULE_OF_KIND: Final[Mapping[AlertKind, int]] = {
+    AlertKind.LOW_BATTERY: _BATTERY,
+    AlertKind.TX_OFF: _TX_OFF,
+    AlertKind.RF_LOW: _RF,
+    AlertKind.AUDIO_CLIP: _CLIP,
+    AlertKind.DEVICE_WARNING: _WARNING,
+}
+# Fields not listed (the lifecycle pseudo-fields, anything new) re-judge every rule of the channel.
+_RULES_OF_FIELD: Final[Mapping[str, int]] = {
+    "tx_present": _BATTERY | _TX_OFF | _RF,
+    "battery_bars": _BATTERY,
+    "battery_percent": _BATTERY,
+    "battery_runtime_min": _BATTERY,
+    "rf_dbm": _RF,
+    "rf_quality_percent": _RF,
+    "audio_peak": _CLIP,
+    "warnings": _WARNING,
+    "name": 0,  # only an alert's message shows it, and that is written when the alert is raised
+}
+_SEVERITY: Final[Mapping[AlertKind, Literal["warning", "critical"]]] = {
+    AlertKind.LOW_BATTERY: "warning",
+    AlertKind.TX_OFF: "critical",
+    AlertKind.RF_LOW: "critical",
+    AlertKind.AUDIO_CLIP: "warning",
+    AlertKind.DEVICE_OFFLINE: "critical",
+    AlertKind.DEVICE_WARNING: "warning",
+}
+_NO_PREFS: Final = AlertPrefs()
+_METER_FIELDS: Final = frozenset({"rf_dbm", "rf_quality_percent", "audio_peak"})
 
 
 @dataclass
@@ -181,7 +207,19 @@ class Alerts(Service):
             self._trackers[key] = _Tracker()
         self._last_id = last_id
         self._listeners: list[AlertListener] = []
-        self._judged_all = False
+        s = settings
+        self._timing: dict[AlertKind, tuple[float, float]] = {  # (raise after, clear after)
+            AlertKind.LOW_BATTERY: (s.battery_for_s, s.clear_after_s),
+            AlertKind.TX_OFF: (s.tx_off_for_s, s.clear_after_s),
+            AlertKind.RF_LOW: (s.rf_low_for_s, s.clear_after_s),
+            AlertKind.AUDIO_CLIP: (0.0, s.clip_clear_after_s),
+            AlertKind.DEVICE_OFFLINE: (s.offline_for_s, s.clear_after_s),
+            AlertKind.DEVICE_WARNING: (s.warning_for_s, s.clear_after_s),
+        }
+        self._next_sweep = clock.now()
+        self._swept = False
+        self._assignments_seen: dict[ChannelKey, Assignment] = {}
+        self._known: list[KnownDevice] = []
 
     # the service
 
@@ -235,58 +273,123 @@ class Alerts(Service):
 
     # the engine
 
-    def evaluate(self, changed: Iterable[ChangeKey] = ()) -> None:
-        """Judge every changed channel, every channel with a pending or open alert, and every device."""
+    def evaluate(self, changed: Mapping[ChangeKey, Set[str]]) -> None:
+        """Judge what may have changed: per changed channel the rules that read a changed field, every rule
+        with a pending or open alert (time moves those), changed devices, and every device on a sweep."""
         now = self._clock.now()
-        channels = {key for key in changed if key[1] is not None}
-        if not self._judged_all:
-            # devices already in the store when we opened sent no change: judge them once anyway
-            self._judged_all = True
-            channels.update(
-                (device.id, channel.index) for device in self._state.devices.values() for channel in device.channels
-            )
-        channels.update((key[1], key[2]) for key in self._trackers if key[2] is not None)
-        for device_id, index in channels:
-            if index is not None:
-                for judgement in self._judge_channel(device_id, index):
-                    self._apply(judgement, now)
-        device_ids = set(self._state.devices)
-        device_ids.update(device.device_id or device.url for device in self._devices.all())
-        device_ids.update(key[1] for key in self._trackers if key[0] is AlertKind.DEVICE_OFFLINE)
-        for device_id in device_ids:
-            self._apply(self._judge_device(device_id), now)
+        state = self._state.devices
+        tracked: dict[ChannelKey, int] = {}
+        device_ids: set[str] = set()
+        for kind, device_id, index, _ in self._trackers:
+            if index is None:
+                device_ids.add(device_id)
+            else:
+                tracked[device_id, index] = tracked.get((device_id, index), 0) | _RULE_OF_KIND[kind]
+        lifecycle: list[str] = []
+        rf_quality, rf_dbm = self.settings.rf_quality_percent, self.settings.rf_dbm
+        for key, fields in changed.items():
+            device_id, index = key
+            if index is None:
+                device_ids.add(device_id)
+                if ONLINE in fields:
+                    lifecycle.append(device_id)  # its channels report no change of their own
+                continue
+            if fields <= _METER_FIELDS and (device_id, index) not in tracked:
+                # The bulk of every tick: meters moved on a channel with nothing pending or open. Only a rule
+                # turning ACTIVE would matter; if neither could, skip the channel (a superset of _rf_verdict).
+                device = state.get(device_id)
+                channel = device.channel(index) if device is not None else None
+                if channel is None:
+                    continue
+                quality, dbm = channel.rf_quality_percent, channel.rf_dbm
+                rf_low = channel.tx_present is True and (
+                    (quality is not None and quality <= rf_quality) or (dbm is not None and dbm <= rf_dbm)
+                )
+                if not rf_low and channel.audio_peak is not True:
+                    continue
+            rules = 0
+            for name in fields:
+                rules |= _RULES_OF_FIELD.get(name, _ALL_RULES)
+            pending = tracked.pop((device_id, index), 0) if tracked else 0
+            if rules | pending:
+                self._judge_channel(device_id, index, rules | pending, pending, now)
+        for (device_id, index), pending in tracked.items():
+            self._judge_channel(device_id, index, pending, pending, now)
+        for device_id in lifecycle:
+            device = state.get(device_id)
+            for channel in device.channels if device is not None else ():
+                self._judge_channel(device_id, channel.index, _ALL_RULES, _ALL_RULES, now)
 
-    def _apply(self, judgement: _Judgement, now: float) -> None:
-        key = judgement.key
+        known = self._devices.all()
+        sweep = now >= self._next_sweep
+        if sweep:
+            # devices already in the store when we opened sent no change, and an assignment or its preferences
+            # change without a state change: look at every channel whose assignment is not the one last seen
+            self._next_sweep = now + self.settings.sweep_every_s
+            self._sweep_channels(now)
+        if sweep or known != self._known:
+            # KnownDevices changes (added, removed, bound to its id) never reach the state store
+            self._known = known
+            device_ids.update(state)
+            device_ids.update(entry.device_id or entry.url for entry in known)
+        if device_ids:
+            by_key: dict[str, KnownDevice] = {}
+            for entry in known:  # KnownDevices.find, without a scan of every known device per device
+                by_key.setdefault(entry.url, entry)
+            for entry in known:
+                if entry.device_id is not None:
+                    by_key.setdefault(entry.device_id, entry)
+            for device_id in device_ids:
+                self._judge_device(device_id, by_key.get(device_id), now)
+
+    def _sweep_channels(self, now: float) -> None:
+        """Judge every rule of each channel whose assignment changed since the last sweep (all of them on
+        the first: the channels already in the store when the alerts opened sent no change)."""
+        seen = self._assignments_seen
+        assignment_for = self._performers.assignment_for
+        for device in list(self._state.devices.values()):
+            for channel in device.channels:
+                key = (device.id, channel.index)
+                assignment = assignment_for(*key)
+                if assignment is not seen.get(key) or not self._swept:
+                    if assignment is None:
+                        seen.pop(key, None)
+                    else:
+                        seen[key] = assignment
+                    self._judge_channel(device.id, channel.index, _ALL_RULES, _ALL_RULES, now)
+        self._swept = True
+
+    def _apply(self, key: AlertKey, verdict: Verdict, now: float) -> None:
         tracker = self._trackers.get(key)
         if tracker is None:
-            if judgement.verdict is not Verdict.ACTIVE:
+            if verdict is not Verdict.ACTIVE:
                 return
             tracker = self._trackers[key] = _Tracker()
         is_open = key in self._open
-        if judgement.verdict is Verdict.ACTIVE:
+        raise_after, clear_after = self._timing[key[0]]
+        if verdict is Verdict.ACTIVE:
             tracker.ok_since = None
             if not is_open:
                 if tracker.pending_since is None:
                     tracker.pending_since = now
-                if now - tracker.pending_since >= judgement.raise_after:
-                    self._raise(judgement, now)
+                if now - tracker.pending_since >= raise_after:
+                    self._raise(key, now)
                     tracker.pending_since = None
-        elif judgement.verdict is Verdict.HOLD:
+        elif verdict is Verdict.HOLD:
             tracker.ok_since = None
         else:
             tracker.pending_since = None
             if is_open:
                 if tracker.ok_since is None:
                     tracker.ok_since = now
-                if now - tracker.ok_since >= judgement.clear_after:
+                if now - tracker.ok_since >= clear_after:
                     self._clear(key, now)
                     del self._trackers[key]
             else:
                 del self._trackers[key]
 
-    def _raise(self, judgement: _Judgement, now: float) -> None:
-        kind, device_id, channel, detail = judgement.key
+    def _raise(self, key: AlertKey, now: float) -> None:
+        kind, device_id, channel, detail = key
         self._last_id += 1
         alert = Alert(
             id=self._last_id,
@@ -294,11 +397,11 @@ class Alerts(Service):
             device_id=device_id,
             channel=channel,
             detail=detail,
-            severity=judgement.severity,
-            message=judgement.message,
+            severity=_SEVERITY[kind],
+            message=self._message(key),
             raised_at=now,
         )
-        self._open[judgement.key] = alert
+        self._open[key] = alert
         self._db.submit(_INSERT, (alert.id, kind.value, device_id, channel, detail, alert.severity, alert.message, now))
         log.info("alert raised: %s", alert.message)
         self._emit("raised", alert)
@@ -317,13 +420,10 @@ class Alerts(Service):
             except Exception:  # one broken consumer (MQTT, board) must not stop the alerts
                 log.exception("alert listener %r failed", listener)
 
-    # the rules
+    # the rules: verdicts are cheap and built for every change; the message only when an alert is raised
 
-    def _judge_device(self, device_id: str) -> _Judgement:
-        s = self.settings
-        key: AlertKey = (AlertKind.DEVICE_OFFLINE, device_id, None, "")
-        device = self._state.get(device_id)
-        known = self._devices.find(device_id)
+    def _judge_device(self, device_id: str, known: KnownDevice | None, now: float) -> None:
+        device = self._state.devices.get(device_id)
         if device is not None and device.online:
             verdict = Verdict.CLEAR
         elif device is None and known is None:
@@ -332,122 +432,138 @@ class Alerts(Service):
             verdict = Verdict.CLEAR  # watched by URL until it identified itself; its id takes over
         else:
             verdict = Verdict.ACTIVE
-        name = device.name if device is not None and device.name else device_id
-        return _Judgement(key, verdict, s.offline_for_s, s.clear_after_s, "critical", f"{name}: device offline")
+        self._apply((AlertKind.DEVICE_OFFLINE, device_id, None, ""), verdict, now)
 
-    def _judge_channel(self, device_id: str, index: int) -> list[_Judgement]:
-        device = self._state.get(device_id)
+    def _judge_channel(self, device_id: str, index: int, rules: int, tracked: int, now: float) -> None:
+        """Apply the verdicts of ``rules`` (a mask of rule bits) to one channel. A verdict other than ACTIVE
+        changes nothing for a rule without a pending or open alert (``tracked``, a mask too, may have one),
+        so the common case, a meter moving within its limits, builds no key and looks nothing up."""
+        device = self._state.devices.get(device_id)
         channel = device.channel(index) if device is not None else None
-        assignment = self._performers.assignment_for(device_id, index)
-        prefs = assignment.alert_prefs if assignment is not None else AlertPrefs()
-        label = self._label(device_id, index, assignment.performer_id if assignment else None)
-        judgements = [
-            self._low_battery(device_id, index, channel, prefs, label),
-            self._tx_off(device_id, index, channel, assignment is not None, label),
-            self._rf_low(device_id, index, channel, label),
-            self._audio_clip(device_id, index, channel, label),
-            *self._warnings(device_id, index, channel, label),
-        ]
+        verdicts: list[tuple[AlertKey, Verdict]]
         if device is None or channel is None or not device.online:
+            if not rules & tracked:
+                return
             # unknown is not fine: hold what is open until the device reports again, unless it was removed
             gone = device is None and not self._devices.has(device_id)
-            hold = Verdict.CLEAR if gone else Verdict.HOLD
-            judgements = [dataclasses.replace(judgement, verdict=hold) for judgement in judgements]
-        disabled = set(prefs.disabled_kinds)
-        return [
-            dataclasses.replace(judgement, verdict=Verdict.CLEAR) if judgement.key[0].value in disabled else judgement
-            for judgement in judgements
-        ]
+            held = Verdict.CLEAR if gone else Verdict.HOLD
+            verdicts = [(key, held) for key in self._keys(device_id, index, rules & tracked)]
+        else:
+            verdicts = []
+            s = self.settings
+            if rules & _RF:
+                verdict = _rf_verdict(channel, s)
+                if verdict is Verdict.ACTIVE or tracked & _RF:
+                    verdicts.append(((AlertKind.RF_LOW, device_id, index, ""), verdict))
+            if rules & _CLIP:
+                verdict = Verdict.ACTIVE if channel.audio_peak is True else Verdict.CLEAR
+                if verdict is Verdict.ACTIVE or tracked & _CLIP:
+                    verdicts.append(((AlertKind.AUDIO_CLIP, device_id, index, ""), verdict))
+            if rules & _WARNING:
+                texts = [text.lower() for text in channel.warnings]
+                for detail, patterns in s.warning_patterns.items():
+                    key: AlertKey = (AlertKind.DEVICE_WARNING, device_id, index, detail)
+                    if any(pattern in text for text in texts for pattern in patterns):
+                        verdicts.append((key, Verdict.ACTIVE))
+                    elif tracked & _WARNING:
+                        verdicts.append((key, Verdict.CLEAR))
+            if rules & (_BATTERY | _TX_OFF):
+                assignment = self._performers.assignment_for(device_id, index)
+                if rules & _BATTERY:
+                    prefs = assignment.alert_prefs if assignment is not None else _NO_PREFS
+                    verdict = _battery_verdict(channel, prefs, s)
+                    if verdict is Verdict.ACTIVE or tracked & _BATTERY:
+                        verdicts.append(((AlertKind.LOW_BATTERY, device_id, index, ""), verdict))
+                if rules & _TX_OFF:
+                    present = channel.tx_present
+                    if assignment is None or present is True:
+                        verdict = Verdict.CLEAR
+                    else:
+                        verdict = Verdict.ACTIVE if present is False else Verdict.HOLD
+                    if verdict is Verdict.ACTIVE or tracked & _TX_OFF:
+                        verdicts.append(((AlertKind.TX_OFF, device_id, index, ""), verdict))
+        if not verdicts:
+            return
+        assignment = self._performers.assignment_for(device_id, index)
+        disabled = assignment.alert_prefs.disabled_kinds if assignment is not None else ()
+        for key, verdict in verdicts:
+            self._apply(key, Verdict.CLEAR if disabled and key[0].value in disabled else verdict, now)
 
-    def _low_battery(
-        self, device_id: str, index: int, channel: Channel | None, prefs: AlertPrefs, label: str
-    ) -> _Judgement:
-        s = self.settings
-        key: AlertKey = (AlertKind.LOW_BATTERY, device_id, index, "")
-        bars_limit = s.battery_bars if prefs.battery_bars is None else prefs.battery_bars
-        percent_limit = s.battery_percent if prefs.battery_percent is None else prefs.battery_percent
-        runtime_limit = s.battery_runtime_min if prefs.battery_runtime_min is None else prefs.battery_runtime_min
-        verdict = Verdict.CLEAR
-        message = ""
-        if channel is not None and channel.tx_present is not False:
+    def _keys(self, device_id: str, index: int, rules: int) -> list[AlertKey]:
+        keys: list[AlertKey] = [
+            (kind, device_id, index, "") for kind, rule in _RULE_OF_KIND.items() if rules & rule and rule != _WARNING
+        ]
+        if rules & _WARNING:
+            keys += [(AlertKind.DEVICE_WARNING, device_id, index, detail) for detail in self.settings.warning_patterns]
+        return keys
+
+    def _message(self, key: AlertKey) -> str:
+        """What an alert says, from the values at the moment it is raised."""
+        kind, device_id, index, detail = key
+        device = self._state.devices.get(device_id)
+        if index is None:
+            return f"{device.name if device is not None and device.name else device_id}: device offline"
+        channel = device.channel(index) if device is not None else None
+        label = self._label(device_id, index)
+        if kind is AlertKind.LOW_BATTERY and channel is not None:
             bars, percent, runtime = channel.battery_bars, channel.battery_percent, channel.battery_runtime_min
-            if _below(bars, bars_limit) or _below(percent, percent_limit) or _below(runtime, runtime_limit):
-                verdict = Verdict.ACTIVE
-            elif not (
-                _above_or_unknown(bars, bars_limit + 2)
-                and _above_or_unknown(percent, percent_limit + s.battery_percent_margin)
-                and _above_or_unknown(runtime, runtime_limit + s.battery_runtime_margin_min)
-            ):
-                verdict = Verdict.HOLD
             shown = [
                 f"{bars} bars" if bars is not None else "",
                 f"{percent}%" if percent is not None else "",
                 f"{runtime} min left" if runtime is not None else "",
             ]
-            message = f"{label}: battery low ({', '.join(part for part in shown if part)})"
-        return _Judgement(key, verdict, s.battery_for_s, s.clear_after_s, "warning", message)
-
-    def _tx_off(self, device_id: str, index: int, channel: Channel | None, assigned: bool, label: str) -> _Judgement:
-        s = self.settings
-        key: AlertKey = (AlertKind.TX_OFF, device_id, index, "")
-        present = channel.tx_present if channel is not None else None
-        if not assigned or present is True:
-            verdict = Verdict.CLEAR
-        elif present is False:
-            verdict = Verdict.ACTIVE
-        else:
-            verdict = Verdict.HOLD
-        return _Judgement(key, verdict, s.tx_off_for_s, s.clear_after_s, "critical", f"{label}: transmitter is off")
-
-    def _rf_low(self, device_id: str, index: int, channel: Channel | None, label: str) -> _Judgement:
-        s = self.settings
-        key: AlertKey = (AlertKind.RF_LOW, device_id, index, "")
-        verdict = Verdict.CLEAR
-        message = ""
-        if channel is not None and channel.tx_present is True:
+            return f"{label}: battery low ({', '.join(part for part in shown if part)})"
+        if kind is AlertKind.RF_LOW and channel is not None:
             quality, dbm = channel.rf_quality_percent, channel.rf_dbm
-            if _below(quality, s.rf_quality_percent) or _below(dbm, s.rf_dbm):
-                verdict = Verdict.ACTIVE
-            elif not (
-                _above_or_unknown(quality, s.rf_quality_percent + s.rf_quality_margin)
-                and _above_or_unknown(dbm, s.rf_dbm + s.rf_dbm_margin)
-            ):
-                verdict = Verdict.HOLD
             shown = [f"{quality}%" if quality is not None else "", f"{dbm:g} dBm" if dbm is not None else ""]
-            message = f"{label}: RF signal low ({', '.join(part for part in shown if part)})"
-        return _Judgement(key, verdict, s.rf_low_for_s, s.clear_after_s, "critical", message)
+            return f"{label}: RF signal low ({', '.join(part for part in shown if part)})"
+        if kind is AlertKind.TX_OFF:
+            return f"{label}: transmitter is off"
+        if kind is AlertKind.AUDIO_CLIP:
+            return f"{label}: audio clipping"
+        return f"{label}: {detail} warning"
 
-    def _audio_clip(self, device_id: str, index: int, channel: Channel | None, label: str) -> _Judgement:
-        s = self.settings
-        key: AlertKey = (AlertKind.AUDIO_CLIP, device_id, index, "")
-        clipping = channel is not None and channel.audio_peak is True
-        verdict = Verdict.ACTIVE if clipping else Verdict.CLEAR
-        return _Judgement(key, verdict, 0.0, s.clip_clear_after_s, "warning", f"{label}: audio clipping")
-
-    def _warnings(self, device_id: str, index: int, channel: Channel | None, label: str) -> list[_Judgement]:
-        s = self.settings
-        texts = [text.lower() for text in (channel.warnings if channel is not None else [])]
-        return [
-            _Judgement(
-                (AlertKind.DEVICE_WARNING, device_id, index, detail),
-                Verdict.ACTIVE if any(p in text for text in texts for p in patterns) else Verdict.CLEAR,
-                s.warning_for_s,
-                s.clear_after_s,
-                "warning",
-                f"{label}: {detail} warning",
-            )
-            for detail, patterns in s.warning_patterns.items()
-        ]
-
-    def _label(self, device_id: str, index: int, performer_id: int | None) -> str:
+    def _label(self, device_id: str, index: int) -> str:
         where = f"{device_id} ch {index}"
-        if performer_id is not None:
+        assignment = self._performers.assignment_for(device_id, index)
+        if assignment is not None:
             try:
-                return f"{self._performers.get(performer_id).name} ({where})"
+                return f"{self._performers.get(assignment.performer_id).name} ({where})"
             except NotFoundError:
                 pass
         name = self._names.display_name(device_id, index)
         return f"{name} ({where})" if name else where
+
+
+def _rf_verdict(channel: Channel, s: AlertSettings) -> Verdict:
+    if channel.tx_present is not True:
+        return Verdict.CLEAR
+    quality, dbm = channel.rf_quality_percent, channel.rf_dbm
+    if _below(quality, s.rf_quality_percent) or _below(dbm, s.rf_dbm):
+        return Verdict.ACTIVE
+    if _above_or_unknown(quality, s.rf_quality_percent + s.rf_quality_margin) and _above_or_unknown(
+        dbm, s.rf_dbm + s.rf_dbm_margin
+    ):
+        return Verdict.CLEAR
+    return Verdict.HOLD
+
+
+def _battery_verdict(channel: Channel, prefs: AlertPrefs, s: AlertSettings) -> Verdict:
+    if channel.tx_present is False:
+        return Verdict.CLEAR
+    bars_limit = s.battery_bars if prefs.battery_bars is None else prefs.battery_bars
+    percent_limit = s.battery_percent if prefs.battery_percent is None else prefs.battery_percent
+    runtime_limit = s.battery_runtime_min if prefs.battery_runtime_min is None else prefs.battery_runtime_min
+    bars, percent, runtime = channel.battery_bars, channel.battery_percent, channel.battery_runtime_min
+    if _below(bars, bars_limit) or _below(percent, percent_limit) or _below(runtime, runtime_limit):
+        return Verdict.ACTIVE
+    if (
+        _above_or_unknown(bars, bars_limit + 2)
+        and _above_or_unknown(percent, percent_limit + s.battery_percent_margin)
+        and _above_or_unknown(runtime, runtime_limit + s.battery_runtime_margin_min)
+    ):
+        return Verdict.CLEAR
+    return Verdict.HOLD
 
 
 def _key_of(alert: Alert) -> AlertKey:

@@ -12,9 +12,11 @@ database drops first when the disk fails.
 from __future__ import annotations
 
 import itertools
+import math
 import sqlite3
 from array import array
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -31,6 +33,10 @@ METRICS: Final = ("battery", "rf_dbm", "audio_dbfs")
 VALUES_PER_BUCKET: Final = 3 * len(METRICS)
 BUCKETS_PER_BLOCK: Final = 60
 _EMPTY_BUCKET: Final = array("b", [MISSING]) * VALUES_PER_BUCKET
+_NEVER: Final = math.inf
+# Blocks due for a sweep are finished this many at least, or a 1/_FINISH_OVER_TICKS share of a tier, per tick.
+_FINISH_AT_ONCE: Final = 200
+_FINISH_OVER_TICKS: Final = 8
 
 _UPSERT_BLOCK = "INSERT OR REPLACE INTO history_blocks (series_id, step, start, data) VALUES (?, ?, ?, ?)"
 
@@ -90,34 +96,32 @@ class _Block:
         self.dirty = data is None
 
 
+Sample = tuple[float | None, float | None, float | None]  # battery, rf_dbm, audio_dbfs
+# A bucket that is over and waits to be closed: (series id, start, samples); closing empties the samples.
+_Finished = tuple[int, int, list[Sample]]
+
+
 class _Bucket:
-    """Samples of one channel in the bucket being filled: count, min, sum, max per metric."""
+    """One channel's bucket being filled. Taking a sample is one append (it runs for every channel on
+    every tick); the min/avg/max are worked out once, when the bucket is closed."""
 
-    __slots__ = ("start", "stats")
+    __slots__ = ("samples", "series_id", "start")
 
-    def __init__(self, start: int) -> None:
+    def __init__(self, series_id: int, start: int) -> None:
+        self.series_id = series_id
         self.start = start
-        self.stats: list[float] = [0.0, 0.0, 0.0, 0.0] * len(METRICS)
+        self.samples: list[Sample] = []
 
-    def add(self, values: Iterable[float | None]) -> None:
-        stats = self.stats
-        for offset, value in zip((0, 4, 8), values, strict=True):
-            if value is None:
-                continue
-            if stats[offset] == 0:
-                stats[offset + 1] = stats[offset + 3] = value
-            else:
-                stats[offset + 1] = min(stats[offset + 1], value)
-                stats[offset + 3] = max(stats[offset + 3], value)
-            stats[offset] += 1
-            stats[offset + 2] += value
+    def finish(self) -> _Finished:
+        return (self.series_id, self.start, self.samples)
 
-    def summary(self) -> list[float | None]:
-        result: list[float | None] = []
-        for offset in (0, 4, 8):
-            count, low, total, high = self.stats[offset : offset + 4]
-            result += [low, total / count, high] if count else [None, None, None]
-        return result
+
+def _summary(samples: list[Sample]) -> list[float | None]:
+    result: list[float | None] = []
+    for column in zip(*samples, strict=True):
+        values = [value for value in column if value is not None]
+        result += [min(values), sum(values) / len(values), max(values)] if values else [None, None, None]
+    return result
 
 
 def _rollup(data: array[int], group: int) -> list[array[int]]:
@@ -150,7 +154,14 @@ def _rollup(data: array[int], group: int) -> list[array[int]]:
 
 class History:
     """Feed it with :meth:`sample` (all channels from the state store) and :meth:`advance` (close due
-    buckets), both called on every store tick; or directly with :meth:`add_bucket`."""
+    buckets), both called on every store tick; or directly with :meth:`add_bucket`.
+
+    Every channel's bucket ends at the same moment, and closing one (summary, encoding, its block, maybe a
+    rollup) costs far more than a sample. Closing them all in the tick after the boundary held the event
+    loop for tens of milliseconds at thousands of channels, so a finished bucket waits in a queue and the
+    queue is worked off evenly over the next half bucket. A finished block likewise waits for its
+    channel's next bucket (or, for a channel that went quiet, a sweep a while later) rather than all
+    blocks of a tier finishing in one tick."""
 
     def __init__(
         self,
@@ -173,7 +184,22 @@ class History:
         self._last_series_id = max(series.values(), default=0)
         self._open = open_blocks
         self._step_span = [(tier.step_s, tier.span_s) for tier in tiers]
-        self._buckets: dict[int, _Bucket] = {}
+        step = tiers[0].step_s
+        self._buckets: dict[tuple[str, int], _Bucket] = {}  # being filled, by channel
+        self._next_quiet_check = 0.0  # when to look for buckets of channels no longer sampled
+        self._closing: deque[_Finished] = deque()  # oldest first, each to be closed by its deadline
+        self._close_within = step / 2
+        self._last_advance: float | None = None
+        # A finest-tier block is over when its span is; its channel's next bucket finishes it (spread over
+        # the close queue), and a sweep ``grace`` after its end finishes those of channels that went quiet.
+        # Coarser blocks are swept once the finer tier's sweep is done, a share per tick: finishing them
+        # together keeps their rows together in the file, so the finer rows expire whole pages (written
+        # between finer rows, a week of 100 channels took 28 MB instead of 20).
+        self._grace = [2 * step + level * step for level in range(len(tiers))]
+        self._next_finish = [
+            min((block.start + tiers[level].span_s + self._grace[level] for block in blocks.values()), default=_NEVER)
+            for level, blocks in enumerate(open_blocks)
+        ]
         now = clock.now()
         self._next_flush = now + settings.open_block_flush_s
         self._next_sweep = now
@@ -215,51 +241,68 @@ class History:
 
     # feeding
 
-    def observe(self, series_id: int, battery: float | None, rf_dbm: float | None, audio_dbfs: float | None) -> None:
-        step = self.settings.tiers[0].step_s
-        now = self._clock.now()
-        start = int(now) - int(now) % step
-        bucket = self._buckets.get(series_id)
-        if bucket is not None and bucket.start != start:
-            self._close(series_id, bucket)
-            bucket = None
-        if bucket is None:
-            bucket = self._buckets[series_id] = _Bucket(start)
-        bucket.add((battery, rf_dbm, audio_dbfs))
-
     def sample(self) -> None:
         """Take one sample of every channel with a transmitter on an online device."""
+        step = self.settings.tiers[0].step_s
+        now = int(self._clock.now())
+        start = now - now % step
+        buckets = self._buckets
         for device in self._state.devices.values():
             if not device.online:
                 continue
+            device_id = device.id
             for channel in device.channels:
                 if channel.tx_present is False:
                     continue
                 battery: float | None = channel.battery_percent
                 if battery is None and channel.battery_bars is not None:
                     battery = channel.battery_bars * LEVEL_PER_BAR
-                if battery is None and channel.rf_dbm is None and channel.audio_dbfs is None:
+                rf_dbm, audio_dbfs = channel.rf_dbm, channel.audio_dbfs
+                if battery is None and rf_dbm is None and audio_dbfs is None:
                     continue
-                self.observe(self.series(device.id, channel.index), battery, channel.rf_dbm, channel.audio_dbfs)
+                key = (device_id, channel.index)
+                bucket = buckets.get(key)
+                if bucket is None:
+                    bucket = buckets[key] = _Bucket(self.series(device_id, channel.index), start)
+                elif bucket.start != start:  # every channel at once at a boundary: keep it to a few operations
+                    self._closing.append(bucket.finish())
+                    bucket.start = start
+                    bucket.samples = []
+                bucket.samples.append((battery, rf_dbm, audio_dbfs))
+        if self._next_quiet_check == 0.0:
+            self._next_quiet_check = start + step
 
     def add_bucket(self, series_id: int, start: int, bucket: array[int]) -> None:
         """Store one finished finest-tier bucket (from :func:`encode_bucket`), oldest first per series."""
         self._add(0, series_id, start, bucket)
 
     def advance(self) -> None:
-        """Close buckets and blocks whose time is over; write open blocks and sweep old ones when due."""
+        """Close buckets and blocks whose time is over; write open blocks and sweep old ones when due.
+        Cheap when nothing is due: it looks at no channel then."""
         now = self._clock.now()
         step = self.settings.tiers[0].step_s
-        for series_id, bucket in list(self._buckets.items()):
-            if bucket.start + step <= now:
-                self._close(series_id, bucket)
-                del self._buckets[series_id]
+        if self._next_quiet_check and now >= self._next_quiet_check:
+            # sample() has moved every channel it saw this tick to a new bucket: what is left is quiet
+            for key, bucket in list(self._buckets.items()):
+                if bucket.start + step <= now:
+                    self._closing.append(bucket.finish())
+                    del self._buckets[key]
+            self._next_quiet_check = (int(now) - int(now) % step + step) if self._buckets else 0.0
+        self._work_off_closing(now)
         for level, tier in enumerate(self.settings.tiers):
-            for series_id, block in list(self._open[level].items()):
-                if block.start + tier.span_s + step <= now:
+            if now >= self._next_finish[level]:
+                blocks = self._open[level]
+                over = tier.span_s + self._grace[level]
+                due = [(series_id, block) for series_id, block in blocks.items() if block.start + over <= now]
+                share = max(_FINISH_AT_ONCE, len(blocks) // _FINISH_OVER_TICKS)
+                for series_id, block in due[:share]:
                     self._finish(level, series_id, block)
+                if len(due) > share:
+                    self._next_finish[level] = now
+                    break  # a coarser block is finished only after every finer one that rolls up into it
+                self._next_finish[level] = min((block.start + over for block in blocks.values()), default=_NEVER)
         if now >= self._next_flush:
-            self.flush()
+            self._write_open_blocks()
             self._next_flush = now + self.settings.open_block_flush_s
         if now >= self._next_sweep:
             for tier in self.settings.tiers:
@@ -271,14 +314,41 @@ class History:
             self._next_sweep = now + self.settings.retention_sweep_s
 
     def flush(self) -> None:
-        """Queue a write of every block being filled (on a timer, and at close)."""
+        """Close the finished buckets still queued and queue a write of every block being filled (at close)."""
+        self._close_queued(len(self._closing))
+        self._write_open_blocks()
+
+    def _write_open_blocks(self) -> None:
         for level, tier in enumerate(self.settings.tiers):
             for series_id, block in self._open[level].items():
                 if block.dirty:
                     self._write(tier, series_id, block)
 
-    def _close(self, series_id: int, bucket: _Bucket) -> None:
-        self._add(0, series_id, bucket.start, encode_bucket(bucket.summary()))
+    def _work_off_closing(self, now: float) -> None:
+        """Close queued buckets: all whose deadline has passed, then a share of the rest in proportion to
+        the time since the last call over the time left until the oldest one's deadline."""
+        closing = self._closing
+        last, self._last_advance = self._last_advance, now
+        step = self.settings.tiers[0].step_s
+        while closing:
+            deadline = closing[0][1] + step + self._close_within
+            if deadline <= now or last is None:
+                self._close_queued(1)
+                continue
+            self._close_queued(math.ceil(len(closing) * (now - last) / (deadline - last)))
+            return
+
+    def _close_queued(self, count: int) -> None:
+        closing = self._closing
+        for _ in range(min(count, len(closing))):
+            finished = closing.popleft()
+            if finished[2]:  # empty: a query closed it already
+                self._close(finished)
+
+    def _close(self, finished: _Finished) -> None:
+        series_id, start, samples = finished
+        self._add(0, series_id, start, encode_bucket(_summary(samples)))
+        samples.clear()
 
     def _add(self, level: int, series_id: int, start: int, bucket: array[int]) -> None:
         step, span = self._step_span[level]  # this runs for every bucket of every channel: keep it lean
@@ -292,6 +362,9 @@ class History:
             block = None
         if block is None:
             block = blocks[series_id] = _Block(block_start)
+            due = block_start + span + self._grace[level]
+            if due < self._next_finish[level]:
+                self._next_finish[level] = due
         offset = (start - block_start) // step * VALUES_PER_BUCKET
         block.data[offset : offset + VALUES_PER_BUCKET] = bucket
         block.dirty = True
@@ -324,6 +397,9 @@ class History:
         until = self._clock.now() if until is None else until
         if since >= until:
             raise ValidationError("since must be before until", since=since, until=until)
+        for finished in self._closing:  # what is finished is shown, closed or not yet
+            if finished[0] == series_id and finished[2]:
+                self._close(finished)
         level = self._tier_for(since, step)
         tier = self.settings.tiers[level]
         blocks = {
