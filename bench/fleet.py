@@ -93,7 +93,7 @@ class BenchReceiver(ShureSimulator):
         total = 0
         for peer in self.peers:
             transport = getattr(peer, "transport", None)
-            if isinstance(transport, asyncio.WriteTransport):
+            if transport is not None and hasattr(transport, "get_write_buffer_size"):  # TCP, on either event loop
                 total += transport.get_write_buffer_size()
         return total
 

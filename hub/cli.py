@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -112,12 +114,23 @@ def _raise_open_file_limit() -> None:
         )
 
 
+def _run_forever(main: Coroutine[Any, Any, None]) -> None:
+    """Run the hub on uvloop where it is installed (docs/adr/0009-uvloop.md), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        logging.getLogger("hub").info("uvloop is not installed: running on the standard asyncio event loop")
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def _run(config: HubConfig) -> int:
     from hub.app import Hub
 
     setup_logging(config.log_level, config.plugin_log_levels)
     _raise_open_file_limit()
-    asyncio.run(Hub(config).run_until_signalled())
+    _run_forever(Hub(config).run_until_signalled())
     return 0
 
 

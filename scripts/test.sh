@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh test
 scripts/install-system-deps.sh
 echo "== ruff"
-.venv/bin/ruff check hub plugins tests bench
-.venv/bin/ruff format --check hub plugins tests bench
+.venv/bin/ruff check hub plugins tests bench conftest.py
+.venv/bin/ruff format --check hub plugins tests bench conftest.py
 echo "== mypy --strict"
 .venv/bin/mypy hub plugins/shure/wmhub_shure plugins/sennheiser/wmhub_sennheiser
 echo "== pytest"

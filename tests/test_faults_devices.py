@@ -201,6 +201,7 @@ async def test_device_answering_slowly(mqtt_broker: TestBroker, tmp_path: Path) 
 
 
 LOSSY_OFFLINE_AFTER_S = 3.0
+LOSSY_IO_TIMEOUT_S = 3.0
 
 
 def tx_present(hub: Hub, url: str) -> bool | None:
@@ -219,7 +220,9 @@ async def udp_loss_case(
         url = url_of(proxy.port)
         # 3 s of silence before offline (the default is 10 s): with 1.5 s a false offline showed up in about
         # one run in 25 at 30 % loss, when several keep-alive exchanges in a row were lost
-        config = hub_config(tmp_path, [url], offline_after_s=LOSSY_OFFLINE_AFTER_S)
+        # 3 s to confirm a command (the default is 5 s; the other fault tests use 1 s): a resend every 250 ms
+        # gets through both ways with odds 0.49, so 1 s (four tries) still misses one command in 15
+        config = hub_config(tmp_path, [url], offline_after_s=LOSSY_OFFLINE_AFTER_S, io_timeout_s=LOSSY_IO_TIMEOUT_S)
         async with running_hub(config) as hub, Api(hub) as api:
             first_online = await seconds_until(lambda: is_online(hub, url), 15, "device online through the loss")
             device_id = device_of(hub, url).id  # type: ignore[union-attr]
