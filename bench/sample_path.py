@@ -2,8 +2,8 @@
 
 ``python -m bench.sample_path --receivers 400 --seconds 5`` builds the benchmark's receiver mix in one
 process without sockets: each receiver's driver is fed the bytes its simulator would send every 100 ms,
-into a state store carrying the subscriptions a running hub takes (MQTT state and meters, the board,
-history and alerts), drained every 0.5 s as their consumers would. It prints the CPU per sample, which is
+into a state store carrying the subscriptions a running hub takes (MQTT state and meters, history and
+alerts), drained every 0.5 s as their consumers would. It prints the CPU per sample, which is
 what the end-to-end benchmark's "hub CPU per merged sample" is made of besides sockets, MQTT and the store
 tick. Repeatable to a few percent on an idle machine; use it to compare a change before and after.
 """
@@ -29,10 +29,9 @@ TICKS_PER_DRAIN = 5  # 5 x 100 ms: the subscriptions' 0.5 s coalescing window
 
 def build(receivers: int) -> tuple[StateStore, list[tuple[ShureDriver, list[bytes], int]]]:
     store = StateStore()
-    # the hub's own subscriptions (hub/mqtt/bridge.py, hub/web/live.py, hub/store/persistence.py)
+    # the hub's own subscriptions with no board open (hub/mqtt/bridge.py, hub/store/persistence.py)
     store.subscribe((CHANNEL_FIELDS - METER_FIELDS) | DEVICE_FIELDS)
     store.subscribe(METER_FIELDS)
-    store.subscribe()
     store.subscribe(ALERT_FIELDS | {"name"})
     feeds = []
     for number, key in enumerate(plan(receivers, None)):

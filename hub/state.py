@@ -84,9 +84,13 @@ class Subscription:
 
     def _offer(self, key: ChangeKey, changed: Iterable[str]) -> None:
         # runs for every subscription on every meter sample: set operations in C, no Python-level loop
-        accepted = set(changed) if self._accepted is None else self._accepted.intersection(changed)
-        if not accepted:
+        wanted = self._accepted
+        if wanted is None:
+            accepted = set(changed)
+        elif wanted.isdisjoint(changed):  # e.g. a meter sample offered to the state topics: no allocation
             return
+        else:
+            accepted = wanted.intersection(changed)
         pending = self._pending
         entry = pending.get(key)
         if entry is not None:
