@@ -291,7 +291,7 @@ class MqttBridge:
                 if ADDED in changed:
                     configs.add(device_id)
         for device_id in configs:
-            self._publish_homeassistant(devices[device_id])
+            self._publish_homeassistant(devices[device_id], only_if_changed=True)
         if list_changed:
             self._publish_device_list()
 
@@ -312,10 +312,16 @@ class MqttBridge:
                 self.client.subscribe(topic_filter, self.settings.qos_state)
             self._controlled.add(device.id)
 
-    def _publish_homeassistant(self, device: Device) -> None:
-        if self.settings.homeassistant:
-            config = discovery_config(device, self.topics, self.settings.qos_state)
-            self._publish(self.topics.homeassistant_config(device.id), payloads.encode(config))
+    def _publish_homeassistant(self, device: Device, only_if_changed: bool = False) -> None:
+        if not self.settings.homeassistant:
+            return
+        assert self.client is not None
+        topic = self.topics.homeassistant_config(device.id)
+        payload = payloads.encode(discovery_config(device, self.topics, self.settings.qos_state))
+        # a config is ~11 KB per receiver and a receiver's first reports repeat it unchanged
+        if only_if_changed and self.client.retained_topics.get(topic) == (payload, self.settings.qos_state):
+            return
+        self._publish(topic, payload)
 
     def _clear_device(self, device_id: str) -> None:
         """Empty retained payloads on every topic the device had, so no ghost is left on the broker."""
