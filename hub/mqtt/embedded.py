@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from amqtt.broker import Broker
-
 log = logging.getLogger("hub.mqtt")
 
 _PLUGINS = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
@@ -30,6 +28,9 @@ class EmbeddedBroker:
         self._broker: Any = None
 
     async def start(self) -> int:
+        # imported here: amqtt and its dependencies cost 3 MB of memory in every hub that uses a real broker
+        from amqtt.broker import Broker
+
         # amqtt logs every packet at INFO; the hub's own log says what matters
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
