@@ -9,8 +9,6 @@ from hub.drivers import Driver, DriverSettings
 from hub.hookspecs import Candidate, DemoFleet, DiscoveredService, DriverSpec
 from hub.model import Command, CommandResult
 from wmhub_sennheiser import discovery, g4_driver, ssc1_driver, ssc2_driver
-from wmhub_sennheiser.simulator.fleet import SennheiserDemoFleet
-from wmhub_sennheiser.simulator.ssc2 import Ssc2Fleet
 
 DRIVERS = (
     ssc1_driver.SPEC,  # sennheiser-ssc://  SSCv1, JSON over UDP
@@ -32,6 +30,11 @@ def apply_command(driver: Driver, command: Command) -> Awaitable[CommandResult]:
 
 @hookimpl
 def register_simulators(register: Callable[[DemoFleet], None]) -> None:
+    # imported here: the simulators need cryptography (a certificate for SSCv2), 10 MB of memory that a
+    # hub without --demo never uses
+    from wmhub_sennheiser.simulator.fleet import SennheiserDemoFleet
+    from wmhub_sennheiser.simulator.ssc2 import Ssc2Fleet
+
     register(SennheiserDemoFleet())
     register(Ssc2Fleet(tick_s=1.0, tx_churn=0.02))  # a Spectera-style SSCv2 base station over HTTPS
 
