@@ -5,6 +5,11 @@ read through subscriptions. A subscription receives *which* fields changed on *w
 channel, coalesced: ten meter updates to one channel between two deliveries arrive as one entry, so a
 consumer that asks for at most one batch per 0.5 s does that much work and no more, however fast the
 devices stream. Consumers read the values themselves from the store when the batch arrives.
+
+Inside the store a set of changed fields is an int with one bit per field name: filtering a meter sample
+for each subscription is then one AND, and what waits for a consumer holds no objects the garbage
+collector must scan (sets alive for half a second, by the thousand, made its full collections run long
+enough to delay device input by 100 ms and more at a few thousand channels). Consumers get the names.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, Channel, Device
 
 # Keys of a change batch: (device_id, None) for the device itself, (device_id, index) for a channel.
 ChangeKey = tuple[str, int | None]
-Batch = dict[ChangeKey, set[str]]
+Batch = dict[ChangeKey, frozenset[str]]
 
 # Pseudo-fields that mark lifecycle changes in a batch, next to the model's own field names.
 ADDED: Final = "+added"
@@ -28,9 +33,34 @@ ONLINE: Final = "online"
 # Changes every subscription receives, whatever fields it asked for.
 LIFECYCLE: Final = frozenset({ADDED, REMOVED, ONLINE})
 
+_BIT: Final = {name: 1 << number for number, name in enumerate(sorted(CHANNEL_FIELDS | DEVICE_FIELDS | LIFECYCLE))}
+_ALL_BITS: Final = (1 << len(_BIT)) - 1
+_ADDED: Final = _BIT[ADDED]
+_REMOVED: Final = _BIT[REMOVED]
+_ONLINE: Final = _BIT[ONLINE]
+_names: dict[int, frozenset[str]] = {0: frozenset()}
 
-def _merge(target: Device | Channel, fields: Mapping[str, Any], allowed: frozenset[str]) -> set[str]:
-    """Set the given fields on ``target``; return the names whose value really changed."""
+
+def _mask(names: Iterable[str]) -> int:
+    mask = 0
+    for name in names:
+        try:
+            mask |= _BIT[name]
+        except KeyError:
+            raise KeyError(f"unknown device or channel field {name!r}") from None
+    return mask
+
+
+def _names_of(mask: int) -> frozenset[str]:
+    # a handful of masks recur (a sample's meters, a name, a battery step): each is built once
+    names = _names.get(mask)
+    if names is None:
+        names = _names[mask] = frozenset(name for name, bit in _BIT.items() if mask & bit)
+    return names
+
+
+def _merge(target: Device | Channel, fields: Mapping[str, Any], allowed: frozenset[str]) -> int:
+    """Set the given fields on ``target``; return the mask of those whose value really changed."""
     # pydantic keeps field values in the instance __dict__ (the models do not validate assignments);
     # writing there skips its per-assignment bookkeeping, which cost more than the merge itself at ten
     # samples a second per channel (bench/, docs/performance.md). Nothing reads model_fields_set.
@@ -38,11 +68,11 @@ def _merge(target: Device | Channel, fields: Mapping[str, Any], allowed: frozens
         unknown = sorted(set(fields) - allowed)
         raise KeyError(f"unknown {type(target).__name__.lower()} field {unknown[0]!r}")
     values = target.__dict__
-    changed = set()
+    changed = 0
     for name, value in fields.items():
         if values[name] != value:
             values[name] = value
-            changed.add(name)
+            changed |= _BIT[name]
     return changed
 
 
@@ -75,30 +105,22 @@ class Subscription:
     def __init__(self, store: StateStore, fields: frozenset[str] | None, min_interval: float) -> None:
         self._store = store
         self.fields = fields
-        self._accepted: set[str] | None = None if fields is None else set(fields | LIFECYCLE)
+        self._accepted = _ALL_BITS if fields is None else _mask(fields | LIFECYCLE)
         self.min_interval = min_interval
-        self._pending: Batch = {}
+        self._pending: dict[ChangeKey, int] = {}
         self._ready = asyncio.Event()
         self._last_delivery = 0.0
         self._closed = False
 
-    def _offer(self, key: ChangeKey, changed: Iterable[str]) -> None:
-        # runs for every subscription on every meter sample: set operations in C, no Python-level loop
-        wanted = self._accepted
-        if wanted is None:
-            accepted = set(changed)
-        elif wanted.isdisjoint(changed):  # e.g. a meter sample offered to the state topics: no allocation
+    def _offer(self, key: ChangeKey, changed: int) -> None:
+        # runs for every subscription on every meter sample
+        accepted = changed & self._accepted
+        if not accepted:
             return
-        else:
-            accepted = wanted.intersection(changed)
         pending = self._pending
-        entry = pending.get(key)
-        if entry is not None:
-            entry |= accepted  # pending was not empty, so the consumer has already been woken
-            return
         if not pending:
             self._ready.set()
-        pending[key] = accepted
+        pending[key] = pending.get(key, 0) | accepted
 
     @property
     def backlog(self) -> int:
@@ -126,15 +148,17 @@ class Subscription:
             self._ready.clear()
             if not self._pending:
                 continue
-            batch, self._pending = self._pending, {}
             self._last_delivery = time.monotonic()
-            return batch
+            return self._take()
 
     def drain(self) -> Batch:
         """Take what is pending without waiting (for consumers driven by their own clock)."""
-        batch, self._pending = self._pending, {}
         self._ready.clear()
-        return batch
+        return self._take()
+
+    def _take(self) -> Batch:
+        pending, self._pending = self._pending, {}
+        return {key: _names_of(mask) for key, mask in pending.items()}
 
 
 class StateStore:
@@ -151,7 +175,7 @@ class StateStore:
         self._subscriptions.add(sub)
         return sub
 
-    def _notify(self, key: ChangeKey, changed: Iterable[str]) -> None:
+    def _notify(self, key: ChangeKey, changed: int) -> None:
         for sub in self._subscriptions:
             sub._offer(key, changed)
 
@@ -161,16 +185,16 @@ class StateStore:
     def add_device(self, device: Device) -> None:
         """Add or replace a device; subscribers see it as added (device and every channel)."""
         self.devices[device.id] = device
-        self._notify((device.id, None), (ADDED,))
+        self._notify((device.id, None), _ADDED)
         for channel in device.channels:
-            self._notify((device.id, channel.index), (ADDED,))
+            self._notify((device.id, channel.index), _ADDED)
 
     def remove_device(self, device_id: str) -> Device | None:
         device = self.devices.pop(device_id, None)
         if device is not None:
             for channel in device.channels:
-                self._notify((device_id, channel.index), (REMOVED,))
-            self._notify((device_id, None), (REMOVED,))
+                self._notify((device_id, channel.index), _REMOVED)
+            self._notify((device_id, None), _REMOVED)
         return device
 
     def ensure_channels(self, device_id: str, count: int) -> None:
@@ -180,29 +204,31 @@ class StateStore:
         for index in range(1, count + 1):
             if index not in have:
                 device.channels.append(Channel(index=index))
-                self._notify((device_id, index), (ADDED,))
+                self._notify((device_id, index), _ADDED)
         device.channels.sort(key=lambda channel: channel.index)
 
-    def update_device(self, device_id: str, fields: Mapping[str, Any]) -> set[str]:
+    def update_device(self, device_id: str, fields: Mapping[str, Any]) -> frozenset[str]:
+        """Merge device fields; return the names whose value changed."""
         device = self.devices.get(device_id)
         if device is None:
-            return set()
+            return _names_of(0)
         changed = _merge(device, fields, DEVICE_FIELDS)
         device.last_seen = datetime.now(UTC)
         if changed:
             self._notify((device_id, None), changed)
-        return changed
+        return _names_of(changed)
 
-    def update_channel(self, device_id: str, index: int, fields: Mapping[str, Any]) -> set[str]:
+    def update_channel(self, device_id: str, index: int, fields: Mapping[str, Any]) -> frozenset[str]:
+        """Merge channel fields (the channel is made if new); return the names whose value changed."""
         device = self.devices.get(device_id)
         if device is None:
-            return set()
+            return _names_of(0)
         channel = device.channel(index)
         if channel is None:
             channel = Channel(index=index)
             device.channels.append(channel)
             device.channels.sort(key=lambda ch: ch.index)
-            self._notify((device_id, index), (ADDED,))
+            self._notify((device_id, index), _ADDED)
         changed = _merge(channel, fields, CHANNEL_FIELDS)
         self.updates_applied += 1
         now = self._clock.now()
@@ -210,7 +236,7 @@ class StateStore:
         if changed:
             channel.__dict__["updated_at"] = now
             self._notify((device_id, index), changed)
-        return changed
+        return _names_of(changed)
 
     def set_online(self, device_id: str, online: bool) -> None:
         device = self.devices.get(device_id)
@@ -219,4 +245,4 @@ class StateStore:
         device.online = online
         if online:
             device.last_seen = datetime.now(UTC)
-        self._notify((device_id, None), (ONLINE,))
+        self._notify((device_id, None), _ONLINE)

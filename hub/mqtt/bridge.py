@@ -365,7 +365,7 @@ class MqttBridge:
 
     # Outbound: meters (the hot path)
 
-    def _on_meter_batch(self, changes: Iterable[tuple[ChangeKey, set[str]]]) -> None:
+    def _on_meter_batch(self, changes: Iterable[tuple[ChangeKey, frozenset[str]]]) -> None:
         devices = self.hub.store.devices
         threshold = self.settings.meter_threshold_db
         last = self._last_meters
