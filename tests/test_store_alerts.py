@@ -10,7 +10,16 @@ from typing import Any
 import pytest
 
 from hub.state import StateStore
-from hub.store import AlertEvent, AlertKind, ConflictError, NotFoundError, Persistence, SimulatedClock, Source
+from hub.store import (
+    AlertEvent,
+    AlertKind,
+    AlertSettings,
+    ConflictError,
+    NotFoundError,
+    Persistence,
+    SimulatedClock,
+    Source,
+)
 from hub.store.testing import open_simulated, put_receiver
 
 TICK_S = 0.5
@@ -270,3 +279,55 @@ async def test_assigning_a_channel_whose_transmitter_is_already_off_raises_tx_of
     )
     venue.run(11.0)
     assert AlertKind.TX_OFF not in venue.open_kinds(), "disabling the kind clears it without a state change"
+
+
+async def test_devices_removed_and_added_in_the_middle_of_a_sliced_tick(tmp_path: Path) -> None:
+    """The ticker lets the event loop run between slices of a tick, and what runs there may remove or add
+    devices: whichever slice it lands after, the tick goes on, the removed device's alerts clear and no
+    other device's alerts move."""
+    state = StateStore()
+    clock = SimulatedClock()
+    # a sweep on every tick: every tick then also looks at every device and channel
+    store = await open_simulated(tmp_path, state, clock, alerts=AlertSettings(sweep_every_s=TICK_S))
+    events: list[AlertEvent] = []
+    store.alerts.add_listener(events.append)
+
+    def run(seconds: float) -> None:
+        for _ in range(round(seconds / TICK_S)):
+            clock.advance(TICK_S)
+            store.step()
+
+    async def add(device_id: str, port: int, battery_bars: int) -> None:
+        put_receiver(state, device_id, channels=2, battery_bars=battery_bars)
+        await store.devices.add(f"shure://127.0.0.1:{port}", source=Source.CLI, device_id=device_id)
+
+    await add("shure-A", 2202, battery_bars=1)
+    run(3.0)
+    [kept_a, kept_b] = store.alerts.open_alerts()
+    for round_number in range(200):  # in round n the device goes after slice n, until the tick has no slice n
+        removed, added = f"shure-R{round_number}", f"shure-N{round_number}"
+        await add(removed, 3000 + round_number, battery_bars=1)
+        run(3.0)
+        assert {alert.device_id for alert in store.alerts.open_alerts()} == {"shure-A", removed}
+        for channel in (1, 2):  # changes of the removed device wait in the tick when it goes
+            state.update_channel(removed, channel, {"rf_dbm": -60.0, "tx_present": True})
+            state.update_channel("shure-A", channel, {"rf_dbm": -60.0})
+        clock.advance(TICK_S)
+        for number, _ in enumerate(store.tick(0.0)):  # a slice per item of work
+            if number == round_number:
+                state.remove_device(removed)
+                await store.devices.remove(removed, source=Source.CLI)
+            elif number == round_number + 1:
+                await add(added, 4000 + round_number, battery_bars=5)
+        if removed in state.devices:
+            break
+        if added not in state.devices:
+            await add(added, 4000 + round_number, battery_bars=5)
+        run(6.0)
+        assert store.alerts.open_alerts() == [kept_a, kept_b], f"removed after slice {round_number}"
+        devices_raised = {event.alert.device_id for event in events if event.action == "raised"}
+        assert devices_raised == {"shure-A"} | {f"shure-R{number}" for number in range(round_number + 1)}
+        state.remove_device(added)  # every round's tick the same
+        await store.devices.remove(added, source=Source.CLI)
+    assert round_number > 10, "the tick was cut into a slice per item"
+    assert [event.alert for event in events if event.alert.device_id == "shure-A"] == [kept_a, kept_b]

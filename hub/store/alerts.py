@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Final, Literal
@@ -273,9 +273,12 @@ class Alerts(Service):
 
     # the engine
 
-    def evaluate(self, changed: Mapping[ChangeKey, Set[str]]) -> None:
+    def evaluate_slices(self, changed: Mapping[ChangeKey, Set[str]], due: Callable[[], bool]) -> Iterator[None]:
         """Judge what may have changed: per changed channel the rules that read a changed field, every rule
-        with a pending or open alert (time moves those), changed devices, and every device on a sweep."""
+        with a pending or open alert (time moves those), changed devices, and every device on a sweep.
+
+        Yields whenever ``due()`` says so; what runs in between may change the state store and the known
+        devices, so each channel and device is looked up again when it is judged."""
         now = self._clock.now()
         state = self._state.devices
         tracked: dict[ChannelKey, int] = {}
@@ -288,6 +291,8 @@ class Alerts(Service):
         lifecycle: list[str] = []
         rf_quality, rf_dbm = self.settings.rf_quality_percent, self.settings.rf_dbm
         for key, fields in changed.items():
+            if due():
+                yield
             device_id, index = key
             if index is None:
                 device_ids.add(device_id)
@@ -314,49 +319,59 @@ class Alerts(Service):
             if rules | pending:
                 self._judge_channel(device_id, index, rules | pending, pending, now)
         for (device_id, index), pending in tracked.items():
+            if due():
+                yield
             self._judge_channel(device_id, index, pending, pending, now)
         for device_id in lifecycle:
-            device = state.get(device_id)
-            for channel in device.channels if device is not None else ():
-                self._judge_channel(device_id, channel.index, _ALL_RULES, _ALL_RULES, now)
+            yield from self._judge_channels(device_id, due, now)
 
-        known = self._devices.all()
         sweep = now >= self._next_sweep
         if sweep:
             # devices already in the store when we opened sent no change, and an assignment or its preferences
             # change without a state change: look at every channel whose assignment is not the one last seen
             self._next_sweep = now + self.settings.sweep_every_s
-            self._sweep_channels(now)
+            yield from self._sweep_channels(due, now)
+        known = self._devices.all()
         if sweep or known != self._known:
             # KnownDevices changes (added, removed, bound to its id) never reach the state store
             self._known = known
             device_ids.update(state)
             device_ids.update(entry.device_id or entry.url for entry in known)
-        if device_ids:
-            by_key: dict[str, KnownDevice] = {}
-            for entry in known:  # KnownDevices.find, without a scan of every known device per device
-                by_key.setdefault(entry.url, entry)
-            for entry in known:
-                if entry.device_id is not None:
-                    by_key.setdefault(entry.device_id, entry)
-            for device_id in device_ids:
-                self._judge_device(device_id, by_key.get(device_id), now)
+        by_key = _index(known) if device_ids else {}
+        for device_id in device_ids:
+            if due():
+                yield
+                current = self._devices.all()
+                if current != known:  # added, removed or bound meanwhile: judge by what is known now
+                    known, by_key = current, _index(current)
+            self._judge_device(device_id, by_key.get(device_id), now)
 
-    def _sweep_channels(self, now: float) -> None:
+    def _judge_channels(self, device_id: str, due: Callable[[], bool], now: float) -> Iterator[None]:
+        """Judge every rule of each channel of a device (the channels it has now, not after a slice)."""
+        device = self._state.devices.get(device_id)
+        for index in [channel.index for channel in device.channels] if device is not None else []:
+            self._judge_channel(device_id, index, _ALL_RULES, _ALL_RULES, now)
+            if due():
+                yield
+
+    def _sweep_channels(self, due: Callable[[], bool], now: float) -> Iterator[None]:
         """Judge every rule of each channel whose assignment changed since the last sweep (all of them on
         the first: the channels already in the store when the alerts opened sent no change)."""
         seen = self._assignments_seen
         assignment_for = self._performers.assignment_for
-        for device in list(self._state.devices.values()):
-            for channel in device.channels:
-                key = (device.id, channel.index)
+        for device_id in list(self._state.devices):
+            device = self._state.devices.get(device_id)
+            for index in [channel.index for channel in device.channels] if device is not None else []:
+                key = (device_id, index)
                 assignment = assignment_for(*key)
                 if assignment is not seen.get(key) or not self._swept:
                     if assignment is None:
                         seen.pop(key, None)
                     else:
                         seen[key] = assignment
-                    self._judge_channel(device.id, channel.index, _ALL_RULES, _ALL_RULES, now)
+                    self._judge_channel(device_id, index, _ALL_RULES, _ALL_RULES, now)
+                if due():
+                    yield
         self._swept = True
 
     def _apply(self, key: AlertKey, verdict: Verdict, now: float) -> None:
@@ -564,6 +579,17 @@ def _battery_verdict(channel: Channel, prefs: AlertPrefs, s: AlertSettings) -> V
     ):
         return Verdict.CLEAR
     return Verdict.HOLD
+
+
+def _index(known: Iterable[KnownDevice]) -> dict[str, KnownDevice]:
+    """Known devices by URL and by device id: KnownDevices.find, without a scan of them all per device."""
+    by_key: dict[str, KnownDevice] = {}
+    for entry in known:
+        by_key.setdefault(entry.url, entry)
+    for entry in known:
+        if entry.device_id is not None:
+            by_key.setdefault(entry.device_id, entry)
+    return by_key
 
 
 def _key_of(alert: Alert) -> AlertKey:

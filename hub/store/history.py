@@ -16,7 +16,7 @@ import math
 import sqlite3
 from array import array
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -37,6 +37,11 @@ _NEVER: Final = math.inf
 # Blocks due for a sweep are finished this many at least, or a 1/_FINISH_OVER_TICKS share of a tier, per tick.
 _FINISH_AT_ONCE: Final = 200
 _FINISH_OVER_TICKS: Final = 8
+
+
+def _never() -> bool:
+    return False
+
 
 _UPSERT_BLOCK = "INSERT OR REPLACE INTO history_blocks (series_id, step, start, data) VALUES (?, ?, ?, ?)"
 
@@ -241,14 +246,18 @@ class History:
 
     # feeding
 
-    def sample(self) -> None:
-        """Take one sample of every channel with a transmitter on an online device."""
+    def sample_slices(self, due: Callable[[], bool]) -> Iterator[None]:
+        """Take one sample of every channel with a transmitter on an online device, yielding between devices
+        whenever ``due()`` says so (a device removed meanwhile is not sampled)."""
         step = self.settings.tiers[0].step_s
         now = int(self._clock.now())
         start = now - now % step
         buckets = self._buckets
-        for device in self._state.devices.values():
-            if not device.online:
+        devices = self._state.devices
+        for device in list(devices.values()):
+            if due():
+                yield
+            if not device.online or devices.get(device.id) is not device:
                 continue
             device_id = device.id
             for channel in device.channels:
@@ -277,8 +286,15 @@ class History:
         self._add(0, series_id, start, bucket)
 
     def advance(self) -> None:
+        """:meth:`advance_slices` in one go."""
+        for _ in self.advance_slices(_never):
+            pass
+
+    def advance_slices(self, due: Callable[[], bool]) -> Iterator[None]:
         """Close buckets and blocks whose time is over; write open blocks and sweep old ones when due.
-        Cheap when nothing is due: it looks at no channel then."""
+        Cheap when nothing is due: it looks at no channel then. Yields whenever ``due()`` says so; a query
+        in between may close a queued bucket and with it finish a block, so a block is finished only if it
+        is still the open one."""
         now = self._clock.now()
         step = self.settings.tiers[0].step_s
         if self._next_quiet_check and now >= self._next_quiet_check:
@@ -287,23 +303,28 @@ class History:
                 if bucket.start + step <= now:
                     self._closing.append(bucket.finish())
                     del self._buckets[key]
+                if due():
+                    yield
             self._next_quiet_check = (int(now) - int(now) % step + step) if self._buckets else 0.0
-        self._work_off_closing(now)
+        yield from self._work_off_closing(due, now)
         for level, tier in enumerate(self.settings.tiers):
             if now >= self._next_finish[level]:
                 blocks = self._open[level]
                 over = tier.span_s + self._grace[level]
-                due = [(series_id, block) for series_id, block in blocks.items() if block.start + over <= now]
+                due_blocks = [(series_id, block) for series_id, block in blocks.items() if block.start + over <= now]
                 share = max(_FINISH_AT_ONCE, len(blocks) // _FINISH_OVER_TICKS)
-                for series_id, block in due[:share]:
-                    self._finish(level, series_id, block)
-                if len(due) > share:
+                for series_id, block in due_blocks[:share]:
+                    if blocks.get(series_id) is block:
+                        self._finish(level, series_id, block)
+                    if due():
+                        yield
+                if len(due_blocks) > share:
                     self._next_finish[level] = now
                     break  # a coarser block is finished only after every finer one that rolls up into it
                 self._next_finish[level] = min((block.start + over for block in blocks.values()), default=_NEVER)
         if now >= self._next_flush:
-            self._write_open_blocks()
             self._next_flush = now + self.settings.open_block_flush_s
+            yield from self._write_open_blocks(due)
         if now >= self._next_sweep:
             for tier in self.settings.tiers:
                 self._db.submit(
@@ -316,15 +337,18 @@ class History:
     def flush(self) -> None:
         """Close the finished buckets still queued and queue a write of every block being filled (at close)."""
         self._close_queued(len(self._closing))
-        self._write_open_blocks()
+        for _ in self._write_open_blocks(_never):
+            pass
 
-    def _write_open_blocks(self) -> None:
+    def _write_open_blocks(self, due: Callable[[], bool]) -> Iterator[None]:
         for level, tier in enumerate(self.settings.tiers):
-            for series_id, block in self._open[level].items():
-                if block.dirty:
+            for series_id, block in list(self._open[level].items()):
+                if block.dirty:  # a block finished in between was written then, and is clean
                     self._write(tier, series_id, block)
+                if due():
+                    yield
 
-    def _work_off_closing(self, now: float) -> None:
+    def _work_off_closing(self, due: Callable[[], bool], now: float) -> Iterator[None]:
         """Close queued buckets: all whose deadline has passed, then a share of the rest in proportion to
         the time since the last call over the time left until the oldest one's deadline."""
         closing = self._closing
@@ -332,11 +356,15 @@ class History:
         step = self.settings.tiers[0].step_s
         while closing:
             deadline = closing[0][1] + step + self._close_within
-            if deadline <= now or last is None:
+            share = (
+                None if deadline <= now or last is None else math.ceil(len(closing) * (now - last) / (deadline - last))
+            )
+            for _ in range(1 if share is None else share):
                 self._close_queued(1)
-                continue
-            self._close_queued(math.ceil(len(closing) * (now - last) / (deadline - last)))
-            return
+                if due():
+                    yield
+            if share is not None:
+                return
 
     def _close_queued(self, count: int) -> None:
         closing = self._closing

@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,8 @@ class StoreSettings:
     history: HistorySettings = field(default_factory=HistorySettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     tick_s: float = 0.5  # how often history samples and alerts are judged
+    # the longest the ticker works on before it lets the event loop run (device input, MQTT) in between
+    slice_s: float = 0.005
     health_every_s: float = 5.0
     auto_approve: bool = False
     clear_name_on_device_rename: bool = False
@@ -224,7 +228,25 @@ class Persistence:
         return self.db.stats
 
     def step(self) -> None:
-        """One tick: take the state changes, judge alerts, sample history, note renames and health."""
+        """One tick in one go: take the state changes, judge alerts, sample history, note renames and health."""
+        for _ in self.tick(math.inf):
+            pass
+
+    def tick(self, slice_s: float) -> Iterator[None]:
+        """One tick that yields each time it has worked ``slice_s`` seconds since it was last resumed: the
+        ticker lets the event loop run at every yield, so a tick of thousands of channels never holds the
+        loop for longer than a slice (and one item of work). What runs in between may add, remove or change
+        devices: every stage works on its own snapshot and reads the state again for each item."""
+        until = time.perf_counter() + slice_s
+
+        def due() -> bool:
+            return time.perf_counter() >= until
+
+        for _ in self._tick(due):
+            yield
+            until = time.perf_counter() + slice_s
+
+    def _tick(self, due: Callable[[], bool]) -> Iterator[None]:
         now = self.clock.now()
         changes = self._subscription.drain()
         for (device_id, index), fields in changes.items():
@@ -234,11 +256,18 @@ class Persistence:
                 self.names.channel_appeared(device_id, index)
             if "name" in fields:
                 self.names.device_renamed(device_id, index)
-        self.alerts.evaluate(changes)
-        self.history.sample()
-        self.history.advance()
+            if due():
+                yield
+        yield from self.alerts.evaluate_slices(changes, due)
+        yield from self.history.sample_slices(due)
+        yield from self.history.advance_slices(due)
         if self.health_source is not None and now >= self._next_health:
-            self.health.update(self.health_source())
+            # a record is built per device: feed them one at a time, from a list (the manager's devices may
+            # change between slices)
+            for entry in list(self.health_source()):
+                self.health.update((entry,))
+                if due():
+                    yield
             self._next_health = now + self.settings.health_every_s
         if now >= self._next_sweep:
             self.db.submit("DELETE FROM audit WHERE at < ?", (now - self.settings.audit_keep_s,))
@@ -259,6 +288,7 @@ class Persistence:
         while True:
             await self.clock.sleep(self.settings.tick_s)
             try:
-                self.step()
+                for _ in self.tick(self.settings.slice_s):
+                    await asyncio.sleep(0)  # device input and MQTT run here; the next tick waits for this one
             except Exception:  # a bug in one rule must not end history and alerts for the night
                 log.exception("store tick failed")
