@@ -50,7 +50,7 @@ BASE: Final = "wmhub"
 P99_LIMIT_MS: Final = 100.0
 # The hub may merge a little less than was sent while bytes are in flight, never a growing share of it.
 BACKLOG_TOLERANCE: Final = 0.02
-CEILING_STEPS: Final = (1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12500, 15000)
+CEILING_STEPS: Final = (1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12500, 15000)
 
 
 def plan(receivers: int | None, channels: int | None) -> list[str]:
