@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,18 @@ from tests.test_mqtt_bridge import bridge_of, online_device, receiver, running_h
 __all__ = ["receiver"]  # the fixture, imported so pytest finds it here
 
 
-async def retained_snapshot(broker: TestBroker, topic_filter: str, expected: int) -> dict[str, bytes]:
-    """What a newcomer gets: the broker's retained messages under ``topic_filter`` (at least ``expected``)."""
+async def retained_snapshot(
+    broker: TestBroker, topic_filter: str, expected: int, including: AbstractSet[str] = frozenset()
+) -> dict[str, bytes]:
+    """What a newcomer gets: the broker's retained messages under ``topic_filter`` (at least ``expected``,
+    and every topic of ``including``: the broker delivers retained messages in no particular order)."""
     async with MqttProbe(broker, client_id="wmhub-test-snapshot") as probe:
         await probe.subscribe(topic_filter)
-        await eventually(lambda: len(probe.latest) >= expected, 10, f"{expected} retained topics")
+        await eventually(
+            lambda: len(probe.latest) >= expected and including <= probe.latest.keys(),
+            10,
+            f"{expected} retained topics",
+        )
         return {topic: payload for topic, payload in probe.latest.items() if payload}
 
 
@@ -88,7 +96,7 @@ async def test_hub_killed_leaves_its_last_will_and_comes_back_complete(mqtt_brok
                 f"wmhub/devices/{d['id']}/channels/{i}" for d in devices for i in range(1, d["channel_count"] + 1)
             }
             await eventually(lambda: channels <= set(probe.latest), 10, "every demo channel published")
-            retained = await retained_snapshot(mqtt_broker, "wmhub/#", len(channels) + 3)
+            retained = await retained_snapshot(mqtt_broker, "wmhub/#", len(channels) + 3, including=channels)
             assert channels <= set(retained) and orjson.loads(retained[state_topic]) == {"state": "online"}
         finally:
             hub.send_signal(signal.SIGKILL)
@@ -109,7 +117,8 @@ async def test_hub_killed_leaves_its_last_will_and_comes_back_complete(mqtt_brok
                 wanted |= {topic, f"{topic}/availability"}
                 wanted |= {f"{topic}/channels/{index}" for index in range(1, device["channel_count"] + 1)}
             await eventually(lambda: wanted <= set(probe.latest), 20, "every retained topic back")
-            after = await retained_snapshot(mqtt_broker, "wmhub/#", len(wanted))
+            # the killed run's receivers are retained too (offline): wait for this run's, not for a count
+            after = await retained_snapshot(mqtt_broker, "wmhub/#", len(wanted), including=wanted)
             assert wanted <= set(after)
             # receivers of the killed run that this run does not have are not left "online"
             left_behind = {device["id"] for device in first_devices} - {device["id"] for device in devices}
