@@ -331,11 +331,10 @@ class ShureDriver(Driver):
         sample = self._sample
         channels = self.channel_count
         for body in self._framer.feed(data):
-            head = body.lstrip()
-            if head.startswith(b"SAMPLE"):
+            tokens = body.split()  # wasted only on the rare report: nearly every message is a SAMPLE
+            if tokens and tokens[0] == b"SAMPLE":
                 if sample is None:
                     continue
-                tokens = head.split()
                 try:
                     channel = int(tokens[1])
                     fields = sample(tokens)
