@@ -64,10 +64,10 @@ class Framer:
     def _cut_bracketed(self, buffer: bytes) -> list[bytes]:
         parts = buffer.split(self._end)
         rest = parts.pop()
+        messages: list[bytes] = []
         if b"{" not in buffer:
             # No brace field anywhere (every read of meter samples): each message is what follows the last
             # '<' before its '>', which is what the general loop below finds too, with fewer checks per part.
-            messages = []
             for part in parts:
                 begin = part.rfind(self._start)
                 if begin < 0:
@@ -77,7 +77,6 @@ class Framer:
                 messages.append(part[begin + 1 :])
             self._buffer = rest
             return messages
-        messages: list[bytes] = []
         carry = b""
         start = self._start
         for part in parts:
