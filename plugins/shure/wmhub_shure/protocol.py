@@ -65,36 +65,27 @@ class Framer:
         parts = buffer.split(self._end)
         rest = parts.pop()
         messages: list[bytes] = []
-        if b"{" not in buffer:
-            # No brace field anywhere (every read of meter samples): each message is what follows the last
-            # '<' before its '>', which is what the general loop below finds too, with fewer checks per part.
-            for part in parts:
-                begin = part.rfind(self._start)
-                if begin < 0:
-                    self.dropped_bytes += len(part) + 1
-                    continue
-                self.dropped_bytes += begin
-                messages.append(part[begin + 1 :])
-            self._buffer = rest
-            return messages
         carry = b""
         start = self._start
         for part in parts:
             if carry:
                 part = carry + self._end + part
                 carry = b""
-            begin = part.find(start)
+            # Without a brace field (every meter sample) a message is what follows the last '<': junk before
+            # it may hold a '<' of its own. The brace checks below find the same, at more cost per part.
+            brace = b"{" in part
+            begin = part.find(start) if brace else part.rfind(start)
             if begin < 0:
                 self.dropped_bytes += len(part) + 1
                 continue
             body = part[begin + 1 :]
-            if b"{" in body and body.count(b"{") > body.count(b"}"):
+            if brace and b"{" in body and body.count(b"{") > body.count(b"}"):
                 if len(body) < MAX_MESSAGE:
                     carry = part[begin:]
                     continue
                 begin = self._resync(part, begin)
                 body = part[begin + 1 :]
-            elif start in body:  # junk opened with a '<' it never closed: the real message starts later
+            elif brace and start in body:  # junk opened with a '<' it never closed: the real message starts later
                 begin = self._resync(part, begin)
                 body = part[begin + 1 :]
             self.dropped_bytes += begin
