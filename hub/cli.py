@@ -128,7 +128,7 @@ def _run_forever(main: Coroutine[Any, Any, None]) -> None:
 
 
 def _tune_garbage_collector() -> None:
-    """Keep the collector's pauses short at thousands of channels (docs/performance.md, "Garbage collection").
+    """Keep the collector's pauses short at thousands of channels (docs/performance.md, "What was changed").
 
     Every meter sample allocates a little; with the default threshold of 700 the young generations were
     collected so often that objects living only tens of milliseconds (futures, coroutine frames, pending

@@ -110,9 +110,7 @@ class LiveFeed:
             self._unwatch()
 
     async def _run(self, subscription: Subscription) -> None:
-        async for batch in subscription:
-            if not self.clients:
-                continue
+        async for batch in subscription:  # the subscription ends with the last client: someone is watching
             try:
                 message = dumps(self.changes(batch))
             except Exception:  # one device's bad data must not end the live feed of every browser
