@@ -289,7 +289,7 @@ class Alerts(Service):
             else:
                 tracked[device_id, index] = tracked.get((device_id, index), 0) | _RULE_OF_KIND[kind]
         lifecycle: list[str] = []
-        rf_quality, rf_dbm = self.settings.rf_quality_percent, self.settings.rf_dbm
+        settings = self.settings
         for key, fields in changed.items():
             if due():
                 yield
@@ -301,16 +301,12 @@ class Alerts(Service):
                 continue
             if fields <= _METER_FIELDS and (device_id, index) not in tracked:
                 # The bulk of every tick: meters moved on a channel with nothing pending or open. Only a rule
-                # turning ACTIVE would matter; if neither could, skip the channel (a superset of _rf_verdict).
+                # turning ACTIVE would matter; if neither could, skip the channel.
                 device = state.get(device_id)
                 channel = device.channel(index) if device is not None else None
                 if channel is None:
                     continue
-                quality, dbm = channel.rf_quality_percent, channel.rf_dbm
-                rf_low = channel.tx_present is True and (
-                    (quality is not None and quality <= rf_quality) or (dbm is not None and dbm <= rf_dbm)
-                )
-                if not rf_low and channel.audio_peak is not True:
+                if not _rf_low(channel, settings) and channel.audio_peak is not True:
                     continue
             rules = 0
             for name in fields:
@@ -550,12 +546,19 @@ class Alerts(Service):
         return f"{name} ({where})" if name else where
 
 
+def _rf_low(channel: Channel, s: AlertSettings) -> bool:
+    """The RF rule's ACTIVE condition: a transmitter is on and its quality or level is at or under the limit."""
+    return channel.tx_present is True and (
+        _below(channel.rf_quality_percent, s.rf_quality_percent) or _below(channel.rf_dbm, s.rf_dbm)
+    )
+
+
 def _rf_verdict(channel: Channel, s: AlertSettings) -> Verdict:
     if channel.tx_present is not True:
         return Verdict.CLEAR
-    quality, dbm = channel.rf_quality_percent, channel.rf_dbm
-    if _below(quality, s.rf_quality_percent) or _below(dbm, s.rf_dbm):
+    if _rf_low(channel, s):
         return Verdict.ACTIVE
+    quality, dbm = channel.rf_quality_percent, channel.rf_dbm
     if _above_or_unknown(quality, s.rf_quality_percent + s.rf_quality_margin) and _above_or_unknown(
         dbm, s.rf_dbm + s.rf_dbm_margin
     ):
