@@ -158,8 +158,8 @@ def _rollup(data: array[int], group: int) -> list[array[int]]:
 
 
 class History:
-    """Feed it with :meth:`sample` (all channels from the state store) and :meth:`advance` (close due
-    buckets), both called on every store tick; or directly with :meth:`add_bucket`.
+    """Feed it with :meth:`sample_slices` (all channels from the state store) and :meth:`advance_slices`
+    (close due buckets), both run on every store tick; or directly with :meth:`add_bucket`.
 
     Every channel's bucket ends at the same moment, and closing one (summary, encoding, its block, maybe a
     rollup) costs far more than a sample. Closing them all in the tick after the boundary held the event
@@ -298,7 +298,7 @@ class History:
         now = self._clock.now()
         step = self.settings.tiers[0].step_s
         if self._next_quiet_check and now >= self._next_quiet_check:
-            # sample() has moved every channel it saw this tick to a new bucket: what is left is quiet
+            # sample_slices() has moved every channel it saw this tick to a new bucket: what is left is quiet
             for key, bucket in list(self._buckets.items()):
                 if bucket.start + step <= now:
                     self._closing.append(bucket.finish())
