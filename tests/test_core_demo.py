@@ -12,10 +12,15 @@ from typing import Any
 from tests.mosquitto import MqttProbe, TestBroker, free_port
 
 
-def get_devices(port: int) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/devices", timeout=2) as response:
-        body = json.load(response)
-    return body["items"]  # type: ignore[no-any-return]
+def get_json(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+        return json.load(response)
+
+
+def get_devices(port: int) -> tuple[int, list[dict[str, Any]]]:
+    """How many devices the hub supervises, and those it has identified so far."""
+    supervised = get_json(port, "/api/v1/hub")["config"]["devices"]
+    return supervised, get_json(port, "/api/v1/devices")["items"]
 
 
 async def test_demo_publishes_every_receiver_within_ten_seconds(mqtt_broker: TestBroker, tmp_path: Path) -> None:
@@ -32,16 +37,18 @@ async def test_demo_publishes_every_receiver_within_ten_seconds(mqtt_broker: Tes
             devices: list[dict[str, Any]] = []
             while time.monotonic() - started < 10:
                 try:
-                    devices = await asyncio.to_thread(get_devices, http_port)
+                    supervised, devices = await asyncio.to_thread(get_devices, http_port)
                 except OSError:
-                    devices = []
+                    supervised, devices = 0, []
                 published = {topic for topic, _ in probe.messages}
                 wanted = {
                     f"wmhub/devices/{device['id']}/channels/{channel['index']}"
                     for device in devices
                     for channel in device["channels"]
                 }
-                if len(devices) >= 4 and all(d["online"] for d in devices) and wanted <= published:
+                # Every demo receiver, not just the first few: the listing below must find the same set
+                every_device_identified = supervised >= 4 and len(devices) == supervised
+                if every_device_identified and all(d["online"] for d in devices) and wanted <= published:
                     break
                 await asyncio.sleep(0.1)
             else:
