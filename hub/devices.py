@@ -128,12 +128,12 @@ class DeviceHandle(DeviceSink):
     def update_channel(self, index: int, fields: Mapping[str, Any]) -> None:
         self._last_heard = time.monotonic()
         if self.device_id is not None:
-            self._store.update_channel(self.device_id, index, self._within_bounds(fields))
+            # most meter samples carry no bounded field (levels have no bounds in the model): no check, no call
+            checked = fields if _BOUNDED.isdisjoint(fields) else self._within_bounds(fields)
+            self._store.update_channel(self.device_id, index, checked)
 
     def _within_bounds(self, fields: Mapping[str, Any]) -> Mapping[str, Any]:
         """A value outside the model's range is a device (or plugin) error: keep it out of the state."""
-        if _BOUNDED.isdisjoint(fields):  # most meter samples: levels have no bounds in the model
-            return fields
         checked: dict[str, Any] | None = None  # copied only when a value is refused: this runs per sample
         for name in _BOUNDED.intersection(fields):
             value = fields[name]

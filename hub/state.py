@@ -25,6 +25,8 @@ from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, Channel, Device
 # Keys of a change batch: (device_id, None) for the device itself, (device_id, index) for a channel.
 ChangeKey = tuple[str, int | None]
 Batch = dict[ChangeKey, frozenset[str]]
+# Where a change goes: a subscription's pending changes, its wake-up event and the part of the change it takes.
+_Route = tuple[tuple[dict[ChangeKey, int], asyncio.Event, int], ...]
 
 # Pseudo-fields that mark lifecycle changes in a batch, next to the model's own field names.
 ADDED: Final = "+added"
@@ -59,15 +61,15 @@ def _names_of(mask: int) -> frozenset[str]:
     return names
 
 
-def _merge(target: Device | Channel, fields: Mapping[str, Any], allowed: frozenset[str]) -> int:
-    """Set the given fields on ``target``; return the mask of those whose value really changed."""
-    # pydantic keeps field values in the instance __dict__ (the models do not validate assignments);
-    # writing there skips its per-assignment bookkeeping, which cost more than the merge itself at ten
-    # samples a second per channel (bench/, docs/performance.md). Nothing reads model_fields_set.
+def _merge(values: dict[str, Any], fields: Mapping[str, Any], allowed: frozenset[str], kind: str) -> int:
+    """Set the given fields in a model's ``values``; return the mask of those whose value really changed."""
+    # ``values`` is the pydantic model's instance __dict__, where it keeps field values (the models do
+    # not validate assignments): writing there skips its per-assignment bookkeeping, which cost more than
+    # the merge itself at ten samples a second per channel (docs/performance.md). Nothing reads
+    # model_fields_set.
     if not allowed.issuperset(fields):
         unknown = sorted(set(fields) - allowed)
-        raise KeyError(f"unknown {type(target).__name__.lower()} field {unknown[0]!r}")
-    values = target.__dict__
+        raise KeyError(f"unknown {kind} field {unknown[0]!r}")
     changed = 0
     for name, value in fields.items():
         if values[name] != value:
@@ -112,16 +114,6 @@ class Subscription:
         self._last_delivery = 0.0
         self._closed = False
 
-    def _offer(self, key: ChangeKey, changed: int) -> None:
-        # runs for every subscription on every meter sample
-        accepted = changed & self._accepted
-        if not accepted:
-            return
-        pending = self._pending
-        if not pending:
-            self._ready.set()
-        pending[key] = pending.get(key, 0) | accepted
-
     @property
     def backlog(self) -> int:
         """Entries waiting for the consumer: bounded by the number of devices and channels."""
@@ -129,7 +121,7 @@ class Subscription:
 
     def close(self) -> None:
         self._closed = True
-        self._store._subscriptions.discard(self)
+        self._store._unsubscribe(self)
         self._ready.set()
 
     def __aiter__(self) -> Subscription:
@@ -157,8 +149,10 @@ class Subscription:
         return self._take()
 
     def _take(self) -> Batch:
-        pending, self._pending = self._pending, {}
-        return {key: _names_of(mask) for key, mask in pending.items()}
+        # emptied in place: the store's routes hold this dict
+        batch = {key: _names_of(mask) for key, mask in self._pending.items()}
+        self._pending.clear()
+        return batch
 
 
 class StateStore:
@@ -167,17 +161,41 @@ class StateStore:
     def __init__(self) -> None:
         self.devices: dict[str, Device] = {}
         self._subscriptions: set[Subscription] = set()
+        # changed-fields mask -> the subscriptions that take such a change
+        self._routes: dict[int, _Route] = {}
+        # (device_id, channel index) -> the __dict__ of the channel and of its device, for the per-sample
+        # merge: BaseModel defines __getattr__, which puts every attribute read of a model on CPython's
+        # slow path, and finding the channel cost as much again. Cleared when a device comes or goes.
+        self._channel_values: dict[ChangeKey, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.updates_applied = 0
         self._clock = _CoarseClock()
 
     def subscribe(self, fields: Iterable[str] | None = None, min_interval: float = 0.0) -> Subscription:
         sub = Subscription(self, frozenset(fields) if fields is not None else None, min_interval)
         self._subscriptions.add(sub)
+        self._routes.clear()
         return sub
 
+    def _unsubscribe(self, sub: Subscription) -> None:
+        self._subscriptions.discard(sub)
+        self._routes.clear()
+
+    def _route(self, changed: int) -> _Route:
+        subs = self._subscriptions
+        route = self._routes[changed] = tuple(
+            (sub._pending, sub._ready, changed & sub._accepted) for sub in subs if changed & sub._accepted
+        )
+        return route
+
     def _notify(self, key: ChangeKey, changed: int) -> None:
-        for sub in self._subscriptions:
-            sub._offer(key, changed)
+        # runs on every meter sample: the few masks that recur each have their subscriptions worked out once
+        route = self._routes.get(changed)
+        if route is None:
+            route = self._route(changed)
+        for pending, ready, accepted in route:
+            if not pending:
+                ready.set()
+            pending[key] = pending.get(key, 0) | accepted
 
     def get(self, device_id: str) -> Device | None:
         return self.devices.get(device_id)
@@ -185,12 +203,14 @@ class StateStore:
     def add_device(self, device: Device) -> None:
         """Add or replace a device; subscribers see it as added (device and every channel)."""
         self.devices[device.id] = device
+        self._channel_values.clear()
         self._notify((device.id, None), _ADDED)
         for channel in device.channels:
             self._notify((device.id, channel.index), _ADDED)
 
     def remove_device(self, device_id: str) -> Device | None:
         device = self.devices.pop(device_id, None)
+        self._channel_values.clear()
         if device is not None:
             for channel in device.channels:
                 self._notify((device_id, channel.index), _REMOVED)
@@ -207,36 +227,46 @@ class StateStore:
                 self._notify((device_id, index), _ADDED)
         device.channels.sort(key=lambda channel: channel.index)
 
-    def update_device(self, device_id: str, fields: Mapping[str, Any]) -> frozenset[str]:
-        """Merge device fields; return the names whose value changed."""
+    def update_device(self, device_id: str, fields: Mapping[str, Any]) -> None:
+        """Merge device fields; subscribers hear of those whose value changed."""
         device = self.devices.get(device_id)
         if device is None:
-            return _names_of(0)
-        changed = _merge(device, fields, DEVICE_FIELDS)
+            return
+        changed = _merge(device.__dict__, fields, DEVICE_FIELDS, "device")
         device.last_seen = datetime.now(UTC)
         if changed:
             self._notify((device_id, None), changed)
-        return _names_of(changed)
 
-    def update_channel(self, device_id: str, index: int, fields: Mapping[str, Any]) -> frozenset[str]:
-        """Merge channel fields (the channel is made if new); return the names whose value changed."""
+    def update_channel(self, device_id: str, index: int, fields: Mapping[str, Any]) -> None:
+        """Merge channel fields (the channel is made if new); subscribers hear of those whose value changed."""
+        key = (device_id, index)
+        found = self._channel_values.get(key)
+        if found is None:
+            found = self._find_channel_values(key)
+            if found is None:
+                return
+        channel_values, device_values = found
+        changed = _merge(channel_values, fields, CHANNEL_FIELDS, "channel")
+        self.updates_applied += 1
+        now = self._clock.now()
+        device_values["last_seen"] = now
+        if changed:
+            channel_values["updated_at"] = now
+            self._notify(key, changed)
+
+    def _find_channel_values(self, key: ChangeKey) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        device_id, index = key
         device = self.devices.get(device_id)
-        if device is None:
-            return _names_of(0)
+        if device is None or index is None:
+            return None
         channel = device.channel(index)
         if channel is None:
             channel = Channel(index=index)
             device.channels.append(channel)
             device.channels.sort(key=lambda ch: ch.index)
-            self._notify((device_id, index), _ADDED)
-        changed = _merge(channel, fields, CHANNEL_FIELDS)
-        self.updates_applied += 1
-        now = self._clock.now()
-        device.__dict__["last_seen"] = now  # as in _merge: the per-sample path skips pydantic's setattr
-        if changed:
-            channel.__dict__["updated_at"] = now
-            self._notify((device_id, index), changed)
-        return _names_of(changed)
+            self._notify(key, _ADDED)
+        found = self._channel_values[key] = (channel.__dict__, device.__dict__)
+        return found
 
     def set_online(self, device_id: str, online: bool) -> None:
         device = self.devices.get(device_id)

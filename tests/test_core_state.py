@@ -27,7 +27,7 @@ async def test_unchanged_values_notify_nobody() -> None:
     store = store_with_device()
     store.update_channel("shure-1", 1, {"name": "VOX 1"})
     sub = store.subscribe()
-    assert store.update_channel("shure-1", 1, {"name": "VOX 1"}) == set()
+    store.update_channel("shure-1", 1, {"name": "VOX 1"})
     assert sub.drain() == {}
 
 
@@ -55,3 +55,17 @@ async def test_a_closed_subscription_ends_iteration() -> None:
     sub = store.subscribe()
     sub.close()
     assert [batch async for batch in sub] == []
+
+
+async def test_a_replaced_device_receives_the_updates_not_the_one_it_replaced() -> None:
+    store = store_with_device()
+    store.update_channel("shure-1", 1, {"name": "VOX 1"})
+    old = store.devices["shure-1"]
+    store.add_device(Device(id="shure-1", vendor="shure", host="127.0.0.1", port=2202))
+    store.update_channel("shure-1", 1, {"name": "VOX 2"})
+    assert store.devices["shure-1"].channel(1).name == "VOX 2"  # type: ignore[union-attr]
+    assert old.channel(1).name == "VOX 1"  # type: ignore[union-attr]
+    assert store.devices["shure-1"].last_seen is not None
+    store.remove_device("shure-1")
+    store.update_channel("shure-1", 1, {"name": "VOX 3"})  # a late sample of a removed device: ignored
+    assert "shure-1" not in store.devices
