@@ -142,6 +142,17 @@ def test_framer_handles_a_split_at_every_byte() -> None:
     assert [message for byte in stream for message in framer.feed(bytes([byte]))] == whole
 
 
+def test_a_read_of_back_to_back_samples_with_junk_between_loses_only_the_junk() -> None:
+    # a clean read of whole messages takes a shortcut; a stray delimiter anywhere must not fool it
+    clean = b"< SAMPLE 1 ALL AX 063 020 >< SAMPLE 2 ALL XB 069 014 >"
+    assert Framer().feed(clean) == [b" SAMPLE 1 ALL AX 063 020 ", b" SAMPLE 2 ALL XB 069 014 "]
+    for junk in (b"x", b"<x", b"x>", b">"):
+        framer = Framer()
+        got = framer.feed(clean.replace(b"><", b">" + junk + b"<"))
+        assert got == [b" SAMPLE 1 ALL AX 063 020 ", b" SAMPLE 2 ALL XB 069 014 "], junk
+        assert framer.dropped_bytes == len(junk), junk
+
+
 def test_star_framer_handles_splits() -> None:
     stream = b"* REPORT 1 CHAN_NAME Bob ** SAMPLE 1 ALL AX 20 X 4 8 *"
     for cut in range(len(stream) + 1):
