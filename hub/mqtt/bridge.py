@@ -371,7 +371,7 @@ class MqttBridge:
         last = self._last_meters
         for key, changed in changes:
             device_id, index = key
-            if index is None or not changed & METER_FIELDS:
+            if index is None or METER_FIELDS.isdisjoint(changed):
                 continue
             device = devices.get(device_id)
             channel = device.channel(index) if device is not None else None
