@@ -70,3 +70,22 @@ async def test_will_is_set_and_a_clean_stop_does_not_trigger_it(mqtt_broker: Tes
         # a marker round trip after the stop: had the will fired, it would have arrived before this
         await probe.subscribe("will/after")
         assert b"gone" not in [payload for topic, payload in probe.messages if topic == "will/state"]
+
+
+async def test_flush_writes_the_buffered_messages_before_the_loop_turns(mqtt_broker: TestBroker) -> None:
+    """State changes are flushed at once: on a busy loop the end of the iteration may be far away."""
+    client = MqttClient(BrokerAddress(mqtt_broker.host, mqtt_broker.port), "c-flush", on_message=lambda t, p: None)
+    client.start()
+    try:
+        assert await client.wait_connected(5)
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe("now/#")
+            socket = client._socket
+            assert socket is not None
+            client.publish("now/a", b"1", 0)
+            assert socket.buffered > 0  # without a flush it would wait for the end of this loop iteration
+            client.flush()
+            assert socket.buffered == 0
+            assert await probe.message("now/a") == b"1"
+    finally:
+        await client.stop()

@@ -240,6 +240,8 @@ class MqttBridge:
                 handle(batch)
             except Exception:  # a publishing bug must not stop every later update
                 log.exception("MQTT publishing failed for %d change(s)", len(batch))
+            if self.client is not None:
+                self.client.flush()  # state changes leave now, not an event-loop iteration later
 
     async def _consume_meters(self, subscription: Subscription) -> None:
         # One meter batch holds every channel that moved in the last interval: thousands at a large site.

@@ -142,6 +142,11 @@ class _CoalescingSocket:
             self._loop.call_soon(self._flush)
         return len(data)
 
+    def flush(self) -> None:
+        """Send what is buffered now; a flush already scheduled finds nothing left."""
+        if not self._writer:
+            self._flush()
+
     def _flush(self) -> None:
         self._flush_pending = False
         while self._out:
@@ -310,6 +315,14 @@ class MqttClient:
         """Start connecting in the background; :attr:`connected_event` is set on each connection."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"mqtt {self.address}")
+
+    def flush(self) -> None:
+        """Write what is buffered now rather than at the end of the loop iteration.
+
+        For state changes: on a loop busy with thousands of receivers the next iteration can be tens of
+        milliseconds away, and a change already waited one iteration to reach its consumer."""
+        if self._socket is not None:
+            self._socket.flush()
 
     async def wait_connected(self, timeout: float) -> bool:
         with contextlib.suppress(TimeoutError):
