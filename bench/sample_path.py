@@ -6,18 +6,21 @@ into a state store carrying the subscriptions a running hub takes (MQTT state an
 alerts), drained every 0.5 s as their consumers would. It prints the CPU per sample, which is
 what the end-to-end benchmark's "hub CPU per merged sample" is made of besides sockets, MQTT and the store
 tick. Repeatable to a few percent on an idle machine; use it to compare a change before and after.
+``bench/instructions.sh`` counts the instructions per sample instead (callgrind): the same on any load.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 from wmhub_shure.driver import ShureDriver
 from wmhub_shure.families import family_of_model
 
 from bench.fleet import BenchReceiver
 from bench.run import plan
+from hub.cli import _tune_garbage_collector
 from hub.devices import DeviceHandle
 from hub.drivers import DriverSettings, Endpoint
 from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, METER_FIELDS
@@ -50,13 +53,12 @@ def build(receivers: int) -> tuple[StateStore, list[tuple[ShureDriver, list[byte
     return store, feeds
 
 
-def measure(store: StateStore, feeds: list[tuple[ShureDriver, list[bytes], int]], seconds: float) -> float:
-    """CPU seconds per sample over about ``seconds`` of CPU time."""
+def feed(store: StateStore, feeds: list[tuple[ShureDriver, list[bytes], int]], more: Callable[[int], bool]) -> int:
+    """Feed every receiver's 100 ms of samples, tick after tick, while ``more(tick)``; return the samples fed."""
     subscriptions = list(store._subscriptions)
     samples = 0
     tick = 0
-    started = time.process_time()
-    while time.process_time() - started < seconds:
+    while more(tick):
         for driver, cycle, count in feeds:
             driver._on_data(cycle[tick % len(cycle)])
             samples += count
@@ -64,6 +66,13 @@ def measure(store: StateStore, feeds: list[tuple[ShureDriver, list[bytes], int]]
         if tick % TICKS_PER_DRAIN == 0:
             for subscription in subscriptions:
                 subscription.drain()
+    return samples
+
+
+def measure(store: StateStore, feeds: list[tuple[ShureDriver, list[bytes], int]], seconds: float) -> float:
+    """CPU seconds per sample over about ``seconds`` of CPU time."""
+    started = time.process_time()
+    samples = feed(store, feeds, lambda _: time.process_time() - started < seconds)
     return (time.process_time() - started) / samples
 
 
@@ -72,8 +81,13 @@ def main() -> None:
     parser.add_argument("--receivers", type=int, default=400)
     parser.add_argument("--seconds", type=float, default=1.0, help="CPU time per round")
     parser.add_argument("--rounds", type=int, default=5, help="the best round counts (others share the CPU)")
+    parser.add_argument("--ticks", type=int, help="feed exactly this many ticks, untimed (bench/instructions.sh)")
     options = parser.parse_args()
     store, feeds = build(options.receivers)
+    _tune_garbage_collector()  # as wmhub run does
+    if options.ticks is not None:
+        print(f"samples {feed(store, feeds, lambda tick: tick < options.ticks)}")
+        return
     best = min(measure(store, feeds, options.seconds) for _ in range(options.rounds))
     channels = sum(count for _, _, count in feeds)
     print(f"{options.receivers} receivers, {channels} channels: {best * 1e6:.2f} us CPU per sample (best round)")
