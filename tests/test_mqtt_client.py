@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from hub.mqtt.client import BrokerAddress, MqttClient, Will
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
+
+
+@contextlib.asynccontextmanager
+async def connected_client(broker: TestBroker, client_id: str) -> AsyncIterator[MqttClient]:
+    client = MqttClient(BrokerAddress(broker.host, broker.port), client_id, on_message=lambda t, p: None)
+    client.start()
+    try:
+        assert await client.wait_connected(5)
+        yield client
+    finally:
+        await client.stop()
 
 
 async def test_publishes_and_receives_over_a_real_broker(mqtt_broker: TestBroker) -> None:
@@ -32,22 +46,16 @@ async def test_publishes_and_receives_over_a_real_broker(mqtt_broker: TestBroker
 async def test_qos0_packets_of_every_length_arrive_whole_and_in_order(mqtt_broker: TestBroker) -> None:
     """QoS 0 publishes bypass paho and share one write buffer: lengths cross each remaining-length byte."""
     sizes = [1, 100, 127, 128, 16_383, 16_384, 200_000, 5]
-    client = MqttClient(BrokerAddress(mqtt_broker.host, mqtt_broker.port), "c2", on_message=lambda t, p: None)
-    client.start()
-    try:
-        assert await client.wait_connected(5)
-        async with MqttProbe(mqtt_broker) as probe:
-            await probe.subscribe("sizes/#")
-            for number, size in enumerate(sizes):
-                client.publish(f"sizes/{number}", bytes([number]) * size, 0)
-                client.publish("sizes/qos1", str(number).encode(), 1)  # interleaved with paho's own packets
-            await eventually(lambda: len(probe.messages) == 2 * len(sizes), 5, "every message")
-            qos0 = [(topic, payload) for topic, payload in probe.messages if topic != "sizes/qos1"]
-            assert qos0 == [(f"sizes/{n}", bytes([n]) * size) for n, size in enumerate(sizes)]
-            qos1 = [payload for topic, payload in probe.messages if topic == "sizes/qos1"]
-            assert qos1 == [str(n).encode() for n in range(len(sizes))]
-    finally:
-        await client.stop()
+    async with connected_client(mqtt_broker, "c2") as client, MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("sizes/#")
+        for number, size in enumerate(sizes):
+            client.publish(f"sizes/{number}", bytes([number]) * size, 0)
+            client.publish("sizes/qos1", str(number).encode(), 1)  # interleaved with paho's own packets
+        await eventually(lambda: len(probe.messages) == 2 * len(sizes), 5, "every message")
+        qos0 = [(topic, payload) for topic, payload in probe.messages if topic != "sizes/qos1"]
+        assert qos0 == [(f"sizes/{n}", bytes([n]) * size) for n, size in enumerate(sizes)]
+        qos1 = [payload for topic, payload in probe.messages if topic == "sizes/qos1"]
+        assert qos1 == [str(n).encode() for n in range(len(sizes))]
 
 
 async def test_will_is_set_and_a_clean_stop_does_not_trigger_it(mqtt_broker: TestBroker) -> None:
@@ -74,18 +82,12 @@ async def test_will_is_set_and_a_clean_stop_does_not_trigger_it(mqtt_broker: Tes
 
 async def test_flush_writes_the_buffered_messages_before_the_loop_turns(mqtt_broker: TestBroker) -> None:
     """State changes are flushed at once: on a busy loop the end of the iteration may be far away."""
-    client = MqttClient(BrokerAddress(mqtt_broker.host, mqtt_broker.port), "c-flush", on_message=lambda t, p: None)
-    client.start()
-    try:
-        assert await client.wait_connected(5)
-        async with MqttProbe(mqtt_broker) as probe:
-            await probe.subscribe("now/#")
-            socket = client._socket
-            assert socket is not None
-            client.publish("now/a", b"1", 0)
-            assert socket.buffered > 0  # without a flush it would wait for the end of this loop iteration
-            client.flush()
-            assert socket.buffered == 0
-            assert await probe.message("now/a") == b"1"
-    finally:
-        await client.stop()
+    async with connected_client(mqtt_broker, "c-flush") as client, MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("now/#")
+        socket = client._socket
+        assert socket is not None
+        client.publish("now/a", b"1", 0)
+        assert socket.buffered > 0  # without a flush it would wait for the end of this loop iteration
+        client.flush()
+        assert socket.buffered == 0
+        assert await probe.message("now/a") == b"1"
