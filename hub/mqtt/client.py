@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import os
 import socket
 import ssl
 import time
@@ -434,7 +432,7 @@ class MqttClient:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setblocking(False)
-            await _connect_nonblocking(loop, sock, sockaddr)
+            await loop.sock_connect(sock, sockaddr)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls_context is None:
                 return sock
@@ -519,21 +517,6 @@ class MqttClient:
             self._on_message(message.topic, bytes(message.payload))
         except Exception:  # one bad message must not take the connection down
             log.exception("MQTT message on %s could not be handled", message.topic)
-
-
-async def _connect_nonblocking(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: Any) -> None:
-    """Connect, waiting for the socket to turn writable with add_writer rather than ``loop.sock_connect``.
-
-    The reader added right after a uvloop ``sock_connect`` once never fired in a loaded test run (the broker's
-    close went unnoticed for 10 s). uvloop keeps its own watcher on the fd during sock_connect and drops it
-    asynchronously (MagicStack/uvloop#61, #378); the suspicion is that the two meet. With add_writer and
-    remove_writer, the same calls that later watch the socket, there is one watcher owner."""
-    code = sock.connect_ex(address)
-    if code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
-        await _ready(loop, sock, write=True)
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    if code:
-        raise OSError(code, f"cannot connect to {address}: {os.strerror(code)}")
 
 
 async def _tls_handshake(loop: asyncio.AbstractEventLoop, sock: ssl.SSLSocket) -> ssl.SSLSocket:
