@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -91,3 +92,19 @@ async def test_flush_writes_the_buffered_messages_before_the_loop_turns(mqtt_bro
         client.flush()
         assert socket.buffered == 0
         assert await probe.message("now/a") == b"1"
+
+
+async def test_a_failed_write_marks_the_connection_lost_even_when_the_reader_stays_silent(
+    mqtt_broker: TestBroker,
+) -> None:
+    """In loaded runs the reader sometimes never reported the broker's close; a write into the dead socket must."""
+    async with connected_client(mqtt_broker, "c-dead") as client:
+        socket = client._socket
+        assert socket is not None
+        asyncio.get_running_loop().remove_reader(socket.fileno())  # the reader that never fires
+        await mqtt_broker.stop()
+        await eventually(
+            lambda: client.publish("dead/x", b"1", 0) or not client.connected, 5, "the dead connection noticed"
+        )
+        await mqtt_broker.start()
+        assert await client.wait_connected(10)

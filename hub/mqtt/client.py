@@ -125,9 +125,12 @@ class _CoalescingSocket:
     join the same buffer without paho.
     """
 
-    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, sock: socket.socket, loop: asyncio.AbstractEventLoop, on_broken: Callable[[OSError], None]
+    ) -> None:
         self.sock = sock
         self._loop = loop
+        self._on_broken = on_broken
         self._fd = sock.fileno()
         self._out = bytearray()
         self._flush_pending = False
@@ -152,9 +155,9 @@ class _CoalescingSocket:
                 sent = self.sock.send(self._out)
             except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 break
-            except OSError as exc:  # the connection is gone; the reader sees it and paho reconnects
-                log.debug("MQTT write failed: %s", exc)
+            except OSError as exc:
                 self._out.clear()
+                self._on_broken(exc)
                 break
             del self._out[:sent]
         if self._out and not self._writer:
@@ -401,7 +404,7 @@ class MqttClient:
         # 400 receivers, most of it left behind as a fragmented heap. MQTT 3.1.1 sets no window; the broker
         # acknowledges as fast as it reads, so the bytes wait in the socket buffer instead.
         client.max_inflight_messages_set(0)
-        wrapped = _CoalescingSocket(sock, loop)
+        wrapped = _CoalescingSocket(sock, loop, lambda exc: self._write_failed(wrapped, exc))
         client.handed_socket = wrapped
         self._socket = wrapped
         if self.address.username is not None:
@@ -500,11 +503,22 @@ class MqttClient:
 
     def _disconnected_cb(self, client: paho.Client, userdata: Any, flags: Any, code: Any, props: Any) -> None:
         if client is self._paho:
-            self._connected = False
-            self.connected_event.clear()
-            self._lost.set()
+            self._connection_lost(f"disconnected before the broker answered ({code})")
+
+    def _write_failed(self, sock: _CoalescingSocket, exc: OSError) -> None:
+        # A failed write proves the connection gone. Its reader usually says so first, but in loaded test runs
+        # it sometimes never fired after the broker's close (cause not found), leaving the hub "connected" to a
+        # dead socket until the keep-alive ran out.
+        log.debug("MQTT write failed: %s", exc)
+        if sock is self._socket:
+            self._connection_lost(f"write failed before the broker answered ({exc})")
+
+    def _connection_lost(self, before_connack: str) -> None:
+        self._connected = False
+        self.connected_event.clear()
+        self._lost.set()
         if self._connack is not None and not self._connack.done():
-            self._connack.set_exception(ConnectionError(f"disconnected before the broker answered ({code})"))
+            self._connack.set_exception(ConnectionError(before_connack))
 
     def _published_cb(self, client: paho.Client, userdata: Any, mid: int, code: Any, props: Any) -> None:
         # paho marks the message published only after this callback returns, hence the mid comparison
