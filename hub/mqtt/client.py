@@ -506,9 +506,9 @@ class MqttClient:
             self._connection_lost(f"disconnected before the broker answered ({code})")
 
     def _write_failed(self, sock: _CoalescingSocket, exc: OSError) -> None:
-        # A failed write proves the connection gone. Its reader usually says so first, but in loaded test runs
-        # it sometimes never fired after the broker's close (cause not found), leaving the hub "connected" to a
-        # dead socket until the keep-alive ran out.
+        # A failed write proves the connection gone. Its reader usually says so first, but in some test runs
+        # (half of those right after the fault tests) it never fired after the broker's close, cause not found,
+        # leaving the hub "connected" to a dead socket until the keep-alive ran out.
         log.debug("MQTT write failed: %s", exc)
         if sock is self._socket:
             self._connection_lost(f"write failed before the broker answered ({exc})")
