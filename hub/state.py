@@ -240,11 +240,9 @@ class StateStore:
     def update_channel(self, device_id: str, index: int, fields: Mapping[str, Any]) -> None:
         """Merge channel fields (the channel is made if new); subscribers hear of those whose value changed."""
         key = (device_id, index)
-        found = self._channel_values.get(key)
+        found = self._channel_values.get(key) or self._find_channel_values(key, create=True)
         if found is None:
-            found = self._find_channel_values(key)
-            if found is None:
-                return
+            return
         channel_values, device_values = found
         changed = _merge(channel_values, fields, CHANNEL_FIELDS, "channel")
         self.updates_applied += 1
@@ -254,13 +252,22 @@ class StateStore:
             channel_values["updated_at"] = now
             self._notify(key, changed)
 
-    def _find_channel_values(self, key: ChangeKey) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    def channel_fields(self, device_id: str, index: int) -> Mapping[str, Any] | None:
+        """A channel's live field values, not to be changed: for readers on a per-message path (MQTT meters)
+        that would otherwise search for the channel and read the model through pydantic's attribute hook."""
+        key = (device_id, index)
+        found = self._channel_values.get(key) or self._find_channel_values(key, create=False)
+        return found[0] if found is not None else None
+
+    def _find_channel_values(self, key: ChangeKey, create: bool) -> tuple[dict[str, Any], dict[str, Any]] | None:
         device_id, index = key
         device = self.devices.get(device_id)
         if device is None or index is None:
             return None
         channel = device.channel(index)
         if channel is None:
+            if not create:
+                return None
             channel = Channel(index=index)
             device.channels.append(channel)
             device.channels.sort(key=lambda ch: ch.index)

@@ -69,3 +69,15 @@ async def test_a_replaced_device_receives_the_updates_not_the_one_it_replaced() 
     store.remove_device("shure-1")
     store.update_channel("shure-1", 1, {"name": "VOX 3"})  # a late sample of a removed device: ignored
     assert "shure-1" not in store.devices
+
+
+async def test_channel_fields_reads_live_values_and_never_makes_a_channel() -> None:
+    store = store_with_device()
+    store.update_channel("shure-1", 2, {"audio_dbfs": -12})
+    fields = store.channel_fields("shure-1", 2)
+    assert fields is not None and fields["audio_dbfs"] == -12
+    store.update_channel("shure-1", 2, {"audio_dbfs": -9})
+    assert fields["audio_dbfs"] == -9  # live, not a copy
+    assert store.channel_fields("shure-1", 3) is None
+    assert store.channel_fields("nobody", 1) is None
+    assert [channel.index for channel in store.devices["shure-1"].channels] == [1, 2]

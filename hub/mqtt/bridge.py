@@ -138,6 +138,9 @@ class MqttBridge:
         self._queues: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._waiting: Counter[str] = Counter()
         self._last_meters: dict[tuple[str, int], tuple[Any, ...]] = {}
+        # per message, a formatted topic and a read of the pydantic settings cost as much as the JSON payload
+        self._meter_topics: dict[tuple[str, int], str] = {}
+        self._qos_meters = self.settings.qos_meters
         self._controlled: set[str] = set()
         self._left_behind_checked = False
         self._remove_alert_listener: Callable[[], None] | None = None
@@ -306,7 +309,7 @@ class MqttBridge:
                 self.topics.channel(device.id, channel.index), payloads.encode(payloads.channel_state(channel))
             )
             if meters:
-                self._publish_meters(device.id, channel.index, payloads.meter_values(channel))
+                self._publish_meters(device.id, channel.index, payloads.meter_values(channel.__dict__))
         self._publish_homeassistant(device)
         if self.settings.control and device.id not in self._controlled:
             assert self.client is not None
@@ -340,6 +343,7 @@ class MqttBridge:
             self._controlled.discard(device_id)
         for key in [key for key in self._last_meters if key[0] == device_id]:
             del self._last_meters[key]
+            self._meter_topics.pop(key, None)  # both are set together in _publish_meters
 
     def _publish_alerts(self) -> None:
         """The retained list of open alerts (raised or acknowledged, not yet cleared)."""
@@ -368,32 +372,33 @@ class MqttBridge:
     # Outbound: meters (the hot path)
 
     def _on_meter_batch(self, changes: Iterable[tuple[ChangeKey, frozenset[str]]]) -> None:
-        devices = self.hub.store.devices
+        channel_fields = self.hub.store.channel_fields
         threshold = self.settings.meter_threshold_db
         last = self._last_meters
         for key, changed in changes:
             device_id, index = key
             if index is None or METER_FIELDS.isdisjoint(changed):
                 continue
-            device = devices.get(device_id)
-            channel = device.channel(index) if device is not None else None
-            if channel is None:
+            fields = channel_fields(device_id, index)
+            if fields is None:
                 continue
-            values = payloads.meter_values(channel)
+            values = payloads.meter_values(fields)
             if payloads.meters_moved(last.get((device_id, index)), values, threshold):
                 self._publish_meters(device_id, index, values)
 
     def _publish_meters(self, device_id: str, index: int, values: tuple[Any, ...]) -> None:
         assert self.client is not None
-        self._last_meters[(device_id, index)] = values
-        self.client.publish(
-            self.topics.meters(device_id, index), payloads.meters_payload(values), self.settings.qos_meters
-        )
+        key = (device_id, index)
+        self._last_meters[key] = values
+        topic = self._meter_topics.get(key)
+        if topic is None:
+            topic = self._meter_topics[key] = self.topics.meters(device_id, index)
+        self.client.publish(topic, payloads.meters_payload(values), self._qos_meters)
 
     def _publish_meter_snapshot(self) -> None:
         for device in list(self.hub.store.devices.values()):
             for channel in device.channels:
-                self._publish_meters(device.id, channel.index, payloads.meter_values(channel))
+                self._publish_meters(device.id, channel.index, payloads.meter_values(channel.__dict__))
 
     # Inbound
 
@@ -544,7 +549,7 @@ class MqttBridge:
         if found is None:
             raise RequestError(f"device {device_id} has no channel {channel}")
         self._publish(self.topics.channel(device_id, channel), payloads.encode(payloads.channel_state(found)))
-        values = payloads.meter_values(found)
+        values = payloads.meter_values(found.__dict__)
         self._publish_meters(device_id, channel, values)
         return {**payloads.channel_state(found), **dict(zip(payloads.METER_ORDER, values, strict=True))}
 

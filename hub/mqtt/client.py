@@ -21,11 +21,12 @@ import contextlib
 import logging
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -102,17 +103,28 @@ class Will:
     retain: bool = True
 
 
+# The fixed header and topic length of a PUBLISH whose remaining length fits in one or two bytes (below 16 KiB:
+# every meter message), packed in one call; a longer one writes its remaining length byte by byte.
+_SHORT_HEADER: Final = struct.Struct(">BBH")
+_MEDIUM_HEADER: Final = struct.Struct(">BBBH")
+
+
 def publish_packet(topic: str, payload: bytes, retain: bool) -> bytes:
     """An MQTT 3.1.1 QoS 0 PUBLISH packet (fixed header, remaining length, topic, payload)."""
     topic_bytes = topic.encode()
+    first = 0x31 if retain else 0x30
     remaining = 2 + len(topic_bytes) + len(payload)
-    header = bytearray((0x31 if retain else 0x30,))
-    while True:
-        remaining, digit = divmod(remaining, 128)
-        header.append(digit | 0x80 if remaining else digit)
-        if not remaining:
-            break
-    return b"".join((header, len(topic_bytes).to_bytes(2, "big"), topic_bytes, payload))
+    if remaining < 0x80:
+        header = _SHORT_HEADER.pack(first, remaining, len(topic_bytes))
+    elif remaining < 0x4000:
+        header = _MEDIUM_HEADER.pack(first, remaining & 0x7F | 0x80, remaining >> 7, len(topic_bytes))
+    else:
+        length = bytearray()
+        while remaining:
+            remaining, digit = divmod(remaining, 128)
+            length.append(digit | 0x80 if remaining else digit)
+        header = bytes((first, *length)) + len(topic_bytes).to_bytes(2, "big")
+    return header + topic_bytes + payload
 
 
 class _CoalescingSocket:
