@@ -137,9 +137,9 @@ class MqttBridge:
         self._loops: list[asyncio.Task[None]] = []
         self._queues: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._waiting: Counter[str] = Counter()
-        self._last_meters: dict[tuple[str, int], tuple[Any, ...]] = {}
-        # per message, a formatted topic and a read of the pydantic settings cost as much as the JSON payload
-        self._meter_topics: dict[tuple[str, int], str] = {}
+        # per channel: its meters topic and the values last sent there (formatting the topic per message, and
+        # reading the QoS through the pydantic settings, cost as much as the JSON payload)
+        self._last_meters: dict[tuple[str, int], tuple[str, tuple[Any, ...]]] = {}
         self._qos_meters = self.settings.qos_meters
         self._controlled: set[str] = set()
         self._left_behind_checked = False
@@ -343,7 +343,6 @@ class MqttBridge:
             self._controlled.discard(device_id)
         for key in [key for key in self._last_meters if key[0] == device_id]:
             del self._last_meters[key]
-            self._meter_topics.pop(key, None)  # both are set together in _publish_meters
 
     def _publish_alerts(self) -> None:
         """The retained list of open alerts (raised or acknowledged, not yet cleared)."""
@@ -383,16 +382,16 @@ class MqttBridge:
             if fields is None:
                 continue
             values = payloads.meter_values(fields)
-            if payloads.meters_moved(last.get((device_id, index)), values, threshold):
+            sent = last.get((device_id, index))
+            if payloads.meters_moved(sent[1] if sent is not None else None, values, threshold):
                 self._publish_meters(device_id, index, values)
 
     def _publish_meters(self, device_id: str, index: int, values: tuple[Any, ...]) -> None:
         assert self.client is not None
         key = (device_id, index)
-        self._last_meters[key] = values
-        topic = self._meter_topics.get(key)
-        if topic is None:
-            topic = self._meter_topics[key] = self.topics.meters(device_id, index)
+        sent = self._last_meters.get(key)
+        topic = sent[0] if sent is not None else self.topics.meters(device_id, index)
+        self._last_meters[key] = (topic, values)
         self.client.publish(topic, payloads.meters_payload(values), self._qos_meters)
 
     def _publish_meter_snapshot(self) -> None:
