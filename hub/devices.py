@@ -24,7 +24,7 @@ from hub.model import (
     DeviceUnavailableError,
 )
 from hub.plugins import PluginError, PluginHost
-from hub.state import StateStore
+from hub.state import ChannelWriter, StateStore
 
 log = logging.getLogger("hub.devices")
 
@@ -53,6 +53,8 @@ class DeviceHandle(DeviceSink):
         self.vendor = vendor
         self.device_id = device_id
         self._last_heard = time.monotonic()
+        # channel index -> its writer in the store, so a meter sample need not find the channel again
+        self._writers: dict[int, ChannelWriter] = {}
         self.last_error: str | None = None
         self.protocol_errors = 0
         self.on_identified: Callable[[DeviceHandle], None] | None = None
@@ -127,10 +129,16 @@ class DeviceHandle(DeviceSink):
 
     def update_channel(self, index: int, fields: Mapping[str, Any]) -> None:
         self._last_heard = time.monotonic()
-        if self.device_id is not None:
-            # most meter samples carry no bounded field (levels have no bounds in the model): no check, no call
-            checked = fields if _BOUNDED.isdisjoint(fields) else self._within_bounds(fields)
-            self._store.update_channel(self.device_id, index, checked)
+        writer = self._writers.get(index)
+        if writer is None or not writer.live:
+            if self.device_id is None:
+                return
+            writer = self._store.channel_writer(self.device_id, index)
+            if writer is None:
+                return
+            self._writers[index] = writer
+        # most meter samples carry no bounded field (levels have no bounds in the model): no check, no call
+        writer.update(fields if _BOUNDED.isdisjoint(fields) else self._within_bounds(fields))
 
     def _within_bounds(self, fields: Mapping[str, Any]) -> Mapping[str, Any]:
         """A value outside the model's range is a device (or plugin) error: keep it out of the state."""

@@ -155,6 +155,37 @@ class Subscription:
         return batch
 
 
+class ChannelWriter:
+    """One channel's way into the store, found once: a driver's handle merges each meter sample through it.
+
+    It holds the channel's and its device's field dicts: BaseModel defines ``__getattr__``, which puts every
+    attribute read of a model on CPython's slow path, and finding the channel by (device, index) for each
+    of ten samples a second per channel cost as much as the merge (docs/performance.md).
+    """
+
+    __slots__ = ("_device_values", "_store", "key", "live", "values")
+
+    def __init__(
+        self, store: StateStore, key: ChangeKey, values: dict[str, Any], device_values: dict[str, Any]
+    ) -> None:
+        self._store = store
+        self.key = key
+        self.values = values
+        self._device_values = device_values
+        self.live = True
+
+    def update(self, fields: Mapping[str, Any]) -> None:
+        values = self.values
+        changed = _merge(values, fields, CHANNEL_FIELDS, "channel")
+        store = self._store
+        store.updates_applied += 1
+        now = store._clock.now()
+        self._device_values["last_seen"] = now
+        if changed:
+            values["updated_at"] = now
+            store._notify(self.key, changed)
+
+
 class StateStore:
     """Every known device, by id. Only drivers (through handles) and the hub's device manager write."""
 
@@ -163,10 +194,8 @@ class StateStore:
         self._subscriptions: set[Subscription] = set()
         # changed-fields mask -> the subscriptions that take such a change
         self._routes: dict[int, _Route] = {}
-        # (device_id, channel index) -> the __dict__ of the channel and of its device, for the per-sample
-        # merge: BaseModel defines __getattr__, which puts every attribute read of a model on CPython's
-        # slow path, and finding the channel cost as much again. Cleared when a device comes or goes.
-        self._channel_values: dict[ChangeKey, tuple[dict[str, Any], dict[str, Any]]] = {}
+        # (device_id, channel index) -> that channel's writer; all retired when a device comes or goes
+        self._writers: dict[ChangeKey, ChannelWriter] = {}
         self.updates_applied = 0
         self._clock = _CoarseClock()
 
@@ -203,14 +232,14 @@ class StateStore:
     def add_device(self, device: Device) -> None:
         """Add or replace a device; subscribers see it as added (device and every channel)."""
         self.devices[device.id] = device
-        self._channel_values.clear()
+        self._retire_writers()
         self._notify((device.id, None), _ADDED)
         for channel in device.channels:
             self._notify((device.id, channel.index), _ADDED)
 
     def remove_device(self, device_id: str) -> Device | None:
         device = self.devices.pop(device_id, None)
-        self._channel_values.clear()
+        self._retire_writers()
         if device is not None:
             for channel in device.channels:
                 self._notify((device_id, channel.index), _REMOVED)
@@ -239,27 +268,33 @@ class StateStore:
 
     def update_channel(self, device_id: str, index: int, fields: Mapping[str, Any]) -> None:
         """Merge channel fields (the channel is made if new); subscribers hear of those whose value changed."""
+        writer = self._writers.get((device_id, index)) or self.channel_writer(device_id, index)
+        if writer is not None:
+            writer.update(fields)
+
+    def channel_writer(self, device_id: str, index: int) -> ChannelWriter | None:
+        """The writer of one channel (made if new), None while the device is unknown. A writer stays valid
+        until a device is added or removed (``ChannelWriter.live``); then ask again."""
         key = (device_id, index)
-        found = self._channel_values.get(key) or self._find_channel_values(key, create=True)
-        if found is None:
-            return
-        channel_values, device_values = found
-        changed = _merge(channel_values, fields, CHANNEL_FIELDS, "channel")
-        self.updates_applied += 1
-        now = self._clock.now()
-        device_values["last_seen"] = now
-        if changed:
-            channel_values["updated_at"] = now
-            self._notify(key, changed)
+        writer = self._writers.get(key)
+        if writer is None:
+            found = self._find_channel(key, create=True)
+            if found is None:
+                return None
+            channel, device = found
+            writer = self._writers[key] = ChannelWriter(self, key, channel.__dict__, device.__dict__)
+        return writer
 
     def channel_fields(self, device_id: str, index: int) -> Mapping[str, Any] | None:
         """A channel's live field values, not to be changed: for readers on a per-message path (MQTT meters)
         that would otherwise search for the channel and read the model through pydantic's attribute hook."""
-        key = (device_id, index)
-        found = self._channel_values.get(key) or self._find_channel_values(key, create=False)
-        return found[0] if found is not None else None
+        writer = self._writers.get((device_id, index))
+        if writer is not None:
+            return writer.values
+        found = self._find_channel((device_id, index), create=False)
+        return found[0].__dict__ if found is not None else None
 
-    def _find_channel_values(self, key: ChangeKey, create: bool) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    def _find_channel(self, key: ChangeKey, create: bool) -> tuple[Channel, Device] | None:
         device_id, index = key
         device = self.devices.get(device_id)
         if device is None or index is None:
@@ -272,8 +307,12 @@ class StateStore:
             device.channels.append(channel)
             device.channels.sort(key=lambda ch: ch.index)
             self._notify(key, _ADDED)
-        found = self._channel_values[key] = (channel.__dict__, device.__dict__)
-        return found
+        return channel, device
+
+    def _retire_writers(self) -> None:
+        for writer in self._writers.values():
+            writer.live = False
+        self._writers.clear()
 
     def set_online(self, device_id: str, online: bool) -> None:
         device = self.devices.get(device_id)

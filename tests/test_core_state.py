@@ -2,6 +2,8 @@
 
 import asyncio
 
+from hub.devices import DeviceHandle
+from hub.drivers import Endpoint
 from hub.model import METER_FIELDS, Device
 from hub.state import ADDED, ONLINE, REMOVED, StateStore
 
@@ -69,6 +71,25 @@ async def test_a_replaced_device_receives_the_updates_not_the_one_it_replaced() 
     store.remove_device("shure-1")
     store.update_channel("shure-1", 1, {"name": "VOX 3"})  # a late sample of a removed device: ignored
     assert "shure-1" not in store.devices
+
+
+async def test_a_driver_writes_into_the_device_that_holds_its_id_now() -> None:
+    # the handle keeps each channel's writer between samples: one of a removed or replaced device must not be used
+    store = StateStore()
+    handle = DeviceHandle(store, Endpoint.parse("shure://127.0.0.1:2202"), "shure")
+    handle.update_channel(1, {"audio_dbfs": -30})  # before it is identified: nowhere to go
+    handle.identify(unique_id="A1", family="ulxd", model="ULXD4D", channel_count=2)
+    handle.update_channel(1, {"audio_dbfs": -20})
+    assert store.devices["shure-A1"].channel(1).audio_dbfs == -20  # type: ignore[union-attr]
+    store.add_device(Device(id="shure-A1", vendor="shure", host="127.0.0.1", port=2202))
+    handle.update_channel(1, {"audio_dbfs": -10})
+    assert store.devices["shure-A1"].channel(1).audio_dbfs == -10  # type: ignore[union-attr]
+    store.remove_device("shure-A1")
+    handle.update_channel(1, {"audio_dbfs": -5})
+    assert "shure-A1" not in store.devices
+    handle.identify(unique_id="A1", family="ulxd", model="ULXD4D", channel_count=2)
+    handle.update_channel(2, {"audio_dbfs": -3})
+    assert store.devices["shure-A1"].channel(2).audio_dbfs == -3  # type: ignore[union-attr]
 
 
 async def test_channel_fields_reads_live_values_and_never_makes_a_channel() -> None:
