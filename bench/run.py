@@ -79,6 +79,7 @@ class Options:
     profile: Path | None = None
     keep: Path | None = None
     meter_rate_ms: int = METER_RATE_MS
+    hubs: int = 1
 
 
 @dataclass
@@ -125,14 +126,14 @@ class Observer:
         self.online: set[str] = set()
         self.all_online_at: float | None = None
         self.channel_messages: dict[tuple[str, int], list[tuple[float, bytes]]] = defaultdict(list)
-        self.device_list: bytes = b"[]"
+        self.device_lists: dict[str, bytes] = {}  # hub id -> its retained device list
         self.broker_received: list[tuple[float, int]] = []
         self.client = MqttClient(BrokerAddress.parse(broker_url), "wmhub-bench-observer", on_message=self._on_message)
         # QoS 1: the broker queues rather than drops what this observer has not read yet in a burst
         for topic_filter in (
             f"{BASE}/devices/+/availability",
             f"{BASE}/devices/+/channels/+",
-            f"{BASE}/hubs/{HUB_ID}/devices",
+            f"{BASE}/hubs/+/devices",
         ):
             self.client.subscribe(topic_filter, 1)
         self.client.subscribe("$SYS/broker/publish/messages/received", 0)
@@ -152,11 +153,15 @@ class Observer:
         elif len(parts) == 5 and parts[3] == "channels":
             self.channel_messages[(parts[2], int(parts[4]))].append((now, payload))
         elif parts[-1] == "devices":
-            self.device_list = payload
+            self.device_lists[parts[-2]] = payload
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Every hub's device list entries (each hub publishes its own)."""
+        return [entry for payload in self.device_lists.values() for entry in orjson.loads(payload)]
 
     def missing(self, urls: list[str]) -> list[str]:
         """The device URLs not online on MQTT (by the hub's device list, which maps ids to URLs)."""
-        online_urls = {entry.get("url") for entry in orjson.loads(self.device_list) if entry["id"] in self.online}
+        online_urls = {entry.get("url") for entry in self.devices() if entry["id"] in self.online}
         return [url for url in urls if url not in online_urls]
 
     def broker_count_at(self, at: float) -> int | None:
@@ -167,7 +172,7 @@ class Observer:
     def latencies(self, changes: list[tuple[str, int, dict[str, Any], float]]) -> tuple[dict[str, list[float]], int]:
         """Milliseconds from each change to the first channel message showing it, by the field changed;
         and how many changes never showed."""
-        device_of = {entry.get("url"): entry["id"] for entry in orjson.loads(self.device_list)}
+        device_of = {entry.get("url"): entry["id"] for entry in self.devices()}
         found: dict[str, list[float]] = defaultdict(list)
         self.slowest: list[tuple[float, str, int, dict[str, Any]]] = []
         self.lost: list[tuple[str, int, dict[str, Any], float]] = []
@@ -188,12 +193,12 @@ class Observer:
         return found, lost
 
 
-def hub_config(directory: Path, broker_url: str, urls: list[str], meter_rate_ms: int) -> Path:
+def hub_config(directory: Path, hub_id: str, broker_url: str, urls: list[str], meter_rate_ms: int) -> Path:
     """A TOML file for ``wmhub run --config``: thousands of devices do not fit a command line."""
     devices = ",\n".join(f"  {json.dumps(url)}" for url in urls)
     path = directory / "hub.toml"
     path.write_text(
-        f'hub_id = "{HUB_ID}"\n'
+        f'hub_id = "{hub_id}"\n'
         f"data_dir = {json.dumps(str(directory / 'data'))}\n"
         f"meter_rate_ms = {meter_rate_ms}\n"
         f"devices = [\n{devices}\n]\n"
@@ -202,6 +207,38 @@ def hub_config(directory: Path, broker_url: str, urls: list[str], meter_rate_ms:
         "[discovery]\nenabled = false\n"
     )
     return path
+
+
+@dataclass
+class HubProcess:
+    """One ``wmhub run`` of the benchmark: its own hub id, share of the receivers and scratch directory."""
+
+    process: asyncio.subprocess.Process
+    directory: Path
+    port: int = 0
+
+
+async def start_hubs(directory: Path, broker_url: str, urls: list[str], options: Options) -> list[HubProcess]:
+    """``options.hubs`` hubs on one broker, sharing the receivers out by port number.
+
+    A simulated UHF-R (UDP) and a TCP receiver can hold the same port number, and a receiver that reports
+    no serial gets its id from its address: one hub tells the two apart, two hubs would both publish under
+    that id (docs/scaling.md). Ports are spread at random, so each hub still gets about the same mix."""
+    hubs = []
+    for number in range(options.hubs):
+        hub_id = HUB_ID if options.hubs == 1 else f"{HUB_ID}-{number + 1}"
+        place = directory if options.hubs == 1 else directory / hub_id
+        place.mkdir(exist_ok=True)
+        share = [url for url in urls if int(url.rsplit(":", 1)[1]) % options.hubs == number]
+        config = hub_config(place, hub_id, broker_url, share, options.meter_rate_ms)
+        with (place / "hub.log").open("wb") as log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "hub.cli", "run", "--config", str(config), stdout=log, stderr=log
+            )
+        hubs.append(HubProcess(process, place))
+    for hub in hubs:
+        hub.port = await http_port(hub.directory / "hub.log", hub.process, options.connect_timeout)
+    return hubs
 
 
 async def start_workers(models: list[str], options: Options) -> list[Worker]:
@@ -260,22 +297,21 @@ class Scrape:
     loop_lag_s: float  # how late the last tick was
 
 
-async def scrape(session: aiohttp.ClientSession, port: int) -> Scrape:
+async def scrape(session: aiohttp.ClientSession, hubs: list[HubProcess]) -> Scrape:
+    """Every hub's /metrics, added up (the lag is the worst hub's)."""
     before = time.time()
-    async with session.get(f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=10)) as reply:
-        text = await reply.text()
-    values = {
-        name: metric_value(text, name)
-        for name in ("wmhub_state_updates_total", "wmhub_loop_late_total", "wmhub_loop_lag_seconds")
-    }
-    if values["wmhub_state_updates_total"] is None:
-        raise RuntimeError("the hub's /metrics has no wmhub_state_updates_total")
-    return Scrape(
-        (before + time.time()) / 2,
-        values["wmhub_state_updates_total"] or 0.0,
-        values["wmhub_loop_late_total"] or 0.0,
-        values["wmhub_loop_lag_seconds"] or 0.0,
-    )
+    updates = late = lag = 0.0
+    for hub in hubs:
+        url = f"http://127.0.0.1:{hub.port}/metrics"
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as reply:
+            text = await reply.text()
+        hub_updates = metric_value(text, "wmhub_state_updates_total")
+        if hub_updates is None:
+            raise RuntimeError("the hub's /metrics has no wmhub_state_updates_total")
+        updates += hub_updates
+        late += metric_value(text, "wmhub_loop_late_total") or 0.0
+        lag = max(lag, metric_value(text, "wmhub_loop_lag_seconds") or 0.0)
+    return Scrape((before + time.time()) / 2, updates, late, lag)
 
 
 async def run_once(options: Options, directory: Path) -> dict[str, Any]:
@@ -285,7 +321,7 @@ async def run_once(options: Options, directory: Path) -> dict[str, Any]:
     broker = Mosquitto(directory)
     workers: list[Worker] = []
     readers: list[asyncio.Task[None]] = []
-    hub: asyncio.subprocess.Process | None = None
+    hubs: list[HubProcess] = []
     profiler: asyncio.subprocess.Process | None = None
     observer: Observer | None = None
     await broker.start()
@@ -298,14 +334,8 @@ async def run_once(options: Options, directory: Path) -> dict[str, Any]:
         observer.client.start()
         if not await observer.client.wait_connected(10):
             raise RuntimeError("the observer could not connect to Mosquitto")
-        log_path = directory / "hub.log"
-        config = hub_config(directory, broker.url, urls, options.meter_rate_ms)
         spawned_at = time.time()
-        with log_path.open("wb") as log:
-            hub = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "hub.cli", "run", "--config", str(config), stdout=log, stderr=log
-            )
-        port = await http_port(log_path, hub, options.connect_timeout)
+        hubs = await start_hubs(directory, broker.url, urls, options)
         connected = True
         try:
             await wait_for(lambda: observer.all_online_at is not None, options.connect_timeout, "all devices online")
@@ -315,13 +345,14 @@ async def run_once(options: Options, directory: Path) -> dict[str, Any]:
         not_online = observer.missing(urls)
         await asyncio.sleep(options.warmup)
         if options.profile is not None:
-            profiler = await start_profiler(hub.pid, options.profile, options.seconds)
-        result = await measure(options, hub, port, workers, observer, broker)
+            profiler = await start_profiler(hubs[0].process.pid, options.profile, options.seconds)
+        result = await measure(options, hubs, workers, observer, broker)
         if profiler is not None:
             await asyncio.wait_for(profiler.wait(), options.seconds + 30)
     finally:
         await stop_process(profiler)
-        await stop_process(hub, 30)
+        for hub in hubs:
+            await stop_process(hub.process, 30)
         for worker in workers:
             await stop_process(worker.process)
         for reader in readers:
@@ -331,6 +362,7 @@ async def run_once(options: Options, directory: Path) -> dict[str, Any]:
             await observer.client.stop()
         await broker.stop()
     result.update(
+        hubs=options.hubs,
         receivers=len(models),
         channels=channels,
         families=sorted(set(models)),
@@ -368,8 +400,7 @@ async def start_profiler(pid: int, path: Path, seconds: float) -> asyncio.subpro
 
 async def measure(
     options: Options,
-    hub: asyncio.subprocess.Process,
-    port: int,
+    hubs: list[HubProcess],
     workers: list[Worker],
     observer: Observer,
     broker: Mosquitto,
@@ -378,23 +409,24 @@ async def measure(
     assert broker.process is not None
     others = {"generators": generators, "mosquitto": [broker.process.pid]}
     async with aiohttp.ClientSession() as session:
-        start_user, start_system = cpu_times(hub.pid)
+        hub_pids = [hub.process.pid for hub in hubs]
+        start_user, start_system = hub_cpu_times(hub_pids)
         start_other = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in others.items()}
-        snapshots = [await scrape(session, port)]
+        snapshots = [await scrape(session, hubs)]
         started = snapshots[0].at
         peak_rss = 0.0
         next_scrape = started + options.scrape_every
         while time.time() < started + options.seconds:
             await asyncio.sleep(min(1.0, max(0.0, started + options.seconds - time.time())))
-            peak_rss = max(peak_rss, memory_mb(hub.pid)[0])
+            peak_rss = max(peak_rss, *(memory_mb(pid)[0] for pid in hub_pids))
             if time.time() >= next_scrape or time.time() >= started + options.seconds:
-                snapshots.append(await scrape(session, port))
+                snapshots.append(await scrape(session, hubs))
                 next_scrape += options.scrape_every
         ended = snapshots[-1].at
-        end_user, end_system = cpu_times(hub.pid)
+        end_user, end_system = hub_cpu_times(hub_pids)
         hub_cpu = end_user - start_user + end_system - start_system
         other_cpu = {name: sum(cpu_seconds(pid) for pid in pids) - start_other[name] for name, pids in others.items()}
-        _, peak_hwm = memory_mb(hub.pid)
+        peak_hwm = max(memory_mb(pid)[1] for pid in hub_pids)
     await asyncio.sleep(2.0)  # let the last changes of the window reach the subscriber
     elapsed = ended - started
     channels_window = [c for worker in workers for c in worker.changes if started <= c[3] <= ended]
@@ -446,6 +478,12 @@ async def measure(
     }
 
 
+def hub_cpu_times(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds of all the hubs together."""
+    times = [cpu_times(pid) for pid in pids]
+    return sum(user for user, _ in times), sum(system for _, system in times)
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -463,6 +501,7 @@ def verdict(result: dict[str, Any]) -> bool:
 
 
 ROWS: Final = (
+    ("hubs", "hub processes"),
     ("receivers", "receivers"),
     ("channels", "channels"),
     ("all_connected", "all connected"),
@@ -477,7 +516,7 @@ ROWS: Final = (
     ("hub_cpu_percent", "hub CPU (% of one core)"),
     ("hub_cpu_percent_per_1000_channels", "hub CPU per 1,000 channels (%)"),
     ("hub_cpu_us_per_sample", "hub CPU per merged sample (us)"),
-    ("hub_peak_rss_mb", "hub peak RSS (MB)"),
+    ("hub_peak_rss_mb", "hub peak RSS (MB; the largest hub)"),
     ("mqtt_messages_per_s", "MQTT messages /s out"),
     ("changes", "state changes measured"),
     ("changes_lost", "state changes never seen on MQTT"),
@@ -548,8 +587,7 @@ async def measured_run(options: Options) -> dict[str, Any]:
         try:
             return await run_once(options, directory)
         except Exception as exc:
-            log = directory / "hub.log"
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            tail = "".join(log.read_text(errors="replace")[-2000:] for log in sorted(directory.rglob("hub.log")))
             raise RuntimeError(f"benchmark run failed: {exc}\n{tail}") from exc
 
 
@@ -589,6 +627,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=10.0, help="time after all devices are online")
     parser.add_argument("--meter-rate-ms", type=int, default=METER_RATE_MS, help="the hub's meter_rate_ms")
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    parser.add_argument(
+        "--hubs", type=int, default=1, help="hub processes on one broker, each with its own hub_id and receivers"
+    )
     parser.add_argument("--changes-per-s", type=float, default=20.0, help="timed state changes per second")
     parser.add_argument("--connect-timeout", type=float, default=60.0)
     parser.add_argument("--steps", help="ceiling: comma-separated channel counts to try, in order")
@@ -613,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         keep=args.keep,
         meter_rate_ms=args.meter_rate_ms,
+        hubs=args.hubs,
     )
     if not args.find_ceiling and options.receivers is None and options.channels is None:
         options.receivers = 250
