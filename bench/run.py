@@ -218,18 +218,25 @@ class HubProcess:
     port: int = 0
 
 
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
 async def start_hubs(directory: Path, broker_url: str, urls: list[str], options: Options) -> list[HubProcess]:
     """``options.hubs`` hubs on one broker, sharing the receivers out by port number.
 
     A simulated UHF-R (UDP) and a TCP receiver can hold the same port number, and a receiver that reports
     no serial gets its id from its address: one hub tells the two apart, two hubs would both publish under
-    that id (docs/scaling.md). Ports are spread at random, so each hub still gets about the same mix."""
+    that id (docs/scaling.md). Port numbers are dealt out in turn (not by parity: Linux gives listening
+    sockets odd ports), so each hub gets the same share and about the same mix."""
+    ports = sorted({port_of(url) for url in urls})
+    hub_of_port = {port: position % options.hubs for position, port in enumerate(ports)}
     hubs = []
     for number in range(options.hubs):
         hub_id = HUB_ID if options.hubs == 1 else f"{HUB_ID}-{number + 1}"
         place = directory if options.hubs == 1 else directory / hub_id
         place.mkdir(exist_ok=True)
-        share = [url for url in urls if int(url.rsplit(":", 1)[1]) % options.hubs == number]
+        share = [url for url in urls if hub_of_port[port_of(url)] == number]
         config = hub_config(place, hub_id, broker_url, share, options.meter_rate_ms)
         with (place / "hub.log").open("wb") as log:
             process = await asyncio.create_subprocess_exec(
