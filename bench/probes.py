@@ -81,7 +81,7 @@ class Mosquitto:
             config = self.directory / "mosquitto.conf"
             config.write_text(
                 f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nsys_interval 1\n"
-                "max_queued_messages 100000\n"
+                "max_queued_messages 100000\nset_tcp_nodelay true\n"
             )
             with (self.directory / "mosquitto.log").open("ab") as log:
                 self.process = await asyncio.create_subprocess_exec(
