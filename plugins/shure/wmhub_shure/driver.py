@@ -96,6 +96,7 @@ class ShureDriver(Driver):
         self.channel_count = 0
         self.raw: dict[tuple[int | None, str, int | None], str] = {}
         self.malformed = 0
+        self.reads = 0  # reads of device data so far (socket reads or datagrams)
         self._framer = Framer(STAR if udp else ANGLE)
         self._dropped_reported = 0
         self._framing = STAR if udp else ANGLE
@@ -252,13 +253,18 @@ class ShureDriver(Driver):
             self._send(encode(self._framing, "SET", "METER_RATE", f"{rate_ms:05d}", channel=0))
 
     async def _keep_alive(self) -> None:
-        # CO's heartbeat: an answered GET proves the control path works even when no SAMPLE flows
+        # CO's heartbeat: an answered GET proves the device is there when nothing else arrives (metering off,
+        # a family without SAMPLE). Data since the last beat proves it already: no GET then, which at ten
+        # samples a second spares the hub and the receiver one request per receiver every few seconds.
         interval = min(KEEPALIVE_MAX_S, max(0.2, self.settings.offline_after_s / 3))
         param = "CHAN_NAME" if self.family in (UHFR, PSM1000) else "METER_RATE"
+        reads = self.reads
         while True:
             await asyncio.sleep(interval)
             self._expire_pending()
-            self._track(1, "GET", param)
+            if self.reads == reads:
+                self._track(1, "GET", param)
+            reads = self.reads
 
     # requests and replies
 
@@ -327,6 +333,7 @@ class ShureDriver(Driver):
     # incoming data
 
     def _on_data(self, data: bytes) -> None:
+        self.reads += 1
         sink = self.sink
         sample = self._sample
         channels = self.channel_count
