@@ -672,9 +672,9 @@ def main(argv: list[str] | None = None) -> int:
         print(table(runs))
         print(f"ceiling: {document['ceiling_channels']} channels")
         if args.plot is not None:
-            from bench.plot import plot_ceiling
+            from bench.plot import label, plot_ceiling
 
-            plot_ceiling(runs, args.plot)
+            plot_ceiling([(label(runs), runs)], args.plot)
     else:
         document = asyncio.run(measured_run(options))
         print(table([document]))
