@@ -77,6 +77,14 @@ class Device(BaseModel):
 CHANNEL_FIELDS: Final = frozenset(Channel.model_fields) - {"index", "updated_at"}
 
 
+def field_values(model: Channel | Device) -> dict[str, Any]:
+    """A model's live field values by name, for code that reads many fields of many models (history, MQTT
+    meters). BaseModel defines ``__getattr__``, which puts every attribute read of a model on CPython's slow
+    path; pydantic keeps field values in the instance ``__dict__``, and these models do not validate
+    assignments, so the dict is the values. Read it; the state store is the only writer."""
+    return model.__dict__
+
+
 def _numeric_bounds(model: type[BaseModel]) -> dict[str, tuple[float | None, float | None]]:
     """(lowest, highest) allowed for each field with a ge/le constraint, read from the model itself."""
     bounds: dict[str, tuple[float | None, float | None]] = {}

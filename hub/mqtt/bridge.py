@@ -24,7 +24,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hub.auth import token_matches
 from hub.drivers import EndpointError
-from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, METER_FIELDS, Command, CommandKind, CommandResult, Device
+from hub.model import (
+    CHANNEL_FIELDS,
+    DEVICE_FIELDS,
+    METER_FIELDS,
+    Command,
+    CommandKind,
+    CommandResult,
+    Device,
+    field_values,
+)
 from hub.mqtt import topics as payloads
 from hub.mqtt.client import BrokerAddress, MqttClient, TlsFiles, Will
 from hub.mqtt.embedded import EmbeddedBroker, EmbeddedBrokerError
@@ -309,7 +318,7 @@ class MqttBridge:
                 self.topics.channel(device.id, channel.index), payloads.encode(payloads.channel_state(channel))
             )
             if meters:
-                self._publish_meters(device.id, channel.index, payloads.meter_values(channel.__dict__))
+                self._publish_meters(device.id, channel.index, payloads.meter_values(field_values(channel)))
         self._publish_homeassistant(device)
         if self.settings.control and device.id not in self._controlled:
             assert self.client is not None
@@ -397,7 +406,7 @@ class MqttBridge:
     def _publish_meter_snapshot(self) -> None:
         for device in list(self.hub.store.devices.values()):
             for channel in device.channels:
-                self._publish_meters(device.id, channel.index, payloads.meter_values(channel.__dict__))
+                self._publish_meters(device.id, channel.index, payloads.meter_values(field_values(channel)))
 
     # Inbound
 
@@ -548,7 +557,7 @@ class MqttBridge:
         if found is None:
             raise RequestError(f"device {device_id} has no channel {channel}")
         self._publish(self.topics.channel(device_id, channel), payloads.encode(payloads.channel_state(found)))
-        values = payloads.meter_values(found.__dict__)
+        values = payloads.meter_values(field_values(found))
         self._publish_meters(device_id, channel, values)
         return {**payloads.channel_state(found), **dict(zip(payloads.METER_ORDER, values, strict=True))}
 

@@ -124,8 +124,8 @@ _NUMBER: Final = (int, float)
 
 
 def meter_values(fields: Mapping[str, Any]) -> tuple[Any, ...]:
-    """A channel's meters in METER_ORDER, from its field values (``channel.__dict__``, or the state store's
-    ``channel_fields``): one C call, where getattr would go through BaseModel's __getattr__ hook each time."""
+    """A channel's meters in METER_ORDER, from its field values (``hub.model.field_values``, or the state
+    store's ``channel_fields``): one C call, where getattr would go through BaseModel's __getattr__ hook each time."""
     values: tuple[Any, ...] = _METER_GETTER(fields)
     return values
 
