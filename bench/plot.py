@@ -52,7 +52,8 @@ def plot_ceiling(series: list[Series], path: Path) -> None:
     cpu_axis.set_ylim(bottom=0)
     latency_axis.axhline(P99_LIMIT_MS, color="tab:red", linewidth=0.8, linestyle=":")
     latency_axis.set_ylabel("p99 latency, ms", color="tab:red")
-    latency_axis.set_ylim(bottom=0)
+    highest = max((run["latency_ms_p99"] or 0 for _, runs in series for run in runs), default=0)
+    latency_axis.set_ylim(bottom=0, top=max(highest, P99_LIMIT_MS) * 1.15)  # room for the "failed" labels
     figure.legend(loc="upper left", bbox_to_anchor=(0.12, 0.88), fontsize="small")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
