@@ -70,20 +70,23 @@ async def test_keep_alive_asks_only_a_receiver_that_sends_nothing() -> None:
     def keep_alives(sim: ShureSimulator) -> int:
         return sum(request == "GET 1 METER_RATE" for request in sim.received)
 
-    async with ShureSimulator("ulxd4d", seed=3) as metering, ShureSimulator("ulxd4d", seed=4) as quiet:
-        async with DriverHarness("shure", settings=FAST) as hub:
-            talking, hushed = hub.add(metering.url), hub.add(quiet.url)
-            await hub.device(talking)
-            await hub.device(hushed)
-            for channel in quiet.channels.values():
-                channel.meter_rate_ms = 0  # its metering stops: from now on only keep-alives keep it online
-            asked_before = keep_alives(metering)
-            # a beat every third of offline_after_s: the quiet receiver is asked at each one, the metering
-            # one (a SAMPLE every 100 ms) at none
-            await eventually(lambda: keep_alives(quiet) >= 3, 3 * FAST.offline_after_s, "keep-alives to the quiet one")
-            assert keep_alives(metering) == asked_before
-            assert hushed.supervisor.reconnects == 0 and talking.supervisor.reconnects == 0
-            assert (await hub.device(hushed)).online
+    async with (
+        ShureSimulator("ulxd4d", seed=3) as metering,
+        ShureSimulator("ulxd4d", seed=4) as quiet,
+        DriverHarness("shure", settings=FAST) as hub,
+    ):
+        talking, hushed = hub.add(metering.url), hub.add(quiet.url)
+        await hub.device(talking)
+        await hub.device(hushed)
+        for channel in quiet.channels.values():
+            channel.meter_rate_ms = 0  # its metering stops: from now on only keep-alives keep it online
+        asked_before = keep_alives(metering)
+        # a beat every third of offline_after_s: the quiet receiver is asked at each one, the metering
+        # one (a SAMPLE every 100 ms) at none
+        await eventually(lambda: keep_alives(quiet) >= 3, 3 * FAST.offline_after_s, "keep-alives to the quiet one")
+        assert keep_alives(metering) == asked_before
+        assert hushed.supervisor.reconnects == 0 and talking.supervisor.reconnects == 0
+        assert (await hub.device(hushed)).online
 
 
 async def test_garbage_is_survived(pair: tuple) -> None:  # type: ignore[type-arg]
