@@ -78,10 +78,10 @@ CHANNEL_FIELDS: Final = frozenset(Channel.model_fields) - {"index", "updated_at"
 
 
 def field_values(model: Channel | Device) -> dict[str, Any]:
-    """A model's live field values by name, for code that reads many fields of many models (history, MQTT
-    meters). BaseModel defines ``__getattr__``, which puts every attribute read of a model on CPython's slow
-    path; pydantic keeps field values in the instance ``__dict__``, and these models do not validate
-    assignments, so the dict is the values. Read it; the state store is the only writer."""
+    """A model's live field values by name, for code on a per-sample or per-message path (the state store's
+    merge, MQTT meters). BaseModel defines ``__getattr__``, which puts every attribute read of a model on
+    CPython's slow path; pydantic keeps field values in the instance ``__dict__``, and these models do not
+    validate assignments, so the dict is the values. Only the state store writes to it."""
     return model.__dict__
 
 

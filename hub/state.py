@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, Channel, Device
+from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, Channel, Device, field_values
 
 # Keys of a change batch: (device_id, None) for the device itself, (device_id, index) for a channel.
 ChangeKey = tuple[str, int | None]
@@ -63,8 +63,8 @@ def _names_of(mask: int) -> frozenset[str]:
 
 def _merge(values: dict[str, Any], fields: Mapping[str, Any], allowed: frozenset[str], kind: str) -> int:
     """Set the given fields in a model's ``values``; return the mask of those whose value really changed."""
-    # ``values`` is the pydantic model's instance __dict__, where it keeps field values (the models do
-    # not validate assignments): writing there skips its per-assignment bookkeeping, which cost more than
+    # ``values`` is hub.model.field_values: the pydantic model's instance __dict__ (the models do not
+    # validate assignments). Writing there skips pydantic's per-assignment bookkeeping, which cost more than
     # the merge itself at ten samples a second per channel (docs/performance.md). Nothing reads
     # model_fields_set.
     if not allowed.issuperset(fields):
@@ -261,7 +261,7 @@ class StateStore:
         device = self.devices.get(device_id)
         if device is None:
             return
-        changed = _merge(device.__dict__, fields, DEVICE_FIELDS, "device")
+        changed = _merge(field_values(device), fields, DEVICE_FIELDS, "device")
         device.last_seen = datetime.now(UTC)
         if changed:
             self._notify((device_id, None), changed)
@@ -282,7 +282,7 @@ class StateStore:
             if found is None:
                 return None
             channel, device = found
-            writer = self._writers[key] = ChannelWriter(self, key, channel.__dict__, device.__dict__)
+            writer = self._writers[key] = ChannelWriter(self, key, field_values(channel), field_values(device))
         return writer
 
     def channel_fields(self, device_id: str, index: int) -> Mapping[str, Any] | None:
@@ -292,7 +292,7 @@ class StateStore:
         if writer is not None:
             return writer.values
         found = self._find_channel((device_id, index), create=False)
-        return found[0].__dict__ if found is not None else None
+        return field_values(found[0]) if found is not None else None
 
     def _find_channel(self, key: ChangeKey, create: bool) -> tuple[Channel, Device] | None:
         device_id, index = key
