@@ -243,8 +243,13 @@ async def start_hubs(directory: Path, broker_url: str, urls: list[str], options:
                 sys.executable, "-m", "hub.cli", "run", "--config", str(config), stdout=log, stderr=log
             )
         hubs.append(HubProcess(process, place))
-    for hub in hubs:
-        hub.port = await http_port(hub.directory / "hub.log", hub.process, options.connect_timeout)
+    try:
+        for hub in hubs:
+            hub.port = await http_port(hub.directory / "hub.log", hub.process, options.connect_timeout)
+    except BaseException:  # the caller never gets the list: stop the hubs here
+        for hub in hubs:
+            await stop_process(hub.process, 30)
+        raise
     return hubs
 
 
@@ -641,7 +646,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connect-timeout", type=float, default=60.0)
     parser.add_argument("--steps", help="ceiling: comma-separated channel counts to try, in order")
     parser.add_argument("--budget", type=float, default=900.0, help="ceiling: stop starting runs after this (s)")
-    parser.add_argument("--profile", type=Path, help="py-spy the hub during the window (.txt stacks or .svg)")
+    parser.add_argument("--profile", type=Path, help="py-spy the (first) hub during the window (.txt stacks or .svg)")
     parser.add_argument("--plot", type=Path, help="ceiling: write the CPU and p99 plot (PNG) here")
     parser.add_argument("--out", type=Path, help="write the JSON result here")
     parser.add_argument("--keep", type=Path, help="keep each run's hub log, config and broker log under here")
@@ -650,6 +655,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.hubs < 1:
+        raise SystemExit("python -m bench.run: --hubs must be 1 or more")
     options = Options(
         receivers=args.receivers,
         channels=args.channels,
