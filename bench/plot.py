@@ -62,6 +62,8 @@ def plot_ceiling(series: list[Series], path: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
+    if len(argv) < 2:
+        raise SystemExit("usage: python -m bench.plot OUTPUT.png CEILING.json [CEILING.json ...]")
     output, *documents = argv
     series = []
     for document in documents:
