@@ -41,6 +41,7 @@ from hub.mqtt.homeassistant import discovery_config
 from hub.mqtt.topics import Topics
 from hub.state import ADDED, ONLINE, REMOVED, Batch, ChangeKey, Subscription
 from hub.store import AlertEvent
+from hub.store.show import SwapList
 
 if TYPE_CHECKING:
     from hub.app import Hub
@@ -153,6 +154,7 @@ class MqttBridge:
         self._controlled: set[str] = set()
         self._left_behind_checked = False
         self._remove_alert_listener: Callable[[], None] | None = None
+        self._remove_swap_listener: Callable[[], None] | None = None
         self._requests: dict[str, tuple[type[_Strict], RequestHandler]] = {
             "info": (EmptyRequest, self._request_info),
             "devices": (EmptyRequest, self._request_devices),
@@ -205,6 +207,7 @@ class MqttBridge:
         if self.hub.persistence is not None:
             self._publish_alerts()
             self._remove_alert_listener = self.hub.persistence.alerts.add_listener(self._on_alert_event)
+            self._remove_swap_listener = self.hub.persistence.show.add_listener(self._on_swap_list)
         state = self.hub.store.subscribe(fields=STATE_FIELDS, min_interval=STATE_COALESCE_S)
         meters = self.hub.store.subscribe(fields=METER_FIELDS, min_interval=settings.meter_interval_s)
         self._subscriptions = [state, meters]
@@ -221,6 +224,9 @@ class MqttBridge:
         if self._remove_alert_listener is not None:
             self._remove_alert_listener()
             self._remove_alert_listener = None
+        if self._remove_swap_listener is not None:
+            self._remove_swap_listener()
+            self._remove_swap_listener = None
         for sub in self._subscriptions:
             sub.close()
         for task in self._loops:
@@ -366,6 +372,10 @@ class MqttBridge:
         body = {"action": event.action, "alert": event.alert.model_dump(mode="json")}
         self._publish(self.topics.hub_alert_events, payloads.encode(body), retain=False)
         self._publish_alerts()
+
+    def _on_swap_list(self, swap: SwapList) -> None:
+        """The battery swap list, retained, after every check of the show (for Companion and Home Assistant)."""
+        self._publish(self.topics.hub_swap_list, payloads.encode(swap.model_dump(mode="json")))
 
     def _publish_device_list(self) -> None:
         self._publish(self.topics.hub_devices, payloads.encode(self._device_summaries()))

@@ -54,6 +54,7 @@ class Topics:
         self.hub_devices = f"{self.hub}/devices"
         self.hub_alerts = f"{self.hub}/alerts"
         self.hub_alert_events = f"{self.hub}/alerts/event"
+        self.hub_swap_list = f"{self.hub}/swap_list"
         self.requests = f"{self.hub}/request/#"
         self.homeassistant_status = f"{homeassistant_prefix}/status"
         self._request_prefix = f"{self.hub}/request/"

@@ -38,6 +38,7 @@ class AlertKind(StrEnum):
     AUDIO_CLIP = "audio_clip"
     DEVICE_OFFLINE = "device_offline"
     DEVICE_WARNING = "device_warning"  # detail: interference, encryption or unregistered
+    SHOW_BATTERY = "show_battery"  # the pack will be empty before the show ends (hub.store.show)
 
 
 # The state fields the rules read: the store subscription the alerts take.
@@ -150,6 +151,7 @@ _SEVERITY: Final[Mapping[AlertKind, Literal["warning", "critical"]]] = {
     AlertKind.AUDIO_CLIP: "warning",
     AlertKind.DEVICE_OFFLINE: "critical",
     AlertKind.DEVICE_WARNING: "warning",
+    AlertKind.SHOW_BATTERY: "warning",
 }
 _NO_PREFS: Final = AlertPrefs()
 _METER_FIELDS: Final = frozenset({"rf_dbm", "rf_quality_percent", "audio_peak"})
@@ -215,7 +217,10 @@ class Alerts(Service):
             AlertKind.AUDIO_CLIP: (0.0, s.clip_clear_after_s),
             AlertKind.DEVICE_OFFLINE: (s.offline_for_s, s.clear_after_s),
             AlertKind.DEVICE_WARNING: (s.warning_for_s, s.clear_after_s),
+            # judged from an estimate that already looks back over minutes: no debounce of its own
+            AlertKind.SHOW_BATTERY: (0.0, s.clear_after_s),
         }
+        self._show_notes: dict[ChannelKey, str] = {}
         self._next_sweep = clock.now()
         self._swept = False
         self._assignments_seen: dict[ChannelKey, Assignment] = {}
@@ -286,7 +291,7 @@ class Alerts(Service):
         for kind, device_id, index, _ in self._trackers:
             if index is None:
                 device_ids.add(device_id)
-            else:
+            elif kind in _RULE_OF_KIND:  # the show's check judges its own alerts
                 tracked[device_id, index] = tracked.get((device_id, index), 0) | _RULE_OF_KIND[kind]
         lifecycle: list[str] = []
         settings = self.settings
@@ -431,6 +436,23 @@ class Alerts(Service):
             except Exception:  # one broken consumer (MQTT, board) must not stop the alerts
                 log.exception("alert listener %r failed", listener)
 
+    def judge_show_runtime(
+        self, verdicts: Mapping[ChannelKey, tuple[Verdict, str]], now: float, *, show_on: bool
+    ) -> None:
+        """Apply the show check's verdicts (with the text each alert would say). A pack the check did not
+        judge (transmitter off for the swap, receiver offline) holds; with no show on, or its receiver
+        removed from the hub, it clears."""
+        for (device_id, index), (verdict, note) in verdicts.items():
+            self._show_notes[device_id, index] = note
+            self._apply((AlertKind.SHOW_BATTERY, device_id, index, ""), verdict, now)
+        for key in [key for key in self._trackers if key[0] is AlertKind.SHOW_BATTERY]:
+            _, held_device, held_index, _ = key
+            if held_index is None or (held_device, held_index) in verdicts:
+                continue
+            gone = not show_on or held_device not in self._state.devices
+            self._apply(key, Verdict.CLEAR if gone else Verdict.HOLD, now)
+        self._show_notes = {key: note for key, note in self._show_notes.items() if key in verdicts}
+
     # the rules: verdicts are cheap and built for every change; the message only when an alert is raised
 
     def _judge_device(self, device_id: str, known: KnownDevice | None, now: float) -> None:
@@ -532,6 +554,8 @@ class Alerts(Service):
             return f"{label}: transmitter is off"
         if kind is AlertKind.AUDIO_CLIP:
             return f"{label}: audio clipping"
+        if kind is AlertKind.SHOW_BATTERY:
+            return f"{label}: {self._show_notes.get((device_id, index), 'will not last until the end of the show')}"
         return f"{label}: {detail} warning"
 
     def _label(self, device_id: str, index: int) -> str:

@@ -34,6 +34,7 @@ from hub.store.records import (
     Performer,
     Slot,
 )
+from hub.store.show import Show
 from hub.store.venue import Groups, Locations, Slots
 
 log = logging.getLogger("hub.store")
@@ -56,6 +57,8 @@ class StoreSettings:
     audit_keep_s: float = 90 * 24 * 3600.0
     cleared_alerts_keep_s: float = 30 * 24 * 3600.0
     sweep_every_s: float = 3600.0
+    # how often the battery swap list is judged against the show's end (it reads history for bars-only packs)
+    show_check_every_s: float = 30.0
 
 
 class Persistence:
@@ -76,6 +79,7 @@ class Persistence:
         names: ExtendedNames,
         alerts: Alerts,
         history: History,
+        show: Show,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -92,6 +96,7 @@ class Persistence:
         self.names = names
         self.alerts = alerts
         self.history = history
+        self.show = show
         self.health_source: HealthSource | None = None
         self._subscription: Subscription = state.subscribe(ALERT_FIELDS | {"name"})
         self._ticker: asyncio.Task[None] | None = None
@@ -199,6 +204,18 @@ class Persistence:
             db, clock, audit, state, devices, performers, names, settings.alerts, open_alerts, last_alert_id
         )
         history = await History.load(db, clock, state, settings.history)
+        show = Show(
+            db,
+            clock,
+            audit,
+            state,
+            history,
+            performers,
+            slots,
+            names,
+            alerts,
+            Show.settings_from_rows((row["key"], row["value"]) for row in await rows("SELECT * FROM settings")),
+        )
         return cls(
             db,
             clock,
@@ -215,6 +232,7 @@ class Persistence:
             names,
             alerts,
             history,
+            show,
         )
 
     def restore(self) -> list[tuple[str, str | None]]:
@@ -285,10 +303,14 @@ class Persistence:
         await self.db.close()
 
     async def _run(self) -> None:
+        next_show_check = self.clock.now()
         while True:
             await self.clock.sleep(self.settings.tick_s)
             try:
                 for _ in self.tick(self.settings.slice_s):
                     await asyncio.sleep(0)  # device input and MQTT run here; the next tick waits for this one
+                if self.clock.now() >= next_show_check:
+                    next_show_check = self.clock.now() + self.settings.show_check_every_s
+                    await self.show.check()
             except Exception:  # a bug in one rule must not end history and alerts for the night
                 log.exception("store tick failed")

@@ -116,4 +116,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX history_blocks_by_age ON history_blocks (step, start);
     """,
+    # 2: hub-wide settings kept with the venue (the show's end time and swap margin), JSON per key
+    """
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 )

@@ -7,10 +7,11 @@ their own code; :func:`store_errors` turns them into the API's error body with t
 from __future__ import annotations
 
 import functools
-from typing import Final
+import re
+from typing import Annotated, Any, Final
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 from hub.app import Hub
 from hub.store import (
@@ -29,6 +30,7 @@ from hub.store import (
     Slot,
     StoreError,
 )
+from hub.store.show import MAX_MARGIN_MIN, ShowSettings, SwapList
 from hub.web.api import HUB_KEY, SOURCE, find_channel
 from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body, parse_query
 from hub.web.schemas import Strict
@@ -131,6 +133,29 @@ class AlertQuery(BaseModel):
 
 class AcknowledgeBody(Strict):
     by: str | None = Field(default=None, max_length=100, description="who saw it (shown in the audit log)")
+
+
+class ShowBody(Strict):
+    end_at: AwareDatetime | None = Field(
+        description="ISO 8601 with a UTC offset, e.g. 2026-12-05T22:30:00+01:00; null: no show"
+    )
+    margin_min: int = Field(default=15, ge=0, le=MAX_MARGIN_MIN, description="a pack must last this long past the end")
+
+
+_ISO_8601: Final = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d")
+
+
+def _iso_8601_only(value: Any) -> Any:
+    """A query string is text, and pydantic would read '0.5' as a Unix time: only a date and time will do."""
+    if not isinstance(value, str) or not _ISO_8601.match(value):
+        raise ValueError("expected an ISO 8601 date and time with a UTC offset")
+    return value
+
+
+class SwapListQuery(BaseModel):
+    until: Annotated[AwareDatetime, BeforeValidator(_iso_8601_only)] | None = Field(
+        default=None, description="ISO 8601 with a UTC offset; default: the show's end"
+    )
 
 
 class DeviceLocationBody(Strict):
@@ -320,6 +345,26 @@ async def channel_history(request: web.Request) -> web.Response:
     return json_response(HistoryList(items=points))
 
 
+async def get_show(request: web.Request) -> web.Response:
+    return json_response(venue(request).show.settings)
+
+
+@store_errors
+async def set_show(request: web.Request) -> web.Response:
+    body = await parse_body(request, ShowBody)
+    end_at = body.end_at.timestamp() if body.end_at is not None else None
+    show = venue(request).show
+    settings = await show.set(end_at, body.margin_min, source=SOURCE)
+    await show.check()  # the swap list, its alerts and MQTT follow the new end at once
+    return json_response(settings)
+
+
+async def swap_list(request: web.Request) -> web.Response:
+    query = parse_query(request, SwapListQuery)
+    until = query.until.timestamp() if query.until is not None else None
+    return json_response(await venue(request).show.swap_list(until))
+
+
 @store_errors
 async def audit_log(request: web.Request) -> web.Response:
     query = parse_query(request, AuditQuery)
@@ -386,6 +431,13 @@ VENUE_OPERATIONS: Final = (
     Operation("GET", "/api/v1/channels/{channel_id}/history", channel_history,
               "Battery, RF and audio of a channel over a time range (min/avg/max buckets)", "history",
               query=HistoryQuery, response=HistoryList, errors=(404, 422), path_params=_CHANNEL),
+    Operation("GET", "/api/v1/show", get_show, "The show's end time and swap margin", "show",
+              response=ShowSettings),
+    Operation("PUT", "/api/v1/show", set_show, "Set (or clear) the show's end time and swap margin", "show",
+              write=True, body=ShowBody, response=ShowSettings, errors=(400, 422)),
+    Operation("GET", "/api/v1/swap-list", swap_list,
+              "Transmitter packs that will be empty before the show's end (or 'until') plus the margin", "show",
+              query=SwapListQuery, response=SwapList, errors=(422,)),
     Operation("GET", "/api/v1/audit", audit_log, "Commands and configuration changes, newest first", "history",
               query=AuditQuery, response=AuditList, errors=(422,)),
 )  # fmt: skip

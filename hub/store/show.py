@@ -1,0 +1,230 @@
+"""The show: when it ends, and which transmitter packs will not last until then (the battery swap list).
+
+A pack's empty time comes from the transmitter's own runtime where it reports one, else from the drain
+history of a bars-only pack (:meth:`History.runtime_estimate`, docs/battery-estimate.md). A channel whose
+transmitter is on but has neither yet is listed apart: nobody can say when it will run out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Final, Literal
+
+from pydantic import Field
+
+from hub.state import StateStore
+from hub.store.alerts import Alerts, Verdict
+from hub.store.audit import AuditLog
+from hub.store.clock import Clock
+from hub.store.db import Database
+from hub.store.errors import ValidationError
+from hub.store.history import History
+from hub.store.performers import ExtendedNames, Performers
+from hub.store.records import Record, Source
+from hub.store.service import Service
+from hub.store.venue import Slots
+
+SETTINGS_KEY: Final = "show"
+# docs/battery-estimate.md: the bars-only estimate is required (and tested) to be within 15 %
+ESTIMATE_BAND: Final = 0.15
+# a pack on the list leaves it (and its alert clears) only once it lasts this much past the deadline, so an
+# estimate wobbling around the deadline raises one alert, not one a minute
+CLEAR_MARGIN_S: Final = 10 * 60.0
+MAX_MARGIN_MIN: Final = 24 * 60
+
+
+class ShowSettings(Record):
+    end_at: float | None = Field(default=None, description="when the show ends (Unix time); null: no show set")
+    margin_min: int = Field(default=15, ge=0, le=MAX_MARGIN_MIN, description="a pack must last this long past the end")
+
+
+class ChannelRef(Record):
+    channel_id: str
+    device_id: str
+    channel: int
+    name: str | None
+    performer: str | None
+    slot: int | None
+    battery_type: str | None
+
+
+class SwapEntry(ChannelRef):
+    empty_at: float = Field(description="when the pack is expected to be empty (Unix time)")
+    minutes_left: int
+    earliest_empty_at: float = Field(description="the early end of the estimate's band")
+    latest_empty_at: float = Field(description="the late end of the estimate's band")
+    source: Literal["transmitter", "estimate"] = Field(
+        description="transmitter: the runtime it reports; estimate: the hub's fit of its bar drain"
+    )
+    certainty: str = Field(description="how sure the estimate is, in words")
+
+
+class SwapList(Record):
+    generated_at: float
+    until: float | None = Field(description="the show end the list was made for; null: no show end set")
+    margin_min: int
+    deadline: float | None = Field(description="until plus the margin: a pack empty before this is listed")
+    items: list[SwapEntry] = Field(description="packs that will not last, soonest empty first")
+    no_estimate: list[ChannelRef] = Field(description="transmitters on with no runtime known yet")
+
+
+SwapListListener = Callable[[SwapList], None]
+
+
+class Show(Service):
+    """The show settings (stored, audited) and the swap list built from live state and history."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        audit: AuditLog,
+        state: StateStore,
+        history: History,
+        performers: Performers,
+        slots: Slots,
+        names: ExtendedNames,
+        alerts: Alerts,
+        settings: ShowSettings,
+    ) -> None:
+        super().__init__(db, clock, audit)
+        self._state = state
+        self._history = history
+        self._performers = performers
+        self._slots = slots
+        self._names = names
+        self._alerts = alerts
+        self.settings = settings
+        self._listeners: list[SwapListListener] = []
+
+    @staticmethod
+    def settings_from_rows(rows: Iterable[tuple[str, str]]) -> ShowSettings:
+        stored = dict(rows).get(SETTINGS_KEY)
+        return ShowSettings.model_validate_json(stored) if stored else ShowSettings()
+
+    async def set(self, end_at: float | None, margin_min: int, *, source: Source | str) -> ShowSettings:
+        if end_at is not None and not 0 < end_at < 1e11:
+            raise ValidationError("end_at must be a Unix time", end_at=end_at)
+        if isinstance(margin_min, bool) or not 0 <= margin_min <= MAX_MARGIN_MIN:
+            raise ValidationError(f"margin_min must be 0 to {MAX_MARGIN_MIN} minutes", margin_min=margin_min)
+        before, self.settings = self.settings, ShowSettings(end_at=end_at, margin_min=margin_min)
+        self._db.submit(
+            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (SETTINGS_KEY, self.settings.model_dump_json()),
+        )
+        await self._committed(source, "show.set", "show", before.model_dump(), self.settings.model_dump())
+        return self.settings
+
+    def add_listener(self, listener: SwapListListener) -> Callable[[], None]:
+        """Call ``listener`` with the swap list after every check; returns the remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    async def swap_list(self, until: float | None = None) -> SwapList:
+        """Every pack that will be empty before ``until`` (default: the show's end) plus the margin."""
+        now = self._clock.now()
+        return self._swap_list(await self._packs(now), now, self.settings.end_at if until is None else until)
+
+    async def check(self) -> SwapList:
+        """Build the swap list for the show's end and judge the 'will not last' alerts from it: raised for
+        each pack empty before the deadline, cleared once the pack lasts well past it (swapped, or the show
+        end moved) or the show is over or unset."""
+        now = self._clock.now()
+        packs = await self._packs(now)
+        end_at = self.settings.end_at
+        swap = self._swap_list(packs, now, end_at)
+        show_on = end_at is not None and swap.deadline is not None and end_at > now
+        verdicts: dict[tuple[str, int], tuple[Verdict, str]] = {}
+        if show_on and swap.deadline is not None and end_at is not None:
+            for ref, entry in packs:
+                if entry is None:
+                    continue
+                if entry.empty_at < swap.deadline:
+                    verdict = Verdict.ACTIVE
+                elif entry.empty_at >= swap.deadline + CLEAR_MARGIN_S:
+                    verdict = Verdict.CLEAR
+                else:
+                    verdict = Verdict.HOLD
+                empty, ends = _clock_time(entry.empty_at), _clock_time(end_at)
+                note = f"will not last until the end of the show (empty about {empty}, the show ends {ends})"
+                verdicts[ref.device_id, ref.channel] = (verdict, note)
+        self._alerts.judge_show_runtime(verdicts, now, show_on=show_on)
+        for listener in list(self._listeners):
+            listener(swap)
+        return swap
+
+    def _swap_list(self, packs: list[tuple[ChannelRef, SwapEntry | None]], now: float, until: float | None) -> SwapList:
+        margin_min = self.settings.margin_min
+        deadline = None if until is None else until + margin_min * 60
+        items = [
+            entry for _, entry in packs if entry is not None and deadline is not None and entry.empty_at < deadline
+        ]
+        items.sort(key=lambda entry: (entry.empty_at, entry.channel_id))
+        return SwapList(
+            generated_at=now,
+            until=until,
+            margin_min=margin_min,
+            deadline=deadline,
+            items=items,
+            no_estimate=[ref for ref, entry in packs if entry is None],
+        )
+
+    async def _packs(self, now: float) -> list[tuple[ChannelRef, SwapEntry | None]]:
+        """Each transmitter that is on, with its expected empty time where one is known."""
+        packs: list[tuple[ChannelRef, SwapEntry | None]] = []
+        for device in list(self._state.devices.values()):
+            if not device.online:
+                continue
+            for channel in device.channels:
+                if channel.tx_present is not True:
+                    continue
+                ref = self._ref(device.id, channel.index, channel.name, channel.battery_type)
+                if channel.battery_runtime_min is not None:
+                    minutes = channel.battery_runtime_min
+                    empty_at = now + minutes * 60
+                    entry = SwapEntry(
+                        **ref.model_dump(),
+                        empty_at=empty_at,
+                        minutes_left=minutes,
+                        earliest_empty_at=empty_at,
+                        latest_empty_at=empty_at,
+                        source="transmitter",
+                        certainty="reported by the transmitter",
+                    )
+                else:
+                    estimate = await self._history.runtime_estimate(device.id, channel.index)
+                    entry = None
+                    if estimate is not None:
+                        seconds = estimate.minutes * 60
+                        entry = SwapEntry(
+                            **ref.model_dump(),
+                            empty_at=now + seconds,
+                            minutes_left=estimate.minutes,
+                            earliest_empty_at=now + seconds * (1 - ESTIMATE_BAND),
+                            latest_empty_at=now + seconds * (1 + ESTIMATE_BAND),
+                            source="estimate",
+                            certainty=f"estimated from {estimate.observed_points} points of its bar drain (±15 %)",
+                        )
+                packs.append((ref, entry))
+        return packs
+
+    def _ref(self, device_id: str, index: int, name: str | None, battery_type: str | None) -> ChannelRef:
+        assignment = self._performers.assignment_for(device_id, index)
+        performer = None
+        if assignment is not None:
+            performer = next((p.name for p in self._performers.all() if p.id == assignment.performer_id), None)
+        slot = self._slots.for_channel(device_id, index)
+        return ChannelRef(
+            channel_id=f"{device_id}:{index}",
+            device_id=device_id,
+            channel=index,
+            name=self._names.display_name(device_id, index) or name,
+            performer=performer,
+            slot=slot.number if slot is not None else None,
+            battery_type=battery_type,
+        )
+
+
+def _clock_time(at: float) -> str:
+    return time.strftime("%H:%M", time.localtime(at))
