@@ -1,7 +1,9 @@
 """Screenshots of the board with the demo running: ``.venv/bin/python -m tests.browser.screenshots [OUT_DIR]``.
 
 Starts a hub in demo mode (the plugins' simulators, through the normal driver path) on a free port,
-waits until every demo receiver reports, and saves the board at desktop, phone and TV sizes.
+waits until every demo receiver reports, and saves the board at desktop, phone and TV sizes; then lets
+the demo run for a minute so the history has something to draw, sets a show end four hours away, and
+saves a channel's detail and the battery swap panel.
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-from playwright.async_api import async_playwright
+import aiohttp
+from playwright.async_api import Browser, async_playwright
 
 from hub.app import Hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
@@ -55,8 +60,36 @@ async def take(out_dir: Path) -> list[Path]:
                     await page.screenshot(path=str(path), full_page=name != "tv")
                     saved.append(path)
                     await page.close()
+                saved += await take_show(browser, hub, out_dir)
                 await browser.close()
     return saved
+
+
+async def take_show(browser: Browser, hub: Hub, out_dir: Path) -> list[Path]:
+    await asyncio.sleep(60)  # a minute of history: six 10 s buckets to draw
+    base = f"http://127.0.0.1:{hub.web.port}"
+    end = datetime.fromtimestamp(time.time() + 4 * 3600, UTC).isoformat()
+    auth = {"Authorization": f"Bearer {hub.web.token}"}
+    async with (
+        aiohttp.ClientSession(headers=auth) as http,
+        http.put(f"{base}/api/v1/show", json={"end_at": end, "margin_min": 15}) as response,
+    ):
+        response.raise_for_status()
+    page = await browser.new_page(viewport={"width": 1440, "height": 900})
+    await page.goto(base + "/")
+    swap_panel = page.locator("#swap-panel")
+    await swap_panel.locator(".swap-item").first.wait_for()
+    await page.wait_for_timeout(1200)
+    swaps = out_dir / "board-swaps.png"
+    await swap_panel.screenshot(path=str(swaps))
+    channel_id = await page.locator("#swaps .swap-item").first.get_attribute("data-channel")
+    await page.goto(f"{base}/?channel={channel_id}")
+    await page.locator("#detail-charts polyline").first.wait_for()
+    await page.wait_for_timeout(800)
+    detail = out_dir / "board-detail.png"
+    await page.screenshot(path=str(detail))
+    await page.close()
+    return [swaps, detail]
 
 
 def main() -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 from playwright.async_api import Dialog, Page, expect
 
+from hub.store.history import encode_bucket
 from hub.testing import eventually
 from tests.browser.rig import Board
 
@@ -109,3 +113,66 @@ async def test_slots_groups_by_keyboard_and_an_alert_acknowledged(page: Page, bo
         what="the alert acknowledged in the store",
     )
     await expect(page.locator("#alerts .alert-item.new")).to_have_count(0)
+
+
+async def test_a_channel_detail_draws_its_history_with_dropouts_and_a_time_axis(page: Page, board: Board) -> None:
+    ulxd = board.simulators[0]
+    device_id = board.device_id(ulxd)
+    history = board.store.history
+    series = history.series(device_id, 1)
+    start = int(time.time()) // 10 * 10 - 300
+    for k in range(30):  # five minutes of buckets: the transmitter off in the 16th, the hub away for the 21st
+        if k == 20:
+            continue
+        values = [80.0, 81.0, 82.0, -62.0, -58.0, -55.0, -35.0, -22.0, -12.0]
+        if k == 15:
+            values = [None, None, None, -100.0, -100.0, -99.0, -60.0, -60.0, -60.0]
+        history.add_bucket(series, start + 10 * k, encode_bucket(values))
+    await page.goto(board.url)
+    await page.locator(f'.tile[data-channel="{device_id}:1"] .name').click()
+    detail = page.locator("#detail")
+    await expect(detail).to_be_visible()
+    assert f"channel={device_id}:1" in page.url.replace("%3A", ":"), "the detail has its own address"
+    charts = detail.locator("svg.chart[data-series]")
+    await expect(charts).to_have_count(3)
+    # the missing bucket breaks every line; the battery's also where the transmitter was off
+    for name, pieces in (("battery", 3), ("rf_dbm", 2), ("audio_dbfs", 2)):
+        await expect(detail.locator(f'polyline.series[data-series="{name}"]')).to_have_count(pieces)
+    await expect(detail.locator(f'.dropout[data-t="{start + 150}"]')).to_have_count(3)  # the off bucket, per chart
+    assert await detail.locator(".time-axis text").count() >= 2
+    await expect(detail.locator("#detail-facts")).to_contain_text("MHz")
+    await detail.get_by_role("button", name="1 h").click()
+    await expect(detail.get_by_role("button", name="1 h")).to_have_attribute("aria-pressed", "true")
+
+    await page.goto(f"{board.url}?channel={device_id}:1")
+    await expect(page.locator("#detail")).to_be_visible()
+    await expect(page.locator("#detail-charts svg.chart[data-series]")).to_have_count(3)
+
+
+async def test_the_swap_panel_lists_a_short_pack_with_a_countdown_and_marks_its_tile(page: Page, board: Board) -> None:
+    ulxd = board.simulators[0]
+    for simulator in board.simulators:
+        for index in simulator.channels:
+            simulator.set_tx_present(index, True)
+            simulator.set_channel(index, battery_runtime_min=600)
+    ulxd.set_channel(2, battery_runtime_min=40)
+    channel_id = f"{board.device_id(ulxd)}:2"
+    await eventually(
+        lambda: board.hub.store.devices[board.device_id(ulxd)].channel(2).battery_runtime_min == 40, what="runtime"
+    )
+    await page.goto(board.url)
+    await page.fill("#token", board.token)
+    await page.press("#token", "Enter")
+    in_an_hour = await page.evaluate("localInputValue(Date.now() / 1000 + 3600)")
+    await page.fill("#show-end", in_an_hour)
+    await page.fill("#show-margin", "15")
+    await page.click("#show-save")
+    swaps = page.locator("#swaps .swap-item")
+    await expect(swaps).to_have_count(1)
+    await expect(swaps.first).to_have_attribute("data-channel", channel_id)
+    await expect(swaps.first.locator(".countdown")).to_have_text(re.compile(r"^(39|40):\d\d$"))
+    await expect(page.locator(f'.tile[data-channel="{channel_id}"]')).to_have_class(re.compile(r"\bswap\b"))
+    assert await page.locator(".tile.swap").count() == 1
+    await page.click("#tv-toggle")
+    await expect(page.locator("#swap-strip .swap-item")).to_have_count(1)
+    await expect(page.locator("#swap-strip")).to_be_visible()

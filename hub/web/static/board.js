@@ -4,7 +4,7 @@
 
 const API = "/api/v1";
 const TOKEN_KEY = "wmhub.token";
-const state = { devices: new Map(), group: 0, groups: [], slots: null, alerts: [] };
+const state = { devices: new Map(), group: 0, groups: [], slots: null, alerts: [], swap: null };
 const tiles = new Map(); // channel id -> tile element
 const $ = (id) => document.getElementById(id);
 // A hub that stops answering must not leave the periodic refreshes piling up unanswered requests.
@@ -101,7 +101,7 @@ function battery(channel) {
 
 function fillTile(tile, number, device, channel) {
   const cond = condition(device, channel);
-  tile.className = "tile " + cond.cls;
+  tile.className = "tile " + cond.cls + (swapOf(channel.id) ? " swap" : "");
   tile.dataset.channel = channel.id;
   tile.replaceChildren();
   tile.append(el("span", "num", number));
@@ -112,7 +112,7 @@ function fillTile(tile, number, device, channel) {
   if (channel.extended_name && channel.name) sub.push(channel.name);
   tile.append(el("div", "sub", sub.join(" · ")));
   const row = el("div", "row");
-  row.append(battery(channel), el("span", "state", cond.text));
+  row.append(battery(channel), el("span", "state", cond.text), el("span", "swap-mark", "swap"));
   tile.append(row);
   const meters = el("div", "meters");
   meters.append(
@@ -129,8 +129,9 @@ function fillTile(tile, number, device, channel) {
   const edit = el("button", "edit", "✎");
   edit.type = "button";
   edit.title = "Rename";
-  edit.addEventListener("click", () => openEditor(device.id, channel.index));
+  edit.addEventListener("click", (event) => { event.stopPropagation(); openEditor(device.id, channel.index); });
   tile.append(edit);
+  tile.onclick = () => openDetail(channel.id);
 }
 
 function performerOf(deviceId, index) {
@@ -188,6 +189,15 @@ function refreshChannel(device, channel) {
   const tile = tiles.get(channel.id);
   if (tile) fillTile(tile, tile.dataset.number, device, channel);
   else renderBoard();
+  if (detail.channelId === channel.id) renderFacts();
+}
+
+function refreshTiles() {
+  for (const [id, tile] of tiles) {
+    const device = state.devices.get(id.slice(0, id.lastIndexOf(":")));
+    const channel = device && device.channels.find((c) => c.id === id);
+    if (channel) fillTile(tile, tile.dataset.number, device, channel);
+  }
 }
 
 function renderDevices() {
@@ -216,6 +226,7 @@ function renderDevices() {
 function applySnapshot(message) {
   state.devices = new Map(message.devices.map((d) => [d.id, d]));
   renderBoard();
+  if (detail.channelId) renderFacts();
 }
 
 function applyChanges(message) {
@@ -315,15 +326,249 @@ async function refreshAlerts() {
     }
     return item;
   }));
-  for (const [id, tile] of tiles) {
-    const device = state.devices.get(id.slice(0, id.lastIndexOf(":")));
-    const channel = device && device.channels.find((c) => c.id === id);
-    if (channel) fillTile(tile, tile.dataset.number, device, channel);
-  }
+  refreshTiles();
 }
 
 function alertOf(deviceId, index) {
-  return (state.alerts || []).find((a) => a.device_id === deviceId && (a.channel === index || a.channel === null));
+  // a pack that will not last has its own mark on the tile and its line in the swap panel
+  return (state.alerts || []).find((a) => a.kind !== "show_battery" && a.device_id === deviceId && (a.channel === index || a.channel === null));
+}
+
+// ---- battery swaps: the packs that will be empty before the show ends (plus its margin)
+
+function swapOf(channelId) {
+  return state.swap ? state.swap.items.find((item) => item.channel_id === channelId) : null;
+}
+
+function countdown(seconds) {
+  const sign = seconds < 0 ? "-" : "";
+  const left = Math.abs(Math.round(seconds));
+  const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
+  return sign + (h ? h + ":" + String(m).padStart(2, "0") : String(m)) + ":" + String(s).padStart(2, "0");
+}
+
+function localInputValue(unix) {
+  const at = new Date(unix * 1000);
+  return new Date(at.getTime() - at.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+}
+
+function swapItem(item) {
+  const node = el("li", "swap-item");
+  node.dataset.channel = item.channel_id;
+  const label = [item.slot ? "#" + item.slot : null, item.performer, item.name || item.channel_id].filter(Boolean).join(" ");
+  const when = new Date(item.empty_at * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const counter = el("span", "countdown");
+  counter.dataset.empty = item.empty_at;
+  node.append(counter, el("span", null, label), el("span", "sub", "empty about " + when + (item.battery_type ? " · " + item.battery_type : "") + " · " + item.certainty));
+  return node;
+}
+
+function tickCountdowns() {
+  const now = Date.now() / 1000;
+  for (const counter of document.querySelectorAll(".countdown[data-empty]")) {
+    const left = Number(counter.dataset.empty) - now;
+    counter.textContent = countdown(left);
+    counter.parentElement.classList.toggle("due", left < 15 * 60);
+  }
+}
+
+async function refreshSwaps() {
+  let swap, show;
+  try { [swap, show] = await Promise.all([api("GET", API + "/swap-list"), api("GET", API + "/show")]); }
+  catch (error) { $("swap-panel").hidden = true; return; }
+  state.swap = swap;
+  $("swap-panel").hidden = false;
+  if (document.activeElement !== $("show-end") && document.activeElement !== $("show-margin")) {
+    $("show-end").value = show.end_at ? localInputValue(show.end_at) : "";
+    $("show-margin").value = show.margin_min;
+  }
+  $("swap-count").textContent = swap.deadline === null ? "(no show end set)" : "(" + swap.items.length + ")";
+  $("swaps").replaceChildren(...swap.items.map(swapItem));
+  $("swap-strip").replaceChildren(...swap.items.map(swapItem));
+  $("swap-strip").hidden = swap.items.length === 0;
+  const unknown = swap.no_estimate.map((ref) => ref.name || ref.channel_id);
+  $("swap-unknown").textContent = unknown.length ? "No runtime known yet: " + unknown.join(", ") : "";
+  tickCountdowns();
+  refreshTiles();
+}
+
+async function saveShow(endAt) {
+  try {
+    await api("PUT", API + "/show", { end_at: endAt, margin_min: Number($("show-margin").value) || 0 });
+    toast(endAt ? "show end saved" : "show end cleared");
+    refreshSwaps();
+  } catch (error) { toast("show: " + error.message); }
+}
+
+// ---- channel detail: battery, RF and audio over time from the history API, with dropouts and alerts
+
+const SVG = "http://www.w3.org/2000/svg";
+const detail = { channelId: null, range: 600, timer: null };
+const CHART_W = 900, CHART_H = 110, AXIS_H = 22, PAD_L = 44;
+const SERIES = [
+  { key: "battery", title: "Battery %", low: 0, high: 100, unit: "%" },
+  { key: "rf_dbm", cls: "rf", title: "RF dBm", low: -100, high: -40, unit: "dBm" },
+  { key: "audio_dbfs", cls: "audio", title: "Audio dBFS", low: -60, high: 0, unit: "dBFS" },
+];
+const RF_ALERT_DBM = -90;
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+  if (text !== undefined) node.textContent = String(text);
+  return node;
+}
+
+function channelById(channelId) {
+  const device = state.devices.get(channelId.slice(0, channelId.lastIndexOf(":")));
+  return [device, device && device.channels.find((c) => c.id === channelId)];
+}
+
+function fact(term, value) {
+  const row = el("div");
+  row.append(el("dt", null, term), el("dd", null, value === null || value === undefined || value === "" ? "–" : value));
+  return row;
+}
+
+function renderFacts() {
+  const [device, channel] = channelById(detail.channelId);
+  if (!channel) return;
+  $("detail-title").textContent = displayName(channel) + " · " + (device.name || device.id) + " ch " + channel.index;
+  const swap = swapOf(channel.id);
+  const battery = [channel.battery_percent !== null ? channel.battery_percent + "%" : null,
+    channel.battery_bars !== null ? channel.battery_bars + "/5 bars" : null].filter(Boolean).join(", ");
+  let runtime = channel.battery_runtime_min !== null ? channel.battery_runtime_min + " min (transmitter)" : null;
+  const estimate = detail.estimate;
+  if (runtime === null && estimate) {
+    const low = Math.round((estimate.earliest_empty_at - Date.now() / 1000) / 60);
+    const high = Math.round((estimate.latest_empty_at - Date.now() / 1000) / 60);
+    runtime = estimate.minutes_left + " min estimated (" + low + "–" + high + ")";
+  }
+  $("detail-facts").replaceChildren(
+    fact("State", condition(device, channel).text),
+    fact("Battery", battery),
+    fact("Runtime", runtime),
+    fact("Swap", swap ? "before " + new Date(swap.empty_at * 1000).toLocaleTimeString() : (state.swap && state.swap.deadline ? "lasts the show" : null)),
+    fact("Frequency", channel.frequency_mhz !== null ? channel.frequency_mhz.toFixed(3) + " MHz" : null),
+    fact("Transmitter", [channel.tx_model, channel.battery_type].filter(Boolean).join(" · ")),
+    fact("RF now", channel.rf_dbm !== null ? channel.rf_dbm.toFixed(0) + " dBm" + (channel.antenna ? " (" + channel.antenna + ")" : "") : null),
+    fact("Audio now", channel.audio_dbfs !== null ? channel.audio_dbfs.toFixed(0) + " dBFS" : null),
+    fact("Gain", channel.gain_db !== null ? channel.gain_db + " dB" : null),
+  );
+}
+
+function chart(spec, points, since, until, alerts) {
+  const cls = spec.cls || spec.key;
+  const box = svg("svg", { class: "chart", viewBox: "0 0 " + CHART_W + " " + CHART_H, role: "img", "aria-label": spec.title, "data-series": spec.key });
+  const x = (t) => PAD_L + ((t - since) / (until - since)) * (CHART_W - PAD_L);
+  const y = (v) => CHART_H - 4 - ((Math.max(spec.low, Math.min(spec.high, v)) - spec.low) / (spec.high - spec.low)) * (CHART_H - 8);
+  box.append(svg("rect", { class: "frame", x: PAD_L, y: 0, width: CHART_W - PAD_L, height: CHART_H }));
+  for (const v of [spec.low, (spec.low + spec.high) / 2, spec.high]) {
+    box.append(svg("line", { class: "grid", x1: PAD_L, x2: CHART_W, y1: y(v), y2: y(v) }));
+    box.append(svg("text", { class: "title", x: 2, y: y(v) + 4 }, v));
+  }
+  for (const point of points) {
+    const off = point.battery_avg === null;  // no battery reading: the transmitter was off
+    const weak = point.rf_dbm_min !== null && point.rf_dbm_min <= RF_ALERT_DBM;
+    if (off || weak) box.append(svg("rect", { class: "dropout", "data-t": point.t, x: x(point.t), y: 0, width: Math.max(1, x(point.t + point.step) - x(point.t)), height: CHART_H }));
+  }
+  const band = [], line = [];
+  let segment = [];
+  let expected = null;
+  for (const point of points) {
+    const avg = point[spec.key + "_avg"];
+    // a missing value or a missing bucket (the hub was not sampling) breaks the line
+    if (avg === null || (expected !== null && point.t > expected)) { if (segment.length) line.push(segment); segment = []; }
+    expected = point.t + point.step;
+    if (avg === null) continue;
+    const mid = x(point.t + point.step / 2);
+    segment.push(mid.toFixed(1) + "," + y(avg).toFixed(1));
+    band.push([mid, y(point[spec.key + "_max"]), y(point[spec.key + "_min"])]);
+  }
+  if (segment.length) line.push(segment);
+  if (band.length > 1) {
+    const top = band.map(([px, hi]) => px.toFixed(1) + "," + hi.toFixed(1));
+    const bottom = band.slice().reverse().map(([px, , lo]) => px.toFixed(1) + "," + lo.toFixed(1));
+    box.append(svg("polygon", { class: "band " + cls, points: top.concat(bottom).join(" ") }));
+  }
+  for (const part of line) box.append(svg("polyline", { class: "series " + cls, points: part.join(" "), "data-series": spec.key }));
+  for (const alert of alerts) {
+    if (alert.raised_at < since) continue;
+    const mark = svg("line", { class: "alert-mark", x1: x(alert.raised_at), x2: x(alert.raised_at), y1: 0, y2: CHART_H });
+    mark.append(svg("title", {}, alert.message));
+    box.append(mark);
+  }
+  box.append(svg("text", { class: "title", x: PAD_L + 4, y: 12 }, spec.title));
+  return box;
+}
+
+function timeAxis(since, until) {
+  const axis = svg("svg", { class: "chart time-axis", viewBox: "0 0 " + CHART_W + " " + AXIS_H, role: "img", "aria-label": "time" });
+  const span = until - since;
+  const step = [60, 300, 600, 1800, 3600, 7200, 14400, 21600].find((s) => span / s <= 8) || 43200;
+  for (let t = Math.ceil(since / step) * step; t <= until; t += step) {
+    const px = PAD_L + ((t - since) / span) * (CHART_W - PAD_L);
+    axis.append(svg("line", { x1: px, x2: px, y1: 0, y2: 5 }));
+    axis.append(svg("text", { x: px - 16, y: 17 }, new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
+  }
+  return axis;
+}
+
+async function rangeStart(now) {
+  if (detail.range !== "show") return now - detail.range;
+  if (detail.startedAt === undefined) {
+    try { detail.startedAt = (await api("GET", API + "/hub")).started_at; } catch (error) { detail.startedAt = now - 3600; }
+  }
+  return Math.max(detail.startedAt, now - 86400);  // the whole show: since the hub started, a day at most
+}
+
+async function renderCharts() {
+  const channelId = detail.channelId;
+  if (!channelId) return;
+  const until = Date.now() / 1000;
+  const since = await rangeStart(until);
+  const id = encodeURIComponent(channelId);
+  let points = [], alerts = [];
+  try {
+    const [history, recent, estimate] = await Promise.all([
+      api("GET", API + "/channels/" + id + "/history?since=" + Math.floor(since)).catch(() => ({ items: [] })),
+      api("GET", API + "/alerts?recent=true&limit=500&since=" + Math.floor(since)).catch(() => ({ items: [] })),
+      api("GET", API + "/swap-list?until=" + encodeURIComponent(new Date((until + 2 * 86400) * 1000).toISOString())).catch(() => null),
+    ]);
+    points = history.items;
+    const [deviceId, index] = [channelId.slice(0, channelId.lastIndexOf(":")), Number(channelId.slice(channelId.lastIndexOf(":") + 1))];
+    alerts = recent.items.filter((a) => a.device_id === deviceId && (a.channel === index || a.channel === null));
+    detail.estimate = estimate ? estimate.items.find((item) => item.channel_id === channelId && item.source === "estimate") : null;
+  } catch (error) { toast(error.message); }
+  if (detail.channelId !== channelId) return;
+  renderFacts();
+  $("detail-charts").replaceChildren(...SERIES.map((spec) => chart(spec, points, since, until, alerts)), timeAxis(since, until));
+}
+
+function openDetail(channelId) {
+  detail.channelId = channelId;
+  const url = new URL(location.href);
+  url.searchParams.set("channel", channelId);
+  history.replaceState(null, "", url);
+  if (!$("detail").open) $("detail").showModal();
+  renderFacts();
+  renderCharts();
+  clearInterval(detail.timer);
+  detail.timer = setInterval(renderCharts, 10000);
+}
+
+function closeDetail() {
+  detail.channelId = null;
+  clearInterval(detail.timer);
+  const url = new URL(location.href);
+  url.searchParams.delete("channel");
+  history.replaceState(null, "", url);
+}
+
+function selectRange(button) {
+  detail.range = button.dataset.range === "show" ? "show" : Number(button.dataset.range);
+  for (const other of $("detail-ranges").querySelectorAll("button")) other.setAttribute("aria-pressed", String(other === button));
+  renderCharts();
 }
 
 // ---- venue: slots and groups from the store (absent until the hub has one)
@@ -509,11 +754,24 @@ function start() {
     if (event.target instanceof HTMLInputElement || event.ctrlKey || event.metaKey || event.altKey) return;
     if (/^[0-9]$/.test(event.key)) selectGroup(Number(event.key));
   });
+  $("show-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = $("show-end").value;
+    saveShow(value ? new Date(value).toISOString() : null);
+  });
+  $("show-clear").addEventListener("click", () => saveShow(null));
+  $("detail-close").addEventListener("click", () => $("detail").close());
+  $("detail").addEventListener("close", closeDetail);
+  for (const button of $("detail-ranges").querySelectorAll("button")) button.addEventListener("click", () => selectRange(button));
+  if (params.get("channel")) openDetail(params.get("channel"));
   connectLive(1000);
   refreshHealth();
   refreshCandidates();
   refreshVenue();
   refreshAlerts();
+  refreshSwaps();
+  setInterval(refreshSwaps, 5000);
+  setInterval(tickCountdowns, 1000);
   setInterval(refreshHealth, 5000);
   setInterval(refreshAlerts, 3000);
   setInterval(refreshVenue, 10000);
