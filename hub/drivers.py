@@ -162,6 +162,28 @@ class DeviceSilentError(ConnectionError):
     """Nothing was heard from the device for longer than ``offline_after_s``."""
 
 
+class UnsupportedDeviceError(Exception):
+    """The device answered, but it is nothing the plugin can monitor (e.g. an unknown model).
+
+    Raise it from ``connect``, after ``identify`` with ``channel_count=0`` so the device is shown with the
+    model it reported. The supervisor says why once and asks again only every ``UNSUPPORTED_RETRY_S``
+    (the address may later hold a supported receiver)."""
+
+
+UNSUPPORTED_RETRY_S = 600.0
+
+
+def describe_failure(exc: BaseException, doing: str, timeout_s: float | None = None) -> str:
+    """A sentence for the log and the API: the exception's own message, or, for one that has none (a bare
+    TimeoutError), what the hub was doing when it happened. Never just the class name."""
+    text = str(exc).strip()
+    if text:
+        return text
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_s:g} s while {doing}" if timeout_s else f"no answer while {doing}"
+    return f"{doing} failed ({type(exc).__name__})"
+
+
 class LinkState(Protocol):
     """The supervisor's view of the sink: when the device was last heard, and online/offline marks."""
 
@@ -196,6 +218,7 @@ class DriverSupervisor:
         was_up = True  # log the first failure too
         while True:
             self.attempts += 1
+            unsupported = False
             try:
                 # inside the try: a plugin whose driver cannot even be built gets an error and a retry
                 self.driver = self._make_driver()
@@ -216,15 +239,25 @@ class DriverSupervisor:
                 self._link.set_online(False, "stopped")
                 raise
             except Exception as exc:
-                self.last_error = str(exc) or type(exc).__name__
+                if self.connected_since is None:
+                    doing, limit = f"connecting to {self._where()}", self._settings.io_timeout_s * 2
+                else:
+                    doing, limit = f"receiving from {self._where()}", None
+                self.last_error = describe_failure(exc, doing, limit)
                 if was_up:
-                    self._log.warning("device unavailable: %s", self.last_error)
+                    self._log.warning("device unavailable: %s: %s", self._where(), self.last_error)
                 was_up = False
                 self._link.set_online(False, self.last_error)
+                unsupported = isinstance(exc, UnsupportedDeviceError)
             await self._close()
             self.connected_since = None
             self.reconnects += 1
-            await asyncio.sleep(self._backoff.next_delay())
+            await asyncio.sleep(UNSUPPORTED_RETRY_S if unsupported else self._backoff.next_delay())
+
+    def _where(self) -> str:
+        """The device's URL (password redacted), so every message names the device it is about."""
+        driver = self.driver
+        return redact_url(driver.endpoint.url) if driver is not None else "the device"
 
     async def _run_watched(self, driver: Driver) -> None:
         runner = asyncio.ensure_future(driver.run())

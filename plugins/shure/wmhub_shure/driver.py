@@ -14,9 +14,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, cast
+from typing import Any, Final, NoReturn, cast
 
-from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
+from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint, UnsupportedDeviceError
 from hub.model import (
     Command,
     CommandResult,
@@ -34,6 +34,7 @@ from wmhub_shure.families import (
     SetRequest,
     build_set,
     family_of_model,
+    supported_families,
 )
 from wmhub_shure.protocol import ANGLE, STAR, Framer, Report, encode, parse
 
@@ -46,18 +47,31 @@ class NoAnswerError(ConnectionError):
     """The device accepted the connection but answered nothing."""
 
 
+class SkippedError(ConnectionError):
+    """The device answered a later request but not this one: it never will (replies come in order)."""
+
+
 @dataclass
 class _Pending:
-    """A request waiting for its REP (or for an ERR, which names no parameter: the oldest gets it)."""
+    """A request waiting for its REP (or for an ERR, which names no parameter: the oldest gets it).
+
+    Every request is tracked, awaited or not, so that replies and errors pair with requests in order. A
+    request whose waiter gave up (its future is done) stays queued until ``expires``: a late reply still
+    pairs with it instead of being charged to a newer request.
+    """
 
     channel: int | None
     param: str
     index: int | None
     future: asyncio.Future[Report]
-    deadline: float
+    expires: float
+    text: str
     accept: Callable[[Report], bool] = field(default=lambda report: True)
 
     def matches(self, report: Report) -> bool:
+        if self.param == "ALL":
+            # GET ALL has no REP of its own: the first report of its burst (receiver-level or its channel) answers it
+            return self.channel in (0, None) or report.channel in (None, self.channel)
         if report.param != self.param:
             return False
         if self.channel != report.channel and not (self.channel == 0 and report.channel is not None):
@@ -110,6 +124,7 @@ class ShureDriver(Driver):
         self._warnings: dict[int, set[str]] = {}
         self._rssi: dict[int, dict[int, int]] = {}
         self._keepalive: asyncio.Task[None] | None = None
+        self._meter_channels = [0]  # where METER_RATE went: channel 0 (all), or each channel that took it
 
     # lifecycle
 
@@ -119,14 +134,18 @@ class ShureDriver(Driver):
         host, port = self.endpoint.host, self.endpoint.port
         # asyncio.timeout rather than wait_for throughout: on Python 3.11 wait_for can swallow a cancellation
         # that arrives as the awaited call finishes, and the hub could then never stop this driver
-        async with asyncio.timeout(self.settings.io_timeout_s):
-            if self.udp:
-                self._transport, _ = await loop.create_datagram_endpoint(lambda: _Link(self), remote_addr=(host, port))
-            else:
-                self._transport, _ = await loop.create_connection(lambda: _Link(self), host, port)
-        family, model, channels = await self._detect()
+        try:
+            async with asyncio.timeout(self.settings.io_timeout_s):
+                if self.udp:
+                    self._transport, _ = await loop.create_datagram_endpoint(
+                        lambda: _Link(self), remote_addr=(host, port)
+                    )
+                else:
+                    self._transport, _ = await loop.create_connection(lambda: _Link(self), host, port)
+        except TimeoutError:
+            raise ConnectionError(f"no connection to {self.where} within {self.settings.io_timeout_s:g} s") from None
+        family, model, channels, device = await self._detect()
         self._use_family(family, model, channels)
-        device = await self._device_fields(family)
         self.sink.identify(
             unique_id=None,
             family=family.key,
@@ -135,8 +154,13 @@ class ShureDriver(Driver):
             firmware=device.pop("firmware", None),
             name=device.pop("name", None),
         )
-        self._query_all()
+        await self._query_all()
         await self._start_metering()
+
+    @property
+    def where(self) -> str:
+        """The receiver's address, for messages that must say which receiver they are about."""
+        return f"{self.endpoint.host}:{self.endpoint.port}"
 
     async def run(self) -> None:
         assert self._lost is not None
@@ -148,7 +172,7 @@ class ShureDriver(Driver):
             # a keep-alive that found the transport closing ended with an error: collect it, so asyncio
             # does not log it as never retrieved (the lost connection is what run reports)
             await asyncio.gather(self._keepalive, return_exceptions=True)
-        raise ConnectionError("connection closed by the device")
+        raise ConnectionError(f"connection closed by {self.where}")
 
     async def close(self) -> None:
         try:
@@ -165,57 +189,107 @@ class ShureDriver(Driver):
     def _on_lost(self, exc: Exception | None) -> None:
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
-        self._fail_pending(ConnectionError(str(exc) if exc else "connection closed"))
+        self._fail_pending(ConnectionError(str(exc) if exc else f"connection to {self.where} closed"))
 
     # family detection (the user gives only an address)
 
-    async def _detect(self) -> tuple[Family, str, int]:
-        model_reply = await self._ask(None, "MODEL")
-        if model_reply is not None:
-            found = family_of_model(model_reply.value)
-            if found is not None:
-                family, _, channels = found
-                return family, model_reply.value.strip(), channels
-            if self.udp:
-                raise ConnectionError(f"unknown Shure model {model_reply.value!r}")
+    async def _detect(self) -> tuple[Family, str, int, dict[str, Any]]:
+        """(family, model, channel count, receiver-level fields) from what the device answers.
+
+        Questions go out together and an optional one the device stays silent on costs no extra wait once a
+        later one is answered (replies come in order), so a receiver that ignores MODEL is still quick.
+        """
         if self.udp:
-            # UHF-R without a MODEL answer (unverified): count the channels that answer
-            channels = 2 if await self._ask(2, "CHAN_NAME") is not None else 1
-            return UHFR, "UR4D" if channels == 2 else "UR4S", channels
+            (model_reply,) = await self._ask_all([(None, "MODEL")])
+            if model_reply is None:
+                # UHF-R without a MODEL answer (unverified): count the channels that answer
+                (second,) = await self._ask_all([(2, "CHAN_NAME")])
+                channels = 2 if second is not None else 1
+                return UHFR, "UR4D" if channels == 2 else "UR4S", channels, {}
+            return self._known_model(model_reply, {})
+        receiver_params = ("DEVICE_ID", "FW_VER")
+        model_reply, *replies = await self._ask_all([(None, "MODEL"), *((None, param) for param in receiver_params)])
+        receiver = {param: reply.value for param, reply in zip(receiver_params, replies, strict=True) if reply}
+        if model_reply is not None and model_reply.value.strip():
+            return self._known_model(model_reply, receiver)
         # ULX-D, QLX-D and PSM1000 report no MODEL: tell them apart by what they answer
-        if await self._ask(1, "AUDIO_IN_LVL_L") is not None:
-            return PSM1000, "P10T", 2
-        if await self._ask(1, "AUDIO_MUTE") is None:
-            return QLXD, "QLXD4", 1
-        for channels, model in ((4, "ULXD4Q"), (2, "ULXD4D")):
-            if await self._ask(channels, "CHAN_NAME") is not None:
-                return ULXD, model, channels
-        return ULXD, "ULXD4", 1
+        psm, mute, fourth, second = await self._ask_all(
+            [(1, "AUDIO_IN_LVL_L"), (1, "AUDIO_MUTE"), (4, "CHAN_NAME"), (2, "CHAN_NAME")]
+        )
+        if psm is not None:
+            family, model, channels = PSM1000, "P10T", 2
+        elif mute is None:
+            family, model, channels = QLXD, "QLXD4", 1
+        elif fourth is not None:
+            family, model, channels = ULXD, "ULXD4Q", 4
+        elif second is not None:
+            family, model, channels = ULXD, "ULXD4D", 2
+        else:
+            family, model, channels = ULXD, "ULXD4", 1
+        return family, model, channels, self._receiver_fields(family, receiver)
 
-    async def _ask(self, channel: int | None, param: str) -> Report | None:
-        """GET one parameter: the REP, None when the device refuses it; raise when it says nothing."""
-        try:
-            return await self._request(channel, "GET", param)
-        except RefusedError:
-            return None
-        except TimeoutError:
-            hint = "" if self.udp else " (SLX-D needs Controller Access set to Allow)"
-            raise NoAnswerError(f"no answer to GET {param} within {self.settings.io_timeout_s:g} s{hint}") from None
+    def _known_model(self, reply: Report, receiver: dict[str, str]) -> tuple[Family, str, int, dict[str, Any]]:
+        found = family_of_model(reply.value)
+        if found is None:
+            self._unsupported(reply.value.strip(), receiver)
+        family, _, channels = found
+        fields = self._receiver_fields(family, receiver)
+        fields["model"] = reply.value.strip()
+        return family, reply.value.strip(), channels, fields
 
-    async def _device_fields(self, family: Family) -> dict[str, Any]:
+    def _unsupported(self, model: str, receiver: dict[str, str]) -> NoReturn:
+        """A Shure device that is no receiver we know (MXW, a microphone array, a newer model): shown with its
+        model string and no channels, never taken for the nearest family."""
+        self.sink.identify(
+            unique_id=None,
+            family=None,
+            model=model,
+            channel_count=0,
+            firmware=receiver.get("FW_VER", "").strip() or None,
+            name=receiver.get("DEVICE_ID", "").strip() or None,
+        )
+        raise UnsupportedDeviceError(
+            f"Shure {model} at {self.where} is not a receiver this hub can monitor "
+            f"(supported: {', '.join(supported_families())})"
+        )
+
+    @staticmethod
+    def _receiver_fields(family: Family, receiver: dict[str, str]) -> dict[str, Any]:
         fields: dict[str, Any] = {}
-        for param, spec in family.device_params.items():
-            reply = await self._ask(None, param) if param != "MODEL" else None
-            if reply is not None:
-                fields[spec.field] = spec.codec.decode(reply.value)
+        for param, value in receiver.items():
+            spec = family.device_params.get(param)
+            if spec is not None:
+                fields[spec.field] = spec.codec.decode(value)
         return fields
+
+    async def _ask_all(self, questions: list[tuple[int | None, str]]) -> list[Report | None]:
+        """GET each parameter: its REP, or None when the device refused it or stayed silent on it.
+
+        Raise NoAnswerError when the device said nothing at all to any of them."""
+        futures = [self._track(channel, "GET", param) for channel, param in questions]
+        await asyncio.wait(futures, timeout=self.settings.io_timeout_s)
+        answers: list[Report | None] = []
+        heard = False
+        for future in futures:
+            if not future.done():
+                future.cancel()  # abandoned: a late answer still pairs with it (see _Pending)
+                answers.append(None)
+                continue
+            error = None if future.cancelled() else future.exception()
+            answers.append(future.result() if error is None and not future.cancelled() else None)
+            heard = heard or error is None or isinstance(error, RefusedError | SkippedError)
+        if not heard:
+            asked = ", ".join(f"GET {'' if channel is None else f'{channel} '}{param}" for channel, param in questions)
+            hint = "" if self.udp else " (SLX-D needs Controller Access set to Allow)"
+            raise NoAnswerError(f"no answer to {asked} within {self.settings.io_timeout_s:g} s from {self.where}{hint}")
+        return answers
 
     def _use_family(self, family: Family, model: str, channels: int) -> None:
         self.family, self.model, self.channel_count = family, model, channels
         self._framing = family.framing
         self._sample = family.sample
 
-    def _query_all(self) -> None:
+    async def _query_all(self) -> None:
         family = self.family
         assert family is not None
         if family in (UHFR, PSM1000):
@@ -229,8 +303,13 @@ class ShureDriver(Driver):
             for channel in range(1, self.channel_count + 1):
                 for param in params:
                     self._track(channel, "GET", param)
-        else:
-            self._send(encode(self._framing, "GET", "ALL", channel=0))
+            return
+        everything = self._track(0, "GET", "ALL")
+        await asyncio.wait([everything], timeout=self.settings.io_timeout_s)
+        if everything.done() and not everything.cancelled() and isinstance(everything.exception(), RefusedError):
+            # SLX-D+ firmware 2.0.38.9 refuses GET 0 ALL and dumps one channel per GET n ALL (CO SLX-D+ notes)
+            for channel in range(1, self.channel_count + 1):
+                self._track(channel, "GET", "ALL")
 
     async def _start_metering(self) -> None:
         family = self.family
@@ -240,9 +319,48 @@ class ShureDriver(Driver):
         if self.udp:
             self._send_meter_rate(rate)
             return
-        reply = self._track(0, "SET", "METER_RATE", f"{rate:05d}")
-        async with asyncio.timeout(self.settings.io_timeout_s):
-            await reply
+        refused = await self._set_meter_rate(rate, [0])
+        if not refused:
+            return
+        if refused == [None]:
+            self.sink.log.warning(
+                "%s %s did not confirm METER_RATE within %g s; meters show only if it sends them anyway",
+                self.model,
+                self.where,
+                self.settings.io_timeout_s,
+            )
+            return
+        # micboard meters each channel (SET 1 METER_RATE 00100): some receivers refuse channel 0
+        channels = list(range(1, self.channel_count + 1))
+        failed = await self._set_meter_rate(rate, channels)
+        self._meter_channels = [channel for channel in channels if channel not in failed]
+        if failed:
+            which = "any channel" if len(failed) == len(channels) else "channel " + ", ".join(map(str, failed))
+            self.sink.log.warning(
+                "%s %s refused METER_RATE for all channels and for %s: monitoring %s without meters",
+                self.model,
+                self.where,
+                which,
+                "it" if len(failed) == len(channels) else "those",
+            )
+
+    async def _set_meter_rate(self, rate_ms: int, channels: list[int]) -> list[int | None]:
+        """SET METER_RATE on ``channels``: the channels that refused it, None for each that stayed silent."""
+        value = f"{rate_ms:05d}"
+
+        def confirms(report: Report) -> bool:
+            return report.value.isdigit() and int(report.value) == rate_ms
+
+        futures = {channel: self._track(channel, "SET", "METER_RATE", value, accept=confirms) for channel in channels}
+        await asyncio.wait(futures.values(), timeout=self.settings.io_timeout_s)
+        failed: list[int | None] = []
+        for channel, future in futures.items():
+            if not future.done():
+                future.cancel()
+                failed.append(None)
+            elif future.cancelled() or future.exception() is not None:
+                failed.append(channel)
+        return failed
 
     def _send_meter_rate(self, rate_ms: int) -> None:
         if self.udp:
@@ -250,7 +368,8 @@ class ShureDriver(Driver):
             for channel in range(1, (self.channel_count or 2) + 1):
                 self._send(encode(STAR, "METER", "ALL", value, channel=channel))
         else:
-            self._send(encode(self._framing, "SET", "METER_RATE", f"{rate_ms:05d}", channel=0))
+            for channel in self._meter_channels:
+                self._send(encode(self._framing, "SET", "METER_RATE", f"{rate_ms:05d}", channel=channel))
 
     async def _keep_alive(self) -> None:
         # CO's heartbeat: an answered GET proves the device is there when nothing else arrives (metering off,
@@ -271,7 +390,7 @@ class ShureDriver(Driver):
     def _send(self, data: bytes) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
-            raise DeviceUnavailableError("not connected")
+            raise DeviceUnavailableError(f"not connected to {self.where}")
         if self.udp:
             cast(asyncio.DatagramTransport, transport).sendto(data)
         else:
@@ -286,48 +405,55 @@ class ShureDriver(Driver):
         index: int | None = None,
         accept: Callable[[Report], bool] | None = None,
     ) -> asyncio.Future[Report]:
+        """Send one request and queue what pairs its reply with it; every request goes through here."""
+        self._expire_pending()
         future: asyncio.Future[Report] = asyncio.get_running_loop().create_future()
-        pending = _Pending(channel, param, index, future, time.monotonic() + self.settings.io_timeout_s)
+        arguments = values if index is None else (str(index), *values)
+        data = encode(self._framing, verb, param, *arguments, channel=channel)
+        # kept past its own timeout, so that a late reply is not taken for the answer to a newer request
+        expires = time.monotonic() + 2 * self.settings.io_timeout_s
+        text = data.decode("ascii", "replace").strip()
+        pending = _Pending(channel, param, index, future, expires, text)
         if accept is not None:
             pending.accept = accept
         self._pending.append(pending)
-        arguments = values if index is None else (str(index), *values)
-        self._send(encode(self._framing, verb, param, *arguments, channel=channel))
+        self._send(data)
         return future
-
-    async def _request(self, channel: int | None, verb: str, param: str, *values: str) -> Report:
-        future = self._track(channel, verb, param, *values)
-        async with asyncio.timeout(self.settings.io_timeout_s):
-            return await future
 
     def _expire_pending(self) -> None:
         now = time.monotonic()
-        while self._pending and self._pending[0].deadline < now:
+        while self._pending and self._pending[0].expires < now:
             expired = self._pending.popleft()
             if not expired.future.done():
                 expired.future.cancel()
 
     def _fail_pending(self, exc: Exception) -> None:
         while self._pending:
-            future = self._pending.popleft().future
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # nobody may be waiting (keep-alive); do not warn about it
+            self._settle(self._pending.popleft(), exc)
+
+    @staticmethod
+    def _settle(pending: _Pending, exc: Exception) -> None:
+        future = pending.future
+        if not future.done():
+            future.set_exception(exc)
+            future.exception()  # nobody may be waiting (keep-alive); do not warn about it
 
     def _resolve(self, report: Report) -> None:
+        pending = self._pending
         if report.is_error:
-            if self._pending:
-                oldest = self._pending.popleft()
-                if not oldest.future.done():
-                    where = "" if oldest.channel is None else f" on channel {oldest.channel}"
-                    oldest.future.set_exception(RefusedError(f"the receiver refused {oldest.param}{where}"))
-                    oldest.future.exception()
+            if pending:
+                oldest = pending.popleft()
+                self._settle(oldest, RefusedError(f"{self.model or 'the receiver'} {self.where} refused {oldest.text}"))
             return
-        for pending in self._pending:
-            if pending.matches(report):
-                self._pending.remove(pending)
-                if not pending.future.done():
-                    pending.future.set_result(report)
+        for position, entry in enumerate(pending):
+            if entry.matches(report):
+                # replies come in order: what was asked before this and is still unanswered never will be
+                for _ in range(position):
+                    skipped = pending.popleft()
+                    self._settle(skipped, SkippedError(f"{self.where} did not answer {skipped.text}"))
+                pending.popleft()
+                if not entry.future.done():
+                    entry.future.set_result(report)
                 return
 
     # incoming data
@@ -443,9 +569,9 @@ class ShureDriver(Driver):
         try:
             async with asyncio.timeout(self.settings.io_timeout_s):
                 report = await future
-        except TimeoutError:
+        except (TimeoutError, SkippedError):
             raise CommandTimeoutError(
-                f"the receiver did not confirm {request.param} within {self.settings.io_timeout_s:g} s"
+                f"{self.model} {self.where} did not confirm {request.param} within {self.settings.io_timeout_s:g} s"
             ) from None
         return CommandResult(ok=True, value=request.confirm(report))
 
@@ -459,29 +585,42 @@ def udp_driver(endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -
 
 
 async def probe(host: str, port: int, timeout_s: float) -> tuple[str, str | None] | None:
-    """Ask a TCP 2202 endpoint what it is: (model, device name), or None if it is no Shure receiver."""
+    """Ask a TCP 2202 endpoint what it is: (model, device name), or None if it is no Shure receiver we support.
+
+    Other Shure devices answer on 2202 too (MXA910, P300, ANI4IN): a MODEL no family claims is refused, and
+    a device without MODEL (ULX-D, QLX-D, PSM1000) must at least report a channel frequency, which only RF
+    equipment has.
+    """
     with contextlib.suppress(OSError, TimeoutError):
         async with asyncio.timeout(timeout_s):
             reader, writer = await asyncio.open_connection(host, port)
         try:
-            writer.write(encode(ANGLE, "GET", "MODEL") + encode(ANGLE, "GET", "DEVICE_ID"))
+            questions = (("MODEL", None), ("DEVICE_ID", None), ("FREQUENCY", 1))
+            writer.write(b"".join(encode(ANGLE, "GET", param, channel=channel) for param, channel in questions))
             framer = Framer()
             replies: dict[str, str] = {}
             deadline = time.monotonic() + timeout_s
-            errors = 0
-            while len(replies) + errors < 2:
-                async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
-                    data = await reader.read(4096)
+            answered = 0
+            while answered < len(questions):
+                try:
+                    async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
+                        data = await reader.read(4096)
+                except TimeoutError:
+                    break  # silent on one question: decide from the others
                 if not data:
                     break
                 for body in framer.feed(data):
                     report = parse(body)
-                    if report is not None and report.is_error:
-                        errors += 1
-                    elif report is not None and report.channel is None:
-                        replies[report.param] = report.value
-            if "MODEL" in replies or "DEVICE_ID" in replies:
-                return replies.get("MODEL", "ULX-D/QLX-D"), replies.get("DEVICE_ID")
+                    if report is None or report.verb not in ("REP", "REPORT"):
+                        continue
+                    answered += 1
+                    if not report.is_error and report.channel in (None, 1):
+                        replies.setdefault(report.param, report.value)
+            model = replies.get("MODEL", "").strip()
+            if model:
+                return (model, replies.get("DEVICE_ID")) if family_of_model(model) is not None else None
+            if "FREQUENCY" in replies:
+                return "ULX-D/QLX-D", replies.get("DEVICE_ID")
         finally:
             writer.close()
     return None

@@ -350,7 +350,8 @@ QLXD: Final = _ulx_family("qlxd", "QLX-D", {"QLXD4": 1}, extra_warnings=(), extr
 AXIENT: Final = Family(
     key="axient",
     label="Axient Digital",
-    models={"AD4D": 2, "AD4Q": 4},
+    # ANX4 (a networked receiver) speaks the Axient Digital command set (issue 17); 4 channels from its name
+    models={"AD4D": 2, "AD4Q": 4, "ANX4": 4},
     framing=ANGLE,
     channel_params={
         "CHAN_NAME": Param("name", text(31)),
@@ -500,6 +501,11 @@ def family_of_model(model: str) -> tuple[Family, str, int] | None:
             if wanted == name or wanted.split("-", 1)[0] == name:
                 return family, name, channels
     return None
+
+
+def supported_families() -> list[str]:
+    """What to name when a device is none of these: family labels with their models."""
+    return [f"{family.label} ({'/'.join(family.models)})" for family in FAMILIES.values()]
 
 
 @dataclass(frozen=True, slots=True)
