@@ -200,14 +200,15 @@ class ShureDriver(Driver):
         later one is answered (replies come in order), so a receiver that ignores MODEL is still quick.
         """
         if self.udp:
-            (model_reply,) = await self._ask_all([(None, "MODEL")])
-            if model_reply is None:
-                # UHF-R without a MODEL answer (unverified): count the channels that answer
-                (second,) = await self._ask_all([(2, "CHAN_NAME")])
-                channels = 2 if second is not None else 1
-                return UHFR, "UR4D" if channels == 2 else "UR4S", channels, {}
-            return self._known_model(model_reply, {})
-        receiver_params = ("DEVICE_ID", "FW_VER")
+            model_reply, second = await self._ask_all([(None, "MODEL"), (2, "CHAN_NAME")])
+            if model_reply is not None and model_reply.value.strip():
+                return self._known_model(model_reply, {})
+            # UHF-R without a MODEL answer (no public source shows one): count the channels that answer
+            channels = 2 if second is not None else 1
+            return UHFR, "UR4D" if channels == 2 else "UR4S", channels, {}
+        # DEVICE_ID last: every family answers it, so an optional question before it that the device ignores
+        # is settled by that answer instead of by the timeout
+        receiver_params = ("FW_VER", "DEVICE_ID")
         model_reply, *replies = await self._ask_all([(None, "MODEL"), *((None, param) for param in receiver_params)])
         receiver = {param: reply.value for param, reply in zip(receiver_params, replies, strict=True) if reply}
         if model_reply is not None and model_reply.value.strip():
