@@ -227,6 +227,11 @@ class ShureDriver(Driver):
             family, model, channels = ULXD, "ULXD4D", 2
         else:
             family, model, channels = ULXD, "ULXD4", 1
+        others = [param for param in family.device_params if param not in receiver_params]
+        if others:  # a family naming itself differently (P10T: DEVICE_NAME); optional, like the rest
+            with contextlib.suppress(NoAnswerError):
+                replies = await self._ask_all([(None, param) for param in others])
+                receiver.update({param: reply.value for param, reply in zip(others, replies, strict=True) if reply})
         return family, model, channels, self._receiver_fields(family, receiver)
 
     def _known_model(self, reply: Report, receiver: dict[str, str]) -> tuple[Family, str, int, dict[str, Any]]:

@@ -476,7 +476,8 @@ PSM1000: Final = Family(
         "CHAN_NAME": Param("name", text(8)),
         "FREQUENCY": Param("frequency_mhz", frequency(6)),
     },
-    device_params=_device_params(8, 18, with_model=False),
+    # the P10T names itself with DEVICE_NAME (bitfocus/companion-module-shure-psm1000 src/internalAPI.js)
+    device_params={"DEVICE_NAME": Param("name", text(8))},
     warnings=(),
     sample=None,
     sample_fields=frozenset(),

@@ -1,8 +1,9 @@
 """A protocol-level Shure receiver: answers GET/SET like the device, streams SAMPLE, injects faults.
 
 The simulator keeps its state in the hub model's units (dBm, dBFS, MHz, dB, bars) and encodes every
-reply with the family tables, so a test can compare :attr:`ShureSimulator.state` with the hub's
-normalised state field by field. Replies, REP echoes to every client, ``< REP ERR >`` for unknown
+reply with its own tables (:mod:`wmhub_shure.simulator.wire`, checked against the conformance corpus,
+never the driver's), so a test can compare :attr:`ShureSimulator.state` with the hub's normalised state
+field by field. Replies, REP echoes to every client, ``< REP ERR >`` for unknown
 parameters and the padding of brace fields follow the protocol reference.
 """
 
@@ -18,9 +19,9 @@ from types import TracebackType
 from typing import Any, Final, cast
 
 from hub.model import METER_FIELDS
-from wmhub_shure.families import (
+from wmhub_shure.protocol import Framer, Report, brace, parse
+from wmhub_shure.simulator.wire import (
     AXIENT,
-    GAIN,
     GAIN_OFFSET,
     PSM1000,
     QLXD,
@@ -28,11 +29,10 @@ from wmhub_shure.families import (
     SLXD_PLUS,
     UHFR,
     ULXD,
-    Family,
-    Param,
+    WireFamily,
+    WireParam,
     antenna_marks,
 )
-from wmhub_shure.protocol import Framer, Report, brace, parse
 
 NOISE_FLOOR_DBM: Final = -108
 SILENCE_DBFS: Final = -48  # a multiple of 6, so UHF-R's LED bitmap carries it exactly
@@ -43,7 +43,7 @@ class ModelProfile:
     """A simulated model: its family, the MODEL string it reports and its channel count."""
 
     key: str
-    family: Family
+    family: WireFamily
     model: str
     channels: int
 
@@ -164,6 +164,20 @@ class _Peer:
                     self.sim.answering = False
 
 
+class _Capture(_Peer):
+    """A client without a socket: collects what the simulator answers it (see ShureSimulator.answer)."""
+
+    def __init__(self, sim: ShureSimulator) -> None:
+        super().__init__(sim, "capture")
+        self.captured: list[bytes] = []
+
+    def write_now(self, data: bytes) -> None:
+        self.captured.append(data)
+
+    def abort(self) -> None:
+        self.captured.clear()
+
+
 class _TcpPeer(_Peer, asyncio.Protocol):
     def __init__(self, sim: ShureSimulator) -> None:
         super().__init__(sim, "?")
@@ -227,7 +241,7 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
         peer.received(data)
 
 
-def _unique_params(family: Family, spellings: dict[str, str]) -> list[tuple[str, Param]]:
+def _unique_params(family: WireFamily, spellings: dict[str, str]) -> list[tuple[str, WireParam]]:
     """One wire spelling per model field (a family may accept two), in table order."""
     seen: set[str] = set()
     chosen = []
@@ -301,7 +315,7 @@ class ShureSimulator:
         else:
             self._server = await loop.create_server(lambda: _TcpPeer(self), self.host, self.port)
             self.port = self._server.sockets[0].getsockname()[1]
-        if self.family.sample is not None:
+        if self.family.meters:
             self._tasks.append(asyncio.ensure_future(self._meter_loop()))
         return self
 
@@ -441,8 +455,8 @@ class ShureSimulator:
         verb, index = self._verb(), channel.index
         lines = []
         for name, param in _unique_params(self.family, self.spellings):
-            if name == "RSSI":
-                antennas = 4 if self.quadversity else 2
+            if name == "RSSI" and self.family.rssi_antennas:
+                antennas = 4 if self.quadversity else self.family.rssi_antennas
                 for antenna in range(1, antennas + 1):
                     lines.append(f"{verb} {index} RSSI {antenna} {self._encode(channel, name, param)}")
                 continue
@@ -458,14 +472,14 @@ class ShureSimulator:
                 lines.append(f"{verb} {index} {name}{'' if slot is None else f' {slot}'} {value}")
         return lines
 
-    def _encode(self, channel: SimChannel, name: str, param: Param) -> str:
+    def _encode(self, channel: SimChannel, name: str, param: WireParam) -> str:
         for rule in self.family.warnings_for(name):
             if rule.warning in channel.warnings and not rule.clear_value:
                 return next(iter(rule.raised_by))
         value = channel.values.get(param.field)
         if name == "CHAN_NAME" and self.family.name_width:
             return brace(value or "", self.family.name_width)
-        return param.codec.encode(value)
+        return param.encode(value)
 
     def _device_lines(self) -> list[str]:
         verb = self._verb()
@@ -475,7 +489,7 @@ class ShureSimulator:
             if name == "DEVICE_ID":
                 lines.append(f"{verb} DEVICE_ID {brace(value or '', self.family.device_name_width)}")
             else:
-                lines.append(f"{verb} {name} {param.codec.encode(value)}")
+                lines.append(f"{verb} {name} {param.encode(value)}")
         lines.extend(f"{verb} {name} {value}" for (ch, name, _), value in self.raw.items() if ch is None)
         return lines
 
@@ -516,6 +530,13 @@ class ShureSimulator:
         for peer in list(self.peers):
             peer.write_now(data)
 
+    def answer(self, request: bytes) -> bytes:
+        """What a client sending ``request`` gets back at once (its replies, not echoes to other clients),
+        without a socket: for checking this simulator's encoding against the conformance corpus."""
+        capture = _Capture(self)
+        capture.received(request)
+        return b"".join(capture.captured)
+
     def drop_clients(self) -> None:
         for peer in list(self.peers):
             peer.abort()
@@ -553,7 +574,11 @@ class ShureSimulator:
     def _get(self, peer: _Peer, report: Report) -> None:
         param = report.param
         if param == "ALL":
-            lines = self._device_lines() if report.channel in (0, None) else []
+            if self.family is SLXD_PLUS and report.channel in (0, None):
+                # firmware 2.0.38.9 refuses the all-channels dump; GET n ALL gives device + channel n (CO SLX-D+ notes)
+                self._error(peer)
+                return
+            lines = self._device_lines() if report.channel in (0, None) or self.family is SLXD_PLUS else []
             for channel in self._targets(report.channel or 0) or []:
                 lines.extend(self._channel_lines(channel))
             peer.send(b"".join(self._message(line) for line in lines))
@@ -639,7 +664,7 @@ class ShureSimulator:
             wire = int(args[0])
         else:
             return False
-        self.set_channel(channel.index, gain_db=GAIN.decode(f"{wire:03d}"), echo=True)
+        self.set_channel(channel.index, gain_db=wire - GAIN_OFFSET, echo=True)
         return True
 
     def _frequency_ok(self, value: str) -> bool:

@@ -1,0 +1,284 @@
+"""The simulator's own encoding of each Shure family: what a receiver sends, written from the protocol
+reference and checked against the conformance corpus (tests/transcripts), never taken from the driver.
+
+A simulator built from the driver's tables would repeat any mistake the driver makes, so a wrong offset or
+padding would pass in both directions. These tables say only how a device encodes its state; the driver
+decodes with its own (wmhub_shure.families), and tests compare the two through real sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from wmhub_shure.protocol import ANGLE, ANGLE_CRLF, STAR, Framing
+
+GAIN_OFFSET: Final = 18  # AUDIO_GAIN 000..060 is -18..+42 dB
+UNKNOWN_NUMBER: Final = 255
+UNKNOWN_RUNTIME: Final = 65535
+ANTENNAS: Final = "ABCD"
+
+Encoder = Callable[[Any], str]
+
+
+def padded(width: int) -> Encoder:
+    """A brace field right-padded with spaces to ``width`` (0: as long as the text)."""
+    return lambda value: "{" + ("" if value is None else str(value)).ljust(width) + "}"
+
+
+def bare(unknown: str) -> Encoder:
+    """A bare token; ``unknown`` when the value is not known (UNKN or UNKNOWN, by family)."""
+    return lambda value: unknown if value is None else str(value)
+
+
+def digits(count: int, offset: int = 0, unknown: int = UNKNOWN_NUMBER, per_step: int = 1) -> Encoder:
+    """A zero-padded number: (value / per_step) + offset, or the family's unknown marker."""
+    return lambda value: f"{unknown if value is None else int(value) // per_step + offset:0{count}d}"
+
+
+def khz(count: int) -> Encoder:
+    """A frequency in MHz as kHz digits without a decimal point (AD/SLX-D 7 with a leading zero)."""
+    return lambda value: "0" * count if value is None else f"{round(float(value) * 1000):0{count}d}"
+
+
+def on_off(on: str = "ON", off: str = "OFF") -> Encoder:
+    return lambda value: "UNKN" if value is None else on if value else off
+
+
+def antenna_marks(letters: str | None, count: int, active: str | None) -> str:
+    """The antenna field: one character per antenna, X when idle, else ``active`` (None: its own letter)."""
+    chosen = letters or ""
+    return "".join((active or ANTENNAS[i]) if ANTENNAS[i] in chosen else "X" for i in range(count))
+
+
+def antenna(active: str | None) -> Encoder:
+    return lambda value: antenna_marks(value, 2, active)
+
+
+@dataclass(frozen=True, slots=True)
+class WireParam:
+    """A parameter the device reports and the model field its value comes from."""
+
+    field: str
+    encode: Encoder
+
+
+@dataclass(frozen=True, slots=True)
+class WireWarning:
+    """A parameter value that stands for a channel warning; ``clear_value`` "" when the marker rides on a
+    value parameter (battery runtime 65534 / 65533)."""
+
+    warning: str
+    param: str
+    raised_by: frozenset[str]
+    clear_value: str
+
+
+@dataclass(frozen=True)
+class WireFamily:
+    """How one family's receivers talk: the simulator's counterpart of the driver's Family."""
+
+    key: str
+    framing: Framing
+    channel_params: Mapping[str, WireParam]
+    device_params: Mapping[str, WireParam]
+    warnings: tuple[WireWarning, ...]
+    sample_fields: frozenset[str]
+    name_max: int  # longest name a SET takes
+    name_width: int  # brace width of CHAN_NAME reports (0: bare names)
+    device_name_width: int
+    freq_digits: int
+    tx_model_param: str | None
+    battery_param: str | None
+    rssi_antennas: int = 0  # RSSI reported per antenna (AD, SLX-D); 0: one diversity value (SLX-D+)
+    channel_flash: bool = False
+    slots: int = 0
+    udp: bool = False
+
+    @property
+    def meters(self) -> bool:
+        return bool(self.sample_fields)
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """Every channel field a receiver of this family reports, as the hub should show it."""
+        names = {param.field for param in self.channel_params.values()} | set(self.sample_fields)
+        if self.warnings:
+            names.add("warnings")
+        if self.tx_model_param or self.battery_param:
+            names.add("tx_present")
+        return frozenset(names)
+
+    def warnings_for(self, param: str) -> tuple[WireWarning, ...]:
+        return tuple(rule for rule in self.warnings if rule.param == param)
+
+
+def _runtime_markers(param: str) -> tuple[WireWarning, ...]:
+    return (
+        WireWarning("battery_runtime_calculating", param, frozenset({"65534"}), ""),
+        WireWarning("battery_communication_warning", param, frozenset({"65533"}), ""),
+    )
+
+
+INTERFERENCE_AD: Final = WireWarning("interference", "INTERFERENCE_STATUS", frozenset({"DETECTED"}), "NONE")
+ENCRYPTION_AD: Final = WireWarning("encryption", "ENCRYPTION_STATUS", frozenset({"ERROR"}), "OK")
+
+
+def _receiver(id_width: int, firmware_width: int, model: bool) -> dict[str, WireParam]:
+    params = {"DEVICE_ID": WireParam("name", padded(id_width)), "FW_VER": WireParam("firmware", padded(firmware_width))}
+    if model:
+        params["MODEL"] = WireParam("model", padded(32))
+    return params
+
+
+def _ulx(key: str, mute: bool) -> WireFamily:
+    channel = {
+        "CHAN_NAME": WireParam("name", padded(8)),
+        "FREQUENCY": WireParam("frequency_mhz", khz(6)),
+        "AUDIO_GAIN": WireParam("gain_db", digits(3, GAIN_OFFSET)),
+        "TX_TYPE": WireParam("tx_model", bare("UNKN")),
+        "TX_MUTE_STATUS": WireParam("tx_muted", on_off()),
+        "BATT_BARS": WireParam("battery_bars", digits(3)),
+        "BATT_CHARGE": WireParam("battery_percent", digits(3)),
+        "BATT_RUN_TIME": WireParam("battery_runtime_min", digits(5, unknown=UNKNOWN_RUNTIME)),
+        "BATT_TYPE": WireParam("battery_type", bare("UNKN")),
+        "RX_RF_LVL": WireParam("rf_dbm", digits(3, 128)),
+        "AUDIO_LVL": WireParam("audio_dbfs", digits(3, 50)),
+        "RF_ANTENNA": WireParam("antenna", antenna(None)),
+    }
+    if mute:
+        channel["AUDIO_MUTE"] = WireParam("muted", on_off())
+    interference = (WireWarning("interference", "RF_INT_DET", frozenset({"CRITICAL"}), "NONE"),) if mute else ()
+    return WireFamily(
+        key=key,
+        framing=ANGLE,
+        channel_params=channel,
+        device_params=_receiver(8, 18, model=False),
+        warnings=(
+            *interference,
+            WireWarning("encryption", "ENCRYPTION_WARNING", frozenset({"ON"}), "OFF"),
+            *_runtime_markers("BATT_RUN_TIME"),
+        ),
+        sample_fields=frozenset({"antenna", "rf_dbm", "audio_dbfs"}),
+        name_max=8,
+        name_width=8,
+        device_name_width=8,
+        freq_digits=6,
+        tx_model_param="TX_TYPE",
+        battery_param="BATT_BARS",
+    )
+
+
+def _slx(key: str, plus: bool) -> WireFamily:
+    model = WireParam("tx_model", bare("UNKNOWN"))
+    channel = {
+        "CHAN_NAME": WireParam("name", padded(31)),
+        "FREQUENCY": WireParam("frequency_mhz", khz(7)),
+        "AUDIO_GAIN": WireParam("gain_db", digits(3, GAIN_OFFSET)),
+        "TX_MODEL": model,
+        "TX_TYPE": model,  # the other spelling some firmware and pyslxd's mock use
+        "TX_BATT_BARS": WireParam("battery_bars", digits(3)),
+        "TX_BATT_MINS": WireParam("battery_runtime_min", digits(5, unknown=UNKNOWN_RUNTIME)),
+        "AUDIO_LEVEL_RMS": WireParam("audio_dbfs", digits(3, 120)),
+        "RSSI": WireParam("rf_dbm", digits(3, 120)),
+    }
+    if plus:
+        channel["ANTENNA_STATUS"] = WireParam("antenna", antenna("B"))
+    return WireFamily(
+        key=key,
+        framing=ANGLE,
+        channel_params=channel,
+        device_params=_receiver(8, 24, model=True),
+        warnings=(*((INTERFERENCE_AD, ENCRYPTION_AD) if plus else ()), *_runtime_markers("TX_BATT_MINS")),
+        sample_fields=frozenset({"audio_dbfs", "rf_dbm"}),
+        name_max=8,
+        name_width=31,
+        device_name_width=8,
+        freq_digits=7,
+        tx_model_param="TX_MODEL",
+        battery_param="TX_BATT_BARS",
+        rssi_antennas=0 if plus else 2,  # SLX-D+ sends one diversity RSSI (CO SLX-D+ notes, fw 2.0.38.9)
+        channel_flash=True,
+        slots=2 if plus else 0,
+    )
+
+
+ULXD: Final = _ulx("ulxd", mute=True)
+QLXD: Final = _ulx("qlxd", mute=False)
+SLXD: Final = _slx("slxd", plus=False)
+SLXD_PLUS: Final = _slx("slxd_plus", plus=True)
+
+AXIENT: Final = WireFamily(
+    key="axient",
+    framing=ANGLE,
+    channel_params={
+        "CHAN_NAME": WireParam("name", padded(31)),
+        "FREQUENCY": WireParam("frequency_mhz", khz(7)),
+        "AUDIO_GAIN": WireParam("gain_db", digits(3, GAIN_OFFSET)),
+        "AUDIO_MUTE": WireParam("muted", on_off()),
+        "TX_MODEL": WireParam("tx_model", bare("UNKNOWN")),
+        "TX_MUTE_MODE_STATUS": WireParam("tx_muted", on_off(on="MUTE", off="ON")),
+        "TX_BATT_BARS": WireParam("battery_bars", digits(3)),
+        "TX_BATT_CHARGE_PERCENT": WireParam("battery_percent", digits(3)),
+        "TX_BATT_MINS": WireParam("battery_runtime_min", digits(5, unknown=UNKNOWN_RUNTIME)),
+        "TX_BATT_TYPE": WireParam("battery_type", bare("UNKN")),
+        "AUDIO_LEVEL_RMS": WireParam("audio_dbfs", digits(3, 120)),
+        "CHAN_QUALITY": WireParam("rf_quality_percent", digits(3, per_step=20)),
+        "RSSI": WireParam("rf_dbm", digits(3, 120)),
+        "ANTENNA_STATUS": WireParam("antenna", antenna("B")),
+    },
+    device_params=_receiver(31, 24, model=True),
+    warnings=(
+        INTERFERENCE_AD,
+        ENCRYPTION_AD,
+        WireWarning("unregistered_tx", "UNREGISTERED_TX_STATUS", frozenset({"ERROR"}), "OK"),
+        *_runtime_markers("TX_BATT_MINS"),
+    ),
+    sample_fields=frozenset({"rf_quality_percent", "audio_peak", "audio_dbfs", "antenna", "rf_dbm"}),
+    name_max=31,
+    name_width=31,
+    device_name_width=31,
+    freq_digits=7,
+    tx_model_param="TX_MODEL",
+    battery_param="TX_BATT_BARS",
+    rssi_antennas=2,
+    channel_flash=True,
+    slots=8,
+)
+
+UHFR: Final = WireFamily(
+    key="uhfr",
+    framing=STAR,
+    channel_params={
+        "CHAN_NAME": WireParam("name", bare("")),  # bare names in the only public fixture (WB)
+        "FREQUENCY": WireParam("frequency_mhz", khz(6)),
+        "TX_BAT": WireParam("battery_bars", digits(3)),
+        "BATT_BARS": WireParam("battery_bars", digits(3)),
+    },
+    device_params={"MODEL": WireParam("model", bare(""))},
+    warnings=(),
+    sample_fields=frozenset({"antenna", "rf_dbm", "battery_bars", "tx_present", "audio_dbfs"}),
+    name_max=8,
+    name_width=0,
+    device_name_width=8,
+    freq_digits=6,
+    tx_model_param=None,
+    battery_param="TX_BAT",
+    udp=True,
+)
+
+PSM1000: Final = WireFamily(
+    key="psm1000",
+    framing=ANGLE_CRLF,
+    channel_params={"CHAN_NAME": WireParam("name", padded(8)), "FREQUENCY": WireParam("frequency_mhz", khz(6))},
+    device_params={"DEVICE_NAME": WireParam("name", padded(8))},  # CO PSM1000 module; no FW_VER there
+    warnings=(),
+    sample_fields=frozenset(),
+    name_max=8,
+    name_width=8,
+    device_name_width=8,
+    freq_digits=6,
+    tx_model_param=None,
+    battery_param=None,
+)

@@ -1,0 +1,139 @@
+"""Faults real Shure receivers show and the simulator never did, replayed from the conformance corpus.
+
+Each case serves a transcript (plugins/shure/tests/transcripts/, sources named per line) from a fake
+receiver on loopback: silent on optional queries, ERR to an all-channels request, an unknown model, a reply
+split inside a brace field, a reply arriving after its request timed out. A receiver that can be monitored
+must be, with every value the transcript reported and its controls working; one that cannot must say why.
+Rows go to docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from wmhub_shure.simulator.replay import ReplayDevice, Transcript
+
+from hub.drivers import DriverSettings
+from hub.model import Command, CommandKind, Device
+from hub.testing import DriverHarness, eventually
+from tests.reliability_report import FaultResult
+
+TRANSCRIPTS = Path(__file__).resolve().parent.parent / "plugins" / "shure" / "tests" / "transcripts"
+SETTINGS = DriverSettings(meter_rate_ms=1000, io_timeout_s=1.0, offline_after_s=3.0)
+
+
+@dataclass(frozen=True)
+class Case:
+    fault: str
+    transcript: str
+    notes: str
+    split_inside_braces: bool = False
+    control: Command | None = None  # a command the transcript confirms, sent once the receiver is monitored
+
+
+CASES = [
+    Case(
+        "Shure receiver silent on optional queries (GET MODEL, GET FW_VER)",
+        "fault_silent_optional",
+        "ULX-D detected without waiting out the silence: a later answer settles the unanswered question",
+        control=Command(device_id="", channel=1, kind=CommandKind.MUTE, value=True),
+    ),
+    Case(
+        "Shure receiver answers ERR to the all-channels GET 0 ALL",
+        "fault_refuses_get_all",
+        "the ERR pairs with GET 0 ALL, not the METER_RATE after it; each channel is asked with GET n ALL",
+        control=Command(device_id="", channel=1, kind=CommandKind.MUTE, value=True),
+    ),
+    Case(
+        "Shure receiver refuses SET 0 METER_RATE, takes it per channel",
+        "fault_refuses_all_channels",
+        "meters per channel as micboard sends them (SET n METER_RATE); switched off per channel at close",
+    ),
+    Case(
+        "Shure receiver refuses METER_RATE for all channels and each channel",
+        "fault_refuses_metering",
+        "monitored without meters; one warning naming the receiver",
+    ),
+    Case(
+        "Shure reply split inside a brace field ({...})",
+        "slxd",
+        "every reply cut after its first '{' into two TCP segments",
+        split_inside_braces=True,
+        control=Command(device_id="", channel=1, kind=CommandKind.GAIN, value=22),
+    ),
+    Case(
+        "Shure reply arriving after its request timed out (GET 0 ALL burst 1.5 s late)",
+        "fault_late_reply",
+        "the late burst pairs with the abandoned GET 0 ALL; its METER_RATE 00000 does not confirm the newer SET",
+    ),
+]
+
+
+def unmet(device: Device | None, transcript: Transcript) -> int:
+    if device is None:
+        return len(transcript.expected)
+    wrong = 0
+    for expected in transcript.expected:
+        channel = None if expected.scope == "device" else device.channel(int(expected.scope))
+        actual = getattr(device if expected.scope == "device" else channel, expected.name, "missing")
+        wrong += actual != expected.value
+    return wrong
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.transcript + ("-split" * case.split_inside_braces) for case in CASES])
+async def test_receiver_fault_from_the_corpus_is_ridden_out(case: Case) -> None:
+    transcript = Transcript.load(TRANSCRIPTS / f"{case.transcript}.txt")
+    async with (
+        ReplayDevice(transcript, split_inside_braces=case.split_inside_braces) as receiver,
+        DriverHarness("shure", settings=SETTINGS) as hub,
+    ):
+        started = time.monotonic()
+        managed = hub.add(receiver.url)
+
+        def state() -> Device | None:
+            return hub.store.get(managed.handle.device_id) if managed.handle.device_id else None
+
+        await eventually(lambda: (device := state()) is not None and device.online, 10.0, "monitored")
+        with contextlib.suppress(AssertionError):  # counted below as lost state
+            await eventually(lambda: unmet(state(), transcript) == 0, 5.0, "the transcript's state")
+        recovery_s = time.monotonic() - started
+        lost_state = unmet(state(), transcript)
+        lost_control = 0
+        if case.control is not None:
+            result = await hub.apply(case.control.model_copy(update={"device_id": managed.handle.device_id}))
+            lost_control = 0 if result.ok else 1
+        reconnects = managed.supervisor.reconnects
+    FaultResult(
+        case.fault,
+        detection_s=None,
+        recovery_s=recovery_s,
+        lost_state=lost_state,
+        lost_control=lost_control,
+        notes=f"{case.notes}; requests outside the transcript: {len(receiver.unlisted)}",
+    ).record()
+    assert lost_state == 0 and lost_control == 0
+    assert reconnects == 0
+    assert receiver.unlisted == [], receiver.unlisted
+
+
+async def test_unknown_shure_model_says_why_once() -> None:
+    transcript = Transcript.load(TRANSCRIPTS / "unknown_model.txt")
+    async with ReplayDevice(transcript) as receiver, DriverHarness("shure", settings=SETTINGS) as hub:
+        started = time.monotonic()
+        managed = hub.add(receiver.url)
+        error = await eventually(lambda: managed.supervisor.last_error, 10.0, "the reason")
+        detection_s = time.monotonic() - started
+        device = hub.store.get(managed.handle.device_id or "")
+        shown = device is not None and device.model == "MXWAPT8" and device.family is None and not device.channels
+    FaultResult(
+        "Shure device with an unknown model (MODEL {MXWAPT8})",
+        detection_s=detection_s,
+        recovery_s=None,
+        notes="shown offline with its model and no channels; the reason names model and address; not retried in a loop",
+    ).record()
+    assert shown and "MXWAPT8" in error and f"127.0.0.1:{receiver.port}" in error
+    assert managed.supervisor.attempts == 1
