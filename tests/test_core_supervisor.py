@@ -102,6 +102,20 @@ async def test_a_device_hanging_on_connect_does_not_stall_the_others() -> None:
         assert stuck.handle.device_id is None
 
 
+async def test_a_failure_without_a_message_says_what_was_asked_of_whom(caplog: pytest.LogCaptureFixture) -> None:
+    """A bare TimeoutError is described by what the hub was waiting for, never by its class name alone."""
+    DEVICES["mute-box"] = ScriptedDevice()
+    DEVICES["mute-box"].hang_on_connect = True
+    caplog.set_level("WARNING")
+    async with harness() as hub:
+        managed = hub.add("scripted://mute-box?password=Hunter2")
+        error = await eventually(lambda: managed.supervisor.last_error, what="the connect error")
+        limit = hub.settings.io_timeout_s * 2
+        assert error == f"no answer within {limit:g} s while connecting to scripted://mute-box?password=***"
+    lines = [record.getMessage() for record in caplog.records if "device unavailable" in record.getMessage()]
+    assert lines == [f"device unavailable: scripted://mute-box?password=***: {error}"]
+
+
 async def test_a_command_the_device_never_confirms_times_out_with_a_typed_error() -> None:
     DEVICES["mute"] = ScriptedDevice()
     async with harness() as hub:
