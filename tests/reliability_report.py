@@ -248,6 +248,10 @@ HOW_IT_WORKS = """## How the suites work
   one such value made `/api/v1/devices` and `/api/v1/channels` answer 500 for the whole venue; it now
   decodes as unknown. SSCv2: a non-string name did the same.
 - Shure framer: junk opened with a `<` it never closed swallowed the real message after it.
+- Shure, from the conformance corpus (plugins/shure/tests/transcripts): an ERR to the untracked GET 0 ALL was
+  charged to the next request (SET METER_RATE) and connect failed; a receiver refusing SET 0 METER_RATE was
+  never monitored; a receiver silent on GET MODEL was never monitored; a late GET 0 ALL burst's
+  `METER_RATE 00000` confirmed a newer SET; an unknown model (MXWAPT8) was taken for a ULX-D.
 - There was no limit on control commands: a per-device rate limit (`control_rate_per_s`, default 10 a
   second with a one-second burst) now refuses a flood with `rate_limited` (REST 429) before it reaches
   the receiver.

@@ -279,11 +279,11 @@ class ShureDriver(Driver):
         for future in futures:
             if not future.done():
                 future.cancel()  # abandoned: a late answer still pairs with it (see _Pending)
-                answers.append(None)
-                continue
             error = None if future.cancelled() else future.exception()
-            answers.append(future.result() if error is None and not future.cancelled() else None)
-            heard = heard or error is None or isinstance(error, RefusedError | SkippedError)
+            answered = not future.cancelled() and error is None
+            answers.append(future.result() if answered else None)
+            # a refusal, or a later question answered, shows the device is listening
+            heard = heard or answered or isinstance(error, RefusedError | SkippedError)
         if not heard:
             asked = ", ".join(f"GET {'' if channel is None else f'{channel} '}{param}" for channel, param in questions)
             hint = "" if self.udp else " (SLX-D needs Controller Access set to Allow)"
