@@ -7,7 +7,7 @@ import pytest
 
 from hub import hookimpl
 from hub.backoff import Backoff
-from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint, EndpointError
+from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint, EndpointError, UnsupportedDeviceError
 from hub.hookspecs import DriverSpec
 from hub.model import Command, CommandKind, CommandResult
 from hub.testing import DriverHarness, eventually
@@ -18,6 +18,7 @@ class ScriptedDevice:
 
     def __init__(self) -> None:
         self.hang_on_connect = False
+        self.unsupported = False
         self.silent = False
         self.garbage = False
         self.connects = 0
@@ -38,6 +39,9 @@ class ScriptedDriver(Driver):
         device.connects += 1
         if device.hang_on_connect:
             await asyncio.Event().wait()
+        if device.unsupported:
+            self.sink.identify(unique_id=self.endpoint.host, family=None, model="X9", channel_count=0)
+            raise UnsupportedDeviceError(f"X9 at {self.endpoint.host} is not a receiver this plugin monitors")
         self.sink.identify(unique_id=self.endpoint.host, family="test", model="T1", channel_count=1)
 
     async def run(self) -> None:
@@ -114,6 +118,24 @@ async def test_a_failure_without_a_message_says_what_was_asked_of_whom(caplog: p
         assert error == f"no answer within {limit:g} s while connecting to scripted://mute-box?password=***"
     lines = [record.getMessage() for record in caplog.records if "device unavailable" in record.getMessage()]
     assert lines == [f"device unavailable: scripted://mute-box?password=***: {error}"]
+
+
+async def test_an_unsupported_device_is_shown_says_why_once_and_is_not_retried_in_a_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    DEVICES["odd"] = ScriptedDevice()
+    DEVICES["odd"].unsupported = True
+    caplog.set_level("WARNING")
+    async with harness() as hub:
+        managed = hub.add("scripted://odd")
+        device = await hub.device(managed, online=False)
+        assert (device.model, device.family, device.channels) == ("X9", None, [])
+        assert managed.supervisor.last_error == "X9 at odd is not a receiver this plugin monitors"
+        await eventually(lambda: DEVICES["odd"].closes == 1, what="the connection closed")
+        assert DEVICES["odd"].connects == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "device unavailable: scripted://odd: X9 at odd is not a receiver this plugin monitors"
+    ]
 
 
 async def test_a_command_the_device_never_confirms_times_out_with_a_typed_error() -> None:

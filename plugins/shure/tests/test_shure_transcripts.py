@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from wmhub_shure.discovery import SLP_SERVICE
 from wmhub_shure.families import FAMILIES
-from wmhub_shure.simulator.replay import ReplayDevice, Transcript
+from wmhub_shure.simulator.replay import ReplayDevice, Transcript, TranscriptError
 
 from hub.drivers import DriverSettings
 from hub.hookspecs import DiscoveredService
@@ -195,3 +195,23 @@ async def test_must_show_every_receiver_monitored_or_says_why_within_10_s(caplog
     finally:
         for receiver in receivers:
             await receiver.stop()
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        (">> < GET MODEL >\n", r"no \[SOURCE\]"),
+        (">> < GET MODEL > [NOBODY]\n", "not declared"),
+        ("<< < REP ERR > [CO-SLXP]\n", "before any request"),
+        (">> < GET MODEL > [CO-API]\n-- loud [CO-API]\n", "'silent'"),
+        ("== 1 name Lead\n", "not JSON"),
+        ("@delay 1 < GET MODEL >\n", "does not have"),
+        ("REP ERR\n", "unknown line"),
+    ],
+)
+def test_a_malformed_transcript_is_refused_with_its_line(tmp_path: Path, text: str, complaint: str) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_text(f"@include {TRANSCRIPTS / 'sources.txt'}\n{text}", encoding="utf-8")
+    with pytest.raises(TranscriptError, match=complaint) as refused:
+        Transcript.load(path)
+    assert "bad.txt:" in str(refused.value)
