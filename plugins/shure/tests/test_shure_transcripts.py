@@ -86,6 +86,8 @@ async def test_family_transcript_in_both_directions(name: str) -> None:
         ("ulxd", Command(device_id="", channel=1, kind=CommandKind.MUTE, value=True), True),
         ("slxd", Command(device_id="", channel=1, kind=CommandKind.GAIN, value=22), 22),
         ("slxd_plus", Command(device_id="", channel=1, kind=CommandKind.NAME, value="Lead Vox"), "Lead Vox"),
+        # metered per channel since it refused channel 0: a new rate goes to each channel too
+        ("fault_refuses_all_channels", Command(device_id="", kind=CommandKind.METER_RATE, value=500), 500),
     ],
 )
 async def test_control_strings_are_the_transcripts(name: str, command: Command, expected: object) -> None:

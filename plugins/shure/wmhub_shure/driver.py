@@ -567,6 +567,8 @@ class ShureDriver(Driver):
 
     async def apply(self, command: Command) -> CommandResult:
         request = self.check(command)
+        if request.param == "METER_RATE" and self._meter_channels != [0]:
+            return await self._meter_rate_per_channel(request.expected)
 
         def accept(report: Report) -> bool:
             return request.expected is None or request.confirm(report) == request.expected
@@ -580,6 +582,20 @@ class ShureDriver(Driver):
                 f"{self.model} {self.where} did not confirm {request.param} within {self.settings.io_timeout_s:g} s"
             ) from None
         return CommandResult(ok=True, value=request.confirm(report))
+
+    async def _meter_rate_per_channel(self, rate_ms: int) -> CommandResult:
+        """A meter rate for a receiver that refused channel 0 at connect: set on each channel, as then."""
+        channels = list(range(1, self.channel_count + 1))
+        failed = await self._set_meter_rate(rate_ms, channels)
+        self._meter_channels = [channel for channel in channels if channel not in failed]
+        if None in failed:
+            raise CommandTimeoutError(
+                f"{self.model} {self.where} did not confirm METER_RATE within {self.settings.io_timeout_s:g} s"
+            )
+        if failed:
+            refused = ", ".join(str(channel) for channel in failed)
+            raise RefusedError(f"{self.model} {self.where} refused METER_RATE on channel {refused}")
+        return CommandResult(ok=True, value=rate_ms)
 
 
 def tcp_driver(endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> ShureDriver:
