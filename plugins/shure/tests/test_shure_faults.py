@@ -78,6 +78,8 @@ async def test_keep_alive_asks_only_a_receiver_that_sends_nothing() -> None:
         talking, hushed = hub.add(metering.url), hub.add(quiet.url)
         await hub.device(talking)
         await hub.device(hushed)
+        # the hub identifies a receiver before it asks for meters: stop them only once they were switched on
+        await eventually(lambda: quiet.metering_on, what="the hub switched the quiet one's metering on")
         for channel in quiet.channels.values():
             channel.meter_rate_ms = 0  # its metering stops: from now on only keep-alives keep it online
         asked_before = keep_alives(metering)
