@@ -97,7 +97,8 @@ async def test_receiver_fault_from_the_corpus_is_ridden_out(case: Case) -> None:
         def state() -> Device | None:
             return hub.store.get(managed.handle.device_id) if managed.handle.device_id else None
 
-        await eventually(lambda: (device := state()) is not None and device.online, 10.0, "monitored")
+        # connected, not merely identified: the hub has asked for the state and the meters by then
+        await eventually(lambda: managed.supervisor.connected_since, 10.0, "monitored")
         with contextlib.suppress(AssertionError):  # counted below as lost state
             await eventually(lambda: unmet(state(), transcript) == 0, 5.0, "the transcript's state")
         recovery_s = time.monotonic() - started

@@ -17,6 +17,7 @@ from wmhub_shure.discovery import SLP_SERVICE
 from wmhub_shure.families import FAMILIES
 from wmhub_shure.simulator.replay import ReplayDevice, Transcript, TranscriptError
 
+from hub.devices import ManagedDevice
 from hub.drivers import DriverSettings
 from hub.hookspecs import DiscoveredService
 from hub.model import Command, CommandKind, Device
@@ -50,6 +51,13 @@ def unmet(device: Device | None, transcript: Transcript) -> list[str]:
 
 def device_of(hub: DriverHarness, device_id: str | None) -> Device | None:
     return hub.store.get(device_id) if device_id else None
+
+
+async def monitored(hub: DriverHarness, managed: ManagedDevice) -> None:
+    """Until the hub has finished connecting (the device shows online as soon as it is identified, before
+    the hub has asked for its state and meters)."""
+    await hub.device(managed)
+    await eventually(lambda: managed.supervisor.connected_since, what=f"{managed.url} connected")
 
 
 def test_every_family_in_the_readme_has_a_transcript_with_sources() -> None:
@@ -93,7 +101,7 @@ async def test_family_transcript_in_both_directions(name: str) -> None:
 async def test_control_strings_are_the_transcripts(name: str, command: Command, expected: object) -> None:
     async with ReplayDevice(load(name)) as receiver, DriverHarness("shure", settings=SETTINGS) as hub:
         managed = hub.add(receiver.url)
-        await hub.device(managed)
+        await monitored(hub, managed)
         result = await hub.apply(command.model_copy(update={"device_id": managed.handle.device_id}))
         assert result.ok and result.value == expected, result
         assert receiver.unlisted == []
@@ -153,7 +161,7 @@ async def test_receivers_that_refuse_or_ignore_are_still_monitored(name: str, ca
     caplog.set_level(logging.WARNING)
     async with ReplayDevice(transcript) as receiver, DriverHarness("shure", settings=SETTINGS) as hub:
         managed = hub.add(receiver.url)
-        await hub.device(managed)
+        await monitored(hub, managed)
         await eventually(lambda: not unmet(device_of(hub, managed.handle.device_id), transcript), 5.0, f"{name} state")
         assert managed.supervisor.reconnects == 0
     assert receiver.unlisted == [], f"{name}: the hub sent requests the transcript does not have"
@@ -183,7 +191,9 @@ async def test_must_show_every_receiver_monitored_or_says_why_within_10_s(caplog
                 return all(
                     managed[name].supervisor.last_error
                     if name == "unknown_model"
-                    else (device := device_of(hub, managed[name].handle.device_id)) is not None and device.online
+                    else (device := device_of(hub, managed[name].handle.device_id)) is not None
+                    and device.online
+                    and managed[name].supervisor.connected_since is not None
                     for name in names
                 )
 

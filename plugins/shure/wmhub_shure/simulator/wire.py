@@ -42,8 +42,8 @@ def khz(count: int) -> Encoder:
     return lambda value: "0" * count if value is None else f"{round(float(value) * 1000):0{count}d}"
 
 
-def on_off(on: str = "ON", off: str = "OFF") -> Encoder:
-    return lambda value: "UNKN" if value is None else on if value else off
+def on_off(on: str = "ON", off: str = "OFF", unknown: str = "UNKN") -> Encoder:
+    return lambda value: unknown if value is None else on if value else off
 
 
 def antenna_marks(letters: str | None, count: int, active: str | None) -> str:
@@ -218,7 +218,7 @@ AXIENT: Final = WireFamily(
         "AUDIO_GAIN": WireParam("gain_db", digits(3, GAIN_OFFSET)),
         "AUDIO_MUTE": WireParam("muted", on_off()),
         "TX_MODEL": WireParam("tx_model", bare("UNKNOWN")),
-        "TX_MUTE_MODE_STATUS": WireParam("tx_muted", on_off(on="MUTE", off="ON")),
+        "TX_MUTE_MODE_STATUS": WireParam("tx_muted", on_off(on="MUTE", off="ON", unknown="UNKNOWN")),  # MB api.md
         "TX_BATT_BARS": WireParam("battery_bars", digits(3)),
         "TX_BATT_CHARGE_PERCENT": WireParam("battery_percent", digits(3)),
         "TX_BATT_MINS": WireParam("battery_runtime_min", digits(5, unknown=UNKNOWN_RUNTIME)),
