@@ -132,7 +132,7 @@ def spectera_mobile(**overrides: object) -> dict[str, object]:
         "batteryFillLevel": 80,
         "batteryRuntime": 310,
         "batteryLow": False,
-        "micLqi": 97,
+        "micLqi": 3,
         "rssi": -61.5,
         "dominantAntenna": "A2",
         "interference": {"severity": "none"},
@@ -155,7 +155,7 @@ def test_spectera_mobile_device_maps_to_a_channel() -> None:
         "warnings": [],
         "battery_percent": 80,
         "battery_runtime_min": 310,
-        "rf_quality_percent": 97,
+        "rf_quality_percent": 75,  # micLqi runs 0..4 (Spectera client src/feedbacks.ts)
         "rf_dbm": -61.5,
         "antenna": "A2",
         "audio_dbfs": None,

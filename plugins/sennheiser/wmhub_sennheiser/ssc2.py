@@ -279,6 +279,16 @@ def _int_in(value: Any, low: int, high: int | None = None) -> int | None:
     return min(high, result) if high is not None else result
 
 
+# Spectera's link quality runs 0..4 (companion-module-sennheiser-spectera src/feedbacks.ts: "Mic LQI Threshold
+# (0-4)"); shown as 0, 25, ... 100 %.
+LQI_STEPS: Final = 4
+
+
+def _lqi_percent(value: Any) -> int | None:
+    steps = _int_in(value, 0, LQI_STEPS)
+    return None if steps is None else steps * 100 // LQI_STEPS
+
+
 def _link_id(value: Any) -> str | None:
     """An audio link id as text; None for none (Spectera's client treats ids below 0 as no link)."""
     number = finite_number(value)
@@ -411,7 +421,7 @@ class ResourceMap:
         on_air = {
             "battery_percent": _int_in(mobile.get("batteryFillLevel"), 0, 100),
             "battery_runtime_min": _int_in(mobile.get("batteryRuntime"), 0),
-            "rf_quality_percent": _int_in(mobile.get("micLqi"), 0, 100),
+            "rf_quality_percent": _lqi_percent(mobile.get("micLqi")),
             "rf_dbm": finite_number(mobile.get("rssi")),
             "antenna": str(mobile["dominantAntenna"]) if mobile.get("dominantAntenna") not in (None, "") else None,
             "audio_dbfs": rms,

@@ -119,7 +119,7 @@ class SimMobile:
     type: str = "SKM"
     on: bool = True
     battery_percent: int = 100
-    lqi: int = 95
+    lqi: int = 4  # link quality 0..4, as Spectera reports it
     rssi: float = -60.0
     antenna: str = "A1"
     rf_channel_id: int = 0
@@ -292,7 +292,7 @@ class Ssc2Simulator:
                 "tx_model": mobile.type,
                 "battery_percent": mobile.battery_percent if on else None,
                 "battery_runtime_min": mobile.runtime_min if on else None,
-                "rf_quality_percent": mobile.lqi if on else None,
+                "rf_quality_percent": mobile.lqi * 25 if on else None,
                 "rf_dbm": mobile.rssi if on else None,
                 "antenna": mobile.antenna if on else None,
                 "audio_dbfs": mobile.rms if on else None,
@@ -311,7 +311,7 @@ class Ssc2Simulator:
         for mobile in self.mobiles:
             if not mobile.on_air:
                 continue
-            mobile.lqi = self._random.randint(80, 100)
+            mobile.lqi = self._random.randint(2, 4)
             mobile.rssi = self._random.randint(-150, -90) / 2
             mobile.rms = self._random.randint(-90, -16) / 2
             if self._random.random() < 0.2:
