@@ -370,7 +370,7 @@ class Ssc2Simulator:
                 "vendor": "Sennheiser electronic GmbH & Co. KG",
             },
             SITE_PATH: {"deviceName": self.device_name, "location": self.location},
-            STATE_PATH: {"state": "normal", "warnings": list(self.warnings)},
+            STATE_PATH: {"state": "Normal", "warnings": list(self.warnings)},
             METERING_PATH: self._metering(),
             "/api/health/psu": {"psu1": "connected", "psu2": "connected"},
         }
@@ -384,7 +384,7 @@ class Ssc2Simulator:
                 "rfChannelId": rf_id,
                 "frequency": khz,
                 "bandwidthMode": 8000,
-                "rfState": "on",
+                "rfState": "RfActive",
             }
         for mobile in self.mobiles:
             resources[f"{MOBILES_PATH}/{mobile.mt_uid}"] = mobile.resource()
