@@ -6,6 +6,7 @@ sends must be one the transcript holds (``replay.unexpected``), over real socket
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -228,3 +229,27 @@ async def test_spectera_from_its_transcript(hub: DriverHarness) -> None:
         await hub.manager.remove(device.id)  # the hub ends its session as the transcript's DELETE does
         assert replay.heard[-1].startswith("DELETE /api/ssc/state/subscriptions/31875a94")
         assert replay.unexpected == []
+
+
+# --- devices that are not receivers -------------------------------------------------------------------
+
+
+async def test_an_ssc_device_that_is_no_receiver_says_so_in_one_line(
+    hub: DriverHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="hub.device")
+    async with Ssc1Replay(TRANSCRIPTS["tcc2"]) as replay:
+        managed = hub.add(replay.url)
+        error = await eventually(lambda: managed.supervisor.last_error, 10.0, "the refusal")
+        assert f"127.0.0.1:{replay.port} is a 'TCC2', not an SSCv1 receiver" in error and "\n" not in error
+        assert managed.handle.device_id is None  # no device, no invented channels
+        lines = [r.getMessage() for r in caplog.records if "TCC2" in r.getMessage()]
+        assert len(lines) == 1 and str(replay.port) in lines[0]
+
+
+async def test_an_sscv2_device_with_no_transmitters_is_monitored_as_what_it_is(hub: DriverHarness) -> None:
+    async with Ssc2Replay(TRANSCRIPTS["tccm"]) as replay:
+        device = await monitored(hub, replay.url(poll="1"))
+        assert (device.model, device.name, device.channels) == ("TeamConnect Ceiling Medium", "Conference Room A", [])
+        # it has none of the transmitter resources: asked once each, refused, and left out of the subscription
+        assert all(line.startswith("GET /api/") for line in replay.unexpected)

@@ -233,6 +233,9 @@ class Ssc2Driver(Driver):
         for path in MAPPED_PATHS[1:]:
             if path in subscribe and (value := await self._request("GET", path, optional=True)) is not None:
                 initial[path] = value
+        # a device without a schema may lack some documented resources (a TCC M has no transmitters), and
+        # one unknown path makes a device refuse the whole add (EW-DX OpenAPI: 400 {"path", "error": 404})
+        subscribe = [path for path in subscribe if path not in MAPPED_PATHS or path in initial]
         self._identity = dict(identity) if isinstance(identity, Mapping) else {}
         changes = self.resources.apply_all(initial)
         self._identify()
