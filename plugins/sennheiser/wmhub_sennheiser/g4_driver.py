@@ -171,11 +171,17 @@ class G4Driver(UdpDriver):
         if self._socket is not None and self._source is not None:
             self._socket.sendto(data, self._source)
 
-    async def exchange(self, data: bytes, keyword: str, accept: Callable[[Line], bool] = lambda line: True) -> Line:
+    async def exchange(
+        self,
+        data: bytes,
+        keyword: str,
+        accept: Callable[[Line], bool] = lambda line: True,
+        timeout: float | None = None,
+    ) -> Line:
         """Send ``data`` until a ``keyword`` line that ``accept`` takes arrives; RefusedError on an error line."""
         waiter = _Waiter(keyword.lower(), accept)
         self._waiters.append(waiter)
-        timeout = self.settings.io_timeout_s
+        timeout = timeout or self.settings.io_timeout_s
         try:
             return await resend_until(lambda: self._send(data), waiter.answer, self.retry_s, timeout)
         except TimeoutError:
@@ -188,18 +194,20 @@ class G4Driver(UdpDriver):
         host, port = self._source or (self.endpoint.host, self.endpoint.port)
         return f"{host}:{port}"
 
-    async def query(self, keyword: str) -> Line:
-        return await self.exchange(mcp.encode(keyword), keyword)
+    async def query(self, keyword: str, timeout: float | None = None) -> Line:
+        return await self.exchange(mcp.encode(keyword), keyword, timeout=timeout)
 
     async def optional_attribute(self, keyword: str) -> Any:
         """An attribute older models may lack: None if refused, unreadable or not answered at all.
 
         G3 and 2000-series command sets are unverified, so silence is read as "not supported" rather than
-        as a dead receiver; the mandatory queries that follow still prove the receiver answers. An answer
-        arriving after the timeout is still taken (see :meth:`_late_optional`).
+        as a dead receiver; the mandatory queries that follow still prove the receiver answers. Half a
+        request's wait: a silent receiver is then monitored sooner, and a dead one fails with the name of a
+        mandatory query before the hub's limit for the whole connect. An answer arriving after the timeout
+        is still taken (see :meth:`_late_optional`).
         """
         try:
-            return mcp.decode_attribute(await self.query(keyword))
+            return mcp.decode_attribute(await self.query(keyword, self.settings.io_timeout_s / 2))
         except (RefusedError, mcp.McpFieldError, TimeoutError) as exc:
             self.sink.log.info("carrying on without %s: %s", keyword, exc)
             return None
