@@ -90,30 +90,38 @@ def test_a_malformed_transcript_is_refused_with_file_and_line(tmp_path: Path) ->
 
 # --- SSCv1 ------------------------------------------------------------------------------------------
 
+# what the transcripts' replies mean in hub terms
+EWDX_RX1 = {
+    "name": "VOCAL 1",
+    "frequency_mhz": 546.4,
+    "muted": False,
+    "gain_db": 12,
+    "battery_percent": 80,
+    "battery_type": "Battery",
+    "tx_model": "SKM",
+    "tx_present": True,
+    "warnings": ["LowBattery", "AfPeak"],
+    "rf_quality_percent": 87,
+    "antenna": "A",
+    "audio_dbfs": -24.0,
+}
+EM6000_RX1 = {
+    "name": "LEAD VOX",
+    "frequency_mhz": 606.5,
+    "battery_percent": 70,
+    "battery_runtime_min": 130,
+    "warnings": ["RFPeak", "AFPeak"],
+    "rf_dbm": -40.0,  # (175 - 255) / 2: the stronger antenna (RF1)
+    "rf_quality_percent": 90,
+    "audio_dbfs": -27.0,
+}
+
 
 async def test_ewdx_from_its_transcript(hub: DriverHarness) -> None:
     async with Ssc1Replay(TRANSCRIPTS["ewdx-em2"]) as replay:
         device = await monitored(hub, replay.url)
         assert (device.model, device.family, device.name) == ("EW-DX EM 2", "EW-DX", "EM2 FOH")
-        await shows(
-            hub,
-            device.id,
-            1,
-            {
-                "name": "VOCAL 1",
-                "frequency_mhz": 546.4,
-                "muted": False,
-                "gain_db": 12,
-                "battery_percent": 80,
-                "battery_type": "Battery",
-                "tx_model": "SKM",
-                "tx_present": True,
-                "warnings": ["LowBattery", "AfPeak"],
-                "rf_quality_percent": 87,
-                "antenna": "A",
-                "audio_dbfs": -24.0,
-            },
-        )
+        await shows(hub, device.id, 1, EWDX_RX1)
         await shows(hub, device.id, 2, {"tx_present": False, "battery_percent": None, "warnings": ["AfPeak"]})
         assert await command(hub, device, CommandKind.MUTE, True) is True
         assert await command(hub, device, CommandKind.NAME, "LEAD") == "LEAD"
@@ -124,21 +132,7 @@ async def test_em6000_from_its_transcript(hub: DriverHarness) -> None:
     async with Ssc1Replay(TRANSCRIPTS["em6000"]) as replay:
         device = await monitored(hub, replay.url)
         assert (device.model, device.firmware, device.name) == ("EM6000", "1.1.4.74", "EM6000 STAGE")
-        await shows(
-            hub,
-            device.id,
-            1,
-            {
-                "name": "LEAD VOX",
-                "frequency_mhz": 606.5,
-                "battery_percent": 70,
-                "battery_runtime_min": 130,
-                "warnings": ["RFPeak", "AFPeak"],
-                "rf_dbm": -40.0,  # (175 - 255) / 2: the stronger antenna (RF1)
-                "rf_quality_percent": 90,
-                "audio_dbfs": -27.0,
-            },
-        )
+        await shows(hub, device.id, 1, EM6000_RX1)
         await shows(hub, device.id, 2, {"muted": True, "tx_present": False, "battery_percent": None})
         assert await command(hub, device, CommandKind.MUTE, True) is True
         assert replay.unexpected == []
