@@ -25,7 +25,7 @@ import asyncio
 import base64
 import contextlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -34,6 +34,8 @@ from aiohttp import web
 
 from wmhub_sennheiser.simulator.common import Client
 from wmhub_sennheiser.simulator.ssc2 import SelfSignedCertificate
+from wmhub_sennheiser.simulator.ssc_json import SUBSCRIBE, leaves, lookup, message, nest
+from wmhub_sennheiser.simulator.ssc_json import errors as error_message
 
 PROTOCOLS: Final = ("mcp", "ssc1", "ssc2")
 _ESCAPES: Final = {"\\r": "\r", "\\n": "\n", "\\\\": "\\"}
@@ -242,39 +244,13 @@ class McpReplay(_UdpReplay):
         return batches
 
 
-# SSCv1: one leaf of a JSON tree: its path and its value (null for a get)
-Leaf = tuple[tuple[str, ...], Any]
-
-
-def _leaves(node: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[Leaf]:
-    for key, value in node.items():
-        if isinstance(value, Mapping) and value:
-            yield from _leaves(value, (*prefix, key))
-        else:
-            yield (*prefix, key), value
-
-
-def _put(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    for key in path[:-1]:
-        tree = tree.setdefault(key, {})
-    tree[path[-1]] = value
-
-
-def _find(tree: Any, path: tuple[str, ...]) -> tuple[bool, Any]:
-    for key in path:
-        if not isinstance(tree, Mapping) or key not in tree:
-            return False, None
-        tree = tree[key]
-    return True, tree
-
-
 def _leaf_key(path: tuple[str, ...], value: Any) -> str:
     return json.dumps([list(path), value], sort_keys=True)
 
 
 @dataclass(frozen=True)
 class _Answer:
-    """What one SSCv1 leaf gets: a value, or an error code, or nothing (the device is silent)."""
+    """What one SSCv1 leaf gets: a value, or an error (``[code]`` or ``[code, {"desc": ...}]``), or nothing."""
 
     exchange: Exchange
     found: bool = False
@@ -293,13 +269,12 @@ class Ssc1Replay(_UdpReplay):
             if "osc" in request and "state" in request["osc"]:
                 continue  # a subscription: answered by the rule, the exchange documents it
             reply = json.loads(exchange.replies[0]) if exchange.replies else {}
-            errors = (reply.get("osc") or {}).get("error") or [{}]
-            for path, value in _leaves(request):
-                found, answered = _find(reply, path)
-                failed, code = _find(errors[0], path)
-                self.answers[_leaf_key(path, value)] = _Answer(
-                    exchange, found, answered, code if failed and isinstance(code, list) else None
-                )
+            failures = (reply.get("osc") or {}).get("error") or [{}]
+            for path, value in leaves(request).items():
+                found, answered = lookup(reply, path)
+                failed, code = lookup(failures[0], path)
+                error = code if failed and isinstance(code, list) else None
+                self.answers[_leaf_key(path, value)] = _Answer(exchange, found, answered, error)
 
     @property
     def url(self) -> str:
@@ -310,73 +285,65 @@ class Ssc1Replay(_UdpReplay):
         self.heard.append(text)
         try:
             request = json.loads(text)
-        except ValueError:
+            osc = request.pop("osc", {})
+            xid, subscribe = osc.get("xid"), (osc.get("state") or {}).get("subscribe")
+        except (ValueError, AttributeError):
             self.unexpected.append(text)
-            return [(0.0, [json.dumps({"osc": {"error": [{}]}}).encode()])]
-        osc = request.pop("osc", {}) if isinstance(request, dict) else {}
-        xid = osc.get("xid") if isinstance(osc, Mapping) else None
-        subscribe = (osc.get("state") or {}).get("subscribe") if isinstance(osc, Mapping) else None
+            return [(0.0, [message({"osc": {"error": [400]}})])]
         if subscribe is not None:
             return self._subscribe(subscribe, xid)
-        reply: dict[str, Any] = {}
-        errors: dict[str, Any] = {}
+        values: dict[tuple[str, ...], Any] = {}
+        failed: dict[tuple[str, ...], list[Any]] = {}
         delay_s, silent = 0.0, False
-        for path, value in _leaves(request):
+        for path, value in leaves(request).items():
             answer = self.answers.get(_leaf_key(path, value))
             if answer is None:
                 known = value is not None and _leaf_key(path, None) in self.answers
                 self.unexpected.append("/" + "/".join(path) + ("" if value is None else f" = {json.dumps(value)}"))
-                _put(errors, path, [SSC1_NOT_ACCEPTABLE if known else SSC1_UNKNOWN_ADDRESS])
+                failed[path] = [SSC1_NOT_ACCEPTABLE if known else SSC1_UNKNOWN_ADDRESS]
                 continue
             self.used.add(answer.exchange.line)
             silent = silent or answer.exchange.silent
             delay_s = max(delay_s, answer.exchange.delay_s)
             if answer.error is not None:
-                _put(errors, path, answer.error)
+                failed[path] = answer.error
             elif answer.found:
-                _put(reply, path, answer.value)
+                values[path] = answer.value
         if silent:
             return []
-        return [(delay_s, [self._message(reply, errors, xid)])]
-
-    @staticmethod
-    def _message(tree: dict[str, Any], errors: dict[str, Any], xid: Any) -> bytes:
-        osc: dict[str, Any] = {}
-        if errors:
-            osc["error"] = [errors]
-        if xid is not None:
-            osc["xid"] = xid
-        return json.dumps({**tree, **({"osc": osc} if osc else {})}, separators=(",", ":")).encode()
+        body = nest(values)
+        if failed:
+            body["osc"] = {"error": [nest(failed)]}
+        return [(delay_s, [message(body, xid)])]
 
     def _subscribe(self, sets: Any, xid: Any) -> list[tuple[float, list[bytes]]]:
         if not isinstance(sets, list):
             self.unexpected.append(f"subscribe {sets!r}")
-            return [(0.0, [self._message({}, {"osc": {"state": {"subscribe": [400]}}}, xid)])]
+            return [(0.0, [message(error_message({SUBSCRIBE: 400}), xid)])]
         echo: list[dict[str, Any]] = []
-        values: dict[str, Any] = {}
-        errors: dict[str, Any] = {}
+        values: dict[tuple[str, ...], Any] = {}
+        failed: dict[tuple[str, ...], list[Any]] = {}
         for item in sets:
             params = dict(item.get("#") or {}) if isinstance(item, Mapping) else {}
             self.unexpected.extend(f"subscription parameter {name}" for name in params.keys() - SUBSCRIPTION_PARAMETERS)
             tree = {key: value for key, value in item.items() if key != "#"} if isinstance(item, Mapping) else {}
-            for path, _ in _leaves(tree):
+            for path in leaves(tree):
                 answer = self.answers.get(_leaf_key(path, None))
                 if answer is None or answer.exchange.silent:
                     self.unexpected.append("subscribe /" + "/".join(path))
-                    _put(errors, path, [SSC1_NOT_IN_SUBSCRIPTION])
+                    failed[path] = [SSC1_NOT_IN_SUBSCRIPTION]
                     continue
                 self.used.add(answer.exchange.line)
                 if answer.error is not None:
-                    _put(errors, path, answer.error)
+                    failed[path] = answer.error
                 elif answer.found:
-                    _put(values, path, answer.value)
+                    values[path] = answer.value
             echo.append({"#": {"lifetime": 10, **params}, **tree})
-        head = {"osc": {"state": {"subscribe": echo}, **({"xid": xid} if xid is not None else {})}}
-        sent = [json.dumps(head, separators=(",", ":")).encode()]
+        sent = [message({"osc": {"state": {"subscribe": echo}}}, xid)]
         if values:
-            sent.append(json.dumps(values, separators=(",", ":")).encode())
-        if errors:
-            sent.append(self._message({}, errors, None))
+            sent.append(message(nest(values)))
+        if failed:
+            sent.append(message({"osc": {"error": [nest(failed)]}}))
         return [(0.0, sent)]
 
 
