@@ -111,7 +111,7 @@ async def test_wrong_password_is_a_clear_error_without_a_retry_storm(
 async def test_an_unpinned_self_signed_certificate_is_refused(hub: DriverHarness, simulator: Ssc2Simulator) -> None:
     managed = hub.add(simulator.url(pin=False))
     error = await eventually(lambda: managed.supervisor.last_error, what="the connection error")
-    assert "certificate is not trusted" in error
+    assert f"the certificate of 127.0.0.1:{simulator.port} is not trusted" in error  # names the receiver
     assert f"fingerprint={simulator.fingerprint_sha256}" in error  # says exactly what to pin
     assert simulator.requests == 0
     wrong_pin = hub.add(simulator.url(pin=False, fingerprint="ab" * 32))

@@ -403,7 +403,7 @@ class Ssc2Driver(Driver):
         return f"[{host}]:{self.endpoint.port}" if ":" in host else f"{host}:{self.endpoint.port}"
 
     def _refused_message(self) -> str:
-        return f"the device refused the credentials for user {self._user!r} (HTTP 401): check the password"
+        return f"{self._authority()} refused the credentials for user {self._user!r} (HTTP 401): check the password"
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
         assert self._http is not None
@@ -412,16 +412,18 @@ class Ssc2Driver(Driver):
             return await self._http.request(method, path, **kwargs)
         except aiohttp.ServerFingerprintMismatch as exc:
             raise CertificateRefusedError(
-                f"the device's certificate (SHA-256 {exc.got.hex()}) does not match the pinned fingerprint"
+                f"the certificate of {self._authority()} (SHA-256 {exc.got.hex()}) does not match the pinned "
+                "fingerprint"
             ) from None
         except aiohttp.ClientConnectorCertificateError as exc:
             seen = await self._presented_fingerprint()
             raise CertificateRefusedError(
-                f"the device's certificate is not trusted ({exc.certificate_error}); if it is the device's own "
-                f"self-signed certificate, pin it with fingerprint={seen} or opt out with verify=false"
+                f"the certificate of {self._authority()} is not trusted ({exc.certificate_error}); if it is the "
+                f"device's own self-signed certificate, pin it with fingerprint={seen} or opt out with verify=false"
             ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ConnectionError(f"{method} {path}: {exc or type(exc).__name__}") from None
+            what = str(exc) or ("no answer" if isinstance(exc, TimeoutError) else type(exc).__name__)
+            raise ConnectionError(f"{method} {path} on {self._authority()}: {what}") from None
 
     async def _presented_fingerprint(self) -> str:
         """The SHA-256 of the certificate the device presents, so the error can say what to pin."""
@@ -452,7 +454,10 @@ class Ssc2Driver(Driver):
             message = body.get("message") or body.get("error") if isinstance(body, Mapping) else body
         except (ValueError, aiohttp.ClientError):
             message = response.reason
-        raise DeviceHttpError(response.status, f"{response.method} {response.url.path}: {response.status} {message}")
+        raise DeviceHttpError(
+            response.status,
+            f"{response.method} {response.url.path} on {self._authority()}: {response.status} {message}",
+        )
 
     async def _request(self, method: str, path: str, *, body: Any = None, optional: bool = False) -> Any:
         """One request, its JSON answer (None for an empty one); ``optional`` turns 404/422 into None."""
