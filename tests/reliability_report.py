@@ -217,6 +217,9 @@ HOW_IT_WORKS = """## How the suites work
 - `tests/fault_harness.py`: a whole hub in-process (MQTT to a real Mosquitto, HTTP on a free port) with
   `offline_after_s = 1.5` and `io_timeout_s = 1.0`, so faults show within seconds; detection times scale
   with `offline_after_s` (default 10 s) for faults only silence reveals (half-open, a powered-off device).
+- Sennheiser receiver faults replay public transcripts (`plugins/sennheiser/tests/transcripts/`) instead of a
+  simulator: the fake device answers only what the transcript holds, so the hub meets replies its own
+  simulators would never send (silence on optional queries, devices that are no receivers, late replies).
 - Device faults use the simulators' own fault modes (Shure: stop/start, `drop_clients`, name changed at
   the front panel; Sennheiser: transmitter switched off) through the proxy; hub faults restart Mosquitto,
   start the hub before any broker exists, and run `wmhub run` as a child process for SIGTERM and SIGKILL.
@@ -252,6 +255,12 @@ HOW_IT_WORKS = """## How the suites work
   charged to the next request (SET METER_RATE) and connect failed; a receiver refusing SET 0 METER_RATE was
   never monitored; a receiver silent on GET MODEL was never monitored; a late GET 0 ALL burst's
   `METER_RATE 00000` confirmed a newer SET; an unknown model (MXWAPT8) was taken for a ULX-D.
+- Sennheiser G3/G4 (MCP): a receiver that did not answer an optional query (`RfConfig`, `FirmwareRevision`)
+  was never monitored (the timeout failed the connection, retried forever, logged as a bare
+  `TimeoutError`); both are now asked together, silence counts as "not supported", a late answer is still
+  taken, and every timeout names the query and the receiver.
+- Sennheiser SSCv2: a device without a schema that lacks one documented resource (a TCC M has no
+  transmitters) was never monitored: the one unknown path made the device refuse the whole subscription.
 - There was no limit on control commands: a per-device rate limit (`control_rate_per_s`, default 10 a
   second with a one-second burst) now refuses a flood with `rate_limited` (REST 429) before it reaches
   the receiver.

@@ -236,6 +236,8 @@ RESOURCE_PATHS = st.sampled_from(
         ssc2.RF_CHANNELS_PATH,
         ssc2.RF_CHANNELS_PATH + "/1",
         ssc2.METERING_PATH,
+        ssc2.AUDIO_OUTPUTS_PATH,
+        ssc2.AUDIO_OUTPUTS_PATH + "/1",
         "/device/site",
         "/api/unknown/x",
     ]
@@ -258,10 +260,13 @@ MOBILE_KEYS = st.sampled_from(
         "warnings",
         "deviceName",
         "product",
-        "mts",
-        "levels",
+        "serial",
+        "micAudiolinkId",
+        "outputId",
+        "aoIpOut",
+        "madi1Out",
+        "peak",
         "rms",
-        "clip",
     ]
 )
 RESOURCE_VALUES = st.recursive(
@@ -271,7 +276,10 @@ RESOURCE_VALUES = st.recursive(
 )
 # Mostly well-formed objects with one or two bad fields: the shape real firmware bugs take.
 MOBILE = st.fixed_dictionaries(
-    {"mtUid": st.integers(1, 3) | st.text(max_size=3), "state": st.sampled_from(["online", "off", None, 1])},
+    {
+        "mtUid": st.integers(1, 3) | st.text(max_size=3),
+        "state": st.sampled_from(["Connected", "Sleeping", "off", None, 1]),
+    },
     optional={
         key: SCALARS | RESOURCE_VALUES
         for key in [
@@ -285,8 +293,13 @@ MOBILE = st.fixed_dictionaries(
             "interference",
             "rfChannelId",
             "batteryLow",
+            "serial",
+            "micAudiolinkId",
         ]
     },
+)
+LEVELS = st.fixed_dictionaries(
+    {}, optional={"peak": st.lists(SCALARS, max_size=3), "rms": st.lists(SCALARS, max_size=3)}
 )
 EVENTS = st.dictionaries(
     RESOURCE_PATHS,
@@ -295,7 +308,8 @@ EVENTS = st.dictionaries(
         MOBILE,
         st.lists(MOBILE, max_size=3),
         st.fixed_dictionaries({}, optional={"warnings": RESOURCE_VALUES, "deviceName": SCALARS, "product": SCALARS}),
-        st.lists(st.fixed_dictionaries({"mtUid": st.integers(1, 3)}, optional={"rms": SCALARS, "clip": SCALARS})),
+        st.lists(st.fixed_dictionaries({"outputId": st.integers(0, 2)}, optional={"micAudiolinkId": SCALARS})),
+        st.fixed_dictionaries({}, optional={"aoIpOut": LEVELS, "madi1Out": LEVELS, "updateCounter": SCALARS}),
     ),
     max_size=3,
 )

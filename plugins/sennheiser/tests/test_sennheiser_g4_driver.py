@@ -180,3 +180,12 @@ async def test_an_unanswered_command_times_out_with_a_clear_error(hub: DriverHar
     result = await command(hub, device, CommandKind.MUTE, True)
     assert (result.ok, result.code) == (False, "timeout")
     assert "Mute 1 was not confirmed" in (result.error or "")
+
+
+async def test_a_receiver_that_never_answers_says_what_was_asked_of_whom(
+    hub: DriverHarness, simulator: G4Simulator
+) -> None:
+    simulator.silent = True
+    managed = hub.add(simulator.url)
+    error = await eventually(lambda: managed.supervisor.last_error, 10.0, "the connection error")
+    assert error == f"no answer to Name within 2 s from 127.0.0.1:{simulator.port}"

@@ -301,7 +301,7 @@ async def test_an_ssc_device_that_is_no_known_receiver_is_refused_with_its_name(
         simulator.device.product = "CHG 70N"  # an SSC charger answers /device/identity like a receiver
         managed = hub.add(simulator.url)
         error = await eventually(lambda: managed.supervisor.last_error, what="the refusal")
-        assert "'CHG 70N' is not an SSCv1 receiver this plugin knows" in error
+        assert "is a 'CHG 70N', not an SSCv1 receiver this plugin knows" in error
         assert managed.handle.device_id is None
     finally:
         await simulator.stop()

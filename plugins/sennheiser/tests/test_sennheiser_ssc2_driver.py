@@ -98,7 +98,7 @@ async def test_wrong_password_is_a_clear_error_without_a_retry_storm(
     caplog.set_level(logging.DEBUG)
     managed = hub.add(simulator.url(password="Wrong-Pass-0000"))
     error = await eventually(lambda: managed.supervisor.last_error, what="the connection error")
-    assert "refused the credentials for user 'api'" in error and "check the password" in error
+    assert "refused the credentials for user 'controlSennheiser'" in error and "check the password" in error
     assert "Wrong-Pass" not in error
     asked, attempts = simulator.requests, managed.supervisor.attempts
     # the supervisor keeps trying (with its backoff), but nothing reaches the device for a while
@@ -111,7 +111,7 @@ async def test_wrong_password_is_a_clear_error_without_a_retry_storm(
 async def test_an_unpinned_self_signed_certificate_is_refused(hub: DriverHarness, simulator: Ssc2Simulator) -> None:
     managed = hub.add(simulator.url(pin=False))
     error = await eventually(lambda: managed.supervisor.last_error, what="the connection error")
-    assert "certificate is not trusted" in error
+    assert f"the certificate of 127.0.0.1:{simulator.port} is not trusted" in error  # names the receiver
     assert f"fingerprint={simulator.fingerprint_sha256}" in error  # says exactly what to pin
     assert simulator.requests == 0
     wrong_pin = hub.add(simulator.url(pin=False, fingerprint="ab" * 32))
@@ -291,13 +291,14 @@ async def test_a_device_without_a_schema_gets_the_documented_resources(hub: Driv
         await matches(hub, managed, simulator, "a transmitter switched off")
 
 
-def test_defaults_verify_the_certificate_as_user_api() -> None:
+def test_defaults_verify_the_certificate_and_leave_the_user_to_the_product() -> None:
     options = Ssc2Options.parse({"password": "Pass-word-1"})
-    assert (options.user, options.verify, options.fingerprint) == ("api", True, None)
+    assert (options.user, options.verify, options.fingerprint) == (None, True, None)
+    assert (options.user_for("Spectera Base Station"), options.user_for("TCCM")) == ("controlSennheiser", "api")
     context = options.tls()
     assert isinstance(context, ssl.SSLContext) and context.verify_mode is ssl.CERT_REQUIRED
     assert Ssc2Options.parse({"password": "p", "verify": "false"}).tls() is False
-    assert "Pass-word-1" not in repr(options.authorization())
+    assert "Pass-word-1" not in repr(options.authorization("api"))
 
 
 @pytest.mark.parametrize(
@@ -315,3 +316,29 @@ def test_defaults_verify_the_certificate_as_user_api() -> None:
 def test_unusable_options_are_explained(query: str, message: str) -> None:
     with pytest.raises(EndpointError, match=message):
         Ssc2Options.parse(dict(parse_qsl(query)))
+
+
+async def test_a_spectera_is_asked_as_its_own_user_and_a_tcc_m_as_api(hub: DriverHarness) -> None:
+    # Spectera's client logs in as controlSennheiser (companion-module-sennheiser-spectera src/api.ts)
+    async with Ssc2Simulator(tick_s=0) as spectera, Ssc2Simulator(tick_s=0, product="TCCM", user="api") as tcc:
+        assert "user=" not in spectera.url()
+        for simulator in (spectera, tcc):
+            managed = hub.add(simulator.url(poll="0.5").replace("&user=api", ""))
+            await hub.device(managed)
+            await matches(hub, managed, simulator, f"{simulator.product} monitored")
+            assert simulator.refused == 0
+
+
+async def test_sleeping_packs_and_still_syncing_placeholders_are_not_on_air(hub: DriverHarness) -> None:
+    async with Ssc2Simulator(tick_s=0, mobiles=2) as simulator:
+        simulator.placeholders = 2  # listed with serial 0000000000: no channel for them
+        managed = hub.add(simulator.url(poll="0.5"))
+        device = await hub.device(managed)
+        await matches(hub, managed, simulator, "two packs, no placeholder channels")
+        simulator.tick()
+        await matches(hub, managed, simulator, "metered per output")
+        assert stored_channel(hub, device.id, 1).audio_dbfs is not None
+        simulator.set_sleeping(2, True)
+        await matches(hub, managed, simulator, "a sleeping pack")
+        assert stored_channel(hub, device.id, 2).battery_percent is None
+        assert len(stored(hub, device.id).channels) == 2

@@ -128,11 +128,11 @@ def spectera_mobile(**overrides: object) -> dict[str, object]:
         "type": "SKM",
         "name": "Vocal 1",
         "serial": "1234567",
-        "state": "online",
+        "state": "Connected",
         "batteryFillLevel": 80,
         "batteryRuntime": 310,
         "batteryLow": False,
-        "micLqi": 97,
+        "micLqi": 3,
         "rssi": -61.5,
         "dominantAntenna": "A2",
         "interference": {"severity": "none"},
@@ -155,7 +155,7 @@ def test_spectera_mobile_device_maps_to_a_channel() -> None:
         "warnings": [],
         "battery_percent": 80,
         "battery_runtime_min": 310,
-        "rf_quality_percent": 97,
+        "rf_quality_percent": 75,  # micLqi runs 0..4 (Spectera client src/feedbacks.ts)
         "rf_dbm": -61.5,
         "antenna": "A2",
         "audio_dbfs": None,
@@ -187,6 +187,27 @@ def test_a_transmitter_switched_off_has_no_battery() -> None:
     assert deleted.channels[1]["tx_present"] is False
 
 
+def test_a_sleeping_pack_is_not_on_air() -> None:
+    # src/types.ts MtState in companion-module-sennheiser-spectera: Connected, Disconnected, Syncing, Sleeping, ...
+    resources = ResourceMap()
+    resources.apply("/api/mts/paired/all/4", spectera_mobile())
+    fields = resources.apply("/api/mts/paired/all/4", {"state": "Sleeping", "sleep": True}).channels[1]
+    assert (fields["tx_present"], fields["battery_percent"], fields["rf_quality_percent"]) == (False, None, None)
+    assert resources.apply("/api/mts/paired/all/4", {"state": "Connected"}).channels[1]["battery_percent"] == 80
+
+
+def test_a_pack_with_the_placeholder_serial_gets_no_channel_until_it_has_a_real_one() -> None:
+    # Spectera's own client skips serial "0000000000": newly paired, still syncing (src/api.ts)
+    resources = ResourceMap()
+    placeholder = spectera_mobile(mtUid=3, serial="0000000000", name="")
+    changes = resources.apply("/api/mts/paired/all", [placeholder, spectera_mobile(mtUid=4)])
+    assert resources.channel_of == {"4": 1} and set(changes.channels) == {1}
+    assert not resources.apply("/api/device/state", {"state": "Normal", "warnings": ["x"]}).channels.keys() - {1}
+    synced = resources.apply("/api/mts/paired/all/3", {"serial": "7000003", "name": "Spare"})
+    assert resources.channel_of == {"4": 1, "3": 2} and synced.channels[2]["name"] == "Spare"
+    assert resources.apply("/api/mts/paired/all/77", None).channels == {}  # unknown and deleted: nothing
+
+
 def test_identity_site_and_state() -> None:
     resources = ResourceMap()
     identity = {
@@ -207,9 +228,17 @@ def test_identity_site_and_state() -> None:
 
 def test_metering_and_unknown_resources() -> None:
     resources = ResourceMap()
-    resources.apply("/api/mts/paired/all/4", spectera_mobile())
-    changes = resources.apply("/api/audio/metering", [{"mtUid": 4, "rms": -23.5, "clip": True}, {"mtUid": 99}])
+    resources.apply("/api/mts/paired/all/4", spectera_mobile(micAudiolinkId=2))
+    resources.apply("/api/audio/outputs", [{"outputId": 0, "micAudiolinkId": -1}, {"outputId": 1, "micAudiolinkId": 2}])
+    # the shape of Spectera's AudioLevels (companion-module-sennheiser-spectera src/types.ts), in dBFS
+    metering = {"aoIpIn": {"peak": [-3.0], "rms": [-9.0]}, "aoIpOut": {"peak": [-80.0, -0.5], "rms": [-90.0, -23.5]}}
+    changes = resources.apply("/api/audio/metering", {**metering, "updateCounter": 7})
     assert changes.channels == {1: {"audio_dbfs": -23.5, "audio_peak": True}}
+    # a partial event keeps the other interfaces; a re-routed output moves the pack's level
+    resources.apply("/api/audio/outputs/0", {"micAudiolinkId": 2})
+    resources.apply("/api/audio/outputs/1", {"micAudiolinkId": -1})
+    changes = resources.apply("/api/audio/metering", {"madi1Out": {"peak": [-30.0], "rms": [-40.0]}})
+    assert changes.channels == {1: {"audio_dbfs": -90.0, "audio_peak": False}}
     level = json.loads('{"rms":-110}')  # TCC M, GET /api/audio/inputs/reference/level
     assert not resources.apply("/api/audio/inputs/reference/level", level)
     assert resources.raw == {"/api/audio/inputs/reference/level": {"rms": -110}}

@@ -141,8 +141,11 @@ class G4Driver(UdpDriver):
         # a loopback device (a simulator) is reached from loopback; a real one from every interface
         bind_host = "127.0.0.1" if self._source[0].startswith("127.") else "0.0.0.0"
         self._socket = await attach(bind_host, self.local_port, self._source, self._received)
-        firmware = await self.optional_attribute("FirmwareRevision")
-        self.rf_config = await self.optional_attribute("RfConfig") or FALLBACK_RF_CONFIG
+        # asked together: a receiver silent on both (G3/2000 command sets are unverified) costs one timeout
+        firmware, rf_config = await asyncio.gather(
+            self.optional_attribute("FirmwareRevision"), self.optional_attribute("RfConfig")
+        )
+        self.rf_config = rf_config or self.rf_config
         await self.refresh_config()
         self.sink.identify(
             unique_id=None,
@@ -168,23 +171,45 @@ class G4Driver(UdpDriver):
         if self._socket is not None and self._source is not None:
             self._socket.sendto(data, self._source)
 
-    async def exchange(self, data: bytes, keyword: str, accept: Callable[[Line], bool] = lambda line: True) -> Line:
+    async def exchange(
+        self,
+        data: bytes,
+        keyword: str,
+        accept: Callable[[Line], bool] = lambda line: True,
+        timeout: float | None = None,
+    ) -> Line:
         """Send ``data`` until a ``keyword`` line that ``accept`` takes arrives; RefusedError on an error line."""
         waiter = _Waiter(keyword.lower(), accept)
         self._waiters.append(waiter)
+        timeout = timeout or self.settings.io_timeout_s
         try:
-            return await resend_until(lambda: self._send(data), waiter.answer, self.retry_s, self.settings.io_timeout_s)
+            return await resend_until(lambda: self._send(data), waiter.answer, self.retry_s, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no answer to {keyword} within {timeout:g} s from {self.address}") from None
         finally:
             self._waiters.remove(waiter)
 
-    async def query(self, keyword: str) -> Line:
-        return await self.exchange(mcp.encode(keyword), keyword)
+    @property
+    def address(self) -> str:
+        host, port = self._source or (self.endpoint.host, self.endpoint.port)
+        return f"{host}:{port}"
+
+    async def query(self, keyword: str, timeout: float | None = None) -> Line:
+        return await self.exchange(mcp.encode(keyword), keyword, timeout=timeout)
 
     async def optional_attribute(self, keyword: str) -> Any:
-        """An attribute older models may lack (G3 and 2000 commands are unverified): None if refused."""
+        """An attribute older models may lack: None if refused, unreadable or not answered at all.
+
+        G3 and 2000-series command sets are unverified, so silence is read as "not supported" rather than
+        as a dead receiver; the mandatory queries that follow still prove the receiver answers. Half a
+        request's wait: a silent receiver is then monitored sooner, and a dead one fails with the name of a
+        mandatory query before the hub's limit for the whole connect. An answer arriving after the timeout
+        is still taken (see :meth:`_late_optional`).
+        """
         try:
-            return mcp.decode_attribute(await self.query(keyword))
-        except (RefusedError, mcp.McpFieldError):
+            return mcp.decode_attribute(await self.query(keyword, self.settings.io_timeout_s / 2))
+        except (RefusedError, mcp.McpFieldError, TimeoutError) as exc:
+            self.sink.log.info("carrying on without %s: %s", keyword, exc)
             return None
 
     async def refresh_config(self) -> None:
@@ -215,6 +240,7 @@ class G4Driver(UdpDriver):
             try:
                 fields.update(mcp.em_channel_fields(line))
                 config_index = mcp.decode_attribute(line) if line.key == "config" else None
+                self._late_optional(line)
             except mcp.McpFieldError as exc:
                 self.sink.protocol_error(f"unreadable line {line.keyword} {line.text!r}: {exc}")
                 continue
@@ -232,6 +258,15 @@ class G4Driver(UdpDriver):
         self.sink.update_channel(1, fields)
         if "name" in fields:
             self.sink.update_device({"name": fields["name"]})
+
+    def _late_optional(self, line: Line) -> None:
+        """An optional attribute that arrives with no query waiting (after its timeout): still take it."""
+        if any(waiter.keyword == line.key for waiter in self._waiters):
+            return  # the query takes it
+        if line.key == "rfconfig":
+            self.rf_config = mcp.decode_attribute(line) or self.rf_config
+        elif line.key == "firmwarerevision":
+            self.sink.update_device({"firmware": mcp.decode_attribute(line)})
 
     def _refuse(self, error: ErrorLine) -> None:
         keyword = (error.keyword or "").lower()

@@ -118,6 +118,10 @@ class SscClient:
         self._pending[xid] = _Pending(answer, frozenset(leaves), writes)
         try:
             return await resend_until(lambda: self.send(body, xid), answer, self.retry_s, timeout)
+        except TimeoutError:
+            asked = sorted(ssc1.address_text(path) for path in leaves)
+            what = asked[0] + (f" (and {len(asked) - 1} more)" if len(asked) > 1 else "") if asked else "a request"
+            raise TimeoutError(f"no answer to {what} within {timeout:g} s from {self.host}:{self.port}") from None
         finally:
             self._pending.pop(xid, None)
 
@@ -172,7 +176,11 @@ class Ssc1Driver(UdpDriver):
             raise ConnectionError("the device did not answer /device/identity/product")
         family = family_for(product)
         if family is None:
-            raise SscUnsupportedDeviceError(f"{product!r} is not an SSCv1 receiver this plugin knows")
+            known = ", ".join(family.label for family in FAMILIES)
+            raise SscUnsupportedDeviceError(
+                f"{self.endpoint.host}:{self.endpoint.port} is a {product!r}, not an SSCv1 receiver this plugin "
+                f"knows ({known}): not monitored"
+            )
         self.family, self._mapper = family, ChannelMapper(family)
         self.channel_count = family.channel_count(product)
         serial, version = reply.values.get(IDENTITY[1]), reply.values.get(IDENTITY[2])
@@ -242,8 +250,9 @@ class Ssc1Driver(UdpDriver):
         for reply in replies:
             if isinstance(reply, BaseException) and not isinstance(reply, TimeoutError):
                 raise reply
-        if any(isinstance(reply, TimeoutError) for reply in replies):
-            raise TimeoutError
+        timeouts = [reply for reply in replies if isinstance(reply, TimeoutError)]
+        if timeouts:
+            raise timeouts[0]
 
     async def probe(self) -> None:
         await self.client.request(ssc1.tree([DEVICE_NAME]), self.settings.io_timeout_s)

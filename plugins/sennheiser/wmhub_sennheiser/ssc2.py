@@ -23,10 +23,21 @@ STATE_PATH: Final = "/api/device/state"
 SCHEMA_PATH: Final = "/api/ssc/schema"
 MOBILES_PATH: Final = "/api/mts/paired/all"
 RF_CHANNELS_PATH: Final = "/api/rf/channels"
+AUDIO_OUTPUTS_PATH: Final = "/api/audio/outputs"
 METERING_PATH: Final = "/api/audio/metering"
 
 # The resources the driver maps to the hub model, in the order it subscribes to them.
-MAPPED_PATHS: Final = (IDENTITY_PATH, SITE_PATH, STATE_PATH, MOBILES_PATH, RF_CHANNELS_PATH, METERING_PATH)
+MAPPED_PATHS: Final = (
+    IDENTITY_PATH,
+    SITE_PATH,
+    STATE_PATH,
+    MOBILES_PATH,
+    RF_CHANNELS_PATH,
+    AUDIO_OUTPUTS_PATH,
+    METERING_PATH,
+)
+# Collections whose members arrive as a list from a GET and one by one (``{path}/{id}``) in events.
+COLLECTION_IDS: Final = {MOBILES_PATH: "mtUid", RF_CHANNELS_PATH: "rfChannelId", AUDIO_OUTPUTS_PATH: "outputId"}
 
 DEFAULT_MAX_EVENT_BYTES: Final = 256 * 1024
 
@@ -207,11 +218,35 @@ def subscription_paths(available: Iterable[str] | None) -> list[str]:
 
 # --- the map to the hub model -------------------------------------------------------------------------
 
-# Spectera mobile-device ``state`` values that mean the transmitter is not on air. The value set is not
-# published (unverified); anything else non-empty counts as present.
+# Spectera mobile-device ``state`` values that mean the transmitter is not on air. Spectera's own client
+# names the states Connected, Disconnected, Syncing, Sleeping and Updating (companion-module-sennheiser-spectera
+# src/types.ts ``MtState``): a sleeping pack is not on air. The other spellings are accepted liberally for
+# devices whose values are not published; anything else non-empty counts as present.
 ABSENT_STATES: Final = frozenset(
-    {"off", "offline", "disconnected", "notconnected", "not_connected", "unreachable", "absent", "unpaired", "sleep"}
+    {
+        "off",
+        "offline",
+        "disconnected",
+        "notconnected",
+        "not_connected",
+        "unreachable",
+        "absent",
+        "unpaired",
+        "sleep",
+        "sleeping",
+    }
 )
+# Spectera lists a freshly paired, still syncing device with this serial; its own client makes nothing of
+# it (companion-module-sennheiser-spectera src/api.ts: "Skip devices without a real serial number").
+PLACEHOLDER_SERIAL: Final = "0000000000"
+# Spectera meters per audio interface (src/types.ts ``AudioLevels``: ``{aoIpIn: {peak: [...], rms: [...]},
+# ..., updateCounter}``, values in dBFS, compared with a dBFS threshold in src/feedbacks.ts). A pack's audio
+# leaves on the output that carries its mic audio link; the output's index in these arrays is its outputId
+# (inferred from the 1-32 channel numbering of the client's level feedback, unverified). The first
+# interface holding a value for that index wins.
+OUTPUT_INTERFACES: Final = ("aoIpOut", "madi1Out", "madi2Out")
+# A peak at or above this counts as clipping (no published threshold; unverified).
+CLIP_DBFS: Final = -1.0
 
 
 @dataclass
@@ -244,6 +279,26 @@ def _int_in(value: Any, low: int, high: int | None = None) -> int | None:
     return min(high, result) if high is not None else result
 
 
+# Spectera's link quality runs 0..4 (companion-module-sennheiser-spectera src/feedbacks.ts: "Mic LQI Threshold
+# (0-4)"); shown as 0, 25, ... 100 %.
+LQI_STEPS: Final = 4
+
+
+def _lqi_percent(value: Any) -> int | None:
+    steps = _int_in(value, 0, LQI_STEPS)
+    return None if steps is None else steps * 100 // LQI_STEPS
+
+
+def _link_id(value: Any) -> str | None:
+    """An audio link id as text; None for none (Spectera's client treats ids below 0 as no link)."""
+    number = finite_number(value)
+    return str(int(number)) if number is not None and number >= 0 and number == int(number) else None
+
+
+def _at(values: Any, position: int) -> float | None:
+    return finite_number(values[position]) if isinstance(values, list) and position < len(values) else None
+
+
 def _severity_warning(interference: Any) -> str | None:
     severity = interference.get("severity") if isinstance(interference, Mapping) else interference
     if severity in (None, 0, False) or str(severity).lower() in ("none", "ok", "no", "0", ""):
@@ -266,7 +321,8 @@ class ResourceMap:
         self._mobiles: dict[str, dict[str, Any]] = {}
         self._rf_khz: dict[str, float] = {}
         self._device_warnings: list[str] = []
-        self._levels: dict[str, dict[str, Any]] = {}
+        self._outputs: dict[str, dict[str, Any]] = {}  # outputId -> the output's resource
+        self._levels: dict[str, Mapping[str, Any]] = {}  # interface ("aoIpOut") -> {"peak": [...], "rms": [...]}
 
     @property
     def channel_count(self) -> int:
@@ -282,8 +338,8 @@ class ResourceMap:
     def apply(self, path: str, value: Any) -> Changes:
         path = normalise_path(path)
         changes = Changes()
-        if path in (MOBILES_PATH, RF_CHANNELS_PATH) and isinstance(value, list):
-            id_field = "mtUid" if path == MOBILES_PATH else "rfChannelId"
+        if path in COLLECTION_IDS and isinstance(value, list):
+            id_field = COLLECTION_IDS[path]
             items = [item for item in value if isinstance(item, Mapping) and id_field in item]
             for item in sorted(items, key=lambda item: _sort_key(item[id_field])):
                 self._merge(changes, self.apply(f"{path}/{item[id_field]}", item))
@@ -293,6 +349,8 @@ class ResourceMap:
             self._mobile(leaf, value, changes)
         elif parent == RF_CHANNELS_PATH:
             self._rf_channel(leaf, value, changes)
+        elif parent == AUDIO_OUTPUTS_PATH:
+            self._output(leaf, value, changes)
         elif path == IDENTITY_PATH and isinstance(value, Mapping):
             changes.identity = dict(value)
             if value.get("product"):
@@ -304,8 +362,8 @@ class ResourceMap:
         elif path == STATE_PATH and isinstance(value, Mapping):
             warnings = value.get("warnings")
             self._device_warnings = [str(w) for w in warnings] if isinstance(warnings, list) else []
-            for key in self._mobiles:
-                changes.channel(self.channel_of[key])["warnings"] = self._warnings(key)
+            for key, index in self.channel_of.items():
+                changes.channel(index)["warnings"] = self._warnings(key)
         elif path == METERING_PATH:
             self._metering(value, changes)
         else:
@@ -333,14 +391,18 @@ class ResourceMap:
 
     def _mobile(self, key: str, value: Any, changes: Changes) -> None:
         if value is None:  # deleted (unpaired): the channel stays, its transmitter is gone
-            if key in self._mobiles:
+            if key in self.channel_of:
                 self._mobiles[key] = {"mtUid": self._mobiles[key].get("mtUid"), "state": None}
                 changes.channel(self.channel_of[key]).update(self._mobile_fields(key))
+            else:
+                self._mobiles.pop(key, None)
             return
         if not isinstance(value, Mapping):
             return
         # events may carry a partial object; merge into what is known
         self._mobiles[key] = {**self._mobiles.get(key, {}), **value}
+        if key not in self.channel_of and self._mobiles[key].get("serial") == PLACEHOLDER_SERIAL:
+            return  # not a real pack (yet): no channel until it reports its serial
         changes.channel(self._index(key, changes)).update(self._mobile_fields(key))
 
     def _mobile_fields(self, key: str) -> dict[str, Any]:
@@ -355,15 +417,15 @@ class ResourceMap:
             "tx_model": str(mobile["type"]) if mobile.get("type") else None,
             "warnings": self._warnings(key),
         }
-        level = self._levels.get(key, {})
+        rms, peak = self._audio_level(mobile)
         on_air = {
             "battery_percent": _int_in(mobile.get("batteryFillLevel"), 0, 100),
             "battery_runtime_min": _int_in(mobile.get("batteryRuntime"), 0),
-            "rf_quality_percent": _int_in(mobile.get("micLqi"), 0, 100),
+            "rf_quality_percent": _lqi_percent(mobile.get("micLqi")),
             "rf_dbm": finite_number(mobile.get("rssi")),
             "antenna": str(mobile["dominantAntenna"]) if mobile.get("dominantAntenna") not in (None, "") else None,
-            "audio_dbfs": finite_number(level.get("rms")),
-            "audio_peak": level["clip"] if isinstance(level.get("clip"), bool) else None,
+            "audio_dbfs": rms,
+            "audio_peak": None if peak is None else peak >= CLIP_DBFS,
         }
         # a transmitter that is off reports stale battery and RF values: they are unknown now
         fields.update(on_air if present else dict.fromkeys(on_air))
@@ -386,27 +448,47 @@ class ResourceMap:
             self._rf_khz[key] = float(value["frequency"])
         else:
             return
-        for mobile_id, mobile in self._mobiles.items():
-            if str(mobile.get("rfChannelId")) == key:
-                changes.channel(self.channel_of[mobile_id]).update(self._mobile_fields(mobile_id))
+        for mobile_id, index in self.channel_of.items():
+            if str(self._mobiles[mobile_id].get("rfChannelId")) == key:
+                changes.channel(index).update(self._mobile_fields(mobile_id))
+
+    def _output(self, key: str, value: Any, changes: Changes) -> None:
+        if value is None:
+            self._outputs.pop(key, None)
+        elif isinstance(value, Mapping):
+            self._outputs[key] = {**self._outputs.get(key, {}), **value}
+        else:
+            return
+        self._audio_changed(changes)
 
     def _metering(self, value: Any, changes: Changes) -> None:
-        # The metering resource's shape is not published (unverified): accept a list of entries, or an
-        # object holding one under "mts"/"levels", each naming its mobile device by mtUid.
-        entries = value.get("mts") or value.get("levels") if isinstance(value, Mapping) else value
-        if not isinstance(entries, list):
+        if not isinstance(value, Mapping):
             self.raw[METERING_PATH] = value
             return
-        for entry in entries:
-            if not isinstance(entry, Mapping) or "mtUid" not in entry:
-                continue
-            key = str(entry["mtUid"])
-            self._levels[key] = dict(entry)
-            if key in self._mobiles:
-                fields = self._mobile_fields(key)
-                changes.channel(self.channel_of[key]).update(
-                    audio_dbfs=fields["audio_dbfs"], audio_peak=fields["audio_peak"]
-                )
+        # an event may carry some interfaces only: merge
+        self._levels.update({name: level for name, level in value.items() if isinstance(level, Mapping)})
+        self._audio_changed(changes)
+
+    def _audio_changed(self, changes: Changes) -> None:
+        for key, index in self.channel_of.items():
+            fields = self._mobile_fields(key)
+            changes.channel(index).update(audio_dbfs=fields["audio_dbfs"], audio_peak=fields["audio_peak"])
+
+    def _audio_level(self, mobile: Mapping[str, Any]) -> tuple[float | None, float | None]:
+        """(rms, peak) in dBFS of the output carrying this pack's mic audio link, if metered."""
+        link = _link_id(mobile.get("micAudiolinkId"))
+        output = next(
+            (key for key, output in self._outputs.items() if link and _link_id(output.get("micAudiolinkId")) == link),
+            None,
+        )
+        if output is None or not output.isdigit():
+            return None, None
+        for name in OUTPUT_INTERFACES:
+            level = self._levels.get(name, {})
+            rms, peak = (_at(level.get(kind), int(output)) for kind in ("rms", "peak"))
+            if rms is not None or peak is not None:
+                return rms, peak
+        return None, None
 
     @staticmethod
     def _merge(total: Changes, part: Changes) -> None:

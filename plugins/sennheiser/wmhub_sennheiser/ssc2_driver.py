@@ -69,6 +69,10 @@ from wmhub_sennheiser.ssc2 import (
 SCHEME: Final = "sennheiser-ssc2"
 DEFAULT_PORT: Final = 443
 DEFAULT_USER: Final = "api"
+# Spectera's own client logs in as this user (companion-module-sennheiser-spectera src/api.ts getAuthHeader);
+# the EW-DX OpenAPI names it too, as "the normal user of the device" (companion-module-sennheiser-ewdx
+# api_docs.json, basicAuthControlSennheiser). Used for a Spectera when the URL names no user.
+SPECTERA_USER: Final = "controlSennheiser"
 # A full subscription's first event carries every mobile device and RF channel at once.
 MAX_EVENT_BYTES: Final = 1024 * 1024
 
@@ -98,7 +102,7 @@ def _true(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Ssc2Options:
-    user: str
+    user: str | None  # None: not in the URL; chosen by product (SPECTERA_USER or DEFAULT_USER)
     password: str
     verify: bool
     fingerprint: bytes | None
@@ -135,7 +139,7 @@ class Ssc2Options:
         ):
             raise EndpointError("sse_timeout, poll and auth_retry must be positive numbers of seconds")
         return cls(
-            user=options.get("user", DEFAULT_USER),
+            user=options.get("user") or None,
             password=password,
             verify=_true(options.get("verify", "true")),
             fingerprint=fingerprint,
@@ -144,9 +148,14 @@ class Ssc2Options:
             auth_retry_s=auth_retry,
         )
 
-    def authorization(self) -> str:
+    def user_for(self, product: str | None) -> str:
+        if self.user is not None:
+            return self.user
+        return SPECTERA_USER if family_of(product) == "spectera" else DEFAULT_USER
+
+    def authorization(self, user: str) -> str:
         """The Basic credentials header (built here: aiohttp's helpers differ between versions)."""
-        return "Basic " + base64.b64encode(f"{self.user}:{self.password}".encode()).decode("ascii")
+        return "Basic " + base64.b64encode(f"{user}:{self.password}".encode()).decode("ascii")
 
     def tls(self) -> ssl.SSLContext | aiohttp.Fingerprint | bool:
         if self.fingerprint is not None:
@@ -189,6 +198,7 @@ class Ssc2Driver(Driver):
         self._http: aiohttp.ClientSession | None = None
         self._stream: aiohttp.ClientResponse | None = None
         self._identity: dict[str, Any] = {}
+        self._user = DEFAULT_USER
         self._parser = SseParser(max_event_bytes=MAX_EVENT_BYTES)
         self._pending: list[SseEvent] = []  # events that came with the open event
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
@@ -209,12 +219,13 @@ class Ssc2Driver(Driver):
             raise CredentialsRefusedError(f"{self._refused_message()}; not asking the device again for {wait:.0f} s")
         self._http = aiohttp.ClientSession(
             base_url=f"https://{self._authority()}",
-            headers={"Authorization": options.authorization()},
             timeout=aiohttp.ClientTimeout(total=self.settings.io_timeout_s),
             connector=aiohttp.TCPConnector(ssl=options.tls(), limit=4),
             raise_for_status=False,
         )
-        identity = await self._request("GET", IDENTITY_PATH)
+        self._user = options.user_for(None)
+        identity = await self._read_identity()
+        self._user = options.user_for(identity.get("product") if isinstance(identity, Mapping) else None)
         schema = await self._request("GET", SCHEMA_PATH, optional=True)
         available = schema_paths(schema) if isinstance(schema, Mapping) else None
         subscribe = subscription_paths(available)
@@ -222,12 +233,27 @@ class Ssc2Driver(Driver):
         for path in MAPPED_PATHS[1:]:
             if path in subscribe and (value := await self._request("GET", path, optional=True)) is not None:
                 initial[path] = value
+        # a device without a schema may lack some documented resources (a TCC M has no transmitters), and
+        # one unknown path makes a device refuse the whole add (EW-DX OpenAPI: 400 {"path", "error": 404})
+        subscribe = [path for path in subscribe if path not in MAPPED_PATHS or path in initial]
         self._identity = dict(identity) if isinstance(identity, Mapping) else {}
         changes = self.resources.apply_all(initial)
         self._identify()
         self._publish(changes)
         await self._open_stream(subscribe)
         _refused_at.pop(self.endpoint.url, None)
+
+    async def _read_identity(self) -> Any:
+        """``/api/device/identity``, documented as open; a device that wants credentials for it anyway and
+        refuses the default user is asked once more as Spectera's user, unless the URL names the user."""
+        try:
+            return await self._request("GET", IDENTITY_PATH)
+        except CredentialsRefusedError:
+            if self.options.user is not None or self._user == SPECTERA_USER:
+                raise
+            _refused_at.pop(self.endpoint.url, None)
+            self._user = SPECTERA_USER
+            return await self._request("GET", IDENTITY_PATH)
 
     async def run(self) -> None:
         await _first_failure(self._read_stream(), self._poll_state())
@@ -377,24 +403,27 @@ class Ssc2Driver(Driver):
         return f"[{host}]:{self.endpoint.port}" if ":" in host else f"{host}:{self.endpoint.port}"
 
     def _refused_message(self) -> str:
-        return f"the device refused the credentials for user {self.options.user!r} (HTTP 401): check the password"
+        return f"{self._authority()} refused the credentials for user {self._user!r} (HTTP 401): check the password"
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
         assert self._http is not None
+        kwargs["headers"] = {"Authorization": self.options.authorization(self._user), **kwargs.get("headers", {})}
         try:
             return await self._http.request(method, path, **kwargs)
         except aiohttp.ServerFingerprintMismatch as exc:
             raise CertificateRefusedError(
-                f"the device's certificate (SHA-256 {exc.got.hex()}) does not match the pinned fingerprint"
+                f"the certificate of {self._authority()} (SHA-256 {exc.got.hex()}) does not match the pinned "
+                "fingerprint"
             ) from None
         except aiohttp.ClientConnectorCertificateError as exc:
             seen = await self._presented_fingerprint()
             raise CertificateRefusedError(
-                f"the device's certificate is not trusted ({exc.certificate_error}); if it is the device's own "
-                f"self-signed certificate, pin it with fingerprint={seen} or opt out with verify=false"
+                f"the certificate of {self._authority()} is not trusted ({exc.certificate_error}); if it is the "
+                f"device's own self-signed certificate, pin it with fingerprint={seen} or opt out with verify=false"
             ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ConnectionError(f"{method} {path}: {exc or type(exc).__name__}") from None
+            what = str(exc) or ("no answer" if isinstance(exc, TimeoutError) else type(exc).__name__)
+            raise ConnectionError(f"{method} {path} on {self._authority()}: {what}") from None
 
     async def _presented_fingerprint(self) -> str:
         """The SHA-256 of the certificate the device presents, so the error can say what to pin."""
@@ -425,7 +454,10 @@ class Ssc2Driver(Driver):
             message = body.get("message") or body.get("error") if isinstance(body, Mapping) else body
         except (ValueError, aiohttp.ClientError):
             message = response.reason
-        raise DeviceHttpError(response.status, f"{response.method} {response.url.path}: {response.status} {message}")
+        raise DeviceHttpError(
+            response.status,
+            f"{response.method} {response.url.path} on {self._authority()}: {response.status} {message}",
+        )
 
     async def _request(self, method: str, path: str, *, body: Any = None, optional: bool = False) -> Any:
         """One request, its JSON answer (None for an empty one); ``optional`` turns 404/422 into None."""

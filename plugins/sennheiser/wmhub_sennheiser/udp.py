@@ -174,7 +174,7 @@ class UdpDriver(Driver):
                     next_renewal = time.monotonic() + self.renew_interval_s()
                     await self.renew()
                 misses = 0
-            except TimeoutError:
+            except TimeoutError as exc:
                 misses += 1
                 if misses >= MISSES_BEFORE_OFFLINE:
-                    raise ConnectionError("device not responding") from None
+                    raise ConnectionError(f"device not responding: {exc}") from None

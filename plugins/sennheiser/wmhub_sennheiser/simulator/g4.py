@@ -14,13 +14,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from wmhub_sennheiser import mcp
 from wmhub_sennheiser.simulator.common import Client, SimChannel, UdpSimulator, command_line, default_channels, serve
 
 MODELS: Final = {"g4-em300": "EM 300-500 G4"}
 FIRMWARE: Final = "3.0.4"
 RF_CONFIG: Final = (470_200, 515_800, 25)  # band A1, one sub-range
 CONFIG_ORDER: Final = ("Name", "Frequency", "Mute", "Squelch", "AfOut", "Equalizer")  # as in _signature
+# The device's own tables (TI 1254), kept here rather than taken from the driver's codec, so that a mistake
+# in one is caught by the other (and both by the transcripts, tests/transcripts/g4-em.txt).
+ERROR_TEXT: Final = {
+    1000: "Invalid command",
+    1010: "Invalid parameter",
+    1020: "Value out of range",
+    1030: "Relative parameters not supported",
+    1040: "Invalid numbers of parameter",
+    1050: "Incorrect termination",
+}
+CONFIG_DUMP: Final = ("Name", "Frequency", "Squelch", "AfOut", "Equalizer", "Mute")  # TI 1254 p.8
+SEND_CONFIG, SEND_ON_WARNING, SEND_ON_PILOT_OR_BATTERY = 1, 2, 4  # Push mode bits, TI 1254 p.11
 
 
 @dataclass
@@ -185,11 +196,11 @@ class G4Simulator(UdpSimulator):
         if changed:
             self.config_index = (self.config_index + 1) % 1000
         config = "".join(self.config_line(keyword) + "\r" for keyword in changed).encode()
-        wanted_bits = (mcp.PUSH_ON_WARNING if warnings_before != warnings_now else 0) | (
-            mcp.PUSH_ON_PILOT_OR_BATTERY if battery_before != battery_now else 0
+        wanted_bits = (SEND_ON_WARNING if warnings_before != warnings_now else 0) | (
+            SEND_ON_PILOT_OR_BATTERY if battery_before != battery_now else 0
         )
         for client, push in self.push_clients.items():
-            if config and push.mode & mcp.PUSH_CONFIG and client != origin and not self.config_lines_lost:
+            if config and push.mode & SEND_CONFIG and client != origin and not self.config_lines_lost:
                 self.send(config, client)
             if push.mode & wanted_bits:
                 self.send(self.cyclic(), client)
@@ -199,7 +210,7 @@ class G4Simulator(UdpSimulator):
     def handle(self, data: bytes, client: Client) -> None:
         text = data.decode("ascii", errors="replace")
         if not text.endswith("\r"):
-            self.send(f"1050: {mcp.ERROR_TEXT[1050]} [ {text.strip()} ]\r".encode(), client)
+            self.send(f"1050: {ERROR_TEXT[1050]} [ {text.strip()} ]\r".encode(), client)
             return
         for line in re.split(r"\r", text):
             if line:
@@ -223,7 +234,7 @@ class G4Simulator(UdpSimulator):
                 raise CommandError(1000)
             replies = handler(rest.split(), rest, client)
         except CommandError as error:
-            self.send(f"{error.code}: {mcp.ERROR_TEXT[error.code]} [ {line} ]\r".encode(), client)
+            self.send(f"{error.code}: {ERROR_TEXT[error.code]} [ {line} ]\r".encode(), client)
             return
         self.send("".join(reply + "\r" for reply in replies).encode(), client)
         self.publish(origin=client)
@@ -233,8 +244,8 @@ class G4Simulator(UdpSimulator):
         if not (0 <= timeout <= 300 and 0 <= cycle <= 60_000 and cycle % 100 == 0 and 0 <= mode <= 7):
             raise CommandError(1020)
         replies = [f"Push {timeout} {cycle} {mode}"]
-        if mode & mcp.PUSH_CONFIG:
-            replies += [self.config_line(keyword) for keyword in mcp.EM_CONFIG_KEYWORDS]
+        if mode & SEND_CONFIG:
+            replies += [self.config_line(keyword) for keyword in CONFIG_DUMP]
         now = time.monotonic()
         if timeout == 0:
             self.push_clients.pop(client, None)

@@ -14,10 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from wmhub_sennheiser import ssc1
 from wmhub_sennheiser.simulator.common import Client, MdnsAdvertisement, UdpSimulator, command_line, serve
 from wmhub_sennheiser.simulator.ssc1_products import PRODUCTS, Refusal
-from wmhub_sennheiser.ssc1 import Address, SscError, SubscriptionParams
+from wmhub_sennheiser.simulator.ssc_json import PING, SUBSCRIBE, XID, Address, Rate, errors, leaves, message, nest
 
 SERVICE_TYPE: Final = "_ssc._udp.local."
 MIN_INTERVAL_MS: Final = 50
@@ -27,7 +26,7 @@ MIN_INTERVAL_MS: Final = 50
 class SimSubscription:
     client: Client
     paths: frozenset[Address]
-    params: SubscriptionParams
+    params: Rate
     expires_at: float
     next_due: float = 0.0
 
@@ -130,71 +129,71 @@ class Ssc1Simulator(UdpSimulator):
             if subscription.periodic:
                 continue
             values = {leaf: value for leaf, value in changed.items() if _covered(leaf, subscription.paths)}
-            gone = [SscError(leaf, 424) for leaf in vanished if _covered(leaf, subscription.paths)]
+            gone = {leaf: 424 for leaf in vanished if _covered(leaf, subscription.paths)}
             if values:
-                self._send_json(ssc1.tree(values), subscription.client)
+                self._send_json(nest(values), subscription.client)
             if gone:
-                self._send_json(ssc1.error_body(gone), subscription.client)
+                self._send_json(errors(gone), subscription.client)
 
     # --- protocol
 
     def _send_json(self, body: dict[str, Any], client: Client, xid: int | None = None) -> None:
-        self.send(ssc1.encode(body, xid), client)
+        self.send(message(body, xid), client)
 
     def handle(self, data: bytes, client: Client) -> None:
         try:
-            message = json.loads(data)
-            if not isinstance(message, dict):
+            request = json.loads(data)
+            if not isinstance(request, dict):
                 raise ValueError("not an object")
         except ValueError:
             self._send_json({"osc": {"error": [400]}}, client)
             return
-        leaves = ssc1.flatten(message)
-        xid = leaves.pop(ssc1.XID, None)
+        asked = leaves(request)
+        xid = asked.pop(XID, None)
         xid = xid if isinstance(xid, int) else None
-        subscribe = leaves.pop(ssc1.SUBSCRIBE, None)
+        subscribe = asked.pop(SUBSCRIBE, None)
         if len(data) > self.max_request_bytes:
-            self._send_json(ssc1.error_body(SscError(leaf, 413) for leaf in leaves), client, xid)
+            self._send_json(errors(dict.fromkeys(asked, 413)), client, xid)
             return
         if isinstance(subscribe, list):
             self._subscribe(subscribe, client, xid)
-        if leaves or subscribe is None:
-            self._answer(leaves, client, xid)
+        if asked or subscribe is None:
+            self._answer(asked, client, xid)
 
-    def _answer(self, leaves: dict[Address, Any], client: Client, xid: int | None) -> None:
+    def _answer(self, asked: dict[Address, Any], client: Client, xid: int | None) -> None:
         values: dict[Address, Any] = {}
-        errors: list[SscError] = []
+        failed: dict[Address, int] = {}
         current = self.device.leaves()
         wrote = False
-        for path, value in leaves.items():
-            if path == ssc1.PING:
+        for path, value in asked.items():
+            if path == PING:
                 values[path] = None
             elif value is None:
                 found = {leaf: v for leaf, v in current.items() if leaf[: len(path)] == path}
                 if found:
                     values.update(found)
                 else:
-                    errors.append(SscError(path, 424 if self.device.transmitter_channel(path) else 404))
+                    failed[path] = 424 if self.device.transmitter_channel(path) else 404
             else:
                 try:
                     values[path] = self.device.write(path, value)
                     self.writes.append((path, values[path]))
                     wrote = True
                 except Refusal as refusal:
-                    errors.append(SscError(path, refusal.code))
-        body: dict[str, Any] = ssc1.tree(values)
-        if errors:
-            body.setdefault("osc", {})["error"] = ssc1.error_body(errors)["osc"]["error"]
-        reply = ssc1.encode(body, xid)
+                    failed[path] = refusal.code
+        body: dict[str, Any] = nest(values)
+        if failed:
+            body.setdefault("osc", {})["error"] = errors(failed)["osc"]["error"]
+        reply = message(body, xid)
         if len(reply) > self.max_reply_bytes:
-            reply = ssc1.encode(ssc1.error_body(SscError(path, 450) for path in leaves), xid)
+            reply = message(errors(dict.fromkeys(asked, 450)), xid)
         self.send(reply, client)
         if wrote:
             self.publish()
 
     def _subscribe(self, sets: list[Any], client: Client, xid: int | None) -> None:
         echo: list[dict[str, Any]] = []
-        missing: list[SscError] = []
+        missing: dict[Address, int] = {}
         current = self.device.leaves()
         started: list[SimSubscription] = []
         for item in sets:
@@ -203,25 +202,25 @@ class Ssc1Simulator(UdpSimulator):
             self.subscribe_requests += 1
             hash_params = item.get("#")
             raw_params: dict[str, Any] = hash_params if isinstance(hash_params, dict) else {}
-            paths = list(ssc1.flatten({k: v for k, v in item.items() if k != "#"}))
+            paths = list(leaves({k: v for k, v in item.items() if k != "#"}))
             known = [p for p in paths if _has_leaves_under(p, current) or self._is_tx(p)]
-            missing += [SscError(p, 454) for p in paths if p not in known]
+            missing.update((p, 454) for p in paths if p not in known)
             key = (client, frozenset(known))
             if raw_params.get("cancel") is True or not known:
                 self.subscriptions.pop(key, None)
                 continue
-            params = SubscriptionParams.from_json(raw_params)
+            params = Rate.from_hash(raw_params)
             if params.max_ms:
                 interval = max(MIN_INTERVAL_MS, params.max_ms)
-                params = SubscriptionParams(max(MIN_INTERVAL_MS, params.min_ms), interval, params.lifetime_s)
+                params = Rate(max(MIN_INTERVAL_MS, params.min_ms), interval, params.lifetime_s)
             now = time.monotonic()
             subscription = SimSubscription(client, frozenset(known), params, now + params.lifetime_s, now)
             self.subscriptions[key] = subscription
             started.append(subscription)
-            echo.append({"#": params.as_json(), **ssc1.tree(known)})
+            echo.append({"#": params.as_hash(raw_params), **nest(known)})
         self._send_json({"osc": {"state": {"subscribe": echo}}}, client, xid)
         if missing:
-            inside = ssc1.error_body(missing)["osc"]["error"]
+            inside = errors(missing)["osc"]["error"]
             self._send_json({"osc": {"error": [{"osc": {"state": {"subscribe": inside}}}]}}, client)
         for subscription in started:
             self._notify(subscription, current)
@@ -231,25 +230,25 @@ class Ssc1Simulator(UdpSimulator):
 
     def _notify(self, subscription: SimSubscription, current: dict[Address, Any]) -> None:
         values = {leaf: value for leaf, value in current.items() if _covered(leaf, subscription.paths)}
-        absent = [SscError(p, 424) for p in subscription.paths if self._is_tx(p) and not _has_leaves_under(p, values)]
+        absent = {p: 424 for p in subscription.paths if self._is_tx(p) and not _has_leaves_under(p, values)}
         if values:
-            self._send_json(ssc1.tree(values), subscription.client)
+            self._send_json(nest(values), subscription.client)
         if absent:
-            self._send_json(ssc1.error_body(absent), subscription.client)
+            self._send_json(errors(absent), subscription.client)
 
     def tick(self, now: float) -> None:
         current: dict[Address, Any] | None = None
         for key, subscription in list(self.subscriptions.items()):
             if now >= subscription.expires_at:
                 del self.subscriptions[key]
-                ended = [SscError(path, 310) for path in sorted(subscription.paths)]
-                self._send_json(ssc1.error_body(ended), subscription.client)
+                ended = dict.fromkeys(sorted(subscription.paths), 310)
+                self._send_json(errors(ended), subscription.client)
             elif subscription.periodic and now >= subscription.next_due:
                 subscription.next_due = now + subscription.params.max_ms / 1000
                 current = current if current is not None else self.device.leaves()
                 values = {leaf: value for leaf, value in current.items() if _covered(leaf, subscription.paths)}
                 if values:
-                    self._send_json(ssc1.tree(values), subscription.client)
+                    self._send_json(nest(values), subscription.client)
 
 
 def main(argv: list[str] | None = None) -> None:

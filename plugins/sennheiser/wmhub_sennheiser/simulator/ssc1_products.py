@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from wmhub_sennheiser.simulator.common import SimChannel, default_channels
-from wmhub_sennheiser.ssc1 import Address
+from wmhub_sennheiser.simulator.ssc_json import Address
 
 VENDOR: Final = "Sennheiser electronic GmbH & Co. KG"
 PRINTABLE_8: Final = r"[\x20-\x7e]{0,8}"

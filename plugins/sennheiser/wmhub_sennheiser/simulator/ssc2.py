@@ -34,24 +34,37 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from wmhub_sennheiser.ssc2 import (
-    DEVICE_NAME_MAX_CHARS,
+    AUDIO_OUTPUTS_PATH,
     IDENTITY_PATH,
     METERING_PATH,
-    MOBILE_NAME_MAX_CHARS,
     MOBILES_PATH,
     RF_CHANNELS_PATH,
     SITE_PATH,
     STATE_PATH,
     SUBSCRIPTIONS_PATH,
     encode_sse,
-    frequency_problem,
-    name_problem,
     normalise_path,
     path_covers,
 )
 
 UNAUTHENTICATED_PATHS = frozenset({"/api/ssc/version", IDENTITY_PATH, "/api/device/identification"})
 ANTENNAS = ("A1", "A2", "B1", "B2")
+# The user Spectera's own client logs in as (companion-module-sennheiser-spectera src/api.ts).
+SPECTERA_USER = "controlSennheiser"
+# What this simulated base station accepts. Its own limits, not the driver's: a driver that checks
+# less than the device refuses shows up as a refusal in the tests.
+TUNING_KHZ = range(470_000, 694_001)
+NAME_LENGTHS = {"mobile": 16, "device": 32}
+OUTPUTS = 32  # audio outputs, metered per interface in arrays of this length
+CLIP_DBFS = -1.0  # the peak a correct client shows as clipping (the plugin's documented threshold)
+SILENCE_DBFS = -120.0
+
+
+def _name_refusal(name: object, kind: str) -> str | None:
+    longest = NAME_LENGTHS[kind]
+    if isinstance(name, str) and name.strip() and len(name) <= longest and name.isprintable():
+        return None
+    return f"{kind} names are 1..{longest} printable characters"
 
 
 @dataclass
@@ -106,12 +119,26 @@ class SimMobile:
     type: str = "SKM"
     on: bool = True
     battery_percent: int = 100
-    lqi: int = 95
+    lqi: int = 4  # link quality 0..4, as Spectera reports it
     rssi: float = -60.0
     antenna: str = "A1"
     rf_channel_id: int = 0
     rms: float = -30.0
     identify: bool = False
+    sleeping: bool = False  # on, but asleep: Spectera reports state "Sleeping"
+
+    @property
+    def audio_link(self) -> int:
+        """The mic audio link carrying this pack, routed to the output of the same number."""
+        return self.mt_uid % OUTPUTS
+
+    @property
+    def peak(self) -> float:
+        return min(0.0, self.rms + 12)
+
+    @property
+    def on_air(self) -> bool:
+        return self.on and not self.sleeping
 
     def resource(self) -> dict[str, Any]:
         return {
@@ -119,7 +146,8 @@ class SimMobile:
             "type": self.type,
             "name": self.name,
             "serial": f"{7000000 + self.mt_uid}",
-            "state": "online" if self.on else "offline",
+            # src/types.ts MtState: Connected, Disconnected, Syncing, Sleeping, Updating
+            "state": "Sleeping" if self.on and self.sleeping else "Connected" if self.on else "Disconnected",
             # a switched-off transmitter keeps reporting its last values; the client must ignore them
             "batteryFillLevel": self.battery_percent,
             "batteryRuntime": self.runtime_min,
@@ -130,7 +158,9 @@ class SimMobile:
             "dominantAntenna": self.antenna,
             "interference": {"severity": "none"},
             "rfChannelId": self.rf_channel_id,
+            "micAudiolinkId": self.audio_link,
             "identify": self.identify,
+            "sleep": self.sleeping,
         }
 
     @property
@@ -158,7 +188,7 @@ class Ssc2Simulator:
         self,
         *,
         password: str = "Stage-Pass-2026",
-        user: str = "api",
+        user: str = SPECTERA_USER,
         mobiles: int = 4,
         tick_s: float = 0.2,
         serial: str = "1023456789",
@@ -172,6 +202,8 @@ class Ssc2Simulator:
         self.user, self.password, self.tick_s, self.host = user, password, tick_s, host
         self.serial, self.product, self.device_name, self.location = serial, product, device_name, "FOH"
         self.mobiles = [SimMobile(mt_uid=10 + n, name=f"Mic {n + 1}", rf_channel_id=n % 2) for n in range(mobiles)]
+        self.placeholders = 0  # paired packs still syncing: listed with serial 0000000000, no channel
+        self.metering_updates = 0
         self.rf_khz = {0: 474_000, 1: 482_000}
         self.warnings: list[str] = []
         self.sessions: dict[str, SimSession] = {}
@@ -197,8 +229,13 @@ class Ssc2Simulator:
         return self.certificate.sha256
 
     def url(self, *, pin: bool = True, password: str | None = None, **options: str) -> str:
-        """A ``sennheiser-ssc2://`` URL for this simulator (pinned to its certificate unless ``pin=False``)."""
-        query = {"password": self.password if password is None else password, "user": self.user, **options}
+        """A ``sennheiser-ssc2://`` URL for this simulator (pinned to its certificate unless ``pin=False``).
+
+        The URL names the user only when it is not Spectera's own: the driver picks that one by product.
+        """
+        query = {"password": self.password if password is None else password, **options}
+        if self.user != SPECTERA_USER and "user" not in options:
+            query["user"] = self.user
         if pin:
             query["fingerprint"] = self.fingerprint_sha256
         return f"sennheiser-ssc2://{self.host}:{self.port}?{urlencode(query)}"
@@ -247,7 +284,7 @@ class Ssc2Simulator:
     def expected_channels(self) -> dict[int, dict[str, Any]]:
         channels = {}
         for index, mobile in enumerate(sorted(self.mobiles, key=lambda m: m.mt_uid), start=1):
-            on = mobile.on
+            on = mobile.on_air
             channels[index] = {
                 "name": mobile.name,
                 "frequency_mhz": self.rf_khz[mobile.rf_channel_id] / 1000,
@@ -255,11 +292,11 @@ class Ssc2Simulator:
                 "tx_model": mobile.type,
                 "battery_percent": mobile.battery_percent if on else None,
                 "battery_runtime_min": mobile.runtime_min if on else None,
-                "rf_quality_percent": mobile.lqi if on else None,
+                "rf_quality_percent": mobile.lqi * 25 if on else None,
                 "rf_dbm": mobile.rssi if on else None,
                 "antenna": mobile.antenna if on else None,
                 "audio_dbfs": mobile.rms if on else None,
-                "audio_peak": mobile.rms > -12 if on else None,
+                "audio_peak": mobile.peak >= CLIP_DBFS if on else None,
                 "warnings": self.warnings + (["battery low"] if mobile.battery_percent < 20 else []),
             }
         return channels
@@ -272,9 +309,9 @@ class Ssc2Simulator:
             churned = self._random.choice(self.mobiles)
             churned.on = not churned.on
         for mobile in self.mobiles:
-            if not mobile.on:
+            if not mobile.on_air:
                 continue
-            mobile.lqi = self._random.randint(80, 100)
+            mobile.lqi = self._random.randint(2, 4)
             mobile.rssi = self._random.randint(-150, -90) / 2
             mobile.rms = self._random.randint(-90, -16) / 2
             if self._random.random() < 0.2:
@@ -287,6 +324,12 @@ class Ssc2Simulator:
         """Switch the transmitter on channel ``index`` (1-based, in mtUid order) off or on."""
         mobile = sorted(self.mobiles, key=lambda m: m.mt_uid)[index - 1]
         mobile.on = on
+        self._publish([f"{MOBILES_PATH}/{mobile.mt_uid}", METERING_PATH])
+
+    def set_sleeping(self, index: int, sleeping: bool) -> None:
+        """Put the pack on channel ``index`` (1-based, in mtUid order) to sleep, or wake it."""
+        mobile = sorted(self.mobiles, key=lambda m: m.mt_uid)[index - 1]
+        mobile.sleeping = sleeping
         self._publish([f"{MOBILES_PATH}/{mobile.mt_uid}", METERING_PATH])
 
     def set_warnings(self, warnings: Iterable[str]) -> None:
@@ -327,24 +370,34 @@ class Ssc2Simulator:
                 "vendor": "Sennheiser electronic GmbH & Co. KG",
             },
             SITE_PATH: {"deviceName": self.device_name, "location": self.location},
-            STATE_PATH: {"state": "normal", "warnings": list(self.warnings)},
-            METERING_PATH: [
-                {"mtUid": mobile.mt_uid, "rms": mobile.rms, "clip": mobile.rms > -12}
-                for mobile in self.mobiles
-                if mobile.on
-            ],
-            "/api/health/psu": {"psu1": "ok", "psu2": "ok"},
+            STATE_PATH: {"state": "Normal", "warnings": list(self.warnings)},
+            METERING_PATH: self._metering(),
+            "/api/health/psu": {"psu1": "connected", "psu2": "connected"},
         }
+        for output in range(OUTPUTS):
+            resources[f"{AUDIO_OUTPUTS_PATH}/{output}"] = {"outputId": output, "micAudiolinkId": output}
+        for n in range(self.placeholders):
+            uid = 900 + n
+            resources[f"{MOBILES_PATH}/{uid}"] = {"mtUid": uid, "type": "SKM", "name": "", "serial": "0000000000"}
         for rf_id, khz in self.rf_khz.items():
             resources[f"{RF_CHANNELS_PATH}/{rf_id}"] = {
                 "rfChannelId": rf_id,
                 "frequency": khz,
                 "bandwidthMode": 8000,
-                "rfState": "on",
+                "rfState": "RfActive",
             }
         for mobile in self.mobiles:
             resources[f"{MOBILES_PATH}/{mobile.mt_uid}"] = mobile.resource()
         return resources
+
+    def _metering(self) -> dict[str, Any]:
+        """Levels per audio interface and output (src/types.ts AudioLevels), silence where no pack is on air."""
+        rms, peak = [SILENCE_DBFS] * OUTPUTS, [SILENCE_DBFS] * OUTPUTS
+        for mobile in self.mobiles:
+            if mobile.on_air:
+                rms[mobile.audio_link], peak[mobile.audio_link] = mobile.rms, mobile.peak
+        self.metering_updates += 1
+        return {"aoIpOut": {"peak": peak, "rms": rms}, "updateCounter": self.metering_updates}
 
     def _read(self, path: str) -> Any:
         """A resource, or a collection as the list of its members; KeyError if there is neither."""
@@ -352,7 +405,7 @@ class Ssc2Simulator:
         if path in resources:
             return resources[path]
         members = [value for key, value in resources.items() if key.startswith(path + "/")]
-        if path in (MOBILES_PATH, RF_CHANNELS_PATH):
+        if path in (MOBILES_PATH, RF_CHANNELS_PATH, AUDIO_OUTPUTS_PATH):
             return members
         raise KeyError(path)
 
@@ -500,7 +553,7 @@ class Ssc2Simulator:
         body = await self._body(request)
         if not isinstance(body, dict) or not set(body) <= {"deviceName", "location"}:
             return self._error(400, "only deviceName and location can be written")
-        if "deviceName" in body and (problem := name_problem(body["deviceName"], DEVICE_NAME_MAX_CHARS)):
+        if "deviceName" in body and (problem := _name_refusal(body["deviceName"], "device")):
             return self._error(400, problem)
         self.device_name = body.get("deviceName", self.device_name)
         self.location = str(body.get("location", self.location))
@@ -515,7 +568,7 @@ class Ssc2Simulator:
         body = await self._body(request)
         if not isinstance(body, dict) or not set(body) <= {"name", "identify"}:
             return self._error(400, "only name and identify can be written")
-        if "name" in body and (problem := name_problem(body["name"], MOBILE_NAME_MAX_CHARS)):
+        if "name" in body and (problem := _name_refusal(body["name"], "mobile")):
             return self._error(400, problem)
         mobile.name = body.get("name", mobile.name)
         mobile.identify = bool(body.get("identify", mobile.identify))
@@ -531,8 +584,9 @@ class Ssc2Simulator:
         body = await self._body(request)
         if not isinstance(body, dict) or set(body) != {"frequency"}:
             return self._error(400, "only frequency can be written")
-        if problem := frequency_problem(body["frequency"]):
-            return self._error(400, problem)
+        khz = body["frequency"]
+        if isinstance(khz, bool) or not isinstance(khz, int | float) or khz != int(khz) or int(khz) not in TUNING_KHZ:
+            return self._error(400, f"frequency {khz!r} kHz is out of range")
         self.rf_khz[int(rf_id)] = int(body["frequency"])
         path = f"{RF_CHANNELS_PATH}/{rf_id}"
         self.writes.append((path, body))
@@ -572,7 +626,7 @@ async def _serve(arguments: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Simulated SSCv2 (Spectera-style) devices on loopback.")
     parser.add_argument("--password", default="Stage-Pass-2026")
-    parser.add_argument("--user", default="api")
+    parser.add_argument("--user", default=SPECTERA_USER)
     parser.add_argument("--mobiles", type=int, default=4, help="paired transmitters per device")
     parser.add_argument("--count", type=int, default=1, help="how many devices")
     arguments = parser.parse_args(argv)

@@ -1,0 +1,147 @@
+"""The simulators keep their own encoding; here it is held against the transcripts of public sources.
+
+Every read in a transcript is sent to the simulator of that family over loopback, and the simulator's
+answer must have the transcript's shape: the same addresses (SSCv1), keywords and field counts (MCP) or
+resource fields (SSCv2), with values of the same JSON kind. Values differ (the simulator's state is its
+own); shapes may not.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from wmhub_sennheiser.simulator.g4 import G4Simulator
+from wmhub_sennheiser.simulator.replay import Transcript, load
+from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
+from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
+from wmhub_sennheiser.testing import UdpPeer
+
+CORPUS = Path(__file__).parent / "transcripts"
+
+
+def kind(value: Any) -> str:
+    """The JSON kind of a value, with the kinds of a list's items (a list of strings is not a list of lists)."""
+    if isinstance(value, bool) or value is None:
+        return repr(value) if value is None else "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "list of " + ("/".join(sorted({kind(item) for item in value})) or "anything")
+    return type(value).__name__
+
+
+def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        found: dict[str, Any] = {}
+        for key, value in node.items():
+            found.update(leaves(value, f"{prefix}/{key}"))
+        return found
+    return {prefix: node}
+
+
+def error_codes(message: dict[str, Any]) -> dict[str, int]:
+    """Address -> SSC error code of a message's ``osc/error`` tree."""
+    trees = (message.get("osc") or {}).get("error") or [{}]
+    return {address: codes[0] for address, codes in leaves(trees[0]).items() if isinstance(codes, list) and codes}
+
+
+def same_kind(simulated: Any, transcribed: Any) -> bool:
+    if kind(transcribed) == "list of anything" or kind(simulated) == "list of anything":
+        return isinstance(simulated, list) and isinstance(transcribed, list)
+    return kind(simulated) == kind(transcribed)
+
+
+def reads(transcript: Transcript) -> list[tuple[Any, Any]]:
+    """The transcript's plain reads (every leaf null) with the replies they got."""
+    found = []
+    for exchange in transcript.exchanges:
+        request = json.loads(exchange.request)
+        if not exchange.silent and "osc" not in request and all(v is None for v in leaves(request).values()):
+            found.append((request, json.loads(exchange.replies[0])))
+    return found
+
+
+@pytest.mark.parametrize(("stem", "model"), [("ewdx-em2", "ewdx-em2"), ("em6000", "em6000"), ("sldw", "sldw")])
+async def test_ssc1_simulator_answers_every_transcript_read_in_its_shape(stem: str, model: str) -> None:
+    transcript = load(CORPUS / f"{stem}.txt")
+    async with Ssc1Simulator(model, tick_s=0) as simulator:
+        if len(simulator.channels) > 1:
+            simulator.set_transmitter(2, False)  # the transcripts' second transmitter is off
+        async with UdpPeer(simulator.port) as peer:
+            for xid, (request, reply) in enumerate(reads(transcript), start=1):
+                peer.send(json.dumps({**request, "osc": {"xid": xid}}).encode())
+                while (answer := json.loads(await peer.receive())).get("osc", {}).get("xid") != xid:
+                    pass  # a notification, not our answer
+                expected, got = leaves(reply), leaves(answer)
+                errors, got_errors = error_codes(reply), error_codes(answer)
+                for address, value in expected.items():
+                    if address.startswith("/osc"):
+                        continue
+                    assert address in got, f"{stem}: the simulator does not answer {address}"
+                    assert same_kind(got[address], value), f"{stem} {address}: {got[address]!r} vs {value!r}"
+                for address, code in errors.items():
+                    assert got_errors.get(address) == code, f"{stem} {address}: error {code}"
+
+
+def mcp_shape(data: bytes) -> list[tuple[str, int | None]]:
+    """Keyword and field count of each line; Name and Msg carry free text, so only their keyword counts."""
+    lines = [line.split(" ") for line in data.decode("ascii").split("\r") if line]
+    return [(line[0], None if line[0] in ("Name", "Msg") else len(line)) for line in lines]
+
+
+async def test_g4_simulator_answers_in_the_shape_of_ti_1254() -> None:
+    transcript = load(CORPUS / "g4-em.txt")
+    async with G4Simulator(tick_s=0) as simulator, UdpPeer(simulator.port) as peer:
+        for exchange in transcript.exchanges:
+            if exchange.request.startswith(("Push", "Name ", "Mute ")):
+                continue  # keep-alives and writes: compared below, or they change the state
+            peer.send(exchange.request.encode() + b"\r")
+            assert mcp_shape(await peer.receive()) == mcp_shape(exchange.replies[0].encode()), exchange.request
+        peer.send(b"Push 5 450 1\r")
+        refused = (await peer.receive()).decode()
+        assert refused.replace(" ", "") == "1020:Valueoutofrange[Push54501]\r"  # TI 1254 p.12, spacing aside
+        push = transcript.exchange("Push 250 200 7")
+        assert push is not None
+        assert mcp_shape(simulator.cyclic()) == mcp_shape(push.pushed[-1].encode())
+        peer.discard_received()
+        peer.send(b"Push 250 200 7\r")
+        assert mcp_shape(await peer.receive()) == mcp_shape((push.replies[0] + push.pushed[0]).encode())
+
+
+# Spectera's enumerations (companion-module-sennheiser-spectera src/types.ts): the simulator must use them
+SPECTERA_VALUES = {
+    ("/api/device/state", "state"): {"Initializing", "Normal", "FactoryReset", "Standby", "Cooldown", "Warmup"},
+    ("/api/mts/paired/all", "state"): {"Connected", "Disconnected", "Syncing", "Sleeping", "Updating"},
+    ("/api/mts/paired/all", "type"): {"Unknown", "SEK", "SKM"},
+    ("/api/rf/channels", "rfState"): {"RfActive", "RfMuted"},
+}
+
+
+async def test_ssc2_simulator_serves_the_transcript_resources_in_spectera_shapes() -> None:
+    transcript = load(CORPUS / "spectera.txt")
+    async with Ssc2Simulator(tick_s=0) as simulator:
+        credentials = f"{transcript.header['user']}:{simulator.password}".encode()
+        auth = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
+        connector = aiohttp.TCPConnector(ssl=False)
+        async with aiohttp.ClientSession(f"https://127.0.0.1:{simulator.port}", connector=connector) as http:
+            for exchange in transcript.exchanges:
+                method, _, path = exchange.request.partition(" ")
+                status, _, body = exchange.replies[0].partition(" ")
+                if method != "GET" or status != "200" or not body.startswith(("{", "[")):
+                    continue
+                async with http.get(path, headers=auth) as response:
+                    assert response.status == 200, path
+                    served = await response.json()
+                wanted = json.loads(body)
+                if isinstance(wanted, list):  # a collection: its first member stands for all
+                    wanted, served = wanted[0], served[0]
+                for field, value in wanted.items():
+                    if field in served:
+                        assert same_kind(served[field], value), f"{path} {field}: {served[field]!r} vs {value!r}"
+                    if (path, field) in SPECTERA_VALUES:
+                        assert served.get(field) in SPECTERA_VALUES[(path, field)], f"{path} {field}"
