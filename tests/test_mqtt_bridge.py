@@ -74,6 +74,7 @@ async def running_hub(
     hub_id: str = "hub1",
     base: str | None = None,
     plugins: PluginHost | None = None,
+    demo: bool = False,
     **mqtt: Any,
 ) -> AsyncIterator[Hub]:
     """A whole hub (MQTT, no HTTP, no network discovery) with the example plugin unless ``plugins`` is given."""
@@ -84,6 +85,7 @@ async def running_hub(
         hub_id=hub_id,
         data_dir=tmp_path / hub_id,
         devices=devices,
+        demo=demo,
         offline_after_s=5,
         mqtt=MqttSettings.model_validate({"url": broker.url, "base_topic": base or f"wmtest{next(_counter)}", **mqtt}),
         http=HttpSettings(enabled=False),

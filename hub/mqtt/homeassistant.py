@@ -178,6 +178,13 @@ def discovery_config(device: Device, topics: Topics, qos: int, options: EntityOp
                 **CONFIG,
             },
         )
+    elif device.name is not None:
+        components.add(
+            "receiver_name",
+            "sensor",
+            "Receiver name",
+            {"state_topic": device_topic, "value_template": "{{ value_json.name }}", "icon": "mdi:rename"},
+        )
     if _accepts(capabilities, CommandKind.IDENTIFY, channel=False):
         components.add(
             "identify",
