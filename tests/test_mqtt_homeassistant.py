@@ -102,7 +102,7 @@ async def test_discovery_config_follows_the_schema_and_points_at_real_topics(
             f"{device_id}_{object_id}" for object_id in EXPECTED_COMPONENTS
         }
         name = config["components"]["ch1_name"]
-        assert (name["min"], name["max"], name["pattern"]) == (1, 16, "^[ -~]+$")
+        assert (name["min"], name["max"], name["pattern"]) == (0, 16, "^(?:|(?=.{1,}$)(?:^[ -~]+$))$")
         # every template reads a key the state topic it listens to really carries
         hub.store.update_channel(device_id, 1, {"rf_dbm": -55.0})
         for component in config["components"].values():

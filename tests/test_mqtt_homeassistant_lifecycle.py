@@ -83,8 +83,10 @@ async def test_entities_follow_what_each_family_reports_and_accepts(mqtt_broker:
         assert "ch1_rf_quality_percent" not in ulxd_components and "ch1_audio_peak" not in ulxd_components
         assert {"ch1_mute", "ch1_identify", "ch2_gain", "receiver_name", "identify", "online"} <= set(ulxd_components)
         name = ulxd_components["ch1_name"]
-        assert (name["platform"], name["min"], name["max"]) == ("text", 1, 8)
-        assert re.fullmatch(name["pattern"], "Vox 1") and not re.fullmatch(name["pattern"], "a{b}")
+        # min 0: an unnamed channel shows empty (Home Assistant checks states against the limits too)
+        assert (name["platform"], name["min"], name["max"]) == ("text", 0, 8)
+        assert re.match(name["pattern"], "Vox 1") and re.match(name["pattern"], "")
+        assert not re.match(name["pattern"], "a{b}") and not re.match(name["pattern"], " Vox")
         gain = ulxd_components["ch1_gain"]
         assert (gain["platform"], gain["min"], gain["max"], gain["step"]) == ("number", -18, 42, 1)
         assert gain["entity_category"] == "config" and ulxd_components["ch1_identify"]["entity_category"] == "config"

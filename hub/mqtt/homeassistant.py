@@ -115,7 +115,11 @@ def _value(field: str, platform: str) -> str:
 def _text_keys(limits: TextLimits | None) -> dict[str, Any]:
     if limits is None:
         return {"max": 255}
-    return {"min": limits.min_length, "max": limits.max_length, "pattern": limits.pattern}
+    # Home Assistant checks every state against min and the pattern (an error per message), and a channel can
+    # have no name: the empty state is allowed, and otherwise min_length characters of what the device allows.
+    # Clearing a name in Home Assistant is therefore sent, refused by the hub, and the name shown again.
+    length = f"(?=.{{{limits.min_length},}}$)" if limits.min_length else ""
+    return {"min": 0, "max": limits.max_length, "pattern": f"^(?:|{length}(?:{limits.pattern}))$"}
 
 
 class _Components:
