@@ -396,6 +396,15 @@ async def first_run_checks(
         ok = await _within(muted, 5)
         report.check(ok, f"{mute}: {service} reaches the receiver and comes back as '{wanted_state}'")
 
+    # gain round trip (a number entity with the family's range and step)
+    gain = by_unique.get("shure-demo-ulxd4q_ch1_gain")
+    status, _ = await ha.rest("POST", "/api/services/number/set_value", {"entity_id": gain, "value": 12})
+
+    async def gained() -> bool:
+        return await ha_state(gain or "") == "12.0" and (await channel())["gain_db"] == 12
+
+    report.check(status == 200 and await _within(gained, 5), f"{gain}: 12 dB reaches the receiver and comes back")
+
     # rename round trip
     status, _ = await ha.rest("POST", "/api/services/text/set_value", {"entity_id": text, "value": "HA VOX"})
 

@@ -328,3 +328,10 @@ async def test_demo_restarted_twice_keeps_one_device_per_receiver(mqtt_broker: T
         assert set(topics) == set(first_topics), "a restart leaves exactly the same retained discovery topics"
         identifiers = {orjson.loads(payload)["device"]["identifiers"][0] for payload in topics.values()}
         assert len(identifiers) == DEMO_RECEIVERS + 1
+
+
+async def test_the_url_id_option_names_a_device_wherever_it_listens(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    server, url = await example_receiver("EXSERIAL")
+    async with server, running_hub(mqtt_broker, tmp_path, [f"{url}?id=rack%201/a%2Bb%23"]) as hub:
+        # the given name wins over the serial; characters MQTT topics cannot carry become _
+        assert await online_device(hub) == "example-rack_1_a_b_"
