@@ -118,6 +118,22 @@ class HomeAssistant:
                 assert answer.get("success"), answer
                 return answer["result"]
 
+    async def state_changes_per_second(self, entity_ids: set[str], seconds: float) -> float:
+        """How many state changes of ``entity_ids`` Home Assistant writes per second (what its recorder stores)."""
+        await self.ws({"type": "subscribe_events", "event_type": "state_changed"})
+        assert self._ws is not None
+        subscription, changes = self._ids, 0
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                message = await self._ws.receive_json(timeout=left)
+            except TimeoutError:
+                break
+            if message.get("id") == subscription and message.get("type") == "event":
+                changes += message["event"]["data"]["entity_id"] in entity_ids
+        await self.ws({"type": "unsubscribe_events", "subscription": subscription})
+        return changes / seconds
+
     async def wmhub_devices(self) -> dict[str, list[dict[str, Any]]]:
         """Device registry entries with a wmhub identifier, by identifier (more than one would be a ghost)."""
         devices = await self.ws({"type": "config/device_registry/list"})
@@ -367,6 +383,8 @@ async def first_run_checks(
     report.check(not never_known, f"no enabled entity stays unknown for 15 s ({len(seen)} checked){never_known or ''}")
     if only_unavailable:
         report.note(f"unavailable (no transmitter linked): {', '.join(only_unavailable)}")
+    rate = await ha.state_changes_per_second(set(seen), 20)
+    report.note(f"recorder load: {rate:.1f} state changes per second for {len(seen)} enabled entities (20 s)")
 
     # text entities carry the receiver's limits
     text = by_unique.get("shure-demo-ulxd4q_ch1_name")
