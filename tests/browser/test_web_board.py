@@ -176,6 +176,8 @@ async def test_the_swap_panel_lists_a_short_pack_with_a_countdown_and_marks_its_
     await page.click("#tv-toggle")
     await expect(page.locator("#swap-strip .swap-item")).to_have_count(1)
     await expect(page.locator("#swap-strip")).to_be_visible()
+
+
 async def test_the_editor_offers_only_the_renames_the_family_takes(page: Page, board: Board) -> None:
     ulxd = board.simulators[0]
     device_id = board.device_id(ulxd)
