@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from typing import Any
 
@@ -110,10 +111,45 @@ class Hub:
         if self.config.demo:
             for url in await self._start_demo():
                 await self.add_device(url, source="demo")
+        self._forget_departed_urls()
         if self.config.discovery.enabled:
             await self.discovery.start()
         await self._start_edges()
         log.info("hub %s started with %d device(s)", self.config.hub_id, len(self.devices.by_url))
+
+    def _forget_departed_urls(self) -> None:
+        """Connection health of URLs this run does not manage (gone from the configuration, or a demo port
+        of an earlier run) is dropped: the store keeps only devices the hub has."""
+        if self.persistence is None:
+            return
+        for health in self.persistence.health.all():
+            if health.url not in self.devices.by_url:
+                self.persistence.health.forget(health.url)
+
+    def expected_device_ids(self) -> tuple[set[str], bool]:
+        """The ids of the devices this run has or will have: each managed device's id, or the id its URL had
+        when last connected; and whether every managed device's id is known that way."""
+        ids, complete = set(self.store.devices), True
+        for managed in self.devices.by_url.values():
+            device_id = managed.handle.device_id
+            if device_id is None and self.persistence is not None:
+                health = self.persistence.health.find(managed.url)
+                device_id = health.device_id if health is not None else None
+            if device_id is None:
+                complete = False
+            else:
+                ids.add(device_id)
+        return ids, complete
+
+    def board_url(self) -> str | None:
+        """The status board's address as others on the network reach it; None without the web server."""
+        http = self.config.http
+        web = self.web
+        port = web.port if web is not None and web.port else http.port
+        if not http.enabled or not port:
+            return None
+        host = socket.gethostname() if http.host in ("", "0.0.0.0", "::") else http.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
     async def _start_demo(self) -> list[str]:
         urls: list[str] = []

@@ -45,6 +45,10 @@ class MqttSettings(Section):
     tls_insecure: bool = Field(default=False, description="skip broker certificate verification (not advised)")
     homeassistant: bool = True
     homeassistant_prefix: str = "homeassistant"
+    homeassistant_meter_entities: bool = Field(
+        default=False,
+        description="create Home Assistant's RF level, RF quality and audio level entities enabled (recorder load)",
+    )
     control: bool = Field(default=True, description="accept set/get and bridge requests over MQTT")
     require_token: bool = Field(
         default=False, description='set/get and bridge requests must carry the API token as "token"'

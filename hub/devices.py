@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hub.drivers import DeviceSink, Driver, DriverSettings, DriverSupervisor, Endpoint, EndpointError, redact_url
+from hub.drivers import (
+    ID_OPTION,
+    DeviceSink,
+    Driver,
+    DriverSettings,
+    DriverSupervisor,
+    Endpoint,
+    EndpointError,
+    redact_url,
+)
 from hub.model import (
     CHANNEL_BOUNDS,
+    Capabilities,
     Command,
     CommandError,
     CommandResult,
@@ -58,6 +69,8 @@ class DeviceHandle(DeviceSink):
         self.last_error: str | None = None
         self.protocol_errors = 0
         self.on_identified: Callable[[DeviceHandle], None] | None = None
+        # (family, model) -> what such a device reports and accepts; set by the manager to ask the owning plugin
+        self.capabilities_of: Callable[[str | None, str | None], Capabilities | None] = lambda family, model: None
         self.log = logging.LoggerAdapter(
             logging.getLogger(f"hub.device.{vendor}"), {"device": device_id or redact_url(endpoint.url)}
         )
@@ -74,7 +87,9 @@ class DeviceHandle(DeviceSink):
         firmware: str | None = None,
         name: str | None = None,
     ) -> None:
-        suffix = unique_id.strip().replace(" ", "_").replace("/", "_") if unique_id else self.endpoint.host_port_id
+        # the stablest name there is: one the user gave, a serial or MAC, and only then the address
+        given = self.endpoint.options.get(ID_OPTION) or unique_id
+        suffix = re.sub(r"[\s/+#]", "_", given.strip()) if given and given.strip() else self.endpoint.host_port_id
         device_id = self._claim(f"{self.vendor}-{suffix}")
         if self.device_id is not None and self.device_id != device_id:
             self.log.warning(
@@ -88,7 +103,11 @@ class DeviceHandle(DeviceSink):
             self._store.add_device(
                 Device(id=device_id, vendor=self.vendor, host=self.endpoint.host, port=self.endpoint.port)
             )
-        self._store.update_device(device_id, {"family": family, "model": model, "firmware": firmware, "name": name})
+        capabilities = self.capabilities_of(family, model)
+        self._store.update_device(
+            device_id,
+            {"family": family, "model": model, "firmware": firmware, "name": name, "capabilities": capabilities},
+        )
         self._store.ensure_channels(device_id, channel_count)
         self._store.set_online(device_id, True)
         self._last_heard = time.monotonic()
@@ -269,6 +288,7 @@ class DeviceManager:
             return self.by_url[shown]
         endpoint, plugin_name, spec = self.resolve(url)
         handle = DeviceHandle(self._store, endpoint, spec.vendor, device_id, self._claims)
+        handle.capabilities_of = lambda family, model: self._capabilities(plugin_name, family, model)
 
         def make_driver() -> Driver:
             driver: Driver = spec.factory(endpoint, handle, self.settings)
@@ -287,6 +307,13 @@ class DeviceManager:
         for managed in self.by_url.values():
             if managed.handle.device_id == device_id_or_url:
                 return managed
+        return None
+
+    def _capabilities(self, plugin_name: str, family: str | None, model: str | None) -> Capabilities | None:
+        declared = self._plugins.call_one(plugin_name, "device_capabilities", family=family, model=model)
+        if declared is None or isinstance(declared, Capabilities):
+            return declared
+        log.error("plugin %s: device_capabilities returned %r, not Capabilities; ignored", plugin_name, declared)
         return None
 
     async def remove(self, device_id_or_url: str) -> bool:
@@ -322,6 +349,9 @@ class DeviceManager:
                 raise DeviceUnavailableError(f"device {command.device_id} is not connected")
             if command.channel is not None and device.channel(command.channel) is None:
                 raise DeviceUnavailableError(f"device {command.device_id} has no channel {command.channel}")
+            # the one place every edge's command meets the family's declared limits, before the plugin
+            if device.capabilities is not None:
+                device.capabilities.check(command, device.model or device.family or "this device")
             self._admit(command.device_id)
             result = await self._plugins.call_async(
                 managed.plugin,

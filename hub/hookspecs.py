@@ -14,7 +14,7 @@ from typing import Protocol
 import pluggy
 
 from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
-from hub.model import Command, CommandResult
+from hub.model import Capabilities, Command, CommandResult
 
 hookspec = pluggy.HookspecMarker("wmhub")
 
@@ -102,6 +102,16 @@ def apply_command(driver: Driver, command: Command) -> Awaitable[CommandResult]:
     limits before anything is sent; raise hub.model.CommandError subclasses for failures.
     """
     raise NotImplementedError
+
+
+@hookspec
+def device_capabilities(family: str | None, model: str | None) -> Capabilities | None:
+    """What a device of ``family`` (and ``model``) reports and accepts; None if this plugin cannot say.
+
+    Called only on the plugin that owns the device, when the device identifies itself. The hub checks every
+    command against the answer before ``apply_command`` and builds Home Assistant entities from it; a device
+    without capabilities gets every entity and only the plugin's own checks.
+    """
 
 
 @hookspec

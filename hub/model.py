@@ -7,12 +7,14 @@ Field names here are the names on MQTT and in the REST API (see docs/model.md).
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, cast
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 # Values that move continuously with the signal. They are published on the meters topic at a throttled
 # rate; a change in any other channel field is a state change, published retained and at once.
@@ -46,6 +48,142 @@ class Channel(BaseModel):
     updated_at: datetime | None = None
 
 
+class CommandKind(StrEnum):
+    """What a control command does. A plugin refuses kinds its family lacks with NotSupportedError."""
+
+    NAME = "name"  # value: str
+    MUTE = "mute"  # value: True, False or "toggle"
+    GAIN = "gain"  # value: absolute dB (float)
+    GAIN_STEP = "gain_step"  # value: relative dB, positive or negative
+    FREQUENCY = "frequency"  # value: MHz (float)
+    IDENTIFY = "identify"  # value: ignored (flash the display)
+    METER_RATE = "meter_rate"  # value: milliseconds, 0 switches metering off
+    RF_OUTPUT = "rf_output"  # value: True (RF on) or False (RF muted); Axient Digital slots
+    DEVICE_NAME = "device_name"  # value: str, the receiver's own name
+
+
+class _Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TextLimits(_Limits):
+    """What a name may be: its length, and a regular expression the whole name must match."""
+
+    min_length: int = Field(default=1, ge=0)
+    max_length: int = Field(ge=1)
+    pattern: str = Field(description="regular expression (Python and JavaScript syntax) the whole name matches")
+    allowed: str = Field(description="the allowed characters, in words, for error messages")
+
+    def check(self, value: object, what: str) -> None:
+        if not isinstance(value, str):
+            raise InvalidValueError(f"{what} must be text, not {value!r}")
+        if len(value) > self.max_length:
+            raise InvalidValueError(f"{what} {value!r} is longer than {self.max_length} characters")
+        if len(value) < self.min_length:
+            raise InvalidValueError(f"{what} {value!r} is shorter than {self.min_length} characters")
+        if re.fullmatch(self.pattern, value) is None:
+            raise InvalidValueError(f"{what} {value!r} is not allowed; {self.allowed}")
+
+
+class NumberLimits(_Limits):
+    """An inclusive range on a grid of ``step`` from ``min``, in the model's unit."""
+
+    min: float
+    max: float
+    step: float = Field(gt=0)
+    unit: str
+
+    def check(self, value: object, what: str) -> float:
+        number = _finite(value, f"{what} must be a number of {self.unit}")
+        if not self.min <= number <= self.max:
+            raise InvalidValueError(f"{what} {number:g} {self.unit} is outside {self.min:g}..{self.max:g} {self.unit}")
+        if not _multiple_of(number - self.min, self.step):
+            raise InvalidValueError(
+                f"{what} {number:g} {self.unit} is not on the device's {self.step:g} {self.unit} grid"
+            )
+        return number
+
+    def check_step(self, value: object, what: str) -> float:
+        """A relative change: a whole number of steps, no larger than the range."""
+        number = _finite(value, f"{what} must be a number of {self.unit}")
+        if abs(number) > self.max - self.min or not _multiple_of(number, self.step):
+            raise InvalidValueError(
+                f"{what} {number:g} {self.unit} is not a multiple of {self.step:g} {self.unit} within the range"
+            )
+        return number
+
+
+def _finite(value: object, message: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidValueError(f"{message}, not {value!r}")
+    return float(value)
+
+
+def _multiple_of(value: float, step: float) -> bool:
+    steps = value / step
+    return abs(steps - round(steps)) < 1e-6
+
+
+class CommandLimits(_Limits):
+    """One command a device family accepts: where (a channel, the whole device) and the values it takes."""
+
+    channel: bool = Field(default=True, description="accepted on a channel")
+    device: bool = Field(default=False, description="accepted on the whole device (no channel)")
+    text: TextLimits | None = None
+    number: NumberLimits | None = None
+    slots: int | None = Field(default=None, ge=1, description="rf_output: the transmitter slots per channel")
+
+
+class Capabilities(_Limits):
+    """What a device family reports and accepts. Plugins declare it (the ``device_capabilities`` hook); the
+    hub shows it on REST and MQTT, checks every command against it before the plugin sees the command, and
+    builds Home Assistant entities only for what is here."""
+
+    channel_fields: frozenset[str] = Field(description="the channel fields this family can ever fill")
+    commands: dict[CommandKind, CommandLimits] = Field(default_factory=dict)
+
+    @field_validator("channel_fields")
+    @classmethod
+    def _known_fields(cls, names: frozenset[str]) -> frozenset[str]:
+        unknown = names - frozenset(Channel.model_fields)
+        if unknown:
+            raise ValueError(f"not channel fields: {', '.join(sorted(unknown))}")
+        return names
+
+    @field_serializer("channel_fields")
+    def _sorted_fields(self, names: frozenset[str]) -> list[str]:
+        return sorted(names)
+
+    @field_serializer("commands")
+    def _plain_keys(self, commands: dict[CommandKind, CommandLimits]) -> dict[str, CommandLimits]:
+        return {kind.value: limits for kind, limits in commands.items()}  # JSON encoders want str keys
+
+    def accepts(self, kind: CommandKind, *, channel: bool) -> bool:
+        limits = self.commands.get(kind)
+        return limits is not None and (limits.channel if channel else limits.device)
+
+    def check(self, command: Command, device: str = "this device") -> None:
+        """Raise NotSupportedError or InvalidValueError when the command is outside these limits; ``device``
+        names the device in the message (its model)."""
+        kind, value = command.kind, command.value
+        on_channel = command.channel is not None
+        limits = self.commands.get(kind)
+        if limits is None or not (limits.channel if on_channel else limits.device):
+            target = "a channel" if on_channel else "the whole device"
+            raise NotSupportedError(f"{device} has no {kind.value} control for {target}")
+        if limits.text is not None:
+            limits.text.check(value, "name")
+        if limits.number is not None:
+            if kind is CommandKind.GAIN_STEP:
+                limits.number.check_step(value, "gain step")
+            else:
+                limits.number.check(value, kind.value)
+        if limits.slots is not None and (command.slot is None or not 1 <= command.slot <= limits.slots):
+            raise InvalidValueError(f"{kind.value} needs a slot 1..{limits.slots}, got {command.slot!r}")
+        if kind is CommandKind.MUTE and not (isinstance(value, bool) or value == "toggle"):
+            raise InvalidValueError(f"mute takes true, false or 'toggle', not {value!r}")
+
+
 class Device(BaseModel):
     """One networked receiver (or IEM transmitter) and its channels."""
 
@@ -62,6 +200,9 @@ class Device(BaseModel):
     online: bool = False
     last_seen: datetime | None = None
     channels: list[Channel] = Field(default_factory=list)
+    capabilities: Capabilities | None = Field(
+        default=None, description="what the family reports and accepts; None until identified, or when undeclared"
+    )
 
     def channel(self, index: int) -> Channel | None:
         channels = self.channels
@@ -98,21 +239,7 @@ def _numeric_bounds(model: type[BaseModel]) -> dict[str, tuple[float | None, flo
 
 # Channel fields a device could report out of range (e.g. 250 % battery); the hub reads those as unknown.
 CHANNEL_BOUNDS: Final = _numeric_bounds(Channel)
-DEVICE_FIELDS: Final = frozenset({"family", "model", "firmware", "name"})
-
-
-class CommandKind(StrEnum):
-    """What a control command does. A plugin refuses kinds its family lacks with NotSupportedError."""
-
-    NAME = "name"  # value: str
-    MUTE = "mute"  # value: True, False or "toggle"
-    GAIN = "gain"  # value: absolute dB (float)
-    GAIN_STEP = "gain_step"  # value: relative dB, positive or negative
-    FREQUENCY = "frequency"  # value: MHz (float)
-    IDENTIFY = "identify"  # value: ignored (flash the display)
-    METER_RATE = "meter_rate"  # value: milliseconds, 0 switches metering off
-    RF_OUTPUT = "rf_output"  # value: True (RF on) or False (RF muted); Axient Digital slots
-    DEVICE_NAME = "device_name"  # value: str, the receiver's own name
+DEVICE_FIELDS: Final = frozenset({"family", "model", "firmware", "name", "capabilities"})
 
 
 class Command(BaseModel):

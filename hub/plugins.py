@@ -128,6 +128,16 @@ class PluginHost:
                 self._fail(plugin_name, hook, exc)
         return results
 
+    def call_one(self, plugin_name: str, hook: str, **kwargs: Any) -> Any:
+        """Call one plugin's synchronous hook; None when it lacks the hook or fails (the failure is logged)."""
+        for name, function in self._impls(hook):
+            if name == plugin_name:
+                try:
+                    return function(**kwargs)
+                except Exception as exc:
+                    self._fail(plugin_name, hook, exc)
+        return None
+
     async def call_async(self, plugin_name: str, hook: str, timeout: float, **kwargs: Any) -> Any:
         """Call one plugin's hook, awaiting an awaitable result within ``timeout``; raise PluginError."""
         for name, function in self._impls(hook):

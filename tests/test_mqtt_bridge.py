@@ -24,7 +24,7 @@ from hub import hookimpl
 from hub.app import Hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.hookspecs import DriverSpec
-from hub.model import Channel, Command, Device
+from hub.model import Capabilities, Channel, Command, Device
 from hub.mqtt import bridge as bridge_module
 from hub.mqtt.bridge import MqttBridge
 from hub.plugins import PluginHost
@@ -55,6 +55,10 @@ class ExamplePluginForTests:
     def apply_command(self, driver: Any, command: Command) -> object:
         return driver.apply(command)
 
+    @hookimpl
+    def device_capabilities(self, family: str | None) -> Capabilities | None:
+        return EXAMPLE.device_capabilities(family)
+
 
 async def example_receiver(serial: str, name: str = "Lead") -> tuple[asyncio.Server, str]:
     server = await EXAMPLE.serve_example_receiver(serial, name)
@@ -70,6 +74,7 @@ async def running_hub(
     hub_id: str = "hub1",
     base: str | None = None,
     plugins: PluginHost | None = None,
+    demo: bool = False,
     **mqtt: Any,
 ) -> AsyncIterator[Hub]:
     """A whole hub (MQTT, no HTTP, no network discovery) with the example plugin unless ``plugins`` is given."""
@@ -80,6 +85,7 @@ async def running_hub(
         hub_id=hub_id,
         data_dir=tmp_path / hub_id,
         devices=devices,
+        demo=demo,
         offline_after_s=5,
         mqtt=MqttSettings.model_validate({"url": broker.url, "base_topic": base or f"wmtest{next(_counter)}", **mqtt}),
         http=HttpSettings(enabled=False),
@@ -169,7 +175,7 @@ async def test_channel_set_reaches_the_receiver_and_comes_back_as_state(
         ("channels/1/set", {"volume": 11}, "volume: unknown key"),
         ("channels/1/set", {"gain_db": "loud"}, "gain_db"),
         ("channels/1/set", {}, "nothing to set"),
-        ("channels/1/set", {"muted": True}, "muted: the example receiver cannot mute"),
+        ("channels/1/set", {"muted": True}, "muted: EX-1 has no mute control for a channel"),
         ("channels/7/set", {"name": "X"}, "no channel 7"),
         ("set", {"meter_rate_ms": -5}, "meter_rate_ms"),
     ],
@@ -280,7 +286,7 @@ async def test_hub_requests(mqtt_broker: TestBroker, tmp_path: Path, receiver: s
         approve = await request("candidate/approve", {"url": "example://127.0.0.1:1"})
         assert approve["status"] == "error" and "candidate" in approve["error"]
         rate = await request("meter_rate", {"ms": 500})
-        assert rate["status"] == "error" and "cannot meter_rate" in rate["error"]
+        assert rate["status"] == "error" and "EX-1 has no meter_rate control" in rate["error"]
         restart = await request("discovery/restart")
         assert restart["status"] == "ok"
         unknown = await request("reboot")

@@ -6,9 +6,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from hub.model import Channel
 from tests.mosquitto import MqttProbe, TestBroker
 from tests.test_mqtt_bridge import online_device, receiver, running_hub, watching_hub
 
@@ -31,7 +28,14 @@ PLATFORM_KEYS = {
         {"state_topic"},
         {"value_template", "device_class", "payload_on", "payload_off", "expire_after", "off_delay"},
     ),
-    "text": ({"command_topic"}, {"command_template", "state_topic", "value_template", "min", "max", "mode"}),
+    "text": (
+        {"command_topic"},
+        {"command_template", "state_topic", "value_template", "min", "max", "mode", "pattern"},
+    ),
+    "number": (
+        {"command_topic"},
+        {"command_template", "state_topic", "value_template", "min", "max", "step", "mode", "unit_of_measurement"},
+    ),
     "switch": (
         {"command_topic"},
         {"payload_on", "payload_off", "state_on", "state_off", "state_topic", "value_template", "optimistic"},
@@ -44,10 +48,11 @@ DEVICE_CLASSES = {
     "binary_sensor": {"connectivity": None, "problem": None},
     "button": {"identify": None, "restart": None, "update": None},
 }  # fmt: skip
-EXPECTED_METRICS = {
-    "battery_percent", "battery_bars", "battery_runtime_min", "rf_dbm", "rf_quality_percent", "audio_dbfs",
-    "frequency_mhz", "tx_model", "tx_present", "audio_peak", "name", "mute", "identify",
-}  # fmt: skip
+# The example receiver reports battery, name and transmitter presence and accepts a rename: nothing else.
+EXPECTED_COMPONENTS = {"online", "ch1_battery_percent", "ch1_tx_present", "ch1_name"}
+
+
+HUB_CONFIG = "homeassistant/device/wmhub_hub_hub1/config"
 
 
 def check_discovery_payload(topic: str, config: dict[str, Any], hub_state_topic: str) -> None:
@@ -58,6 +63,7 @@ def check_discovery_payload(topic: str, config: dict[str, Any], hub_state_topic:
                                                    if not isinstance(value, list))  # fmt: skip
     assert config["origin"]["name"] == "wmhub" and config["origin"]["sw_version"]
     assert set(config["origin"]) <= {"name", "sw_version", "support_url"}
+    assert config["device"]["via_device"] == "wmhub_hub_hub1"
     assert config["availability_mode"] == "all"
     availability = config["availability"]
     assert len(availability) == 2 and availability[0]["topic"] == hub_state_topic
@@ -91,25 +97,26 @@ async def test_discovery_config_follows_the_schema_and_points_at_real_topics(
         config = await probe.json(topic, lambda value: value["device"].get("model") == "EX-1")
         check_discovery_payload(topic, config, f"{base}/hubs/hub1/state")
         assert config["device"]["manufacturer"] == "Example" and config["qos"] == 1
-        metrics = {object_id.split("_", 1)[1] for object_id in config["components"]}
-        assert metrics == EXPECTED_METRICS
+        assert set(config["components"]) == EXPECTED_COMPONENTS
         assert {c["unique_id"] for c in config["components"].values()} == {
-            f"{device_id}_ch1_{metric}" for metric in EXPECTED_METRICS
+            f"{device_id}_{object_id}" for object_id in EXPECTED_COMPONENTS
         }
+        name = config["components"]["ch1_name"]
+        assert (name["min"], name["max"], name["pattern"]) == (0, 16, "^(?:|(?=.{1,}$)(?:^[ -~]+$))$")
         # every template reads a key the state topic it listens to really carries
         hub.store.update_channel(device_id, 1, {"rf_dbm": -55.0})
         for component in config["components"].values():
-            if "state_topic" not in component:
+            if "value_template" not in component:  # the plain-text availability topic, read as it is
                 continue
             payload = await probe.json(component["state_topic"])
             for key in re.findall(r"value_json\.(\w+)", component["value_template"]):
                 assert key in payload, f"{component['unique_id']} reads {key} missing from {component['state_topic']}"
-        # the switch and text commands are the hub's own set payloads
-        mute = config["components"]["ch1_mute"]
-        assert orjson.loads(mute["payload_on"]) == {"muted": True}
-        assert mute["command_topic"] == f"{base}/devices/{device_id}/channels/1/set"
-        assert orjson.loads(config["components"]["ch1_identify"]["payload_press"]) == {"identify": True}
-        assert set(Channel.model_fields) >= {key for key in EXPECTED_METRICS if key not in {"mute", "identify"}}
+        # the text command is the hub's own set payload
+        assert name["command_topic"] == f"{base}/devices/{device_id}/channels/1/set"
+        assert name["command_template"] == '{"name": {{ value | tojson }}}'
+        online = config["components"]["online"]
+        assert online["state_topic"] == f"{base}/devices/{device_id}/availability"
+        assert online["availability"] == [config["availability"][0]], "online shows off, not unavailable, when gone"
 
 
 async def test_homeassistant_birth_republishes_configs_and_state(
@@ -127,7 +134,9 @@ async def test_homeassistant_birth_republishes_configs_and_state(
         await probe.json(f"{base}/devices/{device_id}/channels/1")
         await probe.message(f"{base}/devices/{device_id}/availability", lambda payload: payload == b"online")
         configs = [topic for topic, _ in probe.messages if topic.startswith("homeassistant/device/")]
-        assert len(configs) == 1, "one re-publish for one birth message"
+        assert sorted(configs) == sorted([f"homeassistant/device/{device_id}/config", HUB_CONFIG]), (
+            "one re-publish per device (receiver and hub) for one birth message"
+        )
 
 
 async def test_discovery_can_be_switched_off_or_moved(mqtt_broker: TestBroker, tmp_path: Path, receiver: str) -> None:

@@ -85,3 +85,16 @@ async def test_a_lost_receiver_is_503(rig: Rig) -> None:
     await eventually(lambda: not rig.hub.store.devices[rig.device_id].online, timeout=10, what="receiver offline")
     error = await command(rig, 1, {"kind": "mute", "value": True}, 503)
     assert error["code"] == "unavailable"
+
+
+async def test_the_device_shows_its_capabilities_and_the_hub_holds_commands_to_them(rig: Rig) -> None:
+    async with rig.http.get(f"/api/v1/devices/{rig.device_id}") as response:
+        capabilities = (await response.json())["capabilities"]
+    assert capabilities["commands"]["name"]["text"]["max_length"] == 8
+    assert capabilities["commands"]["gain"]["number"] == {"min": -18.0, "max": 42.0, "step": 1.0, "unit": "dB"}
+    assert "rf_quality_percent" not in capabilities["channel_fields"] and "rf_dbm" in capabilities["channel_fields"]
+    assert "rf_output" not in capabilities["commands"]
+    sent = dict(rig.sim.raw)
+    error = await command(rig, 1, {"kind": "rf_output", "value": False, "slot": 1}, 409)
+    assert error["code"] == "not_supported" and "ULXD4D has no rf_output control" in error["error"]
+    assert rig.sim.raw == sent, "refused by the hub before the plugin"

@@ -37,7 +37,7 @@ from hub.model import (
 from hub.mqtt import topics as payloads
 from hub.mqtt.client import BrokerAddress, MqttClient, TlsFiles, Will
 from hub.mqtt.embedded import EmbeddedBroker, EmbeddedBrokerError
-from hub.mqtt.homeassistant import discovery_config
+from hub.mqtt.homeassistant import EntityOptions, discovery_config, hub_discovery_config
 from hub.mqtt.topics import Topics
 from hub.state import ADDED, ONLINE, REMOVED, Batch, ChangeKey, Subscription
 from hub.store import AlertEvent
@@ -58,6 +58,9 @@ METER_SLICE = 500
 # Home Assistant subscribes to state topics after it has processed the configs; meters are not retained,
 # so their snapshot waits a moment after the configs went out.
 HOMEASSISTANT_METER_DELAY_S = 2.0
+# How long a previous run's device may take to identify itself again before this run decides it is gone
+# (removed from the configuration) and clears its retained topics: a driver's connect timeout, and some.
+DEPARTED_GRACE_S = 15.0
 # Inbound messages waiting per target (one device, or the hub's requests) before more are refused. Far more
 # than a person or a control desk sends; only a runaway client reaches it.
 MAX_WAITING_PER_TARGET = 1000
@@ -195,6 +198,7 @@ class MqttBridge:
         client = self.client
         client.publish(self.topics.hub_state, payloads.HUB_ONLINE, qos, retain=True)
         client.publish(self.topics.hub_info, payloads.encode(self.hub.info()), qos, retain=True)
+        self._publish_hub_homeassistant()
         if settings.control:
             client.subscribe(self.topics.requests, qos)
         if settings.homeassistant:
@@ -332,12 +336,25 @@ class MqttBridge:
                 self.client.subscribe(topic_filter, self.settings.qos_state)
             self._controlled.add(device.id)
 
+    def _entity_options(self) -> EntityOptions:
+        return EntityOptions(
+            meter_entities=self.settings.homeassistant_meter_entities, configuration_url=self.hub.board_url()
+        )
+
     def _publish_homeassistant(self, device: Device, only_if_changed: bool = False) -> None:
         if not self.settings.homeassistant:
             return
+        config = discovery_config(device, self.topics, self.settings.qos_state, self._entity_options())
+        self._publish_config(self.topics.homeassistant_config(device.id), config, only_if_changed)
+
+    def _publish_hub_homeassistant(self, only_if_changed: bool = False) -> None:
+        if self.settings.homeassistant:
+            config = hub_discovery_config(self.topics, self.settings.qos_state, self._entity_options())
+            self._publish_config(self.topics.homeassistant_hub_config, config, only_if_changed)
+
+    def _publish_config(self, topic: str, config: dict[str, Any], only_if_changed: bool) -> None:
         assert self.client is not None
-        topic = self.topics.homeassistant_config(device.id)
-        payload = payloads.encode(discovery_config(device, self.topics, self.settings.qos_state))
+        payload = payloads.encode(config)
         # a config is ~11 KB per receiver and a receiver's first reports repeat it unchanged
         if only_if_changed and self.client.retained_topics.get(topic) == (payload, self.settings.qos_state):
             return
@@ -380,11 +397,14 @@ class MqttBridge:
     def _publish_device_list(self) -> None:
         self._publish(self.topics.hub_devices, payloads.encode(self._device_summaries()))
         self._publish(self.topics.hub_info, payloads.encode(self.hub.info()))
+        # the board's address is known once the web server is listening, after this edge started
+        self._publish_hub_homeassistant(only_if_changed=True)
 
     def _device_summaries(self) -> list[dict[str, Any]]:
         urls = {managed.handle.device_id: managed.url for managed in self.hub.devices.by_url.values()}
         return [
-            {**payloads.device_state(device), "url": urls.get(device.id)} for device in self.hub.store.devices.values()
+            {**payloads.device_summary(device), "url": urls.get(device.id)}
+            for device in self.hub.store.devices.values()
         ]
 
     # Outbound: meters (the hot path)
@@ -442,20 +462,47 @@ class MqttBridge:
 
     def _mark_left_behind_offline(self, payload: bytes) -> None:
         """Devices in the list a previous run of this hub left retained, and unknown to this run, get an
-        ``offline`` availability: the last will covers only the hub's own state topic."""
+        ``offline`` availability (the last will covers only the hub's own state topic); those that turn out
+        to be gone from the configuration get their retained topics cleared once this run's devices have
+        identified themselves."""
         assert self.client is not None
         if self._left_behind_checked:
             return
         self._left_behind_checked = True
         self.client.unsubscribe(self.topics.hub_devices)
         try:
-            previous = {str(entry["id"]) for entry in orjson.loads(payload)} if payload else set()
-        except (orjson.JSONDecodeError, TypeError, KeyError):
+            previous = {str(entry["id"]): int(entry.get("channel_count") or 0) for entry in orjson.loads(payload)}
+        except (orjson.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError):
             return
-        for device_id in sorted(previous - set(self.hub.store.devices)):
+        for device_id in sorted(set(previous) - set(self.hub.store.devices)):
             log.info("device %s from this hub's previous run is not here (yet): marked offline", device_id)
             availability = self.topics.availability(device_id)
             self.client.publish(availability, b"offline", self.settings.qos_state, retain=True, keep=False)
+        if previous:
+            task = asyncio.create_task(self._clear_departed(previous), name="mqtt departed devices")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _clear_departed(self, previous: dict[str, int]) -> None:
+        """Clear the retained topics of the previous run's devices that this run does not have: removed from
+        the configuration (or the store) while the hub was stopped. Waits until every device of this run
+        has an id (this run's, or the one it had last run), at most DEPARTED_GRACE_S."""
+        deadline = asyncio.get_running_loop().time() + DEPARTED_GRACE_S
+        expected, complete = self.hub.expected_device_ids()
+        while not complete and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.2)
+            expected, complete = self.hub.expected_device_ids()
+        for device_id, channel_count in sorted(previous.items()):
+            if device_id in expected or self.client is None:
+                continue
+            log.info("device %s of this hub's previous run is gone: clearing its retained topics", device_id)
+            topics = [self.topics.device(device_id), self.topics.availability(device_id)]
+            topics += [self.topics.channel(device_id, index) for index in range(1, channel_count + 1)]
+            if self.settings.homeassistant:
+                topics.append(self.topics.homeassistant_config(device_id))
+            for topic in topics:
+                self._publish(topic, b"")
+            self.client.flush()
 
     def _spawn(self, queue: str, work: Coroutine[Any, Any, None], command: str) -> None:
         """Run ``work`` after everything queued before it for the same target; refuse it (answering on the
@@ -529,15 +576,33 @@ class MqttBridge:
         except RequestError as exc:
             log.warning("MQTT %s on %s channel %s refused: %s", action, device_id, channel, exc)
             self._respond(action, request, "error", where, str(exc))
+            self._restore(device_id, channel)
             return
         except Exception as exc:  # the requester still gets an answer, and the device's queue goes on
             log.exception("MQTT %s on %s channel %s failed", action, device_id, channel)
             self._respond(action, request, "error", where, f"internal error: {exc}")
+            self._restore(device_id, channel)
             return
         failed = {key: result for key, result in results.items() if not result.ok}
         data = {**where, "results": {key: result.model_dump() for key, result in results.items()}}
         error = "; ".join(f"{key}: {result.error or result.code}" for key, result in failed.items()) or None
         self._respond("set", request, "error" if failed else "ok", data, error)
+        if failed:
+            log.warning("MQTT set on %s channel %s not carried out: %s", device_id, channel, error)
+            self._restore(device_id, channel)
+
+    def _restore(self, device_id: str, channel: int | None) -> None:
+        """Publish the current state again after a refused or failed set. A Home Assistant entity that
+        showed the value the user asked for (a text field, a number) then returns to what the device has."""
+        device = self.hub.store.devices.get(device_id)
+        if device is None or self.client is None:
+            return
+        found = device.channel(channel) if channel is not None else None
+        if found is not None:
+            self._publish(self.topics.channel(device_id, found.index), payloads.encode(payloads.channel_state(found)))
+        else:
+            self._publish(self.topics.device(device_id), payloads.encode(payloads.device_state(device)))
+        self.client.flush()
 
     async def _apply_set(
         self, device_id: str, channel: int | None, request: dict[str, Any]
@@ -575,6 +640,7 @@ class MqttBridge:
         log.info("Home Assistant came online: re-publishing discovery and state")
         assert self.client is not None
         self._publish(self.topics.hub_state, payloads.HUB_ONLINE)
+        self._publish_hub_homeassistant()
         for device in list(self.hub.store.devices.values()):
             self._publish_device(device, meters=False)
         asyncio.get_running_loop().call_later(HOMEASSISTANT_METER_DELAY_S, self._publish_meter_snapshot)

@@ -1,148 +1,405 @@
-"""Home Assistant MQTT discovery: one device-based config per receiver (``<prefix>/device/<id>/config``).
+"""Home Assistant MQTT discovery: one device-based config per receiver, and one for the hub itself.
 
-Full key names (no abbreviations), an ``origin`` block, and per channel the sensors, binary sensors,
-text, switch and button a sound engineer wants on a dashboard. Every component reads the hub's own
-state topics, so Home Assistant sees exactly what every other MQTT consumer sees. Availability is the
-hub's state and the device's availability together (``availability_mode: all``): a hub that dies
-(last will) makes all its receivers unavailable, and so does a receiver that drops off the network.
+Full key names (no abbreviations) and an ``origin`` block. A receiver gets entities only for what its
+family reports and accepts (``Device.capabilities``): a field the family never fills would stay *unknown*
+for good, and a control it lacks would only ever answer ``not_supported``. Every component reads the hub's
+own state topics, so Home Assistant sees exactly what every other MQTT consumer sees.
+
+Availability is the hub's state and the receiver's availability together (``availability_mode: all``): a
+hub that dies (last will) makes all its receivers unavailable, and so does a receiver that drops off the
+network. Transmitter readings (battery, transmitter model) are also unavailable while no transmitter is
+linked, rather than unknown.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 from hub import __version__
-from hub.model import Device
-from hub.mqtt.topics import Topics, homeassistant_node_id
+from hub.model import Capabilities, CommandKind, Device, TextLimits
+from hub.mqtt.topics import Topics, homeassistant_hub_identifier, homeassistant_node_id
 
 ORIGIN: Final = {"name": "wmhub", "sw_version": __version__}
 
 # A value template that yields "None" for a JSON null: Home Assistant then shows the entity as unknown.
 _ON_OFF = "{{% if value_json.{0} is none %}}None{{% elif value_json.{0} %}}ON{{% else %}}OFF{{% endif %}}"
+DIAGNOSTIC: Final = {"entity_category": "diagnostic"}
+CONFIG: Final = {"entity_category": "config"}
+# Readings of the transmitter itself: there is nothing to read while none is linked.
+TRANSMITTER_FIELDS: Final = frozenset({"battery_percent", "battery_bars", "battery_runtime_min", "tx_model"})
+# Fast-moving levels: several state changes a second per channel for Home Assistant's recorder to write.
+# Off unless the hub setting homeassistant_meter_entities asks for them (or the user enables one).
+METER_ENTITY_FIELDS: Final = frozenset({"rf_dbm", "rf_quality_percent", "audio_dbfs"})
 
-# (metric, platform, name, state source, extra keys). "channel" reads the retained channel state,
-# "meters" the throttled meters topic.
-_READINGS: Final[list[tuple[str, str, str, str, dict[str, Any]]]] = [
-    (
+
+@dataclass(frozen=True)
+class Reading:
+    """A read-only channel entity: which field, on which platform, from which topic, with which keys."""
+
+    field: str
+    platform: str
+    name: str
+    source: str  # "channel": the retained channel state; "meters": the throttled meters topic
+    keys: dict[str, Any]
+
+
+READINGS: Final = (
+    Reading(
         "battery_percent",
         "sensor",
         "Battery",
         "channel",
         {"device_class": "battery", "unit_of_measurement": "%", "state_class": "measurement"},
     ),
-    ("battery_bars", "sensor", "Battery bars", "channel", {"state_class": "measurement", "icon": "mdi:battery"}),
-    (
+    Reading(
+        "battery_bars",
+        "sensor",
+        "Battery bars",
+        "channel",
+        {"state_class": "measurement", "icon": "mdi:battery", **DIAGNOSTIC},
+    ),
+    Reading(
         "battery_runtime_min",
         "sensor",
         "Battery runtime",
         "channel",
         {"device_class": "duration", "unit_of_measurement": "min", "state_class": "measurement"},
     ),
-    (
+    Reading(
         "rf_dbm",
         "sensor",
         "RF level",
         "meters",
         {"device_class": "signal_strength", "unit_of_measurement": "dBm", "state_class": "measurement"},
     ),
-    (
+    Reading(
         "rf_quality_percent",
         "sensor",
         "RF quality",
         "meters",
-        {"unit_of_measurement": "%", "state_class": "measurement", "icon": "mdi:signal"},
+        {"unit_of_measurement": "%", "state_class": "measurement", "icon": "mdi:signal", **DIAGNOSTIC},
     ),
-    (
+    Reading(
         "audio_dbfs",
         "sensor",
         "Audio level",
         "meters",
         {"unit_of_measurement": "dBFS", "state_class": "measurement", "icon": "mdi:waveform"},
     ),
-    (
+    Reading(
         "frequency_mhz",
         "sensor",
         "Frequency",
         "channel",
-        {"device_class": "frequency", "unit_of_measurement": "MHz", "suggested_display_precision": 3},
+        {"device_class": "frequency", "unit_of_measurement": "MHz", "suggested_display_precision": 3, **DIAGNOSTIC},
     ),
-    ("tx_model", "sensor", "Transmitter model", "channel", {"icon": "mdi:microphone"}),
-    ("tx_present", "binary_sensor", "Transmitter present", "channel", {"device_class": "connectivity"}),
-    ("audio_peak", "binary_sensor", "Audio clip", "meters", {"device_class": "problem"}),
-]
+    Reading("tx_model", "sensor", "Transmitter model", "channel", {"icon": "mdi:microphone", **DIAGNOSTIC}),
+    Reading("tx_present", "binary_sensor", "Transmitter present", "channel", {"device_class": "connectivity"}),
+    Reading("audio_peak", "binary_sensor", "Audio clip", "meters", {"device_class": "problem"}),
+)
 
 
-def discovery_config(device: Device, topics: Topics, qos: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EntityOptions:
+    """Hub settings that shape the entities."""
+
+    meter_entities: bool = False  # RF level, RF quality and audio level enabled by default
+    configuration_url: str | None = None  # the status board, shown as "Visit" on the hub device
+
+
+def _value(field: str, platform: str) -> str:
+    return _ON_OFF.format(field) if platform == "binary_sensor" else f"{{{{ value_json.{field} }}}}"
+
+
+def _text_keys(limits: TextLimits | None) -> dict[str, Any]:
+    if limits is None:
+        return {"max": 255}
+    # Home Assistant checks every state against min and the pattern (an error per message), and a channel can
+    # have no name: the empty state is allowed, and otherwise min_length characters of what the device allows.
+    # Clearing a name in Home Assistant is therefore sent, refused by the hub, and the name shown again.
+    length = f"(?=.{{{limits.min_length},}}$)" if limits.min_length else ""
+    return {"min": 0, "max": limits.max_length, "pattern": f"^(?:|{length}(?:{limits.pattern}))$"}
+
+
+class _Components:
+    """The components of one discovery config, keyed by object id; unique ids are ``<node>_<object id>``."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.items: dict[str, dict[str, Any]] = {}
+
+    def add(self, object_id: str, platform: str, name: str, keys: dict[str, Any]) -> None:
+        self.items[object_id] = {"platform": platform, "unique_id": f"{self.node}_{object_id}", "name": name, **keys}
+
+
+def _accepts(capabilities: Capabilities | None, kind: CommandKind, *, channel: bool) -> bool:
+    return capabilities is None or capabilities.accepts(kind, channel=channel)
+
+
+def _text_limits(capabilities: Capabilities | None, kind: CommandKind) -> TextLimits | None:
+    limits = capabilities.commands.get(kind) if capabilities is not None else None
+    return limits.text if limits is not None else None
+
+
+def discovery_config(device: Device, topics: Topics, qos: int, options: EntityOptions | None = None) -> dict[str, Any]:
     """The device-based discovery payload for one receiver and all its channels."""
+    options = options or EntityOptions()
+    capabilities = device.capabilities
     node = homeassistant_node_id(device.id)
-    components: dict[str, dict[str, Any]] = {}
-    for channel in device.channels:
-        index = channel.index
-        state_topics = {"channel": topics.channel(device.id, index), "meters": topics.meters(device.id, index)}
-        set_topic = f"{state_topics['channel']}/set"
+    components = _Components(node)
+    hub_available = {"topic": topics.hub_state, "value_template": "{{ value_json.state }}"}
+    availability = [hub_available, {"topic": topics.availability(device.id)}]
+    device_topic = topics.device(device.id)
 
-        def add(metric: str, platform: str, name: str, keys: dict[str, Any], *, index: int = index) -> None:
-            object_id = f"ch{index}_{metric}"
-            components[object_id] = {
-                "platform": platform,
-                "unique_id": f"{node}_{object_id}",
-                "name": f"Ch {index} {name}",
-                **keys,
-            }
-
-        for metric, platform, name, source, extra in _READINGS:
-            template = _ON_OFF.format(metric) if platform == "binary_sensor" else f"{{{{ value_json.{metric} }}}}"
-            add(metric, platform, name, {"state_topic": state_topics[source], "value_template": template, **extra})
-        add(
-            "name",
+    # the receiver itself
+    components.add(
+        "online",
+        "binary_sensor",
+        "Online",
+        {
+            "state_topic": topics.availability(device.id),
+            "payload_on": "online",
+            "payload_off": "offline",
+            "device_class": "connectivity",
+            # available while the hub is: "off" is the answer when the receiver is gone, not "unavailable"
+            "availability": [hub_available],
+            **DIAGNOSTIC,
+        },
+    )
+    if _accepts(capabilities, CommandKind.DEVICE_NAME, channel=False):
+        components.add(
+            "receiver_name",
             "text",
-            "Name",
+            "Receiver name",
             {
-                "command_topic": set_topic,
+                "command_topic": f"{device_topic}/set",
                 "command_template": '{"name": {{ value | tojson }}}',
-                "state_topic": state_topics["channel"],
+                "state_topic": device_topic,
                 "value_template": "{{ value_json.name or '' }}",
                 "icon": "mdi:rename",
+                **_text_keys(_text_limits(capabilities, CommandKind.DEVICE_NAME)),
+                **CONFIG,
             },
         )
-        add(
-            "mute",
-            "switch",
-            "Mute",
-            {
-                "command_topic": set_topic,
-                "payload_on": '{"muted": true}',
-                "payload_off": '{"muted": false}',
-                "state_topic": state_topics["channel"],
-                "value_template": _ON_OFF.format("muted"),
-                "state_on": "ON",
-                "state_off": "OFF",
-                "icon": "mdi:microphone-off",
-            },
+    elif device.name is not None:
+        components.add(
+            "receiver_name",
+            "sensor",
+            "Receiver name",
+            {"state_topic": device_topic, "value_template": "{{ value_json.name }}", "icon": "mdi:rename"},
         )
-        add(
+    if _accepts(capabilities, CommandKind.IDENTIFY, channel=False):
+        components.add(
             "identify",
             "button",
             "Identify",
-            {"command_topic": set_topic, "payload_press": '{"identify": true}', "device_class": "identify"},
+            {
+                "command_topic": f"{device_topic}/set",
+                "payload_press": '{"identify": true}',
+                "device_class": "identify",
+                **CONFIG,
+            },
         )
-    device_block = {
+
+    for channel in device.channels:
+        index = channel.index
+        channel_topic = topics.channel(device.id, index)
+        sources = {"channel": channel_topic, "meters": topics.meters(device.id, index)}
+        set_topic = f"{channel_topic}/set"
+
+        def reports(field: str) -> bool:
+            return capabilities is None or field in capabilities.channel_fields
+
+        with_transmitter = reports("tx_present")
+        for reading in READINGS:
+            if not reports(reading.field):
+                continue
+            keys: dict[str, Any] = {
+                "state_topic": sources[reading.source],
+                "value_template": _value(reading.field, reading.platform),
+                **reading.keys,
+            }
+            if reading.field in TRANSMITTER_FIELDS and with_transmitter:
+                keys["availability"] = [
+                    *availability,
+                    {
+                        "topic": channel_topic,
+                        "value_template": "{{ 'online' if value_json.tx_present else 'offline' }}",
+                    },
+                ]
+            if reading.field in METER_ENTITY_FIELDS and not options.meter_entities:
+                keys["enabled_by_default"] = False
+            components.add(f"ch{index}_{reading.field}", reading.platform, f"Ch {index} {reading.name}", keys)
+
+        if _accepts(capabilities, CommandKind.NAME, channel=True):
+            components.add(
+                f"ch{index}_name",
+                "text",
+                f"Ch {index} Name",
+                {
+                    "command_topic": set_topic,
+                    "command_template": '{"name": {{ value | tojson }}}',
+                    "state_topic": channel_topic,
+                    "value_template": "{{ value_json.name or '' }}",
+                    "icon": "mdi:rename",
+                    **_text_keys(_text_limits(capabilities, CommandKind.NAME)),
+                },
+            )
+        elif reports("name"):
+            components.add(
+                f"ch{index}_name",
+                "sensor",
+                f"Ch {index} Name",
+                {"state_topic": channel_topic, "value_template": "{{ value_json.name }}", "icon": "mdi:rename"},
+            )
+        if _accepts(capabilities, CommandKind.MUTE, channel=True):
+            components.add(
+                f"ch{index}_mute",
+                "switch",
+                f"Ch {index} Mute",
+                {
+                    "command_topic": set_topic,
+                    "payload_on": '{"muted": true}',
+                    "payload_off": '{"muted": false}',
+                    "state_topic": channel_topic,
+                    "value_template": _ON_OFF.format("muted"),
+                    "state_on": "ON",
+                    "state_off": "OFF",
+                    "icon": "mdi:microphone-off",
+                },
+            )
+        gain = capabilities.commands.get(CommandKind.GAIN) if capabilities is not None else None
+        if gain is not None and gain.channel and gain.number is not None and reports("gain_db"):
+            components.add(
+                f"ch{index}_gain",
+                "number",
+                f"Ch {index} Gain",
+                {
+                    "command_topic": set_topic,
+                    "command_template": '{"gain_db": {{ value }}}',
+                    "state_topic": channel_topic,
+                    "value_template": "{{ value_json.gain_db }}",
+                    "min": gain.number.min,
+                    "max": gain.number.max,
+                    "step": gain.number.step,
+                    "unit_of_measurement": gain.number.unit,
+                    "mode": "box",
+                    "icon": "mdi:knob",
+                    **CONFIG,
+                },
+            )
+        if _accepts(capabilities, CommandKind.IDENTIFY, channel=True):
+            components.add(
+                f"ch{index}_identify",
+                "button",
+                f"Ch {index} Identify",
+                {
+                    "command_topic": set_topic,
+                    "payload_press": '{"identify": true}',
+                    "device_class": "identify",
+                    **CONFIG,
+                },
+            )
+
+    device_block: dict[str, Any] = {
         "identifiers": [f"wmhub_{node}"],
         "name": device.name
         or " ".join(filter(None, [device.vendor.title(), device.model or device.family, device.id])),
         "manufacturer": device.vendor.title(),
         "model": device.model or device.family,
         "sw_version": device.firmware,
+        "via_device": homeassistant_hub_identifier(topics.hub_id),
     }
     return {
         # Home Assistant rejects null where it expects a string, so unknown details are left out
         "device": {key: value for key, value in device_block.items() if value is not None},
         "origin": ORIGIN,
-        "availability": [
-            {"topic": topics.hub_state, "value_template": "{{ value_json.state }}"},
-            {"topic": topics.availability(device.id)},
-        ],
+        "availability": availability,
         "availability_mode": "all",
         "qos": qos,
-        "components": components,
+        "components": components.items,
+    }
+
+
+def hub_discovery_config(topics: Topics, qos: int, options: EntityOptions | None = None) -> dict[str, Any]:
+    """The hub as a device: is it connected, how many receivers, how many open alerts, which version."""
+    options = options or EntityOptions()
+    identifier = homeassistant_hub_identifier(topics.hub_id)
+    components = _Components(identifier)
+    components.add(
+        "connectivity",
+        "binary_sensor",
+        "Connected",
+        {
+            "state_topic": topics.hub_state,
+            "value_template": "{{ value_json.state }}",
+            "payload_on": "online",
+            "payload_off": "offline",
+            "device_class": "connectivity",
+        },
+    )
+    # the others are unavailable while the hub is gone: their last values would be stale
+    hub_available = [{"topic": topics.hub_state, "value_template": "{{ value_json.state }}"}]
+    components.add(
+        "devices",
+        "sensor",
+        "Receivers",
+        {
+            "state_topic": topics.hub_devices,
+            "value_template": "{{ value_json | length }}",
+            "state_class": "measurement",
+            "icon": "mdi:access-point-network",
+            "availability": hub_available,
+        },
+    )
+    components.add(
+        "online_devices",
+        "sensor",
+        "Receivers online",
+        {
+            "state_topic": topics.hub_devices,
+            "value_template": "{{ value_json | selectattr('online') | list | length }}",
+            "state_class": "measurement",
+            "icon": "mdi:access-point-check",
+            "availability": hub_available,
+        },
+    )
+    components.add(
+        "active_alerts",
+        "sensor",
+        "Active alerts",
+        {
+            "state_topic": topics.hub_alerts,
+            "value_template": "{{ value_json | length }}",
+            "state_class": "measurement",
+            "icon": "mdi:alert",
+            "availability": hub_available,
+        },
+    )
+    components.add(
+        "version",
+        "sensor",
+        "Software version",
+        {
+            "state_topic": topics.hub_info,
+            "value_template": "{{ value_json.version }}",
+            "icon": "mdi:information-outline",
+            "availability": hub_available,
+            **DIAGNOSTIC,
+        },
+    )
+    device_block: dict[str, Any] = {
+        "identifiers": [identifier],
+        "name": f"wmhub {topics.hub_id}",
+        "manufacturer": "wmhub",
+        "model": "wmhub",
+        "sw_version": __version__,
+        "configuration_url": options.configuration_url,
+    }
+    return {
+        "device": {key: value for key, value in device_block.items() if value is not None},
+        "origin": ORIGIN,
+        "qos": qos,
+        "components": components.items,
     }

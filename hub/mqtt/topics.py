@@ -59,6 +59,8 @@ class Topics:
         self.homeassistant_status = f"{homeassistant_prefix}/status"
         self._request_prefix = f"{self.hub}/request/"
         self._devices_prefix = f"{base}/devices/"
+        # the hub's own device in Home Assistant; receivers point at it with via_device
+        self.homeassistant_hub_config = f"{homeassistant_prefix}/device/{homeassistant_hub_identifier(hub_id)}/config"
 
     def response(self, command: str) -> str:
         return f"{self.hub}/response/{command}"
@@ -109,10 +111,23 @@ def homeassistant_node_id(device_id: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_-]", "_", device_id)
 
 
+def homeassistant_hub_identifier(hub_id: str) -> str:
+    """The hub's own device in Home Assistant (its identifier and discovery id); receivers name it in
+    ``via_device``. Device ids start with a vendor, so they never take this form."""
+    return f"wmhub_hub_{homeassistant_node_id(hub_id)}"
+
+
 def device_state(device: Device) -> dict[str, Any]:
     state = device.model_dump(exclude=_DEVICE_STATE_EXCLUDE)
     state["channel_count"] = len(device.channels)
     return state
+
+
+def device_summary(device: Device) -> dict[str, Any]:
+    """A device in the hub's device list: its state without the capabilities (they are on its own topic)."""
+    summary = device_state(device)
+    del summary["capabilities"]
+    return summary
 
 
 def channel_state(channel: Channel) -> dict[str, Any]:

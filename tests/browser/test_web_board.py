@@ -176,3 +176,33 @@ async def test_the_swap_panel_lists_a_short_pack_with_a_countdown_and_marks_its_
     await page.click("#tv-toggle")
     await expect(page.locator("#swap-strip .swap-item")).to_have_count(1)
     await expect(page.locator("#swap-strip")).to_be_visible()
+
+
+async def test_the_editor_offers_only_the_renames_the_family_takes(page: Page, board: Board) -> None:
+    ulxd = board.simulators[0]
+    device_id = board.device_id(ulxd)
+    await page.goto(board.url)
+    await page.locator(f'.tile[data-channel="{device_id}:1"] .edit').click()
+    name = page.locator("#editor-name")
+    await expect(name).to_be_visible()
+    assert await name.evaluate("input => input.maxLength") == 8  # ULX-D channel names
+    await name.fill("a{b}")
+    assert not await name.evaluate("input => input.checkValidity()"), "the family's characters only"
+    await page.click("#editor-cancel")
+    # a family without a channel rename and without RF levels: no rename field, no RF bar
+    capabilities = board.hub.store.devices[device_id].capabilities
+    assert capabilities is not None
+    narrower = capabilities.model_copy(
+        update={
+            "commands": {kind: limits for kind, limits in capabilities.commands.items() if kind.value != "name"},
+            "channel_fields": capabilities.channel_fields - {"rf_dbm"},
+        }
+    )
+    tile = page.locator(f'.tile[data-channel="{device_id}:1"]')
+    await expect(tile.locator(".meter.rf")).to_have_count(1)
+    board.hub.store.update_device(device_id, {"capabilities": narrower})
+    await expect(tile.locator(".meter.rf")).to_have_count(0)
+    await expect(tile.locator(".meter.audio")).to_have_count(1)
+    await tile.locator(".edit").click()
+    await expect(page.locator("#editor-name-row")).to_be_hidden()
+    await expect(page.locator("#editor-extended")).to_be_visible()

@@ -65,6 +65,17 @@ function condition(device, channel) {
   return { cls: "", text: "ok" };
 }
 
+// What the device's family reports and accepts (device.capabilities); a device without them shows everything.
+function reports(device, field) {
+  return !device.capabilities || device.capabilities.channel_fields.includes(field);
+}
+
+function channelCommand(device, kind) {
+  if (!device.capabilities) return { text: null };
+  const limits = device.capabilities.commands[kind];
+  return limits && limits.channel ? limits : null;
+}
+
 function percentOf(value, low, high) {
   if (value === null || value === undefined) return 0;
   return Math.max(0, Math.min(100, ((value - low) / (high - low)) * 100));
@@ -115,10 +126,13 @@ function fillTile(tile, number, device, channel) {
   row.append(battery(channel), el("span", "state", cond.text), el("span", "swap-mark", "swap"));
   tile.append(row);
   const meters = el("div", "meters");
-  meters.append(
-    meter("rf", "RF" + (channel.antenna ? " " + channel.antenna : ""), channel.rf_dbm, "dBm", -100, -40, false),
-    meter("audio", "Audio", channel.audio_dbfs, "dBFS", -60, 0, channel.audio_peak),
-  );
+  // a family that never reports a level gets no bar for it, rather than one that always reads "–"
+  if (reports(device, "rf_dbm")) {
+    meters.append(meter("rf", "RF" + (channel.antenna ? " " + channel.antenna : ""), channel.rf_dbm, "dBm", -100, -40, false));
+  }
+  if (reports(device, "audio_dbfs")) {
+    meters.append(meter("audio", "Audio", channel.audio_dbfs, "dBFS", -60, 0, channel.audio_peak));
+  }
   tile.append(meters);
   const info = [];
   if (channel.frequency_mhz !== null) info.push(channel.frequency_mhz.toFixed(3) + " MHz");
@@ -704,6 +718,15 @@ function openEditor(deviceId, index) {
   editing = { deviceId, index, channelId: channel.id };
   $("editor-title").textContent = (device.name || device.id) + " · channel " + index;
   $("editor-name").value = channel.name || "";
+  // the receiver's own name only where the family can rename a channel, within its limits
+  const rename = channelCommand(device, "name");
+  $("editor-name-row").hidden = !rename;
+  $("editor-name").disabled = !rename;
+  const text = rename && rename.text;
+  $("editor-name").maxLength = text ? text.max_length : 31;
+  if (text) $("editor-name").pattern = text.pattern.replace(/^\^|\$$/g, "");
+  else $("editor-name").removeAttribute("pattern");
+  $("editor-name").title = text ? text.min_length + "–" + text.max_length + " characters: " + text.allowed : "";
   $("editor-extended").value = channel.extended_name || "";
   $("editor-error").textContent = token() ? "" : "Enter the API token at the top first.";
   $("editor").showModal();
@@ -722,7 +745,7 @@ async function saveEditor(event) {
     if (channel && extended !== (channel.extended_name || "")) {
       await api("PUT", path + "/extended-name", { name: extended || null });
     }
-    if (channel && name && name !== channel.name) {
+    if (channel && !$("editor-name").disabled && name && name !== channel.name) {
       await api("POST", path + "/commands", { kind: "name", value: name });
     }
     $("editor").close();

@@ -132,7 +132,7 @@ async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness
     sent = len(simulator.commands)
     for kind, value, code, words in [
         (CommandKind.FREQUENCY, 600.0, "invalid", "outside this receiver's range (470.2-515.8 MHz)"),
-        (CommandKind.FREQUENCY, 500.01, "invalid", "25 kHz grid"),
+        (CommandKind.FREQUENCY, 500.01, "invalid", "0.025 MHz grid"),
         (CommandKind.NAME, "Far too long", "invalid", "longer than 8"),
         (CommandKind.GAIN, 3, "not_supported", "no gain"),
     ]:

@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from hub import hookimpl
 from hub.drivers import Driver, DriverSettings
 from hub.hookspecs import Candidate, DemoFleet, DiscoveredService, DriverSpec
-from hub.model import Command, CommandResult
-from wmhub_sennheiser import discovery, g4_driver, ssc1_driver, ssc2_driver
+from hub.model import Capabilities, Command, CommandResult
+from wmhub_sennheiser import capabilities, discovery, g4_driver, ssc1_driver, ssc2_driver
 
 DRIVERS = (
     ssc1_driver.SPEC,  # sennheiser-ssc://  SSCv1, JSON over UDP
@@ -26,6 +26,11 @@ def register_drivers(register: Callable[[DriverSpec], None]) -> None:
 @hookimpl
 def apply_command(driver: Driver, command: Command) -> Awaitable[CommandResult]:
     return driver.apply(command)  # every driver here checks the value before anything is sent
+
+
+@hookimpl
+def device_capabilities(family: str | None) -> Capabilities | None:
+    return capabilities.device_capabilities(family)
 
 
 @hookimpl

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 from hub import hookimpl
 from hub.drivers import Driver, DriverSettings
 from hub.hookspecs import Candidate, DemoFleet, DiscoveredService, DiscoveryLoop, DriverSpec
-from hub.model import Command, CommandResult, NotSupportedError
+from hub.model import Capabilities, Command, CommandResult, NotSupportedError
+from wmhub_shure import capabilities
 from wmhub_shure.discovery import ZEROCONF_TYPES, confirm, is_shure_service, slp_loop
 from wmhub_shure.driver import ShureDriver, tcp_driver, udp_driver
 from wmhub_shure.families import FAMILIES
@@ -45,6 +46,11 @@ def apply_command(driver: Driver, command: Command) -> Awaitable[CommandResult]:
     if not isinstance(driver, ShureDriver):
         raise NotSupportedError("not a Shure receiver")
     return driver.apply(command)  # checks the value against the family's limits before anything is sent
+
+
+@hookimpl
+def device_capabilities(family: str | None) -> Capabilities | None:
+    return capabilities.device_capabilities(family)
 
 
 @hookimpl

@@ -12,7 +12,18 @@ from collections.abc import Callable
 from hub import hookimpl
 from hub.drivers import DeviceSink, DriverSettings, Endpoint, PollingDriver
 from hub.hookspecs import DriverSpec
-from hub.model import Command, CommandKind, CommandResult, NotSupportedError
+from hub.model import Capabilities, Command, CommandKind, CommandLimits, CommandResult, NotSupportedError, TextLimits
+
+# What the receiver reports and accepts: the hub checks commands against it and builds Home Assistant
+# entities from it. A name is one line of printable ASCII (the protocol ends it at the newline).
+CAPABILITIES = Capabilities(
+    channel_fields=frozenset({"battery_percent", "name", "tx_present"}),
+    commands={
+        CommandKind.NAME: CommandLimits(
+            text=TextLimits(max_length=16, pattern=r"^[ -~]+$", allowed="printable ASCII characters")
+        )
+    },
+)
 
 
 class ExampleDriver(PollingDriver):
@@ -63,6 +74,11 @@ def register_drivers(register: Callable[[DriverSpec], None]) -> None:
 @hookimpl
 def apply_command(driver: ExampleDriver, command: Command) -> object:
     return driver.apply(command)
+
+
+@hookimpl
+def device_capabilities(family: str | None) -> Capabilities | None:
+    return CAPABILITIES if family == "example" else None
 
 
 async def serve_example_receiver(serial: str = "EX0001", name: str = "Lead") -> asyncio.Server:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hub.drivers import with_options
 from wmhub_sennheiser.simulator.g4 import G4Simulator
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 
@@ -21,7 +22,12 @@ class SennheiserDemoFleet:
     async def start(self) -> list[str]:
         for simulator in self.simulators:
             await simulator.start()
-        return [simulator.url for simulator in self.simulators]
+        # EM 6000 and G4 report no serial: a fixed id keeps each the same device across demo runs
+        ids = ("", "demo-em6000", "demo-g4")
+        return [
+            with_options(simulator.url, id=given) if given else simulator.url
+            for simulator, given in zip(self.simulators, ids, strict=True)
+        ]
 
     async def stop(self) -> None:
         for simulator in self.simulators:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
+from hub.drivers import with_options
 from wmhub_shure.simulator.core import ShureSimulator
 
 DEMO_MODELS: Final = ("ulxd4q", "ad4d", "slxd4q+", "qlxd4", "ur4d")
@@ -23,7 +24,11 @@ class ShureDemoFleet:
             sim = await ShureSimulator(model, seed=number).start()
             sim.animate(self.interval_s)
             self.simulators.append(sim)
-        return [sim.url for sim in self.simulators]
+        # the protocol reports no serial: a fixed id keeps each receiver the same device across demo runs
+        return [
+            with_options(sim.url, id=f"demo-{model.replace('+', 'plus')}")
+            for sim, model in zip(self.simulators, self.models, strict=True)
+        ]
 
     async def stop(self) -> None:
         await asyncio.gather(*(sim.stop() for sim in self.simulators), return_exceptions=True)

@@ -1,0 +1,111 @@
+"""What each Sennheiser family reports and accepts, for the hub (``device_capabilities``).
+
+SSCv1 command limits are read off the family tables (each control's NameRule or Range); the channel fields
+are listed here because the tables map leaves to fields through converters that cannot be read back. Each
+list names the fields the family's converters and meter decoders ever fill with a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from hub.model import Capabilities, CommandKind, CommandLimits, NumberLimits, TextLimits
+from wmhub_sennheiser.families import EM6000, EWDX, PRINTABLE_ASCII, SLDW, Control, NameRule, Range, SscFamily
+from wmhub_sennheiser.g4_driver import FALLBACK_RF_CONFIG
+from wmhub_sennheiser.g4_driver import FAMILY as G4_FAMILY
+from wmhub_sennheiser.ssc2 import DEVICE_NAME_MAX_CHARS, FREQUENCY_RANGE_KHZ, MOBILE_NAME_MAX_CHARS
+
+_TRANSMITTER: Final = frozenset({"tx_present", "battery_percent", "battery_runtime_min", "warnings"})
+_SSC1_FIELDS: Final[Mapping[str, frozenset[str]]] = {
+    EWDX.label: _TRANSMITTER
+    | {"name", "frequency_mhz", "muted", "gain_db", "battery_type", "tx_muted", "tx_model"}
+    | {"rf_quality_percent", "antenna", "rf_dbm", "audio_dbfs"},
+    EM6000.label: _TRANSMITTER
+    | {"name", "frequency_mhz", "muted", "tx_model", "rf_dbm", "antenna", "rf_quality_percent", "audio_dbfs"},
+    SLDW.label: _TRANSMITTER | {"name", "muted", "battery_bars"},
+}
+_G4_FIELDS: Final = (_TRANSMITTER - {"battery_runtime_min"}) | {
+    "name", "frequency_mhz", "muted", "tx_muted", "rf_quality_percent", "antenna", "audio_dbfs", "audio_peak",
+}  # fmt: skip
+# SSCv2 (Spectera, TCC-M, EW-DX over SSCv2): one hub channel per paired mobile device
+_SSC2_FIELDS: Final = _TRANSMITTER | {
+    "name", "frequency_mhz", "tx_model", "rf_quality_percent", "rf_dbm", "antenna", "audio_dbfs", "audio_peak",
+}  # fmt: skip
+_SSC2_FAMILIES: Final = ("spectera", "tcc-m", "ew-dx", "sscv2")
+
+
+def _text(rule: NameRule) -> TextLimits:
+    # anchored: Home Assistant matches a text entity's pattern from the start only
+    return TextLimits(max_length=rule.max_length, pattern=f"^(?:{rule.pattern})$", allowed=f"only {rule.description}")
+
+
+def _limits(control: Control, *, channel: bool) -> CommandLimits:
+    rule = getattr(control.encode, "__self__", None)  # a NameRule.check or Range.check, or a plain function
+    return CommandLimits(
+        channel=channel,
+        device=not channel,
+        text=_text(rule) if isinstance(rule, NameRule) else None,
+        number=NumberLimits(min=rule.low, max=rule.high, step=rule.step, unit=rule.unit)
+        if isinstance(rule, Range)
+        else None,
+    )
+
+
+def ssc1_capabilities(family: SscFamily) -> Capabilities:
+    commands = {kind: _limits(control, channel=False) for kind, control in family.device_controls.items()}
+    for kind, control in family.controls.items():
+        on_channel = _limits(control, channel=True)
+        commands[kind] = on_channel.model_copy(update={"device": kind in commands})
+    commands[CommandKind.METER_RATE] = CommandLimits(channel=True, device=True)
+    return Capabilities(channel_fields=_SSC1_FIELDS[family.label], commands=commands)
+
+
+def _g4_capabilities() -> Capabilities:
+    low, high, step = FALLBACK_RF_CONFIG[0]  # the device's own RfConfig narrows this; the driver checks it
+    name = CommandLimits(text=_text(PRINTABLE_ASCII))
+    return Capabilities(
+        channel_fields=_G4_FIELDS,
+        commands={
+            CommandKind.NAME: name,
+            CommandKind.DEVICE_NAME: name.model_copy(update={"channel": False, "device": True}),
+            CommandKind.FREQUENCY: CommandLimits(
+                number=NumberLimits(min=low / 1000, max=high / 1000, step=step / 1000, unit="MHz")
+            ),
+            CommandKind.MUTE: CommandLimits(),
+            CommandKind.METER_RATE: CommandLimits(channel=True, device=True),
+        },
+    )
+
+
+def _ssc2_capabilities() -> Capabilities:
+    def printable(max_length: int) -> TextLimits:
+        # str.isprintable in the driver: no control characters, and not only spaces
+        return TextLimits(
+            max_length=max_length, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$", allowed="printable characters"
+        )
+
+    low, high = FREQUENCY_RANGE_KHZ
+    return Capabilities(
+        channel_fields=_SSC2_FIELDS,
+        commands={
+            CommandKind.NAME: CommandLimits(text=printable(MOBILE_NAME_MAX_CHARS)),
+            CommandKind.DEVICE_NAME: CommandLimits(channel=False, device=True, text=printable(DEVICE_NAME_MAX_CHARS)),
+            # any whole kHz in the documented range (the grid is unverified); the device refuses the rest
+            CommandKind.FREQUENCY: CommandLimits(
+                number=NumberLimits(min=low / 1000, max=high / 1000, step=0.001, unit="MHz")
+            ),
+            CommandKind.IDENTIFY: CommandLimits(),
+        },
+    )
+
+
+CAPABILITIES: Final[Mapping[str, Capabilities]] = {
+    **{family.label: ssc1_capabilities(family) for family in (EWDX, EM6000, SLDW)},
+    G4_FAMILY: _g4_capabilities(),
+    **dict.fromkeys(_SSC2_FAMILIES, _ssc2_capabilities()),
+}
+
+
+def device_capabilities(family: str | None) -> Capabilities | None:
+    return CAPABILITIES.get(family or "")

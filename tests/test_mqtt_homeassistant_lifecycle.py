@@ -1,0 +1,337 @@
+"""Home Assistant as its users see it, on a real Mosquitto: entities from capabilities, the hub device,
+stable ids across restarts, clean removal, and the truth re-published after a refused command.
+
+The receivers are the vendor plugins' own simulators (over real sockets on loopback) or the documented
+example plugin's receiver.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from wmhub_shure.simulator.core import ShureSimulator
+
+from hub.app import Hub
+from hub.model import Command, CommandKind
+from hub.testing import eventually, plugin_host
+from tests.mosquitto import MqttProbe, TestBroker
+from tests.test_mqtt_bridge import example_receiver, online_device, running_hub
+from tests.test_mqtt_homeassistant import check_discovery_payload
+
+DEMO_RECEIVERS = 9  # five Shure, three Sennheiser SSCv1/G4, one SSCv2 (the plugins' demo fleets)
+
+
+async def retained(broker: TestBroker, topic_filter: str) -> dict[str, bytes]:
+    """Every retained message under ``topic_filter`` as a newcomer gets it: the broker sends them before
+    the probe's subscription marker, so this is the whole set, not a sample."""
+    async with MqttProbe(broker, client_id="wmhub-test-retained") as probe:
+        await probe.subscribe(topic_filter)
+        return {topic: payload for topic, payload in probe.latest.items() if payload}
+
+
+async def every_device_online(hub: Hub, count: int, timeout: float = 30.0) -> list[str]:
+    def ready() -> list[str] | None:
+        devices = list(hub.store.devices.values())
+        if len(devices) == count and all(d.online and d.capabilities is not None for d in devices):
+            return sorted(d.id for d in devices)
+        return None
+
+    return await eventually(ready, timeout, f"{count} devices online")
+
+
+@asynccontextmanager
+async def shure_receivers(*models: str) -> AsyncIterator[list[ShureSimulator]]:
+    simulators = [await ShureSimulator(model, seed=number).start() for number, model in enumerate(models)]
+    try:
+        yield simulators
+    finally:
+        for simulator in simulators:
+            await simulator.stop()
+
+
+def components_of(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    components: dict[str, dict[str, Any]] = config["components"]
+    return components
+
+
+async def test_entities_follow_what_each_family_reports_and_accepts(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    async with (
+        shure_receivers("ulxd4d", "qlxd4") as (ulxd, qlxd),
+        running_hub(mqtt_broker, tmp_path, [ulxd.url, qlxd.url], plugins=plugin_host("wmhub-shure")) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        ids = await every_device_online(hub, 2)
+        ulxd_id = next(i for i in ids if hub.store.devices[i].family == "ulxd")
+        qlxd_id = next(i for i in ids if hub.store.devices[i].family == "qlxd")
+        base = hub.config.mqtt.base_topic
+        await probe.subscribe("homeassistant/#")
+        await probe.subscribe(f"{base}/#")
+        ulxd_config = await probe.json(f"homeassistant/device/{ulxd_id}/config")
+        qlxd_config = await probe.json(f"homeassistant/device/{qlxd_id}/config")
+        for device_id, config in ((ulxd_id, ulxd_config), (qlxd_id, qlxd_config)):
+            check_discovery_payload(f"homeassistant/device/{device_id}/config", config, f"{base}/hubs/hub1/state")
+
+        ulxd_components = components_of(ulxd_config)
+        # ULX-D reports no RF quality and no clip: no entity that would stay unknown for good
+        assert "ch1_rf_quality_percent" not in ulxd_components and "ch1_audio_peak" not in ulxd_components
+        assert {"ch1_mute", "ch1_identify", "ch2_gain", "receiver_name", "identify", "online"} <= set(ulxd_components)
+        name = ulxd_components["ch1_name"]
+        # min 0: an unnamed channel shows empty (Home Assistant checks states against the limits too)
+        assert (name["platform"], name["min"], name["max"]) == ("text", 0, 8)
+        assert re.match(name["pattern"], "Vox 1") and re.match(name["pattern"], "")
+        assert not re.match(name["pattern"], "a{b}") and not re.match(name["pattern"], " Vox")
+        gain = ulxd_components["ch1_gain"]
+        assert (gain["platform"], gain["min"], gain["max"], gain["step"]) == ("number", -18, 42, 1)
+        assert gain["entity_category"] == "config" and ulxd_components["ch1_identify"]["entity_category"] == "config"
+        for diagnostic in ("ch1_frequency_mhz", "ch1_tx_model", "ch1_battery_bars", "online"):
+            assert ulxd_components[diagnostic]["entity_category"] == "diagnostic", diagnostic
+        # the recorder is spared the fast meters until the user (or the hub setting) enables them
+        assert ulxd_components["ch1_rf_dbm"]["enabled_by_default"] is False
+        assert ulxd_components["ch1_audio_dbfs"]["enabled_by_default"] is False
+        assert "enabled_by_default" not in ulxd_components["ch1_battery_percent"]
+
+        # QLX-D has no mute and no identify: no switch or button that could only ever answer not_supported
+        qlxd_components = components_of(qlxd_config)
+        assert not {"ch1_mute", "ch1_identify", "identify"} & set(qlxd_components)
+        assert {"ch1_name", "ch1_gain"} <= set(qlxd_components)
+        # its name cannot be set from outside: shown, not editable
+        assert qlxd_components["receiver_name"]["platform"] == "sensor"
+
+        # the capabilities are on the device topic for every MQTT consumer
+        state = await probe.json(f"{base}/devices/{qlxd_id}", lambda value: value.get("capabilities") is not None)
+        assert "mute" not in state["capabilities"]["commands"]
+        assert state["capabilities"]["commands"]["name"]["text"]["max_length"] == 8
+        assert "rf_dbm" in state["capabilities"]["channel_fields"]
+
+
+async def test_meter_entities_can_be_enabled_by_default_with_a_hub_setting(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    async with (
+        shure_receivers("ad4d") as (axient,),
+        running_hub(
+            mqtt_broker, tmp_path, [axient.url], plugins=plugin_host("wmhub-shure"), homeassistant_meter_entities=True
+        ) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        (device_id,) = await every_device_online(hub, 1)
+        await probe.subscribe("homeassistant/#")
+        components = components_of(await probe.json(f"homeassistant/device/{device_id}/config"))
+        assert {"ch1_rf_dbm", "ch1_rf_quality_percent", "ch1_audio_dbfs", "ch1_audio_peak"} <= set(components)
+        assert not [key for key, component in components.items() if component.get("enabled_by_default") is False]
+
+
+async def test_the_hub_is_a_device_every_receiver_routes_through(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    server, url = await example_receiver("EX0042")
+    async with (
+        server,
+        running_hub(mqtt_broker, tmp_path, [url], hub_id="foh-1") as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        device_id = await online_device(hub)
+        base = hub.config.mqtt.base_topic
+        await probe.subscribe("homeassistant/#")
+        await probe.subscribe(f"{base}/#")
+        hub_config = await probe.json("homeassistant/device/wmhub_hub_foh-1/config")
+        assert hub_config["device"]["identifiers"] == ["wmhub_hub_foh-1"]
+        assert hub_config["device"]["sw_version"] and hub_config["origin"]["name"] == "wmhub"
+        components = components_of(hub_config)
+        assert components["connectivity"]["device_class"] == "connectivity"
+        assert components["connectivity"]["state_topic"] == f"{base}/hubs/foh-1/state"
+        assert "availability" not in components["connectivity"], "a dead hub shows disconnected, not unavailable"
+        assert components["version"]["entity_category"] == "diagnostic"
+        # every template reads what its topic carries: the device list, the alerts, the info
+        devices = await probe.json(components["devices"]["state_topic"], lambda value: len(value) == 1)
+        assert devices[0]["id"] == device_id and "capabilities" not in devices[0]
+        assert components["active_alerts"]["state_topic"] == f"{base}/hubs/foh-1/alerts"
+        assert (await probe.json(f"{base}/hubs/foh-1/info"))["version"]
+        receiver_config = await probe.json(f"homeassistant/device/{device_id}/config")
+        assert receiver_config["device"]["via_device"] == "wmhub_hub_foh-1"
+
+
+async def test_a_refused_rename_puts_the_true_name_back_at_once(
+    mqtt_broker: TestBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, url = await example_receiver("EX0043", name="Lead")
+    async with server, running_hub(mqtt_broker, tmp_path, [url]) as hub, MqttProbe(mqtt_broker) as probe:
+        device_id = await online_device(hub)
+        base = hub.config.mqtt.base_topic
+        channel_topic = f"{base}/devices/{device_id}/channels/1"
+        await probe.subscribe(f"{base}/#")
+        await probe.json(channel_topic, lambda value: value["name"] == "Lead")
+        for refused in ({"name": "x" * 17}, {"name": "Lead", "muted": True}, {"volume": 3}):
+            probe.clear()
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="hub.mqtt"):
+                answer = await probe.request(f"{base}/hubs/hub1/response/set", f"{channel_topic}/set", refused)
+                assert answer["status"] == "error"
+                # Home Assistant's text field showed what the user typed: the channel state says the truth again
+                state = await probe.json(channel_topic, timeout=1.0)
+            assert state["name"] == "Lead"
+            assert any(
+                record.levelno == logging.WARNING and device_id in record.getMessage() for record in caplog.records
+            )
+        # a refusal before any I/O never reached the receiver
+        assert hub.store.devices[device_id].channels[0].name == "Lead"
+
+
+async def test_commands_are_checked_against_capabilities_before_the_plugin(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    async with (
+        shure_receivers("qlxd4") as (qlxd,),
+        running_hub(mqtt_broker, tmp_path, [qlxd.url], plugins=plugin_host("wmhub-shure")) as hub,
+    ):
+        (device_id,) = await every_device_online(hub, 1)
+        sent_before = dict(qlxd.raw)
+        for kind, value, code in (
+            (CommandKind.MUTE, True, "not_supported"),
+            (CommandKind.NAME, "NINE CHRS", "invalid"),
+            (CommandKind.NAME, "a*b", "invalid"),
+            (CommandKind.GAIN, 42.5, "invalid"),
+            (CommandKind.GAIN_STEP, 100, "invalid"),
+            (CommandKind.FREQUENCY, float("nan"), "invalid"),
+        ):
+            result = await hub.apply(Command(device_id=device_id, channel=1, kind=kind, value=value), "test")
+            assert (result.ok, result.code) == (False, code), (kind, value, result)
+        assert qlxd.raw == sent_before, "nothing reached the receiver"
+        assert (await hub.apply(Command(device_id=device_id, channel=1, kind=CommandKind.GAIN, value=6), "test")).ok
+
+
+async def test_a_device_gone_from_the_config_between_runs_leaves_nothing_retained(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    kept_server, kept = await example_receiver("EXKEEP")
+    gone_server, gone = await example_receiver("EXGONE")
+    gone_config = "homeassistant/device/example-EXGONE/config"
+    async with kept_server, gone_server:
+        async with running_hub(mqtt_broker, tmp_path, [kept, gone], base="wmgone") as hub:
+            await eventually(lambda: len([d for d in hub.store.devices.values() if d.online]) == 2, 5, "both online")
+            await eventually(lambda: gone_config in bridge_retained(hub), 5, "the config published")
+        before = await retained(mqtt_broker, "#")
+        assert gone_config in before and "wmgone/devices/example-EXGONE/channels/1" in before
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe("#")
+            async with running_hub(mqtt_broker, tmp_path, [kept], base="wmgone") as hub:
+                await online_device(hub)
+                await probe.message(gone_config, lambda payload: payload == b"", timeout=20)
+                after = await retained(mqtt_broker, "#")
+                assert not [topic for topic in after if "EXGONE" in topic], "no ghost left on the broker"
+                assert "homeassistant/device/example-EXKEEP/config" in after
+                assert hub.persistence is not None
+                assert gone not in [health.url for health in hub.persistence.health.all()], "the store forgot it"
+
+
+async def test_removal_over_mqtt_clears_every_retained_topic(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    server, url = await example_receiver("EXREMOVE")
+    requests = "wmremove/hubs/hub1/request"
+    responses = "wmremove/hubs/hub1/response"
+    async with server, running_hub(mqtt_broker, tmp_path, [], base="wmremove") as hub, MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("#")
+        answer = await probe.request(f"{responses}/device/add", f"{requests}/device/add", {"url": url})
+        assert answer["status"] == "ok"
+        device_id = await online_device(hub)
+        config = f"homeassistant/device/{device_id}/config"
+        await probe.json(config)
+        answer = await probe.request(f"{responses}/device/remove", f"{requests}/device/remove", {"id": device_id})
+        assert answer["status"] == "ok"
+        await probe.message(config, lambda payload: payload == b"")
+        after = await retained(mqtt_broker, "#")
+        assert not [topic for topic in after if device_id in topic], "config, state, channels and availability cleared"
+        assert device_id not in hub.store.devices
+
+
+def bridge_retained(hub: Hub) -> set[str]:
+    bridge = hub.mqtt
+    assert bridge is not None and bridge.client is not None
+    return {topic for topic, (payload, _) in bridge.client.retained_topics.items() if payload}
+
+
+def enabled_readings(config: dict[str, Any]) -> dict[str, tuple[str, str, bool]]:
+    """unique id -> (state topic, JSON key, needs a transmitter) of every enabled entity reading a JSON key."""
+    readings = {}
+    for component in components_of(config).values():
+        found = re.fullmatch(
+            r"\{\{ value_json\.(\w+) \}\}|.*value_json\.(\w+) is none.*", component.get("value_template", "")
+        )
+        if found is None or component.get("enabled_by_default") is False:
+            continue
+        needs_transmitter = any(
+            "tx_present" in entry.get("value_template", "") for entry in component.get("availability", [])
+        )
+        readings[component["unique_id"]] = (component["state_topic"], found[1] or found[2], needs_transmitter)
+    return readings
+
+
+async def test_every_enabled_demo_entity_gets_a_value(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """What Home Assistant would show as *unknown* for good: an enabled entity whose key stays null."""
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("#")
+        plugins = plugin_host("wmhub-shure", "wmhub-sennheiser")
+        async with running_hub(
+            mqtt_broker, tmp_path, [], hub_id="demo", base="wmvalues", plugins=plugins, demo=True
+        ) as hub:
+            ids = await every_device_online(hub, DEMO_RECEIVERS)
+            configs = [await probe.json(f"homeassistant/device/{device_id}/config") for device_id in ids]
+            readings = {key: value for config in configs for key, value in enabled_readings(config).items()}
+            assert len(readings) > 100
+
+            def valued(topic: str, key: str) -> bool:
+                for seen_topic, payload in probe.messages:
+                    if seen_topic == topic and payload and orjson.loads(payload).get(key) is not None:
+                        return True
+                return False
+
+            def transmitter_linked(topic: str) -> bool:
+                return valued(topic.removesuffix("/meters"), "tx_present") and any(
+                    seen == topic.removesuffix("/meters") and orjson.loads(payload).get("tx_present") is True
+                    for seen, payload in probe.messages
+                    if payload
+                )
+
+            def still_unknown() -> list[str]:
+                return [
+                    unique_id
+                    for unique_id, (topic, key, needs_transmitter) in readings.items()
+                    if not valued(topic, key) and not (needs_transmitter and not transmitter_linked(topic))
+                ]
+
+            await eventually(lambda: not still_unknown(), 15, f"a value for every enabled entity ({still_unknown()})")
+
+
+async def test_demo_restarted_twice_keeps_one_device_per_receiver(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    plugins = "wmhub-shure,wmhub-sennheiser"
+    snapshots = []
+    for _ in range(3):
+        async with running_hub(
+            mqtt_broker, tmp_path, [], hub_id="demo", base="wmdemo", plugins=plugin_host(*plugins.split(",")), demo=True
+        ) as hub:
+            ids = await every_device_online(hub, DEMO_RECEIVERS)
+            configs = {f"homeassistant/device/{device_id}/config" for device_id in ids}
+            await eventually(lambda: configs <= bridge_retained(hub), 10, "every config")  # noqa: B023 (awaited here)
+            snapshots.append((ids, await retained(mqtt_broker, "homeassistant/#")))
+    first_ids, first_topics = snapshots[0]
+    assert len(first_ids) == DEMO_RECEIVERS
+    assert not [i for i in first_ids if re.search(r"127_0_0_1_\d+", i)], "no demo id is built from a random port"
+    assert set(first_topics) == {f"homeassistant/device/{i}/config" for i in first_ids} | {
+        "homeassistant/device/wmhub_hub_demo/config"
+    }
+    for ids, topics in snapshots[1:]:
+        assert ids == first_ids
+        assert set(topics) == set(first_topics), "a restart leaves exactly the same retained discovery topics"
+        identifiers = {orjson.loads(payload)["device"]["identifiers"][0] for payload in topics.values()}
+        assert len(identifiers) == DEMO_RECEIVERS + 1
+
+
+async def test_the_url_id_option_names_a_device_wherever_it_listens(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    server, url = await example_receiver("EXSERIAL")
+    async with server, running_hub(mqtt_broker, tmp_path, [f"{url}?id=rack%201/a%2Bb%23"]) as hub:
+        # the given name wins over the serial; characters MQTT topics cannot carry become _
+        assert await online_device(hub) == "example-rack_1_a_b_"
