@@ -29,6 +29,7 @@ from hub.model import Command, CommandKind, CommandResult, Device
 from hub.plugins import PluginHost
 from hub.state import StateStore
 from hub.store import DATABASE_FILE, ConflictError, NotFoundError, Persistence, StoreSettings
+from hub.text import preview
 
 log = logging.getLogger("hub")
 
@@ -259,11 +260,11 @@ class Hub:
         if self.persistence is not None:
             self.persistence.audit.record_command(source, command, before, result)
         log.info(
-            "command %s %s ch%s=%r from %s: %s",
+            "command %s %s ch%s=%s from %s: %s",
             command.kind.value,
             command.device_id,
             command.channel,
-            command.value,
+            preview(command.value),
             source,
             "ok" if result.ok else f"{result.code}: {result.error}",
         )
