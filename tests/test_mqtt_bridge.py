@@ -441,35 +441,6 @@ async def test_control_off_publishes_but_takes_no_commands(
         assert hub.store.devices[device_id].channels[0].name == "Lead"
 
 
-async def test_requests_that_change_the_watched_devices_are_off_by_default_and_no_token_is_taken(
-    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
-) -> None:
-    second_server, second_url = await example_receiver("EX0002", "Second")
-    async with second_server, watching_hub(mqtt_broker, tmp_path, receiver) as (hub, probe, base, device_id):
-        await probe.subscribe(f"{base}/hubs/hub1/response/#")
-
-        async def request(command: str, payload: Any) -> Any:
-            return await probe.request(
-                f"{base}/hubs/hub1/response/{command}", f"{base}/hubs/hub1/request/{command}", payload
-            )
-
-        for command, payload in (
-            ("device/add", {"url": second_url}),
-            ("device/remove", {"id": device_id}),
-            ("candidate/approve", {"url": second_url}),
-        ):
-            refused = await request(command, payload)
-            assert refused["status"] == "error" and "mqtt.admin" in refused["error"]
-        assert list(hub.store.devices) == [device_id] and len(hub.devices.by_url) == 1
-        # the API token is no MQTT credential: a request carrying one is refused, not checked
-        with_token = await request("devices", {"token": hub.api_token})
-        assert with_token["status"] == "error" and "token: unknown key" in with_token["error"]
-        rename = await probe.request(
-            f"{base}/hubs/hub1/response/set", f"{base}/devices/{device_id}/channels/1/set", {"name": "Stays on"}
-        )
-        assert rename["status"] == "ok"
-
-
 async def test_a_flood_of_requests_is_refused_beyond_the_limit_and_the_rest_still_answered(
     mqtt_broker: TestBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
