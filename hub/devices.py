@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hub.drivers import DeviceSink, Driver, DriverSettings, DriverSupervisor, Endpoint, EndpointError, redact_url
-from hub.fieldcheck import Check, checked, model_checks
+from hub.fieldcheck import FieldRules, checked, model_rules
 from hub.model import (
     Command,
     CommandError,
@@ -34,7 +34,7 @@ T = TypeVar("T")
 # More channels than any receiver has: an index beyond it is a driver's parsing error, not a channel.
 MAX_CHANNELS = 512
 # Text fields by width (the checks are the same for every device of a family)
-_CHECKS: dict[int, tuple[dict[str, Check], dict[str, Check]]] = {}
+_RULES: dict[int, tuple[FieldRules, FieldRules]] = {}
 # A serial or MAC longer than this is no serial; characters that would split or widen an MQTT topic go.
 MAX_ID_CHARS = 64
 _ID_UNSAFE = re.compile(r"[\s/+#]")
@@ -48,10 +48,10 @@ def _whole_in(value: object, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-def _checks_for(width: int) -> tuple[dict[str, Check], dict[str, Check]]:
-    found = _CHECKS.get(width)
+def _rules_for(width: int) -> tuple[FieldRules, FieldRules]:
+    found = _RULES.get(width)
     if found is None:
-        found = _CHECKS[width] = model_checks(width)
+        found = _RULES[width] = model_rules(width)
     return found
 
 
@@ -75,7 +75,7 @@ class DeviceHandle(DeviceSink):
         self._store = store
         self.plugin = plugin
         self.text_width = text_width
-        self._channel_checks, self._device_checks = _checks_for(text_width)
+        self._channel_rules, self._device_rules = _rules_for(text_width)
         # fields already warned about: a plugin's mistake is logged once, then only counted
         self._warned: set[str] = set()
         # device id -> the URL of the handle that holds it, shared by every handle of one manager
@@ -106,7 +106,7 @@ class DeviceHandle(DeviceSink):
         name: str | None = None,
     ) -> None:
         identity = checked(
-            {"family": family, "model": model, "firmware": firmware, "name": name}, self._device_checks, self._refused
+            {"family": family, "model": model, "firmware": firmware, "name": name}, self._device_rules, self._refused
         )
         if (
             isinstance(channel_count, bool)
@@ -173,7 +173,7 @@ class DeviceHandle(DeviceSink):
     def update_device(self, fields: Mapping[str, Any]) -> None:
         self._last_heard = time.monotonic()
         if self.device_id is not None and self._is_mapping(fields):
-            self._store.update_device(self.device_id, checked(fields, self._device_checks, self._refused))
+            self._store.update_device(self.device_id, checked(fields, self._device_rules, self._refused))
 
     def update_channel(self, index: int, fields: Mapping[str, Any]) -> None:
         self._last_heard = time.monotonic()
@@ -188,7 +188,7 @@ class DeviceHandle(DeviceSink):
             if writer is None:
                 return
             self._writers[index] = writer
-        writer.update(checked(fields, self._channel_checks, self._refused))
+        writer.update(checked(fields, self._channel_rules, self._refused))
 
     def _is_mapping(self, fields: object) -> bool:
         if fields.__class__ is dict or isinstance(fields, Mapping):

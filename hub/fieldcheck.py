@@ -9,7 +9,8 @@ the field's type in :mod:`hub.model` before it is merged:
 - a number outside the model's range, NaN or infinity is a reading the device could not make: unknown (None);
 - text loses its control characters and is cut to the family's width.
 
-Checking runs on every meter sample, so each field's check is one small function found by name.
+Checking runs on every meter sample: a value that is plainly fine (a finite float, a bool, short clean
+text) is passed by an inline test on its class; only the rest goes to the field's own check function.
 """
 
 from __future__ import annotations
@@ -82,38 +83,78 @@ def _texts(width: int) -> Check:
     return texts
 
 
-def _check_for(model: type[BaseModel], name: str, width: int) -> Check:
+def _base_type(model: type[BaseModel], name: str) -> Any:
+    """The field's type without its ``| None``."""
     annotation = model.model_fields[name].annotation
     if get_origin(annotation) in (Union, types.UnionType):
         annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
-    if annotation is bool:
+    return annotation
+
+
+def _check_for(model: type[BaseModel], name: str, width: int) -> Check:
+    base = _base_type(model, name)
+    if base is bool:
         return _boolean
-    if annotation is str:
+    if base is str:
         return _text(width)
-    if get_origin(annotation) is list:
+    if get_origin(base) is list:
         return _texts(width)
-    check = _whole if annotation is int else _number
+    check = _whole if base is int else _number
     if name in CHANNEL_BOUNDS and model is Channel:
         return _bounded(check, *CHANNEL_BOUNDS[name])
     return check
 
 
-def model_checks(width: int) -> tuple[dict[str, Check], dict[str, Check]]:
-    """(channel checks, device checks) by field name, with text cut to ``width`` characters."""
-    return (
-        {name: _check_for(Channel, name, width) for name in CHANNEL_FIELDS},
-        {name: _check_for(Device, name, width) for name in DEVICE_FIELDS},
-    )
+class FieldRules:
+    """The checks of one model's fields, text cut to ``width``. ``classes`` is the fast path: the class a
+    plainly fine value of the field has (float for levels, bool for flags, int for counts, str for text)."""
+
+    def __init__(self, model: type[BaseModel], fields: frozenset[str], width: int) -> None:
+        self.width = width
+        self.checks = {name: _check_for(model, name, width) for name in fields}
+        self.classes: dict[str, type] = {}
+        # whole-number fields: (lowest, highest) allowed
+        self.ranges: dict[str, tuple[float, float]] = {}
+        for name in fields:
+            base = _base_type(model, name)
+            if base not in (bool, float, int, str):
+                continue
+            self.classes[name] = base
+            if base is int:
+                low, high = CHANNEL_BOUNDS.get(name, (None, None)) if model is Channel else (None, None)
+                self.ranges[name] = (-math.inf if low is None else low, math.inf if high is None else high)
+
+
+def model_rules(width: int) -> tuple[FieldRules, FieldRules]:
+    """(channel rules, device rules), with text cut to ``width`` characters."""
+    return FieldRules(Channel, CHANNEL_FIELDS, width), FieldRules(Device, DEVICE_FIELDS, width)
 
 
 Refusal = Callable[[str, Any, str], None]
 
 
-def checked(fields: Mapping[str, Any], checks: Mapping[str, Check], refuse: Refusal) -> Mapping[str, Any]:
+def checked(fields: Mapping[str, Any], rules: FieldRules, refuse: Refusal) -> Mapping[str, Any]:
     """``fields`` as the store may take them; ``refuse(name, value, why)`` hears of each value left out or
     read as unknown. The mapping is copied only when something in it changed: this runs per meter sample."""
+    classes = rules.classes
+    checks = rules.checks
+    width = rules.width
     result: dict[str, Any] | None = None
     for name, value in fields.items():
+        plain = classes.get(name)
+        of_class = value.__class__  # compared apart from ``value``, which type checkers would narrow to object
+        if plain is not None and of_class is plain:
+            if plain is bool:
+                continue
+            if plain is float:
+                if value - value == 0.0:  # finite: inf - inf and nan - nan are nan
+                    continue
+            elif plain is int:
+                low, high = rules.ranges[name]
+                if low <= value <= high:
+                    continue
+            elif len(value) <= width and value.isprintable():  # no control or format characters at all
+                continue
         if value is None:
             if name in checks:
                 continue

@@ -16,9 +16,9 @@ DEFAULT_TEXT_WIDTH: Final = 255
 # How much of a refused value an error message or a log line shows.
 PREVIEW_CHARS: Final = 60
 
-# C0 and C1 controls (escape sequences, newlines that would forge log lines) and the bidirectional
-# overrides that make text display in another order than it is stored.
-_CONTROLS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 controls (escape sequences, newlines that would forge log lines), Unicode's line and paragraph
+# separators, and the bidirectional overrides that make text display in another order than it is stored.
+_CONTROLS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def device_text(value: str, width: int = DEFAULT_TEXT_WIDTH) -> str:
