@@ -120,7 +120,7 @@ class Hub:
         urls: list[str] = []
         for plugin_name, fleet in self.plugins.collect("register_simulators"):
             try:
-                urls += await fleet.start()
+                urls += await self.plugins.timer.timed(plugin_name, "DemoFleet.start", fleet.start())
                 self._fleets.append((plugin_name, fleet))
             except Exception as exc:
                 log.error("demo simulators of plugin %s failed to start: %s", plugin_name, exc)
@@ -198,7 +198,7 @@ class Hub:
         self._edges.clear()
         for plugin_name, fleet in self._fleets:
             try:
-                await fleet.stop()
+                await self.plugins.timer.timed(plugin_name, "DemoFleet.stop", fleet.stop())
             except Exception as exc:
                 log.error("demo simulators of plugin %s failed to stop: %s", plugin_name, exc)
         self._fleets.clear()
