@@ -4,7 +4,7 @@ A plugin that fails to import or to register is recorded with its error (``wmhub
 and the others load regardless. ``WMHUB_LOAD_PLUGINS=a,b`` loads only the named distributions (or
 entry-point names); an empty value loads none. Every call into a plugin goes through :meth:`call`,
 :meth:`call_async` or :meth:`collect`, which catch that plugin's exceptions and bound its time, and
-:class:`HookTimer` measures how long each call holds the event loop: a plugin that blocks it (a
+:class:`HookTimer` measures how long each call after start-up holds the event loop: a plugin that blocks it (a
 ``time.sleep``, a blocking socket) stalls every device, the web server and MQTT, and is named in a warning.
 """
 
@@ -231,7 +231,9 @@ class PluginHost:
         for plugin_name, function in self._impls(hook):
             found: list[Any] = []
             try:
-                returned = self.timer.call(plugin_name, hook, function, register=found.append)
+                # not timed: registration runs while the hub starts (or discovery restarts), before or apart
+                # from device traffic, and importing what a plugin registers may well take a while
+                returned = function(register=found.append)
                 if inspect.isawaitable(returned):
                     _discard(returned)
                     raise TypeError(f"{hook} returned {type(returned).__name__}: it must be a plain function")
