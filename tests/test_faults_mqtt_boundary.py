@@ -164,14 +164,20 @@ async def test_an_oversized_payload_is_refused_unread_and_never_echoed(
         request_topic = f"{base}/hubs/hub1/request/device/remove"
         long_id = await probe.request(f"{base}/hubs/hub1/response/device/remove", request_topic, {"id": "x" * 60_000})
         assert long_id["status"] == "error"
+        # a request name of 5,000 characters is not answered (its answer topic would echo it); the next one is
+        probe.publish(f"{base}/hubs/hub1/request/{'n' * 5000}", {})
+        await probe.request(f"{base}/hubs/hub1/response/info", f"{base}/hubs/hub1/request/info", {})
+        assert max(len(topic) for topic, _ in probe.messages) < 200
         assert hub.store.devices[device_id].channels[0].name == "Lead"
         longest_response = max(len(payload) for topic, payload in probe.messages if "/response/" in topic)
     longest_log = max(len(record.getMessage()) for record in caplog.records if record.name.startswith("hub"))
     assert longest_response < 1000 and longest_log < 1000
     record_check(
         AREA,
-        'set {"name": 5 MB}; set {"name": 60,000 characters}; device/remove with a 60,000-character id',
-        f"5 MB refused unread (limit mqtt.max_payload_bytes = 64 KiB); the others refused by length; longest "
+        'set {"name": 5 MB}; set {"name": 60,000 characters}; device/remove with a 60,000-character id; '
+        "a request named with 5,000 characters",
+        f"5 MB refused unread (limit mqtt.max_payload_bytes = 64 KiB); the others refused by length, the long "
+        f"request name not answered (no 5,000-character response topic); longest "
         f"response {longest_response} bytes, longest log line {longest_log} characters; name unchanged",
     )
 

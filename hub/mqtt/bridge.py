@@ -69,6 +69,8 @@ MAX_WAITING_PER_TARGET = 1000
 ADMIN_REQUESTS = frozenset({"device/add", "device/remove", "candidate/approve"})
 # Longer than any device URL or id a person types; a longer one is refused, not echoed.
 MAX_URL_CHARS = 2048
+# Longer than any request name: such a request is not answered, as its answer topic would echo the name.
+MAX_COMMAND_CHARS = 64
 
 
 class RequestError(Exception):
@@ -433,7 +435,9 @@ class MqttBridge:
         """Called by the client for each message, in order; nothing here awaits, nothing is dropped."""
         command = self.topics.request_command(topic)
         if command is not None:
-            if not self._oversized(command, payload, {}):
+            if len(command) > MAX_COMMAND_CHARS:  # its answer would go to a topic that long
+                log.warning("MQTT request %s ignored: no command is that long", preview(command))
+            elif not self._oversized(command, payload, {}):
                 self._spawn("hub", self._answer_request(command, payload), command)
             return
         if topic == self.topics.hub_devices:
