@@ -30,6 +30,7 @@ from hub.model import Command, CommandKind, CommandResult, Device
 from hub.plugins import PluginHost
 from hub.state import StateStore
 from hub.store import DATABASE_FILE, ConflictError, NotFoundError, Persistence, StoreSettings
+from hub.text import preview
 
 log = logging.getLogger("hub")
 
@@ -155,7 +156,7 @@ class Hub:
         urls: list[str] = []
         for plugin_name, fleet in self.plugins.collect("register_simulators"):
             try:
-                urls += await fleet.start()
+                urls += await self.plugins.timer.timed(plugin_name, "DemoFleet.start", fleet.start())
                 self._fleets.append((plugin_name, fleet))
             except Exception as exc:
                 log.error("demo simulators of plugin %s failed to start: %s", plugin_name, exc)
@@ -233,7 +234,7 @@ class Hub:
         self._edges.clear()
         for plugin_name, fleet in self._fleets:
             try:
-                await fleet.stop()
+                await self.plugins.timer.timed(plugin_name, "DemoFleet.stop", fleet.stop())
             except Exception as exc:
                 log.error("demo simulators of plugin %s failed to stop: %s", plugin_name, exc)
         self._fleets.clear()
@@ -295,11 +296,11 @@ class Hub:
         if self.persistence is not None:
             self.persistence.audit.record_command(source, command, before, result)
         log.info(
-            "command %s %s ch%s=%r from %s: %s",
+            "command %s %s ch%s=%s from %s: %s",
             command.kind.value,
             command.device_id,
             command.channel,
-            command.value,
+            preview(command.value),
             source,
             "ok" if result.ok else f"{result.code}: {result.error}",
         )

@@ -156,6 +156,7 @@ def _run(config: HubConfig) -> int:
 def _plugins(as_json: bool) -> int:
     host = PluginHost()
     host.load_entry_points()
+    host.check_registrations()
     listing = host.listing()
     if as_json:
         print(json.dumps(listing, indent=2))

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "WMHUB_"
 # Variables that configure plugin loading rather than the hub's settings.
@@ -50,10 +50,25 @@ class MqttSettings(Section):
         description="create Home Assistant's RF level, RF quality and audio level entities enabled (recorder load)",
     )
     control: bool = Field(default=True, description="accept set/get and bridge requests over MQTT")
-    require_token: bool = Field(
-        default=False, description='set/get and bridge requests must carry the API token as "token"'
+    admin: bool = Field(
+        default=False,
+        description="accept device/add, device/remove and candidate/approve over MQTT (who may publish them "
+        "is the broker's ACL: docs/mqtt.md, Securing the broker)",
+    )
+    max_payload_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=16 * 1024 * 1024, description="larger inbound messages are refused unread"
     )
     embedded_port: int = Field(default=1883, ge=0, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_token_in_payloads(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "require_token" in data:
+            raise ValueError(
+                "mqtt.require_token was removed: the API token no longer travels in MQTT payloads, where every "
+                "subscriber could read it; secure the broker instead (docs/mqtt.md, Securing the broker)"
+            )
+        return data
 
     @field_validator("url")
     @classmethod

@@ -11,9 +11,9 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from hub.drivers import (
     ID_OPTION,
@@ -25,8 +25,8 @@ from hub.drivers import (
     EndpointError,
     redact_url,
 )
+from hub.fieldcheck import FieldRules, checked, model_rules
 from hub.model import (
-    CHANNEL_BOUNDS,
     Capabilities,
     Command,
     CommandError,
@@ -36,18 +36,41 @@ from hub.model import (
 )
 from hub.plugins import PluginError, PluginHost
 from hub.state import ChannelWriter, StateStore
+from hub.text import DEFAULT_TEXT_WIDTH, device_text, preview
 
 log = logging.getLogger("hub.devices")
+T = TypeVar("T")
 
-_BOUNDED = frozenset(CHANNEL_BOUNDS)
+# More channels than any receiver has: an index beyond it is a driver's parsing error, not a channel.
+MAX_CHANNELS = 512
+# Text fields by width (the checks are the same for every device of a family)
+_RULES: dict[int, tuple[FieldRules, FieldRules]] = {}
+# A serial or MAC longer than this is no serial; characters that would split or widen an MQTT topic go.
+MAX_ID_CHARS = 64
+_ID_UNSAFE = re.compile(r"[\s/+#]")
 
 
 class UnknownSchemeError(EndpointError):
     """No loaded plugin handles this URL scheme."""
 
 
+def _whole_in(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _rules_for(width: int) -> tuple[FieldRules, FieldRules]:
+    found = _RULES.get(width)
+    if found is None:
+        found = _RULES[width] = model_rules(width)
+    return found
+
+
 class DeviceHandle(DeviceSink):
-    """The sink one driver writes to; it binds the driver's reports to a device id in the store."""
+    """The sink one driver writes to; it binds the driver's reports to a device id in the store.
+
+    It is the boundary between a plugin and the hub: every value is checked against the model here
+    (:mod:`hub.fieldcheck`), so no plugin can put into the store what its readers cannot handle.
+    """
 
     def __init__(
         self,
@@ -56,8 +79,15 @@ class DeviceHandle(DeviceSink):
         vendor: str,
         device_id: str | None = None,
         claims: dict[str, str] | None = None,
+        plugin: str = "?",
+        text_width: int = DEFAULT_TEXT_WIDTH,
     ) -> None:
         self._store = store
+        self.plugin = plugin
+        self.text_width = text_width
+        self._channel_rules, self._device_rules = _rules_for(text_width)
+        # fields already warned about: a plugin's mistake is logged once, then only counted
+        self._warned: set[str] = set()
         # device id -> the URL of the handle that holds it, shared by every handle of one manager
         self._claims = {} if claims is None else claims
         self.endpoint = endpoint
@@ -87,10 +117,19 @@ class DeviceHandle(DeviceSink):
         firmware: str | None = None,
         name: str | None = None,
     ) -> None:
+        identity = checked(
+            {"family": family, "model": model, "firmware": firmware, "name": name}, self._device_rules, self._refused
+        )
+        if (
+            isinstance(channel_count, bool)
+            or not isinstance(channel_count, int)
+            or not 0 <= channel_count <= MAX_CHANNELS
+        ):
+            self._refused("channel_count", channel_count, f"not a whole number from 0 to {MAX_CHANNELS}: taken as 0")
+            channel_count = 0
         # the stablest name there is: one the user gave, a serial or MAC, and only then the address
         given = self.endpoint.options.get(ID_OPTION) or unique_id
-        suffix = re.sub(r"[\s/+#]", "_", given.strip()) if given and given.strip() else self.endpoint.host_port_id
-        device_id = self._claim(f"{self.vendor}-{suffix}")
+        device_id = self._claim(f"{self.vendor}-{self._id_suffix(given)}")
         if self.device_id is not None and self.device_id != device_id:
             self.log.warning(
                 "device at %s is now %s (was %s)", redact_url(self.endpoint.url), device_id, self.device_id
@@ -103,16 +142,21 @@ class DeviceHandle(DeviceSink):
             self._store.add_device(
                 Device(id=device_id, vendor=self.vendor, host=self.endpoint.host, port=self.endpoint.port)
             )
-        capabilities = self.capabilities_of(family, model)
-        self._store.update_device(
-            device_id,
-            {"family": family, "model": model, "firmware": firmware, "name": name, "capabilities": capabilities},
-        )
+        capabilities = self.capabilities_of(identity.get("family"), identity.get("model"))
+        self._store.update_device(device_id, {**identity, "capabilities": capabilities})
         self._store.ensure_channels(device_id, channel_count)
         self._store.set_online(device_id, True)
         self._last_heard = time.monotonic()
         if self.on_identified is not None:
             self.on_identified(self)
+
+    def _id_suffix(self, unique_id: object) -> str:
+        """The serial or MAC as a piece of a device id (a topic level on MQTT, a path segment in REST)."""
+        if unique_id is not None and not isinstance(unique_id, str):
+            self._refused("unique_id", unique_id, "not text: the id is made from host and port")
+            unique_id = None
+        suffix = _ID_UNSAFE.sub("_", device_text(unique_id.strip(), MAX_ID_CHARS)) if unique_id else ""
+        return suffix or self.endpoint.host_port_id
 
     def _claim(self, wanted: str) -> str:
         """The id this device may use: ``wanted`` unless another URL's device already holds it.
@@ -143,37 +187,44 @@ class DeviceHandle(DeviceSink):
 
     def update_device(self, fields: Mapping[str, Any]) -> None:
         self._last_heard = time.monotonic()
-        if self.device_id is not None:
-            self._store.update_device(self.device_id, fields)
+        if self.device_id is not None and self._is_mapping(fields):
+            self._store.update_device(self.device_id, checked(fields, self._device_rules, self._refused))
 
     def update_channel(self, index: int, fields: Mapping[str, Any]) -> None:
         self._last_heard = time.monotonic()
-        writer = self._writers.get(index)
+        writer = self._writers.get(index) if index.__class__ is int else None
         if writer is None or not writer.live:
-            if self.device_id is None:
+            if self.device_id is None or not self._is_mapping(fields):
+                return
+            if not _whole_in(index, 1, MAX_CHANNELS):
+                self._refused("channel index", index, f"not a channel number from 1 to {MAX_CHANNELS}: dropped")
                 return
             writer = self._store.channel_writer(self.device_id, index)
             if writer is None:
                 return
             self._writers[index] = writer
-        # most meter samples carry no bounded field (levels have no bounds in the model): no check, no call
-        writer.update(fields if _BOUNDED.isdisjoint(fields) else self._within_bounds(fields))
+        writer.update(checked(fields, self._channel_rules, self._refused))
 
-    def _within_bounds(self, fields: Mapping[str, Any]) -> Mapping[str, Any]:
-        """A value outside the model's range is a device (or plugin) error: keep it out of the state."""
-        checked: dict[str, Any] | None = None  # copied only when a value is refused: this runs per sample
-        for name in _BOUNDED.intersection(fields):
-            value = fields[name]
-            if value is None:
-                continue
-            low, high = CHANNEL_BOUNDS[name]
-            numeric = isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
-            if not numeric or (low is not None and value < low) or (high is not None and value > high):
-                self.protocol_error(f"{name}={value!r} is outside the model's range")
-                if checked is None:
-                    checked = dict(fields)
-                checked[name] = None
-        return fields if checked is None else checked
+    def _is_mapping(self, fields: object) -> bool:
+        if fields.__class__ is dict or isinstance(fields, Mapping):
+            return True
+        self._refused("fields", fields, "not a mapping of field names to values: dropped")
+        return False
+
+    def _refused(self, name: str, value: Any, why: str) -> None:
+        """A value the model cannot hold: counted as this device's protocol error, logged once per field."""
+        self.protocol_errors += 1
+        if name in self._warned:
+            return
+        self._warned.add(name)
+        self.log.warning(
+            "plugin %s reported %s = %s, %s (a protocol error; further ones for %s are only counted)",
+            self.plugin,
+            name,
+            preview(value),
+            why,
+            name,
+        )
 
     def heard(self) -> None:
         self._last_heard = time.monotonic()
@@ -221,6 +272,10 @@ class ManagedDevice:
             "last_error": self.supervisor.last_error,
             "protocol_errors": self.handle.protocol_errors,
         }
+
+
+def _plugin_error(plugin: str, what: str) -> CommandResult:
+    return CommandResult(ok=False, error=f"plugin {plugin} {what}", code="plugin_error")
 
 
 class RateLimitedError(CommandError):
@@ -287,14 +342,20 @@ class DeviceManager:
         if shown in self.by_url:
             return self.by_url[shown]
         endpoint, plugin_name, spec = self.resolve(url)
-        handle = DeviceHandle(self._store, endpoint, spec.vendor, device_id, self._claims)
+        handle = DeviceHandle(self._store, endpoint, spec.vendor, device_id, self._claims, plugin_name, spec.text_width)
         handle.capabilities_of = lambda family, model: self._capabilities(plugin_name, family, model)
+        timer = self._plugins.timer
 
         def make_driver() -> Driver:
-            driver: Driver = spec.factory(endpoint, handle, self.settings)
+            driver: Driver = timer.call(
+                plugin_name, "DriverSpec.factory", spec.factory, endpoint, handle, self.settings
+            )
             return driver
 
-        supervisor = DriverSupervisor(make_driver, handle, self.settings, handle.log)
+        def timed(what: str, awaitable: Awaitable[T]) -> Awaitable[T]:
+            return timer.timed(plugin_name, what, awaitable)
+
+        supervisor = DriverSupervisor(make_driver, handle, self.settings, handle.log, timed=timed)
         task = asyncio.create_task(supervisor.run_forever(), name=f"device {shown}")
         managed = ManagedDevice(url=shown, plugin=plugin_name, handle=handle, supervisor=supervisor, task=task)
         self.by_url[shown] = managed
@@ -365,11 +426,15 @@ class DeviceManager:
         except PluginError as exc:
             return CommandResult(ok=False, error=str(exc), code="timeout")
         except Exception as exc:  # a plugin bug must not take the edge (MQTT, REST) down with it
-            log.exception("plugin %s failed on %s", managed.plugin if managed else "?", command)
-            return CommandResult(ok=False, error=f"plugin error: {exc}", code="plugin_error")
-        if not isinstance(result, CommandResult):
-            return CommandResult(ok=False, error="the plugin does not implement controls", code="not_supported")
-        return result
+            assert managed is not None
+            log.exception("plugin %s failed on %s", managed.plugin, command)
+            return _plugin_error(managed.plugin, f"raised {type(exc).__name__}: {preview(str(exc))}")
+        if isinstance(result, CommandResult):
+            return result
+        if result is None and managed.plugin not in self._plugins.plugins_with("apply_command"):
+            return CommandResult(ok=False, error=f"plugin {managed.plugin} has no controls", code="not_supported")
+        log.error("plugin %s answered %s with %s instead of a CommandResult", managed.plugin, command, preview(result))
+        return _plugin_error(managed.plugin, f"answered {preview(result)} instead of a CommandResult")
 
     def _admit(self, device_id: str) -> None:
         """Refuse a command beyond the device's rate before anything is sent: a flood (a stuck fader, a script

@@ -87,7 +87,7 @@ class Discovery:
         backoff = Backoff(base=1.0, cap=60.0)
         while True:
             try:
-                await loop(self.report)
+                await self._plugins.timer.timed(plugin_name, "discovery loop", loop(self.report))
                 return
             except asyncio.CancelledError:
                 raise

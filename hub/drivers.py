@@ -12,9 +12,9 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from hub.backoff import Backoff
@@ -170,6 +170,19 @@ class PollingDriver(Driver):
             await asyncio.sleep(self.poll_interval_s)
 
 
+T = TypeVar("T")
+
+
+class CallTimer(Protocol):
+    """Times an awaitable from a plugin's driver, naming ``what`` the driver was doing when it ran slow."""
+
+    def __call__(self, what: str, awaitable: Awaitable[T]) -> Awaitable[T]: ...
+
+
+def _untimed(what: str, awaitable: Awaitable[T]) -> Awaitable[T]:
+    return awaitable
+
+
 class DeviceSilentError(ConnectionError):
     """Nothing was heard from the device for longer than ``offline_after_s``."""
 
@@ -214,8 +227,10 @@ class DriverSupervisor:
         settings: DriverSettings,
         log: logging.LoggerAdapter[logging.Logger],
         backoff: Backoff | None = None,
+        timed: CallTimer = _untimed,
     ) -> None:
         self._make_driver = make_driver
+        self._timed = timed
         self._link = link
         self._settings = settings
         self._log = log
@@ -237,7 +252,7 @@ class DriverSupervisor:
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that arrives
                 # as the awaited call finishes, and the supervisor would then never stop
                 async with asyncio.timeout(self._settings.io_timeout_s * 2):
-                    await self.driver.connect()
+                    await self._timed("Driver.connect", self.driver.connect())
                 self._backoff.reset()
                 self.connected_since = time.time()
                 self._link.set_online(True)
@@ -272,7 +287,7 @@ class DriverSupervisor:
         return redact_url(driver.endpoint.url) if driver is not None else "the device"
 
     async def _run_watched(self, driver: Driver) -> None:
-        runner = asyncio.ensure_future(driver.run())
+        runner = asyncio.ensure_future(self._timed("Driver.run", driver.run()))
         limit = self._settings.offline_after_s
         try:
             while True:
@@ -295,6 +310,6 @@ class DriverSupervisor:
             return
         try:
             async with asyncio.timeout(self._settings.io_timeout_s):
-                await driver.close()
+                await self._timed("Driver.close", driver.close())
         except Exception as exc:  # close must never keep a device from reconnecting
             self._log.debug("close failed: %s", exc)

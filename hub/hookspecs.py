@@ -15,13 +15,19 @@ import pluggy
 
 from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
 from hub.model import Capabilities, Command, CommandResult
+from hub.text import DEFAULT_TEXT_WIDTH
 
 hookspec = pluggy.HookspecMarker("wmhub")
 
 
 @dataclass(frozen=True)
 class DriverSpec:
-    """A kind of device a plugin can talk to, reached through URLs with ``scheme``."""
+    """A kind of device a plugin can talk to, reached through URLs with ``scheme``.
+
+    ``factory(endpoint, sink, settings)`` builds one driver per device URL. ``text_width`` is the longest
+    text any of the ``families`` reports in one field (name, model, firmware, warning): the hub cuts every
+    device string to it at the sink.
+    """
 
     scheme: str
     vendor: str
@@ -29,6 +35,7 @@ class DriverSpec:
     factory: Callable[[Endpoint, DeviceSink, DriverSettings], Driver]
     default_port: int | None = None
     description: str = ""
+    text_width: int = DEFAULT_TEXT_WIDTH
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,8 @@ class LoopMonitor:
                     last_warning = now
                     log.warning(
                         "the hub is not keeping up: its event loop runs %.0f ms late, so device data is that "
-                        "old when merged (%d late ticks so far; fewer devices or a slower meter rate help)",
+                        "old when merged (%d late ticks so far). A plugin that blocks the loop is named in a "
+                        "warning of its own; without one, fewer devices or a slower meter rate help",
                         self.lag_s * 1000,
                         self.late,
                     )

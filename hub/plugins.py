@@ -2,8 +2,10 @@
 
 A plugin that fails to import or to register is recorded with its error (``wmhub plugins`` shows it)
 and the others load regardless. ``WMHUB_LOAD_PLUGINS=a,b`` loads only the named distributions (or
-entry-point names); an empty value loads none. Every call into a plugin goes through :meth:`call` or
-:meth:`call_async`, which catch that plugin's exceptions and bound its time.
+entry-point names); an empty value loads none. Every call into a plugin goes through :meth:`call`,
+:meth:`call_async` or :meth:`collect`, which catch that plugin's exceptions and bound its time, and
+:class:`HookTimer` measures how long each call after start-up holds the event loop: a plugin that blocks it (a
+``time.sleep``, a blocking socket) stalls every device, the web server and MQTT, and is named in a warning.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import asyncio
 import inspect
 import logging
 import os
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 
@@ -24,6 +27,78 @@ from hub.hookspecs import DriverSpec
 
 ENTRY_POINT_GROUP = "wmhub"
 log = logging.getLogger("hub.plugins")
+T = TypeVar("T")
+
+# A hook or driver callback holding the event loop longer than this delays every other device's data.
+SLOW_CALL_S = 0.1
+# The same plugin's same slow hook is named at most this often (it may be slow on every call).
+SLOW_WARNING_EVERY_S = 60.0
+
+
+class HookTimer:
+    """Measures how long each call into a plugin holds the event loop, and names the slow ones.
+
+    A synchronous call is timed as a whole. An awaitable is timed per step (from each resumption to its
+    next suspension), so a coroutine waiting for its device costs nothing here and one that blocks inside
+    is caught the same as a blocking function.
+    """
+
+    def __init__(self) -> None:
+        self.slow_calls: dict[tuple[str, str], int] = {}
+        self._warned_at: dict[tuple[str, str], float] = {}
+
+    def held(self, plugin: str, hook: str, seconds: float) -> None:
+        if seconds <= SLOW_CALL_S:
+            return
+        key = (plugin, hook)
+        self.slow_calls[key] = self.slow_calls.get(key, 0) + 1
+        now = time.monotonic()
+        if now - self._warned_at.get(key, -SLOW_WARNING_EVERY_S) >= SLOW_WARNING_EVERY_S:
+            self._warned_at[key] = now
+            log.warning(
+                "plugin %s held the event loop for %.0f ms in %s (every device, MQTT and the web server waited; "
+                "%d such call(s) so far): a hook must await I/O, never block",
+                plugin,
+                seconds * 1000,
+                hook,
+                self.slow_calls[key],
+            )
+
+    def call(self, plugin: str, hook: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            self.held(plugin, hook, time.perf_counter() - started)
+
+    def timed(self, plugin: str, hook: str, awaitable: Awaitable[T]) -> Awaitable[T]:
+        return _TimedSteps(self, plugin, hook, awaitable)
+
+
+class _TimedSteps(Awaitable[T]):
+    def __init__(self, timer: HookTimer, plugin: str, hook: str, awaitable: Awaitable[T]) -> None:
+        self._timer = timer
+        self._plugin = plugin
+        self._hook = hook
+        self._awaitable = awaitable
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        steps = self._awaitable.__await__()
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            started = time.perf_counter()
+            try:
+                yielded = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+            finally:
+                self._timer.held(self._plugin, self._hook, time.perf_counter() - started)
+            try:
+                value, error = (yield yielded), None
+            except BaseException as exc:  # cancellation included: it goes on into the plugin's awaitable
+                value, error = None, exc
 
 
 @dataclass
@@ -57,6 +132,7 @@ class PluginHost:
         self.pm = pluggy.PluginManager("wmhub")
         self.pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
+        self.timer = HookTimer()
         self._drivers: dict[str, tuple[DriverSpec, str]] | None = None
 
     def load_entry_points(self, only: str | None = None) -> None:
@@ -123,7 +199,7 @@ class PluginHost:
         results = []
         for plugin_name, function in self._impls(hook):
             try:
-                results.append((plugin_name, function(**kwargs)))
+                results.append((plugin_name, self.timer.call(plugin_name, hook, function, **kwargs)))
             except Exception as exc:
                 self._fail(plugin_name, hook, exc)
         return results
@@ -144,11 +220,11 @@ class PluginHost:
             if name != plugin_name:
                 continue
             try:
-                result = function(**kwargs)
+                result = self.timer.call(plugin_name, hook, function, **kwargs)
                 if inspect.isawaitable(result):
                     # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                     async with asyncio.timeout(timeout):
-                        result = await result
+                        result = await self.timer.timed(plugin_name, hook, result)
                 return result
             except asyncio.CancelledError:
                 raise
@@ -165,7 +241,12 @@ class PluginHost:
         for plugin_name, function in self._impls(hook):
             found: list[Any] = []
             try:
-                function(register=found.append)
+                # not timed: registration runs while the hub starts (or discovery restarts), before or apart
+                # from device traffic, and importing what a plugin registers may well take a while
+                returned = function(register=found.append)
+                if inspect.isawaitable(returned):
+                    _discard(returned)
+                    raise TypeError(f"{hook} returned {type(returned).__name__}: it must be a plain function")
             except Exception as exc:
                 self._fail(plugin_name, hook, exc)
                 continue
@@ -187,5 +268,18 @@ class PluginHost:
             self._drivers = drivers
         return self._drivers
 
+    def check_registrations(self) -> None:
+        """Call every registration hook once, so errors in them are on the records (``wmhub plugins``)."""
+        self.drivers()
+        for hook in ("register_zeroconf_types", "register_discovery_loops", "register_simulators"):
+            self.collect(hook)
+
     def listing(self) -> list[dict[str, Any]]:
         return [record.as_dict() for record in self.records.values()]
+
+
+def _discard(awaitable: Awaitable[Any]) -> None:
+    """Close a coroutine a plugin returned where none belongs (no 'never awaited' warning at exit)."""
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()

@@ -252,13 +252,18 @@ async def mqtt_broker() -> AsyncIterator[TestBroker]:
 class MqttProbe:
     """A subscriber that records what it receives: ``await probe.json(topic)`` waits for a message."""
 
-    def __init__(self, broker: TestBroker, client_id: str = "wmhub-test-probe") -> None:
+    def __init__(
+        self,
+        broker: TestBroker,
+        client_id: str = "wmhub-test-probe",
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.messages: list[tuple[str, bytes]] = []
         self._markers: set[str] = set()
         self.latest: dict[str, bytes] = {}
-        self.client = MqttClient(
-            BrokerAddress(broker.host, broker.port), client_id, on_message=self._record, keepalive=10
-        )
+        address = BrokerAddress(broker.host, broker.port, username=username, password=password)
+        self.client = MqttClient(address, client_id, on_message=self._record, keepalive=10)
 
     def _record(self, topic: str, payload: bytes) -> None:
         if topic.startswith(MARKER_PREFIX):

@@ -264,6 +264,18 @@ HOW_IT_WORKS = """## How the suites work
 - There was no limit on control commands: a per-device rate limit (`control_rate_per_s`, default 10 a
   second with a one-second burst) now refuses a flood with `rate_limited` (REST 429) before it reaches
   the receiver.
+- MQTT: anyone who could publish to the broker could add and remove devices (and so make the hub probe
+  any host and port); admin requests are now off unless `mqtt.admin`, and the shipped Mosquitto
+  configuration lets only the hub's and Home Assistant's logins publish. `mqtt.require_token` sent the
+  REST write token in clear inside payloads every `#` subscriber reads; it is gone.
+- MQTT `set`: `"muted": "yes"`, `"on"`, `"1"`, `0` and `1.0` were carried out as booleans; a 5 MB name
+  was parsed, logged whole and echoed whole on `response/set`.
+- Device sink: `update_channel(1, {"rf_dbm": "strong", ...})` from a plugin was stored and made REST
+  answer 500 for every device; `update_channel(0, ...)` or an unknown field raised into the driver and
+  reconnected it forever; a 100,000-character name with escape sequences was stored and printed by
+  `wmhub devices`.
+- Plugin API: `apply_command` returning `None`, `"yes"` or an awaitable of 42 was answered as "does not
+  implement controls"; an `async def register_drivers` registered nothing without a word.
 
 ## Not covered, and why
 

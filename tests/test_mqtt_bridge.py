@@ -223,7 +223,11 @@ async def test_get_republishes_state_and_answers(mqtt_broker: TestBroker, tmp_pa
 
 async def test_hub_requests(mqtt_broker: TestBroker, tmp_path: Path, receiver: str) -> None:
     second_server, second_url = await example_receiver("EX0002", "Second")
-    async with second_server, running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
+    async with (
+        second_server,
+        running_hub(mqtt_broker, tmp_path, [receiver], admin=True) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
         base = hub.config.mqtt.base_topic
         first_id = await online_device(hub)
         await probe.subscribe(f"{base}/#")
@@ -441,29 +445,6 @@ async def test_control_off_publishes_but_takes_no_commands(
         await probe.json(f"homeassistant/device/{device_id}/config")
         assert not [topic for topic, _ in probe.messages if "/response/" in topic]
         assert hub.store.devices[device_id].channels[0].name == "Lead"
-
-
-async def test_requests_without_the_token_are_refused_when_it_is_required(
-    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
-) -> None:
-    async with (
-        running_hub(mqtt_broker, tmp_path, [receiver], require_token=True) as hub,
-        MqttProbe(mqtt_broker) as probe,
-    ):
-        base = hub.config.mqtt.base_topic
-        device_id = await online_device(hub)
-        await probe.subscribe(f"{base}/hubs/hub1/response/#")
-        request, response = f"{base}/hubs/hub1/request/devices", f"{base}/hubs/hub1/response/devices"
-        refused = await probe.request(response, request, {})
-        assert refused["status"] == "error" and "token" in refused["error"]
-        wrong = await probe.request(response, request, {"token": "guess"})
-        assert wrong["status"] == "error"
-        allowed = await probe.request(response, request, {"token": hub.api_token})
-        assert allowed["status"] == "ok" and [d["id"] for d in allowed["data"]] == [device_id]
-        set_topic = f"{base}/devices/{device_id}/channels/1/set"
-        rename = await probe.request(f"{base}/hubs/hub1/response/set", set_topic, {"name": "Hijack"})
-        assert rename["status"] == "error" and hub.store.devices[device_id].channels[0].name == "Lead"
-    assert (tmp_path / "hub1" / "api-token").stat().st_mode & 0o777 == 0o600
 
 
 async def test_a_flood_of_requests_is_refused_beyond_the_limit_and_the_rest_still_answered(

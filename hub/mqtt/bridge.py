@@ -8,6 +8,10 @@ at most one small message per channel per interval, and nothing when the levels 
 
 Inbound messages (requests, set/get, Home Assistant's status) are handled in arrival order per target
 (one queue per device, one for hub requests); every one gets an answer on the hub's response topic.
+Whoever can publish to the broker can send them: who may is the broker's to decide (its password file and
+ACL, docs/mqtt.md "Securing the broker"). The hub adds two limits of its own: requests that change which
+devices it watches are off unless ``mqtt.admin`` is on, and a message larger than ``mqtt.max_payload_bytes``
+is refused before it is parsed. Nothing a message carries is echoed or logged beyond a short preview.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hub.auth import token_matches
 from hub.drivers import EndpointError
 from hub.model import (
     CHANNEL_FIELDS,
@@ -42,6 +45,7 @@ from hub.mqtt.topics import Topics
 from hub.state import ADDED, ONLINE, REMOVED, Batch, ChangeKey, Subscription
 from hub.store import AlertEvent
 from hub.store.show import SwapList
+from hub.text import DEFAULT_TEXT_WIDTH, preview
 
 if TYPE_CHECKING:
     from hub.app import Hub
@@ -64,6 +68,12 @@ DEPARTED_GRACE_S = 15.0
 # Inbound messages waiting per target (one device, or the hub's requests) before more are refused. Far more
 # than a person or a control desk sends; only a runaway client reaches it.
 MAX_WAITING_PER_TARGET = 1000
+# Requests that change which devices the hub watches (and so which hosts and ports it connects to).
+ADMIN_REQUESTS = frozenset({"device/add", "device/remove", "candidate/approve"})
+# Longer than any device URL or id a person types; a longer one is refused, not echoed.
+MAX_URL_CHARS = 2048
+# Longer than any request name: such a request is not answered, as its answer topic would echo the name.
+MAX_COMMAND_CHARS = 64
 
 
 class RequestError(Exception):
@@ -71,13 +81,14 @@ class RequestError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON's own types only, as REST takes them ("yes", 1 or "3" are not true, true or 3)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ChannelSet(_Strict):
     """``<base>/devices/<id>/channels/<n>/set``: one or more of these keys."""
 
-    name: str | None = Field(default=None, min_length=1)
+    name: str | None = Field(default=None, min_length=1, max_length=DEFAULT_TEXT_WIDTH)
     muted: bool | Literal["toggle"] | None = None
     gain_db: float | None = None
     gain_step_db: float | None = None
@@ -89,7 +100,7 @@ class ChannelSet(_Strict):
 class DeviceSet(_Strict):
     """``<base>/devices/<id>/set``."""
 
-    name: str | None = Field(default=None, min_length=1)
+    name: str | None = Field(default=None, min_length=1, max_length=DEFAULT_TEXT_WIDTH)
     identify: bool | None = None
     meter_rate_ms: int | None = Field(default=None, ge=0, le=99999)
 
@@ -111,17 +122,17 @@ _DEVICE_COMMANDS: dict[str, CommandKind] = {
 
 
 class UrlRequest(_Strict):
-    url: str = Field(min_length=1)
+    url: str = Field(min_length=1, max_length=MAX_URL_CHARS)
 
 
 class RemoveRequest(_Strict):
-    id: str = Field(min_length=1, description="device id or URL")
+    id: str = Field(min_length=1, max_length=MAX_URL_CHARS, description="device id or URL")
 
 
 class RenameRequest(_Strict):
     device_id: str
     channel: int = Field(ge=1)
-    name: str | None = Field(description="the extended name; null clears it")
+    name: str | None = Field(max_length=DEFAULT_TEXT_WIDTH, description="the extended name; null clears it")
 
 
 class MeterRateRequest(_Strict):
@@ -444,13 +455,19 @@ class MqttBridge:
         """Called by the client for each message, in order; nothing here awaits, nothing is dropped."""
         command = self.topics.request_command(topic)
         if command is not None:
-            self._spawn("hub", self._answer_request(command, payload), command)
+            if len(command) > MAX_COMMAND_CHARS:  # its answer would go to a topic that long
+                log.warning("MQTT request %s ignored: no command is that long", preview(command))
+            elif not self._oversized(command, payload, {}):
+                self._spawn("hub", self._answer_request(command, payload), command)
             return
         if topic == self.topics.hub_devices:
             self._mark_left_behind_offline(payload)
             return
         target = self.topics.control_target(topic)
         if target is not None:
+            where = {"device_id": target.device_id, "channel": target.channel}
+            if self._oversized(target.action, payload, where):
+                return
             self._spawn(
                 target.device_id,
                 self._answer_control(target.device_id, target.channel, target.action, payload),
@@ -459,6 +476,18 @@ class MqttBridge:
             return
         if topic == self.topics.homeassistant_status and payload.strip() == b"online":
             self._republish_for_homeassistant()
+
+    def _oversized(self, command: str, payload: bytes, where: dict[str, Any]) -> bool:
+        """Refuse a message over ``max_payload_bytes`` unread: parsing, queueing or echoing a flood costs the hub
+        memory and time in proportion to it."""
+        limit = self.settings.max_payload_bytes
+        if len(payload) <= limit:
+            return False
+        log.warning(
+            "MQTT %s refused unread: %d bytes (mqtt.max_payload_bytes = %d)", preview(command), len(payload), limit
+        )
+        self._respond(command, None, "error", where, f"payload of {len(payload)} bytes refused; the limit is {limit}")
+        return True
 
     def _mark_left_behind_offline(self, payload: bytes) -> None:
         """Devices in the list a previous run of this hub left retained, and unknown to this run, get an
@@ -538,28 +567,27 @@ class MqttBridge:
         assert self.client is not None
         self.client.publish(self.topics.response(command), payloads.encode(response), self.settings.qos_state)
 
-    def _check_token(self, request: dict[str, Any]) -> None:
-        """Take the ``token`` out of the request; refuse it when tokens are required and it is not the right one."""
-        given = request.pop("token", None)
-        if self.settings.require_token and not token_matches(given, self.hub.api_token):
-            raise RequestError('this hub requires the API token in the request\'s "token" key')
-
     async def _answer_request(self, command: str, raw: bytes) -> None:
         request: dict[str, Any] | None = None
         try:
             request = _parse_object(raw)
-            self._check_token(request)
             entry = self._requests.get(command)
             if entry is None:
-                raise RequestError(f"unknown request {command!r}; known: {', '.join(sorted(self._requests))}")
+                raise RequestError(f"unknown request {preview(command)}; known: {', '.join(sorted(self._requests))}")
+            if command in ADMIN_REQUESTS and not self.settings.admin:
+                raise RequestError(
+                    f"{command} is off over MQTT (mqtt.admin = false); use the REST API, or turn mqtt.admin on "
+                    "once the broker's ACL limits who may publish requests"
+                )
             model, handler = entry
             data = await handler(_validate(model, request))
         except (RequestError, EndpointError, LookupError) as exc:
-            log.warning("MQTT request %s refused: %s", command, exc)
-            self._respond(command, request, "error", {}, str(exc))
+            message = _shortened(str(exc))
+            log.warning("MQTT request %s refused: %s", preview(command), message)
+            self._respond(command, request, "error", {}, message)
         except Exception as exc:
-            log.exception("MQTT request %s failed", command)
-            self._respond(command, request, "error", {}, f"internal error: {exc}")
+            log.exception("MQTT request %s failed", preview(command))
+            self._respond(command, request, "error", {}, f"internal error: {_shortened(str(exc))}")
         else:
             self._respond(command, request, "ok", data, None)
 
@@ -568,7 +596,6 @@ class MqttBridge:
         where: dict[str, Any] = {"device_id": device_id, "channel": channel}
         try:
             request = _parse_object(raw)
-            self._check_token(request)
             if action == "get":
                 self._respond("get", request, "ok", {**where, "state": self._republish(device_id, channel)}, None)
                 return
@@ -580,7 +607,7 @@ class MqttBridge:
             return
         except Exception as exc:  # the requester still gets an answer, and the device's queue goes on
             log.exception("MQTT %s on %s channel %s failed", action, device_id, channel)
-            self._respond(action, request, "error", where, f"internal error: {exc}")
+            self._respond(action, request, "error", where, f"internal error: {_shortened(str(exc))}")
             self._restore(device_id, channel)
             return
         failed = {key: result for key, result in results.items() if not result.ok}
@@ -659,7 +686,7 @@ class MqttBridge:
 
     async def _request_remove(self, request: RemoveRequest) -> Any:
         if not await self.hub.remove_device(request.id, SOURCE):
-            raise RequestError(f"unknown device {request.id!r}")
+            raise RequestError(f"unknown device {preview(request.id)}")
         return {"id": request.id}
 
     async def _request_candidates(self, request: EmptyRequest) -> Any:
@@ -706,9 +733,15 @@ def _validate(model: type[ModelT], request: dict[str, Any]) -> ModelT:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        problems = (
-            f"{'.'.join(str(part) for part in problem['loc']) or 'payload'}: "
-            f"{'unknown key' if problem['type'] == 'extra_forbidden' else problem['msg']}"
-            for problem in exc.errors()
-        )
-        raise RequestError("; ".join(problems)) from None
+        # by key, without the value (it may be huge); a key of several types lists each one it failed
+        problems: dict[str, list[str]] = {}
+        for problem in exc.errors():
+            key = preview(problem["loc"][0]) if problem["loc"] else "payload"
+            message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
+            problems.setdefault(key.strip("'"), []).append(message)
+        raise RequestError("; ".join(f"{key}: {' or '.join(messages)}" for key, messages in problems.items())) from None
+
+
+def _shortened(message: str) -> str:
+    """An error message cut to a length fit for a log line and a response (it may quote what was sent)."""
+    return message if len(message) <= 300 else f"{message[:300]}… ({len(message)} characters)"

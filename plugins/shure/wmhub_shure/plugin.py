@@ -14,6 +14,9 @@ from wmhub_shure.driver import ShureDriver, tcp_driver, udp_driver
 from wmhub_shure.families import FAMILIES
 from wmhub_shure.simulator.fleet import ShureDemoFleet
 
+# The widest text field any Shure family reports (Axient Digital's CHAN_NAME and DEVICE_ID, families.py):
+# the hub cuts longer device text to it.
+SHURE_TEXT_WIDTH = 31
 TCP_FAMILIES = tuple(key for key, family in FAMILIES.items() if not family.udp)
 
 
@@ -27,6 +30,7 @@ def register_drivers(register: Callable[[DriverSpec], None]) -> None:
             factory=tcp_driver,
             default_port=2202,
             description="Shure ULX-D, QLX-D, Axient Digital, SLX-D/SLX-D+, PSM1000 (TCP 2202, family auto-detected)",
+            text_width=SHURE_TEXT_WIDTH,
         )
     )
     register(
@@ -37,6 +41,7 @@ def register_drivers(register: Callable[[DriverSpec], None]) -> None:
             factory=udp_driver,
             default_port=2202,
             description="Shure UHF-R UR4S/UR4D (UDP 2202)",
+            text_width=SHURE_TEXT_WIDTH,
         )
     )
 

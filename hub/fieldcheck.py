@@ -1,0 +1,177 @@
+"""The model's types, enforced where driver reports enter the hub (the sink), for every plugin alike.
+
+Devices are reached over their own protocols, parsed by plugins the hub does not control. One value of the
+wrong type in the store (``"strong"`` for a level, a number for a name) would fail every reader of it, the
+REST API, the board, the history, for the whole venue. So each value a driver reports is checked against
+the field's type in :mod:`hub.model` before it is merged:
+
+- a value of the wrong type (or a field the model does not have) is refused: the field keeps its value;
+- a number outside the model's range, NaN or infinity is a reading the device could not make: unknown (None);
+- text loses its control characters and is cut to the family's width.
+
+Checking runs on every meter sample: a value that is plainly fine (a finite float, a bool, short clean
+text) is passed by an inline test on its class; only the rest goes to the field's own check function.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Union, get_args, get_origin
+
+from pydantic import BaseModel
+
+from hub.model import CHANNEL_BOUNDS, CHANNEL_FIELDS, DEVICE_FIELDS, Channel, Device
+from hub.text import device_text
+
+# A check returns the value to store, UNKNOWN for a reading outside the model, or REFUSED.
+REFUSED: Final = object()
+UNKNOWN: Final = object()
+Check = Callable[[Any], Any]
+
+
+def _boolean(value: Any) -> Any:
+    return value if value is True or value is False else REFUSED
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return REFUSED
+    return value if math.isfinite(value) else UNKNOWN
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return REFUSED
+    if isinstance(value, int):
+        return value
+    if not math.isfinite(value):
+        return UNKNOWN
+    return int(value) if value.is_integer() else REFUSED
+
+
+def _bounded(check: Check, low: float | None, high: float | None) -> Check:
+    def within(value: Any) -> Any:
+        value = check(value)
+        if value is REFUSED or value is UNKNOWN:
+            return value
+        if (low is not None and value < low) or (high is not None and value > high):
+            return UNKNOWN
+        return value
+
+    return within
+
+
+# Warnings are short phrases; a device that reports thousands is not telling anything more.
+MAX_WARNINGS: Final = 32
+
+
+def _text(width: int) -> Check:
+    def text(value: Any) -> Any:
+        return device_text(value, width) if isinstance(value, str) else REFUSED
+
+    return text
+
+
+def _texts(width: int) -> Check:
+    def texts(value: Any) -> Any:
+        if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+            return REFUSED
+        return [device_text(item, width) for item in value[:MAX_WARNINGS]]
+
+    return texts
+
+
+def _base_type(model: type[BaseModel], name: str) -> Any:
+    """The field's type without its ``| None``."""
+    annotation = model.model_fields[name].annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+    return annotation
+
+
+def _check_for(model: type[BaseModel], name: str, width: int) -> Check:
+    base = _base_type(model, name)
+    if base is bool:
+        return _boolean
+    if base is str:
+        return _text(width)
+    if get_origin(base) is list:
+        return _texts(width)
+    check = _whole if base is int else _number
+    if name in CHANNEL_BOUNDS and model is Channel:
+        return _bounded(check, *CHANNEL_BOUNDS[name])
+    return check
+
+
+class FieldRules:
+    """The checks of one model's fields, text cut to ``width``. ``classes`` is the fast path: the class a
+    plainly fine value of the field has (float for levels, bool for flags, int for counts, str for text)."""
+
+    def __init__(self, model: type[BaseModel], fields: frozenset[str], width: int) -> None:
+        self.width = width
+        self.checks = {name: _check_for(model, name, width) for name in fields}
+        self.classes: dict[str, type] = {}
+        # whole-number fields: (lowest, highest) allowed
+        self.ranges: dict[str, tuple[float, float]] = {}
+        for name in fields:
+            base = _base_type(model, name)
+            if base not in (bool, float, int, str):
+                continue
+            self.classes[name] = base
+            if base is int:
+                low, high = CHANNEL_BOUNDS.get(name, (None, None)) if model is Channel else (None, None)
+                self.ranges[name] = (-math.inf if low is None else low, math.inf if high is None else high)
+
+
+def model_rules(width: int) -> tuple[FieldRules, FieldRules]:
+    """(channel rules, device rules), with text cut to ``width`` characters."""
+    return FieldRules(Channel, CHANNEL_FIELDS, width), FieldRules(Device, DEVICE_FIELDS, width)
+
+
+Refusal = Callable[[str, Any, str], None]
+
+
+def checked(fields: Mapping[str, Any], rules: FieldRules, refuse: Refusal) -> Mapping[str, Any]:
+    """``fields`` as the store may take them; ``refuse(name, value, why)`` hears of each value left out or
+    read as unknown. The mapping is copied only when something in it changed: this runs per meter sample."""
+    classes = rules.classes
+    checks = rules.checks
+    width = rules.width
+    result: dict[str, Any] | None = None
+    for name, value in fields.items():
+        plain = classes.get(name)
+        of_class = value.__class__  # compared apart from ``value``, which type checkers would narrow to object
+        if plain is not None and of_class is plain:
+            if plain is bool:
+                continue
+            if plain is float:
+                if value - value == 0.0:  # finite: inf - inf and nan - nan are nan
+                    continue
+            elif plain is int:
+                low, high = rules.ranges[name]
+                if low <= value <= high:
+                    continue
+            elif len(value) <= width and value.isprintable():  # no control or format characters at all
+                continue
+        if value is None:
+            if name in checks:
+                continue
+            accepted: Any = REFUSED
+        else:
+            check = checks.get(name)
+            accepted = REFUSED if check is None else check(value)
+        if accepted is value:
+            continue
+        if result is None:
+            result = dict(fields)
+        if accepted is REFUSED:
+            del result[name]
+            refuse(name, value, "not a field of the model" if name not in checks else "the wrong type: dropped")
+        elif accepted is UNKNOWN:
+            result[name] = None
+            refuse(name, value, "outside the model's range: unknown")
+        else:
+            result[name] = accepted
+    return fields if result is None else result

@@ -1,0 +1,39 @@
+"""Text from outside the hub (device reports, MQTT payloads) made safe to store, print and log.
+
+A device, or whoever answers on its port, decides what its strings contain: a name of 100,000 characters
+would become a retained MQTT message that size, and an escape sequence in it would reach a terminal
+through ``wmhub devices`` or forge a log line. Every device string passes :func:`device_text` at the sink;
+whatever the hub echoes back of a refused value passes :func:`preview`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+# The widest text field of any device family the hub knows; a plugin may declare a narrower one.
+DEFAULT_TEXT_WIDTH: Final = 255
+# How much of a refused value an error message or a log line shows.
+PREVIEW_CHARS: Final = 60
+
+# C0 and C1 controls (escape sequences, newlines that would forge log lines), Unicode's line and paragraph
+# separators, and the bidirectional overrides that make text display in another order than it is stored.
+_CONTROLS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def device_text(value: str, width: int = DEFAULT_TEXT_WIDTH) -> str:
+    """``value`` without control characters, cut to ``width`` characters."""
+    if len(value) > width * 4:  # never scan a flood: what survives is at most ``width`` long anyway
+        value = value[: width * 4]
+    if _CONTROLS.search(value) is not None:
+        value = _CONTROLS.sub("", value)
+    return value[:width]
+
+
+def preview(value: object, limit: int = PREVIEW_CHARS) -> str:
+    """A short, printable ``repr`` of a value for messages: at most ``limit`` characters and a length note."""
+    if isinstance(value, str | bytes) and len(value) > limit:
+        shown = repr(value[:limit])
+        return f"{shown}… ({len(value)} {'characters' if isinstance(value, str) else 'bytes'})"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"

@@ -1,0 +1,204 @@
+"""Who may control the mics over MQTT, and what a message may be: tried from outside, as someone on the LAN.
+
+The broker is a real Mosquitto running the venue configuration shipped in deploy/mosquitto (its ACL file
+verbatim, its settings with this test's port and paths), the hub logs in as the ``wmhub`` user of that
+ACL, and the device is the documented example plugin's receiver over TCP on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import logging
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from hub.config import ConfigError, load_config
+from hub.testing import eventually
+from tests.mosquitto import MosquittoBroker, MqttProbe, TestBroker, find_mosquitto
+from tests.reliability_report import record_check
+from tests.test_mqtt_bridge import example_receiver, online_device, receiver, running_hub, watching_hub
+
+__all__ = ["receiver"]  # the fixture, imported so pytest finds it here
+
+VENUE = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
+USERS = {"wmhub": "hub-pass-1", "homeassistant": "ha-pass-2"}
+AREA = "MQTT boundary"
+
+
+class VenueBroker(MosquittoBroker):
+    """Mosquitto with deploy/mosquitto/mosquitto.conf: its ACL file as shipped, its port and paths this test's."""
+
+    async def _config(self) -> str:
+        passwords = self.directory / "passwords"
+        passwords.write_text("".join(f"{user}:{password}\n" for user, password in self.users.items()))
+        process = await asyncio.create_subprocess_exec("mosquitto_passwd", "-U", str(passwords))
+        assert await process.wait() == 0, "mosquitto_passwd could not hash the test passwords"
+        replaced = {
+            "listener": f"listener {self.port} 127.0.0.1",
+            "password_file": f"password_file {passwords}",
+            "acl_file": f"acl_file {VENUE / 'acl'}",
+            "persistence": "persistence false",
+            "persistence_location": None,
+            "log_dest": None,
+        }
+        lines = [f"user {getpass.getuser()}", "log_type all"]
+        for line in (VENUE / "mosquitto.conf").read_text().splitlines():
+            key = line.split(" ", 1)[0]
+            if key in replaced:
+                line = replaced[key] or ""
+            lines.append(line)
+        return "\n".join(lines) + "\n"
+
+    def log_text(self) -> str:
+        return (self.directory / "mosquitto.log").read_text(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def venue_broker() -> AsyncIterator[VenueBroker]:
+    executable = find_mosquitto()
+    if executable is None:
+        pytest.fail("the venue broker test needs Mosquitto (apt-get install mosquitto)")
+    with tempfile.TemporaryDirectory(prefix="wmhub-venue-") as directory:
+        broker = VenueBroker(executable, Path(directory), users=USERS)
+        await broker.start()
+        try:
+            yield broker
+        finally:
+            await broker.stop()
+
+
+async def read_retained(probe: MqttProbe, topic: str) -> Any:
+    """Subscribe without the probe's marker topic (the ACL lets no reader publish one) and wait for the
+    receiver's name in the retained state, which also shows the subscription is in place."""
+    probe.client.subscribe(topic, 1)
+    return await probe.json(topic, lambda state: state["name"] is not None)
+
+
+async def test_an_anonymous_client_reads_everything_and_controls_nothing(tmp_path: Path, receiver: str) -> None:
+    async with (
+        venue_broker() as broker,
+        running_hub(
+            broker, tmp_path, [receiver], base="wmhub", url=f"mqtt://wmhub:{USERS['wmhub']}@{broker.host}:{broker.port}"
+        ) as hub,
+        MqttProbe(broker, "anonymous-on-the-lan") as anonymous,
+        MqttProbe(broker, "home-assistant", "homeassistant", USERS["homeassistant"]) as home_assistant,
+    ):
+        device_id = await online_device(hub)
+        channel_topic = f"wmhub/devices/{device_id}/channels/1"
+        assert (await read_retained(anonymous, channel_topic))["name"] == "Lead"  # reading is open
+        anonymous.client.subscribe("wmhub/hubs/hub1/response/#", 1)
+        anonymous.publish(f"{channel_topic}/set", {"name": "Hijack", "transaction": "anonymous"})
+        anonymous.publish("wmhub/hubs/hub1/request/devices", {"transaction": "anonymous"})
+        await eventually(lambda: broker.log_text().count("Denied PUBLISH from anonymous-on-the-lan") >= 2, 5, "denials")
+
+        home_assistant.client.subscribe("wmhub/hubs/hub1/response/set", 1)
+        await read_retained(home_assistant, channel_topic)
+        answer = await home_assistant.request("wmhub/hubs/hub1/response/set", f"{channel_topic}/set", {"name": "Vox 1"})
+        assert answer["status"] == "ok"
+        await anonymous.json(channel_topic, lambda state: state["name"] == "Vox 1")
+        assert not [payload for topic, payload in anonymous.messages if b'"anonymous"' in payload]
+        assert hub.store.devices[device_id].channels[0].name == "Vox 1"
+    record_check(
+        AREA,
+        "deploy/mosquitto ACL: an anonymous client publishes set and a hub request; Home Assistant's user sets",
+        "anonymous reads every state topic, its set and request are denied by the broker (never reach the hub); "
+        "Home Assistant's set is applied and answered; the hub publishes as its own user",
+    )
+
+
+async def test_requests_that_change_the_watched_devices_are_off_by_default_and_no_token_is_taken(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    second_server, second_url = await example_receiver("EX0002", "Second")
+    async with second_server, watching_hub(mqtt_broker, tmp_path, receiver) as (hub, probe, base, device_id):
+        await probe.subscribe(f"{base}/hubs/hub1/response/#")
+
+        async def request(command: str, payload: Any) -> Any:
+            return await probe.request(
+                f"{base}/hubs/hub1/response/{command}", f"{base}/hubs/hub1/request/{command}", payload
+            )
+
+        for command, payload in (
+            ("device/add", {"url": second_url}),
+            ("device/remove", {"id": device_id}),
+            ("candidate/approve", {"url": second_url}),
+        ):
+            refused = await request(command, payload)
+            assert refused["status"] == "error" and "mqtt.admin" in refused["error"]
+        assert list(hub.store.devices) == [device_id] and len(hub.devices.by_url) == 1
+        # the API token is no MQTT credential: a request carrying one is refused, not checked
+        with_token = await request("devices", {"token": hub.api_token})
+        assert with_token["status"] == "error" and "token: unknown key" in with_token["error"]
+        set_topic = f"{base}/devices/{device_id}/channels/1/set"
+        rename = await probe.request(f"{base}/hubs/hub1/response/set", set_topic, {"name": "Stays on"})
+        assert rename["status"] == "ok"
+    with pytest.raises(ConfigError, match="require_token was removed"):
+        load_config(overrides={"mqtt": {"require_token": True}})
+    record_check(
+        AREA,
+        "device/add, device/remove, candidate/approve over MQTT with default settings; a payload with the API token",
+        "each refused naming mqtt.admin, nothing added or removed; 'token: unknown key'; channel control still "
+        "works; mqtt.require_token in a config is a config error",
+    )
+
+
+async def test_an_oversized_payload_is_refused_unread_and_never_echoed(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with watching_hub(mqtt_broker, tmp_path, receiver) as (hub, probe, base, device_id):
+        await probe.subscribe(f"{base}/hubs/hub1/response/#")
+        set_topic = f"{base}/devices/{device_id}/channels/1/set"
+        probe.publish(set_topic, orjson.dumps({"name": "y" * 5_000_000}))
+        refused = await probe.json(f"{base}/hubs/hub1/response/set", timeout=10)
+        assert refused["status"] == "error" and "limit is 65536" in refused["error"]
+        under_the_cap = await probe.request(f"{base}/hubs/hub1/response/set", set_topic, {"name": "z" * 60_000})
+        assert under_the_cap["status"] == "error" and "name:" in under_the_cap["error"]
+        request_topic = f"{base}/hubs/hub1/request/device/remove"
+        long_id = await probe.request(f"{base}/hubs/hub1/response/device/remove", request_topic, {"id": "x" * 60_000})
+        assert long_id["status"] == "error"
+        # a request name of 5,000 characters is not answered (its answer topic would echo it); the next one is
+        probe.publish(f"{base}/hubs/hub1/request/{'n' * 5000}", {})
+        await probe.request(f"{base}/hubs/hub1/response/info", f"{base}/hubs/hub1/request/info", {})
+        assert max(len(topic) for topic, _ in probe.messages) < 200
+        assert hub.store.devices[device_id].channels[0].name == "Lead"
+        longest_response = max(len(payload) for topic, payload in probe.messages if "/response/" in topic)
+    longest_log = max(len(record.getMessage()) for record in caplog.records if record.name.startswith("hub"))
+    assert longest_response < 1000 and longest_log < 1000
+    record_check(
+        AREA,
+        'set {"name": 5 MB}; set {"name": 60,000 characters}; device/remove with a 60,000-character id; '
+        "a request named with 5,000 characters",
+        f"5 MB refused unread (limit mqtt.max_payload_bytes = 64 KiB); the others refused by length, the long "
+        f"request name not answered (no 5,000-character response topic); longest "
+        f"response {longest_response} bytes, longest log line {longest_log} characters; name unchanged",
+    )
+
+
+async def test_mqtt_booleans_are_refused_like_rest_and_the_receiver_is_unchanged(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    async with watching_hub(mqtt_broker, tmp_path, receiver) as (hub, probe, base, device_id):
+        await probe.subscribe(f"{base}/hubs/hub1/response/#")
+        set_topic = f"{base}/devices/{device_id}/channels/1/set"
+        answers = []
+        for value in ("yes", "on", "1", 0, 1.0):
+            answers.append(
+                await probe.request(f"{base}/hubs/hub1/response/set", set_topic, {"muted": value, "name": "X"})
+            )
+        assert all(answer["status"] == "error" and "muted" in answer["error"] for answer in answers)
+        assert all("results" not in answer["data"] for answer in answers)  # nothing was sent
+        assert hub.store.devices[device_id].channels[0].name == "Lead"
+    record_check(
+        AREA,
+        'set {"muted": "yes" | "on" | "1" | 0 | 1.0} (with a name in the same message)',
+        "refused before anything is sent ('muted: Input should be a valid boolean or ... toggle'); "
+        "the name in the same message is not applied either",
+    )

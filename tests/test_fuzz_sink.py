@@ -1,0 +1,87 @@
+"""Bad input against the sink every driver writes to: any field name, any value, any channel index.
+
+Whatever a plugin hands the sink, what the store then holds is a valid model (so REST, MQTT, the board and
+the history can read it), every string in it is printable and within the width, and nothing raises into
+the driver (which would drop its connection).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from hypothesis import strategies as st
+
+from hub.devices import DeviceHandle
+from hub.drivers import Endpoint
+from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, Channel, Device
+from hub.mqtt import topics as payloads
+from hub.state import StateStore
+from tests.reliability_report import fuzz
+
+WIDTH = 31
+NAMES = st.sampled_from(sorted(CHANNEL_FIELDS | DEVICE_FIELDS | {"index", "updated_at", "volume", ""}))
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=300),
+    st.text(st.characters(codec="utf-8", categories=["Cc", "Cf", "Zs", "Lu"]), max_size=100),
+    st.binary(max_size=10),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda children: st.lists(children, max_size=40) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=12,
+)
+# what must never reach a terminal or a log line from a device (hub.text)
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+INDEXES = st.one_of(st.integers(-3, 600), st.booleans(), st.floats(), st.text(max_size=3), st.none())
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
+@fuzz(
+    "device sink (every plugin's way into the store)",
+    "any field name, any value (wrong types, NaN, 2**70, control and format characters, 300-character text, "
+    "nested lists), any channel index, in update_channel, update_device and identify",
+    "never raises; the store stays a valid model that REST/MQTT serialise; no control character in any string, "
+    "each at most the family's width; each refused value counted as a protocol error",
+    updates=st.lists(
+        st.tuples(st.sampled_from(["channel", "device"]), INDEXES, st.dictionaries(NAMES, VALUES, max_size=6)),
+        max_size=8,
+    ),
+    identity=st.tuples(VALUES, VALUES, st.one_of(st.integers(-2, 600), VALUES)),
+)
+def test_any_report_leaves_a_valid_model(
+    updates: list[tuple[str, Any, dict[str, Any]]], identity: tuple[Any, Any, Any]
+) -> None:
+    store = StateStore()
+    handle = DeviceHandle(store, Endpoint.parse("fuzz://127.0.0.1:9"), "fuzz", plugin="fuzzer", text_width=WIDTH)
+    unique_id, model, channels = identity
+    handle.identify(unique_id=unique_id, family="fuzz", model=model, channel_count=channels)
+    for kind, index, fields in updates:
+        if kind == "channel":
+            handle.update_channel(index, fields)
+        else:
+            handle.update_device(fields)
+    assert handle.device_id is not None and len(handle.device_id) <= len("fuzz-") + 64
+    assert not any(char in handle.device_id for char in "/+# \n")
+    device = store.devices[handle.device_id]
+    Device.model_validate(device.model_dump())  # what REST and the board serialise
+    values = [value for part in [device, *device.channels] for value in part.model_dump().values()]
+    for channel in device.channels:
+        Channel.model_validate(channel.model_dump())
+        payloads.encode(payloads.channel_state(channel))  # what MQTT publishes
+    payloads.encode(payloads.device_state(device))
+    assert not [value for value in values if isinstance(value, float) and not math.isfinite(value)]
+    texts = [text for value in values for text in _strings(value) if text not in (device.id, device.host)]
+    assert all(UNSAFE.search(text) is None and len(text) <= WIDTH for text in texts), texts
