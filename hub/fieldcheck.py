@@ -125,9 +125,14 @@ class FieldRules:
                 self.ranges[name] = (-math.inf if low is None else low, math.inf if high is None else high)
 
 
+# A device's capabilities come from its plugin's declaration (the device_capabilities hook), never from what
+# a driver reports.
+REPORTED_DEVICE_FIELDS: Final = DEVICE_FIELDS - {"capabilities"}
+
+
 def model_rules(width: int) -> tuple[FieldRules, FieldRules]:
     """(channel rules, device rules), with text cut to ``width`` characters."""
-    return FieldRules(Channel, CHANNEL_FIELDS, width), FieldRules(Device, DEVICE_FIELDS, width)
+    return FieldRules(Channel, CHANNEL_FIELDS, width), FieldRules(Device, REPORTED_DEVICE_FIELDS, width)
 
 
 Refusal = Callable[[str, Any, str], None]

@@ -233,7 +233,11 @@ async def test_removal_over_mqtt_clears_every_retained_topic(mqtt_broker: TestBr
     server, url = await example_receiver("EXREMOVE")
     requests = "wmremove/hubs/hub1/request"
     responses = "wmremove/hubs/hub1/response"
-    async with server, running_hub(mqtt_broker, tmp_path, [], base="wmremove") as hub, MqttProbe(mqtt_broker) as probe:
+    async with (
+        server,
+        running_hub(mqtt_broker, tmp_path, [], base="wmremove", admin=True) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
         await probe.subscribe("#")
         answer = await probe.request(f"{responses}/device/add", f"{requests}/device/add", {"url": url})
         assert answer["status"] == "ok"
