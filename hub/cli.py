@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="TOML configuration file")
     run.add_argument("--device", action="append", default=[], metavar="URL", help="add a device (repeatable)")
     run.add_argument("--demo", action="store_true", help="start simulated devices on loopback and connect to them")
-    run.add_argument("--mqtt", help="embedded | off | mqtt://[user:pass@]host:port | mqtts://...")
+    run.add_argument(
+        "--mqtt", help="embedded | off | mqtt://[user:pass@]host:port | mqtts://...; cluster nodes comma-separated"
+    )
     run.add_argument("--http", type=_http_address, metavar="HOST:PORT", help="status board and REST API address")
     run.add_argument("--data-dir", type=Path, help="where the database and API token live")
     run.add_argument("--hub-id", help="this hub's id on MQTT (letters, digits, - and _)")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from hub.model import Channel
 from tests.mosquitto import MqttProbe, TestBroker
@@ -81,6 +82,9 @@ def check_discovery_payload(topic: str, config: dict[str, Any], hub_state_topic:
             assert component["state_class"] in {"measurement", "total", "total_increasing"}
 
 
+@pytest.mark.mosquitto_only(
+    "reads retained messages through a wildcard subscription, which RabbitMQ 3.x does not serve"
+)
 async def test_discovery_config_follows_the_schema_and_points_at_real_topics(
     mqtt_broker: TestBroker, tmp_path: Path, receiver: str
 ) -> None:
