@@ -3,8 +3,8 @@
 The MQTT suites run against RabbitMQ too (tests/conftest.py); these tests pin the differences down:
 retained messages reach only exact topic subscriptions (a newcomer reads state topic by topic; Home
 Assistant, which reads its discovery prefix through a wildcard, gets every config from the hub's
-re-publish on its birth message, tested in the suites), a ``.`` in a topic is a level separator, and a
-hub publishing state at QoS 2 is served at QoS 1.
+re-publish on its birth message), a ``.`` in a topic is a level separator, and a hub publishing state at
+QoS 2 is served at QoS 1.
 """
 
 from __future__ import annotations
@@ -61,3 +61,22 @@ async def test_a_hub_publishing_state_at_qos_2_works_at_qos_1(
         await probe.json(f"{base}/devices/{device_id}/channels/1", lambda state: state["name"] == "Q2")
         assert hub.mqtt.client.connected and hub.mqtt.client.connects == 1
     assert orjson.loads(probe.latest[f"{base}/hubs/hub1/state"]) == {"state": "offline"}
+
+
+async def test_home_assistant_finds_every_receiver_through_its_birth_message(
+    rabbitmq_node: RabbitNode, tmp_path: Path, receiver: str
+) -> None:
+    """Home Assistant subscribes to ``homeassistant/#`` when it starts, where RabbitMQ gives it no retained
+    config: it announces itself on ``homeassistant/status``, and the hub re-publishes everything."""
+    async with running_hub(rabbitmq_node, tmp_path, [receiver]) as hub:
+        device_id = await online_device(hub)
+        base = hub.config.mqtt.base_topic
+        async with MqttProbe(rabbitmq_node, client_id="wmhub-test-homeassistant") as homeassistant:
+            await homeassistant.subscribe("homeassistant/#")
+            await homeassistant.subscribe(f"{base}/#")
+            homeassistant.publish("homeassistant/status", b"online")
+            config = await homeassistant.json(f"homeassistant/device/{device_id}/config")
+            assert config["availability"][0]["topic"] == f"{base}/hubs/hub1/state"
+            assert await homeassistant.json(f"{base}/hubs/hub1/state") == {"state": "online"}
+            await homeassistant.json(f"{base}/devices/{device_id}/channels/1")
+            await homeassistant.message(f"{base}/devices/{device_id}/availability", lambda p: p == b"online")
