@@ -26,7 +26,7 @@ from wmhub_shure.simulator import ShureSimulator
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.fleet.app import FleetHub
 from hub.testing import eventually
-from tests.mosquitto import MqttProbe, TestBroker
+from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.test_scale_two_hubs import hub_process, online_devices
 
 TOKEN = "fleet-test-token"
@@ -201,6 +201,36 @@ async def test_hostile_messages_on_the_hubs_topics_are_ignored(mqtt_broker: Test
 
         await wait_for(good_one_shown, 5, "the valid receiver, and only it")
         assert [d["id"] for d in (await get(http, f"{base}/api/v1/devices"))["items"]] == ["shure-GOOD1"]
+
+
+async def test_wmhub_fleet_command_serves_the_hubs_it_hears(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    base = f"http://127.0.0.1:{free_port()}"
+    async with (
+        ShureSimulator("ulxd4d") as receiver,
+        hub_process(mqtt_broker.url, "solo", receiver.url, tmp_path / "solo"),
+        aiohttp.ClientSession() as http,
+    ):
+        fleet = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hub.cli", "fleet", "--mqtt", mqtt_broker.url, "--http", base.removeprefix("http://"),
+            "--data-dir", str(tmp_path / "fleet"), stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+
+            async def solo_listed() -> bool:
+                try:
+                    hubs = await fleet_hubs(http, base)
+                except aiohttp.ClientError:
+                    return False  # still starting
+                return hubs.get("solo", {}).get("devices_online") == 1
+
+            await wait_for(solo_listed, 20, "the hub and its receiver on the fleet's API")
+            info = await get(http, f"{base}/api/v1/hub")
+            assert info["config"]["fleet"] is True and info["config"]["hubs"] == 1
+        finally:
+            fleet.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                await fleet.wait()
+        assert fleet.returncode == 0
 
 
 def test_fleet_without_a_broker_refuses_to_start(tmp_path: Path) -> None:
