@@ -89,6 +89,7 @@ class FleetHub(Hub):
             "config": {
                 "fleet": True,
                 "mqtt": str(self.mirror.client.address),
+                "broker_connected": self.mirror.client.connected,
                 "base_topic": self.config.mqtt.base_topic,
                 "http": f"{self.config.http.host}:{self.config.http.port}",
                 "hubs": len(self.mirror.hubs),

@@ -84,6 +84,8 @@ class FleetMirror:
             parse_broker_urls(settings.url),
             self.client_id,
             on_message=self._on_message,
+            on_connect=self._on_broker_change,
+            on_disconnect=self._on_broker_change,
             keepalive=settings.keepalive,
             tls=TlsFiles(settings.ca_file, settings.cert_file, settings.key_file, settings.tls_insecure),
             connect_timeout=config.io_timeout_s,
@@ -199,10 +201,17 @@ class FleetMirror:
         channel = Channel.model_validate({**given, "index": index})
         self.store.update_channel(device_id, index, {key: getattr(channel, key) for key in given})
 
+    def _on_broker_change(self) -> None:
+        """Cut off from the broker, the fleet cannot know whether anyone watches a receiver: none shows online
+        until the broker hands over the retained state again."""
+        for device_id in list(self.store.devices):
+            self._update_online(device_id)
+
     def _update_online(self, device_id: str) -> None:
         owner = self.hubs.get(self.owners.get(device_id, ""))
         hub_online = owner.online if owner is not None else True  # hub unknown yet: its device says
-        self.store.set_online(device_id, hub_online and self._available.get(device_id, False))
+        watched = hub_online and self._available.get(device_id, False) and self.client.connected
+        self.store.set_online(device_id, watched)
 
     # Control, through the owning hub
 

@@ -232,7 +232,8 @@ class _HandedSocketClient(paho.Client):
 
 
 class MqttClient:
-    """One broker connection, kept up for the client's lifetime. ``on_message`` runs on the loop, in order.
+    """One broker connection, kept up for the client's lifetime. ``on_message`` runs on the loop, in order;
+    ``on_connect`` after each connection is made, ``on_disconnect`` after each one is lost.
 
     ``address`` is one broker or several (tried in turn, see the module's documentation)."""
 
@@ -243,6 +244,7 @@ class MqttClient:
         *,
         on_message: MessageHandler,
         on_connect: Callable[[], None] | None = None,
+        on_disconnect: Callable[[], None] | None = None,
         keepalive: int = 60,
         will: Will | None = None,
         tls: TlsFiles | None = None,
@@ -264,6 +266,7 @@ class MqttClient:
         self.max_subscription_qos = max_subscription_qos
         self._on_message = on_message
         self._on_connect = on_connect
+        self._on_disconnect = on_disconnect
         self._tls_context = (tls or TlsFiles()).context() if any(a.tls for a in self.addresses) else None
         self._backoff = backoff or Backoff(base=0.25, cap=30.0)
         self._paho: _HandedSocketClient | None = None
@@ -566,8 +569,10 @@ class MqttClient:
             self._connection_lost(f"write failed before the broker answered ({exc})")
 
     def _connection_lost(self, before_connack: str) -> None:
-        self._connected = False
+        was_connected, self._connected = self._connected, False
         self.connected_event.clear()
+        if was_connected and self._on_disconnect is not None:
+            self._on_disconnect()
         self._lost.set()
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(ConnectionError(before_connack))
