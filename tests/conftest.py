@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from tests.mosquitto import mqtt_broker
-from tests.rabbitmq import rabbitmq_node
+from tests.rabbitmq import rabbitmq_node, start_session_node, stop_session_node
 
 __all__ = ["mqtt_broker", "rabbitmq_node"]
 
@@ -44,3 +44,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         and metafunc.definition.get_closest_marker("mosquitto_only") is None
     ):
         metafunc.parametrize("mqtt_broker", BROKERS, indirect=True)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start booting the session's RabbitMQ node now when any selected test will use it."""
+    if session.config.option.collectonly:
+        return
+    for item in session.items:
+        params = getattr(item, "callspec", None)
+        uses_node = "rabbitmq_node" in getattr(item, "fixturenames", ())
+        if uses_node or (params is not None and params.params.get("mqtt_broker") == "rabbitmq"):
+            start_session_node()
+            return
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stop_session_node()  # booted for tests that were then not run (a failure with -x, an interrupt)

@@ -7,7 +7,8 @@ MQTT), its own data and log directories and Erlang cookie (its ``HOME``) in a te
 (which names the system node) is replaced by an empty one.
 
 A node takes 15-40 s to boot on the 2-core test machine, so ``rabbitmq_node`` is one node for the whole
-session (the MQTT suites share it; each test uses its own base topic), and a two-node cluster is started
+session (the MQTT suites share it; each test uses its own base topic), started as soon as the collected
+tests need it (tests/conftest.py) so that it boots while other tests run; a two-node cluster is started
 only by the test that needs one (:func:`running_cluster`). Nodes are stopped with SIGKILL: their data is
 thrown away with the temporary directory, and a graceful stop would cost another 5-10 s each.
 """
@@ -133,12 +134,17 @@ class RabbitNode:
         return self._process is not None and self._process.poll() is None
 
 
-def _boot(nodes: list[RabbitNode], executable: str, home: Path) -> None:
+def _prepare_home(home: Path) -> None:
+    """The nodes' HOME, with the Erlang cookie they share (a cluster's nodes must hold the same one)."""
     home.mkdir(parents=True, exist_ok=True)
     cookie = home / ".erlang.cookie"
     if not cookie.exists():
         cookie.write_text(f"WMHUBTEST{os.getpid()}{time.time_ns()}")
         cookie.chmod(0o400)
+
+
+def _boot(nodes: list[RabbitNode], executable: str, home: Path) -> None:
+    _prepare_home(home)
     for node in nodes:
         node.start(executable, home)
     deadline = time.monotonic() + BOOT_TIMEOUT_S
@@ -162,17 +168,49 @@ def _required_executable() -> str:
     return executable
 
 
+class _SessionNode:
+    """The session's node: started as soon as the collected tests show one is needed, so it boots while
+    the tests before the first RabbitMQ test run, and killed at the end of the session."""
+
+    def __init__(self, executable: str) -> None:
+        self._directory = tempfile.TemporaryDirectory(prefix="wmhub-rabbitmq-")
+        root = Path(self._directory.name)
+        self.node = RabbitNode(root, _node_name())
+        _prepare_home(root / "home")
+        self.node.start(executable, root / "home")
+
+    def close(self) -> None:
+        self.node.kill()
+        self._directory.cleanup()
+
+
+_session_node: _SessionNode | None = None
+
+
+def start_session_node() -> RabbitNode:
+    """Start booting the session's node (once); :meth:`RabbitNode.wait_ready` waits for it."""
+    global _session_node
+    if _session_node is None:
+        _session_node = _SessionNode(_required_executable())
+    return _session_node.node
+
+
+def stop_session_node() -> None:
+    global _session_node
+    if _session_node is not None:
+        _session_node.close()
+        _session_node = None
+
+
 @pytest.fixture(scope="session")
 def rabbitmq_node() -> Iterator[RabbitNode]:
     """One RabbitMQ node with the MQTT plugin for the whole session."""
-    executable = _required_executable()
-    with tempfile.TemporaryDirectory(prefix="wmhub-rabbitmq-") as directory:
-        node = RabbitNode(Path(directory), _node_name())
-        _boot([node], executable, Path(directory) / "home")
-        try:
-            yield node
-        finally:
-            node.kill()
+    node = start_session_node()
+    try:
+        node.wait_ready(time.monotonic() + BOOT_TIMEOUT_S)
+        yield node
+    finally:
+        stop_session_node()
 
 
 @contextlib.asynccontextmanager
