@@ -4,7 +4,8 @@ The MQTT suites run against RabbitMQ too (tests/conftest.py); these tests pin th
 retained messages reach only exact topic subscriptions (a newcomer reads state topic by topic; Home
 Assistant, which reads its discovery prefix through a wildcard, gets every config from the hub's
 re-publish on its birth message), a ``.`` in a topic is a level separator, and a hub publishing state at
-QoS 2 is served at QoS 1.
+QoS 2 is served at QoS 1. The node is shared by the session, so a lost connection is made with a fault
+proxy between hub and node rather than by restarting the node.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from pathlib import Path
 
 import orjson
 
+from hub.testing import eventually
+from tests.faultproxy import TcpFaultProxy
 from tests.mosquitto import MqttProbe
 from tests.rabbitmq import RabbitNode
-from tests.test_mqtt_bridge import online_device, receiver, running_hub
+from tests.test_mqtt_bridge import bridge_of, online_device, receiver, running_hub
+from tests.test_mqtt_failover import Brokers
 
 __all__ = ["receiver"]  # the fixture, imported so pytest finds it here
 
@@ -80,3 +84,30 @@ async def test_home_assistant_finds_every_receiver_through_its_birth_message(
             assert await homeassistant.json(f"{base}/hubs/hub1/state") == {"state": "online"}
             await homeassistant.json(f"{base}/devices/{device_id}/channels/1")
             await homeassistant.message(f"{base}/devices/{device_id}/availability", lambda p: p == b"online")
+
+
+async def test_after_a_lost_connection_the_hub_puts_its_retained_state_back(
+    rabbitmq_node: RabbitNode, tmp_path: Path, receiver: str
+) -> None:
+    async with (
+        TcpFaultProxy("127.0.0.1", rabbitmq_node.port) as proxy,
+        running_hub(Brokers(f"mqtt://127.0.0.1:{proxy.port}"), tmp_path, [receiver]) as hub,
+    ):
+        device_id = await online_device(hub)
+        topic = f"{hub.config.mqtt.base_topic}/devices/{device_id}/channels/1"
+        client = bridge_of(hub).client
+        assert client is not None
+        proxy.refuse = True
+        proxy.cut()
+        await eventually(lambda: not client.connected, 5, "the hub disconnected")
+        # meanwhile the node's retained value goes stale (as after a restart that kept an old one)
+        async with MqttProbe(rabbitmq_node, client_id="wmhub-test-staler") as staler:
+            staler.publish(topic, {"index": 1, "name": "stale"}, retain=True)
+            await staler.subscribe(topic)
+            await staler.json(topic, lambda state: state["name"] == "stale")
+        proxy.refuse = False
+        await eventually(lambda: client.connected, 15, "the hub connected again")
+        async with MqttProbe(rabbitmq_node, client_id="wmhub-test-newcomer") as newcomer:
+            await newcomer.subscribe(topic)
+            state = await newcomer.json(topic, lambda state: state["name"] != "stale")
+            assert state["index"] == 1 and client.connects >= 2
