@@ -121,6 +121,14 @@ async def test_one_fleet_board_shows_three_hubs_and_controls_through_the_owner(
                         f"{device['id']}:{i}" for i in range(1, device["channel_count"] + 1)
                     }
 
+                # meters are not retained: the fleet, started after the hubs, asked each receiver's hub for them
+
+                async def every_level_shown() -> bool:
+                    channels = (await get(http, f"{base}/api/v1/channels?limit=1000"))["items"]
+                    return all(channel["rf_dbm"] is not None for channel in channels)
+
+                await wait_for(every_level_shown, 10, "the RF level of every channel on the fleet board")
+
                 # a rename from the fleet's API reaches the south receiver through the south hub
                 south_id = owned["south"]["id"]
                 async with http.post(

@@ -6,10 +6,11 @@ the levels, a hub's state topic (and its last will) whether anyone is watching i
 counts as online only while its hub is online and its own availability says so: a hub that died leaves
 its receivers' retained availability at ``online``, and only its will tells otherwise.
 
-Control goes back the same way: a command becomes a ``set`` message on the receiver's own topic, which
-only the owning hub subscribes to, and its answer is matched on that hub's ``response/set`` topic by a
-transaction id. Everything read from the broker is validated against the model; anything else is
-counted in ``rejected`` and ignored, never trusted.
+Meters are not retained, so the fleet sends each receiver's ``get`` once, when it first hears of it: the
+owning hub re-publishes that receiver's state and levels. Control goes back the same way: a command becomes
+a ``set`` message on the receiver's own topic, which only the owning hub subscribes to, and its answer is
+matched on that hub's ``response/set`` topic by a transaction id. Everything read from the broker is
+validated against the model; anything else is counted in ``rejected`` and ignored, never trusted.
 """
 
 from __future__ import annotations
@@ -171,6 +172,9 @@ class FleetMirror:
                 self.store.update_device(device.id, {key: getattr(device, key) for key in DEVICE_FIELDS})
         else:
             self.store.add_device(device)
+            # meters are not retained: a fleet started after the hub would show no levels until they move.
+            # A device's get makes its hub re-publish the device's state and meters, once per new device.
+            self.client.publish(f"{self.topics.device(device.id)}/get", b"{}", self.settings.qos_state)
         if channel_count:
             self.store.ensure_channels(device.id, channel_count)
         self._update_online(device.id)

@@ -21,6 +21,7 @@ from tests.browser.test_fleet_board import site_hub
 from tests.mosquitto import running_broker
 from tests.test_scale_fleet import running_fleet
 
+METERS_SHOWN = "[...document.querySelectorAll('.meter-label')].filter(l => /\\d dBm/.test(l.textContent)).length >= 6"
 RACKS = {"foh": ("ulxd4q", "ad4d"), "monitors": ("ad4q",), "stage2": ("ulxd4d",)}
 
 
@@ -40,7 +41,8 @@ async def take(out_dir: Path) -> Path:
                 page = await browser.new_page(viewport={"width": 1440, "height": 900})
                 await page.goto(base + "/")
                 await page.wait_for_selector(".tile.offline")
-                await page.wait_for_timeout(1500)
+                # meters reach the fleet a second or two after the state: a picture with levels in it
+                await page.wait_for_function(METERS_SHOWN)
                 path = out_dir / "fleet-board.png"
                 await page.screenshot(path=str(path), full_page=True)
                 await browser.close()
