@@ -60,6 +60,11 @@ class MqttSettings(Section):
     )
     embedded_port: int = Field(default=1883, ge=0, le=65535)
 
+    @property
+    def subscription_qos(self) -> int:
+        """The QoS the hub subscribes with: ``qos_subscriptions``, or ``qos_state`` when that is unset."""
+        return self.qos_state if self.qos_subscriptions is None else self.qos_subscriptions
+
     @field_validator("url", mode="before")
     @classmethod
     def _url_list(cls, value: Any) -> Any:

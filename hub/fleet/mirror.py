@@ -90,9 +90,7 @@ class FleetMirror:
             keepalive=settings.keepalive,
             tls=TlsFiles(settings.ca_file, settings.cert_file, settings.key_file, settings.tls_insecure),
             connect_timeout=config.io_timeout_s,
-            max_subscription_qos=settings.qos_state
-            if settings.qos_subscriptions is None
-            else settings.qos_subscriptions,
+            max_subscription_qos=settings.subscription_qos,
         )
         self._io_timeout_s = config.io_timeout_s
 

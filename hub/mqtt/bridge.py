@@ -191,7 +191,7 @@ class MqttBridge:
             will=Will(self.topics.hub_state, payloads.HUB_OFFLINE, qos, True),
             tls=TlsFiles(settings.ca_file, settings.cert_file, settings.key_file, settings.tls_insecure),
             connect_timeout=self.hub.config.io_timeout_s,
-            max_subscription_qos=qos if settings.qos_subscriptions is None else settings.qos_subscriptions,
+            max_subscription_qos=settings.subscription_qos,
         )
         client = self.client
         client.publish(self.topics.hub_state, payloads.HUB_ONLINE, qos, retain=True)
