@@ -371,10 +371,7 @@ class Hub:
 
     def info(self) -> dict[str, Any]:
         """Version, plugins and a configuration summary with no secrets in it."""
-        mqtt_url = self.config.mqtt.url
-        if "@" in mqtt_url:
-            scheme, rest = mqtt_url.split("://", 1)
-            mqtt_url = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"  # a password may hold an '@' of its own
+        mqtt_url = ",".join(_without_login(url) for url in self.config.mqtt.url.split(","))
         return {
             "hub_id": self.config.hub_id,
             "version": __version__,
@@ -391,3 +388,10 @@ class Hub:
                 "devices": len(self.devices.by_url),
             },
         }
+
+
+def _without_login(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"  # a password may hold an '@' of its own

@@ -51,10 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="TOML configuration file")
     run.add_argument("--device", action="append", default=[], metavar="URL", help="add a device (repeatable)")
     run.add_argument("--demo", action="store_true", help="start simulated devices on loopback and connect to them")
-    run.add_argument("--mqtt", help="embedded | off | mqtt://[user:pass@]host:port | mqtts://...")
+    run.add_argument(
+        "--mqtt", help="embedded | off | mqtt://[user:pass@]host:port | mqtts://...; cluster nodes comma-separated"
+    )
     run.add_argument("--http", type=_http_address, metavar="HOST:PORT", help="status board and REST API address")
     run.add_argument("--data-dir", type=Path, help="where the database and API token live")
     run.add_argument("--hub-id", help="this hub's id on MQTT (letters, digits, - and _)")
+
+    fleet = commands.add_parser(
+        "fleet", help="one board and read API for every hub on the broker, from their MQTT topics alone"
+    )
+    fleet.add_argument("--config", type=Path, help="TOML configuration file (the [mqtt] and [http] tables)")
+    fleet.add_argument("--mqtt", help="the hubs' broker: mqtt://host:port (cluster nodes comma-separated)")
+    fleet.add_argument("--http", type=_http_address, metavar="HOST:PORT", help="board and API address")
+    fleet.add_argument("--data-dir", type=Path, help="where the fleet board's API token lives")
+    fleet.add_argument("--hub-id", help="this board's id (its MQTT client id is <id>-fleet)")
 
     plugins = commands.add_parser("plugins", help="list installed plugins, their versions, hooks and errors")
     plugins.add_argument("--json", action="store_true")
@@ -142,12 +153,13 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)
 
 
-def _run(config: HubConfig) -> int:
+def _run(config: HubConfig, fleet: bool = False) -> int:
     from hub.app import Hub
+    from hub.fleet.app import FleetHub
 
     setup_logging(config.log_level, config.plugin_log_levels)
     _raise_open_file_limit()
-    hub = Hub(config)
+    hub = FleetHub(config) if fleet else Hub(config)
     _tune_garbage_collector()
     _run_forever(hub.run_until_signalled())
     return 0
@@ -225,8 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"wmhub: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.command == "run":
-        return _run(config)
+    if args.command == "fleet" and not config.mqtt.url.startswith("mqtt"):
+        print("wmhub fleet: needs the hubs' broker: --mqtt mqtt://host:port (or mqtt.url)", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command in ("run", "fleet"):
+        return _run(config, fleet=args.command == "fleet")
     if args.command == "devices":
         return _devices(config, args.json)
     return _discover(config, args.seconds, args.json)

@@ -31,12 +31,21 @@ class Section(BaseModel):
 
 
 class MqttSettings(Section):
-    url: str = Field(default="embedded", description="embedded | off | mqtt://[user:pass@]host:port | mqtts://...")
+    url: str = Field(
+        default="embedded",
+        description="embedded | off | mqtt://[user:pass@]host:port | mqtts://...; cluster nodes comma-separated",
+    )
     base_topic: str = "wmhub"
     client_id: str | None = None
     keepalive: int = Field(default=60, ge=5, le=3600)
     qos_state: Literal[0, 1, 2] = 1
     qos_meters: Literal[0, 1, 2] = 0
+    qos_subscriptions: int | None = Field(
+        default=None,
+        ge=0,
+        le=2,
+        description="highest QoS the hub subscribes with (default: qos_state); 0 on a RabbitMQ cluster",
+    )
     meter_interval_s: float = Field(default=0.5, gt=0, le=60, description="least time between meter messages")
     meter_threshold_db: float = Field(default=0.5, ge=0, description="smallest meter move worth publishing")
     ca_file: Path | None = None
@@ -70,12 +79,28 @@ class MqttSettings(Section):
             )
         return data
 
+    @property
+    def subscription_qos(self) -> int:
+        """The QoS the hub subscribes with: ``qos_subscriptions``, or ``qos_state`` when that is unset."""
+        return self.qos_state if self.qos_subscriptions is None else self.qos_subscriptions
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url_list(cls, value: Any) -> Any:
+        """A TOML list of brokers (the nodes of a cluster) is kept as the comma-separated form of env and CLI."""
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return ",".join(value)
+        return value
+
     @field_validator("url")
     @classmethod
     def _known_url(cls, value: str) -> str:
-        if value in ("embedded", "off") or re.match(r"^mqtts?://", value):
+        if value in ("embedded", "off"):
             return value
-        raise ValueError("must be 'embedded', 'off', or a mqtt:// or mqtts:// URL")
+        urls = [part.strip() for part in value.split(",")]
+        if urls and all(re.match(r"^mqtts?://", url) for url in urls):
+            return ",".join(urls)
+        raise ValueError("must be 'embedded', 'off', or mqtt:// or mqtts:// URLs separated by commas")
 
     @field_validator("base_topic", "homeassistant_prefix")
     @classmethod

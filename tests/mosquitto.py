@@ -243,8 +243,12 @@ async def running_broker(
 
 
 @pytest.fixture
-async def mqtt_broker() -> AsyncIterator[TestBroker]:
-    """A fresh broker for one test (Mosquitto, or the embedded broker outside CI when it is missing)."""
+async def mqtt_broker(request: pytest.FixtureRequest) -> AsyncIterator[TestBroker]:
+    """A fresh broker for one test (Mosquitto, or the embedded broker outside CI when it is missing); with
+    the parameter ``rabbitmq`` (tests/conftest.py), the session's RabbitMQ node (tests/rabbitmq.py) instead."""
+    if getattr(request, "param", "mosquitto") == "rabbitmq":
+        yield request.getfixturevalue("rabbitmq_node")
+        return
     async with running_broker() as broker:
         yield broker
 

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import pytest
+
 from hub.mqtt.client import BrokerAddress, MqttClient, Will
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
@@ -94,6 +96,7 @@ async def test_flush_writes_the_buffered_messages_before_the_loop_turns(mqtt_bro
         assert await probe.message("now/a") == b"1"
 
 
+@pytest.mark.mosquitto_only("stops or restarts its broker; the RabbitMQ node is shared by the session")
 async def test_a_failed_write_marks_the_connection_lost_even_when_the_reader_stays_silent(
     mqtt_broker: TestBroker,
 ) -> None:

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.mosquitto import MqttProbe, TestBroker
 from tests.test_mqtt_bridge import online_device, receiver, running_hub, watching_hub
 
@@ -87,6 +89,9 @@ def check_discovery_payload(topic: str, config: dict[str, Any], hub_state_topic:
             assert component["state_class"] in {"measurement", "total", "total_increasing"}
 
 
+@pytest.mark.mosquitto_only(
+    "reads retained messages through a wildcard subscription, which RabbitMQ 3.x does not serve"
+)
 async def test_discovery_config_follows_the_schema_and_points_at_real_topics(
     mqtt_broker: TestBroker, tmp_path: Path, receiver: str
 ) -> None:
@@ -119,6 +124,9 @@ async def test_discovery_config_follows_the_schema_and_points_at_real_topics(
         assert online["availability"] == [config["availability"][0]], "online shows off, not unavailable, when gone"
 
 
+@pytest.mark.mosquitto_only(
+    "reads retained messages through a wildcard subscription, which RabbitMQ 3.x does not serve"
+)
 async def test_homeassistant_birth_republishes_configs_and_state(
     mqtt_broker: TestBroker, tmp_path: Path, receiver: str
 ) -> None:

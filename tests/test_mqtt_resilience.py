@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker, free_port
@@ -34,6 +35,7 @@ async def retained_snapshot(
         return {topic: payload for topic, payload in probe.latest.items() if payload}
 
 
+@pytest.mark.mosquitto_only("stops or restarts its broker; the RabbitMQ node is shared by the session")
 async def test_broker_restart_without_persistence_gets_every_retained_topic_back(
     mqtt_broker: TestBroker, tmp_path: Path, receiver: str
 ) -> None:
@@ -84,6 +86,9 @@ async def every_demo_device_online(probe: MqttProbe) -> list[dict[str, Any]]:
     return devices
 
 
+@pytest.mark.mosquitto_only(
+    "reads retained messages through a wildcard subscription, which RabbitMQ 3.x does not serve"
+)
 async def test_hub_killed_leaves_its_last_will_and_comes_back_complete(mqtt_broker: TestBroker, tmp_path: Path) -> None:
     state_topic = "wmhub/hubs/killed/state"
     async with MqttProbe(mqtt_broker) as probe:

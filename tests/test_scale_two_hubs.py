@@ -23,14 +23,20 @@ from tests.mosquitto import MqttProbe, TestBroker, free_port
 
 
 @contextlib.asynccontextmanager
-async def hub_process(broker: TestBroker, hub_id: str, device_url: str, data_dir: Path) -> AsyncIterator[Any]:
-    """``wmhub run`` in its own process, so it can die the hard way."""
+async def hub_process(
+    mqtt_url: str, hub_id: str, device_url: str, data_dir: Path, **settings: str
+) -> AsyncIterator[Any]:
+    """``wmhub run`` in its own process, so it can die the hard way (``mqtt_url``: one broker or several).
+    ``settings`` become ``WMHUB_*`` variables (``MQTT__KEEPALIVE="10"``). Its log is ``<data_dir>.log``, for
+    reading after a failure."""
+    log = data_dir.with_suffix(".log").open("ab")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hub.cli", "run", "--device", device_url, "--mqtt", broker.url,
+        sys.executable, "-m", "hub.cli", "run", "--device", device_url, "--mqtt", mqtt_url,
         "--http", f"127.0.0.1:{free_port()}", "--data-dir", str(data_dir), "--hub-id", hub_id,
-        env={**os.environ, "WMHUB_DISCOVERY__ENABLED": "false"},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "WMHUB_DISCOVERY__ENABLED": "false", **{f"WMHUB_{k}": v for k, v in settings.items()}},
+        stdout=asyncio.subprocess.DEVNULL, stderr=log,
     )  # fmt: skip
+    log.close()
     try:
         yield process
     finally:
@@ -57,8 +63,8 @@ async def test_two_hubs_share_one_broker_without_stepping_on_each_other(
         await consumer.subscribe("wmhub/#")
         await consumer.subscribe("homeassistant/#")
         async with (
-            hub_process(mqtt_broker, "north", north_receiver.url, tmp_path / "north") as north,
-            hub_process(mqtt_broker, "south", south_receiver.url, tmp_path / "south"),
+            hub_process(mqtt_broker.url, "north", north_receiver.url, tmp_path / "north") as north,
+            hub_process(mqtt_broker.url, "south", south_receiver.url, tmp_path / "south"),
         ):
             # one consumer sees every device of both hubs, each listed by the hub that owns it
             [north_device] = await online_devices(consumer, "north")

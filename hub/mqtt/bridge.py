@@ -38,7 +38,7 @@ from hub.model import (
     field_values,
 )
 from hub.mqtt import topics as payloads
-from hub.mqtt.client import BrokerAddress, MqttClient, TlsFiles, Will
+from hub.mqtt.client import BrokerAddress, MqttClient, TlsFiles, Will, parse_broker_urls
 from hub.mqtt.embedded import EmbeddedBroker, EmbeddedBrokerError
 from hub.mqtt.homeassistant import EntityOptions, discovery_config, hub_discovery_config
 from hub.mqtt.topics import Topics
@@ -193,18 +193,19 @@ class MqttBridge:
                 log.error("%s; MQTT is off for this run", exc)
                 self.embedded = None
                 return
-            address = BrokerAddress("127.0.0.1", port)
+            addresses: tuple[BrokerAddress, ...] = (BrokerAddress("127.0.0.1", port),)
         else:
-            address = BrokerAddress.parse(settings.url)
+            addresses = parse_broker_urls(settings.url)
         qos = settings.qos_state
         self.client = MqttClient(
-            address,
+            addresses,
             settings.client_id or self.hub.config.hub_id,
             on_message=self._on_message,
             keepalive=settings.keepalive,
             will=Will(self.topics.hub_state, payloads.HUB_OFFLINE, qos, True),
             tls=TlsFiles(settings.ca_file, settings.cert_file, settings.key_file, settings.tls_insecure),
             connect_timeout=self.hub.config.io_timeout_s,
+            max_subscription_qos=settings.subscription_qos,
         )
         client = self.client
         client.publish(self.topics.hub_state, payloads.HUB_ONLINE, qos, retain=True)
@@ -232,7 +233,7 @@ class MqttBridge:
         ]
         client.start()
         if not await client.wait_connected(self.hub.config.io_timeout_s):
-            log.warning("MQTT broker %s not reachable yet; the hub keeps trying in the background", address)
+            log.warning("MQTT broker %s not reachable yet; the hub keeps trying in the background", client.address)
 
     async def stop(self) -> None:
         """Say offline (hub and devices, retained), deliver it, disconnect cleanly, stop the embedded broker."""

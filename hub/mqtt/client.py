@@ -12,6 +12,12 @@ lost connection (an unacknowledged old retained value) is resent after the fresh
 
 Retained topics are cached by topic: after every (re)connect the client re-subscribes and re-publishes
 all of them, so a broker that lost its retained store (restarted without persistence) is complete again.
+
+A client may be given several brokers (the nodes of a cluster): it connects to the first, and whenever a
+connection fails or is lost it tries the next one in turn, waiting the same capped, jittered backoff as
+for a single broker. Its last will goes with every connection, to whichever node holds it, and the
+retained re-publish after each connect puts the hub's state on the new node (clusters whose retained
+store is per node, such as RabbitMQ 3.x, need exactly that).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -76,6 +82,14 @@ class BrokerAddress:
 
     def __str__(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_broker_urls(value: str) -> tuple[BrokerAddress, ...]:
+    """``mqtt://node1:1883,mqtt://node2:1883``: the brokers to try in turn (a comma in a password is ``%2C``)."""
+    addresses = tuple(BrokerAddress.parse(part.strip()) for part in value.split(",") if part.strip())
+    if not addresses:
+        raise BrokerUrlError(f"{value!r} names no MQTT broker")
+    return addresses
 
 
 @dataclass(frozen=True)
@@ -218,29 +232,42 @@ class _HandedSocketClient(paho.Client):
 
 
 class MqttClient:
-    """One broker connection, kept up for the client's lifetime. ``on_message`` runs on the loop, in order."""
+    """One broker connection, kept up for the client's lifetime. ``on_message`` runs on the loop, in order;
+    ``on_connect`` after each connection is made, ``on_disconnect`` after each one is lost.
+
+    ``address`` is one broker or several (tried in turn, see the module's documentation)."""
 
     def __init__(
         self,
-        address: BrokerAddress,
+        address: BrokerAddress | Sequence[BrokerAddress],
         client_id: str,
         *,
         on_message: MessageHandler,
         on_connect: Callable[[], None] | None = None,
+        on_disconnect: Callable[[], None] | None = None,
         keepalive: int = 60,
         will: Will | None = None,
         tls: TlsFiles | None = None,
         connect_timeout: float = 5.0,
         backoff: Backoff | None = None,
+        max_subscription_qos: int = 2,
     ) -> None:
-        self.address = address
+        self.addresses = (address,) if isinstance(address, BrokerAddress) else tuple(address)
+        if not self.addresses:
+            raise BrokerUrlError("an MQTT client needs at least one broker")
+        self._current = 0
         self.client_id = client_id
         self.keepalive = keepalive
         self.will = will
         self.connect_timeout = connect_timeout
+        # RabbitMQ 3.x keeps a QoS 1 subscription in a durable queue on the node the client was connected to:
+        # after that node dies, every reconnect to another node that asks for QoS 1 again is refused
+        # (docs/scaling.md). Subscriptions at QoS 0 fail over.
+        self.max_subscription_qos = max_subscription_qos
         self._on_message = on_message
         self._on_connect = on_connect
-        self._tls_context = (tls or TlsFiles()).context() if address.tls else None
+        self._on_disconnect = on_disconnect
+        self._tls_context = (tls or TlsFiles()).context() if any(a.tls for a in self.addresses) else None
         self._backoff = backoff or Backoff(base=0.25, cap=30.0)
         self._paho: _HandedSocketClient | None = None
         self._socket: _CoalescingSocket | None = None
@@ -258,6 +285,7 @@ class MqttClient:
         self._stopping = False
         self.connected_event = asyncio.Event()
         self.connects = 0
+        self.failovers = 0
         self.published = 0
         self.dropped = 0
         self.dropped_since_warning = 0
@@ -266,6 +294,18 @@ class MqttClient:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def address(self) -> BrokerAddress:
+        """The broker connected to now, or tried next."""
+        return self.addresses[self._current]
+
+    def _next_broker(self) -> None:
+        """After a failed or lost connection: the next broker of the list (none to change with only one)."""
+        if len(self.addresses) > 1:
+            self._current = (self._current + 1) % len(self.addresses)
+            self.failovers += 1
+            log.info("MQTT: trying broker %s next", self.address)
 
     @property
     def retained_topics(self) -> dict[str, tuple[bytes, int]]:
@@ -312,6 +352,7 @@ class MqttClient:
         self.dropped += 1
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        qos = min(qos, self.max_subscription_qos)
         if self._subscriptions.get(topic_filter) == qos:
             return
         self._subscriptions[topic_filter] = qos
@@ -385,6 +426,7 @@ class MqttClient:
                 )
                 first_failure = False
                 self._drop_connection()
+                self._next_broker()
             else:
                 first_failure = True
                 misc = asyncio.create_task(self._keepalive_ticks())
@@ -396,6 +438,7 @@ class MqttClient:
                     return
                 log.warning("MQTT broker %s: connection lost; reconnecting", self.address)
                 self._drop_connection()
+                self._next_broker()
             await asyncio.sleep(self._backoff.next_delay())
 
     async def _keepalive_ticks(self) -> None:
@@ -449,7 +492,7 @@ class MqttClient:
             sock.setblocking(False)
             await loop.sock_connect(sock, sockaddr)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._tls_context is None:
+            if self._tls_context is None or not self.address.tls:
                 return sock
             return await _tls_handshake(
                 loop,
@@ -526,8 +569,10 @@ class MqttClient:
             self._connection_lost(f"write failed before the broker answered ({exc})")
 
     def _connection_lost(self, before_connack: str) -> None:
-        self._connected = False
+        was_connected, self._connected = self._connected, False
         self.connected_event.clear()
+        if was_connected and self._on_disconnect is not None:
+            self._on_disconnect()
         self._lost.set()
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(ConnectionError(before_connack))

@@ -46,14 +46,14 @@ def http_error(exc: web.HTTPException) -> web.Response:
 
 
 class WebServer:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, extra_operations: tuple[Operation, ...] = ()) -> None:
         self.hub = hub
         self.settings = hub.config.http
         self.token = hub.api_token
         self.live = LiveFeed(hub, self.settings.live_interval_s, self.settings.live_queue)
         self.metrics = Metrics(hub, self.live)
         # the venue routes exist only with a store; without one they answer 404 like any unknown path
-        self.operations = OPERATIONS + (VENUE_OPERATIONS if has_venue(hub) else ())
+        self.operations = OPERATIONS + (VENUE_OPERATIONS if has_venue(hub) else ()) + extra_operations
         self.openapi = build_document(self.operations)
         self._static_files = frozenset(path.name for path in STATIC_DIR.iterdir() if path.is_file())
         self.app = self._build_app()

@@ -1,0 +1,266 @@
+"""The fleet's picture of every hub on a broker, built from their MQTT topics alone (docs/mqtt.md).
+
+One subscription to ``<base>/#`` feeds a :class:`~hub.state.StateStore` the way drivers feed a hub's: the
+hubs' device lists say which hub owns which receiver, device and channel topics fill in the state, meters
+the levels, a hub's state topic (and its last will) whether anyone is watching its receivers. A receiver
+counts as online only while its hub is online and its own availability says so: a hub that died leaves
+its receivers' retained availability at ``online``, and only its will tells otherwise.
+
+Meters are not retained, so the fleet sends each receiver's ``get`` once, when it first hears of it: the
+owning hub re-publishes that receiver's state and levels. Control goes back the same way: a command becomes
+a ``set`` message on the receiver's own topic, which only the owning hub subscribes to, and its answer is
+matched on that hub's ``response/set`` topic by a transaction id. Everything read from the broker is
+validated against the model; anything else is counted in ``rejected`` and ignored, never trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+from pydantic import ValidationError
+
+from hub.config import HubConfig
+from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, METER_FIELDS, Channel, Command, CommandKind, CommandResult, Device
+from hub.mqtt.bridge import _CHANNEL_COMMANDS, _DEVICE_COMMANDS  # the set keys, as the hubs read them
+from hub.mqtt.client import MqttClient, TlsFiles, parse_broker_urls
+from hub.mqtt.topics import Topics
+from hub.state import StateStore
+from hub.store import Alert
+
+log = logging.getLogger("hub.fleet")
+
+# A hub answers a command once the receiver confirmed it (its own command timeout); this covers the trip.
+ANSWER_MARGIN_S: Final = 2.0
+_SET_KEYS: Final = {
+    True: {kind: key for key, kind in _CHANNEL_COMMANDS.items()},
+    False: {kind: key for key, kind in _DEVICE_COMMANDS.items()},
+}
+_DEVICE_KEYS: Final = frozenset(Device.model_fields) - {"channels", "online", "last_seen"}
+_CHANNEL_KEYS: Final = frozenset(Channel.model_fields)
+
+
+class FleetRequestError(Exception):
+    """A hub refused a request from the fleet, or did not answer it."""
+
+
+@dataclass
+class HubView:
+    """One hub as its topics describe it."""
+
+    hub_id: str
+    online: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    device_ids: list[str] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+
+
+def _json(payload: bytes) -> Any:
+    return orjson.loads(payload) if payload else None
+
+
+class FleetMirror:
+    """``await start()`` subscribes and keeps ``store`` in step with the broker; ``await stop()``."""
+
+    def __init__(self, store: StateStore, config: HubConfig) -> None:
+        self.store = store
+        settings = config.mqtt
+        self.settings = settings
+        self.topics = Topics(settings.base_topic, "", settings.homeassistant_prefix)
+        self._prefix = f"{settings.base_topic}/"
+        self.command_timeout_s = config.command_timeout_s + ANSWER_MARGIN_S
+        self.hubs: dict[str, HubView] = {}
+        self.owners: dict[str, str] = {}  # device id -> hub id
+        self._available: dict[str, bool] = {}  # device id -> its own availability topic
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        # a fleet must never take a hub's client id: the broker would disconnect the hub
+        self.client_id = settings.client_id or f"{config.hub_id}-fleet"
+        self._transactions = (f"{self.client_id}-{n}" for n in itertools.count(1))
+        self.rejected = 0
+        self.client = MqttClient(
+            parse_broker_urls(settings.url),
+            self.client_id,
+            on_message=self._on_message,
+            on_connect=self._on_broker_change,
+            on_disconnect=self._on_broker_change,
+            keepalive=settings.keepalive,
+            tls=TlsFiles(settings.ca_file, settings.cert_file, settings.key_file, settings.tls_insecure),
+            connect_timeout=config.io_timeout_s,
+            max_subscription_qos=settings.subscription_qos,
+        )
+        self._io_timeout_s = config.io_timeout_s
+
+    async def start(self) -> None:
+        self.client.subscribe(f"{self.settings.base_topic}/#", self.settings.qos_state)
+        self.client.start()
+        if not await self.client.wait_connected(self._io_timeout_s):
+            log.warning("MQTT broker %s not reachable yet; the fleet keeps trying", self.client.address)
+
+    async def stop(self) -> None:
+        for waiter in self._pending.values():
+            waiter.cancel()
+        await self.client.stop()
+
+    # Reading the hubs' topics
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if not topic.startswith(self._prefix):
+            return
+        parts = topic[len(self._prefix) :].split("/")
+        try:
+            if parts[0] == "hubs" and len(parts) >= 3:
+                self._on_hub_topic(parts[1], parts[2:], payload)
+            elif parts[0] == "devices" and len(parts) >= 2:
+                self._on_device_topic(parts[1], parts[2:], payload)
+        except (orjson.JSONDecodeError, ValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
+            self.rejected += 1
+            log.debug("ignoring %s: %s", topic, exc)
+
+    def _hub(self, hub_id: str) -> HubView:
+        view = self.hubs.get(hub_id)
+        if view is None:
+            view = self.hubs[hub_id] = HubView(hub_id)
+        return view
+
+    def _on_hub_topic(self, hub_id: str, rest: list[str], payload: bytes) -> None:
+        kind = rest[0]
+        if kind == "response" and len(rest) >= 2:
+            self._on_response(hub_id, payload)
+        elif len(rest) != 1:
+            return
+        elif kind == "state":
+            state = _json(payload)
+            self._hub(hub_id).online = isinstance(state, dict) and state.get("state") == "online"
+            for device_id in self._hub(hub_id).device_ids:
+                self._update_online(device_id)
+        elif kind == "info":
+            info = _json(payload)
+            self._hub(hub_id).info = info if isinstance(info, dict) else {}
+        elif kind == "devices":
+            self._on_device_list(hub_id, _json(payload) or [])
+        elif kind == "alerts":
+            self._hub(hub_id).alerts = [Alert.model_validate(alert) for alert in _json(payload) or []]
+
+    def _on_device_list(self, hub_id: str, summaries: list[dict[str, Any]]) -> None:
+        view = self._hub(hub_id)
+        listed = []
+        for summary in summaries:
+            device = Device.model_validate({key: summary[key] for key in _DEVICE_KEYS if key in summary})
+            listed.append(device.id)
+            self.owners[device.id] = hub_id
+            self._available.setdefault(device.id, bool(summary.get("online")))
+            self._add_or_update(device, int(summary.get("channel_count") or 0))
+        for gone in set(view.device_ids) - set(listed):
+            if self.owners.get(gone) == hub_id:  # not taken over by another hub meanwhile
+                del self.owners[gone]
+                self.store.remove_device(gone)
+        view.device_ids = listed
+
+    def _add_or_update(self, device: Device, channel_count: int) -> None:
+        if device.id in self.store.devices:
+            known = self.store.devices[device.id]
+            if (known.vendor, known.host, known.port) != (device.vendor, device.host, device.port):
+                device.channels = known.channels
+                self.store.add_device(device)
+            else:
+                self.store.update_device(device.id, {key: getattr(device, key) for key in DEVICE_FIELDS})
+        else:
+            self.store.add_device(device)
+            # meters are not retained: a fleet started after the hub would show no levels until they move.
+            # A device's get makes its hub re-publish the device's state and meters, once per new device.
+            self.client.publish(f"{self.topics.device(device.id)}/get", b"{}", self.settings.qos_state)
+        if channel_count:
+            self.store.ensure_channels(device.id, channel_count)
+        self._update_online(device.id)
+
+    def _on_device_topic(self, device_id: str, rest: list[str], payload: bytes) -> None:
+        if not rest:
+            state = _json(payload)
+            if state is None:  # the owning hub removed the device and cleared its topics
+                self.store.remove_device(device_id)
+                return
+            device = Device.model_validate({key: state[key] for key in _DEVICE_KEYS if key in state})
+            if device.id != device_id:
+                raise ValueError(f"device state of {device.id!r} on the topic of {device_id!r}")
+            self._add_or_update(device, int(state.get("channel_count") or 0))
+        elif rest == ["availability"]:
+            if payload in (b"online", b"offline"):
+                self._available[device_id] = payload == b"online"
+                self._update_online(device_id)
+        elif len(rest) >= 2 and rest[0] == "channels" and rest[1].isdigit() and device_id in self.store.devices:
+            if len(rest) == 2 and payload:
+                self._merge_channel(device_id, int(rest[1]), _json(payload), CHANNEL_FIELDS - METER_FIELDS)
+            elif rest[2:] == ["meters"]:
+                self._merge_channel(device_id, int(rest[1]), _json(payload), METER_FIELDS)
+
+    def _merge_channel(self, device_id: str, index: int, values: dict[str, Any], wanted: frozenset[str]) -> None:
+        given = {key: value for key, value in values.items() if key in wanted}
+        # validated as a whole channel, so a battery of 250 % or a name of the wrong type never gets in
+        channel = Channel.model_validate({**given, "index": index})
+        self.store.update_channel(device_id, index, {key: getattr(channel, key) for key in given})
+
+    def _on_broker_change(self) -> None:
+        """Cut off from the broker, the fleet cannot know whether anyone watches a receiver: none shows online
+        until the broker hands over the retained state again."""
+        for device_id in list(self.store.devices):
+            self._update_online(device_id)
+
+    def _update_online(self, device_id: str) -> None:
+        owner = self.hubs.get(self.owners.get(device_id, ""))
+        hub_online = owner.online if owner is not None else True  # hub unknown yet: its device says
+        watched = hub_online and self._available.get(device_id, False) and self.client.connected
+        self.store.set_online(device_id, watched)
+
+    # Control, through the owning hub
+
+    async def apply(self, command: Command) -> CommandResult:
+        owner = self.owners.get(command.device_id)
+        if owner is None or not self._hub(owner).online:
+            return CommandResult(ok=False, code="unavailable", error=f"no hub online owns {command.device_id!r}")
+        key = _SET_KEYS[command.channel is not None].get(command.kind)
+        if key is None or command.slot is not None:
+            return CommandResult(ok=False, code="not_supported", error=f"{command.kind} cannot be sent over MQTT")
+        value = True if command.kind is CommandKind.IDENTIFY else command.value
+        topic = self.topics.device(command.device_id)
+        if command.channel is not None:
+            topic = f"{topic}/channels/{command.channel}"
+        try:
+            answer = await self._exchange(f"{topic}/set", {key: value})
+        except FleetRequestError as exc:
+            return CommandResult(ok=False, code="timeout", error=str(exc))
+        result = (answer.get("data") or {}).get("results", {}).get(key)
+        if result is not None:
+            return CommandResult.model_validate(result)
+        return CommandResult(ok=False, code="refused", error=str(answer.get("error") or "refused by the hub"))
+
+    async def request(self, hub_id: str, command: str, body: dict[str, Any]) -> Any:
+        """A hub request (docs/mqtt.md, "Hub requests"); its ``data``, or FleetRequestError."""
+        answer = await self._exchange(f"{self.settings.base_topic}/hubs/{hub_id}/request/{command}", body)
+        if answer.get("status") != "ok":
+            raise FleetRequestError(str(answer.get("error") or "refused by the hub"))
+        return answer.get("data")
+
+    async def _exchange(self, topic: str, body: dict[str, Any]) -> dict[str, Any]:
+        transaction = next(self._transactions)
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[transaction] = waiter
+        try:
+            self.client.publish(topic, orjson.dumps({**body, "transaction": transaction}), self.settings.qos_state)
+            async with asyncio.timeout(self.command_timeout_s):
+                return await waiter
+        except TimeoutError:
+            raise FleetRequestError(f"no answer on {topic} within {self.command_timeout_s:g} s") from None
+        finally:
+            self._pending.pop(transaction, None)
+
+    def _on_response(self, hub_id: str, payload: bytes) -> None:
+        answer = _json(payload)
+        if not isinstance(answer, dict):
+            return
+        waiter = self._pending.get(str(answer.get("transaction")))
+        if waiter is not None and not waiter.done():
+            waiter.set_result(answer)

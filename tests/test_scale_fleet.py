@@ -1,0 +1,283 @@
+"""``wmhub fleet``: one board and read API for three hubs on one broker, from their MQTT topics alone.
+
+Three hub processes with simulated Shure receivers share a Mosquitto; a fleet (in this process, its HTTP
+API read from the outside) shows every receiver once, grouped by hub. One hub is stopped (SIGSTOP: it
+holds its connection open and says nothing, like a frozen machine) and the fleet marks its receivers
+offline once the broker fired its last will (1.5 x keepalive after its last packet, plus the broker's
+own check interval). A rename sent to the fleet's REST
+API reaches the receiver through the hub that owns it, over MQTT. Hostile messages on the hubs' topics
+are ignored, and ``wmhub fleet`` without a broker refuses to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from wmhub_shure.simulator import ShureSimulator
+
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.fleet.app import FleetHub
+from hub.testing import eventually
+from tests.mosquitto import MqttProbe, TestBroker, free_port
+from tests.test_scale_two_hubs import hub_process, online_devices
+
+TOKEN = "fleet-test-token"
+KEEPALIVE_S = 5
+# The broker fires a silent client's will 1.5 x keepalive after its last packet, checked on Mosquitto's own
+# timer: measured 8.3-12.8 s here for a keep-alive of 5 s on the loaded test machine.
+WILL_SLACK_S = 8.0
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(mqtt_url: str, data_dir: Path) -> AsyncIterator[tuple[FleetHub, str]]:
+    """A fleet board on a free port: (the fleet, its base URL)."""
+    config = HubConfig(
+        hub_id="fleet",
+        data_dir=data_dir,
+        mqtt=MqttSettings(url=mqtt_url),
+        http=HttpSettings(port=0, token=TOKEN),
+        discovery=DiscoverySettings(enabled=False),
+    )
+    async with FleetHub(config) as fleet:
+        yield fleet, f"http://127.0.0.1:{fleet.web.port}"
+
+
+async def get(http: aiohttp.ClientSession, url: str) -> Any:
+    async with http.get(url) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def fleet_hubs(http: aiohttp.ClientSession, base: str) -> dict[str, dict[str, Any]]:
+    return {hub["hub_id"]: hub for hub in (await get(http, f"{base}/api/v1/fleet/hubs"))["items"]}
+
+
+async def wait_for(check: Any, timeout: float, what: str) -> Any:
+    """``eventually`` for an async check."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_one_fleet_board_shows_three_hubs_and_controls_through_the_owner(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    async with (
+        ShureSimulator("ulxd4d") as north_receiver,
+        ShureSimulator("ad4d") as south_receiver,
+        ShureSimulator("ulxd4q") as east_receiver,
+        MqttProbe(mqtt_broker, client_id="wmhub-test-consumer") as consumer,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        await consumer.subscribe("wmhub/hubs/+/devices")
+        async with (
+            hub_process(mqtt_broker.url, "north", north_receiver.url, tmp_path / "north"),
+            hub_process(mqtt_broker.url, "south", south_receiver.url, tmp_path / "south"),
+            hub_process(
+                mqtt_broker.url, "east", east_receiver.url, tmp_path / "east", MQTT__KEEPALIVE=str(KEEPALIVE_S)
+            ) as east,
+        ):
+            owned = {hub_id: (await online_devices(consumer, hub_id))[0] for hub_id in ("north", "south", "east")}
+            async with running_fleet(mqtt_broker.url, tmp_path / "fleet") as (_, base):
+
+                async def all_online() -> dict[str, dict[str, Any]] | None:
+                    hubs = await fleet_hubs(http, base)
+                    ready = len(hubs) == 3 and all(
+                        hub["online"] and hub["devices_online"] == 1 for hub in hubs.values()
+                    )
+                    return hubs if ready else None
+
+                hubs = await wait_for(all_online, 20, "three hubs online on the fleet board")
+                assert {hub_id: hub["devices"] for hub_id, hub in hubs.items()} == {
+                    hub_id: [device["id"]] for hub_id, device in owned.items()
+                }
+
+                # every receiver once, every channel once, and one board group per hub
+                channels = (await get(http, f"{base}/api/v1/channels?limit=1000"))["items"]
+                ids = [channel["id"] for channel in channels]
+                expected = {f"{d['id']}:{i}" for d in owned.values() for i in range(1, d["channel_count"] + 1)}
+                assert sorted(ids) == sorted(expected)
+                devices = (await get(http, f"{base}/api/v1/devices"))["items"]
+                assert sorted(d["id"] for d in devices) == sorted(d["id"] for d in owned.values())
+                groups = {g["title"]: g["slots"] for g in (await get(http, f"{base}/api/v1/groups"))["items"]}
+                slot_list = (await get(http, f"{base}/api/v1/slots"))["items"]
+                slots = {slot["number"]: f"{slot['device_id']}:{slot['channel']}" for slot in slot_list}
+                assert set(groups) == {"east", "north", "south"}
+                for hub_id, device in owned.items():
+                    assert {slots[n] for n in groups[hub_id]} == {
+                        f"{device['id']}:{i}" for i in range(1, device["channel_count"] + 1)
+                    }
+
+                # meters are not retained: the fleet, started after the hubs, asked each receiver's hub for them
+
+                async def every_level_shown() -> bool:
+                    channels = (await get(http, f"{base}/api/v1/channels?limit=1000"))["items"]
+                    return all(channel["rf_dbm"] is not None for channel in channels)
+
+                await wait_for(every_level_shown, 10, "the RF level of every channel on the fleet board")
+
+                # a rename from the fleet's API reaches the south receiver through the south hub
+                south_id = owned["south"]["id"]
+                async with http.post(
+                    f"{base}/api/v1/channels/{south_id}:1/commands", json={"kind": "name", "value": "FLEET1"}
+                ) as response:
+                    assert response.status == 200, await response.text()
+                    assert (await response.json())["ok"] is True
+                assert south_receiver.channels[1].values["name"] == "FLEET1"
+                assert north_receiver.channels[1].values["name"] != "FLEET1"
+
+                async def renamed() -> bool:
+                    channel = await get(http, f"{base}/api/v1/channels/{south_id}:1")
+                    return bool(channel["name"] == "FLEET1")
+
+                await wait_for(renamed, 5, "the new name back on the fleet board")
+                # the extended name is kept by the owning hub; the fleet asks it over MQTT
+                async with http.put(
+                    f"{base}/api/v1/channels/{south_id}:2/extended-name", json={"name": "Lead vocal, stage left"}
+                ) as response:
+                    assert response.status == 200, await response.text()
+
+                async def extended() -> bool:
+                    channel = await get(http, f"{base}/api/v1/channels/{south_id}:2")
+                    return bool(channel["extended_name"] == "Lead vocal, stage left")
+
+                await wait_for(extended, 5, "the extended name back on the fleet board")
+
+                # the east hub freezes: the broker fires its will after 1.5 x keepalive of silence
+                east.send_signal(signal.SIGSTOP)
+                try:
+                    east_id = owned["east"]["id"]
+
+                    async def east_offline() -> bool:
+                        device = await get(http, f"{base}/api/v1/devices/{east_id}")
+                        return device["online"] is False
+
+                    stopped_at = time.monotonic()
+                    await wait_for(east_offline, 1.5 * KEEPALIVE_S + WILL_SLACK_S, "the stopped hub's receiver offline")
+                    print(
+                        f"\nthe stopped hub's receiver offline on the fleet {time.monotonic() - stopped_at:.2f} s after"
+                    )
+                    hubs = await fleet_hubs(http, base)
+                    assert hubs["east"]["online"] is False and hubs["east"]["devices_online"] == 0
+                    assert hubs["north"]["online"] and hubs["south"]["online"]
+                    groups = {g["number"]: g["title"] for g in (await get(http, f"{base}/api/v1/groups"))["items"]}
+                    assert "east (offline)" in groups.values()
+                    # a command for a receiver whose hub is gone is refused at once, not sent into the void
+                    async with http.post(
+                        f"{base}/api/v1/channels/{east_id}:1/commands", json={"kind": "mute", "value": True}
+                    ) as response:
+                        assert response.status == 503
+                finally:
+                    east.send_signal(signal.SIGKILL)
+                    await east.wait()
+
+
+async def test_cut_off_from_the_broker_the_fleet_shows_no_receiver_online(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    async with (
+        ShureSimulator("ulxd4d") as receiver,
+        hub_process(mqtt_broker.url, "solo", receiver.url, tmp_path / "solo"),
+        running_fleet(mqtt_broker.url, tmp_path / "fleet") as (_, base),
+        aiohttp.ClientSession() as http,
+    ):
+
+        async def receiver_online(online: bool) -> bool:
+            devices = (await get(http, f"{base}/api/v1/devices"))["items"]
+            return len(devices) == 1 and devices[0]["online"] is online
+
+        await wait_for(lambda: receiver_online(True), 20, "the receiver online on the fleet board")
+        await mqtt_broker.stop()
+        await wait_for(lambda: receiver_online(False), 10, "the receiver offline while the broker is away")
+        assert (await get(http, f"{base}/api/v1/hub"))["config"]["broker_connected"] is False
+        await mqtt_broker.start()
+        # the broker kept nothing: the hub re-publishes its state, and the fleet hears it
+        await wait_for(lambda: receiver_online(True), 30, "the receiver online again")
+
+
+async def test_hostile_messages_on_the_hubs_topics_are_ignored(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    async with (
+        MqttProbe(mqtt_broker, client_id="wmhub-test-hostile") as hostile,
+        running_fleet(mqtt_broker.url, tmp_path) as (fleet, base),
+        aiohttp.ClientSession() as http,
+    ):
+        good = {"id": "shure-GOOD1", "vendor": "shure", "host": "127.0.0.1", "port": 2202, "channel_count": 1}
+        hostile.publish("wmhub/hubs/h1/state", {"state": "online"})
+        hostile.publish("wmhub/hubs/h1/devices", [{**good, "online": True}])
+        for topic, payload in [
+            ("wmhub/hubs/h1/devices", b"{not json"),
+            ("wmhub/hubs/h1/devices", [{"id": 5}]),
+            ("wmhub/hubs/h1/alerts", [{"id": "x"}]),
+            ("wmhub/devices/shure-GOOD1", {**good, "id": "shure-OTHER"}),
+            ("wmhub/devices/shure-GOOD1/channels/1", {"battery_percent": 250}),
+            ("wmhub/devices/shure-GOOD1/channels/1", {"name": ["not", "a", "name"]}),
+            ("wmhub/devices/shure-GOOD1/channels/1/meters", b"\xff\xfe"),
+            ("wmhub/devices/shure-GOOD1/availability", b"maybe"),
+            ("wmhub/hubs/h1/response/set", b"[]"),
+        ]:
+            hostile.publish(topic, payload)
+        hostile.publish("wmhub/devices/shure-GOOD1/channels/1", {"index": 1, "name": "Still good"})
+        await eventually(lambda: fleet.mirror.rejected >= 6, 5, "the hostile messages rejected")
+
+        async def good_one_shown() -> bool:
+            channels = (await get(http, f"{base}/api/v1/channels"))["items"]
+            return [(c["id"], c["name"], c["battery_percent"]) for c in channels] == [
+                ("shure-GOOD1:1", "Still good", None)
+            ]
+
+        await wait_for(good_one_shown, 5, "the valid receiver, and only it")
+        assert [d["id"] for d in (await get(http, f"{base}/api/v1/devices"))["items"]] == ["shure-GOOD1"]
+
+
+async def test_wmhub_fleet_command_serves_the_hubs_it_hears(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    base = f"http://127.0.0.1:{free_port()}"
+    async with (
+        ShureSimulator("ulxd4d") as receiver,
+        hub_process(mqtt_broker.url, "solo", receiver.url, tmp_path / "solo"),
+        aiohttp.ClientSession() as http,
+    ):
+        fleet = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hub.cli", "fleet", "--mqtt", mqtt_broker.url, "--http", base.removeprefix("http://"),
+            "--data-dir", str(tmp_path / "fleet"), stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+
+            async def solo_listed() -> bool:
+                try:
+                    hubs = await fleet_hubs(http, base)
+                except aiohttp.ClientError:
+                    return False  # still starting
+                return hubs.get("solo", {}).get("devices_online") == 1
+
+            await wait_for(solo_listed, 20, "the hub and its receiver on the fleet's API")
+            info = await get(http, f"{base}/api/v1/hub")
+            assert info["config"]["fleet"] is True and info["config"]["hubs"] == 1
+        finally:
+            fleet.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                await fleet.wait()
+        assert fleet.returncode == 0
+
+
+def test_fleet_without_a_broker_refuses_to_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "fleet", "--mqtt", "embedded", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "needs the hubs' broker" in result.stderr
