@@ -23,11 +23,12 @@ from hub.auth import load_or_create_token
 from hub.config import HubConfig
 from hub.devices import DeviceHandle, DeviceManager, ManagedDevice
 from hub.discovery import Discovery
-from hub.drivers import DriverSettings, redact_url
+from hub.drivers import DriverSettings
 from hub.hookspecs import Candidate, DemoFleet
 from hub.lag import LoopMonitor
 from hub.model import Command, CommandKind, CommandResult, Device
 from hub.plugins import PluginHost
+from hub.redact import redact
 from hub.state import StateStore
 from hub.store import DATABASE_FILE, ConflictError, NotFoundError, Persistence, StoreSettings
 from hub.text import preview
@@ -287,7 +288,7 @@ class Hub:
             if managed is not None:
                 self.persistence.health.forget(managed.url)
         if removed:
-            log.info("device %s removed (%s)", redact_url(device_id_or_url), source)
+            log.info("device %s removed (%s)", redact(device_id_or_url), source)
         return removed
 
     async def apply(self, command: Command, source: str) -> CommandResult:
@@ -363,7 +364,7 @@ class Hub:
             known = await self.persistence.candidates.approve(url, source=source)
         except NotFoundError:
             raise UnknownCandidateError(f"no discovery candidate {url!r}") from None
-        log.info("candidate %s approved (%s)", redact_url(url), source)
+        log.info("candidate %s approved (%s)", redact(url), source)
         return self._supervise(known.url)
 
     async def restart_discovery(self) -> None:

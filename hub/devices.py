@@ -23,7 +23,6 @@ from hub.drivers import (
     DriverSupervisor,
     Endpoint,
     EndpointError,
-    redact_url,
 )
 from hub.fieldcheck import FieldRules, checked, model_rules
 from hub.model import (
@@ -35,6 +34,7 @@ from hub.model import (
     DeviceUnavailableError,
 )
 from hub.plugins import PluginError, PluginHost
+from hub.redact import redact
 from hub.state import ChannelWriter, StateStore
 from hub.text import DEFAULT_TEXT_WIDTH, device_text, preview
 
@@ -102,7 +102,7 @@ class DeviceHandle(DeviceSink):
         # (family, model) -> what such a device reports and accepts; set by the manager to ask the owning plugin
         self.capabilities_of: Callable[[str | None, str | None], Capabilities | None] = lambda family, model: None
         self.log = logging.LoggerAdapter(
-            logging.getLogger(f"hub.device.{vendor}"), {"device": device_id or redact_url(endpoint.url)}
+            logging.getLogger(f"hub.device.{vendor}"), {"device": device_id or redact(endpoint.url)}
         )
 
     # DeviceSink
@@ -131,9 +131,7 @@ class DeviceHandle(DeviceSink):
         given = self.endpoint.options.get(ID_OPTION) or unique_id
         device_id = self._claim(f"{self.vendor}-{self._id_suffix(given)}")
         if self.device_id is not None and self.device_id != device_id:
-            self.log.warning(
-                "device at %s is now %s (was %s)", redact_url(self.endpoint.url), device_id, self.device_id
-            )
+            self.log.warning("device at %s is now %s (was %s)", redact(self.endpoint.url), device_id, self.device_id)
             self._store.remove_device(self.device_id)
         self.device_id = device_id
         self.log.extra = {"device": device_id}
@@ -173,7 +171,7 @@ class DeviceHandle(DeviceSink):
                 break
         if choice != wanted:
             self.log.warning(
-                "another device already is %s; this one (%s) is %s", wanted, redact_url(self.endpoint.url), choice
+                "another device already is %s; this one (%s) is %s", wanted, redact(self.endpoint.url), choice
             )
         if self.device_id is not None and self._claims.get(self.device_id) == self.endpoint.url:
             del self._claims[self.device_id]
@@ -329,7 +327,7 @@ class DeviceManager:
         drivers = self._plugins.drivers()
         if scheme not in drivers:
             known = ", ".join(f"{name}://" for name in sorted(drivers)) or "none loaded"
-            raise UnknownSchemeError(f"no plugin handles {redact_url(url)!r} (known schemes: {known})")
+            raise UnknownSchemeError(f"no plugin handles {redact(url)!r} (known schemes: {known})")
         spec, plugin_name = drivers[scheme]
         return Endpoint.parse(url, spec.default_port), plugin_name, spec
 
@@ -338,7 +336,7 @@ class DeviceManager:
 
         Devices are listed under the redacted URL, so a password in it never reaches a log, MQTT or REST.
         """
-        shown = redact_url(url)
+        shown = redact(url)
         if shown in self.by_url:
             return self.by_url[shown]
         endpoint, plugin_name, spec = self.resolve(url)
@@ -362,7 +360,7 @@ class DeviceManager:
         return managed
 
     def find(self, device_id_or_url: str) -> ManagedDevice | None:
-        managed = self.by_url.get(redact_url(device_id_or_url)) if "://" in device_id_or_url else None
+        managed = self.by_url.get(redact(device_id_or_url)) if "://" in device_id_or_url else None
         if managed is not None:
             return managed
         for managed in self.by_url.values():

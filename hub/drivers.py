@@ -19,26 +19,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from hub.backoff import Backoff
 from hub.model import Command, CommandResult, NotSupportedError
+from hub.redact import redact
 
 
 class EndpointError(ValueError):
     """A device URL that cannot be used: the message says why."""
-
-
-_SECRET_OPTIONS = frozenset({"password", "token", "secret", "key", "api_key"})
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password (userinfo or a secret query option) replaced by ``***``, for display."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k.lower() in _SECRET_OPTIONS else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 # The URL option that names a device whose protocol reports no serial or MAC (``shure://10.0.0.5?id=rack1-a``):
@@ -66,7 +51,7 @@ class Endpoint:
     @classmethod
     def parse(cls, url: str, default_port: int | None = None) -> Endpoint:
         parts = urlsplit(url)
-        shown = redact_url(url)
+        shown = redact(url)
         if not parts.scheme or not parts.hostname:
             raise EndpointError(f"{shown!r} is not a device URL (expected scheme://host[:port])")
         try:
@@ -284,7 +269,7 @@ class DriverSupervisor:
     def _where(self) -> str:
         """The device's URL (password redacted), so every message names the device it is about."""
         driver = self.driver
-        return redact_url(driver.endpoint.url) if driver is not None else "the device"
+        return redact(driver.endpoint.url) if driver is not None else "the device"
 
     async def _run_watched(self, driver: Driver) -> None:
         runner = asyncio.ensure_future(self._timed("Driver.run", driver.run()))

@@ -14,9 +14,9 @@ import aiohttp
 
 from hub.app import Hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
-from hub.drivers import redact_url
 from hub.model import METER_FIELDS, Device
 from hub.plugins import PluginHost
+from hub.redact import redact
 from hub.testing import eventually
 
 # Short enough that a fault test takes seconds, long enough that a loaded 2-core machine does not see
@@ -58,7 +58,7 @@ async def running_hub(config: HubConfig, plugins: str = "shure,sennheiser") -> A
 
 
 def device_of(hub: Hub, url: str) -> Device | None:
-    managed = hub.devices.by_url.get(redact_url(url))  # listed under the URL as shown, password redacted
+    managed = hub.devices.by_url.get(redact(url))  # listed under the URL as shown, password redacted
     device_id = managed.handle.device_id if managed is not None else None
     return hub.store.get(device_id) if device_id else None
 

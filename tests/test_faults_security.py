@@ -16,7 +16,7 @@ from wmhub_shure.simulator import ShureSimulator
 from hub.app import Hub
 from hub.auth import TOKEN_FILE
 from hub.config import HttpSettings, MqttSettings
-from hub.drivers import redact_url
+from hub.redact import redact
 from hub.testing import eventually
 from tests.fault_harness import Api, hub_config, is_online, running_hub
 from tests.mosquitto import MqttProbe, TestBroker
@@ -109,7 +109,7 @@ async def test_unpinned_self_signed_device_is_refused(tmp_path: Path) -> None:
         unpinned, pinned = sim.url(pin=False), sim.url()
         async with running_hub(hub_config(tmp_path, [unpinned, pinned]), plugins="sennheiser") as hub:
             await eventually(lambda: is_online(hub, pinned), 15, "the pinned device online")
-            managed = hub.devices.find(redact_url(unpinned))
+            managed = hub.devices.find(redact(unpinned))
             assert managed is not None
             await eventually(lambda: managed.supervisor.last_error, 10, "a reason for the unpinned device")
             error = str(managed.supervisor.last_error)

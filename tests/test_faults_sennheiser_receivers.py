@@ -22,7 +22,7 @@ from wmhub_sennheiser.simulator.replay import (
 )
 
 from hub.app import Hub
-from hub.drivers import redact_url
+from hub.redact import redact
 from hub.testing import eventually
 from tests.fault_harness import device_of, hub_config, is_online, running_hub, seconds_until
 from tests.reliability_report import FaultResult
@@ -35,7 +35,7 @@ MONITORED_WITHIN_S = 10.0
 
 
 def last_error(hub: Hub, url: str) -> str | None:
-    managed = hub.devices.by_url.get(redact_url(url))
+    managed = hub.devices.by_url.get(redact(url))
     return managed.supervisor.last_error if managed is not None else None
 
 
@@ -101,7 +101,7 @@ async def test_g4_reply_arriving_after_its_request_timed_out(tmp_path: Path) -> 
             online_s = await seconds_until(lambda: is_online(hub, url), 5, "online without RfConfig")
 
             def late_range_taken() -> bool:
-                driver = hub.devices.by_url[redact_url(url)].driver
+                driver = hub.devices.by_url[redact(url)].driver
                 return isinstance(driver, G4Driver) and driver.rf_config == ((566_000, 608_000, 25),)
 
             taken_s = await seconds_until(late_range_taken, 5, "the late RfConfig taken")
