@@ -251,11 +251,20 @@ class Hub:
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await self.start()
+        # a signal while starting (a slow broker, a slow disk) stops the hub too; a failed start stops what
+        # was started (an open database keeps a thread that would otherwise keep the process alive)
+        starting = asyncio.ensure_future(self.start())
+        signalled = asyncio.ensure_future(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()
+                await signalled
         finally:
             log.info("shutting down")
+            for task in (starting, signalled):
+                task.cancel()
+            await asyncio.gather(starting, signalled, return_exceptions=True)
             await self.stop()
 
     # Service methods used by every edge (MQTT, REST, CLI, UI)

@@ -7,10 +7,11 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ from hub import __version__
 from hub.config import ConfigError, HubConfig, load_config
 from hub.logs import setup_logging
 from hub.plugins import PluginHost
+from hub.redact import redact
 
 EXIT_CONFIG = 2
+EXIT_FAILED = 1
 GC_YOUNG_THRESHOLD = 50_000
 
 
@@ -153,15 +156,39 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)
 
 
-def _run(config: HubConfig, fleet: bool = False) -> int:
+def _device_origin(args: argparse.Namespace) -> Callable[[str], str]:
+    """Where a device URL was given: the flag, the environment variable, or the configuration file."""
+    environment = {item.strip() for item in os.environ.get("WMHUB_DEVICES", "").split(",")}
+
+    def origin(url: str) -> str:
+        if url in getattr(args, "device", []):
+            return "--device"
+        if url in environment:
+            return "WMHUB_DEVICES"
+        return f"{args.config}: devices" if getattr(args, "config", None) else "devices"
+
+    return origin
+
+
+def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> int:
     from hub.app import Hub
     from hub.fleet.app import FleetHub
+    from hub.preflight import check_startup
 
     setup_logging(config.log_level, config.plugin_log_levels)
-    _raise_open_file_limit()
     hub = FleetHub(config) if fleet else Hub(config)
+    try:
+        check_startup(config, hub.devices.resolve, _device_origin(args))
+    except ConfigError as exc:
+        print(f"wmhub: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _raise_open_file_limit()
     _tune_garbage_collector()
-    _run_forever(hub.run_until_signalled())
+    try:
+        _run_forever(hub.run_until_signalled())
+    except Exception as exc:  # the hub has stopped everything it started: say why in one line
+        logging.getLogger("hub").error("the hub stopped: %s", redact(str(exc)) or type(exc).__name__)
+        return EXIT_FAILED
     return 0
 
 
@@ -241,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         print("wmhub fleet: needs the hubs' broker: --mqtt mqtt://host:port (or mqtt.url)", file=sys.stderr)
         return EXIT_CONFIG
     if args.command in ("run", "fleet"):
-        return _run(config, fleet=args.command == "fleet")
+        return _run(config, args, fleet=args.command == "fleet")
     if args.command == "devices":
         return _devices(config, args.json)
     return _discover(config, args.seconds, args.json)

@@ -14,8 +14,11 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hub.redact import redact
 
 ENV_PREFIX = "WMHUB_"
 # Variables that configure plugin loading rather than the hub's settings.
@@ -95,12 +98,23 @@ class MqttSettings(Section):
     @field_validator("url")
     @classmethod
     def _known_url(cls, value: str) -> str:
+        # the messages never repeat a URL: it may hold the broker password
         if value in ("embedded", "off"):
             return value
         urls = [part.strip() for part in value.split(",")]
-        if urls and all(re.match(r"^mqtts?://", url) for url in urls):
-            return ",".join(urls)
-        raise ValueError("must be 'embedded', 'off', or mqtt:// or mqtts:// URLs separated by commas")
+        for url in urls:
+            if not re.match(r"^mqtts?://", url):
+                raise ValueError("must be 'embedded', 'off', or mqtt:// or mqtts:// URLs separated by commas")
+            try:
+                parts = urlsplit(url)
+                port = parts.port
+            except ValueError:
+                raise ValueError("the host or port of a URL cannot be read (a bad port, or an unclosed '[')") from None
+            if not parts.hostname:
+                raise ValueError("a URL names no broker host (mqtt://host[:port])")
+            if port == 0:
+                raise ValueError("port 0 is not a broker port")
+        return ",".join(urls)
 
     @field_validator("base_topic", "homeassistant_prefix")
     @classmethod
@@ -181,11 +195,11 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 def _describe(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
     location = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown setting"
     got = first.get("input")
-    detail = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
+    detail = f" (got {redact(repr(got))})" if got is not None and not isinstance(got, dict | list) else ""
     more = len(error.errors()) - 1
     tail = f"; and {more} more problem{'s' if more > 1 else ''}" if more else ""
     return f"{source}: {location}: {message}{detail}{tail}"

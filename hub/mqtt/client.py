@@ -40,6 +40,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from hub.backoff import Backoff
+from hub.redact import redact
 
 log = logging.getLogger("hub.mqtt")
 
@@ -66,12 +67,12 @@ class BrokerAddress:
     def parse(cls, url: str) -> BrokerAddress:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise BrokerUrlError(f"{url!r} is not an MQTT URL (mqtt://host[:port] or mqtts://host[:port])")
+            raise BrokerUrlError(f"{redact(url)!r} is not an MQTT URL (mqtt://host[:port] or mqtts://host[:port])")
         tls = parts.scheme == "mqtts"
         try:
             port = parts.port or (8883 if tls else 1883)
         except ValueError as exc:
-            raise BrokerUrlError(f"{url!r}: {exc}") from None
+            raise BrokerUrlError(f"{redact(url)!r}: {exc}") from None
         return cls(
             host=parts.hostname,
             port=port,

@@ -1,0 +1,73 @@
+"""What ``wmhub run`` checks before it starts anything, so a mistake costs one line and exit status 2.
+
+pydantic (hub.config) checks each setting's shape; these checks need the machine or the plugins: device
+URLs against the loaded plugins' schemes, the data dir, the MQTT TLS files, and the HTTP (and embedded MQTT)
+address: does the host resolve, is the port free. A port taken between this check and the bind is the
+only gap; the hub then stops cleanly and exits 1 (hub.cli).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from hub.config import ConfigError, HubConfig
+from hub.redact import redact
+
+
+def check_startup(
+    config: HubConfig,
+    resolve_device: Callable[[str], object],
+    device_origin: Callable[[str], str] = lambda _url: "devices",
+) -> None:
+    """Raise ConfigError naming the key (or flag) of the first setting the hub could not start with.
+
+    ``resolve_device`` raises ValueError for a URL no loaded plugin can use (DeviceManager.resolve);
+    ``device_origin`` names where a device URL came from (``--device``, ``WMHUB_DEVICES``, a file).
+    """
+    for url in config.devices:
+        try:
+            resolve_device(url)
+        except ValueError as exc:  # EndpointError, UnknownSchemeError, or urllib refusing it ("x://[")
+            raise ConfigError(f"{device_origin(url)}: {redact(str(exc))}") from None
+    _check_data_dir(config.data_dir)
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(config.mqtt, key)
+        if path is not None and config.mqtt.url != "off" and not Path(path).is_file():
+            raise ConfigError(f"mqtt.{key}: {path} is not a readable file")
+    if config.http.enabled:
+        _check_listen(("http.host", "http.port"), config.http.host, config.http.port)
+    if config.mqtt.url == "embedded":
+        _check_listen(("mqtt.url", "mqtt.embedded_port"), "127.0.0.1", config.mqtt.embedded_port)
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"data_dir: {data_dir} is a file, not a directory")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"data_dir: cannot create {data_dir} ({exc.strerror})") from None
+
+
+def _check_listen(keys: tuple[str, str], host: str, port: int) -> None:
+    """``host`` resolves, and ``port`` (unless 0, any free one) can be bound on each of its addresses."""
+    host_key, port_key = keys
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"{host_key}: {host!r} does not resolve to an address of this machine ({exc})") from None
+    if port == 0:
+        return
+    for family, kind, protocol, _name, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                shown = f"[{address[0]}]:{port}" if family == socket.AF_INET6 else f"{address[0]}:{port}"
+                if exc.errno == errno.EADDRINUSE:
+                    raise ConfigError(f"{port_key}: {shown} is already in use") from None
+                raise ConfigError(f"{host_key}: cannot listen on {shown} ({exc.strerror})") from None

@@ -1,0 +1,136 @@
+"""``wmhub run`` with a setting it cannot start with: one line naming the key or flag, exit status 2, no
+traceback, no secret, and the process gone at once (systemd's ``Restart=on-failure`` then acts). A failure
+after the start stops everything that was started and exits 1 instead of hanging."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.reliability_report import record_check
+
+# a bounded wait, far above the second a failed start takes: a hang fails the test instead of stalling it
+EXIT_DEADLINE_S = 30.0
+LEAKED_PASSWORD = "LEAKPW1"
+
+
+@contextmanager
+def port_in_use() -> Iterator[int]:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield int(holder.getsockname()[1])
+
+
+def wmhub_run(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, float]:
+    """Run ``wmhub run`` as a child process (HTTP on a free port, no MQTT unless ``args`` say otherwise):
+    its exit status, its stderr and how long it lived. A child still running at the deadline is killed and
+    fails the test."""
+    command = [sys.executable, "-m", "hub.cli", "run", "--data-dir", str(data_dir), "--mqtt", "off"]
+    command += ["--http", "127.0.0.1:0", *args]
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=EXIT_DEADLINE_S,
+            env={**os.environ, "WMHUB_DISCOVERY__ENABLED": "false", **(env or {})},
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:  # run() kills the child before raising
+        pytest.fail(f"wmhub run still running after {EXIT_DEADLINE_S} s: {exc.stderr!r}")
+    return done.returncode, done.stderr, round(time.monotonic() - started, 2)
+
+
+def config_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "wmhub.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+CASES = {
+    "device URL, unknown scheme (--device)": (["--device", "shur://127.0.0.1"], {}, "--device: no plugin handles"),
+    "device URL, no host (--device)": (["--device", "shure://"], {}, "--device: 'shure://' is not a device URL"),
+    "device URL, unknown scheme (config file)": (
+        ["--config", "{file}"],
+        {"file": 'devices = ["shur://127.0.0.1"]\n'},
+        "wmhub.toml: devices: no plugin handles",
+    ),
+    "device URL, no host (WMHUB_DEVICES)": ([], {"WMHUB_DEVICES": "shure://"}, "WMHUB_DEVICES: 'shure://'"),
+    "MQTT URL, port not a number": (["--mqtt", "mqtt://u:p@127.0.0.1:notaport"], {}, "mqtt.url: the host or port"),
+    "MQTT URL, unclosed bracket": (["--mqtt", "mqtt://u:p@[::1"], {}, "mqtt.url: the host or port"),
+    "MQTT URL, scheme mistyped with a password in it": (
+        ["--mqtt", f"mqtts//wmuser:{LEAKED_PASSWORD}@broker:8883"],
+        {},
+        "mqtt.url: must be",
+    ),
+    "HTTP host that does not resolve": (["--http", "bad..host:8058"], {}, "http.host: 'bad..host' does not resolve"),
+    "HTTP port in use": (["--http", "127.0.0.1:{busy_port}"], {}, "http.port: 127.0.0.1:{busy_port} is already in use"),
+    "data_dir is a file": (["--data-dir", "{a_file}"], {}, "data_dir: {a_file} is a file"),
+    "mqtt.ca_file missing": (
+        ["--config", "{file}", "--mqtt", "mqtts://127.0.0.1:8883"],
+        {"file": '[mqtt]\nca_file = "/nonexistent/ca.pem"\n'},
+        "mqtt.ca_file: /nonexistent/ca.pem is not a readable file",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_setting_exits_2_with_one_line(tmp_path: Path, case: str) -> None:
+    args, extra, expected = CASES[case]
+    a_file = tmp_path / "not-a-directory"
+    a_file.write_text("", encoding="utf-8")
+    env = {key: value for key, value in extra.items() if key.startswith("WMHUB_")}
+    with port_in_use() as busy_port:
+        values = {"busy_port": str(busy_port), "a_file": str(a_file)}
+        if "file" in extra:
+            values["file"] = str(config_file(tmp_path, extra["file"]))
+        args = [arg.format(**values) for arg in args]
+        status, stderr, seconds = wmhub_run(tmp_path / "data", *args, env=env)
+    lines = stderr.splitlines()
+    record_check(
+        "Startup",
+        f"wmhub run, {case}",
+        f"exit {status} after {seconds} s: {lines[-1] if lines else '(nothing)'}"
+        if len(lines) == 1 and "Traceback" not in stderr
+        else f"exit {status}, {len(lines)} lines{', a traceback' if 'Traceback' in stderr else ''}",
+    )
+    assert status == 2, stderr
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert expected.format(**values) in lines[0], lines[0]
+    assert LEAKED_PASSWORD not in stderr and ":p@" not in stderr, stderr
+    assert not (tmp_path / "data" / "wmhub.sqlite3").exists()  # refused before anything started
+
+
+def test_failure_after_start_stops_everything_and_exits_1(tmp_path: Path) -> None:
+    """A start that fails past the checks stops what was started (the database's writer thread would keep
+    the process alive) and exits 1. To get past them, the child runs with the checks switched off, so a
+    device URL no plugin handles fails inside the hub's start."""
+    script = (
+        "import sys, hub.preflight, hub.cli\n"
+        "hub.preflight.check_startup = lambda *args, **kwargs: None\n"
+        "sys.exit(hub.cli.main(sys.argv[1:]))\n"
+    )
+    command = [sys.executable, "-c", script, "run", "--data-dir", str(tmp_path), "--mqtt", "off"]
+    command += ["--http", "127.0.0.1:0", "--device", "shur://127.0.0.1"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=EXIT_DEADLINE_S, check=False)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the hub hung after a failed start: {exc.stderr!r}")
+    last = done.stderr.splitlines()[-1] if done.stderr else ""
+    record_check(
+        "Startup",
+        "a failure inside the hub's start, past the checks (a device URL no plugin handles)",
+        f"stopped cleanly, exit {done.returncode}: {last[:120]}",
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "the hub stopped: no plugin handles" in last, done.stderr
