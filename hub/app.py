@@ -364,7 +364,7 @@ class Hub:
             return
         known = await self.persistence.candidates.offer(candidate)
         if known is not None:  # auto-approved
-            self._supervise(known.url)
+            self._supervise(self.persistence.devices.connect_url(known))
 
     async def approve_candidate(self, url: str, source: str) -> ManagedDevice:
         if self.persistence is None:
@@ -374,7 +374,7 @@ class Hub:
         except NotFoundError:
             raise UnknownCandidateError(f"no discovery candidate {url!r}") from None
         log.info("candidate %s approved (%s)", redact(url), source)
-        return self._supervise(known.url)
+        return self._supervise(self.persistence.devices.connect_url(known))
 
     async def restart_discovery(self) -> None:
         await self.discovery.restart()

@@ -1,5 +1,7 @@
 """Logging: readable lines on a terminal, one JSON object per line otherwise (journald, Docker, files).
 
+Every line goes through hub.redact on its way out, whatever a plugin or library put in it.
+
 Every record carries its logger name (``hub.device.shure`` …) and, where a driver logged it, the device.
 """
 
@@ -11,6 +13,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import orjson
+
+from hub.redact import redact
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -26,7 +30,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({key: value for key, value in record.__dict__.items() if key not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        return redact(orjson.dumps(entry, default=str).decode())
 
 
 class TerminalFormatter(logging.Formatter):
@@ -38,7 +42,7 @@ class TerminalFormatter(logging.Formatter):
         )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact(line)
 
 
 def setup_logging(level: str = "info", plugin_levels: Mapping[str, str] | None = None) -> None:

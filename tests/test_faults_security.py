@@ -79,8 +79,8 @@ async def test_generated_api_token_is_owner_only(tmp_path: Path) -> None:
 
 
 async def test_stored_device_password_is_owner_only(tmp_path: Path) -> None:
-    """A device added at run time is remembered with its URL, password included: the files holding it are
-    readable by their owner only (the database and its WAL/SHM companions)."""
+    """A device added at run time is remembered with its URL, password included, in the credentials file
+    only; it and the database files are readable by their owner only."""
     async with Ssc2Simulator(password=DEVICE_SECRET) as sim:
         config = hub_config(tmp_path / "data", [])
         async with running_hub(config, plugins="sennheiser") as hub, Api(hub) as api:
@@ -93,13 +93,17 @@ async def test_stored_device_password_is_owner_only(tmp_path: Path) -> None:
                 for path in config.data_dir.iterdir()
                 if path.is_file() and DEVICE_SECRET.encode() in path.read_bytes()
             }
-            modes = {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in config.data_dir.glob("wmhub*")}
+            modes = {
+                path.name: oct(stat.S_IMODE(path.stat().st_mode))
+                for path in [*config.data_dir.glob("wmhub*"), *config.data_dir.glob("device-credentials*")]
+            }
     record_check(
         "Secrets",
-        "an SSCv2 password remembered with its device (database files, while running)",
+        "an SSCv2 password remembered with its device (data dir files, while running)",
         f"held in {sorted(holders) or 'no file'}; modes {modes}",
     )
     assert all(mode == "0o600" for mode in modes.values()), modes
+    assert sorted(holders) == ["device-credentials.json"], holders
 
 
 async def test_unpinned_self_signed_device_is_refused(tmp_path: Path) -> None:

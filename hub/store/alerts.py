@@ -18,6 +18,7 @@ from enum import Enum, StrEnum
 from typing import Final, Literal
 
 from hub.model import Channel
+from hub.redact import redact
 from hub.state import ONLINE, ChangeKey, StateStore
 from hub.store.audit import AuditLog
 from hub.store.clock import Clock
@@ -410,15 +411,17 @@ class Alerts(Service):
         alert = Alert(
             id=self._last_id,
             kind=kind,
-            device_id=device_id,
+            device_id=redact(device_id),
             channel=channel,
             detail=detail,
             severity=_SEVERITY[kind],
-            message=self._message(key),
+            message=redact(self._message(key)),
             raised_at=now,
         )
         self._open[key] = alert
-        self._db.submit(_INSERT, (alert.id, kind.value, device_id, channel, detail, alert.severity, alert.message, now))
+        self._db.submit(
+            _INSERT, (alert.id, kind.value, alert.device_id, channel, detail, alert.severity, alert.message, now)
+        )
         log.info("alert raised: %s", alert.message)
         self._emit("raised", alert)
 

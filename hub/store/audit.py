@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from hub.model import Command, CommandResult
+from hub.redact import redact
 from hub.store.clock import Clock
 from hub.store.db import Database
 from hub.store.errors import ValidationError
@@ -16,7 +17,8 @@ _INSERT = "INSERT INTO audit (id, at, source, action, target, before, after, res
 
 
 def _encode(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, default=str, sort_keys=True)
+    """JSON for the database, any credential in it redacted (a device URL in ``after``, say)."""
+    return None if value is None else redact(json.dumps(value, default=str, sort_keys=True))
 
 
 def _decode(text: str | None) -> Any:
@@ -44,19 +46,21 @@ class AuditLog:
         result: str = "ok",
     ) -> AuditEntry:
         self._last_id += 1
+        target, result = redact(target), redact(result)
+        before_text, after_text = _encode(before), _encode(after)
         entry = AuditEntry(
             id=self._last_id,
             at=self._clock.now(),
             source=str(source),
             action=action,
             target=target,
-            before=before,
-            after=after,
+            before=_decode(before_text),
+            after=_decode(after_text),
             result=result,
         )
         self._db.submit(
             _INSERT,
-            (entry.id, entry.at, entry.source, action, target, _encode(before), _encode(after), result),
+            (entry.id, entry.at, entry.source, action, target, before_text, after_text, result),
         )
         return entry
 

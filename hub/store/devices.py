@@ -8,8 +8,10 @@ from typing import Any
 
 from hub.drivers import Endpoint
 from hub.hookspecs import Candidate
+from hub.redact import redact
 from hub.store.audit import AuditLog
 from hub.store.clock import Clock
+from hub.store.credentials import DeviceCredentials
 from hub.store.db import Database
 from hub.store.errors import ConflictError, NotFoundError, ValidationError
 from hub.store.records import CandidateDescription, ConnectionHealth, DiscoveryCandidate, KnownDevice, Source
@@ -26,11 +28,29 @@ _UPSERT_DEVICE = (
 
 class KnownDevices(Service):
     """Devices the hub connects to at start. ``url_check`` (set by the hub, e.g. to the device manager's
-    ``resolve``) refuses URLs no plugin handles; it raises ``EndpointError``."""
+    ``resolve``) refuses URLs no plugin handles; it raises ``EndpointError``.
 
-    def __init__(self, db: Database, clock: Clock, audit: AuditLog, rows: Iterable[KnownDevice]) -> None:
+    Each is held (and written, and audited) under its URL as shown, password redacted; the URL with its
+    password is in ``credentials`` and comes back from :meth:`connect_url` and :meth:`restore`."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        audit: AuditLog,
+        rows: Iterable[KnownDevice],
+        credentials: DeviceCredentials,
+    ) -> None:
         super().__init__(db, clock, audit)
-        self._by_url = {device.url: device for device in rows}
+        self.credentials = credentials
+        self._by_url: dict[str, KnownDevice] = {}
+        for device in rows:
+            shown = credentials.keep(device.url)
+            if shown != device.url:  # stored with its password by an earlier version: move the password out
+                self._db.submit("DELETE FROM known_devices WHERE url = ?", (device.url,))
+                self._store(device.model_copy(update={"url": shown}))
+            else:
+                self._by_url[shown] = device
         self.url_check: Callable[[str], object] | None = None
         self.location_exists: Callable[[int], bool] = lambda _location_id: False
 
@@ -38,7 +58,7 @@ class KnownDevices(Service):
         return sorted(self._by_url.values(), key=lambda device: device.added_at)
 
     def get(self, url_or_device_id: str) -> KnownDevice:
-        device = self._by_url.get(url_or_device_id)
+        device = self._by_url.get(redact(url_or_device_id))
         if device is not None:
             return device
         for device in self._by_url.values():
@@ -56,8 +76,12 @@ class KnownDevices(Service):
         return self.find(url_or_device_id) is not None
 
     def restore(self) -> list[tuple[str, str | None]]:
-        """(url, device_id) of every known device, for the hub to reconnect at start."""
-        return [(device.url, device.device_id) for device in self.all()]
+        """(url to connect with, device_id) of every known device, for the hub to reconnect at start."""
+        return [(self.connect_url(device), device.device_id) for device in self.all()]
+
+    def connect_url(self, device: KnownDevice) -> str:
+        """The device's URL with its password, for the driver (never for display)."""
+        return self.credentials.full(device.url)
 
     async def add(self, url: str, *, source: Source | str, device_id: str | None = None) -> KnownDevice:
         url = url.strip() if isinstance(url, str) else url
@@ -66,17 +90,20 @@ class KnownDevices(Service):
             if self.url_check is not None:
                 self.url_check(url)
         except (ValueError, TypeError) as exc:  # EndpointError, or urllib refusing it outright ("x://[")
-            raise ValidationError(str(exc), url=url) from None
-        if url in self._by_url:
-            raise ConflictError(f"device {url} is already known", url=url)
-        device = KnownDevice(url=url, device_id=device_id, added_at=self._clock.now(), source=str(source))
+            raise ValidationError(redact(str(exc)), url=redact(url)) from None
+        shown = redact(url)
+        if shown in self._by_url:
+            raise ConflictError(f"device {shown} is already known", url=shown)
+        self.credentials.keep(url)
+        device = KnownDevice(url=shown, device_id=device_id, added_at=self._clock.now(), source=str(source))
         self._store(device)
-        await self._committed(source, "device.add", url, after=device.model_dump())
+        await self._committed(source, "device.add", shown, after=device.model_dump())
         return device
 
     async def remove(self, url_or_device_id: str, *, source: Source | str) -> KnownDevice:
         device = self.get(url_or_device_id)
         del self._by_url[device.url]
+        self.credentials.forget(device.url)
         self._db.submit("DELETE FROM known_devices WHERE url = ?", (device.url,))
         await self._committed(source, "device.remove", device.url, before=device.model_dump())
         return device
@@ -94,7 +121,7 @@ class KnownDevices(Service):
 
     def bind(self, url: str, device_id: str) -> None:
         """Record the id a known device identified itself with (call it from the device's on_identified)."""
-        device = self._by_url.get(url)
+        device = self._by_url.get(redact(url))
         if device is not None and device.device_id != device_id:
             self._store(device.model_copy(update={"device_id": device_id}))
 

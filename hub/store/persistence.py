@@ -19,6 +19,7 @@ from hub.state import ADDED, StateStore, Subscription
 from hub.store.alerts import ALERT_FIELDS, Alert, Alerts, AlertSettings
 from hub.store.audit import AuditLog
 from hub.store.clock import Clock, SystemClock
+from hub.store.credentials import CREDENTIALS_FILE, DeviceCredentials
 from hub.store.db import Database, WriterSettings, WriterStats
 from hub.store.devices import Candidates, HealthLog, KnownDevices
 from hub.store.history import History, HistorySettings
@@ -128,7 +129,7 @@ class Persistence:
             log.error("cannot create the data directory %s: %s", directory, exc)  # the database says what next
         db = await Database.open(directory / DATABASE_FILE, settings.writer)
         try:
-            persistence = await cls._load(db, clock, state, settings)
+            persistence = await cls._load(db, clock, state, settings, DeviceCredentials(directory / CREDENTIALS_FILE))
         except BaseException:
             await db.close()
             raise
@@ -138,13 +139,15 @@ class Persistence:
         return persistence
 
     @classmethod
-    async def _load(cls, db: Database, clock: Clock, state: StateStore, settings: StoreSettings) -> Persistence:
+    async def _load(
+        cls, db: Database, clock: Clock, state: StateStore, settings: StoreSettings, credentials: DeviceCredentials
+    ) -> Persistence:
         async def rows(sql: str) -> list[dict[str, Any]]:
             return [{name: row[name] for name in row.keys()} for row in await db.fetchall(sql)]  # noqa: SIM118
 
         audit = await AuditLog.load(db, clock)
         devices = KnownDevices(
-            db, clock, audit, [KnownDevice(**row) for row in await rows("SELECT * FROM known_devices")]
+            db, clock, audit, [KnownDevice(**row) for row in await rows("SELECT * FROM known_devices")], credentials
         )
         candidates = Candidates(
             db,

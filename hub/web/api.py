@@ -15,6 +15,7 @@ from aiohttp import web
 
 from hub.app import Hub, UnknownCandidateError
 from hub.model import Channel, Command, Device
+from hub.redact import redact
 from hub.store import Persistence
 from hub.web.routing import ApiError, Operation, json_response, not_found, parse_body, parse_query
 from hub.web.schemas import (
@@ -226,11 +227,11 @@ async def set_extended_name(request: web.Request) -> web.Response:
 async def add_device(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     body = await parse_body(request, AddDeviceBody)
-    known = body.url in hub.devices.by_url
+    known = redact(body.url) in hub.devices.by_url
     try:
         managed = await hub.add_device(body.url, SOURCE)
     except ValueError as exc:  # EndpointError, or urllib refusing the URL outright (e.g. "x://[")
-        raise ApiError(422, "invalid_url", str(exc)) from None
+        raise ApiError(422, "invalid_url", redact(str(exc))) from None
     return json_response(ManagedView(url=managed.url, device_id=managed.handle.device_id), 200 if known else 201)
 
 
@@ -260,7 +261,7 @@ async def approve_candidate(request: web.Request) -> web.Response:
     except UnknownCandidateError as exc:
         raise ApiError(404, "not_found", str(exc)) from None
     except ValueError as exc:
-        raise ApiError(422, "invalid_url", str(exc)) from None
+        raise ApiError(422, "invalid_url", redact(str(exc))) from None
     return json_response(ManagedView(url=managed.url, device_id=managed.handle.device_id), 201)
 
 

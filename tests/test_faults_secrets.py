@@ -1,0 +1,187 @@
+"""No device password leaves the hub: devices added at run time over REST and over MQTT ``device/add``, with
+a password in every form a URL can carry it (``user:pw@``, ``password=``, ``PASSWORD=``, a repeated key, a
+percent-encoded key), and then every output searched for them: REST answers, alerts, the audit log, the
+retained MQTT topics, the board, the live feed, the hub's log and the bytes of every database file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
+
+from hub.state import StateStore
+from hub.store import Persistence
+from hub.store.testing import quick_settings
+from tests.fault_harness import TOKEN
+from tests.mosquitto import MqttProbe, TestBroker, free_port
+from tests.reliability_report import record_check
+from tests.test_faults_hub import hub_process
+
+DEVICE_PASSWORD = "Dev1ce-Pa55-REST"  # the one the simulated SSCv2 receiver really checks
+SECRETS = {
+    "password= (SSCv2, over REST)": DEVICE_PASSWORD,
+    "PASSWORD= beside password= (over REST)": "Upper-Pa55-REST",
+    "user:pw@ (over REST, never answers)": "Userinfo-Pa55-REST",
+    "password= repeated (over MQTT, never answers)": "Repeat1-Pa55-MQTT",
+    "the repeat (over MQTT)": "Repeat2-Pa55-MQTT",
+    "pass%77ord= (over MQTT)": "Encoded-Pa55-MQTT",
+    "user:pw@ (over MQTT, never answers)": "Userinfo-Pa55-MQTT",
+}
+HUB_ID = "secrethub"
+BASE = "wmsecret"
+# sanctioned on purpose: the one file that holds device passwords so the hub can reconnect after a restart
+CREDENTIALS_FILE = "device-credentials.json"
+
+
+def hub_config(path: Path, data_dir: Path, broker: TestBroker, http_port: int) -> Path:
+    path.write_text(
+        f'hub_id = "{HUB_ID}"\ndata_dir = "{data_dir}"\noffline_after_s = 1.5\nio_timeout_s = 1.0\n'
+        f'log_level = "debug"\n[mqtt]\nurl = "{broker.url}"\nbase_topic = "{BASE}"\n'
+        f'[http]\nport = {http_port}\ntoken = "{TOKEN}"\n[discovery]\nenabled = false\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Poll an HTTP condition until it holds; fail at the deadline (a refused connection counts as no)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            if await check():
+                return
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def read_everything(session: aiohttp.ClientSession, base: str) -> dict[str, str]:
+    """Every read a client without the token can make, the board's page and a live-feed snapshot."""
+    answers: dict[str, str] = {}
+    for path in ("/", "/api/health", "/api/v1/hub", "/api/v1/devices", "/api/v1/channels", "/api/v1/alerts",
+                 "/api/v1/alerts?state=all", "/api/v1/audit", "/api/v1/candidates", "/metrics"):  # fmt: skip
+        async with session.get(base + path) as response:
+            answers[path] = await response.text()
+    async with session.ws_connect(base + "/api/v1/live") as live:
+        answers["live"] = str(await live.receive_json(timeout=5))
+    return answers
+
+
+async def test_no_device_password_in_any_output(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    silent = free_port()  # nothing listens here: these devices never answer and raise offline alerts
+    async with Ssc2Simulator(password=DEVICE_PASSWORD) as sim, MqttProbe(mqtt_broker) as probe:
+        s = list(SECRETS.values())
+        over_rest = [
+            f"{sim.url()}&PASSWORD={s[1]}",
+            f"shure://admin:{s[2]}@127.0.0.1:{silent}",
+        ]
+        over_mqtt = [
+            f"sennheiser-ssc2://127.0.0.1:{silent}?password={s[3]}&user=api&password={s[4]}&pass%77ord={s[5]}",
+            f"shure-uhfr://admin:{s[6]}@127.0.0.1:{silent}",
+        ]
+        http_port = free_port()
+        base = f"http://127.0.0.1:{http_port}"
+        config = hub_config(tmp_path / "wmhub.toml", tmp_path / "data", mqtt_broker, http_port)
+        await probe.subscribe(f"{BASE}/#")
+        with hub_process(config, tmp_path / "hub.log") as hub:
+            hub.start()
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+
+                async def answering() -> bool:
+                    async with session.get(base + "/api/health") as response:
+                        return response.status == 200
+
+                await until(answering, 20, "the hub's HTTP API")
+                for url in over_rest:
+                    headers = {"Authorization": f"Bearer {TOKEN}"}
+                    async with session.post(base + "/api/v1/devices", json={"url": url}, headers=headers) as added:
+                        assert added.status == 201, await added.text()
+                for url in over_mqtt:
+                    answer = await probe.request(
+                        f"{BASE}/hubs/{HUB_ID}/response/device/add",
+                        f"{BASE}/hubs/{HUB_ID}/request/device/add",
+                        {"url": url},
+                    )
+                    assert answer["status"] == "ok", answer
+
+                async def settled() -> bool:
+                    async with session.get(base + "/api/v1/alerts") as response:
+                        alerts = (await response.json())["items"]
+                    async with session.get(base + "/api/v1/devices") as response:
+                        online = [device for device in (await response.json())["items"] if device["online"]]
+                    return len(alerts) >= 3 and len(online) == 1
+
+                # the SSCv2 receiver online, an offline alert for each of the three that never answer
+                await until(settled, 30, "the SSCv2 device online and three offline alerts")
+                await probe.json(f"{BASE}/hubs/{HUB_ID}/alerts", lambda alerts: len(alerts) >= 3)
+                answers = await read_everything(session, base)
+            hub.signal(signal.SIGTERM)
+            assert await hub.exited(20) == 0
+        log = (tmp_path / "hub.log").read_text(encoding="utf-8", errors="replace")
+    # the requests are the test's own messages: what anyone reading the broker sees the hub publish
+    mqtt_text = "\n".join(
+        f"{topic} {payload.decode('utf-8', 'replace')}" for topic, payload in probe.messages if "/request/" not in topic
+    )
+    files = {path.name: path for path in (tmp_path / "data").iterdir() if path.is_file()}
+    outputs: dict[str, Any] = {
+        **{f"REST {path}": text for path, text in answers.items()},
+        "MQTT (every message, retained ones included)": mqtt_text,
+        "the hub's log": log,
+        **{f"file {name}": path.read_bytes().decode("latin-1") for name, path in files.items()},
+    }
+    leaks = sorted(
+        f"{form} in {where}"
+        for where, text in outputs.items()
+        for form, secret in SECRETS.items()
+        if secret in text and where != f"file {CREDENTIALS_FILE}"
+    )
+    mode = oct(stat.S_IMODE(files[CREDENTIALS_FILE].stat().st_mode))
+    record_check(
+        "Secrets",
+        "device passwords in every URL form (user:pw@, password=, PASSWORD=, repeated, pass%77ord=), devices added "
+        "over REST and MQTT device/add, searched in REST (alerts, audit, devices, health), MQTT (alerts and all "
+        "retained topics), board, live feed, log, database files",
+        "nowhere; kept only in device-credentials.json, mode " + mode if not leaks else "LEAKED: " + "; ".join(leaks),
+    )
+    assert not leaks, leaks
+    assert "***" in answers["/api/v1/alerts"] and "***" in answers["/api/v1/audit"]  # masked, not dropped
+    assert mode == "0o600"
+
+
+async def test_password_survives_a_restart_outside_the_database(tmp_path: Path) -> None:
+    """The hub reconnects after a restart with the password, which the database never held; a database of an
+    earlier version, with the password in it, has it moved out at the next start."""
+    url = f"sennheiser-ssc2://127.0.0.1:9?password={DEVICE_PASSWORD}"
+    older = f"shure://admin:{SECRETS['user:pw@ (over REST, never answers)']}@127.0.0.1:9"
+    store = await Persistence.open(tmp_path, StateStore(), settings=quick_settings())
+    await store.devices.add(url, source="rest")
+    store.db.submit(
+        "INSERT INTO known_devices (url, device_id, added_at, source, location_id) VALUES (?, NULL, 0, 'rest', NULL)",
+        (older,),
+    )
+    assert await store.db.sync()
+    await store.close()
+    reopened = await Persistence.open(tmp_path, StateStore(), settings=quick_settings())
+    restored = sorted(found for found, _device_id in reopened.restore())
+    assert await reopened.db.sync()
+    await reopened.close()
+    in_database = [
+        path.name
+        for path in tmp_path.glob("wmhub.sqlite3*")  # noqa: ASYNC240 (the store is closed: nothing to wait for)
+        if any(secret.encode() in path.read_bytes() for secret in SECRETS.values())
+    ]
+    record_check(
+        "Secrets",
+        "a device password across a restart (and one an earlier version stored in the database)",
+        f"reconnects with it: {restored == sorted([url, older])}; database files holding one after the restart: "
+        f"{in_database or 'none'}",
+    )
+    assert restored == sorted([url, older])
+    assert in_database == [], in_database
