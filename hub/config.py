@@ -18,9 +18,11 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hub.redact import redact
+from hub.redact import SECRET_KEYS, redact
 
 ENV_PREFIX = "WMHUB_"
+# a token typed by hand shorter than this is guessable over the LAN; generated ones have 43 characters
+MIN_TOKEN_LENGTH = 16
 # Variables that configure plugin loading rather than the hub's settings.
 _NON_SETTING_ENV = {"WMHUB_LOAD_PLUGINS", "WMHUB_TRACE_PLUGINS", "WMHUB_CONFIG"}
 
@@ -125,11 +127,29 @@ class MqttSettings(Section):
 
 
 class HttpSettings(Section):
+    """The board and REST API. Hardening (docs/api.md, "Hardening"): a client must finish each request's
+    headers within ``header_timeout_s`` and may hold ``max_connections_per_client`` connections at once;
+    a request whose Host header names neither ``host``, ``localhost``, this machine's name or one of its
+    addresses, nor one of ``allowed_hosts``, is refused (DNS rebinding)."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=8058, ge=0, le=65535)
-    token: str | None = Field(default=None, description="API token for writes; generated at first start if unset")
+    token: str | None = Field(
+        default=None,
+        min_length=MIN_TOKEN_LENGTH,
+        description=f"API token for writes, at least {MIN_TOKEN_LENGTH} characters; generated at first start if unset",
+    )
     open_reads: bool = Field(default=True, description="allow reads without the token (trusted LAN)")
     cors_origins: list[str] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="more names the hub may be reached by (Host header), e.g. wmhub.venue.lan"
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="a client that has not sent a request's headers by then is dropped"
+    )
+    max_connections_per_client: int = Field(
+        default=64, ge=1, le=100_000, description="open connections one client address may hold"
+    )
     enabled: bool = True
     live_interval_s: float = Field(default=0.5, ge=0.05, le=60, description="least time between live updates")
     live_queue: int = Field(default=16, ge=1, le=1000, description="live messages a browser may lag before drop")
@@ -199,7 +219,9 @@ def _describe(error: ValidationError, source: str) -> str:
     if first["type"] == "extra_forbidden":
         message = "unknown setting"
     got = first.get("input")
-    detail = f" (got {redact(repr(got))})" if got is not None and not isinstance(got, dict | list) else ""
+    secret = str(first["loc"][-1]).lower() in SECRET_KEYS if first["loc"] else False
+    shown = got is not None and not secret and not isinstance(got, dict | list)
+    detail = f" (got {redact(repr(got))})" if shown else ""
     more = len(error.errors()) - 1
     tail = f"; and {more} more problem{'s' if more > 1 else ''}" if more else ""
     return f"{source}: {location}: {message}{detail}{tail}"

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from hub.drivers import (
     ID_OPTION,
@@ -48,6 +48,10 @@ _RULES: dict[int, tuple[FieldRules, FieldRules]] = {}
 # A serial or MAC longer than this is no serial; characters that would split or widen an MQTT topic go.
 MAX_ID_CHARS = 64
 _ID_UNSAFE = re.compile(r"[\s/+#]")
+
+
+# what a device that never identified itself shows without the API token, whatever kept it away
+NO_ANSWER: Final = "no answer from device"
 
 
 class UnknownSchemeError(EndpointError):
@@ -98,6 +102,7 @@ class DeviceHandle(DeviceSink):
         self._writers: dict[int, ChannelWriter] = {}
         self.last_error: str | None = None
         self.protocol_errors = 0
+        self.answered = False  # identified itself since the hub started: it is a device, not just a port
         self.on_identified: Callable[[DeviceHandle], None] | None = None
         # (family, model) -> what such a device reports and accepts; set by the manager to ask the owning plugin
         self.capabilities_of: Callable[[str | None, str | None], Capabilities | None] = lambda family, model: None
@@ -145,6 +150,7 @@ class DeviceHandle(DeviceSink):
         self._store.ensure_channels(device_id, channel_count)
         self._store.set_online(device_id, True)
         self._last_heard = time.monotonic()
+        self.answered = True
         if self.on_identified is not None:
             self.on_identified(self)
 
@@ -258,16 +264,22 @@ class ManagedDevice:
     def driver(self) -> Driver | None:
         return self.supervisor.driver
 
-    def health(self) -> dict[str, Any]:
+    def health(self, detail: bool = False) -> dict[str, Any]:
+        """The connection's health. Until the device has identified itself, anyone could have added any
+        host and port, so unless ``detail`` is asked for (the API token holder's view), a closed port, a
+        silent host and an open port that speaks no known protocol all read alike: not connected,
+        ``NO_ANSWER``. The reason is in the hub's log."""
+        answered = detail or self.handle.answered
+        error = self.supervisor.last_error
         return {
             "url": self.url,
             "device_id": self.handle.device_id,
             "plugin": self.plugin,
-            "connected": self.supervisor.connected_since is not None,
-            "connected_since": self.supervisor.connected_since,
+            "connected": answered and self.supervisor.connected_since is not None,
+            "connected_since": self.supervisor.connected_since if answered else None,
             "attempts": self.supervisor.attempts,
             "reconnects": self.supervisor.reconnects,
-            "last_error": self.supervisor.last_error,
+            "last_error": error if answered or error is None else NO_ANSWER,
             "protocol_errors": self.handle.protocol_errors,
         }
 

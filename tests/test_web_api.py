@@ -22,7 +22,7 @@ from hub.plugins import PluginHost
 from hub.testing import eventually
 from hub.web import routing
 
-TOKEN = "test-token-123"
+TOKEN = "test-token-123-rest"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -200,7 +200,7 @@ async def test_a_stalled_body_is_answered_408_instead_of_holding_the_handler(
     reader, writer = await asyncio.open_connection("127.0.0.1", hub.web.port)
     try:
         writer.write(
-            b"POST /api/v1/devices HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
+            b"POST /api/v1/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Authorization: Bearer " + TOKEN.encode() + b'\r\nContent-Length: 100\r\n\r\n{"url": '
         )
         await writer.drain()

@@ -41,7 +41,7 @@ async def hub(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[H
         data_dir=tmp_path,
         mqtt=MqttSettings(url="off"),
         discovery=DiscoverySettings(enabled=False),
-        http=HttpSettings(port=0, token="t", **http),
+        http=HttpSettings(port=0, token="live-feed-test-token", **http),
     )
     async with Hub(config, PluginHost()) as running:
         for device in fleet(2, 2):
@@ -140,7 +140,7 @@ async def test_closed_reads_need_the_token_on_the_live_feed_too(hub: Hub) -> Non
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await session.ws_connect(live_url(hub))
         assert refused.value.status == 401
-        async with session.ws_connect(live_url(hub) + "?token=t") as ws:
+        async with session.ws_connect(live_url(hub) + "?token=live-feed-test-token") as ws:
             assert (await next_message(ws))["type"] == "snapshot"
 
 

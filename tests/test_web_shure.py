@@ -16,7 +16,7 @@ from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
 from hub.testing import eventually
 
-TOKEN = "shure-token"
+TOKEN = "shure-board-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

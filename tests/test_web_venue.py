@@ -18,7 +18,7 @@ from hub.store import Persistence, SimulatedClock
 from hub.store.testing import open_simulated, put_receiver
 from tests.test_web_api import BenchPlugin
 
-TOKEN = "venue-token"
+TOKEN = "venue-board-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

@@ -39,6 +39,8 @@ from hub.web.schemas import (
 
 HUB_KEY: Final = web.AppKey("hub", Hub)
 LIVE_COUNT_KEY: Final[web.AppKey[Callable[[], int]]] = web.AppKey("live_count")
+# set on every request by the web server: it carried the API token
+AUTHORIZED_KEY: Final = web.RequestKey("wmhub_authorized", bool)
 SOURCE: Final = "rest"
 
 # HTTP status for a failed command, by CommandResult.code; anything else is a 502 (the device side failed).
@@ -79,11 +81,11 @@ def channel_view(device: Device, channel: Channel) -> ChannelView:
     )
 
 
-def connection_of(hub: Hub, device_id: str) -> ConnectionHealth | None:
+def connection_of(hub: Hub, device_id: str, detail: bool = False) -> ConnectionHealth | None:
     managed = hub.devices.find(device_id)
     if managed is None:
         return None
-    health = managed.health()
+    health = managed.health(detail)
     return ConnectionHealth(**{name: health[name] for name in ConnectionHealth.model_fields})
 
 
@@ -268,7 +270,8 @@ async def approve_candidate(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     devices = hub.store.devices.values()
-    connections = [c for c in (connection_of(hub, m.url) for m in hub.devices.by_url.values()) if c is not None]
+    detail = request.get(AUTHORIZED_KEY, False)  # why a device never answered: for the token holder only
+    connections = [c for c in (connection_of(hub, m.url, detail) for m in hub.devices.by_url.values()) if c is not None]
     return json_response(
         Health(
             status="ok",

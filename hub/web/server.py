@@ -19,7 +19,8 @@ from aiohttp.typedefs import Handler as AiohttpHandler
 
 from hub.app import Hub
 from hub.auth import token_matches
-from hub.web.api import HUB_KEY, LIVE_COUNT_KEY, OPERATIONS
+from hub.web.api import AUTHORIZED_KEY, HUB_KEY, LIVE_COUNT_KEY, OPERATIONS
+from hub.web.guard import ConnectionLimits, GuardedSite, host_of, origin_host, our_host_names
 from hub.web.live import LiveFeed
 from hub.web.metrics import CONTENT_TYPE, Metrics
 from hub.web.openapi import build_document
@@ -56,6 +57,8 @@ class WebServer:
         self.operations = OPERATIONS + (VENUE_OPERATIONS if has_venue(hub) else ()) + extra_operations
         self.openapi = build_document(self.operations)
         self._static_files = frozenset(path.name for path in STATIC_DIR.iterdir() if path.is_file())
+        self.limits = ConnectionLimits(self.settings.max_connections_per_client, self.settings.header_timeout_s)
+        self.host_names = our_host_names(self.settings)
         self.app = self._build_app()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -65,7 +68,7 @@ class WebServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        site = GuardedSite(self._runner, self.settings.host, self.settings.port, self.limits)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         log.info("status board and API on http://%s:%s/", self.settings.host, self.port)
@@ -79,7 +82,9 @@ class WebServer:
     # app
 
     def _build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors, self._cors_preflight], client_max_size=64 * 1024)
+        app = web.Application(
+            middlewares=[self._errors, self._our_host, self._cors_preflight], client_max_size=64 * 1024
+        )
         app[HUB_KEY] = self.hub
         app[LIVE_COUNT_KEY] = lambda: len(self.live.clients)
         for op in self.operations:
@@ -102,7 +107,8 @@ class WebServer:
 
     def _guard(self, handler: Handler, *, write: bool) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            if (write or not self.settings.open_reads) and not self._authorized(request):
+            request[AUTHORIZED_KEY] = authorized = self._authorized(request)
+            if (write or not self.settings.open_reads) and not authorized:
                 raise ApiError(
                     401,
                     "unauthorized",
@@ -134,6 +140,22 @@ class WebServer:
         return response
 
     @web.middleware
+    async def _our_host(self, request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
+        """Refuse a Host that is not this hub (DNS rebinding), and a live feed opened by a foreign page."""
+        host = request.headers.get("Host")
+        if host is not None and host_of(host) not in self.host_names:
+            raise ApiError(421, "wrong_host", "this hub is not reached by that name (see http.allowed_hosts)")
+        origin = request.headers.get("Origin")
+        if (
+            request.path == LIVE_PATH
+            and origin is not None
+            and origin not in self.settings.cors_origins
+            and origin_host(origin) not in self.host_names
+        ):
+            raise ApiError(403, "foreign_origin", "the live feed is not open to pages of another site")
+        return await handler(request)
+
+    @web.middleware
     async def _cors_preflight(self, request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
         if request.method == "OPTIONS" and origin in self.settings.cors_origins:
@@ -156,6 +178,9 @@ class WebServer:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        # no other site may frame the board (clickjacking a mute button)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
 
     async def _openapi(self, request: web.Request) -> web.Response:
         return json_response(self.openapi)

@@ -1,0 +1,157 @@
+"""The web edge's defences below the routes: per-connection limits, and which Host and Origin are ours.
+
+* A client must send each request's headers within ``http.header_timeout_s``, or the connection is closed;
+  a connection idle between requests is closed after the same time. aiohttp alone keeps a connection that
+  sent half a request open forever, so a few thousand of them exhaust the hub's file descriptors.
+* One client address may hold ``http.max_connections_per_client`` connections; more are closed at once.
+* The Host header must name this hub (its configured host, ``localhost``, this machine's name or one of its
+  addresses, or ``http.allowed_hosts``): a page on another site whose name was re-pointed at the hub's
+  address (DNS rebinding) is refused. The live WebSocket's Origin, when sent, must be such a host too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import Counter
+from typing import cast
+from urllib.parse import urlsplit
+
+import ifaddr
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from hub.config import HttpSettings
+
+log = logging.getLogger("hub.web")
+
+
+class ConnectionLimits:
+    """How many connections each client address holds, and how many were refused."""
+
+    def __init__(self, per_client: int, header_timeout_s: float) -> None:
+        self.per_client = per_client
+        self.header_timeout_s = header_timeout_s
+        self.open: Counter[str] = Counter()
+        self.refused = 0
+        self.timed_out = 0
+
+    def admit(self, peer: str) -> bool:
+        if self.open[peer] >= self.per_client:
+            self.refused += 1
+            return False
+        self.open[peer] += 1
+        return True
+
+    def release(self, peer: str) -> None:
+        self.open[peer] -= 1
+        if self.open[peer] <= 0:
+            del self.open[peer]
+
+
+class GuardedConnection(asyncio.Protocol):
+    """aiohttp's protocol for one connection, behind the limits: admitted or closed at once, and closed
+    when no request's headers arrived within the timeout (nor a request is being answered)."""
+
+    def __init__(self, handler: RequestHandler, limits: ConnectionLimits) -> None:
+        self._handler = handler
+        self._limits = limits
+        self._transport: asyncio.Transport | None = None
+        self._peer = ""
+        self._timer: asyncio.TimerHandle | None = None
+        self._requests_seen = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]) if peer else ""
+        if not self._limits.admit(self._peer):
+            log.debug("refused a connection from %s: it holds %d already", self._peer, self._limits.per_client)
+            transport.abort()
+            return
+        self._transport = transport
+        self._handler.connection_made(transport)
+        self._arm()
+
+    def _arm(self) -> None:
+        # _request_count counts requests whose headers aiohttp has parsed: the one signal it gives of progress
+        self._requests_seen = self._handler._request_count
+        self._timer = asyncio.get_running_loop().call_later(self._limits.header_timeout_s, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        handler = self._handler
+        if handler._request_count != self._requests_seen or handler._request_in_progress:
+            self._arm()
+            return
+        self._limits.timed_out += 1
+        log.debug("closed a connection from %s: no request within %g s", self._peer, self._limits.header_timeout_s)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self._handler.data_received(data)
+
+    def eof_received(self) -> None:
+        self._handler.eof_received()
+
+    def pause_writing(self) -> None:
+        self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is None:
+            return  # refused: aiohttp never saw it
+        if self._timer is not None:
+            self._timer.cancel()
+        self._limits.release(self._peer)
+        self._transport = None
+        self._handler.connection_lost(exc)
+
+
+class GuardedSite(web.TCPSite):
+    """A TCP site whose every connection goes through :class:`GuardedConnection`."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, limits: ConnectionLimits) -> None:
+        super().__init__(runner, host, port, reuse_address=True)
+        self.limits = limits
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site; TCPSite.start would bind without the guard
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: GuardedConnection(server(), self.limits),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=True,
+        )
+
+
+def our_host_names(settings: HttpSettings) -> frozenset[str]:
+    """Every name and address a legitimate request may carry in its Host header."""
+    hostname = socket.gethostname()
+    names = {settings.host, "localhost", "127.0.0.1", "::1", hostname, f"{hostname}.local", *settings.allowed_hosts}
+    for adapter in ifaddr.get_adapters():
+        for address in adapter.ips:
+            names.add(address.ip if isinstance(address.ip, str) else address.ip[0])
+    return frozenset(name.lower().rstrip(".") for name in names)
+
+
+def host_of(header: str) -> str:
+    """``example.org`` from ``example.org:8058``, ``::1`` from ``[::1]:8058``; lower case."""
+    if header.startswith("["):
+        return header[1:].partition("]")[0].lower()
+    name, colon, port = header.rpartition(":")
+    return (name if colon and port.isdigit() else header).lower().rstrip(".")
+
+
+def origin_host(origin: str) -> str | None:
+    try:
+        return urlsplit(origin).hostname
+    except ValueError:
+        return None
