@@ -272,9 +272,10 @@ async def health(request: web.Request) -> web.Response:
     devices = hub.store.devices.values()
     detail = request.get(AUTHORIZED_KEY, False)  # why a device never answered: for the token holder only
     connections = [c for c in (connection_of(hub, m.url, detail) for m in hub.devices.by_url.values()) if c is not None]
+    store = hub.persistence
     return json_response(
         Health(
-            status="ok",
+            status="degraded" if store is not None and store.db.failing else "ok",
             hub_id=hub.config.hub_id,
             version=hub.info()["version"],
             uptime_s=round(time.time() - hub.started_at, 3),

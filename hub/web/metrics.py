@@ -38,7 +38,8 @@ class HubCollector(Collector):
         reconnects = CounterMetricFamily("wmhub_device_reconnects", "Lost connections retried", labels=["url"])
         for managed in self._hub.devices.by_url.values():
             supervisor = managed.supervisor
-            connected.add_metric([managed.url], 1 if supervisor.connected_since is not None else 0)
+            # as /api/health shows it: a port that accepted but never answered as a device is not connected
+            connected.add_metric([managed.url], 1 if managed.health()["connected"] else 0)
             attempts.add_metric([managed.url], supervisor.attempts)
             reconnects.add_metric([managed.url], supervisor.reconnects)
         yield connected
@@ -83,6 +84,11 @@ class HubCollector(Collector):
         )
         store = self._hub.persistence
         if store is not None:
+            yield GaugeMetricFamily(
+                "wmhub_database_writable",
+                "1 while the database takes writes; 0 while changes are held in memory only (health: degraded)",
+                value=0 if store.db.failing else 1,
+            )
             alerts = GaugeMetricFamily(
                 "wmhub_alerts_open", "Raised, not yet cleared alerts", labels=["kind", "severity", "acknowledged"]
             )

@@ -8,10 +8,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from hub.model import Channel, CommandKind, Device
 from hub.store.records import CandidateDescription
+
+
+def _one_line(value: str) -> str:
+    """Names people type: a NUL or a line break is a mistake (or a forged log line), never a name."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError("must not contain control characters (NUL, line breaks, tabs, escapes)")
+    return value
+
+
+def _text(value: str) -> str:
+    """Notes may run over lines; other control characters are refused like in a name."""
+    _one_line(value.replace("\n", " ").replace("\t", " "))
+    return value
+
+
+Line = Annotated[str, AfterValidator(_one_line)]
+Text = Annotated[str, AfterValidator(_text)]
 
 
 class Strict(BaseModel):
@@ -85,7 +102,7 @@ class CommandBody(Strict):
 
 
 class ExtendedNameBody(Strict):
-    name: str | None = Field(max_length=64, description="the user's name for the channel; null clears it")
+    name: Line | None = Field(max_length=64, description="the user's name for the channel; null clears it")
 
 
 class CommandOutcome(Strict):
@@ -128,7 +145,10 @@ class CandidateList(Strict):
 
 
 class Health(Strict):
-    status: str = Field(description="'ok' while the hub runs")
+    status: str = Field(
+        description="'ok' while the hub runs; 'degraded' while its database cannot be written (changes are "
+        "held in memory and written once it can; writes answer 202 meanwhile)"
+    )
     hub_id: str
     version: str
     uptime_s: float

@@ -136,6 +136,9 @@ class WebServer:
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             response = error_response(500, "internal", "internal error (logged by the hub)")
+        store = self.hub.persistence
+        if response.status == 201 and store is not None and store.db.failing:
+            response.set_status(202)  # created, but only in memory until the database can be written again
         self.metrics.http_requests.labels(request.method, route, str(response.status)).inc()
         return response
 

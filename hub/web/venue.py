@@ -33,7 +33,7 @@ from hub.store import (
 from hub.store.show import MAX_MARGIN_MIN, ShowSettings, SwapList
 from hub.web.api import HUB_KEY, SOURCE, find_channel
 from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body, parse_query
-from hub.web.schemas import Strict
+from hub.web.schemas import Line, Strict, Text
 
 NO_CONTENT: Final = 204
 
@@ -62,44 +62,50 @@ def store_errors(handler: Handler) -> Handler:
     return answering
 
 
+SQLITE_INTEGER_MAX: Final = 2**63 - 1
+
+
 def _path_number(request: web.Request, name: str) -> int:
-    return int(request.match_info[name])
+    number = int(request.match_info[name])
+    if number > SQLITE_INTEGER_MAX:  # no row has it, and SQLite could not even be asked (OverflowError)
+        raise ApiError(404, "not_found", f"no {name.removesuffix('_id')} {number}")
+    return number
 
 
 # bodies and lists
 
 
 class LocationBody(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: Line = Field(min_length=1, max_length=200)
     kind: LocationKind
     parent_id: int | None = Field(default=None, ge=1)
 
 
 class LocationPatch(Strict):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Line | None = Field(default=None, min_length=1, max_length=200)
     kind: LocationKind | None = None
     parent_id: int | None = Field(default=None, ge=1, description="move under this location; see 'move_to_top'")
     move_to_top: bool = False
 
 
 class SlotBody(Strict):
-    device_id: str = Field(min_length=1, max_length=120)
+    device_id: Line = Field(min_length=1, max_length=120)
     channel: int = Field(ge=1, le=64)
 
 
 class GroupBody(Strict):
-    title: str = Field(min_length=1, max_length=100)
+    title: Line = Field(min_length=1, max_length=100)
     slots: list[int] = Field(default_factory=list, max_length=1000)
 
 
 class PerformerBody(Strict):
-    name: str = Field(min_length=1, max_length=100)
-    notes: str = Field(default="", max_length=1000)
+    name: Line = Field(min_length=1, max_length=100)
+    notes: Text = Field(default="", max_length=1000)
 
 
 class PerformerPatch(Strict):
-    name: str | None = Field(default=None, min_length=1, max_length=100)
-    notes: str | None = Field(default=None, max_length=1000)
+    name: Line | None = Field(default=None, min_length=1, max_length=100)
+    notes: Text | None = Field(default=None, max_length=1000)
 
 
 class AssignmentBody(Strict):
@@ -118,8 +124,8 @@ class HistoryQuery(BaseModel):
 
 
 class AuditQuery(BaseModel):
-    target: str | None = Field(default=None, max_length=200, description="a device id matches its channels too")
-    source: str | None = Field(default=None, max_length=20)
+    target: Line | None = Field(default=None, max_length=200, description="a device id matches its channels too")
+    source: Line | None = Field(default=None, max_length=20)
     since: float | None = Field(default=None, ge=0, le=1e11)
     until: float | None = Field(default=None, ge=0, le=1e11)
     limit: int = Field(default=100, ge=1, le=10_000)
@@ -132,7 +138,7 @@ class AlertQuery(BaseModel):
 
 
 class AcknowledgeBody(Strict):
-    by: str | None = Field(default=None, max_length=100, description="who saw it (shown in the audit log)")
+    by: Line | None = Field(default=None, max_length=100, description="who saw it (shown in the audit log)")
 
 
 class ShowBody(Strict):

@@ -1,0 +1,253 @@
+"""The HTTP edge from the outside, as an attacker on the venue LAN would try it: half-sent requests and
+connection floods over raw sockets (bounded counts, loopback only), a foreign Host header (DNS rebinding),
+framing, a foreign page opening the live feed, short tokens, the inputs that used to answer 500, a store
+that cannot write, and what an anonymous reader learns about a host and port that never answered."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from wmhub_shure.simulator import ShureSimulator
+
+from hub.config import ConfigError, HttpSettings, load_config
+from hub.devices import NO_ANSWER
+from hub.testing import eventually
+from tests.fault_harness import TOKEN, Api, hub_config, is_online, running_hub
+from tests.mosquitto import free_port
+from tests.reliability_report import record_check
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def hardened(tmp_path: Path, devices: list[str] | None = None, **http: Any) -> Any:
+    return hub_config(tmp_path, devices or [], http=HttpSettings(port=0, token=TOKEN, **http))
+
+
+async def closed_by_server(reader: asyncio.StreamReader, timeout: float) -> bool:
+    """True once the hub closed (or reset) the connection; False if it was still open at the deadline."""
+    try:
+        async with asyncio.timeout(timeout):
+            while await reader.read(4096):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+async def test_half_sent_requests_are_dropped(tmp_path: Path) -> None:
+    """Connections that send part of a request's headers and then trickle or stop are closed after
+    ``header_timeout_s``; the API answers throughout."""
+    count = 40
+    async with running_hub(hardened(tmp_path, header_timeout_s=1.0, max_connections_per_client=100)) as hub:
+        port = hub.web.port
+        streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(count)]
+        for index, (_, writer) in enumerate(streams):
+            writer.write(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + (b"X-a: b\r\n" if index % 2 else b""))
+            await writer.drain()
+        started = time.monotonic()
+        async with Api(hub) as api:
+            health = await api.get("/api/health")  # answered while the half requests are still open
+        closed = await asyncio.gather(*(closed_by_server(reader, 10.0) for reader, _ in streams))
+        seconds = round(time.monotonic() - started, 2)
+        for _, writer in streams:
+            writer.close()
+        timed_out = hub.web.limits.timed_out
+    record_check(
+        "HTTP",
+        f"{count} connections that send half a request's headers and stop (header_timeout_s = 1)",
+        f"{sum(closed)} of {count} closed by the hub within {seconds} s; the API answered meanwhile",
+    )
+    assert health["status"] == "ok"
+    assert all(closed) and timed_out >= count, (closed, timed_out)
+
+
+async def test_connections_per_client_are_capped(tmp_path: Path) -> None:
+    cap = 8
+    async with running_hub(hardened(tmp_path, max_connections_per_client=cap)) as hub:
+        port = hub.web.port
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(cap)]
+        extra = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+        refused = await asyncio.gather(*(closed_by_server(reader, 5.0) for reader, _ in extra))
+        for _, writer in held:
+            writer.close()
+        await eventually(lambda: not hub.web.limits.open, 5, "the held connections released")
+        async with Api(hub) as api:
+            health = await api.get("/api/health")
+    record_check(
+        "HTTP",
+        f"one client address opens {cap} idle connections, then 4 more (max_connections_per_client = {cap})",
+        f"{sum(refused)} of 4 extra closed at once; served again once the others closed",
+    )
+    assert all(refused) and health["status"] == "ok"
+
+
+async def raw_status(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            return (await reader.readline()).strip()
+    finally:
+        writer.close()
+
+
+async def test_host_header_must_name_this_hub(tmp_path: Path) -> None:
+    async with running_hub(hardened(tmp_path, allowed_hosts=["wmhub.venue.lan"])) as hub:
+        port = hub.web.port
+        answers = {
+            host: await raw_status(port, f"GET /api/health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            for host in (
+                "attacker.example",
+                f"attacker.example:{port}",
+                f"127.0.0.1:{port}",
+                "localhost",
+                f"[::1]:{port}",
+                "wmhub.venue.lan",
+                f"WMHUB.venue.lan.:{port}",
+            )
+        }
+    record_check(
+        "HTTP",
+        "Host header naming another site (DNS rebinding), and the hub's own names",
+        "; ".join(f"{host}: {status.decode()}" for host, status in answers.items()),
+    )
+    assert answers["attacker.example"].startswith(b"HTTP/1.1 421")
+    assert answers[f"attacker.example:{port}"].startswith(b"HTTP/1.1 421")
+    assert all(status.startswith(b"HTTP/1.1 200") for host, status in answers.items() if "attacker" not in host)
+
+
+async def test_board_cannot_be_framed_and_live_feed_checks_origin(tmp_path: Path) -> None:
+    async with running_hub(hardened(tmp_path)) as hub, aiohttp.ClientSession() as session:
+        own = f"http://127.0.0.1:{hub.web.port}"
+        base = own
+        async with session.get(base + "/") as page:
+            frame, policy = page.headers.get("X-Frame-Options"), page.headers.get("Content-Security-Policy")
+        outcomes: dict[str, int] = {}
+        for origin in ("http://attacker.example", own, None):
+            headers = {"Origin": origin} if origin else {}
+            try:
+                async with session.ws_connect(base + "/api/v1/live", headers=headers) as live:
+                    await live.receive_json(timeout=5)
+                    outcomes[origin or "no Origin"] = 101
+            except aiohttp.WSServerHandshakeError as exc:
+                outcomes[origin or "no Origin"] = exc.status
+    record_check(
+        "HTTP",
+        "the board in a frame; the live feed opened with a foreign, our own, and no Origin",
+        f"X-Frame-Options {frame}, CSP {policy}; live feed: "
+        + ", ".join(f"{origin} -> {status}" for origin, status in outcomes.items()),
+    )
+    assert frame == "DENY" and policy == "frame-ancestors 'none'"
+    assert outcomes == {"http://attacker.example": 403, own: 101, "no Origin": 101}
+
+
+def test_a_short_hand_set_token_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, {"http": {"token": "Sh0rtT0ken"}}, {})
+    message = str(refused.value)
+    record_check("HTTP", "http.token set by hand to 10 characters", f"refused: {message}")
+    assert "http.token" in message and "16" in message and "Sh0rtT0ken" not in message
+
+
+async def test_inputs_that_answered_500_are_refused(tmp_path: Path) -> None:
+    async with ShureSimulator("ulxd4d") as sim, running_hub(hardened(tmp_path, [sim.url])) as hub:
+        await eventually(lambda: is_online(hub, sim.url), 10, "device online")
+        channel = f"{next(iter(hub.store.devices))}:1"
+        base = f"http://127.0.0.1:{hub.web.port}"
+        cases = {
+            "extended name with a NUL": ("PUT", f"/api/v1/channels/{channel}/extended-name", {"name": "Vox\u0000"}),
+            "extended name with a newline": ("PUT", f"/api/v1/channels/{channel}/extended-name", {"name": "a\nb"}),
+            "alert id 2**63": ("POST", "/api/v1/alerts/9223372036854775808/acknowledge", {}),
+            'acknowledged {"by": "a\\u0000"}': ("POST", "/api/v1/alerts/1/acknowledge", {"by": "a\u0000"}),
+            "location name with an escape": ("POST", "/api/v1/locations", {"name": "\x1b[2J", "kind": "room"}),
+        }
+        statuses: dict[str, int] = {}
+        async with aiohttp.ClientSession(headers=AUTH) as session:
+            for case, (method, path, body) in cases.items():
+                async with session.request(method, base + path, json=body) as response:
+                    statuses[case] = response.status
+            async with session.get(base + "/api/v1/audit") as response:
+                audit = await response.text()
+    record_check(
+        "REST", "inputs that answered 500", "; ".join(f"{case}: {status}" for case, status in statuses.items())
+    )
+    assert all(400 <= status < 500 for status in statuses.values()), statuses
+    assert "\\u0000" not in audit
+
+
+async def test_health_says_degraded_while_the_database_cannot_be_written(tmp_path: Path) -> None:
+    """A database file that is not a database: the hub monitors on, holding changes in memory, and says so."""
+    tmp_path.joinpath("wmhub.sqlite3").write_bytes(b"not a database " * 512)
+    async with running_hub(hardened(tmp_path)) as hub, Api(hub) as api:
+        health = await api.get("/api/health")
+        status, _ = await api.post("/api/v1/locations", {"name": "Stage left", "kind": "room"})
+        async with api.session.get(api.base + "/metrics") as response:
+            metric = next(line for line in (await response.text()).splitlines() if line.startswith("wmhub_database_w"))
+    record_check(
+        "Storage",
+        "database file unwritable (not a database) while the hub runs",
+        f"health {health['status']}, {metric}, a new location answered {status}",
+    )
+    assert health["status"] == "degraded" and metric == "wmhub_database_writable 0.0" and status == 202
+
+
+@contextlib.asynccontextmanager
+async def silent_port() -> Any:
+    """A port that accepts connections and never says a word."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_closed_port_and_a_silent_one_read_alike_without_the_token(tmp_path: Path) -> None:
+    async with silent_port() as silent:
+        closed = free_port()
+        urls = {"closed port": f"shure://127.0.0.1:{closed}", "silent open port": f"shure://127.0.0.1:{silent}"}
+        async with running_hub(hardened(tmp_path)) as hub, Api(hub) as api:
+            for url in urls.values():
+                assert (await api.post("/api/v1/devices", {"url": url}))[0] == 201
+
+            async def health(headers: dict[str, str]) -> dict[str, dict[str, Any]]:
+                async with api.session.get(api.base + "/api/health", headers=headers) as response:
+                    connections = (await response.json())["connections"]
+                return {name: next(c for c in connections if c["url"] == url) for name, url in urls.items()}
+
+            async def both_failed() -> bool:
+                return all(entry["last_error"] for entry in (await health(AUTH)).values())
+
+            deadline = time.monotonic() + 20
+            while not await both_failed():
+                assert time.monotonic() < deadline, "no connection error within 20 s"
+                await asyncio.sleep(0.1)
+            anonymous, detailed = await health({}), await health(AUTH)
+    shown = {
+        name: {k: v for k, v in entry.items() if k in ("connected", "last_error")} for name, entry in anonymous.items()
+    }
+    record_check(
+        "Disclosure",
+        "/api/health without the token on a device URL at a closed port and at an open port that never answers",
+        f"both read {shown['closed port']}"
+        if shown["closed port"] == shown["silent open port"]
+        else f"DIFFER: {shown}",
+    )
+    assert shown["closed port"] == shown["silent open port"] == {"connected": False, "last_error": NO_ANSWER}
+    assert detailed["closed port"]["last_error"] != NO_ANSWER  # the token holder sees why
