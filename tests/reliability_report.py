@@ -276,6 +276,14 @@ HOW_IT_WORKS = """## How the suites work
   `wmhub devices`.
 - Plugin API: `apply_command` returning `None`, `"yes"` or an awaitable of 42 was answered as "does not
   implement controls"; an `async def register_drivers` registered nothing without a word.
+- `wmhub run` with a device URL of an unknown scheme or no host, a busy or unresolvable HTTP address, an
+  MQTT URL with a bad port or bracket, a data dir that is a file or a missing `mqtt.ca_file` printed a
+  traceback and hung, ignoring SIGTERM (the database's writer thread outlived the failed start); a
+  mistyped MQTT URL was echoed with its password.
+- A device added at run time with a password in its URL showed it in alerts (REST, MQTT, board), the
+  audit log and the database; a closed port and a silent one read differently in `/api/health`.
+- HTTP: connections that sent half a request stayed open for good; any Host header was served; the board
+  could be framed; a NUL in an extended name or `by`, and alert id 2**63, answered 500.
 
 ## Not covered, and why
 
