@@ -268,9 +268,11 @@ class ManagedDevice:
         """The connection's health. Until the device has identified itself, anyone could have added any
         host and port, so unless ``detail`` is asked for (the API token holder's view), a closed port, a
         silent host and an open port that speaks no known protocol all read alike: not connected,
-        ``NO_ANSWER``. The reason is in the hub's log."""
+        ``NO_ANSWER``. The reason is in the hub's log. A driver that could not even be built (a bad URL
+        option) touched no network: its error is shown."""
         answered = detail or self.handle.answered
         error = self.supervisor.last_error
+        shown_error = error if answered or self.supervisor.last_error_local or error is None else NO_ANSWER
         return {
             "url": self.url,
             "device_id": self.handle.device_id,
@@ -279,7 +281,7 @@ class ManagedDevice:
             "connected_since": self.supervisor.connected_since if answered else None,
             "attempts": self.supervisor.attempts,
             "reconnects": self.supervisor.reconnects,
-            "last_error": error if answered or error is None else NO_ANSWER,
+            "last_error": shown_error,
             "protocol_errors": self.handle.protocol_errors,
         }
 

@@ -224,6 +224,8 @@ class DriverSupervisor:
         self.attempts = 0
         self.reconnects = 0
         self.last_error: str | None = None
+        # the last error came from building the driver (a bad URL option): no network was involved
+        self.last_error_local = False
         self.connected_since: float | None = None
 
     async def run_forever(self) -> None:
@@ -231,9 +233,11 @@ class DriverSupervisor:
         while True:
             self.attempts += 1
             unsupported = False
+            building = True
             try:
                 # inside the try: a plugin whose driver cannot even be built gets an error and a retry
                 self.driver = self._make_driver()
+                building = False
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that arrives
                 # as the awaited call finishes, and the supervisor would then never stop
                 async with asyncio.timeout(self._settings.io_timeout_s * 2):
@@ -256,6 +260,7 @@ class DriverSupervisor:
                 else:
                     doing, limit = f"receiving from {self._where()}", None
                 self.last_error = describe_failure(exc, doing, limit)
+                self.last_error_local = building
                 if was_up:
                     self._log.warning("device unavailable: %s: %s", self._where(), self.last_error)
                 was_up = False
