@@ -319,9 +319,9 @@ async def _connect(path: Path, settings: WriterSettings) -> aiosqlite.Connection
         await connection.execute("PRAGMA journal_mode=WAL")
         await connection.execute("PRAGMA synchronous=NORMAL")
         await connection.execute("PRAGMA foreign_keys=ON")
-        # a deleted row is overwritten, not left in a free page: a password moved out of an old database
-        # (hub.store.credentials) is then gone from the file too
-        await connection.execute("PRAGMA secure_delete=ON")
+        # a deleted row is overwritten where that costs no extra write (FAST): a password moved out of an old
+        # database (hub.store.credentials) is then gone from the file too
+        await connection.execute("PRAGMA secure_delete=FAST")
         await _migrate(connection)
     except BaseException:
         await connection.close()
