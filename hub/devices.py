@@ -281,7 +281,7 @@ class ManagedDevice:
             "connected_since": self.supervisor.connected_since if answered else None,
             "attempts": self.supervisor.attempts,
             "reconnects": self.supervisor.reconnects,
-            "last_error": shown_error,
+            "last_error": None if shown_error is None else redact(shown_error),
             "protocol_errors": self.handle.protocol_errors,
         }
 

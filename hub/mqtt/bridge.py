@@ -42,6 +42,7 @@ from hub.mqtt.client import BrokerAddress, MqttClient, TlsFiles, Will, parse_bro
 from hub.mqtt.embedded import EmbeddedBroker, EmbeddedBrokerError
 from hub.mqtt.homeassistant import EntityOptions, discovery_config, hub_discovery_config
 from hub.mqtt.topics import Topics
+from hub.redact import redact
 from hub.state import ADDED, ONLINE, REMOVED, Batch, ChangeKey, Subscription
 from hub.store import AlertEvent
 from hub.store.show import SwapList
@@ -562,7 +563,7 @@ class MqttBridge:
         task.add_done_callback(self._tasks.discard)
 
     def _respond(self, command: str, request: dict[str, Any] | None, status: str, data: Any, error: str | None) -> None:
-        response: dict[str, Any] = {"status": status, "data": data, "error": error}
+        response: dict[str, Any] = {"status": status, "data": data, "error": None if error is None else redact(error)}
         if request is not None and "transaction" in request:
             response["transaction"] = request["transaction"]
         assert self.client is not None

@@ -17,6 +17,8 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from hub.redact import redact
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A client that starts a request and then trickles or stalls its (at most 64 KiB) body does not hold a
 # handler open for longer than this.
@@ -70,7 +72,7 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 
 def error_response(status: int, code: str, error: str, details: Any = None) -> web.Response:
-    return json_response({"error": error, "code": code, "details": details}, status)
+    return json_response({"error": redact(error), "code": code, "details": details}, status)
 
 
 def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:
