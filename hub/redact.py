@@ -25,8 +25,11 @@ SECRET_KEYS: Final = frozenset({"password", "passwd", "pwd", "pass", "token", "s
 
 # Text between delimiters that never occur unencoded in a URL: a "word" that may hold a userinfo.
 _WORD = re.compile(r"[^\s'\"<>`]+")
-# key=value, where the key starts the text or follows a separator a URL query or a log line uses.
-_OPTION = re.compile(r"(?P<lead>^|[?&;,\s'\"{(])(?P<key>[^?&;,=\s'\"{}()]+)=(?P<value>[^&;,\s'\"}#)]*)")
+# "key=", where the key starts the text or follows a separator a URL query or a log line uses; only the
+# key is matched, so a value ("url=shure://h?password=x") never hides an option inside it
+_KEY = re.compile(r"(?<![^?&;,\s'\"{(])([^?&;,=\s'\"{}()]+)=")
+# where a value ends
+_VALUE_END = re.compile(r"[&;,\s'\"}#)]|$")
 
 
 def _mask_userinfo(word: re.Match[str]) -> str:
@@ -42,10 +45,17 @@ def _mask_userinfo(word: re.Match[str]) -> str:
     return f"{text[: colon + 1]}{MASK}{text[at:]}"
 
 
-def _mask_option(option: re.Match[str]) -> str:
-    if unquote_plus(option.group("key")).strip().lower() not in SECRET_KEYS or option.group("value") == MASK:
-        return option.group(0)
-    return f"{option.group('lead')}{option.group('key')}={MASK}"
+def _mask_options(text: str) -> str:
+    pieces: list[str] = []
+    done = 0
+    for key in _KEY.finditer(text):
+        if key.start() < done or unquote_plus(key.group(1)).strip().lower() not in SECRET_KEYS:
+            continue  # inside a value already masked, or not a secret
+        end = _VALUE_END.search(text, key.end())
+        stop = end.start() if end is not None else len(text)
+        pieces += [text[done : key.end()], MASK]
+        done = stop
+    return "".join(pieces) + text[done:] if pieces else text
 
 
 def redact(text: str) -> str:
@@ -53,5 +63,5 @@ def redact(text: str) -> str:
     if "@" in text:
         text = _WORD.sub(_mask_userinfo, text)
     if "=" in text:
-        text = _OPTION.sub(_mask_option, text)
+        text = _mask_options(text)
     return text

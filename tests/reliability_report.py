@@ -282,6 +282,8 @@ HOW_IT_WORKS = """## How the suites work
   mistyped MQTT URL was echoed with its password.
 - A device added at run time with a password in its URL showed it in alerts (REST, MQTT, board), the
   audit log and the database; a closed port and a silent one read differently in `/api/health`.
+- hub.redact (its own fuzz test): a secret option inside another option's value
+  (`url=shure://h?api_key=...`) was taken for part of that value and left unmasked.
 - HTTP: connections that sent half a request stayed open for good; any Host header was served; the board
   could be framed; a NUL in an extended name or `by`, and alert id 2**63, answered 500.
 
