@@ -1,8 +1,9 @@
 """The web edge's defences below the routes: per-connection limits, and which Host and Origin are ours.
 
 * A client must send each request's headers within ``http.header_timeout_s``, or the connection is closed;
-  a connection idle between requests is closed after the same time. aiohttp alone keeps a connection that
-  sent half a request open forever, so a few thousand of them exhaust the hub's file descriptors.
+  a connection that sends nothing at all between requests is closed after ``IDLE_TIMEOUT_S``. aiohttp alone
+  keeps a connection that sent half a request open forever (its keep-alive timer stops at the first byte),
+  so a few thousand of them exhaust the hub's file descriptors.
 * One client address may hold ``http.max_connections_per_client`` connections; more are closed at once.
 * The Host header must name this hub (its configured host, ``localhost``, this machine's name or one of its
   addresses, or ``http.allowed_hosts``): a page on another site whose name was re-pointed at the hub's
@@ -25,6 +26,9 @@ from aiohttp.web_protocol import RequestHandler
 from hub.config import HttpSettings
 
 log = logging.getLogger("hub.web")
+
+# a keep-alive connection with nothing half-sent: aiohttp's own default, so browsers reuse theirs as before
+IDLE_TIMEOUT_S = 75.0
 
 
 class ConnectionLimits:
@@ -61,6 +65,8 @@ class GuardedConnection(asyncio.Protocol):
         self._peer = ""
         self._timer: asyncio.TimerHandle | None = None
         self._requests_seen = 0
+        self._partial = False  # bytes arrived that did not (yet) make a request
+        self._idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
@@ -77,6 +83,11 @@ class GuardedConnection(asyncio.Protocol):
     def _arm(self) -> None:
         # _request_count counts requests whose headers aiohttp has parsed: the one signal it gives of progress
         self._requests_seen = self._handler._request_count
+        self._partial = False
+        self._idle_since = asyncio.get_running_loop().time()
+        self._schedule()
+
+    def _schedule(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(self._limits.header_timeout_s, self._check)
 
     def _check(self) -> None:
@@ -85,13 +96,20 @@ class GuardedConnection(asyncio.Protocol):
         if handler._request_count != self._requests_seen or handler._request_in_progress:
             self._arm()
             return
+        idle_for = asyncio.get_running_loop().time() - self._idle_since
+        if not self._partial and idle_for < IDLE_TIMEOUT_S:
+            self._schedule()
+            return
         self._limits.timed_out += 1
-        log.debug("closed a connection from %s: no request within %g s", self._peer, self._limits.header_timeout_s)
+        log.debug("closed a connection from %s: no whole request within %g s", self._peer, idle_for)
         if self._transport is not None:
             self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        before = self._handler._request_count
         self._handler.data_received(data)
+        if self._handler._request_count == before:
+            self._partial = True
 
     def eof_received(self) -> None:
         self._handler.eof_received()
