@@ -145,7 +145,7 @@ class HttpSettings(Section):
         default_factory=list, description="more names the hub may be reached by (Host header), e.g. wmhub.venue.lan"
     )
     header_timeout_s: float = Field(
-        default=10.0, gt=0, le=300, description="a client that started a request but not sent its headers by then is dropped"
+        default=10.0, gt=0, le=300, description="a request whose headers are not all in by then is dropped"
     )
     max_connections_per_client: int = Field(
         default=64, ge=1, le=100_000, description="open connections one client address may hold"
