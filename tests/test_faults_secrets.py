@@ -51,6 +51,11 @@ def hub_config(path: Path, data_dir: Path, broker: TestBroker, http_port: int) -
     return path
 
 
+def offline_alerts(alerts: list[dict[str, Any]]) -> int:
+    """The receivers that never answer each get one (the simulated one may raise others, clipping say)."""
+    return sum(1 for alert in alerts if alert["kind"] == "device_offline")
+
+
 async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
     """Poll an HTTP condition until it holds; fail at the deadline (a refused connection counts as no)."""
     deadline = time.monotonic() + timeout
@@ -116,11 +121,11 @@ async def test_no_device_password_in_any_output(mqtt_broker: TestBroker, tmp_pat
                         alerts = (await response.json())["items"]
                     async with session.get(base + "/api/v1/devices") as response:
                         online = [device for device in (await response.json())["items"] if device["online"]]
-                    return len(alerts) >= 3 and len(online) == 1
+                    return offline_alerts(alerts) >= 3 and len(online) == 1
 
                 # the SSCv2 receiver online, an offline alert for each of the three that never answer
                 await until(settled, 30, "the SSCv2 device online and three offline alerts")
-                await probe.json(f"{BASE}/hubs/{HUB_ID}/alerts", lambda alerts: len(alerts) >= 3)
+                await probe.json(f"{BASE}/hubs/{HUB_ID}/alerts", lambda alerts: offline_alerts(alerts) >= 3)
                 answers = await read_everything(session, base)
             hub.signal(signal.SIGTERM)
             assert await hub.exited(20) == 0
