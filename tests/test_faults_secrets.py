@@ -42,9 +42,10 @@ CREDENTIALS_FILE = "device-credentials.json"
 
 
 def hub_config(path: Path, data_dir: Path, broker: TestBroker, http_port: int) -> Path:
+    """MQTT admin requests on (``mqtt.admin``, off by default): device/add over MQTT is one of the paths."""
     path.write_text(
         f'hub_id = "{HUB_ID}"\ndata_dir = "{data_dir}"\noffline_after_s = 1.5\nio_timeout_s = 1.0\n'
-        f'log_level = "debug"\n[mqtt]\nurl = "{broker.url}"\nbase_topic = "{BASE}"\n'
+        f'log_level = "debug"\n[mqtt]\nurl = "{broker.url}"\nbase_topic = "{BASE}"\nadmin = true\n'
         f'[http]\nport = {http_port}\ntoken = "{TOKEN}"\n[discovery]\nenabled = false\n',
         encoding="utf-8",
     )
