@@ -51,6 +51,10 @@ class UnknownCandidateError(LookupError):
     """No discovery candidate has that URL."""
 
 
+class HubFailed(RuntimeError):
+    """A task the hub cannot run without ended while it ran (the hub has stopped cleanly)."""
+
+
 class Hub:
     """One running hub. ``async with Hub(config) as hub`` starts everything and stops it cleanly."""
 
@@ -86,6 +90,10 @@ class Hub:
         self._edges: list[Any] = []
         self.stopped = asyncio.Event()
         self.loop_monitor = LoopMonitor()
+        # set when a task the hub cannot run without ended by itself (see watch)
+        self._failure: str | None = None
+        self._failed = asyncio.Event()
+        self._stopping = False
 
     async def __aenter__(self) -> Hub:
         await self.start()
@@ -105,6 +113,8 @@ class Hub:
                 health_source=self.devices.health,
             )
             self._restrict_database_file()
+            if self.persistence.ticker is not None:
+                self.watch(self.persistence.ticker, "the store's ticker (history and alerts)")
         self.persistence.devices.url_check = self.devices.resolve
         for url, device_id in self.persistence.restore():
             self._supervise(url, device_id)
@@ -182,6 +192,21 @@ class Hub:
         if self.persistence is not None and handle.device_id is not None:
             self.persistence.devices.bind(handle.endpoint.url, handle.device_id)
 
+    def watch(self, task: asyncio.Task[Any], what: str) -> None:
+        """Mark ``task`` as one the hub cannot run without: should it end by itself while the hub runs, the
+        hub stops cleanly and ``run_until_signalled`` raises, so the process exits non-zero and a service
+        manager restarts it, instead of a hub that looks alive with half its work gone."""
+
+        def ended(done: asyncio.Task[Any]) -> None:
+            if self._stopping or done.cancelled():
+                return
+            error = done.exception()
+            self._failure = f"{what} ended" + (f": {redact(str(error)) or type(error).__name__}" if error else "")
+            log.error("%s; the hub stops", self._failure)
+            self._failed.set()
+
+        task.add_done_callback(ended)
+
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._background.add(task)
@@ -222,6 +247,7 @@ class Hub:
 
     async def stop(self) -> None:
         """Close devices first (metering off), then say offline on MQTT, then close the rest."""
+        self._stopping = True
         await self.discovery.stop()
         for task in self._background:
             task.cancel()
@@ -255,16 +281,19 @@ class Hub:
         # was started (an open database keeps a thread that would otherwise keep the process alive)
         starting = asyncio.ensure_future(self.start())
         signalled = asyncio.ensure_future(stop.wait())
+        failed = asyncio.ensure_future(self._failed.wait())
         try:
             await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
             if starting.done():
                 starting.result()
-                await signalled
+                await asyncio.wait({signalled, failed}, return_when=asyncio.FIRST_COMPLETED)
+                if not signalled.done():
+                    raise HubFailed(self._failure or "a task the hub needs ended")
         finally:
             log.info("shutting down")
-            for task in (starting, signalled):
+            for task in (starting, signalled, failed):
                 task.cancel()
-            await asyncio.gather(starting, signalled, return_exceptions=True)
+            await asyncio.gather(starting, signalled, failed, return_exceptions=True)
             await self.stop()
 
     # Service methods used by every edge (MQTT, REST, CLI, UI)

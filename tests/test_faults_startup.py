@@ -4,6 +4,7 @@ after the start stops everything that was started and exits 1 instead of hanging
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -134,3 +135,30 @@ def test_failure_after_start_stops_everything_and_exits_1(tmp_path: Path) -> Non
     )
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr and "the hub stopped: no plugin handles" in last, done.stderr
+
+
+async def test_a_needed_task_that_dies_after_the_start_stops_the_hub_and_fails(tmp_path: Path) -> None:
+    """After the start, a task the hub cannot run without (here the store's ticker, whose clock breaks) ends:
+    the hub stops everything cleanly and run_until_signalled raises, so ``wmhub run`` exits 1."""
+    from hub.app import Hub, HubFailed
+    from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+    from hub.plugins import PluginHost
+    from hub.testing import eventually
+
+    config = HubConfig(
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url="off"),
+        http=HttpSettings(enabled=False),
+        discovery=DiscoverySettings(enabled=False),
+    )
+    hub = Hub(config, PluginHost())
+    running = asyncio.ensure_future(hub.run_until_signalled())
+    store = await eventually(lambda: hub.persistence, what="the store open")
+
+    async def broken_sleep(seconds: float) -> None:
+        raise OSError("the clock broke")
+
+    store.clock.sleep = broken_sleep  # type: ignore[method-assign]
+    with pytest.raises(HubFailed, match=r"store's ticker .* ended: the clock broke"):
+        await asyncio.wait_for(running, EXIT_DEADLINE_S)
+    assert hub.stopped.is_set() and hub.persistence is None, "everything started was stopped"

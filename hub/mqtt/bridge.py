@@ -232,6 +232,8 @@ class MqttBridge:
             asyncio.create_task(self._consume(state, self._on_state_batch), name="mqtt state"),
             asyncio.create_task(self._consume_meters(meters), name="mqtt meters"),
         ]
+        for task in self._loops:
+            self.hub.watch(task, f"the {task.get_name()} publisher")
         client.start()
         if not await client.wait_connected(self.hub.config.io_timeout_s):
             log.warning("MQTT broker %s not reachable yet; the hub keeps trying in the background", client.address)

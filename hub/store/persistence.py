@@ -5,7 +5,6 @@ one state-store subscription and connection health from the device manager."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -238,6 +237,11 @@ class Persistence:
             show,
         )
 
+    @property
+    def ticker(self) -> asyncio.Task[None] | None:
+        """The task feeding history and alerts (None when the store runs only when stepped)."""
+        return self._ticker
+
     def restore(self) -> list[tuple[str, str | None]]:
         """(url, device_id) of every known device: add each to the device manager at start."""
         return self.devices.restore()
@@ -299,8 +303,8 @@ class Persistence:
         """Stop the ticker, write history's open blocks and everything queued, close the database."""
         if self._ticker is not None:
             self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+            # a ticker that ended with an error was reported when it ended (Hub.watch): close all the same
+            await asyncio.gather(self._ticker, return_exceptions=True)
         self._subscription.close()
         self.history.flush()
         await self.db.close()
