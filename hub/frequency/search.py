@@ -39,7 +39,10 @@ from hub.frequency.engine import (
 from hub.frequency.plan import Band, Carrier, CarrierState, Exclusion
 from hub.frequency.settings import PlanSettings
 
-MAX_CANDIDATES: Final = 200_000  # a 100 MHz band at 1 kHz steps; finer requests are refused
+MAX_CANDIDATES: Final = 200_000  # one channel: a 200 MHz band at 1 kHz steps; finer requests are refused
+# a group is searched once per frequency chosen: a 200 MHz band at 25 kHz steps, 48 frequencies at most
+MAX_GROUP_CANDIDATES: Final = 8_001
+MAX_GROUP: Final = 48
 _FAR: Final = np.int64(1) << 60
 
 
@@ -79,7 +82,12 @@ def _shown(margin_hz: int, band: Band) -> float:
     return min(margin_hz, to_hz(band.high_mhz - band.low_mhz)) / HZ_PER_KHZ
 
 
-def candidate_grid(band: Band, within: tuple[float, float] | None = None, step_khz: float | None = None) -> Ints:
+def candidate_grid(
+    band: Band,
+    within: tuple[float, float] | None = None,
+    step_khz: float | None = None,
+    limit: int = MAX_CANDIDATES,
+) -> Ints:
     """The tunable frequencies (Hz) of ``band``, on its step from its lower edge, inside ``within``."""
     step = to_hz((step_khz or band.step_khz) / 1000)
     if step <= 0:
@@ -92,8 +100,8 @@ def candidate_grid(band: Band, within: tuple[float, float] | None = None, step_k
     if high < low:
         raise SearchError("the range holds no tunable frequency of the band")
     count = (high - low) // step + 1
-    if count > MAX_CANDIDATES:
-        raise SearchError(f"{count} candidates: narrow the range or take a coarser step (at most {MAX_CANDIDATES})")
+    if count > limit:
+        raise SearchError(f"{count} candidates: narrow the range or take a coarser step (at most {limit})")
     return low + step * np.arange(count, dtype=np.int64)
 
 
@@ -188,7 +196,9 @@ def coordinate(
 ) -> Coordination:
     """A compatible set of ``count`` frequencies (and ``backups`` more, compatible with all of them) in
     ``band`` around the ``fixed`` carriers, chosen one by one, each with the largest margin left."""
-    candidates = candidate_grid(band, None, step_khz)
+    if not 1 <= count + backups <= MAX_GROUP:
+        raise SearchError(f"a group has 1 to {MAX_GROUP} frequencies with its backups")
+    candidates = candidate_grid(band, None, step_khz, MAX_GROUP_CANDIDATES)
     placed = list(fixed)
     chosen: list[Candidate] = []
     for number in range(count + backups):
