@@ -97,7 +97,7 @@ def test_a_re_check_after_changes_equals_a_full_check(specs: list, data: st.Data
     carriers = plan_of(specs)
     checker = PlanChecker(STANDARD)
     checker.check(carriers, [])
-    for _ in range(3):
+    for step in range(3):
         at = data.draw(st.integers(0, len(carriers) - 1))
         action = data.draw(st.sampled_from(["move", "switch", "remove", "add"]))
         if action == "move":
@@ -108,7 +108,7 @@ def test_a_re_check_after_changes_equals_a_full_check(specs: list, data: st.Data
         elif action == "remove" and len(carriers) > 1:
             del carriers[at]
         else:
-            carriers.append(Carrier(f"n{len(carriers)}-{at}", data.draw(frequencies)))
+            carriers.append(Carrier(f"new{step}", data.draw(frequencies)))
         assert summary(checker.update(carriers)) == summary(check(carriers, [], STANDARD))
 
 

@@ -19,6 +19,7 @@ brute force's (tests/test_frequency_check.py compares both on random plans).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -138,27 +139,31 @@ class Spectrum:
     def __init__(self, carriers: Sequence[Carrier], settings: PlanSettings) -> None:
         self.carriers = list(carriers)
         self.settings = settings
-        n = len(self.carriers)
-        self.n = n
+        self.n = n = len(self.carriers)
         self.freq: Ints = np.array([to_hz(c.frequency_mhz) for c in self.carriers], dtype=np.int64)
         self.half: Ints = np.array([round(c.bandwidth_khz * 500) for c in self.carriers], dtype=np.int64)
         self.active: Bools = np.array([c.state is CarrierState.ACTIVE for c in self.carriers], dtype=np.bool_)
-        self.narrow: Bools = self.half == 0
         by_family = {family: settings.guards(family) for family in {c.family for c in self.carriers}}
         family_of = [c.family for c in self.carriers]
         self.guard: dict[Product, Ints] = {
             product: np.array([guard_hz(by_family[family], product) for family in family_of], dtype=np.int64)
             for product in GUARD_FIELD
         }
-        self.order: Ints = np.argsort(self.freq, kind="stable").astype(np.int64)
-        self.sorted_freq: Ints = self.freq[self.order]
-        self.max_half = int(self.half.max()) if n else 0
         first, second = np.triu_indices(n, 1)
         sums = self.freq[first] + self.freq[second]
         by_sum = np.argsort(sums, kind="stable")
         self.pair_sum: Ints = sums[by_sum].astype(np.int64)
         self.pair_first: Ints = first[by_sum].astype(np.int64)
         self.pair_second: Ints = second[by_sum].astype(np.int64)
+        self.index = {carrier.id: number for number, carrier in enumerate(self.carriers)}
+        self._derive()
+
+    def _derive(self) -> None:
+        """The sorted views and pair groups, from the carriers' arrays and the sorted pair sums."""
+        self.narrow: Bools = self.half == 0
+        self.order: Ints = np.argsort(self.freq, kind="stable").astype(np.int64)
+        self.sorted_freq: Ints = self.freq[self.order]
+        self.max_half = int(self.half.max()) if self.n else 0
         # the 3-transmitter summary counts narrowband pairs by group (both on air, or not) with prefix sums
         # and searches the few pairs with a wideband member one by one
         narrow_pair = self.narrow[self.pair_first] & self.narrow[self.pair_second]
@@ -173,7 +178,32 @@ class Spectrum:
         self.wide_second: Ints = self.pair_second[wide]
         self.narrow_on_air: Ints = np.sort(self.freq[self.narrow & self.active])
         self.narrow_planned: Ints = np.sort(self.freq[self.narrow & ~self.active])
-        self.index = {carrier.id: number for number, carrier in enumerate(self.carriers)}
+
+    def with_carrier(self, number: int, carrier: Carrier) -> Spectrum:
+        """This spectrum with carrier ``number`` replaced (same id): its pair sums are taken out of the sorted
+        pairs and put back where they belong, instead of sorting every pair again."""
+        changed = copy.copy(self)
+        changed.carriers = [*self.carriers[:number], carrier, *self.carriers[number + 1 :]]
+        changed.freq, changed.half, changed.active = self.freq.copy(), self.half.copy(), self.active.copy()
+        changed.freq[number] = to_hz(carrier.frequency_mhz)
+        changed.half[number] = round(carrier.bandwidth_khz * 500)
+        changed.active[number] = carrier.state is CarrierState.ACTIVE
+        guards = self.settings.guards(carrier.family)
+        changed.guard = {product: values.copy() for product, values in self.guard.items()}
+        for product, values in changed.guard.items():
+            values[number] = guard_hz(guards, product)
+        kept = (self.pair_first != number) & (self.pair_second != number)
+        others = np.delete(np.arange(self.n, dtype=np.int64), number)
+        sums = changed.freq[number] + changed.freq[others]
+        by_sum = np.argsort(sums, kind="stable")
+        sums, others = sums[by_sum], others[by_sum]
+        rest = self.pair_sum[kept]
+        at = np.searchsorted(rest, sums, "right")
+        changed.pair_sum = np.insert(rest, at, sums)
+        changed.pair_first = np.insert(self.pair_first[kept], at, np.minimum(others, number))
+        changed.pair_second = np.insert(self.pair_second[kept], at, np.maximum(others, number))
+        changed._derive()
+        return changed
 
     # every hit on a set of victims (the reference path: exact, one entry per product)
 
@@ -269,11 +299,11 @@ class Spectrum:
         one = np.array([carrier], dtype=np.int64)
         everyone = np.arange(self.n, dtype=np.int64)
         freq, own = self.freq, int(self.freq[carrier])
-        reach = max(int(guard.max()) for guard in self.guard.values()) + 8 * self.max_half
         yield from self._two_tx(one)
         for product, m in TWO_TX.items():
             if not self.guard[product].any():
                 continue
+            reach = int(self.guard[product].max()) + 2 * m * self.max_half  # victim's and product's widths
             for first, second in ((np.full(self.n, carrier), everyone), (everyone, np.full(self.n, carrier))):
                 products = m * freq[first] - (m - 1) * freq[second]
                 rows, victims = self._near(products, reach)
@@ -284,6 +314,7 @@ class Spectrum:
         if self.n < 3:
             return
         # own + f_a = f_b + f_d: whichever of the four is the victim, the other three are its sources
+        reach = int(self.guard[Product.IM3_3TX].max()) + 4 * self.max_half
         lo = np.searchsorted(self.pair_sum, own + freq - reach, "left").astype(np.int64)
         hi = np.searchsorted(self.pair_sum, own + freq + reach, "right").astype(np.int64)
         partner, positions = _expand(lo, hi)
@@ -499,7 +530,7 @@ class Spectrum:
         return found
 
 
-_AROUND: Final = np.arange(-8, 8, dtype=np.int64)  # pairs looked at on either side of a 3-transmitter target
+_AROUND: Final = np.arange(-4, 4, dtype=np.int64)  # pairs looked at on either side of a 3-transmitter target
 _FAR: Final = np.int64(1) << 60
 
 
@@ -581,7 +612,7 @@ class PlanChecker:
         removed = set(previous) - set(current)
         if len(changed) + len(removed) > self.FULL_CHECK_OVER:
             return self.check(carriers, self.exclusions)
-        new = Spectrum(carriers, self.settings)
+        new = self._next(old, carriers, changed, removed)
         self.spectrum = new
         by_victim = {cid: self.by_victim.get(cid, {}) for cid in current}
         self.by_victim = by_victim
@@ -596,13 +627,26 @@ class PlanChecker:
                         involved = np.concatenate([hits.victim[:, np.newaxis], hits.sources], axis=1)
                         fresh: Bools = np.asarray(~np.isin(involved, done).any(axis=1), dtype=np.bool_)
                         hits = _only(hits, fresh)
-                    for at, count, alert in spectrum.groups(hits):
-                        self._adjust(spectrum, hits, at, count, alert, sign, moved, again)
+                    groups = spectrum.groups(hits)
+                    if not groups:
+                        continue
+                    closest = [at for at, _, _ in groups]
+                    victims = [spectrum.carriers[victim].id for victim in hits.victim[closest].tolist()]
+                    distances = np.abs(hits.offset_hz[closest]).tolist()
+                    for (at, count, alert), victim, distance in zip(groups, victims, distances, strict=True):
+                        self._adjust(spectrum, hits, at, count, alert, victim, distance, sign, moved, again)
                 done.append(number)
         for cid in again & set(current):
             by_victim[cid] = {}
         self._store(findings_for(new, [new.index[cid] for cid in again if cid in new.index], self.exclusions))
         return self.findings
+
+    def _next(self, old: Spectrum, carriers: Sequence[Carrier], changed: set[str], removed: set[str]) -> Spectrum:
+        """The spectrum of ``carriers``: one carrier retuned or switched is patched in, anything else built."""
+        if len(changed) == 1 and not removed and [c.id for c in carriers] == [c.id for c in old.carriers]:
+            [cid] = changed
+            return old.with_carrier(old.index[cid], carriers[old.index[cid]])
+        return Spectrum(carriers, self.settings)
 
     def _adjust(
         self,
@@ -611,12 +655,14 @@ class PlanChecker:
         at: int,
         count: int,
         alert: bool,
+        victim: str,
+        distance: int,
         sign: int,
         moved: set[str],
         again: set[str],
     ) -> None:
-        """Take ``count`` hits (closest: ``hits[at]``) away from their finding, or add them to it."""
-        victim = spectrum.carriers[int(hits.victim[at])].id
+        """Take ``count`` hits of ``victim`` (the closest: ``hits[at]``, ``distance`` Hz off) away from their
+        finding, or add them to it."""
         found = self.by_victim.get(victim)
         if found is None or victim in again:
             return
@@ -631,7 +677,7 @@ class PlanChecker:
                 found[key] = seen.counted(seen.count - count)
         elif seen is None:
             found[key] = spectrum.finding(hits, at, count)
-        elif abs(int(hits.offset_hz[at])) < round(abs(seen.offset_khz) * HZ_PER_KHZ):
+        elif distance < abs(seen.offset_khz) * HZ_PER_KHZ - 0.5:
             found[key] = spectrum.finding(hits, at, seen.count + count)
         else:
             found[key] = seen.counted(seen.count + count)
