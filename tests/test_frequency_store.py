@@ -135,6 +135,7 @@ async def test_declared_carriers_count_and_are_stored(rig: Rig) -> None:
     await rig.call("DELETE", f"{PLAN}/carriers/2", 204)
     await rig.call("GET", f"{PLAN}/carriers/2", 404)
     await rig.call("DELETE", f"{PLAN}/carriers/2", 404)
+    await rig.call("PUT", f"{PLAN}/carriers/2", 404, json=moved)
     assert [c["id"] for c in (await rig.call("GET", f"{PLAN}/carriers", 200))["items"]] == [1]
     audit = await rig.call("GET", "/api/v1/audit", 200, params={"target": "frequency/carrier/1"})
     assert [entry["action"] for entry in audit["items"]] == ["frequency.carrier.update", "frequency.carrier.create"]
@@ -160,39 +161,31 @@ async def test_exclusions_tv_channels_and_ranges(rig: Rig) -> None:
     assert [e["label"] for e in (await rig.call("GET", f"{PLAN}/exclusions", 200))["items"]] == ["talkback"]
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"tv_grid": "us", "tv_channel": 13},  # below the US UHF grid
-        {"tv_grid": "eu"},
-        {"tv_grid": "eu", "tv_channel": 21, "low_mhz": 470.0, "high_mhz": 478.0},
-        {"low_mhz": 480.0},
-        {"low_mhz": 490.0, "high_mhz": 480.0},
-        {"low_mhz": 0.5, "high_mhz": 480.0},
-        {"tv_grid": "jp", "tv_channel": 21},
-        {"label": "x" * 101, "low_mhz": 480.0, "high_mhz": 481.0},
-        {"label": "bell\u0007", "low_mhz": 480.0, "high_mhz": 481.0},
-    ],
-)
-async def test_a_bad_exclusion_is_refused_and_nothing_stored(rig: Rig, body: dict[str, Any]) -> None:
-    await rig.call("POST", f"{PLAN}/exclusions", 422, json=body)
-    assert rig.store.frequency.exclusions() == []
+BAD_BODIES = [
+    ("exclusions", {"tv_grid": "us", "tv_channel": 13}),  # below the US UHF grid
+    ("exclusions", {"tv_grid": "eu"}),
+    ("exclusions", {"tv_grid": "eu", "tv_channel": 21, "low_mhz": 470.0, "high_mhz": 478.0}),
+    ("exclusions", {"low_mhz": 480.0}),
+    ("exclusions", {"low_mhz": 490.0, "high_mhz": 480.0}),
+    ("exclusions", {"low_mhz": 0.5, "high_mhz": 480.0}),
+    ("exclusions", {"tv_grid": "jp", "tv_channel": 21}),
+    ("exclusions", {"label": "x" * 101, "low_mhz": 480.0, "high_mhz": 481.0}),
+    ("exclusions", {"label": "bell\u0007", "low_mhz": 480.0, "high_mhz": 481.0}),
+    ("carriers", {"label": "", "frequency_mhz": 500.0}),
+    ("carriers", {"label": "x", "frequency_mhz": 0}),
+    ("carriers", {"label": "x", "frequency_mhz": "500"}),
+    ("carriers", {"label": "x", "frequency_mhz": 1e12}),
+    ("carriers", {"label": "x", "frequency_mhz": 500.0, "bandwidth_khz": -1}),
+    ("carriers", {"label": "x", "frequency_mhz": 500.0, "surprise": 1}),
+]
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"label": "", "frequency_mhz": 500.0},
-        {"label": "x", "frequency_mhz": 0},
-        {"label": "x", "frequency_mhz": "500"},
-        {"label": "x", "frequency_mhz": 1e12},
-        {"label": "x", "frequency_mhz": 500.0, "bandwidth_khz": -1},
-        {"label": "x", "frequency_mhz": 500.0, "surprise": 1},
-    ],
-)
-async def test_a_bad_declared_carrier_is_refused(rig: Rig, body: dict[str, Any]) -> None:
-    await rig.call("POST", f"{PLAN}/carriers", 422, json=body)
-    assert rig.store.frequency.declared() == []
+@pytest.mark.parametrize(("collection", "body"), BAD_BODIES)
+async def test_a_bad_exclusion_or_carrier_is_refused_and_nothing_stored(
+    rig: Rig, collection: str, body: dict[str, Any]
+) -> None:
+    await rig.call("POST", f"{PLAN}/{collection}", 422, json=body)
+    assert rig.store.frequency.exclusions() == [] and rig.store.frequency.declared() == []
 
 
 async def test_suggest_and_coordinate(rig: Rig) -> None:

@@ -3,17 +3,19 @@ exclusions. Present only with a venue store (the plan's declared carriers and ex
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from hub.frequency import Band, Carrier
 from hub.model import Command, CommandKind
 from hub.store import DeclaredCarrier, FrequencyExclusion
-from hub.store.frequency import finding_view
+from hub.store.frequency import FrequencyPlan, finding_view
 from hub.web.api import COMMAND_STATUS, HUB_KEY, SOURCE, find_channel
-from hub.web.routing import ApiError, Operation, json_response, parse_body
+from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body
 from hub.web.schemas import CommandOutcome, Strict
 from hub.web.venue import NO_CONTENT, store_errors, venue
 
@@ -238,16 +240,7 @@ def _number(request: web.Request, name: str) -> int:
     return int(request.match_info[name])
 
 
-async def list_declared(request: web.Request) -> web.Response:
-    return json_response(DeclaredCarrierList(items=venue(request).frequency.declared()))
-
-
-@store_errors
-async def get_declared(request: web.Request) -> web.Response:
-    return json_response(venue(request).frequency.declared_carrier(_number(request, "carrier_id")))
-
-
-async def _save_declared(request: web.Request, carrier_id: int | None) -> DeclaredCarrier:
+async def _declare(request: web.Request, carrier_id: int | None) -> DeclaredCarrier:
     body = await parse_body(request, DeclaredCarrierBody)
     plan = venue(request).frequency
     if carrier_id is not None:
@@ -263,32 +256,7 @@ async def _save_declared(request: web.Request, carrier_id: int | None) -> Declar
     )
 
 
-@store_errors
-async def create_declared(request: web.Request) -> web.Response:
-    return json_response(await _save_declared(request, None), 201)
-
-
-@store_errors
-async def replace_declared(request: web.Request) -> web.Response:
-    return json_response(await _save_declared(request, _number(request, "carrier_id")))
-
-
-@store_errors
-async def delete_declared(request: web.Request) -> web.Response:
-    await venue(request).frequency.undeclare(_number(request, "carrier_id"), source=SOURCE)
-    return web.Response(status=NO_CONTENT)
-
-
-async def list_exclusions(request: web.Request) -> web.Response:
-    return json_response(ExclusionList(items=venue(request).frequency.exclusions()))
-
-
-@store_errors
-async def get_exclusion(request: web.Request) -> web.Response:
-    return json_response(venue(request).frequency.exclusion(_number(request, "exclusion_id")))
-
-
-async def _save_exclusion(request: web.Request, exclusion_id: int | None) -> FrequencyExclusion:
+async def _exclude(request: web.Request, exclusion_id: int | None) -> FrequencyExclusion:
     body = await parse_body(request, ExclusionBody)
     plan = venue(request).frequency
     if exclusion_id is not None:
@@ -304,25 +272,82 @@ async def _save_exclusion(request: web.Request, exclusion_id: int | None) -> Fre
     )
 
 
-@store_errors
-async def create_exclusion(request: web.Request) -> web.Response:
-    return json_response(await _save_exclusion(request, None), 201)
+_WRITE_ERRORS: Final = (400, 404, 409, 422)
 
 
-@store_errors
-async def replace_exclusion(request: web.Request) -> web.Response:
-    return json_response(await _save_exclusion(request, _number(request, "exclusion_id")))
+@dataclass(frozen=True)
+class _Collection:
+    """One stored list of the plan (declared carriers, exclusions) as list/get/create/replace/delete handlers."""
+
+    name: str
+    key: str  # the path parameter
+    items: Callable[[FrequencyPlan], Sequence[BaseModel]]
+    item_list: type[BaseModel]
+    one: Callable[[FrequencyPlan, int], BaseModel]
+    save: Callable[[web.Request, int | None], Awaitable[BaseModel]]
+    remove: Callable[[FrequencyPlan, int], Awaitable[BaseModel]]
+
+    def handlers(self) -> tuple[Handler, Handler, Handler, Handler, Handler]:
+        async def listing(request: web.Request) -> web.Response:
+            return json_response(self.item_list(items=list(self.items(venue(request).frequency))))
+
+        async def getting(request: web.Request) -> web.Response:
+            return json_response(self.one(venue(request).frequency, _number(request, self.key)))
+
+        async def creating(request: web.Request) -> web.Response:
+            return json_response(await self.save(request, None), 201)
+
+        async def replacing(request: web.Request) -> web.Response:
+            return json_response(await self.save(request, _number(request, self.key)))
+
+        async def deleting(request: web.Request) -> web.Response:
+            await self.remove(venue(request).frequency, _number(request, self.key))
+            return web.Response(status=NO_CONTENT)
+
+        made = (listing, getting, creating, replacing, deleting)
+        for handler, verb in zip(made, ("list", "get", "create", "replace", "delete"), strict=True):
+            handler.__name__ = f"{verb}_{self.name}"  # the OpenAPI operationId
+        return (listing, *(store_errors(handler) for handler in made[1:]))  # type: ignore[return-value]
+
+    def operations(
+        self, path: str, one: str, summary: str, body: type[BaseModel], response: type[BaseModel]
+    ) -> tuple[Operation, ...]:
+        listing, getting, creating, replacing, deleting = self.handlers()
+        item = rf"{path}/{{{self.key}:\d+}}"
+        param = {self.key: f"the id of {one}"}
+        return (
+            Operation("GET", path, listing, summary, "frequency", response=self.item_list),
+            Operation("POST", path, creating, f"Add {one}", "frequency", write=True, body=body,
+                      response=response, status=201, errors=_WRITE_ERRORS),
+            Operation("GET", item, getting, f"Get {one}", "frequency", response=response,
+                      errors=(404,), path_params=param),
+            Operation("PUT", item, replacing, f"Replace {one}", "frequency", write=True, body=body,
+                      response=response, errors=_WRITE_ERRORS, path_params=param),
+            Operation("DELETE", item, deleting, f"Remove {one}", "frequency", write=True, status=204,
+                      errors=(404,), path_params=param),
+        )  # fmt: skip
 
 
-@store_errors
-async def delete_exclusion(request: web.Request) -> web.Response:
-    await venue(request).frequency.unexclude(_number(request, "exclusion_id"), source=SOURCE)
-    return web.Response(status=NO_CONTENT)
+_DECLARED = _Collection(
+    "declared_carrier",
+    "carrier_id",
+    FrequencyPlan.declared,
+    DeclaredCarrierList,
+    FrequencyPlan.declared_carrier,
+    _declare,
+    lambda plan, carrier_id: plan.undeclare(carrier_id, source=SOURCE),
+)
+_EXCLUSIONS = _Collection(
+    "exclusion",
+    "exclusion_id",
+    FrequencyPlan.exclusions,
+    ExclusionList,
+    FrequencyPlan.exclusion,
+    _exclude,
+    lambda plan, exclusion_id: plan.unexclude(exclusion_id, source=SOURCE),
+)
 
 
-_CARRIER = {"carrier_id": "a declared carrier's id"}
-_EXCLUSION = {"exclusion_id": "an exclusion's id"}
-_WRITE_ERRORS = (400, 404, 409, 422)
 _PLAN = "/api/v1/frequency-plan"
 
 FREQUENCY_OPERATIONS: Final = (
@@ -335,26 +360,8 @@ FREQUENCY_OPERATIONS: Final = (
     Operation("POST", f"{_PLAN}/coordinate", coordinate_group,
               "A compatible set of frequencies (with backups) for a group, around the plan", "frequency",
               write=True, body=CoordinateBody, response=CoordinationView, errors=(400, 422)),
-    Operation("GET", f"{_PLAN}/carriers", list_declared, "Declared carriers (gear the hub cannot see)",
-              "frequency", response=DeclaredCarrierList),
-    Operation("POST", f"{_PLAN}/carriers", create_declared, "Declare a carrier", "frequency", write=True,
-              body=DeclaredCarrierBody, response=DeclaredCarrier, status=201, errors=_WRITE_ERRORS),
-    Operation("GET", rf"{_PLAN}/carriers/{{carrier_id:\d+}}", get_declared, "One declared carrier", "frequency",
-              response=DeclaredCarrier, errors=(404,), path_params=_CARRIER),
-    Operation("PUT", rf"{_PLAN}/carriers/{{carrier_id:\d+}}", replace_declared, "Replace a declared carrier",
-              "frequency", write=True, body=DeclaredCarrierBody, response=DeclaredCarrier, errors=_WRITE_ERRORS,
-              path_params=_CARRIER),
-    Operation("DELETE", rf"{_PLAN}/carriers/{{carrier_id:\d+}}", delete_declared, "Remove a declared carrier",
-              "frequency", write=True, status=204, errors=(404,), path_params=_CARRIER),
-    Operation("GET", f"{_PLAN}/exclusions", list_exclusions, "Exclusions: occupied TV channels and ranges",
-              "frequency", response=ExclusionList),
-    Operation("POST", f"{_PLAN}/exclusions", create_exclusion, "Exclude a TV channel or a range", "frequency",
-              write=True, body=ExclusionBody, response=FrequencyExclusion, status=201, errors=_WRITE_ERRORS),
-    Operation("GET", rf"{_PLAN}/exclusions/{{exclusion_id:\d+}}", get_exclusion, "One exclusion", "frequency",
-              response=FrequencyExclusion, errors=(404,), path_params=_EXCLUSION),
-    Operation("PUT", rf"{_PLAN}/exclusions/{{exclusion_id:\d+}}", replace_exclusion, "Replace an exclusion",
-              "frequency", write=True, body=ExclusionBody, response=FrequencyExclusion, errors=_WRITE_ERRORS,
-              path_params=_EXCLUSION),
-    Operation("DELETE", rf"{_PLAN}/exclusions/{{exclusion_id:\d+}}", delete_exclusion, "Remove an exclusion",
-              "frequency", write=True, status=204, errors=(404,), path_params=_EXCLUSION),
+    *_DECLARED.operations(f"{_PLAN}/carriers", "a declared carrier", "Declared carriers (gear the hub cannot see)",
+                          DeclaredCarrierBody, DeclaredCarrier),
+    *_EXCLUSIONS.operations(f"{_PLAN}/exclusions", "an exclusion", "Exclusions: occupied TV channels and ranges",
+                            ExclusionBody, FrequencyExclusion),
 )  # fmt: skip
