@@ -293,26 +293,29 @@ class Spectrum:
 
     # every hit a carrier takes part in, as victim or source (what one change can alter)
 
-    def hits_involving(self, carrier: int) -> Iterator[Hits]:
+    def hits_involving(self, carrier: int) -> list[Hits]:
+        """Every hit ``carrier`` takes part in, as victim or source: one batch per product."""
         if self.n < 2:
-            return
+            return []
         one = np.array([carrier], dtype=np.int64)
         everyone = np.arange(self.n, dtype=np.int64)
         freq, own = self.freq, int(self.freq[carrier])
-        yield from self._two_tx(one)
+        found = []
         for product, m in TWO_TX.items():
             if not self.guard[product].any():
                 continue
+            batches = [self._two_tx_hits(one, product, m)]
             reach = int(self.guard[product].max()) + 2 * m * self.max_half  # victim's and product's widths
             for first, second in ((np.full(self.n, carrier), everyone), (everyone, np.full(self.n, carrier))):
                 products = m * freq[first] - (m - 1) * freq[second]
                 rows, victims = self._near(products, reach)
-                yield self._two_tx_kept(product, m, victims, first[rows], second[rows])
+                batches.append(self._two_tx_kept(product, m, victims, first[rows], second[rows]))
+            found.append(_joined(batches))
         spacing = self._spacing_hits(one)
-        yield spacing
-        yield Hits(Product.SPACING, spacing.sources[:, 0], spacing.victim[:, np.newaxis], -spacing.offset_hz)
+        mirrored = Hits(Product.SPACING, spacing.sources[:, 0], spacing.victim[:, np.newaxis], -spacing.offset_hz)
+        found.append(_joined([spacing, mirrored]))
         if self.n < 3:
-            return
+            return found
         # own + f_a = f_b + f_d: whichever of the four is the victim, the other three are its sources
         reach = int(self.guard[Product.IM3_3TX].max()) + 4 * self.max_half
         lo = np.searchsorted(self.pair_sum, own + freq - reach, "left").astype(np.int64)
@@ -326,6 +329,7 @@ class Spectrum:
         mine = np.full(partner.size, carrier, dtype=np.int64)
         low, high = np.minimum(mine, partner), np.maximum(mine, partner)
         guard = self.guard[Product.IM3_3TX]
+        batches = []
         for victim, first, second, third, offset in (
             (partner, b, d, mine, beyond),
             (mine, b, d, partner, beyond),
@@ -334,7 +338,9 @@ class Spectrum:
         ):
             keep = (guard[victim] > 0) & (np.abs(offset) < guard[victim] + widths)
             sources = np.stack([first[keep], second[keep], third[keep]], axis=1)
-            yield Hits(Product.IM3_3TX, victim[keep], sources, offset[keep])
+            batches.append(Hits(Product.IM3_3TX, victim[keep], sources, offset[keep]))
+        found.append(_joined(batches))
+        return found
 
     def _near(self, products: Ints, reach: int) -> tuple[Ints, Ints]:
         """(product row, carrier) for every carrier within ``reach`` of a product."""
@@ -618,6 +624,8 @@ class PlanChecker:
         self.by_victim = by_victim
         moved = changed | removed
         again = set(changed)
+        # per (victim, product, severity): the change in the number of hits, and the closest new hit
+        deltas: dict[tuple[str, GroupKey], _Delta] = {}
         for spectrum, ids, sign in ((old, moved, -1), (new, changed, 1)):
             done: list[int] = []
             for cid in sorted(ids & set(spectrum.index)):
@@ -627,19 +635,46 @@ class PlanChecker:
                         involved = np.concatenate([hits.victim[:, np.newaxis], hits.sources], axis=1)
                         fresh: Bools = np.asarray(~np.isin(involved, done).any(axis=1), dtype=np.bool_)
                         hits = _only(hits, fresh)
-                    groups = spectrum.groups(hits)
-                    if not groups:
-                        continue
-                    closest = [at for at, _, _ in groups]
-                    victims = [spectrum.carriers[victim].id for victim in hits.victim[closest].tolist()]
-                    distances = np.abs(hits.offset_hz[closest]).tolist()
-                    for (at, count, alert), victim, distance in zip(groups, victims, distances, strict=True):
-                        self._adjust(spectrum, hits, at, count, alert, victim, distance, sign, moved, again)
+                    self._note(deltas, spectrum, hits, sign)
                 done.append(number)
+        for (victim, key), delta in deltas.items():
+            found = by_victim.get(victim)
+            if found is None or victim in again:
+                continue
+            seen = found.get(key)
+            count = (seen.count if seen is not None else 0) + delta.count
+            if count <= 0:
+                found.pop(key, None)
+            elif seen is not None and moved & {seen.victim, *seen.sources}:
+                again.add(victim)  # its closest hit is gone: find the next closest
+            elif delta.closest is not None and (
+                seen is None or delta.distance < abs(seen.offset_khz) * HZ_PER_KHZ - 0.5
+            ):
+                spectrum, hits, at = delta.closest
+                found[key] = spectrum.finding(hits, at, count)
+            elif seen is not None:
+                found[key] = seen.counted(count)
         for cid in again & set(current):
             by_victim[cid] = {}
         self._store(findings_for(new, [new.index[cid] for cid in again if cid in new.index], self.exclusions))
         return self.findings
+
+    @staticmethod
+    def _note(deltas: dict[tuple[str, GroupKey], _Delta], spectrum: Spectrum, hits: Hits, sign: int) -> None:
+        groups = spectrum.groups(hits)
+        if not groups:
+            return
+        closest = [at for at, _, _ in groups]
+        victims = [spectrum.carriers[victim].id for victim in hits.victim[closest].tolist()]
+        distances = np.abs(hits.offset_hz[closest]).tolist()
+        for (at, count, alert), victim, distance in zip(groups, victims, distances, strict=True):
+            key: GroupKey = (hits.product, "alert" if alert else "warning", ())
+            delta = deltas.get((victim, key))
+            if delta is None:
+                delta = deltas[victim, key] = _Delta()
+            delta.count += sign * count
+            if sign > 0 and (delta.closest is None or distance < delta.distance):
+                delta.closest, delta.distance = (spectrum, hits, at), distance
 
     def _next(self, old: Spectrum, carriers: Sequence[Carrier], changed: set[str], removed: set[str]) -> Spectrum:
         """The spectrum of ``carriers``: one carrier retuned or switched is patched in, anything else built."""
@@ -648,39 +683,21 @@ class PlanChecker:
             return old.with_carrier(old.index[cid], carriers[old.index[cid]])
         return Spectrum(carriers, self.settings)
 
-    def _adjust(
-        self,
-        spectrum: Spectrum,
-        hits: Hits,
-        at: int,
-        count: int,
-        alert: bool,
-        victim: str,
-        distance: int,
-        sign: int,
-        moved: set[str],
-        again: set[str],
-    ) -> None:
-        """Take ``count`` hits of ``victim`` (the closest: ``hits[at]``, ``distance`` Hz off) away from their
-        finding, or add them to it."""
-        found = self.by_victim.get(victim)
-        if found is None or victim in again:
-            return
-        key: GroupKey = (hits.product, "alert" if alert else "warning", ())
-        seen = found.get(key)
-        if sign < 0:
-            if seen is None or seen.count <= count:
-                found.pop(key, None)
-            elif moved & {seen.victim, *seen.sources}:
-                again.add(victim)  # its closest hit is gone: find the next closest
-            else:
-                found[key] = seen.counted(seen.count - count)
-        elif seen is None:
-            found[key] = spectrum.finding(hits, at, count)
-        elif distance < abs(seen.offset_khz) * HZ_PER_KHZ - 0.5:
-            found[key] = spectrum.finding(hits, at, seen.count + count)
-        else:
-            found[key] = seen.counted(seen.count + count)
+
+@dataclass
+class _Delta:
+    count: int = 0
+    closest: tuple[Spectrum, Hits, int] | None = None
+    distance: int = 0
+
+
+def _joined(batches: Sequence[Hits]) -> Hits:
+    return Hits(
+        batches[0].product,
+        np.concatenate([batch.victim for batch in batches]),
+        np.concatenate([batch.sources for batch in batches]),
+        np.concatenate([batch.offset_hz for batch in batches]),
+    )
 
 
 def _only(hits: Hits, keep: Bools) -> Hits:
