@@ -370,9 +370,12 @@ class Spectrum:
         """(index of the closest hit, number of hits, all on air) per (victim, severity) of ``hits``."""
         if not len(hits):
             return []
-        involved = np.concatenate([hits.victim[:, np.newaxis], hits.sources], axis=1)
-        key = hits.victim * 2 + self.active[involved].all(axis=1)
-        ranked = np.lexsort((np.abs(hits.offset_hz), key))
+        on_air = self.active[hits.victim]
+        for column in range(hits.sources.shape[1]):
+            on_air = on_air & self.active[hits.sources[:, column]]
+        key = hits.victim * 2 + on_air
+        # one sort by (victim, severity, distance): the key above the 40 bits a distance in hertz needs
+        ranked = np.argsort((key << 40) | np.abs(hits.offset_hz))
         ordered = key[ranked]
         starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
         weights = np.ones(len(hits), dtype=np.int64) if counts is None else counts
