@@ -20,7 +20,7 @@ brute force's (tests/test_frequency_check.py compares both on random plans).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Set
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Literal
@@ -351,13 +351,17 @@ class Spectrum:
 
     # findings: the closest hit per victim, product and severity, with the number of hits
 
-    def findings_on(self, victims: Ints) -> list[Finding]:
+    def findings_on(self, victims: Ints, products: Set[Product] = frozenset(GUARD_FIELD)) -> list[Finding]:
+        """The intermodulation and spacing findings of ``victims``, of the ``products`` asked for."""
         found: list[Finding] = []
         if not victims.size or self.n < 2:
             return found
-        for hits in (*self._two_tx(victims), self._spacing_hits(victims)):
-            found += self.summarise(hits)
-        if self.n >= 3:
+        for product, m in TWO_TX.items():
+            if product in products and self.guard[product].any():
+                found += self.summarise(self._two_tx_hits(victims, product, m))
+        if Product.SPACING in products:
+            found += self.summarise(self._spacing_hits(victims))
+        if self.n >= 3 and Product.IM3_3TX in products:
             found += self._three_tx_findings(victims)
         return found
 
@@ -626,7 +630,8 @@ class PlanChecker:
         by_victim = {cid: self.by_victim.get(cid, {}) for cid in current}
         self.by_victim = by_victim
         moved = changed | removed
-        again = set(changed)
+        again = set(changed)  # judged again in full
+        lost: dict[str, set[Product]] = {}  # products of a victim whose closest hit involved a changed carrier
         # per (victim, product, severity): the change in the number of hits, and the closest new hit
         deltas: dict[tuple[str, GroupKey], _Delta] = {}
         for spectrum, ids, sign in ((old, moved, -1), (new, changed, 1)):
@@ -642,14 +647,14 @@ class PlanChecker:
                 done.append(number)
         for (victim, key), delta in deltas.items():
             found = by_victim.get(victim)
-            if found is None or victim in again:
+            if found is None or victim in again or key[0] in lost.get(victim, ()):
                 continue
             seen = found.get(key)
             count = (seen.count if seen is not None else 0) + delta.count
             if count <= 0:
                 found.pop(key, None)
             elif seen is not None and moved & {seen.victim, *seen.sources}:
-                again.add(victim)  # its closest hit is gone: find the next closest
+                lost.setdefault(victim, set()).add(key[0])  # its closest hit is gone: find the next closest
             elif delta.closest is not None and (
                 seen is None or delta.distance < abs(seen.offset_khz) * HZ_PER_KHZ - 0.5
             ):
@@ -660,6 +665,12 @@ class PlanChecker:
         for cid in again & set(current):
             by_victim[cid] = {}
         self._store(findings_for(new, [new.index[cid] for cid in again if cid in new.index], self.exclusions))
+        for product in {product for products in lost.values() for product in products}:
+            victims = [victim for victim, products in lost.items() if product in products]
+            for victim in victims:
+                for key in [key for key in by_victim[victim] if key[0] is product]:
+                    del by_victim[victim][key]
+            self._store(new.findings_on(np.array([new.index[v] for v in victims], dtype=np.int64), {product}))
         return self.findings
 
     @staticmethod
