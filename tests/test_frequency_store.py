@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hub.app import Hub
-from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
-from hub.frequency import Band, CarrierState
+from hub.app import Hub, frequency_settings
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings, load_config
+from hub.frequency import Band, CarrierState, Profile
 from hub.model import Channel, Device
 from hub.plugins import PluginHost
 from hub.store import AlertKind, Persistence, SimulatedClock
@@ -261,3 +261,18 @@ async def test_declared_carriers_and_exclusions_survive_a_restart(tmp_path: Path
         assert (tv.low_mhz, tv.high_mhz, tv.tv_grid, tv.tv_channel) == (470.0, 476.0, "us", 14)
     finally:
         await store.close()
+
+
+def test_the_configuration_sets_the_profile_and_the_bands(tmp_path: Path) -> None:
+    path = tmp_path / "hub.toml"
+    path.write_text(
+        "[frequency]\nprofile = 'dense'\nseventh_order = true\n"
+        "[frequency.bands.ulxd]\nlow_mhz = 470.0\nhigh_mhz = 534.0\nstep_khz = 25\n"
+    )
+    settings = frequency_settings(load_config(path, environ={}))
+    assert settings.plan.profile is Profile.DENSE and settings.plan.guards(None).im7_2tx_khz > 0
+    assert settings.bands == {"ulxd": Band(470.0, 534.0, 25.0)}
+    receiver = Device(id="shure-1", vendor="shure", family="ulxd", host="127.0.0.1", port=2202,
+                      channels=[Channel(index=1, frequency_mhz=500.0)])  # fmt: skip
+    [carrier] = carriers_of([receiver], [], settings)
+    assert carrier.band == Band(470.0, 534.0, 25.0), "the band a suggestion searches and the band check uses"
