@@ -276,3 +276,13 @@ def test_the_configuration_sets_the_profile_and_the_bands(tmp_path: Path) -> Non
                       channels=[Channel(index=1, frequency_mhz=500.0)])  # fmt: skip
     [carrier] = carriers_of([receiver], [], settings)
     assert carrier.band == Band(470.0, 534.0, 25.0), "the band a suggestion searches and the band check uses"
+
+
+async def test_a_failing_plan_check_leaves_the_other_alerts_working(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> bool:
+        raise RuntimeError("a bug in the plan check")
+
+    monkeypatch.setattr(rig.store.frequency, "refresh", broken)
+    rig.hub.store.update_channel("shure-rx", 1, {"battery_bars": 1})
+    rig.tick()
+    assert [a.kind for a in rig.store.alerts.open_alerts()] == [AlertKind.LOW_BATTERY]

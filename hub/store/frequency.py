@@ -241,7 +241,6 @@ class FrequencyPlan(Service):
         """Re-check the plan if anything it depends on changed; True when it did."""
         if not self._dirty:
             return False
-        self._dirty = False
         devices = list(self._state.devices.values())
         self._carriers = carriers_of(devices, self._declared.values(), self.settings)
         exclusions = [exclusion_of(entry) for entry in self.exclusions()]
@@ -251,6 +250,7 @@ class FrequencyPlan(Service):
         else:
             self._findings = self._checker.update(self._carriers)
         self.checked_at = self._clock.now()
+        self._dirty = False
         self._judge_alerts(devices)
         summary = self.summary()
         if {k: v for k, v in summary.items() if k != "checked_at"} != {

@@ -300,7 +300,10 @@ class Persistence:
             if due():
                 yield
         self.frequency.observe(changes)
-        self.frequency.refresh()  # before the alerts: they judge what the plan found
+        try:
+            self.frequency.refresh()  # before the alerts: they judge what the plan found
+        except Exception:  # a bug in the plan check must not stop the other alerts and history
+            log.exception("frequency plan check failed")
         yield from self.alerts.evaluate_slices(changes, due)
         yield from self.history.sample_slices(due)
         yield from self.history.advance_slices(due)
