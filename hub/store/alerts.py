@@ -151,6 +151,7 @@ _RULES_OF_FIELD: Final[Mapping[str, int]] = {
     "audio_peak": _CLIP,
     "warnings": _WARNING,
     "name": 0,  # only an alert's message shows it, and that is written when the alert is raised
+    "frequency_mhz": 0,  # the frequency plan's concern (hub.store.frequency), not a channel rule's
 }
 _SEVERITY: Final[Mapping[AlertKind, Literal["warning", "critical"]]] = {
     AlertKind.LOW_BATTERY: "warning",
