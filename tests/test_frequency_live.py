@@ -8,6 +8,7 @@ Three carriers 400 kHz apart: 2 x 518.200 - 518.600 = 517.800 MHz lands on the t
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,40 @@ async def test_an_intermod_hit_is_alerted_suggested_away_and_cleared(mqtt_broker
                 actions = [entry["action"] for entry in (await response.json())["items"]]
             assert "command.frequency" in actions, actions
     await hub.persistence.close()
+
+
+async def test_a_group_is_coordinated_and_tuned_on_the_receivers(tmp_path: Path) -> None:
+    config = HubConfig(
+        hub_id="rf",
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url="off"),
+        http=HttpSettings(port=0, token=TOKEN),
+        discovery=DiscoverySettings(enabled=False),
+    )
+    plugins = PluginHost()
+    plugins.load_entry_points(only="shure")
+    async with ShureSimulator("ulxd4q", seed=5) as quad, Hub(config, plugins) as hub:
+        for index in range(1, 5):  # all four on one frequency: a spacing problem each
+            quad.set_channel(index, frequency_mhz=500.0)
+        await hub.add_device(quad.url, source="test")
+        device_id = await eventually(lambda: next(iter(hub.store.devices), None), 10, "the receiver")
+        await eventually(lambda: len(hub.store.devices[device_id].channels) == 4, 10, "its channels")
+        channels = [f"{device_id}:{index}" for index in range(1, 5)]
+        body = {"channels": channels, "low_mhz": 490.0, "high_mhz": 510.0, "backups": 1, "apply": True}
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}", headers=AUTH) as http:
+            async with http.post("/api/v1/frequency-plan/coordinate", json=body) as response:
+                result = await response.json()
+                assert response.status == 200, result
+            assert all(tuning["outcome"]["ok"] for tuning in result["plan"]), result["plan"]
+            wanted = {index: t["frequency_mhz"] for index, t in enumerate(result["plan"], start=1)}
+            assert {i: quad.channels[i].values["frequency_mhz"] for i in range(1, 5)} == wanted
+            assert len(set(wanted.values())) == 4 and len(result["backups"]) == 1
+
+            async def findings() -> list[Any]:
+                async with http.get("/api/v1/frequency-plan") as answer:
+                    return list((await answer.json())["findings"])
+
+            deadline = asyncio.get_running_loop().time() + 10
+            while await findings():  # the plan follows the receivers' confirmed frequencies
+                assert asyncio.get_running_loop().time() < deadline, await findings()
+                await asyncio.sleep(0.1)

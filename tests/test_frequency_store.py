@@ -213,6 +213,20 @@ async def test_suggest_and_coordinate(rig: Rig) -> None:
     )
     assert len(group["frequencies"]) == 4 and len(group["backups"]) == 1 and group["fixed_carriers"] == 3
     await rig.call("POST", f"{PLAN}/coordinate", 422, json={"count": 40, "low_mhz": 470.0, "high_mhz": 9000.0})
+    band = {"low_mhz": 510.0, "high_mhz": 526.0}
+    regroup = {"channels": ["shure-rx:2", "shure-rx:3"], "apply": True, **band}
+    tuned = await rig.call("POST", f"{PLAN}/coordinate", 200, json=regroup)
+    assert tuned["fixed_carriers"] == 1, "the two channels being retuned are not fixed"
+    assert [t["channel"] for t in tuned["plan"]] == ["shure-rx:2", "shure-rx:3"]
+    assert [t["outcome"]["code"] for t in tuned["plan"]] == ["unavailable", "unavailable"], "no driver: said so"
+    for wrong in (
+        {"channels": ["shure-rx:2", "shure-rx:2"], **band},
+        {"channels": ["shure-rx:2"], "count": 2, **band},
+        {"count": 2, "apply": True, **band},
+        band,
+    ):
+        await rig.call("POST", f"{PLAN}/coordinate", 422, json=wrong)
+    await rig.call("POST", f"{PLAN}/coordinate", 404, json={"channels": ["nobody:1"], **band})
     await rig.call("POST", f"{PLAN}/coordinate", 422, json={"count": 1, "low_mhz": 520.0, "high_mhz": 510.0})
 
 

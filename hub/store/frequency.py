@@ -342,15 +342,25 @@ class FrequencyPlan(Service):
             raise ValidationError(str(exc)) from None
 
     def coordinate_group(
-        self, count: int, band: Band, *, backups: int = 0, family: str | None = None, step_khz: float | None = None
+        self,
+        count: int,
+        band: Band,
+        *,
+        backups: int = 0,
+        family: str | None = None,
+        step_khz: float | None = None,
+        moving: Sequence[tuple[str, int]] = (),
     ) -> Coordination:
-        """A compatible set of frequencies for a new group around every carrier already in the plan."""
+        """A compatible set of frequencies for a group around every carrier already in the plan, except the
+        carriers of the ``moving`` channels (those the group will retune)."""
         self.refresh()
+        leaving = {self.carrier_of_channel(device_id, index).id for device_id, index in moving}
+        fixed = [c for c in self._carriers if c.id not in leaving and c.id.removesuffix("/2") not in leaving]
         exclusions = [exclusion_of(entry) for entry in self.exclusions()]
         try:
             return coordinate(
-                count, self._carriers, band, self.settings.plan, backups=backups, family=family,
-                exclusions=exclusions, step_khz=step_khz,
+                count, fixed, band, self.settings.plan, backups=backups, family=family, exclusions=exclusions,
+                step_khz=step_khz,
             )  # fmt: skip
         except ValueError as exc:
             raise ValidationError(str(exc)) from None

@@ -92,12 +92,22 @@ class SuggestView(Strict):
 
 
 class CoordinateBody(Strict):
-    count: int = Field(ge=1, le=48)
+    count: int | None = Field(default=None, ge=1, le=48, description="default: one per channel given")
+    channels: list[str] = Field(
+        default_factory=list, max_length=48, description="'<device_id>:<index>' to retune: the group itself"
+    )
+    apply: bool = Field(default=False, description="tune each channel to its frequency (as commands)")
     backups: int = Field(default=0, ge=0, le=47)
     low_mhz: float = MHZ
     high_mhz: float = MHZ
     step_khz: float = Field(default=25.0, ge=1.0, le=10_000.0)
     family: str | None = Field(default=None, max_length=40, description="selects the guard bands")
+
+
+class ChannelTuning(Strict):
+    channel: str
+    frequency_mhz: float
+    outcome: CommandOutcome | None = Field(default=None, description="with apply: the command's outcome")
 
 
 class CoordinationView(Strict):
@@ -106,6 +116,7 @@ class CoordinationView(Strict):
     band: BandView
     fixed_carriers: int
     notes: list[str]
+    plan: list[ChannelTuning] = Field(default_factory=list, description="the channels given, each with its frequency")
 
 
 class DeclaredCarrierBody(Strict):
@@ -217,12 +228,39 @@ async def suggest_frequency(request: web.Request) -> web.Response:
 
 @store_errors
 async def coordinate_group(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
     body = await parse_body(request, CoordinateBody)
     band = _band(body.low_mhz, body.high_mhz, body.step_khz)
     assert band is not None
+    channels = [find_channel(hub, reference) for reference in body.channels]
+    if len({(device.id, channel.index) for device, channel in channels}) < len(channels):
+        raise ApiError(422, "invalid_body", "a channel is given twice")
+    count = body.count or len(channels)
+    if not count or (channels and count != len(channels)):
+        raise ApiError(422, "invalid_body", "give count, or the channels to retune (count is then their number)")
+    if body.apply and not channels:
+        raise ApiError(422, "invalid_body", "apply needs the channels to tune")
     result = venue(request).frequency.coordinate_group(
-        body.count, band, backups=body.backups, family=body.family, step_khz=body.step_khz
+        count,
+        band,
+        backups=body.backups,
+        family=body.family,
+        step_khz=body.step_khz,
+        moving=[(device.id, channel.index) for device, channel in channels],
     )
+    plan = [
+        ChannelTuning(channel=reference, frequency_mhz=candidate.frequency_mhz)
+        for reference, candidate in zip(body.channels, result.frequencies, strict=False)
+    ]
+    if body.apply:
+        if len(plan) < len(channels):
+            raise ApiError(409, "no_clean_frequency", "the band does not hold a frequency for every channel")
+        for tuning, (device, channel) in zip(plan, channels, strict=True):
+            command = Command(
+                device_id=device.id, channel=channel.index, kind=CommandKind.FREQUENCY, value=tuning.frequency_mhz
+            )
+            outcome = await hub.apply(command, SOURCE)
+            tuning.outcome = CommandOutcome(ok=outcome.ok, value=outcome.value, error=outcome.error, code=outcome.code)
     return json_response(
         CoordinationView(
             frequencies=[
@@ -232,6 +270,7 @@ async def coordinate_group(request: web.Request) -> web.Response:
             band=_band_view(result.band),
             fixed_carriers=result.fixed,
             notes=result.notes,
+            plan=plan,
         )
     )
 
@@ -359,7 +398,7 @@ FREQUENCY_OPERATIONS: Final = (
               errors=(400, 404, 409, 422, 429, 502, 503, 504)),
     Operation("POST", f"{_PLAN}/coordinate", coordinate_group,
               "A compatible set of frequencies (with backups) for a group, around the plan", "frequency",
-              write=True, body=CoordinateBody, response=CoordinationView, errors=(400, 422)),
+              write=True, body=CoordinateBody, response=CoordinationView, errors=(400, 404, 409, 422)),
     *_DECLARED.operations(f"{_PLAN}/carriers", "a declared carrier", "Declared carriers (gear the hub cannot see)",
                           DeclaredCarrierBody, DeclaredCarrier),
     *_EXCLUSIONS.operations(f"{_PLAN}/exclusions", "an exclusion", "Exclusions: occupied TV channels and ranges",
