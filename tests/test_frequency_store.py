@@ -15,7 +15,7 @@ import pytest
 from hub.app import Hub, frequency_settings
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings, load_config
 from hub.frequency import Band, CarrierState, Profile
-from hub.model import Channel, Device
+from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device, NumberLimits
 from hub.plugins import PluginHost
 from hub.store import AlertKind, Persistence, SimulatedClock
 from hub.store.frequency import FrequencySettings, carriers_of
@@ -290,6 +290,15 @@ def test_the_configuration_sets_the_profile_and_the_bands(tmp_path: Path) -> Non
                       channels=[Channel(index=1, frequency_mhz=500.0)])  # fmt: skip
     [carrier] = carriers_of([receiver], [], settings)
     assert carrier.band == Band(470.0, 534.0, 25.0), "the band a suggestion searches and the band check uses"
+    declared = Capabilities(
+        channel_fields=frozenset({"frequency_mhz"}),
+        commands={
+            CommandKind.FREQUENCY: CommandLimits(number=NumberLimits(min=470.1, max=713.9, step=0.025, unit="MHz"))
+        },
+    )
+    other = receiver.model_copy(update={"family": "ew-dx", "capabilities": declared})
+    [carrier] = carriers_of([other], [], settings)
+    assert carrier.band == Band(470.1, 713.9, 25.0), "without a configured band: the plugin's declared limits"
 
 
 async def test_a_failing_plan_check_leaves_the_other_alerts_working(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:

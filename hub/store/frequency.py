@@ -30,7 +30,7 @@ from hub.frequency import (
     merge_identical,
     suggest,
 )
-from hub.model import Channel, Device
+from hub.model import Channel, CommandKind, Device
 from hub.state import ADDED, ONLINE, REMOVED, ChangeKey, StateStore
 from hub.store.alerts import AlertKey, AlertKind, Alerts
 from hub.store.audit import AuditLog
@@ -67,13 +67,22 @@ class RfCapabilities:
 
 
 def rf_capabilities(device: Device, settings: FrequencySettings) -> RfCapabilities:
-    """Where a device's channels tune and how wide their carriers are.
+    """Where a device's channels tune and how wide their carriers are: the one place this is read.
 
-    The one place the per-family capabilities (frequency range and step, wideband or not) are read: today
-    from the frequency settings by family, since the device model carries no capabilities yet. A plugin's
-    capabilities, once the model has them, belong here first, before the settings."""
+    The band: the configuration's band for the family (``[frequency.bands]``: the user knows which band
+    variant the receivers are), else the frequency command's limits the plugin declares in the device's
+    capabilities (often the protocol's whole range rather than the hardware's band). The width: the
+    settings' wideband families (Spectera's WMAS carriers)."""
     family = device.family or ""
-    return RfCapabilities(settings.bands.get(family), settings.wideband_khz.get(family, 0.0))
+    return RfCapabilities(settings.bands.get(family) or _declared_band(device), settings.wideband_khz.get(family, 0.0))
+
+
+def _declared_band(device: Device) -> Band | None:
+    limits = device.capabilities.commands.get(CommandKind.FREQUENCY) if device.capabilities is not None else None
+    number = limits.number if limits is not None else None
+    if number is None or number.unit.casefold() != "mhz":
+        return None
+    return Band(number.min, number.max, number.step * 1000)
 
 
 def carriers_of(

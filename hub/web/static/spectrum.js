@@ -131,9 +131,11 @@ function renderFinding() {
 
 async function suggestFor(victim) {
   const channel = victim.device_id + ":" + victim.channels[0];
-  // the device's band where the hub knows it; otherwise 4 MHz either side of where the channel is now
-  const body = { channel, count: 3 };
-  if (!victim.band) Object.assign(body, { low_mhz: victim.frequency_mhz - 4, high_mhz: victim.frequency_mhz + 4 });
+  // 4 MHz either side of where the channel is now, on a 25 kHz raster, inside the device's band where the
+  // hub knows it (else that window is the band)
+  const window = { range_low_mhz: victim.frequency_mhz - 4, range_high_mhz: victim.frequency_mhz + 4 };
+  const body = { channel, count: 3, step_khz: 25, ...window };
+  if (!victim.band) Object.assign(body, { low_mhz: window.range_low_mhz, high_mhz: window.range_high_mhz });
   let answer;
   try { answer = await api("POST", API + "/frequency-plan/suggest", body); } catch (error) { toast(error.message); return; }
   const list = $("finding").querySelector(".suggestions");
