@@ -23,7 +23,7 @@ from hub.store.testing import quick_settings
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
 
-TOKEN = "frequency-token"
+TOKEN = "frequency-token-for-the-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 A_MHZ, B_MHZ, C_MHZ = 518.200, 518.600, 517.800
 ALERTS = "wmhub/hubs/rf/alerts"

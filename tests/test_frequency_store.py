@@ -21,7 +21,7 @@ from hub.store import AlertKind, Persistence, SimulatedClock
 from hub.store.frequency import FrequencySettings, carriers_of
 from hub.store.testing import open_simulated, put_receiver
 
-TOKEN = "plan-token"
+TOKEN = "plan-token-for-the-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PLAN = "/api/v1/frequency-plan"
 
