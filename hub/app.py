@@ -24,6 +24,7 @@ from hub.config import HubConfig
 from hub.devices import DeviceHandle, DeviceManager, ManagedDevice
 from hub.discovery import Discovery
 from hub.drivers import DriverSettings
+from hub.frequency import Band, PlanSettings, Profile
 from hub.hookspecs import Candidate, DemoFleet
 from hub.lag import LoopMonitor
 from hub.model import Command, CommandKind, CommandResult, Device
@@ -31,6 +32,7 @@ from hub.plugins import PluginHost
 from hub.redact import redact
 from hub.state import StateStore
 from hub.store import DATABASE_FILE, ConflictError, NotFoundError, Persistence, StoreSettings
+from hub.store.frequency import FrequencySettings
 from hub.text import preview
 
 log = logging.getLogger("hub")
@@ -45,6 +47,15 @@ _COMMAND_FIELD = {
     CommandKind.GAIN_STEP: "gain_db",
     CommandKind.FREQUENCY: "frequency_mhz",
 }
+
+
+def frequency_settings(config: HubConfig) -> FrequencySettings:
+    """The frequency plan's settings from the ``[frequency]`` section of the configuration."""
+    section = config.frequency
+    return FrequencySettings(
+        plan=PlanSettings(profile=Profile(section.profile), seventh_order=section.seventh_order),
+        bands={family: Band(band.low_mhz, band.high_mhz, band.step_khz) for family, band in section.bands.items()},
+    )
 
 
 class UnknownCandidateError(LookupError):
@@ -109,7 +120,9 @@ class Hub:
             self.persistence = await Persistence.open(
                 self.config.data_dir,
                 self.store,
-                settings=StoreSettings(auto_approve=self.config.discovery.auto_approve),
+                settings=StoreSettings(
+                    auto_approve=self.config.discovery.auto_approve, frequency=frequency_settings(self.config)
+                ),
                 health_source=self.devices.health,
             )
             self._restrict_database_file()

@@ -161,6 +161,22 @@ class DiscoverySettings(Section):
     interfaces: list[str] | None = Field(default=None, description="addresses to run mDNS on; default: all")
 
 
+class TunableBand(Section):
+    low_mhz: float = Field(ge=1.0, le=10_000.0)
+    high_mhz: float = Field(ge=1.0, le=10_000.0)
+    step_khz: float = Field(default=25.0, gt=0, le=10_000.0)
+
+
+class FrequencyConfig(Section):
+    """Frequency coordination (docs/frequency-coordination.md)."""
+
+    profile: Literal["robust", "standard", "dense"] = Field(default="standard", description="how much room guards keep")
+    seventh_order: bool = Field(default=False, description="also check 4f1-3f2")
+    bands: dict[str, TunableBand] = Field(
+        default_factory=dict, description="per family, where its devices tune (for suggestions and band checks)"
+    )
+
+
 def _default_hub_id() -> str:
     name = re.sub(r"[^a-zA-Z0-9_-]", "_", socket.gethostname()) or "hub"
     return f"wmhub-{name}"
@@ -183,6 +199,7 @@ class HubConfig(Section):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
+    frequency: FrequencyConfig = Field(default_factory=FrequencyConfig)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -31,6 +31,8 @@ def test_wrong_type_in_file_prints_one_line_and_exits_2(tmp_path: Path) -> None:
         ("colour = 'red'\n", "colour: unknown setting"),
         ("hub_id = 'has space'\n", "hub_id"),
         ("devices = [\n", "not valid TOML"),
+        ("[frequency]\nprofile = 'tight'\n", "frequency.profile"),
+        ("[frequency.bands.ulxd]\nlow_mhz = 470\n", "frequency.bands.ulxd.high_mhz"),
     ],
 )
 def test_each_mistake_names_its_key(tmp_path: Path, text: str, expected: str) -> None:

@@ -170,6 +170,7 @@ class MqttBridge:
         self._left_behind_checked = False
         self._remove_alert_listener: Callable[[], None] | None = None
         self._remove_swap_listener: Callable[[], None] | None = None
+        self._remove_plan_listener: Callable[[], None] | None = None
         self._requests: dict[str, tuple[type[_Strict], RequestHandler]] = {
             "info": (EmptyRequest, self._request_info),
             "devices": (EmptyRequest, self._request_devices),
@@ -225,6 +226,9 @@ class MqttBridge:
             self._publish_alerts()
             self._remove_alert_listener = self.hub.persistence.alerts.add_listener(self._on_alert_event)
             self._remove_swap_listener = self.hub.persistence.show.add_listener(self._on_swap_list)
+            plan = self.hub.persistence.frequency
+            self._publish_frequency_plan(plan.summary())
+            self._remove_plan_listener = plan.add_listener(self._publish_frequency_plan)
         state = self.hub.store.subscribe(fields=STATE_FIELDS, min_interval=STATE_COALESCE_S)
         meters = self.hub.store.subscribe(fields=METER_FIELDS, min_interval=settings.meter_interval_s)
         self._subscriptions = [state, meters]
@@ -240,12 +244,10 @@ class MqttBridge:
 
     async def stop(self) -> None:
         """Say offline (hub and devices, retained), deliver it, disconnect cleanly, stop the embedded broker."""
-        if self._remove_alert_listener is not None:
-            self._remove_alert_listener()
-            self._remove_alert_listener = None
-        if self._remove_swap_listener is not None:
-            self._remove_swap_listener()
-            self._remove_swap_listener = None
+        for remove in (self._remove_alert_listener, self._remove_swap_listener, self._remove_plan_listener):
+            if remove is not None:
+                remove()
+        self._remove_alert_listener = self._remove_swap_listener = self._remove_plan_listener = None
         for sub in self._subscriptions:
             sub.close()
         for task in self._loops:
@@ -408,6 +410,11 @@ class MqttBridge:
     def _on_swap_list(self, swap: SwapList) -> None:
         """The battery swap list, retained, after every check of the show (for Companion and Home Assistant)."""
         self._publish(self.topics.hub_swap_list, payloads.encode(swap.model_dump(mode="json")))
+
+    def _publish_frequency_plan(self, summary: dict[str, Any]) -> None:
+        """The retained summary of the live frequency plan (counts and the worst findings)."""
+        if self.client is not None:
+            self._publish(self.topics.hub_frequency_plan, payloads.encode(summary))
 
     def _publish_device_list(self) -> None:
         self._publish(self.topics.hub_devices, payloads.encode(self._device_summaries()))

@@ -378,6 +378,21 @@ def hub_discovery_config(topics: Topics, qos: int, options: EntityOptions | None
         },
     )
     components.add(
+        "frequency_conflicts",
+        "binary_sensor",
+        "Frequency conflicts",
+        {
+            # on while the live frequency plan has a problem among carriers on air (docs/frequency-coordination.md)
+            "state_topic": topics.hub_frequency_plan,
+            "value_template": "{% if value_json.conflict %}ON{% else %}OFF{% endif %}",
+            "json_attributes_topic": topics.hub_frequency_plan,
+            "json_attributes_template": "{{ {'alerts': value_json.alerts, 'warnings': value_json.warnings,"
+            " 'carriers': value_json.carriers} | tojson }}",
+            "device_class": "problem",
+            "availability": hub_available,
+        },
+    )
+    components.add(
         "version",
         "sensor",
         "Software version",

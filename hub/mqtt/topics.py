@@ -3,7 +3,7 @@
 Everything a hub publishes lives under its own hub id or its own device ids, so several hubs share
 one broker without collisions::
 
-    <base>/hubs/<hub_id>/state | info | devices | request/<command> | response/<command>
+    <base>/hubs/<hub_id>/state | info | devices | alerts | frequency_plan | request/<command> | response/<command>
     <base>/devices/<device_id>                      device state (retained)
     <base>/devices/<device_id>/availability         online | offline (retained)
     <base>/devices/<device_id>/channels/<index>     channel state (retained)
@@ -55,6 +55,7 @@ class Topics:
         self.hub_alerts = f"{self.hub}/alerts"
         self.hub_alert_events = f"{self.hub}/alerts/event"
         self.hub_swap_list = f"{self.hub}/swap_list"
+        self.hub_frequency_plan = f"{self.hub}/frequency_plan"
         self.requests = f"{self.hub}/request/#"
         self.homeassistant_status = f"{homeassistant_prefix}/status"
         self._request_prefix = f"{self.hub}/request/"

@@ -40,6 +40,11 @@ class AlertKind(StrEnum):
     DEVICE_OFFLINE = "device_offline"
     DEVICE_WARNING = "device_warning"  # detail: interference, encryption or unregistered
     SHOW_BATTERY = "show_battery"  # the pack will be empty before the show ends (hub.store.show)
+    FREQUENCY_CONFLICT = "frequency_conflict"  # detail: intermod, spacing, exclusion or out_of_band
+
+
+# Kinds judged outside the engine's own rules (by hub.store.frequency): the engine only runs their lifecycle.
+EXTERNAL_KINDS: Final = frozenset({AlertKind.FREQUENCY_CONFLICT})
 
 
 # The state fields the rules read: the store subscription the alerts take.
@@ -84,6 +89,8 @@ class AlertSettings:
     warning_for_s: float = 2.0
     clear_after_s: float = 5.0
     clip_clear_after_s: float = 10.0
+    # a retune passes through other frequencies for a moment; a conflict must hold this long to raise
+    frequency_for_s: float = 2.0
     # how often every device and every channel's assignment is looked at, changed or not: the safety net
     # for what reaches the alerts without a state change (a performer assigned to a silent channel)
     sweep_every_s: float = 5.0
@@ -144,6 +151,7 @@ _RULES_OF_FIELD: Final[Mapping[str, int]] = {
     "audio_peak": _CLIP,
     "warnings": _WARNING,
     "name": 0,  # only an alert's message shows it, and that is written when the alert is raised
+    "frequency_mhz": 0,  # the frequency plan's concern (hub.store.frequency), not a channel rule's
 }
 _SEVERITY: Final[Mapping[AlertKind, Literal["warning", "critical"]]] = {
     AlertKind.LOW_BATTERY: "warning",
@@ -153,6 +161,7 @@ _SEVERITY: Final[Mapping[AlertKind, Literal["warning", "critical"]]] = {
     AlertKind.DEVICE_OFFLINE: "critical",
     AlertKind.DEVICE_WARNING: "warning",
     AlertKind.SHOW_BATTERY: "warning",
+    AlertKind.FREQUENCY_CONFLICT: "critical",
 }
 _NO_PREFS: Final = AlertPrefs()
 _METER_FIELDS: Final = frozenset({"rf_dbm", "rf_quality_percent", "audio_peak"})
@@ -220,8 +229,12 @@ class Alerts(Service):
             AlertKind.DEVICE_WARNING: (s.warning_for_s, s.clear_after_s),
             # judged from an estimate that already looks back over minutes: no debounce of its own
             AlertKind.SHOW_BATTERY: (0.0, s.clear_after_s),
+            AlertKind.FREQUENCY_CONFLICT: (s.frequency_for_s, s.clear_after_s),
         }
         self._show_notes: dict[ChannelKey, str] = {}
+        # conditions judged elsewhere: what is ACTIVE now (with its message) and what is held (unknown)
+        self._external_active: dict[AlertKey, str] = {}
+        self._external_held: set[AlertKey] = set()
         self._next_sweep = clock.now()
         self._swept = False
         self._assignments_seen: dict[ChannelKey, Assignment] = {}
@@ -277,6 +290,16 @@ class Alerts(Service):
         )
         return [_alert_from_row(row) for row in rows]
 
+    def set_external(self, kind: AlertKind, active: Mapping[AlertKey, str], held: Set[AlertKey] = frozenset()) -> None:
+        """Replace the conditions of an external ``kind``: the keys in ``active`` are ACTIVE (with the message
+        an alert raised for them says), those in ``held`` HOLD, every other tracked key of the kind is CLEAR.
+        The next tick runs the usual lifecycle on them: debounced raise, acknowledge, debounced clear."""
+        if kind not in EXTERNAL_KINDS:
+            raise ValueError(f"{kind.value} is judged by the alert engine itself")
+        self._external_active = {key: text for key, text in self._external_active.items() if key[0] is not kind}
+        self._external_active.update(active)
+        self._external_held = {key for key in self._external_held if key[0] is not kind} | set(held)
+
     # the engine
 
     def evaluate_slices(self, changed: Mapping[ChangeKey, Set[str]], due: Callable[[], bool]) -> Iterator[None]:
@@ -292,7 +315,7 @@ class Alerts(Service):
         for kind, device_id, index, _ in self._trackers:
             if index is None:
                 device_ids.add(device_id)
-            elif kind in _RULE_OF_KIND:  # the show's check judges its own alerts
+            elif kind in _RULE_OF_KIND:  # the show's check and the frequency plan judge their own alerts
                 tracked[device_id, index] = tracked.get((device_id, index), 0) | _RULE_OF_KIND[kind]
         lifecycle: list[str] = []
         settings = self.settings
@@ -339,6 +362,7 @@ class Alerts(Service):
             self._known = known
             device_ids.update(state)
             device_ids.update(entry.device_id or entry.url for entry in known)
+        self._judge_external(now)
         by_key = _index(known) if device_ids else {}
         for device_id in device_ids:
             if due():
@@ -347,6 +371,13 @@ class Alerts(Service):
                 if current != known:  # added, removed or bound meanwhile: judge by what is known now
                     known, by_key = current, _index(current)
             self._judge_device(device_id, by_key.get(device_id), now)
+
+    def _judge_external(self, now: float) -> None:
+        active, held = self._external_active, self._external_held
+        for key in active:
+            self._apply(key, Verdict.ACTIVE, now)
+        for key in [key for key in self._trackers if key[0] in EXTERNAL_KINDS and key not in active]:
+            self._apply(key, Verdict.HOLD if key in held else Verdict.CLEAR, now)
 
     def _judge_channels(self, device_id: str, due: Callable[[], bool], now: float) -> Iterator[None]:
         """Judge every rule of each channel of a device (the channels it has now, not after a slice)."""
@@ -536,11 +567,13 @@ class Alerts(Service):
     def _message(self, key: AlertKey) -> str:
         """What an alert says, from the values at the moment it is raised."""
         kind, device_id, index, detail = key
+        if kind in EXTERNAL_KINDS:
+            return self._external_active.get(key, f"{device_id} ch {index}: {detail}")
         device = self._state.devices.get(device_id)
         if index is None:
             return f"{device.name if device is not None and device.name else device_id}: device offline"
         channel = device.channel(index) if device is not None else None
-        label = self._label(device_id, index)
+        label = self.channel_label(device_id, index)
         if kind is AlertKind.LOW_BATTERY and channel is not None:
             bars, percent, runtime = channel.battery_bars, channel.battery_percent, channel.battery_runtime_min
             shown = [
@@ -561,7 +594,7 @@ class Alerts(Service):
             return f"{label}: {self._show_notes.get((device_id, index), 'will not last until the end of the show')}"
         return f"{label}: {detail} warning"
 
-    def _label(self, device_id: str, index: int) -> str:
+    def channel_label(self, device_id: str, index: int) -> str:
         where = f"{device_id} ch {index}"
         assignment = self._performers.assignment_for(device_id, index)
         if assignment is not None:

@@ -21,12 +21,15 @@ from hub.store.clock import Clock, SystemClock
 from hub.store.credentials import CREDENTIALS_FILE, DeviceCredentials
 from hub.store.db import Database, WriterSettings, WriterStats
 from hub.store.devices import Candidates, HealthLog, KnownDevices
+from hub.store.frequency import FREQUENCY_FIELDS, FrequencyPlan, FrequencySettings
 from hub.store.history import History, HistorySettings
 from hub.store.performers import ExtendedNames, Performers, assignment_from_row
 from hub.store.records import (
     ConnectionHealth,
+    DeclaredCarrier,
     DiscoveryCandidate,
     ExtendedName,
+    FrequencyExclusion,
     Group,
     KnownDevice,
     Location,
@@ -48,6 +51,7 @@ class StoreSettings:
     writer: WriterSettings = field(default_factory=WriterSettings)
     history: HistorySettings = field(default_factory=HistorySettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    frequency: FrequencySettings = field(default_factory=FrequencySettings)
     tick_s: float = 0.5  # how often history samples and alerts are judged
     # the longest the ticker works on before it lets the event loop run (device input, MQTT) in between
     slice_s: float = 0.005
@@ -80,6 +84,7 @@ class Persistence:
         alerts: Alerts,
         history: History,
         show: Show,
+        frequency: FrequencyPlan,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -97,8 +102,9 @@ class Persistence:
         self.alerts = alerts
         self.history = history
         self.show = show
+        self.frequency = frequency
         self.health_source: HealthSource | None = None
-        self._subscription: Subscription = state.subscribe(ALERT_FIELDS | {"name"})
+        self._subscription: Subscription = state.subscribe(ALERT_FIELDS | FREQUENCY_FIELDS | {"name"})
         self._ticker: asyncio.Task[None] | None = None
         now = clock.now()
         self._next_health = now
@@ -218,6 +224,19 @@ class Persistence:
             alerts,
             Show.settings_from_rows((row["key"], row["value"]) for row in await rows("SELECT * FROM settings")),
         )
+        frequency = FrequencyPlan(
+            db,
+            clock,
+            audit,
+            state,
+            alerts,
+            settings.frequency,
+            [
+                DeclaredCarrier(**{**row, "active": bool(row["active"])})
+                for row in await rows("SELECT * FROM declared_carriers")
+            ],
+            [FrequencyExclusion(**row) for row in await rows("SELECT * FROM frequency_exclusions")],
+        )
         return cls(
             db,
             clock,
@@ -235,6 +254,7 @@ class Persistence:
             alerts,
             history,
             show,
+            frequency,
         )
 
     @property
@@ -283,6 +303,11 @@ class Persistence:
                 self.names.device_renamed(device_id, index)
             if due():
                 yield
+        self.frequency.observe(changes)
+        try:
+            self.frequency.refresh()  # before the alerts: they judge what the plan found
+        except Exception:  # a bug in the plan check must not stop the other alerts and history
+            log.exception("frequency plan check failed")
         yield from self.alerts.evaluate_slices(changes, due)
         yield from self.history.sample_slices(due)
         yield from self.history.advance_slices(due)

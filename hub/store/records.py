@@ -122,3 +122,26 @@ class AuditEntry(Record):
     before: Any = None
     after: Any = None
     result: str = "ok"
+
+
+class DeclaredCarrier(Record):
+    """A carrier the hub cannot see (an in-ear transmitter, a non-networked system, another user's
+    frequency), declared so the plan check counts it."""
+
+    id: int
+    label: str
+    frequency_mhz: float
+    bandwidth_khz: float = Field(default=0.0, description="0 for a narrowband carrier")
+    active: bool = Field(default=True, description="on air (findings are alerts) or only planned (warnings)")
+    family: str | None = Field(default=None, description="selects the family's guard bands")
+
+
+class FrequencyExclusion(Record):
+    """A range no carrier may touch: an occupied TV channel (tv_grid + tv_channel) or a user's range."""
+
+    id: int
+    label: str
+    low_mhz: float
+    high_mhz: float
+    tv_grid: str | None = Field(default=None, description="us | eu, for a TV channel")
+    tv_channel: int | None = None

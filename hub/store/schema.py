@@ -123,4 +123,23 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         value TEXT NOT NULL
     );
     """,
+    # 3: frequency coordination (#19): carriers the hub cannot see, and exclusions (TV channels, ranges)
+    """
+    CREATE TABLE declared_carriers (
+        id INTEGER PRIMARY KEY,
+        label TEXT NOT NULL,
+        frequency_mhz REAL NOT NULL,
+        bandwidth_khz REAL NOT NULL DEFAULT 0,
+        active INTEGER NOT NULL DEFAULT 1,
+        family TEXT
+    );
+    CREATE TABLE frequency_exclusions (
+        id INTEGER PRIMARY KEY,
+        label TEXT NOT NULL,
+        low_mhz REAL NOT NULL,
+        high_mhz REAL NOT NULL,
+        tv_grid TEXT,
+        tv_channel INTEGER
+    );
+    """,
 )

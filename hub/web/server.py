@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler as AiohttpHandler
 from hub.app import Hub
 from hub.auth import token_matches
 from hub.web.api import AUTHORIZED_KEY, HUB_KEY, LIVE_COUNT_KEY, OPERATIONS
+from hub.web.frequency import FREQUENCY_OPERATIONS
 from hub.web.guard import ConnectionLimits, GuardedSite, host_of, origin_host, our_host_names
 from hub.web.live import LiveFeed
 from hub.web.metrics import CONTENT_TYPE, Metrics
@@ -54,7 +55,8 @@ class WebServer:
         self.live = LiveFeed(hub, self.settings.live_interval_s, self.settings.live_queue)
         self.metrics = Metrics(hub, self.live)
         # the venue routes exist only with a store; without one they answer 404 like any unknown path
-        self.operations = OPERATIONS + (VENUE_OPERATIONS if has_venue(hub) else ()) + extra_operations
+        venue_operations = VENUE_OPERATIONS + FREQUENCY_OPERATIONS if has_venue(hub) else ()
+        self.operations = OPERATIONS + venue_operations + extra_operations
         self.openapi = build_document(self.operations)
         self._static_files = frozenset(path.name for path in STATIC_DIR.iterdir() if path.is_file())
         self.limits = ConnectionLimits(self.settings.max_connections_per_client, self.settings.header_timeout_s)

@@ -12,6 +12,7 @@ from wmhub_shure.simulator import ShureSimulator
 
 from hub.app import Hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.frequency import Band, PlanSettings, coordinate
 from hub.plugins import PluginHost
 from hub.testing import eventually
 from tests.browser.rig import CHROMIUM, CHROMIUM_ARGS, FAMILIES, TOKEN, Board
@@ -28,6 +29,11 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture
 async def board(tmp_path: Path) -> AsyncIterator[Board]:
     simulators = [await ShureSimulator(family, seed=n).start() for n, family in enumerate(FAMILIES)]
+    # a coordinated plan: the simulators' own frequencies would raise frequency conflicts of their own
+    slots = [(simulator, index) for simulator in simulators for index in simulator.channels]
+    plan = coordinate(len(slots), [], Band(470.0, 534.0, 25.0), PlanSettings())
+    for (simulator, index), candidate in zip(slots, plan.frequencies, strict=True):
+        simulator.set_channel(index, frequency_mhz=candidate.frequency_mhz)
     config = HubConfig(
         hub_id="boardtest",
         data_dir=tmp_path,

@@ -1,9 +1,9 @@
 """Screenshots of the board with the demo running: ``.venv/bin/python -m tests.browser.screenshots [OUT_DIR]``.
 
 Starts a hub in demo mode (the plugins' simulators, through the normal driver path) on a free port,
-waits until every demo receiver reports, and saves the board at desktop, phone and TV sizes; then lets
-the demo run for a minute so the history has something to draw, sets a show end four hours away, and
-saves a channel's detail and the battery swap panel.
+waits until every demo receiver reports, and saves the board at desktop, phone and TV sizes and its spectrum
+view; then lets the demo run for a minute so the history has something to draw, sets a show end four hours
+away, and saves a channel's detail and the battery swap panel.
 """
 
 from __future__ import annotations
@@ -59,6 +59,12 @@ async def take(out_dir: Path) -> list[Path]:
                     path = out_dir / f"board-{name}.png"
                     await page.screenshot(path=str(path), full_page=name != "tv")
                     saved.append(path)
+                    if name == "desktop":  # the spectrum view of the demo's plan, its first conflict opened
+                        await page.wait_for_selector("#spectrum g[data-finding]")
+                        await page.locator("#spectrum g[data-finding]").first.dispatch_event("click")
+                        path = out_dir / "board-spectrum.png"
+                        await page.locator("#spectrum-panel").screenshot(path=str(path))
+                        saved.append(path)
                     await page.close()
                 saved += await take_show(browser, hub, out_dir)
                 await browser.close()

@@ -1,0 +1,33 @@
+"""Frequency coordination: the live plan check and the search for clean frequencies (pure, no I/O).
+
+``check`` / :class:`PlanChecker` find intermodulation products, spacing problems, exclusions and
+out-of-band carriers; ``suggest`` and ``coordinate`` find clean frequencies. docs/frequency-coordination.md
+explains the arithmetic with a worked example.
+"""
+
+from hub.frequency.engine import Finding, PlanChecker, Product, check
+from hub.frequency.plan import Band, Carrier, CarrierState, Exclusion, TvGrid, merge_identical
+from hub.frequency.search import Candidate, Coordination, SearchError, coordinate, suggest
+from hub.frequency.settings import FamilyGuards, Guards, PlanSettings, Profile
+
+__all__ = [
+    "Band",
+    "Candidate",
+    "Carrier",
+    "CarrierState",
+    "Coordination",
+    "Exclusion",
+    "FamilyGuards",
+    "Finding",
+    "Guards",
+    "PlanChecker",
+    "PlanSettings",
+    "Product",
+    "Profile",
+    "SearchError",
+    "TvGrid",
+    "check",
+    "coordinate",
+    "merge_identical",
+    "suggest",
+]

@@ -1,0 +1,500 @@
+"""The live frequency plan: a consumer of state that re-checks the plan when a frequency or a transmitter
+changes, turns findings into alerts, and keeps the carriers and exclusions the user declares.
+
+Carriers come from every channel's ``frequency_mhz`` (and ``frequency2_mhz`` where a model has it), plus
+the declared carriers. A carrier is active while its transmitter is present, planned otherwise. Findings
+among active carriers only become FREQUENCY_CONFLICT alerts on their victim channels, through the alert
+engine's lifecycle (debounced raise, acknowledge, debounced clear); the rest are warnings on the plan.
+A victim whose receiver is offline holds its alert: no news is not good news.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from hub.frequency import (
+    Band,
+    Candidate,
+    Carrier,
+    CarrierState,
+    Coordination,
+    Exclusion,
+    Finding,
+    PlanChecker,
+    PlanSettings,
+    TvGrid,
+    coordinate,
+    merge_identical,
+    suggest,
+)
+from hub.model import Channel, CommandKind, Device
+from hub.state import ADDED, ONLINE, REMOVED, ChangeKey, StateStore
+from hub.store.alerts import AlertKey, AlertKind, Alerts
+from hub.store.audit import AuditLog
+from hub.store.clock import Clock
+from hub.store.db import Database
+from hub.store.errors import NotFoundError, ValidationError
+from hub.store.records import DeclaredCarrier, FrequencyExclusion, Source
+from hub.store.service import Service, clean_text
+
+log = logging.getLogger("hub.store.frequency")
+
+# the state fields a plan depends on (ADDED, REMOVED and ONLINE reach every subscription anyway)
+FREQUENCY_FIELDS: Final = frozenset({"frequency_mhz", "tx_present"})
+_REPLAN: Final = FREQUENCY_FIELDS | {ADDED, REMOVED, ONLINE}
+FINDING_KINDS: Final = ("intermod", "spacing", "exclusion", "out_of_band")
+LOWEST_MHZ, HIGHEST_MHZ = 1.0, 10_000.0
+SHOWN_FINDINGS: Final = 200  # findings in the MQTT summary, worst first; the REST plan has them all
+
+
+@dataclass(frozen=True)
+class FrequencySettings:
+    plan: PlanSettings = field(default_factory=PlanSettings)
+    # where a family tunes, when the device model does not say (see rf_capabilities)
+    bands: Mapping[str, Band] = field(default_factory=dict)
+    # families whose channels share wideband carriers of this width (kHz): Spectera's WMAS carriers fill a
+    # TV channel (6 or 8 MHz); 8 MHz is the conservative choice
+    wideband_khz: Mapping[str, float] = field(default_factory=lambda: {"spectera": 8000.0})
+
+
+@dataclass(frozen=True)
+class RfCapabilities:
+    band: Band | None
+    bandwidth_khz: float = 0.0
+
+
+def rf_capabilities(device: Device, settings: FrequencySettings) -> RfCapabilities:
+    """Where a device's channels tune and how wide their carriers are: the one place this is read.
+
+    The band: the configuration's band for the family (``[frequency.bands]``: the user knows which band
+    variant the receivers are), else the frequency command's limits the plugin declares in the device's
+    capabilities (often the protocol's whole range rather than the hardware's band). The width: the
+    settings' wideband families (Spectera's WMAS carriers)."""
+    family = device.family or ""
+    return RfCapabilities(settings.bands.get(family) or _declared_band(device), settings.wideband_khz.get(family, 0.0))
+
+
+def _declared_band(device: Device) -> Band | None:
+    limits = device.capabilities.commands.get(CommandKind.FREQUENCY) if device.capabilities is not None else None
+    number = limits.number if limits is not None else None
+    if number is None or number.unit.casefold() != "mhz":
+        return None
+    return Band(number.min, number.max, number.step * 1000)
+
+
+def carriers_of(
+    devices: Iterable[Device], declared: Iterable[DeclaredCarrier], settings: FrequencySettings
+) -> list[Carrier]:
+    """The plan's carriers: one per frequency per channel (two with frequency diversity), channels of one
+    device on one frequency merged into one carrier, then the declared ones."""
+    carriers: list[Carrier] = []
+    for device in devices:
+        rf = rf_capabilities(device, settings)
+        for channel in device.channels:
+            carriers += _channel_carriers(device, channel, rf)
+    merged = merge_identical(carriers)
+    for entry in declared:
+        merged.append(
+            Carrier(
+                id=f"declared:{entry.id}",
+                frequency_mhz=entry.frequency_mhz,
+                state=CarrierState.ACTIVE if entry.active else CarrierState.PLANNED,
+                bandwidth_khz=entry.bandwidth_khz,
+                family=entry.family,
+                label=entry.label,
+                declared_id=entry.id,
+            )
+        )
+    return merged
+
+
+def _channel_carriers(device: Device, channel: Channel, rf: RfCapabilities) -> list[Carrier]:
+    state = CarrierState.ACTIVE if channel.tx_present is True else CarrierState.PLANNED
+    name = channel.extended_name or channel.name
+    where = f"{device.id} ch {channel.index}"
+    label = f"{name} ({where})" if name else where
+    # frequency diversity (Axient FREQUENCY2): a model that reports it has frequency2_mhz
+    second = getattr(channel, "frequency2_mhz", None)
+    found = []
+    for suffix, mhz in (("", channel.frequency_mhz), ("/2", second)):
+        if isinstance(mhz, int | float) and LOWEST_MHZ <= mhz <= HIGHEST_MHZ:
+            found.append(
+                Carrier(
+                    id=f"{device.id}:{channel.index}{suffix}",
+                    frequency_mhz=float(mhz),
+                    state=state,
+                    bandwidth_khz=rf.bandwidth_khz,
+                    family=device.family,
+                    label=label + (" f2" if suffix else ""),
+                    device_id=device.id,
+                    channels=(channel.index,),
+                    band=rf.band,
+                )
+            )
+    return found
+
+
+def exclusion_of(record: FrequencyExclusion) -> Exclusion:
+    grid = TvGrid(record.tv_grid) if record.tv_grid else None
+    return Exclusion(record.low_mhz, record.high_mhz, record.label, record.id, grid, record.tv_channel)
+
+
+def finding_view(finding: Finding, labels: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "kind": finding.kind,
+        "product": finding.product.value,
+        "order": finding.order,
+        "severity": finding.severity,
+        "victim": finding.victim,
+        "victim_label": labels.get(finding.victim, finding.victim),
+        "sources": list(finding.sources),
+        "source_labels": [labels.get(source, source) for source in finding.sources],
+        "product_mhz": finding.product_mhz,
+        "offset_khz": finding.offset_khz,
+        "guard_khz": finding.guard_khz,
+        "count": finding.count,
+    }
+
+
+def _worst_first(finding: Finding) -> tuple[int, float]:
+    return (0 if finding.severity == "alert" else 1, abs(finding.offset_khz))
+
+
+PlanListener = Callable[[dict[str, Any]], None]
+
+
+class FrequencyPlan(Service):
+    """Declared carriers and exclusions (stored, audited) and the live check of the whole plan."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        audit: AuditLog,
+        state: StateStore,
+        alerts: Alerts,
+        settings: FrequencySettings,
+        declared: Iterable[DeclaredCarrier],
+        exclusions: Iterable[FrequencyExclusion],
+    ) -> None:
+        super().__init__(db, clock, audit)
+        self._state = state
+        self._alerts = alerts
+        self.settings = settings
+        self._declared = {entry.id: entry for entry in declared}
+        self._exclusions = {entry.id: entry for entry in exclusions}
+        self._checker = PlanChecker(settings.plan)
+        self._carriers: list[Carrier] = []
+        self._findings: list[Finding] = []
+        self._dirty = True
+        self._excluded_changed = True
+        self._listeners: list[PlanListener] = []
+        self._summary: dict[str, Any] = {}
+        self.checked_at: float | None = None
+
+    # what the plan is
+
+    @property
+    def carriers(self) -> list[Carrier]:
+        return list(self._carriers)
+
+    @property
+    def findings(self) -> list[Finding]:
+        return sorted(self._findings, key=_worst_first)
+
+    def exclusions(self) -> list[FrequencyExclusion]:
+        return sorted(self._exclusions.values(), key=lambda entry: entry.id)
+
+    def declared(self) -> list[DeclaredCarrier]:
+        return sorted(self._declared.values(), key=lambda entry: entry.id)
+
+    def labels(self) -> dict[str, str]:
+        return {carrier.id: carrier.label or carrier.id for carrier in self._carriers}
+
+    def summary(self) -> dict[str, Any]:
+        """What MQTT publishes retained: counts, and the worst findings."""
+        findings = self.findings
+        alerts = [f for f in findings if f.severity == "alert"]
+        labels = self.labels()
+        return {
+            "carriers": len(self._carriers),
+            "active": sum(1 for c in self._carriers if c.state is CarrierState.ACTIVE),
+            "planned": sum(1 for c in self._carriers if c.state is CarrierState.PLANNED),
+            "declared": len(self._declared),
+            "exclusions": len(self._exclusions),
+            "alerts": len(alerts),
+            "warnings": len(findings) - len(alerts),
+            "conflict": bool(alerts),
+            "profile": self.settings.plan.profile.value,
+            "checked_at": self.checked_at,
+            "findings": [finding_view(f, labels) for f in findings[:SHOWN_FINDINGS]],
+        }
+
+    def add_listener(self, listener: PlanListener) -> Callable[[], None]:
+        """Call ``listener`` with the summary each time it changes; returns the remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    # the live check
+
+    def observe(self, changes: Mapping[ChangeKey, Set[str]]) -> None:
+        """Note the state changes of one tick: the plan is re-checked only when a frequency, a transmitter
+        or a device's presence changed."""
+        if not self._dirty and any(not fields.isdisjoint(_REPLAN) for fields in changes.values()):
+            self._dirty = True
+
+    def refresh(self) -> bool:
+        """Re-check the plan if anything it depends on changed; True when it did."""
+        if not self._dirty:
+            return False
+        devices = list(self._state.devices.values())
+        self._carriers = carriers_of(devices, self._declared.values(), self.settings)
+        exclusions = [exclusion_of(entry) for entry in self.exclusions()]
+        if self._excluded_changed:
+            self._findings = self._checker.check(self._carriers, exclusions)
+            self._excluded_changed = False
+        else:
+            self._findings = self._checker.update(self._carriers)
+        self.checked_at = self._clock.now()
+        self._dirty = False
+        self._judge_alerts(devices)
+        summary = self.summary()
+        if {k: v for k, v in summary.items() if k != "checked_at"} != {
+            k: v for k, v in self._summary.items() if k != "checked_at"
+        }:
+            self._summary = summary
+            for listener in list(self._listeners):
+                try:
+                    listener(summary)
+                except Exception:  # one broken consumer must not stop the plan
+                    log.exception("frequency plan listener %r failed", listener)
+        return True
+
+    def _judge_alerts(self, devices: Sequence[Device]) -> None:
+        by_id = {carrier.id: carrier for carrier in self._carriers}
+        labels = self.labels()
+        active: dict[AlertKey, str] = {}
+        for finding in self.findings:  # worst first: the first message per key is the closest product
+            victim = by_id.get(finding.victim)
+            if finding.severity != "alert" or victim is None or victim.device_id is None:
+                continue
+            for index in victim.channels:
+                key: AlertKey = (AlertKind.FREQUENCY_CONFLICT, victim.device_id, index, finding.kind)
+                if key not in active:
+                    active[key] = self._message(finding, victim.device_id, index, labels)
+        held = {
+            (AlertKind.FREQUENCY_CONFLICT, device.id, channel.index, kind)
+            for device in devices
+            if not device.online
+            for channel in device.channels
+            for kind in FINDING_KINDS
+        }
+        self._alerts.set_external(AlertKind.FREQUENCY_CONFLICT, active, held)
+
+    def _message(self, finding: Finding, device_id: str, index: int, labels: Mapping[str, str]) -> str:
+        who = self._alerts.channel_label(device_id, index)
+        sources = ", ".join(labels.get(source, source) for source in finding.sources)
+        if finding.kind == "intermod":
+            more = f" and {finding.count - 1} more" if finding.count > 1 else ""
+            return (
+                f"{who}: {finding.product.value} intermodulation of {sources} at {finding.product_mhz:.3f} MHz "
+                f"({finding.offset_khz:+g} kHz, guard {finding.guard_khz:g} kHz){more}"
+            )
+        if finding.kind == "spacing":
+            return f"{who}: {abs(finding.offset_khz):g} kHz from {sources} (needs {finding.guard_khz:g} kHz)"
+        if finding.kind == "exclusion":
+            return f"{who}: inside the excluded range {sources}"
+        return f"{who}: outside the tunable band {sources}"
+
+    # clean frequencies
+
+    def carrier_of_channel(self, device_id: str, index: int) -> Carrier:
+        for carrier in self._carriers:
+            if carrier.device_id == device_id and index in carrier.channels and not carrier.id.endswith("/2"):
+                return carrier
+        raise NotFoundError(f"{device_id} channel {index} has no frequency in the plan", device_id=device_id)
+
+    def band_for(self, carrier: Carrier, band: Band | None) -> Band:
+        found = band or carrier.band
+        if found is None:
+            raise ValidationError(
+                f"the tunable band of {carrier.label or carrier.id} is not known: give low_mhz and high_mhz",
+                carrier=carrier.id,
+            )
+        return found
+
+    def suggest_for(
+        self,
+        device_id: str,
+        index: int,
+        *,
+        band: Band | None = None,
+        within: tuple[float, float] | None = None,
+        step_khz: float | None = None,
+        count: int = 5,
+    ) -> tuple[Carrier, list[Candidate]]:
+        """Clean frequencies for one channel among every other carrier of the plan."""
+        self.refresh()
+        carrier = self.carrier_of_channel(device_id, index)
+        others = [c for c in self._carriers if c.id != carrier.id and c.id != f"{carrier.id}/2"]
+        chosen = self.band_for(carrier, band)
+        exclusions = [exclusion_of(entry) for entry in self.exclusions()]
+        try:
+            return carrier, suggest(
+                carrier, others, chosen, self.settings.plan, exclusions=exclusions, within=within,
+                step_khz=step_khz, count=count,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def coordinate_group(
+        self,
+        count: int,
+        band: Band,
+        *,
+        backups: int = 0,
+        family: str | None = None,
+        step_khz: float | None = None,
+        moving: Sequence[tuple[str, int]] = (),
+    ) -> Coordination:
+        """A compatible set of frequencies for a group around every carrier already in the plan, except the
+        carriers of the ``moving`` channels (those the group will retune)."""
+        self.refresh()
+        leaving = {self.carrier_of_channel(device_id, index).id for device_id, index in moving}
+        fixed = [c for c in self._carriers if c.id not in leaving and c.id.removesuffix("/2") not in leaving]
+        exclusions = [exclusion_of(entry) for entry in self.exclusions()]
+        try:
+            return coordinate(
+                count, fixed, band, self.settings.plan, backups=backups, family=family, exclusions=exclusions,
+                step_khz=step_khz,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+    # declared carriers and exclusions
+
+    async def declare(
+        self,
+        label: str,
+        frequency_mhz: float,
+        *,
+        source: Source | str,
+        bandwidth_khz: float = 0.0,
+        active: bool = True,
+        family: str | None = None,
+        carrier_id: int | None = None,
+    ) -> DeclaredCarrier:
+        """Add a declared carrier, or replace the one with ``carrier_id``."""
+        before = self.declared_carrier(carrier_id) if carrier_id is not None else None
+        entry = DeclaredCarrier(
+            id=carrier_id if carrier_id is not None else max(self._declared, default=0) + 1,
+            label=clean_text(label, "carrier label", max_length=100),
+            frequency_mhz=_frequency(frequency_mhz, "frequency_mhz"),
+            bandwidth_khz=_bandwidth(bandwidth_khz),
+            active=active,
+            family=clean_text(family, "family", max_length=40) if family else None,
+        )
+        self._declared[entry.id] = entry
+        self._db.submit(
+            "INSERT OR REPLACE INTO declared_carriers (id, label, frequency_mhz, bandwidth_khz, active, family) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (entry.id, entry.label, entry.frequency_mhz, entry.bandwidth_khz, int(entry.active), entry.family),
+        )
+        self._dirty = True
+        action = "frequency.carrier.update" if before else "frequency.carrier.create"
+        await self._committed(
+            source, action, f"frequency/carrier/{entry.id}", before.model_dump() if before else None, entry.model_dump()
+        )
+        return entry
+
+    def declared_carrier(self, carrier_id: int) -> DeclaredCarrier:
+        entry = self._declared.get(carrier_id)
+        if entry is None:
+            raise NotFoundError(f"no declared carrier {carrier_id}", carrier_id=carrier_id)
+        return entry
+
+    async def undeclare(self, carrier_id: int, *, source: Source | str) -> DeclaredCarrier:
+        entry = self.declared_carrier(carrier_id)
+        del self._declared[carrier_id]
+        self._db.submit("DELETE FROM declared_carriers WHERE id = ?", (carrier_id,))
+        self._dirty = True
+        await self._committed(source, "frequency.carrier.delete", f"frequency/carrier/{carrier_id}", entry.model_dump())
+        return entry
+
+    async def exclude(
+        self,
+        *,
+        source: Source | str,
+        label: str = "",
+        low_mhz: float | None = None,
+        high_mhz: float | None = None,
+        tv_grid: str | None = None,
+        tv_channel: int | None = None,
+        exclusion_id: int | None = None,
+    ) -> FrequencyExclusion:
+        """Add (or with ``exclusion_id`` replace) an exclusion: a TV channel of a grid, or a range."""
+        before = self.exclusion(exclusion_id) if exclusion_id is not None else None
+        if tv_grid is not None or tv_channel is not None:
+            if tv_grid is None or tv_channel is None or low_mhz is not None or high_mhz is not None:
+                raise ValidationError("an exclusion is either tv_grid + tv_channel, or low_mhz + high_mhz")
+            try:
+                made = Exclusion.tv(TvGrid(tv_grid), tv_channel, label=label.strip())
+            except ValueError as exc:
+                raise ValidationError(str(exc), tv_grid=tv_grid, tv_channel=tv_channel) from None
+            low, high, label = made.low_mhz, made.high_mhz, made.label
+        else:
+            if low_mhz is None or high_mhz is None:
+                raise ValidationError("an exclusion is either tv_grid + tv_channel, or low_mhz + high_mhz")
+            low, high = _frequency(low_mhz, "low_mhz"), _frequency(high_mhz, "high_mhz")
+            if high < low:
+                raise ValidationError("high_mhz is below low_mhz", low_mhz=low, high_mhz=high)
+            label = label.strip() or f"{low:g}-{high:g} MHz"
+        entry = FrequencyExclusion(
+            id=exclusion_id if exclusion_id is not None else max(self._exclusions, default=0) + 1,
+            label=clean_text(label, "exclusion label", max_length=100),
+            low_mhz=low,
+            high_mhz=high,
+            tv_grid=tv_grid,
+            tv_channel=tv_channel,
+        )
+        self._exclusions[entry.id] = entry
+        self._db.submit(
+            "INSERT OR REPLACE INTO frequency_exclusions (id, label, low_mhz, high_mhz, tv_grid, tv_channel) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (entry.id, entry.label, entry.low_mhz, entry.high_mhz, entry.tv_grid, entry.tv_channel),
+        )
+        self._dirty = self._excluded_changed = True
+        action = "frequency.exclusion.update" if before else "frequency.exclusion.create"
+        target = f"frequency/exclusion/{entry.id}"
+        await self._committed(source, action, target, before.model_dump() if before else None, entry.model_dump())
+        return entry
+
+    def exclusion(self, exclusion_id: int) -> FrequencyExclusion:
+        entry = self._exclusions.get(exclusion_id)
+        if entry is None:
+            raise NotFoundError(f"no exclusion {exclusion_id}", exclusion_id=exclusion_id)
+        return entry
+
+    async def unexclude(self, exclusion_id: int, *, source: Source | str) -> FrequencyExclusion:
+        entry = self.exclusion(exclusion_id)
+        del self._exclusions[exclusion_id]
+        self._db.submit("DELETE FROM frequency_exclusions WHERE id = ?", (exclusion_id,))
+        self._dirty = self._excluded_changed = True
+        target = f"frequency/exclusion/{exclusion_id}"
+        await self._committed(source, "frequency.exclusion.delete", target, entry.model_dump())
+        return entry
+
+
+def _frequency(value: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not LOWEST_MHZ <= value <= HIGHEST_MHZ:
+        raise ValidationError(f"{what} must be a number of MHz from {LOWEST_MHZ:g} to {HIGHEST_MHZ:g}", value=value)
+    return float(value)
+
+
+def _bandwidth(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100_000:
+        raise ValidationError("bandwidth_khz must be from 0 to 100000", value=value)
+    return float(value)

@@ -1,0 +1,406 @@
+"""REST API v1 for frequency coordination (#19): the live plan, clean frequencies, declared carriers and
+exclusions. Present only with a venue store (the plan's declared carriers and exclusions live there)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from hub.frequency import Band, Carrier
+from hub.model import Command, CommandKind
+from hub.store import DeclaredCarrier, FrequencyExclusion
+from hub.store.frequency import FrequencyPlan, finding_view
+from hub.web.api import COMMAND_STATUS, HUB_KEY, SOURCE, find_channel
+from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body
+from hub.web.schemas import CommandOutcome, Strict
+from hub.web.venue import NO_CONTENT, store_errors, venue
+
+MHZ = Field(ge=1.0, le=10_000.0, description="MHz")
+
+
+class BandView(Strict):
+    low_mhz: float
+    high_mhz: float
+    step_khz: float
+
+
+class CarrierView(Strict):
+    id: str = Field(description="<device_id>:<index>[+<index>...][/2] or declared:<n>")
+    label: str
+    frequency_mhz: float
+    state: Literal["active", "planned"]
+    bandwidth_khz: float
+    family: str | None
+    device_id: str | None
+    channels: list[int]
+    declared_id: int | None
+    band: BandView | None
+
+
+class FindingView(Strict):
+    kind: Literal["intermod", "spacing", "exclusion", "out_of_band"]
+    product: str = Field(description="2f1-f2 | f1+f2-f3 | 3f1-2f2 | 4f1-3f2 | spacing | exclusion | out_of_band")
+    order: int | None
+    severity: Literal["alert", "warning"] = Field(description="alert: every carrier involved is on air")
+    victim: str
+    victim_label: str
+    sources: list[str]
+    source_labels: list[str]
+    product_mhz: float | None
+    offset_khz: float = Field(description="product (or other carrier) minus victim")
+    guard_khz: float
+    count: int = Field(description="products of this kind and severity reaching the victim; this is the closest")
+
+
+class FrequencyPlanView(Strict):
+    carriers: list[CarrierView]
+    findings: list[FindingView]
+    declared: list[DeclaredCarrier]
+    exclusions: list[FrequencyExclusion]
+    alerts: int
+    warnings: int
+    checked_at: float | None
+    settings: dict[str, Any]
+
+
+class SuggestBody(Strict):
+    channel: str = Field(min_length=3, max_length=200, description="'<device_id>:<index>'")
+    low_mhz: float | None = Field(default=None, ge=1.0, le=10_000.0, description="the band, if the device's is unknown")
+    high_mhz: float | None = Field(default=None, ge=1.0, le=10_000.0)
+    step_khz: float | None = Field(default=None, ge=1.0, le=10_000.0, description="tuning step; default the band's")
+    range_low_mhz: float | None = Field(default=None, ge=1.0, le=10_000.0, description="search only from here")
+    range_high_mhz: float | None = Field(default=None, ge=1.0, le=10_000.0, description="search only up to here")
+    count: int = Field(default=5, ge=1, le=50)
+    apply: bool = Field(default=False, description="tune the channel to the best frequency (as a command)")
+
+
+class CandidateView(Strict):
+    frequency_mhz: float
+    margin_khz: float = Field(description="room beyond every guard to the nearest problem")
+
+
+class SuggestView(Strict):
+    channel: str
+    current_mhz: float
+    band: BandView
+    candidates: list[CandidateView]
+    applied: CommandOutcome | None = None
+
+
+class CoordinateBody(Strict):
+    count: int | None = Field(default=None, ge=1, le=48, description="default: one per channel given")
+    channels: list[str] = Field(
+        default_factory=list, max_length=48, description="'<device_id>:<index>' to retune: the group itself"
+    )
+    apply: bool = Field(default=False, description="tune each channel to its frequency (as commands)")
+    backups: int = Field(default=0, ge=0, le=47)
+    low_mhz: float = MHZ
+    high_mhz: float = MHZ
+    step_khz: float = Field(default=25.0, ge=1.0, le=10_000.0)
+    family: str | None = Field(default=None, max_length=40, description="selects the guard bands")
+
+
+class ChannelTuning(Strict):
+    channel: str
+    frequency_mhz: float
+    outcome: CommandOutcome | None = Field(default=None, description="with apply: the command's outcome")
+
+
+class CoordinationView(Strict):
+    frequencies: list[CandidateView]
+    backups: list[CandidateView]
+    band: BandView
+    fixed_carriers: int
+    notes: list[str]
+    plan: list[ChannelTuning] = Field(default_factory=list, description="the channels given, each with its frequency")
+
+
+class DeclaredCarrierBody(Strict):
+    label: str = Field(min_length=1, max_length=100)
+    frequency_mhz: float = MHZ
+    bandwidth_khz: float = Field(default=0.0, ge=0.0, le=100_000.0)
+    active: bool = True
+    family: str | None = Field(default=None, max_length=40)
+
+
+class ExclusionBody(Strict):
+    label: str = Field(default="", max_length=100)
+    low_mhz: float | None = Field(default=None, ge=1.0, le=10_000.0)
+    high_mhz: float | None = Field(default=None, ge=1.0, le=10_000.0)
+    tv_grid: Literal["us", "eu"] | None = Field(default=None, description="us: 6 MHz from ch 14; eu: 8 MHz from ch 21")
+    tv_channel: int | None = Field(default=None, ge=1, le=100)
+
+
+class DeclaredCarrierList(Strict):
+    items: list[DeclaredCarrier]
+
+
+class ExclusionList(Strict):
+    items: list[FrequencyExclusion]
+
+
+def _band_view(band: Band) -> BandView:
+    return BandView(low_mhz=band.low_mhz, high_mhz=band.high_mhz, step_khz=band.step_khz)
+
+
+def _carrier_view(carrier: Carrier) -> CarrierView:
+    return CarrierView(
+        id=carrier.id,
+        label=carrier.label or carrier.id,
+        frequency_mhz=carrier.frequency_mhz,
+        state=carrier.state.value,
+        bandwidth_khz=carrier.bandwidth_khz,
+        family=carrier.family,
+        device_id=carrier.device_id,
+        channels=list(carrier.channels),
+        declared_id=carrier.declared_id,
+        band=_band_view(carrier.band) if carrier.band else None,
+    )
+
+
+def _band(low: float | None, high: float | None, step: float | None) -> Band | None:
+    if low is None and high is None:
+        return None
+    if low is None or high is None or high <= low:
+        raise ApiError(422, "invalid_body", "give both low_mhz and high_mhz, low below high")
+    return Band(low, high, step or 25.0)
+
+
+async def frequency_plan(request: web.Request) -> web.Response:
+    plan = venue(request).frequency
+    plan.refresh()
+    labels = plan.labels()
+    findings = plan.findings
+    alerts = sum(1 for finding in findings if finding.severity == "alert")
+    return json_response(
+        FrequencyPlanView(
+            carriers=[_carrier_view(carrier) for carrier in plan.carriers],
+            findings=[FindingView.model_validate(finding_view(finding, labels)) for finding in findings],
+            declared=plan.declared(),
+            exclusions=plan.exclusions(),
+            alerts=alerts,
+            warnings=len(findings) - alerts,
+            checked_at=plan.checked_at,
+            settings=plan.settings.plan.describe(),
+        )
+    )
+
+
+@store_errors
+async def suggest_frequency(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    body = await parse_body(request, SuggestBody)
+    device, channel = find_channel(hub, body.channel)
+    within = None
+    if body.range_low_mhz is not None or body.range_high_mhz is not None:
+        if body.range_low_mhz is None or body.range_high_mhz is None:
+            raise ApiError(422, "invalid_body", "give both range_low_mhz and range_high_mhz")
+        within = (body.range_low_mhz, body.range_high_mhz)
+    plan = venue(request).frequency
+    band = _band(body.low_mhz, body.high_mhz, body.step_khz)
+    carrier, candidates = plan.suggest_for(
+        device.id, channel.index, band=band, within=within, step_khz=body.step_khz, count=body.count
+    )
+    view = SuggestView(
+        channel=body.channel,
+        current_mhz=carrier.frequency_mhz,
+        band=_band_view(plan.band_for(carrier, band)),
+        candidates=[CandidateView(frequency_mhz=c.frequency_mhz, margin_khz=c.margin_khz) for c in candidates],
+    )
+    if body.apply:
+        if not candidates:
+            raise ApiError(409, "no_clean_frequency", "no clean frequency in the band", view.model_dump(mode="json"))
+        command = Command(
+            device_id=device.id, channel=channel.index, kind=CommandKind.FREQUENCY, value=candidates[0].frequency_mhz
+        )
+        result = await hub.apply(command, SOURCE)
+        view.applied = CommandOutcome(ok=result.ok, value=result.value, error=result.error, code=result.code)
+        if not result.ok:
+            code = result.code or "failed"
+            status = COMMAND_STATUS.get(code, 502)
+            raise ApiError(status, code, result.error or "the command failed", view.model_dump(mode="json"))
+    return json_response(view)
+
+
+@store_errors
+async def coordinate_group(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    body = await parse_body(request, CoordinateBody)
+    band = _band(body.low_mhz, body.high_mhz, body.step_khz)
+    assert band is not None
+    channels = [find_channel(hub, reference) for reference in body.channels]
+    if len({(device.id, channel.index) for device, channel in channels}) < len(channels):
+        raise ApiError(422, "invalid_body", "a channel is given twice")
+    count = body.count or len(channels)
+    if not count or (channels and count != len(channels)):
+        raise ApiError(422, "invalid_body", "give count, or the channels to retune (count is then their number)")
+    if body.apply and not channels:
+        raise ApiError(422, "invalid_body", "apply needs the channels to tune")
+    result = venue(request).frequency.coordinate_group(
+        count,
+        band,
+        backups=body.backups,
+        family=body.family,
+        step_khz=body.step_khz,
+        moving=[(device.id, channel.index) for device, channel in channels],
+    )
+    plan = [
+        ChannelTuning(channel=reference, frequency_mhz=candidate.frequency_mhz)
+        for reference, candidate in zip(body.channels, result.frequencies, strict=False)
+    ]
+    if body.apply:
+        if len(plan) < len(channels):
+            raise ApiError(409, "no_clean_frequency", "the band does not hold a frequency for every channel")
+        for tuning, (device, channel) in zip(plan, channels, strict=True):
+            command = Command(
+                device_id=device.id, channel=channel.index, kind=CommandKind.FREQUENCY, value=tuning.frequency_mhz
+            )
+            outcome = await hub.apply(command, SOURCE)
+            tuning.outcome = CommandOutcome(ok=outcome.ok, value=outcome.value, error=outcome.error, code=outcome.code)
+    return json_response(
+        CoordinationView(
+            frequencies=[
+                CandidateView(frequency_mhz=c.frequency_mhz, margin_khz=c.margin_khz) for c in result.frequencies
+            ],
+            backups=[CandidateView(frequency_mhz=c.frequency_mhz, margin_khz=c.margin_khz) for c in result.backups],
+            band=_band_view(result.band),
+            fixed_carriers=result.fixed,
+            notes=result.notes,
+            plan=plan,
+        )
+    )
+
+
+def _number(request: web.Request, name: str) -> int:
+    return int(request.match_info[name])
+
+
+async def _declare(request: web.Request, carrier_id: int | None) -> DeclaredCarrier:
+    body = await parse_body(request, DeclaredCarrierBody)
+    plan = venue(request).frequency
+    if carrier_id is not None:
+        plan.declared_carrier(carrier_id)
+    return await plan.declare(
+        body.label,
+        body.frequency_mhz,
+        source=SOURCE,
+        bandwidth_khz=body.bandwidth_khz,
+        active=body.active,
+        family=body.family,
+        carrier_id=carrier_id,
+    )
+
+
+async def _exclude(request: web.Request, exclusion_id: int | None) -> FrequencyExclusion:
+    body = await parse_body(request, ExclusionBody)
+    plan = venue(request).frequency
+    if exclusion_id is not None:
+        plan.exclusion(exclusion_id)
+    return await plan.exclude(
+        source=SOURCE,
+        label=body.label,
+        low_mhz=body.low_mhz,
+        high_mhz=body.high_mhz,
+        tv_grid=body.tv_grid,
+        tv_channel=body.tv_channel,
+        exclusion_id=exclusion_id,
+    )
+
+
+_WRITE_ERRORS: Final = (400, 404, 409, 422)
+
+
+@dataclass(frozen=True)
+class _Collection:
+    """One stored list of the plan (declared carriers, exclusions) as list/get/create/replace/delete handlers."""
+
+    name: str
+    key: str  # the path parameter
+    items: Callable[[FrequencyPlan], Sequence[BaseModel]]
+    item_list: type[BaseModel]
+    one: Callable[[FrequencyPlan, int], BaseModel]
+    save: Callable[[web.Request, int | None], Awaitable[BaseModel]]
+    remove: Callable[[FrequencyPlan, int], Awaitable[BaseModel]]
+
+    def handlers(self) -> tuple[Handler, Handler, Handler, Handler, Handler]:
+        async def listing(request: web.Request) -> web.Response:
+            return json_response(self.item_list(items=list(self.items(venue(request).frequency))))
+
+        async def getting(request: web.Request) -> web.Response:
+            return json_response(self.one(venue(request).frequency, _number(request, self.key)))
+
+        async def creating(request: web.Request) -> web.Response:
+            return json_response(await self.save(request, None), 201)
+
+        async def replacing(request: web.Request) -> web.Response:
+            return json_response(await self.save(request, _number(request, self.key)))
+
+        async def deleting(request: web.Request) -> web.Response:
+            await self.remove(venue(request).frequency, _number(request, self.key))
+            return web.Response(status=NO_CONTENT)
+
+        made = (listing, getting, creating, replacing, deleting)
+        for handler, verb in zip(made, ("list", "get", "create", "replace", "delete"), strict=True):
+            handler.__name__ = f"{verb}_{self.name}"  # the OpenAPI operationId
+        return (listing, *(store_errors(handler) for handler in made[1:]))  # type: ignore[return-value]
+
+    def operations(
+        self, path: str, one: str, summary: str, body: type[BaseModel], response: type[BaseModel]
+    ) -> tuple[Operation, ...]:
+        listing, getting, creating, replacing, deleting = self.handlers()
+        item = rf"{path}/{{{self.key}:\d+}}"
+        param = {self.key: f"the id of {one}"}
+        return (
+            Operation("GET", path, listing, summary, "frequency", response=self.item_list),
+            Operation("POST", path, creating, f"Add {one}", "frequency", write=True, body=body,
+                      response=response, status=201, errors=_WRITE_ERRORS),
+            Operation("GET", item, getting, f"Get {one}", "frequency", response=response,
+                      errors=(404,), path_params=param),
+            Operation("PUT", item, replacing, f"Replace {one}", "frequency", write=True, body=body,
+                      response=response, errors=_WRITE_ERRORS, path_params=param),
+            Operation("DELETE", item, deleting, f"Remove {one}", "frequency", write=True, status=204,
+                      errors=(404,), path_params=param),
+        )  # fmt: skip
+
+
+_DECLARED = _Collection(
+    "declared_carrier",
+    "carrier_id",
+    FrequencyPlan.declared,
+    DeclaredCarrierList,
+    FrequencyPlan.declared_carrier,
+    _declare,
+    lambda plan, carrier_id: plan.undeclare(carrier_id, source=SOURCE),
+)
+_EXCLUSIONS = _Collection(
+    "exclusion",
+    "exclusion_id",
+    FrequencyPlan.exclusions,
+    ExclusionList,
+    FrequencyPlan.exclusion,
+    _exclude,
+    lambda plan, exclusion_id: plan.unexclude(exclusion_id, source=SOURCE),
+)
+
+
+_PLAN = "/api/v1/frequency-plan"
+
+FREQUENCY_OPERATIONS: Final = (
+    Operation("GET", _PLAN, frequency_plan, "The live frequency plan: carriers, findings, settings", "frequency",
+              response=FrequencyPlanView),
+    Operation("POST", f"{_PLAN}/suggest", suggest_frequency,
+              "Clean frequencies for one channel (with apply: tune it to the best, as a command)", "frequency",
+              write=True, body=SuggestBody, response=SuggestView,
+              errors=(400, 404, 409, 422, 429, 502, 503, 504)),
+    Operation("POST", f"{_PLAN}/coordinate", coordinate_group,
+              "A compatible set of frequencies (with backups) for a group, around the plan", "frequency",
+              write=True, body=CoordinateBody, response=CoordinationView, errors=(400, 404, 409, 422)),
+    *_DECLARED.operations(f"{_PLAN}/carriers", "a declared carrier", "Declared carriers (gear the hub cannot see)",
+                          DeclaredCarrierBody, DeclaredCarrier),
+    *_EXCLUSIONS.operations(f"{_PLAN}/exclusions", "an exclusion", "Exclusions: occupied TV channels and ranges",
+                            ExclusionBody, FrequencyExclusion),
+)  # fmt: skip

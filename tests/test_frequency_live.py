@@ -1,0 +1,161 @@
+"""The must-show of issue 19, end to end: the hand-worked example of docs/frequency-coordination.md on
+simulated Shure receivers (real protocol over loopback), the hub's live plan, a real Mosquitto and REST.
+
+Three carriers 400 kHz apart: 2 x 518.200 - 518.600 = 517.800 MHz lands on the third receiver, and
+2 x 518.200 - 517.800 = 518.600 MHz lands back on the second. The hub raises frequency-conflict alerts
+(MQTT and REST), suggests a clean frequency for the third receiver, tunes it there through the command path
+(token, audit, the receiver's confirmation), and both alerts clear."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from wmhub_shure.simulator import ShureSimulator
+
+from hub.app import Hub
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.plugins import PluginHost
+from hub.store import AlertSettings, Persistence
+from hub.store.testing import quick_settings
+from hub.testing import eventually
+from tests.mosquitto import MqttProbe, TestBroker
+
+TOKEN = "frequency-token-for-the-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+A_MHZ, B_MHZ, C_MHZ = 518.200, 518.600, 517.800
+ALERTS = "wmhub/hubs/rf/alerts"
+
+
+def conflict_event(action: str, device_id: str) -> Any:
+    def matches(event: dict[str, Any]) -> bool:
+        alert = event["alert"]
+        return event["action"] == action and alert["kind"] == "frequency_conflict" and alert["device_id"] == device_id
+
+    return matches
+
+
+async def test_an_intermod_hit_is_alerted_suggested_away_and_cleared(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    config = HubConfig(
+        hub_id="rf",
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url=mqtt_broker.url),
+        http=HttpSettings(port=0, token=TOKEN),
+        discovery=DiscoverySettings(enabled=False),
+        meter_rate_ms=500,
+    )
+    plugins = PluginHost()
+    plugins.load_entry_points(only="shure")
+    hub = Hub(config, plugins)
+    alerts = AlertSettings(frequency_for_s=0.3, clear_after_s=0.3)
+    hub.persistence = await Persistence.open(tmp_path, hub.store, settings=quick_settings(tick_s=0.1, alerts=alerts))
+    async with (
+        ShureSimulator("ulxd4d", seed=3) as pair,
+        ShureSimulator("ulxd4", seed=4) as third,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        pair.set_channel(1, frequency_mhz=A_MHZ)
+        pair.set_channel(2, frequency_mhz=B_MHZ)
+        third.set_channel(1, frequency_mhz=C_MHZ)
+        await probe.subscribe(f"{ALERTS}/#")
+        await probe.subscribe("wmhub/hubs/rf/frequency_plan")
+        await probe.subscribe("homeassistant/device/wmhub_hub_rf/config")
+        async with hub, aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as http:
+            await hub.add_device(pair.url, source="test")
+            await hub.add_device(third.url, source="test")
+
+            def device_at(port: int) -> str | None:
+                return next((d.id for d in hub.store.devices.values() if d.port == port and d.channels), None)
+
+            pair_id = await eventually(lambda: device_at(pair.port), 10, "the two-channel receiver")
+            third_id = await eventually(lambda: device_at(third.port), 10, "the one-channel receiver")
+
+            # MQTT: the alert on the victim, the retained plan summary, Home Assistant's sensor
+            raised = await probe.json(f"{ALERTS}/event", conflict_event("raised", third_id), timeout=15)
+            assert raised["alert"]["detail"] == "intermod" and raised["alert"]["channel"] == 1
+            assert "517.800 MHz" in raised["alert"]["message"] and "2f1-f2" in raised["alert"]["message"]
+            await probe.json(f"{ALERTS}/event", conflict_event("raised", pair_id), timeout=15)
+            summary = await probe.json("wmhub/hubs/rf/frequency_plan", lambda plan: plan["conflict"], timeout=10)
+            [hit] = [f for f in summary["findings"] if f["victim"] == f"{third_id}:1"]
+            assert (hit["product"], hit["sources"], hit["product_mhz"], hit["offset_khz"]) == (
+                "2f1-f2",
+                [f"{pair_id}:1", f"{pair_id}:2"],
+                C_MHZ,
+                0.0,
+            )
+            hub_device = await probe.json("homeassistant/device/wmhub_hub_rf/config")
+            sensor = hub_device["components"]["frequency_conflicts"]
+            assert hub_device["device"]["identifiers"] == ["wmhub_hub_rf"] and sensor["device_class"] == "problem"
+            assert sensor["state_topic"] == "wmhub/hubs/rf/frequency_plan" and sensor["platform"] == "binary_sensor"
+
+            # REST: the same findings and the open alerts
+            async with http.get("/api/v1/frequency-plan") as response:
+                plan = await response.json()
+            victims = {(f["victim"], f["product"], f["severity"]) for f in plan["findings"]}
+            assert {(f"{third_id}:1", "2f1-f2", "alert"), (f"{pair_id}:2", "2f1-f2", "alert")} <= victims
+            async with http.get("/api/v1/alerts") as response:
+                open_alerts = (await response.json())["items"]
+            assert {(a["device_id"], a["kind"]) for a in open_alerts} >= {
+                (third_id, "frequency_conflict"),
+                (pair_id, "frequency_conflict"),
+            }
+
+            # a suggestion, applied through the command path (token, audit, the receiver's confirmation)
+            body = {"channel": f"{third_id}:1", "low_mhz": 510.0, "high_mhz": 530.0, "step_khz": 25, "apply": True}
+            async with http.post("/api/v1/frequency-plan/suggest", json=body) as response:
+                assert response.status == 401, "tuning a receiver needs the token"
+            async with http.post("/api/v1/frequency-plan/suggest", json=body, headers=AUTH) as response:
+                suggestion = await response.json()
+                assert response.status == 200, suggestion
+            best = suggestion["candidates"][0]["frequency_mhz"]
+            assert suggestion["applied"]["ok"] and suggestion["current_mhz"] == C_MHZ
+            assert third.channels[1].values["frequency_mhz"] == best, "the receiver itself was retuned"
+
+            await probe.json(f"{ALERTS}/event", conflict_event("cleared", third_id), timeout=15)
+            await probe.json(f"{ALERTS}/event", conflict_event("cleared", pair_id), timeout=15)
+            await probe.json("wmhub/hubs/rf/frequency_plan", lambda plan: not plan["conflict"], timeout=10)
+            async with http.get("/api/v1/frequency-plan") as response:
+                assert [f for f in (await response.json())["findings"] if f["severity"] == "alert"] == []
+            async with http.get("/api/v1/audit", params={"target": third_id}) as response:
+                actions = [entry["action"] for entry in (await response.json())["items"]]
+            assert "command.frequency" in actions, actions
+    await hub.persistence.close()
+
+
+async def test_a_group_is_coordinated_and_tuned_on_the_receivers(tmp_path: Path) -> None:
+    config = HubConfig(
+        hub_id="rf",
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url="off"),
+        http=HttpSettings(port=0, token=TOKEN),
+        discovery=DiscoverySettings(enabled=False),
+    )
+    plugins = PluginHost()
+    plugins.load_entry_points(only="shure")
+    async with ShureSimulator("ulxd4q", seed=5) as quad, Hub(config, plugins) as hub:
+        for index in range(1, 5):  # all four on one frequency: a spacing problem each
+            quad.set_channel(index, frequency_mhz=500.0)
+        await hub.add_device(quad.url, source="test")
+        device_id = await eventually(lambda: next(iter(hub.store.devices), None), 10, "the receiver")
+        await eventually(lambda: len(hub.store.devices[device_id].channels) == 4, 10, "its channels")
+        channels = [f"{device_id}:{index}" for index in range(1, 5)]
+        body = {"channels": channels, "low_mhz": 490.0, "high_mhz": 510.0, "backups": 1, "apply": True}
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}", headers=AUTH) as http:
+            async with http.post("/api/v1/frequency-plan/coordinate", json=body) as response:
+                result = await response.json()
+                assert response.status == 200, result
+            assert all(tuning["outcome"]["ok"] for tuning in result["plan"]), result["plan"]
+            wanted = {index: t["frequency_mhz"] for index, t in enumerate(result["plan"], start=1)}
+            assert {i: quad.channels[i].values["frequency_mhz"] for i in range(1, 5)} == wanted
+            assert len(set(wanted.values())) == 4 and len(result["backups"]) == 1
+
+            async def findings() -> list[Any]:
+                async with http.get("/api/v1/frequency-plan") as answer:
+                    return list((await answer.json())["findings"])
+
+            deadline = asyncio.get_running_loop().time() + 10
+            while await findings():  # the plan follows the receivers' confirmed frequencies
+                assert asyncio.get_running_loop().time() < deadline, await findings()
+                await asyncio.sleep(0.1)

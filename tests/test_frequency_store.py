@@ -1,0 +1,311 @@
+"""The live frequency plan in the store and on REST: carriers from the state store and the venue database,
+alerts through the alert lifecycle, declared carriers and exclusions (stored, audited), hostile requests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hub.app import Hub, frequency_settings
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings, load_config
+from hub.frequency import Band, CarrierState, Profile
+from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device, NumberLimits
+from hub.plugins import PluginHost
+from hub.store import AlertKind, Persistence, SimulatedClock
+from hub.store.frequency import FrequencySettings, carriers_of
+from hub.store.testing import open_simulated, put_receiver
+
+TOKEN = "plan-token-for-the-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PLAN = "/api/v1/frequency-plan"
+
+
+@dataclass
+class Rig:
+    hub: Hub
+    store: Persistence
+    clock: SimulatedClock
+    http: aiohttp.ClientSession
+
+    def tick(self, seconds: float = 3.0, steps: int = 3) -> None:
+        for _ in range(steps):
+            self.clock.advance(seconds / steps)
+            self.store.step()
+
+    def tune(self, device_id: str, index: int, mhz: float, **fields: Any) -> None:
+        self.hub.store.update_channel(device_id, index, {"frequency_mhz": mhz, **fields})
+
+    def conflicts(self) -> set[tuple[str, int | None, str]]:
+        return {
+            (alert.device_id, alert.channel, alert.detail)
+            for alert in self.store.alerts.open_alerts()
+            if alert.kind is AlertKind.FREQUENCY_CONFLICT
+        }
+
+    async def call(self, method: str, path: str, expect: int, **kwargs: Any) -> Any:
+        async with self.http.request(method, path, headers=AUTH, **kwargs) as response:
+            body = await response.json() if response.status != 204 else None
+            assert response.status == expect, body
+            return body
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    config = HubConfig(
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url="off"),
+        discovery=DiscoverySettings(enabled=False),
+        http=HttpSettings(port=0, token=TOKEN),
+    )
+    clock = SimulatedClock(start=time.time())
+    hub = Hub(config, PluginHost())
+    store = await open_simulated(tmp_path, hub.store, clock)
+    hub.persistence = store
+    put_receiver(hub.store, "shure-rx", channels=3, frequency_mhz=600.0)
+    try:
+        async with hub, aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as session:
+            yield Rig(hub, store, clock, session)
+    finally:
+        await store.close()
+
+
+async def test_a_conflict_is_raised_after_its_debounce_and_cleared_when_retuned(rig: Rig) -> None:
+    rig.tune("shure-rx", 1, 518.2)
+    rig.tune("shure-rx", 2, 518.6)
+    rig.tune("shure-rx", 3, 517.8)
+    rig.store.step()
+    assert rig.conflicts() == set(), "not before the conflict held for frequency_for_s"
+    rig.tick()
+    assert rig.conflicts() == {("shure-rx", 3, "intermod"), ("shure-rx", 2, "intermod")}
+    [alert] = [a for a in rig.store.alerts.open_alerts() if a.channel == 3]
+    assert "2f1-f2" in alert.message and "shure-rx ch 1" in alert.message and "517.800 MHz" in alert.message
+    rig.tune("shure-rx", 3, 521.0)
+    rig.tick(10, 4)
+    assert rig.conflicts() == set()
+
+
+async def test_a_planned_carrier_makes_a_warning_not_an_alert(rig: Rig) -> None:
+    rig.tune("shure-rx", 1, 518.2)
+    rig.tune("shure-rx", 2, 518.6)
+    rig.tune("shure-rx", 3, 517.8, tx_present=False)
+    rig.tick()
+    assert rig.conflicts() == set()
+    plan = await rig.call("GET", PLAN, 200)
+    assert {f["severity"] for f in plan["findings"]} == {"warning"}
+    assert {c["state"] for c in plan["carriers"] if c["id"] == "shure-rx:3"} == {"planned"}
+    rig.hub.store.update_channel("shure-rx", 3, {"tx_present": True})  # switched on: now it is on air
+    rig.tick()
+    assert ("shure-rx", 3, "intermod") in rig.conflicts()
+
+
+async def test_an_offline_victim_keeps_its_alert_until_it_reports_again(rig: Rig) -> None:
+    rig.tune("shure-rx", 1, 518.2)
+    rig.tune("shure-rx", 2, 518.6)
+    rig.tune("shure-rx", 3, 517.8)
+    rig.tick()
+    rig.hub.store.set_online("shure-rx", False)
+    rig.tick(30, 6)
+    assert ("shure-rx", 3, "intermod") in rig.conflicts(), "no news is not good news"
+
+
+async def test_declared_carriers_count_and_are_stored(rig: Rig) -> None:
+    rig.tune("shure-rx", 1, 518.2)
+    rig.tune("shure-rx", 2, 530.0)
+    rig.tune("shure-rx", 3, 540.0)
+    iem = await rig.call("POST", f"{PLAN}/carriers", 201, json={"label": "IEM 1", "frequency_mhz": 518.6})
+    assert iem["id"] == 1 and iem["active"] is True
+    # 2 x 518.2 - 518.6 = 517.8: a second declared carrier, planned, there
+    spare = {"label": "Spare", "frequency_mhz": 517.8, "active": False, "family": "ew-g4"}
+    await rig.call("POST", f"{PLAN}/carriers", 201, json=spare)
+    rig.tick()
+    plan = await rig.call("GET", PLAN, 200)
+    [hit] = [f for f in plan["findings"] if f["victim"] == "declared:2" and f["product"] == "2f1-f2"]
+    assert hit["severity"] == "warning" and hit["sources"] == ["shure-rx:1", "declared:1"]
+    assert hit["guard_khz"] == 150.0, "the declared family's guard (ew-g4: 1.5 x the profile's 100 kHz)"
+    assert hit["source_labels"] == ["shure-rx ch 1", "IEM 1"]
+    moved = {"label": "IEM 1", "frequency_mhz": 519.0}
+    assert (await rig.call("PUT", f"{PLAN}/carriers/1", 200, json=moved))["frequency_mhz"] == 519.0
+    assert (await rig.call("GET", f"{PLAN}/carriers/1", 200))["label"] == "IEM 1"
+    await rig.call("DELETE", f"{PLAN}/carriers/2", 204)
+    await rig.call("GET", f"{PLAN}/carriers/2", 404)
+    await rig.call("DELETE", f"{PLAN}/carriers/2", 404)
+    await rig.call("PUT", f"{PLAN}/carriers/2", 404, json=moved)
+    assert [c["id"] for c in (await rig.call("GET", f"{PLAN}/carriers", 200))["items"]] == [1]
+    audit = await rig.call("GET", "/api/v1/audit", 200, params={"target": "frequency/carrier/1"})
+    assert [entry["action"] for entry in audit["items"]] == ["frequency.carrier.update", "frequency.carrier.create"]
+    await rig.store.db.sync()
+    rows = await rig.store.db.fetchall("SELECT id, label, frequency_mhz, active FROM declared_carriers")
+    assert [tuple(row) for row in rows] == [(1, "IEM 1", 519.0, 1)], "in the venue database"
+
+
+async def test_exclusions_tv_channels_and_ranges(rig: Rig) -> None:
+    rig.tune("shure-rx", 1, 474.0)  # EU channel 21
+    rig.tune("shure-rx", 2, 600.2)
+    rig.tune("shure-rx", 3, 650.0)
+    tv = await rig.call("POST", f"{PLAN}/exclusions", 201, json={"tv_grid": "eu", "tv_channel": 21})
+    assert (tv["low_mhz"], tv["high_mhz"], tv["label"]) == (470.0, 478.0, "TV EU ch 21")
+    talkback = {"label": "talkback", "low_mhz": 600.0, "high_mhz": 600.5}
+    await rig.call("POST", f"{PLAN}/exclusions", 201, json=talkback)
+    rig.tick()
+    assert rig.conflicts() == {("shure-rx", 1, "exclusion"), ("shure-rx", 2, "exclusion")}
+    await rig.call("PUT", f"{PLAN}/exclusions/2", 200, json={"label": "talkback", "low_mhz": 610.0, "high_mhz": 611.0})
+    await rig.call("DELETE", f"{PLAN}/exclusions/1", 204)
+    rig.tick(10, 4)
+    assert rig.conflicts() == set()
+    assert [e["label"] for e in (await rig.call("GET", f"{PLAN}/exclusions", 200))["items"]] == ["talkback"]
+
+
+BAD_BODIES = [
+    ("exclusions", {"tv_grid": "us", "tv_channel": 13}),  # below the US UHF grid
+    ("exclusions", {"tv_grid": "eu"}),
+    ("exclusions", {"tv_grid": "eu", "tv_channel": 21, "low_mhz": 470.0, "high_mhz": 478.0}),
+    ("exclusions", {"low_mhz": 480.0}),
+    ("exclusions", {"low_mhz": 490.0, "high_mhz": 480.0}),
+    ("exclusions", {"low_mhz": 0.5, "high_mhz": 480.0}),
+    ("exclusions", {"tv_grid": "jp", "tv_channel": 21}),
+    ("exclusions", {"label": "x" * 101, "low_mhz": 480.0, "high_mhz": 481.0}),
+    ("exclusions", {"label": "bell\u0007", "low_mhz": 480.0, "high_mhz": 481.0}),
+    ("carriers", {"label": "", "frequency_mhz": 500.0}),
+    ("carriers", {"label": "x", "frequency_mhz": 0}),
+    ("carriers", {"label": "x", "frequency_mhz": "500"}),
+    ("carriers", {"label": "x", "frequency_mhz": 1e12}),
+    ("carriers", {"label": "x", "frequency_mhz": 500.0, "bandwidth_khz": -1}),
+    ("carriers", {"label": "x", "frequency_mhz": 500.0, "surprise": 1}),
+]
+
+
+@pytest.mark.parametrize(("collection", "body"), BAD_BODIES)
+async def test_a_bad_exclusion_or_carrier_is_refused_and_nothing_stored(
+    rig: Rig, collection: str, body: dict[str, Any]
+) -> None:
+    await rig.call("POST", f"{PLAN}/{collection}", 422, json=body)
+    assert rig.store.frequency.exclusions() == [] and rig.store.frequency.declared() == []
+
+
+async def test_suggest_and_coordinate(rig: Rig) -> None:
+    rig.tune("shure-rx", 1, 518.2)
+    rig.tune("shure-rx", 2, 518.6)
+    rig.tune("shure-rx", 3, 517.8)
+    rig.tick()
+    refused = await rig.call("POST", f"{PLAN}/suggest", 422, json={"channel": "shure-rx:3"})
+    assert "low_mhz and high_mhz" in refused["error"], "no band known: the request must give one"
+    body = {"channel": "shure-rx:3", "low_mhz": 516.0, "high_mhz": 520.0, "range_low_mhz": 519.0,
+            "range_high_mhz": 520.0, "count": 3}  # fmt: skip
+    found = await rig.call("POST", f"{PLAN}/suggest", 200, json=body)
+    assert found["current_mhz"] == 517.8 and len(found["candidates"]) == 3 and found["applied"] is None
+    assert all(519.0 <= c["frequency_mhz"] <= 520.0 and c["margin_khz"] >= 0 for c in found["candidates"])
+    await rig.call("POST", f"{PLAN}/suggest", 404, json={"channel": "nobody:1", "low_mhz": 510.0, "high_mhz": 520.0})
+    await rig.call("POST", f"{PLAN}/suggest", 422, json={"channel": "shure-rx:3", "low_mhz": 510.0})
+    tiny = {"channel": "shure-rx:3", "low_mhz": 518.1, "high_mhz": 518.7, "apply": True}
+    nothing = await rig.call("POST", f"{PLAN}/suggest", 409, json=tiny)
+    assert nothing["code"] == "no_clean_frequency"
+    applied = {"channel": "shure-rx:3", "low_mhz": 516.0, "high_mhz": 520.0, "apply": True}
+    failed = await rig.call("POST", f"{PLAN}/suggest", 503, json=applied)
+    assert failed["details"]["applied"]["ok"] is False, "no driver runs this receiver: the command says so"
+    group = await rig.call(
+        "POST", f"{PLAN}/coordinate", 200, json={"count": 4, "backups": 1, "low_mhz": 510.0, "high_mhz": 526.0}
+    )
+    assert len(group["frequencies"]) == 4 and len(group["backups"]) == 1 and group["fixed_carriers"] == 3
+    await rig.call("POST", f"{PLAN}/coordinate", 422, json={"count": 40, "low_mhz": 470.0, "high_mhz": 9000.0})
+    band = {"low_mhz": 510.0, "high_mhz": 526.0}
+    regroup = {"channels": ["shure-rx:2", "shure-rx:3"], "apply": True, **band}
+    tuned = await rig.call("POST", f"{PLAN}/coordinate", 200, json=regroup)
+    assert tuned["fixed_carriers"] == 1, "the two channels being retuned are not fixed"
+    assert [t["channel"] for t in tuned["plan"]] == ["shure-rx:2", "shure-rx:3"]
+    assert [t["outcome"]["code"] for t in tuned["plan"]] == ["unavailable", "unavailable"], "no driver: said so"
+    for wrong in (
+        {"channels": ["shure-rx:2", "shure-rx:2"], **band},
+        {"channels": ["shure-rx:2"], "count": 2, **band},
+        {"count": 2, "apply": True, **band},
+        band,
+    ):
+        await rig.call("POST", f"{PLAN}/coordinate", 422, json=wrong)
+    await rig.call("POST", f"{PLAN}/coordinate", 404, json={"channels": ["nobody:1"], **band})
+    await rig.call("POST", f"{PLAN}/coordinate", 422, json={"count": 1, "low_mhz": 520.0, "high_mhz": 510.0})
+
+
+def test_carriers_merge_wideband_channels_and_take_a_second_frequency() -> None:
+    class DiversityChannel(Channel):
+        frequency2_mhz: float | None = None
+
+    spectera = Device(
+        id="sennheiser-sp1",
+        vendor="sennheiser",
+        family="spectera",
+        host="127.0.0.1",
+        port=443,
+        channels=[Channel(index=n, frequency_mhz=474.0 if n <= 2 else 482.0, tx_present=n == 3) for n in (1, 2, 3)],
+    )
+    axient = Device(
+        id="shure-ad",
+        vendor="shure",
+        family="axient",
+        host="127.0.0.1",
+        port=2202,
+        channels=[DiversityChannel(index=1, frequency_mhz=600.0, frequency2_mhz=610.0, tx_present=True)],
+    )
+    settings = FrequencySettings(bands={"axient": Band(470.0, 636.0, 25.0)})
+    found = {
+        (c.id, c.frequency_mhz, c.bandwidth_khz, c.state, c.band) for c in carriers_of([spectera, axient], [], settings)
+    }
+    assert found == {
+        ("sennheiser-sp1:1+2", 474.0, 8000.0, CarrierState.PLANNED, None),
+        ("sennheiser-sp1:3", 482.0, 8000.0, CarrierState.ACTIVE, None),
+        ("shure-ad:1", 600.0, 0.0, CarrierState.ACTIVE, Band(470.0, 636.0, 25.0)),
+        ("shure-ad:1/2", 610.0, 0.0, CarrierState.ACTIVE, Band(470.0, 636.0, 25.0)),
+    }
+
+
+async def test_declared_carriers_and_exclusions_survive_a_restart(tmp_path: Path) -> None:
+    store = await open_simulated(tmp_path)
+    await store.frequency.declare("IEM 2", 606.5, source="cli", active=False, bandwidth_khz=200)
+    await store.frequency.exclude(source="cli", tv_grid="us", tv_channel=14)
+    await store.close()
+    store = await open_simulated(tmp_path)
+    try:
+        [iem] = store.frequency.declared()
+        [tv] = store.frequency.exclusions()
+        assert (iem.label, iem.frequency_mhz, iem.active, iem.bandwidth_khz) == ("IEM 2", 606.5, False, 200.0)
+        assert (tv.low_mhz, tv.high_mhz, tv.tv_grid, tv.tv_channel) == (470.0, 476.0, "us", 14)
+    finally:
+        await store.close()
+
+
+def test_the_configuration_sets_the_profile_and_the_bands(tmp_path: Path) -> None:
+    path = tmp_path / "hub.toml"
+    path.write_text(
+        "[frequency]\nprofile = 'dense'\nseventh_order = true\n"
+        "[frequency.bands.ulxd]\nlow_mhz = 470.0\nhigh_mhz = 534.0\nstep_khz = 25\n"
+    )
+    settings = frequency_settings(load_config(path, environ={}))
+    assert settings.plan.profile is Profile.DENSE and settings.plan.guards(None).im7_2tx_khz > 0
+    assert settings.bands == {"ulxd": Band(470.0, 534.0, 25.0)}
+    receiver = Device(id="shure-1", vendor="shure", family="ulxd", host="127.0.0.1", port=2202,
+                      channels=[Channel(index=1, frequency_mhz=500.0)])  # fmt: skip
+    [carrier] = carriers_of([receiver], [], settings)
+    assert carrier.band == Band(470.0, 534.0, 25.0), "the band a suggestion searches and the band check uses"
+    declared = Capabilities(
+        channel_fields=frozenset({"frequency_mhz"}),
+        commands={
+            CommandKind.FREQUENCY: CommandLimits(number=NumberLimits(min=470.1, max=713.9, step=0.025, unit="MHz"))
+        },
+    )
+    other = receiver.model_copy(update={"family": "ew-dx", "capabilities": declared})
+    [carrier] = carriers_of([other], [], settings)
+    assert carrier.band == Band(470.1, 713.9, 25.0), "without a configured band: the plugin's declared limits"
+
+
+async def test_a_failing_plan_check_leaves_the_other_alerts_working(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> bool:
+        raise RuntimeError("a bug in the plan check")
+
+    monkeypatch.setattr(rig.store.frequency, "refresh", broken)
+    rig.hub.store.update_channel("shure-rx", 1, {"battery_bars": 1})
+    rig.tick()
+    assert [a.kind for a in rig.store.alerts.open_alerts()] == [AlertKind.LOW_BATTERY]
