@@ -8,7 +8,7 @@ import sys
 from wmhub_shure.protocol import Framer
 from wmhub_shure.simulator import ShureSimulator
 
-from hub.testing import eventually
+from hub.testing import eventually, interrupt
 
 
 class RawClient:
@@ -102,13 +102,13 @@ async def test_uhfr_speaks_star_framing_over_udp() -> None:
             transport.close()
 
 
-async def test_command_line_starts_many_receivers_and_prints_them() -> None:
+async def test_command_line_starts_many_receivers_prints_them_and_stops_on_ctrl_c() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wmhub_shure.simulator", "--family", "slxd4d", "--count", "3",
-        stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "wmhub_shure.simulator", "--family", "slxd4d", "--count", "3", "--animate",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
     try:
-        assert process.stdout is not None
         lines = [await asyncio.wait_for(process.stdout.readline(), 10.0) for _ in range(3)]
         urls = [line.decode().split()[1] for line in lines]
         assert all(url.startswith("shure://127.0.0.1:") for url in urls) and len(set(urls)) == 3
@@ -117,5 +117,5 @@ async def test_command_line_starts_many_receivers_and_prints_them() -> None:
         await client.wait_for("REP MODEL {SLXD4D" + " " * 26 + "}")
         await client.close()
     finally:
-        process.terminate()
-        await process.wait()
+        status = await interrupt(process)
+    assert status == 0 and await process.stderr.read() == b""
