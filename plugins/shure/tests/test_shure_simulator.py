@@ -119,3 +119,25 @@ async def test_command_line_starts_many_receivers_prints_them_and_stops_on_ctrl_
     finally:
         status = await interrupt(process)
     assert status == 0 and await process.stderr.read() == b""
+
+
+async def test_animation_moves_meters_drains_batteries_and_switches_transmitters() -> None:
+    """What the demo's receivers do on their own: a hub watching them sees a live stage."""
+    async with ShureSimulator("ulxd4q", seed=2) as sim:
+        first = {index: dict(channel.values) for index, channel in sim.channels.items()}
+        switched_off: set[int] = set()
+        sim.animate(interval_s=0.005, tx_off_chance=0.2)
+
+        def changed(field: str) -> bool:
+            return any(channel.values.get(field) != first[index][field] for index, channel in sim.channels.items())
+
+        def some_transmitter_off_then_on() -> bool:
+            switched_off.update(index for index, channel in sim.channels.items() if not channel.tx_on)
+            return any(sim.channels[index].tx_on for index in switched_off)
+
+        await eventually(lambda: changed("rf_dbm") and changed("audio_dbfs"), what="meters moving")
+        await eventually(lambda: changed("battery_runtime_min"), what="a battery draining")
+        await eventually(some_transmitter_off_then_on, what="a transmitter switched off and on again")
+        for channel in sim.channels.values():
+            if channel.tx_on:
+                assert -90 <= channel.values["rf_dbm"] <= -35 and -48 <= channel.values["audio_dbfs"] <= -6

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -101,7 +102,7 @@ class SimChannel:
     tx_on: bool = True
 
 
-class _Peer:
+class _Peer(ABC):
     """One connected client (a TCP connection, or a UDP source address) and its ordered output."""
 
     def __init__(self, sim: ShureSimulator, name: str) -> None:
@@ -112,11 +113,13 @@ class _Peer:
         self.requested_meter_rate = 0  # what this client last asked for, answered or not
         self.sender: asyncio.Task[None] | None = None
 
+    @abstractmethod
     def write_now(self, data: bytes) -> None:
-        raise NotImplementedError
+        """Hand ``data`` to the transport at once."""
 
+    @abstractmethod
     def abort(self) -> None:
-        raise NotImplementedError
+        """Drop the client as a crashing receiver would."""
 
     def send(self, data: bytes) -> None:
         """Write; answers wait ``answer_delay_s``; split writes queue behind earlier output."""
