@@ -167,11 +167,6 @@ class PluginHost:
         self.records[name] = PluginRecord(name=name, version=version, hooks=self._hook_names(name))
         self._drivers = None
 
-    def unregister(self, name: str) -> None:
-        self.pm.unregister(name=name)
-        self.records.pop(name, None)
-        self._drivers = None
-
     def _hook_names(self, name: str) -> list[str]:
         plugin = self.pm.get_plugin(name)
         callers = self.pm.get_hookcallers(plugin) or []
