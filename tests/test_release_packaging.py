@@ -16,6 +16,10 @@ from typing import Any
 
 import pytest
 
+# building three projects and installing every dependency from the package index into a fresh venv takes
+# minutes on a loaded machine, far beyond the suite's 120 s per test
+pytestmark = pytest.mark.timeout(900)
+
 REPO = Path(__file__).resolve().parents[1]
 PROJECTS = {
     "wmhub": REPO,
