@@ -135,10 +135,15 @@ async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness
         (CommandKind.FREQUENCY, 500.01, "invalid", "0.025 MHz grid"),
         (CommandKind.NAME, "Far too long", "invalid", "longer than 8"),
         (CommandKind.GAIN, 3, "not_supported", "no gain"),
+        (CommandKind.FREQUENCY, "five hundred", "invalid", "not a frequency in MHz"),
+        (CommandKind.FREQUENCY, True, "invalid", "not a frequency in MHz"),
+        (CommandKind.MUTE, "maybe", "invalid", "mute takes true, false or 'toggle'"),
     ]:
         result = await command(hub, device, kind, value)
         assert (result.ok, result.code) == (False, code)
         assert words in (result.error or "")
+    second = await hub.apply(Command(device_id=device.id, channel=2, kind=CommandKind.NAME, value="Vox"))
+    assert (second.ok, second.code) == (False, "unavailable") and "has no channel 2" in (second.error or "")
     assert not [line for line in simulator.commands[sent:] if not line.startswith(("Push", "Mute"))]
 
 

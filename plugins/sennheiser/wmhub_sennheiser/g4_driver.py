@@ -297,8 +297,7 @@ class G4Driver(UdpDriver):
         raise InvalidValueError(f"{value:g} MHz is outside this receiver's range ({ranges} MHz)")
 
     def prepare(self, command: Command) -> PreparedCommand:
-        if command.channel not in (None, 1):
-            raise NotSupportedError("a G4 receiver has one channel")
+        # the hub routes a channel command only to a channel the device has: here, channel 1
         kind = command.kind
         if kind in (CommandKind.NAME, CommandKind.DEVICE_NAME):
             # names up to 8 printable ASCII characters (the display; unverified beyond the charset)
