@@ -305,6 +305,7 @@ def test_defaults_verify_the_certificate_and_leave_the_user_to_the_product() -> 
     ("query", "message"),
     [
         ("password=p&fingerprint=abcd", "64 hex digits"),
+        ("password=p&fingerprint=" + "zz" * 32, "64 hex digits"),
         ("password=p&poll=0", "positive"),
         ("password=p&sse_timeout=nan", "positive"),
         ("password=p&auth_retry=inf", "positive"),
