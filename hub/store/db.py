@@ -255,9 +255,10 @@ class Database:
             try:
                 await self._conn.execute(sql, write.params)
             except (sqlite3.IntegrityError, sqlite3.ProgrammingError) as exc:
-                # a bug, not a disk problem: retrying would fail forever, so drop it loudly
+                # a bug, not a disk problem: retrying would fail forever, so drop it loudly (without the
+                # values: a device URL among them may carry a password)
                 self.stats.rejected += 1
-                log.error("database rejected %s %r: %s", sql.split(None, 1)[0], write.params, exc)
+                log.error("database rejected %s: %s", " ".join(sql.split()[:3]), exc)
 
     def _enter_failing(self, exc: sqlite3.Error) -> None:
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
