@@ -189,16 +189,6 @@ class PluginHost:
 
             yield impl.plugin_name, call
 
-    def call(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call a synchronous hook on every plugin, isolating failures; returns (plugin, result) pairs."""
-        results = []
-        for plugin_name, function in self._impls(hook):
-            try:
-                results.append((plugin_name, self.timer.call(plugin_name, hook, function, **kwargs)))
-            except Exception as exc:
-                self._fail(plugin_name, hook, exc)
-        return results
-
     def call_one(self, plugin_name: str, hook: str, **kwargs: Any) -> Any:
         """Call one plugin's synchronous hook; None when it lacks the hook or fails (the failure is logged)."""
         for name, function in self._impls(hook):
