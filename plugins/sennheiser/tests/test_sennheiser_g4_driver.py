@@ -79,6 +79,32 @@ async def test_push_is_renewed_before_it_expires_and_resumes_after_a_reboot(
     await shows(hub, device.id, simulator)
 
 
+@pytest.mark.parametrize(
+    ("sent", "answer"),
+    [
+        (b"Frequency #2\r", b"Frequency 498100 0 0\r"),  # two 25 kHz steps up from 498.050 MHz
+        (b"Frequency 498100 0 0\r", b"Frequency 498100 0 0\r"),  # with the two optional arguments
+        (b"Frequency\r", b"Frequency 498050 0 0\r"),  # a read
+        (b"Volume 3\r", b"1000: Invalid command [ Volume 3 ]\r"),
+        (b"Mute on\r", b"1010: Invalid parameter [ Mute on ]\r"),
+        (b"Mute 2\r", b"1020: Value out of range [ Mute 2 ]\r"),
+        (b"Push #1 100 0\r", b"1030: Relative parameter(s) not supported [ Push #1 100 0 ]\r"),
+        (b"Push 10 100\r", b"1040: Invalid numbers of parameter [ Push 10 100 ]\r"),
+        (b"Frequency 498100 0\r", b"1040: Invalid numbers of parameter [ Frequency 498100 0 ]\r"),
+        (b"Mute 1", b"1050: Incorrect termination (missing CR) [ Mute 1 ]\r"),
+    ],
+)
+async def test_the_simulator_answers_like_the_reference_says(
+    simulator: G4Simulator, sent: bytes, answer: bytes
+) -> None:
+    """Against the simulator directly: the replies and error codes of the MCP reference, which the driver's
+    handling of refusals is tested against."""
+    simulator.channel.frequency_khz = 498_050
+    async with UdpPeer(simulator.port) as peer:
+        peer.send(sent)
+        assert await peer.receive() == answer
+
+
 async def test_push_reports_stop_when_the_timeout_expires(simulator: G4Simulator) -> None:
     """Against the simulator directly: the device side of the keep-alive rule the driver relies on."""
     async with UdpPeer(simulator.port) as peer:
