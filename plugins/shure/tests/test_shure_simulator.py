@@ -141,3 +141,24 @@ async def test_animation_moves_meters_drains_batteries_and_switches_transmitters
         for channel in sim.channels.values():
             if channel.tx_on:
                 assert -90 <= channel.values["rf_dbm"] <= -35 and -48 <= channel.values["audio_dbfs"] <= -6
+
+
+async def test_requests_a_receiver_refuses_are_answered_err_and_change_nothing() -> None:
+    async with ShureSimulator("ulxd4d", seed=4) as sim:
+        before = {index: dict(channel.values) for index, channel in sim.channels.items()}
+        client = await RawClient.connect(sim.port)
+        try:
+            refused = [
+                "< SET FLASH MAYBE >",  # not ON or OFF
+                "< SET 9 CHAN_NAME {Nine} >",  # a dual receiver has no channel 9
+                "< SET 1 METER_RATE 00010 >",  # faster than the 50 ms the receiver allows
+                "< SET 0 CHAN_NAME {All} >",  # a name is per channel
+                "< DO 1 CHAN_NAME >",  # no such verb
+                "< GET >",  # not a request at all
+            ]
+            client.send("".join(refused))
+            await eventually(lambda: client.messages.count("REP ERR") == len(refused), 2.0, "an ERR for each")
+        finally:
+            await client.close()
+        assert {index: dict(channel.values) for index, channel in sim.channels.items()} == before
+        assert all(channel.meter_rate_ms == 0 for channel in sim.channels.values())
