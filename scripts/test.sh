@@ -18,5 +18,6 @@ echo "== mypy --strict"
 .venv/bin/mypy hub plugins/shure/wmhub_shure plugins/sennheiser/wmhub_sennheiser
 scripts/release-checks.sh
 echo "== pytest"
-# coverage settings (sources, branches, subprocesses) live in pyproject.toml; the floor is 90% of lines
-.venv/bin/pytest -p no:cacheprovider --cov --cov-report=term --cov-fail-under=90 "$@"
+# coverage settings (sources, branches, subprocesses) live in pyproject.toml; the floor is 95% of lines and
+# branches together (95.5% when it was raised; lines alone 96.9%)
+.venv/bin/pytest -p no:cacheprovider --cov --cov-report=term --cov-fail-under=95 "$@"
