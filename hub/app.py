@@ -150,7 +150,7 @@ class Hub:
         port = web.port if web is not None and web.port else http.port
         if not http.enabled or not port:
             return None
-        # nosec B104 below: this compares with the wildcard addresses, it binds nothing
+        # bandit B104 waived: this compares with the wildcard addresses, it binds nothing
         host = socket.gethostname() if http.host in ("", "0.0.0.0", "::") else http.host  # nosec B104
         return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
