@@ -98,7 +98,8 @@ async def test_the_meter_rate_request_sets_every_receiver_and_approve_adds_a_can
     async with (
         ShureSimulator("ulxd4d", seed=6) as sim,
         ShureSimulator("slxd4d", seed=8) as found,
-        running_hub(mqtt_broker, tmp_path, [sim.url], plugins=vendor_plugins()) as hub,
+        # approving a candidate adds a device: an admin request, off unless mqtt.admin
+        running_hub(mqtt_broker, tmp_path, [sim.url], plugins=vendor_plugins(), admin=True) as hub,
         MqttProbe(mqtt_broker) as probe,
     ):
         base = hub.config.mqtt.base_topic
