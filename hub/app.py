@@ -173,7 +173,8 @@ class Hub:
         port = web.port if web is not None and web.port else http.port
         if not http.enabled or not port:
             return None
-        host = socket.gethostname() if http.host in ("", "0.0.0.0", "::") else http.host
+        # bandit B104 waived: this compares with the wildcard addresses, it binds nothing
+        host = socket.gethostname() if http.host in ("", "0.0.0.0", "::") else http.host  # nosec B104
         return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
     async def _start_demo(self) -> list[str]:

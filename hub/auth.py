@@ -24,7 +24,7 @@ def load_or_create_token(data_dir: Path) -> str:
     try:
         token = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        token = ""
+        token = ""  # nosec B105 # an empty string means 'no stored token yet', not a password
     if token:
         return token
     token = secrets.token_urlsafe(32)

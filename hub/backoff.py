@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field
 
 # One generator for every backoff: a Random of its own per receiver costs 2.5 KB each for no better jitter.
-_JITTER = random.Random()
+_JITTER = random.Random()  # nosec B311 # reconnect jitter, not a secret
 
 
 @dataclass

@@ -55,5 +55,6 @@ def setup_logging(level: str = "info", plugin_levels: Mapping[str, str] | None =
     for vendor, vendor_level in (plugin_levels or {}).items():
         logging.getLogger(f"hub.device.{vendor}").setLevel(vendor_level.upper())
         logging.getLogger(f"wmhub_{vendor}").setLevel(vendor_level.upper())
-    for noisy in ("amqtt", "transitions", "aiohttp.access"):
+    # aiosqlite logs every statement with its parameters at debug: device URLs, passwords included
+    for noisy in ("amqtt", "transitions", "aiohttp.access", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -167,11 +167,6 @@ class PluginHost:
         self.records[name] = PluginRecord(name=name, version=version, hooks=self._hook_names(name))
         self._drivers = None
 
-    def unregister(self, name: str) -> None:
-        self.pm.unregister(name=name)
-        self.records.pop(name, None)
-        self._drivers = None
-
     def _hook_names(self, name: str) -> list[str]:
         plugin = self.pm.get_plugin(name)
         callers = self.pm.get_hookcallers(plugin) or []
@@ -193,16 +188,6 @@ class PluginHost:
                 return _impl.function(**{name: kwargs[name] for name in _impl.argnames})
 
             yield impl.plugin_name, call
-
-    def call(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call a synchronous hook on every plugin, isolating failures; returns (plugin, result) pairs."""
-        results = []
-        for plugin_name, function in self._impls(hook):
-            try:
-                results.append((plugin_name, self.timer.call(plugin_name, hook, function, **kwargs)))
-            except Exception as exc:
-                self._fail(plugin_name, hook, exc)
-        return results
 
     def call_one(self, plugin_name: str, hook: str, **kwargs: Any) -> Any:
         """Call one plugin's synchronous hook; None when it lacks the hook or fails (the failure is logged)."""

@@ -7,6 +7,7 @@ runs the real device path (plugin host, device manager, state store) without MQT
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -78,6 +79,18 @@ def plugin_host(*plugins: str) -> PluginHost:
 
 # short probes: a test's candidate answers at once or not at all
 PROBE_SETTINGS = DriverSettings(io_timeout_s=1.0)
+
+
+async def interrupt(process: asyncio.subprocess.Process, timeout: float = 10.0) -> int:
+    """Stop a command-line child as Ctrl-C does and return its exit status (killed past ``timeout``)."""
+    process.send_signal(signal.SIGINT)
+    try:
+        async with asyncio.timeout(timeout):
+            return await process.wait()
+    finally:
+        if process.returncode is None:  # still running past the timeout: the TimeoutError says so
+            process.kill()
+            await process.wait()
 
 
 async def identify_with(

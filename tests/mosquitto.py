@@ -91,11 +91,16 @@ async def make_certificates(directory: Path) -> Certificates:
 
     key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    # Python 3.13 verifies strictly (VERIFY_X509_STRICT): the CA needs its key usage, a leaf its key identifiers
     await openssl(
-        "req", "-x509", *key, "-keyout", str(ca_key), "-out", str(ca), "-days", "2", "-subj", "/CN=wmhub test CA"
+        "req", "-x509", *key, "-keyout", str(ca_key), "-out", str(ca), "-days", "2", "-subj", "/CN=wmhub test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    extensions = directory / "leaf.cnf"
+    extensions.write_text(
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
     )
-    extensions = directory / "san.cnf"
-    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
     for role in ("server", "client"):
         request = directory / f"{role}.csr"
         await openssl(

@@ -33,6 +33,8 @@ def test_wrong_type_in_file_prints_one_line_and_exits_2(tmp_path: Path) -> None:
         ("devices = [\n", "not valid TOML"),
         ("[frequency]\nprofile = 'tight'\n", "frequency.profile"),
         ("[frequency.bands.ulxd]\nlow_mhz = 470\n", "frequency.bands.ulxd.high_mhz"),
+        # a wildcard in the prefix would make every topic the hub publishes invalid
+        ("[mqtt]\nbase_topic = 'venue/#'\n", "mqtt.base_topic"),
     ],
 )
 def test_each_mistake_names_its_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -45,6 +47,11 @@ def test_each_mistake_names_its_key(tmp_path: Path, text: str, expected: str) ->
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "absent.toml", environ={})
+
+
+def test_a_config_path_that_is_a_directory_cannot_be_read(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path, environ={})
 
 
 def test_environment_overrides_file_and_flags_override_environment(tmp_path: Path) -> None:

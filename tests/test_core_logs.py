@@ -1,7 +1,10 @@
 """Logs: one JSON object per line off a terminal, with the device and plugin context on every line."""
 
+import io
 import json
 import logging
+import re
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -32,3 +35,40 @@ def test_lines_are_json_with_device_context_and_per_plugin_levels(
     assert [line["message"] for line in lines] == ["device unavailable: timeout", "hub started"]
     assert lines[0]["device"] == "shure-rx1" and lines[0]["logger"] == "hub.device.shure"
     assert lines[0]["level"] == "warning" and "device" not in lines[1]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def raise_and_log(logger: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+    try:
+        {}["missing"]
+    except KeyError:
+        logger.exception("poll failed")
+
+
+def test_on_a_terminal_lines_are_for_people_with_the_device_and_the_traceback(
+    restored_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    setup_logging("info")
+    device_log = logging.LoggerAdapter(logging.getLogger("hub.device.shure"), {"device": "shure-rx1"})
+    device_log.warning("device unavailable: %s", "timeout")
+    raise_and_log(logging.getLogger("hub"))
+    first, second, *traceback = terminal.getvalue().splitlines()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d WARNING hub\.device\.shure \[shure-rx1\]: device unavailable: timeout", first)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d ERROR   hub: poll failed", second)
+    assert traceback[0] == "Traceback (most recent call last):" and traceback[-1] == "KeyError: 'missing'"
+
+
+def test_off_a_terminal_an_exception_travels_inside_its_json_line(
+    restored_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup_logging("info")
+    raise_and_log(logging.getLogger("hub"))
+    [line] = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert line["message"] == "poll failed" and line["level"] == "error"
+    assert line["exception"].endswith("KeyError: 'missing'")

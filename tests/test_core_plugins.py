@@ -1,5 +1,6 @@
 """Plugin loading: entry points one by one, errors kept per plugin, third-party plugins like ours."""
 
+import asyncio
 import json
 import os
 import subprocess
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from hub import hookimpl
-from hub.hookspecs import DriverSpec
-from hub.plugins import PluginHost
+from hub.drivers import DriverSettings
+from hub.hookspecs import DiscoveredService, DriverSpec
+from hub.plugins import PluginError, PluginHost
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "docs" / "examples" / "wmhub-example"
@@ -69,6 +71,19 @@ def test_a_plugin_raising_in_a_hook_does_not_stop_the_others() -> None:
     host.register(Faulty(), name="faulty")
     assert "shure" in host.drivers()
     assert "cannot register" in str(host.records["faulty"].error)
+
+
+async def test_a_plugin_that_never_answers_is_given_up_on_with_its_name() -> None:
+    class Hanging:
+        @hookimpl
+        async def identify_service(self, service: DiscoveredService, settings: DriverSettings) -> None:
+            await asyncio.Event().wait()
+
+    host = PluginHost()
+    host.register(Hanging(), name="hanging")
+    service = DiscoveredService("127.0.0.1", 2202, "_ssc._udp.local.", "rx", {})
+    with pytest.raises(PluginError, match=r"plugin hanging did not answer identify_service within 0\.05 s"):
+        await host.call_async("hanging", "identify_service", 0.05, service=service, settings=DriverSettings())
 
 
 def test_duplicate_schemes_are_refused_and_reported() -> None:

@@ -2,6 +2,8 @@
 
 import asyncio
 
+import pytest
+
 from hub.devices import DeviceHandle
 from hub.drivers import Endpoint
 from hub.model import METER_FIELDS, Device
@@ -102,3 +104,14 @@ async def test_channel_fields_reads_live_values_and_never_makes_a_channel() -> N
     assert store.channel_fields("shure-1", 3) is None
     assert store.channel_fields("nobody", 1) is None
     assert [channel.index for channel in store.devices["shure-1"].channels] == [1, 2]
+
+
+def test_a_misspelt_field_is_named_whether_written_or_subscribed_to() -> None:
+    """A plugin author's typo fails at once with the name, instead of a value that never shows up."""
+    store = store_with_device()
+    with pytest.raises(KeyError, match="unknown channel field 'batery_bars'"):
+        store.update_channel("shure-1", 1, {"battery_bars": 3, "batery_bars": 3})
+    with pytest.raises(KeyError, match="unknown device field 'firmwar'"):
+        store.update_device("shure-1", {"firmwar": "1.2"})
+    with pytest.raises(KeyError, match="unknown device or channel field 'rf_dbmm'"):
+        store.subscribe(fields={"rf_dbm", "rf_dbmm"})

@@ -10,6 +10,7 @@ import pytest
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_shure.simulator import ShureSimulator
 
+from hub.hookspecs import Candidate
 from hub.plugins import PluginHost
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
@@ -89,3 +90,33 @@ async def test_sennheiser_set_over_mqtt_changes_the_receiver(mqtt_broker: TestBr
             assert channels[2].gain_db == 21
     finally:
         await sim.stop()
+
+
+async def test_the_meter_rate_request_sets_every_receiver_and_approve_adds_a_candidate(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    async with (
+        ShureSimulator("ulxd4d", seed=6) as sim,
+        ShureSimulator("slxd4d", seed=8) as found,
+        # approving a candidate adds a device: an admin request, off unless mqtt.admin
+        running_hub(mqtt_broker, tmp_path, [sim.url], plugins=vendor_plugins(), admin=True) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        base = hub.config.mqtt.base_topic
+        await hub_device_id(hub, "shure")
+        await probe.subscribe(f"{base}/hubs/hub1/response/#")
+
+        async def request(command: str, payload: dict[str, Any]) -> Any:
+            return await probe.request(
+                f"{base}/hubs/hub1/response/{command}", f"{base}/hubs/hub1/request/{command}", payload, timeout=10
+            )
+
+        rate = await request("meter_rate", {"ms": 500})
+        assert (rate["status"], rate["data"]) == ("ok", {"ms": 500, "devices": 1}), rate
+        await eventually(lambda: all(c.meter_rate_ms == 500 for c in sim.channels.values()), what="metering at 500 ms")
+
+        # a discovered receiver waits in the store until approved
+        await hub.offer_candidate(Candidate(url=found.url, vendor="shure", model="SLXD4D"))
+        approved = await request("candidate/approve", {"url": found.url})
+        assert approved["status"] == "ok" and approved["data"]["url"] == found.url
+        await eventually(lambda: len([d for d in hub.store.devices.values() if d.online]) == 2, 10, "both online")

@@ -1,4 +1,6 @@
-"""Packaging: all three distributions build as wheel and sdist, and the wheels run the demo in a fresh venv."""
+"""Packaging, checked as a user installs: all three distributions build as wheel and sdist, and the wheels,
+installed into a fresh venv and run from a directory outside the source tree, list their plugins and run the
+demo (board, API, API docs)."""
 
 import json
 import os
@@ -6,11 +8,17 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+# building three projects and installing every dependency from the package index into a fresh venv takes
+# minutes on a loaded machine, far beyond the suite's 120 s per test
+pytestmark = pytest.mark.timeout(900)
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECTS = {
@@ -38,12 +46,21 @@ def test_every_distribution_builds_a_wheel_and_an_sdist(dist_dir: Path) -> None:
     for distribution in PROJECTS:
         assert f"{distribution}-{__version__}-py3-none-any.whl" in names
         assert f"{distribution}-{__version__}.tar.gz" in names
+    # the board and the API docs page are data files: an sdist without them builds a hub with no UI
+    with tarfile.open(dist_dir / f"wmhub-{__version__}.tar.gz") as sdist:
+        shipped = {Path(name).name for name in sdist.getnames()}
+    assert {"index.html", "board.js", "docs.html", "docs.js", "py.typed"} <= shipped
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return json.load(response)
 
 
 def test_the_wheels_install_into_a_fresh_venv_and_run_the_demo(dist_dir: Path, tmp_path: Path) -> None:
@@ -54,30 +71,46 @@ def test_the_wheels_install_into_a_fresh_venv_and_run_the_demo(dist_dir: Path, t
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *wheels],
         check=True, capture_output=True, timeout=600,
     )  # fmt: skip
-    version = subprocess.run([str(venv / "bin" / "wmhub"), "--version"], capture_output=True, text=True, check=True)
-    assert version.stdout.startswith("wmhub ")
-    port = free_port()
+    # as a user runs it: from elsewhere, with nothing of the source tree importable
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     environ = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    wmhub = str(venv / "bin" / "wmhub")
+
+    def run(*args: str) -> str:
+        done = subprocess.run([wmhub, *args], cwd=elsewhere, env=environ, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert run("--version").startswith("wmhub ")
+    plugins = {plugin["name"]: plugin for plugin in json.loads(run("plugins", "--json"))}
+    assert set(plugins) == {"shure", "sennheiser"}
+    assert all(plugin["error"] is None and plugin["version"] for plugin in plugins.values()), plugins
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
     hub = subprocess.Popen(
-        [str(venv / "bin" / "wmhub"), "run", "--demo", "--mqtt", "off", "--http", f"127.0.0.1:{port}",
+        [wmhub, "run", "--demo", "--mqtt", "off", "--http", f"127.0.0.1:{port}",
          "--data-dir", str(tmp_path / "data"), "--hub-id", "wheel-test"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environ,
+        cwd=elsewhere, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environ,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        devices: list[dict[str, object]] = []
+        health: dict[str, Any] = {}
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/devices", timeout=2) as response:
-                    body = json.load(response)
-                devices = body["items"]
-                if devices and all(device["online"] for device in devices):
+                health = get_json(f"{base}/api/health")
+                if health["devices"] and health["devices_online"] == health["devices"]:
                     break
             except OSError:
                 pass
             time.sleep(0.2)
-        vendors = {device["vendor"] for device in devices}
-        assert vendors == {"shure", "sennheiser"}, devices
+        assert health.get("status") == "ok" and health["devices_online"] == health["devices"] > 0, health
+        vendors = {device["vendor"] for device in get_json(f"{base}/api/v1/devices")["items"]}
+        assert vendors == {"shure", "sennheiser"}
+        # the API docs' Swagger UI comes with the installed dependencies, not from the source tree
+        with urllib.request.urlopen(f"{base}/api/docs/swagger-ui-bundle.js", timeout=5) as response:
+            assert response.status == 200 and len(response.read()) > 100_000
     finally:
         hub.send_signal(signal.SIGTERM)
         _, stderr = hub.communicate(timeout=30)

@@ -20,7 +20,8 @@ from hub.store import (
     SimulatedClock,
     Source,
 )
-from hub.store.testing import open_simulated, put_receiver
+from hub.store.testing import open_simulated, put_receiver, quick_settings
+from hub.testing import eventually
 
 TICK_S = 0.5
 
@@ -331,3 +332,22 @@ async def test_devices_removed_and_added_in_the_middle_of_a_sliced_tick(tmp_path
         await store.devices.remove(added, source=Source.CLI)
     assert round_number > 10, "the tick was cut into a slice per item"
     assert [event.alert for event in events if event.alert.device_id == "shure-A"] == [kept_a, kept_b]
+
+
+async def test_the_running_store_raises_alerts_on_its_own_as_its_clock_advances(tmp_path: Path) -> None:
+    """A hub never calls step(): its ticker sleeps on the store's clock and ticks when the time has come."""
+    state = StateStore()
+    put_receiver(state, "shure-A", channels=1, battery_bars=1)
+    clock = SimulatedClock()
+    store = await Persistence.open(tmp_path, state, clock=clock, settings=quick_settings(tick_s=TICK_S))
+    try:
+        await store.devices.add("shure://127.0.0.1:2202", source=Source.CLI, device_id="shure-A")
+        assert store.alerts.open_alerts() == []
+        for _ in range(6):
+            await eventually(lambda: clock.sleeping, what="the ticker asleep until its next tick")
+            clock.advance(TICK_S)
+        await eventually(lambda: store.alerts.open_alerts(), what="the low-battery alert raised by the ticker")
+        [alert] = store.alerts.open_alerts()
+        assert alert.kind is AlertKind.LOW_BATTERY and alert.channel == 1
+    finally:
+        await store.close()

@@ -1,7 +1,7 @@
 """The plan check: intermodulation products, carrier spacing, exclusions and tunable bands.
 
 Frequencies are whole hertz (int64), so a product lands exactly where the arithmetic says. The search is
-victim-side and vectorised (numpy, see docs/adr/0010-frequency-numpy.md): for a set of victims, every
+victim-side and vectorised (numpy, see docs/adr/0011-frequency-numpy.md): for a set of victims, every
 product that may reach one of them is found with sorted searches instead of a loop over transmitter pairs
 or triples:
 

@@ -106,7 +106,8 @@ class AuditLog:
             params.append(until)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         await self._db.sync()
-        rows = await self._db.fetchall(f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ?", [*params, limit])
+        query = f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ?"  # nosec B608 # fixed clauses, values are ? parameters
+        rows = await self._db.fetchall(query, [*params, limit])
         return [
             AuditEntry(
                 id=row["id"],

@@ -41,6 +41,11 @@ class SimulatedClock:
         heapq.heappush(self._sleepers, (self._now + max(seconds, 0.0), next(self._order), waiter))
         await waiter
 
+    @property
+    def sleeping(self) -> int:
+        """How many sleepers wait for the clock (a test advances it once the code under test sleeps)."""
+        return len(self._sleepers)
+
     def advance(self, seconds: float) -> None:
         self._now += seconds
         while self._sleepers and self._sleepers[0][0] <= self._now:

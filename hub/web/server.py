@@ -16,6 +16,7 @@ from typing import Final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler as AiohttpHandler
+from swagger_ui_bundle import swagger_ui_path
 
 from hub.app import Hub
 from hub.auth import token_matches
@@ -31,6 +32,9 @@ from hub.web.venue import VENUE_OPERATIONS, has_venue
 log = logging.getLogger("hub.web")
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
+# Swagger UI's files as the swagger-ui-bundle-v2 wheel ships them: /api/docs works on a venue LAN with no internet
+SWAGGER_UI_DIR: Final = Path(str(swagger_ui_path))
+SWAGGER_UI_FILES: Final = frozenset({"swagger-ui.css", "swagger-ui-bundle.js"})
 STARTED_KEY: Final = web.RequestKey("wmhub_started", float)
 LIVE_PATH: Final = "/api/v1/live"
 CORS_METHODS: Final = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
@@ -92,6 +96,8 @@ class WebServer:
         for op in self.operations:
             app.router.add_route(op.method, op.path, self._guard(op.handler, write=op.write))
         app.router.add_get("/api/openapi.json", self._guard(self._openapi, write=False))
+        app.router.add_get("/api/docs", self._docs)
+        app.router.add_get("/api/docs/{name}", self._docs_asset)
         app.router.add_get("/metrics", self._guard(self._metrics, write=False))
         app.router.add_get(LIVE_PATH, self._guard(self.live.handle, write=False))
         app.router.add_get("/", self._index)
@@ -197,6 +203,15 @@ class WebServer:
 
     async def _index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def _docs(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC_DIR / "docs.html", headers={"Cache-Control": "no-cache"})
+
+    async def _docs_asset(self, request: web.Request) -> web.FileResponse:
+        name = request.match_info["name"]
+        if name not in SWAGGER_UI_FILES:
+            raise ApiError(404, "not_found", f"no API docs file {name!r}")
+        return web.FileResponse(SWAGGER_UI_DIR / name)
 
     async def _static(self, request: web.Request) -> web.FileResponse:
         # only the board's own files, by exact name: nothing else on disk is reachable

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from hub.testing import DriverHarness, eventually
+from hub.testing import DriverHarness, eventually, interrupt
 
 
 async def test_the_demo_fleet_comes_online_with_live_channels() -> None:
@@ -32,22 +32,36 @@ async def test_the_demo_fleet_comes_online_with_live_channels() -> None:
                 await fleet.stop()
 
 
-@pytest.mark.parametrize(("protocol", "scheme"), [("ssc1", "sennheiser-ssc://"), ("g4", "sennheiser-g4://")])
-async def test_the_command_line_starts_simulators_a_hub_can_reach(
+@pytest.mark.parametrize(
+    ("protocol", "scheme"),
+    [("ssc1", "sennheiser-ssc://"), ("g4", "sennheiser-g4://"), ("ssc2", "sennheiser-ssc2://")],
+)
+async def test_the_command_line_starts_simulators_a_hub_can_reach_and_stops_on_ctrl_c(
     hub: DriverHarness, protocol: str, scheme: str
 ) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "wmhub_sennheiser.simulator", "--protocol", protocol, "--count", "2",
-        stdout=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
     try:
-        assert process.stdout is not None
         urls = []
         for _ in range(2):
             async with asyncio.timeout(10.0):
                 urls.append((await process.stdout.readline()).decode().strip())
         assert all(url.startswith(scheme + "127.0.0.1:") for url in urls) and len(set(urls)) == 2
-        await hub.device(hub.add(urls[1]))
+        device = await hub.device(hub.add(urls[1]))
+        assert device.channels
     finally:
-        process.terminate()
-        await process.wait()
+        status = await interrupt(process)
+    assert status == 0 and await process.stderr.read() == b""
+
+
+async def test_the_command_line_names_the_protocols_when_given_another() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wmhub_sennheiser.simulator", "--protocol", "ssc9",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 2
+    assert "invalid choice: 'ssc9'" in stderr.decode() and "g4" in stderr.decode()

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from wmhub_sennheiser import g4_driver
+from wmhub_sennheiser.simulator import g4 as g4_simulator
 from wmhub_sennheiser.simulator.g4 import G4Simulator
 from wmhub_sennheiser.testing import UdpPeer, online, shows
 
@@ -79,6 +80,36 @@ async def test_push_is_renewed_before_it_expires_and_resumes_after_a_reboot(
     await shows(hub, device.id, simulator)
 
 
+def refusal(code: int, line: str) -> bytes:
+    return f"{code}: {g4_simulator.ERROR_TEXT[code]} [ {line} ]\r".encode()
+
+
+@pytest.mark.parametrize(
+    ("sent", "answer"),
+    [
+        (b"Frequency #2\r", b"Frequency 498100 0 0\r"),  # two 25 kHz steps up from 498.050 MHz
+        (b"Frequency 498100 0 0\r", b"Frequency 498100 0 0\r"),  # with the two optional arguments
+        (b"Frequency\r", b"Frequency 498050 0 0\r"),  # a read
+        (b"Volume 3\r", refusal(1000, "Volume 3")),
+        (b"Mute on\r", refusal(1010, "Mute on")),
+        (b"Mute 2\r", refusal(1020, "Mute 2")),
+        (b"Push #1 100 0\r", refusal(1030, "Push #1 100 0")),
+        (b"Push 10 100\r", refusal(1040, "Push 10 100")),
+        (b"Frequency 498100 0\r", refusal(1040, "Frequency 498100 0")),
+        (b"Mute 1", refusal(1050, "Mute 1")),
+    ],
+)
+async def test_the_simulator_answers_like_the_reference_says(
+    simulator: G4Simulator, sent: bytes, answer: bytes
+) -> None:
+    """Against the simulator directly: the replies and error codes of the MCP reference, which the driver's
+    handling of refusals is tested against."""
+    simulator.channel.frequency_khz = 498_050
+    async with UdpPeer(simulator.port) as peer:
+        peer.send(sent)
+        assert await peer.receive() == answer
+
+
 async def test_push_reports_stop_when_the_timeout_expires(simulator: G4Simulator) -> None:
     """Against the simulator directly: the device side of the keep-alive rule the driver relies on."""
     async with UdpPeer(simulator.port) as peer:
@@ -135,10 +166,15 @@ async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness
         (CommandKind.FREQUENCY, 500.01, "invalid", "0.025 MHz grid"),
         (CommandKind.NAME, "Far too long", "invalid", "longer than 8"),
         (CommandKind.GAIN, 3, "not_supported", "no gain"),
+        (CommandKind.FREQUENCY, "five hundred", "invalid", "number of MHz"),
+        (CommandKind.FREQUENCY, True, "invalid", "number of MHz"),
+        (CommandKind.MUTE, "maybe", "invalid", "mute takes true, false or 'toggle'"),
     ]:
         result = await command(hub, device, kind, value)
         assert (result.ok, result.code) == (False, code)
         assert words in (result.error or "")
+    second = await hub.apply(Command(device_id=device.id, channel=2, kind=CommandKind.NAME, value="Vox"))
+    assert (second.ok, second.code) == (False, "unavailable") and "has no channel 2" in (second.error or "")
     assert not [line for line in simulator.commands[sent:] if not line.startswith(("Push", "Mute"))]
 
 

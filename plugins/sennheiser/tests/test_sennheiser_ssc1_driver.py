@@ -184,6 +184,9 @@ async def test_control_round_trips_on_em6000_and_speechline(hub: DriverHarness) 
         assert (await command(hub, device, CommandKind.MUTE, True, 1)).ok
         assert em6000.channels[1].frequency_khz == 602_100
         assert em6000.channels[0].muted is True
+        # identify lights the receiver channel's display, so a crew finds it in the rack
+        assert (await command(hub, device, CommandKind.IDENTIFY, None, 2)).ok
+        assert em6000.device.channel_identifying == {2: True}  # type: ignore[attr-defined]
         gain = await command(hub, device, CommandKind.GAIN, 3, 1)
         assert (gain.ok, gain.code) == (False, "not_supported")
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl
 
+import aiohttp
 import pytest
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
 from wmhub_sennheiser.ssc2 import encode_sse
@@ -305,6 +307,7 @@ def test_defaults_verify_the_certificate_and_leave_the_user_to_the_product() -> 
     ("query", "message"),
     [
         ("password=p&fingerprint=abcd", "64 hex digits"),
+        ("password=p&fingerprint=" + "zz" * 32, "64 hex digits"),
         ("password=p&poll=0", "positive"),
         ("password=p&sse_timeout=nan", "positive"),
         ("password=p&auth_retry=inf", "positive"),
@@ -342,3 +345,55 @@ async def test_sleeping_packs_and_still_syncing_placeholders_are_not_on_air(hub:
         await matches(hub, managed, simulator, "a sleeping pack")
         assert stored_channel(hub, device.id, 2).battery_percent is None
         assert len(stored(hub, device.id).channels) == 2
+
+
+def basic_auth(simulator: Ssc2Simulator) -> dict[str, str]:
+    credentials = base64.b64encode(f"{simulator.user}:{simulator.password}".encode()).decode()
+    return {"Authorization": f"Basic {credentials}"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "message"),
+    [
+        ("PUT", "/api/device/site", b"{not json", 400, "malformed JSON"),
+        ("PUT", "/api/device/site", b'{"serial": "X"}', 400, "only deviceName and location"),
+        ("PUT", "/api/device/site", b'{"deviceName": ""}', 400, ""),
+        ("PUT", "/api/mts/paired/all/99", b'{"name": "X"}', 422, "no such mobile device"),
+        ("PUT", "/api/mts/paired/all/10", b'{"gain": 3}', 400, "only name and identify"),
+        ("PUT", "/api/rf/channels/7", b'{"frequency": 480000}', 422, "no such RF channel"),
+        ("PUT", "/api/rf/channels/0", b'{"frequency": 1, "x": 2}', 400, "only frequency"),
+        ("PUT", "/api/rf/channels/0", b'{"frequency": 1}', 400, ""),
+        ("GET", "/api/no/such/thing", b"", 422, "no resource"),
+        ("GET", "/api/ssc/state/subscriptions/unknown", b"", 422, "unknown subscription"),
+        ("PUT", "/api/ssc/state/subscriptions/unknown/add", b"[]", 422, "unknown subscription"),
+    ],
+)
+async def test_the_simulator_refuses_like_a_device(
+    simulator: Ssc2Simulator, method: str, path: str, body: bytes, status: int, message: str
+) -> None:
+    """Against the simulator directly: the refusals the driver's error handling is tested against."""
+    async with (
+        aiohttp.ClientSession(headers=basic_auth(simulator)) as http,
+        http.request(method, f"https://127.0.0.1:{simulator.port}{path}", data=body, ssl=False) as response,
+    ):
+        answer = await response.json(content_type=None)
+    assert response.status == status and answer["error"] == status and message in answer["message"]
+    assert simulator.writes == []
+
+
+async def test_the_simulator_session_api_lists_and_edits_paths(simulator: Ssc2Simulator) -> None:
+    base = f"https://127.0.0.1:{simulator.port}/api/ssc/state/subscriptions"
+    async with aiohttp.ClientSession(headers=basic_auth(simulator)) as http, http.get(base, ssl=False) as stream:
+        session = stream.headers["Content-Location"].rsplit("/", 1)[1]
+        async with http.put(f"{base}/{session}", json=["/api/device/site"], ssl=False) as response:
+            assert await response.json() == ["/api/device/site"]
+        async with http.put(f"{base}/{session}/remove", json=["/api/device/site"], ssl=False) as response:
+            assert await response.json() == []
+        async with http.put(f"{base}/{session}", json={"not": "a list"}, ssl=False) as response:
+            assert response.status == 400
+        async with http.get(f"{base}/{session}", ssl=False) as response:
+            assert await response.json() == []
+        async with http.post(f"{base}/{session}", ssl=False) as response:
+            assert response.status == 405
+        async with http.delete(f"{base}/{session}", ssl=False) as response:
+            assert response.status == 204

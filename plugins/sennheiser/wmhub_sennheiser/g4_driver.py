@@ -37,6 +37,8 @@ MODEL: Final = "EM 300-500 G4"
 PUSH_MODE: Final = mcp.PUSH_CONFIG | mcp.PUSH_ON_WARNING | mcp.PUSH_ON_PILOT_OR_BATTERY
 # when no RfConfig was read: the span of all G3/G4 bands (unverified per band); the device refuses the rest
 FALLBACK_RF_CONFIG: Final = ((470_000, 960_000, 25),)
+# a real receiver's replies may arrive on any interface
+ALL_INTERFACES: Final = "0.0.0.0"  # nosec B104 # binding every interface is the point, for real receivers only
 
 Source = tuple[str, int]
 
@@ -139,7 +141,7 @@ class G4Driver(UdpDriver):
             )
         self._source = (str(infos[0][4][0]), self.endpoint.port)
         # a loopback device (a simulator) is reached from loopback; a real one from every interface
-        bind_host = "127.0.0.1" if self._source[0].startswith("127.") else "0.0.0.0"
+        bind_host = "127.0.0.1" if self._source[0].startswith("127.") else ALL_INTERFACES
         self._socket = await attach(bind_host, self.local_port, self._source, self._received)
         # asked together: a receiver silent on both (G3/2000 command sets are unverified) costs one timeout
         firmware, rf_config = await asyncio.gather(
@@ -295,8 +297,7 @@ class G4Driver(UdpDriver):
         raise InvalidValueError(f"{value:g} MHz is outside this receiver's range ({ranges} MHz)")
 
     def prepare(self, command: Command) -> PreparedCommand:
-        if command.channel not in (None, 1):
-            raise NotSupportedError("a G4 receiver has one channel")
+        # the hub routes a channel command only to a channel the device has: here, channel 1
         kind = command.kind
         if kind in (CommandKind.NAME, CommandKind.DEVICE_NAME):
             # names up to 8 printable ASCII characters (the display; unverified beyond the charset)

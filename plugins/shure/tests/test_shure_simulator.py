@@ -8,7 +8,7 @@ import sys
 from wmhub_shure.protocol import Framer
 from wmhub_shure.simulator import ShureSimulator
 
-from hub.testing import eventually
+from hub.testing import eventually, interrupt
 
 
 class RawClient:
@@ -102,13 +102,13 @@ async def test_uhfr_speaks_star_framing_over_udp() -> None:
             transport.close()
 
 
-async def test_command_line_starts_many_receivers_and_prints_them() -> None:
+async def test_command_line_starts_many_receivers_prints_them_and_stops_on_ctrl_c() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wmhub_shure.simulator", "--family", "slxd4d", "--count", "3",
-        stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "wmhub_shure.simulator", "--family", "slxd4d", "--count", "3", "--animate",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
     try:
-        assert process.stdout is not None
         lines = [await asyncio.wait_for(process.stdout.readline(), 10.0) for _ in range(3)]
         urls = [line.decode().split()[1] for line in lines]
         assert all(url.startswith("shure://127.0.0.1:") for url in urls) and len(set(urls)) == 3
@@ -117,5 +117,48 @@ async def test_command_line_starts_many_receivers_and_prints_them() -> None:
         await client.wait_for("REP MODEL {SLXD4D" + " " * 26 + "}")
         await client.close()
     finally:
-        process.terminate()
-        await process.wait()
+        status = await interrupt(process)
+    assert status == 0 and await process.stderr.read() == b""
+
+
+async def test_animation_moves_meters_drains_batteries_and_switches_transmitters() -> None:
+    """What the demo's receivers do on their own: a hub watching them sees a live stage."""
+    async with ShureSimulator("ulxd4q", seed=2) as sim:
+        first = {index: dict(channel.values) for index, channel in sim.channels.items()}
+        switched_off: set[int] = set()
+        sim.animate(interval_s=0.005, tx_off_chance=0.2)
+
+        def changed(field: str) -> bool:
+            return any(channel.values.get(field) != first[index][field] for index, channel in sim.channels.items())
+
+        def some_transmitter_off_then_on() -> bool:
+            switched_off.update(index for index, channel in sim.channels.items() if not channel.tx_on)
+            return any(sim.channels[index].tx_on for index in switched_off)
+
+        await eventually(lambda: changed("rf_dbm") and changed("audio_dbfs"), what="meters moving")
+        await eventually(lambda: changed("battery_runtime_min"), what="a battery draining")
+        await eventually(some_transmitter_off_then_on, what="a transmitter switched off and on again")
+        for channel in sim.channels.values():
+            if channel.tx_on:
+                assert -90 <= channel.values["rf_dbm"] <= -35 and -48 <= channel.values["audio_dbfs"] <= -6
+
+
+async def test_requests_a_receiver_refuses_are_answered_err_and_change_nothing() -> None:
+    async with ShureSimulator("ulxd4d", seed=4) as sim:
+        before = {index: dict(channel.values) for index, channel in sim.channels.items()}
+        client = await RawClient.connect(sim.port)
+        try:
+            refused = [
+                "< SET FLASH MAYBE >",  # not ON or OFF
+                "< SET 9 CHAN_NAME {Nine} >",  # a dual receiver has no channel 9
+                "< SET 1 METER_RATE 00010 >",  # faster than the 50 ms the receiver allows
+                "< SET 0 CHAN_NAME {All} >",  # a name is per channel
+                "< DO 1 CHAN_NAME >",  # no such verb
+                "< GET >",  # not a request at all
+            ]
+            client.send("".join(refused))
+            await eventually(lambda: client.messages.count("REP ERR") == len(refused), 2.0, "an ERR for each")
+        finally:
+            await client.close()
+        assert {index: dict(channel.values) for index, channel in sim.channels.items()} == before
+        assert all(channel.meter_rate_ms == 0 for channel in sim.channels.values())

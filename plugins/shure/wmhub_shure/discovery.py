@@ -83,7 +83,8 @@ class SlpListener(asyncio.DatagramProtocol):
             self.report(service)
 
 
-def open_slp_socket(port: int = SLP_PORT, group: str | None = SLP_GROUP, interface: str = "0.0.0.0") -> socket.socket:
+# bandit B104 waived: SLP multicast arrives on any interface unless one is named
+def open_slp_socket(port: int = SLP_PORT, group: str | None = SLP_GROUP, interface: str = "0.0.0.0") -> socket.socket:  # nosec B104
     """A UDP socket bound to ``port`` that has joined ``group`` on ``interface`` (None: no join, for tests)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -560,9 +560,8 @@ class ShureDriver(Driver):
         """Validate a command against this receiver's family; raise before anything is sent."""
         if self.family is None:
             raise DeviceUnavailableError("the receiver has not been identified yet")
+        # the hub routes a channel command only to a channel the device has
         channel = command.channel
-        if channel is not None and not 0 < channel <= self.channel_count:
-            raise DeviceUnavailableError(f"this {self.model} has no channel {channel}")
         return build_set(self.family, command, self._gain.get(channel) if channel else None)
 
     async def apply(self, command: Command) -> CommandResult:

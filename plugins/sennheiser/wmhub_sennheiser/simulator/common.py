@@ -95,7 +95,7 @@ class UdpSimulator(asyncio.DatagramProtocol, ABC):
         self.boots = 1
         self.received = 0  # datagrams that reached the device, for tests counting retries
         self.clients: set[Client] = set()
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # nosec B311 # simulated values, seeded for reproducible tests
         self._transport: asyncio.DatagramTransport | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._down_until = 0.0

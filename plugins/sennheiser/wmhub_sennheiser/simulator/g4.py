@@ -224,10 +224,11 @@ class G4Simulator(UdpSimulator):
             "Name": self._name,
             "Frequency": self._frequency,
             "Mute": self._mute,
-            "Squelch": self._squelch,
             "FirmwareRevision": lambda args, rest, client: [f"FirmwareRevision {FIRMWARE}"],
             "RfConfig": lambda args, rest, client: ["RfConfig {} {} {}".format(*RF_CONFIG)],
         }
+        # only what the G4 driver sends: squelch, AF out and the equalizer are reported in the config push
+        # but not writable here (no driver writes them)
         handler = handlers.get(keyword)  # case-sensitive, as the device is
         try:
             if handler is None:
@@ -284,18 +285,6 @@ class G4Simulator(UdpSimulator):
                 raise CommandError(1020)
             self.channel.muted = bool(value)
         return [self.config_line("Mute")]
-
-    def _squelch(self, args: list[str], _rest: str, _client: Client) -> list[str]:
-        if len(args) == 1 and args[0].startswith("#"):
-            value = self.squelch + 2 * _ints([args[0][1:]], 1)[0]
-        elif args:
-            (value,) = _ints(args, 1)
-        else:
-            return [self.config_line("Squelch")]
-        if value != 0 and not (5 <= value <= 25 and value % 2):
-            raise CommandError(1020)
-        self.squelch = value
-        return [self.config_line("Squelch")]
 
     def tick(self, now: float) -> None:
         report: bytes | None = None

@@ -214,7 +214,7 @@ class Ssc2Simulator:
         self.busy_deletes = 0  # fault: this many coming session DELETEs are answered 503
         self.certificate = SelfSignedCertificate.generate(host)
         self.port = 0
-        self._random = random.Random(seed)
+        self._random = random.Random(seed)  # nosec B311 # simulated values, seeded for reproducible tests
         self.tx_churn = tx_churn  # chance per tick that one transmitter is switched off or on
         self.serve_schema = serve_schema  # False: a device without GET /api/ssc/schema
         self._awake = asyncio.Event()

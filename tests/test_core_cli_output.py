@@ -1,0 +1,87 @@
+"""What the `wmhub` command prints for people (not --json), and its one-line answers to mistakes."""
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
+from wmhub_shure.simulator import ShureSimulator
+
+from hub.app import Hub
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.testing import eventually, plugin_host
+from tests.test_core_plugins import broken_distribution
+
+
+def wmhub(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hub.cli", *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+async def wmhub_async(*args: str) -> tuple[int, str, str]:
+    """The command as a child process, so a hub in this test's event loop can answer it meanwhile."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hub.cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+def test_plugins_lists_one_line_each_with_its_hooks_or_its_error(tmp_path: Path) -> None:
+    extra = [str(broken_distribution(tmp_path)), os.environ.get("PYTHONPATH")]
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, extra)))
+    result = wmhub("plugins", env=environ)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split(" ", 1)[0]: line for line in result.stdout.splitlines()}
+    assert "register_drivers" in lines["wmhub-shure"] and "register_drivers" in lines["wmhub-sennheiser"]
+    assert "ERROR" in lines["wmhub-broken"] and "broken on purpose" in lines["wmhub-broken"]
+
+
+def test_an_http_address_without_a_port_is_refused_with_the_value() -> None:
+    result = wmhub("run", "--http", "localhost")
+    assert result.returncode == 2
+    assert "'localhost' is not HOST:PORT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_devices_says_no_hub_answers_where_none_listens() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        result = wmhub("devices", "--http", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert f"no hub answering at http://127.0.0.1:{port}/api/v1/devices" in result.stderr
+
+
+async def test_devices_prints_each_receiver_and_its_channel_names(tmp_path: Path) -> None:
+    simulator = await ShureSimulator("ulxd4d", seed=3).start()
+    config = HubConfig(
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url="off"),
+        discovery=DiscoverySettings(enabled=False),
+        http=HttpSettings(port=0),
+    )
+    try:
+        async with Hub(config, plugin_host("shure")) as hub:
+            await hub.add_device(simulator.url, source="test")
+            device = await eventually(
+                lambda: next((d for d in hub.store.devices.values() if d.online and d.channels), None),
+                what="the receiver online",
+            )
+            status, stdout, stderr = await wmhub_async("devices", "--http", f"127.0.0.1:{hub.web.port}")
+    finally:
+        await simulator.stop()
+    assert status == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0].split()[0] == device.id and "online" in lines[0] and f"127.0.0.1:{simulator.port}" in lines[0]
+    assert [line.strip() for line in lines[1:]] == [f"{c.index}: {c.name or ''}".strip() for c in device.channels]
+
+
+async def test_discover_prints_a_line_per_device_to_add() -> None:
+    async with Ssc1Simulator("ewdx-em4", tick_s=0, advertise=True) as simulator:
+        status, stdout, stderr = await wmhub_async("discover", "--seconds", "4", "--interface", "127.0.0.1")
+    assert status == 0, stderr
+    line = next(line for line in stdout.splitlines() if line.startswith(simulator.url))
+    assert "sennheiser" in line and "EW-DX EM 4" in line

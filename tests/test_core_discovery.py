@@ -1,0 +1,70 @@
+"""Discovery keeps going when a plugin fails: a discovery loop that raises is run again, and a plugin that
+cannot identify a service leaves it to the others."""
+
+import logging
+from typing import Any
+
+import pytest
+
+from hub import hookimpl
+from hub.discovery import Discovery
+from hub.drivers import DriverSettings
+from hub.hookspecs import Candidate, DiscoveredService, ReportService
+from hub.plugins import PluginHost
+from hub.testing import eventually
+
+SERVICE = DiscoveredService("127.0.0.1", 4440, "flaky-announce", "rack 1")
+
+
+class FlakyAnnouncer:
+    """A plugin whose listener fails the first time (as a multicast join can while an interface comes up)."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    @hookimpl
+    def register_discovery_loops(self, register: Any) -> None:
+        async def listen(report: ReportService) -> None:
+            self.attempts += 1
+            if self.attempts == 1:
+                raise OSError("no such device")
+            report(SERVICE)
+
+        register(listen)
+
+
+class Confused:
+    def __init__(self) -> None:
+        self.asked: list[DiscoveredService] = []
+
+    @hookimpl
+    def identify_service(self, service: DiscoveredService, settings: DriverSettings) -> Candidate | None:
+        self.asked.append(service)
+        raise RuntimeError("cannot parse the announcement")
+
+
+class Knowing:
+    @hookimpl
+    def identify_service(self, service: DiscoveredService, settings: DriverSettings) -> Candidate | None:
+        return Candidate(url=f"flaky://{service.host}:{service.port}", vendor="flaky", name=service.name)
+
+
+async def test_a_failing_loop_is_retried_and_a_failing_identify_leaves_the_service_to_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    announcer, confused = FlakyAnnouncer(), Confused()
+    host = PluginHost()
+    host.register(announcer, name="announcer")
+    for name, plugin in (("confused", confused), ("knowing", Knowing())):
+        host.register(plugin, name=name)
+    assert host.plugins_with("identify_service") == ["confused", "knowing"], "the confused plugin is asked first"
+    discovery = Discovery(host, DriverSettings(io_timeout_s=1.0))
+    with caplog.at_level(logging.WARNING, logger="hub.discovery"):
+        await discovery.start()
+        try:
+            # the retry waits for the backoff's first delay (1 s, with jitter)
+            candidate = await eventually(lambda: discovery.candidates.get("flaky://127.0.0.1:4440"), timeout=5)
+        finally:
+            await discovery.stop()
+    assert candidate.name == "rack 1" and announcer.attempts == 2 and confused.asked == [SERVICE]
+    assert "discovery loop of plugin announcer failed: no such device" in caplog.text
