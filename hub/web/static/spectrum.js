@@ -1,19 +1,11 @@
 // The spectrum view of the live frequency plan: the band as a strip, carriers as marks coloured by
 // state, intermodulation products as ticks, conflicts in red with lines to their sources, exclusions
 // (TV channels, ranges) shaded. Click a conflict for its finding and a "Suggest" button. Uses board.js's
-// helpers (api, el, toast, API); every label is set as text, never as markup.
+// helpers (api, el, svg, toast, API); every label is set as text, never as markup.
 "use strict";
 
-const SVG_NS = "http://www.w3.org/2000/svg";
 const SPECTRUM = { width: 1000, height: 160, stripTop: 40, stripHeight: 50, pad: 40 };
 const spectrumState = { plan: null, selected: null, drawn: "" };
-
-function svg(tag, attributes, text) {
-  const node = document.createElementNS(SVG_NS, tag);
-  for (const [name, value] of Object.entries(attributes || {})) node.setAttribute(name, String(value));
-  if (text !== undefined) node.textContent = String(text);
-  return node;
-}
 
 function spectrumRange(plan) {
   const points = plan.carriers.map((c) => c.frequency_mhz);
