@@ -7,6 +7,7 @@ transmitter is on but has neither yet is listed apart: nobody can say when it wi
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from typing import Final, Literal
@@ -18,7 +19,7 @@ from hub.store.alerts import Alerts, Verdict
 from hub.store.audit import AuditLog
 from hub.store.clock import Clock
 from hub.store.db import Database
-from hub.store.errors import ValidationError
+from hub.store.errors import NotFoundError, ValidationError
 from hub.store.history import History
 from hub.store.performers import ExtendedNames, Performers
 from hub.store.records import Record, Source
@@ -213,7 +214,8 @@ class Show(Service):
         assignment = self._performers.assignment_for(device_id, index)
         performer = None
         if assignment is not None:
-            performer = next((p.name for p in self._performers.all() if p.id == assignment.performer_id), None)
+            with contextlib.suppress(NotFoundError):  # deleted meanwhile: the pack is listed without a name
+                performer = self._performers.get(assignment.performer_id).name
         slot = self._slots.for_channel(device_id, index)
         return ChannelRef(
             channel_id=f"{device_id}:{index}",
