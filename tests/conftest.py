@@ -4,8 +4,9 @@ The MQTT suites named in :data:`BROKER_MATRIX_MODULES` run every test that takes
 against Mosquitto and against a RabbitMQ node with its MQTT plugin (docs/scaling.md, "Broker matrix").
 A test marked ``mosquitto_only("why")`` runs against Mosquitto alone: one that stops or restarts its broker
 (the RabbitMQ node is shared by the session, because it takes far longer to start than Mosquitto), or one
-that reads retained messages through a wildcard subscription (RabbitMQ 3.x serves retained messages only
-to exact topic subscriptions; tests/test_broker_rabbitmq.py covers what that means for the hub).
+that must see every retained topic under a wildcard without naming them (RabbitMQ 3.x serves a retained
+message only to a subscription naming its exact topic, so on RabbitMQ ``MqttProbe`` also subscribes to each
+topic it waits for; tests/test_broker_rabbitmq.py covers what that means for the hub).
 """
 
 from __future__ import annotations

@@ -270,6 +270,11 @@ class MqttProbe:
     ) -> None:
         self.messages: list[tuple[str, bytes]] = []
         self._markers: set[str] = set()
+        # RabbitMQ 3.x hands a retained message only to a subscription naming its exact topic: on such a
+        # broker a topic waited for is also subscribed by name, so its retained copy arrives whatever the
+        # order of the hub's publish and the probe's wildcard subscription
+        self._retained_needs_exact_topic = getattr(broker, "retained_needs_exact_topic", False)
+        self._exact_topics: set[str] = set()
         self.latest: dict[str, bytes] = {}
         address = BrokerAddress(broker.host, broker.port, username=username, password=password)
         self.client = MqttClient(address, client_id, on_message=self._record, keepalive=10)
@@ -319,6 +324,15 @@ class MqttProbe:
         def found() -> tuple[str, bytes] | None:
             return next(((t, p) for t, p in self.messages if t == topic and where(p)), None)
 
+        if (
+            self._retained_needs_exact_topic
+            and topic not in self._exact_topics
+            and not {"#", "+"} & set(topic)
+            and found() is None
+        ):
+            # confirmed before waiting, so the retained copy it brings does not arrive after a later clear()
+            self._exact_topics.add(topic)
+            await self.subscribe(topic)
         _, payload = await eventually(found, timeout, f"a message on {topic}")
         return payload
 

@@ -52,6 +52,8 @@ def _listening(port: int) -> bool:
 class RabbitNode:
     """One RabbitMQ node with the MQTT plugin; ``url``, ``host`` and ``port`` are its MQTT listener."""
 
+    retained_needs_exact_topic = True  # read by tests.mosquitto.MqttProbe
+
     def __init__(self, directory: Path, name: str, cluster_with: tuple[str, ...] = ()) -> None:
         self.directory = directory
         self.name = name

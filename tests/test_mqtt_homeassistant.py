@@ -89,9 +89,6 @@ def check_discovery_payload(topic: str, config: dict[str, Any], hub_state_topic:
             assert component["state_class"] in {"measurement", "total", "total_increasing"}
 
 
-@pytest.mark.mosquitto_only(
-    "reads retained messages through a wildcard subscription, which RabbitMQ 3.x does not serve"
-)
 async def test_discovery_config_follows_the_schema_and_points_at_real_topics(
     mqtt_broker: TestBroker, tmp_path: Path, receiver: str
 ) -> None:
@@ -125,7 +122,8 @@ async def test_discovery_config_follows_the_schema_and_points_at_real_topics(
 
 
 @pytest.mark.mosquitto_only(
-    "reads retained messages through a wildcard subscription, which RabbitMQ 3.x does not serve"
+    "counts the copies of each re-published topic; on RabbitMQ the probe also subscribes to the exact topics it"
+    " waits for (retained messages reach only those there), and overlapping subscriptions bring a second copy"
 )
 async def test_homeassistant_birth_republishes_configs_and_state(
     mqtt_broker: TestBroker, tmp_path: Path, receiver: str

@@ -87,7 +87,8 @@ async def every_demo_device_online(probe: MqttProbe) -> list[dict[str, Any]]:
 
 
 @pytest.mark.mosquitto_only(
-    "reads retained messages through a wildcard subscription, which RabbitMQ 3.x does not serve"
+    "counts every retained topic through a wildcard subscription; RabbitMQ 3.x serves retained messages only to"
+    " subscriptions naming the exact topic"
 )
 async def test_hub_killed_leaves_its_last_will_and_comes_back_complete(mqtt_broker: TestBroker, tmp_path: Path) -> None:
     state_topic = "wmhub/hubs/killed/state"
