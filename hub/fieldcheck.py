@@ -83,6 +83,28 @@ def _texts(width: int) -> Check:
     return texts
 
 
+# Quadversity (Axient A-D) is the most antennas any family reports per channel; a few more leave room.
+MAX_ANTENNAS: Final = 8
+
+
+def _levels(width: int) -> Check:
+    """Per-antenna levels: short names to finite numbers; a non-finite level is an antenna not reported."""
+
+    def levels(value: Any) -> Any:
+        if not isinstance(value, dict) or len(value) > MAX_ANTENNAS:
+            return REFUSED
+        checked: dict[str, float] = {}
+        for name, level in value.items():
+            number = _number(level)
+            if not isinstance(name, str) or number is REFUSED:
+                return REFUSED
+            if number is not UNKNOWN:
+                checked[device_text(name, width)] = number
+        return checked or UNKNOWN
+
+    return levels
+
+
 def _base_type(model: type[BaseModel], name: str) -> Any:
     """The field's type without its ``| None``."""
     annotation = model.model_fields[name].annotation
@@ -99,6 +121,8 @@ def _check_for(model: type[BaseModel], name: str, width: int) -> Check:
         return _text(width)
     if get_origin(base) is list:
         return _texts(width)
+    if get_origin(base) is dict:
+        return _levels(width)
     check = _whole if base is int else _number
     if name in CHANNEL_BOUNDS and model is Channel:
         return _bounded(check, *CHANNEL_BOUNDS[name])

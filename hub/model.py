@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 
 # Values that move continuously with the signal. They are published on the meters topic at a throttled
 # rate; a change in any other channel field is a state change, published retained and at once.
-METER_FIELDS: Final = frozenset({"rf_dbm", "rf_quality_percent", "audio_dbfs", "audio_peak", "antenna"})
+METER_FIELDS: Final = frozenset(
+    {"rf_dbm", "rf_quality_percent", "audio_dbfs", "audio_peak", "antenna", "rf_antennas", "audio_peak_dbfs"}
+)
 
 
 class Channel(BaseModel):
@@ -34,16 +36,41 @@ class Channel(BaseModel):
     tx_present: bool | None = Field(default=None, description="a transmitter is on and linked")
     tx_model: str | None = None
     tx_muted: bool | None = Field(default=None, description="the transmitter's own mute switch")
+    tx_power: str | None = Field(
+        default=None, description="RF power level or mode as the family states it, e.g. '10mW', 'high'"
+    )
+    tx_locked: str | None = Field(
+        default=None, description="which transmitter controls are locked, as the family states it ('none' when none)"
+    )
+    tx_offset_db: float | None = Field(default=None, description="transmitter input offset or pad")
+    tx_id: str | None = Field(default=None, description="the linked transmitter's own id or serial")
+    tx_talk_switch: bool | None = Field(default=None, description="the talk (cough) switch is pressed")
     battery_bars: int | None = Field(default=None, ge=0, le=5)
     battery_percent: int | None = Field(default=None, ge=0, le=100)
     battery_runtime_min: int | None = Field(default=None, ge=0)
     battery_type: str | None = None
+    battery_health_percent: int | None = Field(default=None, ge=0, le=100, description="capacity left vs new")
+    battery_cycles: int | None = Field(default=None, ge=0, description="charge cycles of a rechargeable pack")
+    battery_temp_c: float | None = Field(default=None, description="pack temperature")
+    battery_charge_state: str | None = Field(
+        default=None, description="'charging', 'charged', 'discharging' or as the family states it"
+    )
+    battery_time_to_full_min: int | None = Field(default=None, ge=0, description="charging: minutes until full")
     rf_dbm: float | None = None
     rf_quality_percent: int | None = Field(default=None, ge=0, le=100)
     antenna: str | None = Field(default=None, description="active antenna(s), e.g. 'A', 'B', 'AB'")
+    rf_antennas: dict[str, float] | None = Field(
+        default=None, description="RF level in dBm per antenna input, e.g. {'A': -62, 'B': -70} or RF1/RF2"
+    )
     audio_dbfs: float | None = None
+    audio_peak_dbfs: float | None = Field(default=None, description="peak audio level, where reported apart")
     audio_peak: bool | None = Field(default=None, description="audio clipped since the last report")
     gain_db: float | None = None
+    group_channel: str | None = Field(
+        default=None, description="the frequency preset: Shure 'group,channel', Sennheiser 'bank.channel'"
+    )
+    frequency2_mhz: float | None = Field(default=None, description="second carrier (frequency diversity)")
+    encryption: str | None = Field(default=None, description="'on', 'off' or 'mismatch' for this channel's link")
     warnings: list[str] = Field(default_factory=list)
     updated_at: datetime | None = None
 
@@ -199,6 +226,12 @@ class Device(BaseModel):
     port: int
     online: bool = False
     last_seen: datetime | None = None
+    rf_band: str | None = Field(default=None, description="the receiver's tuning band, e.g. 'G50', 'Aw+'")
+    encryption_mode: str | None = Field(default=None, description="the device's encryption setting")
+    ip_address: str | None = Field(default=None, description="as the device reports it")
+    mac_address: str | None = Field(default=None, description="as the device reports it")
+    dante_name: str | None = None
+    front_panel_locked: bool | None = Field(default=None, description="the receiver's own panel lock")
     channels: list[Channel] = Field(default_factory=list)
     capabilities: Capabilities | None = Field(
         default=None, description="what the family reports and accepts; None until identified, or when undeclared"
@@ -239,7 +272,21 @@ def _numeric_bounds(model: type[BaseModel]) -> dict[str, tuple[float | None, flo
 
 # Channel fields a device could report out of range (e.g. 250 % battery); the hub reads those as unknown.
 CHANNEL_BOUNDS: Final = _numeric_bounds(Channel)
-DEVICE_FIELDS: Final = frozenset({"family", "model", "firmware", "name", "capabilities"})
+DEVICE_FIELDS: Final = frozenset(
+    {
+        "family",
+        "model",
+        "firmware",
+        "name",
+        "capabilities",
+        "rf_band",
+        "encryption_mode",
+        "ip_address",
+        "mac_address",
+        "dante_name",
+        "front_panel_locked",
+    }
+)
 
 
 class Command(BaseModel):

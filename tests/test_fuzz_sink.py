@@ -46,6 +46,16 @@ def _strings(value: Any) -> list[str]:
         return [value]
     if isinstance(value, list):
         return [text for item in value for text in _strings(item)]
+    if isinstance(value, dict):  # per-antenna levels: the antenna names are device text too
+        return [text for key, item in value.items() for text in [*_strings(key), *_strings(item)]]
+    return []
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, dict):
+        return [number for item in value.values() for number in _numbers(item)]
     return []
 
 
@@ -82,6 +92,18 @@ def test_any_report_leaves_a_valid_model(
         Channel.model_validate(channel.model_dump())
         payloads.encode(payloads.channel_state(channel))  # what MQTT publishes
     payloads.encode(payloads.device_state(device))
-    assert not [value for value in values if isinstance(value, float) and not math.isfinite(value)]
+    assert not [number for value in values for number in _numbers(value) if not math.isfinite(number)]
     texts = [text for value in values for text in _strings(value) if text not in (device.id, device.host)]
     assert all(UNSAFE.search(text) is None and len(text) <= WIDTH for text in texts), texts
+
+
+def test_per_antenna_levels_keep_what_a_device_reported_sanely() -> None:
+    store = StateStore()
+    handle = DeviceHandle(store, Endpoint.parse("fuzz://127.0.0.1:9"), "fuzz", plugin="fuzzer", text_width=WIDTH)
+    handle.identify(unique_id="Q1", family="fuzz", model="quad", channel_count=1)
+    handle.update_channel(1, {"rf_antennas": {"A": -61.5, "B": -70, "C": math.nan, "D\x1b[2J": -90.0}})
+    assert store.devices[handle.device_id].channels[0].rf_antennas == {"A": -61.5, "B": -70, "D[2J": -90.0}
+    handle.update_channel(1, {"rf_antennas": {"A": "strong"}})  # refused: the last good levels stay
+    handle.update_channel(1, {"rf_antennas": {f"ant{n}": -60.0 for n in range(20)}})  # more than any receiver has
+    assert store.devices[handle.device_id].channels[0].rf_antennas == {"A": -61.5, "B": -70, "D[2J": -90.0}
+    assert handle.protocol_errors == 2

@@ -24,7 +24,15 @@ import orjson
 from hub.model import METER_FIELDS, Channel, Device
 
 # Fixed order so meter payloads read the same every time.
-METER_ORDER: Final = ("rf_dbm", "rf_quality_percent", "antenna", "audio_dbfs", "audio_peak")
+METER_ORDER: Final = (
+    "rf_dbm",
+    "rf_quality_percent",
+    "antenna",
+    "audio_dbfs",
+    "audio_peak",
+    "rf_antennas",
+    "audio_peak_dbfs",
+)
 assert frozenset(METER_ORDER) == METER_FIELDS, "METER_ORDER must list every meter field"
 
 # Channel fields that make up the retained channel state: everything but the live meters.
