@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+from hub.model import Capabilities, Channel, Device
+from hub.mqtt.homeassistant import DEVICE_READINGS, READINGS, discovery_config
+from hub.mqtt.topics import Topics
 from tests.mosquitto import MqttProbe, TestBroker
 from tests.test_mqtt_bridge import online_device, receiver, running_hub, watching_hub
 
@@ -46,7 +49,7 @@ PLATFORM_KEYS = {
 }  # fmt: skip
 DEVICE_CLASSES = {
     "sensor": {"battery": {"%"}, "duration": {"s", "min", "h", "d"}, "signal_strength": {"dB", "dBm"},
-               "frequency": {"Hz", "kHz", "MHz", "GHz"}},
+               "frequency": {"Hz", "kHz", "MHz", "GHz"}, "temperature": {"°C", "°F", "K"}},
     "binary_sensor": {"connectivity": None, "problem": None},
     "button": {"identify": None, "restart": None, "update": None},
 }  # fmt: skip
@@ -160,3 +163,46 @@ async def test_discovery_can_be_switched_off_or_moved(mqtt_broker: TestBroker, t
             answer = await probe.request(f"{base}/hubs/quiet/response/info", f"{base}/hubs/quiet/request/info", {})
             assert answer["status"] == "ok"
         assert not [topic for topic, _ in probe.messages if topic.endswith("/config")]
+
+
+def test_a_family_that_reports_every_detail_gets_an_entity_for_each() -> None:
+    """Transmitter details, battery health, presets and the receiver's own facts: each field a family declares
+    becomes an entity of the documented shape; per-antenna levels are the RF level's attributes."""
+    every_field = frozenset(Channel.model_fields) - {"index", "updated_at"}
+    device = Device(
+        id="shure-quad",
+        vendor="shure",
+        model="AD4Q",
+        host="127.0.0.1",
+        port=2202,
+        channels=[Channel(index=1)],
+        capabilities=Capabilities(channel_fields=every_field),
+        rf_band="G57",
+        encryption_mode="AES-256",
+        ip_address="192.0.2.10",
+        mac_address="00:0E:DD:00:00:01",
+        dante_name="AD4Q-rack1",
+        front_panel_locked=True,
+    )
+    topics = Topics("wmhub", "hub1", "homeassistant")
+    config = discovery_config(device, topics, 1)
+    check_discovery_payload("homeassistant/device/shure-quad/config", config, topics.hub_state)
+    components = config["components"]
+    assert {f"ch1_{reading.field}" for reading in READINGS} <= set(components)
+    assert {reading.field for reading in DEVICE_READINGS} <= set(components)
+    assert components["ch1_battery_temp_c"]["unit_of_measurement"] == "°C"
+    assert components["ch1_tx_power"]["availability"][-1]["topic"] == topics.channel("shure-quad", 1), (
+        "a transmitter's readings are unavailable while none is linked"
+    )
+    rf = components["ch1_rf_dbm"]
+    assert (
+        rf["json_attributes_topic"] == topics.meters("shure-quad", 1)
+        and "rf_antennas" in rf["json_attributes_template"]
+    )
+    assert components["rf_band"]["state_topic"] == topics.device("shure-quad")
+
+
+def test_receiver_facts_appear_only_once_the_receiver_reports_them() -> None:
+    device = Device(id="shure-plain", vendor="shure", host="127.0.0.1", port=2202, channels=[Channel(index=1)])
+    components = discovery_config(device, Topics("wmhub", "hub1", "homeassistant"), 1)["components"]
+    assert not {reading.field for reading in DEVICE_READINGS} & set(components)

@@ -27,10 +27,28 @@ _ON_OFF = "{{% if value_json.{0} is none %}}None{{% elif value_json.{0} %}}ON{{%
 DIAGNOSTIC: Final = {"entity_category": "diagnostic"}
 CONFIG: Final = {"entity_category": "config"}
 # Readings of the transmitter itself: there is nothing to read while none is linked.
-TRANSMITTER_FIELDS: Final = frozenset({"battery_percent", "battery_bars", "battery_runtime_min", "tx_model"})
+TRANSMITTER_FIELDS: Final = frozenset(
+    {
+        "battery_percent",
+        "battery_bars",
+        "battery_runtime_min",
+        "battery_health_percent",
+        "battery_cycles",
+        "battery_temp_c",
+        "tx_model",
+        "tx_power",
+        "tx_locked",
+        "tx_offset_db",
+        "tx_id",
+        "tx_talk_switch",
+    }
+)
 # Fast-moving levels: several state changes a second per channel for Home Assistant's recorder to write.
 # Off unless the hub setting homeassistant_meter_entities asks for them (or the user enables one).
-METER_ENTITY_FIELDS: Final = frozenset({"rf_dbm", "rf_quality_percent", "audio_dbfs"})
+METER_ENTITY_FIELDS: Final = frozenset({"rf_dbm", "rf_quality_percent", "audio_dbfs", "audio_peak_dbfs"})
+# Per-antenna levels ride on the RF level entity as attributes: how many antennas, and their names, are the
+# family's (A-D, RF1/RF2), and an attribute needs no entity of its own.
+_ANTENNA_ATTRIBUTES: Final = "{{ (value_json.rf_antennas or {}) | tojson }}"
 
 
 @dataclass(frozen=True)
@@ -94,9 +112,85 @@ READINGS: Final = (
         "channel",
         {"device_class": "frequency", "unit_of_measurement": "MHz", "suggested_display_precision": 3, **DIAGNOSTIC},
     ),
+    Reading(
+        "audio_peak_dbfs",
+        "sensor",
+        "Audio peak",
+        "meters",
+        {"unit_of_measurement": "dBFS", "state_class": "measurement", "icon": "mdi:waveform"},
+    ),
+    Reading(
+        "frequency2_mhz",
+        "sensor",
+        "Second frequency",
+        "channel",
+        {"device_class": "frequency", "unit_of_measurement": "MHz", "suggested_display_precision": 3, **DIAGNOSTIC},
+    ),
+    Reading("group_channel", "sensor", "Group and channel", "channel", {"icon": "mdi:format-list-numbered"}),
+    Reading("encryption", "sensor", "Encryption", "channel", {"icon": "mdi:shield-lock", **DIAGNOSTIC}),
     Reading("tx_model", "sensor", "Transmitter model", "channel", {"icon": "mdi:microphone", **DIAGNOSTIC}),
     Reading("tx_present", "binary_sensor", "Transmitter present", "channel", {"device_class": "connectivity"}),
+    Reading("tx_power", "sensor", "Transmitter power", "channel", {"icon": "mdi:radio-tower", **DIAGNOSTIC}),
+    Reading("tx_locked", "sensor", "Transmitter lock", "channel", {"icon": "mdi:lock", **DIAGNOSTIC}),
+    Reading(
+        "tx_offset_db",
+        "sensor",
+        "Transmitter offset",
+        "channel",
+        {"unit_of_measurement": "dB", "icon": "mdi:tune-vertical", **DIAGNOSTIC},
+    ),
+    Reading("tx_id", "sensor", "Transmitter id", "channel", {"icon": "mdi:identifier", **DIAGNOSTIC}),
+    Reading("tx_talk_switch", "binary_sensor", "Talk switch", "channel", {"icon": "mdi:account-voice"}),
+    Reading(
+        "battery_health_percent",
+        "sensor",
+        "Battery health",
+        "channel",
+        {"unit_of_measurement": "%", "state_class": "measurement", "icon": "mdi:battery-heart-variant", **DIAGNOSTIC},
+    ),
+    Reading(
+        "battery_cycles",
+        "sensor",
+        "Battery cycles",
+        "channel",
+        {"state_class": "total_increasing", "icon": "mdi:battery-sync", **DIAGNOSTIC},
+    ),
+    Reading(
+        "battery_temp_c",
+        "sensor",
+        "Battery temperature",
+        "channel",
+        {"device_class": "temperature", "unit_of_measurement": "°C", "state_class": "measurement", **DIAGNOSTIC},
+    ),
+    Reading("battery_charge_state", "sensor", "Charge state", "channel", {"icon": "mdi:battery-charging"}),
+    Reading(
+        "battery_time_to_full_min",
+        "sensor",
+        "Time to full",
+        "channel",
+        {"device_class": "duration", "unit_of_measurement": "min", "state_class": "measurement"},
+    ),
     Reading("audio_peak", "binary_sensor", "Audio clip", "meters", {"device_class": "problem"}),
+)
+
+
+@dataclass(frozen=True)
+class DeviceReading:
+    """A read-only entity of the receiver itself, from its device topic, made once the device reports it."""
+
+    field: str
+    platform: str
+    name: str
+    keys: dict[str, Any]
+
+
+DEVICE_READINGS: Final = (
+    DeviceReading("rf_band", "sensor", "RF band", {"icon": "mdi:signal-variant", **DIAGNOSTIC}),
+    DeviceReading("encryption_mode", "sensor", "Encryption mode", {"icon": "mdi:shield-lock", **DIAGNOSTIC}),
+    DeviceReading("ip_address", "sensor", "IP address", {"icon": "mdi:ip-network", **DIAGNOSTIC}),
+    DeviceReading("mac_address", "sensor", "MAC address", {"icon": "mdi:ethernet", **DIAGNOSTIC}),
+    DeviceReading("dante_name", "sensor", "Dante name", {"icon": "mdi:audio-input-rca", **DIAGNOSTIC}),
+    DeviceReading("front_panel_locked", "binary_sensor", "Front panel locked", {"icon": "mdi:lock", **DIAGNOSTIC}),
 )
 
 
@@ -202,6 +296,19 @@ def discovery_config(device: Device, topics: Topics, qos: int, options: EntityOp
             },
         )
 
+    for device_reading in DEVICE_READINGS:
+        if getattr(device, device_reading.field) is not None:
+            components.add(
+                device_reading.field,
+                device_reading.platform,
+                device_reading.name,
+                {
+                    "state_topic": device_topic,
+                    "value_template": _value(device_reading.field, device_reading.platform),
+                    **device_reading.keys,
+                },
+            )
+
     for channel in device.channels:
         index = channel.index
         channel_topic = topics.channel(device.id, index)
@@ -228,6 +335,9 @@ def discovery_config(device: Device, topics: Topics, qos: int, options: EntityOp
                         "value_template": "{{ 'online' if value_json.tx_present else 'offline' }}",
                     },
                 ]
+            if reading.field == "rf_dbm" and reports("rf_antennas"):
+                keys["json_attributes_topic"] = sources["meters"]
+                keys["json_attributes_template"] = _ANTENNA_ATTRIBUTES
             if reading.field in METER_ENTITY_FIELDS and not options.meter_entities:
                 keys["enabled_by_default"] = False
             components.add(f"ch{index}_{reading.field}", reading.platform, f"Ch {index} {reading.name}", keys)
