@@ -93,6 +93,21 @@ function meter(kind, label, value, unit, low, high, peak) {
   return box;
 }
 
+// Per-antenna levels as small vertical bars, one per input (Axient A-D, EM 6000 and G4 RF1/RF2): a dead
+// antenna shows as one short bar among tall ones, which the best-of RF meter hides.
+function antennaBars(levels) {
+  const box = el("div", "antennas");
+  for (const [name, level] of Object.entries(levels)) {
+    const column = el("span", "antenna");
+    column.title = name + " " + level.toFixed(0) + " dBm";
+    const bar = el("i");
+    bar.style.height = percentOf(level, -100, -40) + "%";
+    column.append(bar, el("b", null, name));
+    box.append(column);
+  }
+  return box;
+}
+
 function battery(channel) {
   const box = el("span", "battery");
   box.title = "battery";
@@ -130,6 +145,7 @@ function fillTile(tile, number, device, channel) {
   if (reports(device, "rf_dbm")) {
     meters.append(meter("rf", "RF" + (channel.antenna ? " " + channel.antenna : ""), channel.rf_dbm, "dBm", -100, -40, false));
   }
+  if (channel.rf_antennas && Object.keys(channel.rf_antennas).length) meters.append(antennaBars(channel.rf_antennas));
   if (reports(device, "audio_dbfs")) {
     meters.append(meter("audio", "Audio", channel.audio_dbfs, "dBFS", -60, 0, channel.audio_peak));
   }
@@ -463,11 +479,25 @@ function renderFacts() {
     fact("Battery", battery),
     fact("Runtime", runtime),
     fact("Swap", swap ? "before " + new Date(swap.empty_at * 1000).toLocaleTimeString() : (state.swap && state.swap.deadline ? "lasts the show" : null)),
-    fact("Frequency", channel.frequency_mhz !== null ? channel.frequency_mhz.toFixed(3) + " MHz" : null),
-    fact("Transmitter", [channel.tx_model, channel.battery_type].filter(Boolean).join(" · ")),
+    fact("Battery health", [channel.battery_health_percent !== null ? channel.battery_health_percent + "% health" : null,
+      channel.battery_cycles !== null ? channel.battery_cycles + " cycles" : null,
+      channel.battery_temp_c !== null ? channel.battery_temp_c.toFixed(0) + " °C" : null].filter(Boolean).join(" · ")),
+    fact("Charging", [channel.battery_charge_state,
+      channel.battery_time_to_full_min !== null ? channel.battery_time_to_full_min + " min to full" : null].filter(Boolean).join(" · ")),
+    fact("Frequency", [channel.frequency_mhz, channel.frequency2_mhz].filter((mhz) => mhz !== null).map((mhz) => mhz.toFixed(3) + " MHz").join(" + ")
+      + (channel.group_channel ? " (group/channel " + channel.group_channel + ")" : "")),
+    fact("Transmitter", [channel.tx_model, channel.battery_type, channel.tx_power,
+      channel.tx_offset_db !== null ? "offset " + channel.tx_offset_db + " dB" : null,
+      channel.tx_locked && channel.tx_locked !== "none" ? "locked: " + channel.tx_locked : null,
+      channel.tx_talk_switch ? "talk switch pressed" : null, channel.tx_id].filter(Boolean).join(" · ")),
+    fact("Encryption", channel.encryption || device.encryption_mode),
     fact("RF now", channel.rf_dbm !== null ? channel.rf_dbm.toFixed(0) + " dBm" + (channel.antenna ? " (" + channel.antenna + ")" : "") : null),
-    fact("Audio now", channel.audio_dbfs !== null ? channel.audio_dbfs.toFixed(0) + " dBFS" : null),
+    fact("RF per antenna", channel.rf_antennas ? Object.entries(channel.rf_antennas).map(([name, level]) => name + " " + level.toFixed(0)).join(" · ") + " dBm" : null),
+    fact("Audio now", channel.audio_dbfs !== null ? channel.audio_dbfs.toFixed(0) + " dBFS"
+      + (channel.audio_peak_dbfs !== null ? " (peak " + channel.audio_peak_dbfs.toFixed(0) + ")" : "") : null),
     fact("Gain", channel.gain_db !== null ? channel.gain_db + " dB" : null),
+    fact("Receiver", [device.model, device.rf_band, device.ip_address, device.mac_address, device.dante_name,
+      device.front_panel_locked ? "panel locked" : null].filter(Boolean).join(" · ")),
   );
 }
 
