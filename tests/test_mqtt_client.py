@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tracemalloc
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 
 from hub.mqtt.client import BrokerAddress, MqttClient, Will
@@ -111,3 +113,24 @@ async def test_a_failed_write_marks_the_connection_lost_even_when_the_reader_sta
         )
         await mqtt_broker.start()
         assert await client.wait_connected(10)
+
+
+def test_retained_state_kept_for_reconnects_costs_its_size_not_the_encoder_buffer() -> None:
+    """The client keeps every retained payload to send again after a reconnect: 1,000 channel states must cost
+    about 1,000 times their length, not 1,000 of orjson's 8 KB output buffers."""
+    client = MqttClient(BrokerAddress("127.0.0.1", 9), "memory-check", on_message=lambda topic, payload: None)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        states = [orjson.dumps({"index": n, "name": f"Vocal {n}", "battery_percent": 80}) for n in range(1000)]
+        for number, payload in enumerate(states):
+            client.publish(f"wmhub/devices/d{number}/channels/1", payload, 1, retain=True)
+        del states
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    per_topic = (kept - before) / 1000
+    assert per_topic < 400, f"{per_topic:.0f} bytes kept per 50-byte retained state"
+    assert (
+        client.retained_topics["wmhub/devices/d7/channels/1"][0] == b'{"index":7,"name":"Vocal 7","battery_percent":80}'
+    )

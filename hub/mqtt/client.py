@@ -232,6 +232,13 @@ class _HandedSocketClient(paho.Client):
         return sock
 
 
+def compact(payload: bytes) -> bytes:
+    """A copy of ``payload`` that holds only its bytes. orjson returns its whole output buffer (8 KB or more
+    for a 500-byte channel state): kept for every retained topic, those buffers were a quarter of the hub's
+    heap at 1,000 channels (docs/performance.md, "Where the memory goes")."""
+    return bytes(memoryview(payload))
+
+
 class MqttClient:
     """One broker connection, kept up for the client's lifetime. ``on_message`` runs on the loop, in order;
     ``on_connect`` after each connection is made, ``on_disconnect`` after each one is lost.
@@ -320,7 +327,7 @@ class MqttClient:
         False); other messages are dropped while disconnected."""
         if retain and keep:
             if payload:
-                self._retained[topic] = (payload, qos)
+                self._retained[topic] = (compact(payload), qos)
                 self._pending_clears.pop(topic, None)
             else:
                 self._retained.pop(topic, None)
