@@ -27,6 +27,7 @@ from hub.drivers import DriverSettings
 from hub.frequency import Band, PlanSettings, Profile
 from hub.hookspecs import Candidate, DemoFleet
 from hub.lag import LoopMonitor
+from hub.memory import HeapTrimmer
 from hub.model import Command, CommandKind, CommandResult, Device
 from hub.plugins import PluginHost
 from hub.redact import redact
@@ -101,6 +102,7 @@ class Hub:
         self._edges: list[Any] = []
         self.stopped = asyncio.Event()
         self.loop_monitor = LoopMonitor()
+        self.heap_trimmer = HeapTrimmer()
         # set when a task the hub cannot run without ended by itself (see watch)
         self._failure: str | None = None
         self._failed = asyncio.Event()
@@ -115,6 +117,7 @@ class Hub:
 
     async def start(self) -> None:
         self.loop_monitor.start()
+        self.heap_trimmer.start()
         if self.persistence is None:
             self._owns_persistence = True
             self.persistence = await Persistence.open(
@@ -283,6 +286,7 @@ class Hub:
             await self.persistence.close()
             self.persistence = None
         await self.loop_monitor.stop()
+        await self.heap_trimmer.stop()
         self.stopped.set()
 
     async def run_until_signalled(self) -> None:
