@@ -23,6 +23,8 @@ find_python() {
   return 1
 }
 
+# read before the results file is rewritten: its own truncation would count as a local change
+commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' with local changes')"
 scripts/install-system-deps.sh
 rows=()
 failed=0
@@ -53,7 +55,7 @@ done
   echo "Written by \`scripts/test.sh --matrix\` (scripts/matrix.sh); do not edit by hand. When to run it:"
   echo "[CONTRIBUTING.md](../CONTRIBUTING.md#python-versions)."
   echo
-  echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' with local changes'), $(nproc) cores;"
+  echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit, $(nproc) cores;"
   echo "$((SECONDS - started)) s in all, installs included."
   echo
   echo "| Python | Build | pytest | Time (install + suite) |"
