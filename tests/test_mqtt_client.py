@@ -134,3 +134,27 @@ def test_retained_state_kept_for_reconnects_costs_its_size_not_the_encoder_buffe
     assert (
         client.retained_topics["wmhub/devices/d7/channels/1"][0] == b'{"index":7,"name":"Vocal 7","battery_percent":80}'
     )
+
+
+async def test_a_large_retained_config_is_kept_deflated_and_comes_back_whole_after_a_reconnect(
+    mqtt_broker: TestBroker,
+) -> None:
+    config = orjson.dumps(
+        {"components": {f"ch{n}_battery": {"platform": "sensor", "name": f"Ch {n}"} for n in range(400)}}
+    )
+    client = MqttClient(
+        BrokerAddress(mqtt_broker.host, mqtt_broker.port), "deflate-check", on_message=lambda t, p: None
+    )
+    client.publish("homeassistant/device/big/config", config, 1, retain=True)
+    kept, _ = client.retained_topics["homeassistant/device/big/config"]
+    assert len(kept) < len(config) / 5, "a Home Assistant sized config is kept compressed"
+    assert client.retains("homeassistant/device/big/config", config, 1)
+    assert not client.retains("homeassistant/device/big/config", config + b" ", 1)
+    client.start()  # the first connection sends what was kept while disconnected
+    try:
+        assert await client.wait_connected(5)
+        async with MqttProbe(mqtt_broker, client_id="deflate-probe") as probe:
+            await probe.subscribe("homeassistant/device/big/config")
+            assert await probe.message("homeassistant/device/big/config") == config
+    finally:
+        await client.stop()

@@ -373,7 +373,7 @@ class MqttBridge:
         assert self.client is not None
         payload = payloads.encode(config)
         # a config is ~11 KB per receiver and a receiver's first reports repeat it unchanged
-        if only_if_changed and self.client.retained_topics.get(topic) == (payload, self.settings.qos_state):
+        if only_if_changed and self.client.retains(topic, payload, self.settings.qos_state):
             return
         self._publish(topic, payload)
 

@@ -29,7 +29,8 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -232,11 +233,27 @@ class _HandedSocketClient(paho.Client):
         return sock
 
 
+# A Home Assistant config is about 23 KB of repetitive JSON per receiver and compresses twentyfold.
+DEFLATE_ABOVE_BYTES: Final = 2048
+
+
+class Deflated(bytes):
+    """A kept retained payload stored zlib-compressed (see :func:`compact`)."""
+
+
 def compact(payload: bytes) -> bytes:
-    """A copy of ``payload`` that holds only its bytes. orjson returns its whole output buffer (8 KB or more
-    for a 500-byte channel state): kept for every retained topic, those buffers were a quarter of the hub's
-    heap at 1,000 channels (docs/performance.md, "Where the memory goes")."""
+    """What the client keeps of a retained payload to send again after a reconnect: a copy holding only its
+    bytes, since orjson returns its whole output buffer (4-8 KB for a 500-byte channel state), and deflated
+    when large. Kept as they came, these were 25 MB of the hub's heap at 1,000 channels (docs/performance.md,
+    "Where the memory goes")."""
+    if len(payload) > DEFLATE_ABOVE_BYTES:
+        return Deflated(zlib.compress(payload, 1))
     return bytes(memoryview(payload))
+
+
+def expand(kept: bytes) -> bytes:
+    """The payload as published, from what :func:`compact` kept."""
+    return zlib.decompress(kept) if isinstance(kept, Deflated) else kept
 
 
 class MqttClient:
@@ -316,9 +333,15 @@ class MqttClient:
             log.info("MQTT: trying broker %s next", self.address)
 
     @property
-    def retained_topics(self) -> dict[str, tuple[bytes, int]]:
-        """The retained topics this client keeps set on the broker (read-only view for callers)."""
+    def retained_topics(self) -> Mapping[str, tuple[bytes, int]]:
+        """The retained topics this client keeps set on the broker, with each payload as kept (large ones
+        deflated: :meth:`retains` compares with what was published)."""
         return self._retained
+
+    def retains(self, topic: str, payload: bytes, qos: int) -> bool:
+        """True when ``topic`` is kept set to exactly this payload and QoS."""
+        kept = self._retained.get(topic)
+        return kept is not None and kept[1] == qos and expand(kept[0]) == payload
 
     # Publishing and subscribing: plain calls, safe whether or not the broker is connected right now
 
@@ -559,7 +582,7 @@ class MqttClient:
             client.publish(topic, b"", qos, True)
         self._pending_clears.clear()
         for topic, (payload, qos) in self._retained.items():
-            client.publish(topic, payload, qos, True)
+            client.publish(topic, expand(payload), qos, True)
         self.connected_event.set()
         if self._on_connect is not None:
             self._on_connect()
