@@ -89,7 +89,7 @@ def refusal(code: int, line: str) -> bytes:
     [
         (b"Frequency #2\r", b"Frequency 498100 0 0\r"),  # two 25 kHz steps up from 498.050 MHz
         (b"Frequency 498100 0 0\r", b"Frequency 498100 0 0\r"),  # with the two optional arguments
-        (b"Frequency\r", b"Frequency 498050 0 0\r"),  # a read
+        (b"Frequency\r", b"Frequency 498050 1 3\r"),  # a read: bank 1, channel 3 until set by value
         (b"Volume 3\r", refusal(1000, "Volume 3")),
         (b"Mute on\r", refusal(1010, "Mute on")),
         (b"Mute 2\r", refusal(1020, "Mute 2")),

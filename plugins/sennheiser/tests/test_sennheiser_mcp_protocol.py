@@ -113,7 +113,10 @@ def test_unreadable_fields_raise() -> None:
         ("States 9 1", {"tx_muted": False}),
         ("Msg AF_Peak Low_Battery", {"warnings": ["AF_Peak", "Low_Battery"], "audio_peak": True}),
         ("Msg OK", {"warnings": [], "audio_peak": False}),
-        ("Frequency 546400 0 0", {"frequency_mhz": 546.4}),
+        ("Frequency 546400 0 0", {"frequency_mhz": 546.4, "group_channel": None}),  # outside the presets
+        ("Frequency 822000 2 10", {"frequency_mhz": 822.0, "group_channel": "2.10"}),
+        ("RF1 25 65 1", {"rf_antennas": {"RF1": -81.0}}),  # the cycle's highest, 65 % of 40 dBµV, at 50 ohms
+        ("RF2 0 100 0", {"rf_antennas": {"RF2": -67.0}}),
         ("Name Vocal 1", {"name": "Vocal 1"}),
         ("Mute 0", {"muted": False}),
         ("Config 12", {}),

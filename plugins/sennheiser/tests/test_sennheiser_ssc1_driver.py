@@ -29,6 +29,9 @@ async def test_state_follows_the_device_including_a_transmitter_switched_off(hub
         assert {"name": device.name, "model": device.model, "firmware": device.firmware} == simulator.expected_device()
         assert len(device.channels) == len(simulator.channels)
         await shows(hub, device.id, simulator)
+        facts = simulator.expected_facts()  # network facts, encryption, panel lock, band: where the family reports them
+        stored = hub.store.get(device.id)
+        assert stored is not None and {name: getattr(stored, name) for name in facts} == facts
 
         first = simulator.channels[0]
         first.name, first.muted, first.battery_percent, first.rx_warnings = "Pastor", True, 15, ["AfPeak"]

@@ -59,6 +59,11 @@ async def shows(hub: DriverHarness, device_id: str, index: int, expected: dict[s
         assert shown(hub, device_id, index, *expected) == expected
 
 
+def facts(hub: DriverHarness, device_id: str, expected: dict[str, Any]) -> dict[str, Any]:
+    device = hub.store.get(device_id)
+    return {name: getattr(device, name, None) for name in expected}
+
+
 async def command(hub: DriverHarness, device: Device, kind: CommandKind, value: Any, channel: int | None = 1) -> Any:
     result = await hub.apply(Command(device_id=device.id, channel=channel, kind=kind, value=value))
     assert result.ok, result
@@ -104,6 +109,15 @@ EWDX_RX1 = {
     "rf_quality_percent": 87,
     "antenna": "A",
     "audio_dbfs": -24.0,
+    "tx_locked": "all",
+    "tx_offset_db": -6,
+}
+EWDX_DEVICE = {
+    "encryption_mode": "on",
+    "front_panel_locked": False,
+    "rf_band": "Q1-9",
+    "ip_address": "192.168.1.41",
+    "mac_address": "00:1b:66:a1:b2:c3",
 }
 EM6000_RX1 = {
     "name": "LEAD VOX",
@@ -114,6 +128,11 @@ EM6000_RX1 = {
     "rf_dbm": -40.0,  # (175 - 255) / 2: the stronger antenna (RF1)
     "rf_quality_percent": 90,
     "audio_dbfs": -27.0,
+    "audio_peak_dbfs": -22.5,  # AF_PEAK 210
+    "rf_antennas": {"RF1": -40.0, "RF2": -47.5},  # 175 and 160
+    "group_channel": "2.14",
+    "encryption": "on",
+    "tx_locked": "all",
 }
 
 
@@ -123,6 +142,7 @@ async def test_ewdx_from_its_transcript(hub: DriverHarness) -> None:
         assert (device.model, device.family, device.name) == ("EW-DX EM 2", "EW-DX", "EM2 FOH")
         await shows(hub, device.id, 1, EWDX_RX1)
         await shows(hub, device.id, 2, {"tx_present": False, "battery_percent": None, "warnings": ["AfPeak"]})
+        await eventually(lambda: facts(hub, device.id, EWDX_DEVICE) == EWDX_DEVICE, 5.0, "the device facts")
         assert await command(hub, device, CommandKind.MUTE, True) is True
         assert await command(hub, device, CommandKind.NAME, "LEAD") == "LEAD"
         assert replay.unexpected == []
@@ -134,6 +154,7 @@ async def test_em6000_from_its_transcript(hub: DriverHarness) -> None:
         assert (device.model, device.firmware, device.name) == ("EM6000", "1.1.4.74", "EM6000 STAGE")
         await shows(hub, device.id, 1, EM6000_RX1)
         await shows(hub, device.id, 2, {"muted": True, "tx_present": False, "battery_percent": None})
+        await shows(hub, device.id, 2, {"group_channel": "2.15", "encryption": "off", "tx_locked": None})
         assert await command(hub, device, CommandKind.MUTE, True) is True
         assert replay.unexpected == []
 
@@ -144,6 +165,7 @@ async def test_speechline_dw_from_its_transcript(hub: DriverHarness) -> None:
         await shows(
             hub, device.id, 1, {"name": "rx1", "battery_percent": 90, "battery_runtime_min": 604, "battery_bars": 5}
         )
+        await shows(hub, device.id, 1, {"battery_health_percent": 93, "battery_cycles": 118})
         assert await command(hub, device, CommandKind.NAME, "CHAIR_1") == "CHAIR_1"
         # the plugin also asks for the SL DW mute, which no public source documents (README: unverified);
         # the device refuses it and the hub carries on without it
@@ -172,6 +194,8 @@ async def test_ew_g4_from_its_transcript(hub: DriverHarness) -> None:
                 "antenna": "A",
                 "audio_dbfs": -30.0,
                 "warnings": ["Low_RF_Signal", "Low_Battery"],
+                "group_channel": "2.10",  # Frequency 822000 2 10
+                "rf_antennas": {"RF1": -81.0, "RF2": -75.8},  # the cycle's highest: 65 % and 78 % of 40 dBµV
             },
         )
         assert await command(hub, device, CommandKind.MUTE, True) is True

@@ -20,13 +20,15 @@ _TRANSMITTER: Final = frozenset({"tx_present", "battery_percent", "battery_runti
 _SSC1_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     EWDX.label: _TRANSMITTER
     | {"name", "frequency_mhz", "muted", "gain_db", "battery_type", "tx_muted", "tx_model"}
-    | {"rf_quality_percent", "antenna", "rf_dbm", "audio_dbfs"},
+    | {"rf_quality_percent", "antenna", "rf_dbm", "audio_dbfs", "tx_locked", "tx_offset_db"},
     EM6000.label: _TRANSMITTER
-    | {"name", "frequency_mhz", "muted", "tx_model", "rf_dbm", "antenna", "rf_quality_percent", "audio_dbfs"},
-    SLDW.label: _TRANSMITTER | {"name", "muted", "battery_bars"},
+    | {"name", "frequency_mhz", "muted", "tx_model", "rf_dbm", "antenna", "rf_quality_percent", "audio_dbfs"}
+    | {"rf_antennas", "audio_peak_dbfs", "group_channel", "encryption", "tx_locked"},
+    SLDW.label: _TRANSMITTER | {"name", "muted", "battery_bars", "battery_health_percent", "battery_cycles"},
 }
 _G4_FIELDS: Final = (_TRANSMITTER - {"battery_runtime_min"}) | {
     "name", "frequency_mhz", "muted", "tx_muted", "rf_quality_percent", "antenna", "audio_dbfs", "audio_peak",
+    "rf_antennas", "group_channel",
 }  # fmt: skip
 # SSCv2 (Spectera, TCC-M, EW-DX over SSCv2): one hub channel per paired mobile device
 _SSC2_FIELDS: Final = _TRANSMITTER | {

@@ -30,6 +30,10 @@ TX_ABSENT: Final[Mapping[str, Any]] = {
     "battery_type": None,
     "tx_model": None,
     "tx_muted": None,
+    "tx_locked": None,
+    "tx_offset_db": None,
+    "battery_health_percent": None,
+    "battery_cycles": None,
 }
 # Warning lists are reported per source (receiver, transmitter); the hub sees their union.
 RX_WARNINGS: Final = "+rx_warnings"
@@ -64,6 +68,20 @@ def _field(name: str, convert: Callable[[Any], Any]) -> Converter:
     return lambda value: {name: convert(value)}
 
 
+def _on_off(value: Any) -> str | None:
+    # a switch the sources type as bool; accept a device that answers "on"/"off" text as well (unverified)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value.lower() if isinstance(value, str) and value.lower() in ("on", "off") else None
+
+
+def _first_text(value: Any) -> str | None:
+    """A string, or the first of a per-interface list (``["00:1b:66:aa:bb:cc", null]``)."""
+    if isinstance(value, list):
+        return next((item for item in value if isinstance(item, str) and item), None)
+    return value or None if isinstance(value, str) else None
+
+
 def _khz_to_mhz(value: Any) -> float | None:
     number = finite_number(value)
     return None if number is None else number / 1000
@@ -88,8 +106,14 @@ def _with_tx(converter: Converter) -> Converter:
     return lambda value: {**converter(value), "tx_present": True}
 
 
-def _battery_minutes(value: Any) -> int | None:
-    # EW-DX battery/lifetime: minutes according to one client; the unit is unverified.
+def _tx_lock(value: Any) -> str | None:
+    # the transmitter's auto-lock locks every control at once (EW-DX mates/txN/lock is a bool)
+    if isinstance(value, bool):
+        return "all" if value else "none"
+    return _text(value)
+
+
+def _count(value: Any) -> int | None:
     number = finite_number(value)
     return None if number is None or number < 0 else int(number)
 
@@ -119,6 +143,23 @@ def _em6000_tx_type(value: Any) -> Fields:
     return {"tx_model": _text(value)}
 
 
+def _bank_channel(value: Any) -> Fields:
+    """``[bank, channel]`` (``/rxN/active_bank_channel``): the hub's ``bank.channel``."""
+    if isinstance(value, list) and len(value) >= 2 and all(isinstance(v, int | str) for v in value[:2]):
+        return {"group_channel": f"{value[0]}.{value[1]}"}
+    return {"group_channel": None}
+
+
+def _rf_dbm(value: Any) -> float | None:
+    number = finite_number(value)
+    return None if number is None else (number - 255) / 2
+
+
+def _af_dbfs(value: Any) -> float | None:
+    number = finite_number(value)
+    return None if number is None else (number + 1) / 2 - 128
+
+
 METER_ROW: Final = ("RF1", "RF1_PEAK", "RF2", "RF2_PEAK", "DIV1", "DIV2", "LQI", "AF", "AF_PEAK")
 
 
@@ -128,14 +169,17 @@ def em6000_meter_fields(row: list[Any]) -> Fields:
     RF dBm = (v - 255) / 2, AF dBFS = (v + 1) / 2 - 128, LQI 0..255 with % = 100 * v / 255.
     """
     values = dict(zip(METER_ROW, row, strict=False))
-    rf = [v for v in (finite_number(values.get("RF1")), finite_number(values.get("RF2"))) if v is not None]
+    per_antenna = {name: _rf_dbm(values.get(name)) for name in ("RF1", "RF2")}
+    rf_antennas = {name: dbm for name, dbm in per_antenna.items() if dbm is not None}
     antennas = "".join(name for name, key in (("A", "DIV1"), ("B", "DIV2")) if values.get(key))
-    lqi, af = finite_number(values.get("LQI")), finite_number(values.get("AF"))
+    lqi = finite_number(values.get("LQI"))
     return {
-        "rf_dbm": (max(rf) - 255) / 2 if rf else None,
+        "rf_dbm": max(rf_antennas.values()) if rf_antennas else None,
+        "rf_antennas": rf_antennas or None,
         "antenna": antennas or None,
         "rf_quality_percent": round(100 * max(0.0, min(lqi, 255.0)) / 255) if lqi is not None else None,
-        "audio_dbfs": (af + 1) / 2 - 128 if af is not None else None,
+        "audio_dbfs": _af_dbfs(values.get("AF")),
+        "audio_peak_dbfs": _af_dbfs(values.get("AF_PEAK")),
     }
 
 
@@ -248,7 +292,10 @@ class SscFamily:
 
     def state_addresses(self, channels: int) -> list[Address]:
         per_channel = [p for p in self.leaves if "{n}" in p]
-        return [address("/device/name")] + [address(p.format(n=n)) for n in range(1, channels + 1) for p in per_channel]
+        device = [address(p) for p in self.leaves if "{n}" not in p]
+        return [address("/device/name"), *device] + [
+            address(p.format(n=n)) for n in range(1, channels + 1) for p in per_channel
+        ]
 
     def meter_addresses(self, channels: int) -> list[Address]:
         paths = [address(p.format(n=n)) for n in range(1, channels + 1) for p in self.meters]
@@ -298,18 +345,29 @@ def _em6000_meters(value: Any) -> Updates:
 EWDX: Final = SscFamily(
     label="EW-DX",
     product_pattern=r"EW-?DX|^EM\s*[24]\b",
+    # device leaves: ewdx src/ewdxReceiver.ts subscribes /device/{encryption,lock} and
+    # /device/network/ipv4/ipaddr, and asks /device/frequency_code and /device/network/ether/macs once
     leaves={
+        "/device/encryption": _field("encryption_mode", _on_off),
+        "/device/lock": _field("front_panel_locked", _bool),
+        "/device/frequency_code": _field("rf_band", _text),
+        "/device/network/ipv4/ipaddr": _field("ip_address", _first_text),
+        "/device/network/ether/macs": _field("mac_address", _first_text),
         "/rx{n}/name": _field("name", _text),
         "/rx{n}/frequency": _field("frequency_mhz", _khz_to_mhz),
         "/rx{n}/mute": _field("muted", _bool),
         "/rx{n}/gain": _field("gain_db", finite_number),
         "/rx{n}/warnings": _field(RX_WARNINGS, _strings),
         "/mates/tx{n}/battery/gauge": _with_tx(_field("battery_percent", _percent)),
-        "/mates/tx{n}/battery/lifetime": _with_tx(_field("battery_runtime_min", _battery_minutes)),
+        # minutes according to one client; the unit is unverified
+        "/mates/tx{n}/battery/lifetime": _with_tx(_field("battery_runtime_min", _count)),
         "/mates/tx{n}/battery/type": _with_tx(_field("battery_type", _text)),
         "/mates/tx{n}/mute": _with_tx(_field("tx_muted", _bool)),
         "/mates/tx{n}/type": _with_tx(_field("tx_model", _text)),
         "/mates/tx{n}/warnings": _with_tx(_field(TX_WARNINGS, _strings)),
+        # ewdx src/ewdxReceiver.ts (TxMate): lock is a bool, trim a number of dB
+        "/mates/tx{n}/lock": _with_tx(_field("tx_locked", _tx_lock)),
+        "/mates/tx{n}/trim": _with_tx(_field("tx_offset_db", finite_number)),
     },
     meters={
         "/m/rx{n}/rsqi": _ewdx_rsqi,
@@ -341,6 +399,11 @@ EM6000: Final = SscFamily(
         "/rx{n}/active_warnings": _field(RX_WARNINGS, _strings),
         "/rx{n}/skx/battery": _em6000_battery,
         "/rx{n}/skx/type": _em6000_tx_type,
+        # reference 1.7 (D6000 guide): active_bank_channel is [bank, channel]; encryption and skx/autolock
+        # are switches whose JSON type no public source prints (bool assumed, "on"/"off" text accepted)
+        "/rx{n}/active_bank_channel": _bank_channel,
+        "/rx{n}/encryption": _field("encryption", _on_off),
+        "/rx{n}/skx/autolock": _field("tx_locked", _tx_lock),
     },
     meters={},
     meter_arrays={"/mm": _em6000_meters},
@@ -364,6 +427,9 @@ SLDW: Final = SscFamily(
         "/mates/tx{n}/bat_gauge": _with_tx(_field("battery_percent", _percent)),
         "/mates/tx{n}/bat_lifetime": _with_tx(_field("battery_runtime_min", _sldw_runtime)),
         "/mates/tx{n}/bat_bars": _with_tx(_field("battery_bars", _bars)),
+        # SLDW guide (reference 1.8): bat_health in %, bat_cycles a count
+        "/mates/tx{n}/bat_health": _with_tx(_field("battery_health_percent", _percent)),
+        "/mates/tx{n}/bat_cycles": _with_tx(_field("battery_cycles", _count)),
         "/mates/tx{n}/warnings": _with_tx(_field(TX_WARNINGS, _strings)),
     },
     meters={},

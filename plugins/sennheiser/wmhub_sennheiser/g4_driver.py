@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -240,7 +240,7 @@ class G4Driver(UdpDriver):
                 self._refuse(line)
                 continue
             try:
-                fields.update(mcp.em_channel_fields(line))
+                mcp.merge_fields(fields, self.channel_fields(line), self.state)
                 config_index = mcp.decode_attribute(line) if line.key == "config" else None
                 self._late_optional(line)
             except mcp.McpFieldError as exc:
@@ -260,6 +260,9 @@ class G4Driver(UdpDriver):
         self.sink.update_channel(1, fields)
         if "name" in fields:
             self.sink.update_device({"name": fields["name"]})
+
+    def channel_fields(self, line: Line) -> Mapping[str, Any]:
+        return mcp.em_channel_fields(line)
 
     def _late_optional(self, line: Line) -> None:
         """An optional attribute that arrives with no query waiting (after its timeout): still take it."""

@@ -201,9 +201,36 @@ def audio_dbfs(peak_percent: int) -> float:
     return round(-50.0 + 0.5 * max(0, min(peak_percent, 100)), 1)
 
 
+# 50-ohm input: dBm = dBµV - 107. TI 1254 fixes only 100 % = 40 dBµV; reading the percentage as linear in
+# dBµV from 0 dBµV is our assumption (unverified), so these levels are indicative, for comparing antennas.
+DBUV_PER_PERCENT: Final = 0.4
+DBM_AT_0_DBUV: Final = -107.0
+
+
+def antenna_dbm(percent: int) -> float:
+    return round(DBM_AT_0_DBUV + DBUV_PER_PERCENT * max(0, percent), 1)
+
+
+def group_channel(frequency: Frequency) -> str | None:
+    """``bank.channel``; ``0 0`` (or none given) means the frequency is set outside the presets."""
+    if not frequency.bank and not frequency.channel:
+        return None
+    return f"{frequency.bank}.{frequency.channel}"
+
+
+def merge_fields(fields: dict[str, Any], new: Mapping[str, Any], state: Mapping[str, Any]) -> None:
+    """Add one line's fields; ``RF1`` and ``RF2`` each fill their own entry of ``rf_antennas``."""
+    for name, value in new.items():
+        if name == "rf_antennas":
+            value = {**(fields.get(name) or state.get(name) or {}), **value}
+        fields[name] = value
+
+
 def em_channel_fields(line: Line) -> Mapping[str, Any]:
     """Hub channel fields carried by one receiver (EM) attribute line; empty if it carries none."""
     value = decode_attribute(line)
+    if isinstance(value, AntennaLevel):
+        return {"rf_antennas": {line.keyword.upper(): antenna_dbm(value.max_percent)}}
     if isinstance(value, RfLevel):
         return {
             "rf_quality_percent": max(0, min(value.level_percent, 100)),
@@ -221,7 +248,7 @@ def em_channel_fields(line: Line) -> Mapping[str, Any]:
         warnings = list(value)
         return {"warnings": warnings, "audio_peak": "AF_Peak" in warnings}
     if isinstance(value, Frequency):
-        return {"frequency_mhz": value.khz / 1000}
+        return {"frequency_mhz": value.khz / 1000, "group_channel": group_channel(value)}
     if line.key == "name":
         return {"name": value}
     if line.key == "mute":

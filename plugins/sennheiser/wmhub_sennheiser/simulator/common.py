@@ -43,6 +43,13 @@ class SimChannel:
     antenna: int = 1  # 1 = A, 2 = B
     af_dbfs: float = -30.0
     rx_warnings: list[str] = field(default_factory=list)
+    tx_locked: bool = False
+    tx_trim_db: int = 0
+    battery_health_percent: int = 96
+    battery_cycles: int = 41
+    bank: int = 1
+    preset: int = 3  # the channel within the bank
+    encrypted: bool = True
 
     def tx_warnings(self) -> list[str]:
         if not self.tx_on:

@@ -117,13 +117,19 @@ class G4Simulator(UdpSimulator):
     def rf_percent(self) -> int:
         return self.channel.rf_quality if self.channel.tx_on else 2
 
+    def antenna_percents(self) -> tuple[int, int]:
+        """The cycle's highest level at RF1 and RF2 (the active antenna is the stronger one)."""
+        level = self.rf_percent()
+        weaker = max(0, level - 10)
+        return (level, weaker) if self.channel.antenna == 1 else (weaker, level)
+
     def cyclic(self) -> bytes:
         ch = self.channel
         level = self.rf_percent()
-        active_a = ch.antenna == 1
+        rf1, rf2 = self.antenna_percents()
         lines = [
-            f"RF1 {max(0, level - 5)} {level} {int(active_a)}",
-            f"RF2 {max(0, level - 15)} {max(0, level - 10)} {int(not active_a)}",
+            f"RF1 {max(0, rf1 - 5)} {rf1} {int(ch.antenna == 1)}",
+            f"RF2 {max(0, rf2 - 5)} {rf2} {int(ch.antenna == 2)}",
             f"States {self.mute_bits()} {int(ch.tx_on)}",
             f"RF {level} {ch.antenna} {int(ch.tx_on)}",
             f"AF {self.peak_percent()} {min(100, self.peak_percent() + 5)} {self.mute_bits()}",
@@ -136,7 +142,7 @@ class G4Simulator(UdpSimulator):
     def config_line(self, keyword: str) -> str:
         values: dict[str, Callable[[], str]] = {
             "Name": lambda: self.channel.name,
-            "Frequency": lambda: f"{self.channel.frequency_khz} 0 0",
+            "Frequency": lambda: f"{self.channel.frequency_khz} {self.channel.bank} {self.channel.preset}",
             "Squelch": lambda: str(self.squelch),
             "AfOut": lambda: str(self.af_out),
             "Equalizer": lambda: str(self.equalizer),
@@ -162,6 +168,12 @@ class G4Simulator(UdpSimulator):
                 "audio_dbfs": -50 + self.peak_percent() / 2,
                 "warnings": self.warnings(),
                 "audio_peak": "AF_Peak" in self.warnings(),
+                # 100 % = 40 dBµV (TI 1254), read as linear in dBµV; 0 dBµV = -107 dBm at 50 ohms
+                "rf_antennas": {
+                    name: round(percent * 40 / 100 - 107, 1)
+                    for name, percent in zip(("RF1", "RF2"), self.antenna_percents(), strict=True)
+                },
+                "group_channel": f"{ch.bank}.{ch.preset}" if ch.bank or ch.preset else None,
             }
         }
 
@@ -276,6 +288,7 @@ class G4Simulator(UdpSimulator):
         if not low <= khz <= high or (khz - low) % step:
             raise CommandError(1020)
         self.channel.frequency_khz = khz
+        self.channel.bank, self.channel.preset = 0, 0  # a frequency set by value leaves the presets (TI 1254)
         return [self.config_line("Frequency")]
 
     def _mute(self, args: list[str], _rest: str, _client: Client) -> list[str]:

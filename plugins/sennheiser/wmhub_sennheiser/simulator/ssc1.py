@@ -100,6 +100,9 @@ class Ssc1Simulator(UdpSimulator):
     def expected_device(self) -> dict[str, Any]:
         return {"name": self.device.device_name, "model": self.device.product, "firmware": self.device.version}
 
+    def expected_facts(self) -> dict[str, Any]:
+        return self.device.device_facts()
+
     def expected_channels(self) -> dict[int, dict[str, Any]]:
         return {channel.index: self.device.expected(channel) for channel in self.device.channels}
 

@@ -85,6 +85,10 @@ class SimProduct(ABC):
             leaves.update(self.channel_leaves(channel))
         return leaves
 
+    def device_facts(self) -> dict[str, Any]:
+        """The device fields (besides name, model, firmware) a correct client shows."""
+        return {}
+
     @abstractmethod
     def channel_leaves(self, channel: SimChannel) -> dict[Address, Any]: ...
 
@@ -164,6 +168,29 @@ class EwDx(SimProduct):
         self.product = f"EW-DX EM {channel_count}"
         self.serial = serial
         self.channel_identifying: dict[int, bool] = {}
+        self.encryption = True
+        self.panel_locked = False
+
+    def device_leaves(self) -> dict[Address, Any]:
+        # reference 1.6: /device/{encryption,lock,frequency_code}, /device/network/...; the MAC list holds one
+        # entry per Ethernet interface (its shape unverified)
+        return {
+            **super().device_leaves(),
+            ("device", "encryption"): self.encryption,
+            ("device", "lock"): self.panel_locked,
+            ("device", "frequency_code"): "Q1-9",
+            ("device", "network", "ipv4", "ipaddr"): "127.0.0.1",
+            ("device", "network", "ether", "macs"): ["00:1b:66:12:34:56"],
+        }
+
+    def device_facts(self) -> dict[str, Any]:
+        return {
+            "encryption_mode": "on" if self.encryption else "off",
+            "front_panel_locked": self.panel_locked,
+            "rf_band": "Q1-9",
+            "ip_address": "127.0.0.1",
+            "mac_address": "00:1b:66:12:34:56",
+        }
 
     def channel_leaves(self, channel: SimChannel) -> dict[Address, Any]:
         rx, n = f"rx{channel.index}", channel.index
@@ -187,6 +214,8 @@ class EwDx(SimProduct):
             leaves[(*tx, "mute")] = channel.tx_muted
             leaves[(*tx, "type")] = channel.tx_model
             leaves[(*tx, "warnings")] = channel.tx_warnings()
+            leaves[(*tx, "lock")] = channel.tx_locked
+            leaves[(*tx, "trim")] = channel.tx_trim_db
         return leaves
 
     def transmitter_channel(self, path: Address) -> SimChannel | None:
@@ -229,6 +258,8 @@ class EwDx(SimProduct):
             "antenna": ("A" if channel.antenna == 1 else "B") if on else None,
             "audio_dbfs": round(channel.af_dbfs, 1) if on else -90.0,
             "warnings": channel.rx_warnings + channel.tx_warnings(),
+            "tx_locked": ("all" if channel.tx_locked else "none") if on else None,
+            "tx_offset_db": channel.tx_trim_db if on else None,
         }
 
 
@@ -274,11 +305,14 @@ class Em6000(SimProduct):
             (rx, "active_warnings"): warnings,
             (rx, "identify"): self.channel_identifying.get(channel.index, False),
             (rx, "skx", "battery"): [],
+            (rx, "active_bank_channel"): [channel.bank, channel.preset],
+            (rx, "encryption"): channel.encrypted,
         }
         if channel.tx_on:
             hours, minutes = divmod(channel.battery_runtime_min, 60)
             leaves[(rx, "skx", "battery")] = [self.battery_state(channel.battery_percent), f"{hours}:{minutes:02d}"]
             leaves[(rx, "skx", "type")] = [channel.tx_model, "470100", "713900"]
+            leaves[(rx, "skx", "autolock")] = channel.tx_locked
         return leaves
 
     def transmitter_channel(self, path: Address) -> SimChannel | None:
@@ -299,7 +333,7 @@ class Em6000(SimProduct):
 
     def expected(self, channel: SimChannel) -> dict[str, Any]:
         on = channel.tx_on
-        rf1, _, rf2, _, div1, div2, lqi, af, _ = self.meter_row(channel)
+        rf1, _, rf2, _, div1, div2, lqi, af, af_peak = self.meter_row(channel)
         state = self.battery_state(channel.battery_percent)
         return {
             "name": channel.name,
@@ -313,7 +347,12 @@ class Em6000(SimProduct):
             "antenna": {(1, 0): "A", (0, 1): "B"}.get((div1, div2)),
             "rf_quality_percent": round(100 * lqi / 255),
             "audio_dbfs": (af + 1) / 2 - 128,
+            "audio_peak_dbfs": (af_peak + 1) / 2 - 128,
+            "rf_antennas": {"RF1": (rf1 - 255) / 2, "RF2": (rf2 - 255) / 2},
             "warnings": self.channel_leaves(channel)[(f"rx{channel.index}", "active_warnings")],
+            "group_channel": f"{channel.bank}.{channel.preset}",
+            "encryption": "on" if channel.encrypted else "off",
+            "tx_locked": ("all" if channel.tx_locked else "none") if on else None,
         }
 
 
@@ -336,7 +375,8 @@ class SpeechLineDw(SimProduct):
             leaves[(*tx, "bat_gauge")] = channel.battery_percent
             leaves[(*tx, "bat_lifetime")] = channel.battery_runtime_min * 60  # seconds on SL DW
             leaves[(*tx, "bat_bars")] = round(channel.battery_percent / 20)
-            leaves[(*tx, "bat_health")] = 97
+            leaves[(*tx, "bat_health")] = channel.battery_health_percent
+            leaves[(*tx, "bat_cycles")] = channel.battery_cycles
             leaves[(*tx, "warnings")] = channel.tx_warnings()
         return leaves
 
@@ -355,6 +395,8 @@ class SpeechLineDw(SimProduct):
             "battery_percent": channel.battery_percent if on else None,
             "battery_runtime_min": channel.battery_runtime_min if on else None,
             "battery_bars": round(channel.battery_percent / 20) if on else None,
+            "battery_health_percent": channel.battery_health_percent if on else None,
+            "battery_cycles": channel.battery_cycles if on else None,
             "warnings": channel.tx_warnings(),
         }
 
