@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from hub.model import Device
 from hub.testing import DriverHarness, eventually, interrupt
 
 
@@ -20,11 +21,18 @@ async def test_the_demo_fleet_comes_online_with_live_channels() -> None:
             assert any(url.startswith("sennheiser-g4://") for url in urls)
             devices = [await hub.device(hub.add(url)) for url in urls]
             models = {device.model for device in devices}
-            assert {"EW-DX EM 4", "EM6000", "EM 300-500 G4"} <= models
+            assert {"EW-DX EM 4", "EM6000", "EM 300-500 G4", "SR IEM G4"} <= models  # an in-ear transmitter too
+
+            def live(device: Device) -> bool:
+                # a receiver meters its link; an in-ear transmitter, which has none, its audio
+                meter = (
+                    "rf_quality_percent" if "rf_quality_percent" in device.capabilities.channel_fields else "audio_dbfs"
+                )
+                return all(getattr(channel, meter) is not None for channel in device.channels)
 
             def metering() -> bool:
                 shown = [hub.store.get(device.id) for device in devices]
-                return all(d is not None and all(c.rf_quality_percent is not None for c in d.channels) for d in shown)
+                return all(d is not None and d.capabilities is not None and live(d) for d in shown)
 
             await eventually(metering, 3.0, "meters from every receiver")
         finally:
@@ -34,7 +42,12 @@ async def test_the_demo_fleet_comes_online_with_live_channels() -> None:
 
 @pytest.mark.parametrize(
     ("protocol", "scheme"),
-    [("ssc1", "sennheiser-ssc://"), ("g4", "sennheiser-g4://"), ("ssc2", "sennheiser-ssc2://")],
+    [
+        ("ssc1", "sennheiser-ssc://"),
+        ("g4", "sennheiser-g4://"),
+        ("iem", "sennheiser-iem-g4://"),
+        ("ssc2", "sennheiser-ssc2://"),
+    ],
 )
 async def test_the_command_line_starts_simulators_a_hub_can_reach_and_stops_on_ctrl_c(
     hub: DriverHarness, protocol: str, scheme: str

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 from wmhub_sennheiser.simulator.g4 import G4Simulator
+from wmhub_sennheiser.simulator.iem import IemG4Simulator
 from wmhub_sennheiser.simulator.replay import Transcript, load
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
@@ -94,9 +95,15 @@ def mcp_shape(data: bytes) -> list[tuple[str, int | None]]:
     return [(line[0], None if line[0] in ("Name", "Msg") else len(line)) for line in lines]
 
 
-async def test_g4_simulator_answers_in_the_shape_of_ti_1254() -> None:
-    transcript = load(CORPUS / "g4-em.txt")
-    async with G4Simulator(tick_s=0) as simulator, UdpPeer(simulator.port) as peer:
+@pytest.mark.parametrize(
+    ("stem", "simulator_class", "push_line"),
+    [("g4-em", G4Simulator, "Push 250 200 7"), ("iem-g4", IemG4Simulator, "Push 250 200 3")],
+)
+async def test_mcp_simulators_answer_in_the_shape_of_ti_1254(
+    stem: str, simulator_class: type[G4Simulator], push_line: str
+) -> None:
+    transcript = load(CORPUS / f"{stem}.txt")
+    async with simulator_class(tick_s=0) as simulator, UdpPeer(simulator.port) as peer:
         for exchange in transcript.exchanges:
             if exchange.request.startswith(("Push", "Name ", "Mute ")):
                 continue  # keep-alives and writes: compared below, or they change the state
@@ -105,11 +112,11 @@ async def test_g4_simulator_answers_in_the_shape_of_ti_1254() -> None:
         peer.send(b"Push 5 450 1\r")
         refused = (await peer.receive()).decode()
         assert refused.replace(" ", "") == "1020:Valueoutofrange[Push54501]\r"  # TI 1254 p.12, spacing aside
-        push = transcript.exchange("Push 250 200 7")
+        push = transcript.exchange(push_line)
         assert push is not None
         assert mcp_shape(simulator.cyclic()) == mcp_shape(push.pushed[-1].encode())
         peer.discard_received()
-        peer.send(b"Push 250 200 7\r")
+        peer.send(push_line.encode() + b"\r")
         assert mcp_shape(await peer.receive()) == mcp_shape((push.replies[0] + push.pushed[0]).encode())
 
 

@@ -27,6 +27,7 @@ README_FAMILIES = {
     "SpeechLine DW": "sldw",
     "ew G4": "g4-em",
     "ew G3 / 2000": "g3-2000",
+    "ew IEM G4": "iem-g4",
     "Spectera": "spectera",
 }
 
@@ -204,6 +205,38 @@ async def test_ew_g4_from_its_transcript(hub: DriverHarness) -> None:
         assert replay.heard[-1] == "Push 0 0 0"  # leaves the receiver as found (TI 1254 p.12)
         assert replay.unexpected == []
     assert "Push 250 200 7" in replay.heard
+
+
+async def test_ew_iem_g4_transmitter_from_its_transcript(hub: DriverHarness) -> None:
+    async with McpReplay(TRANSCRIPTS["iem-g4"], scheme="sennheiser-iem-g4") as replay:
+        device = await monitored(hub, replay.url + "&push_timeout=250")
+        assert (device.family, device.model, device.firmware, device.name) == (
+            "ew IEM G4", "SR IEM G4", "1.20.1", "IEM Mix"
+        )  # fmt: skip
+        await shows(
+            hub,
+            device.id,
+            1,
+            {
+                "name": "IEM Mix",
+                "frequency_mhz": 566.0,
+                "group_channel": "1.1",
+                "muted": False,  # States 0: the RF is on
+                "tx_offset_db": -21.0,  # Sensitivity -21
+                "audio_dbfs": -37.5,  # Af 15 25 ...: the louder side, 25 % of the -50..0 dB scale
+                "audio_peak": False,
+                "warnings": [],
+                "tx_present": None,  # it is the transmitter: no link to report
+                "battery_percent": None,
+            },
+        )
+        assert await command(hub, device, CommandKind.MUTE, True) is True  # the RF mute
+        await shows(hub, device.id, 1, {"muted": True})
+        assert await command(hub, device, CommandKind.NAME, "MONITOR") == "MONITOR"
+        await hub.manager.remove(device.id)
+        assert replay.heard[-1] == "Push 0 0 0"
+        assert replay.unexpected == []
+    assert "Push 250 200 3" in replay.heard  # no pilot/battery bit: the SR has neither
 
 
 async def test_a_g3_silent_on_the_optional_queries_is_monitored_within_10_s_at_default_timeouts() -> None:

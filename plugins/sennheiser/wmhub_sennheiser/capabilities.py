@@ -14,6 +14,7 @@ from hub.model import Capabilities, CommandKind, CommandLimits, NumberLimits, Te
 from wmhub_sennheiser.families import EM6000, EWDX, PRINTABLE_ASCII, SLDW, Control, NameRule, Range, SscFamily
 from wmhub_sennheiser.g4_driver import FALLBACK_RF_CONFIG
 from wmhub_sennheiser.g4_driver import FAMILY as G4_FAMILY
+from wmhub_sennheiser.iem_driver import FAMILY as IEM_FAMILY
 from wmhub_sennheiser.ssc2 import DEVICE_NAME_MAX_CHARS, FREQUENCY_RANGE_KHZ, MOBILE_NAME_MAX_CHARS
 
 _TRANSMITTER: Final = frozenset({"tx_present", "battery_percent", "battery_runtime_min", "warnings"})
@@ -30,6 +31,10 @@ _G4_FIELDS: Final = (_TRANSMITTER - {"battery_runtime_min"}) | {
     "name", "frequency_mhz", "muted", "tx_muted", "rf_quality_percent", "antenna", "audio_dbfs", "audio_peak",
     "rf_antennas", "group_channel",
 }  # fmt: skip
+# the in-ear transmitter's one channel is itself: muted is its RF mute, tx_offset_db its input sensitivity
+_IEM_FIELDS: Final = frozenset(
+    {"name", "frequency_mhz", "muted", "group_channel", "audio_dbfs", "audio_peak", "tx_offset_db", "warnings"}
+)
 # SSCv2 (Spectera, TCC-M, EW-DX over SSCv2): one hub channel per paired mobile device
 _SSC2_FIELDS: Final = _TRANSMITTER | {
     "name", "frequency_mhz", "tx_model", "rf_quality_percent", "rf_dbm", "antenna", "audio_dbfs", "audio_peak",
@@ -63,11 +68,11 @@ def ssc1_capabilities(family: SscFamily) -> Capabilities:
     return Capabilities(channel_fields=_SSC1_FIELDS[family.label], commands=commands)
 
 
-def _g4_capabilities() -> Capabilities:
+def _mcp_capabilities(channel_fields: frozenset[str]) -> Capabilities:
     low, high, step = FALLBACK_RF_CONFIG[0]  # the device's own RfConfig narrows this; the driver checks it
     name = CommandLimits(text=_text(PRINTABLE_ASCII))
     return Capabilities(
-        channel_fields=_G4_FIELDS,
+        channel_fields=channel_fields,
         commands={
             CommandKind.NAME: name,
             CommandKind.DEVICE_NAME: name.model_copy(update={"channel": False, "device": True}),
@@ -104,7 +109,8 @@ def _ssc2_capabilities() -> Capabilities:
 
 CAPABILITIES: Final[Mapping[str, Capabilities]] = {
     **{family.label: ssc1_capabilities(family) for family in (EWDX, EM6000, SLDW)},
-    G4_FAMILY: _g4_capabilities(),
+    G4_FAMILY: _mcp_capabilities(_G4_FIELDS),
+    IEM_FAMILY: _mcp_capabilities(_IEM_FIELDS),
     **dict.fromkeys(_SSC2_FAMILIES, _ssc2_capabilities()),
 }
 

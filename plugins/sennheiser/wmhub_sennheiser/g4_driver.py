@@ -12,7 +12,7 @@ import asyncio
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from hub.drivers import DeviceSink, DriverSettings, Endpoint
 from hub.hookspecs import DriverSpec
@@ -118,6 +118,12 @@ class PreparedCommand:
 class G4Driver(UdpDriver):
     """One ew G4 receiver (EM): one channel."""
 
+    family: ClassVar[str] = FAMILY
+    model: ClassVar[str] = MODEL
+    push_mode: ClassVar[int] = PUSH_MODE
+    # what a Config change may have changed, re-read (TI 1254's client rule)
+    config_keywords: ClassVar[tuple[str, ...]] = ("Name", "Frequency", "Mute")
+
     def __init__(self, endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> None:
         super().__init__(endpoint, sink, settings)
         self.local_port = self.url_option(int_option, "local_port", mcp.PORT, 0, 65535)
@@ -151,8 +157,8 @@ class G4Driver(UdpDriver):
         await self.refresh_config()
         self.sink.identify(
             unique_id=None,
-            family=FAMILY,
-            model=MODEL,
+            family=self.family,
+            model=self.model,
             channel_count=1,
             firmware=firmware,
             name=self.state.get("name"),
@@ -216,7 +222,7 @@ class G4Driver(UdpDriver):
 
     async def refresh_config(self) -> None:
         """Read what a Config change may have changed."""
-        for keyword in ("Name", "Frequency", "Mute"):
+        for keyword in self.config_keywords:
             await self.query(keyword)
 
     def renew_interval_s(self) -> float:
@@ -226,7 +232,7 @@ class G4Driver(UdpDriver):
     async def renew(self) -> None:
         # the cycle has a 100 ms resolution; 0 means reports on change only
         cycle = min(60_000, max(100, round(self.meter_ms / 100) * 100)) if self.meter_ms else 0
-        await self.exchange(mcp.encode("Push", self.push_timeout_s, cycle, PUSH_MODE), "Push")
+        await self.exchange(mcp.encode("Push", self.push_timeout_s, cycle, self.push_mode), "Push")
 
     async def probe(self) -> None:
         await self.query("Mute")
@@ -317,7 +323,7 @@ class G4Driver(UdpDriver):
         if kind is CommandKind.METER_RATE:
             rate = meter_rate(command.value)
             return PreparedCommand(command, "Push", (rate,), rate)
-        raise NotSupportedError(f"{FAMILY} receivers have no {kind.value} control")
+        raise NotSupportedError(f"{self.family} devices have no {kind.value} control")
 
     async def execute(self, prepared: PreparedCommand) -> CommandResult:
         if prepared.keyword == "Push":

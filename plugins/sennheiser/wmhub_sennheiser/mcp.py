@@ -31,6 +31,9 @@ PUSH_CONFIG: Final = 1
 PUSH_ON_WARNING: Final = 2
 PUSH_ON_PILOT_OR_BATTERY: Final = 4
 
+# An in-ear transmitter (SR IEM G4) answers the same framing with its own lines (TI 1254, reference 3.3-3.4)
+SR_CONFIG_KEYWORDS: Final = ("Name", "Frequency", "Sensitivity", "Mode", "Equalizer", "Mute")
+SR_CYCLIC_KEYWORDS: Final = ("AF", "States", "Msg", "Config")
 # Attributes a receiver (EM) sends when its configuration changes; re-query these when Config moves.
 EM_CONFIG_KEYWORDS: Final = ("Name", "Frequency", "Squelch", "AfOut", "Equalizer", "Mute")
 EM_CYCLIC_KEYWORDS: Final = ("RF1", "RF2", "States", "RF", "AF", "Bat", "Msg", "Config")
@@ -253,4 +256,25 @@ def em_channel_fields(line: Line) -> Mapping[str, Any]:
         return {"name": value}
     if line.key == "mute":
         return {"muted": value}
+    return {}
+
+
+def sr_channel_fields(line: Line) -> Mapping[str, Any]:
+    """Hub fields carried by one in-ear transmitter (SR IEM G4) line; the channel is the transmitter itself.
+
+    ``AF <left%> <right%> <hold left%> <hold right%>`` (TI 1254's own example prints ``Af`` with five
+    values: the first two are read, the rest tolerated); ``States <rfmute 0|1> <flag>`` (Companion
+    evolutionwireless src/api.ts reads the first as RF mute, any non-zero value here); ``Sensitivity <dB>``
+    is the input sensitivity (-42..0), shown as the transmitter's input offset; ``Mute`` is the RF mute.
+    """
+    key = line.key
+    if key == "af":
+        left, right = _ints(line, 2)
+        return {"audio_dbfs": audio_dbfs(max(left, right))}
+    if key == "states":
+        return {"muted": _ints(line, 1)[0] != 0}
+    if key == "sensitivity":
+        return {"tx_offset_db": float(_ints(line, 1)[0])}
+    if key in ("msg", "frequency", "name", "mute"):
+        return em_channel_fields(line)
     return {}

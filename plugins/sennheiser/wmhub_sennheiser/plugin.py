@@ -8,11 +8,12 @@ from hub import hookimpl
 from hub.drivers import Driver, DriverSettings
 from hub.hookspecs import Candidate, DemoFleet, DiscoveredService, DriverSpec
 from hub.model import Capabilities, Command, CommandResult
-from wmhub_sennheiser import capabilities, discovery, g4_driver, ssc1_driver, ssc2_driver
+from wmhub_sennheiser import capabilities, discovery, g4_driver, iem_driver, ssc1_driver, ssc2_driver
 
 DRIVERS = (
     ssc1_driver.SPEC,  # sennheiser-ssc://  SSCv1, JSON over UDP
     g4_driver.SPEC,  # sennheiser-g4://   ew G3/G4/2000 Media Control Protocol
+    iem_driver.SPEC,  # sennheiser-iem-g4:// ew IEM G4 transmitters, the same protocol
     ssc2_driver.SPEC,  # sennheiser-ssc2:// SSCv2, HTTPS REST + Server-Sent Events
 )
 

@@ -10,6 +10,7 @@ from typing import Final
 PROTOCOLS: Final = {
     "ssc1": "wmhub_sennheiser.simulator.ssc1",
     "g4": "wmhub_sennheiser.simulator.g4",
+    "iem": "wmhub_sennheiser.simulator.iem",
     "ssc2": "wmhub_sennheiser.simulator.ssc2",
 }
 

@@ -1,9 +1,11 @@
-"""The demo fleet: an EW-DX EM 4 and an EM 6000 (SSCv1) and an ew G4 receiver, animated, on loopback."""
+"""The demo fleet: an EW-DX EM 4 and an EM 6000 (SSCv1), an ew G4 receiver and an ew IEM G4 in-ear transmitter
+(MCP), animated, on loopback."""
 
 from __future__ import annotations
 
 from hub.drivers import with_options
 from wmhub_sennheiser.simulator.g4 import G4Simulator
+from wmhub_sennheiser.simulator.iem import IemG4Simulator
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 
 
@@ -15,6 +17,7 @@ class SennheiserDemoFleet:
             Ssc1Simulator("ewdx-em4", tick_s=tick_s, seed=11),
             Ssc1Simulator("em6000", tick_s=tick_s, seed=12),
             G4Simulator("g4-em300", tick_s=tick_s, seed=13),
+            IemG4Simulator(tick_s=tick_s, seed=14),
         ]
         for simulator in self.simulators:
             simulator.tx_churn = tx_churn
@@ -22,8 +25,8 @@ class SennheiserDemoFleet:
     async def start(self) -> list[str]:
         for simulator in self.simulators:
             await simulator.start()
-        # EM 6000 and G4 report no serial: a fixed id keeps each the same device across demo runs
-        ids = ("", "demo-em6000", "demo-g4")
+        # EM 6000 and the MCP devices report no serial: a fixed id keeps each the same device across demo runs
+        ids = ("", "demo-em6000", "demo-g4", "demo-iem-g4")
         return [
             with_options(simulator.url, id=given) if given else simulator.url
             for simulator, given in zip(self.simulators, ids, strict=True)

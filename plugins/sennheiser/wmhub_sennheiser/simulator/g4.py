@@ -12,14 +12,14 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from wmhub_sennheiser.simulator.common import Client, SimChannel, UdpSimulator, command_line, default_channels, serve
 
 MODELS: Final = {"g4-em300": "EM 300-500 G4"}
 FIRMWARE: Final = "3.0.4"
 RF_CONFIG: Final = (470_200, 515_800, 25)  # band A1, one sub-range
-CONFIG_ORDER: Final = ("Name", "Frequency", "Mute", "Squelch", "AfOut", "Equalizer")  # as in _signature
+CONFIG_ORDER: Final = ("Name", "Frequency", "Mute", "Squelch", "AfOut", "Equalizer")  # reported in this order
 # The device's own tables (TI 1254), kept here rather than taken from the driver's codec, so that a mistake
 # in one is caught by the other (and both by the transcripts, tests/transcripts/g4-em.txt).
 ERROR_TEXT: Final = {
@@ -62,12 +62,17 @@ def _ints(args: list[str], count: int) -> list[int]:
 class G4Simulator(UdpSimulator):
     """One EM G4 receiver (one channel)."""
 
+    models: ClassVar[dict[str, str]] = MODELS
+    scheme: ClassVar[str] = "sennheiser-g4"
+    config_order: ClassVar[tuple[str, ...]] = CONFIG_ORDER
+    config_dump: ClassVar[tuple[str, ...]] = CONFIG_DUMP
+
     def __init__(
         self, model: str = "g4-em300", *, host: str = "127.0.0.1", port: int = 0, tick_s: float = 1.0, seed: int = 1
     ) -> None:
         super().__init__(host=host, port=port, tick_s=tick_s, seed=seed)
-        if model not in MODELS:
-            raise ValueError(f"unknown G4 model {model!r} (known: {', '.join(MODELS)})")
+        if model not in self.models:
+            raise ValueError(f"unknown model {model!r} (known: {', '.join(self.models)})")
         self.model = model
         self.channel: SimChannel = default_channels(1, 498_000, "Vocal")[0]
         self.channel.name = "Vocal 1"
@@ -87,7 +92,7 @@ class G4Simulator(UdpSimulator):
 
     @property
     def url(self) -> str:
-        return f"sennheiser-g4://{self.host}:{self.port}?local_port=0"
+        return f"{self.scheme}://{self.host}:{self.port}?local_port=0"
 
     # --- encoding of the state
 
@@ -151,7 +156,7 @@ class G4Simulator(UdpSimulator):
         return f"{keyword} {values[keyword]()}"
 
     def expected_device(self) -> dict[str, Any]:
-        return {"model": MODELS[self.model], "firmware": FIRMWARE, "name": self.channel.name}
+        return {"model": self.models[self.model], "firmware": FIRMWARE, "name": self.channel.name}
 
     def expected_channels(self) -> dict[int, dict[str, Any]]:
         ch, on = self.channel, self.channel.tx_on
@@ -190,9 +195,8 @@ class G4Simulator(UdpSimulator):
     def forget_clients(self) -> None:
         self.push_clients.clear()
 
-    def _signature(self) -> tuple[Any, ...]:
-        ch = self.channel
-        return (ch.name, ch.frequency_khz, ch.muted, self.squelch, self.af_out, self.equalizer)
+    def _signature(self) -> tuple[str, ...]:
+        return tuple(self.config_line(keyword) for keyword in self.config_order)
 
     def _triggers(self) -> tuple[tuple[str, ...], tuple[str, bool]]:
         """What mode bits 2 (warnings) and 4 (pilot or battery) watch."""
@@ -204,7 +208,7 @@ class G4Simulator(UdpSimulator):
         warnings_before, battery_before = self._triggered
         warnings_now, battery_now = self._triggered = self._triggers()
         self._reported = after
-        changed = [keyword for keyword, old, new in zip(CONFIG_ORDER, before, after, strict=True) if old != new]
+        changed = [keyword for keyword, old, new in zip(self.config_order, before, after, strict=True) if old != new]
         if changed:
             self.config_index = (self.config_index + 1) % 1000
         config = "".join(self.config_line(keyword) + "\r" for keyword in changed).encode()
@@ -229,9 +233,8 @@ class G4Simulator(UdpSimulator):
                 self.commands.append(line)
                 self._command(line, client)
 
-    def _command(self, line: str, client: Client) -> None:
-        keyword, _, rest = line.partition(" ")
-        handlers: dict[str, Callable[[list[str], str, Client], list[str]]] = {
+    def handlers(self) -> dict[str, Callable[[list[str], str, Client], list[str]]]:
+        return {
             "Push": self._push,
             "Name": self._name,
             "Frequency": self._frequency,
@@ -239,9 +242,12 @@ class G4Simulator(UdpSimulator):
             "FirmwareRevision": lambda args, rest, client: [f"FirmwareRevision {FIRMWARE}"],
             "RfConfig": lambda args, rest, client: ["RfConfig {} {} {}".format(*RF_CONFIG)],
         }
+
+    def _command(self, line: str, client: Client) -> None:
+        keyword, _, rest = line.partition(" ")
         # only what the G4 driver sends: squelch, AF out and the equalizer are reported in the config push
         # but not writable here (no driver writes them)
-        handler = handlers.get(keyword)  # case-sensitive, as the device is
+        handler = self.handlers().get(keyword)  # case-sensitive, as the device is
         try:
             if handler is None:
                 raise CommandError(1000)
@@ -258,7 +264,7 @@ class G4Simulator(UdpSimulator):
             raise CommandError(1020)
         replies = [f"Push {timeout} {cycle} {mode}"]
         if mode & SEND_CONFIG:
-            replies += [self.config_line(keyword) for keyword in CONFIG_DUMP]
+            replies += [self.config_line(keyword) for keyword in self.config_dump]
         now = time.monotonic()
         if timeout == 0:
             self.push_clients.pop(client, None)

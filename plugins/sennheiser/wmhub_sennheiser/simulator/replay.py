@@ -218,11 +218,16 @@ class _UdpReplay(Replay, asyncio.DatagramProtocol):
 
 
 class McpReplay(_UdpReplay):
-    """An ew G3/G4/2000 receiver that knows only its transcript."""
+    """An ew G3/G4/2000 receiver (or, with ``scheme="sennheiser-iem-g4"``, an IEM transmitter) that knows only
+    its transcript."""
+
+    def __init__(self, transcript: Transcript, *, split_lines: bool = False, scheme: str = "sennheiser-g4") -> None:
+        super().__init__(transcript, split_lines=split_lines)
+        self.scheme = scheme
 
     @property
     def url(self) -> str:
-        return f"sennheiser-g4://{self.host}:{self.port}?local_port=0"
+        return f"{self.scheme}://{self.host}:{self.port}?local_port=0"
 
     def answer(self, data: bytes) -> list[tuple[float, list[bytes]]]:
         text = data.decode("ascii", errors="replace")
