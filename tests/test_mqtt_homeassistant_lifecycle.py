@@ -25,7 +25,9 @@ from tests.mosquitto import MqttProbe, TestBroker
 from tests.test_mqtt_bridge import example_receiver, online_device, running_hub
 from tests.test_mqtt_homeassistant import check_discovery_payload
 
-DEMO_RECEIVERS = 9  # five Shure, three Sennheiser SSCv1/G4, one SSCv2 (the plugins' demo fleets)
+# the plugins' demo fleets: five Shure; Sennheiser three SSCv1 (two receivers, a charger), two MCP (a G4
+# receiver, an in-ear transmitter), one SSCv2
+DEMO_RECEIVERS = 11
 
 
 async def retained(broker: TestBroker, topic_filter: str) -> dict[str, bytes]:

@@ -21,18 +21,19 @@ async def test_the_demo_fleet_comes_online_with_live_channels() -> None:
             assert any(url.startswith("sennheiser-g4://") for url in urls)
             devices = [await hub.device(hub.add(url)) for url in urls]
             models = {device.model for device in devices}
-            assert {"EW-DX EM 4", "EM6000", "EM 300-500 G4", "SR IEM G4"} <= models  # an in-ear transmitter too
+            # an in-ear transmitter and a charger too
+            assert {"EW-DX EM 4", "EM6000", "EM 300-500 G4", "SR IEM G4", "CHG 70N"} <= models
 
             def live(device: Device) -> bool:
-                # a receiver meters its link; an in-ear transmitter, which has none, its audio
-                meter = (
-                    "rf_quality_percent" if "rf_quality_percent" in device.capabilities.channel_fields else "audio_dbfs"
-                )
+                # a receiver meters its link; an in-ear transmitter, which has none, its audio; a charger's
+                # bays say whether a pack is in
+                fields = device.capabilities.channel_fields if device.capabilities else frozenset()
+                meter = next(f for f in ("rf_quality_percent", "audio_dbfs", "tx_present") if f in fields)
                 return all(getattr(channel, meter) is not None for channel in device.channels)
 
             def metering() -> bool:
                 shown = [hub.store.get(device.id) for device in devices]
-                return all(d is not None and d.capabilities is not None and live(d) for d in shown)
+                return all(d is not None and live(d) for d in shown)
 
             await eventually(metering, 3.0, "meters from every receiver")
         finally:

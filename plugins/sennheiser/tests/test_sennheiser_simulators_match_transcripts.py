@@ -67,12 +67,16 @@ def reads(transcript: Transcript) -> list[tuple[Any, Any]]:
     return found
 
 
-@pytest.mark.parametrize(("stem", "model"), [("ewdx-em2", "ewdx-em2"), ("em6000", "em6000"), ("sldw", "sldw")])
+@pytest.mark.parametrize(
+    ("stem", "model"), [("ewdx-em2", "ewdx-em2"), ("em6000", "em6000"), ("sldw", "sldw"), ("chg70n", "chg70n")]
+)
 async def test_ssc1_simulator_answers_every_transcript_read_in_its_shape(stem: str, model: str) -> None:
     transcript = load(CORPUS / f"{stem}.txt")
     async with Ssc1Simulator(model, tick_s=0) as simulator:
         if len(simulator.channels) > 1:
             simulator.set_transmitter(2, False)  # the transcripts' second transmitter is off
+        if model == "chg70n":
+            simulator.device.channels[0].rx_warnings = ["BatteryTempOutOfRange"]  # as the transcript's first bay
         async with UdpPeer(simulator.port) as peer:
             for xid, (request, reply) in enumerate(reads(transcript), start=1):
                 peer.send(json.dumps({**request, "osc": {"xid": xid}}).encode())

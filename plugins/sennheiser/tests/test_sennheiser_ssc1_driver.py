@@ -20,7 +20,7 @@ async def started(model: str, **options: Any) -> Ssc1Simulator:
     return simulator
 
 
-@pytest.mark.parametrize("model", ["ewdx-em4", "ewdx-em2", "em6000", "sldw"])
+@pytest.mark.parametrize("model", ["ewdx-em4", "ewdx-em2", "em6000", "sldw", "chg70n"])
 async def test_state_follows_the_device_including_a_transmitter_switched_off(hub: DriverHarness, model: str) -> None:
     simulator = await started(model)
     try:
@@ -304,10 +304,10 @@ async def test_the_meter_rate_command_resubscribes_the_meters_at_the_new_rate(hu
 async def test_an_ssc_device_that_is_no_known_receiver_is_refused_with_its_name(hub: DriverHarness) -> None:
     simulator = await started("ewdx-em2")
     try:
-        simulator.device.product = "CHG 70N"  # an SSC charger answers /device/identity like a receiver
+        simulator.device.product = "CHG 4N"  # a SpeechLine charger answers /device/identity like a receiver
         managed = hub.add(simulator.url)
         error = await eventually(lambda: managed.supervisor.last_error, what="the refusal")
-        assert "is a 'CHG 70N', not an SSCv1 receiver this plugin knows" in error
+        assert "is a 'CHG 4N', not an SSCv1 receiver this plugin knows" in error
         assert managed.handle.device_id is None
     finally:
         await simulator.stop()

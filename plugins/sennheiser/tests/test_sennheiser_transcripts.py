@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wmhub_sennheiser.families import CHG70N, ChannelMapper
 from wmhub_sennheiser.simulator.replay import McpReplay, Ssc1Replay, Ssc2Replay, TranscriptError, load, load_corpus
 
 from hub.drivers import DriverSettings
@@ -25,6 +26,7 @@ README_FAMILIES = {
     "EW-DX": "ewdx-em2",
     "Digital 6000": "em6000",
     "SpeechLine DW": "sldw",
+    "CHG 70N": "chg70n",
     "ew G4": "g4-em",
     "ew G3 / 2000": "g3-2000",
     "ew IEM G4": "iem-g4",
@@ -171,6 +173,43 @@ async def test_speechline_dw_from_its_transcript(hub: DriverHarness) -> None:
         # the plugin also asks for the SL DW mute, which no public source documents (README: unverified);
         # the device refuses it and the hub carries on without it
         assert set(replay.unexpected) == {"/rx1/mute"}
+
+
+async def test_a_chg_70n_charger_shows_its_bays_from_its_transcript(hub: DriverHarness) -> None:
+    async with Ssc1Replay(TRANSCRIPTS["chg70n"]) as replay:
+        device = await monitored(hub, replay.url)
+        assert (device.family, device.model, len(device.channels)) == ("CHG 70N", "CHG 70N", 2)  # a bay each
+        await shows(
+            hub,
+            device.id,
+            1,
+            {
+                "tx_present": True,
+                "tx_model": "EW-DX SKM",
+                "tx_id": "1120453783",
+                "battery_health_percent": 93,
+                "battery_cycles": 57,
+                "warnings": ["BatteryTempOutOfRange"],
+            },
+        )
+        await shows(  # the empty bay: nothing to charge, whatever its lists hold
+            hub,
+            device.id,
+            2,
+            {"tx_present": False, "tx_model": None, "battery_percent": None, "battery_charge_state": None},
+        )
+        assert await command(hub, device, CommandKind.IDENTIFY, True, channel=None) is True
+        assert replay.unexpected == []
+
+
+def test_a_bay_is_charging_while_time_is_left_and_charged_at_100_percent() -> None:
+    mapper = ChannelMapper(CHG70N)
+    charging = mapper.values({("bays", "bat_gauge"): [64, 0], ("bays", "bat_timetofull"): [54, 0]})
+    assert charging[1]["battery_charge_state"] == "charging" and charging[1]["battery_time_to_full_min"] == 54
+    full = mapper.values({("bays", "bat_gauge"): [100, 0], ("bays", "bat_timetofull"): [0, 0]})
+    assert full[1]["battery_charge_state"] == "charged"
+    emptied = mapper.values({("bays", "device_type"): ["NONE", "NONE"]})
+    assert emptied[1]["battery_percent"] is None and emptied[1]["battery_charge_state"] is None
 
 
 # --- Media Control Protocol -------------------------------------------------------------------------

@@ -11,7 +11,17 @@ from collections.abc import Mapping
 from typing import Final
 
 from hub.model import Capabilities, CommandKind, CommandLimits, NumberLimits, TextLimits
-from wmhub_sennheiser.families import EM6000, EWDX, PRINTABLE_ASCII, SLDW, Control, NameRule, Range, SscFamily
+from wmhub_sennheiser.families import (
+    CHG70N,
+    EM6000,
+    EWDX,
+    PRINTABLE_ASCII,
+    SLDW,
+    Control,
+    NameRule,
+    Range,
+    SscFamily,
+)
 from wmhub_sennheiser.g4_driver import FALLBACK_RF_CONFIG
 from wmhub_sennheiser.g4_driver import FAMILY as G4_FAMILY
 from wmhub_sennheiser.iem_driver import FAMILY as IEM_FAMILY
@@ -26,6 +36,9 @@ _SSC1_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     | {"name", "frequency_mhz", "muted", "tx_model", "rf_dbm", "antenna", "rf_quality_percent", "audio_dbfs"}
     | {"rf_antennas", "audio_peak_dbfs", "group_channel", "encryption", "tx_locked"},
     SLDW.label: _TRANSMITTER | {"name", "muted", "battery_bars", "battery_health_percent", "battery_cycles"},
+    # a charger's channels are its bays: the device in each and its battery
+    CHG70N.label: frozenset({"tx_present", "tx_model", "tx_id", "battery_percent", "battery_health_percent"})
+    | {"battery_cycles", "battery_time_to_full_min", "battery_charge_state", "warnings"},
 }
 _G4_FIELDS: Final = (_TRANSMITTER - {"battery_runtime_min"}) | {
     "name", "frequency_mhz", "muted", "tx_muted", "rf_quality_percent", "antenna", "audio_dbfs", "audio_peak",
@@ -108,7 +121,7 @@ def _ssc2_capabilities() -> Capabilities:
 
 
 CAPABILITIES: Final[Mapping[str, Capabilities]] = {
-    **{family.label: ssc1_capabilities(family) for family in (EWDX, EM6000, SLDW)},
+    **{family.label: ssc1_capabilities(family) for family in (EWDX, EM6000, SLDW, CHG70N)},
     G4_FAMILY: _mcp_capabilities(_G4_FIELDS),
     IEM_FAMILY: _mcp_capabilities(_IEM_FIELDS),
     **dict.fromkeys(_SSC2_FAMILIES, _ssc2_capabilities()),

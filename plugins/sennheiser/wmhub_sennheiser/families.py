@@ -279,6 +279,9 @@ class SscFamily:
     controls: Mapping[CommandKind, Control]
     device_controls: Mapping[CommandKind, Control]
     meter_arrays: Mapping[str, Callable[[Any], Updates]] = field(default_factory=dict)  # "/mm": all channels
+    state_arrays: Mapping[str, Callable[[Any], Updates]] = field(default_factory=dict)  # "/bays/x": [bay1, bay2]
+    # fields that follow from everything known of a channel (not from one leaf), e.g. a bay's charge state
+    derive: Callable[[Mapping[str, Any]], Fields] | None = None
     default_channels: int = 2
     channels_in_product: bool = True  # "EM 4", "MCR 2": the product name says how many channels
     tx_prefix: str = "/mates/tx{n}"
@@ -292,7 +295,7 @@ class SscFamily:
 
     def state_addresses(self, channels: int) -> list[Address]:
         per_channel = [p for p in self.leaves if "{n}" in p]
-        device = [address(p) for p in self.leaves if "{n}" not in p]
+        device = [address(p) for p in [*self.leaves, *self.state_arrays] if "{n}" not in p]
         return [address("/device/name"), *device] + [
             address(p.format(n=n)) for n in range(1, channels + 1) for p in per_channel
         ]
@@ -324,8 +327,9 @@ class SscFamily:
         found = self._match(path, self.meters)
         if found is not None:
             return {found[1]: self.meters[found[0]](value)}
-        found = self._match(path, self.meter_arrays)
-        return self.meter_arrays[found[0]](value) if found is not None else {}
+        arrays = {**self.meter_arrays, **self.state_arrays}
+        found = self._match(path, arrays)
+        return arrays[found[0]](value) if found is not None else {}
 
     def convert_error(self, error: SscError) -> Updates:
         """424 on a transmitter leaf: the transmitter is absent."""
@@ -441,7 +445,71 @@ SLDW: Final = SscFamily(
     default_channels=1,
 )
 
-FAMILIES: Final = (EM6000, EWDX, SLDW)
+# --- chargers ---------------------------------------------------------------------------------------
+# CHG 70N (EW-DX charger): every /bays leaf is a list with one entry per bay (Companion ewdx src/chg70n.ts
+# subscribes bays/{bat_gauge,bat_health,bat_cycles,bat_timetofull,device_type,serial,warnings} and reads
+# index 0 and 1). A bay is a hub channel; the device in it stands where a receiver's transmitter would.
+_EMPTY_BAY: Final = "NONE"
+
+
+def _per_bay(convert: Converter) -> Callable[[Any], Updates]:
+    def bays(value: Any) -> Updates:
+        return {bay: convert(item) for bay, item in enumerate(value, start=1)} if isinstance(value, list) else {}
+
+    return bays
+
+
+def _bay_device(value: Any) -> Fields:
+    """``device_type``: ``EW-DX SK``, ``EW-DX SKM``, ``BA70``, …, ``NONE`` for an empty bay."""
+    if not isinstance(value, str) or not value:
+        return {"tx_model": None}
+    if value.upper() == _EMPTY_BAY:
+        return {"tx_present": False, "tx_model": None, "tx_id": None}
+    return {"tx_present": True, "tx_model": value}
+
+
+_BAY_BATTERY: Final = ("battery_percent", "battery_health_percent", "battery_cycles", "battery_time_to_full_min")
+
+
+def _bay_charge_state(known: Mapping[str, Any]) -> Fields:
+    """No leaf states it: charging while time to full is left, charged at 100 % with none; else unknown.
+
+    An empty bay shows no battery, whatever its leaves still hold.
+    """
+    if known.get("tx_present") is False:
+        return dict.fromkeys((*_BAY_BATTERY, "battery_charge_state"))
+    minutes, percent = known.get("battery_time_to_full_min"), known.get("battery_percent")
+    if isinstance(minutes, int) and minutes > 0:
+        return {"battery_charge_state": "charging"}
+    return {"battery_charge_state": "charged" if minutes == 0 and percent == 100 else None}
+
+
+CHG70N: Final = SscFamily(
+    label="CHG 70N",
+    product_pattern=r"CHG\s*70\s*N",  # unverified: no public source prints the product string
+    leaves={},
+    meters={},
+    state_arrays={
+        "/bays/bat_gauge": _per_bay(_field("battery_percent", _percent)),
+        "/bays/bat_health": _per_bay(_field("battery_health_percent", _percent)),
+        "/bays/bat_cycles": _per_bay(_field("battery_cycles", _count)),
+        # minutes assumed: Companion shows the number as it comes (unverified)
+        "/bays/bat_timetofull": _per_bay(_field("battery_time_to_full_min", _count)),
+        "/bays/device_type": _per_bay(_bay_device),
+        "/bays/serial": _per_bay(_field("tx_id", _first_text)),
+        # a list per bay: BatteryComError, BatteryNotChargeable, BatteryTempOutOfRange, …
+        "/bays/warnings": _per_bay(_field("warnings", _strings)),
+    },
+    derive=_bay_charge_state,
+    controls={},
+    device_controls={
+        CommandKind.IDENTIFY: Control("/device/identification/visual", _identify),
+        CommandKind.DEVICE_NAME: Control("/device/name", DEVICE_NAME.check),
+    },
+    channels_in_product=False,
+)
+
+FAMILIES: Final = (CHG70N, EM6000, EWDX, SLDW)  # the charger first: its product may name EW-DX too
 
 
 def family_for(product: str) -> SscFamily | None:
@@ -454,9 +522,14 @@ class ChannelMapper:
     def __init__(self, family: SscFamily) -> None:
         self.family = family
         self._warnings: dict[tuple[int, str], list[str]] = {}
+        self._known: dict[int, Fields] = {}
 
     def _finish(self, updates: Updates) -> Updates:
         for channel, fields in updates.items():
+            if self.family.derive is not None and channel != DEVICE:
+                known = self._known.setdefault(channel, {})
+                known.update(fields)
+                fields.update(self.family.derive(known))
             for source in (RX_WARNINGS, TX_WARNINGS):
                 if source in fields:
                     self._warnings[(channel, source)] = fields.pop(source)

@@ -1,5 +1,5 @@
-"""The demo fleet: an EW-DX EM 4 and an EM 6000 (SSCv1), an ew G4 receiver and an ew IEM G4 in-ear transmitter
-(MCP), animated, on loopback."""
+"""The demo fleet: an EW-DX EM 4, an EM 6000 and a CHG 70N charger (SSCv1), an ew G4 receiver and an ew IEM G4
+in-ear transmitter (MCP), animated, on loopback."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ class SennheiserDemoFleet:
             Ssc1Simulator("em6000", tick_s=tick_s, seed=12),
             G4Simulator("g4-em300", tick_s=tick_s, seed=13),
             IemG4Simulator(tick_s=tick_s, seed=14),
+            Ssc1Simulator("chg70n", tick_s=tick_s, seed=15),
         ]
         for simulator in self.simulators:
             simulator.tx_churn = tx_churn
@@ -26,7 +27,7 @@ class SennheiserDemoFleet:
         for simulator in self.simulators:
             await simulator.start()
         # EM 6000 and the MCP devices report no serial: a fixed id keeps each the same device across demo runs
-        ids = ("", "demo-em6000", "demo-g4", "demo-iem-g4")
+        ids = ("", "demo-em6000", "demo-g4", "demo-iem-g4", "")
         return [
             with_options(simulator.url, id=given) if given else simulator.url
             for simulator, given in zip(self.simulators, ids, strict=True)

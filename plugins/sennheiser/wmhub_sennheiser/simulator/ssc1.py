@@ -45,7 +45,7 @@ def _has_leaves_under(path: Address, leaves: Iterable[Address]) -> bool:
 
 
 class Ssc1Simulator(UdpSimulator):
-    """One SSCv1 device. ``model`` is one of ``PRODUCTS`` (ewdx-em2, ewdx-em4, em6000, sldw)."""
+    """One SSCv1 device. ``model`` is one of ``PRODUCTS`` (ewdx-em2, ewdx-em4, em6000, sldw, chg70n)."""
 
     def __init__(
         self,
@@ -115,8 +115,7 @@ class Ssc1Simulator(UdpSimulator):
         self.publish()
 
     def animate(self) -> None:
-        for channel in self.device.channels:
-            channel.animate(self.rng, self.tx_churn)
+        self.device.animate(self.rng, self.tx_churn)
         self.publish()
 
     def forget_clients(self) -> None:

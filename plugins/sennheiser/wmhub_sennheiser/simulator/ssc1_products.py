@@ -6,6 +6,7 @@ that a test comparing the two checks the client rather than repeating it.
 
 from __future__ import annotations
 
+import random
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -84,6 +85,10 @@ class SimProduct(ABC):
         for channel in self.channels:
             leaves.update(self.channel_leaves(channel))
         return leaves
+
+    def animate(self, rng: random.Random, tx_churn: float) -> None:
+        for channel in self.channels:
+            channel.animate(rng, tx_churn)
 
     def device_facts(self) -> dict[str, Any]:
         """The device fields (besides name, model, firmware) a correct client shows."""
@@ -182,6 +187,10 @@ class EwDx(SimProduct):
             ("device", "network", "ipv4", "ipaddr"): "127.0.0.1",
             ("device", "network", "ether", "macs"): ["00:1b:66:12:34:56"],
         }
+
+    def animate(self, rng: random.Random, tx_churn: float) -> None:
+        for channel in self.channels:
+            channel.animate(rng, tx_churn)
 
     def device_facts(self) -> dict[str, Any]:
         return {
@@ -401,9 +410,85 @@ class SpeechLineDw(SimProduct):
         }
 
 
+class Chg70n(SimProduct):
+    """EW-DX CHG 70N network charger: two bays, every ``bays`` leaf a list with one entry per bay.
+
+    Leaves as Companion ewdx src/chg70n.ts subscribes and reads them (``bat_gauge``, ``bat_health``,
+    ``bat_cycles``, ``bat_timetofull``, ``device_type`` with ``NONE`` for an empty bay, ``serial``,
+    ``warnings`` a list per bay); an empty bay reports zeros and empty strings here (unverified).
+    """
+
+    key = "chg70n"
+    product = "CHG 70N"
+    version = "1.0.6"
+
+    def __init__(self, serial: str = "3141592653") -> None:
+        super().__init__(default_channels(2, 0, "Bay"), "CHG 70N Rack")
+        self.serial = serial
+        self.pack_serials = [f"{bay.index}00{serial[:5]}" for bay in self.channels]  # of the device in each bay
+        models = ("EW-DX SKM", "BA70")
+        for channel, model, percent in zip(self.channels, models, (64, 100), strict=True):
+            channel.tx_model, channel.battery_percent = model, percent
+
+    @staticmethod
+    def minutes_to_full(channel: SimChannel) -> int:
+        return round((100 - channel.battery_percent) * 1.5) if channel.tx_on else 0
+
+    def leaves(self) -> dict[Address, Any]:
+        bays = self.channels
+
+        def each(value: Callable[[SimChannel], Any], empty: Any) -> list[Any]:
+            return [value(bay) if bay.tx_on else empty for bay in bays]
+
+        return {
+            **self.device_leaves(),
+            ("bays", "bat_gauge"): each(lambda bay: bay.battery_percent, 0),
+            ("bays", "bat_health"): each(lambda bay: bay.battery_health_percent, 0),
+            ("bays", "bat_cycles"): each(lambda bay: bay.battery_cycles, 0),
+            ("bays", "bat_timetofull"): [self.minutes_to_full(bay) for bay in bays],
+            ("bays", "device_type"): each(lambda bay: bay.tx_model, "NONE"),
+            ("bays", "serial"): each(lambda bay: self.pack_serials[bay.index - 1], ""),
+            ("bays", "warnings"): each(lambda bay: list(bay.rx_warnings), []),
+        }
+
+    def channel_leaves(self, channel: SimChannel) -> dict[Address, Any]:
+        return {}  # the bays' leaves are lists over all bays (leaves())
+
+    def transmitter_channel(self, path: Address) -> SimChannel | None:
+        return None
+
+    def animate(self, rng: random.Random, tx_churn: float) -> None:
+        """Packs charge up; now and then one is taken out or put in (a fresh one, half full) or gets too warm."""
+        for bay in self.channels:
+            if rng.random() < tx_churn:
+                bay.tx_on = not bay.tx_on
+                bay.battery_percent = bay.battery_percent if not bay.tx_on else 50
+            if bay.tx_on and bay.battery_percent < 100 and rng.random() < 0.2:
+                bay.battery_percent += 1
+            if rng.random() < 0.01:  # a pack warms up out of its charging range, or cools down again
+                bay.rx_warnings = [] if bay.rx_warnings else ["BatteryTempOutOfRange"]
+
+    def expected(self, channel: SimChannel) -> dict[str, Any]:
+        on = channel.tx_on
+        minutes = self.minutes_to_full(channel)
+        state = ("charging" if minutes else "charged" if channel.battery_percent == 100 else None) if on else None
+        return {
+            "tx_present": on,
+            "tx_model": channel.tx_model if on else None,
+            "tx_id": self.pack_serials[channel.index - 1] if on else None,
+            "battery_percent": channel.battery_percent if on else None,
+            "battery_health_percent": channel.battery_health_percent if on else None,
+            "battery_cycles": channel.battery_cycles if on else None,
+            "battery_time_to_full_min": minutes if on else None,
+            "battery_charge_state": state,
+            "warnings": list(channel.rx_warnings) if on else [],
+        }
+
+
 PRODUCTS: Final[dict[str, Callable[[], SimProduct]]] = {
     "ewdx-em2": lambda: EwDx(2),
     "ewdx-em4": lambda: EwDx(4),
     "em6000": Em6000,
     "sldw": SpeechLineDw,
+    "chg70n": Chg70n,
 }
