@@ -25,6 +25,7 @@ COMPARED = (
     "frequency_mhz",
     "tx_present",
     "tx_model",
+    "tx_id",
     "battery_percent",
     "battery_runtime_min",
     "rf_quality_percent",

@@ -152,6 +152,7 @@ def test_spectera_mobile_device_maps_to_a_channel() -> None:
         "frequency_mhz": 474.0,
         "tx_present": True,
         "tx_model": "SKM",
+        "tx_id": "1234567",  # the pack's serial
         "warnings": [],
         "battery_percent": 80,
         "battery_runtime_min": 310,

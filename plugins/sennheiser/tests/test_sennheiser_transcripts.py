@@ -307,6 +307,7 @@ async def test_spectera_from_its_transcript(hub: DriverHarness) -> None:
             1,
             {
                 "name": "Lead",
+                "tx_id": "1234567890",
                 "frequency_mhz": 474.0,
                 "tx_present": True,
                 "battery_percent": 80,

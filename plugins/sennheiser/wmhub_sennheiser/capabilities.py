@@ -50,7 +50,7 @@ _IEM_FIELDS: Final = frozenset(
 )
 # SSCv2 (Spectera, TCC-M, EW-DX over SSCv2): one hub channel per paired mobile device
 _SSC2_FIELDS: Final = _TRANSMITTER | {
-    "name", "frequency_mhz", "tx_model", "rf_quality_percent", "rf_dbm", "antenna", "audio_dbfs", "audio_peak",
+    "name", "frequency_mhz", "tx_model", "tx_id", "rf_quality_percent", "rf_dbm", "antenna", "audio_dbfs", "audio_peak",
 }  # fmt: skip
 _SSC2_FAMILIES: Final = ("spectera", "tcc-m", "ew-dx", "sscv2")
 

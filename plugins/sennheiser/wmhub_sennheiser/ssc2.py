@@ -415,6 +415,7 @@ class ResourceMap:
             "frequency_mhz": khz / 1000.0 if khz is not None else None,
             "tx_present": present,
             "tx_model": str(mobile["type"]) if mobile.get("type") else None,
+            "tx_id": text(mobile.get("serial")),  # the paired pack's serial (spectera src/types.ts MobileDevice)
             "warnings": self._warnings(key),
         }
         rms, peak = self._audio_level(mobile)

@@ -290,6 +290,7 @@ class Ssc2Simulator:
                 "frequency_mhz": self.rf_khz[mobile.rf_channel_id] / 1000,
                 "tx_present": on,
                 "tx_model": mobile.type,
+                "tx_id": f"{7000000 + mobile.mt_uid}",
                 "battery_percent": mobile.battery_percent if on else None,
                 "battery_runtime_min": mobile.runtime_min if on else None,
                 "rf_quality_percent": mobile.lqi * 25 if on else None,
