@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 from wmhub_sennheiser.capabilities import device_capabilities
-from wmhub_sennheiser.simulator.g4 import G4Simulator
+from wmhub_sennheiser.simulator.g4 import ERROR_TEXT, G4Simulator
 from wmhub_sennheiser.simulator.iem import IemG4Simulator
-from wmhub_sennheiser.testing import online, shows
+from wmhub_sennheiser.testing import UdpPeer, online, shows
 
 from hub.model import Command, CommandKind
 from hub.testing import DriverHarness
@@ -58,3 +58,28 @@ async def test_a_receiver_and_an_in_ear_transmitter_share_the_hubs_port(hub: Dri
         await shows(hub, transmitter_device.id, iem)
         await shows(hub, receiver_device.id, receiver)
         assert {transmitter_device.family, receiver_device.family} == {"ew IEM G4", "ew G4"}
+
+
+def refusal(code: int, line: str) -> bytes:
+    return f"{code}: {ERROR_TEXT[code]} [ {line} ]\r".encode()
+
+
+@pytest.mark.parametrize(
+    ("sent", "answer"),
+    [
+        (b"Sensitivity -21\r", b"Sensitivity -21\r"),  # TI 1254's example
+        (b"Sensitivity -20\r", refusal(1020, "Sensitivity -20")),  # off the 3 dB grid: TI 1254's refusal
+        (b"Sensitivity loud\r", refusal(1010, "Sensitivity loud")),
+        (b"Sensitivity\r", b"Sensitivity -18\r"),  # a read
+        (b"Mode 0\r", b"Mode 0\r"),  # mono
+        (b"Mode 2\r", refusal(1020, "Mode 2")),
+        (b"Equalizer\r", refusal(1000, "Equalizer")),  # reported in the configuration, not writable here
+        (b"Squelch\r", refusal(1000, "Squelch")),  # the receiver's, not the transmitter's
+    ],
+)
+async def test_the_transmitter_simulator_answers_its_own_commands_like_ti_1254(
+    simulator: IemG4Simulator, sent: bytes, answer: bytes
+) -> None:
+    async with UdpPeer(simulator.port) as peer:
+        peer.send(sent)
+        assert await peer.receive() == answer

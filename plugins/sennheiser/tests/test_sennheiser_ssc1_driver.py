@@ -311,3 +311,17 @@ async def test_an_ssc_device_that_is_no_known_receiver_is_refused_with_its_name(
         assert managed.handle.device_id is None
     finally:
         await simulator.stop()
+
+
+async def test_a_charger_followed_through_an_evening_of_packs_charging_coming_and_going(hub: DriverHarness) -> None:
+    simulator = await started("chg70n")
+    try:
+        device = await online(hub, simulator)
+        simulator.tx_churn = 0.05
+        for _ in range(120):  # packs charge up, are taken out and put back, warm up and cool down
+            simulator.animate()
+        await shows(hub, device.id, simulator)
+        states = {channel.battery_charge_state for channel in hub.store.get(device.id).channels}  # type: ignore[union-attr]
+        assert states <= {"charging", "charged", None}
+    finally:
+        await simulator.stop()

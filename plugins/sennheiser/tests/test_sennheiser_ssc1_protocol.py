@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 from wmhub_sennheiser import ssc1
-from wmhub_sennheiser.families import EM6000, EWDX, SLDW, ChannelMapper, SscFamily, em6000_meter_fields, family_for
+from wmhub_sennheiser.families import (
+    CHG70N,
+    EM6000,
+    EWDX,
+    SLDW,
+    ChannelMapper,
+    SscFamily,
+    em6000_meter_fields,
+    family_for,
+)
 from wmhub_sennheiser.ssc1 import ErrorKind, SscError, SubscriptionParams
 
 from hub.model import CommandKind, InvalidValueError
@@ -329,3 +338,38 @@ def test_control_values_in_range_encode(family: Any, kind: CommandKind, value: A
 def test_control_values_out_of_range_are_refused(family: Any, kind: CommandKind, value: Any, message: str) -> None:
     with pytest.raises(InvalidValueError, match=message):
         family.controls[kind].encode(value)
+
+
+# Leaves whose JSON type no public source prints are read liberally (families.py says which):
+@pytest.mark.parametrize(
+    ("family", "path", "value", "updates"),
+    [
+        (EM6000, "/rx1/encryption", True, {1: {"encryption": "on"}}),
+        (EM6000, "/rx1/encryption", "Off", {1: {"encryption": "off"}}),  # text instead of a bool
+        (EM6000, "/rx1/encryption", 1, {1: {"encryption": None}}),  # neither: unknown, not a guess
+        (EM6000, "/rx2/skx/autolock", False, {2: {"tx_locked": "none"}}),
+        (EM6000, "/rx2/skx/autolock", "menu", {2: {"tx_locked": "menu"}}),  # as the device states it
+        (EM6000, "/rx1/active_bank_channel", ["U1", 7], {1: {"group_channel": "U1.7"}}),
+        (EM6000, "/rx1/active_bank_channel", "B1", {1: {"group_channel": None}}),
+        (EWDX, "/device/network/ether/macs", "00:1b:66:00:00:01", {0: {"mac_address": "00:1b:66:00:00:01"}}),
+        (EWDX, "/device/network/ether/macs", [None, "00:1b:66:00:00:02"], {0: {"mac_address": "00:1b:66:00:00:02"}}),
+        (EWDX, "/device/network/ipv4/ipaddr", "", {0: {"ip_address": None}}),
+        (EWDX, "/mates/tx1/lock", True, {1: {"tx_locked": "all", "tx_present": True}}),
+        (
+            CHG70N,
+            "/bays/device_type",
+            [None, "BA70"],
+            {1: {"tx_model": None}, 2: {"tx_present": True, "tx_model": "BA70"}},
+        ),
+        (CHG70N, "/bays/bat_gauge", None, {}),  # not a list over the bays: nothing to show
+    ],
+)
+def test_liberal_leaves_keep_what_can_be_read_and_drop_the_rest(
+    family: SscFamily, path: str, value: Any, updates: dict[int, dict[str, Any]]
+) -> None:
+    assert family.convert(ssc1.address(path), value) == updates
+
+
+def test_the_charger_is_known_by_its_product_before_the_ewdx_pattern_claims_it() -> None:
+    assert family_for("CHG 70N") is CHG70N and family_for("EW-DX CHG70N") is CHG70N
+    assert CHG70N.state_addresses(2)[0] == ("device", "name") and ("bays", "bat_health") in CHG70N.state_addresses(2)
