@@ -179,6 +179,7 @@ async def test_a_chg_70n_charger_shows_its_bays_from_its_transcript(hub: DriverH
     async with Ssc1Replay(TRANSCRIPTS["chg70n"]) as replay:
         device = await monitored(hub, replay.url)
         assert (device.family, device.model, len(device.channels)) == ("CHG 70N", "CHG 70N", 2)  # a bay each
+        await eventually(lambda: facts(hub, device.id, {"ip_address": 0}) == {"ip_address": "192.168.1.52"}, 5.0, "IP")
         await shows(
             hub,
             device.id,

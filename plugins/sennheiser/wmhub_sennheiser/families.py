@@ -487,7 +487,7 @@ def _bay_charge_state(known: Mapping[str, Any]) -> Fields:
 CHG70N: Final = SscFamily(
     label="CHG 70N",
     product_pattern=r"CHG\s*70\s*N",  # unverified: no public source prints the product string
-    leaves={},
+    leaves={"/device/network/ipv4/ipaddr": _field("ip_address", _first_text)},  # ewdx src/chg70n.ts msgNetwork
     meters={},
     state_arrays={
         "/bays/bat_gauge": _per_bay(_field("battery_percent", _percent)),

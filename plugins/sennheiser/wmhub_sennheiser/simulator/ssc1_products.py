@@ -434,6 +434,12 @@ class Chg70n(SimProduct):
     def minutes_to_full(channel: SimChannel) -> int:
         return round((100 - channel.battery_percent) * 1.5) if channel.tx_on else 0
 
+    def device_leaves(self) -> dict[Address, Any]:
+        return {**super().device_leaves(), ("device", "network", "ipv4", "ipaddr"): "127.0.0.1"}
+
+    def device_facts(self) -> dict[str, Any]:
+        return {"ip_address": "127.0.0.1"}
+
     def leaves(self) -> dict[Address, Any]:
         bays = self.channels
 
