@@ -11,16 +11,20 @@ without saying so.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+
+from hub.background import BackgroundLoop
 
 log = logging.getLogger("hub")
 
 
-class LoopMonitor:
+class LoopMonitor(BackgroundLoop):
     """``start()`` from inside the loop; read ``lag_s``, ``max_lag_s``, ``late`` and ``ticks``; ``await stop()``."""
 
+    name = "event loop monitor"
+
     def __init__(self, interval_s: float = 0.25, late_after_s: float = 0.1, warn_every_s: float = 60.0) -> None:
+        super().__init__()
         self.interval_s = interval_s
         self.late_after_s = late_after_s
         self.warn_every_s = warn_every_s
@@ -28,20 +32,8 @@ class LoopMonitor:
         self.max_lag_s = 0.0
         self.late = 0
         self.ticks = 0
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._watch(), name="event loop monitor")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _watch(self) -> None:
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         last_warning = -self.warn_every_s
         while True:

@@ -13,11 +13,12 @@ macOS) this does nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import ctypes.util
 import logging
 from collections.abc import Callable
+
+from hub.background import BackgroundLoop
 
 log = logging.getLogger("hub")
 
@@ -36,37 +37,31 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
-class HeapTrimmer:
+class HeapTrimmer(BackgroundLoop):
     """``start()`` from inside the loop, ``await stop()``; ``trims`` counts the calls made."""
 
+    name = "heap trimmer"
+
     def __init__(self, first_s: float = FIRST_TRIM_S, every_s: float = TRIM_EVERY_S) -> None:
+        super().__init__()
         self.first_s = first_s
         self.every_s = every_s
         self.trims = 0
         self._malloc_trim = _find_malloc_trim()
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def available(self) -> bool:
         return self._malloc_trim is not None
 
-    def start(self) -> None:
-        if self._task is None and self._malloc_trim is not None:
-            self._task = asyncio.create_task(self._trim_periodically(), name="heap trimmer")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def _should_run(self) -> bool:
+        return self._malloc_trim is not None
 
     def trim(self) -> None:
         if self._malloc_trim is not None:
             self._malloc_trim(0)
             self.trims += 1
 
-    async def _trim_periodically(self) -> None:
+    async def _run(self) -> None:
         await asyncio.sleep(self.first_s)
         while True:
             self.trim()
