@@ -3,8 +3,9 @@
     drivers (plugins) -> DeviceHandle -> StateStore -> publishers (MQTT, web, history/alerts)
     MQTT / REST / CLI -> Hub.apply -> DeviceManager -> owning plugin's apply_command -> driver
 
-The edges (hub.mqtt, hub.web) call only the service methods below, so every source of a command is
-treated alike (validated, routed, audited).
+The Hub is the one implementation of :class:`hub.service.HubService`, the protocol the edges (hub.mqtt,
+hub.web, hub.fleet) are given. It never imports an edge: the composition root (:mod:`hub.compose`) hands it
+a factory that builds them, and the hub starts and stops what the factory built.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import os
 import signal
 import socket
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from hub import __version__
 from hub.auth import load_or_create_token
@@ -31,8 +33,9 @@ from hub.memory import HeapTrimmer
 from hub.model import Command, CommandKind, CommandResult, Device
 from hub.plugins import PluginHost
 from hub.redact import redact
+from hub.service import UnknownCandidateError
 from hub.state import StateStore
-from hub.store import DATABASE_FILE, ConflictError, NotFoundError, Persistence, StoreSettings
+from hub.store import DATABASE_FILE, Alert, ConflictError, NotFoundError, Persistence, StoreSettings
 from hub.store.frequency import FrequencySettings
 from hub.text import preview
 
@@ -59,8 +62,17 @@ def frequency_settings(config: HubConfig) -> FrequencySettings:
     )
 
 
-class UnknownCandidateError(LookupError):
-    """No discovery candidate has that URL."""
+class Edge(Protocol):
+    """A publisher or command source the hub starts after its devices and stops after them."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+EdgeFactory = Callable[["Hub"], list[Edge]]
 
 
 class HubFailed(RuntimeError):
@@ -70,8 +82,9 @@ class HubFailed(RuntimeError):
 class Hub:
     """One running hub. ``async with Hub(config) as hub`` starts everything and stops it cleanly."""
 
-    def __init__(self, config: HubConfig, plugins: PluginHost | None = None) -> None:
+    def __init__(self, config: HubConfig, plugins: PluginHost | None = None, edges: EdgeFactory | None = None) -> None:
         self.config = config
+        self._edge_factory = edges
         if plugins is None:
             plugins = PluginHost()
             plugins.load_entry_points()
@@ -99,7 +112,7 @@ class Hub:
         self._api_token: str | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._fleets: list[tuple[str, DemoFleet]] = []
-        self._edges: list[Any] = []
+        self._edges: list[Edge] = []
         self.stopped = asyncio.Event()
         self.loop_monitor = LoopMonitor()
         self.heap_trimmer = HeapTrimmer()
@@ -230,16 +243,13 @@ class Hub:
         task.add_done_callback(self._background.discard)
 
     async def _start_edges(self) -> None:
-        if self.config.mqtt.url != "off":
-            from hub.mqtt.bridge import MqttBridge
-
-            self._edges.append(MqttBridge(self))
-        if self.config.http.enabled:
-            from hub.web.server import WebServer
-
-            self._edges.append(WebServer(self))
+        if self._edge_factory is not None:
+            self._edges.extend(self._edge_factory(self))
         for edge in self._edges:
             await edge.start()
+
+    def _edge(self, name: str) -> Any:
+        return next((edge for edge in self._edges if edge.name == name), None)
 
     @property
     def api_token(self) -> str:
@@ -251,16 +261,12 @@ class Hub:
     @property
     def mqtt(self) -> Any:
         """The running MQTT bridge (for its client's counters), or None."""
-        from hub.mqtt.bridge import MqttBridge
-
-        return next((edge for edge in self._edges if isinstance(edge, MqttBridge)), None)
+        return self._edge("mqtt")
 
     @property
     def web(self) -> Any:
         """The running web server (for its bound port), or None."""
-        from hub.web.server import WebServer
-
-        return next((edge for edge in self._edges if isinstance(edge, WebServer)), None)
+        return self._edge("web")
 
     async def stop(self) -> None:
         """Close devices first (metering off), then say offline on MQTT, then close the rest."""
@@ -314,10 +320,34 @@ class Hub:
             await asyncio.gather(starting, signalled, failed, return_exceptions=True)
             await self.stop()
 
-    # Service methods used by every edge (MQTT, REST, CLI, UI)
+    # Service methods used by every edge (MQTT, REST, CLI, UI): hub.service.HubService
+
+    @property
+    def state(self) -> StateStore:
+        return self.store
+
+    @property
+    def venue(self) -> Persistence | None:
+        return self.persistence
 
     def device_list(self) -> list[Device]:
         return list(self.store.devices.values())
+
+    def connections(self, detail: bool = False) -> list[dict[str, Any]]:
+        return [managed.health(detail) for managed in self.devices.by_url.values()]
+
+    def connection(self, device_id_or_url: str, detail: bool = False) -> dict[str, Any] | None:
+        managed = self.devices.find(device_id_or_url)
+        return managed.health(detail) if managed is not None else None
+
+    def manages(self, url: str) -> bool:
+        return redact(url) in self.devices.by_url
+
+    def degraded(self) -> bool:
+        return self.persistence is not None and self.persistence.db.failing
+
+    def open_alerts(self) -> list[Alert]:
+        return self.persistence.alerts.open_alerts() if self.persistence is not None else []
 
     async def add_device(self, url: str, source: str) -> ManagedDevice:
         """Start supervising a device and, unless it comes from the config or the demo, remember it.

@@ -171,12 +171,11 @@ def _device_origin(args: argparse.Namespace) -> Callable[[str], str]:
 
 
 def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> int:
-    from hub.app import Hub
-    from hub.fleet.app import FleetHub
+    from hub.compose import FleetHub, compose_hub
     from hub.preflight import check_startup
 
     setup_logging(config.log_level, config.plugin_log_levels)
-    hub = FleetHub(config) if fleet else Hub(config)
+    hub = FleetHub(config) if fleet else compose_hub(config)
     try:
         check_startup(config, hub.devices.resolve, _device_origin(args))
     except ConfigError as exc:

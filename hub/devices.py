@@ -264,6 +264,10 @@ class ManagedDevice:
     def driver(self) -> Driver | None:
         return self.supervisor.driver
 
+    @property
+    def device_id(self) -> str | None:
+        return self.handle.device_id
+
     def health(self, detail: bool = False) -> dict[str, Any]:
         """The connection's health. Until the device has identified itself, anyone could have added any
         host and port, so unless ``detail`` is asked for (the API token holder's view), a closed port, a

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.model import METER_FIELDS, Device
 from hub.plugins import PluginHost
@@ -49,7 +50,7 @@ def hub_config(
 async def running_hub(config: HubConfig, plugins: str = "shure,sennheiser") -> AsyncIterator[Hub]:
     host = PluginHost()
     host.load_entry_points(only=plugins)
-    hub = Hub(config, host)
+    hub = compose_hub(config, host)
     await hub.start()
     try:
         yield hub

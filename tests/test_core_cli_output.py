@@ -10,7 +10,7 @@ from pathlib import Path
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_shure.simulator import ShureSimulator
 
-from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.testing import eventually, plugin_host
 from tests.test_core_plugins import broken_distribution
@@ -64,7 +64,7 @@ async def test_devices_prints_each_receiver_and_its_channel_names(tmp_path: Path
         http=HttpSettings(port=0),
     )
     try:
-        async with Hub(config, plugin_host("shure")) as hub:
+        async with compose_hub(config, plugin_host("shure")) as hub:
             await hub.add_device(simulator.url, source="test")
             device = await eventually(
                 lambda: next((d for d in hub.store.devices.values() if d.online and d.channels), None),

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hub import hookimpl
-from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
 from hub.testing import eventually
@@ -49,7 +49,7 @@ async def test_a_fleet_that_fails_leaves_the_others_running(tmp_path: Path, capl
     plugins = PluginHost()  # only these two: no vendor plugin's demo receivers
     plugins.register(BenchPlugin(), "bench")
     plugins.register(Fleets(), "fleets")
-    hub = Hub(config, plugins)
+    hub = compose_hub(config, plugins)
     with caplog.at_level(logging.ERROR, logger="hub"):
         async with hub:
             device = await eventually(lambda: hub.store.get("bench-demo-rack"), what="the working fleet's device")

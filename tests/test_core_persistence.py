@@ -5,6 +5,7 @@ from pathlib import Path
 from wmhub_shure.simulator import ShureSimulator
 
 from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.hookspecs import Candidate
 from hub.model import Command, CommandKind
@@ -22,7 +23,7 @@ def shure_hub(data_dir: Path) -> Hub:
     )
     plugins = PluginHost()
     plugins.load_entry_points(only="shure")
-    return Hub(config, plugins)
+    return compose_hub(config, plugins)
 
 
 def online(hub: Hub) -> str | None:

@@ -27,6 +27,7 @@ from wmhub_shure.simulator import ShureSimulator
 
 from hub import hookimpl
 from hub.app import Hub
+from hub.compose import compose_hub
 from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
 from hub.hookspecs import DriverSpec
 from hub.model import Command, CommandResult
@@ -148,7 +149,7 @@ async def careless_hub(tmp_path: Path) -> AsyncIterator[Rig]:
         host = PluginHost()
         host.load_entry_points(only="shure")
         host.register(CarelessPlugin(), "careless", "0.1")
-        hub = Hub(hub_config(tmp_path, [careless.url, shure.url], hub_id="careless"), host)
+        hub = compose_hub(hub_config(tmp_path, [careless.url, shure.url], hub_id="careless"), host)
         await hub.start()
         try:
             rig = Rig(hub, careless, shure)

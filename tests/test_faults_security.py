@@ -13,8 +13,8 @@ import pytest
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
 from wmhub_shure.simulator import ShureSimulator
 
-from hub.app import Hub
 from hub.auth import TOKEN_FILE
+from hub.compose import compose_hub
 from hub.config import HttpSettings, MqttSettings
 from hub.redact import redact
 from hub.testing import eventually
@@ -63,7 +63,7 @@ async def test_no_secret_in_logs_mqtt_or_rest(
 
 def test_info_masks_the_mqtt_password(tmp_path: Path) -> None:
     for url in (f"mqtt://user:{MQTT_SECRET}@127.0.0.1:1883", f"mqtts://user:{MQTT_SECRET}@with@127.0.0.1:8883"):
-        hub = Hub(hub_config(tmp_path, [], url))
+        hub = compose_hub(hub_config(tmp_path, [], url))
         shown = str(hub.info())
         assert MQTT_SECRET not in shown and "with" not in shown, shown
     record_check("Secrets", "MQTT password (also one containing '@') in the hub's info topic", "masked")

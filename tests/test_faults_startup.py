@@ -140,7 +140,8 @@ def test_failure_after_start_stops_everything_and_exits_1(tmp_path: Path) -> Non
 async def test_a_needed_task_that_dies_after_the_start_stops_the_hub_and_fails(tmp_path: Path) -> None:
     """After the start, a task the hub cannot run without (here the store's ticker, whose clock breaks) ends:
     the hub stops everything cleanly and run_until_signalled raises, so ``wmhub run`` exits 1."""
-    from hub.app import Hub, HubFailed
+    from hub.app import HubFailed
+    from hub.compose import compose_hub
     from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
     from hub.plugins import PluginHost
     from hub.testing import eventually
@@ -151,7 +152,7 @@ async def test_a_needed_task_that_dies_after_the_start_stops_the_hub_and_fails(t
         http=HttpSettings(enabled=False),
         discovery=DiscoverySettings(enabled=False),
     )
-    hub = Hub(config, PluginHost())
+    hub = compose_hub(config, PluginHost())
     running = asyncio.ensure_future(hub.run_until_signalled())
     store = await eventually(lambda: hub.persistence, what="the store open")
 

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 from wmhub_shure.simulator import ShureSimulator
 
-from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
 from hub.store import AlertSettings, Persistence
@@ -48,7 +48,7 @@ async def test_an_intermod_hit_is_alerted_suggested_away_and_cleared(mqtt_broker
     )
     plugins = PluginHost()
     plugins.load_entry_points(only="shure")
-    hub = Hub(config, plugins)
+    hub = compose_hub(config, plugins)
     alerts = AlertSettings(frequency_for_s=0.3, clear_after_s=0.3)
     hub.persistence = await Persistence.open(tmp_path, hub.store, settings=quick_settings(tick_s=0.1, alerts=alerts))
     async with (
@@ -134,7 +134,7 @@ async def test_a_group_is_coordinated_and_tuned_on_the_receivers(tmp_path: Path)
     )
     plugins = PluginHost()
     plugins.load_entry_points(only="shure")
-    async with ShureSimulator("ulxd4q", seed=5) as quad, Hub(config, plugins) as hub:
+    async with ShureSimulator("ulxd4q", seed=5) as quad, compose_hub(config, plugins) as hub:
         for index in range(1, 5):  # all four on one frequency: a spacing problem each
             quad.set_channel(index, frequency_mhz=500.0)
         await hub.add_device(quad.url, source="test")

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from hub.app import Hub, frequency_settings
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings, load_config
 from hub.frequency import Band, CarrierState, Profile
 from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device, NumberLimits
@@ -64,7 +65,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         http=HttpSettings(port=0, token=TOKEN),
     )
     clock = SimulatedClock(start=time.time())
-    hub = Hub(config, PluginHost())
+    hub = compose_hub(config, PluginHost())
     store = await open_simulated(tmp_path, hub.store, clock)
     hub.persistence = store
     put_receiver(hub.store, "shure-rx", channels=3, frequency_mhz=600.0)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from wmhub_shure.simulator import ShureSimulator
 
-from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
 from hub.testing import eventually
@@ -24,7 +24,7 @@ async def test_a_low_battery_alert_is_published_and_cleared(mqtt_broker: TestBro
     plugins.load_entry_points(only="shure")
     async with ShureSimulator("ulxd4") as receiver, MqttProbe(mqtt_broker) as probe:
         await probe.subscribe("wmhub/hubs/alerting/alerts/#")
-        async with Hub(config, plugins) as hub:
+        async with compose_hub(config, plugins) as hub:
             await hub.add_device(receiver.url, source="test")
             device_id = await eventually(lambda: next(iter(hub.store.devices), None), what="the receiver")
             receiver.set_channel(1, battery_bars=1)

@@ -22,6 +22,7 @@ import pytest
 
 from hub import hookimpl
 from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.hookspecs import DriverSpec
 from hub.model import Capabilities, Channel, Command, Device
@@ -92,7 +93,7 @@ async def running_hub(
         http=HttpSettings(enabled=False),
         discovery=DiscoverySettings(enabled=False, interfaces=["127.0.0.1"]),
     )
-    hub = Hub(config, plugins)
+    hub = compose_hub(config, plugins)
     await hub.start()
     try:
         yield hub

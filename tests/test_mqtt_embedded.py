@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
 
@@ -26,7 +26,7 @@ async def test_a_taken_port_leaves_mqtt_off_and_the_hub_running(
             http=HttpSettings(port=0),
         )
         with caplog.at_level(logging.ERROR, logger="hub.mqtt"):
-            async with Hub(config, PluginHost()) as hub:
+            async with compose_hub(config, PluginHost()) as hub:
                 assert hub.web.port is not None and hub.mqtt is not None and hub.mqtt.client is None
     [record] = [r for r in caplog.records if "embedded MQTT broker cannot listen" in r.getMessage()]
     message = record.getMessage()

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import pytest
 
-from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import ConfigError, HubConfig, MqttSettings, load_config
 from hub.mqtt.client import BrokerUrlError, parse_broker_urls
 from tests.mosquitto import MqttProbe, running_broker
@@ -49,7 +49,7 @@ def test_an_empty_list_names_no_broker() -> None:
 
 def test_the_hub_info_shows_every_broker_without_its_password(tmp_path: Path) -> None:
     config = HubConfig(data_dir=tmp_path, mqtt=MqttSettings(url="mqtt://u:secret@node1,mqtt://u:s@cr@t@node2:1884"))
-    assert Hub(config).info()["config"]["mqtt"] == "mqtt://***@node1,mqtt://***@node2:1884"
+    assert compose_hub(config).info()["config"]["mqtt"] == "mqtt://***@node1,mqtt://***@node2:1884"
 
 
 async def test_the_hub_fails_over_to_the_next_broker_and_puts_its_state_there(tmp_path: Path, receiver: str) -> None:

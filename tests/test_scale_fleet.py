@@ -24,8 +24,8 @@ from typing import Any
 import aiohttp
 from wmhub_shure.simulator import ShureSimulator
 
+from hub.compose import FleetHub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
-from hub.fleet.app import FleetHub
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.test_scale_two_hubs import hub_process, online_devices

@@ -14,6 +14,7 @@ import pytest
 
 from hub import hookimpl
 from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
 from hub.hookspecs import Candidate, DriverSpec
@@ -72,7 +73,7 @@ def make_hub(data_dir: Path, **http: Any) -> Hub:
     )
     plugins = PluginHost()
     plugins.register(BenchPlugin(), "bench")
-    return Hub(config, plugins)
+    return compose_hub(config, plugins)
 
 
 @contextlib.asynccontextmanager

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.model import Channel, Device
 from hub.plugins import PluginHost
@@ -43,7 +44,7 @@ async def hub(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[H
         discovery=DiscoverySettings(enabled=False),
         http=HttpSettings(port=0, token="live-feed-test-token", **http),
     )
-    async with Hub(config, PluginHost()) as running:
+    async with compose_hub(config, PluginHost()) as running:
         for device in fleet(2, 2):
             running.store.add_device(device)
         yield running

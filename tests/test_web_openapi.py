@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
 from hub.store.testing import open_simulated
@@ -30,7 +30,7 @@ async def test_schemathesis_finds_no_server_errors(tmp_path: Path) -> None:
         discovery=DiscoverySettings(enabled=False),
         http=HttpSettings(port=0, token=TOKEN),
     )
-    hub = Hub(config, PluginHost())
+    hub = compose_hub(config, PluginHost())
     store = await open_simulated(tmp_path, hub.store)
     hub.persistence = store
     async with hub:

@@ -12,6 +12,7 @@ import pytest
 from wmhub_shure.simulator import ShureSimulator
 
 from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
 from hub.testing import eventually
@@ -41,7 +42,10 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     plugins = PluginHost()
     plugins.load_entry_points(only="shure")
     try:
-        async with Hub(config, plugins) as hub, aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as http:
+        async with (
+            compose_hub(config, plugins) as hub,
+            aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as http,
+        ):
             managed = await hub.add_device(sim.url, source="test")
             device = await eventually(
                 lambda: managed.handle.device_id and hub.store.get(managed.handle.device_id), what="receiver online"

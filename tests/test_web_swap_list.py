@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 from wmhub_shure.simulator import ShureSimulator
 
-from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
 from hub.testing import eventually
@@ -34,7 +34,10 @@ async def test_swap_list_over_rest_and_mqtt_in_hand_worked_order(mqtt_broker: Te
         for index, minutes in ((1, 40), (2, 95), (3, 130), (4, 600)):
             receiver.set_channel(index, battery_runtime_min=minutes)
         await probe.subscribe("wmhub/hubs/show/swap_list")
-        async with Hub(config, plugins) as hub, aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as http:
+        async with (
+            compose_hub(config, plugins) as hub,
+            aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as http,
+        ):
             await hub.add_device(receiver.url, source="test")
             device = await eventually(lambda: next(iter(hub.store.devices.values()), None), what="the receiver")
             receiver.drain_battery(3, 45)  # the pack on channel 3 has run 45 minutes: 85 left
@@ -77,7 +80,10 @@ async def test_show_input_is_refused_from_outside(tmp_path: Path) -> None:
         http=HttpSettings(port=0, token=TOKEN),
         discovery=DiscoverySettings(enabled=False),
     )
-    async with Hub(config, PluginHost()) as hub, aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as http:
+    async with (
+        compose_hub(config, PluginHost()) as hub,
+        aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as http,
+    ):
         async with http.put("/api/v1/show", json={"end_at": "2026-12-05T22:00:00+00:00"}) as response:
             assert response.status == 401, "setting the show needs the token"
         for bad in (

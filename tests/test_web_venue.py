@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
 from hub.store import Persistence, SimulatedClock
@@ -47,7 +48,7 @@ async def venue(tmp_path: Path) -> AsyncIterator[Venue]:
     clock = SimulatedClock(start=time.time())
     plugins = PluginHost()
     plugins.register(BenchPlugin(), "bench")  # known devices must name a scheme some plugin handles
-    hub = Hub(config, plugins)
+    hub = compose_hub(config, plugins)
     store = await open_simulated(tmp_path, hub.store, clock)
     hub.persistence = store
     put_receiver(hub.store, "rx-1", channels=1, battery_bars=4)

@@ -8,18 +8,20 @@ tiles per hub (keys 1-9 pick one). Alerts are every hub's open alerts, read from
 
 from __future__ import annotations
 
-from typing import Final, cast
+from typing import Final
 
 from aiohttp import web
 from pydantic import Field
 
-from hub.fleet.app import FleetHub
+from hub.fleet.mirror import FleetMirror
 from hub.store import Group, Slot
 from hub.web.api import HUB_KEY
 from hub.web.routing import Operation, json_response
 from hub.web.schemas import Strict
 from hub.web.venue import AlertList, AssignmentList, GroupList, PerformerList, SlotList
 
+# set by the composition root on the fleet's web server: the mirror these routes read the hubs from
+MIRROR_KEY: Final = web.AppKey("fleet_mirror", FleetMirror)
 # the board offers keys 1-9 for groups; a fleet of more hubs still shows all of them under "All"
 BOARD_GROUPS: Final = 9
 
@@ -37,33 +39,29 @@ class HubList(Strict):
     items: list[HubSummary]
 
 
-def _fleet(request: web.Request) -> FleetHub:
-    return cast(FleetHub, request.app[HUB_KEY])
-
-
-def _slots_and_groups(fleet: FleetHub) -> tuple[list[Slot], list[Group]]:
+def _slots_and_groups(request: web.Request) -> tuple[list[Slot], list[Group]]:
+    mirror = request.app[MIRROR_KEY]
     slots: list[Slot] = []
     groups: list[Group] = []
-    devices = fleet.store.devices
+    devices = request.app[HUB_KEY].state.devices
 
     def add_slots(device_ids: set[str]) -> None:
         for device_id in sorted(device_ids & devices.keys()):
             for channel in devices[device_id].channels:
                 slots.append(Slot(number=len(slots) + 1, device_id=device_id, channel=channel.index))
 
-    for number, view in enumerate(sorted(fleet.mirror.hubs.values(), key=lambda hub: hub.hub_id), 1):
+    for number, view in enumerate(sorted(mirror.hubs.values(), key=lambda hub: hub.hub_id), 1):
         first = len(slots) + 1
         add_slots(set(view.device_ids))
         if number <= BOARD_GROUPS:
             title = view.hub_id if view.online else f"{view.hub_id} (offline)"
             groups.append(Group(number=number, title=title, slots=list(range(first, len(slots) + 1))))
-    add_slots(set(devices) - set(fleet.mirror.owners))  # heard of before its hub's device list arrived
+    add_slots(set(devices) - set(mirror.owners))  # heard of before its hub's device list arrived
     return slots, groups
 
 
 async def list_hubs(request: web.Request) -> web.Response:
-    fleet = _fleet(request)
-    devices = fleet.store.devices
+    devices = request.app[HUB_KEY].state.devices
     items = [
         HubSummary(
             hub_id=view.hub_id,
@@ -73,17 +71,17 @@ async def list_hubs(request: web.Request) -> web.Response:
             devices_online=sum(1 for d in view.device_ids if d in devices and devices[d].online),
             alerts=len(view.alerts),
         )
-        for view in sorted(fleet.mirror.hubs.values(), key=lambda hub: hub.hub_id)
+        for view in sorted(request.app[MIRROR_KEY].hubs.values(), key=lambda hub: hub.hub_id)
     ]
     return json_response(HubList(items=items))
 
 
 async def list_slots(request: web.Request) -> web.Response:
-    return json_response(SlotList(items=_slots_and_groups(_fleet(request))[0]))
+    return json_response(SlotList(items=_slots_and_groups(request)[0]))
 
 
 async def list_groups(request: web.Request) -> web.Response:
-    return json_response(GroupList(items=_slots_and_groups(_fleet(request))[1]))
+    return json_response(GroupList(items=_slots_and_groups(request)[1]))
 
 
 async def list_performers(request: web.Request) -> web.Response:
@@ -95,7 +93,7 @@ async def list_assignments(request: web.Request) -> web.Response:
 
 
 async def list_alerts(request: web.Request) -> web.Response:
-    hubs = sorted(_fleet(request).mirror.hubs.values(), key=lambda hub: hub.hub_id)
+    hubs = sorted(request.app[MIRROR_KEY].hubs.values(), key=lambda hub: hub.hub_id)
     return json_response(AlertList(items=[alert for view in hubs for alert in view.alerts]))
 
 

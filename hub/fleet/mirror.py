@@ -66,6 +66,8 @@ def _json(payload: bytes) -> Any:
 class FleetMirror:
     """``await start()`` subscribes and keeps ``store`` in step with the broker; ``await stop()``."""
 
+    name = "fleet mirror"
+
     def __init__(self, store: StateStore, config: HubConfig) -> None:
         self.store = store
         settings = config.mqtt

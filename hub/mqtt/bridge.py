@@ -21,12 +21,11 @@ import dataclasses
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hub.drivers import EndpointError
 from hub.model import (
     CHANNEL_FIELDS,
     DEVICE_FIELDS,
@@ -43,13 +42,10 @@ from hub.mqtt.embedded import EmbeddedBroker, EmbeddedBrokerError
 from hub.mqtt.homeassistant import EntityOptions, discovery_config, hub_discovery_config
 from hub.mqtt.topics import Topics
 from hub.redact import redact
-from hub.state import ADDED, ONLINE, REMOVED, Batch, ChangeKey, Subscription
+from hub.service import ADDED, ONLINE, REMOVED, Batch, ChangeKey, HubService, Subscription
 from hub.store import AlertEvent
 from hub.store.show import SwapList
 from hub.text import DEFAULT_TEXT_WIDTH, preview
-
-if TYPE_CHECKING:
-    from hub.app import Hub
 
 log = logging.getLogger("hub.mqtt")
 
@@ -151,7 +147,9 @@ RequestHandler = Callable[[Any], Awaitable[Any]]
 class MqttBridge:
     """``MqttBridge(hub)``; ``await start()`` after the devices started, ``await stop()`` at shutdown."""
 
-    def __init__(self, hub: Hub) -> None:
+    name = "mqtt"
+
+    def __init__(self, hub: HubService) -> None:
         self.hub = hub
         self.settings = hub.config.mqtt
         self.topics = Topics(self.settings.base_topic, hub.config.hub_id, self.settings.homeassistant_prefix)
@@ -219,18 +217,19 @@ class MqttBridge:
             client.subscribe(self.topics.homeassistant_status, qos)
         # once: the retained device list tells which devices the previous run of this hub left behind
         client.subscribe(self.topics.hub_devices, qos)
-        for device in list(self.hub.store.devices.values()):
+        for device in list(self.hub.state.devices.values()):
             self._publish_device(device)
         self._publish_device_list()
-        if self.hub.persistence is not None:
+        venue = self.hub.venue
+        if venue is not None:
             self._publish_alerts()
-            self._remove_alert_listener = self.hub.persistence.alerts.add_listener(self._on_alert_event)
-            self._remove_swap_listener = self.hub.persistence.show.add_listener(self._on_swap_list)
-            plan = self.hub.persistence.frequency
+            self._remove_alert_listener = venue.alerts.add_listener(self._on_alert_event)
+            self._remove_swap_listener = venue.show.add_listener(self._on_swap_list)
+            plan = venue.frequency
             self._publish_frequency_plan(plan.summary())
             self._remove_plan_listener = plan.add_listener(self._publish_frequency_plan)
-        state = self.hub.store.subscribe(fields=STATE_FIELDS, min_interval=STATE_COALESCE_S)
-        meters = self.hub.store.subscribe(fields=METER_FIELDS, min_interval=settings.meter_interval_s)
+        state = self.hub.state.subscribe(fields=STATE_FIELDS, min_interval=STATE_COALESCE_S)
+        meters = self.hub.state.subscribe(fields=METER_FIELDS, min_interval=settings.meter_interval_s)
         self._subscriptions = [state, meters]
         self._loops = [
             asyncio.create_task(self._consume(state, self._on_state_batch), name="mqtt state"),
@@ -266,7 +265,7 @@ class MqttBridge:
         client = self.client
         if client is not None:
             # nobody watches the receivers once the hub is gone: say so on each, not only on the hub
-            for device_id in list(self.hub.store.devices):
+            for device_id in list(self.hub.state.devices):
                 self._publish(self.topics.availability(device_id), payloads.availability_payload(False))
             client.publish(self.topics.hub_state, payloads.HUB_OFFLINE, self.settings.qos_state, retain=True)
             await client.stop()
@@ -302,7 +301,7 @@ class MqttBridge:
         self.client.publish(topic, payload, self.settings.qos_state, retain)
 
     def _on_state_batch(self, batch: Batch) -> None:
-        devices = self.hub.store.devices
+        devices = self.hub.state.devices
         list_changed = False
         configs: set[str] = set()
         for (device_id, index), changed in batch.items():
@@ -395,9 +394,9 @@ class MqttBridge:
 
     def _publish_alerts(self) -> None:
         """The retained list of open alerts (raised or acknowledged, not yet cleared)."""
-        if self.client is None or self.hub.persistence is None:
+        if self.client is None or self.hub.venue is None:
             return
-        alerts = [alert.model_dump(mode="json") for alert in self.hub.persistence.alerts.open_alerts()]
+        alerts = [alert.model_dump(mode="json") for alert in self.hub.open_alerts()]
         self._publish(self.topics.hub_alerts, payloads.encode(alerts))
 
     def _on_alert_event(self, event: AlertEvent) -> None:
@@ -423,16 +422,16 @@ class MqttBridge:
         self._publish_hub_homeassistant(only_if_changed=True)
 
     def _device_summaries(self) -> list[dict[str, Any]]:
-        urls = {managed.handle.device_id: managed.url for managed in self.hub.devices.by_url.values()}
+        urls = {health["device_id"]: health["url"] for health in self.hub.connections()}
         return [
             {**payloads.device_summary(device), "url": urls.get(device.id)}
-            for device in self.hub.store.devices.values()
+            for device in self.hub.state.devices.values()
         ]
 
     # Outbound: meters (the hot path)
 
     def _on_meter_batch(self, changes: Iterable[tuple[ChangeKey, frozenset[str]]]) -> None:
-        channel_fields = self.hub.store.channel_fields
+        channel_fields = self.hub.state.channel_fields
         threshold = self.settings.meter_threshold_db
         last = self._last_meters
         for key, changed in changes:
@@ -456,7 +455,7 @@ class MqttBridge:
         self.client.publish(topic, payloads.meters_payload(values), self._qos_meters)
 
     def _publish_meter_snapshot(self) -> None:
-        for device in list(self.hub.store.devices.values()):
+        for device in list(self.hub.state.devices.values()):
             for channel in device.channels:
                 self._publish_meters(device.id, channel.index, payloads.meter_values(field_values(channel)))
 
@@ -514,7 +513,7 @@ class MqttBridge:
             previous = {str(entry["id"]): int(entry.get("channel_count") or 0) for entry in orjson.loads(payload)}
         except (orjson.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError):
             return
-        for device_id in sorted(set(previous) - set(self.hub.store.devices)):
+        for device_id in sorted(set(previous) - set(self.hub.state.devices)):
             log.info("device %s from this hub's previous run is not here (yet): marked offline", device_id)
             availability = self.topics.availability(device_id)
             self.client.publish(availability, b"offline", self.settings.qos_state, retain=True, keep=False)
@@ -592,7 +591,7 @@ class MqttBridge:
                 )
             model, handler = entry
             data = await handler(_validate(model, request))
-        except (RequestError, EndpointError, LookupError) as exc:
+        except (RequestError, ValueError, LookupError) as exc:  # ValueError: hub.drivers.EndpointError, a bad URL
             message = _shortened(str(exc))
             log.warning("MQTT request %s refused: %s", preview(command), message)
             self._respond(command, request, "error", {}, message)
@@ -632,7 +631,7 @@ class MqttBridge:
     def _restore(self, device_id: str, channel: int | None) -> None:
         """Publish the current state again after a refused or failed set. A Home Assistant entity that
         showed the value the user asked for (a text field, a number) then returns to what the device has."""
-        device = self.hub.store.devices.get(device_id)
+        device = self.hub.state.devices.get(device_id)
         if device is None or self.client is None:
             return
         found = device.channel(channel) if channel is not None else None
@@ -651,7 +650,7 @@ class MqttBridge:
         values = {key: value for key, value in values.items() if not (key == "identify" and value is False)}
         if not values:
             raise RequestError(f"nothing to set; use one or more of: {', '.join(kinds)}")
-        if device_id not in self.hub.store.devices:
+        if device_id not in self.hub.state.devices:
             raise RequestError(f"unknown device {device_id!r}")
         results: dict[str, CommandResult] = {}
         for key, value in values.items():
@@ -660,7 +659,7 @@ class MqttBridge:
         return results
 
     def _republish(self, device_id: str, channel: int | None) -> dict[str, Any]:
-        device = self.hub.store.devices.get(device_id)
+        device = self.hub.state.devices.get(device_id)
         if device is None:
             raise RequestError(f"unknown device {device_id!r}")
         if channel is None:
@@ -679,7 +678,7 @@ class MqttBridge:
         assert self.client is not None
         self._publish(self.topics.hub_state, payloads.HUB_ONLINE)
         self._publish_hub_homeassistant()
-        for device in list(self.hub.store.devices.values()):
+        for device in list(self.hub.state.devices.values()):
             self._publish_device(device, meters=False)
         asyncio.get_running_loop().call_later(HOMEASSISTANT_METER_DELAY_S, self._publish_meter_snapshot)
 
@@ -693,7 +692,7 @@ class MqttBridge:
 
     async def _request_add(self, request: UrlRequest) -> Any:
         managed = await self.hub.add_device(request.url, SOURCE)
-        return {"url": managed.url, "plugin": managed.plugin, "device_id": managed.handle.device_id}
+        return {"url": managed.url, "plugin": managed.plugin, "device_id": managed.device_id}
 
     async def _request_remove(self, request: RemoveRequest) -> Any:
         if not await self.hub.remove_device(request.id, SOURCE):
@@ -705,7 +704,7 @@ class MqttBridge:
 
     async def _request_approve(self, request: UrlRequest) -> Any:
         managed = await self.hub.approve_candidate(request.url, SOURCE)
-        return {"url": managed.url, "plugin": managed.plugin, "device_id": managed.handle.device_id}
+        return {"url": managed.url, "plugin": managed.plugin, "device_id": managed.device_id}
 
     async def _request_rename(self, request: RenameRequest) -> Any:
         await self.hub.rename_channel(request.device_id, request.channel, request.name, SOURCE)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
-from hub.app import Hub, UnknownCandidateError
 from hub.model import Channel, Command, Device
 from hub.redact import redact
+from hub.service import HubService, UnknownCandidateError
 from hub.store import Persistence
 from hub.web.routing import ApiError, Operation, json_response, not_found, parse_body, parse_query
 from hub.web.schemas import (
@@ -37,7 +37,7 @@ from hub.web.schemas import (
     ManagedView,
 )
 
-HUB_KEY: Final = web.AppKey("hub", Hub)
+HUB_KEY: Final = web.AppKey("hub", HubService)
 LIVE_COUNT_KEY: Final[web.AppKey[Callable[[], int]]] = web.AppKey("live_count")
 # set on every request by the web server: it carried the API token
 AUTHORIZED_KEY: Final = web.RequestKey("wmhub_authorized", bool)
@@ -81,15 +81,16 @@ def channel_view(device: Device, channel: Channel) -> ChannelView:
     )
 
 
-def connection_of(hub: Hub, device_id: str, detail: bool = False) -> ConnectionHealth | None:
-    managed = hub.devices.find(device_id)
-    if managed is None:
-        return None
-    health = managed.health(detail)
+def connection_view(health: dict[str, Any]) -> ConnectionHealth:
     return ConnectionHealth(**{name: health[name] for name in ConnectionHealth.model_fields})
 
 
-def device_view(hub: Hub, device: Device) -> DeviceView:
+def connection_of(hub: HubService, device_id: str) -> ConnectionHealth | None:
+    health = hub.connection(device_id)
+    return connection_view(health) if health is not None else None
+
+
+def device_view(hub: HubService, device: Device) -> DeviceView:
     fields = device.model_dump(exclude={"channels"})
     return DeviceView(
         **fields,
@@ -110,9 +111,9 @@ def _locations_within(store: Persistence, location_id: int) -> set[int]:
     return found
 
 
-def _device_filter(hub: Hub, query: ListQuery) -> Callable[[Device], bool]:
+def _device_filter(hub: HubService, query: ListQuery) -> Callable[[Device], bool]:
     places: set[int] | None = None
-    store = hub.persistence
+    store = hub.venue
     if query.location is not None:
         places = _locations_within(store, query.location) if store is not None else set()
 
@@ -125,16 +126,16 @@ def _device_filter(hub: Hub, query: ListQuery) -> Callable[[Device], bool]:
     return lambda device: _device_matches(device, query) and located(device)
 
 
-def _find_device(hub: Hub, device_id: str) -> Device:
-    device = hub.store.get(device_id)
+def _find_device(hub: HubService, device_id: str) -> Device:
+    device = hub.state.get(device_id)
     if device is None:
         raise not_found(f"device {device_id!r}")
     return device
 
 
-def find_channel(hub: Hub, channel_ref: str) -> tuple[Device, Channel]:
+def find_channel(hub: HubService, channel_ref: str) -> tuple[Device, Channel]:
     device_id, _, index_text = channel_ref.rpartition(":")
-    device = hub.store.get(device_id) if device_id else None
+    device = hub.state.get(device_id) if device_id else None
     channel = device.channel(int(index_text)) if device is not None and index_text.isdigit() else None
     if device is None or channel is None:
         raise not_found(f"channel {channel_ref!r} (ids look like '<device_id>:<index>')")
@@ -157,7 +158,7 @@ async def list_devices(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     query = parse_query(request, ListQuery)
     matches = _device_filter(hub, query)
-    devices = sorted((d for d in hub.store.devices.values() if matches(d)), key=lambda d: d.id)
+    devices = sorted((d for d in hub.state.devices.values() if matches(d)), key=lambda d: d.id)
     page = devices[_page_bounds(len(devices), query)]
     return json_response(
         DevicePage(
@@ -177,7 +178,7 @@ async def list_channels(request: web.Request) -> web.Response:
     matches = _device_filter(hub, query.model_copy(update={"low_battery": None}))
     channels = [
         channel_view(device, channel)
-        for device in sorted(hub.store.devices.values(), key=lambda d: d.id)
+        for device in sorted(hub.state.devices.values(), key=lambda d: d.id)
         if matches(device)
         for channel in device.channels
         if query.low_battery is None or is_low_battery(channel) == query.low_battery
@@ -191,7 +192,7 @@ async def get_channel(request: web.Request) -> web.Response:
     return json_response(channel_view(device, channel))
 
 
-async def _run_command(hub: Hub, device_id: str, channel: int | None, body: CommandBody) -> web.Response:
+async def _run_command(hub: HubService, device_id: str, channel: int | None, body: CommandBody) -> web.Response:
     command = Command(device_id=device_id, channel=channel, kind=body.kind, value=body.value, slot=body.slot)
     result = await hub.apply(command, SOURCE)
     outcome = CommandOutcome(ok=result.ok, value=result.value, error=result.error, code=result.code)
@@ -229,12 +230,12 @@ async def set_extended_name(request: web.Request) -> web.Response:
 async def add_device(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     body = await parse_body(request, AddDeviceBody)
-    known = redact(body.url) in hub.devices.by_url
+    known = hub.manages(body.url)
     try:
         managed = await hub.add_device(body.url, SOURCE)
     except ValueError as exc:  # EndpointError, or urllib refusing the URL outright (e.g. "x://[")
         raise ApiError(422, "invalid_url", redact(str(exc))) from None
-    return json_response(ManagedView(url=managed.url, device_id=managed.handle.device_id), 200 if known else 201)
+    return json_response(ManagedView(url=managed.url, device_id=managed.device_id), 200 if known else 201)
 
 
 async def remove_device(request: web.Request) -> web.Response:
@@ -245,7 +246,7 @@ async def remove_device(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _candidate_view(hub: Hub) -> CandidateList:
+def _candidate_view(hub: HubService) -> CandidateList:
     return CandidateList(
         items=[CandidateView.model_validate(candidate, from_attributes=True) for candidate in hub.candidates()]
     )
@@ -264,18 +265,17 @@ async def approve_candidate(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", str(exc)) from None
     except ValueError as exc:
         raise ApiError(422, "invalid_url", redact(str(exc))) from None
-    return json_response(ManagedView(url=managed.url, device_id=managed.handle.device_id), 201)
+    return json_response(ManagedView(url=managed.url, device_id=managed.device_id), 201)
 
 
 async def health(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    devices = hub.store.devices.values()
+    devices = hub.state.devices.values()
     detail = request.get(AUTHORIZED_KEY, False)  # why a device never answered: for the token holder only
-    connections = [c for c in (connection_of(hub, m.url, detail) for m in hub.devices.by_url.values()) if c is not None]
-    store = hub.persistence
+    connections = [connection_view(health) for health in hub.connections(detail)]
     return json_response(
         Health(
-            status="degraded" if store is not None and store.db.failing else "ok",
+            status="degraded" if hub.degraded() else "ok",
             hub_id=hub.config.hub_id,
             version=hub.info()["version"],
             uptime_s=round(time.time() - hub.started_at, 3),

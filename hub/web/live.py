@@ -18,8 +18,7 @@ from typing import Any, Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from hub.app import Hub
-from hub.state import REMOVED, Batch, Subscription
+from hub.service import REMOVED, Batch, HubService, Subscription
 from hub.web.api import channel_id, channel_view, device_view
 from hub.web.routing import dumps
 
@@ -38,7 +37,9 @@ class LiveClient:
 class LiveFeed:
     """Fans state changes out to browsers; ``clients`` and ``dropped`` are exported as metrics."""
 
-    def __init__(self, hub: Hub, interval: float = 0.5, queue_limit: int = 16, send_timeout: float = 5.0) -> None:
+    def __init__(
+        self, hub: HubService, interval: float = 0.5, queue_limit: int = 16, send_timeout: float = 5.0
+    ) -> None:
         self._hub = hub
         self.interval = interval
         self.queue_limit = queue_limit
@@ -61,7 +62,7 @@ class LiveFeed:
         await asyncio.gather(*self._closing, return_exceptions=True)
 
     def snapshot(self) -> dict[str, Any]:
-        devices = sorted(self._hub.store.devices.values(), key=lambda device: device.id)
+        devices = sorted(self._hub.state.devices.values(), key=lambda device: device.id)
         return {
             "type": "snapshot",
             "devices": [device_view(self._hub, device).model_dump(mode="json") for device in devices],
@@ -74,7 +75,7 @@ class LiveFeed:
         removed_devices: list[str] = []
         removed_channels: list[str] = []
         for (device_id, index), fields in sorted(batch.items(), key=lambda item: (item[0][0], item[0][1] or 0)):
-            device = self._hub.store.get(device_id)
+            device = self._hub.state.get(device_id)
             channel = device.channel(index) if device is not None and index is not None else None
             if index is None:
                 if device is None or REMOVED in fields:
@@ -95,7 +96,7 @@ class LiveFeed:
 
     def _watch(self) -> None:
         if self._subscription is None:
-            self._subscription = self._hub.store.subscribe(min_interval=self.interval)
+            self._subscription = self._hub.state.subscribe(min_interval=self.interval)
             self._pump = asyncio.create_task(self._run(self._subscription), name="web live feed")
 
     def _unwatch(self) -> None:

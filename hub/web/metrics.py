@@ -13,19 +13,19 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hub.app import Hub
+from hub.service import HubService
 from hub.web.live import LiveFeed
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class HubCollector(Collector):
-    def __init__(self, hub: Hub, live: LiveFeed) -> None:
+    def __init__(self, hub: HubService, live: LiveFeed) -> None:
         self._hub = hub
         self._live = live
 
     def collect(self) -> Iterator[Metric]:
-        devices = list(self._hub.store.devices.values())
+        devices = list(self._hub.state.devices.values())
         online = GaugeMetricFamily("wmhub_devices", "Known devices by online state", labels=["state"])
         online.add_metric(["online"], sum(1 for d in devices if d.online))
         online.add_metric(["offline"], sum(1 for d in devices if not d.online))
@@ -36,20 +36,20 @@ class HubCollector(Collector):
         connected = GaugeMetricFamily("wmhub_device_connected", "1 while the driver is connected", labels=["url"])
         attempts = CounterMetricFamily("wmhub_device_connection_attempts", "Connection attempts", labels=["url"])
         reconnects = CounterMetricFamily("wmhub_device_reconnects", "Lost connections retried", labels=["url"])
-        for managed in self._hub.devices.by_url.values():
-            supervisor = managed.supervisor
+        connections = self._hub.connections()
+        for health in connections:
             # as /api/health shows it: a port that accepted but never answered as a device is not connected
-            connected.add_metric([managed.url], 1 if managed.health()["connected"] else 0)
-            attempts.add_metric([managed.url], supervisor.attempts)
-            reconnects.add_metric([managed.url], supervisor.reconnects)
+            connected.add_metric([health["url"]], 1 if health["connected"] else 0)
+            attempts.add_metric([health["url"]], health["attempts"])
+            reconnects.add_metric([health["url"]], health["reconnects"])
         yield connected
         yield attempts
         yield reconnects
         errors = CounterMetricFamily(
             "wmhub_device_protocol_errors", "Data from the device that could not be parsed", labels=["url"]
         )
-        for managed in self._hub.devices.by_url.values():
-            errors.add_metric([managed.url], managed.handle.protocol_errors)
+        for health in connections:
+            errors.add_metric([health["url"]], health["protocol_errors"])
         yield errors
         bridge = self._hub.mqtt
         client = bridge.client if bridge is not None else None
@@ -61,7 +61,7 @@ class HubCollector(Collector):
                 "wmhub_mqtt_dropped", "MQTT messages dropped because the broker fell behind", value=client.dropped
             )
         yield CounterMetricFamily(
-            "wmhub_state_updates", "Channel updates merged into the state store", value=self._hub.store.updates_applied
+            "wmhub_state_updates", "Channel updates merged into the state store", value=self._hub.state.updates_applied
         )
         monitor = self._hub.loop_monitor
         yield GaugeMetricFamily(
@@ -82,19 +82,17 @@ class HubCollector(Collector):
         yield GaugeMetricFamily(
             "wmhub_discovery_candidates", "Discovered devices waiting for approval", value=len(self._hub.candidates())
         )
-        store = self._hub.persistence
-        if store is not None:
+        if self._hub.venue is not None:
             yield GaugeMetricFamily(
                 "wmhub_database_writable",
                 "1 while the database takes writes; 0 while changes are held in memory only (health: degraded)",
-                value=0 if store.db.failing else 1,
+                value=0 if self._hub.degraded() else 1,
             )
             alerts = GaugeMetricFamily(
                 "wmhub_alerts_open", "Raised, not yet cleared alerts", labels=["kind", "severity", "acknowledged"]
             )
             counts = Tally(
-                (a.kind.value, a.severity, str(a.acknowledged_at is not None).lower())
-                for a in store.alerts.open_alerts()
+                (a.kind.value, a.severity, str(a.acknowledged_at is not None).lower()) for a in self._hub.open_alerts()
             )
             for labels, count in sorted(counts.items()):
                 alerts.add_metric(list(labels), count)
@@ -109,7 +107,7 @@ class HubCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, hub: Hub, live: LiveFeed) -> None:
+    def __init__(self, hub: HubService, live: LiveFeed) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(HubCollector(hub, live))
         self.http_requests = Counter(

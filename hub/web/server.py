@@ -1,6 +1,6 @@
 """The hub's web edge: the status board, the REST API, the live feed and metrics on one aiohttp server.
 
-``WebServer(hub)`` is created by the Hub when ``http.enabled``; ``await start()`` binds
+``WebServer(hub)`` is built by the composition root (hub.compose) when ``http.enabled``; ``await start()`` binds
 ``http.host:http.port`` (port 0 picks a free one, read it back from ``server.port``) and ``await stop()``
 closes every connection. Writes and control always need ``Authorization: Bearer <token>``; reads need it
 only when ``http.open_reads`` is false. The token is ``http.token`` or, when unset, the one stored in
@@ -18,8 +18,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler as AiohttpHandler
 from swagger_ui_bundle import swagger_ui_path
 
-from hub.app import Hub
 from hub.auth import token_matches
+from hub.service import HubService
 from hub.web.api import AUTHORIZED_KEY, HUB_KEY, LIVE_COUNT_KEY, OPERATIONS
 from hub.web.frequency import FREQUENCY_OPERATIONS
 from hub.web.guard import ConnectionLimits, GuardedSite, host_of, origin_host, our_host_names
@@ -52,7 +52,9 @@ def http_error(exc: web.HTTPException) -> web.Response:
 
 
 class WebServer:
-    def __init__(self, hub: Hub, extra_operations: tuple[Operation, ...] = ()) -> None:
+    name = "web"
+
+    def __init__(self, hub: HubService, extra_operations: tuple[Operation, ...] = ()) -> None:
         self.hub = hub
         self.settings = hub.config.http
         self.token = hub.api_token
@@ -144,8 +146,7 @@ class WebServer:
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             response = error_response(500, "internal", "internal error (logged by the hub)")
-        store = self.hub.persistence
-        if response.status == 201 and store is not None and store.db.failing:
+        if response.status == 201 and self.hub.degraded():
             response.set_status(202)  # created, but only in memory until the database can be written again
         self.metrics.http_requests.labels(request.method, route, str(response.status)).inc()
         return response

@@ -1,6 +1,6 @@
 """REST API v1 over the venue store (#6): locations, slots, groups, performers, assignments, history, audit.
 
-These routes exist only when the hub has a store (``hub.persistence``). The store's typed errors carry
+These routes exist only when the hub has a venue store (``HubService.venue``). The store's typed errors carry
 their own code; :func:`store_errors` turns them into the API's error body with the store's HTTP status.
 """
 
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
-from hub.app import Hub
+from hub.service import HubService
 from hub.store import (
     HTTP_STATUS,
     Alert,
@@ -38,12 +38,12 @@ from hub.web.schemas import Line, Strict, Text
 NO_CONTENT: Final = 204
 
 
-def has_venue(hub: Hub) -> bool:
-    return hub.persistence is not None
+def has_venue(hub: HubService) -> bool:
+    return hub.venue is not None
 
 
 def venue(request: web.Request) -> Persistence:
-    store = request.app[HUB_KEY].persistence
+    store = request.app[HUB_KEY].venue
     if store is None:  # the routes are only added with a store; this guards a store closed under us
         raise ApiError(503, "no_store", "the hub has no venue store")
     return store

@@ -10,7 +10,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 from wmhub_shure.simulator import ShureSimulator
 
-from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.frequency import Band, PlanSettings, coordinate
 from hub.plugins import PluginHost
@@ -44,7 +44,7 @@ async def board(tmp_path: Path) -> AsyncIterator[Board]:
     )
     plugins = PluginHost()
     plugins.load_entry_points(only="shure")
-    hub = Hub(config, plugins)
+    hub = compose_hub(config, plugins)
     try:
         async with hub:
             for simulator in simulators:

@@ -19,6 +19,7 @@ import aiohttp
 from playwright.async_api import Browser, async_playwright
 
 from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.testing import eventually
 from tests.browser.rig import CHROMIUM, CHROMIUM_ARGS
@@ -41,7 +42,7 @@ async def take(out_dir: Path) -> list[Path]:
             discovery=DiscoverySettings(enabled=False),
             http=HttpSettings(port=0),
         )
-        async with Hub(config) as hub:
+        async with compose_hub(config) as hub:
             await eventually(
                 lambda: any(d.online and d.channels for d in hub.store.devices.values()),
                 timeout=15,

@@ -14,6 +14,7 @@ from playwright.async_api import Browser, expect
 from wmhub_shure.simulator import ShureSimulator
 
 from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
 from hub.testing import eventually
@@ -36,7 +37,7 @@ async def site_hub(
         http=HttpSettings(enabled=False),
         discovery=DiscoverySettings(enabled=False),
     )
-    async with Hub(config, plugins) as hub:
+    async with compose_hub(config, plugins) as hub:
         await eventually(
             lambda: sum(d.online for d in hub.store.devices.values()) == len(receivers), 10, f"{hub_id}'s receivers"
         )

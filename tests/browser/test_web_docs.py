@@ -11,6 +11,7 @@ import pytest
 from playwright.async_api import Browser, Page, Route, expect
 
 from hub.app import Hub
+from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
 from tests.browser.rig import TOKEN
@@ -26,7 +27,7 @@ async def closed_hub(tmp_path: Path) -> AsyncIterator[Hub]:
         discovery=DiscoverySettings(enabled=False),
         http=HttpSettings(port=0, token=TOKEN, open_reads=False),
     )
-    async with Hub(config, PluginHost()) as hub:
+    async with compose_hub(config, PluginHost()) as hub:
         yield hub
 
 

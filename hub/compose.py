@@ -1,10 +1,9 @@
-"""``wmhub fleet``: one board and one read API for every hub on a broker, with no devices of its own.
+"""The composition root: the one module that builds a hub and the edges it serves.
 
-The FleetHub is a Hub whose state store is filled by :class:`~hub.fleet.mirror.FleetMirror` from the
-hubs' MQTT topics instead of by drivers; the hub's own web server serves it unchanged (the board, the
-device and channel API, the live feed), and its service methods send control back over MQTT to the hub
-that owns the receiver. Nothing is asked of the hubs' HTTP ports. The routes in :mod:`hub.fleet.api`
-add the hubs themselves, and present each hub as a board group.
+:class:`~hub.app.Hub` is the core (devices, state, persistence, discovery) and implements
+:class:`~hub.service.HubService`; the edges (:mod:`hub.mqtt`, :mod:`hub.web`, :mod:`hub.fleet`) are given
+that service and never import the core. Only this module (and :mod:`hub.cli`, which calls it) knows both
+sides, so no import cycle runs through ``hub/`` (``tests/test_core_imports.py``).
 """
 
 from __future__ import annotations
@@ -13,37 +12,65 @@ import logging
 from typing import Any
 
 from hub import __version__
-from hub.app import Hub
+from hub.app import Edge, Hub
 from hub.config import HubConfig
 from hub.devices import ManagedDevice
+from hub.fleet.api import FLEET_OPERATIONS, MIRROR_KEY
 from hub.fleet.mirror import FleetMirror, FleetRequestError
 from hub.model import Command, CommandResult
+from hub.mqtt.bridge import MqttBridge
 from hub.plugins import PluginHost
+from hub.web.server import WebServer
 
 log = logging.getLogger("hub.fleet")
+
+
+def hub_edges(hub: Hub) -> list[Edge]:
+    """A hub's edges, as its configuration asks: the MQTT bridge, then the web server."""
+    edges: list[Edge] = []
+    if hub.config.mqtt.url != "off":
+        edges.append(MqttBridge(hub))
+    if hub.config.http.enabled:
+        edges.append(WebServer(hub))
+    return edges
+
+
+def compose_hub(config: HubConfig, plugins: PluginHost | None = None) -> Hub:
+    """``async with compose_hub(config) as hub``: a hub with its MQTT and web edges."""
+    return Hub(config, plugins, edges=hub_edges)
 
 
 class NotOnTheFleetError(ValueError):
     """Something only a hub with devices of its own can do."""
 
 
+def _fleet_edges(hub: Hub) -> list[Edge]:
+    assert isinstance(hub, FleetHub)
+    edges: list[Edge] = [hub.mirror]
+    if hub.config.http.enabled:
+        server = WebServer(hub, FLEET_OPERATIONS)
+        server.app[MIRROR_KEY] = hub.mirror
+        edges.append(server)
+    return edges
+
+
 class FleetHub(Hub):
-    """``async with FleetHub(config) as fleet``: mirrors every hub under ``mqtt.base_topic``."""
+    """``wmhub fleet``: one board and one read API for every hub on a broker, with no devices of its own.
+
+    Its state store is filled by :class:`~hub.fleet.mirror.FleetMirror` from the hubs' MQTT topics instead
+    of by drivers; the unchanged web edge serves it (the board, the device and channel API, the live feed),
+    and its service methods send control back over MQTT to the hub that owns the receiver. The routes in
+    :mod:`hub.fleet.api` add the hubs themselves, and present each hub as a board group.
+    ``async with FleetHub(config) as fleet`` mirrors every hub under ``mqtt.base_topic``.
+    """
 
     def __init__(self, config: HubConfig) -> None:
-        super().__init__(config, PluginHost())  # no plugins: the fleet talks to no device
+        super().__init__(config, PluginHost(), edges=_fleet_edges)  # no plugins: the fleet talks to no device
         self.mirror = FleetMirror(self.store, config)
 
     async def start(self) -> None:
-        from hub.fleet.api import FLEET_OPERATIONS
-        from hub.web.server import WebServer
-
         self.loop_monitor.start()
-        self._edges.append(self.mirror)
-        if self.config.http.enabled:
-            self._edges.append(WebServer(self, FLEET_OPERATIONS))
-        for edge in self._edges:
-            await edge.start()
+        await self._start_edges()
         log.info("fleet %s watching every hub under %s/", self.config.hub_id, self.config.mqtt.base_topic)
 
     async def apply(self, command: Command, source: str) -> CommandResult:
