@@ -32,7 +32,7 @@ TICKS_PER_DRAIN = 5  # 5 x 100 ms: the subscriptions' 0.5 s coalescing window
 
 def build(receivers: int) -> tuple[StateStore, list[tuple[ShureDriver, list[bytes], int]]]:
     store = StateStore()
-    # the hub's own subscriptions with no board open (hub/mqtt/bridge.py, hub/store/persistence.py)
+    # the hub's own subscriptions with no board open (hub/mqtt/publisher.py, hub/store/persistence.py)
     store.subscribe((CHANNEL_FIELDS - METER_FIELDS) | DEVICE_FIELDS)
     store.subscribe(METER_FIELDS)
     store.subscribe(ALERT_FIELDS | {"name"})

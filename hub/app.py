@@ -30,7 +30,7 @@ from hub.frequency import Band, PlanSettings, Profile
 from hub.hookspecs import Candidate, DemoFleet
 from hub.lag import LoopMonitor
 from hub.memory import HeapTrimmer
-from hub.model import Command, CommandKind, CommandResult, Device
+from hub.model import Command, CommandKind, CommandResult, Device, command_field
 from hub.plugins import PluginHost
 from hub.redact import redact
 from hub.service import UnknownCandidateError
@@ -43,14 +43,6 @@ log = logging.getLogger("hub")
 
 # Sources whose devices are not remembered: they come back from the config file or the demo every start.
 _TRANSIENT_SOURCES = frozenset({"config", "demo"})
-# What a command's "before" is, for the audit log.
-_COMMAND_FIELD = {
-    CommandKind.NAME: "name",
-    CommandKind.MUTE: "muted",
-    CommandKind.GAIN: "gain_db",
-    CommandKind.GAIN_STEP: "gain_db",
-    CommandKind.FREQUENCY: "frequency_mhz",
-}
 
 
 def frequency_settings(config: HubConfig) -> FrequencySettings:
@@ -394,14 +386,12 @@ class Hub:
         return result
 
     def _current_value(self, command: Command) -> Any:
+        """What the command changes, as it is now: the audit log's "before"."""
         device = self.store.get(command.device_id)
-        if device is None:
-            return None
-        if command.kind is CommandKind.DEVICE_NAME:
-            return device.name
-        channel = device.channel(command.channel) if command.channel is not None else None
-        field = _COMMAND_FIELD.get(command.kind)
-        return getattr(channel, field) if channel is not None and field is not None else None
+        index = None if command.kind is CommandKind.DEVICE_NAME else command.channel
+        target = device.channel(index) if device is not None and index is not None else device
+        row = command_field(command.kind, index is not None)
+        return getattr(target, row.state_field) if target is not None and row and row.state_field else None
 
     async def set_meter_rate(self, rate_ms: int, device_id: str | None, source: str) -> list[CommandResult]:
         targets = [device_id] if device_id is not None else [d.id for d in self.device_list() if d.online]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, cast
@@ -87,6 +88,43 @@ class CommandKind(StrEnum):
     METER_RATE = "meter_rate"  # value: milliseconds, 0 switches metering off
     RF_OUTPUT = "rf_output"  # value: True (RF on) or False (RF muted); Axient Digital slots
     DEVICE_NAME = "device_name"  # value: str, the receiver's own name
+
+
+@dataclass(frozen=True)
+class CommandField:
+    """A command kind as the edges name it: its key in an MQTT ``…/set`` message (the fleet sends the same
+    keys), and the state field it changes (read as the audit log's "before"; None when it changes none)."""
+
+    kind: CommandKind
+    channel: bool  # a channel's command; False: the whole device's
+    key: str
+    state_field: str | None
+
+
+# The one table of command kinds and fields, for REST (the audit), MQTT set messages and the fleet mirror.
+COMMAND_FIELDS: Final = (
+    CommandField(CommandKind.NAME, True, "name", "name"),
+    CommandField(CommandKind.MUTE, True, "muted", "muted"),
+    CommandField(CommandKind.GAIN, True, "gain_db", "gain_db"),
+    CommandField(CommandKind.GAIN_STEP, True, "gain_step_db", "gain_db"),
+    CommandField(CommandKind.FREQUENCY, True, "frequency_mhz", "frequency_mhz"),
+    CommandField(CommandKind.IDENTIFY, True, "identify", None),
+    CommandField(CommandKind.RF_OUTPUT, True, "rf_output", None),
+    CommandField(CommandKind.DEVICE_NAME, False, "name", "name"),
+    CommandField(CommandKind.IDENTIFY, False, "identify", None),
+    CommandField(CommandKind.METER_RATE, False, "meter_rate_ms", None),
+)
+_COMMAND_BY_KIND: Final = {(row.kind, row.channel): row for row in COMMAND_FIELDS}
+
+
+def command_field(kind: CommandKind, channel: bool) -> CommandField | None:
+    """The table's row for ``kind`` sent to a channel (``channel``) or to the whole device."""
+    return _COMMAND_BY_KIND.get((kind, channel))
+
+
+def command_keys(channel: bool) -> dict[str, CommandKind]:
+    """The keys of a channel's (or the device's) ``…/set`` message, and the command each sends."""
+    return {row.key: row.kind for row in COMMAND_FIELDS if row.channel is channel}
 
 
 class _Limits(BaseModel):
@@ -287,6 +325,30 @@ DEVICE_FIELDS: Final = frozenset(
         "front_panel_locked",
     }
 )
+
+
+@dataclass(frozen=True)
+class BatteryLimits:
+    """When a channel's battery is low: at or below any one of these (a value the device does not report
+    counts for nothing). The board's filter uses the defaults; the alert rules take each from their settings."""
+
+    bars: int = 1
+    percent: int = 20
+    runtime_min: int = 30
+
+    def is_low(self, channel: Channel) -> bool:
+        return (
+            _at_or_below(channel.battery_bars, self.bars)
+            or _at_or_below(channel.battery_percent, self.percent)
+            or _at_or_below(channel.battery_runtime_min, self.runtime_min)
+        )
+
+
+def _at_or_below(value: int | None, limit: int) -> bool:
+    return value is not None and value <= limit
+
+
+LOW_BATTERY: Final = BatteryLimits()
 
 
 class Command(BaseModel):

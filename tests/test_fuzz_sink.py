@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hub.devices import DeviceHandle
 from hub.drivers import Endpoint
 from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, Channel, Device
-from hub.mqtt import topics as payloads
+from hub.mqtt import payloads
 from hub.state import StateStore
 from tests.reliability_report import fuzz
 

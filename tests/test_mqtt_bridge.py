@@ -27,7 +27,7 @@ from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.hookspecs import DriverSpec
 from hub.model import Capabilities, Channel, Command, Device
 from hub.mqtt import bridge as bridge_module
-from hub.mqtt import topics as payloads
+from hub.mqtt import payloads
 from hub.mqtt.bridge import MqttBridge
 from hub.plugins import PluginHost
 from hub.testing import eventually

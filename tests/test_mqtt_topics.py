@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hub.mqtt.client import BrokerAddress, BrokerUrlError
-from hub.mqtt.topics import ControlTarget, Topics, meters_moved
+from hub.mqtt.payloads import meters_moved
+from hub.mqtt.topics import ControlTarget, Topics
 
 TOPICS = Topics("wmhub", "foh", "homeassistant")
 

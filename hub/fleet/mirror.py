@@ -25,8 +25,17 @@ import orjson
 from pydantic import ValidationError
 
 from hub.config import HubConfig
-from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, METER_FIELDS, Channel, Command, CommandKind, CommandResult, Device
-from hub.mqtt.bridge import _CHANNEL_COMMANDS, _DEVICE_COMMANDS  # the set keys, as the hubs read them
+from hub.model import (
+    CHANNEL_FIELDS,
+    DEVICE_FIELDS,
+    METER_FIELDS,
+    Channel,
+    Command,
+    CommandKind,
+    CommandResult,
+    Device,
+    command_field,
+)
 from hub.mqtt.client import MqttClient, TlsFiles, parse_broker_urls
 from hub.mqtt.topics import Topics
 from hub.state import StateStore
@@ -36,10 +45,6 @@ log = logging.getLogger("hub.fleet")
 
 # A hub answers a command once the receiver confirmed it (its own command timeout); this covers the trip.
 ANSWER_MARGIN_S: Final = 2.0
-_SET_KEYS: Final = {
-    True: {kind: key for key, kind in _CHANNEL_COMMANDS.items()},
-    False: {kind: key for key, kind in _DEVICE_COMMANDS.items()},
-}
 _DEVICE_KEYS: Final = frozenset(Device.model_fields) - {"channels", "online", "last_seen"}
 _CHANNEL_KEYS: Final = frozenset(Channel.model_fields)
 
@@ -223,18 +228,18 @@ class FleetMirror:
         owner = self.owners.get(command.device_id)
         if owner is None or not self._hub(owner).online:
             return CommandResult(ok=False, code="unavailable", error=f"no hub online owns {command.device_id!r}")
-        key = _SET_KEYS[command.channel is not None].get(command.kind)
-        if key is None or command.slot is not None:
+        row = command_field(command.kind, command.channel is not None)  # the set keys, as the hubs read them
+        if row is None or command.slot is not None:
             return CommandResult(ok=False, code="not_supported", error=f"{command.kind} cannot be sent over MQTT")
         value = True if command.kind is CommandKind.IDENTIFY else command.value
         topic = self.topics.device(command.device_id)
         if command.channel is not None:
             topic = f"{topic}/channels/{command.channel}"
         try:
-            answer = await self._exchange(f"{topic}/set", {key: value})
+            answer = await self._exchange(f"{topic}/set", {row.key: value})
         except FleetRequestError as exc:
             return CommandResult(ok=False, code="timeout", error=str(exc))
-        result = (answer.get("data") or {}).get("results", {}).get(key)
+        result = (answer.get("data") or {}).get("results", {}).get(row.key)
         if result is not None:
             return CommandResult.model_validate(result)
         return CommandResult(ok=False, code="refused", error=str(answer.get("error") or "refused by the hub"))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Final, Literal
 
-from hub.model import Channel
+from hub.model import LOW_BATTERY, BatteryLimits, Channel
 from hub.redact import redact
 from hub.state import ONLINE, ChangeKey, StateStore
 from hub.store.audit import AuditLog
@@ -73,10 +73,10 @@ DEFAULT_WARNING_PATTERNS: Final[Mapping[str, tuple[str, ...]]] = {
 
 @dataclass(frozen=True)
 class AlertSettings:
-    battery_bars: int = 1  # raise at this many bars or fewer; clear at two more
-    battery_percent: int = 20
+    battery_bars: int = LOW_BATTERY.bars  # raise at this many bars or fewer; clear at two more
+    battery_percent: int = LOW_BATTERY.percent
     battery_percent_margin: int = 5
-    battery_runtime_min: int = 30
+    battery_runtime_min: int = LOW_BATTERY.runtime_min
     battery_runtime_margin_min: int = 10
     battery_for_s: float = 2.0
     rf_quality_percent: int = 30
@@ -629,16 +629,18 @@ def _rf_verdict(channel: Channel, s: AlertSettings) -> Verdict:
 def _battery_verdict(channel: Channel, prefs: AlertPrefs, s: AlertSettings) -> Verdict:
     if channel.tx_present is False:
         return Verdict.CLEAR
-    bars_limit = s.battery_bars if prefs.battery_bars is None else prefs.battery_bars
-    percent_limit = s.battery_percent if prefs.battery_percent is None else prefs.battery_percent
-    runtime_limit = s.battery_runtime_min if prefs.battery_runtime_min is None else prefs.battery_runtime_min
-    bars, percent, runtime = channel.battery_bars, channel.battery_percent, channel.battery_runtime_min
-    if _below(bars, bars_limit) or _below(percent, percent_limit) or _below(runtime, runtime_limit):
+    low = BatteryLimits(
+        bars=s.battery_bars if prefs.battery_bars is None else prefs.battery_bars,
+        percent=s.battery_percent if prefs.battery_percent is None else prefs.battery_percent,
+        runtime_min=s.battery_runtime_min if prefs.battery_runtime_min is None else prefs.battery_runtime_min,
+    )
+    if low.is_low(channel):
         return Verdict.ACTIVE
+    bars, percent, runtime = channel.battery_bars, channel.battery_percent, channel.battery_runtime_min
     if (
-        _above_or_unknown(bars, bars_limit + 2)
-        and _above_or_unknown(percent, percent_limit + s.battery_percent_margin)
-        and _above_or_unknown(runtime, runtime_limit + s.battery_runtime_margin_min)
+        _above_or_unknown(bars, low.bars + 2)
+        and _above_or_unknown(percent, low.percent + s.battery_percent_margin)
+        and _above_or_unknown(runtime, low.runtime_min + s.battery_runtime_margin_min)
     ):
         return Verdict.CLEAR
     return Verdict.HOLD

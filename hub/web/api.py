@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from hub.model import Channel, Command, Device
+from hub.model import LOW_BATTERY, Channel, Command, Device
 from hub.redact import redact
 from hub.service import HubService, UnknownCandidateError
 from hub.store import Persistence
@@ -54,22 +54,9 @@ COMMAND_STATUS: Final = {
     "rate_limited": 429,
 }
 
-# A channel is "low" at or below any of these; the venue store's alert rules may be finer.
-LOW_BATTERY_BARS: Final = 1
-LOW_BATTERY_PERCENT: Final = 20
-LOW_BATTERY_RUNTIME_MIN: Final = 30
-
 
 def channel_id(device_id: str, index: int) -> str:
     return f"{device_id}:{index}"
-
-
-def is_low_battery(channel: Channel) -> bool:
-    return (
-        (channel.battery_bars is not None and channel.battery_bars <= LOW_BATTERY_BARS)
-        or (channel.battery_percent is not None and channel.battery_percent <= LOW_BATTERY_PERCENT)
-        or (channel.battery_runtime_min is not None and channel.battery_runtime_min <= LOW_BATTERY_RUNTIME_MIN)
-    )
 
 
 def channel_view(device: Device, channel: Channel) -> ChannelView:
@@ -147,7 +134,7 @@ def _device_matches(device: Device, query: ListQuery) -> bool:
         return False
     if query.vendor is not None and device.vendor != query.vendor:
         return False
-    return query.low_battery is None or any(is_low_battery(ch) for ch in device.channels) == query.low_battery
+    return query.low_battery is None or any(LOW_BATTERY.is_low(ch) for ch in device.channels) == query.low_battery
 
 
 def _page_bounds(total: int, query: ListQuery) -> slice:
@@ -181,7 +168,7 @@ async def list_channels(request: web.Request) -> web.Response:
         for device in sorted(hub.state.devices.values(), key=lambda d: d.id)
         if matches(device)
         for channel in device.channels
-        if query.low_battery is None or is_low_battery(channel) == query.low_battery
+        if query.low_battery is None or LOW_BATTERY.is_low(channel) == query.low_battery
     ]
     page = channels[_page_bounds(len(channels), query)]
     return json_response(ChannelPage(items=page, total=len(channels), limit=query.limit, offset=query.offset))

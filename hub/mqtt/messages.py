@@ -1,0 +1,57 @@
+"""Inbound MQTT messages (hub requests, set/get): JSON objects, validated strictly, refused with a reason.
+
+Shared by :mod:`hub.mqtt.control` and :mod:`hub.mqtt.requests`; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from hub.text import preview
+
+
+class RequestError(Exception):
+    """A request that cannot be carried out; the message goes back to the requester."""
+
+
+class StrictMessage(BaseModel):
+    # strict: JSON's own types only, as REST takes them ("yes", 1 or "3" are not true, true or 3)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def parse_object(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"payload is not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise RequestError("payload must be a JSON object")
+    return value
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validate(model: type[ModelT], request: dict[str, Any]) -> ModelT:
+    """Validate a request without its ``transaction``; the message names each bad key."""
+    body = {key: value for key, value in request.items() if key != "transaction"}
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        # by key, without the value (it may be huge); a key of several types lists each one it failed
+        problems: dict[str, list[str]] = {}
+        for problem in exc.errors():
+            key = preview(problem["loc"][0]) if problem["loc"] else "payload"
+            message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
+            problems.setdefault(key.strip("'"), []).append(message)
+        raise RequestError("; ".join(f"{key}: {' or '.join(messages)}" for key, messages in problems.items())) from None
+
+
+def shortened(message: str) -> str:
+    """An error message cut to a length fit for a log line and a response (it may quote what was sent)."""
+    return message if len(message) <= 300 else f"{message[:300]}… ({len(message)} characters)"

@@ -1,0 +1,90 @@
+"""What the hub publishes on its MQTT topics (docs/mqtt.md), encoded: state, meters, availability.
+The topic names are :mod:`hub.mqtt.topics`. Pure functions: no I/O.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+from hub.model import METER_FIELDS, Channel, Device
+
+# Fixed order so meter payloads read the same every time.
+METER_ORDER: Final = (
+    "rf_dbm",
+    "rf_quality_percent",
+    "antenna",
+    "audio_dbfs",
+    "audio_peak",
+    "rf_antennas",
+    "audio_peak_dbfs",
+)
+assert frozenset(METER_ORDER) == METER_FIELDS, "METER_ORDER must list every meter field"
+
+# Channel fields that make up the retained channel state: everything but the live meters.
+_CHANNEL_STATE_EXCLUDE: Final = set(METER_FIELDS)
+_DEVICE_STATE_EXCLUDE: Final = {"channels", "last_seen"}
+
+
+def device_state(device: Device) -> dict[str, Any]:
+    state = device.model_dump(exclude=_DEVICE_STATE_EXCLUDE)
+    state["channel_count"] = len(device.channels)
+    return state
+
+
+def device_summary(device: Device) -> dict[str, Any]:
+    """A device in the hub's device list: its state without the capabilities (they are on its own topic)."""
+    summary = device_state(device)
+    del summary["capabilities"]
+    return summary
+
+
+def channel_state(channel: Channel) -> dict[str, Any]:
+    return channel.model_dump(exclude=_CHANNEL_STATE_EXCLUDE)
+
+
+_METER_GETTER: Final = operator.itemgetter(*METER_ORDER)
+# a tuple, not ``int | float``: isinstance with a union type is several times slower, and this runs per message
+_NUMBER: Final = (int, float)
+
+
+def meter_values(fields: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A channel's meters in METER_ORDER, from its field values (``hub.model.field_values``, or the state
+    store's ``channel_fields``): one C call, where getattr would go through BaseModel's __getattr__ hook each time."""
+    values: tuple[Any, ...] = _METER_GETTER(fields)
+    return values
+
+
+def meters_payload(values: tuple[Any, ...]) -> bytes:
+    # values come from meter_values, in METER_ORDER: zip's strict check would cost a keyword parse per message
+    return orjson.dumps(dict(zip(METER_ORDER, values)))  # noqa: B905
+
+
+def meters_moved(before: tuple[Any, ...] | None, now: tuple[Any, ...], threshold: float) -> bool:
+    """True when a level moved more than ``threshold`` or anything else (antenna, clip, known/unknown) changed."""
+    if before is None:
+        return True
+    for old, new in zip(before, now):  # noqa: B905 - both from meter_values, and strict costs per message
+        if old == new:
+            continue
+        if isinstance(old, _NUMBER) and isinstance(new, _NUMBER) and not isinstance(new, bool):
+            if abs(new - old) > threshold:
+                return True
+        else:
+            return True
+    return False
+
+
+def encode(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def availability_payload(online: bool) -> bytes:
+    return b"online" if online else b"offline"
+
+
+HUB_ONLINE: Final = b'{"state":"online"}'
+HUB_OFFLINE: Final = b'{"state":"offline"}'

@@ -1,0 +1,91 @@
+"""The hub's and its devices' presence on the broker: online at start, offline at a clean stop (the last
+will covers a crash), Home Assistant's birth message, and the retained topics a previous run left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+
+from hub.mqtt import payloads
+from hub.mqtt.publisher import StatePublisher
+from hub.service import HubService
+
+log = logging.getLogger("hub.mqtt")
+
+# Home Assistant subscribes to state topics after it has processed the configs; meters are not retained,
+# so their snapshot waits a moment after the configs went out.
+HOMEASSISTANT_METER_DELAY_S = 2.0
+# How long a previous run's device may take to identify itself again before this run decides it is gone
+# (removed from the configuration) and clears its retained topics: a driver's connect timeout, and some.
+DEPARTED_GRACE_S = 15.0
+
+
+class Presence(StatePublisher):
+    """Availability of the hub and its devices, and Home Assistant's birth message."""
+
+    def __init__(self, hub: HubService) -> None:
+        super().__init__(hub)
+        self._left_behind_checked = False
+
+    def _say_offline(self) -> None:
+        """Nobody watches the receivers once the hub is gone: say so on each, not only on the hub."""
+        assert self.client is not None
+        for device_id in list(self.hub.state.devices):
+            self._publish(self.topics.availability(device_id), payloads.availability_payload(False))
+        self.client.publish(self.topics.hub_state, payloads.HUB_OFFLINE, self.settings.qos_state, retain=True)
+
+    def _mark_left_behind_offline(self, payload: bytes) -> None:
+        """Devices in the list a previous run of this hub left retained, and unknown to this run, get an
+        ``offline`` availability (the last will covers only the hub's own state topic); those that turn out
+        to be gone from the configuration get their retained topics cleared once this run's devices have
+        identified themselves."""
+        assert self.client is not None
+        if self._left_behind_checked:
+            return
+        self._left_behind_checked = True
+        self.client.unsubscribe(self.topics.hub_devices)
+        try:
+            previous = {str(entry["id"]): int(entry.get("channel_count") or 0) for entry in orjson.loads(payload)}
+        except (orjson.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError):
+            return
+        for device_id in sorted(set(previous) - set(self.hub.state.devices)):
+            log.info("device %s from this hub's previous run is not here (yet): marked offline", device_id)
+            availability = self.topics.availability(device_id)
+            self.client.publish(availability, b"offline", self.settings.qos_state, retain=True, keep=False)
+        if previous:
+            task = asyncio.create_task(self._clear_departed(previous), name="mqtt departed devices")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _clear_departed(self, previous: dict[str, int]) -> None:
+        """Clear the retained topics of the previous run's devices that this run does not have: removed from
+        the configuration (or the store) while the hub was stopped. Waits until every device of this run
+        has an id (this run's, or the one it had last run), at most DEPARTED_GRACE_S."""
+        deadline = asyncio.get_running_loop().time() + DEPARTED_GRACE_S
+        expected, complete = self.hub.expected_device_ids()
+        while not complete and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.2)
+            expected, complete = self.hub.expected_device_ids()
+        for device_id, channel_count in sorted(previous.items()):
+            if device_id in expected or self.client is None:
+                continue
+            log.info("device %s of this hub's previous run is gone: clearing its retained topics", device_id)
+            topics = [self.topics.device(device_id), self.topics.availability(device_id)]
+            topics += [self.topics.channel(device_id, index) for index in range(1, channel_count + 1)]
+            if self.settings.homeassistant:
+                topics.append(self.topics.homeassistant_config(device_id))
+            for topic in topics:
+                self._publish(topic, b"")
+            self.client.flush()
+
+    def _republish_for_homeassistant(self) -> None:
+        log.info("Home Assistant came online: re-publishing discovery and state")
+        assert self.client is not None
+        self._publish(self.topics.hub_state, payloads.HUB_ONLINE)
+        self._publish_hub_homeassistant()
+        for device in list(self.hub.state.devices.values()):
+            self._publish_device(device, meters=False)
+        asyncio.get_running_loop().call_later(HOMEASSISTANT_METER_DELAY_S, self._publish_meter_snapshot)

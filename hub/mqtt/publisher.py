@@ -1,0 +1,266 @@
+"""The MQTT edge's outbound side: the state store and the venue store published on the hub's topics.
+
+Two store subscriptions feed it. State (every non-meter field and lifecycle change) is coalesced over a
+few milliseconds and published retained at once. Meters are delivered at most every
+``meter_interval_s`` and a channel's levels are published only when one moved by more than
+``meter_threshold_db`` (or the antenna, clip or known/unknown changed), so a 10 Hz meter stream costs
+at most one small message per channel per interval, and nothing when the levels stand still.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, METER_FIELDS, Device, field_values
+from hub.mqtt import payloads
+from hub.mqtt.client import MqttClient
+from hub.mqtt.homeassistant import EntityOptions, discovery_config, hub_discovery_config
+from hub.mqtt.topics import Topics
+from hub.redact import redact
+from hub.service import ADDED, ONLINE, REMOVED, Batch, ChangeKey, HubService, Subscription
+from hub.store import AlertEvent
+from hub.store.show import SwapList
+
+log = logging.getLogger("hub.mqtt")
+
+STATE_FIELDS = (CHANNEL_FIELDS - METER_FIELDS) | DEVICE_FIELDS
+# Long enough to merge the burst of updates one device report makes, short enough to stay well under
+# the 100 ms change-to-MQTT budget.
+STATE_COALESCE_S = 0.02
+# channels whose meters are published in one event-loop turn (a few ms): a large batch is cut into slices
+METER_SLICE = 500
+
+
+class StatePublisher:
+    """Publishes devices, channels, meters, alerts, the swap list and the frequency plan; answers on the
+    response topics. The other parts of the bridge (control, requests, presence) build on it."""
+
+    def __init__(self, hub: HubService) -> None:
+        self.hub = hub
+        self.settings = hub.config.mqtt
+        self.topics = Topics(self.settings.base_topic, hub.config.hub_id, self.settings.homeassistant_prefix)
+        self.client: MqttClient | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # per channel: its meters topic and the values last sent there (formatting the topic per message, and
+        # reading the QoS through the pydantic settings, cost as much as the JSON payload)
+        self._last_meters: dict[tuple[str, int], tuple[str, tuple[Any, ...]]] = {}
+        self._qos_meters = self.settings.qos_meters
+        self._controlled: set[str] = set()
+        self._remove_alert_listener: Callable[[], None] | None = None
+        self._remove_swap_listener: Callable[[], None] | None = None
+        self._remove_plan_listener: Callable[[], None] | None = None
+
+    def _listen_to_venue(self) -> None:
+        venue = self.hub.venue
+        if venue is not None:
+            self._publish_alerts()
+            self._remove_alert_listener = venue.alerts.add_listener(self._on_alert_event)
+            self._remove_swap_listener = venue.show.add_listener(self._on_swap_list)
+            plan = venue.frequency
+            self._publish_frequency_plan(plan.summary())
+            self._remove_plan_listener = plan.add_listener(self._publish_frequency_plan)
+
+    def _stop_listening_to_venue(self) -> None:
+        for remove in (self._remove_alert_listener, self._remove_swap_listener, self._remove_plan_listener):
+            if remove is not None:
+                remove()
+        self._remove_alert_listener = self._remove_swap_listener = self._remove_plan_listener = None
+
+    async def _consume(self, subscription: Subscription, handle: Callable[[Batch], None]) -> None:
+        async for batch in subscription:
+            try:
+                handle(batch)
+            except Exception:  # a publishing bug must not stop every later update
+                log.exception("MQTT publishing failed for %d change(s)", len(batch))
+            if self.client is not None:
+                self.client.flush()  # state changes leave now, not an event-loop iteration later
+
+    async def _consume_meters(self, subscription: Subscription) -> None:
+        # One meter batch holds every channel that moved in the last interval: thousands at a large site.
+        # Publishing it in slices lets device input and state changes run in between.
+        async for batch in subscription:
+            items = list(batch.items())
+            for start in range(0, len(items), METER_SLICE):
+                if start:
+                    await asyncio.sleep(0)
+                try:
+                    self._on_meter_batch(items[start : start + METER_SLICE])
+                except Exception:
+                    log.exception("MQTT meter publishing failed for %d channel(s)", len(items))
+
+    # Outbound: state
+
+    def _publish(self, topic: str, payload: bytes, retain: bool = True) -> None:
+        assert self.client is not None
+        self.client.publish(topic, payload, self.settings.qos_state, retain)
+
+    def _on_state_batch(self, batch: Batch) -> None:
+        devices = self.hub.state.devices
+        list_changed = False
+        configs: set[str] = set()
+        for (device_id, index), changed in batch.items():
+            device = devices.get(device_id)
+            if device is None:
+                if index is None and REMOVED in changed:
+                    self._clear_device(device_id)
+                    list_changed = True
+                continue
+            if index is None:
+                if ADDED in changed or REMOVED in changed:
+                    self._publish_device(device)
+                    list_changed = True
+                    continue
+                self._publish(self.topics.device(device_id), payloads.encode(payloads.device_state(device)))
+                if ONLINE in changed:
+                    self._publish(self.topics.availability(device_id), payloads.availability_payload(device.online))
+                    list_changed = True
+                if changed & DEVICE_FIELDS:
+                    configs.add(device_id)
+                    list_changed = True
+            else:
+                channel = device.channel(index)
+                if channel is None:
+                    continue
+                self._publish(self.topics.channel(device_id, index), payloads.encode(payloads.channel_state(channel)))
+                if ADDED in changed:
+                    configs.add(device_id)
+        for device_id in configs:
+            self._publish_homeassistant(devices[device_id], only_if_changed=True)
+        if list_changed:
+            self._publish_device_list()
+
+    def _publish_device(self, device: Device, meters: bool = True) -> None:
+        """Every retained topic of one device, its Home Assistant config, and control subscriptions."""
+        self._publish(self.topics.device(device.id), payloads.encode(payloads.device_state(device)))
+        self._publish(self.topics.availability(device.id), payloads.availability_payload(device.online))
+        for channel in device.channels:
+            self._publish(
+                self.topics.channel(device.id, channel.index), payloads.encode(payloads.channel_state(channel))
+            )
+            if meters:
+                self._publish_meters(device.id, channel.index, payloads.meter_values(field_values(channel)))
+        self._publish_homeassistant(device)
+        if self.settings.control and device.id not in self._controlled:
+            assert self.client is not None
+            for topic_filter in self.topics.control_filters(device.id):
+                self.client.subscribe(topic_filter, self.settings.qos_state)
+            self._controlled.add(device.id)
+
+    def _entity_options(self) -> EntityOptions:
+        return EntityOptions(
+            meter_entities=self.settings.homeassistant_meter_entities, configuration_url=self.hub.board_url()
+        )
+
+    def _publish_homeassistant(self, device: Device, only_if_changed: bool = False) -> None:
+        if not self.settings.homeassistant:
+            return
+        config = discovery_config(device, self.topics, self.settings.qos_state, self._entity_options())
+        self._publish_config(self.topics.homeassistant_config(device.id), config, only_if_changed)
+
+    def _publish_hub_homeassistant(self, only_if_changed: bool = False) -> None:
+        if self.settings.homeassistant:
+            config = hub_discovery_config(self.topics, self.settings.qos_state, self._entity_options())
+            self._publish_config(self.topics.homeassistant_hub_config, config, only_if_changed)
+
+    def _publish_config(self, topic: str, config: dict[str, Any], only_if_changed: bool) -> None:
+        assert self.client is not None
+        payload = payloads.encode(config)
+        # a config is ~11 KB per receiver and a receiver's first reports repeat it unchanged
+        if only_if_changed and self.client.retains(topic, payload, self.settings.qos_state):
+            return
+        self._publish(topic, payload)
+
+    def _clear_device(self, device_id: str) -> None:
+        """Empty retained payloads on every topic the device had, so no ghost is left on the broker."""
+        assert self.client is not None
+        prefix = self.topics.device(device_id)
+        stale = [topic for topic in self.client.retained_topics if topic == prefix or topic.startswith(prefix + "/")]
+        if self.settings.homeassistant:
+            stale.append(self.topics.homeassistant_config(device_id))
+        for topic in stale:
+            self._publish(topic, b"")
+        if device_id in self._controlled:
+            for topic_filter in self.topics.control_filters(device_id):
+                self.client.unsubscribe(topic_filter)
+            self._controlled.discard(device_id)
+        for key in [key for key in self._last_meters if key[0] == device_id]:
+            del self._last_meters[key]
+
+    def _publish_alerts(self) -> None:
+        """The retained list of open alerts (raised or acknowledged, not yet cleared)."""
+        if self.client is None or self.hub.venue is None:
+            return
+        alerts = [alert.model_dump(mode="json") for alert in self.hub.open_alerts()]
+        self._publish(self.topics.hub_alerts, payloads.encode(alerts))
+
+    def _on_alert_event(self, event: AlertEvent) -> None:
+        if self.client is None:
+            return
+        body = {"action": event.action, "alert": event.alert.model_dump(mode="json")}
+        self._publish(self.topics.hub_alert_events, payloads.encode(body), retain=False)
+        self._publish_alerts()
+
+    def _on_swap_list(self, swap: SwapList) -> None:
+        """The battery swap list, retained, after every check of the show (for Companion and Home Assistant)."""
+        self._publish(self.topics.hub_swap_list, payloads.encode(swap.model_dump(mode="json")))
+
+    def _publish_frequency_plan(self, summary: dict[str, Any]) -> None:
+        """The retained summary of the live frequency plan (counts and the worst findings)."""
+        if self.client is not None:
+            self._publish(self.topics.hub_frequency_plan, payloads.encode(summary))
+
+    def _publish_device_list(self) -> None:
+        self._publish(self.topics.hub_devices, payloads.encode(self._device_summaries()))
+        self._publish(self.topics.hub_info, payloads.encode(self.hub.info()))
+        # the board's address is known once the web server is listening, after this edge started
+        self._publish_hub_homeassistant(only_if_changed=True)
+
+    def _device_summaries(self) -> list[dict[str, Any]]:
+        urls = {health["device_id"]: health["url"] for health in self.hub.connections()}
+        return [
+            {**payloads.device_summary(device), "url": urls.get(device.id)}
+            for device in self.hub.state.devices.values()
+        ]
+
+    # Outbound: meters (the hot path)
+
+    def _on_meter_batch(self, changes: Iterable[tuple[ChangeKey, frozenset[str]]]) -> None:
+        channel_fields = self.hub.state.channel_fields
+        threshold = self.settings.meter_threshold_db
+        last = self._last_meters
+        for key, changed in changes:
+            device_id, index = key
+            if index is None or METER_FIELDS.isdisjoint(changed):
+                continue
+            fields = channel_fields(device_id, index)
+            if fields is None:
+                continue
+            values = payloads.meter_values(fields)
+            sent = last.get((device_id, index))
+            if payloads.meters_moved(sent[1] if sent is not None else None, values, threshold):
+                self._publish_meters(device_id, index, values)
+
+    def _publish_meters(self, device_id: str, index: int, values: tuple[Any, ...]) -> None:
+        assert self.client is not None
+        key = (device_id, index)
+        sent = self._last_meters.get(key)
+        topic = sent[0] if sent is not None else self.topics.meters(device_id, index)
+        self._last_meters[key] = (topic, values)
+        self.client.publish(topic, payloads.meters_payload(values), self._qos_meters)
+
+    def _publish_meter_snapshot(self) -> None:
+        for device in list(self.hub.state.devices.values()):
+            for channel in device.channels:
+                self._publish_meters(device.id, channel.index, payloads.meter_values(field_values(channel)))
+
+    # Outbound: answers
+
+    def _respond(self, command: str, request: dict[str, Any] | None, status: str, data: Any, error: str | None) -> None:
+        response: dict[str, Any] = {"status": status, "data": data, "error": None if error is None else redact(error)}
+        if request is not None and "transaction" in request:
+            response["transaction"] = request["transaction"]
+        assert self.client is not None
+        self.client.publish(self.topics.response(command), payloads.encode(response), self.settings.qos_state)
