@@ -104,6 +104,8 @@ class DeviceHandle(DeviceSink):
         self.protocol_errors = 0
         self.answered = False  # identified itself since the hub started: it is a device, not just a port
         self.on_identified: Callable[[DeviceHandle], None] | None = None
+        # (old id, new id) whenever the device takes an id: the manager keeps its index by id with it
+        self.on_id_changed: Callable[[str | None, str], None] | None = None
         # (family, model) -> what such a device reports and accepts; set by the manager to ask the owning plugin
         self.capabilities_of: Callable[[str | None, str | None], Capabilities | None] = lambda family, model: None
         self.log = logging.LoggerAdapter(
@@ -138,6 +140,8 @@ class DeviceHandle(DeviceSink):
         if self.device_id is not None and self.device_id != device_id:
             self.log.warning("device at %s is now %s (was %s)", redact(self.endpoint.url), device_id, self.device_id)
             self._store.remove_device(self.device_id)
+        if self.device_id != device_id and self.on_id_changed is not None:
+            self.on_id_changed(self.device_id, device_id)
         self.device_id = device_id
         self.log.extra = {"device": device_id}
         device = self._store.get(device_id)
@@ -337,6 +341,8 @@ class DeviceManager:
         self.control_rate_per_s = control_rate_per_s
         self._buckets: dict[str, TokenBucket] = {}
         self.by_url: dict[str, ManagedDevice] = {}
+        # device id -> its entry: finding a device by id is a lookup, not a scan of every device
+        self._by_id: dict[str, ManagedDevice] = {}
         self._claims: dict[str, str] = {}
 
     def resolve(self, url: str) -> tuple[Endpoint, str, Any]:
@@ -375,16 +381,22 @@ class DeviceManager:
         task = asyncio.create_task(supervisor.run_forever(), name=f"device {shown}")
         managed = ManagedDevice(url=shown, plugin=plugin_name, handle=handle, supervisor=supervisor, task=task)
         self.by_url[shown] = managed
+        if device_id is not None:
+            self._by_id.setdefault(device_id, managed)
+        handle.on_id_changed = lambda old, new: self._reindex(managed, old, new)
         return managed
 
+    def _reindex(self, managed: ManagedDevice, old: str | None, new: str) -> None:
+        if old is not None and self._by_id.get(old) is managed:
+            del self._by_id[old]
+        self._by_id[new] = managed
+
     def find(self, device_id_or_url: str) -> ManagedDevice | None:
-        managed = self.by_url.get(redact(device_id_or_url)) if "://" in device_id_or_url else None
-        if managed is not None:
-            return managed
-        for managed in self.by_url.values():
-            if managed.handle.device_id == device_id_or_url:
+        if "://" in device_id_or_url:
+            managed = self.by_url.get(redact(device_id_or_url))
+            if managed is not None:
                 return managed
-        return None
+        return self._by_id.get(device_id_or_url)
 
     def _capabilities(self, plugin_name: str, family: str | None, model: str | None) -> Capabilities | None:
         declared = self._plugins.call_one(plugin_name, "device_capabilities", family=family, model=model)
@@ -399,6 +411,8 @@ class DeviceManager:
         if managed is None:
             return False
         del self.by_url[managed.url]
+        if managed.handle.device_id is not None and self._by_id.get(managed.handle.device_id) is managed:
+            del self._by_id[managed.handle.device_id]
         managed.task.cancel()
         await asyncio.gather(managed.task, return_exceptions=True)
         if managed.handle.device_id is not None:
