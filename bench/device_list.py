@@ -51,10 +51,6 @@ class QuietPlugin:
 
         register(DriverSpec(scheme="quiet", vendor="quiet", families=("bench",), factory=factory, default_port=1))  # type: ignore[operator]
 
-    @hookimpl
-    async def apply_command(self, driver: Driver, command: Command) -> CommandResult:
-        return await driver.apply(command)
-
 
 async def measure(receivers: int, repeats: int, data_dir: Path) -> tuple[float, float]:
     """The median time to build the device list, and to look up every device's connection alone."""

@@ -1,7 +1,7 @@
 """The Hub: wires plugins, the state store, drivers, discovery and the publishers together.
 
     drivers (plugins) -> DeviceHandle -> StateStore -> publishers (MQTT, web, history/alerts)
-    MQTT / REST / CLI -> Hub.apply -> DeviceManager -> owning plugin's apply_command -> driver
+    MQTT / REST / CLI -> Hub.apply -> DeviceManager -> the device's Driver.apply
 
 The Hub is the one implementation of :class:`hub.service.HubService`, the protocol the edges (hub.mqtt,
 hub.web, hub.fleet) are given. It never imports an edge: the composition root (:mod:`hub.compose`) hands it

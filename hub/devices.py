@@ -1,8 +1,8 @@
 """The device manager: one supervised driver per device URL, and the control path back to plugins.
 
-Data flows driver -> :class:`DeviceHandle` -> state store. Commands flow edge -> :meth:`DeviceManager.
-apply` -> the owning plugin's ``apply_command`` hook -> driver. Each device runs in its own task, so one
-device that hangs or crashes never stalls another.
+Data flows driver -> :class:`DeviceHandle` -> state store. Commands flow edge ->
+:meth:`DeviceManager.apply` -> the device's ``Driver.apply``, timed and bounded as the plugin's code.
+Each device runs in its own task, so one device that hangs or crashes never stalls another.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from hub.drivers import (
     DeviceSink,
     Driver,
     DriverSettings,
-    DriverSupervisor,
     Endpoint,
     EndpointError,
 )
@@ -36,6 +35,7 @@ from hub.model import (
 from hub.plugins import PluginError, PluginHost
 from hub.redact import redact
 from hub.state import ChannelWriter, StateStore
+from hub.supervisor import DriverSupervisor
 from hub.text import DEFAULT_TEXT_WIDTH, device_text, preview
 
 log = logging.getLogger("hub.devices")
@@ -429,7 +429,8 @@ class DeviceManager:
         await asyncio.gather(*(entry.task for entry in managed), return_exceptions=True)
 
     async def apply(self, command: Command) -> CommandResult:
-        """Route a command to the owning plugin's control hook; never raises, returns a result."""
+        """Carry out a command on the device's driver (``Driver.apply``), timed and bounded like a hook call
+        of its plugin; never raises, returns a result."""
         managed = self.find(command.device_id)
         driver = managed.driver if managed is not None else None
         device = self._store.get(command.device_id)
@@ -444,12 +445,8 @@ class DeviceManager:
             if device.capabilities is not None:
                 device.capabilities.check(command, device.model or device.family or "this device")
             self._admit(command.device_id)
-            result = await self._plugins.call_async(
-                managed.plugin,
-                "apply_command",
-                self.command_timeout_s,
-                driver=driver,
-                command=command,
+            result = await self._plugins.call_bounded(
+                managed.plugin, "Driver.apply", self.command_timeout_s, driver.apply, command
             )
         except CommandError as exc:
             return exc.result()
@@ -461,8 +458,6 @@ class DeviceManager:
             return _plugin_error(managed.plugin, f"raised {type(exc).__name__}: {preview(str(exc))}")
         if isinstance(result, CommandResult):
             return result
-        if result is None and managed.plugin not in self._plugins.plugins_with("apply_command"):
-            return CommandResult(ok=False, error=f"plugin {managed.plugin} has no controls", code="not_supported")
         log.error("plugin %s answered %s with %s instead of a CommandResult", managed.plugin, command, preview(result))
         return _plugin_error(managed.plugin, f"answered {preview(result)} instead of a CommandResult")
 

@@ -14,7 +14,7 @@ from typing import Protocol
 import pluggy
 
 from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
-from hub.model import Capabilities, Command, CommandResult
+from hub.model import Capabilities
 from hub.text import DEFAULT_TEXT_WIDTH
 
 hookspec = pluggy.HookspecMarker("wmhub")
@@ -102,21 +102,11 @@ def identify_service(
 
 
 @hookspec
-def apply_command(driver: Driver, command: Command) -> Awaitable[CommandResult]:
-    """Carry out ``command`` on a device whose driver this plugin created.
-
-    Called only on the plugin that owns ``driver``. Validate the value against the device family's
-    limits before anything is sent; raise hub.model.CommandError subclasses for failures.
-    """
-    raise NotImplementedError
-
-
-@hookspec
 def device_capabilities(family: str | None, model: str | None) -> Capabilities | None:
     """What a device of ``family`` (and ``model``) reports and accepts; None if this plugin cannot say.
 
     Called only on the plugin that owns the device, when the device identifies itself. The hub checks every
-    command against the answer before ``apply_command`` and builds Home Assistant entities from it; a device
+    command against the answer before ``Driver.apply`` and builds Home Assistant entities from it; a device
     without capabilities gets every entity and only the plugin's own checks.
     """
 

@@ -202,20 +202,26 @@ class PluginHost:
     async def call_async(self, plugin_name: str, hook: str, timeout: float, **kwargs: Any) -> Any:
         """Call one plugin's hook, awaiting an awaitable result within ``timeout``; raise PluginError."""
         for name, function in self._impls(hook):
-            if name != plugin_name:
-                continue
-            try:
-                result = self.timer.call(plugin_name, hook, function, **kwargs)
-                if inspect.isawaitable(result):
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-                    async with asyncio.timeout(timeout):
-                        result = await self.timer.timed(plugin_name, hook, result)
-                return result
-            except asyncio.CancelledError:
-                raise
-            except TimeoutError:
-                raise PluginError(f"plugin {plugin_name} did not answer {hook} within {timeout:g} s") from None
+            if name == plugin_name:
+                return await self.call_bounded(plugin_name, hook, timeout, function, **kwargs)
         return None
+
+    async def call_bounded(
+        self, plugin_name: str, what: str, timeout: float, function: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        """Call a plugin's code (a hook, or a method of its driver such as ``apply``): timed against the plugin
+        under ``what``, an awaitable result awaited within ``timeout``; raise PluginError when it overran."""
+        try:
+            result = self.timer.call(plugin_name, what, function, *args, **kwargs)
+            if inspect.isawaitable(result):
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                async with asyncio.timeout(timeout):
+                    result = await self.timer.timed(plugin_name, what, result)
+            return result
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            raise PluginError(f"plugin {plugin_name} did not answer {what} within {timeout:g} s") from None
 
     def plugins_with(self, hook: str) -> list[str]:
         return [name for name, _ in self._impls(hook)]

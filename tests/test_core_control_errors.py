@@ -12,27 +12,38 @@ from hub.testing import DriverHarness
 from tests.test_web_api import BenchReceiver
 
 
+class ReadOnlyReceiver(BenchReceiver):
+    """A receiver whose driver keeps the Driver base class's apply: it has no controls."""
+
+    apply = Driver.apply
+
+
+class BuggyReceiver(BenchReceiver):
+    """A receiver whose driver's apply has a bug."""
+
+    async def apply(self, command: Command) -> CommandResult:
+        raise ZeroDivisionError("division by zero")
+
+
 class Watching:
     """A plugin that reads receivers (scheme ``watch``) and has no controls at all."""
 
     scheme = "watch"
+    driver: type[Driver] = ReadOnlyReceiver
 
     @hookimpl
     def register_drivers(self, register: Any) -> None:
         def factory(endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> Driver:
-            return BenchReceiver(endpoint, sink, settings)
+            return self.driver(endpoint, sink, settings)
 
         register(DriverSpec(scheme=self.scheme, vendor=self.scheme, families=(), factory=factory, default_port=1))
 
 
 class Buggy(Watching):
-    """A plugin whose control hook has a bug."""
+    """A plugin whose driver's control has a bug."""
 
     scheme = "buggy"
-
-    @hookimpl
-    async def apply_command(self, driver: Driver, command: Command) -> CommandResult:
-        raise ZeroDivisionError("division by zero")
+    driver = BuggyReceiver
 
 
 async def test_a_plugin_bug_and_a_plugin_without_controls_each_answer_with_a_code() -> None:
@@ -45,7 +56,7 @@ async def test_a_plugin_bug_and_a_plugin_without_controls_each_answer_with_a_cod
             command = Command(device_id=device.id, channel=1, kind=CommandKind.NAME, value="Vox")
             results[scheme] = await hub.apply(command)
         assert (results["watch"].ok, results["watch"].code) == (False, "not_supported")
-        assert results["watch"].error == "plugin watching has no controls"
+        assert results["watch"].error == "ReadOnlyReceiver has no controls"
         assert (results["buggy"].ok, results["buggy"].code) == (False, "plugin_error")
         assert results["buggy"].error == "plugin buggy raised ZeroDivisionError: 'division by zero'"
         # the bug cost that one command only: the device is still watched

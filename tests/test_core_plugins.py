@@ -6,14 +6,18 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from hub import hookimpl
-from hub.drivers import DriverSettings
+from hub.drivers import Driver, DriverSettings
 from hub.hookspecs import DiscoveredService, DriverSpec
+from hub.model import Command, CommandKind
 from hub.plugins import PluginError, PluginHost
+from hub.testing import DriverHarness
+from tests.test_web_api import BenchReceiver
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "docs" / "examples" / "wmhub-example"
@@ -45,7 +49,7 @@ def test_plugins_json_lists_both_vendor_plugins_with_versions_and_hooks() -> Non
     for name in ("wmhub-shure", "wmhub-sennheiser"):
         assert listing[name]["version"]
         assert listing[name]["error"] is None
-        assert {"register_drivers", "apply_command", "register_simulators"} <= set(listing[name]["hooks"])  # type: ignore[arg-type]
+        assert {"register_drivers", "device_capabilities", "register_simulators"} <= set(listing[name]["hooks"])  # type: ignore[arg-type]
 
 
 def test_a_broken_plugin_is_listed_with_its_error_and_the_others_still_load(tmp_path: Path) -> None:
@@ -151,3 +155,26 @@ def test_version_names_the_core_and_every_plugin() -> None:
         f"wmhub-sennheiser {__version__}",
         f"wmhub-shure {__version__}",
     ]
+
+
+class PluginFromBeforeTheUnit:
+    """Written to the plugin API before the DriverSpec was the whole unit: it still has an ``apply_command``
+    hook (every such hook only called ``driver.apply``), which the hub no longer calls."""
+
+    @hookimpl
+    def register_drivers(self, register: Callable[[DriverSpec], None]) -> None:
+        register(DriverSpec(scheme="older", vendor="older", families=("bench",), factory=BenchReceiver, default_port=1))
+
+    @hookimpl
+    def apply_command(self, driver: Driver, command: Command) -> object:
+        raise AssertionError("the hub calls Driver.apply itself")
+
+
+async def test_a_plugin_with_the_old_control_hook_still_loads_and_its_commands_reach_its_driver() -> None:
+    async with DriverHarness() as harness:
+        harness.plugins.register(PluginFromBeforeTheUnit(), "older")
+        device = await harness.device(harness.add("older://rack-b"))
+        result = await harness.apply(Command(device_id=device.id, channel=1, kind=CommandKind.NAME, value="Lead"))
+        assert result.ok and result.value == "Lead"
+        assert harness.store.get(device.id).channels[0].name == "Lead"  # type: ignore[union-attr]
+        assert harness.plugins.listing()[-1]["error"] is None

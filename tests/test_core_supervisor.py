@@ -68,10 +68,6 @@ class ScriptedPlugin:
             DriverSpec(scheme="scripted", vendor="test", families=("test",), factory=ScriptedDriver, default_port=1)
         )
 
-    @hookimpl
-    def apply_command(self, driver: Driver, command: Command) -> object:
-        return driver.apply(command)
-
 
 def harness() -> DriverHarness:
     hub = DriverHarness(settings=DriverSettings(io_timeout_s=0.3, offline_after_s=0.4))

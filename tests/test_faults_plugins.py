@@ -1,7 +1,7 @@
 """One careless plugin never breaks the others or the hub.
 
 ``careless`` is written as a third-party author would write it from docs/plugins.md, without much care:
-its driver passes whatever its receiver sends straight to the sink, its control hook answers whatever it
+its driver passes whatever its receiver sends straight to the sink, its apply answers whatever it
 likes, and it blocks the event loop where it should await. Its "receiver" is a line-of-JSON server on
 loopback (real TCP), so every bad value arrives over a real socket. Next to it the hub runs a healthy
 Shure receiver (the Shure plugin and its protocol simulator) that must not notice anything.
@@ -69,28 +69,26 @@ class CarelessDriver(Driver):
         if self.writer is not None:
             self.writer.close()
 
-
-async def _forty_two() -> int:
-    return 42
-
-
-class CarelessPlugin:
-    """Its control hook answers by the value of a NAME command: what a sloppy hook might return."""
-
-    @hookimpl
-    def register_drivers(self, register: Callable[[DriverSpec], None]) -> None:
-        register(DriverSpec(scheme="careless", vendor="careless", families=("careless",), factory=CarelessDriver))
-
-    @hookimpl
-    def apply_command(self, driver: Driver, command: Command) -> object:
+    def apply(self, command: Command) -> Any:  # type: ignore[override]  # the sloppiness under test
+        """Answers by the value of a NAME command: what a sloppy driver might return."""
         if command.value == "none":
             return None
         if command.value == "yes":
             return "yes"
         if command.value == "42":
             return _forty_two()
-        time.sleep(0.25)  # "block": a blocking call in the hook itself
+        time.sleep(0.25)
         return _answered(command)
+
+
+async def _forty_two() -> int:
+    return 42
+
+
+class CarelessPlugin:
+    @hookimpl
+    def register_drivers(self, register: Callable[[DriverSpec], None]) -> None:
+        register(DriverSpec(scheme="careless", vendor="careless", families=("careless",), factory=CarelessDriver))
 
 
 async def _answered(command: Command) -> CommandResult:
@@ -244,12 +242,12 @@ async def test_control_answers_that_are_no_command_result_are_plugin_errors_nami
             assert status == 502 and body["code"] == "plugin_error" and "plugin careless" in body["error"], body
         assert answers["block"][0] == 200
     slow = [r.getMessage() for r in caplog.records if "held the event loop" in r.getMessage()]
-    assert any("plugin careless" in message and "apply_command" in message for message in slow), slow
+    assert any("plugin careless" in message and "Driver.apply" in message for message in slow), slow
     record_check(
         AREA,
-        'apply_command returns None, "yes", an awaitable of 42; or blocks 250 ms with time.sleep',
-        "REST 502 plugin_error 'plugin careless answered ... instead of a CommandResult' (not 409 'does not "
-        "implement controls'); the blocking call is named in a warning: plugin careless, apply_command, its time",
+        'Driver.apply returns None, "yes", an awaitable of 42; or blocks 250 ms with time.sleep',
+        "REST 502 plugin_error 'plugin careless answered ... instead of a CommandResult' (not 409 'has no "
+        "controls'); the blocking call is named in a warning: plugin careless, Driver.apply, its time",
     )
 
 

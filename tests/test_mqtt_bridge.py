@@ -25,7 +25,7 @@ from hub.app import Hub
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.hookspecs import DriverSpec
-from hub.model import Capabilities, Channel, Command, Device
+from hub.model import Capabilities, Channel, Device
 from hub.mqtt import bridge as bridge_module
 from hub.mqtt import payloads
 from hub.mqtt.bridge import MqttBridge
@@ -52,10 +52,6 @@ class ExamplePluginForTests:
     @hookimpl
     def register_drivers(self, register: Callable[[DriverSpec], None]) -> None:
         register(DriverSpec(scheme="example", vendor="example", families=("example",), factory=EXAMPLE.ExampleDriver))
-
-    @hookimpl
-    def apply_command(self, driver: Any, command: Command) -> object:
-        return driver.apply(command)
 
     @hookimpl
     def device_capabilities(self, family: str | None) -> Capabilities | None:

@@ -58,10 +58,6 @@ class BenchPlugin:
 
         register(DriverSpec(scheme="bench", vendor="bench", families=("bench",), factory=factory, default_port=1))
 
-    @hookimpl
-    async def apply_command(self, driver: Driver, command: Command) -> CommandResult:
-        return await driver.apply(command)
-
 
 def make_hub(data_dir: Path, **http: Any) -> Hub:
     config = HubConfig(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from hub import hookimpl
-from hub.drivers import Driver, DriverSettings
+from hub.drivers import DriverSettings
 from hub.hookspecs import Candidate, DemoFleet, DiscoveredService, DriverSpec
-from hub.model import Capabilities, Command, CommandResult
+from hub.model import Capabilities
 from wmhub_sennheiser import capabilities, discovery, g4_driver, iem_driver, ssc1_driver, ssc2_driver
 
 DRIVERS = (
@@ -22,11 +22,6 @@ DRIVERS = (
 def register_drivers(register: Callable[[DriverSpec], None]) -> None:
     for spec in DRIVERS:
         register(spec)
-
-
-@hookimpl
-def apply_command(driver: Driver, command: Command) -> Awaitable[CommandResult]:
-    return driver.apply(command)  # every driver here checks the value before anything is sent
 
 
 @hookimpl

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from hub import hookimpl
-from hub.drivers import Driver, DriverSettings
+from hub.drivers import DriverSettings
 from hub.hookspecs import Candidate, DemoFleet, DiscoveredService, DiscoveryLoop, DriverSpec
-from hub.model import Capabilities, Command, CommandResult, NotSupportedError
+from hub.model import Capabilities
 from wmhub_shure import capabilities
 from wmhub_shure.discovery import ZEROCONF_TYPES, confirm, is_shure_service, slp_loop
-from wmhub_shure.driver import ShureDriver, tcp_driver, udp_driver
+from wmhub_shure.driver import tcp_driver, udp_driver
 from wmhub_shure.families import FAMILIES
 from wmhub_shure.simulator.fleet import ShureDemoFleet
 
@@ -44,13 +44,6 @@ def register_drivers(register: Callable[[DriverSpec], None]) -> None:
             text_width=SHURE_TEXT_WIDTH,
         )
     )
-
-
-@hookimpl
-def apply_command(driver: Driver, command: Command) -> Awaitable[CommandResult]:
-    if not isinstance(driver, ShureDriver):
-        raise NotSupportedError("not a Shure receiver")
-    return driver.apply(command)  # checks the value against the family's limits before anything is sent
 
 
 @hookimpl

@@ -72,11 +72,6 @@ def register_drivers(register: Callable[[DriverSpec], None]) -> None:
 
 
 @hookimpl
-def apply_command(driver: ExampleDriver, command: Command) -> object:
-    return driver.apply(command)
-
-
-@hookimpl
 def device_capabilities(family: str | None) -> Capabilities | None:
     return CAPABILITIES if family == "example" else None
 
