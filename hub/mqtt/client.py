@@ -27,7 +27,6 @@ import contextlib
 import logging
 import socket
 import ssl
-import struct
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +40,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from hub.backoff import Backoff
+from hub.mqtt.frames import encode_qos0_publish
 from hub.redact import redact
 
 log = logging.getLogger("hub.mqtt")
@@ -119,38 +119,14 @@ class Will:
     retain: bool = True
 
 
-# The fixed header and topic length of a PUBLISH whose remaining length fits in one or two bytes (below 16 KiB:
-# every meter message), packed in one call; a longer one writes its remaining length byte by byte.
-_SHORT_HEADER: Final = struct.Struct(">BBH")
-_MEDIUM_HEADER: Final = struct.Struct(">BBBH")
-
-
-def publish_packet(topic: str, payload: bytes, retain: bool) -> bytes:
-    """An MQTT 3.1.1 QoS 0 PUBLISH packet (fixed header, remaining length, topic, payload)."""
-    topic_bytes = topic.encode()
-    first = 0x31 if retain else 0x30
-    remaining = 2 + len(topic_bytes) + len(payload)
-    if remaining < 0x80:
-        header = _SHORT_HEADER.pack(first, remaining, len(topic_bytes))
-    elif remaining < 0x4000:
-        header = _MEDIUM_HEADER.pack(first, remaining & 0x7F | 0x80, remaining >> 7, len(topic_bytes))
-    else:
-        length = bytearray()
-        while remaining:
-            remaining, digit = divmod(remaining, 128)
-            length.append(digit | 0x80 if remaining else digit)
-        header = bytes((first, *length)) + len(topic_bytes).to_bytes(2, "big")
-    return header + topic_bytes + payload
-
-
 class _CoalescingSocket:
     """The socket as paho sees it: every send is gathered and written once per loop iteration.
 
     paho writes each packet with its own ``send()``; a burst of meter messages would cost one system
     call each. Here they are appended to one buffer, flushed by a single ``send`` at the end of the
     loop iteration (and by the writer callback while the socket is full). paho never sees a partial
-    write, so packets stay whole and in order, and QoS 0 packets built by :func:`publish_packet` can
-    join the same buffer without paho.
+    write, so packets stay whole and in order, and QoS 0 packets built by
+    :func:`~hub.mqtt.frames.encode_qos0_publish` can join the same buffer without paho.
     """
 
     def __init__(
@@ -361,7 +337,7 @@ class MqttClient:
                     self._shed(topic)
                     return
                 # QoS 0 needs no state in paho: the packet goes straight into the write buffer
-                self._socket.send(publish_packet(topic, payload, retain))
+                self._socket.send(encode_qos0_publish(topic, payload, retain))
             else:
                 self._last_info = client.publish(topic, payload, qos, retain)
             self.published += 1
