@@ -72,7 +72,9 @@ class HubFailed(RuntimeError):
 
 
 class Hub:
-    """One running hub. ``async with Hub(config) as hub`` starts everything and stops it cleanly."""
+    """One running hub. ``async with Hub(config, plugins, edges) as hub`` starts devices, persistence and
+    discovery, then the edges ``edges(hub)`` builds, and stops it all cleanly; :func:`hub.compose.compose_hub`
+    hands it the MQTT and web edges."""
 
     def __init__(self, config: HubConfig, plugins: PluginHost | None = None, edges: EdgeFactory | None = None) -> None:
         self.config = config
