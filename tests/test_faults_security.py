@@ -3,13 +3,13 @@ answer, and the files holding secrets are readable by their owner only."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import stat
 from pathlib import Path
 
 import aiohttp
 import pytest
+from paho.mqtt.client import topic_matches_sub
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
 from wmhub_shure.simulator import ShureSimulator
 
@@ -137,25 +137,36 @@ def test_mqtt_tls_verification_is_on_by_default() -> None:
 
 
 async def test_mqtt_control_can_be_switched_off(mqtt_broker: TestBroker, tmp_path: Path) -> None:
-    """With ``mqtt.control = false`` a set over MQTT changes nothing and is not answered."""
+    """With ``mqtt.control = false`` no set, get or request reaches the hub: it subscribes to none of their
+    topics, and a broker sends a client only what it subscribed to (so there is nothing to wait for). With
+    control on, the same hub does subscribe to them."""
+    heard: dict[bool, list[str]] = {}
     async with ShureSimulator("ulxd4d") as sim:
-        config = hub_config(tmp_path, [sim.url], mqtt_broker.url)
-        config.mqtt.control = False
-        async with running_hub(config, plugins="shure") as hub, MqttProbe(mqtt_broker) as probe:
-            base = config.mqtt.base_topic
-            await probe.subscribe(f"{base}/#")
-            await eventually(lambda: is_online(hub, sim.url), 10, "device online")
-            device_id = next(iter(hub.store.devices))
-            before = sim.channels[1].values.get("name")
-            probe.clear()
-            probe.publish(f"{base}/devices/{device_id}/channels/1/set", {"name": "NOPE"})
-            probe.publish(f"{base}/hubs/{config.hub_id}/request/devices", {})
-            await asyncio.sleep(1.0)  # nothing is supposed to happen: give it the time to go wrong
-            answered = [topic for topic, _ in probe.messages if "/response/" in topic]
-            unchanged = sim.channels[1].values.get("name") == before
+        for control in (True, False):
+            config = hub_config(tmp_path / str(control), [sim.url], mqtt_broker.url)
+            config.mqtt.control = control
+            async with running_hub(config, plugins="shure") as hub:
+                base = config.mqtt.base_topic
+                await eventually(lambda: is_online(hub, sim.url), 10, "device online")
+                device_id = next(iter(hub.store.devices))
+                published = f"{base}/devices/{device_id}"  # in the same call that subscribes its control topics
+                await eventually(
+                    lambda topic=published, hub=hub: topic in hub.mqtt.client.retained_topics,
+                    10,
+                    "the device published",
+                )
+                topics = [
+                    f"{base}/devices/{device_id}/set",
+                    f"{base}/devices/{device_id}/channels/1/set",
+                    f"{base}/devices/{device_id}/channels/1/get",
+                    f"{base}/hubs/{config.hub_id}/request/devices",
+                ]
+                listened = hub.mqtt.client.subscriptions
+                heard[control] = [topic for topic in topics if any(topic_matches_sub(f, topic) for f in listened)]
     record_check(
         "MQTT",
         "control switched off (mqtt.control = false): set and bridge requests",
-        "ignored" if unchanged and not answered else "ACTED ON",
+        "ignored (not subscribed)" if not heard[False] else "ACTED ON",
     )
-    assert unchanged and not answered
+    assert len(heard[True]) == 4, "with control on, the hub listens to every one of them"
+    assert heard[False] == []

@@ -32,6 +32,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
@@ -313,6 +314,12 @@ class MqttClient:
         """The retained topics this client keeps set on the broker, with each payload as kept (large ones
         deflated: :meth:`retains` compares with what was published)."""
         return self._retained
+
+    @property
+    def subscriptions(self) -> Mapping[str, int]:
+        """The topic filters (and their QoS) the client asks the broker for, again after every reconnect:
+        the broker sends it nothing else."""
+        return MappingProxyType(self._subscriptions)
 
     def retains(self, topic: str, payload: bytes, qos: int) -> bool:
         """True when ``topic`` is kept set to exactly this payload and QoS."""
