@@ -67,5 +67,8 @@ async def test_slxd_plus_spellings_and_quadversity_are_understood() -> None:
         await wait_until_agreed(hub, quad_device.handle.device_id, quad, "Quadversity state")
         driver = slx_device.driver
         assert driver is not None
-        assert driver.raw[(1, "GROUP_CHAN", None)] == "--,--"  # type: ignore[attr-defined]
+        slx_channel = hub.store.get(slx_device.handle.device_id).channel(1)  # type: ignore[union-attr]
+        assert slx_channel is not None and slx_channel.group_channel == "1,1"  # read from the GROUP_CHAN spelling
         assert driver.raw[(1, "LINK_STATUS", 1)] == "online"  # type: ignore[attr-defined]
+        quad_channel = hub.store.get(quad_device.handle.device_id).channel(2)  # type: ignore[union-attr]
+        assert quad_channel is not None and quad_channel.rf_antennas == {"A": -44, "B": -46, "C": -48, "D": -50}

@@ -88,6 +88,33 @@ def test_error_reply_is_recognised() -> None:
         (ULXD, b"< REP 1 CHAN_NAME {Vox1    } >", "name", "Vox1"),
         (UHFR, b"* REPORT 1 CHAN_NAME Bob *", "name", "Bob"),
         (PSM1000, b"< REP 2 FREQUENCY 518200 >", "frequency_mhz", 518.2),
+        # transmitter and battery detail, encodings as CO src/internalAPI.js notes them (issue 18)
+        (AXIENT, b"< REP 1 TX_POWER_LEVEL 010 >", "tx_power", "10mW"),
+        (AXIENT, b"< REP 1 TX_POWER_LEVEL 255 >", "tx_power", None),
+        (AXIENT, b"< REP 1 TX_LOCK MENU >", "tx_locked", "menu"),
+        (AXIENT, b"< REP 1 TX_LOCK LOCKED >", "tx_locked", "all"),
+        (AXIENT, b"< REP 1 TX_LOCK UNKNOWN >", "tx_locked", None),
+        (AXIENT, b"< REP 1 TX_OFFSET 012 >", "tx_offset_db", 0),
+        (AXIENT, b"< REP 1 TX_OFFSET 000 >", "tx_offset_db", -12),
+        (AXIENT, b"< REP 1 TX_OFFSET 255 >", "tx_offset_db", None),
+        (AXIENT, b"< REP 1 TX_TALK_SWITCH ON >", "tx_talk_switch", True),
+        (AXIENT, b"< REP 1 TX_DEVICE_ID {Lead Vox   } >", "tx_id", "Lead Vox"),
+        (AXIENT, b"< REP 1 TX_BATT_HEALTH_PERCENT 093 >", "battery_health_percent", 93),
+        (AXIENT, b"< REP 1 TX_BATT_CYCLE_COUNT 00042 >", "battery_cycles", 42),
+        (AXIENT, b"< REP 1 TX_BATT_CYCLE_COUNT 65535 >", "battery_cycles", None),
+        (AXIENT, b"< REP 1 TX_BATT_TEMP_C 065 >", "battery_temp_c", 25),
+        (AXIENT, b"< REP 1 TX_BATT_TEMP_C 255 >", "battery_temp_c", None),
+        (AXIENT, b"< REP 1 GROUP_CHANNEL {--,--} >", "group_channel", None),
+        (AXIENT, b"< REP 1 FREQUENCY2 0596500 >", "frequency2_mhz", 596.5),
+        (ULXD, b"< REP 1 TX_RF_PWR NORMAL >", "tx_power", "normal"),
+        (ULXD, b"< REP 1 TX_RF_PWR UNKN >", "tx_power", None),
+        (ULXD, b"< REP 1 TX_OFFSET 009 >", "tx_offset_db", 9),
+        (ULXD, b"< REP 1 TX_MUTE_BUTTON_STATUS PRESSED >", "tx_talk_switch", True),
+        (ULXD, b"< REP 1 TX_MUTE_BUTTON_STATUS RELEASED >", "tx_talk_switch", False),
+        (ULXD, b"< REP 1 BATT_CYCLE 00012 >", "battery_cycles", 12),
+        (ULXD, b"< REP 1 GROUP_CHAN 1,01 >", "group_channel", "1,01"),
+        (SLXD, b"< REP 1 GROUP_CHANNEL {1,1  } >", "group_channel", "1,1"),
+        (SLXD, b"< REP 1 AUDIO_LEVEL_PEAK 102 >", "audio_peak_dbfs", -18),
     ],
 )
 def test_reference_values_convert_to_model_units(family: Family, line: bytes, field: str, expected: Any) -> None:
@@ -101,20 +128,37 @@ def test_reference_values_convert_to_model_units(family: Family, line: bytes, fi
 @pytest.mark.parametrize(
     ("family", "line", "expected"),
     [
-        # AD, TX off (micboard's AD4Q dump): quality 255, antennas XX, RSSI A -109 / B -108 dBm
+        # AD, TX off (micboard's AD4Q dump): quality 255, antennas XX, RSSI A -109 / B -108 dBm, peak -115 dBFS
         (
             AXIENT,
             b"< SAMPLE 1 ALL 255 000 005 033 XX 00 011 00 012 >",
-            {"rf_quality_percent": None, "audio_peak": False, "audio_dbfs": -87, "antenna": None, "rf_dbm": -108},
+            {
+                "rf_quality_percent": None,
+                "audio_peak": False,
+                "audio_peak_dbfs": -115,
+                "audio_dbfs": -87,
+                "antenna": None,
+                "rf_dbm": -108,
+                "rf_antennas": {"A": -109, "B": -108},
+            },
         ),
+        # quadversity: four bitmap/RSSI pairs, one level per antenna A-D
         (
             AXIENT,
             b"< SAMPLE 2 ALL 005 200 110 100 XBXX 00 011 31 080 00 011 00 012 >",
-            {"rf_quality_percent": 100, "audio_peak": True, "audio_dbfs": -20, "antenna": "B", "rf_dbm": -40},
+            {
+                "rf_quality_percent": 100,
+                "audio_peak": True,
+                "audio_peak_dbfs": -10,
+                "audio_dbfs": -20,
+                "antenna": "B",
+                "rf_dbm": -40,
+                "rf_antennas": {"A": -109, "B": -40, "C": -109, "D": -108},
+            },
         ),
         (ULXD, b"< SAMPLE 1 ALL AX 090 030 >", {"antenna": "A", "rf_dbm": -38, "audio_dbfs": -20}),
         (QLXD, b"< SAMPLE 1 ALL XX 000 000 >", {"antenna": None, "rf_dbm": -128, "audio_dbfs": -50}),
-        (SLXD_PLUS, b"< SAMPLE 3 ALL 102 095 050 >", {"audio_dbfs": -25, "rf_dbm": -70}),
+        (SLXD_PLUS, b"< SAMPLE 3 ALL 102 095 050 >", {"audio_peak_dbfs": -18, "audio_dbfs": -25, "rf_dbm": -70}),
         (
             UHFR,
             b"* SAMPLE 1 ALL AX 20 X 4 8 *",

@@ -35,6 +35,7 @@ from wmhub_shure.families import (
     build_set,
     family_of_model,
     supported_families,
+    tx_lock_of,
 )
 from wmhub_shure.protocol import ANGLE, STAR, Framer, Report, encode, parse
 
@@ -123,6 +124,7 @@ class ShureDriver(Driver):
         self._gain: dict[int, int | None] = {}
         self._warnings: dict[int, set[str]] = {}
         self._rssi: dict[int, dict[int, int]] = {}
+        self._parts: dict[tuple[int, str], dict[str, Any]] = {}  # shares of a field two parameters fill
         self._keepalive: asyncio.Task[None] | None = None
         self._meter_channels = [0]  # where METER_RATE went: channel 0 (all), or each channel that took it
 
@@ -503,7 +505,7 @@ class ShureDriver(Driver):
     def _merge(self, family: Family, report: Report) -> None:
         channel = report.channel
         if channel is None:
-            spec = family.device_params.get(report.param)
+            spec = family.device_params.get(report.param) or family.device_state.get(report.param)
             if spec is None:
                 self._keep_raw((None, report.param, report.index), report.value)
             else:
@@ -523,6 +525,10 @@ class ShureDriver(Driver):
                 else:
                     antennas[report.index] = value
                 value = max(antennas.values()) if antennas else None
+            elif spec.part is not None:
+                parts = self._parts.setdefault((channel, spec.field), {})
+                parts[spec.part] = value
+                value = tx_lock_of(parts.get("power"), parts.get("menu"))
             fields[spec.field] = value
             self._track_transmitter(family, channel, spec.field, value, fields)
         rules = family.warnings_for(report.param)

@@ -114,6 +114,54 @@ def switch(on: str = "ON", off: str = "OFF") -> Codec:
     return Codec(decode, encode)
 
 
+def word(unknown: frozenset[str] = UNKNOWN_TEXT, aliases: Mapping[str, str] | None = None) -> Codec:
+    """An enum token shown in lower case (``NORMAL`` -> ``normal``); ``aliases`` map other spellings first."""
+    known = {key.upper(): value for key, value in (aliases or {}).items()}
+
+    def decode(value: str) -> str | None:
+        upper = value.strip().upper()
+        return None if upper in unknown else known.get(upper, upper.lower())
+
+    def encode(value: Any) -> str:
+        return "UNKN" if value is None else str(value).upper()
+
+    return Codec(decode, encode)
+
+
+def milliwatts(width: int = 3) -> Codec:
+    """An RF power in mW as digits (``010``, 255 unknown) <-> the model's ``10mW``."""
+    digits = number(width=width)
+
+    def decode(value: str) -> str | None:
+        power = digits.decode(value)
+        return None if power is None else f"{power}mW"
+
+    def encode(value: Any) -> str:
+        return digits.encode(None if value is None else int(str(value).removesuffix("mW")))
+
+    return Codec(decode, encode)
+
+
+def engaged(off: str = "OFF") -> Codec:
+    """A lock or mode that is either ``off`` or one of several ``on`` states (SLX-D LOCK_STATUS MENU|ALL)."""
+
+    def decode(value: str) -> bool | None:
+        upper = value.strip().upper()
+        return None if upper in UNKNOWN_TEXT else upper != off
+
+    def encode(value: Any) -> str:
+        return "UNKN" if value is None else "ALL" if value else off
+
+    return Codec(decode, encode)
+
+
+def tx_lock_of(power: bool | None, menu: bool | None) -> str | None:
+    """ULX-D/QLX-D report the power and menu locks apart; the model names them together, as AD's TX_LOCK does."""
+    if power is None or menu is None:
+        return None
+    return {(False, False): "none", (True, False): "power", (False, True): "menu"}.get((power, menu), "all")
+
+
 _ANTENNA_LETTERS: Final = "ABCD"
 _antenna_cache: dict[bytes, str | None] = {}
 
@@ -160,23 +208,24 @@ def ulx_sample(tokens: list[bytes]) -> ChannelFields:
 
 def axient_sample(tokens: list[bytes]) -> ChannelFields:
     # Quadversity sends 4 antenna marks and 4 bitmap/RSSI pairs; the mark count says which layout.
+    # [5] is the peak audio level, [6] the RMS (CO src/internalAPI.js parseADSample: both - 120 dBFS).
     quality = int(tokens[3])
     marks = tokens[7]
-    if len(marks) == 2:
-        rssi = max(int(tokens[9]), int(tokens[11]))
-    else:
-        rssi = max(int(tokens[9 + 2 * i]) for i in range(len(marks)))
+    levels = {_ANTENNA_LETTERS[i]: int(tokens[9 + 2 * i]) - 120 for i in range(2 if len(marks) == 2 else len(marks))}
     return {
         "rf_quality_percent": quality * 20 if 0 <= quality <= 5 else None,
         "audio_peak": int(tokens[4]) >= 128,
+        "audio_peak_dbfs": int(tokens[5]) - 120,
         "audio_dbfs": int(tokens[6]) - 120,
         "antenna": _antenna_from_bytes(marks),
-        "rf_dbm": rssi - 120,
+        "rf_dbm": max(levels.values()),
+        "rf_antennas": levels,
     }
 
 
 def slx_sample(tokens: list[bytes]) -> ChannelFields:
-    return {"audio_dbfs": int(tokens[4]) - 120, "rf_dbm": int(tokens[5]) - 120}
+    # [3] peak, [4] RMS, [5] RSSI, each - 120 (CO src/internalAPI.js parseSLXSample, parseSlxdPlusSample)
+    return {"audio_peak_dbfs": int(tokens[3]) - 120, "audio_dbfs": int(tokens[4]) - 120, "rf_dbm": int(tokens[5]) - 120}
 
 
 def uhfr_audio_dbfs(bitmap: int) -> int:
@@ -199,10 +248,12 @@ def uhfr_sample(tokens: list[bytes]) -> ChannelFields:
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    """A wire parameter that fills one model field."""
+    """A wire parameter that fills one model field; ``part`` names its share of a field two parameters fill
+    together (ULX-D's ``TX_PWR_LOCK`` and ``TX_MENU_LOCK`` make ``tx_locked``)."""
 
     field: str
     codec: Codec
+    part: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +274,14 @@ RUNTIME: Final = number(
 GAIN: Final = number(offset=GAIN_OFFSET)
 QUALITY: Final = number(scale=20, valid=(0, 100))  # AD channel quality 0..5 -> percent
 ON_OFF: Final = switch()
+CYCLES: Final = number(width=5, unknown=(65535,))
+# CO's internalAPI.js notes BATT_TEMP_C as "+40, 255=UNKN" (and then shows the wire value plus 40, which would
+# make a pack at room temperature read over 100 degrees): read here as degrees C + 40 on the wire, and a reading
+# outside -40..+100 degrees C as unknown (unverified against a device).
+BATTERY_TEMP: Final = number(offset=40, valid=(-40, 100))
+# group,channel presets: "--,--" until one is chosen (MB-API); SLX-D pads the brace field ({1,1  }).
+GROUP_CHANNEL: Final = text(braced=False, unknown=frozenset({"", "--,--", "UNKN", "UNKNOWN"}))
+ENCRYPTION_MODE: Final = word()
 
 
 def runtime_warnings(param: str) -> tuple[WarningRule, ...]:
@@ -255,6 +314,9 @@ class Family:
     channel_flash: bool = False
     slots: int = 0  # AD ShowLink slots or SLX-D+ side slots per channel
     udp: bool = False
+    # receiver-level state the device reports in GET ALL (band, encryption, locks), never asked at detection
+    device_state: Mapping[str, Param] = field(default_factory=dict)
+    device_name_param: str = "DEVICE_ID"  # the receiver's own name; the P10T calls it DEVICE_NAME
 
     @property
     def fields(self) -> frozenset[str]:
@@ -299,6 +361,16 @@ def _ulx_channel(name_width: int, with_mute: bool) -> dict[str, Param]:
         "RX_RF_LVL": Param("rf_dbm", number(offset=128)),
         "AUDIO_LVL": Param("audio_dbfs", number(offset=50)),
         "RF_ANTENNA": Param("antenna", antenna()),
+        # transmitter and battery detail, GROUP_CHAN (CO src/internalAPI.js getChannel, qlx-d/ulx-d rx and tx lists)
+        "GROUP_CHAN": Param("group_channel", GROUP_CHANNEL),
+        "TX_DEVICE_ID": Param("tx_id", text(8)),  # ULXD6/ULXD8 only
+        "TX_OFFSET": Param("tx_offset_db", number(valid=(0, 21))),  # 0,3,..21 dB
+        "TX_RF_PWR": Param("tx_power", word()),  # LOW | NORMAL | HIGH
+        "TX_PWR_LOCK": Param("tx_locked", ON_OFF, part="power"),
+        "TX_MENU_LOCK": Param("tx_locked", ON_OFF, part="menu"),
+        "TX_MUTE_BUTTON_STATUS": Param("tx_talk_switch", switch(on="PRESSED", off="RELEASED")),
+        "BATT_CYCLE": Param("battery_cycles", CYCLES),
+        "BATT_TEMP_C": Param("battery_temp_c", BATTERY_TEMP),
     }
     if with_mute:
         params["AUDIO_MUTE"] = Param("muted", ON_OFF)
@@ -334,6 +406,8 @@ def _ulx_family(
         freq_digits=6,
         tx_model_param="TX_TYPE",
         battery_param="BATT_BARS",
+        # ULX-D: OFF | MANUAL | AUTO, QLX-D: OFF | ON (CO src/internalAPI.js receiver notes)
+        device_state={"ENCRYPTION": Param("encryption_mode", ENCRYPTION_MODE)},
     )
 
 
@@ -368,8 +442,23 @@ AXIENT: Final = Family(
         "CHAN_QUALITY": Param("rf_quality_percent", QUALITY),
         "RSSI": Param("rf_dbm", number(offset=120)),
         "ANTENNA_STATUS": Param("antenna", antenna(active="B")),
+        # CO src/internalAPI.js getChannel, "ad rx/tx" lists, and updateChannel's conversions
+        "GROUP_CHANNEL": Param("group_channel", GROUP_CHANNEL),
+        "FREQUENCY2": Param("frequency2_mhz", frequency(7)),  # frequency diversity (FD_MODE FD-C / FD-S)
+        "TX_DEVICE_ID": Param("tx_id", text(31)),
+        "TX_OFFSET": Param("tx_offset_db", number(offset=12, valid=(-12, 20))),  # 0..32 is -12..+20 dB
+        "TX_POWER_LEVEL": Param("tx_power", milliwatts()),  # 0..50 mW, 255 unknown
+        "TX_LOCK": Param("tx_locked", word(aliases={"LOCKED": "all"})),  # ALL | POWER | MENU | NONE
+        "TX_TALK_SWITCH": Param("tx_talk_switch", ON_OFF),
+        "TX_BATT_HEALTH_PERCENT": Param("battery_health_percent", PERCENT),
+        "TX_BATT_CYCLE_COUNT": Param("battery_cycles", CYCLES),
+        "TX_BATT_TEMP_C": Param("battery_temp_c", BATTERY_TEMP),
     },
     device_params=_device_params(31, 24, with_model=True),
+    device_state={
+        "RF_BAND": Param("rf_band", text(8)),
+        "ENCRYPTION_MODE": Param("encryption_mode", ENCRYPTION_MODE),
+    },
     warnings=(
         WarningRule("interference", "INTERFERENCE_STATUS", frozenset({"DETECTED"}), "NONE"),
         WarningRule("encryption", "ENCRYPTION_STATUS", frozenset({"ERROR"}), "OK"),
@@ -377,7 +466,9 @@ AXIENT: Final = Family(
         *runtime_warnings("TX_BATT_MINS"),
     ),
     sample=axient_sample,
-    sample_fields=frozenset({"rf_quality_percent", "audio_peak", "audio_dbfs", "antenna", "rf_dbm"}),
+    sample_fields=frozenset(
+        {"rf_quality_percent", "audio_peak", "audio_peak_dbfs", "audio_dbfs", "antenna", "rf_dbm", "rf_antennas"}
+    ),
     controls=_BASIC_CONTROLS | _MUTE | _IDENTIFY | {CommandKind.RF_OUTPUT},
     name_max=31,
     name_width=31,
@@ -402,10 +493,22 @@ def _slx_channel(plus: bool) -> dict[str, Param]:
         "TX_BATT_MINS": Param("battery_runtime_min", RUNTIME),
         "AUDIO_LEVEL_RMS": Param("audio_dbfs", number(offset=120)),
         "RSSI": Param("rf_dbm", number(offset=120)),
+        "AUDIO_LEVEL_PEAK": Param("audio_peak_dbfs", number(offset=120)),  # SX-PROTO < REP 1 AUDIO_LEVEL_PEAK 102 >
+        "GROUP_CHANNEL": Param("group_channel", GROUP_CHANNEL),
+        "GROUP_CHAN": Param("group_channel", GROUP_CHANNEL),  # pyslxd's mock server spells it so
     }
     if plus:
         params["ANTENNA_STATUS"] = Param("antenna", antenna(active="B"))
     return params
+
+
+def _slx_device_state(plus: bool) -> dict[str, Param]:
+    """SLX-D receiver-level state; SLX-D+ adds encryption and the Dante name (CO src/internalAPI.js)."""
+    state = {"RF_BAND": Param("rf_band", text(8)), "LOCK_STATUS": Param("front_panel_locked", engaged())}
+    if plus:
+        state["ENCRYPTION_MODE"] = Param("encryption_mode", ENCRYPTION_MODE)
+        state["NA_DEVICE_NAME"] = Param("dante_name", text(31))  # Dante models only
+    return state
 
 
 def _slx_family(key: str, label: str, models: Mapping[str, int], plus: bool) -> Family:
@@ -423,7 +526,7 @@ def _slx_family(key: str, label: str, models: Mapping[str, int], plus: bool) -> 
         device_params=_device_params(8, 24, with_model=True),
         warnings=(*(status_warnings if plus else ()), *runtime_warnings("TX_BATT_MINS")),
         sample=slx_sample,
-        sample_fields=frozenset({"audio_dbfs", "rf_dbm"}),
+        sample_fields=frozenset({"audio_peak_dbfs", "audio_dbfs", "rf_dbm"}),
         controls=_BASIC_CONTROLS | _IDENTIFY,
         name_max=8,  # CO's validator; the 31-wide report field is not what SET accepts
         name_width=31,
@@ -433,6 +536,7 @@ def _slx_family(key: str, label: str, models: Mapping[str, int], plus: bool) -> 
         battery_param="TX_BATT_BARS",
         channel_flash=True,
         slots=2 if plus else 0,
+        device_state=_slx_device_state(plus),
     )
 
 

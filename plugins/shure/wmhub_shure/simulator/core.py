@@ -246,15 +246,8 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
 
 
 def _unique_params(family: WireFamily, spellings: dict[str, str]) -> list[tuple[str, WireParam]]:
-    """One wire spelling per model field (a family may accept two), in table order."""
-    seen: set[str] = set()
-    chosen = []
-    for name, param in family.channel_params.items():
-        if param.field in seen:
-            continue
-        seen.add(param.field)
-        chosen.append((spellings.get(name, name), param))
-    return chosen
+    """The parameters a receiver reports, in table order, each in the spelling this simulator uses."""
+    return [(spellings.get(name, name), param) for name, param in family.channel_params.items() if not param.alternate]
 
 
 class ShureSimulator:
@@ -302,6 +295,10 @@ class ShureSimulator:
             "firmware": FIRMWARE.get(self.family.key, "1.0.0"),
             "model": self.profile.model,
             "family": self.family.key,
+            "rf_band": "G55",
+            "encryption_mode": "off",
+            "front_panel_locked": False,
+            "dante_name": f"{self.profile.model.removesuffix('+')}-{self._random.randrange(10, 99)}",
         }
         self.channels = {index: self._initial_channel(index) for index in range(1, self.profile.channels + 1)}
         self.raw: dict[tuple[int | None, str, int | None], str] = self._initial_raw()
@@ -358,6 +355,10 @@ class ShureSimulator:
         channels = {}
         for index, channel in self.channels.items():
             values = {name: value for name, value in channel.values.items() if name in fields}
+            if "rf_antennas" in fields:
+                values["rf_antennas"] = self._antenna_levels(channel)
+            if "audio_peak_dbfs" in fields:
+                values["audio_peak_dbfs"] = self._audio_peak(channel)
             for rule in self.family.warnings:
                 if not rule.clear_value and rule.warning in channel.warnings:
                     values[self.family.channel_params[rule.param].field] = None  # a marker hides the value
@@ -368,6 +369,17 @@ class ShureSimulator:
             channels[index] = values
         device = {name: value for name, value in self.device.items() if name in self._device_fields()}
         return {"device": device, "channels": channels}
+
+    def _antenna_levels(self, channel: SimChannel) -> dict[str, int]:
+        """RF per antenna: the first antenna carries the channel's level, each further one 2 dB less."""
+        rf = channel.values.get("rf_dbm", NOISE_FLOOR_DBM)
+        count = 4 if self.quadversity else 2
+        return {"ABCD"[i]: rf - 2 * i for i in range(count)}
+
+    @staticmethod
+    def _audio_peak(channel: SimChannel) -> int:
+        """Peaks sit 6 dB above the RMS level, up to full scale."""
+        return int(min(0, channel.values.get("audio_dbfs", SILENCE_DBFS) + 6))
 
     def _device_fields(self) -> set[str]:
         names = {param.field for param in self.family.device_params.values()} | {"family"}
@@ -404,6 +416,16 @@ class ShureSimulator:
             "antenna": "A",
             "audio_dbfs": -24 - 6 * (index % 3),
             "audio_peak": False,
+            "group_channel": f"1,{index:02d}" if family.key in ("ulxd", "qlxd") else f"1,{index}",
+            "tx_id": f"TX{index}",
+            "tx_offset_db": 0,
+            "tx_power": "10mW" if family is AXIENT else "normal",
+            "tx_locked": "none",
+            "tx_talk_switch": False,
+            "battery_health_percent": 96,
+            "battery_cycles": 40 + index,
+            "battery_temp_c": 27,
+            "frequency2_mhz": None,
         }
         values["frequency_mhz"] = round(values["frequency_mhz"], 3)
         if family is UHFR:
@@ -413,21 +435,12 @@ class ShureSimulator:
     def _initial_raw(self) -> dict[tuple[int | None, str, int | None], str]:
         raw: dict[tuple[int | None, str, int | None], str] = {}
         key = self.family.key
-        if key in ("axient", "slxd", "slxd_plus"):
-            raw[(None, "RF_BAND", None)] = brace("G55", 8)
         if key == "axient":
             raw[(None, "QUADVERSITY_MODE", None)] = "ON" if self.quadversity else "OFF"
-            raw[(None, "ENCRYPTION_MODE", None)] = "OFF"
             raw[(None, "TRANSMISSION_MODE", None)] = "STANDARD"
-        if key in ("slxd", "slxd_plus"):
-            raw[(None, "LOCK_STATUS", None)] = "OFF"
-        if key in ("ulxd", "qlxd"):
-            raw[(None, "ENCRYPTION", None)] = "OFF"
         for index in self.channels:
-            if key in ("ulxd", "qlxd", "uhfr"):
-                raw[(index, self.spellings.get("GROUP_CHAN", "GROUP_CHAN"), None)] = "1,01"
-            if key in ("axient", "slxd", "slxd_plus"):
-                raw[(index, self.spellings.get("GROUP_CHANNEL", "GROUP_CHANNEL"), None)] = brace("--,--")
+            if key == "uhfr":
+                raw[(index, "GROUP_CHAN", None)] = "1,01"
             if key == "axient":
                 raw[(index, "FD_MODE", None)] = "OFF"
                 for slot in range(1, self.family.slots + 1):
@@ -506,18 +519,19 @@ class ShureSimulator:
         antenna = values.get("antenna")
         if key in ("ulxd", "qlxd"):
             return f"SAMPLE {index} ALL {antenna_marks(antenna, 2, None)} {rf + 128:03d} {audio + 50:03d}"
+        peak = self._audio_peak(channel) + 120
         if key == "axient":
             quality = values.get("rf_quality_percent")
-            count = 4 if self.quadversity else 2
+            levels = list(self._antenna_levels(channel).values())
             peak_bit = 128 if values.get("audio_peak") else 0
             level_bits = (1 << max(0, min(7, (audio + 60) // 8))) - 1
-            rssi = " ".join(f"{31 if i == 0 else 0:02d} {rf + 120 - (2 * i if i else 0):03d}" for i in range(count))
+            rssi = " ".join(f"{31 if i == 0 else 0:02d} {level + 120:03d}" for i, level in enumerate(levels))
             return (
                 f"SAMPLE {index} ALL {255 if quality is None else quality // 20:03d} {peak_bit | level_bits:03d} "
-                f"{min(120, audio + 126):03d} {audio + 120:03d} {antenna_marks(antenna, count, 'B')} {rssi}"
+                f"{peak:03d} {audio + 120:03d} {antenna_marks(antenna, len(levels), 'B')} {rssi}"
             )
         if key in ("slxd", "slxd_plus"):
-            return f"SAMPLE {index} ALL {min(120, audio + 126):03d} {audio + 120:03d} {rf + 120:03d}"
+            return f"SAMPLE {index} ALL {peak:03d} {audio + 120:03d} {rf + 120:03d}"
         bars = values.get("battery_bars")
         bitmap = (1 << (8 + audio // 6)) - 1 if audio > -48 else 0
         return f"SAMPLE {index} ALL {antenna_marks(antenna, 2, None)} {-rf} X {255 if bars is None else bars} {bitmap}"
@@ -610,9 +624,9 @@ class ShureSimulator:
         if report.channel is None:
             if param == "FLASH" and family.key != "psm1000" and value.upper() in ("ON", "OFF"):
                 self.broadcast([f"{verb} FLASH {value.upper()}"])
-            elif param == "DEVICE_ID" and "DEVICE_ID" in family.device_params and self._name_ok(value, True):
+            elif param == family.device_name_param and param in family.device_params and self._name_ok(value, True):
                 self.device["name"] = value
-                self.broadcast(self._device_lines()[:1])
+                self.broadcast(line for line in self._device_lines() if line.split()[1] == param)
             else:
                 self._error(peer)
             return
@@ -640,8 +654,8 @@ class ShureSimulator:
             pass
         elif param == "FREQUENCY" and "frequency_mhz" in family.fields and self._frequency_ok(value):
             self.set_channel(channel.index, frequency_mhz=int(value) / 1000, echo=True)
-            if family is SLXD_PLUS:
-                self.broadcast([f"{verb} {channel.index} GROUP_CHANNEL {brace('--,--')}"])
+            if family is SLXD_PLUS:  # a frequency set by hand leaves the group/channel preset (CO SLX-D+ notes)
+                self.set_channel(channel.index, group_channel=None)
         elif param == "FLASH" and family.channel_flash and value.upper() in ("ON", "OFF"):
             self.broadcast([f"{verb} {channel.index} FLASH {value.upper()}"])
         elif (
@@ -736,6 +750,14 @@ class ShureSimulator:
             "rf_quality_percent",
             "antenna",
             "audio_dbfs",
+            "tx_id",
+            "tx_offset_db",
+            "tx_power",
+            "tx_locked",
+            "tx_talk_switch",
+            "battery_health_percent",
+            "battery_cycles",
+            "battery_temp_c",
         )
         if present:
             changes = {name: channel.tx_memory[name] for name in tx_fields if name in channel.tx_memory}

@@ -46,6 +46,26 @@ def on_off(on: str = "ON", off: str = "OFF", unknown: str = "UNKN") -> Encoder:
     return lambda value: unknown if value is None else on if value else off
 
 
+def preset() -> Encoder:
+    """AD/SLX-D GROUP_CHANNEL: ``{1,12 }`` padded to 5, ``{--,--}`` with no preset chosen (MB-API, SX-PROTO)."""
+    return lambda value: "{" + (value or "--,--").ljust(5) + "}"
+
+
+def upper_word(unknown: str = "UNKN") -> Encoder:
+    """A model enum in lower case (``normal``, ``menu``) sent as the device's upper-case token."""
+    return lambda value: unknown if value is None else str(value).upper()
+
+
+def milliwatts() -> Encoder:
+    """``10mW`` -> ``010`` (AD TX_POWER_LEVEL, 255 unknown)."""
+    return lambda value: f"{UNKNOWN_NUMBER if value is None else int(str(value).removesuffix('mW')):03d}"
+
+
+def lock_share(share: str) -> Encoder:
+    """ULX-D's TX_PWR_LOCK / TX_MENU_LOCK: ON when the model's lock (none|power|menu|all) includes ``share``."""
+    return lambda value: "UNKN" if value is None else "ON" if value in (share, "all") else "OFF"
+
+
 def antenna_marks(letters: str | None, count: int, active: str | None) -> str:
     """The antenna field: one character per antenna, X when idle, else ``active`` (None: its own letter)."""
     chosen = letters or ""
@@ -58,10 +78,12 @@ def antenna(active: str | None) -> Encoder:
 
 @dataclass(frozen=True, slots=True)
 class WireParam:
-    """A parameter the device reports and the model field its value comes from."""
+    """A parameter the device reports and the model field its value comes from; an ``alternate`` is a second
+    spelling of another parameter, sent only when a simulator is told to use it."""
 
     field: str
     encode: Encoder
+    alternate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +117,7 @@ class WireFamily:
     channel_flash: bool = False
     slots: int = 0
     udp: bool = False
+    device_name_param: str = "DEVICE_ID"
 
     @property
     def meters(self) -> bool:
@@ -146,6 +169,16 @@ def _ulx(key: str, mute: bool) -> WireFamily:
         "RX_RF_LVL": WireParam("rf_dbm", digits(3, 128)),
         "AUDIO_LVL": WireParam("audio_dbfs", digits(3, 50)),
         "RF_ANTENNA": WireParam("antenna", antenna(None)),
+        # CO src/internalAPI.js getChannel: the ulx-d/qlx-d rx and tx parameter lists
+        "GROUP_CHAN": WireParam("group_channel", bare("--,--")),
+        "TX_DEVICE_ID": WireParam("tx_id", padded(8)),
+        "TX_OFFSET": WireParam("tx_offset_db", digits(3)),
+        "TX_RF_PWR": WireParam("tx_power", upper_word()),
+        "TX_PWR_LOCK": WireParam("tx_locked", lock_share("power")),
+        "TX_MENU_LOCK": WireParam("tx_locked", lock_share("menu")),
+        "TX_MUTE_BUTTON_STATUS": WireParam("tx_talk_switch", on_off(on="PRESSED", off="RELEASED")),
+        "BATT_CYCLE": WireParam("battery_cycles", digits(5, unknown=UNKNOWN_RUNTIME)),
+        "BATT_TEMP_C": WireParam("battery_temp_c", digits(3, 40)),
     }
     if mute:
         channel["AUDIO_MUTE"] = WireParam("muted", on_off())
@@ -154,7 +187,7 @@ def _ulx(key: str, mute: bool) -> WireFamily:
         key=key,
         framing=ANGLE,
         channel_params=channel,
-        device_params=_receiver(8, 18, model=False),
+        device_params={**_receiver(8, 18, model=False), "ENCRYPTION": WireParam("encryption_mode", upper_word())},
         warnings=(
             *interference,
             WireWarning("encryption", "ENCRYPTION_WARNING", frozenset({"ON"}), "OFF"),
@@ -177,21 +210,29 @@ def _slx(key: str, plus: bool) -> WireFamily:
         "FREQUENCY": WireParam("frequency_mhz", khz(7)),
         "AUDIO_GAIN": WireParam("gain_db", digits(3, GAIN_OFFSET)),
         "TX_MODEL": model,
-        "TX_TYPE": model,  # the other spelling some firmware and pyslxd's mock use
+        "TX_TYPE": WireParam("tx_model", bare("UNKNOWN"), alternate=True),  # some firmware and pyslxd's mock
         "TX_BATT_BARS": WireParam("battery_bars", digits(3)),
         "TX_BATT_MINS": WireParam("battery_runtime_min", digits(5, unknown=UNKNOWN_RUNTIME)),
         "AUDIO_LEVEL_RMS": WireParam("audio_dbfs", digits(3, 120)),
         "RSSI": WireParam("rf_dbm", digits(3, 120)),
+        "GROUP_CHANNEL": WireParam("group_channel", preset()),
+    }
+    device = {
+        **_receiver(8, 24, model=True),
+        "RF_BAND": WireParam("rf_band", padded(8)),
+        "LOCK_STATUS": WireParam("front_panel_locked", on_off(on="ALL")),
     }
     if plus:
         channel["ANTENNA_STATUS"] = WireParam("antenna", antenna("B"))
+        device["ENCRYPTION_MODE"] = WireParam("encryption_mode", upper_word())
+        device["NA_DEVICE_NAME"] = WireParam("dante_name", padded(31))
     return WireFamily(
         key=key,
         framing=ANGLE,
         channel_params=channel,
-        device_params=_receiver(8, 24, model=True),
+        device_params=device,
         warnings=(*((INTERFERENCE_AD, ENCRYPTION_AD) if plus else ()), *_runtime_markers("TX_BATT_MINS")),
-        sample_fields=frozenset({"audio_dbfs", "rf_dbm"}),
+        sample_fields=frozenset({"audio_peak_dbfs", "audio_dbfs", "rf_dbm"}),
         name_max=8,
         name_width=31,
         device_name_width=8,
@@ -227,15 +268,32 @@ AXIENT: Final = WireFamily(
         "CHAN_QUALITY": WireParam("rf_quality_percent", digits(3, per_step=20)),
         "RSSI": WireParam("rf_dbm", digits(3, 120)),
         "ANTENNA_STATUS": WireParam("antenna", antenna("B")),
+        # CO src/internalAPI.js getChannel: the ad rx and tx parameter lists
+        "GROUP_CHANNEL": WireParam("group_channel", preset()),
+        "FREQUENCY2": WireParam("frequency2_mhz", khz(7)),
+        "TX_DEVICE_ID": WireParam("tx_id", padded(31)),
+        "TX_OFFSET": WireParam("tx_offset_db", digits(3, 12)),
+        "TX_POWER_LEVEL": WireParam("tx_power", milliwatts()),
+        "TX_LOCK": WireParam("tx_locked", upper_word("UNKNOWN")),
+        "TX_TALK_SWITCH": WireParam("tx_talk_switch", on_off(unknown="UNKNOWN")),
+        "TX_BATT_HEALTH_PERCENT": WireParam("battery_health_percent", digits(3)),
+        "TX_BATT_CYCLE_COUNT": WireParam("battery_cycles", digits(5, unknown=UNKNOWN_RUNTIME)),
+        "TX_BATT_TEMP_C": WireParam("battery_temp_c", digits(3, 40)),
     },
-    device_params=_receiver(31, 24, model=True),
+    device_params={
+        **_receiver(31, 24, model=True),
+        "RF_BAND": WireParam("rf_band", padded(8)),
+        "ENCRYPTION_MODE": WireParam("encryption_mode", upper_word()),
+    },
     warnings=(
         INTERFERENCE_AD,
         ENCRYPTION_AD,
         WireWarning("unregistered_tx", "UNREGISTERED_TX_STATUS", frozenset({"ERROR"}), "OK"),
         *_runtime_markers("TX_BATT_MINS"),
     ),
-    sample_fields=frozenset({"rf_quality_percent", "audio_peak", "audio_dbfs", "antenna", "rf_dbm"}),
+    sample_fields=frozenset(
+        {"rf_quality_percent", "audio_peak", "audio_peak_dbfs", "audio_dbfs", "antenna", "rf_dbm", "rf_antennas"}
+    ),
     name_max=31,
     name_width=31,
     device_name_width=31,
@@ -254,7 +312,7 @@ UHFR: Final = WireFamily(
         "CHAN_NAME": WireParam("name", bare("")),  # bare names in the only public fixture (WB)
         "FREQUENCY": WireParam("frequency_mhz", khz(6)),
         "TX_BAT": WireParam("battery_bars", digits(3)),
-        "BATT_BARS": WireParam("battery_bars", digits(3)),
+        "BATT_BARS": WireParam("battery_bars", digits(3), alternate=True),
     },
     device_params={"MODEL": WireParam("model", bare(""))},
     warnings=(),
