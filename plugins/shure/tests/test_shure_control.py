@@ -50,6 +50,19 @@ ROUND_TRIPS: dict[str, list[tuple[CommandKind, Any, str, Any]]] = {
 }
 
 
+async def test_in_ear_transmitter_goes_off_air_and_back_and_takes_a_new_name() -> None:
+    async with ShureSimulator("p10t", seed=3) as sim, DriverHarness("shure") as hub:
+        device = await hub.device(hub.add(sim.url))
+        off_air = await hub.apply(Command(device_id=device.id, channel=2, kind=CommandKind.RF_OUTPUT, value=False))
+        assert (off_air.ok, off_air.value, sim.channels[2].values["tx_muted"]) == (True, False, True)
+        assert hub.store.get(device.id).channel(2).tx_muted is True  # type: ignore[union-attr]
+        on_air = await hub.apply(Command(device_id=device.id, channel=2, kind=CommandKind.RF_OUTPUT, value=True))
+        assert (on_air.ok, sim.channels[2].values["tx_muted"]) == (True, False)
+        renamed = await hub.apply(Command(device_id=device.id, kind=CommandKind.DEVICE_NAME, value="IEM A"))
+        assert renamed.ok and sim.device["name"] == "IEM A"
+        await wait_until_agreed(hub, device.id, sim, "after the commands")
+
+
 @pytest.mark.parametrize("model", sorted(ROUND_TRIPS))
 async def test_control_round_trip(model: str) -> None:
     async with ShureSimulator(model, seed=3) as sim, DriverHarness("shure") as hub:

@@ -241,7 +241,10 @@ def test_set_encoding_follows_the_reference() -> None:
     assert wire(AXIENT, _command(CommandKind.RF_OUTPUT, False, slot=3)) == b"< SET 1 SLOT_RF_OUTPUT 3 RF_MUTE >"
     assert wire(SLXD, _command(CommandKind.IDENTIFY, None, channel=None)) == b"< SET FLASH ON >"
     assert wire(SLXD, _command(CommandKind.METER_RATE, 100, channel=None)) == b"< SET 0 METER_RATE 00100 >"
-    assert wire(PSM1000, _command(CommandKind.NAME, "IEM 1")) == b"< SET 1 CHAN_NAME {IEM 1} >\r\n"
+    # the P10T takes bare names and RF_MUTE 0|1 (CO PSM1000 module src/actions.js)
+    assert wire(PSM1000, _command(CommandKind.NAME, "IEM 1")) == b"< SET 1 CHAN_NAME IEM 1 >\r\n"
+    assert wire(PSM1000, _command(CommandKind.RF_OUTPUT, False)) == b"< SET 1 RF_MUTE 1 >\r\n"
+    assert wire(PSM1000, _command(CommandKind.DEVICE_NAME, "IEM", channel=None)) == b"< SET DEVICE_NAME IEM >\r\n"
 
 
 @pytest.mark.parametrize(

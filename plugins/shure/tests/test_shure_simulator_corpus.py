@@ -27,7 +27,7 @@ MODELS = {
     "uhfr": "ur4d",
 }
 # sources whose values are not a device's own output: their lines name parameters, not shapes
-NOT_SHAPES = frozenset({"WB-TEST", "CO-API", "HUB", "ISSUE17"})
+NOT_SHAPES = frozenset({"WB-TEST", "CO-API", "CO-PSM", "HUB", "ISSUE17"})
 
 
 def reports(data: bytes, framing: Framing) -> list[Report]:

@@ -94,6 +94,8 @@ async def test_family_transcript_in_both_directions(name: str) -> None:
         ("ulxd", Command(device_id="", channel=1, kind=CommandKind.MUTE, value=True), True),
         ("slxd", Command(device_id="", channel=1, kind=CommandKind.GAIN, value=22), 22),
         ("slxd_plus", Command(device_id="", channel=1, kind=CommandKind.NAME, value="Lead Vox"), "Lead Vox"),
+        # the P10T's RF mute, as CO's PSM1000 module sets it: RF back on air is RF_MUTE 0
+        ("psm1000", Command(device_id="", channel=2, kind=CommandKind.RF_OUTPUT, value=True), True),
         # metered per channel since it refused channel 0: a new rate goes to each channel too
         ("fault_refuses_all_channels", Command(device_id="", kind=CommandKind.METER_RATE, value=500), 500),
     ],

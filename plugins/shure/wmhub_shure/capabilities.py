@@ -49,7 +49,7 @@ def capabilities_of(family: Family) -> Capabilities:
     if CommandKind.METER_RATE in controls:
         limits[CommandKind.METER_RATE] = CommandLimits(channel=True, device=True)
     if CommandKind.RF_OUTPUT in controls:
-        limits[CommandKind.RF_OUTPUT] = CommandLimits(slots=family.slots)
+        limits[CommandKind.RF_OUTPUT] = CommandLimits(slots=family.slots or None)  # P10T: none
     return Capabilities(channel_fields=family.fields, commands=limits)
 
 

@@ -130,7 +130,7 @@ def word(unknown: frozenset[str] = UNKNOWN_TEXT, aliases: Mapping[str, str] | No
 
 def milliwatts(width: int = 3) -> Codec:
     """An RF power in mW as digits (``010``, 255 unknown) <-> the model's ``10mW``."""
-    digits = number(width=width)
+    digits = number(width=width, valid=(0, 1000))
 
     def decode(value: str) -> str | None:
         power = digits.decode(value)
@@ -274,7 +274,7 @@ RUNTIME: Final = number(
 GAIN: Final = number(offset=GAIN_OFFSET)
 QUALITY: Final = number(scale=20, valid=(0, 100))  # AD channel quality 0..5 -> percent
 ON_OFF: Final = switch()
-CYCLES: Final = number(width=5, unknown=(65535,))
+CYCLES: Final = number(width=5, unknown=(65535,), valid=(0, 65534))
 # CO's internalAPI.js notes BATT_TEMP_C as "+40, 255=UNKN" (and then shows the wire value plus 40, which would
 # make a pack at room temperature read over 100 degrees): read here as degrees C + 40 on the wire, and a reading
 # outside -40..+100 degrees C as unknown (unverified against a device).
@@ -317,6 +317,7 @@ class Family:
     # receiver-level state the device reports in GET ALL (band, encryption, locks), never asked at detection
     device_state: Mapping[str, Param] = field(default_factory=dict)
     device_name_param: str = "DEVICE_ID"  # the receiver's own name; the P10T calls it DEVICE_NAME
+    braced_names: bool = True  # names travel in {braces}; the P10T's bare (CO PSM1000 module)
 
     @property
     def fields(self) -> frozenset[str]:
@@ -571,6 +572,9 @@ UHFR: Final = Family(
     udp=True,
 )
 
+# PSM1000 (P10T), from bitfocus/companion-module-shure-psm1000 src/index.js (the GETs it sends), src/actions.js
+# (SET strings: bare names, RF_MUTE 0|1, RF_TX_LVL 10|50|100) and src/internalAPI.js (it reads REPORT lines, and
+# files the power level under RF_TX_LEVEL although it asks for RF_TX_LVL: both spellings are read).
 PSM1000: Final = Family(
     key="psm1000",
     label="PSM1000",
@@ -579,19 +583,26 @@ PSM1000: Final = Family(
     channel_params={
         "CHAN_NAME": Param("name", text(8)),
         "FREQUENCY": Param("frequency_mhz", frequency(6)),
+        "GROUP_CHAN": Param("group_channel", GROUP_CHANNEL),
+        "RF_TX_LVL": Param("tx_power", milliwatts()),
+        "RF_TX_LEVEL": Param("tx_power", milliwatts()),
+        # the P10T is the transmitter: its RF mute is the transmitter's mute (1 muted, 0 on air)
+        "RF_MUTE": Param("tx_muted", switch(on="1", off="0")),
     },
-    # the P10T names itself with DEVICE_NAME (bitfocus/companion-module-shure-psm1000 src/internalAPI.js)
     device_params={"DEVICE_NAME": Param("name", text(8))},
     warnings=(),
     sample=None,
     sample_fields=frozenset(),
-    controls=frozenset({CommandKind.NAME, CommandKind.FREQUENCY}),
+    # DEVICE_NAME as a SET is sent by no public client (unverified); a P10T without it answers ERR, reported
+    controls=frozenset({CommandKind.NAME, CommandKind.FREQUENCY, CommandKind.RF_OUTPUT, CommandKind.DEVICE_NAME}),
     name_max=8,
-    name_width=8,
+    name_width=0,
     device_name_width=8,
     freq_digits=6,
     tx_model_param=None,
     battery_param=None,
+    device_name_param="DEVICE_NAME",
+    braced_names=False,
 )
 
 FAMILIES: Final = {family.key: family for family in (ULXD, QLXD, AXIENT, SLXD, SLXD_PLUS, UHFR, PSM1000)}
@@ -692,10 +703,12 @@ def build_set(family: Family, command: Command, gain_now: float | None = None) -
     value = command.value
     if kind is CommandKind.NAME:
         name = check_name(value, family.name_max)
-        return SetRequest(channel, "CHAN_NAME", (brace(name),), expected=name, confirm=_decoded(text()))
+        wire = brace(name) if family.braced_names else name
+        return SetRequest(channel, "CHAN_NAME", (wire,), expected=name, confirm=_decoded(text()))
     if kind is CommandKind.DEVICE_NAME:
         name = check_name(value, family.device_name_width)
-        return SetRequest(None, "DEVICE_ID", (brace(name),), expected=name, confirm=_decoded(text()))
+        wire = brace(name) if family.braced_names else name
+        return SetRequest(None, family.device_name_param, (wire,), expected=name, confirm=_decoded(text()))
     if kind is CommandKind.MUTE:
         if value == "toggle":
             return SetRequest(channel, "AUDIO_MUTE", ("TOGGLE",), confirm=_decoded(ON_OFF))
@@ -727,6 +740,13 @@ def build_set(family: Family, command: Command, gain_now: float | None = None) -
     if kind is CommandKind.METER_RATE:
         rate = check_meter_rate(value)
         return SetRequest(0, "METER_RATE", (f"{rate:05d}",), expected=rate, confirm=_decoded(number(width=5)))
+    if kind is CommandKind.RF_OUTPUT and not family.slots:
+        # a transmitter without slots (P10T): RF_MUTE 1 takes it off air, 0 puts it back (CO PSM1000 actions.js)
+        if not isinstance(value, bool):
+            raise InvalidValueError(f"rf_output takes true (RF on) or false (RF muted), got {value!r}")
+        return SetRequest(
+            channel, "RF_MUTE", ("0" if value else "1",), expected=value, confirm=lambda report: report.value == "0"
+        )
     if kind is CommandKind.RF_OUTPUT:
         slot = command.slot
         if slot is None or not 1 <= slot <= family.slots:

@@ -416,10 +416,10 @@ class ShureSimulator:
             "antenna": "A",
             "audio_dbfs": -24 - 6 * (index % 3),
             "audio_peak": False,
-            "group_channel": f"1,{index:02d}" if family.key in ("ulxd", "qlxd") else f"1,{index}",
+            "group_channel": f"1,{index:02d}" if family.key in ("ulxd", "qlxd", "psm1000") else f"1,{index}",
             "tx_id": f"TX{index}",
             "tx_offset_db": 0,
-            "tx_power": "10mW" if family is AXIENT else "normal",
+            "tx_power": "10mW" if family is AXIENT else "50mW" if family is PSM1000 else "normal",
             "tx_locked": "none",
             "tx_talk_switch": False,
             "battery_health_percent": 96,
@@ -462,7 +462,7 @@ class ShureSimulator:
     # wire encoding
 
     def _verb(self) -> str:
-        return "REPORT" if self.family.udp else "REP"
+        return self.family.reply_verb
 
     def _message(self, body: str) -> bytes:
         framing = self.family.framing
@@ -656,6 +656,8 @@ class ShureSimulator:
             self.set_channel(channel.index, frequency_mhz=int(value) / 1000, echo=True)
             if family is SLXD_PLUS:  # a frequency set by hand leaves the group/channel preset (CO SLX-D+ notes)
                 self.set_channel(channel.index, group_channel=None)
+        elif param == "RF_MUTE" and param in family.channel_params and value in ("0", "1"):
+            self.set_channel(channel.index, tx_muted=value == "1")
         elif param == "FLASH" and family.channel_flash and value.upper() in ("ON", "OFF"):
             self.broadcast([f"{verb} {channel.index} FLASH {value.upper()}"])
         elif (

@@ -8,7 +8,7 @@ from typing import Final
 from hub.drivers import with_options
 from wmhub_shure.simulator.core import ShureSimulator
 
-DEMO_MODELS: Final = ("ulxd4q", "ad4d", "slxd4q+", "qlxd4", "ur4d")
+DEMO_MODELS: Final = ("ulxd4q", "ad4d", "slxd4q+", "qlxd4", "ur4d", "p10t")  # p10t: a PSM1000 in-ear transmitter
 
 
 class ShureDemoFleet:

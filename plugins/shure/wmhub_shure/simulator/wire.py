@@ -118,6 +118,7 @@ class WireFamily:
     slots: int = 0
     udp: bool = False
     device_name_param: str = "DEVICE_ID"
+    reply_verb: str = "REP"  # UHF-R and the P10T answer REPORT
 
     @property
     def meters(self) -> bool:
@@ -324,19 +325,30 @@ UHFR: Final = WireFamily(
     tx_model_param=None,
     battery_param="TX_BAT",
     udp=True,
+    reply_verb="REPORT",
 )
 
+# The P10T as bitfocus/companion-module-shure-psm1000 talks to it: REPORT replies with bare values (its parser
+# splits them on spaces and keeps no braces), RF_MUTE 1|0, RF_TX_LVL in mW without padding (10|50|100).
 PSM1000: Final = WireFamily(
     key="psm1000",
     framing=ANGLE_CRLF,
-    channel_params={"CHAN_NAME": WireParam("name", padded(8)), "FREQUENCY": WireParam("frequency_mhz", khz(6))},
-    device_params={"DEVICE_NAME": WireParam("name", padded(8))},  # CO PSM1000 module; no FW_VER there
+    channel_params={
+        "CHAN_NAME": WireParam("name", bare("")),
+        "FREQUENCY": WireParam("frequency_mhz", khz(6)),
+        "GROUP_CHAN": WireParam("group_channel", bare("--,--")),
+        "RF_TX_LVL": WireParam("tx_power", lambda value: "UNKN" if value is None else str(value).removesuffix("mW")),
+        "RF_MUTE": WireParam("tx_muted", on_off(on="1", off="0")),
+    },
+    device_params={"DEVICE_NAME": WireParam("name", bare(""))},  # no FW_VER in CO's PSM1000 module
     warnings=(),
     sample_fields=frozenset(),
     name_max=8,
-    name_width=8,
+    name_width=0,
     device_name_width=8,
     freq_digits=6,
     tx_model_param=None,
     battery_param=None,
+    device_name_param="DEVICE_NAME",
+    reply_verb="REPORT",
 )
