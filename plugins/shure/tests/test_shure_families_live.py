@@ -72,3 +72,17 @@ async def test_slxd_plus_spellings_and_quadversity_are_understood() -> None:
         assert driver.raw[(1, "LINK_STATUS", 1)] == "online"  # type: ignore[attr-defined]
         quad_channel = hub.store.get(quad_device.handle.device_id).channel(2)  # type: ignore[union-attr]
         assert quad_channel is not None and quad_channel.rf_antennas == {"A": -44, "B": -46, "C": -48, "D": -50}
+
+
+@pytest.mark.parametrize("model", ["ulxd4d", "ad4d", "slxd4d+"])
+async def test_receiver_settings_and_key_mismatch_reach_the_hub(model: str) -> None:
+    async with ShureSimulator(model, seed=5) as sim, DriverHarness("shure") as hub:
+        managed = hub.add(sim.url)
+        device = await hub.device(managed)
+        await wait_until_agreed(hub, device.id, sim, "encryption off")
+        assert {channel.encryption for channel in hub.store.get(device.id).channels} == {"off"}  # type: ignore[union-attr]
+        sim.set_device(encryption_mode="auto" if model.startswith("ulxd") else "on", front_panel_locked=True)
+        sim.set_channel(2, warnings={"encryption"})
+        await wait_until_agreed(hub, device.id, sim, "encryption on, channel 2 keys mismatched")
+        channels = hub.store.get(device.id).channels  # type: ignore[union-attr]
+        assert [channel.encryption for channel in channels] == ["on", "mismatch"]

@@ -33,6 +33,7 @@ from wmhub_shure.families import (
     Family,
     SetRequest,
     build_set,
+    channel_encryption,
     family_of_model,
     supported_families,
     tx_lock_of,
@@ -125,6 +126,8 @@ class ShureDriver(Driver):
         self._warnings: dict[int, set[str]] = {}
         self._rssi: dict[int, dict[int, int]] = {}
         self._parts: dict[tuple[int, str], dict[str, Any]] = {}  # shares of a field two parameters fill
+        self._encryption_mode: str | None = None
+        self._key_mismatch: dict[int, bool] = {}  # per channel, once its encryption status was reported
         self._keepalive: asyncio.Task[None] | None = None
         self._meter_channels = [0]  # where METER_RATE went: channel 0 (all), or each channel that took it
 
@@ -508,8 +511,13 @@ class ShureDriver(Driver):
             spec = family.device_params.get(report.param) or family.device_state.get(report.param)
             if spec is None:
                 self._keep_raw((None, report.param, report.index), report.value)
-            else:
-                self.sink.update_device({spec.field: spec.codec.decode(report.value)})
+                return
+            value = spec.codec.decode(report.value)
+            self.sink.update_device({spec.field: value})
+            if spec.field == "encryption_mode":
+                self._encryption_mode = value
+                for index, mismatch in self._key_mismatch.items():
+                    self.sink.update_channel(index, {"encryption": channel_encryption(value, mismatch)})
             return
         if not 0 < channel <= self.channel_count:
             return
@@ -540,6 +548,9 @@ class ShureDriver(Driver):
                 else:
                     active.discard(rule.warning)
             fields["warnings"] = sorted(active)
+            if report.param == family.encryption_param:
+                mismatch = self._key_mismatch[channel] = "encryption" in active
+                fields["encryption"] = channel_encryption(self._encryption_mode, mismatch)
         if fields:
             self.sink.update_channel(channel, fields)
         else:

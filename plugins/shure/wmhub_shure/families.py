@@ -155,6 +155,15 @@ def engaged(off: str = "OFF") -> Codec:
     return Codec(decode, encode)
 
 
+def channel_encryption(mode: str | None, mismatch: bool | None) -> str | None:
+    """A channel's link encryption: ``mismatch`` when its keys disagree, else on or off as the receiver is set."""
+    if mismatch:
+        return "mismatch"
+    if mismatch is None or mode is None:
+        return None
+    return "off" if mode == "off" else "on"
+
+
 def tx_lock_of(power: bool | None, menu: bool | None) -> str | None:
     """ULX-D/QLX-D report the power and menu locks apart; the model names them together, as AD's TX_LOCK does."""
     if power is None or menu is None:
@@ -318,6 +327,9 @@ class Family:
     device_state: Mapping[str, Param] = field(default_factory=dict)
     device_name_param: str = "DEVICE_ID"  # the receiver's own name; the P10T calls it DEVICE_NAME
     braced_names: bool = True  # names travel in {braces}; the P10T's bare (CO PSM1000 module)
+    # the channel parameter whose "encryption" warning says the link's keys do not match (ENCRYPTION_WARNING ON,
+    # ENCRYPTION_STATUS ERROR); with the receiver's encryption_mode it gives the channel's encryption field
+    encryption_param: str | None = None
 
     @property
     def fields(self) -> frozenset[str]:
@@ -327,6 +339,8 @@ class Family:
             names.add("warnings")
         if self.tx_model_param or self.battery_param:
             names.add("tx_present")
+        if self.encryption_param:
+            names.add("encryption")
         return frozenset(names)
 
     def warnings_for(self, param: str) -> tuple[WarningRule, ...]:
@@ -409,6 +423,7 @@ def _ulx_family(
         battery_param="BATT_BARS",
         # ULX-D: OFF | MANUAL | AUTO, QLX-D: OFF | ON (CO src/internalAPI.js receiver notes)
         device_state={"ENCRYPTION": Param("encryption_mode", ENCRYPTION_MODE)},
+        encryption_param="ENCRYPTION_WARNING",
     )
 
 
@@ -479,6 +494,7 @@ AXIENT: Final = Family(
     battery_param="TX_BATT_BARS",
     channel_flash=True,
     slots=8,
+    encryption_param="ENCRYPTION_STATUS",
 )
 
 
@@ -538,6 +554,7 @@ def _slx_family(key: str, label: str, models: Mapping[str, int], plus: bool) -> 
         channel_flash=True,
         slots=2 if plus else 0,
         device_state=_slx_device_state(plus),
+        encryption_param="ENCRYPTION_STATUS" if plus else None,
     )
 
 

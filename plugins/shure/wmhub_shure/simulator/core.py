@@ -366,6 +366,9 @@ class ShureSimulator:
                 values["warnings"] = sorted(channel.warnings)
             if "tx_present" in fields:
                 values["tx_present"] = self._tx_present(channel)
+            if "encryption" in fields:
+                keyed = self.device["encryption_mode"] != "off"
+                values["encryption"] = "mismatch" if "encryption" in channel.warnings else "on" if keyed else "off"
             channels[index] = values
         device = {name: value for name, value in self.device.items() if name in self._device_fields()}
         return {"device": device, "channels": channels}
@@ -730,6 +733,12 @@ class ShureSimulator:
         if "warnings" in changes:
             changed_params |= {rule.param for rule in self.family.warnings}
         self.broadcast(line for line in lines if line.split()[2] in changed_params)
+
+    def set_device(self, **changes: Any) -> None:
+        """Change receiver-level fields (encryption_mode, front_panel_locked, ...) and push their REPs."""
+        self.device.update(changes)
+        changed = {wire for wire, param in self.family.device_params.items() if param.field in changes}
+        self.broadcast(line for line in self._device_lines() if line.split()[1] in changed)
 
     def set_name(self, index: int, name: str) -> None:
         """The name was changed at the front panel."""

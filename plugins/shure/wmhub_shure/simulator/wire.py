@@ -119,6 +119,7 @@ class WireFamily:
     udp: bool = False
     device_name_param: str = "DEVICE_ID"
     reply_verb: str = "REP"  # UHF-R and the P10T answer REPORT
+    encryption_param: str | None = None  # the channel status that reports mismatched keys
 
     @property
     def meters(self) -> bool:
@@ -132,6 +133,8 @@ class WireFamily:
             names.add("warnings")
         if self.tx_model_param or self.battery_param:
             names.add("tx_present")
+        if self.encryption_param:
+            names.add("encryption")
         return frozenset(names)
 
     def warnings_for(self, param: str) -> tuple[WireWarning, ...]:
@@ -201,6 +204,7 @@ def _ulx(key: str, mute: bool) -> WireFamily:
         freq_digits=6,
         tx_model_param="TX_TYPE",
         battery_param="BATT_BARS",
+        encryption_param="ENCRYPTION_WARNING",
     )
 
 
@@ -243,6 +247,7 @@ def _slx(key: str, plus: bool) -> WireFamily:
         rssi_antennas=0 if plus else 2,  # SLX-D+ sends one diversity RSSI (CO SLX-D+ notes, fw 2.0.38.9)
         channel_flash=True,
         slots=2 if plus else 0,
+        encryption_param="ENCRYPTION_STATUS" if plus else None,
     )
 
 
@@ -304,6 +309,7 @@ AXIENT: Final = WireFamily(
     rssi_antennas=2,
     channel_flash=True,
     slots=8,
+    encryption_param="ENCRYPTION_STATUS",
 )
 
 UHFR: Final = WireFamily(
