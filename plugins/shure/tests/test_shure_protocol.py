@@ -65,6 +65,23 @@ def test_error_reply_is_recognised() -> None:
 
 
 @pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        # CO docs/SLXDplus-protocol.md: the literal example, and "na" while the address is assigned automatically
+        (
+            "SC AUTO 192.168.001.025 255.255.255.000 000.000.000.000 00:0E:DD:45:60:EB",
+            {"ip_address": "192.168.1.25", "mac_address": "00:0E:DD:45:60:EB"},
+        ),
+        ("SC AUTO na na na 00:0e:dd:45:60:eb", {"ip_address": None, "mac_address": "00:0E:DD:45:60:EB"}),
+        ("SC", {"ip_address": None, "mac_address": None}),
+        ("SC MANUAL 300.1.1.1 255.0.0.0 0.0.0.0 junk", {"ip_address": None, "mac_address": None}),
+    ],
+)
+def test_network_settings_give_address_and_mac(settings: str, expected: dict[str, Any]) -> None:
+    assert SLXD_PLUS.device_state["NET_SETTINGS"].decode(settings) == expected
+
+
+@pytest.mark.parametrize(
     ("family", "line", "field", "expected"),
     [
         (AXIENT, b"< REP 1 AUDIO_MUTE OFF >", "muted", False),

@@ -321,6 +321,9 @@ class ShureDriver(Driver):
             # SLX-D+ firmware 2.0.38.9 refuses GET 0 ALL and dumps one channel per GET n ALL (CO SLX-D+ notes)
             for channel in range(1, self.channel_count + 1):
                 self._track(channel, "GET", "ALL")
+        if family.network_query:
+            param, *values = family.network_query
+            self._track(None, "GET", param, *values)
 
     async def _start_metering(self) -> None:
         family = self.family
@@ -512,10 +515,10 @@ class ShureDriver(Driver):
             if spec is None:
                 self._keep_raw((None, report.param, report.index), report.value)
                 return
-            value = spec.codec.decode(report.value)
-            self.sink.update_device({spec.field: value})
-            if spec.field == "encryption_mode":
-                self._encryption_mode = value
+            device_fields = spec.decode(report.value)
+            self.sink.update_device(device_fields)
+            if "encryption_mode" in device_fields:
+                value = self._encryption_mode = device_fields["encryption_mode"]
                 for index, mismatch in self._key_mismatch.items():
                     self.sink.update_channel(index, {"encryption": channel_encryption(value, mismatch)})
             return

@@ -164,6 +164,20 @@ def channel_encryption(mode: str | None, mismatch: bool | None) -> str | None:
     return "off" if mode == "off" else "on"
 
 
+def network_settings(value: str) -> dict[str, Any]:
+    """``SC AUTO 192.168.001.025 255.255.255.000 000.000.000.000 00:0E:DD:45:60:EB`` (CO docs/SLXDplus-protocol.md,
+    interface, mode, address, mask, gateway, MAC) -> ip_address (zero padding dropped) and mac_address."""
+    tokens = value.split()
+    address = tokens[2] if len(tokens) > 2 else ""
+    octets = address.split(".")
+    if len(octets) == 4 and all(octet.isdigit() and int(octet) < 256 for octet in octets):
+        address = ".".join(str(int(octet)) for octet in octets)
+    else:
+        address = ""  # "na" while the address is being assigned, or junk
+    mac = tokens[5].upper() if len(tokens) > 5 and len(tokens[5].split(":")) == 6 else ""
+    return {"ip_address": address or None, "mac_address": mac or None}
+
+
 def tx_lock_of(power: bool | None, menu: bool | None) -> str | None:
     """ULX-D/QLX-D report the power and menu locks apart; the model names them together, as AD's TX_LOCK does."""
     if power is None or menu is None:
@@ -263,6 +277,11 @@ class Param:
     field: str
     codec: Codec
     part: str | None = None
+    # a parameter carrying several fields in one report (NET_SETTINGS): its value -> those fields
+    split: Callable[[str], dict[str, Any]] | None = None
+
+    def decode(self, value: str) -> dict[str, Any]:
+        return self.split(value) if self.split is not None else {self.field: self.codec.decode(value)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +346,7 @@ class Family:
     device_state: Mapping[str, Param] = field(default_factory=dict)
     device_name_param: str = "DEVICE_ID"  # the receiver's own name; the P10T calls it DEVICE_NAME
     braced_names: bool = True  # names travel in {braces}; the P10T's bare (CO PSM1000 module)
+    network_query: tuple[str, ...] = ()  # a receiver-level GET for the network facts, sent after GET ALL
     # the channel parameter whose "encryption" warning says the link's keys do not match (ENCRYPTION_WARNING ON,
     # ENCRYPTION_STATUS ERROR); with the receiver's encryption_mode it gives the channel's encryption field
     encryption_param: str | None = None
@@ -525,6 +545,7 @@ def _slx_device_state(plus: bool) -> dict[str, Param]:
     if plus:
         state["ENCRYPTION_MODE"] = Param("encryption_mode", ENCRYPTION_MODE)
         state["NA_DEVICE_NAME"] = Param("dante_name", text(31))  # Dante models only
+        state["NET_SETTINGS"] = Param("ip_address", text(), split=network_settings)
     return state
 
 
@@ -555,6 +576,8 @@ def _slx_family(key: str, label: str, models: Mapping[str, int], plus: bool) -> 
         slots=2 if plus else 0,
         device_state=_slx_device_state(plus),
         encryption_param="ENCRYPTION_STATUS" if plus else None,
+        # SC, the Shure control interface every SLX-D+ has; it sends no REP of its own (CO SLX-D+ notes)
+        network_query=("NET_SETTINGS", "SC") if plus else (),
     )
 
 

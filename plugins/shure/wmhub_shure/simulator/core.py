@@ -299,6 +299,8 @@ class ShureSimulator:
             "encryption_mode": "off",
             "front_panel_locked": False,
             "dante_name": f"{self.profile.model.removesuffix('+')}-{self._random.randrange(10, 99)}",
+            "ip_address": "127.0.0.1",
+            "mac_address": f"00:0E:DD:45:60:{self._random.randrange(16, 255):02X}",
         }
         self.channels = {index: self._initial_channel(index) for index in range(1, self.profile.channels + 1)}
         self.raw: dict[tuple[int | None, str, int | None], str] = self._initial_raw()
@@ -386,6 +388,8 @@ class ShureSimulator:
 
     def _device_fields(self) -> set[str]:
         names = {param.field for param in self.family.device_params.values()} | {"family"}
+        if self.family.network:
+            names |= {"ip_address", "mac_address"}
         if "MODEL" not in self.family.device_params:
             names.add("model")  # the driver names the model from its probe
         return names
@@ -604,7 +608,12 @@ class ShureSimulator:
                 lines.extend(self._channel_lines(channel))
             peer.send(b"".join(self._message(line) for line in lines))
             return
-        if report.channel is None:
+        if report.channel is None and param == "NET_SETTINGS" and self.family.network and report.value == "SC":
+            # zero-padded octets and the all-zero "no gateway", as the SLX-D+ command strings show them
+            padded_ip = ".".join(f"{int(octet):03d}" for octet in self.device["ip_address"].split("."))
+            mac = self.device["mac_address"]
+            lines = [f"{self._verb()} NET_SETTINGS SC AUTO {padded_ip} 255.000.000.000 000.000.000.000 {mac}"]
+        elif report.channel is None:
             lines = [line for line in self._device_lines() if line.split()[1] == param]
         else:
             targets = self._targets(report.channel)

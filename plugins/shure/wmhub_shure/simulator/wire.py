@@ -120,6 +120,7 @@ class WireFamily:
     device_name_param: str = "DEVICE_ID"
     reply_verb: str = "REP"  # UHF-R and the P10T answer REPORT
     encryption_param: str | None = None  # the channel status that reports mismatched keys
+    network: bool = False  # answers GET NET_SETTINGS SC with its address and MAC (SLX-D+)
 
     @property
     def meters(self) -> bool:
@@ -248,6 +249,7 @@ def _slx(key: str, plus: bool) -> WireFamily:
         channel_flash=True,
         slots=2 if plus else 0,
         encryption_param="ENCRYPTION_STATUS" if plus else None,
+        network=plus,
     )
 
 
