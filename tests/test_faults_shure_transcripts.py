@@ -129,12 +129,12 @@ async def test_unknown_shure_model_says_why_once() -> None:
         error = await eventually(lambda: managed.supervisor.last_error, 10.0, "the reason")
         detection_s = time.monotonic() - started
         device = hub.store.get(managed.handle.device_id or "")
-        shown = device is not None and device.model == "MXWAPT8" and device.family is None and not device.channels
+        shown = device is not None and device.model == "MXA910" and device.family is None and not device.channels
     FaultResult(
-        "Shure device with an unknown model (MODEL {MXWAPT8})",
+        "Shure device with an unknown model (MODEL {MXA910})",
         detection_s=detection_s,
         recovery_s=None,
         notes="shown offline with its model and no channels; the reason names model and address; not retried in a loop",
     ).record()
-    assert shown and "MXWAPT8" in error and f"127.0.0.1:{receiver.port}" in error
+    assert shown and "MXA910" in error and f"127.0.0.1:{receiver.port}" in error
     assert managed.supervisor.attempts == 1

@@ -198,8 +198,7 @@ def reported_param(draw: st.DrawFn) -> tuple[Any, str]:
 )
 def test_every_reported_value_fits_the_model(reported: tuple[Any, str]) -> None:
     param, wire = reported
-    value = param.codec.decode(wire)
-    Channel(index=1, **{param.field: value})  # raises ValidationError for a value the model cannot hold
+    Channel(index=1, **param.decode(wire))  # raises ValidationError for a value the model cannot hold
 
 
 @fuzz(

@@ -22,6 +22,8 @@ ALL_MODELS = [
     "ur4s",
     "ur4d",
     "p10t",
+    "mxwapt4",
+    "mxwani8",
 ]
 
 

@@ -24,7 +24,7 @@ from hub.model import Command, CommandKind, Device
 from hub.testing import DriverHarness, eventually, identify_with, plugin_host
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
-FAMILY_TRANSCRIPTS = ("ulxd", "qlxd", "axient", "anx4", "slxd", "slxd_plus", "psm1000", "uhfr")
+FAMILY_TRANSCRIPTS = ("ulxd", "qlxd", "axient", "anx4", "slxd", "slxd_plus", "psm1000", "uhfr", "mxw")
 # meter rate as the transcripts have it (01000); short timeouts so silent questions cost little
 SETTINGS = DriverSettings(meter_rate_ms=1000, io_timeout_s=1.0, offline_after_s=3.0)
 
@@ -96,6 +96,7 @@ async def test_family_transcript_in_both_directions(name: str) -> None:
         ("slxd_plus", Command(device_id="", channel=1, kind=CommandKind.NAME, value="Lead Vox"), "Lead Vox"),
         # the P10T's RF mute, as CO's PSM1000 module sets it: RF back on air is RF_MUTE 0
         ("psm1000", Command(device_id="", channel=2, kind=CommandKind.RF_OUTPUT, value=True), True),
+        ("mxw", Command(device_id="", channel=1, kind=CommandKind.IDENTIFY), True),
         # metered per channel since it refused channel 0: a new rate goes to each channel too
         ("fault_refuses_all_channels", Command(device_id="", kind=CommandKind.METER_RATE, value=500), 500),
     ],
@@ -118,8 +119,8 @@ async def test_unknown_model_is_shown_as_unsupported_once(caplog: pytest.LogCapt
         device = device_of(hub, managed.handle.device_id)
         assert device is not None and not unmet(device, transcript), unmet(device, transcript)
         assert device.channels == [] and not device.online
-        assert "MXWAPT8" in error and f"127.0.0.1:{receiver.port}" in error and "not a receiver" in error
-        warnings = [record.getMessage() for record in caplog.records if "MXWAPT8" in record.getMessage()]
+        assert "MXA910" in error and f"127.0.0.1:{receiver.port}" in error and "not a receiver" in error
+        warnings = [record.getMessage() for record in caplog.records if "MXA910" in record.getMessage()]
         assert len(warnings) == 1 and receiver.url in warnings[0], warnings
         assert managed.supervisor.attempts == 1  # not retried in a loop
     assert receiver.unlisted == []
@@ -138,7 +139,7 @@ def _tiny_transcript(tmp_path: Path, model: str) -> Transcript:
     return Transcript.load(path)
 
 
-@pytest.mark.parametrize("model", ["MXA910", "P300", "ANI4IN", "MXWAPT8"])
+@pytest.mark.parametrize("model", ["MXA910", "P300", "ANI4IN"])
 async def test_discovery_does_not_offer_other_shure_devices(tmp_path: Path, model: str) -> None:
     host = plugin_host("shure")
     async with ReplayDevice(_tiny_transcript(tmp_path, model)) as stranger, ReplayDevice(load("ulxd")) as receiver:
@@ -204,7 +205,7 @@ async def test_must_show_every_receiver_monitored_or_says_why_within_10_s(caplog
             unsupported = receivers[names.index("unknown_model")]
             lines = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
             explained = [line for line in lines if unsupported.url in line]
-            assert len(explained) == 1 and "MXWAPT8" in explained[0], lines
+            assert len(explained) == 1 and "MXA910" in explained[0], lines
             assert all(managed[name].supervisor.reconnects == 0 for name in names if name != "unknown_model")
     finally:
         for receiver in receivers:

@@ -526,7 +526,9 @@ class ShureDriver(Driver):
             return
         fields: dict[str, Any] = {}
         spec = family.channel_params.get(report.param)
-        if spec is not None:
+        if spec is not None and spec.split is not None:
+            fields.update(spec.split(report.value))
+        elif spec is not None:
             value = spec.codec.decode(report.value)
             if report.index is not None and spec.field == "rf_dbm":
                 # per-antenna RSSI: the channel's level is its strongest antenna
@@ -567,7 +569,7 @@ class ShureDriver(Driver):
     def _track_transmitter(self, family: Family, channel: int, name: str, value: Any, fields: dict[str, Any]) -> None:
         if name == "gain_db":
             self._gain[channel] = value
-        elif name in ("tx_model", "battery_bars"):
+        elif name in ("tx_model", "battery_bars") and family.battery_param is not None:
             (self._tx_model if name == "tx_model" else self._bars)[channel] = value
             present = self._bars.get(channel) is not None
             if family.tx_model_param is not None:

@@ -277,8 +277,10 @@ class Param:
     field: str
     codec: Codec
     part: str | None = None
-    # a parameter carrying several fields in one report (NET_SETTINGS): its value -> those fields
+    # a parameter carrying several fields in one report (NET_SETTINGS): its value -> those fields; ``also``
+    # names the fields it fills besides ``field``
     split: Callable[[str], dict[str, Any]] | None = None
+    also: tuple[str, ...] = ()
 
     def decode(self, value: str) -> dict[str, Any]:
         return self.split(value) if self.split is not None else {self.field: self.codec.decode(value)}
@@ -355,6 +357,7 @@ class Family:
     def fields(self) -> frozenset[str]:
         """Every Channel field this family reports: what a state comparison covers."""
         names = {param.field for param in self.channel_params.values()} | set(self.sample_fields)
+        names.update(name for param in self.channel_params.values() for name in param.also)
         if self.warnings:
             names.add("warnings")
         if self.tx_model_param or self.battery_param:
@@ -545,7 +548,7 @@ def _slx_device_state(plus: bool) -> dict[str, Param]:
     if plus:
         state["ENCRYPTION_MODE"] = Param("encryption_mode", ENCRYPTION_MODE)
         state["NA_DEVICE_NAME"] = Param("dante_name", text(31))  # Dante models only
-        state["NET_SETTINGS"] = Param("ip_address", text(), split=network_settings)
+        state["NET_SETTINGS"] = Param("ip_address", text(), split=network_settings, also=("mac_address",))
     return state
 
 
@@ -645,7 +648,60 @@ PSM1000: Final = Family(
     braced_names=False,
 )
 
-FAMILIES: Final = {family.key: family for family in (ULXD, QLXD, AXIENT, SLXD, SLXD_PLUS, UHFR, PSM1000)}
+MXW_CHARGED: Final = 65534
+
+
+def mxw_time_to_full(value: str) -> dict[str, Any]:
+    """MXW BATT_TIME_TO_FULL: minutes while charging, 65534 charged, 65535 not charging or unknown (CO MXW module
+    src/internalAPI.js) -> battery_time_to_full_min and battery_charge_state."""
+    minutes = number(width=5, unknown=(RUNTIME_UNKNOWN,), valid=(0, MXW_CHARGED)).decode(value)
+    if minutes == MXW_CHARGED:
+        return {"battery_time_to_full_min": None, "battery_charge_state": "charged"}
+    return {"battery_time_to_full_min": minutes, "battery_charge_state": None if minutes is None else "charging"}
+
+
+# Microflex Wireless access points and network interfaces, from bitfocus/companion-module-shure-mxw
+# src/internalAPI.js (parameters and markers) and src/index.js (GET 0 ALL at connect). CO chooses the model by
+# configuration; the hub reads MODEL (issue 17: an MXWAPT8 answers MODEL {MXWAPT8}). The SAMPLE layout CO reads
+# for MXW is not clear from its source, so MXW is monitored without meters.
+MXW: Final = Family(
+    key="mxw",
+    label="Microflex Wireless",
+    models={"MXWAPT2": 2, "MXWAPT4": 4, "MXWAPT8": 8, "MXWANI4": 4, "MXWANI8": 8},
+    framing=ANGLE,
+    channel_params={
+        "CHAN_NAME": Param("name", text(31)),
+        "AUDIO_GAIN": Param("gain_db", number(offset=25, valid=(-25, 15))),  # 0..40 is -25..+15 dB
+        "TX_TYPE": Param("tx_model", enum_text("UNKNOWN")),  # MXW1 | MXW2 | MXW6 | MXW8
+        "TX_DEVICE_ID": Param("tx_id", text(12)),
+        "TX_AVAILABLE": Param("tx_present", switch(on="YES", off="NO")),
+        # ACTIVE | MUTE | STANDBY | ON_CHARGER: only the first two say whether it is muted
+        "TX_STATUS": Param("tx_muted", switch(on="MUTE", off="ACTIVE")),
+        "BUTTON_STS": Param("tx_talk_switch", ON_OFF),
+        "TX_BATT_CHARGE": Param("battery_percent", PERCENT),
+        "BATT_HEALTH": Param("battery_health_percent", PERCENT),
+        # 65534 calculating, 65533 charging, 65532 on wall power: no runtime to show
+        "BATT_RUN_TIME": Param("battery_runtime_min", number(width=5, unknown=(65535, 65534, 65533, 65532))),
+        "BATT_TIME_TO_FULL": Param(
+            "battery_time_to_full_min", text(), split=mxw_time_to_full, also=("battery_charge_state",)
+        ),
+    },
+    # CO-MXW tracks DEVICE_ID (31) and no FW_VER
+    device_params={"DEVICE_ID": Param("name", text(31)), "MODEL": Param("model", text(32))},
+    warnings=(),
+    sample=None,
+    sample_fields=frozenset(),
+    controls=frozenset({CommandKind.NAME, CommandKind.IDENTIFY, CommandKind.DEVICE_NAME}),
+    name_max=31,
+    name_width=31,
+    device_name_width=31,
+    freq_digits=0,
+    tx_model_param=None,  # presence is TX_AVAILABLE itself
+    battery_param=None,
+    channel_flash=True,
+)
+
+FAMILIES: Final = {family.key: family for family in (ULXD, QLXD, AXIENT, SLXD, SLXD_PLUS, UHFR, PSM1000, MXW)}
 
 
 def family_of_model(model: str) -> tuple[Family, str, int] | None:

@@ -24,6 +24,7 @@ from wmhub_shure.protocol import Framer, Report, brace, parse
 from wmhub_shure.simulator.wire import (
     AXIENT,
     GAIN_OFFSET,
+    MXW,
     PSM1000,
     QLXD,
     SLXD,
@@ -67,16 +68,29 @@ MODELS: Final = {
         ModelProfile("ur4s", UHFR, "UR4S", 1),
         ModelProfile("ur4d", UHFR, "UR4D", 2),
         ModelProfile("p10t", PSM1000, "P10T", 2),
+        ModelProfile("mxwapt2", MXW, "MXWAPT2", 2),
+        ModelProfile("mxwapt4", MXW, "MXWAPT4", 4),
+        ModelProfile("mxwapt8", MXW, "MXWAPT8", 8),
+        ModelProfile("mxwani4", MXW, "MXWANI4", 4),
+        ModelProfile("mxwani8", MXW, "MXWANI8", 8),
     )
 }
 
-TX_MODELS: Final = {"ulxd": "ULXD2", "qlxd": "QLXD2", "axient": "AD2", "slxd": "SLXD2", "slxd_plus": "SLXD2+"}
+TX_MODELS: Final = {
+    "ulxd": "ULXD2",
+    "qlxd": "QLXD2",
+    "axient": "AD2",
+    "slxd": "SLXD2",
+    "slxd_plus": "SLXD2+",
+    "mxw": "MXW2",
+}
 FIRMWARE: Final = {
     "ulxd": "2.3.27",
     "qlxd": "2.2.11",
     "axient": "1.1.43.0",
     "slxd": "2.0.15.2",
     "slxd_plus": "2.0.38.9",
+    "mxw": "4.4.6",
 }
 
 
@@ -395,6 +409,8 @@ class ShureSimulator:
         return names
 
     def _tx_present(self, channel: SimChannel) -> bool:
+        if self.family.battery_param is None:  # MXW reports presence itself (TX_AVAILABLE)
+            return bool(channel.values.get("tx_present"))
         bars_known = channel.values.get("battery_bars") is not None
         if self.family.tx_model_param is None:
             return bars_known
@@ -412,6 +428,8 @@ class ShureSimulator:
             "frequency_mhz": 470.0 + index * 0.125 + self._random.randrange(0, 400) * 0.025,
             "muted": False,
             "gain_db": self._random.randrange(-6, 12),
+            "tx_present": True,
+            "battery_time_to_full_min": None,
             "tx_model": TX_MODELS.get(family.key),
             "tx_muted": False,
             "battery_bars": 4,
@@ -780,11 +798,12 @@ class ShureSimulator:
             "battery_temp_c",
         )
         if present:
-            changes = {name: channel.tx_memory[name] for name in tx_fields if name in channel.tx_memory}
+            changes: dict[str, Any] = {name: channel.tx_memory[name] for name in tx_fields if name in channel.tx_memory}
         else:
             channel.tx_memory.update({name: channel.values[name] for name in tx_fields if name in channel.values})
             changes = {name: None for name in tx_fields}
             changes.update(rf_dbm=NOISE_FLOOR_DBM, audio_dbfs=SILENCE_DBFS)
+        changes["tx_present"] = present
         if self.family is SLXD_PLUS:
             model = changes.get("tx_model")
             self.raw[(index, "LINK_STATUS", 1)] = "online " if model else "offline"

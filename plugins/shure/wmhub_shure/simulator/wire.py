@@ -360,3 +360,33 @@ PSM1000: Final = WireFamily(
     device_name_param="DEVICE_NAME",
     reply_verb="REPORT",
 )
+
+# An MXW access point as bitfocus/companion-module-shure-mxw src/internalAPI.js describes its reports; no SAMPLE
+# (the layout is unclear there), so no meters.
+MXW: Final = WireFamily(
+    key="mxw",
+    framing=ANGLE,
+    channel_params={
+        "CHAN_NAME": WireParam("name", padded(31)),
+        "AUDIO_GAIN": WireParam("gain_db", digits(3, 25)),
+        "TX_TYPE": WireParam("tx_model", bare("UNKNOWN")),
+        "TX_DEVICE_ID": WireParam("tx_id", padded(12)),
+        "TX_AVAILABLE": WireParam("tx_present", on_off(on="YES", off="NO")),
+        "TX_STATUS": WireParam("tx_muted", on_off(on="MUTE", off="ACTIVE", unknown="UNKNOWN")),
+        "BUTTON_STS": WireParam("tx_talk_switch", on_off(unknown="UNKNOWN")),
+        "TX_BATT_CHARGE": WireParam("battery_percent", digits(3)),
+        "BATT_HEALTH": WireParam("battery_health_percent", digits(3)),
+        "BATT_RUN_TIME": WireParam("battery_runtime_min", digits(5, unknown=UNKNOWN_RUNTIME)),
+        "BATT_TIME_TO_FULL": WireParam("battery_time_to_full_min", digits(5, unknown=UNKNOWN_RUNTIME)),
+    },
+    device_params={"DEVICE_ID": WireParam("name", padded(31)), "MODEL": WireParam("model", padded(32))},
+    warnings=(),
+    sample_fields=frozenset(),
+    name_max=31,
+    name_width=31,
+    device_name_width=31,
+    freq_digits=0,
+    tx_model_param=None,
+    battery_param=None,
+    channel_flash=True,
+)
