@@ -196,12 +196,21 @@ def _plugins(as_json: bool) -> int:
     host.load_entry_points()
     host.check_registrations()
     listing = host.listing()
+    # what each plugin drives, in its own words (a family it has not verified against hardware says so there)
+    for plugin in listing:
+        plugin["drivers"] = [
+            {"scheme": spec.scheme, "description": spec.description}
+            for spec, owner in host.drivers().values()
+            if owner == plugin["name"]
+        ]
     if as_json:
         print(json.dumps(listing, indent=2))
         return 0
     for plugin in listing:
         status = f"ERROR {plugin['error']}" if plugin["error"] else ", ".join(plugin["hooks"])
         print(f"{plugin['distribution'] or plugin['name']} {plugin['version'] or ''}: {status}")
+        for driver in plugin["drivers"]:
+            print(f"    {driver['scheme']}://  {driver['description']}")
     return 0
 
 

@@ -38,6 +38,9 @@ def test_plugins_lists_one_line_each_with_its_hooks_or_its_error(tmp_path: Path)
     lines = {line.split(" ", 1)[0]: line for line in result.stdout.splitlines()}
     assert "register_drivers" in lines["wmhub-shure"] and "register_drivers" in lines["wmhub-sennheiser"]
     assert "ERROR" in lines["wmhub-broken"] and "broken on purpose" in lines["wmhub-broken"]
+    # each plugin's drivers follow it; a family not confirmed on hardware says so
+    uhfr = next(line for line in result.stdout.splitlines() if line.strip().startswith("shure-uhfr://"))
+    assert "UHF-R" in uhfr and "unverified" in uhfr
 
 
 def test_an_http_address_without_a_port_is_refused_with_the_value() -> None:

@@ -29,7 +29,10 @@ def register_drivers(register: Callable[[DriverSpec], None]) -> None:
             families=TCP_FAMILIES,
             factory=tcp_driver,
             default_port=2202,
-            description="Shure ULX-D, QLX-D, Axient Digital, SLX-D/SLX-D+, PSM1000 (TCP 2202, family auto-detected)",
+            description=(
+                "Shure ULX-D, QLX-D, Axient Digital (AD4D/AD4Q, ANX4), SLX-D/SLX-D+, PSM1000 in-ear transmitters, "
+                "Microflex Wireless (TCP 2202, family auto-detected)"
+            ),
             text_width=SHURE_TEXT_WIDTH,
         )
     )
@@ -40,7 +43,9 @@ def register_drivers(register: Callable[[DriverSpec], None]) -> None:
             families=("uhfr",),
             factory=udp_driver,
             default_port=2202,
-            description="Shure UHF-R UR4S/UR4D (UDP 2202)",
+            # micboard's strings; micboard issue 17 reports UHF-R never connecting, and no capture from a real UR4
+            # confirms them (docs/families/shure.md)
+            description="Shure UHF-R UR4S/UR4D (UDP 2202) - unverified: no transcript from a real receiver",
             text_width=SHURE_TEXT_WIDTH,
         )
     )
