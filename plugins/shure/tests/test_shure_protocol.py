@@ -18,9 +18,14 @@ from wmhub_shure.families import (
     SLXD_PLUS,
     UHFR,
     ULXD,
+    Codec,
     Family,
     build_set,
+    engaged,
     family_of_model,
+    milliwatts,
+    tx_lock_of,
+    word,
 )
 from wmhub_shure.protocol import ANGLE, STAR, Framer, encode, parse
 
@@ -62,6 +67,32 @@ def test_reference_lines_parse_to_their_scope_and_value(
 def test_error_reply_is_recognised() -> None:
     report = parse(Framer().feed(b"< REP ERR >")[0])
     assert report is not None and report.is_error and report.channel is None
+
+
+@pytest.mark.parametrize(
+    ("codec", "value"),
+    [
+        (word(), "normal"),
+        (word(), None),
+        (milliwatts(), "20mW"),
+        (milliwatts(), None),
+        (engaged(), True),
+        (engaged(), False),
+        (engaged(), None),
+    ],
+)
+def test_new_codecs_read_back_what_they_write(codec: Codec, value: Any) -> None:
+    assert codec.decode(codec.encode(value)) == value
+
+
+def test_ulxd_locks_combine_only_once_both_are_known() -> None:
+    assert [tx_lock_of(True, None), tx_lock_of(None, False)] == [None, None]
+    assert [tx_lock_of(False, False), tx_lock_of(True, False), tx_lock_of(False, True), tx_lock_of(True, True)] == [
+        "none",
+        "power",
+        "menu",
+        "all",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -278,6 +309,7 @@ def test_set_encoding_follows_the_reference() -> None:
         (AXIENT, CommandKind.MUTE, "maybe", "toggle"),
         (AXIENT, CommandKind.METER_RATE, 50, "100..99999"),
         (AXIENT, CommandKind.RF_OUTPUT, True, "slot"),
+        (PSM1000, CommandKind.RF_OUTPUT, "on", "false .RF muted."),
     ],
 )
 def test_out_of_range_values_are_refused_with_a_clear_message(
