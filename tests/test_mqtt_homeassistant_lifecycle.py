@@ -25,9 +25,9 @@ from tests.mosquitto import MqttProbe, TestBroker
 from tests.test_mqtt_bridge import example_receiver, online_device, running_hub
 from tests.test_mqtt_homeassistant import check_discovery_payload
 
-# the plugins' demo fleets: five Shure; Sennheiser three SSCv1 (two receivers, a charger), two MCP (a G4
-# receiver, an in-ear transmitter), one SSCv2
-DEMO_RECEIVERS = 11
+# the plugins' demo fleets: six Shure (one a P10T in-ear transmitter); Sennheiser three SSCv1 (two receivers, a
+# charger), two MCP (a G4 receiver, an in-ear transmitter), one SSCv2
+DEMO_RECEIVERS = 12
 
 
 async def retained(broker: TestBroker, topic_filter: str) -> dict[str, bytes]:

@@ -541,7 +541,7 @@ class ShureDriver(Driver):
             elif spec.part is not None:
                 parts = self._parts.setdefault((channel, spec.field), {})
                 parts[spec.part] = value
-                value = tx_lock_of(parts.get("power"), parts.get("menu"))
+                value = tx_lock_of(parts.get("power"), parts.get("menu"))  # tx_locked: the one field in shares
             fields[spec.field] = value
             self._track_transmitter(family, channel, spec.field, value, fields)
         rules = family.warnings_for(report.param)

@@ -234,7 +234,7 @@ def axient_sample(tokens: list[bytes]) -> ChannelFields:
     # [5] is the peak audio level, [6] the RMS (CO src/internalAPI.js parseADSample: both - 120 dBFS).
     quality = int(tokens[3])
     marks = tokens[7]
-    levels = {_ANTENNA_LETTERS[i]: int(tokens[9 + 2 * i]) - 120 for i in range(2 if len(marks) == 2 else len(marks))}
+    levels = {_ANTENNA_LETTERS[i]: int(tokens[9 + 2 * i]) - 120 for i in range(len(marks))}
     return {
         "rf_quality_percent": quality * 20 if 0 <= quality <= 5 else None,
         "audio_peak": int(tokens[4]) >= 128,
@@ -681,7 +681,9 @@ MXW: Final = Family(
         "TX_BATT_CHARGE": Param("battery_percent", PERCENT),
         "BATT_HEALTH": Param("battery_health_percent", PERCENT),
         # 65534 calculating, 65533 charging, 65532 on wall power: no runtime to show
-        "BATT_RUN_TIME": Param("battery_runtime_min", number(width=5, unknown=(65535, 65534, 65533, 65532))),
+        "BATT_RUN_TIME": Param(
+            "battery_runtime_min", number(width=5, unknown=(65535, 65534, 65533, 65532), valid=(0, 65531))
+        ),
         "BATT_TIME_TO_FULL": Param(
             "battery_time_to_full_min", text(), split=mxw_time_to_full, also=("battery_charge_state",)
         ),
