@@ -127,7 +127,9 @@ async def test_meter_entities_can_be_enabled_by_default_with_a_hub_setting(
         await probe.subscribe("homeassistant/#")
         components = components_of(await probe.json(f"homeassistant/device/{device_id}/config"))
         assert {"ch1_rf_dbm", "ch1_rf_quality_percent", "ch1_audio_dbfs", "ch1_audio_peak"} <= set(components)
-        assert not [key for key, component in components.items() if component.get("enabled_by_default") is False]
+        disabled = [key for key, component in components.items() if component.get("enabled_by_default") is False]
+        # every meter entity is on; the second frequency stays off (frequency diversity is the exception)
+        assert disabled == ["ch1_frequency2_mhz", "ch2_frequency2_mhz"]
 
 
 async def test_the_hub_is_a_device_every_receiver_routes_through(mqtt_broker: TestBroker, tmp_path: Path) -> None:

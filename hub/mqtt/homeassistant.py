@@ -124,7 +124,15 @@ READINGS: Final = (
         "sensor",
         "Second frequency",
         "channel",
-        {"device_class": "frequency", "unit_of_measurement": "MHz", "suggested_display_precision": 3, **DIAGNOSTIC},
+        # a family that has frequency diversity declares the field, but most channels run without it and would
+        # show "unknown" for good: off until the user enables it
+        {
+            "device_class": "frequency",
+            "unit_of_measurement": "MHz",
+            "suggested_display_precision": 3,
+            "enabled_by_default": False,
+            **DIAGNOSTIC,
+        },
     ),
     Reading("group_channel", "sensor", "Group and channel", "channel", {"icon": "mdi:format-list-numbered"}),
     Reading("encryption", "sensor", "Encryption", "channel", {"icon": "mdi:shield-lock", **DIAGNOSTIC}),
