@@ -86,6 +86,7 @@ def test_new_codecs_read_back_what_they_write(codec: Codec, value: Any) -> None:
 
 
 def test_ulxd_locks_combine_only_once_both_are_known() -> None:
+    assert ULXD.channel_params["TX_PWR_LOCK"].decode("ON") == {}  # a share alone sets nothing; the driver combines
     assert [tx_lock_of(True, None), tx_lock_of(None, False)] == [None, None]
     assert [tx_lock_of(False, False), tx_lock_of(True, False), tx_lock_of(False, True), tx_lock_of(True, True)] == [
         "none",

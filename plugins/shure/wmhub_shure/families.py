@@ -283,6 +283,9 @@ class Param:
     also: tuple[str, ...] = ()
 
     def decode(self, value: str) -> dict[str, Any]:
+        """The model fields this report sets by itself; a share sets none alone (the driver combines shares)."""
+        if self.part is not None:
+            return {}
         return self.split(value) if self.split is not None else {self.field: self.codec.decode(value)}
 
 
