@@ -45,6 +45,8 @@ from hub.mqtt.client import BrokerAddress, MqttClient
 MIX: Final = ("ulxd4q", "ad4q", "slxd4q+", "ulxd4d", "ad4d", "qlxd4", "slxd4", "ur4d")
 CHANNELS: Final = {"ulxd4q": 4, "ad4q": 4, "slxd4q+": 4, "ulxd4d": 2, "ad4d": 2, "qlxd4": 1, "slxd4": 1, "ur4d": 2}
 METER_RATE_MS: Final = 100
+# what the hub's demand-driven rate comes to in a run: MQTT's default meters interval, no board open
+DEMAND_RATE_MS: Final = 500
 HUB_ID: Final = "bench"
 BASE: Final = "wmhub"
 P99_LIMIT_MS: Final = 100.0
@@ -78,7 +80,7 @@ class Options:
     scrape_every: float = 10.0
     profile: Path | None = None
     keep: Path | None = None
-    meter_rate_ms: int = METER_RATE_MS
+    meter_rate_ms: int | None = METER_RATE_MS  # None: unset, the hub's demand-driven rate
     hubs: int = 1
 
 
@@ -193,14 +195,15 @@ class Observer:
         return found, lost
 
 
-def hub_config(directory: Path, hub_id: str, broker_url: str, urls: list[str], meter_rate_ms: int) -> Path:
+def hub_config(directory: Path, hub_id: str, broker_url: str, urls: list[str], meter_rate_ms: int | None) -> Path:
     """A TOML file for ``wmhub run --config``: thousands of devices do not fit a command line."""
     devices = ",\n".join(f"  {json.dumps(url)}" for url in urls)
     path = directory / "hub.toml"
+    rate = f"meter_rate_ms = {meter_rate_ms}\n" if meter_rate_ms is not None else ""
     path.write_text(
         f'hub_id = "{hub_id}"\n'
         f"data_dir = {json.dumps(str(directory / 'data'))}\n"
-        f"meter_rate_ms = {meter_rate_ms}\n"
+        f"{rate}"
         f"devices = [\n{devices}\n]\n"
         f'[mqtt]\nurl = "{broker_url}"\n'
         '[http]\nhost = "127.0.0.1"\nport = 0\n'
@@ -382,7 +385,7 @@ async def run_once(options: Options, directory: Path) -> dict[str, Any]:
         all_connected=connected,
         not_online=not_online[:20],
         connect_s=connect_s,
-        offered_samples_per_s=channels * 1000 / options.meter_rate_ms,
+        offered_samples_per_s=channels * 1000 / (options.meter_rate_ms or DEMAND_RATE_MS),
     )
     result["passed"] = verdict(result)
     return result
@@ -637,7 +640,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--find-ceiling", action="store_true", help="grow the channel count until a run fails")
     parser.add_argument("--seconds", type=float, help="measured time (default 60; 20 per ceiling step)")
     parser.add_argument("--warmup", type=float, default=10.0, help="time after all devices are online")
-    parser.add_argument("--meter-rate-ms", type=int, default=METER_RATE_MS, help="the hub's meter_rate_ms")
+    parser.add_argument(
+        "--meter-rate-ms",
+        type=lambda text: None if text == "auto" else int(text),
+        default=METER_RATE_MS,
+        help="the hub's meter_rate_ms, or auto: unset, so the hub meters as its consumers need (MQTT: 500 ms)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
     parser.add_argument(
         "--hubs", type=int, default=1, help="hub processes on one broker, each with its own hub_id and receivers"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -30,6 +31,7 @@ from hub.frequency import Band, PlanSettings, Profile
 from hub.hookspecs import Candidate, DemoFleet
 from hub.lag import LoopMonitor
 from hub.memory import HeapTrimmer
+from hub.metering import MeterDemand
 from hub.model import Command, CommandKind, CommandResult, Device, command_field
 from hub.plugins import PluginHost
 from hub.redact import redact
@@ -40,6 +42,9 @@ from hub.store.frequency import FrequencySettings
 from hub.text import preview
 
 log = logging.getLogger("hub")
+
+# receivers told of a new meter rate at once: each is one command round trip
+RETUNE_CONCURRENCY = 32
 
 # Sources whose devices are not remembered: they come back from the config file or the demo every start.
 _TRANSIENT_SOURCES = frozenset({"config", "demo"})
@@ -84,8 +89,10 @@ class Hub:
             plugins.load_entry_points()
         self.plugins = plugins
         self.store = StateStore()
+        self.metering = MeterDemand(config.meter_rate_ms, self._meter_rate_changed)
+        self._retuning: asyncio.Task[None] | None = None
         self.settings = DriverSettings(
-            meter_rate_ms=config.meter_rate_ms,
+            meter_rate_ms=self.metering.rate_ms,
             io_timeout_s=config.io_timeout_s,
             offline_after_s=config.offline_after_s,
         )
@@ -265,6 +272,9 @@ class Hub:
     async def stop(self) -> None:
         """Close devices first (metering off), then say offline on MQTT, then close the rest."""
         self._stopping = True
+        if self._retuning is not None:
+            self._retuning.cancel()
+            await asyncio.gather(self._retuning, return_exceptions=True)
         await self.discovery.stop()
         for task in self._background:
             task.cancel()
@@ -287,6 +297,7 @@ class Hub:
             self.persistence = None
         await self.loop_monitor.stop()
         await self.heap_trimmer.stop()
+        self.metering.close()
         self.stopped.set()
 
     async def run_until_signalled(self) -> None:
@@ -395,6 +406,38 @@ class Hub:
         row = command_field(command.kind, index is not None)
         return getattr(target, row.state_field) if target is not None and row and row.state_field else None
 
+    def need_meters(self, interval_s: float) -> Callable[[], None]:
+        """A consumer that uses levels every ``interval_s`` is there; call what this returns when it goes."""
+        return self.metering.need(round(interval_s * 1000))
+
+    def _meter_rate_changed(self, rate_ms: int) -> None:
+        # a driver made from now on (a reconnect too) starts at the new rate; connected ones are told
+        self.devices.settings = dataclasses.replace(self.devices.settings, meter_rate_ms=rate_ms)
+        if self._retuning is not None:
+            self._retuning.cancel()
+        self._retuning = asyncio.create_task(self._retune_meters(rate_ms), name="meter rate change")
+
+    async def _retune_meters(self, rate_ms: int) -> None:
+        """Every connected receiver that takes METER_RATE gets the new rate, a bounded number at a time.
+        Not audited: the hub changed its own setting, no user asked."""
+        limit = asyncio.Semaphore(RETUNE_CONCURRENCY)
+
+        async def retune(device: Device) -> None:
+            async with limit:
+                result = await self.devices.apply(
+                    Command(device_id=device.id, kind=CommandKind.METER_RATE, value=rate_ms)
+                )
+            if not result.ok:
+                log.debug("meter rate %d ms not taken by %s: %s", rate_ms, device.id, result.error)
+
+        takes_rate = [
+            device
+            for device in self.device_list()
+            if device.online
+            and (device.capabilities is None or device.capabilities.accepts(CommandKind.METER_RATE, channel=False))
+        ]
+        await asyncio.gather(*(retune(device) for device in takes_rate))
+
     async def set_meter_rate(self, rate_ms: int, device_id: str | None, source: str) -> list[CommandResult]:
         targets = [device_id] if device_id is not None else [d.id for d in self.device_list() if d.online]
         return [
@@ -460,7 +503,8 @@ class Hub:
                 "mqtt": mqtt_url,
                 "base_topic": self.config.mqtt.base_topic,
                 "http": f"{self.config.http.host}:{self.config.http.port}",
-                "meter_rate_ms": self.config.meter_rate_ms,
+                "meter_rate_ms": self.metering.rate_ms,
+                "meter_rate": self.metering.describe(),
                 "offline_after_s": self.config.offline_after_s,
                 "demo": self.config.demo,
                 "discovery": self.config.discovery.enabled,

@@ -9,6 +9,7 @@ sides, so no import cycle runs through ``hub/`` (``tests/test_core_imports.py``)
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from hub import __version__
@@ -54,6 +55,10 @@ def _fleet_edges(hub: Hub) -> list[Edge]:
     return edges
 
 
+def _nothing_to_release() -> None:
+    return None
+
+
 class FleetHub(Hub):
     """``wmhub fleet``: one board and one read API for every hub on a broker, with no devices of its own.
 
@@ -97,6 +102,9 @@ class FleetHub(Hub):
             )
         except FleetRequestError as exc:
             raise LookupError(f"hub {owner} did not rename the channel: {exc}") from None
+
+    def need_meters(self, interval_s: float) -> Callable[[], None]:
+        return _nothing_to_release  # each hub meters its own receivers for its own consumers
 
     async def add_device(self, url: str, source: str) -> ManagedDevice:
         raise NotOnTheFleetError("the fleet board has no devices of its own: add the device on the hub that reaches it")

@@ -187,7 +187,12 @@ class HubConfig(Section):
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "wmhub")
     devices: list[str] = Field(default_factory=list, description="device URLs, e.g. shure://10.0.0.5")
     demo: bool = False
-    meter_rate_ms: int = Field(default=1000, ge=100, le=99999, description="device metering interval")
+    meter_rate_ms: int | None = Field(
+        default=None,
+        ge=100,
+        le=99999,
+        description="device metering interval; unset, as fast as the fastest consumer present needs (hub.metering)",
+    )
     offline_after_s: float = Field(default=10.0, gt=0, le=3600)
     io_timeout_s: float = Field(default=5.0, gt=0, le=120)
     command_timeout_s: float = Field(default=5.0, gt=0, le=120)

@@ -9,7 +9,7 @@ command is treated alike (validated, routed, audited). ``tests/test_core_imports
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hub.state import ADDED, ONLINE, REMOVED, Batch, ChangeKey, Subscription
@@ -115,6 +115,10 @@ class HubService(Protocol):
     async def rename_channel(self, device_id: str, channel: int, name: str | None, source: str) -> None: ...
 
     async def set_meter_rate(self, rate_ms: int, device_id: str | None, source: str) -> list[CommandResult]: ...
+
+    def need_meters(self, interval_s: float) -> Callable[[], None]:
+        """A consumer of levels every ``interval_s`` is there (hub.metering); call the result when it goes."""
+        ...
 
     async def restart_discovery(self) -> None: ...
 

@@ -236,7 +236,8 @@ async def test_sigterm_clean_shutdown(mqtt_broker: TestBroker, tmp_path: Path) -
                 await probe.subscribe("wmproc/#")
                 items = await devices_online(session, f"http://127.0.0.1:{http_port}", len(sims))
                 await probe.json("wmproc/hubs/procfault/state", lambda v: v["state"] == "online")
-                assert all(sim.metering_on for sim in sims)
+                # a receiver reads online at its first answer, before its METER_RATE confirmation
+                await eventually(lambda: all(sim.metering_on for sim in sims), 10, "every receiver metering")
                 probe.clear()
                 signalled = time.monotonic()
                 hub.signal(signal.SIGTERM)

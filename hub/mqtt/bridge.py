@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from hub.model import METER_FIELDS
@@ -52,6 +52,7 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         super().__init__(hub)
         self.embedded: EmbeddedBroker | None = None
         self._subscriptions: list[Subscription] = []
+        self._release_meters: Callable[[], None] | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._queues: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._waiting: Counter[str] = Counter()
@@ -98,6 +99,7 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         self._listen_to_venue()
         state = self.hub.state.subscribe(fields=STATE_FIELDS, min_interval=STATE_COALESCE_S)
         meters = self.hub.state.subscribe(fields=METER_FIELDS, min_interval=settings.meter_interval_s)
+        self._release_meters = self.hub.need_meters(settings.meter_interval_s)
         self._subscriptions = [state, meters]
         self._loops = [
             asyncio.create_task(self._consume(state, self._on_state_batch), name="mqtt state"),
@@ -112,6 +114,9 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
     async def stop(self) -> None:
         """Say offline (hub and devices, retained), deliver it, disconnect cleanly, stop the embedded broker."""
         self._stop_listening_to_venue()
+        if self._release_meters is not None:
+            self._release_meters()
+            self._release_meters = None
         for sub in self._subscriptions:
             sub.close()
         for task in self._loops:

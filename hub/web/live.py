@@ -2,7 +2,8 @@
 
 One coalescing StateStore subscription feeds every browser: each batch becomes one JSON message, encoded
 once and offered to every client's bounded queue. The subscription exists only while a browser is
-connected: with no board open, meter samples cost the hub nothing here. Batches are at least
+connected: with no board open, meter samples cost the hub nothing here, and while one is, the hub asks
+receivers for levels at least every ``interval`` (hub.metering). Batches are at least
 ``interval`` apart (0.5 s: meters reach a browser at most at 2 Hz). Offering never waits, so a slow or
 stalled browser cannot slow the hub: when its queue is full it is dropped (closed with 1013 "try again
 later") and the board reconnects, starting again from a fresh snapshot. Each client's own writer task
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -49,6 +51,7 @@ class LiveFeed:
         self.messages_sent = 0
         self._pump: asyncio.Task[None] | None = None
         self._subscription: Subscription | None = None
+        self._release_meters: Callable[[], None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
     async def stop(self) -> None:
@@ -96,10 +99,14 @@ class LiveFeed:
 
     def _watch(self) -> None:
         if self._subscription is None:
+            self._release_meters = self._hub.need_meters(self.interval)
             self._subscription = self._hub.state.subscribe(min_interval=self.interval)
             self._pump = asyncio.create_task(self._run(self._subscription), name="web live feed")
 
     def _unwatch(self) -> None:
+        if self._release_meters is not None:
+            self._release_meters()
+            self._release_meters = None
         if self._subscription is not None:
             self._subscription.close()  # ends the pump's loop
             self._subscription = None
