@@ -20,9 +20,9 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Union, get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from hub.model import CHANNEL_BOUNDS, CHANNEL_FIELDS, DEVICE_FIELDS, Channel, Device
+from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, MAX_SLOTS, Channel, Device, SlotState, numeric_bounds
 from hub.text import device_text
 
 # A check returns the value to store, UNKNOWN for a reading outside the model, or REFUSED.
@@ -105,6 +105,34 @@ def _levels(width: int) -> Check:
     return levels
 
 
+def _slots(width: int) -> Check:
+    """A channel's transmitter slots: each checked like a model of its own (a wrong-typed value in a slot is
+    left out, a number outside its range is unknown); a slot without a valid number refuses the whole list."""
+    rules = FieldRules(SlotState, frozenset(SlotState.model_fields), width)
+
+    def slots(value: Any) -> Any:
+        if not isinstance(value, list | tuple) or len(value) > MAX_SLOTS:
+            return REFUSED
+        states: dict[int, SlotState] = {}
+        for item in value:
+            fields = item.model_dump() if isinstance(item, SlotState) else item
+            if not isinstance(fields, dict):
+                return REFUSED
+            kept = checked(fields, rules, _unheard)
+            try:
+                state = SlotState.model_validate(kept)
+            except ValidationError:
+                return REFUSED
+            states[state.slot] = state
+        return [states[slot] for slot in sorted(states)]
+
+    return slots
+
+
+def _unheard(name: str, value: Any, why: str) -> None:
+    """A value left out inside a slot: the slot's other values still count, so nothing more is said."""
+
+
 def _base_type(model: type[BaseModel], name: str) -> Any:
     """The field's type without its ``| None``."""
     annotation = model.model_fields[name].annotation
@@ -120,13 +148,12 @@ def _check_for(model: type[BaseModel], name: str, width: int) -> Check:
     if base is str:
         return _text(width)
     if get_origin(base) is list:
-        return _texts(width)
+        return _slots(width) if get_args(base) == (SlotState,) else _texts(width)
     if get_origin(base) is dict:
         return _levels(width)
     check = _whole if base is int else _number
-    if name in CHANNEL_BOUNDS and model is Channel:
-        return _bounded(check, *CHANNEL_BOUNDS[name])
-    return check
+    bounds = numeric_bounds(model).get(name)
+    return check if bounds is None else _bounded(check, *bounds)
 
 
 class FieldRules:
@@ -139,13 +166,14 @@ class FieldRules:
         self.classes: dict[str, type] = {}
         # whole-number fields: (lowest, highest) allowed
         self.ranges: dict[str, tuple[float, float]] = {}
+        bounds = numeric_bounds(model)
         for name in fields:
             base = _base_type(model, name)
             if base not in (bool, float, int, str):
                 continue
             self.classes[name] = base
             if base is int:
-                low, high = CHANNEL_BOUNDS.get(name, (None, None)) if model is Channel else (None, None)
+                low, high = bounds.get(name, (None, None))
                 self.ranges[name] = (-math.inf if low is None else low, math.inf if high is None else high)
 
 

@@ -24,6 +24,27 @@ METER_FIELDS: Final = frozenset(
 )
 
 
+# The most transmitter slots a family has per channel (Axient Digital ShowLink: 8); a few more leave room.
+MAX_SLOTS: Final = 16
+
+
+class SlotState(BaseModel):
+    """One transmitter slot of a channel: an Axient Digital ShowLink slot (1-8) or an SLX-D+ side slot (1-2).
+    Fields the family does not report per slot stay None."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    slot: int = Field(ge=1, le=MAX_SLOTS)
+    status: str | None = Field(
+        default=None, description="as the family states it: 'empty', 'standard', 'linked.active', 'online', ..."
+    )
+    tx_model: str | None = None
+    battery_percent: int | None = Field(default=None, ge=0, le=100)
+    battery_bars: int | None = Field(default=None, ge=0, le=5)
+    rf_power_mode: str | None = Field(default=None, description="'low', 'normal' or 'high'")
+    rf_output: bool | None = Field(default=None, description="True: RF on; False: RF muted")
+
+
 class Channel(BaseModel):
     """One receiver channel and the transmitter linked to it."""
 
@@ -72,6 +93,9 @@ class Channel(BaseModel):
     )
     frequency2_mhz: float | None = Field(default=None, description="second carrier (frequency diversity)")
     encryption: str | None = Field(default=None, description="'on', 'off' or 'mismatch' for this channel's link")
+    tx_slots: list[SlotState] | None = Field(
+        default=None, description="the transmitter slots of this channel (AD ShowLink, SLX-D+ side slots), by slot"
+    )
     warnings: list[str] = Field(default_factory=list)
     updated_at: datetime | None = None
 
@@ -88,6 +112,8 @@ class CommandKind(StrEnum):
     METER_RATE = "meter_rate"  # value: milliseconds, 0 switches metering off
     RF_OUTPUT = "rf_output"  # value: True (RF on) or False (RF muted); Axient Digital slots
     DEVICE_NAME = "device_name"  # value: str, the receiver's own name
+    TX_POWER = "tx_power"  # value: one of the family's levels as tx_power reads, e.g. "50mW"
+    SLOT_RF_POWER_MODE = "slot_rf_power_mode"  # value: "low", "normal" or "high"; needs a slot
 
 
 @dataclass(frozen=True)
@@ -110,6 +136,8 @@ COMMAND_FIELDS: Final = (
     CommandField(CommandKind.FREQUENCY, True, "frequency_mhz", "frequency_mhz"),
     CommandField(CommandKind.IDENTIFY, True, "identify", None),
     CommandField(CommandKind.RF_OUTPUT, True, "rf_output", None),
+    CommandField(CommandKind.TX_POWER, True, "tx_power", "tx_power"),
+    CommandField(CommandKind.SLOT_RF_POWER_MODE, True, "slot_rf_power_mode", None),
     CommandField(CommandKind.DEVICE_NAME, False, "name", "name"),
     CommandField(CommandKind.IDENTIFY, False, "identify", None),
     CommandField(CommandKind.METER_RATE, False, "meter_rate_ms", None),
@@ -196,7 +224,8 @@ class CommandLimits(_Limits):
     device: bool = Field(default=False, description="accepted on the whole device (no channel)")
     text: TextLimits | None = None
     number: NumberLimits | None = None
-    slots: int | None = Field(default=None, ge=1, description="rf_output: the transmitter slots per channel")
+    slots: int | None = Field(default=None, ge=1, description="slot commands: the transmitter slots per channel")
+    choices: tuple[str, ...] | None = Field(default=None, description="the values the command takes, all of them")
 
 
 class Capabilities(_Limits):
@@ -243,6 +272,8 @@ class Capabilities(_Limits):
                 limits.number.check_step(value, "gain step")
             else:
                 limits.number.check(value, kind.value)
+        if limits.choices is not None and value not in limits.choices:
+            raise InvalidValueError(f"{kind.value} takes one of {', '.join(limits.choices)}, not {value!r}")
         if limits.slots is not None and (command.slot is None or not 1 <= command.slot <= limits.slots):
             raise InvalidValueError(f"{kind.value} needs a slot 1..{limits.slots}, got {command.slot!r}")
         if kind is CommandKind.MUTE and not (isinstance(value, bool) or value == "toggle"):
@@ -297,19 +328,19 @@ def field_values(model: Channel | Device) -> dict[str, Any]:
     return model.__dict__
 
 
-def _numeric_bounds(model: type[BaseModel]) -> dict[str, tuple[float | None, float | None]]:
+def numeric_bounds(model: type[BaseModel]) -> dict[str, tuple[float | None, float | None]]:
     """(lowest, highest) allowed for each field with a ge/le constraint, read from the model itself."""
     bounds: dict[str, tuple[float | None, float | None]] = {}
     for name, info in model.model_fields.items():
         low = next((float(cast(float, m.ge)) for m in info.metadata if isinstance(m, annotated_types.Ge)), None)
         high = next((float(cast(float, m.le)) for m in info.metadata if isinstance(m, annotated_types.Le)), None)
-        if (low is not None or high is not None) and name in CHANNEL_FIELDS:
+        if low is not None or high is not None:
             bounds[name] = (low, high)
     return bounds
 
 
 # Channel fields a device could report out of range (e.g. 250 % battery); the hub reads those as unknown.
-CHANNEL_BOUNDS: Final = _numeric_bounds(Channel)
+CHANNEL_BOUNDS: Final = {name: bounds for name, bounds in numeric_bounds(Channel).items() if name in CHANNEL_FIELDS}
 DEVICE_FIELDS: Final = frozenset(
     {
         "family",
@@ -360,7 +391,9 @@ class Command(BaseModel):
     channel: int | None = Field(default=None, ge=1, description="None addresses the whole device")
     kind: CommandKind
     value: str | float | bool | None = None
-    slot: int | None = Field(default=None, ge=1, description="Axient Digital ShowLink slot, for rf_output")
+    slot: int | None = Field(
+        default=None, ge=1, le=MAX_SLOTS, description="the transmitter slot, for rf_output and slot_rf_power_mode"
+    )
 
 
 class CommandResult(BaseModel):

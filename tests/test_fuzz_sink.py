@@ -107,3 +107,25 @@ def test_per_antenna_levels_keep_what_a_device_reported_sanely() -> None:
     handle.update_channel(1, {"rf_antennas": {f"ant{n}": -60.0 for n in range(20)}})  # more than any receiver has
     assert store.devices[handle.device_id].channels[0].rf_antennas == {"A": -61.5, "B": -70, "D[2J": -90.0}
     assert handle.protocol_errors == 2
+
+
+def test_transmitter_slots_keep_what_a_device_reported_sanely() -> None:
+    store = StateStore()
+    handle = DeviceHandle(store, Endpoint.parse("fuzz://127.0.0.1:9"), "fuzz", plugin="fuzzer", text_width=WIDTH)
+    handle.identify(unique_id="S1", family="fuzz", model="showlink", channel_count=1)
+    reported = [
+        {"slot": 2, "status": "empty", "battery_percent": 250},  # out of range: unknown, the slot stays
+        {"slot": 1, "tx_model": "ADX2\x1b[2J", "battery_bars": "four", "rf_power_mode": "normal", "rf_output": True},
+    ]
+    handle.update_channel(1, {"tx_slots": reported})
+    slots = store.devices[handle.device_id].channels[0].tx_slots
+    assert slots is not None
+    assert [slot.model_dump(exclude_none=True) for slot in slots] == [
+        {"slot": 1, "tx_model": "ADX2[2J", "rf_power_mode": "normal", "rf_output": True},
+        {"slot": 2, "status": "empty"},
+    ]
+    handle.update_channel(1, {"tx_slots": [{"slot": 0}]})  # refused: no such slot; the last good slots stay
+    handle.update_channel(1, {"tx_slots": [{"slot": n} for n in range(1, 40)]})  # more than any receiver has
+    handle.update_channel(1, {"tx_slots": ["slot 1"]})
+    assert store.devices[handle.device_id].channels[0].tx_slots == slots
+    assert handle.protocol_errors == 3
