@@ -51,13 +51,14 @@ SCALARS = st.one_of(
     st.booleans(),
     st.integers(-(2**70), 2**70),
     st.floats(allow_nan=False),
-    st.sampled_from([0, 1, -1, 42, 1e308, -0.0, 470.2, 99999, 100000, "toggle", "", " ", "VOX 1"]),
+    st.sampled_from([0, 1, -1, 42, 1e308, -0.0, 470.2, 99999, 100000, "toggle", "", " ", "VOX 1", "low", "50mW"]),
     st.text(max_size=40),
 )
 KEYS = st.sampled_from(
     [
         "name", "muted", "gain_db", "gain_step_db", "frequency_mhz", "identify", "rf_output", "meter_rate_ms",
-        "url", "id", "device_id", "channel", "ms", "transaction", "kind", "value", "slot", "extra",
+        "tx_power", "slot_rf_power_mode", "url", "id", "device_id", "channel", "ms", "transaction", "kind", "value",
+        "slot", "extra",
     ]
 )  # fmt: skip
 JSON_VALUES = st.recursive(

@@ -65,6 +65,46 @@ async def test_shure_set_over_mqtt_changes_the_receiver(mqtt_broker: TestBroker,
         assert sim.channels[1].values["muted"] is False
 
 
+async def test_transmitter_power_over_mqtt_in_ear_level_and_showlink_slot_mode(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    async with (
+        ShureSimulator("p10t", seed=5) as iem,
+        ShureSimulator("ad4q", seed=5) as axient,
+        running_hub(mqtt_broker, tmp_path, [iem.url, axient.url], plugins=vendor_plugins()) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        base = hub.config.mqtt.base_topic
+
+        def device_of(family: str) -> str | None:
+            return next((d.id for d in hub.store.devices.values() if d.family == family and d.online), None)
+
+        iem_id = await eventually(lambda: device_of("psm1000"), 10, "the P10T online")
+        axient_id = await eventually(lambda: device_of("axient"), 10, "the AD4Q online")
+        await probe.subscribe(f"{base}/#")
+        await set_and_confirm(probe, base, iem_id, 1, {"tx_power": "100mW"})
+        assert iem.channels[1].values["tx_power"] == "100mW"
+        response = await probe.request(
+            f"{base}/hubs/hub1/response/set",
+            f"{base}/devices/{axient_id}/channels/2/set",
+            {"slot": 1, "slot_rf_power_mode": "low"},
+            timeout=10,
+        )
+        assert response["status"] == "ok", response
+        state = await probe.json(
+            f"{base}/devices/{axient_id}/channels/2",
+            lambda value: bool(value["tx_slots"]) and value["tx_slots"][0]["rf_power_mode"] == "low",
+        )
+        assert state["tx_slots"][0]["slot"] == 1 and axient.raw[(2, "SLOT_RF_POWER_MODE", 1)] == "LOW"
+        refused = await probe.request(
+            f"{base}/hubs/hub1/response/set",
+            f"{base}/devices/{axient_id}/channels/2/set",
+            {"slot_rf_power_mode": "low"},
+            timeout=10,
+        )
+        assert refused["status"] == "error" and "needs a slot" in refused["error"], refused
+
+
 async def test_sennheiser_set_over_mqtt_changes_the_receiver(mqtt_broker: TestBroker, tmp_path: Path) -> None:
     sim = Ssc1Simulator("ewdx-em4", seed=7)
     await sim.start()

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from hub.model import Command, CommandResult, command_keys, field_values
+from hub.model import MAX_SLOTS, Command, CommandResult, command_keys, field_values
 from hub.mqtt import payloads
 from hub.mqtt.messages import RequestError, StrictMessage, parse_object, shortened, validate
 from hub.mqtt.publisher import StatePublisher
@@ -32,6 +32,10 @@ class ChannelSet(StrictMessage):
     frequency_mhz: float | None = Field(default=None, gt=0)
     identify: bool | None = None
     rf_output: bool | None = None
+    tx_power: str | None = Field(default=None, min_length=1, max_length=DEFAULT_TEXT_WIDTH)
+    slot_rf_power_mode: str | None = Field(default=None, min_length=1, max_length=DEFAULT_TEXT_WIDTH)
+    # not a command: the transmitter slot this message's slot commands (rf_output, slot_rf_power_mode) address
+    slot: int | None = Field(default=None, ge=1, le=MAX_SLOTS)
 
 
 class DeviceSet(StrictMessage):
@@ -42,7 +46,7 @@ class DeviceSet(StrictMessage):
     meter_rate_ms: int | None = Field(default=None, ge=0, le=99999)
 
 
-assert set(ChannelSet.model_fields) == set(command_keys(channel=True)), "ChannelSet must match hub.model's table"
+assert set(ChannelSet.model_fields) - {"slot"} == set(command_keys(channel=True)), "ChannelSet must match the table"
 assert set(DeviceSet.model_fields) == set(command_keys(channel=False)), "DeviceSet must match hub.model's table"
 
 
@@ -96,13 +100,14 @@ class ControlHandler(StatePublisher):
         kinds = command_keys(channel is not None)
         values = validate(model, request).model_dump(exclude_none=True)
         values = {key: value for key, value in values.items() if not (key == "identify" and value is False)}
+        slot = values.pop("slot", None)
         if not values:
             raise RequestError(f"nothing to set; use one or more of: {', '.join(kinds)}")
         if device_id not in self.hub.state.devices:
             raise RequestError(f"unknown device {device_id!r}")
         results: dict[str, CommandResult] = {}
         for key, value in values.items():
-            command = Command(device_id=device_id, channel=channel, kind=kinds[key], value=value)
+            command = Command(device_id=device_id, channel=channel, kind=kinds[key], value=value, slot=slot)
             results[key] = await self.hub.apply(command, SOURCE)
         return results
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from hub.model import Channel, CommandKind, Device
+from hub.model import MAX_SLOTS, Channel, CommandKind, Device
 from hub.store.records import CandidateDescription
 
 
@@ -98,7 +98,7 @@ class CommandBody(Strict):
     value: str | float | bool | None = Field(
         default=None, description="name: text; mute: true, false or 'toggle'; gain/frequency: number; ..."
     )
-    slot: int | None = Field(default=None, ge=1, description="Axient Digital ShowLink slot, for rf_output")
+    slot: int | None = Field(default=None, ge=1, le=MAX_SLOTS, description="the transmitter slot, for slot commands")
 
 
 class ExtendedNameBody(Strict):

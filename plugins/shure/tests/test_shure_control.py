@@ -110,3 +110,56 @@ async def test_device_level_controls_and_refusals() -> None:
         assert (refused.ok, refused.code) == (False, "refused")
         # the refusal was matched to the request: the connection and later commands are unaffected
         assert (await run(ad_id, CommandKind.NAME, "Still fine")).ok
+
+
+async def test_showlink_slot_power_mode_is_set_and_shown_in_the_slot() -> None:
+    async with ShureSimulator("ad4q", seed=3) as sim, DriverHarness("shure") as hub:
+        device = await hub.device(hub.add(sim.url))
+        slot_one = Command(device_id=device.id, channel=1, kind=CommandKind.SLOT_RF_POWER_MODE, slot=1)
+        result = await hub.apply(slot_one.model_copy(update={"value": "high"}))
+        assert (result.ok, result.value, sim.raw[(1, "SLOT_RF_POWER_MODE", 1)]) == (True, "high", "HIGH")
+        slots = hub.store.get(device.id).channel(1).tx_slots  # type: ignore[union-attr]
+        assert slots is not None and (slots[0].slot, slots[0].rf_power_mode, slots[0].status) == (
+            1,
+            "high",
+            "linked.active",
+        )
+        assert [slot.status for slot in slots[1:]] == ["empty"] * 7
+
+
+@pytest.mark.parametrize(
+    ("model", "command", "code"),
+    [
+        ("ad4q", Command(device_id="", channel=1, kind=CommandKind.SLOT_RF_POWER_MODE, value="max", slot=1), "invalid"),
+        ("ad4q", Command(device_id="", channel=1, kind=CommandKind.SLOT_RF_POWER_MODE, value="low", slot=9), "invalid"),
+        ("ad4q", Command(device_id="", channel=1, kind=CommandKind.SLOT_RF_POWER_MODE, value="low"), "invalid"),
+        ("p10t", Command(device_id="", channel=1, kind=CommandKind.TX_POWER, value="20mW"), "invalid"),
+        ("ulxd4d", Command(device_id="", channel=1, kind=CommandKind.TX_POWER, value="high"), "not_supported"),
+        (
+            "slxd4q+",
+            Command(device_id="", channel=1, kind=CommandKind.SLOT_RF_POWER_MODE, value="low", slot=1),
+            "not_supported",
+        ),
+    ],
+)
+async def test_transmitter_power_outside_the_family_limits_is_refused_before_sending(
+    model: str, command: Command, code: str
+) -> None:
+    async with ShureSimulator(model, seed=3) as sim, DriverHarness("shure") as hub:
+        device = await hub.device(hub.add(sim.url))
+        before = dict(sim.raw)
+        result = await hub.apply(command.model_copy(update={"device_id": device.id}))
+        assert (result.ok, result.code) == (False, code), result
+        assert sim.raw == before
+
+
+async def test_in_ear_transmitter_power_level_round_trip() -> None:
+    async with ShureSimulator("p10t", seed=3) as sim, DriverHarness("shure") as hub:
+        device = await hub.device(hub.add(sim.url))
+        capabilities = hub.store.get(device.id).capabilities  # type: ignore[union-attr]
+        assert capabilities is not None
+        assert capabilities.commands[CommandKind.TX_POWER].choices == ("10mW", "50mW", "100mW")
+        result = await hub.apply(Command(device_id=device.id, channel=2, kind=CommandKind.TX_POWER, value="10mW"))
+        assert (result.ok, result.value, sim.channels[2].values["tx_power"]) == (True, "10mW", "10mW")
+        assert hub.store.get(device.id).channel(2).tx_power == "10mW"  # type: ignore[union-attr]
+        await wait_until_agreed(hub, device.id, sim, "after the power change")

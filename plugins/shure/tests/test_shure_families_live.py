@@ -67,11 +67,13 @@ async def test_slxd_plus_spellings_and_quadversity_are_understood() -> None:
         quad.set_meters(2, rf_dbm=-44, antenna="AD")
         await wait_until_agreed(hub, slx_device.handle.device_id, slx, "SLX-D+ state")
         await wait_until_agreed(hub, quad_device.handle.device_id, quad, "Quadversity state")
-        driver = slx_device.driver
-        assert driver is not None
         slx_channel = hub.store.get(slx_device.handle.device_id).channel(1)  # type: ignore[union-attr]
         assert slx_channel is not None and slx_channel.group_channel == "1,1"  # read from the GROUP_CHAN spelling
-        assert driver.raw[(1, "LINK_STATUS", 1)] == "online"  # type: ignore[attr-defined]
+        assert slx_channel.tx_slots is not None
+        assert [(slot.slot, slot.status, slot.tx_model) for slot in slx_channel.tx_slots] == [
+            (1, "online", slx_channel.tx_model),
+            (2, "offline", None),
+        ]
         quad_channel = hub.store.get(quad_device.handle.device_id).channel(2)  # type: ignore[union-attr]
         assert quad_channel is not None and quad_channel.rf_antennas == {"A": -44, "B": -46, "C": -48, "D": -50}
 

@@ -43,7 +43,9 @@ def unmet(device: Device | None, transcript: Transcript) -> list[str]:
             actual: Any = getattr(device, expected.name)
         else:
             channel = device.channel(int(expected.scope))
-            actual = getattr(channel, expected.name) if channel is not None else "no such channel"
+            # as JSON, the form the transcript states it in (transmitter slots are models of their own)
+            shown = channel.model_dump(mode="json", include={expected.name}) if channel is not None else None
+            actual = shown[expected.name] if shown is not None else "no such channel"
         if actual != expected.value:
             wrong.append(f"{expected.scope}.{expected.name}: {actual!r}, transcript says {expected.value!r}")
     return wrong
@@ -96,6 +98,9 @@ async def test_family_transcript_in_both_directions(name: str) -> None:
         ("slxd_plus", Command(device_id="", channel=1, kind=CommandKind.NAME, value="Lead Vox"), "Lead Vox"),
         # the P10T's RF mute, as CO's PSM1000 module sets it: RF back on air is RF_MUTE 0
         ("psm1000", Command(device_id="", channel=2, kind=CommandKind.RF_OUTPUT, value=True), True),
+        ("psm1000", Command(device_id="", channel=1, kind=CommandKind.TX_POWER, value="100mW"), "100mW"),
+        # an ADX transmitter's RF power through its ShowLink slot (CO actions.js "slot_rf_power")
+        ("axient", Command(device_id="", channel=2, kind=CommandKind.SLOT_RF_POWER_MODE, value="low", slot=1), "low"),
         ("mxw", Command(device_id="", channel=1, kind=CommandKind.IDENTIFY), True),
         # metered per channel since it refused channel 0: a new rate goes to each channel too
         ("fault_refuses_all_channels", Command(device_id="", kind=CommandKind.METER_RATE, value=500), 500),

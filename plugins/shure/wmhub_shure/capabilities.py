@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 from hub.model import Capabilities, CommandKind, CommandLimits, NumberLimits, TextLimits
-from wmhub_shure.families import FAMILIES, GAIN_MAX_DB, GAIN_MIN_DB, Family
+from wmhub_shure.families import FAMILIES, GAIN_MAX_DB, GAIN_MIN_DB, SLOT_RF_POWER_MODES, Family
 
 # Printable ASCII without the framing characters {} <> * (families.NAME_FORBIDDEN), and no space at either
 # end (the receiver drops it). ) and | are escaped so the expression also works as an HTML pattern (v flag).
@@ -50,6 +50,10 @@ def capabilities_of(family: Family) -> Capabilities:
         limits[CommandKind.METER_RATE] = CommandLimits(channel=True, device=True)
     if CommandKind.RF_OUTPUT in controls:
         limits[CommandKind.RF_OUTPUT] = CommandLimits(slots=family.slots or None)  # P10T: none
+    if CommandKind.SLOT_RF_POWER_MODE in controls:
+        limits[CommandKind.SLOT_RF_POWER_MODE] = CommandLimits(slots=family.slots, choices=SLOT_RF_POWER_MODES)
+    if CommandKind.TX_POWER in controls:
+        limits[CommandKind.TX_POWER] = CommandLimits(choices=family.tx_power_levels)
     return Capabilities(channel_fields=family.fields, commands=limits)
 
 

@@ -23,6 +23,7 @@ from hub.model import (
     CommandTimeoutError,
     DeviceUnavailableError,
     RefusedError,
+    SlotState,
 )
 from wmhub_shure.families import (
     METER_RATE_MIN_MS,
@@ -31,6 +32,7 @@ from wmhub_shure.families import (
     UHFR,
     ULXD,
     Family,
+    Param,
     SetRequest,
     build_set,
     channel_encryption,
@@ -128,6 +130,7 @@ class ShureDriver(Driver):
         self._parts: dict[tuple[int, str], dict[str, Any]] = {}  # shares of a field two parameters fill
         self._encryption_mode: str | None = None
         self._key_mismatch: dict[int, bool] = {}  # per channel, once its encryption status was reported
+        self._slots: dict[int, dict[int, dict[str, Any]]] = {}  # channel -> slot -> SlotState fields so far
         self._keepalive: asyncio.Task[None] | None = None
         self._meter_channels = [0]  # where METER_RATE went: channel 0 (all), or each channel that took it
 
@@ -524,6 +527,10 @@ class ShureDriver(Driver):
             return
         if not 0 < channel <= self.channel_count:
             return
+        slot_spec = family.slot_params.get(report.param)
+        if slot_spec is not None and report.index is not None and 0 < report.index <= family.slots:
+            self.sink.update_channel(channel, {"tx_slots": self._slot_states(channel, report.index, slot_spec, report)})
+            return
         fields: dict[str, Any] = {}
         spec = family.channel_params.get(report.param)
         if spec is not None and spec.split is not None:
@@ -560,6 +567,12 @@ class ShureDriver(Driver):
             self.sink.update_channel(channel, fields)
         else:
             self._keep_raw((channel, report.param, report.index), report.value)
+
+    def _slot_states(self, channel: int, slot: int, spec: Param, report: Report) -> list[SlotState]:
+        """The channel's slots with this report's value in: the receiver reports each slot value apart."""
+        slots = self._slots.setdefault(channel, {})
+        slots.setdefault(slot, {})[spec.field] = spec.codec.decode(report.value)
+        return [SlotState(slot=index, **slots[index]) for index in sorted(slots)]
 
     def _keep_raw(self, key: tuple[int | None, str, int | None], value: str) -> None:
         # unknown parameters are kept, not dropped; a device inventing endless names cannot grow this

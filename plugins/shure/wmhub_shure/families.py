@@ -355,6 +355,10 @@ class Family:
     # the channel parameter whose "encryption" warning says the link's keys do not match (ENCRYPTION_WARNING ON,
     # ENCRYPTION_STATUS ERROR); with the receiver's encryption_mode it gives the channel's encryption field
     encryption_param: str | None = None
+    # per transmitter slot (``< REP 1 SLOT_STATUS 8 EMPTY >``): wire parameter -> the hub.model.SlotState field
+    slot_params: Mapping[str, Param] = field(default_factory=dict)
+    # the transmitter power the hub can set, as tx_power reads (the P10T's RF_TX_LVL); empty: none
+    tx_power_levels: tuple[str, ...] = ()
 
     @property
     def fields(self) -> frozenset[str]:
@@ -367,6 +371,8 @@ class Family:
             names.add("tx_present")
         if self.encryption_param:
             names.add("encryption")
+        if self.slot_params:
+            names.add("tx_slots")
         return frozenset(names)
 
     def warnings_for(self, param: str) -> tuple[WarningRule, ...]:
@@ -511,7 +517,7 @@ AXIENT: Final = Family(
     sample_fields=frozenset(
         {"rf_quality_percent", "audio_peak", "audio_peak_dbfs", "audio_dbfs", "antenna", "rf_dbm", "rf_antennas"}
     ),
-    controls=_BASIC_CONTROLS | _MUTE | _IDENTIFY | {CommandKind.RF_OUTPUT},
+    controls=_BASIC_CONTROLS | _MUTE | _IDENTIFY | {CommandKind.RF_OUTPUT, CommandKind.SLOT_RF_POWER_MODE},
     name_max=31,
     name_width=31,
     device_name_width=31,
@@ -521,6 +527,15 @@ AXIENT: Final = Family(
     channel_flash=True,
     slots=8,
     encryption_param="ENCRYPTION_STATUS",
+    # ShowLink slots 1-8, CO src/internalAPI.js (its slot table and unknown markers)
+    slot_params={
+        "SLOT_STATUS": Param("status", word()),  # EMPTY | STANDARD | LINKED.INACTIVE | LINKED.ACTIVE
+        "SLOT_TX_MODEL": Param("tx_model", enum_text("UNKNOWN")),
+        "SLOT_BATT_BARS": Param("battery_bars", BATTERY_BARS),
+        "SLOT_BATT_CHARGE_PERCENT": Param("battery_percent", PERCENT),
+        "SLOT_RF_POWER_MODE": Param("rf_power_mode", word()),  # LOW | NORMAL | HIGH, UNKNOWN
+        "SLOT_RF_OUTPUT": Param("rf_output", switch(on="RF_ON", off="RF_MUTE")),
+    },
 )
 
 
@@ -584,6 +599,10 @@ def _slx_family(key: str, label: str, models: Mapping[str, int], plus: bool) -> 
         encryption_param="ENCRYPTION_STATUS" if plus else None,
         # SC, the Shure control interface every SLX-D+ has; it sends no REP of its own (CO SLX-D+ notes)
         network_query=("NET_SETTINGS", "SC") if plus else (),
+        # side slots 1-2 (CO docs/SLXDplus-protocol.md): LINK_STATUS online|offline, SLOT_TX_MODEL {10 wide}
+        slot_params=(
+            {"LINK_STATUS": Param("status", word()), "SLOT_TX_MODEL": Param("tx_model", text(10))} if plus else {}
+        ),
     )
 
 
@@ -640,7 +659,9 @@ PSM1000: Final = Family(
     sample=None,
     sample_fields=frozenset(),
     # DEVICE_NAME as a SET is sent by no public client (unverified); a P10T without it answers ERR, reported
-    controls=frozenset({CommandKind.NAME, CommandKind.FREQUENCY, CommandKind.RF_OUTPUT, CommandKind.DEVICE_NAME}),
+    controls=frozenset(
+        {CommandKind.NAME, CommandKind.FREQUENCY, CommandKind.RF_OUTPUT, CommandKind.DEVICE_NAME, CommandKind.TX_POWER}
+    ),
     name_max=8,
     name_width=0,
     device_name_width=8,
@@ -649,7 +670,11 @@ PSM1000: Final = Family(
     battery_param=None,
     device_name_param="DEVICE_NAME",
     braced_names=False,
+    tx_power_levels=("10mW", "50mW", "100mW"),  # SET n RF_TX_LVL 10|50|100 (CO PSM1000 src/actions.js, setup.js)
 )
+
+# SET n SLOT_RF_POWER_MODE s LOW|NORMAL|HIGH (CO src/actions.js "slot_rf_power", ADX transmitters)
+SLOT_RF_POWER_MODES: Final = ("low", "normal", "high")
 
 MXW_CHARGED: Final = 65534
 
@@ -792,6 +817,13 @@ def check_meter_rate(value: object) -> int:
     return rate
 
 
+def _slot_of(command: Command, family: Family) -> int:
+    slot = command.slot
+    if slot is None or not 1 <= slot <= family.slots:
+        raise InvalidValueError(f"{command.kind.value} needs a ShowLink slot 1..{family.slots}, got {slot!r}")
+    return slot
+
+
 def build_set(family: Family, command: Command, gain_now: float | None = None) -> SetRequest:
     """Validate ``command`` against ``family``'s limits and build its SET; raise before anything is sent."""
     kind = command.kind
@@ -848,10 +880,27 @@ def build_set(family: Family, command: Command, gain_now: float | None = None) -
         return SetRequest(
             channel, "RF_MUTE", ("0" if value else "1",), expected=value, confirm=lambda report: report.value == "0"
         )
+    if kind is CommandKind.TX_POWER:
+        if value not in family.tx_power_levels:
+            levels = ", ".join(family.tx_power_levels)
+            raise InvalidValueError(f"tx_power takes one of {levels}, got {value!r}")
+        return SetRequest(
+            channel,
+            "RF_TX_LVL",
+            (str(value).removesuffix("mW"),),
+            expected=value,
+            confirm=_decoded(milliwatts()),
+        )
+    if kind is CommandKind.SLOT_RF_POWER_MODE:
+        slot = _slot_of(command, family)
+        if value not in SLOT_RF_POWER_MODES:
+            raise InvalidValueError(f"slot_rf_power_mode takes one of {', '.join(SLOT_RF_POWER_MODES)}, got {value!r}")
+        mode = word()
+        return SetRequest(
+            channel, "SLOT_RF_POWER_MODE", (mode.encode(value),), index=slot, expected=value, confirm=_decoded(mode)
+        )
     if kind is CommandKind.RF_OUTPUT:
-        slot = command.slot
-        if slot is None or not 1 <= slot <= family.slots:
-            raise InvalidValueError(f"rf_output needs a ShowLink slot 1..{family.slots}, got {slot!r}")
+        slot = _slot_of(command, family)
         if not isinstance(value, bool):
             raise InvalidValueError(f"rf_output takes true (RF on) or false (RF muted), got {value!r}")
         return SetRequest(

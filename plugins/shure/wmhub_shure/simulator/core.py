@@ -259,6 +259,10 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
         peer.received(data)
 
 
+# slot settings a SET may change, and the values each takes (CO src/actions.js: ADX slot RF output and power)
+_SLOT_SETTINGS: Final = {"SLOT_RF_OUTPUT": ("RF_ON", "RF_MUTE"), "SLOT_RF_POWER_MODE": ("LOW", "NORMAL", "HIGH")}
+
+
 def _unique_params(family: WireFamily, spellings: dict[str, str]) -> list[tuple[str, WireParam]]:
     """The parameters a receiver reports, in table order, each in the spelling this simulator uses."""
     return [(spellings.get(name, name), param) for name, param in family.channel_params.items() if not param.alternate]
@@ -468,8 +472,18 @@ class ShureSimulator:
                 raw[(index, "GROUP_CHAN", None)] = "1,01"
             if key == "axient":
                 raw[(index, "FD_MODE", None)] = "OFF"
+                values = self.channels[index].values
                 for slot in range(1, self.family.slots + 1):
-                    raw[(index, "SLOT_STATUS", slot)] = "EMPTY"
+                    # slot 1 holds the channel's own transmitter, linked over ShowLink; the rest are empty
+                    linked = slot == 1 and values.get("tx_model") is not None
+                    bars, percent = values.get("battery_bars"), values.get("battery_percent")
+                    raw[(index, "SLOT_STATUS", slot)] = "LINKED.ACTIVE" if linked else "EMPTY"
+                    raw[(index, "SLOT_TX_MODEL", slot)] = str(values["tx_model"]) if linked else "UNKNOWN"
+                    raw[(index, "SLOT_BATT_BARS", slot)] = f"{bars:03d}" if linked and bars is not None else "255"
+                    raw[(index, "SLOT_BATT_CHARGE_PERCENT", slot)] = (
+                        f"{percent:03d}" if linked and percent is not None else "255"
+                    )
+                    raw[(index, "SLOT_RF_POWER_MODE", slot)] = "NORMAL" if linked else "UNKNOWN"
                     raw[(index, "SLOT_RF_OUTPUT", slot)] = "RF_ON"
                     raw[(index, "SLOT_BATT_MINS", slot)] = "65535"
             if key == "slxd_plus":
@@ -690,11 +704,9 @@ class ShureSimulator:
             self.set_channel(channel.index, tx_muted=value == "1")
         elif param == "FLASH" and family.channel_flash and value.upper() in ("ON", "OFF"):
             self.broadcast([f"{verb} {channel.index} FLASH {value.upper()}"])
-        elif (
-            param == "SLOT_RF_OUTPUT"
-            and (channel.index, param, report.index) in self.raw
-            and value.upper() in ("RF_ON", "RF_MUTE")
-        ):
+        elif param == "RF_TX_LVL" and param in family.channel_params and value in ("10", "50", "100"):
+            self.set_channel(channel.index, tx_power=f"{value}mW")
+        elif (channel.index, param, report.index) in self.raw and value.upper() in _SLOT_SETTINGS.get(param, ()):
             self.raw[(channel.index, param, report.index)] = value.upper()
             self.broadcast([f"{verb} {channel.index} {param} {report.index} {value.upper()}"])
         else:
