@@ -6,6 +6,7 @@ import pytest
 from wmhub_shure.simulator import ShureSimulator
 from wmhub_shure.simulator.compare import wait_until_agreed
 
+from hub.model import Command, CommandKind
 from hub.testing import DriverHarness
 
 ALL_MODELS = [
@@ -90,3 +91,20 @@ async def test_receiver_settings_and_key_mismatch_reach_the_hub(model: str) -> N
         await wait_until_agreed(hub, device.id, sim, "encryption on, channel 2 keys mismatched")
         channels = hub.store.get(device.id).channels  # type: ignore[union-attr]
         assert [channel.encryption for channel in channels] == ["on", "mismatch"]
+
+
+async def test_charger_bays_follow_the_batteries_in_them() -> None:
+    async with ShureSimulator("sbc220", seed=2) as sim, DriverHarness("shure") as hub:
+        device = await hub.device(hub.add(sim.url))
+        assert (device.family, device.model, len(device.channels)) == ("charger", "SBC220", 8)
+        await wait_until_agreed(hub, device.id, sim, "the bays at connect")
+        charging = hub.store.get(device.id).channel(1)  # type: ignore[union-attr]
+        assert charging is not None and charging.battery_charge_state == "normal"
+        assert charging.battery_time_to_full_min == 39 and charging.rf_dbm is None
+        sim.set_channel(1, battery_percent=100, battery_charge_state="full", battery_time_to_full_min=None)
+        await wait_until_agreed(hub, device.id, sim, "bay 1 full")
+        full = hub.store.get(device.id).channel(1)  # type: ignore[union-attr]
+        assert full is not None
+        assert (full.battery_percent, full.battery_charge_state, full.battery_time_to_full_min) == (100, "full", None)
+        flashed = await hub.apply(Command(device_id=device.id, kind=CommandKind.IDENTIFY))
+        assert flashed.ok

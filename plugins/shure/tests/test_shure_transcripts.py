@@ -24,7 +24,7 @@ from hub.model import Command, CommandKind, Device
 from hub.testing import DriverHarness, eventually, identify_with, plugin_host
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
-FAMILY_TRANSCRIPTS = ("ulxd", "qlxd", "axient", "anx4", "slxd", "slxd_plus", "psm1000", "uhfr", "mxw")
+FAMILY_TRANSCRIPTS = ("ulxd", "qlxd", "axient", "anx4", "slxd", "slxd_plus", "psm1000", "uhfr", "mxw", "charger")
 # meter rate as the transcripts have it (01000); short timeouts so silent questions cost little
 SETTINGS = DriverSettings(meter_rate_ms=1000, io_timeout_s=1.0, offline_after_s=3.0)
 
@@ -102,6 +102,7 @@ async def test_family_transcript_in_both_directions(name: str) -> None:
         # an ADX transmitter's RF power through its ShowLink slot (CO actions.js "slot_rf_power")
         ("axient", Command(device_id="", channel=2, kind=CommandKind.SLOT_RF_POWER_MODE, value="low", slot=1), "low"),
         ("mxw", Command(device_id="", channel=1, kind=CommandKind.IDENTIFY), True),
+        ("charger", Command(device_id="", kind=CommandKind.IDENTIFY), True),  # SET FLASH ON (CO-CHG actions.js)
         # metered per channel since it refused channel 0: a new rate goes to each channel too
         ("fault_refuses_all_channels", Command(device_id="", kind=CommandKind.METER_RATE, value=500), 500),
     ],

@@ -393,7 +393,7 @@ class ShureDriver(Driver):
         # a family without SAMPLE). Data since the last beat proves it already: no GET then, which at ten
         # samples a second spares the hub and the receiver one request per receiver every few seconds.
         interval = min(KEEPALIVE_MAX_S, max(0.2, self.settings.offline_after_s / 3))
-        param = "CHAN_NAME" if self.family in (UHFR, PSM1000) else "METER_RATE"
+        param = self.family.keepalive_param if self.family is not None else "METER_RATE"
         reads = self.reads
         while True:
             await asyncio.sleep(interval)

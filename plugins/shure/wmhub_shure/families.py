@@ -359,6 +359,8 @@ class Family:
     slot_params: Mapping[str, Param] = field(default_factory=dict)
     # the transmitter power the hub can set, as tx_power reads (the P10T's RF_TX_LVL); empty: none
     tx_power_levels: tuple[str, ...] = ()
+    # the channel parameter the keep-alive asks for: one the family answers (a charger has no METER_RATE)
+    keepalive_param: str = "METER_RATE"
 
     @property
     def fields(self) -> frozenset[str]:
@@ -635,6 +637,7 @@ UHFR: Final = Family(
     tx_model_param=None,
     battery_param="TX_BAT",
     udp=True,
+    keepalive_param="CHAN_NAME",
 )
 
 # PSM1000 (P10T), from bitfocus/companion-module-shure-psm1000 src/index.js (the GETs it sends), src/actions.js
@@ -671,6 +674,7 @@ PSM1000: Final = Family(
     device_name_param="DEVICE_NAME",
     braced_names=False,
     tx_power_levels=("10mW", "50mW", "100mW"),  # SET n RF_TX_LVL 10|50|100 (CO PSM1000 src/actions.js, setup.js)
+    keepalive_param="CHAN_NAME",
 )
 
 # SET n SLOT_RF_POWER_MODE s LOW|NORMAL|HIGH (CO src/actions.js "slot_rf_power", ADX transmitters)
@@ -731,7 +735,51 @@ MXW: Final = Family(
     channel_flash=True,
 )
 
-FAMILIES: Final = {family.key: family for family in (ULXD, QLXD, AXIENT, SLXD, SLXD_PLUS, UHFR, PSM1000, MXW)}
+# Charger bay markers (CO chargers module src/internalAPI.js): 65535 unknown, 65534 error, 65533 calculating,
+# 65529 target reached. A public SBC220 capture (firmware 1.4.53) shows a faulted bay at BATT_CYCLE 65534 and
+# BATT_CHARGE / BATT_HEALTH / BATT_BARS 254: the top eight codes of each range are read as unknown.
+CHARGER_WORD: Final = number(width=5, unknown=(65535,), valid=(0, 65527))
+
+# Networked battery chargers, from bitfocus/companion-module-shure-chargers src/setup.js (models, bays),
+# src/internalAPI.js (per-bay BATT_* reports) and src/index.js (GET 0 ALL at connect). A charger is a device
+# whose channels are bays. CO picks the model by configuration: what a charger answers to GET MODEL is not
+# public, so the names below are matched as the other families' are (unverified). SBC220/SBC240 report 2 bays
+# per unit and chain up to 4 units: 8 bays, of which those of absent units report no battery.
+CHARGER: Final = Family(
+    key="charger",
+    label="networked charger",
+    models={"SBRC": 8, "SBC220": 8, "SBC240": 8},
+    framing=ANGLE,
+    channel_params={
+        "BATT_DETECTED": Param("tx_present", switch(on="YES", off="NO")),  # a battery sits in the bay
+        "BATT_CHARGE": Param("battery_percent", number(valid=(0, 100))),
+        "BATT_HEALTH": Param("battery_health_percent", number(valid=(0, 100))),
+        "BATT_BARS": Param("battery_bars", BATTERY_BARS),
+        "BATT_CYCLE": Param("battery_cycles", CHARGER_WORD),
+        # CO reads the number as it comes, 255 unknown; unlike the transmitters' BATT_TEMP_C no offset is named
+        "BATT_TEMP_C": Param("battery_temp_c", number(valid=(-40, 100))),
+        "BATT_TIME_TO_FULL": Param("battery_time_to_full_min", CHARGER_WORD),
+        # FULL | CALCULATING | NORMAL | WARM | HOT | COLD | PRECHARGE | READY_TO_STORE | DISCHARGING | ERROR | ...
+        "BATT_STATE": Param("battery_charge_state", word(unknown=UNKNOWN_TEXT | {"NO_BATT"})),
+    },
+    device_params={"DEVICE_ID": Param("name", text(8)), "FW_VER": Param("firmware", text(24))},
+    warnings=(
+        # 000 no error; 001 unknown module ... 007 communication failure; 255 no data
+        WarningRule("battery_error", "BATT_ERROR", frozenset(f"{code:03d}" for code in range(1, 8)), "000"),
+    ),
+    sample=None,
+    sample_fields=frozenset(),
+    controls=frozenset({CommandKind.IDENTIFY, CommandKind.DEVICE_NAME}),
+    name_max=8,
+    name_width=0,
+    device_name_width=8,
+    freq_digits=0,
+    tx_model_param=None,
+    battery_param=None,
+    keepalive_param="BATT_CHARGE",
+)
+
+FAMILIES: Final = {family.key: family for family in (ULXD, QLXD, AXIENT, SLXD, SLXD_PLUS, UHFR, PSM1000, MXW, CHARGER)}
 
 
 def family_of_model(model: str) -> tuple[Family, str, int] | None:

@@ -23,6 +23,7 @@ from hub.model import METER_FIELDS
 from wmhub_shure.protocol import Framer, Report, brace, parse
 from wmhub_shure.simulator.wire import (
     AXIENT,
+    CHARGER,
     GAIN_OFFSET,
     MXW,
     PSM1000,
@@ -73,6 +74,9 @@ MODELS: Final = {
         ModelProfile("mxwapt8", MXW, "MXWAPT8", 8),
         ModelProfile("mxwani4", MXW, "MXWANI4", 4),
         ModelProfile("mxwani8", MXW, "MXWANI8", 8),
+        ModelProfile("sbrc", CHARGER, "SBRC", 8),
+        ModelProfile("sbc220", CHARGER, "SBC220", 8),
+        ModelProfile("sbc240", CHARGER, "SBC240", 8),
     )
 }
 
@@ -91,6 +95,7 @@ FIRMWARE: Final = {
     "slxd": "2.0.15.2",
     "slxd_plus": "2.0.38.9",
     "mxw": "4.4.6",
+    "charger": "1.4.53",
 }
 
 
@@ -457,6 +462,15 @@ class ShureSimulator:
             "frequency2_mhz": None,
         }
         values["frequency_mhz"] = round(values["frequency_mhz"], 3)
+        if family is CHARGER:  # odd bays charge, even bays sit full
+            charging = index % 2 == 1
+            values.update(
+                battery_charge_state="normal" if charging else "full",
+                battery_percent=60 + index if charging else 100,
+                battery_bars=3 if charging else 5,
+                battery_time_to_full_min=40 - index if charging else None,
+                battery_temp_c=31,
+            )
         if family is UHFR:
             values["name"] = f"Mic{index}"  # bare-token names: no spaces on the wire
         return SimChannel(index, {name: value for name, value in values.items() if name in fields})
@@ -521,7 +535,7 @@ class ShureSimulator:
             if rule.clear_value:  # runtime markers ride on the runtime parameter itself
                 value = next(iter(rule.raised_by)) if rule.warning in channel.warnings else rule.clear_value
                 lines.append(f"{verb} {index} {rule.param} {value}")
-        if not self.family.udp:
+        if not self.family.udp and self.family.meter_rate:
             lines.append(f"{verb} {index} METER_RATE {channel.meter_rate_ms:05d}")
         for (raw_channel, name, slot), value in self.raw.items():
             if raw_channel == index:
@@ -677,7 +691,7 @@ class ShureSimulator:
         if targets is None:
             self._error(peer)
             return
-        if param == "METER_RATE" and not family.udp and value.isdigit():
+        if param == "METER_RATE" and not family.udp and family.meter_rate and value.isdigit():
             rate = int(value)
             if rate and rate < 50:
                 self._error(peer)

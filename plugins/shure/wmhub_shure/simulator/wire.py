@@ -121,6 +121,7 @@ class WireFamily:
     reply_verb: str = "REP"  # UHF-R and the P10T answer REPORT
     encryption_param: str | None = None  # the channel status that reports mismatched keys
     network: bool = False  # answers GET NET_SETTINGS SC with its address and MAC (SLX-D+)
+    meter_rate: bool = True  # has METER_RATE; a charger answers it with ERR (a public SBC220 note)
 
     @property
     def meters(self) -> bool:
@@ -389,4 +390,31 @@ MXW: Final = WireFamily(
     tx_model_param=None,
     battery_param=None,
     channel_flash=True,
+)
+
+# A networked charger as bitfocus/companion-module-shure-chargers src/internalAPI.js reads it: each bay a channel
+# of BATT_* reports, 255 / 65535 when unknown, BATT_ERROR 000 when the bay is fine.
+CHARGER: Final = WireFamily(
+    key="charger",
+    framing=ANGLE,
+    channel_params={
+        "BATT_DETECTED": WireParam("tx_present", on_off(on="YES", off="NO")),
+        "BATT_CHARGE": WireParam("battery_percent", digits(3)),
+        "BATT_HEALTH": WireParam("battery_health_percent", digits(3)),
+        "BATT_BARS": WireParam("battery_bars", digits(3)),
+        "BATT_CYCLE": WireParam("battery_cycles", digits(5, unknown=65535)),
+        "BATT_TEMP_C": WireParam("battery_temp_c", digits(3)),
+        "BATT_TIME_TO_FULL": WireParam("battery_time_to_full_min", digits(5, unknown=65535)),
+        "BATT_STATE": WireParam("battery_charge_state", upper_word("NO_BATT")),
+    },
+    device_params=_receiver(8, 24, model=True),
+    warnings=(WireWarning("battery_error", "BATT_ERROR", frozenset({"007"}), "000"),),
+    sample_fields=frozenset(),
+    name_max=8,
+    name_width=0,
+    device_name_width=8,
+    freq_digits=0,
+    tx_model_param=None,
+    battery_param=None,
+    meter_rate=False,
 )
