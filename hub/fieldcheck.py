@@ -31,6 +31,10 @@ UNKNOWN: Final = object()
 Check = Callable[[Any], Any]
 
 
+# The widest whole number JSON encoders (orjson) and SQLite take; a device's 2**70 is no reading it made.
+MAX_WHOLE: Final = 2**63 - 1
+
+
 def _boolean(value: Any) -> Any:
     return value if value is True or value is False else REFUSED
 
@@ -38,6 +42,8 @@ def _boolean(value: Any) -> Any:
 def _number(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return REFUSED
+    if isinstance(value, int):
+        return value if -MAX_WHOLE <= value <= MAX_WHOLE else UNKNOWN
     return value if math.isfinite(value) else UNKNOWN
 
 
@@ -45,8 +51,8 @@ def _whole(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return REFUSED
     if isinstance(value, int):
-        return value
-    if not math.isfinite(value):
+        return value if -MAX_WHOLE <= value <= MAX_WHOLE else UNKNOWN
+    if not math.isfinite(value) or abs(value) > MAX_WHOLE:
         return UNKNOWN
     return int(value) if value.is_integer() else REFUSED
 
@@ -174,7 +180,7 @@ class FieldRules:
             self.classes[name] = base
             if base is int:
                 low, high = bounds.get(name, (None, None))
-                self.ranges[name] = (-math.inf if low is None else low, math.inf if high is None else high)
+                self.ranges[name] = (-MAX_WHOLE if low is None else low, MAX_WHOLE if high is None else high)
 
 
 # A device's capabilities come from its plugin's declaration (the device_capabilities hook), never from what

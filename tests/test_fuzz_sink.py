@@ -129,3 +129,15 @@ def test_transmitter_slots_keep_what_a_device_reported_sanely() -> None:
     handle.update_channel(1, {"tx_slots": ["slot 1"]})
     assert store.devices[handle.device_id].channels[0].tx_slots == slots
     assert handle.protocol_errors == 3
+
+
+def test_numbers_wider_than_64_bits_read_as_unknown() -> None:
+    store = StateStore()
+    handle = DeviceHandle(store, Endpoint.parse("fuzz://127.0.0.1:9"), "fuzz", plugin="fuzzer", text_width=WIDTH)
+    handle.identify(unique_id="W1", family="fuzz", model="wide", channel_count=1)
+    handle.update_channel(
+        1, {"battery_cycles": 2**70, "rf_dbm": -(2**70), "gain_db": 2**70, "battery_runtime_min": 1e30}
+    )
+    channel = store.devices[handle.device_id].channels[0]
+    assert (channel.battery_cycles, channel.rf_dbm, channel.gain_db, channel.battery_runtime_min) == (None,) * 4
+    payloads.encode(payloads.channel_state(channel))  # what MQTT publishes
