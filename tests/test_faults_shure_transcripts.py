@@ -76,12 +76,7 @@ CASES = [
 def unmet(device: Device | None, transcript: Transcript) -> int:
     if device is None:
         return len(transcript.expected)
-    wrong = 0
-    for expected in transcript.expected:
-        channel = None if expected.scope == "device" else device.channel(int(expected.scope))
-        actual = getattr(device if expected.scope == "device" else channel, expected.name, "missing")
-        wrong += actual != expected.value
-    return wrong
+    return sum(expected.shown(device) != expected.value for expected in transcript.expected)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.transcript + ("-split" * case.split_inside_braces) for case in CASES])

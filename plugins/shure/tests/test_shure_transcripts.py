@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from wmhub_shure.discovery import SLP_SERVICE
@@ -39,13 +38,7 @@ def unmet(device: Device | None, transcript: Transcript) -> list[str]:
         return ["device not known"]
     wrong = []
     for expected in transcript.expected:
-        if expected.scope == "device":
-            actual: Any = getattr(device, expected.name)
-        else:
-            channel = device.channel(int(expected.scope))
-            # as JSON, the form the transcript states it in (transmitter slots are models of their own)
-            shown = channel.model_dump(mode="json", include={expected.name}) if channel is not None else None
-            actual = shown[expected.name] if shown is not None else "no such channel"
+        actual = expected.shown(device)
         if actual != expected.value:
             wrong.append(f"{expected.scope}.{expected.name}: {actual!r}, transcript says {expected.value!r}")
     return wrong

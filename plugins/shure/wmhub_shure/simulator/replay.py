@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
+from hub.model import Device
 from wmhub_shure.protocol import ANGLE, STAR, Framer, Framing
 
 SILENT = "silent"
@@ -43,6 +44,14 @@ class Expectation:
     scope: str | int
     name: str
     value: Any
+
+    def shown(self, device: Device | None) -> Any:
+        """The hub's value for this expectation, as JSON (the form a transcript states it in: transmitter slots
+        are models of their own); ``"missing"`` when the device or channel is not there."""
+        part = device if self.scope == "device" or device is None else device.channel(int(self.scope))
+        if part is None or self.name not in type(part).model_fields:
+            return "missing"
+        return part.model_dump(mode="json", include={self.name})[self.name]
 
 
 @dataclass
