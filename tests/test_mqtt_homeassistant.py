@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hub.model import Capabilities, Channel, Device
+from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device
 from hub.mqtt.homeassistant import DEVICE_READINGS, READINGS, discovery_config
 from hub.mqtt.topics import Topics
 from tests.mosquitto import MqttProbe, TestBroker
@@ -46,6 +46,7 @@ PLATFORM_KEYS = {
         {"payload_on", "payload_off", "state_on", "state_off", "state_topic", "value_template", "optimistic"},
     ),
     "button": ({"command_topic"}, {"payload_press", "command_template", "device_class"}),
+    "select": ({"command_topic", "options"}, {"command_template", "state_topic", "value_template"}),
 }  # fmt: skip
 DEVICE_CLASSES = {
     "sensor": {"battery": {"%"}, "duration": {"s", "min", "h", "d"}, "signal_strength": {"dB", "dBm"},
@@ -206,3 +207,27 @@ def test_receiver_facts_appear_only_once_the_receiver_reports_them() -> None:
     device = Device(id="shure-plain", vendor="shure", host="127.0.0.1", port=2202, channels=[Channel(index=1)])
     components = discovery_config(device, Topics("wmhub", "hub1", "homeassistant"), 1)["components"]
     assert not {reading.field for reading in DEVICE_READINGS} & set(components)
+
+
+def test_a_settable_transmitter_power_is_a_select_of_the_family_levels() -> None:
+    capabilities = Capabilities(
+        channel_fields=frozenset({"tx_present", "tx_power", "tx_slots"}),
+        commands={CommandKind.TX_POWER: CommandLimits(channel=True, choices=("10mW", "50mW", "100mW"))},
+    )
+    device = Device(
+        id="shure-p10t",
+        vendor="shure",
+        host="127.0.0.1",
+        port=2202,
+        channels=[Channel(index=1)],
+        capabilities=capabilities,
+    )
+    topics = Topics("wmhub", "hub1", "homeassistant")
+    config = discovery_config(device, topics, 1)
+    check_discovery_payload("homeassistant/device/shure-p10t/config", config, topics.hub_state)
+    power = config["components"]["ch1_tx_power"]
+    assert power["platform"] == "select" and power["options"] == ["10mW", "50mW", "100mW"]
+    assert power["command_topic"] == topics.channel("shure-p10t", 1) + "/set"
+    assert power["command_template"] == '{"tx_power": {{ value | tojson }}}'
+    slots = config["components"]["ch1_tx_slots"]
+    assert slots["platform"] == "sensor" and "tx_slots" in slots["json_attributes_template"]

@@ -182,6 +182,12 @@ READINGS: Final = (
 )
 
 
+SELECT_TX_POWER: Final = Reading("tx_power", "select", "Transmitter power", "channel", {"icon": "mdi:radio-tower"})
+# ShowLink / SLX-D+ slots: how many hold a transmitter, each slot's details as attributes
+_SLOTS_IN_USE: Final = "{{ (value_json.tx_slots or []) | selectattr('tx_model') | list | count }}"
+_SLOT_ATTRIBUTES: Final = '{{ {"slots": value_json.tx_slots or []} | tojson }}'
+
+
 @dataclass(frozen=True)
 class DeviceReading:
     """A read-only entity of the receiver itself, from its device topic, made once the device reports it."""
@@ -237,6 +243,12 @@ class _Components:
 
 def _accepts(capabilities: Capabilities | None, kind: CommandKind, *, channel: bool) -> bool:
     return capabilities is None or capabilities.accepts(kind, channel=channel)
+
+
+def _choices(capabilities: Capabilities | None, kind: CommandKind) -> tuple[str, ...] | None:
+    """The values a channel command takes, when the family lists them (tx_power: "10mW", "50mW", ...)."""
+    limits = capabilities.commands.get(kind) if capabilities is not None else None
+    return limits.choices if limits is not None and limits.channel else None
 
 
 def _text_limits(capabilities: Capabilities | None, kind: CommandKind) -> TextLimits | None:
@@ -327,6 +339,7 @@ def discovery_config(device: Device, topics: Topics, qos: int, options: EntityOp
             return capabilities is None or field in capabilities.channel_fields
 
         with_transmitter = reports("tx_present")
+        power_levels = _choices(capabilities, CommandKind.TX_POWER)
         for reading in READINGS:
             if not reports(reading.field):
                 continue
@@ -343,6 +356,15 @@ def discovery_config(device: Device, topics: Topics, qos: int, options: EntityOp
                         "value_template": "{{ 'online' if value_json.tx_present else 'offline' }}",
                     },
                 ]
+            if reading.field == "tx_power" and power_levels:
+                # a family whose transmitter power can be set gets a select in place of the sensor
+                reading = SELECT_TX_POWER
+                keys |= {
+                    "command_topic": set_topic,
+                    "command_template": '{"tx_power": {{ value | tojson }}}',
+                    "options": list(power_levels),
+                    **CONFIG,
+                }
             if reading.field == "rf_dbm" and reports("rf_antennas"):
                 keys["json_attributes_topic"] = sources["meters"]
                 keys["json_attributes_template"] = _ANTENNA_ATTRIBUTES
@@ -350,6 +372,20 @@ def discovery_config(device: Device, topics: Topics, qos: int, options: EntityOp
                 keys["enabled_by_default"] = False
             components.add(f"ch{index}_{reading.field}", reading.platform, f"Ch {index} {reading.name}", keys)
 
+        if capabilities is not None and "tx_slots" in capabilities.channel_fields:
+            components.add(
+                f"ch{index}_tx_slots",
+                "sensor",
+                f"Ch {index} Transmitters in slots",
+                {
+                    "state_topic": channel_topic,
+                    "value_template": _SLOTS_IN_USE,
+                    "json_attributes_topic": channel_topic,
+                    "json_attributes_template": _SLOT_ATTRIBUTES,
+                    "state_class": "measurement",
+                    "icon": "mdi:view-grid",
+                },
+            )
         if _accepts(capabilities, CommandKind.NAME, channel=True):
             components.add(
                 f"ch{index}_name",

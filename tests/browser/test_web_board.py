@@ -7,6 +7,7 @@ import time
 
 from playwright.async_api import Dialog, Page, expect
 
+from hub.model import SlotState
 from hub.store.history import encode_bucket
 from hub.testing import eventually
 from tests.browser.rig import Board
@@ -225,6 +226,10 @@ async def test_per_antenna_levels_are_bars_and_the_detail_shows_battery_health(p
             "battery_cycles": 212,
             "battery_temp_c": 31.0,
             "tx_power": "10mW",
+            "tx_slots": [
+                SlotState(slot=1, status="linked.active", tx_model="AD2", battery_percent=80, rf_power_mode="normal"),
+                SlotState(slot=2, status="empty"),
+            ],
         },
     )
     bars = tile.locator(".antennas .antenna")
@@ -237,3 +242,4 @@ async def test_per_antenna_levels_are_bars_and_the_detail_shows_battery_health(p
     await expect(facts).to_contain_text("91% health · 212 cycles · 31 °C")
     await expect(facts).to_contain_text("10mW")
     await expect(facts).to_contain_text("A -55 · B -97 dBm")
+    await expect(facts).to_contain_text("slot 1: AD2, linked.active, 80%, power normal · slot 2: empty")

@@ -491,6 +491,10 @@ function renderFacts() {
       channel.tx_locked && channel.tx_locked !== "none" ? "locked: " + channel.tx_locked : null,
       channel.tx_talk_switch ? "talk switch pressed" : null, channel.tx_id].filter(Boolean).join(" · ")),
     fact("Encryption", channel.encryption || device.encryption_mode),
+    fact("Slots", channel.tx_slots && channel.tx_slots.length ? channel.tx_slots.map((slot) => "slot " + slot.slot + ": "
+      + ([slot.tx_model, slot.status, slot.battery_percent !== null ? slot.battery_percent + "%" : null,
+        slot.rf_power_mode ? "power " + slot.rf_power_mode : null, slot.rf_output === false ? "RF off" : null]
+        .filter(Boolean).join(", ") || "empty")).join(" · ") : null),
     fact("RF now", channel.rf_dbm !== null ? channel.rf_dbm.toFixed(0) + " dBm" + (channel.antenna ? " (" + channel.antenna + ")" : "") : null),
     fact("RF per antenna", channel.rf_antennas ? Object.entries(channel.rf_antennas).map(([name, level]) => name + " " + level.toFixed(0)).join(" · ") + " dBm" : null),
     fact("Audio now", channel.audio_dbfs !== null ? channel.audio_dbfs.toFixed(0) + " dBFS"
