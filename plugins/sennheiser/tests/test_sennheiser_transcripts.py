@@ -31,6 +31,7 @@ README_FAMILIES = {
     "ew G3 / 2000": "g3-2000",
     "ew IEM G4": "iem-g4",
     "Spectera": "spectera",
+    "EW-DX (SSCv2)": "ewdx-ssc2",
 }
 
 
@@ -319,6 +320,60 @@ async def test_spectera_from_its_transcript(hub: DriverHarness) -> None:
         )
         await shows(hub, device.id, 2, {"name": "IEM Mix", "tx_present": False, "battery_percent": None})
         await hub.manager.remove(device.id)  # the hub ends its session as the transcript's DELETE does
+        assert replay.heard[-1].startswith("DELETE /api/ssc/state/subscriptions/31875a94")
+        assert replay.unexpected == []
+
+
+async def test_ewdx_in_secure_mode_from_its_transcript(hub: DriverHarness) -> None:
+    async with Ssc2Replay(TRANSCRIPTS["ewdx-ssc2"]) as replay:
+        device = await monitored(hub, replay.url(poll="1"))
+        assert (device.model, device.family, device.name, device.firmware) == ("EWDX2CHS", "ew-dx", "EWDXEM2", "4.0.1")
+        assert len(device.channels) == 2  # EWDX2CHS: channelId 0 and 1
+        assert facts(hub, device.id, {"rf_band": None, "encryption_mode": None}) == {
+            "rf_band": "Q1-9",
+            "encryption_mode": "on",
+        }
+        await shows(
+            hub,
+            device.id,
+            1,
+            {
+                "name": "VOCAL 1",
+                "muted": False,
+                "gain_db": 12,
+                "frequency_mhz": 546.4,
+                "group_channel": "0.3",
+                "rf_dbm": -62.5,
+                "rf_quality_percent": 92,  # 87 from the GET, then the pushed event
+                "antenna": "B",
+                "audio_dbfs": -18.0,
+                "tx_present": True,
+                "tx_model": "EW_DX_SKM",
+                "tx_muted": False,
+                "tx_locked": "all",
+                "tx_offset_db": -6,
+                "battery_percent": 80,
+                "battery_runtime_min": 320,
+                "battery_type": "Battery",
+                "warnings": ["AfPeak"],
+            },
+        )
+        # 422 on its transmitter at first, then the transmitter switched on arrives as events
+        await shows(
+            hub,
+            device.id,
+            2,
+            {"name": "GUITAR", "muted": True, "tx_present": True, "tx_model": "EW_DX_SK", "battery_percent": 100},
+        )
+        assert await command(hub, device, CommandKind.NAME, "BASS", channel=2) == "BASS"
+        assert await command(hub, device, CommandKind.MUTE, "toggle", channel=2) is False
+        assert await command(hub, device, CommandKind.GAIN, 15) == 15
+        assert await command(hub, device, CommandKind.FREQUENCY, 520.125) == 520.125
+        assert await command(hub, device, CommandKind.IDENTIFY, None) is True
+        assert await command(hub, device, CommandKind.IDENTIFY, None, channel=None) is True
+        await shows(hub, device.id, 2, {"name": "BASS", "muted": False})
+        await shows(hub, device.id, 1, {"gain_db": 15, "frequency_mhz": 520.125, "group_channel": None})
+        await hub.manager.remove(device.id)
         assert replay.heard[-1].startswith("DELETE /api/ssc/state/subscriptions/31875a94")
         assert replay.unexpected == []
 

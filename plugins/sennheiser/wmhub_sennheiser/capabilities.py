@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from hub.model import Capabilities, CommandKind, CommandLimits, NumberLimits, TextLimits
+from wmhub_sennheiser import ewdx_ssc2
 from wmhub_sennheiser.families import (
     CHG70N,
     EM6000,
@@ -52,7 +53,12 @@ _IEM_FIELDS: Final = frozenset(
 _SSC2_FIELDS: Final = _TRANSMITTER | {
     "name", "frequency_mhz", "tx_model", "tx_id", "rf_quality_percent", "rf_dbm", "antenna", "audio_dbfs", "audio_peak",
 }  # fmt: skip
-_SSC2_FAMILIES: Final = ("spectera", "tcc-m", "ew-dx", "sscv2")
+_SSC2_FAMILIES: Final = ("spectera", "tcc-m", "sscv2")
+# EW-DX over SSCv2: fixed receiver channels and their transmitters (wmhub_sennheiser.ewdx_ssc2)
+_EWDX_SSC2_FIELDS: Final = _TRANSMITTER | {
+    "name", "frequency_mhz", "group_channel", "muted", "gain_db", "rf_dbm", "rf_quality_percent", "antenna",
+    "audio_dbfs", "tx_model", "tx_muted", "tx_locked", "tx_offset_db", "battery_type",
+}  # fmt: skip
 
 
 def _text(rule: NameRule) -> TextLimits:
@@ -120,11 +126,29 @@ def _ssc2_capabilities() -> Capabilities:
     )
 
 
+def _ewdx_ssc2_capabilities() -> Capabilities:
+    def number(rule: Range) -> CommandLimits:
+        return CommandLimits(number=NumberLimits(min=rule.low, max=rule.high, step=rule.step, unit=rule.unit))
+
+    return Capabilities(
+        channel_fields=_EWDX_SSC2_FIELDS,
+        commands={
+            CommandKind.NAME: CommandLimits(text=_text(ewdx_ssc2.CHANNEL_NAME)),
+            CommandKind.MUTE: CommandLimits(),
+            CommandKind.GAIN: number(ewdx_ssc2.GAIN),
+            CommandKind.FREQUENCY: number(ewdx_ssc2.FREQUENCY),
+            CommandKind.IDENTIFY: CommandLimits(channel=True, device=True),
+            # no DEVICE_NAME: /api/device/site has no PUT in the EW-DX OpenAPI
+        },
+    )
+
+
 CAPABILITIES: Final[Mapping[str, Capabilities]] = {
     **{family.label: ssc1_capabilities(family) for family in (EWDX, EM6000, SLDW, CHG70N)},
     G4_FAMILY: _mcp_capabilities(_G4_FIELDS),
     IEM_FAMILY: _mcp_capabilities(_IEM_FIELDS),
     **dict.fromkeys(_SSC2_FAMILIES, _ssc2_capabilities()),
+    "ew-dx": _ewdx_ssc2_capabilities(),
 }
 
 

@@ -13,7 +13,9 @@ URL: ``sennheiser-ssc2://host[:443]?password=...`` with the options
 
 Flow (reference section 2.2): identity, schema, the mapped resources, DELETE the session a previous
 connection left behind, open the stream, read the session id from its ``open`` event, then add the
-resource paths on a second connection. The state store gets changes as events arrive.
+resource paths on a second connection. The state store gets changes as events arrive. An EW-DX receiver
+(identity product ``EWDX…``) has fixed per-channel resources instead (:mod:`wmhub_sennheiser.ewdx_ssc2`):
+the driver reads and subscribes to those, skipping the schema.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from hub.model import (
     NotSupportedError,
     RefusedError,
 )
+from wmhub_sennheiser import ewdx_ssc2
+from wmhub_sennheiser.ewdx_ssc2 import EwdxResourceMap
 from wmhub_sennheiser.ssc2 import (
     DEVICE_NAME_MAX_CHARS,
     IDENTITY_PATH,
@@ -65,6 +69,7 @@ from wmhub_sennheiser.ssc2 import (
     schema_paths,
     subscription_paths,
 )
+from wmhub_sennheiser.udp import toggled
 
 SCHEME: Final = "sennheiser-ssc2"
 DEFAULT_PORT: Final = 443
@@ -194,6 +199,7 @@ class Ssc2Driver(Driver):
         except EndpointError as exc:
             self._options_error = exc  # raised from connect(), where the supervisor reports it
         self.resources = ResourceMap()
+        self.ewdx: EwdxResourceMap | None = None  # set instead of ``resources`` for an EW-DX receiver
         self.session_uuid: str | None = None
         self._http: aiohttp.ClientSession | None = None
         self._stream: aiohttp.ClientResponse | None = None
@@ -225,7 +231,12 @@ class Ssc2Driver(Driver):
         )
         self._user = options.user_for(None)
         identity = await self._read_identity()
-        self._user = options.user_for(identity.get("product") if isinstance(identity, Mapping) else None)
+        product = identity.get("product") if isinstance(identity, Mapping) else None
+        self._user = options.user_for(product)
+        if family_of(str(product) if product else None) == "ew-dx":
+            await self._connect_ewdx(identity)
+            _refused_at.pop(self.endpoint.url, None)
+            return
         schema = await self._request("GET", SCHEMA_PATH, optional=True)
         available = schema_paths(schema) if isinstance(schema, Mapping) else None
         subscribe = subscription_paths(available)
@@ -242,6 +253,38 @@ class Ssc2Driver(Driver):
         self._publish(changes)
         await self._open_stream(subscribe)
         _refused_at.pop(self.endpoint.url, None)
+
+    async def _connect_ewdx(self, identity: Mapping[str, Any]) -> None:
+        """Read every documented EW-DX resource, then subscribe to those the receiver has.
+
+        A missing channel answers 404 (dropped); a channel without a linked transmitter answers 422 on its
+        transmitter resources (EW-DX OpenAPI), which stay subscribed so a transmitter switched on shows up.
+        """
+        count = ewdx_ssc2.channel_count_of(str(identity.get("product")))
+        probed = count is None
+        self.ewdx = EwdxResourceMap(count or ewdx_ssc2.MAX_CHANNELS)
+        initial: dict[str, Any] = {IDENTITY_PATH: identity}
+        subscribe: list[str] = []
+        for path in ewdx_ssc2.subscription_paths(self.ewdx.channel_count):
+            if path != IDENTITY_PATH:
+                response = await self._send("GET", path)
+                async with response:
+                    if response.status == 404:
+                        continue
+                    if response.status != 422:
+                        await self._raise_for(response)
+                        initial[path] = await self._json(response, path)
+                    else:
+                        initial[path] = None
+            subscribe.append(path)
+        if probed:  # the product did not name its channel count: the channels that answered are the ones
+            present = {int(path.split("/")[3]) for path in initial if path.startswith("/api/channel/")}
+            self.ewdx = EwdxResourceMap(max(present, default=-1) + 1)
+        self._identity = dict(identity)
+        changes = self.ewdx.apply_all(initial)
+        self._identify()
+        self._publish(changes)
+        await self._open_stream(subscribe)
 
     async def _read_identity(self) -> Any:
         """``/api/device/identity``, documented as open; a device that wants credentials for it anyway and
@@ -351,13 +394,13 @@ class Ssc2Driver(Driver):
         if kind != "message" or not isinstance(resources, Mapping):
             self.sink.heard()
             return
-        self._publish(self.resources.apply_all(resources))
+        self._publish((self.ewdx or self.resources).apply_all(resources))
 
     async def _poll_state(self) -> None:
         while True:
             await asyncio.sleep(self.options.poll_s or min(5.0, self.settings.offline_after_s / 2))
             value = await self._request("GET", STATE_PATH, optional=True)
-            self._publish(self.resources.apply(STATE_PATH, value) if value is not None else Changes())
+            self._publish((self.ewdx or self.resources).apply(STATE_PATH, value) if value is not None else Changes())
 
     async def _end_session(self, session_uuid: str) -> None:
         assert self._http is not None
@@ -374,13 +417,14 @@ class Ssc2Driver(Driver):
     def _identify(self) -> None:
         identity = self._identity
         product = str(identity["product"]) if identity.get("product") else None
+        resources = self.ewdx or self.resources
         self.sink.identify(
             unique_id=str(identity["serial"]) if identity.get("serial") else None,
             family=family_of(product),
             model=product,
-            channel_count=self.resources.channel_count,
-            firmware=None,
-            name=self.resources.site.get("deviceName") or None,
+            channel_count=resources.channel_count,
+            firmware=self.ewdx.firmware if self.ewdx is not None else None,
+            name=resources.site.get("deviceName") or None,
         )
 
     def _publish(self, changes: Changes) -> None:
@@ -466,15 +510,22 @@ class Ssc2Driver(Driver):
             if optional and response.status in (404, 422):
                 return None
             await self._raise_for(response)
-            try:
-                text = await response.text()
-                return json.loads(text) if text.strip() else None
-            except (aiohttp.ClientError, ValueError) as exc:  # a cut-off or garbled answer: the link is suspect
-                raise ConnectionError(f"{method} {path}: unreadable answer ({exc})") from None
+            return await self._json(response, f"{method} {path}")
+
+    @staticmethod
+    async def _json(response: aiohttp.ClientResponse, what: str) -> Any:
+        """The answer's JSON, None for an empty one."""
+        try:
+            text = await response.text()
+            return json.loads(text) if text.strip() else None
+        except (aiohttp.ClientError, ValueError) as exc:  # a cut-off or garbled answer: the link is suspect
+            raise ConnectionError(f"{what}: unreadable answer ({exc})") from None
 
     # --- control
 
     async def apply(self, command: Command) -> CommandResult:
+        if self.ewdx is not None:
+            return await self._apply_ewdx(self.ewdx, command)
         if command.kind is CommandKind.DEVICE_NAME:
             name = self._valid_name(command.value, DEVICE_NAME_MAX_CHARS)
             await self._write(SITE_PATH, {"deviceName": name}, lambda: self.resources.site.get("deviceName") == name)
@@ -499,6 +550,28 @@ class Ssc2Driver(Driver):
             await self._write(mt_path, {"identify": True}, lambda: True)  # momentary: the 2xx is the confirmation
             return CommandResult(ok=True, value=True)
         raise NotSupportedError(f"SSCv2 devices have no {command.kind.value} control in the documented resources")
+
+    async def _apply_ewdx(self, ewdx: EwdxResourceMap, command: Command) -> CommandResult:
+        if command.channel is None:
+            if command.kind is CommandKind.IDENTIFY:
+                await self._write(ewdx_ssc2.DEVICE_IDENTIFY.path, ewdx_ssc2.DEVICE_IDENTIFY.body, lambda: True)
+                return CommandResult(ok=True, value=True)
+            # /api/device/site is read-only in the EW-DX OpenAPI: the device name cannot be set over SSCv2
+            raise NotSupportedError(f"an EW-DX receiver over SSCv2 has no device-level {command.kind.value} control")
+        shown = ewdx.channels.get(command.channel)
+        if shown is None:
+            raise InvalidValueError(f"this receiver has no channel {command.channel}")
+        value = toggled(command.kind, command.value, shown.get("muted"))
+        write = ewdx_ssc2.channel_write(command.kind, command.channel - 1, value)
+        if write is None:
+            raise NotSupportedError(f"an EW-DX receiver over SSCv2 has no {command.kind.value} control")
+        field = write.field
+        await self._write(
+            write.path,
+            write.body,
+            lambda: field is None or ewdx.channels[command.channel or 0].get(field) == write.expected,
+        )
+        return CommandResult(ok=True, value=True if field is None else write.expected)
 
     @staticmethod
     def _valid_name(value: object, max_chars: int) -> str:
@@ -546,7 +619,7 @@ class Ssc2Driver(Driver):
             except ConnectionError as exc:
                 raise DeviceUnavailableError(str(exc)) from None
             if isinstance(answer, Mapping):
-                self._publish(self.resources.apply(path, answer))
+                self._publish((self.ewdx or self.resources).apply(path, answer))
             if not waiter.done() and confirmed():
                 waiter.set_result(None)
             try:
