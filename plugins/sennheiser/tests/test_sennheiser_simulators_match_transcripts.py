@@ -20,6 +20,7 @@ from wmhub_sennheiser.simulator.iem import IemG4Simulator
 from wmhub_sennheiser.simulator.replay import Transcript, load
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
+from wmhub_sennheiser.simulator.ssc2_ewdx import EwdxSsc2Simulator
 from wmhub_sennheiser.testing import UdpPeer
 
 CORPUS = Path(__file__).parent / "transcripts"
@@ -156,3 +157,46 @@ async def test_ssc2_simulator_serves_the_transcript_resources_in_spectera_shapes
                         assert same_kind(served[field], value), f"{path} {field}: {served[field]!r} vs {value!r}"
                     if (path, field) in SPECTERA_VALUES:
                         assert served.get(field) in SPECTERA_VALUES[(path, field)], f"{path} {field}"
+
+
+# the EW-DX OpenAPI's enumerations (companion-module-sennheiser-ewdx api_docs.json @a7b7243)
+EWDX_VALUES = {
+    ("/api/device/identity", "product"): {"EWDX2CHS", "EWDX2CHDS", "EWDX4CHDS"},
+    ("/api/device/state", "state"): {"Normal", "Identifying", "FirmwareUpdate", "Busy"},
+    ("/api/transmitters/0", "type"): {"EW_D_SKP", "EW_D_SK", "EW_D_SKM_S", "EW_DX_SK", "EW_DX_SK_3_PIN"}
+    | {"EW_DX_SKM", "EW_DX_SKM_S", "EW_DX_TS_3_PIN", "EW_DX_TS_5_PIN"},
+    ("/api/transmitters/0/battery", "type"): {"Battery", "PrimaryCell", "NoBattery"},
+}
+
+
+async def test_ewdx_ssc2_simulator_answers_every_transcript_read_with_its_status_and_shape() -> None:
+    transcript = load(CORPUS / "ewdx-ssc2.txt")
+    simulator = EwdxSsc2Simulator(tick_s=0)
+    async with simulator:
+        simulator.set_transmitter(2, on=False)  # as in the transcript: no transmitter on channelId 1
+        credentials = f"{transcript.header['user']}:{simulator.password}".encode()
+        auth = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
+        connector = aiohttp.TCPConnector(ssl=False)
+        async with aiohttp.ClientSession(f"https://127.0.0.1:{simulator.port}", connector=connector) as http:
+            compared = 0
+            for exchange in transcript.exchanges:
+                method, _, path = exchange.request.partition(" ")
+                status, _, body = exchange.replies[0].partition(" ")
+                if method != "GET" or not body.startswith(("{", "[")):
+                    continue
+                async with http.get(path, headers=auth) as response:
+                    assert response.status == int(status), path
+                    served = await response.json()
+                if status != "200":
+                    continue
+                wanted = json.loads(body)
+                if isinstance(wanted, list):
+                    assert isinstance(served, list) and all(isinstance(item, str) for item in served), path
+                    continue
+                compared += 1
+                for field, value in wanted.items():
+                    assert field in served, f"{path} lacks {field}"
+                    assert same_kind(served[field], value), f"{path} {field}: {served[field]!r} vs {value!r}"
+                    if (path, field) in EWDX_VALUES:
+                        assert served[field] in EWDX_VALUES[(path, field)], f"{path} {field}"
+            assert compared >= 15

@@ -247,9 +247,7 @@ class Ssc2Simulator:
         app.router.add_put(SUBSCRIPTIONS_PATH + "/{uuid}/{action:add|remove}", self._session_edit)
         app.router.add_get("/api/ssc/version", self._version)
         app.router.add_get("/api/ssc/schema", self._schema)
-        app.router.add_put(SITE_PATH, self._put_site)
-        app.router.add_put(MOBILES_PATH + "/{mt_uid}", self._put_mobile)
-        app.router.add_put(RF_CHANNELS_PATH + "/{rf_id}", self._put_rf_channel)
+        self._add_writes(app)
         app.router.add_get("/api/{path:.*}", self._get_resource)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -259,6 +257,12 @@ class Ssc2Simulator:
         if self.tick_s > 0:
             self._ticker = asyncio.create_task(self._tick_forever())
         return self.port
+
+    def _add_writes(self, app: web.Application) -> None:
+        """The product's writable resources."""
+        app.router.add_put(SITE_PATH, self._put_site)
+        app.router.add_put(MOBILES_PATH + "/{mt_uid}", self._put_mobile)
+        app.router.add_put(RF_CHANNELS_PATH + "/{rf_id}", self._put_rf_channel)
 
     async def stop(self) -> None:
         if self._ticker is not None:

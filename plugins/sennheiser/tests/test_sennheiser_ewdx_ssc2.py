@@ -1,0 +1,156 @@
+"""EW-DX receivers in secure mode (SSCv2) end to end: the hub against the EW-DX simulator over HTTPS on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from wmhub_sennheiser.capabilities import device_capabilities
+from wmhub_sennheiser.ewdx_ssc2 import EwdxResourceMap, channel_count_of
+from wmhub_sennheiser.simulator.ssc2_ewdx import EwdxSsc2Simulator
+
+from hub.devices import ManagedDevice
+from hub.model import Command, CommandKind, Device
+from hub.testing import DriverHarness, eventually
+
+COMPARED = (
+    "name", "muted", "gain_db", "frequency_mhz", "rf_dbm", "rf_quality_percent", "antenna", "audio_dbfs",
+    "tx_present", "tx_model", "tx_muted", "tx_locked", "tx_offset_db", "battery_percent", "battery_runtime_min",
+    "battery_type", "warnings",
+)  # fmt: skip
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[EwdxSsc2Simulator]:
+    sim = EwdxSsc2Simulator(tick_s=0)  # state changes only when a test says so
+    async with sim:
+        yield sim
+
+
+def shown(hub: DriverHarness, managed: ManagedDevice) -> dict[int, dict[str, Any]] | None:
+    device = hub.store.get(managed.handle.device_id or "")
+    if device is None:
+        return None
+    return {channel.index: channel.model_dump(include=set(COMPARED)) for channel in device.channels}
+
+
+async def matches(hub: DriverHarness, managed: ManagedDevice, sim: EwdxSsc2Simulator, what: str) -> None:
+    await eventually(lambda: shown(hub, managed) == sim.expected_channels(), what=what)
+
+
+async def test_an_ewdx_receiver_shows_its_channels_transmitters_and_device_facts(
+    hub: DriverHarness, simulator: EwdxSsc2Simulator
+) -> None:
+    managed = hub.add(simulator.url(poll="0.5"))
+    device = await hub.device(managed)
+    expected = simulator.expected_device()
+    assert (device.id, device.name, device.model, device.family) == (
+        expected["id"],
+        expected["name"],
+        expected["model"],
+        "ew-dx",
+    )
+    assert (device.firmware, device.rf_band, device.encryption_mode) == ("4.0.1", "Q1-9", "on")
+    assert len(device.channels) == 2
+    await matches(hub, managed, simulator, "the initial state")
+    for _ in range(3):
+        simulator.tick()
+        await matches(hub, managed, simulator, "pushed RF, audio and battery values")
+    simulator.set_transmitter(2, on=False)
+    await matches(hub, managed, simulator, "a transmitter switched off (its resources answer 422)")
+    simulator.set_battery(1, 10)
+    await matches(hub, managed, simulator, "a low battery warning from the transmitter")
+    simulator.set_warnings(["TemperatureHigh"])
+    await matches(hub, managed, simulator, "a device warning on every channel")
+    simulator.set_transmitter(2, on=True)
+    await matches(hub, managed, simulator, "the transmitter back on")
+
+
+async def test_a_receiver_whose_product_does_not_name_its_channels_is_probed(hub: DriverHarness) -> None:
+    sim = EwdxSsc2Simulator(product="EWDX4CHDS", tick_s=0)
+    sim.product = "EW-DX EM 4"  # the channel count is not in the name: the driver asks channels 0..3
+    async with sim:
+        managed = hub.add(sim.url())
+        device = await hub.device(managed)
+        assert (device.family, len(device.channels)) == ("ew-dx", 4)
+        await matches(hub, managed, sim, "four probed channels")
+
+
+async def test_ewdx_controls_round_trip_through_the_device(hub: DriverHarness, simulator: EwdxSsc2Simulator) -> None:
+    managed = hub.add(simulator.url(poll="0.5"))
+    device: Device = await hub.device(managed)
+
+    def command(kind: CommandKind, value: object, channel: int | None = 1) -> Command:
+        return Command.model_validate({"device_id": device.id, "channel": channel, "kind": kind, "value": value})
+
+    result = await hub.apply(command(CommandKind.NAME, "LEAD VOX"))
+    assert result.ok and simulator.channels[0].name == "LEAD VOX"
+    result = await hub.apply(command(CommandKind.MUTE, "toggle", channel=2))
+    assert result.ok and result.value is True and simulator.channels[1].muted is True
+    result = await hub.apply(command(CommandKind.GAIN, 12))
+    assert result.ok and simulator.channels[0].gain == 12
+    result = await hub.apply(command(CommandKind.FREQUENCY, 512.325))
+    assert result.ok and result.value == 512.325 and simulator.channels[0].khz == 512_325
+    result = await hub.apply(command(CommandKind.IDENTIFY, None, channel=2))
+    assert result.ok and simulator.channels[1].identify is True
+    result = await hub.apply(command(CommandKind.IDENTIFY, None, channel=None))
+    assert result.ok and simulator.device_identify is True
+    await matches(hub, managed, simulator, "the state after the writes")
+    assert ("/api/rf/channels/0/frequency", {"frequency": 512_325}) in simulator.writes
+
+
+async def test_ewdx_values_outside_the_document_are_refused(hub: DriverHarness, simulator: EwdxSsc2Simulator) -> None:
+    device = await hub.device(hub.add(simulator.url()))
+    for kind, value in (
+        (CommandKind.NAME, "lead"),  # capitals only
+        (CommandKind.NAME, "LONGER THAN 8"),
+        (CommandKind.GAIN, 4),  # 3 dB steps
+        (CommandKind.GAIN, 45),
+        (CommandKind.FREQUENCY, 512.31),  # 25 kHz grid
+        (CommandKind.MUTE, "yes"),
+    ):
+        result = await hub.apply(Command(device_id=device.id, channel=1, kind=kind, value=value))
+        assert (result.ok, result.code) == (False, "invalid"), (kind, value, result)
+    assert simulator.writes == []
+    # in the hub's span but outside this receiver's band (Q1-9): the receiver refuses it
+    result = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.FREQUENCY, value=650.0))
+    assert (result.ok, result.code) == (False, "refused"), result
+    # /api/device/site is read-only in the EW-DX OpenAPI
+    result = await hub.apply(Command(device_id=device.id, channel=None, kind=CommandKind.DEVICE_NAME, value="EM2"))
+    assert result.code in ("not_supported", "invalid"), result
+    assert simulator.device_name == "EWDXEM2"
+
+
+def test_capabilities_declare_the_ewdx_controls_and_not_the_device_name() -> None:
+    capabilities = device_capabilities("ew-dx")
+    assert capabilities is not None
+    assert set(capabilities.commands) == {
+        CommandKind.NAME,
+        CommandKind.MUTE,
+        CommandKind.GAIN,
+        CommandKind.FREQUENCY,
+        CommandKind.IDENTIFY,
+    }
+    assert {"tx_locked", "battery_type", "gain_db", "rf_dbm"} <= capabilities.channel_fields
+
+
+def test_the_map_accepts_vague_shapes_liberally() -> None:
+    resources = EwdxResourceMap(2)
+    changes = resources.apply_all(
+        {
+            "/api/channel/1/signalQualityIndicator": 55,  # a bare number instead of {"value": ...}
+            "/api/channel/7/level": {"value": -20},  # a channel this model lacks: ignored
+            "/api/transmitters": [{"id": 0, "transmitter": {"type": "EW_DX_SK", "lock": False, "trim": -3}}],
+            "/api/rf/channels/0": {"frequency": 470_200, "presets": {"type": "User", "bank": 0, "channel": 5}},
+            "/api/ssc/legacyMode": {"enabled": False},
+        }
+    )
+    assert changes.channels[2]["rf_quality_percent"] == 55
+    assert 8 not in changes.channels
+    assert changes.channels[1]["tx_model"] == "EW_DX_SK" and changes.channels[1]["tx_locked"] == "none"
+    assert changes.channels[1]["group_channel"] == "0.5"
+    assert resources.raw == {"/api/ssc/legacyMode": {"enabled": False}}
+    gone = resources.apply("/api/transmitters/0", None)
+    assert gone.channels[1]["tx_present"] is False and gone.channels[1]["battery_percent"] is None
+    assert (channel_count_of("EWDX2CHDS"), channel_count_of("EM 4"), channel_count_of(None)) == (2, None, None)
