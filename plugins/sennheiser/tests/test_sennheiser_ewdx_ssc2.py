@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from wmhub_sennheiser.capabilities import device_capabilities
-from wmhub_sennheiser.ewdx_ssc2 import EwdxResourceMap, channel_count_of
+from wmhub_sennheiser.ewdx_ssc2 import EwdxResourceMap, channel_count_of, channel_write
 from wmhub_sennheiser.simulator.ssc2_ewdx import EwdxSsc2Simulator
 
 from hub.devices import ManagedDevice
-from hub.model import Command, CommandKind, Device
+from hub.model import Command, CommandKind, Device, NotSupportedError
 from hub.testing import DriverHarness, eventually
 
 COMPARED = (
@@ -59,6 +61,8 @@ async def test_an_ewdx_receiver_shows_its_channels_transmitters_and_device_facts
         await matches(hub, managed, simulator, "pushed RF, audio and battery values")
     simulator.set_transmitter(2, on=False)
     await matches(hub, managed, simulator, "a transmitter switched off (its resources answer 422)")
+    simulator.tick()
+    await matches(hub, managed, simulator, "meters move on one channel, the other stays without link")
     simulator.set_battery(1, 10)
     await matches(hub, managed, simulator, "a low battery warning from the transmitter")
     simulator.set_warnings(["TemperatureHigh"])
@@ -68,13 +72,13 @@ async def test_an_ewdx_receiver_shows_its_channels_transmitters_and_device_facts
 
 
 async def test_a_receiver_whose_product_does_not_name_its_channels_is_probed(hub: DriverHarness) -> None:
-    sim = EwdxSsc2Simulator(product="EWDX4CHDS", tick_s=0)
-    sim.product = "EW-DX EM 4"  # the channel count is not in the name: the driver asks channels 0..3
+    sim = EwdxSsc2Simulator(product="EWDX2CHS", tick_s=0)
+    sim.product = "EW-DX EM 2"  # the channel count is not in the name: the driver asks channelId 0..3
     async with sim:
         managed = hub.add(sim.url())
         device = await hub.device(managed)
-        assert (device.family, len(device.channels)) == ("ew-dx", 4)
-        await matches(hub, managed, sim, "four probed channels")
+        assert (device.family, len(device.channels)) == ("ew-dx", 2)  # 2 and 3 answered 404
+        await matches(hub, managed, sim, "the two channels that answered")
 
 
 async def test_ewdx_controls_round_trip_through_the_device(hub: DriverHarness, simulator: EwdxSsc2Simulator) -> None:
@@ -120,6 +124,12 @@ async def test_ewdx_values_outside_the_document_are_refused(hub: DriverHarness, 
     result = await hub.apply(Command(device_id=device.id, channel=None, kind=CommandKind.DEVICE_NAME, value="EM2"))
     assert result.code in ("not_supported", "invalid"), result
     assert simulator.device_name == "EWDXEM2"
+    for kind in (CommandKind.GAIN_STEP, CommandKind.METER_RATE):
+        result = await hub.apply(Command(device_id=device.id, channel=1, kind=kind, value=3))
+        assert (result.ok, result.code) == (False, "not_supported"), (kind, result)
+    with pytest.raises(NotSupportedError):  # what the driver says should a hub send it anyway
+        channel_write(CommandKind.GAIN_STEP, 0, 3)
+    assert simulator.writes == []
 
 
 def test_capabilities_declare_the_ewdx_controls_and_not_the_device_name() -> None:
@@ -151,6 +161,44 @@ def test_the_map_accepts_vague_shapes_liberally() -> None:
     assert changes.channels[1]["tx_model"] == "EW_DX_SK" and changes.channels[1]["tx_locked"] == "none"
     assert changes.channels[1]["group_channel"] == "0.5"
     assert resources.raw == {"/api/ssc/legacyMode": {"enabled": False}}
+    # shapes the document does not give: ignored, nothing is made up
+    odd = resources.apply_all(
+        {
+            "/api/channel/0": "VOCAL",
+            "/api/rf/channels/1": [470_200],
+            "/api/rf/channels/0": {"presets": {"type": "Factory", "bank": 1}},
+            "/api/transmitters": [{"transmitter": {"type": "EW_DX_SKM"}}, "TX1"],
+            "/api/device/site": None,
+            "/api/device/state": "Normal",
+            "/api/firmware/update/state": {"state": "Idle"},
+        }
+    )
+    assert odd.device == {} and odd.channels == {1: {"group_channel": None, "warnings": []}, 2: {"warnings": []}}
+    resources.apply("/api/ssc/legacyMode", None)  # null deletes a kept resource
+    # what could not be read is kept as it came, like any resource the map does not know
+    assert resources.raw == {"/api/device/state": "Normal", "/api/firmware/update/state": {"state": "Idle"}}
     gone = resources.apply("/api/transmitters/0", None)
     assert gone.channels[1]["tx_present"] is False and gone.channels[1]["battery_percent"] is None
     assert (channel_count_of("EWDX2CHDS"), channel_count_of("EM 4"), channel_count_of(None)) == (2, None, None)
+
+
+async def test_the_simulator_refuses_writes_the_document_does_not_allow(simulator: EwdxSsc2Simulator) -> None:
+    simulator.set_transmitter(2, on=False)
+    auth = {"Authorization": "Basic " + base64.b64encode(f"api:{simulator.password}".encode()).decode()}
+    connector = aiohttp.TCPConnector(ssl=False)
+    async with aiohttp.ClientSession(f"https://127.0.0.1:{simulator.port}", headers=auth, connector=connector) as http:
+        async with http.get("/api/transmitters") as response:
+            assert [item["id"] for item in await response.json()] == [0]  # only the linked one
+        for path, body, status in (
+            ("/api/channel/2", {"mute": True}, 404),  # an EM 2 has channelId 0 and 1
+            ("/api/channel/0", {"colour": "red"}, 400),
+            ("/api/channel/0", {"name": "lower"}, 400),
+            ("/api/channel/0", {"gain": 5}, 400),
+            ("/api/channel/0/identify", {"enabled": "yes"}, 400),
+            ("/api/rf/channels/0/frequency", {"frequency": 512_310}, 400),
+            ("/api/rf/channels/0/frequency", {"frequency": 650_000}, 400),  # outside Q1-9
+            ("/api/device/identification", {"visual": 1}, 400),
+        ):
+            async with http.put(path, json=body) as response:
+                assert response.status == status, (path, body)
+    assert simulator.writes == []

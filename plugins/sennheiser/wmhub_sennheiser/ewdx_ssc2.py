@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from hub.model import CommandKind
+from hub.model import CommandKind, NotSupportedError
 from wmhub_sennheiser.families import (
     TX_ABSENT,
     Fields,
@@ -264,8 +264,8 @@ class Write:
     expected: Any = None
 
 
-def channel_write(kind: CommandKind, channel_id: int, value: Any) -> Write | None:
-    """The request for a channel command (``value`` already resolved from "toggle"); None if unsupported."""
+def channel_write(kind: CommandKind, channel_id: int, value: Any) -> Write:
+    """The request for a channel command (``value`` already resolved from "toggle")."""
     if kind is CommandKind.NAME:
         name = CHANNEL_NAME.check(value)
         return Write(f"/api/channel/{channel_id}", {"name": name}, "name", name)
@@ -280,7 +280,7 @@ def channel_write(kind: CommandKind, channel_id: int, value: Any) -> Write | Non
         return Write(f"/api/rf/channels/{channel_id}/frequency", {"frequency": khz}, "frequency_mhz", khz / 1000)
     if kind is CommandKind.IDENTIFY:
         return Write(f"/api/channel/{channel_id}/identify", {"enabled": True})
-    return None
+    raise NotSupportedError(f"an EW-DX receiver over SSCv2 has no {kind.value} control")
 
 
 DEVICE_IDENTIFY: Final = Write(DEVICE_IDENTIFY_PATH, {"visual": True})

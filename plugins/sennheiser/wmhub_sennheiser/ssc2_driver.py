@@ -552,25 +552,15 @@ class Ssc2Driver(Driver):
         raise NotSupportedError(f"SSCv2 devices have no {command.kind.value} control in the documented resources")
 
     async def _apply_ewdx(self, ewdx: EwdxResourceMap, command: Command) -> CommandResult:
+        """The hub has already checked the channel and the declared capabilities (no device name: the
+        document's ``/api/device/site`` has no PUT); what is left is the value and the device's answer."""
         if command.channel is None:
-            if command.kind is CommandKind.IDENTIFY:
-                await self._write(ewdx_ssc2.DEVICE_IDENTIFY.path, ewdx_ssc2.DEVICE_IDENTIFY.body, lambda: True)
-                return CommandResult(ok=True, value=True)
-            # /api/device/site is read-only in the EW-DX OpenAPI: the device name cannot be set over SSCv2
-            raise NotSupportedError(f"an EW-DX receiver over SSCv2 has no device-level {command.kind.value} control")
-        shown = ewdx.channels.get(command.channel)
-        if shown is None:
-            raise InvalidValueError(f"this receiver has no channel {command.channel}")
-        value = toggled(command.kind, command.value, shown.get("muted"))
-        write = ewdx_ssc2.channel_write(command.kind, command.channel - 1, value)
-        if write is None:
-            raise NotSupportedError(f"an EW-DX receiver over SSCv2 has no {command.kind.value} control")
-        field = write.field
-        await self._write(
-            write.path,
-            write.body,
-            lambda: field is None or ewdx.channels[command.channel or 0].get(field) == write.expected,
-        )
+            write = ewdx_ssc2.DEVICE_IDENTIFY
+        else:
+            value = toggled(command.kind, command.value, ewdx.channels.get(command.channel, {}).get("muted"))
+            write = ewdx_ssc2.channel_write(command.kind, command.channel - 1, value)
+        field, shown = write.field, ewdx.channels.get(command.channel or 0, {})
+        await self._write(write.path, write.body, lambda: field is None or shown.get(field) == write.expected)
         return CommandResult(ok=True, value=True if field is None else write.expected)
 
     @staticmethod
