@@ -116,10 +116,11 @@ async def test_ewdx_values_outside_the_document_are_refused(hub: DriverHarness, 
     ):
         result = await hub.apply(Command(device_id=device.id, channel=1, kind=kind, value=value))
         assert (result.ok, result.code) == (False, "invalid"), (kind, value, result)
-    assert simulator.writes == []
-    # in the hub's span but outside this receiver's band (Q1-9): the receiver refuses it
+    # in the hub's span but outside the band this receiver reported (/api/rf ranges)
     result = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.FREQUENCY, value=650.0))
-    assert (result.ok, result.code) == (False, "refused"), result
+    assert (result.ok, result.code) == (False, "invalid"), result
+    assert "outside this receiver's band (470.2-550 MHz)" in str(result.error)
+    assert simulator.writes == []
     # /api/device/site is read-only in the EW-DX OpenAPI
     result = await hub.apply(Command(device_id=device.id, channel=None, kind=CommandKind.DEVICE_NAME, value="EM2"))
     assert result.code in ("not_supported", "invalid"), result
@@ -171,8 +172,10 @@ def test_the_map_accepts_vague_shapes_liberally() -> None:
             "/api/device/site": None,
             "/api/device/state": "Normal",
             "/api/firmware/update/state": {"state": "Idle"},
+            "/api/rf": {"ranges": [{"start": 470_200, "end": 550_000, "stepsize": 25}, {"start": "low"}, "S1-10"]},
         }
     )
+    assert resources.band == [(470_200, 550_000)]  # the example's "stepsize" spelling, junk entries skipped
     assert odd.device == {} and odd.channels == {1: {"group_channel": None, "warnings": []}, 2: {"warnings": []}}
     resources.apply("/api/ssc/legacyMode", None)  # null deletes a kept resource
     # what could not be read is kept as it came, like any resource the map does not know

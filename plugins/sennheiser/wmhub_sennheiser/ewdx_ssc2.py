@@ -12,11 +12,11 @@ Where the document is vague, values are accepted liberally and the comment says 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from hub.model import CommandKind, NotSupportedError
+from hub.model import CommandKind, InvalidValueError, NotSupportedError
 from wmhub_sennheiser.families import (
     TX_ABSENT,
     Fields,
@@ -158,6 +158,17 @@ _PATTERNS: Final = [
 ]
 
 
+def _ranges(value: Any) -> list[tuple[int, int]]:
+    """``ranges [{start, end, stepSize}]`` in kHz (the document's example spells ``stepsize``; the step is
+    not needed: the 25 kHz grid is checked on its own). Entries without numeric bounds are skipped."""
+    found = []
+    for item in value if isinstance(value, list) else []:
+        start, end = (finite_number(item.get(key)) if isinstance(item, Mapping) else None for key in ("start", "end"))
+        if start is not None and end is not None:
+            found.append((int(start), int(end)))
+    return found
+
+
 class EwdxResourceMap:
     """An EW-DX receiver's resources as last reported, translated into hub-model fields."""
 
@@ -167,6 +178,7 @@ class EwdxResourceMap:
         self.site: dict[str, Any] = {}
         self.channels: dict[int, Fields] = {index: {} for index in range(1, channel_count + 1)}
         self.firmware: str | None = None
+        self.band: list[tuple[int, int]] = []  # the tuning ranges of /api/rf, kHz
         self._warnings: dict[tuple[int, str], list[str]] = {}  # (hub channel or 0, source) -> warnings
 
     def apply_all(self, resources: Mapping[str, Any]) -> Changes:
@@ -229,8 +241,10 @@ class EwdxResourceMap:
         elif path == FIRMWARE_PATH and facts.get("deviceVersion"):
             self.firmware = str(facts["deviceVersion"])
             changes.device["firmware"] = self.firmware
-        elif path == RF_PATH and "code" in facts:
-            changes.device["rf_band"] = _text(facts["code"])  # the country frequency code, e.g. "Q1-9"
+        elif path == RF_PATH and facts:
+            self.band = _ranges(facts.get("ranges"))
+            if "code" in facts:
+                changes.device["rf_band"] = _text(facts["code"])  # the country frequency code, e.g. "Q1-9"
         elif path == ENCRYPTION_PATH and "enabled" in facts:
             changes.device["encryption_mode"] = _on_off(facts["enabled"])
         elif value is None:
@@ -249,8 +263,8 @@ class EwdxResourceMap:
 CHANNEL_NAME: Final = NameRule(8, r"[ #*+,;\-/<=|>0-9A-Z]*", "capital letters, digits, space and # * + , ; - / < = | >")
 # gain: -3..+42 dB in steps of 3 (EW-DX OpenAPI)
 GAIN: Final = Range(-3, 42, 3, "dB")
-# frequency: kHz, multipleOf 25; the bands (code Q1-9 .. Y1-3) span 470.2 MHz to the 1.8 GHz band. Any
-# 25 kHz step in that span is sent; the device refuses what its band variant lacks (400).
+# frequency: kHz, multipleOf 25; the bands (code Q1-9 .. Y1-3) span 470.2 MHz to the 1.8 GHz band. The
+# declared limit is that span; a receiver's own /api/rf ranges narrow it (channel_write).
 FREQUENCY: Final = Range(470.0, 1800.0, 0.025, "MHz", 1000)
 
 
@@ -264,8 +278,9 @@ class Write:
     expected: Any = None
 
 
-def channel_write(kind: CommandKind, channel_id: int, value: Any) -> Write:
-    """The request for a channel command (``value`` already resolved from "toggle")."""
+def channel_write(kind: CommandKind, channel_id: int, value: Any, band: Sequence[tuple[int, int]] = ()) -> Write:
+    """The request for a channel command (``value`` already resolved from "toggle"); a frequency must lie
+    in one of the receiver's ``band`` ranges (kHz) when it reported them."""
     if kind is CommandKind.NAME:
         name = CHANNEL_NAME.check(value)
         return Write(f"/api/channel/{channel_id}", {"name": name}, "name", name)
@@ -277,6 +292,9 @@ def channel_write(kind: CommandKind, channel_id: int, value: Any) -> Write:
         return Write(f"/api/channel/{channel_id}", {"gain": gain}, "gain_db", gain)
     if kind is CommandKind.FREQUENCY:
         khz = FREQUENCY.check(value)
+        if band and not any(start <= khz <= end for start, end in band):
+            spans = ", ".join(f"{start / 1000:g}-{end / 1000:g}" for start, end in band)
+            raise InvalidValueError(f"{khz / 1000:g} MHz is outside this receiver's band ({spans} MHz)")
         return Write(f"/api/rf/channels/{channel_id}/frequency", {"frequency": khz}, "frequency_mhz", khz / 1000)
     if kind is CommandKind.IDENTIFY:
         return Write(f"/api/channel/{channel_id}/identify", {"enabled": True})

@@ -558,7 +558,7 @@ class Ssc2Driver(Driver):
             write = ewdx_ssc2.DEVICE_IDENTIFY
         else:
             value = toggled(command.kind, command.value, ewdx.channels.get(command.channel, {}).get("muted"))
-            write = ewdx_ssc2.channel_write(command.kind, command.channel - 1, value)
+            write = ewdx_ssc2.channel_write(command.kind, command.channel - 1, value, ewdx.band)
         field, shown = write.field, ewdx.channels.get(command.channel or 0, {})
         await self._write(write.path, write.body, lambda: field is None or shown.get(field) == write.expected)
         return CommandResult(ok=True, value=True if field is None else write.expected)
