@@ -161,6 +161,16 @@ def test_the_map_accepts_vague_shapes_liberally() -> None:
     assert 8 not in changes.channels
     assert changes.channels[1]["tx_model"] == "EW_DX_SK" and changes.channels[1]["tx_locked"] == "none"
     assert changes.channels[1]["group_channel"] == "0.5"
+    # an event with only the property that changed keeps the rest of the transmitter
+    partial = resources.apply("/api/transmitters/0", {"mute": True})
+    assert partial.channels[1] | {"warnings": []} == {
+        "tx_present": True,
+        "tx_model": "EW_DX_SK",
+        "tx_muted": True,
+        "tx_locked": "none",
+        "tx_offset_db": -3,
+        "warnings": [],
+    }
     assert resources.raw == {"/api/ssc/legacyMode": {"enabled": False}}
     # shapes the document does not give: ignored, nothing is made up
     odd = resources.apply_all(
@@ -176,7 +186,8 @@ def test_the_map_accepts_vague_shapes_liberally() -> None:
         }
     )
     assert resources.band == [(470_200, 550_000)]  # the example's "stepsize" spelling, junk entries skipped
-    assert odd.device == {} and odd.channels == {1: {"group_channel": None, "warnings": []}, 2: {"warnings": []}}
+    assert odd.device == {}
+    assert odd.channels == {1: {"frequency_mhz": 470.2, "group_channel": None, "warnings": []}, 2: {"warnings": []}}
     resources.apply("/api/ssc/legacyMode", None)  # null deletes a kept resource
     # what could not be read is kept as it came, like any resource the map does not know
     assert resources.raw == {"/api/device/state": "Normal", "/api/firmware/update/state": {"state": "Idle"}}

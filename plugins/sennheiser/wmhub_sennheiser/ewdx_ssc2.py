@@ -180,15 +180,12 @@ class EwdxResourceMap:
         self.firmware: str | None = None
         self.band: list[tuple[int, int]] = []  # the tuning ranges of /api/rf, kHz
         self._warnings: dict[tuple[int, str], list[str]] = {}  # (hub channel or 0, source) -> warnings
+        self._last: dict[str, dict[str, Any]] = {}  # path -> the resource as last reported (merged)
 
     def apply_all(self, resources: Mapping[str, Any]) -> Changes:
         total = Changes()
         for path, value in resources.items():
-            part = self.apply(path, value)
-            total.device.update(part.device)
-            for index, fields in part.channels.items():
-                total.channel(index).update(fields)
-            total.identity = part.identity if part.identity is not None else total.identity
+            total.merge(self.apply(path, value))
         return total
 
     def apply(self, path: str, value: Any) -> Changes:
@@ -198,9 +195,7 @@ class EwdxResourceMap:
             # the list form: [{"id": n, "transmitter": {...}}] (x-sennheiser-sscv2-subresource of each member)
             for item in value:
                 if isinstance(item, Mapping) and finite_number(item.get("id")) is not None:
-                    part = self.apply(f"{TRANSMITTERS_PATH}/{int(item['id'])}", item.get("transmitter"))
-                    for index, fields in part.channels.items():
-                        changes.channel(index).update(fields)
+                    changes.merge(self.apply(f"{TRANSMITTERS_PATH}/{int(item['id'])}", item.get("transmitter")))
             return changes
         for pattern, template in _PATTERNS:
             match = pattern.match(path)
@@ -211,9 +206,13 @@ class EwdxResourceMap:
                 return changes  # a channel this model does not have
             if template in (_RX_WARNINGS, _TX_WARNINGS):
                 self._warnings[(index, template)] = _strings(value)
-                if template == _TX_WARNINGS and value is None:
-                    self._warnings[(index, template)] = []
             else:
+                # an event may carry only what changed (the document does not say): merge into the last
+                # value of the resource; null or {} ends it (a transmitter unlinked)
+                if isinstance(value, Mapping) and value:
+                    value = self._last[path] = {**self._last.get(path, {}), **value}
+                else:
+                    self._last.pop(path, None)
                 fields = CHANNEL_TABLE[template](value)
                 if template == "/api/transmitters/{n}" and fields.get("tx_present") is False:
                     self._warnings[(index, _TX_WARNINGS)] = []  # no transmitter, no transmitter warnings

@@ -264,6 +264,16 @@ class Changes:
     def __bool__(self) -> bool:
         return bool(self.device or self.channels or self.identity is not None or self.new_channel_count)
 
+    def merge(self, part: Changes) -> None:
+        """Add a later update's changes: its values win."""
+        self.device.update(part.device)
+        for index, fields in part.channels.items():
+            self.channel(index).update(fields)
+        if part.identity is not None:
+            self.identity = part.identity
+        if part.new_channel_count:
+            self.new_channel_count = part.new_channel_count
+
 
 def _sort_key(uid: Any) -> tuple[bool, float, str]:
     number = finite_number(uid)
@@ -332,7 +342,7 @@ class ResourceMap:
         """Apply an event's (or a GET's) data: ``{path: value}``; merges the changes of every resource."""
         total = Changes()
         for path, value in resources.items():
-            self._merge(total, self.apply(path, value))
+            total.merge(self.apply(path, value))
         return total
 
     def apply(self, path: str, value: Any) -> Changes:
@@ -342,7 +352,7 @@ class ResourceMap:
             id_field = COLLECTION_IDS[path]
             items = [item for item in value if isinstance(item, Mapping) and id_field in item]
             for item in sorted(items, key=lambda item: _sort_key(item[id_field])):
-                self._merge(changes, self.apply(f"{path}/{item[id_field]}", item))
+                changes.merge(self.apply(f"{path}/{item[id_field]}", item))
             return changes
         parent, _, leaf = path.rpartition("/")
         if parent == MOBILES_PATH:
@@ -490,13 +500,3 @@ class ResourceMap:
             if rms is not None or peak is not None:
                 return rms, peak
         return None, None
-
-    @staticmethod
-    def _merge(total: Changes, part: Changes) -> None:
-        total.device.update(part.device)
-        for index, fields in part.channels.items():
-            total.channel(index).update(fields)
-        if part.identity is not None:
-            total.identity = part.identity
-        if part.new_channel_count:
-            total.new_channel_count = part.new_channel_count
