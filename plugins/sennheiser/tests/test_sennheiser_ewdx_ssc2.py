@@ -130,7 +130,11 @@ async def test_ewdx_values_outside_the_document_are_refused(hub: DriverHarness, 
         assert (result.ok, result.code) == (False, "not_supported"), (kind, result)
     with pytest.raises(NotSupportedError):  # what the driver says should a hub send it anyway
         channel_write(CommandKind.GAIN_STEP, 0, 3)
-    assert simulator.writes == []
+    # with the capabilities unknown the hub passes a meter-rate retune on: refused, the receiver not flashed
+    hub.store.update_device(device.id, {"capabilities": None})
+    result = await hub.apply(Command(device_id=device.id, kind=CommandKind.METER_RATE, value=100))
+    assert (result.ok, result.code) == (False, "not_supported"), result
+    assert simulator.writes == [] and simulator.device_identify is False
 
 
 def test_capabilities_declare_the_ewdx_controls_and_not_the_device_name() -> None:

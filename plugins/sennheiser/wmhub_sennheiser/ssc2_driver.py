@@ -552,9 +552,12 @@ class Ssc2Driver(Driver):
         raise NotSupportedError(f"SSCv2 devices have no {command.kind.value} control in the documented resources")
 
     async def _apply_ewdx(self, ewdx: EwdxResourceMap, command: Command) -> CommandResult:
-        """The hub has already checked the channel and the declared capabilities (no device name: the
-        document's ``/api/device/site`` has no PUT); what is left is the value and the device's answer."""
+        """The hub has already checked the channel; the declared capabilities normally keep other kinds
+        away, but a device whose capabilities are unknown gets any kind (a meter-rate retune, say)."""
         if command.channel is None:
+            if command.kind is not CommandKind.IDENTIFY:
+                # no device name either: the document's /api/device/site has no PUT
+                raise NotSupportedError(f"an EW-DX receiver over SSCv2 has no device-level {command.kind.value}")
             write = ewdx_ssc2.DEVICE_IDENTIFY
         else:
             value = toggled(command.kind, command.value, ewdx.channels.get(command.channel, {}).get("muted"))
