@@ -87,7 +87,7 @@ def _value(convert: Callable[[Any], Any], name: str) -> Callable[[Any], Fields]:
 def _channel(value: Any) -> Fields:
     if not isinstance(value, Mapping):
         return {}
-    # events may carry only the properties that changed: map only those present
+    # a property the receiver has not reported leaves its field as it was
     known = {"name": ("name", _text), "mute": ("muted", _bool), "gain": ("gain_db", finite_number)}
     return {field: convert(value[key]) for key, (field, convert) in known.items() if key in value}
 
