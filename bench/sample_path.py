@@ -24,15 +24,15 @@ from hub.cli import _tune_garbage_collector
 from hub.devices import DeviceHandle
 from hub.drivers import DriverSettings, Endpoint
 from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, METER_FIELDS
+from hub.persistence.alerts import ALERT_FIELDS
 from hub.state import StateStore
-from hub.store.alerts import ALERT_FIELDS
 
 TICKS_PER_DRAIN = 5  # 5 x 100 ms: the subscriptions' 0.5 s coalescing window
 
 
 def build(receivers: int) -> tuple[StateStore, list[tuple[ShureDriver, list[bytes], int]]]:
     store = StateStore()
-    # the hub's own subscriptions with no board open (hub/mqtt/publisher.py, hub/store/persistence.py)
+    # the hub's own subscriptions with no board open (hub/mqtt/publisher.py, hub/persistence/services.py)
     store.subscribe((CHANNEL_FIELDS - METER_FIELDS) | DEVICE_FIELDS)
     store.subscribe(METER_FIELDS)
     store.subscribe(ALERT_FIELDS | {"name"})

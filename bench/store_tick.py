@@ -28,10 +28,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hub.persistence import SimulatedClock
+from hub.persistence.services import StoreSettings
+from hub.persistence.testing import open_simulated, put_receiver
 from hub.state import StateStore
-from hub.store import SimulatedClock
-from hub.store.persistence import StoreSettings
-from hub.store.testing import open_simulated, put_receiver
 
 CHANNELS_PER_DEVICE = 4
 TICK_S = 0.5

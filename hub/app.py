@@ -33,12 +33,12 @@ from hub.lag import LoopMonitor
 from hub.memory import HeapTrimmer
 from hub.metering import MeterDemand
 from hub.model import Command, CommandKind, CommandResult, Device, command_field
+from hub.persistence import DATABASE_FILE, Alert, ConflictError, NotFoundError, Persistence, StoreSettings
+from hub.persistence.frequency import FrequencySettings
 from hub.plugins import PluginHost
 from hub.redact import redact
 from hub.service import UnknownCandidateError
 from hub.state import StateStore
-from hub.store import DATABASE_FILE, Alert, ConflictError, NotFoundError, Persistence, StoreSettings
-from hub.store.frequency import FrequencySettings
 from hub.text import preview
 
 log = logging.getLogger("hub")
@@ -108,7 +108,7 @@ class Hub:
         )
         self.started_at = time.time()
         # Opened at start unless a caller (tests with a simulated clock) set an open store it closes itself.
-        self.persistence: Persistence | None = None
+        self._persistence: Persistence | None = None
         self._owns_persistence = False
         self._api_token: str | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -132,9 +132,9 @@ class Hub:
     async def start(self) -> None:
         self.loop_monitor.start()
         self.heap_trimmer.start()
-        if self.persistence is None:
+        if self._persistence is None:
             self._owns_persistence = True
-            self.persistence = await Persistence.open(
+            self._persistence = await Persistence.open(
                 self.config.data_dir,
                 self.store,
                 settings=StoreSettings(
@@ -162,8 +162,6 @@ class Hub:
     def _forget_departed_urls(self) -> None:
         """Connection health of URLs this run does not manage (gone from the configuration, or a demo port
         of an earlier run) is dropped: the store keeps only devices the hub has."""
-        if self.persistence is None:
-            return
         for health in self.persistence.health.all():
             if health.url not in self.devices.by_url:
                 self.persistence.health.forget(health.url)
@@ -174,7 +172,7 @@ class Hub:
         ids, complete = set(self.store.devices), True
         for managed in self.devices.by_url.values():
             device_id = managed.handle.device_id
-            if device_id is None and self.persistence is not None:
+            if device_id is None:
                 health = self.persistence.health.find(managed.url)
                 device_id = health.device_id if health is not None else None
             if device_id is None:
@@ -220,7 +218,7 @@ class Hub:
         return managed
 
     def _remember_identity(self, handle: DeviceHandle) -> None:
-        if self.persistence is not None and handle.device_id is not None:
+        if handle.device_id is not None:
             self.persistence.devices.bind(handle.endpoint.url, handle.device_id)
 
     def watch(self, task: asyncio.Task[Any], what: str) -> None:
@@ -292,9 +290,9 @@ class Hub:
             except Exception as exc:
                 log.error("demo simulators of plugin %s failed to stop: %s", plugin_name, exc)
         self._fleets.clear()
-        if self.persistence is not None and self._owns_persistence:
-            await self.persistence.close()
-            self.persistence = None
+        if self._persistence is not None and self._owns_persistence:
+            await self._persistence.close()
+            self._persistence = None
         await self.loop_monitor.stop()
         await self.heap_trimmer.stop()
         self.metering.close()
@@ -332,8 +330,20 @@ class Hub:
         return self.store
 
     @property
+    def persistence(self) -> Persistence:
+        """The database and the venue's services, open from start to stop."""
+        if self._persistence is None:
+            raise RuntimeError("the hub's persistence is open only while the hub runs")
+        return self._persistence
+
+    @persistence.setter
+    def persistence(self, opened: Persistence) -> None:
+        """Use a store the caller opened (and closes): tests with a simulated clock."""
+        self._persistence = opened
+
+    @property
     def venue(self) -> Persistence | None:
-        return self.persistence
+        return self._persistence
 
     def device_list(self) -> list[Device]:
         return list(self.store.devices.values())
@@ -349,10 +359,10 @@ class Hub:
         return redact(url) in self.devices.by_url
 
     def degraded(self) -> bool:
-        return self.persistence is not None and self.persistence.db.failing
+        return self.persistence.db.failing
 
     def open_alerts(self) -> list[Alert]:
-        return self.persistence.alerts.open_alerts() if self.persistence is not None else []
+        return self.persistence.alerts.open_alerts()
 
     async def add_device(self, url: str, source: str) -> ManagedDevice:
         """Start supervising a device and, unless it comes from the config or the demo, remember it.
@@ -360,7 +370,7 @@ class Hub:
         Raises hub.drivers.EndpointError for an unusable URL.
         """
         self.devices.resolve(url)
-        if self.persistence is not None and source not in _TRANSIENT_SOURCES:
+        if source not in _TRANSIENT_SOURCES:
             with contextlib.suppress(ConflictError):  # already known: adding again is harmless
                 await self.persistence.devices.add(url, source=source)
         managed = self._supervise(url)
@@ -370,14 +380,13 @@ class Hub:
     async def remove_device(self, device_id_or_url: str, source: str) -> bool:
         managed = self.devices.find(device_id_or_url)
         removed = await self.devices.remove(device_id_or_url)
-        if self.persistence is not None:
-            try:
-                await self.persistence.devices.remove(device_id_or_url, source=source)
-                removed = True
-            except NotFoundError:
-                pass  # from the config file or the demo: nothing remembered
-            if managed is not None:
-                self.persistence.health.forget(managed.url)
+        try:
+            await self.persistence.devices.remove(device_id_or_url, source=source)
+            removed = True
+        except NotFoundError:
+            pass  # from the config file or the demo: nothing remembered
+        if managed is not None:
+            self.persistence.health.forget(managed.url)
         if removed:
             log.info("device %s removed (%s)", redact(device_id_or_url), source)
         return removed
@@ -385,8 +394,7 @@ class Hub:
     async def apply(self, command: Command, source: str) -> CommandResult:
         before = self._current_value(command)
         result = await self.devices.apply(command)
-        if self.persistence is not None:
-            self.persistence.audit.record_command(source, command, before, result)
+        self.persistence.audit.record_command(source, command, before, result)
         log.info(
             "command %s %s ch%s=%s from %s: %s",
             command.kind.value,
@@ -450,9 +458,7 @@ class Hub:
         device = self.store.get(device_id)
         if device is None or device.channel(channel) is None:
             raise LookupError(f"no channel {channel} on device {device_id!r}")
-        if self.persistence is None:
-            self.store.update_channel(device_id, channel, {"extended_name": name})
-        elif name is not None:
+        if name is not None:
             await self.persistence.names.set(device_id, channel, name, source=source)
         elif self.persistence.names.get(device_id, channel) is not None:
             await self.persistence.names.clear(device_id, channel, source=source)
@@ -460,8 +466,6 @@ class Hub:
 
     def candidates(self) -> list[Candidate]:
         """Candidates waiting for approval (kept across restarts by the store)."""
-        if self.persistence is None:
-            return list(self.discovery.candidates.values())
         return [
             Candidate(**candidate.model_dump(include={"url", "vendor", "model", "unique_id", "name", "source"}))
             for candidate in self.persistence.candidates.all()
@@ -472,15 +476,13 @@ class Hub:
 
     async def offer_candidate(self, candidate: Candidate) -> None:
         """Keep a discovered device for approval, or add it at once when auto-approve is on."""
-        if self.persistence is None or candidate.url in self.devices.by_url:
+        if candidate.url in self.devices.by_url:
             return
         known = await self.persistence.candidates.offer(candidate)
         if known is not None:  # auto-approved
             self._supervise(self.persistence.devices.connect_url(known))
 
     async def approve_candidate(self, url: str, source: str) -> ManagedDevice:
-        if self.persistence is None:
-            raise UnknownCandidateError(f"no discovery candidate {url!r}")
         try:
             known = await self.persistence.candidates.approve(url, source=source)
         except NotFoundError:

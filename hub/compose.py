@@ -18,8 +18,10 @@ from hub.config import HubConfig
 from hub.devices import ManagedDevice
 from hub.fleet.api import FLEET_OPERATIONS, MIRROR_KEY
 from hub.fleet.mirror import FleetMirror, FleetRequestError
+from hub.hookspecs import Candidate
 from hub.model import Command, CommandResult
 from hub.mqtt.bridge import MqttBridge
+from hub.persistence import Alert
 from hub.plugins import PluginHost
 from hub.web.server import WebServer
 
@@ -77,6 +79,19 @@ class FleetHub(Hub):
         self.loop_monitor.start()
         await self._start_edges()
         log.info("fleet %s watching every hub under %s/", self.config.hub_id, self.config.mqtt.base_topic)
+
+    @property
+    def venue(self) -> None:
+        return None  # the hubs keep the venue; the fleet's venue routes ask them (hub.fleet.api)
+
+    def degraded(self) -> bool:
+        return False  # no database of its own
+
+    def open_alerts(self) -> list[Alert]:
+        return []
+
+    def candidates(self) -> list[Candidate]:
+        return []
 
     async def apply(self, command: Command, source: str) -> CommandResult:
         result = await self.mirror.apply(command)

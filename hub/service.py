@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from hub.hookspecs import Candidate
     from hub.lag import LoopMonitor
     from hub.model import Command, CommandResult, Device
-    from hub.store import Alert, Persistence
+    from hub.persistence import Alert, Persistence
 
 
 class UnknownCandidateError(LookupError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -186,6 +186,10 @@ class ChannelWriter:
             store._notify(self.key, changed)
 
 
+def _no_extended_name(device_id: str, index: int) -> None:
+    return None
+
+
 class StateStore:
     """Every known device, by id. Only drivers (through handles) and the hub's device manager write."""
 
@@ -198,6 +202,9 @@ class StateStore:
         self._writers: dict[ChangeKey, ChannelWriter] = {}
         self.updates_applied = 0
         self._clock = _CoarseClock()
+        # The user's name for a channel (the venue's extended names), merged into every channel as it appears,
+        # so a device that comes back never shows the receiver's own name first.
+        self.extended_name_of: Callable[[str, int], str | None] = _no_extended_name
 
     def subscribe(self, fields: Iterable[str] | None = None, min_interval: float = 0.0) -> Subscription:
         sub = Subscription(self, frozenset(fields) if fields is not None else None, min_interval)
@@ -235,6 +242,7 @@ class StateStore:
         self._retire_writers()
         self._notify((device.id, None), _ADDED)
         for channel in device.channels:
+            self._name(device.id, channel)
             self._notify((device.id, channel.index), _ADDED)
 
     def remove_device(self, device_id: str) -> Device | None:
@@ -252,7 +260,7 @@ class StateStore:
         have = {channel.index for channel in device.channels}
         for index in range(1, count + 1):
             if index not in have:
-                device.channels.append(Channel(index=index))
+                device.channels.append(self._name(device_id, Channel(index=index)))
                 self._notify((device_id, index), _ADDED)
         device.channels.sort(key=lambda channel: channel.index)
 
@@ -303,11 +311,17 @@ class StateStore:
         if channel is None:
             if not create:
                 return None
-            channel = Channel(index=index)
+            channel = self._name(device_id, Channel(index=index))
             device.channels.append(channel)
             device.channels.sort(key=lambda ch: ch.index)
             self._notify(key, _ADDED)
         return channel, device
+
+    def _name(self, device_id: str, channel: Channel) -> Channel:
+        extended = self.extended_name_of(device_id, channel.index)
+        if extended is not None:
+            channel.extended_name = extended
+        return channel
 
     def _retire_writers(self) -> None:
         for writer in self._writers.values():

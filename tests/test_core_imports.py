@@ -21,9 +21,9 @@ COMPOSITION_ROOTS = frozenset({"hub.compose", "hub.cli"})
 # import nothing of the core (their own imports are checked below).
 EDGE_MAY_IMPORT = frozenset({"hub", "hub.service", "hub.model", "hub.redact", "hub.text", "hub.auth", "hub.backoff",
                              "hub.config", "hub.frequency"})  # fmt: skip
-# The venue store's records and typed errors, which the venue routes and the MQTT alert topics carry, until
-# persistence is a package of its own (issue #20, point 6).
-VENUE_STORE = frozenset({"hub.store", "hub.store.records", "hub.store.show", "hub.store.frequency"})
+# The persistence package's records, typed errors and venue services, which the venue routes and the MQTT
+# alert topics carry.
+PERSISTENCE = ("hub.persistence",)
 # The fleet is built on both other edges (their topics, their routes), and its mirror fills the fleet's own
 # state store the way drivers fill a hub's.
 EDGE_EXTRA = {"hub.fleet": frozenset({"hub.mqtt", "hub.web", "hub.state"})}
@@ -110,7 +110,7 @@ def test_edges_import_only_the_service_the_model_and_their_own_package() -> None
         edge = edge_of(module)
         if edge is None:
             continue
-        allowed = (edge, *EDGE_MAY_IMPORT, *VENUE_STORE, *EDGE_EXTRA.get(edge, ()))
+        allowed = (edge, *EDGE_MAY_IMPORT, *PERSISTENCE, *EDGE_EXTRA.get(edge, ()))
         outside = sorted(imported for imported in imports_of(module) if not within(imported, allowed))
         if outside:
             wrong[module] = outside

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hub.model import LOW_BATTERY, BatteryLimits, Channel, CommandKind, command_field, command_keys
-from hub.store import AlertSettings
+from hub.persistence import AlertSettings
 
 
 def test_every_command_kind_can_be_sent_in_a_set_message() -> None:

@@ -24,7 +24,7 @@ from hub.app import Hub
 from hub.config import HttpSettings
 from hub.mqtt.bridge import MqttBridge
 from hub.mqtt.client import MqttClient
-from hub.store import DATABASE_FILE
+from hub.persistence import DATABASE_FILE
 from hub.testing import eventually
 from tests.fault_harness import TOKEN, Api, device_of, hub_config, is_online, running_hub, seconds_until
 from tests.mosquitto import MosquittoBroker, MqttProbe, TestBroker, find_mosquitto, free_port

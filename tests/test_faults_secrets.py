@@ -17,9 +17,9 @@ from typing import Any
 import aiohttp
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
 
+from hub.persistence import Persistence
+from hub.persistence.testing import quick_settings
 from hub.state import StateStore
-from hub.store import Persistence
-from hub.store.testing import quick_settings
 from tests.fault_harness import TOKEN
 from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.reliability_report import record_check

@@ -154,7 +154,7 @@ async def test_a_needed_task_that_dies_after_the_start_stops_the_hub_and_fails(t
     )
     hub = compose_hub(config, PluginHost())
     running = asyncio.ensure_future(hub.run_until_signalled())
-    store = await eventually(lambda: hub.persistence, what="the store open")
+    store = await eventually(lambda: hub.venue, what="the store open")
 
     async def broken_sleep(seconds: float) -> None:
         raise OSError("the clock broke")
@@ -162,4 +162,4 @@ async def test_a_needed_task_that_dies_after_the_start_stops_the_hub_and_fails(t
     store.clock.sleep = broken_sleep  # type: ignore[method-assign]
     with pytest.raises(HubFailed, match=r"store's ticker .* ended: the clock broke"):
         await asyncio.wait_for(running, EXIT_DEADLINE_S)
-    assert hub.stopped.is_set() and hub.persistence is None, "everything started was stopped"
+    assert hub.stopped.is_set() and hub.venue is None, "everything started was stopped"

@@ -17,9 +17,9 @@ from wmhub_shure.simulator import ShureSimulator
 
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.persistence import AlertSettings, Persistence
+from hub.persistence.testing import quick_settings
 from hub.plugins import PluginHost
-from hub.store import AlertSettings, Persistence
-from hub.store.testing import quick_settings
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
 

@@ -17,10 +17,10 @@ from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings, load_config
 from hub.frequency import Band, CarrierState, Profile
 from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device, NumberLimits
+from hub.persistence import AlertKind, Persistence, SimulatedClock
+from hub.persistence.frequency import FrequencySettings, carriers_of
+from hub.persistence.testing import open_simulated, put_receiver
 from hub.plugins import PluginHost
-from hub.store import AlertKind, Persistence, SimulatedClock
-from hub.store.frequency import FrequencySettings, carriers_of
-from hub.store.testing import open_simulated, put_receiver
 
 TOKEN = "plan-token-for-the-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from hub.frequency import PlanChecker, PlanSettings, check
 from hub.model import Channel, Device
-from hub.store.frequency import FrequencySettings, carriers_of
+from hub.persistence.frequency import FrequencySettings, carriers_of
 from tests.reliability_report import fuzz
 
 # what a confused or hostile receiver might report as its frequency, next to ordinary values
@@ -29,7 +29,7 @@ def receiver(number: int, frequencies: list[Any], present: list[bool | None], fa
 
 
 @fuzz(
-    "Frequency plan (hub.store.frequency carriers, hub.frequency check)",
+    "Frequency plan (hub.persistence.frequency carriers, hub.frequency check)",
     "receivers reporting any frequency (NaN, infinities, negative, zero, 1e300, duplicates on one device and"
     " across devices), unknown transmitter states, wideband and unknown families",
     "carriers only for 1-10,000 MHz, one per frequency per device; a re-check equal to a full check; no exception",

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from hub.state import StateStore
-from hub.store import (
+from hub.persistence import (
     AlertEvent,
     AlertKind,
     AlertSettings,
@@ -20,7 +19,8 @@ from hub.store import (
     SimulatedClock,
     Source,
 )
-from hub.store.testing import open_simulated, put_receiver, quick_settings
+from hub.persistence.testing import open_simulated, put_receiver, quick_settings
+from hub.state import StateStore
 from hub.testing import eventually
 
 TICK_S = 0.5

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from hub.persistence import DATABASE_FILE, AlertKind, Persistence, SimulatedClock, Source, WriterSettings
+from hub.persistence.history import encode_bucket
+from hub.persistence.testing import open_simulated, put_receiver
 from hub.state import StateStore
-from hub.store import DATABASE_FILE, AlertKind, Persistence, SimulatedClock, Source, WriterSettings
-from hub.store.history import encode_bucket
-from hub.store.testing import open_simulated, put_receiver
 from hub.testing import eventually
 
 # Configures a venue, waits for a low-battery alert, then writes as hard as it can: audit entries, history
@@ -26,9 +26,9 @@ WRITER_SCRIPT = textwrap.dedent(
     """
     import asyncio, random, sys
     from hub.state import StateStore
-    from hub.store import AlertSettings, Persistence, Source, StoreSettings
-    from hub.store.history import encode_bucket
-    from hub.store.testing import put_receiver
+    from hub.persistence import AlertSettings, Persistence, Source, StoreSettings
+    from hub.persistence.history import encode_bucket
+    from hub.persistence.testing import put_receiver
 
     async def main(data_dir):
         state = StateStore()
@@ -117,7 +117,7 @@ async def test_read_only_database_keeps_the_hub_running_and_resumes(
     store = await open_simulated(tmp_path, state, clock)
     try:
         await store.db.connection.execute("PRAGMA query_only = ON")  # what a read-only mount gives SQLite
-        with caplog.at_level(logging.ERROR, logger="hub.store"):
+        with caplog.at_level(logging.ERROR, logger="hub.persistence"):
             slot = await store.slots.set(3, "shure-A", 1, source=Source.REST)
             assert store.slots.get(3) == slot, "the change is live while the disk refuses it"
             for _ in range(20):
@@ -174,7 +174,7 @@ async def test_a_data_dir_that_cannot_be_created_starts_empty_and_moves_to_the_f
 ) -> None:
     data_dir = tmp_path / "data"
     data_dir.write_text("a file where the data directory should be")
-    with caplog.at_level(logging.ERROR, logger="hub.store"):
+    with caplog.at_level(logging.ERROR, logger="hub.persistence"):
         store = await open_simulated(data_dir)
     try:
         assert store.db.failing

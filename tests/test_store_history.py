@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from hub.persistence import DATABASE_FILE, InvalidValueError, NotFoundError, SimulatedClock
+from hub.persistence.battery import BAR_THRESHOLDS_V, bars_at, cell_volts
+from hub.persistence.history import HistorySettings, encode_bucket
+from hub.persistence.testing import open_simulated, put_receiver
 from hub.state import StateStore
-from hub.store import DATABASE_FILE, NotFoundError, SimulatedClock, ValidationError
-from hub.store.battery import BAR_THRESHOLDS_V, bars_at, cell_volts
-from hub.store.history import HistorySettings, encode_bucket
-from hub.store.testing import open_simulated, put_receiver
 
 DAY = 24 * 3600
 # Documented in docs/persistence.md: a week of 100 channels at the default tiers fits in this.
@@ -54,9 +54,9 @@ async def test_samples_become_min_avg_max_buckets(tmp_path: Path) -> None:
 
         with pytest.raises(NotFoundError):
             await store.history.query("shure-A", 2, start)
-        with pytest.raises(ValidationError):
+        with pytest.raises(InvalidValueError):
             await store.history.query("shure-A", 1, start, start - 5)
-        with pytest.raises(ValidationError):
+        with pytest.raises(InvalidValueError):
             await store.history.query("shure-A", 1, start, step=30)
     finally:
         await store.close()

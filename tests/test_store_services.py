@@ -11,17 +11,17 @@ import pytest
 from hub.drivers import EndpointError
 from hub.hookspecs import Candidate
 from hub.model import Command, CommandKind, CommandResult
-from hub.state import StateStore
-from hub.store import (
+from hub.persistence import (
     HTTP_STATUS,
     ConflictError,
+    InvalidValueError,
     NotFoundError,
     Persistence,
     Source,
     StoreError,
-    ValidationError,
 )
-from hub.store.testing import open_simulated, put_receiver
+from hub.persistence.testing import open_simulated, put_receiver
+from hub.state import StateStore
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ async def test_errors_carry_a_code_an_edge_can_map(store: Persistence) -> None:
     assert isinstance(caught.value, NotFoundError)
     assert caught.value.as_dict() == {"error": "slot 7 is empty", "code": "not_found", "details": {"slot": 7}}
     assert HTTP_STATUS[caught.value.code] == 404
-    assert HTTP_STATUS[ConflictError.code] == 409 and HTTP_STATUS[ValidationError.code] == 422
+    assert HTTP_STATUS[ConflictError.code] == 409 and HTTP_STATUS[InvalidValueError.code] == 422
 
 
 async def test_known_devices_add_bind_remove(store: Persistence) -> None:
@@ -49,7 +49,7 @@ async def test_known_devices_add_bind_remove(store: Persistence) -> None:
     with pytest.raises(ConflictError):
         await store.devices.add("shure://127.0.0.1:2202", source=Source.CLI)
     for bad in ("not a url", "x://[", "shure://127.0.0.1:99999"):
-        with pytest.raises(ValidationError):
+        with pytest.raises(InvalidValueError):
             await store.devices.add(bad, source=Source.CLI)
     removed = await store.devices.remove("shure-AD4D123", source=Source.UI)
     assert removed.url == added.url and store.restore() == []
@@ -63,7 +63,7 @@ async def test_url_check_refuses_schemes_no_plugin_handles(store: Persistence) -
             raise EndpointError(f"no plugin handles {url!r}")
 
     store.devices.url_check = only_shure
-    with pytest.raises(ValidationError, match="no plugin handles"):
+    with pytest.raises(InvalidValueError, match="no plugin handles"):
         await store.devices.add("ftp://127.0.0.1:21", source=Source.REST)
 
 
@@ -114,18 +114,18 @@ async def test_locations_nest_and_refuse_what_would_break(store: Persistence) ->
     rack = await store.locations.create("Rack A", "rack", source=Source.REST, parent_id=stage.id)
     with pytest.raises(ConflictError):
         await store.locations.create("main STAGE", "stage", source=Source.REST)
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidValueError):
         await store.locations.create("Cellar", "basement", source=Source.REST)
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidValueError):
         await store.locations.create("  ", "room", source=Source.REST)
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidValueError):
         await store.locations.move(stage.id, rack.id, source=Source.REST)  # a loop
     renamed = await store.locations.update(rack.id, name="Rack 1", source=Source.UI)
     assert renamed.parent_id == stage.id
 
     await store.devices.add("shure://127.0.0.1:2202", source=Source.REST)
     await store.devices.set_location("shure://127.0.0.1:2202", rack.id, source=Source.REST)
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidValueError):
         await store.devices.set_location("shure://127.0.0.1:2202", 999, source=Source.REST)
     with pytest.raises(ConflictError) as in_use:
         await store.locations.delete(rack.id, source=Source.REST)
@@ -145,9 +145,9 @@ async def test_slots_bind_one_channel_each(store: Persistence) -> None:
         await store.slots.set(2, "shure-A", 1, source=Source.UI)
     await store.slots.set(1, "shure-A", 2, source=Source.UI)  # rebinding the same slot is fine
     for bad in (0, -1, 1000):
-        with pytest.raises(ValidationError):
+        with pytest.raises(InvalidValueError):
             await store.slots.set(bad, "shure-A", 1, source=Source.UI)
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidValueError):
         await store.slots.set(3, "shure-A", 0, source=Source.UI)
     await store.slots.clear(1, source=Source.UI)
     assert store.slots.all() == []
@@ -158,9 +158,9 @@ async def test_groups_are_ordered_sets_of_slots(store: Persistence) -> None:
     assert group.slots == [3, 1, 2]
     with pytest.raises(ConflictError):
         await store.groups.create(1, "Again", [], source=Source.REST)
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidValueError):
         await store.groups.create(2, "Twice", [1, 1], source=Source.REST)
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidValueError):
         await store.groups.create(100, "Too far", [], source=Source.REST)
     updated = await store.groups.update(1, slots=[1, 2], source=Source.UI)
     assert (updated.title, updated.slots) == ("Band", [1, 2])
@@ -181,9 +181,9 @@ async def test_performers_and_assignments(store: Persistence) -> None:
         await store.performers.assign(ben.id, "shure-A", 1, source=Source.REST)
     with pytest.raises(NotFoundError):
         await store.performers.assign(99, "shure-A", 2, source=Source.REST)
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidValueError):
         await store.performers.assign(ben.id, "shure-A", 2, source=Source.REST, alert_prefs={"battery_bars": 9})
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidValueError):
         await store.performers.create("bad\x00name", source=Source.REST)
     await store.performers.assign(ben.id, "shure-A", 2, source=Source.REST)
     await store.performers.delete(anna.id, source=Source.UI)
@@ -213,7 +213,7 @@ async def test_extended_name_overrides_and_device_rename_clears_it_when_configur
         assert extended_name_in_state(state) is None
         with pytest.raises(NotFoundError):
             await store.names.clear("shure-A", 1, source=Source.UI)
-        with pytest.raises(ValidationError):
+        with pytest.raises(InvalidValueError):
             await store.names.set("shure-A", 1, "x" * 65, source=Source.UI)
 
         store.names.clear_on_device_rename = False
@@ -228,10 +228,36 @@ async def test_extended_name_overrides_and_device_rename_clears_it_when_configur
     again = await open_simulated(tmp_path, restarted)
     try:
         put_receiver(restarted, "shure-A", channels=1, name="OTHER")  # the receiver reconnects
-        again.step()
-        assert extended_name_in_state(restarted) == "Lead vocal"
+        assert extended_name_in_state(restarted) == "Lead vocal", "no tick needed: the first read has it"
     finally:
         await again.close()
+
+
+async def test_a_returning_channel_never_shows_the_receivers_own_name_first(store: Persistence) -> None:
+    """MQTT and the board read a channel as soon as it appears: the user's name must already be there,
+    whether the device comes back whole, or announces its channels one by one."""
+    state = store.state
+    put_receiver(state, "shure-A", channels=2, name="HH 1")
+    await store.names.set("shure-A", 2, "Pastor", source=Source.UI)
+    state.remove_device("shure-A")
+    readers = state.subscribe()
+
+    put_receiver(state, "shure-A", channels=2, name="HH 1")
+    assert readers.drain(), "the returning device was announced"
+    assert [channel.extended_name for channel in state.devices["shure-A"].channels] == [None, "Pastor"]
+
+    state.remove_device("shure-A")
+    put_receiver(state, "shure-A", channels=0)
+    state.update_channel("shure-A", 2, {"name": "HH 1"})
+    state.ensure_channels("shure-A", 1)
+    assert [(channel.index, channel.extended_name) for channel in state.devices["shure-A"].channels] == [
+        (1, None),
+        (2, "Pastor"),
+    ]
+    state.remove_device("shure-A")
+    put_receiver(state, "shure-A", channels=0)
+    state.ensure_channels("shure-A", 2)
+    assert state.devices["shure-A"].channels[1].extended_name == "Pastor"
 
 
 def extended_name_in_state(state: StateStore) -> str | None:
@@ -260,7 +286,7 @@ async def test_audit_records_changes_and_commands_with_source_and_result(store: 
     assert entries[2].after == {"number": 4, "device_id": "shure-A", "channel": 2}
     assert [e.action for e in await store.audit.query(target="shure-A")] == ["command.mute", "command.mute"]
     assert [e.source for e in await store.audit.query(source="rest")] == ["rest"]
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidValueError):
         await store.audit.query(limit=0)
 
 

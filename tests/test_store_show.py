@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from hub.persistence import AlertEvent, AlertKind, InvalidValueError, Persistence, SimulatedClock, Source
+from hub.persistence.battery import ALKALINE_BAR_FRACTIONS
+from hub.persistence.history import encode_bucket
+from hub.persistence.show import ESTIMATE_BAND
+from hub.persistence.testing import open_simulated, put_receiver
 from hub.state import StateStore
-from hub.store import AlertEvent, AlertKind, Persistence, SimulatedClock, Source, ValidationError
-from hub.store.battery import ALKALINE_BAR_FRACTIONS
-from hub.store.history import encode_bucket
-from hub.store.show import ESTIMATE_BAND
-from hub.store.testing import open_simulated, put_receiver
 
 START = 1_767_225_600.0  # midnight: history buckets and blocks start on round times
 MINUTE = 60.0
@@ -139,9 +139,9 @@ async def test_the_show_survives_a_restart_and_refuses_nonsense(tmp_path: Path) 
     store = await open_simulated(tmp_path, StateStore(), SimulatedClock(start=START))
     try:
         settings = await store.show.set(START + 7200, 20, source=Source.REST)
-        with pytest.raises(ValidationError):
+        with pytest.raises(InvalidValueError):
             await store.show.set(START, -1, source=Source.REST)
-        with pytest.raises(ValidationError):
+        with pytest.raises(InvalidValueError):
             await store.show.set(float("inf"), 10, source=Source.REST)
     finally:
         await store.close()

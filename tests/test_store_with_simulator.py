@@ -11,7 +11,7 @@ from wmhub_shure.simulator import ShureSimulator
 
 from hub.devices import DeviceHandle
 from hub.drivers import DriverSettings
-from hub.store import (
+from hub.persistence import (
     AlertEvent,
     AlertKind,
     AlertSettings,
@@ -22,7 +22,7 @@ from hub.store import (
     Source,
     Tier,
 )
-from hub.store.testing import quick_settings
+from hub.persistence.testing import quick_settings
 from hub.testing import DriverHarness, eventually
 
 FAST_ALERTS = AlertSettings(battery_for_s=0.2, offline_for_s=0.2, clear_after_s=0.2)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.persistence.testing import open_simulated
 from hub.plugins import PluginHost
-from hub.store.testing import open_simulated
 
 TOKEN = "schemathesis-token"
 # positive_data_acceptance would want every schema-valid device URL accepted; an unknown scheme is a 422

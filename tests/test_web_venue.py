@@ -14,9 +14,9 @@ import pytest
 from hub.app import Hub
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.persistence import Persistence, SimulatedClock
+from hub.persistence.testing import open_simulated, put_receiver
 from hub.plugins import PluginHost
-from hub.store import Persistence, SimulatedClock
-from hub.store.testing import open_simulated, put_receiver
 from tests.test_web_api import BenchPlugin
 
 TOKEN = "venue-board-token"

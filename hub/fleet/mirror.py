@@ -38,8 +38,8 @@ from hub.model import (
 )
 from hub.mqtt.client import MqttClient, TlsFiles, parse_broker_urls
 from hub.mqtt.topics import Topics
+from hub.persistence import Alert
 from hub.state import StateStore
-from hub.store import Alert
 
 log = logging.getLogger("hub.fleet")
 

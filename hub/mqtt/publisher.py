@@ -19,10 +19,10 @@ from hub.mqtt import payloads
 from hub.mqtt.client import MqttClient
 from hub.mqtt.homeassistant import EntityOptions, discovery_config, hub_discovery_config
 from hub.mqtt.topics import Topics
+from hub.persistence import AlertEvent
+from hub.persistence.show import SwapList
 from hub.redact import redact
 from hub.service import ADDED, ONLINE, REMOVED, Batch, ChangeKey, HubService, Subscription
-from hub.store import AlertEvent
-from hub.store.show import SwapList
 
 log = logging.getLogger("hub.mqtt")
 

@@ -14,9 +14,9 @@ from typing import Any, Final
 from aiohttp import web
 
 from hub.model import LOW_BATTERY, Channel, Command, Device
+from hub.persistence import Persistence
 from hub.redact import redact
 from hub.service import HubService, UnknownCandidateError
-from hub.store import Persistence
 from hub.web.routing import ApiError, Operation, json_response, not_found, parse_body, parse_query
 from hub.web.schemas import (
     AddDeviceBody,

@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 
 from hub.frequency import Band, Carrier
 from hub.model import Command, CommandKind
-from hub.store import DeclaredCarrier, FrequencyExclusion
-from hub.store.frequency import FrequencyPlan, finding_view
+from hub.persistence import DeclaredCarrier, FrequencyExclusion
+from hub.persistence.frequency import FrequencyPlan, finding_view
 from hub.web.api import COMMAND_STATUS, HUB_KEY, SOURCE, find_channel
 from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body
 from hub.web.schemas import CommandOutcome, Strict

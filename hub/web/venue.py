@@ -13,8 +13,7 @@ from typing import Annotated, Any, Final
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
-from hub.service import HubService
-from hub.store import (
+from hub.persistence import (
     HTTP_STATUS,
     Alert,
     AlertPrefs,
@@ -30,7 +29,8 @@ from hub.store import (
     Slot,
     StoreError,
 )
-from hub.store.show import MAX_MARGIN_MIN, ShowSettings, SwapList
+from hub.persistence.show import MAX_MARGIN_MIN, ShowSettings, SwapList
+from hub.service import HubService
 from hub.web.api import HUB_KEY, SOURCE, find_channel
 from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body, parse_query
 from hub.web.schemas import Line, Strict, Text

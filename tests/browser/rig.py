@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from wmhub_shure.simulator import ShureSimulator
 
 from hub.app import Hub
-from hub.store import Persistence
+from hub.persistence import Persistence
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -8,7 +8,7 @@ import time
 from playwright.async_api import Dialog, Page, expect
 
 from hub.model import SlotState
-from hub.store.history import encode_bucket
+from hub.persistence.history import encode_bucket
 from hub.testing import eventually
 from tests.browser.rig import Board
 

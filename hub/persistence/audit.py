@@ -1,17 +1,17 @@
 """The audit log: every control command and configuration change, with when, source, target, before/after
-and result. Recording never waits for the disk; entries are never dropped silently (see hub.store.db)."""
+and result. Recording never waits for the disk; entries are never dropped silently (see hub.persistence.db)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from hub.clock import Clock
 from hub.model import Command, CommandResult
+from hub.persistence.db import Database
+from hub.persistence.errors import InvalidValueError
+from hub.persistence.records import AuditEntry, Source
 from hub.redact import redact
-from hub.store.clock import Clock
-from hub.store.db import Database
-from hub.store.errors import ValidationError
-from hub.store.records import AuditEntry, Source
 
 _INSERT = "INSERT INTO audit (id, at, source, action, target, before, after, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
@@ -88,7 +88,7 @@ class AuditLog:
     ) -> list[AuditEntry]:
         """Newest first. ``target`` matches a device id and all of its channels."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise ValidationError("limit must be between 1 and 10000", limit=limit)
+            raise InvalidValueError("limit must be between 1 and 10000", limit=limit)
         clauses: list[str] = []
         params: list[object] = []
         if target is not None:

@@ -33,10 +33,10 @@ class ConflictError(StoreError):
     code = "conflict"
 
 
-class ValidationError(StoreError):
+class InvalidValueError(StoreError):
     """A value is malformed or out of range; nothing was changed."""
 
     code = "invalid"
 
 
-HTTP_STATUS: Final = {NotFoundError.code: 404, ConflictError.code: 409, ValidationError.code: 422}
+HTTP_STATUS: Final = {NotFoundError.code: 404, ConflictError.code: 409, InvalidValueError.code: 422}

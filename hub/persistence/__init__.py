@@ -4,19 +4,18 @@ locations, slots, groups, performers and assignments, extended names, alerts, hi
 Start here: :class:`Persistence`. The services raise :class:`StoreError` subclasses with a stable ``code``.
 """
 
-from hub.store.alerts import ALERT_FIELDS, Alert, AlertEvent, AlertKind, Alerts, AlertSettings
-from hub.store.audit import AuditLog
-from hub.store.battery import RuntimeEstimate, estimate_runtime
-from hub.store.clock import Clock, SimulatedClock, SystemClock
-from hub.store.db import Database, WriterSettings, WriterStats
-from hub.store.errors import HTTP_STATUS, ConflictError, NotFoundError, StoreError, ValidationError
-from hub.store.history import History, HistoryPoint, HistorySettings, Tier
-from hub.store.persistence import DATABASE_FILE, Persistence, StoreSettings
-from hub.store.records import (
+from hub.clock import Clock, SimulatedClock, SystemClock
+from hub.persistence.alerts import ALERT_FIELDS, Alert, AlertEvent, AlertKind, Alerts, AlertSettings
+from hub.persistence.audit import AuditLog
+from hub.persistence.battery import RuntimeEstimate, estimate_runtime
+from hub.persistence.db import Database, WriterSettings, WriterStats
+from hub.persistence.errors import HTTP_STATUS, ConflictError, InvalidValueError, NotFoundError, StoreError
+from hub.persistence.history import History, HistoryPoint, HistorySettings, Tier
+from hub.persistence.records import (
     AlertPrefs,
     Assignment,
     AuditEntry,
-    ConnectionHealth,
+    ConnectionHealthRecord,
     DeclaredCarrier,
     DiscoveryCandidate,
     ExtendedName,
@@ -29,6 +28,7 @@ from hub.store.records import (
     Slot,
     Source,
 )
+from hub.persistence.services import DATABASE_FILE, Persistence, StoreSettings
 
 __all__ = [
     "ALERT_FIELDS",
@@ -45,7 +45,7 @@ __all__ = [
     "AuditLog",
     "Clock",
     "ConflictError",
-    "ConnectionHealth",
+    "ConnectionHealthRecord",
     "Database",
     "DeclaredCarrier",
     "DiscoveryCandidate",
@@ -55,6 +55,7 @@ __all__ = [
     "History",
     "HistoryPoint",
     "HistorySettings",
+    "InvalidValueError",
     "KnownDevice",
     "Location",
     "LocationKind",
@@ -69,7 +70,6 @@ __all__ = [
     "StoreSettings",
     "SystemClock",
     "Tier",
-    "ValidationError",
     "WriterSettings",
     "WriterStats",
     "estimate_runtime",

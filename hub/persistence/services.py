@@ -14,18 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.state import ADDED, StateStore, Subscription
-from hub.store.alerts import ALERT_FIELDS, Alert, Alerts, AlertSettings
-from hub.store.audit import AuditLog
-from hub.store.clock import Clock, SystemClock
-from hub.store.credentials import CREDENTIALS_FILE, DeviceCredentials
-from hub.store.db import Database, WriterSettings, WriterStats
-from hub.store.devices import Candidates, HealthLog, KnownDevices
-from hub.store.frequency import FREQUENCY_FIELDS, FrequencyPlan, FrequencySettings
-from hub.store.history import History, HistorySettings
-from hub.store.performers import ExtendedNames, Performers, assignment_from_row
-from hub.store.records import (
-    ConnectionHealth,
+from hub.clock import Clock, SystemClock
+from hub.persistence.alerts import ALERT_FIELDS, Alert, Alerts, AlertSettings
+from hub.persistence.audit import AuditLog
+from hub.persistence.credentials import CREDENTIALS_FILE, DeviceCredentials
+from hub.persistence.db import Database, WriterSettings, WriterStats
+from hub.persistence.frequency import FREQUENCY_FIELDS, FrequencyPlan, FrequencySettings
+from hub.persistence.history import History, HistorySettings
+from hub.persistence.known_devices import Candidates, HealthLog, KnownDevices
+from hub.persistence.performers import ExtendedNames, Performers, assignment_from_row
+from hub.persistence.records import (
+    ConnectionHealthRecord,
     DeclaredCarrier,
     DiscoveryCandidate,
     ExtendedName,
@@ -37,10 +36,11 @@ from hub.store.records import (
     Performer,
     Slot,
 )
-from hub.store.show import Show
-from hub.store.venue import Groups, Locations, Slots
+from hub.persistence.show import Show
+from hub.persistence.venue import Groups, Locations, Slots
+from hub.state import StateStore, Subscription
 
-log = logging.getLogger("hub.store")
+log = logging.getLogger("hub.persistence")
 
 DATABASE_FILE = "wmhub.sqlite3"
 HealthSource = Callable[[], Iterable[Mapping[str, Any]]]
@@ -165,7 +165,7 @@ class Persistence:
         health = HealthLog(
             db,
             clock,
-            [ConnectionHealth(connected=False, **row) for row in await rows("SELECT * FROM connection_health")],
+            [ConnectionHealthRecord(connected=False, **row) for row in await rows("SELECT * FROM connection_health")],
         )
         locations = Locations(
             db,
@@ -297,8 +297,6 @@ class Persistence:
         for (device_id, index), fields in changes.items():
             if index is None:
                 continue
-            if ADDED in fields:
-                self.names.channel_appeared(device_id, index)
             if "name" in fields:
                 self.names.device_renamed(device_id, index)
             if due():

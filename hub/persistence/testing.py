@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hub.clock import SimulatedClock
 from hub.model import Channel, Device
+from hub.persistence.db import WriterSettings
+from hub.persistence.services import Persistence, StoreSettings
 from hub.state import StateStore
-from hub.store.clock import SimulatedClock
-from hub.store.db import WriterSettings
-from hub.store.persistence import Persistence, StoreSettings
 
 
 def quick_settings(**overrides: Any) -> StoreSettings:

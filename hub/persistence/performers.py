@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from pydantic import ValidationError as PydanticValidationError
+from pydantic import ValidationError
 
+from hub.clock import Clock
+from hub.persistence.audit import AuditLog
+from hub.persistence.db import Database
+from hub.persistence.errors import ConflictError, InvalidValueError, NotFoundError
+from hub.persistence.records import AlertPrefs, Assignment, ExtendedName, Performer, Source
+from hub.persistence.service_base import Service, clean_text, positive
+from hub.persistence.venue import MAX_CHANNEL
 from hub.state import StateStore
-from hub.store.audit import AuditLog
-from hub.store.clock import Clock
-from hub.store.db import Database
-from hub.store.errors import ConflictError, NotFoundError, ValidationError
-from hub.store.records import AlertPrefs, Assignment, ExtendedName, Performer, Source
-from hub.store.service import Service, clean_text, positive
-from hub.store.venue import MAX_CHANNEL
 
 ChannelKey = tuple[str, int]
 
@@ -112,8 +112,8 @@ class Performers(Service):
         device_id = clean_text(device_id, "device id", max_length=120)
         try:
             prefs = alert_prefs if isinstance(alert_prefs, AlertPrefs) else AlertPrefs.model_validate(alert_prefs or {})
-        except (PydanticValidationError, TypeError) as exc:
-            raise ValidationError("invalid alert preferences", problems=str(exc)) from None
+        except (ValidationError, TypeError) as exc:
+            raise InvalidValueError("invalid alert preferences", problems=str(exc)) from None
         before = self._assignments.get((device_id, channel))
         if before is not None and before.performer_id != performer_id:
             holder = self._by_id[before.performer_id]
@@ -164,8 +164,9 @@ class ExtendedNames(Service):
     """A user's name for a channel. With ``clear_on_device_rename``, renaming the channel on the receiver
     itself (front panel, vendor software) drops the extended name: the person at the rack wins.
 
-    The service also keeps the channel's ``extended_name`` in the state store, where MQTT, REST and the
-    board read it: on every change, and when a channel appears (:meth:`channel_appeared`)."""
+    The channel's ``extended_name`` in the state store, where MQTT, REST and the board read it, is set on
+    every change here, and the state store asks for it whenever a channel appears (a device identified
+    again), so the first thing anyone reads of a returning channel already carries the user's name."""
 
     def __init__(
         self,
@@ -180,6 +181,11 @@ class ExtendedNames(Service):
         self._state = state
         self._by_channel = {(name.device_id, name.channel): name for name in rows}
         self.clear_on_device_rename = clear_on_device_rename
+        state.extended_name_of = self.name_of
+
+    def name_of(self, device_id: str, channel: int) -> str | None:
+        extended = self._by_channel.get((device_id, channel))
+        return extended.name if extended is not None else None
 
     def all(self) -> list[ExtendedName]:
         return sorted(self._by_channel.values(), key=lambda name: (name.device_id, name.channel))
@@ -258,12 +264,6 @@ class ExtendedNames(Service):
             self._db.submit("DELETE FROM extended_names WHERE device_id = ? AND channel = ?", (device_id, channel))
             self._publish(device_id, channel, None)
         return extended
-
-    def channel_appeared(self, device_id: str, channel: int) -> None:
-        """A device (re)connected: give its channel the stored extended name in the state store."""
-        extended = self._by_channel.get((device_id, channel))
-        if extended is not None:
-            self._publish(device_id, channel, extended.name)
 
     def _publish(self, device_id: str, channel: int, name: str | None) -> None:
         device = self._state.get(device_id)

@@ -17,19 +17,19 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Final, Literal
 
+from hub.clock import Clock
 from hub.model import LOW_BATTERY, BatteryLimits, Channel
+from hub.persistence.audit import AuditLog
+from hub.persistence.db import Database
+from hub.persistence.errors import ConflictError, NotFoundError
+from hub.persistence.known_devices import KnownDevices
+from hub.persistence.performers import ChannelKey, ExtendedNames, Performers
+from hub.persistence.records import AlertPrefs, Assignment, KnownDevice, Record, Source
+from hub.persistence.service_base import Service
 from hub.redact import redact
 from hub.state import ONLINE, ChangeKey, StateStore
-from hub.store.audit import AuditLog
-from hub.store.clock import Clock
-from hub.store.db import Database
-from hub.store.devices import KnownDevices
-from hub.store.errors import ConflictError, NotFoundError
-from hub.store.performers import ChannelKey, ExtendedNames, Performers
-from hub.store.records import AlertPrefs, Assignment, KnownDevice, Record, Source
-from hub.store.service import Service
 
-log = logging.getLogger("hub.store.alerts")
+log = logging.getLogger("hub.persistence.alerts")
 
 
 class AlertKind(StrEnum):
@@ -39,11 +39,11 @@ class AlertKind(StrEnum):
     AUDIO_CLIP = "audio_clip"
     DEVICE_OFFLINE = "device_offline"
     DEVICE_WARNING = "device_warning"  # detail: interference, encryption or unregistered
-    SHOW_BATTERY = "show_battery"  # the pack will be empty before the show ends (hub.store.show)
+    SHOW_BATTERY = "show_battery"  # the pack will be empty before the show ends (hub.persistence.show)
     FREQUENCY_CONFLICT = "frequency_conflict"  # detail: intermod, spacing, exclusion or out_of_band
 
 
-# Kinds judged outside the engine's own rules (by hub.store.frequency): the engine only runs their lifecycle.
+# Kinds judged outside the engine's own rules (by hub.persistence.frequency): the engine only runs their lifecycle.
 EXTERNAL_KINDS: Final = frozenset({AlertKind.FREQUENCY_CONFLICT})
 
 
@@ -151,7 +151,7 @@ _RULES_OF_FIELD: Final[Mapping[str, int]] = {
     "audio_peak": _CLIP,
     "warnings": _WARNING,
     "name": 0,  # only an alert's message shows it, and that is written when the alert is raised
-    "frequency_mhz": 0,  # the frequency plan's concern (hub.store.frequency), not a channel rule's
+    "frequency_mhz": 0,  # the frequency plan's concern (hub.persistence.frequency), not a channel rule's
 }
 _SEVERITY: Final[Mapping[AlertKind, Literal["warning", "critical"]]] = {
     AlertKind.LOW_BATTERY: "warning",

@@ -16,7 +16,7 @@ from typing import Final
 
 from hub.redact import redact
 
-log = logging.getLogger("hub.store")
+log = logging.getLogger("hub.persistence")
 
 CREDENTIALS_FILE: Final = "device-credentials.json"
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import aiosqlite
 
-from hub.store.schema import MIGRATIONS
+from hub.persistence.schema import MIGRATIONS
 
-log = logging.getLogger("hub.store")
+log = logging.getLogger("hub.persistence")
 
 Params = Sequence[Any]
 
@@ -321,7 +321,7 @@ async def _connect(path: Path, settings: WriterSettings) -> aiosqlite.Connection
         await connection.execute("PRAGMA synchronous=NORMAL")
         await connection.execute("PRAGMA foreign_keys=ON")
         # a deleted row is overwritten where that costs no extra write (FAST): a password moved out of an old
-        # database (hub.store.credentials) is then gone from the file too
+        # database (hub.persistence.credentials) is then gone from the file too
         await connection.execute("PRAGMA secure_delete=FAST")
         await _migrate(connection)
     except BaseException:

@@ -6,16 +6,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from hub.clock import Clock
 from hub.drivers import Endpoint
 from hub.hookspecs import Candidate
+from hub.persistence.audit import AuditLog
+from hub.persistence.credentials import DeviceCredentials
+from hub.persistence.db import Database
+from hub.persistence.errors import ConflictError, InvalidValueError, NotFoundError
+from hub.persistence.records import (
+    CandidateDescription,
+    ConnectionHealthRecord,
+    DiscoveryCandidate,
+    KnownDevice,
+    Source,
+)
+from hub.persistence.service_base import Service
 from hub.redact import redact
-from hub.store.audit import AuditLog
-from hub.store.clock import Clock
-from hub.store.credentials import DeviceCredentials
-from hub.store.db import Database
-from hub.store.errors import ConflictError, NotFoundError, ValidationError
-from hub.store.records import CandidateDescription, ConnectionHealth, DiscoveryCandidate, KnownDevice, Source
-from hub.store.service import Service
 
 DISCOVERY_SOURCE = "discovery"
 # a device re-announces itself every few seconds; its last_seen is worth a write only this often
@@ -90,7 +96,7 @@ class KnownDevices(Service):
             if self.url_check is not None:
                 self.url_check(url)
         except (ValueError, TypeError) as exc:  # EndpointError, or urllib refusing it outright ("x://[")
-            raise ValidationError(redact(str(exc)), url=redact(url)) from None
+            raise InvalidValueError(redact(str(exc)), url=redact(url)) from None
         shown = redact(url)
         if shown in self._by_url:
             raise ConflictError(f"device {shown} is already known", url=shown)
@@ -113,7 +119,7 @@ class KnownDevices(Service):
     ) -> KnownDevice:
         device = self.get(url_or_device_id)
         if location_id is not None and not self.location_exists(location_id):
-            raise ValidationError(f"no location {location_id}", location_id=location_id)
+            raise InvalidValueError(f"no location {location_id}", location_id=location_id)
         updated = device.model_copy(update={"location_id": location_id})
         self._store(updated)
         await self._committed(source, "device.location", device.url, device.location_id, location_id)
@@ -223,7 +229,7 @@ class Candidates(Service):
 class HealthLog:
     """Connection health per device URL, as the device manager's supervisors report it."""
 
-    def __init__(self, db: Database, clock: Clock, rows: Iterable[ConnectionHealth]) -> None:
+    def __init__(self, db: Database, clock: Clock, rows: Iterable[ConnectionHealthRecord]) -> None:
         self._db = db
         self._clock = clock
         self._by_url = {health.url: health for health in rows}
@@ -232,7 +238,7 @@ class HealthLog:
         """Feed ``DeviceManager.health()``; only changes are written."""
         for entry in entries:
             url = str(entry["url"])
-            health = ConnectionHealth(
+            health = ConnectionHealthRecord(
                 url=url,
                 device_id=entry.get("device_id"),
                 connected=bool(entry.get("connected")),
@@ -260,10 +266,10 @@ class HealthLog:
                 ),
             )
 
-    def all(self) -> list[ConnectionHealth]:
+    def all(self) -> list[ConnectionHealthRecord]:
         return sorted(self._by_url.values(), key=lambda health: health.url)
 
-    def find(self, url_or_device_id: str) -> ConnectionHealth | None:
+    def find(self, url_or_device_id: str) -> ConnectionHealthRecord | None:
         health = self._by_url.get(url_or_device_id)
         if health is not None:
             return health
@@ -272,7 +278,7 @@ class HealthLog:
                 return health
         return None
 
-    def get(self, url_or_device_id: str) -> ConnectionHealth:
+    def get(self, url_or_device_id: str) -> ConnectionHealthRecord:
         health = self.find(url_or_device_id)
         if health is None:
             raise NotFoundError(f"no connection health for {url_or_device_id!r}", device=url_or_device_id)

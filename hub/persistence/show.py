@@ -14,17 +14,17 @@ from typing import Final, Literal
 
 from pydantic import Field
 
+from hub.clock import Clock
+from hub.persistence.alerts import Alerts, Verdict
+from hub.persistence.audit import AuditLog
+from hub.persistence.db import Database
+from hub.persistence.errors import InvalidValueError, NotFoundError
+from hub.persistence.history import History
+from hub.persistence.performers import ExtendedNames, Performers
+from hub.persistence.records import Record, Source
+from hub.persistence.service_base import Service
+from hub.persistence.venue import Slots
 from hub.state import StateStore
-from hub.store.alerts import Alerts, Verdict
-from hub.store.audit import AuditLog
-from hub.store.clock import Clock
-from hub.store.db import Database
-from hub.store.errors import NotFoundError, ValidationError
-from hub.store.history import History
-from hub.store.performers import ExtendedNames, Performers
-from hub.store.records import Record, Source
-from hub.store.service import Service
-from hub.store.venue import Slots
 
 SETTINGS_KEY: Final = "show"
 # docs/battery-estimate.md: the bars-only estimate is required (and tested) to be within 15 %
@@ -106,9 +106,9 @@ class Show(Service):
 
     async def set(self, end_at: float | None, margin_min: int, *, source: Source | str) -> ShowSettings:
         if end_at is not None and not 0 < end_at < 1e11:
-            raise ValidationError("end_at must be a Unix time", end_at=end_at)
+            raise InvalidValueError("end_at must be a Unix time", end_at=end_at)
         if isinstance(margin_min, bool) or not 0 <= margin_min <= MAX_MARGIN_MIN:
-            raise ValidationError(f"margin_min must be 0 to {MAX_MARGIN_MIN} minutes", margin_min=margin_min)
+            raise InvalidValueError(f"margin_min must be 0 to {MAX_MARGIN_MIN} minutes", margin_min=margin_min)
         before, self.settings = self.settings, ShowSettings(end_at=end_at, margin_min=margin_min)
         self._db.submit(
             "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",

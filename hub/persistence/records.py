@@ -53,7 +53,7 @@ class DiscoveryCandidate(CandidateDescription):
     last_seen: float
 
 
-class ConnectionHealth(Record):
+class ConnectionHealthRecord(Record):
     url: str
     device_id: str | None
     connected: bool
