@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from hub import __version__
 from hub.auth import load_or_create_token
+from hub.clock import SYSTEM_CLOCK, Clock
 from hub.config import HubConfig
 from hub.devices import DeviceHandle, DeviceManager, ManagedDevice
 from hub.discovery import Discovery
@@ -81,14 +82,22 @@ class Hub:
     discovery, then the edges ``edges(hub)`` builds, and stops it all cleanly; :func:`hub.compose.compose_hub`
     hands it the MQTT and web edges."""
 
-    def __init__(self, config: HubConfig, plugins: PluginHost | None = None, edges: EdgeFactory | None = None) -> None:
+    def __init__(
+        self,
+        config: HubConfig,
+        plugins: PluginHost | None = None,
+        edges: EdgeFactory | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.config = config
         self._edge_factory = edges
         if plugins is None:
             plugins = PluginHost()
             plugins.load_entry_points()
         self.plugins = plugins
-        self.store = StateStore()
+        # the one clock of every timed part: supervisors, rate limits, subscriptions, the persistence ticker
+        self.clock = clock
+        self.store = StateStore(clock)
         self.metering = MeterDemand(config.meter_rate_ms, self._meter_rate_changed)
         self._retuning: asyncio.Task[None] | None = None
         self.settings = DriverSettings(
@@ -97,7 +106,7 @@ class Hub:
             offline_after_s=config.offline_after_s,
         )
         self.devices = DeviceManager(
-            plugins, self.store, self.settings, config.command_timeout_s, config.control_rate_per_s
+            plugins, self.store, self.settings, config.command_timeout_s, config.control_rate_per_s, clock
         )
         interfaces = ["127.0.0.1"] if config.demo and config.discovery.interfaces is None else None
         self.discovery = Discovery(
@@ -137,6 +146,7 @@ class Hub:
             self._persistence = await Persistence.open(
                 self.config.data_dir,
                 self.store,
+                clock=self.clock,
                 settings=StoreSettings(
                     auto_approve=self.config.discovery.auto_approve, frequency=frequency_settings(self.config)
                 ),

@@ -1,4 +1,9 @@
-"""Time for the store: real, or simulated so tests drive days of history and alert timers in milliseconds."""
+"""The hub's one clock: real, or simulated so tests drive days of history, alert timers, the silence
+watchdog, reconnect back-off, rate limits and subscription windows without waiting for them.
+
+Every timed part of the core (the driver supervisor, a device's rate limit, state subscriptions, the
+persistence ticker) reads time from the :class:`Clock` the hub was built with. I/O timeouts on sockets stay
+on the event loop's own time: they bound a real peer."""
 
 from __future__ import annotations
 
@@ -13,6 +18,9 @@ class Clock(Protocol):
     def now(self) -> float:
         """Seconds since the epoch (wall time: it is stored and shown)."""
 
+    def monotonic(self) -> float:
+        """Seconds that only ever go forward, for intervals (silence, refill, windows)."""
+
     async def sleep(self, seconds: float) -> None:
         """Wait until ``now()`` has advanced by ``seconds``."""
 
@@ -20,6 +28,9 @@ class Clock(Protocol):
 class SystemClock:
     def now(self) -> float:
         return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -36,6 +47,9 @@ class SimulatedClock:
     def now(self) -> float:
         return self._now
 
+    def monotonic(self) -> float:
+        return self._now
+
     async def sleep(self, seconds: float) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._now + max(seconds, 0.0), next(self._order), waiter))
@@ -44,7 +58,7 @@ class SimulatedClock:
     @property
     def sleeping(self) -> int:
         """How many sleepers wait for the clock (a test advances it once the code under test sleeps)."""
-        return len(self._sleepers)
+        return sum(not waiter.done() for _, _, waiter in self._sleepers)
 
     def advance(self, seconds: float) -> None:
         self._now += seconds
@@ -52,3 +66,6 @@ class SimulatedClock:
             _, _, waiter = heapq.heappop(self._sleepers)
             if not waiter.done():
                 waiter.set_result(None)
+
+
+SYSTEM_CLOCK: Clock = SystemClock()

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from hub.clock import SYSTEM_CLOCK, Clock
 from hub.drivers import (
     ID_OPTION,
     DeviceSink,
@@ -85,8 +85,10 @@ class DeviceHandle(DeviceSink):
         claims: dict[str, str] | None = None,
         plugin: str = "?",
         text_width: int = DEFAULT_TEXT_WIDTH,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._store = store
+        self._monotonic = clock.monotonic
         self.plugin = plugin
         self.text_width = text_width
         self._channel_rules, self._device_rules = _rules_for(text_width)
@@ -97,7 +99,7 @@ class DeviceHandle(DeviceSink):
         self.endpoint = endpoint
         self.vendor = vendor
         self.device_id = device_id
-        self._last_heard = time.monotonic()
+        self._last_heard = self._monotonic()
         # channel index -> its writer in the store, so a meter sample need not find the channel again
         self._writers: dict[int, ChannelWriter] = {}
         self.last_error: str | None = None
@@ -153,7 +155,7 @@ class DeviceHandle(DeviceSink):
         self._store.update_device(device_id, {**identity, "capabilities": capabilities})
         self._store.ensure_channels(device_id, channel_count)
         self._store.set_online(device_id, True)
-        self._last_heard = time.monotonic()
+        self._last_heard = self._monotonic()
         self.answered = True
         if self.on_identified is not None:
             self.on_identified(self)
@@ -194,12 +196,12 @@ class DeviceHandle(DeviceSink):
             del self._claims[self.device_id]
 
     def update_device(self, fields: Mapping[str, Any]) -> None:
-        self._last_heard = time.monotonic()
+        self._last_heard = self._monotonic()
         if self.device_id is not None and self._is_mapping(fields):
             self._store.update_device(self.device_id, checked(fields, self._device_rules, self._refused))
 
     def update_channel(self, index: int, fields: Mapping[str, Any]) -> None:
-        self._last_heard = time.monotonic()
+        self._last_heard = self._monotonic()
         writer = self._writers.get(index) if index.__class__ is int else None
         if writer is None or not writer.live:
             if self.device_id is None or not self._is_mapping(fields):
@@ -235,7 +237,7 @@ class DeviceHandle(DeviceSink):
         )
 
     def heard(self) -> None:
-        self._last_heard = time.monotonic()
+        self._last_heard = self._monotonic()
 
     def protocol_error(self, detail: str) -> None:
         self.protocol_errors += 1
@@ -248,7 +250,7 @@ class DeviceHandle(DeviceSink):
 
     def set_online(self, online: bool, error: str | None = None) -> None:
         if online:
-            self._last_heard = time.monotonic()
+            self._last_heard = self._monotonic()
         else:
             self.last_error = error
         # a device comes online when the driver identifies it; the supervisor only takes it down
@@ -307,14 +309,15 @@ class RateLimitedError(CommandError):
 class TokenBucket:
     """``rate`` commands per second on average, a burst of up to ``burst`` at once."""
 
-    def __init__(self, rate: float, burst: float) -> None:
+    def __init__(self, rate: float, burst: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self.rate = rate
         self.burst = burst
+        self._clock = clock
         self._tokens = burst
-        self._at = time.monotonic()
+        self._at = clock.monotonic()
 
     def take(self) -> bool:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
         if self._tokens < 1.0:
@@ -333,8 +336,10 @@ class DeviceManager:
         settings: DriverSettings,
         command_timeout_s: float = 5.0,
         control_rate_per_s: float | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._plugins = plugins
+        self._clock = clock
         self._store = store
         self.settings = settings
         self.command_timeout_s = command_timeout_s
@@ -364,7 +369,9 @@ class DeviceManager:
         if shown in self.by_url:
             return self.by_url[shown]
         endpoint, plugin_name, spec = self.resolve(url)
-        handle = DeviceHandle(self._store, endpoint, spec.vendor, device_id, self._claims, plugin_name, spec.text_width)
+        handle = DeviceHandle(
+            self._store, endpoint, spec.vendor, device_id, self._claims, plugin_name, spec.text_width, self._clock
+        )
         handle.capabilities_of = lambda family, model: self._capabilities(plugin_name, family, model)
         timer = self._plugins.timer
 
@@ -377,7 +384,7 @@ class DeviceManager:
         def timed(what: str, awaitable: Awaitable[T]) -> Awaitable[T]:
             return timer.timed(plugin_name, what, awaitable)
 
-        supervisor = DriverSupervisor(make_driver, handle, self.settings, handle.log, timed=timed)
+        supervisor = DriverSupervisor(make_driver, handle, self.settings, handle.log, timed=timed, clock=self._clock)
         task = asyncio.create_task(supervisor.run_forever(), name=f"device {shown}")
         managed = ManagedDevice(url=shown, plugin=plugin_name, handle=handle, supervisor=supervisor, task=task)
         self.by_url[shown] = managed
@@ -469,7 +476,7 @@ class DeviceManager:
             return
         bucket = self._buckets.get(device_id)
         if bucket is None:
-            bucket = self._buckets[device_id] = TokenBucket(rate, max(1.0, rate))
+            bucket = self._buckets[device_id] = TokenBucket(rate, max(1.0, rate), self._clock)
         if not bucket.take():
             raise RateLimitedError(f"more than {rate:g} commands per second for {device_id}; this one was not sent")
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from hub.clock import SYSTEM_CLOCK, Clock
 from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, Channel, Device, field_values
 
 # Keys of a change batch: (device_id, None) for the device itself, (device_id, index) for a channel.
@@ -132,15 +133,16 @@ class Subscription:
             if self._closed:
                 raise StopAsyncIteration
             await self._ready.wait()
-            wait = self._last_delivery + self.min_interval - time.monotonic()
+            clock = self._store.clock
+            wait = self._last_delivery + self.min_interval - clock.monotonic()
             if wait > 0:
-                await asyncio.sleep(wait)
+                await clock.sleep(wait)
             if self._closed:
                 raise StopAsyncIteration
             self._ready.clear()
             if not self._pending:
                 continue
-            self._last_delivery = time.monotonic()
+            self._last_delivery = clock.monotonic()
             return self._take()
 
     def drain(self) -> Batch:
@@ -193,7 +195,8 @@ def _no_extended_name(device_id: str, index: int) -> None:
 class StateStore:
     """Every known device, by id. Only drivers (through handles) and the hub's device manager write."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock  # subscriptions' coalescing windows run on it
         self.devices: dict[str, Device] = {}
         self._subscriptions: set[Subscription] = set()
         # changed-fields mask -> the subscriptions that take such a change

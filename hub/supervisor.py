@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from hub.backoff import Backoff
+from hub.clock import SYSTEM_CLOCK, Clock
 from hub.drivers import DeviceSilentError, Driver, DriverSettings, UnsupportedDeviceError
 from hub.redact import redact
 
@@ -60,8 +60,10 @@ class DriverSupervisor:
         log: logging.LoggerAdapter[logging.Logger],
         backoff: Backoff | None = None,
         timed: CallTimer = _untimed,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._make_driver = make_driver
+        self._clock = clock
         self._timed = timed
         self._link = link
         self._settings = settings
@@ -74,6 +76,8 @@ class DriverSupervisor:
         # the last error came from building the driver (a bad URL option): no network was involved
         self.last_error_local = False
         self.connected_since: float | None = None
+        # when the silence watchdog last looked and found the device still talking (on the hub's clock)
+        self.judged_alive_at: float | None = None
 
     async def run_forever(self) -> None:
         was_up = True  # log the first failure too
@@ -90,7 +94,7 @@ class DriverSupervisor:
                 async with asyncio.timeout(self._settings.io_timeout_s * 2):
                     await self._timed("Driver.connect", self.driver.connect())
                 self._backoff.reset()
-                self.connected_since = time.time()
+                self.connected_since = self._clock.now()
                 self._link.set_online(True)
                 if not was_up:
                     self._log.info("connection recovered")
@@ -116,7 +120,7 @@ class DriverSupervisor:
             await self._close()
             self.connected_since = None
             self.reconnects += 1
-            await asyncio.sleep(UNSUPPORTED_RETRY_S if unsupported else self._backoff.next_delay())
+            await self._clock.sleep(UNSUPPORTED_RETRY_S if unsupported else self._backoff.next_delay())
 
     def _where(self) -> str:
         """The device's URL (password redacted), so every message names the device it is about."""
@@ -126,16 +130,21 @@ class DriverSupervisor:
     async def _run_watched(self, driver: Driver) -> None:
         runner = asyncio.ensure_future(self._timed("Driver.run", driver.run()))
         limit = self._settings.offline_after_s
+        clock = self._clock
         try:
             while True:
-                silent_for = time.monotonic() - self._link.last_heard()
-                wait = max(0.05, limit - silent_for)
-                done, _ = await asyncio.wait({runner}, timeout=wait)
-                if done:
+                silent_for = clock.monotonic() - self._link.last_heard()
+                waiting = asyncio.ensure_future(clock.sleep(max(0.05, limit - silent_for)))
+                try:
+                    await asyncio.wait({runner, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiting.cancel()
+                if runner.done():
                     runner.result()
                     return
-                if time.monotonic() - self._link.last_heard() >= limit:
+                if clock.monotonic() - self._link.last_heard() >= limit:
                     raise DeviceSilentError(f"nothing heard for {limit:g} s")
+                self.judged_alive_at = clock.monotonic()
         finally:
             if not runner.done():
                 runner.cancel()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TypeVar
 
+from hub.clock import SYSTEM_CLOCK, Clock
 from hub.devices import DeviceManager, ManagedDevice
 from hub.drivers import DriverSettings
 from hub.hookspecs import Candidate, DiscoveredService
@@ -38,12 +39,12 @@ async def eventually(check: Callable[[], T | None], timeout: float = 5.0, what: 
 class DriverHarness:
     """The hub's device path for one test: ``async with DriverHarness("shure") as hub: ...``."""
 
-    def __init__(self, *plugins: str, settings: DriverSettings | None = None) -> None:
+    def __init__(self, *plugins: str, settings: DriverSettings | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.plugins = PluginHost()
         self.plugins.load_entry_points(only=",".join(plugins))
-        self.store = StateStore()
+        self.store = StateStore(clock)
         self.settings = settings or DriverSettings(meter_rate_ms=100, io_timeout_s=2.0, offline_after_s=3.0)
-        self.manager = DeviceManager(self.plugins, self.store, self.settings)
+        self.manager = DeviceManager(self.plugins, self.store, self.settings, clock=clock)
 
     async def __aenter__(self) -> DriverHarness:
         return self

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from hub.app import Hub
+from hub.clock import SYSTEM_CLOCK, Clock
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.model import METER_FIELDS, Device
@@ -47,10 +48,12 @@ def hub_config(
 
 
 @asynccontextmanager
-async def running_hub(config: HubConfig, plugins: str = "shure,sennheiser") -> AsyncIterator[Hub]:
+async def running_hub(
+    config: HubConfig, plugins: str = "shure,sennheiser", clock: Clock = SYSTEM_CLOCK
+) -> AsyncIterator[Hub]:
     host = PluginHost()
     host.load_entry_points(only=plugins)
-    hub = compose_hub(config, host)
+    hub = compose_hub(config, host, clock)
     await hub.start()
     try:
         yield hub
@@ -101,6 +104,14 @@ def state_differences(device: Device | None, expected: dict[str, Any]) -> list[s
             if name not in METER_FIELDS and getattr(channel, name) != value
         )
     return found
+
+
+def watchdog_judged_alive_since(hub: Hub, url: str, since: float) -> bool:
+    """Whether the silence watchdog has looked at the device at or after ``since`` (the hub's clock) and
+    found it still talking: a fault that should not take a device offline has then been judged."""
+    managed = hub.devices.by_url.get(redact(url))
+    judged = managed.supervisor.judged_alive_at if managed is not None else None
+    return judged is not None and judged >= since
 
 
 class OnlineWatch:

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 from wmhub_shure.simulator import ShureSimulator
 
 from hub.app import Hub
@@ -75,3 +76,12 @@ async def test_a_discovery_candidate_waits_for_approval_then_becomes_a_known_dev
             assert hub.candidates() == []
         async with shure_hub(tmp_path) as hub:
             await eventually(lambda: online(hub), what="the approved receiver back after a restart")
+
+
+async def test_the_database_is_open_exactly_while_the_hub_runs(tmp_path: Path) -> None:
+    hub = shure_hub(tmp_path)
+    with pytest.raises(RuntimeError, match="only while the hub runs"):
+        hub.persistence.devices.all()
+    async with hub:
+        assert hub.venue is hub.persistence and not hub.degraded() and hub.open_alerts() == []
+    assert hub.venue is None

@@ -34,6 +34,7 @@ from tests.fault_harness import (
     running_hub,
     seconds_until,
     state_differences,
+    watchdog_judged_alive_since,
 )
 from tests.faultproxy import TcpFaultProxy, UdpFaultProxy
 from tests.mosquitto import MqttProbe, TestBroker
@@ -184,10 +185,15 @@ async def test_device_answering_slowly(mqtt_broker: TestBroker, tmp_path: Path) 
             device_id = device_of(hub, url).id  # type: ignore[union-attr]
             async with OnlineWatch(hub, url) as watch:
                 proxy.delay_s = 0.4
+                slowed = hub.clock.monotonic()
                 sim.set_name(1, "SLOWLINK")
                 state_latency = await agreed(hub, url, sim, 10, "pushed change arrives over the slow link")
                 lost_control = await lost_controls(api, device_id, shure_muted(sim), count=3)
-                await asyncio.sleep(OFFLINE_AFTER_S)  # long enough for a false silence timeout to show
+                await eventually(
+                    lambda: watchdog_judged_alive_since(hub, url, slowed + OFFLINE_AFTER_S),
+                    OFFLINE_AFTER_S + 10,
+                    "the silence watchdog judged the slow link after a whole offline_after_s",
+                )
             lost_state = await lost_state_after(hub, url, sim)
             FaultResult(
                 "Device answering slowly (+400 ms per chunk each way)",
@@ -229,6 +235,7 @@ async def udp_loss_case(
             lost_state = 0
             errors: list[str] = []
             async with OnlineWatch(hub, url) as watch:
+                lossy_since = hub.clock.monotonic()
                 for present in (False, True, False, True):
                     sim.set_transmitter(1, present)
                     try:
@@ -238,7 +245,11 @@ async def udp_loss_case(
                         errors.append(str(exc))
                         lost_state += 1
                 lost_control = await lost_controls(api, device_id, sennheiser_muted(sim), errors=errors)
-                await asyncio.sleep(LOSSY_OFFLINE_AFTER_S)
+                await eventually(
+                    lambda: watchdog_judged_alive_since(hub, url, lossy_since + LOSSY_OFFLINE_AFTER_S),
+                    LOSSY_OFFLINE_AFTER_S + 10,
+                    "the silence watchdog judged the lossy link after a whole offline_after_s",
+                )
             counters = proxy.counters
             FaultResult(
                 f"{label}: {loss:.0%} UDP loss each way",
