@@ -1,7 +1,7 @@
 """Discovery: one shared zeroconf browser plus the plugins' own loops, turned into candidates.
 
-Anything seen on the network becomes a :class:`DiscoveredService`; each plugin's ``identify_service``
-hook decides whether it is one of its devices (probing it if needed). Recognised endpoints become
+Anything seen on the network becomes a :class:`DiscoveredService`; each driver spec's ``identify``
+decides whether it is one of its devices (probing it if needed). Recognised endpoints become
 candidates, which the user approves (or the hub auto-approves) before the hub connects to them.
 """
 
@@ -45,7 +45,7 @@ class Discovery:
         self._seen: set[tuple[str, int, str]] = set()
 
     async def start(self) -> None:
-        service_types = sorted({str(t) for _, t in self._plugins.collect("register_zeroconf_types")})
+        service_types = self._plugins.zeroconf_types()
         if service_types:
             # imported here: zeroconf costs 3.5 MB of memory in a hub that runs with discovery off
             from zeroconf import InterfaceChoice, IPVersion
@@ -128,15 +128,9 @@ class Discovery:
         self._spawn(self._identify(service))
 
     async def _identify(self, service: DiscoveredService) -> None:
-        for plugin_name in self._plugins.plugins_with("identify_service"):
+        for plugin_name, what, identify in self._plugins.identifiers():
             try:
-                candidate = await self._plugins.call_async(
-                    plugin_name,
-                    "identify_service",
-                    self._settings.io_timeout_s,
-                    service=service,
-                    settings=self._settings,
-                )
+                candidate = await self._plugins.identify(plugin_name, what, identify, service, self._settings)
             except Exception as exc:
                 log.debug("plugin %s could not identify %s: %s", plugin_name, service, exc)
                 continue

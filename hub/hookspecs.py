@@ -21,24 +21,6 @@ hookspec = pluggy.HookspecMarker("wmhub")
 
 
 @dataclass(frozen=True)
-class DriverSpec:
-    """A kind of device a plugin can talk to, reached through URLs with ``scheme``.
-
-    ``factory(endpoint, sink, settings)`` builds one driver per device URL. ``text_width`` is the longest
-    text any of the ``families`` reports in one field (name, model, firmware, warning): the hub cuts every
-    device string to it at the sink.
-    """
-
-    scheme: str
-    vendor: str
-    families: tuple[str, ...]
-    factory: Callable[[Endpoint, DeviceSink, DriverSettings], Driver]
-    default_port: int | None = None
-    description: str = ""
-    text_width: int = DEFAULT_TEXT_WIDTH
-
-
-@dataclass(frozen=True)
 class DiscoveredService:
     """Something that answered on the network: an mDNS service, or a plugin's own announcement."""
 
@@ -59,6 +41,33 @@ class Candidate:
     unique_id: str | None = None
     name: str | None = None
     source: str = ""
+
+
+Identify = Callable[[DiscoveredService, DriverSettings], Candidate | Awaitable[Candidate | None] | None]
+
+
+@dataclass(frozen=True)
+class DriverSpec:
+    """A kind of device a plugin can talk to, reached through URLs with ``scheme``: the whole plugin unit.
+
+    ``factory(endpoint, sink, settings)`` builds one driver per device URL. ``text_width`` is the longest
+    text any of the ``families`` reports in one field (name, model, firmware, warning): the hub cuts every
+    device string to it at the sink. ``zeroconf_types`` are the DNS-SD service types (e.g.
+    ``"_ssc._udp.local."``) such devices announce, which the hub's one shared browser watches;
+    ``identify(service, settings)`` returns a :class:`Candidate` when a service seen on the network (by that
+    browser or by the plugin's own discovery loop) is one of these devices (probing it if need be; it may
+    return an awaitable), else None. The hub calls it timed and bounded as the plugin's code.
+    """
+
+    scheme: str
+    vendor: str
+    families: tuple[str, ...]
+    factory: Callable[[Endpoint, DeviceSink, DriverSettings], Driver]
+    default_port: int | None = None
+    description: str = ""
+    text_width: int = DEFAULT_TEXT_WIDTH
+    zeroconf_types: tuple[str, ...] = ()
+    identify: Identify | None = None
 
 
 ReportService = Callable[[DiscoveredService], None]
@@ -82,7 +91,7 @@ def register_drivers(register: Callable[[DriverSpec], None]) -> None:
 
 @hookspec
 def register_zeroconf_types(register: Callable[[str], None]) -> None:
-    """Name DNS-SD service types (e.g. ``"_ssc._udp.local."``) the hub's shared browser should watch."""
+    """Older form of ``DriverSpec.zeroconf_types``, still honoured for plugins written against it."""
 
 
 @hookspec
@@ -90,7 +99,7 @@ def register_discovery_loops(register: Callable[[DiscoveryLoop], None]) -> None:
     """Register coroutines that listen for devices by the plugin's own means (e.g. SLP multicast).
 
     Each loop is called with a ``report`` callback and runs until cancelled; the hub restarts a loop
-    that fails, with backoff. Reported services go through :func:`identify_service` like mDNS ones.
+    that fails, with backoff. Reported services go through every ``DriverSpec.identify`` like mDNS ones.
     """
 
 
@@ -98,7 +107,7 @@ def register_discovery_loops(register: Callable[[DiscoveryLoop], None]) -> None:
 def identify_service(
     service: DiscoveredService, settings: DriverSettings
 ) -> Candidate | Awaitable[Candidate | None] | None:
-    """Return a Candidate if ``service`` is one of this plugin's devices (probe it if needed), else None."""
+    """Older form of ``DriverSpec.identify``, still honoured for plugins written against it."""
 
 
 @hookspec

@@ -23,10 +23,14 @@ from typing import Any, TypeVar
 import pluggy
 
 from hub import hookspecs
-from hub.hookspecs import DriverSpec
+from hub.drivers import DriverSettings
+from hub.hookspecs import Candidate, DiscoveredService, DriverSpec, Identify
 
 ENTRY_POINT_GROUP = "wmhub"
 log = logging.getLogger("hub.plugins")
+
+# Hooks of an earlier plugin API that now live on the DriverSpec: still called, and named once in the log.
+MOVED_TO_DRIVER_SPEC = {"register_zeroconf_types": "zeroconf_types", "identify_service": "identify"}
 T = TypeVar("T")
 
 # A hook or driver callback holding the event loop longer than this delays every other device's data.
@@ -160,11 +164,13 @@ class PluginHost:
             log.error("plugin %s failed to load: %s", ep.name, record.error)
             return
         record.hooks = self._hook_names(ep.name)
+        _note_moved_hooks(ep.name, record.hooks)
 
     def register(self, plugin: object, name: str, version: str | None = None) -> None:
         """Register an in-process plugin object (tests, built-ins)."""
         self.pm.register(plugin, name=name)
         self.records[name] = PluginRecord(name=name, version=version, hooks=self._hook_names(name))
+        _note_moved_hooks(name, self.records[name].hooks)
         self._drivers = None
 
     def _hook_names(self, name: str) -> list[str]:
@@ -259,6 +265,36 @@ class PluginHost:
             self._drivers = drivers
         return self._drivers
 
+    def zeroconf_types(self) -> list[str]:
+        """Every DNS-SD service type the hub's shared browser watches: those on the driver specs, and those
+        of plugins that name them through the older ``register_zeroconf_types`` hook."""
+        found = {service_type for spec, _ in self.drivers().values() for service_type in spec.zeroconf_types}
+        found.update(str(service_type) for _, service_type in self.collect("register_zeroconf_types"))
+        return sorted(found)
+
+    def identifiers(self, plugin: str | None = None) -> list[tuple[str, str, Identify]]:
+        """(plugin, what, identify) for every way a plugin recognises its devices among discovered services:
+        each driver spec's ``identify``, then the older ``identify_service`` hook; only ``plugin``'s if given."""
+        found: list[tuple[str, str, Identify]] = [
+            (owner, f"DriverSpec.identify ({spec.scheme})", spec.identify)
+            for spec, owner in self.drivers().values()
+            if spec.identify is not None
+        ]
+        for owner, function in self._impls("identify_service"):
+
+            def identify(service: DiscoveredService, settings: DriverSettings, _hook: Any = function) -> Any:
+                return _hook(service=service, settings=settings)
+
+            found.append((owner, "identify_service", identify))
+        return [entry for entry in found if plugin is None or entry[0] == plugin]
+
+    async def identify(
+        self, plugin: str, what: str, identify: Identify, service: DiscoveredService, settings: DriverSettings
+    ) -> Candidate | None:
+        """One plugin's verdict on ``service``, bounded by the I/O timeout; raise PluginError on overrun."""
+        result = await self.call_bounded(plugin, what, settings.io_timeout_s, identify, service, settings)
+        return result if isinstance(result, Candidate) else None
+
     def check_registrations(self) -> None:
         """Call every registration hook once, so errors in them are on the records (``wmhub plugins``)."""
         self.drivers()
@@ -267,6 +303,16 @@ class PluginHost:
 
     def listing(self) -> list[dict[str, Any]]:
         return [record.as_dict() for record in self.records.values()]
+
+
+def _note_moved_hooks(plugin: str, hooks: list[str]) -> None:
+    for hook in sorted(set(hooks) & set(MOVED_TO_DRIVER_SPEC)):
+        log.info(
+            "plugin %s implements %s, which still works; docs/plugins.md now declares it on the DriverSpec (%s=)",
+            plugin,
+            hook,
+            MOVED_TO_DRIVER_SPEC[hook],
+        )
 
 
 def _discard(awaitable: Awaitable[Any]) -> None:

@@ -101,8 +101,10 @@ async def identify_with(
     settings: DriverSettings = PROBE_SETTINGS,
     timeout: float = 5.0,
 ) -> Candidate | None:
-    """What ``plugin``'s identify_service hook makes of ``service`` (probing it as discovery would)."""
-    result: Candidate | None = await host.call_async(
-        plugin, "identify_service", timeout, service=service, settings=settings
-    )
-    return result
+    """What ``plugin`` makes of ``service`` (its driver specs' ``identify``, probing as discovery would)."""
+    async with asyncio.timeout(timeout):
+        for _, what, identify in host.identifiers(plugin):
+            candidate = await host.identify(plugin, what, identify, service, settings)
+            if candidate is not None:
+                return candidate
+    return None

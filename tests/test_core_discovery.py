@@ -8,10 +8,10 @@ import pytest
 
 from hub import hookimpl
 from hub.discovery import Discovery
-from hub.drivers import DriverSettings
-from hub.hookspecs import Candidate, DiscoveredService, ReportService
+from hub.drivers import Driver, DriverSettings
+from hub.hookspecs import Candidate, DiscoveredService, DriverSpec, ReportService
 from hub.plugins import PluginHost
-from hub.testing import eventually
+from hub.testing import eventually, identify_with
 
 SERVICE = DiscoveredService("127.0.0.1", 4440, "flaky-announce", "rack 1")
 
@@ -68,3 +68,58 @@ async def test_a_failing_loop_is_retried_and_a_failing_identify_leaves_the_servi
             await discovery.stop()
     assert candidate.name == "rack 1" and announcer.attempts == 2 and confused.asked == [SERVICE]
     assert "discovery loop of plugin announcer failed: no such device" in caplog.text
+
+
+def identify_rack(service: DiscoveredService, settings: DriverSettings) -> Candidate | None:
+    if service.service_type != "_rack._tcp.local.":
+        return None
+    return Candidate(url=f"rack://{service.host}:{service.port}", vendor="rack", name=service.name, source="mdns")
+
+
+class RackPlugin:
+    """Written to docs/plugins.md: what it announces and how it is recognised live on its DriverSpec."""
+
+    @hookimpl
+    def register_drivers(self, register: Any) -> None:
+        register(
+            DriverSpec(
+                scheme="rack",
+                vendor="rack",
+                families=("rack",),
+                factory=Driver,
+                zeroconf_types=("_rack._tcp.local.",),
+                identify=identify_rack,
+            )
+        )
+
+
+class OlderAnnouncer:
+    """Written before the DriverSpec carried discovery: the separate hooks still work."""
+
+    @hookimpl
+    def register_zeroconf_types(self, register: Any) -> None:
+        register("_older._udp.local.")
+
+
+async def test_discovery_declared_on_the_driver_spec_and_by_the_older_hooks_both_work(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    host = PluginHost()
+    with caplog.at_level(logging.INFO, logger="hub.plugins"):
+        for name, plugin in (("rack", RackPlugin()), ("older", OlderAnnouncer()), ("knowing", Knowing())):
+            host.register(plugin, name=name)
+    assert host.zeroconf_types() == ["_older._udp.local.", "_rack._tcp.local."]
+    assert "plugin older implements register_zeroconf_types, which still works" in caplog.text
+    assert "plugin knowing implements identify_service" in caplog.text
+
+    rack = DiscoveredService("127.0.0.1", 7000, "_rack._tcp.local.", "rack 7")
+    assert await identify_with(host, "rack", rack) == Candidate(
+        url="rack://127.0.0.1:7000", vendor="rack", name="rack 7", source="mdns"
+    )
+    assert await identify_with(host, "rack", SERVICE) is None
+    discovery = Discovery(host, DriverSettings(io_timeout_s=1.0))
+    discovery.report(rack)
+    discovery.report(SERVICE)
+    await eventually(lambda: len(discovery.candidates) == 2, what="one candidate from each way of identifying")
+    assert sorted(discovery.candidates) == ["flaky://127.0.0.1:4440", "rack://127.0.0.1:7000"]
+    await discovery.stop()

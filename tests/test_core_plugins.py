@@ -122,14 +122,18 @@ def test_the_documented_example_plugin_installs_and_its_device_appears(example_s
         """
         import asyncio, json
         from hub.model import Command, CommandKind
-        from hub.testing import DriverHarness
-        from wmhub_example.plugin import serve_example_receiver
+        from hub.hookspecs import DiscoveredService
+        from hub.testing import DriverHarness, identify_with
+        from wmhub_example.plugin import EXAMPLE_SERVICE, serve_example_receiver
 
         async def main():
             server = await serve_example_receiver(serial="EX42", name="Lead")
             port = server.sockets[0].getsockname()[1]
             async with DriverHarness("wmhub-example") as hub:
-                device = await hub.device(hub.add(f"example://127.0.0.1:{port}"))
+                seen = DiscoveredService("127.0.0.1", port, EXAMPLE_SERVICE, "rack", {"serial": "EX42"})
+                found = await identify_with(hub.plugins, "example", seen)
+                assert hub.plugins.zeroconf_types() == [EXAMPLE_SERVICE]
+                device = await hub.device(hub.add(found.url))
                 result = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.NAME, value="Vox"))
                 print(json.dumps({"id": device.id, "battery": device.channels[0].battery_percent,
                                   "ok": result.ok, "name": device.channels[0].name}))

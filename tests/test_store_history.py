@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.persistence import DATABASE_FILE, InvalidValueError, NotFoundError, SimulatedClock
+from hub.persistence import DATABASE_FILE, InvalidInputError, NotFoundError, SimulatedClock
 from hub.persistence.battery import BAR_THRESHOLDS_V, bars_at, cell_volts
 from hub.persistence.history import HistorySettings, encode_bucket
 from hub.persistence.testing import open_simulated, put_receiver
@@ -54,9 +54,9 @@ async def test_samples_become_min_avg_max_buckets(tmp_path: Path) -> None:
 
         with pytest.raises(NotFoundError):
             await store.history.query("shure-A", 2, start)
-        with pytest.raises(InvalidValueError):
+        with pytest.raises(InvalidInputError):
             await store.history.query("shure-A", 1, start, start - 5)
-        with pytest.raises(InvalidValueError):
+        with pytest.raises(InvalidInputError):
             await store.history.query("shure-A", 1, start, step=30)
     finally:
         await store.close()

@@ -14,7 +14,7 @@ from hub.model import Command, CommandKind, CommandResult
 from hub.persistence import (
     HTTP_STATUS,
     ConflictError,
-    InvalidValueError,
+    InvalidInputError,
     NotFoundError,
     Persistence,
     Source,
@@ -37,7 +37,7 @@ async def test_errors_carry_a_code_an_edge_can_map(store: Persistence) -> None:
     assert isinstance(caught.value, NotFoundError)
     assert caught.value.as_dict() == {"error": "slot 7 is empty", "code": "not_found", "details": {"slot": 7}}
     assert HTTP_STATUS[caught.value.code] == 404
-    assert HTTP_STATUS[ConflictError.code] == 409 and HTTP_STATUS[InvalidValueError.code] == 422
+    assert HTTP_STATUS[ConflictError.code] == 409 and HTTP_STATUS[InvalidInputError.code] == 422
 
 
 async def test_known_devices_add_bind_remove(store: Persistence) -> None:
@@ -49,7 +49,7 @@ async def test_known_devices_add_bind_remove(store: Persistence) -> None:
     with pytest.raises(ConflictError):
         await store.devices.add("shure://127.0.0.1:2202", source=Source.CLI)
     for bad in ("not a url", "x://[", "shure://127.0.0.1:99999"):
-        with pytest.raises(InvalidValueError):
+        with pytest.raises(InvalidInputError):
             await store.devices.add(bad, source=Source.CLI)
     removed = await store.devices.remove("shure-AD4D123", source=Source.UI)
     assert removed.url == added.url and store.restore() == []
@@ -63,7 +63,7 @@ async def test_url_check_refuses_schemes_no_plugin_handles(store: Persistence) -
             raise EndpointError(f"no plugin handles {url!r}")
 
     store.devices.url_check = only_shure
-    with pytest.raises(InvalidValueError, match="no plugin handles"):
+    with pytest.raises(InvalidInputError, match="no plugin handles"):
         await store.devices.add("ftp://127.0.0.1:21", source=Source.REST)
 
 
@@ -114,18 +114,18 @@ async def test_locations_nest_and_refuse_what_would_break(store: Persistence) ->
     rack = await store.locations.create("Rack A", "rack", source=Source.REST, parent_id=stage.id)
     with pytest.raises(ConflictError):
         await store.locations.create("main STAGE", "stage", source=Source.REST)
-    with pytest.raises(InvalidValueError):
+    with pytest.raises(InvalidInputError):
         await store.locations.create("Cellar", "basement", source=Source.REST)
-    with pytest.raises(InvalidValueError):
+    with pytest.raises(InvalidInputError):
         await store.locations.create("  ", "room", source=Source.REST)
-    with pytest.raises(InvalidValueError):
+    with pytest.raises(InvalidInputError):
         await store.locations.move(stage.id, rack.id, source=Source.REST)  # a loop
     renamed = await store.locations.update(rack.id, name="Rack 1", source=Source.UI)
     assert renamed.parent_id == stage.id
 
     await store.devices.add("shure://127.0.0.1:2202", source=Source.REST)
     await store.devices.set_location("shure://127.0.0.1:2202", rack.id, source=Source.REST)
-    with pytest.raises(InvalidValueError):
+    with pytest.raises(InvalidInputError):
         await store.devices.set_location("shure://127.0.0.1:2202", 999, source=Source.REST)
     with pytest.raises(ConflictError) as in_use:
         await store.locations.delete(rack.id, source=Source.REST)
@@ -145,9 +145,9 @@ async def test_slots_bind_one_channel_each(store: Persistence) -> None:
         await store.slots.set(2, "shure-A", 1, source=Source.UI)
     await store.slots.set(1, "shure-A", 2, source=Source.UI)  # rebinding the same slot is fine
     for bad in (0, -1, 1000):
-        with pytest.raises(InvalidValueError):
+        with pytest.raises(InvalidInputError):
             await store.slots.set(bad, "shure-A", 1, source=Source.UI)
-    with pytest.raises(InvalidValueError):
+    with pytest.raises(InvalidInputError):
         await store.slots.set(3, "shure-A", 0, source=Source.UI)
     await store.slots.clear(1, source=Source.UI)
     assert store.slots.all() == []
@@ -158,9 +158,9 @@ async def test_groups_are_ordered_sets_of_slots(store: Persistence) -> None:
     assert group.slots == [3, 1, 2]
     with pytest.raises(ConflictError):
         await store.groups.create(1, "Again", [], source=Source.REST)
-    with pytest.raises(InvalidValueError):
+    with pytest.raises(InvalidInputError):
         await store.groups.create(2, "Twice", [1, 1], source=Source.REST)
-    with pytest.raises(InvalidValueError):
+    with pytest.raises(InvalidInputError):
         await store.groups.create(100, "Too far", [], source=Source.REST)
     updated = await store.groups.update(1, slots=[1, 2], source=Source.UI)
     assert (updated.title, updated.slots) == ("Band", [1, 2])
@@ -181,9 +181,9 @@ async def test_performers_and_assignments(store: Persistence) -> None:
         await store.performers.assign(ben.id, "shure-A", 1, source=Source.REST)
     with pytest.raises(NotFoundError):
         await store.performers.assign(99, "shure-A", 2, source=Source.REST)
-    with pytest.raises(InvalidValueError):
+    with pytest.raises(InvalidInputError):
         await store.performers.assign(ben.id, "shure-A", 2, source=Source.REST, alert_prefs={"battery_bars": 9})
-    with pytest.raises(InvalidValueError):
+    with pytest.raises(InvalidInputError):
         await store.performers.create("bad\x00name", source=Source.REST)
     await store.performers.assign(ben.id, "shure-A", 2, source=Source.REST)
     await store.performers.delete(anna.id, source=Source.UI)
@@ -213,7 +213,7 @@ async def test_extended_name_overrides_and_device_rename_clears_it_when_configur
         assert extended_name_in_state(state) is None
         with pytest.raises(NotFoundError):
             await store.names.clear("shure-A", 1, source=Source.UI)
-        with pytest.raises(InvalidValueError):
+        with pytest.raises(InvalidInputError):
             await store.names.set("shure-A", 1, "x" * 65, source=Source.UI)
 
         store.names.clear_on_device_rename = False
@@ -286,7 +286,7 @@ async def test_audit_records_changes_and_commands_with_source_and_result(store: 
     assert entries[2].after == {"number": 4, "device_id": "shure-A", "channel": 2}
     assert [e.action for e in await store.audit.query(target="shure-A")] == ["command.mute", "command.mute"]
     assert [e.source for e in await store.audit.query(source="rest")] == ["rest"]
-    with pytest.raises(InvalidValueError):
+    with pytest.raises(InvalidInputError):
         await store.audit.query(limit=0)
 
 

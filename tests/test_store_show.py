@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.persistence import AlertEvent, AlertKind, InvalidValueError, Persistence, SimulatedClock, Source
+from hub.persistence import AlertEvent, AlertKind, InvalidInputError, Persistence, SimulatedClock, Source
 from hub.persistence.battery import ALKALINE_BAR_FRACTIONS
 from hub.persistence.history import encode_bucket
 from hub.persistence.show import ESTIMATE_BAND
@@ -139,9 +139,9 @@ async def test_the_show_survives_a_restart_and_refuses_nonsense(tmp_path: Path) 
     store = await open_simulated(tmp_path, StateStore(), SimulatedClock(start=START))
     try:
         settings = await store.show.set(START + 7200, 20, source=Source.REST)
-        with pytest.raises(InvalidValueError):
+        with pytest.raises(InvalidInputError):
             await store.show.set(START, -1, source=Source.REST)
-        with pytest.raises(InvalidValueError):
+        with pytest.raises(InvalidInputError):
             await store.show.set(float("inf"), 10, source=Source.REST)
     finally:
         await store.close()

@@ -9,7 +9,7 @@ from hub.persistence.alerts import ALERT_FIELDS, Alert, AlertEvent, AlertKind, A
 from hub.persistence.audit import AuditLog
 from hub.persistence.battery import RuntimeEstimate, estimate_runtime
 from hub.persistence.db import Database, WriterSettings, WriterStats
-from hub.persistence.errors import HTTP_STATUS, ConflictError, InvalidValueError, NotFoundError, StoreError
+from hub.persistence.errors import HTTP_STATUS, ConflictError, InvalidInputError, NotFoundError, StoreError
 from hub.persistence.history import History, HistoryPoint, HistorySettings, Tier
 from hub.persistence.records import (
     AlertPrefs,
@@ -55,7 +55,7 @@ __all__ = [
     "History",
     "HistoryPoint",
     "HistorySettings",
-    "InvalidValueError",
+    "InvalidInputError",
     "KnownDevice",
     "Location",
     "LocationKind",

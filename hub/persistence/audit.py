@@ -9,7 +9,7 @@ from typing import Any
 from hub.clock import Clock
 from hub.model import Command, CommandResult
 from hub.persistence.db import Database
-from hub.persistence.errors import InvalidValueError
+from hub.persistence.errors import InvalidInputError
 from hub.persistence.records import AuditEntry, Source
 from hub.redact import redact
 
@@ -88,7 +88,7 @@ class AuditLog:
     ) -> list[AuditEntry]:
         """Newest first. ``target`` matches a device id and all of its channels."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise InvalidValueError("limit must be between 1 and 10000", limit=limit)
+            raise InvalidInputError("limit must be between 1 and 10000", limit=limit)
         clauses: list[str] = []
         params: list[object] = []
         if target is not None:

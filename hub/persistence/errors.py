@@ -33,10 +33,10 @@ class ConflictError(StoreError):
     code = "conflict"
 
 
-class InvalidValueError(StoreError):
+class InvalidInputError(StoreError):
     """A value is malformed or out of range; nothing was changed."""
 
     code = "invalid"
 
 
-HTTP_STATUS: Final = {NotFoundError.code: 404, ConflictError.code: 409, InvalidValueError.code: 422}
+HTTP_STATUS: Final = {NotFoundError.code: 404, ConflictError.code: 409, InvalidInputError.code: 422}

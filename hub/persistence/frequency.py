@@ -35,7 +35,7 @@ from hub.model import Channel, CommandKind, Device
 from hub.persistence.alerts import AlertKey, AlertKind, Alerts
 from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database
-from hub.persistence.errors import InvalidValueError, NotFoundError
+from hub.persistence.errors import InvalidInputError, NotFoundError
 from hub.persistence.records import DeclaredCarrier, FrequencyExclusion, Source
 from hub.persistence.service_base import Service, clean_text
 from hub.state import ADDED, ONLINE, REMOVED, ChangeKey, StateStore
@@ -320,7 +320,7 @@ class FrequencyPlan(Service):
     def band_for(self, carrier: Carrier, band: Band | None) -> Band:
         found = band or carrier.band
         if found is None:
-            raise InvalidValueError(
+            raise InvalidInputError(
                 f"the tunable band of {carrier.label or carrier.id} is not known: give low_mhz and high_mhz",
                 carrier=carrier.id,
             )
@@ -348,7 +348,7 @@ class FrequencyPlan(Service):
                 step_khz=step_khz, count=count,
             )  # fmt: skip
         except ValueError as exc:
-            raise InvalidValueError(str(exc)) from None
+            raise InvalidInputError(str(exc)) from None
 
     def coordinate_group(
         self,
@@ -372,7 +372,7 @@ class FrequencyPlan(Service):
                 step_khz=step_khz,
             )  # fmt: skip
         except ValueError as exc:
-            raise InvalidValueError(str(exc)) from None
+            raise InvalidInputError(str(exc)) from None
 
     # declared carriers and exclusions
 
@@ -439,18 +439,18 @@ class FrequencyPlan(Service):
         before = self.exclusion(exclusion_id) if exclusion_id is not None else None
         if tv_grid is not None or tv_channel is not None:
             if tv_grid is None or tv_channel is None or low_mhz is not None or high_mhz is not None:
-                raise InvalidValueError("an exclusion is either tv_grid + tv_channel, or low_mhz + high_mhz")
+                raise InvalidInputError("an exclusion is either tv_grid + tv_channel, or low_mhz + high_mhz")
             try:
                 made = Exclusion.tv(TvGrid(tv_grid), tv_channel, label=label.strip())
             except ValueError as exc:
-                raise InvalidValueError(str(exc), tv_grid=tv_grid, tv_channel=tv_channel) from None
+                raise InvalidInputError(str(exc), tv_grid=tv_grid, tv_channel=tv_channel) from None
             low, high, label = made.low_mhz, made.high_mhz, made.label
         else:
             if low_mhz is None or high_mhz is None:
-                raise InvalidValueError("an exclusion is either tv_grid + tv_channel, or low_mhz + high_mhz")
+                raise InvalidInputError("an exclusion is either tv_grid + tv_channel, or low_mhz + high_mhz")
             low, high = _frequency(low_mhz, "low_mhz"), _frequency(high_mhz, "high_mhz")
             if high < low:
-                raise InvalidValueError("high_mhz is below low_mhz", low_mhz=low, high_mhz=high)
+                raise InvalidInputError("high_mhz is below low_mhz", low_mhz=low, high_mhz=high)
             label = label.strip() or f"{low:g}-{high:g} MHz"
         entry = FrequencyExclusion(
             id=exclusion_id if exclusion_id is not None else max(self._exclusions, default=0) + 1,
@@ -490,11 +490,11 @@ class FrequencyPlan(Service):
 
 def _frequency(value: float, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not LOWEST_MHZ <= value <= HIGHEST_MHZ:
-        raise InvalidValueError(f"{what} must be a number of MHz from {LOWEST_MHZ:g} to {HIGHEST_MHZ:g}", value=value)
+        raise InvalidInputError(f"{what} must be a number of MHz from {LOWEST_MHZ:g} to {HIGHEST_MHZ:g}", value=value)
     return float(value)
 
 
 def _bandwidth(value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100_000:
-        raise InvalidValueError("bandwidth_khz must be from 0 to 100000", value=value)
+        raise InvalidInputError("bandwidth_khz must be from 0 to 100000", value=value)
     return float(value)

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from hub.clock import Clock
 from hub.persistence.battery import LEVEL_PER_BAR, RuntimeEstimate, estimate_runtime
 from hub.persistence.db import Database
-from hub.persistence.errors import InvalidValueError, NotFoundError
+from hub.persistence.errors import InvalidInputError, NotFoundError
 from hub.state import StateStore
 
 MISSING: Final = -128
@@ -82,7 +82,7 @@ class HistoryPoint(BaseModel):
 def encode_bucket(summary: Sequence[float | None]) -> array[int]:
     """(battery min, avg, max, rf min, avg, max, audio min, avg, max) -> one stored bucket."""
     if len(summary) != VALUES_PER_BUCKET:
-        raise InvalidValueError(f"a bucket has {VALUES_PER_BUCKET} values", got=len(summary))
+        raise InvalidInputError(f"a bucket has {VALUES_PER_BUCKET} values", got=len(summary))
     return array("b", [MISSING if value is None else max(-127, min(127, round(value))) for value in summary])
 
 
@@ -428,7 +428,7 @@ class History:
             raise NotFoundError(f"no history for {device_id} channel {channel}", device_id=device_id, channel=channel)
         until = self._clock.now() if until is None else until
         if since >= until:
-            raise InvalidValueError("since must be before until", since=since, until=until)
+            raise InvalidInputError("since must be before until", since=since, until=until)
         for finished in self._closing:  # what is finished is shown, closed or not yet
             if finished[0] == series_id and finished[2]:
                 self._close(finished)
@@ -478,7 +478,7 @@ class History:
             for level, tier in enumerate(tiers):
                 if tier.step_s == step:
                     return level
-            raise InvalidValueError(f"step must be one of {', '.join(str(tier.step_s) for tier in tiers)} s", step=step)
+            raise InvalidInputError(f"step must be one of {', '.join(str(tier.step_s) for tier in tiers)} s", step=step)
         now = self._clock.now()
         for level, tier in enumerate(tiers):
             if since >= now - tier.keep_s:

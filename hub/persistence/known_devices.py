@@ -12,7 +12,7 @@ from hub.hookspecs import Candidate
 from hub.persistence.audit import AuditLog
 from hub.persistence.credentials import DeviceCredentials
 from hub.persistence.db import Database
-from hub.persistence.errors import ConflictError, InvalidValueError, NotFoundError
+from hub.persistence.errors import ConflictError, InvalidInputError, NotFoundError
 from hub.persistence.records import (
     CandidateDescription,
     ConnectionHealthRecord,
@@ -96,7 +96,7 @@ class KnownDevices(Service):
             if self.url_check is not None:
                 self.url_check(url)
         except (ValueError, TypeError) as exc:  # EndpointError, or urllib refusing it outright ("x://[")
-            raise InvalidValueError(redact(str(exc)), url=redact(url)) from None
+            raise InvalidInputError(redact(str(exc)), url=redact(url)) from None
         shown = redact(url)
         if shown in self._by_url:
             raise ConflictError(f"device {shown} is already known", url=shown)
@@ -119,7 +119,7 @@ class KnownDevices(Service):
     ) -> KnownDevice:
         device = self.get(url_or_device_id)
         if location_id is not None and not self.location_exists(location_id):
-            raise InvalidValueError(f"no location {location_id}", location_id=location_id)
+            raise InvalidInputError(f"no location {location_id}", location_id=location_id)
         updated = device.model_copy(update={"location_id": location_id})
         self._store(updated)
         await self._committed(source, "device.location", device.url, device.location_id, location_id)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from hub.clock import Clock
 from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database
-from hub.persistence.errors import ConflictError, InvalidValueError, NotFoundError
+from hub.persistence.errors import ConflictError, InvalidInputError, NotFoundError
 from hub.persistence.records import AlertPrefs, Assignment, ExtendedName, Performer, Source
 from hub.persistence.service_base import Service, clean_text, positive
 from hub.persistence.venue import MAX_CHANNEL
@@ -113,7 +113,7 @@ class Performers(Service):
         try:
             prefs = alert_prefs if isinstance(alert_prefs, AlertPrefs) else AlertPrefs.model_validate(alert_prefs or {})
         except (ValidationError, TypeError) as exc:
-            raise InvalidValueError("invalid alert preferences", problems=str(exc)) from None
+            raise InvalidInputError("invalid alert preferences", problems=str(exc)) from None
         before = self._assignments.get((device_id, channel))
         if before is not None and before.performer_id != performer_id:
             holder = self._by_id[before.performer_id]

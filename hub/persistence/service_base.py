@@ -7,7 +7,7 @@ from typing import Any
 from hub.clock import Clock
 from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database
-from hub.persistence.errors import InvalidValueError
+from hub.persistence.errors import InvalidInputError
 from hub.persistence.records import Source
 
 MAX_TEXT = 200
@@ -35,18 +35,18 @@ class Service:
 def clean_text(value: str, what: str, *, max_length: int = MAX_TEXT, allow_empty: bool = False) -> str:
     """Strip ``value`` and refuse control characters and over-long text (names end up on screens)."""
     if not isinstance(value, str):
-        raise InvalidValueError(f"{what} must be text", value=repr(value))
+        raise InvalidInputError(f"{what} must be text", value=repr(value))
     text = value.strip()
     if not text and not allow_empty:
-        raise InvalidValueError(f"{what} must not be empty")
+        raise InvalidInputError(f"{what} must not be empty")
     if len(text) > max_length:
-        raise InvalidValueError(f"{what} is longer than {max_length} characters", length=len(text))
+        raise InvalidInputError(f"{what} is longer than {max_length} characters", length=len(text))
     if any(ord(char) < 32 or ord(char) == 127 for char in text):
-        raise InvalidValueError(f"{what} contains control characters")
+        raise InvalidInputError(f"{what} contains control characters")
     return text
 
 
 def positive(value: int, what: str, *, maximum: int = 1_000_000) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-        raise InvalidValueError(f"{what} must be a whole number from 1 to {maximum}", value=value)
+        raise InvalidInputError(f"{what} must be a whole number from 1 to {maximum}", value=value)
     return value

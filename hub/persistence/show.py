@@ -18,7 +18,7 @@ from hub.clock import Clock
 from hub.persistence.alerts import Alerts, Verdict
 from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database
-from hub.persistence.errors import InvalidValueError, NotFoundError
+from hub.persistence.errors import InvalidInputError, NotFoundError
 from hub.persistence.history import History
 from hub.persistence.performers import ExtendedNames, Performers
 from hub.persistence.records import Record, Source
@@ -106,9 +106,9 @@ class Show(Service):
 
     async def set(self, end_at: float | None, margin_min: int, *, source: Source | str) -> ShowSettings:
         if end_at is not None and not 0 < end_at < 1e11:
-            raise InvalidValueError("end_at must be a Unix time", end_at=end_at)
+            raise InvalidInputError("end_at must be a Unix time", end_at=end_at)
         if isinstance(margin_min, bool) or not 0 <= margin_min <= MAX_MARGIN_MIN:
-            raise InvalidValueError(f"margin_min must be 0 to {MAX_MARGIN_MIN} minutes", margin_min=margin_min)
+            raise InvalidInputError(f"margin_min must be 0 to {MAX_MARGIN_MIN} minutes", margin_min=margin_min)
         before, self.settings = self.settings, ShowSettings(end_at=end_at, margin_min=margin_min)
         self._db.submit(
             "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from hub.clock import Clock
 from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database
-from hub.persistence.errors import ConflictError, InvalidValueError, NotFoundError
+from hub.persistence.errors import ConflictError, InvalidInputError, NotFoundError
 from hub.persistence.records import Group, Location, LocationKind, Slot, Source
 from hub.persistence.service_base import Service, clean_text, positive
 
@@ -96,14 +96,14 @@ class Locations(Service):
         try:
             kind = LocationKind(kind)
         except ValueError:
-            raise InvalidValueError(f"location kind must be one of {', '.join(LocationKind)}", kind=str(kind)) from None
+            raise InvalidInputError(f"location kind must be one of {', '.join(LocationKind)}", kind=str(kind)) from None
         if parent_id is not None:
             if parent_id not in self._by_id:
-                raise InvalidValueError(f"no parent location {parent_id}", parent_id=parent_id)
+                raise InvalidInputError(f"no parent location {parent_id}", parent_id=parent_id)
             ancestor: int | None = parent_id
             while ancestor is not None:
                 if ancestor == location_id:
-                    raise InvalidValueError("a location cannot be inside itself", parent_id=parent_id)
+                    raise InvalidInputError("a location cannot be inside itself", parent_id=parent_id)
                 ancestor = self._by_id[ancestor].parent_id
         for other in self._by_id.values():
             if other.id != location_id and other.kind == kind and other.name.casefold() == name.casefold():
@@ -208,14 +208,14 @@ class Groups(Service):
     @staticmethod
     def _checked(number: int, title: str, slots: list[int]) -> Group:
         if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number <= MAX_GROUP:
-            raise InvalidValueError(f"group number must be a whole number from 0 to {MAX_GROUP}", value=number)
+            raise InvalidInputError(f"group number must be a whole number from 0 to {MAX_GROUP}", value=number)
         title = clean_text(title, "group title", max_length=100)
         if not isinstance(slots, list):
-            raise InvalidValueError("slots must be a list of slot numbers")
+            raise InvalidInputError("slots must be a list of slot numbers")
         for slot in slots:
             positive(slot, "slot number", maximum=MAX_SLOT)
         if len(set(slots)) != len(slots):
-            raise InvalidValueError("a slot appears twice in the group", slots=slots)
+            raise InvalidInputError("a slot appears twice in the group", slots=slots)
         return Group(number=number, title=title, slots=list(slots))
 
     def _store(self, group: Group) -> None:

@@ -13,8 +13,7 @@ from hub.testing import PROBE_SETTINGS, DriverHarness, eventually, identify_with
 
 async def test_an_announced_simulator_is_found_by_hub_discovery_identified_and_added() -> None:
     host = plugin_host("sennheiser")
-    service_types = [item for _, item in host.collect("register_zeroconf_types")]
-    assert set(service_types) == {"_ssc._udp.local.", "_ssc._tcp.local."}
+    assert host.zeroconf_types() == ["_ssc._tcp.local.", "_ssc._udp.local."]
     async with Ssc1Simulator("ewdx-em4", tick_s=0, advertise=True) as simulator:
         discovery = Discovery(host, PROBE_SETTINGS, interfaces=["127.0.0.1"])
         await discovery.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from hub import hookimpl
 from hub.drivers import DriverSettings
@@ -10,8 +11,17 @@ from hub.hookspecs import Candidate, DemoFleet, DiscoveredService, DriverSpec
 from hub.model import Capabilities
 from wmhub_sennheiser import capabilities, discovery, g4_driver, iem_driver, ssc1_driver, ssc2_driver
 
+
+def identify_service(service: DiscoveredService, settings: DriverSettings) -> Awaitable[Candidate | None] | None:
+    """A device announcing SSC over mDNS, confirmed by asking its identity (SSCv1 over UDP)."""
+    if service.service_type.lower() not in discovery.SERVICE_TYPES:
+        return None
+    return discovery.identify_ssc_service(service, settings)
+
+
 DRIVERS = (
-    ssc1_driver.SPEC,  # sennheiser-ssc://  SSCv1, JSON over UDP
+    # sennheiser-ssc://  SSCv1, JSON over UDP: the one that finds SSC devices on the network
+    replace(ssc1_driver.SPEC, zeroconf_types=discovery.SERVICE_TYPES, identify=identify_service),
     g4_driver.SPEC,  # sennheiser-g4://   ew G3/G4/2000 Media Control Protocol
     iem_driver.SPEC,  # sennheiser-iem-g4:// ew IEM G4 transmitters, the same protocol
     ssc2_driver.SPEC,  # sennheiser-ssc2:// SSCv2, HTTPS REST + Server-Sent Events
@@ -38,16 +48,3 @@ def register_simulators(register: Callable[[DemoFleet], None]) -> None:
 
     register(SennheiserDemoFleet())
     register(Ssc2Fleet(tick_s=1.0, tx_churn=0.02))  # a Spectera-style SSCv2 base station over HTTPS
-
-
-@hookimpl
-def register_zeroconf_types(register: Callable[[str], None]) -> None:
-    for service_type in discovery.SERVICE_TYPES:
-        register(service_type)
-
-
-@hookimpl
-def identify_service(service: DiscoveredService, settings: DriverSettings) -> Awaitable[Candidate | None] | None:
-    if service.service_type.lower() not in discovery.SERVICE_TYPES:
-        return None
-    return discovery.identify_ssc_service(service, settings)

@@ -73,7 +73,7 @@ async def test_mdns_service_is_probed_and_strangers_are_refused() -> None:
 async def test_plugin_registers_schemes_zeroconf_types_and_a_demo_fleet() -> None:
     host = plugin_host("shure")
     assert {"shure", "shure-uhfr"} <= set(host.drivers())
-    assert ("shure", "_shure._tcp.local.") in host.collect("register_zeroconf_types")
+    assert "_shure._tcp.local." in host.zeroconf_types()
     assert [plugin for plugin, _ in host.collect("register_discovery_loops")] == ["shure"]
     ((_, fleet),) = host.collect("register_simulators")
     assert isinstance(fleet, ShureDemoFleet)

@@ -34,6 +34,8 @@ def register_drivers(register: Callable[[DriverSpec], None]) -> None:
                 "Microflex Wireless (TCP 2202, family auto-detected)"
             ),
             text_width=SHURE_TEXT_WIDTH,
+            zeroconf_types=ZEROCONF_TYPES,
+            identify=identify_service,
         )
     )
     register(
@@ -66,12 +68,6 @@ def register_discovery_loops(register: Callable[[DiscoveryLoop], None]) -> None:
     register(slp_loop)
 
 
-@hookimpl
-def register_zeroconf_types(register: Callable[[str], None]) -> None:
-    for service_type in ZEROCONF_TYPES:
-        register(service_type)
-
-
-@hookimpl
 def identify_service(service: DiscoveredService, settings: DriverSettings) -> Awaitable[Candidate | None] | None:
+    """A Shure receiver announced over mDNS or SLP, confirmed over its own protocol."""
     return confirm(service, settings) if is_shure_service(service) else None

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from hub import hookimpl
 from hub.drivers import DeviceSink, DriverSettings, Endpoint, PollingDriver
-from hub.hookspecs import DriverSpec
+from hub.hookspecs import Candidate, DiscoveredService, DriverSpec
 from hub.model import Capabilities, Command, CommandKind, CommandLimits, CommandResult, NotSupportedError, TextLimits
 
 # What the receiver reports and accepts: the hub checks commands against it and builds Home Assistant
@@ -66,9 +66,29 @@ class ExampleDriver(PollingDriver):
         return CommandResult(ok=name == command.value, value=name)
 
 
+# The example receiver announces itself over mDNS with its serial in the TXT record.
+EXAMPLE_SERVICE = "_wmhub-example._tcp.local."
+
+
+def identify_example(service: DiscoveredService, settings: DriverSettings) -> Candidate | None:
+    if service.service_type != EXAMPLE_SERVICE:
+        return None
+    url = f"example://{service.host}:{service.port}"
+    return Candidate(url=url, vendor="example", model="EX-1", unique_id=service.properties.get("serial"))
+
+
 @hookimpl
 def register_drivers(register: Callable[[DriverSpec], None]) -> None:
-    register(DriverSpec(scheme="example", vendor="example", families=("example",), factory=ExampleDriver))
+    register(
+        DriverSpec(
+            scheme="example",
+            vendor="example",
+            families=("example",),
+            factory=ExampleDriver,
+            zeroconf_types=(EXAMPLE_SERVICE,),
+            identify=identify_example,
+        )
+    )
 
 
 @hookimpl
