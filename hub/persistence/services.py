@@ -1,5 +1,5 @@
-"""The store as the hub sees it: ``await Persistence.open(data_dir, state)``, one attribute per service,
-``restore()`` at start, ``close()`` at the end. A ticker on the store's clock feeds history and alerts from
+"""Persistence as the hub sees it: ``await Persistence.open(data_dir, state)``, one attribute per service,
+``restore()`` at start, ``close()`` at the end. A ticker on the hub's clock feeds history and alerts from
 one state-store subscription and connection health from the device manager."""
 
 from __future__ import annotations
