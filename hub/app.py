@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from hub import __version__
 from hub.auth import load_or_create_token
-from hub.clock import SYSTEM_CLOCK, Clock
+from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.devices import DeviceHandle, DeviceManager, ManagedDevice
 from hub.discovery import Discovery
@@ -87,7 +87,7 @@ class Hub:
         config: HubConfig,
         plugins: PluginHost | None = None,
         edges: EdgeFactory | None = None,
-        clock: Clock = SYSTEM_CLOCK,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self._edge_factory = edges
@@ -96,7 +96,7 @@ class Hub:
             plugins.load_entry_points()
         self.plugins = plugins
         # the one clock of every timed part: supervisors, rate limits, subscriptions, the persistence ticker
-        self.clock = clock
+        self.clock = clock = clock or SystemClock()  # its own: a test that breaks one hub's clock breaks no other
         self.store = StateStore(clock)
         self.metering = MeterDemand(config.meter_rate_ms, self._meter_rate_changed)
         self._retuning: asyncio.Task[None] | None = None

@@ -14,7 +14,7 @@ from typing import Any
 
 from hub import __version__
 from hub.app import Edge, Hub
-from hub.clock import SYSTEM_CLOCK, Clock
+from hub.clock import Clock
 from hub.config import HubConfig
 from hub.devices import ManagedDevice
 from hub.fleet.api import FLEET_OPERATIONS, MIRROR_KEY
@@ -39,7 +39,7 @@ def hub_edges(hub: Hub) -> list[Edge]:
     return edges
 
 
-def compose_hub(config: HubConfig, plugins: PluginHost | None = None, clock: Clock = SYSTEM_CLOCK) -> Hub:
+def compose_hub(config: HubConfig, plugins: PluginHost | None = None, clock: Clock | None = None) -> Hub:
     """``async with compose_hub(config) as hub``: a hub with its MQTT and web edges."""
     return Hub(config, plugins, edges=hub_edges, clock=clock)
 

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from hub.app import Hub
-from hub.clock import SYSTEM_CLOCK, Clock
+from hub.clock import Clock
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.model import METER_FIELDS, Device
@@ -49,7 +49,7 @@ def hub_config(
 
 @asynccontextmanager
 async def running_hub(
-    config: HubConfig, plugins: str = "shure,sennheiser", clock: Clock = SYSTEM_CLOCK
+    config: HubConfig, plugins: str = "shure,sennheiser", clock: Clock | None = None
 ) -> AsyncIterator[Hub]:
     host = PluginHost()
     host.load_entry_points(only=plugins)
