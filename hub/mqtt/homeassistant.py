@@ -26,7 +26,7 @@ ORIGIN: Final = {"name": "wmhub", "sw_version": __version__}
 _ON_OFF = "{{% if value_json.{0} is none %}}None{{% elif value_json.{0} %}}ON{{% else %}}OFF{{% endif %}}"
 DIAGNOSTIC: Final = {"entity_category": "diagnostic"}
 CONFIG: Final = {"entity_category": "config"}
-# Readings of the transmitter itself: there is nothing to read while none is linked.
+# Readings of the transmitter (or the battery in a charger's bay): nothing to read while none is there.
 TRANSMITTER_FIELDS: Final = frozenset(
     {
         "battery_percent",
@@ -35,6 +35,8 @@ TRANSMITTER_FIELDS: Final = frozenset(
         "battery_health_percent",
         "battery_cycles",
         "battery_temp_c",
+        "battery_charge_state",
+        "battery_time_to_full_min",
         "tx_model",
         "tx_power",
         "tx_locked",
