@@ -49,6 +49,11 @@ class LinkState(Protocol):
     def set_online(self, online: bool, error: str | None = None) -> None: ...
 
 
+def _retrieve_outcome(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class DriverSupervisor:
     """Keeps one driver connected: connect, run, watch for silence, close, back off, again."""
 
@@ -129,6 +134,9 @@ class DriverSupervisor:
 
     async def _run_watched(self, driver: Driver) -> None:
         runner = asyncio.ensure_future(self._timed("Driver.run", driver.run()))
+        # a driver that fails just as the hub stops ends after nobody awaits it any more: its error is the
+        # reason for a reconnect that will not come, not a "Task exception was never retrieved" at exit
+        runner.add_done_callback(_retrieve_outcome)
         limit = self._settings.offline_after_s
         clock = self._clock
         try:
