@@ -54,7 +54,7 @@ class HeapTrimmer(BackgroundLoop):
         return self._malloc_trim is not None
 
     def _should_run(self) -> bool:
-        return self._malloc_trim is not None
+        return self.available
 
     def trim(self) -> None:
         if self._malloc_trim is not None:

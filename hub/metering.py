@@ -47,10 +47,6 @@ class MeterDemand:
         """The rate in force now."""
         return self._applied
 
-    @property
-    def pinned(self) -> bool:
-        return self.pinned_ms is not None
-
     def _wanted(self) -> int:
         if self.pinned_ms is not None:
             return self.pinned_ms
@@ -63,14 +59,10 @@ class MeterDemand:
         self._needs[token] = interval_ms
         if self._wanted() < self._applied:  # faster at once; slower only after the grace period
             self._apply()
-        released = False
 
         def release() -> None:
-            nonlocal released
-            if released:
+            if self._needs.pop(token, None) is None:  # released before
                 return
-            released = True
-            del self._needs[token]
             if self._pending_release is not None:
                 self._pending_release.cancel()
             self._pending_release = asyncio.get_running_loop().call_later(self.release_grace_s, self._apply)
