@@ -99,6 +99,7 @@ class Hub:
         self.clock = clock = clock or SystemClock()  # its own: a test that breaks one hub's clock breaks no other
         self.store = StateStore(clock)
         self.metering = MeterDemand(config.meter_rate_ms, self._meter_rate_changed)
+        self.store.meter_look_interval = lambda: self.metering.look_interval_s
         self._retuning: asyncio.Task[None] | None = None
         self.settings = DriverSettings(
             meter_rate_ms=self.metering.rate_ms,
@@ -288,6 +289,7 @@ class Hub:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.devices.close()
+        self.store.close()
         for edge in reversed(self._edges):
             try:
                 await edge.stop()

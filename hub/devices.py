@@ -102,6 +102,7 @@ class DeviceHandle(DeviceSink):
         self._last_heard = self._monotonic()
         # channel index -> its writer in the store, so a meter sample need not find the channel again
         self._writers: dict[int, ChannelWriter] = {}
+        self._held_meters: list[Callable[[], None]] = []  # the driver's merges the store will call
         self.last_error: str | None = None
         self.protocol_errors = 0
         self.answered = False  # identified itself since the hub started: it is a device, not just a port
@@ -214,6 +215,19 @@ class DeviceHandle(DeviceSink):
                 return
             self._writers[index] = writer
         writer.update(checked(fields, self._channel_rules, self._refused))
+
+    def defer_meters(self, merge: Callable[[], None]) -> None:
+        if not self._held_meters:
+            self._store.defer_meters(self._merge_held_meters)
+        self._held_meters.append(merge)
+
+    def _merge_held_meters(self) -> None:
+        merges, self._held_meters = self._held_meters, []
+        for merge in merges:
+            try:
+                merge()
+            except Exception as exc:  # one plugin's decoder must not stop the other devices' levels
+                self._refused("deferred meters", exc, "raised while merging: dropped")
 
     def _is_mapping(self, fields: object) -> bool:
         if fields.__class__ is dict or isinstance(fields, Mapping):

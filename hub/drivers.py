@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -110,6 +110,13 @@ class DeviceSink(Protocol):
 
     def heard(self) -> None:
         """Traffic arrived that changed nothing: the device is still alive."""
+
+    def defer_meters(self, merge: Callable[[], None]) -> None:
+        """Hold meter readings until somebody wants them: the hub calls ``merge`` once, when its consumers
+        next look at levels (at most every ``StateStore.meter_look_interval()``), and ``merge`` then calls
+        :meth:`update_channel` with the newest readings, which may only be meter fields
+        (``hub.model.METER_FIELDS``). A receiver metering ten times a second then costs the hub one
+        decode per look, not ten. Call it again after each merge for the readings that arrive next."""
 
     def protocol_error(self, detail: str) -> None:
         """Something arrived that could not be parsed (counted on /metrics; the driver carries on)."""

@@ -47,10 +47,18 @@ class MeterDemand:
         """The rate in force now."""
         return self._applied
 
-    def _wanted(self) -> int:
-        if self.pinned_ms is not None:
-            return self.pinned_ms
+    @property
+    def look_interval_s(self) -> float:
+        """How often the consumers there now look at levels, pinned or not: held meter readings
+        (``DeviceSink.defer_meters``) are merged this often, so samples a pinned rate sends in between
+        cost a read each and no decode."""
+        return self._consumers_ms() / 1000
+
+    def _consumers_ms(self) -> int:
         return max(FASTEST_RATE_MS, min([IDLE_RATE_MS, *self._needs.values()]))
+
+    def _wanted(self) -> int:
+        return self.pinned_ms if self.pinned_ms is not None else self._consumers_ms()
 
     def need(self, interval_ms: int) -> Callable[[], None]:
         """Ask for levels at least every ``interval_ms``; call what this returns when no longer needed."""

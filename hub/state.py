@@ -6,6 +6,10 @@ channel, coalesced: ten meter updates to one channel between two deliveries arri
 consumer that asks for at most one batch per 0.5 s does that much work and no more, however fast the
 devices stream. Consumers read the values themselves from the store when the batch arrives.
 
+Meter readings may wait outside the store until somebody looks (``DeviceSink.defer_meters``): the store
+calls the drivers' merges together every ``meter_look_interval()``, the fastest consumer's interval, so a
+receiver that meters faster than anyone reads costs a decode per look instead of one per sample.
+
 Inside the store a set of changed fields is an int with one bit per field name: filtering a meter sample
 for each subscription is then one AND, and what waits for a consumer holds no objects the garbage
 collector must scan (sets alive for half a second, by the thousand, made its full collections run long
@@ -192,6 +196,10 @@ def _no_extended_name(device_id: str, index: int) -> None:
     return None
 
 
+def _a_tenth_of_a_second() -> float:
+    return 0.1  # the fastest rate receivers meter at: no sample waits longer than one interval of its own
+
+
 class StateStore:
     """Every known device, by id. Only drivers (through handles) and the hub's device manager write."""
 
@@ -208,6 +216,11 @@ class StateStore:
         # The user's name for a channel (the venue's extended names), merged into every channel as it appears,
         # so a device that comes back never shows the receiver's own name first.
         self.extended_name_of: Callable[[str, int], str | None] = _no_extended_name
+        # How often held meter readings are merged: the hub's fastest consumer of levels (hub.metering).
+        self.meter_look_interval: Callable[[], float] = _a_tenth_of_a_second
+        self._held_meters: list[Callable[[], None]] = []
+        self._meter_look: asyncio.TimerHandle | None = None
+        self._last_meter_look = 0.0
 
     def subscribe(self, fields: Iterable[str] | None = None, min_interval: float = 0.0) -> Subscription:
         sub = Subscription(self, frozenset(fields) if fields is not None else None, min_interval)
@@ -235,6 +248,32 @@ class StateStore:
             if not pending:
                 ready.set()
             pending[key] = pending.get(key, 0) | accepted
+
+    def defer_meters(self, merge: Callable[[], None]) -> None:
+        """Call ``merge`` at the next look at levels (each call is one merge, called once)."""
+        if self._meter_look is None:
+            # paced on the event loop's time, like the reads it stands in for
+            loop = asyncio.get_running_loop()
+            due = max(self._last_meter_look + self.meter_look_interval(), loop.time())
+            self._meter_look = loop.call_at(due, self.merge_held_meters)
+        self._held_meters.append(merge)
+
+    def merge_held_meters(self) -> None:
+        """Merge every held meter reading now (the look timer does; so can a reader that must be current)."""
+        if self._meter_look is not None:
+            self._meter_look.cancel()
+            self._meter_look = None
+            self._last_meter_look = asyncio.get_running_loop().time()
+        merges, self._held_meters = self._held_meters, []
+        for merge in merges:
+            merge()
+
+    def close(self) -> None:
+        """Stop the look timer; held readings are dropped with the drivers that held them."""
+        if self._meter_look is not None:
+            self._meter_look.cancel()
+            self._meter_look = None
+        self._held_meters.clear()
 
     def get(self, device_id: str) -> Device | None:
         return self.devices.get(device_id)

@@ -38,9 +38,13 @@ async def test_the_fastest_need_wins_at_once_and_a_released_one_after_the_grace(
 async def test_a_pinned_rate_stays_whoever_comes() -> None:
     changes: list[int] = []
     demand = MeterDemand(200, changes.append, release_grace_s=0)
-    release = demand.need(100)
+    assert demand.look_interval_s == IDLE_RATE_MS / 1000
+    release = demand.need(500)
+    # held readings are still merged only as often as the consumers look: samples in between cost no decode
+    assert demand.rate_ms == 200 and demand.look_interval_s == 0.5
     release()
     assert demand.rate_ms == 200 and changes == [] and demand.describe() == "pinned by meter_rate_ms"
+    assert demand.look_interval_s == IDLE_RATE_MS / 1000
     demand.close()
 
 

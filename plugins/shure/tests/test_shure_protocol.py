@@ -27,7 +27,7 @@ from wmhub_shure.families import (
     tx_lock_of,
     word,
 )
-from wmhub_shure.protocol import ANGLE, STAR, Framer, encode, parse
+from wmhub_shure.protocol import ANGLE, STAR, Framer, encode, parse, sample_bodies
 
 from hub.model import Command, CommandKind, InvalidValueError, NotSupportedError
 
@@ -244,6 +244,28 @@ def test_a_read_of_back_to_back_samples_with_junk_between_loses_only_the_junk() 
         got = framer.feed(clean.replace(b"><", b">" + junk + b"<"))
         assert got == [b" SAMPLE 1 ALL AX 063 020 ", b" SAMPLE 2 ALL XB 069 014 "], junk
         assert framer.dropped_bytes == len(junk), junk
+
+
+def test_only_a_read_of_nothing_but_whole_samples_may_wait_unparsed() -> None:
+    # what the driver holds for the hub's next look at levels; anything else goes through the framer at once
+    clean = b"< SAMPLE 1 ALL AX 063 020 >< SAMPLE 2 ALL XB 069 014 >"
+    assert Framer().holds_only_samples(clean)
+    assert sample_bodies(clean) == [b" SAMPLE 1 ALL AX 063 020 ", b" SAMPLE 2 ALL XB 069 014 "]
+    for mixed in (
+        b"< SAMPLE 1 ALL AX 063 020 >< REP 1 CHAN_NAME {Bob} >",  # a report: state, not a level
+        b"< SAMPLE 1 ALL AX 063 020 >< REP 1 AUDIO_MUTE ON >",
+        b"< SAMPLE 1 ALL AX 063 020 >x< SAMPLE 2 ALL XB 069 014 >",  # junk between
+        b"< SAMPLE 1 ALL AX 063 020 >< SAMPLE 2 ALL",  # split mid-message
+        b"SAMPLE 2 ALL XB 069 014 >",  # the rest of one
+        b"<SAMPLE 1 ALL AX 063 020>",  # not spaced as the devices send it: parsed at once, liberal as ever
+        b"",
+    ):
+        assert not Framer().holds_only_samples(mixed), mixed
+    framer = Framer()
+    framer.feed(b"< REP 1 CHAN_NAME {Bo")
+    assert not framer.holds_only_samples(clean), "a message still open comes first"
+    star = Framer(STAR)
+    assert not star.holds_only_samples(b"* SAMPLE 1 ALL AX 20 X 4 8 *")
 
 
 def test_star_framer_handles_splits() -> None:

@@ -1,9 +1,11 @@
 """The connection to one Shure receiver: detect the family, stream its state, carry out commands.
 
-One asyncio protocol per receiver (TCP 2202, UDP 2202 for UHF-R) feeds a :class:`Framer`. SAMPLE
-messages take a fast path straight to the family's decoder; everything else is parsed, matched to
-outstanding requests and merged into the sink. The hub's DriverSupervisor handles silence, backoff and
-reconnects; :meth:`ShureDriver.close` always switches metering off first (QLX-D locks up otherwise).
+One asyncio protocol per receiver (TCP 2202, UDP 2202 for UHF-R) feeds a :class:`Framer`. A read of
+nothing but meter samples is held, unparsed, until the hub wants the levels (``DeviceSink.defer_meters``):
+then only each channel's newest sample is decoded. Other SAMPLE messages take a fast path straight to the
+family's decoder; everything else is parsed, matched to outstanding requests and merged into the sink.
+The hub's DriverSupervisor handles silence, backoff and reconnects; :meth:`ShureDriver.close` always
+switches metering off first (QLX-D locks up otherwise).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Final, NoReturn, cast
 
 from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint, UnsupportedDeviceError
 from hub.model import (
+    METER_FIELDS,
     Command,
     CommandResult,
     CommandTimeoutError,
@@ -40,11 +43,14 @@ from wmhub_shure.families import (
     supported_families,
     tx_lock_of,
 )
-from wmhub_shure.protocol import ANGLE, STAR, Framer, Report, encode, parse
+from wmhub_shure.protocol import ANGLE, STAR, Framer, Report, encode, parse, sample_bodies
 
 KEEPALIVE_MAX_S: Final = 10.0
 UHFR_METER_UNIT_MS: Final = 30  # "* METER 1 ALL 003 *" is 3 x 30 ms
 MAX_RAW_PARAMS: Final = 4096
+# Held meter reads merged at once past this many, should the hub not ask for them: bounds what a receiver
+# metering faster than the hub looks can make it keep.
+MAX_HELD_READS: Final = 32
 
 
 class NoAnswerError(ConnectionError):
@@ -133,6 +139,9 @@ class ShureDriver(Driver):
         self._slots: dict[int, dict[int, dict[str, Any]]] = {}  # channel -> slot -> SlotState fields so far
         self._keepalive: asyncio.Task[None] | None = None
         self._meter_channels = [0]  # where METER_RATE went: channel 0 (all), or each channel that took it
+        self._hold_samples = False  # the family's samples carry meters only, so they can wait for the hub
+        self._held_reads: list[bytes] = []
+        self._held = False  # the hub was asked to merge the held reads
 
     # lifecycle
 
@@ -191,12 +200,14 @@ class ShureDriver(Driver):
                 self._send_meter_rate(0)
                 transport.close()  # a TCP transport flushes what is buffered before it closes
             self._fail_pending(ConnectionError("connection closed"))
+            self._held_reads.clear()
         except Exception as exc:  # close never raises: the supervisor must always get to reconnect
             self.sink.log.debug("close: %s", exc)
 
     def _on_lost(self, exc: Exception | None) -> None:
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
+        self._held_reads.clear()  # levels of a receiver that is gone are nobody's news
         self._fail_pending(ConnectionError(str(exc) if exc else f"connection to {self.where} closed"))
 
     # family detection (the user gives only an address)
@@ -302,6 +313,10 @@ class ShureDriver(Driver):
         self.family, self.model, self.channel_count = family, model, channels
         self._framing = family.framing
         self._sample = family.sample
+        # UHF-R's samples also carry the battery and the transmitter's presence: those cannot wait
+        self._hold_samples = (
+            family.sample is not None and family.framing is ANGLE and family.sample_fields <= METER_FIELDS
+        )
 
     async def _query_all(self) -> None:
         family = self.family
@@ -478,6 +493,16 @@ class ShureDriver(Driver):
     def _on_data(self, data: bytes) -> None:
         self.reads += 1
         sink = self.sink
+        if self._hold_samples and self._framer.holds_only_samples(data):
+            held = self._held_reads
+            held.append(data)
+            sink.heard()
+            if len(held) >= MAX_HELD_READS:
+                self._decode_held()
+            elif not self._held:
+                self._held = True
+                sink.defer_meters(self._merge_held)
+            return
         sample = self._sample
         channels = self.channel_count
         for body in self._framer.feed(data):
@@ -506,6 +531,36 @@ class ShureDriver(Driver):
         if framer.dropped_bytes != self._dropped_reported:
             sink.protocol_error(f"{framer.dropped_bytes - self._dropped_reported} bytes outside any message")
             self._dropped_reported = framer.dropped_bytes
+
+    def _merge_held(self) -> None:
+        self._held = False
+        self._decode_held()
+
+    def _decode_held(self) -> None:
+        """Merge each channel's newest held sample; the older ones were superseded before anyone looked.
+
+        A superseded sample is never parsed, so a malformed one counts as a protocol error only if no
+        well-formed one came after it."""
+        reads, self._held_reads = self._held_reads, []
+        sample, channels, sink = self._sample, self.channel_count, self.sink
+        if sample is None:
+            return
+        merged: set[int] = set()
+        for data in reversed(reads):
+            for body in reversed(sample_bodies(data)):
+                tokens = body.split()
+                try:
+                    channel = int(tokens[1])
+                    if channel in merged or not 0 < channel <= channels:
+                        continue
+                    fields = sample(tokens)
+                except (ValueError, IndexError):
+                    self._malformed(body)
+                    continue
+                merged.add(channel)
+                sink.update_channel(channel, fields)
+            if len(merged) == channels:
+                return
 
     def _malformed(self, body: bytes) -> None:
         self.malformed += 1

@@ -15,6 +15,8 @@ MAX_MESSAGE: Final = 512
 # Single bytes are looked for as ints: ``int in bytes`` is one memchr, while ``bytes in bytes`` (CPython
 # 3.11) first tries to read the needle as an int and raises and clears a TypeError, ten times the cost.
 _OPEN_BRACE: Final = ord("{")
+# How every meter sample of the angle-bracket families starts (reference section 5.2).
+_SAMPLE_OPEN: Final = b"< SAMPLE "
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,7 @@ class Framer:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
-        if not self._buffer and self._start != self._end:
+        if not self._buffer:
             clean = self._whole_messages(data)
             if clean is not None:
                 return clean
@@ -68,20 +70,25 @@ class Framer:
             self._buffer = b""
         return messages
 
-    def _whole_messages(self, data: bytes) -> list[bytes] | None:
-        """The bodies of a read that is nothing but whole brace-less messages back to back, else None.
+    def holds_only_samples(self, data: bytes) -> bool:
+        """Whether ``data``, with nothing buffered before it, is nothing but whole SAMPLE messages back to back.
 
-        That is nearly every read of a metering receiver, and it needs no search per message: once the
-        ``><`` between messages are taken out, a stray delimiter anywhere would still be there."""
+        Such a read can wait, unparsed, until somebody wants the levels (:func:`sample_bodies`): every
+        message in it starts with the one ``<`` it may hold, so equal counts mean every one is a sample."""
+        return not self._buffer and self._is_whole(data) and data.count(_SAMPLE_OPEN) == data.count(self._start)
+
+    def _whole_messages(self, data: bytes) -> list[bytes] | None:
+        """The bodies of a read that is nothing but whole brace-less messages back to back, else None."""
+        return data[1:-1].split(self._end + self._start) if self._is_whole(data) else None
+
+    def _is_whole(self, data: bytes) -> bool:
+        # Nearly every read of a metering receiver, and it needs no search per message: once the ``><``
+        # between messages are taken out, a stray delimiter anywhere would still be there.
         start, end = self._start, self._end
-        if not data or data[0] != start[0] or data[-1] != end[0] or _OPEN_BRACE in data:
-            return None
-        inner = data[1:-1]
-        separator = end + start
-        stray = inner.replace(separator, b"")
-        if start[0] in stray or end[0] in stray:
-            return None
-        return inner.split(separator)
+        if start == end or not data or data[0] != start[0] or data[-1] != end[0] or _OPEN_BRACE in data:
+            return False
+        stray = data[1:-1].replace(end + start, b"")
+        return start[0] not in stray and end[0] not in stray
 
     def _cut_bracketed(self, buffer: bytes) -> list[bytes]:
         parts = buffer.split(self._end)
@@ -133,6 +140,11 @@ class Framer:
         messages = parts[1 : 2 * complete + 1 : 2]
         self._buffer = self._start + parts[-1] if (len(parts) - 1) % 2 else b""
         return messages
+
+
+def sample_bodies(data: bytes) -> list[bytes]:
+    """The message bodies of a read that :meth:`Framer.holds_only_samples` accepted."""
+    return data[1:-1].split(b"><")
 
 
 @dataclass(frozen=True, slots=True)
