@@ -52,7 +52,7 @@ class StoreSettings:
     history: HistorySettings = field(default_factory=HistorySettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     frequency: FrequencySettings = field(default_factory=FrequencySettings)
-    tick_s: float = 0.5  # how often history samples and alerts are judged
+    tick_s: float = 1.0  # how often history samples and alerts are judged: the idle meter rate (hub.metering)
     # the longest the ticker works on before it lets the event loop run (device input, MQTT) in between
     slice_s: float = 0.005
     health_every_s: float = 5.0
