@@ -2,6 +2,7 @@
 
     python -m bench.ab --receivers 250 --rounds 4          # 1,000 channels, four alternating rounds
     python -m bench.ab --receivers 250 --rounds 4 --label before
+    python -m bench.ab --receivers 250,500,1000,2000,3000 --rounds 1 --plot docs/ab-sweep.png   # one sweep
 
 Runs ``../shared/bench/ab_micboard.py`` (micboard's backend from ``../shared/anchors/micboard`` and this
 checkout's hub against one simulated ULX-D Quad fleet, alternating which goes first each round) with this
@@ -18,10 +19,11 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_BENCH = ROOT.parent / "shared" / "bench"
@@ -53,28 +55,80 @@ def machine() -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--receivers", type=int, default=250, help="ULX-D Quads: four channels each")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--window", type=float, default=40)
-    parser.add_argument("--label", default="main")
-    args = parser.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    started = datetime.datetime.now(datetime.UTC)
-    out = RESULTS / f"{started:%Y-%m-%d}-{args.label}-c{args.receivers * 4}.jsonl"
-    command = [sys.executable, str(SHARED_BENCH / "ab_micboard.py"), "--wmhub", str(ROOT / ".venv")]
-    command += ["--receivers", str(args.receivers), "--rounds", str(args.rounds), "--window", str(args.window)]
-    with out.open("w") as record:
-        record.write(json.dumps({"started": started.isoformat(timespec="seconds"), **machine()}) + "\n")
+def run_counts(counts: list[int], rounds: int, window: float, record: TextIO) -> list[dict[str, Any]]:
+    """Each count through ab_micboard.py in turn, every line kept; the measurements, each with its count."""
+    measurements: list[dict[str, Any]] = []
+    for receivers in counts:
+        command = [sys.executable, str(SHARED_BENCH / "ab_micboard.py"), "--wmhub", str(ROOT / ".venv")]
+        command += ["--receivers", str(receivers), "--rounds", str(rounds), "--window", str(window)]
         with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as run:
             assert run.stdout is not None
             for line in run.stdout:
                 print(line, end="", flush=True)
-                record.write(line if line.startswith("{") else json.dumps({"summary": line.strip()}) + "\n")
+                if line.startswith("{"):
+                    measurement = {"receivers": receivers, "channels": receivers * 4, **json.loads(line)}
+                    measurements.append(measurement)
+                    record.write(json.dumps(measurement) + "\n")
+                else:
+                    record.write(json.dumps({"receivers": receivers, "summary": line.strip()}) + "\n")
+                record.flush()
         if run.returncode:
-            raise SystemExit(f"ab_micboard.py failed (exit {run.returncode}); partial results in {out}")
+            raise SystemExit(f"ab_micboard.py failed at {receivers} receivers (exit {run.returncode})")
+    return measurements
+
+
+def plot_sweep(measurements: list[dict[str, Any]], path: Path, title: str) -> None:
+    """CPU per 1,000 channels of both systems against the channel count (the median of a count's rounds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: write the file only
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4), dpi=120)
+    for system, style in (("micboard", "s--"), ("wmhub", "o-")):
+        by_count: dict[int, list[float]] = {}
+        for measurement in measurements:
+            if measurement.get("system") == system:
+                by_count.setdefault(measurement["channels"], []).append(measurement["cpu_per_1000ch"])
+        counts = sorted(by_count)
+        axis.plot(counts, [statistics.median(by_count[count]) for count in counts], style, label=system)
+    axis.set_xlabel("channels (ULX-D Quads metering every 100 ms)")
+    axis.set_ylabel("CPU per 1,000 channels, % of one core")
+    axis.set_ylim(bottom=0)
+    axis.set_title(title, fontsize="small")
+    axis.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--receivers", default="250", help="ULX-D Quads (four channels each); several, comma-separated, for a sweep"
+    )
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--window", type=float, default=40)
+    parser.add_argument("--label", default="main")
+    parser.add_argument("--plot", type=Path, help="draw both systems' CPU per channel against the count here")
+    args = parser.parse_args()
+    try:
+        counts = [int(count) for count in args.receivers.split(",")]
+    except ValueError:
+        parser.error(f"--receivers: whole numbers, comma-separated, not {args.receivers!r}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started = datetime.datetime.now(datetime.UTC)
+    span = f"c{counts[0] * 4}" if len(counts) == 1 else f"c{counts[0] * 4}-{counts[-1] * 4}"
+    out = RESULTS / f"{started:%Y-%m-%d}-{args.label}-{span}.jsonl"
+    about = {"started": started.isoformat(timespec="seconds"), **machine()}
+    with out.open("w") as record:
+        record.write(json.dumps(about) + "\n")
+        measurements = run_counts(counts, args.rounds, args.window, record)
     print(f"results: {out.relative_to(ROOT)}")
+    if args.plot is not None:
+        plot_sweep(measurements, args.plot, f"{about['started']}, {about['cpu']}, commit {about['commit']}")
+        print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":
