@@ -95,10 +95,11 @@ class Hub:
             plugins = PluginHost()
             plugins.load_entry_points()
         self.plugins = plugins
-        # the one clock of every timed part: supervisors, rate limits, subscriptions, the persistence ticker
+        # the one clock of every timed part: supervisors, drivers' polls, rate limits, subscriptions, the metering
+        # grace, discovery's back-off, the persistence ticker
         self.clock = clock = clock or SystemClock()  # its own: a test that breaks one hub's clock breaks no other
         self.store = StateStore(clock)
-        self.metering = MeterDemand(config.meter_rate_ms, self._meter_rate_changed)
+        self.metering = MeterDemand(config.meter_rate_ms, self._meter_rate_changed, clock=clock)
         self.store.meter_look_interval = lambda: self.metering.look_interval_s
         self._retuning: asyncio.Task[None] | None = None
         self.settings = DriverSettings(
@@ -115,6 +116,7 @@ class Hub:
             self.settings,
             interfaces=config.discovery.interfaces or interfaces,
             on_candidate=self._on_candidate,
+            clock=clock,
         )
         self.started_at = time.time()
         # Opened at start unless a caller (tests with a simulated clock) set an open store it closes itself.

@@ -1,8 +1,9 @@
 """The hub's one clock: real, or simulated so tests drive days of history, alert timers, the silence
 watchdog, reconnect back-off, rate limits and subscription windows without waiting for them.
 
-Every timed part of the core (the driver supervisor, a device's rate limit, state subscriptions, the
-persistence ticker) reads time from the :class:`Clock` the hub was built with. I/O timeouts on sockets stay
+Every timed part of the core (the driver supervisor, a polling driver's interval, a device's rate limit, state
+subscriptions, the metering release grace, discovery's back-off, the persistence ticker) reads time from the
+:class:`Clock` the hub was built with; drivers find it on their sink. I/O timeouts on sockets stay
 on the event loop's own time: they bound a real peer."""
 
 from __future__ import annotations

@@ -88,6 +88,7 @@ class DeviceHandle(DeviceSink):
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._store = store
+        self.clock = clock
         self._monotonic = clock.monotonic
         self.plugin = plugin
         self.text_width = text_width

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hub.backoff import Backoff
+from hub.clock import SYSTEM_CLOCK, Clock
 from hub.drivers import DriverSettings
 from hub.hookspecs import Candidate, DiscoveredService, DiscoveryLoop
 from hub.plugins import PluginHost
@@ -33,8 +34,10 @@ class Discovery:
         settings: DriverSettings,
         interfaces: list[str] | None = None,
         on_candidate: Callable[[Candidate], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._plugins = plugins
+        self._clock = clock  # a failed discovery loop's back-off runs on it
         self._settings = settings
         self._interfaces = interfaces
         self._on_candidate = on_candidate
@@ -93,7 +96,7 @@ class Discovery:
                 raise
             except Exception as exc:
                 log.warning("discovery loop of plugin %s failed: %s", plugin_name, exc)
-            await asyncio.sleep(backoff.next_delay())
+            await self._clock.sleep(backoff.next_delay())
 
     def _on_zeroconf_change(
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange

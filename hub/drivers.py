@@ -10,7 +10,6 @@ believes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from hub.clock import Clock
 from hub.model import Command, CommandResult, NotSupportedError
 from hub.redact import redact
 
@@ -86,9 +86,13 @@ class DriverSettings:
 
 
 class DeviceSink(Protocol):
-    """What a driver writes to. Field names are the model's (hub.model.Channel / Device)."""
+    """What a driver writes to. Field names are the model's (hub.model.Channel / Device).
+
+    ``clock`` is the hub's clock: a driver's own waits (a poll interval, a renewal) run on it, so a test with a
+    simulated clock moves them without waiting."""
 
     log: logging.LoggerAdapter[logging.Logger]
+    clock: Clock
 
     def identify(
         self,
@@ -148,7 +152,8 @@ class Driver(ABC):
 
 
 class PollingDriver(Driver):
-    """A driver for pull protocols: ``poll`` is called every ``poll_interval_s`` while connected."""
+    """A driver for pull protocols: ``poll`` is called every ``poll_interval_s`` (on the hub's clock) while
+    connected."""
 
     poll_interval_s: float = 1.0
 
@@ -159,7 +164,7 @@ class PollingDriver(Driver):
     async def run(self) -> None:
         while True:
             await self.poll()
-            await asyncio.sleep(self.poll_interval_s)
+            await self.sink.clock.sleep(self.poll_interval_s)
 
 
 class DeviceSilentError(ConnectionError):

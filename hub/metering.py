@@ -17,6 +17,8 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
+from hub.clock import SYSTEM_CLOCK, Clock
+
 log = logging.getLogger("hub")
 
 # history keeps per-10-s minimum, mean and maximum; alerts look for RF and audio dropouts over seconds
@@ -33,14 +35,16 @@ class MeterDemand:
         pinned_ms: int | None,
         on_change: Callable[[int], None],
         release_grace_s: float = RELEASE_GRACE_S,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.pinned_ms = pinned_ms
         self.release_grace_s = release_grace_s
+        self._clock = clock  # the grace period runs on it
         self._on_change = on_change
         self._needs: dict[int, int] = {}
         self._next_token = 0
         self._applied = self._wanted()
-        self._pending_release: asyncio.TimerHandle | None = None
+        self._pending_release: asyncio.Task[None] | None = None
 
     @property
     def rate_ms(self) -> int:
@@ -73,12 +77,16 @@ class MeterDemand:
                 return
             if self._pending_release is not None:
                 self._pending_release.cancel()
-            self._pending_release = asyncio.get_running_loop().call_later(self.release_grace_s, self._apply)
+            self._pending_release = asyncio.create_task(self._apply_after_grace(), name="meter need released")
 
         return release
 
-    def _apply(self) -> None:
+    async def _apply_after_grace(self) -> None:
+        await self._clock.sleep(self.release_grace_s)
         self._pending_release = None
+        self._apply()
+
+    def _apply(self) -> None:
         wanted = self._wanted()
         if wanted != self._applied:
             self._applied = wanted

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from hub import hookimpl
+from hub.clock import SimulatedClock
 from hub.discovery import Discovery
 from hub.drivers import Driver, DriverSettings
 from hub.hookspecs import Candidate, DiscoveredService, DriverSpec, ReportService
@@ -58,12 +59,14 @@ async def test_a_failing_loop_is_retried_and_a_failing_identify_leaves_the_servi
     for name, plugin in (("confused", confused), ("knowing", Knowing())):
         host.register(plugin, name=name)
     assert host.plugins_with("identify_service") == ["confused", "knowing"], "the confused plugin is asked first"
-    discovery = Discovery(host, DriverSettings(io_timeout_s=1.0))
+    clock = SimulatedClock()
+    discovery = Discovery(host, DriverSettings(io_timeout_s=1.0), clock=clock)
     with caplog.at_level(logging.WARNING, logger="hub.discovery"):
         await discovery.start()
         try:
-            # the retry waits for the backoff's first delay (1 s, with jitter)
-            candidate = await eventually(lambda: discovery.candidates.get("flaky://127.0.0.1:4440"), timeout=5)
+            await eventually(lambda: clock.sleeping == 1, what="the failed loop backs off")
+            clock.advance(1.0)  # the back-off's first delay, jitter included
+            candidate = await eventually(lambda: discovery.candidates.get("flaky://127.0.0.1:4440"))
         finally:
             await discovery.stop()
     assert candidate.name == "rack 1" and announcer.attempts == 2 and confused.asked == [SERVICE]
