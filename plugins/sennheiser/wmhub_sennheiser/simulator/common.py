@@ -161,6 +161,10 @@ class UdpSimulator(asyncio.DatagramProtocol, ABC):
         self._down_until = time.monotonic() + down_s
         self.forget_clients()
 
+    def boot(self) -> None:
+        """End a reboot now: one with ``down_s=math.inf`` lasts until a test has seen what it wanted."""
+        self._down_until = 0.0
+
     async def _tick_forever(self) -> None:
         next_animation = time.monotonic() + self.tick_s
         while True:
