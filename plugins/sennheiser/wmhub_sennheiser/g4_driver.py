@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 from hub.drivers import DeviceSink, DriverSettings, Endpoint
-from hub.hookspecs import DriverSpec
 from hub.model import (
     Command,
     CommandKind,
@@ -342,13 +341,3 @@ class G4Driver(UdpDriver):
                 f"{prepared.keyword} {wanted} was not confirmed within {self.settings.io_timeout_s:g} s"
             ) from None
         return CommandResult(ok=True, value=prepared.hub_value)
-
-
-SPEC: Final = DriverSpec(
-    scheme=SCHEME,
-    vendor=VENDOR,
-    families=(FAMILY,),
-    factory=G4Driver,
-    default_port=mcp.PORT,
-    description="ew G3/G4/2000 Media Control Protocol, ASCII over UDP 53212 (add by address)",
-)

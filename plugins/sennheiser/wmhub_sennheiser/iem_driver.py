@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from hub.hookspecs import DriverSpec
 from wmhub_sennheiser import mcp
 from wmhub_sennheiser.g4_driver import G4Driver
 from wmhub_sennheiser.mcp import Line
@@ -32,13 +31,3 @@ class IemG4Driver(G4Driver):
 
     def channel_fields(self, line: Line) -> Mapping[str, Any]:
         return mcp.sr_channel_fields(line)
-
-
-SPEC: Final = DriverSpec(
-    scheme=SCHEME,
-    vendor="sennheiser",
-    families=(FAMILY,),
-    factory=IemG4Driver,
-    default_port=mcp.PORT,
-    description="ew IEM G4 transmitters (SR 2050 IEM, SR 300 IEM G4), Media Control Protocol over UDP 53212",
-)

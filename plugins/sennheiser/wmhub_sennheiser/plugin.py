@@ -1,15 +1,19 @@
-"""The hook implementations of the Sennheiser plugin: a table of contents for the plugin."""
+"""The hook implementations of the Sennheiser plugin: a table of contents for the plugin.
+
+Each driver is one :class:`DriverSpec` here, whole: its driver, and how its devices are found on the network
+(the discovery modules talk to devices through the drivers, so a spec naming both lives above them)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from typing import Final
 
 from hub import hookimpl
 from hub.drivers import DriverSettings
 from hub.hookspecs import Candidate, DemoFleet, DiscoveredService, DriverSpec
 from hub.model import Capabilities
-from wmhub_sennheiser import capabilities, discovery, g4_driver, iem_driver, ssc1_driver, ssc2_driver
+from wmhub_sennheiser import capabilities, discovery, g4_driver, iem_driver, mcp, ssc1_driver, ssc2_driver
+from wmhub_sennheiser.families import FAMILIES
 
 
 def identify_service(service: DiscoveredService, settings: DriverSettings) -> Awaitable[Candidate | None] | None:
@@ -19,12 +23,42 @@ def identify_service(service: DiscoveredService, settings: DriverSettings) -> Aw
     return discovery.identify_ssc_service(service, settings)
 
 
-DRIVERS = (
-    # sennheiser-ssc://  SSCv1, JSON over UDP: the one that finds SSC devices on the network
-    replace(ssc1_driver.SPEC, zeroconf_types=discovery.SERVICE_TYPES, identify=identify_service),
-    g4_driver.SPEC,  # sennheiser-g4://   ew G3/G4/2000 Media Control Protocol
-    iem_driver.SPEC,  # sennheiser-iem-g4:// ew IEM G4 transmitters, the same protocol
-    ssc2_driver.SPEC,  # sennheiser-ssc2:// SSCv2, HTTPS REST + Server-Sent Events
+DRIVERS: Final = (
+    DriverSpec(
+        scheme=ssc1_driver.SCHEME,
+        vendor=ssc1_driver.VENDOR,
+        families=tuple(family.label for family in FAMILIES),
+        factory=ssc1_driver.Ssc1Driver,
+        default_port=ssc1_driver.DEFAULT_PORT,
+        description="SSCv1, JSON over UDP: EW-DX (legacy mode), Digital 6000 EM 6000, SpeechLine DW",
+        # SSCv1 is the protocol that finds SSC devices on the network
+        zeroconf_types=discovery.SERVICE_TYPES,
+        identify=identify_service,
+    ),
+    DriverSpec(
+        scheme=g4_driver.SCHEME,
+        vendor=g4_driver.VENDOR,
+        families=(g4_driver.FAMILY,),
+        factory=g4_driver.G4Driver,
+        default_port=mcp.PORT,
+        description="ew G3/G4/2000 Media Control Protocol, ASCII over UDP 53212 (add by address)",
+    ),
+    DriverSpec(
+        scheme=iem_driver.SCHEME,
+        vendor="sennheiser",
+        families=(iem_driver.FAMILY,),
+        factory=iem_driver.IemG4Driver,
+        default_port=mcp.PORT,
+        description="ew IEM G4 transmitters (SR 2050 IEM, SR 300 IEM G4), Media Control Protocol over UDP 53212",
+    ),
+    DriverSpec(
+        scheme=ssc2_driver.SCHEME,
+        vendor="sennheiser",
+        families=("spectera", "tcc-m", "ew-dx", "sscv2"),
+        factory=ssc2_driver.Ssc2Driver,
+        default_port=ssc2_driver.DEFAULT_PORT,
+        description="SSCv2, HTTPS REST + Server-Sent Events: Spectera, TCC M, EW-DX in secure mode",
+    ),
 )
 
 

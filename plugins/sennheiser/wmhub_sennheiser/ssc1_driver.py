@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from hub.drivers import DeviceSink, DriverSettings, Endpoint
-from hub.hookspecs import DriverSpec
 from hub.model import (
     Command,
     CommandKind,
@@ -327,13 +326,3 @@ class Ssc1Driver(UdpDriver):
         if applied != prepared.device_value:
             raise RefusedError(f"{where}: the device applied {applied!r}, not {prepared.device_value!r}")
         return CommandResult(ok=True, value=prepared.hub_value)
-
-
-SPEC: Final = DriverSpec(
-    scheme=SCHEME,
-    vendor=VENDOR,
-    families=tuple(family.label for family in FAMILIES),
-    factory=Ssc1Driver,
-    default_port=DEFAULT_PORT,
-    description="SSCv1, JSON over UDP: EW-DX (legacy mode), Digital 6000 EM 6000, SpeechLine DW",
-)

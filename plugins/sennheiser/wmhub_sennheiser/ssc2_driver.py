@@ -36,7 +36,6 @@ from typing import Any, Final
 import aiohttp
 
 from hub.drivers import DeviceSilentError, DeviceSink, Driver, DriverSettings, Endpoint, EndpointError
-from hub.hookspecs import DriverSpec
 from hub.model import (
     Command,
     CommandKind,
@@ -622,13 +621,3 @@ class Ssc2Driver(Driver):
                 raise CommandTimeoutError(f"the device did not confirm {path} within the timeout") from None
         finally:
             self._waiters.remove(entry)
-
-
-SPEC: Final = DriverSpec(
-    scheme=SCHEME,
-    vendor="sennheiser",
-    families=("spectera", "tcc-m", "ew-dx", "sscv2"),
-    factory=Ssc2Driver,
-    default_port=DEFAULT_PORT,
-    description="SSCv2, HTTPS REST + Server-Sent Events: Spectera, TCC M, EW-DX in secure mode",
-)

@@ -1,8 +1,12 @@
-"""The hook implementations of the Shure plugin: a table of contents for the plugin."""
+"""The hook implementations of the Shure plugin: a table of contents for the plugin.
+
+Each driver is one :class:`DriverSpec` here, whole: its driver, and how its devices are found on the network
+(the discovery module talks to receivers through the driver, so a spec naming both lives above them)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 from hub import hookimpl
 from hub.drivers import DriverSettings
@@ -20,37 +24,44 @@ SHURE_TEXT_WIDTH = 31
 TCP_FAMILIES = tuple(key for key, family in FAMILIES.items() if not family.udp)
 
 
+def identify_service(service: DiscoveredService, settings: DriverSettings) -> Awaitable[Candidate | None] | None:
+    """A Shure receiver announced over mDNS or SLP, confirmed over its own protocol."""
+    return confirm(service, settings) if is_shure_service(service) else None
+
+
+DRIVERS: Final = (
+    DriverSpec(
+        scheme="shure",
+        vendor="shure",
+        families=TCP_FAMILIES,
+        factory=tcp_driver,
+        default_port=2202,
+        description=(
+            "Shure ULX-D, QLX-D, Axient Digital (AD4D/AD4Q, ANX4), SLX-D/SLX-D+, PSM1000 in-ear transmitters, "
+            "Microflex Wireless (TCP 2202, family auto-detected)"
+        ),
+        text_width=SHURE_TEXT_WIDTH,
+        zeroconf_types=ZEROCONF_TYPES,
+        identify=identify_service,
+    ),
+    DriverSpec(
+        scheme="shure-uhfr",
+        vendor="shure",
+        families=("uhfr",),
+        factory=udp_driver,
+        default_port=2202,
+        # micboard's strings; micboard issue 17 reports UHF-R never connecting, and no capture from a real UR4
+        # confirms them (docs/families/shure.md)
+        description="Shure UHF-R UR4S/UR4D (UDP 2202) - unverified: no transcript from a real receiver",
+        text_width=SHURE_TEXT_WIDTH,
+    ),
+)
+
+
 @hookimpl
 def register_drivers(register: Callable[[DriverSpec], None]) -> None:
-    register(
-        DriverSpec(
-            scheme="shure",
-            vendor="shure",
-            families=TCP_FAMILIES,
-            factory=tcp_driver,
-            default_port=2202,
-            description=(
-                "Shure ULX-D, QLX-D, Axient Digital (AD4D/AD4Q, ANX4), SLX-D/SLX-D+, PSM1000 in-ear transmitters, "
-                "Microflex Wireless (TCP 2202, family auto-detected)"
-            ),
-            text_width=SHURE_TEXT_WIDTH,
-            zeroconf_types=ZEROCONF_TYPES,
-            identify=identify_service,
-        )
-    )
-    register(
-        DriverSpec(
-            scheme="shure-uhfr",
-            vendor="shure",
-            families=("uhfr",),
-            factory=udp_driver,
-            default_port=2202,
-            # micboard's strings; micboard issue 17 reports UHF-R never connecting, and no capture from a real UR4
-            # confirms them (docs/families/shure.md)
-            description="Shure UHF-R UR4S/UR4D (UDP 2202) - unverified: no transcript from a real receiver",
-            text_width=SHURE_TEXT_WIDTH,
-        )
-    )
+    for spec in DRIVERS:
+        register(spec)
 
 
 @hookimpl
@@ -66,8 +77,3 @@ def register_simulators(register: Callable[[DemoFleet], None]) -> None:
 @hookimpl
 def register_discovery_loops(register: Callable[[DiscoveryLoop], None]) -> None:
     register(slp_loop)
-
-
-def identify_service(service: DiscoveredService, settings: DriverSettings) -> Awaitable[Candidate | None] | None:
-    """A Shure receiver announced over mDNS or SLP, confirmed over its own protocol."""
-    return confirm(service, settings) if is_shure_service(service) else None

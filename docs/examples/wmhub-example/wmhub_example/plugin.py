@@ -77,18 +77,23 @@ def identify_example(service: DiscoveredService, settings: DriverSettings) -> Ca
     return Candidate(url=url, vendor="example", model="EX-1", unique_id=service.properties.get("serial"))
 
 
+# One spec per kind of device, whole: how to reach it (the driver), what it announces, how to recognise it.
+DRIVERS = (
+    DriverSpec(
+        scheme="example",
+        vendor="example",
+        families=("example",),
+        factory=ExampleDriver,
+        zeroconf_types=(EXAMPLE_SERVICE,),
+        identify=identify_example,
+    ),
+)
+
+
 @hookimpl
 def register_drivers(register: Callable[[DriverSpec], None]) -> None:
-    register(
-        DriverSpec(
-            scheme="example",
-            vendor="example",
-            families=("example",),
-            factory=ExampleDriver,
-            zeroconf_types=(EXAMPLE_SERVICE,),
-            identify=identify_example,
-        )
-    )
+    for spec in DRIVERS:
+        register(spec)
 
 
 @hookimpl
