@@ -39,7 +39,8 @@ import aiohttp
 import orjson
 
 from bench.probes import Mosquitto, cpu_seconds, cpu_times, memory_mb, metric_value, percentile, stop_process
-from hub.mqtt.client import BrokerAddress, MqttClient
+from hub.mqtt.brokers import BrokerAddress
+from hub.mqtt.client import MqttClient
 
 # A mix of the networked families, weighted towards the quad receivers large sites use.
 MIX: Final = ("ulxd4q", "ad4q", "slxd4q+", "ulxd4d", "ad4d", "qlxd4", "slxd4", "ur4d")

@@ -28,7 +28,8 @@ import aiohttp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hub.mqtt.client import BrokerAddress, MqttClient  # noqa: E402
+from hub.mqtt.brokers import BrokerAddress  # noqa: E402
+from hub.mqtt.client import MqttClient  # noqa: E402
 
 HUB_ID = "hacheck"
 RECEIVERS = 12  # the demo fleets of both plugins (with a P10T, an SR IEM G4 and a CHG 70N)

@@ -26,7 +26,8 @@ from typing import Any
 import orjson
 import pytest
 
-from hub.mqtt.client import BrokerAddress, MqttClient
+from hub.mqtt.brokers import BrokerAddress
+from hub.mqtt.client import MqttClient
 from hub.mqtt.embedded import EmbeddedBroker
 from hub.testing import eventually
 

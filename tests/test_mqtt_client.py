@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from hub.mqtt.client import BrokerAddress, MqttClient, Will
+from hub.mqtt.brokers import BrokerAddress, Will
+from hub.mqtt.client import MqttClient
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
 

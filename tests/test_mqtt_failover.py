@@ -14,7 +14,7 @@ import pytest
 
 from hub.compose import compose_hub
 from hub.config import ConfigError, HubConfig, MqttSettings, load_config
-from hub.mqtt.client import BrokerUrlError, parse_broker_urls
+from hub.mqtt.brokers import BrokerUrlError, parse_broker_urls
 from tests.mosquitto import MqttProbe, running_broker
 from tests.test_mqtt_bridge import bridge_of, online_device, receiver, running_hub
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from hub.mqtt.client import expand
+from hub.mqtt.retained import expand
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.test_mqtt_bridge import bridge_of, online_device, receiver, running_hub

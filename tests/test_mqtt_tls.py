@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hub.mqtt.client import BrokerAddress, MqttClient, TlsFiles
+from hub.mqtt.brokers import BrokerAddress, TlsFiles
+from hub.mqtt.client import MqttClient
 from hub.testing import eventually
 from tests.mosquitto import Certificates, TestBroker, make_certificates, running_broker
 from tests.test_mqtt_bridge import online_device, receiver, running_hub

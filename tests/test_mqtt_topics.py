@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.mqtt.client import BrokerAddress, BrokerUrlError
+from hub.mqtt.brokers import BrokerAddress, BrokerUrlError
 from hub.mqtt.payloads import meters_moved
 from hub.mqtt.topics import ControlTarget, Topics
 

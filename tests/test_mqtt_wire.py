@@ -11,8 +11,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.mqtt.client import _CoalescingSocket, _HandedSocketClient
 from hub.mqtt.frames import encode_qos0_publish
+from hub.mqtt.transport import CoalescingSocket, HandedSocketClient
 
 
 def test_a_short_publish_frame_byte_by_byte() -> None:
@@ -49,8 +49,8 @@ async def test_paho_connects_over_the_socket_the_hub_hands_it() -> None:
     """paho's connect calls the overridden _create_socket: its CONNECT goes out on the handed socket."""
     ours, broker = socket.socketpair()
     ours.setblocking(False)
-    client = _HandedSocketClient(CallbackAPIVersion.VERSION2, client_id="wire-test")
-    handed = client.handed_socket = _CoalescingSocket(ours, asyncio.get_running_loop(), lambda exc: None)
+    client = HandedSocketClient(CallbackAPIVersion.VERSION2, client_id="wire-test")
+    handed = client.handed_socket = CoalescingSocket(ours, asyncio.get_running_loop(), lambda exc: None)
     try:
         client.connect_async("127.0.0.1", 1883, 30)
         client.reconnect()
@@ -64,7 +64,7 @@ async def test_paho_connects_over_the_socket_the_hub_hands_it() -> None:
 
 
 def test_without_a_handed_socket_paho_cannot_connect_by_itself() -> None:
-    client = _HandedSocketClient(CallbackAPIVersion.VERSION2, client_id="wire-test")
+    client = HandedSocketClient(CallbackAPIVersion.VERSION2, client_id="wire-test")
     client.connect_async("127.0.0.1", 1883, 30)
     with pytest.raises(ConnectionError, match="no connected socket"):
         client.reconnect()

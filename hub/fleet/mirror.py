@@ -36,7 +36,8 @@ from hub.model import (
     Device,
     command_field,
 )
-from hub.mqtt.client import MqttClient, TlsFiles, parse_broker_urls
+from hub.mqtt.brokers import TlsFiles, parse_broker_urls
+from hub.mqtt.client import MqttClient
 from hub.mqtt.topics import Topics
 from hub.persistence import Alert
 from hub.state import StateStore

@@ -23,7 +23,8 @@ from typing import Any
 
 from hub.model import METER_FIELDS
 from hub.mqtt import payloads
-from hub.mqtt.client import BrokerAddress, MqttClient, TlsFiles, Will, parse_broker_urls
+from hub.mqtt.brokers import BrokerAddress, TlsFiles, Will, parse_broker_urls
+from hub.mqtt.client import MqttClient
 from hub.mqtt.control import ControlHandler
 from hub.mqtt.embedded import EmbeddedBroker, EmbeddedBrokerError
 from hub.mqtt.presence import Presence

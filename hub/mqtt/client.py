@@ -10,8 +10,10 @@ The TCP connection (and the TLS handshake) is opened by asyncio and handed to pa
 connect blocks the calling thread. Each connection gets a fresh paho client, so nothing stale from a
 lost connection (an unacknowledged old retained value) is resent after the fresh state.
 
-Retained topics are cached by topic: after every (re)connect the client re-subscribes and re-publishes
-all of them, so a broker that lost its retained store (restarted without persistence) is complete again.
+Retained topics are kept by topic (:mod:`hub.mqtt.retained`): after every (re)connect the client
+re-subscribes and re-publishes all of them, so a broker that lost its retained store (restarted without
+persistence) is complete again. Broker URLs, TLS files and the last will are :mod:`hub.mqtt.brokers`; the
+socket paho writes into and its opening are :mod:`hub.mqtt.transport`.
 
 A client may be given several brokers (the nodes of a cluster): it connects to the first, and whenever a
 connection fails or is lost it tries the next one in turn, waiting the same capped, jittered backoff as
@@ -25,212 +27,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 import time
-import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from hub.backoff import Backoff
+from hub.mqtt.brokers import BrokerAddress, BrokerUrlError, TlsFiles, Will
 from hub.mqtt.frames import encode_qos0_publish
-from hub.redact import redact
+from hub.mqtt.retained import RetainedTopics
+from hub.mqtt.transport import CoalescingSocket, HandedSocketClient, open_socket
 
 log = logging.getLogger("hub.mqtt")
 
 MessageHandler = Callable[[str, bytes], None]
 # Bytes waiting for a slow broker beyond which live (QoS 0, not retained) messages are dropped.
 MAX_WRITE_BUFFER = 8 * 1024 * 1024
-
-
-class BrokerUrlError(ValueError):
-    """An MQTT URL that cannot be used."""
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the broker is and how to log in: parsed from ``mqtt[s]://[user[:password]@]host[:port]``."""
-
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise BrokerUrlError(f"{redact(url)!r} is not an MQTT URL (mqtt://host[:port] or mqtts://host[:port])")
-        tls = parts.scheme == "mqtts"
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError as exc:
-            raise BrokerUrlError(f"{redact(url)!r}: {exc}") from None
-        return cls(
-            host=parts.hostname,
-            port=port,
-            tls=tls,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
-
-    def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
-
-
-def parse_broker_urls(value: str) -> tuple[BrokerAddress, ...]:
-    """``mqtt://node1:1883,mqtt://node2:1883``: the brokers to try in turn (a comma in a password is ``%2C``)."""
-    addresses = tuple(BrokerAddress.parse(part.strip()) for part in value.split(",") if part.strip())
-    if not addresses:
-        raise BrokerUrlError(f"{value!r} names no MQTT broker")
-    return addresses
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure: bool = False
-
-    def context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
-        if self.cert_file is not None:
-            context.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
-        if self.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
-
-@dataclass(frozen=True)
-class Will:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
-
-
-class _CoalescingSocket:
-    """The socket as paho sees it: every send is gathered and written once per loop iteration.
-
-    paho writes each packet with its own ``send()``; a burst of meter messages would cost one system
-    call each. Here they are appended to one buffer, flushed by a single ``send`` at the end of the
-    loop iteration (and by the writer callback while the socket is full). paho never sees a partial
-    write, so packets stay whole and in order, and QoS 0 packets built by
-    :func:`~hub.mqtt.frames.encode_qos0_publish` can join the same buffer without paho.
-    """
-
-    def __init__(
-        self, sock: socket.socket, loop: asyncio.AbstractEventLoop, on_broken: Callable[[OSError], None]
-    ) -> None:
-        self.sock = sock
-        self._loop = loop
-        self._on_broken = on_broken
-        self._fd = sock.fileno()
-        self._out = bytearray()
-        self._flush_pending = False
-        self._writer = False
-
-    def send(self, data: bytes | bytearray | memoryview) -> int:
-        self._out += data
-        if not self._flush_pending and not self._writer:
-            self._flush_pending = True
-            self._loop.call_soon(self._flush)
-        return len(data)
-
-    def flush(self) -> None:
-        """Send what is buffered now; a flush already scheduled finds nothing left."""
-        if not self._writer:
-            self._flush()
-
-    def _flush(self) -> None:
-        self._flush_pending = False
-        while self._out:
-            try:
-                sent = self.sock.send(self._out)
-            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                break
-            except OSError as exc:
-                self._out.clear()
-                self._on_broken(exc)
-                break
-            del self._out[:sent]
-        if self._out and not self._writer:
-            self._loop.add_writer(self._fd, self._flush)
-            self._writer = True
-        elif not self._out and self._writer:
-            self._loop.remove_writer(self._fd)
-            self._writer = False
-
-    @property
-    def buffered(self) -> int:
-        return len(self._out)
-
-    def recv(self, size: int) -> bytes:
-        return self.sock.recv(size)
-
-    def pending(self) -> int:
-        return self.sock.pending() if isinstance(self.sock, ssl.SSLSocket) else 0
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def setblocking(self, flag: bool) -> None:
-        self.sock.setblocking(flag)
-
-    def close(self) -> None:
-        # paho closes right after queueing DISCONNECT: send what the socket takes now, without waiting
-        self._flush()
-        if self._writer:
-            self._loop.remove_writer(self._fd)
-            self._writer = False
-        self._out.clear()
-        self.sock.close()
-
-
-class _HandedSocketClient(paho.Client):
-    """paho, connecting over a socket that asyncio has already opened (paho's own connect blocks)."""
-
-    handed_socket: _CoalescingSocket | None = None
-
-    def _create_socket(self) -> Any:
-        sock, self.handed_socket = self.handed_socket, None
-        if sock is None:
-            raise ConnectionError("no connected socket was handed to the MQTT client")
-        return sock
-
-
-# A Home Assistant config is about 23 KB of repetitive JSON per receiver and compresses twentyfold.
-DEFLATE_ABOVE_BYTES: Final = 2048
-
-
-class Deflated(bytes):
-    """A kept retained payload stored zlib-compressed (see :func:`compact`)."""
-
-
-def compact(payload: bytes) -> bytes:
-    """What the client keeps of a retained payload to send again after a reconnect: a copy holding only its
-    bytes, since orjson returns its whole output buffer (4-8 KB for a 500-byte channel state), and deflated
-    when large. Kept as they came, these were 25 MB of the hub's heap at 1,000 channels (docs/performance.md,
-    "Where the memory goes")."""
-    if len(payload) > DEFLATE_ABOVE_BYTES:
-        return Deflated(zlib.compress(payload, 1))
-    return bytes(memoryview(payload))
-
-
-def expand(kept: bytes) -> bytes:
-    """The payload as published, from what :func:`compact` kept."""
-    return zlib.decompress(kept) if isinstance(kept, Deflated) else kept
 
 
 class MqttClient:
@@ -271,17 +88,14 @@ class MqttClient:
         self._on_disconnect = on_disconnect
         self._tls_context = (tls or TlsFiles()).context() if any(a.tls for a in self.addresses) else None
         self._backoff = backoff or Backoff(base=0.25, cap=30.0)
-        self._paho: _HandedSocketClient | None = None
-        self._socket: _CoalescingSocket | None = None
+        self._paho: HandedSocketClient | None = None
+        self._socket: CoalescingSocket | None = None
         self._connected = False
         self._connack: asyncio.Future[ReasonCode] | None = None
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._subscriptions: dict[str, int] = {}
-        # topic -> (payload, qos) of every retained topic currently set; replayed after each connect
-        self._retained: dict[str, tuple[bytes, int]] = {}
-        # retained topics cleared while disconnected: the broker may still hold their old value
-        self._pending_clears: dict[str, int] = {}
+        self._retained = RetainedTopics()  # replayed after each connect
         self._last_info: paho.MQTTMessageInfo | None = None
         self._flush_waiter: asyncio.Event | None = None
         self._stopping = False
@@ -313,7 +127,7 @@ class MqttClient:
     def retained_topics(self) -> Mapping[str, tuple[bytes, int]]:
         """The retained topics this client keeps set on the broker, with each payload as kept (large ones
         deflated: :meth:`retains` compares with what was published)."""
-        return self._retained
+        return self._retained.kept
 
     @property
     def subscriptions(self) -> Mapping[str, int]:
@@ -323,8 +137,7 @@ class MqttClient:
 
     def retains(self, topic: str, payload: bytes, qos: int) -> bool:
         """True when ``topic`` is kept set to exactly this payload and QoS."""
-        kept = self._retained.get(topic)
-        return kept is not None and kept[1] == qos and expand(kept[0]) == payload
+        return self._retained.retains(topic, payload, qos)
 
     # Publishing and subscribing: plain calls, safe whether or not the broker is connected right now
 
@@ -332,11 +145,7 @@ class MqttClient:
         """Send now if connected. Retained values are kept and re-sent after a reconnect (unless ``keep`` is
         False); other messages are dropped while disconnected."""
         if retain and keep:
-            if payload:
-                self._retained[topic] = (compact(payload), qos)
-                self._pending_clears.pop(topic, None)
-            else:
-                self._retained.pop(topic, None)
+            self._retained.keep(topic, payload, qos)
         client = self._paho
         if client is not None and self._connected:
             if qos == 0 and self._socket is not None:
@@ -349,7 +158,7 @@ class MqttClient:
                 self._last_info = client.publish(topic, payload, qos, retain)
             self.published += 1
         elif retain and not payload:
-            self._pending_clears[topic] = qos
+            self._retained.owe_clear(topic, qos)
         elif not retain:
             self.dropped += 1
 
@@ -464,8 +273,8 @@ class MqttClient:
         loop = asyncio.get_running_loop()
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancellation (stop() would hang)
         async with asyncio.timeout(self.connect_timeout):
-            sock = await self._open_socket(loop)
-        client = _HandedSocketClient(
+            sock = await open_socket(loop, self.address, self._tls_context)
+        client = HandedSocketClient(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True, reconnect_on_failure=False
         )
         # paho's default window of 20 unacknowledged QoS 1 messages queues the hub's start-up burst (every
@@ -473,7 +282,7 @@ class MqttClient:
         # 400 receivers, most of it left behind as a fragmented heap. MQTT 3.1.1 sets no window; the broker
         # acknowledges as fast as it reads, so the bytes wait in the socket buffer instead.
         client.max_inflight_messages_set(0)
-        wrapped = _CoalescingSocket(sock, loop, lambda exc: self._write_failed(wrapped, exc))
+        wrapped = CoalescingSocket(sock, loop, lambda exc: self._write_failed(wrapped, exc))
         client.handed_socket = wrapped
         self._socket = wrapped
         if self.address.username is not None:
@@ -497,24 +306,6 @@ class MqttClient:
             code = await self._connack
         if code.is_failure:
             raise ConnectionError(f"broker refused the connection: {code}")
-
-    async def _open_socket(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
-        infos = await loop.getaddrinfo(self.address.host, self.address.port, type=socket.SOCK_STREAM)
-        family, kind, proto, _, sockaddr = infos[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setblocking(False)
-            await loop.sock_connect(sock, sockaddr)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._tls_context is None or not self.address.tls:
-                return sock
-            return await _tls_handshake(
-                loop,
-                self._tls_context.wrap_socket(sock, server_hostname=self.address.host, do_handshake_on_connect=False),
-            )
-        except BaseException:
-            sock.close()
-            raise
 
     def _drop_connection(self) -> None:
         client, self._paho = self._paho, None
@@ -542,7 +333,7 @@ class MqttClient:
     def _no_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         pass
 
-    def _readable(self, client: paho.Client, sock: _CoalescingSocket) -> None:
+    def _readable(self, client: paho.Client, sock: CoalescingSocket) -> None:
         client.loop_read()
         # TLS may hold decrypted bytes the socket no longer signals as readable
         while client.socket() is sock and sock.pending():
@@ -561,11 +352,8 @@ class MqttClient:
         log.info("MQTT broker %s: connected as %s", self.address, self.client_id)
         if self._subscriptions:
             client.subscribe(list(self._subscriptions.items()))
-        for topic, qos in self._pending_clears.items():
-            client.publish(topic, b"", qos, True)
-        self._pending_clears.clear()
-        for topic, (payload, qos) in self._retained.items():
-            client.publish(topic, expand(payload), qos, True)
+        for topic, payload, qos in self._retained.replay():
+            client.publish(topic, payload, qos, True)
         self.connected_event.set()
         if self._on_connect is not None:
             self._on_connect()
@@ -574,7 +362,7 @@ class MqttClient:
         if client is self._paho:
             self._connection_lost(f"disconnected before the broker answered ({code})")
 
-    def _write_failed(self, sock: _CoalescingSocket, exc: OSError) -> None:
+    def _write_failed(self, sock: CoalescingSocket, exc: OSError) -> None:
         # A failed write proves the connection gone. Its reader usually says so first, but in some test runs
         # (half of those right after the fault tests) it never fired after the broker's close, cause not found,
         # leaving the hub "connected" to a dead socket until the keep-alive ran out.
@@ -602,30 +390,3 @@ class MqttClient:
             self._on_message(message.topic, bytes(message.payload))
         except Exception:  # one bad message must not take the connection down
             log.exception("MQTT message on %s could not be handled", message.topic)
-
-
-async def _tls_handshake(loop: asyncio.AbstractEventLoop, sock: ssl.SSLSocket) -> ssl.SSLSocket:
-    """Run the TLS handshake on a non-blocking socket, waiting for the loop to say when to go on."""
-    while True:
-        try:
-            sock.do_handshake()
-            return sock
-        except ssl.SSLWantReadError:
-            await _ready(loop, sock, write=False)
-        except ssl.SSLWantWriteError:
-            await _ready(loop, sock, write=True)
-
-
-async def _ready(loop: asyncio.AbstractEventLoop, sock: socket.socket, write: bool) -> None:
-    ready: asyncio.Future[None] = loop.create_future()
-    fd = sock.fileno()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    (loop.add_writer if write else loop.add_reader)(fd, wake)
-    try:
-        await ready
-    finally:
-        (loop.remove_writer if write else loop.remove_reader)(fd)
