@@ -355,10 +355,6 @@ class Hub:
         """Use a store the caller opened (and closes): tests with a simulated clock."""
         self._persistence = opened
 
-    @property
-    def venue(self) -> Persistence | None:
-        return self._persistence
-
     def device_list(self) -> list[Device]:
         return list(self.store.devices.values())
 
@@ -377,6 +373,14 @@ class Hub:
 
     def open_alerts(self) -> list[Alert]:
         return self.persistence.alerts.open_alerts()
+
+    def devices_at(self, location_id: int) -> set[str]:
+        places = self.persistence.locations.within(location_id)
+        return {
+            known.device_id
+            for known in self.persistence.devices.all()
+            if known.device_id is not None and known.location_id in places
+        }
 
     async def add_device(self, url: str, source: str) -> ManagedDevice:
         """Start supervising a device and, unless it comes from the config or the demo, remember it.

@@ -33,9 +33,9 @@ def hub_edges(hub: Hub) -> list[Edge]:
     """A hub's edges, as its configuration asks: the MQTT bridge, then the web server."""
     edges: list[Edge] = []
     if hub.config.mqtt.url != "off":
-        edges.append(MqttBridge(hub))
+        edges.append(MqttBridge(hub, hub.persistence))
     if hub.config.http.enabled:
-        edges.append(WebServer(hub))
+        edges.append(WebServer(hub, hub.persistence))
     return edges
 
 
@@ -52,7 +52,7 @@ def _fleet_edges(hub: Hub) -> list[Edge]:
     assert isinstance(hub, FleetHub)
     edges: list[Edge] = [hub.mirror]
     if hub.config.http.enabled:
-        server = WebServer(hub, FLEET_OPERATIONS)
+        server = WebServer(hub, None, FLEET_OPERATIONS)  # the hubs keep the venue: no venue routes of its own
         server.app[MIRROR_KEY] = hub.mirror
         edges.append(server)
     return edges
@@ -81,15 +81,14 @@ class FleetHub(Hub):
         await self._start_edges()
         log.info("fleet %s watching every hub under %s/", self.config.hub_id, self.config.mqtt.base_topic)
 
-    @property
-    def venue(self) -> None:
-        return None  # the hubs keep the venue; the fleet's venue routes ask them (hub.fleet.api)
-
     def degraded(self) -> bool:
         return False  # no database of its own
 
     def open_alerts(self) -> list[Alert]:
         return []
+
+    def devices_at(self, location_id: int) -> set[str]:
+        return set()  # locations are each hub's own
 
     def candidates(self) -> list[Candidate]:
         return []

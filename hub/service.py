@@ -1,25 +1,50 @@
-"""The hub as its edges see it: the :class:`HubService` protocol and a read-only :class:`StateView`.
+"""The hub as its edges see it: the :class:`HubService` protocol, a read-only :class:`StateView`, and the
+:class:`VenueService` (locations, slots, performers, alerts, history, the show, the frequency plan).
 
-The edges (``hub.mqtt``, ``hub.web``, ``hub.fleet``) are handed an object of this shape by the composition
+The edges (``hub.mqtt``, ``hub.web``, ``hub.fleet``) are handed objects of these shapes by the composition
 root (:mod:`hub.compose`) and import nothing else of the core: not ``hub.app``, not the device manager, not
-the live store itself. Every command they send goes through :meth:`HubService.apply`, so every source of a
-command is treated alike (validated, routed, audited). ``tests/test_core_imports.py`` keeps it so.
+the live store, not the persistence package (what its services return and raise is in :mod:`hub.records`).
+Every command they send goes through :meth:`HubService.apply`, so every source of a command is treated alike
+(validated, routed, audited). ``tests/test_core_imports.py`` keeps it so.
+
+Only a hub with devices of its own has a venue store: the composition root gives its :class:`VenueService`
+to the edges that serve it (the venue routes, the MQTT alert topics); the fleet board has none, and serves
+none of those routes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hub.state import ADDED, ONLINE, REMOVED, Batch, ChangeKey, Subscription
 
 if TYPE_CHECKING:
     from hub.config import HubConfig
+    from hub.frequency import Band, Carrier, Coordination, Finding, PlanSettings
+    from hub.frequency import Candidate as FrequencyCandidate
     from hub.hookspecs import Candidate
     from hub.lag import LoopMonitor
     from hub.model import Command, CommandResult, Device
-    from hub.persistence import Alert, Persistence
+    from hub.records import (
+        Alert,
+        AlertEvent,
+        AlertPrefs,
+        Assignment,
+        AuditEntry,
+        DeclaredCarrier,
+        FrequencyExclusion,
+        Group,
+        HistoryPoint,
+        KnownDevice,
+        Location,
+        LocationKind,
+        Performer,
+        ShowSettings,
+        Slot,
+        SwapList,
+    )
 
 
 class UnknownCandidateError(LookupError):
@@ -76,11 +101,6 @@ class HubService(Protocol):
     @property
     def mqtt(self) -> Any: ...
 
-    @property
-    def venue(self) -> Persistence | None:
-        """The venue store (locations, slots, performers, alerts, the frequency plan), or None on a hub
-        without one (the fleet board)."""
-
     def info(self) -> dict[str, Any]: ...
 
     def board_url(self) -> str | None: ...
@@ -101,6 +121,10 @@ class HubService(Protocol):
         """True while the database refuses writes (changes are held in memory only)."""
 
     def open_alerts(self) -> list[Alert]: ...
+
+    def devices_at(self, location_id: int) -> set[str]:
+        """The ids of the devices placed at this location or inside it (a stage holds racks)."""
+        ...
 
     def candidates(self) -> list[Candidate]: ...
 
@@ -123,15 +147,254 @@ class HubService(Protocol):
     async def restart_discovery(self) -> None: ...
 
 
+class AlertService(Protocol):
+    def open_alerts(self) -> list[Alert]: ...
+
+    async def recent(self, *, since: float | None = None, limit: int = 100) -> list[Alert]: ...
+
+    async def acknowledge(self, alert_id: int, *, source: str, by: str | None = None) -> Alert: ...
+
+    def add_listener(self, listener: Callable[[AlertEvent], None]) -> Callable[[], None]:
+        """Call ``listener`` with every raise, acknowledgement and clear; returns the remover."""
+        ...
+
+
+class KnownDeviceService(Protocol):
+    async def set_location(self, url_or_device_id: str, location_id: int | None, *, source: str) -> KnownDevice: ...
+
+
+class LocationService(Protocol):
+    def all(self) -> list[Location]: ...
+
+    async def create(self, name: str, kind: LocationKind, *, source: str, parent_id: int | None = None) -> Location: ...
+
+    async def update(
+        self, location_id: int, *, source: str, name: str | None = None, kind: LocationKind | None = None
+    ) -> Location: ...
+
+    async def move(self, location_id: int, parent_id: int | None, *, source: str) -> Location: ...
+
+    async def delete(self, location_id: int, *, source: str) -> Location: ...
+
+
+class SlotService(Protocol):
+    def all(self) -> list[Slot]: ...
+
+    async def set(self, number: int, device_id: str, channel: int, *, source: str) -> Slot: ...
+
+    async def clear(self, number: int, *, source: str) -> Slot: ...
+
+
+class GroupService(Protocol):
+    def all(self) -> list[Group]: ...
+
+    async def create(self, number: int, title: str, slots: list[int], *, source: str) -> Group: ...
+
+    async def update(
+        self, number: int, *, source: str, title: str | None = None, slots: list[int] | None = None
+    ) -> Group: ...
+
+    async def delete(self, number: int, *, source: str) -> Group: ...
+
+
+class PerformerService(Protocol):
+    def all(self) -> list[Performer]: ...
+
+    async def create(self, name: str, *, source: str, notes: str = "") -> Performer: ...
+
+    async def update(
+        self, performer_id: int, *, source: str, name: str | None = None, notes: str | None = None
+    ) -> Performer: ...
+
+    async def delete(self, performer_id: int, *, source: str) -> Performer: ...
+
+    def assignments(self, performer_id: int | None = None) -> list[Assignment]: ...
+
+    async def assign(
+        self, performer_id: int, device_id: str, channel: int, *, source: str, alert_prefs: AlertPrefs | None = None
+    ) -> Assignment: ...
+
+    async def unassign(self, device_id: str, channel: int, *, source: str) -> Assignment: ...
+
+
+class HistoryService(Protocol):
+    async def query(
+        self, device_id: str, channel: int, since: float, until: float | None = None, step: int | None = None
+    ) -> list[HistoryPoint]: ...
+
+
+class AuditService(Protocol):
+    async def query(
+        self,
+        *,
+        target: str | None = None,
+        source: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]: ...
+
+
+class ShowService(Protocol):
+    @property
+    def settings(self) -> ShowSettings: ...
+
+    async def set(self, end_at: float | None, margin_min: int, *, source: str) -> ShowSettings: ...
+
+    async def check(self) -> SwapList:
+        """Judge the swap list now (its alerts and listeners follow)."""
+        ...
+
+    async def swap_list(self, until: float | None = None) -> SwapList: ...
+
+    def add_listener(self, listener: Callable[[SwapList], None]) -> Callable[[], None]: ...
+
+
+class FrequencySettingsView(Protocol):
+    @property
+    def plan(self) -> PlanSettings: ...
+
+
+class FrequencyService(Protocol):
+    """The live frequency plan, its declared carriers and exclusions, and the search for clean frequencies."""
+
+    @property
+    def settings(self) -> FrequencySettingsView: ...
+
+    @property
+    def carriers(self) -> list[Carrier]: ...
+
+    @property
+    def findings(self) -> list[Finding]: ...
+
+    @property
+    def checked_at(self) -> float | None: ...
+
+    def refresh(self) -> bool: ...
+
+    def labels(self) -> dict[str, str]: ...
+
+    def summary(self) -> dict[str, Any]:
+        """What MQTT publishes retained: counts, and the worst findings."""
+        ...
+
+    def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]: ...
+
+    def band_for(self, carrier: Carrier, band: Band | None) -> Band: ...
+
+    def suggest_for(
+        self,
+        device_id: str,
+        index: int,
+        *,
+        band: Band | None = None,
+        within: tuple[float, float] | None = None,
+        step_khz: float | None = None,
+        count: int = 5,
+    ) -> tuple[Carrier, list[FrequencyCandidate]]: ...
+
+    def coordinate_group(
+        self,
+        count: int,
+        band: Band,
+        *,
+        backups: int = 0,
+        family: str | None = None,
+        step_khz: float | None = None,
+        moving: Sequence[tuple[str, int]] = (),
+    ) -> Coordination: ...
+
+    def declared(self) -> list[DeclaredCarrier]: ...
+
+    def declared_carrier(self, carrier_id: int) -> DeclaredCarrier: ...
+
+    async def declare(
+        self,
+        label: str,
+        frequency_mhz: float,
+        *,
+        source: str,
+        bandwidth_khz: float = 0.0,
+        active: bool = True,
+        family: str | None = None,
+        carrier_id: int | None = None,
+    ) -> DeclaredCarrier: ...
+
+    async def undeclare(self, carrier_id: int, *, source: str) -> DeclaredCarrier: ...
+
+    def exclusions(self) -> list[FrequencyExclusion]: ...
+
+    def exclusion(self, exclusion_id: int) -> FrequencyExclusion: ...
+
+    async def exclude(
+        self,
+        *,
+        source: str,
+        label: str = "",
+        low_mhz: float | None = None,
+        high_mhz: float | None = None,
+        tv_grid: str | None = None,
+        tv_channel: int | None = None,
+        exclusion_id: int | None = None,
+    ) -> FrequencyExclusion: ...
+
+    async def unexclude(self, exclusion_id: int, *, source: str) -> FrequencyExclusion: ...
+
+
+class VenueService(Protocol):
+    """The venue store as the edges use it; its services refuse a change with :class:`hub.records.StoreError`."""
+
+    @property
+    def alerts(self) -> AlertService: ...
+
+    @property
+    def devices(self) -> KnownDeviceService: ...
+
+    @property
+    def locations(self) -> LocationService: ...
+
+    @property
+    def slots(self) -> SlotService: ...
+
+    @property
+    def groups(self) -> GroupService: ...
+
+    @property
+    def performers(self) -> PerformerService: ...
+
+    @property
+    def history(self) -> HistoryService: ...
+
+    @property
+    def audit(self) -> AuditService: ...
+
+    @property
+    def show(self) -> ShowService: ...
+
+    @property
+    def frequency(self) -> FrequencyService: ...
+
+
 __all__ = [
     "ADDED",
     "ONLINE",
     "REMOVED",
+    "AlertService",
+    "AuditService",
     "Batch",
     "ChangeKey",
+    "FrequencyService",
+    "GroupService",
+    "HistoryService",
     "HubService",
+    "KnownDeviceService",
+    "LocationService",
     "ManagedView",
+    "PerformerService",
+    "ShowService",
+    "SlotService",
     "StateView",
     "Subscription",
     "UnknownCandidateError",
+    "VenueService",
 ]

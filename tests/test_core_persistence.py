@@ -83,5 +83,6 @@ async def test_the_database_is_open_exactly_while_the_hub_runs(tmp_path: Path) -
     with pytest.raises(RuntimeError, match="only while the hub runs"):
         hub.persistence.devices.all()
     async with hub:
-        assert hub.venue is hub.persistence and not hub.degraded() and hub.open_alerts() == []
-    assert hub.venue is None
+        assert not hub.degraded() and hub.open_alerts() == []
+    with pytest.raises(RuntimeError, match="only while the hub runs"):
+        hub.persistence.devices.all()

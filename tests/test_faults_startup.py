@@ -143,6 +143,7 @@ async def test_a_needed_task_that_dies_after_the_start_stops_the_hub_and_fails(t
     from hub.app import HubFailed
     from hub.compose import compose_hub
     from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+    from hub.persistence import Persistence
     from hub.plugins import PluginHost
     from hub.testing import eventually
 
@@ -154,7 +155,14 @@ async def test_a_needed_task_that_dies_after_the_start_stops_the_hub_and_fails(t
     )
     hub = compose_hub(config, PluginHost())
     running = asyncio.ensure_future(hub.run_until_signalled())
-    store = await eventually(lambda: hub.venue, what="the store open")
+
+    def open_store() -> Persistence | None:
+        try:
+            return hub.persistence
+        except RuntimeError:  # not open yet
+            return None
+
+    store = await eventually(open_store, what="the store open")
 
     async def broken_sleep(seconds: float) -> None:
         raise OSError("the clock broke")
@@ -162,4 +170,4 @@ async def test_a_needed_task_that_dies_after_the_start_stops_the_hub_and_fails(t
     store.clock.sleep = broken_sleep  # type: ignore[method-assign]
     with pytest.raises(HubFailed, match=r"store's ticker .* ended: the clock broke"):
         await asyncio.wait_for(running, EXIT_DEADLINE_S)
-    assert hub.stopped.is_set() and hub.venue is None, "everything started was stopped"
+    assert hub.stopped.is_set() and open_store() is None, "everything started was stopped"

@@ -281,3 +281,21 @@ def test_fleet_without_a_broker_refuses_to_start(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "needs the hubs' broker" in result.stderr
+
+
+async def test_the_fleet_board_has_no_venue_store_of_its_own(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """Locations, the frequency plan, the show and the database are each hub's: the fleet serves none of
+    them (404 like any unknown path, no database or alert metrics), and the board's own reads still answer."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with running_fleet(mqtt_broker.url, tmp_path) as (_, base), aiohttp.ClientSession(headers=headers) as http:
+        for path in ("/api/v1/locations", "/api/v1/frequency-plan", "/api/v1/show", "/api/v1/audit"):
+            async with http.get(f"{base}{path}") as response:
+                assert response.status == 404, path
+                assert (await response.json())["code"] == "not_found"
+        assert (await get(http, f"{base}/api/v1/devices?location=1"))["items"] == []
+        assert (await get(http, f"{base}/api/v1/alerts"))["items"] == []
+        assert "/api/v1/locations" not in (await get(http, f"{base}/api/openapi.json"))["paths"]
+        async with http.get(f"{base}/metrics") as response:
+            metrics = await response.text()
+        assert "wmhub_devices" in metrics
+        assert "wmhub_database_writable" not in metrics and "wmhub_alerts_open" not in metrics

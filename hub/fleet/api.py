@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import Field
 
 from hub.fleet.mirror import FleetMirror
-from hub.persistence import Group, Slot
+from hub.records import Group, Slot
 from hub.web.api import HUB_KEY
 from hub.web.routing import Operation, json_response
 from hub.web.schemas import Strict

@@ -39,7 +39,7 @@ from hub.model import (
 from hub.mqtt.brokers import TlsFiles, parse_broker_urls
 from hub.mqtt.client import MqttClient
 from hub.mqtt.topics import Topics
-from hub.persistence import Alert
+from hub.records import Alert
 from hub.state import StateStore
 
 log = logging.getLogger("hub.fleet")

@@ -5,7 +5,7 @@ out-of-band carriers; ``suggest`` and ``coordinate`` find clean frequencies. doc
 explains the arithmetic with a worked example.
 """
 
-from hub.frequency.engine import Finding, PlanChecker, Product, check
+from hub.frequency.engine import Finding, PlanChecker, Product, check, finding_view
 from hub.frequency.plan import Band, Carrier, CarrierState, Exclusion, TvGrid, merge_identical
 from hub.frequency.search import Candidate, Coordination, SearchError, coordinate, suggest
 from hub.frequency.settings import FamilyGuards, Guards, PlanSettings, Profile
@@ -28,6 +28,7 @@ __all__ = [
     "TvGrid",
     "check",
     "coordinate",
+    "finding_view",
     "merge_identical",
     "suggest",
 ]

@@ -20,10 +20,10 @@ brute force's (tests/test_frequency_check.py compares both on random plans).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator, Sequence, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -545,6 +545,24 @@ class Spectrum:
 
 _AROUND: Final = np.arange(-4, 4, dtype=np.int64)  # pairs looked at on either side of a 3-transmitter target
 _FAR: Final = np.int64(1) << 60
+
+
+def finding_view(finding: Finding, labels: Mapping[str, str]) -> dict[str, Any]:
+    """A finding as REST and MQTT show it, with the carriers' labels next to their ids."""
+    return {
+        "kind": finding.kind,
+        "product": finding.product.value,
+        "order": finding.order,
+        "severity": finding.severity,
+        "victim": finding.victim,
+        "victim_label": labels.get(finding.victim, finding.victim),
+        "sources": list(finding.sources),
+        "source_labels": [labels.get(source, source) for source in finding.sources],
+        "product_mhz": finding.product_mhz,
+        "offset_khz": finding.offset_khz,
+        "guard_khz": finding.guard_khz,
+        "count": finding.count,
+    }
 
 
 def _group_key(finding: Finding) -> tuple[str, Product, str, tuple[str, ...]]:

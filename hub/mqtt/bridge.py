@@ -30,7 +30,7 @@ from hub.mqtt.embedded import EmbeddedBroker, EmbeddedBrokerError
 from hub.mqtt.presence import Presence
 from hub.mqtt.publisher import METER_SLICE, STATE_COALESCE_S, STATE_FIELDS
 from hub.mqtt.requests import HubRequests
-from hub.service import HubService, Subscription
+from hub.service import HubService, Subscription, VenueService
 from hub.text import preview
 
 log = logging.getLogger("hub.mqtt")
@@ -45,12 +45,12 @@ __all__ = ["METER_SLICE", "MqttBridge"]
 
 
 class MqttBridge(ControlHandler, HubRequests, Presence):
-    """``MqttBridge(hub)``; ``await start()`` after the devices started, ``await stop()`` at shutdown."""
+    """``MqttBridge(hub, venue)``; ``await start()`` after the devices started, ``await stop()`` at shutdown."""
 
     name = "mqtt"
 
-    def __init__(self, hub: HubService) -> None:
-        super().__init__(hub)
+    def __init__(self, hub: HubService, venue: VenueService) -> None:
+        super().__init__(hub, venue)
         self.embedded: EmbeddedBroker | None = None
         self._subscriptions: list[Subscription] = []
         self._release_meters: Callable[[], None] | None = None

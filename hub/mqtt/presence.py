@@ -11,7 +11,7 @@ import orjson
 
 from hub.mqtt import payloads
 from hub.mqtt.publisher import StatePublisher
-from hub.service import HubService
+from hub.service import HubService, VenueService
 
 log = logging.getLogger("hub.mqtt")
 
@@ -26,8 +26,8 @@ DEPARTED_GRACE_S = 15.0
 class Presence(StatePublisher):
     """Availability of the hub and its devices, and Home Assistant's birth message."""
 
-    def __init__(self, hub: HubService) -> None:
-        super().__init__(hub)
+    def __init__(self, hub: HubService, venue: VenueService) -> None:
+        super().__init__(hub, venue)
         self._left_behind_checked = False
 
     def _say_offline(self) -> None:

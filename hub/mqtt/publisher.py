@@ -19,10 +19,9 @@ from hub.mqtt import payloads
 from hub.mqtt.client import MqttClient
 from hub.mqtt.homeassistant import EntityOptions, discovery_config, hub_discovery_config
 from hub.mqtt.topics import Topics
-from hub.persistence import AlertEvent
-from hub.persistence.show import SwapList
+from hub.records import AlertEvent, SwapList
 from hub.redact import redact
-from hub.service import ADDED, ONLINE, REMOVED, Batch, ChangeKey, HubService, Subscription
+from hub.service import ADDED, ONLINE, REMOVED, Batch, ChangeKey, HubService, Subscription, VenueService
 
 log = logging.getLogger("hub.mqtt")
 
@@ -38,8 +37,9 @@ class StatePublisher:
     """Publishes devices, channels, meters, alerts, the swap list and the frequency plan; answers on the
     response topics. The other parts of the bridge (control, requests, presence) build on it."""
 
-    def __init__(self, hub: HubService) -> None:
+    def __init__(self, hub: HubService, venue: VenueService) -> None:
         self.hub = hub
+        self.venue = venue
         self.settings = hub.config.mqtt
         self.topics = Topics(self.settings.base_topic, hub.config.hub_id, self.settings.homeassistant_prefix)
         self.client: MqttClient | None = None
@@ -54,14 +54,12 @@ class StatePublisher:
         self._remove_plan_listener: Callable[[], None] | None = None
 
     def _listen_to_venue(self) -> None:
-        venue = self.hub.venue
-        if venue is not None:
-            self._publish_alerts()
-            self._remove_alert_listener = venue.alerts.add_listener(self._on_alert_event)
-            self._remove_swap_listener = venue.show.add_listener(self._on_swap_list)
-            plan = venue.frequency
-            self._publish_frequency_plan(plan.summary())
-            self._remove_plan_listener = plan.add_listener(self._publish_frequency_plan)
+        self._publish_alerts()
+        self._remove_alert_listener = self.venue.alerts.add_listener(self._on_alert_event)
+        self._remove_swap_listener = self.venue.show.add_listener(self._on_swap_list)
+        plan = self.venue.frequency
+        self._publish_frequency_plan(plan.summary())
+        self._remove_plan_listener = plan.add_listener(self._publish_frequency_plan)
 
     def _stop_listening_to_venue(self) -> None:
         for remove in (self._remove_alert_listener, self._remove_swap_listener, self._remove_plan_listener):
@@ -191,9 +189,9 @@ class StatePublisher:
 
     def _publish_alerts(self) -> None:
         """The retained list of open alerts (raised or acknowledged, not yet cleared)."""
-        if self.client is None or self.hub.venue is None:
+        if self.client is None:
             return
-        alerts = [alert.model_dump(mode="json") for alert in self.hub.open_alerts()]
+        alerts = [alert.model_dump(mode="json") for alert in self.venue.alerts.open_alerts()]
         self._publish(self.topics.hub_alerts, payloads.encode(alerts))
 
     def _on_alert_event(self, event: AlertEvent) -> None:

@@ -15,7 +15,7 @@ from pydantic import Field
 from hub.mqtt.control import SOURCE
 from hub.mqtt.messages import RequestError, StrictMessage, parse_object, shortened, validate
 from hub.mqtt.publisher import StatePublisher
-from hub.service import HubService
+from hub.service import HubService, VenueService
 from hub.text import DEFAULT_TEXT_WIDTH, preview
 
 log = logging.getLogger("hub.mqtt")
@@ -55,8 +55,8 @@ RequestHandler = Callable[[Any], Awaitable[Any]]
 class HubRequests(StatePublisher):
     """The hub's request topics: info, devices, candidates, and (with ``mqtt.admin``) adding and removing."""
 
-    def __init__(self, hub: HubService) -> None:
-        super().__init__(hub)
+    def __init__(self, hub: HubService, venue: VenueService) -> None:
+        super().__init__(hub, venue)
         self._requests: dict[str, tuple[type[StrictMessage], RequestHandler]] = {
             "info": (EmptyRequest, self._request_info),
             "devices": (EmptyRequest, self._request_devices),

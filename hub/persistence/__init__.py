@@ -5,30 +5,38 @@ Start here: :class:`Persistence`. The services raise :class:`StoreError` subclas
 """
 
 from hub.clock import Clock, SimulatedClock, SystemClock
-from hub.persistence.alerts import ALERT_FIELDS, Alert, AlertEvent, AlertKind, Alerts, AlertSettings
+from hub.persistence.alerts import ALERT_FIELDS, Alerts, AlertSettings
 from hub.persistence.audit import AuditLog
 from hub.persistence.battery import RuntimeEstimate, estimate_runtime
 from hub.persistence.db import Database, WriterSettings, WriterStats
-from hub.persistence.errors import HTTP_STATUS, ConflictError, InvalidInputError, NotFoundError, StoreError
-from hub.persistence.history import History, HistoryPoint, HistorySettings, Tier
-from hub.persistence.records import (
+from hub.persistence.history import History, HistorySettings, Tier
+from hub.persistence.services import DATABASE_FILE, Persistence, StoreSettings
+from hub.records import (
+    HTTP_STATUS,
+    Alert,
+    AlertEvent,
+    AlertKind,
     AlertPrefs,
     Assignment,
     AuditEntry,
+    ConflictError,
     ConnectionHealthRecord,
     DeclaredCarrier,
     DiscoveryCandidate,
     ExtendedName,
     FrequencyExclusion,
     Group,
+    HistoryPoint,
+    InvalidInputError,
     KnownDevice,
     Location,
     LocationKind,
+    NotFoundError,
     Performer,
     Slot,
     Source,
+    StoreError,
 )
-from hub.persistence.services import DATABASE_FILE, Persistence, StoreSettings
 
 __all__ = [
     "ALERT_FIELDS",

@@ -14,33 +14,32 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Final, Literal
 
 from hub.clock import Clock
 from hub.model import LOW_BATTERY, BatteryLimits, Channel
 from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database
-from hub.persistence.errors import ConflictError, NotFoundError
 from hub.persistence.known_devices import KnownDevices
 from hub.persistence.performers import ChannelKey, ExtendedNames, Performers
-from hub.persistence.records import AlertPrefs, Assignment, KnownDevice, Record, Source
 from hub.persistence.service_base import Service
+from hub.records import (
+    Alert,
+    AlertAction,
+    AlertEvent,
+    AlertKind,
+    AlertPrefs,
+    Assignment,
+    ConflictError,
+    KnownDevice,
+    NotFoundError,
+    Source,
+)
 from hub.redact import redact
 from hub.state import ONLINE, ChangeKey, StateStore
 
 log = logging.getLogger("hub.persistence.alerts")
-
-
-class AlertKind(StrEnum):
-    LOW_BATTERY = "low_battery"
-    TX_OFF = "tx_off"  # the transmitter of an assigned channel is off
-    RF_LOW = "rf_low"
-    AUDIO_CLIP = "audio_clip"
-    DEVICE_OFFLINE = "device_offline"
-    DEVICE_WARNING = "device_warning"  # detail: interference, encryption or unregistered
-    SHOW_BATTERY = "show_battery"  # the pack will be empty before the show ends (hub.persistence.show)
-    FREQUENCY_CONFLICT = "frequency_conflict"  # detail: intermod, spacing, exclusion or out_of_band
 
 
 # Kinds judged outside the engine's own rules (by hub.persistence.frequency): the engine only runs their lifecycle.
@@ -95,29 +94,6 @@ class AlertSettings:
     # for what reaches the alerts without a state change (a performer assigned to a silent channel)
     sweep_every_s: float = 5.0
     warning_patterns: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_WARNING_PATTERNS))
-
-
-class Alert(Record):
-    id: int
-    kind: AlertKind
-    device_id: str
-    channel: int | None
-    detail: str = ""
-    severity: Literal["warning", "critical"]
-    message: str
-    raised_at: float
-    acknowledged_at: float | None = None
-    acknowledged_by: str | None = None
-    cleared_at: float | None = None
-
-
-AlertAction = Literal["raised", "acknowledged", "cleared"]
-
-
-@dataclass(frozen=True)
-class AlertEvent:
-    action: AlertAction
-    alert: Alert
 
 
 AlertListener = Callable[[AlertEvent], None]

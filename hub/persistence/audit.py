@@ -9,8 +9,7 @@ from typing import Any
 from hub.clock import Clock
 from hub.model import Command, CommandResult
 from hub.persistence.db import Database
-from hub.persistence.errors import InvalidInputError
-from hub.persistence.records import AuditEntry, Source
+from hub.records import AuditEntry, InvalidInputError, Source
 from hub.redact import redact
 
 _INSERT = "INSERT INTO audit (id, at, source, action, target, before, after, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

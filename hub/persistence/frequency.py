@@ -28,16 +28,16 @@ from hub.frequency import (
     PlanSettings,
     TvGrid,
     coordinate,
+    finding_view,
     merge_identical,
     suggest,
 )
 from hub.model import Channel, CommandKind, Device
-from hub.persistence.alerts import AlertKey, AlertKind, Alerts
+from hub.persistence.alerts import AlertKey, Alerts
 from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database
-from hub.persistence.errors import InvalidInputError, NotFoundError
-from hub.persistence.records import DeclaredCarrier, FrequencyExclusion, Source
 from hub.persistence.service_base import Service, clean_text
+from hub.records import AlertKind, DeclaredCarrier, FrequencyExclusion, InvalidInputError, NotFoundError, Source
 from hub.state import ADDED, ONLINE, REMOVED, ChangeKey, StateStore
 
 log = logging.getLogger("hub.persistence.frequency")
@@ -140,23 +140,6 @@ def _channel_carriers(device: Device, channel: Channel, rf: RfCapabilities) -> l
 def exclusion_of(record: FrequencyExclusion) -> Exclusion:
     grid = TvGrid(record.tv_grid) if record.tv_grid else None
     return Exclusion(record.low_mhz, record.high_mhz, record.label, record.id, grid, record.tv_channel)
-
-
-def finding_view(finding: Finding, labels: Mapping[str, str]) -> dict[str, Any]:
-    return {
-        "kind": finding.kind,
-        "product": finding.product.value,
-        "order": finding.order,
-        "severity": finding.severity,
-        "victim": finding.victim,
-        "victim_label": labels.get(finding.victim, finding.victim),
-        "sources": list(finding.sources),
-        "source_labels": [labels.get(source, source) for source in finding.sources],
-        "product_mhz": finding.product_mhz,
-        "offset_khz": finding.offset_khz,
-        "guard_khz": finding.guard_khz,
-        "count": finding.count,
-    }
 
 
 def _worst_first(finding: Finding) -> tuple[int, float]:

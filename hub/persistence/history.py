@@ -20,12 +20,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from pydantic import BaseModel
-
 from hub.clock import Clock
 from hub.persistence.battery import LEVEL_PER_BAR, RuntimeEstimate, estimate_runtime
 from hub.persistence.db import Database
-from hub.persistence.errors import InvalidInputError, NotFoundError
+from hub.records import HistoryPoint, InvalidInputError, NotFoundError
 from hub.state import StateStore
 
 MISSING: Final = -128
@@ -63,20 +61,6 @@ class HistorySettings:
     open_block_flush_s: float = 60.0
     retention_sweep_s: float = 3600.0
     estimate_lookback_s: float = 24 * 3600.0
-
-
-class HistoryPoint(BaseModel):
-    t: float
-    step: int
-    battery_min: float | None
-    battery_avg: float | None
-    battery_max: float | None
-    rf_dbm_min: float | None
-    rf_dbm_avg: float | None
-    rf_dbm_max: float | None
-    audio_dbfs_min: float | None
-    audio_dbfs_avg: float | None
-    audio_dbfs_max: float | None
 
 
 def encode_bucket(summary: Sequence[float | None]) -> array[int]:

@@ -12,15 +12,17 @@ from hub.hookspecs import Candidate
 from hub.persistence.audit import AuditLog
 from hub.persistence.credentials import DeviceCredentials
 from hub.persistence.db import Database
-from hub.persistence.errors import ConflictError, InvalidInputError, NotFoundError
-from hub.persistence.records import (
+from hub.persistence.service_base import Service
+from hub.records import (
     CandidateDescription,
+    ConflictError,
     ConnectionHealthRecord,
     DiscoveryCandidate,
+    InvalidInputError,
     KnownDevice,
+    NotFoundError,
     Source,
 )
-from hub.persistence.service_base import Service
 from hub.redact import redact
 
 DISCOVERY_SOURCE = "discovery"

@@ -11,10 +11,18 @@ from pydantic import ValidationError
 from hub.clock import Clock
 from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database
-from hub.persistence.errors import ConflictError, InvalidInputError, NotFoundError
-from hub.persistence.records import AlertPrefs, Assignment, ExtendedName, Performer, Source
 from hub.persistence.service_base import Service, clean_text, positive
 from hub.persistence.venue import MAX_CHANNEL
+from hub.records import (
+    AlertPrefs,
+    Assignment,
+    ConflictError,
+    ExtendedName,
+    InvalidInputError,
+    NotFoundError,
+    Performer,
+    Source,
+)
 from hub.state import StateStore
 
 ChannelKey = tuple[str, int]

@@ -7,8 +7,7 @@ from typing import Any
 from hub.clock import Clock
 from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database
-from hub.persistence.errors import InvalidInputError
-from hub.persistence.records import Source
+from hub.records import InvalidInputError, Source
 
 MAX_TEXT = 200
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.clock import Clock, SystemClock
-from hub.persistence.alerts import ALERT_FIELDS, Alert, Alerts, AlertSettings
+from hub.persistence.alerts import ALERT_FIELDS, Alerts, AlertSettings
 from hub.persistence.audit import AuditLog
 from hub.persistence.credentials import CREDENTIALS_FILE, DeviceCredentials
 from hub.persistence.db import Database, WriterSettings, WriterStats
@@ -23,7 +23,10 @@ from hub.persistence.frequency import FREQUENCY_FIELDS, FrequencyPlan, Frequency
 from hub.persistence.history import History, HistorySettings
 from hub.persistence.known_devices import Candidates, HealthLog, KnownDevices
 from hub.persistence.performers import ExtendedNames, Performers, assignment_from_row
-from hub.persistence.records import (
+from hub.persistence.show import Show
+from hub.persistence.venue import Groups, Locations, Slots
+from hub.records import (
+    Alert,
     ConnectionHealthRecord,
     DeclaredCarrier,
     DiscoveryCandidate,
@@ -36,8 +39,6 @@ from hub.persistence.records import (
     Performer,
     Slot,
 )
-from hub.persistence.show import Show
-from hub.persistence.venue import Groups, Locations, Slots
 from hub.state import StateStore, Subscription
 
 log = logging.getLogger("hub.persistence")

@@ -10,20 +10,26 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from typing import Final, Literal
-
-from pydantic import Field
+from typing import Final
 
 from hub.clock import Clock
 from hub.persistence.alerts import Alerts, Verdict
 from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database
-from hub.persistence.errors import InvalidInputError, NotFoundError
 from hub.persistence.history import History
 from hub.persistence.performers import ExtendedNames, Performers
-from hub.persistence.records import Record, Source
 from hub.persistence.service_base import Service
 from hub.persistence.venue import Slots
+from hub.records import (
+    MAX_MARGIN_MIN,
+    ChannelRef,
+    InvalidInputError,
+    NotFoundError,
+    ShowSettings,
+    Source,
+    SwapEntry,
+    SwapList,
+)
 from hub.state import StateStore
 
 SETTINGS_KEY: Final = "show"
@@ -32,42 +38,6 @@ ESTIMATE_BAND: Final = 0.15
 # a pack on the list leaves it (and its alert clears) only once it lasts this much past the deadline, so an
 # estimate wobbling around the deadline raises one alert, not one a minute
 CLEAR_MARGIN_S: Final = 10 * 60.0
-MAX_MARGIN_MIN: Final = 24 * 60
-
-
-class ShowSettings(Record):
-    end_at: float | None = Field(default=None, description="when the show ends (Unix time); null: no show set")
-    margin_min: int = Field(default=15, ge=0, le=MAX_MARGIN_MIN, description="a pack must last this long past the end")
-
-
-class ChannelRef(Record):
-    channel_id: str
-    device_id: str
-    channel: int
-    name: str | None
-    performer: str | None
-    slot: int | None
-    battery_type: str | None
-
-
-class SwapEntry(ChannelRef):
-    empty_at: float = Field(description="when the pack is expected to be empty (Unix time)")
-    minutes_left: int
-    earliest_empty_at: float = Field(description="the early end of the estimate's band")
-    latest_empty_at: float = Field(description="the late end of the estimate's band")
-    source: Literal["transmitter", "estimate"] = Field(
-        description="transmitter: the runtime it reports; estimate: the hub's fit of its bar drain"
-    )
-    certainty: str = Field(description="how sure the estimate is, in words")
-
-
-class SwapList(Record):
-    generated_at: float
-    until: float | None = Field(description="the show end the list was made for; null: no show end set")
-    margin_min: int
-    deadline: float | None = Field(description="until plus the margin: a pack empty before this is listed")
-    items: list[SwapEntry] = Field(description="packs that will not last, soonest empty first")
-    no_estimate: list[ChannelRef] = Field(description="transmitters on with no runtime known yet")
 
 
 SwapListListener = Callable[[SwapList], None]

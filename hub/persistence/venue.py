@@ -9,9 +9,8 @@ from collections.abc import Callable, Iterable
 from hub.clock import Clock
 from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database
-from hub.persistence.errors import ConflictError, InvalidInputError, NotFoundError
-from hub.persistence.records import Group, Location, LocationKind, Slot, Source
 from hub.persistence.service_base import Service, clean_text, positive
+from hub.records import ConflictError, Group, InvalidInputError, Location, LocationKind, NotFoundError, Slot, Source
 
 MAX_SLOT = 999
 MAX_GROUP = 99  # the board selects groups 0-9 from the keyboard; more are reachable from the menu
@@ -36,6 +35,16 @@ class Locations(Service):
 
     def exists(self, location_id: int) -> bool:
         return location_id in self._by_id
+
+    def within(self, location_id: int) -> set[int]:
+        """The location and every location inside it (a stage holds racks)."""
+        found = {location_id}
+        grew = True
+        while grew:
+            inside = {location.id for location in self._by_id.values() if location.parent_id in found}
+            grew = not inside <= found
+            found |= inside
+        return found
 
     async def create(
         self, name: str, kind: LocationKind | str, *, source: Source | str, parent_id: int | None = None

@@ -14,7 +14,6 @@ from typing import Any, Final
 from aiohttp import web
 
 from hub.model import LOW_BATTERY, Channel, Command, Device
-from hub.persistence import Persistence
 from hub.redact import redact
 from hub.service import HubService, UnknownCandidateError
 from hub.web.routing import ApiError, Operation, json_response, not_found, parse_body, parse_query
@@ -86,31 +85,9 @@ def device_view(hub: HubService, device: Device) -> DeviceView:
     )
 
 
-def _locations_within(store: Persistence, location_id: int) -> set[int]:
-    """The location and every location inside it (a stage holds racks)."""
-    found = {location_id}
-    children = [(location.id, location.parent_id) for location in store.locations.all()]
-    grew = True
-    while grew:
-        inside = {child for child, parent in children if parent in found}
-        grew = not inside <= found
-        found |= inside
-    return found
-
-
 def _device_filter(hub: HubService, query: ListQuery) -> Callable[[Device], bool]:
-    places: set[int] | None = None
-    store = hub.venue
-    if query.location is not None:
-        places = _locations_within(store, query.location) if store is not None else set()
-
-    def located(device: Device) -> bool:
-        if places is None:
-            return True
-        known = store.devices.find(device.id) if store is not None else None
-        return known is not None and known.location_id in places
-
-    return lambda device: _device_matches(device, query) and located(device)
+    placed = hub.devices_at(query.location) if query.location is not None else None
+    return lambda device: _device_matches(device, query) and (placed is None or device.id in placed)
 
 
 def _find_device(hub: HubService, device_id: str) -> Device:

@@ -1,5 +1,6 @@
 """REST API v1 for frequency coordination (#19): the live plan, clean frequencies, declared carriers and
-exclusions. Present only with a venue store (the plan's declared carriers and exclusions live there)."""
+exclusions. Present only with a venue store (the plan's declared carriers and exclusions live there):
+the plan is :class:`hub.service.FrequencyService`."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from typing import Any, Final, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from hub.frequency import Band, Carrier
+from hub.frequency import Band, Carrier, finding_view
 from hub.model import Command, CommandKind
-from hub.persistence import DeclaredCarrier, FrequencyExclusion
-from hub.persistence.frequency import FrequencyPlan, finding_view
+from hub.records import DeclaredCarrier, FrequencyExclusion
+from hub.service import FrequencyService
 from hub.web.api import COMMAND_STATUS, HUB_KEY, SOURCE, find_channel
 from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body
 from hub.web.schemas import CommandOutcome, Strict
@@ -320,11 +321,11 @@ class _Collection:
 
     name: str
     key: str  # the path parameter
-    items: Callable[[FrequencyPlan], Sequence[BaseModel]]
+    items: Callable[[FrequencyService], Sequence[BaseModel]]
     item_list: type[BaseModel]
-    one: Callable[[FrequencyPlan, int], BaseModel]
+    one: Callable[[FrequencyService, int], BaseModel]
     save: Callable[[web.Request, int | None], Awaitable[BaseModel]]
-    remove: Callable[[FrequencyPlan, int], Awaitable[BaseModel]]
+    remove: Callable[[FrequencyService, int], Awaitable[BaseModel]]
 
     def handlers(self) -> tuple[Handler, Handler, Handler, Handler, Handler]:
         async def listing(request: web.Request) -> web.Response:
@@ -370,18 +371,18 @@ class _Collection:
 _DECLARED = _Collection(
     "declared_carrier",
     "carrier_id",
-    FrequencyPlan.declared,
+    lambda plan: plan.declared(),
     DeclaredCarrierList,
-    FrequencyPlan.declared_carrier,
+    lambda plan, carrier_id: plan.declared_carrier(carrier_id),
     _declare,
     lambda plan, carrier_id: plan.undeclare(carrier_id, source=SOURCE),
 )
 _EXCLUSIONS = _Collection(
     "exclusion",
     "exclusion_id",
-    FrequencyPlan.exclusions,
+    lambda plan: plan.exclusions(),
     ExclusionList,
-    FrequencyPlan.exclusion,
+    lambda plan, exclusion_id: plan.exclusion(exclusion_id),
     _exclude,
     lambda plan, exclusion_id: plan.unexclude(exclusion_id, source=SOURCE),
 )

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hub.service import HubService
+from hub.service import HubService, VenueService
 from hub.web.live import LiveFeed
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -82,21 +82,6 @@ class HubCollector(Collector):
         yield GaugeMetricFamily(
             "wmhub_discovery_candidates", "Discovered devices waiting for approval", value=len(self._hub.candidates())
         )
-        if self._hub.venue is not None:
-            yield GaugeMetricFamily(
-                "wmhub_database_writable",
-                "1 while the database takes writes; 0 while changes are held in memory only (health: degraded)",
-                value=0 if self._hub.degraded() else 1,
-            )
-            alerts = GaugeMetricFamily(
-                "wmhub_alerts_open", "Raised, not yet cleared alerts", labels=["kind", "severity", "acknowledged"]
-            )
-            counts = Tally(
-                (a.kind.value, a.severity, str(a.acknowledged_at is not None).lower()) for a in self._hub.open_alerts()
-            )
-            for labels, count in sorted(counts.items()):
-                alerts.add_metric(list(labels), count)
-            yield alerts
         yield GaugeMetricFamily("wmhub_live_clients", "Browsers on the live feed", value=len(self._live.clients))
         yield CounterMetricFamily(
             "wmhub_live_clients_dropped", "Browsers dropped for not keeping up", value=self._live.dropped
@@ -106,10 +91,37 @@ class HubCollector(Collector):
         )
 
 
+class VenueCollector(Collector):
+    """The database and the alerts: only a hub with a venue store has them (the fleet board has neither)."""
+
+    def __init__(self, hub: HubService, venue: VenueService) -> None:
+        self._hub = hub
+        self._venue = venue
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "wmhub_database_writable",
+            "1 while the database takes writes; 0 while changes are held in memory only (health: degraded)",
+            value=0 if self._hub.degraded() else 1,
+        )
+        alerts = GaugeMetricFamily(
+            "wmhub_alerts_open", "Raised, not yet cleared alerts", labels=["kind", "severity", "acknowledged"]
+        )
+        counts = Tally(
+            (a.kind.value, a.severity, str(a.acknowledged_at is not None).lower())
+            for a in self._venue.alerts.open_alerts()
+        )
+        for labels, count in sorted(counts.items()):
+            alerts.add_metric(list(labels), count)
+        yield alerts
+
+
 class Metrics:
-    def __init__(self, hub: HubService, live: LiveFeed) -> None:
+    def __init__(self, hub: HubService, live: LiveFeed, venue: VenueService | None) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(HubCollector(hub, live))
+        if venue is not None:
+            self.registry.register(VenueCollector(hub, venue))
         self.http_requests = Counter(
             "wmhub_http_requests",
             "HTTP requests answered, by route and status",

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from hub.model import MAX_SLOTS, Channel, CommandKind, Device
-from hub.persistence.records import CandidateDescription
+from hub.records import CandidateDescription
 
 
 def _one_line(value: str) -> str:

@@ -1,10 +1,12 @@
 """The hub's web edge: the status board, the REST API, the live feed and metrics on one aiohttp server.
 
-``WebServer(hub)`` is built by the composition root (hub.compose) when ``http.enabled``; ``await start()`` binds
-``http.host:http.port`` (port 0 picks a free one, read it back from ``server.port``) and ``await stop()``
-closes every connection. Writes and control always need ``Authorization: Bearer <token>``; reads need it
-only when ``http.open_reads`` is false. The token is ``http.token`` or, when unset, the one stored in
-``<data_dir>/api-token`` (mode 600), generated and logged once at the first start.
+``WebServer(hub, venue)`` is built by the composition root (hub.compose) when ``http.enabled``; the venue
+and frequency routes and the database and alert metrics exist only when it is given a venue store (the
+fleet board has none). ``await start()`` binds ``http.host:http.port`` (port 0 picks a free one, read it
+back from ``server.port``) and ``await stop()`` closes every connection. Writes and control always need
+``Authorization: Bearer <token>``; reads need it only when ``http.open_reads`` is false. The token is
+``http.token`` or, when unset, the one stored in ``<data_dir>/api-token`` (mode 600), generated and logged
+once at the first start.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from aiohttp.typedefs import Handler as AiohttpHandler
 from swagger_ui_bundle import swagger_ui_path
 
 from hub.auth import token_matches
-from hub.service import HubService
+from hub.service import HubService, VenueService
 from hub.web.api import AUTHORIZED_KEY, HUB_KEY, LIVE_COUNT_KEY, OPERATIONS
 from hub.web.frequency import FREQUENCY_OPERATIONS
 from hub.web.guard import ConnectionLimits, GuardedSite, host_of, origin_host, our_host_names
@@ -27,7 +29,7 @@ from hub.web.live import LiveFeed
 from hub.web.metrics import CONTENT_TYPE, Metrics
 from hub.web.openapi import build_document
 from hub.web.routing import ApiError, Handler, Operation, error_response, json_response
-from hub.web.venue import VENUE_OPERATIONS, has_venue
+from hub.web.venue import VENUE_KEY, VENUE_OPERATIONS
 
 log = logging.getLogger("hub.web")
 
@@ -54,14 +56,17 @@ def http_error(exc: web.HTTPException) -> web.Response:
 class WebServer:
     name = "web"
 
-    def __init__(self, hub: HubService, extra_operations: tuple[Operation, ...] = ()) -> None:
+    def __init__(
+        self, hub: HubService, venue: VenueService | None, extra_operations: tuple[Operation, ...] = ()
+    ) -> None:
         self.hub = hub
+        self.venue = venue
         self.settings = hub.config.http
         self.token = hub.api_token
         self.live = LiveFeed(hub, self.settings.live_interval_s, self.settings.live_queue)
-        self.metrics = Metrics(hub, self.live)
+        self.metrics = Metrics(hub, self.live, venue)
         # the venue routes exist only with a store; without one they answer 404 like any unknown path
-        venue_operations = VENUE_OPERATIONS + FREQUENCY_OPERATIONS if has_venue(hub) else ()
+        venue_operations = VENUE_OPERATIONS + FREQUENCY_OPERATIONS if venue is not None else ()
         self.operations = OPERATIONS + venue_operations + extra_operations
         self.openapi = build_document(self.operations)
         self._static_files = frozenset(path.name for path in STATIC_DIR.iterdir() if path.is_file())
@@ -94,6 +99,8 @@ class WebServer:
             middlewares=[self._errors, self._our_host, self._cors_preflight], client_max_size=64 * 1024
         )
         app[HUB_KEY] = self.hub
+        if self.venue is not None:
+            app[VENUE_KEY] = self.venue
         app[LIVE_COUNT_KEY] = lambda: len(self.live.clients)
         for op in self.operations:
             app.router.add_route(op.method, op.path, self._guard(op.handler, write=op.write))

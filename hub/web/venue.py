@@ -1,7 +1,8 @@
 """REST API v1 over the venue store (#6): locations, slots, groups, performers, assignments, history, audit.
 
-These routes exist only when the hub has a venue store (``HubService.venue``). The store's typed errors carry
-their own code; :func:`store_errors` turns them into the API's error body with the store's HTTP status.
+These routes exist only on a web server given a venue store (:class:`hub.service.VenueService`, at
+:data:`VENUE_KEY`). The store's typed errors carry their own code; :func:`store_errors` turns them into the
+API's error body with the store's HTTP status.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Annotated, Any, Final
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
-from hub.persistence import (
+from hub.records import (
     HTTP_STATUS,
+    MAX_MARGIN_MIN,
     Alert,
     AlertPrefs,
     Assignment,
@@ -25,28 +27,22 @@ from hub.persistence import (
     Location,
     LocationKind,
     Performer,
-    Persistence,
+    ShowSettings,
     Slot,
     StoreError,
+    SwapList,
 )
-from hub.persistence.show import MAX_MARGIN_MIN, ShowSettings, SwapList
-from hub.service import HubService
+from hub.service import VenueService
 from hub.web.api import HUB_KEY, SOURCE, find_channel
 from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body, parse_query
 from hub.web.schemas import Line, Strict, Text
 
 NO_CONTENT: Final = 204
+VENUE_KEY: Final = web.AppKey("venue", VenueService)
 
 
-def has_venue(hub: HubService) -> bool:
-    return hub.venue is not None
-
-
-def venue(request: web.Request) -> Persistence:
-    store = request.app[HUB_KEY].venue
-    if store is None:  # the routes are only added with a store; this guards a store closed under us
-        raise ApiError(503, "no_store", "the hub has no venue store")
-    return store
+def venue(request: web.Request) -> VenueService:
+    return request.app[VENUE_KEY]
 
 
 def store_errors(handler: Handler) -> Handler:
