@@ -17,7 +17,7 @@ from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings, load_config
 from hub.frequency import Band, CarrierState, Profile
 from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device, NumberLimits
-from hub.persistence import AlertKind, Persistence, SimulatedClock
+from hub.persistence import IN_MEMORY, AlertKind, Persistence, SimulatedClock
 from hub.persistence.frequency import FrequencySettings, carriers_of
 from hub.persistence.testing import open_simulated, put_receiver
 from hub.plugins import PluginHost
@@ -66,7 +66,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     )
     clock = SimulatedClock(start=time.time())
     hub = compose_hub(config, PluginHost())
-    store = await open_simulated(tmp_path, hub.store, clock)
+    store = await open_simulated(IN_MEMORY, hub.store, clock)
     hub.persistence = store
     put_receiver(hub.store, "shure-rx", channels=3, frequency_mhz=600.0)
     try:

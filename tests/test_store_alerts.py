@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from hub.persistence import (
+    IN_MEMORY,
     AlertEvent,
     AlertKind,
     AlertSettings,
@@ -52,11 +53,11 @@ class Venue:
 
 
 @pytest.fixture
-async def venue(tmp_path: Path) -> AsyncIterator[Venue]:
+async def venue() -> AsyncIterator[Venue]:
     state = StateStore()
     put_receiver(state, "shure-A", channels=2, battery_bars=5, rf_quality_percent=90, rf_dbm=-50.0)
     clock = SimulatedClock()
-    store = await open_simulated(tmp_path, state, clock)
+    store = await open_simulated(IN_MEMORY, state, clock)
     await store.devices.add("shure://127.0.0.1:2202", source=Source.CLI, device_id="shure-A")
     events: list[AlertEvent] = []
     store.alerts.add_listener(events.append)
@@ -282,14 +283,14 @@ async def test_assigning_a_channel_whose_transmitter_is_already_off_raises_tx_of
     assert AlertKind.TX_OFF not in venue.open_kinds(), "disabling the kind clears it without a state change"
 
 
-async def test_devices_removed_and_added_in_the_middle_of_a_sliced_tick(tmp_path: Path) -> None:
+async def test_devices_removed_and_added_in_the_middle_of_a_sliced_tick() -> None:
     """The ticker lets the event loop run between slices of a tick, and what runs there may remove or add
     devices: whichever slice it lands after, the tick goes on, the removed device's alerts clear and no
     other device's alerts move."""
     state = StateStore()
     clock = SimulatedClock()
     # a sweep on every tick: every tick then also looks at every device and channel
-    store = await open_simulated(tmp_path, state, clock, alerts=AlertSettings(sweep_every_s=TICK_S))
+    store = await open_simulated(IN_MEMORY, state, clock, alerts=AlertSettings(sweep_every_s=TICK_S))
     events: list[AlertEvent] = []
     store.alerts.add_listener(events.append)
 
@@ -334,12 +335,12 @@ async def test_devices_removed_and_added_in_the_middle_of_a_sliced_tick(tmp_path
     assert [event.alert for event in events if event.alert.device_id == "shure-A"] == [kept_a, kept_b]
 
 
-async def test_the_running_store_raises_alerts_on_its_own_as_its_clock_advances(tmp_path: Path) -> None:
+async def test_the_running_store_raises_alerts_on_its_own_as_its_clock_advances() -> None:
     """A hub never calls step(): its ticker sleeps on the store's clock and ticks when the time has come."""
     state = StateStore()
     put_receiver(state, "shure-A", channels=1, battery_bars=1)
     clock = SimulatedClock()
-    store = await Persistence.open(tmp_path, state, clock=clock, settings=quick_settings(tick_s=TICK_S))
+    store = await Persistence.open(IN_MEMORY, state, clock=clock, settings=quick_settings(tick_s=TICK_S))
     try:
         await store.devices.add("shure://127.0.0.1:2202", source=Source.CLI, device_id="shure-A")
         assert store.alerts.open_alerts() == []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.persistence import DATABASE_FILE, InvalidInputError, NotFoundError, SimulatedClock
+from hub.persistence import DATABASE_FILE, IN_MEMORY, InvalidInputError, NotFoundError, SimulatedClock
 from hub.persistence.battery import BAR_THRESHOLDS_V, bars_at, cell_volts
 from hub.persistence.history import HistorySettings, encode_bucket
 from hub.persistence.testing import open_simulated, put_receiver
@@ -24,11 +24,11 @@ def aligned_clock() -> SimulatedClock:
     return SimulatedClock(start=1_767_225_600.0)  # midnight: bucket and block boundaries are round
 
 
-async def test_samples_become_min_avg_max_buckets(tmp_path: Path) -> None:
+async def test_samples_become_min_avg_max_buckets() -> None:
     state = StateStore()
     put_receiver(state, "shure-A", channels=1, battery_percent=80, rf_dbm=-60.0, audio_dbfs=-30.0)
     clock = aligned_clock()
-    store = await open_simulated(tmp_path, state, clock)
+    store = await open_simulated(IN_MEMORY, state, clock)
     try:
         start = clock.now()
         for tick in range(40):  # 20 s at the 0.5 s tick: two 10 s buckets
@@ -62,9 +62,9 @@ async def test_samples_become_min_avg_max_buckets(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_history_is_downsampled_as_it_ages_and_dropped_after_retention(tmp_path: Path) -> None:
+async def test_history_is_downsampled_as_it_ages_and_dropped_after_retention() -> None:
     clock = aligned_clock()
-    store = await open_simulated(tmp_path, clock=clock)
+    store = await open_simulated(IN_MEMORY, clock=clock)
     try:
         history = store.history
         series = history.series("shure-A", 1)
@@ -207,13 +207,11 @@ def simulate_drain(
     [(8.0, 0.0, 1), (10.0, 0.0, 2), (6.0, 0.3, 3), (5.0, 0.5, 4)],
     ids=["8h-from-insertion", "10h-from-insertion", "6h-hub-started-late", "5h-hub-started-at-half"],
 )
-async def test_runtime_estimate_for_bars_only_is_within_15_percent(
-    tmp_path: Path, life_h: float, seen_from: float, seed: int
-) -> None:
+async def test_runtime_estimate_for_bars_only_is_within_15_percent(life_h: float, seen_from: float, seed: int) -> None:
     state = StateStore()
     put_receiver(state, "shure-A", channels=1, battery_bars=5)
     clock = aligned_clock()
-    store = await open_simulated(tmp_path, state, clock)
+    store = await open_simulated(IN_MEMORY, state, clock)
     try:
         series = store.history.series("shure-A", 1)
         inserted = int(clock.now()) + 3600
@@ -244,14 +242,14 @@ async def test_runtime_estimate_for_bars_only_is_within_15_percent(
         await store.close()
 
 
-async def test_every_channel_gets_its_bucket_and_blocks_end_across_an_hour(tmp_path: Path) -> None:
+async def test_every_channel_gets_its_bucket_and_blocks_end_across_an_hour() -> None:
     """Many channels cross a bucket, a 10 min block and an hourly block together; closing is spread over
     ticks, and nothing is lost: a query right after the boundary shows the finished bucket."""
     state = StateStore()
     for number in range(60):
         put_receiver(state, f"shure-{number}", channels=4, battery_percent=50, rf_dbm=-60.0, audio_dbfs=-20.0)
     clock = SimulatedClock(start=1_767_225_600.0 + 3600 - 20)
-    store = await open_simulated(tmp_path, state, clock)
+    store = await open_simulated(IN_MEMORY, state, clock)
     try:
         for _ in range(101):  # 50 s at the 0.5 s tick, the last one just after a bucket ended
             store.step()

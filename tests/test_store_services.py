@@ -13,8 +13,10 @@ from hub.hookspecs import Candidate
 from hub.model import Command, CommandKind, CommandResult
 from hub.persistence import (
     HTTP_STATUS,
+    IN_MEMORY,
     ConflictError,
     InvalidInputError,
+    LocationKind,
     NotFoundError,
     Persistence,
     Source,
@@ -25,8 +27,8 @@ from hub.state import StateStore
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Persistence]:
-    persistence = await open_simulated(tmp_path)
+async def store() -> AsyncIterator[Persistence]:
+    persistence = await open_simulated(IN_MEMORY)
     yield persistence
     await persistence.close()
 
@@ -320,3 +322,19 @@ async def test_everything_configured_survives_a_restart(tmp_path: Path) -> None:
         assert created.id == anna.id + 1, "ids continue after a restart"
     finally:
         await again.close()
+
+
+async def test_a_store_in_memory_keeps_everything_for_the_run_and_writes_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where a file named after the database would land
+    store = await open_simulated(IN_MEMORY)
+    try:
+        await store.locations.create("Main stage", LocationKind.STAGE, source=Source.CLI)
+        await store.devices.add("shure://admin:secret@10.0.0.5:2202", source=Source.CLI)
+        assert [row["name"] for row in await store.db.fetchall("SELECT name FROM locations")] == ["Main stage"]
+        assert store.devices.restore() == [("shure://admin:secret@10.0.0.5:2202", None)], "the password kept"
+        assert not store.db.failing, "every change committed"
+    finally:
+        await store.close()
+    assert list(tmp_path.iterdir()) == []  # noqa: ASYNC240 (a listing, once, after the store closed)

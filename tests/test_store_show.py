@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.persistence import AlertEvent, AlertKind, InvalidInputError, Persistence, SimulatedClock, Source
+from hub.persistence import IN_MEMORY, AlertEvent, AlertKind, InvalidInputError, Persistence, SimulatedClock, Source
 from hub.persistence.battery import ALKALINE_BAR_FRACTIONS
 from hub.persistence.history import encode_bucket
 from hub.persistence.show import ESTIMATE_BAND
@@ -33,7 +33,7 @@ class Show:
 
 
 @pytest.fixture
-async def show(tmp_path: Path) -> AsyncIterator[Show]:
+async def show() -> AsyncIterator[Show]:
     state = StateStore()
     # channel 1..4 report their own runtime; 5 reports bars only and has no history yet; 6 is switched off
     put_receiver(state, "shure-A", channels=6, battery_bars=4, battery_type="LION")
@@ -42,7 +42,7 @@ async def show(tmp_path: Path) -> AsyncIterator[Show]:
     state.update_channel("shure-A", 5, {"battery_type": "ALKA"})
     state.update_channel("shure-A", 6, {"tx_present": False, "battery_runtime_min": 10})
     clock = SimulatedClock(start=START)
-    store = await open_simulated(tmp_path, state, clock)
+    store = await open_simulated(IN_MEMORY, state, clock)
     events: list[AlertEvent] = []
     store.alerts.add_listener(events.append)
     performer = await store.performers.create("Mara", source=Source.CLI)

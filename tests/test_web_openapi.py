@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.persistence import IN_MEMORY
 from hub.persistence.testing import open_simulated
 from hub.plugins import PluginHost
 
@@ -31,7 +32,7 @@ async def test_schemathesis_finds_no_server_errors(tmp_path: Path) -> None:
         http=HttpSettings(port=0, token=TOKEN),
     )
     hub = compose_hub(config, PluginHost())
-    store = await open_simulated(tmp_path, hub.store)
+    store = await open_simulated(IN_MEMORY, hub.store)
     hub.persistence = store
     async with hub:
         st = Path(sys.executable).with_name("st")

@@ -14,7 +14,7 @@ import pytest
 from hub.app import Hub
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
-from hub.persistence import Persistence, SimulatedClock
+from hub.persistence import IN_MEMORY, Persistence, SimulatedClock
 from hub.persistence.testing import open_simulated, put_receiver
 from hub.plugins import PluginHost
 from tests.test_web_api import BenchPlugin
@@ -49,7 +49,7 @@ async def venue(tmp_path: Path) -> AsyncIterator[Venue]:
     plugins = PluginHost()
     plugins.register(BenchPlugin(), "bench")  # known devices must name a scheme some plugin handles
     hub = compose_hub(config, plugins)
-    store = await open_simulated(tmp_path, hub.store, clock)
+    store = await open_simulated(IN_MEMORY, hub.store, clock)
     hub.persistence = store
     put_receiver(hub.store, "rx-1", channels=1, battery_bars=4)
     try:

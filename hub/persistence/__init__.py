@@ -8,7 +8,7 @@ from hub.clock import Clock, SimulatedClock, SystemClock
 from hub.persistence.alerts import ALERT_FIELDS, Alerts, AlertSettings
 from hub.persistence.audit import AuditLog
 from hub.persistence.battery import RuntimeEstimate, estimate_runtime
-from hub.persistence.db import Database, WriterSettings, WriterStats
+from hub.persistence.db import IN_MEMORY, Database, WriterSettings, WriterStats
 from hub.persistence.history import History, HistorySettings, Tier
 from hub.persistence.services import DATABASE_FILE, Persistence, StoreSettings
 from hub.records import (
@@ -42,6 +42,7 @@ __all__ = [
     "ALERT_FIELDS",
     "DATABASE_FILE",
     "HTTP_STATUS",
+    "IN_MEMORY",
     "Alert",
     "AlertEvent",
     "AlertKind",

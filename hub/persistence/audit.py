@@ -30,11 +30,6 @@ class AuditLog:
         self._clock = clock
         self._last_id = last_id
 
-    @classmethod
-    async def load(cls, db: Database, clock: Clock) -> AuditLog:
-        rows = await db.fetchall("SELECT max(id) FROM audit")
-        return cls(db, clock, rows[0][0] or 0)
-
     def record(
         self,
         source: Source | str,

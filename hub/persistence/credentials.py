@@ -22,9 +22,14 @@ CREDENTIALS_FILE: Final = "device-credentials.json"
 
 
 class DeviceCredentials:
-    def __init__(self, path: Path) -> None:
+    """The device URLs with a password, by their shown URL; ``path`` None keeps them for this run only (a
+    store in memory)."""
+
+    def __init__(self, path: Path | None) -> None:
         self.path = path
         self._urls: dict[str, str] = {}
+        if path is None:
+            return
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -53,6 +58,8 @@ class DeviceCredentials:
 
     def _save(self) -> None:
         """Write the whole file anew (a handful of devices), owner-only from its first byte."""
+        if self.path is None:
+            return
         temporary = self.path.with_suffix(".tmp")
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -19,11 +19,15 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiosqlite
 
 from hub.persistence.schema import MIGRATIONS
+
+# SQLite's name for a database that lives in memory and is gone when closed: a store for tests that need no
+# file (``Persistence.open(IN_MEMORY, ...)``); what it does is otherwise the file's, writer and all.
+IN_MEMORY: Final = ":memory:"
 
 log = logging.getLogger("hub.persistence")
 
@@ -334,7 +338,7 @@ async def _stand_in(path: Path) -> tuple[aiosqlite.Connection, str]:
     """What the store reads while the file cannot be written: the file as it is, read-only, if it is
     there and current (``immutable``: no locks, no WAL, so a read-only directory or a lock does not stop
     it); otherwise an empty database with the current schema."""
-    if path.is_file():  # noqa: ASYNC240 (a stat, once, at start)
+    if str(path) != IN_MEMORY and path.is_file():  # noqa: ASYNC240 (a stat, once, at start)
         connection = await aiosqlite.connect(f"{path.as_uri()}?immutable=1", uri=True, isolation_level=None)
         connection.row_factory = sqlite3.Row
         try:
@@ -345,7 +349,7 @@ async def _stand_in(path: Path) -> tuple[aiosqlite.Connection, str]:
         except sqlite3.Error:
             pass
         await connection.close()
-    connection = await aiosqlite.connect(":memory:", isolation_level=None)
+    connection = await aiosqlite.connect(IN_MEMORY, isolation_level=None)
     connection.row_factory = sqlite3.Row
     await _migrate(connection)
     return connection, "an empty database"

@@ -145,6 +145,36 @@ def _rollup(data: array[int], group: int) -> list[array[int]]:
     return [array("b", bucket) for bucket in zip(*columns, strict=True)]
 
 
+@dataclass(frozen=True)
+class StoredHistory:
+    """What history starts from: every channel's series id, and each tier's newest block per series."""
+
+    series: dict[tuple[str, int], int]
+    open_blocks: list[dict[int, _Block]]
+
+    @classmethod
+    async def read(cls, db: Database, settings: HistorySettings) -> StoredHistory:
+        series = {
+            (row["device_id"], row["channel"]): row["id"]
+            for row in await db.fetchall("SELECT id, device_id, channel FROM history_series")
+        }
+        # The newest block of every series and tier is open again, however old: if the hub stopped before
+        # it was finished, finishing it now still rolls it up; if it was finished, doing it again changes
+        # nothing (the coarser block it lands in is the newest one, loaded too).
+        open_blocks: list[dict[int, _Block]] = [{} for _ in settings.tiers]
+        level_of = {tier.step_s: level for level, tier in enumerate(settings.tiers)}
+        rows = await db.fetchall(
+            "SELECT b.series_id, b.step, b.start, b.data FROM history_blocks AS b JOIN "
+            "(SELECT series_id, step, max(start) AS start FROM history_blocks GROUP BY series_id, step) "
+            "USING (series_id, step, start)"
+        )
+        for row in rows:
+            level = level_of.get(row["step"])
+            if level is not None:
+                open_blocks[level][row["series_id"]] = _Block(row["start"], _from_bytes(row["data"]))
+        return cls(series, open_blocks)
+
+
 class History:
     """Feed it with :meth:`sample_slices` (all channels from the state store) and :meth:`advance_slices`
     (close due buckets), both run on every store tick; or directly with :meth:`add_bucket`.
@@ -162,9 +192,9 @@ class History:
         clock: Clock,
         state: StateStore,
         settings: HistorySettings,
-        series: dict[tuple[str, int], int],
-        open_blocks: list[dict[int, _Block]],
+        stored: StoredHistory,
     ) -> None:
+        series, open_blocks = stored.series, stored.open_blocks
         tiers = settings.tiers
         for finer, coarser in itertools.pairwise(tiers):
             if finer.span_s % coarser.step_s or coarser.step_s % finer.step_s:
@@ -196,28 +226,6 @@ class History:
         now = clock.now()
         self._next_flush = now + settings.open_block_flush_s
         self._next_sweep = now
-
-    @classmethod
-    async def load(cls, db: Database, clock: Clock, state: StateStore, settings: HistorySettings) -> History:
-        series = {
-            (row["device_id"], row["channel"]): row["id"]
-            for row in await db.fetchall("SELECT id, device_id, channel FROM history_series")
-        }
-        # The newest block of every series and tier is open again, however old: if the hub stopped before
-        # it was finished, finishing it now still rolls it up; if it was finished, doing it again changes
-        # nothing (the coarser block it lands in is the newest one, loaded too).
-        open_blocks: list[dict[int, _Block]] = [{} for _ in settings.tiers]
-        level_of = {tier.step_s: level for level, tier in enumerate(settings.tiers)}
-        rows = await db.fetchall(
-            "SELECT b.series_id, b.step, b.start, b.data FROM history_blocks AS b JOIN "
-            "(SELECT series_id, step, max(start) AS start FROM history_blocks GROUP BY series_id, step) "
-            "USING (series_id, step, start)"
-        )
-        for row in rows:
-            level = level_of.get(row["step"])
-            if level is not None:
-                open_blocks[level][row["series_id"]] = _Block(row["start"], _from_bytes(row["data"]))
-        return cls(db, clock, state, settings, series, open_blocks)
 
     def series(self, device_id: str, channel: int) -> int:
         """The id history uses for a channel (created on first use)."""

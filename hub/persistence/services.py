@@ -18,15 +18,16 @@ from hub.clock import Clock, SystemClock
 from hub.persistence.alerts import ALERT_FIELDS, Alerts, AlertSettings
 from hub.persistence.audit import AuditLog
 from hub.persistence.credentials import CREDENTIALS_FILE, DeviceCredentials
-from hub.persistence.db import Database, WriterSettings, WriterStats
+from hub.persistence.db import IN_MEMORY, Database, WriterSettings, WriterStats
 from hub.persistence.frequency import FREQUENCY_FIELDS, FrequencyPlan, FrequencySettings
-from hub.persistence.history import History, HistorySettings
+from hub.persistence.history import History, HistorySettings, StoredHistory
 from hub.persistence.known_devices import Candidates, HealthLog, KnownDevices
 from hub.persistence.performers import ExtendedNames, Performers, assignment_from_row
 from hub.persistence.show import Show
 from hub.persistence.venue import Groups, Locations, Slots
 from hub.records import (
     Alert,
+    Assignment,
     ConnectionHealthRecord,
     DeclaredCarrier,
     DiscoveryCandidate,
@@ -37,6 +38,7 @@ from hub.records import (
     Location,
     LocationKind,
     Performer,
+    ShowSettings,
     Slot,
 )
 from hub.state import StateStore, Subscription
@@ -66,44 +68,119 @@ class StoreSettings:
     show_check_every_s: float = 30.0
 
 
+@dataclass(frozen=True)
+class Stored:
+    """Everything the services start from, read from the database once at open."""
+
+    known_devices: list[KnownDevice]
+    candidates: list[DiscoveryCandidate]
+    health: list[ConnectionHealthRecord]
+    locations: list[Location]
+    slots: list[Slot]
+    groups: list[Group]
+    performers: list[Performer]
+    assignments: list[Assignment]
+    names: list[ExtendedName]
+    open_alerts: list[Alert]
+    last_alert_id: int
+    last_audit_id: int
+    show: ShowSettings
+    declared_carriers: list[DeclaredCarrier]
+    exclusions: list[FrequencyExclusion]
+    history: StoredHistory
+
+    @classmethod
+    async def read(cls, db: Database, history: HistorySettings) -> Stored:
+        async def rows(sql: str) -> list[dict[str, Any]]:
+            return [{name: row[name] for name in row.keys()} for row in await db.fetchall(sql)]  # noqa: SIM118
+
+        async def last_id(table: str) -> int:
+            # bandit B608 waived: the table names are the constants below
+            return int((await db.fetchall(f"SELECT max(id) FROM {table}"))[0][0] or 0)  # nosec B608
+
+        return cls(
+            known_devices=[KnownDevice(**row) for row in await rows("SELECT * FROM known_devices")],
+            candidates=[DiscoveryCandidate(**row) for row in await rows("SELECT * FROM candidates")],
+            health=[
+                ConnectionHealthRecord(connected=False, **row) for row in await rows("SELECT * FROM connection_health")
+            ],
+            locations=[
+                Location(id=row["id"], name=row["name"], kind=LocationKind(row["kind"]), parent_id=row["parent_id"])
+                for row in await rows("SELECT * FROM locations")
+            ],
+            slots=[Slot(**row) for row in await rows("SELECT * FROM slots")],
+            groups=[
+                Group(number=row["number"], title=row["title"], slots=json.loads(row["slots"]))
+                for row in await rows("SELECT * FROM groups")
+            ],
+            performers=[Performer(**row) for row in await rows("SELECT * FROM performers")],
+            assignments=[
+                assignment_from_row(row["device_id"], row["channel"], row["performer_id"], row["alert_prefs"])
+                for row in await rows("SELECT * FROM assignments")
+            ],
+            names=[ExtendedName(**row) for row in await rows("SELECT * FROM extended_names")],
+            open_alerts=[
+                Alert(**row) for row in await rows("SELECT * FROM alerts WHERE cleared_at IS NULL ORDER BY id")
+            ],
+            last_alert_id=await last_id("alerts"),
+            last_audit_id=await last_id("audit"),
+            show=Show.settings_from_rows((row["key"], row["value"]) for row in await rows("SELECT * FROM settings")),
+            declared_carriers=[
+                DeclaredCarrier(**{**row, "active": bool(row["active"])})
+                for row in await rows("SELECT * FROM declared_carriers")
+            ],
+            exclusions=[FrequencyExclusion(**row) for row in await rows("SELECT * FROM frequency_exclusions")],
+            history=await StoredHistory.read(db, history),
+        )
+
+
 class Persistence:
+    """The database and every service on it, built from what :class:`Stored` read; the services refer to
+    each other (alerts read the performers, the show reads history), so they are made together here."""
+
     def __init__(
         self,
         db: Database,
         clock: Clock,
         state: StateStore,
         settings: StoreSettings,
-        audit: AuditLog,
-        devices: KnownDevices,
-        candidates: Candidates,
-        health: HealthLog,
-        locations: Locations,
-        slots: Slots,
-        groups: Groups,
-        performers: Performers,
-        names: ExtendedNames,
-        alerts: Alerts,
-        history: History,
-        show: Show,
-        frequency: FrequencyPlan,
+        credentials: DeviceCredentials,
+        stored: Stored,
     ) -> None:
         self.db = db
         self.clock = clock
         self.state = state
         self.settings = settings
-        self.audit = audit
-        self.devices = devices
-        self.candidates = candidates
-        self.health = health
-        self.locations = locations
-        self.slots = slots
-        self.groups = groups
-        self.performers = performers
-        self.names = names
-        self.alerts = alerts
-        self.history = history
-        self.show = show
-        self.frequency = frequency
+        self.audit = audit = AuditLog(db, clock, stored.last_audit_id)
+        self.devices = devices = KnownDevices(db, clock, audit, stored.known_devices, credentials)
+        self.candidates = Candidates(db, clock, audit, devices, stored.candidates, auto_approve=settings.auto_approve)
+        self.health = HealthLog(db, clock, stored.health)
+        self.locations = locations = Locations(db, clock, audit, stored.locations)
+        devices.location_exists = locations.exists
+        locations.users_of = devices.uses_location
+        self.slots = slots = Slots(db, clock, audit, stored.slots)
+        self.groups = Groups(db, clock, audit, stored.groups)
+        self.performers = performers = Performers(db, clock, audit, stored.performers, stored.assignments)
+        self.names = names = ExtendedNames(
+            db, clock, audit, state, stored.names, clear_on_device_rename=settings.clear_name_on_device_rename
+        )
+        self.alerts = alerts = Alerts(
+            db,
+            clock,
+            audit,
+            state,
+            devices,
+            performers,
+            names,
+            settings.alerts,
+            stored.open_alerts,
+            stored.last_alert_id,
+        )
+        self.history = history = History(db, clock, state, settings.history, stored.history)
+        self.show = Show(db, clock, audit, state, history, performers, slots, names, alerts, stored.show)
+        self.frequency = FrequencyPlan(
+            db, clock, audit, state, alerts, settings.frequency, stored.declared_carriers, stored.exclusions
+        )
         self.health_source: HealthSource | None = None
         self._subscription: Subscription = state.subscribe(ALERT_FIELDS | FREQUENCY_FIELDS | {"name"})
         self._ticker: asyncio.Task[None] | None = None
@@ -122,20 +199,27 @@ class Persistence:
         health_source: HealthSource | None = None,
         start_ticker: bool = True,
     ) -> Persistence:
-        """Open (creating and migrating) ``<data_dir>/wmhub.sqlite3`` and load every service.
+        """Open (creating and migrating) ``<data_dir>/wmhub.sqlite3`` and load every service; ``data_dir``
+        :data:`IN_MEMORY` opens an empty store in memory instead (device credentials in memory too).
 
         ``health_source`` is typically ``DeviceManager.health``. With ``start_ticker=False`` nothing runs
         on its own: call :meth:`step` (tests with a simulated clock do)."""
         clock = clock or SystemClock()
         settings = settings or StoreSettings()
-        directory = Path(data_dir)
+        if str(data_dir) == IN_MEMORY:
+            db = await Database.open(Path(IN_MEMORY), settings.writer)
+            credentials = DeviceCredentials(None)
+        else:
+            directory = Path(data_dir)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, at start, before any I/O)
+            except OSError as exc:
+                log.error("cannot create the data directory %s: %s", directory, exc)  # the database says what next
+            db = await Database.open(directory / DATABASE_FILE, settings.writer)
+            credentials = DeviceCredentials(directory / CREDENTIALS_FILE)
         try:
-            directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, at start, before any I/O)
-        except OSError as exc:
-            log.error("cannot create the data directory %s: %s", directory, exc)  # the database says what next
-        db = await Database.open(directory / DATABASE_FILE, settings.writer)
-        try:
-            persistence = await cls._load(db, clock, state, settings, DeviceCredentials(directory / CREDENTIALS_FILE))
+            stored = await Stored.read(db, settings.history)
+            persistence = cls(db, clock, state, settings, credentials, stored)
         except BaseException:
             await db.close()
             raise
@@ -143,120 +227,6 @@ class Persistence:
         if start_ticker:
             persistence._ticker = asyncio.create_task(persistence._run(), name="store ticker")
         return persistence
-
-    @classmethod
-    async def _load(
-        cls, db: Database, clock: Clock, state: StateStore, settings: StoreSettings, credentials: DeviceCredentials
-    ) -> Persistence:
-        async def rows(sql: str) -> list[dict[str, Any]]:
-            return [{name: row[name] for name in row.keys()} for row in await db.fetchall(sql)]  # noqa: SIM118
-
-        audit = await AuditLog.load(db, clock)
-        devices = KnownDevices(
-            db, clock, audit, [KnownDevice(**row) for row in await rows("SELECT * FROM known_devices")], credentials
-        )
-        candidates = Candidates(
-            db,
-            clock,
-            audit,
-            devices,
-            [DiscoveryCandidate(**row) for row in await rows("SELECT * FROM candidates")],
-            auto_approve=settings.auto_approve,
-        )
-        health = HealthLog(
-            db,
-            clock,
-            [ConnectionHealthRecord(connected=False, **row) for row in await rows("SELECT * FROM connection_health")],
-        )
-        locations = Locations(
-            db,
-            clock,
-            audit,
-            [
-                Location(id=row["id"], name=row["name"], kind=LocationKind(row["kind"]), parent_id=row["parent_id"])
-                for row in await rows("SELECT * FROM locations")
-            ],
-        )
-        devices.location_exists = locations.exists
-        locations.users_of = devices.uses_location
-        slots = Slots(db, clock, audit, [Slot(**row) for row in await rows("SELECT * FROM slots")])
-        groups = Groups(
-            db,
-            clock,
-            audit,
-            [
-                Group(number=row["number"], title=row["title"], slots=json.loads(row["slots"]))
-                for row in await rows("SELECT * FROM groups")
-            ],
-        )
-        performers = Performers(
-            db,
-            clock,
-            audit,
-            [Performer(**row) for row in await rows("SELECT * FROM performers")],
-            [
-                assignment_from_row(row["device_id"], row["channel"], row["performer_id"], row["alert_prefs"])
-                for row in await rows("SELECT * FROM assignments")
-            ],
-        )
-        names = ExtendedNames(
-            db,
-            clock,
-            audit,
-            state,
-            [ExtendedName(**row) for row in await rows("SELECT * FROM extended_names")],
-            clear_on_device_rename=settings.clear_name_on_device_rename,
-        )
-        open_alerts = [Alert(**row) for row in await rows("SELECT * FROM alerts WHERE cleared_at IS NULL ORDER BY id")]
-        last_alert_id = (await db.fetchall("SELECT max(id) FROM alerts"))[0][0] or 0
-        alerts = Alerts(
-            db, clock, audit, state, devices, performers, names, settings.alerts, open_alerts, last_alert_id
-        )
-        history = await History.load(db, clock, state, settings.history)
-        show = Show(
-            db,
-            clock,
-            audit,
-            state,
-            history,
-            performers,
-            slots,
-            names,
-            alerts,
-            Show.settings_from_rows((row["key"], row["value"]) for row in await rows("SELECT * FROM settings")),
-        )
-        frequency = FrequencyPlan(
-            db,
-            clock,
-            audit,
-            state,
-            alerts,
-            settings.frequency,
-            [
-                DeclaredCarrier(**{**row, "active": bool(row["active"])})
-                for row in await rows("SELECT * FROM declared_carriers")
-            ],
-            [FrequencyExclusion(**row) for row in await rows("SELECT * FROM frequency_exclusions")],
-        )
-        return cls(
-            db,
-            clock,
-            state,
-            settings,
-            audit,
-            devices,
-            candidates,
-            health,
-            locations,
-            slots,
-            groups,
-            performers,
-            names,
-            alerts,
-            history,
-            show,
-            frequency,
-        )
 
     @property
     def ticker(self) -> asyncio.Task[None] | None:

@@ -20,9 +20,10 @@ def quick_settings(**overrides: Any) -> StoreSettings:
 
 
 async def open_simulated(
-    data_dir: Path, state: StateStore | None = None, clock: SimulatedClock | None = None, **settings: Any
+    data_dir: Path | str, state: StateStore | None = None, clock: SimulatedClock | None = None, **settings: Any
 ) -> Persistence:
-    """A store whose history and alerts move only on ``clock.advance(...)`` followed by ``store.step()``."""
+    """A store whose history and alerts move only on ``clock.advance(...)`` followed by ``store.step()``;
+    ``data_dir`` :data:`~hub.persistence.db.IN_MEMORY` keeps it in memory (a test that never reopens it)."""
     return await Persistence.open(
         data_dir,
         state if state is not None else StateStore(),
