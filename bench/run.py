@@ -7,7 +7,8 @@
 A run starts Mosquitto, several load-generator processes (:mod:`bench.fleet`, mixed Shure families
 metering every 100 ms), then ``wmhub run`` against them. It waits until every device is online on MQTT,
 lets the warm-up pass, then measures for ``--seconds``: samples sent (counted by the generators) against
-samples merged by the hub (its ``wmhub_state_updates`` counter), hub CPU and RSS from /proc, MQTT
+meter readings the hub received (its ``wmhub_meter_readings`` counter: merged, or held and superseded
+before a look) and channel updates it merged (``wmhub_state_updates``), hub CPU and RSS from /proc, MQTT
 messages the broker received (its $SYS counter), and the latency of state changes: each generator
 records the wall time of every change it makes (a name, a battery step, a transmitter off or on) and the
 subscriber in this process stamps the arrival of the channel message showing it, on the same clock.
@@ -309,6 +310,7 @@ class Scrape:
 
     at: float  # halfway through the request
     updates: float  # channel updates merged so far
+    readings: float  # meter readings received so far, merged or superseded
     loop_late: float  # event loop ticks over 100 ms late so far
     loop_lag_s: float  # how late the last tick was
 
@@ -316,7 +318,7 @@ class Scrape:
 async def scrape(session: aiohttp.ClientSession, hubs: list[HubProcess]) -> Scrape:
     """Every hub's /metrics, added up (the lag is the worst hub's)."""
     before = time.time()
-    updates = late = lag = 0.0
+    updates = readings = late = lag = 0.0
     for hub in hubs:
         url = f"http://127.0.0.1:{hub.port}/metrics"
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as reply:
@@ -325,9 +327,10 @@ async def scrape(session: aiohttp.ClientSession, hubs: list[HubProcess]) -> Scra
         if hub_updates is None:
             raise RuntimeError("the hub's /metrics has no wmhub_state_updates_total")
         updates += hub_updates
+        readings += metric_value(text, "wmhub_meter_readings_total") or 0.0
         late += metric_value(text, "wmhub_loop_late_total") or 0.0
         lag = max(lag, metric_value(text, "wmhub_loop_lag_seconds") or 0.0)
-    return Scrape((before + time.time()) / 2, updates, late, lag)
+    return Scrape((before + time.time()) / 2, updates, readings, late, lag)
 
 
 async def run_once(options: Options, directory: Path) -> dict[str, Any]:
@@ -449,8 +452,9 @@ async def measure(
     by_field, lost = observer.latencies(channels_window)
     model_of = {url: model for worker in workers for model, url, _ in worker.receivers}
     latencies = [value for values in by_field.values() for value in values]
-    backlog = [round(sum(w.samples_at(snap.at) for w in workers) - snap.updates) for snap in snapshots]
+    backlog = [round(sum(w.samples_at(snap.at) for w in workers) - snap.readings) for snap in snapshots]
     sent = sum(w.samples_at(ended) - w.samples_at(started) for w in workers)
+    received = snapshots[-1].readings - snapshots[0].readings
     merged = snapshots[-1].updates - snapshots[0].updates
     broker_start, broker_end = observer.broker_count_at(started), observer.broker_count_at(ended)
     mqtt_rate = (broker_end - broker_start) / elapsed if broker_start is not None and broker_end is not None else None
@@ -461,7 +465,8 @@ async def measure(
     return {
         "seconds": round(elapsed, 1),
         "samples_sent_per_s": round(sent / elapsed),
-        "samples_merged_per_s": round(merged / elapsed),
+        "samples_received_per_s": round(received / elapsed),
+        "updates_merged_per_s": round(merged / elapsed),
         "backlog_samples": backlog,
         "backlog_growth": backlog[-1] - backlog[0],
         "generator_queued_bytes": queued,
@@ -471,7 +476,7 @@ async def measure(
         "hub_cpu_percent": round(cpu_percent, 1),
         "hub_cpu_system_percent": round(100 * (end_system - start_system) / elapsed, 1),
         "hub_cpu_percent_per_1000_channels": round(cpu_percent * 1000 / channels, 2),
-        "hub_cpu_us_per_sample": round(hub_cpu * 1e6 / merged, 2) if merged else None,
+        "hub_cpu_us_per_sample": round(hub_cpu * 1e6 / received, 2) if received else None,
         "hub_rss_mb": round(peak_rss, 1),
         "hub_peak_rss_mb": round(peak_hwm, 1),
         "generator_cpu_percent": round(100 * other_cpu["generators"] / elapsed, 1),
@@ -526,12 +531,13 @@ ROWS: Final = (
     ("meter_rate_ms", "meter rate (ms)"),
     ("offered_samples_per_s", "samples offered /s"),
     ("samples_sent_per_s", "samples sent /s"),
-    ("samples_merged_per_s", "samples merged by the hub /s"),
+    ("samples_received_per_s", "samples received by the hub /s"),
+    ("updates_merged_per_s", "channel updates merged /s (newest samples per look, state)"),
     ("backlog_growth", "backlog growth over the window (samples)"),
     ("hub_loop_late_ticks", "hub event loop >100 ms late (ticks)"),
     ("hub_cpu_percent", "hub CPU (% of one core)"),
     ("hub_cpu_percent_per_1000_channels", "hub CPU per 1,000 channels (%)"),
-    ("hub_cpu_us_per_sample", "hub CPU per merged sample (us)"),
+    ("hub_cpu_us_per_sample", "hub CPU per received sample (us)"),
     ("hub_peak_rss_mb", "hub peak RSS (MB; the largest hub)"),
     ("mqtt_messages_per_s", "MQTT messages /s out"),
     ("changes", "state changes measured"),

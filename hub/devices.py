@@ -251,8 +251,9 @@ class DeviceHandle(DeviceSink):
             name,
         )
 
-    def heard(self) -> None:
+    def heard(self, readings: int = 0) -> None:
         self._last_heard = self._monotonic()
+        self._store.readings_received += readings
 
     def protocol_error(self, detail: str) -> None:
         self.protocol_errors += 1

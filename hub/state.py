@@ -212,6 +212,7 @@ class StateStore:
         # (device_id, channel index) -> that channel's writer; all retired when a device comes or goes
         self._writers: dict[ChangeKey, ChannelWriter] = {}
         self.updates_applied = 0
+        self.readings_received = 0  # meter readings drivers received, whether a look merged them or not
         self._clock = _CoarseClock()
         # The user's name for a channel (the venue's extended names), merged into every channel as it appears,
         # so a device that comes back never shows the receiver's own name first.

@@ -102,3 +102,19 @@ async def test_the_device_shows_its_capabilities_and_the_hub_holds_commands_to_t
     error = await command(rig, 1, {"kind": "rf_output", "value": False, "slot": 1}, 409)
     assert error["code"] == "not_supported" and "ULXD4D has no rf_output control" in error["error"]
     assert rig.sim.raw == sent, "refused by the hub before the plugin"
+
+
+async def test_metrics_count_the_meter_readings_the_receiver_sends_merged_or_not(rig: Rig) -> None:
+    # held samples are decoded only when the hub looks; /metrics still says how many arrived
+    def readings(text: str) -> float:
+        line = next(line for line in text.splitlines() if line.startswith("wmhub_meter_readings_total "))
+        return float(line.split()[1])
+
+    async def scrape() -> str:
+        async with rig.http.get("/metrics", headers=AUTH) as response:
+            assert response.status == 200
+            return await response.text()
+
+    first = readings(await scrape())
+    await eventually(lambda: rig.hub.store.readings_received >= first + 4, 10, "four more meter readings")
+    assert readings(await scrape()) >= first + 4

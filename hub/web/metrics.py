@@ -63,6 +63,11 @@ class HubCollector(Collector):
         yield CounterMetricFamily(
             "wmhub_state_updates", "Channel updates merged into the state store", value=self._hub.state.updates_applied
         )
+        yield CounterMetricFamily(
+            "wmhub_meter_readings",
+            "Meter readings the drivers received, merged into the state store or superseded before a look",
+            value=self._hub.state.readings_received,
+        )
         monitor = self._hub.loop_monitor
         yield GaugeMetricFamily(
             "wmhub_loop_lag_seconds",

@@ -49,11 +49,14 @@ async def test_many_samples_read_one_decode_per_channel_when_the_hub_looks(quad:
     hub, sim, managed = quad
     sim.set_meters(1, rf_dbm=-61)
     sim.set_meters(4, rf_dbm=-77)
+    readings = hub.store.readings_received
     await reads_after(managed, 5)
     applied = hub.store.updates_applied
     hub.store.merge_held_meters()
     assert rf_dbm(hub, managed, 1) == -61 and rf_dbm(hub, managed, 4) == -77
     assert hub.store.updates_applied - applied == 4, "one merge per channel, however many samples were read"
+    # every sample counts as received (wmhub_meter_readings_total on /metrics): five reads of four channels
+    assert hub.store.readings_received - readings >= 5 * 4
 
 
 async def test_a_hub_that_does_not_look_still_gets_levels_once_enough_reads_wait(quad: tuple) -> None:  # type: ignore[type-arg]

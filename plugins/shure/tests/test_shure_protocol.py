@@ -249,7 +249,7 @@ def test_a_read_of_back_to_back_samples_with_junk_between_loses_only_the_junk() 
 def test_only_a_read_of_nothing_but_whole_samples_may_wait_unparsed() -> None:
     # what the driver holds for the hub's next look at levels; anything else goes through the framer at once
     clean = b"< SAMPLE 1 ALL AX 063 020 >< SAMPLE 2 ALL XB 069 014 >"
-    assert Framer().holds_only_samples(clean)
+    assert Framer().samples_only(clean) == 2
     assert sample_bodies(clean) == [b" SAMPLE 1 ALL AX 063 020 ", b" SAMPLE 2 ALL XB 069 014 "]
     for mixed in (
         b"< SAMPLE 1 ALL AX 063 020 >< REP 1 CHAN_NAME {Bob} >",  # a report: state, not a level
@@ -260,12 +260,12 @@ def test_only_a_read_of_nothing_but_whole_samples_may_wait_unparsed() -> None:
         b"<SAMPLE 1 ALL AX 063 020>",  # not spaced as the devices send it: parsed at once, liberal as ever
         b"",
     ):
-        assert not Framer().holds_only_samples(mixed), mixed
+        assert Framer().samples_only(mixed) == 0, mixed
     framer = Framer()
     framer.feed(b"< REP 1 CHAN_NAME {Bo")
-    assert not framer.holds_only_samples(clean), "a message still open comes first"
+    assert framer.samples_only(clean) == 0, "a message still open comes first"
     star = Framer(STAR)
-    assert not star.holds_only_samples(b"* SAMPLE 1 ALL AX 20 X 4 8 *")
+    assert star.samples_only(b"* SAMPLE 1 ALL AX 20 X 4 8 *") == 0
 
 
 def test_star_framer_handles_splits() -> None:

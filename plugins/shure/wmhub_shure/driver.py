@@ -493,10 +493,11 @@ class ShureDriver(Driver):
     def _on_data(self, data: bytes) -> None:
         self.reads += 1
         sink = self.sink
-        if self._hold_samples and self._framer.holds_only_samples(data):
+        samples = self._framer.samples_only(data) if self._hold_samples else 0
+        if samples:
             held = self._held_reads
             held.append(data)
-            sink.heard()
+            sink.heard(samples)
             if len(held) >= MAX_HELD_READS:
                 self._decode_held()
             elif not self._held:
@@ -510,6 +511,7 @@ class ShureDriver(Driver):
             if tokens and tokens[0] == b"SAMPLE":
                 if sample is None:
                     continue
+                samples += 1
                 try:
                     channel = int(tokens[1])
                     fields = sample(tokens)
@@ -526,7 +528,7 @@ class ShureDriver(Driver):
             self._resolve(report)
             if self.family is not None and not report.is_error and report.verb in ("REP", "REPORT"):
                 self._merge(self.family, report)
-        sink.heard()
+        sink.heard(samples)
         framer = self._framer
         if framer.dropped_bytes != self._dropped_reported:
             sink.protocol_error(f"{framer.dropped_bytes - self._dropped_reported} bytes outside any message")

@@ -70,12 +70,16 @@ class Framer:
             self._buffer = b""
         return messages
 
-    def holds_only_samples(self, data: bytes) -> bool:
-        """Whether ``data``, with nothing buffered before it, is nothing but whole SAMPLE messages back to back.
+    def samples_only(self, data: bytes) -> int:
+        """How many SAMPLE messages ``data`` is when, with nothing buffered before it, it is nothing but whole
+        SAMPLE messages back to back; else 0.
 
         Such a read can wait, unparsed, until somebody wants the levels (:func:`sample_bodies`): every
         message in it starts with the one ``<`` it may hold, so equal counts mean every one is a sample."""
-        return not self._buffer and self._is_whole(data) and data.count(_SAMPLE_OPEN) == data.count(self._start)
+        if self._buffer or not self._is_whole(data):
+            return 0
+        samples = data.count(_SAMPLE_OPEN)
+        return samples if samples == data.count(self._start) else 0
 
     def _whole_messages(self, data: bytes) -> list[bytes] | None:
         """The bodies of a read that is nothing but whole brace-less messages back to back, else None."""
@@ -143,7 +147,7 @@ class Framer:
 
 
 def sample_bodies(data: bytes) -> list[bytes]:
-    """The message bodies of a read that :meth:`Framer.holds_only_samples` accepted."""
+    """The message bodies of a read that :meth:`Framer.samples_only` counted."""
     return data[1:-1].split(b"><")
 
 
