@@ -9,6 +9,7 @@ import pytest
 from wmhub_shure.simulator import ShureSimulator
 from wmhub_shure.simulator.compare import wait_until_agreed
 
+from hub.clock import SimulatedClock
 from hub.devices import ManagedDevice
 from hub.drivers import DriverSettings
 from hub.model import Command, CommandKind
@@ -66,10 +67,11 @@ async def test_silent_device_goes_offline_in_time_and_returns(pair: tuple) -> No
     await wait_until_agreed(hub, bad.handle.device_id, faulty, "state after the silence")
 
 
-async def test_keep_alive_asks_only_a_receiver_that_sends_nothing() -> None:
-    def keep_alives(sim: ShureSimulator) -> int:
-        return sum(request == "GET 1 METER_RATE" for request in sim.received)
+def keep_alives(sim: ShureSimulator) -> int:
+    return sum(request == "GET 1 METER_RATE" for request in sim.received)
 
+
+async def test_keep_alive_asks_only_a_receiver_that_sends_nothing() -> None:
     async with (
         ShureSimulator("ulxd4d", seed=3) as metering,
         ShureSimulator("ulxd4d", seed=4) as quiet,
@@ -89,6 +91,22 @@ async def test_keep_alive_asks_only_a_receiver_that_sends_nothing() -> None:
         assert keep_alives(metering) == asked_before
         assert hushed.supervisor.reconnects == 0 and talking.supervisor.reconnects == 0
         assert (await hub.device(hushed)).online
+
+
+async def test_the_keep_alive_asks_only_as_the_hubs_clock_moves() -> None:
+    clock = SimulatedClock()
+    # no metering and a beat every 10 s (a third of offline_after_s): only the keep-alive asks anything
+    unmetered = DriverSettings(meter_rate_ms=0, io_timeout_s=0.5, offline_after_s=30.0)
+    async with ShureSimulator("ulxd4d", seed=3) as sim, DriverHarness("shure", settings=unmetered, clock=clock) as hub:
+        managed = hub.add(sim.url)
+        await hub.device(managed)
+        await eventually(lambda: clock.sleeping == 2, what="the keep-alive and the watchdog wait on the clock")
+        asked = keep_alives(sim)
+        clock.advance(9.9)
+        assert clock.sleeping == 2 and keep_alives(sim) == asked, "no keep-alive before its beat"
+        clock.advance(0.1)
+        await eventually(lambda: keep_alives(sim) == asked + 1, what="the keep-alive once the clock reached its beat")
+        assert (await hub.device(managed)).online
 
 
 async def test_garbage_is_survived(pair: tuple) -> None:  # type: ignore[type-arg]

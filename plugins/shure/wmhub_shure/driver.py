@@ -411,7 +411,7 @@ class ShureDriver(Driver):
         param = self.family.keepalive_param if self.family is not None else "METER_RATE"
         reads = self.reads
         while True:
-            await asyncio.sleep(interval)
+            await self.sink.clock.sleep(interval)
             self._expire_pending()
             if self.reads == reads:
                 self._track(1, "GET", param)
