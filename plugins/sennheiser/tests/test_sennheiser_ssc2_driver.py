@@ -15,8 +15,9 @@ from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
 from wmhub_sennheiser.ssc2 import encode_sse
 from wmhub_sennheiser.ssc2_driver import Ssc2Driver, Ssc2Options
 
+from hub.clock import SimulatedClock
 from hub.devices import ManagedDevice
-from hub.drivers import EndpointError
+from hub.drivers import DriverSettings, EndpointError
 from hub.model import Channel, Command, CommandKind, Device
 from hub.testing import DriverHarness, eventually
 
@@ -215,6 +216,19 @@ async def test_a_silent_device_goes_offline_and_comes_back(hub: DriverHarness, s
     await hub.device(managed, timeout=10)
     simulator.tick()
     await matches(hub, managed, simulator, "data flowing after the silence")
+
+
+async def test_the_state_is_polled_only_as_the_hubs_clock_moves(simulator: Ssc2Simulator) -> None:
+    clock = SimulatedClock()
+    settings = DriverSettings(io_timeout_s=2.0, offline_after_s=30.0)
+    async with DriverHarness("sennheiser", settings=settings, clock=clock) as hub:
+        await hub.device(hub.add(simulator.url(poll="5")))
+        await eventually(lambda: clock.sleeping == 2, what="the poll and the watchdog wait on the clock")
+        asked = simulator.requests
+        clock.advance(4.9)
+        assert clock.sleeping == 2 and simulator.requests == asked, "no poll before its interval"
+        clock.advance(0.1)
+        await eventually(lambda: simulator.requests == asked + 1, what="the poll once the clock reached it")
 
 
 async def test_control_round_trips(hub: DriverHarness, simulator: Ssc2Simulator) -> None:

@@ -397,7 +397,7 @@ class Ssc2Driver(Driver):
 
     async def _poll_state(self) -> None:
         while True:
-            await asyncio.sleep(self.options.poll_s or min(5.0, self.settings.offline_after_s / 2))
+            await self.sink.clock.sleep(self.options.poll_s or min(5.0, self.settings.offline_after_s / 2))
             value = await self._request("GET", STATE_PATH, optional=True)
             self._publish((self.ewdx or self.resources).apply(STATE_PATH, value) if value is not None else Changes())
 
