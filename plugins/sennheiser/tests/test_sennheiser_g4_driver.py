@@ -12,6 +12,8 @@ from wmhub_sennheiser.simulator import g4 as g4_simulator
 from wmhub_sennheiser.simulator.g4 import G4Simulator
 from wmhub_sennheiser.testing import UdpPeer, online, shows
 
+from hub.clock import SimulatedClock
+from hub.drivers import DriverSettings
 from hub.model import Command, CommandKind, Device
 from hub.testing import DriverHarness, eventually
 
@@ -78,6 +80,23 @@ async def test_push_is_renewed_before_it_expires_and_resumes_after_a_reboot(
     simulator.channel.rf_quality = 67
     await eventually(lambda: len(simulator.push_clients) == 1, 3.0, "the Push to be sent again")
     await shows(hub, device.id, simulator)
+
+
+async def test_push_is_renewed_only_as_the_hubs_clock_moves(simulator: G4Simulator) -> None:
+    clock = SimulatedClock()
+    async with DriverHarness("sennheiser", settings=DriverSettings(offline_after_s=120.0), clock=clock) as hub:
+        await online(hub, simulator, "&push_timeout=60")  # renewed 5 s before the device would let it lapse
+
+        def pushes() -> int:
+            return sum(line.startswith("Push ") for line in simulator.commands)
+
+        await eventually(lambda: clock.sleeping == 2, what="the renewal and the watchdog wait on the clock")
+        pushed = pushes()
+        clock.advance(54.9)  # past the 5 s of quiet: the driver asks the receiver whether it is there, no Push
+        await eventually(lambda: clock.sleeping == 2, what="the renewal waits on the clock again")
+        assert pushes() == pushed, "no renewal before it is due"
+        clock.advance(0.1)
+        await eventually(lambda: pushes() == pushed + 1, what="the renewal once the clock reached it")
 
 
 def refusal(code: int, line: str) -> bytes:

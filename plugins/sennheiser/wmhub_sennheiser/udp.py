@@ -92,7 +92,7 @@ class UdpDriver(Driver):
         self.meter_ms = settings.meter_rate_ms
         self._tasks: set[asyncio.Task[Any]] = set()
         self._renew_now: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._last_heard = time.monotonic()
+        self._last_heard = sink.clock.monotonic()
 
     def url_option(self, read: Callable[[Endpoint, str, N, N, N], N], name: str, default: N, low: N, high: N) -> N:
         """A URL option read with ``read`` (:func:`int_option`, :func:`float_option`), or ``default`` if unusable.
@@ -112,7 +112,7 @@ class UdpDriver(Driver):
             raise self._unusable_option
 
     def heard(self) -> None:
-        self._last_heard = time.monotonic()
+        self._last_heard = self.sink.clock.monotonic()
         self.sink.heard()
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
@@ -158,23 +158,35 @@ class UdpDriver(Driver):
         """One request that the device must answer. Raises TimeoutError if it did not."""
 
     async def run(self) -> None:
+        # renewal and probing are the driver's own timers, on the hub's clock; each request's own
+        # deadline (resend_until) bounds the real device, on the loop's time
+        clock = self.sink.clock
         misses = 0
         quiet_s = max(0.5, min(5.0, self.settings.offline_after_s / 2))
-        next_renewal = time.monotonic() + self.renew_interval_s()
+        next_renewal = clock.monotonic() + self.renew_interval_s()
         while True:
-            wake_at = min(next_renewal, self._last_heard + quiet_s)
-            await asyncio.wait({self._renew_now}, timeout=max(0.0, wake_at - time.monotonic()))
+            await self._wait_unless_renewal_asked(min(next_renewal, self._last_heard + quiet_s) - clock.monotonic())
             renew_now = self._renew_now.done()
             if renew_now:
                 self._renew_now = asyncio.get_running_loop().create_future()
             try:
-                if time.monotonic() - self._last_heard > quiet_s:
+                if clock.monotonic() - self._last_heard > quiet_s:
                     await self.probe()
-                if renew_now or time.monotonic() >= next_renewal:
-                    next_renewal = time.monotonic() + self.renew_interval_s()
+                if renew_now or clock.monotonic() >= next_renewal:
+                    next_renewal = clock.monotonic() + self.renew_interval_s()
                     await self.renew()
                 misses = 0
             except TimeoutError as exc:
                 misses += 1
                 if misses >= MISSES_BEFORE_OFFLINE:
                     raise ConnectionError(f"device not responding: {exc}") from None
+
+    async def _wait_unless_renewal_asked(self, seconds: float) -> None:
+        """Wait ``seconds`` on the hub's clock, or less if :meth:`renew_soon` asks for a renewal first."""
+        if seconds <= 0:  # overdue: a simulated clock would otherwise hold it until the clock next moves
+            return
+        timer = asyncio.ensure_future(self.sink.clock.sleep(seconds))
+        try:
+            await asyncio.wait({timer, self._renew_now}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
