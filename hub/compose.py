@@ -74,7 +74,7 @@ class FleetHub(Hub):
 
     def __init__(self, config: HubConfig) -> None:
         super().__init__(config, PluginHost(), edges=_fleet_edges)  # no plugins: the fleet talks to no device
-        self.mirror = FleetMirror(self.store, config)
+        self.mirror = FleetMirror(self.store, config, self.clock)
 
     async def start(self) -> None:
         self.loop_monitor.start()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hub.state import ADDED, ONLINE, REMOVED, Batch, ChangeKey, Subscription
 
 if TYPE_CHECKING:
+    from hub.clock import Clock
     from hub.config import HubConfig
     from hub.frequency import Band, Carrier, Coordination, Finding, PlanSettings
     from hub.frequency import Candidate as FrequencyCandidate
@@ -94,6 +95,10 @@ class HubService(Protocol):
 
     @property
     def started_at(self) -> float: ...
+
+    @property
+    def clock(self) -> Clock:
+        """The hub's one clock: an edge's own timers (a reconnect back-off, a grace period) wait on it."""
 
     @property
     def api_token(self) -> str: ...

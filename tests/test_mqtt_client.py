@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
+from hub.backoff import Backoff
+from hub.clock import SimulatedClock
 from hub.mqtt.brokers import BrokerAddress, Will
 from hub.mqtt.client import MqttClient
 from hub.testing import eventually
@@ -114,6 +116,30 @@ async def test_a_failed_write_marks_the_connection_lost_even_when_the_reader_sta
         )
         await mqtt_broker.start()
         assert await client.wait_connected(10)
+
+
+@pytest.mark.mosquitto_only("stops and starts its broker; the RabbitMQ node is shared by the session")
+async def test_a_refused_connection_is_retried_only_as_the_clock_moves(mqtt_broker: TestBroker) -> None:
+    clock = SimulatedClock()
+    client = MqttClient(
+        BrokerAddress(mqtt_broker.host, mqtt_broker.port),
+        "c-backoff",
+        on_message=lambda t, p: None,
+        backoff=Backoff(base=1.0, cap=1.0, jitter=0.0),
+        clock=clock,
+    )
+    await mqtt_broker.stop()
+    client.start()
+    try:
+        await eventually(lambda: clock.sleeping == 1, what="the client backs off on the clock")
+        assert client.last_error is not None
+        await mqtt_broker.start()
+        clock.advance(0.99)
+        assert clock.sleeping == 1 and not client.connected, "no attempt before the back-off has passed"
+        clock.advance(0.01)
+        assert await client.wait_connected(5)
+    finally:
+        await client.stop()
 
 
 def test_retained_state_kept_for_reconnects_costs_its_size_not_the_encoder_buffer() -> None:

@@ -24,6 +24,7 @@ from typing import Any, Final
 import orjson
 from pydantic import ValidationError
 
+from hub.clock import Clock
 from hub.config import HubConfig
 from hub.model import (
     CHANNEL_FIELDS,
@@ -70,11 +71,12 @@ def _json(payload: bytes) -> Any:
 
 
 class FleetMirror:
-    """``await start()`` subscribes and keeps ``store`` in step with the broker; ``await stop()``."""
+    """``await start()`` subscribes and keeps ``store`` in step with the broker; ``await stop()``. The broker
+    connection backs off on ``clock``, the fleet hub's."""
 
     name = "fleet mirror"
 
-    def __init__(self, store: StateStore, config: HubConfig) -> None:
+    def __init__(self, store: StateStore, config: HubConfig, clock: Clock) -> None:
         self.store = store
         settings = config.mqtt
         self.settings = settings
@@ -99,6 +101,7 @@ class FleetMirror:
             tls=TlsFiles(settings.ca_file, settings.cert_file, settings.key_file, settings.tls_insecure),
             connect_timeout=config.io_timeout_s,
             max_subscription_qos=settings.subscription_qos,
+            clock=clock,
         )
         self._io_timeout_s = config.io_timeout_s
 

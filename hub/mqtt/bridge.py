@@ -83,6 +83,7 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
             tls=TlsFiles(settings.ca_file, settings.cert_file, settings.key_file, settings.tls_insecure),
             connect_timeout=self.hub.config.io_timeout_s,
             max_subscription_qos=settings.subscription_qos,
+            clock=self.hub.clock,
         )
         client = self.client
         client.publish(self.topics.hub_state, payloads.HUB_ONLINE, qos, retain=True)

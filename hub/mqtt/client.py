@@ -38,6 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from hub.backoff import Backoff
+from hub.clock import SYSTEM_CLOCK, Clock
 from hub.mqtt.brokers import BrokerAddress, BrokerUrlError, TlsFiles, Will
 from hub.mqtt.frames import encode_qos0_publish
 from hub.mqtt.retained import RetainedTopics
@@ -70,6 +71,7 @@ class MqttClient:
         connect_timeout: float = 5.0,
         backoff: Backoff | None = None,
         max_subscription_qos: int = 2,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.addresses = (address,) if isinstance(address, BrokerAddress) else tuple(address)
         if not self.addresses:
@@ -88,6 +90,7 @@ class MqttClient:
         self._on_disconnect = on_disconnect
         self._tls_context = (tls or TlsFiles()).context() if any(a.tls for a in self.addresses) else None
         self._backoff = backoff or Backoff(base=0.25, cap=30.0)
+        self._clock = clock  # the back-off between connection attempts waits on it
         self._paho: HandedSocketClient | None = None
         self._socket: CoalescingSocket | None = None
         self._connected = False
@@ -262,7 +265,7 @@ class MqttClient:
                 log.warning("MQTT broker %s: connection lost; reconnecting", self.address)
                 self._drop_connection()
                 self._next_broker()
-            await asyncio.sleep(self._backoff.next_delay())
+            await self._clock.sleep(self._backoff.next_delay())
 
     async def _keepalive_ticks(self) -> None:
         while self._paho is not None:
