@@ -22,6 +22,7 @@ import pytest
 
 from hub import hookimpl
 from hub.app import Hub
+from hub.clock import Clock
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.hookspecs import DriverSpec
@@ -73,6 +74,7 @@ async def running_hub(
     base: str | None = None,
     plugins: PluginHost | None = None,
     demo: bool = False,
+    clock: Clock | None = None,
     **mqtt: Any,
 ) -> AsyncIterator[Hub]:
     """A whole hub (MQTT, no HTTP, no network discovery) with the example plugin unless ``plugins`` is given."""
@@ -89,7 +91,7 @@ async def running_hub(
         http=HttpSettings(enabled=False),
         discovery=DiscoverySettings(enabled=False, interfaces=["127.0.0.1"]),
     )
-    hub = compose_hub(config, plugins)
+    hub = compose_hub(config, plugins, clock)
     await hub.start()
     try:
         yield hub

@@ -19,7 +19,9 @@ import pytest
 from wmhub_shure.simulator.core import ShureSimulator
 
 from hub.app import Hub
+from hub.clock import SimulatedClock
 from hub.model import Command, CommandKind
+from hub.mqtt.presence import DEPARTED_GRACE_S
 from hub.testing import eventually, plugin_host
 from tests.mosquitto import MqttProbe, TestBroker
 from tests.test_mqtt_bridge import example_receiver, online_device, running_hub
@@ -231,6 +233,27 @@ async def test_a_device_gone_from_the_config_between_runs_leaves_nothing_retaine
                 assert "homeassistant/device/example-EXKEEP/config" in after
                 assert hub.persistence is not None
                 assert gone not in [health.url for health in hub.persistence.health.all()], "the store forgot it"
+
+
+async def test_a_previous_runs_device_is_cleared_only_after_the_grace_on_the_hubs_clock(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A device of this run that never identifies (nothing answers at its address) leaves the hub unable to tell
+    which of the previous run's devices are gone: it clears them once the grace has passed on its clock."""
+    clock = SimulatedClock()
+    gone = "wmgrace/devices/example-EXGONE"
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("wmgrace/#")
+        probe.publish("wmgrace/hubs/hub1/devices", [{"id": "example-EXGONE", "channel_count": 1}], retain=True)
+        probe.publish(gone, {"id": "example-EXGONE"}, retain=True)
+        async with running_hub(mqtt_broker, tmp_path, ["example://127.0.0.1:9"], base="wmgrace", clock=clock):
+            await probe.message(f"{gone}/availability", lambda payload: payload == b"offline")  # the grace begins
+            clock.advance(DEPARTED_GRACE_S - 0.5)
+            # the woken check runs before a request crosses the broker: had it cleared, that came first
+            await probe.request("wmgrace/hubs/hub1/response/info", "wmgrace/hubs/hub1/request/info", {})
+            assert [payload for topic, payload in probe.messages if topic == gone] == [b'{"id":"example-EXGONE"}']
+            clock.advance(0.5)
+            await probe.message(gone, lambda payload: payload == b"")
 
 
 async def test_removal_over_mqtt_clears_every_retained_topic(mqtt_broker: TestBroker, tmp_path: Path) -> None:

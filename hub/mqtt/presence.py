@@ -64,10 +64,11 @@ class Presence(StatePublisher):
         """Clear the retained topics of the previous run's devices that this run does not have: removed from
         the configuration (or the store) while the hub was stopped. Waits until every device of this run
         has an id (this run's, or the one it had last run), at most DEPARTED_GRACE_S."""
-        deadline = asyncio.get_running_loop().time() + DEPARTED_GRACE_S
+        clock = self.hub.clock
+        deadline = clock.monotonic() + DEPARTED_GRACE_S
         expected, complete = self.hub.expected_device_ids()
-        while not complete and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.2)
+        while not complete and clock.monotonic() < deadline:
+            await clock.sleep(0.2)
             expected, complete = self.hub.expected_device_ids()
         for device_id, channel_count in sorted(previous.items()):
             if device_id in expected or self.client is None:
