@@ -112,6 +112,23 @@ async def test_wrong_password_is_a_clear_error_without_a_retry_storm(
     assert caplog.records and not [record for record in caplog.records if "Wrong-Pass" in record.getMessage()]
 
 
+async def test_after_a_refusal_the_device_is_asked_again_only_once_auth_retry_passed_on_the_clock(
+    simulator: Ssc2Simulator,
+) -> None:
+    clock = SimulatedClock()
+    async with DriverHarness("sennheiser", clock=clock) as hub:
+        # a password of its own: the refusal is remembered per URL, on this test's clock
+        managed = hub.add(simulator.url(password="Wrong-Pass-3030", auth_retry="30"))
+        await eventually(lambda: managed.supervisor.last_error, what="the refusal")
+        asked, attempts = simulator.requests, managed.supervisor.attempts
+        clock.advance(29.0)  # past the supervisor's back-off, short of auth_retry
+        await eventually(lambda: managed.supervisor.attempts == attempts + 1, what="the supervisor's next attempt")
+        assert simulator.requests == asked, "no request within auth_retry of the refusal"
+        clock.advance(5.0)  # past auth_retry, and past the supervisor's next back-off
+        await eventually(lambda: simulator.requests > asked, what="the device asked again")
+        assert simulator.refused == 2
+
+
 async def test_an_unpinned_self_signed_certificate_is_refused(hub: DriverHarness, simulator: Ssc2Simulator) -> None:
     managed = hub.add(simulator.url(pin=False))
     error = await eventually(lambda: managed.supervisor.last_error, what="the connection error")

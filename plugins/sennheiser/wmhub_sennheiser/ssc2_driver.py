@@ -28,7 +28,6 @@ import json
 import math
 import os
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -219,8 +218,8 @@ class Ssc2Driver(Driver):
     async def connect(self) -> None:
         options = self.options
         refused_at = _refused_at.get(self.endpoint.url)
-        if refused_at is not None and time.monotonic() - refused_at < options.auth_retry_s:
-            wait = options.auth_retry_s - (time.monotonic() - refused_at)
+        if refused_at is not None and self.sink.clock.monotonic() - refused_at < options.auth_retry_s:
+            wait = options.auth_retry_s - (self.sink.clock.monotonic() - refused_at)
             raise CredentialsRefusedError(f"{self._refused_message()}; not asking the device again for {wait:.0f} s")
         self._http = aiohttp.ClientSession(
             base_url=f"https://{self._authority()}",
@@ -490,7 +489,7 @@ class Ssc2Driver(Driver):
         if response.status < 300:
             return
         if response.status == 401:
-            _refused_at[self.endpoint.url] = time.monotonic()
+            _refused_at[self.endpoint.url] = self.sink.clock.monotonic()
             raise CredentialsRefusedError(self._refused_message())
         try:
             body = await response.json(content_type=None)
