@@ -3,8 +3,9 @@ watchdog, reconnect back-off, rate limits and subscription windows without waiti
 
 Every timed part of the core (the driver supervisor, a polling driver's interval, a device's rate limit, state
 subscriptions, the metering release grace, discovery's back-off, the persistence ticker) reads time from the
-:class:`Clock` the hub was built with; drivers find it on their sink. I/O timeouts on sockets stay
-on the event loop's own time: they bound a real peer."""
+:class:`Clock` the hub was built with; drivers find it on their sink, the edges (the MQTT reconnect
+back-off) as ``HubService.clock``. I/O timeouts on sockets stay on the event loop's own time: they bound a
+real peer."""
 
 from __future__ import annotations
 
