@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from hub.clock import SimulatedClock
 from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device
 from hub.mqtt.homeassistant import DEVICE_READINGS, READINGS, discovery_config
+from hub.mqtt.presence import HOMEASSISTANT_METER_DELAY_S
 from hub.mqtt.topics import Topics
 from tests.mosquitto import MqttProbe, TestBroker
 from tests.test_mqtt_bridge import online_device, receiver, running_hub, watching_hub
@@ -147,6 +149,27 @@ async def test_homeassistant_birth_republishes_configs_and_state(
         assert sorted(configs) == sorted([f"homeassistant/device/{device_id}/config", HUB_CONFIG]), (
             "one re-publish per device (receiver and hub) for one birth message"
         )
+
+
+async def test_the_meter_snapshot_after_a_birth_waits_on_the_hubs_clock(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    clock = SimulatedClock()
+    async with running_hub(mqtt_broker, tmp_path, [receiver], clock=clock) as hub, MqttProbe(mqtt_broker) as probe:
+        base, device_id = hub.config.mqtt.base_topic, await online_device(hub)
+        meters = f"{base}/devices/{device_id}/channels/1/meters"
+        await probe.subscribe(meters)
+        await probe.subscribe(f"{base}/hubs/hub1/response/info")
+        probe.publish("homeassistant/status", b"online")
+        # requests are answered in order, so once this answer is in, the birth message was seen too
+        await probe.request(f"{base}/hubs/hub1/response/info", f"{base}/hubs/hub1/request/info", {})
+        # the woken snapshot runs before a request crosses the broker: once answered, it would have come first
+        clock.advance(HOMEASSISTANT_METER_DELAY_S - 0.1)
+        await probe.request(f"{base}/hubs/hub1/response/info", f"{base}/hubs/hub1/request/info", {})
+        assert not [topic for topic, _ in probe.messages if topic == meters], "no snapshot before the delay"
+        clock.advance(0.1)
+        await probe.request(f"{base}/hubs/hub1/response/info", f"{base}/hubs/hub1/request/info", {})
+        assert [topic for topic, _ in probe.messages if topic == meters] == [meters], "one snapshot once it is due"
 
 
 async def test_discovery_can_be_switched_off_or_moved(mqtt_broker: TestBroker, tmp_path: Path, receiver: str) -> None:

@@ -121,9 +121,10 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
             self._release_meters = None
         for sub in self._subscriptions:
             sub.close()
-        for task in self._loops:
+        timers = [*self._loops, *([self._meter_snapshot] if self._meter_snapshot is not None else [])]
+        for task in timers:
             task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*timers, return_exceptions=True)
         if self.client is not None and self._subscriptions:
             # the offline marks of the devices the hub just closed may still be coalescing: publish them, or
             # their retained availability would keep saying online after a clean stop

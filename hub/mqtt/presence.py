@@ -29,6 +29,7 @@ class Presence(StatePublisher):
     def __init__(self, hub: HubService, venue: VenueService) -> None:
         super().__init__(hub, venue)
         self._left_behind_checked = False
+        self._meter_snapshot: asyncio.Task[None] | None = None
 
     def _say_offline(self) -> None:
         """Nobody watches the receivers once the hub is gone: say so on each, not only on the hub."""
@@ -89,4 +90,10 @@ class Presence(StatePublisher):
         self._publish_hub_homeassistant()
         for device in list(self.hub.state.devices.values()):
             self._publish_device(device, meters=False)
-        asyncio.get_running_loop().call_later(HOMEASSISTANT_METER_DELAY_S, self._publish_meter_snapshot)
+        if self._meter_snapshot is not None:
+            self._meter_snapshot.cancel()  # births in quick succession: one snapshot, after the last
+        self._meter_snapshot = asyncio.create_task(self._publish_meter_snapshot_later(), name="mqtt meter snapshot")
+
+    async def _publish_meter_snapshot_later(self) -> None:
+        await self.hub.clock.sleep(HOMEASSISTANT_METER_DELAY_S)
+        self._publish_meter_snapshot()
