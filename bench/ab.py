@@ -77,6 +77,15 @@ def run_counts(counts: list[int], rounds: int, window: float, record: TextIO) ->
     return measurements
 
 
+def current(measurement: dict[str, Any]) -> bool:
+    """Every channel seen, none of their levels older than 1 s (10 fleet ticks).
+
+    ab_micboard.py's "fresh" also rejects levels more than 3 ticks *newer* than the tick it read before
+    asking: at 12,000 channels the hub's device list is three REST pages, read after that tick."""
+    lag = measurement.get("max_lag_ticks")
+    return measurement.get("channels_seen") == measurement["channels"] and lag is not None and lag <= 10
+
+
 def plot_sweep(measurements: list[dict[str, Any]], path: Path, title: str) -> None:
     """CPU per 1,000 channels of both systems against the channel count (the median of a count's rounds)."""
     import matplotlib
@@ -87,11 +96,27 @@ def plot_sweep(measurements: list[dict[str, Any]], path: Path, title: str) -> No
     figure, axis = plt.subplots(figsize=(7, 4), dpi=120)
     for system, style in (("micboard", "s--"), ("wmhub", "o-")):
         by_count: dict[int, list[float]] = {}
+        failed: set[int] = set()
         for measurement in measurements:
-            if measurement.get("system") == system:
+            if measurement.get("system") != system:
+                continue
+            if current(measurement):
                 by_count.setdefault(measurement["channels"], []).append(measurement["cpu_per_1000ch"])
+            else:  # its CPU measures a system that fell over
+                failed.add(measurement["channels"])
         counts = sorted(by_count)
-        axis.plot(counts, [statistics.median(by_count[count]) for count in counts], style, label=system)
+        line = axis.plot(counts, [statistics.median(by_count[count]) for count in counts], style, label=system)
+        for count in sorted(failed - set(by_count)):
+            axis.axvline(count, color=line[0].get_color(), linewidth=0.8, linestyle=":")
+            axis.annotate(
+                f"{system}: levels not current",
+                (count, 0),
+                rotation=90,
+                fontsize="x-small",
+                xytext=(-10, 10),
+                textcoords="offset points",
+                color=line[0].get_color(),
+            )
     axis.set_xlabel("channels (ULX-D Quads metering every 100 ms)")
     axis.set_ylabel("CPU per 1,000 channels, % of one core")
     axis.set_ylim(bottom=0)
@@ -112,7 +137,15 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=40)
     parser.add_argument("--label", default="main")
     parser.add_argument("--plot", type=Path, help="draw both systems' CPU per channel against the count here")
+    parser.add_argument("--replot", type=Path, help="draw --plot from a results file instead of running")
     args = parser.parse_args()
+    if args.replot is not None:
+        if args.plot is None:
+            parser.error("--replot draws the file --plot names")
+        about, *lines = [json.loads(line) for line in args.replot.read_text().splitlines()]
+        measurements = [line for line in lines if "system" in line]
+        plot_sweep(measurements, args.plot, f"{about['started']}, {about['cpu']}, commit {about['commit']}")
+        return
     try:
         counts = [int(count) for count in args.receivers.split(",")]
     except ValueError:
