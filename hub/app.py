@@ -56,6 +56,7 @@ def frequency_settings(config: HubConfig) -> FrequencySettings:
     section = config.frequency
     return FrequencySettings(
         plan=PlanSettings(profile=Profile(section.profile), seventh_order=section.seventh_order),
+        max_live_carriers=section.max_live_carriers,
         bands={family: Band(band.low_mhz, band.high_mhz, band.step_khz) for family, band in section.bands.items()},
     )
 

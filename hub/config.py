@@ -172,6 +172,13 @@ class FrequencyConfig(Section):
 
     profile: Literal["robust", "standard", "dense"] = Field(default="standard", description="how much room guards keep")
     seventh_order: bool = Field(default=False, description="also check 4f1-3f2")
+    max_live_carriers: int = Field(
+        default=1000,
+        ge=0,
+        le=100_000,
+        description="the most carriers the live check takes on (0: no live check); a full check grows with the "
+        "square of the count, and a larger plan is better coordinated in parts",
+    )
     bands: dict[str, TunableBand] = Field(
         default_factory=dict, description="per family, where its devices tune (for suggestions and band checks)"
     )

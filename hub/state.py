@@ -27,6 +27,9 @@ from typing import Any, Final
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, Channel, Device, field_values
 
+# The longest one look at held meter readings works before it lets the event loop run.
+LOOK_SLICE_S: Final = 0.005
+
 # Keys of a change batch: (device_id, None) for the device itself, (device_id, index) for a channel.
 ChangeKey = tuple[str, int | None]
 Batch = dict[ChangeKey, frozenset[str]]
@@ -221,6 +224,7 @@ class StateStore:
         self.meter_look_interval: Callable[[], float] = _a_tenth_of_a_second
         self._held_meters: list[Callable[[], None]] = []
         self._meter_look: asyncio.TimerHandle | None = None
+        self._merging: asyncio.Handle | None = None  # the rest of a look, after a slice
         self._last_meter_look = 0.0
 
     def subscribe(self, fields: Iterable[str] | None = None, min_interval: float = 0.0) -> Subscription:
@@ -260,20 +264,31 @@ class StateStore:
         self._held_meters.append(merge)
 
     def merge_held_meters(self) -> None:
-        """Merge every held meter reading now (the look timer does; so can a reader that must be current)."""
+        """Merge every held meter reading (the look timer does; so can a reader that must be current), in
+        slices of at most ``LOOK_SLICE_S`` with the event loop let run in between: at thousands of channels
+        one look is tens of milliseconds of decoding, which state changes must not wait behind."""
         if self._meter_look is not None:
             self._meter_look.cancel()
             self._meter_look = None
             self._last_meter_look = asyncio.get_running_loop().time()
         merges, self._held_meters = self._held_meters, []
-        for merge in merges:
-            merge()
+        self._merge_from(merges, 0)
+
+    def _merge_from(self, merges: list[Callable[[], None]], start: int) -> None:
+        self._merging = None
+        deadline = time.perf_counter() + LOOK_SLICE_S
+        for position in range(start, len(merges)):
+            merges[position]()
+            if time.perf_counter() >= deadline and position + 1 < len(merges):
+                self._merging = asyncio.get_running_loop().call_soon(self._merge_from, merges, position + 1)
+                return
 
     def close(self) -> None:
         """Stop the look timer; held readings are dropped with the drivers that held them."""
-        if self._meter_look is not None:
-            self._meter_look.cancel()
-            self._meter_look = None
+        for pending in (self._meter_look, self._merging):
+            if pending is not None:
+                pending.cancel()
+        self._meter_look = self._merging = None
         self._held_meters.clear()
 
     def get(self, device_id: str) -> Device | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from hub import state as state_module
 from hub.devices import DeviceHandle
 from hub.drivers import Endpoint
 from hub.state import StateStore
@@ -99,3 +102,19 @@ async def test_readings_held_when_the_hub_stops_are_dropped() -> None:
     store.close()
     store.merge_held_meters()
     assert receiver.merges == 0 and level(store, "shure-A1") is None
+
+
+async def test_a_large_look_is_merged_in_slices_with_the_loop_let_run_between(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(state_module, "LOOK_SLICE_S", 0.0)  # one merge per slice
+    store = StateStore()
+    store.meter_look_interval = lambda: 3600.0
+    receivers = [Receiver(identified(store, f"R{number}")) for number in range(3)]
+    for number, receiver in enumerate(receivers):
+        receiver.reading(-60 - number)
+    store.merge_held_meters()
+    assert [receiver.merges for receiver in receivers] == [1, 0, 0], "the rest waits for the next loop turn"
+    await eventually(lambda: all(receiver.merges == 1 for receiver in receivers), 2, "every receiver merged")
+    assert [level(store, f"shure-R{number}") for number in range(3)] == [-60, -61, -62]
+    store.close()

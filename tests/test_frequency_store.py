@@ -3,8 +3,9 @@ alerts through the alert lifecycle, declared carriers and exclusions (stored, au
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings,
 from hub.frequency import Band, CarrierState, Profile
 from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device, NumberLimits
 from hub.persistence import IN_MEMORY, AlertKind, Persistence, SimulatedClock
-from hub.persistence.frequency import FrequencySettings, carriers_of
+from hub.persistence.frequency import CHECK_SHARE, SLOW_CHECK_S, FrequencySettings, carriers_of
 from hub.persistence.testing import open_simulated, put_receiver
 from hub.plugins import PluginHost
 
@@ -310,3 +311,54 @@ async def test_a_failing_plan_check_leaves_the_other_alerts_working(rig: Rig, mo
     rig.hub.store.update_channel("shure-rx", 1, {"battery_bars": 1})
     rig.tick()
     assert [a.kind for a in rig.store.alerts.open_alerts()] == [AlertKind.LOW_BATTERY]
+
+
+async def test_a_slow_plan_check_waits_nine_times_its_length_before_the_next(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan of a thousand carriers crowded into a few megahertz takes seconds per check; a transmitter that
+    comes or goes would re-run it every tick and starve device input. The check keeps to a tenth of the time."""
+    plan = rig.store.frequency
+    checker = plan._checker
+    slow_s = SLOW_CHECK_S * 2
+    original_check, original_update = checker.check, checker.update
+
+    def slowly(check: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            time.sleep(slow_s)  # stands in for the numpy work of a crowded plan; blocking, as that is
+            return check(*args)
+
+        return run
+
+    monkeypatch.setattr(checker, "check", slowly(original_check))
+    monkeypatch.setattr(checker, "update", slowly(original_update))
+    rig.tune("shure-rx", 1, 518.2)
+    rig.store.step()
+    first = plan.checked_at
+    assert first is not None
+    rig.tune("shure-rx", 2, 518.6)
+    rig.tune("shure-rx", 3, 517.8)
+    rig.store.step()
+    assert plan.checked_at == first, "held back right after a slow check"
+    rig.clock.advance(slow_s * (1 / CHECK_SHARE - 1) + 0.5)
+    rig.store.step()
+    assert plan.checked_at is not None and plan.checked_at > first
+    assert plan.findings, "the held-back change was checked: three carriers in intermodulation"
+
+
+async def test_a_plan_larger_than_the_live_check_takes_says_so_instead_of_stalling_the_hub(rig: Rig) -> None:
+    plan = rig.store.frequency
+    plan.settings = dataclasses.replace(plan.settings, max_live_carriers=2)
+    rig.tune("shure-rx", 1, 518.2)
+    rig.tune("shure-rx", 2, 518.6)
+    rig.tune("shure-rx", 3, 517.8)
+    rig.tick()
+    body = await rig.call("GET", PLAN, 200)
+    assert body["checked"] is False and body["findings"] == [] and len(body["carriers"]) == 3
+    assert plan.summary()["checked"] is False and rig.conflicts() == set()
+    plan.settings = dataclasses.replace(plan.settings, max_live_carriers=1000)
+    rig.hub.store.set_online("shure-rx", False)  # any change the plan depends on brings the check back
+    rig.hub.store.set_online("shure-rx", True)
+    rig.tick()
+    body = await rig.call("GET", PLAN, 200)
+    assert body["checked"] is True and body["findings"]

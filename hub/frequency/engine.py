@@ -365,18 +365,27 @@ class Spectrum:
             found += self._three_tx_findings(victims)
         return found
 
-    def summarise(self, hits: Hits, counts: Ints | None = None) -> list[Finding]:
+    def summarise(self, hits: Hits, counts: Ints | None = None, all_on_air: bool | None = None) -> list[Finding]:
         """One finding per (victim, severity): the hit with the smallest offset, and the sum of ``counts``
-        (one per hit unless given: a counted row stands for many hits)."""
-        return [self.finding(hits, at, total) for at, total, _ in self.groups(hits, counts)]
+        (one per hit unless given: a counted row stands for many hits). ``all_on_air`` gives the severity
+        of every hit when the caller counted by it (the named hit may then be only an example)."""
+        return [
+            self.finding(hits, at, total, "alert" if on_air else "warning")
+            for at, total, on_air in self.groups(hits, counts, all_on_air)
+        ]
 
-    def groups(self, hits: Hits, counts: Ints | None = None) -> list[tuple[int, int, bool]]:
+    def groups(
+        self, hits: Hits, counts: Ints | None = None, all_on_air: bool | None = None
+    ) -> list[tuple[int, int, bool]]:
         """(index of the closest hit, number of hits, all on air) per (victim, severity) of ``hits``."""
         if not len(hits):
             return []
-        on_air = self.active[hits.victim]
-        for column in range(hits.sources.shape[1]):
-            on_air = on_air & self.active[hits.sources[:, column]]
+        if all_on_air is None:
+            on_air = self.active[hits.victim]
+            for column in range(hits.sources.shape[1]):
+                on_air = on_air & self.active[hits.sources[:, column]]
+        else:
+            on_air = np.full(len(hits), all_on_air)
         key = hits.victim * 2 + on_air
         # one sort by (victim, severity, distance): the key above the 40 bits a distance in hertz needs
         ranked = np.argsort((key << 40) | np.abs(hits.offset_hz))
@@ -449,7 +458,7 @@ class Spectrum:
                 np.stack([self.pair_first[positions], self.pair_second[positions], third[rows]], axis=1),
                 self.pair_sum[positions] - target[rows],
             )
-            found += self.summarise(hits, count[rows])
+            found += self.summarise(hits, count[rows], alert)
         if self.wide_sum.size:
             wide = self._three_tx_hits(victims, self.wide_sum, self.wide_first, self.wide_second)
             found = merge_findings([*found, *self.summarise(wide)])
@@ -483,15 +492,40 @@ class Spectrum:
         right_open = ~ok[:, side:].any(axis=1) & (at + side < hi)
         unresolved = np.flatnonzero(left_open | right_open)
         if unresolved.size:
-            rows, spots = _expand(lo[unresolved], hi[unresolved])
-            row_of = unresolved[rows]
-            ok = self._eligible(spots, victim[row_of], third[row_of], take_on_air[row_of], take_planned)
-            distance = np.where(ok, np.abs(self.pair_sum[spots] - target[row_of]), _FAR)
+            # Outward from the target, as far as a budget shared by all such rows allows: a plan with
+            # hundreds of carriers on a few frequencies has windows of millions of pairs per row, and listing
+            # them all held gigabytes and the event loop for minutes. The counts and severities come from
+            # the prefix sums either way; such a row names the closest valid pair within its reach, or, when
+            # none is there, the nearest pair the first look found (an example that may hold the victim).
+            reach = max(side, _SEARCH_BUDGET // (2 * unresolved.size))
+            near_lo = np.maximum(lo[unresolved], at[unresolved] - reach)
+            near_hi = np.minimum(hi[unresolved], at[unresolved] + reach)
+            self._search(closest, unresolved, near_lo, near_hi, victim, third, target, take_on_air, take_planned)
+        found: Ints = closest.astype(np.int64)
+        return found
+
+    def _search(
+        self,
+        closest: Ints,
+        unresolved: Ints,
+        lo: Ints,
+        hi: Ints,
+        victim: Ints,
+        third: Ints,
+        target: Ints,
+        take_on_air: Bools,
+        take_planned: bool,
+    ) -> None:
+        """Set ``closest`` of each row in ``unresolved`` that has a valid pair in its [lo, hi) to the nearest."""
+        rows, spots = _expand(lo, hi)
+        row_of = unresolved[rows]
+        ok = self._eligible(spots, victim[row_of], third[row_of], take_on_air[row_of], take_planned)
+        rows, spots = rows[ok], spots[ok]
+        if rows.size:
+            distance = np.abs(self.pair_sum[spots] - target[unresolved[rows]])
             ranked = np.lexsort((distance, rows))
             first = np.flatnonzero(np.concatenate([[True], rows[ranked][1:] != rows[ranked][:-1]]))
             closest[unresolved[rows[ranked][first]]] = spots[ranked][first]
-        found: Ints = closest.astype(np.int64)
-        return found
 
     def _eligible(self, position: Ints, victim: Ints, third: Ints, take_on_air: Bools, take_planned: bool) -> Bools:
         first, second = self.pair_first[position], self.pair_second[position]
@@ -499,11 +533,10 @@ class Spectrum:
         eligible: Bools = group & (first != victim) & (first != third) & (second != victim) & (second != third)
         return eligible
 
-    def finding(self, hits: Hits, at: int, count: int) -> Finding:
+    def finding(self, hits: Hits, at: int, count: int, severity: Severity) -> Finding:
         victim = int(hits.victim[at])
         sources = [int(source) for source in hits.sources[at]]
         offset = int(hits.offset_hz[at])
-        severity: Severity = "alert" if self.active[[victim, *sources]].all() else "warning"
         product = hits.product
         if product is Product.SPACING:
             guard = max(int(self.guard[product][victim]), int(self.guard[product][sources[0]]))
@@ -545,6 +578,8 @@ class Spectrum:
 
 _AROUND: Final = np.arange(-4, 4, dtype=np.int64)  # pairs looked at on either side of a 3-transmitter target
 _FAR: Final = np.int64(1) << 60
+# Pairs looked at, in all, for the 3-transmitter rows the few pairs next to the target could not settle.
+_SEARCH_BUDGET: Final = 1 << 20
 
 
 def finding_view(finding: Finding, labels: Mapping[str, str]) -> dict[str, Any]:
@@ -565,7 +600,7 @@ def finding_view(finding: Finding, labels: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def _group_key(finding: Finding) -> tuple[str, Product, str, tuple[str, ...]]:
+def _group_key(finding: Finding) -> tuple[str, Product, Severity, tuple[str, ...]]:
     placement = finding.product in (Product.EXCLUSION, Product.OUT_OF_BAND)
     return finding.victim, finding.product, finding.severity, finding.sources if placement else ()
 
@@ -599,7 +634,7 @@ def findings_for(spectrum: Spectrum, victims: Iterable[int], exclusions: Sequenc
     return found
 
 
-GroupKey = tuple[Product, str, tuple[str, ...]]
+GroupKey = tuple[Product, Severity, tuple[str, ...]]
 
 
 class PlanChecker:
@@ -677,7 +712,7 @@ class PlanChecker:
                 seen is None or delta.distance < abs(seen.offset_khz) * HZ_PER_KHZ - 0.5
             ):
                 spectrum, hits, at = delta.closest
-                found[key] = spectrum.finding(hits, at, count)
+                found[key] = spectrum.finding(hits, at, count, key[1])
             elif seen is not None:
                 found[key] = seen.counted(count)
         for cid in again & set(current):

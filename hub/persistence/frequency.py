@@ -11,6 +11,7 @@ A victim whose receiver is offline holds its alert: no news is not good news.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -47,6 +48,11 @@ FREQUENCY_FIELDS: Final = frozenset({"frequency_mhz", "tx_present"})
 _REPLAN: Final = FREQUENCY_FIELDS | {ADDED, REMOVED, ONLINE}
 FINDING_KINDS: Final = ("intermod", "spacing", "exclusion", "out_of_band")
 LOWEST_MHZ, HIGHEST_MHZ = 1.0, 10_000.0
+# The most of the hub's time the live check may take: after a check that ran for t seconds the next waits
+# until t * (1 / share - 1) has passed. A plan of a thousand carriers crowded into a few megahertz costs
+# seconds per check, and it is re-checked whenever a transmitter comes or goes.
+CHECK_SHARE: Final = 0.1
+SLOW_CHECK_S: Final = 0.05  # checks quicker than this (every real plan measured) are never held back
 SHOWN_FINDINGS: Final = 200  # findings in the MQTT summary, worst first; the REST plan has them all
 
 
@@ -58,6 +64,7 @@ class FrequencySettings:
     # families whose channels share wideband carriers of this width (kHz): Spectera's WMAS carriers fill a
     # TV channel (6 or 8 MHz); 8 MHz is the conservative choice
     wideband_khz: Mapping[str, float] = field(default_factory=lambda: {"spectera": 8000.0})
+    max_live_carriers: int = 1000  # beyond this the live check is not run (it grows with the count squared)
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,8 @@ class FrequencyPlan(Service):
         self._listeners: list[PlanListener] = []
         self._summary: dict[str, Any] = {}
         self.checked_at: float | None = None
+        self._next_check_at = 0.0  # on the clock's monotonic time: when a slow check lets the next one run
+        self.too_many = False  # more carriers than the live check takes on: no findings, and the summary says so
 
     # what the plan is
 
@@ -211,6 +220,7 @@ class FrequencyPlan(Service):
             "alerts": len(alerts),
             "warnings": len(findings) - len(alerts),
             "conflict": bool(alerts),
+            "checked": not self.too_many,
             "profile": self.settings.plan.profile.value,
             "checked_at": self.checked_at,
             "findings": [finding_view(f, labels) for f in findings[:SHOWN_FINDINGS]],
@@ -230,19 +240,40 @@ class FrequencyPlan(Service):
             self._dirty = True
 
     def refresh(self) -> bool:
-        """Re-check the plan if anything it depends on changed; True when it did."""
-        if not self._dirty:
+        """Re-check the plan if anything it depends on changed and no slow check holds it back; True when it
+        did (a held-back change is checked at a later tick)."""
+        if not self._dirty or self._clock.monotonic() < self._next_check_at:
             return False
+        started = time.perf_counter()
         devices = list(self._state.devices.values())
         self._carriers = carriers_of(devices, self._declared.values(), self.settings)
         exclusions = [exclusion_of(entry) for entry in self.exclusions()]
-        if self._excluded_changed:
+        if len(self._carriers) > self.settings.max_live_carriers:
+            if not self.too_many:
+                log.warning(
+                    "the live frequency check is off: %d carriers, more than frequency.max_live_carriers (%d)",
+                    len(self._carriers),
+                    self.settings.max_live_carriers,
+                )
+            self.too_many = True
+            self._findings = []
+            self._excluded_changed = True  # the next check that runs is a full one
+        elif self._excluded_changed:
             self._findings = self._checker.check(self._carriers, exclusions)
-            self._excluded_changed = False
+            self._excluded_changed = self.too_many = False
         else:
             self._findings = self._checker.update(self._carriers)
         self.checked_at = self._clock.now()
         self._dirty = False
+        took = time.perf_counter() - started
+        if took >= SLOW_CHECK_S:
+            self._next_check_at = self._clock.monotonic() + took * (1 / CHECK_SHARE - 1)
+            log.info(
+                "the frequency check took %.2f s for %d carriers: the next waits %.1f s",
+                took,
+                len(self._carriers),
+                took * (1 / CHECK_SHARE - 1),
+            )
         self._judge_alerts(devices)
         summary = self.summary()
         if {k: v for k, v in summary.items() if k != "checked_at"} != {

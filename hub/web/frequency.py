@@ -65,6 +65,9 @@ class FrequencyPlanView(Strict):
     alerts: int
     warnings: int
     checked_at: float | None
+    checked: bool = Field(
+        description="false while the plan has more carriers than frequency.max_live_carriers: no live check runs"
+    )
     settings: dict[str, Any]
 
 
@@ -186,6 +189,7 @@ async def frequency_plan(request: web.Request) -> web.Response:
             alerts=alerts,
             warnings=len(findings) - alerts,
             checked_at=plan.checked_at,
+            checked=not plan.too_many,
             settings=plan.settings.plan.describe(),
         )
     )
