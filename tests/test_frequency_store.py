@@ -15,7 +15,7 @@ import pytest
 
 from hub.app import Hub, frequency_settings
 from hub.compose import compose_hub
-from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings, load_config
+from hub.config import ConfigError, DiscoverySettings, HttpSettings, HubConfig, MqttSettings, load_config
 from hub.frequency import Band, CarrierState, Profile
 from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device, NumberLimits
 from hub.persistence import IN_MEMORY, AlertKind, Persistence, SimulatedClock
@@ -281,6 +281,16 @@ async def test_declared_carriers_and_exclusions_survive_a_restart(tmp_path: Path
 
 def test_the_configuration_sets_the_profile_and_the_bands(tmp_path: Path) -> None:
     path = tmp_path / "hub.toml"
+    path.write_text(
+        "[frequency]\nprofile = 'dense'\nseventh_order = true\nmax_live_carriers = 250\n"
+        "[frequency.bands.ulxd]\nlow_mhz = 470.0\nhigh_mhz = 534.0\nstep_khz = 25\n"
+    )
+    settings = frequency_settings(load_config(path, environ={}))
+    assert settings.max_live_carriers == 250
+    for bad in ("-1", "'many'", "1e9"):
+        path.write_text(f"[frequency]\nmax_live_carriers = {bad}\n")
+        with pytest.raises(ConfigError, match=r"frequency\.max_live_carriers"):
+            load_config(path, environ={})
     path.write_text(
         "[frequency]\nprofile = 'dense'\nseventh_order = true\n"
         "[frequency.bands.ulxd]\nlow_mhz = 470.0\nhigh_mhz = 534.0\nstep_khz = 25\n"
