@@ -113,8 +113,9 @@ class DeviceSink(Protocol):
         """Merge channel fields. Only the fields given change; None means 'reported unknown'."""
 
     def heard(self, readings: int = 0) -> None:
-        """Traffic arrived: the device is still alive. ``readings``: how many meter readings it held, merged or
-        not (``defer_meters``), counted on /metrics so an operator sees what the receivers send."""
+        """Traffic arrived: the device is still alive. ``readings``: how many meter readings came with it,
+        held or merged at once, counted on /metrics (``wmhub_meter_readings_total``) so an operator sees what
+        the receivers send."""
 
     def defer_meters(self, merge: Callable[[], None]) -> None:
         """Hold meter readings until somebody wants them: the hub calls ``merge`` once, when its consumers
