@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -224,7 +225,8 @@ class StateStore:
         self.meter_look_interval: Callable[[], float] = _a_tenth_of_a_second
         self._held_meters: list[Callable[[], None]] = []
         self._meter_look: asyncio.TimerHandle | None = None
-        self._merging: asyncio.Handle | None = None  # the rest of a look, after a slice
+        self._merges_due: deque[Callable[[], None]] = deque()  # taken at a look, not yet run: a slice ended
+        self._merging: asyncio.Handle | None = None  # runs the rest of them on the next turn of the loop
         self._last_meter_look = 0.0
 
     def subscribe(self, fields: Iterable[str] | None = None, min_interval: float = 0.0) -> Subscription:
@@ -271,16 +273,20 @@ class StateStore:
             self._meter_look.cancel()
             self._meter_look = None
             self._last_meter_look = asyncio.get_running_loop().time()
-        merges, self._held_meters = self._held_meters, []
-        self._merge_from(merges, 0)
+        self._merges_due.extend(self._held_meters)
+        self._held_meters = []
+        if self._merging is not None:  # the rest of an earlier look runs now, ahead of this one's
+            self._merging.cancel()
+        self._merge_due()
 
-    def _merge_from(self, merges: list[Callable[[], None]], start: int) -> None:
+    def _merge_due(self) -> None:
         self._merging = None
+        due = self._merges_due
         deadline = time.perf_counter() + LOOK_SLICE_S
-        for position in range(start, len(merges)):
-            merges[position]()
-            if time.perf_counter() >= deadline and position + 1 < len(merges):
-                self._merging = asyncio.get_running_loop().call_soon(self._merge_from, merges, position + 1)
+        while due:
+            due.popleft()()
+            if due and time.perf_counter() >= deadline:
+                self._merging = asyncio.get_running_loop().call_soon(self._merge_due)
                 return
 
     def close(self) -> None:
@@ -290,6 +296,7 @@ class StateStore:
                 pending.cancel()
         self._meter_look = self._merging = None
         self._held_meters.clear()
+        self._merges_due.clear()
 
     def get(self, device_id: str) -> Device | None:
         return self.devices.get(device_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from hub import state as state_module
@@ -118,3 +120,23 @@ async def test_a_large_look_is_merged_in_slices_with_the_loop_let_run_between(
     await eventually(lambda: all(receiver.merges == 1 for receiver in receivers), 2, "every receiver merged")
     assert [level(store, f"shure-R{number}") for number in range(3)] == [-60, -61, -62]
     store.close()
+
+
+async def test_a_second_look_during_a_sliced_one_runs_the_rest_first_and_close_stops_both(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(state_module, "LOOK_SLICE_S", 0.0)  # one merge per slice
+    store = StateStore()
+    store.meter_look_interval = lambda: 3600.0
+    receivers = [Receiver(identified(store, f"R{number}")) for number in range(3)]
+    for receiver in receivers:
+        receiver.reading(-70)
+    store.merge_held_meters()
+    receivers[0].reading(-50)
+    store.merge_held_meters()  # the first look's rest comes before this one's
+    assert [receiver.merges for receiver in receivers] == [1, 1, 0]
+    store.close()
+    for _ in range(3):  # a continuation scheduled with call_soon would run within these turns of the loop
+        await asyncio.sleep(0)
+    assert [receiver.merges for receiver in receivers] == [1, 1, 0], "nothing of either look runs after close"
+    assert level(store, "shure-R0") == -70
