@@ -180,7 +180,7 @@ class FrequencyPlan(Service):
         self._carriers: list[Carrier] = []
         self._findings: list[Finding] = []
         self._dirty = True
-        self._excluded_changed = True
+        self._full_check_due = True
         self._listeners: list[PlanListener] = []
         self._summary: dict[str, Any] = {}
         self.checked_at: float | None = None
@@ -257,10 +257,10 @@ class FrequencyPlan(Service):
                 )
             self.too_many = True
             self._findings = []
-            self._excluded_changed = True  # the next check that runs is a full one
-        elif self._excluded_changed:
+            self._full_check_due = True  # the checker saw none of this: the next check starts over
+        elif self._full_check_due:
             self._findings = self._checker.check(self._carriers, exclusions)
-            self._excluded_changed = self.too_many = False
+            self._full_check_due = self.too_many = False
         else:
             self._findings = self._checker.update(self._carriers)
         self.checked_at = self._clock.now()
@@ -480,7 +480,7 @@ class FrequencyPlan(Service):
             "VALUES (?, ?, ?, ?, ?, ?)",
             (entry.id, entry.label, entry.low_mhz, entry.high_mhz, entry.tv_grid, entry.tv_channel),
         )
-        self._dirty = self._excluded_changed = True
+        self._dirty = self._full_check_due = True
         action = "frequency.exclusion.update" if before else "frequency.exclusion.create"
         target = f"frequency/exclusion/{entry.id}"
         await self._committed(source, action, target, before.model_dump() if before else None, entry.model_dump())
@@ -496,7 +496,7 @@ class FrequencyPlan(Service):
         entry = self.exclusion(exclusion_id)
         del self._exclusions[exclusion_id]
         self._db.submit("DELETE FROM frequency_exclusions WHERE id = ?", (exclusion_id,))
-        self._dirty = self._excluded_changed = True
+        self._dirty = self._full_check_due = True
         target = f"frequency/exclusion/{exclusion_id}"
         await self._committed(source, "frequency.exclusion.delete", target, entry.model_dump())
         return entry
