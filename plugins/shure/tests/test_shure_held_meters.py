@@ -79,3 +79,16 @@ async def test_a_malformed_newest_sample_is_a_protocol_error_and_the_last_good_l
     hub.store.merge_held_meters()
     assert managed.handle.protocol_errors == errors + 1
     assert rf_dbm(hub, managed, 3) == -66
+
+
+async def test_held_samples_never_overwrite_the_newer_ones_of_a_read_merged_at_once(quad: tuple) -> None:  # type: ignore[type-arg]
+    hub, sim, managed = quad
+    sim.set_meters(1, rf_dbm=-61)
+    await reads_after(managed, 2)
+    for channel in sim.channels.values():
+        channel.meter_rate_ms = 0
+    # a report in the same read: not held, so its sample is merged at once (ULX-D: 050 - 128 = -78 dBm)
+    sim.send_garbage(b"< REP 1 AUDIO_MUTE OFF >< SAMPLE 1 ALL AX 050 060 >")
+    await eventually(lambda: rf_dbm(hub, managed, 1) == -78, 5, "the newer level merged at once")
+    hub.store.merge_held_meters()
+    assert rf_dbm(hub, managed, 1) == -78, "the older held sample came first, not last"

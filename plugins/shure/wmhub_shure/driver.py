@@ -504,6 +504,8 @@ class ShureDriver(Driver):
                 self._held = True
                 sink.defer_meters(self._merge_held)
             return
+        if self._held_reads:  # older than this read: merged first, or they would overwrite its newer levels
+            self._decode_held()
         sample = self._sample
         channels = self.channel_count
         for body in self._framer.feed(data):
