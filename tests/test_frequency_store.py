@@ -372,3 +372,30 @@ async def test_a_plan_larger_than_the_live_check_takes_says_so_instead_of_stalli
     rig.tick()
     body = await rig.call("GET", PLAN, 200)
     assert body["checked"] is True and body["findings"]
+
+
+async def test_a_second_frequency_retuned_into_a_conflict_is_checked(rig: Rig) -> None:
+    rig.tune("shure-rx", 1, 518.2)
+    rig.tune("shure-rx", 2, 518.6)
+    rig.tune("shure-rx", 3, 530.0)
+    rig.tick()
+    assert rig.conflicts() == set()
+    rig.hub.store.update_channel("shure-rx", 3, {"frequency2_mhz": 517.8})  # frequency diversity's second carrier
+    rig.tick()
+    body = await rig.call("GET", PLAN, 200)
+    assert any(f["victim"] == "shure-rx:3/2" and f["severity"] == "alert" for f in body["findings"]), body["findings"]
+
+
+async def test_a_renamed_channel_is_named_in_the_plan_and_the_other_receivers_keep_theirs(rig: Rig) -> None:
+    put_receiver(rig.hub.store, "shure-other", channels=1, frequency_mhz=640.0, name="Keys")
+    rig.tune("shure-rx", 1, 518.2, name="Vocal 1")
+    rig.tick()
+    labels = rig.store.frequency.labels()
+    assert labels["shure-rx:1"] == "Vocal 1 (shure-rx ch 1)" and labels["shure-other:1"] == "Keys (shure-other ch 1)"
+    rig.hub.store.update_channel("shure-rx", 1, {"name": "Lead vox"})
+    rig.hub.store.update_channel("shure-rx", 2, {"tx_present": False})  # a change that checks the plan again
+    rig.tick()
+    labels = rig.store.frequency.labels()
+    assert labels["shure-rx:1"] == "Lead vox (shure-rx ch 1)" and labels["shure-other:1"] == "Keys (shure-other ch 1)"
+    body = await rig.call("GET", PLAN, 200)
+    assert {c["label"] for c in body["carriers"] if c["id"] == "shure-rx:1"} == {"Lead vox (shure-rx ch 1)"}

@@ -19,7 +19,7 @@ from hub.persistence.alerts import ALERT_FIELDS, Alerts, AlertSettings
 from hub.persistence.audit import AuditLog
 from hub.persistence.credentials import CREDENTIALS_FILE, DeviceCredentials
 from hub.persistence.db import IN_MEMORY, Database, WriterSettings, WriterStats
-from hub.persistence.frequency import FREQUENCY_FIELDS, FrequencyPlan, FrequencySettings
+from hub.persistence.frequency import PLAN_FIELDS, FrequencyPlan, FrequencySettings
 from hub.persistence.history import History, HistorySettings, StoredHistory
 from hub.persistence.known_devices import Candidates, HealthLog, KnownDevices
 from hub.persistence.performers import ExtendedNames, Performers, assignment_from_row
@@ -182,7 +182,7 @@ class Persistence:
             db, clock, audit, state, alerts, settings.frequency, stored.declared_carriers, stored.exclusions
         )
         self.health_source: HealthSource | None = None
-        self._subscription: Subscription = state.subscribe(ALERT_FIELDS | FREQUENCY_FIELDS | {"name"})
+        self._subscription: Subscription = state.subscribe(ALERT_FIELDS | PLAN_FIELDS)
         self._ticker: asyncio.Task[None] | None = None
         now = clock.now()
         self._next_health = now
