@@ -22,6 +22,8 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -74,6 +76,51 @@ def run_counts(counts: list[int], rounds: int, window: float, record: TextIO) ->
                 record.flush()
         if run.returncode:
             raise SystemExit(f"ab_micboard.py failed at {receivers} receivers (exit {run.returncode})")
+    return measurements
+
+
+class Reader:
+    """``bench.reader`` as a system ``ab_micboard.measure`` can run: read everything, decode nothing."""
+
+    def __init__(self, receivers: int, imports: bool) -> None:
+        self.receivers, self.imports = receivers, imports
+        self.name = "read-only, hub's libraries imported" if imports else "read-only"
+
+    def start(self) -> subprocess.Popen[bytes]:
+        command = [str(ROOT / ".venv" / "bin" / "python"), "-m", "bench.reader", "--receivers", str(self.receivers)]
+        return subprocess.Popen([*command, *(["--imports"] if self.imports else [])], cwd=ROOT, start_new_session=True)
+
+    def lags(self, tick: int) -> list[int]:
+        return []  # it keeps no levels: its freshness is not measured
+
+
+def run_floor(counts: list[int], rounds: int, window: float, record: TextIO) -> list[dict[str, Any]]:
+    """The read-only floor on the same fleet, measured the way ab_micboard.py measures micboard and the hub."""
+    sys.path.insert(0, str(SHARED_BENCH))
+    import ab_micboard
+
+    measurements: list[dict[str, Any]] = []
+    for receivers in counts:
+        status = Path(tempfile.mkdtemp(prefix="ab-floor-")) / "fleet.json"
+        fleet_options = ["--base-address", "127.0.1.1", "--status-file", str(status), "--report-interval", "0.1"]
+        fleet = subprocess.Popen(
+            [sys.executable, str(SHARED_BENCH / "shure_fleet.py"), "--count", str(receivers), *fleet_options],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(3)
+            for round_ in range(rounds):
+                for system in (Reader(receivers, imports=False), Reader(receivers, imports=True)):
+                    result = ab_micboard.measure(system, receivers, status, 10, window)
+                    measurement = {"receivers": receivers, "channels": receivers * 4, **result, "round": round_}
+                    measurements.append(measurement)
+                    print(json.dumps(measurement), flush=True)
+                    record.write(json.dumps(measurement) + "\n")
+                    record.flush()
+        finally:
+            fleet.terminate()
+            fleet.wait(10)
     return measurements
 
 
@@ -137,6 +184,9 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=40)
     parser.add_argument("--label", default="main")
     parser.add_argument("--plot", type=Path, help="draw both systems' CPU per channel against the count here")
+    parser.add_argument(
+        "--floor", action="store_true", help="then measure bench.reader (read only) on the same fleet sizes"
+    )
     parser.add_argument("--replot", type=Path, help="draw --plot from a results file instead of running")
     args = parser.parse_args()
     if args.replot is not None:
@@ -158,6 +208,8 @@ def main() -> None:
     with out.open("w") as record:
         record.write(json.dumps(about) + "\n")
         measurements = run_counts(counts, args.rounds, args.window, record)
+        if args.floor:
+            run_floor(counts, args.rounds, args.window, record)
     print(f"results: {out.relative_to(ROOT)}")
     if args.plot is not None:
         plot_sweep(measurements, args.plot, f"{about['started']}, {about['cpu']}, commit {about['commit']}")
