@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from hub import hookimpl
 from hub.app import Hub
@@ -22,6 +26,7 @@ from hub.model import Command, CommandKind, CommandResult, InvalidValueError, No
 from hub.plugins import PluginHost
 from hub.testing import eventually
 from hub.web import routing
+from hub.web.metrics import device_series
 
 TOKEN = "test-token-123-rest"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -295,6 +300,39 @@ async def test_metrics_are_prometheus_text(http: aiohttp.ClientSession) -> None:
     assert 'wmhub_devices{state="online"} 1.0' in text
     assert 'wmhub_device_connected{url="bench://rack-a"} 1.0' in text
     assert 'wmhub_http_requests_total{method="GET",route="/api/v1/devices",status="200"} 1.0' in text
+
+
+def test_per_device_series_are_what_prometheus_client_writes_and_read_back() -> None:
+    connections = [
+        {"url": 'shure://a"b\\c\nd', "connected": True, "attempts": 3, "reconnects": 1_234_567, "protocol_errors": 0},
+        {"url": "sennheiser://127.0.0.1", "connected": False, "attempts": 0, "reconnects": 0, "protocol_errors": 12},
+    ]
+
+    class AsTheLibraryWritesThem(Collector):
+        def collect(self) -> Iterator[Metric]:
+            connected = GaugeMetricFamily("wmhub_device_connected", "1 while the driver is connected", labels=["url"])
+            attempts = CounterMetricFamily("wmhub_device_connection_attempts", "Connection attempts", labels=["url"])
+            reconnects = CounterMetricFamily("wmhub_device_reconnects", "Lost connections retried", labels=["url"])
+            errors = CounterMetricFamily(
+                "wmhub_device_protocol_errors", "Data from the device that could not be parsed", labels=["url"]
+            )
+            for health in connections:
+                connected.add_metric([health["url"]], 1 if health["connected"] else 0)
+                attempts.add_metric([health["url"]], health["attempts"])
+                reconnects.add_metric([health["url"]], health["reconnects"])
+                errors.add_metric([health["url"]], health["protocol_errors"])
+            yield from (connected, attempts, reconnects, errors)
+
+    registry = CollectorRegistry()
+    registry.register(AsTheLibraryWritesThem())
+    text = device_series(connections)
+    assert text.encode() == generate_latest(registry)
+    read = {family.name: family for family in text_string_to_metric_families(text)}
+    assert {(s.labels["url"], s.value) for s in read["wmhub_device_connected"].samples} == {
+        ('shure://a"b\\c\nd', 1.0),
+        ("sennheiser://127.0.0.1", 0.0),
+    }
+    assert read["wmhub_device_reconnects"].samples[0].value == 1_234_567
 
 
 async def test_openapi_documents_every_endpoint(http: aiohttp.ClientSession) -> None:

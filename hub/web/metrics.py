@@ -7,11 +7,14 @@ for metrics; only the HTTP request counter is updated as requests happen.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from hub.service import HubService, VenueService
 from hub.web.live import LiveFeed
@@ -33,24 +36,6 @@ class HubCollector(Collector):
         yield GaugeMetricFamily(
             "wmhub_channels", "Receiver channels of every known device", value=sum(len(d.channels) for d in devices)
         )
-        connected = GaugeMetricFamily("wmhub_device_connected", "1 while the driver is connected", labels=["url"])
-        attempts = CounterMetricFamily("wmhub_device_connection_attempts", "Connection attempts", labels=["url"])
-        reconnects = CounterMetricFamily("wmhub_device_reconnects", "Lost connections retried", labels=["url"])
-        connections = self._hub.connections()
-        for health in connections:
-            # as /api/health shows it: a port that accepted but never answered as a device is not connected
-            connected.add_metric([health["url"]], 1 if health["connected"] else 0)
-            attempts.add_metric([health["url"]], health["attempts"])
-            reconnects.add_metric([health["url"]], health["reconnects"])
-        yield connected
-        yield attempts
-        yield reconnects
-        errors = CounterMetricFamily(
-            "wmhub_device_protocol_errors", "Data from the device that could not be parsed", labels=["url"]
-        )
-        for health in connections:
-            errors.add_metric([health["url"]], health["protocol_errors"])
-        yield errors
         bridge = self._hub.mqtt
         client = bridge.client if bridge is not None else None
         if client is not None:
@@ -96,6 +81,42 @@ class HubCollector(Collector):
         )
 
 
+# The families with one series per device, written here rather than through prometheus_client's generic
+# path, which took 66-91 ms per scrape at 2,400 devices, every millisecond of it with the event loop
+# stopped (a Prometheus scraping every 15 s held device input back that long each time). The text is the
+# same as the library writes: its value formatting, its escaping of label values.
+_DEVICE_FAMILIES: Final[tuple[tuple[str, str, str, Callable[[Mapping[str, Any]], int]], ...]] = (
+    # as /api/health shows it: a port that accepted but never answered as a device is not connected
+    ("wmhub_device_connected", "gauge", "1 while the driver is connected", lambda h: 1 if h["connected"] else 0),
+    ("wmhub_device_connection_attempts_total", "counter", "Connection attempts", itemgetter("attempts")),
+    ("wmhub_device_reconnects_total", "counter", "Lost connections retried", itemgetter("reconnects")),
+    (
+        "wmhub_device_protocol_errors_total",
+        "counter",
+        "Data from the device that could not be parsed",
+        itemgetter("protocol_errors"),
+    ),
+)
+
+
+_value_text: Final[Callable[[float], str]] = floatToGoString  # the library's own number format
+
+
+def _label_value(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def device_series(connections: Sequence[Mapping[str, Any]]) -> str:
+    """The per-device families in the Prometheus text format (0.0.4), one series per connection by URL."""
+    labels = [f'{{url="{_label_value(health["url"])}"}} ' for health in connections]
+    parts: list[str] = []
+    for name, kind, help_text, value_of in _DEVICE_FAMILIES:
+        parts.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
+        series = zip(labels, connections, strict=True)
+        parts += [f"{name}{label}{_value_text(value_of(health))}\n" for label, health in series]
+    return "".join(parts)
+
+
 class VenueCollector(Collector):
     """The database and the alerts: only a hub with a venue store has them (the fleet board has neither)."""
 
@@ -123,6 +144,7 @@ class VenueCollector(Collector):
 
 class Metrics:
     def __init__(self, hub: HubService, live: LiveFeed, venue: VenueService | None) -> None:
+        self._hub = hub
         self.registry = CollectorRegistry()
         self.registry.register(HubCollector(hub, live))
         if venue is not None:
@@ -135,4 +157,4 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + device_series(self._hub.connections()).encode()
