@@ -19,7 +19,7 @@ from hub.config import ConfigError, DiscoverySettings, HttpSettings, HubConfig, 
 from hub.frequency import Band, CarrierState, Profile
 from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device, NumberLimits
 from hub.persistence import IN_MEMORY, AlertKind, Persistence, SimulatedClock
-from hub.persistence.frequency import CHECK_SHARE, SLOW_CHECK_S, FrequencySettings, carriers_of
+from hub.persistence.frequency import CHECK_SHARE, SLOW_CHECK_S, FrequencySettings, device_carriers
 from hub.persistence.testing import open_simulated, put_receiver
 from hub.plugins import PluginHost
 
@@ -253,9 +253,8 @@ def test_carriers_merge_wideband_channels_and_take_a_second_frequency() -> None:
         channels=[DiversityChannel(index=1, frequency_mhz=600.0, frequency2_mhz=610.0, tx_present=True)],
     )
     settings = FrequencySettings(bands={"axient": Band(470.0, 636.0, 25.0)})
-    found = {
-        (c.id, c.frequency_mhz, c.bandwidth_khz, c.state, c.band) for c in carriers_of([spectera, axient], [], settings)
-    }
+    carriers = [c for device in (spectera, axient) for c in device_carriers(device, settings)]
+    found = {(c.id, c.frequency_mhz, c.bandwidth_khz, c.state, c.band) for c in carriers}
     assert found == {
         ("sennheiser-sp1:1+2", 474.0, 8000.0, CarrierState.PLANNED, None),
         ("sennheiser-sp1:3", 482.0, 8000.0, CarrierState.ACTIVE, None),
@@ -300,7 +299,7 @@ def test_the_configuration_sets_the_profile_and_the_bands(tmp_path: Path) -> Non
     assert settings.bands == {"ulxd": Band(470.0, 534.0, 25.0)}
     receiver = Device(id="shure-1", vendor="shure", family="ulxd", host="127.0.0.1", port=2202,
                       channels=[Channel(index=1, frequency_mhz=500.0)])  # fmt: skip
-    [carrier] = carriers_of([receiver], [], settings)
+    [carrier] = device_carriers(receiver, settings)
     assert carrier.band == Band(470.0, 534.0, 25.0), "the band a suggestion searches and the band check uses"
     declared = Capabilities(
         channel_fields=frozenset({"frequency_mhz"}),
@@ -309,7 +308,7 @@ def test_the_configuration_sets_the_profile_and_the_bands(tmp_path: Path) -> Non
         },
     )
     other = receiver.model_copy(update={"family": "ew-dx", "capabilities": declared})
-    [carrier] = carriers_of([other], [], settings)
+    [carrier] = device_carriers(other, settings)
     assert carrier.band == Band(470.1, 713.9, 25.0), "without a configured band: the plugin's declared limits"
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from hub.frequency import PlanChecker, PlanSettings, check
 from hub.model import Channel, Device
-from hub.persistence.frequency import FrequencySettings, carriers_of
+from hub.persistence.frequency import FrequencySettings, device_carriers
 from tests.reliability_report import fuzz
 
 # what a confused or hostile receiver might report as its frequency, next to ordinary values
@@ -40,7 +40,7 @@ def receiver(number: int, frequencies: list[Any], present: list[bool | None], fa
 )
 def test_frequency_plan(frequencies: list[list[Any]], present: list[bool | None], families: list[str | None]) -> None:
     devices = [receiver(n, reported, present, families[n]) for n, reported in enumerate(frequencies)]
-    carriers = carriers_of(devices, [], FrequencySettings())
+    carriers = [c for device in devices for c in device_carriers(device, FrequencySettings())]
     assert all(1.0 <= carrier.frequency_mhz <= 10_000.0 for carrier in carriers)
     assert len({(c.device_id, c.frequency_mhz) for c in carriers}) == len(carriers), "one carrier per frequency"
     assert len({c.id for c in carriers}) == len(carriers)

@@ -98,15 +98,6 @@ def _declared_band(device: Device) -> Band | None:
     return Band(number.min, number.max, number.step * 1000)
 
 
-def carriers_of(
-    devices: Iterable[Device], declared: Iterable[DeclaredCarrier], settings: FrequencySettings
-) -> list[Carrier]:
-    """The plan's carriers: each device's (``device_carriers``), then the declared ones."""
-    return [carrier for device in devices for carrier in device_carriers(device, settings)] + declared_carriers(
-        declared
-    )
-
-
 def device_carriers(device: Device, settings: FrequencySettings) -> list[Carrier]:
     """One carrier per frequency per channel (two with frequency diversity), channels of the device on one
     frequency merged into one carrier."""
