@@ -3,7 +3,8 @@
 ``python -m bench.device_list --receivers 2500`` starts a hub (no MQTT, no HTTP, no discovery) with N
 in-process receivers that identify themselves at once and never talk again, waits until all are in the
 state store, then times building every device's view the way ``list_devices`` does (each device's
-connection looked up through ``HubService.connection``), several times, and prints the median. No socket
+connection looked up through ``HubService.connection``) and encoding it as the response body, several times,
+and prints the median. No socket
 is opened: the receivers live in the process, so the number is the hub's own work alone.
 """
 
@@ -26,7 +27,8 @@ from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
 from hub.hookspecs import DriverSpec
 from hub.model import Command, CommandResult
 from hub.plugins import PluginHost
-from hub.web.api import device_view
+from hub.web.api import device_json
+from hub.web.routing import dumps
 
 
 class QuietReceiver(Driver):
@@ -75,12 +77,13 @@ async def measure(receivers: int, repeats: int, data_dir: Path) -> tuple[float, 
             gc.collect()  # a full collection falling into one run would swamp the numbers
             with collector_off():
                 started = time.perf_counter()
-                views = [device_view(hub, device) for device in devices]
+                views = [device_json(hub, device) for device in devices]
+                body = dumps({"total": len(views), "items": views})
                 lists.append(time.perf_counter() - started)
                 started = time.perf_counter()
                 found = [hub.connection(device.id) for device in devices]
                 lookups.append(time.perf_counter() - started)
-            assert all(view.connection is not None for view in views) and all(found)
+            assert all(view["connection"] is not None for view in views) and all(found) and body
         return statistics.median(lists), statistics.median(lookups)
 
 

@@ -16,6 +16,7 @@ from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
 from hub.testing import eventually
+from hub.web.schemas import ChannelView, DeviceView
 
 TOKEN = "shure-board-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -118,3 +119,30 @@ async def test_metrics_count_the_meter_readings_the_receiver_sends_merged_or_not
     first = readings(await scrape())
     await eventually(lambda: rig.hub.store.readings_received >= first + 4, 10, "four more meter readings")
     assert readings(await scrape()) >= first + 4
+
+
+async def test_every_device_and_channel_shown_is_exactly_what_the_published_schema_describes(rig: Rig) -> None:
+    # The API writes devices and channels straight from the store's models; the OpenAPI document is built
+    # from the view models. Each item must validate as its view and come back unchanged: no field missing or
+    # extra, and levels JSON numbers of the model's type (a float field never written as a whole number).
+    async def read(path: str) -> Any:
+        async with rig.http.get(path, headers=AUTH) as response:
+            assert response.status == 200, path
+            return await response.json()
+
+    def as_view(model: type[DeviceView | ChannelView], item: dict[str, Any]) -> dict[str, Any]:
+        return model.model_validate(item).model_dump(mode="json")
+
+    await eventually(lambda: rig.hub.store.get(rig.device_id).channels[1].rf_dbm is not None, what="levels")
+    devices = await read("/api/v1/devices")
+    assert devices["total"] == 1 and [item["id"] for item in devices["items"]] == [rig.device_id]
+    shown = [*devices["items"], await read(f"/api/v1/devices/{rig.device_id}")]
+    assert all(as_view(DeviceView, item) == item for item in shown)
+    assert shown[0]["connection"]["connected"] is True and shown[0]["channels"][1]["id"] == f"{rig.device_id}:2"
+    channels = await read("/api/v1/channels?limit=1&offset=1")
+    assert channels["total"] == 2 and [item["id"] for item in channels["items"]] == [f"{rig.device_id}:2"]
+    for item in [*channels["items"], await read(f"/api/v1/channels/{rig.device_id}:1")]:
+        assert as_view(ChannelView, item) == item and isinstance(item["rf_dbm"], float)
+    async with rig.http.ws_connect("/api/v1/live", headers=AUTH) as ws:
+        snapshot = await ws.receive_json(timeout=5)
+    assert snapshot["type"] == "snapshot" and all(as_view(DeviceView, d) == d for d in snapshot["devices"])

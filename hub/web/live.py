@@ -16,17 +16,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from hub.service import REMOVED, Batch, HubService, Subscription
-from hub.web.api import channel_id, channel_view, device_view
+from hub.web.api import channel_id, channel_json, device_json
 from hub.web.routing import dumps
 
 log = logging.getLogger("hub.web.live")
-
-DEVICE_EXCLUDE: Final = {"channels"}
 
 
 class LiveClient:
@@ -68,7 +66,7 @@ class LiveFeed:
         devices = sorted(self._hub.state.devices.values(), key=lambda device: device.id)
         return {
             "type": "snapshot",
-            "devices": [device_view(self._hub, device).model_dump(mode="json") for device in devices],
+            "devices": [device_json(self._hub, device) for device in devices],
         }
 
     def changes(self, batch: Batch) -> dict[str, Any]:
@@ -84,11 +82,11 @@ class LiveFeed:
                 if device is None or REMOVED in fields:
                     removed_devices.append(device_id)
                 else:
-                    devices.append(device_view(self._hub, device).model_dump(mode="json", exclude=DEVICE_EXCLUDE))
+                    devices.append(device_json(self._hub, device, channels=False))
             elif device is None or channel is None:
                 removed_channels.append(channel_id(device_id, index))
             else:
-                channels.append(channel_view(device, channel).model_dump(mode="json"))
+                channels.append(channel_json(device, channel))
         return {
             "type": "changes",
             "devices": devices,
