@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import itertools
+import math
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -358,6 +359,44 @@ async def test_a_meter_batch_larger_than_one_slice_reaches_every_channel(
 
             await eventually(lambda: updated() == channels, 10, "every channel's new meters")
             assert len(probe.latest) == channels
+
+
+async def test_devices_coming_online_in_a_burst_send_the_device_list_at_most_once_a_second(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    # A hub starting at a large site sees thousands of devices come online over seconds. The retained list
+    # of every device is rebuilt at most once a second meanwhile, and the last one sent holds them all.
+    devices = 120
+    async with running_hub(mqtt_broker, tmp_path, [], homeassistant=False) as hub, MqttProbe(mqtt_broker) as probe:
+        topic = f"{hub.config.mqtt.base_topic}/hubs/hub1/devices"
+        await probe.subscribe(topic)
+        started = asyncio.get_running_loop().time()
+        for number in range(devices):
+            hub.store.add_device(
+                Device(id=f"rack-{number:03d}", vendor="bench", host="127.0.0.1", port=1, online=True, channels=[])
+            )
+            await asyncio.sleep(0.025)  # one device per state batch (they coalesce over 20 ms)
+        finished = asyncio.get_running_loop().time()
+        listed = await probe.json(topic, lambda value: len(value) == devices)
+        assert {entry["id"] for entry in listed} == {f"rack-{number:03d}" for number in range(devices)}
+        lists = [payload for seen, payload in probe.messages if seen == topic]
+        # the empty list of the start, then one at once and at most one a second, the last after the burst
+        assert 2 <= len(lists) <= math.ceil(finished - started) + 3
+
+
+async def test_a_device_list_still_due_when_the_hub_stops_is_sent_before_it_goes(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    async with running_hub(mqtt_broker, tmp_path, [], homeassistant=False) as hub, MqttProbe(mqtt_broker) as probe:
+        topic = f"{hub.config.mqtt.base_topic}/hubs/hub1/devices"
+        await probe.subscribe(topic)
+        for name in ("rack-a", "rack-b"):  # the second within a second of the first: its list waits
+            hub.store.add_device(Device(id=name, vendor="bench", host="127.0.0.1", port=1, online=True))
+            await probe.json(topic, lambda value: bool(value))
+    async with MqttProbe(mqtt_broker, client_id="wmhub-test-late") as late:
+        await late.subscribe(topic)
+        retained = await late.json(topic)
+    assert sorted(entry["id"] for entry in retained) == ["rack-a", "rack-b"]
 
 
 async def test_set_payload_with_transaction_on_device_topic(

@@ -131,6 +131,8 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
             pending = self._subscriptions[0].drain()
             if pending:
                 self._on_state_batch(pending)
+            if self._device_list_due is not None:
+                self._publish_device_list()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.hub.config.command_timeout_s)
             for task in self._tasks:

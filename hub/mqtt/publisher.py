@@ -31,6 +31,10 @@ STATE_FIELDS = (CHANNEL_FIELDS - METER_FIELDS) | DEVICE_FIELDS
 STATE_COALESCE_S = 0.02
 # channels whose meters are published in one event-loop turn (a few ms): a large batch is cut into slices
 METER_SLICE = 500
+# The device list names every device. When thousands come online at once (the hub starting at a large
+# site) nearly every state batch changes it, and rebuilding it for each one stopped the hub for seconds:
+# it goes out at once after a quiet spell, and at most this often during a burst, always the newest list.
+DEVICE_LIST_EVERY_S = 1.0
 
 
 class StatePublisher:
@@ -52,6 +56,8 @@ class StatePublisher:
         self._remove_alert_listener: Callable[[], None] | None = None
         self._remove_swap_listener: Callable[[], None] | None = None
         self._remove_plan_listener: Callable[[], None] | None = None
+        self._device_list_sent_at = -DEVICE_LIST_EVERY_S
+        self._device_list_due: asyncio.TimerHandle | None = None
 
     def _listen_to_venue(self) -> None:
         self._publish_alerts()
@@ -128,7 +134,7 @@ class StatePublisher:
         for device_id in configs:
             self._publish_homeassistant(devices[device_id], only_if_changed=True)
         if list_changed:
-            self._publish_device_list()
+            self._device_list_changed()
 
     def _publish_device(self, device: Device, meters: bool = True) -> None:
         """Every retained topic of one device, its Home Assistant config, and control subscriptions."""
@@ -210,7 +216,21 @@ class StatePublisher:
         if self.client is not None:
             self._publish(self.topics.hub_frequency_plan, payloads.encode(summary))
 
+    def _device_list_changed(self) -> None:
+        if self._device_list_due is not None:
+            return  # the list already due reads the store when it goes out
+        loop = asyncio.get_running_loop()
+        wait = self._device_list_sent_at + DEVICE_LIST_EVERY_S - loop.time()
+        if wait <= 0:
+            self._publish_device_list()
+        else:
+            self._device_list_due = loop.call_later(wait, self._publish_device_list)
+
     def _publish_device_list(self) -> None:
+        if self._device_list_due is not None:
+            self._device_list_due.cancel()
+            self._device_list_due = None
+        self._device_list_sent_at = asyncio.get_running_loop().time()
         self._publish(self.topics.hub_devices, payloads.encode(self._device_summaries()))
         self._publish(self.topics.hub_info, payloads.encode(self.hub.info()))
         # the board's address is known once the web server is listening, after this edge started
