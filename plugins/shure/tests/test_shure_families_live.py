@@ -108,3 +108,27 @@ async def test_charger_bays_follow_the_batteries_in_them() -> None:
         assert (full.battery_percent, full.battery_charge_state, full.battery_time_to_full_min) == (100, "full", None)
         flashed = await hub.apply(Command(device_id=device.id, kind=CommandKind.IDENTIFY))
         assert flashed.ok
+
+
+async def test_an_axient_receiver_s_slot_values_reach_the_hub_as_one_list_per_read() -> None:
+    # An AD4Q answers GET ALL with every value of every slot apart (7 values x 8 slots per channel). The
+    # driver hands the hub each channel's whole slot list once per read it arrived in, not once per value:
+    # at a site of Axient receivers a list per value was a quarter of a starting hub's time.
+    async with ShureSimulator("ad4q", seed=4) as sim, DriverHarness("shure") as hub:
+        managed = hub.add(sim.url)
+        handed: list[int] = []
+        update_channel = managed.handle.update_channel
+
+        def counting(index: int, fields: dict[str, object]) -> None:
+            if "tx_slots" in fields:
+                handed.append(index)
+            update_channel(index, fields)
+
+        managed.handle.update_channel = counting  # type: ignore[method-assign]
+        device = await hub.device(managed)
+        await wait_until_agreed(hub, device.id, sim, "every slot of every channel")
+        slot_values = sum(1 for (_, name, slot) in sim.raw if name.startswith("SLOT_") and slot is not None)
+        assert slot_values >= 4 * 8 * 7
+        assert 4 <= len(handed) <= slot_values // 8
+        slots = hub.store.get(device.id).channel(1).tx_slots  # type: ignore[union-attr]
+        assert slots is not None and [slot.slot for slot in slots] == list(range(1, 9))

@@ -35,7 +35,6 @@ from wmhub_shure.families import (
     UHFR,
     ULXD,
     Family,
-    Param,
     SetRequest,
     build_set,
     channel_encryption,
@@ -137,6 +136,7 @@ class ShureDriver(Driver):
         self._encryption_mode: str | None = None
         self._key_mismatch: dict[int, bool] = {}  # per channel, once its encryption status was reported
         self._slots: dict[int, dict[int, dict[str, Any]]] = {}  # channel -> slot -> SlotState fields so far
+        self._slots_changed: set[int] = set()  # channels whose slots this read changed
         self._keepalive: asyncio.Task[None] | None = None
         self._meter_channels = [0]  # where METER_RATE went: channel 0 (all), or each channel that took it
         self._hold_samples = False  # the family's samples carry meters only, so they can wait for the hub
@@ -530,6 +530,8 @@ class ShureDriver(Driver):
             self._resolve(report)
             if self.family is not None and not report.is_error and report.verb in ("REP", "REPORT"):
                 self._merge(self.family, report)
+        if self._slots_changed:
+            self._send_slots()
         sink.heard(samples)
         framer = self._framer
         if framer.dropped_bytes != self._dropped_reported:
@@ -588,7 +590,9 @@ class ShureDriver(Driver):
             return
         slot_spec = family.slot_params.get(report.param)
         if slot_spec is not None and report.index is not None and 0 < report.index <= family.slots:
-            self.sink.update_channel(channel, {"tx_slots": self._slot_states(channel, report.index, slot_spec, report)})
+            slots = self._slots.setdefault(channel, {})
+            slots.setdefault(report.index, {})[slot_spec.field] = slot_spec.codec.decode(report.value)
+            self._slots_changed.add(channel)
             return
         fields: dict[str, Any] = {}
         spec = family.channel_params.get(report.param)
@@ -627,11 +631,16 @@ class ShureDriver(Driver):
         else:
             self._keep_raw((channel, report.param, report.index), report.value)
 
-    def _slot_states(self, channel: int, slot: int, spec: Param, report: Report) -> list[SlotState]:
-        """The channel's slots with this report's value in: the receiver reports each slot value apart."""
-        slots = self._slots.setdefault(channel, {})
-        slots.setdefault(slot, {})[spec.field] = spec.codec.decode(report.value)
-        return [SlotState(slot=index, **slots[index]) for index in sorted(slots)]
+    def _send_slots(self) -> None:
+        """Each channel's slots once per read: the receiver reports every value of every slot apart (dozens
+        in one answer to GET ALL), and the whole list for each of them cost a starting hub a quarter of its
+        time at a site of Axient receivers."""
+        for channel in sorted(self._slots_changed):
+            slots = self._slots[channel]
+            self.sink.update_channel(
+                channel, {"tx_slots": [SlotState(slot=index, **slots[index]) for index in sorted(slots)]}
+            )
+        self._slots_changed.clear()
 
     def _keep_raw(self, key: tuple[int | None, str, int | None], value: str) -> None:
         # unknown parameters are kept, not dropped; a device inventing endless names cannot grow this
