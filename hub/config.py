@@ -202,6 +202,12 @@ class HubConfig(Section):
     )
     offline_after_s: float = Field(default=10.0, gt=0, le=3600)
     io_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    max_connecting: int = Field(
+        default=200,
+        ge=1,
+        le=100_000,
+        description="devices connecting at once; the rest wait their turn (a hub starting at a large site)",
+    )
     command_timeout_s: float = Field(default=5.0, gt=0, le=120)
     control_rate_per_s: float = Field(
         default=10.0, gt=0, le=1000, description="control commands a device accepts per second; a flood is refused"

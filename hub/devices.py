@@ -365,6 +365,11 @@ class DeviceManager:
         # device id -> its entry: finding a device by id is a lookup, not a scan of every device
         self._by_id: dict[str, ManagedDevice] = {}
         self._claims: dict[str, str] = {}
+        # Every driver's connect (TCP, identification, the first full read) passes this gate. A hub starting
+        # at a site of thousands of receivers otherwise asked all of them at once, could not read the answers
+        # within the connect timeout, and marked most of them unavailable (its own MQTT connection timed out
+        # too); devices waiting their turn are not timed.
+        self._connecting = asyncio.Semaphore(settings.max_connecting)
 
     def resolve(self, url: str) -> tuple[Endpoint, str, Any]:
         """Parse ``url`` and find the plugin and driver spec for its scheme; raise EndpointError."""
@@ -400,7 +405,9 @@ class DeviceManager:
         def timed(what: str, awaitable: Awaitable[T]) -> Awaitable[T]:
             return timer.timed(plugin_name, what, awaitable)
 
-        supervisor = DriverSupervisor(make_driver, handle, self.settings, handle.log, timed=timed, clock=self._clock)
+        supervisor = DriverSupervisor(
+            make_driver, handle, self.settings, handle.log, timed=timed, clock=self._clock, gate=self._connecting
+        )
         task = asyncio.create_task(supervisor.run_forever(), name=f"device {shown}")
         managed = ManagedDevice(url=shown, plugin=plugin_name, handle=handle, supervisor=supervisor, task=task)
         self.by_url[shown] = managed

@@ -66,8 +66,10 @@ class DriverSupervisor:
         backoff: Backoff | None = None,
         timed: CallTimer = _untimed,
         clock: Clock = SYSTEM_CLOCK,
+        gate: asyncio.Semaphore | None = None,
     ) -> None:
         self._make_driver = make_driver
+        self._gate = gate if gate is not None else asyncio.Semaphore(1)
         self._clock = clock
         self._timed = timed
         self._link = link
@@ -96,7 +98,7 @@ class DriverSupervisor:
                 building = False
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that arrives
                 # as the awaited call finishes, and the supervisor would then never stop
-                async with asyncio.timeout(self._settings.io_timeout_s * 2):
+                async with self._gate, asyncio.timeout(self._settings.io_timeout_s * 2):
                     await self._timed("Driver.connect", self.driver.connect())
                 self._backoff.reset()
                 self.connected_since = self._clock.now()
