@@ -32,9 +32,12 @@ STATE_COALESCE_S = 0.02
 # channels whose meters are published in one event-loop turn (a few ms): a large batch is cut into slices
 METER_SLICE = 500
 # The device list names every device. When thousands come online at once (the hub starting at a large
-# site) nearly every state batch changes it, and rebuilding it for each one stopped the hub for seconds:
-# it goes out at once after a quiet spell, and at most this often during a burst, always the newest list.
+# site) nearly every state batch changes it, and rebuilding it for each one stopped the hub for seconds.
+# It goes out at once after a quiet spell and, during a burst, at most every millisecond per device listed
+# (its cost grows with the list: at most a few percent of the hub's time), and at most a second apart;
+# always the newest list. A small site's list is never held back noticeably.
 DEVICE_LIST_EVERY_S = 1.0
+DEVICE_LIST_S_PER_DEVICE = 0.001
 
 
 class StatePublisher:
@@ -220,7 +223,8 @@ class StatePublisher:
         if self._device_list_due is not None:
             return  # the list already due reads the store when it goes out
         loop = asyncio.get_running_loop()
-        wait = self._device_list_sent_at + DEVICE_LIST_EVERY_S - loop.time()
+        spacing = min(DEVICE_LIST_EVERY_S, len(self.hub.state.devices) * DEVICE_LIST_S_PER_DEVICE)
+        wait = self._device_list_sent_at + spacing - loop.time()
         if wait <= 0:
             self._publish_device_list()
         else:
