@@ -3,6 +3,7 @@ says so once per pack, checked against times worked out by hand."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hub.persistence import IN_MEMORY, AlertEvent, AlertKind, InvalidInputError, Persistence, SimulatedClock, Source
+from hub.persistence import show as show_module
 from hub.persistence.battery import ALKALINE_BAR_FRACTIONS
 from hub.persistence.history import encode_bucket
 from hub.persistence.show import ESTIMATE_BAND
@@ -152,3 +154,34 @@ async def test_the_show_survives_a_restart_and_refuses_nonsense(tmp_path: Path) 
         assert entry.action == "show.set" and entry.after == {"end_at": START + 7200, "margin_min": 20}
     finally:
         await reopened.close()
+
+
+async def test_the_show_check_lets_the_hub_run_between_slices_of_its_packs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # At a site of thousands the check goes through the transmitters in slices and lets the event loop run
+    # in between (device input, MQTT); here a slice of no time at all: the loop runs after every receiver.
+    monkeypatch.setattr(show_module, "PACKS_SLICE_S", 0.0)
+    state = StateStore()
+    for number in range(50):
+        put_receiver(state, f"shure-{number:02d}", channels=4, battery_bars=4, battery_runtime_min=60 + number)
+    store = await open_simulated(IN_MEMORY, state, SimulatedClock(start=START))
+    try:
+        await store.show.set(START + 120 * MINUTE, 0, source=Source.REST)
+        turns = 0
+
+        async def other_work() -> None:
+            nonlocal turns
+            while True:
+                await asyncio.sleep(0)
+                turns += 1
+
+        beside = asyncio.create_task(other_work())
+        await asyncio.sleep(0)
+        swap = await store.show.check()
+        beside.cancel()
+        assert turns >= 50
+        assert len(swap.items) == 200, "every pack of every receiver listed, none lost between slices"
+        assert [entry.minutes_left for entry in swap.items] == [minutes for minutes in range(60, 110) for _ in range(4)]
+    finally:
+        await store.close()

@@ -7,6 +7,7 @@ transmitter is on but has neither yet is listed apart: nobody can say when it wi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable
@@ -39,6 +40,10 @@ ESTIMATE_BAND: Final = 0.15
 # estimate wobbling around the deadline raises one alert, not one a minute
 CLEAR_MARGIN_S: Final = 10 * 60.0
 
+
+# Going through every transmitter of a site of thousands took 216 ms at 12,000 channels, every 30 s, with
+# the event loop stopped: it lets the loop run after each slice this long, as the store's tick does.
+PACKS_SLICE_S: Final = 0.005
 
 SwapListListener = Callable[[SwapList], None]
 
@@ -144,7 +149,11 @@ class Show(Service):
     async def _packs(self, now: float) -> list[tuple[ChannelRef, SwapEntry | None]]:
         """Each transmitter that is on, with its expected empty time where one is known."""
         packs: list[tuple[ChannelRef, SwapEntry | None]] = []
+        pause_at = time.perf_counter() + PACKS_SLICE_S
         for device in list(self._state.devices.values()):
+            if time.perf_counter() >= pause_at:
+                await asyncio.sleep(0)
+                pause_at = time.perf_counter() + PACKS_SLICE_S
             if not device.online:
                 continue
             for channel in device.channels:
