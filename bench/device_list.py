@@ -20,38 +20,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from hub import hookimpl
 from hub.app import Hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
-from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
-from hub.hookspecs import DriverSpec
-from hub.model import Command, CommandResult
 from hub.plugins import PluginHost
+from hub.testing import QuietDriver, plugin_of
 from hub.web.api import device_json
 from hub.web.routing import dumps
 
 
-class QuietReceiver(Driver):
+class QuietReceiver(QuietDriver):
     async def connect(self) -> None:
         self.sink.identify(unique_id=str(self.endpoint.port), family="bench", model="Q-2", channel_count=2)
-
-    async def run(self) -> None:
-        await asyncio.Event().wait()
-
-    async def close(self) -> None:
-        return None
-
-    async def apply(self, command: Command) -> CommandResult:
-        return CommandResult(ok=False, code="not_supported", error="a quiet receiver takes no commands")
-
-
-class QuietPlugin:
-    @hookimpl
-    def register_drivers(self, register: object) -> None:
-        def factory(endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> Driver:
-            return QuietReceiver(endpoint, sink, settings)
-
-        register(DriverSpec(scheme="quiet", vendor="quiet", families=("bench",), factory=factory, default_port=1))  # type: ignore[operator]
 
 
 async def measure(receivers: int, repeats: int, data_dir: Path) -> tuple[float, float]:
@@ -64,7 +43,7 @@ async def measure(receivers: int, repeats: int, data_dir: Path) -> tuple[float, 
         http=HttpSettings(enabled=False),
     )
     plugins = PluginHost()
-    plugins.register(QuietPlugin(), "quiet")
+    plugins.register(plugin_of("quiet", QuietReceiver, "bench"), "quiet")
     async with Hub(config, plugins) as hub:
         for port in range(1, receivers + 1):
             await hub.add_device(f"quiet://127.0.0.1:{port}", source="config")

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TypeVar
 
+from hub import hookimpl
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.devices import DeviceManager, ManagedDevice
-from hub.drivers import DriverSettings
-from hub.hookspecs import Candidate, DiscoveredService
+from hub.drivers import Driver, DriverSettings
+from hub.hookspecs import Candidate, DiscoveredService, DriverSpec
 from hub.model import Command, CommandResult, Device
 from hub.plugins import PluginHost
 from hub.state import StateStore
@@ -34,6 +35,32 @@ async def eventually(check: Callable[[], T | None], timeout: float = 5.0, what: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {result!r})")
         await asyncio.sleep(0.01)
+
+
+class QuietDriver(Driver):
+    """A driver that talks to no device, for tests and benchmarks of the hub itself: a subclass says in
+    ``connect`` what the device is (``self.sink.identify(...)``); it then stays connected and silent, and
+    takes no commands."""
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        return None
+
+    async def apply(self, command: Command) -> CommandResult:
+        return CommandResult(ok=False, code="not_supported", error="a quiet test driver takes no commands")
+
+
+def plugin_of(scheme: str, driver: type[Driver], family: str) -> object:
+    """A plugin whose one driver class serves ``scheme://`` URLs, for ``PluginHost.register``."""
+
+    class OneDriverPlugin:
+        @hookimpl
+        def register_drivers(self, register: Callable[[DriverSpec], None]) -> None:
+            register(DriverSpec(scheme=scheme, vendor=scheme, families=(family,), factory=driver, default_port=1))
+
+    return OneDriverPlugin()
 
 
 class DriverHarness:

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-from hub import hookimpl
 from hub.devices import DeviceManager
-from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
-from hub.hookspecs import DriverSpec
-from hub.model import Command, CommandResult
+from hub.drivers import DriverSettings
 from hub.plugins import PluginHost
 from hub.state import StateStore
-from hub.testing import eventually
+from hub.testing import QuietDriver, eventually, plugin_of
 
 HANDSHAKE_S = 0.15  # each receiver takes this long to answer its first full read: longer than the timeout below
 
@@ -26,7 +23,7 @@ class Handshakes:
 HANDSHAKES = Handshakes()
 
 
-class SlowToAnswer(Driver):
+class SlowToAnswer(QuietDriver):
     async def connect(self) -> None:
         HANDSHAKES.now += 1
         HANDSHAKES.most = max(HANDSHAKES.most, HANDSHAKES.now)
@@ -36,28 +33,10 @@ class SlowToAnswer(Driver):
             HANDSHAKES.now -= 1
         self.sink.identify(unique_id=str(self.endpoint.port), family="rx", model="S-1", channel_count=1)
 
-    async def run(self) -> None:
-        await asyncio.Event().wait()
-
-    async def close(self) -> None:
-        return None
-
-    async def apply(self, command: Command) -> CommandResult:
-        return CommandResult(ok=True)
-
-
-class SlowPlugin:
-    @hookimpl
-    def register_drivers(self, register: object) -> None:
-        def factory(endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> Driver:
-            return SlowToAnswer(endpoint, sink, settings)
-
-        register(DriverSpec(scheme="slow", vendor="slow", families=("rx",), factory=factory, default_port=1))  # type: ignore[operator]
-
 
 async def test_devices_connect_a_few_at_a_time_and_none_times_out_waiting_its_turn() -> None:
     plugins = PluginHost()
-    plugins.register(SlowPlugin(), "slow")
+    plugins.register(plugin_of("slow", SlowToAnswer, "rx"), "slow")
     # a connect may take 2 x io_timeout_s = 0.2 s; eight devices two at a time take four handshakes, 0.6 s
     settings = DriverSettings(io_timeout_s=0.1, offline_after_s=5.0, max_connecting=2)
     store = StateStore()
