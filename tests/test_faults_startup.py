@@ -77,6 +77,12 @@ CASES = {
     "HTTP host that does not resolve": (["--http", "bad..host:8058"], {}, "http.host: 'bad..host' does not resolve"),
     "HTTP port in use": (["--http", "127.0.0.1:{busy_port}"], {}, "http.port: 127.0.0.1:{busy_port} is already in use"),
     "data_dir is a file": (["--data-dir", "{a_file}"], {}, "data_dir: {a_file} is a file"),
+    "max_connecting zero (WMHUB_MAX_CONNECTING)": ([], {"WMHUB_MAX_CONNECTING": "0"}, "max_connecting: Input"),
+    "max_connecting not a number (config file)": (
+        ["--config", "{file}"],
+        {"file": 'max_connecting = "lots"\n'},
+        "max_connecting: Input should be a valid integer",
+    ),
     "mqtt.ca_file missing": (
         ["--config", "{file}", "--mqtt", "mqtts://127.0.0.1:8883"],
         {"file": '[mqtt]\nca_file = "/nonexistent/ca.pem"\n'},

@@ -16,7 +16,7 @@ from tests.reliability_report import fuzz
 
 KEYS = st.sampled_from(
     [
-        "hub_id", "data_dir", "devices", "demo", "meter_rate_ms", "offline_after_s", "io_timeout_s",
+        "hub_id", "data_dir", "devices", "demo", "meter_rate_ms", "offline_after_s", "io_timeout_s", "max_connecting",
         "command_timeout_s", "log_level", "plugin_log_levels", "mqtt", "http", "discovery", "url", "base_topic",
         "keepalive", "qos_state", "qos_meters", "port", "token", "enabled", "interfaces", "auto_approve",
         "homeassistant_prefix", "live_queue", "unknown",
