@@ -107,10 +107,15 @@ class Hub:
             meter_rate_ms=self.metering.rate_ms,
             io_timeout_s=config.io_timeout_s,
             offline_after_s=config.offline_after_s,
-            max_connecting=config.max_connecting,
         )
         self.devices = DeviceManager(
-            plugins, self.store, self.settings, config.command_timeout_s, config.control_rate_per_s, clock
+            plugins,
+            self.store,
+            self.settings,
+            config.command_timeout_s,
+            config.control_rate_per_s,
+            clock,
+            max_connecting=config.max_connecting,
         )
         interfaces = ["127.0.0.1"] if config.demo and config.discovery.interfaces is None else None
         self.discovery = Discovery(

@@ -353,6 +353,7 @@ class DeviceManager:
         command_timeout_s: float = 5.0,
         control_rate_per_s: float | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        max_connecting: int = 200,
     ) -> None:
         self._plugins = plugins
         self._clock = clock
@@ -369,7 +370,7 @@ class DeviceManager:
         # at a site of thousands of receivers otherwise asked all of them at once, could not read the answers
         # within the connect timeout, and marked most of them unavailable (its own MQTT connection timed out
         # too); devices waiting their turn are not timed.
-        self._connecting = asyncio.Semaphore(settings.max_connecting)
+        self._connecting = asyncio.Semaphore(max_connecting)
 
     def resolve(self, url: str) -> tuple[Endpoint, str, Any]:
         """Parse ``url`` and find the plugin and driver spec for its scheme; raise EndpointError."""

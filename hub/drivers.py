@@ -83,7 +83,6 @@ class DriverSettings:
     meter_rate_ms: int = 1000
     io_timeout_s: float = 5.0
     offline_after_s: float = 10.0
-    max_connecting: int = 200
 
 
 class DeviceSink(Protocol):

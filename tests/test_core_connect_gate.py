@@ -38,9 +38,9 @@ async def test_devices_connect_a_few_at_a_time_and_none_times_out_waiting_its_tu
     plugins = PluginHost()
     plugins.register(plugin_of("slow", SlowToAnswer, "rx"), "slow")
     # a connect may take 2 x io_timeout_s = 0.2 s; eight devices two at a time take four handshakes, 0.6 s
-    settings = DriverSettings(io_timeout_s=0.1, offline_after_s=5.0, max_connecting=2)
+    settings = DriverSettings(io_timeout_s=0.1, offline_after_s=5.0)
     store = StateStore()
-    devices = DeviceManager(plugins, store, settings)
+    devices = DeviceManager(plugins, store, settings, max_connecting=2)
     try:
         managed = [devices.add(f"slow://127.0.0.1:{port}") for port in range(1, 9)]
         await eventually(lambda: sum(device.online for device in store.devices.values()) == 8, what="all online")
