@@ -8,7 +8,7 @@ failed command follows its ``CommandResult.code`` (see :data:`COMMAND_STATUS` an
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from aiohttp import web
@@ -70,12 +70,22 @@ def channel_json(device: Device, channel: Channel) -> dict[str, Any]:
     board every channel that changed twice a second, all of it time the event loop stood still. A test holds
     the output to the view models'."""
     fields = channel.model_dump(mode="json")
-    fields.update(id=channel_id(device.id, channel.index), device_id=device.id, device_online=device.online)
+    fields.update(_channel_view_fields(device, channel.index))
     return fields
 
 
+def _channel_view_fields(device: Device, index: int) -> dict[str, Any]:
+    """What a ChannelView adds to the channel's own fields."""
+    return {"id": channel_id(device.id, index), "device_id": device.id, "device_online": device.online}
+
+
+def _connection_fields(health: Mapping[str, Any]) -> dict[str, Any]:
+    """What a ConnectionHealth shows of a device's connection health."""
+    return {name: health[name] for name in _CONNECTION_FIELDS}
+
+
 def connection_view(health: dict[str, Any]) -> ConnectionHealth:
-    return ConnectionHealth(**{name: health[name] for name in ConnectionHealth.model_fields})
+    return ConnectionHealth(**_connection_fields(health))
 
 
 def device_json(hub: HubService, device: Device, *, channels: bool = True) -> dict[str, Any]:
@@ -84,11 +94,11 @@ def device_json(hub: HubService, device: Device, *, channels: bool = True) -> di
     if channels:
         fields = device.model_dump(mode="json")
         for channel, shown in zip(device.channels, fields["channels"], strict=True):
-            shown.update(id=channel_id(device.id, channel.index), device_id=device.id, device_online=device.online)
+            shown.update(_channel_view_fields(device, channel.index))
     else:
         fields = device.model_dump(mode="json", exclude=_CHANNELS)
     health = hub.connection(device.id)
-    fields["connection"] = {name: health[name] for name in _CONNECTION_FIELDS} if health is not None else None
+    fields["connection"] = _connection_fields(health) if health is not None else None
     return fields
 
 
