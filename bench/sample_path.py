@@ -22,7 +22,7 @@ from wmhub_shure.families import family_of_model
 
 import hub.state
 from bench.fleet import BenchReceiver
-from bench.run import plan
+from bench.run import MIX, plan
 from hub.cli import _tune_garbage_collector
 from hub.devices import DeviceHandle
 from hub.drivers import DriverSettings, Endpoint
@@ -33,14 +33,14 @@ from hub.state import StateStore
 TICKS_PER_DRAIN = 5  # 5 x 100 ms: the subscriptions' 0.5 s coalescing window
 
 
-def build(receivers: int) -> tuple[StateStore, list[tuple[ShureDriver, list[bytes], int]]]:
+def build(receivers: int, model: str | None = None) -> tuple[StateStore, list[tuple[ShureDriver, list[bytes], int]]]:
     store = StateStore()
     # the hub's own subscriptions with no board open (hub/mqtt/publisher.py, hub/persistence/services.py)
     store.subscribe((CHANNEL_FIELDS - METER_FIELDS) | DEVICE_FIELDS)
     store.subscribe(METER_FIELDS)
     store.subscribe(ALERT_FIELDS | {"name"})
     feeds = []
-    for number, key in enumerate(plan(receivers, None)):
+    for number, key in enumerate(plan(receivers, None) if model is None else [model] * receivers):
         receiver = BenchReceiver(key, seed=number)
         receiver._set_meter_rate(receiver.channels.values(), 100)  # as the hub's SET METER_RATE does
         found = family_of_model(receiver.profile.model)
@@ -84,7 +84,7 @@ async def run(options: argparse.Namespace) -> None:
     # inside a loop because drivers hold their reads for the store's look timer; the bench looks itself,
     # each look whole (a running hub cuts it into slices so state changes need not wait: the same work)
     hub.state.LOOK_SLICE_S = float("inf")
-    store, feeds = build(options.receivers)
+    store, feeds = build(options.receivers, options.model)
     _tune_garbage_collector()  # as wmhub run does
     if options.ticks is not None:
         samples = feed(store, feeds, lambda tick: tick < options.ticks)
@@ -100,6 +100,7 @@ async def run(options: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--receivers", type=int, default=400)
+    parser.add_argument("--model", choices=MIX, help="every receiver this model (default: the benchmark's mix)")
     parser.add_argument("--seconds", type=float, default=1.0, help="CPU time per round")
     parser.add_argument("--rounds", type=int, default=5, help="the best round counts (others share the CPU)")
     parser.add_argument("--ticks", type=int, help="feed exactly this many ticks, untimed (bench/instructions.sh)")
