@@ -16,6 +16,7 @@ text) is passed by an inline test on its class; only the rest goes to the field'
 from __future__ import annotations
 
 import math
+import sys
 import types
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Union, get_args, get_origin
@@ -170,17 +171,26 @@ class FieldRules:
         self.width = width
         self.checks = {name: _check_for(model, name, width) for name in fields}
         self.classes: dict[str, type] = {}
-        # whole-number fields: (lowest, highest) allowed
+        # number fields: (lowest, highest) allowed for a float, and for a whole number (which JSON and SQLite
+        # must hold too)
         self.ranges: dict[str, tuple[float, float]] = {}
+        self.wholes: dict[str, tuple[float, float]] = {}
         bounds = numeric_bounds(model)
         for name in fields:
             base = _base_type(model, name)
             if base not in (bool, float, int, str):
                 continue
             self.classes[name] = base
-            if base is int:
+            if base is int or base is float:
                 low, high = bounds.get(name, (None, None))
-                self.ranges[name] = (-MAX_WHOLE if low is None else low, MAX_WHOLE if high is None else high)
+                self.ranges[name] = (
+                    -sys.float_info.max if low is None else low,
+                    sys.float_info.max if high is None else high,
+                )
+                self.wholes[name] = (
+                    -MAX_WHOLE if low is None else max(low, -MAX_WHOLE),
+                    MAX_WHOLE if high is None else min(high, MAX_WHOLE),
+                )
 
 
 # A device's capabilities come from its plugin's declaration (the device_capabilities hook), never from what
@@ -206,18 +216,24 @@ def checked(fields: Mapping[str, Any], rules: FieldRules, refuse: Refusal) -> Ma
     for name, value in fields.items():
         plain = classes.get(name)
         of_class = value.__class__  # compared apart from ``value``, which type checkers would narrow to object
-        if plain is not None and of_class is plain:
-            if plain is bool:
-                continue
-            if plain is float:
-                if value - value == 0.0:  # finite: inf - inf and nan - nan are nan
+        if of_class is plain:
+            if plain is str:
+                if len(value) <= width and value.isprintable():  # no control or format characters at all
+                    continue
+            elif plain is float:
+                low, high = rules.ranges[name]
+                if low <= value <= high:  # false for NaN; infinity is outside every range
                     continue
             elif plain is int:
-                low, high = rules.ranges[name]
+                low, high = rules.wholes[name]
                 if low <= value <= high:
                     continue
-            elif len(value) <= width and value.isprintable():  # no control or format characters at all
+            else:  # bool
                 continue
+        elif of_class is int and plain is float:
+            low, high = rules.wholes[name]
+            if low <= value <= high:
+                continue  # a whole reading of a level (a ULX-D's RF in dBm): held as it is, as the field's check would
         if value is None:
             if name in checks:
                 continue

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from hub.devices import DeviceHandle
 from hub.drivers import Endpoint
+from hub.fieldcheck import REFUSED, UNKNOWN, checked, model_rules
 from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, Channel, Device
 from hub.mqtt import payloads
 from hub.state import StateStore
@@ -141,3 +142,21 @@ def test_numbers_wider_than_64_bits_read_as_unknown() -> None:
     channel = store.devices[handle.device_id].channels[0]
     assert (channel.battery_cycles, channel.rf_dbm, channel.gain_db, channel.battery_runtime_min) == (None,) * 4
     payloads.encode(payloads.channel_state(channel))  # what MQTT publishes
+
+
+@fuzz(
+    "sink field checks (the inline fast path beside each field's own check)",
+    "any field with a fast path, any scalar (ints for float levels, 2**70, NaN, infinity, bools, text)",
+    "what the fast path lets through is what the field's own check would have stored",
+    name=st.sampled_from(sorted(model_rules(WIDTH)[0].classes)),
+    value=SCALARS,
+)
+def test_the_fast_path_stores_what_each_fields_check_would(name: str, value: Any) -> None:
+    rules = model_rules(WIDTH)[0]
+    own = None if value is None else rules.checks[name](value)  # None is a field's "unknown", always taken
+    kept = checked({name: value}, rules, lambda *refusal: None)
+    if own is REFUSED:
+        assert kept == {}
+    else:
+        expected = None if own is UNKNOWN else own
+        assert kept == {name: expected} and type(kept[name]) is type(expected)
