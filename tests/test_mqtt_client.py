@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import tracemalloc
 from collections.abc import AsyncIterator
+from typing import cast
 
 import orjson
 import pytest
@@ -13,7 +14,8 @@ import pytest
 from hub.backoff import Backoff
 from hub.clock import SimulatedClock
 from hub.mqtt.brokers import BrokerAddress, Will
-from hub.mqtt.client import MqttClient
+from hub.mqtt.client import MAX_WRITE_BUFFER, MqttClient
+from hub.mqtt.frames import topic_field
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
 
@@ -99,6 +101,65 @@ async def test_flush_writes_the_buffered_messages_before_the_loop_turns(mqtt_bro
         client.flush()
         assert socket.buffered == 0
         assert await probe.message("now/a") == b"1"
+
+
+async def test_live_messages_with_an_encoded_topic_arrive_in_order_with_the_others(mqtt_broker: TestBroker) -> None:
+    """The meters' path (a topic encoded once) writes the same packets as publish, into the same buffer."""
+    async with connected_client(mqtt_broker, "c-live") as client, MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("live/#")
+        field = topic_field("live/é/meters")
+        for size in (1, 120, 16_384, 3):
+            client.publish_live(field, bytes([size % 256]) * size)
+            client.publish("live/state", str(size).encode(), 0)
+        await eventually(lambda: len(probe.messages) == 8, 5, "every message")
+        assert probe.messages == [
+            message
+            for size in (1, 120, 16_384, 3)
+            for message in (("live/é/meters", bytes([size % 256]) * size), ("live/state", str(size).encode()))
+        ]
+
+
+async def test_live_messages_are_dropped_not_queued_while_the_broker_stops_reading(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broker that takes nothing more must not make the hub queue meters without bound: past
+    MAX_WRITE_BUFFER they are dropped, counted, and said once."""
+
+    class StalledBroker(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = cast(asyncio.Transport, transport)
+
+        def data_received(self, data: bytes) -> None:
+            if data[:1] == b"\x10":  # CONNECT: accept it, then read nothing more
+                self.transport.write(b"\x20\x02\x00\x00")
+                self.transport.pause_reading()
+
+    server = await asyncio.get_running_loop().create_server(StalledBroker, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = MqttClient(BrokerAddress("127.0.0.1", port), "c-stalled", on_message=lambda t, p: None)
+    client.start()
+    try:
+        assert await client.wait_connected(5)
+        payload = bytes(64 * 1024)
+        field = topic_field("stalled/meters")
+        with caplog.at_level("WARNING", logger="hub.mqtt"):
+            for _ in range(400):  # 26 MB: more than the kernel's socket buffers and MAX_WRITE_BUFFER together
+                client.publish_live(field, payload)
+                await asyncio.sleep(0)  # the writes the loop makes between meter batches
+        socket = client._socket
+        assert socket is not None and socket.buffered <= MAX_WRITE_BUFFER + 2 * len(payload)
+        assert client.dropped > 0 and client.dropped == client.dropped_since_warning
+        warnings = [record for record in caplog.records if "not keeping up" in record.getMessage()]
+        assert len(warnings) == 1 and "stalled/meters" in warnings[0].getMessage()
+    finally:
+        await client.stop()
+        server.close()
+
+
+def test_a_live_message_while_disconnected_is_counted_as_dropped() -> None:
+    client = MqttClient(BrokerAddress("127.0.0.1", 9), "c-never", on_message=lambda t, p: None)
+    client.publish_live(topic_field("a/meters"), b"{}")
+    assert (client.dropped, client.published) == (1, 0)
 
 
 @pytest.mark.mosquitto_only("stops or restarts its broker; the RabbitMQ node is shared by the session")

@@ -40,7 +40,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from hub.backoff import Backoff
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.mqtt.brokers import BrokerAddress, BrokerUrlError, TlsFiles, Will
-from hub.mqtt.frames import encode_qos0_publish
+from hub.mqtt.frames import encode_qos0_publish, qos0_publish
 from hub.mqtt.retained import RetainedTopics
 from hub.mqtt.transport import CoalescingSocket, HandedSocketClient, open_socket
 
@@ -164,6 +164,19 @@ class MqttClient:
             self._retained.owe_clear(topic, qos)
         elif not retain:
             self.dropped += 1
+
+    def publish_live(self, topic_field: bytes, payload: bytes) -> None:
+        """Send a QoS 0 message that is not retained, its topic already encoded
+        (:func:`hub.mqtt.frames.topic_field`): the hub's meters, thousands a second, skip what
+        :meth:`publish` decides per message. Dropped while disconnected or while the broker lags."""
+        socket = self._socket
+        if socket is None or not self._connected:
+            self.dropped += 1
+        elif socket.buffered > MAX_WRITE_BUFFER:
+            self._shed(topic_field[2:].decode())
+        else:
+            socket.send(qos0_publish(topic_field, payload, False))
+            self.published += 1
 
     def _shed(self, topic: str) -> None:
         """The broker takes less than the hub sends: drop live (QoS 0) messages rather than queue stale ones."""

@@ -17,7 +17,9 @@ from typing import Any
 from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, METER_FIELDS, Device, field_values
 from hub.mqtt import payloads
 from hub.mqtt.client import MqttClient
+from hub.mqtt.frames import topic_field
 from hub.mqtt.homeassistant import EntityOptions, discovery_config, hub_discovery_config
+from hub.mqtt.payloads import meter_values, meters_moved, meters_payload
 from hub.mqtt.topics import Topics
 from hub.records import AlertEvent, SwapList
 from hub.redact import redact
@@ -40,6 +42,17 @@ DEVICE_LIST_EVERY_S = 1.0
 DEVICE_LIST_S_PER_DEVICE = 0.001
 
 
+class _SentMeters:
+    """One channel's meters topic, as a string and encoded for the wire, and the values last sent there."""
+
+    __slots__ = ("topic", "topic_field", "values")
+
+    def __init__(self, topic: str, values: tuple[Any, ...]) -> None:
+        self.topic = topic
+        self.topic_field = topic_field(topic)
+        self.values = values
+
+
 class StatePublisher:
     """Publishes devices, channels, meters, alerts, the swap list and the frequency plan; answers on the
     response topics. The other parts of the bridge (control, requests, presence) build on it."""
@@ -53,7 +66,7 @@ class StatePublisher:
         self._tasks: set[asyncio.Task[Any]] = set()
         # per channel: its meters topic and the values last sent there (formatting the topic per message, and
         # reading the QoS through the pydantic settings, cost as much as the JSON payload)
-        self._last_meters: dict[tuple[str, int], tuple[str, tuple[Any, ...]]] = {}
+        self._last_meters: dict[ChangeKey, _SentMeters] = {}
         self._qos_meters = self.settings.qos_meters
         self._controlled: set[str] = set()
         self._remove_alert_listener: Callable[[], None] | None = None
@@ -250,9 +263,14 @@ class StatePublisher:
     # Outbound: meters (the hot path)
 
     def _on_meter_batch(self, changes: Iterable[tuple[ChangeKey, frozenset[str]]]) -> None:
+        # the hot path: thousands of channels a second at a large site, so what _publish_meters does per
+        # channel is written out here for the channels published before (all but a channel's first)
         channel_fields = self.hub.state.channel_fields
         threshold = self.settings.meter_threshold_db
         last = self._last_meters
+        assert self.client is not None
+        client = self.client
+        live = self._qos_meters == 0
         for key, changed in changes:
             device_id, index = key
             if index is None or METER_FIELDS.isdisjoint(changed):
@@ -260,18 +278,26 @@ class StatePublisher:
             fields = channel_fields(device_id, index)
             if fields is None:
                 continue
-            values = payloads.meter_values(fields)
-            sent = last.get((device_id, index))
-            if payloads.meters_moved(sent[1] if sent is not None else None, values, threshold):
+            values = meter_values(fields)
+            sent = last.get(key)
+            if sent is None:
                 self._publish_meters(device_id, index, values)
+            elif meters_moved(sent.values, values, threshold):
+                sent.values = values
+                if live:
+                    client.publish_live(sent.topic_field, meters_payload(values))
+                else:
+                    client.publish(sent.topic, meters_payload(values), self._qos_meters)
 
     def _publish_meters(self, device_id: str, index: int, values: tuple[Any, ...]) -> None:
         assert self.client is not None
         key = (device_id, index)
         sent = self._last_meters.get(key)
-        topic = sent[0] if sent is not None else self.topics.meters(device_id, index)
-        self._last_meters[key] = (topic, values)
-        self.client.publish(topic, payloads.meters_payload(values), self._qos_meters)
+        if sent is None:
+            sent = self._last_meters[key] = _SentMeters(self.topics.meters(device_id, index), values)
+        else:
+            sent.values = values
+        self.client.publish(sent.topic, meters_payload(values), self._qos_meters)
 
     def _publish_meter_snapshot(self) -> None:
         for device in list(self.hub.state.devices.values()):
