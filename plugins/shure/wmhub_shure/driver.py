@@ -93,9 +93,8 @@ class _Link(asyncio.Protocol, asyncio.DatagramProtocol):
 
     def __init__(self, driver: ShureDriver) -> None:
         self._driver = driver
-
-    def data_received(self, data: bytes) -> None:
-        self._driver._on_data(data)
+        # the transport calls the driver itself: one Python frame fewer on each of thousands of reads a second
+        self.data_received = driver._on_data  # type: ignore[method-assign]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self._driver._on_data(data)
