@@ -92,3 +92,13 @@ async def test_held_samples_never_overwrite_the_newer_ones_of_a_read_merged_at_o
     await eventually(lambda: rf_dbm(hub, managed, 1) == -78, 5, "the newer level merged at once")
     hub.store.merge_held_meters()
     assert rf_dbm(hub, managed, 1) == -78, "the older held sample came first, not last"
+
+
+async def test_a_held_read_is_heard_when_it_arrives_not_when_the_hub_looks(quad: tuple) -> None:  # type: ignore[type-arg]
+    """The silence watchdog (offline_after_s) may be shorter than the time between looks: a receiver
+    that sends nothing but samples is alive at every read, not at the next merge."""
+    hub, _sim, managed = quad
+    before = managed.handle.last_heard()
+    await reads_after(managed, 3)
+    assert managed.handle.last_heard() > before
+    assert hub.store.readings_received > 0

@@ -140,7 +140,6 @@ class ShureDriver(Driver):
         self._meter_channels = [0]  # where METER_RATE went: channel 0 (all), or each channel that took it
         self._hold_samples = False  # the family's samples carry meters only, so they can wait for the hub
         self._held_reads: list[bytes] = []
-        self._held_samples = 0  # SAMPLE messages in the held reads
         self._held = False  # the hub was asked to merge the held reads
 
     # lifecycle
@@ -492,19 +491,18 @@ class ShureDriver(Driver):
 
     def _on_data(self, data: bytes) -> None:
         self.reads += 1
+        sink = self.sink
         samples = self._framer.samples_only(data) if self._hold_samples else 0
         if samples:
-            # the hub hears of these readings when they are merged, a look later, well inside offline_after_s
             held = self._held_reads
             held.append(data)
-            self._held_samples += samples
+            sink.heard(samples)
             if len(held) >= MAX_HELD_READS:
                 self._decode_held()
             elif not self._held:
                 self._held = True
-                self.sink.defer_meters(self._merge_held)
+                sink.defer_meters(self._merge_held)
             return
-        sink = self.sink
         if self._held_reads:  # older than this read: merged first, or they would overwrite its newer levels
             self._decode_held()
         sample = self._sample
@@ -550,8 +548,6 @@ class ShureDriver(Driver):
         well-formed one came after it."""
         reads, self._held_reads = self._held_reads, []
         sample, channels, sink = self._sample, self.channel_count, self.sink
-        sink.heard(self._held_samples)
-        self._held_samples = 0
         if sample is None:
             return
         merged: set[int] = set()
