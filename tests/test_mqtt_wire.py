@@ -11,15 +11,15 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.mqtt.frames import encode_qos0_publish
+from hub.mqtt.frames import qos0_publish, topic_field
 from hub.mqtt.transport import CoalescingSocket, HandedSocketClient
 
 
 def test_a_short_publish_frame_byte_by_byte() -> None:
     # type 3 (PUBLISH), no flags; remaining length 7 = 2 (topic length) + 3 ("a/b") + 2 ("hi")
-    assert encode_qos0_publish("a/b", b"hi", retain=False) == b"\x30\x07\x00\x03a/bhi"
-    assert encode_qos0_publish("a/b", b"hi", retain=True)[:1] == b"\x31", "the retain flag is bit 0"
-    assert encode_qos0_publish("é", b"", retain=False) == b"\x30\x04\x00\x02\xc3\xa9", "the topic is UTF-8"
+    assert qos0_publish(topic_field("a/b"), b"hi", retain=False) == b"\x30\x07\x00\x03a/bhi"
+    assert qos0_publish(topic_field("a/b"), b"hi", retain=True)[:1] == b"\x31", "the retain flag is bit 0"
+    assert qos0_publish(topic_field("é"), b"", retain=False) == b"\x30\x04\x00\x02\xc3\xa9", "the topic is UTF-8"
 
 
 # MQTT 3.1.1, section 2.2.3, table 2.4: the remaining length's encoding at the edges of each size
@@ -36,7 +36,7 @@ def test_a_short_publish_frame_byte_by_byte() -> None:
 )
 def test_the_remaining_length_is_encoded_as_the_spec_says(remaining: int, encoded: bytes) -> None:
     payload = b"x" * (remaining - 3)  # topic "t": 2 bytes of length and 1 of name
-    frame = encode_qos0_publish("t", payload, retain=False)
+    frame = qos0_publish(topic_field("t"), payload, retain=False)
     assert frame == b"\x30" + encoded + b"\x00\x01t" + payload
 
 

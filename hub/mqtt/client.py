@@ -40,7 +40,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from hub.backoff import Backoff
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.mqtt.brokers import BrokerAddress, BrokerUrlError, TlsFiles, Will
-from hub.mqtt.frames import encode_qos0_publish, qos0_publish
+from hub.mqtt.frames import qos0_publish, topic_field
 from hub.mqtt.retained import RetainedTopics
 from hub.mqtt.transport import CoalescingSocket, HandedSocketClient, open_socket
 
@@ -152,31 +152,33 @@ class MqttClient:
         client = self._paho
         if client is not None and self._connected:
             if qos == 0 and self._socket is not None:
-                if not retain and self._socket.buffered > MAX_WRITE_BUFFER:
-                    self._shed(topic)
-                    return
-                # QoS 0 needs no state in paho: the packet goes straight into the write buffer
-                self._socket.send(encode_qos0_publish(topic, payload, retain))
+                self._write_qos0(self._socket, topic_field(topic), payload, retain)
             else:
                 self._last_info = client.publish(topic, payload, qos, retain)
-            self.published += 1
+                self.published += 1
         elif retain and not payload:
             self._retained.owe_clear(topic, qos)
         elif not retain:
             self.dropped += 1
 
-    def publish_live(self, topic_field: bytes, payload: bytes) -> None:
+    def publish_live(self, encoded_topic: bytes, payload: bytes) -> None:
         """Send a QoS 0 message that is not retained, its topic already encoded
         (:func:`hub.mqtt.frames.topic_field`): the hub's meters, thousands a second, skip what
         :meth:`publish` decides per message. Dropped while disconnected or while the broker lags."""
         socket = self._socket
         if socket is None or not self._connected:
             self.dropped += 1
-        elif socket.buffered > MAX_WRITE_BUFFER:
-            self._shed(topic_field[2:].decode())
         else:
-            socket.send(qos0_publish(topic_field, payload, False))
-            self.published += 1
+            self._write_qos0(socket, encoded_topic, payload, False)
+
+    def _write_qos0(self, socket: CoalescingSocket, field: bytes, payload: bytes, retain: bool) -> None:
+        """QoS 0 needs no state in paho: the packet goes straight into the write buffer, unless it is live
+        (not retained) and the broker lags."""
+        if not retain and socket.buffered > MAX_WRITE_BUFFER:
+            self._shed(field[2:].decode())
+            return
+        socket.send(qos0_publish(field, payload, retain))
+        self.published += 1
 
     def _shed(self, topic: str) -> None:
         """The broker takes less than the hub sends: drop live (QoS 0) messages rather than queue stale ones."""

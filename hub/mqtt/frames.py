@@ -23,11 +23,6 @@ def topic_field(topic: str) -> bytes:
     return len(encoded).to_bytes(2, "big") + encoded
 
 
-def encode_qos0_publish(topic: str, payload: bytes, retain: bool) -> bytes:
-    """An MQTT 3.1.1 QoS 0 PUBLISH packet of ``payload`` on ``topic``."""
-    return qos0_publish(topic_field(topic), payload, retain)
-
-
 def qos0_publish(field: bytes, payload: bytes, retain: bool) -> bytes:
     """An MQTT 3.1.1 QoS 0 PUBLISH packet: fixed header (type 3, the retain flag), the remaining length in
     the spec's variable-length encoding (section 2.2.3), the topic field (:func:`topic_field`), the payload."""

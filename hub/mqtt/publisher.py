@@ -263,14 +263,9 @@ class StatePublisher:
     # Outbound: meters (the hot path)
 
     def _on_meter_batch(self, changes: Iterable[tuple[ChangeKey, frozenset[str]]]) -> None:
-        # the hot path: thousands of channels a second at a large site, so what _publish_meters does per
-        # channel is written out here for the channels published before (all but a channel's first)
         channel_fields = self.hub.state.channel_fields
         threshold = self.settings.meter_threshold_db
         last = self._last_meters
-        assert self.client is not None
-        client = self.client
-        live = self._qos_meters == 0
         for key, changed in changes:
             device_id, index = key
             if index is None or METER_FIELDS.isdisjoint(changed):
@@ -283,21 +278,22 @@ class StatePublisher:
             if sent is None:
                 self._publish_meters(device_id, index, values)
             elif meters_moved(sent.values, values, threshold):
-                sent.values = values
-                if live:
-                    client.publish_live(sent.topic_field, meters_payload(values))
-                else:
-                    client.publish(sent.topic, meters_payload(values), self._qos_meters)
+                self._send_meters(sent, values)
 
     def _publish_meters(self, device_id: str, index: int, values: tuple[Any, ...]) -> None:
-        assert self.client is not None
         key = (device_id, index)
         sent = self._last_meters.get(key)
         if sent is None:
             sent = self._last_meters[key] = _SentMeters(self.topics.meters(device_id, index), values)
+        self._send_meters(sent, values)
+
+    def _send_meters(self, sent: _SentMeters, values: tuple[Any, ...]) -> None:
+        assert self.client is not None
+        sent.values = values
+        if self._qos_meters == 0:  # the hot path: the topic as encoded once, straight to the write buffer
+            self.client.publish_live(sent.topic_field, meters_payload(values))
         else:
-            sent.values = values
-        self.client.publish(sent.topic, meters_payload(values), self._qos_meters)
+            self.client.publish(sent.topic, meters_payload(values), self._qos_meters)
 
     def _publish_meter_snapshot(self) -> None:
         for device in list(self.hub.state.devices.values()):

@@ -24,7 +24,7 @@ class CoalescingSocket:
     call each. Here they are appended to one buffer, flushed by a single ``send`` at the end of the
     loop iteration (and by the writer callback while the socket is full). paho never sees a partial
     write, so packets stay whole and in order, and QoS 0 packets built by
-    :func:`~hub.mqtt.frames.encode_qos0_publish` can join the same buffer without paho.
+    :func:`~hub.mqtt.frames.qos0_publish` can join the same buffer without paho.
     """
 
     def __init__(
