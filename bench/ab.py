@@ -43,6 +43,19 @@ def fleet_addresses(count: int) -> list[str]:
     return addresses
 
 
+def new_record(directory: Path, stem: str) -> Path:
+    """A new, empty ``<stem>.jsonl`` in ``directory``, numbered ``<stem>-2.jsonl``, ``-3`` ... when an earlier run
+    of the same day and label holds the name: a run never overwrites the record of another."""
+    path, number = directory / f"{stem}.jsonl", 1
+    while True:
+        try:
+            path.open("x").close()
+            return path
+        except FileExistsError:
+            number += 1
+            path = directory / f"{stem}-{number}.jsonl"
+
+
 def machine() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), platform.processor())
@@ -203,9 +216,9 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.UTC)
     span = f"c{counts[0] * 4}" if len(counts) == 1 else f"c{counts[0] * 4}-{counts[-1] * 4}"
-    out = RESULTS / f"{started:%Y-%m-%d}-{args.label}-{span}.jsonl"
+    out = new_record(RESULTS, f"{started:%Y-%m-%d}-{args.label}-{span}")
     about = {"started": started.isoformat(timespec="seconds"), **machine()}
-    with out.open("w") as record:
+    with out.open("a") as record:
         record.write(json.dumps(about) + "\n")
         measurements = run_counts(counts, args.rounds, args.window, record)
         if args.floor:
