@@ -171,8 +171,8 @@ class FieldRules:
         self.width = width
         self.checks = {name: _check_for(model, name, width) for name in fields}
         self.classes: dict[str, type] = {}
-        # number fields: (lowest, highest) allowed for a float, and for a whole number (which JSON and SQLite
-        # must hold too)
+        # (lowest, highest) allowed: ``ranges`` for a float in a float field, ``wholes`` for a whole number in
+        # an int or float field (which JSON and SQLite must hold too)
         self.ranges: dict[str, tuple[float, float]] = {}
         self.wholes: dict[str, tuple[float, float]] = {}
         bounds = numeric_bounds(model)
@@ -183,14 +183,15 @@ class FieldRules:
             self.classes[name] = base
             if base is int or base is float:
                 low, high = bounds.get(name, (None, None))
-                self.ranges[name] = (
-                    -sys.float_info.max if low is None else low,
-                    sys.float_info.max if high is None else high,
-                )
                 self.wholes[name] = (
                     -MAX_WHOLE if low is None else max(low, -MAX_WHOLE),
                     MAX_WHOLE if high is None else min(high, MAX_WHOLE),
                 )
+                if base is float:
+                    self.ranges[name] = (
+                        -sys.float_info.max if low is None else low,
+                        sys.float_info.max if high is None else high,
+                    )
 
 
 # A device's capabilities come from its plugin's declaration (the device_capabilities hook), never from what

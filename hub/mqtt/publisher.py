@@ -161,7 +161,7 @@ class StatePublisher:
                 self.topics.channel(device.id, channel.index), payloads.encode(payloads.channel_state(channel))
             )
             if meters:
-                self._publish_meters(device.id, channel.index, payloads.meter_values(field_values(channel)))
+                self._publish_meters(device.id, channel.index, meter_values(field_values(channel)))
         self._publish_homeassistant(device)
         if self.settings.control and device.id not in self._controlled:
             assert self.client is not None
@@ -298,7 +298,7 @@ class StatePublisher:
     def _publish_meter_snapshot(self) -> None:
         for device in list(self.hub.state.devices.values()):
             for channel in device.channels:
-                self._publish_meters(device.id, channel.index, payloads.meter_values(field_values(channel)))
+                self._publish_meters(device.id, channel.index, meter_values(field_values(channel)))
 
     # Outbound: answers
 
