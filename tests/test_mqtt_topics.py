@@ -41,7 +41,6 @@ def test_meters_move_beyond_the_threshold_or_on_any_other_change() -> None:
     assert meters_moved(before, (-60.0, 90, "B", -20.0, False), 0.5)
     assert meters_moved(before, (-60.0, 90, "A", -20.0, True), 0.5)
     assert meters_moved(before, (None, 90, "A", -20.0, False), 0.5)
-    assert meters_moved(None, before, 0.5)
 
 
 def test_broker_urls() -> None:

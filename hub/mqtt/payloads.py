@@ -63,10 +63,8 @@ def meters_payload(values: tuple[Any, ...]) -> bytes:
     return orjson.dumps(dict(zip(METER_ORDER, values)))  # noqa: B905
 
 
-def meters_moved(before: tuple[Any, ...] | None, now: tuple[Any, ...], threshold: float) -> bool:
+def meters_moved(before: tuple[Any, ...], now: tuple[Any, ...], threshold: float) -> bool:
     """True when a level moved more than ``threshold`` or anything else (antenna, clip, known/unknown) changed."""
-    if before is None:
-        return True
     for old, new in zip(before, now):  # noqa: B905 - both from meter_values, and strict costs per message
         if old == new:
             continue
