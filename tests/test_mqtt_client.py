@@ -125,9 +125,15 @@ async def test_live_messages_are_dropped_not_queued_while_the_broker_stops_readi
     """A broker that takes nothing more must not make the hub queue meters without bound: past
     MAX_WRITE_BUFFER they are dropped, counted, and said once."""
 
+    # A transport that stops reading is no longer referenced by the loop, and with its protocol it forms a
+    # cycle nothing else holds: a garbage collection during the test would close the broker's end (the
+    # client then saw the connection drop after its first message, in one run of the suite in sixty).
+    accepted: list[StalledBroker] = []
+
     class StalledBroker(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self.transport = cast(asyncio.Transport, transport)
+            accepted.append(self)
 
         def data_received(self, data: bytes) -> None:
             if data[:1] == b"\x10":  # CONNECT: accept it, then read nothing more
