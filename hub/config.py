@@ -256,7 +256,9 @@ def _describe(error: ValidationError, source: str) -> str:
     got = first.get("input")
     secret = str(first["loc"][-1]).lower() in SECRET_KEYS if first["loc"] else False
     shown = got is not None and not secret and not isinstance(got, dict | list)
-    detail = f" (got {redact(repr(got))})" if shown else ""
+    # a string redacted before it is quoted: a password's mask runs to the next space and would take the quote
+    quoted = f"{redact(got)!r}" if isinstance(got, str) else redact(repr(got))
+    detail = f" (got {quoted})" if shown else ""
     more = len(error.errors()) - 1
     tail = f"; and {more} more problem{'s' if more > 1 else ''}" if more else ""
     return f"{source}: {location}: {message}{detail}{tail}"

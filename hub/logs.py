@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from hub.redact import redact
+from hub.redact import redact, redact_values, redacted_text
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -30,7 +30,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({key: value for key, value in record.__dict__.items() if key not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return redact(orjson.dumps(entry, default=str).decode())
+        return orjson.dumps(redact_values(entry), default=redacted_text).decode()
 
 
 class TerminalFormatter(logging.Formatter):

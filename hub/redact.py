@@ -10,58 +10,87 @@ log, alerts, log lines, configuration errors and the database.
   ``pass%77ord=``: the key is compared percent-decoded and case-folded, as a driver reading the URL's query
   with ``parse_qsl`` would see it), each occurrence when a key is repeated.
 
-It is deliberately eager: a ``name:value@x`` that is not a credential is masked too, which costs a log line
-some detail and never leaks a password.
+It is deliberately eager: a ``name:value@x`` that is not a credential is masked too, and a secret option's
+value is masked up to the next ``&``, ``#`` or whitespace, the only characters that end it for a driver
+reading the query (``password=a,b"c)`` is one password), which costs a log line some detail and never leaks
+a password.
+
+Text is not structure: redacting a JSON document's text could eat its quotes along with a password, so a
+document is redacted with :func:`redact_values` (each string in it) before it is encoded.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Final
+from collections.abc import Iterator
+from typing import Any, Final
 from urllib.parse import unquote_plus
 
 MASK: Final = "***"
 SECRET_KEYS: Final = frozenset({"password", "passwd", "pwd", "pass", "token", "secret", "key", "api_key", "apikey"})
 
-# Text between delimiters that never occur unencoded in a URL: a "word" that may hold a userinfo.
-_WORD = re.compile(r"[^\s'\"<>`]+")
+# A "word" that may hold a userinfo: a password may hold quotes, brackets and anything else but whitespace.
+_WORD = re.compile(r"\S+")
 # "key=", where the key starts the text or follows a separator a URL query or a log line uses; only the
 # key is matched, so a value ("url=shure://h?password=x") never hides an option inside it
 _KEY = re.compile(r"(?<![^?&;,\s'\"{(])([^?&;,=\s'\"{}()]+)=")
-# where a value ends
-_VALUE_END = re.compile(r"[&;,\s'\"}#)]|$")
+# where a value ends for parse_qsl (which splits on "&" alone) and for urlsplit (the fragment)
+_VALUE_END = re.compile(r"[&\s#]|$")
 
 
-def _mask_userinfo(word: re.Match[str]) -> str:
-    text = word.group(0)
-    at = text.rfind("@")  # the host follows the last '@': a password may hold an '@' of its own
-    if at < 0:
-        return text
-    start = text.rfind("//", 0, at)
-    start = 0 if start < 0 else start + 2
-    colon = text.find(":", start, at)
-    if colon < 0 or colon == at - 1:
-        return text  # user@host or user:@host: nothing secret
-    return f"{text[: colon + 1]}{MASK}{text[at:]}"
+def _userinfo_passwords(text: str) -> Iterator[tuple[int, int]]:
+    for word in _WORD.finditer(text):
+        at = text.rfind("@", word.start(), word.end())  # the host follows the last '@': a password may hold one
+        if at < 0:
+            continue
+        start = text.rfind("//", word.start(), at)
+        start = word.start() if start < 0 else start + 2
+        colon = text.find(":", start, at)
+        if 0 <= colon < at - 1:  # user@host and user:@host hold nothing secret
+            yield colon + 1, at
 
 
-def _mask_options(text: str) -> str:
-    pieces: list[str] = []
-    done = 0
+def _option_values(text: str) -> Iterator[tuple[int, int]]:
     for key in _KEY.finditer(text):
-        if key.start() < done or unquote_plus(key.group(1)).strip().lower() not in SECRET_KEYS:
-            continue  # inside a value already masked, or not a secret
-        end = _VALUE_END.search(text, key.end())
-        stop = end.start() if end is not None else len(text)
-        pieces += [text[done : key.end()], MASK]
-        done = stop
-    return "".join(pieces) + text[done:] if pieces else text
+        if unquote_plus(key.group(1)).strip().lower() in SECRET_KEYS:
+            end = _VALUE_END.search(text, key.end())
+            yield key.end(), end.start() if end is not None else len(text)
 
 
 def redact(text: str) -> str:
-    """``text`` with every password and secret option replaced by ``***`` (safe to call on any string)."""
-    if "@" in text:
-        text = _WORD.sub(_mask_userinfo, text)
-    if "=" in text:
-        text = _mask_options(text)
-    return text
+    """``text`` with every password and secret option replaced by ``***`` (safe to call on any string).
+
+    Both kinds are found in the text as given and masked together: masking one first could hide the other's
+    start (a ``password=`` inside a userinfo) or end (an ``@`` inside an option's value)."""
+    spans = sorted(
+        [*(_userinfo_passwords(text) if "@" in text else ()), *(_option_values(text) if "=" in text else ())]
+    )
+    if not spans:
+        return text
+    pieces: list[str] = []
+    done = 0
+    for start, stop in spans:
+        if start < done:  # overlaps the span masked last: one mask covers both
+            done = max(done, stop)
+            continue
+        pieces += [text[done:start], MASK]
+        done = stop
+    return "".join(pieces) + text[done:]
+
+
+def redact_values(value: Any) -> Any:
+    """``value`` (a JSON-like document of dicts, lists and scalars) with every string in it redacted, keys
+    included: encoded afterwards it is still the same document, whatever a password held."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_values(key): redact_values(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_values(item) for item in value]
+    return value
+
+
+def redacted_text(value: object) -> str:
+    """``str(value)`` redacted: the ``default`` of a JSON encoder fed :func:`redact_values`' output, for what
+    it cannot encode itself (a datetime, an exception)."""
+    return redact(str(value))

@@ -8,9 +8,13 @@ from hypothesis import strategies as st
 from hub.redact import MASK, SECRET_KEYS, redact
 from tests.reliability_report import fuzz
 
-# what a password may hold unencoded in a URL (no '/', '?', '#', '&', whitespace or quotes)
-PASSWORD = st.text(st.sampled_from("abcXYZ0123456789-._~!$*+:@%;,="), min_size=1, max_size=20).map(
-    lambda text: "PW" + text + "Z"
+# Letters no secret key, scheme, host or surrounding text holds: any of them left in the output is a piece
+# of a password that leaked.
+PASSWORD_LETTERS = "BFGHJLMQUVXZ"
+# what a password may hold unencoded in a URL and a driver reads back whole (no '/', '?', '#', '&' or
+# whitespace; quotes, brackets, commas and semicolons are the password's own)
+PASSWORD = st.text(st.sampled_from(PASSWORD_LETTERS + "-._~!$*+:@%;,=\"'(){}"), min_size=1, max_size=20).map(
+    lambda text: "B" + text + "Z"
 )
 WORD = st.text(st.sampled_from("abcdefxyz0123456789-."), min_size=1, max_size=12)
 AROUND = st.sampled_from(["", "device ", "'", '{"url": "', "added ", "(got '", "url="])
@@ -63,6 +67,6 @@ def test_no_password_survives(
             url += f"&{key.upper()}={second}&{name}={second}"
     text = f"{before}{url}{before[::-1]} and more"
     shown = redact(text)
-    assert password not in shown and second not in shown, (text, shown)
+    assert not any(letter in shown for letter in PASSWORD_LETTERS), (text, shown)
     assert MASK in shown and shown.endswith(" and more") and host in shown
     assert redact(shown) == shown

@@ -10,14 +10,16 @@ from hub.clock import Clock
 from hub.model import Command, CommandResult
 from hub.persistence.db import Database
 from hub.records import AuditEntry, InvalidInputError, Source
-from hub.redact import redact
+from hub.redact import redact, redact_values, redacted_text
 
 _INSERT = "INSERT INTO audit (id, at, source, action, target, before, after, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def _encode(value: Any) -> str | None:
     """JSON for the database, any credential in it redacted (a device URL in ``after``, say)."""
-    return None if value is None else redact(json.dumps(value, default=str, sort_keys=True))
+    if value is None:
+        return None
+    return json.dumps(redact_values(value), default=redacted_text, sort_keys=True)
 
 
 def _decode(text: str | None) -> Any:
