@@ -20,6 +20,7 @@ from hub.config import ConfigError, HubConfig, load_config
 from hub.logs import setup_logging
 from hub.plugins import PluginHost
 from hub.redact import redact
+from hub.text import small_number
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
@@ -27,10 +28,11 @@ GC_YOUNG_THRESHOLD = 50_000
 
 
 def _http_address(value: str) -> dict[str, Any]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
+    host, sep, port_text = value.rpartition(":")
+    port = small_number(port_text, digits=5)
+    if not sep or port is None:
         raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
-    return {"host": host or "127.0.0.1", "port": int(port)}
+    return {"host": host or "127.0.0.1", "port": port}
 
 
 def _versions() -> str:

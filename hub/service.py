@@ -177,7 +177,14 @@ class LocationService(Protocol):
     async def create(self, name: str, kind: LocationKind, *, source: str, parent_id: int | None = None) -> Location: ...
 
     async def update(
-        self, location_id: int, *, source: str, name: str | None = None, kind: LocationKind | None = None
+        self,
+        location_id: int,
+        *,
+        source: str,
+        name: str | None = None,
+        kind: LocationKind | None = None,
+        move: bool = False,
+        parent_id: int | None = None,
     ) -> Location: ...
 
     async def move(self, location_id: int, parent_id: int | None, *, source: str) -> Location: ...

@@ -30,6 +30,12 @@ def device_text(value: str, width: int = DEFAULT_TEXT_WIDTH) -> str:
     return value[:width]
 
 
+def has_controls(value: str) -> bool:
+    """True if ``value`` holds a character :func:`device_text` would remove: what a person typing a name
+    never means (a C0 or C1 control, a line or paragraph separator, a direction override)."""
+    return _CONTROLS.search(value) is not None
+
+
 def preview(value: object, limit: int = PREVIEW_CHARS) -> str:
     """A short, printable ``repr`` of a value for messages: at most ``limit`` characters and a length note."""
     if isinstance(value, str | bytes) and len(value) > limit:
@@ -37,3 +43,12 @@ def preview(value: object, limit: int = PREVIEW_CHARS) -> str:
         return f"{shown}… ({len(value)} {'characters' if isinstance(value, str) else 'bytes'})"
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def small_number(text: str, digits: int = 9) -> int | None:
+    """``text`` as an int if it is at most ``digits`` ASCII digits (a channel index in a path or a topic, a
+    port), else None: ``str.isdigit`` also takes "²", which int() refuses, and int() reads any script's
+    digits and refuses more than 4,300 of them."""
+    if 0 < len(text) <= digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None

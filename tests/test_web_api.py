@@ -147,6 +147,18 @@ async def test_device_and_channel_by_id(http: aiohttp.ClientSession) -> None:
     assert channel["name"] == "Vox 1" and channel["device_id"] == "bench-rack-a"
     for path in ("/api/v1/devices/nope", "/api/v1/channels/bench-rack-a:9", "/api/v1/channels/bench-rack-a:x"):
         assert (await call(http, "GET", path, 404))["code"] == "not_found"
+    # digits int() cannot read: a superscript two, 5,000 nines
+    for index in ("\u00b2", "9" * 5000):
+        assert (await call(http, "GET", f"/api/v1/channels/bench-rack-a:{index}", 404))["code"] == "not_found"
+    suggest = {"channel": "bench-rack-a:\u00b2"}
+    await call(http, "POST", "/api/v1/frequency-plan/suggest", 404, json=suggest, headers=AUTH)
+
+
+async def test_head_answers_where_get_does(http: aiohttp.ClientSession) -> None:
+    """Uptime checkers ask with HEAD."""
+    for path in ("/api/health", "/api/v1/devices", "/api/v1/channels/bench-rack-a:1"):
+        async with http.head(path) as response:
+            assert response.status == 200 and response.content_type == "application/json", path
 
 
 async def test_channel_rename_reaches_the_device(hub: Hub, http: aiohttp.ClientSession) -> None:
@@ -245,6 +257,19 @@ async def test_extended_name_set_and_cleared(hub: Hub, http: aiohttp.ClientSessi
     assert (await call(http, "PUT", path, 422, json={"name": "x" * 65}, headers=AUTH))["code"] == "invalid_body"
     missing = "/api/v1/channels/bench-rack-a:3/extended-name"
     assert (await call(http, "PUT", missing, 404, json={"name": "A"}, headers=AUTH))["code"] == "not_found"
+
+
+async def test_a_password_with_quotes_and_commas_is_masked_whole(hub: Hub, http: aiohttp.ClientSession) -> None:
+    """The driver reads everything up to the next ``&`` as the password (parse_qsl): so does the mask."""
+    url = 'bench://rack-q?password=Tr0ub",horse)LEAKED-TAIL&user=api'
+    added = await call(http, "POST", "/api/v1/devices", 201, json={"url": url}, headers=AUTH)
+    assert added["url"] == "bench://rack-q?password=***&user=api"
+    await eventually(lambda: hub.store.get("bench-rack-q"), what="the device")
+    shown = [await call(http, "GET", path, 200) for path in ("/api/v1/devices", "/api/health", "/api/v1/audit")]
+    shown.append(await call(http, "GET", "/metrics", 200))
+    assert "LEAKED-TAIL" not in str(shown) and "horse" not in str(shown)
+    audit = shown[2]["items"]
+    assert audit[0]["action"] == "device.add" and audit[0]["target"] == "bench://rack-q?password=***&user=api"
 
 
 async def test_add_and_remove_device(hub: Hub, http: aiohttp.ClientSession) -> None:

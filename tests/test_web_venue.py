@@ -211,3 +211,55 @@ async def test_device_location_and_the_location_filter(venue: Venue) -> None:
     assert in_use["code"] == "conflict"
     await call(http, "PUT", "/api/v1/devices/rx-1/location", 422, json={"location_id": 999}, headers=AUTH)
     await call(http, "PUT", "/api/v1/devices/ghost/location", 404, json={"location_id": None}, headers=AUTH)
+
+
+async def test_a_refused_move_leaves_the_location_as_it_was(http: aiohttp.ClientSession) -> None:
+    stage = await call(http, "POST", "/api/v1/locations", 201, json={"name": "Stage B", "kind": "stage"}, headers=AUTH)
+    path = f"/api/v1/locations/{stage['id']}"
+    for body in (
+        {"name": "Renamed", "kind": "room", "parent_id": 999999},
+        {"name": "Inside", "parent_id": stage["id"]},
+    ):
+        assert (await call(http, "PATCH", path, 422, json=body, headers=AUTH))["code"] == "invalid"
+    assert (await call(http, "GET", "/api/v1/locations", 200))["items"] == [stage]
+    actions = [entry["action"] for entry in (await call(http, "GET", "/api/v1/audit", 200))["items"]]
+    assert actions == ["location.create"]
+
+
+async def test_text_that_reads_like_a_secret_option_is_kept_and_audited(http: aiohttp.ClientSession) -> None:
+    """Notes and names are the user's words, ``key="12"`` included: the audit's redaction must not break them."""
+    notes = 'spare pack in locker key="12", pass=(B)'
+    performer = await call(
+        http, "POST", "/api/v1/performers", 201, json={"name": "Bassist", "notes": notes}, headers=AUTH
+    )
+    group = await call(http, "PUT", "/api/v1/groups/7", 201, json={"title": 'Band pass="B"', "slots": []}, headers=AUTH)
+    assert performer["notes"] == notes and group["title"] == 'Band pass="B"'
+    entries = (await call(http, "GET", "/api/v1/audit", 200))["items"]
+    assert [entry["action"] for entry in entries] == ["group.create", "performer.create"]
+    assert entries[1]["after"]["name"] == "Bassist" and entries[1]["after"]["notes"].startswith("spare pack in locker")
+
+
+async def test_ids_no_row_can_have_answer_404(http: aiohttp.ClientSession) -> None:
+    """Digits int() cannot read (more than 4,300 of them, another script's) are no id either."""
+    huge = "9" * 5000
+    for method, path in (
+        ("PATCH", f"/api/v1/performers/{huge}"),
+        ("DELETE", f"/api/v1/slots/{huge}"),
+        ("DELETE", f"/api/v1/frequency-plan/carriers/{huge}"),
+        ("PATCH", "/api/v1/performers/\u0663"),  # ARABIC-INDIC DIGIT THREE, which int() reads as 3
+        ("DELETE", "/api/v1/slots/\u00b2"),
+    ):
+        assert (await call(http, method, path, 404, json={"name": "x"}, headers=AUTH))["code"] == "not_found"
+
+
+@pytest.mark.parametrize("text", ["Lead\u009b2JVox", "Lead\u0085Vox", "Lead\u202eVox"])
+async def test_names_with_c1_controls_or_direction_overrides_are_refused(
+    http: aiohttp.ClientSession, text: str
+) -> None:
+    for method, path, body in (
+        ("POST", "/api/v1/performers", {"name": text}),
+        ("POST", "/api/v1/locations", {"name": text, "kind": "room"}),
+        ("PUT", "/api/v1/groups/3", {"title": text, "slots": []}),
+    ):
+        assert (await call(http, method, path, 422, json=body, headers=AUTH))["code"] == "invalid_body"
+    assert (await call(http, "GET", "/api/v1/performers", 200))["items"] == []

@@ -42,6 +42,7 @@ from hub.mqtt.client import MqttClient
 from hub.mqtt.topics import Topics
 from hub.records import Alert
 from hub.state import StateStore
+from hub.text import small_number
 
 log = logging.getLogger("hub.fleet")
 
@@ -202,11 +203,14 @@ class FleetMirror:
             if payload in (b"online", b"offline"):
                 self._available[device_id] = payload == b"online"
                 self._update_online(device_id)
-        elif len(rest) >= 2 and rest[0] == "channels" and rest[1].isdigit() and device_id in self.store.devices:
+        elif len(rest) >= 2 and rest[0] == "channels" and device_id in self.store.devices:
+            index = small_number(rest[1])
+            if index is None:
+                return
             if len(rest) == 2 and payload:
-                self._merge_channel(device_id, int(rest[1]), _json(payload), CHANNEL_FIELDS - METER_FIELDS)
+                self._merge_channel(device_id, index, _json(payload), CHANNEL_FIELDS - METER_FIELDS)
             elif rest[2:] == ["meters"]:
-                self._merge_channel(device_id, int(rest[1]), _json(payload), METER_FIELDS)
+                self._merge_channel(device_id, index, _json(payload), METER_FIELDS)
 
     def _merge_channel(self, device_id: str, index: int, values: dict[str, Any], wanted: frozenset[str]) -> None:
         given = {key: value for key, value in values.items() if key in wanted}

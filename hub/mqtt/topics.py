@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from hub.text import small_number
+
 
 @dataclass(frozen=True)
 class ControlTarget:
@@ -87,9 +89,9 @@ class Topics:
         parts = topic[len(self._devices_prefix) :].split("/")
         if len(parts) == 2 and parts[1] in ("set", "get"):
             return ControlTarget(parts[0], None, parts[1])
-        if len(parts) == 4 and parts[1] == "channels" and parts[3] in ("set", "get") and parts[2].isdigit():
-            index = int(parts[2])
-            return ControlTarget(parts[0], index, parts[3]) if index >= 1 else None
+        if len(parts) == 4 and parts[1] == "channels" and parts[3] in ("set", "get"):
+            index = small_number(parts[2])
+            return ControlTarget(parts[0], index, parts[3]) if index is not None and index >= 1 else None
         return None
 
 

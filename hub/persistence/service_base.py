@@ -8,6 +8,7 @@ from hub.clock import Clock
 from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database
 from hub.records import InvalidInputError, Source
+from hub.text import has_controls
 
 MAX_TEXT = 200
 
@@ -40,7 +41,7 @@ def clean_text(value: str, what: str, *, max_length: int = MAX_TEXT, allow_empty
         raise InvalidInputError(f"{what} must not be empty")
     if len(text) > max_length:
         raise InvalidInputError(f"{what} is longer than {max_length} characters", length=len(text))
-    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+    if has_controls(text):
         raise InvalidInputError(f"{what} contains control characters")
     return text
 

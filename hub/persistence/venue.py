@@ -64,13 +64,17 @@ class Locations(Service):
         source: Source | str,
         name: str | None = None,
         kind: LocationKind | str | None = None,
+        move: bool = False,
+        parent_id: int | None = None,
     ) -> Location:
+        """Rename a location or change its kind, and with ``move`` put it inside ``parent_id`` (None: at the
+        top), all checked before anything changes: a refused move leaves the name as it was."""
         before = self.get(location_id)
         location = self._checked(
             location_id,
             before.name if name is None else name,
             before.kind if kind is None else kind,
-            before.parent_id,
+            parent_id if move else before.parent_id,
         )
         return await self._replace(before, location, "location.update", source)
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from hub.model import LOW_BATTERY, Channel, Command, Device
 from hub.redact import redact
 from hub.service import HubService, UnknownCandidateError
+from hub.text import small_number
 from hub.web.routing import ApiError, Operation, json_response, not_found, parse_body, parse_query
 from hub.web.schemas import (
     AddDeviceBody,
@@ -117,7 +118,8 @@ def _find_device(hub: HubService, device_id: str) -> Device:
 def find_channel(hub: HubService, channel_ref: str) -> tuple[Device, Channel]:
     device_id, _, index_text = channel_ref.rpartition(":")
     device = hub.state.get(device_id) if device_id else None
-    channel = device.channel(int(index_text)) if device is not None and index_text.isdigit() else None
+    index = small_number(index_text)
+    channel = device.channel(index) if device is not None and index is not None else None
     if device is None or channel is None:
         raise not_found(f"channel {channel_ref!r} (ids look like '<device_id>:<index>')")
     return device, channel

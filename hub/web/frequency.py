@@ -16,7 +16,7 @@ from hub.model import Command, CommandKind
 from hub.records import DeclaredCarrier, FrequencyExclusion
 from hub.service import FrequencyService
 from hub.web.api import COMMAND_STATUS, HUB_KEY, SOURCE, find_channel
-from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body
+from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body, path_number
 from hub.web.schemas import CommandOutcome, Strict
 from hub.web.venue import NO_CONTENT, store_errors, venue
 
@@ -280,10 +280,6 @@ async def coordinate_group(request: web.Request) -> web.Response:
     )
 
 
-def _number(request: web.Request, name: str) -> int:
-    return int(request.match_info[name])
-
-
 async def _declare(request: web.Request, carrier_id: int | None) -> DeclaredCarrier:
     body = await parse_body(request, DeclaredCarrierBody)
     plan = venue(request).frequency
@@ -336,16 +332,16 @@ class _Collection:
             return json_response(self.item_list(items=list(self.items(venue(request).frequency))))
 
         async def getting(request: web.Request) -> web.Response:
-            return json_response(self.one(venue(request).frequency, _number(request, self.key)))
+            return json_response(self.one(venue(request).frequency, path_number(request, self.key)))
 
         async def creating(request: web.Request) -> web.Response:
             return json_response(await self.save(request, None), 201)
 
         async def replacing(request: web.Request) -> web.Response:
-            return json_response(await self.save(request, _number(request, self.key)))
+            return json_response(await self.save(request, path_number(request, self.key)))
 
         async def deleting(request: web.Request) -> web.Response:
-            await self.remove(venue(request).frequency, _number(request, self.key))
+            await self.remove(venue(request).frequency, path_number(request, self.key))
             return web.Response(status=NO_CONTENT)
 
         made = (listing, getting, creating, replacing, deleting)
@@ -357,7 +353,7 @@ class _Collection:
         self, path: str, one: str, summary: str, body: type[BaseModel], response: type[BaseModel]
     ) -> tuple[Operation, ...]:
         listing, getting, creating, replacing, deleting = self.handlers()
-        item = rf"{path}/{{{self.key}:\d+}}"
+        item = f"{path}/{{{self.key}:[0-9]+}}"
         param = {self.key: f"the id of {one}"}
         return (
             Operation("GET", path, listing, summary, "frequency", response=self.item_list),

@@ -47,7 +47,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         "tags": [op.tag],
         "operationId": op.handler.__name__,
     }
-    numeric = set(re.findall(r"{(\w+):\\d\+}", op.path))
+    numeric = set(re.findall(r"{(\w+):\[0-9\]\+}", op.path))
     parameters = [
         {
             "name": name,

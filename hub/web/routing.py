@@ -11,7 +11,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 from aiohttp import web
@@ -38,6 +38,21 @@ class ApiError(Exception):
 
 def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
+
+
+SQLITE_INTEGER_MAX: Final = 2**63 - 1
+
+
+def path_number(request: web.Request, name: str) -> int:
+    """The numeric id ``name`` of the path, matched by ``[0-9]+`` (``\\d`` would take any script's digits, which
+    int() reads): one no row can have answers 404 before int() (4,300 digits at most) or SQLite (64 bits)
+    would be asked to read it."""
+    text = request.match_info[name]
+    digits = text.lstrip("0")
+    if len(digits) > len(str(SQLITE_INTEGER_MAX)) or int(text) > SQLITE_INTEGER_MAX:
+        shown = text if len(text) <= 30 else f"{text[:30]}…"
+        raise ApiError(404, "not_found", f"no {name.removesuffix('_id')} {shown}")
+    return int(text)
 
 
 @dataclass(frozen=True)

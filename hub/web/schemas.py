@@ -12,12 +12,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from hub.model import MAX_SLOTS, Channel, CommandKind, Device
 from hub.records import CandidateDescription
+from hub.text import has_controls
 
 
 def _one_line(value: str) -> str:
     """Names people type: a NUL or a line break is a mistake (or a forged log line), never a name."""
-    if any(ord(char) < 32 or ord(char) == 127 for char in value):
-        raise ValueError("must not contain control characters (NUL, line breaks, tabs, escapes)")
+    if has_controls(value):
+        raise ValueError("must not contain control characters (NUL, line breaks, tabs, escapes, direction overrides)")
     return value
 
 

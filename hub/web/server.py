@@ -103,7 +103,11 @@ class WebServer:
             app[VENUE_KEY] = self.venue
         app[LIVE_COUNT_KEY] = lambda: len(self.live.clients)
         for op in self.operations:
-            app.router.add_route(op.method, op.path, self._guard(op.handler, write=op.write))
+            handler = self._guard(op.handler, write=op.write)
+            if op.method == "GET":
+                app.router.add_get(op.path, handler)  # and HEAD, which uptime checkers send
+            else:
+                app.router.add_route(op.method, op.path, handler)
         app.router.add_get("/api/openapi.json", self._guard(self._openapi, write=False))
         app.router.add_get("/api/docs", self._docs)
         app.router.add_get("/api/docs/{name}", self._docs_asset)

@@ -34,7 +34,7 @@ from hub.records import (
 )
 from hub.service import VenueService
 from hub.web.api import HUB_KEY, SOURCE, find_channel
-from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body, parse_query
+from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body, parse_query, path_number
 from hub.web.schemas import Line, Strict, Text
 
 NO_CONTENT: Final = 204
@@ -56,16 +56,6 @@ def store_errors(handler: Handler) -> Handler:
             raise ApiError(HTTP_STATUS.get(exc.code, 400), exc.code, str(exc), exc.details or None) from None
 
     return answering
-
-
-SQLITE_INTEGER_MAX: Final = 2**63 - 1
-
-
-def _path_number(request: web.Request, name: str) -> int:
-    number = int(request.match_info[name])
-    if number > SQLITE_INTEGER_MAX:  # no row has it, and SQLite could not even be asked (OverflowError)
-        raise ApiError(404, "not_found", f"no {name.removesuffix('_id')} {number}")
-    return number
 
 
 # bodies and lists
@@ -212,7 +202,7 @@ async def list_alerts(request: web.Request) -> web.Response:
 @store_errors
 async def acknowledge_alert(request: web.Request) -> web.Response:
     body = await parse_body(request, AcknowledgeBody, optional=True)
-    alert = await venue(request).alerts.acknowledge(_path_number(request, "alert_id"), source=SOURCE, by=body.by)
+    alert = await venue(request).alerts.acknowledge(path_number(request, "alert_id"), source=SOURCE, by=body.by)
     return json_response(alert)
 
 
@@ -237,17 +227,18 @@ async def create_location(request: web.Request) -> web.Response:
 @store_errors
 async def update_location(request: web.Request) -> web.Response:
     locations = venue(request).locations
-    location_id = _path_number(request, "location_id")
+    location_id = path_number(request, "location_id")
     body = await parse_body(request, LocationPatch)
-    location = await locations.update(location_id, source=SOURCE, name=body.name, kind=body.kind)
-    if body.parent_id is not None or body.move_to_top:
-        location = await locations.move(location_id, body.parent_id, source=SOURCE)
+    move = body.parent_id is not None or body.move_to_top
+    location = await locations.update(
+        location_id, source=SOURCE, name=body.name, kind=body.kind, move=move, parent_id=body.parent_id
+    )
     return json_response(location)
 
 
 @store_errors
 async def delete_location(request: web.Request) -> web.Response:
-    await venue(request).locations.delete(_path_number(request, "location_id"), source=SOURCE)
+    await venue(request).locations.delete(path_number(request, "location_id"), source=SOURCE)
     return web.Response(status=NO_CONTENT)
 
 
@@ -258,13 +249,13 @@ async def list_slots(request: web.Request) -> web.Response:
 @store_errors
 async def set_slot(request: web.Request) -> web.Response:
     body = await parse_body(request, SlotBody)
-    slot = await venue(request).slots.set(_path_number(request, "number"), body.device_id, body.channel, source=SOURCE)
+    slot = await venue(request).slots.set(path_number(request, "number"), body.device_id, body.channel, source=SOURCE)
     return json_response(slot)
 
 
 @store_errors
 async def clear_slot(request: web.Request) -> web.Response:
-    await venue(request).slots.clear(_path_number(request, "number"), source=SOURCE)
+    await venue(request).slots.clear(path_number(request, "number"), source=SOURCE)
     return web.Response(status=NO_CONTENT)
 
 
@@ -275,7 +266,7 @@ async def list_groups(request: web.Request) -> web.Response:
 @store_errors
 async def put_group(request: web.Request) -> web.Response:
     groups = venue(request).groups
-    number = _path_number(request, "number")
+    number = path_number(request, "number")
     body = await parse_body(request, GroupBody)
     exists = any(group.number == number for group in groups.all())
     if exists:
@@ -287,7 +278,7 @@ async def put_group(request: web.Request) -> web.Response:
 
 @store_errors
 async def delete_group(request: web.Request) -> web.Response:
-    await venue(request).groups.delete(_path_number(request, "number"), source=SOURCE)
+    await venue(request).groups.delete(path_number(request, "number"), source=SOURCE)
     return web.Response(status=NO_CONTENT)
 
 
@@ -306,14 +297,14 @@ async def create_performer(request: web.Request) -> web.Response:
 async def update_performer(request: web.Request) -> web.Response:
     body = await parse_body(request, PerformerPatch)
     performer = await venue(request).performers.update(
-        _path_number(request, "performer_id"), source=SOURCE, name=body.name, notes=body.notes
+        path_number(request, "performer_id"), source=SOURCE, name=body.name, notes=body.notes
     )
     return json_response(performer)
 
 
 @store_errors
 async def delete_performer(request: web.Request) -> web.Response:
-    await venue(request).performers.delete(_path_number(request, "performer_id"), source=SOURCE)
+    await venue(request).performers.delete(path_number(request, "performer_id"), source=SOURCE)
     return web.Response(status=NO_CONTENT)
 
 
@@ -388,7 +379,7 @@ _WRITE_ERRORS = (400, 404, 409, 422)
 VENUE_OPERATIONS: Final = (
     Operation("GET", "/api/v1/alerts", list_alerts, "Open alerts (or recent ones, cleared too)", "alerts",
               query=AlertQuery, response=AlertList, errors=(422,)),
-    Operation("POST", r"/api/v1/alerts/{alert_id:\d+}/acknowledge", acknowledge_alert,
+    Operation("POST", r"/api/v1/alerts/{alert_id:[0-9]+}/acknowledge", acknowledge_alert,
               "Acknowledge an open alert (it stays open until its condition clears)", "alerts", write=True,
               body=AcknowledgeBody, response=Alert, errors=(400, 404, 409, 422), path_params=_ALERT),
     Operation("PUT", "/api/v1/devices/{device_id}/location", set_device_location, "Place a known device",
@@ -397,30 +388,30 @@ VENUE_OPERATIONS: Final = (
     Operation("GET", "/api/v1/locations", list_locations, "Rooms, stages and racks", "venue", response=LocationList),
     Operation("POST", "/api/v1/locations", create_location, "Create a location", "venue", write=True,
               body=LocationBody, response=Location, status=201, errors=_WRITE_ERRORS),
-    Operation("PATCH", r"/api/v1/locations/{location_id:\d+}", update_location, "Rename or move a location",
+    Operation("PATCH", r"/api/v1/locations/{location_id:[0-9]+}", update_location, "Rename or move a location",
               "venue", write=True, body=LocationPatch, response=Location, errors=_WRITE_ERRORS, path_params=_LOCATION),
-    Operation("DELETE", r"/api/v1/locations/{location_id:\d+}", delete_location, "Delete an unused location",
+    Operation("DELETE", r"/api/v1/locations/{location_id:[0-9]+}", delete_location, "Delete an unused location",
               "venue", write=True, status=204, errors=(404, 409), path_params=_LOCATION),
     Operation("GET", "/api/v1/slots", list_slots, "Board slots and the channel each shows", "venue",
               response=SlotList),
-    Operation("PUT", r"/api/v1/slots/{number:\d+}", set_slot, "Bind a slot to a device channel", "venue",
+    Operation("PUT", r"/api/v1/slots/{number:[0-9]+}", set_slot, "Bind a slot to a device channel", "venue",
               write=True, body=SlotBody, response=Slot, errors=_WRITE_ERRORS, path_params=_SLOT),
-    Operation("DELETE", r"/api/v1/slots/{number:\d+}", clear_slot, "Empty a slot", "venue", write=True,
+    Operation("DELETE", r"/api/v1/slots/{number:[0-9]+}", clear_slot, "Empty a slot", "venue", write=True,
               status=204, errors=(404,), path_params=_SLOT),
     Operation("GET", "/api/v1/groups", list_groups, "Groups: named, ordered sets of slots", "venue",
               response=GroupList),
-    Operation("PUT", r"/api/v1/groups/{number:\d+}", put_group, "Create (201) or replace (200) a group", "venue",
+    Operation("PUT", r"/api/v1/groups/{number:[0-9]+}", put_group, "Create (201) or replace (200) a group", "venue",
               write=True, body=GroupBody, response=Group, status=201, also=200, errors=_WRITE_ERRORS,
               path_params=_GROUP),
-    Operation("DELETE", r"/api/v1/groups/{number:\d+}", delete_group, "Delete a group", "venue", write=True,
+    Operation("DELETE", r"/api/v1/groups/{number:[0-9]+}", delete_group, "Delete a group", "venue", write=True,
               status=204, errors=(404,), path_params=_GROUP),
     Operation("GET", "/api/v1/performers", list_performers, "Performers", "venue", response=PerformerList),
     Operation("POST", "/api/v1/performers", create_performer, "Create a performer", "venue", write=True,
               body=PerformerBody, response=Performer, status=201, errors=_WRITE_ERRORS),
-    Operation("PATCH", r"/api/v1/performers/{performer_id:\d+}", update_performer, "Change a performer",
+    Operation("PATCH", r"/api/v1/performers/{performer_id:[0-9]+}", update_performer, "Change a performer",
               "venue", write=True, body=PerformerPatch, response=Performer, errors=_WRITE_ERRORS,
               path_params=_PERFORMER),
-    Operation("DELETE", r"/api/v1/performers/{performer_id:\d+}", delete_performer, "Delete a performer",
+    Operation("DELETE", r"/api/v1/performers/{performer_id:[0-9]+}", delete_performer, "Delete a performer",
               "venue", write=True, status=204, errors=(404, 409), path_params=_PERFORMER),
     Operation("GET", "/api/v1/assignments", list_assignments, "Performer <-> channel assignments", "venue",
               query=AssignmentQuery, response=AssignmentList, errors=(422,)),
