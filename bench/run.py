@@ -142,7 +142,7 @@ class Observer:
             self.client.subscribe(topic_filter, 1)
         self.client.subscribe("$SYS/broker/publish/messages/received", 0)
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
+    def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
         now = time.time()
         parts = topic.split("/")
         if parts[0] == "$SYS":

@@ -162,7 +162,7 @@ class Probe:
         self.messages: list[tuple[str, bytes]] = []
         self.client = MqttClient(BrokerAddress("127.0.0.1", port), f"ha-check-{os.getpid()}", on_message=self._seen)
 
-    def _seen(self, topic: str, payload: bytes) -> None:
+    def _seen(self, topic: str, payload: bytes, retained: bool) -> None:
         self.messages.append((topic, payload))
 
     async def subscribe(self, topic_filter: str) -> int:

@@ -280,7 +280,7 @@ class MqttProbe:
         address = BrokerAddress(broker.host, broker.port, username=username, password=password)
         self.client = MqttClient(address, client_id, on_message=self._record, keepalive=10)
 
-    def _record(self, topic: str, payload: bytes) -> None:
+    def _record(self, topic: str, payload: bytes, retained: bool) -> None:
         if topic.startswith(MARKER_PREFIX):
             self._markers.add(topic)
             return

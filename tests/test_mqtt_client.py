@@ -22,7 +22,7 @@ from tests.mosquitto import MqttProbe, TestBroker
 
 @contextlib.asynccontextmanager
 async def connected_client(broker: TestBroker, client_id: str) -> AsyncIterator[MqttClient]:
-    client = MqttClient(BrokerAddress(broker.host, broker.port), client_id, on_message=lambda t, p: None)
+    client = MqttClient(BrokerAddress(broker.host, broker.port), client_id, on_message=lambda t, p, r: None)
     client.start()
     try:
         assert await client.wait_connected(5)
@@ -34,7 +34,7 @@ async def connected_client(broker: TestBroker, client_id: str) -> AsyncIterator[
 async def test_publishes_and_receives_over_a_real_broker(mqtt_broker: TestBroker) -> None:
     received: list[tuple[str, bytes]] = []
     client = MqttClient(
-        BrokerAddress(mqtt_broker.host, mqtt_broker.port), "c1", on_message=lambda t, p: received.append((t, p))
+        BrokerAddress(mqtt_broker.host, mqtt_broker.port), "c1", on_message=lambda t, p, r: received.append((t, p))
     )
     client.subscribe("in/#", 1)
     client.start()
@@ -74,7 +74,7 @@ async def test_will_is_set_and_a_clean_stop_does_not_trigger_it(mqtt_broker: Tes
         client = MqttClient(
             BrokerAddress(mqtt_broker.host, mqtt_broker.port),
             "c3",
-            on_message=lambda t, p: None,
+            on_message=lambda t, p, r: None,
             will=Will("will/state", b"gone", 1, True),
         )
         client.start()
@@ -142,7 +142,7 @@ async def test_live_messages_are_dropped_not_queued_while_the_broker_stops_readi
 
     server = await asyncio.get_running_loop().create_server(StalledBroker, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    client = MqttClient(BrokerAddress("127.0.0.1", port), "c-stalled", on_message=lambda t, p: None)
+    client = MqttClient(BrokerAddress("127.0.0.1", port), "c-stalled", on_message=lambda t, p, r: None)
     client.start()
     try:
         assert await client.wait_connected(5)
@@ -169,7 +169,7 @@ async def test_live_messages_are_dropped_not_queued_while_the_broker_stops_readi
 
 
 def test_a_live_message_while_disconnected_is_counted_as_dropped() -> None:
-    client = MqttClient(BrokerAddress("127.0.0.1", 9), "c-never", on_message=lambda t, p: None)
+    client = MqttClient(BrokerAddress("127.0.0.1", 9), "c-never", on_message=lambda t, p, r: None)
     client.publish_live(topic_field("a/meters"), b"{}")
     assert (client.dropped, client.published) == (1, 0)
 
@@ -197,7 +197,7 @@ async def test_a_refused_connection_is_retried_only_as_the_clock_moves(mqtt_brok
     client = MqttClient(
         BrokerAddress(mqtt_broker.host, mqtt_broker.port),
         "c-backoff",
-        on_message=lambda t, p: None,
+        on_message=lambda t, p, r: None,
         backoff=Backoff(base=1.0, cap=1.0, jitter=0.0),
         clock=clock,
     )
@@ -218,7 +218,7 @@ async def test_a_refused_connection_is_retried_only_as_the_clock_moves(mqtt_brok
 def test_retained_state_kept_for_reconnects_costs_its_size_not_the_encoder_buffer() -> None:
     """The client keeps every retained payload to send again after a reconnect: 1,000 channel states must cost
     about 1,000 times their length, not 1,000 of orjson's 8 KB output buffers."""
-    client = MqttClient(BrokerAddress("127.0.0.1", 9), "memory-check", on_message=lambda topic, payload: None)
+    client = MqttClient(BrokerAddress("127.0.0.1", 9), "memory-check", on_message=lambda topic, payload, retained: None)
     tracemalloc.start()
     try:
         before, _ = tracemalloc.get_traced_memory()
@@ -243,7 +243,7 @@ async def test_a_large_retained_config_is_kept_deflated_and_comes_back_whole_aft
         {"components": {f"ch{n}_battery": {"platform": "sensor", "name": f"Ch {n}"} for n in range(400)}}
     )
     client = MqttClient(
-        BrokerAddress(mqtt_broker.host, mqtt_broker.port), "deflate-check", on_message=lambda t, p: None
+        BrokerAddress(mqtt_broker.host, mqtt_broker.port), "deflate-check", on_message=lambda t, p, r: None
     )
     client.publish("homeassistant/device/big/config", config, 1, retain=True)
     kept, _ = client.retained_topics["homeassistant/device/big/config"]

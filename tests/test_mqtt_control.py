@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_shure.simulator import ShureSimulator
@@ -160,3 +161,25 @@ async def test_the_meter_rate_request_sets_every_receiver_and_approve_adds_a_can
         approved = await request("candidate/approve", {"url": found.url})
         assert approved["status"] == "ok" and approved["data"]["url"] == found.url
         await eventually(lambda: len([d for d in hub.store.devices.values() if d.online]) == 2, 10, "both online")
+
+
+@pytest.mark.mosquitto_only("RabbitMQ 3.x replays no retained message to the hub's wildcard subscriptions")
+async def test_a_retained_command_is_not_carried_out_when_the_broker_replays_it(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """Someone publishes a mute with the retain flag: the broker would hand it to the hub at every start and
+    reconnect, muting the channel again in the middle of the show."""
+    base = "wmretained"
+    async with ShureSimulator("ulxd4d", seed=5) as sim, MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe(f"{base}/#")
+        async with running_hub(mqtt_broker, tmp_path, [sim.url], base=base, plugins=vendor_plugins()) as hub:
+            device_id = await hub_device_id(hub, "shure")
+        assert sim.channels[1].values["muted"] is False
+        probe.publish(f"{base}/devices/{device_id}/channels/1/set", {"muted": True, "transaction": "kept"}, True)
+        async with running_hub(mqtt_broker, tmp_path, [sim.url], base=base, plugins=vendor_plugins()) as hub:
+            await hub_device_id(hub, "shure")
+            # queued behind the retained mute, had the hub taken it
+            await set_and_confirm(probe, base, device_id, 1, {"name": "After"})
+    answers = [orjson.loads(payload) for topic, payload in probe.messages if topic.endswith("/response/set")]
+    assert "kept" not in [answer.get("transaction") for answer in answers]
+    assert sim.channels[1].values["muted"] is False

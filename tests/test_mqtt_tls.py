@@ -32,7 +32,10 @@ async def secure_broker(certificates: Certificates) -> AsyncIterator[TestBroker]
 
 
 def client_for(url: str, tls: TlsFiles, received: dict[str, bytes] | None = None) -> MqttClient:
-    on_message = received.__setitem__ if received is not None else lambda topic, payload: None
+    def on_message(topic: str, payload: bytes, retained: bool) -> None:
+        if received is not None:
+            received[topic] = payload
+
     return MqttClient(BrokerAddress.parse(url), "tls-test", on_message=on_message, tls=tls)
 
 

@@ -119,7 +119,8 @@ class FleetMirror:
 
     # Reading the hubs' topics
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
+    def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        # a hub's topics are retained: a mirror starting up reads every hub's state from them
         if not topic.startswith(self._prefix):
             return
         parts = topic[len(self._prefix) :].split("/")

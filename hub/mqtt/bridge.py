@@ -145,11 +145,13 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
 
     # Inbound
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
+    def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
         """Called by the client for each message, in order; nothing here awaits, nothing is dropped."""
         command = self.topics.request_command(topic)
         if command is not None:
-            if len(command) > MAX_COMMAND_CHARS:  # its answer would go to a topic that long
+            if retained:
+                self._ignore_retained(topic)
+            elif len(command) > MAX_COMMAND_CHARS:  # its answer would go to a topic that long
                 log.warning("MQTT request %s ignored: no command is that long", preview(command))
             elif not self._oversized(command, payload, {}):
                 self._spawn("hub", self._answer_request(command, payload), command)
@@ -160,6 +162,9 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         target = self.topics.control_target(topic)
         if target is not None:
             where = {"device_id": target.device_id, "channel": target.channel}
+            if retained:
+                self._ignore_retained(topic)
+                return
             if self._oversized(target.action, payload, where):
                 return
             self._spawn(
@@ -170,6 +175,16 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
             return
         if topic == self.topics.homeassistant_status and payload.strip() == b"online":
             self._republish_for_homeassistant()
+
+    def _ignore_retained(self, topic: str) -> None:
+        """A command the broker kept would run again at every (re)connect of the hub, a mute in the middle of
+        a show say: only a message published now is carried out (a retained one is carried out once, as it
+        is published, since subscribers then receive it unflagged)."""
+        log.warning(
+            "MQTT: the retained message on %s was not carried out: commands are never taken from the broker's "
+            "store (clear it: mosquitto_pub -r -n -t '<topic>')",
+            preview(topic),
+        )
 
     def _oversized(self, command: str, payload: bytes, where: dict[str, Any]) -> bool:
         """Refuse a message over ``max_payload_bytes`` unread: parsing, queueing or echoing a flood costs the hub

@@ -46,7 +46,8 @@ from hub.mqtt.transport import CoalescingSocket, HandedSocketClient, open_socket
 
 log = logging.getLogger("hub.mqtt")
 
-MessageHandler = Callable[[str, bytes], None]
+# (topic, payload, retained): retained is True for a message the broker kept and replays on subscribing
+MessageHandler = Callable[[str, bytes, bool], None]
 # Bytes waiting for a slow broker beyond which live (QoS 0, not retained) messages are dropped.
 MAX_WRITE_BUFFER = 8 * 1024 * 1024
 
@@ -405,6 +406,6 @@ class MqttClient:
 
     def _message_cb(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         try:
-            self._on_message(message.topic, bytes(message.payload))
+            self._on_message(message.topic, bytes(message.payload), bool(message.retain))
         except Exception:  # one bad message must not take the connection down
             log.exception("MQTT message on %s could not be handled", message.topic)
