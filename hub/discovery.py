@@ -17,6 +17,7 @@ from hub.clock import SYSTEM_CLOCK, Clock
 from hub.drivers import DriverSettings
 from hub.hookspecs import Candidate, DiscoveredService, DiscoveryLoop
 from hub.plugins import PluginHost
+from hub.text import preview
 
 if TYPE_CHECKING:
     from zeroconf import ServiceStateChange, Zeroconf
@@ -61,7 +62,7 @@ class Discovery:
             self._browser = AsyncServiceBrowser(
                 self._zeroconf.zeroconf, service_types, handlers=[self._on_zeroconf_change]
             )
-        for plugin_name, loop in self._plugins.collect("register_discovery_loops"):
+        for plugin_name, loop in self._plugins.discovery_loops():
             self._spawn(self._run_loop(plugin_name, loop))
 
     async def stop(self) -> None:
@@ -135,7 +136,8 @@ class Discovery:
             try:
                 candidate = await self._plugins.identify(plugin_name, what, identify, service, self._settings)
             except Exception as exc:
-                log.debug("plugin %s could not identify %s: %s", plugin_name, service, exc)
+                # info, not debug: a plugin's identify that fails on every service is a bug its author must see
+                log.info("plugin %s could not identify %s: %s", plugin_name, service, preview(str(exc)))
                 continue
             if isinstance(candidate, Candidate):
                 if candidate.url not in self.candidates:

@@ -14,9 +14,10 @@ import asyncio
 import inspect
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TypeVar
 
@@ -24,7 +25,8 @@ import pluggy
 
 from hub import hookspecs
 from hub.drivers import DriverSettings
-from hub.hookspecs import Candidate, DiscoveredService, DriverSpec, Identify
+from hub.hookspecs import Candidate, DiscoveredService, DiscoveryLoop, DriverSpec, Identify
+from hub.text import device_text, has_controls, preview
 
 ENTRY_POINT_GROUP = "wmhub"
 log = logging.getLogger("hub.plugins")
@@ -254,10 +256,13 @@ class PluginHost:
         """Driver specs by URL scheme, with the name of the plugin that owns each."""
         if self._drivers is None:
             drivers: dict[str, tuple[DriverSpec, str]] = {}
-            for plugin_name, spec in self.collect("register_drivers"):
-                if not isinstance(spec, DriverSpec):
-                    self._fail(plugin_name, "register_drivers", TypeError(f"not a DriverSpec: {spec!r}"))
-                elif spec.scheme in drivers:
+            for plugin_name, registered in self.collect("register_drivers"):
+                try:
+                    spec = checked_spec(registered)
+                except (TypeError, ValueError) as exc:
+                    self._fail(plugin_name, "register_drivers", exc)
+                    continue
+                if spec.scheme in drivers:
                     other = drivers[spec.scheme][1]
                     self._fail(plugin_name, "register_drivers", ValueError(f"scheme {spec.scheme} taken by {other}"))
                 else:
@@ -293,16 +298,92 @@ class PluginHost:
     ) -> Candidate | None:
         """One plugin's verdict on ``service``, bounded by the I/O timeout; raise PluginError on overrun."""
         result = await self.call_bounded(plugin, what, settings.io_timeout_s, identify, service, settings)
-        return result if isinstance(result, Candidate) else None
+        if not isinstance(result, Candidate):
+            return None
+        return _shown_candidate(plugin, result)
+
+    def discovery_loops(self) -> list[tuple[str, DiscoveryLoop]]:
+        """(plugin, loop) for every discovery loop a plugin registered; anything not callable is its error."""
+        loops: list[tuple[str, DiscoveryLoop]] = []
+        for plugin_name, loop in self.collect("register_discovery_loops"):
+            if callable(loop):
+                loops.append((plugin_name, loop))
+            else:
+                self._fail(plugin_name, "register_discovery_loops", TypeError(f"not a function: {preview(loop)}"))
+        return loops
 
     def check_registrations(self) -> None:
         """Call every registration hook once, so errors in them are on the records (``wmhub plugins``)."""
         self.drivers()
-        for hook in ("register_zeroconf_types", "register_discovery_loops", "register_simulators"):
+        self.discovery_loops()
+        for hook in ("register_zeroconf_types", "register_simulators"):
             self.collect(hook)
 
     def listing(self) -> list[dict[str, Any]]:
         return [record.as_dict() for record in self.records.values()]
+
+
+# RFC 3986's scheme, compared lowercased (urlsplit lowercases the scheme of every URL it reads)
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,39}")
+# A vendor starts every device id: a topic level on MQTT, a path segment in REST, a Home Assistant id.
+_VENDOR = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+
+
+def _int_within(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def checked_spec(spec: object) -> DriverSpec:
+    """``spec`` if it is a DriverSpec the hub can use (its scheme lowercased); else TypeError or ValueError
+    saying what is wrong, for ``wmhub plugins`` and the log."""
+    if not isinstance(spec, DriverSpec):
+        raise TypeError(f"not a DriverSpec: {preview(spec)}")
+    scheme = spec.scheme.lower() if isinstance(spec.scheme, str) else ""
+    wrong = [
+        f"{name} {preview(getattr(spec, name))} must be {rule}"
+        for name, fine, rule in (
+            ("scheme", _SCHEME.fullmatch(scheme), "a URL scheme: a letter, then letters, digits, +, - or ."),
+            (
+                "vendor",
+                isinstance(spec.vendor, str) and _VENDOR.fullmatch(spec.vendor),
+                "lowercase letters, digits, _ and -, at most 40: it starts every device id",
+            ),
+            ("factory", callable(spec.factory), "callable"),
+            ("identify", spec.identify is None or callable(spec.identify), "callable or None"),
+            ("text_width", _int_within(spec.text_width, 1, 1_000_000), "a whole number of at least 1"),
+            ("default_port", spec.default_port is None or _int_within(spec.default_port, 1, 65535), "a port or None"),
+        )
+        if not fine
+    ]
+    if wrong:
+        raise ValueError(f"DriverSpec refused: {'; '.join(wrong)}")
+    return spec if scheme == spec.scheme else replace(spec, scheme=scheme)
+
+
+# Longer than any device URL a person would type or approve.
+MAX_CANDIDATE_URL = 2048
+
+
+def _shown_candidate(plugin: str, candidate: Candidate) -> Candidate | None:
+    """A plugin's candidate as the hub keeps and shows it: texts as a device's (no controls, a name's width),
+    and none at all when its URL or vendor is not text a person could approve."""
+    url, vendor = candidate.url, candidate.vendor
+    if not (isinstance(url, str) and 0 < len(url) <= MAX_CANDIDATE_URL and not has_controls(url)) or not (
+        isinstance(vendor, str) and _VENDOR.fullmatch(vendor)
+    ):
+        log.warning("plugin %s offered a candidate with an unusable URL or vendor: %s", plugin, preview(candidate))
+        return None
+
+    def text(value: str | None) -> str | None:
+        return device_text(value) if isinstance(value, str) else None
+
+    return replace(
+        candidate,
+        model=text(candidate.model),
+        unique_id=text(candidate.unique_id),
+        name=text(candidate.name),
+        source=text(candidate.source) or "",
+    )
 
 
 def _note_moved_hooks(plugin: str, hooks: list[str]) -> None:

@@ -126,3 +126,28 @@ async def test_discovery_declared_on_the_driver_spec_and_by_the_older_hooks_both
     await eventually(lambda: len(discovery.candidates) == 2, what="one candidate from each way of identifying")
     assert sorted(discovery.candidates) == ["flaky://127.0.0.1:4440", "rack://127.0.0.1:7000"]
     await discovery.stop()
+
+
+class Garbled:
+    """Hands back what its probe read, unchecked: an escape-laden model, a 100,000-character name."""
+
+    @hookimpl
+    def identify_service(self, service: DiscoveredService, settings: DriverSettings) -> Candidate | None:
+        if service.name == "bad url":
+            return Candidate(url="garbled://127.0.0.1:9\x1b[2J", vendor="garbled")
+        return Candidate(
+            url=f"garbled://{service.host}:{service.port}", vendor="garbled", model="\x1b[31mRED\x07", name="y" * 100_000
+        )
+
+
+async def test_a_candidate_is_shown_as_device_text_and_one_with_an_unusable_url_not_at_all() -> None:
+    host = PluginHost()
+    host.register(Garbled(), name="garbled")
+    discovery = Discovery(host, DriverSettings(io_timeout_s=1.0), clock=SimulatedClock())
+    discovery.report(DiscoveredService("127.0.0.1", 4441, "garbled", "rack"))
+    candidate = await eventually(lambda: discovery.candidates.get("garbled://127.0.0.1:4441"))
+    await discovery.stop()
+    assert candidate.model == "[31mRED" and candidate.name == "y" * 255
+    [(plugin, what, identify)] = host.identifiers()
+    bad_url = DiscoveredService("127.0.0.1", 4442, "garbled", "bad url")
+    assert await host.identify(plugin, what, identify, bad_url, DriverSettings()) is None

@@ -296,3 +296,46 @@ def test_register_drivers_returning_a_coroutine_is_a_plugin_error_shown_by_wmhub
         "a plugin error on that plugin ('register_drivers: TypeError: ... returned coroutine'), shown by "
         "`wmhub plugins`; no 'never awaited' warning; the other plugins load",
     )
+
+
+def stranger_distribution(root: Path, name: str, module: str) -> dict[str, str]:
+    """A third party's plugin distribution on the path (module source ``module``); the environment to find it."""
+    (root / f"wmhub_{name}.py").write_text(module)
+    info = root / f"wmhub_{name}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: wmhub-{name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[wmhub]\n{name} = wmhub_{name}\n")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+
+
+def test_driver_specs_that_would_break_topics_or_text_are_refused_by_wmhub_plugins(tmp_path: Path) -> None:
+    """A vendor with '/', '+' or '#' would start every device id and so every MQTT topic of its devices (paho
+    refuses such a topic, and the hub's connection went down with it); a negative text width would cut every
+    device string from the wrong end; a discovery loop that is no function failed only at run time."""
+    env = stranger_distribution(
+        tmp_path,
+        "odd",
+        "from hub import hookimpl\nfrom hub.hookspecs import DriverSpec\n\n"
+        "def factory(*args):\n    raise AssertionError('never built')\n\n"
+        "@hookimpl\ndef register_drivers(register):\n"
+        "    register(DriverSpec(scheme='odd-wild', vendor='ev il/#+x', families=('x',), factory=factory))\n"
+        "    register(DriverSpec(scheme='odd-narrow', vendor='odd', families=('x',), factory=factory, text_width=-5))\n"
+        "    register(DriverSpec(scheme='Odd-Upper', vendor='odd', families=('x',), factory=factory))\n\n"
+        "@hookimpl\ndef register_discovery_loops(register):\n    register('not a function')\n",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "plugins", "--json"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    odd = next(plugin for plugin in json.loads(result.stdout) if plugin["name"] == "odd")
+    assert "vendor 'ev il/#+x' must be lowercase letters, digits, _ and -" in odd["error"]
+    assert [driver["scheme"] for driver in odd["drivers"]] == ["odd-upper"]  # schemes compare lowercased
+    errors = result.stderr
+    assert "text_width -5 must be a whole number of at least 1" in errors
+    assert "register_discovery_loops: TypeError: not a function: 'not a function'" in errors
+    record_check(
+        AREA,
+        "a DriverSpec whose vendor holds '/', '+', '#' or a space, a negative text_width, a discovery loop "
+        "that is no function, an upper-case scheme",
+        "refused at registration with what is wrong, shown by `wmhub plugins` (the scheme lowercased)",
+    )
