@@ -107,6 +107,7 @@ class DeviceHandle(DeviceSink):
         self.last_error: str | None = None
         self.protocol_errors = 0
         self.answered = False  # identified itself since the hub started: it is a device, not just a port
+        self.released = False  # the device was removed: whatever its driver still reports goes nowhere
         self.on_identified: Callable[[DeviceHandle], None] | None = None
         # (old id, new id) whenever the device takes an id: the manager keeps its index by id with it
         self.on_id_changed: Callable[[str | None, str], None] | None = None
@@ -128,6 +129,8 @@ class DeviceHandle(DeviceSink):
         firmware: str | None = None,
         name: str | None = None,
     ) -> None:
+        if self.released:  # a driver's task that outlived its removal must not bring the device back
+            return
         identity = checked(
             {"family": family, "model": model, "firmware": firmware, "name": name}, self._device_rules, self._refused
         )
@@ -193,7 +196,8 @@ class DeviceHandle(DeviceSink):
         return choice
 
     def release(self) -> None:
-        """Give the id up (the device was removed)."""
+        """Give the id up (the device was removed) and take nothing more from the driver."""
+        self.released = True
         if self.device_id is not None and self._claims.get(self.device_id) == self.endpoint.url:
             del self._claims[self.device_id]
 
@@ -206,7 +210,7 @@ class DeviceHandle(DeviceSink):
         self._last_heard = self._monotonic()
         writer = self._writers.get(index) if index.__class__ is int else None
         if writer is None or not writer.live:
-            if self.device_id is None or not self._is_mapping(fields):
+            if self.device_id is None or self.released or not self._is_mapping(fields):
                 return
             if not _whole_in(index, 1, MAX_CHANNELS):
                 self._refused("channel index", index, f"not a channel number from 1 to {MAX_CHANNELS}: dropped")
@@ -215,6 +219,8 @@ class DeviceHandle(DeviceSink):
             if writer is None:
                 return
             self._writers[index] = writer
+        elif fields.__class__ is not dict and not self._is_mapping(fields):
+            return
         writer.update(checked(fields, self._channel_rules, self._refused))
 
     def defer_meters(self, merge: Callable[[], None]) -> None:
@@ -253,7 +259,10 @@ class DeviceHandle(DeviceSink):
 
     def heard(self, readings: int = 0) -> None:
         self._last_heard = self._monotonic()
-        self._store.readings_received += readings
+        if readings.__class__ is int and readings >= 0:
+            self._store.readings_received += readings
+        else:  # the hub-wide count on /metrics must stay a count
+            self._refused("heard(readings)", readings, "not a count of readings: not counted")
 
     def protocol_error(self, detail: str) -> None:
         self.protocol_errors += 1
@@ -446,9 +455,9 @@ class DeviceManager:
             del self._by_id[managed.handle.device_id]
         managed.task.cancel()
         await asyncio.gather(managed.task, return_exceptions=True)
+        managed.handle.release()
         if managed.handle.device_id is not None:
             self._store.remove_device(managed.handle.device_id)
-            managed.handle.release()
             self._buckets.pop(managed.handle.device_id, None)
         return True
 

@@ -197,11 +197,13 @@ class FieldRules:
 # A device's capabilities come from its plugin's declaration (the device_capabilities hook), never from what
 # a driver reports.
 REPORTED_DEVICE_FIELDS: Final = DEVICE_FIELDS - {"capabilities"}
+# extended_name is the user's, kept by the hub (the venue store): a driver reporting it would overwrite it
+REPORTED_CHANNEL_FIELDS: Final = CHANNEL_FIELDS - {"extended_name"}
 
 
 def model_rules(width: int) -> tuple[FieldRules, FieldRules]:
     """(channel rules, device rules), with text cut to ``width`` characters."""
-    return FieldRules(Channel, CHANNEL_FIELDS, width), FieldRules(Device, REPORTED_DEVICE_FIELDS, width)
+    return FieldRules(Channel, REPORTED_CHANNEL_FIELDS, width), FieldRules(Device, REPORTED_DEVICE_FIELDS, width)
 
 
 Refusal = Callable[[str, Any, str], None]

@@ -28,6 +28,9 @@ def _untimed(what: str, awaitable: Awaitable[T]) -> Awaitable[T]:
 
 
 UNSUPPORTED_RETRY_S = 600.0
+# A connection that lasted this long was a working one: the next failure starts the backoff over. One that
+# failed sooner (a device that accepts, identifies and then fails every time) keeps backing off.
+STAYED_UP_S = 30.0
 
 
 def describe_failure(exc: BaseException, doing: str, timeout_s: float | None = None) -> str:
@@ -88,6 +91,7 @@ class DriverSupervisor:
 
     async def run_forever(self) -> None:
         was_up = True  # log the first failure too
+        up_at = 0.0  # when the last connection was made (on the monotonic clock)
         while True:
             self.attempts += 1
             unsupported = False
@@ -100,7 +104,7 @@ class DriverSupervisor:
                 # as the awaited call finishes, and the supervisor would then never stop
                 async with self._gate, asyncio.timeout(self._settings.io_timeout_s * 2):
                     await self._timed("Driver.connect", self.driver.connect())
-                self._backoff.reset()
+                up_at = self._clock.monotonic()
                 self.connected_since = self._clock.now()
                 self._link.set_online(True)
                 if not was_up:
@@ -125,6 +129,8 @@ class DriverSupervisor:
                 self._link.set_online(False, self.last_error)
                 unsupported = isinstance(exc, UnsupportedDeviceError)
             await self._close()
+            if self.connected_since is not None and self._clock.monotonic() - up_at >= STAYED_UP_S:
+                self._backoff.reset()
             self.connected_since = None
             self.reconnects += 1
             await self._clock.sleep(UNSUPPORTED_RETRY_S if unsupported else self._backoff.next_delay())

@@ -21,6 +21,7 @@ class ScriptedDevice:
         self.unsupported = False
         self.silent = False
         self.garbage = False
+        self.fail_when_running = False
         self.connects = 0
         self.closes = 0
 
@@ -46,6 +47,8 @@ class ScriptedDriver(Driver):
 
     async def run(self) -> None:
         device = DEVICES[self.endpoint.host]
+        if device.fail_when_running:
+            raise RuntimeError("exploded right after connecting")
         while True:
             if device.garbage:
                 self.sink.protocol_error("line noise")
@@ -219,3 +222,48 @@ async def test_two_urls_whose_devices_identify_alike_get_ids_of_their_own() -> N
         assert await hub.manager.remove("scripted://twin:1")
         third = await hub.device(hub.add("scripted://twin:3"))
         assert third.id == "test-twin" and set(hub.store.devices) == {"test-twin", "test-twin-scripted"}
+
+
+async def test_a_device_that_fails_right_after_every_connect_backs_off_all_the_same() -> None:
+    """It connects (identifies) and fails at once, over and over: a connection that short was no working one."""
+    DEVICES["flaky"] = ScriptedDevice()
+    DEVICES["flaky"].fail_when_running = True
+    async with harness() as hub:
+        managed = hub.add("scripted://flaky")
+        await eventually(lambda: managed.supervisor.reconnects >= 3, 10, "three reconnects")
+        # the supervisor's own backoff (private): each failure doubled the next delay, none started it over
+        assert managed.supervisor._backoff.failures >= 3
+
+
+async def test_a_driver_writing_after_its_device_was_removed_does_not_bring_it_back() -> None:
+    """A driver's background task that outlives the driver keeps the sink it was given: a stranger's plugin
+    may well forget to cancel it."""
+    DEVICES["zombie"] = ScriptedDevice()
+    async with harness() as hub:
+        managed = hub.add("scripted://zombie")
+        device = await hub.device(managed)
+        sink = managed.handle
+        assert await hub.manager.remove(device.id)
+        sink.identify(unique_id="zombie", family="test", model="ZOMBIE", channel_count=1)
+        sink.update_device({"name": "back"})
+        sink.update_channel(1, {"battery_percent": 5})
+        assert hub.store.get(device.id) is None and hub.store.devices == {}
+
+
+async def test_what_a_plugin_may_not_write_is_dropped_and_counted() -> None:
+    """The user's extended name is the hub's; a reading count is a count; fields are a mapping, every time."""
+    DEVICES["careless"] = ScriptedDevice()
+    async with harness() as hub:
+        managed = hub.add("scripted://careless")
+        device = await hub.device(managed)
+        hub.store.update_channel(device.id, 1, {"extended_name": "Lead vocal"})  # as the venue store sets it
+        received = hub.store.readings_received
+        errors = managed.handle.protocol_errors
+        managed.handle.update_channel(1, {"extended_name": "PLUGIN"})
+        for count in (-131_127, float("nan"), "lots", True):
+            managed.handle.heard(count)  # type: ignore[arg-type]
+        for fields in (None, "garbage", 42, [("name", "x")]):
+            managed.handle.update_channel(1, fields)  # type: ignore[arg-type]
+        assert device.channels[0].extended_name == "Lead vocal"
+        assert hub.store.readings_received == received
+        assert managed.handle.protocol_errors == errors + 9
