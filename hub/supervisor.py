@@ -13,6 +13,7 @@ from hub.backoff import Backoff
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.drivers import DeviceSilentError, Driver, DriverSettings, UnsupportedDeviceError
 from hub.redact import redact
+from hub.text import device_text
 
 T = TypeVar("T")
 
@@ -28,6 +29,7 @@ def _untimed(what: str, awaitable: Awaitable[T]) -> Awaitable[T]:
 
 
 UNSUPPORTED_RETRY_S = 600.0
+MAX_ERROR_CHARS = 300
 # A connection that lasted this long was a working one: the next failure starts the backoff over. One that
 # failed sooner (a device that accepts, identifies and then fails every time) keeps backing off.
 STAYED_UP_S = 30.0
@@ -35,8 +37,11 @@ STAYED_UP_S = 30.0
 
 def describe_failure(exc: BaseException, doing: str, timeout_s: float | None = None) -> str:
     """A sentence for the log and the API: the exception's own message, or, for one that has none (a bare
-    TimeoutError), what the hub was doing when it happened. Never just the class name."""
-    text = str(exc).strip()
+    TimeoutError), what the hub was doing when it happened. Never just the class name.
+
+    The message may quote the device (an unknown model string): it is device text, so it loses its control
+    characters and is cut, as everything a device says is before it reaches a terminal or the API."""
+    text = device_text(str(exc).strip(), MAX_ERROR_CHARS)
     if text:
         return text
     if isinstance(exc, TimeoutError):

@@ -9,6 +9,7 @@ Rows go to docs/reliability.md.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
@@ -133,3 +134,28 @@ async def test_unknown_shure_model_says_why_once() -> None:
     ).record()
     assert shown and "MXA910" in error and f"127.0.0.1:{receiver.port}" in error
     assert managed.supervisor.attempts == 1
+
+
+async def test_an_unknown_model_string_reaches_the_reason_and_the_log_as_device_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The reason quotes the model the device sent: escape sequences in it would clear an operator's terminal
+    and forge log lines, and 15,000 characters of it would fill /api/health."""
+    hostile = "MXA\x1b[2J\x1b[31mEVIL\x1b[0m\r\n2026-01-01 ERROR hub: FAKE LOG LINE\x07" + "y" * 15_000
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while request := await reader.readuntil(b">"):
+                writer.write(f"< REP MODEL {{{hostile}}} >".encode() if b"GET MODEL" in request else b"< REP ERR >")
+        writer.close()
+
+    caplog.set_level("WARNING")
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, limit=1 << 20)
+    port = server.sockets[0].getsockname()[1]
+    async with server, DriverHarness("shure", settings=SETTINGS) as hub:
+        managed = hub.add(f"shure://127.0.0.1:{port}")
+        error = await eventually(lambda: managed.supervisor.last_error, 10.0, "the reason")
+    assert "MXA[2J[31mEVIL" in error and len(error) <= 300
+    assert not any(char in error for char in "\x1b\r\n\x07")
+    logged = [record.getMessage() for record in caplog.records if "MXA" in record.getMessage()]
+    assert logged and not any(char in line for line in logged for char in "\x1b\r\n\x07")
