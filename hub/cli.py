@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub import __version__
 from hub.config import ConfigError, HubConfig, load_config
@@ -21,6 +21,9 @@ from hub.logs import setup_logging
 from hub.plugins import PluginHost
 from hub.redact import redact
 from hub.text import small_number
+
+if TYPE_CHECKING:
+    from hub.app import Hub
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
@@ -186,11 +189,29 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
     _raise_open_file_limit()
     _tune_garbage_collector()
     try:
-        _run_forever(hub.run_until_signalled())
+        _run_forever(_until_signalled(hub))
     except Exception as exc:  # the hub has stopped everything it started: say why in one line
         logging.getLogger("hub").error("the hub stopped: %s", redact(str(exc)) or type(exc).__name__)
         return EXIT_FAILED
     return 0
+
+
+async def _until_signalled(hub: Hub) -> None:
+    """Run the hub; then leave at once if plugin code it gave up on is still running: asyncio's exit would
+    cancel it again and wait for it, for ever if it ignores cancellation (hub.plugins.call_bounded)."""
+    failed = True
+    try:
+        await hub.run_until_signalled()
+        failed = False
+    finally:
+        if hub.plugins.strays:
+            logging.getLogger("hub").error(
+                "%d plugin call(s) given up on still running (they ignore cancellation): exiting without them",
+                len(hub.plugins.strays),
+            )
+            logging.shutdown()
+            sys.stdout.flush()
+            os._exit(EXIT_FAILED if failed else 0)
 
 
 def _plugins(as_json: bool) -> int:

@@ -140,6 +140,8 @@ class PluginHost:
         self.records: dict[str, PluginRecord] = {}
         self.timer = HookTimer()
         self._drivers: dict[str, tuple[DriverSpec, str]] | None = None
+        # plugin calls given up on at their deadline and cancelled, but not yet ended (see call_bounded)
+        self.strays: set[asyncio.Future[Any]] = set()
 
     def load_entry_points(self, only: str | None = None) -> None:
         if only is None:
@@ -219,17 +221,25 @@ class PluginHost:
     ) -> Any:
         """Call a plugin's code (a hook, or a method of its driver such as ``apply``): timed against the plugin
         under ``what``, an awaitable result awaited within ``timeout``; raise PluginError when it overran."""
-        try:
-            result = self.timer.call(plugin_name, what, function, *args, **kwargs)
-            if inspect.isawaitable(result):
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-                async with asyncio.timeout(timeout):
-                    result = await self.timer.timed(plugin_name, what, result)
+        result = self.timer.call(plugin_name, what, function, *args, **kwargs)
+        if not inspect.isawaitable(result):
             return result
+        # Awaited as a task of its own and left behind at the deadline: awaiting its cancellation (as
+        # asyncio.timeout does) would wait for ever on plugin code that catches CancelledError and goes on.
+        task = asyncio.ensure_future(self.timer.timed(plugin_name, what, result))
+        try:
+            await asyncio.wait({task}, timeout=timeout)
         except asyncio.CancelledError:
+            task.cancel()
             raise
-        except TimeoutError:
-            raise PluginError(f"plugin {plugin_name} did not answer {what} within {timeout:g} s") from None
+        if task.done():
+            if task.cancelled():  # the plugin raised CancelledError itself: its caller was not cancelled
+                raise PluginError(f"plugin {plugin_name} cancelled {what} itself")
+            return task.result()
+        task.cancel()
+        self.strays.add(task)
+        task.add_done_callback(self.strays.discard)
+        raise PluginError(f"plugin {plugin_name} did not answer {what} within {timeout:g} s")
 
     def plugins_with(self, hook: str) -> list[str]:
         return [name for name, _ in self._impls(hook)]

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +35,8 @@ from hub.model import Command, CommandResult
 from hub.plugins import PluginHost
 from hub.testing import eventually
 from tests.fault_harness import TOKEN, hub_config
+from tests.mosquitto import free_port
+from tests.test_faults_hub import devices_online, hub_process
 from tests.reliability_report import record_check
 
 AREA = "plugin isolation"
@@ -339,3 +342,71 @@ def test_driver_specs_that_would_break_topics_or_text_are_refused_by_wmhub_plugi
         "that is no function, an upper-case scheme",
         "refused at registration with what is wrong, shown by `wmhub plugins` (the scheme lowercased)",
     )
+
+
+STUBBORN_PLUGIN = """
+import asyncio
+
+from hub import hookimpl
+from hub.drivers import Driver
+from hub.hookspecs import DriverSpec
+
+
+class Stubborn(Driver):
+    async def connect(self):
+        self.sink.identify(unique_id="box", family="stubborn", model="S-1", channel_count=1)
+
+    async def run(self):
+        await asyncio.Event().wait()
+
+    async def close(self):
+        pass
+
+    async def apply(self, command):
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass  # and carries on waiting, as careless code does
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="stubborn", vendor="stubborn", families=("s",), factory=Stubborn, default_port=1))
+"""
+
+
+async def test_an_apply_that_ignores_cancellation_is_answered_504_and_the_hub_still_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", stranger_distribution(tmp_path, "stubborn", STUBBORN_PLUGIN)["PYTHONPATH"])
+    port = free_port()
+    config = tmp_path / "wmhub.toml"
+    config.write_text(
+        f'hub_id = "stubborn"\ndata_dir = "{tmp_path / "data"}"\ndevices = ["stubborn://box"]\n'
+        f'command_timeout_s = 1.0\n[mqtt]\nurl = "off"\n[http]\nport = {port}\ntoken = "{TOKEN}"\n'
+        "[discovery]\nenabled = false\n",
+        encoding="utf-8",
+    )
+    base = f"http://127.0.0.1:{port}"
+    with hub_process(config, tmp_path / "hub.log") as hub:
+        hub.start()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            await devices_online(session, base, 1)
+            started = time.monotonic()
+            async with session.post(
+                f"{base}/api/v1/channels/stubborn-box:1/commands",
+                json={"kind": "mute", "value": True},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            ) as response:
+                status, answered_s = response.status, time.monotonic() - started
+        hub.signal(signal.SIGTERM)
+        code = await hub.exited(20)
+    record_check(
+        AREA,
+        "a driver's apply that catches CancelledError and keeps waiting",
+        f"answered {status} after {answered_s:.1f} s (command_timeout_s = 1); SIGTERM: the hub exited ({code})",
+    )
+    assert status == 504
+    assert code == 0
+    assert "ignore cancellation" in (tmp_path / "hub.log").read_text()
