@@ -416,6 +416,9 @@ class Hub:
             log.info("device %s removed (%s)", redact(device_id_or_url), source)
         return removed
 
+    def refusal(self, command: Command) -> CommandResult | None:
+        return self.devices.refusal(command)
+
     async def apply(self, command: Command, source: str) -> CommandResult:
         before = self._current_value(command)
         result = await self.devices.apply(command)

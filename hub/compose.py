@@ -93,6 +93,9 @@ class FleetHub(Hub):
     def candidates(self) -> list[Candidate]:
         return []
 
+    def refusal(self, command: Command) -> CommandResult | None:
+        return None  # the hub that owns the receiver checks the command when it arrives
+
     async def apply(self, command: Command, source: str) -> CommandResult:
         result = await self.mirror.apply(command)
         log.info(

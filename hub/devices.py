@@ -468,22 +468,37 @@ class DeviceManager:
             entry.task.cancel()
         await asyncio.gather(*(entry.task for entry in managed), return_exceptions=True)
 
-    async def apply(self, command: Command) -> CommandResult:
-        """Carry out a command on the device's driver (``Driver.apply``), timed and bounded like a hook call
-        of its plugin; never raises, returns a result."""
+    def _sendable(self, command: Command) -> tuple[ManagedDevice, Driver]:
+        """The device and driver ``command`` goes to; raise the CommandError that refuses it unsent."""
         managed = self.find(command.device_id)
         driver = managed.driver if managed is not None else None
         device = self._store.get(command.device_id)
+        if managed is None:
+            raise DeviceUnavailableError(f"unknown device {command.device_id!r}")
+        if driver is None or device is None or not device.online:
+            raise DeviceUnavailableError(f"device {command.device_id} is not connected")
+        if command.channel is not None and device.channel(command.channel) is None:
+            raise DeviceUnavailableError(f"device {command.device_id} has no channel {command.channel}")
+        # the one place every edge's command meets the family's declared limits, before the plugin
+        if device.capabilities is not None:
+            device.capabilities.check(command, device.model or device.family or "this device")
+        return managed, driver
+
+    def refusal(self, command: Command) -> CommandResult | None:
+        """Why ``command`` would be refused before anything is sent (unknown or offline device, a value
+        outside the family's limits), or None: an edge checks every part of a request before sending one."""
         try:
-            if managed is None:
-                raise DeviceUnavailableError(f"unknown device {command.device_id!r}")
-            if driver is None or device is None or not device.online:
-                raise DeviceUnavailableError(f"device {command.device_id} is not connected")
-            if command.channel is not None and device.channel(command.channel) is None:
-                raise DeviceUnavailableError(f"device {command.device_id} has no channel {command.channel}")
-            # the one place every edge's command meets the family's declared limits, before the plugin
-            if device.capabilities is not None:
-                device.capabilities.check(command, device.model or device.family or "this device")
+            self._sendable(command)
+        except CommandError as exc:
+            return exc.result()
+        return None
+
+    async def apply(self, command: Command) -> CommandResult:
+        """Carry out a command on the device's driver (``Driver.apply``), timed and bounded like a hook call
+        of its plugin; never raises, returns a result."""
+        managed: ManagedDevice | None = None
+        try:
+            managed, driver = self._sendable(command)
             self._admit(command.device_id)
             result = await self._plugins.call_bounded(
                 managed.plugin, "Driver.apply", self.command_timeout_s, driver.apply, command

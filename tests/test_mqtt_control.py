@@ -183,3 +183,27 @@ async def test_a_retained_command_is_not_carried_out_when_the_broker_replays_it(
     answers = [orjson.loads(payload) for topic, payload in probe.messages if topic.endswith("/response/set")]
     assert "kept" not in [answer.get("transaction") for answer in answers]
     assert sim.channels[1].values["muted"] is False
+
+
+async def test_a_set_with_one_value_the_receiver_cannot_take_changes_nothing(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """The mute in it is fine, the name too long for a ULX-D and the gain out of its range: a flow that
+    retries the message on error must not find the mute already done."""
+    async with (
+        ShureSimulator("ulxd4d", seed=5) as sim,
+        running_hub(mqtt_broker, tmp_path, [sim.url], plugins=vendor_plugins()) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        base = hub.config.mqtt.base_topic
+        device_id = await hub_device_id(hub, "shure")
+        await probe.subscribe(f"{base}/#")
+        answer = await probe.request(
+            f"{base}/hubs/hub1/response/set",
+            f"{base}/devices/{device_id}/channels/1/set",
+            {"name": "WAYTOOLONGNAME", "muted": True, "gain_db": 99},
+        )
+        await set_and_confirm(probe, base, device_id, 1, {"name": "Next"})  # the receiver's queue moved on
+    codes = {key: result["code"] for key, result in answer["data"]["results"].items()}
+    assert answer["status"] == "error" and codes == {"name": "invalid", "muted": "not_sent", "gain_db": "invalid"}
+    assert sim.channels[1].values["muted"] is False and sim.channels[1].values["gain_db"] != 99

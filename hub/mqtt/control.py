@@ -105,11 +105,16 @@ class ControlHandler(StatePublisher):
             raise RequestError(f"nothing to set; use one or more of: {', '.join(kinds)}")
         if device_id not in self.hub.state.devices:
             raise RequestError(f"unknown device {device_id!r}")
-        results: dict[str, CommandResult] = {}
-        for key, value in values.items():
-            command = Command(device_id=device_id, channel=channel, kind=kinds[key], value=value, slot=slot)
-            results[key] = await self.hub.apply(command, SOURCE)
-        return results
+        commands = {
+            key: Command(device_id=device_id, channel=channel, kind=kinds[key], value=value, slot=slot)
+            for key, value in values.items()
+        }
+        # every part is checked before any is sent: a message is carried out whole or not at all
+        refused = {key: result for key, command in commands.items() if (result := self.hub.refusal(command))}
+        if refused:
+            unsent = CommandResult(ok=False, error="not sent: another part of the message was refused", code="not_sent")
+            return {key: refused.get(key, unsent) for key in commands}
+        return {key: await self.hub.apply(command, SOURCE) for key, command in commands.items()}
 
     def _republish(self, device_id: str, channel: int | None) -> dict[str, Any]:
         device = self.hub.state.devices.get(device_id)
