@@ -474,12 +474,13 @@ class Hub:
         ]
         await asyncio.gather(*(retune(device) for device in takes_rate))
 
-    async def set_meter_rate(self, rate_ms: int, device_id: str | None, source: str) -> list[CommandResult]:
+    async def set_meter_rate(self, rate_ms: int, device_id: str | None, source: str) -> dict[str, CommandResult]:
+        """The result for each device asked: the one named, or every online one."""
         targets = [device_id] if device_id is not None else [d.id for d in self.device_list() if d.online]
-        return [
-            await self.apply(Command(device_id=target, kind=CommandKind.METER_RATE, value=rate_ms), source)
+        return {
+            target: await self.apply(Command(device_id=target, kind=CommandKind.METER_RATE, value=rate_ms), source)
             for target in targets
-        ]
+        }
 
     async def rename_channel(self, device_id: str, channel: int, name: str | None, source: str) -> None:
         """Set (or with None, clear) the extended name: the user's name for a channel, kept by the hub."""

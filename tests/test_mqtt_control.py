@@ -138,13 +138,14 @@ async def test_the_meter_rate_request_sets_every_receiver_and_approve_adds_a_can
 ) -> None:
     async with (
         ShureSimulator("ulxd4d", seed=6) as sim,
+        ShureSimulator("p10t", seed=7) as in_ear,  # a transmitter: it meters at a rate of its own
         ShureSimulator("slxd4d", seed=8) as found,
         # approving a candidate adds a device: an admin request, off unless mqtt.admin
-        running_hub(mqtt_broker, tmp_path, [sim.url], plugins=vendor_plugins(), admin=True) as hub,
+        running_hub(mqtt_broker, tmp_path, [sim.url, in_ear.url], plugins=vendor_plugins(), admin=True) as hub,
         MqttProbe(mqtt_broker) as probe,
     ):
         base = hub.config.mqtt.base_topic
-        await hub_device_id(hub, "shure")
+        await eventually(lambda: len([d for d in hub.store.devices.values() if d.online]) == 2, 10, "both online")
         await probe.subscribe(f"{base}/hubs/hub1/response/#")
 
         async def request(command: str, payload: dict[str, Any]) -> Any:
@@ -153,14 +154,16 @@ async def test_the_meter_rate_request_sets_every_receiver_and_approve_adds_a_can
             )
 
         rate = await request("meter_rate", {"ms": 500})
-        assert (rate["status"], rate["data"]) == ("ok", {"ms": 500, "devices": 1}), rate
+        without = [device.id for device in hub.store.devices.values() if device.family == "psm1000"]
+        assert (rate["status"], rate["data"]) == ("ok", {"ms": 500, "devices": 1, "without_meter_rate": without}), rate
+        assert len(without) == 1
         await eventually(lambda: all(c.meter_rate_ms == 500 for c in sim.channels.values()), what="metering at 500 ms")
 
         # a discovered receiver waits in the store until approved
         await hub.offer_candidate(Candidate(url=found.url, vendor="shure", model="SLXD4D"))
         approved = await request("candidate/approve", {"url": found.url})
         assert approved["status"] == "ok" and approved["data"]["url"] == found.url
-        await eventually(lambda: len([d for d in hub.store.devices.values() if d.online]) == 2, 10, "both online")
+        await eventually(lambda: len([d for d in hub.store.devices.values() if d.online]) == 3, 10, "all online")
 
 
 @pytest.mark.mosquitto_only("RabbitMQ 3.x replays no retained message to the hub's wildcard subscriptions")

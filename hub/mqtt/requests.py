@@ -121,10 +121,20 @@ class HubRequests(StatePublisher):
 
     async def _request_meter_rate(self, request: MeterRateRequest) -> Any:
         results = await self.hub.set_meter_rate(request.ms, request.device_id, SOURCE)
-        failed = [result.error or result.code for result in results if not result.ok]
+        # asked of every device, one whose family meters at a fixed rate (in-ear transmitters) is no failure
+        without = (
+            []
+            if request.device_id is not None
+            else [device_id for device_id, result in results.items() if result.code == "not_supported"]
+        )
+        failed = [
+            f"{device_id}: {result.error or result.code}"
+            for device_id, result in results.items()
+            if not result.ok and device_id not in without
+        ]
         if failed:
-            raise RequestError("; ".join(str(message) for message in failed))
-        return {"ms": request.ms, "devices": len(results)}
+            raise RequestError("; ".join(failed))
+        return {"ms": request.ms, "devices": len(results) - len(without), "without_meter_rate": without}
 
     async def _request_discovery_restart(self, request: EmptyRequest) -> Any:
         await self.hub.restart_discovery()
