@@ -528,7 +528,7 @@ async def test_a_flood_of_requests_is_refused_beyond_the_limit_and_the_rest_stil
         for number in range(3):
             probe.publish(f"{base}/hubs/hub1/request/info", {"transaction": number})
         refused = await probe.json(f"{base}/hubs/hub1/response/info", lambda value: value["status"] == "error")
-        assert "too many requests waiting" in refused["error"]
+        assert "too many requests waiting" in refused["error"] and refused["transaction"] == 2  # matched to its request
         release.set()
         answered = [
             await probe.json(f"{base}/hubs/hub1/response/info", lambda value, n=n: value.get("transaction") == n)

@@ -27,6 +27,7 @@ from hub.mqtt.brokers import BrokerAddress, TlsFiles, Will, parse_broker_urls
 from hub.mqtt.client import MqttClient
 from hub.mqtt.control import ControlHandler
 from hub.mqtt.embedded import EmbeddedBroker, EmbeddedBrokerError
+from hub.mqtt.messages import RequestError, parse_object
 from hub.mqtt.presence import Presence
 from hub.mqtt.publisher import METER_SLICE, STATE_COALESCE_S, STATE_FIELDS
 from hub.mqtt.requests import HubRequests
@@ -154,7 +155,7 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
             elif len(command) > MAX_COMMAND_CHARS:  # its answer would go to a topic that long
                 log.warning("MQTT request %s ignored: no command is that long", preview(command))
             elif not self._oversized(command, payload, {}):
-                self._spawn("hub", self._answer_request(command, payload), command)
+                self._spawn("hub", self._answer_request(command, payload), command, payload, {})
             return
         if topic == self.topics.hub_devices:
             self._mark_left_behind_offline(payload)
@@ -171,6 +172,8 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
                 target.device_id,
                 self._answer_control(target.device_id, target.channel, target.action, payload),
                 target.action,
+                payload,
+                where,
             )
             return
         if topic == self.topics.homeassistant_status and payload.strip() == b"online":
@@ -198,14 +201,20 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         self._respond(command, None, "error", where, f"payload of {len(payload)} bytes refused; the limit is {limit}")
         return True
 
-    def _spawn(self, queue: str, work: Coroutine[Any, Any, None], command: str) -> None:
+    def _spawn(
+        self, queue: str, work: Coroutine[Any, Any, None], command: str, payload: bytes, where: dict[str, Any]
+    ) -> None:
         """Run ``work`` after everything queued before it for the same target; refuse it (answering on the
-        ``command`` response topic) when the target already has too much waiting, so a flood of messages
-        cannot pile up tasks without end."""
+        ``command`` response topic, with the request's transaction) when the target already has too much
+        waiting, so a flood of messages cannot pile up tasks without end."""
         if self._waiting[queue] >= MAX_WAITING_PER_TARGET:
             work.close()
             log.warning("MQTT: %d messages for %s still waiting; refusing more", self._waiting[queue], queue)
-            self._respond(command, None, "error", {}, f"too many requests waiting for {queue}; try again later")
+            try:
+                request: dict[str, Any] | None = parse_object(payload)
+            except RequestError:
+                request = None
+            self._respond(command, request, "error", where, f"too many requests waiting for {queue}; try again later")
             return
         self._waiting[queue] += 1
 
