@@ -4,6 +4,7 @@
         hub.add(f"shure://127.0.0.1:{proxy.port}")
         proxy.delay_s = 0.5        # every chunk waits, both ways (a slow link or a device answering slowly)
         proxy.blackhole()          # half-open: sockets stay open, nothing more gets through, new ones too
+        proxy.babble(b"~")         # a byte to the hub on every connection (stray bytes from a device gone wrong)
         proxy.heal()               # new connections work again; the blackholed ones stay dead, as after a
                                    # real cable pull, so the hub has to notice and reconnect
         proxy.cut()                # every connection reset at once (a device reboot, as seen on the wire)
@@ -188,6 +189,11 @@ class TcpFaultProxy(_FaultKnobs):
         self.blackholed = True
         for pipe in self._pipes:
             pipe.blackholed = True
+
+    def babble(self, data: bytes) -> None:
+        """Send ``data`` to the hub on every connection, as a device gone wrong that still emits bytes."""
+        for pipe in self._pipes:
+            pipe.writers[0].write(data)
 
     def heal(self) -> None:
         """New connections work again. Blackholed ones stay dead until an end closes them."""

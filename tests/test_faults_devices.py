@@ -179,6 +179,34 @@ async def test_half_open_tcp(mqtt_broker: TestBroker, tmp_path: Path) -> None:
             assert lost_state == 0 and lost_control == 0
 
 
+async def test_a_receiver_that_only_babbles_goes_offline(tmp_path: Path) -> None:
+    """It stopped answering but still sends a stray byte now and then (a receiver whose firmware hung half
+    way): bytes that are no message are no sign of life."""
+    async with ShureSimulator("ulxd4d") as sim, TcpFaultProxy("127.0.0.1", sim.port) as proxy:
+        url = f"shure://127.0.0.1:{proxy.port}"
+        async with running_hub(hub_config(tmp_path, [url])) as hub:
+            await agreed(hub, url, sim, 10, "device online before the fault")
+            proxy.blackhole()
+
+            async def babbling() -> None:
+                while True:
+                    proxy.babble(b"~")
+                    await asyncio.sleep(0.1)
+
+            babbler = asyncio.create_task(babbling())
+            try:
+                detection = await seconds_until(lambda: is_offline(hub, url), 10, "device offline while babbling")
+            finally:
+                babbler.cancel()
+    FaultResult(
+        "Receiver stops answering, sends a stray byte every 100 ms",
+        detection,
+        None,
+        notes="bytes outside any message are not heard as the device: offline by silence",
+    ).record()
+    assert detection <= OFFLINE_AFTER_S + 1.5
+
+
 async def test_device_answering_slowly(mqtt_broker: TestBroker, tmp_path: Path) -> None:
     """Every byte takes 400 ms each way: the device stays online, state and controls all get through."""
     async with ShureSimulator("ulxd4d") as sim, TcpFaultProxy("127.0.0.1", sim.port) as proxy:

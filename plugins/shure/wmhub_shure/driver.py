@@ -507,7 +507,8 @@ class ShureDriver(Driver):
             self._decode_held()
         sample = self._sample
         channels = self.channel_count
-        for body in self._framer.feed(data):
+        bodies = self._framer.feed(data)
+        for body in bodies:
             tokens = body.split()  # wasted only on the rare report: nearly every message is a SAMPLE
             if tokens and tokens[0] == b"SAMPLE":
                 if sample is None:
@@ -531,7 +532,8 @@ class ShureDriver(Driver):
                 self._merge(self.family, report)
         if self._slots_changed:
             self._send_slots()
-        sink.heard(samples)
+        if bodies:  # bytes outside any message are no sign of life: a receiver gone wrong may send nothing else
+            sink.heard(samples)
         framer = self._framer
         if framer.dropped_bytes != self._dropped_reported:
             sink.protocol_error(f"{framer.dropped_bytes - self._dropped_reported} bytes outside any message")
