@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
-from wmhub_sennheiser.ssc1_driver import Ssc1Driver
+from wmhub_sennheiser import ssc1
+from wmhub_sennheiser.ssc1_driver import SscClient, Ssc1Driver
 from wmhub_sennheiser.testing import UdpPeer, online, shows
 
 from hub.model import Command, CommandKind, Device
@@ -325,3 +327,31 @@ async def test_a_charger_followed_through_an_evening_of_packs_charging_coming_an
         assert states <= {"charging", "charged", None}
     finally:
         await simulator.stop()
+
+
+class _XidlessDevice(asyncio.DatagramProtocol):
+    """Answers a subscribe by echoing its array, as a real device does, but without ``osc/xid``: the
+    reference says xid is optional for a device to reflect."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        body = json.loads(data)
+        body["osc"].pop("xid", None)
+        self.transport.sendto(json.dumps(body).encode(), addr)  # type: ignore[attr-defined]
+
+
+async def test_a_subscription_is_answered_by_its_echo_without_xid() -> None:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(_XidlessDevice, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    client = SscClient("127.0.0.1", port, retry_s=0.2, on_message=lambda message: None)
+    try:
+        await client.open(1.0)
+        body = ssc1.subscribe_body([(ssc1.SubscriptionParams.periodic(100, 10), [("rx1", "name")])])
+        answer = await client.request(body, timeout=2.0)
+    finally:
+        client.close()
+        transport.close()
+    assert answer.subscription_echo is not None and answer.xid is None

@@ -65,10 +65,15 @@ class _Pending:
         the written values (or an error). A subscription notification still holding the old value is no reply
         to a set whose datagram was lost: taken as one, it would report a refusal that never happened."""
         refused = {error.address for error in message.errors if error.kind is not ErrorKind.SUBSCRIPTION_ENDED}
+        # a subscribe request is answered by its echo, which decoding keeps apart from the values
+        echoed = {ssc1.SUBSCRIBE} if message.subscription_echo is not None else set()
         return (
             bool(self.paths)
-            and self.paths <= message.addresses
-            and all(path in refused or message.values.get(path) == value for path, value in self.writes.items())
+            and self.paths <= message.addresses | echoed
+            and all(
+                path in refused or path in echoed or message.values.get(path) == value
+                for path, value in self.writes.items()
+            )
         )
 
 
