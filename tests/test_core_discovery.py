@@ -136,7 +136,10 @@ class Garbled:
         if service.name == "bad url":
             return Candidate(url="garbled://127.0.0.1:9\x1b[2J", vendor="garbled")
         return Candidate(
-            url=f"garbled://{service.host}:{service.port}", vendor="garbled", model="\x1b[31mRED\x07", name="y" * 100_000
+            url=f"garbled://{service.host}:{service.port}",
+            vendor="garbled",
+            model="\x1b[31mRED\x07",
+            name="y" * 100_000,
         )
 
 

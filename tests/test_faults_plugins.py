@@ -36,8 +36,8 @@ from hub.plugins import PluginHost
 from hub.testing import eventually
 from tests.fault_harness import TOKEN, hub_config
 from tests.mosquitto import free_port
-from tests.test_faults_hub import devices_online, hub_process
 from tests.reliability_report import record_check
+from tests.test_faults_hub import devices_online, hub_process
 
 AREA = "plugin isolation"
 HOSTILE_NAME = "\x1b[2J\x1b[31mFAKE\r\n2026-01-01 ERROR hub: forged line\u202e" + "y" * 100_000

@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_sennheiser import ssc1
-from wmhub_sennheiser.ssc1_driver import SscClient, Ssc1Driver
+from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
+from wmhub_sennheiser.ssc1_driver import Ssc1Driver, SscClient
 from wmhub_sennheiser.testing import UdpPeer, online, shows
 
 from hub.model import Command, CommandKind, Device
