@@ -36,7 +36,7 @@ from hub.plugins import PluginError, PluginHost
 from hub.redact import redact
 from hub.state import ChannelWriter, StateStore
 from hub.supervisor import DriverSupervisor
-from hub.text import DEFAULT_TEXT_WIDTH, device_text, preview
+from hub.text import DEFAULT_TEXT_WIDTH, device_text, id_safe, preview
 
 log = logging.getLogger("hub.devices")
 T = TypeVar("T")
@@ -95,7 +95,8 @@ class DeviceHandle(DeviceSink):
         self._channel_rules, self._device_rules = _rules_for(text_width)
         # fields already warned about: a plugin's mistake is logged once, then only counted
         self._warned: set[str] = set()
-        # device id -> the URL of the handle that holds it, shared by every handle of one manager
+        # each device id's id-safe form (hub.text.id_safe) -> the URL of the handle that holds it, shared by
+        # every handle of one manager
         self._claims = {} if claims is None else claims
         self.endpoint = endpoint
         self.vendor = vendor
@@ -183,23 +184,26 @@ class DeviceHandle(DeviceSink):
         choices = [wanted, f"{wanted}-{scheme}", f"{wanted}-{scheme}-{place}"]
         if self.device_id in choices:
             choices.insert(0, self.device_id)  # keep the id it had (e.g. restored from the store)
+        # claimed by their id-safe form: 'a.b' and 'a_b' would be one device in Home Assistant
         for choice in choices:
-            if self._claims.get(choice, self.endpoint.url) == self.endpoint.url:
+            if self._claims.get(id_safe(choice), self.endpoint.url) == self.endpoint.url:
                 break
         if choice != wanted:
             self.log.warning(
                 "another device already is %s; this one (%s) is %s", wanted, redact(self.endpoint.url), choice
             )
-        if self.device_id is not None and self._claims.get(self.device_id) == self.endpoint.url:
-            del self._claims[self.device_id]
-        self._claims[choice] = self.endpoint.url
+        self._unclaim()
+        self._claims[id_safe(choice)] = self.endpoint.url
         return choice
+
+    def _unclaim(self) -> None:
+        if self.device_id is not None and self._claims.get(id_safe(self.device_id)) == self.endpoint.url:
+            del self._claims[id_safe(self.device_id)]
 
     def release(self) -> None:
         """Give the id up (the device was removed) and take nothing more from the driver."""
         self.released = True
-        if self.device_id is not None and self._claims.get(self.device_id) == self.endpoint.url:
-            del self._claims[self.device_id]
+        self._unclaim()
 
     def update_device(self, fields: Mapping[str, Any]) -> None:
         self._last_heard = self._monotonic()

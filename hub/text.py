@@ -52,3 +52,13 @@ def small_number(text: str, digits: int = 9) -> int | None:
     if 0 < len(text) <= digits and text.isascii() and text.isdigit():
         return int(text)
     return None
+
+
+_NOT_ID_SAFE: Final = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def id_safe(text: str) -> str:
+    """``text`` with every character but letters, digits, ``_`` and ``-`` as ``_``: the form of a device id
+    Home Assistant takes in discovery topics and unique ids. Two ids with one form are one device there, so
+    the hub gives no two devices ids of the same form (hub.devices)."""
+    return _NOT_ID_SAFE.sub("_", text)

@@ -224,6 +224,16 @@ async def test_two_urls_whose_devices_identify_alike_get_ids_of_their_own() -> N
         assert third.id == "test-twin" and set(hub.store.devices) == {"test-twin", "test-twin-scripted"}
 
 
+async def test_ids_that_home_assistant_would_read_as_one_are_kept_apart() -> None:
+    """'col.one' and 'col_one' are one id in Home Assistant's discovery topics and unique ids: the second
+    device would take over the first's entities there, and removing it would delete them."""
+    DEVICES["twin"] = ScriptedDevice()
+    async with harness() as hub:
+        first = await hub.device(hub.add("scripted://twin:4?id=col.one"))
+        second = await hub.device(hub.add("scripted://twin:5?id=col_one"))
+        assert (first.id, second.id) == ("test-col.one", "test-col_one-scripted")
+
+
 async def test_a_device_that_fails_right_after_every_connect_backs_off_all_the_same() -> None:
     """It connects (identifies) and fails at once, over and over: a connection that short was no working one."""
     DEVICES["flaky"] = ScriptedDevice()

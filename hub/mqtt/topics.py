@@ -14,10 +14,9 @@ one broker without collisions::
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from hub.text import small_number
+from hub.text import id_safe, small_number
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ class Topics:
 
 def homeassistant_node_id(device_id: str) -> str:
     """Home Assistant accepts only ``[a-zA-Z0-9_-]`` in discovery topic ids."""
-    return re.sub(r"[^a-zA-Z0-9_-]", "_", device_id)
+    return id_safe(device_id)
 
 
 def homeassistant_hub_identifier(hub_id: str) -> str:
