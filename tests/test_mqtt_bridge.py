@@ -292,7 +292,10 @@ async def test_hub_requests(mqtt_broker: TestBroker, tmp_path: Path, receiver: s
         approve = await request("candidate/approve", {"url": "example://127.0.0.1:1"})
         assert approve["status"] == "error" and "candidate" in approve["error"]
         rate = await request("meter_rate", {"ms": 500})
-        assert rate["status"] == "error" and "EX-1 has no meter_rate control" in rate["error"]
+        # asked of every device: the example family meters at a rate of its own, which is no failure
+        assert rate["status"] == "ok" and rate["data"] == {"ms": 500, "devices": 0, "without_meter_rate": [first_id]}
+        one = await request("meter_rate", {"ms": 500, "device_id": first_id})
+        assert one["status"] == "error" and "EX-1 has no meter_rate control" in one["error"]
         restart = await request("discovery/restart")
         assert restart["status"] == "ok"
         unknown = await request("reboot")

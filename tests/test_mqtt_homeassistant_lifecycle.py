@@ -256,6 +256,32 @@ async def test_a_previous_runs_device_is_cleared_only_after_the_grace_on_the_hub
             await probe.message(gone, lambda payload: payload == b"")
 
 
+async def test_a_receiver_moved_to_another_hub_keeps_its_topics_when_its_old_hub_starts_again(
+    mqtt_broker: TestBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hub B's previous run owned the receiver; hub A owns it now. B starting again must neither mark it
+    offline nor clear its topics: Home Assistant would delete the device that A is publishing."""
+    clock = SimulatedClock()
+    moved = "wmmove/devices/example-EXMOVED"
+    config = "homeassistant/device/example-EXMOVED/config"
+    listed = [{"id": "example-EXMOVED", "channel_count": 1}]
+    caplog.set_level(logging.INFO, logger="hub.mqtt")
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("#")
+        probe.publish("wmmove/hubs/hubb/devices", listed, retain=True)  # B's previous run
+        probe.publish("wmmove/hubs/huba/devices", listed, retain=True)  # A, running
+        for topic, payload in ((moved, b'{"id":"example-EXMOVED"}'), (f"{moved}/availability", b"online")):
+            probe.publish(topic, payload, retain=True)
+        probe.publish(config, {"device": {"name": "moved"}}, retain=True)
+        async with running_hub(mqtt_broker, tmp_path, [], hub_id="hubb", base="wmmove", clock=clock):
+            clock.advance(DEPARTED_GRACE_S)
+            await eventually(lambda: "is another hub's now" in caplog.text, 5, "B deciding about the receiver")
+            await probe.request("wmmove/hubs/hubb/response/info", "wmmove/hubs/hubb/request/info", {})
+        after = await retained(mqtt_broker, "#")
+    assert after[moved] == b'{"id":"example-EXMOVED"}' and after[f"{moved}/availability"] == b"online"
+    assert config in after
+
+
 async def test_removal_over_mqtt_clears_every_retained_topic(mqtt_broker: TestBroker, tmp_path: Path) -> None:
     server, url = await example_receiver("EXREMOVE")
     requests = "wmremove/hubs/hub1/request"

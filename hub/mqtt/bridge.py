@@ -95,7 +95,8 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         if settings.homeassistant:
             client.subscribe(self.topics.homeassistant_status, qos)
         # once: the retained device list tells which devices the previous run of this hub left behind
-        client.subscribe(self.topics.hub_devices, qos)
+        # every hub's list: this hub's previous run's tells what it left behind, the others' what they own
+        client.subscribe(self.topics.every_hub_devices, qos)
         for device in list(self.hub.state.devices.values()):
             self._publish_device(device)
         self._publish_device_list()
@@ -157,8 +158,9 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
             elif not self._oversized(command, payload, {}):
                 self._spawn("hub", self._answer_request(command, payload), command, payload, {})
             return
-        if topic == self.topics.hub_devices:
-            self._mark_left_behind_offline(payload)
+        hub_id = self.topics.device_list_hub(topic)
+        if hub_id is not None:
+            self._on_device_list(hub_id, payload)
             return
         target = self.topics.control_target(topic)
         if target is not None:

@@ -21,6 +21,9 @@ HOMEASSISTANT_METER_DELAY_S = 2.0
 # How long a previous run's device may take to identify itself again before this run decides it is gone
 # (removed from the configuration) and clears its retained topics: a driver's connect timeout, and some.
 DEPARTED_GRACE_S = 15.0
+# How long after this hub's previous device list the other hubs' lists (retained, sent with it on
+# subscribing) are taken to be in.
+OTHER_LISTS_SETTLE_S = 0.5
 
 
 class Presence(StatePublisher):
@@ -30,6 +33,20 @@ class Presence(StatePublisher):
         super().__init__(hub, venue)
         self._left_behind_checked = False
         self._meter_snapshot: asyncio.Task[None] | None = None
+        # the devices each other hub on the broker lists as its own (its retained device list, kept current)
+        self._owned_elsewhere: dict[str, frozenset[str]] = {}
+
+    def _on_device_list(self, hub_id: str, payload: bytes) -> None:
+        if hub_id == self.topics.hub_id:
+            self._mark_left_behind_offline(payload)
+        elif payload:
+            self._owned_elsewhere[hub_id] = frozenset(_device_ids(payload))
+        else:
+            self._owned_elsewhere.pop(hub_id, None)
+
+    def _owned_by_another_hub(self, device_id: str) -> bool:
+        """A receiver moved to another hub since this one last ran: its topics are that hub's now."""
+        return any(device_id in owned for owned in self._owned_elsewhere.values())
 
     def _say_offline(self) -> None:
         """Nobody watches the receivers once the hub is gone: say so on each, not only on the hub."""
@@ -44,35 +61,43 @@ class Presence(StatePublisher):
         to be gone from the configuration get their retained topics cleared once this run's devices have
         identified themselves."""
         assert self.client is not None
-        if self._left_behind_checked:
+        if self._left_behind_checked:  # later ones are this run's own
             return
         self._left_behind_checked = True
-        self.client.unsubscribe(self.topics.hub_devices)
         try:
             previous = {str(entry["id"]): int(entry.get("channel_count") or 0) for entry in orjson.loads(payload)}
         except (orjson.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError):
             return
-        for device_id in sorted(set(previous) - set(self.hub.state.devices)):
-            log.info("device %s from this hub's previous run is not here (yet): marked offline", device_id)
-            availability = self.topics.availability(device_id)
-            self.client.publish(availability, b"offline", self.settings.qos_state, retain=True, keep=False)
         if previous:
-            task = asyncio.create_task(self._clear_departed(previous), name="mqtt departed devices")
+            task = asyncio.create_task(self._settle_left_behind(previous), name="mqtt departed devices")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _clear_departed(self, previous: dict[str, int]) -> None:
-        """Clear the retained topics of the previous run's devices that this run does not have: removed from
-        the configuration (or the store) while the hub was stopped. Waits until every device of this run
-        has an id (this run's, or the one it had last run), at most DEPARTED_GRACE_S."""
+    async def _settle_left_behind(self, previous: dict[str, int]) -> None:
+        """Mark the previous run's devices that are not here offline, then clear the retained topics of those
+        this run does not have: removed from the configuration (or the store) while the hub was stopped.
+        Waits until every device of this run has an id (this run's, or the one it had last run), at most
+        DEPARTED_GRACE_S. A device another hub lists as its own now is that hub's: left alone."""
         clock = self.hub.clock
         deadline = clock.monotonic() + DEPARTED_GRACE_S
+        # the other hubs' retained lists come from the broker in the same burst as this hub's, in any order:
+        # a wait on the network's time, not the hub's clock
+        await asyncio.sleep(OTHER_LISTS_SETTLE_S)
+        for device_id in sorted(set(previous) - set(self.hub.state.devices)):
+            if self._owned_by_another_hub(device_id) or self.client is None:
+                continue
+            log.info("device %s from this hub's previous run is not here (yet): marked offline", device_id)
+            availability = self.topics.availability(device_id)
+            self.client.publish(availability, b"offline", self.settings.qos_state, retain=True, keep=False)
         expected, complete = self.hub.expected_device_ids()
         while not complete and clock.monotonic() < deadline:
             await clock.sleep(0.2)
             expected, complete = self.hub.expected_device_ids()
         for device_id, channel_count in sorted(previous.items()):
             if device_id in expected or self.client is None:
+                continue
+            if self._owned_by_another_hub(device_id):
+                log.info("device %s of this hub's previous run is another hub's now: its topics are left", device_id)
                 continue
             log.info("device %s of this hub's previous run is gone: clearing its retained topics", device_id)
             topics = [self.topics.device(device_id), self.topics.availability(device_id)]
@@ -97,3 +122,14 @@ class Presence(StatePublisher):
     async def _publish_meter_snapshot_later(self) -> None:
         await self.hub.clock.sleep(HOMEASSISTANT_METER_DELAY_S)
         self._publish_meter_snapshot()
+
+
+def _device_ids(payload: bytes) -> list[str]:
+    """The ids in a hub's retained device list (``[{"id": …}, …]``); none from one that is not such a list."""
+    try:
+        entries = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(entries, list):
+        return []
+    return [str(entry["id"]) for entry in entries if isinstance(entry, dict) and "id" in entry]

@@ -39,6 +39,7 @@ class Topics:
         self.hub_state = f"{self.hub}/state"
         self.hub_info = f"{self.hub}/info"
         self.hub_devices = f"{self.hub}/devices"
+        self.every_hub_devices = f"{base}/hubs/+/devices"  # each hub's list says which devices it owns
         self.hub_alerts = f"{self.hub}/alerts"
         self.hub_alert_events = f"{self.hub}/alerts/event"
         self.hub_swap_list = f"{self.hub}/swap_list"
@@ -49,6 +50,14 @@ class Topics:
         self._devices_prefix = f"{base}/devices/"
         # the hub's own device in Home Assistant; receivers point at it with via_device
         self.homeassistant_hub_config = f"{homeassistant_prefix}/device/{homeassistant_hub_identifier(hub_id)}/config"
+
+    def device_list_hub(self, topic: str) -> str | None:
+        """The hub whose device list ``topic`` is (``<base>/hubs/<hub>/devices``), else None."""
+        prefix = f"{self.base}/hubs/"
+        if topic.startswith(prefix) and topic.endswith("/devices"):
+            hub_id = topic[len(prefix) : -len("/devices")]
+            return hub_id if hub_id and "/" not in hub_id else None
+        return None
 
     def response(self, command: str) -> str:
         return f"{self.hub}/response/{command}"
