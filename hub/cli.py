@@ -231,7 +231,10 @@ def _plugins(as_json: bool) -> int:
         return 0
     for plugin in listing:
         status = f"ERROR {plugin['error']}" if plugin["error"] else ", ".join(plugin["hooks"])
-        print(f"{plugin['distribution'] or plugin['name']} {plugin['version'] or ''}: {status}")
+        # one distribution may hold several plugins (entry points): each line names its own
+        entry = f" ({plugin['name']})" if plugin["distribution"] not in (None, plugin["name"]) else ""
+        shown = f"{plugin['distribution'] or plugin['name']} {plugin['version'] or ''}".rstrip()
+        print(f"{shown}{entry}: {status}".replace("\n", "\n    "))
         for driver in plugin["drivers"]:
             print(f"    {driver['scheme']}://  {driver['description']}")
     return 0
