@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import http.client
+import ipaddress
 import json
 import logging
 import os
@@ -13,9 +15,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from hub import __version__
+from hub.auth import TOKEN_FILE
 from hub.config import ConfigError, HubConfig, load_config
 from hub.logs import setup_logging
 from hub.plugins import PluginHost
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # the shell's 128 + SIGINT
 GC_YOUNG_THRESHOLD = 50_000
 
 
@@ -35,7 +39,29 @@ def _http_address(value: str) -> dict[str, Any]:
     port = small_number(port_text, digits=5)
     if not sep or port is None:
         raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 address as URLs write it: [::1]:8058
+        host = host[1:-1]
     return {"host": host or "127.0.0.1", "port": port}
+
+
+def _path(value: str) -> Path:
+    if not value.strip():  # Path("") is the current directory: an unset variable in a script, not a choice
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(value)
+
+
+def _address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an IP address") from None
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A mistake on the command line is one line on stderr (and exit status 2), not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _versions() -> str:
@@ -47,7 +73,7 @@ def _versions() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="wmhub",
         description="Wireless microphone hub: devices -> MQTT and a board.",
         formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps --version one distribution a line
@@ -56,23 +82,23 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the hub")
-    run.add_argument("--config", type=Path, help="TOML configuration file")
+    run.add_argument("--config", type=_path, help="TOML configuration file")
     run.add_argument("--device", action="append", default=[], metavar="URL", help="add a device (repeatable)")
     run.add_argument("--demo", action="store_true", help="start simulated devices on loopback and connect to them")
     run.add_argument(
         "--mqtt", help="embedded | off | mqtt://[user:pass@]host:port | mqtts://...; cluster nodes comma-separated"
     )
     run.add_argument("--http", type=_http_address, metavar="HOST:PORT", help="status board and REST API address")
-    run.add_argument("--data-dir", type=Path, help="where the database and API token live")
+    run.add_argument("--data-dir", type=_path, help="where the database and API token live")
     run.add_argument("--hub-id", help="this hub's id on MQTT (letters, digits, - and _)")
 
     fleet = commands.add_parser(
         "fleet", help="one board and read API for every hub on the broker, from their MQTT topics alone"
     )
-    fleet.add_argument("--config", type=Path, help="TOML configuration file (the [mqtt] and [http] tables)")
+    fleet.add_argument("--config", type=_path, help="TOML configuration file (the [mqtt] and [http] tables)")
     fleet.add_argument("--mqtt", help="the hubs' broker: mqtt://host:port (cluster nodes comma-separated)")
     fleet.add_argument("--http", type=_http_address, metavar="HOST:PORT", help="board and API address")
-    fleet.add_argument("--data-dir", type=Path, help="where the fleet board's API token lives")
+    fleet.add_argument("--data-dir", type=_path, help="where the fleet board's API token lives")
     fleet.add_argument("--hub-id", help="this board's id (its MQTT client id is <id>-fleet)")
 
     plugins = commands.add_parser("plugins", help="list installed plugins, their versions, hooks and errors")
@@ -80,32 +106,37 @@ def _parser() -> argparse.ArgumentParser:
 
     devices = commands.add_parser("devices", help="list the devices of a running hub")
     devices.add_argument("--json", action="store_true")
-    devices.add_argument("--config", type=Path)
+    devices.add_argument("--config", type=_path)
     devices.add_argument("--http", type=_http_address, metavar="HOST:PORT")
 
     discover = commands.add_parser("discover", help="look for devices on the network and print what was found")
     discover.add_argument("--seconds", type=float, default=10.0)
     discover.add_argument("--json", action="store_true")
-    discover.add_argument("--config", type=Path)
+    discover.add_argument("--config", type=_path)
     discover.add_argument(
-        "--interface", action="append", metavar="ADDRESS", help="run mDNS only on this address (repeatable)"
+        "--interface",
+        action="append",
+        type=_address,
+        metavar="ADDRESS",
+        help="run mDNS only on this address (repeatable)",
     )
     return parser
 
 
 def _config(args: argparse.Namespace) -> HubConfig:
+    # a flag given empty (--hub-id "") is given: its check refuses it, rather than the default taking over
     overrides: dict[str, Any] = {}
     if getattr(args, "device", None):
         overrides["devices"] = args.device
     if getattr(args, "demo", False):
         overrides["demo"] = True
-    if getattr(args, "mqtt", None):
+    if getattr(args, "mqtt", None) is not None:
         overrides["mqtt"] = {"url": args.mqtt}
-    if getattr(args, "http", None):
+    if getattr(args, "http", None) is not None:
         overrides["http"] = args.http
-    if getattr(args, "data_dir", None):
+    if getattr(args, "data_dir", None) is not None:
         overrides["data_dir"] = args.data_dir
-    if getattr(args, "hub_id", None):
+    if getattr(args, "hub_id", None) is not None:
         overrides["hub_id"] = args.hub_id
     if getattr(args, "interface", None):
         overrides["discovery"] = {"interfaces": args.interface}
@@ -241,18 +272,28 @@ def _plugins(as_json: bool) -> int:
 
 
 def _devices(config: HubConfig, as_json: bool) -> int:
-    base = f"http://{config.http.host}:{config.http.port}/api/v1/devices"
+    host = f"[{config.http.host}]" if ":" in config.http.host else config.http.host
+    base = f"http://{host}:{config.http.port}/api/v1/devices"
     devices: list[dict[str, Any]] = []
+    token = config.http.token or _stored_token(config.data_dir)  # a hub with open_reads off wants it
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         while True:
+            request = urllib.request.Request(f"{base}?limit=1000&offset={len(devices)}", headers=headers)
             # bandit B310 waived: the URL is always http:// to the configured hub
-            with urllib.request.urlopen(f"{base}?limit=1000&offset={len(devices)}", timeout=5) as response:  # nosec B310
+            with urllib.request.urlopen(request, timeout=5) as response:  # nosec B310
                 page = json.load(response)
             devices += page["items"]
             if not page["items"] or len(devices) >= page["total"]:
                 break
-    except (urllib.error.URLError, TimeoutError) as exc:
-        print(f"wmhub devices: no hub answering at {base} ({exc})", file=sys.stderr)
+    except urllib.error.HTTPError as exc:
+        print(f"wmhub devices: the hub at {base} answered {exc.code} {exc.reason}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, TimeoutError, http.client.HTTPException) as exc:
+        print(f"wmhub devices: no hub answering at {base} ({exc or type(exc).__name__})", file=sys.stderr)
+        return 1
+    except (ValueError, KeyError, TypeError) as exc:  # JSON that is no device list: not this hub's API
+        print(f"wmhub devices: what answers at {base} is not a wmhub API ({exc!r})", file=sys.stderr)
         return 1
     if as_json:
         print(json.dumps(devices, indent=2))
@@ -290,7 +331,21 @@ def _discover(config: HubConfig, seconds: float, as_json: bool) -> int:
     return 0
 
 
+def _stored_token(data_dir: Path) -> str | None:
+    try:
+        return (data_dir / TOKEN_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before the hub took over SIGINT (while it imports and starts)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "plugins":
         return _plugins(args.json)

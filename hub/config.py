@@ -7,10 +7,15 @@ exiting with status 2.
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
+import json
 import os
 import re
 import socket
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +29,10 @@ ENV_PREFIX = "WMHUB_"
 # a token typed by hand shorter than this is guessable over the LAN; generated ones have 43 characters
 MIN_TOKEN_LENGTH = 16
 # Variables that configure plugin loading rather than the hub's settings.
-_NON_SETTING_ENV = {"WMHUB_LOAD_PLUGINS", "WMHUB_TRACE_PLUGINS", "WMHUB_CONFIG"}
+# WMHUB_MQTT_PASSWORD is the broker login's password in docker-compose.yml's .env (deploy/mosquitto writes
+# the broker's password file from it); the hub gets it inside WMHUB_MQTT__URL. A shell that sourced .env
+# must still start the hub.
+_NON_SETTING_ENV = {"WMHUB_LOAD_PLUGINS", "WMHUB_TRACE_PLUGINS", "WMHUB_CONFIG", "WMHUB_MQTT_PASSWORD"}
 
 
 class ConfigError(Exception):
@@ -160,11 +168,27 @@ class DiscoverySettings(Section):
     auto_approve: bool = False
     interfaces: list[str] | None = Field(default=None, description="addresses to run mDNS on; default: all")
 
+    @field_validator("interfaces")
+    @classmethod
+    def _addresses(cls, interfaces: list[str] | None) -> list[str] | None:
+        for address in interfaces or ():
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"{address!r} is not an IP address (one of this machine's)") from None
+        return interfaces
+
 
 class TunableBand(Section):
     low_mhz: float = Field(ge=1.0, le=10_000.0)
     high_mhz: float = Field(ge=1.0, le=10_000.0)
     step_khz: float = Field(default=25.0, gt=0, le=10_000.0)
+
+    @model_validator(mode="after")
+    def _low_below_high(self) -> TunableBand:
+        if self.low_mhz >= self.high_mhz:
+            raise ValueError(f"low_mhz ({self.low_mhz:g}) must be below high_mhz ({self.high_mhz:g})")
+        return self
 
 
 class FrequencyConfig(Section):
@@ -190,7 +214,8 @@ def _default_hub_id() -> str:
 
 
 class HubConfig(Section):
-    hub_id: str = Field(default_factory=_default_hub_id, pattern=r"^[a-zA-Z0-9_-]+$")
+    # a topic level on MQTT and part of the client id: brokers limit both (Mosquitto's client id to 65,535)
+    hub_id: str = Field(default_factory=_default_hub_id, pattern=r"^[a-zA-Z0-9_-]+$", max_length=64)
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "wmhub")
     devices: list[str] = Field(default_factory=list, description="device URLs, e.g. shure://10.0.0.5")
     demo: bool = False
@@ -233,8 +258,38 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             if not isinstance(target, dict):  # WMHUB_MQTT=x and WMHUB_MQTT__URL=y both set
                 raise ConfigError(f"environment: {key} clashes with another WMHUB_ variable that sets {part!r}")
         leaf = path[-1]
-        target[leaf] = [item.strip() for item in value.split(",") if item.strip()] if leaf == "devices" else value
+        target[leaf] = _env_list(value) if _is_list_setting(path) else value
     return result
+
+
+def _is_list_setting(path: list[str]) -> bool:
+    """Whether the setting at ``path`` (``["http", "allowed_hosts"]``) holds a list."""
+    model: type[BaseModel] = HubConfig
+    for number, part in enumerate(path):
+        field = model.model_fields.get(part)
+        if field is None:
+            return False
+        union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+        kinds = typing.get_args(field.annotation) if union else (field.annotation,)  # X | None: look at X
+        for kind in kinds:
+            if number == len(path) - 1 and typing.get_origin(kind) in (list, tuple, set, frozenset):
+                return True
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                model = kind
+                break
+        else:
+            return False
+    return False
+
+
+def _env_list(value: str) -> Any:
+    """A list from the environment: a JSON array, or items separated by commas (``a, b``)."""
+    if value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value  # refused by the setting's check, naming the variable's key
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -254,7 +309,9 @@ def _describe(error: ValidationError, source: str) -> str:
     if first["type"] == "extra_forbidden":
         message = "unknown setting"
     got = first.get("input")
-    secret = str(first["loc"][-1]).lower() in SECRET_KEYS if first["loc"] else False
+    key = str(first["loc"][-1]).lower() if first["loc"] else ""
+    # an unknown key's value is never shown: it may be a secret under a misspelt name (WMHUB_MQTT_PASWORD)
+    secret = first["type"] == "extra_forbidden" or any(word in key for word in SECRET_KEYS)
     shown = got is not None and not secret and not isinstance(got, dict | list)
     # a string redacted before it is quoted: a password's mask runs to the next space and would take the quote
     quoted = f"{redact(got)!r}" if isinstance(got, str) else redact(repr(got))
@@ -282,9 +339,32 @@ def load_config(
             raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    data = _merge(data, _env_overrides(os.environ if environ is None else environ))
-    data = _merge(data, overrides or {})
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deeply to be a configuration") from None
+    from_env = _env_overrides(os.environ if environ is None else environ)
+    data = _merge(_merge(data, from_env), overrides or {})
     try:
         return HubConfig.model_validate(data)
     except ValidationError as exc:
+        loc = [str(part) for part in exc.errors()[0]["loc"]]
+        if _holds(overrides or {}, loc):
+            source = "command line"
+        elif _holds(from_env, loc):
+            keys = list(itertools.takewhile(lambda part: not part.isdigit(), loc))
+            source = f"environment ({ENV_PREFIX}{'__'.join(keys).upper()})"
         raise ConfigError(_describe(exc, source)) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a configuration") from None
+
+
+def _holds(settings: Mapping[str, Any], loc: list[str]) -> bool:
+    """Whether ``settings`` gives the value at ``loc`` (or the part of it that holds the value)."""
+    found: Any = settings
+    for part in loc:
+        if isinstance(found, list) and part.isdigit() and int(part) < len(found):
+            found = found[int(part)]
+        elif isinstance(found, Mapping) and part in found:
+            found = found[part]
+        else:
+            return False
+    return True

@@ -40,16 +40,32 @@ def check_startup(
     if config.http.enabled:
         _check_listen(("http.host", "http.port"), config.http.host, config.http.port)
     if config.mqtt.url == "embedded":
-        _check_listen(("mqtt.url", "mqtt.embedded_port"), "127.0.0.1", config.mqtt.embedded_port)
+        embedded = config.mqtt.embedded_port
+        if config.http.enabled and embedded != 0 and embedded == config.http.port:
+            raise ConfigError(f"mqtt.embedded_port: {embedded} is http.port too; the two need ports of their own")
+        _check_listen(("mqtt.url", "mqtt.embedded_port"), "127.0.0.1", embedded)
+    if config.discovery.enabled:
+        for address in config.discovery.interfaces or ():
+            _check_own_address("discovery.interfaces", address)
 
 
 def _check_data_dir(data_dir: Path) -> None:
-    if data_dir.exists() and not data_dir.is_dir():
-        raise ConfigError(f"data_dir: {data_dir} is a file, not a directory")
     try:
+        if data_dir.exists() and not data_dir.is_dir():
+            raise ConfigError(f"data_dir: {data_dir} is a file, not a directory")
         data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+    except OSError as exc:  # a name too long, a parent that cannot be searched
         raise ConfigError(f"data_dir: cannot create {data_dir} ({exc.strerror})") from None
+
+
+def _check_own_address(key: str, address: str) -> None:
+    """``address`` is one of this machine's: mDNS runs on the interface that has it."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError as exc:
+            raise ConfigError(f"{key}: {address} is not an address of this machine ({exc.strerror})") from None
 
 
 def _check_listen(keys: tuple[str, str], host: str, port: int) -> None:

@@ -29,8 +29,8 @@ from urllib.parse import unquote_plus
 MASK: Final = "***"
 SECRET_KEYS: Final = frozenset({"password", "passwd", "pwd", "pass", "token", "secret", "key", "api_key", "apikey"})
 
-# A "word" that may hold a userinfo: a password may hold quotes, brackets and anything else but whitespace.
-_WORD = re.compile(r"\S+")
+# Where a word starts, searched for in reverse (the first whitespace before a point of the text).
+_WORD_START = re.compile(r"\s")
 # "key=", where the key starts the text or follows a separator a URL query or a log line uses; only the
 # key is matched, so a value ("url=shure://h?password=x") never hides an option inside it
 _KEY = re.compile(r"(?<![^?&;,\s'\"{(])([^?&;,=\s'\"{}()]+)=")
@@ -39,15 +39,23 @@ _VALUE_END = re.compile(r"[&\s#]|$")
 
 
 def _userinfo_passwords(text: str) -> Iterator[tuple[int, int]]:
-    for word in _WORD.finditer(text):
-        at = text.rfind("@", word.start(), word.end())  # the host follows the last '@': a password may hold one
-        if at < 0:
-            continue
-        start = text.rfind("//", word.start(), at)
-        start = word.start() if start < 0 else start + 2
+    """The password of each ``user:password@`` in ``text``: for each '@', from the first ':' after the
+    nearest '://' before it on its line (or, with no scheme, after the start of its word) up to the '@'.
+    So a password may hold spaces, quotes, '@', '//' and commas, and each URL of a comma-separated broker
+    list is masked on its own."""
+    at = text.find("@")
+    while at >= 0:
+        line_start = text.rfind("\n", 0, at) + 1
+        scheme = text.rfind("://", line_start, at)
+        if scheme >= 0:
+            start = scheme + 3
+        else:
+            word = _WORD_START.search(text[line_start:at][::-1])
+            start = at - word.start() if word is not None else line_start
         colon = text.find(":", start, at)
         if 0 <= colon < at - 1:  # user@host and user:@host hold nothing secret
             yield colon + 1, at
+        at = text.find("@", at + 1)
 
 
 def _option_values(text: str) -> Iterator[tuple[int, int]]:

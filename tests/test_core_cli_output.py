@@ -20,10 +20,16 @@ def wmhub(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     return subprocess.run([sys.executable, "-m", "hub.cli", *args], capture_output=True, text=True, timeout=60, env=env)
 
 
-async def wmhub_async(*args: str) -> tuple[int, str, str]:
+async def wmhub_async(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """The command as a child process, so a hub in this test's event loop can answer it meanwhile."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hub.cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "hub.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
@@ -88,3 +94,38 @@ async def test_discover_prints_a_line_per_device_to_add() -> None:
     assert status == 0, stderr
     line = next(line for line in stdout.splitlines() if line.startswith(simulator.url))
     assert "sennheiser" in line and "EW-DX EM 4" in line
+
+
+def test_discover_refuses_an_interface_that_is_no_address_in_one_line() -> None:
+    result = wmhub("discover", "--seconds", "1", "--interface", "garbage")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "'garbage' is not an IP address" in result.stderr
+
+
+async def test_devices_sends_the_token_to_a_hub_that_closed_its_reads(tmp_path: Path) -> None:
+    config = HubConfig(
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url="off"),
+        discovery=DiscoverySettings(enabled=False),
+        http=HttpSettings(port=0, open_reads=False),
+    )
+    async with compose_hub(config, plugin_host("shure")) as hub:
+        status, stdout, stderr = await wmhub_async(
+            "devices", "--http", f"127.0.0.1:{hub.web.port}", "--json", env={"WMHUB_DATA_DIR": str(tmp_path)}
+        )
+    assert status == 0, stderr
+    assert stdout.strip() == "[]"
+
+
+async def test_devices_says_what_answers_is_no_hub_in_one_line() -> None:
+    async def not_a_hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(not_a_hub, "127.0.0.1", 0)
+    async with server:
+        status, _, stderr = await wmhub_async("devices", "--http", f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    assert status == 1 and stderr.count("\n") == 1, stderr
+    assert "is not a wmhub API" in stderr and "Traceback" not in stderr

@@ -1,5 +1,6 @@
 """Configuration: file, environment and flags, and one clear line for every mistake."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,8 @@ def test_wrong_type_in_file_prints_one_line_and_exits_2(tmp_path: Path) -> None:
         ("devices = [\n", "not valid TOML"),
         ("[frequency]\nprofile = 'tight'\n", "frequency.profile"),
         ("[frequency.bands.ulxd]\nlow_mhz = 470\n", "frequency.bands.ulxd.high_mhz"),
+        ("[frequency.bands.ulxd]\nlow_mhz = 700\nhigh_mhz = 500\n", "frequency.bands.ulxd: low_mhz"),
+        ("[discovery]\ninterfaces = ['garbage']\n", "discovery.interfaces"),
         # a wildcard in the prefix would make every topic the hub publishes invalid
         ("[mqtt]\nbase_topic = 'venue/#'\n", "mqtt.base_topic"),
     ],
@@ -68,3 +71,53 @@ def test_environment_overrides_file_and_flags_override_environment(tmp_path: Pat
 def test_bad_environment_value_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"offline_after_s"):
         load_config(None, environ={"WMHUB_OFFLINE_AFTER_S": "soon"})
+
+
+def test_an_unknown_settings_value_is_never_shown(tmp_path: Path) -> None:
+    """A misspelt secret is an unknown setting whose value is the secret."""
+    path = tmp_path / "hub.toml"
+    path.write_text("[http]\napi_token = 'MyVerySecretToken123'\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={"WMHUB_MQTT__PASWORD": "Hunter2-venue"})
+    assert "unknown setting" in str(raised.value) and "Hunter2" not in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    assert str(raised.value) == f"{path}: http.api_token: unknown setting"
+
+
+def test_list_settings_come_from_the_environment_as_commas_or_json() -> None:
+    environ = {
+        "WMHUB_HTTP__ALLOWED_HOSTS": "wmhub.venue.lan, foh.lan",
+        "WMHUB_HTTP__CORS_ORIGINS": '["http://a.lan"]',
+        "WMHUB_DISCOVERY__INTERFACES": "127.0.0.1",
+        "WMHUB_MQTT_PASSWORD": "for the broker's password file, not the hub",
+    }
+    config = load_config(None, environ=environ)
+    assert config.http.allowed_hosts == ["wmhub.venue.lan", "foh.lan"]
+    assert config.http.cors_origins == ["http://a.lan"] and config.discovery.interfaces == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "expected"),
+    [
+        ({"hub_id": "bad id"}, {}, "command line: hub_id"),
+        ({}, {"WMHUB_MQTT__KEEPALIVE": "1"}, "environment (WMHUB_MQTT__KEEPALIVE): mqtt.keepalive"),
+        ({}, {"WMHUB_DISCOVERY__INTERFACES": "garbage"}, "WMHUB_DISCOVERY__INTERFACES): discovery.interfaces"),
+        ({}, {"WMHUB_HUB_ID": "x" * 65}, "hub_id: String should have at most 64 characters"),
+    ],
+)
+def test_a_mistake_names_where_it_came_from(
+    tmp_path: Path, flags: dict[str, str], environ: dict[str, str], expected: str
+) -> None:
+    path = tmp_path / "hub.toml"
+    path.write_text("hub_id = 'fine'\n")
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(path, flags, environ=environ)
+
+
+def test_a_file_nested_too_deeply_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    result = run_wmhub("run", "--config", str(path))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "nested too deeply" in result.stderr

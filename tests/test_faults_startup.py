@@ -83,6 +83,31 @@ CASES = {
         {"file": 'max_connecting = "lots"\n'},
         "max_connecting: Input should be a valid integer",
     ),
+    "unknown flag": (["--bogus"], {}, "wmhub: unrecognized arguments: --bogus (see wmhub --help)"),
+    "flag without its value": (["--http"], {}, "wmhub run: argument --http: expected one argument"),
+    "HTTP address with an IPv6 host in brackets, port in use": (
+        ["--http", "[::ffff:127.0.0.1]:{busy_port}"],
+        {},
+        "http.port: ",
+    ),
+    "hub id given empty (an unset variable in a script)": (["--hub-id", ""], {}, "command line: hub_id"),
+    "data dir given empty": (["--data-dir", ""], {}, "wmhub run: argument --data-dir: an empty path"),
+    "hub id of 70,000 characters (WMHUB_HUB_ID)": (
+        [],
+        {"WMHUB_HUB_ID": "a" * 70_000},
+        "environment (WMHUB_HUB_ID): hub_id: String should have at most 64 characters",
+    ),
+    "data dir name too long": (["--data-dir", "{long_dir}"], {}, "data_dir: cannot create"),
+    "discovery on an address this machine does not have": (
+        [],
+        {"WMHUB_DISCOVERY__ENABLED": "true", "WMHUB_DISCOVERY__INTERFACES": "192.0.2.123"},
+        "discovery.interfaces: 192.0.2.123 is not an address of this machine",
+    ),
+    "the embedded broker on the HTTP port": (
+        ["--mqtt", "embedded", "--http", "127.0.0.1:{free_port}"],
+        {"WMHUB_MQTT__EMBEDDED_PORT": "{free_port}"},
+        "mqtt.embedded_port: {free_port} is http.port too",
+    ),
     "mqtt.ca_file missing": (
         ["--config", "{file}", "--mqtt", "mqtts://127.0.0.1:8883"],
         {"file": '[mqtt]\nca_file = "/nonexistent/ca.pem"\n'},
@@ -96,12 +121,15 @@ def test_bad_setting_exits_2_with_one_line(tmp_path: Path, case: str) -> None:
     args, extra, expected = CASES[case]
     a_file = tmp_path / "not-a-directory"
     a_file.write_text("", encoding="utf-8")
-    env = {key: value for key, value in extra.items() if key.startswith("WMHUB_")}
+    with port_in_use() as free_port:
+        pass  # closed again: free now, and unlikely to be taken in the second this test runs
     with port_in_use() as busy_port:
-        values = {"busy_port": str(busy_port), "a_file": str(a_file)}
+        values = {"busy_port": str(busy_port), "a_file": str(a_file), "free_port": str(free_port)}
+        values["long_dir"] = str(tmp_path / ("x" * 300))
         if "file" in extra:
             values["file"] = str(config_file(tmp_path, extra["file"]))
         args = [arg.format(**values) for arg in args]
+        env = {key: value.format(**values) for key, value in extra.items() if key.startswith("WMHUB_")}
         status, stderr, seconds = wmhub_run(tmp_path / "data", *args, env=env)
     lines = stderr.replace(str(tmp_path), "<tmp>").splitlines()
     record_check(

@@ -3,6 +3,7 @@ device or broker URL can carry it, inside any surrounding text, never survives."
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import strategies as st
 
 from hub.redact import MASK, SECRET_KEYS, redact
@@ -70,3 +71,18 @@ def test_no_password_survives(
     assert not any(letter in shown for letter in PASSWORD_LETTERS), (text, shown)
     assert MASK in shown and shown.endswith(" and more") and host in shown
     assert redact(shown) == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (  # a broker cluster: each URL's password, not only the last one's
+            "(got 'mqtt://u:Secret1@127.0.0.1:bad,mqtt://u:Secret2@127.0.0.1:1883')",
+            "(got 'mqtt://u:***@127.0.0.1:bad,mqtt://u:***@127.0.0.1:1883')",
+        ),
+        ("(got 'mqtt://u:Pass Word@127.0.0.1:bad')", "(got 'mqtt://u:***@127.0.0.1:bad')"),  # a space in it
+        ("mqtt://u:Slash//Es@broker:1883", "mqtt://u:***@broker:1883"),  # '//' in it
+    ],
+)
+def test_passwords_a_word_boundary_would_have_cut(text: str, shown: str) -> None:
+    assert redact(text) == shown

@@ -84,7 +84,8 @@ class WebServer:
         site = GuardedSite(self._runner, self.settings.host, self.settings.port, self.limits)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
-        log.info("status board and API on http://%s:%s/", self.settings.host, self.port)
+        host = self.settings.host
+        log.info("status board and API on http://%s:%s/", f"[{host}]" if ":" in host else host, self.port)
 
     async def stop(self) -> None:
         await self.live.stop()
