@@ -69,6 +69,10 @@ def _rules_for(width: int) -> tuple[FieldRules, FieldRules]:
     return found
 
 
+# The longest error text of a command result the hub passes on.
+MAX_RESULT_TEXT = 300
+
+
 class DeviceHandle(DeviceSink):
     """The sink one driver writes to; it binds the driver's reports to a device id in the store.
 
@@ -516,7 +520,7 @@ class DeviceManager:
             log.exception("plugin %s failed on %s", managed.plugin, command)
             return _plugin_error(managed.plugin, f"raised {type(exc).__name__}: {preview(str(exc))}")
         if isinstance(result, CommandResult):
-            return result
+            return _shown(result)
         log.error("plugin %s answered %s with %s instead of a CommandResult", managed.plugin, command, preview(result))
         return _plugin_error(managed.plugin, f"answered {preview(result)} instead of a CommandResult")
 
@@ -534,3 +538,13 @@ class DeviceManager:
 
     def health(self) -> list[dict[str, Any]]:
         return [managed.health() for managed in self.by_url.values()]
+
+
+def _shown(result: CommandResult) -> CommandResult:
+    """A plugin's result as the edges echo it: its texts are device text (an error of 1,000 escape sequences
+    would reach a terminal through the REST answer and the log), and a success carries no error."""
+    error = None if result.ok or not isinstance(result.error, str) else device_text(result.error, MAX_RESULT_TEXT)
+    code = result.code if isinstance(result.code, str) else None
+    if error == result.error and code == result.code:
+        return result
+    return result.model_copy(update={"error": error, "code": code and device_text(code, MAX_RESULT_TEXT)})

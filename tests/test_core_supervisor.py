@@ -60,6 +60,10 @@ class ScriptedDriver(Driver):
         DEVICES[self.endpoint.host].closes += 1
 
     async def apply(self, command: Command) -> CommandResult:
+        if command.value == "escapes":  # answers with what a careless plugin passes on from its device
+            return CommandResult(ok=False, error="\x1b[2J" * 1000 + "refused\r\nFORGED", code="refused\x07")
+        if command.value == "fine":
+            return CommandResult(ok=True, value="fine", error="\x1b[31mnot an error")
         await asyncio.Event().wait()  # never confirms
         raise AssertionError
 
@@ -277,3 +281,14 @@ async def test_what_a_plugin_may_not_write_is_dropped_and_counted() -> None:
         assert device.channels[0].extended_name == "Lead vocal"
         assert hub.store.readings_received == received
         assert managed.handle.protocol_errors == errors + 9
+
+
+async def test_a_plugins_command_result_is_passed_on_as_device_text() -> None:
+    DEVICES["careless-answers"] = ScriptedDevice()
+    async with harness() as hub:
+        device = await hub.device(hub.add("scripted://careless-answers"))
+        refused = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.NAME, value="escapes"))
+        done = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.NAME, value="fine"))
+    assert refused.error is not None and "\x1b" not in refused.error and "\n" not in refused.error
+    assert refused.error.startswith("[2J[2J") and len(refused.error) == 300 and refused.code == "refused"
+    assert (done.ok, done.value, done.error) == (True, "fine", None)
