@@ -13,6 +13,7 @@ from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device
 from hub.mqtt.homeassistant import DEVICE_READINGS, READINGS, discovery_config
 from hub.mqtt.presence import HOMEASSISTANT_METER_DELAY_S
 from hub.mqtt.topics import Topics
+from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
 from tests.test_mqtt_bridge import online_device, receiver, running_hub, watching_hub
 
@@ -254,3 +255,24 @@ def test_a_settable_transmitter_power_is_a_select_of_the_family_levels() -> None
     assert power["command_template"] == '{"tx_power": {{ value | tojson }}}'
     slots = config["components"]["ch1_tx_slots"]
     assert slots["platform"] == "sensor" and "tx_slots" in slots["json_attributes_template"]
+
+
+async def test_a_burst_of_births_is_answered_at_once_and_once_more_at_its_end(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    """Each answer is every config and state again: 200 births must not mean 200 times all of it."""
+    async with running_hub(mqtt_broker, tmp_path, [receiver]) as hub, MqttProbe(mqtt_broker) as probe:
+        base, device_id = hub.config.mqtt.base_topic, await online_device(hub)
+        config = f"homeassistant/device/{device_id}/config"
+        await probe.subscribe(config)
+        await probe.subscribe(f"{base}/hubs/hub1/response/info")
+        probe.clear()
+        for _ in range(200):
+            probe.publish("homeassistant/status", b"online")
+
+        def answers() -> int:
+            return len([topic for topic, _ in probe.messages if topic == config])
+
+        await eventually(lambda: answers() == 2, 10, "the first answer and the burst's last")
+        await probe.request(f"{base}/hubs/hub1/response/info", f"{base}/hubs/hub1/request/info", {})
+        assert answers() == 2

@@ -123,6 +123,9 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
             self._release_meters = None
         for sub in self._subscriptions:
             sub.close()
+        if self._birth_answer is not None:
+            self._birth_answer.cancel()
+            self._birth_answer = None
         timers = [*self._loops, *([self._meter_snapshot] if self._meter_snapshot is not None else [])]
         for task in timers:
             task.cancel()

@@ -18,6 +18,8 @@ log = logging.getLogger("hub.mqtt")
 # Home Assistant subscribes to state topics after it has processed the configs; meters are not retained,
 # so their snapshot waits a moment after the configs went out.
 HOMEASSISTANT_METER_DELAY_S = 2.0
+# After answering Home Assistant's birth, further births within this long get one answer, at its end.
+BIRTH_COALESCE_S = 1.0
 # How long a previous run's device may take to identify itself again before this run decides it is gone
 # (removed from the configuration) and clears its retained topics: a driver's connect timeout, and some.
 DEPARTED_GRACE_S = 15.0
@@ -33,6 +35,8 @@ class Presence(StatePublisher):
         super().__init__(hub, venue)
         self._left_behind_checked = False
         self._meter_snapshot: asyncio.Task[None] | None = None
+        self._birth_answer: asyncio.TimerHandle | None = None
+        self._birth_answered_at = -BIRTH_COALESCE_S  # on the event loop's time
         # the devices each other hub on the broker lists as its own (its retained device list, kept current)
         self._owned_elsewhere: dict[str, frozenset[str]] = {}
 
@@ -109,8 +113,24 @@ class Presence(StatePublisher):
             self.client.flush()
 
     def _republish_for_homeassistant(self) -> None:
+        """Answer Home Assistant's birth message at once, and a burst of them with one more answer at its end:
+        each answer is every config and state, and a client allowed to write homeassistant/status could
+        send births by the hundred."""
+        if self._birth_answer is not None:  # the burst's last answer is due already
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._birth_answered_at + BIRTH_COALESCE_S - loop.time()
+        if wait <= 0:
+            self._answer_birth()
+        else:
+            self._birth_answer = loop.call_later(wait, self._answer_birth)
+
+    def _answer_birth(self) -> None:
+        self._birth_answer = None
+        self._birth_answered_at = asyncio.get_running_loop().time()
+        if self.client is None:
+            return
         log.info("Home Assistant came online: re-publishing discovery and state")
-        assert self.client is not None
         self._publish(self.topics.hub_state, payloads.HUB_ONLINE)
         self._publish_hub_homeassistant()
         for device in list(self.hub.state.devices.values()):
