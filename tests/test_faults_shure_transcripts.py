@@ -159,3 +159,16 @@ async def test_an_unknown_model_string_reaches_the_reason_and_the_log_as_device_
     assert not any(char in error for char in "\x1b\r\n\x07")
     logged = [record.getMessage() for record in caplog.records if "MXA" in record.getMessage()]
     assert logged and not any(char in line for line in logged for char in "\x1b\r\n\x07")
+
+
+async def test_a_receiver_that_closes_at_once_is_said_to_close_not_to_be_silent() -> None:
+    async def close_soon(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.close()
+
+    server = await asyncio.start_server(close_soon, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, DriverHarness("shure", settings=SETTINGS) as hub:
+        managed = hub.add(f"shure://127.0.0.1:{port}")
+        error = await eventually(lambda: managed.supervisor.last_error, 10.0, "the reason")
+    assert "closed" in error and "no answer" not in error, error

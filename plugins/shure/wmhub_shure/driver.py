@@ -294,6 +294,7 @@ class ShureDriver(Driver):
         await asyncio.wait(futures, timeout=self.settings.io_timeout_s)
         answers: list[Report | None] = []
         heard = False
+        lost: BaseException | None = None
         for future in futures:
             if not future.done():
                 future.cancel()  # abandoned: a late answer still pairs with it (see _Pending)
@@ -302,6 +303,10 @@ class ShureDriver(Driver):
             answers.append(future.result() if answered else None)
             # a refusal, or a later question answered, shows the device is listening
             heard = heard or answered or isinstance(error, RefusedError | SkippedError)
+            if error is not None and not isinstance(error, RefusedError | SkippedError):
+                lost = error  # the connection closed under the questions: that, not silence, is why
+        if not heard and lost is not None:
+            raise lost
         if not heard:
             asked = ", ".join(f"GET {'' if channel is None else f'{channel} '}{param}" for channel, param in questions)
             hint = "" if self.udp else " (SLX-D needs Controller Access set to Allow)"
