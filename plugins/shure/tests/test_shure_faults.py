@@ -158,3 +158,16 @@ async def test_a_receiver_that_accepts_but_never_answers_says_why() -> None:
         assert "Controller Access" in error
         mute_receiver.silent = False
         await hub.device(managed, timeout=10.0)
+
+
+async def test_a_receiver_refusing_every_get_all_is_read_one_parameter_at_a_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ERR to GET 0 ALL and to each GET n ALL (firmware without it): its channels must not stay empty."""
+    caplog.set_level("WARNING")
+    async with ShureSimulator("ulxd4d", seed=3) as sim, DriverHarness("shure", settings=FAST) as hub:
+        sim.refused_params.add("ALL")
+        sim.set_name(2, "NOALL")
+        device = await hub.device(hub.add(sim.url))
+        await eventually(lambda: device.channels[1].name == "NOALL", 5, "channel 2's name, asked by itself")
+    assert any("refused GET ALL" in record.getMessage() for record in caplog.records)

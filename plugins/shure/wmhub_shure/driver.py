@@ -327,25 +327,36 @@ class ShureDriver(Driver):
         assert family is not None
         if family in (UHFR, PSM1000):
             # micboard queries these one parameter at a time; GET ALL is not known to work on them
-            fields_seen: set[str] = set()
-            params = []
-            for name, spec in family.channel_params.items():
-                if spec.field not in fields_seen:  # one spelling per field: the other would get an ERR
-                    fields_seen.add(spec.field)
-                    params.append(name)
-            for channel in range(1, self.channel_count + 1):
-                for param in params:
-                    self._track(channel, "GET", param)
+            self._ask_each_parameter(family)
             return
         everything = self._track(0, "GET", "ALL")
         await asyncio.wait([everything], timeout=self.settings.io_timeout_s)
-        if everything.done() and not everything.cancelled() and isinstance(everything.exception(), RefusedError):
+        if _refused(everything):
             # SLX-D+ firmware 2.0.38.9 refuses GET 0 ALL and dumps one channel per GET n ALL (CO SLX-D+ notes)
-            for channel in range(1, self.channel_count + 1):
-                self._track(channel, "GET", "ALL")
+            each = [self._track(channel, "GET", "ALL") for channel in range(1, self.channel_count + 1)]
+            await asyncio.wait(each, timeout=self.settings.io_timeout_s)
+            if all(_refused(future) for future in each):
+                # firmware that has no ALL at all (unverified, but as UHF-R): its state one parameter at a time
+                self.sink.log.warning(
+                    "%s %s refused GET ALL for itself and for each channel: asking for each parameter instead",
+                    self.model,
+                    self.where,
+                )
+                self._ask_each_parameter(family)
         if family.network_query:
             param, *values = family.network_query
             self._track(None, "GET", param, *values)
+
+    def _ask_each_parameter(self, family: Family) -> None:
+        fields_seen: set[str] = set()
+        params = []
+        for name, spec in family.channel_params.items():
+            if spec.field not in fields_seen:  # one spelling per field: the other would get an ERR
+                fields_seen.add(spec.field)
+                params.append(name)
+        for channel in range(1, self.channel_count + 1):
+            for param in params:
+                self._track(channel, "GET", param)
 
     async def _start_metering(self) -> None:
         family = self.family
@@ -754,3 +765,7 @@ async def probe(host: str, port: int, timeout_s: float) -> tuple[str, str | None
         finally:
             writer.close()
     return None
+
+
+def _refused(future: asyncio.Future[Report]) -> bool:
+    return future.done() and not future.cancelled() and isinstance(future.exception(), RefusedError)

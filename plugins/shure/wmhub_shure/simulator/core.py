@@ -644,6 +644,9 @@ class ShureSimulator:
 
     def _get(self, peer: _Peer, report: Report) -> None:
         param = report.param
+        if param in self.refused_params:
+            self._error(peer)
+            return
         if param == "ALL":
             if self.family is SLXD_PLUS and report.channel in (0, None):
                 # firmware 2.0.38.9 refuses the all-channels dump; GET n ALL gives device + channel n (CO SLX-D+ notes)
