@@ -171,3 +171,16 @@ async def test_a_receiver_refusing_every_get_all_is_read_one_parameter_at_a_time
         device = await hub.device(hub.add(sim.url))
         await eventually(lambda: device.channels[1].name == "NOALL", 5, "channel 2's name, asked by itself")
     assert any("refused GET ALL" in record.getMessage() for record in caplog.records)
+
+
+async def test_a_receiver_reporting_another_model_is_detected_again() -> None:
+    """An unsolicited REP MODEL of another family (a swap behind a switch, or a liar): its fields would not fit
+    the family detected, so the hub reconnects and detects what answers now."""
+    async with ShureSimulator("ad4d", seed=3) as sim, DriverHarness("shure", settings=FAST) as hub:
+        managed = hub.add(sim.url)
+        device = await hub.device(managed)
+        assert device.family == "axient"
+        sim.broadcast(["REP MODEL {ULXD4Q}"])
+        await eventually(lambda: managed.supervisor.reconnects >= 1, 5, "a reconnect")
+        device = await hub.device(managed)
+    assert device.family == "axient" and device.model != "ULXD4Q"  # the simulator is still an AD4D

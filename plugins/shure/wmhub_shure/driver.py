@@ -347,6 +347,20 @@ class ShureDriver(Driver):
             param, *values = family.network_query
             self._track(None, "GET", param, *values)
 
+    def _another_receiver(self, family: Family, model: str) -> bool:
+        """A MODEL report of a family or channel count other than the one detected: another receiver answers
+        at this address now (a swap behind a switch). Its fields would not fit the family's: the connection
+        is closed, so that it is detected anew."""
+        found = family_of_model(model)
+        if found is not None and found[0] is family and found[2] == self.channel_count:
+            return False
+        self.sink.log.warning(
+            "%s reports model %r, not the %s detected: detecting it again", self.where, model.strip()[:40], self.model
+        )
+        if self._transport is not None:
+            self._transport.close()
+        return True
+
     def _ask_each_parameter(self, family: Family) -> None:
         fields_seen: set[str] = set()
         params = []
@@ -591,6 +605,8 @@ class ShureDriver(Driver):
 
     def _merge(self, family: Family, report: Report) -> None:
         channel = report.channel
+        if channel is None and report.param == "MODEL" and self._another_receiver(family, report.value):
+            return
         if channel is None:
             spec = family.device_params.get(report.param) or family.device_state.get(report.param)
             if spec is None:
