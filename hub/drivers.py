@@ -10,7 +10,9 @@ believes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -179,3 +181,39 @@ class UnsupportedDeviceError(Exception):
     Raise it from ``connect``, after ``identify`` with ``channel_count=0`` so the device is shown with the
     model it reported. The supervisor says why once and asks again only every ``UNSUPPORTED_RETRY_S``
     (the address may later hold a supported receiver)."""
+
+
+class ReadBudget:
+    """The share of the hub's time one connection's reads may take, for a driver reading a stream.
+
+    Every device, the MQTT client and the web server share one event loop: a device that sends more than
+    the hub can handle (a flood, a firmware loop replying to itself) would starve all of them. A driver
+    calls :meth:`spent` after handling each read with the time it took; once the connection has used
+    ``share`` of the current ``window_s``, its reading pauses until the window ends, and TCP slows the
+    device down. A receiver at any normal rate never comes near it.
+    """
+
+    def __init__(self, share: float = 0.2, window_s: float = 1.0) -> None:
+        self.share = share
+        self.window_s = window_s
+        self.pauses = 0  # how often reading was paused: the first one is worth a warning
+        self._window_start = 0.0
+        self._used = 0.0
+
+    def spent(self, seconds: float, transport: asyncio.Transport) -> bool:
+        """Count ``seconds`` of handling a read of ``transport``; True when this paused its reading."""
+        now = time.perf_counter()
+        if now - self._window_start >= self.window_s:
+            self._window_start, self._used = now, 0.0
+        self._used += seconds
+        if self._used <= self.share * self.window_s or not transport.is_reading():
+            return False
+        transport.pause_reading()
+        self.pauses += 1
+        asyncio.get_running_loop().call_later(self._window_start + self.window_s - now, _resume_reading, transport)
+        return True
+
+
+def _resume_reading(transport: asyncio.Transport) -> None:
+    if not transport.is_closing():
+        transport.resume_reading()

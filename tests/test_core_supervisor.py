@@ -7,7 +7,15 @@ import pytest
 
 from hub import hookimpl
 from hub.backoff import Backoff
-from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint, EndpointError, UnsupportedDeviceError
+from hub.drivers import (
+    DeviceSink,
+    Driver,
+    DriverSettings,
+    Endpoint,
+    EndpointError,
+    ReadBudget,
+    UnsupportedDeviceError,
+)
 from hub.hookspecs import DriverSpec
 from hub.model import Command, CommandKind, CommandResult
 from hub.testing import DriverHarness, eventually
@@ -292,3 +300,31 @@ async def test_a_plugins_command_result_is_passed_on_as_device_text() -> None:
     assert refused.error is not None and "\x1b" not in refused.error and "\n" not in refused.error
     assert refused.error.startswith("[2J[2J") and len(refused.error) == 300 and refused.code == "refused"
     assert (done.ok, done.value, done.error) == (True, "fine", None)
+
+
+class _Stream(asyncio.Transport):
+    """What ReadBudget sees of a TCP transport: whether it is reading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = True
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def test_a_connection_that_takes_more_than_its_share_of_the_loop_is_read_later() -> None:
+    stream, budget = _Stream(), ReadBudget(share=0.2, window_s=0.3)
+    assert not budget.spent(0.05, stream) and stream.reading  # 0.05 of the window's 0.06
+    assert budget.spent(0.02, stream) and not stream.reading and budget.pauses == 1
+    await eventually(lambda: stream.reading, 2, "reading again once the window is over")
+    assert not budget.spent(0.01, stream)  # a new window: well within its share

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, cast
 
-from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint, UnsupportedDeviceError
+from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint, ReadBudget, UnsupportedDeviceError
 from hub.model import (
     METER_FIELDS,
     Command,
@@ -94,7 +94,7 @@ class _Link(asyncio.Protocol, asyncio.DatagramProtocol):
     def __init__(self, driver: ShureDriver) -> None:
         self._driver = driver
         # the transport calls the driver itself: one Python frame fewer on each of thousands of reads a second
-        self.data_received = driver._on_data  # type: ignore[method-assign]
+        self.data_received = driver._on_data_within_budget  # type: ignore[method-assign]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self._driver._on_data(data)
@@ -119,6 +119,7 @@ class ShureDriver(Driver):
         self.raw: dict[tuple[int | None, str, int | None], str] = {}
         self.malformed = 0
         self.reads = 0  # reads of device data so far (socket reads or datagrams)
+        self._budget = ReadBudget()  # a datagram socket has no reading to pause: UHF-R's is not counted
         self._framer = Framer(STAR if udp else ANGLE)
         self._dropped_reported = 0
         self._framing = STAR if udp else ANGLE
@@ -518,6 +519,18 @@ class ShureDriver(Driver):
                 return
 
     # incoming data
+
+    def _on_data_within_budget(self, data: bytes) -> None:
+        started = time.perf_counter()
+        self._on_data(data)
+        transport = self._transport
+        if isinstance(transport, asyncio.Transport) and self._budget.spent(time.perf_counter() - started, transport):
+            if self._budget.pauses == 1:
+                self.sink.log.warning(
+                    "%s sends more than the hub can read (over %d%% of its time): read more slowly from now on",
+                    self.where,
+                    round(self._budget.share * 100),
+                )
 
     def _on_data(self, data: bytes) -> None:
         self.reads += 1
