@@ -52,6 +52,12 @@ MAX_RAW_PARAMS: Final = 4096
 MAX_HELD_READS: Final = 32
 
 
+# Reads at least this large are counted against the connection's ReadBudget. A receiver's reads are a few
+# hundred bytes (a read's samples, a report); a device sending faster than the hub parses fills each read
+# to the socket's buffer, so counting only large reads costs the usual case nothing.
+BUDGETED_READ_BYTES = 4096
+
+
 class NoAnswerError(ConnectionError):
     """The device accepted the connection but answered nothing."""
 
@@ -521,6 +527,9 @@ class ShureDriver(Driver):
     # incoming data
 
     def _on_data_within_budget(self, data: bytes) -> None:
+        if len(data) < BUDGETED_READ_BYTES:  # a receiver's read: nothing to count (a flood fills reads)
+            self._on_data(data)
+            return
         started = time.perf_counter()
         self._on_data(data)
         transport = self._transport
