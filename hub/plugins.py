@@ -204,7 +204,7 @@ class PluginHost:
         for name, function in self._impls(hook):
             if name == plugin_name:
                 try:
-                    return function(**kwargs)
+                    return self.timer.call(plugin_name, hook, function, **kwargs)
                 except Exception as exc:
                     self._fail(plugin_name, hook, exc)
         return None

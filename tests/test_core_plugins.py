@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -182,3 +183,18 @@ async def test_a_plugin_with_the_old_control_hook_still_loads_and_its_commands_r
         assert result.ok and result.value == "Lead"
         assert harness.store.get(device.id).channels[0].name == "Lead"  # type: ignore[union-attr]
         assert harness.plugins.listing()[-1]["error"] is None
+
+
+def test_a_slow_device_capabilities_is_named_as_itself(caplog: pytest.LogCaptureFixture) -> None:
+    """It runs inside Driver.connect (the device identifies itself): the warning must name the hook."""
+
+    class Slow:
+        @hookimpl
+        def device_capabilities(self, family: object, model: object) -> None:
+            time.sleep(0.15)
+
+    host = PluginHost()
+    host.register(Slow(), name="slow")
+    caplog.set_level("WARNING")
+    assert host.call_one("slow", "device_capabilities", family="x", model="y") is None
+    assert any("in device_capabilities" in record.getMessage() for record in caplog.records), caplog.text
