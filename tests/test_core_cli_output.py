@@ -13,6 +13,7 @@ from wmhub_shure.simulator import ShureSimulator
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.testing import eventually, plugin_host
+from tests.fault_harness import hub_config
 from tests.test_core_plugins import broken_distribution
 
 
@@ -103,12 +104,7 @@ def test_discover_refuses_an_interface_that_is_no_address_in_one_line() -> None:
 
 
 async def test_devices_sends_the_token_to_a_hub_that_closed_its_reads(tmp_path: Path) -> None:
-    config = HubConfig(
-        data_dir=tmp_path,
-        mqtt=MqttSettings(url="off"),
-        discovery=DiscoverySettings(enabled=False),
-        http=HttpSettings(port=0, open_reads=False),
-    )
+    config = hub_config(tmp_path, [], http=HttpSettings(port=0, open_reads=False))
     async with compose_hub(config, plugin_host("shure")) as hub:
         status, stdout, stderr = await wmhub_async(
             "devices", "--http", f"127.0.0.1:{hub.web.port}", "--json", env={"WMHUB_DATA_DIR": str(tmp_path)}
