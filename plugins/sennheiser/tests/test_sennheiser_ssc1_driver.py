@@ -310,7 +310,10 @@ async def test_an_ssc_device_that_is_no_known_receiver_is_refused_with_its_name(
         managed = hub.add(simulator.url)
         error = await eventually(lambda: managed.supervisor.last_error, what="the refusal")
         assert "is a 'CHG 4N', not an SSCv1 receiver this plugin knows" in error
-        assert managed.handle.device_id is None
+        # shown with what it said it is, and not asked again every few seconds (every UNSUPPORTED_RETRY_S)
+        device = hub.store.get(managed.handle.device_id or "")
+        assert device is not None and (device.model, device.family, device.channels) == ("CHG 4N", None, [])
+        assert managed.supervisor.attempts == 1
     finally:
         await simulator.stop()
 

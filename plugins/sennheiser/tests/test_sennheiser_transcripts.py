@@ -389,7 +389,8 @@ async def test_an_ssc_device_that_is_no_receiver_says_so_in_one_line(
         managed = hub.add(replay.url)
         error = await eventually(lambda: managed.supervisor.last_error, 10.0, "the refusal")
         assert f"127.0.0.1:{replay.port} is a 'TCC2', not an SSCv1 receiver" in error and "\n" not in error
-        assert managed.handle.device_id is None  # no device, no invented channels
+        device = hub.store.get(managed.handle.device_id or "")  # shown as what it says it is, no channels
+        assert device is not None and (device.model, device.family, device.channels) == ("TCC2", None, [])
         lines = [r.getMessage() for r in caplog.records if "TCC2" in r.getMessage()]
         assert len(lines) == 1 and str(replay.port) in lines[0]
 

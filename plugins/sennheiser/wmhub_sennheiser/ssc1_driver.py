@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from hub.drivers import DeviceSink, DriverSettings, Endpoint
+from hub.drivers import DeviceSink, DriverSettings, Endpoint, UnsupportedDeviceError
 from hub.model import (
     Command,
     CommandKind,
@@ -38,8 +38,9 @@ DEVICE_NAME: Final = ("device", "name")
 XID_LIMIT: Final = 2**31
 
 
-class SscUnsupportedDeviceError(ConnectionError):
-    """The device answers SSCv1 but is not a product family this plugin maps."""
+class SscUnsupportedDeviceError(UnsupportedDeviceError):
+    """The device answers SSCv1 but is not a product family this plugin maps: shown with its product and asked
+    again only every UNSUPPORTED_RETRY_S, like any device a plugin cannot monitor."""
 
 
 class _Socket(asyncio.DatagramProtocol):
@@ -182,6 +183,10 @@ class Ssc1Driver(UdpDriver):
         family = family_for(product)
         if family is None:
             known = ", ".join(family.label for family in FAMILIES)
+            serial = reply.values.get(IDENTITY[1])
+            self.sink.identify(
+                unique_id=serial if isinstance(serial, str) else None, family=None, model=product, channel_count=0
+            )
             raise SscUnsupportedDeviceError(
                 f"{self.endpoint.host}:{self.endpoint.port} is a {product!r}, not an SSCv1 receiver this plugin "
                 f"knows ({known}): not monitored"
