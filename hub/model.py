@@ -191,8 +191,9 @@ class NumberLimits(_Limits):
         if not self.min <= number <= self.max:
             raise InvalidValueError(f"{what} {number:g} {self.unit} is outside {self.min:g}..{self.max:g} {self.unit}")
         if not _multiple_of(number - self.min, self.step):
+            # repr, not :g: 473.3751 shown as 473.375 would name a value that is on the grid
             raise InvalidValueError(
-                f"{what} {number:g} {self.unit} is not on the device's {self.step:g} {self.unit} grid"
+                f"{what} {number!r} {self.unit} is not on the device's {self.step:g} {self.unit} grid"
             )
         return number
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from hub import hookimpl
 from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
 from hub.hookspecs import DriverSpec
-from hub.model import Command, CommandKind, CommandResult
+from hub.model import Command, CommandKind, CommandResult, InvalidValueError, NumberLimits
 from hub.testing import DriverHarness
 from tests.test_web_api import BenchReceiver
 
@@ -61,3 +63,10 @@ async def test_a_plugin_bug_and_a_plugin_without_controls_each_answer_with_a_cod
         assert results["buggy"].error == "plugin buggy raised ZeroDivisionError: 'division by zero'"
         # the bug cost that one command only: the device is still watched
         assert all(device.online for device in hub.store.devices.values())
+
+
+def test_a_value_off_the_grid_is_named_as_it_was_given() -> None:
+    """Rounded for the message, 473.3751 would read 473.375, a value that is on the grid."""
+    limits = NumberLimits(min=470.0, max=608.0, step=0.025, unit="MHz")
+    with pytest.raises(InvalidValueError, match=r"frequency 473\.3751 MHz is not on the device's 0\.025 MHz grid"):
+        limits.check(473.3751, "frequency")
