@@ -533,13 +533,14 @@ class ShureDriver(Driver):
         started = time.perf_counter()
         self._on_data(data)
         transport = self._transport
-        if isinstance(transport, asyncio.Transport) and self._budget.spent(time.perf_counter() - started, transport):
-            if self._budget.pauses == 1:
-                self.sink.log.warning(
-                    "%s sends more than the hub can read (over %d%% of its time): read more slowly from now on",
-                    self.where,
-                    round(self._budget.share * 100),
-                )
+        if not isinstance(transport, asyncio.Transport):
+            return
+        if self._budget.spent(time.perf_counter() - started, transport) and self._budget.pauses == 1:
+            self.sink.log.warning(
+                "%s sends more than the hub can read (over %d%% of its time): read more slowly from now on",
+                self.where,
+                round(self._budget.share * 100),
+            )
 
     def _on_data(self, data: bytes) -> None:
         self.reads += 1
