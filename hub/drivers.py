@@ -60,6 +60,8 @@ class Endpoint:
             port = parts.port
         except ValueError as exc:
             raise EndpointError(f"{shown!r}: {exc}") from None
+        if port == 0:  # a listening socket's "any port"; no device is reached there
+            raise EndpointError(f"{shown!r}: port 0 is no device's port")
         if port is None:
             if default_port is None:
                 raise EndpointError(f"{shown!r} needs a port")

@@ -61,6 +61,11 @@ def config_file(tmp_path: Path, text: str) -> Path:
 CASES = {
     "device URL, unknown scheme (--device)": (["--device", "shur://127.0.0.1"], {}, "--device: no plugin handles"),
     "device URL, no host (--device)": (["--device", "shure://"], {}, "--device: 'shure://' is not a device URL"),
+    "device URL, port 0 (--device)": (
+        ["--device", "shure://127.0.0.1:0"],
+        {},
+        "--device: 'shure://127.0.0.1:0': port 0",
+    ),
     "device URL, unknown scheme (config file)": (
         ["--config", "{file}"],
         {"file": 'devices = ["shur://127.0.0.1"]\n'},
