@@ -287,6 +287,7 @@ async def test_add_and_remove_device(hub: Hub, http: aiohttp.ClientSession) -> N
     [
         ({"url": "ftp://10.0.0.1"}, "invalid_url"),
         ({"url": "bench://["}, "invalid_url"),
+        ({"url": "bench://rack-z:0"}, "invalid_url"),
         ({"url": "10.0.0.1"}, "invalid_body"),
         ({"url": 5}, "invalid_body"),
         ({}, "invalid_body"),
