@@ -212,10 +212,11 @@ class ReadBudget:
             return False
         transport.pause_reading()
         self.pauses += 1
-        asyncio.get_running_loop().call_later(self._window_start + self.window_s - now, _resume_reading, transport)
+        asyncio.get_running_loop().call_later(self._window_start + self.window_s - now, self._resume, transport)
         return True
 
-
-def _resume_reading(transport: asyncio.Transport) -> None:
-    if not transport.is_closing():
-        transport.resume_reading()
+    def _resume(self, transport: asyncio.Transport) -> None:
+        # a new window from here: the loop's timer and perf_counter may disagree by a hair on when this is
+        self._window_start, self._used = time.perf_counter(), 0.0
+        if not transport.is_closing():
+            transport.resume_reading()

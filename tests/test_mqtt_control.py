@@ -179,8 +179,12 @@ async def test_a_retained_command_is_not_carried_out_when_the_broker_replays_it(
             device_id = await hub_device_id(hub, "shure")
         assert sim.channels[1].values["muted"] is False
         probe.publish(f"{base}/devices/{device_id}/channels/1/set", {"muted": True, "transaction": "kept"}, True)
+        probe.clear()
         async with running_hub(mqtt_broker, tmp_path, [sim.url], base=base, plugins=vendor_plugins()) as hub:
             await hub_device_id(hub, "shure")
+            # this run's control subscriptions go out with its device's topics: the retained mute came then
+            await probe.message(f"{base}/devices/{device_id}/availability", lambda payload: payload == b"online")
+            await probe.json(f"{base}/devices/{device_id}/channels/1")
             # queued behind the retained mute, had the hub taken it
             await set_and_confirm(probe, base, device_id, 1, {"name": "After"})
     answers = [orjson.loads(payload) for topic, payload in probe.messages if topic.endswith("/response/set")]
