@@ -18,15 +18,20 @@ log = logging.getLogger("hub.auth")
 TOKEN_FILE: Final = "api-token"
 
 
+def stored_token(data_dir: Path) -> str | None:
+    """The token stored in ``data_dir``, or None when none is stored yet; a file that cannot be read raises."""
+    try:
+        return (data_dir / TOKEN_FILE).read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def load_or_create_token(data_dir: Path) -> str:
     """Read the stored token, or generate one and store it readable by the owner only."""
+    stored = stored_token(data_dir)
+    if stored:
+        return stored
     path = data_dir / TOKEN_FILE
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        token = ""  # nosec B105 # an empty string means 'no stored token yet', not a password
-    if token:
-        return token
     token = secrets.token_urlsafe(32)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)

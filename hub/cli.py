@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from hub import __version__
-from hub.auth import TOKEN_FILE
+from hub.auth import stored_token
 from hub.config import ConfigError, HubConfig, load_config
 from hub.logs import setup_logging
 from hub.plugins import PluginHost
@@ -333,8 +333,8 @@ def _discover(config: HubConfig, seconds: float, as_json: bool) -> int:
 
 def _stored_token(data_dir: Path) -> str | None:
     try:
-        return (data_dir / TOKEN_FILE).read_text(encoding="utf-8").strip() or None
-    except OSError:
+        return stored_token(data_dir)
+    except OSError:  # an unreadable token file: ask without one and let the hub's answer say so
         return None
 
 
