@@ -25,6 +25,7 @@ from hub.drivers import (
 )
 from hub.fieldcheck import FieldRules, checked, model_rules
 from hub.model import (
+    MAX_CHANNELS,
     Capabilities,
     Command,
     CommandError,
@@ -41,8 +42,6 @@ from hub.text import DEFAULT_TEXT_WIDTH, device_text, id_safe, preview
 log = logging.getLogger("hub.devices")
 T = TypeVar("T")
 
-# More channels than any receiver has: an index beyond it is a driver's parsing error, not a channel.
-MAX_CHANNELS = 512
 # Text fields by width (the checks are the same for every device of a family)
 _RULES: dict[int, tuple[FieldRules, FieldRules]] = {}
 # A serial or MAC longer than this is no serial; characters that would split or widen an MQTT topic go.
@@ -163,7 +162,7 @@ class DeviceHandle(DeviceSink):
             )
         capabilities = self.capabilities_of(identity.get("family"), identity.get("model"))
         self._store.update_device(device_id, {**identity, "capabilities": capabilities})
-        self._store.ensure_channels(device_id, channel_count)
+        self._store.set_channel_count(device_id, channel_count)
         self._store.set_online(device_id, True)
         self._last_heard = self._monotonic()
         self.answered = True

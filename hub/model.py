@@ -24,6 +24,8 @@ METER_FIELDS: Final = frozenset(
 )
 
 
+# More channels than any receiver has: an index or count beyond it is a parsing error, not a channel.
+MAX_CHANNELS: Final = 512
 # The most transmitter slots a family has per channel (Axient Digital ShowLink: 8); a few more leave room.
 MAX_SLOTS: Final = 16
 

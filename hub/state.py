@@ -319,9 +319,16 @@ class StateStore:
             self._notify((device_id, None), _REMOVED)
         return device
 
-    def ensure_channels(self, device_id: str, count: int) -> None:
-        """Make the device have channels 1..count (a receiver's channel count is fixed by its model)."""
+    def set_channel_count(self, device_id: str, count: int) -> None:
+        """Make the device's channels exactly 1..count: a receiver's channel count is fixed by its model, and
+        another model may answer at the same address with the same id (a dual where a quad was)."""
         device = self.devices[device_id]
+        dropped = [channel.index for channel in device.channels if channel.index > count]
+        if dropped:
+            device.channels = [channel for channel in device.channels if channel.index <= count]
+            self._retire_writers()
+            for index in dropped:
+                self._notify((device_id, index), _REMOVED)
         have = {channel.index for channel in device.channels}
         for index in range(1, count + 1):
             if index not in have:

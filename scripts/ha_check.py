@@ -28,10 +28,13 @@ import aiohttp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from wmhub_shure.simulator.replay import ReplayDevice, Transcript  # noqa: E402
+
 from hub.mqtt.brokers import BrokerAddress  # noqa: E402
 from hub.mqtt.client import MqttClient  # noqa: E402
 
 HUB_ID = "hacheck"
+TRANSCRIPTS = REPO / "plugins" / "shure" / "tests" / "transcripts"
 RECEIVERS = 12  # the demo fleets of both plugins (with a P10T, an SR IEM G4 and a CHG 70N)
 T = TypeVar("T")
 
@@ -189,11 +192,16 @@ class Probe:
         return {topic: payload for topic, payload in self.messages[before:] if payload and topic.startswith(prefix)}
 
 
-async def start_hub(data_dir: Path, mqtt_port: int, http_port: int, log: Path) -> asyncio.subprocess.Process:
+async def start_hub(
+    data_dir: Path, mqtt_port: int, http_port: int, log: Path, hub_id: str = HUB_ID, devices: tuple[str, ...] = ()
+) -> asyncio.subprocess.Process:
+    """The demo, or (given ``devices``) a hub watching those devices only."""
+    receivers = [arg for url in devices for arg in ("--device", url)] or ["--demo"]
     return await asyncio.create_subprocess_exec(
-        str(REPO / ".venv/bin/python"), "-m", "hub.cli", "run", "--demo", "--mqtt", f"mqtt://127.0.0.1:{mqtt_port}",
-        "--http", f"127.0.0.1:{http_port}", "--data-dir", str(data_dir), "--hub-id", HUB_ID,
+        str(REPO / ".venv/bin/python"), "-m", "hub.cli", "run", *receivers, "--mqtt", f"mqtt://127.0.0.1:{mqtt_port}",
+        "--http", f"127.0.0.1:{http_port}", "--data-dir", str(data_dir), "--hub-id", hub_id,
         stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT, cwd=REPO,
+        env={**os.environ, "WMHUB_DISCOVERY__ENABLED": "false"},
     )  # fmt: skip
 
 
@@ -282,6 +290,7 @@ async def check(hass: Path, work: Path) -> int:
                 )
             count = sum(len(entries) for entries in (await ha.wmhub_devices()).values())
             report.check(count == RECEIVERS + 1, f"after 3 runs Home Assistant has {count} wmhub devices (9 + the hub)")
+            await fewer_channels_check(report, ha, http, work, mqtt_port, free_port())
             mqtt_errors = [
                 line
                 for line in (logs / "homeassistant.log").read_text(errors="replace").splitlines()
@@ -478,6 +487,63 @@ async def first_run_checks(
         return False
 
     report.check(status == 200 and await _within(identified, 5), f"{identify}: press is confirmed by the receiver")
+
+
+async def fewer_channels_check(
+    report: Report, ha: HomeAssistant, http: aiohttp.ClientSession, work: Path, mqtt_port: int, hub_port: int
+) -> None:
+    """A ULXD4Q replaced by an SLXD4D at the same address (one device id, made from the address): Home
+    Assistant must drop the entities of channels 3 and 4, not keep them as dead entities."""
+    quad = await ReplayDevice(Transcript.load(TRANSCRIPTS / "ulxd.txt")).start()
+    dual = ReplayDevice(Transcript.load(TRANSCRIPTS / "slxd.txt"), port=quad.port)
+    log = work / "logs" / "hub-swap.log"
+    hub = await start_hub(work / "swap-data", mqtt_port, hub_port, log, hub_id="hacheck-swap", devices=(quad.url,))
+    try:
+
+        async def identified(family: str) -> str | None:
+            with contextlib.suppress(aiohttp.ClientError):
+                devices = await hub_devices(http, hub_port)
+                if devices and devices[0]["online"] and devices[0]["family"] == family:
+                    return str(devices[0]["id"])
+            return None
+
+        async def channel_entities(device_id: str, disabled: bool = False) -> set[int]:
+            """The channels with entities in Home Assistant's registry: enabled ones, or those disabled by
+            default (meters), which Home Assistant does not load and so cannot remove but with their device."""
+            entries = await ha.ws({"type": "config/entity_registry/list"})
+            prefix = f"{device_id}_ch"
+            return {
+                int(e["unique_id"][len(prefix)])
+                for e in entries
+                if e["unique_id"].startswith(prefix) and (e.get("disabled_by") is not None) == disabled
+            }
+
+        device_id = await until(lambda: identified("ulxd"), 30, "the ULXD4Q identified")
+
+        async def four() -> bool:
+            return await channel_entities(device_id) == {1, 2, 3, 4}
+
+        await until(four, 60, "Home Assistant's entities for the ULXD4Q's four channels")
+        await quad.stop()
+        await dual.start()
+        same_id = await until(lambda: identified("slxd"), 60, "the SLXD4D identified at the same address")
+
+        async def two() -> bool:
+            return await channel_entities(device_id) == {1, 2}
+
+        report.check(
+            same_id == device_id and await _within(two, 30),
+            f"a ULXD4Q replaced by an SLXD4D at one address ({device_id}): Home Assistant keeps the entities of "
+            f"channels {sorted(await channel_entities(device_id))}, those of channels 3 and 4 are removed",
+        )
+        report.note(
+            "entities disabled by default left in the registry, of channels "
+            f"{sorted(await channel_entities(device_id, disabled=True))} (Home Assistant's own limit)"
+        )
+    finally:
+        await stop(hub)
+        await dual.stop()
+        await quad.stop()
 
 
 async def _within(check: Callable[[], Awaitable[bool]], timeout: float) -> bool:

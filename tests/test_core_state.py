@@ -13,7 +13,7 @@ from hub.state import ADDED, ONLINE, REMOVED, StateStore
 def store_with_device() -> StateStore:
     store = StateStore()
     store.add_device(Device(id="shure-1", vendor="shure", host="127.0.0.1", port=2202))
-    store.ensure_channels("shure-1", 2)
+    store.set_channel_count("shure-1", 2)
     return store
 
 
@@ -48,7 +48,7 @@ async def test_lifecycle_changes_reach_every_subscriber() -> None:
     store = StateStore()
     sub = store.subscribe(fields={"name"})
     store.add_device(Device(id="x-1", vendor="x", host="h", port=1))
-    store.ensure_channels("x-1", 1)
+    store.set_channel_count("x-1", 1)
     store.set_online("x-1", True)
     store.remove_device("x-1")
     assert sub.drain() == {("x-1", None): {ADDED, ONLINE, REMOVED}, ("x-1", 1): {ADDED, REMOVED}}

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from wmhub_shure.simulator.core import ShureSimulator
+from wmhub_shure.simulator.replay import ReplayDevice, Transcript
 
 from hub.app import Hub
 from hub.clock import SimulatedClock
@@ -26,6 +27,8 @@ from hub.testing import eventually, plugin_host
 from tests.mosquitto import MqttProbe, TestBroker
 from tests.test_mqtt_bridge import example_receiver, online_device, running_hub
 from tests.test_mqtt_homeassistant import check_discovery_payload
+
+TRANSCRIPTS = Path(__file__).resolve().parent.parent / "plugins" / "shure" / "tests" / "transcripts"
 
 # the plugins' demo fleets: six Shure (one a P10T in-ear transmitter); Sennheiser three SSCv1 (two receivers, a
 # charger), two MCP (a G4 receiver, an in-ear transmitter), one SSCv2
@@ -256,6 +259,28 @@ async def test_a_previous_runs_device_is_cleared_only_after_the_grace_on_the_hub
             await probe.message(gone, lambda payload: payload == b"")
 
 
+async def test_a_tampered_device_list_of_a_previous_run_is_read_entry_by_entry_and_bounded(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """Anyone allowed to write the hub's topics can leave it a device list: a stray entry must not hide the
+    real ones, and a channel count no receiver has must not make the hub clear thousands of topics."""
+    clock = SimulatedClock()
+    old, huge = "wmtamper/devices/example-EXOLD", "wmtamper/devices/example-EXHUGE"
+    listed = [7, {"id": "example-EXHUGE", "channel_count": 5000}, {"id": "example-EXOLD", "channel_count": 2}]
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("wmtamper/#")
+        probe.publish("wmtamper/hubs/hub1/devices", listed, retain=True)
+        for topic in (old, f"{old}/channels/1", f"{old}/channels/2", huge):
+            probe.publish(topic, {"index": 1}, retain=True)
+        async with running_hub(mqtt_broker, tmp_path, [], base="wmtamper", clock=clock):
+            await probe.message(f"{old}/availability", lambda payload: payload == b"offline")
+            clock.advance(DEPARTED_GRACE_S)
+            for topic in (old, f"{old}/channels/1", f"{old}/channels/2", huge):
+                await probe.message(topic, lambda payload: payload == b"")
+            await probe.request("wmtamper/hubs/hub1/response/info", "wmtamper/hubs/hub1/request/info", {})
+        assert not [topic for topic, _ in probe.messages if topic.startswith(f"{huge}/channels/")]
+
+
 async def test_a_receiver_moved_to_another_hub_keeps_its_topics_when_its_old_hub_starts_again(
     mqtt_broker: TestBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -392,3 +417,57 @@ async def test_the_url_id_option_names_a_device_wherever_it_listens(mqtt_broker:
     async with server, running_hub(mqtt_broker, tmp_path, [f"{url}?id=rack%201/a%2Bb%23"]) as hub:
         # the given name wins over the serial; characters MQTT topics cannot carry become _
         assert await online_device(hub) == "example-rack_1_a_b_"
+
+
+async def test_a_receiver_with_fewer_channels_at_the_same_address_leaves_no_ghost_channels(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A ULXD4Q swapped for an SLXD4D at one address keeps its id (made from the address): channels 3 and 4
+    must go from the store, their retained topics and Home Assistant's device, not linger as dead entities."""
+    quad = await ReplayDevice(Transcript.load(TRANSCRIPTS / "ulxd.txt")).start()
+    dual = ReplayDevice(Transcript.load(TRANSCRIPTS / "slxd.txt"), port=quad.port)
+    try:
+        async with running_hub(mqtt_broker, tmp_path, [quad.url], plugins=plugin_host("wmhub-shure")) as hub:
+            device_id = await online_device(hub)
+            base = hub.config.mqtt.base_topic
+            channels_topic = f"{base}/devices/{device_id}/channels/"
+            await eventually(lambda: len(hub.store.devices[device_id].channels) == 4, 10, "four channels")
+            before = await retained(mqtt_broker, f"{channels_topic}+")
+            assert sorted(before) == [f"{channels_topic}{index}" for index in (1, 2, 3, 4)]
+            config_topic = f"homeassistant/device/{device_id}/config"
+            quad_config = orjson.loads((await retained(mqtt_broker, config_topic))[config_topic])
+            quad_only = {key for key in quad_config["components"] if key.startswith(("ch3_", "ch4_"))}
+            assert "ch4_name" in quad_only
+
+            async with MqttProbe(mqtt_broker) as probe:
+                await probe.subscribe(f"{base}/#")
+                await probe.subscribe("homeassistant/#")
+                probe.clear()
+                await quad.stop()
+                await dual.start()
+                await eventually(
+                    lambda: hub.store.devices[device_id].family == "slxd" and hub.store.devices[device_id].online,
+                    20,
+                    "the SLXD4D identified at the quad's address",
+                )
+                assert [channel.index for channel in hub.store.devices[device_id].channels] == [1, 2]
+                config = await probe.json(config_topic, lambda config: config["device"]["model"] == "SLXD4D")
+                components = config["components"]
+                # how Home Assistant is told to remove a component of a device: its platform alone
+                assert {key: components[key] for key in quad_only} == {
+                    key: {"platform": quad_config["components"][key]["platform"]} for key in quad_only
+                }
+                kept = {key for key, component in components.items() if len(component) > 1}
+                assert {int(key[2]) for key in kept if re.match(r"ch[0-9]_", key)} == {1, 2}
+                await probe.json(f"{base}/devices/{device_id}", lambda state: state["channel_count"] == 2)
+                await probe.json(
+                    f"{base}/hubs/hub1/devices",
+                    lambda listed: [entry["channel_count"] for entry in listed if entry["id"] == device_id] == [2],
+                )
+
+            after = await retained(mqtt_broker, f"{channels_topic}+")
+            assert sorted(after) == [f"{channels_topic}1", f"{channels_topic}2"]
+    finally:
+        await dual.stop()
+        await quad.stop()
+

@@ -220,6 +220,9 @@ async def test_hostile_messages_on_the_hubs_topics_are_ignored(mqtt_broker: Test
         for topic, payload in [
             ("wmhub/hubs/h1/devices", b"{not json"),
             ("wmhub/hubs/h1/devices", [{"id": 5}]),
+            ("wmhub/hubs/h1/devices", [{**good, "online": True, "channel_count": 5000}]),  # beyond any receiver
+            ("wmhub/devices/shure-GOOD1", {**good, "channel_count": 5000}),
+            ("wmhub/devices/shure-GOOD1", {**good, "channel_count": "2"}),
             ("wmhub/hubs/h1/alerts", [{"id": "x"}]),
             ("wmhub/devices/shure-GOOD1", {**good, "id": "shure-OTHER"}),
             ("wmhub/devices/shure-GOOD1/channels/1", {"battery_percent": 250}),

@@ -352,3 +352,15 @@ async def test_the_running_store_raises_alerts_on_its_own_as_its_clock_advances(
         assert alert.kind is AlertKind.LOW_BATTERY and alert.channel == 1
     finally:
         await store.close()
+
+
+async def test_an_alert_on_a_channel_the_receiver_no_longer_has_clears(venue: Venue) -> None:
+    """Another model at the receiver's address with fewer channels: what was open on a channel that is gone
+    clears, where a channel that is only unheard (the device offline) holds its alerts."""
+    venue.set(channel=2, battery_bars=1)
+    venue.run(3.0)
+    assert venue.store.alerts.open_alerts()[0].channel == 2
+    venue.state.set_channel_count("shure-A", 1)
+    venue.run(10.0)
+    assert venue.store.alerts.open_alerts() == []
+    assert [event.action for event in venue.events] == ["raised", "cleared"]

@@ -251,14 +251,14 @@ async def test_a_returning_channel_never_shows_the_receivers_own_name_first(stor
     state.remove_device("shure-A")
     put_receiver(state, "shure-A", channels=0)
     state.update_channel("shure-A", 2, {"name": "HH 1"})
-    state.ensure_channels("shure-A", 1)
+    state.set_channel_count("shure-A", 2)
     assert [(channel.index, channel.extended_name) for channel in state.devices["shure-A"].channels] == [
         (1, None),
         (2, "Pastor"),
     ]
     state.remove_device("shure-A")
     put_receiver(state, "shure-A", channels=0)
-    state.ensure_channels("shure-A", 2)
+    state.set_channel_count("shure-A", 2)
     assert state.devices["shure-A"].channels[1].extended_name == "Pastor"
 
 

@@ -37,6 +37,7 @@ from hub.model import (
     Device,
     command_field,
 )
+from hub.mqtt import payloads
 from hub.mqtt.brokers import TlsFiles, parse_broker_urls
 from hub.mqtt.client import MqttClient
 from hub.mqtt.topics import Topics
@@ -166,7 +167,7 @@ class FleetMirror:
             listed.append(device.id)
             self.owners[device.id] = hub_id
             self._available.setdefault(device.id, bool(summary.get("online")))
-            self._add_or_update(device, int(summary.get("channel_count") or 0))
+            self._add_or_update(device, payloads.channel_count(summary))
         for gone in set(view.device_ids) - set(listed):
             if self.owners.get(gone) == hub_id:  # not taken over by another hub meanwhile
                 del self.owners[gone]
@@ -187,7 +188,7 @@ class FleetMirror:
             # A device's get makes its hub re-publish the device's state and meters, once per new device.
             self.client.publish(f"{self.topics.device(device.id)}/get", b"{}", self.settings.qos_state)
         if channel_count:
-            self.store.ensure_channels(device.id, channel_count)
+            self.store.set_channel_count(device.id, channel_count)
         self._update_online(device.id)
 
     def _on_device_topic(self, device_id: str, rest: list[str], payload: bytes) -> None:
@@ -199,7 +200,7 @@ class FleetMirror:
             device = Device.model_validate({key: state[key] for key in _DEVICE_KEYS if key in state})
             if device.id != device_id:
                 raise ValueError(f"device state of {device.id!r} on the topic of {device_id!r}")
-            self._add_or_update(device, int(state.get("channel_count") or 0))
+            self._add_or_update(device, payloads.channel_count(state))
         elif rest == ["availability"]:
             if payload in (b"online", b"offline"):
                 self._available[device_id] = payload == b"online"

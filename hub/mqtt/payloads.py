@@ -10,7 +10,7 @@ from typing import Any, Final
 
 import orjson
 
-from hub.model import METER_FIELDS, Channel, Device
+from hub.model import MAX_CHANNELS, METER_FIELDS, Channel, Device
 
 # Fixed order so meter payloads read the same every time.
 METER_ORDER: Final = (
@@ -40,6 +40,27 @@ def device_summary(device: Device) -> dict[str, Any]:
     summary = device_state(device)
     del summary["capabilities"]
     return summary
+
+
+def listed_devices(payload: bytes) -> dict[str, int]:
+    """The devices in a hub's retained device list (``[{"id": …, "channel_count": …}, …]``, any hub's, so
+    untrusted), each with its channel count; none from a payload that is not such a list. A count that is
+    no whole number from 0 to MAX_CHANNELS is taken as 0 (unknown)."""
+    try:
+        entries = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(entries, list):
+        return {}
+    return {str(entry["id"]): channel_count(entry) for entry in entries if isinstance(entry, dict) and "id" in entry}
+
+
+def channel_count(summary: Mapping[str, Any]) -> int:
+    """The channel count of a device's published state or summary, 0 where it is missing or not one."""
+    count = summary.get("channel_count")
+    if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_CHANNELS:
+        return count
+    return 0
 
 
 def channel_state(channel: Channel) -> dict[str, Any]:

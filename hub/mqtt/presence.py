@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import orjson
-
 from hub.mqtt import payloads
 from hub.mqtt.publisher import StatePublisher
 from hub.service import HubService, VenueService
@@ -44,7 +42,7 @@ class Presence(StatePublisher):
         if hub_id == self.topics.hub_id:
             self._mark_left_behind_offline(payload)
         elif payload:
-            self._owned_elsewhere[hub_id] = frozenset(_device_ids(payload))
+            self._owned_elsewhere[hub_id] = frozenset(payloads.listed_devices(payload))
         else:
             self._owned_elsewhere.pop(hub_id, None)
 
@@ -68,10 +66,7 @@ class Presence(StatePublisher):
         if self._left_behind_checked:  # later ones are this run's own
             return
         self._left_behind_checked = True
-        try:
-            previous = {str(entry["id"]): int(entry.get("channel_count") or 0) for entry in orjson.loads(payload)}
-        except (orjson.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError):
-            return
+        previous = payloads.listed_devices(payload)
         if previous:
             task = asyncio.create_task(self._settle_left_behind(previous), name="mqtt departed devices")
             self._tasks.add(task)
@@ -142,14 +137,3 @@ class Presence(StatePublisher):
     async def _publish_meter_snapshot_later(self) -> None:
         await self.hub.clock.sleep(HOMEASSISTANT_METER_DELAY_S)
         self._publish_meter_snapshot()
-
-
-def _device_ids(payload: bytes) -> list[str]:
-    """The ids in a hub's retained device list (``[{"id": …}, …]``); none from one that is not such a list."""
-    try:
-        entries = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return []
-    if not isinstance(entries, list):
-        return []
-    return [str(entry["id"]) for entry in entries if isinstance(entry, dict) and "id" in entry]

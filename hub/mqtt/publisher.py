@@ -69,6 +69,8 @@ class StatePublisher:
         self._last_meters: dict[ChangeKey, _SentMeters] = {}
         self._qos_meters = self.settings.qos_meters
         self._controlled: set[str] = set()
+        # per device: every Home Assistant component its configs have held this run, with its platform
+        self._homeassistant_components: dict[str, dict[str, str]] = {}
         self._remove_alert_listener: Callable[[], None] | None = None
         self._remove_swap_listener: Callable[[], None] | None = None
         self._remove_plan_listener: Callable[[], None] | None = None
@@ -140,6 +142,11 @@ class StatePublisher:
                 if changed & DEVICE_FIELDS:
                     configs.add(device_id)
                     list_changed = True
+            elif REMOVED in changed and device.channel(index) is None:  # the device has fewer channels now
+                self._clear_channel(device_id, index)
+                self._publish(self.topics.device(device_id), payloads.encode(payloads.device_state(device)))
+                configs.add(device_id)
+                list_changed = True
             else:
                 channel = device.channel(index)
                 if channel is None:
@@ -178,6 +185,13 @@ class StatePublisher:
         if not self.settings.homeassistant:
             return
         config = discovery_config(device, self.topics, self.settings.qos_state, self._entity_options())
+        components: dict[str, dict[str, Any]] = config["components"]
+        held = self._homeassistant_components.setdefault(device.id, {})
+        # Home Assistant keeps a component left out of a device's config; it removes one sent with nothing
+        # but its platform (a receiver with fewer channels than before, another model at its address)
+        for component_id in held.keys() - components.keys():
+            components[component_id] = {"platform": held[component_id]}
+        held.update((component_id, component["platform"]) for component_id, component in components.items())
         self._publish_config(self.topics.homeassistant_config(device.id), config, only_if_changed)
 
     def _publish_hub_homeassistant(self, only_if_changed: bool = False) -> None:
@@ -196,18 +210,29 @@ class StatePublisher:
     def _clear_device(self, device_id: str) -> None:
         """Empty retained payloads on every topic the device had, so no ghost is left on the broker."""
         assert self.client is not None
-        prefix = self.topics.device(device_id)
-        stale = [topic for topic in self.client.retained_topics if topic == prefix or topic.startswith(prefix + "/")]
+        stale = self._retained_under(self.topics.device(device_id))
         if self.settings.homeassistant:
             stale.append(self.topics.homeassistant_config(device_id))
         for topic in stale:
             self._publish(topic, b"")
+        self._homeassistant_components.pop(device_id, None)
         if device_id in self._controlled:
             for topic_filter in self.topics.control_filters(device_id):
                 self.client.unsubscribe(topic_filter)
             self._controlled.discard(device_id)
         for key in [key for key in self._last_meters if key[0] == device_id]:
             del self._last_meters[key]
+
+    def _clear_channel(self, device_id: str, index: int) -> None:
+        """Empty retained payloads on the topics of a channel the device no longer has."""
+        for topic in self._retained_under(self.topics.channel(device_id, index)):
+            self._publish(topic, b"")
+        self._last_meters.pop((device_id, index), None)
+
+    def _retained_under(self, prefix: str) -> list[str]:
+        """The retained topics this hub keeps set at ``prefix`` and below it."""
+        assert self.client is not None
+        return [topic for topic in self.client.retained_topics if topic == prefix or topic.startswith(prefix + "/")]
 
     def _publish_alerts(self) -> None:
         """The retained list of open alerts (raised or acknowledged, not yet cleared)."""

@@ -488,7 +488,8 @@ class Alerts(Service):
             if not rules & tracked:
                 return
             # unknown is not fine: hold what is open until the device reports again, unless it was removed
-            gone = device is None and not self._devices.has(device_id)
+            # (or the device has fewer channels now)
+            gone = channel is None and (device is not None or not self._devices.has(device_id))
             held = Verdict.CLEAR if gone else Verdict.HOLD
             verdicts = [(key, held) for key in self._keys(device_id, index, rules & tracked)]
         else:

@@ -221,10 +221,12 @@ class ReplayDevice:
     (answered with ERR). ``split_inside_braces`` cuts every reply inside its first brace field.
     """
 
-    def __init__(self, transcript: Transcript, host: str = "127.0.0.1", split_inside_braces: bool = False) -> None:
+    def __init__(
+        self, transcript: Transcript, host: str = "127.0.0.1", split_inside_braces: bool = False, port: int = 0
+    ) -> None:
         self.transcript = transcript
         self.host = host
-        self.port = 0
+        self.port = port  # 0: any free port; another one: a receiver swapped in at an address the hub knows
         self.split_inside_braces = split_inside_braces
         self.received: list[str] = []
         self.unlisted: list[str] = []
@@ -260,11 +262,12 @@ class ReplayDevice:
     async def start(self) -> ReplayDevice:
         loop = asyncio.get_running_loop()
         if self.udp:
-            transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self), local_addr=(self.host, 0))
+            address = (self.host, self.port)
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self), local_addr=address)
             self._udp = transport
             self.port = transport.get_extra_info("sockname")[1]
         else:
-            self._server = await loop.create_server(lambda: _Connection(self), self.host, 0)
+            self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port)
             self.port = self._server.sockets[0].getsockname()[1]
         return self
 
