@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import orjson
 import pytest
 from wmhub_shure.simulator.core import ShureSimulator
@@ -471,3 +472,32 @@ async def test_a_receiver_with_fewer_channels_at_the_same_address_leaves_no_ghos
         await dual.stop()
         await quad.stop()
 
+
+async def test_a_name_longer_than_the_familys_limit_still_gives_the_text_entity_a_valid_state(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """Home Assistant refuses a text entity's state longer than its max (an error at every message, the
+    entity stuck): a receiver reporting a longer name than its family allows (here a ULX-D, limit 8, named
+    'Main Rack' with a channel 'Jane Smith') must still get a state Home Assistant takes, rendered from the
+    discovery config's own template the way Home Assistant renders it."""
+    async with (
+        ReplayDevice(Transcript.load(TRANSCRIPTS / "ulxd.txt")) as quad,
+        running_hub(mqtt_broker, tmp_path, [quad.url], plugins=plugin_host("wmhub-shure")) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        device_id = await online_device(hub)
+        base = hub.config.mqtt.base_topic
+        await probe.subscribe(f"{base}/#")
+        await probe.subscribe("homeassistant/#")
+        config = await probe.json(f"homeassistant/device/{device_id}/config")
+        states = {
+            "receiver_name": await probe.json(f"{base}/devices/{device_id}", lambda state: state["name"]),
+            "ch1_name": await probe.json(f"{base}/devices/{device_id}/channels/1", lambda state: state["name"]),
+        }
+        assert (states["receiver_name"]["name"], states["ch1_name"]["name"]) == ("Main Rack", "Jane Smith")
+        for object_id, state in states.items():
+            entity = config["components"][object_id]
+            assert entity["platform"] == "text" and entity["max"] == 8
+            shown = jinja2.Template(entity["value_template"]).render(value_json=state)
+            assert shown == state["name"][:8]
+            assert entity["min"] <= len(shown) <= entity["max"] and re.compile(entity["pattern"]).match(shown)

@@ -222,14 +222,20 @@ def _value(field: str, platform: str) -> str:
     return _ON_OFF.format(field) if platform == "binary_sensor" else f"{{{{ value_json.{field} }}}}"
 
 
-def _text_keys(limits: TextLimits | None) -> dict[str, Any]:
+def _name_keys(limits: TextLimits | None) -> dict[str, Any]:
+    """A name's text entity: its state and the limits Home Assistant holds every state and input to."""
+    # A name longer than max is refused by Home Assistant at every state message (an error, the entity stuck
+    # on its last state), and a receiver may report one longer than its family's limit (another firmware,
+    # software that ignores the limit): the entity shows the first max characters, the board the whole name.
+    most = 255 if limits is None else limits.max_length
+    shown = {"value_template": f"{{{{ (value_json.name or '')[:{most}] }}}}", "max": most}
     if limits is None:
-        return {"max": 255}
+        return shown
     # Home Assistant checks every state against min and the pattern (an error per message), and a channel can
     # have no name: the empty state is allowed, and otherwise min_length characters of what the device allows.
     # Clearing a name in Home Assistant is therefore sent, refused by the hub, and the name shown again.
     length = f"(?=.{{{limits.min_length},}}$)" if limits.min_length else ""
-    return {"min": 0, "max": limits.max_length, "pattern": f"^(?:|{length}(?:{limits.pattern}))$"}
+    return {**shown, "min": 0, "pattern": f"^(?:|{length}(?:{limits.pattern}))$"}
 
 
 class _Components:
@@ -292,9 +298,8 @@ def discovery_config(device: Device, topics: Topics, qos: int, options: EntityOp
                 "command_topic": f"{device_topic}/set",
                 "command_template": '{"name": {{ value | tojson }}}',
                 "state_topic": device_topic,
-                "value_template": "{{ value_json.name or '' }}",
                 "icon": "mdi:rename",
-                **_text_keys(_text_limits(capabilities, CommandKind.DEVICE_NAME)),
+                **_name_keys(_text_limits(capabilities, CommandKind.DEVICE_NAME)),
                 **CONFIG,
             },
         )
@@ -397,9 +402,8 @@ def discovery_config(device: Device, topics: Topics, qos: int, options: EntityOp
                     "command_topic": set_topic,
                     "command_template": '{"name": {{ value | tojson }}}',
                     "state_topic": channel_topic,
-                    "value_template": "{{ value_json.name or '' }}",
                     "icon": "mdi:rename",
-                    **_text_keys(_text_limits(capabilities, CommandKind.NAME)),
+                    **_name_keys(_text_limits(capabilities, CommandKind.NAME)),
                 },
             )
         elif reports("name"):
