@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from hub import __version__
 from hub.auth import stored_token
 from hub.config import ConfigError, HubConfig, load_config
+from hub.launch import EXIT_INTERRUPTED
 from hub.logs import setup_logging
 from hub.plugins import PluginHost
 from hub.redact import redact
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130  # the shell's 128 + SIGINT
 GC_YOUNG_THRESHOLD = 50_000
 
 

@@ -125,3 +125,31 @@ async def test_devices_says_what_answers_is_no_hub_in_one_line() -> None:
         status, _, stderr = await wmhub_async("devices", "--http", f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
     assert status == 1 and stderr.count("\n") == 1, stderr
     assert "is not a wmhub API" in stderr and "Traceback" not in stderr
+
+
+INTERRUPT_WHILE_IMPORTING = """
+import importlib.abc, os, signal, sys
+
+class InterruptOnImport(importlib.abc.MetaPathFinder):
+    # Ctrl-C at a moment chosen, not hoped for: while the command-line tool imports its configuration
+    def find_spec(self, name, path, target=None):
+        if name == "hub.config":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptOnImport())
+"""
+
+
+def test_ctrl_c_while_the_command_is_still_importing_ends_it_quietly_with_130(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text(INTERRUPT_WHILE_IMPORTING)
+    command = Path(sys.executable).parent / "wmhub"  # the installed command, as a user starts it
+    result = subprocess.run(
+        [str(command), "plugins"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (130, "", "")
