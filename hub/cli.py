@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from hub import __version__
 from hub.auth import stored_token
 from hub.config import ConfigError, HubConfig, load_config
-from hub.launch import EXIT_INTERRUPTED
+from hub.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
 from hub.logs import setup_logging
 from hub.plugins import PluginHost
 from hub.redact import redact
@@ -29,8 +29,6 @@ from hub.text import small_number
 if TYPE_CHECKING:
     from hub.app import Hub
 
-EXIT_CONFIG = 2
-EXIT_FAILED = 1
 GC_YOUNG_THRESHOLD = 50_000
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-EXIT_INTERRUPTED = 130  # the shell's 128 + SIGINT
+from hub.exit_codes import EXIT_INTERRUPTED
 
 
 def main() -> int:
