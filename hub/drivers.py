@@ -16,7 +16,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from hub.clock import Clock
@@ -185,38 +185,123 @@ class UnsupportedDeviceError(Exception):
     (the address may later hold a supported receiver)."""
 
 
-class ReadBudget:
-    """The share of the hub's time one connection's reads may take, for a driver reading a stream.
+class PacedReader:
+    """A stream connection's reads, handed to the driver without letting one device hold the hub.
 
-    Every device, the MQTT client and the web server share one event loop: a device that sends more than
-    the hub can handle (a flood, a firmware loop replying to itself) would starve all of them. A driver
-    calls :meth:`spent` after handling each read with the time it took; once the connection has used
-    ``share`` of the current ``window_s``, its reading pauses until the window ends, and TCP slows the
-    device down. A receiver at any normal rate never comes near it.
+    Every device, the MQTT client and the web server share one event loop. A device that sends faster
+    than the hub parses (a flood, a firmware loop replying to itself) fills every read to the socket's
+    buffer, up to 256 KB that take a tenth of a second and more to parse; handled whole, each such read
+    stalls everything else. Use one as the protocol's ``data_received`` and :meth:`attach` the transport:
+
+    - a read smaller than ``slice_bytes`` (every read of a receiver at a normal rate) goes to ``handle`` at
+      once, untimed;
+    - a larger one is handed over in slices of at most ``slice_bytes``, cut after ``boundary`` (the end of a
+      message) where there is one, for at most ``slice_s`` per turn of the loop, with reading paused until
+      the last slice is handled: the other connections run in between, and TCP slows the device down;
+    - once the large reads of a connection have used ``share`` of the current ``window_s``, the rest waits
+      for the next window; ``on_throttled`` is called the first time (a warning worth saying once).
+
+    ``handle`` must take a stream cut anywhere, as a stream reader must anyway.
     """
 
-    def __init__(self, share: float = 0.2, window_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        handle: Callable[[bytes], None],
+        *,
+        boundary: bytes = b"",
+        on_throttled: Callable[[], None] | None = None,
+        share: float = 0.2,
+        window_s: float = 1.0,
+        slice_bytes: int = 4096,
+        slice_s: float = 0.005,
+    ) -> None:
+        self._handle = handle
+        self._boundary = boundary
+        self._on_throttled = on_throttled
         self.share = share
         self.window_s = window_s
-        self.pauses = 0  # how often reading was paused: the first one is worth a warning
+        self.slice_bytes = slice_bytes
+        self.slice_s = slice_s
+        self.throttled = 0  # windows whose share was used up
+        self._transport: asyncio.ReadTransport | None = None
+        self._unread = b""
         self._window_start = 0.0
         self._used = 0.0
+        self._next_step: asyncio.Handle | None = None
 
-    def spent(self, seconds: float, transport: asyncio.Transport) -> bool:
-        """Count ``seconds`` of handling a read of ``transport``; True when this paused its reading."""
-        now = time.perf_counter()
-        if now - self._window_start >= self.window_s:
-            self._window_start, self._used = now, 0.0
-        self._used += seconds
-        if self._used <= self.share * self.window_s or not transport.is_reading():
-            return False
-        transport.pause_reading()
-        self.pauses += 1
-        asyncio.get_running_loop().call_later(self._window_start + self.window_s - now, self._resume, transport)
-        return True
+    @property
+    def unread(self) -> int:
+        """Bytes read from the socket and not handed over yet."""
+        return len(self._unread)
 
-    def _resume(self, transport: asyncio.Transport) -> None:
-        # a new window from here: the loop's timer and perf_counter may disagree by a hair on when this is
+    def attach(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's stream transports have pause_reading and the rest without being asyncio.Transport
+        # subclasses: an isinstance check here left a flood unpaced on the loop the hub runs on
+        pausable = hasattr(transport, "pause_reading") and hasattr(transport, "resume_reading")
+        self._transport = cast(asyncio.ReadTransport, transport) if pausable else None
+
+    def close(self) -> None:
+        """The connection is gone: what was not handed over never will be."""
+        if self._next_step is not None:
+            self._next_step.cancel()
+            self._next_step = None
+        self._unread = b""
+
+    def __call__(self, data: bytes) -> None:
+        if self._unread or self._next_step is not None:  # came before reading paused: waits its turn
+            self._unread += data
+        elif len(data) < self.slice_bytes:
+            self._handle(data)
+        else:
+            self._unread = data
+            self._step()
+
+    def _step(self) -> None:
+        self._next_step = None
+        transport = self._transport
+        if transport is not None and transport.is_closing():
+            self.close()
+            return
+        started = now = time.perf_counter()
+        if started - self._window_start >= self.window_s:
+            self._window_start, self._used = started, 0.0
+        boundary, most = self._boundary, self.slice_bytes
+        while self._unread:
+            unread = self._unread
+            cut = unread.rfind(boundary, 0, most) + len(boundary) if boundary else 0
+            if cut <= 0:
+                cut = most
+            self._unread = unread[cut:]  # before handling: the handler may close the connection
+            self._handle(unread[:cut])
+            now = time.perf_counter()
+            if now - started >= self.slice_s:
+                break
+        self._used += now - started
+        over = self._used >= self.share * self.window_s
+        if over:
+            self.throttled += 1
+            if self.throttled == 1 and self._on_throttled is not None:
+                self._on_throttled()
+        if not self._unread and not over:
+            self._resume_reading()
+            return
+        if transport is not None and transport.is_reading():
+            transport.pause_reading()
+        loop = asyncio.get_running_loop()
+        if over:  # the rest of this window is the other connections'
+            self._next_step = loop.call_later(self._window_start + self.window_s - now, self._next_window)
+        else:
+            self._next_step = loop.call_soon(self._step)
+
+    def _next_window(self) -> None:
         self._window_start, self._used = time.perf_counter(), 0.0
-        if not transport.is_closing():
+        if self._unread:
+            self._step()
+        else:
+            self._next_step = None
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and not transport.is_reading():
             transport.resume_reading()

@@ -13,7 +13,7 @@ from hub.drivers import (
     DriverSettings,
     Endpoint,
     EndpointError,
-    ReadBudget,
+    PacedReader,
     UnsupportedDeviceError,
 )
 from hub.hookspecs import DriverSpec
@@ -303,11 +303,12 @@ async def test_a_plugins_command_result_is_passed_on_as_device_text() -> None:
 
 
 class _Stream(asyncio.Transport):
-    """What ReadBudget sees of a TCP transport: whether it is reading."""
+    """What PacedReader sees of a TCP transport: whether it is reading."""
 
     def __init__(self) -> None:
         super().__init__()
         self.reading = True
+        self.closing = False
 
     def is_reading(self) -> bool:
         return self.reading
@@ -319,12 +320,50 @@ class _Stream(asyncio.Transport):
         self.reading = True
 
     def is_closing(self) -> bool:
-        return False
+        return self.closing
 
 
-async def test_a_connection_that_takes_more_than_its_share_of_the_loop_is_read_later() -> None:
-    stream, budget = _Stream(), ReadBudget(share=0.2, window_s=0.3)
-    assert not budget.spent(0.05, stream) and stream.reading  # 0.05 of the window's 0.06
-    assert budget.spent(0.02, stream) and not stream.reading and budget.pauses == 1
-    await eventually(lambda: stream.reading, 2, "reading again once the window is over")
-    assert not budget.spent(0.01, stream)  # a new window: well within its share
+def paced(
+    stream: _Stream, handled: list[bytes], on_throttled: Callable[[], None] | None = None, **settings: float
+) -> PacedReader:
+    reader = PacedReader(handled.append, boundary=b">", slice_bytes=10, on_throttled=on_throttled, **settings)
+    reader.attach(stream)
+    return reader
+
+
+async def test_a_large_read_is_handed_over_in_slices_with_the_loop_running_in_between() -> None:
+    stream, handled, between = _Stream(), list[bytes](), list[int]()
+    reader = paced(stream, handled, slice_s=0.0)  # one slice per turn of the loop
+    reader(b"<A>")
+    assert handled == [b"<A>"], "a small read goes through at once"
+    asyncio.get_running_loop().call_soon(lambda: between.append(len(handled)))
+    reader(b"<ONE><TWO><THREE-LONGER-THAN-A-SLICE>")
+    assert handled[1:] == [b"<ONE><TWO>"] and not stream.reading, "the rest waits, reading paused"
+    await eventually(lambda: reader.unread == 0, 2, "every slice handed over")
+    assert b"".join(handled[1:]) == b"<ONE><TWO><THREE-LONGER-THAN-A-SLICE>" and len(handled) > 3
+    assert all(len(piece) <= 10 for piece in handled[1:])
+    assert between == [2], "other work ran after the first slice, before the rest"
+    assert stream.reading, "reading resumed once all was handed over"
+
+
+async def test_a_connection_that_used_its_share_of_the_loop_waits_for_the_next_window() -> None:
+    stream, handled, throttled = _Stream(), list[bytes](), list[bool]()
+    reader = paced(stream, handled, lambda: throttled.append(True), slice_s=0.0, share=0.0, window_s=0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reader(b"<ONE><TWO><THREE>")
+    assert handled == [b"<ONE><TWO>"] and not stream.reading and throttled == [True]
+    await eventually(lambda: reader.unread == 0, 2, "the rest, in the next window")
+    assert loop.time() - started >= 0.15, "not before the window was over"
+    await eventually(lambda: stream.reading, 2, "reading again after the last window")
+    assert throttled == [True], "said once"
+
+
+async def test_what_a_closed_connection_had_not_handed_over_is_dropped() -> None:
+    stream, handled = _Stream(), list[bytes]()
+    reader = paced(stream, handled, slice_s=0.0)
+    reader(b"<ONE><TWO><THREE>")
+    stream.closing = True
+    reader(b"<LATE>")  # arrived before the close was noticed
+    await eventually(lambda: reader.unread == 0, 2, "the rest dropped")
+    assert handled == [b"<ONE><TWO>"]

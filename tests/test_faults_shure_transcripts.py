@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from wmhub_shure.simulator import ShureSimulator
 from wmhub_shure.simulator.replay import ReplayDevice, Transcript
 
 from hub.drivers import DriverSettings
@@ -172,3 +174,61 @@ async def test_a_receiver_that_closes_at_once_is_said_to_close_not_to_be_silent(
         managed = hub.add(f"shure://127.0.0.1:{port}")
         error = await eventually(lambda: managed.supervisor.last_error, 10.0, "the reason")
     assert "closed" in error and "no answer" not in error, error
+
+
+FLOODING_RECEIVER = """
+import asyncio
+
+async def answer(reader, writer):
+    while True:
+        request = await reader.readuntil(b">")
+        writer.write(b"< REP MODEL {ULXD4D} >" if b"GET MODEL" in request else b"< REP ERR >")
+
+async def serve(reader, writer):
+    answering = asyncio.ensure_future(answer(reader, writer))
+    await asyncio.sleep(1.0)  # identified by then
+    burst = b"< REP 1 CHAN_NAME {FLOOD} >" * 2000
+    while not answering.done():  # as fast as the hub takes it
+        writer.write(burst)
+        await writer.drain()
+
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_flooding_receiver_is_read_in_slices_and_slowed_while_the_others_carry_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Valid replies at full speed from one receiver (a firmware loop, or an attacker) come in reads of up to
+    256 KB, a tenth of a second and more of parsing each: handled whole they held the hub's loop for that
+    long, over and over (hub.drivers.PacedReader). The neighbour's renames must keep arriving and the flood
+    must be said once, in one line."""
+    caplog.set_level("WARNING")
+    flood = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FLOODING_RECEIVER, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert flood.stdout is not None
+        port = int(await asyncio.wait_for(flood.stdout.readline(), 10))
+        async with ShureSimulator("ulxd4d", seed=2) as sim, DriverHarness("shure", settings=SETTINGS) as hub:
+            quiet = hub.add(sim.url)
+            await hub.device(quiet)
+            hub.add(f"shure://127.0.0.1:{port}")
+
+            def flood_said() -> list[str]:
+                return [record.getMessage() for record in caplog.records if "sends more" in record.getMessage()]
+
+            await eventually(flood_said, 30, "the flood slowed down and said so")
+            for name in ("DURING1", "DURING2", "DURING3"):
+                sim.set_name(1, name)
+                await eventually(lambda n=name: hub.store.get(quiet.device_id or "").channels[0].name == n, 5, name)
+    finally:
+        flood.kill()
+        await flood.wait()
+    said = f"127.0.0.1:{port} sends more than the hub can read (over 20% of its time): read more slowly from now on"
+    assert flood_said() == [said]

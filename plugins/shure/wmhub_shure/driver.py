@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, cast
 
-from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint, ReadBudget, UnsupportedDeviceError
+from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint, PacedReader, UnsupportedDeviceError
 from hub.model import (
     METER_FIELDS,
     Command,
@@ -50,12 +50,6 @@ MAX_RAW_PARAMS: Final = 4096
 # Held meter reads merged at once past this many, should the hub not ask for them: bounds what a receiver
 # metering faster than the hub looks can make it keep.
 MAX_HELD_READS: Final = 32
-
-
-# Reads at least this large are counted against the connection's ReadBudget. A receiver's reads are a few
-# hundred bytes (a read's samples, a report); a device sending faster than the hub parses fills each read
-# to the socket's buffer, so counting only large reads costs the usual case nothing.
-BUDGETED_READ_BYTES = 4096
 
 
 class NoAnswerError(ConnectionError):
@@ -99,8 +93,11 @@ class _Link(asyncio.Protocol, asyncio.DatagramProtocol):
 
     def __init__(self, driver: ShureDriver) -> None:
         self._driver = driver
-        # the transport calls the driver itself: one Python frame fewer on each of thousands of reads a second
-        self.data_received = driver._on_data_within_budget  # type: ignore[method-assign]
+        # the transport calls the reader itself: one Python frame fewer on each of thousands of reads a second
+        self.data_received = driver._reader  # type: ignore[method-assign]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._driver._reader.attach(transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self._driver._on_data(data)
@@ -125,7 +122,9 @@ class ShureDriver(Driver):
         self.raw: dict[tuple[int | None, str, int | None], str] = {}
         self.malformed = 0
         self.reads = 0  # reads of device data so far (socket reads or datagrams)
-        self._budget = ReadBudget()  # a datagram socket has no reading to pause: UHF-R's is not counted
+        # a receiver's reads are a few hundred bytes; a flood's fill the socket's buffer and are paced (UHF-R's
+        # datagrams are small, and a datagram socket has no reading to pause)
+        self._reader = PacedReader(self._on_data, boundary=b">", on_throttled=self._say_throttled)
         self._framer = Framer(STAR if udp else ANGLE)
         self._dropped_reported = 0
         self._framing = STAR if udp else ANGLE
@@ -211,6 +210,7 @@ class ShureDriver(Driver):
             self.sink.log.debug("close: %s", exc)
 
     def _on_lost(self, exc: Exception | None) -> None:
+        self._reader.close()
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
         self._held_reads.clear()  # levels of a receiver that is gone are nobody's news
@@ -526,21 +526,12 @@ class ShureDriver(Driver):
 
     # incoming data
 
-    def _on_data_within_budget(self, data: bytes) -> None:
-        if len(data) < BUDGETED_READ_BYTES:  # a receiver's read: nothing to count (a flood fills reads)
-            self._on_data(data)
-            return
-        started = time.perf_counter()
-        self._on_data(data)
-        transport = self._transport
-        if not isinstance(transport, asyncio.Transport):
-            return
-        if self._budget.spent(time.perf_counter() - started, transport) and self._budget.pauses == 1:
-            self.sink.log.warning(
-                "%s sends more than the hub can read (over %d%% of its time): read more slowly from now on",
-                self.where,
-                round(self._budget.share * 100),
-            )
+    def _say_throttled(self) -> None:
+        self.sink.log.warning(
+            "%s sends more than the hub can read (over %d%% of its time): read more slowly from now on",
+            self.where,
+            round(self._reader.share * 100),
+        )
 
     def _on_data(self, data: bytes) -> None:
         self.reads += 1
