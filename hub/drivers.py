@@ -17,11 +17,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from hub.clock import Clock
 from hub.model import Command, CommandResult, NotSupportedError
-from hub.redact import redact
+from hub.redact import SECRET_KEYS, redact
 
 
 class EndpointError(ValueError):
@@ -38,6 +38,22 @@ def with_options(url: str, **options: str) -> str:
     parts = urlsplit(url)
     query = urlencode([*parse_qsl(parts.query, keep_blank_values=True), *options.items()])
     return urlunsplit(parts._replace(query=query))
+
+
+def _check_query(query: str, fragment: str, where: str) -> None:
+    """Refuse a query a driver would read differently from what its writer meant, which is mostly a password
+    holding a character a URL gives a meaning to: the driver would send the wrong password, and no redaction
+    can tell where such a password ends in a log line (the part after the '#', the '&' or the space would be
+    shown). Nothing of the query is repeated in the message."""
+    advice = "write '#' as %23, '&' as %26, '+' as %2B and a space as %20 inside a value"
+    if fragment or "#" in query:
+        raise EndpointError(f"{where}: a device URL has no '#' part ({advice})")
+    for item in query.split("&") if query else ():
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise EndpointError(f"{where}: an option without '=' in the URL ({advice})")
+        if unquote_plus(key).strip().lower() in SECRET_KEYS and (" " in value or "+" in value):
+            raise EndpointError(f"{where}: the {unquote_plus(key)} option holds a '+' or a space ({advice})")
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,7 @@ class Endpoint:
             if default_port is None:
                 raise EndpointError(f"{shown!r} needs a port")
             port = default_port
+        _check_query(parts.query, parts.fragment, f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}")
         return cls(
             url=url,
             scheme=parts.scheme.lower(),

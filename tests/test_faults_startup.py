@@ -66,6 +66,16 @@ CASES = {
         {},
         "--device: 'shure://127.0.0.1:0': port 0",
     ),
+    "device URL, a password with '#' and a space (--device)": (
+        ["--device", "sennheiser-ssc2://127.0.0.1:443?password=Sec ret#HashPart9"],
+        {},
+        "--device: sennheiser-ssc2://127.0.0.1:443: a device URL has no '#' part",
+    ),
+    "device URL, a password with '+' (config file)": (
+        ["--config", "{file}"],
+        {"file": 'devices = ["sennheiser-ssc2://127.0.0.1:443?password=Plus+Part9"]\n'},
+        "wmhub.toml: devices: sennheiser-ssc2://127.0.0.1:443: the password option holds a '+'",
+    ),
     "device URL, unknown scheme (config file)": (
         ["--config", "{file}"],
         {"file": 'devices = ["shur://127.0.0.1"]\n'},
@@ -147,7 +157,7 @@ def test_bad_setting_exits_2_with_one_line(tmp_path: Path, case: str) -> None:
     assert status == 2, stderr
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     assert expected.format(**values).replace(str(tmp_path), "<tmp>") in lines[0], lines[0]
-    assert LEAKED_PASSWORD not in stderr and ":p@" not in stderr, stderr
+    assert LEAKED_PASSWORD not in stderr and ":p@" not in stderr and "Part9" not in stderr, stderr
     assert not (tmp_path / "data" / "wmhub.sqlite3").exists()  # refused before anything started
 
 

@@ -272,6 +272,30 @@ async def test_a_password_with_quotes_and_commas_is_masked_whole(hub: Hub, http:
     assert audit[0]["action"] == "device.add" and audit[0]["target"] == "bench://rack-q?password=***&user=api"
 
 
+# Passwords as people type them into a URL: the driver would read a different password (parse_qsl ends a
+# value at '&', urlsplit at '#', and reads '+' as a space), and no mask can tell where they end in a log line.
+AMBIGUOUS_PASSWORDS = ("Sec ret+Plus9!", "Secret#HashPart9", "Secret&AmpPart9", "Plus+Part9")
+
+
+@pytest.mark.parametrize("password", AMBIGUOUS_PASSWORDS)
+async def test_a_password_a_url_would_cut_or_change_is_refused_without_repeating_it(
+    hub: Hub, http: aiohttp.ClientSession, password: str
+) -> None:
+    url = f"bench://rack-p?user=api&password={password}"
+    refused = await call(http, "POST", "/api/v1/devices", 422, json={"url": url}, headers=AUTH)
+    assert "%23" in refused["error"] and "%2B" in refused["error"], refused
+    shown = [await call(http, "GET", path, 200) for path in ("/api/v1/devices", "/api/health", "/api/v1/audit")]
+    for piece in ("Part9", "Plus9", "ret", "Secret"):
+        assert piece not in str(refused) + str(shown), (piece, refused)
+    assert hub.store.get("bench-rack-p") is None
+    encoded = "bench://rack-p?user=api&password=" + password.replace("%", "%25").replace("#", "%23").replace(
+        "&", "%26"
+    ).replace("+", "%2B").replace(" ", "%20")
+    assert (await call(http, "POST", "/api/v1/devices", 201, json={"url": encoded}, headers=AUTH))["url"] == (
+        "bench://rack-p?user=api&password=***"
+    )
+
+
 async def test_add_and_remove_device(hub: Hub, http: aiohttp.ClientSession) -> None:
     added = await call(http, "POST", "/api/v1/devices", 201, json={"url": "bench://rack-c"}, headers=AUTH)
     assert added["url"] == "bench://rack-c"
