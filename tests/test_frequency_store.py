@@ -232,6 +232,39 @@ async def test_suggest_and_coordinate(rig: Rig) -> None:
     await rig.call("POST", f"{PLAN}/coordinate", 422, json={"count": 1, "low_mhz": 520.0, "high_mhz": 510.0})
 
 
+async def test_a_wideband_carrier_is_never_suggested_where_its_width_would_leave_the_band(rig: Rig) -> None:
+    """An 8 MHz Spectera carrier centred 4 MHz or less from the band's edge is out of band: the hub
+    proposed 694.0 in 470-694, tuned to it, and then alerted 'out of band' (an outside audit)."""
+    spectera = Device(id="sennheiser-sp1", vendor="sennheiser", family="spectera", host="127.0.0.1", port=443)
+    spectera.channels = [Channel(index=1, frequency_mhz=600.0)]
+    rig.hub.store.add_device(spectera)
+    rig.tick()
+    for low, high in ((680.0, 694.0), (470.0, 480.0)):
+        body = {"channel": "sennheiser-sp1:1", "low_mhz": 470.0, "high_mhz": 694.0, "count": 5}
+        found = await rig.call(
+            "POST", f"{PLAN}/suggest", 200, json={**body, "range_low_mhz": low, "range_high_mhz": high}
+        )
+        offered = [candidate["frequency_mhz"] for candidate in found["candidates"]]
+        assert offered and all(474.0 <= mhz <= 690.0 for mhz in offered), offered
+
+
+async def test_an_analog_receiver_gets_the_wider_guards_under_the_family_name_its_plugin_reports(rig: Rig) -> None:
+    """The Sennheiser plugin reports "ew G4"; the guard table says "ew-g4": the 1.5x never applied, so a
+    carrier 400 kHz from an analog receiver passed a 525 kHz spacing (an outside audit)."""
+    g4 = Device(id="sennheiser-g4", vendor="sennheiser", family="ew G4", host="127.0.0.1", port=53212)
+    g4.channels = [Channel(index=1, frequency_mhz=600.0, tx_present=True)]
+    rig.hub.store.add_device(g4)
+    rig.tune("shure-rx", 1, 600.4, tx_present=True)
+    rig.tune("shure-rx", 2, 560.0)
+    rig.tune("shure-rx", 3, 540.0)
+    rig.tick()
+    plan = await rig.call("GET", PLAN, 200)
+    spacing = [
+        f for f in plan["findings"] if f["product"] == "spacing" and "sennheiser-g4:1" in (f["victim"], *f["sources"])
+    ]
+    assert spacing and {f["guard_khz"] for f in spacing} == {525.0}, plan["findings"]
+
+
 def test_carriers_merge_wideband_channels_and_take_a_second_frequency() -> None:
     class DiversityChannel(Channel):
         frequency2_mhz: float | None = None

@@ -113,8 +113,10 @@ def margins(
     family: str | None = None,
     bandwidth_khz: float = 0.0,
     exclusions: Sequence[Exclusion] = (),
+    bands: Sequence[Band] = (),
 ) -> Ints:
-    """The margin (Hz) of each candidate among ``fixed``: negative where it would be a finding."""
+    """The margin (Hz) of each candidate among ``fixed``: negative where it would be a finding, including
+    where its width would reach past the edge of one of ``bands`` (a wideband carrier near the band's end)."""
     spectrum = Spectrum(fixed, settings)
     own = settings.guards(family)
     own_half = round(bandwidth_khz * 500)
@@ -150,6 +152,9 @@ def margins(
             candidates - own_half <= to_hz(exclusion.high_mhz)
         )
         margin[touching] = -_FAR
+    for band in bands:
+        outside = (candidates - own_half < to_hz(band.low_mhz)) | (candidates + own_half > to_hz(band.high_mhz))
+        margin[outside] = -_FAR
     return margin
 
 
@@ -174,6 +179,7 @@ def suggest(
         family=carrier.family,
         bandwidth_khz=carrier.bandwidth_khz,
         exclusions=exclusions,
+        bands=[band] if carrier.band is None else [band, carrier.band],
     )
     clean = np.nonzero(margin >= 0)[0]
     if not clean.size:
