@@ -8,7 +8,7 @@ explains the arithmetic with a worked example.
 from hub.frequency.engine import Finding, PlanChecker, Product, check, finding_view
 from hub.frequency.plan import Band, Carrier, CarrierState, Exclusion, TvGrid, merge_identical
 from hub.frequency.search import Candidate, Coordination, SearchError, coordinate, suggest
-from hub.frequency.settings import FamilyGuards, Guards, PlanSettings, Profile
+from hub.frequency.settings import FamilyGuards, Guards, PlanSettings, Profile, for_family
 
 __all__ = [
     "Band",
@@ -29,6 +29,7 @@ __all__ = [
     "check",
     "coordinate",
     "finding_view",
+    "for_family",
     "merge_identical",
     "suggest",
 ]

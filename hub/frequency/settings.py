@@ -15,10 +15,11 @@ the profile, so ``dense`` tightens every family at once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Final
+from typing import Final, TypeVar
 
 
 class Profile(StrEnum):
@@ -59,12 +60,28 @@ class FamilyGuards:
     source: str = "conservative"
 
 
+def family_key(family: str | None) -> str:
+    """A family as the tables here name it: plugins report "ew G4", "EW-DX" or "ulxd", a configuration may
+    say "ew_g4"; lower case with every run of other characters one '-' makes them one."""
+    return "-".join(re.findall(r"[a-z0-9]+", (family or "").lower()))
+
+
+T = TypeVar("T")
+
+
+def for_family(table: Mapping[str, T], family: str | None) -> T | None:
+    """The entry of ``table`` for ``family``, its keys and the family compared by :func:`family_key`."""
+    wanted = family_key(family)
+    return next((value for key, value in table.items() if family_key(key) == wanted), None) if wanted else None
+
+
 # Families whose receivers need more or less room than the profile's narrowband default.
 DEFAULT_FAMILY_GUARDS: Final[Mapping[str, FamilyGuards]] = {
-    # analog FM receivers: wider IF filters than the digital ones; 1.5x is a conservative choice
+    # analog FM receivers and in-ear transmitters: wider IF filters than the digital ones; 1.5x is a
+    # conservative choice
     "ew-g3": FamilyGuards(scale=1.5),
     "ew-g4": FamilyGuards(scale=1.5),
-    "ulx": FamilyGuards(scale=1.5),
+    "ew-iem-g4": FamilyGuards(scale=1.5),
     # wideband (WMAS) carriers are checked edge to edge by their bandwidth; the spacing left between two
     # such blocks is a conservative 1 MHz
     "spectera": FamilyGuards(spacing_khz=1000),
@@ -83,7 +100,7 @@ class PlanSettings:
         base = PROFILE_GUARDS[self.profile]
         if self.seventh_order and base.im7_2tx_khz == 0:
             base = replace(base, im7_2tx_khz=self.im7_when_on_khz)
-        own = self.families.get(family or "")
+        own = for_family(self.families, family)
         if own is None:
             return base
         scaled = Guards(

@@ -30,6 +30,7 @@ from hub.frequency import (
     TvGrid,
     coordinate,
     finding_view,
+    for_family,
     merge_identical,
     suggest,
 )
@@ -86,8 +87,9 @@ def rf_capabilities(device: Device, settings: FrequencySettings) -> RfCapabiliti
     variant the receivers are), else the frequency command's limits the plugin declares in the device's
     capabilities (often the protocol's whole range rather than the hardware's band). The width: the
     settings' wideband families (Spectera's WMAS carriers)."""
-    family = device.family or ""
-    return RfCapabilities(settings.bands.get(family) or _declared_band(device), settings.wideband_khz.get(family, 0.0))
+    family = device.family
+    band = for_family(settings.bands, family) or _declared_band(device)
+    return RfCapabilities(band, for_family(settings.wideband_khz, family) or 0.0)
 
 
 def _declared_band(device: Device) -> Band | None:
