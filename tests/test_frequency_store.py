@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jinja2
 import pytest
 
 from hub.app import Hub, frequency_settings
@@ -18,6 +19,8 @@ from hub.compose import compose_hub
 from hub.config import ConfigError, DiscoverySettings, HttpSettings, HubConfig, MqttSettings, load_config
 from hub.frequency import Band, CarrierState, Profile
 from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device, NumberLimits
+from hub.mqtt.homeassistant import EntityOptions, hub_discovery_config
+from hub.mqtt.topics import Topics
 from hub.persistence import IN_MEMORY, AlertKind, Persistence, SimulatedClock
 from hub.persistence.frequency import CHECK_SHARE, SLOW_CHECK_S, FrequencySettings, device_carriers
 from hub.persistence.testing import open_simulated, put_receiver
@@ -406,6 +409,27 @@ async def test_a_plan_larger_than_the_live_check_takes_says_so_instead_of_stalli
     assert body["checked"] is True and body["findings"]
 
 
+async def test_a_plan_grown_past_the_live_check_keeps_its_conflicts_open_and_says_unknown(rig: Rig) -> None:
+    """An outside audit: one carrier past max_live_carriers cleared every standing conflict alert and turned
+    Home Assistant's 'Frequency conflicts' sensor off, an all-clear nobody checked."""
+    rig.tune("shure-rx", 1, 518.2)
+    rig.tune("shure-rx", 2, 518.6)
+    rig.tune("shure-rx", 3, 517.8)
+    rig.tick()
+    standing = rig.conflicts()
+    assert standing
+    plan = rig.store.frequency
+    plan.settings = dataclasses.replace(plan.settings, max_live_carriers=2)
+    await rig.call("POST", f"{PLAN}/carriers", 201, json={"label": "IEM 1", "frequency_mhz": 700.0})
+    rig.tick(30, 10)
+    assert rig.conflicts() == standing, "held, not cleared"
+    summary = plan.summary()
+    assert (summary["checked"], summary["conflict"]) == (False, None)
+    sensor = frequency_conflicts_sensor()
+    assert jinja2.Template(sensor["value_template"]).render(value_json=summary) == "None", "unknown"
+    assert jinja2.Template(sensor["value_template"]).render(value_json={**summary, "conflict": True}) == "ON"
+
+
 async def test_a_second_frequency_retuned_into_a_conflict_is_checked(rig: Rig) -> None:
     rig.tune("shure-rx", 1, 518.2)
     rig.tune("shure-rx", 2, 518.6)
@@ -431,3 +455,9 @@ async def test_a_renamed_channel_is_named_in_the_plan_and_the_other_receivers_ke
     assert labels["shure-rx:1"] == "Lead vox (shure-rx ch 1)" and labels["shure-other:1"] == "Keys (shure-other ch 1)"
     body = await rig.call("GET", PLAN, 200)
     assert {c["label"] for c in body["carriers"] if c["id"] == "shure-rx:1"} == {"Lead vox (shure-rx ch 1)"}
+
+
+def frequency_conflicts_sensor() -> dict[str, Any]:
+    config = hub_discovery_config(Topics("wm", "hub1", "homeassistant"), 1, EntityOptions())
+    sensor: dict[str, Any] = config["components"]["frequency_conflicts"]
+    return sensor

@@ -544,7 +544,9 @@ def hub_discovery_config(topics: Topics, qos: int, options: EntityOptions | None
         {
             # on while the live frequency plan has a problem among carriers on air (docs/frequency-coordination.md)
             "state_topic": topics.hub_frequency_plan,
-            "value_template": "{% if value_json.conflict %}ON{% else %}OFF{% endif %}",
+            # unknown (Home Assistant's "None") while the plan is too large to check, not an all-clear
+            "value_template": "{% if value_json.conflict is none %}None{% elif value_json.conflict %}ON"
+            "{% else %}OFF{% endif %}",
             "json_attributes_topic": topics.hub_frequency_plan,
             "json_attributes_template": "{{ {'alerts': value_json.alerts, 'warnings': value_json.warnings,"
             " 'carriers': value_json.carriers} | tojson }}",

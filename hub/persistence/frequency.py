@@ -227,7 +227,7 @@ class FrequencyPlan(Service):
             "exclusions": len(self._exclusions),
             "alerts": len(alerts),
             "warnings": len(findings) - len(alerts),
-            "conflict": bool(alerts),
+            "conflict": None if self.too_many else bool(alerts),  # unchecked is not conflict-free
             "checked": not self.too_many,
             "profile": self.settings.plan.profile.value,
             "checked_at": self.checked_at,
@@ -323,10 +323,12 @@ class FrequencyPlan(Service):
                 key: AlertKey = (AlertKind.FREQUENCY_CONFLICT, victim.device_id, index, finding.kind)
                 if key not in active:
                     active[key] = self._message(finding, victim.device_id, index, labels)
+        # a device that is offline says nothing of its conflicts, and neither does a plan too large to check:
+        # what was open stays open ("no news is not good news")
         held = {
             (AlertKind.FREQUENCY_CONFLICT, device.id, channel.index, kind)
             for device in devices
-            if not device.online
+            if self.too_many or not device.online
             for channel in device.channels
             for kind in FINDING_KINDS
         }
