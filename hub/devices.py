@@ -285,8 +285,10 @@ class DeviceHandle(DeviceSink):
             self._last_heard = self._monotonic()
         else:
             self.last_error = error
-        # a device comes online when the driver identifies it; the supervisor only takes it down
-        if self.device_id is not None and not online:
+        # a device comes online when the driver identifies it; the supervisor only takes it down. A removed
+        # device leaves the store instead: said offline first, it would be said so on MQTT, where another
+        # hub may be watching it now
+        if self.device_id is not None and not online and not self.released:
             self._store.set_online(self.device_id, False)
 
 
@@ -460,9 +462,9 @@ class DeviceManager:
         del self.by_url[managed.url]
         if managed.handle.device_id is not None and self._by_id.get(managed.handle.device_id) is managed:
             del self._by_id[managed.handle.device_id]
+        managed.handle.release()
         managed.task.cancel()
         await asyncio.gather(managed.task, return_exceptions=True)
-        managed.handle.release()
         if managed.handle.device_id is not None:
             self._store.remove_device(managed.handle.device_id)
             self._buckets.pop(managed.handle.device_id, None)

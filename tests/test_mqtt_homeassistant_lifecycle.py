@@ -501,3 +501,30 @@ async def test_a_name_longer_than_the_familys_limit_still_gives_the_text_entity_
             shown = jinja2.Template(entity["value_template"]).render(value_json=state)
             assert shown == state["name"][:8]
             assert entity["min"] <= len(shown) <= entity["max"] and re.compile(entity["pattern"]).match(shown)
+
+
+async def test_a_receiver_moved_to_another_running_hub_keeps_its_topics_when_the_first_lets_it_go(
+    mqtt_broker: TestBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outside audit: a receiver added to hub B, then removed from hub A (both running), lost its device
+    topic and Home Assistant config to A's clean-up: Home Assistant deleted the device B was publishing.
+    While both watch it, each hub says so once; A stopping leaves B's availability alone."""
+    server, url = await example_receiver("EXSHARED")
+    device = "wmshare/devices/example-EXSHARED"
+    config = "homeassistant/device/example-EXSHARED/config"
+    caplog.set_level(logging.INFO, logger="hub.mqtt")
+    async with running_hub(mqtt_broker, tmp_path, [url], hub_id="huba", base="wmshare") as hub_a:
+        await online_device(hub_a)
+        async with running_hub(mqtt_broker, tmp_path, [url], hub_id="hubb", base="wmshare") as hub_b:
+            await online_device(hub_b)
+            said = "device example-EXSHARED is also watched by hub"
+            await eventually(lambda: caplog.text.count(said) >= 2, 10, "both hubs saying the receiver is shared")
+            assert await hub_a.remove_device("example-EXSHARED", source="test")
+            await eventually(lambda: "is another hub's now: its topics are left" in caplog.text, 10, "A letting go")
+            async with MqttProbe(mqtt_broker) as probe:
+                await probe.subscribe("#")  # after A's clean-up: anything it cleared would be gone by now
+                await probe.request("wmshare/hubs/huba/response/info", "wmshare/hubs/huba/request/info", {})
+                kept = {topic: payload for topic, payload in probe.latest.items() if payload}
+            assert device in kept and config in kept and kept[f"{device}/availability"] == b"online"
+    server.close()
+    assert caplog.text.count(said) == 2, "once per hub"

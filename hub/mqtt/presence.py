@@ -35,26 +35,22 @@ class Presence(StatePublisher):
         self._meter_snapshot: asyncio.Task[None] | None = None
         self._birth_answer: asyncio.TimerHandle | None = None
         self._birth_answered_at = -BIRTH_COALESCE_S  # on the event loop's time
-        # the devices each other hub on the broker lists as its own (its retained device list, kept current)
-        self._owned_elsewhere: dict[str, frozenset[str]] = {}
 
     def _on_device_list(self, hub_id: str, payload: bytes) -> None:
         if hub_id == self.topics.hub_id:
             self._mark_left_behind_offline(payload)
         elif payload:
             self._owned_elsewhere[hub_id] = frozenset(payloads.listed_devices(payload))
+            self._say_shared()
         else:
             self._owned_elsewhere.pop(hub_id, None)
-
-    def _owned_by_another_hub(self, device_id: str) -> bool:
-        """A receiver moved to another hub since this one last ran: its topics are that hub's now."""
-        return any(device_id in owned for owned in self._owned_elsewhere.values())
 
     def _say_offline(self) -> None:
         """Nobody watches the receivers once the hub is gone: say so on each, not only on the hub."""
         assert self.client is not None
         for device_id in list(self.hub.state.devices):
-            self._publish(self.topics.availability(device_id), payloads.availability_payload(False))
+            if not self._owned_by_another_hub(device_id):  # the other hub still watches it
+                self._publish(self.topics.availability(device_id), payloads.availability_payload(False))
         self.client.publish(self.topics.hub_state, payloads.HUB_OFFLINE, self.settings.qos_state, retain=True)
 
     def _mark_left_behind_offline(self, payload: bytes) -> None:

@@ -71,6 +71,9 @@ class StatePublisher:
         self._controlled: set[str] = set()
         # per device: every Home Assistant component its configs have held this run, with its platform
         self._homeassistant_components: dict[str, dict[str, str]] = {}
+        # the devices each other hub on the broker lists as its own (its retained device list, kept current)
+        self._owned_elsewhere: dict[str, frozenset[str]] = {}
+        self._shared_said: set[tuple[str, str]] = set()  # (device, other hub) already said to be on both
         self._remove_alert_listener: Callable[[], None] | None = None
         self._remove_swap_listener: Callable[[], None] | None = None
         self._remove_plan_listener: Callable[[], None] | None = None
@@ -207,14 +210,38 @@ class StatePublisher:
             return
         self._publish(topic, payload)
 
+    def _owned_by_another_hub(self, device_id: str) -> bool:
+        """A receiver another hub on the broker lists as its own: its topics are that hub's."""
+        return any(device_id in owned for owned in self._owned_elsewhere.values())
+
+    def _say_shared(self) -> None:
+        """Say once per receiver and hub when another hub watches a receiver this one does: both carry out
+        every MQTT command sent to it, and each says it offline when it stops."""
+        mine = self.hub.state.devices
+        for hub_id, owned in self._owned_elsewhere.items():
+            for device_id in sorted(owned.intersection(mine)):
+                if (device_id, hub_id) not in self._shared_said:
+                    self._shared_said.add((device_id, hub_id))
+                    log.warning(
+                        "device %s is also watched by hub %s: MQTT commands to it run on both hubs; give each "
+                        "receiver to one hub",
+                        device_id,
+                        hub_id,
+                    )
+
     def _clear_device(self, device_id: str) -> None:
-        """Empty retained payloads on every topic the device had, so no ghost is left on the broker."""
+        """Empty retained payloads on every topic the device had, so no ghost is left on the broker; unless
+        another hub lists it now (moved there while this one ran): its topics and Home Assistant's device are
+        that hub's."""
         assert self.client is not None
-        stale = self._retained_under(self.topics.device(device_id))
-        if self.settings.homeassistant:
-            stale.append(self.topics.homeassistant_config(device_id))
-        for topic in stale:
-            self._publish(topic, b"")
+        if self._owned_by_another_hub(device_id):
+            log.info("device %s left this hub and is another hub's now: its topics are left", device_id)
+        else:
+            stale = self._retained_under(self.topics.device(device_id))
+            if self.settings.homeassistant:
+                stale.append(self.topics.homeassistant_config(device_id))
+            for topic in stale:
+                self._publish(topic, b"")
         self._homeassistant_components.pop(device_id, None)
         if device_id in self._controlled:
             for topic_filter in self.topics.control_filters(device_id):
@@ -272,6 +299,7 @@ class StatePublisher:
         if self._device_list_due is not None:
             self._device_list_due.cancel()
             self._device_list_due = None
+        self._say_shared()
         self._device_list_sent_at = asyncio.get_running_loop().time()
         self._publish(self.topics.hub_devices, payloads.encode(self._device_summaries()))
         self._publish(self.topics.hub_info, payloads.encode(self.hub.info()))
