@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_sennheiser.ssc1_driver import Ssc1Driver, SscClient
 from wmhub_sennheiser.testing import UdpPeer, online, shows
 
+from hub.clock import SimulatedClock
 from hub.model import Command, CommandKind, Device
 from hub.testing import DriverHarness, eventually
 
@@ -117,6 +119,61 @@ async def test_a_subscription_really_expires_with_310() -> None:
         assert json.loads(await peer.receive()) == {"rx1": {"name": "Vocal 1"}}
         assert json.loads(await peer.receive()) == {"osc": {"error": [{"rx1": {"name": [310]}}]}}
         assert simulator.subscriptions == {}
+
+
+async def test_a_device_ending_every_subscription_at_once_is_renewed_at_a_paced_rate_and_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A device answering each subscribe with 310 got hundreds of renewals a second, and nothing was logged."""
+    caplog.set_level(logging.WARNING, logger="hub.device")
+    clock = SimulatedClock()
+    simulator = await started("ewdx-em2")
+    simulator.end_subscriptions_at_once = True
+    try:
+        async with DriverHarness("sennheiser", clock=clock) as hub:
+            await online(hub, simulator)
+
+            def said() -> list[str]:
+                return [
+                    record.getMessage()
+                    for record in caplog.records
+                    if "right after each renewal" in record.getMessage()
+                ]
+
+            await eventually(said, what="the device's behaviour said in the log")
+            asked = simulator.subscribe_requests
+            await asyncio.sleep(1.0)  # on the old code, hundreds more in this second
+            assert simulator.subscribe_requests == asked, "no renewal before the hub's clock allows the next one"
+            for wait in (0.25, 0.5, 1.0, 2.0):  # the waits double (less jitter); each comes once the clock is there
+                clock.advance(wait)
+                await eventually(
+                    lambda before=asked: simulator.subscribe_requests > before, what=f"the renewal after {wait} s"
+                )
+                asked = simulator.subscribe_requests
+            assert len(said()) == 1
+    finally:
+        await simulator.stop()
+
+
+async def test_a_device_refusing_every_subscription_is_read_instead_and_said_once(
+    hub: DriverHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Subscriptions refused (503 inside the subscribe tree): a receiver muted on the device showed unmuted."""
+    caplog.set_level(logging.WARNING, logger="hub.device")
+    simulator = await started("ewdx-em2")
+    simulator.refuse_subscriptions = 503
+    try:
+        device = await online(hub, simulator)
+        simulator.channels[0].muted, simulator.channels[1].name = True, "Front Panel"  # no notification comes
+        await shows(hub, device.id, simulator)
+        simulator.channels[0].rf_quality = 12
+        await shows(hub, device.id, simulator)
+        warnings = [
+            record.getMessage() for record in caplog.records if "refused the subscription" in record.getMessage()
+        ]
+        assert len(warnings) == 1 and "503" in warnings[0] and "read every 1 s instead" in warnings[0], warnings
+    finally:
+        await simulator.stop()
 
 
 async def test_messages_are_split_below_the_device_limit(hub: DriverHarness) -> None:

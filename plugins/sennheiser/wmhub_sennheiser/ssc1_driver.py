@@ -4,7 +4,10 @@ URL: ``sennheiser-ssc://host[:port][?lifetime=10&retry_ms=250&max_bytes=1400]``.
 default: devices announce their real port in the DNS-SD SRV record, and discovery puts it in the URL.
 State leaves are subscribed on change, meters periodically at ``meter_rate_ms``; both are renewed one
 second before their lifetime ends and again at once after error 310 or a reboot (the renewal re-creates
-what the device forgot).
+what the device forgot). A device that ends them again right after each renewal is renewed at a paced,
+growing interval instead (capped at one lifetime), and said once. Leaves whose subscription the device
+refuses (an error other than 404/454 inside the subscribe tree) are read every ``REFUSED_POLL_S`` instead,
+so their state stays live, and that is said once too.
 """
 
 from __future__ import annotations
@@ -36,6 +39,16 @@ VENDOR: Final = "sennheiser"
 IDENTITY: Final = tuple(("device", "identity", leaf) for leaf in ("product", "serial", "version", "vendor"))
 DEVICE_NAME: Final = ("device", "name")
 XID_LIMIT: Final = 2**31
+# Renewals after error 310 that came right after the previous renewal: the second waits this long, each
+# further one twice as long (with jitter), up to one lifetime.
+ENDED_AT_ONCE_FIRST_WAIT_S: Final = 0.25
+# How often leaves whose subscription the device refuses are read instead.
+REFUSED_POLL_S: Final = 1.0
+# Errors inside the subscribe tree that are no refusal: 310 renews, 404/454 mark the leaf missing, 424 is a
+# transmitter that is off, 413/414/450 ask for smaller requests.
+NOT_REFUSALS: Final = frozenset(
+    {ErrorKind.OK, ErrorKind.SUBSCRIPTION_ENDED, ErrorKind.MISSING, ErrorKind.NO_TRANSMITTER, ErrorKind.TOO_LARGE}
+)
 
 
 class SscUnsupportedDeviceError(UnsupportedDeviceError):
@@ -170,6 +183,13 @@ class Ssc1Driver(UdpDriver):
         self.state: dict[int, dict[str, Any]] = {}  # the last fields reported, per channel (0 = device)
         self._mapper: ChannelMapper | None = None
         self._subscribed: set[Address] = set()
+        self._renewed_at: float | None = None  # when renew() last asked the device, on the hub's clock
+        self._forced_renewal_due = False  # a renewal after 310 is on its way
+        self._ended_at_once = 0  # renewals in a row whose subscriptions the device ended right away
+        self._said_ended_at_once = False
+        self._refused: dict[Address, int] = {}  # leaves whose subscription the device refused -> its code
+        self._said_refused = False
+        self._polling_refused = False
 
     # --- lifecycle
 
@@ -253,6 +273,8 @@ class Ssc1Driver(UdpDriver):
         """Subscribe (again): the same request renews a live subscription and re-creates a forgotten one."""
         sets = self._subscription_sets()
         self._subscribed = {path for _, paths in sets for path in paths}
+        self._renewed_at = self.sink.clock.monotonic()
+        self._forced_renewal_due = False
         replies = await asyncio.gather(
             *(self.client.request(ssc1.subscribe_body([item]), self.settings.io_timeout_s) for item in sets),
             return_exceptions=True,
@@ -263,6 +285,16 @@ class Ssc1Driver(UdpDriver):
         timeouts = [reply for reply in replies if isinstance(reply, TimeoutError)]
         if timeouts:
             raise timeouts[0]
+        # every set was answered: a leaf refused before and not now is reported on change again
+        still = {
+            error.address
+            for reply in replies
+            if isinstance(reply, Message)
+            for error in reply.errors
+            if error.in_subscription and error.kind not in NOT_REFUSALS
+        }
+        for path in [path for path in self._refused if not any(path[: len(gone)] == gone for gone in still)]:
+            del self._refused[path]
 
     async def probe(self) -> None:
         await self.client.request(ssc1.tree([DEVICE_NAME]), self.settings.io_timeout_s)
@@ -275,11 +307,79 @@ class Ssc1Driver(UdpDriver):
             if error.kind is ErrorKind.MISSING:
                 self.missing.add(error.address)
             elif error.kind is ErrorKind.SUBSCRIPTION_ENDED and error.address in self._subscribed:
-                self.renew_soon()
+                self._subscription_ended()
+            elif error.in_subscription and error.kind not in NOT_REFUSALS:
+                self._subscription_refused(error)
         if self._mapper is None:
             return  # still identifying: connect() reads the identity reply itself
         self._apply(self._mapper.errors(message.errors))
         self._apply(self._mapper.values(message.values))
+
+    def _subscription_ended(self) -> None:
+        """Error 310: renew at once, unless the device ended what the last renewal asked for right away.
+
+        Such a device would otherwise get a renewal for every 310 it sends, hundreds a second.
+        """
+        if self._forced_renewal_due:  # one 310 arrives per subscription set: one renewal answers them all
+            return
+        self._forced_renewal_due = True
+        now = self.sink.clock.monotonic()
+        right_after_renewal = self._renewed_at is not None and now - self._renewed_at < self.lifetime_s / 2
+        self._ended_at_once = self._ended_at_once + 1 if right_after_renewal else 0
+        if self._ended_at_once <= 1:
+            self.renew_soon()
+            return
+        # bandit B311 waived: jitter spreads renewals, it is no secret
+        jitter = random.uniform(0.5, 1.0)  # nosec B311
+        wait = min(self.lifetime_s, ENDED_AT_ONCE_FIRST_WAIT_S * 2 ** (self._ended_at_once - 2)) * jitter
+        if not self._said_ended_at_once:
+            self._said_ended_at_once = True
+            self.sink.log.warning(
+                "the device ends the subscriptions again right after each renewal (error 310): "
+                "renewing them at a growing interval, at most every %g s",
+                self.lifetime_s,
+            )
+        self.spawn(self._renew_after(wait))
+
+    async def _renew_after(self, seconds: float) -> None:
+        await self.sink.clock.sleep(seconds)
+        self.renew_soon()
+
+    def _subscription_refused(self, error: ssc1.SscError) -> None:
+        """The device refused to report these leaves on change: read them every REFUSED_POLL_S instead.
+
+        A device may name the refused branch rather than each leaf: every subscribed leaf under it counts.
+        """
+        refused = [path for path in self._subscribed if path[: len(error.address)] == error.address]
+        self._refused.update(dict.fromkeys(refused, error.code))
+        if not refused:
+            return
+        if not self._said_refused:
+            self._said_refused = True
+            self.sink.log.warning(
+                "the device refused the subscription to %s (error %d%s): its state is read every %g s instead",
+                ssc1.address_text(error.address),
+                error.code,
+                f" {ssc1.ERROR_TEXT[error.code]}" if error.code in ssc1.ERROR_TEXT else "",
+                REFUSED_POLL_S,
+            )
+        if not self._polling_refused:
+            self._polling_refused = True
+            self.spawn(self._poll_refused())
+
+    async def _poll_refused(self) -> None:
+        try:
+            while self._refused:
+                await self.sink.clock.sleep(REFUSED_POLL_S)
+                try:
+                    await self.get_many(sorted(self._refused))
+                except TimeoutError:
+                    continue  # the liveness probe decides whether the device is gone
+        finally:
+            self._polling_refused = False
+        self.sink.log.info(
+            "the device accepts the subscriptions again: no longer reading them every %g s", REFUSED_POLL_S
+        )
 
     def _apply(self, updates: Updates) -> None:
         for channel, fields in updates.items():

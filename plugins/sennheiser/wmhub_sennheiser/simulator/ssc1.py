@@ -69,6 +69,8 @@ class Ssc1Simulator(UdpSimulator):
         self.subscriptions: dict[tuple[Client, frozenset[Address]], SimSubscription] = {}
         self.writes: list[tuple[Address, Any]] = []  # accepted sets, in order
         self.subscribe_requests = 0  # subscription sets received (new or renewed), for tests
+        self.end_subscriptions_at_once = False  # fault: every subscription ends with 310 as soon as it is made
+        self.refuse_subscriptions: int | None = None  # fault: every subscribed leaf is refused with this code
         self.advertise = advertise
         self._advertisement: MdnsAdvertisement | None = None
         self._published = self.device.leaves()
@@ -194,6 +196,9 @@ class Ssc1Simulator(UdpSimulator):
             self.publish()
 
     def _subscribe(self, sets: list[Any], client: Client, xid: int | None) -> None:
+        if self.refuse_subscriptions is not None:
+            self._refuse(sets, self.refuse_subscriptions, client, xid)
+            return
         echo: list[dict[str, Any]] = []
         missing: dict[Address, int] = {}
         current = self.device.leaves()
@@ -226,6 +231,19 @@ class Ssc1Simulator(UdpSimulator):
             self._send_json({"osc": {"error": [{"osc": {"state": {"subscribe": inside}}}]}}, client)
         for subscription in started:
             self._notify(subscription, current)
+            if self.end_subscriptions_at_once:
+                self.subscriptions.pop((client, subscription.paths), None)
+                self._send_json(errors(dict.fromkeys(sorted(subscription.paths), 310)), client)
+
+    def _refuse(self, sets: list[Any], code: int, client: Client, xid: int | None) -> None:
+        """Answer a subscribe request with ``code`` on every leaf, inside the subscribe tree, and no echo."""
+        refused: dict[Address, int] = {}
+        for item in sets:
+            if isinstance(item, dict):
+                self.subscribe_requests += 1
+                refused.update(dict.fromkeys(leaves({k: v for k, v in item.items() if k != "#"}), code))
+        inside = errors(refused)["osc"]["error"]
+        self._send_json({"osc": {"error": [{"osc": {"state": {"subscribe": inside}}}]}}, client, xid)
 
     def _is_tx(self, path: Address) -> bool:
         return self.device.transmitter_channel(path) is not None
