@@ -11,8 +11,9 @@ from urllib.parse import parse_qsl
 
 import aiohttp
 import pytest
-from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
-from wmhub_sennheiser.ssc2 import encode_sse
+from aiohttp import web
+from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator, Unframed
+from wmhub_sennheiser.ssc2 import IDENTITY_PATH, MAX_RAW_RESOURCES, SITE_PATH, encode_sse
 from wmhub_sennheiser.ssc2_driver import Ssc2Driver, Ssc2Options
 
 from hub.clock import SimulatedClock
@@ -134,6 +135,7 @@ async def test_an_unpinned_self_signed_certificate_is_refused(hub: DriverHarness
     error = await eventually(lambda: managed.supervisor.last_error, what="the connection error")
     assert f"the certificate of 127.0.0.1:{simulator.port} is not trusted" in error  # names the receiver
     assert f"fingerprint={simulator.fingerprint_sha256}" in error  # says exactly what to pin
+    assert "or opt out with verify=false" in error  # the advice survives the cut to 300 characters
     assert simulator.requests == 0
     wrong_pin = hub.add(simulator.url(pin=False, fingerprint="ab" * 32))
     error = await eventually(lambda: wrong_pin.supervisor.last_error, what="the pin mismatch")
@@ -429,3 +431,86 @@ async def test_the_simulator_session_api_lists_and_edits_paths(simulator: Ssc2Si
             assert response.status == 405
         async with http.delete(f"{base}/{session}", ssl=False) as response:
             assert response.status == 204
+
+
+def device_online(hub: DriverHarness, simulator: Ssc2Simulator) -> bool:
+    device = hub.store.get(simulator.expected_device()["id"])
+    return device is not None and device.online
+
+
+async def test_a_malformed_stream_is_noticed_at_once_and_named(hub: DriverHarness, simulator: Ssc2Simulator) -> None:
+    """A bad chunk-size line killed the stream, but the hub waited for sse_timeout (60 s) and blamed silence."""
+    managed, _ = await streaming(hub, simulator)
+    simulator.push_to_streams(Unframed(b"zz\x1b[2J\x1b]0;pwn\x07" + b"A" * 5000 + b"\r\n"))
+    error = await eventually(lambda: managed.supervisor.last_error, 2.0, "the broken stream noticed")
+    assert error.startswith("the SSE stream is malformed") and "chunk size" in error, error
+    assert "\x1b" not in error and "\x07" not in error
+
+
+async def test_events_naming_endless_new_resources_do_not_grow_the_hub(
+    hub: DriverHarness, simulator: Ssc2Simulator
+) -> None:
+    managed, _ = await streaming(hub, simulator)
+    for batch in range(4):
+        simulator.push_to_streams(encode_sse({f"/api/unknown/b{batch}/{n}": {"blob": "x" * 100} for n in range(1000)}))
+    simulator.set_warnings(["after the flood"])
+    await matches(hub, managed, simulator, "the change after the flood")
+    driver = managed.supervisor.driver
+    assert isinstance(driver, Ssc2Driver)
+    assert len(driver.resources.raw) <= MAX_RAW_RESOURCES
+    assert driver.resources.raw.get("/api/health/psu")  # the device's own extra resources came first
+
+
+async def test_json_nested_past_the_interpreters_limit_is_skipped_as_not_json(
+    hub: DriverHarness, simulator: Ssc2Simulator
+) -> None:
+    """200,000 levels deep (under the size bound): a RecursionError escaped and took the device offline."""
+    managed, _ = await streaming(hub, simulator)
+    simulator.push_to_streams(b"data: " + b"[" * 200_000 + b"]" * 200_000 + b"\n\n")
+    simulator.set_warnings(["after the deep event"])
+    await matches(hub, managed, simulator, "the change after the deep event")
+    assert managed.supervisor.attempts == 1 and managed.handle.protocol_errors >= 1
+    simulator.answers[SITE_PATH] = lambda: web.Response(
+        body=b"[" * 200_000 + b"]" * 200_000, content_type="application/json"
+    )
+    second = hub.add(simulator.url(poll="60", id="second"))
+    error = await eventually(lambda: second.supervisor.last_error, what="the deep answer refused")
+    assert error == "GET /api/device/site: unreadable answer (RecursionError: not JSON)"
+
+
+async def test_a_device_whose_stream_never_opens_is_not_shown_online_and_says_why(
+    hub: DriverHarness, simulator: Ssc2Simulator
+) -> None:
+    """Identified before its stream opened, such a device flapped online and offline (and so did MQTT)."""
+    simulator.hold_open_event = True
+    managed = hub.add(simulator.url(poll="60"))
+    seen_online = False
+
+    def failed() -> str | None:
+        nonlocal seen_online
+        seen_online = seen_online or device_online(hub, simulator)
+        return managed.supervisor.last_error
+
+    error = await eventually(failed, hub.settings.io_timeout_s * 3, "the stream that never opened")
+    assert "sent its headers but did not open" in error, error
+    assert not seen_online
+    simulator.hold_open_event = False
+    simulator.drop_streams()
+    await hub.device(managed, timeout=hub.settings.io_timeout_s * 6)
+
+
+async def test_an_answer_larger_than_an_event_is_refused_unread(hub: DriverHarness, simulator: Ssc2Simulator) -> None:
+    simulator.answers[SITE_PATH] = lambda: web.json_response({"deviceName": "S" * (2 * 1024 * 1024)})
+    managed = hub.add(simulator.url(poll="60"))
+    error = await eventually(lambda: managed.supervisor.last_error, what="the huge answer refused")
+    assert error == "GET /api/device/site: answer larger than 1024 KiB, refused unread"
+
+
+async def test_a_redirect_is_not_followed_and_is_named(hub: DriverHarness, simulator: Ssc2Simulator) -> None:
+    """With a pinned certificate, a redirect to plain HTTP was followed and its answer believed."""
+    plain = "http://127.0.0.1:9/api/device/identity"
+    simulator.answers[IDENTITY_PATH] = lambda: web.Response(status=302, headers={"Location": plain})
+    managed = hub.add(simulator.url(poll="60"))
+    error = await eventually(lambda: managed.supervisor.last_error, what="the redirect refused")
+    assert f"redirected (302) to {plain}, not followed" in error, error
+    assert hub.store.get(simulator.expected_device()["id"]) is None

@@ -40,6 +40,8 @@ MAPPED_PATHS: Final = (
 COLLECTION_IDS: Final = {MOBILES_PATH: "mtUid", RF_CHANNELS_PATH: "rfChannelId", AUDIO_OUTPUTS_PATH: "outputId"}
 
 DEFAULT_MAX_EVENT_BYTES: Final = 256 * 1024
+# Resources outside the map kept raw, at most: a device inventing new paths cannot grow the hub's memory.
+MAX_RAW_RESOURCES: Final = 1024
 
 # Value limits for writes. Sennheiser publishes none for SSCv2 (unverified): these follow the Spectera
 # UHF tuning range and the short names a receiver display shows; the device has the last word.
@@ -321,7 +323,8 @@ class ResourceMap:
 
     Channels are the paired mobile devices (mics and bodypacks), numbered 1.. in ``mtUid`` order as
     first seen; a mobile device paired later gets the next number, so numbers never move while connected.
-    Resources this map does not understand are kept in :attr:`raw` under their normalised path.
+    Resources this map does not understand are kept in :attr:`raw` under their normalised path, the first
+    ``MAX_RAW_RESOURCES`` of them; further new paths are dropped.
     """
 
     def __init__(self) -> None:
@@ -379,7 +382,7 @@ class ResourceMap:
         else:
             if value is None:
                 self.raw.pop(path, None)
-            else:
+            elif path in self.raw or len(self.raw) < MAX_RAW_RESOURCES:
                 self.raw[path] = value
         return changes
 

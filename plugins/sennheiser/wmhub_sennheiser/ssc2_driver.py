@@ -45,6 +45,7 @@ from hub.model import (
     NotSupportedError,
     RefusedError,
 )
+from hub.text import device_text, preview
 from wmhub_sennheiser import ewdx_ssc2
 from wmhub_sennheiser.ewdx_ssc2 import EwdxResourceMap
 from wmhub_sennheiser.ssc2 import (
@@ -78,6 +79,8 @@ DEFAULT_USER: Final = "api"
 SPECTERA_USER: Final = "controlSennheiser"
 # A full subscription's first event carries every mobile device and RF channel at once.
 MAX_EVENT_BYTES: Final = 1024 * 1024
+# How often a stream that sends nothing is checked for framing aiohttp found malformed.
+STREAM_CHECK_S: Final = 0.5
 
 # Across driver instances (the supervisor makes a new one per attempt), keyed by device URL: the
 # session a lost connection left on the device, and when the device last refused our credentials.
@@ -174,6 +177,18 @@ def family_of(product: str | None) -> str:
     return "sscv2"
 
 
+async def _bounded_body(response: aiohttp.ClientResponse) -> bytes | None:
+    """The answer's body, or None if it is longer than MAX_EVENT_BYTES (not read beyond that)."""
+    if (response.content_length or 0) > MAX_EVENT_BYTES:
+        return None
+    body = bytearray()
+    while chunk := await response.content.readany():
+        body += chunk
+        if len(body) > MAX_EVENT_BYTES:
+            return None
+    return bytes(body)
+
+
 async def _first_failure(*jobs: Awaitable[None]) -> None:
     """Run jobs until one ends (returning or raising); cancel the rest and pass its outcome on."""
     tasks = [asyncio.ensure_future(job) for job in jobs]
@@ -247,9 +262,10 @@ class Ssc2Driver(Driver):
         subscribe = [path for path in subscribe if path not in MAPPED_PATHS or path in initial]
         self._identity = dict(identity) if isinstance(identity, Mapping) else {}
         changes = self.resources.apply_all(initial)
+        await self._open_stream(subscribe)
+        # identified (and so shown online) only now: a device whose stream never opens is not being watched
         self._identify()
         self._publish(changes)
-        await self._open_stream(subscribe)
         _refused_at.pop(self.endpoint.url, None)
 
     async def _connect_ewdx(self, identity: Mapping[str, Any]) -> None:
@@ -280,9 +296,9 @@ class Ssc2Driver(Driver):
             self.ewdx = EwdxResourceMap(max(present, default=-1) + 1)
         self._identity = dict(identity)
         changes = self.ewdx.apply_all(initial)
+        await self._open_stream(subscribe)
         self._identify()
         self._publish(changes)
-        await self._open_stream(subscribe)
 
     async def _read_identity(self) -> Any:
         """``/api/device/identity``, documented as open; a device that wants credentials for it anyway and
@@ -321,7 +337,7 @@ class Ssc2Driver(Driver):
             try:
                 await self._end_session(stale)
             except DeviceHttpError as exc:  # a session we cannot end must not keep us from opening a new one
-                self.sink.log.warning("could not end the previous SSE session %s: %s", stale, exc)
+                self.sink.log.warning("could not end the previous SSE session %s: %s", device_text(stale, 80), exc)
         assert self._http is not None
         # the stream itself may stay quiet for sse_timeout; only the wait for its headers is bounded here
         async with asyncio.timeout(self.settings.io_timeout_s):
@@ -333,11 +349,17 @@ class Ssc2Driver(Driver):
             )
         self._stream = response
         await self._raise_for(response)
-        async with asyncio.timeout(self.settings.io_timeout_s):
-            self.session_uuid = await self._read_open(response)
+        try:
+            async with asyncio.timeout(self.settings.io_timeout_s):
+                self.session_uuid = await self._read_open(response)
+        except TimeoutError:
+            raise ConnectionError(
+                f"the event stream on {self._authority()} sent its headers but did not open (no event) within "
+                f"{self.settings.io_timeout_s:g} s"
+            ) from None
         _stale_sessions[self.endpoint.url] = self.session_uuid
         await self._request("PUT", f"{SUBSCRIPTIONS_PATH}/{self.session_uuid}/add", body=paths)
-        self.sink.log.info("SSE session %s subscribed to %d resources", self.session_uuid, len(paths))
+        self.sink.log.info("SSE session %s subscribed to %d resources", device_text(self.session_uuid, 80), len(paths))
 
     async def _read_open(self, response: aiohttp.ClientResponse) -> str:
         """The session id from the stream's first event (falling back to the Content-Location header)."""
@@ -373,7 +395,7 @@ class Ssc2Driver(Driver):
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancellation
                 # that stops this driver when a chunk arrives at the same moment
                 async with asyncio.timeout(self.options.sse_timeout_s):
-                    chunk = await self._stream.content.readany()
+                    chunk = await self._next_chunk(self._stream)
             except TimeoutError:
                 raise DeviceSilentError(f"no event on the SSE stream for {self.options.sse_timeout_s:g} s") from None
             if not chunk:
@@ -381,12 +403,34 @@ class Ssc2Driver(Driver):
             for event in self._parser.feed(chunk):
                 self._on_event(event.event, event.data)
 
+    @staticmethod
+    async def _next_chunk(stream: aiohttp.ClientResponse) -> bytes:
+        """The stream's next bytes; ConnectionError as soon as its HTTP framing turns out malformed.
+
+        aiohttp stops reading a response whose chunk framing it cannot parse, but tells the body's reader
+        only once the TLS connection has finished closing, which a device that sent garbage may never do:
+        the stream would look merely quiet until ``sse_timeout``.
+        """
+        read = asyncio.ensure_future(stream.content.readany())
+        try:
+            while True:
+                done, _ = await asyncio.wait({read}, timeout=STREAM_CHECK_S)
+                if done:
+                    return read.result()
+                protocol = stream.connection.protocol if stream.connection is not None else None
+                failure = protocol.exception() if protocol is not None else None
+                if failure is not None:
+                    said = device_text(" ".join(str(failure).split()), 120)
+                    raise ConnectionError(f"the SSE stream is malformed: {said}")
+        finally:
+            read.cancel()
+
     def _on_event(self, kind: str, data: str) -> None:
         if kind == "close":  # django-micboard stops here too (unverified)
             raise ConnectionError("the device closed the subscription")
         try:
             resources = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the interpreter's limit
             self.sink.protocol_error(f"an SSE event that is not JSON: {data[:80]!r}")
             return
         if kind != "message" or not isinstance(resources, Mapping):
@@ -451,7 +495,7 @@ class Ssc2Driver(Driver):
         assert self._http is not None
         kwargs["headers"] = {"Authorization": self.options.authorization(self._user), **kwargs.get("headers", {})}
         try:
-            return await self._http.request(method, path, **kwargs)
+            return await self._http.request(method, path, allow_redirects=False, **kwargs)
         except aiohttp.ServerFingerprintMismatch as exc:
             raise CertificateRefusedError(
                 f"the certificate of {self._authority()} (SHA-256 {exc.got.hex()}) does not match the pinned "
@@ -459,9 +503,12 @@ class Ssc2Driver(Driver):
             ) from None
         except aiohttp.ClientConnectorCertificateError as exc:
             seen = await self._presented_fingerprint()
+            # the advice first and the TLS library's reason last and short: the whole must fit the 300
+            # characters an error is shown with
+            reason = device_text(str(exc.certificate_error), 40)
             raise CertificateRefusedError(
-                f"the certificate of {self._authority()} is not trusted ({exc.certificate_error}); if it is the "
-                f"device's own self-signed certificate, pin it with fingerprint={seen} or opt out with verify=false"
+                f"the certificate of {self._authority()} is not trusted: if it is the device's own, pin it with "
+                f"fingerprint={seen} or opt out with verify=false ({reason})"
             ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             what = str(exc) or ("no answer" if isinstance(exc, TimeoutError) else type(exc).__name__)
@@ -491,11 +538,22 @@ class Ssc2Driver(Driver):
         if response.status == 401:
             _refused_at[self.endpoint.url] = self.sink.clock.monotonic()
             raise CredentialsRefusedError(self._refused_message())
+        if 300 <= response.status < 400:
+            # a receiver's API does not redirect; following one could leave the pinned certificate behind
+            target = device_text(response.headers.get("Location", "nowhere"), 100)
+            raise DeviceHttpError(
+                response.status,
+                f"{response.method} {response.url.path} on {self._authority()}: redirected ({response.status}) to "
+                f"{target}, not followed",
+            )
         try:
-            body = await response.json(content_type=None)
+            raw = await _bounded_body(response)
+            body = json.loads(raw) if raw is not None else None
             message = body.get("message") or body.get("error") if isinstance(body, Mapping) else body
-        except (ValueError, aiohttp.ClientError):
-            message = response.reason
+        except (ValueError, RecursionError, aiohttp.ClientError):
+            message = None
+        message = preview(message) if message is not None and not isinstance(message, str) else message
+        message = device_text(message or response.reason or "", 120)
         raise DeviceHttpError(
             response.status,
             f"{response.method} {response.url.path} on {self._authority()}: {response.status} {message}",
@@ -512,12 +570,17 @@ class Ssc2Driver(Driver):
 
     @staticmethod
     async def _json(response: aiohttp.ClientResponse, what: str) -> Any:
-        """The answer's JSON, None for an empty one."""
+        """The answer's JSON, None for an empty one; at most MAX_EVENT_BYTES of it, like an event."""
         try:
-            text = await response.text()
+            body = await _bounded_body(response)
+            if body is None:
+                raise ConnectionError(
+                    f"{what}: answer larger than {MAX_EVENT_BYTES // 1024} KiB, refused unread"
+                ) from None
+            text = body.decode(response.charset or "utf-8", errors="replace")
             return json.loads(text) if text.strip() else None
-        except (aiohttp.ClientError, ValueError) as exc:  # a cut-off or garbled answer: the link is suspect
-            raise ConnectionError(f"{what}: unreadable answer ({exc})") from None
+        except (aiohttp.ClientError, ValueError, LookupError, RecursionError) as exc:  # cut off, garbled, bad charset
+            raise ConnectionError(f"{what}: unreadable answer ({type(exc).__name__}: not JSON)") from None
 
     # --- control
 

@@ -168,11 +168,18 @@ class SimMobile:
         return self.battery_percent * 4
 
 
+@dataclass(frozen=True)
+class Unframed:
+    """Bytes a stream sends outside its chunked framing (a fault: a malformed chunk-size line, say)."""
+
+    data: bytes
+
+
 @dataclass
 class SimSession:
     uuid: str
     paths: list[str] = field(default_factory=list)
-    outbox: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    outbox: asyncio.Queue[bytes | Unframed | None] = field(default_factory=asyncio.Queue)
 
     def covers(self, resource: str) -> bool:
         return any(path_covers(path, resource) for path in self.paths)
@@ -212,6 +219,9 @@ class Ssc2Simulator:
         self.writes: list[tuple[str, Any]] = []  # accepted PUT bodies, in order
         self.deletes: list[str] = []  # session ids clients asked to end, in order
         self.busy_deletes = 0  # fault: this many coming session DELETEs are answered 503
+        self.hold_open_event = False  # fault: a new stream sends its headers, then nothing
+        # fault: a request for one of these paths gets this answer instead (a redirect, a huge body)
+        self.answers: dict[str, Callable[[], web.StreamResponse]] = {}
         self.certificate = SelfSignedCertificate.generate(host)
         self.port = 0
         self._random = random.Random(seed)  # nosec B311 # simulated values, seeded for reproducible tests
@@ -347,6 +357,11 @@ class Ssc2Simulator:
         """Cut every SSE stream; the sessions themselves survive, as after a network glitch."""
         self._end_sessions(forget=False)
 
+    def push_to_streams(self, data: bytes | Unframed) -> None:
+        """Send ``data`` on every open stream: event bytes as they are (a hostile event), or unframed bytes."""
+        for session in self.sessions.values():
+            session.outbox.put_nowait(data)
+
     def set_silent(self, silent: bool) -> None:
         """A hung device: requests and events wait until it wakes up."""
         if silent:
@@ -446,7 +461,8 @@ class Ssc2Simulator:
         if request.path not in UNAUTHENTICATED_PATHS and not self._authorised(request):
             self.refused += 1
             return self._error(401, "authentication required", {"WWW-Authenticate": 'Basic realm="SSC"'})
-        return await handler(request)
+        answer = self.answers.get(request.path)
+        return answer() if answer is not None else await handler(request)
 
     def _authorised(self, request: web.Request) -> bool:
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
@@ -500,10 +516,17 @@ class Ssc2Simulator:
         )
         await response.prepare(request)
         with contextlib.suppress(ConnectionError):
+            if self.hold_open_event:
+                await session.outbox.get()  # until the stream is dropped
+                return response
             await response.write(encode_sse({"path": location, "sessionUUID": session.uuid}, event="open"))
             while (chunk := await session.outbox.get()) is not None:
                 await self._awake.wait()
-                await response.write(chunk)
+                if isinstance(chunk, Unframed):
+                    assert request.transport is not None  # the stream is open
+                    request.transport.write(chunk.data)
+                else:
+                    await response.write(chunk)
             await response.write_eof()
         return response
 
