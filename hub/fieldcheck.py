@@ -94,6 +94,10 @@ def _texts(width: int) -> Check:
 MAX_ANTENNAS: Final = 8
 
 
+# an antenna's level is an RF level: a value outside rf_dbm's bounds (4e22 dBm) is an antenna not reported
+_antenna_level: Final = _bounded(_number, *numeric_bounds(Channel)["rf_dbm"])
+
+
 def _levels(width: int) -> Check:
     """Per-antenna levels: short names to finite numbers; a non-finite level is an antenna not reported."""
 
@@ -102,7 +106,7 @@ def _levels(width: int) -> Check:
             return REFUSED
         checked: dict[str, float] = {}
         for name, level in value.items():
-            number = _number(level)
+            number = _antenna_level(level)
             if not isinstance(name, str) or number is REFUSED:
                 return REFUSED
             if number is not UNKNOWN:

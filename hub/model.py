@@ -55,7 +55,9 @@ class Channel(BaseModel):
     index: int = Field(ge=1, description="1-based, as the vendor protocols number channels")
     name: str | None = None
     extended_name: str | None = Field(default=None, description="the user's name for this channel, set in the hub")
-    frequency_mhz: float | None = None
+    # bounds wide enough for every band a wireless system uses: a value beyond them is a parsing error or a
+    # device gone wrong (an outside audit saw 99999999999.999 MHz and 9999 dBm reach MQTT), read as unknown
+    frequency_mhz: float | None = Field(default=None, ge=1, le=10_000)
     muted: bool | None = Field(default=None, description="receiver audio mute")
     tx_present: bool | None = Field(default=None, description="a transmitter is on and linked")
     tx_model: str | None = None
@@ -80,20 +82,24 @@ class Channel(BaseModel):
         default=None, description="'charging', 'charged', 'discharging' or as the family states it"
     )
     battery_time_to_full_min: int | None = Field(default=None, ge=0, description="charging: minutes until full")
-    rf_dbm: float | None = None
+    rf_dbm: float | None = Field(default=None, ge=-200, le=50)
     rf_quality_percent: int | None = Field(default=None, ge=0, le=100)
     antenna: str | None = Field(default=None, description="active antenna(s), e.g. 'A', 'B', 'AB'")
     rf_antennas: dict[str, float] | None = Field(
         default=None, description="RF level in dBm per antenna input, e.g. {'A': -62, 'B': -70} or RF1/RF2"
     )
-    audio_dbfs: float | None = None
-    audio_peak_dbfs: float | None = Field(default=None, description="peak audio level, where reported apart")
+    audio_dbfs: float | None = Field(default=None, ge=-200, le=50)
+    audio_peak_dbfs: float | None = Field(
+        default=None, ge=-200, le=50, description="peak audio level, where reported apart"
+    )
     audio_peak: bool | None = Field(default=None, description="audio clipped since the last report")
     gain_db: float | None = None
     group_channel: str | None = Field(
         default=None, description="the frequency preset: Shure 'group,channel', Sennheiser 'bank.channel'"
     )
-    frequency2_mhz: float | None = Field(default=None, description="second carrier (frequency diversity)")
+    frequency2_mhz: float | None = Field(
+        default=None, ge=1, le=10_000, description="second carrier (frequency diversity)"
+    )
     encryption: str | None = Field(default=None, description="'on', 'off' or 'mismatch' for this channel's link")
     tx_slots: list[SlotState] | None = Field(
         default=None, description="the transmitter slots of this channel (AD ShowLink, SLX-D+ side slots), by slot"

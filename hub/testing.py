@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hub import hookimpl
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.devices import DeviceManager, ManagedDevice
 from hub.drivers import Driver, DriverSettings
+from hub.fieldcheck import checked, model_rules
 from hub.hookspecs import Candidate, DiscoveredService, DriverSpec
 from hub.model import Command, CommandResult, Device
 from hub.plugins import PluginHost
@@ -35,6 +36,14 @@ async def eventually(check: Callable[[], T | None], timeout: float = 5.0, what: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {result!r})")
         await asyncio.sleep(0.01)
+
+
+def as_the_sink_takes(fields: Mapping[str, Any], *, device: bool = False, width: int = 255) -> Mapping[str, Any]:
+    """``fields`` as a driver's sink hands them to the store: a value of the wrong type left out, a number
+    outside the model's bounds read as unknown, text cut to ``width``. What a plugin decodes must become
+    a valid model this way (the hub's checks are the sink's, the same for every plugin)."""
+    channel_rules, device_rules = model_rules(width)
+    return checked(fields, device_rules if device else channel_rules, lambda name, value, why: None)
 
 
 class QuietDriver(Driver):

@@ -17,6 +17,7 @@ from wmhub_sennheiser.simulator.replay import (
     Ssc1Replay,
     Ssc2Replay,
     Transcript,
+    load,
     load_corpus,
     replay_for,
 )
@@ -157,3 +158,22 @@ async def test_sscv2_events_split_across_tcp_segments(tmp_path: Path) -> None:
             notes="recovery = until the last event's meter value showed; no event lost or merged",
         ).record()
         assert replay.unexpected == []
+
+
+async def test_a_reading_no_receiver_could_give_is_shown_as_unknown_and_counted(tmp_path: Path) -> None:
+    """An outside audit: a G4 answering 'Frequency 99999999999999' put 99999999999.999 MHz on REST and MQTT
+    (and into frequency coordination). The hub model's bounds (hub.model.Channel), checked at the sink for
+    every plugin, read it as unknown and count a protocol error."""
+    text = (CORPUS / "g4-em.txt").read_text(encoding="utf-8").replace("Frequency 822000", "Frequency 99999999999999")
+    garbled = tmp_path / "g4-em.txt"
+    garbled.write_text(text, encoding="utf-8")
+    async with McpReplay(load(garbled)) as replay:
+        url = replay.url + "&push_timeout=100"
+        async with running_hub(hub_config(tmp_path, [url], meter_rate_ms=100)) as hub:
+
+            def protocol_errors() -> int:
+                return hub.devices.by_url[redact(url)].handle.protocol_errors
+
+            await eventually(lambda: is_online(hub, url) and protocol_errors() > 0, 5, "the reading refused")
+            channel = device_of(hub, url).channel(1)  # type: ignore[union-attr]
+            assert channel is not None and channel.frequency_mhz is None and channel.battery_percent == 70

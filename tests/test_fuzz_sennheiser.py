@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from wmhub_sennheiser import families, mcp, ssc1, ssc2
 
 from hub.model import Channel, Device
+from hub.testing import as_the_sink_takes
 from tests.reliability_report import fuzz
 
 SCALARS = st.one_of(
@@ -169,7 +170,7 @@ def test_mcp_parse_and_decode(datagram: bytes) -> None:
                 fields = mcp.em_channel_fields(line)
             except mcp.McpFieldError:
                 continue
-            Channel(index=1, **fields)  # raises for a value the hub model cannot hold
+            Channel(index=1, **as_the_sink_takes(fields))  # raises for a value the hub model cannot hold
 
 
 FINITE_JSON = st.recursive(
@@ -326,7 +327,7 @@ def test_resource_map_never_raises(events: list[dict[str, Any]]) -> None:
     for event in events:
         changes = resources.apply_all(event)
         for fields in changes.channels.values():
-            Channel(index=1, **fields)  # raises for a value the hub model cannot hold
+            Channel(index=1, **as_the_sink_takes(fields))  # raises for a value the hub model cannot hold
             for name in ("rf_dbm", "audio_dbfs"):
                 assert fields.get(name) is None or math.isfinite(fields[name])
 
@@ -358,7 +359,7 @@ def ssc1_leaf(draw: st.DrawFn) -> tuple[Any, tuple[str, ...], Any]:
 @fuzz(
     "SSCv1 value conversions",
     "every parameter and meter array of every product family with random JSON values",
-    "fields the hub model accepts (out-of-range readings become unknown), never an exception",
+    "fields the sink passes on as a valid model (out-of-range readings become unknown), never an exception",
     max_examples=400,
     leaf=ssc1_leaf(),
 )
@@ -366,6 +367,6 @@ def test_ssc1_values_fit_the_model(leaf: tuple[Any, tuple[str, ...], Any]) -> No
     family, path, value = leaf
     for channel, fields in families.ChannelMapper(family).values({path: value}).items():
         if channel == families.DEVICE:
-            Device(id="x", vendor="sennheiser", host="127.0.0.1", port=1, **fields)
+            Device(id="x", vendor="sennheiser", host="127.0.0.1", port=1, **as_the_sink_takes(fields, device=True))
         else:
-            Channel(index=max(1, channel), **fields)
+            Channel(index=max(1, channel), **as_the_sink_takes(fields))

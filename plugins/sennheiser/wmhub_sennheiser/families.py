@@ -50,7 +50,8 @@ def _percent(value: Any) -> int | None:
 
 
 def _strings(value: Any) -> list[str]:
-    return [str(item) for item in value] if isinstance(value, list) else []
+    """The texts of a list (warnings): a number, null or object in it is no warning a person could read."""
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
 def _text(value: Any) -> str | None:
