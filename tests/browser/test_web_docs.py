@@ -60,13 +60,32 @@ async def test_the_board_links_api_docs_that_work_offline_and_list_devices(brows
     await expect(devices.first).to_be_visible()
     for path in ("/api/v1/devices/{device_id}", "/api/v1/devices/{device_id}/commands"):
         await expect(page.locator(f'.opblock-summary-path[data-path="{path}"]').first).to_be_visible()
-    # "Try it out" on GET /api/v1/devices goes through with the board's token
+    # "Try it out" on GET /api/v1/devices goes through once the token is given through "Authorize"
+    await page.locator(".auth-wrapper .authorize").click()
+    await page.locator(".modal-ux input").fill(TOKEN)
+    await page.locator(".modal-ux button.authorize").click()
+    await page.locator(".modal-ux .btn-done").click()
     listing = page.locator("#operations-devices-list_devices")
     await listing.locator(".opblock-summary").click()
     await listing.locator(".try-out__btn").click()
     await listing.locator(".execute").click()
     await expect(listing.locator(".live-responses-table tr.response .response-col_status").first).to_have_text("200")
     assert elsewhere == []
+
+
+async def test_api_docs_never_show_the_boards_token_after_try_it_out(browser: Browser, closed_hub: Hub) -> None:
+    page = await offline_page(browser, closed_hub, [], TOKEN)
+    await page.goto(f"http://127.0.0.1:{closed_hub.web.port}/api/docs")
+    health = page.locator("#operations-health-health")
+    await health.locator(".opblock-summary").click()
+    await health.locator(".try-out__btn").click()
+    await health.locator(".execute").click()
+    await expect(health.locator(".curl-command")).to_contain_text("/api/health")
+    # sent without the token: on this hub a read needs it, given through "Authorize"
+    await expect(health.locator(".live-responses-table tr.response .response-col_status").first).to_contain_text("401")
+    assert TOKEN not in await page.locator("body").inner_text()
+    fields = await page.locator("input").evaluate_all("inputs => inputs.map((input) => input.value)")
+    assert TOKEN not in fields
 
 
 async def test_api_docs_without_the_token_say_the_document_needs_it(browser: Browser, closed_hub: Hub) -> None:
