@@ -336,6 +336,7 @@ async def test_health(http: aiohttp.ClientSession) -> None:
     body = await call(http, "GET", "/api/health", 200)
     assert body["status"] == "ok" and body["devices_online"] == 1
     assert body["connections"][0]["url"] == "bench://rack-a" and body["connections"][0]["connected"] is True
+    assert body["connections"][0]["device_id"] == "bench-rack-a"  # how a client ties it to its device
 
 
 async def test_hub_info_lists_plugins(http: aiohttp.ClientSession) -> None:

@@ -61,6 +61,15 @@ def live_url(hub: Hub) -> str:
     return f"http://127.0.0.1:{hub.web.port}/api/v1/live"
 
 
+async def test_a_calm_hub_sends_keepalives_so_silence_means_it_is_gone(hub: Hub) -> None:
+    async with aiohttp.ClientSession() as session, session.ws_connect(live_url(hub)) as ws:
+        assert (await next_message(ws))["type"] == "snapshot"
+        for _ in range(2):  # nothing changes, yet every 2 s there is word from the hub
+            assert await next_message(ws, timeout=3) == {"type": "keepalive"}
+        hub.store.update_channel("rack-000", 1, {"battery_bars": 3})
+        assert (await next_message(ws, timeout=3))["type"] == "changes"
+
+
 async def test_snapshot_then_changes(hub: Hub) -> None:
     async with aiohttp.ClientSession() as session, session.ws_connect(live_url(hub)) as ws:
         snapshot = await next_message(ws)

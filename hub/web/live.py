@@ -7,7 +7,9 @@ receivers for levels at least every ``interval`` (hub.metering). Batches are at 
 ``interval`` apart (0.5 s: meters reach a browser at most at 2 Hz). Offering never waits, so a slow or
 stalled browser cannot slow the hub: when its queue is full it is dropped (closed with 1013 "try again
 later") and the board reconnects, starting again from a fresh snapshot. Each client's own writer task
-bounds every send with a timeout.
+bounds every send with a timeout, and sends a keepalive message when it has had nothing to send for
+``keepalive`` seconds: a board can then tell a calm hub from one that went silent without closing the socket
+(a hung hub, a dropped Wi-Fi path), which TCP alone would report only many minutes later.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from hub.web.api import channel_id, channel_json, device_json
 from hub.web.routing import dumps
 
 log = logging.getLogger("hub.web.live")
+KEEPALIVE_MESSAGE = dumps({"type": "keepalive"})
 
 
 class LiveClient:
@@ -38,10 +41,16 @@ class LiveFeed:
     """Fans state changes out to browsers; ``clients`` and ``dropped`` are exported as metrics."""
 
     def __init__(
-        self, hub: HubService, interval: float = 0.5, queue_limit: int = 16, send_timeout: float = 5.0
+        self,
+        hub: HubService,
+        interval: float = 0.5,
+        queue_limit: int = 16,
+        send_timeout: float = 5.0,
+        keepalive: float = 2.0,
     ) -> None:
         self._hub = hub
         self.interval = interval
+        self.keepalive = keepalive
         self.queue_limit = queue_limit
         self.send_timeout = send_timeout
         self.clients: set[LiveClient] = set()
@@ -149,7 +158,11 @@ class LiveFeed:
     async def _write(self, client: LiveClient) -> None:
         try:
             while True:
-                message = await client.queue.get()
+                try:
+                    async with asyncio.timeout(self.keepalive):
+                        message = await client.queue.get()
+                except TimeoutError:
+                    message = KEEPALIVE_MESSAGE
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel of a dropped client
                 async with asyncio.timeout(self.send_timeout):
                     await client.ws.send_str(message)

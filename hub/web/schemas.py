@@ -54,6 +54,11 @@ class ChannelView(Channel):
 
 class ConnectionHealth(Strict):
     url: str
+    device_id: str | None = Field(
+        default=None,
+        description="the device it is, once it has identified itself (in an earlier run too); a device down "
+        "since the hub started has one here but is in no device list yet",
+    )
     plugin: str
     connected: bool
     connected_since: float | None = Field(description="Unix time the current connection opened")
