@@ -243,3 +243,33 @@ async def test_per_antenna_levels_are_bars_and_the_detail_shows_battery_health(p
     await expect(facts).to_contain_text("10mW")
     await expect(facts).to_contain_text("A -55 · B -97 dBm")
     await expect(facts).to_contain_text("slot 1: AD2, linked.active, 80%, power normal · slot 2: empty")
+
+
+async def test_live_values_update_a_tile_in_place_so_a_click_lands(page: Page, board: Board) -> None:
+    ulxd, axient = board.simulators
+    ulxd_id = board.device_id(ulxd)
+    await board.store.slots.set(1, ulxd_id, 1, source="test")
+    await board.store.slots.set(2, board.device_id(axient), 1, source="test")
+    await board.store.groups.create(1, "Lead", [1], source="test")
+    await page.goto(board.url)
+    await expect(page.locator("#board .tile")).to_have_count(2)
+    await page.keyboard.press("1")
+    tile = page.locator("#board .tile")
+    await expect(tile).to_have_count(1)
+    # the element a pointer is pressing on: it must still be there when the press is released
+    pencil = await tile.locator(".edit").element_handle()
+    axient.set_tx_present(1, True)
+    axient.set_channel(1, battery_bars=2)  # a channel that is not on screen ...
+    ulxd.set_tx_present(1, True)
+    ulxd.set_channel(1, battery_bars=3)  # ... then one that is: both reached the board once this shows
+    await expect(tile.locator(".battery i.on")).to_have_count(3)
+    assert await pencil.evaluate("button => button.isConnected"), "the tile was rebuilt under the pointer"
+    await pencil.click()
+    await expect(page.locator("#editor")).to_be_visible()
+
+
+async def test_an_unknown_channel_address_says_so(page: Page, board: Board) -> None:
+    await page.goto(f"{board.url}?channel=bogus")
+    await expect(page.locator("#detail")).to_be_visible()
+    await expect(page.locator("#detail-title")).to_have_text("Unknown channel")
+    await expect(page.locator("#detail-facts")).to_contain_text("no channel bogus on this hub")

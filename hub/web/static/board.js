@@ -4,7 +4,7 @@
 
 const API = "/api/v1";
 const TOKEN_KEY = "wmhub.token";
-const state = { devices: new Map(), group: 0, groups: [], slots: null, alerts: [], swap: null };
+const state = { devices: new Map(), group: 0, groups: [], slots: null, alerts: [], swap: null, stale: new Set() };
 const tiles = new Map(); // channel id -> tile element
 const $ = (id) => document.getElementById(id);
 // A hub that stops answering must not leave the periodic refreshes piling up unanswered requests.
@@ -32,7 +32,9 @@ async function api(method, path, body) {
   const data = response.status === 204 ? null : await response.json().catch(() => null);
   if (!response.ok) {
     const message = data && data.error ? data.error : response.statusText;
-    throw new Error(response.status === 401 ? "needs the API token (field at the top): " + message : message);
+    const error = new Error(response.status === 401 ? "needs the API token (field at the top): " + message : message);
+    error.status = response.status;
+    throw error;
   }
   return data;
 }
@@ -50,6 +52,8 @@ function displayName(channel) {
 }
 
 function condition(device, channel) {
+  // the hub silent or away: whatever the tile last showed may no longer be true
+  if (state.stale.size) return { cls: "stale", text: "stale" };
   if (!device.online) return { cls: "offline", text: "receiver offline" };
   if (channel.tx_present === false) return { cls: "txoff", text: "TX off" };
   const low = (channel.battery_bars !== null && channel.battery_bars <= 1)
@@ -81,87 +85,128 @@ function percentOf(value, low, high) {
   return Math.max(0, Math.min(100, ((value - low) / (high - low)) * 100));
 }
 
-function meter(kind, label, value, unit, low, high, peak) {
+// ---- a tile is built once and then updated in place: values arrive twice a second, and a tile rebuilt
+// between a press and its release loses the click (the ✎ under the pointer would be a new element)
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function meterBox(kind) {
   const box = el("div", "meter-box");
   const caption = el("div", "meter-label");
-  caption.append(el("span", null, label), el("span", null, value === null ? "–" : value.toFixed(0) + " " + unit));
-  const bar = el("div", "meter " + kind + (peak ? " peak" : ""));
-  const fill = el("span");
-  fill.style.width = percentOf(value, low, high) + "%";
-  bar.append(fill);
+  caption.append(el("span"), el("span"));
+  const bar = el("div", "meter " + kind);
+  bar.append(el("span"));
   box.append(caption, bar);
   return box;
 }
 
+function setMeter(box, label, value, unit, low, high, peak) {
+  const [name, reading] = box.firstChild.children;
+  setText(name, label);
+  setText(reading, value === null ? "–" : value.toFixed(0) + " " + unit);
+  box.lastChild.classList.toggle("peak", Boolean(peak));
+  box.lastChild.firstChild.style.width = percentOf(value, low, high) + "%";
+}
+
 // Per-antenna levels as small vertical bars, one per input (Axient A-D, EM 6000 and G4 RF1/RF2): a dead
 // antenna shows as one short bar among tall ones, which the best-of RF meter hides.
-function antennaBars(levels) {
+function antennaBars(names) {
   const box = el("div", "antennas");
-  for (const [name, level] of Object.entries(levels)) {
+  for (const name of names) {
     const column = el("span", "antenna");
-    column.title = name + " " + level.toFixed(0) + " dBm";
-    const bar = el("i");
-    bar.style.height = percentOf(level, -100, -40) + "%";
-    column.append(bar, el("b", null, name));
+    column.append(el("i"), el("b", null, name));
     box.append(column);
   }
   return box;
 }
 
-function battery(channel) {
-  const box = el("span", "battery");
-  box.title = "battery";
+function setAntennas(box, levels) {
+  Object.entries(levels).forEach(([name, level], at) => {
+    const column = box.children[at];
+    column.title = name + " " + level.toFixed(0) + " dBm";
+    column.firstChild.style.height = percentOf(level, -100, -40) + "%";
+  });
+}
+
+function setMeters(meters, device, channel) {
+  // a family that never reports a level gets no bar for it, rather than one that always reads "–"
+  const rf = reports(device, "rf_dbm"), audio = reports(device, "audio_dbfs");
+  const antennas = channel.rf_antennas ? Object.keys(channel.rf_antennas) : [];
+  const shape = JSON.stringify([rf, audio, antennas]);
+  if (meters.dataset.shape !== shape) {
+    meters.dataset.shape = shape;
+    meters.replaceChildren(...[rf && meterBox("rf"), antennas.length && antennaBars(antennas), audio && meterBox("audio")].filter(Boolean));
+  }
+  let next = meters.firstChild;
+  if (rf) {
+    setMeter(next, "RF" + (channel.antenna ? " " + channel.antenna : ""), channel.rf_dbm, "dBm", -100, -40, false);
+    next = next.nextSibling;
+  }
+  if (antennas.length) { setAntennas(next, channel.rf_antennas); next = next.nextSibling; }
+  if (audio) setMeter(next, "Audio", channel.audio_dbfs, "dBFS", -60, 0, channel.audio_peak);
+}
+
+function setBattery(box, channel) {
   // receivers that report only a percentage still get the five-bar gauge engineers read at a glance
   const bars = channel.battery_bars !== null ? channel.battery_bars
     : channel.battery_percent !== null ? Math.ceil(channel.battery_percent / 20) : null;
-  for (let i = 1; i <= 5; i++) box.append(el("i", bars !== null && i <= bars ? "on" : ""));
+  [...box.querySelectorAll("i")].forEach((cell, at) => cell.classList.toggle("on", bars !== null && at < bars));
   const parts = [];
   if (channel.battery_percent !== null) parts.push(channel.battery_percent + "%");
   if (channel.battery_runtime_min !== null) {
     const h = Math.floor(channel.battery_runtime_min / 60), m = channel.battery_runtime_min % 60;
     parts.push(h + "h" + String(m).padStart(2, "0"));
   }
-  box.append(el("span", "runtime", parts.join(" ") || (bars === null ? "–" : "")));
-  return box;
+  setText(box.lastChild, parts.join(" ") || (bars === null ? "–" : ""));
+}
+
+function channelTile() {
+  const tile = el("div", "tile");
+  const parts = {
+    num: el("span", "num"), name: el("div", "name"), who: el("div", "sub"), battery: el("span", "battery"),
+    state: el("span", "state"), meters: el("div", "meters"), info: el("div", "sub"), edit: el("button", "edit", "✎"),
+  };
+  parts.battery.title = "battery";
+  for (let i = 0; i < 5; i++) parts.battery.append(el("i"));
+  parts.battery.append(el("span", "runtime"));
+  const row = el("div", "row");
+  row.append(parts.battery, parts.state, el("span", "swap-mark", "swap"));
+  parts.edit.type = "button";
+  parts.edit.title = "Rename";
+  parts.edit.addEventListener("click", (event) => {
+    event.stopPropagation();
+    openEditor(tile.dataset.device, Number(tile.dataset.index));
+  });
+  tile.addEventListener("click", () => openDetail(tile.dataset.channel));
+  tile.append(parts.num, parts.name, parts.who, row, parts.meters, parts.info, parts.edit);
+  tile.parts = parts;
+  return tile;
 }
 
 function fillTile(tile, number, device, channel) {
   const cond = condition(device, channel);
-  tile.className = "tile " + cond.cls + (swapOf(channel.id) ? " swap" : "");
-  tile.dataset.channel = channel.id;
-  tile.replaceChildren();
-  tile.append(el("span", "num", number));
-  tile.append(el("div", "name", displayName(channel)));
+  const className = "tile " + cond.cls + (swapOf(channel.id) ? " swap" : "");
+  if (tile.className !== className) tile.className = className;
+  Object.assign(tile.dataset, { channel: channel.id, device: device.id, index: channel.index, number });
+  const parts = tile.parts;
+  setText(parts.num, String(number));
+  setText(parts.name, displayName(channel));
   const sub = [device.name || device.id, "ch " + channel.index];
   const performer = performerOf(device.id, channel.index);
   if (performer) sub.unshift(performer);
   if (channel.extended_name && channel.name) sub.push(channel.name);
-  tile.append(el("div", "sub", sub.join(" · ")));
-  const row = el("div", "row");
-  row.append(battery(channel), el("span", "state", cond.text), el("span", "swap-mark", "swap"));
-  tile.append(row);
-  const meters = el("div", "meters");
-  // a family that never reports a level gets no bar for it, rather than one that always reads "–"
-  if (reports(device, "rf_dbm")) {
-    meters.append(meter("rf", "RF" + (channel.antenna ? " " + channel.antenna : ""), channel.rf_dbm, "dBm", -100, -40, false));
-  }
-  if (channel.rf_antennas && Object.keys(channel.rf_antennas).length) meters.append(antennaBars(channel.rf_antennas));
-  if (reports(device, "audio_dbfs")) {
-    meters.append(meter("audio", "Audio", channel.audio_dbfs, "dBFS", -60, 0, channel.audio_peak));
-  }
-  tile.append(meters);
+  setText(parts.who, sub.join(" · "));
+  setBattery(parts.battery, channel);
+  setText(parts.state, cond.text);
+  setMeters(parts.meters, device, channel);
   const info = [];
   if (channel.frequency_mhz !== null) info.push(channel.frequency_mhz.toFixed(3) + " MHz");
   if (channel.tx_model) info.push(channel.tx_model);
   if (channel.rf_quality_percent !== null) info.push("Q " + channel.rf_quality_percent + "%");
   if (channel.gain_db !== null) info.push("gain " + channel.gain_db + " dB");
-  tile.append(el("div", "sub", info.join(" · ")));
-  const edit = el("button", "edit", "✎");
-  edit.type = "button";
-  edit.title = "Rename";
-  edit.addEventListener("click", (event) => { event.stopPropagation(); openEditor(device.id, channel.index); });
-  tile.append(edit);
-  tile.onclick = () => openDetail(channel.id);
+  setText(parts.info, info.join(" · "));
 }
 
 function performerOf(deviceId, index) {
@@ -173,6 +218,20 @@ function performerOf(deviceId, index) {
 function emptyTile(number) {
   const tile = el("div", "tile empty");
   tile.append(el("span", "num", number), el("div", "name", "empty"));
+  return tile;
+}
+
+// A slot bound to a receiver the hub watches but has not heard from since it started (down at the hub's start):
+// the live store has no channel for it yet, but the slot is not empty.
+function offlineSlotTile(number, slot) {
+  const tile = el("div", "tile offline");
+  tile.dataset.channel = slot.device_id + ":" + slot.channel;
+  const who = [slot.device_id, "ch " + slot.channel];
+  const performer = performerOf(slot.device_id, slot.channel);
+  if (performer) who.unshift(performer);
+  const row = el("div", "row");
+  row.append(el("span", "state", "receiver offline"));
+  tile.append(el("span", "num", number), el("div", "name", "Ch " + slot.channel), el("div", "sub", who.join(" · ")), row);
   return tile;
 }
 
@@ -197,28 +256,36 @@ function renderBoard() {
       const slot = bound.get(number);
       const device = slot && state.devices.get(slot.device_id);
       const channel = device && device.channels.find((c) => c.index === slot.channel);
-      wanted.push([number, device, channel]);
+      wanted.push([number, device, channel, slot]);
     }
   } else {
     orderedChannels().forEach(([device, channel], i) => wanted.push([i + 1, device, channel]));
   }
+  // tiles that stay where they are are kept, not rebuilt: a layout change must not eat a click either
+  const previous = new Map([...board.children].map((node) => [node.dataset.key, node]));
   tiles.clear();
-  const nodes = wanted.map(([number, device, channel]) => {
-    if (!device || !channel) return emptyTile(number);
-    const tile = el("div");
-    fillTile(tile, number, device, channel);
-    tile.dataset.number = number;
-    tiles.set(channel.id, tile);
+  const nodes = wanted.map(([number, device, channel, slot]) => {
+    let key, build;
+    if (device && channel) [key, build] = ["channel " + number + " " + channel.id, channelTile];
+    else if (slot && !device) [key, build] = ["offline " + number + " " + JSON.stringify(slot), () => offlineSlotTile(number, slot)];
+    else [key, build] = ["empty " + number, () => emptyTile(number)];
+    const tile = previous.get(key) || build();
+    tile.dataset.key = key;
+    if (device && channel) {
+      fillTile(tile, number, device, channel);
+      tiles.set(channel.id, tile);
+    }
     return tile;
   });
-  board.replaceChildren(...nodes);
+  if (nodes.length !== board.children.length || nodes.some((node, at) => board.children[at] !== node)) {
+    board.replaceChildren(...nodes);
+  }
   renderDevices();
 }
 
 function refreshChannel(device, channel) {
   const tile = tiles.get(channel.id);
   if (tile) fillTile(tile, tile.dataset.number, device, channel);
-  else renderBoard();
   if (detail.channelId === channel.id) renderFacts();
 }
 
@@ -230,31 +297,68 @@ function refreshTiles() {
   }
 }
 
+function connectionText(conn) {
+  if (!conn) return "–";
+  return (conn.connected ? "connected" : "down") + ", " + conn.reconnects + " reconnects" + (conn.last_error ? ", " + conn.last_error : "");
+}
+
 function renderDevices() {
-  const health = state.health || new Map();
+  const connections = state.connections || [];
+  const byDevice = new Map(connections.filter((c) => c.device_id).map((c) => [c.device_id, c]));
   const rows = [...state.devices.values()].sort((a, b) => a.id.localeCompare(b.id)).map((device) => {
     const row = el("tr");
     row.dataset.device = device.id;
-    const conn = health.get(device.id) || device.connection;
-    const connText = conn
-      ? (conn.connected ? "connected" : "down") + ", " + conn.reconnects + " reconnects" + (conn.last_error ? ", " + conn.last_error : "")
-      : "–";
     row.append(
       el("td", null, (device.name ? device.name + " " : "") + "(" + device.id + ")"),
       el("td", null, [device.vendor, device.model].filter(Boolean).join(" ")),
       el("td", null, device.host + ":" + device.port),
       el("td", device.online ? "online" : "offline", device.online ? "online" : "offline"),
-      el("td", null, connText),
+      el("td", null, connectionText(byDevice.get(device.id) || device.connection)),
     );
     return row;
   });
+  // devices the hub watches that have not answered since it started are in no device list, only in its health
+  for (const conn of connections.filter((c) => !c.device_id || !state.devices.has(c.device_id))) {
+    const row = el("tr");
+    row.dataset.url = conn.url;
+    row.append(
+      el("td", null, conn.device_id ? "(" + conn.device_id + ")" : "never answered"),
+      el("td", null, conn.plugin),
+      el("td", null, conn.url),
+      el("td", "offline", "offline"),
+      el("td", null, connectionText(conn)),
+    );
+    rows.push(row);
+  }
   $("devices").replaceChildren(...rows);
+}
+
+// ---- staleness: values the board shows but can no longer vouch for (the hub silent or away)
+
+function setStale(reason, on) {
+  const before = state.stale.size;
+  if (on) state.stale.add(reason);
+  else state.stale.delete(reason);
+  if (state.stale.size !== before) refreshTiles();
+}
+
+// The hub that answers 401 to reads (open_reads = false) shows nothing without the token: say so.
+function needsToken(on) {
+  $("token-hint").hidden = !on;
 }
 
 // ---- live feed
 
+// The hub sends something at least every 2 s (values, else a keepalive). Longer silence means the hub or the
+// path to it is gone even though no close arrived (a hung hub, a dropped Wi-Fi path): TCP tells only minutes later.
+const SILENCE_MS = 5000;
+const live = { socket: null, heardAt: 0, delay: 1000, retry: null };
+
 function applySnapshot(message) {
   state.devices = new Map(message.devices.map((d) => [d.id, d]));
+  state.loaded = true;
+  needsToken(false);
+  setStale("link", false);
   renderBoard();
   if (detail.channelId) renderFacts();
 }
@@ -279,25 +383,50 @@ function applyChanges(message) {
     if (at >= 0) device.channels[at] = channel;
     else { device.channels.push(channel); device.channels.sort((a, b) => a.index - b.index); layoutChanged = true; }
   }
-  if (layoutChanged || message.devices.length) { renderBoard(); return; }
+  if (layoutChanged) { renderBoard(); return; }
+  if (message.devices.length) {
+    // a device's own fields (online, capabilities) show on each of its tiles
+    refreshTiles();
+    renderDevices();
+  }
   for (const channel of message.channels) refreshChannel(state.devices.get(channel.device_id), channel);
 }
 
-function connectLive(delay) {
+function showLink(text, up) {
+  $("link").textContent = text;
+  $("link").className = up ? "link up" : "link";
+}
+
+function connectLive() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const query = token() ? "?token=" + encodeURIComponent(token()) : "";
   const socket = new WebSocket(scheme + "//" + location.host + API + "/live" + query);
-  socket.onopen = () => { $("link").textContent = "live"; $("link").className = "link up"; delay = 1000; };
+  live.socket = socket;
+  live.heardAt = Date.now();
+  socket.onopen = () => { live.heardAt = Date.now(); live.delay = 1000; showLink("live", true); };
   socket.onmessage = (event) => {
+    live.heardAt = Date.now();
     const message = JSON.parse(event.data);
     if (message.type === "snapshot") applySnapshot(message);
     else if (message.type === "changes") applyChanges(message);
   };
-  socket.onclose = () => {
-    $("link").textContent = "reconnecting…";
-    $("link").className = "link";
-    setTimeout(() => connectLive(Math.min(delay * 2, 10000)), delay);
-  };
+  socket.onclose = () => linkLost(socket, "reconnecting…");
+}
+
+function linkLost(socket, text) {
+  if (live.socket !== socket) return;
+  live.socket = null;
+  // a silent hub may never answer the close either: this socket is abandoned, not waited for
+  socket.onopen = socket.onmessage = socket.onclose = null;
+  socket.close();
+  showLink(text, false);
+  setStale("link", true);
+  live.retry = setTimeout(connectLive, live.delay);
+  live.delay = Math.min(live.delay * 2, 10000);
+}
+
+function watchLink() {
+  if (live.socket && Date.now() - live.heardAt > SILENCE_MS) linkLost(live.socket, "hub silent, reconnecting…");
 }
 
 // ---- panels refreshed by polling (connection health, candidates, venue)
@@ -305,7 +434,7 @@ function connectLive(delay) {
 async function refreshHealth() {
   try {
     const health = await api("GET", "/api/health");
-    state.health = new Map(health.connections.filter((c) => c.device_id).map((c) => [c.device_id, c]));
+    state.connections = health.connections;
     renderDevices();
   } catch (error) { /* the live link shows when the hub is away */ }
 }
@@ -462,7 +591,16 @@ function fact(term, value) {
 
 function renderFacts() {
   const [device, channel] = channelById(detail.channelId);
-  if (!channel) return;
+  if (!channel) {
+    // an address of a channel the hub does not have (mistyped, or its receiver removed): say so once the hub's
+    // channels are known, rather than leave an empty dialog
+    if (state.loaded) {
+      $("detail-title").textContent = "Unknown channel";
+      $("detail-facts").replaceChildren(fact("Channel", "no channel " + detail.channelId + " on this hub"));
+      $("detail-charts").replaceChildren();
+    }
+    return;
+  }
   $("detail-title").textContent = displayName(channel) + " · " + (device.name || device.id) + " ch " + channel.index;
   const swap = swapOf(channel.id);
   const battery = [channel.battery_percent !== null ? channel.battery_percent + "%" : null,
@@ -590,6 +728,7 @@ async function renderCharts() {
   } catch (error) { toast(error.message); }
   if (detail.channelId !== channelId) return;
   renderFacts();
+  if (!channelById(channelId)[1]) return;
   $("detail-charts").replaceChildren(...SERIES.map((spec) => chart(spec, points, since, until, alerts)), timeAxis(since, until));
 }
 
@@ -622,19 +761,32 @@ function selectRange(button) {
 // ---- venue: slots and groups from the store (absent until the hub has one)
 
 async function refreshVenue() {
+  let venue;
   try {
     const [slots, groups, performers, assignments] = await Promise.all(
       ["/slots", "/groups", "/performers", "/assignments"].map((path) => api("GET", API + path)),
     );
-    state.slots = slots.items;
-    state.groups = groups.items.filter((g) => g.number >= 1 && g.number <= 9);
-    state.allGroups = groups.items;
-    state.performers = performers.items;
-    state.assignments = assignments.items;
+    venue = { slots: slots.items, groups: groups.items, performers: performers.items, assignments: assignments.items };
+    setStale("venue", false);
+    needsToken(false);
   } catch (error) {
-    state.slots = null;
-    state.groups = [];
+    if (error.status !== 404) {
+      // the hub away or slow: slot numbers must keep pointing at the same mics, their values marked stale
+      needsToken(error.status === 401 && !token());
+      setStale("venue", true);
+      return;
+    }
+    venue = { slots: null, groups: [], performers: [], assignments: [] };  // a hub without a venue store
   }
+  // unchanged, nothing is redrawn: neither the tiles under the pointer nor the forms being filled in
+  const seen = JSON.stringify(venue);
+  if (seen === state.venueSeen) return;
+  state.venueSeen = seen;
+  state.slots = venue.slots;
+  state.groups = venue.groups.filter((g) => g.number >= 1 && g.number <= 9);
+  state.allGroups = venue.groups;
+  state.performers = venue.performers;
+  state.assignments = venue.assignments;
   renderGroups();
   renderBoard();
   renderVenue();
@@ -804,6 +956,8 @@ function start() {
   $("token").addEventListener("change", () => {
     localStorage.setItem(TOKEN_KEY, $("token").value.trim());
     toast($("token").value.trim() ? "token saved in this browser" : "token cleared");
+    if (!live.socket) { clearTimeout(live.retry); connectLive(); }  // a hub that refused the feed: try it now
+    refreshVenue();
   });
   $("editor-form").addEventListener("submit", saveEditor);
   $("editor-cancel").addEventListener("click", () => $("editor").close());
@@ -821,7 +975,8 @@ function start() {
   $("detail").addEventListener("close", closeDetail);
   for (const button of $("detail-ranges").querySelectorAll("button")) button.addEventListener("click", () => selectRange(button));
   if (params.get("channel")) openDetail(params.get("channel"));
-  connectLive(1000);
+  connectLive();
+  setInterval(watchLink, 1000);
   refreshHealth();
   refreshCandidates();
   refreshVenue();

@@ -1,0 +1,112 @@
+"""The status board when its hub falls silent, goes away, or has receivers that have not answered since it
+started: what the board shows must not pass for live values."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+from playwright.async_api import Browser, Page, Route, expect
+from wmhub_shure.simulator import ShureSimulator
+
+from hub.compose import compose_hub
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.plugins import PluginHost
+from hub.testing import eventually
+from tests.browser.rig import TOKEN, Board, SilentPath
+
+
+async def test_a_hub_fallen_silent_marks_the_board_stale_and_the_board_reconnects(page: Page, board: Board) -> None:
+    async with SilentPath(board.hub.web.port) as path:
+        await page.goto(f"http://127.0.0.1:{path.port}/")
+        tiles = page.locator("#board .tile")
+        await expect(tiles).to_have_count(6)
+        await expect(page.locator("#link")).to_have_text("live")
+        path.fall_silent()  # no close, no reset: the socket just stops carrying anything
+        await expect(page.locator("#link")).to_have_text(re.compile("reconnecting"), timeout=10_000)
+        await expect(page.locator("#board .tile.stale")).to_have_count(6)
+        await expect(tiles.locator(".state")).to_have_text(["stale"] * 6)
+        path.restore()
+        await expect(page.locator("#link")).to_have_text("live", timeout=20_000)
+        await expect(page.locator("#board .tile.stale")).to_have_count(0)
+
+
+async def test_a_failed_venue_poll_keeps_the_slots_and_marks_their_values_stale(page: Page, board: Board) -> None:
+    ulxd, axient = board.simulators
+    ulxd_id, axient_id = board.device_id(ulxd), board.device_id(axient)
+    layout = [f"{axient_id}:3", f"{ulxd_id}:2", f"{ulxd_id}:1"]  # slot numbers not in channel order
+    for number, channel_id in enumerate(layout, 1):
+        device_id, _, index = channel_id.rpartition(":")
+        await board.store.slots.set(number, device_id, int(index), source="test")
+    await page.goto(board.url)
+    tiles = page.locator("#board .tile")
+    await expect(tiles).to_have_count(3)
+    assert await tiles.evaluate_all("tiles => tiles.map((tile) => tile.dataset.channel)") == layout
+
+    refused = asyncio.Event()
+
+    async def refuse(route: Route) -> None:
+        refused.set()
+        await route.abort("connectionrefused")
+
+    await page.route("**/api/v1/slots", refuse)
+    await asyncio.wait_for(refused.wait(), timeout=15)  # the board reads the venue every 10 s
+    await expect(page.locator("#board .tile.stale")).to_have_count(3)
+    assert await tiles.evaluate_all("tiles => tiles.map((tile) => tile.dataset.channel)") == layout
+    await expect(tiles.locator(".num")).to_have_text(["1", "2", "3"])
+    await page.unroute("**/api/v1/slots")
+    await expect(page.locator("#board .tile.stale")).to_have_count(0, timeout=15_000)
+
+
+def hub_config(data_dir: Path, open_reads: bool = True) -> HubConfig:
+    return HubConfig(
+        hub_id="boardtest",
+        data_dir=data_dir,
+        mqtt=MqttSettings(url="off"),
+        discovery=DiscoverySettings(enabled=False),
+        http=HttpSettings(port=0, token=TOKEN, open_reads=open_reads),
+    )
+
+
+async def test_a_receiver_down_since_the_hub_started_is_offline_in_its_slot_and_listed(
+    browser: Browser, tmp_path: Path
+) -> None:
+    plugins = PluginHost()
+    plugins.load_entry_points(only="shure")
+    simulator = await ShureSimulator("ulxd4d", seed=0).start()
+    try:
+        async with compose_hub(hub_config(tmp_path), plugins) as hub:
+            await hub.add_device(simulator.url, source="test")
+            device_id = await eventually(lambda: next(iter(hub.store.devices), None), timeout=10, what="identified")
+            await hub.persistence.slots.set(1, device_id, 2, source="test")
+    finally:
+        await simulator.stop()
+    async with compose_hub(hub_config(tmp_path), plugins) as hub:  # started again, the receiver still down
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.goto(f"http://127.0.0.1:{hub.web.port}/")
+        tile = page.locator("#board .tile")
+        await expect(tile).to_have_count(1)
+        await expect(tile).to_have_class(re.compile(r"\boffline\b"))
+        await expect(tile.locator(".state")).to_have_text("receiver offline")
+        await expect(tile).to_have_attribute("data-channel", f"{device_id}:2")
+        # the Devices panel lists it from the hub's connection health, refreshed every 5 s
+        row = page.locator("#devices tr", has_text=device_id)
+        await expect(row).to_contain_text("no answer from device", timeout=15_000)
+        await context.close()
+
+
+async def test_a_hub_closed_to_reads_says_the_board_needs_the_token(browser: Browser, tmp_path: Path) -> None:
+    async with compose_hub(hub_config(tmp_path, open_reads=False), PluginHost()) as hub:
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.goto(f"http://127.0.0.1:{hub.web.port}/")
+        hint = page.locator("#token-hint")
+        await expect(hint).to_be_visible()
+        await expect(hint).to_contain_text("token")
+        await page.fill("#token", TOKEN)
+        await page.press("#token", "Enter")
+        await expect(hint).to_be_hidden()
+        await expect(page.locator("#link")).to_have_text("live")
+        await context.close()
