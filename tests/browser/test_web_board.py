@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from playwright.async_api import Dialog, Page, expect
+from playwright.async_api import Browser, Dialog, Page, expect
 
 from hub.model import SlotState
 from hub.persistence.history import encode_bucket
@@ -273,3 +273,32 @@ async def test_an_unknown_channel_address_says_so(page: Page, board: Board) -> N
     await expect(page.locator("#detail")).to_be_visible()
     await expect(page.locator("#detail-title")).to_have_text("Unknown channel")
     await expect(page.locator("#detail-facts")).to_contain_text("no channel bogus on this hub")
+
+
+async def test_long_unbroken_names_stay_inside_a_phone_and_the_tv_strip(browser: Browser, board: Board) -> None:
+    ulxd = board.simulators[0]
+    device_id = board.device_id(ulxd)
+    long_name = "W" * 64
+    await board.hub.rename_channel(device_id, 2, long_name, source="test")
+    performer = await board.store.performers.create(long_name, source="test")
+    await board.store.performers.assign(performer.id, device_id, 2, source="test")
+    for simulator in board.simulators:
+        for index in simulator.channels:
+            simulator.set_tx_present(index, True)
+            simulator.set_channel(index, battery_runtime_min=600)
+    ulxd.set_channel(2, battery_runtime_min=40)
+    await board.store.show.set(end_at=time.time() + 3600, margin_min=15, source="test")
+    context = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = await context.new_page()
+    await page.goto(board.url)
+    await expect(page.locator(f'.tile[data-channel="{device_id}:2"] .name')).to_have_text(long_name)
+    await expect(page.locator("#swaps .swap-item")).to_have_count(1)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await page.set_viewport_size({"width": 1280, "height": 800})
+    await page.click("#tv-toggle")
+    strip = page.locator("#swap-strip .swap-item")
+    await expect(strip).to_be_visible()
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 1280
+    box = await strip.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 1280
+    await context.close()
