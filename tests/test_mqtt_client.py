@@ -258,3 +258,27 @@ async def test_a_large_retained_config_is_kept_deflated_and_comes_back_whole_aft
             assert await probe.message("homeassistant/device/big/config") == config
     finally:
         await client.stop()
+
+
+@pytest.mark.mosquitto_only("Mosquitto closes the older of two connections with one client id")
+async def test_two_clients_with_one_id_back_off_and_say_why_instead_of_taking_turns_forever(
+    mqtt_broker: TestBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outside audit: two hubs with one hub_id (the default is wmhub-<hostname>: two machines cloned
+    from one image) took the connection from each other five times a second, for as long as both ran,
+    each log saying only 'connection lost'. The back-off now starts over only after a connection that
+    lasted, so the turns slow down, and the log names the likely cause."""
+    caplog.set_level("WARNING", logger="hub.mqtt")
+    address = BrokerAddress(mqtt_broker.host, mqtt_broker.port)
+    twins = [MqttClient(address, "wmhub-cloned-host", on_message=lambda t, p, r: None) for _ in range(2)]
+    for twin in twins:
+        twin.start()
+    try:
+        said = "closed the connection 3 times in a row within 5 s of connecting: another client may be connecting"
+        await eventually(lambda: said in caplog.text, 20, "the likely cause said")
+        connects = sum(twin.connects for twin in twins)
+        await asyncio.sleep(4)  # what the turns cost: counted over a span, not timed
+        assert sum(twin.connects for twin in twins) - connects <= 6, "still taking turns every fraction of a second"
+    finally:
+        for twin in twins:
+            await twin.stop()

@@ -50,6 +50,13 @@ log = logging.getLogger("hub.mqtt")
 MessageHandler = Callable[[str, bytes, bool], None]
 # Bytes waiting for a slow broker beyond which live (QoS 0, not retained) messages are dropped.
 MAX_WRITE_BUFFER = 8 * 1024 * 1024
+# A connection that lasted this long was a real one: the back-off starts over after it. One the broker
+# closes sooner (another client taking the same client id, a broker refusing us after CONNACK) keeps the
+# back-off growing, where resetting it on every CONNACK made two hubs with one id take the connection from
+# each other five times a second.
+STAYED_CONNECTED_S = 5.0
+# Connections in a row closed that soon before the log says what that usually means.
+SHORT_CONNECTIONS_SAID = 3
 
 
 class MqttClient:
@@ -255,6 +262,7 @@ class MqttClient:
 
     async def _run(self) -> None:
         first_failure = True
+        short_connections = 0
         while not self._stopping:
             try:
                 await self._connect()
@@ -271,6 +279,7 @@ class MqttClient:
                 self._next_broker()
             else:
                 first_failure = True
+                connected_at = time.monotonic()  # how long a real connection lasted: not the hub clock
                 misc = asyncio.create_task(self._keepalive_ticks())
                 try:
                     await self._lost.wait()
@@ -278,7 +287,22 @@ class MqttClient:
                     misc.cancel()
                 if self._stopping:
                     return
-                log.warning("MQTT broker %s: connection lost; reconnecting", self.address)
+                if time.monotonic() - connected_at >= STAYED_CONNECTED_S:
+                    self._backoff.reset()
+                    short_connections = 0
+                else:
+                    short_connections += 1
+                if short_connections == SHORT_CONNECTIONS_SAID:
+                    log.warning(
+                        "MQTT broker %s: closed the connection %d times in a row within %g s of connecting: another "
+                        "client may be connecting as %r (two hubs with one hub_id?); reconnecting more slowly",
+                        self.address,
+                        short_connections,
+                        STAYED_CONNECTED_S,
+                        self.client_id,
+                    )
+                else:
+                    log.warning("MQTT broker %s: connection lost; reconnecting", self.address)
                 self._drop_connection()
                 self._next_broker()
             await self._clock.sleep(self._backoff.next_delay())
@@ -365,7 +389,6 @@ class MqttClient:
             return
         self._connected = True
         self.connects += 1
-        self._backoff.reset()
         self.last_error = None
         self.dropped_since_warning = 0
         log.info("MQTT broker %s: connected as %s", self.address, self.client_id)
