@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from hub.mqtt.brokers import BrokerAddress, TlsFiles
 from hub.mqtt.client import MqttClient
 from hub.testing import eventually
+from tests import fault_harness
 from tests.mosquitto import Certificates, TestBroker, make_certificates, running_broker
 from tests.test_mqtt_bridge import online_device, receiver, running_hub
 
@@ -96,3 +100,22 @@ async def test_tls_insecure_skips_verification_on_request(
         assert await client.wait_connected(5)
     finally:
         await client.stop()
+
+
+async def test_a_hub_its_broker_refuses_says_so_in_health_and_metrics(tmp_path: Path) -> None:
+    """An outside audit: a hub whose broker refused its login looked healthy in /api/health and /metrics
+    (only a 'dropped' counter that blamed a slow broker), while Home Assistant and the fleet saw nothing."""
+    async with running_broker(users=USERS) as broker:
+        config = fault_harness.hub_config(tmp_path, [], mqtt_url=f"mqtt://hub:wrong-password@127.0.0.1:{broker.port}")
+        async with fault_harness.running_hub(config) as hub, aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{hub.web.port}"
+            mqtt: dict[str, object] = {}
+            deadline = time.monotonic() + 10
+            while not mqtt.get("last_error") and time.monotonic() < deadline:
+                async with http.get(f"{base}/api/health") as response:
+                    mqtt = (await response.json())["mqtt"]
+                await asyncio.sleep(0.05)
+            assert mqtt["connected"] is False and mqtt["broker"] == f"mqtt://127.0.0.1:{broker.port}", mqtt
+            assert mqtt["last_error"] and "wrong-password" not in str(mqtt), mqtt
+            async with http.get(f"{base}/metrics") as response:
+                assert "wmhub_mqtt_connected 0.0" in await response.text()

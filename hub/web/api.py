@@ -35,6 +35,7 @@ from hub.web.schemas import (
     HubInfo,
     ListQuery,
     ManagedView,
+    MqttHealth,
 )
 
 HUB_KEY: Final = web.AppKey("hub", HubService)
@@ -267,8 +268,17 @@ async def health(request: web.Request) -> web.Response:
             devices_online=sum(1 for d in devices if d.online),
             live_clients=request.app[LIVE_COUNT_KEY](),
             connections=connections,
+            mqtt=_mqtt_health(hub.mqtt),
         )
     )
+
+
+def _mqtt_health(bridge: Any) -> MqttHealth | None:
+    client = bridge.client if bridge is not None else None
+    if client is None:
+        return None
+    error = redact(client.last_error) if client.last_error and not client.connected else None
+    return MqttHealth(connected=client.connected, broker=str(client.address), last_error=error)
 
 
 async def hub_info(request: web.Request) -> web.Response:

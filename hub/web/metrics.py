@@ -43,7 +43,12 @@ class HubCollector(Collector):
                 "wmhub_mqtt_published", "MQTT messages sent to the broker", value=client.published
             )
             yield CounterMetricFamily(
-                "wmhub_mqtt_dropped", "MQTT messages dropped because the broker fell behind", value=client.dropped
+                "wmhub_mqtt_dropped",
+                "MQTT messages dropped because the broker fell behind or was not connected",
+                value=client.dropped,
+            )
+            yield GaugeMetricFamily(
+                "wmhub_mqtt_connected", "1 while the hub is connected to its MQTT broker", value=int(client.connected)
             )
         yield CounterMetricFamily(
             "wmhub_state_updates", "Channel updates merged into the state store", value=self._hub.state.updates_applied

@@ -150,6 +150,12 @@ class CandidateList(Strict):
     items: list[CandidateView]
 
 
+class MqttHealth(Strict):
+    connected: bool = Field(description="whether the hub holds a connection to its broker now")
+    broker: str = Field(description="the broker connected to, or tried next (no login)")
+    last_error: str | None = Field(description="why the last connection attempt failed, while it did")
+
+
 class Health(Strict):
     status: str = Field(
         description="'ok' while the hub runs; 'degraded' while its database cannot be written (changes are "
@@ -162,6 +168,10 @@ class Health(Strict):
     devices_online: int
     live_clients: int
     connections: list[ConnectionHealth]
+    mqtt: MqttHealth | None = Field(
+        description="the MQTT connection; null when MQTT is off. A hub that cannot reach its broker still "
+        "monitors (status stays 'ok') but publishes nothing: this says so"
+    )
 
 
 class PluginView(Strict):
