@@ -230,10 +230,19 @@ async def test_hostile_messages_on_the_hubs_topics_are_ignored(mqtt_broker: Test
             ("wmhub/devices/shure-GOOD1/channels/1/meters", b"\xff\xfe"),
             ("wmhub/devices/shure-GOOD1/availability", b"maybe"),
             ("wmhub/hubs/h1/response/set", b"[]"),
+            # an outside audit's: a stray [] took a hub and its receivers offline, a channel topic beyond the
+            # device's count made a channel, an emptied device topic hid a device its hub still lists, a
+            # device no hub lists showed online, and a retained {} made up a hub
+            ("wmhub/hubs/h1/state", b"[]"),
+            ("wmhub/devices/shure-GOOD1/channels/9", {"index": 9, "name": "Ghost"}),
+            ("wmhub/devices/shure-GOOD1", b""),
+            ("wmhub/devices/shure-STRANGER", {**good, "id": "shure-STRANGER"}),
+            ("wmhub/devices/shure-STRANGER/availability", b"online"),
+            ("wmhub/hubs/ghost/info", {}),
         ]:
             hostile.publish(topic, payload)
         hostile.publish("wmhub/devices/shure-GOOD1/channels/1", {"index": 1, "name": "Still good"})
-        await eventually(lambda: fleet.mirror.rejected >= 6, 5, "the hostile messages rejected")
+        await eventually(lambda: fleet.mirror.rejected >= 9, 5, "the hostile messages rejected")
 
         async def good_one_shown() -> bool:
             channels = (await get(http, f"{base}/api/v1/channels"))["items"]
@@ -242,7 +251,9 @@ async def test_hostile_messages_on_the_hubs_topics_are_ignored(mqtt_broker: Test
             ]
 
         await wait_for(good_one_shown, 5, "the valid receiver, and only it")
-        assert [d["id"] for d in (await get(http, f"{base}/api/v1/devices"))["items"]] == ["shure-GOOD1"]
+        devices = (await get(http, f"{base}/api/v1/devices"))["items"]
+        assert [(d["id"], d["online"]) for d in devices] == [("shure-GOOD1", True)]
+        assert list(await fleet_hubs(http, base)) == ["h1"]
 
 
 async def test_wmhub_fleet_command_serves_the_hubs_it_hears(mqtt_broker: TestBroker, tmp_path: Path) -> None:

@@ -148,12 +148,16 @@ class FleetMirror:
             return
         elif kind == "state":
             state = _json(payload)
-            self._hub(hub_id).online = isinstance(state, dict) and state.get("state") == "online"
+            if not isinstance(state, dict) or state.get("state") not in ("online", "offline"):
+                raise ValueError(f"no hub state: {payload[:40]!r}")  # a stray [] took a hub offline
+            self._hub(hub_id).online = state["state"] == "online"
             for device_id in self._hub(hub_id).device_ids:
                 self._update_online(device_id)
         elif kind == "info":
             info = _json(payload)
-            self._hub(hub_id).info = info if isinstance(info, dict) else {}
+            if not isinstance(info, dict) or info.get("hub_id") != hub_id:
+                raise ValueError(f"no info of hub {hub_id!r}")  # a retained {} made up a hub
+            self._hub(hub_id).info = info
         elif kind == "devices":
             self._on_device_list(hub_id, _json(payload) or [])
         elif kind == "alerts":
@@ -192,10 +196,13 @@ class FleetMirror:
         self._update_online(device.id)
 
     def _on_device_topic(self, device_id: str, rest: list[str], payload: bytes) -> None:
+        if device_id not in self.owners:
+            # a hub's device list says which devices there are: topics of a device no hub lists (a stranger's,
+            # or one whose hub removed it) make none appear
+            return
         if not rest:
             state = _json(payload)
-            if state is None:  # the owning hub removed the device and cleared its topics
-                self.store.remove_device(device_id)
+            if state is None:  # the topic cleared; the owning hub's list, which still names it, decides
                 return
             device = Device.model_validate({key: state[key] for key in _DEVICE_KEYS if key in state})
             if device.id != device_id:
@@ -215,6 +222,9 @@ class FleetMirror:
                 self._merge_channel(device_id, index, _json(payload), METER_FIELDS)
 
     def _merge_channel(self, device_id: str, index: int, values: dict[str, Any], wanted: frozenset[str]) -> None:
+        if self.store.devices[device_id].channel(index) is None:
+            # the device's state says how many channels it has: a topic beyond them makes no channel
+            raise ValueError(f"{device_id} has no channel {index}")
         given = {key: value for key, value in values.items() if key in wanted}
         # validated as a whole channel, so a battery of 250 % or a name of the wrong type never gets in
         channel = Channel.model_validate({**given, "index": index})
