@@ -17,7 +17,7 @@ from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.persistence import IN_MEMORY, Persistence, SimulatedClock
 from hub.persistence.testing import open_simulated, put_receiver
 from hub.plugins import PluginHost
-from tests.test_web_api import BenchPlugin
+from tests.test_web_api import BenchPlugin, client, make_hub
 
 TOKEN = "venue-board-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -263,3 +263,30 @@ async def test_names_with_c1_controls_or_direction_overrides_are_refused(
     ):
         assert (await call(http, method, path, 422, json=body, headers=AUTH))["code"] == "invalid_body"
     assert (await call(http, "GET", "/api/v1/performers", 200))["items"] == []
+
+
+async def test_renaming_a_performer_or_a_location_keeps_what_refers_to_it_after_a_restart(tmp_path: Path) -> None:
+    """A rename is an update in place: the performer keeps its channel, the location its child and its device,
+    on disk too (a delete-and-insert would have cascaded the assignment away and unplaced the rest)."""
+    async with make_hub(tmp_path, token=TOKEN) as hub, client(hub) as http:
+        await call(http, "POST", "/api/v1/devices", 201, json={"url": "bench://rack-a"}, headers=AUTH)
+        alice = await call(http, "POST", "/api/v1/performers", 201, json={"name": "Alice"}, headers=AUTH)
+        assignment = {"performer_id": alice["id"], "alert_prefs": {"battery_bars": 2}}
+        await call(http, "PUT", "/api/v1/channels/bench-rack-a:1/assignment", 200, json=assignment, headers=AUTH)
+        stage = await call(http, "POST", "/api/v1/locations", 201, json={"name": "Main", "kind": "stage"}, headers=AUTH)
+        rack = {"name": "Rack A", "kind": "rack", "parent_id": stage["id"]}
+        rack = await call(http, "POST", "/api/v1/locations", 201, json=rack, headers=AUTH)
+        placed = {"location_id": stage["id"]}
+        await call(http, "PUT", "/api/v1/devices/bench%3A%2F%2Frack-a/location", 200, json=placed, headers=AUTH)
+        await call(http, "PATCH", f"/api/v1/performers/{alice['id']}", 200, json={"name": "Alice B."}, headers=AUTH)
+        renamed = {"name": "Main West"}
+        await call(http, "PATCH", f"/api/v1/locations/{stage['id']}", 200, json=renamed, headers=AUTH)
+    async with make_hub(tmp_path, token=TOKEN) as hub, client(hub) as http:
+        assignments = (await call(http, "GET", "/api/v1/assignments", 200))["items"]
+        assert [(a["performer_id"], a["device_id"], a["channel"]) for a in assignments] == [
+            (alice["id"], "bench-rack-a", 1)
+        ]
+        locations = {item["id"]: item for item in (await call(http, "GET", "/api/v1/locations", 200))["items"]}
+        assert locations[stage["id"]]["name"] == "Main West" and locations[rack["id"]]["parent_id"] == stage["id"]
+        placed_here = await call(http, "GET", f"/api/v1/devices?location={stage['id']}", 200)
+        assert placed_here["total"] == 1, placed_here

@@ -71,6 +71,20 @@ class _SyncWaiter:
     future: asyncio.Future[bool] = field(repr=False)
 
 
+def upsert(table: str, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    """The statement that writes a row under ``key``, updating it in place if it exists. Never ``INSERT OR
+    REPLACE``: that deletes the old row first, which fires ``ON DELETE CASCADE`` and ``SET NULL`` on the rows
+    that refer to it (renaming a performer would end its assignments, renaming a location would unplace its
+    devices and orphan its children)."""
+    names = (*key, *columns)
+    updates = ", ".join(f"{column} = excluded.{column}" for column in columns)
+    # bandit B608 waived: table and column names are constants of the services, the values are parameters
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "  # nosec B608
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
+
+
 class Database:
     """Open with :meth:`open`; read with :meth:`fetchall`; write with :meth:`submit`; :meth:`close` flushes."""
 

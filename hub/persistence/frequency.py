@@ -37,7 +37,7 @@ from hub.frequency import (
 from hub.model import Channel, CommandKind, Device
 from hub.persistence.alerts import AlertKey, Alerts
 from hub.persistence.audit import AuditLog
-from hub.persistence.db import Database
+from hub.persistence.db import Database, upsert
 from hub.persistence.service_base import Service, clean_text
 from hub.records import AlertKind, DeclaredCarrier, FrequencyExclusion, InvalidInputError, NotFoundError, Source
 from hub.state import ADDED, ONLINE, REMOVED, ChangeKey, StateStore
@@ -439,8 +439,7 @@ class FrequencyPlan(Service):
         )
         self._declared[entry.id] = entry
         self._db.submit(
-            "INSERT OR REPLACE INTO declared_carriers (id, label, frequency_mhz, bandwidth_khz, active, family) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            upsert("declared_carriers", ("id",), ("label", "frequency_mhz", "bandwidth_khz", "active", "family")),
             (entry.id, entry.label, entry.frequency_mhz, entry.bandwidth_khz, int(entry.active), entry.family),
         )
         self._dirty = True
@@ -502,8 +501,7 @@ class FrequencyPlan(Service):
         )
         self._exclusions[entry.id] = entry
         self._db.submit(
-            "INSERT OR REPLACE INTO frequency_exclusions (id, label, low_mhz, high_mhz, tv_grid, tv_channel) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            upsert("frequency_exclusions", ("id",), ("label", "low_mhz", "high_mhz", "tv_grid", "tv_channel")),
             (entry.id, entry.label, entry.low_mhz, entry.high_mhz, entry.tv_grid, entry.tv_channel),
         )
         self._dirty = self._full_check_due = True

@@ -22,7 +22,7 @@ from typing import Final
 
 from hub.clock import Clock
 from hub.persistence.battery import LEVEL_PER_BAR, RuntimeEstimate, estimate_runtime
-from hub.persistence.db import Database
+from hub.persistence.db import Database, upsert
 from hub.records import HistoryPoint, InvalidInputError, NotFoundError
 from hub.state import StateStore
 
@@ -41,7 +41,7 @@ def _never() -> bool:
     return False
 
 
-_UPSERT_BLOCK = "INSERT OR REPLACE INTO history_blocks (series_id, step, start, data) VALUES (?, ?, ?, ?)"
+_UPSERT_BLOCK = upsert("history_blocks", ("series_id", "step", "start"), ("data",))
 
 
 @dataclass(frozen=True)

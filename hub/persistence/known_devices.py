@@ -11,7 +11,7 @@ from hub.drivers import Endpoint
 from hub.hookspecs import Candidate
 from hub.persistence.audit import AuditLog
 from hub.persistence.credentials import DeviceCredentials
-from hub.persistence.db import Database
+from hub.persistence.db import Database, upsert
 from hub.persistence.service_base import Service
 from hub.records import (
     CandidateDescription,
@@ -29,9 +29,7 @@ DISCOVERY_SOURCE = "discovery"
 # a device re-announces itself every few seconds; its last_seen is worth a write only this often
 CANDIDATE_REFRESH_S = 60.0
 
-_UPSERT_DEVICE = (
-    "INSERT OR REPLACE INTO known_devices (url, device_id, added_at, source, location_id) VALUES (?, ?, ?, ?, ?)"
-)
+_UPSERT_DEVICE = upsert("known_devices", ("url",), ("device_id", "added_at", "source", "location_id"))
 
 
 class KnownDevices(Service):
@@ -191,8 +189,11 @@ class Candidates(Service):
             or now - previous.last_seen >= CANDIDATE_REFRESH_S
         ):
             self._db.submit(
-                "INSERT OR REPLACE INTO candidates (url, vendor, model, unique_id, name, source, first_seen, "
-                "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                upsert(
+                    "candidates",
+                    ("url",),
+                    ("vendor", "model", "unique_id", "name", "source", "first_seen", "last_seen"),
+                ),
                 (
                     candidate.url,
                     candidate.vendor,
@@ -255,8 +256,11 @@ class HealthLog:
                 continue
             self._by_url[url] = health
             self._db.submit(
-                "INSERT OR REPLACE INTO connection_health (url, device_id, connected_since, attempts, reconnects, "
-                "last_error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                upsert(
+                    "connection_health",
+                    ("url",),
+                    ("device_id", "connected_since", "attempts", "reconnects", "last_error", "updated_at"),
+                ),
                 (
                     url,
                     health.device_id,

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from hub.clock import Clock
 from hub.persistence.audit import AuditLog
-from hub.persistence.db import Database
+from hub.persistence.db import Database, upsert
 from hub.persistence.service_base import Service, clean_text, positive
 from hub.persistence.venue import MAX_CHANNEL
 from hub.records import (
@@ -129,7 +129,7 @@ class Performers(Service):
         assignment = Assignment(performer_id=performer_id, device_id=device_id, channel=channel, alert_prefs=prefs)
         self._assignments[(device_id, channel)] = assignment
         self._db.submit(
-            "INSERT OR REPLACE INTO assignments (device_id, channel, performer_id, alert_prefs) VALUES (?, ?, ?, ?)",
+            upsert("assignments", ("device_id", "channel"), ("performer_id", "alert_prefs")),
             (device_id, channel, performer_id, prefs.model_dump_json()),
         )
         await self._committed(
@@ -154,7 +154,7 @@ class Performers(Service):
     def _store(self, performer: Performer) -> None:
         self._by_id[performer.id] = performer
         self._db.submit(
-            "INSERT OR REPLACE INTO performers (id, name, notes) VALUES (?, ?, ?)",
+            upsert("performers", ("id",), ("name", "notes")),
             (performer.id, performer.name, performer.notes),
         )
 
@@ -261,8 +261,7 @@ class ExtendedNames(Service):
     def _store(self, extended: ExtendedName) -> None:
         self._by_channel[(extended.device_id, extended.channel)] = extended
         self._db.submit(
-            "INSERT OR REPLACE INTO extended_names (device_id, channel, name, device_name_at_set, set_at) "
-            "VALUES (?, ?, ?, ?, ?)",
+            upsert("extended_names", ("device_id", "channel"), ("name", "device_name_at_set", "set_at")),
             (extended.device_id, extended.channel, extended.name, extended.device_name_at_set, extended.set_at),
         )
 

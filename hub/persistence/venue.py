@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 from hub.clock import Clock
 from hub.persistence.audit import AuditLog
-from hub.persistence.db import Database
+from hub.persistence.db import Database, upsert
 from hub.persistence.service_base import Service, clean_text, positive
 from hub.records import ConflictError, Group, InvalidInputError, Location, LocationKind, NotFoundError, Slot, Source
 
@@ -126,7 +126,7 @@ class Locations(Service):
     def _store(self, location: Location) -> None:
         self._by_id[location.id] = location
         self._db.submit(
-            "INSERT OR REPLACE INTO locations (id, name, kind, parent_id) VALUES (?, ?, ?, ?)",
+            upsert("locations", ("id",), ("name", "kind", "parent_id")),
             (location.id, location.name, location.kind.value, location.parent_id),
         )
 
@@ -162,9 +162,7 @@ class Slots(Service):
         before = self._by_number.get(number)
         slot = Slot(number=number, device_id=device_id, channel=channel)
         self._by_number[number] = slot
-        self._db.submit(
-            "INSERT OR REPLACE INTO slots (number, device_id, channel) VALUES (?, ?, ?)", (number, device_id, channel)
-        )
+        self._db.submit(upsert("slots", ("number",), ("device_id", "channel")), (number, device_id, channel))
         await self._committed(
             source, "slot.set", f"slot/{number}", before.model_dump() if before else None, slot.model_dump()
         )
@@ -234,6 +232,6 @@ class Groups(Service):
     def _store(self, group: Group) -> None:
         self._by_number[group.number] = group
         self._db.submit(
-            "INSERT OR REPLACE INTO groups (number, title, slots) VALUES (?, ?, ?)",
+            upsert("groups", ("number",), ("title", "slots")),
             (group.number, group.title, json.dumps(group.slots)),
         )
