@@ -7,15 +7,20 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.mosquitto import free_port
 from tests.reliability_report import record_check
 
 # a bounded wait, far above the second a failed start takes: a hang fails the test instead of stalling it
@@ -50,6 +55,55 @@ def wmhub_run(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> 
     except subprocess.TimeoutExpired as exc:  # run() kills the child before raising
         pytest.fail(f"wmhub run still running after {EXIT_DEADLINE_S} s: {exc.stderr!r}")
     return done.returncode, done.stderr, round(time.monotonic() - started, 2)
+
+
+@dataclass
+class RunningHub:
+    port: int
+    process: subprocess.Popen[str]
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def stop(self) -> str:
+        """SIGTERM, then its stderr (it must stop within the deadline)."""
+        self.process.terminate()
+        _, stderr = self.process.communicate(timeout=EXIT_DEADLINE_S)
+        return stderr
+
+
+@contextmanager
+def running_hub(data_dir: Path | str, *args: str, cwd: Path | None = None) -> Iterator[RunningHub]:
+    """``wmhub run`` as a child process that started and serves HTTP; stopped (SIGTERM) when the block ends."""
+    port = free_port()
+    command = [sys.executable, "-m", "hub.cli", "run", "--data-dir", str(data_dir), "--mqtt", "off"]
+    command += ["--http", f"127.0.0.1:{port}", *args]
+    environment = {**os.environ, "WMHUB_DISCOVERY__ENABLED": "false"}
+    process = subprocess.Popen(
+        command, cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    hub = RunningHub(port, process)
+    try:
+        deadline = time.monotonic() + EXIT_DEADLINE_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the hub exited with {process.returncode}: {process.communicate()[1]}")
+            try:
+                if hub.get("/api/health")[0] in (200, 503):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("the hub did not answer HTTP in time")
+                time.sleep(0.1)
+        yield hub
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def config_file(tmp_path: Path, text: str) -> Path:
@@ -220,3 +274,43 @@ async def test_a_needed_task_that_dies_after_the_start_stops_the_hub_and_fails(t
     with pytest.raises(HubFailed, match=r"store's ticker .* ended: the clock broke"):
         await asyncio.wait_for(running, EXIT_DEADLINE_S)
     assert hub.stopped.is_set() and open_store() is None, "everything started was stopped"
+
+
+async def a_database_with_a_performer_and_history(data_dir: Path) -> None:
+    from hub.persistence import Persistence, Source
+    from hub.persistence.history import encode_bucket
+    from hub.state import StateStore
+
+    store = await Persistence.open(data_dir, StateStore(), start_ticker=False)
+    await store.performers.create("Anna", source=Source.CLI)
+    series = store.history.series("shure-A", 1)
+    for k in range(120):
+        store.history.add_bucket(series, k * 10, encode_bucket([50, 50, 50, -60, -55, -50, -30, -20, -10]))
+    await store.close()
+
+
+def damage_the_first_page_of(database: Path, table: str) -> None:
+    with sqlite3.connect(database) as connection:
+        [(root,)] = connection.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,))
+        [(page_size,)] = connection.execute("PRAGMA page_size")
+    with database.open("r+b") as file:
+        file.seek((root - 1) * page_size)
+        file.write(bytes(range(256)) * (page_size // 256))
+
+
+def test_a_damaged_page_sets_the_file_aside_and_starts_on_a_fresh_one_with_what_could_be_read(tmp_path: Path) -> None:
+    """One page that no longer reads back (here: the history table's) does not stop the hub: the damaged file
+    is kept under another name, a fresh database holds every row still readable, one line says so."""
+    asyncio.run(a_database_with_a_performer_and_history(tmp_path))
+    damage_the_first_page_of(tmp_path / "wmhub.sqlite3", "history_blocks")
+    with running_hub(tmp_path) as hub:
+        status, performers = hub.get("/api/v1/performers")
+        assert status == 200 and '"name":"Anna"' in performers.replace(" ", ""), performers
+        stderr = hub.stop()
+    assert hub.process.returncode == 0, stderr
+    said = [line for line in stderr.splitlines() if '"level":"error"' in line]
+    assert len(said) == 1 and "rows lost in: history_blocks" in said[0] and "monitoring continues" in said[0], stderr
+    [kept] = [path.name for path in tmp_path.iterdir() if path.name.startswith("wmhub.sqlite3.damaged-")]
+    assert kept in said[0]
+    with sqlite3.connect(tmp_path / "wmhub.sqlite3") as fresh:
+        assert fresh.execute("PRAGMA quick_check").fetchall() == [("ok",)]

@@ -112,8 +112,8 @@ class Database:
         the writer keeps trying to open the file and moves to it as soon as it can."""
         settings = settings or WriterSettings()
         try:
-            connection = await _connect(path, settings)
-        except sqlite3.Error as exc:
+            connection = await _open_file(path, settings)
+        except (sqlite3.Error, OSError) as exc:
             stand_in, what = await _stand_in(path)
             database = cls(stand_in, path, settings)
             database._stand_in = True
@@ -257,7 +257,7 @@ class Database:
         return True
 
     async def _move_to_file(self) -> None:
-        connection = await _connect(self.path, self.settings)
+        connection = await _open_file(self.path, self.settings)
         stand_in, self._conn, self._stand_in = self._conn, connection, False
         await stand_in.close()
         log.warning("database %s is open for writing now", self.path)
@@ -348,6 +348,138 @@ async def _connect(path: Path, settings: WriterSettings) -> aiosqlite.Connection
     return connection
 
 
+async def _open_file(path: Path, settings: WriterSettings) -> aiosqlite.Connection:
+    """Open the file for writing; a file found damaged (not a database, or a page that does not read back) is
+    set aside under a new name and replaced by a fresh database holding every row that could be read."""
+    try:
+        connection = await _connect(path, settings)
+        try:
+            if str(path) != IN_MEMORY:
+                await _check_intact(connection)
+        except BaseException:
+            await connection.close()
+            raise
+    except sqlite3.DatabaseError as exc:
+        if str(path) == IN_MEMORY or exc.sqlite_errorcode not in _DAMAGE:
+            raise
+        return await _replace_damaged(path, settings, exc)
+    return connection
+
+
+# what SQLite says of a file whose pages are not what it wrote: no retry can help, setting it aside can
+_DAMAGE: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+async def _check_intact(connection: aiosqlite.Connection) -> None:
+    """Every page of every table and index read back once (a few ms a MB): damage shows at start, not
+    in the middle of a show when a query first touches the page."""
+    async with connection.execute("PRAGMA quick_check(1)") as cursor:
+        row = await cursor.fetchone()
+    if row is None or row[0] != "ok":
+        found = " ".join(str(row[0] if row else "no answer").replace("*** in database main ***", "").split())
+        damage = sqlite3.DatabaseError(f"database disk image is malformed: {found}")
+        damage.sqlite_errorcode = sqlite3.SQLITE_CORRUPT
+        raise damage
+
+
+async def _replace_damaged(path: Path, settings: WriterSettings, damage: sqlite3.DatabaseError) -> aiosqlite.Connection:
+    kept = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    # the WAL and its index go with the file: a fresh database must not replay the old one's journal
+    for suffix in ("-wal", "-shm", ""):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").rename(f"{kept}{suffix}")  # noqa: ASYNC240 (once, at start)
+    connection = await _connect(path, settings)
+    try:
+        incomplete = await _salvage(connection, kept)
+    except BaseException:
+        await connection.close()
+        raise
+    log.error(
+        "database %s is damaged (%s): set aside as %s; a fresh database holds every row that could be read "
+        "(%s); monitoring continues",
+        path,
+        damage,
+        kept.name,
+        f"rows lost in: {', '.join(incomplete)}" if incomplete else "nothing lost",
+    )
+    return connection
+
+
+async def _salvage(connection: aiosqlite.Connection, damaged: Path) -> list[str]:
+    """Copy into the fresh database every row of ``damaged`` that reads back, table by table, up to the first
+    unreadable page of each; rows left pointing at a lost row are unlinked (SET NULL) or dropped, as the
+    foreign key would have done. Returns the tables that could not be read whole."""
+    tables = await _column_lists(connection)
+    readable, incomplete = await asyncio.to_thread(_read_what_reads, damaged, tables)
+    await connection.execute("PRAGMA foreign_keys=OFF")  # the tables are filled in any order
+    try:
+        await connection.execute("BEGIN IMMEDIATE")
+        for table, rows in readable.items():
+            marks = ", ".join("?" * len(rows[0]))
+            # bandit B608 waived: table and column names come from the fresh database's own schema
+            insert = f"INSERT OR IGNORE INTO {table} ({tables[table]}) VALUES ({marks})"  # nosec B608
+            await connection.executemany(insert, rows)
+        await _unlink_orphans(connection)
+        await connection.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            await connection.execute("ROLLBACK")
+        raise
+    finally:
+        await connection.execute("PRAGMA foreign_keys=ON")
+    return incomplete
+
+
+def _read_what_reads(damaged: Path, tables: dict[str, str]) -> tuple[dict[str, list[tuple[Any, ...]]], list[str]]:
+    # a connection of its own: a read that meets a damaged page would spoil the fresh database's transaction
+    readable: dict[str, list[tuple[Any, ...]]] = {}
+    incomplete: list[str] = []
+    # reading a WAL database makes its -wal and -shm; those the kept file had not are removed again
+    made = [companion for suffix in ("-wal", "-shm") if not (companion := Path(f"{damaged}{suffix}")).exists()]
+    source = sqlite3.connect(f"{damaged.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        for table, columns in tables.items():
+            rows: list[tuple[Any, ...]] = []
+            try:
+                cursor = source.execute(f"SELECT {columns} FROM {table}")  # nosec B608 (names of our schema)
+                while batch := cursor.fetchmany(1000):
+                    rows += batch
+            except sqlite3.DatabaseError:
+                incomplete.append(table)
+            if rows:
+                readable[table] = rows
+    finally:
+        source.close()
+        for companion in made:
+            companion.unlink(missing_ok=True)
+    return readable, incomplete
+
+
+async def _column_lists(connection: aiosqlite.Connection) -> dict[str, str]:
+    async with connection.execute(
+        "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT IN ('schema_version', 'sqlite_sequence')"
+    ) as cursor:
+        tables = [row[0] for row in await cursor.fetchall()]
+    columns = {}
+    for table in tables:
+        async with connection.execute(f"PRAGMA main.table_info({table})") as cursor:
+            columns[table] = ", ".join(row[1] for row in await cursor.fetchall())
+    return columns
+
+
+async def _unlink_orphans(connection: aiosqlite.Connection) -> None:
+    async with connection.execute("PRAGMA main.foreign_key_check") as cursor:
+        orphans = list(await cursor.fetchall())
+    for table, rowid, _parent, key_id in orphans:
+        async with connection.execute(f"PRAGMA main.foreign_key_list({table})") as cursor:
+            key = next(row for row in await cursor.fetchall() if row[0] == key_id)
+        # bandit B608 waived: names from the database's own schema, the rowid a parameter
+        if key[6] == "SET NULL":  # on_delete
+            await connection.execute(f"UPDATE main.{table} SET {key[3]} = NULL WHERE rowid = ?", (rowid,))  # nosec B608
+        else:
+            await connection.execute(f"DELETE FROM main.{table} WHERE rowid = ?", (rowid,))  # nosec B608
+
+
 async def _stand_in(path: Path) -> tuple[aiosqlite.Connection, str]:
     """What the store reads while the file cannot be written: the file as it is, read-only, if it is
     there and current (``immutable``: no locks, no WAL, so a read-only directory or a lock does not stop
@@ -359,6 +491,7 @@ async def _stand_in(path: Path) -> tuple[aiosqlite.Connection, str]:
             async with connection.execute("SELECT max(version) FROM schema_version") as cursor:
                 row = await cursor.fetchone()
             if row is not None and row[0] == len(MIGRATIONS):
+                await _check_intact(connection)
                 return connection, "a read-only view of it"
         except sqlite3.Error:
             pass
