@@ -314,3 +314,23 @@ def test_a_damaged_page_sets_the_file_aside_and_starts_on_a_fresh_one_with_what_
     assert kept in said[0]
     with sqlite3.connect(tmp_path / "wmhub.sqlite3") as fresh:
         assert fresh.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+
+
+def test_a_relative_data_dir_whose_database_is_locked_starts_degraded_on_a_read_only_view(tmp_path: Path) -> None:
+    """``--data-dir data`` (relative to where the hub runs) on a database another program holds locked: the
+    documented degraded start, reading the file as it is, instead of a stop."""
+    asyncio.run(a_database_with_a_performer_and_history(tmp_path / "data"))
+    other_program = sqlite3.connect(tmp_path / "data" / "wmhub.sqlite3")
+    other_program.execute("PRAGMA locking_mode = EXCLUSIVE")
+    other_program.execute("BEGIN EXCLUSIVE")
+    try:
+        with running_hub("data", cwd=tmp_path) as hub:
+            assert '"status":"degraded"' in hub.get("/api/health")[1].replace(" ", "")
+            status, performers = hub.get("/api/v1/performers")
+            assert status == 200 and '"name":"Anna"' in performers.replace(" ", ""), performers
+            stderr = hub.stop()
+    finally:
+        other_program.rollback()
+        other_program.close()
+    assert hub.process.returncode == 0, stderr
+    assert "monitoring continues on a read-only view" in stderr, stderr

@@ -485,7 +485,9 @@ async def _stand_in(path: Path) -> tuple[aiosqlite.Connection, str]:
     there and current (``immutable``: no locks, no WAL, so a read-only directory or a lock does not stop
     it); otherwise an empty database with the current schema."""
     if str(path) != IN_MEMORY and path.is_file():  # noqa: ASYNC240 (a stat, once, at start)
-        connection = await aiosqlite.connect(f"{path.as_uri()}?immutable=1", uri=True, isolation_level=None)
+        # a file URI needs an absolute path, and --data-dir may be relative
+        view = f"{path.absolute().as_uri()}?immutable=1"  # noqa: ASYNC240 (the working directory, once, at start)
+        connection = await aiosqlite.connect(view, uri=True, isolation_level=None)
         connection.row_factory = sqlite3.Row
         try:
             async with connection.execute("SELECT max(version) FROM schema_version") as cursor:
