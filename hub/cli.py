@@ -206,12 +206,14 @@ def _device_origin(args: argparse.Namespace) -> Callable[[str], str]:
 
 def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> int:
     from hub.compose import FleetHub, compose_hub
-    from hub.preflight import check_startup
+    from hub.preflight import check_startup, lock_data_dir
 
     setup_logging(config.log_level, config.plugin_log_levels)
     hub = FleetHub(config) if fleet else compose_hub(config)
     try:
         check_startup(config, hub.devices.resolve, _device_origin(args))
+        # the fleet board keeps only its token there: it may share a hub's data dir
+        data_dir_lock = None if fleet else lock_data_dir(config.data_dir)
     except ConfigError as exc:
         print(f"wmhub: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -222,6 +224,9 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
     except Exception as exc:  # the hub has stopped everything it started: say why in one line
         logging.getLogger("hub").error("the hub stopped: %s", redact(str(exc)) or type(exc).__name__)
         return EXIT_FAILED
+    finally:
+        if data_dir_lock is not None:
+            data_dir_lock.close()
     return 0
 
 

@@ -9,9 +9,12 @@ only gap; the hub then stops cleanly and exits 1 (hub.cli).
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Final
 
 from hub.config import ConfigError, HubConfig
 from hub.redact import redact
@@ -47,6 +50,43 @@ def check_startup(
     if config.discovery.enabled:
         for address in config.discovery.interfaces or ():
             _check_own_address("discovery.interfaces", address)
+
+
+# Held (flock) by the hub that uses the data dir, for its whole life; it holds that hub's pid.
+LOCK_FILE: Final = "wmhub.lock"
+
+
+def lock_data_dir(data_dir: Path) -> IO[str] | None:
+    """Take ``<data_dir>/wmhub.lock`` for as long as the returned file stays open, or raise ConfigError if
+    another running hub holds it: two hubs on one database would each count ids from what they loaded and
+    overwrite each other's performers and audit entries. The kernel drops the lock when its process ends,
+    however it ends, so a lock left by a dead hub never blocks. None when the lock file can be neither
+    created nor opened (a read-only data dir with no lock file): such a hub cannot write either, and
+    starts degraded (docs/persistence.md)."""
+    path = data_dir / LOCK_FILE
+    try:
+        lock = path.open("a+", encoding="utf-8")  # not "w": the holder's pid stays readable until we hold it
+    except OSError:
+        try:
+            lock = path.open(encoding="utf-8")
+        except OSError:
+            return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read(20).strip() or "unknown"
+        lock.close()
+        raise ConfigError(
+            f"data_dir: {data_dir} is in use by another running hub (pid {holder}); each hub needs its own data_dir"
+        ) from None
+    try:
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+    except OSError:
+        pass  # opened read-only: the lock holds all the same, only the pid is not shown
+    return lock
 
 
 def _check_data_dir(data_dir: Path) -> None:

@@ -334,3 +334,23 @@ def test_a_relative_data_dir_whose_database_is_locked_starts_degraded_on_a_read_
         other_program.close()
     assert hub.process.returncode == 0, stderr
     assert "monitoring continues on a read-only view" in stderr, stderr
+
+
+def test_a_second_hub_on_the_same_data_dir_refuses_to_start_and_a_dead_ones_lock_does_not_block(
+    tmp_path: Path,
+) -> None:
+    """Two hubs on one database would overwrite each other's performers and audit entries: the second one
+    says so in one line and exits 2. The first one killed (SIGKILL, no clean-up), the next start goes ahead."""
+    with running_hub(tmp_path) as first:
+        status, stderr, _ = wmhub_run(tmp_path)
+        assert status == 2, stderr
+        assert stderr.splitlines() == [
+            f"wmhub: configuration error: data_dir: {tmp_path} is in use by another running hub "
+            f"(pid {first.process.pid}); each hub needs its own data_dir"
+        ]
+        first.process.kill()
+        first.process.communicate()
+    with running_hub(tmp_path) as after_the_crash:
+        assert after_the_crash.get("/api/health")[0] == 200
+        after_the_crash.stop()
+    assert after_the_crash.process.returncode == 0
