@@ -30,9 +30,12 @@ def device_text(value: str, width: int = DEFAULT_TEXT_WIDTH) -> str:
     return value[:width]
 
 
-def has_controls(value: str) -> bool:
+def has_controls(value: str, *, layout: bool = False) -> bool:
     """True if ``value`` holds a character :func:`device_text` would remove: what a person typing a name
-    never means (a C0 or C1 control, a line or paragraph separator, a direction override)."""
+    never means (a C0 or C1 control, a line or paragraph separator, a direction override). With ``layout``
+    (free text such as a performer's notes), line breaks and tabs are allowed."""
+    if layout:
+        value = value.replace("\n", " ").replace("\t", " ")
     return _CONTROLS.search(value) is not None
 
 

@@ -290,3 +290,16 @@ async def test_renaming_a_performer_or_a_location_keeps_what_refers_to_it_after_
         assert locations[stage["id"]]["name"] == "Main West" and locations[rack["id"]]["parent_id"] == stage["id"]
         placed_here = await call(http, "GET", f"/api/v1/devices?location={stage['id']}", 200)
         assert placed_here["total"] == 1, placed_here
+
+
+async def test_notes_keep_line_breaks_and_tabs_but_refuse_other_controls(http: aiohttp.ClientSession) -> None:
+    notes = "IEM mix 3\nspare pack:\tleft rack"
+    carol = await call(http, "POST", "/api/v1/performers", 201, json={"name": "Carol", "notes": notes}, headers=AUTH)
+    assert carol["notes"] == notes
+    patched = await call(http, "PATCH", f"/api/v1/performers/{carol['id']}", 200, json={"notes": "x\ny"}, headers=AUTH)
+    assert patched["notes"] == "x\ny"
+    assert [p["notes"] for p in (await call(http, "GET", "/api/v1/performers", 200))["items"]] == ["x\ny"]
+    refused = await call(
+        http, "PATCH", f"/api/v1/performers/{carol['id']}", 422, json={"notes": "x\x1b[2Jy"}, headers=AUTH
+    )
+    assert refused["code"] == "invalid_body"

@@ -61,7 +61,7 @@ class Performers(Service):
         performer = Performer(
             id=self._last_id + 1,
             name=clean_text(name, "performer name", max_length=100),
-            notes=clean_text(notes, "notes", max_length=1000, allow_empty=True),
+            notes=clean_text(notes, "notes", max_length=1000, allow_empty=True, layout=True),
         )
         self._last_id = performer.id
         self._store(performer)
@@ -75,7 +75,9 @@ class Performers(Service):
         performer = Performer(
             id=performer_id,
             name=before.name if name is None else clean_text(name, "performer name", max_length=100),
-            notes=before.notes if notes is None else clean_text(notes, "notes", max_length=1000, allow_empty=True),
+            notes=before.notes
+            if notes is None
+            else clean_text(notes, "notes", max_length=1000, allow_empty=True, layout=True),
         )
         self._store(performer)
         await self._committed(

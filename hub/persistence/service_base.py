@@ -32,8 +32,11 @@ class Service:
         await self._db.sync()
 
 
-def clean_text(value: str, what: str, *, max_length: int = MAX_TEXT, allow_empty: bool = False) -> str:
-    """Strip ``value`` and refuse control characters and over-long text (names end up on screens)."""
+def clean_text(
+    value: str, what: str, *, max_length: int = MAX_TEXT, allow_empty: bool = False, layout: bool = False
+) -> str:
+    """Strip ``value`` and refuse control characters and over-long text (names end up on screens); with
+    ``layout`` (notes), line breaks and tabs are kept."""
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be text", value=repr(value))
     text = value.strip()
@@ -41,7 +44,7 @@ def clean_text(value: str, what: str, *, max_length: int = MAX_TEXT, allow_empty
         raise InvalidInputError(f"{what} must not be empty")
     if len(text) > max_length:
         raise InvalidInputError(f"{what} is longer than {max_length} characters", length=len(text))
-    if has_controls(text):
+    if has_controls(text, layout=layout):
         raise InvalidInputError(f"{what} contains control characters")
     return text
 

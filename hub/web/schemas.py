@@ -24,7 +24,8 @@ def _one_line(value: str) -> str:
 
 def _text(value: str) -> str:
     """Notes may run over lines; other control characters are refused like in a name."""
-    _one_line(value.replace("\n", " ").replace("\t", " "))
+    if has_controls(value, layout=True):
+        raise ValueError("must not contain control characters other than line breaks and tabs")
     return value
 
 
