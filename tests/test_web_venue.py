@@ -15,6 +15,7 @@ from hub.app import Hub
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.persistence import IN_MEMORY, Persistence, SimulatedClock
+from hub.persistence.history import encode_bucket
 from hub.persistence.testing import open_simulated, put_receiver
 from hub.plugins import PluginHost
 from tests.test_web_api import BenchPlugin, client, make_hub
@@ -303,3 +304,20 @@ async def test_notes_keep_line_breaks_and_tabs_but_refuse_other_controls(http: a
         http, "PATCH", f"/api/v1/performers/{carol['id']}", 422, json={"notes": "x\x1b[2Jy"}, headers=AUTH
     )
     assert refused["code"] == "invalid_body"
+
+
+async def test_the_stored_history_of_a_receiver_that_is_off_after_a_restart_is_readable(tmp_path: Path) -> None:
+    """A receiver switched off before the hub restarts is not in the live state, but its history is on disk:
+    the history endpoint answers it (it used to look the channel up among live ones only: 404)."""
+    start = int(time.time()) // 600 * 600 - 600  # a finished 10 min block, well inside the 24 h tier
+    async with make_hub(tmp_path, token=TOKEN) as hub:
+        series = hub.persistence.history.series("shure-off", 2)
+        for k in range(6):
+            hub.persistence.history.add_bucket(series, start + k * 10, encode_bucket([60, 60, 60, -50] + [-40] * 5))
+    async with make_hub(tmp_path, token=TOKEN) as hub, client(hub) as http:
+        assert hub.state.get("shure-off") is None, "the receiver is off"
+        history = await call(http, "GET", f"/api/v1/channels/shure-off:2/history?since={start}&until={start + 60}", 200)
+        assert [(point["t"], point["battery_avg"]) for point in history["items"]] == [
+            (start + k * 10, 60) for k in range(6)
+        ]
+        await call(http, "GET", f"/api/v1/channels/never-seen:1/history?since={start}", 404)

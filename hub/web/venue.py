@@ -33,7 +33,7 @@ from hub.records import (
     SwapList,
 )
 from hub.service import VenueService
-from hub.web.api import HUB_KEY, SOURCE, find_channel
+from hub.web.api import HUB_KEY, SOURCE, channel_key, find_channel
 from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body, parse_query, path_number
 from hub.web.schemas import Line, Strict, Text
 
@@ -332,9 +332,10 @@ async def unassign_channel(request: web.Request) -> web.Response:
 
 @store_errors
 async def channel_history(request: web.Request) -> web.Response:
-    device, channel = find_channel(request.app[HUB_KEY], request.match_info["channel_id"])
+    # the stored history answers, live or not: a receiver switched off keeps its history readable
+    device_id, index = channel_key(request.match_info["channel_id"])
     query = parse_query(request, HistoryQuery)
-    points = await venue(request).history.query(device.id, channel.index, query.since, query.until, query.step)
+    points = await venue(request).history.query(device_id, index, query.since, query.until, query.step)
     return json_response(HistoryList(items=points))
 
 
