@@ -63,8 +63,17 @@ class RunningHub:
     process: subprocess.Popen[str]
 
     def get(self, path: str) -> tuple[int, str]:
+        return self.request(urllib.request.Request(f"http://127.0.0.1:{self.port}{path}"))
+
+    def post(self, path: str, body: str, token: str) -> tuple[int, str]:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        url = f"http://127.0.0.1:{self.port}{path}"
+        return self.request(urllib.request.Request(url, body.encode(), headers, method="POST"))
+
+    @staticmethod
+    def request(request: urllib.request.Request) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
@@ -78,7 +87,7 @@ class RunningHub:
 
 @contextmanager
 def running_hub(data_dir: Path | str, *args: str, cwd: Path | None = None) -> Iterator[RunningHub]:
-    """``wmhub run`` as a child process that started and serves HTTP; stopped (SIGTERM) when the block ends."""
+    """``wmhub run`` as a child process that started and serves HTTP; stopped (killed) when the block ends."""
     port = free_port()
     command = [sys.executable, "-m", "hub.cli", "run", "--data-dir", str(data_dir), "--mqtt", "off"]
     command += ["--http", f"127.0.0.1:{port}", *args]
@@ -354,3 +363,44 @@ def test_a_second_hub_on_the_same_data_dir_refuses_to_start_and_a_dead_ones_lock
         assert after_the_crash.get("/api/health")[0] == 200
         after_the_crash.stop()
     assert after_the_crash.process.returncode == 0
+
+
+def set_writable(paths: list[Path], writable: bool) -> None:
+    """What a read-only mount does to a data dir, for any user: root writes through file modes, but not
+    through the immutable attribute (ext4, chattr). Paths gone meanwhile (a -wal checkpointed away) are skipped."""
+    paths = [path for path in paths if path.exists()]
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i" if writable else "+i", *map(str, paths)], check=True)
+    else:
+        for path in paths:
+            path.chmod((0o700 if path.is_dir() else 0o600) if writable else (0o500 if path.is_dir() else 0o400))
+
+
+def test_a_read_only_data_dir_after_an_unclean_stop_resumes_writing_once_writable(tmp_path: Path) -> None:
+    """A hub killed (-9) leaves its -wal and -shm; restarted on the data dir made read-only, SQLite opens the
+    file read-only and would keep that connection read-only for good. Once the dir is writable again the
+    hub writes what it held (the promise: retries every 2 s, then 'database writes resumed')."""
+    with running_hub(tmp_path) as first:
+        token = (tmp_path / "api-token").read_text().strip()
+        assert first.post("/api/v1/performers", '{"name": "Before the crash"}', token)[0] == 201
+        first.process.kill()
+        first.process.communicate()
+    assert (tmp_path / "wmhub.sqlite3-wal").exists() and (tmp_path / "wmhub.sqlite3-shm").exists()
+    read_only = [*tmp_path.iterdir(), tmp_path]
+    set_writable(read_only, False)
+    try:
+        with running_hub(tmp_path) as hub:
+            assert hub.post("/api/v1/performers", '{"name": "While read-only"}', token)[0] == 202  # held
+            assert '"status":"degraded"' in hub.get("/api/health")[1].replace(" ", "")
+            set_writable(read_only, True)
+            deadline = time.monotonic() + EXIT_DEADLINE_S
+            while '"status":"ok"' not in hub.get("/api/health")[1].replace(" ", ""):
+                assert time.monotonic() < deadline, "writes never resumed"
+                time.sleep(0.2)
+            stderr = hub.stop()
+    finally:
+        set_writable(read_only, True)
+    assert "database writes resumed" in stderr and "not stored" not in stderr, stderr
+    with sqlite3.connect(tmp_path / "wmhub.sqlite3") as database:
+        names = [name for (name,) in database.execute("SELECT name FROM performers ORDER BY id")]
+    assert names == ["Before the crash", "While read-only"]

@@ -103,6 +103,9 @@ class Database:
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self._stand_in = False  # the connection is not the file: never write to it
+        # the file opened read-only (after an unclean stop on a read-only disk, through the leftover -shm):
+        # SQLite keeps such a connection read-only however writable the disk becomes, so it is reopened
+        self._read_only = False
 
     @classmethod
     async def open(cls, path: Path, settings: WriterSettings | None = None) -> Database:
@@ -241,14 +244,18 @@ class Database:
         try:
             if self._stand_in:
                 await self._move_to_file()
+            elif self._read_only:
+                await self._reopen_file()
             await self._conn.execute("BEGIN IMMEDIATE")
             for sql, writes in _runs_of_same_sql(batch):
                 await self._execute_run(sql, writes)
             await self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: a damaged file that could not be set aside
             with contextlib.suppress(sqlite3.Error):
                 await self._conn.execute("ROLLBACK")
             self._queue.extendleft(reversed(batch))
+            if isinstance(exc, sqlite3.Error) and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY:
+                self._read_only = not self._stand_in and str(self.path) != IN_MEMORY
             self._enter_failing(exc)
             return False
         finally:
@@ -261,6 +268,18 @@ class Database:
         stand_in, self._conn, self._stand_in = self._conn, connection, False
         await stand_in.close()
         log.warning("database %s is open for writing now", self.path)
+
+    async def _reopen_file(self) -> None:
+        # closed first: SQLite shares a file's -shm among the connections of one process, so a new
+        # connection opened beside the read-only one would be read-only too
+        await self._conn.close()
+        try:
+            self._conn = await _open_file(self.path, self.settings)
+        except BaseException:
+            self._conn, _ = await _stand_in(self.path)
+            self._stand_in, self._read_only = True, False
+            raise
+        self._read_only = False
 
     async def _execute_run(self, sql: str, writes: list[_Write]) -> None:
         if len(writes) > 1:
@@ -278,7 +297,7 @@ class Database:
                 self.stats.rejected += 1
                 log.error("database rejected %s: %s", " ".join(sql.split()[:3]), exc)
 
-    def _enter_failing(self, exc: sqlite3.Error) -> None:
+    def _enter_failing(self, exc: sqlite3.Error | OSError) -> None:
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
         if self.stats.failing_since is None:
             self.stats.failing_since = time.time()
