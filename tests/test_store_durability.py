@@ -219,3 +219,29 @@ async def test_a_database_locked_by_another_hub_is_read_and_written_once_release
         assert again.restore() == [("shure://127.0.0.1:2202", "shure-A")]
     finally:
         await again.close()
+
+
+async def test_a_file_that_is_not_a_database_is_set_aside_and_a_fresh_one_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Garbage throughout (a wrong file copied in, a disk that returned zeros): kept under another name, and
+    the hub writes to a fresh database at once instead of failing every write until it stops."""
+    garbage = bytes(range(256)) * 64
+    (tmp_path / DATABASE_FILE).write_bytes(garbage)
+    with caplog.at_level(logging.ERROR, logger="hub.persistence"):
+        store = await open_simulated(tmp_path)
+    try:
+        assert not store.db.failing
+        await store.slots.set(1, "shure-A", 1, source=Source.REST)
+        assert await store.db.sync() is True
+    finally:
+        await store.close()
+    [kept] = tmp_path.glob(f"{DATABASE_FILE}.damaged-*")  # noqa: ASYNC240 (a listing, the store closed)
+    assert kept.read_bytes() == garbage
+    [said] = [record.getMessage() for record in caplog.records]
+    assert "file is not a database" in said and kept.name in said, said
+    again = await open_simulated(tmp_path)
+    try:
+        assert again.slots.get(1).device_id == "shure-A"
+    finally:
+        await again.close()
