@@ -43,14 +43,20 @@ class SimulatedClock:
 
     def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
         self._now = start
+        self._wall_set_by = 0.0
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
     def now(self) -> float:
-        return self._now
+        return self._now + self._wall_set_by
 
     def monotonic(self) -> float:
         return self._now
+
+    def set_wall(self, seconds: float) -> None:
+        """Set the wall clock ``seconds`` ahead (or back, negative), as an NTP step or a user does: monotonic
+        time and the sleepers do not move."""
+        self._wall_set_by += seconds
 
     async def sleep(self, seconds: float) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

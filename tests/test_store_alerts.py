@@ -364,3 +364,29 @@ async def test_an_alert_on_a_channel_the_receiver_no_longer_has_clears(venue: Ve
     venue.run(10.0)
     assert venue.store.alerts.open_alerts() == []
     assert [event.action for event in venue.events] == ["raised", "cleared"]
+
+
+async def test_the_running_store_checks_the_show_on_time_after_the_wall_clock_is_set_back() -> None:
+    """An outside audit: the wall clock set back an hour held the show check (the swap list on MQTT, the
+    'will not last' alerts) for that hour: its next run was due at a wall time an hour away."""
+    state = StateStore()
+    put_receiver(state, "shure-A", channels=1, battery_bars=5)
+    clock = SimulatedClock()
+    store = await Persistence.open(IN_MEMORY, state, clock=clock, settings=quick_settings(tick_s=TICK_S))
+    checks: list[float] = []
+    store.show.add_listener(lambda swap: checks.append(clock.monotonic()))
+    try:
+
+        async def run_for(seconds: float) -> None:
+            until = clock.monotonic() + seconds
+            while clock.monotonic() < until:
+                await eventually(lambda: clock.sleeping, what="the ticker asleep until its next tick")
+                clock.advance(TICK_S)
+
+        await run_for(5)
+        assert len(checks) == 1, "the first check, at the first tick"
+        clock.set_wall(-3600)
+        await run_for(65)
+        await eventually(lambda: len(checks) >= 3, what="a show check every 30 s, the wall clock notwithstanding")
+    finally:
+        await store.close()

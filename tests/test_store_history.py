@@ -269,3 +269,30 @@ async def test_every_channel_gets_its_bucket_and_blocks_end_across_an_hour() -> 
         assert [p.t - boundary for p in final] == [-60, 0]
     finally:
         await store.close()
+
+
+async def test_history_keeps_recording_after_the_wall_clock_is_set_back() -> None:
+    """An outside audit: the wall clock set back an hour (an NTP step) under a running hub stopped every
+    channel's history for that hour (each new bucket was older than the open block: dropped as late), and
+    with it the show check's swap list and every pending alert's debounce."""
+    state = StateStore()
+    put_receiver(state, "shure-A", channels=1, battery_bars=5, tx_present=True, rf_dbm=-60.0)
+    clock = aligned_clock()
+    store = await open_simulated(IN_MEMORY, state, clock)
+    try:
+        for _ in range(120):  # a minute at the 0.5 s tick
+            store.step()
+            clock.advance(0.5)
+        state.update_channel("shure-A", 1, {"battery_bars": 1})  # the alert's debounce starts
+        store.step()
+        clock.set_wall(-3600)
+        stepped = clock.now()
+        for _ in range(120):
+            store.step()
+            clock.advance(0.5)
+        store.step()
+        after = [point.t for point in await store.history.query("shure-A", 1, stepped - 1, stepped + 120)]
+        assert len(after) >= 5, after
+        assert [alert.kind.value for alert in store.alerts.open_alerts()] == ["low_battery"], "debounced, raised"
+    finally:
+        await store.close()

@@ -145,6 +145,7 @@ _METER_FIELDS: Final = frozenset({"rf_dbm", "rf_quality_percent", "audio_peak"})
 
 @dataclass
 class _Tracker:
+    # on the monotonic clock: a wall clock set back an hour (an NTP step) held every pending alert for it
     pending_since: float | None = None
     ok_since: float | None = None
 
@@ -211,7 +212,7 @@ class Alerts(Service):
         # conditions judged elsewhere: what is ACTIVE now (with its message) and what is held (unknown)
         self._external_active: dict[AlertKey, str] = {}
         self._external_held: set[AlertKey] = set()
-        self._next_sweep = clock.now()
+        self._next_sweep = clock.monotonic()
         self._swept = False
         self._assignments_seen: dict[ChannelKey, Assignment] = {}
         self._known: list[KnownDevice] = []
@@ -326,11 +327,11 @@ class Alerts(Service):
         for device_id in lifecycle:
             yield from self._judge_channels(device_id, due, now)
 
-        sweep = now >= self._next_sweep
+        sweep = self._clock.monotonic() >= self._next_sweep
         if sweep:
             # devices already in the store when we opened sent no change, and an assignment or its preferences
             # change without a state change: look at every channel whose assignment is not the one last seen
-            self._next_sweep = now + self.settings.sweep_every_s
+            self._next_sweep = self._clock.monotonic() + self.settings.sweep_every_s
             yield from self._sweep_channels(due, now)
         known = self._devices.all()
         if sweep or known != self._known:
@@ -391,12 +392,13 @@ class Alerts(Service):
             tracker = self._trackers[key] = _Tracker()
         is_open = key in self._open
         raise_after, clear_after = self._timing[key[0]]
+        held_for = self._clock.monotonic()  # how long a verdict has held; ``now`` stamps the alert
         if verdict is Verdict.ACTIVE:
             tracker.ok_since = None
             if not is_open:
                 if tracker.pending_since is None:
-                    tracker.pending_since = now
-                if now - tracker.pending_since >= raise_after:
+                    tracker.pending_since = held_for
+                if held_for - tracker.pending_since >= raise_after:
                     self._raise(key, now)
                     tracker.pending_since = None
         elif verdict is Verdict.HOLD:
@@ -405,8 +407,8 @@ class Alerts(Service):
             tracker.pending_since = None
             if is_open:
                 if tracker.ok_since is None:
-                    tracker.ok_since = now
-                if now - tracker.ok_since >= clear_after:
+                    tracker.ok_since = held_for
+                if held_for - tracker.ok_since >= clear_after:
                     self._clear(key, now)
                     del self._trackers[key]
             else:

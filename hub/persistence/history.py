@@ -380,8 +380,11 @@ class History:
         blocks = self._open[level]
         block = blocks.get(series_id)
         if block is not None and block.start != block_start:
-            if block_start < block.start:
-                return  # late data for a block already finished: history is append-only
+            if block.start - span <= block_start < block.start:
+                return  # late data for the block just finished: history is append-only
+            # forward, or further back than any straggler: the wall clock was set back (an NTP step, a clock
+            # a day ahead corrected before a restart). Waiting until it reaches the open block again recorded
+            # nothing for that long; the new time's block replaces what was stored for it
             self._finish(level, series_id, block)
             block = None
         if block is None:

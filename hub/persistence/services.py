@@ -184,9 +184,7 @@ class Persistence:
         self.health_source: HealthSource | None = None
         self._subscription: Subscription = state.subscribe(ALERT_FIELDS | PLAN_FIELDS)
         self._ticker: asyncio.Task[None] | None = None
-        now = clock.now()
-        self._next_health = now
-        self._next_sweep = now
+        self._next_health = self._next_sweep = clock.monotonic()
 
     @classmethod
     async def open(
@@ -280,18 +278,19 @@ class Persistence:
         yield from self.alerts.evaluate_slices(changes, due)
         yield from self.history.sample_slices(due)
         yield from self.history.advance_slices(due)
-        if self.health_source is not None and now >= self._next_health:
+        interval_now = self.clock.monotonic()
+        if self.health_source is not None and interval_now >= self._next_health:
             # a record is built per device: feed them one at a time, from a list (the manager's devices may
             # change between slices)
             for entry in list(self.health_source()):
                 self.health.update((entry,))
                 if due():
                     yield
-            self._next_health = now + self.settings.health_every_s
-        if now >= self._next_sweep:
+            self._next_health = interval_now + self.settings.health_every_s
+        if interval_now >= self._next_sweep:
             self.db.submit("DELETE FROM audit WHERE at < ?", (now - self.settings.audit_keep_s,))
             self.db.submit("DELETE FROM alerts WHERE cleared_at < ?", (now - self.settings.cleared_alerts_keep_s,))
-            self._next_sweep = now + self.settings.sweep_every_s
+            self._next_sweep = interval_now + self.settings.sweep_every_s
 
     async def close(self) -> None:
         """Stop the ticker, write history's open blocks and everything queued, close the database."""
@@ -304,14 +303,15 @@ class Persistence:
         await self.db.close()
 
     async def _run(self) -> None:
-        next_show_check = self.clock.now()
+        # intervals on the monotonic clock: the wall clock set back an hour held the show check for it
+        next_show_check = self.clock.monotonic()
         while True:
             await self.clock.sleep(self.settings.tick_s)
             try:
                 for _ in self.tick(self.settings.slice_s):
                     await asyncio.sleep(0)  # device input and MQTT run here; the next tick waits for this one
-                if self.clock.now() >= next_show_check:
-                    next_show_check = self.clock.now() + self.settings.show_check_every_s
+                if self.clock.monotonic() >= next_show_check:
+                    next_show_check = self.clock.monotonic() + self.settings.show_check_every_s
                     await self.show.check()
             except Exception:  # a bug in one rule must not end history and alerts for the night
                 log.exception("store tick failed")
