@@ -82,12 +82,16 @@ class AuditLog:
         until: float | None = None,
         limit: int = 100,
     ) -> list[AuditEntry]:
-        """Newest first. ``target`` matches a device id and all of its channels."""
+        """Newest first. ``target`` matches a device id and all of its channels, or one channel, written as
+        the audit writes it (``shure-A/1``) or as the API names channels (``shure-A:1``)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise InvalidInputError("limit must be between 1 and 10000", limit=limit)
         clauses: list[str] = []
         params: list[object] = []
         if target is not None:
+            device, colon, index = target.rpartition(":")
+            if colon and index.isdigit():
+                target = f"{device}/{index}"
             clauses.append("(target = ? OR target LIKE ? ESCAPE '\\')")
             escaped = target.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             params += [target, f"{escaped}/%"]
