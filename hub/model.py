@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final, cast
+from typing import Any, Final, Literal, cast
 
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
@@ -244,6 +244,14 @@ class Capabilities(_Limits):
 
     channel_fields: frozenset[str] = Field(description="the channel fields this family can ever fill")
     commands: dict[CommandKind, CommandLimits] = Field(default_factory=dict)
+    # An in-ear transmitter reports no transmitter of its own (tx_present): it is the transmitter, so its
+    # carrier is on air whenever it is online, unless its RF mute says otherwise.
+    transmitter: bool = Field(
+        default=False, description="the device is itself a transmitter (in-ear): each channel is on air while online"
+    )
+    rf_mute_field: Literal["muted", "tx_muted"] | None = Field(
+        default=None, description="for a transmitter: the channel field that is true while its RF is muted"
+    )
 
     @field_validator("channel_fields")
     @classmethod

@@ -9,6 +9,7 @@ Three carriers 400 kHz apart: 2 x 518.200 - 518.600 = 517.800 MHz lands on the t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,68 @@ async def test_a_group_is_coordinated_and_tuned_on_the_receivers(tmp_path: Path)
             while await findings():  # the plan follows the receivers' confirmed frequencies
                 assert asyncio.get_running_loop().time() < deadline, await findings()
                 await asyncio.sleep(0.1)
+
+
+async def test_an_in_ear_transmitter_on_a_mic_frequency_is_an_alert_until_rf_muted(tmp_path: Path) -> None:
+    """A P10T reports no transmitter of its own (it is one): online and not RF-muted, its carrier is on air, so
+    sitting on an active mic's frequency is a conflict alert, not a warning."""
+    config = HubConfig(
+        hub_id="rf",
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url="off"),
+        http=HttpSettings(port=0, token=TOKEN),
+        discovery=DiscoverySettings(enabled=False),
+    )
+    plugins = PluginHost()
+    plugins.load_entry_points(only="shure")
+    hub = compose_hub(config, plugins)
+    alerts = AlertSettings(frequency_for_s=0.3, clear_after_s=0.3)
+    hub.persistence = await Persistence.open(tmp_path, hub.store, settings=quick_settings(tick_s=0.1, alerts=alerts))
+    async with (
+        ShureSimulator("ulxd4", seed=6) as mic,
+        ShureSimulator("p10t", seed=7) as iem,
+        hub,
+        aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as http,
+    ):
+        mic.set_channel(1, frequency_mhz=C_MHZ)
+        iem.set_channel(1, frequency_mhz=C_MHZ, tx_muted=False)
+        iem.set_channel(2, frequency_mhz=C_MHZ + 10)
+        await hub.add_device(mic.url, source="test")
+        await hub.add_device(iem.url, source="test")
+
+        def device_at(port: int) -> str | None:
+            return next((d.id for d in hub.store.devices.values() if d.port == port and d.channels), None)
+
+        mic_id = await eventually(lambda: device_at(mic.port), 10, "the mic receiver")
+        iem_id = await eventually(lambda: device_at(iem.port), 10, "the in-ear transmitter")
+
+        async def plan() -> dict[str, Any]:
+            async with http.get("/api/v1/frequency-plan") as response:
+                return dict(await response.json())
+
+        async def mic_alerted() -> bool:
+            async with http.get("/api/v1/alerts") as response:
+                items = (await response.json())["items"]
+            return any(a["kind"] == "frequency_conflict" and (a["device_id"], a["detail"]) == (mic_id, "spacing")
+                       for a in items)  # fmt: skip
+
+        async def settles(condition: Callable[[], Awaitable[bool]], what: str, wanted: bool = True) -> None:
+            deadline = asyncio.get_running_loop().time() + 15
+            while await condition() is not wanted:
+                assert asyncio.get_running_loop().time() < deadline, what
+                await asyncio.sleep(0.1)
+
+        async def iem_on_air() -> bool:
+            states = {c["id"]: c["state"] for c in (await plan())["carriers"]}
+            return states.get(f"{iem_id}:1") == "active" and states.get(f"{mic_id}:1") == "active"
+
+        await settles(iem_on_air, "the P10T's carrier is on air while it is online")
+        await settles(mic_alerted, "the mic gets a spacing alert")
+        spacing = [f for f in (await plan())["findings"] if f["product"] == "spacing" and f["victim"] == f"{mic_id}:1"]
+        assert [f["severity"] for f in spacing] == ["alert"] and spacing[0]["sources"] == [f"{iem_id}:1"]
+
+        iem.set_channel(1, tx_muted=True)  # RF mute: off the air, so the conflict is only planned
+        await settles(mic_alerted, "the alert clears once RF-muted", wanted=False)
+        states = {c["id"]: c["state"] for c in (await plan())["carriers"]}
+        assert states[f"{iem_id}:1"] == "planned"
+    await hub.persistence.close()

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import jinja2
 import pytest
+from wmhub_sennheiser.capabilities import device_capabilities
 
 from hub.app import Hub, frequency_settings
 from hub.compose import compose_hub
@@ -107,6 +108,29 @@ async def test_a_planned_carrier_makes_a_warning_not_an_alert(rig: Rig) -> None:
     rig.hub.store.update_channel("shure-rx", 3, {"tx_present": True})  # switched on: now it is on air
     rig.tick()
     assert ("shure-rx", 3, "intermod") in rig.conflicts()
+
+
+async def test_an_ew_iem_g4_transmitter_is_on_air_while_online_and_not_rf_muted(rig: Rig) -> None:
+    rig.tune("shure-rx", 1, 518.2)
+    iem = Device(id="sennheiser-iem", vendor="sennheiser", family="ew IEM G4", host="127.0.0.1", port=53212,
+                 online=True, capabilities=device_capabilities("ew IEM G4"),
+                 channels=[Channel(index=1, frequency_mhz=518.2, muted=False)])  # fmt: skip
+    rig.hub.store.add_device(iem)
+    rig.tick()
+    assert ("shure-rx", 1, "spacing") in rig.conflicts(), "an in-ear transmitter on a mic's frequency is on air"
+
+    async def iem_state() -> str:
+        plan = await rig.call("GET", PLAN, 200)
+        return str(next(c["state"] for c in plan["carriers"] if c["id"] == "sennheiser-iem:1"))
+
+    assert await iem_state() == "active"
+    rig.hub.store.update_channel("sennheiser-iem", 1, {"muted": True})  # its "muted" is the RF mute
+    rig.tick(10, 4)
+    assert await iem_state() == "planned" and rig.conflicts() == set()
+    rig.hub.store.update_channel("sennheiser-iem", 1, {"muted": False})
+    rig.hub.store.set_online("sennheiser-iem", False)  # an offline transmitter is not known to be on air
+    rig.tick()
+    assert await iem_state() == "planned"
 
 
 async def test_an_offline_victim_keeps_its_alert_until_it_reports_again(rig: Rig) -> None:

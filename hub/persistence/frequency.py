@@ -44,8 +44,9 @@ from hub.state import ADDED, ONLINE, REMOVED, ChangeKey, StateStore
 
 log = logging.getLogger("hub.persistence.frequency")
 
-# the state fields a check depends on (ADDED, REMOVED and ONLINE reach every subscription anyway)
-FREQUENCY_FIELDS: Final = frozenset({"frequency_mhz", "frequency2_mhz", "tx_present"})
+# the state fields a check depends on (ADDED, REMOVED and ONLINE reach every subscription anyway); an in-ear
+# transmitter's RF mute is "muted" or "tx_muted" (Capabilities.rf_mute_field)
+FREQUENCY_FIELDS: Final = frozenset({"frequency_mhz", "frequency2_mhz", "tx_present", "muted", "tx_muted"})
 # a device's band and carrier width (rf_capabilities)
 BAND_FIELDS: Final = frozenset({"family", "capabilities"})
 # what a carrier's label is made of: a change rebuilds that device's carriers without checking the plan again
@@ -122,8 +123,20 @@ def declared_carriers(declared: Iterable[DeclaredCarrier]) -> list[Carrier]:
     ]
 
 
+def on_air(device: Device, channel: Channel) -> bool:
+    """Whether the channel's carrier is on air: its receiver sees the transmitter, or the device is itself an
+    in-ear transmitter that is online and not RF-muted (an unknown mute counts as on air: a conflict among
+    transmitters on air must not wait for a reading that may never come)."""
+    if channel.tx_present is True:
+        return True
+    capabilities = device.capabilities
+    if capabilities is None or not capabilities.transmitter or not device.online:
+        return False
+    return capabilities.rf_mute_field is None or getattr(channel, capabilities.rf_mute_field) is not True
+
+
 def _channel_carriers(device: Device, channel: Channel, rf: RfCapabilities) -> list[Carrier]:
-    state = CarrierState.ACTIVE if channel.tx_present is True else CarrierState.PLANNED
+    state = CarrierState.ACTIVE if on_air(device, channel) else CarrierState.PLANNED
     name = channel.extended_name or channel.name
     where = f"{device.id} ch {channel.index}"
     label = f"{name} ({where})" if name else where

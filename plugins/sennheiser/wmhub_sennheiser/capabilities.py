@@ -87,7 +87,7 @@ def ssc1_capabilities(family: SscFamily) -> Capabilities:
     return Capabilities(channel_fields=_SSC1_FIELDS[family.label], commands=commands)
 
 
-def _mcp_capabilities(channel_fields: frozenset[str]) -> Capabilities:
+def _mcp_capabilities(channel_fields: frozenset[str], *, transmitter: bool = False) -> Capabilities:
     low, high, step = FALLBACK_RF_CONFIG[0]  # the device's own RfConfig narrows this; the driver checks it
     name = CommandLimits(text=_text(PRINTABLE_ASCII))
     return Capabilities(
@@ -101,6 +101,9 @@ def _mcp_capabilities(channel_fields: frozenset[str]) -> Capabilities:
             CommandKind.MUTE: CommandLimits(),
             CommandKind.METER_RATE: CommandLimits(channel=True, device=True),
         },
+        # the in-ear transmitter's "muted" is its RF mute (mcp.sr_channel_fields)
+        transmitter=transmitter,
+        rf_mute_field="muted" if transmitter else None,
     )
 
 
@@ -146,7 +149,7 @@ def _ewdx_ssc2_capabilities() -> Capabilities:
 CAPABILITIES: Final[Mapping[str, Capabilities]] = {
     **{family.label: ssc1_capabilities(family) for family in (EWDX, EM6000, SLDW, CHG70N)},
     G4_FAMILY: _mcp_capabilities(_G4_FIELDS),
-    IEM_FAMILY: _mcp_capabilities(_IEM_FIELDS),
+    IEM_FAMILY: _mcp_capabilities(_IEM_FIELDS, transmitter=True),
     **dict.fromkeys(_SSC2_FAMILIES, _ssc2_capabilities()),
     "ew-dx": _ewdx_ssc2_capabilities(),
 }

@@ -54,7 +54,12 @@ def capabilities_of(family: Family) -> Capabilities:
         limits[CommandKind.SLOT_RF_POWER_MODE] = CommandLimits(slots=family.slots, choices=SLOT_RF_POWER_MODES)
     if CommandKind.TX_POWER in controls:
         limits[CommandKind.TX_POWER] = CommandLimits(choices=family.tx_power_levels)
-    return Capabilities(channel_fields=family.fields, commands=limits)
+    return Capabilities(
+        channel_fields=family.fields,
+        commands=limits,
+        transmitter=family.transmitter,
+        rf_mute_field="tx_muted" if family.transmitter else None,
+    )
 
 
 CAPABILITIES: Final = {key: capabilities_of(family) for key, family in FAMILIES.items()}

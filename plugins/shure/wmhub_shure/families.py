@@ -359,6 +359,8 @@ class Family:
     slot_params: Mapping[str, Param] = field(default_factory=dict)
     # the transmitter power the hub can set, as tx_power reads (the P10T's RF_TX_LVL); empty: none
     tx_power_levels: tuple[str, ...] = ()
+    # the family is an in-ear transmitter, not a receiver: on air while online and not RF-muted (tx_muted)
+    transmitter: bool = False
     # the channel parameter the keep-alive asks for: one the family answers (a charger has no METER_RATE)
     keepalive_param: str = "METER_RATE"
 
@@ -675,6 +677,7 @@ PSM1000: Final = Family(
     braced_names=False,
     tx_power_levels=("10mW", "50mW", "100mW"),  # SET n RF_TX_LVL 10|50|100 (CO PSM1000 src/actions.js, setup.js)
     keepalive_param="CHAN_NAME",
+    transmitter=True,
 )
 
 # SET n SLOT_RF_POWER_MODE s LOW|NORMAL|HIGH (CO src/actions.js "slot_rf_power", ADX transmitters)
