@@ -31,7 +31,7 @@ frequencies = st.integers(min_value=0, max_value=600).map(lambda step: 470 + ste
 carrier_specs = st.tuples(
     frequencies,
     st.sampled_from([CarrierState.ACTIVE, CarrierState.PLANNED]),
-    st.sampled_from([0.0, 0.0, 0.0, 200.0]),
+    st.sampled_from([0.0, 0.0, 0.0, 200.0, 8000.0]),
     st.sampled_from([None, "ulxd", "ew-g4", "spectera"]),
 )
 
@@ -131,6 +131,49 @@ def test_a_re_check_after_changes_equals_a_full_check(specs: list, data: st.Data
         else:
             carriers.append(Carrier(f"new{step}", data.draw(frequencies)))
         assert summary(checker.update(carriers)) == summary(check(carriers, [], STANDARD))
+
+
+def crowded_plan(narrowband: int, *, wideband: bool) -> list[Carrier]:
+    """``narrowband`` carriers at random on a 25 kHz raster in 470-480 MHz (the auditor's crowded plan), and
+    with ``wideband`` two 8 MHz Spectera carriers next to them."""
+    rnd = np.random.default_rng(5)
+    plan = [Carrier(f"d{n}", 470 + int(step) * 0.025) for n, step in enumerate(rnd.integers(0, 401, narrowband))]
+    if wideband:
+        plan += [Carrier(f"wmas{n}", mhz, bandwidth_khz=8000, family="spectera") for n, mhz in enumerate((474, 482))]
+    return plan
+
+
+def test_a_wideband_carrier_does_not_make_every_triple_of_a_crowded_plan_a_candidate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every search window was widened by the widest carrier of the plan: with one 8 MHz carrier in it, every
+    narrowband pair and triple became a candidate, and 600 crowded carriers froze a hub for minutes and
+    gigabytes. The candidates listed now grow with the square of the plan, as without the wideband ones."""
+    listed = [0]
+
+    def counted(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows, positions = expand(lo, hi)
+        listed[0] += rows.size
+        return rows, positions
+
+    expand = frequency_check._expand
+    monkeypatch.setattr(frequency_check, "_expand", counted)
+
+    def candidates(narrowband: int) -> tuple[int, int]:
+        plan = crowded_plan(narrowband, wideband=True)
+        listed[0] = 0
+        checker = PlanChecker(STANDARD)
+        checker.check(plan, [])
+        full = listed[0]
+        listed[0] = 0
+        checker.update([*plan, Carrier("one-more", 475.1)])
+        return full, listed[0]
+
+    (small_full, _), (large_full, large_update) = candidates(100), candidates(200)
+    carriers = 202
+    assert large_full < 64 * carriers**2, "a full check lists candidates in proportion to the pairs, not triples"
+    assert large_full < 5 * small_full, "twice the carriers: four times the work, not eight"
+    assert large_update < 64 * carriers**2, "a re-check lists no more (beyond that it checks in full)"
 
 
 @settings(max_examples=30, deadline=None)

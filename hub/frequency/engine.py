@@ -13,8 +13,11 @@ or triples:
 A product hits a victim when it comes closer than the victim family's guard, widened by the half
 bandwidths of the victim and of the product (the sum of its sources' half bandwidths, each times its
 coefficient). The sources of a product are never its victim. Each search first takes a window as wide as
-the widest guard and bandwidth could need, then applies the exact condition, so the result is exactly the
-brute force's (tests/test_frequency_check.py compares both on random plans).
+the guard and the bandwidths of that row could need (narrowband and wideband carriers or pairs searched
+apart, so one 8 MHz carrier does not widen the window of every narrowband row), then applies the exact
+condition, so the result is exactly the brute force's (tests/test_frequency_check.py compares both on
+random plans). 3-transmitter products are counted rather than listed: a pair whose sum lies within the
+window widened by its own half bandwidths is counted from the pairs' sorted reach (sum - width, sum + width).
 """
 
 from __future__ import annotations
@@ -120,6 +123,36 @@ class Hits:
         return len(self.victim)
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """3-transmitter rows (victim, third carrier) whose closest pair is wanted: the target f1 + f2 of each,
+    the room victim and third give (a pair adds its half bandwidths), and the pair groups each takes."""
+
+    victim: Ints
+    third: Ints
+    target: Ints
+    window: Ints
+    take_on_air: Bools
+    take_planned: bool
+
+    def column(self) -> _Rows:
+        """The rows as a column, to be compared with several pairs per row."""
+        return _Rows(
+            self.victim[:, np.newaxis],
+            self.third[:, np.newaxis],
+            self.target[:, np.newaxis],
+            self.window[:, np.newaxis],
+            self.take_on_air[:, np.newaxis],
+            self.take_planned,
+        )
+
+    def taken(self, at: Ints) -> _Rows:
+        """The rows at ``at``, one per pair looked at."""
+        return _Rows(
+            self.victim[at], self.third[at], self.target[at], self.window[at], self.take_on_air[at], self.take_planned
+        )
+
+
 def _ceil_div(values: Ints, divisor: int) -> Ints:
     return -((-values) // divisor)
 
@@ -131,6 +164,22 @@ def _expand(lo: Ints, hi: Ints) -> tuple[Ints, Ints]:
     starts = np.cumsum(counts) - counts
     positions = lo.ravel()[rows] + (np.arange(rows.size, dtype=np.int64) - starts[rows])
     return rows, positions
+
+
+class _Reach:
+    """Intervals [centre - half, centre + half] (carriers, or pairs of them as sum and summed half bandwidths),
+    sorted by both ends: how many come closer than a radius to a point, in two binary searches."""
+
+    def __init__(self, centre: Ints, half: Ints) -> None:
+        self.low: Ints = np.sort(centre - half)
+        self.high: Ints = np.sort(centre + half)
+
+    def within(self, point: Ints, radius: Ints) -> Ints:
+        """Per query, the intervals with |centre - point| < radius + half, for radius > 0: those whose low end
+        is below point + radius, less those whose high end is at or below point - radius (which, with a
+        positive radius, all have their low end below point + radius too)."""
+        below: Ints = np.searchsorted(self.low, point + radius, "left").astype(np.int64)
+        return below - np.searchsorted(self.high, point - radius, "right").astype(np.int64)
 
 
 class Spectrum:
@@ -164,20 +213,35 @@ class Spectrum:
         self.order: Ints = np.argsort(self.freq, kind="stable").astype(np.int64)
         self.sorted_freq: Ints = self.freq[self.order]
         self.max_half = int(self.half.max()) if self.n else 0
-        # the 3-transmitter summary counts narrowband pairs by group (both on air, or not) with prefix sums
-        # and searches the few pairs with a wideband member one by one
+        self.involving_budget = max(_INVOLVING_LEAST, self.n * self.n)
+        # A search window must never be widened for every row by the widest carrier: next to one 8 MHz carrier
+        # that made every narrowband pair and triple of a crowded plan a candidate (minutes and gigabytes).
+        # Narrowband and wideband carriers and pairs are therefore searched apart, each with its own window.
+        self.narrow_order: Ints = self.order[self.narrow[self.order]]
+        self.wide_order: Ints = self.order[~self.narrow[self.order]]
         narrow_pair = self.narrow[self.pair_first] & self.narrow[self.pair_second]
-        active_pair = self.active[self.pair_first] & self.active[self.pair_second]
-        self.pair_on_air: Bools = narrow_pair & active_pair
-        self.pair_planned: Bools = narrow_pair & ~active_pair
+        self.pair_active: Bools = self.active[self.pair_first] & self.active[self.pair_second]
+        # the 3-transmitter summary counts narrowband pairs by group (both on air, or not) with prefix sums
+        self.pair_on_air: Bools = narrow_pair & self.pair_active
+        self.pair_planned: Bools = narrow_pair & ~self.pair_active
         self.on_air_before: Ints = np.concatenate([[0], np.cumsum(self.pair_on_air)]).astype(np.int64)
         self.planned_before: Ints = np.concatenate([[0], np.cumsum(self.pair_planned)]).astype(np.int64)
+        narrow = np.flatnonzero(narrow_pair)
+        self.narrow_sum: Ints = self.pair_sum[narrow]
+        self.narrow_first: Ints = self.pair_first[narrow]
+        self.narrow_second: Ints = self.pair_second[narrow]
         wide = np.flatnonzero(~narrow_pair)
         self.wide_sum: Ints = self.pair_sum[wide]
         self.wide_first: Ints = self.pair_first[wide]
         self.wide_second: Ints = self.pair_second[wide]
-        self.narrow_on_air: Ints = np.sort(self.freq[self.narrow & self.active])
-        self.narrow_planned: Ints = np.sort(self.freq[self.narrow & ~self.active])
+        wide_span = self.half[self.wide_first] + self.half[self.wide_second]
+        self.max_pair_span = int(wide_span.max()) if wide_span.size else 0
+        # ... and the few pairs with a wideband member by the reach of each: sum -/+ its half bandwidths
+        wide_on = self.pair_active[wide]
+        self.wide_pairs_on_air = _Reach(self.wide_sum[wide_on], wide_span[wide_on])
+        self.wide_pairs_planned = _Reach(self.wide_sum[~wide_on], wide_span[~wide_on])
+        self.on_air_reach = _Reach(self.freq[self.active], self.half[self.active])
+        self.planned_reach = _Reach(self.freq[~self.active], self.half[~self.active])
 
     def with_carrier(self, number: int, carrier: Carrier) -> Spectrum:
         """This spectrum with carrier ``number`` replaced (same id): its pair sums are taken out of the sorted
@@ -223,15 +287,20 @@ class Spectrum:
 
     def _two_tx_hits(self, victims: Ints, product: Product, m: int) -> Hits:
         guard, freq, half = self.guard[product], self.freq, self.half
-        window = int(guard[victims].max()) + int(half[victims].max()) + (2 * m - 1) * self.max_half
+        # per (victim, f1): the room the victim and f1 give; f2 adds its own, searched apart by width
+        window = (guard[victims] + half[victims])[:, np.newaxis] + m * half[np.newaxis, :]
+        window = np.where(guard[victims][:, np.newaxis] > 0, window, -1)
         # f2 = (m*f1 - v) / (m-1) for the product to land on v exactly
         target = m * freq[np.newaxis, :] - freq[victims][:, np.newaxis]
-        lo = np.searchsorted(self.sorted_freq, _ceil_div(target - window, m - 1), "left").astype(np.int64)
-        hi = np.searchsorted(self.sorted_freq, (target + window) // (m - 1), "right").astype(np.int64)
-        rows, positions = _expand(lo, hi)
-        victim = victims[rows // self.n]
-        first = rows % self.n
-        second = self.order[positions]
+        found = []
+        for order, widest in ((self.narrow_order, 0), (self.wide_order, self.max_half)):
+            values = freq[order]
+            reach = np.where(window < 0, -1, window + (m - 1) * widest)
+            lo = np.searchsorted(values, _ceil_div(target - reach, m - 1), "left").astype(np.int64)
+            hi = np.searchsorted(values, (target + reach) // (m - 1), "right").astype(np.int64)
+            rows, positions = _expand(lo, hi)
+            found.append((victims[rows // self.n], rows % self.n, order[positions]))
+        victim, first, second = (np.concatenate(column) for column in zip(*found, strict=True))
         return self._two_tx_kept(product, m, victim, first, second)
 
     def _two_tx_kept(self, product: Product, m: int, victim: Ints, first: Ints, second: Ints) -> Hits:
@@ -293,8 +362,10 @@ class Spectrum:
 
     # every hit a carrier takes part in, as victim or source (what one change can alter)
 
-    def hits_involving(self, carrier: int) -> list[Hits]:
-        """Every hit ``carrier`` takes part in, as victim or source: one batch per product."""
+    def hits_involving(self, carrier: int) -> list[Hits] | None:
+        """Every hit ``carrier`` takes part in, as victim or source: one batch per product; None when they
+        are too many to list (a wideband carrier in a crowded plan takes part in millions of 3-transmitter
+        products: a full check counts them instead)."""
         if self.n < 2:
             return []
         one = np.array([carrier], dtype=np.int64)
@@ -316,15 +387,27 @@ class Spectrum:
         found.append(_joined([spacing, mirrored]))
         if self.n < 3:
             return found
-        # own + f_a = f_b + f_d: whichever of the four is the victim, the other three are its sources
-        reach = int(self.guard[Product.IM3_3TX].max()) + 4 * self.max_half
-        lo = np.searchsorted(self.pair_sum, own + freq - reach, "left").astype(np.int64)
-        hi = np.searchsorted(self.pair_sum, own + freq + reach, "right").astype(np.int64)
-        partner, positions = _expand(lo, hi)
-        b, d = self.pair_first[positions], self.pair_second[positions]
+        # own + f_a = f_b + f_d: whichever of the four is the victim, the other three are its sources; per
+        # partner a the room the guard, own and a give, plus the pair's own width (narrowband pairs apart)
+        room = int(self.guard[Product.IM3_3TX].max()) + int(self.half[carrier]) + self.half
+        pair_sets = (
+            (self.narrow_sum, self.narrow_first, self.narrow_second, room),
+            (self.wide_sum, self.wide_first, self.wide_second, room + self.max_pair_span),
+        )
+        windows = [
+            (np.searchsorted(sums, own + freq - reach, "left"), np.searchsorted(sums, own + freq + reach, "right"))
+            for sums, _, _, reach in pair_sets
+        ]
+        if sum(int(np.maximum(hi - lo, 0).sum()) for lo, hi in windows) > self.involving_budget:
+            return None
+        listed = []
+        for (sums, firsts, seconds, _), (lo, hi) in zip(pair_sets, windows, strict=True):
+            partner, positions = _expand(lo.astype(np.int64), hi.astype(np.int64))
+            listed.append((partner, firsts[positions], seconds[positions], sums[positions]))
+        partner, b, d, pair_sum = (np.concatenate(column) for column in zip(*listed, strict=True))
         clean = (partner != carrier) & (b != carrier) & (d != carrier) & (b != partner) & (d != partner)
-        partner, b, d, positions = partner[clean], b[clean], d[clean], positions[clean]
-        beyond = self.pair_sum[positions] - own - freq[partner]  # f_b + f_d - own - f_a
+        partner, b, d, pair_sum = partner[clean], b[clean], d[clean], pair_sum[clean]
+        beyond = pair_sum - own - freq[partner]  # f_b + f_d - own - f_a
         widths = self.half[partner] + self.half[b] + self.half[d] + self.half[carrier]
         mine = np.full(partner.size, carrier, dtype=np.int64)
         low, high = np.minimum(mine, partner), np.maximum(mine, partner)
@@ -397,49 +480,52 @@ class Spectrum:
         return list(zip(closest.tolist(), totals.tolist(), (key[closest] % 2 == 1).tolist(), strict=True))
 
     def _three_tx_findings(self, victims: Ints) -> list[Finding]:
-        """3-transmitter findings without listing every product: per (victim, third carrier) the narrowband
-        pairs in the window are counted from prefix sums, less the pairs that contain the victim or the
-        third carrier (counted from the sorted carriers), and the closest valid pair is looked up among the
-        few pairs next to the target; pairs with a wideband member are searched one by one."""
-        n, freq, half, active, narrow = self.n, self.freq, self.half, self.active, self.narrow
+        """3-transmitter findings without listing every product: per (victim, third carrier) the pairs in the
+        window are counted (narrowband pairs from prefix sums, pairs with a wideband member by their reach),
+        less the pairs that contain the victim or the third carrier (counted from the carriers' reach), and
+        the closest valid pair is looked up among the few pairs next to the target."""
+        n, freq, half, active = self.n, self.freq, self.half, self.active
         victim = np.repeat(victims, n)
         third = np.tile(np.arange(n, dtype=np.int64), victims.size)
         distinct = victim != third
         victim, third = victim[distinct], third[distinct]
         guard = self.guard[Product.IM3_3TX][victim]
         target = freq[victim] + freq[third]
+        # the room victim and third give; a pair adds its own half bandwidths
         window = np.where(guard > 0, guard + half[victim] + half[third], 0)
+        open_window = window > 0
         lo = np.searchsorted(self.pair_sum, target - window, "right").astype(np.int64)
         hi = np.maximum(np.searchsorted(self.pair_sum, target + window, "left").astype(np.int64), lo)
         on_air = self.on_air_before[hi] - self.on_air_before[lo]
         planned = self.planned_before[hi] - self.planned_before[lo]
-        # pairs in the window that contain the victim or the third carrier: {victim, third} itself,
-        # {victim, x} with x as near the third as the window, {third, y} with y as near the victim
-        open_window = window > 0
-        close = np.abs(freq[victim] - freq[third]) < window
-        v_narrow, t_narrow, v_on, t_on = narrow[victim], narrow[third], active[victim], active[third]
+        if self.wide_sum.size:
+            on_air += np.where(open_window, self.wide_pairs_on_air.within(target, window), 0)
+            planned += np.where(open_window, self.wide_pairs_planned.within(target, window), 0)
+        # pairs in the window that contain the victim or the third carrier: {victim, third} itself (always in
+        # an open window), {victim, x} with |x - third| < window + the victim's and x's half bandwidths,
+        # {third, y} with |y - victim| < window + the third's and y's
+        apart = np.abs(freq[victim] - freq[third])
+        v_on, t_on = active[victim], active[third]
 
-        def near(values: Ints, centre: Ints, v_in: Bools, t_in: Bools, centre_is_third: bool) -> Ints:
-            count = np.searchsorted(values, centre + window, "left") - np.searchsorted(values, centre - window, "right")
-            own, other = (t_in, v_in) if centre_is_third else (v_in, t_in)
-            near_count: Ints = (count - (own & open_window) - (other & close)).astype(np.int64)
-            return near_count
+        def near(reach: _Reach, centre: Ints, other: Ints, centre_in: Bools, other_in: Bools) -> Ints:
+            radius = window + half[other]
+            count = reach.within(freq[centre], radius) - centre_in - (other_in & (apart < radius + half[other]))
+            return np.where(open_window, count, 0).astype(np.int64)
 
-        on_near_third = near(self.narrow_on_air, freq[third], v_narrow & v_on, t_narrow & t_on, True)
-        planned_near_third = near(self.narrow_planned, freq[third], v_narrow & ~v_on, t_narrow & ~t_on, True)
-        on_near_victim = near(self.narrow_on_air, freq[victim], v_narrow & v_on, t_narrow & t_on, False)
-        planned_near_victim = near(self.narrow_planned, freq[victim], v_narrow & ~v_on, t_narrow & ~t_on, False)
-        both_narrow = v_narrow & t_narrow & open_window
-        on_air -= (
-            (both_narrow & v_on & t_on)
-            + np.where(v_narrow & v_on, on_near_third, 0)
-            + np.where(t_narrow & t_on, on_near_victim, 0)
-        )
+        on_near_third = near(self.on_air_reach, third, victim, t_on, v_on)
+        planned_near_third = near(self.planned_reach, third, victim, ~t_on, ~v_on)
+        on_near_victim = near(self.on_air_reach, victim, third, v_on, t_on)
+        planned_near_victim = near(self.planned_reach, victim, third, ~v_on, ~t_on)
+        on_air -= (open_window & v_on & t_on) + np.where(v_on, on_near_third, 0) + np.where(t_on, on_near_victim, 0)
         planned -= (
-            (both_narrow & ~(v_on & t_on))
-            + np.where(v_narrow, np.where(v_on, planned_near_third, on_near_third + planned_near_third), 0)
-            + np.where(t_narrow, np.where(t_on, planned_near_victim, on_near_victim + planned_near_victim), 0)
+            (open_window & ~(v_on & t_on))
+            + np.where(v_on, planned_near_third, on_near_third + planned_near_third)
+            + np.where(t_on, planned_near_victim, on_near_victim + planned_near_victim)
         )
+        # where the closest valid pair may be: a pair with a wideband member reaches further
+        reach = np.where(open_window, window + self.max_pair_span, 0)
+        lo = np.searchsorted(self.pair_sum, target - reach, "right").astype(np.int64)
+        hi = np.maximum(np.searchsorted(self.pair_sum, target + reach, "left").astype(np.int64), lo)
         alert_row = v_on & t_on
         found: list[Finding] = []
         for alert in (True, False):
@@ -450,7 +536,9 @@ class Spectrum:
             # an alert is all four on air; a warning is a planned pair, or any pair when victim or third is planned
             take_on_air = np.full(rows.size, True) if alert else ~alert_row[rows]
             positions = self._closest_pairs(
-                victim[rows], third[rows], target[rows], lo[rows], hi[rows], take_on_air, not alert
+                _Rows(victim[rows], third[rows], target[rows], window[rows], take_on_air, not alert),
+                lo[rows],
+                hi[rows],
             )
             hits = Hits(
                 Product.IM3_3TX,
@@ -459,34 +547,20 @@ class Spectrum:
                 self.pair_sum[positions] - target[rows],
             )
             found += self.summarise(hits, count[rows], alert)
-        if self.wide_sum.size:
-            wide = self._three_tx_hits(victims, self.wide_sum, self.wide_first, self.wide_second)
-            found = merge_findings([*found, *self.summarise(wide)])
         return found
 
-    def _closest_pairs(
-        self,
-        victim: Ints,
-        third: Ints,
-        target: Ints,
-        lo: Ints,
-        hi: Ints,
-        take_on_air: Bools,
-        take_planned: bool,
-    ) -> Ints:
-        """Per row, the position of the narrowband pair nearest ``target`` in [lo, hi) that holds neither the
-        victim nor the third carrier and is of a group taken. The few pairs on either side of the target
-        nearly always hold it; a row where they do not (a side neither exhausted nor holding one) is
-        searched through its whole window."""
+    def _closest_pairs(self, rows: _Rows, lo: Ints, hi: Ints) -> Ints:
+        """Per row, the position of the pair nearest the target in [lo, hi) whose product reaches the victim,
+        that holds neither the victim nor the third carrier and is of a group taken. The few pairs on either
+        side of the target nearly always hold it; a row where they do not (a side neither exhausted nor
+        holding one) is searched through its window, as far as a budget allows."""
         last = self.pair_sum.size - 1
-        at = np.searchsorted(self.pair_sum, target)
+        at = np.searchsorted(self.pair_sum, rows.target)
         position = np.clip(at[:, np.newaxis] + _AROUND[np.newaxis, :], 0, last)
         inside = (position >= lo[:, np.newaxis]) & (position < hi[:, np.newaxis])
-        ok = inside & self._eligible(
-            position, victim[:, np.newaxis], third[:, np.newaxis], take_on_air[:, np.newaxis], take_planned
-        )
-        distance = np.where(ok, np.abs(self.pair_sum[position] - target[:, np.newaxis]), _FAR)
-        closest = position[np.arange(victim.size), np.argmin(distance, axis=1)]
+        ok = inside & self._eligible(position, rows.column())
+        distance = np.where(ok, np.abs(self.pair_sum[position] - rows.target[:, np.newaxis]), _FAR)
+        closest = position[np.arange(rows.target.size), np.argmin(distance, axis=1)]
         side = _AROUND.size // 2
         left_open = ~ok[:, :side].any(axis=1) & (at - side > lo)
         right_open = ~ok[:, side:].any(axis=1) & (at + side < hi)
@@ -500,37 +574,33 @@ class Spectrum:
             reach = max(side, _SEARCH_BUDGET // (2 * unresolved.size))
             near_lo = np.maximum(lo[unresolved], at[unresolved] - reach)
             near_hi = np.minimum(hi[unresolved], at[unresolved] + reach)
-            self._search(closest, unresolved, near_lo, near_hi, victim, third, target, take_on_air, take_planned)
+            self._search(closest, unresolved, near_lo, near_hi, rows)
         found: Ints = closest.astype(np.int64)
         return found
 
-    def _search(
-        self,
-        closest: Ints,
-        unresolved: Ints,
-        lo: Ints,
-        hi: Ints,
-        victim: Ints,
-        third: Ints,
-        target: Ints,
-        take_on_air: Bools,
-        take_planned: bool,
-    ) -> None:
+    def _search(self, closest: Ints, unresolved: Ints, lo: Ints, hi: Ints, rows: _Rows) -> None:
         """Set ``closest`` of each row in ``unresolved`` that has a valid pair in its [lo, hi) to the nearest."""
-        rows, spots = _expand(lo, hi)
-        row_of = unresolved[rows]
-        ok = self._eligible(spots, victim[row_of], third[row_of], take_on_air[row_of], take_planned)
-        rows, spots = rows[ok], spots[ok]
-        if rows.size:
-            distance = np.abs(self.pair_sum[spots] - target[unresolved[rows]])
-            ranked = np.lexsort((distance, rows))
-            first = np.flatnonzero(np.concatenate([[True], rows[ranked][1:] != rows[ranked][:-1]]))
-            closest[unresolved[rows[ranked][first]]] = spots[ranked][first]
+        at, spots = _expand(lo, hi)
+        ok = self._eligible(spots, rows.taken(unresolved[at]))
+        at, spots = at[ok], spots[ok]
+        if at.size:
+            distance = np.abs(self.pair_sum[spots] - rows.target[unresolved[at]])
+            ranked = np.lexsort((distance, at))
+            first = np.flatnonzero(np.concatenate([[True], at[ranked][1:] != at[ranked][:-1]]))
+            closest[unresolved[at[ranked][first]]] = spots[ranked][first]
 
-    def _eligible(self, position: Ints, victim: Ints, third: Ints, take_on_air: Bools, take_planned: bool) -> Bools:
+    def _eligible(self, position: Ints, rows: _Rows) -> Bools:
         first, second = self.pair_first[position], self.pair_second[position]
-        group = (self.pair_on_air[position] & take_on_air) | (self.pair_planned[position] & take_planned)
-        eligible: Bools = group & (first != victim) & (first != third) & (second != victim) & (second != third)
+        group = (self.pair_active[position] & rows.take_on_air) | (~self.pair_active[position] & rows.take_planned)
+        reaches = np.abs(self.pair_sum[position] - rows.target) < rows.window + self.half[first] + self.half[second]
+        eligible: Bools = (
+            group
+            & reaches
+            & (first != rows.victim)
+            & (first != rows.third)
+            & (second != rows.victim)
+            & (second != rows.third)
+        )
         return eligible
 
     def finding(self, hits: Hits, at: int, count: int, severity: Severity) -> Finding:
@@ -580,6 +650,9 @@ _AROUND: Final = np.arange(-4, 4, dtype=np.int64)  # pairs looked at on either s
 _FAR: Final = np.int64(1) << 60
 # Pairs looked at, in all, for the 3-transmitter rows the few pairs next to the target could not settle.
 _SEARCH_BUDGET: Final = 1 << 20
+# Candidate products listed for one changed carrier before a re-check gives up and checks the plan in full: as
+# many as the (victim, third carrier) rows a full check counts, so a re-check never costs much more than one.
+_INVOLVING_LEAST: Final = 1 << 16
 
 
 def finding_view(finding: Finding, labels: Mapping[str, str]) -> dict[str, Any]:
@@ -691,7 +764,10 @@ class PlanChecker:
             done: list[int] = []
             for cid in sorted(ids & set(spectrum.index)):
                 number = spectrum.index[cid]
-                for hits in spectrum.hits_involving(number):
+                involving = spectrum.hits_involving(number)
+                if involving is None:
+                    return self.check(carriers, self.exclusions)
+                for hits in involving:
                     if done:  # a hit of two changed carriers is counted with the first of them only
                         involved = np.concatenate([hits.victim[:, np.newaxis], hits.sources], axis=1)
                         fresh: Bools = np.asarray(~np.isin(involved, done).any(axis=1), dtype=np.bool_)
