@@ -95,3 +95,19 @@ def brute_margin(x_hz: int, fixed: Sequence[Carrier], settings: PlanSettings, fa
                 offset = everyone[first] + everyone[second] - everyone[third] - everyone[victim]
                 worst = min(worst, abs(offset) - guard)
     return worst
+
+
+def brute_clean(
+    x_hz: int,
+    fixed: Sequence[Carrier],
+    settings: PlanSettings,
+    *,
+    bandwidth_khz: float = 0.0,
+    family: str | None = None,
+) -> bool:
+    """Whether a carrier at ``x_hz`` (of that width and family) among ``fixed`` takes part in no hit at all, as
+    victim or source: clean by the full check."""
+    new = Carrier("candidate", x_hz / 1_000_000, bandwidth_khz=bandwidth_khz, family=family)
+    placed = [*fixed, new]
+    me = len(fixed)
+    return not any(victim == me or me in sources for _, victim, sources, _ in brute_hits(placed, settings))

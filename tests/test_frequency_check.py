@@ -21,7 +21,7 @@ from hub.frequency.plan import (
 )
 from hub.frequency.search import SearchError, candidate_grid, coordinate, margins, suggest
 from hub.frequency.settings import PlanSettings, Profile
-from tests.frequency_reference import brute_hits, brute_margin, brute_summary
+from tests.frequency_reference import brute_clean, brute_hits, brute_margin, brute_summary
 
 STANDARD = PlanSettings()
 WITH_SEVENTH = PlanSettings(seventh_order=True)
@@ -194,6 +194,31 @@ def test_a_suggestion_is_clean_and_has_the_largest_margin_there_is(fixed_mhz: li
     for candidate in best:
         placed = [*fixed, Carrier("moving", candidate.frequency_mhz)]
         assert not [f for f in check(placed, [], chosen) if "moving" in (f.victim, *f.sources)]
+
+
+def test_one_wideband_carrier_leaves_the_rest_of_the_band_to_suggestions() -> None:
+    """Every candidate was widened by the widest fixed carrier (2 x 4 MHz for spacing, 24 MHz for 3f1-2f2):
+    one 8 MHz carrier anywhere left nothing to suggest (an outside audit: 284 clean frequencies by the brute
+    force, none by the hub). Each carrier now keeps its own width: what the brute force finds clean is found,
+    and nothing else."""
+    fixed = [Carrier("a", 600.0), Carrier("b", 600.5), Carrier("c", 602.0),
+             Carrier("wmas", 650.0, bandwidth_khz=8000, family="spectera")]  # fmt: skip
+    band = Band(590.0, 700.0, 250.0)
+    found = suggest(Carrier("x", 600.5), fixed, band, STANDARD, count=1000)
+    clean = [int(x) for x in candidate_grid(band) if brute_clean(int(x), fixed, STANDARD)]
+    assert clean, "the brute force finds clean frequencies"
+    assert sorted(to_hz(c.frequency_mhz) for c in found) == clean
+    assert all(not (646.0 <= c.frequency_mhz <= 654.0) for c in found), "never inside the wide carrier"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(carrier_specs, min_size=0, max_size=5), st.sampled_from([0.0, 200.0, 8000.0]))
+def test_a_suggestion_among_carriers_of_any_width_is_clean_by_the_full_check(specs: list, bandwidth: float) -> None:
+    fixed = plan_of(specs)
+    band = Band(469.0, 474.0, 100.0)
+    moving = Carrier("moving", 471.0, bandwidth_khz=bandwidth)
+    for candidate in suggest(moving, fixed, band, STANDARD, count=60):
+        assert brute_clean(to_hz(candidate.frequency_mhz), fixed, STANDARD, bandwidth_khz=bandwidth)
 
 
 def test_a_suggestion_prefers_the_smallest_retune_among_equal_margins() -> None:

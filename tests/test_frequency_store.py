@@ -18,7 +18,8 @@ from wmhub_sennheiser.capabilities import device_capabilities
 from hub.app import Hub, frequency_settings
 from hub.compose import compose_hub
 from hub.config import ConfigError, DiscoverySettings, HttpSettings, HubConfig, MqttSettings, load_config
-from hub.frequency import Band, CarrierState, Profile
+from hub.frequency import Band, Carrier, CarrierState, PlanSettings, Profile
+from hub.frequency.engine import to_hz
 from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device, NumberLimits
 from hub.mqtt.homeassistant import EntityOptions, hub_discovery_config
 from hub.mqtt.topics import Topics
@@ -26,6 +27,7 @@ from hub.persistence import IN_MEMORY, AlertKind, Persistence, SimulatedClock
 from hub.persistence.frequency import CHECK_SHARE, SLOW_CHECK_S, FrequencySettings, device_carriers
 from hub.persistence.testing import open_simulated, put_receiver
 from hub.plugins import PluginHost
+from tests.frequency_reference import brute_clean
 
 TOKEN = "plan-token-for-the-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -273,6 +275,27 @@ async def test_a_wideband_carrier_is_never_suggested_where_its_width_would_leave
         )
         offered = [candidate["frequency_mhz"] for candidate in found["candidates"]]
         assert offered and all(474.0 <= mhz <= 690.0 for mhz in offered), offered
+
+
+async def test_one_declared_wideband_carrier_leaves_clean_frequencies_to_suggest(rig: Rig) -> None:
+    """One 8 MHz WMAS block declared at 650 MHz made suggest answer 'no clean frequency' for every narrowband
+    channel: each candidate was widened by the widest carrier (an outside audit found 284 clean frequencies by
+    brute force, none by the hub). Each carrier keeps its own width now."""
+    rig.tune("shure-rx", 1, 600.0)
+    rig.tune("shure-rx", 2, 600.5)
+    rig.tune("shure-rx", 3, 602.0)
+    wmas = {"label": "WMAS block", "frequency_mhz": 650.0, "bandwidth_khz": 8000, "family": "spectera"}
+    await rig.call("POST", f"{PLAN}/carriers", 201, json=wmas)
+    rig.tick()
+    body = {"channel": "shure-rx:3", "low_mhz": 590.0, "high_mhz": 700.0, "step_khz": 250, "count": 50}
+    found = await rig.call("POST", f"{PLAN}/suggest", 200, json=body)
+    offered = [to_hz(candidate["frequency_mhz"]) for candidate in found["candidates"]]
+    plan = await rig.call("GET", PLAN, 200)
+    others = [Carrier(c["id"], c["frequency_mhz"], bandwidth_khz=c["bandwidth_khz"], family=c["family"])
+              for c in plan["carriers"] if c["id"] != "shure-rx:3"]  # fmt: skip
+    clean = [x for x in range(to_hz(590.0), to_hz(700.0) + 1, 250_000) if brute_clean(x, others, PlanSettings())]
+    assert len(clean) > 50, "the brute force of the full check finds plenty"
+    assert len(offered) == 50 and set(offered) <= set(clean), "as many as asked, each clean by the full check"
 
 
 async def test_an_analog_receiver_gets_the_wider_guards_under_the_family_name_its_plugin_reports(rig: Rig) -> None:

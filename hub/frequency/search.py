@@ -13,13 +13,15 @@ and a sorted set built once from the fixed carriers (``m`` = 2, 3, 4 for the 3rd
 * it is f2 of a product reaching fv: (m-1)*x against {m*fi - fv}
 * 3 transmitters, whichever role it plays: x + fa against the pair sums {fb + fd}
 
-so every candidate costs a few binary searches. Guards and bandwidths are taken at their largest over the
-fixed carriers: the margin never overstates, and a candidate called clean is clean (the tests hold it to
-the full check).
+so every candidate costs a few binary searches. Each fixed carrier (and each product, and each pair) keeps
+its own width, edge to edge: an 8 MHz carrier widens only the relations it is part of, not every one. The
+3-transmitter guard is taken at its largest over the fixed carriers, so the margin never overstates, and a
+candidate called clean is clean (the tests hold it to the full check).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -44,6 +46,9 @@ MAX_CANDIDATES: Final = 200_000  # one channel: a 200 MHz band at 1 kHz steps; f
 MAX_GROUP_CANDIDATES: Final = 8_001
 MAX_GROUP: Final = 48
 _FAR: Final = np.int64(1) << 60
+# Distinct widths searched apart per relation; beyond this many, widths are rounded up to their group's widest
+# (a margin then understates, never overstates). A plan has a handful: narrowband, 200 kHz, 6 or 8 MHz.
+_WIDTH_GROUPS: Final = 8
 
 
 class SearchError(ValueError):
@@ -75,6 +80,40 @@ def _nearest(sorted_values: Ints, queries: Ints) -> Ints:
     below = sorted_values[np.maximum(at - 1, 0)]
     distance: Ints = np.minimum(np.abs(above - queries), np.abs(queries - below)).astype(np.int64)
     return distance
+
+
+class _Rooms:
+    """Points that each keep their own room (a radius, Hz): per query, the least |query - point| - radius,
+    the margin the nearest of them leaves. Points of one radius are searched together. A point may stand for
+    carriers (``members``: one row per point), so that a search can leave those of one carrier out."""
+
+    def __init__(self, points: Ints, radius: Ints, members: Ints | None = None) -> None:
+        distinct = np.unique(radius)
+        if distinct.size > _WIDTH_GROUPS:
+            widest = distinct[np.linspace(0, distinct.size - 1, _WIDTH_GROUPS + 1).astype(np.int64)[1:]]
+            radius = widest[np.searchsorted(widest, radius)]
+            distinct = np.unique(radius)
+        held = np.zeros((points.size, 0), dtype=np.int64) if members is None else members
+        self.groups: list[tuple[int, Ints, Ints]] = []
+        for room in distinct:
+            mine = np.flatnonzero(radius == room)
+            ranked = mine[np.argsort(points[mine], kind="stable")]
+            self.groups.append((int(room), points[ranked], held[ranked]))
+
+    def without(self, carrier: int) -> _Rooms:
+        """The same points less those that stand for ``carrier`` (still sorted: nothing to sort again)."""
+        rest = copy.copy(self)
+        rest.groups = []
+        for room, points, members in self.groups:
+            kept = ~(members == carrier).any(axis=1)
+            rest.groups.append((room, points[kept], members[kept]))
+        return rest
+
+    def margin(self, queries: Ints) -> Ints:
+        margin = np.full(queries.shape, _FAR, dtype=np.int64)
+        for room, points, _ in self.groups:
+            margin = np.minimum(margin, _nearest(points, queries) - room)
+        return margin
 
 
 def _shown(margin_hz: int, band: Band) -> float:
@@ -120,33 +159,31 @@ def margins(
     spectrum = Spectrum(fixed, settings)
     own = settings.guards(family)
     own_half = round(bandwidth_khz * 500)
-    widest = max(own_half, spectrum.max_half)
-    freq = spectrum.freq
+    freq, half = spectrum.freq, spectrum.half
     margin = np.full(candidates.shape, _FAR, dtype=np.int64)
-    if spectrum.n:
-        spacing = max(guard_hz(own, Product.SPACING), int(spectrum.guard[Product.SPACING].max()))
-        margin = np.minimum(margin, _nearest(spectrum.sorted_freq, candidates) - spacing - 2 * widest)
+    if spectrum.n:  # edge to edge, the larger of the two families' spacings
+        spacing = np.maximum(guard_hz(own, Product.SPACING), spectrum.guard[Product.SPACING])
+        margin = np.minimum(margin, _Rooms(freq, half + spacing).margin(candidates) - own_half)
     if spectrum.n >= 2:
         first, second = np.nonzero(~np.eye(spectrum.n, dtype=np.bool_))
         for product, m in TWO_TX.items():
             own_guard = guard_hz(own, product)
-            their_guard = int(spectrum.guard[product].max())
-            widen = 2 * m * widest
-            if own_guard:  # it suffers m*fi - (m-1)*fj
-                suffered = np.sort(m * freq[first] - (m - 1) * freq[second])
-                margin = np.minimum(margin, _nearest(suffered, candidates) - own_guard - widen)
-            if their_guard:  # it is f1, then f2, of a product reaching a fixed carrier
-                as_first = np.sort((m - 1) * freq[first] + freq[second])
-                margin = np.minimum(margin, _nearest(as_first, m * candidates) - their_guard - widen)
-                as_second = np.sort(m * freq[first] - freq[second])
-                margin = np.minimum(margin, _nearest(as_second, (m - 1) * candidates) - their_guard - widen)
+            # the victim's guard and half bandwidth, where a fixed carrier is the victim (its guard on)
+            guard = spectrum.guard[product][second]
+            theirs = guard > 0
+            if own_guard:  # it suffers m*fi - (m-1)*fj, as wide as m*hi + (m-1)*hj
+                suffered = _Rooms(m * freq[first] - (m - 1) * freq[second], m * half[first] + (m - 1) * half[second])
+                margin = np.minimum(margin, suffered.margin(candidates) - own_guard - own_half)
+            if theirs.any():  # it is f1 (with fj), then f2 (with fi), of a product reaching a fixed carrier v
+                f, v = first[theirs], second[theirs]
+                reach = guard[theirs] + half[v]
+                as_first = _Rooms((m - 1) * freq[f] + freq[v], reach + (m - 1) * half[f])
+                margin = np.minimum(margin, as_first.margin(m * candidates) - m * own_half)
+                as_second = _Rooms(m * freq[f] - freq[v], reach + m * half[f])
+                margin = np.minimum(margin, as_second.margin((m - 1) * candidates) - (m - 1) * own_half)
         guard3 = max(guard_hz(own, Product.IM3_3TX), int(spectrum.guard[Product.IM3_3TX].max()))
         if guard3:
-            for start in range(0, candidates.size, 4096):
-                chunk = candidates[start : start + 4096]
-                sums = chunk[:, np.newaxis] + freq[np.newaxis, :]
-                nearest = _nearest(spectrum.pair_sum, sums.ravel()).reshape(sums.shape).min(axis=1)
-                margin[start : start + 4096] = np.minimum(margin[start : start + 4096], nearest - guard3 - 4 * widest)
+            margin = np.minimum(margin, _three_tx_margin(candidates, spectrum) - guard3 - own_half)
     for exclusion in exclusions:
         touching = (candidates + own_half >= to_hz(exclusion.low_mhz)) & (
             candidates - own_half <= to_hz(exclusion.high_mhz)
@@ -155,6 +192,29 @@ def margins(
     for band in bands:
         outside = (candidates - own_half < to_hz(band.low_mhz)) | (candidates + own_half > to_hz(band.high_mhz))
         margin[outside] = -_FAR
+    return margin
+
+
+def _three_tx_margin(candidates: Ints, spectrum: Spectrum) -> Ints:
+    """Per candidate x, the least |fb + fd - (x + fa)| less the widths of fa, fb and fd, over the fixed carriers
+    a and the pairs {b, d}: whichever role x plays in a 3-transmitter product, it is this distance (the guard
+    is the caller's). For a narrowband fa a pair holding a itself is counted too (it says no more than the
+    spacing does); for a wideband fa it is left out, or a's width would count twice."""
+    freq, half = spectrum.freq, spectrum.half
+    span = half[spectrum.pair_first] + half[spectrum.pair_second]
+    margin = np.full(candidates.shape, _FAR, dtype=np.int64)
+    narrow = np.flatnonzero(half == 0)
+    wide = np.flatnonzero(half > 0)
+    members = np.stack([spectrum.pair_first, spectrum.pair_second], axis=1) if wide.size else None
+    pairs = _Rooms(spectrum.pair_sum, span, members)
+    if narrow.size:
+        for start in range(0, candidates.size, 4096):
+            chunk = candidates[start : start + 4096]
+            sums = chunk[:, np.newaxis] + freq[np.newaxis, narrow]
+            nearest = pairs.margin(sums.ravel()).reshape(sums.shape).min(axis=1)
+            margin[start : start + 4096] = np.minimum(margin[start : start + 4096], nearest)
+    for row in wide.tolist():
+        margin = np.minimum(margin, pairs.without(row).margin(candidates + freq[row]) - half[row])
     return margin
 
 
