@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_shure.simulator import ShureSimulator
 
 from hub.compose import compose_hub
@@ -225,3 +226,41 @@ async def test_an_in_ear_transmitter_on_a_mic_frequency_is_an_alert_until_rf_mut
         states = {c["id"]: c["state"] for c in (await plan())["carriers"]}
         assert states[f"{iem_id}:1"] == "planned"
     await hub.persistence.close()
+
+
+async def test_a_suggestion_without_a_band_is_one_the_receiver_accepts(tmp_path: Path) -> None:
+    """The Sennheiser plugin accepts 470-1075 MHz for EW-DX, the receiver at hand only its band variant. With
+    the largest margin first, the default suggestion was the far edge (1075 MHz) and the receiver answered
+    '406 not acceptable' (an outside audit). In such a range enough room counts alike and the smallest retune
+    wins: a frequency near where the receiver tunes now, inside its band."""
+    config = HubConfig(
+        hub_id="rf",
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url="off"),
+        http=HttpSettings(port=0, token=TOKEN),
+        discovery=DiscoverySettings(enabled=False),
+    )
+    plugins = PluginHost()
+    plugins.load_entry_points(only="sennheiser")
+    async with (
+        Ssc1Simulator("ewdx-em4", tick_s=0.2) as receiver,
+        compose_hub(config, plugins) as hub,
+        aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}", headers=AUTH) as http,
+    ):
+        await hub.add_device(receiver.url, source="test")
+        device_id = await eventually(
+            lambda: next((d.id for d in hub.store.devices.values() if len(d.channels) == 4), None), 10, "the EM 4"
+        )
+        low, high = (khz / 1000 for khz in receiver.device.band_khz)
+        before = receiver.channels[1].frequency_khz / 1000
+        body = {"channel": f"{device_id}:2", "count": 3, "apply": True}
+        async with http.post("/api/v1/frequency-plan/suggest", json=body) as response:
+            suggestion = await response.json()
+            assert response.status == 200, suggestion
+        best = suggestion["candidates"][0]
+        assert suggestion["applied"]["ok"], "the receiver took it"
+        assert suggestion["band"]["whole_range"] is True, "the plugin's range, not the receiver's band: said so"
+        assert (
+            low <= best["frequency_mhz"] <= high and receiver.channels[1].frequency_khz == best["frequency_mhz"] * 1000
+        )
+        assert abs(best["frequency_mhz"] - before) < 10 and best["margin_khz"] >= 1000, "near, with room to spare"

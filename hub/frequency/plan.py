@@ -19,11 +19,14 @@ class CarrierState(StrEnum):
 
 @dataclass(frozen=True)
 class Band:
-    """Where a device can tune: [low, high] MHz in steps of ``step_khz`` from ``low_mhz``."""
+    """Where a device can tune: [low, high] MHz in steps of ``step_khz`` from ``low_mhz``. ``whole_range``:
+    only the limits a plugin accepts for the family (often the protocol's whole range), wider than the band
+    of the receiver at hand, which may refuse much of it."""
 
     low_mhz: float
     high_mhz: float
     step_khz: float = 25.0
+    whole_range: bool = False
 
     def contains(self, low_mhz: float, high_mhz: float) -> bool:
         return self.low_mhz <= low_mhz and high_mhz <= self.high_mhz

@@ -45,6 +45,10 @@ MAX_CANDIDATES: Final = 200_000  # one channel: a 200 MHz band at 1 kHz steps; f
 # a group is searched once per frequency chosen: a 200 MHz band at 25 kHz steps, 48 frequencies at most
 MAX_GROUP_CANDIDATES: Final = 8_001
 MAX_GROUP: Final = 48
+# In a band known only as a plugin's whole range, room beyond this (kHz, past every guard) ranks alike: the
+# smallest retune wins, near where the receiver tunes now, not the far edge of a range it may refuse. A
+# conservative choice of this project: more than any profile's spacing.
+ENOUGH_MARGIN_KHZ: Final = 1000.0
 _FAR: Final = np.int64(1) << 60
 # Distinct widths searched apart per relation; beyond this many, widths are rounded up to their group's widest
 # (a margin then understates, never overstates). A plan has a handful: narrowband, 200 kHz, 6 or 8 MHz.
@@ -230,7 +234,8 @@ def suggest(
     count: int = 5,
 ) -> list[Candidate]:
     """Up to ``count`` clean frequencies for ``carrier`` among ``others``: largest margin first, then the
-    nearest to where it is now. Empty when nothing in the band is clean."""
+    nearest to where it is now; in a band that is only a plugin's whole range, a margin beyond
+    ENOUGH_MARGIN_KHZ counts as enough (the nearest such one first). Empty when nothing in the band is clean."""
     candidates = candidate_grid(band, within, step_khz)
     margin = margins(
         candidates,
@@ -245,7 +250,10 @@ def suggest(
     if not clean.size:
         return []
     retune = np.abs(candidates[clean] - to_hz(carrier.frequency_mhz))
-    ranked = clean[np.lexsort((retune, -margin[clean]))][:count]
+    room = margin[clean]
+    if band.whole_range:
+        room = np.minimum(room, round(ENOUGH_MARGIN_KHZ * HZ_PER_KHZ))
+    ranked = clean[np.lexsort((retune, -room))][:count]
     return [Candidate(int(candidates[at]) / HZ_PER_MHZ, _shown(int(margin[at]), band)) for at in ranked]
 
 

@@ -98,7 +98,7 @@ def _declared_band(device: Device) -> Band | None:
     number = limits.number if limits is not None else None
     if number is None or number.unit.casefold() != "mhz":
         return None
-    return Band(number.min, number.max, number.step * 1000)
+    return Band(number.min, number.max, number.step * 1000, whole_range=True)
 
 
 def device_carriers(device: Device, settings: FrequencySettings) -> list[Carrier]:

@@ -27,6 +27,10 @@ class BandView(Strict):
     low_mhz: float
     high_mhz: float
     step_khz: float
+    whole_range: bool = Field(
+        default=False,
+        description="only the limits the plugin accepts for the family, wider than the receiver's own band",
+    )
 
 
 class CarrierView(Strict):
@@ -148,7 +152,7 @@ class ExclusionList(Strict):
 
 
 def _band_view(band: Band) -> BandView:
-    return BandView(low_mhz=band.low_mhz, high_mhz=band.high_mhz, step_khz=band.step_khz)
+    return BandView(low_mhz=band.low_mhz, high_mhz=band.high_mhz, step_khz=band.step_khz, whole_range=band.whole_range)
 
 
 def _carrier_view(carrier: Carrier) -> CarrierView:
