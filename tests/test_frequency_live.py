@@ -17,6 +17,7 @@ import aiohttp
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_shure.simulator import ShureSimulator
 
+from hub.app import Hub
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.persistence import AlertSettings, Persistence
@@ -31,6 +32,26 @@ A_MHZ, B_MHZ, C_MHZ = 518.200, 518.600, 517.800
 ALERTS = "wmhub/hubs/rf/alerts"
 
 
+def rf_hub(tmp_path: Path, plugin: str, mqtt_url: str = "off", **settings: Any) -> Hub:
+    """A hub with one vendor plugin, REST on a free port and the frequency plan on."""
+    config = HubConfig(
+        hub_id="rf",
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url=mqtt_url),
+        http=HttpSettings(port=0, token=TOKEN),
+        discovery=DiscoverySettings(enabled=False),
+        **settings,
+    )
+    plugins = PluginHost()
+    plugins.load_entry_points(only=plugin)
+    return compose_hub(config, plugins)
+
+
+def device_at(hub: Hub, port: int) -> str | None:
+    """The id of the device at ``port`` once it has channels."""
+    return next((d.id for d in hub.store.devices.values() if d.port == port and d.channels), None)
+
+
 def conflict_event(action: str, device_id: str) -> Any:
     def matches(event: dict[str, Any]) -> bool:
         alert = event["alert"]
@@ -40,17 +61,7 @@ def conflict_event(action: str, device_id: str) -> Any:
 
 
 async def test_an_intermod_hit_is_alerted_suggested_away_and_cleared(mqtt_broker: TestBroker, tmp_path: Path) -> None:
-    config = HubConfig(
-        hub_id="rf",
-        data_dir=tmp_path,
-        mqtt=MqttSettings(url=mqtt_broker.url),
-        http=HttpSettings(port=0, token=TOKEN),
-        discovery=DiscoverySettings(enabled=False),
-        meter_rate_ms=500,
-    )
-    plugins = PluginHost()
-    plugins.load_entry_points(only="shure")
-    hub = compose_hub(config, plugins)
+    hub = rf_hub(tmp_path, "shure", mqtt_broker.url, meter_rate_ms=500)
     alerts = AlertSettings(frequency_for_s=0.3, clear_after_s=0.3)
     hub.persistence = await Persistence.open(tmp_path, hub.store, settings=quick_settings(tick_s=0.1, alerts=alerts))
     async with (
@@ -68,11 +79,8 @@ async def test_an_intermod_hit_is_alerted_suggested_away_and_cleared(mqtt_broker
             await hub.add_device(pair.url, source="test")
             await hub.add_device(third.url, source="test")
 
-            def device_at(port: int) -> str | None:
-                return next((d.id for d in hub.store.devices.values() if d.port == port and d.channels), None)
-
-            pair_id = await eventually(lambda: device_at(pair.port), 10, "the two-channel receiver")
-            third_id = await eventually(lambda: device_at(third.port), 10, "the one-channel receiver")
+            pair_id = await eventually(lambda: device_at(hub, pair.port), 10, "the two-channel receiver")
+            third_id = await eventually(lambda: device_at(hub, third.port), 10, "the one-channel receiver")
 
             # MQTT: the alert on the victim, the retained plan summary, Home Assistant's sensor
             raised = await probe.json(f"{ALERTS}/event", conflict_event("raised", third_id), timeout=15)
@@ -127,16 +135,7 @@ async def test_an_intermod_hit_is_alerted_suggested_away_and_cleared(mqtt_broker
 
 
 async def test_a_group_is_coordinated_and_tuned_on_the_receivers(tmp_path: Path) -> None:
-    config = HubConfig(
-        hub_id="rf",
-        data_dir=tmp_path,
-        mqtt=MqttSettings(url="off"),
-        http=HttpSettings(port=0, token=TOKEN),
-        discovery=DiscoverySettings(enabled=False),
-    )
-    plugins = PluginHost()
-    plugins.load_entry_points(only="shure")
-    async with ShureSimulator("ulxd4q", seed=5) as quad, compose_hub(config, plugins) as hub:
+    async with ShureSimulator("ulxd4q", seed=5) as quad, rf_hub(tmp_path, "shure") as hub:
         for index in range(1, 5):  # all four on one frequency: a spacing problem each
             quad.set_channel(index, frequency_mhz=500.0)
         await hub.add_device(quad.url, source="test")
@@ -166,16 +165,7 @@ async def test_a_group_is_coordinated_and_tuned_on_the_receivers(tmp_path: Path)
 async def test_an_in_ear_transmitter_on_a_mic_frequency_is_an_alert_until_rf_muted(tmp_path: Path) -> None:
     """A P10T reports no transmitter of its own (it is one): online and not RF-muted, its carrier is on air, so
     sitting on an active mic's frequency is a conflict alert, not a warning."""
-    config = HubConfig(
-        hub_id="rf",
-        data_dir=tmp_path,
-        mqtt=MqttSettings(url="off"),
-        http=HttpSettings(port=0, token=TOKEN),
-        discovery=DiscoverySettings(enabled=False),
-    )
-    plugins = PluginHost()
-    plugins.load_entry_points(only="shure")
-    hub = compose_hub(config, plugins)
+    hub = rf_hub(tmp_path, "shure")
     alerts = AlertSettings(frequency_for_s=0.3, clear_after_s=0.3)
     hub.persistence = await Persistence.open(tmp_path, hub.store, settings=quick_settings(tick_s=0.1, alerts=alerts))
     async with (
@@ -190,11 +180,8 @@ async def test_an_in_ear_transmitter_on_a_mic_frequency_is_an_alert_until_rf_mut
         await hub.add_device(mic.url, source="test")
         await hub.add_device(iem.url, source="test")
 
-        def device_at(port: int) -> str | None:
-            return next((d.id for d in hub.store.devices.values() if d.port == port and d.channels), None)
-
-        mic_id = await eventually(lambda: device_at(mic.port), 10, "the mic receiver")
-        iem_id = await eventually(lambda: device_at(iem.port), 10, "the in-ear transmitter")
+        mic_id = await eventually(lambda: device_at(hub, mic.port), 10, "the mic receiver")
+        iem_id = await eventually(lambda: device_at(hub, iem.port), 10, "the in-ear transmitter")
 
         async def plan() -> dict[str, Any]:
             async with http.get("/api/v1/frequency-plan") as response:
@@ -233,18 +220,9 @@ async def test_a_suggestion_without_a_band_is_one_the_receiver_accepts(tmp_path:
     the largest margin first, the default suggestion was the far edge (1075 MHz) and the receiver answered
     '406 not acceptable' (an outside audit). In such a range enough room counts alike and the smallest retune
     wins: a frequency near where the receiver tunes now, inside its band."""
-    config = HubConfig(
-        hub_id="rf",
-        data_dir=tmp_path,
-        mqtt=MqttSettings(url="off"),
-        http=HttpSettings(port=0, token=TOKEN),
-        discovery=DiscoverySettings(enabled=False),
-    )
-    plugins = PluginHost()
-    plugins.load_entry_points(only="sennheiser")
     async with (
         Ssc1Simulator("ewdx-em4", tick_s=0.2) as receiver,
-        compose_hub(config, plugins) as hub,
+        rf_hub(tmp_path, "sennheiser") as hub,
         aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}", headers=AUTH) as http,
     ):
         await hub.add_device(receiver.url, source="test")
