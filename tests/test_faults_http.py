@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -186,16 +187,23 @@ async def test_inputs_that_answered_500_are_refused(tmp_path: Path) -> None:
 
 
 async def test_health_says_degraded_while_the_database_cannot_be_written(tmp_path: Path) -> None:
-    """A database file that is not a database: the hub monitors on, holding changes in memory, and says so."""
-    tmp_path.joinpath("wmhub.sqlite3").write_bytes(b"not a database " * 512)
-    async with running_hub(hardened(tmp_path)) as hub, Api(hub) as api:
-        health = await api.get("/api/health")
-        status, _ = await api.post("/api/v1/locations", {"name": "Stage left", "kind": "room"})
-        async with api.session.get(api.base + "/metrics") as response:
-            metric = next(line for line in (await response.text()).splitlines() if line.startswith("wmhub_database_w"))
+    """A database another program holds locked (a file that is not a database is set aside and replaced at
+    start instead): the hub monitors on, holding changes in memory, and says so."""
+    holder = sqlite3.connect(tmp_path / "wmhub.sqlite3", isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        async with running_hub(hardened(tmp_path)) as hub, Api(hub) as api:
+            health = await api.get("/api/health")
+            status, _ = await api.post("/api/v1/locations", {"name": "Stage left", "kind": "room"})
+            async with api.session.get(api.base + "/metrics") as response:
+                lines = (await response.text()).splitlines()
+                metric = next(line for line in lines if line.startswith("wmhub_database_w"))
+    finally:
+        holder.close()
     record_check(
         "Storage",
-        "database file unwritable (not a database) while the hub runs",
+        "database file unwritable (locked by another program) while the hub runs",
         f"health {health['status']}, {metric}, a new location answered {status}",
     )
     assert health["status"] == "degraded" and metric == "wmhub_database_writable 0.0" and status == 202
