@@ -30,6 +30,14 @@ DISCOVERY_SOURCE = "discovery"
 CANDIDATE_REFRESH_S = 60.0
 
 _UPSERT_DEVICE = upsert("known_devices", ("url",), ("device_id", "added_at", "source", "location_id"))
+_UPSERT_CANDIDATE = upsert(
+    "candidates", ("url",), ("vendor", "model", "unique_id", "name", "source", "first_seen", "last_seen")
+)
+_UPSERT_HEALTH = upsert(
+    "connection_health",
+    ("url",),
+    ("device_id", "connected_since", "attempts", "reconnects", "last_error", "updated_at"),
+)
 
 
 class KnownDevices(Service):
@@ -189,11 +197,7 @@ class Candidates(Service):
             or now - previous.last_seen >= CANDIDATE_REFRESH_S
         ):
             self._db.submit(
-                upsert(
-                    "candidates",
-                    ("url",),
-                    ("vendor", "model", "unique_id", "name", "source", "first_seen", "last_seen"),
-                ),
+                _UPSERT_CANDIDATE,
                 (
                     candidate.url,
                     candidate.vendor,
@@ -256,11 +260,7 @@ class HealthLog:
                 continue
             self._by_url[url] = health
             self._db.submit(
-                upsert(
-                    "connection_health",
-                    ("url",),
-                    ("device_id", "connected_since", "attempts", "reconnects", "last_error", "updated_at"),
-                ),
+                _UPSERT_HEALTH,
                 (
                     url,
                     health.device_id,

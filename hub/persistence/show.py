@@ -16,7 +16,7 @@ from typing import Final, Literal, NamedTuple
 from hub.clock import Clock
 from hub.persistence.alerts import Alerts, Verdict
 from hub.persistence.audit import AuditLog
-from hub.persistence.db import Database
+from hub.persistence.db import Database, upsert
 from hub.persistence.history import History
 from hub.persistence.performers import ExtendedNames, Performers
 from hub.persistence.service_base import Service
@@ -105,7 +105,7 @@ class Show(Service):
             raise InvalidInputError(f"margin_min must be 0 to {MAX_MARGIN_MIN} minutes", margin_min=margin_min)
         before, self.settings = self.settings, ShowSettings(end_at=end_at, margin_min=margin_min)
         self._db.submit(
-            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            upsert("settings", ("key",), ("value",)),
             (SETTINGS_KEY, self.settings.model_dump_json()),
         )
         await self._committed(source, "show.set", "show", before.model_dump(), self.settings.model_dump())
