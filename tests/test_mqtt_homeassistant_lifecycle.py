@@ -528,3 +528,45 @@ async def test_a_receiver_moved_to_another_running_hub_keeps_its_topics_when_the
             assert device in kept and config in kept and kept[f"{device}/availability"] == b"online"
     server.close()
     assert caplog.text.count(said) == 2, "once per hub"
+
+
+async def test_a_set_to_a_receiver_two_hubs_watch_is_carried_out_once(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """A receiver given to two hubs by mistake: both carried out every MQTT set, so a mute toggle from a
+    Companion button did nothing. The running hub whose id sorts first carries sets out and answers; when it
+    stops, the other does."""
+    server, url = await example_receiver("EXTWICE")
+    channel = "wmtwice/devices/example-EXTWICE/channels/1"
+    try:
+        async with (
+            running_hub(mqtt_broker, tmp_path, [url], hub_id="huba", base="wmtwice") as hub_a,
+            running_hub(mqtt_broker, tmp_path, [url], hub_id="hubb", base="wmtwice") as hub_b,
+        ):
+            await online_device(hub_a)
+            await online_device(hub_b)
+            async with MqttProbe(mqtt_broker) as probe:
+                await probe.subscribe("wmtwice/hubs/+/response/#")
+                await eventually(
+                    lambda: hub_b.mqtt is not None and hub_b.mqtt._commanded_elsewhere("example-EXTWICE") == "huba",
+                    10,
+                    "hub B seeing hub A's list and state",
+                )
+                probe.publish(f"{channel}/set", {"name": "Solo", "transaction": "set-1"})
+                # each hub serves a device's messages in order: B's answer to this get comes after its answer
+                # to the set, had it carried the set out
+                probe.publish(f"{channel}/get", {"transaction": "get-1"})
+                answer = await probe.json("wmtwice/hubs/huba/response/set", lambda got: got["transaction"] == "set-1")
+                assert answer["status"] == "ok"
+                await probe.json("wmtwice/hubs/hubb/response/get", lambda answer: answer["transaction"] == "get-1")
+                assert not [topic for topic, _ in probe.messages if topic == "wmtwice/hubs/hubb/response/set"]
+
+                await hub_a.stop()
+                await eventually(
+                    lambda: hub_b.mqtt is not None and hub_b.mqtt._commanded_elsewhere("example-EXTWICE") is None,
+                    10,
+                    "hub B seeing hub A offline",
+                )
+                answer = await probe.request("wmtwice/hubs/hubb/response/set", f"{channel}/set", {"name": "Taken"})
+                assert answer["status"] == "ok"
+                assert hub_b.store.devices["example-EXTWICE"].channels[0].name == "Taken"
+    finally:
+        server.close()

@@ -147,10 +147,10 @@ class FleetMirror:
         elif len(rest) != 1:
             return
         elif kind == "state":
-            state = _json(payload)
-            if not isinstance(state, dict) or state.get("state") not in ("online", "offline"):
+            running = payloads.hub_running(payload)
+            if running is None:
                 raise ValueError(f"no hub state: {payload[:40]!r}")  # a stray [] took a hub offline
-            self._hub(hub_id).online = state["state"] == "online"
+            self._hub(hub_id).online = running
             for device_id in self._hub(hub_id).device_ids:
                 self._update_online(device_id)
         elif kind == "info":

@@ -97,6 +97,7 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         # once: the retained device list tells which devices the previous run of this hub left behind
         # every hub's list: this hub's previous run's tells what it left behind, the others' what they own
         client.subscribe(self.topics.every_hub_devices, qos)
+        client.subscribe(self.topics.every_hub_state, qos)  # which hub carries out sets to a shared receiver
         for device in list(self.hub.state.devices.values()):
             self._publish_device(device)
         self._publish_device_list()
@@ -165,12 +166,18 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         if hub_id is not None:
             self._on_device_list(hub_id, payload)
             return
+        hub_id = self.topics.state_hub(topic)
+        if hub_id is not None:
+            self._on_hub_state(hub_id, payload)
+            return
         target = self.topics.control_target(topic)
         if target is not None:
             where = {"device_id": target.device_id, "channel": target.channel}
             if retained:
                 self._ignore_retained(topic)
                 return
+            if target.action == "set" and self._commanded_elsewhere(target.device_id):
+                return  # that hub carries it out and answers
             if self._oversized(target.action, payload, where):
                 return
             self._spawn(

@@ -55,6 +55,18 @@ def listed_devices(payload: bytes) -> dict[str, int]:
     return {str(entry["id"]): channel_count(entry) for entry in entries if isinstance(entry, dict) and "id" in entry}
 
 
+def hub_running(payload: bytes) -> bool | None:
+    """Whether a hub's retained state (``{"state": "online"|"offline"}``, any hub's, so untrusted) says it
+    runs; None for a payload that is no such state."""
+    try:
+        state = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(state, dict) or state.get("state") not in ("online", "offline"):
+        return None
+    return bool(state["state"] == "online")
+
+
 def channel_count(summary: Mapping[str, Any]) -> int:
     """The channel count of a device's published state or summary, 0 where it is missing or not one."""
     count = summary.get("channel_count")

@@ -45,6 +45,14 @@ class Presence(StatePublisher):
         else:
             self._owned_elsewhere.pop(hub_id, None)
 
+    def _on_hub_state(self, hub_id: str, payload: bytes) -> None:
+        if hub_id == self.topics.hub_id:
+            return
+        if payloads.hub_running(payload):
+            self._running_elsewhere.add(hub_id)
+        else:  # offline, cleared (a hub retired) or not a state
+            self._running_elsewhere.discard(hub_id)
+
     def _say_offline(self) -> None:
         """Nobody watches the receivers once the hub is gone: say so on each, not only on the hub."""
         assert self.client is not None

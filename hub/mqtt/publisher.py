@@ -74,6 +74,7 @@ class StatePublisher:
         # the devices each other hub on the broker lists as its own (its retained device list, kept current)
         self._owned_elsewhere: dict[str, frozenset[str]] = {}
         self._shared_said: set[tuple[str, str]] = set()  # (device, other hub) already said to be on both
+        self._running_elsewhere: set[str] = set()  # the other hubs whose retained state says online
         self._remove_alert_listener: Callable[[], None] | None = None
         self._remove_swap_listener: Callable[[], None] | None = None
         self._remove_plan_listener: Callable[[], None] | None = None
@@ -214,17 +215,25 @@ class StatePublisher:
         """A receiver another hub on the broker lists as its own: its topics are that hub's."""
         return any(device_id in owned for owned in self._owned_elsewhere.values())
 
+    def _commanded_elsewhere(self, device_id: str) -> str | None:
+        """The other running hub that carries out MQTT sets to a receiver both watch, else None. Of the running
+        hubs that list it, the one whose id sorts first does, so a set (a mute toggle, say) happens once; each
+        hub decides alone from the same retained lists and states, and the next takes over when it stops."""
+        sharing = [hub_id for hub_id in self._running_elsewhere if device_id in self._owned_elsewhere.get(hub_id, ())]
+        first = min(sharing, default=None)
+        return first if first is not None and first < self.topics.hub_id else None
+
     def _say_shared(self) -> None:
-        """Say once per receiver and hub when another hub watches a receiver this one does: both carry out
-        every MQTT command sent to it, and each says it offline when it stops."""
+        """Say once per receiver and hub when another hub watches a receiver this one does: only one of them
+        carries out MQTT sets to it, and each says it offline when it stops."""
         mine = self.hub.state.devices
         for hub_id, owned in self._owned_elsewhere.items():
             for device_id in sorted(owned.intersection(mine)):
                 if (device_id, hub_id) not in self._shared_said:
                     self._shared_said.add((device_id, hub_id))
                     log.warning(
-                        "device %s is also watched by hub %s: MQTT commands to it run on both hubs; give each "
-                        "receiver to one hub",
+                        "device %s is also watched by hub %s: MQTT sets to it are carried out only by the running "
+                        "hub whose id sorts first; give each receiver to one hub",
                         device_id,
                         hub_id,
                     )

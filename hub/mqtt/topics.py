@@ -40,6 +40,7 @@ class Topics:
         self.hub_info = f"{self.hub}/info"
         self.hub_devices = f"{self.hub}/devices"
         self.every_hub_devices = f"{base}/hubs/+/devices"  # each hub's list says which devices it owns
+        self.every_hub_state = f"{base}/hubs/+/state"  # which of them are running
         self.hub_alerts = f"{self.hub}/alerts"
         self.hub_alert_events = f"{self.hub}/alerts/event"
         self.hub_swap_list = f"{self.hub}/swap_list"
@@ -53,9 +54,16 @@ class Topics:
 
     def device_list_hub(self, topic: str) -> str | None:
         """The hub whose device list ``topic`` is (``<base>/hubs/<hub>/devices``), else None."""
+        return self._hub_of(topic, "/devices")
+
+    def state_hub(self, topic: str) -> str | None:
+        """The hub whose state ``topic`` is (``<base>/hubs/<hub>/state``), else None."""
+        return self._hub_of(topic, "/state")
+
+    def _hub_of(self, topic: str, leaf: str) -> str | None:
         prefix = f"{self.base}/hubs/"
-        if topic.startswith(prefix) and topic.endswith("/devices"):
-            hub_id = topic[len(prefix) : -len("/devices")]
+        if topic.startswith(prefix) and topic.endswith(leaf):
+            hub_id = topic[len(prefix) : -len(leaf)]
             return hub_id if hub_id and "/" not in hub_id else None
         return None
 
