@@ -133,7 +133,9 @@ async def test_board_cannot_be_framed_and_live_feed_checks_origin(tmp_path: Path
         async with session.get(base + "/") as page:
             frame, policy = page.headers.get("X-Frame-Options"), page.headers.get("Content-Security-Policy")
         outcomes: dict[str, int] = {}
-        for origin in ("http://attacker.example", own, None):
+        # another service on this machine (a page of it, or one injected into it) is another site too
+        neighbour = f"http://127.0.0.1:{hub.web.port + 1}"
+        for origin in ("http://attacker.example", neighbour, own, None):
             headers = {"Origin": origin} if origin else {}
             try:
                 async with session.ws_connect(base + "/api/v1/live", headers=headers) as live:
@@ -143,12 +145,12 @@ async def test_board_cannot_be_framed_and_live_feed_checks_origin(tmp_path: Path
                 outcomes[origin or "no Origin"] = exc.status
     record_check(
         "HTTP",
-        "the board in a frame; the live feed opened with a foreign, our own, and no Origin",
+        "the board in a frame; the live feed opened with a foreign, a neighbour's, our own, and no Origin",
         f"X-Frame-Options {frame}, CSP {policy}; live feed: "
         + ", ".join(f"{origin} -> {status}" for origin, status in outcomes.items()),
     )
     assert frame == "DENY" and policy == "frame-ancestors 'none'"
-    assert outcomes == {"http://attacker.example": 403, own: 101, "no Origin": 101}
+    assert outcomes == {"http://attacker.example": 403, neighbour: 403, own: 101, "no Origin": 101}
 
 
 def test_a_short_hand_set_token_is_refused_without_echoing_it() -> None:

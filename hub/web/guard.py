@@ -7,7 +7,8 @@
 * One client address may hold ``http.max_connections_per_client`` connections; more are closed at once.
 * The Host header must name this hub (its configured host, ``localhost``, this machine's name or one of its
   addresses, or ``http.allowed_hosts``): a page on another site whose name was re-pointed at the hub's
-  address (DNS rebinding) is refused. The live WebSocket's Origin, when sent, must be such a host too.
+  address (DNS rebinding) is refused. The live WebSocket's Origin, when sent, must be the hub's own: the Host's
+  name and port (or one of ``http.cors_origins``).
 """
 
 from __future__ import annotations
@@ -162,14 +163,33 @@ def our_host_names(settings: HttpSettings) -> frozenset[str]:
 
 def host_of(header: str) -> str:
     """``example.org`` from ``example.org:8058``, ``::1`` from ``[::1]:8058``; lower case."""
+    return _split_host(header)[0]
+
+
+def _split_host(header: str) -> tuple[str, int | None]:
     if header.startswith("["):
-        return header[1:].partition("]")[0].lower()
+        name, _, rest = header[1:].partition("]")
+        port = rest.removeprefix(":")
+        return name.lower(), int(port) if port.isdigit() else None
     name, colon, port = header.rpartition(":")
-    return (name if colon and port.isdigit() else header).lower().rstrip(".")
+    if colon and port.isdigit():
+        return name.lower().rstrip("."), int(port)
+    return header.lower().rstrip("."), None
 
 
-def origin_host(origin: str) -> str | None:
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """Whether a page from ``origin`` is one of this hub's own, reached by the ``Host`` header's name: the
+    same name and port. A Host without a port (a reverse proxy on 80 or 443) matches either default port;
+    a page of another service on this machine (the same name on another port) is another site."""
     try:
-        return urlsplit(origin).hostname
+        parts = urlsplit(origin)
+        origin_port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
     except ValueError:
-        return None
+        return False
+    name, port = _split_host(host)
+    if parts.hostname is None or parts.hostname.rstrip(".") != name:
+        return False
+    return origin_port == port if port is not None else origin_port in _DEFAULT_PORTS.values()

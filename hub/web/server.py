@@ -24,7 +24,7 @@ from hub.auth import token_matches
 from hub.service import HubService, VenueService
 from hub.web.api import AUTHORIZED_KEY, HUB_KEY, LIVE_COUNT_KEY, OPERATIONS
 from hub.web.frequency import FREQUENCY_OPERATIONS
-from hub.web.guard import ConnectionLimits, GuardedSite, host_of, origin_host, our_host_names
+from hub.web.guard import ConnectionLimits, GuardedSite, host_of, our_host_names, same_origin
 from hub.web.live import LiveFeed
 from hub.web.metrics import CONTENT_TYPE, Metrics
 from hub.web.openapi import build_document
@@ -174,7 +174,7 @@ class WebServer:
             request.path == LIVE_PATH
             and origin is not None
             and origin not in self.settings.cors_origins
-            and origin_host(origin) not in self.host_names
+            and not same_origin(origin, host or self.settings.host)
         ):
             raise ApiError(403, "foreign_origin", "the live feed is not open to pages of another site")
         return await handler(request)
