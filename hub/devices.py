@@ -49,6 +49,10 @@ MAX_ID_CHARS = 64
 _ID_UNSAFE = re.compile(r"[\s/+#]")
 
 
+# A driver's own timeout for a command (io_timeout_s, as long as command_timeout_s by default) names what the
+# device did not confirm: the hub's bound, for a driver that never returns, comes this much later.
+DRIVER_TIMEOUT_GRACE_S: Final = 1.0
+
 # what a device that never identified itself shows without the API token, whatever kept it away
 NO_ANSWER: Final = "no answer from device"
 
@@ -510,12 +514,21 @@ class DeviceManager:
             managed, driver = self._sendable(command)
             self._admit(command.device_id)
             result = await self._plugins.call_bounded(
-                managed.plugin, "Driver.apply", self.command_timeout_s, driver.apply, command
+                managed.plugin, "Driver.apply", self.command_timeout_s + DRIVER_TIMEOUT_GRACE_S, driver.apply, command
             )
         except CommandError as exc:
             return exc.result()
         except PluginError as exc:
             return CommandResult(ok=False, error=str(exc), code="timeout")
+        except ConnectionError as exc:  # the link dropped under the command: an event of the network, not a bug
+            assert managed is not None
+            why = preview(redact(str(exc)))
+            log.warning("%s: connection lost during %s: %s", managed.url, command, why)
+            return CommandResult(
+                ok=False,
+                error=f"the connection to the device was lost before it confirmed; it may have been done ({why})",
+                code="unavailable",
+            )
         except Exception as exc:  # a plugin bug must not take the edge (MQTT, REST) down with it
             assert managed is not None
             log.exception("plugin %s failed on %s", managed.plugin, command)

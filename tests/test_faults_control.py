@@ -1,17 +1,21 @@
-"""A control flood: commands beyond a device's rate are refused with a clear error and never reach it."""
+"""Control under faults: a flood beyond a device's rate is refused before it; a link lost under a command is
+an event of the network, answered as one."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
+import pytest
 from wmhub_shure.simulator import ShureSimulator
 
 from hub.clock import SimulatedClock
 from hub.model import Command, CommandKind
 from hub.testing import eventually
 from tests.fault_harness import TOKEN, Api, device_of, hub_config, is_online, running_hub
+from tests.faultproxy import TcpFaultProxy
 from tests.reliability_report import FaultResult, record_check
 
 RATE_PER_S = 5.0
@@ -68,3 +72,29 @@ async def test_control_flood_is_refused_before_the_device(tmp_path: Path) -> Non
         assert len(accepted) == RATE_PER_S and reached == len(accepted), "no refill while the clock stood still"
         assert status == 429 and body["code"] == "rate_limited"
         assert later.ok
+
+
+async def test_a_link_lost_under_a_command_is_answered_unavailable_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outside audit: a receiver's connection dropping while a rename waited for its confirmation was
+    answered 502 "plugin shure raised ConnectionError" and logged as a plugin bug, traceback and all (on a
+    clean SIGTERM too). A lost link is the network's doing: 503, saying the rename may have been done."""
+    caplog.set_level(logging.WARNING)
+    async with ShureSimulator("ulxd4d") as sim, TcpFaultProxy("127.0.0.1", sim.port) as proxy:
+        url = f"shure://127.0.0.1:{proxy.port}"
+        async with running_hub(hub_config(tmp_path, [url]), plugins="shure") as hub, Api(hub) as api:
+            await eventually(lambda: is_online(hub, url), 10, "device online")
+            device_id = device_of(hub, url).id  # type: ignore[union-attr]
+            proxy.delay_s = 30.0  # the rename waits in the link until the link goes
+            sent = proxy.counters.upstream
+            rename = asyncio.ensure_future(
+                api.post(f"/api/v1/channels/{device_id}:1/commands", {"kind": "name", "value": "LOST"}, TOKEN)
+            )
+            await eventually(lambda: proxy.counters.upstream > sent, 5, "the rename on its way")
+            proxy.cut()
+            status, body = await rename
+    assert status == 503 and body["code"] == "unavailable"
+    assert "may have been done" in body["error"]
+    assert "connection lost during" in caplog.text
+    assert not [record for record in caplog.records if record.exc_info], "no traceback for a lost link"
