@@ -179,6 +179,10 @@ async def test_channel_set_reaches_the_receiver_and_comes_back_as_state(
         ("channels/1/set", {}, "nothing to set"),
         ("channels/1/set", {"muted": True}, "muted: EX-1 has no mute control for a channel"),
         ("channels/7/set", {"name": "X"}, "no channel 7"),
+        # an outside audit: these went unanswered, where docs/mqtt.md promises every message an answer
+        ("channels/0/set", {"name": "X"}, "no channel '0': channels are numbered from 1"),
+        ("channels/-1/set", {"name": "X"}, "no channel '-1'"),
+        ("channels/abc/set", {"name": "X"}, "no channel 'abc'"),
         ("set", {"meter_rate_ms": -5}, "meter_rate_ms"),
     ],
 )

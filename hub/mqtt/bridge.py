@@ -31,6 +31,7 @@ from hub.mqtt.messages import RequestError, parse_object
 from hub.mqtt.presence import Presence
 from hub.mqtt.publisher import METER_SLICE, STATE_COALESCE_S, STATE_FIELDS
 from hub.mqtt.requests import HubRequests
+from hub.mqtt.topics import ControlTarget
 from hub.service import HubService, Subscription, VenueService
 from hub.text import preview
 
@@ -180,6 +181,9 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
                 return  # that hub carries it out and answers
             if self._oversized(target.action, payload, where):
                 return
+            if target.not_a_channel is not None:
+                self._refuse_channel(target, payload)
+                return
             self._spawn(
                 target.device_id,
                 self._answer_control(target.device_id, target.channel, target.action, payload),
@@ -190,6 +194,14 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
             return
         if topic == self.topics.homeassistant_status and payload.strip() == b"online":
             self._republish_for_homeassistant()
+
+    def _refuse_channel(self, target: ControlTarget, payload: bytes) -> None:
+        """A set or get on ``channels/0`` or ``channels/x``: answered, as every message is, saying why."""
+        given = preview(target.not_a_channel or "")
+        log.warning("MQTT %s on %s channel %s refused: no such channel number", target.action, target.device_id, given)
+        where = {"device_id": target.device_id, "channel": given}
+        error = f"no channel {given}: channels are numbered from 1"
+        self._respond(target.action, _request_or_none(payload), "error", where, error)
 
     def _ignore_retained(self, topic: str) -> None:
         """A command the broker kept would run again at every (re)connect of the hub, a mute in the middle of
@@ -222,11 +234,8 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         if self._waiting[queue] >= MAX_WAITING_PER_TARGET:
             work.close()
             log.warning("MQTT: %d messages for %s still waiting; refusing more", self._waiting[queue], queue)
-            try:
-                request: dict[str, Any] | None = parse_object(payload)
-            except RequestError:
-                request = None
-            self._respond(command, request, "error", where, f"too many requests waiting for {queue}; try again later")
+            error = f"too many requests waiting for {queue}; try again later"
+            self._respond(command, _request_or_none(payload), "error", where, error)
             return
         self._waiting[queue] += 1
 
@@ -245,3 +254,11 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         task = asyncio.create_task(in_order())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _request_or_none(payload: bytes) -> dict[str, Any] | None:
+    """A refused message's request, for its transaction id in the answer; None when it is no JSON object."""
+    try:
+        return parse_object(payload)
+    except RequestError:
+        return None

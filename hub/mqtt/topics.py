@@ -26,6 +26,7 @@ class ControlTarget:
     device_id: str
     channel: int | None
     action: str  # "set" or "get"
+    not_a_channel: str | None = None  # what stood where a channel number belongs, when it is none (0, "x")
 
 
 class Topics:
@@ -99,7 +100,8 @@ class Topics:
         return None
 
     def control_target(self, topic: str) -> ControlTarget | None:
-        """Parse ``<base>/devices/<id>/set`` or ``<base>/devices/<id>/channels/<n>/get``; None otherwise."""
+        """Parse ``<base>/devices/<id>/set`` or ``<base>/devices/<id>/channels/<n>/get``; None otherwise. A
+        channel that is no number from 1 is kept as given, so the message is answered, not dropped."""
         if not topic.startswith(self._devices_prefix):
             return None
         parts = topic[len(self._devices_prefix) :].split("/")
@@ -107,7 +109,9 @@ class Topics:
             return ControlTarget(parts[0], None, parts[1])
         if len(parts) == 4 and parts[1] == "channels" and parts[3] in ("set", "get"):
             index = small_number(parts[2])
-            return ControlTarget(parts[0], index, parts[3]) if index is not None and index >= 1 else None
+            if index is not None and index >= 1:
+                return ControlTarget(parts[0], index, parts[3])
+            return ControlTarget(parts[0], None, parts[3], not_a_channel=parts[2])
         return None
 
 
