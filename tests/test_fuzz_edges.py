@@ -250,6 +250,7 @@ def test_mqtt_payloads(rig: EdgeRig, target: tuple[str, int | None, str], payloa
     assert response["status"] in ("ok", "error")
     if response["status"] == "error":
         assert isinstance(response["error"], str) and response["error"]
+        assert not response["error"].startswith("internal error"), "bad input is refused, never a bug"
     with contextlib.suppress(orjson.JSONDecodeError):
         sent = orjson.loads(payload)
         if isinstance(sent, dict) and "transaction" in sent:

@@ -177,6 +177,8 @@ async def test_channel_set_reaches_the_receiver_and_comes_back_as_state(
         ("channels/1/set", {"volume": 11}, "volume: unknown key"),
         ("channels/1/set", {"gain_db": "loud"}, "gain_db"),
         ("channels/1/set", {}, "nothing to set"),
+        # an outside audit: the null was dropped and the rename beside it answered ok
+        ("channels/1/set", {"muted": None, "name": "NullMix"}, "muted: null is no value"),
         ("channels/1/set", {"muted": True}, "muted: EX-1 has no mute control for a channel"),
         ("channels/7/set", {"name": "X"}, "no channel 7"),
         # an outside audit: these went unanswered, where docs/mqtt.md promises every message an answer
@@ -292,6 +294,10 @@ async def test_hub_requests(mqtt_broker: TestBroker, tmp_path: Path, receiver: s
         await eventually(lambda: orjson.loads(probe.latest[channel_topic])["extended_name"] is None, 5, "cleared")
         no_channel = await request("channel/rename", {"device_id": first_id, "channel": 5, "name": "X"})
         assert no_channel["status"] == "error" and "no channel 5" in no_channel["error"]
+        # an outside audit: bad input the store refuses was answered "internal error", logged as a bug
+        for bad_name, why in (("x" * 65, "is longer than 64 characters"), ("a\x1bb", "contains control characters")):
+            refused = await request("channel/rename", {"device_id": first_id, "channel": 1, "name": bad_name})
+            assert refused["status"] == "error" and refused["error"] == f"name {why}"
 
         approve = await request("candidate/approve", {"url": "example://127.0.0.1:1"})
         assert approve["status"] == "error" and "candidate" in approve["error"]

@@ -98,7 +98,13 @@ class ControlHandler(StatePublisher):
     ) -> dict[str, CommandResult]:
         model: type[ChannelSet | DeviceSet] = DeviceSet if channel is None else ChannelSet
         kinds = command_keys(channel is not None)
-        values = validate(model, request).model_dump(exclude_none=True)
+        message = validate(model, request)
+        nulls = sorted(key for key in message.model_fields_set if getattr(message, key) is None)
+        if nulls:  # a flow that built the message from a missing property: "ok" would say it was done
+            raise RequestError(
+                "; ".join(f"{key}: null is no value (leave the key out to leave it alone)" for key in nulls)
+            )
+        values = message.model_dump(exclude_none=True)
         values = {key: value for key, value in values.items() if not (key == "identify" and value is False)}
         slot = values.pop("slot", None)
         if not values:

@@ -15,6 +15,7 @@ from pydantic import Field
 from hub.mqtt.control import SOURCE
 from hub.mqtt.messages import RequestError, StrictMessage, parse_object, shortened, validate
 from hub.mqtt.publisher import StatePublisher
+from hub.records import StoreError
 from hub.service import HubService, VenueService
 from hub.text import DEFAULT_TEXT_WIDTH, preview
 
@@ -83,7 +84,8 @@ class HubRequests(StatePublisher):
                 )
             model, handler = entry
             data = await handler(validate(model, request))
-        except (RequestError, ValueError, LookupError) as exc:  # ValueError: hub.drivers.EndpointError, a bad URL
+        # ValueError: hub.drivers.EndpointError, a bad URL; StoreError: a name too long, a performer not found
+        except (RequestError, StoreError, ValueError, LookupError) as exc:
             message = shortened(str(exc))
             log.warning("MQTT request %s refused: %s", preview(command), message)
             self._respond(command, request, "error", {}, message)
