@@ -556,9 +556,14 @@ class DeviceManager:
 
 def _shown(result: CommandResult) -> CommandResult:
     """A plugin's result as the edges echo it: its texts are device text (an error of 1,000 escape sequences
-    would reach a terminal through the REST answer and the log), and a success carries no error."""
+    would reach a terminal through the REST answer and the log), a success carries no error, and a failure
+    always says something and has a code (a plugin may return ``ok=False`` alone)."""
     error = None if result.ok or not isinstance(result.error, str) else device_text(result.error, MAX_RESULT_TEXT)
     code = result.code if isinstance(result.code, str) else None
+    if not result.ok:
+        held = "" if result.value is None else f"; it reports {preview(str(result.value))}"
+        error = error or f"the device did not confirm the value{held}"
+        code = code or CommandError.code
     if error == result.error and code == result.code:
         return result
     return result.model_copy(update={"error": error, "code": code and device_text(code, MAX_RESULT_TEXT)})

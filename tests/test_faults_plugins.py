@@ -80,6 +80,8 @@ class CarelessDriver(Driver):
             return "yes"
         if command.value == "42":
             return _forty_two()
+        if command.value == "bare":  # a failure that says nothing, as the example plugin once returned
+            return CommandResult(ok=False, value="Kept")
         time.sleep(0.25)
         return _answered(command)
 
@@ -237,13 +239,16 @@ async def test_control_answers_that_are_no_command_result_are_plugin_errors_nami
         url = f"{rig.http}/api/v1/channels/careless-C0001:1/commands"
         headers = {"Authorization": f"Bearer {TOKEN}"}
         answers = {}
-        for value in ("none", "yes", "42", "block"):
+        for value in ("none", "yes", "42", "block", "bare"):
             async with session.post(url, json={"kind": "name", "value": value}, headers=headers) as response:
                 answers[value] = (response.status, await response.json())
         for value in ("none", "yes", "42"):
             status, body = answers[value]
             assert status == 502 and body["code"] == "plugin_error" and "plugin careless" in body["error"], body
         assert answers["block"][0] == 200
+        status, body = answers["bare"]
+        assert status == 502 and body["code"] == "failed", body
+        assert body["error"] == "the device did not confirm the value; it reports 'Kept'"
     slow = [r.getMessage() for r in caplog.records if "held the event loop" in r.getMessage()]
     assert any("plugin careless" in message and "Driver.apply" in message for message in slow), slow
     record_check(

@@ -12,7 +12,16 @@ from collections.abc import Callable
 from hub import hookimpl
 from hub.drivers import DeviceSink, DriverSettings, Endpoint, PollingDriver
 from hub.hookspecs import Candidate, DiscoveredService, DriverSpec
-from hub.model import Capabilities, Command, CommandKind, CommandLimits, CommandResult, NotSupportedError, TextLimits
+from hub.model import (
+    Capabilities,
+    Command,
+    CommandKind,
+    CommandLimits,
+    CommandResult,
+    NotSupportedError,
+    RefusedError,
+    TextLimits,
+)
 
 # What the receiver reports and accepts: the hub checks commands against it and builds Home Assistant
 # entities from it. A name is one line of printable ASCII (the protocol ends it at the newline).
@@ -63,7 +72,9 @@ class ExampleDriver(PollingDriver):
         if command.kind is not CommandKind.NAME:
             raise NotSupportedError(f"the example receiver cannot {command.kind.value}")
         name = (await self._ask(f"NAME {command.value}"))[2]
-        return CommandResult(ok=name == command.value, value=name)
+        if name != command.value:  # the receiver kept another name (it strips spaces at the ends)
+            raise RefusedError(f"the receiver holds the name {name!r}, not {command.value!r}")
+        return CommandResult(ok=True, value=name)
 
 
 # The example receiver announces itself over mDNS with its serial in the TXT record.
