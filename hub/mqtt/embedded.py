@@ -1,8 +1,8 @@
 """An in-process MQTT broker (amqtt) on loopback, so ``wmhub run --demo`` needs nothing installed.
 
 It is meant for the demo and for trying wmhub out: it listens on 127.0.0.1 only, allows anonymous
-clients and keeps nothing on disk. A venue runs a real broker (Mosquitto, EMQX) and points
-``mqtt.url`` at it.
+clients, keeps nothing on disk and speaks MQTT 3.1.1 only (amqtt has no MQTT 5). A venue runs a real
+broker (Mosquitto, EMQX) and points ``mqtt.url`` at it.
 """
 
 from __future__ import annotations
@@ -31,10 +31,22 @@ class EmbeddedBroker:
         # imported here: amqtt and its dependencies cost 3 MB of memory in every hub that uses a real broker
         from amqtt.broker import Broker
 
+        class ScopedRetainBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
+            """amqtt 0.12 sends a connecting client the retained messages of every subscription on the
+            broker, anyone's (its connect handler loops over all of them): a client subscribed to one
+            response topic got the hub's device list as its first "answer", and once any client had
+            subscribed to ``#``, every later client got the whole retained store. A client gets the retained
+            messages of its own subscriptions only."""
+
+            async def _publish_retained_messages_for_subscription(self, subscription: Any, session: Any) -> None:
+                subscribers = self._subscriptions.get(subscription[0], ())
+                if any(subscriber.client_id == session.client_id for subscriber, _ in subscribers):
+                    await super()._publish_retained_messages_for_subscription(subscription, session)
+
         # amqtt logs every packet at INFO; the hub's own log says what matters
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        broker = Broker(
+        broker = ScopedRetainBroker(
             {"listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}}, "plugins": _PLUGINS}
         )
         try:
