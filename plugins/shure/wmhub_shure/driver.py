@@ -50,6 +50,12 @@ MAX_RAW_PARAMS: Final = 4096
 # Held meter reads merged at once past this many, should the hub not ask for them: bounds what a receiver
 # metering faster than the hub looks can make it keep.
 MAX_HELD_READS: Final = 32
+# How long a SET answered with a value other than the one asked for waits for its exact echo before it is
+# settled with the value the receiver holds. Right after connecting, the answer to GET 0 ALL streams the old
+# values: a SET sent meanwhile sees its parameter's old value go by before the receiver gets to the SET and
+# echoes the new one, a few hundred milliseconds at most. A receiver that stored something else (a name cut
+# to its length, a clamped gain) echoes that at once and sends nothing more: it should not cost io_timeout_s.
+OTHER_VALUE_GRACE_S: Final = 1.0
 
 
 class NoAnswerError(ConnectionError):
@@ -60,13 +66,31 @@ class SkippedError(ConnectionError):
     """The device answered a later request but not this one: it never will (replies come in order)."""
 
 
-@dataclass
+class OtherValueError(RefusedError):
+    """The receiver answered a SET with a value other than the one asked for, and kept it (see _Pending)."""
+
+    def __init__(self, message: str, report: Report) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(eq=False)  # each request is itself: the queue removes entries by identity
 class _Pending:
-    """A request waiting for its REP (or for an ERR, which names no parameter: the oldest gets it).
+    """A request waiting for its REP (or for an ERR, which names no parameter: see below).
 
     Every request is tracked, awaited or not, so that replies and errors pair with requests in order. A
     request whose waiter gave up (its future is done) stays queued until ``expires``: a late reply still
     pairs with it instead of being charged to a newer request.
+
+    A SET whose ``accept`` takes only the value asked for may see a REP of its parameter with another value:
+    an old value still streaming from GET 0 ALL, or the receiver's answer when it stored something else. The
+    last such REP is kept in ``other``; unless the exact echo follows within OTHER_VALUE_GRACE_S, the SET is
+    settled with that value (OtherValueError) and leaves the queue. Having had a REP, it is taken for answered:
+    a later ERR is not charged to it, nor does a later request's reply skip it.
+
+    ``< REP ERR >`` names no parameter, so it is charged to the oldest request that has had no REP at all (the
+    oldest of all if every one has). A request the receiver never answers therefore takes the ERR meant for
+    the next one, which is then reported as unconfirmed: the protocol gives nothing to tell them apart.
     """
 
     channel: int | None
@@ -76,8 +100,12 @@ class _Pending:
     expires: float
     text: str
     accept: Callable[[Report], bool] = field(default=lambda report: True)
+    settles_on_other: bool = False  # a REP of another value settles it after OTHER_VALUE_GRACE_S (apply's SETs)
+    other: Report | None = None
+    grace: asyncio.TimerHandle | None = None
 
-    def matches(self, report: Report) -> bool:
+    def concerns(self, report: Report) -> bool:
+        """The report is about what this request asked for (whatever its value)."""
         if self.param == "ALL":
             # GET ALL has no REP of its own: the first report of its burst (receiver-level or its channel) answers it
             return self.channel in (0, None) or report.channel in (None, self.channel)
@@ -85,7 +113,10 @@ class _Pending:
             return False
         if self.channel != report.channel and not (self.channel == 0 and report.channel is not None):
             return False
-        return (self.index is None or self.index == report.index) and self.accept(report)
+        return self.index is None or self.index == report.index
+
+    def matches(self, report: Report) -> bool:
+        return self.concerns(report) and self.accept(report)
 
 
 class _Link(asyncio.Protocol, asyncio.DatagramProtocol):
@@ -472,8 +503,12 @@ class ShureDriver(Driver):
         *values: str,
         index: int | None = None,
         accept: Callable[[Report], bool] | None = None,
+        settles_on_other: bool = False,
     ) -> asyncio.Future[Report]:
-        """Send one request and queue what pairs its reply with it; every request goes through here."""
+        """Send one request and queue what pairs its reply with it; every request goes through here.
+
+        ``settles_on_other``: a REP of another value than ``accept`` takes settles the request with
+        OtherValueError once OTHER_VALUE_GRACE_S passes without the exact echo (see _Pending)."""
         self._expire_pending()
         future: asyncio.Future[Report] = asyncio.get_running_loop().create_future()
         arguments = values if index is None else (str(index), *values)
@@ -481,7 +516,7 @@ class ShureDriver(Driver):
         # kept past its own timeout, so that a late reply is not taken for the answer to a newer request
         expires = time.monotonic() + 2 * self.settings.io_timeout_s
         text = data.decode("ascii", "replace").strip()
-        pending = _Pending(channel, param, index, future, expires, text)
+        pending = _Pending(channel, param, index, future, expires, text, settles_on_other=settles_on_other)
         if accept is not None:
             pending.accept = accept
         self._pending.append(pending)
@@ -501,6 +536,8 @@ class ShureDriver(Driver):
 
     @staticmethod
     def _settle(pending: _Pending, exc: Exception) -> None:
+        if pending.grace is not None:
+            pending.grace.cancel()
         future = pending.future
         if not future.done():
             future.set_exception(exc)
@@ -509,20 +546,48 @@ class ShureDriver(Driver):
     def _resolve(self, report: Report) -> None:
         pending = self._pending
         if report.is_error:
-            if pending:
-                oldest = pending.popleft()
-                self._settle(oldest, RefusedError(f"{self.model or 'the receiver'} {self.where} refused {oldest.text}"))
+            # the oldest request that has had no REP at all: one answered with another value is not waiting
+            # for an ERR (see _Pending); a request never answered takes it all the same
+            entry = next((entry for entry in pending if entry.other is None), pending[0] if pending else None)
+            if entry is not None:
+                pending.remove(entry)
+                self._settle(entry, RefusedError(f"{self.model or 'the receiver'} {self.where} refused {entry.text}"))
             return
         for position, entry in enumerate(pending):
-            if entry.matches(report):
-                # replies come in order: what was asked before this and is still unanswered never will be
-                for _ in range(position):
-                    skipped = pending.popleft()
+            if not entry.concerns(report):
+                continue
+            if not entry.accept(report):
+                if entry.settles_on_other:
+                    self._hold_other(entry, report)
+                continue
+            # replies come in order: what was asked before this and is still unanswered never will be (one
+            # answered with another value waits out its grace instead)
+            earlier = [pending.popleft() for _ in range(position)]
+            pending.extendleft(reversed([skipped for skipped in earlier if skipped.other is not None]))
+            for skipped in earlier:
+                if skipped.other is None:
                     self._settle(skipped, SkippedError(f"{self.where} did not answer {skipped.text}"))
-                pending.popleft()
-                if not entry.future.done():
-                    entry.future.set_result(report)
-                return
+            pending.remove(entry)
+            if entry.grace is not None:
+                entry.grace.cancel()
+            if not entry.future.done():
+                entry.future.set_result(report)
+            return
+
+    def _hold_other(self, entry: _Pending, report: Report) -> None:
+        """A REP of another value for a SET: keep it, and settle the SET with it unless its echo follows."""
+        entry.other = report
+        if entry.grace is None and not entry.future.done():
+            entry.grace = asyncio.get_running_loop().call_later(OTHER_VALUE_GRACE_S, self._settle_other, entry)
+
+    def _settle_other(self, entry: _Pending) -> None:
+        with contextlib.suppress(ValueError):  # already settled otherwise (connection lost)
+            self._pending.remove(entry)
+        entry.grace = None
+        report = entry.other
+        assert report is not None
+        message = f"{self.model or 'the receiver'} {self.where} answered {entry.text} with {report.value!r}"
+        self._settle(entry, OtherValueError(message, report))
 
     # incoming data
 
@@ -722,7 +787,15 @@ class ShureDriver(Driver):
         def accept(report: Report) -> bool:
             return request.expected is None or request.confirm(report) == request.expected
 
-        future = self._track(request.channel, "SET", request.param, *request.values, index=request.index, accept=accept)
+        future = self._track(
+            request.channel,
+            "SET",
+            request.param,
+            *request.values,
+            index=request.index,
+            accept=accept,
+            settles_on_other=request.expected is not None,
+        )
         try:
             async with asyncio.timeout(self.settings.io_timeout_s):
                 report = await future
@@ -730,6 +803,19 @@ class ShureDriver(Driver):
             raise CommandTimeoutError(
                 f"{self.model} {self.where} did not confirm {request.param} within {self.settings.io_timeout_s:g} s"
             ) from None
+        except OtherValueError as exc:
+            # the receiver took the SET but keeps another value (a name cut short, a gain clamped): say which
+            held = request.confirm(exc.report)
+            scope = "" if request.channel in (None, 0) else f" channel {request.channel}"
+            return CommandResult(
+                ok=False,
+                value=held,
+                code="refused",
+                error=(
+                    f"{self.model} {self.where}{scope} holds {request.param} {_shown(held)}, "
+                    f"not the {_shown(request.expected)} asked for"
+                ),
+            )
         return CommandResult(ok=True, value=request.confirm(report))
 
     async def _meter_rate_per_channel(self, rate_ms: int) -> CommandResult:
@@ -795,6 +881,11 @@ async def probe(host: str, port: int, timeout_s: float) -> tuple[str, str | None
         finally:
             writer.close()
     return None
+
+
+def _shown(value: Any) -> str:
+    """A value in a message: text quoted (a name's spaces must show), numbers and switches as they are."""
+    return f"'{value}'" if isinstance(value, str) else "unknown" if value is None else str(value)
 
 
 def _refused(future: asyncio.Future[Report]) -> bool:
