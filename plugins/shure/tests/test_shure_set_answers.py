@@ -1,7 +1,7 @@
 """What a SET's result says when the receiver answers it with another value, or with an ERR meant for it.
 
 A fake receiver on a real loopback socket replays the ULX-D transcript with a few exchanges added: a name it
-stores cut short, a gain it clamps, a mute it refuses.
+stores cut short, a gain it clamps, a mute it refuses. The P10T (bare names) is the simulator.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wmhub_shure.families import PSM1000, build_set
+from wmhub_shure.simulator import ShureSimulator
 from wmhub_shure.simulator.replay import Exchange, ReplayDevice, Transcript
 
 from hub.drivers import DriverSettings
-from hub.model import Command, CommandKind
+from hub.model import Command, CommandKind, InvalidValueError
 from hub.testing import DriverHarness, eventually
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
@@ -115,3 +117,23 @@ async def test_err_after_a_set_answered_with_another_value_goes_to_the_command_i
         renamed = await name
         assert (renamed.ok, renamed.code, renamed.value) == (False, "refused", "LONG"), renamed
         assert "holds CHAN_NAME 'LONG'" in (renamed.error or "")
+
+
+@pytest.mark.parametrize(("kind", "channel"), [(CommandKind.NAME, 1), (CommandKind.DEVICE_NAME, None)])
+async def test_bare_name_with_two_spaces_in_a_row_is_refused_before_sending(
+    kind: CommandKind, channel: int | None
+) -> None:
+    async with ShureSimulator("p10t", seed=3) as sim, DriverHarness("shure") as hub:
+        device = await hub.device(hub.add(sim.url))
+        result = await hub.apply(Command(device_id=device.id, channel=channel, kind=kind, value="A  B"))
+        assert (result.ok, result.code) == (False, "invalid"), result
+        assert not [request for request in sim.received if "NAME" in request and request.startswith("SET")]
+        limits = hub.store.get(device.id).capabilities.commands[kind].text  # type: ignore[union-attr]
+        assert limits is not None and "no two spaces in a row" in limits.allowed
+        limits.check("A B", "name")
+        with pytest.raises(InvalidValueError):
+            limits.check("A  B", "name")
+        # the plugin refuses it too, for callers that bypass the hub's check
+        with pytest.raises(InvalidValueError, match="two spaces in a row"):
+            build_set(PSM1000, Command(device_id=device.id, channel=channel, kind=kind, value="A  B"))
+        assert (await hub.apply(Command(device_id=device.id, channel=channel, kind=kind, value="A B"))).ok

@@ -17,13 +17,18 @@ _NAME_CHAR: Final = r"[ -\)+-;=?-z\|~]"
 _NAME_EDGE: Final = r"[!-\)+-;=?-z\|~]"
 NAME_PATTERN: Final = rf"^{_NAME_EDGE}(?:{_NAME_CHAR}*{_NAME_EDGE})?$"
 _NAME_ALLOWED: Final = "letters, digits, space and punctuation other than {} <> *, no space at either end"
+# Names that travel without braces (the P10T's) come back with each run of spaces made one: single spaces only.
+BARE_NAME_PATTERN: Final = rf"^{_NAME_EDGE}(?: ?{_NAME_EDGE})*$"
+_BARE_NAME_ALLOWED: Final = f"{_NAME_ALLOWED}, no two spaces in a row"
 _GAIN: Final = NumberLimits(min=GAIN_MIN_DB, max=GAIN_MAX_DB, step=1, unit="dB")
 # Tuning steps and band edges differ by band and are unverified here: any whole kHz in the range the
 # protocol's digits can carry is accepted, and the receiver refuses what its band cannot tune.
 _FREQUENCY: Final = NumberLimits(min=100.0, max=999.999, step=0.001, unit="MHz")
 
 
-def _name(max_length: int) -> TextLimits:
+def _name(max_length: int, braced: bool) -> TextLimits:
+    if not braced:
+        return TextLimits(max_length=max_length, pattern=BARE_NAME_PATTERN, allowed=_BARE_NAME_ALLOWED)
     return TextLimits(max_length=max_length, pattern=NAME_PATTERN, allowed=_NAME_ALLOWED)
 
 
@@ -31,10 +36,10 @@ def capabilities_of(family: Family) -> Capabilities:
     controls = family.controls
     limits: dict[CommandKind, CommandLimits] = {}
     if CommandKind.NAME in controls:
-        limits[CommandKind.NAME] = CommandLimits(text=_name(family.name_max))
+        limits[CommandKind.NAME] = CommandLimits(text=_name(family.name_max, family.braced_names))
     if CommandKind.DEVICE_NAME in controls:
         limits[CommandKind.DEVICE_NAME] = CommandLimits(
-            channel=False, device=True, text=_name(family.device_name_width)
+            channel=False, device=True, text=_name(family.device_name_width, family.braced_names)
         )
     if CommandKind.GAIN in controls:
         limits[CommandKind.GAIN] = CommandLimits(number=_GAIN)

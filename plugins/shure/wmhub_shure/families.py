@@ -817,7 +817,9 @@ def _decoded(codec: Codec) -> Callable[[Report], Any]:
     return lambda report: codec.decode(report.value)
 
 
-def check_name(name: object, limit: int) -> str:
+def check_name(name: object, limit: int, braced: bool = True) -> str:
+    """A name the receiver can take and its echo confirm. ``braced``: the family's names travel in braces;
+    a bare one is read back with each run of spaces made one, so a name with two in a row is refused."""
     if not isinstance(name, str) or not name:
         raise InvalidValueError("a name must be a non-empty string")
     if len(name) > limit:
@@ -830,6 +832,8 @@ def check_name(name: object, limit: int) -> str:
         )
     if name != name.strip():
         raise InvalidValueError(f"name {name!r} starts or ends with a space, which the receiver drops")
+    if not braced and "  " in name:
+        raise InvalidValueError(f"name {name!r} has two spaces in a row, which this receiver's bare names cannot carry")
     return name
 
 
@@ -886,11 +890,11 @@ def build_set(family: Family, command: Command, gain_now: float | None = None) -
         raise InvalidValueError(f"{kind.value} needs a channel")
     value = command.value
     if kind is CommandKind.NAME:
-        name = check_name(value, family.name_max)
+        name = check_name(value, family.name_max, family.braced_names)
         wire = brace(name) if family.braced_names else name
         return SetRequest(channel, "CHAN_NAME", (wire,), expected=name, confirm=_decoded(text()))
     if kind is CommandKind.DEVICE_NAME:
-        name = check_name(value, family.device_name_width)
+        name = check_name(value, family.device_name_width, family.braced_names)
         wire = brace(name) if family.braced_names else name
         return SetRequest(None, family.device_name_param, (wire,), expected=name, confirm=_decoded(text()))
     if kind is CommandKind.MUTE:
