@@ -137,3 +137,21 @@ async def test_bare_name_with_two_spaces_in_a_row_is_refused_before_sending(
         with pytest.raises(InvalidValueError, match="two spaces in a row"):
             build_set(PSM1000, Command(device_id=device.id, channel=channel, kind=kind, value="A  B"))
         assert (await hub.apply(Command(device_id=device.id, channel=channel, kind=kind, value="A B"))).ok
+
+
+async def test_a_set_never_confirmed_is_followed_by_a_question_so_the_hub_shows_what_the_receiver_holds() -> None:
+    """An outside audit: after a 504 the hub never asked again, so a receiver that took a rename without
+    confirming it showed the old name until the next reconnect."""
+    settings = DriverSettings(meter_rate_ms=1000, io_timeout_s=1.0, offline_after_s=6.0)
+    silent_rename = ("< SET 1 CHAN_NAME {QUIET} >", [], 0.0)
+    asked_again = ("< GET 1 CHAN_NAME >", ["< REP 1 CHAN_NAME {QUIET} >"], 0.0)
+    async with (
+        ReplayDevice(ulxd(silent_rename, asked_again)) as device,
+        DriverHarness("shure", settings=settings) as hub,
+    ):
+        managed = hub.add(device.url)
+        shown = await hub.device(managed)
+        await eventually(lambda: managed.supervisor.connected_since, what="connected")
+        result = await hub.apply(Command(device_id=shown.id, channel=1, kind=CommandKind.NAME, value="QUIET"))
+        assert (result.ok, result.code) == (False, "timeout"), result
+        await eventually(lambda: channel_one(hub, shown.id).name == "QUIET", 5, "the name the receiver holds")

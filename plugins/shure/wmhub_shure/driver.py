@@ -800,6 +800,9 @@ class ShureDriver(Driver):
             async with asyncio.timeout(self.settings.io_timeout_s):
                 report = await future
         except (TimeoutError, SkippedError):
+            # the receiver may have taken it all the same: ask, so the hub shows what it holds either way
+            with contextlib.suppress(DeviceUnavailableError):
+                self._track(request.channel, "GET", request.param, index=request.index)
             raise CommandTimeoutError(
                 f"{self.model} {self.where} did not confirm {request.param} within {self.settings.io_timeout_s:g} s"
             ) from None
