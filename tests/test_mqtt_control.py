@@ -10,11 +10,13 @@ import orjson
 import pytest
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_shure.simulator import ShureSimulator
+from wmhub_shure.simulator.replay import Exchange, ReplayDevice, Transcript
 
 from hub.hookspecs import Candidate
 from hub.plugins import PluginHost
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
+from tests.test_faults_shure_transcripts import TRANSCRIPTS as SHURE_TRANSCRIPTS
 from tests.test_mqtt_bridge import running_hub
 
 
@@ -214,3 +216,30 @@ async def test_a_set_with_one_value_the_receiver_cannot_take_changes_nothing(
     codes = {key: result["code"] for key, result in answer["data"]["results"].items()}
     assert answer["status"] == "error" and codes == {"name": "invalid", "muted": "not_sent", "gain_db": "invalid"}
     assert sim.channels[1].values["muted"] is False and sim.channels[1].values["gain_db"] != 99
+
+
+async def test_the_first_part_of_a_set_the_receiver_refuses_stops_the_rest(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """An outside audit: after the name of {"name", "muted"} failed on the receiver, the hub still sent the
+    mute. A message's parts go one after the other and the first failure stops the rest."""
+    transcript = Transcript.load(SHURE_TRANSCRIPTS / "ulxd.txt")
+    refused = "< SET 1 CHAN_NAME {NOPE} >"
+    transcript.exchanges[transcript.key(refused)] = Exchange(refused, ["< REP ERR >"])
+    async with (
+        ReplayDevice(transcript) as device,
+        running_hub(mqtt_broker, tmp_path, [device.url], plugins=vendor_plugins()) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        base = hub.config.mqtt.base_topic
+        device_id = await hub_device_id(hub, "shure")
+        await probe.subscribe(f"{base}/hubs/hub1/response/#")
+        answer = await probe.request(
+            f"{base}/hubs/hub1/response/set",
+            f"{base}/devices/{device_id}/channels/1/set",
+            {"name": "NOPE", "muted": True},
+        )
+    codes = {key: result["code"] for key, result in answer["data"]["results"].items()}
+    assert answer["status"] == "error" and codes == {"name": "refused", "muted": "not_sent"}
+    assert answer["data"]["results"]["muted"]["error"] == "not sent: an earlier part failed"
+    assert not [line for line in device.received if "AUDIO_MUTE ON" in line]

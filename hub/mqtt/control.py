@@ -120,7 +120,14 @@ class ControlHandler(StatePublisher):
         if refused:
             unsent = CommandResult(ok=False, error="not sent: another part of the message was refused", code="not_sent")
             return {key: refused.get(key, unsent) for key in commands}
-        return {key: await self.hub.apply(command, SOURCE) for key, command in commands.items()}
+        results: dict[str, CommandResult] = {}
+        for key, command in commands.items():
+            if any(not result.ok for result in results.values()):
+                # the receiver may be gone or in another state than the message assumed: stop there
+                results[key] = CommandResult(ok=False, error="not sent: an earlier part failed", code="not_sent")
+            else:
+                results[key] = await self.hub.apply(command, SOURCE)
+        return results
 
     def _republish(self, device_id: str, channel: int | None) -> dict[str, Any]:
         device = self.hub.state.devices.get(device_id)
