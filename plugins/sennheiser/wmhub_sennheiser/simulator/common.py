@@ -248,6 +248,7 @@ class MdnsAdvertisement:
     async def stop(self) -> None:
         if self._zeroconf is not None:
             with contextlib.suppress(Exception):  # shutting down: nothing left to tell
-                await self._zeroconf.async_unregister_service(self.info)
+                # the call hands back the task that sends the goodbye: closing before it ran sent none
+                await (await self._zeroconf.async_unregister_service(self.info))
             await self._zeroconf.async_close()
             self._zeroconf = None
