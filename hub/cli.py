@@ -55,6 +55,20 @@ def _address(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{value!r} is not an IP address") from None
 
 
+DISCOVER_SECONDS = (1.0, 86_400.0)
+
+
+def _seconds(value: str) -> float:
+    low, high = DISCOVER_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not low <= seconds <= high:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds from {low:g} to {high:g}")
+    return seconds
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """A mistake on the command line is one line on stderr (and exit status 2), not the usage block."""
 
@@ -108,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     devices.add_argument("--http", type=_http_address, metavar="HOST:PORT")
 
     discover = commands.add_parser("discover", help="look for devices on the network and print what was found")
-    discover.add_argument("--seconds", type=float, default=10.0)
+    discover.add_argument("--seconds", type=_seconds, default=10.0, help="how long to look (1 to 86400, default 10)")
     discover.add_argument("--json", action="store_true")
     discover.add_argument("--config", type=_path)
     discover.add_argument(
@@ -116,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         type=_address,
         metavar="ADDRESS",
-        help="run mDNS only on this address (repeatable)",
+        help="run mDNS only on this IPv4 address (repeatable)",
     )
     return parser
 
@@ -309,9 +323,16 @@ def _devices(config: HubConfig, as_json: bool) -> int:
     return 0
 
 
-def _discover(config: HubConfig, seconds: float, as_json: bool) -> int:
+def _discover(config: HubConfig, seconds: float, as_json: bool, from_flag: bool = False) -> int:
     from hub.discovery import Discovery
     from hub.drivers import DriverSettings
+    from hub.preflight import check_discovery_interfaces
+
+    try:
+        check_discovery_interfaces(config, "--interface" if from_flag else "discovery.interfaces")
+    except ConfigError as exc:
+        print(f"wmhub discover: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
     async def scan() -> list[dict[str, Any]]:
         host = PluginHost()
@@ -324,7 +345,11 @@ def _discover(config: HubConfig, seconds: float, as_json: bool) -> int:
             await discovery.stop()
         return [vars(candidate) for candidate in discovery.candidates.values()]
 
-    found = asyncio.run(scan())
+    try:
+        found = asyncio.run(scan())
+    except OSError as exc:  # e.g. no multicast on the interface: one line, as for a setting refused
+        print(f"wmhub discover: cannot listen for mDNS: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
     if as_json:
         print(json.dumps(found, indent=2))
     elif not found:
@@ -364,7 +389,7 @@ def _main(argv: list[str] | None) -> int:
         return _run(config, args, fleet=args.command == "fleet")
     if args.command == "devices":
         return _devices(config, args.json)
-    return _discover(config, args.seconds, args.json)
+    return _discover(config, args.seconds, args.json, from_flag=bool(args.interface))
 
 
 if __name__ == "__main__":

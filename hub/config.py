@@ -166,16 +166,18 @@ class HttpSettings(Section):
 class DiscoverySettings(Section):
     enabled: bool = True
     auto_approve: bool = False
-    interfaces: list[str] | None = Field(default=None, description="addresses to run mDNS on; default: all")
+    interfaces: list[str] | None = Field(default=None, description="IPv4 addresses to run mDNS on; default: all")
 
     @field_validator("interfaces")
     @classmethod
     def _addresses(cls, interfaces: list[str] | None) -> list[str] | None:
         for address in interfaces or ():
             try:
-                ipaddress.ip_address(address)
+                parsed = ipaddress.ip_address(address)
             except ValueError:
                 raise ValueError(f"{address!r} is not an IP address (one of this machine's)") from None
+            if parsed.version == 6:
+                raise ValueError(f"{address} is IPv6: mDNS listens on IPv4 addresses only (give one of those)")
         return interfaces
 
 

@@ -48,8 +48,13 @@ def check_startup(
             raise ConfigError(f"mqtt.embedded_port: {embedded} is http.port too; the two need ports of their own")
         _check_listen(("mqtt.url", "mqtt.embedded_port"), "127.0.0.1", embedded)
     if config.discovery.enabled:
-        for address in config.discovery.interfaces or ():
-            _check_own_address("discovery.interfaces", address)
+        check_discovery_interfaces(config)
+
+
+def check_discovery_interfaces(config: HubConfig, key: str = "discovery.interfaces") -> None:
+    """Raise ConfigError if an address in ``discovery.interfaces`` is not one of this machine's."""
+    for address in config.discovery.interfaces or ():
+        _check_own_address(key, address)
 
 
 # Held (flock) by the hub that uses the data dir, for its whole life; it holds that hub's pid.

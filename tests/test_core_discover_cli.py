@@ -2,8 +2,11 @@
 
 import asyncio
 import json
+import os
 import sys
+from pathlib import Path
 
+import pytest
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 
 
@@ -18,3 +21,45 @@ async def test_discover_prints_an_announced_receiver_with_its_srv_port() -> None
     found = {candidate["url"]: candidate for candidate in json.loads(stdout)}
     assert simulator.url in found
     assert found[simulator.url]["model"] == "EW-DX EM 4" and found[simulator.url]["vendor"] == "sennheiser"
+
+
+async def wmhub(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hub.cli", *args, env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+@pytest.mark.parametrize("seconds", ["-1", "0", "nan", "inf", "1e-9", "soon"])
+async def test_discover_refuses_a_duration_it_cannot_look_for_in_one_line(seconds: str) -> None:
+    status, stdout, stderr = await wmhub("discover", f"--seconds={seconds}")
+    assert status == 2 and stdout == ""
+    assert stderr.count("\n") == 1 and "from 1 to 86400" in stderr, stderr
+
+
+async def test_discover_refuses_an_interface_not_of_this_machine_in_one_line() -> None:
+    status, stdout, stderr = await wmhub("discover", "--interface", "10.9.9.9", "--seconds", "1")
+    assert (status, stdout) == (2, "")
+    assert (
+        stderr
+        == "wmhub discover: --interface: 10.9.9.9 is not an address of this machine (Cannot assign requested address)\n"
+    )
+    status, _, stderr = await wmhub("discover", "--seconds", "1", env={"WMHUB_DISCOVERY__INTERFACES": "10.9.9.9"})
+    assert (
+        status == 2
+        and stderr.startswith("wmhub discover: discovery.interfaces: 10.9.9.9 is not")
+        and stderr.count("\n") == 1
+    )
+
+
+@pytest.mark.parametrize("command", ["discover", "run"])
+async def test_an_ipv6_interface_is_refused_as_mdns_listens_on_ipv4(command: str, tmp_path: Path) -> None:
+    env = {"WMHUB_DISCOVERY__INTERFACES": "::1", "WMHUB_DATA_DIR": str(tmp_path), "WMHUB_MQTT__URL": "off"}
+    status, _, stderr = await wmhub(command, env=env)
+    assert status == 2 and stderr.count("\n") == 1
+    assert "discovery.interfaces: ::1 is IPv6: mDNS listens on IPv4 addresses only" in stderr, stderr
+    status, _, stderr = await wmhub("discover", "--interface", "::1")
+    assert status == 2 and "::1 is IPv6: mDNS listens on IPv4 addresses only" in stderr
