@@ -124,6 +124,7 @@ class Hub:
             interfaces=config.discovery.interfaces or interfaces,
             on_candidate=self._on_candidate,
             clock=clock,
+            on_gone=self._on_candidate_gone,
         )
         self.started_at = time.time()
         # Opened at start unless a caller (tests with a simulated clock) set an open store it closes itself.
@@ -494,14 +495,20 @@ class Hub:
         log.info("channel %s/%s extended name %r (%s)", device_id, channel, name, source)
 
     def candidates(self) -> list[Candidate]:
-        """Candidates waiting for approval (kept across restarts by the store)."""
-        return [
-            Candidate(**candidate.model_dump(include={"url", "vendor", "model", "unique_id", "name", "source"}))
-            for candidate in self.persistence.candidates.all()
-        ]
+        """Candidates waiting for approval, seen in the last CANDIDATE_TTL_S (kept across restarts by the store)."""
+        fields = {"url", "vendor", "model", "unique_id", "name", "source", "last_seen"}
+        return [Candidate(**candidate.model_dump(include=fields)) for candidate in self.persistence.candidates.all()]
+
+    @property
+    def discovery_dropped(self) -> int:
+        return self.discovery.dropped
 
     def _on_candidate(self, candidate: Candidate) -> None:
         self._spawn(self.offer_candidate(candidate))
+
+    def _on_candidate_gone(self, url: str) -> None:
+        if self._persistence is not None:
+            self.persistence.candidates.gone(url)
 
     async def offer_candidate(self, candidate: Candidate) -> None:
         """Keep a discovered device for approval, or add it at once when auto-approve is on."""

@@ -93,6 +93,10 @@ class FleetHub(Hub):
     def candidates(self) -> list[Candidate]:
         return []
 
+    @property
+    def discovery_dropped(self) -> int:
+        return 0  # discovery runs on each hub
+
     def refusal(self, command: Command) -> CommandResult | None:
         return None  # the hub that owns the receiver checks the command when it arrives
 

@@ -41,6 +41,14 @@ class Candidate:
     unique_id: str | None = None
     name: str | None = None
     source: str = ""
+    # set by the hub (when it last saw the device announce itself, Unix time); a plugin leaves it None
+    last_seen: float | None = None
+
+
+class NoAnswer(Exception):
+    """Raised by ``identify`` when the service it was asked about did not answer (a receiver still booting,
+    a port not open yet): the hub asks again when the service is announced again, after a back-off. Returning
+    None instead says "not one of ours", which the hub remembers for the rest of the discovery run."""
 
 
 Identify = Callable[[DiscoveredService, DriverSettings], Candidate | Awaitable[Candidate | None] | None]
@@ -56,7 +64,8 @@ class DriverSpec:
     ``"_ssc._udp.local."``) such devices announce, which the hub's one shared browser watches;
     ``identify(service, settings)`` returns a :class:`Candidate` when a service seen on the network (by that
     browser or by the plugin's own discovery loop) is one of these devices (probing it if need be; it may
-    return an awaitable), else None. The hub calls it timed and bounded as the plugin's code.
+    return an awaitable), else None; it raises :class:`NoAnswer` when the device did not answer. The hub
+    calls it timed and bounded as the plugin's code.
     """
 
     scheme: str

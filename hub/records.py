@@ -91,6 +91,11 @@ class CandidateDescription(Record):
     source: str = ""
 
 
+# A candidate not seen announcing itself for this long (or that said goodbye) is no longer listed, nor can it
+# be approved; a row older than this found at start is dropped (docs/deployment.md, "Discovery").
+CANDIDATE_TTL_S: Final = 600.0
+
+
 class DiscoveryCandidate(CandidateDescription):
     first_seen: float
     last_seen: float

@@ -136,6 +136,11 @@ class HubService(Protocol):
 
     def candidates(self) -> list[Candidate]: ...
 
+    @property
+    def discovery_dropped(self) -> int:
+        """Announced services discovery did not probe because too many were waiting (hub.discovery)."""
+        ...
+
     def refusal(self, command: Command) -> CommandResult | None:
         """Why ``command`` would be refused unsent, or None (checked for every part before any is sent)."""
         ...

@@ -14,6 +14,7 @@ from hub.persistence.credentials import DeviceCredentials
 from hub.persistence.db import Database, upsert
 from hub.persistence.service_base import Service
 from hub.records import (
+    CANDIDATE_TTL_S,
     CandidateDescription,
     ConflictError,
     ConnectionHealthRecord,
@@ -165,15 +166,28 @@ class Candidates(Service):
         self._devices = devices
         self._by_url = {candidate.url: candidate for candidate in rows}
         self.auto_approve = auto_approve
+        for candidate in list(self._by_url.values()):
+            if not self._live(candidate):  # left by an earlier run and not seen since: gone
+                self._forget(candidate.url)
+
+    def _live(self, candidate: DiscoveryCandidate) -> bool:
+        return self._clock.now() - candidate.last_seen <= CANDIDATE_TTL_S
 
     def all(self) -> list[DiscoveryCandidate]:
-        return sorted(self._by_url.values(), key=lambda candidate: candidate.first_seen)
+        """The candidates seen in the last CANDIDATE_TTL_S, oldest first."""
+        live = (candidate for candidate in self._by_url.values() if self._live(candidate))
+        return sorted(live, key=lambda candidate: candidate.first_seen)
 
     def get(self, url: str) -> DiscoveryCandidate:
         candidate = self._by_url.get(url)
-        if candidate is None:
+        if candidate is None or not self._live(candidate):
             raise NotFoundError(f"no discovery candidate {url!r}", url=url)
         return candidate
+
+    def gone(self, url: str) -> None:
+        """The device said goodbye (or was not seen for CANDIDATE_TTL_S): no longer a candidate."""
+        if url in self._by_url:
+            self._forget(url)
 
     async def offer(self, found: Candidate) -> KnownDevice | None:
         """Take a plugin's discovery result. Returns the new known device when it was auto-approved
@@ -184,6 +198,10 @@ class Candidates(Service):
             self._by_url.pop(found.url, None)
             return await self._devices.add(found.url, source=DISCOVERY_SOURCE)
         now = self._clock.now()
+        if found.unique_id is not None:  # the same device at another address or port: the new URL holds
+            for other in list(self._by_url.values()):
+                if other.url != found.url and (other.vendor, other.unique_id) == (found.vendor, found.unique_id):
+                    self._forget(other.url)
         previous = self._by_url.get(found.url)
         candidate = DiscoveryCandidate(
             **CandidateDescription.model_validate(found, from_attributes=True).model_dump(),

@@ -77,6 +77,11 @@ class HubCollector(Collector):
         yield GaugeMetricFamily(
             "wmhub_discovery_candidates", "Discovered devices waiting for approval", value=len(self._hub.candidates())
         )
+        yield CounterMetricFamily(
+            "wmhub_discovery_dropped",
+            "Announced services not probed because too many were waiting (a flood of announcements)",
+            value=self._hub.discovery_dropped,
+        )
         yield GaugeMetricFamily("wmhub_live_clients", "Browsers on the live feed", value=len(self._live.clients))
         yield CounterMetricFamily(
             "wmhub_live_clients_dropped", "Browsers dropped for not keeping up", value=self._live.dropped

@@ -144,7 +144,11 @@ class ManagedView(Strict):
 
 
 class CandidateView(CandidateDescription):
-    """A discovered device waiting for approval: the store's record of it, without the times seen."""
+    """A discovered device waiting for approval: the store's record of it, with when it was last seen."""
+
+    last_seen: float | None = Field(
+        default=None, description="when the device last announced itself (Unix time); listed for 10 minutes"
+    )
 
 
 class CandidateList(Strict):

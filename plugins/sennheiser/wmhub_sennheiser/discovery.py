@@ -7,7 +7,7 @@ import contextlib
 from typing import Final
 
 from hub.drivers import DriverSettings
-from hub.hookspecs import Candidate, DiscoveredService
+from hub.hookspecs import Candidate, DiscoveredService, NoAnswer
 from wmhub_sennheiser import ssc1
 from wmhub_sennheiser.families import family_for
 from wmhub_sennheiser.ssc1_driver import DEVICE_NAME, IDENTITY, SCHEME, VENDOR, SscClient
@@ -42,7 +42,8 @@ async def identify_ssc_service(service: DiscoveredService, settings: DriverSetti
             await client.open(deadline_s)
             reply = await client.request(ssc1.tree([*IDENTITY, DEVICE_NAME]), deadline_s)
     except TimeoutError:
-        return None  # not answering SSCv1: e.g. an EW-DX in secure (SSCv2) mode
+        # not answering SSCv1 (yet): still booting, or an EW-DX in secure (SSCv2) mode; the hub asks again later
+        raise NoAnswer(f"no SSCv1 answer within {deadline_s:g} s") from None
     finally:
         with contextlib.suppress(Exception):
             client.close()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from hub.drivers import DriverSettings
-from hub.hookspecs import Candidate, DiscoveredService
+from hub.hookspecs import Candidate, DiscoveredService, NoAnswer
 from wmhub_shure.driver import probe
 from wmhub_shure.families import family_of_model
 
@@ -108,15 +108,32 @@ async def slp_loop(report: Callable[[DiscoveredService], None], sock: socket.soc
         transport.close()
 
 
+async def _accepts(host: str, port: int, timeout_s: float) -> bool:
+    """Whether ``host`` takes a TCP connection on ``port`` (asked only after a probe came back empty)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
 def is_shure_service(service: DiscoveredService) -> bool:
     return service.service_type == SLP_SERVICE or service.service_type.rstrip(".").endswith("_shure._tcp.local")
 
 
 async def confirm(service: DiscoveredService, settings: DriverSettings) -> Candidate | None:
-    """Probe the candidate on its control port: only a device that answers GET MODEL/DEVICE_ID is offered."""
+    """Probe the candidate on its control port: only a device that answers GET MODEL/DEVICE_ID is offered.
+
+    A port that does not take the connection (a receiver still booting) raises NoAnswer, so the hub asks
+    again later; one that does but answers as no receiver is not one (None).
+    """
     port = service.port if service.service_type != SLP_SERVICE else service.port or CONTROL_PORT
     answer = await probe(service.host, port, settings.io_timeout_s)
     if answer is None:
+        if not await _accepts(service.host, port, settings.io_timeout_s):
+            raise NoAnswer(f"nothing accepting connections on port {port}")
         return None
     model, name = answer
     netloc = service.host if port == CONTROL_PORT else f"{service.host}:{port}"
