@@ -172,6 +172,7 @@ class FieldRules:
     plainly fine value of the field has (float for levels, bool for flags, int for counts, str for text)."""
 
     def __init__(self, model: type[BaseModel], fields: frozenset[str], width: int) -> None:
+        self.model = model
         self.width = width
         self.checks = {name: _check_for(model, name, width) for name in fields}
         self.classes: dict[str, type] = {}
@@ -203,6 +204,11 @@ class FieldRules:
 REPORTED_DEVICE_FIELDS: Final = DEVICE_FIELDS - {"capabilities"}
 # extended_name is the user's, kept by the hub (the venue store): a driver reporting it would overwrite it
 REPORTED_CHANNEL_FIELDS: Final = CHANNEL_FIELDS - {"extended_name"}
+# why a driver may not report a field the model has (the warning must not say it is no field of the model)
+NOT_REPORTED: Final = {
+    "capabilities": "a field of the model the plugin declares through device_capabilities, not reported: dropped",
+    "extended_name": "a field of the model set by the user (the hub keeps it), not by a driver: dropped",
+}
 
 
 def model_rules(width: int) -> tuple[FieldRules, FieldRules]:
@@ -254,10 +260,18 @@ def checked(fields: Mapping[str, Any], rules: FieldRules, refuse: Refusal) -> Ma
             result = dict(fields)
         if accepted is REFUSED:
             del result[name]
-            refuse(name, value, "not a field of the model" if name not in checks else "the wrong type: dropped")
+            refuse(name, value, _why_refused(name, rules))
         elif accepted is UNKNOWN:
             result[name] = None
             refuse(name, value, "outside the model's range: unknown")
         else:
             result[name] = accepted
     return fields if result is None else result
+
+
+def _why_refused(name: str, rules: FieldRules) -> str:
+    if name in rules.checks:
+        return "the wrong type: dropped"
+    if name in rules.model.model_fields and name in NOT_REPORTED:
+        return NOT_REPORTED[name]
+    return "not a field of the model"
