@@ -217,7 +217,7 @@ class NameRule:
 
 
 PRINTABLE_ASCII: Final = NameRule(8, r"[\x20-\x7e]*", "printable ASCII characters")
-SLDW_NAME: Final = NameRule(8, r"[0-9A-Za-z_-]*", "letters, digits, '-' and '_'")
+SLDW_NAME: Final = NameRule(8, r"[0-9A-Za-z_\-]*", "letters, digits, '-' and '_'")
 
 
 @dataclass(frozen=True)
