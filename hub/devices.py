@@ -452,11 +452,7 @@ class DeviceManager:
         return self._by_id.get(device_id_or_url)
 
     def _capabilities(self, plugin_name: str, family: str | None, model: str | None) -> Capabilities | None:
-        declared = self._plugins.call_one(plugin_name, "device_capabilities", family=family, model=model)
-        if declared is None or isinstance(declared, Capabilities):
-            return declared
-        log.error("plugin %s: device_capabilities returned %r, not Capabilities; ignored", plugin_name, declared)
-        return None
+        return self._plugins.device_capabilities(plugin_name, family, model)  # checked there (hub.capcheck)
 
     async def remove(self, device_id_or_url: str) -> bool:
         """Stop the driver (it closes the device cleanly) and forget the device."""
@@ -521,18 +517,20 @@ class DeviceManager:
         except PluginError as exc:
             return CommandResult(ok=False, error=str(exc), code="timeout")
         except ConnectionError as exc:  # the link dropped under the command: an event of the network, not a bug
-            assert managed is not None
             why = preview(redact(str(exc)))
-            log.warning("%s: connection lost during %s: %s", managed.url, command, why)
+            shown = managed.url if managed is not None else command.device_id
+            log.warning("%s: connection lost during %s: %s", shown, command, why)
             return CommandResult(
                 ok=False,
                 error=f"the connection to the device was lost before it confirmed; it may have been done ({why})",
                 code="unavailable",
             )
         except Exception as exc:  # a plugin bug must not take the edge (MQTT, REST) down with it
-            assert managed is not None
-            log.exception("plugin %s failed on %s", managed.plugin, command)
-            return _plugin_error(managed.plugin, f"raised {type(exc).__name__}: {preview(str(exc))}")
+            # raised before the driver's apply (checking the limits the plugin declared): still the plugin's
+            found = managed or self.find(command.device_id)
+            plugin = found.plugin if found is not None else "?"
+            log.exception("plugin %s failed on %s", plugin, command)
+            return _plugin_error(plugin, f"raised {type(exc).__name__}: {preview(str(exc))}")
         if isinstance(result, CommandResult):
             return _shown(result)
         log.error("plugin %s answered %s with %s instead of a CommandResult", managed.plugin, command, preview(result))

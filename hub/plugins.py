@@ -11,6 +11,7 @@ entry-point names); an empty value loads none. Every call into a plugin goes thr
 from __future__ import annotations
 
 import asyncio
+import difflib
 import inspect
 import logging
 import os
@@ -19,13 +20,15 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import pluggy
 
 from hub import hookspecs
+from hub.capcheck import checked_capabilities
 from hub.drivers import DriverSettings
 from hub.hookspecs import Candidate, DiscoveredService, DiscoveryLoop, DriverSpec, Identify
+from hub.model import Capabilities
 from hub.text import device_text, has_controls, preview
 
 ENTRY_POINT_GROUP = "wmhub"
@@ -33,6 +36,8 @@ log = logging.getLogger("hub.plugins")
 
 # Hooks of an earlier plugin API that now live on the DriverSpec: still called, and named once in the log.
 MOVED_TO_DRIVER_SPEC = {"register_zeroconf_types": "zeroconf_types", "identify_service": "identify"}
+# Hooks of an earlier plugin API the hub no longer calls: a plugin that still has them loads as before.
+RETIRED_HOOKS = frozenset({"apply_command"})
 T = TypeVar("T")
 
 # A hook or driver callback holding the event loop longer than this delays every other device's data.
@@ -142,6 +147,7 @@ class PluginHost:
         self._drivers: dict[str, tuple[DriverSpec, str]] | None = None
         # plugin calls given up on at their deadline and cancelled, but not yet ended (see call_bounded)
         self.strays: set[asyncio.Future[Any]] = set()
+        self._refusals: set[tuple[str, str]] = set()  # (plugin, what was wrong), each logged once
 
     def load_entry_points(self, only: str | None = None) -> None:
         if only is None:
@@ -169,13 +175,38 @@ class PluginHost:
             return
         record.hooks = self._hook_names(ep.name)
         _note_moved_hooks(ep.name, record.hooks)
+        self._check_hooks(ep.name)
 
     def register(self, plugin: object, name: str, version: str | None = None) -> None:
         """Register an in-process plugin object (tests, built-ins)."""
         self.pm.register(plugin, name=name)
         self.records[name] = PluginRecord(name=name, version=version, hooks=self._hook_names(name))
         _note_moved_hooks(name, self.records[name].hooks)
+        self._check_hooks(name)
         self._drivers = None
+
+    def _check_hooks(self, name: str) -> None:
+        """Name every implementation that matches no hook of the wmhub project (a misspelt
+        ``register_driver`` registers nothing, silently): what pluggy's ``check_pending`` raises for, but per
+        plugin, so the others load. A hook that must be a plain function and is ``async def`` is named too."""
+        plugin = self.pm.get_plugin(name)
+        problems: list[str] = []
+        for caller in self.pm.get_hookcallers(plugin) or []:
+            impls = [impl for impl in caller.get_hookimpls() if impl.plugin_name == name]
+            if not caller.has_spec():
+                if caller.name in RETIRED_HOOKS or all(impl.optionalhook for impl in impls):
+                    continue
+                close = difflib.get_close_matches(caller.name, _HOOK_NAMES, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else f" (the hooks are {', '.join(_HOOK_NAMES)})"
+                problems.append(f"unknown hook {caller.name!r}: wmhub has no such hook, it is never called{hint}")
+            elif caller.name in _PLAIN_HOOKS and any(inspect.iscoroutinefunction(impl.function) for impl in impls):
+                problems.append(f"{caller.name} is async def: it must be a plain function, its answer is not awaited")
+        if problems:
+            message = "; ".join(problems)
+            log.error("plugin %s: %s", name, message)
+            record = self.records.get(name)
+            if record is not None and record.error is None:
+                record.error = message
 
     def _hook_names(self, name: str) -> list[str]:
         plugin = self.pm.get_plugin(name)
@@ -284,7 +315,12 @@ class PluginHost:
         """Every DNS-SD service type the hub's shared browser watches: those on the driver specs, and those
         of plugins that name them through the older ``register_zeroconf_types`` hook."""
         found = {service_type for spec, _ in self.drivers().values() for service_type in spec.zeroconf_types}
-        found.update(str(service_type) for _, service_type in self.collect("register_zeroconf_types"))
+        for plugin_name, service_type in self.collect("register_zeroconf_types"):
+            if is_service_type(service_type):
+                found.add(service_type)
+            else:  # one plugin's typo must not stop the shared browser, and so every plugin's discovery
+                refused = ValueError(_SERVICE_TYPE_RULE % preview(service_type))
+                self._fail(plugin_name, "register_zeroconf_types", refused)
         return sorted(found)
 
     def identifiers(self, plugin: str | None = None) -> list[tuple[str, str, Identify]]:
@@ -322,12 +358,45 @@ class PluginHost:
                 self._fail(plugin_name, "register_discovery_loops", TypeError(f"not a function: {preview(loop)}"))
         return loops
 
+    def device_capabilities(self, plugin_name: str, family: str | None, model: str | None) -> Capabilities | None:
+        """What ``plugin_name`` declares for a device of ``family`` and ``model``, as the hub can use it: None
+        when it declares nothing usable; a command whose limits are unusable left out (hub.capcheck). Each
+        problem is logged once per plugin and kept on its record (``wmhub plugins``)."""
+        declared = self.call_one(plugin_name, "device_capabilities", family=family, model=model)
+        if inspect.isawaitable(declared):
+            _discard(declared)
+            self._refuse_once(plugin_name, "device_capabilities returned an awaitable: it must be a plain function")
+            return None
+        if declared is None:
+            return None
+        if not isinstance(declared, Capabilities):
+            self._refuse_once(plugin_name, f"device_capabilities returned {preview(declared)}, not Capabilities")
+            return None
+        kept, refused, warned = checked_capabilities(declared)
+        for problem in refused:
+            self._refuse_once(plugin_name, f"device_capabilities({family!r}): {problem}")
+        for problem in warned:
+            self._refuse_once(plugin_name, f"device_capabilities({family!r}): {problem}", error=False)
+        return kept
+
+    def _refuse_once(self, plugin_name: str, message: str, error: bool = True) -> None:
+        if (plugin_name, message) in self._refusals:
+            return
+        self._refusals.add((plugin_name, message))
+        log.log(logging.ERROR if error else logging.WARNING, "plugin %s: %s", plugin_name, message)
+        record = self.records.get(plugin_name)
+        if error and record is not None and record.error is None:
+            record.error = message
+
     def check_registrations(self) -> None:
-        """Call every registration hook once, so errors in them are on the records (``wmhub plugins``)."""
-        self.drivers()
+        """Call every registration hook once, so errors in them are on the records (``wmhub plugins``), and
+        ask each plugin for the capabilities of every family its driver specs name."""
+        for spec, owner in self.drivers().values():
+            for family in spec.families:
+                self.device_capabilities(owner, family, None)
         self.discovery_loops()
-        for hook in ("register_zeroconf_types", "register_simulators"):
-            self.collect(hook)
+        self.zeroconf_types()
+        self.collect("register_simulators")
 
     def listing(self) -> list[dict[str, Any]]:
         return [record.as_dict() for record in self.records.values()]
@@ -341,6 +410,30 @@ _VENDOR = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
 def _int_within(value: object, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _texts(value: object, rule: Callable[[object], bool]) -> bool:
+    """A tuple (or list) whose every item passes ``rule``; a bare string (a 1-tuple without its comma) is not."""
+    return isinstance(value, tuple | list) and all(rule(item) for item in value)
+
+
+def _is_family(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 100 and not has_controls(value)
+
+
+# What python-zeroconf's browser takes (and RFC 6763): ``[<sub>._sub.]_<service>._tcp|_udp.local.``, the
+# service 1 to 15 letters, digits and hyphens, with a letter, no hyphen at either end nor two in a row. A type
+# the browser refuses stopped the whole hub when discovery was on.
+_SERVICE: Final = re.compile(r"_(?!-)(?!.*--)(?=[a-z0-9-]*[a-z])[a-z0-9-]{1,15}(?<!-)", re.IGNORECASE)
+_SERVICE_TYPE: Final = re.compile(
+    rf"(?:[^.\x00-\x1f\x7f]{{1,63}}\._sub\.)?{_SERVICE.pattern}\._(?:tcp|udp)\.local\.", re.IGNORECASE
+)
+_SERVICE_TYPE_RULE: Final = "%s is not a DNS-SD service type such as '_x._tcp.local.': not watched"
+
+
+def is_service_type(value: object) -> bool:
+    """True if ``value`` is a DNS-SD service type the shared mDNS browser can watch (``_ssc._udp.local.``)."""
+    return isinstance(value, str) and _SERVICE_TYPE.fullmatch(value) is not None
 
 
 def checked_spec(spec: object) -> DriverSpec:
@@ -362,6 +455,13 @@ def checked_spec(spec: object) -> DriverSpec:
             ("identify", spec.identify is None or callable(spec.identify), "callable or None"),
             ("text_width", _int_within(spec.text_width, 1, 1_000_000), "a whole number of at least 1"),
             ("default_port", spec.default_port is None or _int_within(spec.default_port, 1, 65535), "a port or None"),
+            ("families", _texts(spec.families, _is_family), "a tuple of family names: ('x',), with its comma"),
+            (
+                "zeroconf_types",
+                _texts(spec.zeroconf_types, is_service_type),
+                "a tuple of DNS-SD service types such as ('_x._tcp.local.',), with its comma",
+            ),
+            ("description", isinstance(spec.description, str), "text"),
         )
         if not fine
     ]
@@ -394,6 +494,12 @@ def _shown_candidate(plugin: str, candidate: Candidate) -> Candidate | None:
         name=text(candidate.name),
         source=text(candidate.source) or "",
     )
+
+
+# the hooks of the wmhub project, for "did you mean" and the list of them
+_HOOK_NAMES: Final = sorted(name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "wmhub_spec"))
+# hooks whose answer the hub uses as it is (never awaits)
+_PLAIN_HOOKS: Final = frozenset({"device_capabilities"})
 
 
 def _note_moved_hooks(plugin: str, hooks: list[str]) -> None:

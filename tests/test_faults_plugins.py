@@ -29,11 +29,12 @@ from wmhub_shure.simulator import ShureSimulator
 from hub import hookimpl
 from hub.app import Hub
 from hub.compose import compose_hub
+from hub.discovery import Discovery
 from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
 from hub.hookspecs import DriverSpec
-from hub.model import Command, CommandResult
+from hub.model import Command, CommandKind, CommandResult
 from hub.plugins import PluginHost
-from hub.testing import eventually
+from hub.testing import DriverHarness, eventually
 from tests.fault_harness import TOKEN, hub_config
 from tests.mosquitto import free_port
 from tests.reliability_report import record_check
@@ -415,3 +416,204 @@ async def test_an_apply_that_ignores_cancellation_is_answered_504_and_the_hub_st
     assert status == 504
     assert code == 0
     assert "ignore cancellation" in (tmp_path / "hub.log").read_text()
+
+
+TYPO_PLUGIN = """
+from hub import hookimpl
+from hub.hookspecs import DriverSpec
+
+
+def factory(*args):
+    raise AssertionError("never built")
+
+
+@hookimpl
+def register_drivers(register):
+    # the comma of a one-item tuple forgotten; a type that is no DNS-SD type; families as a bare string
+    register(DriverSpec(scheme="zc-bare", vendor="zc", families=("x",), factory=factory,
+                        zeroconf_types="_acme-rx._tcp.local."))
+    register(DriverSpec(scheme="zc-notype", vendor="zc", families=("x",), factory=factory, zeroconf_types=("acme-rx",)))
+    register(DriverSpec(scheme="zc-family", vendor="zc", families="x", factory=factory))
+    register(DriverSpec(scheme="zc-good", vendor="zc", families=("x",), factory=factory,
+                        zeroconf_types=("_zc._tcp.local.",)))
+
+
+@hookimpl
+def register_zeroconf_types(register):
+    register("zc-older")
+"""
+
+
+async def test_a_typo_in_zeroconf_types_or_families_refuses_that_spec_and_discovery_still_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bare string "_x._tcp.local." (a 1-tuple without its comma) or a type that is no DNS-SD type went to the
+    shared mDNS browser, which refused it: discovery, and with it the whole hub (`wmhub run` exited 1), stopped
+    for every plugin, and `wmhub plugins` showed nothing."""
+    env = stranger_distribution(tmp_path, "zc", TYPO_PLUGIN)
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "plugins", "--json"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    zc = next(plugin for plugin in json.loads(result.stdout) if plugin["name"] == "zc")
+    assert "zeroconf_types '_acme-rx._tcp.local.' must be a tuple of DNS-SD service types" in zc["error"]
+    assert [driver["scheme"] for driver in zc["drivers"]] == ["zc-good"]
+    assert "plugin zc failed in register_drivers" in result.stderr
+    assert "zeroconf_types ('acme-rx',) must be" in result.stderr and "families 'x' must be" in result.stderr
+    assert "'zc-older' is not a DNS-SD service type" in result.stderr
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    host = PluginHost()
+    host.load_entry_points(only="zc,shure")
+    assert "_zc._tcp.local." in host.zeroconf_types() and "_shure._tcp.local." in host.zeroconf_types()
+    discovery = Discovery(host, DriverSettings(io_timeout_s=1.0), interfaces=["127.0.0.1"])
+    await discovery.start()  # the shared browser, on loopback: it raised for the typo
+    await discovery.stop()
+    record_check(
+        AREA,
+        "DriverSpec.zeroconf_types as a bare string or ('acme-rx',); families as a bare string; an older "
+        "register_zeroconf_types registering 'zc-older'",
+        "that spec (or type) refused at load naming the plugin and the field, shown by `wmhub plugins`; the "
+        "shared mDNS browser starts with the others' types (it stopped the whole hub before)",
+    )
+
+
+HOOK_TYPO_PLUGIN = """
+from hub import hookimpl
+from hub.hookspecs import DriverSpec
+
+
+def factory(*args):
+    raise AssertionError("never built")
+
+
+@hookimpl
+def register_driver(register):  # singular: no such hook
+    register(DriverSpec(scheme="typo", vendor="typo", families=("x",), factory=factory))
+
+
+@hookimpl
+async def device_capabilities(family, model):  # the hub never awaits it
+    return None
+"""
+
+
+def test_a_misspelt_hook_name_is_reported_by_wmhub_plugins_and_the_others_load(tmp_path: Path) -> None:
+    env = stranger_distribution(tmp_path, "typo", HOOK_TYPO_PLUGIN)
+    result = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "hub.cli", "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    listing = {plugin["name"]: plugin for plugin in json.loads(result.stdout)}
+    error = listing["typo"]["error"]
+    assert "unknown hook 'register_driver'" in error and "did you mean register_drivers?" in error, error
+    assert "device_capabilities is async def: it must be a plain function" in error
+    assert listing["shure"]["error"] is None and listing["sennheiser"]["error"] is None
+    assert result.stderr.count("unknown hook 'register_driver'") == 1  # logged once, at load
+    record_check(
+        AREA,
+        "@hookimpl def register_driver (singular), and device_capabilities written as async def",
+        "`wmhub plugins` shows the plugin's error: unknown hook 'register_driver' (did you mean "
+        "register_drivers?), device_capabilities is async def; logged once at load; the others load",
+    )
+
+
+BAD_CAPABILITIES_PLUGIN = """
+import asyncio
+
+from hub import hookimpl
+from hub.drivers import Driver
+from hub.hookspecs import DriverSpec
+from hub.model import Capabilities, CommandKind, CommandLimits, CommandResult, NumberLimits, TextLimits
+
+
+class Box(Driver):
+    async def connect(self):
+        self.sink.identify(unique_id=self.endpoint.host, family="box", model="B-1", channel_count=1)
+        self.sink.update_channel(1, {"name": "Lead", "extended_name": "Lead vocal", "frequency_mhz": 520.0})
+
+    async def run(self):
+        await asyncio.Event().wait()
+
+    async def close(self):
+        pass
+
+    async def apply(self, command):
+        return CommandResult(ok=True, value=command.value)
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="caps", vendor="caps", families=("box",), factory=Box, default_port=1))
+
+
+@hookimpl
+def device_capabilities(family, model):
+    return Capabilities(
+        channel_fields=frozenset({"name", "muted", "frequency_mhz", "gain_db", "tx_present"}),
+        commands={
+            CommandKind.NAME: CommandLimits(text=TextLimits(max_length=12, pattern="^[", allowed="x")),
+            CommandKind.FREQUENCY: CommandLimits(number=NumberLimits(min=608, max=470, step=0.025, unit="MHz")),
+            CommandKind.GAIN: CommandLimits(number=NumberLimits(min=float("nan"), max=30, step=1, unit="dB")),
+            CommandKind.DEVICE_NAME: CommandLimits(
+                channel=False, device=True, text=TextLimits(min_length=9, max_length=8, pattern="^.+$", allowed="x")
+            ),
+            CommandKind.MUTE: CommandLimits(),
+            CommandKind.IDENTIFY: CommandLimits(
+                text=TextLimits(max_length=8, pattern="^[^{}<>*]+$", allowed="no braces")
+            ),
+        },
+    )
+"""
+
+
+async def test_capabilities_a_plugin_cannot_have_meant_are_refused_per_command_naming_the_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A name pattern that does not compile crashed every name command (REST 500, a bare AssertionError from
+    DeviceManager.apply); an inverted frequency band refused every frequency and put every carrier out of band.
+    Each such command is left out of the device's capabilities, as if not declared, with one error per field."""
+    env = stranger_distribution(tmp_path, "caps", BAD_CAPABILITIES_PLUGIN)
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "plugins", "--json"], capture_output=True, text=True, timeout=60, env=env
+    )
+    caps = next(plugin for plugin in json.loads(result.stdout) if plugin["name"] == "caps")
+    assert "commands[name].text.pattern '^[' does not compile in Python" in caps["error"]
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    caplog.set_level(logging.WARNING)
+    async with DriverHarness("caps") as harness:
+        first = await harness.device(harness.add("caps://box1"))
+        await harness.device(harness.add("caps://box2"))  # a second device: nothing said twice
+        assert first.capabilities is not None
+        assert set(first.capabilities.commands) == {CommandKind.MUTE, CommandKind.IDENTIFY}
+        answers = {
+            kind: await harness.apply(Command(device_id=first.id, channel=1, kind=kind, value=value))
+            for kind, value in ((CommandKind.NAME, "Vox"), (CommandKind.FREQUENCY, 520.0), (CommandKind.MUTE, True))
+        }
+    assert answers[CommandKind.NAME].code == "not_supported", answers
+    assert answers[CommandKind.FREQUENCY].code == "not_supported"
+    assert answers[CommandKind.MUTE].ok
+    messages = [record.getMessage() for record in caplog.records if record.getMessage().startswith("plugin caps")]
+    for expected in (
+        "commands[name].text.pattern '^[' does not compile in Python",
+        "commands[frequency].number: min 608 above max 470 (inverted)",
+        "commands[gain].number.min nan: not a finite number",
+        "commands[device_name].text: min_length 9 above max_length 8",
+        "commands[identify].text.pattern '^[^{}<>*]+$': an unescaped '{' inside a class",
+    ):
+        assert sum(expected in message for message in messages) == 1, (expected, messages)
+    # the driver's extended_name is refused, and the warning says whose field it is
+    extended = [message for message in messages if "extended_name" in message]
+    assert extended and "set by the user" in extended[0] and "not a field of the model" not in extended[0]
+    record_check(
+        AREA,
+        "device_capabilities declaring a name pattern '^[', a band min=608 max=470, a NaN gain limit, "
+        "min_length above max_length",
+        "each such command left out of the device's capabilities (answered not_supported, no crash, no false "
+        "out-of-band), one error per field naming the plugin; `wmhub plugins` shows the first",
+    )
