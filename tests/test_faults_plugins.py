@@ -418,6 +418,15 @@ async def test_an_apply_that_ignores_cancellation_is_answered_504_and_the_hub_st
     assert "ignore cancellation" in (tmp_path / "hub.log").read_text()
 
 
+def wmhub_plugins(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`wmhub plugins --json` in a child process with ``env``."""
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "plugins", "--json"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 TYPO_PLUGIN = """
 from hub import hookimpl
 from hub.hookspecs import DriverSpec
@@ -451,10 +460,7 @@ async def test_a_typo_in_zeroconf_types_or_families_refuses_that_spec_and_discov
     shared mDNS browser, which refused it: discovery, and with it the whole hub (`wmhub run` exited 1), stopped
     for every plugin, and `wmhub plugins` showed nothing."""
     env = stranger_distribution(tmp_path, "zc", TYPO_PLUGIN)
-    result = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "plugins", "--json"], capture_output=True, text=True, timeout=60, env=env
-    )
-    assert result.returncode == 0, result.stderr
+    result = wmhub_plugins(env)
     zc = next(plugin for plugin in json.loads(result.stdout) if plugin["name"] == "zc")
     assert "zeroconf_types '_acme-rx._tcp.local.' must be a tuple of DNS-SD service types" in zc["error"]
     assert [driver["scheme"] for driver in zc["drivers"]] == ["zc-good"]
@@ -578,9 +584,7 @@ async def test_capabilities_a_plugin_cannot_have_meant_are_refused_per_command_n
     DeviceManager.apply); an inverted frequency band refused every frequency and put every carrier out of band.
     Each such command is left out of the device's capabilities, as if not declared, with one error per field."""
     env = stranger_distribution(tmp_path, "caps", BAD_CAPABILITIES_PLUGIN)
-    result = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "plugins", "--json"], capture_output=True, text=True, timeout=60, env=env
-    )
+    result = wmhub_plugins(env)
     caps = next(plugin for plugin in json.loads(result.stdout) if plugin["name"] == "caps")
     assert "commands[name].text.pattern '^[' does not compile in Python" in caps["error"]
 

@@ -259,7 +259,9 @@ class EwdxResourceMap:
 # --- controls ---------------------------------------------------------------------------------------
 
 # PUT /api/channel/{id} name: maxLength 8, pattern ^[\x20#*+,;\x2D\x2F<=|>0-9A-Z]*$ (EW-DX OpenAPI)
-CHANNEL_NAME: Final = NameRule(8, r"[ #*+,;\-\/<=\|>0-9A-Z]*", "capital letters, digits, space and # * + , ; - / < = | >")
+CHANNEL_NAME: Final = NameRule(
+    8, r"[ #*+,;\-\/<=\|>0-9A-Z]*", "capital letters, digits, space and # * + , ; - / < = | >"
+)
 # gain: -3..+42 dB in steps of 3 (EW-DX OpenAPI)
 GAIN: Final = Range(-3, 42, 3, "dB")
 # frequency: kHz, multipleOf 25; the bands (code Q1-9 .. Y1-3) span 470.2 MHz to the 1.8 GHz band. The
