@@ -1,6 +1,7 @@
 """The check of the name patterns plugins declare against JavaScript's v flag (the board's <input pattern>)."""
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -48,8 +49,11 @@ def test_bundled_name_patterns_work_in_a_browser() -> None:
     assert {pattern: vflag_problem(pattern) for pattern in patterns} == dict.fromkeys(patterns)
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_the_v_flag_scan_agrees_with_a_javascript_engine() -> None:
+    if shutil.which("node") is None:  # every machine of this project's kind has Node.js 20; a laptop may not
+        if os.environ.get("CI") == "true":
+            pytest.fail("node is not installed; CI checks the v-flag scan against a real JavaScript engine")
+        pytest.skip("node is not installed")
     script = (
         "const ps = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
         "console.log(JSON.stringify(ps.map(p => { try { new RegExp('^(?:' + p + ')$', 'v'); return true; }"
