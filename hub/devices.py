@@ -384,6 +384,7 @@ class DeviceManager:
         self.command_timeout_s = command_timeout_s
         self.control_rate_per_s = control_rate_per_s
         self._buckets: dict[str, TokenBucket] = {}
+        self._command_locks: dict[str, asyncio.Lock] = {}
         self.by_url: dict[str, ManagedDevice] = {}
         # device id -> its entry: finding a device by id is a lookup, not a scan of every device
         self._by_id: dict[str, ManagedDevice] = {}
@@ -468,6 +469,7 @@ class DeviceManager:
         if managed.handle.device_id is not None:
             self._store.remove_device(managed.handle.device_id)
             self._buckets.pop(managed.handle.device_id, None)
+            self._command_locks.pop(managed.handle.device_id, None)
         return True
 
     async def close(self) -> None:
@@ -509,9 +511,18 @@ class DeviceManager:
         try:
             managed, driver = self._sendable(command)
             self._admit(command.device_id)
-            result = await self._plugins.call_bounded(
-                managed.plugin, "Driver.apply", self.command_timeout_s + DRIVER_TIMEOUT_GRACE_S, driver.apply, command
-            )
+            # One command at a time per device, whichever edge sent it: a driver that re-sends an unanswered
+            # set (SSCv1) would otherwise undo a later one already confirmed, and a reply that names no
+            # request (Shure's ERR) would be charged to the wrong one.
+            async with self._command_locks.setdefault(command.device_id, asyncio.Lock()):
+                managed, driver = self._sendable(command)  # it may have gone while this command waited
+                result = await self._plugins.call_bounded(
+                    managed.plugin,
+                    "Driver.apply",
+                    self.command_timeout_s + DRIVER_TIMEOUT_GRACE_S,
+                    driver.apply,
+                    command,
+                )
         except CommandError as exc:
             return exc.result()
         except PluginError as exc:

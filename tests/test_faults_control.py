@@ -12,8 +12,8 @@ import pytest
 from wmhub_shure.simulator import ShureSimulator
 
 from hub.clock import SimulatedClock
-from hub.model import Command, CommandKind
-from hub.testing import eventually
+from hub.model import Command, CommandKind, CommandResult
+from hub.testing import DriverHarness, QuietDriver, eventually, plugin_of
 from tests.fault_harness import TOKEN, Api, device_of, hub_config, is_online, running_hub
 from tests.faultproxy import TcpFaultProxy
 from tests.reliability_report import FaultResult, record_check
@@ -98,3 +98,37 @@ async def test_a_link_lost_under_a_command_is_answered_unavailable_without_a_tra
     assert "may have been done" in body["error"]
     assert "connection lost during" in caplog.text
     assert not [record for record in caplog.records if record.exc_info], "no traceback for a lost link"
+
+
+class CountsOverlap(QuietDriver):
+    """A receiver whose driver takes a while per command and notes how many of them ran at once."""
+
+    running = 0
+    most_at_once = 0
+
+    async def connect(self) -> None:
+        self.sink.identify(unique_id="OV1", family="rx", model="OV-1", channel_count=1)
+
+    async def apply(self, command: Command) -> CommandResult:
+        counts = type(self)
+        counts.running += 1
+        counts.most_at_once = max(counts.most_at_once, counts.running)
+        try:
+            await asyncio.sleep(0.2)  # a receiver's round trip: long enough for another command to arrive
+        finally:
+            counts.running -= 1
+        return CommandResult(ok=True, value=command.value)
+
+
+async def test_commands_from_several_clients_reach_a_device_one_at_a_time() -> None:
+    """An outside audit: two REST clients (or REST and MQTT) commanding one receiver at once had their
+    commands interleaved on the wire; an SSCv1 driver re-sending an unanswered mute then undid a later,
+    confirmed one. The hub carries out one command at a time per device, whichever edge sent it."""
+    async with DriverHarness() as hub:
+        hub.plugins.register(plugin_of("overlap", CountsOverlap, "rx"), "overlap")
+        shown = await hub.device(hub.add("overlap://127.0.0.1:1"))
+        results = await asyncio.gather(
+            *(hub.apply(Command(device_id=shown.id, channel=1, kind=CommandKind.NAME, value=f"N{n}")) for n in range(3))
+        )
+    assert [result.value for result in results] == ["N0", "N1", "N2"] and all(result.ok for result in results)
+    assert CountsOverlap.most_at_once == 1
