@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -255,3 +256,18 @@ async def test_a_receiver_that_never_answers_says_what_was_asked_of_whom(
     managed = hub.add(simulator.url)
     error = await eventually(lambda: managed.supervisor.last_error, 10.0, "the connection error")
     assert error == f"no answer to Name within 2 s from 127.0.0.1:{simulator.port}"
+
+
+@pytest.mark.parametrize("name", ["Vox ", " Ld", " ", ""])
+async def test_a_name_with_a_space_at_either_end_is_refused_before_sending(
+    hub: DriverHarness, simulator: G4Simulator, name: str
+) -> None:
+    # the receiver would store it, but its echo is trimmed like every line: it could never be confirmed
+    device = await online(hub, simulator)
+    sent = len(simulator.commands)
+    result = await command(hub, device, CommandKind.NAME, name)
+    assert (result.ok, result.code) == (False, "invalid"), result
+    assert not [line for line in simulator.commands[sent:] if line.startswith("Name")]
+    limits = hub.store.get(device.id).capabilities.commands[CommandKind.NAME].text  # type: ignore[union-attr]
+    assert limits is not None and "no space at either end" in limits.allowed
+    assert all(re.fullmatch(limits.pattern, ok) for ok in ("Vox", "A B", "~!x"))

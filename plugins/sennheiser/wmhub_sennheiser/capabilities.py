@@ -16,7 +16,7 @@ from wmhub_sennheiser.families import (
     CHG70N,
     EM6000,
     EWDX,
-    PRINTABLE_ASCII,
+    MCP_NAME,
     SLDW,
     Control,
     NameRule,
@@ -89,7 +89,7 @@ def ssc1_capabilities(family: SscFamily) -> Capabilities:
 
 def _mcp_capabilities(channel_fields: frozenset[str], *, transmitter: bool = False) -> Capabilities:
     low, high, step = FALLBACK_RF_CONFIG[0]  # the device's own RfConfig narrows this; the driver checks it
-    name = CommandLimits(text=_text(PRINTABLE_ASCII))
+    name = CommandLimits(text=_text(MCP_NAME))
     return Capabilities(
         channel_fields=channel_fields,
         commands={

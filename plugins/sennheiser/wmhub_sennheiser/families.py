@@ -218,6 +218,12 @@ class NameRule:
 
 PRINTABLE_ASCII: Final = NameRule(8, r"[\x20-\x7e]*", "printable ASCII characters")
 SLDW_NAME: Final = NameRule(8, r"[0-9A-Za-z_\-]*", "letters, digits, '-' and '_'")
+# Media Control Protocol (G3/G4) names: at least one character (a bare ``Name`` is a query) and no space at
+# either end, since every line is trimmed and the echo of such a name could never match. Only \x escapes and
+# ranges inside the classes: the same text is a valid pattern in Python, JavaScript and an HTML ``pattern``.
+MCP_NAME: Final = NameRule(
+    8, r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?", "printable ASCII characters, no space at either end"
+)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from hub.model import (
     RefusedError,
 )
 from wmhub_sennheiser import mcp
-from wmhub_sennheiser.families import PRINTABLE_ASCII
+from wmhub_sennheiser.families import MCP_NAME
 from wmhub_sennheiser.mcp import ErrorLine, Line
 from wmhub_sennheiser.udp import UdpDriver, int_option, meter_rate, resend_until, toggled
 
@@ -308,8 +308,10 @@ class G4Driver(UdpDriver):
         # the hub routes a channel command only to a channel the device has: here, channel 1
         kind = command.kind
         if kind in (CommandKind.NAME, CommandKind.DEVICE_NAME):
-            # names up to 8 printable ASCII characters (the display; unverified beyond the charset)
-            name = PRINTABLE_ASCII.check(command.value)
+            # names up to 8 printable ASCII characters (the display; unverified beyond the charset), no space at
+            # either end: the receiver keeps it, but its echo cannot carry it (lines are trimmed), so such a name
+            # could never be confirmed
+            name = MCP_NAME.check(command.value)
             return PreparedCommand(command, "Name", (name,), name)
         if kind is CommandKind.FREQUENCY:
             khz = self._frequency_khz(command.value)
