@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -247,6 +247,7 @@ async def test_an_unanswered_command_times_out_with_a_clear_error(hub: DriverHar
     result = await command(hub, device, CommandKind.MUTE, True)
     assert (result.ok, result.code) == (False, "timeout")
     assert "Mute 1 was not confirmed" in (result.error or "")
+    assert (result.error or "").endswith("it may have been done")
 
 
 async def test_a_receiver_that_never_answers_says_what_was_asked_of_whom(
@@ -256,6 +257,63 @@ async def test_a_receiver_that_never_answers_says_what_was_asked_of_whom(
     managed = hub.add(simulator.url)
     error = await eventually(lambda: managed.supervisor.last_error, 10.0, "the connection error")
     assert error == f"no answer to Name within 2 s from 127.0.0.1:{simulator.port}"
+
+
+class StoresNamesItsOwnWay(G4Simulator):
+    """A receiver that stores a name its own way (``store``), and whose answer may come after a report of the
+    old name that crossed the SET (``stale_first``) and ``echo_delay_s`` late."""
+
+    def __init__(self, store: Callable[[str], str], *, stale_first: bool = False, echo_delay_s: float = 0.0) -> None:
+        super().__init__(tick_s=0)
+        self.store, self.stale_first, self.echo_delay_s = store, stale_first, echo_delay_s
+
+    def _name(self, args: list[str], rest: str, client: Any) -> list[str]:
+        if not rest:
+            return super()._name(args, rest, client)
+        if self.stale_first:
+            self.stale_first = False
+            self.send(f"{self.config_line('Name')}\r".encode(), client)
+        self.channel.name = self.store(rest)
+        echo = f"{self.config_line('Name')}\r".encode()
+        asyncio.get_running_loop().call_later(self.echo_delay_s, self.send, echo, client)
+        return []
+
+
+async def test_a_name_the_receiver_stores_otherwise_is_refused_at_once_with_the_name_it_holds(
+    hub: DriverHarness,
+) -> None:
+    async with StoresNamesItsOwnWay(str.upper) as simulator:
+        device = await online(hub, simulator)
+        sent = len(simulator.commands)
+        started = time.monotonic()
+        result = await command(hub, device, CommandKind.NAME, "vox")
+        assert (result.ok, result.code, result.value) == (False, "refused", "VOX"), result
+        assert result.error == f"Name on 127.0.0.1:{simulator.port}: the device applied 'VOX', not 'vox'"
+        assert time.monotonic() - started < 1.0  # the receiver's answer, not the 2 s timeout
+        assert [line for line in simulator.commands[sent:] if line.startswith("Name")] == ["Name vox"]
+        await eventually(lambda: hub.store.get(device.id).channel(1).name == "VOX", what="the name held")  # type: ignore[union-attr]
+
+
+async def test_a_receiver_keeping_its_old_value_is_refused_after_a_short_grace(hub: DriverHarness) -> None:
+    async with StoresNamesItsOwnWay(lambda name: "Vocal 1") as simulator:
+        device = await online(hub, simulator)
+        started = time.monotonic()
+        result = await command(hub, device, CommandKind.NAME, "Lead")
+        elapsed = time.monotonic() - started
+        assert (result.ok, result.code, result.value) == (False, "refused", "Vocal 1"), result
+        assert "the device applied 'Vocal 1', not 'Lead'" in (result.error or "")
+        assert g4_driver.OLD_VALUE_GRACE_S <= elapsed < hub.settings.io_timeout_s
+
+
+async def test_a_report_of_the_old_name_crossing_the_set_is_not_its_answer(hub: DriverHarness) -> None:
+    # retry_ms=1000: the answer 0.3 s later comes from the first SET, not from a re-send
+    async with StoresNamesItsOwnWay(str.upper, stale_first=True, echo_delay_s=0.3) as simulator:
+        device = await online(hub, simulator, "&retry_ms=1000")
+        result = await command(hub, device, CommandKind.NAME, "vox")
+        assert (result.ok, result.code, result.value) == (False, "refused", "VOX"), result
+        simulator.store, simulator.stale_first = str, True
+        result = await command(hub, device, CommandKind.NAME, "Lead")
+        assert (result.ok, result.value) == (True, "Lead"), result
 
 
 @pytest.mark.parametrize("name", ["Vox ", " Ld", " ", ""])

@@ -36,6 +36,14 @@ MODEL: Final = "EM 300-500 G4"
 PUSH_MODE: Final = mcp.PUSH_CONFIG | mcp.PUSH_ON_WARNING | mcp.PUSH_ON_PILOT_OR_BATTERY
 # when no RfConfig was read: the span of all G3/G4 bands (unverified per band); the device refuses the rest
 FALLBACK_RF_CONFIG: Final = ((470_000, 960_000, 25),)
+# How long a SET whose keyword came back with the value held before it waits for its exact echo before it is
+# settled as refused (the receiver kept its value). The receiver reports the old value unasked too: in the
+# answer to a Push renewal (the configuration dump) and to the re-read after a new Config index. Such a report
+# may cross the SET; the receiver's echo of the new value then follows within a re-send or two. A value that
+# is neither the old one nor the one asked for is the receiver's answer at once (a name stored in capitals).
+OLD_VALUE_GRACE_S: Final = 1.0
+# The hub field each settable keyword reports, to compare the receiver's answer with what was asked.
+SET_FIELDS: Final = {"Name": "name", "Frequency": "frequency_mhz", "Mute": "muted"}
 # a real receiver's replies may arrive on any interface
 ALL_INTERFACES: Final = "0.0.0.0"  # nosec B104 # binding every interface is the point, for real receivers only
 
@@ -104,6 +112,8 @@ class _Waiter:
     keyword: str
     accept: Callable[[Line], bool]
     answer: asyncio.Future[Line] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    # sees the keyword's lines that ``accept`` does not take (a SET answered with another value)
+    other: Callable[[Line], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -184,9 +194,14 @@ class G4Driver(UdpDriver):
         keyword: str,
         accept: Callable[[Line], bool] = lambda line: True,
         timeout: float | None = None,
+        other: Callable[[_Waiter, Line], None] | None = None,
     ) -> Line:
-        """Send ``data`` until a ``keyword`` line that ``accept`` takes arrives; RefusedError on an error line."""
+        """Send ``data`` until a ``keyword`` line that ``accept`` takes arrives; RefusedError on an error line.
+
+        ``other`` sees every other ``keyword`` line meanwhile and may settle the waiter with it."""
         waiter = _Waiter(keyword.lower(), accept)
+        if other is not None:
+            waiter.other = lambda line: other(waiter, line)
         self._waiters.append(waiter)
         timeout = timeout or self.settings.io_timeout_s
         try:
@@ -253,9 +268,13 @@ class G4Driver(UdpDriver):
                 continue
             if config_index is not None:
                 self._config_seen(config_index)
-            for waiter in self._waiters:
-                if waiter.keyword == line.key and not waiter.answer.done() and waiter.accept(line):
+            for waiter in list(self._waiters):
+                if waiter.keyword != line.key or waiter.answer.done():
+                    continue
+                if waiter.accept(line):
                     waiter.answer.set_result(line)
+                elif waiter.other is not None:
+                    waiter.other(line)
         self.heard()
         if not fields:
             return
@@ -332,14 +351,42 @@ class G4Driver(UdpDriver):
             self.renew_soon()
             return CommandResult(ok=True, value=self.meter_ms)
         wanted = " ".join(str(arg) for arg in prepared.args)
+        field_name = SET_FIELDS[prepared.keyword]
+        old = self.state.get(field_name)  # held before the SET: a report of it is no answer yet
+        grace: list[asyncio.TimerHandle] = []
 
         def confirms(line: Line) -> bool:
             return line.text == wanted or (bool(line.args) and " ".join(line.args[: len(prepared.args)]) == wanted)
 
+        def other(waiter: _Waiter, line: Line) -> None:
+            if self.channel_fields(line).get(field_name) != old:
+                waiter.answer.set_result(line)  # neither the old value nor the one asked: the receiver's answer
+            elif not grace:  # the old value: a report that crossed the SET, or the receiver keeping it
+                grace.append(asyncio.get_running_loop().call_later(OLD_VALUE_GRACE_S, _settle, waiter, line))
+
         try:
-            await self.exchange(mcp.encode(prepared.keyword, *prepared.args), prepared.keyword, confirms)
+            line = await self.exchange(
+                mcp.encode(prepared.keyword, *prepared.args), prepared.keyword, confirms, other=other
+            )
         except TimeoutError:
             raise CommandTimeoutError(
-                f"{prepared.keyword} {wanted} was not confirmed within {self.settings.io_timeout_s:g} s"
+                f"{prepared.keyword} {wanted} was not confirmed within {self.settings.io_timeout_s:g} s "
+                f"by {self.address}; it may have been done"
             ) from None
+        finally:
+            for timer in grace:
+                timer.cancel()
+        if not confirms(line):
+            held = self.channel_fields(line).get(field_name)
+            return CommandResult(
+                ok=False,
+                code="refused",
+                value=held,
+                error=f"{prepared.keyword} on {self.address}: the device applied {held!r}, not {prepared.hub_value!r}",
+            )
         return CommandResult(ok=True, value=prepared.hub_value)
+
+
+def _settle(waiter: _Waiter, line: Line) -> None:
+    if not waiter.answer.done():
+        waiter.answer.set_result(line)
