@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -326,7 +328,7 @@ async def test_an_unanswered_command_times_out_with_a_clear_error(hub: DriverHar
         simulator.silent = True
         result = await command(hub, device, CommandKind.MUTE, True)
         assert (result.ok, result.code) == (False, "timeout")
-        assert "/rx1/mute" in (result.error or "")
+        assert result.error == "no reply to /rx1/mute within 2 s; it may have been done"
     finally:
         await simulator.stop()
 
@@ -420,3 +422,98 @@ async def test_a_subscription_is_answered_by_its_echo_without_xid() -> None:
         client.close()
         transport.close()
     assert answer.subscription_echo is not None and answer.xid is None
+
+
+# A set's reply as a device may shape it: (the set's leaves, the xid) -> the reply, or None to answer normally.
+Answer = Callable[[dict[tuple[str, ...], Any], int | None], dict[str, Any] | None]
+
+
+class AnswersSetsItsOwnWay(Ssc1Simulator):
+    """The simulated EW-DX EM 2, answering sets with ``answer`` where it gives a reply."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__("ewdx-em2", tick_s=0)
+        self.answer = answer
+
+    def _answer(self, asked: dict[tuple[str, ...], Any], client: Any, xid: int | None) -> None:
+        reply = self.answer(asked, xid) if any(value is not None for value in asked.values()) else None
+        if reply is None:
+            super()._answer(asked, client, xid)
+        else:
+            self.send(json.dumps(reply).encode(), client)
+
+
+def with_xid(xid: int | None, body: dict[str, Any]) -> dict[str, Any]:
+    if xid is not None:
+        body.setdefault("osc", {})["xid"] = xid
+    return body
+
+
+def success_code(code: int, held: Any = None) -> Answer:
+    """The value set (or ``held``) with a 1xx/2xx code on the leaf, as a device asked for success codes does."""
+
+    def answer(asked: dict[tuple[str, ...], Any], xid: int | None) -> dict[str, Any]:
+        ((path, value),) = asked.items()
+        shown = value if held is None else held
+        return with_xid(xid, {**ssc1.tree({path: shown}), "osc": {"error": [ssc1.tree({path: [code]})]}})
+
+    return answer
+
+
+@pytest.mark.parametrize("code", [200, 202, 210])
+async def test_a_success_code_in_the_error_object_is_no_refusal(hub: DriverHarness, code: int) -> None:
+    async with AnswersSetsItsOwnWay(success_code(code)) as simulator:
+        device = await online(hub, simulator)
+        result = await command(hub, device, CommandKind.MUTE, True)
+        assert (result.ok, result.value) == (True, True), result
+
+
+async def test_a_value_the_device_adapted_is_refused_with_the_value_it_holds(hub: DriverHarness) -> None:
+    async with AnswersSetsItsOwnWay(success_code(202, "VOX")) as simulator:
+        device = await online(hub, simulator)
+        result = await command(hub, device, CommandKind.NAME, "vox")
+        assert (result.ok, result.code, result.value) == (False, "refused", "VOX"), result
+        assert result.error == "/rx1/name: the device applied 'VOX', not 'vox'"
+        # in hub terms: the frequency held in MHz, not the device's kHz
+        simulator.answer = success_code(202, 540_500)
+        result = await command(hub, device, CommandKind.FREQUENCY, 540.525)
+        assert (result.ok, result.code, result.value) == (False, "refused", 540.5), result
+        assert result.error == "/rx1/frequency: the device applied 540.5, not 540.525"
+
+
+async def test_a_bare_success_code_is_settled_by_reading_the_value_back(hub: DriverHarness) -> None:
+    def bare(asked: dict[tuple[str, ...], Any], xid: int | None) -> dict[str, Any]:
+        ((path, value),) = asked.items()
+        simulator.device.write(path, value.upper() if isinstance(value, str) else value)
+        return with_xid(xid, {"osc": {"error": [ssc1.tree({path: [200]})]}})
+
+    async with AnswersSetsItsOwnWay(bare) as simulator:
+        device = await online(hub, simulator)
+        assert (await command(hub, device, CommandKind.MUTE, True)).ok
+        result = await command(hub, device, CommandKind.NAME, "vox")
+        assert (result.ok, result.code, result.value) == (False, "refused", "VOX"), result
+
+
+@pytest.mark.parametrize(
+    ("error", "reflect_xid", "said"),
+    [
+        ([400], True, "/rx2/name: the device refused the whole message: 400 message not understood"),
+        ([{"rx2": [423, {"desc": "locked"}]}], True, "/rx2/name: 423 locked (on /rx2)"),
+        # without xid it names no request: taken as the answer to the one set outstanding
+        ([400], False, "/rx2/name: the device refused the whole message: 400 message not understood"),
+        ([{"rx2": [423, {"desc": "locked"}]}], False, "/rx2/name: 423 locked (on /rx2)"),
+    ],
+    ids=["whole message", "branch", "whole message without xid", "branch without xid"],
+)
+async def test_an_error_above_the_leaf_refuses_the_set_with_the_devices_code_and_text(
+    hub: DriverHarness, error: list[Any], reflect_xid: bool, said: str
+) -> None:
+    def refuse(asked: dict[tuple[str, ...], Any], xid: int | None) -> dict[str, Any]:
+        return with_xid(xid if reflect_xid else None, {"osc": {"error": error}})
+
+    async with AnswersSetsItsOwnWay(refuse) as simulator:
+        device = await online(hub, simulator)
+        started_at = time.monotonic()
+        result = await command(hub, device, CommandKind.NAME, "Gtr", channel=2)
+        assert (result.ok, result.code, result.error) == (False, "refused", said), result
+        assert time.monotonic() - started_at < hub.settings.io_timeout_s / 2  # the device's answer, no timeout

@@ -151,7 +151,11 @@ class SscClient:
             if self.on_garbage is not None:
                 self.on_garbage(str(exc))
             return
-        pending = self._pending.get(message.xid) if message.xid is not None else self._unnumbered_match(message)
+        pending = (
+            self._pending.get(message.xid)
+            if message.xid is not None
+            else self._unnumbered_match(message) or self._lone_error_match(message)
+        )
         if pending is not None and not pending.answer.done():
             pending.answer.set_result(message)
         self.on_message(message)
@@ -159,6 +163,30 @@ class SscClient:
     def _unnumbered_match(self, message: Message) -> _Pending | None:
         """Be liberal: a device that does not reflect xid still answers with the addresses asked for."""
         return next((pending for pending in self._pending.values() if pending.answered_by(message)), None)
+
+    def _lone_error_match(self, message: Message) -> _Pending | None:
+        """An error without xid that names no leaf asked for: a whole-message ``[400]``, or an error on a branch.
+
+        Such a reply cannot be paired in general. Liberal acceptance of an unverified behaviour (whether a
+        device that reflects no xid sends these): when exactly one outstanding request lies under what the
+        error names, and it is a set, the error is its answer; otherwise it is left to the timeout.
+        """
+        if message.values or message.subscription_echo is not None or not message.errors:
+            return None
+        if any(
+            error.in_subscription or error.kind in (ErrorKind.OK, ErrorKind.SUBSCRIPTION_ENDED)
+            for error in message.errors
+        ):
+            return None
+        concerned = [
+            pending
+            for pending in self._pending.values()
+            if pending.paths
+            and all(
+                any(path[: len(error.address)] == error.address for error in message.errors) for path in pending.paths
+            )
+        ]
+        return concerned[0] if len(concerned) == 1 and concerned[0].writes else None
 
 
 @dataclass(frozen=True)
@@ -426,13 +454,53 @@ class Ssc1Driver(UdpDriver):
         try:
             reply = await self.client.request(ssc1.tree({prepared.path: prepared.device_value}), timeout)
         except TimeoutError:
-            raise CommandTimeoutError(f"no reply to {where} within {timeout:g} s") from None
-        for error in reply.errors:
-            if error.address == prepared.path:
-                if error.kind is ErrorKind.MISSING:
-                    raise NotSupportedError(str(error))
-                raise RefusedError(str(error))
-        applied = reply.values.get(prepared.path)
+            raise CommandTimeoutError(f"no reply to {where} within {timeout:g} s; it may have been done") from None
+        # an error on the leaf, on a branch above it or on the whole message (an empty address) refuses the set;
+        # 1xx/2xx codes (200 OK, 202 Adapted, 210 Partial success) are no errors: the value held decides
+        refusals = [
+            error
+            for error in reply.errors
+            if error.kind is not ErrorKind.OK and prepared.path[: len(error.address)] == error.address
+        ]
+        for error in sorted(refusals, key=lambda error: -len(error.address)):  # the most specific first
+            if error.kind is ErrorKind.MISSING:
+                raise NotSupportedError(_refusal_text(where, error))
+            raise RefusedError(_refusal_text(where, error))
+        if prepared.path in reply.values:
+            applied = reply.values[prepared.path]
+        else:
+            # answered without the value (a bare 2xx, say): read back what the device holds
+            try:
+                read = await self.client.request(ssc1.tree([prepared.path]), timeout)
+            except TimeoutError:
+                raise CommandTimeoutError(
+                    f"{where}: the device answered without the value, and reading it back got no reply within "
+                    f"{timeout:g} s; it may have been done"
+                ) from None
+            applied = read.values.get(prepared.path)
         if applied != prepared.device_value:
-            raise RefusedError(f"{where}: the device applied {applied!r}, not {prepared.device_value!r}")
+            held = self._hub_value(prepared.path, applied)
+            return CommandResult(
+                ok=False,
+                code="refused",
+                value=held,
+                error=f"{where}: the device applied {held!r}, not {prepared.hub_value!r}",
+            )
         return CommandResult(ok=True, value=prepared.hub_value)
+
+    def _hub_value(self, path: Address, value: Any) -> Any:
+        """A leaf's device value in hub terms (kHz to MHz, say), as the channel shows it."""
+        assert self.family is not None
+        fields = next(iter(self.family.convert(path, value).values()), {})
+        shown = [field for name, field in fields.items() if name != "tx_present" and not name.startswith("+")]
+        return shown[0] if len(shown) == 1 else value
+
+
+def _refusal_text(where: str, error: ssc1.SscError) -> str:
+    """The device's code and text, and where it put the error if that is not the leaf set."""
+    text = f"{error.code} {error.desc or ssc1.ERROR_TEXT.get(error.code, 'error')}"
+    if error.address == ssc1.address(where):
+        return f"{where}: {text}"
+    if not error.address:
+        return f"{where}: the device refused the whole message: {text}"
+    return f"{where}: {text} (on {ssc1.address_text(error.address)})"
