@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from wmhub_sennheiser.capabilities import device_capabilities
 from wmhub_sennheiser.ewdx_ssc2 import EwdxResourceMap, channel_count_of, channel_write
 from wmhub_sennheiser.simulator.ssc2_ewdx import EwdxSsc2Simulator
@@ -220,3 +223,71 @@ async def test_the_simulator_refuses_writes_the_document_does_not_allow(simulato
             async with http.put(path, json=body) as response:
                 assert response.status == status, (path, body)
     assert simulator.writes == []
+
+
+class StoresNamesItsOwnWay(EwdxSsc2Simulator):
+    """An EW-DX receiver that stores a channel name its own way (``store``) and answers 200 at once; its event
+    of the change may follow an event repeating the old name (``stale_first``), ``event_delay_s`` late. With
+    ``hang`` it never answers a PUT at all."""
+
+    def __init__(self, store: Callable[[str], str] = str, *, stale_first: bool = False, hang: bool = False) -> None:
+        super().__init__(tick_s=0)
+        self.store, self.stale_first, self.hang = store, stale_first, hang
+        self.event_delay_s = 0.0
+
+    async def _put_channel(self, request: web.Request) -> web.Response:
+        if self.hang:
+            await asyncio.sleep(3600)
+        body = await self._body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            return await super()._put_channel(request)
+        n, channel = self._channel_of(request)
+        loop, path = asyncio.get_running_loop(), f"/api/channel/{n}"
+        if self.stale_first:  # another change of the channel: its event repeats the old name
+            loop.call_later(self.event_delay_s / 3, self._publish, [path])
+        channel.name = self.store(body["name"])
+        self.writes.append((request.path, body))
+        loop.call_later(self.event_delay_s, self._publish, [path])
+        return web.Response(status=200)
+
+
+async def name_channel_one(hub: DriverHarness, simulator: EwdxSsc2Simulator, name: str) -> tuple[Device, Any]:
+    managed = hub.add(simulator.url(poll="0.5"))
+    device: Device = await hub.device(managed)
+    return device, await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.NAME, value=name))
+
+
+async def test_a_name_the_receiver_cuts_short_is_refused_at_once_with_the_name_it_holds(hub: DriverHarness) -> None:
+    async with StoresNamesItsOwnWay(lambda name: name[:3]) as simulator:
+        started = time.monotonic()
+        _, result = await name_channel_one(hub, simulator, "LONGNAME")
+        assert (result.ok, result.code, result.value) == (False, "refused", "LON"), result
+        assert result.error == "/api/channel/0 name: the device applied 'LON', not 'LONGNAME'"
+        assert time.monotonic() - started < hub.settings.io_timeout_s
+
+
+async def test_a_receiver_keeping_the_old_name_is_refused_after_a_short_grace(hub: DriverHarness) -> None:
+    async with StoresNamesItsOwnWay(lambda name: "VOCALS") as simulator:
+        old = simulator.channels[0].name = "VOCALS"
+        _, result = await name_channel_one(hub, simulator, "LEAD")
+        assert (result.ok, result.code, result.value) == (False, "refused", old), result
+        assert result.error == f"/api/channel/0 name: the device applied {old!r}, not 'LEAD'"
+
+
+async def test_an_event_repeating_the_old_name_after_the_answer_is_not_the_answer(hub: DriverHarness) -> None:
+    async with StoresNamesItsOwnWay(lambda name: name[:3], stale_first=True) as simulator:
+        simulator.event_delay_s = 0.3  # the old name at 0.1 s, after the 200; the name held at 0.3 s
+        device, result = await name_channel_one(hub, simulator, "LONGNAME")
+        assert (result.ok, result.code, result.value) == (False, "refused", "LON"), result
+        simulator.store, simulator.stale_first = str, True
+        result = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.NAME, value="LEAD"))
+        assert (result.ok, result.value) == (True, "LEAD"), result
+
+
+async def test_an_unanswered_put_is_a_timeout_that_may_have_been_done(hub: DriverHarness) -> None:
+    async with StoresNamesItsOwnWay(hang=True) as simulator:
+        device, result = await name_channel_one(hub, simulator, "LEAD")
+        assert (result.ok, result.code) == (False, "timeout"), result
+        assert (result.error or "").endswith(": no answer within 2 s; it may have been done"), result
+        assert (result.error or "").startswith("PUT /api/channel/0 on 127.0.0.1:")
+        assert hub.store.get(device.id).online  # type: ignore[union-attr]

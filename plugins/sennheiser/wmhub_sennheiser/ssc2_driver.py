@@ -28,8 +28,8 @@ import json
 import math
 import os
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiohttp
@@ -69,6 +69,7 @@ from wmhub_sennheiser.ssc2 import (
     subscription_paths,
 )
 from wmhub_sennheiser.udp import toggled
+from wmhub_sennheiser.values import text
 
 SCHEME: Final = "sennheiser-ssc2"
 DEFAULT_PORT: Final = 443
@@ -81,6 +82,13 @@ SPECTERA_USER: Final = "controlSennheiser"
 MAX_EVENT_BYTES: Final = 1024 * 1024
 # How often a stream that sends nothing is checked for framing aiohttp found malformed.
 STREAM_CHECK_S: Final = 0.5
+# How long a PUT the device answered waits, once an event shows the field with the value held before (after
+# the answer, or while the PUT was out), for an event with the new value before it is settled as refused (the
+# device kept its value). Events carry whole
+# (Spectera) or merged (EW-DX) objects, so one about something else (a battery level) repeats the old value;
+# the event of the change itself follows within moments. A value that is neither the old one nor the one
+# asked for is the device's answer at once (a name cut short, a clamped gain).
+OLD_VALUE_GRACE_S: Final = 1.0
 
 # Across driver instances (the supervisor makes a new one per attempt), keyed by device URL: the
 # session a lost connection left on the device, and when the device last refused our credentials.
@@ -94,6 +102,59 @@ class CredentialsRefusedError(ConnectionError):
 
 class CertificateRefusedError(ConnectionError):
     """The device's TLS certificate is not trusted and was neither pinned nor explicitly accepted."""
+
+
+class RequestTimeoutError(ConnectionError):
+    """A request the device did not answer within the I/O timeout (it may have got it and acted)."""
+
+
+class NotConnectedError(ConnectionError):
+    """No connection to the device could be made: the request was not sent."""
+
+
+@dataclass(eq=False)
+class _Watch:
+    """What shows that a PUT was applied: ``field_name`` of hub channel ``channel`` (None: the device) in the changes
+    published, with the rule of OLD_VALUE_GRACE_S. ``held`` resolves with the value the device holds."""
+
+    channel: int | None
+    field_name: str
+    expected: Any
+    old: Any  # the value shown before the PUT
+    held: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    answered: bool = False  # the PUT has been answered: the old value from now on may be the device keeping it
+    old_seen: bool = False  # an event showed the old value while the PUT was out (the device's own, perhaps)
+    grace: asyncio.TimerHandle | None = None
+
+    def see(self, changes: Changes) -> None:
+        fields = changes.device if self.channel is None else changes.channels.get(self.channel, {})
+        if self.held.done() or self.field_name not in fields:
+            return
+        value = fields[self.field_name]
+        if value == self.expected or value != self.old:
+            self.settle(value)
+        elif self.answered:
+            self._start_grace()
+        else:
+            self.old_seen = True
+
+    def answer_arrived(self) -> None:
+        self.answered = True
+        if self.old_seen:
+            self._start_grace()
+
+    def _start_grace(self) -> None:
+        if self.grace is None:
+            self.grace = asyncio.get_running_loop().call_later(OLD_VALUE_GRACE_S, self.settle, self.old)
+
+    def settle(self, value: Any) -> None:
+        if not self.held.done():
+            self.held.set_result(value)
+
+    def cancel(self) -> None:
+        if self.grace is not None:
+            self.grace.cancel()
+        self.held.cancel()
 
 
 class DeviceHttpError(ConnectionError):
@@ -220,7 +281,7 @@ class Ssc2Driver(Driver):
         self._user = DEFAULT_USER
         self._parser = SseParser(max_event_bytes=MAX_EVENT_BYTES)
         self._pending: list[SseEvent] = []  # events that came with the open event
-        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._watches: list[_Watch] = []
 
     @property
     def options(self) -> Ssc2Options:
@@ -324,8 +385,8 @@ class Ssc2Driver(Driver):
         except Exception as exc:  # close never raises; a session left behind is deleted on reconnect
             self.sink.log.debug("could not end SSE session: %s", exc)
         finally:
-            for _, waiter in self._waiters:
-                waiter.cancel()
+            for watch in self._watches:
+                watch.cancel()
             if self._http is not None:
                 await self._http.close()
 
@@ -478,9 +539,8 @@ class Ssc2Driver(Driver):
             self.sink.update_channel(index, fields)
         if not changes:
             self.sink.heard()
-        for check, waiter in list(self._waiters):
-            if not waiter.done() and check():
-                waiter.set_result(None)
+        for watch in list(self._watches):
+            watch.see(changes)
 
     # --- HTTP
 
@@ -510,9 +570,14 @@ class Ssc2Driver(Driver):
                 f"the certificate of {self._authority()} is not trusted: if it is the device's own, pin it with "
                 f"fingerprint={seen} or opt out with verify=false ({reason})"
             ) from None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            what = str(exc) or ("no answer" if isinstance(exc, TimeoutError) else type(exc).__name__)
-            raise ConnectionError(f"{method} {path} on {self._authority()}: {what}") from None
+        except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
+            raise RequestTimeoutError(
+                f"{method} {path} on {self._authority()}: no answer within {self.settings.io_timeout_s:g} s"
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise NotConnectedError(f"{method} {path} on {self._authority()}: {exc}") from None
+        except aiohttp.ClientError as exc:
+            raise ConnectionError(f"{method} {path} on {self._authority()}: {str(exc) or type(exc).__name__}") from None
 
     async def _presented_fingerprint(self) -> str:
         """The SHA-256 of the certificate the device presents, so the error can say what to pin."""
@@ -589,27 +654,25 @@ class Ssc2Driver(Driver):
             return await self._apply_ewdx(self.ewdx, command)
         if command.kind is CommandKind.DEVICE_NAME:
             name = self._valid_name(command.value, DEVICE_NAME_MAX_CHARS)
-            await self._write(SITE_PATH, {"deviceName": name}, lambda: self.resources.site.get("deviceName") == name)
-            return CommandResult(ok=True, value=name)
+            old = text(self.resources.site.get("deviceName"))
+            return await self._write(SITE_PATH, {"deviceName": name}, _Watch(None, "name", name, old))
         if command.kind is CommandKind.NAME:
             name = self._valid_name(command.value, MOBILE_NAME_MAX_CHARS)
             mt_path, _ = self._mobile_path(command)
-            await self._write(mt_path, {"name": name}, lambda: self._mobile_field(command, "name") == name)
-            return CommandResult(ok=True, value=name)
+            old = text(self._mobile_field(command, "name"))
+            return await self._write(mt_path, {"name": name}, _Watch(command.channel, "name", name, old))
         if command.kind is CommandKind.FREQUENCY:
             khz = self._valid_khz(command.value)
             _, mobile = self._mobile_path(command)
             rf_id = mobile.get("rfChannelId")
             if rf_id is None:
                 raise NotSupportedError(f"channel {command.channel} is not on an RF channel")
-            await self._write(
-                f"{RF_CHANNELS_PATH}/{rf_id}", {"frequency": khz}, lambda: self.resources.rf_channel_khz(rf_id) == khz
-            )
-            return CommandResult(ok=True, value=khz / 1000)
+            old_khz = self.resources.rf_channel_khz(rf_id)
+            watch = _Watch(command.channel, "frequency_mhz", khz / 1000, None if old_khz is None else old_khz / 1000)
+            return await self._write(f"{RF_CHANNELS_PATH}/{rf_id}", {"frequency": khz}, watch)
         if command.kind is CommandKind.IDENTIFY:
             mt_path, _ = self._mobile_path(command)
-            await self._write(mt_path, {"identify": True}, lambda: True)  # momentary: the 2xx is the confirmation
-            return CommandResult(ok=True, value=True)
+            return await self._write(mt_path, {"identify": True}, None)  # momentary: the 2xx is the confirmation
         raise NotSupportedError(f"SSCv2 devices have no {command.kind.value} control in the documented resources")
 
     async def _apply_ewdx(self, ewdx: EwdxResourceMap, command: Command) -> CommandResult:
@@ -623,9 +686,10 @@ class Ssc2Driver(Driver):
         else:
             value = toggled(command.kind, command.value, ewdx.channels.get(command.channel, {}).get("muted"))
             write = ewdx_ssc2.channel_write(command.kind, command.channel - 1, value, ewdx.band)
-        field, shown = write.field, ewdx.channels.get(command.channel or 0, {})
-        await self._write(write.path, write.body, lambda: field is None or shown.get(field) == write.expected)
-        return CommandResult(ok=True, value=True if field is None else write.expected)
+        if write.field is None:  # momentary: the 2xx is the confirmation
+            return await self._write(write.path, write.body, None)
+        old = ewdx.channels.get(command.channel or 0, {}).get(write.field)
+        return await self._write(write.path, write.body, _Watch(command.channel, write.field, write.expected, old))
 
     @staticmethod
     def _valid_name(value: object, max_chars: int) -> str:
@@ -657,29 +721,45 @@ class Ssc2Driver(Driver):
         mobile = self.resources.mobile(command.channel) if command.channel is not None else None
         return mobile.get(name) if mobile is not None else None
 
-    async def _write(self, path: str, body: dict[str, Any], confirmed: Callable[[], bool]) -> None:
-        """PUT a partial object; done once the answer or an SSE event shows the new value."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        entry = (confirmed, waiter)
-        self._waiters.append(entry)
+    async def _write(self, path: str, body: dict[str, Any], watch: _Watch | None) -> CommandResult:
+        """PUT a partial object; settled once the answer or an SSE event shows the value the device holds.
+
+        Without ``watch`` (a momentary action) the 2xx is the confirmation."""
+        if watch is not None:
+            self._watches.append(watch)
         try:
             try:
                 answer = await self._request("PUT", path, body=body)
-            except DeviceHttpError as exc:
+            except (DeviceHttpError, CredentialsRefusedError) as exc:
                 raise RefusedError(str(exc)) from None
-            except CredentialsRefusedError as exc:
-                raise RefusedError(str(exc)) from None
-            except ConnectionError as exc:
+            except RequestTimeoutError as exc:
+                raise CommandTimeoutError(f"{exc}; it may have been done") from None
+            except NotConnectedError as exc:
                 raise DeviceUnavailableError(str(exc)) from None
+            except ConnectionError as exc:  # lost while the device had the request
+                raise DeviceUnavailableError(f"{exc}; it may have been done") from None
+            if watch is None:
+                return CommandResult(ok=True, value=True)
+            watch.answer_arrived()
             if isinstance(answer, Mapping):
                 self._publish((self.ewdx or self.resources).apply(path, answer))
-            if not waiter.done() and confirmed():
-                waiter.set_result(None)
             try:
                 async with asyncio.timeout(self.settings.io_timeout_s):
-                    await waiter
+                    held = await watch.held
             except TimeoutError:
-                raise CommandTimeoutError(f"the device did not confirm {path} within the timeout") from None
+                raise CommandTimeoutError(
+                    f"the device answered PUT {path} but showed no new {watch.field_name} within "
+                    f"{self.settings.io_timeout_s:g} s; it may have been done"
+                ) from None
         finally:
-            self._waiters.remove(entry)
+            if watch is not None:
+                self._watches.remove(watch)
+                watch.cancel()
+        if held != watch.expected:
+            return CommandResult(
+                ok=False,
+                code="refused",
+                value=held,
+                error=f"{path} {watch.field_name}: the device applied {held!r}, not {watch.expected!r}",
+            )
+        return CommandResult(ok=True, value=watch.expected)
