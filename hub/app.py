@@ -117,6 +117,7 @@ class Hub:
             clock,
             max_connecting=config.max_connecting,
         )
+        self.devices.on_moved = self._forget_moved
         interfaces = ["127.0.0.1"] if config.demo and config.discovery.interfaces is None else None
         self.discovery = Discovery(
             plugins,
@@ -237,6 +238,12 @@ class Hub:
         managed = self.devices.add(url, device_id)
         managed.handle.on_identified = self._remember_identity
         return managed
+
+    def _forget_moved(self, url: str, device_id: str) -> None:
+        """The device ``url`` named answers elsewhere now under the same id (see DeviceHandle._claim): the
+        old address would stay an offline device for good."""
+        log.info("device %s is at another address now: %s is forgotten", device_id, redact(url))
+        self._spawn(self.remove_device(url, source="moved"))
 
     def _remember_identity(self, handle: DeviceHandle) -> None:
         if handle.device_id is not None:

@@ -119,6 +119,9 @@ class DeviceHandle(DeviceSink):
         self.on_identified: Callable[[DeviceHandle], None] | None = None
         # (old id, new id) whenever the device takes an id: the manager keeps its index by id with it
         self.on_id_changed: Callable[[str | None, str], None] | None = None
+        # (URL it held the id under, id) when this device took over the id of an offline device reporting
+        # the same serial: the same receiver, moved to another address or port
+        self.on_moved: Callable[[str, str], None] | None = None
         # (family, model) -> what such a device reports and accepts; set by the manager to ask the owning plugin
         self.capabilities_of: Callable[[str | None, str | None], Capabilities | None] = lambda family, model: None
         self.log = logging.LoggerAdapter(
@@ -151,7 +154,7 @@ class DeviceHandle(DeviceSink):
             channel_count = 0
         # the stablest name there is: one the user gave, a serial or MAC, and only then the address
         given = self.endpoint.options.get(ID_OPTION) or unique_id
-        device_id = self._claim(f"{self.vendor}-{self._id_suffix(given)}")
+        device_id = self._claim(f"{self.vendor}-{self._id_suffix(given)}", serial=bool(given))
         if self.device_id is not None and self.device_id != device_id:
             self.log.warning("device at %s is now %s (was %s)", redact(self.endpoint.url), device_id, self.device_id)
             self._store.remove_device(self.device_id)
@@ -164,6 +167,8 @@ class DeviceHandle(DeviceSink):
             self._store.add_device(
                 Device(id=device_id, vendor=self.vendor, host=self.endpoint.host, port=self.endpoint.port)
             )
+        elif (device.host, device.port) != (self.endpoint.host, self.endpoint.port):  # moved here
+            self._store.add_device(device.model_copy(update={"host": self.endpoint.host, "port": self.endpoint.port}))
         capabilities = self.capabilities_of(identity.get("family"), identity.get("model"))
         self._store.update_device(device_id, {**identity, "capabilities": capabilities})
         self._store.set_channel_count(device_id, channel_count)
@@ -181,27 +186,43 @@ class DeviceHandle(DeviceSink):
         suffix = _ID_UNSAFE.sub("_", device_text(unique_id.strip(), MAX_ID_CHARS)) if unique_id else ""
         return suffix or self.endpoint.host_port_id
 
-    def _claim(self, wanted: str) -> str:
+    def _claim(self, wanted: str, serial: bool) -> str:
         """The id this device may use: ``wanted`` unless another URL's device already holds it.
 
         Two URLs can name devices that identify alike: a TCP and a UDP receiver on the same host and port
         number, or one device added twice. Each then gets an id of its own instead of writing into the other.
+        But an id made from a serial (or given with ``?id=``) held by a device that is offline now is this
+        device's: the same receiver at a new address (DHCP, another port), which keeps its names, slots and
+        history instead of becoming a second device beside a dead one.
         """
         scheme, place = self.endpoint.scheme, self.endpoint.host_port_id
         choices = [wanted, f"{wanted}-{scheme}", f"{wanted}-{scheme}-{place}"]
         if self.device_id in choices:
             choices.insert(0, self.device_id)  # keep the id it had (e.g. restored from the store)
+        moved_from: str | None = None
         # claimed by their id-safe form: 'a.b' and 'a_b' would be one device in Home Assistant
         for choice in choices:
-            if self._claims.get(id_safe(choice), self.endpoint.url) == self.endpoint.url:
+            holder = self._claims.get(id_safe(choice), self.endpoint.url)
+            if holder == self.endpoint.url:
                 break
-        if choice != wanted:
+            if choice == wanted and serial and self._offline(choice):
+                moved_from = holder
+                break
+        if moved_from is not None:
+            self.log.warning("device %s moved from %s to %s", wanted, redact(moved_from), redact(self.endpoint.url))
+        elif choice != wanted:
             self.log.warning(
                 "another device already is %s; this one (%s) is %s", wanted, redact(self.endpoint.url), choice
             )
         self._unclaim()
         self._claims[id_safe(choice)] = self.endpoint.url
+        if moved_from is not None and self.on_moved is not None:
+            self.on_moved(moved_from, choice)
         return choice
+
+    def _offline(self, device_id: str) -> bool:
+        device = self._store.get(device_id)
+        return device is not None and not device.online
 
     def _unclaim(self) -> None:
         if self.device_id is not None and self._claims.get(id_safe(self.device_id)) == self.endpoint.url:
@@ -385,6 +406,8 @@ class DeviceManager:
         self.control_rate_per_s = control_rate_per_s
         self._buckets: dict[str, TokenBucket] = {}
         self._command_locks: dict[str, asyncio.Lock] = {}
+        # (URL, id) when a device moved away from the URL (DeviceHandle.on_moved): set by the hub to forget it
+        self.on_moved: Callable[[str, str], None] | None = None
         self.by_url: dict[str, ManagedDevice] = {}
         # device id -> its entry: finding a device by id is a lookup, not a scan of every device
         self._by_id: dict[str, ManagedDevice] = {}
@@ -438,7 +461,12 @@ class DeviceManager:
         if device_id is not None:
             self._by_id.setdefault(device_id, managed)
         handle.on_id_changed = lambda old, new: self._reindex(managed, old, new)
+        handle.on_moved = self._moved
         return managed
+
+    def _moved(self, url: str, device_id: str) -> None:
+        if self.on_moved is not None:
+            self.on_moved(url, device_id)
 
     def _reindex(self, managed: ManagedDevice, old: str | None, new: str) -> None:
         if old is not None and self._by_id.get(old) is managed:
@@ -461,15 +489,21 @@ class DeviceManager:
         if managed is None:
             return False
         del self.by_url[managed.url]
-        if managed.handle.device_id is not None and self._by_id.get(managed.handle.device_id) is managed:
-            del self._by_id[managed.handle.device_id]
+        device_id = managed.handle.device_id
+        if device_id is not None and self._by_id.get(device_id) is managed:
+            del self._by_id[device_id]
+        # the id's state is this device's unless another URL's device holds the id now (it moved there, or
+        # this one was restored with the id and never answered)
+        owned = device_id is not None and self._claims.get(id_safe(device_id), managed.handle.endpoint.url) == (
+            managed.handle.endpoint.url
+        )
         managed.handle.release()
         managed.task.cancel()
         await asyncio.gather(managed.task, return_exceptions=True)
-        if managed.handle.device_id is not None:
-            self._store.remove_device(managed.handle.device_id)
-            self._buckets.pop(managed.handle.device_id, None)
-            self._command_locks.pop(managed.handle.device_id, None)
+        if device_id is not None and owned:
+            self._store.remove_device(device_id)
+            self._buckets.pop(device_id, None)
+            self._command_locks.pop(device_id, None)
         return True
 
     async def close(self) -> None:

@@ -512,3 +512,34 @@ async def test_ssc1_reboot_drops_subscriptions(tmp_path: Path) -> None:
             notes=f"detected by silence: offline_after_s={OFFLINE_AFTER_S:g}; resubscribed by itself",
         ).record()
         assert lost_state == 0 and lost_control == 0
+
+
+async def test_a_receiver_at_a_new_address_keeps_its_id_and_names_and_the_old_address_is_forgotten(
+    tmp_path: Path,
+) -> None:
+    """An outside audit of discovery: an EW-DX receiver (it reports its serial) that left one address and
+    answered at another became a second device, ``…-sennheiser-ssc``, beside the first, which stayed offline
+    for good with the names, slots and assignments. The same serial at a new address while the old is
+    offline is the same receiver, moved."""
+    async with (
+        Ssc1Simulator("ewdx-em2") as first,
+        running_hub(hub_config(tmp_path, []), plugins="sennheiser") as hub,
+    ):
+        await hub.add_device(first.url, source="test")
+        device = await eventually(lambda: hub.store.get("sennheiser-1049471234"), 10, "the receiver")
+        await hub.rename_channel(device.id, 1, "Lead vocal", source="test")
+        await first.stop()
+        await eventually(lambda: not device.online, 10, "the receiver offline")
+        async with Ssc1Simulator("ewdx-em2") as moved:  # the same serial, another port
+            await hub.add_device(moved.url, source="test")
+
+            def moved_here() -> bool:
+                found = hub.store.get(device.id)
+                return found is not None and found.online and found.port == moved.port
+
+            await eventually(moved_here, 10, "the same id online at the new address")
+            await eventually(lambda: not hub.persistence.devices.has(first.url), 10, "the old address forgotten")
+            assert sorted(hub.store.devices) == ["sennheiser-1049471234"]
+            assert [known.url for known in hub.persistence.devices.all()] == [moved.url]
+            assert first.url not in hub.devices.by_url
+            assert hub.persistence.names.get(device.id, 1).name == "Lead vocal"
