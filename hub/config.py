@@ -348,10 +348,11 @@ def load_config(
     try:
         return HubConfig.model_validate(data)
     except ValidationError as exc:
-        loc = [str(part) for part in exc.errors()[0]["loc"]]
-        if _holds(overrides or {}, loc):
+        first = exc.errors()[0]
+        loc = [str(part) for part in first["loc"]]
+        if _holds(overrides or {}, loc, first["msg"]):
             source = "command line"
-        elif _holds(from_env, loc):
+        elif _holds(from_env, loc, first["msg"]):
             keys = list(itertools.takewhile(lambda part: not part.isdigit(), loc))
             source = f"environment ({ENV_PREFIX}{'__'.join(keys).upper()})"
         raise ConfigError(_describe(exc, source)) from None
@@ -359,8 +360,10 @@ def load_config(
         raise ConfigError(f"{source}: nested too deeply to be a configuration") from None
 
 
-def _holds(settings: Mapping[str, Any], loc: list[str]) -> bool:
-    """Whether ``settings`` gives the value at ``loc`` (or the part of it that holds the value)."""
+def _holds(settings: Mapping[str, Any], loc: list[str], message: str) -> bool:
+    """Whether ``settings`` gives the value at ``loc`` (or the part of it that holds the value). A check of a
+    whole section (``[mqtt]`` refusing a removed key) names the key it refuses: the section is held only by
+    the settings that give that key, not by whichever sets anything else in the section."""
     found: Any = settings
     for part in loc:
         if isinstance(found, list) and part.isdigit() and int(part) < len(found):
@@ -369,4 +372,7 @@ def _holds(settings: Mapping[str, Any], loc: list[str]) -> bool:
             found = found[part]
         else:
             return False
+    prefix = ".".join(loc) + "."
+    if isinstance(found, Mapping) and prefix in message:
+        return any(f"{prefix}{key}" in message for key in found)
     return True

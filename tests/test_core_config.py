@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,3 +122,20 @@ def test_a_file_nested_too_deeply_is_one_line_not_a_traceback(tmp_path: Path) ->
     result = run_wmhub("run", "--config", str(path))
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "nested too deeply" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ"),
+    [({}, {"WMHUB_MQTT__EMBEDDED_PORT": "21611"}), ({"mqtt": {"url": "embedded"}}, {})],
+)
+def test_a_removed_key_in_the_file_is_blamed_on_the_file_whatever_else_sets_its_section(
+    tmp_path: Path, flags: dict[str, Any], environ: dict[str, str]
+) -> None:
+    """An outside audit: an old wmhub.toml's [mqtt] require_token was blamed on the environment (or the
+    command line) as soon as anything else set a key of [mqtt] there, sending an upgrading user to look in
+    the wrong place."""
+    path = tmp_path / "wmhub.toml"
+    path.write_text('[mqtt]\nurl = "embedded"\nrequire_token = true\n')
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, flags, environ=environ)
+    assert str(refused.value).startswith(f"{path}: mqtt: mqtt.require_token was removed")
