@@ -153,3 +153,20 @@ def test_ctrl_c_while_the_command_is_still_importing_ends_it_quietly_with_130(tm
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
     )
     assert (result.returncode, result.stdout, result.stderr) == (130, "", "")
+
+
+def test_output_whose_reader_went_away_ends_the_command_quietly() -> None:
+    """An outside audit: ``wmhub plugins --json | head`` ended in a BrokenPipeError traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "wmhub"), "plugins", "--json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")

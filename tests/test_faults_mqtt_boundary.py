@@ -202,3 +202,17 @@ async def test_mqtt_booleans_are_refused_like_rest_and_the_receiver_is_unchanged
         "refused before anything is sent ('muted: Input should be a valid boolean or ... toggle'); "
         "the name in the same message is not applied either",
     )
+
+
+def test_the_acl_in_the_docs_is_the_shipped_one_line_for_line() -> None:
+    """An outside audit copied docs/mqtt.md's ACL snippet: its comments at the end of a "user" line became
+    part of the user's name in Mosquitto, so the hub and Home Assistant had no rights at all. The snippet
+    must say what deploy/mosquitto/acl (tested above against a real Mosquitto) says."""
+    docs = (VENUE.parent.parent / "docs" / "mqtt.md").read_text(encoding="utf-8")
+    snippet = docs.split("```conf\n# acl:", 1)[1].split("```", 1)[0].split("\n", 1)[1]
+
+    def rules(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+    shipped = rules((VENUE / "acl").read_text(encoding="utf-8"))
+    assert rules(snippet) == shipped[: len(rules(snippet))]

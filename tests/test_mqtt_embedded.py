@@ -1,8 +1,12 @@
 """The embedded broker (`--mqtt embedded`) on a port something else already holds: the hub still runs,
 without MQTT, and says why and what to change."""
 
+import asyncio
 import logging
+import os
+import signal
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +14,8 @@ import pytest
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
-from tests.mosquitto import EmbeddedTestBroker, MqttProbe
+from hub.testing import eventually
+from tests.mosquitto import EmbeddedTestBroker, MqttProbe, free_port
 
 
 async def test_a_taken_port_leaves_mqtt_off_and_the_hub_running(
@@ -54,3 +59,53 @@ async def test_a_client_of_the_embedded_broker_gets_the_retained_messages_of_its
             assert [topic for topic, _ in one_topic.messages] == ["wmhub/hubs/x/response/set"]
     finally:
         await broker.stop()
+
+
+def _mqtt_packet(kind: int, body: bytes) -> bytes:
+    length, encoded = len(body), b""
+    while True:
+        length, digit = divmod(length, 128)
+        encoded += bytes([digit | (0x80 if length else 0)])
+        if not length:
+            return bytes([kind]) + encoded + body
+
+
+async def _subscribe_everything_then_vanish(port: int, name: str) -> int:
+    """An MQTT 3.1.1 client that subscribes to ``#``, takes some traffic and drops its connection unannounced
+    (a laptop closed, ``mosquitto_sub`` killed)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    client_id = name.encode()
+    writer.write(_mqtt_packet(0x10, b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id))
+    writer.write(_mqtt_packet(0x82, b"\x00\x01\x00\x01#\x00"))
+    received = 0
+    while received < 4096:
+        received += len(await asyncio.wait_for(reader.read(4096), 10))
+    writer.transport.abort()
+    return received
+
+
+async def test_subscribers_leaving_the_demo_broker_leave_no_errors_in_the_hub_log(tmp_path: Path) -> None:
+    """An outside audit following the README: each ``mosquitto_sub`` watching the demo and stopped left
+    "Task exception was never retrieved" errors with tracebacks in the hub's log (amqtt's tasks sending to a
+    client that had gone)."""
+    http_port, mqtt_port = free_port(), free_port()
+    log = tmp_path / "hub.log"
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("WMHUB_")}
+    environ |= {"WMHUB_DISCOVERY__ENABLED": "false", "WMHUB_MQTT__EMBEDDED_PORT": str(mqtt_port)}
+    command = [sys.executable, "-m", "hub.cli", "run", "--demo", "--http", f"127.0.0.1:{http_port}"]
+    with log.open("wb") as out:
+        hub = await asyncio.create_subprocess_exec(
+            *command, "--data-dir", str(tmp_path / "data"), stdout=out, stderr=out, env=environ
+        )
+    try:
+        await eventually(lambda: "embedded MQTT broker listening" in log.read_text(), 30, "the demo's broker")
+        for number in range(5):
+            assert await _subscribe_everything_then_vanish(mqtt_port, f"watcher-{number}") >= 4096
+        hub.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(hub.wait(), 30) == 0
+    finally:
+        if hub.returncode is None:
+            hub.kill()
+            await hub.wait()
+    errors = [line for line in log.read_text().splitlines() if '"level":"error"' in line]
+    assert errors == []
