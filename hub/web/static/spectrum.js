@@ -5,7 +5,8 @@
 "use strict";
 
 const SPECTRUM = { width: 1000, height: 160, stripTop: 40, stripHeight: 50, pad: 40 };
-const spectrumState = { plan: null, selected: null, drawn: "" };
+// `focus`: the finding that is the spectrum's one Tab stop (roving tabindex: arrow keys move it along the band)
+const spectrumState = { plan: null, selected: null, drawn: "", focus: null, order: [] };
 
 function spectrumRange(plan) {
   const points = plan.carriers.map((c) => c.frequency_mhz);
@@ -19,7 +20,9 @@ function spectrumRange(plan) {
 function renderSpectrum() {
   const plan = spectrumState.plan;
   const view = $("spectrum");
+  const hadFocus = view.contains(document.activeElement);
   view.replaceChildren();
+  spectrumState.order = [];
   const range = plan && spectrumRange(plan);
   $("spectrum-panel").hidden = !plan;
   if (!plan) return;
@@ -65,7 +68,8 @@ function renderSpectrum() {
     const victim = carriers.get(finding.victim);
     const at = finding.product_mhz !== null ? finding.product_mhz : victim.frequency_mhz;
     const conflict = finding.severity === "alert";
-    const group = svg("g", { class: conflict ? "conflict" : "product", "data-finding": number, tabindex: 0, role: "button" });
+    const group = svg("g", { class: conflict ? "conflict" : "product", "data-finding": number, tabindex: -1, role: "button" });
+    spectrumState.order.push([at, number]);
     const selected = spectrumState.selected === number;
     if (selected) group.classList.add("selected");
     // lines to the sources for conflicts and the finding opened; a warning is a tick until then
@@ -81,10 +85,39 @@ function renderSpectrum() {
     group.append(svg("rect", { x: x(at) - 3, y, width: 6, height: conflict ? 14 : 10, class: "tick" }));
     group.append(svg("title", {}, findingText(finding)));
     group.addEventListener("click", () => selectFinding(number));
-    group.addEventListener("keydown", (event) => { if (event.key === "Enter") selectFinding(number); });
     view.append(group);
   });
+  // along the band, low to high: the order the arrow keys move in
+  spectrumState.order.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  const numbers = spectrumState.order.map(([, number]) => number);
+  if (!numbers.includes(spectrumState.focus)) spectrumState.focus = numbers.includes(spectrumState.selected) ? spectrumState.selected : numbers.length ? numbers[0] : null;
+  const stop = spectrumState.focus === null ? null : view.querySelector('[data-finding="' + spectrumState.focus + '"]');
+  if (stop) {
+    stop.setAttribute("tabindex", "0");
+    if (hadFocus) stop.focus();  // redrawn under the keyboard: the focus stays on the same finding
+  }
   renderFinding();
+}
+
+// One Tab stop for the whole spectrum: arrows move between findings, Home/End to the ends, Enter or Space opens one.
+function spectrumKey(event) {
+  const current = event.target.closest && event.target.closest("[data-finding]");
+  if (!current) return;
+  const numbers = spectrumState.order.map(([, number]) => number);
+  const at = numbers.indexOf(Number(current.dataset.finding));
+  const moves = { ArrowRight: at + 1, ArrowDown: at + 1, ArrowLeft: at - 1, ArrowUp: at - 1, Home: 0, End: numbers.length - 1 };
+  if (event.key === "Enter" || event.key === " ") {
+    event.preventDefault();  // Space would scroll the page
+    selectFinding(Number(current.dataset.finding));
+  } else if (event.key in moves) {
+    event.preventDefault();
+    const next = numbers[Math.max(0, Math.min(numbers.length - 1, moves[event.key]))];
+    current.setAttribute("tabindex", "-1");
+    spectrumState.focus = next;
+    const node = $("spectrum").querySelector('[data-finding="' + next + '"]');
+    node.setAttribute("tabindex", "0");
+    node.focus();
+  }
 }
 
 function findingText(finding) {
@@ -103,6 +136,7 @@ function findingText(finding) {
 
 function selectFinding(number) {
   spectrumState.selected = number;
+  spectrumState.focus = number;
   renderSpectrum();
 }
 
@@ -161,5 +195,6 @@ async function refreshSpectrum() {
   renderSpectrum();
 }
 
+$("spectrum").addEventListener("keydown", spectrumKey);
 refreshSpectrum();
 setInterval(refreshSpectrum, 3000);
