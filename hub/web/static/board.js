@@ -511,10 +511,15 @@ function localInputValue(unix) {
   return new Date(at.getTime() - at.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
 }
 
-function swapItem(item) {
+function swapItem(item, repeated) {
   const node = el("li", "swap-item");
   node.dataset.channel = item.channel_id;
-  const label = [item.slot ? "#" + item.slot : null, item.performer, item.name || item.channel_id].filter(Boolean).join(" ");
+  const name = item.name || item.channel_id;
+  // two packs called "Vox" are told apart by their receiver and channel
+  const deviceId = item.channel_id.slice(0, item.channel_id.lastIndexOf(":"));
+  const device = state.devices.get(deviceId);
+  const where = repeated.has(name) ? "(" + (device && device.name ? device.name : deviceId) + " ch " + item.channel_id.slice(item.channel_id.lastIndexOf(":") + 1) + ")" : null;
+  const label = [item.slot ? "#" + item.slot : null, item.performer, name, where].filter(Boolean).join(" ");
   const when = new Date(item.empty_at * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   const counter = el("span", "countdown");
   counter.dataset.empty = item.empty_at;
@@ -542,8 +547,10 @@ async function refreshSwaps() {
     $("show-margin").value = show.margin_min;
   }
   $("swap-count").textContent = swap.deadline === null ? "(no show end set)" : "(" + swap.items.length + ")";
-  $("swaps").replaceChildren(...swap.items.map(swapItem));
-  $("swap-strip").replaceChildren(...swap.items.map(swapItem));
+  const names = swap.items.map((item) => item.name || item.channel_id);
+  const repeated = new Set(names.filter((name, at) => names.indexOf(name) !== at));
+  $("swaps").replaceChildren(...swap.items.map((item) => swapItem(item, repeated)));
+  $("swap-strip").replaceChildren(...swap.items.map((item) => swapItem(item, repeated)));
   $("swap-strip").hidden = swap.items.length === 0;
   const unknown = swap.no_estimate.map((ref) => ref.name || ref.channel_id);
   $("swap-unknown").textContent = unknown.length ? "No runtime known yet: " + unknown.join(", ") : "";
