@@ -969,8 +969,12 @@ function start() {
   $("editor-form").addEventListener("submit", saveEditor);
   $("editor-cancel").addEventListener("click", () => $("editor").close());
   document.addEventListener("keydown", (event) => {
-    if (event.target instanceof HTMLInputElement || event.ctrlKey || event.metaKey || event.altKey) return;
-    if (/^[0-9]$/.test(event.key)) selectGroup(Number(event.key));
+    if (event.ctrlKey || event.metaKey || event.altKey || !/^[0-9]$/.test(event.key)) return;
+    // a digit typed into a form control (a select's type-ahead too) or behind an open dialog is not a shortcut
+    const target = event.target instanceof Element ? event.target : null;
+    if (target && (target.closest("input, select, textarea, [contenteditable]") || target.isContentEditable)) return;
+    if (document.querySelector("dialog[open]")) return;
+    selectGroup(Number(event.key));
   });
   $("show-form").addEventListener("submit", (event) => {
     event.preventDefault();
