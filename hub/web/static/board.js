@@ -65,8 +65,53 @@ function condition(device, channel) {
   if (channel.rf_quality_percent !== null && channel.rf_quality_percent < 30) return { cls: "warn", text: "weak RF" };
   const alert = alertOf(device.id, channel.index);
   if (alert) return { cls: alert.severity === "critical" ? "alert" : "warn", text: alert.message };
-  if (channel.muted || channel.tx_muted) return { cls: "muted", text: channel.tx_muted ? "TX muted" : "muted" };
   return { cls: "", text: "ok" };
+}
+
+// A mute is never hidden behind another condition: the tile shows it in words of its own, next to whatever else
+// is wrong (a muted channel with weak RF is both), and says it in the tile's accessible name.
+function muteText(channel) {
+  if (channel.muted && channel.tx_muted) return "muted, TX muted";
+  if (channel.tx_muted) return "TX muted";
+  return channel.muted ? "muted" : null;
+}
+
+// What the state says in words: the condition, and the mute beside it ("ok" is dropped when muted).
+function stateWords(device, channel) {
+  const cond = condition(device, channel), mute = muteText(channel);
+  return [cond.text === "ok" && mute ? null : cond.text, mute].filter(Boolean).join(" · ");
+}
+
+function runtimeWords(minutes) {
+  const h = Math.floor(minutes / 60), m = minutes % 60;
+  return (h ? h + " h " : "") + m + " min";
+}
+
+// The battery in words, for the tile's accessible name and its screen-reader text: "battery 4 of 5 bars",
+// "battery 60%, 3 h 37 min left"
+function batteryWords(channel) {
+  const parts = [];
+  if (channel.battery_percent !== null) parts.push(channel.battery_percent + "%");
+  else if (channel.battery_bars !== null) parts.push(channel.battery_bars + " of 5 bars");
+  if (channel.battery_runtime_min !== null) parts.push(runtimeWords(channel.battery_runtime_min) + " left");
+  return "battery " + (parts.join(", ") || "unknown");
+}
+
+function rfWords(device, channel) {
+  if (!reports(device, "rf_dbm") && channel.rf_quality_percent === null) return null;
+  const weak = (channel.rf_dbm !== null && channel.rf_dbm <= RF_ALERT_DBM)
+    || (channel.rf_quality_percent !== null && channel.rf_quality_percent < 30);
+  const parts = [];
+  if (channel.rf_dbm !== null) parts.push(channel.rf_dbm.toFixed(0) + " dBm");
+  if (channel.rf_quality_percent !== null) parts.push("quality " + channel.rf_quality_percent + "%");
+  if (!parts.length) return "no RF level";
+  return "RF " + (weak ? "weak, " : "") + parts.join(", ");
+}
+
+function tileLabel(device, channel) {
+  return [displayName(channel), (device.name || device.id) + " ch " + channel.index, batteryWords(channel),
+    rfWords(device, channel), stateWords(device, channel), swapOf(channel.id) ? "swap the pack before the show ends" : null]
+    .filter(Boolean).join(", ");
 }
 
 // What the device's family reports and accepts (device.capabilities); a device without them shows everything.
@@ -159,20 +204,63 @@ function setBattery(box, channel) {
     const h = Math.floor(channel.battery_runtime_min / 60), m = channel.battery_runtime_min % 60;
     parts.push(h + "h" + String(m).padStart(2, "0"));
   }
-  setText(box.lastChild, parts.join(" ") || (bars === null ? "–" : ""));
+  // the gauge and its short text are for the eye; a screen reader gets the same in words
+  setText(box.querySelector(".runtime"), parts.join(" ") || (bars === null ? "–" : ""));
+  setText(box.querySelector(".sr-only"), batteryWords(channel));
+}
+
+function setAttr(node, name, value) {
+  if (node.getAttribute(name) !== value) node.setAttribute(name, value);
+}
+
+// Lists refreshed by polling (alerts, candidates, group buttons) keep their elements: a row is built once per
+// key and updated in place, and only rows that come or go are inserted or removed. A rebuilt row would take the
+// keyboard focus with it (to <body>) every few seconds. When the row holding the focus goes, the focus moves to
+// the row now in its place (else to `fallback`), never to <body>.
+function reconcile(container, items, keyOf, build, update, fallback) {
+  const old = new Map([...container.children].map((node) => [node.dataset.key, node]));
+  const focused = document.activeElement;
+  const holder = [...container.children].findIndex((node) => node.contains(focused));
+  const nodes = items.map((item) => {
+    const key = String(keyOf(item));
+    let node = old.get(key);
+    if (!node) { node = build(item); node.dataset.key = key; }
+    update(node, item);
+    return node;
+  });
+  const keep = new Set(nodes);
+  for (const node of [...container.children]) if (!keep.has(node)) node.remove();
+  nodes.forEach((node, at) => { if (container.children[at] !== node) container.insertBefore(node, container.children[at] || null); });
+  if (holder >= 0 && !focused.isConnected) refocus(nodes.slice(holder).concat(nodes.slice(0, holder).reverse()), fallback);
+}
+
+// Focus the first control in the first of `nodes` that has one, else `fallback`.
+function refocus(nodes, fallback) {
+  for (const node of nodes) {
+    const focusable = "button:not([hidden]), a[href], [tabindex]:not([tabindex='-1'])";
+    const control = node.matches(focusable) ? node : node.querySelector(focusable);
+    if (control) { control.focus(); return; }
+  }
+  if (fallback) fallback.focus();
 }
 
 function channelTile() {
   const tile = el("div", "tile");
+  // the name is the tile's button to its detail (Enter or Space), named with the tile's state in words
   const parts = {
-    num: el("span", "num"), name: el("div", "name"), who: el("div", "sub"), battery: el("span", "battery"),
-    state: el("span", "state"), meters: el("div", "meters"), info: el("div", "sub"), edit: el("button", "edit", "✎"),
+    num: el("span", "num"), name: el("button", "name"), who: el("div", "sub"), battery: el("span", "battery"),
+    state: el("span", "state"), mute: el("span", "mute"), meters: el("div", "meters"), info: el("div", "sub"),
+    edit: el("button", "edit", "✎"),
   };
-  parts.battery.title = "battery";
+  parts.name.type = "button";
+  parts.name.setAttribute("aria-haspopup", "dialog");
+  parts.num.setAttribute("aria-hidden", "true");
   for (let i = 0; i < 5; i++) parts.battery.append(el("i"));
-  parts.battery.append(el("span", "runtime"));
+  parts.battery.append(el("span", "runtime"), el("span", "sr-only"));
+  for (const part of parts.battery.children) if (!part.classList.contains("sr-only")) part.setAttribute("aria-hidden", "true");
+  parts.mute.hidden = true;
   const row = el("div", "row");
-  row.append(parts.battery, parts.state, el("span", "swap-mark", "swap"));
+  row.append(parts.battery, parts.state, parts.mute, el("span", "swap-mark", "swap"));
   parts.edit.type = "button";
   parts.edit.title = "Rename";
   parts.edit.addEventListener("click", (event) => {
@@ -187,7 +275,8 @@ function channelTile() {
 
 function fillTile(tile, number, device, channel) {
   const cond = condition(device, channel);
-  const className = "tile " + cond.cls + (swapOf(channel.id) ? " swap" : "");
+  const mute = muteText(channel);
+  const className = ["tile", cond.cls, mute ? "muted" : "", swapOf(channel.id) ? "swap" : ""].filter(Boolean).join(" ");
   if (tile.className !== className) tile.className = className;
   Object.assign(tile.dataset, { channel: channel.id, device: device.id, index: channel.index, number });
   const parts = tile.parts;
@@ -199,7 +288,11 @@ function fillTile(tile, number, device, channel) {
   if (channel.extended_name && channel.name) sub.push(channel.name);
   setText(parts.who, sub.join(" · "));
   setBattery(parts.battery, channel);
-  setText(parts.state, cond.text);
+  setText(parts.state, cond.text === "ok" && mute ? "" : cond.text);
+  setText(parts.mute, mute || "");
+  parts.mute.hidden = !mute;
+  setAttr(parts.name, "aria-label", tileLabel(device, channel));
+  setAttr(parts.edit, "aria-label", "Rename " + displayName(channel) + " (" + (device.name || device.id) + " ch " + channel.index + ")");
   setMeters(parts.meters, device, channel);
   const info = [];
   if (channel.frequency_mhz !== null) info.push(channel.frequency_mhz.toFixed(3) + " MHz");
@@ -443,10 +536,10 @@ async function refreshCandidates() {
   let list;
   try { list = await api("GET", API + "/candidates"); } catch (error) { return; }
   $("candidate-count").textContent = list.items.length ? "(" + list.items.length + ")" : "";
-  $("candidates").replaceChildren(...list.items.map((candidate) => {
+  const summary = $("candidates").closest("details").querySelector("summary");
+  reconcile($("candidates"), list.items, (candidate) => candidate.url, (candidate) => {
     const item = el("li");
-    item.append(el("span", null, [candidate.vendor, candidate.model, candidate.name].filter(Boolean).join(" ")));
-    item.append(el("code", null, candidate.url));
+    item.append(el("span"), el("code", null, candidate.url));
     const approve = el("button", null, "Approve");
     approve.type = "button";
     approve.addEventListener("click", async () => {
@@ -455,7 +548,11 @@ async function refreshCandidates() {
     });
     item.append(approve);
     return item;
-  }));
+  }, (item, candidate) => {
+    const what = [candidate.vendor, candidate.model, candidate.name].filter(Boolean).join(" ");
+    setText(item.firstChild, what);
+    setAttr(item.lastChild, "aria-label", "Approve " + (what ? what + " at " : "") + candidate.url);
+  }, summary);
 }
 
 // ---- alerts from the store's engine (debounced, with hysteresis): listed, acknowledged, shown on tiles
@@ -467,24 +564,37 @@ async function refreshAlerts() {
   $("alerts-panel").hidden = false;
   const waiting = list.items.filter((a) => a.acknowledged_at === null).length;
   $("alert-count").textContent = list.items.length ? "(" + list.items.length + (waiting ? ", " + waiting + " new" : "") + ")" : "";
-  $("alerts").replaceChildren(...list.items.map((alert) => {
-    const item = el("li", "alert-item " + alert.severity + (alert.acknowledged_at === null ? " new" : ""));
+  const summary = $("alerts-panel").querySelector("summary");
+  reconcile($("alerts"), list.items, (alert) => alert.id, (alert) => {
+    const item = el("li");
     item.dataset.alert = alert.id;
-    item.append(el("span", "severity", alert.severity), el("span", null, alert.message));
-    item.append(el("span", "sub", new Date(alert.raised_at * 1000).toLocaleTimeString()));
-    if (alert.acknowledged_at === null) {
-      const ack = el("button", null, "Acknowledge");
-      ack.type = "button";
-      ack.addEventListener("click", async () => {
-        try { await api("POST", API + "/alerts/" + alert.id + "/acknowledge", {}); refreshAlerts(); }
-        catch (error) { toast(error.message); }
-      });
-      item.append(ack);
-    } else {
-      item.append(el("span", "sub", "seen" + (alert.acknowledged_by ? " by " + alert.acknowledged_by : "")));
-    }
+    item.append(el("span", "severity"), el("span"), el("span", "sub"), el("span", "sub seen"));
+    const ack = el("button", "ack", "Acknowledge");
+    ack.type = "button";
+    ack.addEventListener("click", async () => {
+      try { await api("POST", API + "/alerts/" + alert.id + "/acknowledge", {}); refreshAlerts(); }
+      catch (error) { toast(error.message); }
+    });
+    item.append(ack);
     return item;
-  }));
+  }, (item, alert) => {
+    const waiting = alert.acknowledged_at === null;
+    const className = "alert-item " + alert.severity + (waiting ? " new" : "");
+    if (item.className !== className) item.className = className;
+    const [severity, message, time, seen, ack] = item.children;
+    setText(severity, alert.severity);
+    setText(message, alert.message);
+    setText(time, new Date(alert.raised_at * 1000).toLocaleTimeString());
+    setText(seen, waiting ? "" : "seen" + (alert.acknowledged_by ? " by " + alert.acknowledged_by : ""));
+    seen.hidden = waiting;
+    setAttr(ack, "aria-label", "Acknowledge " + alert.severity + ": " + alert.message);
+    if (!waiting && ack.isConnected && ack === document.activeElement) {
+      // acknowledged: the button goes; the focus moves on to the next alert still waiting, else the panel
+      const next = [...$("alerts").querySelectorAll("li.new .ack")].find((other) => other !== ack);
+      (next || summary).focus();
+    }
+    ack.hidden = !waiting;
+  }, summary);
   refreshTiles();
 }
 
@@ -603,12 +713,14 @@ function renderFacts() {
     // channels are known, rather than leave an empty dialog
     if (state.loaded) {
       $("detail-title").textContent = "Unknown channel";
+      setTitle();
       $("detail-facts").replaceChildren(fact("Channel", "no channel " + detail.channelId + " on this hub"));
       $("detail-charts").replaceChildren();
     }
     return;
   }
   $("detail-title").textContent = displayName(channel) + " · " + (device.name || device.id) + " ch " + channel.index;
+  setTitle();
   const swap = swapOf(channel.id);
   const battery = [channel.battery_percent !== null ? channel.battery_percent + "%" : null,
     channel.battery_bars !== null ? channel.battery_bars + "/5 bars" : null].filter(Boolean).join(", ");
@@ -620,7 +732,7 @@ function renderFacts() {
     runtime = estimate.minutes_left + " min estimated (" + low + "–" + high + ")";
   }
   $("detail-facts").replaceChildren(
-    fact("State", condition(device, channel).text),
+    fact("State", stateWords(device, channel)),
     fact("Battery", battery),
     fact("Runtime", runtime),
     fact("Swap", swap ? "before " + new Date(swap.empty_at * 1000).toLocaleTimeString() : (state.swap && state.swap.deadline ? "lasts the show" : null)),
@@ -752,11 +864,24 @@ function openDetail(channelId) {
 }
 
 function closeDetail() {
+  const channelId = detail.channelId;
   detail.channelId = null;
   clearInterval(detail.timer);
   const url = new URL(location.href);
   url.searchParams.delete("channel");
   history.replaceState(null, "", url);
+  setTitle();
+  // back to the tile the detail was opened from (the same channel's tile, even if the board was redrawn meanwhile)
+  const tile = channelId && tiles.get(channelId);
+  if (tile && tile.isConnected && tile.parts) tile.parts.name.focus();
+}
+
+// The tab's title says which view it is: a channel's detail, the TV board or the board.
+function setTitle() {
+  const [, channel] = detail.channelId ? channelById(detail.channelId) : [];
+  const title = detail.channelId ? (channel ? displayName(channel) : "Unknown channel") + " — wmhub"
+    : document.body.classList.contains("tv") ? "wmhub board (TV)" : "wmhub board";
+  if (document.title !== title) document.title = title;
 }
 
 function selectRange(button) {
@@ -877,20 +1002,36 @@ function renderVenue() {
   const summary = el("ul", "list");
   for (const group of state.allGroups || []) summary.append(el("li", null, "Group " + group.number + " " + group.title + ": slots " + group.slots.join(", ")));
   for (const a of state.assignments || []) summary.append(el("li", null, (names.get(a.performer_id) || "?") + " → " + a.device_id + " ch " + a.channel));
+  // the forms are redrawn after a save: the control that had the focus (found by its form and label) keeps it
+  const focused = document.activeElement;
+  const key = $("venue").contains(focused) ? focusKey(focused) : null;
   $("venue").replaceChildren(...forms, summary);
+  if (key) {
+    const same = [...$("venue").querySelectorAll("input, select, button")].find((node) => focusKey(node) === key);
+    if (same) same.focus();
+  }
+}
+
+function focusKey(node) {
+  const form = node.closest("form");
+  const label = node.closest("label");
+  return (form ? form.firstChild.textContent : "") + "/" + node.tagName + "/" + (label ? label.firstChild.textContent : node.textContent);
 }
 
 // ---- groups (keyboard 0-9; 0 shows everything)
 
 function renderGroups() {
-  const buttons = [{ number: 0, title: "All" }, ...state.groups].map((group) => {
-    const button = el("button", null, group.number ? group.number + " " + group.title : "All");
+  // updated in place: the button just pressed keeps the keyboard focus
+  const groups = state.groups.length ? [{ number: 0, title: "All" }, ...state.groups] : [];
+  reconcile($("groups"), groups, (group) => group.number, (group) => {
+    const button = el("button");
     button.type = "button";
-    button.setAttribute("aria-pressed", String(state.group === group.number));
     button.addEventListener("click", () => selectGroup(group.number));
     return button;
-  });
-  $("groups").replaceChildren(...(state.groups.length ? buttons : []));
+  }, (button, group) => {
+    setText(button, group.number ? group.number + " " + group.title : "All");
+    setAttr(button, "aria-pressed", String(state.group === group.number));
+  }, null);
 }
 
 function selectGroup(number) {
@@ -953,6 +1094,7 @@ async function saveEditor(event) {
 function setTv(on) {
   document.body.classList.toggle("tv", on);
   $("tv-toggle").setAttribute("aria-pressed", String(on));
+  setTitle();
 }
 
 function start() {
