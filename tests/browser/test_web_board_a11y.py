@@ -252,6 +252,7 @@ async def test_state_words_alerts_and_pressed_buttons_meet_aa_contrast(page: Pag
     ratios = {
         "red state word": await page.locator(".tile.alert .state").first.evaluate(CONTRAST),
         "CRITICAL in the Alerts panel": await critical.evaluate(CONTRAST),
+        "the time in a new alert's row": await page.locator("#alerts .alert-item.new .sub").first.evaluate(CONTRAST),
         "sub-text on a TX-off tile": await txoff.evaluate(CONTRAST),
     }
     await page.click("#tv-toggle")
