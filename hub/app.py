@@ -169,7 +169,10 @@ class Hub:
                 self.watch(self.persistence.ticker, "the store's ticker (history and alerts)")
         self.persistence.devices.url_check = self.devices.resolve
         for url, device_id in self.persistence.restore():
-            self._supervise(url, device_id)
+            try:
+                self._supervise(url, device_id)
+            except ValueError as exc:  # stored by an earlier version that took it (a control character in it)
+                log.warning("remembered device %s is not connected: %s", preview(redact(url)), redact(str(exc)))
         for url in self.config.devices:
             await self.add_device(url, source="config")
         if self.config.demo:

@@ -1,6 +1,7 @@
 """Logging: readable lines on a terminal, one JSON object per line otherwise (journald, Docker, files).
 
-Every line goes through hub.redact on its way out, whatever a plugin or library put in it.
+Every line goes through hub.redact on its way out, whatever a plugin or library put in it. On a terminal a
+message's control characters are shown escaped (``\\x1b``); JSON escapes them itself.
 
 Every record carries its logger name (``hub.device.shure`` …) and, where a driver logged it, the device.
 """
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 import orjson
 
 from hub.redact import redact, redact_values, redacted_text
+from hub.text import escape_controls
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -36,10 +38,12 @@ class JsonFormatter(logging.Formatter):
 class TerminalFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         device = getattr(record, "device", None)
-        context = f" [{device}]" if device else ""
-        line = (
-            f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.name}{context}: {record.getMessage()}"
-        )
+        context = f" [{escape_controls(str(device))}]" if device else ""
+        # a message (a device URL, a plugin's text) is shown with its control characters escaped: on a terminal
+        # an ESC sequence would set the title or clear the screen, and a line break would forge a log line
+        message = escape_controls(record.getMessage())
+        name = escape_controls(record.name)
+        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {name}{context}: {message}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return redact(line)

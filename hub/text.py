@@ -30,6 +30,15 @@ def device_text(value: str, width: int = DEFAULT_TEXT_WIDTH) -> str:
     return value[:width]
 
 
+def escape_controls(value: str) -> str:
+    """``value`` with each character :func:`device_text` would remove written as its Python escape (``\\x1b``,
+    ``\\n``, ``\\u202e``): a log line for a terminal keeps what a message held visible, but can neither move the
+    cursor, set the window title, nor start a line of its own."""
+    if _CONTROLS.search(value) is None:
+        return value
+    return _CONTROLS.sub(lambda found: repr(found.group())[1:-1], value)
+
+
 def has_controls(value: str, *, layout: bool = False) -> bool:
     """True if ``value`` holds a character :func:`device_text` would remove: what a person typing a name
     never means (a C0 or C1 control, a line or paragraph separator, a direction override). With ``layout``

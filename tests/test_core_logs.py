@@ -72,3 +72,21 @@ def test_off_a_terminal_an_exception_travels_inside_its_json_line(
     [line] = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert line["message"] == "poll failed" and line["level"] == "error"
     assert line["exception"].endswith("KeyError: 'missing'")
+
+
+def test_on_a_terminal_control_characters_in_a_message_are_shown_escaped(
+    restored_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second line of defence behind the URL check: whatever a message holds (a device's text, a URL from
+    an earlier version), an ESC, a BEL or a line break reaches the terminal as a visible escape, never raw."""
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    setup_logging("info")
+    forged = "x\x1b]0;PWNED\x07\x1b[2J\n12:00:00 ERROR   hub: forged line\x85\u202e\x7f"
+    device_log = logging.LoggerAdapter(logging.getLogger("hub.device.shure"), {"device": "rx\x1b[31m"})
+    device_log.warning("device %s added", forged)
+    [line] = terminal.getvalue().splitlines()
+    assert not re.search("[\x00-\x1f\x7f-\x9f\u202e]", line), repr(line)
+    assert line.endswith(
+        r"[rx\x1b[31m]: device x\x1b]0;PWNED\x07\x1b[2J\n12:00:00 ERROR   hub: forged line\x85\u202e\x7f added"
+    ), line

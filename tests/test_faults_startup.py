@@ -145,6 +145,21 @@ CASES = {
         "wmhub.toml: devices: no plugin handles",
     ),
     "device URL, no host (WMHUB_DEVICES)": ([], {"WMHUB_DEVICES": "shure://"}, "WMHUB_DEVICES: 'shure://'"),
+    "device URL with an ESC sequence and a forged log line (--device)": (
+        ["--device", "shure://127.0.0.1:23302?id=\x1b]0;PWNED\x07\x1b[2J\n12:00:00 ERROR   hub: forged line"],
+        {},
+        "--device: a device URL must not contain control characters",
+    ),
+    "device URL with an escape sequence (config file)": (
+        ["--config", "{file}"],
+        {"file": 'devices = ["shure://127.0.0.1?id=\\u001b[2J"]\n'},
+        "wmhub.toml: devices: a device URL must not contain control characters",
+    ),
+    "device URL with a BEL (WMHUB_DEVICES)": (
+        [],
+        {"WMHUB_DEVICES": "shure://127.0.0.1?id=a\x07b"},
+        "WMHUB_DEVICES: a device URL must not contain control characters",
+    ),
     "MQTT URL, port not a number": (["--mqtt", "mqtt://u:p@127.0.0.1:notaport"], {}, "mqtt.url: the host or port"),
     "MQTT URL, unclosed bracket": (["--mqtt", "mqtt://u:p@[::1"], {}, "mqtt.url: the host or port"),
     "MQTT URL, scheme mistyped with a password in it": (
@@ -221,6 +236,7 @@ def test_bad_setting_exits_2_with_one_line(tmp_path: Path, case: str) -> None:
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     assert expected.format(**values).replace(str(tmp_path), "<tmp>") in lines[0], lines[0]
     assert LEAKED_PASSWORD not in stderr and ":p@" not in stderr and "Part9" not in stderr, stderr
+    assert "\x1b" not in stderr and "\x07" not in stderr and "PWNED" not in stderr, stderr
     assert not (tmp_path / "data" / "wmhub.sqlite3").exists()  # refused before anything started
 
 

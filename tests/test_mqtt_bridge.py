@@ -259,6 +259,9 @@ async def test_hub_requests(mqtt_broker: TestBroker, tmp_path: Path, receiver: s
 
         bad = await request("device/add", {"url": "nonsense://x"})
         assert bad["status"] == "error" and "nonsense" in bad["error"]
+        forged = await request("device/add", {"url": "example://127.0.0.1:9?id=\x1b[2J\n12:00:00 ERROR forged"})
+        assert forged["status"] == "error" and "control characters" in forged["error"], forged
+        assert "forged" not in forged["error"] and "\x1b" not in forged["error"]
         missing = await request("device/add", {})
         assert missing["status"] == "error" and "url: Field required" in missing["error"]
         added = await request("device/add", {"url": second_url})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -323,6 +324,40 @@ async def test_add_and_remove_device(hub: Hub, http: aiohttp.ClientSession) -> N
 )
 async def test_add_device_bad_input(http: aiohttp.ClientSession, body: dict[str, Any], code: str) -> None:
     assert (await call(http, "POST", "/api/v1/devices", 422, json=body, headers=AUTH))["code"] == code
+
+
+CONTROL_URLS = (
+    "bench://rack-q?id=\x1b]0;PWNED\x07\x1b[2J\n12:00:00 ERROR hub: forged line",
+    "bench://rack-q?id=a\tb",
+    "bench://rack-q?id=a\x7f",
+    "bench://rack-q?id=a\x9b31m",
+    "bench://rack-q\r\n",
+    "bench://rack\x00-q",
+)
+
+
+@pytest.mark.parametrize("url", CONTROL_URLS)
+async def test_a_device_url_with_a_control_character_is_refused_and_shown_nowhere(
+    hub: Hub, http: aiohttp.ClientSession, url: str
+) -> None:
+    """An ESC sequence or a line break in a device URL would reach the terminal log, /metrics and
+    /api/health raw (a forged log line, a retitled terminal), and come back after every restart."""
+    refused = await call(http, "POST", "/api/v1/devices", 422, json={"url": url}, headers=AUTH)
+    assert refused["code"] == "invalid_url" and "control characters" in refused["error"], refused
+    shown = [await call(http, "GET", path, 200) for path in ("/api/v1/devices", "/api/health", "/metrics")]
+    assert "rack-q" not in str(refused) + str(shown)
+    assert not any(known.url.startswith("bench://rack-q") for known in hub.persistence.devices.all())
+
+
+async def test_a_remembered_device_url_no_longer_taken_is_skipped_at_start(tmp_path: Path) -> None:
+    """A URL stored by a version that took control characters in it does not stop the hub from starting."""
+    async with make_hub(tmp_path, token=TOKEN) as running:
+        await running.add_device("bench://rack-r", source="test")
+    with contextlib.closing(sqlite3.connect(tmp_path / "wmhub.sqlite3")) as db, db:
+        db.execute("UPDATE known_devices SET url = ? WHERE url = ?", ("bench://rack-r?id=\x1b[2J", "bench://rack-r"))
+    async with make_hub(tmp_path, token=TOKEN) as running:
+        await running.add_device("bench://rack-a", source="test")
+        assert list(running.devices.by_url) == ["bench://rack-a"]
 
 
 async def test_candidates_list_and_approve(hub: Hub, http: aiohttp.ClientSession) -> None:
