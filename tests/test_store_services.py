@@ -21,6 +21,7 @@ from hub.persistence import (
     Persistence,
     Source,
     StoreError,
+    venue,
 )
 from hub.persistence.testing import open_simulated, put_receiver
 from hub.state import StateStore
@@ -138,6 +139,71 @@ async def test_locations_nest_and_refuse_what_would_break(store: Persistence) ->
     await store.locations.delete(rack.id, source=Source.REST)
     with pytest.raises(NotFoundError):
         store.locations.get(rack.id)
+
+
+async def test_within_is_the_location_and_everything_inside_it_on_a_wide_and_deep_tree(store: Persistence) -> None:
+    """A regression guard for the one-pass walk (the old one rescanned every location per level): on a tree
+    both wide and as deep as allowed, within() gives exactly each location's subtree."""
+    parent_of: dict[int, int | None] = {}
+    chain: list[int] = []
+    parent = None
+    for level in range(venue.MAX_LOCATION_DEPTH):
+        location = await store.locations.create(f"Level {level}", "rack", source=Source.REST, parent_id=parent)
+        parent_of[location.id] = parent
+        chain.append(location.id)
+        parent = location.id
+        for branch in range(3):  # siblings at every level, one of them with a child of its own
+            side = await store.locations.create(
+                f"Side {level}.{branch}", "room", source=Source.REST, parent_id=parent_of[location.id]
+            )
+            parent_of[side.id] = parent_of[location.id]
+            if branch == 0 and level < venue.MAX_LOCATION_DEPTH - 1:
+                leaf = await store.locations.create(f"Leaf {level}", "stage", source=Source.REST, parent_id=side.id)
+                parent_of[leaf.id] = side.id
+
+    def subtree(root: int) -> set[int]:
+        inside = {root}
+        for location_id in parent_of:
+            walk: int | None = location_id
+            while walk is not None:
+                if walk == root:
+                    inside.add(location_id)
+                    break
+                walk = parent_of[walk]
+        return inside
+
+    for location_id in parent_of:
+        assert store.locations.within(location_id) == subtree(location_id), location_id
+    assert len(store.locations.within(chain[0])) > venue.MAX_LOCATION_DEPTH * 2
+    assert store.locations.within(999_999) == {999_999}
+
+
+async def test_locations_nest_at_most_max_depth_and_count_at_most_max_locations(
+    store: Persistence, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chain of thousands of nested racks made one unauthenticated device list block the hub for seconds:
+    nesting and the number of locations are bounded, and what goes beyond is refused naming the bound."""
+    assert (venue.MAX_LOCATION_DEPTH, venue.MAX_LOCATIONS) == (16, 10_000)
+    parent = None
+    for level in range(venue.MAX_LOCATION_DEPTH):
+        parent = (await store.locations.create(f"Rack {level}", "rack", source=Source.REST, parent_id=parent)).id
+    with pytest.raises(InvalidInputError, match="at most 16 levels deep") as too_deep:
+        await store.locations.create("Rack 16", "rack", source=Source.REST, parent_id=parent)
+    assert too_deep.value.details["max_depth"] == 16
+    # a move counts what the moved location holds: a two-level stage fits under level 14 (Rack 13), not 15
+    stage = await store.locations.create("Stage", "stage", source=Source.REST)
+    await store.locations.create("Stage rack", "rack", source=Source.REST, parent_id=stage.id)
+    level = {location.name: location.id for location in store.locations.all()}
+    with pytest.raises(InvalidInputError, match="would reach level 17"):
+        await store.locations.move(stage.id, level["Rack 14"], source=Source.REST)
+    with pytest.raises(InvalidInputError, match="would reach level 17"):
+        await store.locations.update(stage.id, move=True, parent_id=level["Rack 14"], source=Source.REST)
+    assert (await store.locations.move(stage.id, level["Rack 13"], source=Source.REST)).parent_id == level["Rack 13"]
+
+    monkeypatch.setattr(venue, "MAX_LOCATIONS", len(store.locations.all()) + 1)
+    await store.locations.create("Last room", "room", source=Source.REST)
+    with pytest.raises(InvalidInputError, match=f"there are {venue.MAX_LOCATIONS} locations already"):
+        await store.locations.create("One room too many", "room", source=Source.REST)
 
 
 async def test_slots_bind_one_channel_each(store: Persistence) -> None:

@@ -227,6 +227,18 @@ async def test_a_refused_move_leaves_the_location_as_it_was(http: aiohttp.Client
     assert actions == ["location.create"]
 
 
+async def test_a_location_nested_deeper_than_allowed_is_422_naming_the_bound(http: aiohttp.ClientSession) -> None:
+    parent = None
+    for level in range(16):
+        body = {"name": f"Rack {level}", "kind": "rack"} | ({"parent_id": parent} if parent else {})
+        parent = (await call(http, "POST", "/api/v1/locations", 201, json=body, headers=AUTH))["id"]
+    body = {"name": "Rack 16", "kind": "rack", "parent_id": parent}
+    refused = await call(http, "POST", "/api/v1/locations", 422, json=body, headers=AUTH)
+    assert refused["code"] == "invalid" and "at most 16 levels deep" in refused["error"], refused
+    found = await call(http, "GET", "/api/v1/devices?location=1", 200)
+    assert found["total"] == 0
+
+
 async def test_text_that_reads_like_a_secret_option_is_kept_and_audited(http: aiohttp.ClientSession) -> None:
     """Notes and names are the user's words, ``key="12"`` included: the audit's redaction must not break them."""
     notes = 'spare pack in locker key="12", pass=(B)'

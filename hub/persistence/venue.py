@@ -15,6 +15,10 @@ from hub.records import ConflictError, Group, InvalidInputError, Location, Locat
 MAX_SLOT = 999
 MAX_GROUP = 99  # the board selects groups 0-9 from the keyboard; more are reachable from the menu
 MAX_CHANNEL = 64
+# A room holds stages, a stage racks: far fewer levels than this. The bounds keep a request that walks the
+# tree (GET /api/v1/devices?location=…, open to anyone with open_reads) short whatever was created.
+MAX_LOCATION_DEPTH = 16
+MAX_LOCATIONS = 10_000
 
 
 class Locations(Service):
@@ -37,18 +41,49 @@ class Locations(Service):
         return location_id in self._by_id
 
     def within(self, location_id: int) -> set[int]:
-        """The location and every location inside it (a stage holds racks)."""
+        """The location and every location inside it (a stage holds racks): one pass over the locations to
+        index their children, then each location inside is visited once."""
+        children = self._children()
         found = {location_id}
-        grew = True
-        while grew:
-            inside = {location.id for location in self._by_id.values() if location.parent_id in found}
-            grew = not inside <= found
-            found |= inside
+        waiting = [location_id]
+        while waiting:
+            for child in children.get(waiting.pop(), ()):
+                if child not in found:
+                    found.add(child)
+                    waiting.append(child)
         return found
+
+    def _depth(self, location_id: int) -> int:
+        """1 for a location at the top, 2 inside one of those, …"""
+        depth = 1
+        parent = self._by_id[location_id].parent_id
+        while parent is not None:
+            depth += 1
+            parent = self._by_id[parent].parent_id
+        return depth
+
+    def _height(self, location_id: int) -> int:
+        """How many levels the location and what is inside it take: 1 for one with nothing inside."""
+        children = self._children()
+        levels = 0
+        level = [location_id]
+        while level:
+            levels += 1
+            level = [child for parent in level for child in children.get(parent, ())]
+        return levels
+
+    def _children(self) -> dict[int, list[int]]:
+        children: dict[int, list[int]] = {}
+        for location in self._by_id.values():
+            if location.parent_id is not None:
+                children.setdefault(location.parent_id, []).append(location.id)
+        return children
 
     async def create(
         self, name: str, kind: LocationKind | str, *, source: Source | str, parent_id: int | None = None
     ) -> Location:
+        if len(self._by_id) >= MAX_LOCATIONS:
+            raise InvalidInputError(f"there are {MAX_LOCATIONS} locations already, the most the hub keeps")
         self._last_id += 1
         location = self._checked(self._last_id, name, kind, parent_id)
         self._store(location)
@@ -118,6 +153,14 @@ class Locations(Service):
                 if ancestor == location_id:
                     raise InvalidInputError("a location cannot be inside itself", parent_id=parent_id)
                 ancestor = self._by_id[ancestor].parent_id
+            levels = self._height(location_id) if location_id in self._by_id else 1
+            if self._depth(parent_id) + levels > MAX_LOCATION_DEPTH:
+                raise InvalidInputError(
+                    f"locations nest at most {MAX_LOCATION_DEPTH} levels deep; inside location {parent_id} "
+                    f"this one would reach level {self._depth(parent_id) + levels}",
+                    parent_id=parent_id,
+                    max_depth=MAX_LOCATION_DEPTH,
+                )
         for other in self._by_id.values():
             if other.id != location_id and other.kind == kind and other.name.casefold() == name.casefold():
                 raise ConflictError(f"there is already a {kind.value} called {other.name!r}", id=other.id)
