@@ -11,7 +11,6 @@ a factory that builds them, and the hub starts and stops what the factory built.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -407,8 +406,17 @@ class Hub:
         """
         self.devices.resolve(url)
         if source not in _TRANSIENT_SOURCES:
-            with contextlib.suppress(ConflictError):  # already known: adding again is harmless
+            try:
                 await self.persistence.devices.add(url, source=source)
+            except ConflictError:  # already known: adding again is harmless, and may correct its password
+                await self.persistence.devices.change_credentials(url, source=source)
+        current = self.devices.by_url.get(redact(url))
+        if current is not None and current.handle.endpoint.url != url:
+            # the same device with another password (a typo corrected): the new one is used from now on
+            managed = await self.devices.reconnect(url)
+            managed.handle.on_identified = self._remember_identity
+            log.info("device %s: new credentials, reconnecting (%s)", managed.url, source)
+            return managed
         managed = self._supervise(url)
         log.info("device %s added (%s)", managed.url, source)
         return managed

@@ -429,7 +429,8 @@ class DeviceManager:
         return Endpoint.parse(url, spec.default_port), plugin_name, spec
 
     def add(self, url: str, device_id: str | None = None) -> ManagedDevice:
-        """Start supervising the device at ``url``. Adding a URL twice returns the existing entry.
+        """Start supervising the device at ``url``. Adding a URL twice returns the existing entry (even with
+        another password: :meth:`reconnect` uses the new one).
 
         Devices are listed under the redacted URL, so a password in it never reaches a log, MQTT or REST.
         """
@@ -463,6 +464,18 @@ class DeviceManager:
         handle.on_id_changed = lambda old, new: self._reindex(managed, old, new)
         handle.on_moved = self._moved
         return managed
+
+    async def reconnect(self, url: str) -> ManagedDevice:
+        """Connect the device already managed under ``url``'s shown URL with ``url`` from now on (its password
+        changed): its driver is stopped and a new one started with ``url``; its id and state stay."""
+        old = self.by_url.pop(redact(url))
+        device_id = old.handle.device_id
+        if device_id is not None and self._by_id.get(device_id) is old:
+            del self._by_id[device_id]
+        old.handle.release()
+        old.task.cancel()
+        await asyncio.gather(old.task, return_exceptions=True)
+        return self.add(url, device_id)
 
     def _moved(self, url: str, device_id: str) -> None:
         if self.on_moved is not None:

@@ -20,7 +20,9 @@ from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
 from hub.persistence import Persistence
 from hub.persistence.testing import quick_settings
 from hub.state import StateStore
-from tests.fault_harness import TOKEN
+from hub.testing import eventually
+from tests.fault_harness import TOKEN, Api, is_online, running_hub
+from tests.fault_harness import hub_config as fault_hub_config
 from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.reliability_report import record_check
 from tests.test_faults_hub import hub_process
@@ -191,3 +193,29 @@ async def test_password_survives_a_restart_outside_the_database(tmp_path: Path) 
     )
     assert restored == sorted([url, older])
     assert in_database == [], in_database
+
+
+async def test_adding_a_device_again_with_a_corrected_password_uses_it(tmp_path: Path) -> None:
+    """An admin who mistyped a device's password adds it again with the right one: the hub answers 200 with
+    the entry, connects with the new password, keeps only that one, and audits the change without it."""
+    wrong, right = "Wrong-Pa55-Typo", "Right-Pa55-2026"
+    async with Ssc2Simulator(password=right) as sim:
+        config = fault_hub_config(tmp_path, [], "off")
+        async with running_hub(config, plugins="sennheiser") as hub, Api(hub) as api:
+            status, first = await api.post("/api/v1/devices", {"url": sim.url(password=wrong)})
+            assert status == 201 and wrong not in str(first)
+            await eventually(lambda: hub.connections(detail=True)[0]["last_error"] is not None, 15, "refused login")
+            assert not is_online(hub, sim.url())
+            status, again = await api.post("/api/v1/devices", {"url": sim.url()})
+            assert (status, again["url"]) == (200, first["url"]), again
+            await eventually(lambda: is_online(hub, sim.url()), 15, "online with the corrected password")
+            audit = await api.get("/api/v1/audit")
+            assert [entry["action"] for entry in audit["items"]][:2] == ["device.credentials", "device.add"]
+            assert audit["items"][0]["target"] == first["url"]
+            assert wrong not in str(audit) and right not in str(audit)
+            assert len(hub.devices.by_url) == 1
+        stored = (tmp_path / CREDENTIALS_FILE).read_text(encoding="utf-8")
+        assert right in stored and wrong not in stored
+        # the next start connects with the corrected password at once
+        async with running_hub(config, plugins="sennheiser") as hub:
+            await eventually(lambda: is_online(hub, sim.url()), 15, "online after a restart")

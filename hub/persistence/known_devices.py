@@ -115,6 +115,18 @@ class KnownDevices(Service):
         await self._committed(source, "device.add", shown, after=device.model_dump())
         return device
 
+    async def change_credentials(self, url: str, *, source: Source | str) -> bool:
+        """Keep ``url``'s password for the known device it names when it differs from the one stored (an
+        admin correcting a typo by adding the device again); audited as ``device.credentials``, without the
+        secret. False when nothing changed."""
+        url = url.strip()
+        shown = redact(url)
+        if shown not in self._by_url or self.credentials.full(shown) == url:
+            return False
+        self.credentials.keep(url)
+        await self._committed(source, "device.credentials", shown, after={"credentials": "changed"})
+        return True
+
     async def remove(self, url_or_device_id: str, *, source: Source | str) -> KnownDevice:
         device = self.get(url_or_device_id)
         del self._by_url[device.url]
