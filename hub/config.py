@@ -148,6 +148,22 @@ class HttpSettings(Section):
         description=f"API token for writes, at least {MIN_TOKEN_LENGTH} characters; generated at first start if unset",
     )
     open_reads: bool = Field(default=True, description="allow reads without the token (trusted LAN)")
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _stripped_token(cls, value: Any) -> Any:
+        """A token from an env or secret file often ends in a line break: it is stripped, as every client's
+        token is, and its length counted without it. Whitespace or a control character inside it is a
+        mistake no client could type back, refused. The messages never repeat the token."""
+        if not isinstance(value, str):
+            return value
+        token = value.strip()
+        if not token:
+            raise ValueError("is empty once the whitespace around it is removed")
+        if any(char.isspace() or not char.isprintable() for char in token):
+            raise ValueError("must not contain whitespace or control characters inside it")
+        return token
+
     cors_origins: list[str] = Field(default_factory=list)
     allowed_hosts: list[str] = Field(
         default_factory=list, description="more names the hub may be reached by (Host header), e.g. wmhub.venue.lan"

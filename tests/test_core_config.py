@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from hub.auth import token_matches
 from hub.config import ConfigError, load_config
 
 
@@ -139,3 +140,36 @@ def test_a_removed_key_in_the_file_is_blamed_on_the_file_whatever_else_sets_its_
     with pytest.raises(ConfigError) as refused:
         load_config(path, flags, environ=environ)
     assert str(refused.value).startswith(f"{path}: mqtt: mqtt.require_token was removed")
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        ("spaced-token-0123456789abcdef\n", "spaced-token-0123456789abcdef"),
+        ("\t  spaced-token-0123456789abcdef \r\n", "spaced-token-0123456789abcdef"),
+        ("exactly-16-chars", "exactly-16-chars"),
+    ],
+)
+def test_a_token_from_an_env_or_secret_file_is_stripped_as_clients_tokens_are(token: str, expected: str) -> None:
+    """The hub strips what a client sends: a configured token ending in a line break matched no client."""
+    config = load_config(environ={"WMHUB_HTTP__TOKEN": token})
+    assert config.http.token == expected
+    assert token_matches(expected, config.http.token) and token_matches(f"{expected}\n", config.http.token)
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        ("abc" + " " * 13, "at least 16 characters"),  # 16 with the spaces, 3 without
+        ("short-token-15ch\n"[1:], "at least 16 characters"),
+        (" \n\t ", "is empty once the whitespace around it is removed"),
+        ("two-words token-0123456789", "must not contain whitespace or control characters"),
+        ("escape-\x1b-token-0123456789", "must not contain whitespace or control characters"),
+    ],
+)
+def test_a_token_no_client_could_send_is_refused_without_printing_it(token: str, message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_config(environ={"WMHUB_HTTP__TOKEN": token})
+    assert str(refused.value).startswith("environment (WMHUB_HTTP__TOKEN): http.token: "), refused.value
+    assert message in str(refused.value)
+    assert not token.strip() or token.strip()[:6] not in str(refused.value), refused.value

@@ -86,12 +86,14 @@ class RunningHub:
 
 
 @contextmanager
-def running_hub(data_dir: Path | str, *args: str, cwd: Path | None = None) -> Iterator[RunningHub]:
+def running_hub(
+    data_dir: Path | str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[RunningHub]:
     """``wmhub run`` as a child process that started and serves HTTP; stopped (killed) when the block ends."""
     port = free_port()
     command = [sys.executable, "-m", "hub.cli", "run", "--data-dir", str(data_dir), "--mqtt", "off"]
     command += ["--http", f"127.0.0.1:{port}", *args]
-    environment = {**os.environ, "WMHUB_DISCOVERY__ENABLED": "false"}
+    environment = {**os.environ, "WMHUB_DISCOVERY__ENABLED": "false", **(env or {})}
     process = subprocess.Popen(
         command, cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
@@ -159,6 +161,16 @@ CASES = {
         [],
         {"WMHUB_DEVICES": "shure://127.0.0.1?id=a\x07b"},
         "WMHUB_DEVICES: a device URL must not contain control characters",
+    ),
+    "http.token with a space inside (WMHUB_HTTP__TOKEN)": (
+        [],
+        {"WMHUB_HTTP__TOKEN": "LEAKPW1 and-0123456789abcdef"},
+        "environment (WMHUB_HTTP__TOKEN): http.token: must not contain whitespace",
+    ),
+    "http.token of 16 characters counting a trailing line break (WMHUB_HTTP__TOKEN)": (
+        [],
+        {"WMHUB_HTTP__TOKEN": "LEAKPW1-0123456\n"},
+        "environment (WMHUB_HTTP__TOKEN): http.token: String should have at least 16 characters",
     ),
     "MQTT URL, port not a number": (["--mqtt", "mqtt://u:p@127.0.0.1:notaport"], {}, "mqtt.url: the host or port"),
     "MQTT URL, unclosed bracket": (["--mqtt", "mqtt://u:p@[::1"], {}, "mqtt.url: the host or port"),
@@ -420,3 +432,13 @@ def test_a_read_only_data_dir_after_an_unclean_stop_resumes_writing_once_writabl
     with sqlite3.connect(tmp_path / "wmhub.sqlite3") as database:
         names = [name for (name,) in database.execute("SELECT name FROM performers ORDER BY id")]
     assert names == ["Before the crash", "While read-only"]
+
+
+def test_a_token_with_a_trailing_line_break_is_the_token_without_it(tmp_path: Path) -> None:
+    """``WMHUB_HTTP__TOKEN=$(cat secret-file)``-style values end in a line break: the hub started, then
+    refused every client (it stripped what clients sent, not its own token)."""
+    token = "spaced-token-0123456789abcdef"
+    with running_hub(tmp_path / "data", env={"WMHUB_HTTP__TOKEN": f"{token}\n"}) as hub:
+        status, body = hub.post("/api/v1/performers", '{"name": "Jim"}', token)
+        assert status == 201, body
+        assert hub.post("/api/v1/performers", '{"name": "Jo"}', "spaced-token-0123456789abcde")[0] == 401
