@@ -9,6 +9,7 @@ whatever the hub echoes back of a refused value passes :func:`preview`.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Final
 
 # The widest text field of any device family the hub knows; a plugin may declare a narrower one.
@@ -37,6 +38,32 @@ def escape_controls(value: str) -> str:
     if _CONTROLS.search(value) is None:
         return value
     return _CONTROLS.sub(lambda found: repr(found.group())[1:-1], value)
+
+
+def user_text(value: str) -> str:
+    """Text a person typed (a name, a title), as the hub stores it: in Unicode's composed form (NFC), so
+    "José" typed with a combining accent is the same text as "José" typed precomposed, and without the
+    whitespace and invisible format characters (Unicode category Cf: U+200B, U+200E, U+FEFF …) around it."""
+    text = unicodedata.normalize("NFC", value)
+    start, end = 0, len(text)
+    while start < end and _blank(text[start]):
+        start += 1
+    while end > start and _blank(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def _blank(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char) == "Cf"
+
+
+def same_name(one: str, other: str) -> bool:
+    """Whether two names are the same whatever their case and Unicode form (casefold of NFC)."""
+    return _name_key(one) == _name_key(other)
+
+
+def _name_key(text: str) -> str:
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
 
 
 def has_controls(value: str, *, layout: bool = False) -> bool:

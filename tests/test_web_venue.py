@@ -278,6 +278,26 @@ async def test_names_with_c1_controls_or_direction_overrides_are_refused(
     assert (await call(http, "GET", "/api/v1/performers", 200))["items"] == []
 
 
+async def test_names_are_one_whatever_their_unicode_form_and_invisible_ones_are_refused(
+    http: aiohttp.ClientSession,
+) -> None:
+    """ "José" typed precomposed and with a combining accent looked identical on the board yet were two
+    stages; a name of only invisible format characters (U+200E, U+200F, U+FEFF, U+200B) showed blank."""
+    body = {"name": "Jose\u0301", "kind": "stage"}
+    created = await call(http, "POST", "/api/v1/locations", 201, json=body, headers=AUTH)
+    assert created["name"] == "Jos\u00e9"  # stored composed (NFC)
+    for name in ("Jos\u00e9", "JOS\u00c9", "JOSE\u0301", "\u200bjose\u0301\ufeff"):
+        taken = await call(http, "POST", "/api/v1/locations", 409, json={"name": name, "kind": "stage"}, headers=AUTH)
+        assert taken["code"] == "conflict", name
+    for name in ("\u200e\u200f", "\ufeff", "\u200b", "   ", " \u200b\u2060 "):
+        blank = await call(http, "POST", "/api/v1/performers", 422, json={"name": name}, headers=AUTH)
+        assert "must not be empty" in blank["error"], (name, blank)
+        await call(http, "PUT", "/api/v1/groups/4", 422, json={"title": name, "slots": []}, headers=AUTH)
+    assert (await call(http, "GET", "/api/v1/performers", 200))["items"] == []
+    kept = await call(http, "POST", "/api/v1/performers", 201, json={"name": "\ufeffRe\u0301my\u200b"}, headers=AUTH)
+    assert kept["name"] == "R\u00e9my"
+
+
 async def test_renaming_a_performer_or_a_location_keeps_what_refers_to_it_after_a_restart(tmp_path: Path) -> None:
     """A rename is an update in place: the performer keeps its channel, the location its child and its device,
     on disk too (a delete-and-insert would have cascaded the assignment away and unplaced the rest)."""

@@ -8,7 +8,7 @@ from hub.clock import Clock
 from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database
 from hub.records import InvalidInputError, Source
-from hub.text import has_controls
+from hub.text import has_controls, user_text
 
 MAX_TEXT = 200
 
@@ -35,13 +35,16 @@ class Service:
 def clean_text(
     value: str, what: str, *, max_length: int = MAX_TEXT, allow_empty: bool = False, layout: bool = False
 ) -> str:
-    """Strip ``value`` and refuse control characters and over-long text (names end up on screens); with
-    ``layout`` (notes), line breaks and tabs are kept."""
+    """The one check of text people type (names, titles, labels, notes): ``value`` in composed Unicode form
+    (NFC) without the whitespace and invisible format characters around it (hub.text.user_text); refuse
+    text that shows nothing (only whitespace and format characters such as U+200B, U+200E, U+FEFF), control
+    characters and over-long text (names end up on screens); with ``layout`` (notes), line breaks and tabs
+    are kept."""
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be text", value=repr(value))
-    text = value.strip()
+    text = user_text(value)
     if not text and not allow_empty:
-        raise InvalidInputError(f"{what} must not be empty")
+        raise InvalidInputError(f"{what} must not be empty (nor only invisible characters)")
     if len(text) > max_length:
         raise InvalidInputError(f"{what} is longer than {max_length} characters", length=len(text))
     if has_controls(text, layout=layout):

@@ -11,6 +11,7 @@ from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database, upsert
 from hub.persistence.service_base import Service, clean_text, positive
 from hub.records import ConflictError, Group, InvalidInputError, Location, LocationKind, NotFoundError, Slot, Source
+from hub.text import same_name
 
 MAX_SLOT = 999
 MAX_GROUP = 99  # the board selects groups 0-9 from the keyboard; more are reachable from the menu
@@ -162,7 +163,7 @@ class Locations(Service):
                     max_depth=MAX_LOCATION_DEPTH,
                 )
         for other in self._by_id.values():
-            if other.id != location_id and other.kind == kind and other.name.casefold() == name.casefold():
+            if other.id != location_id and other.kind == kind and same_name(other.name, name):
                 raise ConflictError(f"there is already a {kind.value} called {other.name!r}", id=other.id)
         return Location(id=location_id, name=name, kind=kind, parent_id=parent_id)
 
