@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class StoreError(Exception):
@@ -137,13 +137,30 @@ class Performer(Record):
     notes: str = ""
 
 
+# The largest battery-runtime threshold of an assignment, in minutes: a day (no pack lasts longer).
+MAX_RUNTIME_THRESHOLD_MIN: Final = 24 * 60
+
+
 class AlertPrefs(Record):
     """A performer's alert preferences for one channel; a threshold left None uses the hub's default."""
 
-    disabled_kinds: list[str] = Field(default_factory=list)
+    disabled_kinds: list[str] = Field(
+        default_factory=list, description="alert kinds not raised for this channel: low_battery, tx_off, ..."
+    )
     battery_bars: int | None = Field(default=None, ge=0, le=5)
     battery_percent: int | None = Field(default=None, ge=0, le=100)
-    battery_runtime_min: int | None = Field(default=None, ge=0)
+    battery_runtime_min: int | None = Field(default=None, ge=0, le=MAX_RUNTIME_THRESHOLD_MIN)
+
+    @field_validator("disabled_kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: list[str]) -> list[str]:
+        """A misspelt kind ("low-battery") would silently disable nothing: each must be a known one."""
+        known = [kind.value for kind in AlertKind]
+        for kind in kinds:
+            if kind not in known:
+                shown = repr(kind[:40]) + ("…" if len(kind) > 40 else "")
+                raise ValueError(f"unknown alert kind {shown}; the kinds are {', '.join(known)}")
+        return list(dict.fromkeys(kinds))
 
 
 class Assignment(Record):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -144,6 +147,49 @@ async def test_performers_and_assignments(http: aiohttp.ClientSession) -> None:
     await call(http, "DELETE", "/api/v1/channels/rx-1:1/assignment", 404, headers=AUTH)
     await call(http, "DELETE", f"/api/v1/performers/{ann['id']}", 204, headers=AUTH)
     assert [p["name"] for p in (await call(http, "GET", "/api/v1/performers", 200))["items"]] == ["Pastor Jim"]
+
+
+@pytest.mark.parametrize(
+    ("prefs", "expected"),
+    [
+        ({"disabled_kinds": ["low-battery"]}, "unknown alert kind 'low-battery'; the kinds are low_battery, tx_off"),
+        ({"disabled_kinds": ["x\n\u001b[31mFAKE"]}, "unknown alert kind 'x\\n\\x1b[31mFAKE'"),
+        ({"disabled_kinds": ["<b>b</b>"]}, "unknown alert kind '<b>b</b>'"),
+        ({"battery_runtime_min": 2**70}, "less than or equal to 1440"),
+        ({"battery_runtime_min": 1441}, "less than or equal to 1440"),
+        ({"battery_runtime_min": -1}, "greater than or equal to 0"),
+    ],
+)
+async def test_alert_prefs_take_known_kinds_and_bounded_numbers(
+    http: aiohttp.ClientSession, prefs: dict[str, Any], expected: str
+) -> None:
+    jim = await call(http, "POST", "/api/v1/performers", 201, json={"name": "Jim"}, headers=AUTH)
+    body = {"performer_id": jim["id"], "alert_prefs": prefs}
+    refused = await call(http, "PUT", "/api/v1/channels/rx-1:1/assignment", 422, json=body, headers=AUTH)
+    assert refused["code"] == "invalid_body" and expected in refused["details"][0]["msg"], refused
+    assert (await call(http, "GET", "/api/v1/assignments", 200))["items"] == []
+    body["alert_prefs"] = {"disabled_kinds": ["tx_off", "rf_low", "tx_off"], "battery_runtime_min": 1440}
+    taken = await call(http, "PUT", "/api/v1/channels/rx-1:1/assignment", 200, json=body, headers=AUTH)
+    assert taken["alert_prefs"]["disabled_kinds"] == ["tx_off", "rf_low"]
+
+
+async def test_alert_prefs_stored_by_an_earlier_version_keep_what_is_still_valid(tmp_path: Path) -> None:
+    async with make_hub(tmp_path, token=TOKEN) as hub, client(hub) as http:
+        await call(http, "POST", "/api/v1/devices", 201, json={"url": "bench://rack-a"}, headers=AUTH)
+        jim = await call(http, "POST", "/api/v1/performers", 201, json={"name": "Jim"}, headers=AUTH)
+        body = {"performer_id": jim["id"], "alert_prefs": {"battery_bars": 2}}
+        await call(http, "PUT", "/api/v1/channels/bench-rack-a:1/assignment", 200, json=body, headers=AUTH)
+    old = {"disabled_kinds": ["low-battery", "tx_off"], "battery_runtime_min": 2**70, "battery_bars": 2}
+    with contextlib.closing(sqlite3.connect(tmp_path / "wmhub.sqlite3")) as db, db:
+        db.execute("UPDATE assignments SET alert_prefs = ?", (json.dumps(old),))
+    async with make_hub(tmp_path, token=TOKEN) as hub, client(hub) as http:
+        [assignment] = (await call(http, "GET", "/api/v1/assignments", 200))["items"]
+        assert assignment["alert_prefs"] == {
+            "disabled_kinds": ["tx_off"],
+            "battery_bars": 2,
+            "battery_percent": None,
+            "battery_runtime_min": None,
+        }
 
 
 async def test_history_and_audit(http: aiohttp.ClientSession) -> None:

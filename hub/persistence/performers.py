@@ -14,6 +14,7 @@ from hub.persistence.db import Database, upsert
 from hub.persistence.service_base import Service, clean_text, positive
 from hub.persistence.venue import MAX_CHANNEL
 from hub.records import (
+    AlertKind,
     AlertPrefs,
     Assignment,
     ConflictError,
@@ -166,8 +167,24 @@ def assignment_from_row(device_id: str, channel: int, performer_id: int, prefs_j
         performer_id=performer_id,
         device_id=device_id,
         channel=channel,
-        alert_prefs=AlertPrefs(**json.loads(prefs_json)),
+        alert_prefs=stored_prefs(prefs_json),
     )
+
+
+def stored_prefs(prefs_json: str) -> AlertPrefs:
+    """Alert preferences as stored, keeping what today's checks accept: an earlier version took any kind
+    name and any number, and one such row must not stop the hub from starting."""
+    stored = json.loads(prefs_json)
+    kept: dict[str, object] = {}
+    for key, value in stored.items() if isinstance(stored, dict) else ():
+        if key == "disabled_kinds" and isinstance(value, list):
+            value = [kind for kind in value if kind in {known.value for known in AlertKind}]
+        try:
+            AlertPrefs.model_validate({key: value})
+        except ValidationError:
+            continue
+        kept[key] = value
+    return AlertPrefs.model_validate(kept)
 
 
 class ExtendedNames(Service):
