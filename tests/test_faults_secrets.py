@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import stat
 import time
@@ -219,3 +220,31 @@ async def test_adding_a_device_again_with_a_corrected_password_uses_it(tmp_path:
         # the next start connects with the corrected password at once
         async with running_hub(config, plugins="sennheiser") as hub:
             await eventually(lambda: is_online(hub, sim.url()), 15, "online after a restart")
+
+
+async def test_an_audit_log_written_before_passwords_moved_out_is_redacted_at_the_next_start(tmp_path: Path) -> None:
+    """A version that kept device passwords in known_devices audited ``device.add`` with them in clear (the
+    target, ``after``, the audit_by_target index), and GET /api/v1/audit served them to anyone. The next
+    start rewrites those entries redacted and overwrites the old text in the file; the API redacts too."""
+    secret, later = "OldSecretPw-2024", "Restored-Pa55-Bak"
+    url = f"sennheiser-ssc2://127.0.0.1:23422?password={secret}"
+    store = await Persistence.open(tmp_path, StateStore(), settings=quick_settings())
+    insert = "INSERT INTO audit (id, at, source, action, target, before, after, result) VALUES (?, 0, ?, ?, ?, ?, ?, ?)"
+    after = json.dumps({"url": url, "device_id": None, "added_at": 0.0, "source": "rest", "location_id": None})
+    store.db.submit(insert, (1, "rest", "device.add", url, None, after, "ok"))
+    store.db.submit(insert, (2, "rest", "location.create", "location/1", None, '{"name": "Stage"}', "ok"))
+    store.db.submit("DELETE FROM schema_version WHERE version > 3")  # as the earlier version left it
+    assert await store.db.sync()
+    await store.close()
+    assert any(secret.encode() in path.read_bytes() for path in tmp_path.glob("wmhub.sqlite3*"))  # noqa: ASYNC240
+
+    config = fault_hub_config(tmp_path, [], "off")
+    async with running_hub(config, plugins="sennheiser") as hub, Api(hub) as api:
+        hub.persistence.db.submit(insert, (3, "rest", "device.add", url.replace(secret, later), None, None, "ok"))
+        entries = (await api.get("/api/v1/audit?limit=50"))["items"]  # no token: open_reads
+    assert secret not in str(entries) and later not in str(entries), entries
+    masked = "sennheiser-ssc2://127.0.0.1:23422?password=***"
+    assert [entry["target"] for entry in entries] == [masked, "location/1", masked]
+    assert entries[2]["after"]["url"] == masked and entries[1]["after"] == {"name": "Stage"}
+    holding = [path.name for path in tmp_path.glob("wmhub.sqlite3*") if secret.encode() in path.read_bytes()]  # noqa: ASYNC240
+    assert holding == [], holding

@@ -109,15 +109,15 @@ class AuditLog:
         query = f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ?"  # nosec B608 # fixed clauses, values are ? parameters
         rows = await self._db.fetchall(query, [*params, limit])
         return [
-            AuditEntry(
+            AuditEntry(  # redacted on the way out too: whatever a database restored from a backup holds
                 id=row["id"],
                 at=row["at"],
                 source=row["source"],
                 action=row["action"],
-                target=row["target"],
-                before=_decode(row["before"]),
-                after=_decode(row["after"]),
-                result=row["result"],
+                target=redact(row["target"]),
+                before=redact_values(_decode(row["before"])),
+                after=redact_values(_decode(row["after"])),
+                result=redact(row["result"]),
             )
             for row in rows
         ]

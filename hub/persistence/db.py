@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 import time
@@ -24,6 +25,7 @@ from typing import Any, Final
 import aiosqlite
 
 from hub.persistence.schema import MIGRATIONS
+from hub.redact import redact, redact_values, redacted_text
 
 # SQLite's name for a database that lives in memory and is gone when closed: a store for tests that need no
 # file (``Persistence.open(IN_MEMORY, ...)``); what it does is otherwise the file's, writer and all.
@@ -523,8 +525,30 @@ async def _stand_in(path: Path) -> tuple[aiosqlite.Connection, str]:
     return connection, "an empty database"
 
 
+def _redacted_text(text: object) -> object:
+    return redact(text) if isinstance(text, str) else text
+
+
+def _redacted_json(text: object) -> object:
+    """A JSON column's text with every string in it redacted (hub.persistence.audit writes it so); the same
+    text when nothing in it is a secret."""
+    if not isinstance(text, str):
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return redact(text)
+    redacted = redact_values(value)
+    return text if redacted == value else json.dumps(redacted, default=redacted_text, sort_keys=True)
+
+
 async def _migrate(connection: aiosqlite.Connection) -> None:
     await connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    # a migration may redact what an earlier version stored (4: the audit log) with the hub's own redaction,
+    # and what it replaces is overwritten in the file, not only unlinked
+    await connection.create_function("wmhub_redact", 1, _redacted_text, deterministic=True)
+    await connection.create_function("wmhub_redact_json", 1, _redacted_json, deterministic=True)
+    await connection.execute("PRAGMA secure_delete=ON")
     async with connection.execute("SELECT max(version) FROM schema_version") as cursor:
         row = await cursor.fetchone()
     current = row[0] if row is not None and row[0] is not None else 0
@@ -535,3 +559,4 @@ async def _migrate(connection: aiosqlite.Connection) -> None:
         migrate = f"BEGIN IMMEDIATE;\n{script}\nINSERT INTO schema_version (version) VALUES ({number});\nCOMMIT;"  # nosec B608
         await connection.executescript(migrate)
         log.info("database schema migrated to version %d", number)
+    await connection.execute("PRAGMA secure_delete=FAST")

@@ -142,4 +142,19 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         tv_channel INTEGER
     );
     """,
+    # 4: an audit log written before device passwords were moved out of the database (hub.persistence.
+    # credentials) held them in clear: each entry is rewritten redacted, as the audit writes entries now.
+    # wmhub_redact and wmhub_redact_json are hub.redact, registered by hub.persistence.db for migrations,
+    # which run with secure_delete on: the old text is overwritten in the file (audit_by_target included).
+    """
+    UPDATE audit SET
+        target = wmhub_redact(target),
+        result = wmhub_redact(result),
+        before = wmhub_redact_json(before),
+        after = wmhub_redact_json(after)
+    WHERE target IS NOT wmhub_redact(target)
+        OR result IS NOT wmhub_redact(result)
+        OR before IS NOT wmhub_redact_json(before)
+        OR after IS NOT wmhub_redact_json(after);
+    """,
 )
