@@ -38,8 +38,8 @@ def check_startup(
     _check_data_dir(config.data_dir)
     for key in ("ca_file", "cert_file", "key_file"):
         path = getattr(config.mqtt, key)
-        if path is not None and config.mqtt.url != "off" and not Path(path).is_file():
-            raise ConfigError(f"mqtt.{key}: {path} is not a readable file")
+        if path is not None and config.mqtt.url != "off":
+            _check_readable(f"mqtt.{key}", Path(path))
     if config.http.enabled:
         _check_listen(("http.host", "http.port"), config.http.host, config.http.port)
     if config.mqtt.url == "embedded":
@@ -49,6 +49,19 @@ def check_startup(
         _check_listen(("mqtt.url", "mqtt.embedded_port"), "127.0.0.1", embedded)
     if config.discovery.enabled:
         check_discovery_interfaces(config)
+
+
+def _check_readable(key: str, path: Path) -> None:
+    """``path`` is a file this process can read: it is opened and read, as the TLS setup will (a key file
+    of mode 600 owned by root passed an ``is_file`` check, and the hub then stopped with a bare "Permission
+    denied" naming no file; ``os.access`` would answer for the real user id, not what ``open`` does)."""
+    if not path.is_file():
+        raise ConfigError(f"{key}: {path} is not a readable file")
+    try:
+        with path.open("rb") as file:
+            file.read(1)
+    except OSError as exc:
+        raise ConfigError(f"{key}: {path} cannot be read ({exc.strerror or exc})") from None
 
 
 def check_discovery_interfaces(config: HubConfig, key: str = "discovery.interfaces") -> None:

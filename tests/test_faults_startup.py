@@ -442,3 +442,21 @@ def test_a_token_with_a_trailing_line_break_is_the_token_without_it(tmp_path: Pa
         status, body = hub.post("/api/v1/performers", '{"name": "Jim"}', token)
         assert status == 201, body
         assert hub.post("/api/v1/performers", '{"name": "Jo"}', "spaced-token-0123456789abcde")[0] == 401
+
+
+def test_a_tls_file_that_cannot_be_read_is_refused_naming_the_key_and_the_path(tmp_path: Path) -> None:
+    """A root-owned key of mode 600 passed the start check (it is a file) and the hub then stopped with a bare
+    "Permission denied". Root reads a mode-000 file, so as root the file is one of /proc's that opens but
+    cannot be read (EINVAL): the check must read, as the TLS setup does, not only look."""
+    if os.geteuid() == 0:
+        unreadable = "/proc/self/clear_refs"
+    else:
+        key = tmp_path / "hub.key"
+        key.write_text("-----BEGIN PRIVATE KEY-----\n", encoding="utf-8")
+        key.chmod(0)
+        unreadable = str(key)
+    path = config_file(tmp_path, f'[mqtt]\nkey_file = "{unreadable}"\n')
+    status, stderr, _ = wmhub_run(tmp_path / "data", "--config", str(path), "--mqtt", "mqtts://127.0.0.1:8883")
+    lines = stderr.splitlines()
+    assert status == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert f"mqtt.key_file: {unreadable} cannot be read (" in lines[0], lines[0]
