@@ -21,6 +21,7 @@ from playwright.async_api import Browser, async_playwright
 from hub.app import Hub
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.model import Command, CommandKind
 from hub.testing import eventually
 from tests.browser.rig import CHROMIUM, CHROMIUM_ARGS
 
@@ -60,7 +61,8 @@ async def take(out_dir: Path) -> list[Path]:
                     path = out_dir / f"board-{name}.png"
                     await page.screenshot(path=str(path), full_page=name != "tv")
                     saved.append(path)
-                    if name == "desktop":  # the spectrum view of the demo's plan, its first conflict opened
+                    if name == "desktop":  # the spectrum view, with a conflict the demo's clean plan lacks
+                        await make_a_conflict(hub)
                         await page.wait_for_selector("#spectrum g[data-finding]")
                         await page.locator("#spectrum g[data-finding]").first.dispatch_event("click")
                         path = out_dir / "board-spectrum.png"
@@ -70,6 +72,14 @@ async def take(out_dir: Path) -> list[Path]:
                 saved += await take_show(browser, hub, out_dir)
                 await browser.close()
     return saved
+
+
+async def make_a_conflict(hub: Hub) -> None:
+    """Retune the demo's QLX-D onto 2f1-f2 of the ULX-D's first two channels (472.025 and 476.350 MHz), as a
+    hurried change at a show would: the spectrum then has a conflict to draw and explain."""
+    command = Command(device_id="shure-demo-qlxd4", channel=1, kind=CommandKind.FREQUENCY, value=480.675)
+    result = await hub.apply(command, "screenshots")
+    assert result.ok, result
 
 
 async def take_show(browser: Browser, hub: Hub, out_dir: Path) -> list[Path]:

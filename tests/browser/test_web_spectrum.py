@@ -3,6 +3,8 @@ red with lines to its sources, its finding on a click, a suggestion, and the ret
 
 from __future__ import annotations
 
+import re
+
 from playwright.async_api import Page, expect
 
 from hub.testing import eventually
@@ -31,6 +33,10 @@ async def test_a_conflict_is_drawn_explained_suggested_away_and_gone(page: Page,
     await expect(page.locator("#spectrum-count")).to_have_text("(2 conflicts)")
 
     victim = board.device_id(axient)
+    # the tile names the alert in a few words; its sentence (every source and guard) is the words' title
+    victim_state = page.locator(f'.tile[data-channel="{victim}:1"] .state')
+    await expect(victim_state).to_have_text("frequency conflict: intermod", timeout=15_000)
+    await expect(victim_state).to_have_attribute("title", re.compile("intermodulation"))
     target = spectrum.locator("g.conflict", has=page.locator("title", has_text="517.800 MHz"))
     await target.locator("rect.tick").click()
     await expect(page.locator("#finding .finding-text")).to_contain_text("2f1-f2 (order 3)")

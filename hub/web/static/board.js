@@ -64,8 +64,21 @@ function condition(device, channel) {
   if (channel.warnings && channel.warnings.length) return { cls: "warn", text: channel.warnings.join(", ") };
   if (channel.rf_quality_percent !== null && channel.rf_quality_percent < 30) return { cls: "warn", text: "weak RF" };
   const alert = alertOf(device.id, channel.index);
-  if (alert) return { cls: alert.severity === "critical" ? "alert" : "warn", text: alert.message };
+  if (alert) return { cls: alert.severity === "critical" ? "alert" : "warn", text: alertWords(alert), title: alert.message };
   return { cls: "", text: "ok" };
+}
+
+// A tile names an alert in a few words (its sentence, which for a frequency conflict names every source and
+// guard, is in the Alerts panel): "frequency conflict: intermod", "show battery"
+const ALERT_WORDS = {
+  low_battery: "low battery", tx_off: "TX off", rf_low: "weak RF", audio_clip: "audio clip",
+  device_offline: "receiver offline", device_warning: "warning", show_battery: "swap before show end",
+  frequency_conflict: "frequency conflict",
+};
+
+function alertWords(alert) {
+  const words = ALERT_WORDS[alert.kind] || String(alert.kind).replaceAll("_", " ");
+  return alert.detail ? words + ": " + String(alert.detail).replaceAll("_", " ") : words;
 }
 
 // A mute is never hidden behind another condition: the tile shows it in words of its own, next to whatever else
@@ -289,6 +302,7 @@ function fillTile(tile, number, device, channel) {
   setText(parts.who, sub.join(" · "));
   setBattery(parts.battery, channel);
   setText(parts.state, cond.text === "ok" && mute ? "" : cond.text);
+  setAttr(parts.state, "title", cond.title || "");
   setText(parts.mute, mute || "");
   parts.mute.hidden = !mute;
   setAttr(parts.name, "aria-label", tileLabel(device, channel));

@@ -77,8 +77,11 @@ def device_capabilities(family: str | None) -> Capabilities | None:
 def register_simulators(register: Callable[[DemoFleet], None]) -> None:
     # imported here: the simulators need cryptography (a certificate for SSCv2), 10 MB of memory that a
     # hub without --demo never uses
-    from wmhub_sennheiser.simulator.fleet import SennheiserDemoFleet
+    from wmhub_sennheiser.simulator.fleet import DEMO_SPECTERA_KHZ, SennheiserDemoFleet
     from wmhub_sennheiser.simulator.ssc2 import Ssc2Fleet
 
     register(SennheiserDemoFleet())
-    register(Ssc2Fleet(tick_s=1.0, tx_churn=0.02))  # a Spectera-style SSCv2 base station over HTTPS
+    spectera = Ssc2Fleet(tick_s=1.0, tx_churn=0.02)  # a Spectera-style SSCv2 base station over HTTPS
+    for simulator in spectera.simulators:
+        simulator.rf_khz = dict.fromkeys(simulator.rf_khz, DEMO_SPECTERA_KHZ)
+    register(spectera)

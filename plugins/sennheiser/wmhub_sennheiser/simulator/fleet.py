@@ -3,10 +3,26 @@ in-ear transmitter (MCP), animated, on loopback."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from hub.drivers import with_options
 from wmhub_sennheiser.simulator.g4 import G4Simulator
 from wmhub_sennheiser.simulator.iem import IemG4Simulator
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
+
+# Each channel's frequency (kHz), as a show's coordinated plan sets them: together with the Shure demo fleet's
+# and the Spectera's (DEMO_SPECTERA_KHZ), clean for the hub's own check (tests/test_core_demo.py). The ew G4
+# receiver and the ew IEM G4 transmitter, analog, sit at the ends of the G4's band A1 with its wider guards.
+DEMO_FREQUENCIES_KHZ: Final = (
+    (548_975, 556_800, 557_700, 583_950),  # EW-DX EM 4
+    (587_775, 589_100),  # EM 6000
+    (470_200,),  # ew G4
+    (515_800,),  # ew IEM G4
+    (),  # CHG 70N: a charger
+)
+# Both RF channels of the demo's Spectera on one WMAS carrier, well above the narrowband ones: two 8 MHz
+# carriers make third-order products 16 MHz wide around every narrowband carrier.
+DEMO_SPECTERA_KHZ: Final = 686_000
 
 
 class SennheiserDemoFleet:
@@ -20,8 +36,10 @@ class SennheiserDemoFleet:
             IemG4Simulator(tick_s=tick_s, seed=14),
             Ssc1Simulator("chg70n", tick_s=tick_s, seed=15),
         ]
-        for simulator in self.simulators:
+        for simulator, frequencies in zip(self.simulators, DEMO_FREQUENCIES_KHZ, strict=True):
             simulator.tx_churn = tx_churn
+            for channel, khz in zip(simulator.channels, frequencies, strict=False):  # the charger: none
+                channel.frequency_khz = khz
 
     async def start(self) -> list[str]:
         for simulator in self.simulators:
