@@ -103,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--http", type=_http_address, metavar="HOST:PORT", help="status board and REST API address")
     run.add_argument("--data-dir", type=_path, help="where the database and API token live")
     run.add_argument("--hub-id", help="this hub's id on MQTT (letters, digits, - and _)")
+    run.add_argument(
+        "--check",
+        action="store_true",
+        help="check the configuration, its files, addresses and device URLs, then exit: 0 if the hub could start "
+        "with it (ports a running hub holds count as fine), 2 with the first problem",
+    )
 
     fleet = commands.add_parser(
         "fleet", help="one board and read API for every hub on the broker, from their MQTT topics alone"
@@ -224,8 +230,12 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
 
     setup_logging(config.log_level, config.plugin_log_levels)
     hub = FleetHub(config) if fleet else compose_hub(config)
+    checking = bool(getattr(args, "check", False))
     try:
-        check_startup(config, hub.devices.resolve, _device_origin(args))
+        check_startup(config, hub.devices.resolve, _device_origin(args), ports_in_use=checking)
+        if checking:
+            print(f"wmhub: configuration ok ({len(config.devices)} device(s), MQTT {redact(str(config.mqtt.url))})")
+            return 0
         # the fleet board keeps only its token there: it may share a hub's data dir
         data_dir_lock = None if fleet else lock_data_dir(config.data_dir)
     except ConfigError as exc:

@@ -24,8 +24,12 @@ def check_startup(
     config: HubConfig,
     resolve_device: Callable[[str], object],
     device_origin: Callable[[str], str] = lambda _url: "devices",
+    *,
+    ports_in_use: bool = False,
 ) -> None:
     """Raise ConfigError naming the key (or flag) of the first setting the hub could not start with.
+    ``ports_in_use``: a port another program holds is no mistake (``wmhub run --check`` beside the running
+    hub whose configuration it checks).
 
     ``resolve_device`` raises ValueError for a URL no loaded plugin can use (DeviceManager.resolve);
     ``device_origin`` names where a device URL came from (``--device``, ``WMHUB_DEVICES``, a file).
@@ -41,12 +45,12 @@ def check_startup(
         if path is not None and config.mqtt.url != "off":
             _check_readable(f"mqtt.{key}", Path(path))
     if config.http.enabled:
-        _check_listen(("http.host", "http.port"), config.http.host, config.http.port)
+        _check_listen(("http.host", "http.port"), config.http.host, config.http.port, ports_in_use)
     if config.mqtt.url == "embedded":
         embedded = config.mqtt.embedded_port
         if config.http.enabled and embedded != 0 and embedded == config.http.port:
             raise ConfigError(f"mqtt.embedded_port: {embedded} is http.port too; the two need ports of their own")
-        _check_listen(("mqtt.url", "mqtt.embedded_port"), "127.0.0.1", embedded)
+        _check_listen(("mqtt.url", "mqtt.embedded_port"), "127.0.0.1", embedded, ports_in_use)
     if config.discovery.enabled:
         check_discovery_interfaces(config)
 
@@ -126,7 +130,7 @@ def _check_own_address(key: str, address: str) -> None:
             raise ConfigError(f"{key}: {address} is not an address of this machine ({exc.strerror})") from None
 
 
-def _check_listen(keys: tuple[str, str], host: str, port: int) -> None:
+def _check_listen(keys: tuple[str, str], host: str, port: int, in_use_allowed: bool = False) -> None:
     """``host`` resolves, and ``port`` (unless 0, any free one) can be bound on each of its addresses."""
     host_key, port_key = keys
     try:
@@ -143,5 +147,7 @@ def _check_listen(keys: tuple[str, str], host: str, port: int) -> None:
             except OSError as exc:
                 shown = f"[{address[0]}]:{port}" if family == socket.AF_INET6 else f"{address[0]}:{port}"
                 if exc.errno == errno.EADDRINUSE:
+                    if in_use_allowed:
+                        continue
                     raise ConfigError(f"{port_key}: {shown} is already in use") from None
                 raise ConfigError(f"{host_key}: cannot listen on {shown} ({exc.strerror})") from None

@@ -460,3 +460,28 @@ def test_a_tls_file_that_cannot_be_read_is_refused_naming_the_key_and_the_path(t
     lines = stderr.splitlines()
     assert status == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr
     assert f"mqtt.key_file: {unreadable} cannot be read (" in lines[0], lines[0]
+
+
+def test_check_says_whether_a_configuration_would_start_beside_the_running_hub(tmp_path: Path) -> None:
+    """An outside audit following the deployment docs: there was no way to check a configuration before
+    restarting the service with it; ``wmhub run`` beside the running hub stopped at its port or data dir."""
+    with port_in_use() as port:  # the running hub's
+        command = [sys.executable, "-m", "hub.cli", "run", "--check", "--mqtt", "off", "--data-dir", str(tmp_path)]
+        environ = {**os.environ, "WMHUB_DISCOVERY__ENABLED": "false"}
+        good = subprocess.run(
+            [*command, "--http", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60, env=environ
+        )
+        bad = subprocess.run(
+            [*command, "--http", f"127.0.0.1:{port}", "--device", "shur://127.0.0.1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=environ,
+        )
+    assert (good.returncode, good.stdout.strip(), good.stderr) == (
+        0,
+        "wmhub: configuration ok (0 device(s), MQTT off)",
+        "",
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("wmhub: configuration error: --device: no plugin handles")
+    assert not (tmp_path / "wmhub.sqlite3").exists(), "a check starts nothing"
