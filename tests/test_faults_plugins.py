@@ -278,6 +278,20 @@ async def test_a_driver_blocking_the_loop_is_named(tmp_path: Path, caplog: pytes
     )
 
 
+def plugins_listing(env: dict[str, str]) -> tuple[dict[str, Any], str]:
+    """``wmhub plugins --json`` as a child process (a coroutine never awaited is an error there): the plugins by
+    name, and what it logged."""
+    result = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "hub.cli", "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    return {plugin["name"]: plugin for plugin in json.loads(result.stdout)}, result.stderr
+
+
 def test_register_drivers_returning_a_coroutine_is_a_plugin_error_shown_by_wmhub_plugins(tmp_path: Path) -> None:
     (tmp_path / "wmhub_async.py").write_text(
         "from hub import hookimpl\n\n@hookimpl\nasync def register_drivers(register):\n    pass\n"
@@ -287,18 +301,10 @@ def test_register_drivers_returning_a_coroutine_is_a_plugin_error_shown_by_wmhub
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: wmhub-async\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[wmhub]\nasyncreg = wmhub_async\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
-    result = subprocess.run(
-        [sys.executable, "-W", "error::RuntimeWarning", "-m", "hub.cli", "plugins", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr
-    listing = {plugin["name"]: plugin for plugin in json.loads(result.stdout)}
+    listing, logged = plugins_listing(env)
     assert "register_drivers" in listing["asyncreg"]["error"] and "coroutine" in listing["asyncreg"]["error"]
     assert listing["shure"]["error"] is None
-    assert "never awaited" not in result.stderr
+    assert "never awaited" not in logged
     record_check(
         AREA,
         "register_drivers written as `async def` (returns a coroutine)",
@@ -506,20 +512,12 @@ async def device_capabilities(family, model):  # the hub never awaits it
 
 def test_a_misspelt_hook_name_is_reported_by_wmhub_plugins_and_the_others_load(tmp_path: Path) -> None:
     env = stranger_distribution(tmp_path, "typo", HOOK_TYPO_PLUGIN)
-    result = subprocess.run(
-        [sys.executable, "-W", "error::RuntimeWarning", "-m", "hub.cli", "plugins", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr
-    listing = {plugin["name"]: plugin for plugin in json.loads(result.stdout)}
+    listing, logged = plugins_listing(env)
     error = listing["typo"]["error"]
     assert "unknown hook 'register_driver'" in error and "did you mean register_drivers?" in error, error
     assert "device_capabilities is async def: it must be a plain function" in error
     assert listing["shure"]["error"] is None and listing["sennheiser"]["error"] is None
-    assert result.stderr.count("unknown hook 'register_driver'") == 1  # logged once, at load
+    assert logged.count("unknown hook 'register_driver'") == 1  # logged once, at load
     record_check(
         AREA,
         "@hookimpl def register_driver (singular), and device_capabilities written as async def",
