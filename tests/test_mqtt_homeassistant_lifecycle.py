@@ -23,6 +23,7 @@ from wmhub_shure.simulator.replay import ReplayDevice, Transcript
 from hub.app import Hub
 from hub.clock import SimulatedClock
 from hub.model import Command, CommandKind
+from hub.mqtt import payloads
 from hub.mqtt.presence import DEPARTED_GRACE_S
 from hub.testing import eventually, plugin_host
 from tests.mosquitto import MqttProbe, TestBroker
@@ -570,3 +571,55 @@ async def test_a_set_to_a_receiver_two_hubs_watch_is_carried_out_once(mqtt_broke
                 assert hub_b.store.devices["example-EXTWICE"].channels[0].name == "Taken"
     finally:
         server.close()
+
+
+async def test_an_entity_an_earlier_version_made_is_removed_from_home_assistant(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """An outside audit upgrading from 2026-11-26: entities that version made (battery bars and audio peak of
+    receivers that report neither) were left out of the new configs, and Home Assistant keeps a component
+    merely left out, so they stayed as orphans. The config the broker kept from before names them: each is
+    sent with its platform alone, which removes it."""
+    server, url = await example_receiver("EXOLD")
+    config_topic = "homeassistant/device/example-EXOLD/config"
+    old_component = {"platform": "sensor", "unique_id": "example-EXOLD_ch1_battery_bars", "state_topic": "x"}
+    try:
+        async with MqttProbe(mqtt_broker) as earlier:
+            earlier.publish(config_topic, {"components": {"ch1_battery_bars": old_component}}, retain=True)
+            await earlier.subscribe(config_topic)
+            await earlier.message(config_topic)
+        async with (
+            running_hub(mqtt_broker, tmp_path, [url], base="wmupgrade") as hub,
+            MqttProbe(mqtt_broker) as probe,
+        ):
+            await online_device(hub)
+            await probe.subscribe(config_topic)
+            # the first config may go out before the broker's old copy is read: the one after it removes
+            config = await probe.json(
+                config_topic, lambda config: "ch1_battery_bars" in config["components"], timeout=10
+            )
+            assert config["components"]["ch1_battery_bars"] == {"platform": "sensor"}
+            assert len(config["components"]["ch1_name"]) > 1, "this version's entities are whole"
+    finally:
+        server.close()
+
+
+async def test_the_configs_kept_from_before_are_read_for_a_while_only(
+    mqtt_broker: TestBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading every device config on the broker costs the hub its 11 KB per receiver, its own included:
+    once its devices have identified themselves it stops."""
+    monkeypatch.setattr("hub.mqtt.bridge.PREVIOUS_CONFIGS_S", 0.2)
+    server, url = await example_receiver("EXSTOP")
+    try:
+        async with running_hub(mqtt_broker, tmp_path, [url], base="wmstop") as hub:
+            await online_device(hub)
+            every_config = hub.mqtt.topics.every_homeassistant_config
+            await eventually(lambda: every_config not in hub.mqtt.client.subscriptions, 5, "the configs let go")
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("payload", [b"", b"{not json", b"[]", b'{"components": []}', b'{"components": {"a": 1}}'])
+def test_a_retained_config_that_is_no_config_names_no_entity(payload: bytes) -> None:
+    assert payloads.component_platforms(payload) == {}

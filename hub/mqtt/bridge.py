@@ -28,7 +28,7 @@ from hub.mqtt.client import MqttClient
 from hub.mqtt.control import ControlHandler
 from hub.mqtt.embedded import EmbeddedBroker, EmbeddedBrokerError
 from hub.mqtt.messages import RequestError, parse_object
-from hub.mqtt.presence import Presence
+from hub.mqtt.presence import PREVIOUS_CONFIGS_S, Presence
 from hub.mqtt.publisher import METER_SLICE, STATE_COALESCE_S, STATE_FIELDS
 from hub.mqtt.requests import HubRequests
 from hub.mqtt.topics import ControlTarget
@@ -95,6 +95,11 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
             client.subscribe(self.topics.requests, qos)
         if settings.homeassistant:
             client.subscribe(self.topics.homeassistant_status, qos)
+            # for a while: the configs the broker kept from before this run name entities to remove
+            client.subscribe(self.topics.every_homeassistant_config, qos)
+            self._forget_previous_configs = asyncio.get_running_loop().call_later(
+                PREVIOUS_CONFIGS_S, self._stop_reading_configs
+            )
         # once: the retained device list tells which devices the previous run of this hub left behind
         # every hub's list: this hub's previous run's tells what it left behind, the others' what they own
         client.subscribe(self.topics.every_hub_devices, qos)
@@ -128,6 +133,9 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         if self._birth_answer is not None:
             self._birth_answer.cancel()
             self._birth_answer = None
+        if self._forget_previous_configs is not None:
+            self._forget_previous_configs.cancel()
+            self._forget_previous_configs = None
         timers = [*self._loops, *([self._meter_snapshot] if self._meter_snapshot is not None else [])]
         for task in timers:
             task.cancel()
@@ -194,6 +202,14 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
             return
         if topic == self.topics.homeassistant_status and payload.strip() == b"online":
             self._republish_for_homeassistant()
+        elif self.topics.is_homeassistant_config(topic) and retained and payload:
+            self._on_previous_config(topic, payload)
+
+    def _stop_reading_configs(self) -> None:
+        self._forget_previous_configs = None
+        self._previous_components.clear()
+        if self.client is not None:
+            self.client.unsubscribe(self.topics.every_homeassistant_config)
 
     def _refuse_channel(self, target: ControlTarget, payload: bytes) -> None:
         """A set or get on ``channels/0`` or ``channels/x``: answered, as every message is, saying why."""

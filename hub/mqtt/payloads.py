@@ -67,6 +67,23 @@ def hub_running(payload: bytes) -> bool | None:
     return bool(state["state"] == "online")
 
 
+def component_platforms(payload: bytes) -> dict[str, str]:
+    """Each component of a retained Home Assistant device config (any hub's, any version's, so untrusted) with
+    its platform; none from a payload that is not such a config."""
+    try:
+        config = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return {}
+    components = config.get("components") if isinstance(config, dict) else None
+    if not isinstance(components, dict):
+        return {}
+    return {
+        str(key): component["platform"]
+        for key, component in components.items()
+        if isinstance(component, dict) and isinstance(component.get("platform"), str)
+    }
+
+
 def channel_count(summary: Mapping[str, Any]) -> int:
     """The channel count of a device's published state or summary, 0 where it is missing or not one."""
     count = summary.get("channel_count")

@@ -24,6 +24,9 @@ DEPARTED_GRACE_S = 15.0
 # How long after this hub's previous device list the other hubs' lists (retained, sent with it on
 # subscribing) are taken to be in.
 OTHER_LISTS_SETTLE_S = 0.5
+# How long the hub reads the device configs the broker kept from before this run (their components it no
+# longer makes are removed from Home Assistant): its devices identify themselves within DEPARTED_GRACE_S.
+PREVIOUS_CONFIGS_S = 2 * DEPARTED_GRACE_S
 
 
 class Presence(StatePublisher):
@@ -34,6 +37,7 @@ class Presence(StatePublisher):
         self._left_behind_checked = False
         self._meter_snapshot: asyncio.Task[None] | None = None
         self._birth_answer: asyncio.TimerHandle | None = None
+        self._forget_previous_configs: asyncio.TimerHandle | None = None
         self._birth_answered_at = -BIRTH_COALESCE_S  # on the event loop's time
 
     def _on_device_list(self, hub_id: str, payload: bytes) -> None:

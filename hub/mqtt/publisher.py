@@ -71,6 +71,10 @@ class StatePublisher:
         self._controlled: set[str] = set()
         # per device: every Home Assistant component its configs have held this run, with its platform
         self._homeassistant_components: dict[str, dict[str, str]] = {}
+        # per config topic: the components of the config the broker retained from before this run (perhaps
+        # an older version's, with entities this one no longer makes), until the device's config is sent
+        self._previous_components: dict[str, dict[str, str]] = {}
+        self._config_topic_device: dict[str, str] = {}  # config topic -> device id, for those sent this run
         # the devices each other hub on the broker lists as its own (its retained device list, kept current)
         self._owned_elsewhere: dict[str, frozenset[str]] = {}
         self._shared_said: set[tuple[str, str]] = set()  # (device, other hub) already said to be on both
@@ -191,12 +195,29 @@ class StatePublisher:
         config = discovery_config(device, self.topics, self.settings.qos_state, self._entity_options())
         components: dict[str, dict[str, Any]] = config["components"]
         held = self._homeassistant_components.setdefault(device.id, {})
+        topic = self.topics.homeassistant_config(device.id)
+        self._config_topic_device[topic] = device.id
+        for component_id, platform in self._previous_components.pop(topic, {}).items():
+            held.setdefault(component_id, platform)
         # Home Assistant keeps a component left out of a device's config; it removes one sent with nothing
-        # but its platform (a receiver with fewer channels than before, another model at its address)
+        # but its platform (a receiver with fewer channels than before, another model at its address, an
+        # entity an earlier version made)
         for component_id in held.keys() - components.keys():
             components[component_id] = {"platform": held[component_id]}
         held.update((component_id, component["platform"]) for component_id, component in components.items())
-        self._publish_config(self.topics.homeassistant_config(device.id), config, only_if_changed)
+        self._publish_config(topic, config, only_if_changed)
+
+    def _on_previous_config(self, topic: str, payload: bytes) -> None:
+        """A device config the broker held from before this run: its components this run no longer makes are
+        sent with their platform alone when the device's config goes out (again, if it went out already)."""
+        previous = payloads.component_platforms(payload)
+        held = self._homeassistant_components.get(self._config_topic_device.get(topic, ""), {})
+        if not previous.keys() - held.keys():
+            return
+        self._previous_components[topic] = previous
+        device = self.hub.state.devices.get(self._config_topic_device.get(topic, ""))
+        if device is not None:
+            self._publish_homeassistant(device, only_if_changed=True)
 
     def _publish_hub_homeassistant(self, only_if_changed: bool = False) -> None:
         if self.settings.homeassistant:

@@ -48,6 +48,8 @@ class Topics:
         self.hub_frequency_plan = f"{self.hub}/frequency_plan"
         self.requests = f"{self.hub}/request/#"
         self.homeassistant_status = f"{homeassistant_prefix}/status"
+        self.every_homeassistant_config = f"{homeassistant_prefix}/device/+/config"
+        self._homeassistant_device_prefix = f"{homeassistant_prefix}/device/"
         self._request_prefix = f"{self.hub}/request/"
         self._devices_prefix = f"{base}/devices/"
         # the hub's own device in Home Assistant; receivers point at it with via_device
@@ -92,6 +94,14 @@ class Topics:
 
     def homeassistant_config(self, device_id: str) -> str:
         return f"{self.homeassistant_prefix}/device/{homeassistant_node_id(device_id)}/config"
+
+    def is_homeassistant_config(self, topic: str) -> bool:
+        """``<prefix>/device/<node>/config``: a device's Home Assistant discovery config, any hub's."""
+        return (
+            topic.startswith(self._homeassistant_device_prefix)
+            and topic.endswith("/config")
+            and topic.count("/") == self._homeassistant_device_prefix.count("/") + 1
+        )
 
     def request_command(self, topic: str) -> str | None:
         """``set`` for ``<hub>/request/set``-style topics; None if the topic is not a request."""
