@@ -30,6 +30,7 @@ from hub.model import (
     Command,
     CommandError,
     CommandResult,
+    CommandTimeoutError,
     Device,
     DeviceUnavailableError,
 )
@@ -561,7 +562,19 @@ class DeviceManager:
             # One command at a time per device, whichever edge sent it: a driver that re-sends an unanswered
             # set (SSCv1) would otherwise undo a later one already confirmed, and a reply that names no
             # request (Shure's ERR) would be charged to the wrong one.
-            async with self._command_locks.setdefault(command.device_id, asyncio.Lock()):
+            lock = self._command_locks.setdefault(command.device_id, asyncio.Lock())
+            try:
+                # A device that stopped answering would otherwise hold every later command for as long as all
+                # those before it take (a fader's moves, then the mute), and send each long after its sender
+                # gave up: a command waits at most command_timeout_s, then is answered without being sent.
+                async with asyncio.timeout(self.command_timeout_s):
+                    await lock.acquire()
+            except TimeoutError:
+                raise CommandTimeoutError(
+                    f"not sent: {command.device_id} did not finish the commands before it within "
+                    f"{self.command_timeout_s:g} s"
+                ) from None
+            try:
                 managed, driver = self._sendable(command)  # it may have gone while this command waited
                 result = await self._plugins.call_bounded(
                     managed.plugin,
@@ -570,6 +583,8 @@ class DeviceManager:
                     driver.apply,
                     command,
                 )
+            finally:
+                lock.release()
         except CommandError as exc:
             return exc.result()
         except PluginError as exc:

@@ -132,3 +132,34 @@ async def test_commands_from_several_clients_reach_a_device_one_at_a_time() -> N
         )
     assert [result.value for result in results] == ["N0", "N1", "N2"] and all(result.ok for result in results)
     assert CountsOverlap.most_at_once == 1
+
+
+class StopsAnswering(QuietDriver):
+    """A receiver that keeps its link up but stops answering: its driver's apply never returns."""
+
+    reached: list[str] = []
+
+    async def connect(self) -> None:
+        self.sink.identify(unique_id="SA1", family="rx", model="SA-1", channel_count=1)
+
+    async def apply(self, command: Command) -> CommandResult:
+        type(self).reached.append(str(command.value))
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+
+async def test_a_command_behind_one_a_silent_receiver_holds_is_answered_unsent_within_the_timeout() -> None:
+    """An outside audit: behind a receiver that stopped answering, a fader's moves queued without end (each
+    waiting for all before it) and the operator's mute went out 50 s later, long after the client gave up.
+    A command waits at most command_timeout_s for the one before it, then is answered without being sent."""
+    async with DriverHarness() as hub:
+        hub.manager.command_timeout_s = 0.3
+        hub.plugins.register(plugin_of("silent", StopsAnswering, "rx"), "silent")
+        shown = await hub.device(hub.add("silent://127.0.0.1:1"))
+        fader, mute = await asyncio.gather(
+            hub.apply(Command(device_id=shown.id, channel=1, kind=CommandKind.NAME, value="FADER")),
+            hub.apply(Command(device_id=shown.id, channel=1, kind=CommandKind.NAME, value="MUTE")),
+        )
+    assert (fader.code, mute.code) == ("timeout", "timeout")
+    assert mute.error == f"not sent: {shown.id} did not finish the commands before it within 0.3 s"
+    assert StopsAnswering.reached == ["FADER"]
