@@ -27,7 +27,7 @@ from hub.model import (
 from wmhub_sennheiser import mcp
 from wmhub_sennheiser.families import MCP_NAME
 from wmhub_sennheiser.mcp import ErrorLine, Line
-from wmhub_sennheiser.udp import UdpDriver, int_option, meter_rate, resend_until, toggled
+from wmhub_sennheiser.udp import UdpDriver, applied_otherwise, int_option, meter_rate, resend_until, toggled
 
 SCHEME: Final = "sennheiser-g4"
 VENDOR: Final = "sennheiser"
@@ -378,12 +378,7 @@ class G4Driver(UdpDriver):
                 timer.cancel()
         if not confirms(line):
             held = self.channel_fields(line).get(field_name)
-            return CommandResult(
-                ok=False,
-                code="refused",
-                value=held,
-                error=f"{prepared.keyword} on {self.address}: the device applied {held!r}, not {prepared.hub_value!r}",
-            )
+            return applied_otherwise(f"{prepared.keyword} on {self.address}", held, prepared.hub_value)
         return CommandResult(ok=True, value=prepared.hub_value)
 
 

@@ -31,7 +31,15 @@ from hub.model import (
 from wmhub_sennheiser import ssc1
 from wmhub_sennheiser.families import DEVICE, FAMILIES, ChannelMapper, SscFamily, Updates, family_for
 from wmhub_sennheiser.ssc1 import Address, ErrorKind, Message, SscDecodeError, SubscriptionParams
-from wmhub_sennheiser.udp import UdpDriver, float_option, int_option, meter_rate, resend_until, toggled
+from wmhub_sennheiser.udp import (
+    UdpDriver,
+    applied_otherwise,
+    float_option,
+    int_option,
+    meter_rate,
+    resend_until,
+    toggled,
+)
 
 SCHEME: Final = "sennheiser-ssc"
 DEFAULT_PORT: Final = 45
@@ -479,13 +487,7 @@ class Ssc1Driver(UdpDriver):
                 ) from None
             applied = read.values.get(prepared.path)
         if applied != prepared.device_value:
-            held = self._hub_value(prepared.path, applied)
-            return CommandResult(
-                ok=False,
-                code="refused",
-                value=held,
-                error=f"{where}: the device applied {held!r}, not {prepared.hub_value!r}",
-            )
+            return applied_otherwise(where, self._hub_value(prepared.path, applied), prepared.hub_value)
         return CommandResult(ok=True, value=prepared.hub_value)
 
     def _hub_value(self, path: Address, value: Any) -> Any:

@@ -68,7 +68,7 @@ from wmhub_sennheiser.ssc2 import (
     schema_paths,
     subscription_paths,
 )
-from wmhub_sennheiser.udp import toggled
+from wmhub_sennheiser.udp import applied_otherwise, toggled
 from wmhub_sennheiser.values import text
 
 SCHEME: Final = "sennheiser-ssc2"
@@ -756,10 +756,5 @@ class Ssc2Driver(Driver):
                 self._watches.remove(watch)
                 watch.cancel()
         if held != watch.expected:
-            return CommandResult(
-                ok=False,
-                code="refused",
-                value=held,
-                error=f"{path} {watch.field_name}: the device applied {held!r}, not {watch.expected!r}",
-            )
+            return applied_otherwise(f"{path} {watch.field_name}", held, watch.expected)
         return CommandResult(ok=True, value=watch.expected)

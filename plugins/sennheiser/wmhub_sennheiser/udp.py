@@ -61,6 +61,14 @@ def toggled(kind: CommandKind, value: Any, current: Any) -> Any:
     return not current
 
 
+def applied_otherwise(where: str, held: Any, asked: Any) -> CommandResult:
+    """The answer to a set the device took but keeps another value for (a name cut short, a gain clamped,
+    a frequency snapped to its grid): refused, with what it holds. The same on every protocol."""
+    return CommandResult(
+        ok=False, code="refused", value=held, error=f"{where}: the device applied {held!r}, not {asked!r}"
+    )
+
+
 async def resend_until(send: Callable[[], None], answer: asyncio.Future[T], retry_s: float, timeout: float) -> T:
     """Send, and send again every ``retry_s``, until ``answer`` resolves; TimeoutError at ``timeout``.
 
