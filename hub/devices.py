@@ -469,14 +469,9 @@ class DeviceManager:
     async def reconnect(self, url: str) -> ManagedDevice:
         """Connect the device already managed under ``url``'s shown URL with ``url`` from now on (its password
         changed): its driver is stopped and a new one started with ``url``; its id and state stay."""
-        old = self.by_url.pop(redact(url))
-        device_id = old.handle.device_id
-        if device_id is not None and self._by_id.get(device_id) is old:
-            del self._by_id[device_id]
-        old.handle.release()
-        old.task.cancel()
-        await asyncio.gather(old.task, return_exceptions=True)
-        return self.add(url, device_id)
+        old = self.by_url[redact(url)]
+        await self._stop(old)
+        return self.add(url, old.handle.device_id)
 
     def _moved(self, url: str, device_id: str) -> None:
         if self.on_moved is not None:
@@ -502,23 +497,29 @@ class DeviceManager:
         managed = self.find(device_id_or_url)
         if managed is None:
             return False
-        del self.by_url[managed.url]
         device_id = managed.handle.device_id
-        if device_id is not None and self._by_id.get(device_id) is managed:
-            del self._by_id[device_id]
         # the id's state is this device's unless another URL's device holds the id now (it moved there, or
-        # this one was restored with the id and never answered)
+        # this one was restored with the id and never answered); asked before its stop lets the id go
         owned = device_id is not None and self._claims.get(id_safe(device_id), managed.handle.endpoint.url) == (
             managed.handle.endpoint.url
         )
-        managed.handle.release()
-        managed.task.cancel()
-        await asyncio.gather(managed.task, return_exceptions=True)
+        await self._stop(managed)
         if device_id is not None and owned:
             self._store.remove_device(device_id)
             self._buckets.pop(device_id, None)
             self._command_locks.pop(device_id, None)
         return True
+
+    async def _stop(self, managed: ManagedDevice) -> None:
+        """Stop its driver (it closes the device cleanly) and take it out of the indexes; the store keeps the
+        state of its id."""
+        del self.by_url[managed.url]
+        device_id = managed.handle.device_id
+        if device_id is not None and self._by_id.get(device_id) is managed:
+            del self._by_id[device_id]
+        managed.handle.release()
+        managed.task.cancel()
+        await asyncio.gather(managed.task, return_exceptions=True)
 
     async def close(self) -> None:
         """Stop every driver; each closes its device (metering off) before its task ends."""
