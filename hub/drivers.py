@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -23,6 +22,7 @@ from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunspli
 from hub.clock import Clock
 from hub.model import Command, CommandResult, NotSupportedError
 from hub.redact import SECRET_KEYS, redact
+from hub.text import has_controls
 
 
 class EndpointError(ValueError):
@@ -39,10 +39,6 @@ def with_options(url: str, **options: str) -> str:
     parts = urlsplit(url)
     query = urlencode([*parse_qsl(parts.query, keep_blank_values=True), *options.items()])
     return urlunsplit(parts._replace(query=query))
-
-
-# C0 controls, DEL and C1 controls: no device URL holds one, and each would reach a terminal or a log line raw
-_URL_CONTROLS: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _check_query(query: str, fragment: str, where: str) -> None:
@@ -76,9 +72,10 @@ class Endpoint:
         """Read ``url``; raise :class:`EndpointError` saying why it cannot be used.
 
         Every device URL the hub takes (REST, MQTT, the configuration, discovery, the database) passes here:
-        one with a control character (C0, DEL, C1) is refused whole, before it could reach a log line, /metrics
+        one with a character no name holds either (hub.text.has_controls: C0, DEL, C1, line separators,
+        direction overrides) is refused whole, before it could reach a log line, /metrics
         or a terminal, and the message repeats none of it (urlsplit silently drops a tab or a line break)."""
-        if _URL_CONTROLS.search(url) is not None:
+        if has_controls(url):  # what no device URL holds, each of which would reach a terminal or a log raw
             raise EndpointError(
                 "a device URL must not contain control characters (escape sequences, line breaks, tabs, NUL); "
                 "percent-encode them inside an option's value"
