@@ -211,11 +211,11 @@ class StatePublisher:
         """A device config the broker held from before this run: its components this run no longer makes are
         sent with their platform alone when the device's config goes out (again, if it went out already)."""
         previous = payloads.component_platforms(payload)
-        held = self._homeassistant_components.get(self._config_topic_device.get(topic, ""), {})
-        if not previous.keys() - held.keys():
+        device_id = self._config_topic_device.get(topic, "")  # "": not sent this run (yet)
+        if not previous.keys() - self._homeassistant_components.get(device_id, {}).keys():
             return
         self._previous_components[topic] = previous
-        device = self.hub.state.devices.get(self._config_topic_device.get(topic, ""))
+        device = self.hub.state.devices.get(device_id)
         if device is not None:
             self._publish_homeassistant(device, only_if_changed=True)
 
