@@ -222,7 +222,9 @@ class FrequencyConfig(Section):
         "square of the count, and a larger plan is better coordinated in parts",
     )
     bands: dict[str, TunableBand] = Field(
-        default_factory=dict, description="per family, where its devices tune (for suggestions and band checks)"
+        default_factory=dict,
+        description="per family (`ulxd`) or band variant (`ulxd-g50`: family and the band code the device reports), "
+        "where its devices tune (for suggestions and band checks)",
     )
 
 

@@ -19,7 +19,7 @@ from wmhub_shure.simulator import ShureSimulator
 
 from hub.app import Hub
 from hub.compose import compose_hub
-from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.config import DiscoverySettings, FrequencyConfig, HttpSettings, HubConfig, MqttSettings, TunableBand
 from hub.persistence import AlertSettings, Persistence
 from hub.persistence.testing import quick_settings
 from hub.plugins import PluginHost
@@ -242,3 +242,29 @@ async def test_a_suggestion_without_a_band_is_one_the_receiver_accepts(tmp_path:
             low <= best["frequency_mhz"] <= high and receiver.channels[1].frequency_khz == best["frequency_mhz"] * 1000
         )
         assert abs(best["frequency_mhz"] - before) < 10 and best["margin_khz"] >= 1000, "near, with room to spare"
+
+
+async def test_a_band_configured_for_the_receivers_band_code_keeps_the_suggestion_inside_it(tmp_path: Path) -> None:
+    """Two receivers of one family can be different band variants: `[frequency.bands.<family>-<code>]` names
+    the variant by the band code the receiver reports (EW-DX `Q1-9`) and wins over the family's band."""
+    bands = {
+        "ew-dx": TunableBand(low_mhz=600.0, high_mhz=607.0),
+        "ew-dx-q1-9": TunableBand(low_mhz=520.0, high_mhz=530.0),
+    }
+    async with (
+        Ssc1Simulator("ewdx-em4", tick_s=0.2) as receiver,
+        rf_hub(tmp_path, "sennheiser", frequency=FrequencyConfig(bands=bands)) as hub,
+        aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}", headers=AUTH) as http,
+    ):
+        await hub.add_device(receiver.url, source="test")
+        device_id = await eventually(
+            lambda: next((d.id for d in hub.store.devices.values() if d.rf_band and d.channels), None), 10, "the EM 4"
+        )
+        body = {"channel": f"{device_id}:1", "count": 3, "apply": True}
+        async with http.post("/api/v1/frequency-plan/suggest", json=body) as response:
+            suggestion = await response.json()
+            assert response.status == 200, suggestion
+        assert suggestion["band"]["low_mhz"] == 520.0 and suggestion["band"]["high_mhz"] == 530.0
+        assert suggestion["band"]["whole_range"] is False
+        assert all(520.0 <= candidate["frequency_mhz"] <= 530.0 for candidate in suggestion["candidates"])
+        assert suggestion["applied"]["ok"] and 520_000 <= receiver.channels[0].frequency_khz <= 530_000

@@ -48,7 +48,7 @@ log = logging.getLogger("hub.persistence.frequency")
 # transmitter's RF mute is "muted" or "tx_muted" (Capabilities.rf_mute_field)
 FREQUENCY_FIELDS: Final = frozenset({"frequency_mhz", "frequency2_mhz", "tx_present", "muted", "tx_muted"})
 # a device's band and carrier width (rf_capabilities)
-BAND_FIELDS: Final = frozenset({"family", "capabilities"})
+BAND_FIELDS: Final = frozenset({"family", "rf_band", "capabilities"})
 # what a carrier's label is made of: a change rebuilds that device's carriers without checking the plan again
 LABEL_FIELDS: Final = frozenset({"name", "extended_name"})
 PLAN_FIELDS: Final = FREQUENCY_FIELDS | BAND_FIELDS | LABEL_FIELDS
@@ -84,13 +84,20 @@ class RfCapabilities:
 def rf_capabilities(device: Device, settings: FrequencySettings) -> RfCapabilities:
     """Where a device's channels tune and how wide their carriers are: the one place this is read.
 
-    The band: the configuration's band for the family (``[frequency.bands]``: the user knows which band
-    variant the receivers are), else the frequency command's limits the plugin declares in the device's
-    capabilities (often the protocol's whole range rather than the hardware's band). The width: the
-    settings' wideband families (Spectera's WMAS carriers)."""
+    The band: the configuration's band (``[frequency.bands]``: the user knows which band variant the
+    receivers are) for the device's band variant, else for its family; else the frequency command's limits
+    the plugin declares in the device's capabilities (often the protocol's whole range rather than the
+    hardware's band). The width: the settings' wideband families (Spectera's WMAS carriers)."""
     family = device.family
-    band = for_family(settings.bands, family) or _declared_band(device)
+    band = _configured_band(settings.bands, device) or _declared_band(device)
     return RfCapabilities(band, for_family(settings.wideband_khz, family) or 0.0)
+
+
+def _configured_band(bands: Mapping[str, Band], device: Device) -> Band | None:
+    # a key of family and band code (`ulxd-g50`) tells apart receivers of one family in different band
+    # variants; the code itself is not read as a range (no verified table of the vendors' codes is at hand)
+    variant = for_family(bands, f"{device.family} {device.rf_band}") if device.family and device.rf_band else None
+    return variant or for_family(bands, device.family)
 
 
 def _declared_band(device: Device) -> Band | None:
