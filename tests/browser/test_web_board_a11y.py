@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 
 from playwright.async_api import Page, expect
 
+from hub.hookspecs import Candidate
 from hub.testing import eventually
 from tests.browser.rig import Board
 
@@ -260,3 +261,30 @@ async def test_state_words_alerts_and_pressed_buttons_meet_aa_contrast(page: Pag
     await page.mouse.move(0, 0)  # not hovered
     ratios["a pressed button"] = await page.locator("#tv-toggle").evaluate(CONTRAST)
     assert all(ratio >= 4.5 for ratio in ratios.values()), {what: f"{ratio:.2f}:1" for what, ratio in ratios.items()}
+
+
+async def test_the_discovered_list_updates_in_place_and_keeps_the_focus_on_approve(page: Page, board: Board) -> None:
+    def found(address: str, model: str, unique_id: str | None) -> Candidate:
+        return Candidate(url=f"sennheiser-ssc://{address}:45", vendor="sennheiser", model=model, unique_id=unique_id)
+
+    candidates = board.store.candidates
+    await candidates.offer(found("10.0.0.5", "EW-DX EM 4", "1049471234"))
+    await candidates.offer(found("10.0.0.7", "EW-DX EM 2", None))
+    await page.goto(board.url)
+    rows = page.locator("#candidates li")
+    await expect(rows).to_have_count(2)
+    approve = page.get_by_role("button", name="Approve sennheiser EW-DX EM 4 at sennheiser-ssc://10.0.0.5:45")
+    await approve.focus()
+    await page.evaluate("document.activeElement.dataset.marked = 'yes'")  # the same element, not a rebuilt twin
+    await candidates.offer(found("10.0.0.8", "EW-DX EM 4", "1049479999"))
+    await candidates.offer(found("10.0.0.7", "EW-DX EM 2 Dante", None))  # the same address says more
+    await expect(rows).to_have_count(3, timeout=15_000)  # the list's 10 s poll
+    await expect(page.get_by_role("button", name=re.compile("Approve sennheiser EW-DX EM 2 Dante at"))).to_have_count(1)
+    await expect(page.locator("#candidate-count")).to_have_text("(3)")
+    assert await page.evaluate("document.activeElement.dataset.marked") == "yes", await page.evaluate(ACTIVE)
+    # the focused receiver moves (its serial at another address): its row goes, the focus moves to a row's
+    # Approve, never to <body>
+    await candidates.offer(found("10.0.0.9", "EW-DX EM 4", "1049471234"))
+    await expect(page.locator("#candidates code", has_text="10.0.0.5")).to_have_count(0, timeout=15_000)
+    await expect(page.locator("#candidates code", has_text="10.0.0.9")).to_have_count(1)
+    await expect(page.locator("#candidates li button:focus")).to_have_count(1)
