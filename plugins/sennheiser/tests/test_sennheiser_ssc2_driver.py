@@ -514,3 +514,23 @@ async def test_a_redirect_is_not_followed_and_is_named(hub: DriverHarness, simul
     error = await eventually(lambda: managed.supervisor.last_error, what="the redirect refused")
     assert f"redirected (302) to {plain}, not followed" in error, error
     assert hub.store.get(simulator.expected_device()["id"]) is None
+
+
+async def test_a_session_id_with_escape_sequences_is_used_as_given_and_logged_without_them(
+    hub: DriverHarness, simulator: Ssc2Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The session id is the device's to choose: the driver subscribes, ends and deletes exactly that id, and
+    no log line carries its control characters (a terminal would clear its screen, or turn the text around)."""
+    simulator.session_prefix = "\x1b[2J\x1b]0;pwned\x07\u202e"
+    caplog.set_level(logging.DEBUG)
+    managed, old_session = await streaming(hub, simulator)
+    simulator.tick()
+    await matches(hub, managed, simulator, "state through the oddly named session")
+    simulator.drop_streams()
+    await eventually(lambda: old_session in simulator.deletes, what="the session ended by its own id")
+    await eventually(lambda: any(uuid != old_session for uuid in simulator.sessions), what="a new session")
+    simulator.tick()
+    await matches(hub, managed, simulator, "state through the next session")
+    subscribed = [r.getMessage() for r in caplog.records if "subscribed to" in r.getMessage()]
+    assert subscribed, "the session's subscription is logged"
+    assert not [r for r in caplog.records if any(c in r.getMessage() for c in "\x1b\x07\u202e")]

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 from cryptography import x509
@@ -220,6 +220,7 @@ class Ssc2Simulator:
         self.deletes: list[str] = []  # session ids clients asked to end, in order
         self.busy_deletes = 0  # fault: this many coming session DELETEs are answered 503
         self.hold_open_event = False  # fault: a new stream sends its headers, then nothing
+        self.session_prefix = ""  # fault: session ids that start with this (escape sequences, say)
         # fault: a request for one of these paths gets this answer instead (a redirect, a huge body)
         self.answers: dict[str, Callable[[], web.StreamResponse]] = {}
         self.certificate = SelfSignedCertificate.generate(host)
@@ -508,11 +509,15 @@ class Ssc2Simulator:
             return self._error(422, f"no resource {request.path}")
 
     async def _open_stream(self, request: web.Request) -> web.StreamResponse:
-        session = SimSession(uuid=str(uuid.uuid4()))
+        session = SimSession(uuid=self.session_prefix + str(uuid.uuid4()))
         self.sessions[session.uuid] = session
         location = f"{SUBSCRIPTIONS_PATH}/{session.uuid}"
         response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "Content-Location": location}
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "Content-Location": quote(location),
+            }
         )
         await response.prepare(request)
         with contextlib.suppress(ConnectionError):
