@@ -759,8 +759,9 @@ CHARGER: Final = Family(
         "BATT_HEALTH": Param("battery_health_percent", number(valid=(0, 100))),
         "BATT_BARS": Param("battery_bars", BATTERY_BARS),
         "BATT_CYCLE": Param("battery_cycles", CHARGER_WORD),
-        # CO reads the number as it comes, 255 unknown; unlike the transmitters' BATT_TEMP_C no offset is named
-        "BATT_TEMP_C": Param("battery_temp_c", number(valid=(-40, 100))),
+        # degrees C + 40 on the wire like every Shure BATT_TEMP_*: CO-CHG read it as it came until its commit
+        # 7319b59 ("fix: Battery temperature offset", 2026-03), which subtracts 40 below 254
+        "BATT_TEMP_C": Param("battery_temp_c", BATTERY_TEMP),
         "BATT_TIME_TO_FULL": Param("battery_time_to_full_min", CHARGER_WORD),
         # FULL | CALCULATING | NORMAL | WARM | HOT | COLD | PRECHARGE | READY_TO_STORE | DISCHARGING | ERROR | ...
         "BATT_STATE": Param("battery_charge_state", word(unknown=UNKNOWN_TEXT | {"NO_BATT"})),

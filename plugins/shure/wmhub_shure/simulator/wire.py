@@ -403,7 +403,7 @@ CHARGER: Final = WireFamily(
         "BATT_HEALTH": WireParam("battery_health_percent", digits(3)),
         "BATT_BARS": WireParam("battery_bars", digits(3)),
         "BATT_CYCLE": WireParam("battery_cycles", digits(5, unknown=65535)),
-        "BATT_TEMP_C": WireParam("battery_temp_c", digits(3)),
+        "BATT_TEMP_C": WireParam("battery_temp_c", digits(3, 40)),
         "BATT_TIME_TO_FULL": WireParam("battery_time_to_full_min", digits(5, unknown=65535)),
         "BATT_STATE": WireParam("battery_charge_state", upper_word("NO_BATT")),
     },
