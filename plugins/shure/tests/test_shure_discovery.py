@@ -86,3 +86,12 @@ async def test_plugin_registers_schemes_zeroconf_types_and_a_demo_fleet() -> Non
             assert len({device.family for device in found}) == len(urls)
     finally:
         await fleet.stop()
+
+
+async def test_an_in_ear_transmitter_that_acts_only_on_whole_lines_is_found() -> None:
+    host = plugin_host("shure")
+    async with ShureSimulator("p10t", seed=3) as p10t:
+        p10t.lines_only = True  # as Shure's PSM1000 command strings describe: every message ends with CRLF
+        mdns = DiscoveredService(host="127.0.0.1", port=p10t.port, service_type="_shure._tcp.local.")
+        candidate = await identify_with(host, "shure", mdns)
+        assert candidate is not None and candidate.url == p10t.url

@@ -184,3 +184,15 @@ async def test_a_receiver_reporting_another_model_is_detected_again() -> None:
         await eventually(lambda: managed.supervisor.reconnects >= 1, 5, "a reconnect")
         device = await hub.device(managed)
     assert device.family == "axient" and device.model != "ULXD4Q"  # the simulator is still an AD4D
+
+
+async def test_an_in_ear_transmitter_that_acts_only_on_whole_lines_is_detected_and_controlled() -> None:
+    """Shure's PSM1000 command strings end every message with CRLF. A P10T that waits for it never answered the
+    detection's questions (sent without, as every other family is asked): they are asked again with it."""
+    async with ShureSimulator("p10t", seed=3) as p10t, DriverHarness("shure", settings=FAST) as hub:
+        p10t.lines_only = True
+        device = await hub.device(hub.add(p10t.url), timeout=10.0)
+        assert (device.family, device.model, len(device.channels)) == ("psm1000", "P10T", 2)
+        renamed = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.NAME, value="IEM Keys"))
+        assert renamed.ok and p10t.channels[1].values["name"] == "IEM Keys"
+        await wait_until_agreed(hub, device.id, p10t, "the P10T's state")

@@ -42,7 +42,7 @@ from wmhub_shure.families import (
     supported_families,
     tx_lock_of,
 )
-from wmhub_shure.protocol import ANGLE, STAR, Framer, Report, encode, parse, sample_bodies
+from wmhub_shure.protocol import ANGLE, ANGLE_CRLF, STAR, Framer, Framing, Report, encode, parse, sample_bodies
 
 KEEPALIVE_MAX_S: Final = 10.0
 UHFR_METER_UNIT_MS: Final = 30  # "* METER 1 ALL 003 *" is 3 x 30 ms
@@ -265,7 +265,18 @@ class ShureDriver(Driver):
         # DEVICE_ID last: every family answers it, so an optional question before it that the device ignores
         # is settled by that answer instead of by the timeout
         receiver_params = ("FW_VER", "DEVICE_ID")
-        model_reply, *replies = await self._ask_all([(None, "MODEL"), *((None, param) for param in receiver_params)])
+        first: list[tuple[int | None, str]] = [(None, "MODEL"), *((None, param) for param in receiver_params)]
+        try:
+            model_reply, *replies = await self._ask_all(first)
+        except NoAnswerError as silent:
+            # Shure's PSM1000 command strings end every message with CRLF; whether a P10T ignores one without
+            # is unverified, and no public client sends CRLF to the other families: asked again with it, within
+            # half the timeout so that the whole connect stays inside the hub's bound on it (two timeouts)
+            self._framing = ANGLE_CRLF
+            try:
+                model_reply, *replies = await self._ask_all(first, self.settings.io_timeout_s / 2)
+            except NoAnswerError:
+                raise silent from None
         receiver = {param: reply.value for param, reply in zip(receiver_params, replies, strict=True) if reply}
         if model_reply is not None and model_reply.value.strip():
             return self._known_model(model_reply, receiver)
@@ -324,12 +335,15 @@ class ShureDriver(Driver):
                 fields[spec.field] = spec.codec.decode(value)
         return fields
 
-    async def _ask_all(self, questions: list[tuple[int | None, str]]) -> list[Report | None]:
+    async def _ask_all(
+        self, questions: list[tuple[int | None, str]], timeout_s: float | None = None
+    ) -> list[Report | None]:
         """GET each parameter: its REP, or None when the device refused it or stayed silent on it.
 
         Raise NoAnswerError when the device said nothing at all to any of them."""
+        timeout_s = self.settings.io_timeout_s if timeout_s is None else timeout_s
         futures = [self._track(channel, "GET", param) for channel, param in questions]
-        await asyncio.wait(futures, timeout=self.settings.io_timeout_s)
+        await asyncio.wait(futures, timeout=timeout_s)
         answers: list[Report | None] = []
         heard = False
         lost: BaseException | None = None
@@ -348,7 +362,7 @@ class ShureDriver(Driver):
         if not heard:
             asked = ", ".join(f"GET {'' if channel is None else f'{channel} '}{param}" for channel, param in questions)
             hint = "" if self.udp else " (SLX-D needs Controller Access set to Allow)"
-            raise NoAnswerError(f"no answer to {asked} within {self.settings.io_timeout_s:g} s from {self.where}{hint}")
+            raise NoAnswerError(f"no answer to {asked} within {timeout_s:g} s from {self.where}{hint}")
         return answers
 
     def _use_family(self, family: Family, model: str, channels: int) -> None:
@@ -849,33 +863,19 @@ async def probe(host: str, port: int, timeout_s: float) -> tuple[str, str | None
 
     Other Shure devices answer on 2202 too (MXA910, P300, ANI4IN): a MODEL no family claims is refused, and
     a device without MODEL (ULX-D, QLX-D, PSM1000) must at least report a channel frequency, which only RF
-    equipment has.
+    equipment has. A device silent on every question is asked once more with CRLF after each (as the
+    driver's detection does: the PSM1000's command strings end messages with it).
     """
+    started = time.monotonic()
     with contextlib.suppress(OSError, TimeoutError):
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout(timeout_s / 2):
             reader, writer = await asyncio.open_connection(host, port)
         try:
-            questions = (("MODEL", None), ("DEVICE_ID", None), ("FREQUENCY", 1))
-            writer.write(b"".join(encode(ANGLE, "GET", param, channel=channel) for param, channel in questions))
-            framer = Framer()
-            replies: dict[str, str] = {}
-            deadline = time.monotonic() + timeout_s
-            answered = 0
-            while answered < len(questions):
-                try:
-                    async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
-                        data = await reader.read(4096)
-                except TimeoutError:
-                    break  # silent on one question: decide from the others
-                if not data:
-                    break
-                for body in framer.feed(data):
-                    report = parse(body)
-                    if report is None or report.verb not in ("REP", "REPORT"):
-                        continue
-                    answered += 1
-                    if not report.is_error and report.channel in (None, 1):
-                        replies.setdefault(report.param, report.value)
+            # both rounds within timeout_s, the hub's bound on the whole probe; a receiver answers in milliseconds
+            replies = await _probe_replies(reader, writer, ANGLE, started + timeout_s / 2)
+            if replies is None and not reader.at_eof():
+                replies = await _probe_replies(reader, writer, ANGLE_CRLF, started + timeout_s * 0.9)
+            replies = replies or {}
             model = replies.get("MODEL", "").strip()
             if model:
                 return (model, replies.get("DEVICE_ID")) if family_of_model(model) is not None else None
@@ -884,6 +884,34 @@ async def probe(host: str, port: int, timeout_s: float) -> tuple[str, str | None
         finally:
             writer.close()
     return None
+
+
+async def _probe_replies(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framing: Framing, deadline: float
+) -> dict[str, str] | None:
+    """The probe's questions asked in ``framing``: the values answered (refusals left out), None when nothing
+    at all was answered by ``deadline`` (time.monotonic) or before the device closed the connection."""
+    questions = (("MODEL", None), ("DEVICE_ID", None), ("FREQUENCY", 1))
+    writer.write(b"".join(encode(framing, "GET", param, channel=channel) for param, channel in questions))
+    framer = Framer()
+    replies: dict[str, str] = {}
+    answered = 0
+    while answered < len(questions):
+        try:
+            async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
+                data = await reader.read(4096)
+        except TimeoutError:
+            break  # silent on one question: decide from the others
+        if not data:
+            break
+        for body in framer.feed(data):
+            report = parse(body)
+            if report is None or report.verb not in ("REP", "REPORT"):
+                continue
+            answered += 1
+            if not report.is_error and report.channel in (None, 1):
+                replies.setdefault(report.param, report.value)
+    return replies if answered else None
 
 
 def _shown(value: Any) -> str:

@@ -131,6 +131,7 @@ class _Peer(ABC):
         self.queue: asyncio.Queue[bytes] | None = None
         self.requested_meter_rate = 0  # what this client last asked for, answered or not
         self.sender: asyncio.Task[None] | None = None
+        self.unended = b""  # with lines_only: what came after the last CRLF
 
     @abstractmethod
     def write_now(self, data: bytes) -> None:
@@ -175,6 +176,9 @@ class _Peer(ABC):
             self.sender.cancel()
 
     def received(self, data: bytes) -> None:
+        if self.sim.lines_only:
+            ended, _, self.unended = (self.unended + data).rpartition(b"\r\n")
+            data = ended
         for body in self.framer.feed(data):
             report = parse(body)
             if report is not None and report.verb in ("SET", "METER") and report.param in ("METER_RATE", "ALL"):
@@ -304,6 +308,9 @@ class ShureSimulator:
         self.closed_clients: list[ClientRecord] = []
         self.silent = False
         self.split_writes = False
+        # a device that acts on a message only once its line ends (CRLF), as Shure's PSM1000 command strings
+        # describe every message: what comes before waits for the CRLF
+        self.lines_only = False
         self.answer_delay_s = 0.0
         self.answering = False  # set while a request is handled: its replies and echoes are answers
         self.refused_params: set[str] = set()  # answered with ERR, like firmware that lacks them
