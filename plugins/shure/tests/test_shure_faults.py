@@ -196,3 +196,22 @@ async def test_an_in_ear_transmitter_that_acts_only_on_whole_lines_is_detected_a
         renamed = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.NAME, value="IEM Keys"))
         assert renamed.ok and p10t.channels[1].values["name"] == "IEM Keys"
         await wait_until_agreed(hub, device.id, p10t, "the P10T's state")
+
+
+async def test_a_microflex_transmitter_that_comes_back_is_asked_what_changed_while_it_was_away() -> None:
+    """Shure's MXW command strings: a transmitter's settings may change while TX_AVAILABLE is NO (docked, charged,
+    another pack), unreported; the client asks for them when it turns YES."""
+    async with ShureSimulator("mxwapt4", seed=3) as apt, DriverHarness("shure", settings=FAST) as hub:
+        device = await hub.device(hub.add(apt.url))
+
+        def shown() -> tuple[object, ...]:
+            stored = hub.store.get(device.id)
+            channel = stored.channel(1) if stored is not None else None
+            assert channel is not None
+            return (channel.tx_present, channel.battery_percent, channel.tx_model, channel.battery_health_percent)
+
+        apt.set_channel(1, tx_present=False)
+        await eventually(lambda: shown()[0] is False, what="the mic away")
+        apt.set_channel(1, echo=False, battery_percent=31, tx_model="MXW1", battery_health_percent=88)
+        apt.set_channel(1, tx_present=True)  # the only report: TX_AVAILABLE YES
+        await eventually(lambda: shown() == (True, 31, "MXW1", 88), what="the new pack's charge, health and model")

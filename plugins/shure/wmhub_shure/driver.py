@@ -166,6 +166,7 @@ class ShureDriver(Driver):
         self._tx_model: dict[int, str | None] = {}
         self._bars: dict[int, int | None] = {}
         self._gain: dict[int, int | None] = {}
+        self._present: dict[int, bool | None] = {}  # a family with arrival_params: the presence last reported
         self._warnings: dict[int, set[str]] = {}
         self._rssi: dict[int, dict[int, int]] = {}
         self._parts: dict[tuple[int, str], dict[str, Any]] = {}  # shares of a field two parameters fill
@@ -774,7 +775,12 @@ class ShureDriver(Driver):
             self.raw[key] = value
 
     def _track_transmitter(self, family: Family, channel: int, name: str, value: Any, fields: dict[str, Any]) -> None:
-        if name == "gain_db":
+        if name == "tx_present" and family.arrival_params:
+            if value is True and self._present.get(channel) is False:
+                for param in family.arrival_params:
+                    self._track(channel, "GET", param)
+            self._present[channel] = value
+        elif name == "gain_db":
             self._gain[channel] = value
         elif name in ("tx_model", "battery_bars") and family.battery_param is not None:
             (self._tx_model if name == "tx_model" else self._bars)[channel] = value

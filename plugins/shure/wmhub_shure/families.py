@@ -363,6 +363,9 @@ class Family:
     transmitter: bool = False
     # the channel parameter the keep-alive asks for: one the family answers (a charger has no METER_RATE)
     keepalive_param: str = "METER_RATE"
+    # asked again when a channel's transmitter becomes available: what may have changed while it was away
+    # without a report (MXW: docked, charged, swapped)
+    arrival_params: tuple[str, ...] = ()
 
     @property
     def fields(self) -> frozenset[str]:
@@ -736,6 +739,19 @@ MXW: Final = Family(
     tx_model_param=None,  # presence is TX_AVAILABLE itself
     battery_param=None,
     channel_flash=True,
+    # Shure's MXW command strings: settings may change while TX_AVAILABLE is NO, and a client asks for them
+    # when it turns YES; CO-MXW sends these GETs then (src/internalAPI.js, TX_AVAILABLE)
+    arrival_params=(
+        "TX_STATUS",
+        "TX_DEVICE_ID",
+        "AUDIO_GAIN",
+        "BATT_RUN_TIME",
+        "TX_BATT_CHARGE",
+        "BATT_HEALTH",
+        "BUTTON_STS",
+        "TX_TYPE",
+        "BATT_TIME_TO_FULL",
+    ),
 )
 
 # Charger bay markers (CO chargers module src/internalAPI.js): 65535 unknown, 65534 error, 65533 calculating,
