@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
 from wmhub_shure.discovery import SLP_SERVICE, SlpListener, dcid_of, open_slp_socket, service_from_slp
 from wmhub_shure.simulator import ShureSimulator
 from wmhub_shure.simulator.fleet import ShureDemoFleet
 
-from hub.hookspecs import Candidate, DiscoveredService
+from hub.hookspecs import Candidate, DiscoveredService, NoAnswer
 from hub.testing import DriverHarness, eventually, identify_with, plugin_host
 
 # An SLP service reply as micboard sees it: comma-separated attributes, the DCID after "cd:"
@@ -95,3 +96,17 @@ async def test_an_in_ear_transmitter_that_acts_only_on_whole_lines_is_found() ->
         mdns = DiscoveredService(host="127.0.0.1", port=p10t.port, service_type="_shure._tcp.local.")
         candidate = await identify_with(host, "shure", mdns)
         assert candidate is not None and candidate.url == p10t.url
+
+
+async def test_a_receiver_that_takes_the_connection_but_answers_nothing_yet_is_asked_again_later() -> None:
+    """A receiver still starting (or an SLX-D with Controller Access off) holds the probe's connection and says
+    nothing: that is no answer (the hub asks again after a back-off), not "no receiver of ours" for the run."""
+    host = plugin_host("shure")
+    async with ShureSimulator("slxd4", seed=3) as starting:
+        starting.silent = True
+        mdns = DiscoveredService(host="127.0.0.1", port=starting.port, service_type="_shure._tcp.local.")
+        with pytest.raises(NoAnswer, match="answered nothing"):
+            await identify_with(host, "shure", mdns)
+        starting.silent = False
+        candidate = await identify_with(host, "shure", mdns)
+        assert candidate is not None and candidate.model == "SLXD4"

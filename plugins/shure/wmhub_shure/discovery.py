@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from hub.drivers import DriverSettings
 from hub.hookspecs import Candidate, DiscoveredService, NoAnswer
-from wmhub_shure.driver import probe
+from wmhub_shure.driver import NoAnswerError, probe
 from wmhub_shure.families import family_of_model
 
 SLP_GROUP: Final = "239.255.254.253"
@@ -126,11 +126,15 @@ def is_shure_service(service: DiscoveredService) -> bool:
 async def confirm(service: DiscoveredService, settings: DriverSettings) -> Candidate | None:
     """Probe the candidate on its control port: only a device that answers GET MODEL/DEVICE_ID is offered.
 
-    A port that does not take the connection (a receiver still booting) raises NoAnswer, so the hub asks
-    again later; one that does but answers as no receiver is not one (None).
+    A port that does not take the connection, or takes it and answers nothing (a receiver still booting, an
+    SLX-D with Controller Access off), raises NoAnswer, so the hub asks again later; one that answers as no
+    receiver is not one (None).
     """
     port = service.port if service.service_type != SLP_SERVICE else service.port or CONTROL_PORT
-    answer = await probe(service.host, port, settings.io_timeout_s)
+    try:
+        answer = await probe(service.host, port, settings.io_timeout_s)
+    except NoAnswerError as silent:
+        raise NoAnswer(f"{silent} (still starting? an SLX-D needs Controller Access set to Allow)") from silent
     if answer is None:
         if not await _accepts(service.host, port, settings.io_timeout_s):
             raise NoAnswer(f"nothing accepting connections on port {port}")

@@ -865,14 +865,17 @@ def udp_driver(endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -
 
 
 async def probe(host: str, port: int, timeout_s: float) -> tuple[str, str | None] | None:
-    """Ask a TCP 2202 endpoint what it is: (model, device name), or None if it is no Shure receiver we support.
+    """Ask a TCP 2202 endpoint what it is: (model, device name), or None if it is no Shure receiver we support
+    (or takes no connection).
 
     Other Shure devices answer on 2202 too (MXA910, P300, ANI4IN): a MODEL no family claims is refused, and
     a device without MODEL (ULX-D, QLX-D, PSM1000) must at least report a channel frequency, which only RF
     equipment has. A device silent on every question is asked once more with CRLF after each (as the
-    driver's detection does: the PSM1000's command strings end messages with it).
+    driver's detection does: the PSM1000's command strings end messages with it); one that holds the
+    connection and still says nothing raises NoAnswerError: it may be a receiver that is still starting.
     """
     started = time.monotonic()
+    silent = False
     with contextlib.suppress(OSError, TimeoutError):
         async with asyncio.timeout(timeout_s / 2):
             reader, writer = await asyncio.open_connection(host, port)
@@ -881,6 +884,7 @@ async def probe(host: str, port: int, timeout_s: float) -> tuple[str, str | None
             replies = await _probe_replies(reader, writer, ANGLE, started + timeout_s / 2)
             if replies is None and not reader.at_eof():
                 replies = await _probe_replies(reader, writer, ANGLE_CRLF, started + timeout_s * 0.9)
+                silent = replies is None and not reader.at_eof()
             replies = replies or {}
             model = replies.get("MODEL", "").strip()
             if model:
@@ -889,6 +893,8 @@ async def probe(host: str, port: int, timeout_s: float) -> tuple[str, str | None
                 return "ULX-D/QLX-D", replies.get("DEVICE_ID")
         finally:
             writer.close()
+    if silent:
+        raise NoAnswerError(f"{host}:{port} took the connection and answered nothing")
     return None
 
 
