@@ -96,6 +96,7 @@ async def test_an_in_ear_transmitter_that_acts_only_on_whole_lines_is_found() ->
         mdns = DiscoveredService(host="127.0.0.1", port=p10t.port, service_type="_shure._tcp.local.")
         candidate = await identify_with(host, "shure", mdns)
         assert candidate is not None and candidate.url == p10t.url
+        assert candidate.model == "ULX-D, QLX-D or PSM1000", "no MODEL: the families that report none, named"
 
 
 async def test_a_receiver_that_takes_the_connection_but_answers_nothing_yet_is_asked_again_later() -> None:

@@ -890,7 +890,7 @@ async def probe(host: str, port: int, timeout_s: float) -> tuple[str, str | None
             if model:
                 return (model, replies.get("DEVICE_ID")) if family_of_model(model) is not None else None
             if "FREQUENCY" in replies:
-                return "ULX-D/QLX-D", replies.get("DEVICE_ID")
+                return "ULX-D, QLX-D or PSM1000", replies.get("DEVICE_ID")
         finally:
             writer.close()
     if silent:
