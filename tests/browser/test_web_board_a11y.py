@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlparse
 
-from playwright.async_api import Page, expect
+from playwright.async_api import Browser, Page, expect
 
 from hub.hookspecs import Candidate
 from hub.testing import eventually
@@ -288,3 +288,59 @@ async def test_the_discovered_list_updates_in_place_and_keeps_the_focus_on_appro
     await expect(page.locator("#candidates code", has_text="10.0.0.5")).to_have_count(0, timeout=15_000)
     await expect(page.locator("#candidates code", has_text="10.0.0.9")).to_have_count(1)
     await expect(page.locator("#candidates li button:focus")).to_have_count(1)
+
+
+async def test_a_new_alert_is_announced_once_in_a_live_region(page: Page, board: Board) -> None:
+    ulxd = board.simulators[0]
+    await page.goto(board.url)
+    await expect(page.locator("#alerts-panel")).to_be_visible()  # the alerts there at the start are read
+    ulxd.set_tx_present(1, True)
+    ulxd.set_channel(1, battery_bars=1)
+    raised = await eventually(lambda: next(iter(board.store.alerts.open_alerts()), None), 15, "an alert raised")
+    region = page.locator("#alert-urgent" if raised.severity == "critical" else "#alert-news")
+    await expect(region).to_have_attribute("aria-live", "assertive" if raised.severity == "critical" else "polite")
+    await expect(region).to_contain_text(raised.message, timeout=10_000)
+    await expect(region).to_contain_text(raised.severity)
+    # said once: the next polls (and the meters, twice a second) put nothing more into the live regions
+    await page.evaluate("document.querySelectorAll('[aria-live]').forEach((node) => { node.textContent = ''; })")
+    await next_alert_refreshes(page, 2)
+    await expect(page.locator("#alert-news")).to_be_empty()
+    await expect(page.locator("#alert-urgent")).to_be_empty()
+    assert await page.locator("#alerts").get_attribute("aria-live") is None
+
+
+async def test_a_spectrum_carrier_is_named_on_a_tap_and_to_a_screen_reader(browser: Browser, board: Board) -> None:
+    context = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = await context.new_page()
+    ulxd = board.simulators[0]
+    ulxd.set_tx_present(1, True)
+    await page.goto(board.url)
+    spectrum = page.locator("#spectrum")
+    carriers = spectrum.locator("[data-carrier]")
+    await expect(carriers).to_have_count(6, timeout=15_000)
+    named = spectrum.get_by_role("img", name=re.compile(r" \d+\.\d{3} MHz \((active|planned)\)$"))
+    await expect(named).to_have_count(6)
+    device_id = board.device_id(ulxd)
+    active = carriers.filter(has=page.locator(".carrier.active")).first
+    await active.tap()
+    await expect(page.locator("#finding")).to_contain_text(re.compile(r"\d+\.\d{3} MHz \(active\)"))
+    name = await active.get_attribute("aria-label")
+    await expect(page.locator("#finding .carrier-text")).to_have_text(name or "?")
+    assert device_id in (name or ""), name
+    await context.close()
+
+
+async def test_battery_gauges_and_meters_keep_their_level_in_forced_colours(page: Page, board: Board) -> None:
+    ulxd = board.simulators[0]
+    ulxd.set_tx_present(1, True)
+    ulxd.set_channel(1, battery_bars=3)
+    await page.emulate_media(forced_colors="active")  # a Windows contrast theme
+    await page.goto(board.url)
+    tile = page.locator(f'.tile[data-channel="{board.device_id(ulxd)}:1"]')
+    await expect(tile.locator(".battery i.on")).to_have_count(3)
+    await expect(tile.locator(".meter.rf > span")).not_to_have_attribute("style", re.compile(r"width: 0%"))
+    background = "(node) => getComputedStyle(node).backgroundColor"
+    lit, unlit = tile.locator(".battery i.on").first, tile.locator(".battery i:not(.on)").first
+    assert await lit.evaluate(background) != await unlit.evaluate(background), "a full cell looks like an empty one"
+    fill, track = tile.locator(".meter.rf > span"), tile.locator(".meter.rf")
+    assert await fill.evaluate(background) != await track.evaluate(background), "the meter looks empty"

@@ -110,3 +110,33 @@ async def test_a_hub_closed_to_reads_says_the_board_needs_the_token(browser: Bro
         await expect(hint).to_be_hidden()
         await expect(page.locator("#link")).to_have_text("live")
         await context.close()
+
+
+async def test_panels_keep_what_they_showed_marked_stale_while_their_reads_fail(page: Page, board: Board) -> None:
+    ulxd = board.simulators[0]
+    ulxd.set_tx_present(1, True)
+    ulxd.set_channel(1, battery_bars=1)  # an alert to keep showing
+    await page.goto(board.url)
+    panels = [page.locator(f"#{name}-panel") for name in ("alerts", "swap", "spectrum")]
+    alerts = page.locator("#alerts li")
+    await expect(alerts).to_have_count(1, timeout=15_000)
+    carriers = page.locator("#spectrum [data-carrier]")
+    await expect(carriers).to_have_count(6, timeout=15_000)
+    for panel in panels:
+        await expect(panel).to_be_visible()
+
+    async def refuse(route: Route) -> None:
+        await route.abort("internetdisconnected")  # the phone off the Wi-Fi
+
+    away = re.compile(r"/api/v1/(alerts|swap-list|show|frequency-plan)$")
+    await page.route(away, refuse)
+    for panel in panels:  # each on its next poll (3 s, 5 s, 3 s)
+        await expect(panel).to_have_class(re.compile(r"\bstale\b"), timeout=10_000)
+        await expect(panel).to_be_visible()
+        await expect(panel.locator("summary")).to_contain_text("stale: last read ")
+    await expect(alerts).to_have_count(1)
+    await expect(carriers).to_have_count(6)
+    await page.unroute(away)
+    for panel in panels:
+        await expect(panel).not_to_have_class(re.compile(r"\bstale\b"), timeout=10_000)
+        await expect(panel.locator(".stale-note")).to_be_empty()

@@ -4,7 +4,7 @@
 
 const API = "/api/v1";
 const TOKEN_KEY = "wmhub.token";
-const state = { devices: new Map(), group: 0, groups: [], slots: null, alerts: [], swap: null, stale: new Set() };
+const state = { devices: new Map(), group: 0, groups: [], slots: null, alerts: [], alertsSeen: new Set(), swap: null, stale: new Set() };
 const tiles = new Map(); // channel id -> tile element
 const $ = (id) => document.getElementById(id);
 // A hub that stops answering must not leave the periodic refreshes piling up unanswered requests.
@@ -61,7 +61,7 @@ function condition(device, channel) {
     || (channel.battery_runtime_min !== null && channel.battery_runtime_min <= 30);
   if (low) return { cls: "alert low", text: "low battery" };
   if (channel.audio_peak) return { cls: "alert", text: "audio clip" };
-  if (channel.warnings && channel.warnings.length) return { cls: "warn", text: channel.warnings.join(", ") };
+  if (channel.warnings && channel.warnings.length) return { cls: "warn", text: channel.warnings.map(warningWords).join(", ") };
   if (channel.rf_quality_percent !== null && channel.rf_quality_percent < 30) return { cls: "warn", text: "weak RF" };
   const alert = alertOf(device.id, channel.index);
   if (alert) return { cls: alert.severity === "critical" ? "alert" : "warn", text: alertWords(alert), title: alert.message };
@@ -75,6 +75,12 @@ const ALERT_WORDS = {
   device_offline: "receiver offline", device_warning: "warning", show_battery: "swap before show end",
   frequency_conflict: "frequency conflict",
 };
+
+// A device's warning as words: "battery_runtime_calculating" and the CHG 70N's "BatteryTempOutOfRange" read as
+// "battery temp out of range", and wrap on a phone's narrow tile like words do.
+function warningWords(warning) {
+  return String(warning).replace(/([a-z0-9])([A-Z])/g, "$1 $2").replaceAll("_", " ").toLowerCase();
+}
 
 function alertWords(alert) {
   const words = ALERT_WORDS[alert.kind] || String(alert.kind).replaceAll("_", " ");
@@ -571,9 +577,42 @@ async function refreshCandidates() {
 
 // ---- alerts from the store's engine (debounced, with hysteresis): listed, acknowledged, shown on tiles
 
+// A panel whose poll failed keeps what it last showed (an engineer whose phone lost the Wi-Fi must not read
+// "no alerts"), marked stale with the time of its last good read, like the tiles; one never read stays hidden.
+function markPanel(panel, stale) {
+  const details = $(panel);
+  const note = details.querySelector("summary .stale-note");
+  if (!stale) {
+    details.dataset.readAt = String(Date.now());
+    details.classList.remove("stale");
+    note.textContent = "";
+    return;
+  }
+  if (!details.dataset.readAt) return;
+  details.classList.add("stale");
+  note.textContent = "stale: last read " + new Date(Number(details.dataset.readAt)).toLocaleTimeString();
+}
+
+// A new alert is said to a screen reader once (critical ones interrupt): the list itself is not a live region,
+// or every 3 s poll would read it all again. The alerts there when the board opens are the list, not news.
+function announceAlerts(items) {
+  const fresh = items.filter((alert) => alert.acknowledged_at === null && !state.alertsSeen.has(alert.id));
+  const first = !state.alertsRead;
+  state.alertsRead = true;
+  for (const alert of items) state.alertsSeen.add(alert.id);
+  if (first || !fresh.length) return;
+  const words = (alert) => "Alert, " + alert.severity + ": " + alert.message;
+  const critical = fresh.filter((alert) => alert.severity === "critical").map(words);
+  const other = fresh.filter((alert) => alert.severity !== "critical").map(words);
+  if (critical.length) $("alert-urgent").textContent = critical.join(". ");
+  if (other.length) $("alert-news").textContent = other.join(". ");
+}
+
 async function refreshAlerts() {
   let list;
-  try { list = await api("GET", API + "/alerts"); } catch (error) { $("alerts-panel").hidden = true; return; }
+  try { list = await api("GET", API + "/alerts"); } catch (error) { markPanel("alerts-panel", true); return; }
+  markPanel("alerts-panel", false);
+  announceAlerts(list.items);
   state.alerts = list.items;
   $("alerts-panel").hidden = false;
   const waiting = list.items.filter((a) => a.acknowledged_at === null).length;
@@ -663,7 +702,8 @@ function tickCountdowns() {
 async function refreshSwaps() {
   let swap, show;
   try { [swap, show] = await Promise.all([api("GET", API + "/swap-list"), api("GET", API + "/show")]); }
-  catch (error) { $("swap-panel").hidden = true; return; }
+  catch (error) { markPanel("swap-panel", true); return; }
+  markPanel("swap-panel", false);
   state.swap = swap;
   $("swap-panel").hidden = false;
   if (document.activeElement !== $("show-end") && document.activeElement !== $("show-margin")) {
@@ -694,7 +734,9 @@ async function saveShow(endAt) {
 
 const SVG = "http://www.w3.org/2000/svg";
 const detail = { channelId: null, range: 600, timer: null };
-const CHART_W = 900, CHART_H = 110, AXIS_H = 22, PAD_L = 44;
+// a chart is drawn one unit to a CSS pixel at the dialog's width (900 until it has one): its text stays 12 px tall
+// on a phone instead of shrinking with the chart
+const CHART_W = 900, CHART_H = 110, AXIS_H = 22, PAD_L = 44, TIME_LABEL_W = 60;
 const SERIES = [
   { key: "battery", title: "Battery %", low: 0, high: 100, unit: "%" },
   { key: "rf_dbm", cls: "rf", title: "RF dBm", low: -100, high: -40, unit: "dBm" },
@@ -776,14 +818,14 @@ function renderFacts() {
   );
 }
 
-function chart(spec, points, since, until, alerts) {
+function chart(spec, points, since, until, alerts, width) {
   const cls = spec.cls || spec.key;
-  const box = svg("svg", { class: "chart", viewBox: "0 0 " + CHART_W + " " + CHART_H, role: "img", "aria-label": spec.title, "data-series": spec.key });
-  const x = (t) => PAD_L + ((t - since) / (until - since)) * (CHART_W - PAD_L);
+  const box = svg("svg", { class: "chart", viewBox: "0 0 " + width + " " + CHART_H, role: "img", "aria-label": spec.title, "data-series": spec.key });
+  const x = (t) => PAD_L + ((t - since) / (until - since)) * (width - PAD_L);
   const y = (v) => CHART_H - 4 - ((Math.max(spec.low, Math.min(spec.high, v)) - spec.low) / (spec.high - spec.low)) * (CHART_H - 8);
-  box.append(svg("rect", { class: "frame", x: PAD_L, y: 0, width: CHART_W - PAD_L, height: CHART_H }));
+  box.append(svg("rect", { class: "frame", x: PAD_L, y: 0, width: width - PAD_L, height: CHART_H }));
   for (const v of [spec.low, (spec.low + spec.high) / 2, spec.high]) {
-    box.append(svg("line", { class: "grid", x1: PAD_L, x2: CHART_W, y1: y(v), y2: y(v) }));
+    box.append(svg("line", { class: "grid", x1: PAD_L, x2: width, y1: y(v), y2: y(v) }));
     box.append(svg("text", { class: "title", x: 2, y: y(v) + 4 }, v));
   }
   for (const point of points) {
@@ -821,12 +863,13 @@ function chart(spec, points, since, until, alerts) {
   return box;
 }
 
-function timeAxis(since, until) {
-  const axis = svg("svg", { class: "chart time-axis", viewBox: "0 0 " + CHART_W + " " + AXIS_H, role: "img", "aria-label": "time" });
+function timeAxis(since, until, width) {
+  const axis = svg("svg", { class: "chart time-axis", viewBox: "0 0 " + width + " " + AXIS_H, role: "img", "aria-label": "time" });
   const span = until - since;
-  const step = [60, 300, 600, 1800, 3600, 7200, 14400, 21600].find((s) => span / s <= 8) || 43200;
+  const labels = Math.max(2, Math.min(8, Math.floor((width - PAD_L) / TIME_LABEL_W)));
+  const step = [60, 300, 600, 1800, 3600, 7200, 14400, 21600].find((s) => span / s <= labels) || 43200;
   for (let t = Math.ceil(since / step) * step; t <= until; t += step) {
-    const px = PAD_L + ((t - since) / span) * (CHART_W - PAD_L);
+    const px = PAD_L + ((t - since) / span) * (width - PAD_L);
     axis.append(svg("line", { x1: px, x2: px, y1: 0, y2: 5 }));
     axis.append(svg("text", { x: px - 16, y: 17 }, new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
   }
@@ -862,7 +905,8 @@ async function renderCharts() {
   if (detail.channelId !== channelId) return;
   renderFacts();
   if (!channelById(channelId)[1]) return;
-  $("detail-charts").replaceChildren(...SERIES.map((spec) => chart(spec, points, since, until, alerts)), timeAxis(since, until));
+  const width = Math.round($("detail-charts").getBoundingClientRect().width) || CHART_W;
+  $("detail-charts").replaceChildren(...SERIES.map((spec) => chart(spec, points, since, until, alerts, width)), timeAxis(since, until, width));
 }
 
 function openDetail(channelId) {
@@ -1107,6 +1151,7 @@ async function saveEditor(event) {
 
 function setTv(on) {
   document.body.classList.toggle("tv", on);
+  document.documentElement.classList.toggle("tv", on);  // TV type scales from the root's size (board.css)
   $("tv-toggle").setAttribute("aria-pressed", String(on));
   setTitle();
 }

@@ -4,9 +4,12 @@
 // helpers (api, el, svg, toast, API); every label is set as text, never as markup.
 "use strict";
 
-const SPECTRUM = { width: 1000, height: 160, stripTop: 40, stripHeight: 50, pad: 40 };
-// `focus`: the finding that is the spectrum's one Tab stop (roving tabindex: arrow keys move it along the band)
-const spectrumState = { plan: null, selected: null, drawn: "", focus: null, order: [] };
+// drawn one viewBox unit to a CSS pixel at the view's own width (1000 until it has one): text keeps its size and
+// shape on a phone instead of being scaled or squeezed with the band
+const SPECTRUM = { width: 1000, height: 160, stripTop: 40, stripHeight: 50, pad: 40, labelEvery: 90 };
+// `focus`: the finding that is the spectrum's one Tab stop (roving tabindex: arrow keys move it along the band);
+// `carrier`: the carrier last tapped or clicked, named under the band
+const spectrumState = { plan: null, selected: null, carrier: null, drawn: "", focus: null, order: [], width: 0 };
 
 function spectrumRange(plan) {
   const points = plan.carriers.map((c) => c.frequency_mhz);
@@ -28,7 +31,9 @@ function renderSpectrum() {
   if (!plan) return;
   $("spectrum-count").textContent = plan.alerts ? "(" + plan.alerts + " conflicts)" : plan.warnings ? "(" + plan.warnings + " warnings)" : "";
   if (!range) { view.append(svg("text", { x: 10, y: 30, class: "axis" }, "no carriers")); return; }
-  const { width, height, stripTop, stripHeight, pad } = SPECTRUM;
+  const { height, stripTop, stripHeight, pad, labelEvery } = SPECTRUM;
+  const width = Math.round(view.getBoundingClientRect().width) || SPECTRUM.width;
+  spectrumState.width = width;
   const [low, high] = range;
   const x = (mhz) => pad + ((mhz - low) / (high - low)) * (width - 2 * pad);
   view.setAttribute("viewBox", "0 0 " + width + " " + height);
@@ -40,19 +45,25 @@ function renderSpectrum() {
     shade.append(svg("title", {}, exclusion.label + " (" + exclusion.low_mhz + "–" + exclusion.high_mhz + " MHz)"));
     view.append(shade, svg("text", { x: left + 2, y: stripTop - 4, class: "axis" }, exclusion.label));
   }
-  const ticks = 6;
+  const ticks = Math.max(2, Math.min(6, Math.floor(width / labelEvery)));
   for (let i = 0; i <= ticks; i++) {
     const mhz = low + ((high - low) * i) / ticks;
     view.append(svg("text", { x: x(mhz), y: height - 6, class: "axis", "text-anchor": "middle" }, mhz.toFixed(3)));
   }
   const carriers = new Map(plan.carriers.map((c) => [c.id, c]));
   for (const carrier of plan.carriers) {
-    const mark = svg("line", {
-      x1: x(carrier.frequency_mhz), x2: x(carrier.frequency_mhz), y1: stripTop - 8, y2: stripTop + stripHeight,
-      class: "carrier " + carrier.state + (carrier.declared_id !== null ? " declared" : ""),
-      "data-carrier": carrier.id,
-    });
-    mark.append(svg("title", {}, carrier.label + " " + carrier.frequency_mhz.toFixed(3) + " MHz (" + carrier.state + ")"));
+    // named for a screen reader, and a finger-wide target that names it under the band (a tooltip needs a mouse)
+    const at = x(carrier.frequency_mhz);
+    const mark = svg("g", { class: "carrier-mark", "data-carrier": carrier.id, role: "img", "aria-label": carrierText(carrier) });
+    mark.append(
+      svg("rect", { x: at - 8, y: stripTop - 8, width: 16, height: stripHeight + 8, class: "hit" }),
+      svg("line", {
+        x1: at, x2: at, y1: stripTop - 8, y2: stripTop + stripHeight,
+        class: "carrier " + carrier.state + (carrier.declared_id !== null ? " declared" : ""),
+      }),
+      svg("title", {}, carrierText(carrier)),
+    );
+    mark.addEventListener("click", () => selectCarrier(carrier.id));
     view.append(mark);
     if (carrier.bandwidth_khz > 0) {
       const half = carrier.bandwidth_khz / 2000;
@@ -120,6 +131,10 @@ function spectrumKey(event) {
   }
 }
 
+function carrierText(carrier) {
+  return carrier.label + " " + carrier.frequency_mhz.toFixed(3) + " MHz (" + carrier.state + ")";
+}
+
 function findingText(finding) {
   const sources = finding.source_labels.join(", ");
   if (finding.kind === "intermod") {
@@ -137,6 +152,13 @@ function findingText(finding) {
 function selectFinding(number) {
   spectrumState.selected = number;
   spectrumState.focus = number;
+  spectrumState.carrier = null;
+  renderSpectrum();
+}
+
+function selectCarrier(id) {
+  spectrumState.carrier = id;
+  spectrumState.selected = null;
   renderSpectrum();
 }
 
@@ -145,6 +167,8 @@ function renderFinding() {
   box.replaceChildren();
   const plan = spectrumState.plan;
   const finding = plan && spectrumState.selected !== null ? plan.findings[spectrumState.selected] : null;
+  const carrier = plan && plan.carriers.find((c) => c.id === spectrumState.carrier);
+  if (!finding && carrier) box.append(el("strong", null, "Carrier"), el("span", "carrier-text", carrierText(carrier)));
   if (!finding) return;
   box.append(el("strong", "severity " + finding.severity, finding.severity), el("span", "finding-text", findingText(finding)));
   const victim = plan.carriers.find((c) => c.id === finding.victim);
@@ -184,10 +208,11 @@ async function suggestFor(victim) {
 }
 
 async function refreshSpectrum() {
-  let plan = null;
-  try { plan = await api("GET", API + "/frequency-plan"); } catch (error) { plan = null; }
+  let plan;
+  try { plan = await api("GET", API + "/frequency-plan"); } catch (error) { markPanel("spectrum-panel", true); return; }
+  markPanel("spectrum-panel", false);
   // redraw only what changed: a redraw under the pointer would swallow a click
-  const drawn = plan ? JSON.stringify({ ...plan, checked_at: null }) : "";
+  const drawn = JSON.stringify({ ...plan, checked_at: null });
   if (drawn === spectrumState.drawn) return;
   spectrumState.drawn = drawn;
   spectrumState.plan = plan;
@@ -196,5 +221,10 @@ async function refreshSpectrum() {
 }
 
 $("spectrum").addEventListener("keydown", spectrumKey);
+// a phone turned or a window resized: drawn again at the new width (text stays one unit to a pixel)
+new ResizeObserver(() => {
+  const width = Math.round($("spectrum").getBoundingClientRect().width);
+  if (spectrumState.plan && width && width !== spectrumState.width) renderSpectrum();
+}).observe($("spectrum"));
 refreshSpectrum();
 setInterval(refreshSpectrum, 3000);
