@@ -330,17 +330,40 @@ async def test_a_spectrum_carrier_is_named_on_a_tap_and_to_a_screen_reader(brows
     await context.close()
 
 
+# the mean colour of a PNG's middle half, decoded by the page itself (no image library in the test's venv)
+MEAN_COLOUR = """async (png) => {
+    const image = await createImageBitmap(new Blob([new Uint8Array(png)], { type: "image/png" }));
+    const [w, h] = [image.width, image.height];
+    const canvas = new OffscreenCanvas(w, h), context = canvas.getContext("2d");
+    context.drawImage(image, 0, 0);
+    const data = context.getImageData(Math.floor(w / 4), Math.floor(h / 4), Math.ceil(w / 2), Math.ceil(h / 2)).data;
+    const sum = [0, 0, 0];
+    for (let i = 0; i < data.length; i += 4) for (let c = 0; c < 3; c++) sum[c] += data[i + c];
+    return sum.map((v) => v / (data.length / 4));
+}"""
+
+
 async def test_battery_gauges_and_meters_keep_their_level_in_forced_colours(page: Page, board: Board) -> None:
     ulxd = board.simulators[0]
     ulxd.set_tx_present(1, True)
-    ulxd.set_channel(1, battery_bars=3)
+    ulxd.set_channel(1, battery_bars=3, rf_dbm=-70)  # the RF meter half full
     await page.emulate_media(forced_colors="active")  # a Windows contrast theme
     await page.goto(board.url)
     tile = page.locator(f'.tile[data-channel="{board.device_id(ulxd)}:1"]')
     await expect(tile.locator(".battery i.on")).to_have_count(3)
-    await expect(tile.locator(".meter.rf > span")).not_to_have_attribute("style", re.compile(r"width: 0%"))
-    background = "(node) => getComputedStyle(node).backgroundColor"
-    lit, unlit = tile.locator(".battery i.on").first, tile.locator(".battery i:not(.on)").first
-    assert await lit.evaluate(background) != await unlit.evaluate(background), "a full cell looks like an empty one"
-    fill, track = tile.locator(".meter.rf > span"), tile.locator(".meter.rf")
-    assert await fill.evaluate(background) != await track.evaluate(background), "the meter looks empty"
+    fill = tile.locator(".meter.rf > span")
+    await expect(fill).not_to_have_attribute("style", re.compile(r"width: 0%"))
+
+    async def colour(shot: bytes) -> list[float]:
+        mean: list[float] = await page.evaluate(MEAN_COLOUR, list(shot))
+        return mean
+
+    lit = await colour(await tile.locator(".battery i.on").first.screenshot())
+    unlit = await colour(await tile.locator(".battery i:not(.on)").first.screenshot())
+    assert sum(abs(a - b) for a, b in zip(lit, unlit, strict=True)) > 100, f"a full cell looks empty: {lit} {unlit}"
+    box = await tile.locator(".meter.rf").bounding_box()
+    filled = await fill.bounding_box()
+    assert box and filled and filled["width"] >= 6
+    full = await colour(await page.screenshot(clip={**filled, "x": filled["x"] + 2, "width": filled["width"] - 4}))
+    track = await colour(await page.screenshot(clip={**box, "x": box["x"] + box["width"] - 4, "width": 2}))
+    assert sum(abs(a - b) for a, b in zip(full, track, strict=True)) > 100, f"the meter looks empty: {full} {track}"
