@@ -4,7 +4,7 @@
 
 const API = "/api/v1";
 const TOKEN_KEY = "wmhub.token";
-const state = { devices: new Map(), group: 0, groups: [], slots: null, alerts: [], alertsSeen: new Set(), swap: null, stale: new Set() };
+const state = { devices: new Map(), group: 0, groups: [], slots: null, alerts: [], alertsRead: false, alertsSeen: new Set(), swap: null, stale: new Set() };
 const tiles = new Map(); // channel id -> tile element
 const $ = (id) => document.getElementById(id);
 // A hub that stops answering must not leave the periodic refreshes piling up unanswered requests.
