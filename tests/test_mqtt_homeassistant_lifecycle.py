@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 import orjson
 import pytest
+from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_shure.simulator.core import ShureSimulator
 from wmhub_shure.simulator.replay import ReplayDevice, Transcript
 
@@ -623,3 +624,77 @@ async def test_the_configs_kept_from_before_are_read_for_a_while_only(
 @pytest.mark.parametrize("payload", [b"", b"{not json", b"[]", b'{"components": []}', b'{"components": {"a": 1}}'])
 def test_a_retained_config_that_is_no_config_names_no_entity(payload: bytes) -> None:
     assert payloads.component_platforms(payload) == {}
+
+
+@pytest.mark.mosquitto_only("restarts its broker; the RabbitMQ node is shared by the session")
+async def test_a_hub_that_let_a_receiver_go_to_another_hub_never_publishes_it_again(
+    mqtt_broker: TestBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outside audit: hub A left the topics of a receiver hub B had taken over, but kept its own copy and
+    published it again after every reconnect: after a broker restart B's names and Home Assistant device were
+    overwritten with A's stale ones."""
+    server, url = await example_receiver("EXGONE")
+    device = "wmgone/devices/example-EXGONE"
+    caplog.set_level(logging.INFO, logger="hub.mqtt")
+    try:
+        async with running_hub(mqtt_broker, tmp_path, [url], hub_id="huba", base="wmgone") as hub_a:
+            await online_device(hub_a)
+            async with running_hub(mqtt_broker, tmp_path, [url], hub_id="hubb", base="wmgone") as hub_b:
+                await online_device(hub_b)
+                said = "device example-EXGONE is also watched by hub"
+                await eventually(lambda: caplog.text.count(said) >= 2, 10, "each hub seeing the other's list")
+                assert await hub_a.remove_device("example-EXGONE", source="test")
+                await eventually(lambda: "is another hub's now: its topics are left" in caplog.text, 10, "A letting go")
+            # B stopped: nothing watches the receiver now, so after the restart nothing may say it is there
+            assert hub_a.mqtt is not None and hub_a.mqtt.client is not None
+            connects = hub_a.mqtt.client.connects
+            await mqtt_broker.restart()
+            await eventually(lambda: hub_a.mqtt.client.connects > connects, 10, "A reconnected")  # type: ignore[union-attr]
+            async with MqttProbe(mqtt_broker) as probe:
+                await probe.subscribe("#")
+                # A's answer comes after everything it re-published on connecting
+                await probe.request("wmgone/hubs/huba/response/info", "wmgone/hubs/huba/request/info", {})
+                kept = sorted(topic for topic, payload in probe.latest.items() if payload)
+            assert [topic for topic in kept if topic.startswith(device) or "EXGONE" in topic] == []
+    finally:
+        server.close()
+
+
+async def test_a_receiver_at_a_new_address_on_another_hub_shows_as_that_hub_sees_it(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """An outside audit: a receiver (same serial) moved to an address hub B watches; hub A, which had the
+    old one, published it offline (and the old address) over B's state, and removing it from A corrected
+    nothing: Home Assistant and the fleet showed offline a receiver B had online."""
+    serial = "3000000007"
+    device = f"wmmoved/devices/sennheiser-{serial}"
+    host = plugin_host("wmhub-sennheiser")
+    async with Ssc1Simulator("ewdx-em2", tick_s=0.2) as new_address:
+        new_address.device.serial = serial
+        old_address = Ssc1Simulator("ewdx-em2", tick_s=0.2)
+        old_address.device.serial = serial
+        await old_address.start()
+        async with (
+            running_hub(mqtt_broker, tmp_path, [old_address.url], hub_id="huba", base="wmmoved", plugins=host) as hub_a,
+            running_hub(mqtt_broker, tmp_path, [new_address.url], hub_id="hubb", base="wmmoved", plugins=host) as hub_b,
+            MqttProbe(mqtt_broker) as probe,
+        ):
+            await online_device(hub_a)
+            await online_device(hub_b)
+            await probe.subscribe("wmmoved/#")
+            await old_address.stop()  # the receiver left its old address
+            await eventually(lambda: not hub_a.store.devices[f"sennheiser-{serial}"].online, 20, "A losing it")
+
+            async def shown_as_b_sees_it() -> None:
+                # each hub's answer comes after what it published before it
+                for hub_id in ("huba", "hubb"):
+                    await probe.request(
+                        f"wmmoved/hubs/{hub_id}/response/info", f"wmmoved/hubs/{hub_id}/request/info", {}
+                    )
+                assert probe.latest[f"{device}/availability"] == b"online"
+                state = orjson.loads(probe.latest[device])
+                assert (state["port"], state["online"]) == (new_address.port, True)
+
+            await shown_as_b_sees_it()
+            assert await hub_a.remove_device(f"sennheiser-{serial}", source="test")
+            await shown_as_b_sees_it()

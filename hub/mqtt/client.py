@@ -150,6 +150,11 @@ class MqttClient:
         """True when ``topic`` is kept set to exactly this payload and QoS."""
         return self._retained.retains(topic, payload, qos)
 
+    def forget_retained(self, topic: str) -> None:
+        """Stop keeping ``topic`` set (another client publishes it now): left on the broker as it is, and not
+        re-published after a reconnect."""
+        self._retained.forget(topic)
+
     # Publishing and subscribing: plain calls, safe whether or not the broker is connected right now
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, keep: bool = True) -> None:

@@ -139,7 +139,8 @@ class ControlHandler(StatePublisher):
         found = device.channel(channel)
         if found is None:
             raise RequestError(f"device {device_id} has no channel {channel}")
-        self._publish(self.topics.channel(device_id, channel), payloads.encode(payloads.channel_state(found)))
+        if not self._defer_to_another_hub(device):
+            self._publish(self.topics.channel(device_id, channel), payloads.encode(payloads.channel_state(found)))
         values = payloads.meter_values(field_values(found))
         self._publish_meters(device_id, channel, values)
         return {**payloads.channel_state(found), **dict(zip(payloads.METER_ORDER, values, strict=True))}

@@ -46,13 +46,22 @@ def listed_devices(payload: bytes) -> dict[str, int]:
     """The devices in a hub's retained device list (``[{"id": …, "channel_count": …}, …]``, any hub's, so
     untrusted), each with its channel count; none from a payload that is not such a list. A count that is
     no whole number from 0 to MAX_CHANNELS is taken as 0 (unknown)."""
+    return {str(entry["id"]): channel_count(entry) for entry in _list_entries(payload)}
+
+
+def listed_online(payload: bytes) -> frozenset[str]:
+    """The devices a hub's retained device list (untrusted, as for :func:`listed_devices`) says are online."""
+    return frozenset(str(entry["id"]) for entry in _list_entries(payload) if entry.get("online") is True)
+
+
+def _list_entries(payload: bytes) -> list[dict[str, Any]]:
     try:
         entries = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        return {}
+        return []
     if not isinstance(entries, list):
-        return {}
-    return {str(entry["id"]): channel_count(entry) for entry in entries if isinstance(entry, dict) and "id" in entry}
+        return []
+    return [entry for entry in entries if isinstance(entry, dict) and "id" in entry]
 
 
 def hub_running(payload: bytes) -> bool | None:

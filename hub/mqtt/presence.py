@@ -43,11 +43,19 @@ class Presence(StatePublisher):
     def _on_device_list(self, hub_id: str, payload: bytes) -> None:
         if hub_id == self.topics.hub_id:
             self._mark_left_behind_offline(payload)
-        elif payload:
-            self._owned_elsewhere[hub_id] = frozenset(payloads.listed_devices(payload))
+            return
+        was_online = self._online_elsewhere.pop(hub_id, frozenset())
+        listed = frozenset(payloads.listed_devices(payload)) if payload else frozenset()
+        online = payloads.listed_online(payload) if payload else frozenset()
+        if listed:
+            self._owned_elsewhere[hub_id] = listed
+            self._online_elsewhere[hub_id] = online
             self._say_shared()
         else:
             self._owned_elsewhere.pop(hub_id, None)
+        # what that hub published of these (its state that it has them offline, or from before it let one go
+        # that it had online) may stand on the broker over this hub's
+        self._review_shared((listed - online) | (was_online - listed))
 
     def _on_hub_state(self, hub_id: str, payload: bytes) -> None:
         if hub_id == self.topics.hub_id:
@@ -56,6 +64,21 @@ class Presence(StatePublisher):
             self._running_elsewhere.add(hub_id)
         else:  # offline, cleared (a hub retired) or not a state
             self._running_elsewhere.discard(hub_id)
+        self._review_shared(frozenset())
+
+    def _review_shared(self, contested: frozenset[str]) -> None:
+        """After another hub's list or state changed: the devices this hub has offline are left to a running
+        hub that has them online, or taken back; and those in ``contested`` that it has online go out again,
+        so the broker says what the hub watching them sees (a receiver moved to a new address: the hub with
+        the old one says offline, or let it go after saying so)."""
+        if self.client is None:
+            return
+        for device in list(self.hub.state.devices.values()):
+            if self._take_back(device) or self._defer_to_another_hub(device):
+                continue
+            if device.online and device.id in contested:
+                log.info("device %s is online here and not on another hub that lists it: republished", device.id)
+                self._publish_device(device, meters=False)
 
     def _say_offline(self) -> None:
         """Nobody watches the receivers once the hub is gone: say so on each, not only on the hub."""

@@ -79,6 +79,10 @@ class StatePublisher:
         self._owned_elsewhere: dict[str, frozenset[str]] = {}
         self._shared_said: set[tuple[str, str]] = set()  # (device, other hub) already said to be on both
         self._running_elsewhere: set[str] = set()  # the other hubs whose retained state says online
+        self._online_elsewhere: dict[str, frozenset[str]] = {}  # the devices each other hub's list says online
+        # offline here while another running hub has it online: its topics are that hub's until this one has
+        # it online again or no other running hub does
+        self._deferred: set[str] = set()
         self._remove_alert_listener: Callable[[], None] | None = None
         self._remove_swap_listener: Callable[[], None] | None = None
         self._remove_plan_listener: Callable[[], None] | None = None
@@ -138,6 +142,12 @@ class StatePublisher:
                     self._clear_device(device_id)
                     list_changed = True
                 continue
+            if device_id in self._deferred or self._defer_to_another_hub(device):
+                if self._take_back(device):
+                    list_changed = True
+                elif index is None:
+                    list_changed = True  # the list is this hub's own: it says the device is offline here
+                continue
             if index is None:
                 if ADDED in changed or REMOVED in changed:
                     self._publish_device(device)
@@ -168,7 +178,17 @@ class StatePublisher:
             self._device_list_changed()
 
     def _publish_device(self, device: Device, meters: bool = True) -> None:
-        """Every retained topic of one device, its Home Assistant config, and control subscriptions."""
+        """Every retained topic of one device, its Home Assistant config, and control subscriptions; only the
+        subscriptions while another hub's state of it stands (:meth:`_defer_to_another_hub`)."""
+        if not self._defer_to_another_hub(device):
+            self._publish_device_topics(device, meters)
+        if self.settings.control and device.id not in self._controlled:
+            assert self.client is not None
+            for topic_filter in self.topics.control_filters(device.id):
+                self.client.subscribe(topic_filter, self.settings.qos_state)
+            self._controlled.add(device.id)
+
+    def _publish_device_topics(self, device: Device, meters: bool) -> None:
         self._publish(self.topics.device(device.id), payloads.encode(payloads.device_state(device)))
         self._publish(self.topics.availability(device.id), payloads.availability_payload(device.online))
         for channel in device.channels:
@@ -178,11 +198,6 @@ class StatePublisher:
             if meters:
                 self._publish_meters(device.id, channel.index, meter_values(field_values(channel)))
         self._publish_homeassistant(device)
-        if self.settings.control and device.id not in self._controlled:
-            assert self.client is not None
-            for topic_filter in self.topics.control_filters(device.id):
-                self.client.subscribe(topic_filter, self.settings.qos_state)
-            self._controlled.add(device.id)
 
     def _entity_options(self) -> EntityOptions:
         return EntityOptions(
@@ -244,6 +259,32 @@ class StatePublisher:
         first = min(sharing, default=None)
         return first if first is not None and first < self.topics.hub_id else None
 
+    def _defer_to_another_hub(self, device: Device) -> bool:
+        """True while this hub has the device offline and another running hub's list says it has it online (the
+        receiver moved to a new address that hub watches, say): that hub's state of it stands, so this hub
+        publishes none of its topics and forgets those it kept (a broker restart would bring its copy back)."""
+        if device.online or not any(
+            device.id in self._online_elsewhere.get(hub_id, ()) for hub_id in self._running_elsewhere
+        ):
+            return False
+        if device.id not in self._deferred:
+            assert self.client is not None
+            log.info("device %s is offline here and online on another hub: its topics are that hub's", device.id)
+            self._deferred.add(device.id)
+            for topic in self._device_topics(device.id):
+                self.client.forget_retained(topic)
+        return True
+
+    def _take_back(self, device: Device) -> bool:
+        """A device deferred to another hub that this hub has online again, or no other running hub has
+        online any more: every topic of it goes out again. True when it did."""
+        if device.id not in self._deferred or self._defer_to_another_hub(device):
+            return False
+        self._deferred.discard(device.id)
+        log.info("device %s: this hub's state of it is published again", device.id)
+        self._publish_device(device, meters=False)
+        return True
+
     def _say_shared(self) -> None:
         """Say once per receiver and hub when another hub watches a receiver this one does: only one of them
         carries out MQTT sets to it, and each says it offline when it stops."""
@@ -262,15 +303,16 @@ class StatePublisher:
     def _clear_device(self, device_id: str) -> None:
         """Empty retained payloads on every topic the device had, so no ghost is left on the broker; unless
         another hub lists it now (moved there while this one ran): its topics and Home Assistant's device are
-        that hub's."""
+        that hub's, and this hub stops keeping them."""
         assert self.client is not None
+        self._deferred.discard(device_id)
         if self._owned_by_another_hub(device_id):
             log.info("device %s left this hub and is another hub's now: its topics are left", device_id)
+            # and never sent again: after a broker restart this hub's old copy would overwrite the other's
+            for topic in self._device_topics(device_id):
+                self.client.forget_retained(topic)
         else:
-            stale = self._retained_under(self.topics.device(device_id))
-            if self.settings.homeassistant:
-                stale.append(self.topics.homeassistant_config(device_id))
-            for topic in stale:
+            for topic in self._device_topics(device_id):
                 self._publish(topic, b"")
         self._homeassistant_components.pop(device_id, None)
         if device_id in self._controlled:
@@ -279,6 +321,13 @@ class StatePublisher:
             self._controlled.discard(device_id)
         for key in [key for key in self._last_meters if key[0] == device_id]:
             del self._last_meters[key]
+
+    def _device_topics(self, device_id: str) -> list[str]:
+        """The retained topics this hub keeps set for a device, its Home Assistant config included."""
+        topics = self._retained_under(self.topics.device(device_id))
+        if self.settings.homeassistant:
+            topics.append(self.topics.homeassistant_config(device_id))
+        return topics
 
     def _clear_channel(self, device_id: str, index: int) -> None:
         """Empty retained payloads on the topics of a channel the device no longer has."""

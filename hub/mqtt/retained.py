@@ -54,6 +54,11 @@ class RetainedTopics:
         else:
             self._kept.pop(topic, None)
 
+    def forget(self, topic: str) -> None:
+        """``topic`` is someone else's now: neither re-sent nor cleared after a reconnect."""
+        self._kept.pop(topic, None)
+        self._owed_clears.pop(topic, None)
+
     def owe_clear(self, topic: str, qos: int) -> None:
         """``topic`` was cleared while disconnected: clear it on the broker after the next connect."""
         self._owed_clears[topic] = qos
