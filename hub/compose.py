@@ -109,13 +109,13 @@ class FleetHub(Hub):
             command.channel,
             command.value,
             source,
-            self.mirror.owners.get(command.device_id),
+            self.mirror.home_hub(command.device_id),
             "ok" if result.ok else f"{result.code}: {result.error}",
         )
         return result
 
     async def rename_channel(self, device_id: str, channel: int, name: str | None, source: str) -> None:
-        owner = self.mirror.owners.get(device_id)
+        owner = self.mirror.home_hub(device_id)
         if owner is None:
             raise LookupError(f"no hub owns device {device_id!r}")
         try:

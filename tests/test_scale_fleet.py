@@ -313,3 +313,99 @@ async def test_the_fleet_board_has_no_venue_store_of_its_own(mqtt_broker: TestBr
             metrics = await response.text()
         assert "wmhub_devices" in metrics
         assert "wmhub_database_writable" not in metrics and "wmhub_alerts_open" not in metrics
+
+
+SHARED = {"id": "shure-SHARED", "vendor": "shure", "host": "127.0.0.1", "port": 2202, "channel_count": 2}
+
+
+def publish_hub(probe: MqttProbe, hub_id: str, devices: list[dict[str, Any]], online: bool = True) -> None:
+    """What a hub keeps retained on the broker, published by the probe in its place."""
+    probe.publish(f"wmhub/hubs/{hub_id}/state", {"state": "online" if online else "offline"}, retain=True)
+    probe.publish(f"wmhub/hubs/{hub_id}/info", {"hub_id": hub_id, "version": "test"}, retain=True)
+    probe.publish(f"wmhub/hubs/{hub_id}/alerts", [], retain=True)
+    probe.publish(f"wmhub/hubs/{hub_id}/devices", devices, retain=True)
+
+
+async def test_a_receiver_two_hubs_list_is_shown_once_while_either_lists_and_watches_it(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """An outside audit: the fleet kept one owner per receiver (the hub whose list came last). A receiver
+    two hubs list got its tiles twice, vanished when that hub let it go, and showed offline (commands
+    refused with 503) when that hub died while the other watched it."""
+    async with (
+        MqttProbe(mqtt_broker, client_id="wmhub-test-hubs") as hubs,
+        running_fleet(mqtt_broker.url, tmp_path) as (_, base),
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        await hubs.subscribe("wmhub/devices/shure-SHARED/channels/1/set")
+        hubs.publish("wmhub/devices/shure-SHARED", SHARED, retain=True)
+        hubs.publish("wmhub/devices/shure-SHARED/availability", b"online", retain=True)
+        publish_hub(hubs, "west", [{**SHARED, "online": True}])
+        publish_hub(hubs, "east", [{**SHARED, "online": True}])  # east's list came last
+
+        async def shown_online() -> bool:
+            async with http.get(f"{base}/api/v1/devices/shure-SHARED") as response:
+                return response.status == 200 and (await response.json())["online"] is True
+
+        await wait_for(shown_online, 10, "the shared receiver online on the fleet")
+        slots = (await get(http, f"{base}/api/v1/slots"))["items"]
+        assert [(slot["device_id"], slot["channel"]) for slot in slots] == [("shure-SHARED", 1), ("shure-SHARED", 2)]
+        assert [group["slots"] for group in (await get(http, f"{base}/api/v1/groups"))["items"]] == [[1, 2], []]
+
+        hubs.publish("wmhub/hubs/east/devices", [], retain=True)  # east lets it go; west still lists it
+        await wait_for(lambda: fleet_hubs_list(http, base, "east", []), 10, "east's empty list on the fleet")
+        assert await shown_online(), "west still lists and watches it"
+
+        hubs.publish("wmhub/hubs/east/devices", [{**SHARED, "online": True}], retain=True)
+        await wait_for(lambda: fleet_hubs_list(http, base, "east", ["shure-SHARED"]), 10, "east listing it again")
+        hubs.publish("wmhub/hubs/east/state", {"state": "offline"}, retain=True)  # east's last will
+        await wait_for(lambda: hub_offline(http, base, "east"), 10, "east offline on the fleet")
+        assert await shown_online(), "west still watches it"
+        groups = (await get(http, f"{base}/api/v1/groups"))["items"]
+        assert [(group["title"], group["slots"]) for group in groups] == [("east (offline)", []), ("west", [1, 2])]
+
+        url = f"{base}/api/v1/channels/shure-SHARED:1/commands"
+        sent = asyncio.create_task(http.post(url, json={"kind": "mute", "value": True}))
+        asked = await hubs.json("wmhub/devices/shure-SHARED/channels/1/set")
+        hubs.publish(
+            "wmhub/hubs/west/response/set",
+            {"status": "ok", "transaction": asked["transaction"], "data": {"results": {"muted": {"ok": True}}}},
+        )
+        async with await sent as response:
+            assert response.status == 200, await response.text()
+
+
+async def fleet_hubs_list(http: aiohttp.ClientSession, base: str, hub_id: str, devices: list[str]) -> bool:
+    hub = (await fleet_hubs(http, base)).get(hub_id)
+    return hub is not None and hub["devices"] == devices
+
+
+async def hub_offline(http: aiohttp.ClientSession, base: str, hub_id: str) -> bool:
+    hub = (await fleet_hubs(http, base)).get(hub_id)
+    return hub is not None and hub["online"] is False
+
+
+async def test_hubs_retired_or_made_up_by_junk_lists_are_not_on_the_fleet(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """An outside audit: a hub retired as docs/mqtt.md says (its retained topics cleared) stayed on the fleet
+    until it restarted; device lists that are no lists made up hubs; a list with a valid entry then a bad one
+    added the valid receiver and never took it away."""
+    async with (
+        MqttProbe(mqtt_broker, client_id="wmhub-test-hubs") as hubs,
+        running_fleet(mqtt_broker.url, tmp_path) as (fleet, base),
+        aiohttp.ClientSession() as http,
+    ):
+        publish_hub(hubs, "retired", [{**SHARED, "online": True}])
+        await wait_for(lambda: fleet_hubs_list(http, base, "retired", ["shure-SHARED"]), 10, "the hub on the fleet")
+        for kind in ("state", "info", "alerts", "devices"):
+            hubs.publish(f"wmhub/hubs/retired/{kind}", b"", retain=True)
+        for junk in ({}, "text", [1, 2], {"a": 1}, [{**SHARED, "id": "shure-HALF", "online": True}, {"id": 5}]):
+            hubs.publish("wmhub/hubs/junk/devices", junk, retain=True)
+        await eventually(lambda: fleet.mirror.rejected >= 5, 5, "the junk lists rejected")
+        hubs.publish("wmhub/hubs/junk/devices", [], retain=True)
+        publish_hub(hubs, "marker", [])  # after everything above, in order
+        await wait_for(lambda: fleet_hubs_list(http, base, "marker", []), 10, "the last hub on the fleet")
+        assert list(await fleet_hubs(http, base)) == ["marker"]
+        assert (await get(http, f"{base}/api/v1/devices"))["items"] == []
+        assert [group["title"] for group in (await get(http, f"{base}/api/v1/groups"))["items"]] == ["marker"]

@@ -52,11 +52,12 @@ def _slots_and_groups(request: web.Request) -> tuple[list[Slot], list[Group]]:
 
     for number, view in enumerate(sorted(mirror.hubs.values(), key=lambda hub: hub.hub_id), 1):
         first = len(slots) + 1
-        add_slots(set(view.device_ids))
+        # a receiver two hubs list gets its tiles once, under the hub that carries out its commands
+        add_slots({device_id for device_id in view.device_ids if mirror.home_hub(device_id) == view.hub_id})
         if number <= BOARD_GROUPS:
             title = view.hub_id if view.online else f"{view.hub_id} (offline)"
             groups.append(Group(number=number, title=title, slots=list(range(first, len(slots) + 1))))
-    add_slots(set(devices) - set(mirror.owners))  # heard of before its hub's device list arrived
+    add_slots(set(devices) - mirror.listing.keys())  # heard of before its hub's device list arrived
     return slots, groups
 
 

@@ -65,11 +65,38 @@ class HubView:
     online: bool = False
     info: dict[str, Any] = field(default_factory=dict)
     device_ids: list[str] = field(default_factory=list)
+    online_device_ids: frozenset[str] = frozenset()  # those its list says it has online
     alerts: list[Alert] = field(default_factory=list)
+    # which of its retained topics (state, info, devices, alerts) the broker holds: a hub retired by clearing
+    # them (docs/mqtt.md, "Retiring a hub") is forgotten
+    topics: set[str] = field(default_factory=set)
+
+
+@dataclass
+class ListedDevice:
+    """One entry of a hub's device list, validated."""
+
+    device: Device
+    channel_count: int
+    online: bool
 
 
 def _json(payload: bytes) -> Any:
     return orjson.loads(payload) if payload else None
+
+
+def _listed_devices(summaries: Any) -> list[ListedDevice]:
+    """A hub's device list, every entry validated before any is used: a list with one bad entry is ignored
+    whole (as one that is no list), so it changes nothing."""
+    if not isinstance(summaries, list):
+        raise ValueError("no device list")
+    entries = []
+    for summary in summaries:
+        if not isinstance(summary, dict):
+            raise ValueError(f"no device in a device list: {str(summary)[:40]!r}")
+        device = Device.model_validate({key: summary[key] for key in _DEVICE_KEYS if key in summary})
+        entries.append(ListedDevice(device, payloads.channel_count(summary), summary.get("online") is True))
+    return entries
 
 
 class FleetMirror:
@@ -86,7 +113,8 @@ class FleetMirror:
         self._prefix = f"{settings.base_topic}/"
         self.command_timeout_s = config.command_timeout_s + ANSWER_MARGIN_S
         self.hubs: dict[str, HubView] = {}
-        self.owners: dict[str, str] = {}  # device id -> hub id
+        # device id -> the hubs whose lists name it (more than one when a receiver was given to two hubs)
+        self.listing: dict[str, set[str]] = {}
         self._available: dict[str, bool] = {}  # device id -> its own availability topic
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         # a fleet must never take a hub's client id: the broker would disconnect the hub
@@ -134,49 +162,102 @@ class FleetMirror:
             self.rejected += 1
             log.debug("ignoring %s: %s", topic, exc)
 
-    def _hub(self, hub_id: str) -> HubView:
+    def _hub(self, hub_id: str, topic: str) -> HubView:
+        """The hub a valid payload on its ``topic`` came from, made up only by such a payload."""
         view = self.hubs.get(hub_id)
         if view is None:
             view = self.hubs[hub_id] = HubView(hub_id)
+        view.topics.add(topic)
         return view
 
     def _on_hub_topic(self, hub_id: str, rest: list[str], payload: bytes) -> None:
         kind = rest[0]
         if kind == "response" and len(rest) >= 2:
             self._on_response(hub_id, payload)
-        elif len(rest) != 1:
+        elif len(rest) != 1 or kind not in ("state", "info", "devices", "alerts"):
             return
+        elif not payload:
+            self._on_hub_topic_cleared(hub_id, kind)
         elif kind == "state":
             running = payloads.hub_running(payload)
             if running is None:
                 raise ValueError(f"no hub state: {payload[:40]!r}")  # a stray [] took a hub offline
-            self._hub(hub_id).online = running
-            for device_id in self._hub(hub_id).device_ids:
+            view = self._hub(hub_id, kind)
+            view.online = running
+            for device_id in view.device_ids:
                 self._update_online(device_id)
         elif kind == "info":
             info = _json(payload)
             if not isinstance(info, dict) or info.get("hub_id") != hub_id:
                 raise ValueError(f"no info of hub {hub_id!r}")  # a retained {} made up a hub
-            self._hub(hub_id).info = info
+            self._hub(hub_id, kind).info = info
         elif kind == "devices":
-            self._on_device_list(hub_id, _json(payload) or [])
-        elif kind == "alerts":
-            self._hub(hub_id).alerts = [Alert.model_validate(alert) for alert in _json(payload) or []]
+            self._on_device_list(hub_id, _listed_devices(_json(payload)))
+        else:
+            alerts = _json(payload)
+            if not isinstance(alerts, list):
+                raise ValueError(f"no alert list: {payload[:40]!r}")
+            self._hub(hub_id, kind).alerts = [Alert.model_validate(alert) for alert in alerts]
 
-    def _on_device_list(self, hub_id: str, summaries: list[dict[str, Any]]) -> None:
-        view = self._hub(hub_id)
-        listed = []
-        for summary in summaries:
-            device = Device.model_validate({key: summary[key] for key in _DEVICE_KEYS if key in summary})
-            listed.append(device.id)
-            self.owners[device.id] = hub_id
-            self._available.setdefault(device.id, bool(summary.get("online")))
-            self._add_or_update(device, payloads.channel_count(summary))
-        for gone in set(view.device_ids) - set(listed):
-            if self.owners.get(gone) == hub_id:  # not taken over by another hub meanwhile
-                del self.owners[gone]
-                self.store.remove_device(gone)
+    def _on_hub_topic_cleared(self, hub_id: str, kind: str) -> None:
+        """One of a hub's retained topics emptied: what it said is gone, and the hub with the last of them."""
+        view = self.hubs.get(hub_id)
+        if view is None:
+            return
+        if kind == "devices":
+            self._on_device_list(hub_id, [])
+        elif kind == "state":
+            view.online = False
+        elif kind == "info":
+            view.info = {}
+        else:
+            view.alerts = []
+        view.topics.discard(kind)
+        if not view.topics:
+            log.info("hub %s retired: its topics are cleared", hub_id)
+            del self.hubs[hub_id]
+
+    def _on_device_list(self, hub_id: str, entries: list[ListedDevice]) -> None:
+        view = self._hub(hub_id, "devices") if entries else self.hubs.get(hub_id)
+        if view is None:
+            return
+        listed = [entry.device.id for entry in entries]
+        gone = set(view.device_ids) - set(listed)
         view.device_ids = listed
+        view.online_device_ids = frozenset(entry.device.id for entry in entries if entry.online)
+        if not entries:
+            view.topics.discard("devices")
+        for entry in entries:
+            device = entry.device
+            self.listing.setdefault(device.id, set()).add(hub_id)
+            self._available.setdefault(device.id, entry.online)
+            if entry.online or not self._online_elsewhere(device.id, hub_id) or device.id not in self.store.devices:
+                self._add_or_update(device, entry.channel_count)
+            else:
+                self._update_online(device.id)
+        for device_id in gone:
+            hubs = self.listing.get(device_id, set())
+            hubs.discard(hub_id)
+            if hubs:  # another hub still lists it
+                self._update_online(device_id)
+            else:
+                self.listing.pop(device_id, None)
+                self._available.pop(device_id, None)
+                self.store.remove_device(device_id)
+
+    def _online_elsewhere(self, device_id: str, hub_id: str) -> bool:
+        """Another running hub lists the device online: what a hub with it offline (at an old address, say)
+        says of it does not overwrite that hub's."""
+        return any(
+            other != hub_id and self.hubs[other].online and device_id in self.hubs[other].online_device_ids
+            for other in self.listing.get(device_id, ())
+        )
+
+    def home_hub(self, device_id: str) -> str | None:
+        """The hub the board shows a device under and sends its requests to: of the hubs listing it, the online
+        one whose id sorts first (the one that carries out sets to it, docs/mqtt.md), else the first."""
+        hubs = sorted(self.listing.get(device_id, ()))
+        return next((hub_id for hub_id in hubs if self.hubs[hub_id].online), hubs[0] if hubs else None)
 
     def _add_or_update(self, device: Device, channel_count: int) -> None:
         if device.id in self.store.devices:
@@ -196,7 +277,7 @@ class FleetMirror:
         self._update_online(device.id)
 
     def _on_device_topic(self, device_id: str, rest: list[str], payload: bytes) -> None:
-        if device_id not in self.owners:
+        if device_id not in self.listing:
             # a hub's device list says which devices there are: topics of a device no hub lists (a stranger's,
             # or one whose hub removed it) make none appear
             return
@@ -237,16 +318,15 @@ class FleetMirror:
             self._update_online(device_id)
 
     def _update_online(self, device_id: str) -> None:
-        owner = self.hubs.get(self.owners.get(device_id, ""))
-        hub_online = owner.online if owner is not None else True  # hub unknown yet: its device says
+        hub_online = any(self.hubs[hub_id].online for hub_id in self.listing.get(device_id, ()))
         watched = hub_online and self._available.get(device_id, False) and self.client.connected
         self.store.set_online(device_id, watched)
 
     # Control, through the owning hub
 
     async def apply(self, command: Command) -> CommandResult:
-        owner = self.owners.get(command.device_id)
-        if owner is None or not self._hub(owner).online:
+        owner = self.home_hub(command.device_id)
+        if owner is None or not self.hubs[owner].online:
             return CommandResult(ok=False, code="unavailable", error=f"no hub online owns {command.device_id!r}")
         row = command_field(command.kind, command.channel is not None)  # the set keys, as the hubs read them
         if row is None or command.slot is not None:
