@@ -402,7 +402,8 @@ async def test_hubs_retired_or_made_up_by_junk_lists_are_not_on_the_fleet(
             hubs.publish(f"wmhub/hubs/retired/{kind}", b"", retain=True)
         for junk in ({}, "text", [1, 2], {"a": 1}, [{**SHARED, "id": "shure-HALF", "online": True}, {"id": 5}]):
             hubs.publish("wmhub/hubs/junk/devices", junk, retain=True)
-        await eventually(lambda: fleet.mirror.rejected >= 5, 5, "the junk lists rejected")
+        hubs.publish("wmhub/hubs/junk/alerts", {"a": 1}, retain=True)
+        await eventually(lambda: fleet.mirror.rejected >= 6, 5, "the junk lists rejected")
         hubs.publish("wmhub/hubs/junk/devices", [], retain=True)
         publish_hub(hubs, "marker", [])  # after everything above, in order
         await wait_for(lambda: fleet_hubs_list(http, base, "marker", []), 10, "the last hub on the fleet")
