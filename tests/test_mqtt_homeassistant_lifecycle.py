@@ -698,3 +698,53 @@ async def test_a_receiver_at_a_new_address_on_another_hub_shows_as_that_hub_sees
             await shown_as_b_sees_it()
             assert await hub_a.remove_device(f"sennheiser-{serial}", source="test")
             await shown_as_b_sees_it()
+
+
+async def test_a_receiver_back_at_its_old_address_is_shown_as_the_hub_there_sees_it(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """The move undone: hub A, which left the receiver's topics to hub B while it had it offline, takes them back
+    when the receiver answers at A's address again and B loses it."""
+    serial = "3000000008"
+    device = f"wmback/devices/sennheiser-{serial}"
+    host = plugin_host("wmhub-sennheiser")
+    async with Ssc1Simulator("ewdx-em2", tick_s=0.2) as new_address:
+        new_address.device.serial = serial
+        old_address = Ssc1Simulator("ewdx-em2", tick_s=0.2)
+        old_address.device.serial = serial
+        await old_address.start()
+        old_port = old_address.port
+        async with (
+            running_hub(mqtt_broker, tmp_path, [old_address.url], hub_id="huba", base="wmback", plugins=host) as hub_a,
+            running_hub(mqtt_broker, tmp_path, [new_address.url], hub_id="hubb", base="wmback", plugins=host) as hub_b,
+            MqttProbe(mqtt_broker) as probe,
+        ):
+            await online_device(hub_a)
+            await online_device(hub_b)
+            await probe.subscribe("wmback/#")
+
+            def shown_at(port: int) -> bool:
+                state = orjson.loads(probe.latest.get(device) or b"{}")
+                shown = (state.get("port"), state.get("online"), probe.latest.get(f"{device}/availability"))
+                return shown == (port, True, b"online")
+
+            async def settled() -> None:
+                for hub_id in ("huba", "hubb"):  # each hub's answer comes after what it published before it
+                    await probe.request(f"wmback/hubs/{hub_id}/response/info", f"wmback/hubs/{hub_id}/request/info", {})
+
+            await old_address.stop()
+            await eventually(lambda: not hub_a.store.devices[f"sennheiser-{serial}"].online, 20, "A losing it")
+            await eventually(lambda: shown_at(new_address.port), 10, "B's view while A has it offline")
+            await settled()
+            assert shown_at(new_address.port), "A's offline view published over B's"
+            await new_address.stop()
+            back = Ssc1Simulator("ewdx-em2", port=old_port, tick_s=0.2)
+            back.device.serial = serial
+            await back.start()
+            try:
+                await eventually(lambda: not hub_b.store.devices[f"sennheiser-{serial}"].online, 30, "B losing it")
+                await eventually(lambda: shown_at(old_port), 30, "A's view of the receiver back at its address")
+                await settled()
+                assert shown_at(old_port), "B's offline view published over A's"
+            finally:
+                await back.stop()
