@@ -383,7 +383,7 @@ class Hub:
         return managed.health(detail) if managed is not None else None
 
     def manages(self, url: str) -> bool:
-        return redact(url) in self.devices.by_url
+        return "://" in url and self.devices.find(url) is not None
 
     def degraded(self) -> bool:
         return self.persistence.db.failing
@@ -402,15 +402,18 @@ class Hub:
     async def add_device(self, url: str, source: str) -> ManagedDevice:
         """Start supervising a device and, unless it comes from the config or the demo, remember it.
 
-        Raises hub.drivers.EndpointError for an unusable URL.
+        Another spelling of a device it has (``SHURE://…/``, the default port written out or left off) is that
+        device. Raises hub.drivers.EndpointError for an unusable URL.
         """
-        self.devices.resolve(url)
+        url = self.devices.spelled(url)
+        current = self.devices.find(url)
+        if current is not None and current.url != redact(url):
+            return current  # the same receiver, its port written otherwise: its entry as it is
         if source not in _TRANSIENT_SOURCES:
             try:
                 await self.persistence.devices.add(url, source=source)
             except ConflictError:  # already known: adding again is harmless, and may correct its password
                 await self.persistence.devices.change_credentials(url, source=source)
-        current = self.devices.by_url.get(redact(url))
         if current is not None and current.handle.endpoint.url != url:
             # the same device with another password (a typo corrected): the new one is used from now on
             managed = await self.devices.reconnect(url)
@@ -424,11 +427,13 @@ class Hub:
     async def remove_device(self, device_id_or_url: str, source: str) -> bool:
         managed = self.devices.find(device_id_or_url)
         removed = await self.devices.remove(device_id_or_url)
-        try:
-            await self.persistence.devices.remove(device_id_or_url, source=source)
+        # asked by the URL the hub holds too: the caller may have spelled it otherwise (hub.drivers.Endpoint.spelled)
+        known = self.persistence.devices.find(device_id_or_url) or (
+            self.persistence.devices.find(managed.url) if managed is not None else None
+        )
+        if known is not None:  # none for a device from the config file or the demo: nothing remembered
+            await self.persistence.devices.remove(known.url, source=source)
             removed = True
-        except NotFoundError:
-            pass  # from the config file or the demo: nothing remembered
         if managed is not None:
             self.persistence.health.forget(managed.url)
         if removed:
@@ -530,7 +535,7 @@ class Hub:
 
     async def offer_candidate(self, candidate: Candidate) -> None:
         """Keep a discovered device for approval, or add it at once when auto-approve is on."""
-        if candidate.url in self.devices.by_url:
+        if self.manages(candidate.url):
             return
         known = await self.persistence.candidates.offer(candidate)
         if known is not None:  # auto-approved

@@ -8,6 +8,8 @@ Each device runs in its own task, so one device that hangs or crashes never stal
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -191,18 +193,22 @@ class DeviceHandle(DeviceSink):
         """The id this device may use: ``wanted`` unless another URL's device already holds it.
 
         Two URLs can name devices that identify alike: a TCP and a UDP receiver on the same host and port
-        number, or one device added twice. Each then gets an id of its own instead of writing into the other.
+        number, or one device added twice. Each then gets an id of its own instead of writing into the other:
+        never one another device holds, however many there are (after the scheme and the address, a number).
         But an id made from a serial (or given with ``?id=``) held by a device that is offline now is this
         device's: the same receiver at a new address (DHCP, another port), which keeps its names, slots and
         history instead of becoming a second device beside a dead one.
         """
         scheme, place = self.endpoint.scheme, self.endpoint.host_port_id
         choices = [wanted, f"{wanted}-{scheme}", f"{wanted}-{scheme}-{place}"]
-        if self.device_id in choices:
+        if self.device_id is not None and (
+            self.device_id in choices or self.device_id.startswith(f"{wanted}-{scheme}-{place}-")
+        ):
             choices.insert(0, self.device_id)  # keep the id it had (e.g. restored from the store)
+        numbered = (f"{wanted}-{scheme}-{place}-{number}" for number in itertools.count(2))
         moved_from: str | None = None
         # claimed by their id-safe form: 'a.b' and 'a_b' would be one device in Home Assistant
-        for choice in choices:
+        for choice in itertools.chain(choices, numbered):
             holder = self._claims.get(id_safe(choice), self.endpoint.url)
             if holder == self.endpoint.url:
                 break
@@ -410,6 +416,8 @@ class DeviceManager:
         # (URL, id) when a device moved away from the URL (DeviceHandle.on_moved): set by the hub to forget it
         self.on_moved: Callable[[str, str], None] | None = None
         self.by_url: dict[str, ManagedDevice] = {}
+        # Endpoint.identity -> its entry: another spelling of a managed URL is that device, not a second one
+        self._by_identity: dict[str, ManagedDevice] = {}
         # device id -> its entry: finding a device by id is a lookup, not a scan of every device
         self._by_id: dict[str, ManagedDevice] = {}
         self._claims: dict[str, str] = {}
@@ -429,16 +437,23 @@ class DeviceManager:
         spec, plugin_name = drivers[scheme]
         return Endpoint.parse(url, spec.default_port), plugin_name, spec
 
+    def spelled(self, url: str) -> str:
+        """``url`` as the hub holds it (:attr:`Endpoint.spelled`); raise EndpointError for an unusable one."""
+        return self.resolve(url)[0].spelled
+
     def add(self, url: str, device_id: str | None = None) -> ManagedDevice:
         """Start supervising the device at ``url``. Adding a URL twice returns the existing entry (even with
         another password: :meth:`reconnect` uses the new one).
 
         Devices are listed under the redacted URL, so a password in it never reaches a log, MQTT or REST.
+        Another spelling of a managed URL (``SHURE://…/``, the default port written out) returns its entry too.
         """
-        shown = redact(url)
-        if shown in self.by_url:
-            return self.by_url[shown]
         endpoint, plugin_name, spec = self.resolve(url)
+        existing = self._by_identity.get(endpoint.identity)
+        if existing is not None:
+            return existing
+        endpoint = dataclasses.replace(endpoint, url=endpoint.spelled)
+        shown = redact(endpoint.url)
         handle = DeviceHandle(
             self._store, endpoint, spec.vendor, device_id, self._claims, plugin_name, spec.text_width, self._clock
         )
@@ -460,6 +475,7 @@ class DeviceManager:
         task = asyncio.create_task(supervisor.run_forever(), name=f"device {shown}")
         managed = ManagedDevice(url=shown, plugin=plugin_name, handle=handle, supervisor=supervisor, task=task)
         self.by_url[shown] = managed
+        self._by_identity[endpoint.identity] = managed
         if device_id is not None:
             self._by_id.setdefault(device_id, managed)
         handle.on_id_changed = lambda old, new: self._reindex(managed, old, new)
@@ -469,7 +485,8 @@ class DeviceManager:
     async def reconnect(self, url: str) -> ManagedDevice:
         """Connect the device already managed under ``url``'s shown URL with ``url`` from now on (its password
         changed): its driver is stopped and a new one started with ``url``; its id and state stay."""
-        old = self.by_url[redact(url)]
+        old = self.find(url)
+        assert old is not None, "reconnect() is for a managed device"  # nosec B101: a caller's bug
         await self._stop(old)
         return self.add(url, old.handle.device_id)
 
@@ -484,7 +501,10 @@ class DeviceManager:
 
     def find(self, device_id_or_url: str) -> ManagedDevice | None:
         if "://" in device_id_or_url:
-            managed = self.by_url.get(redact(device_id_or_url))
+            try:
+                managed = self._by_identity.get(self.resolve(device_id_or_url)[0].identity)
+            except ValueError:  # EndpointError, or urllib refusing it outright: no device of ours
+                managed = None
             if managed is not None:
                 return managed
         return self._by_id.get(device_id_or_url)
@@ -514,6 +534,7 @@ class DeviceManager:
         """Stop its driver (it closes the device cleanly) and take it out of the indexes; the store keeps the
         state of its id."""
         del self.by_url[managed.url]
+        del self._by_identity[managed.handle.endpoint.identity]
         device_id = managed.handle.device_id
         if device_id is not None and self._by_id.get(device_id) is managed:
             del self._by_id[device_id]

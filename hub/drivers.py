@@ -104,6 +104,26 @@ class Endpoint:
         )
 
     @property
+    def spelled(self) -> str:
+        """The URL as the hub holds it: the scheme and host in lower case, without an empty path or query
+        (``SHURE://Rx1:2202/?`` is ``shure://rx1:2202``); the port, the password and the options as written."""
+        parts = urlsplit(self.url)
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        netloc = f"{userinfo}{at}{host}" + ("" if parts.port is None else f":{parts.port}")
+        path = "" if parts.path == "/" else parts.path
+        return urlunsplit((self.scheme, netloc, path, parts.query, ""))
+
+    @property
+    def identity(self) -> str:
+        """What two URLs of one receiver share, however spelled: its scheme, host, port (the plugin's default
+        where none is written) and options, any password masked (a changed password is the same device)."""
+        parts = urlsplit(self.spelled)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        return redact(urlunsplit((self.scheme, f"{userinfo}{at}{host}:{self.port}", parts.path, parts.query, "")))
+
+    @property
     def host_port_id(self) -> str:
         """A device-id suffix for devices that report no serial."""
         return f"{self.host.replace('.', '_').replace(':', '_')}_{self.port}"
