@@ -35,6 +35,7 @@ from hub.metering import MeterDemand
 from hub.model import Command, CommandKind, CommandResult, Device, command_field
 from hub.persistence import DATABASE_FILE, Alert, ConflictError, NotFoundError, Persistence, StoreSettings
 from hub.persistence.frequency import FrequencySettings
+from hub.persistence.known_devices import TRANSIENT_SOURCES
 from hub.plugins import PluginHost
 from hub.redact import redact
 from hub.service import UnknownCandidateError
@@ -45,9 +46,6 @@ log = logging.getLogger("hub")
 
 # receivers told of a new meter rate at once: each is one command round trip
 RETUNE_CONCURRENCY = 32
-
-# Sources whose devices are not remembered: they come back from the config file or the demo every start.
-_TRANSIENT_SOURCES = frozenset({"config", "demo"})
 
 
 def frequency_settings(config: HubConfig) -> FrequencySettings:
@@ -133,6 +131,8 @@ class Hub:
         self._api_token: str | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._fleets: list[tuple[str, DemoFleet]] = []
+        # URL as shown -> the source of each device from the config file or the demo (not remembered)
+        self._transient: dict[str, str] = {}
         self._edges: list[Edge] = []
         self.stopped = asyncio.Event()
         self.loop_monitor = LoopMonitor()
@@ -167,6 +167,7 @@ class Hub:
             if self.persistence.ticker is not None:
                 self.watch(self.persistence.ticker, "the store's ticker (history and alerts)")
         self.persistence.devices.url_check = self.devices.resolve
+        self.persistence.devices.unremembered = self._unremembered
         for url, device_id in self.persistence.restore():
             try:
                 self._supervise(url, device_id)
@@ -240,6 +241,13 @@ class Hub:
         managed = self.devices.add(url, device_id)
         managed.handle.on_identified = self._remember_identity
         return managed
+
+    def _unremembered(self, device_id_or_url: str) -> tuple[str, str | None, str] | None:
+        managed = self.devices.find(device_id_or_url)
+        source = self._transient.get(managed.url) if managed is not None else None
+        if managed is None or source is None:
+            return None
+        return managed.url, managed.device_id, source
 
     def _forget_moved(self, url: str, device_id: str) -> None:
         """The device ``url`` named answers elsewhere now under the same id (see DeviceHandle._claim): the
@@ -409,7 +417,9 @@ class Hub:
         current = self.devices.find(url)
         if current is not None and current.url != redact(url):
             return current  # the same receiver, its port written otherwise: its entry as it is
-        if source not in _TRANSIENT_SOURCES:
+        if source in TRANSIENT_SOURCES:
+            self._transient.setdefault(redact(url), source)
+        else:
             try:
                 await self.persistence.devices.add(url, source=source)
             except ConflictError:  # already known: adding again is harmless, and may correct its password
@@ -436,6 +446,7 @@ class Hub:
             removed = True
         if managed is not None:
             self.persistence.health.forget(managed.url)
+            self._transient.pop(managed.url, None)
         if removed:
             log.info("device %s removed (%s)", redact(device_id_or_url), source)
         return removed

@@ -75,7 +75,10 @@ class KnownDevice(Record):
     url: str
     device_id: str | None = Field(description="None until the device has been reached once")
     added_at: float
-    source: str = Field(description="how it was added: manual (rest/mqtt/cli/ui) or discovery")
+    source: str = Field(
+        description="how it was added: manual (rest/mqtt/cli/ui) or discovery; config or demo: a device from the "
+        "config file or the demo, remembered for its placement only"
+    )
     location_id: int | None = None
 
 

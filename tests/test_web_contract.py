@@ -10,8 +10,11 @@ import aiohttp
 import pytest
 
 from hub.app import Hub
+from hub.compose import compose_hub
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.plugins import PluginHost
 from hub.testing import eventually
-from tests.test_web_api import AUTH, TOKEN, call, client, make_hub
+from tests.test_web_api import AUTH, TOKEN, BenchPlugin, call, client, make_hub
 
 
 @pytest.fixture
@@ -59,3 +62,43 @@ async def test_devices_that_identify_alike_never_share_an_id(hub: Hub, http: aio
     for device_id in held:
         await call(http, "DELETE", f"/api/v1/devices/{device_id}", 204, headers=AUTH)
     assert await ids() == [] and hub.store.devices == {}
+
+
+def configured_hub(data_dir: Path, devices: list[str]) -> Hub:
+    config = HubConfig(
+        hub_id="webtest",
+        data_dir=data_dir,
+        devices=devices,
+        mqtt=MqttSettings(url="off"),
+        discovery=DiscoverySettings(enabled=False),
+        http=HttpSettings(host="127.0.0.1", port=0, token=TOKEN),
+    )
+    plugins = PluginHost()
+    plugins.register(BenchPlugin(), "bench")
+    return compose_hub(config, plugins)
+
+
+async def test_a_device_from_the_config_file_can_be_placed_and_stays_placed(tmp_path: Path) -> None:
+    async with configured_hub(tmp_path, ["bench://rack-e"]) as hub, client(hub) as http:
+        await eventually(lambda: hub.store.get("bench-rack-e"), what="configured device online")
+        body = {"name": "Stage", "kind": "stage"}
+        stage = await call(http, "POST", "/api/v1/locations", 201, json=body, headers=AUTH)
+        placed = await call(
+            http, "PUT", "/api/v1/devices/bench-rack-e/location", 200, json={"location_id": stage["id"]}, headers=AUTH
+        )
+        assert placed["device_id"] == "bench-rack-e" and placed["location_id"] == stage["id"]
+        there = await call(http, "GET", f"/api/v1/devices?location={stage['id']}", 200)
+        assert [device["id"] for device in there["items"]] == ["bench-rack-e"]
+    async with configured_hub(tmp_path, ["bench://rack-e"]) as hub, client(hub) as http:
+        there = await call(http, "GET", f"/api/v1/devices?location={stage['id']}", 200)
+        assert [device["id"] for device in there["items"]] == ["bench-rack-e"]
+        assert [c["url"] for c in await connections(http)] == ["bench://rack-e"]
+    # the config file brings it back, not the database: gone from the file, the hub does not connect it
+    async with configured_hub(tmp_path, []) as hub, client(hub) as http:
+        assert await connections(http) == []
+        await call(http, "POST", "/api/v1/devices", 201, json={"url": "bench://rack-e"}, headers=AUTH)
+    # added through the API it is remembered from now on, where it was placed
+    async with configured_hub(tmp_path, []) as hub, client(hub) as http:
+        await eventually(lambda: hub.store.get("bench-rack-e"), what="remembered device online")
+        there = await call(http, "GET", f"/api/v1/devices?location={stage['id']}", 200)
+        assert [device["id"] for device in there["items"]] == ["bench-rack-e"]

@@ -4,7 +4,7 @@ health (fed from :meth:`hub.devices.ManagedDevice.health`)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from hub.clock import Clock
 from hub.drivers import Endpoint
@@ -27,6 +27,9 @@ from hub.records import (
 from hub.redact import redact
 
 DISCOVERY_SOURCE = "discovery"
+# Sources whose devices come back from the config file or the demo every start: the hub does not reconnect
+# them from here, but keeps their placement (a row made by set_location).
+TRANSIENT_SOURCES: Final = frozenset({"config", "demo"})
 # a device re-announces itself every few seconds; its last_seen is worth a write only this often
 CANDIDATE_REFRESH_S = 60.0
 
@@ -68,6 +71,9 @@ class KnownDevices(Service):
                 self._by_url[shown] = device
         self.url_check: Callable[[str], object] | None = None
         self.location_exists: Callable[[int], bool] = lambda _location_id: False
+        # a device the hub has that is not remembered here (from the config file or the demo), by id or URL:
+        # (URL, device id, source); set by the hub
+        self.unremembered: Callable[[str], tuple[str, str | None, str] | None] = lambda _url_or_device_id: None
 
     def all(self) -> list[KnownDevice]:
         return sorted(self._by_url.values(), key=lambda device: device.added_at)
@@ -91,8 +97,13 @@ class KnownDevices(Service):
         return self.find(url_or_device_id) is not None
 
     def restore(self) -> list[tuple[str, str | None]]:
-        """(url to connect with, device_id) of every known device, for the hub to reconnect at start."""
-        return [(self.connect_url(device), device.device_id) for device in self.all()]
+        """(url to connect with, device_id) of every known device, for the hub to reconnect at start; the
+        config file and the demo bring back their own."""
+        return [
+            (self.connect_url(device), device.device_id)
+            for device in self.all()
+            if device.source not in TRANSIENT_SOURCES
+        ]
 
     def connect_url(self, device: KnownDevice) -> str:
         """The device's URL with its password, for the driver (never for display)."""
@@ -107,7 +118,14 @@ class KnownDevices(Service):
         except (ValueError, TypeError) as exc:  # EndpointError, or urllib refusing it outright ("x://[")
             raise InvalidInputError(redact(str(exc)), url=redact(url)) from None
         shown = redact(url)
-        if shown in self._by_url:
+        placed = self._by_url.get(shown)
+        if placed is not None and placed.source in TRANSIENT_SOURCES:  # remembered from now on, placement kept
+            self.credentials.keep(url)
+            device = placed.model_copy(update={"source": str(source), "device_id": placed.device_id or device_id})
+            self._store(device)
+            await self._committed(source, "device.add", shown, after=device.model_dump())
+            return device
+        if placed is not None:
             raise ConflictError(f"device {shown} is already known", url=shown)
         self.credentials.keep(url)
         device = KnownDevice(url=shown, device_id=device_id, added_at=self._clock.now(), source=str(source))
@@ -138,13 +156,23 @@ class KnownDevices(Service):
     async def set_location(
         self, url_or_device_id: str, location_id: int | None, *, source: Source | str
     ) -> KnownDevice:
-        device = self.get(url_or_device_id)
+        device = self.find(url_or_device_id)
         if location_id is not None and not self.location_exists(location_id):
             raise InvalidInputError(f"no location {location_id}", location_id=location_id)
+        if device is None:
+            device = self._placeable(url_or_device_id)
         updated = device.model_copy(update={"location_id": location_id})
         self._store(updated)
         await self._committed(source, "device.location", device.url, device.location_id, location_id)
         return updated
+
+    def _placeable(self, url_or_device_id: str) -> KnownDevice:
+        """A row for a device the hub has from the config file or the demo, which holds only its placement."""
+        found = self.unremembered(url_or_device_id)
+        if found is None:
+            raise NotFoundError(f"no known device {url_or_device_id!r}", device=url_or_device_id)
+        url, device_id, source = found
+        return KnownDevice(url=redact(url), device_id=device_id, added_at=self._clock.now(), source=source)
 
     def bind(self, url: str, device_id: str) -> None:
         """Record the id a known device identified itself with (call it from the device's on_identified)."""
