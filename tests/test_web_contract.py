@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
@@ -102,3 +104,66 @@ async def test_a_device_from_the_config_file_can_be_placed_and_stays_placed(tmp_
         await eventually(lambda: hub.store.get("bench-rack-e"), what="remembered device online")
         there = await call(http, "GET", f"/api/v1/devices?location={stage['id']}", 200)
         assert [device["id"] for device in there["items"]] == ["bench-rack-e"]
+
+
+async def test_the_openapi_document_declares_what_the_server_answers(hub: Hub, http: aiohttp.ClientSession) -> None:
+    await hub.add_device("bench://rack-a", source="test")
+    await eventually(lambda: hub.store.get("bench-rack-a"), what="bench device")
+    document = await call(http, "GET", "/api/openapi.json", 200)
+    paths = document["paths"]
+    commands = "/api/v1/channels/{channel_id}/commands"
+    # a flood of commands is refused by the rate limit (10 a second) with 429, which the document lists
+    flood = [{"kind": "name", "value": f"V{number}"} for number in range(30)]
+    answers = await asyncio.gather(
+        *(http.post(commands.format(channel_id="bench-rack-a:1"), json=body, headers=AUTH) for body in flood)
+    )
+    statuses = {answer.status for answer in answers}
+    for answer in answers:
+        answer.release()
+    assert 429 in statuses
+    for path in (commands, "/api/v1/devices/{device_id}/commands"):
+        assert "429" in paths[path]["post"]["responses"]
+    too_long = {"name": "x" * 70_000}
+    async with http.put("/api/v1/channels/bench-rack-a:1/extended-name", json=too_long, headers=AUTH) as answer:
+        assert answer.status == 413 and (await answer.json())["code"] == "too_large"
+    with_body = [op for item in paths.values() for op in item.values() if "requestBody" in op]
+    assert with_body and all("413" in op["responses"] for op in with_body)
+    # one title per schema: a generated client (openapi-python-client) dropped one of two 'CandidateView's
+    titles = [schema.get("title") for schema in document["components"]["schemas"].values()]
+    assert len(titles) == len(set(titles)), sorted(titles)
+    # what the schema allows, the server takes: an integer written 3.0; slot numbers 1-999; the history's steps
+    slot = await call(
+        http, "PUT", "/api/v1/slots/999", 200, json={"device_id": "bench-rack-a", "channel": 1.0}, headers=AUTH
+    )
+    assert slot["channel"] == 1
+    assert (await call(http, "PUT", "/api/v1/show", 200, json={"end_at": None, "margin_min": 20.0}, headers=AUTH))[
+        "margin_min"
+    ] == 20
+    number = paths["/api/v1/slots/{number}"]["put"]["parameters"][0]["schema"]
+    assert (number["minimum"], number["maximum"]) == (1, 999)
+    await call(http, "PUT", "/api/v1/slots/1000", 422, json={"device_id": "bench-rack-a", "channel": 1}, headers=AUTH)
+    history = paths["/api/v1/channels/{channel_id}/history"]["get"]["parameters"]
+    step = next(parameter["schema"] for parameter in history if parameter["name"] == "step")
+    assert step["anyOf"][0]["enum"] == [10, 60]
+    await call(http, "GET", "/api/v1/channels/bench-rack-a:1/history?since=0&step=30", 422)
+    # docs/api.md: acknowledging takes an optional body
+    assert paths["/api/v1/alerts/{alert_id}/acknowledge"]["post"]["requestBody"]["required"] is False
+
+
+async def test_with_closed_reads_the_openapi_document_says_every_endpoint_needs_the_token(tmp_path: Path) -> None:
+    async with make_hub(tmp_path, token=TOKEN, open_reads=False) as hub, client(hub) as http:
+        await call(http, "GET", "/api/v1/devices", 401)
+        document = await call(http, "GET", "/api/openapi.json", 200, headers=AUTH)
+        for item in document["paths"].values():
+            for op in item.values():
+                assert op["security"] == [{"bearer": []}] and "401" in op["responses"], op["operationId"]
+
+
+async def test_a_name_is_counted_in_the_composed_form_it_is_stored_in(hub: Hub, http: aiohttp.ClientSession) -> None:
+    await hub.add_device("bench://rack-a", source="test")
+    await eventually(lambda: hub.store.get("bench-rack-a"), what="bench device")
+    name = "é" * 64  # 64 characters; typed decomposed (macOS input) each is an 'e' and an accent
+    body = {"name": unicodedata.normalize("NFD", name)}
+    channel = await call(http, "PUT", "/api/v1/channels/bench-rack-a:1/extended-name", 200, json=body, headers=AUTH)
+    assert channel["extended_name"] == name
+    await call(http, "PUT", "/api/v1/channels/bench-rack-a:1/extended-name", 422, json={"name": "é" * 65}, headers=AUTH)

@@ -86,7 +86,7 @@ class SuggestBody(Strict):
     apply: bool = Field(default=False, description="tune the channel to the best frequency (as a command)")
 
 
-class CandidateView(Strict):
+class FrequencyCandidateView(Strict):
     frequency_mhz: float
     margin_khz: float = Field(description="room beyond every guard to the nearest problem")
 
@@ -95,7 +95,7 @@ class SuggestView(Strict):
     channel: str
     current_mhz: float
     band: BandView
-    candidates: list[CandidateView]
+    candidates: list[FrequencyCandidateView]
     applied: CommandOutcome | None = None
 
 
@@ -119,8 +119,8 @@ class ChannelTuning(Strict):
 
 
 class CoordinationView(Strict):
-    frequencies: list[CandidateView]
-    backups: list[CandidateView]
+    frequencies: list[FrequencyCandidateView]
+    backups: list[FrequencyCandidateView]
     band: BandView
     fixed_carriers: int
     notes: list[str]
@@ -218,7 +218,7 @@ async def suggest_frequency(request: web.Request) -> web.Response:
         channel=body.channel,
         current_mhz=carrier.frequency_mhz,
         band=_band_view(plan.band_for(carrier, band)),
-        candidates=[CandidateView(frequency_mhz=c.frequency_mhz, margin_khz=c.margin_khz) for c in candidates],
+        candidates=[FrequencyCandidateView(frequency_mhz=c.frequency_mhz, margin_khz=c.margin_khz) for c in candidates],
     )
     if body.apply:
         if not candidates:
@@ -273,9 +273,12 @@ async def coordinate_group(request: web.Request) -> web.Response:
     return json_response(
         CoordinationView(
             frequencies=[
-                CandidateView(frequency_mhz=c.frequency_mhz, margin_khz=c.margin_khz) for c in result.frequencies
+                FrequencyCandidateView(frequency_mhz=c.frequency_mhz, margin_khz=c.margin_khz)
+                for c in result.frequencies
             ],
-            backups=[CandidateView(frequency_mhz=c.frequency_mhz, margin_khz=c.margin_khz) for c in result.backups],
+            backups=[
+                FrequencyCandidateView(frequency_mhz=c.frequency_mhz, margin_khz=c.margin_khz) for c in result.backups
+            ],
             band=_band_view(result.band),
             fixed_carriers=result.fixed,
             notes=result.notes,

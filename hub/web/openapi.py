@@ -11,11 +11,13 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from hub import __version__
-from hub.web.routing import BODY_TIMEOUT_STATUS, Operation
+from hub.web.routing import BODY_TIMEOUT_STATUS, BODY_TOO_LARGE_STATUS, Operation
 from hub.web.schemas import ErrorBody
 
 REF = "#/components/schemas/{model}"
 AUTH_ERRORS = (401,)
+# what any request with a body may answer: not JSON, not all there in time, too long
+BODY_ERRORS = (400, BODY_TIMEOUT_STATUS, BODY_TOO_LARGE_STATUS)
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -41,7 +43,14 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     ]
 
 
-def _operation(op: Operation) -> dict[str, Any]:
+def _path_schema(op: Operation, name: str, numeric: set[str]) -> dict[str, Any]:
+    if name not in numeric:
+        return {"type": "string"}
+    least, greatest = (op.path_ranges or {}).get(name, (0, None))
+    return {"type": "integer", "minimum": least, **({} if greatest is None else {"maximum": greatest})}
+
+
+def _operation(op: Operation, open_reads: bool) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "summary": op.summary,
         "tags": [op.tag],
@@ -54,7 +63,7 @@ def _operation(op: Operation) -> dict[str, Any]:
             "in": "path",
             "required": True,
             "description": text,
-            "schema": {"type": "integer", "minimum": 0} if name in numeric else {"type": "string"},
+            "schema": _path_schema(op, name, numeric),
         }
         for name, text in (op.path_params or {}).items()
     ]
@@ -63,18 +72,19 @@ def _operation(op: Operation) -> dict[str, Any]:
     if parameters:
         spec["parameters"] = parameters
     if op.body is not None:
-        spec["requestBody"] = {"required": True, "content": _json_content(_ref(op.body))}
+        spec["requestBody"] = {"required": not op.body_optional, "content": _json_content(_ref(op.body))}
     success: dict[str, Any] = {"description": HTTPStatus(op.status).phrase}
     if op.response is not None:
         success["content"] = _json_content(_ref(op.response))
     responses: dict[str, Any] = {str(op.status): success}
     if op.also is not None:
         responses[str(op.also)] = {**success, "description": HTTPStatus(op.also).phrase}
-    body_errors = {BODY_TIMEOUT_STATUS} if op.body is not None else set()
-    for status in sorted(set(op.errors) | body_errors | (set(AUTH_ERRORS) if op.write else set())):
+    needs_token = op.write or not open_reads
+    body_errors = set(BODY_ERRORS) if op.body is not None else set()
+    for status in sorted(set(op.errors) | body_errors | (set(AUTH_ERRORS) if needs_token else set())):
         responses[str(status)] = {"description": HTTPStatus(status).phrase, "content": _json_content(_ref(ErrorBody))}
     spec["responses"] = responses
-    if op.write:
+    if needs_token:
         spec["security"] = [{"bearer": []}]
     return spec
 
@@ -93,12 +103,13 @@ def _models(operations: Iterable[Operation]) -> list[type[BaseModel]]:
     return list(models.values())
 
 
-def build_document(operations: Iterable[Operation]) -> dict[str, Any]:
+def build_document(operations: Iterable[Operation], *, open_reads: bool = True) -> dict[str, Any]:
+    """The document of ``operations``; with ``open_reads`` false every operation needs the token (http.open_reads)."""
     operations = list(operations)
     _, schema = models_json_schema([(model, "validation") for model in _models(operations)], ref_template=REF)
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
-        paths.setdefault(openapi_path(op.path), {})[op.method.lower()] = _operation(op)
+        paths.setdefault(openapi_path(op.path), {})[op.method.lower()] = _operation(op, open_reads)
     return {
         "openapi": "3.1.0",
         "info": {

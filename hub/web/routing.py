@@ -24,6 +24,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # handler open for longer than this.
 BODY_TIMEOUT_S = 10.0
 BODY_TIMEOUT_STATUS = 408
+# the web server's client_max_size: a longer body answers 413 too_large
+MAX_BODY_BYTES: Final = 64 * 1024
+BODY_TOO_LARGE_STATUS: Final = 413
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -70,6 +73,8 @@ class Operation:
     also: int | None = None  # a second success status with the same body (e.g. 200 "already there")
     errors: tuple[int, ...] = ()
     path_params: dict[str, str] | None = None  # name -> description
+    path_ranges: dict[str, tuple[int, int]] | None = None  # numeric path parameter -> (least, greatest) taken
+    body_optional: bool = False  # the body may be left out (every field's default)
 
 
 def dumps(data: Any) -> str:
@@ -97,6 +102,27 @@ def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def _whole_numbers_as_integers(raw: bytes) -> bytes:
+    """``raw`` with every number of no fraction written as an integer: ``15.0`` is an integer in JSON Schema
+    (what a JSON writer may make of 15), and the strict check below takes only ``15`` for an integer field.
+    A float field takes 15 as well. A body that is no JSON is left for the check to refuse."""
+    rewritten = False
+
+    def number(text: str) -> float | int:
+        nonlocal rewritten
+        value = float(text)
+        if value.is_integer():  # never for inf or nan
+            rewritten = True
+            return int(value)
+        return value
+
+    try:
+        document = json.loads(raw, parse_float=number)
+        return json.dumps(document, allow_nan=False).encode() if rewritten else raw
+    except ValueError:  # no JSON, or a number beyond a float written alongside: the check says what is wrong
+        return raw
+
+
 def parse_query(request: web.Request, model: type[ModelT]) -> ModelT:
     try:
         return model.model_validate(dict(request.query))
@@ -117,6 +143,7 @@ async def parse_body(request: web.Request, model: type[ModelT], *, optional: boo
     if optional and not raw.strip():
         raw = b"{}"
     try:
+        raw = _whole_numbers_as_integers(raw)
         return model.model_validate_json(raw or b"null", strict=True)
     except ValidationError as exc:
         if any(error["type"] == "json_invalid" for error in exc.errors()):

@@ -28,7 +28,7 @@ from hub.web.guard import ConnectionLimits, GuardedSite, host_of, our_host_names
 from hub.web.live import LiveFeed
 from hub.web.metrics import CONTENT_TYPE, Metrics
 from hub.web.openapi import build_document
-from hub.web.routing import ApiError, Handler, Operation, error_response, json_response
+from hub.web.routing import MAX_BODY_BYTES, ApiError, Handler, Operation, error_response, json_response
 from hub.web.venue import VENUE_KEY, VENUE_OPERATIONS
 
 log = logging.getLogger("hub.web")
@@ -68,7 +68,7 @@ class WebServer:
         # the venue routes exist only with a store; without one they answer 404 like any unknown path
         venue_operations = VENUE_OPERATIONS + FREQUENCY_OPERATIONS if venue is not None else ()
         self.operations = OPERATIONS + venue_operations + extra_operations
-        self.openapi = build_document(self.operations)
+        self.openapi = build_document(self.operations, open_reads=self.settings.open_reads)
         self._static_files = frozenset(path.name for path in STATIC_DIR.iterdir() if path.is_file())
         self.limits = ConnectionLimits(self.settings.max_connections_per_client, self.settings.header_timeout_s)
         self.host_names = our_host_names(self.settings)
@@ -97,7 +97,7 @@ class WebServer:
 
     def _build_app(self) -> web.Application:
         app = web.Application(
-            middlewares=[self._errors, self._our_host, self._cors_preflight], client_max_size=64 * 1024
+            middlewares=[self._errors, self._our_host, self._cors_preflight], client_max_size=MAX_BODY_BYTES
         )
         app[HUB_KEY] = self.hub
         if self.venue is not None:

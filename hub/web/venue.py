@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
+from hub.persistence.venue import MAX_GROUP, MAX_SLOT
 from hub.records import (
     HTTP_STATUS,
     MAX_MARGIN_MIN,
@@ -81,7 +82,7 @@ class SlotBody(Strict):
 
 class GroupBody(Strict):
     title: Line = Field(min_length=1, max_length=100)
-    slots: list[int] = Field(default_factory=list, max_length=1000)
+    slots: list[Annotated[int, Field(ge=1, le=MAX_SLOT)]] = Field(default_factory=list, max_length=1000)
 
 
 class PerformerBody(Strict):
@@ -103,10 +104,21 @@ class AssignmentQuery(BaseModel):
     performer_id: int | None = Field(default=None, ge=1)
 
 
+# the steps of the stored history's tiers (hub.persistence.history.HistorySettings.tiers)
+HistoryStep = Literal[10, 60]
+
+
+def _whole_number_text(value: object) -> object:
+    """A query's ``"60"`` as the number a literal compares with."""
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+
+
 class HistoryQuery(BaseModel):
     since: float = Field(ge=0, le=1e11, description="Unix time")
     until: float | None = Field(default=None, ge=0, le=1e11, description="Unix time; default now")
-    step: int | None = Field(default=None, ge=1, le=86400, description="bucket seconds; default the finest held")
+    step: Annotated[HistoryStep, BeforeValidator(_whole_number_text)] | None = Field(
+        default=None, description="bucket seconds (a stored tier's step); default the finest held"
+    )
 
 
 class AuditQuery(BaseModel):
@@ -373,6 +385,8 @@ _ALERT = {"alert_id": "an alert id"}
 _DEVICE = {"device_id": "a device id or URL of a known device"}
 _SLOT = {"number": "a slot number (1-based)"}
 _GROUP = {"number": "a group number (the board's keys 1-9 select groups 1-9)"}
+_SLOT_RANGE = {"number": (1, MAX_SLOT)}
+_GROUP_RANGE = {"number": (0, MAX_GROUP)}
 _PERFORMER = {"performer_id": "a performer id"}
 _CHANNEL = {"channel_id": "'<device_id>:<index>', e.g. shure-ABC123:1"}
 _WRITE_ERRORS = (400, 404, 409, 422)
@@ -382,7 +396,8 @@ VENUE_OPERATIONS: Final = (
               query=AlertQuery, response=AlertList, errors=(422,)),
     Operation("POST", r"/api/v1/alerts/{alert_id:[0-9]+}/acknowledge", acknowledge_alert,
               "Acknowledge an open alert (it stays open until its condition clears)", "alerts", write=True,
-              body=AcknowledgeBody, response=Alert, errors=(400, 404, 409, 422), path_params=_ALERT),
+              body=AcknowledgeBody, body_optional=True, response=Alert, errors=(400, 404, 409, 422),
+              path_params=_ALERT),
     Operation("PUT", "/api/v1/devices/{device_id}/location", set_device_location, "Place a known device",
               "venue", write=True, body=DeviceLocationBody, response=KnownDevice, errors=_WRITE_ERRORS,
               path_params=_DEVICE),
@@ -396,16 +411,17 @@ VENUE_OPERATIONS: Final = (
     Operation("GET", "/api/v1/slots", list_slots, "Board slots and the channel each shows", "venue",
               response=SlotList),
     Operation("PUT", r"/api/v1/slots/{number:[0-9]+}", set_slot, "Bind a slot to a device channel", "venue",
-              write=True, body=SlotBody, response=Slot, errors=_WRITE_ERRORS, path_params=_SLOT),
+              write=True, body=SlotBody, response=Slot, errors=_WRITE_ERRORS, path_params=_SLOT,
+              path_ranges=_SLOT_RANGE),
     Operation("DELETE", r"/api/v1/slots/{number:[0-9]+}", clear_slot, "Empty a slot", "venue", write=True,
-              status=204, errors=(404,), path_params=_SLOT),
+              status=204, errors=(404,), path_params=_SLOT, path_ranges=_SLOT_RANGE),
     Operation("GET", "/api/v1/groups", list_groups, "Groups: named, ordered sets of slots", "venue",
               response=GroupList),
     Operation("PUT", r"/api/v1/groups/{number:[0-9]+}", put_group, "Create (201) or replace (200) a group", "venue",
               write=True, body=GroupBody, response=Group, status=201, also=200, errors=_WRITE_ERRORS,
-              path_params=_GROUP),
+              path_params=_GROUP, path_ranges=_GROUP_RANGE),
     Operation("DELETE", r"/api/v1/groups/{number:[0-9]+}", delete_group, "Delete a group", "venue", write=True,
-              status=204, errors=(404,), path_params=_GROUP),
+              status=204, errors=(404,), path_params=_GROUP, path_ranges=_GROUP_RANGE),
     Operation("GET", "/api/v1/performers", list_performers, "Performers", "venue", response=PerformerList),
     Operation("POST", "/api/v1/performers", create_performer, "Create a performer", "venue", write=True,
               body=PerformerBody, response=Performer, status=201, errors=_WRITE_ERRORS),
