@@ -6,9 +6,10 @@ adds: a channel's API id, the device's connection health and, later, the venue n
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from hub.model import MAX_SLOTS, Channel, CommandKind, Device
 from hub.records import CandidateDescription
@@ -29,8 +30,14 @@ def _text(value: str) -> str:
     return value
 
 
-Line = Annotated[str, AfterValidator(_one_line)]
-Text = Annotated[str, AfterValidator(_text)]
+def _composed(value: object) -> object:
+    """Text in composed form (NFC, as it is stored) before its length is counted: 'é' typed as 'e' and an accent
+    is one character, as the stored name shows it."""
+    return unicodedata.normalize("NFC", value) if isinstance(value, str) else value
+
+
+Line = Annotated[str, BeforeValidator(_composed), AfterValidator(_one_line)]
+Text = Annotated[str, BeforeValidator(_composed), AfterValidator(_text)]
 
 
 class Strict(BaseModel):
