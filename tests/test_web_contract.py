@@ -167,3 +167,12 @@ async def test_a_name_is_counted_in_the_composed_form_it_is_stored_in(hub: Hub, 
     channel = await call(http, "PUT", "/api/v1/channels/bench-rack-a:1/extended-name", 200, json=body, headers=AUTH)
     assert channel["extended_name"] == name
     await call(http, "PUT", "/api/v1/channels/bench-rack-a:1/extended-name", 422, json={"name": "é" * 65}, headers=AUTH)
+
+
+async def test_errors_name_where_the_token_is_and_a_listed_code(tmp_path: Path) -> None:
+    (tmp_path / "api-token").write_text("an-old-token-from-before-rotation\n")
+    async with make_hub(tmp_path, token=TOKEN) as hub, client(hub) as http:
+        refused = await call(http, "POST", "/api/v1/devices", 401, json={"url": "bench://rack-a"})
+        assert "http.token" in refused["error"] and "api-token" not in refused["error"]
+        not_upgraded = await call(http, "GET", "/api/v1/live", 400)
+        assert not_upgraded["code"] == "bad_request"

@@ -42,7 +42,7 @@ LIVE_PATH: Final = "/api/v1/live"
 CORS_METHODS: Final = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
-HTTP_ERROR_CODES: Final = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+HTTP_ERROR_CODES: Final = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 def http_error(exc: web.HTTPException) -> web.Response:
@@ -63,6 +63,8 @@ class WebServer:
         self.venue = venue
         self.settings = hub.config.http
         self.token = hub.api_token
+        # where the person refused finds the token (a token set by hand leaves any old api-token file stale)
+        self._token_source = "the http.token setting" if self.settings.token else "see <data_dir>/api-token"
         self.live = LiveFeed(hub, self.settings.live_interval_s, self.settings.live_queue)
         self.metrics = Metrics(hub, self.live, venue)
         # the venue routes exist only with a store; without one they answer 404 like any unknown path
@@ -134,7 +136,7 @@ class WebServer:
                 raise ApiError(
                     401,
                     "unauthorized",
-                    "this needs 'Authorization: Bearer <token>' (see <data_dir>/api-token)",
+                    f"this needs 'Authorization: Bearer <token>' ({self._token_source})",
                 )
             return await handler(request)
 
