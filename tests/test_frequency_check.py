@@ -235,6 +235,20 @@ def test_a_suggestion_keeps_to_the_range_the_step_and_out_of_exclusions() -> Non
     assert not [c for c in found if tv.low_mhz <= c.frequency_mhz <= tv.high_mhz]
 
 
+def test_a_suggestion_in_a_whole_range_stays_near_where_the_receiver_tunes() -> None:
+    """A Shure receiver's range is the protocol's 100-999.999 MHz at 1 kHz: 900,000 candidates were refused, and
+    in a crowded plan the only room of 1 MHz was hundreds of MHz away (an outside audit saw 583.95 -> 910.95)."""
+    whole = Band(100.0, 999.999, 1.0, whole_range=True)
+    crowd = [Carrier(f"c{n}", 560.0 + n * 1.3) for n in range(30)]  # 560-598 MHz, products all around
+    found = suggest(Carrier("x", 583.95, band=whole), crowd, whole, STANDARD)
+    assert found, "something clean near 583.95"
+    assert all(abs(c.frequency_mhz - 583.95) <= 24 for c in found), [c.frequency_mhz for c in found]
+    assert abs(found[0].frequency_mhz - 583.95) <= 5, "the nearest 5 MHz first"
+    assert all(round(c.frequency_mhz * 40) == c.frequency_mhz * 40 for c in found), "on a 25 kHz grid"
+    findings = check([*crowd, Carrier("x", found[0].frequency_mhz)], [], STANDARD)
+    assert [f for f in findings if "x" in (f.victim, *f.sources)] == [], "clean by the full check"
+
+
 def test_a_search_refuses_an_empty_range_and_a_step_too_fine() -> None:
     with pytest.raises(SearchError):
         candidate_grid(Band(470.0, 480.0), within=(500.0, 510.0))

@@ -45,10 +45,17 @@ MAX_CANDIDATES: Final = 200_000  # one channel: a 200 MHz band at 1 kHz steps; f
 # a group is searched once per frequency chosen: a 200 MHz band at 25 kHz steps, 48 frequencies at most
 MAX_GROUP_CANDIDATES: Final = 8_001
 MAX_GROUP: Final = 48
-# In a band known only as a plugin's whole range, room beyond this (kHz, past every guard) ranks alike: the
-# smallest retune wins, near where the receiver tunes now, not the far edge of a range it may refuse. A
-# conservative choice of this project: more than any profile's spacing.
+# In a band known only as a plugin's whole range (the receiver tunes a part of it, its band variant, which is
+# around where it tunes now), a suggestion stays near the current frequency. Conservative choices of this
+# project: room beyond ENOUGH_MARGIN_KHZ (past every guard; more than any profile's spacing) ranks alike; the
+# search spans WHOLE_RANGE_WINDOW_MHZ either side (less than half the narrowest band variant the plugins
+# name), in steps of at least WHOLE_RANGE_STEP_KHZ (the tuning step of every receiver family the plugins
+# name, where the protocol's own is 1 kHz); and a nearer NEARNESS_MHZ of retune wins over any margin, so a
+# crowded plan does not send the receiver to the window's edge for more room.
 ENOUGH_MARGIN_KHZ: Final = 1000.0
+WHOLE_RANGE_WINDOW_MHZ: Final = 24.0
+WHOLE_RANGE_STEP_KHZ: Final = 25.0
+NEARNESS_MHZ: Final = 5.0
 _FAR: Final = np.int64(1) << 60
 # Distinct widths searched apart per relation; beyond this many, widths are rounded up to their group's widest
 # (a margin then understates, never overstates). A plan has a handful: narrowband, 200 kHz, 6 or 8 MHz.
@@ -234,8 +241,13 @@ def suggest(
     count: int = 5,
 ) -> list[Candidate]:
     """Up to ``count`` clean frequencies for ``carrier`` among ``others``: largest margin first, then the
-    nearest to where it is now; in a band that is only a plugin's whole range, a margin beyond
-    ENOUGH_MARGIN_KHZ counts as enough (the nearest such one first). Empty when nothing in the band is clean."""
+    nearest to where it is now. In a band that is only a plugin's whole range, only near where it is now
+    (unless ``within`` says where), the nearest NEARNESS_MHZ first, and a margin beyond ENOUGH_MARGIN_KHZ
+    counts as enough. Empty when nothing searched is clean."""
+    if band.whole_range:
+        step_khz = step_khz or max(band.step_khz, WHOLE_RANGE_STEP_KHZ)
+        here = carrier.frequency_mhz
+        within = within or (here - WHOLE_RANGE_WINDOW_MHZ, here + WHOLE_RANGE_WINDOW_MHZ)
     candidates = candidate_grid(band, within, step_khz)
     margin = margins(
         candidates,
@@ -253,7 +265,9 @@ def suggest(
     room = margin[clean]
     if band.whole_range:
         room = np.minimum(room, round(ENOUGH_MARGIN_KHZ * HZ_PER_KHZ))
-    ranked = clean[np.lexsort((retune, -room))][:count]
+        ranked = clean[np.lexsort((retune, -room, retune // to_hz(NEARNESS_MHZ)))][:count]
+    else:
+        ranked = clean[np.lexsort((retune, -room))][:count]
     return [Candidate(int(candidates[at]) / HZ_PER_MHZ, _shown(int(margin[at]), band)) for at in ranked]
 
 
