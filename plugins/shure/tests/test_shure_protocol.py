@@ -324,6 +324,7 @@ def test_set_encoding_follows_the_reference() -> None:
         (ULXD, CommandKind.NAME, "NineChars", "at most 8"),
         (AXIENT, CommandKind.NAME, "x" * 32, "at most 31"),
         (SLXD_PLUS, CommandKind.NAME, "Vox{1}", "contains"),
+        (AXIENT, CommandKind.NAME, "Café", "ASCII letters"),
         (AXIENT, CommandKind.NAME, "", "non-empty"),
         (AXIENT, CommandKind.GAIN, 43, "outside -18..+42"),
         (SLXD, CommandKind.GAIN, 1.5, "whole number"),

@@ -16,7 +16,7 @@ from wmhub_shure.families import FAMILIES, GAIN_MAX_DB, GAIN_MIN_DB, SLOT_RF_POW
 _NAME_CHAR: Final = r"[ -\)+-;=?-z\|~]"
 _NAME_EDGE: Final = r"[!-\)+-;=?-z\|~]"
 NAME_PATTERN: Final = rf"^{_NAME_EDGE}(?:{_NAME_CHAR}*{_NAME_EDGE})?$"
-_NAME_ALLOWED: Final = "letters, digits, space and punctuation other than {} <> *, no space at either end"
+_NAME_ALLOWED: Final = "ASCII letters, digits, space and punctuation other than {} <> *, no space at either end"
 # Names that travel without braces (the P10T's) come back with each run of spaces made one: single spaces only.
 BARE_NAME_PATTERN: Final = rf"^{_NAME_EDGE}(?: ?{_NAME_EDGE})*$"
 _BARE_NAME_ALLOWED: Final = f"{_NAME_ALLOWED}, no two spaces in a row"

@@ -844,7 +844,7 @@ def check_name(name: object, limit: int, braced: bool = True) -> str:
     bad = sorted({char for char in name if not " " <= char <= "~" or char in NAME_FORBIDDEN})
     if bad:
         raise InvalidValueError(
-            f"name {name!r} contains {''.join(bad)!r}; allowed are letters, digits, space and punctuation "
+            f"name {name!r} contains {''.join(bad)!r}; allowed are ASCII letters, digits, space and punctuation "
             "other than {} <> *"
         )
     if name != name.strip():
