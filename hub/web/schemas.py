@@ -72,7 +72,9 @@ class ConnectionHealth(Strict):
     connected_since: float | None = Field(description="Unix time the current connection opened")
     attempts: int
     reconnects: int
-    last_error: str | None
+    last_error: str | None = Field(
+        description="why the last connection attempt failed or the last connection ended; kept once it is back"
+    )
 
 
 class DeviceView(Device):
