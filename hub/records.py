@@ -122,6 +122,11 @@ class Location(Record):
     parent_id: int | None = None
 
 
+# the venue's numbers, checked by the store and declared by the REST edge
+MAX_SLOT: Final = 999
+MAX_GROUP: Final = 99  # the board selects groups 0-9 from the keyboard; more are reachable from the menu
+
+
 class Slot(Record):
     number: int
     device_id: str

@@ -10,11 +10,20 @@ from hub.clock import Clock
 from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database, upsert
 from hub.persistence.service_base import Service, clean_text, positive
-from hub.records import ConflictError, Group, InvalidInputError, Location, LocationKind, NotFoundError, Slot, Source
+from hub.records import (
+    MAX_GROUP,
+    MAX_SLOT,
+    ConflictError,
+    Group,
+    InvalidInputError,
+    Location,
+    LocationKind,
+    NotFoundError,
+    Slot,
+    Source,
+)
 from hub.text import same_name
 
-MAX_SLOT = 999
-MAX_GROUP = 99  # the board selects groups 0-9 from the keyboard; more are reachable from the menu
 MAX_CHANNEL = 64
 # A room holds stages, a stage racks: far fewer levels than this. The bounds keep a request that walks the
 # tree (GET /api/v1/devices?location=…, open to anyone with open_reads) short whatever was created.

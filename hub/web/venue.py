@@ -14,10 +14,11 @@ from typing import Annotated, Any, Final, Literal
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
-from hub.persistence.venue import MAX_GROUP, MAX_SLOT
 from hub.records import (
     HTTP_STATUS,
+    MAX_GROUP,
     MAX_MARGIN_MIN,
+    MAX_SLOT,
     Alert,
     AlertPrefs,
     Assignment,
