@@ -262,6 +262,8 @@ async def test_control_round_trips_on_em6000_and_speechline(hub: DriverHarness) 
         device = await online(hub, sldw)
         assert (await command(hub, device, CommandKind.NAME, "Desk_9")).ok
         assert sldw.channels[0].name == "Desk_9"
+        assert (await command(hub, device, CommandKind.MUTE, "toggle")).value is True  # /rx1/mute_state
+        assert sldw.channels[0].muted is True
     finally:
         await em6000.stop()
         await sldw.stop()

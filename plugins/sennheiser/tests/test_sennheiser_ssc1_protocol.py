@@ -309,6 +309,14 @@ def test_non_finite_numbers_from_a_device_show_as_unknown(family: SscFamily, dat
     assert fields.items() <= ChannelMapper(family).values(ssc1.decode(datagram).values)[1].items()
 
 
+def test_speechline_dw_mutes_by_mute_state_and_by_mute_where_only_that_answers() -> None:
+    mute = SLDW.controls[CommandKind.MUTE]
+    assert mute.path(1) == ("rx1", "mute_state")  # TI 1094 and Specialelektronik/Sennheiser name it
+    assert mute.path(1, {("rx1", "mute_state")}) == ("rx1", "mute")  # a firmware with the unverified leaf
+    assert mute.path(1, {("rx1", "mute_state"), ("rx1", "mute")}) == ("rx1", "mute_state")  # refused as missing
+    assert ChannelMapper(SLDW).values({("rx1", "mute"): True})[1] == {"muted": True}
+
+
 @pytest.mark.parametrize(
     ("family", "kind", "value", "device_value"),
     [

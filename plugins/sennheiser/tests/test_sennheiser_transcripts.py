@@ -169,9 +169,10 @@ async def test_speechline_dw_from_its_transcript(hub: DriverHarness) -> None:
         await shows(
             hub, device.id, 1, {"name": "rx1", "battery_percent": 90, "battery_runtime_min": 604, "battery_bars": 5}
         )
-        await shows(hub, device.id, 1, {"battery_health_percent": 93, "battery_cycles": 118})
+        await shows(hub, device.id, 1, {"battery_health_percent": 93, "battery_cycles": 118, "muted": True})
         assert await command(hub, device, CommandKind.NAME, "CHAIR_1") == "CHAIR_1"
-        # the plugin also asks for the SL DW mute, which no public source documents (README: unverified);
+        assert await command(hub, device, CommandKind.MUTE, False) is False  # written to /rx1/mute_state
+        # the plugin also asks for /rx1/mute, which no public source documents (README: unverified);
         # the device refuses it and the hub carries on without it
         assert set(replay.unexpected) == {"/rx1/mute"}
 

@@ -8,7 +8,7 @@ Pure: no I/O. Facts marked unverified in the protocol reference are accepted lib
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -251,13 +251,20 @@ class Range:
 
 @dataclass(frozen=True)
 class Control:
-    """Where a command goes (``{n}`` = channel) and how a hub value becomes the device value."""
+    """Where a command goes (``{n}`` = channel) and how a hub value becomes the device value.
+
+    ``fallback`` is a second address for a leaf whose name is unverified: written when the device lacks the
+    first (answered 404 to it).
+    """
 
     address: str
     encode: Callable[[Any], Any]
+    fallback: str | None = None
 
-    def path(self, channel: int | None) -> Address:
-        return address(self.address.format(n=channel))
+    def path(self, channel: int | None, missing: Collection[Address] = ()) -> Address:
+        """The address to write: the first one this device has, else the first (refused as missing)."""
+        candidates = [address(text.format(n=channel)) for text in (self.address, self.fallback) if text]
+        return next((path for path in candidates if path not in missing), candidates[0])
 
 
 def _identify(_value: Any) -> bool:
@@ -434,7 +441,11 @@ SLDW: Final = SscFamily(
     product_pattern=r"^SL\b.*DW",
     leaves={
         "/rx{n}/name": _field("name", _text),
-        "/rx{n}/mute": _field("muted", _bool),  # unverified for SL DW; dropped if the device answers 404
+        # verified: TI 1094 (SL Series control spec: {"rx1":{"mute_state":true}}), Specialelektronik/Sennheiser
+        # SldwRxHandler.cs and SlMcrDwRxHandler.cs (mute_state a bool, beside mute_mode, the mute switch's mode)
+        "/rx{n}/mute_state": _field("muted", _bool),
+        # unverified: in no source; read too in case a firmware answers it, dropped when the device answers 404
+        "/rx{n}/mute": _field("muted", _bool),
         "/mates/tx{n}/bat_gauge": _with_tx(_field("battery_percent", _percent)),
         "/mates/tx{n}/bat_lifetime": _with_tx(_field("battery_runtime_min", _sldw_runtime)),
         "/mates/tx{n}/bat_bars": _with_tx(_field("battery_bars", _bars)),
@@ -446,7 +457,7 @@ SLDW: Final = SscFamily(
     meters={},
     controls={
         CommandKind.NAME: Control("/rx{n}/name", SLDW_NAME.check),
-        CommandKind.MUTE: Control("/rx{n}/mute", _mute),
+        CommandKind.MUTE: Control("/rx{n}/mute_state", _mute, fallback="/rx{n}/mute"),
     },
     device_controls={CommandKind.DEVICE_NAME: Control("/device/name", DEVICE_NAME.check)},
     default_channels=1,

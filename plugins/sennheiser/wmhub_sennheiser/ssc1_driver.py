@@ -445,7 +445,7 @@ class Ssc1Driver(UdpDriver):
         if control is None:
             target = "the device" if command.channel is None else "a channel"
             raise NotSupportedError(f"{self.family.label} has no {command.kind.value} control for {target}")
-        path = control.path(command.channel)
+        path = control.path(command.channel, self.missing)
         if path in self.missing:
             raise NotSupportedError(f"this {self.family.label} model has no {ssc1.address_text(path)}")
         current = self.state.get(command.channel or DEVICE, {}).get("muted")

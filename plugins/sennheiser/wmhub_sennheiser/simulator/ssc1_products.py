@@ -379,7 +379,8 @@ class SpeechLineDw(SimProduct):
 
     def channel_leaves(self, channel: SimChannel) -> dict[Address, Any]:
         rx, tx = f"rx{channel.index}", ("mates", f"tx{channel.index}")
-        leaves: dict[Address, Any] = {(rx, "name"): channel.name, (rx, "mute"): channel.muted}
+        # the SL Series control spec (TI 1094) names mute_state, not mute: a client asking for /rxN/mute gets 404
+        leaves: dict[Address, Any] = {(rx, "name"): channel.name, (rx, "mute_state"): channel.muted}
         if channel.tx_on:
             leaves[(*tx, "bat_gauge")] = channel.battery_percent
             leaves[(*tx, "bat_lifetime")] = channel.battery_runtime_min * 60  # seconds on SL DW
@@ -393,7 +394,7 @@ class SpeechLineDw(SimProduct):
         return self._tx_channel(path, r"mates/tx(\d+)(/|$)")
 
     def setters(self) -> dict[str, Setter]:
-        return {**super().setters(), **_rx_setters(r"[0-9A-Za-z_-]{0,8}", "mute")}
+        return {**super().setters(), **_rx_setters(r"[0-9A-Za-z_-]{0,8}", "mute_state")}
 
     def expected(self, channel: SimChannel) -> dict[str, Any]:
         on = channel.tx_on
