@@ -86,6 +86,22 @@ async def test_meters_flow_at_the_meter_rate_and_track_the_device(hub: DriverHar
         await simulator.stop()
 
 
+async def test_an_em6000_audio_peak_flag_shows_as_a_clip_not_as_a_level(hub: DriverHarness) -> None:
+    simulator = await started("em6000")
+    try:
+        device = await online(hub, simulator)
+        simulator.channels[0].af_dbfs = -1.0  # loud enough for the receiver's AF_PEAK flag
+        await shows(hub, device.id, simulator)
+        clipping = hub.store.get(device.id).channel(1)  # type: ignore[union-attr]
+        assert clipping is not None
+        assert (clipping.audio_peak, clipping.audio_peak_dbfs, clipping.audio_dbfs) == (True, None, -1.0)
+        simulator.channels[0].af_dbfs = -20.0
+        await shows(hub, device.id, simulator)
+        assert hub.store.get(device.id).channel(1).audio_peak is False  # type: ignore[union-attr]
+    finally:
+        await simulator.stop()
+
+
 async def test_subscriptions_are_renewed_and_survive_a_reboot(hub: DriverHarness) -> None:
     simulator = await started("ewdx-em2")
     try:

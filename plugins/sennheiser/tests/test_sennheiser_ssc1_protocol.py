@@ -245,25 +245,25 @@ def test_em6000_warnings_reference_example() -> None:
     ("row", "fields"),
     [
         (
-            [175, 180, 155, 160, 1, 0, 204, 199, 210],
+            [175, 0, 155, 0, 1, 0, 204, 199, 1],
             {"rf_dbm": -40.0, "antenna": "A", "rf_quality_percent": 80, "audio_dbfs": -28.0}
-            | {"rf_antennas": {"RF1": -40.0, "RF2": -50.0}, "audio_peak_dbfs": -22.5},
+            | {"rf_antennas": {"RF1": -40.0, "RF2": -50.0}, "audio_peak": True},  # AF_PEAK is a flag
         ),
         (
             [0, 0, 0, 0, 0, 0, 0, 0, 0],
             {"rf_dbm": -127.5, "antenna": None, "rf_quality_percent": 0, "audio_dbfs": -127.5}
-            | {"rf_antennas": {"RF1": -127.5, "RF2": -127.5}, "audio_peak_dbfs": -127.5},
+            | {"rf_antennas": {"RF1": -127.5, "RF2": -127.5}, "audio_peak": False},
         ),
         (
-            [255, 255, 255, 255, 1, 1, 255, 255, 255],
+            [255, 1, 255, 1, 1, 1, 255, 255, 1],
             {"rf_dbm": 0.0, "antenna": "AB", "rf_quality_percent": 100, "audio_dbfs": 0.0}
-            | {"rf_antennas": {"RF1": 0.0, "RF2": 0.0}, "audio_peak_dbfs": 0.0},
+            | {"rf_antennas": {"RF1": 0.0, "RF2": 0.0}, "audio_peak": True},
         ),
         # LQI 128 is 50 %, not 0 or 100 (a known client bug rounds before scaling)
         (
-            [200, 200, 100, 100, 0, 1, 128, 100, 100],
+            [200, 0, 100, 0, 0, 1, 128, 100, 0],
             {"rf_dbm": -27.5, "antenna": "B", "rf_quality_percent": 50, "audio_dbfs": -77.5}
-            | {"rf_antennas": {"RF1": -27.5, "RF2": -77.5}, "audio_peak_dbfs": -77.5},
+            | {"rf_antennas": {"RF1": -27.5, "RF2": -77.5}, "audio_peak": False},
         ),
     ],
 )

@@ -132,7 +132,8 @@ EM6000_RX1 = {
     "rf_dbm": -40.0,  # (175 - 255) / 2: the stronger antenna (RF1)
     "rf_quality_percent": 90,
     "audio_dbfs": -27.0,
-    "audio_peak_dbfs": -22.5,  # AF_PEAK 210
+    "audio_peak": True,  # the AF_PEAK flag
+    "audio_peak_dbfs": None,  # the row holds no peak level
     "rf_antennas": {"RF1": -40.0, "RF2": -47.5},  # 175 and 160
     "group_channel": "2.14",
     "encryption": "on",

@@ -35,7 +35,7 @@ _SSC1_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     | {"rf_quality_percent", "antenna", "rf_dbm", "audio_dbfs", "tx_locked", "tx_offset_db"},
     EM6000.label: _TRANSMITTER
     | {"name", "frequency_mhz", "muted", "tx_model", "rf_dbm", "antenna", "rf_quality_percent", "audio_dbfs"}
-    | {"rf_antennas", "audio_peak_dbfs", "group_channel", "encryption", "tx_locked"},
+    | {"rf_antennas", "audio_peak", "group_channel", "encryption", "tx_locked"},
     SLDW.label: _TRANSMITTER | {"name", "muted", "battery_bars", "battery_health_percent", "battery_cycles"},
     # a charger's channels are its bays: the device in each and its battery
     CHG70N.label: frozenset({"tx_present", "tx_model", "tx_id", "battery_percent", "battery_health_percent"})

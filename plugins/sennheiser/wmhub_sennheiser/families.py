@@ -161,13 +161,21 @@ def _af_dbfs(value: Any) -> float | None:
     return None if number is None else (number + 1) / 2 - 128
 
 
+def _flag(value: Any) -> bool | None:
+    number = finite_number(value)
+    return None if number is None else number != 0
+
+
 METER_ROW: Final = ("RF1", "RF1_PEAK", "RF2", "RF2_PEAK", "DIV1", "DIV2", "LQI", "AF", "AF_PEAK")
 
 
 def em6000_meter_fields(row: list[Any]) -> Fields:
     """One ``mm`` row ``[RF1, RF1_PEAK, RF2, RF2_PEAK, DIV1, DIV2, LQI, AF, AF_PEAK]`` (D6000 guide p.32).
 
-    RF dBm = (v - 255) / 2, AF dBFS = (v + 1) / 2 - 128, LQI 0..255 with % = 100 * v / 255.
+    RF dBm = (v - 255) / 2, AF dBFS = (v + 1) / 2 - 128, LQI 0..255 with % = 100 * v / 255. The peak columns
+    are on/off flags, not levels (companion-module-sennheiser-digital6000 src/parseResponse.js reads them as
+    booleans, src/feedbacks.js shows them as "Audio Peak" and "RF Peak"): AF_PEAK is the channel's clip; the
+    RF peak flags have no hub field (the RFPeak warning of ``active_warnings`` says it).
     """
     values = dict(zip(METER_ROW, row, strict=False))
     per_antenna = {name: _rf_dbm(values.get(name)) for name in ("RF1", "RF2")}
@@ -180,7 +188,7 @@ def em6000_meter_fields(row: list[Any]) -> Fields:
         "antenna": antennas or None,
         "rf_quality_percent": round(100 * max(0.0, min(lqi, 255.0)) / 255) if lqi is not None else None,
         "audio_dbfs": _af_dbfs(values.get("AF")),
-        "audio_peak_dbfs": _af_dbfs(values.get("AF_PEAK")),
+        "audio_peak": _flag(values.get("AF_PEAK")),
     }
 
 

@@ -292,14 +292,22 @@ class Em6000(SimProduct):
     def battery_state(percent: int) -> str:
         return next((f"{step}%" for step in (100, 70, 30) if percent >= step - 15), "low")
 
+    # where this simulator raises the peak flags (the guide gives no thresholds)
+    RF_PEAK_DBM: Final = -25.0
+    AF_PEAK_DBFS: Final = -3.0
+
     def meter_row(self, channel: SimChannel) -> list[int]:
+        """``[RF1, RF1_PEAK, RF2, RF2_PEAK, DIV1, DIV2, LQI, AF, AF_PEAK]``: the peak columns are 0/1 flags."""
         on = channel.tx_on
         rf = _byte(2 * (channel.rssi_dbm if on else -100.0) + 255)
         af = _byte((channel.af_dbfs + 128) * 2 - 1) if on else 0
         rf1, rf2 = (rf, max(0, rf - 12)) if channel.antenna == 1 else (max(0, rf - 12), rf)
         div1, div2 = (int(on and channel.antenna == 1), int(on and channel.antenna == 2))
+        rf_peak = on and channel.rssi_dbm >= self.RF_PEAK_DBM
+        rf1_peak, rf2_peak = int(rf_peak and channel.antenna == 1), int(rf_peak and channel.antenna == 2)
+        af_peak = int(on and channel.af_dbfs >= self.AF_PEAK_DBFS)
         lqi = _byte(channel.rf_quality * 255 / 100) if on else 0
-        return [rf1, min(255, rf1 + 4), rf2, min(255, rf2 + 4), div1, div2, lqi, af, min(255, af + 6)]
+        return [rf1, rf1_peak, rf2, rf2_peak, div1, div2, lqi, af, af_peak]
 
     def leaves(self) -> dict[Address, Any]:
         return {**super().leaves(), ("mm",): [self.meter_row(channel) for channel in self.channels]}
@@ -356,7 +364,8 @@ class Em6000(SimProduct):
             "antenna": {(1, 0): "A", (0, 1): "B"}.get((div1, div2)),
             "rf_quality_percent": round(100 * lqi / 255),
             "audio_dbfs": (af + 1) / 2 - 128,
-            "audio_peak_dbfs": (af_peak + 1) / 2 - 128,
+            "audio_peak": af_peak == 1,
+            "audio_peak_dbfs": None,
             "rf_antennas": {"RF1": (rf1 - 255) / 2, "RF2": (rf2 - 255) / 2},
             "warnings": self.channel_leaves(channel)[(f"rx{channel.index}", "active_warnings")],
             "group_channel": f"{channel.bank}.{channel.preset}",
