@@ -102,6 +102,25 @@ async def test_an_em6000_audio_peak_flag_shows_as_a_clip_not_as_a_level(hub: Dri
         await simulator.stop()
 
 
+async def test_a_speechline_dw_shows_its_receivers_warnings_with_the_transmitters_and_its_rf_quality(
+    hub: DriverHarness,
+) -> None:
+    simulator = await started("sldw")
+    try:
+        device = await online(hub, simulator)
+        desk = simulator.channels[0]
+        desk.rx_warnings, desk.battery_percent, desk.rf_quality = ["Bad Link"], 12, 23
+        simulator.publish()
+        await shows(hub, device.id, simulator)
+        channel = hub.store.get(device.id).channel(1)  # type: ignore[union-attr]
+        assert channel is not None
+        assert (channel.warnings, channel.rf_quality_percent) == (["Bad Link", "LowBattery"], 23)
+        # rf_quality comes with the meters, at the meter rate
+        assert [s.paths for s in simulator.subscriptions.values() if s.periodic] == [{("rx1", "rf_quality")}]
+    finally:
+        await simulator.stop()
+
+
 async def test_subscriptions_are_renewed_and_survive_a_reboot(hub: DriverHarness) -> None:
     simulator = await started("ewdx-em2")
     try:

@@ -171,6 +171,8 @@ async def test_speechline_dw_from_its_transcript(hub: DriverHarness) -> None:
             hub, device.id, 1, {"name": "rx1", "battery_percent": 90, "battery_runtime_min": 604, "battery_bars": 5}
         )
         await shows(hub, device.id, 1, {"battery_health_percent": 93, "battery_cycles": 118, "muted": True})
+        # the receiver's own warning beside the transmitter's (none), and its link quality
+        await shows(hub, device.id, 1, {"warnings": ["Bad Link"], "rf_quality_percent": 87})
         assert await command(hub, device, CommandKind.NAME, "CHAIR_1") == "CHAIR_1"
         assert await command(hub, device, CommandKind.MUTE, False) is False  # written to /rx1/mute_state
         # the plugin also asks for /rx1/mute, which no public source documents (README: unverified);

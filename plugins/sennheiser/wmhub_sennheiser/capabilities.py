@@ -36,7 +36,8 @@ _SSC1_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     EM6000.label: _TRANSMITTER
     | {"name", "frequency_mhz", "muted", "tx_model", "rf_dbm", "antenna", "rf_quality_percent", "audio_dbfs"}
     | {"rf_antennas", "audio_peak", "group_channel", "encryption", "tx_locked"},
-    SLDW.label: _TRANSMITTER | {"name", "muted", "battery_bars", "battery_health_percent", "battery_cycles"},
+    SLDW.label: _TRANSMITTER
+    | {"name", "muted", "battery_bars", "battery_health_percent", "battery_cycles", "rf_quality_percent"},
     # a charger's channels are its bays: the device in each and its battery
     CHG70N.label: frozenset({"tx_present", "tx_model", "tx_id", "battery_percent", "battery_health_percent"})
     | {"battery_cycles", "battery_time_to_full_min", "battery_charge_state", "warnings"},

@@ -454,6 +454,9 @@ SLDW: Final = SscFamily(
         "/rx{n}/mute_state": _field("muted", _bool),
         # unverified: in no source; read too in case a firmware answers it, dropped when the device answers 404
         "/rx{n}/mute": _field("muted", _bool),
+        # the receiver's front-panel warnings ("Bad Link"), a list of texts (Specialelektronik SldwRxHandler.cs,
+        # SlMcrDwRxHandler.cs; TI 1094 "Receiver warnings"); shown together with the transmitter's
+        "/rx{n}/warnings": _field(RX_WARNINGS, _strings),
         "/mates/tx{n}/bat_gauge": _with_tx(_field("battery_percent", _percent)),
         "/mates/tx{n}/bat_lifetime": _with_tx(_field("battery_runtime_min", _sldw_runtime)),
         "/mates/tx{n}/bat_bars": _with_tx(_field("battery_bars", _bars)),
@@ -462,7 +465,10 @@ SLDW: Final = SscFamily(
         "/mates/tx{n}/bat_cycles": _with_tx(_field("battery_cycles", _count)),
         "/mates/tx{n}/warnings": _with_tx(_field(TX_WARNINGS, _strings)),
     },
-    meters={},
+    # a whole number of % (Specialelektronik divides it by 100 for 1.0 = 100 %; TI 1094 "RF quality
+    # percentage"). It changes all the time (Specialelektronik subscribes it only on request for that reason),
+    # so it is read with the meters, at the meter rate, not on every change.
+    meters={"/rx{n}/rf_quality": _field("rf_quality_percent", _percent)},
     controls={
         CommandKind.NAME: Control("/rx{n}/name", SLDW_NAME.check),
         CommandKind.MUTE: Control("/rx{n}/mute_state", _mute, fallback="/rx{n}/mute"),

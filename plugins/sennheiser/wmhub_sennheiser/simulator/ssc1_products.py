@@ -389,7 +389,12 @@ class SpeechLineDw(SimProduct):
     def channel_leaves(self, channel: SimChannel) -> dict[Address, Any]:
         rx, tx = f"rx{channel.index}", ("mates", f"tx{channel.index}")
         # the SL Series control spec (TI 1094) names mute_state, not mute: a client asking for /rxN/mute gets 404
-        leaves: dict[Address, Any] = {(rx, "name"): channel.name, (rx, "mute_state"): channel.muted}
+        leaves: dict[Address, Any] = {
+            (rx, "name"): channel.name,
+            (rx, "mute_state"): channel.muted,
+            (rx, "warnings"): list(channel.rx_warnings),
+            (rx, "rf_quality"): channel.rf_quality if channel.tx_on else 0,
+        }
         if channel.tx_on:
             leaves[(*tx, "bat_gauge")] = channel.battery_percent
             leaves[(*tx, "bat_lifetime")] = channel.battery_runtime_min * 60  # seconds on SL DW
@@ -416,7 +421,8 @@ class SpeechLineDw(SimProduct):
             "battery_bars": round(channel.battery_percent / 20) if on else None,
             "battery_health_percent": channel.battery_health_percent if on else None,
             "battery_cycles": channel.battery_cycles if on else None,
-            "warnings": channel.tx_warnings(),
+            "rf_quality_percent": channel.rf_quality if on else 0,
+            "warnings": channel.rx_warnings + channel.tx_warnings(),
         }
 
 
