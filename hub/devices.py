@@ -127,6 +127,8 @@ class DeviceHandle(DeviceSink):
         self.on_moved: Callable[[str, str], None] | None = None
         # (family, model) -> what such a device reports and accepts; set by the manager to ask the owning plugin
         self.capabilities_of: Callable[[str | None, str | None], Capabilities | None] = lambda family, model: None
+        # what a driver says of its own device's capabilities (update_capabilities), as the hub can use it
+        self.usable_capabilities: Callable[[object], Capabilities | None] = lambda declared: None
         self.log = logging.LoggerAdapter(
             logging.getLogger(f"hub.device.{vendor}"), {"device": device_id or redact(endpoint.url)}
         )
@@ -239,6 +241,13 @@ class DeviceHandle(DeviceSink):
         """Give the id up (the device was removed) and take nothing more from the driver."""
         self.released = True
         self._unclaim()
+
+    def update_capabilities(self, capabilities: Capabilities) -> None:
+        if self.device_id is None or self.released:
+            return
+        usable = self.usable_capabilities(capabilities)
+        if usable is not None:
+            self._store.update_device(self.device_id, {"capabilities": usable})
 
     def update_device(self, fields: Mapping[str, Any]) -> None:
         self._last_heard = self._monotonic()
@@ -458,6 +467,9 @@ class DeviceManager:
             self._store, endpoint, spec.vendor, device_id, self._claims, plugin_name, spec.text_width, self._clock
         )
         handle.capabilities_of = lambda family, model: self._capabilities(plugin_name, family, model)
+        handle.usable_capabilities = lambda declared: self._plugins.usable_capabilities(
+            plugin_name, declared, "update_capabilities", "update_capabilities"
+        )
         timer = self._plugins.timer
 
         def make_driver() -> Driver:

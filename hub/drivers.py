@@ -20,7 +20,7 @@ from typing import Any, Final, Protocol, cast
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from hub.clock import Clock
-from hub.model import Command, CommandResult, NotSupportedError
+from hub.model import Capabilities, Command, CommandResult, NotSupportedError
 from hub.redact import SECRET_KEYS, redact
 from hub.text import has_controls
 
@@ -161,6 +161,12 @@ class DeviceSink(Protocol):
 
     def update_device(self, fields: Mapping[str, Any]) -> None:
         """Merge receiver-level fields (name, firmware, model, family)."""
+
+    def update_capabilities(self, capabilities: Capabilities) -> None:
+        """Optional: replace what this device reports and accepts by what it told of itself once connected
+        (its own tuning range, say), where its plugin's ``device_capabilities`` answer for the family is wider.
+        Checked like that answer (hub.capcheck); a device whose capabilities are not Capabilities keeps the
+        family's. Call it after :meth:`identify`, which starts again from the family's on every connection."""
 
     def update_channel(self, index: int, fields: Mapping[str, Any]) -> None:
         """Merge channel fields. Only the fields given change; None means 'reported unknown'."""

@@ -125,7 +125,8 @@ def device_capabilities(family: str | None, model: str | None) -> Capabilities |
 
     Called only on the plugin that owns the device, when the device identifies itself. The hub checks every
     command against the answer before ``Driver.apply`` and builds Home Assistant entities from it; a device
-    without capabilities gets every entity and only the plugin's own checks.
+    without capabilities gets every entity and only the plugin's own checks. A driver that learns a narrower
+    range from its device replaces the answer for that device with ``DeviceSink.update_capabilities``.
     """
 
 

@@ -369,14 +369,22 @@ class PluginHost:
             return None
         if declared is None:
             return None
+        return self.usable_capabilities(
+            plugin_name, declared, "device_capabilities", f"device_capabilities({family!r})"
+        )
+
+    def usable_capabilities(self, plugin_name: str, declared: object, source: str, where: str) -> Capabilities | None:
+        """``declared`` as the hub can use it: None unless it is Capabilities; a command whose limits are unusable
+        left out (hub.capcheck). ``source`` names what gave it, ``where`` which declaration, in the problems
+        logged once per plugin and kept on its record."""
         if not isinstance(declared, Capabilities):
-            self._refuse_once(plugin_name, f"device_capabilities returned {preview(declared)}, not Capabilities")
+            self._refuse_once(plugin_name, f"{source} returned {preview(declared)}, not Capabilities")
             return None
         kept, refused, warned = checked_capabilities(declared)
         for problem in refused:
-            self._refuse_once(plugin_name, f"device_capabilities({family!r}): {problem}")
+            self._refuse_once(plugin_name, f"{where}: {problem}")
         for problem in warned:
-            self._refuse_once(plugin_name, f"device_capabilities({family!r}): {problem}", error=False)
+            self._refuse_once(plugin_name, f"{where}: {problem}", error=False)
         return kept
 
     def _refuse_once(self, plugin_name: str, message: str, error: bool = True) -> None:

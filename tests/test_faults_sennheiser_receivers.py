@@ -23,6 +23,7 @@ from wmhub_sennheiser.simulator.replay import (
 )
 
 from hub.app import Hub
+from hub.model import CommandKind
 from hub.redact import redact
 from hub.testing import eventually
 from tests.fault_harness import device_of, hub_config, is_online, running_hub, seconds_until
@@ -94,7 +95,8 @@ async def test_receivers_as_the_sources_show_them_are_monitored_within_10_s(
 
 async def test_g4_reply_arriving_after_its_request_timed_out(tmp_path: Path) -> None:
     """RfConfig answered 1.5 s late (the request timeout is 1 s): the receiver is monitored without it at
-    once, and the late answer is taken when it comes instead of being charged to another request."""
+    once, and the late answer is taken when it comes instead of being charged to another request: the
+    commands are checked against it and the device advertises it."""
     transcript = with_delay(TRANSCRIPTS["g4-em"], "RfConfig", 1.5)
     async with McpReplay(transcript) as replay:
         url = replay.url + "&push_timeout=100"
@@ -103,7 +105,16 @@ async def test_g4_reply_arriving_after_its_request_timed_out(tmp_path: Path) -> 
 
             def late_range_taken() -> bool:
                 driver = hub.devices.by_url[redact(url)].driver
-                return isinstance(driver, G4Driver) and driver.rf_config == ((566_000, 608_000, 25),)
+                state = device_of(hub, url)
+                limits = (
+                    state.capabilities.commands.get(CommandKind.FREQUENCY) if state and state.capabilities else None
+                )
+                advertised = (limits.number.min, limits.number.max) if limits and limits.number else None
+                return (
+                    isinstance(driver, G4Driver)
+                    and driver.rf_config == ((566_000, 608_000, 25),)
+                    and advertised == (566.0, 608.0)
+                )
 
             taken_s = await seconds_until(late_range_taken, 5, "the late RfConfig taken")
             state = device_of(hub, url)

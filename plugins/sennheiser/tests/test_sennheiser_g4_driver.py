@@ -193,7 +193,7 @@ async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness
     device = await online(hub, simulator)
     sent = len(simulator.commands)
     for kind, value, code, words in [
-        (CommandKind.FREQUENCY, 600.0, "invalid", "outside this receiver's range (470.2-515.8 MHz)"),
+        (CommandKind.FREQUENCY, 600.0, "invalid", "outside 470.2..515.8 MHz"),  # its RfConfig, not all bands
         (CommandKind.FREQUENCY, 500.01, "invalid", "0.025 MHz grid"),
         (CommandKind.NAME, "Far too long", "invalid", "longer than 8"),
         (CommandKind.GAIN, 3, "not_supported", "no gain"),
@@ -207,6 +207,24 @@ async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness
     second = await hub.apply(Command(device_id=device.id, channel=2, kind=CommandKind.NAME, value="Vox"))
     assert (second.ok, second.code) == (False, "unavailable") and "has no channel 2" in (second.error or "")
     assert not [line for line in simulator.commands[sent:] if not line.startswith(("Push", "Mute"))]
+
+
+async def test_a_receiver_with_several_sub_ranges_advertises_their_span_and_refuses_the_gaps(
+    hub: DriverHarness, simulator: G4Simulator
+) -> None:
+    simulator.rf_config = ((470_200, 490_000, 25), (495_000, 515_800, 50))  # its 499.2 MHz in the second
+    device = await online(hub, simulator)
+    limits = hub.store.get(device.id).capabilities.commands[CommandKind.FREQUENCY].number  # type: ignore[union-attr]
+    # the span, on the 25 kHz grid both sub-ranges lie on
+    assert (limits.min, limits.max, limits.step) == (470.2, 515.8, 0.025)  # type: ignore[union-attr]
+    gap = await command(hub, device, CommandKind.FREQUENCY, 492.0)
+    assert (gap.ok, gap.code) == (False, "invalid")
+    assert "outside this receiver's range (470.2-490, 495-515.8 MHz)" in (gap.error or "")
+    off_grid = await command(hub, device, CommandKind.FREQUENCY, 500.025)  # on 25 kHz, not on this sub-range's 50
+    assert (off_grid.ok, off_grid.code) == (False, "invalid")
+    assert "50 kHz grid" in (off_grid.error or "")
+    assert (await command(hub, device, CommandKind.FREQUENCY, 500.05)).ok
+    assert simulator.channel.frequency_khz == 500_050
 
 
 async def test_control_is_confirmed_despite_30_percent_packet_loss(hub: DriverHarness, simulator: G4Simulator) -> None:

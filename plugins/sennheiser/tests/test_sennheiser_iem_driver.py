@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from wmhub_sennheiser.capabilities import device_capabilities
-from wmhub_sennheiser.simulator.g4 import ERROR_TEXT, G4Simulator
+from wmhub_sennheiser.capabilities import tuned_capabilities
+from wmhub_sennheiser.simulator.g4 import ERROR_TEXT, RF_CONFIG, G4Simulator
 from wmhub_sennheiser.simulator.iem import IemG4Simulator
 from wmhub_sennheiser.testing import UdpPeer, online, shows
 
@@ -27,7 +27,8 @@ async def test_the_transmitter_shows_its_name_frequency_preset_audio_and_rf_mute
     assert (device.family, device.model) == ("ew IEM G4", "SR IEM G4")
     assert {"name": device.name, "model": device.model, "firmware": device.firmware} == simulator.expected_device()
     await shows(hub, device.id, simulator)
-    assert device.capabilities == device_capabilities("ew IEM G4")
+    # the family's, with the transmitter's own RfConfig as its tuning range
+    assert device.capabilities == tuned_capabilities("ew IEM G4", RF_CONFIG)
 
     simulator.channel.af_dbfs, simulator.sensitivity_db = -0.5, -30  # a peak, and the input turned down
     simulator.publish()

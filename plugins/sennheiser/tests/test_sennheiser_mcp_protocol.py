@@ -57,6 +57,8 @@ def test_error_lines_are_parsed_leniently(line: str, expected: ErrorLine) -> Non
             "RfConfig 779125 787875 125 797125 805875 125 806125 809750 125",
             ((779125, 787875, 125), (797125, 805875, 125), (806125, 809750, 125)),
         ),
+        # an inverted sub-range and a step of 0 tune nothing (a 0 step would divide by zero in the checks)
+        ("RfConfig 608000 566000 25 470000 480000 0 566000 608000 25", ((566000, 608000, 25),)),
         ("Name Vocal 1", "Vocal 1"),
         ("FirmwareRevision 1.20.1", "1.20.1"),
         ("Frequency 546400 0 0", Frequency(546400, 0, 0)),

@@ -221,10 +221,19 @@ def test_a_bay_is_charging_while_time_is_left_and_charged_at_100_percent() -> No
 # --- Media Control Protocol -------------------------------------------------------------------------
 
 
+def advertised_mhz(hub: DriverHarness, device_id: str) -> tuple[float, float] | None:
+    """The frequency range the hub advertises for a device (REST and MQTT ``capabilities``)."""
+    device = hub.store.get(device_id)
+    limits = device.capabilities.commands.get(CommandKind.FREQUENCY) if device and device.capabilities else None
+    return (limits.number.min, limits.number.max) if limits is not None and limits.number is not None else None
+
+
 async def test_ew_g4_from_its_transcript(hub: DriverHarness) -> None:
     async with McpReplay(TRANSCRIPTS["g4-em"]) as replay:
         device = await monitored(hub, replay.url + "&push_timeout=250")
         assert (device.firmware, device.name) == ("1.20.1", "Vocal 1")
+        # its own RfConfig 566000 608000 25, not the 470-960 MHz of every G4 band
+        assert advertised_mhz(hub, device.id) == (566.0, 608.0)
         await shows(
             hub,
             device.id,
@@ -258,6 +267,7 @@ async def test_ew_iem_g4_transmitter_from_its_transcript(hub: DriverHarness) -> 
         assert (device.family, device.model, device.firmware, device.name) == (
             "ew IEM G4", "SR IEM G4", "1.20.1", "IEM Mix"
         )  # fmt: skip
+        assert advertised_mhz(hub, device.id) == (566.0, 608.0)  # its RfConfig
         await shows(
             hub,
             device.id,
@@ -292,6 +302,7 @@ async def test_a_g3_silent_on_the_optional_queries_is_monitored_within_10_s_at_d
     ):
         device = await monitored(hub, replay.url + "&push_timeout=100", timeout=10.0)
         assert device.firmware is None
+        assert advertised_mhz(hub, device.id) == (470.0, 960.0)  # no RfConfig: the span of all bands
         await shows(hub, device.id, 1, {"name": "GUITAR", "frequency_mhz": 518.2, "tx_present": False})
         assert replay.unexpected == []
         assert {"FirmwareRevision", "RfConfig", "Push 100 100 7"} <= set(replay.heard)

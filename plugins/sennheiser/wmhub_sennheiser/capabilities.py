@@ -7,6 +7,7 @@ list names the fields the family's converters and meter decoders ever fill with 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Final
 
@@ -23,9 +24,9 @@ from wmhub_sennheiser.families import (
     Range,
     SscFamily,
 )
-from wmhub_sennheiser.g4_driver import FALLBACK_RF_CONFIG
-from wmhub_sennheiser.g4_driver import FAMILY as G4_FAMILY
-from wmhub_sennheiser.iem_driver import FAMILY as IEM_FAMILY
+from wmhub_sennheiser.mcp import EM_FAMILY as G4_FAMILY
+from wmhub_sennheiser.mcp import FALLBACK_RF_CONFIG, RfConfig
+from wmhub_sennheiser.mcp import SR_FAMILY as IEM_FAMILY
 from wmhub_sennheiser.ssc2 import DEVICE_NAME_MAX_CHARS, FREQUENCY_RANGE_KHZ, MOBILE_NAME_MAX_CHARS
 
 _TRANSMITTER: Final = frozenset({"tx_present", "battery_percent", "battery_runtime_min", "warnings"})
@@ -88,17 +89,24 @@ def ssc1_capabilities(family: SscFamily) -> Capabilities:
     return Capabilities(channel_fields=_SSC1_FIELDS[family.label], commands=commands)
 
 
+def _mcp_frequency(rf_config: RfConfig) -> CommandLimits:
+    """A receiver's RfConfig as one range: with several sub-ranges their span, on a grid every sub-range's
+    frequencies lie on (the common divisor of the steps and of the distances between the lows); the driver
+    refuses what lies between the sub-ranges."""
+    low, high = min(part[0] for part in rf_config), max(part[1] for part in rf_config)
+    step = math.gcd(*(part[2] for part in rf_config), *(part[0] - low for part in rf_config))
+    return CommandLimits(number=NumberLimits(min=low / 1000, max=high / 1000, step=step / 1000, unit="MHz"))
+
+
 def _mcp_capabilities(channel_fields: frozenset[str], *, transmitter: bool = False) -> Capabilities:
-    low, high, step = FALLBACK_RF_CONFIG[0]  # the device's own RfConfig narrows this; the driver checks it
     name = CommandLimits(text=_text(MCP_NAME))
     return Capabilities(
         channel_fields=channel_fields,
         commands={
             CommandKind.NAME: name,
             CommandKind.DEVICE_NAME: name.model_copy(update={"channel": False, "device": True}),
-            CommandKind.FREQUENCY: CommandLimits(
-                number=NumberLimits(min=low / 1000, max=high / 1000, step=step / 1000, unit="MHz")
-            ),
+            # the whole family's span: each device's own RfConfig narrows it (tuned_capabilities)
+            CommandKind.FREQUENCY: _mcp_frequency(FALLBACK_RF_CONFIG),
             CommandKind.MUTE: CommandLimits(),
             CommandKind.METER_RATE: CommandLimits(channel=True, device=True),
         },
@@ -158,3 +166,11 @@ CAPABILITIES: Final[Mapping[str, Capabilities]] = {
 
 def device_capabilities(family: str | None) -> Capabilities | None:
     return CAPABILITIES.get(family or "")
+
+
+def tuned_capabilities(family: str, rf_config: RfConfig) -> Capabilities:
+    """A G4 receiver's or IEM transmitter's capabilities with the tuning range it reported (RfConfig)."""
+    declared = CAPABILITIES[family]
+    return declared.model_copy(
+        update={"commands": {**declared.commands, CommandKind.FREQUENCY: _mcp_frequency(rf_config)}}
+    )

@@ -25,17 +25,16 @@ from hub.model import (
     RefusedError,
 )
 from wmhub_sennheiser import mcp
+from wmhub_sennheiser.capabilities import tuned_capabilities
 from wmhub_sennheiser.families import MCP_NAME
 from wmhub_sennheiser.mcp import ErrorLine, Line
 from wmhub_sennheiser.udp import UdpDriver, applied_otherwise, int_option, meter_rate, resend_until, toggled
 
 SCHEME: Final = "sennheiser-g4"
 VENDOR: Final = "sennheiser"
-FAMILY: Final = "ew G4"
+FAMILY: Final = mcp.EM_FAMILY
 MODEL: Final = "EM 300-500 G4"
 PUSH_MODE: Final = mcp.PUSH_CONFIG | mcp.PUSH_ON_WARNING | mcp.PUSH_ON_PILOT_OR_BATTERY
-# when no RfConfig was read: the span of all G3/G4 bands (unverified per band); the device refuses the rest
-FALLBACK_RF_CONFIG: Final = ((470_000, 960_000, 25),)
 # How long a SET whose keyword came back with the value held before it waits for its exact echo before it is
 # settled as refused (the receiver kept its value). The receiver reports the old value unasked too: in the
 # answer to a Push renewal (the configuration dump) and to the re-read after a new Config index. Such a report
@@ -137,7 +136,7 @@ class G4Driver(UdpDriver):
         super().__init__(endpoint, sink, settings)
         self.local_port = self.url_option(int_option, "local_port", mcp.PORT, 0, 65535)
         self.push_timeout_s = self.url_option(int_option, "push_timeout", 60, 2, 300)
-        self.rf_config: tuple[tuple[int, ...], ...] = FALLBACK_RF_CONFIG
+        self.rf_config: mcp.RfConfig = mcp.FALLBACK_RF_CONFIG
         self.state: dict[str, Any] = {}
         self.config_index: int | None = None
         self._source: Source | None = None
@@ -162,7 +161,6 @@ class G4Driver(UdpDriver):
         firmware, rf_config = await asyncio.gather(
             self.optional_attribute("FirmwareRevision"), self.optional_attribute("RfConfig")
         )
-        self.rf_config = rf_config or self.rf_config
         await self.refresh_config()
         self.sink.identify(
             unique_id=None,
@@ -172,6 +170,7 @@ class G4Driver(UdpDriver):
             firmware=firmware,
             name=self.state.get("name"),
         )
+        self._take_rf_config(rf_config)
         self.sink.update_channel(1, dict(self.state))
         await self.renew()
 
@@ -293,9 +292,16 @@ class G4Driver(UdpDriver):
         if any(waiter.keyword == line.key for waiter in self._waiters):
             return  # the query takes it
         if line.key == "rfconfig":
-            self.rf_config = mcp.decode_attribute(line) or self.rf_config
+            self._take_rf_config(mcp.decode_attribute(line))
         elif line.key == "firmwarerevision":
             self.sink.update_device({"firmware": mcp.decode_attribute(line)})
+
+    def _take_rf_config(self, rf_config: mcp.RfConfig | None) -> None:
+        """The receiver's own tuning range: commands are checked against it, and the hub advertises it."""
+        if not rf_config:
+            return
+        self.rf_config = rf_config
+        self.sink.update_capabilities(tuned_capabilities(self.family, rf_config))
 
     def _refuse(self, error: ErrorLine) -> None:
         keyword = (error.keyword or "").lower()

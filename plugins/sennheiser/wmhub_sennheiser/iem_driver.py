@@ -17,7 +17,7 @@ from wmhub_sennheiser.g4_driver import G4Driver
 from wmhub_sennheiser.mcp import Line
 
 SCHEME: Final = "sennheiser-iem-g4"
-FAMILY: Final = "ew IEM G4"
+FAMILY: Final = mcp.SR_FAMILY
 MODEL: Final = "SR IEM G4"
 
 

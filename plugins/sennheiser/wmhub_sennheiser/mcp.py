@@ -14,6 +14,13 @@ from enum import IntFlag
 from typing import Any, Final
 
 PORT: Final = 53212
+# the families the hub shows: the receivers (EM) and the in-ear transmitters (SR)
+EM_FAMILY: Final = "ew G4"
+SR_FAMILY: Final = "ew IEM G4"
+# RfConfig, (low kHz, high kHz, step kHz) per sub-range; when none was read, the span of all G3/G4 bands
+# (unverified per band): the device refuses the rest
+RfConfig = tuple[tuple[int, ...], ...]
+FALLBACK_RF_CONFIG: Final[RfConfig] = ((470_000, 960_000, 25),)
 TERMINATOR: Final = b"\r"
 MAX_MESSAGE_BYTES: Final = 1500
 
@@ -195,7 +202,9 @@ def decode_attribute(line: Line) -> Any:
         return line.args[0] if line.args else None
     if key == "rfconfig":
         numbers = _ints(line, len(line.args) - len(line.args) % 3)
-        return tuple(tuple(numbers[i : i + 3]) for i in range(0, len(numbers), 3))
+        triples = (tuple(numbers[i : i + 3]) for i in range(0, len(numbers), 3))
+        # an inverted sub-range or a step of 0 tunes nothing: left out (the fallback stands if none is left)
+        return tuple(triple for triple in triples if triple[0] <= triple[1] and triple[2] > 0)
     return None
 
 

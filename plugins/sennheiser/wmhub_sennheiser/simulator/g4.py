@@ -18,7 +18,7 @@ from wmhub_sennheiser.simulator.common import Client, SimChannel, UdpSimulator, 
 
 MODELS: Final = {"g4-em300": "EM 300-500 G4"}
 FIRMWARE: Final = "3.0.4"
-RF_CONFIG: Final = (470_200, 515_800, 25)  # band A1, one sub-range
+RF_CONFIG: Final = ((470_200, 515_800, 25),)  # band A1, one sub-range: (low kHz, high kHz, step kHz) each
 CONFIG_ORDER: Final = ("Name", "Frequency", "Mute", "Squelch", "AfOut", "Equalizer")  # reported in this order
 # The device's own tables (TI 1254), kept here rather than taken from the driver's codec, so that a mistake
 # in one is caught by the other (and both by the transcripts, tests/transcripts/g4-em.txt).
@@ -76,6 +76,7 @@ class G4Simulator(UdpSimulator):
         self.model = model
         self.channel: SimChannel = default_channels(1, 498_000, "Vocal")[0]
         self.channel.name = "Vocal 1"
+        self.rf_config: tuple[tuple[int, int, int], ...] = RF_CONFIG  # a test may give it several sub-ranges
         self.squelch = 5
         self.af_out = 0
         self.equalizer = 0
@@ -240,7 +241,9 @@ class G4Simulator(UdpSimulator):
             "Frequency": self._frequency,
             "Mute": self._mute,
             "FirmwareRevision": lambda args, rest, client: [f"FirmwareRevision {FIRMWARE}"],
-            "RfConfig": lambda args, rest, client: ["RfConfig {} {} {}".format(*RF_CONFIG)],
+            "RfConfig": lambda args, rest, client: [
+                " ".join(["RfConfig", *(str(number) for part in self.rf_config for number in part)])
+            ],
         }
 
     def _command(self, line: str, client: Client) -> None:
@@ -282,16 +285,17 @@ class G4Simulator(UdpSimulator):
         return [self.config_line("Name")]
 
     def _frequency(self, args: list[str], _rest: str, _client: Client) -> list[str]:
-        low, high, step = RF_CONFIG
+        current = self.channel.frequency_khz
+        step = next((part[2] for part in self.rf_config if part[0] <= current <= part[1]), self.rf_config[0][2])
         if len(args) == 1 and args[0].startswith("#"):
-            khz = self.channel.frequency_khz + step * _ints([args[0][1:]], 1)[0]
+            khz = current + step * _ints([args[0][1:]], 1)[0]
         elif args:
             khz = _ints(args[:1], 1)[0]
             if len(args) not in (1, 3):
                 raise CommandError(1040)
         else:
             return [self.config_line("Frequency")]
-        if not low <= khz <= high or (khz - low) % step:
+        if not any(low <= khz <= high and not (khz - low) % step for low, high, step in self.rf_config):
             raise CommandError(1020)
         self.channel.frequency_khz = khz
         self.channel.bank, self.channel.preset = 0, 0  # a frequency set by value leaves the presets (TI 1254)
