@@ -430,7 +430,10 @@ class Hub:
             managed.handle.on_identified = self._remember_identity
             log.info("device %s: new credentials, reconnecting (%s)", managed.url, source)
             return managed
-        managed = self._supervise(url)
+        # the id it had when last connected (a device of the config file or the demo is not remembered
+        # otherwise): until it answers, its topics, history and health are that device's
+        last = self.persistence.health.find(redact(url))
+        managed = self._supervise(url, last.device_id if last is not None else None)
         log.info("device %s added (%s)", managed.url, source)
         return managed
 

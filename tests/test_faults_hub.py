@@ -472,3 +472,28 @@ async def test_data_dir_read_only(tmp_path: Path) -> None:
 
 async def test_disk_full(tmp_path: Path) -> None:
     await storage_fault(tmp_path, "Disk full under the running hub, then space freed", "full")
+
+
+async def test_a_configured_receiver_silent_at_a_restart_keeps_the_id_it_had(tmp_path: Path) -> None:
+    """An outside audit: restarted while a configured receiver hung, the hub's first health record of it
+    (no id yet in this run) overwrote the id of the run before; /api/health said device_id null, and with
+    no id the MQTT edge took the receiver for one removed from the configuration and cleared its topics."""
+    async with ShureSimulator("ulxd4d") as sim:
+        config = hub_config(tmp_path, [sim.url], "off")
+        async with running_hub(config) as hub:
+            device = await eventually(lambda: device_of(hub, sim.url), 10, "the receiver identified")
+            health = hub.persistence.health  # type: ignore[attr-defined]
+            await eventually(lambda: getattr(health.find(sim.url), "device_id", None) == device.id, 10, "health kept")
+        sim.silent = True  # hung: takes the connection, answers nothing
+        async with running_hub(config) as hub, Api(hub) as api:
+
+            async def connection() -> dict[str, Any]:
+                [entry] = (await api.get("/api/health"))["connections"]
+                return dict(entry)
+
+            deadline = time.monotonic() + 20
+            while (entry := await connection())["last_error"] is None:
+                assert time.monotonic() < deadline, "the hung receiver's failed attempt"
+                await asyncio.sleep(0.1)
+            assert entry["device_id"] == device.id and not entry["connected"]
+            assert hub.expected_device_ids() == ({device.id}, True), "known: nothing of it is taken for removed"
