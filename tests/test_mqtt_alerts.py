@@ -35,3 +35,42 @@ async def test_a_low_battery_alert_is_published_and_cleared(mqtt_broker: TestBro
             receiver.set_channel(1, battery_bars=5)
             await probe.json("wmhub/hubs/alerting/alerts/event", lambda e: e["action"] == "cleared", timeout=15)
             assert await probe.json("wmhub/hubs/alerting/alerts", lambda alerts: alerts == []) == []
+
+
+async def test_a_burst_of_alerts_sends_every_event_and_the_list_paced(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """The list of open alerts is every open alert: sent again for each event, a crowded plan's hundreds of alerts
+    made a 170 KB retained message several times a second (an outside audit's long run). Every event still goes
+    out; the list at most every ALERT_LIST_EVERY_S, as it is when it goes."""
+    config = HubConfig(
+        hub_id="burst",
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url=mqtt_broker.url, homeassistant=False),
+        http=HttpSettings(enabled=False),
+        discovery=DiscoverySettings(enabled=False),
+        meter_rate_ms=200,
+    )
+    plugins = PluginHost()
+    plugins.load_entry_points(only="shure")
+    async with (
+        ShureSimulator("ad4q", seed=1) as first,
+        ShureSimulator("ad4q", seed=2) as second,
+        MqttProbe(mqtt_broker) as probe,
+        compose_hub(config, plugins) as hub,
+    ):
+        for receiver in (first, second):
+            await hub.add_device(receiver.url, source="test")
+        await eventually(lambda: len(hub.store.devices) == 2, 10, "both receivers")
+        await probe.subscribe("wmhub/hubs/burst/alerts/#")
+        await probe.json("wmhub/hubs/burst/alerts", lambda alerts: isinstance(alerts, list))
+        for receiver in (first, second):
+            for index in range(1, 5):
+                receiver.set_tx_present(index, True)
+                receiver.set_channel(index, battery_bars=1)
+        lows = await probe.json("wmhub/hubs/burst/alerts", lambda alerts: len(alerts) >= 8, timeout=15)
+        raised = [t for t, p in probe.messages if t.endswith("/alerts/event") and b'"raised"' in p]
+        lists = [t for t, _ in probe.messages if t == "wmhub/hubs/burst/alerts"]
+        assert len(raised) >= 8, "every event goes out"
+        assert len(lists) < len(raised), f"{len(lists)} lists for {len(raised)} events"
+        assert {(a["device_id"], a["channel"]) for a in lows} >= {
+            (device, index) for device in hub.store.devices for index in range(1, 5)
+        }

@@ -427,7 +427,7 @@ async def test_a_device_list_still_due_when_the_hub_stops_is_sent_before_it_goes
         # the hub sent its empty list as it started: the list with these two waits up to a second
         for name in ("rack-a", "rack-b"):
             hub.store.add_device(Device(id=name, vendor="bench", host="127.0.0.1", port=1, online=True))
-        await eventually(lambda: bridge_of(hub)._device_list_due, 1, "the list with both devices due")
+        await eventually(lambda: bridge_of(hub)._device_list.due, 1, "the list with both devices due")
     async with MqttProbe(mqtt_broker) as late:
         await late.subscribe(topic)
         retained = await late.json(topic)

@@ -106,7 +106,7 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         client.subscribe(self.topics.every_hub_state, qos)  # which hub carries out sets to a shared receiver
         for device in list(self.hub.state.devices.values()):
             self._publish_device(device)
-        self._publish_device_list()
+        self._device_list.send_now()
         self._listen_to_venue()
         state = self.hub.state.subscribe(fields=STATE_FIELDS, min_interval=STATE_COALESCE_S)
         meters = self.hub.state.subscribe(fields=METER_FIELDS, min_interval=settings.meter_interval_s)
@@ -146,8 +146,10 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
             pending = self._subscriptions[0].drain()
             if pending:
                 self._on_state_batch(pending)
-            if self._device_list_due is not None:
-                self._publish_device_list()
+            self._device_list.flush()
+            self._alert_list.flush()
+        self._device_list.cancel()  # without a broker to send them to, nothing may fire after the stop
+        self._alert_list.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.hub.config.command_timeout_s)
             for task in self._tasks:

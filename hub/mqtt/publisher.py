@@ -19,6 +19,7 @@ from hub.mqtt import payloads
 from hub.mqtt.client import MqttClient
 from hub.mqtt.frames import topic_field
 from hub.mqtt.homeassistant import EntityOptions, discovery_config, hub_discovery_config
+from hub.mqtt.paced import Paced
 from hub.mqtt.payloads import meter_values, meters_moved, meters_payload
 from hub.mqtt.topics import Topics
 from hub.records import AlertEvent, SwapList
@@ -40,6 +41,9 @@ METER_SLICE = 500
 # always the newest list. A small site's list is never held back noticeably.
 DEVICE_LIST_EVERY_S = 1.0
 DEVICE_LIST_S_PER_DEVICE = 0.001
+# The list of open alerts is every open alert (hundreds in a crowded frequency plan): each alert event goes out
+# at once, the list after them at most this often.
+ALERT_LIST_EVERY_S = 0.5
 
 
 class _SentMeters:
@@ -86,11 +90,14 @@ class StatePublisher:
         self._remove_alert_listener: Callable[[], None] | None = None
         self._remove_swap_listener: Callable[[], None] | None = None
         self._remove_plan_listener: Callable[[], None] | None = None
-        self._device_list_sent_at = -DEVICE_LIST_EVERY_S
-        self._device_list_due: asyncio.TimerHandle | None = None
+        self._device_list = Paced(
+            self._publish_device_list,
+            lambda: min(DEVICE_LIST_EVERY_S, len(self.hub.state.devices) * DEVICE_LIST_S_PER_DEVICE),
+        )
+        self._alert_list = Paced(self._publish_alerts, lambda: ALERT_LIST_EVERY_S)
 
     def _listen_to_venue(self) -> None:
-        self._publish_alerts()
+        self._alert_list.send_now()
         self._remove_alert_listener = self.venue.alerts.add_listener(self._on_alert_event)
         self._remove_swap_listener = self.venue.show.add_listener(self._on_swap_list)
         plan = self.venue.frequency
@@ -175,7 +182,7 @@ class StatePublisher:
         for device_id in configs:
             self._publish_homeassistant(devices[device_id], only_if_changed=True)
         if list_changed:
-            self._device_list_changed()
+            self._device_list.changed()
 
     def _publish_device(self, device: Device, meters: bool = True) -> None:
         """Every retained topic of one device, its Home Assistant config, and control subscriptions; only the
@@ -352,7 +359,7 @@ class StatePublisher:
             return
         body = {"action": event.action, "alert": event.alert.model_dump(mode="json")}
         self._publish(self.topics.hub_alert_events, payloads.encode(body), retain=False)
-        self._publish_alerts()
+        self._alert_list.changed()
 
     def _on_swap_list(self, swap: SwapList) -> None:
         """The battery swap list, retained, after every check of the show (for Companion and Home Assistant)."""
@@ -363,23 +370,8 @@ class StatePublisher:
         if self.client is not None:
             self._publish(self.topics.hub_frequency_plan, payloads.encode(summary))
 
-    def _device_list_changed(self) -> None:
-        if self._device_list_due is not None:
-            return  # the list already due reads the store when it goes out
-        loop = asyncio.get_running_loop()
-        spacing = min(DEVICE_LIST_EVERY_S, len(self.hub.state.devices) * DEVICE_LIST_S_PER_DEVICE)
-        wait = self._device_list_sent_at + spacing - loop.time()
-        if wait <= 0:
-            self._publish_device_list()
-        else:
-            self._device_list_due = loop.call_later(wait, self._publish_device_list)
-
     def _publish_device_list(self) -> None:
-        if self._device_list_due is not None:
-            self._device_list_due.cancel()
-            self._device_list_due = None
         self._say_shared()
-        self._device_list_sent_at = asyncio.get_running_loop().time()
         self._publish(self.topics.hub_devices, payloads.encode(self._device_summaries()))
         self._publish(self.topics.hub_info, payloads.encode(self.hub.info()))
         # the board's address is known once the web server is listening, after this edge started
