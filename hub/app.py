@@ -219,7 +219,10 @@ class Hub:
 
     async def _start_demo(self) -> list[str]:
         urls: list[str] = []
-        for plugin_name, fleet in self.plugins.collect("register_simulators"):
+        fleets = self.plugins.collect("register_simulators")
+        if not fleets:
+            log.warning("demo: no plugin offers simulated devices, the demo has none ('wmhub plugins' says why)")
+        for plugin_name, fleet in fleets:
             try:
                 urls += await self.plugins.timer.timed(plugin_name, "DemoFleet.start", fleet.start())
                 self._fleets.append((plugin_name, fleet))

@@ -284,18 +284,21 @@ def _plugins(as_json: bool) -> int:
             for spec, owner in host.drivers().values()
             if owner == plugin["name"]
         ]
+    # a plugin that failed, or none installed (the log says so), is an installation to mend: scripts see it
+    none_installed = not listing and os.environ.get("WMHUB_LOAD_PLUGINS") is None
+    status = 1 if none_installed or any(plugin["error"] for plugin in listing) else 0
     if as_json:
         print(json.dumps(listing, indent=2))
-        return 0
+        return status
     for plugin in listing:
-        status = f"ERROR {plugin['error']}" if plugin["error"] else ", ".join(plugin["hooks"])
+        hooks = f"ERROR {plugin['error']}" if plugin["error"] else ", ".join(plugin["hooks"])
         # one distribution may hold several plugins (entry points): each line names its own
         entry = f" ({plugin['name']})" if plugin["distribution"] not in (None, plugin["name"]) else ""
         shown = f"{plugin['distribution'] or plugin['name']} {plugin['version'] or ''}".rstrip()
-        print(f"{shown}{entry}: {status}".replace("\n", "\n    "))
+        print(f"{shown}{entry}: {hooks}")
         for driver in plugin["drivers"]:
             print(f"    {driver['scheme']}://  {driver['description']}")
-    return 0
+    return status
 
 
 def _devices(config: HubConfig, as_json: bool) -> int:

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 
 import pluggy
 
-from hub import hookspecs
+from hub import __version__, hookspecs
 from hub.capcheck import checked_capabilities
 from hub.drivers import DriverSettings
 from hub.hookspecs import Candidate, DiscoveredService, DiscoveryLoop, DriverSpec, Identify
@@ -32,6 +32,7 @@ from hub.model import Capabilities
 from hub.text import device_text, has_controls, preview
 
 ENTRY_POINT_GROUP = "wmhub"
+NO_PLUGINS: Final = "no plugins installed: install wmhub-shure / wmhub-sennheiser (the core drives no device itself)"
 log = logging.getLogger("hub.plugins")
 
 # Hooks of an earlier plugin API that now live on the DriverSpec: still called, and named once in the log.
@@ -158,6 +159,8 @@ class PluginHost:
             if wanted is not None and ep.name not in wanted and dist not in wanted:
                 continue
             self._load_one(ep, dist)
+        if wanted is None and not self.records:  # `pip install wmhub` alone: a hub with no device it can drive
+            log.warning(NO_PLUGINS)
 
     def _load_one(self, ep: EntryPoint, dist: str | None) -> None:
         record = PluginRecord(
@@ -170,7 +173,7 @@ class PluginHost:
             module = ep.load()
             self.pm.register(module, name=ep.name)
         except Exception as exc:
-            record.error = f"{type(exc).__name__}: {exc}"
+            record.error = f"{_described(exc)}{_core_wanted(ep)}"
             log.error("plugin %s failed to load: %s", ep.name, record.error)
             return
         record.hooks = self._hook_names(ep.name)
@@ -214,7 +217,7 @@ class PluginHost:
         return sorted(caller.name for caller in callers)
 
     def _fail(self, plugin_name: str, hook: str, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
+        message = _described(exc)
         log.error("plugin %s failed in %s: %s", plugin_name, hook, message)
         record = self.records.get(plugin_name)
         if record is not None and record.error is None:
@@ -408,6 +411,26 @@ class PluginHost:
 
     def listing(self) -> list[dict[str, Any]]:
         return [record.as_dict() for record in self.records.values()]
+
+
+def _described(exc: BaseException) -> str:
+    """A plugin's exception in one line, however many its message has: ``wmhub plugins`` shows one a plugin."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+_CORE_REQUIREMENT = re.compile(r"wmhub\s*(?P<versions>[(<>=!~][^;]*)?(;.*)?", re.IGNORECASE)
+
+
+def _core_wanted(ep: EntryPoint) -> str:
+    """What the plugin's distribution says about the core versions it works with, beside this core's version:
+    a plugin newer than the core fails to import a name the core does not have yet, and pip installs them
+    together whenever the plugin's range allows it (an older plugin declared none)."""
+    for requirement in (ep.dist.requires if ep.dist is not None else None) or ():
+        match = _CORE_REQUIREMENT.fullmatch(requirement.strip())
+        if match:
+            versions = (match["versions"] or "").strip(" ()") or "any version"
+            return f" (it works with wmhub {versions}; this is wmhub {__version__})"
+    return ""
 
 
 # RFC 3986's scheme, compared lowercased (urlsplit lowercases the scheme of every URL it reads)

@@ -16,7 +16,7 @@ from hub import hookimpl
 from hub.drivers import Driver, DriverSettings
 from hub.hookspecs import DiscoveredService, DriverSpec
 from hub.model import Command, CommandKind
-from hub.plugins import PluginError, PluginHost
+from hub.plugins import NO_PLUGINS, PluginError, PluginHost
 from hub.testing import DriverHarness
 from tests.test_web_api import BenchReceiver
 
@@ -24,14 +24,14 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "docs" / "examples" / "wmhub-example"
 
 
-def wmhub_json(*args: str, extra_path: Path | None = None, **env: str) -> list[dict[str, object]]:
+def wmhub_json(*args: str, extra_path: Path | None = None, status: int = 0, **env: str) -> list[dict[str, object]]:
     environ = dict(os.environ, **env)
     if extra_path is not None:
         environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(extra_path), environ.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, "-m", "hub.cli", *args], capture_output=True, text=True, timeout=60, env=environ
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == status, result.stderr
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
@@ -54,7 +54,9 @@ def test_plugins_json_lists_both_vendor_plugins_with_versions_and_hooks() -> Non
 
 
 def test_a_broken_plugin_is_listed_with_its_error_and_the_others_still_load(tmp_path: Path) -> None:
-    listing = {p["name"]: p for p in wmhub_json("plugins", "--json", extra_path=broken_distribution(tmp_path))}
+    listing = {
+        p["name"]: p for p in wmhub_json("plugins", "--json", extra_path=broken_distribution(tmp_path), status=1)
+    }
     assert "broken on purpose" in str(listing["broken"]["error"])
     assert listing["shure"]["error"] is None and listing["sennheiser"]["error"] is None
 
@@ -198,3 +200,17 @@ def test_a_slow_device_capabilities_is_named_as_itself(caplog: pytest.LogCapture
     caplog.set_level("WARNING")
     assert host.call_one("slow", "device_capabilities", family="x", model="y") is None
     assert any("in device_capabilities" in record.getMessage() for record in caplog.records), caplog.text
+
+
+def test_a_core_without_plugins_says_so_where_a_chosen_empty_set_does_not(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pip install wmhub` alone drives no device: said once (the packaging test runs it as a user would)."""
+    monkeypatch.setattr("hub.plugins.entry_points", lambda group: [])
+    monkeypatch.delenv("WMHUB_LOAD_PLUGINS", raising=False)
+    caplog.set_level("WARNING")
+    PluginHost().load_entry_points()
+    assert [record.getMessage() for record in caplog.records] == [NO_PLUGINS]
+    caplog.clear()
+    PluginHost().load_entry_points(only="")
+    assert caplog.records == []

@@ -485,3 +485,11 @@ def test_check_says_whether_a_configuration_would_start_beside_the_running_hub(t
     )
     assert bad.returncode == 2 and bad.stderr.startswith("wmhub: configuration error: --device: no plugin handles")
     assert not (tmp_path / "wmhub.sqlite3").exists(), "a check starts nothing"
+
+
+def test_a_demo_without_plugins_offering_simulators_says_so(tmp_path: Path) -> None:
+    """An outside audit: the core installed without its plugins ran the demo with no device, and not a word."""
+    with running_hub(tmp_path / "data", "--demo", env={"WMHUB_LOAD_PLUGINS": ""}) as hub:
+        assert '"total":0' in hub.get("/api/v1/devices")[1]
+        stderr = hub.stop()
+    assert "demo: no plugin offers simulated devices" in stderr, stderr
