@@ -5,14 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import http.client
 import ipaddress
 import json
 import logging
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -301,25 +298,54 @@ def _plugins(as_json: bool) -> int:
     return status
 
 
+# the whole listing, every page: a hub (or whatever holds its port) that answers a byte at a time is given up on
+DEVICES_DEADLINE_S = 10.0
+
+
+class _HubRefused(Exception):
+    """The hub answered with an HTTP error (its status and reason)."""
+
+
+async def _fetch_devices(base: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    import aiohttp
+
+    devices: list[dict[str, Any]] = []
+    # trust_env off: the hub's address is asked directly, never through http_proxy, which would get the token
+    async with aiohttp.ClientSession(headers=headers, trust_env=False) as session, asyncio.timeout(DEVICES_DEADLINE_S):
+        while True:
+            async with session.get(f"{base}?limit=1000&offset={len(devices)}", allow_redirects=False) as response:
+                if response.status != 200:
+                    raise _HubRefused(f"{response.status} {response.reason}")
+                page = json.loads(await response.read())
+            devices += page["items"]
+            if not page["items"] or len(devices) >= page["total"]:
+                return devices
+
+
 def _devices(config: HubConfig, as_json: bool) -> int:
+    import aiohttp
+
     host = f"[{config.http.host}]" if ":" in config.http.host else config.http.host
     base = f"http://{host}:{config.http.port}/api/v1/devices"
-    devices: list[dict[str, Any]] = []
     token = config.http.token or _stored_token(config.data_dir)  # a hub with open_reads off wants it
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        while True:
-            request = urllib.request.Request(f"{base}?limit=1000&offset={len(devices)}", headers=headers)
-            # bandit B310 waived: the URL is always http:// to the configured hub
-            with urllib.request.urlopen(request, timeout=5) as response:  # nosec B310
-                page = json.load(response)
-            devices += page["items"]
-            if not page["items"] or len(devices) >= page["total"]:
-                break
-    except urllib.error.HTTPError as exc:
-        print(f"wmhub devices: the hub at {base} answered {exc.code} {exc.reason}", file=sys.stderr)
+        devices = asyncio.run(_fetch_devices(base, headers))
+    except _HubRefused as exc:
+        print(f"wmhub devices: the hub at {base} answered {exc}", file=sys.stderr)
         return 1
-    except (urllib.error.URLError, TimeoutError, http.client.HTTPException) as exc:
+    except aiohttp.ClientResponseError as exc:  # no HTTP at all; aiohttp's message spans lines
+        print(
+            f"wmhub devices: what answers at {base} is not a wmhub API ({exc.message.splitlines()[0]})", file=sys.stderr
+        )
+        return 1
+    except TimeoutError:
+        print(
+            f"wmhub devices: no hub answering at {base} (no whole answer within {DEVICES_DEADLINE_S:g} s)",
+            file=sys.stderr,
+        )
+        return 1
+    except aiohttp.ClientError as exc:
         print(f"wmhub devices: no hub answering at {base} ({exc or type(exc).__name__})", file=sys.stderr)
         return 1
     except (ValueError, KeyError, TypeError) as exc:  # JSON that is no device list: not this hub's API

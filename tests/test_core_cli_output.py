@@ -1,12 +1,15 @@
 """What the `wmhub` command prints for people (not --json), and its one-line answers to mistakes."""
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_shure.simulator import ShureSimulator
 
@@ -41,13 +44,42 @@ def test_plugins_lists_one_line_each_with_its_hooks_or_its_error(tmp_path: Path)
     extra = [str(broken_distribution(tmp_path)), os.environ.get("PYTHONPATH")]
     environ = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, extra)))
     result = wmhub("plugins", env=environ)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # a plugin that failed: the installation needs mending
     lines = {line.split(" ", 1)[0]: line for line in result.stdout.splitlines()}
     assert "register_drivers" in lines["wmhub-shure"] and "register_drivers" in lines["wmhub-sennheiser"]
     assert "ERROR" in lines["wmhub-broken"] and "broken on purpose" in lines["wmhub-broken"]
     # each plugin's drivers follow it; a family not confirmed on hardware says so
     uhfr = next(line for line in result.stdout.splitlines() if line.strip().startswith("shure-uhfr://"))
     assert "UHF-R" in uhfr and "unverified" in uhfr
+
+
+def plugin_for_a_newer_core(root: Path) -> Path:
+    """A plugin released with a later core: it imports a name this core does not have, and says which core
+    releases it works with, as wmhub-shure and wmhub-sennheiser do."""
+    (root / "wmhub_future.py").write_text("from hub.hookspecs import AHookOfNextYear\n")
+    info = root / "wmhub_future-27.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: wmhub-future\nVersion: 27.1.0\nRequires-Dist: wmhub<27.2,>=27.1.0\n"
+    )
+    (info / "entry_points.txt").write_text("[wmhub]\nfuture = wmhub_future\n")
+    return root
+
+
+def test_a_plugin_for_a_newer_core_fails_the_listing_in_one_line_naming_both_versions(tmp_path: Path) -> None:
+    """An outside audit: plugins released with a newer core failed with a bare ImportError, and `wmhub
+    plugins` still exited 0; `wmhub run` started without them."""
+    from hub import __version__
+
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join([str(plugin_for_a_newer_core(tmp_path)), *sys.path]))
+    result = wmhub("plugins", env=environ)
+    assert result.returncode == 1, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("wmhub-future"))
+    assert "ERROR ImportError: cannot import name 'AHookOfNextYear'" in line
+    assert line.endswith(f"(it works with wmhub <27.2,>=27.1.0; this is wmhub {__version__})"), line
+    run = wmhub("run", "--check", "--mqtt", "off", "--http", "127.0.0.1:0", "--data-dir", str(tmp_path), env=environ)
+    failed = [line for line in run.stderr.splitlines() if "plugin future failed to load" in line]
+    assert run.returncode == 0 and len(failed) == 1 and "it works with wmhub <27.2,>=27.1.0" in failed[0], run.stderr
 
 
 def test_an_http_address_without_a_port_is_refused_with_the_value() -> None:
@@ -113,10 +145,14 @@ async def test_devices_sends_the_token_to_a_hub_that_closed_its_reads(tmp_path: 
     assert stdout.strip() == "[]"
 
 
-async def test_devices_says_what_answers_is_no_hub_in_one_line() -> None:
+@pytest.mark.parametrize(
+    "answer",
+    [b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", b"no HTTP at all\r\n\r\n"],
+)
+async def test_devices_says_what_answers_is_no_hub_in_one_line(answer: bytes) -> None:
     async def not_a_hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        writer.write(answer)
         await writer.drain()
         writer.close()
 
@@ -170,3 +206,50 @@ def test_output_whose_reader_went_away_ends_the_command_quietly() -> None:
     finally:
         os.close(write_end)
     assert (result.returncode, result.stderr) == (141, "")
+
+
+async def test_devices_asks_the_hub_directly_never_through_the_environments_proxy(tmp_path: Path) -> None:
+    """An outside audit: with http_proxy set, `wmhub devices` sent its request, and the hub's API token with
+    it, to the proxy, and reported the proxy's 502 as the hub's answer."""
+    received: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read(65536))
+        writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    config = hub_config(tmp_path, [], http=HttpSettings(port=0, open_reads=False))
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    proxy_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with server, compose_hub(config, plugin_host("shure")) as hub:
+        status, stdout, stderr = await wmhub_async(
+            "devices", "--http", f"127.0.0.1:{hub.web.port}", "--json",
+            env={"WMHUB_DATA_DIR": str(tmp_path), "http_proxy": proxy_url, "HTTP_PROXY": proxy_url,
+                 "no_proxy": "", "NO_PROXY": ""},
+        )  # fmt: skip
+    assert (status, stdout.strip(), received) == (0, "[]", []), stderr
+
+
+async def test_devices_gives_up_on_an_answer_that_never_ends_in_one_line() -> None:
+    """An outside audit: a server sending its answer a byte at a time kept `wmhub devices` waiting for ever
+    (its timeout was per read)."""
+
+    async def dripping(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        with contextlib.suppress(OSError):
+            for byte in (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n" + b" " * 99
+            ):
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.5)
+
+    server = await asyncio.start_server(dripping, "127.0.0.1", 0)
+    started = time.monotonic()
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        status, _, stderr = await wmhub_async("devices", "--http", f"127.0.0.1:{port}")
+    assert status == 1 and stderr.count("\n") == 1, stderr
+    assert f"no hub answering at http://127.0.0.1:{port}/api/v1/devices (no whole answer within 10 s)" in stderr
+    assert time.monotonic() - started < 30
