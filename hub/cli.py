@@ -133,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         type=_address,
         metavar="ADDRESS",
-        help="run mDNS only on this IPv4 address (repeatable)",
+        help="listen for devices (mDNS, the plugins' own announcements) only on this IPv4 address (repeatable)",
     )
     return parser
 

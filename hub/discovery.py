@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -163,13 +164,20 @@ class Discovery:
         backoff = Backoff(base=1.0, cap=60.0)
         while True:
             try:
-                await self._plugins.timer.timed(plugin_name, "discovery loop", loop(self.report))
+                await self._plugins.timer.timed(plugin_name, "discovery loop", self._started(loop))
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("discovery loop of plugin %s failed: %s", plugin_name, exc)
             await self._clock.sleep(backoff.next_delay())
+
+    def _started(self, loop: DiscoveryLoop) -> Awaitable[None]:
+        """``loop(report)``, and ``interfaces=`` the configured addresses (None: all) if the loop takes them:
+        a loop written before that keyword existed is called as before."""
+        if "interfaces" in inspect.signature(loop).parameters:
+            return loop(self.report, interfaces=self._interfaces)  # type: ignore[call-arg]
+        return loop(self.report)
 
     def _on_zeroconf_change(
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange

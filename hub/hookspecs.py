@@ -109,6 +109,8 @@ def register_discovery_loops(register: Callable[[DiscoveryLoop], None]) -> None:
 
     Each loop is called with a ``report`` callback and runs until cancelled; the hub restarts a loop
     that fails, with backoff. Reported services go through every ``DriverSpec.identify`` like mDNS ones.
+    A loop with a parameter ``interfaces`` is also given the IPv4 addresses of ``discovery.interfaces``
+    (``wmhub discover --interface``), None for all: it must listen on those interfaces only.
     """
 
 

@@ -1,13 +1,17 @@
 """`wmhub discover` finds a device announcing itself over mDNS and prints the URL to add it by."""
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
 import pytest
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
+
+from hub.testing import eventually
 
 
 async def test_discover_prints_an_announced_receiver_with_its_srv_port() -> None:
@@ -63,3 +67,39 @@ async def test_an_ipv6_interface_is_refused_as_mdns_listens_on_ipv4(command: str
     assert "discovery.interfaces: ::1 is IPv6: mDNS listens on IPv4 addresses only" in stderr, stderr
     status, _, stderr = await wmhub("discover", "--interface", "::1")
     assert status == 2 and "::1 is IPv6: mDNS listens on IPv4 addresses only" in stderr
+
+
+def udp_sockets_of(pid: int) -> list[str]:
+    """The local addresses (``ADDRESS:PORT``) of the UDP sockets process ``pid`` holds, from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # a descriptor closed while looked at
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    found = []
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[9] in inodes:
+            address, port = fields[1].split(":")
+            found.append(f"{socket.inet_ntoa(bytes.fromhex(address)[::-1])}:{int(port, 16)}")
+    return found
+
+
+async def test_an_interface_given_limits_the_shure_slp_listener_too() -> None:
+    """An outside audit: --interface (and discovery.interfaces) limited mDNS only; the Shure SLP listener took
+    announcements from every network, bound to 0.0.0.0:8427 and a member of its group on the default interface.
+    Now it is bound to the group's address and joins it on the given interfaces alone."""
+    scan = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hub.cli", "discover", "--seconds", "5", "--interface", "127.0.0.1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        slp = await eventually(
+            lambda: [address for address in udp_sockets_of(scan.pid) if address.endswith(":8427")],
+            what="the SLP listener's socket",
+        )
+    finally:
+        _, stderr = await asyncio.wait_for(scan.communicate(), 60)
+    assert scan.returncode == 0, stderr.decode()
+    assert slp == ["239.255.254.253:8427"]

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 import pytest
-from wmhub_shure.discovery import SLP_SERVICE, SlpListener, dcid_of, open_slp_socket, service_from_slp
+from wmhub_shure.discovery import (
+    SLP_GROUP,
+    SLP_SERVICE,
+    SlpListener,
+    dcid_of,
+    open_slp_socket,
+    service_from_slp,
+    slp_loop,
+)
 from wmhub_shure.simulator import ShureSimulator
 from wmhub_shure.simulator.fleet import ShureDemoFleet
 
@@ -111,3 +120,23 @@ async def test_a_receiver_that_takes_the_connection_but_answers_nothing_yet_is_a
         starting.silent = False
         candidate = await identify_with(host, "shure", mdns)
         assert candidate is not None and candidate.model == "SLXD4"
+
+
+async def test_slp_loop_limited_to_loopback_takes_announcements_to_the_group_there() -> None:
+    reported: list[DiscoveredService] = []
+    listening = open_slp_socket(port=0, interfaces=["127.0.0.1"])
+    group, port = listening.getsockname()
+    assert group == SLP_GROUP  # bound to the group: nothing sent to the port's unicast addresses arrives
+    task = asyncio.ensure_future(slp_loop(reported.append, sock=listening, interfaces=["127.0.0.1"]))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            # out of the loopback interface only, as an announcement on the network that was chosen
+            sender.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+            sender.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 0)
+            sender.sendto(SLP_PACKET, (SLP_GROUP, port))
+            (service,) = await eventually(lambda: reported, what="the SLP announcement on loopback")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert service.host == "127.0.0.1" and service.properties["map_model"] == "ADTx"

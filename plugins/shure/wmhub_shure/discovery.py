@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from hub.drivers import DriverSettings
@@ -83,25 +83,52 @@ class SlpListener(asyncio.DatagramProtocol):
             self.report(service)
 
 
+# Linux: 0 makes a socket receive only the groups it joined, on the interfaces it joined them on (by default it
+# gets a group's datagrams from every interface where any socket of the machine joined it)
+IP_MULTICAST_ALL: Final = 49
+
+
 # bandit B104 waived: SLP multicast arrives on any interface unless one is named
-def open_slp_socket(port: int = SLP_PORT, group: str | None = SLP_GROUP, interface: str = "0.0.0.0") -> socket.socket:  # nosec B104
-    """A UDP socket bound to ``port`` that has joined ``group`` on ``interface`` (None: no join, for tests)."""
+def open_slp_socket(
+    port: int = SLP_PORT,
+    group: str | None = SLP_GROUP,
+    interface: str = "0.0.0.0",  # nosec B104
+    interfaces: Sequence[str] | None = None,
+) -> socket.socket:
+    """A UDP socket bound to ``port`` that has joined ``group`` on ``interface`` (None: no join, for tests), or
+    on each of ``interfaces`` (IPv4 addresses of this machine) and on no other: it is then bound to the group
+    address, so nothing sent to the port's unicast addresses reaches it either."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if hasattr(socket, "SO_REUSEPORT"):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("" if group else interface, port))
-    if group:
-        membership = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(interface))
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
-    sock.setblocking(False)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if group and interfaces:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            sock.bind((group, port))
+        else:
+            sock.bind(("" if group else interface, port))
+        if group:
+            for address in interfaces or [interface]:
+                membership = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(address))
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
-async def slp_loop(report: Callable[[DiscoveredService], None], sock: socket.socket | None = None) -> None:
-    """Listen for SLP announcements until cancelled (the hub restarts the loop if it fails)."""
+async def slp_loop(
+    report: Callable[[DiscoveredService], None],
+    sock: socket.socket | None = None,
+    interfaces: Sequence[str] | None = None,
+) -> None:
+    """Listen for SLP announcements until cancelled (the hub restarts the loop if it fails), on the hub's
+    ``interfaces`` (discovery.interfaces) if it names any, else on every interface."""
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: SlpListener(report), sock=sock or open_slp_socket())
+    listening = sock or open_slp_socket(interfaces=interfaces)
+    transport, _ = await loop.create_datagram_endpoint(lambda: SlpListener(report), sock=listening)
     try:
         await asyncio.Event().wait()
     finally:
