@@ -253,3 +253,19 @@ async def test_devices_gives_up_on_an_answer_that_never_ends_in_one_line() -> No
     assert status == 1 and stderr.count("\n") == 1, stderr
     assert f"no hub answering at http://127.0.0.1:{port}/api/v1/devices (no whole answer within 10 s)" in stderr
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("command", ["plugins --json", "--version", "run --check --mqtt off --http 127.0.0.1:0"])
+def test_output_that_cannot_be_written_is_said_in_one_line(command: str, tmp_path: Path) -> None:
+    """An outside audit: `wmhub plugins > /dev/full` (a full disk) ended in a 16-line OSError traceback, and
+    `wmhub --version > /dev/full` exited 0 having written nothing."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "wmhub"), *command.split()],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env={**os.environ, "WMHUB_DATA_DIR": str(tmp_path), "WMHUB_DISCOVERY__ENABLED": "false"},
+        )
+    assert (result.returncode, result.stderr) == (1, "wmhub: cannot write the output: No space left on device\n")
