@@ -13,12 +13,13 @@ import json
 import os
 import re
 import socket
+import stat
 import tomllib
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -341,6 +342,22 @@ def _describe(error: ValidationError, source: str) -> str:
     return f"{source}: {location}: {message}{detail}{tail}"
 
 
+# far above any hub's configuration: a larger file is a log or a disk image given by mistake
+MAX_CONFIG_BYTES: Final = 1024 * 1024
+
+
+def _config_text(path: Path) -> str:
+    """The file's text, refused unread when it is no regular file (a FIFO would block for ever, /dev/zero
+    never end) or larger than MAX_CONFIG_BYTES."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise ConfigError(f"{path}: not a regular file")
+    with path.open("rb") as file:
+        data = file.read(MAX_CONFIG_BYTES + 1)  # the size once read: the file may have grown since
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, too large to be a configuration")
+    return data.decode("utf-8")
+
+
 def load_config(
     path: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -352,7 +369,7 @@ def load_config(
     if path is not None:
         source = str(path)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(_config_text(path))
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such file") from None
         except OSError as exc:

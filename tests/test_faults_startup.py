@@ -213,6 +213,16 @@ CASES = {
         {"WMHUB_MQTT__EMBEDDED_PORT": "{free_port}"},
         "mqtt.embedded_port: {free_port} is http.port too",
     ),
+    "a configuration file of 3 GB (a disk image given by mistake)": (
+        ["--config", "{huge_file}"],
+        {},
+        "<tmp>/huge.toml: larger than 1 MiB, too large to be a configuration",
+    ),
+    "a FIFO as the configuration file (nothing writes to it)": (
+        ["--config", "{fifo}"],
+        {},
+        "<tmp>/fifo.toml: not a regular file",
+    ),
     "mqtt.ca_file missing": (
         ["--config", "{file}", "--mqtt", "mqtts://127.0.0.1:8883"],
         {"file": '[mqtt]\nca_file = "/nonexistent/ca.pem"\n'},
@@ -231,6 +241,11 @@ def test_bad_setting_exits_2_with_one_line(tmp_path: Path, case: str) -> None:
     with port_in_use() as busy_port:
         values = {"busy_port": str(busy_port), "a_file": str(a_file), "free_port": str(free_port)}
         values["long_dir"] = str(tmp_path / ("x" * 300))
+        values["huge_file"] = str(tmp_path / "huge.toml")
+        Path(values["huge_file"]).touch()
+        os.truncate(values["huge_file"], 3 << 30)  # sparse: no disk used
+        values["fifo"] = str(tmp_path / "fifo.toml")
+        os.mkfifo(values["fifo"])
         if "file" in extra:
             values["file"] = str(config_file(tmp_path, extra["file"]))
         args = [arg.format(**values) for arg in args]
