@@ -36,6 +36,9 @@ def _http_address(value: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
     if host.startswith("[") and host.endswith("]"):  # an IPv6 address as URLs write it: [::1]:8058
         host = host[1:-1]
+    # what no host name or address holds: refused here, before `devices` builds a URL of it or `run` asks DNS
+    if any(char in "[]/@#?" or char.isspace() or not char.isprintable() for char in host):
+        raise argparse.ArgumentTypeError(f"{value!r}: {host!r} is no host name or address")
     return {"host": host or "127.0.0.1", "port": port}
 
 

@@ -269,3 +269,13 @@ def test_output_that_cannot_be_written_is_said_in_one_line(command: str, tmp_pat
             env={**os.environ, "WMHUB_DATA_DIR": str(tmp_path), "WMHUB_DISCOVERY__ENABLED": "false"},
         )
     assert (result.returncode, result.stderr) == (1, "wmhub: cannot write the output: No space left on device\n")
+
+
+@pytest.mark.parametrize("command", ["devices", "run"])
+@pytest.mark.parametrize("address", ["[::1:23125", "exa mple:23125", "bro\nker:23125"])
+def test_an_http_host_no_host_can_have_is_refused_before_anything_is_asked(command: str, address: str) -> None:
+    """An outside audit: `wmhub devices --http '[::1:23125'` asked for http://[[::1]:23125/... and called
+    the answer no wmhub API (exit 1); `run` refused the same value (exit 2) only once DNS had been asked."""
+    result = wmhub(command, "--http", address)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"argument --http: {address!r}: " in result.stderr and "is no host name or address" in result.stderr
