@@ -183,7 +183,9 @@ class HttpSettings(Section):
 class DiscoverySettings(Section):
     enabled: bool = True
     auto_approve: bool = False
-    interfaces: list[str] | None = Field(default=None, description="IPv4 addresses to run mDNS on; default: all")
+    interfaces: list[str] | None = Field(
+        default=None, description="IPv4 addresses to look for devices on (mDNS, plugins' own listeners); default: all"
+    )
 
     @field_validator("interfaces")
     @classmethod

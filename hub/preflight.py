@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Final
 
+import ifaddr
+
 from hub.config import ConfigError, HubConfig
 from hub.redact import redact
 
@@ -128,6 +130,12 @@ def _check_own_address(key: str, address: str) -> None:
             probe.bind((address, 0))
         except OSError as exc:
             raise ConfigError(f"{key}: {address} is not an address of this machine ({exc.strerror})") from None
+    # Linux also binds a multicast, broadcast or the unspecified address, on which no interface can be chosen
+    if address not in {ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips}:
+        raise ConfigError(
+            f"{key}: {address} is not an address of this machine's interfaces (a multicast, broadcast or "
+            "unspecified address names none)"
+        )
 
 
 def _check_listen(keys: tuple[str, str], host: str, port: int, in_use_allowed: bool = False) -> None:

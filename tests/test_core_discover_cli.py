@@ -59,6 +59,13 @@ async def test_discover_refuses_an_interface_not_of_this_machine_in_one_line() -
     )
 
 
+async def test_discover_refuses_the_unspecified_address_as_an_interface() -> None:
+    """An outside audit: 0.0.0.0 (and multicast, broadcast) passed the check, as Linux binds them."""
+    status, stdout, stderr = await wmhub("discover", "--interface", "0.0.0.0", "--seconds", "1")
+    assert (status, stdout) == (2, "") and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("wmhub discover: --interface: 0.0.0.0 is not an address of this machine's interfaces")
+
+
 @pytest.mark.parametrize("command", ["discover", "run"])
 async def test_an_ipv6_interface_is_refused_as_mdns_listens_on_ipv4(command: str, tmp_path: Path) -> None:
     env = {"WMHUB_DISCOVERY__INTERFACES": "::1", "WMHUB_DATA_DIR": str(tmp_path), "WMHUB_MQTT__URL": "off"}

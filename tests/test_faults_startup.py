@@ -208,6 +208,16 @@ CASES = {
         {"WMHUB_DISCOVERY__ENABLED": "true", "WMHUB_DISCOVERY__INTERFACES": "192.0.2.123"},
         "discovery.interfaces: 192.0.2.123 is not an address of this machine",
     ),
+    "discovery on a multicast address (Linux binds it)": (
+        [],
+        {"WMHUB_DISCOVERY__ENABLED": "true", "WMHUB_DISCOVERY__INTERFACES": "224.0.0.251"},
+        "discovery.interfaces: 224.0.0.251 is not an address of this machine's interfaces",
+    ),
+    "discovery on the broadcast address (Linux binds it)": (
+        [],
+        {"WMHUB_DISCOVERY__ENABLED": "true", "WMHUB_DISCOVERY__INTERFACES": "255.255.255.255"},
+        "discovery.interfaces: 255.255.255.255 is not an address of this machine's interfaces",
+    ),
     "the embedded broker on the HTTP port": (
         ["--mqtt", "embedded", "--http", "127.0.0.1:{free_port}"],
         {"WMHUB_MQTT__EMBEDDED_PORT": "{free_port}"},
