@@ -125,6 +125,14 @@ class MqttSettings(Section):
                 raise ValueError("a URL names no broker host (mqtt://host[:port])")
             if port == 0:
                 raise ValueError("port 0 is not a broker port")
+            # urlsplit drops line breaks and tabs itself, and would read what follows as part of the host
+            if any(char.isspace() or not char.isprintable() for char in url):
+                raise ValueError("a URL holds a space or a control character (in a password, write a space as %20)")
+            if parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise ValueError(
+                    "a URL has a path, '?' or '#' part, which the hub would ignore (mqtt://[user:pass@]host[:port]; "
+                    "in a password, write '/' as %2F, '?' as %3F, '#' as %23)"
+                )
         return ",".join(urls)
 
     @field_validator("base_topic", "homeassistant_prefix")

@@ -54,8 +54,8 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.toml", environ={})
 
 
-def test_a_config_path_that_is_a_directory_cannot_be_read(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot be read"):
+def test_a_config_path_that_is_a_directory_is_not_a_regular_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a regular file"):
         load_config(tmp_path, environ={})
 
 

@@ -174,6 +174,18 @@ CASES = {
     ),
     "MQTT URL, port not a number": (["--mqtt", "mqtt://u:p@127.0.0.1:notaport"], {}, "mqtt.url: the host or port"),
     "MQTT URL, unclosed bracket": (["--mqtt", "mqtt://u:p@[::1"], {}, "mqtt.url: the host or port"),
+    "MQTT URL, a space in the host": (["--mqtt", "mqtt://exa mple:1883"], {}, "mqtt.url: a URL holds a space"),
+    "MQTT URL, a line break in the host": (["--mqtt", "mqtt://bro\nker:1883"], {}, "mqtt.url: a URL holds a space"),
+    "MQTT URL with a fragment": (
+        ["--mqtt", "mqtt://127.0.0.1:1883#frag"],
+        {},
+        "mqtt.url: a URL has a path, '?' or '#'",
+    ),
+    "MQTT URL, a password with '#' (read as a fragment)": (
+        ["--mqtt", "mqtt://u:LEAKPW1#x@127.0.0.1:1883"],
+        {},
+        "mqtt.url: ",
+    ),
     "MQTT URL, scheme mistyped with a password in it": (
         ["--mqtt", f"mqtts//wmuser:{LEAKED_PASSWORD}@broker:8883"],
         {},
