@@ -2,7 +2,7 @@
 # networking: `docker run --network host ...` (see docs/deployment.md).
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY hub ./hub
 COPY plugins ./plugins
 RUN pip wheel --no-cache-dir --wheel-dir /wheels . ./plugins/shure ./plugins/sennheiser
