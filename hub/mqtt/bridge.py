@@ -209,7 +209,12 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
 
     def _stop_reading_configs(self) -> None:
         self._forget_previous_configs = None
-        self._previous_components.clear()
+        # a device of this hub that has not identified itself yet (off, slow to boot) still gets the entities
+        # it no longer has removed when it does, however late; the other configs read are let go
+        expected, _ = self.hub.expected_device_ids()
+        waiting = {self.topics.homeassistant_config(device_id) for device_id in expected}
+        for topic in self._previous_configs.keys() - waiting:
+            del self._previous_configs[topic]
         if self.client is not None:
             self.client.unsubscribe(self.topics.every_homeassistant_config)
 

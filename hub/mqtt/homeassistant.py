@@ -13,6 +13,7 @@ linked, rather than unknown.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -208,6 +209,7 @@ DEVICE_READINGS: Final = (
     DeviceReading("dante_name", "sensor", "Dante name", {"icon": "mdi:audio-input-rca", **DIAGNOSTIC}),
     DeviceReading("front_panel_locked", "binary_sensor", "Front panel locked", {"icon": "mdi:lock", **DIAGNOSTIC}),
 )
+DEVICE_READING_FIELDS: Final = frozenset(reading.field for reading in DEVICE_READINGS)
 
 
 @dataclass(frozen=True)
@@ -264,8 +266,16 @@ def _text_limits(capabilities: Capabilities | None, kind: CommandKind) -> TextLi
     return limits.text if limits is not None else None
 
 
-def discovery_config(device: Device, topics: Topics, qos: int, options: EntityOptions | None = None) -> dict[str, Any]:
-    """The device-based discovery payload for one receiver and all its channels."""
+def discovery_config(
+    device: Device,
+    topics: Topics,
+    qos: int,
+    options: EntityOptions | None = None,
+    kept_readings: Collection[str] = (),
+) -> dict[str, Any]:
+    """The device-based discovery payload for one receiver and all its channels. A device reading gets its
+    entity once the receiver reports it, and keeps it while its field is in ``kept_readings`` (Home Assistant
+    has the entity already: unknown for now is not gone)."""
     options = options or EntityOptions()
     capabilities = device.capabilities
     node = homeassistant_node_id(device.id)
@@ -324,7 +334,7 @@ def discovery_config(device: Device, topics: Topics, qos: int, options: EntityOp
         )
 
     for device_reading in DEVICE_READINGS:
-        if getattr(device, device_reading.field) is not None:
+        if getattr(device, device_reading.field) is not None or device_reading.field in kept_readings:
             components.add(
                 device_reading.field,
                 device_reading.platform,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -76,21 +77,38 @@ def hub_running(payload: bytes) -> bool | None:
     return bool(state["state"] == "online")
 
 
-def component_platforms(payload: bytes) -> dict[str, str]:
-    """Each component of a retained Home Assistant device config (any hub's, any version's, so untrusted) with
-    its platform; none from a payload that is not such a config."""
+@dataclass(frozen=True)
+class RetainedConfig:
+    """What a retained Home Assistant device config (any hub's, any version's, so untrusted) names: each
+    component with its platform, those of them that are whole entities (more than their platform, which
+    removes one), and the model of the device it was made for."""
+
+    platforms: dict[str, str] = field(default_factory=dict)
+    entities: frozenset[str] = frozenset()
+    model: str | None = None
+
+
+def retained_config(payload: bytes) -> RetainedConfig:
+    """The components and model a retained device config names; none from a payload that is no config."""
     try:
         config = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        return {}
+        return RetainedConfig()
     components = config.get("components") if isinstance(config, dict) else None
     if not isinstance(components, dict):
-        return {}
-    return {
-        str(key): component["platform"]
+        return RetainedConfig()
+    components = {
+        str(key): component
         for key, component in components.items()
         if isinstance(component, dict) and isinstance(component.get("platform"), str)
     }
+    device = config.get("device")
+    model = device.get("model") if isinstance(device, dict) else None
+    return RetainedConfig(
+        platforms={key: component["platform"] for key, component in components.items()},
+        entities=frozenset(key for key, component in components.items() if len(component) > 1),
+        model=model if isinstance(model, str) else None,
+    )
 
 
 def channel_count(summary: Mapping[str, Any]) -> int:

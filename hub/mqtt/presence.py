@@ -25,7 +25,8 @@ DEPARTED_GRACE_S = 15.0
 # subscribing) are taken to be in.
 OTHER_LISTS_SETTLE_S = 0.5
 # How long the hub reads the device configs the broker kept from before this run (their components it no
-# longer makes are removed from Home Assistant): its devices identify themselves within DEPARTED_GRACE_S.
+# longer makes are removed from Home Assistant; the broker sends them on subscribing). What they name for a
+# device of this hub is kept until that device identifies itself, however late.
 PREVIOUS_CONFIGS_S = 2 * DEPARTED_GRACE_S
 
 
@@ -98,6 +99,10 @@ class Presence(StatePublisher):
             return
         self._left_behind_checked = True
         previous = payloads.listed_devices(payload)
+        self._previous_channel_counts = dict(previous)
+        for device in list(self.hub.state.devices.values()):
+            if device.id not in self._deferred:  # published already: the rest are when they are
+                self._clear_previous_channels(device)
         if previous:
             task = asyncio.create_task(self._settle_left_behind(previous), name="mqtt departed devices")
             self._tasks.add(task)
@@ -130,10 +135,10 @@ class Presence(StatePublisher):
                 log.info("device %s of this hub's previous run is another hub's now: its topics are left", device_id)
                 continue
             log.info("device %s of this hub's previous run is gone: clearing its retained topics", device_id)
-            topics = [self.topics.device(device_id), self.topics.availability(device_id)]
+            # Home Assistant's config first, so it has no entity left to render the empty state payloads
+            topics = [self.topics.homeassistant_config(device_id)] if self.settings.homeassistant else []
+            topics += [self.topics.device(device_id), self.topics.availability(device_id)]
             topics += [self.topics.channel(device_id, index) for index in range(1, channel_count + 1)]
-            if self.settings.homeassistant:
-                topics.append(self.topics.homeassistant_config(device_id))
             for topic in topics:
                 self._publish(topic, b"")
             self.client.flush()

@@ -18,7 +18,7 @@ from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, METER_FIELDS, Device, field
 from hub.mqtt import payloads
 from hub.mqtt.client import MqttClient
 from hub.mqtt.frames import topic_field
-from hub.mqtt.homeassistant import EntityOptions, discovery_config, hub_discovery_config
+from hub.mqtt.homeassistant import DEVICE_READING_FIELDS, EntityOptions, discovery_config, hub_discovery_config
 from hub.mqtt.paced import Paced
 from hub.mqtt.payloads import meter_values, meters_moved, meters_payload
 from hub.mqtt.topics import Topics
@@ -75,10 +75,17 @@ class StatePublisher:
         self._controlled: set[str] = set()
         # per device: every Home Assistant component its configs have held this run, with its platform
         self._homeassistant_components: dict[str, dict[str, str]] = {}
-        # per config topic: the components of the config the broker retained from before this run (perhaps
-        # an older version's, with entities this one no longer makes), until the device's config is sent
-        self._previous_components: dict[str, dict[str, str]] = {}
+        # per device: the device readings Home Assistant has entities of, and the model (or family) of the
+        # receiver that reported them
+        self._kept_readings: dict[str, tuple[str | None, frozenset[str]]] = {}
+        # per config topic: the config the broker retained from before this run (perhaps an older version's,
+        # with entities this one no longer makes, or another model's at the same address), until the
+        # device's config is sent
+        self._previous_configs: dict[str, payloads.RetainedConfig] = {}
         self._config_topic_device: dict[str, str] = {}  # config topic -> device id, for those sent this run
+        # per device of this hub's previous run (its retained device list): how many channels it had then, until
+        # this run publishes the device and clears the topics of channels it no longer has
+        self._previous_channel_counts: dict[str, int] = {}
         # the devices each other hub on the broker lists as its own (its retained device list, kept current)
         self._owned_elsewhere: dict[str, frozenset[str]] = {}
         self._shared_said: set[tuple[str, str]] = set()  # (device, other hub) already said to be on both
@@ -142,6 +149,7 @@ class StatePublisher:
         devices = self.hub.state.devices
         list_changed = False
         configs: set[str] = set()
+        dropped: list[tuple[str, int]] = []
         for (device_id, index), changed in batch.items():
             device = devices.get(device_id)
             if device is None:
@@ -168,7 +176,7 @@ class StatePublisher:
                     configs.add(device_id)
                     list_changed = True
             elif REMOVED in changed and device.channel(index) is None:  # the device has fewer channels now
-                self._clear_channel(device_id, index)
+                dropped.append((device_id, index))
                 self._publish(self.topics.device(device_id), payloads.encode(payloads.device_state(device)))
                 configs.add(device_id)
                 list_changed = True
@@ -181,6 +189,10 @@ class StatePublisher:
                     configs.add(device_id)
         for device_id in configs:
             self._publish_homeassistant(devices[device_id], only_if_changed=True)
+        # after the configs without their entities: Home Assistant would render an entity's template against
+        # its topic's empty payload, an error in its log per entity
+        for device_id, index in dropped:
+            self._clear_channel(device_id, index)
         if list_changed:
             self._device_list.changed()
 
@@ -205,6 +217,14 @@ class StatePublisher:
             if meters:
                 self._publish_meters(device.id, channel.index, meter_values(field_values(channel)))
         self._publish_homeassistant(device)
+        self._clear_previous_channels(device)
+
+    def _clear_previous_channels(self, device: Device) -> None:
+        """Empty retained payloads on the channel topics this hub's previous run left for channels the device no
+        longer has (another model at its address while the hub was stopped), once it is published this run."""
+        for index in range(1, self._previous_channel_counts.pop(device.id, 0) + 1):
+            if device.channel(index) is None:
+                self._publish(self.topics.channel(device.id, index), b"")
 
     def _entity_options(self) -> EntityOptions:
         return EntityOptions(
@@ -214,13 +234,26 @@ class StatePublisher:
     def _publish_homeassistant(self, device: Device, only_if_changed: bool = False) -> None:
         if not self.settings.homeassistant:
             return
-        config = discovery_config(device, self.topics, self.settings.qos_state, self._entity_options())
-        components: dict[str, dict[str, Any]] = config["components"]
         held = self._homeassistant_components.setdefault(device.id, {})
         topic = self.topics.homeassistant_config(device.id)
         self._config_topic_device[topic] = device.id
-        for component_id, platform in self._previous_components.pop(topic, {}).items():
-            held.setdefault(component_id, platform)
+        model = device.model or device.family  # as the config's device block names it
+        made_for, readings = self._kept_readings.get(device.id, (model, frozenset()))
+        # A device reading (IP address, RF band, ...) comes some time after the receiver identified itself, and
+        # not at all from another model at the same address. Its entity stays until then: removing it and making
+        # it again would lose what the user gave it in Home Assistant (its entity id, name, area).
+        kept = set(readings) if _same_model(made_for, model) else set()
+        previous = self._previous_configs.pop(topic, None)
+        if previous is not None:
+            for component_id, platform in previous.platforms.items():
+                held.setdefault(component_id, platform)
+            if _same_model(previous.model, model):
+                kept |= previous.entities & DEVICE_READING_FIELDS
+        config = discovery_config(
+            device, self.topics, self.settings.qos_state, self._entity_options(), kept_readings=kept
+        )
+        components: dict[str, dict[str, Any]] = config["components"]
+        self._kept_readings[device.id] = (model or made_for, frozenset(components.keys() & DEVICE_READING_FIELDS))
         # Home Assistant keeps a component left out of a device's config; it removes one sent with nothing
         # but its platform (a receiver with fewer channels than before, another model at its address, an
         # entity an earlier version made)
@@ -231,12 +264,15 @@ class StatePublisher:
 
     def _on_previous_config(self, topic: str, payload: bytes) -> None:
         """A device config the broker held from before this run: its components this run no longer makes are
-        sent with their platform alone when the device's config goes out (again, if it went out already)."""
-        previous = payloads.component_platforms(payload)
+        sent with their platform alone when the device's config goes out (again, if it went out already), and
+        its device readings are kept for a receiver of the same model until it reports them."""
+        previous = payloads.retained_config(payload)
         device_id = self._config_topic_device.get(topic, "")  # "": not sent this run (yet)
-        if not previous.keys() - self._homeassistant_components.get(device_id, {}).keys():
+        held = self._homeassistant_components.get(device_id, {})
+        _, readings = self._kept_readings.get(device_id, (None, frozenset()))
+        if not previous.platforms.keys() - held.keys() and previous.entities & DEVICE_READING_FIELDS <= readings:
             return
-        self._previous_components[topic] = previous
+        self._previous_configs[topic] = previous
         device = self.hub.state.devices.get(device_id)
         if device is not None:
             self._publish_homeassistant(device, only_if_changed=True)
@@ -322,6 +358,7 @@ class StatePublisher:
             for topic in self._device_topics(device_id):
                 self._publish(topic, b"")
         self._homeassistant_components.pop(device_id, None)
+        self._kept_readings.pop(device_id, None)
         if device_id in self._controlled:
             for topic_filter in self.topics.control_filters(device_id):
                 self.client.unsubscribe(topic_filter)
@@ -330,11 +367,10 @@ class StatePublisher:
             del self._last_meters[key]
 
     def _device_topics(self, device_id: str) -> list[str]:
-        """The retained topics this hub keeps set for a device, its Home Assistant config included."""
-        topics = self._retained_under(self.topics.device(device_id))
-        if self.settings.homeassistant:
-            topics.append(self.topics.homeassistant_config(device_id))
-        return topics
+        """The retained topics this hub keeps set for a device, its Home Assistant config first: cleared before
+        the state topics, Home Assistant has no entity left to render an empty payload (an error per entity)."""
+        topics = [self.topics.homeassistant_config(device_id)] if self.settings.homeassistant else []
+        return topics + self._retained_under(self.topics.device(device_id))
 
     def _clear_channel(self, device_id: str, index: int) -> None:
         """Empty retained payloads on the topics of a channel the device no longer has."""
@@ -432,3 +468,9 @@ class StatePublisher:
             response["transaction"] = request["transaction"]
         assert self.client is not None
         self.client.publish(self.topics.response(command), payloads.encode(response), self.settings.qos_state)
+
+
+def _same_model(made_for: str | None, model: str | None) -> bool:
+    """Whether entities made for a receiver of model ``made_for`` suit one of ``model``: unless both are known
+    and differ (another model at the same address)."""
+    return made_for is None or model is None or made_for == model

@@ -1,0 +1,185 @@
+"""Home Assistant and the broker across hub restarts, on a real Mosquitto: what a previous run published is
+kept when it still holds, and removed (entities, retained topics) when the receiver no longer has it, however
+late the receiver comes back; a removal leaves Home Assistant nothing to render an empty payload with.
+
+Found by an outside audit running Home Assistant 2025.4.4 against the hub.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from wmhub_shure.simulator.core import ShureSimulator
+from wmhub_shure.simulator.replay import ReplayDevice, Transcript
+
+from hub.testing import eventually, plugin_host
+from tests.mosquitto import MqttProbe, TestBroker
+from tests.test_mqtt_bridge import example_receiver, online_device, running_hub
+from tests.test_mqtt_homeassistant_lifecycle import (
+    TRANSCRIPTS,
+    config_before_cleared_state,
+    every_device_online,
+    retained,
+)
+
+NETWORK_READINGS = ("ip_address", "mac_address")
+
+
+async def test_a_restart_keeps_the_entities_of_readings_the_receiver_has_not_reported_yet(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """Every restart deleted and re-created the entities made once the receiver reports them (IP address, MAC
+    address, RF band, ...), so their entity ids and names given in Home Assistant were lost: the receiver had not
+    reported them yet when the hub compared its config with the one kept from before. Here the receiver does not
+    tell its network settings at all in the second run: still the same receiver, the entities stay."""
+    host = plugin_host("wmhub-shure")
+    async with ShureSimulator("slxd4d+", seed=7) as receiver:
+        async with running_hub(mqtt_broker, tmp_path, [receiver.url], plugins=host, base="wmkeep") as hub:
+            (device_id,) = await every_device_online(hub, 1)
+            config_topic = f"homeassistant/device/{device_id}/config"
+            async with MqttProbe(mqtt_broker) as probe:
+                await probe.subscribe(config_topic)
+                first = await probe.json(config_topic, lambda config: "mac_address" in config["components"], 10)
+        entities = {key: first["components"][key] for key in NETWORK_READINGS}
+        assert all(len(entity) > 1 for entity in entities.values())
+
+        receiver.refused_params.add("NET_SETTINGS")
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe(config_topic)
+            await probe.subscribe("wmkeep/hubs/hub1/response/#")
+            probe.clear()  # the copy kept from the first run
+            async with running_hub(mqtt_broker, tmp_path, [receiver.url], plugins=host, base="wmkeep") as hub:
+                await every_device_online(hub, 1)
+                # once the config kept from before is read, the second run's config names the readings
+                await probe.json(config_topic, lambda config: "mac_address" in config["components"], 10)
+                await probe.request("wmkeep/hubs/hub1/response/info", "wmkeep/hubs/hub1/request/info", {})
+                assert hub.store.devices[device_id].mac_address is None, "the receiver has not told it"
+                configs = [orjson.loads(payload) for topic, payload in probe.messages if topic == config_topic]
+        # left out of a config for a moment (before the one kept from before is read) is kept by Home Assistant;
+        # sent with their platform alone, they are deleted
+        named = [{key: config["components"].get(key) for key in NETWORK_READINGS} for config in configs]
+        assert all(names == entities for names in named if any(names.values())), named
+        assert named[-1] == entities
+
+
+async def test_a_receiver_swapped_while_the_hub_was_stopped_and_back_late_leaves_no_orphans(
+    mqtt_broker: TestBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ULXD4Q replaced by an SLXD4D at its address while the hub was stopped, and powered on after the hub had
+    stopped reading the configs kept from before: channels 3 and 4 and the ULX-D-only entities stayed in Home
+    Assistant for good, and channels 3 and 4 on the broker."""
+    monkeypatch.setattr("hub.mqtt.bridge.PREVIOUS_CONFIGS_S", 0.2)
+    host = plugin_host("wmhub-shure")
+    quad = await ReplayDevice(Transcript.load(TRANSCRIPTS / "ulxd.txt")).start()
+    dual = ReplayDevice(Transcript.load(TRANSCRIPTS / "slxd.txt"), port=quad.port)
+    try:
+        async with running_hub(mqtt_broker, tmp_path, [quad.url], plugins=host, base="wmlate") as hub:
+            device_id = await online_device(hub)
+            await eventually(lambda: len(hub.store.devices[device_id].channels) == 4, 10, "four channels")
+            config_topic = f"homeassistant/device/{device_id}/config"
+            channels_topic = f"wmlate/devices/{device_id}/channels/"
+            async with MqttProbe(mqtt_broker) as probe:
+                await probe.subscribe(config_topic)
+                quad_config = await probe.json(config_topic, lambda config: "ch4_name" in config["components"])
+            health = hub.persistence.health
+            await eventually(
+                lambda: getattr(health.find(quad.url), "device_id", None), 10, "the address's device noted"
+            )
+        await quad.stop()
+
+        async with running_hub(mqtt_broker, tmp_path, [quad.url], plugins=host, base="wmlate") as hub:
+            assert hub.mqtt is not None and hub.mqtt.client is not None
+            every_config = hub.mqtt.topics.every_homeassistant_config
+            await eventually(lambda: every_config not in hub.mqtt.client.subscriptions, 5, "the configs let go")  # type: ignore[union-attr]
+            async with MqttProbe(mqtt_broker) as probe:
+                await probe.subscribe("homeassistant/#")
+                await probe.subscribe("wmlate/#")
+                probe.clear()
+                await dual.start()
+                config = await probe.json(config_topic, lambda config: config["device"]["model"] == "SLXD4D", 30)
+                entities = {key for key, component in config["components"].items() if len(component) > 1}
+                gone = quad_config["components"].keys() - entities
+                assert {"ch3_name", "ch4_name", "ch1_mute"} <= gone <= config["components"].keys()
+                assert {key: config["components"][key] for key in gone} == {
+                    key: {"platform": quad_config["components"][key]["platform"]} for key in gone
+                }
+                await eventually(lambda: not probe.latest.get(f"{channels_topic}4", b"x"), 10, "channel 4 cleared")
+                config_before_cleared_state(probe.messages, config_topic, channels_topic)
+            after = await retained(mqtt_broker, f"{channels_topic}+")
+            assert sorted(after) == [f"{channels_topic}1", f"{channels_topic}2"]
+    finally:
+        await dual.stop()
+        await quad.stop()
+
+
+async def test_channels_a_receiver_lost_between_runs_are_cleared_and_all_of_it_once_removed(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A ULXD4Q swapped for an SLXD4D while the hub was stopped kept channels 3 and 4 retained, and they stayed
+    after the receiver was removed from the configuration: ghost channels for every MQTT consumer."""
+    host = plugin_host("wmhub-shure")
+    quad = await ReplayDevice(Transcript.load(TRANSCRIPTS / "ulxd.txt")).start()
+    dual = ReplayDevice(Transcript.load(TRANSCRIPTS / "slxd.txt"), port=quad.port)
+    try:
+        async with running_hub(mqtt_broker, tmp_path, [quad.url], plugins=host, base="wmswap") as hub:
+            device_id = await online_device(hub)
+            await eventually(lambda: len(hub.store.devices[device_id].channels) == 4, 10, "four channels")
+        device_topic = f"wmswap/devices/{device_id}"
+        assert len(await retained(mqtt_broker, f"{device_topic}/channels/+")) == 4
+        await quad.stop()
+        await dual.start()
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe(f"{device_topic}/channels/+")
+            async with running_hub(mqtt_broker, tmp_path, [dual.url], plugins=host, base="wmswap") as hub:
+                await eventually(lambda: device_id in hub.store.devices, 10, "the SLXD4D identified")
+                gone = (f"{device_topic}/channels/3", f"{device_topic}/channels/4")
+                await eventually(
+                    lambda: all(probe.latest.get(topic) == b"" for topic in gone), 10, "channels 3, 4 cleared"
+                )
+                assert sorted(await retained(mqtt_broker, f"{device_topic}/channels/+")) == [
+                    f"{device_topic}/channels/1",
+                    f"{device_topic}/channels/2",
+                ]
+        await dual.stop()
+
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe("homeassistant/#")
+            await probe.subscribe("wmswap/#")
+            probe.clear()
+            async with running_hub(mqtt_broker, tmp_path, [], base="wmswap"):
+                config_topic = f"homeassistant/device/{device_id}/config"
+                await eventually(lambda: probe.latest.get(f"{device_topic}/channels/2") == b"", 10, "cleared")
+                config_before_cleared_state(probe.messages, config_topic, device_topic)
+                assert probe.latest[config_topic] == b""
+        assert await retained(mqtt_broker, f"{device_topic}/#") == {}
+        assert await retained(mqtt_broker, f"{device_topic}") == {}
+    finally:
+        await dual.stop()
+        await quad.stop()
+
+
+async def test_a_removed_receiver_leaves_home_assistant_no_entity_to_render_an_empty_payload(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """Removing a receiver filled Home Assistant's log with template errors ('value_json' is undefined), one per
+    entity: its state topics were cleared before its discovery config."""
+    server, url = await example_receiver("EXREMOVE")
+    try:
+        async with (
+            running_hub(mqtt_broker, tmp_path, [url], base="wmremove") as hub,
+            MqttProbe(mqtt_broker) as probe,
+        ):
+            device_id = await online_device(hub)
+            config_topic = f"homeassistant/device/{device_id}/config"
+            await probe.subscribe("homeassistant/#")
+            await probe.subscribe("wmremove/#")
+            await probe.json(config_topic)
+            probe.clear()
+            assert await hub.remove_device(device_id, source="test")
+            await eventually(lambda: probe.latest.get(f"wmremove/devices/{device_id}/channels/1") == b"", 10, "cleared")
+            config_before_cleared_state(probe.messages, config_topic, f"wmremove/devices/{device_id}")
+            assert probe.latest[config_topic] == b""
+    finally:
+        server.close()
