@@ -209,10 +209,13 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
 
     def _stop_reading_configs(self) -> None:
         self._forget_previous_configs = None
-        # a device of this hub that has not identified itself yet (off, slow to boot) still gets the entities
-        # it no longer has removed when it does, however late; the other configs read are let go
+        # a device of this hub (this run's, or its previous run's not published yet) that has not identified
+        # itself yet (off, slow to boot) still gets the entities it no longer has removed when it does, however
+        # late; the other configs read are let go
         expected, _ = self.hub.expected_device_ids()
-        waiting = {self.topics.homeassistant_config(device_id) for device_id in expected}
+        waiting = {
+            self.topics.homeassistant_config(device_id) for device_id in expected | self._previous_channel_counts.keys()
+        }
         for topic in self._previous_configs.keys() - waiting:
             del self._previous_configs[topic]
         if self.client is not None:

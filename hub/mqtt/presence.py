@@ -135,6 +135,8 @@ class Presence(StatePublisher):
                 log.info("device %s of this hub's previous run is another hub's now: its topics are left", device_id)
                 continue
             log.info("device %s of this hub's previous run is gone: clearing its retained topics", device_id)
+            self._previous_channel_counts.pop(device_id, None)
+            self._previous_configs.pop(self.topics.homeassistant_config(device_id), None)
             # Home Assistant's config first, so it has no entity left to render the empty state payloads
             topics = [self.topics.homeassistant_config(device_id)] if self.settings.homeassistant else []
             topics += [self.topics.device(device_id), self.topics.availability(device_id)]
