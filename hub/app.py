@@ -318,6 +318,10 @@ class Hub:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._persistence is not None:
+            # the ids of devices that identified since the last periodic record (every few seconds): one that is
+            # off at the next start is still known by its id, and its topics and Home Assistant device are kept
+            self._persistence.health.update(self.devices.health())
         await self.devices.close()
         self.store.close()
         for edge in reversed(self._edges):

@@ -481,9 +481,8 @@ async def test_a_configured_receiver_silent_at_a_restart_keeps_the_id_it_had(tmp
     async with ShureSimulator("ulxd4d") as sim:
         config = hub_config(tmp_path, [sim.url], "off")
         async with running_hub(config) as hub:
+            # stopped at once: no periodic health record of it was written while it ran
             device = await eventually(lambda: device_of(hub, sim.url), 10, "the receiver identified")
-            health = hub.persistence.health  # type: ignore[attr-defined]
-            await eventually(lambda: getattr(health.find(sim.url), "device_id", None) == device.id, 10, "health kept")
         sim.silent = True  # hung: takes the connection, answers nothing
         async with running_hub(config) as hub, Api(hub) as api:
 
