@@ -52,6 +52,10 @@ def test_every_distribution_builds_a_wheel_and_an_sdist(dist_dir: Path) -> None:
     with tarfile.open(dist_dir / f"wmhub-{__version__}.tar.gz") as sdist:
         shipped = {Path(name).name for name in sdist.getnames()}
     assert {"index.html", "board.js", "docs.html", "docs.js", "py.typed"} <= shipped
+    # tests run from the repository: an sdist carried some without the configuration and fixtures they need
+    for distribution in PROJECTS:
+        with tarfile.open(dist_dir / f"{distribution}-{__version__}.tar.gz") as sdist:
+            assert not [name for name in sdist.getnames() if "/tests/" in name], f"{distribution} ships tests"
 
 
 def test_every_wheel_carries_the_licence_and_the_readme_and_each_plugin_the_core_range_it_goes_with(
