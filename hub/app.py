@@ -420,10 +420,10 @@ class Hub:
         Another spelling of a device it has (``SHURE://…/``, the default port written out or left off) is that
         device. Raises hub.drivers.EndpointError for an unusable URL.
         """
-        url = self.devices.spelled(url)
+        self.devices.resolve(url)
         current = self.devices.find(url)
-        if current is not None and current.url != redact(url):
-            return current  # the same receiver, its port written otherwise: its entry as it is
+        if current is not None:  # another spelling of it is that device, written as the hub holds it
+            url = current.handle.endpoint.respelled(url)
         if source in TRANSIENT_SOURCES:
             self._transient.setdefault(redact(url), source)
         else:
@@ -447,7 +447,7 @@ class Hub:
     async def remove_device(self, device_id_or_url: str, source: str) -> bool:
         managed = self.devices.find(device_id_or_url)
         removed = await self.devices.remove(device_id_or_url)
-        # asked by the URL the hub holds too: the caller may have spelled it otherwise (hub.drivers.Endpoint.spelled)
+        # asked by the URL the hub holds too: the caller may have spelled it otherwise (hub.drivers.Endpoint.identity)
         known = self.persistence.devices.find(device_id_or_url) or (
             self.persistence.devices.find(managed.url) if managed is not None else None
         )

@@ -8,7 +8,6 @@ Each device runs in its own task, so one device that hangs or crashes never stal
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import re
@@ -446,10 +445,6 @@ class DeviceManager:
         spec, plugin_name = drivers[scheme]
         return Endpoint.parse(url, spec.default_port), plugin_name, spec
 
-    def spelled(self, url: str) -> str:
-        """``url`` as the hub holds it (:attr:`Endpoint.spelled`); raise EndpointError for an unusable one."""
-        return self.resolve(url)[0].spelled
-
     def add(self, url: str, device_id: str | None = None) -> ManagedDevice:
         """Start supervising the device at ``url``. Adding a URL twice returns the existing entry (even with
         another password: :meth:`reconnect` uses the new one).
@@ -461,7 +456,6 @@ class DeviceManager:
         existing = self._by_identity.get(endpoint.identity)
         if existing is not None:
             return existing
-        endpoint = dataclasses.replace(endpoint, url=endpoint.spelled)
         shown = redact(endpoint.url)
         handle = DeviceHandle(
             self._store, endpoint, spec.vendor, device_id, self._claims, plugin_name, spec.text_width, self._clock

@@ -103,25 +103,26 @@ class Endpoint:
             options=dict(parse_qsl(parts.query)),
         )
 
-    @property
-    def spelled(self) -> str:
-        """The URL as the hub holds it: the scheme and host in lower case, without an empty path or query
-        (``SHURE://Rx1:2202/?`` is ``shure://rx1:2202``); the port, the password and the options as written."""
-        parts = urlsplit(self.url)
-        userinfo, at, _ = parts.netloc.rpartition("@")
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        netloc = f"{userinfo}{at}{host}" + ("" if parts.port is None else f":{parts.port}")
-        path = "" if parts.path == "/" else parts.path
-        return urlunsplit((self.scheme, netloc, path, parts.query, ""))
+    def respelled(self, other: str) -> str:
+        """``other``, another spelling of this endpoint's URL (the same :attr:`identity`), written as this one is:
+        with ``other``'s user, password and options (a corrected password replaces the old, in the user part or
+        an option), the scheme, host, port and path as the hub holds them, so that the stored device, its
+        credentials and its health keep one URL."""
+        given = urlsplit(other)
+        held = urlsplit(self.url)
+        user = given.netloc.rpartition("@")[0]
+        place = held.netloc.rpartition("@")[2]
+        return urlunsplit(held._replace(netloc=f"{user}@{place}" if user else place, query=given.query))
 
     @property
     def identity(self) -> str:
         """What two URLs of one receiver share, however spelled: its scheme, host, port (the plugin's default
         where none is written) and options, any password masked (a changed password is the same device)."""
-        parts = urlsplit(self.spelled)
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        parts = urlsplit(self.url)
+        host = f"[{self.host}]" if ":" in self.host else self.host  # lower case, as parse gives it
         userinfo, at, _ = parts.netloc.rpartition("@")
-        return redact(urlunsplit((self.scheme, f"{userinfo}{at}{host}:{self.port}", parts.path, parts.query, "")))
+        path = "" if parts.path == "/" else parts.path
+        return redact(urlunsplit((self.scheme, f"{userinfo}{at}{host}:{self.port}", path, parts.query, "")))
 
     @property
     def host_port_id(self) -> str:

@@ -222,6 +222,26 @@ async def test_adding_a_device_again_with_a_corrected_password_uses_it(tmp_path:
             await eventually(lambda: is_online(hub, sim.url()), 15, "online after a restart")
 
 
+async def test_a_corrected_password_in_another_spelling_of_the_url_replaces_the_stored_one(tmp_path: Path) -> None:
+    """An outside re-audit: the corrected URL with the default port written out (or left off where the first
+    had it) answered 200 with the entry but kept the old password, and audited nothing. Nothing listens at
+    the address: only what the hub stores is looked at."""
+    config = fault_hub_config(tmp_path, [], "off")
+    async with running_hub(config, plugins="shure") as hub, Api(hub) as api:
+        for old, new in (("OLD-Pa55-1", "NEW-Pa55-1"), ("NEW-Pa55-1", "NEW-Pa55-2")):
+            spelled = ("shure://admin:{}@127.0.99.99", "shure://admin:{}@127.0.99.99:2202")
+            first, again = spelled if old.startswith("OLD") else spelled[::-1]
+            status, _ = await api.post("/api/v1/devices", {"url": first.format(old)})
+            assert status in (200, 201)
+            status, entry = await api.post("/api/v1/devices", {"url": again.format(new)})
+            assert status == 200 and "2202" not in entry["url"], entry
+            stored = (tmp_path / CREDENTIALS_FILE).read_text(encoding="utf-8")
+            assert new in stored and old not in stored, "the corrected password replaces the old"
+            audit = await api.get("/api/v1/audit")
+            assert audit["items"][0]["action"] == "device.credentials"
+        assert len(hub.devices.by_url) == 1
+
+
 async def test_an_audit_log_written_before_passwords_moved_out_is_redacted_at_the_next_start(tmp_path: Path) -> None:
     """A version that kept device passwords in known_devices audited ``device.add`` with them in clear (the
     target, ``after``, the audit_by_target index), and GET /api/v1/audit served them to anyone. The next
