@@ -249,6 +249,43 @@ def test_a_suggestion_in_a_whole_range_stays_near_where_the_receiver_tunes() -> 
     assert [f for f in findings if "x" in (f.victim, *f.sources)] == [], "clean by the full check"
 
 
+def test_a_whole_range_suggestion_stays_inside_the_receivers_band_edge_when_that_is_clean() -> None:
+    """An EW-DX at 606.9 MHz in its 470.2-607.8 MHz band, known to the hub only as the plugin's 470-1075 MHz:
+    the most room was past the band edge, where there are no carriers, and 611.55 MHz was suggested (the
+    receiver answered "406 not acceptable"; an outside audit). Modest room near where it tunes wins now."""
+    whole = Band(470.0, 1075.0, 25.0, whole_range=True)
+    others = [Carrier("a", 600.0), Carrier("b", 601.0), Carrier("c", 603.5)]
+    found = suggest(Carrier("x", 606.9, band=whole), others, whole, STANDARD)
+    assert found and found[0].frequency_mhz < 607.8 and abs(found[0].frequency_mhz - 606.9) <= 0.3, found
+    assert brute_clean(to_hz(found[0].frequency_mhz), others, STANDARD)
+
+
+def test_a_band_given_with_the_request_wins_over_the_carriers_own() -> None:
+    """A configured 470-520 MHz band was applied on top of a requested 534-598 MHz: nothing was clean."""
+    requested = Band(534.0, 598.0, 25.0)
+    found = suggest(Carrier("x", 500.0, band=Band(470.0, 520.0, 25.0)), [], requested, STANDARD)
+    assert found and all(534.0 <= c.frequency_mhz <= 598.0 for c in found)
+
+
+def test_a_step_off_the_bands_grid_is_refused() -> None:
+    """A 30 kHz step in a 25 kHz band gave frequencies the receiver refuses (498.01 MHz)."""
+    with pytest.raises(SearchError, match="not a multiple of the band's 25 kHz"):
+        suggest(Carrier("x", 498.0), [], Band(470.2, 515.8, 25.0, whole_range=True), STANDARD, step_khz=30)
+    found = suggest(Carrier("x", 498.0), [], Band(470.0, 514.0, 25.0), STANDARD, step_khz=50)
+    assert found and all(round((c.frequency_mhz - 470.0) * 20, 6).is_integer() for c in found)
+
+
+def test_two_narrowband_channels_of_one_receiver_on_one_frequency_are_two_carriers_that_collide() -> None:
+    """They were merged into one carrier, so the collision was never flagged (an outside audit)."""
+    same = [Carrier(f"rx:{n}", 518.0, device_id="rx", channels=(n,)) for n in (1, 2)]
+    assert [c.id for c in merge_identical(same)] == ["rx:1", "rx:2"]
+    found = check(merge_identical(same), [], STANDARD)
+    assert {(f.product, f.victim, f.severity) for f in found} == {
+        (Product.SPACING, "rx:1", "alert"),
+        (Product.SPACING, "rx:2", "alert"),
+    }
+
+
 def test_a_search_refuses_an_empty_range_and_a_step_too_fine() -> None:
     with pytest.raises(SearchError):
         candidate_grid(Band(470.0, 480.0), within=(500.0, 510.0))

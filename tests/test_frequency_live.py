@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
+from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
 from wmhub_shure.simulator import ShureSimulator
 
 from hub.app import Hub
@@ -288,3 +289,52 @@ async def test_a_shure_receiver_without_a_configured_band_gets_a_suggestion_it_t
         best = suggestion["candidates"][0]["frequency_mhz"]
         assert suggestion["band"]["whole_range"] is True and abs(best - before) <= 5
         assert suggestion["applied"]["ok"] and receiver.channels[1].values["frequency_mhz"] == best
+
+
+async def test_a_receiver_near_its_band_edge_is_offered_a_frequency_inside_it(tmp_path: Path) -> None:
+    """An EW-DX at 606.9 MHz, 0.9 MHz below its band's top (607.8), known to the hub only as the plugin's
+    470-1075 MHz: past the edge there are no carriers, so the most room was there, and 611.55 MHz was
+    suggested; the receiver answered "406 not acceptable" (an outside audit). Modest room near it wins now."""
+    async with (
+        Ssc1Simulator("ewdx-em4", tick_s=0.2) as receiver,
+        rf_hub(tmp_path, "sennheiser") as hub,
+        aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}", headers=AUTH) as http,
+    ):
+        top = receiver.device.band_khz[1]
+        for channel, khz in zip(receiver.channels, (600_000, 601_000, 603_500, top - 900), strict=True):
+            channel.frequency_khz = khz
+        await hub.add_device(receiver.url, source="test")
+        device_id = await eventually(
+            lambda: next((d.id for d in hub.store.devices.values() if len(d.channels) == 4), None), 10, "the EM 4"
+        )
+        body = {"channel": f"{device_id}:4", "apply": True}
+        async with http.post("/api/v1/frequency-plan/suggest", json=body) as response:
+            suggestion = await response.json()
+            assert response.status == 200, suggestion
+        best = suggestion["candidates"][0]["frequency_mhz"]
+        assert best * 1000 <= top and receiver.channels[3].frequency_khz == round(best * 1000), suggestion
+
+
+async def test_a_wideband_carrier_moves_whole_when_one_of_its_channels_is_retuned(tmp_path: Path) -> None:
+    """The demo's Spectera has both RF channels on 686 MHz: the plan takes them as one carrier, yet "suggest +
+    apply" for one channel moved only its RF channel, and the hub then alerted on the two halves of its own
+    base station (an outside audit). Every channel of the carrier is tuned now."""
+    async with (
+        Ssc2Simulator(tick_s=0.2) as base,
+        rf_hub(tmp_path, "sennheiser") as hub,
+        aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}", headers=AUTH) as http,
+    ):
+        base.rf_khz = {0: 686_000, 1: 686_000}
+        await hub.add_device(base.url(), source="test")
+        device_id = await eventually(
+            lambda: next((d.id for d in hub.store.devices.values() if len(d.channels) == 4), None), 15, "Spectera"
+        )
+        body = {"channel": f"{device_id}:1", "range_low_mhz": 660.0, "range_high_mhz": 670.0, "apply": True}
+        async with http.post("/api/v1/frequency-plan/suggest", json=body) as response:
+            suggestion = await response.json()
+            assert response.status == 200, suggestion
+        best = round(suggestion["candidates"][0]["frequency_mhz"] * 1000)
+        assert 660_000 <= best <= 670_000 and base.rf_khz == {0: best, 1: best}, (best, base.rf_khz)
+        async with http.get("/api/v1/frequency-plan") as response:
+            plan = await response.json()
+        assert [c["channels"] for c in plan["carriers"]] == [[1, 2, 3, 4]] and plan["findings"] == [], plan

@@ -76,6 +76,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     store = await open_simulated(IN_MEMORY, hub.store, clock)
     hub.persistence = store
     put_receiver(hub.store, "shure-rx", channels=3, frequency_mhz=600.0)
+    for index, mhz in ((2, 560.0), (3, 540.0)):  # narrowband channels on one frequency would collide
+        hub.store.update_channel("shure-rx", index, {"frequency_mhz": mhz})
     try:
         async with hub, aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as session:
             yield Rig(hub, store, clock, session)
@@ -487,6 +489,45 @@ async def test_a_second_frequency_retuned_into_a_conflict_is_checked(rig: Rig) -
     rig.tick()
     body = await rig.call("GET", PLAN, 200)
     assert any(f["victim"] == "shure-rx:3/2" and f["severity"] == "alert" for f in body["findings"]), body["findings"]
+
+
+async def test_a_frequency_diversity_channel_is_suggested_clear_of_its_own_second_frequency(rig: Rig) -> None:
+    """A retune sets the first frequency only, yet the search left the channel's FREQUENCY2 out: the hub
+    suggested and applied 550.7 MHz, 300 kHz from the channel's own 551.0 (an outside audit)."""
+    rig.tune("shure-rx", 3, 550.5)
+    rig.hub.store.update_channel("shure-rx", 3, {"frequency2_mhz": 551.0})
+    rig.tick()
+    band = {"low_mhz": 549.0, "high_mhz": 553.0}
+    found = await rig.call("POST", f"{PLAN}/suggest", 200, json={"channel": "shure-rx:3", "count": 20, **band})
+    offered = [candidate["frequency_mhz"] for candidate in found["candidates"]]
+    assert offered and all(abs(mhz - 551.0) >= 0.35 for mhz in offered), offered
+    group = await rig.call("POST", f"{PLAN}/coordinate", 200, json={"channels": ["shure-rx:3"], **band})
+    assert group["fixed_carriers"] == 3, "the other two channels and the second frequency stay"
+    assert abs(group["plan"][0]["frequency_mhz"] - 551.0) >= 0.35, group["plan"]
+
+
+async def test_a_requested_band_wins_and_a_step_off_its_grid_is_refused(rig: Rig) -> None:
+    """A configured band was applied on top of the requested one (nothing clean in 534-598 MHz for a band of
+    470-534), and a 30 kHz step in a 25 kHz band gave frequencies the receiver refuses (outside audits)."""
+    plan = rig.store.frequency
+    plan.settings = dataclasses.replace(plan.settings, bands={"ulxd": Band(470.0, 534.0, 25.0)})
+    ulxd = Device(id="shure-ulxd", vendor="shure", family="ulxd", host="127.0.0.1", port=2202)
+    ulxd.channels = [Channel(index=1, frequency_mhz=500.0)]
+    rig.hub.store.add_device(ulxd)
+    rig.tick()
+    body = {"channel": "shure-ulxd:1", "low_mhz": 534.0, "high_mhz": 598.0, "count": 3}
+    found = await rig.call("POST", f"{PLAN}/suggest", 200, json=body)
+    assert len(found["candidates"]) == 3 and all(534.0 < c["frequency_mhz"] <= 598.0 for c in found["candidates"])
+    refused = await rig.call("POST", f"{PLAN}/suggest", 422, json={"channel": "shure-ulxd:1", "step_khz": 30})
+    assert "not a multiple of the band's 25 kHz tuning step" in refused["error"], refused
+
+
+async def test_two_channels_of_one_narrowband_receiver_on_one_frequency_are_a_conflict(rig: Rig) -> None:
+    """They were merged into one carrier, as a wideband device's channels are: the collision never showed."""
+    rig.tune("shure-rx", 1, 518.0)
+    rig.tune("shure-rx", 2, 518.0)
+    rig.tick()
+    assert rig.conflicts() == {("shure-rx", 1, "spacing"), ("shure-rx", 2, "spacing")}
 
 
 async def test_a_renamed_channel_is_named_in_the_plan_and_the_other_receivers_keep_theirs(rig: Rig) -> None:

@@ -1,7 +1,8 @@
 """What a frequency plan is made of: carriers, exclusions (TV channels, user ranges) and tunable bands.
 
-A carrier is an RF transmission, not an audio channel: channels of one device on the same frequency (a
-wideband Spectera carrier holds many) are one carrier, and a frequency-diversity channel is two.
+A carrier is an RF transmission, not an audio channel: channels of one wideband device on the same frequency
+(a Spectera WMAS carrier holds many) are one carrier, and a frequency-diversity channel is two. Two channels of
+a narrowband receiver on one frequency are two carriers, and a collision.
 """
 
 from __future__ import annotations
@@ -115,12 +116,14 @@ class Plan:
 
 
 def merge_identical(carriers: Iterable[Carrier]) -> list[Carrier]:
-    """One carrier per (device, frequency): channels of one device that share a frequency (a wideband
-    carrier) become one carrier that lists them all, active when any of them is."""
+    """One carrier per (device, frequency) of wideband carriers: channels of one device that share a wideband
+    carrier become one carrier that lists them all, active when any of them is. Narrowband carriers stay apart:
+    two transmitters on one frequency collide."""
     merged: dict[tuple[str | None, str, float], Carrier] = {}
     order: list[tuple[str | None, str, float]] = []
     for carrier in carriers:
-        key = (carrier.device_id, carrier.id if carrier.device_id is None else "", carrier.frequency_mhz)
+        shared = carrier.device_id is not None and carrier.bandwidth_khz > 0
+        key = (carrier.device_id, "" if shared else carrier.id, carrier.frequency_mhz)
         seen = merged.get(key)
         if seen is None:
             merged[key] = carrier

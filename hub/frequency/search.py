@@ -47,12 +47,14 @@ MAX_GROUP_CANDIDATES: Final = 8_001
 MAX_GROUP: Final = 48
 # In a band known only as a plugin's whole range (the receiver tunes a part of it, its band variant, which is
 # around where it tunes now), a suggestion stays near the current frequency. Conservative choices of this
-# project: room beyond ENOUGH_MARGIN_KHZ (past every guard; more than any profile's spacing) ranks alike; the
+# project: room beyond ENOUGH_MARGIN_KHZ (past every guard, more than the largest product guard of any
+# profile) ranks alike, so a clean frequency just inside the receiver's unknown band edge beats more room
+# just past it, where there are no carriers; the
 # search spans WHOLE_RANGE_WINDOW_MHZ either side (less than half the narrowest band variant the plugins
 # name), in steps of at least WHOLE_RANGE_STEP_KHZ (the tuning step of every receiver family the plugins
 # name, where the protocol's own is 1 kHz); and a nearer NEARNESS_MHZ of retune wins over any margin, so a
 # crowded plan does not send the receiver to the window's edge for more room.
-ENOUGH_MARGIN_KHZ: Final = 1000.0
+ENOUGH_MARGIN_KHZ: Final = 200.0
 WHOLE_RANGE_WINDOW_MHZ: Final = 24.0
 WHOLE_RANGE_STEP_KHZ: Final = 25.0
 NEARNESS_MHZ: Final = 5.0
@@ -138,10 +140,13 @@ def candidate_grid(
     step_khz: float | None = None,
     limit: int = MAX_CANDIDATES,
 ) -> Ints:
-    """The tunable frequencies (Hz) of ``band``, on its step from its lower edge, inside ``within``."""
-    step = to_hz((step_khz or band.step_khz) / 1000)
-    if step <= 0:
+    """The tunable frequencies (Hz) of ``band``, on its step from its lower edge, inside ``within``; a
+    ``step_khz`` of the request must be a multiple of the band's (or the candidates would be off its grid)."""
+    step, band_step = to_hz((step_khz or band.step_khz) / 1000), to_hz(band.step_khz / 1000)
+    if step <= 0 or band_step <= 0:
         raise SearchError("the tuning step must be positive")
+    if step % band_step:
+        raise SearchError(f"step_khz {step_khz:g} is not a multiple of the band's {band.step_khz:g} kHz tuning step")
     low, high = to_hz(band.low_mhz), to_hz(band.high_mhz)
     if within is not None:
         low_wanted, high_wanted = to_hz(min(within)), to_hz(max(within))
@@ -245,7 +250,7 @@ def suggest(
     (unless ``within`` says where), the nearest NEARNESS_MHZ first, and a margin beyond ENOUGH_MARGIN_KHZ
     counts as enough. Empty when nothing searched is clean."""
     if band.whole_range:
-        step_khz = step_khz or max(band.step_khz, WHOLE_RANGE_STEP_KHZ)
+        step_khz = step_khz or band.step_khz * -(-WHOLE_RANGE_STEP_KHZ // band.step_khz)
         here = carrier.frequency_mhz
         within = within or (here - WHOLE_RANGE_WINDOW_MHZ, here + WHOLE_RANGE_WINDOW_MHZ)
     candidates = candidate_grid(band, within, step_khz)
@@ -256,7 +261,7 @@ def suggest(
         family=carrier.family,
         bandwidth_khz=carrier.bandwidth_khz,
         exclusions=exclusions,
-        bands=[band] if carrier.band is None else [band, carrier.band],
+        bands=[band],
     )
     clean = np.nonzero(margin >= 0)[0]
     if not clean.size:

@@ -396,10 +396,11 @@ class FrequencyPlan(Service):
         step_khz: float | None = None,
         count: int = 5,
     ) -> tuple[Carrier, list[Candidate]]:
-        """Clean frequencies for one channel among every other carrier of the plan."""
+        """Clean frequencies for one channel among every other carrier of the plan, its own second frequency
+        (frequency diversity) included: a retune sets the first frequency only."""
         self.refresh()
         carrier = self.carrier_of_channel(device_id, index)
-        others = [c for c in self._carriers if c.id != carrier.id and c.id != f"{carrier.id}/2"]
+        others = [c for c in self._carriers if c.id != carrier.id]
         chosen = self.band_for(carrier, band)
         exclusions = [exclusion_of(entry) for entry in self.exclusions()]
         try:
@@ -421,10 +422,11 @@ class FrequencyPlan(Service):
         moving: Sequence[tuple[str, int]] = (),
     ) -> Coordination:
         """A compatible set of frequencies for a group around every carrier already in the plan, except the
-        carriers of the ``moving`` channels (those the group will retune)."""
+        carriers of the ``moving`` channels (those the group will retune: their first frequency only, so a
+        frequency-diversity channel's second frequency stays fixed)."""
         self.refresh()
         leaving = {self.carrier_of_channel(device_id, index).id for device_id, index in moving}
-        fixed = [c for c in self._carriers if c.id not in leaving and c.id.removesuffix("/2") not in leaving]
+        fixed = [c for c in self._carriers if c.id not in leaving]
         exclusions = [exclusion_of(entry) for entry in self.exclusions()]
         try:
             return coordinate(

@@ -223,15 +223,18 @@ async def suggest_frequency(request: web.Request) -> web.Response:
     if body.apply:
         if not candidates:
             raise ApiError(409, "no_clean_frequency", "no clean frequency in the band", view.model_dump(mode="json"))
-        command = Command(
-            device_id=device.id, channel=channel.index, kind=CommandKind.FREQUENCY, value=candidates[0].frequency_mhz
-        )
-        result = await hub.apply(command, SOURCE)
-        view.applied = CommandOutcome(ok=result.ok, value=result.value, error=result.error, code=result.code)
-        if not result.ok:
-            code = result.code or "failed"
-            status = COMMAND_STATUS.get(code, 502)
-            raise ApiError(status, code, result.error or "the command failed", view.model_dump(mode="json"))
+        # every channel of the carrier moves: channels of a wideband device on one frequency are one carrier
+        # (the plan cannot tell which of them share an RF channel), and moving one would split it
+        for index in carrier.channels:
+            command = Command(
+                device_id=device.id, channel=index, kind=CommandKind.FREQUENCY, value=candidates[0].frequency_mhz
+            )
+            result = await hub.apply(command, SOURCE)
+            view.applied = CommandOutcome(ok=result.ok, value=result.value, error=result.error, code=result.code)
+            if not result.ok:
+                code = result.code or "failed"
+                status = COMMAND_STATUS.get(code, 502)
+                raise ApiError(status, code, result.error or "the command failed", view.model_dump(mode="json"))
     return json_response(view)
 
 
