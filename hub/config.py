@@ -234,7 +234,7 @@ class FrequencyConfig(Section):
     )
     bands: dict[str, TunableBand] = Field(
         default_factory=dict,
-        description="per family (`ulxd`) or band variant (`ulxd-g50`: family and the band code the device reports), "
+        description="per family (`ulxd`) or band variant (`slxd-g58`: family and the band code the device reports), "
         "where its devices tune (for suggestions and band checks)",
     )
 

@@ -94,7 +94,7 @@ def rf_capabilities(device: Device, settings: FrequencySettings) -> RfCapabiliti
 
 
 def _configured_band(bands: Mapping[str, Band], device: Device) -> Band | None:
-    # a key of family and band code (`ulxd-g50`) tells apart receivers of one family in different band
+    # a key of family and band code (`slxd-g58`) tells apart receivers of one family in different band
     # variants; the code itself is not read as a range (no verified table of the vendors' codes is at hand)
     variant = for_family(bands, f"{device.family} {device.rf_band}") if device.family and device.rf_band else None
     return variant or for_family(bands, device.family)
