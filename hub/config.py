@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hub.frequency.settings import family_key
 from hub.redact import SECRET_KEYS, redact
 
 ENV_PREFIX = "WMHUB_"
@@ -237,6 +238,21 @@ class FrequencyConfig(Section):
         description="per family (`ulxd`) or band variant (`slxd-g58`: family and the band code the device reports), "
         "where its devices tune (for suggestions and band checks)",
     )
+
+    @field_validator("bands")
+    @classmethod
+    def _distinct_band_keys(cls, bands: dict[str, TunableBand]) -> dict[str, TunableBand]:
+        # keys are compared as families are (case, and runs of other characters, ignored): two keys that read
+        # alike would leave it to their order which band a receiver gets, and a key of punctuation matches none
+        seen: dict[str, str] = {}
+        for key in bands:
+            name = family_key(key)
+            if not name:
+                raise ValueError(f"key {key!r} names no family: use letters or digits")
+            if name in seen:
+                raise ValueError(f"keys {seen[name]!r} and {key!r} name the same family ({name})")
+            seen[name] = key
+        return bands
 
 
 def _default_hub_id() -> str:

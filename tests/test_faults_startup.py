@@ -530,3 +530,23 @@ def test_a_demo_without_plugins_offering_simulators_says_so(tmp_path: Path) -> N
         assert '"total":0' in hub.get("/api/v1/devices")[1]
         stderr = hub.stop()
     assert "demo: no plugin offers simulated devices" in stderr, stderr
+
+
+@pytest.mark.parametrize(
+    ("keys", "said"),
+    [
+        (("ulxd", "ULXD"), "keys 'ulxd' and 'ULXD' name the same family (ulxd)"),
+        (('"slxd-g58+"', "slxd-g58"), "keys 'slxd-g58+' and 'slxd-g58' name the same family (slxd-g58)"),
+        (('"+-"',), "key '+-' names no family"),
+    ],
+)
+def test_check_refuses_frequency_band_keys_that_clash_or_name_nothing(
+    tmp_path: Path, keys: tuple[str, ...], said: str
+) -> None:
+    """Keys that read alike once compared as families left it to their order which band a receiver got, and a
+    key of punctuation matched none; `wmhub run --check` said "configuration ok" (an outside audit)."""
+    path = tmp_path / "hub.toml"
+    path.write_text("[frequency.bands]\n" + "".join(f"{key} = {{low_mhz = 470.0, high_mhz = 534.0}}\n" for key in keys))
+    status, stderr, _ = wmhub_run(tmp_path / "data", "--check", "--config", str(path))
+    lines = stderr.splitlines()
+    assert status == 2 and len(lines) == 1 and said in lines[0], stderr
