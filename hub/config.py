@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hub.frequency.settings import family_key
 from hub.redact import SECRET_KEYS, redact
+from hub.text import family_key
 
 ENV_PREFIX = "WMHUB_"
 # a token typed by hand shorter than this is guessable over the LAN; generated ones have 43 characters

@@ -101,3 +101,10 @@ def id_safe(text: str) -> str:
     Home Assistant takes in discovery topics and unique ids. Two ids with one form are one device there, so
     the hub gives no two devices ids of the same form (hub.devices)."""
     return _NOT_ID_SAFE.sub("_", text)
+
+
+def family_key(family: str | None) -> str:
+    """A family as tables keyed by family name it (the frequency settings, ``[frequency.bands]``): plugins
+    report "ew G4", "EW-DX" or "ulxd", a configuration may say "ew_g4"; lower case with every run of other
+    characters one '-' makes them one."""
+    return "-".join(re.findall(r"[a-z0-9]+", (family or "").lower()))

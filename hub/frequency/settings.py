@@ -15,11 +15,12 @@ the profile, so ``dense`` tightens every family at once.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final, TypeVar
+
+from hub.text import family_key
 
 
 class Profile(StrEnum):
@@ -58,12 +59,6 @@ class FamilyGuards:
     scale: float = 1.0
     spacing_khz: float | None = None
     source: str = "conservative"
-
-
-def family_key(family: str | None) -> str:
-    """A family as the tables here name it: plugins report "ew G4", "EW-DX" or "ulxd", a configuration may
-    say "ew_g4"; lower case with every run of other characters one '-' makes them one."""
-    return "-".join(re.findall(r"[a-z0-9]+", (family or "").lower()))
 
 
 T = TypeVar("T")
