@@ -112,7 +112,10 @@ class Endpoint:
         held = urlsplit(self.url)
         user = given.netloc.rpartition("@")[0]
         place = held.netloc.rpartition("@")[2]
-        return urlunsplit(held._replace(netloc=f"{user}@{place}" if user else place, query=given.query))
+        # each option in the held order, as written in ``other`` (its value may be a corrected password)
+        written = {_option_name(segment): segment for segment in given.query.split("&") if segment}
+        query = "&".join(written.get(_option_name(segment), segment) for segment in held.query.split("&") if segment)
+        return urlunsplit(held._replace(netloc=f"{user}@{place}" if user else place, query=query))
 
     @property
     def identity(self) -> str:
@@ -122,12 +125,17 @@ class Endpoint:
         host = f"[{self.host}]" if ":" in self.host else self.host  # lower case, as parse gives it
         userinfo, at, _ = parts.netloc.rpartition("@")
         path = "" if parts.path == "/" else parts.path
-        return redact(urlunsplit((self.scheme, f"{userinfo}{at}{host}:{self.port}", path, parts.query, "")))
+        options = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)))  # in any order
+        return redact(urlunsplit((self.scheme, f"{userinfo}{at}{host}:{self.port}", path, options, "")))
 
     @property
     def host_port_id(self) -> str:
         """A device-id suffix for devices that report no serial."""
         return f"{self.host.replace('.', '_').replace(':', '_')}_{self.port}"
+
+
+def _option_name(segment: str) -> str:
+    return unquote_plus(segment.partition("=")[0])
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,19 @@ async def test_another_spelling_of_a_device_url_is_the_same_device(hub: Hub, htt
     assert await connections(http) == [] and hub.persistence.devices.all() == []
 
 
+async def test_a_device_url_with_its_options_in_another_order_is_the_same_device(
+    hub: Hub, http: aiohttp.ClientSession
+) -> None:
+    """An outside re-audit: the same options in another order answered 201 and a second connection watched the
+    receiver under a second id."""
+    added = await call(http, "POST", "/api/v1/devices", 201, json={"url": "bench://rack-e?a=1&b=2"}, headers=AUTH)
+    again = await call(http, "POST", "/api/v1/devices", 200, json={"url": "bench://rack-e?b=2&a=1"}, headers=AUTH)
+    assert again["url"] == added["url"] == "bench://rack-e?a=1&b=2"
+    assert [c["url"] for c in await connections(http)] == ["bench://rack-e?a=1&b=2"]
+    await call(http, "POST", "/api/v1/devices", 201, json={"url": "bench://rack-e?a=1&b=3"}, headers=AUTH)
+    assert len(await connections(http)) == 2, "another value is another device"
+
+
 async def test_devices_that_identify_alike_never_share_an_id(hub: Hub, http: aiohttp.ClientSession) -> None:
     # one host and port, options apart: four URLs whose devices all identify as 'bench-rack-d'
     urls = [f"bench://rack-d:7?copy={number}" for number in range(4)]
