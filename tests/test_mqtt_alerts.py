@@ -4,6 +4,7 @@ from pathlib import Path
 
 from wmhub_shure.simulator import ShureSimulator
 
+from hub.app import Hub
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
@@ -11,9 +12,10 @@ from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
 
 
-async def test_a_low_battery_alert_is_published_and_cleared(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+def alerting_hub(mqtt_broker: TestBroker, tmp_path: Path, hub_id: str) -> Hub:
+    """A hub with the Shure plugin, MQTT to ``mqtt_broker`` and nothing else."""
     config = HubConfig(
-        hub_id="alerting",
+        hub_id=hub_id,
         data_dir=tmp_path,
         mqtt=MqttSettings(url=mqtt_broker.url, homeassistant=False),
         http=HttpSettings(enabled=False),
@@ -22,9 +24,13 @@ async def test_a_low_battery_alert_is_published_and_cleared(mqtt_broker: TestBro
     )
     plugins = PluginHost()
     plugins.load_entry_points(only="shure")
+    return compose_hub(config, plugins)
+
+
+async def test_a_low_battery_alert_is_published_and_cleared(mqtt_broker: TestBroker, tmp_path: Path) -> None:
     async with ShureSimulator("ulxd4") as receiver, MqttProbe(mqtt_broker) as probe:
         await probe.subscribe("wmhub/hubs/alerting/alerts/#")
-        async with compose_hub(config, plugins) as hub:
+        async with alerting_hub(mqtt_broker, tmp_path, "alerting") as hub:
             await hub.add_device(receiver.url, source="test")
             device_id = await eventually(lambda: next(iter(hub.store.devices), None), what="the receiver")
             receiver.set_channel(1, battery_bars=1)
@@ -41,21 +47,11 @@ async def test_a_burst_of_alerts_sends_every_event_and_the_list_paced(mqtt_broke
     """The list of open alerts is every open alert: sent again for each event, a crowded plan's hundreds of alerts
     made a 170 KB retained message several times a second (an outside audit's long run). Every event still goes
     out; the list at most every ALERT_LIST_EVERY_S, as it is when it goes."""
-    config = HubConfig(
-        hub_id="burst",
-        data_dir=tmp_path,
-        mqtt=MqttSettings(url=mqtt_broker.url, homeassistant=False),
-        http=HttpSettings(enabled=False),
-        discovery=DiscoverySettings(enabled=False),
-        meter_rate_ms=200,
-    )
-    plugins = PluginHost()
-    plugins.load_entry_points(only="shure")
     async with (
         ShureSimulator("ad4q", seed=1) as first,
         ShureSimulator("ad4q", seed=2) as second,
         MqttProbe(mqtt_broker) as probe,
-        compose_hub(config, plugins) as hub,
+        alerting_hub(mqtt_broker, tmp_path, "burst") as hub,
     ):
         for receiver in (first, second):
             await hub.add_device(receiver.url, source="test")

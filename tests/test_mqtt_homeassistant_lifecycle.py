@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -516,6 +517,16 @@ async def test_a_name_longer_than_the_familys_limit_still_gives_the_text_entity_
             assert entity["min"] <= len(shown) <= entity["max"] and re.compile(entity["pattern"]).match(shown)
 
 
+async def shared_then_let_go(hub_a: Hub, hub_b: Hub, device_id: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Both hubs watch one receiver and say so; then hub A lets it go, leaving its topics to B."""
+    await online_device(hub_a)
+    await online_device(hub_b)
+    said = f"device {device_id} is also watched by hub"
+    await eventually(lambda: caplog.text.count(said) >= 2, 10, "each hub seeing the other's list")
+    assert await hub_a.remove_device(device_id, source="test")
+    await eventually(lambda: "is another hub's now: its topics are left" in caplog.text, 10, "A letting go")
+
+
 async def test_a_receiver_moved_to_another_running_hub_keeps_its_topics_when_the_first_lets_it_go(
     mqtt_broker: TestBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -526,21 +537,18 @@ async def test_a_receiver_moved_to_another_running_hub_keeps_its_topics_when_the
     device = "wmshare/devices/example-EXSHARED"
     config = "homeassistant/device/example-EXSHARED/config"
     caplog.set_level(logging.INFO, logger="hub.mqtt")
-    async with running_hub(mqtt_broker, tmp_path, [url], hub_id="huba", base="wmshare") as hub_a:
-        await online_device(hub_a)
-        async with running_hub(mqtt_broker, tmp_path, [url], hub_id="hubb", base="wmshare") as hub_b:
-            await online_device(hub_b)
-            said = "device example-EXSHARED is also watched by hub"
-            await eventually(lambda: caplog.text.count(said) >= 2, 10, "both hubs saying the receiver is shared")
-            assert await hub_a.remove_device("example-EXSHARED", source="test")
-            await eventually(lambda: "is another hub's now: its topics are left" in caplog.text, 10, "A letting go")
-            async with MqttProbe(mqtt_broker) as probe:
-                await probe.subscribe("#")  # after A's clean-up: anything it cleared would be gone by now
-                await probe.request("wmshare/hubs/huba/response/info", "wmshare/hubs/huba/request/info", {})
-                kept = {topic: payload for topic, payload in probe.latest.items() if payload}
-            assert device in kept and config in kept and kept[f"{device}/availability"] == b"online"
+    async with (
+        running_hub(mqtt_broker, tmp_path, [url], hub_id="huba", base="wmshare") as hub_a,
+        running_hub(mqtt_broker, tmp_path, [url], hub_id="hubb", base="wmshare") as hub_b,
+    ):
+        await shared_then_let_go(hub_a, hub_b, "example-EXSHARED", caplog)
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe("#")  # after A's clean-up: anything it cleared would be gone by now
+            await probe.request("wmshare/hubs/huba/response/info", "wmshare/hubs/huba/request/info", {})
+            kept = {topic: payload for topic, payload in probe.latest.items() if payload}
+        assert device in kept and config in kept and kept[f"{device}/availability"] == b"online"
     server.close()
-    assert caplog.text.count(said) == 2, "once per hub"
+    assert caplog.text.count("device example-EXSHARED is also watched by hub") == 2, "once per hub"
 
 
 async def test_a_set_to_a_receiver_two_hubs_watch_is_carried_out_once(mqtt_broker: TestBroker, tmp_path: Path) -> None:
@@ -649,13 +657,8 @@ async def test_a_hub_that_let_a_receiver_go_to_another_hub_never_publishes_it_ag
     caplog.set_level(logging.INFO, logger="hub.mqtt")
     try:
         async with running_hub(mqtt_broker, tmp_path, [url], hub_id="huba", base="wmgone") as hub_a:
-            await online_device(hub_a)
             async with running_hub(mqtt_broker, tmp_path, [url], hub_id="hubb", base="wmgone") as hub_b:
-                await online_device(hub_b)
-                said = "device example-EXGONE is also watched by hub"
-                await eventually(lambda: caplog.text.count(said) >= 2, 10, "each hub seeing the other's list")
-                assert await hub_a.remove_device("example-EXGONE", source="test")
-                await eventually(lambda: "is another hub's now: its topics are left" in caplog.text, 10, "A letting go")
+                await shared_then_let_go(hub_a, hub_b, "example-EXGONE", caplog)
             # B stopped: nothing watches the receiver now, so after the restart nothing may say it is there
             assert hub_a.mqtt is not None and hub_a.mqtt.client is not None
             connects = hub_a.mqtt.client.connects
@@ -671,14 +674,37 @@ async def test_a_hub_that_let_a_receiver_go_to_another_hub_never_publishes_it_ag
         server.close()
 
 
-async def test_a_receiver_at_a_new_address_on_another_hub_shows_as_that_hub_sees_it(
-    mqtt_broker: TestBroker, tmp_path: Path
-) -> None:
-    """An outside audit: a receiver (same serial) moved to an address hub B watches; hub A, which had the
-    old one, published it offline (and the old address) over B's state, and removing it from A corrected
-    nothing: Home Assistant and the fleet showed offline a receiver B had online."""
-    serial = "3000000007"
-    device = f"wmmoved/devices/sennheiser-{serial}"
+@dataclass
+class MovedReceiver:
+    """A receiver (one serial) that left hub A's address for one hub B watches, and the probe on both hubs."""
+
+    old_address: Ssc1Simulator
+    new_address: Ssc1Simulator
+    hub_a: Hub
+    hub_b: Hub
+    probe: MqttProbe
+    base: str
+    device_id: str
+
+    def shown_at(self, port: int) -> bool:
+        """The broker shows the receiver online at ``port``."""
+        topic = f"{self.base}/devices/{self.device_id}"
+        state = orjson.loads(self.probe.latest.get(topic) or b"{}")
+        shown = (state.get("port"), state.get("online"), self.probe.latest.get(f"{topic}/availability"))
+        return shown == (port, True, b"online")
+
+    async def settled(self) -> None:
+        """Each hub's answer comes after what it published before it."""
+        for hub_id in ("huba", "hubb"):
+            await self.probe.request(
+                f"{self.base}/hubs/{hub_id}/response/info", f"{self.base}/hubs/{hub_id}/request/info", {}
+            )
+
+
+@asynccontextmanager
+async def moved_receiver(
+    mqtt_broker: TestBroker, tmp_path: Path, serial: str, base: str
+) -> AsyncIterator[MovedReceiver]:
     host = plugin_host("wmhub-sennheiser")
     async with Ssc1Simulator("ewdx-em2", tick_s=0.2) as new_address:
         new_address.device.serial = serial
@@ -686,29 +712,32 @@ async def test_a_receiver_at_a_new_address_on_another_hub_shows_as_that_hub_sees
         old_address.device.serial = serial
         await old_address.start()
         async with (
-            running_hub(mqtt_broker, tmp_path, [old_address.url], hub_id="huba", base="wmmoved", plugins=host) as hub_a,
-            running_hub(mqtt_broker, tmp_path, [new_address.url], hub_id="hubb", base="wmmoved", plugins=host) as hub_b,
+            running_hub(mqtt_broker, tmp_path, [old_address.url], hub_id="huba", base=base, plugins=host) as hub_a,
+            running_hub(mqtt_broker, tmp_path, [new_address.url], hub_id="hubb", base=base, plugins=host) as hub_b,
             MqttProbe(mqtt_broker) as probe,
         ):
             await online_device(hub_a)
             await online_device(hub_b)
-            await probe.subscribe("wmmoved/#")
+            await probe.subscribe(f"{base}/#")
             await old_address.stop()  # the receiver left its old address
-            await eventually(lambda: not hub_a.store.devices[f"sennheiser-{serial}"].online, 20, "A losing it")
+            device_id = f"sennheiser-{serial}"
+            await eventually(lambda: not hub_a.store.devices[device_id].online, 20, "A losing it")
+            yield MovedReceiver(old_address, new_address, hub_a, hub_b, probe, base, device_id)
 
-            async def shown_as_b_sees_it() -> None:
-                # each hub's answer comes after what it published before it
-                for hub_id in ("huba", "hubb"):
-                    await probe.request(
-                        f"wmmoved/hubs/{hub_id}/response/info", f"wmmoved/hubs/{hub_id}/request/info", {}
-                    )
-                assert probe.latest[f"{device}/availability"] == b"online"
-                state = orjson.loads(probe.latest[device])
-                assert (state["port"], state["online"]) == (new_address.port, True)
 
-            await shown_as_b_sees_it()
-            assert await hub_a.remove_device(f"sennheiser-{serial}", source="test")
-            await shown_as_b_sees_it()
+async def test_a_receiver_at_a_new_address_on_another_hub_shows_as_that_hub_sees_it(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """An outside audit: a receiver (same serial) moved to an address hub B watches; hub A, which had the
+    old one, published it offline (and the old address) over B's state, and removing it from A corrected
+    nothing: Home Assistant and the fleet showed offline a receiver B had online."""
+    async with moved_receiver(mqtt_broker, tmp_path, "3000000007", "wmmoved") as moved:
+        await eventually(lambda: moved.shown_at(moved.new_address.port), 10, "B's view while A has it offline")
+        await moved.settled()
+        assert moved.shown_at(moved.new_address.port), "A's offline view published over B's"
+        assert await moved.hub_a.remove_device(moved.device_id, source="test")
+        await moved.settled()
+        assert moved.shown_at(moved.new_address.port), "A's view after it let the receiver go"
 
 
 async def test_a_receiver_back_at_its_old_address_is_shown_as_the_hub_there_sees_it(
@@ -716,46 +745,16 @@ async def test_a_receiver_back_at_its_old_address_is_shown_as_the_hub_there_sees
 ) -> None:
     """The move undone: hub A, which left the receiver's topics to hub B while it had it offline, takes them back
     when the receiver answers at A's address again and B loses it."""
-    serial = "3000000008"
-    device = f"wmback/devices/sennheiser-{serial}"
-    host = plugin_host("wmhub-sennheiser")
-    async with Ssc1Simulator("ewdx-em2", tick_s=0.2) as new_address:
-        new_address.device.serial = serial
-        old_address = Ssc1Simulator("ewdx-em2", tick_s=0.2)
-        old_address.device.serial = serial
-        await old_address.start()
-        old_port = old_address.port
-        async with (
-            running_hub(mqtt_broker, tmp_path, [old_address.url], hub_id="huba", base="wmback", plugins=host) as hub_a,
-            running_hub(mqtt_broker, tmp_path, [new_address.url], hub_id="hubb", base="wmback", plugins=host) as hub_b,
-            MqttProbe(mqtt_broker) as probe,
-        ):
-            await online_device(hub_a)
-            await online_device(hub_b)
-            await probe.subscribe("wmback/#")
-
-            def shown_at(port: int) -> bool:
-                state = orjson.loads(probe.latest.get(device) or b"{}")
-                shown = (state.get("port"), state.get("online"), probe.latest.get(f"{device}/availability"))
-                return shown == (port, True, b"online")
-
-            async def settled() -> None:
-                for hub_id in ("huba", "hubb"):  # each hub's answer comes after what it published before it
-                    await probe.request(f"wmback/hubs/{hub_id}/response/info", f"wmback/hubs/{hub_id}/request/info", {})
-
-            await old_address.stop()
-            await eventually(lambda: not hub_a.store.devices[f"sennheiser-{serial}"].online, 20, "A losing it")
-            await eventually(lambda: shown_at(new_address.port), 10, "B's view while A has it offline")
-            await settled()
-            assert shown_at(new_address.port), "A's offline view published over B's"
-            await new_address.stop()
-            back = Ssc1Simulator("ewdx-em2", port=old_port, tick_s=0.2)
-            back.device.serial = serial
-            await back.start()
-            try:
-                await eventually(lambda: not hub_b.store.devices[f"sennheiser-{serial}"].online, 30, "B losing it")
-                await eventually(lambda: shown_at(old_port), 30, "A's view of the receiver back at its address")
-                await settled()
-                assert shown_at(old_port), "B's offline view published over A's"
-            finally:
-                await back.stop()
+    async with moved_receiver(mqtt_broker, tmp_path, "3000000008", "wmback") as moved:
+        await eventually(lambda: moved.shown_at(moved.new_address.port), 10, "B's view while A has it offline")
+        await moved.new_address.stop()
+        back = Ssc1Simulator("ewdx-em2", port=moved.old_address.port, tick_s=0.2)
+        back.device.serial = moved.old_address.device.serial
+        await back.start()
+        try:
+            await eventually(lambda: not moved.hub_b.store.devices[moved.device_id].online, 30, "B losing it")
+            await eventually(lambda: moved.shown_at(back.port), 30, "A's view of the receiver back at its address")
+            await moved.settled()
+            assert moved.shown_at(back.port), "B's offline view published over A's"
+        finally:
+            await back.stop()
