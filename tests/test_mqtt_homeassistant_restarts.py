@@ -7,6 +7,8 @@ Found by an outside audit running Home Assistant 2025.4.4 against the hub.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import orjson
@@ -14,6 +16,7 @@ import pytest
 from wmhub_shure.simulator.core import ShureSimulator
 from wmhub_shure.simulator.replay import ReplayDevice, Transcript
 
+from hub.app import Hub
 from hub.testing import eventually, plugin_host
 from tests.mosquitto import MqttProbe, TestBroker
 from tests.test_mqtt_bridge import example_receiver, online_device, running_hub
@@ -25,6 +28,25 @@ from tests.test_mqtt_homeassistant_lifecycle import (
 )
 
 NETWORK_READINGS = ("ip_address", "mac_address")
+
+
+@asynccontextmanager
+async def quad_then_dual() -> AsyncIterator[tuple[ReplayDevice, ReplayDevice]]:
+    """A ULXD4Q answering now, and an SLXD4D to start at its address once it is gone (a swap at the rack)."""
+    quad = await ReplayDevice(Transcript.load(TRANSCRIPTS / "ulxd.txt")).start()
+    dual = ReplayDevice(Transcript.load(TRANSCRIPTS / "slxd.txt"), port=quad.port)
+    try:
+        yield quad, dual
+    finally:
+        await dual.stop()
+        await quad.stop()
+
+
+async def four_channels(hub: Hub) -> str:
+    """The ULXD4Q's id, once the hub has its four channels."""
+    device_id = await online_device(hub)
+    await eventually(lambda: len(hub.store.devices[device_id].channels) == 4, 10, "four channels")
+    return device_id
 
 
 async def test_a_restart_keeps_the_entities_of_readings_the_receiver_has_not_reported_yet(
@@ -73,12 +95,9 @@ async def test_a_receiver_swapped_while_the_hub_was_stopped_and_back_late_leaves
     # the retained configs and device list come within milliseconds of subscribing: a second is ample
     monkeypatch.setattr("hub.mqtt.bridge.PREVIOUS_CONFIGS_S", 1.0)
     host = plugin_host("wmhub-shure")
-    quad = await ReplayDevice(Transcript.load(TRANSCRIPTS / "ulxd.txt")).start()
-    dual = ReplayDevice(Transcript.load(TRANSCRIPTS / "slxd.txt"), port=quad.port)
-    try:
+    async with quad_then_dual() as (quad, dual):
         async with running_hub(mqtt_broker, tmp_path, [quad.url], plugins=host, base="wmlate") as hub:
-            device_id = await online_device(hub)
-            await eventually(lambda: len(hub.store.devices[device_id].channels) == 4, 10, "four channels")
+            device_id = await four_channels(hub)
             config_topic = f"homeassistant/device/{device_id}/config"
             channels_topic = f"wmlate/devices/{device_id}/channels/"
             async with MqttProbe(mqtt_broker) as probe:
@@ -106,9 +125,6 @@ async def test_a_receiver_swapped_while_the_hub_was_stopped_and_back_late_leaves
                 config_before_cleared_state(probe.messages, config_topic, channels_topic)
             after = await retained(mqtt_broker, f"{channels_topic}+")
             assert sorted(after) == [f"{channels_topic}1", f"{channels_topic}2"]
-    finally:
-        await dual.stop()
-        await quad.stop()
 
 
 async def test_channels_a_receiver_lost_between_runs_are_cleared_and_all_of_it_once_removed(
@@ -117,12 +133,9 @@ async def test_channels_a_receiver_lost_between_runs_are_cleared_and_all_of_it_o
     """A ULXD4Q swapped for an SLXD4D while the hub was stopped kept channels 3 and 4 retained, and they stayed
     after the receiver was removed from the configuration: ghost channels for every MQTT consumer."""
     host = plugin_host("wmhub-shure")
-    quad = await ReplayDevice(Transcript.load(TRANSCRIPTS / "ulxd.txt")).start()
-    dual = ReplayDevice(Transcript.load(TRANSCRIPTS / "slxd.txt"), port=quad.port)
-    try:
+    async with quad_then_dual() as (quad, dual):
         async with running_hub(mqtt_broker, tmp_path, [quad.url], plugins=host, base="wmswap") as hub:
-            device_id = await online_device(hub)
-            await eventually(lambda: len(hub.store.devices[device_id].channels) == 4, 10, "four channels")
+            device_id = await four_channels(hub)
         device_topic = f"wmswap/devices/{device_id}"
         assert len(await retained(mqtt_broker, f"{device_topic}/channels/+")) == 4
         await quad.stop()
@@ -152,9 +165,6 @@ async def test_channels_a_receiver_lost_between_runs_are_cleared_and_all_of_it_o
                 assert probe.latest[config_topic] == b""
         assert await retained(mqtt_broker, f"{device_topic}/#") == {}
         assert await retained(mqtt_broker, f"{device_topic}") == {}
-    finally:
-        await dual.stop()
-        await quad.stop()
 
 
 async def test_a_removed_receiver_leaves_home_assistant_no_entity_to_render_an_empty_payload(
