@@ -473,7 +473,11 @@ function applySnapshot(message) {
   needsToken(false);
   setStale("link", false);
   renderBoard();
-  if (detail.channelId) renderFacts();
+  if (detail.channelId) {
+    renderFacts();
+    // a detail opened from its address before the first snapshot drew no charts (its channel was not known)
+    if (!$("detail-charts").childElementCount) renderCharts();
+  }
 }
 
 function applyChanges(message) {
