@@ -49,11 +49,11 @@ MAX_GROUP: Final = 48
 # around where it tunes now), a suggestion stays near the current frequency. Conservative choices of this
 # project: room beyond ENOUGH_MARGIN_KHZ (past every guard, more than the largest product guard of any
 # profile) ranks alike, so a clean frequency just inside the receiver's unknown band edge beats more room
-# just past it, where there are no carriers; the
-# search spans WHOLE_RANGE_WINDOW_MHZ either side (less than half the narrowest band variant the plugins
-# name), in steps of at least WHOLE_RANGE_STEP_KHZ (the tuning step of every receiver family the plugins
-# name, where the protocol's own is 1 kHz); and a nearer NEARNESS_MHZ of retune wins over any margin, so a
-# crowded plan does not send the receiver to the window's edge for more room.
+# just past it, where there are no carriers; the search spans WHOLE_RANGE_WINDOW_MHZ either side (less than
+# half the narrowest band variant the plugins name), in steps of at least WHOLE_RANGE_STEP_KHZ (the tuning
+# step of every receiver family the plugins name, where the protocol's own is 1 kHz); and a nearer
+# NEARNESS_MHZ of retune wins over any margin, so a crowded plan does not send the receiver to the window's
+# edge for more room.
 ENOUGH_MARGIN_KHZ: Final = 200.0
 WHOLE_RANGE_WINDOW_MHZ: Final = 24.0
 WHOLE_RANGE_STEP_KHZ: Final = 25.0
