@@ -75,7 +75,7 @@ class Presence(StatePublisher):
         if self.client is None:
             return
         for device in list(self.hub.state.devices.values()):
-            if self._take_back(device) or self._defer_to_another_hub(device):
+            if self._take_back(device) or self._still_deferred(device):
                 continue
             if device.online and device.id in contested:
                 log.info("device %s is online here and not on another hub that lists it: republished", device.id)

@@ -157,11 +157,11 @@ class StatePublisher:
                     self._clear_device(device_id)
                     list_changed = True
                 continue
-            if device_id in self._deferred or self._defer_to_another_hub(device):
-                if self._take_back(device):
-                    list_changed = True
-                elif index is None:
-                    list_changed = True  # the list is this hub's own: it says the device is offline here
+            if self._take_back(device):
+                list_changed = True
+                continue
+            if self._still_deferred(device):
+                list_changed = list_changed or index is None  # the list is this hub's own: it says offline here
                 continue
             if index is None:
                 if ADDED in changed or REMOVED in changed:
@@ -317,6 +317,11 @@ class StatePublisher:
             for topic in self._device_topics(device.id):
                 self.client.forget_retained(topic)
         return True
+
+    def _still_deferred(self, device: Device) -> bool:
+        """After :meth:`_take_back` said no: a deferred device stays deferred (it has just checked), any other
+        is checked once."""
+        return device.id in self._deferred or self._defer_to_another_hub(device)
 
     def _take_back(self, device: Device) -> bool:
         """A device deferred to another hub that this hub has online again, or no other running hub has
