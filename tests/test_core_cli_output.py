@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -187,6 +188,9 @@ def test_ctrl_c_while_the_command_is_still_importing_ends_it_quietly_with_130(tm
         text=True,
         timeout=60,
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        # as from a terminal: a suite started in the background by a shell inherits SIGINT ignored, and Python
+        # then never turns it into KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert (result.returncode, result.stdout, result.stderr) == (130, "", "")
 
