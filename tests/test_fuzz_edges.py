@@ -20,6 +20,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 import pytest
+from hypothesis import assume
 from hypothesis import strategies as st
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_shure.families import (
@@ -213,6 +214,13 @@ MQTT_TARGETS = st.one_of(
 )
 
 
+# where an empty payload, what clearing a retained message delivers, is ignored unanswered (the set and the
+# requests that take values; tests/test_mqtt_control.py)
+IGNORED_WHEN_EMPTY = frozenset(
+    {"set", "device/add", "device/remove", "candidate/approve", "channel/rename", "meter_rate"}
+)
+
+
 async def mqtt_exchange(
     rig: EdgeRig, target: tuple[str, int | None, str], payload: bytes, device_id: str | None = None
 ) -> dict[str, Any]:
@@ -246,6 +254,7 @@ async def mqtt_exchange(
     payload=PAYLOADS,
 )
 def test_mqtt_payloads(rig: EdgeRig, target: tuple[str, int | None, str], payload: bytes) -> None:
+    assume(payload or target[2] not in IGNORED_WHEN_EMPTY)
     response = rig.run(mqtt_exchange(rig, target, payload))
     assert response["status"] in ("ok", "error")
     if response["status"] == "error":

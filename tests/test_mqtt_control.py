@@ -3,6 +3,7 @@ for a Shure and a Sennheiser receiver speaking their real protocols on loopback.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,65 @@ async def test_the_first_part_of_a_set_the_receiver_refuses_stops_the_rest(
     assert answer["status"] == "error" and codes == {"name": "refused", "muted": "not_sent"}
     assert answer["data"]["results"]["muted"]["error"] == "not sent: an earlier part failed"
     assert not [line for line in device.received if "AUDIO_MUTE ON" in line]
+
+
+async def test_an_over_deep_or_oversized_transaction_is_refused_before_anything_is_done(
+    mqtt_broker: TestBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outside audit: a set whose transaction was nested 300 levels deep (within the parser's limit, far
+    below max_payload_bytes) muted the channel and was never answered: the answer, echoing it, could not be
+    encoded. Such a transaction is now refused first, and the answer echoes none."""
+    deep = "[" * 300 + "]" * 300
+    async with (
+        ShureSimulator("ulxd4d", seed=5) as sim,
+        running_hub(mqtt_broker, tmp_path, [sim.url], plugins=vendor_plugins()) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        base = hub.config.mqtt.base_topic
+        device_id = await hub_device_id(hub, "shure")
+        await probe.subscribe(f"{base}/#")
+        answers = {}
+        for what, transaction in (("deep", deep), ("long", orjson.dumps("x" * 5000).decode())):
+            for command, topic, payload in (
+                ("set", f"{base}/devices/{device_id}/channels/1/set", '{"muted":true,"transaction":%s}'),
+                ("get", f"{base}/devices/{device_id}/channels/1/get", '{"transaction":%s}'),
+                ("info", f"{base}/hubs/hub1/request/info", '{"transaction":%s}'),
+            ):
+                probe.clear()
+                probe.publish(topic, (payload % transaction).encode())
+                answers[what, command] = await probe.json(f"{base}/hubs/hub1/response/{command}", timeout=10)
+        await set_and_confirm(probe, base, device_id, 1, {"name": "Next"})  # the receiver's queue moved on
+    for answer in answers.values():
+        assert answer["status"] == "error" and "transaction" not in answer, answer
+    assert "32 levels" in answers["deep", "set"]["error"] and "4096 bytes" in answers["long", "info"]["error"]
+    assert sim.channels[1].values["muted"] is False
+    assert "Recursion limit" not in caplog.text
+
+
+async def test_clearing_a_retained_command_is_ignored_quietly(
+    mqtt_broker: TestBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outside audit: clearing a retained set as docs/mqtt.md says (``mosquitto_pub -r -n -t <topic>``, an
+    empty retained payload) was itself taken for a set, answered 'nothing to set' and logged as a warning.
+    An empty payload is no set, nor a request that needs values: it is ignored without an answer."""
+    async with (
+        ShureSimulator("ulxd4d", seed=5) as sim,
+        running_hub(mqtt_broker, tmp_path, [sim.url], plugins=vendor_plugins()) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        base = hub.config.mqtt.base_topic
+        device_id = await hub_device_id(hub, "shure")
+        await probe.subscribe(f"{base}/#")
+        caplog.set_level(logging.INFO, "hub.mqtt")
+        caplog.clear()
+        cleared = (f"devices/{device_id}/channels/1/set", f"devices/{device_id}/set", "hubs/hub1/request/meter_rate")
+        for topic in cleared:
+            probe.publish(f"{base}/{topic}", b"", retain=True)
+        # queued behind the empty messages, so any answer to them would have come first
+        await set_and_confirm(probe, base, device_id, 1, {"name": "After"})
+        await probe.request(f"{base}/hubs/hub1/response/info", f"{base}/hubs/hub1/request/info", {})
+        await probe.request(f"{base}/hubs/hub1/response/set", f"{base}/devices/{device_id}/set", {"identify": True})
+    answers = [orjson.loads(payload) for topic, payload in probe.messages if "/response/" in topic]
+    assert [answer["status"] for answer in answers] == ["ok", "ok", "ok"], answers
+    said = [record.getMessage() for record in caplog.records if record.name.startswith("hub.mqtt")]
+    assert not [line for line in said if "refused" in line or "retained" in line], said

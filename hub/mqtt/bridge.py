@@ -166,7 +166,9 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         """Called by the client for each message, in order; nothing here awaits, nothing is dropped."""
         command = self.topics.request_command(topic)
         if command is not None:
-            if retained:
+            if not payload and self._takes_values(command):
+                self._ignore_empty(topic)
+            elif retained:
                 self._ignore_retained(topic)
             elif len(command) > MAX_COMMAND_CHARS:  # its answer would go to a topic that long
                 log.warning("MQTT request %s ignored: no command is that long", preview(command))
@@ -184,6 +186,9 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         target = self.topics.control_target(topic)
         if target is not None:
             where = {"device_id": target.device_id, "channel": target.channel}
+            if not payload and target.action == "set":
+                self._ignore_empty(topic)
+                return
             if retained:
                 self._ignore_retained(topic)
                 return
@@ -228,6 +233,12 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         where = {"device_id": target.device_id, "channel": given}
         error = f"no channel {given}: channels are numbered from 1"
         self._respond(target.action, _request_or_none(payload), "error", where, error)
+
+    def _ignore_empty(self, topic: str) -> None:
+        """An empty payload is what clearing a retained message delivers (``mosquitto_pub -r -n -t <topic>``,
+        as the warning below advises), and it can be no set nor a request that takes values: nothing is done
+        and nothing answered."""
+        log.debug("MQTT: the empty message on %s ignored (a retained message cleared)", preview(topic))
 
     def _ignore_retained(self, topic: str) -> None:
         """A command the broker kept would run again at every (re)connect of the hub, a mute in the middle of

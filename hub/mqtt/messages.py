@@ -5,12 +5,17 @@ Shared by :mod:`hub.mqtt.control` and :mod:`hub.mqtt.requests`; nothing here doe
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hub.text import preview
+
+# A request's "transaction" comes back in its answer as it was sent. The bounds keep that answer encodable
+# (orjson writes at most 255 levels; the parser reads 1,024) and small: an id, or a small object of ids.
+MAX_TRANSACTION_LEVELS: Final = 32
+MAX_TRANSACTION_BYTES: Final = 4096
 
 
 class RequestError(Exception):
@@ -31,7 +36,28 @@ def parse_object(raw: bytes) -> dict[str, Any]:
         raise RequestError(f"payload is not JSON ({exc})") from None
     if not isinstance(value, dict):
         raise RequestError("payload must be a JSON object")
+    if "transaction" in value:
+        _check_transaction(value["transaction"])
     return value
+
+
+def _check_transaction(transaction: Any) -> None:
+    """Refuse a transaction the answer could not echo: the request is then refused whole, before anything
+    is done, and its answer carries no transaction (the caller matches it by topic and time)."""
+    level: list[Any] = [transaction]
+    for _ in range(MAX_TRANSACTION_LEVELS):
+        level = [
+            inner
+            for value in level
+            if isinstance(value, dict | list)
+            for inner in (value.values() if isinstance(value, dict) else value)
+        ]
+        if not level:
+            break
+    else:
+        raise RequestError(f"transaction: nested more than {MAX_TRANSACTION_LEVELS} levels deep")
+    if len(orjson.dumps(transaction)) > MAX_TRANSACTION_BYTES:
+        raise RequestError(f"transaction: longer than {MAX_TRANSACTION_BYTES} bytes as JSON")
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)

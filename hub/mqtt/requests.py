@@ -70,6 +70,11 @@ class HubRequests(StatePublisher):
             "discovery/restart": (EmptyRequest, self._request_discovery_restart),
         }
 
+    def _takes_values(self, command: str) -> bool:
+        """Whether ``command`` is a known request with a key it cannot do without (which no empty payload holds)."""
+        entry = self._requests.get(command)
+        return entry is not None and any(field.is_required() for field in entry[0].model_fields.values())
+
     async def _answer_request(self, command: str, raw: bytes) -> None:
         request: dict[str, Any] | None = None
         try:
