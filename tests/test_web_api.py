@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import stat
 from collections.abc import AsyncIterator, Iterator
@@ -210,6 +211,21 @@ async def test_command_on_offline_device_is_503(hub: Hub, http: aiohttp.ClientSe
 async def test_body_that_is_not_json_is_400(http: aiohttp.ClientSession) -> None:
     body = await call(http, "POST", "/api/v1/devices", 400, data=b"{nope", headers=AUTH)
     assert body["code"] == "bad_json"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/devices", "/api/v1/performers", "/api/v1/locations", "/api/v1/channels/bench-rack-a:1/commands"],
+)
+async def test_a_deeply_nested_body_is_400_not_json(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    """An outside audit: 4 KB of nested brackets (far below the body limit) answered 500 and logged a
+    RecursionError traceback on every write."""
+    nested = b"[" * 2000 + b"]" * 2000
+    body = await call(http, "POST", path, 400, data=nested, headers={**AUTH, "Content-Type": "application/json"})
+    assert body["code"] == "bad_json"
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 async def test_a_stalled_body_is_answered_408_instead_of_holding_the_handler(

@@ -119,7 +119,9 @@ def _whole_numbers_as_integers(raw: bytes) -> bytes:
     try:
         document = json.loads(raw, parse_float=number)
         return json.dumps(document, allow_nan=False).encode() if rewritten else raw
-    except ValueError:  # no JSON, or a number beyond a float written alongside: the check says what is wrong
+    # no JSON, a number beyond a float written alongside, or nesting deeper than Python's parser goes (its
+    # stack, not a rule): the check below says what is wrong (it reads 200 levels at most)
+    except (ValueError, RecursionError):
         return raw
 
 
