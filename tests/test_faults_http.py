@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from wmhub_shure.simulator import ShureSimulator
 
@@ -99,6 +101,62 @@ async def raw_status(port: int, request: bytes) -> bytes:
             return (await reader.readline()).strip()
     finally:
         writer.close()
+
+
+MALFORMED_REQUESTS = {
+    "a byte beyond ASCII in the path": b"GET /api/v1/devices/\xc3\xa9 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "a 9 KB header": b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"A" * 9000 + b"\r\n\r\n",
+    "200 headers": b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    + b"".join(b"X-%d: a\r\n" % n for n in range(200))
+    + b"\r\n",
+    "two Host headers": b"GET /api/health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "Content-Length with Transfer-Encoding": b"POST /api/v1/devices HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "a GET body in br": b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Encoding: br\r\n"
+    b"Content-Length: 1\r\n\r\nx",
+    "a GET body in zstd": b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Encoding: zstd\r\n"
+    b"Content-Length: 1\r\n\r\nx",
+}
+
+
+async def raw_answer(port: int, request: bytes) -> tuple[bytes, bytes, bytes]:
+    """The status line, headers and body of the hub's answer to ``request`` (it closes the connection)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, _, headers = head.partition(b"\r\n")
+    return status, headers.lower(), body
+
+
+async def test_a_malformed_request_gets_the_json_error_and_no_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outside audit: requests the HTTP parser refuses were answered in aiohttp's plain text, which echoed
+    the request's bytes, and each logged an error with a traceback ('Error handling request'), so anyone on
+    the LAN could fill the hub's log. They get the API's JSON error now, and a debug line."""
+    async with running_hub(hardened(tmp_path)) as hub:
+        caplog.clear()
+        answers = {case: await raw_answer(hub.web.port, request) for case, request in MALFORMED_REQUESTS.items()}
+        async with Api(hub) as api:
+            health = await api.get("/api/health")
+    record_check(
+        "HTTP",
+        "malformed requests (" + ", ".join(MALFORMED_REQUESTS) + ")",
+        "; ".join(f"{case}: {status.decode()}" for case, (status, _, _) in answers.items()),
+    )
+    for case, (status, headers, body) in answers.items():
+        assert status.startswith(b"HTTP/1.1 400") or status.startswith(b"HTTP/1.0 400"), (case, status)
+        assert b"content-type: application/json" in headers, (case, headers)
+        assert orjson.loads(body) == {"error": "the request is not valid HTTP", "code": "bad_request", "details": None}
+    noisy = [record for record in caplog.records if record.levelno > logging.DEBUG or record.exc_info]
+    assert not noisy, [record.getMessage() for record in noisy]
+    assert health["status"] == "ok"
 
 
 async def test_host_header_must_name_this_hub(tmp_path: Path) -> None:

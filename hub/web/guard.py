@@ -5,6 +5,9 @@
   keeps a connection that sent half a request open forever (its keep-alive timer stops at the first byte),
   so a few thousand of them exhaust the hub's file descriptors.
 * One client address may hold ``http.max_connections_per_client`` connections; more are closed at once.
+* A request aiohttp's parser refuses (a byte beyond ASCII in the path, a header over 8 KiB, a second Host,
+  Content-Length with Transfer-Encoding, a body in an encoding it cannot read) is answered with the API's
+  JSON error and logged at debug level (:class:`JsonErrorHandler`).
 * The Host header must name this hub (its configured host, ``localhost``, this machine's name or one of its
   addresses, or ``http.allowed_hosts``): a page on another site whose name was re-pointed at the hub's
   address (DNS rebinding) is refused. The live WebSocket's Origin, when sent, must be the hub's own: the Host's
@@ -23,8 +26,11 @@ from urllib.parse import urlsplit
 import ifaddr
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from hub.config import HttpSettings
+from hub.text import preview
+from hub.web.routing import HTTP_ERROR_CODES, error_response
 
 log = logging.getLogger("hub.web")
 
@@ -53,6 +59,25 @@ class ConnectionLimits:
         self.open[peer] -= 1
         if self.open[peer] <= 0:
             del self.open[peer]
+
+
+class JsonErrorHandler(RequestHandler):
+    """aiohttp's handler of one connection (without an access log: the hub logs what it needs itself), whose
+    answer to a request its parser refuses is the API's JSON error. aiohttp's own is plain text repeating the
+    request's bytes, logged at error level with a traceback each time, so anyone on the LAN could fill the
+    hub's log with them; ``handle_error`` is aiohttp's hook for that answer."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if status >= 500:  # not the client's doing (the routes' own failures never reach here: hub.web.server)
+            return super().handle_error(request, status, exc, message)
+        log.debug("refused a malformed request from %s: %s", request.remote, preview(message or exc))
+        response = error_response(status, HTTP_ERROR_CODES.get(status, "http_error"), "the request is not valid HTTP")
+        response.force_close()  # what follows on the connection cannot be read as a request either
+        return response
 
 
 class GuardedConnection(asyncio.Protocol):
@@ -142,8 +167,15 @@ class GuardedSite(web.TCPSite):
         await web.BaseSite.start(self)  # registers the site; TCPSite.start would bind without the guard
         server = self._runner.server
         assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: GuardedConnection(server(), self.limits),
+        loop = asyncio.get_running_loop()
+
+        def connection() -> GuardedConnection:
+            # None is aiohttp's documented "no access log", which its annotation (Logger) leaves out
+            handler = JsonErrorHandler(server, loop=loop, access_log=None)  # type: ignore[arg-type]
+            return GuardedConnection(handler, self.limits)
+
+        self._server = await loop.create_server(
+            connection,
             self._host,
             self._port,
             backlog=self._backlog,

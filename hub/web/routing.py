@@ -91,6 +91,10 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=dumps)
 
 
+# the codes of aiohttp's own errors (no route, wrong method, body too large, a request its parser refuses)
+HTTP_ERROR_CODES: Final = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
 def error_response(status: int, code: str, error: str, details: Any = None) -> web.Response:
     return json_response({"error": redact(error), "code": code, "details": details}, status)
 

@@ -28,7 +28,15 @@ from hub.web.guard import ConnectionLimits, GuardedSite, host_of, our_host_names
 from hub.web.live import LiveFeed
 from hub.web.metrics import CONTENT_TYPE, Metrics
 from hub.web.openapi import build_document
-from hub.web.routing import MAX_BODY_BYTES, ApiError, Handler, Operation, error_response, json_response
+from hub.web.routing import (
+    HTTP_ERROR_CODES,
+    MAX_BODY_BYTES,
+    ApiError,
+    Handler,
+    Operation,
+    error_response,
+    json_response,
+)
 from hub.web.venue import VENUE_KEY, VENUE_OPERATIONS
 
 log = logging.getLogger("hub.web")
@@ -40,9 +48,6 @@ SWAGGER_UI_FILES: Final = frozenset({"swagger-ui.css", "swagger-ui-bundle.js"})
 STARTED_KEY: Final = web.RequestKey("wmhub_started", float)
 LIVE_PATH: Final = "/api/v1/live"
 CORS_METHODS: Final = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-
-
-HTTP_ERROR_CODES: Final = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 def http_error(exc: web.HTTPException) -> web.Response:
@@ -81,7 +86,7 @@ class WebServer:
     # lifecycle
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        self._runner = web.AppRunner(self.app, shutdown_timeout=2.0)  # its connections' handlers: GuardedSite
         await self._runner.setup()
         site = GuardedSite(self._runner, self.settings.host, self.settings.port, self.limits)
         await site.start()
