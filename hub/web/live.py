@@ -167,11 +167,15 @@ class LiveFeed:
                 async with asyncio.timeout(self.send_timeout):
                     await client.ws.send_str(message)
                 self.messages_sent += 1
-        except (TimeoutError, ConnectionError) as exc:
+        except TimeoutError:
             if client in self.clients:
                 self.dropped += 1
-                log.warning("dropping a live client: %s", type(exc).__name__)
+                log.warning("dropping a live client that took over %g s to take a message", self.send_timeout)
                 self._disconnect(client, WSCloseCode.TRY_AGAIN_LATER, b"too slow")
+        except ConnectionError as exc:
+            if client in self.clients:
+                log.debug("a live client went away: %s", exc)
+                self._disconnect(client, WSCloseCode.GOING_AWAY, b"")
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=20.0)
@@ -186,6 +190,8 @@ class LiveFeed:
             async for message in ws:
                 if message.type == WSMsgType.ERROR:
                     break
+        except ConnectionError as exc:  # gone while the hub answered its ping: a disconnect like any other
+            log.debug("a live client went away: %s", exc)
         finally:
             if client in self.clients:
                 self._remove(client)
