@@ -11,7 +11,9 @@ believes.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -32,6 +34,28 @@ class EndpointError(ValueError):
 # The URL option that names a device whose protocol reports no serial or MAC (``shure://10.0.0.5?id=rack1-a``):
 # its id then survives a new address. Drivers ignore it; the hub reads it (hub.devices.DeviceHandle.identify).
 ID_OPTION: Final = "id"
+
+
+# One label of a host name as RFC 1123 writes it: letters, digits and inner hyphens, at most 63 of them (an
+# internationalised name is written in its xn-- form, as DNS carries it).
+_HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_HOST_NAME_MAX: Final = 253
+
+
+def _is_host(host: str) -> bool:
+    """Whether ``host``, as urlsplit gives it (lower case, an IPv6 address without its brackets), is an IP
+    address or a host name: what else is typed there (two addresses, a quote, a space) cannot be reached,
+    and the hub would try it for ever."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        labels = host.removesuffix(".").split(".")
+        return (
+            len(host) <= _HOST_NAME_MAX
+            and all(_HOST_LABEL.fullmatch(label) for label in labels)
+            and not labels[-1].isdigit()  # 10.0.0.300 is a mistyped address: no name ends in digits (RFC 3696)
+        )
+    return True
 
 
 def with_options(url: str, **options: str) -> str:
@@ -84,6 +108,11 @@ class Endpoint:
         shown = redact(url)
         if not parts.scheme or not parts.hostname:
             raise EndpointError(f"{shown!r} is not a device URL (expected scheme://host[:port])")
+        if not _is_host(parts.hostname):
+            raise EndpointError(
+                f"{shown!r}: the host is neither an IP address nor a host name (letters, digits and '-' between "
+                "dots; an internationalised name in its xn-- form); one device per URL"
+            )
         try:
             port = parts.port
         except ValueError as exc:

@@ -146,6 +146,16 @@ CASES = {
         {"file": 'devices = ["shur://127.0.0.1"]\n'},
         "wmhub.toml: devices: no plugin handles",
     ),
+    "device URL, two addresses in its host (config file)": (
+        ["--config", "{file}"],
+        {"file": 'devices = ["shure://10.0.0.5,10.0.0.6"]\n'},
+        "wmhub.toml: devices: 'shure://10.0.0.5,10.0.0.6': the host is neither an IP address nor a host name",
+    ),
+    "device URL, a host with a space (--device)": (
+        ["--device", "shure://10.0.0.5 10.0.0.6"],
+        {},
+        "--device: 'shure://10.0.0.5 10.0.0.6': the host is neither an IP address nor a host name",
+    ),
     "device URL, no host (WMHUB_DEVICES)": ([], {"WMHUB_DEVICES": "shure://"}, "WMHUB_DEVICES: 'shure://'"),
     "device URL with an ESC sequence and a forged log line (--device)": (
         ["--device", "shure://127.0.0.1:23302?id=\x1b]0;PWNED\x07\x1b[2J\n12:00:00 ERROR   hub: forged line"],

@@ -333,6 +333,16 @@ async def test_add_and_remove_device(hub: Hub, http: aiohttp.ClientSession) -> N
         ({"url": "ftp://10.0.0.1"}, "invalid_url"),
         ({"url": "bench://["}, "invalid_url"),
         ({"url": "bench://rack-z:0"}, "invalid_url"),
+        # an outside audit: hosts no name or address can be were taken, and retried for ever
+        ({"url": "bench://10.0.0.5 10.0.0.6"}, "invalid_url"),
+        ({"url": "bench://10.0.0.5,10.0.0.6"}, "invalid_url"),
+        ({"url": 'bench://"quoted"'}, "invalid_url"),
+        ({"url": "bench://x<img src=x onerror=alert(1)>"}, "invalid_url"),
+        ({"url": "bench://rack_z"}, "invalid_url"),
+        ({"url": "bench://-rack"}, "invalid_url"),
+        ({"url": "bench://rack..z"}, "invalid_url"),
+        ({"url": "bench://10.0.0.300"}, "invalid_url"),
+        ({"url": "bench://" + "a" * 64}, "invalid_url"),
         ({"url": "10.0.0.1"}, "invalid_body"),
         ({"url": 5}, "invalid_body"),
         ({}, "invalid_body"),
@@ -340,6 +350,13 @@ async def test_add_and_remove_device(hub: Hub, http: aiohttp.ClientSession) -> N
 )
 async def test_add_device_bad_input(http: aiohttp.ClientSession, body: dict[str, Any], code: str) -> None:
     assert (await call(http, "POST", "/api/v1/devices", 422, json=body, headers=AUTH))["code"] == code
+
+
+@pytest.mark.parametrize(
+    "url", ["bench://10.0.0.5", "bench://[fe80::1%25eth0]:2202", "bench://Rack-A.venue.lan.", "bench://xn--bcher-kva"]
+)
+async def test_a_device_url_with_an_address_or_a_host_name_is_taken(http: aiohttp.ClientSession, url: str) -> None:
+    assert (await call(http, "POST", "/api/v1/devices", 201, json={"url": url}, headers=AUTH))["url"] == url
 
 
 CONTROL_URLS = (
