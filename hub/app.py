@@ -33,7 +33,7 @@ from hub.lag import LoopMonitor
 from hub.memory import HeapTrimmer
 from hub.metering import MeterDemand
 from hub.model import Command, CommandKind, CommandResult, Device, command_field
-from hub.persistence import DATABASE_FILE, Alert, ConflictError, NotFoundError, Persistence, StoreSettings
+from hub.persistence import DATABASE_FILE, Alert, ConflictError, NotFoundError, Persistence, Source, StoreSettings
 from hub.persistence.frequency import FrequencySettings
 from hub.persistence.known_devices import TRANSIENT_SOURCES
 from hub.plugins import PluginHost
@@ -256,7 +256,7 @@ class Hub:
         """The device ``url`` named answers elsewhere now under the same id (see DeviceHandle._claim): the
         old address would stay an offline device for good."""
         log.info("device %s is at another address now: %s is forgotten", device_id, redact(url))
-        self._spawn(self.remove_device(url, source="moved"))
+        self._spawn(self.remove_device(url, source=Source.MOVED))
 
     def _remember_identity(self, handle: DeviceHandle) -> None:
         if handle.device_id is not None:

@@ -59,6 +59,8 @@ class Source(StrEnum):
     CLI = "cli"
     UI = "ui"
     SYSTEM = "system"
+    DISCOVERY = "discovery"  # a discovered device taken in by itself (discovery.auto_approve)
+    MOVED = "moved"  # a device's old address, let go when the device answered at a new one
 
 
 class LocationKind(StrEnum):

@@ -201,6 +201,10 @@ async def test_history_and_audit(http: aiohttp.ClientSession) -> None:
     entries = (await call(http, "GET", "/api/v1/audit?source=rest", 200))["items"]
     assert entries[0]["action"] == "performer.create" and entries[0]["source"] == "rest"
     assert (await call(http, "GET", "/api/v1/audit?limit=0", 422))["code"] == "invalid_query"
+    # an outside audit: an unknown source answered 200 with no entries, as if nothing had been done
+    bogus = await call(http, "GET", "/api/v1/audit?source=bogus", 422)
+    assert bogus["code"] == "invalid_query" and bogus["details"][0]["loc"] == ["source"], bogus
+    assert all(f"'{source}'" in bogus["details"][0]["msg"] for source in ("rest", "mqtt", "ui", "discovery")), bogus
 
 
 async def test_openapi_lists_the_venue_routes_with_integer_ids(http: aiohttp.ClientSession) -> None:

@@ -26,7 +26,6 @@ from hub.records import (
 )
 from hub.redact import redact
 
-DISCOVERY_SOURCE = "discovery"
 # Sources whose devices come back from the config file or the demo every start: the hub does not reconnect
 # them from here, but keeps their placement (a row made by set_location).
 TRANSIENT_SOURCES: Final = frozenset({"config", "demo"})
@@ -236,7 +235,7 @@ class Candidates(Service):
             return None
         if self.auto_approve:
             self._by_url.pop(found.url, None)
-            return await self._devices.add(found.url, source=DISCOVERY_SOURCE)
+            return await self._devices.add(found.url, source=Source.DISCOVERY)
         now = self._clock.now()
         if found.unique_id is not None:  # the same device at another address or port: the new URL holds
             for other in list(self._by_url.values()):

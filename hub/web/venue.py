@@ -31,6 +31,7 @@ from hub.records import (
     Performer,
     ShowSettings,
     Slot,
+    Source,
     StoreError,
     SwapList,
 )
@@ -124,7 +125,7 @@ class HistoryQuery(BaseModel):
 
 class AuditQuery(BaseModel):
     target: Line | None = Field(default=None, max_length=200, description="a device id matches its channels too")
-    source: Line | None = Field(default=None, max_length=20)
+    source: Source | None = None
     since: float | None = Field(default=None, ge=0, le=1e11)
     until: float | None = Field(default=None, ge=0, le=1e11)
     limit: int = Field(default=100, ge=1, le=10_000)
