@@ -96,6 +96,12 @@ async def test_show_input_is_refused_from_outside(tmp_path: Path) -> None:
         ):
             async with http.put("/api/v1/show", json=bad, headers=AUTH) as response:
                 assert response.status == 422, (bad, await response.text())
+        # an outside audit: an ISO date the store cannot hold was refused as "end_at must be a Unix time"
+        for out_of_range in ("9999-12-31T23:00:00+00:00", "1960-01-01T00:00:00+00:00"):
+            async with http.put("/api/v1/show", json={"end_at": out_of_range}, headers=AUTH) as response:
+                refused = await response.json()
+            assert response.status == 422 and refused["details"][0]["loc"] == ["end_at"], refused
+            assert "Unix" not in str(refused) and "1970-01-01" in refused["details"][0]["msg"], refused
         for query in ({"until": "soon"}, {"until": "2026-12-05T22:00:00"}, {"until": "9" * 400}):
             async with http.get("/api/v1/swap-list", params=query) as response:
                 assert response.status == 422, query

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import functools
 import re
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Field
 
 from hub.records import (
     HTTP_STATUS,
@@ -141,8 +142,15 @@ class AcknowledgeBody(Strict):
     by: Line | None = Field(default=None, max_length=100, description="who saw it (shown in the audit log)")
 
 
+def _unix_time_range(value: datetime) -> datetime:
+    """The store holds a show's end as a Unix time above 0 and below 1e11: the range said in dates, as given."""
+    if not 0 < value.timestamp() < 1e11:
+        raise ValueError("expected a date and time after 1970-01-01T00:00:00Z and before 5138-11-16T09:46:40Z")
+    return value
+
+
 class ShowBody(Strict):
-    end_at: AwareDatetime | None = Field(
+    end_at: Annotated[AwareDatetime, AfterValidator(_unix_time_range)] | None = Field(
         description="ISO 8601 with a UTC offset, e.g. 2026-12-05T22:30:00+01:00; null: no show"
     )
     margin_min: int = Field(default=15, ge=0, le=MAX_MARGIN_MIN, description="a pack must last this long past the end")
