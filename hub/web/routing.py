@@ -81,8 +81,9 @@ def dumps(data: Any) -> str:
     try:
         return orjson.dumps(data).decode()
     except TypeError:
-        # orjson refuses integers beyond 64 bits, which a client can put into an error's details
-        return json.dumps(data, default=str)
+        # orjson refuses integers beyond 64 bits, which a client can put into an error's details; written as
+        # orjson writes (compact, UTF-8), so such an answer looks like every other
+        return json.dumps(data, default=str, separators=(",", ":"), ensure_ascii=False)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
