@@ -74,6 +74,25 @@ async def test_an_ewdx_receiver_shows_its_channels_transmitters_and_device_facts
     await matches(hub, managed, simulator, "the transmitter back on")
 
 
+async def test_a_transmitter_without_a_battery_shows_no_battery_level(
+    hub: DriverHarness, simulator: EwdxSsc2Simulator
+) -> None:
+    """Battery type NoBattery (EW-DX OpenAPI: Battery, PrimaryCell, NoBattery) comes with gauge 0: it was shown
+    as an empty battery (0 %), which raises a low-battery alert for a transmitter on external power."""
+    managed = hub.add(simulator.url(poll="0.5"))
+    await hub.device(managed)
+    simulator.set_battery(1, 0, battery_type="NoBattery")
+    await matches(hub, managed, simulator, "a transmitter without a battery")
+    channel = (shown(hub, managed) or {})[1]
+    assert (channel["battery_type"], channel["battery_percent"], channel["battery_runtime_min"]) == (
+        "NoBattery",
+        None,
+        None,
+    )
+    simulator.set_battery(1, 80)
+    await matches(hub, managed, simulator, "a battery put back in")
+
+
 async def test_a_receiver_whose_product_does_not_name_its_channels_is_probed(hub: DriverHarness) -> None:
     sim = EwdxSsc2Simulator(product="EWDX2CHS", tick_s=0)
     sim.product = "EW-DX EM 2"  # the channel count is not in the name: the driver asks channelId 0..3

@@ -534,3 +534,20 @@ async def test_a_session_id_with_escape_sequences_is_used_as_given_and_logged_wi
     subscribed = [r.getMessage() for r in caplog.records if "subscribed to" in r.getMessage()]
     assert subscribed, "the session's subscription is logged"
     assert not [r for r in caplog.records if any(c in r.getMessage() for c in "\x1b\x07\u202e")]
+
+
+async def test_a_pack_without_a_battery_or_antenna_reading_shows_none_rather_than_empty(
+    hub: DriverHarness, simulator: Ssc2Simulator
+) -> None:
+    """Spectera sends batteryFillLevel and batteryRuntime -1 for no reading ("Off" in its own client): shown as
+    0 % and 0 min, the pack raised a low-battery alert. dominantAntenna "NotAvailable" was shown as it came."""
+    managed = hub.add(simulator.url(poll="0.5"))
+    device = await hub.device(managed)
+    await matches(hub, managed, simulator, "the initial state")
+    assert stored_channel(hub, device.id, 1).antenna == "A"  # port "a", named as the hub names antennas
+    simulator.set_readings(2, battery=False, antenna="NotAvailable")
+    await matches(hub, managed, simulator, "a pack without battery and antenna readings")
+    channel = stored_channel(hub, device.id, 2)
+    assert channel.tx_present is True
+    assert (channel.battery_percent, channel.battery_runtime_min, channel.antenna) == (None, None, None)
+    assert "battery low" not in channel.warnings

@@ -131,10 +131,13 @@ def _transmitter(value: Any) -> Fields:
 def _battery(value: Any) -> Fields:
     if not isinstance(value, Mapping):
         return {"battery_percent": None, "battery_runtime_min": None, "battery_type": None}
+    # type Battery, PrimaryCell or NoBattery: without a battery the gauge and lifetime measure none (a
+    # transmitter on external power), so they are no reading, not an empty battery
+    has_battery = value.get("type") != "NoBattery"
     return {
-        "battery_percent": _percent(value.get("gauge")),
-        "battery_runtime_min": _count(value.get("lifetime")),  # "Lifetime in minutes" (EW-DX OpenAPI)
-        "battery_type": _text(value.get("type")),  # Battery, PrimaryCell, NoBattery
+        "battery_percent": _percent(value.get("gauge")) if has_battery else None,
+        "battery_runtime_min": _count(value.get("lifetime")) if has_battery else None,  # "Lifetime in minutes"
+        "battery_type": _text(value.get("type")),
     }
 
 

@@ -282,13 +282,14 @@ def _sort_key(uid: Any) -> tuple[bool, float, str]:
     return (number is None, number or 0.0, str(uid))
 
 
-def _int_in(value: Any, low: int, high: int | None = None) -> int | None:
+def _reading(value: Any, high: int | None = None) -> int | None:
+    """A whole-number reading up to ``high``; None for none. Spectera sends -1 when it has no reading (its
+    own client shows batteryFillLevel and batteryRuntime -1 as "Off": companion-module-sennheiser-spectera
+    src/state_maps.ts, src/utils.ts formatBatteryRuntimeMinutes), so no negative value is read as 0."""
     number = finite_number(value)
-    if number is None:
+    if number is None or number < 0:
         return None
-    result = round(number)
-    result = max(low, result)
-    return min(high, result) if high is not None else result
+    return min(high, round(number)) if high is not None else round(number)
 
 
 # Spectera's link quality runs 0..4 (companion-module-sennheiser-spectera src/feedbacks.ts: "Mic LQI Threshold
@@ -297,8 +298,16 @@ LQI_STEPS: Final = 4
 
 
 def _lqi_percent(value: Any) -> int | None:
-    steps = _int_in(value, 0, LQI_STEPS)
+    steps = _reading(value, LQI_STEPS)
     return None if steps is None else steps * 100 // LQI_STEPS
+
+
+def _antenna(value: Any) -> str | None:
+    """Spectera's dominant antenna port ("a".."d", src/types.ts AntennaPortId) as the hub names antennas ("A");
+    "NotAvailable" is none (its own client shows it as "N/A": src/state_maps.ts)."""
+    if not isinstance(value, str) or not value or value == "NotAvailable":
+        return None
+    return value.upper()
 
 
 def _link_id(value: Any) -> str | None:
@@ -433,11 +442,11 @@ class ResourceMap:
         }
         rms, peak = self._audio_level(mobile)
         on_air = {
-            "battery_percent": _int_in(mobile.get("batteryFillLevel"), 0, 100),
-            "battery_runtime_min": _int_in(mobile.get("batteryRuntime"), 0),
+            "battery_percent": _reading(mobile.get("batteryFillLevel"), 100),
+            "battery_runtime_min": _reading(mobile.get("batteryRuntime")),
             "rf_quality_percent": _lqi_percent(mobile.get("micLqi")),
             "rf_dbm": finite_number(mobile.get("rssi")),
-            "antenna": str(mobile["dominantAntenna"]) if mobile.get("dominantAntenna") not in (None, "") else None,
+            "antenna": _antenna(mobile.get("dominantAntenna")),
             "audio_dbfs": rms,
             "audio_peak": None if peak is None else peak >= CLIP_DBFS,
         }

@@ -48,7 +48,7 @@ from wmhub_sennheiser.ssc2 import (
 )
 
 UNAUTHENTICATED_PATHS = frozenset({"/api/ssc/version", IDENTITY_PATH, "/api/device/identification"})
-ANTENNAS = ("A1", "A2", "B1", "B2")
+ANTENNAS = ("a", "b", "c", "d")  # Spectera's antenna ports (src/types.ts AntennaPortId)
 # The user Spectera's own client logs in as (companion-module-sennheiser-spectera src/api.ts).
 SPECTERA_USER = "controlSennheiser"
 # What this simulated base station accepts. Its own limits, not the driver's: a driver that checks
@@ -121,11 +121,12 @@ class SimMobile:
     battery_percent: int = 100
     lqi: int = 4  # link quality 0..4, as Spectera reports it
     rssi: float = -60.0
-    antenna: str = "A1"
+    antenna: str = "a"  # a port of ANTENNAS, or "NotAvailable"
     rf_channel_id: int = 0
     rms: float = -30.0
     identify: bool = False
     sleeping: bool = False  # on, but asleep: Spectera reports state "Sleeping"
+    battery_read: bool = True  # False: no battery reading, which Spectera reports as -1 (shown "Off" by its client)
 
     @property
     def audio_link(self) -> int:
@@ -149,9 +150,9 @@ class SimMobile:
             # src/types.ts MtState: Connected, Disconnected, Syncing, Sleeping, Updating
             "state": "Sleeping" if self.on and self.sleeping else "Connected" if self.on else "Disconnected",
             # a switched-off transmitter keeps reporting its last values; the client must ignore them
-            "batteryFillLevel": self.battery_percent,
-            "batteryRuntime": self.runtime_min,
-            "batteryLow": self.battery_percent < 20,
+            "batteryFillLevel": self.battery_percent if self.battery_read else -1,
+            "batteryRuntime": self.runtime_min if self.battery_read else -1,
+            "batteryLow": self.battery_low,
             "micLqi": self.lqi,
             "iemLqi": 0,
             "rssi": self.rssi,
@@ -166,6 +167,10 @@ class SimMobile:
     @property
     def runtime_min(self) -> int:
         return self.battery_percent * 4
+
+    @property
+    def battery_low(self) -> bool:
+        return self.battery_read and self.battery_percent < 20
 
 
 @dataclass(frozen=True)
@@ -306,14 +311,14 @@ class Ssc2Simulator:
                 "tx_present": on,
                 "tx_model": mobile.type,
                 "tx_id": f"{7000000 + mobile.mt_uid}",
-                "battery_percent": mobile.battery_percent if on else None,
-                "battery_runtime_min": mobile.runtime_min if on else None,
+                "battery_percent": mobile.battery_percent if on and mobile.battery_read else None,
+                "battery_runtime_min": mobile.runtime_min if on and mobile.battery_read else None,
                 "rf_quality_percent": mobile.lqi * 25 if on else None,
                 "rf_dbm": mobile.rssi if on else None,
-                "antenna": mobile.antenna if on else None,
+                "antenna": mobile.antenna.upper() if on and mobile.antenna != "NotAvailable" else None,
                 "audio_dbfs": mobile.rms if on else None,
                 "audio_peak": mobile.peak >= CLIP_DBFS if on else None,
-                "warnings": self.warnings + (["battery low"] if mobile.battery_percent < 20 else []),
+                "warnings": self.warnings + (["battery low"] if mobile.battery_low else []),
             }
         return channels
 
@@ -347,6 +352,13 @@ class Ssc2Simulator:
         mobile = sorted(self.mobiles, key=lambda m: m.mt_uid)[index - 1]
         mobile.sleeping = sleeping
         self._publish([f"{MOBILES_PATH}/{mobile.mt_uid}", METERING_PATH])
+
+    def set_readings(self, index: int, *, battery: bool = True, antenna: str = "a") -> None:
+        """The pack on channel ``index`` (1-based, in mtUid order) with or without a battery reading, and its
+        dominant antenna ("NotAvailable" for none)."""
+        mobile = sorted(self.mobiles, key=lambda m: m.mt_uid)[index - 1]
+        mobile.battery_read, mobile.antenna = battery, antenna
+        self._publish([f"{MOBILES_PATH}/{mobile.mt_uid}"])
 
     def set_warnings(self, warnings: Iterable[str]) -> None:
         self.warnings = list(warnings)

@@ -49,6 +49,10 @@ class SimEwdxChannel:
     def lifetime_min(self) -> int:
         return self.battery_gauge * 5
 
+    @property
+    def has_battery(self) -> bool:
+        return self.battery_type != "NoBattery"
+
 
 class EwdxSsc2Simulator(Ssc2Simulator):
     """An EW-DX EM 2 (``EWDX2CHS``) or EM 4 Dante (``EWDX4CHDS``) receiver speaking SSCv2."""
@@ -95,8 +99,9 @@ class EwdxSsc2Simulator(Ssc2Simulator):
                 "tx_muted": channel.tx_muted if on else None,
                 "tx_locked": ("all" if channel.tx_lock else "none") if on else None,
                 "tx_offset_db": float(channel.tx_trim) if on else None,
-                "battery_percent": channel.battery_gauge if on else None,
-                "battery_runtime_min": channel.lifetime_min if on else None,
+                # with no battery (external power) the gauge measures nothing: no reading, not an empty battery
+                "battery_percent": channel.battery_gauge if on and channel.has_battery else None,
+                "battery_runtime_min": channel.lifetime_min if on and channel.has_battery else None,
                 "battery_type": channel.battery_type if on else None,
                 "warnings": self.warnings + channel.rx_warnings + (["LowBattery"] if on and self._low(channel) else []),
             }
@@ -104,7 +109,7 @@ class EwdxSsc2Simulator(Ssc2Simulator):
 
     @staticmethod
     def _low(channel: SimEwdxChannel) -> bool:
-        return channel.battery_gauge < 20
+        return channel.has_battery and channel.battery_gauge < 20
 
     # --- changes
 
@@ -129,8 +134,10 @@ class EwdxSsc2Simulator(Ssc2Simulator):
             channel.rssi, channel.rsqi, channel.divi, channel.level = -107.0, 0, 0, -138.5
         self._publish(self._channel_paths(index - 1))
 
-    def set_battery(self, index: int, gauge: int) -> None:
+    def set_battery(self, index: int, gauge: int, battery_type: str = "Battery") -> None:
+        """The transmitter's battery on channel ``index``: its gauge and type (Battery, PrimaryCell, NoBattery)."""
         self.channels[index - 1].battery_gauge = gauge
+        self.channels[index - 1].battery_type = battery_type
         n = index - 1
         self._publish([f"/api/transmitters/{n}/battery", f"/api/transmitters/{n}/warnings"])
 
