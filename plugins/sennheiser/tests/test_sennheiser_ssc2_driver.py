@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl
@@ -13,13 +14,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator, Unframed
-from wmhub_sennheiser.ssc2 import IDENTITY_PATH, MAX_RAW_RESOURCES, SITE_PATH, encode_sse
+from wmhub_sennheiser.ssc2 import IDENTITY_PATH, MAX_RAW_RESOURCES, SITE_PATH, SUBSCRIPTIONS_PATH, encode_sse
 from wmhub_sennheiser.ssc2_driver import Ssc2Driver, Ssc2Options
 
 from hub.clock import SimulatedClock
 from hub.devices import ManagedDevice
 from hub.drivers import DriverSettings, EndpointError
 from hub.model import Channel, Command, CommandKind, Device
+from hub.state import ONLINE, Subscription
 from hub.testing import DriverHarness, eventually
 
 COMPARED = (
@@ -169,35 +171,70 @@ async def streaming(hub: DriverHarness, simulator: Ssc2Simulator) -> tuple[Manag
     return managed, session
 
 
-async def test_a_dropped_stream_recovers_and_the_stale_session_is_deleted(
+def went_offline(online: Subscription, device_id: str) -> bool:
+    """Whether the device's online flag changed (to offline and, maybe, back) since ``online`` was last drained."""
+    return ONLINE in online.drain().get((device_id, None), set())
+
+
+async def test_a_dropped_stream_is_replaced_without_the_device_going_offline(
     hub: DriverHarness, simulator: Ssc2Simulator
 ) -> None:
+    """Every stream drop took the device offline and online again within a second: MQTT availability and the
+    board flapped, though offline means silence for offline_after_s."""
     managed, old_session = await streaming(hub, simulator)
+    device_id = simulator.expected_device()["id"]
+    online = hub.store.subscribe({ONLINE})
+    online.drain()
     simulator.drop_streams()
     await eventually(
         lambda: list(simulator.sessions) not in ([], [old_session]) and old_session not in simulator.sessions,
         what="a new session replacing the stale one",
     )
-    assert managed.supervisor.reconnects >= 1
     simulator.tick()
     await matches(hub, managed, simulator, "data flowing again")
+    assert not went_offline(online, device_id)
+    assert (managed.supervisor.reconnects, managed.supervisor.last_error) == (0, None)
 
 
-async def test_junk_events_are_ignored_and_a_close_event_brings_a_new_session(
+async def test_junk_events_are_ignored_and_a_close_event_brings_a_new_session_while_online(
     hub: DriverHarness, simulator: Ssc2Simulator
 ) -> None:
     managed, old_session = await streaming(hub, simulator)
+    device_id = simulator.expected_device()["id"]
+    online = hub.store.subscribe({ONLINE})
+    online.drain()
     simulator.sessions[old_session].outbox.put_nowait(b"event: message\ndata: {not json\n\n")
     simulator.tick()
     await matches(hub, managed, simulator, "data flowing past a junk event")
-    assert managed.supervisor.reconnects == 0
     simulator.sessions[old_session].outbox.put_nowait(encode_sse({}, event="close"))
     await eventually(
-        lambda: managed.supervisor.reconnects >= 1 and any(uuid != old_session for uuid in simulator.sessions),
+        lambda: any(uuid != old_session for uuid in simulator.sessions),
         what="a new session after the device closed the old one",
     )
     simulator.tick()
     await matches(hub, managed, simulator, "data flowing in the new session")
+    assert not went_offline(online, device_id)
+    assert managed.supervisor.reconnects == 0
+
+
+async def test_a_device_that_opens_no_new_stream_goes_offline_after_offline_after_s(
+    hub: DriverHarness, simulator: Ssc2Simulator
+) -> None:
+    """The device answers its resources but refuses every new stream: online while it may still come back,
+    offline once offline_after_s has passed, saying why."""
+    managed, _ = await streaming(hub, simulator)
+    simulator.answers[SUBSCRIPTIONS_PATH] = lambda: web.json_response({"error": 503}, status=503)
+    dropped_at = time.monotonic()
+    simulator.drop_streams()
+    limit = hub.settings.offline_after_s
+    await hub.device(managed, online=False, timeout=limit * 2)
+    assert time.monotonic() - dropped_at >= limit * 0.9  # not before offline_after_s (less the jitter of a delay)
+    error = managed.supervisor.last_error or ""
+    assert error.startswith(f"the device closed the event stream; no new event stream within {limit:g} s"), error
+    del simulator.answers[SUBSCRIPTIONS_PATH]
+    await hub.device(managed, timeout=limit * 3)
+    simulator.tick()
+    await matches(hub, managed, simulator, "data flowing once streams open again")
 
 
 async def test_a_session_the_driver_could_not_end_is_deleted_before_the_next_one_opens(
@@ -215,9 +252,7 @@ async def test_a_reboot_recovers_by_itself() -> None:
         managed = hub.add(simulator.url())
         await hub.device(managed)
         await eventually(lambda: simulator.sessions, what="a session")
-        reconnects = managed.supervisor.reconnects
         simulator.reboot()
-        await eventually(lambda: managed.supervisor.reconnects > reconnects, what="a reconnect")
         await eventually(
             lambda: any("/api/mts/paired/all" in session.paths for session in simulator.sessions.values()),
             what="a new session subscribed to the transmitters",
@@ -438,13 +473,19 @@ def device_online(hub: DriverHarness, simulator: Ssc2Simulator) -> bool:
     return device is not None and device.online
 
 
-async def test_a_malformed_stream_is_noticed_at_once_and_named(hub: DriverHarness, simulator: Ssc2Simulator) -> None:
+async def test_a_malformed_stream_is_noticed_at_once_and_named(
+    hub: DriverHarness, simulator: Ssc2Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
     """A bad chunk-size line killed the stream, but the hub waited for sse_timeout (60 s) and blamed silence."""
-    managed, _ = await streaming(hub, simulator)
+    caplog.set_level(logging.INFO)
+    managed, old_session = await streaming(hub, simulator)
     simulator.push_to_streams(Unframed(b"zz\x1b[2J\x1b]0;pwn\x07" + b"A" * 5000 + b"\r\n"))
-    error = await eventually(lambda: managed.supervisor.last_error, 2.0, "the broken stream noticed")
-    assert error.startswith("the SSE stream is malformed") and "chunk size" in error, error
-    assert "\x1b" not in error and "\x07" not in error
+    await eventually(lambda: old_session not in simulator.sessions and simulator.sessions, 2.0, "a new stream")
+    (said,) = [r.getMessage() for r in caplog.records if "opening a new event stream" in r.getMessage()]
+    assert said.startswith("the SSE stream is malformed") and "chunk size" in said, said
+    assert "\x1b" not in said and "\x07" not in said
+    simulator.tick()
+    await matches(hub, managed, simulator, "data flowing in the new stream")
 
 
 async def test_events_naming_endless_new_resources_do_not_grow_the_hub(

@@ -13,7 +13,9 @@ URL: ``sennheiser-ssc2://host[:443]?password=...`` with the options
 
 Flow (reference section 2.2): identity, schema, the mapped resources, DELETE the session a previous
 connection left behind, open the stream, read the session id from its ``open`` event, then add the
-resource paths on a second connection. The state store gets changes as events arrive. An EW-DX receiver
+resource paths on a second connection. The state store gets changes as events arrive. A stream that ends is
+replaced by a new one (resources read again) while the device stays online, unless none opens within the
+hub's ``offline_after_s``. An EW-DX receiver
 (identity product ``EWDX…``) has fixed per-channel resources instead (:mod:`wmhub_sennheiser.ewdx_ssc2`):
 the driver reads and subscribes to those, skipping the schema.
 """
@@ -34,6 +36,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from hub.backoff import Backoff
 from hub.drivers import DeviceSilentError, DeviceSink, Driver, DriverSettings, Endpoint, EndpointError
 from hub.model import (
     Command,
@@ -82,6 +85,9 @@ SPECTERA_USER: Final = "controlSennheiser"
 MAX_EVENT_BYTES: Final = 1024 * 1024
 # How often a stream that sends nothing is checked for framing aiohttp found malformed.
 STREAM_CHECK_S: Final = 0.5
+# An event stream that lasted this long was a working one: when it ends, a new one is opened at once. One that
+# ended sooner is replaced after a growing delay (a device ending every stream must not be asked in a loop).
+STREAM_STAYED_UP_S: Final = 30.0
 # How long a PUT the device answered waits, once an event shows the field with the value held before (after
 # the answer, or while the PUT was out), for an event with the new value before it is settled as refused (the
 # device kept its value). Events carry whole
@@ -110,6 +116,10 @@ class RequestTimeoutError(ConnectionError):
 
 class NotConnectedError(ConnectionError):
     """No connection to the device could be made: the request was not sent."""
+
+
+class StreamEndedError(ConnectionError):
+    """The event stream ended (closed, a close event, broken framing): a new one is opened."""
 
 
 @dataclass(eq=False)
@@ -305,42 +315,47 @@ class Ssc2Driver(Driver):
         )
         self._user = options.user_for(None)
         identity = await self._read_identity()
-        product = identity.get("product") if isinstance(identity, Mapping) else None
-        self._user = options.user_for(product)
-        if family_of(str(product) if product else None) == "ew-dx":
-            await self._connect_ewdx(identity)
-            _refused_at.pop(self.endpoint.url, None)
-            return
+        self._identity = dict(identity) if isinstance(identity, Mapping) else {}
+        self._user = options.user_for(self._product())
+        changes = await self._subscribe()
+        # identified (and so shown online) only now: a device whose stream never opens is not being watched
+        self._identify()
+        self._publish(changes)
+        _refused_at.pop(self.endpoint.url, None)
+
+    def _product(self) -> str | None:
+        product = self._identity.get("product")
+        return str(product) if product else None
+
+    async def _subscribe(self) -> Changes:
+        """Read the resources, then open an event stream subscribed to them; the changes the reads brought."""
+        if family_of(self._product()) == "ew-dx":
+            return await self._subscribe_ewdx()
         schema = await self._request("GET", SCHEMA_PATH, optional=True)
         available = schema_paths(schema) if isinstance(schema, Mapping) else None
         subscribe = subscription_paths(available)
-        initial = {IDENTITY_PATH: identity}
+        initial: dict[str, Any] = {IDENTITY_PATH: self._identity}
         for path in MAPPED_PATHS[1:]:
             if path in subscribe and (value := await self._request("GET", path, optional=True)) is not None:
                 initial[path] = value
         # a device without a schema may lack some documented resources (a TCC M has no transmitters), and
         # one unknown path makes a device refuse the whole add (EW-DX OpenAPI: 400 {"path", "error": 404})
         subscribe = [path for path in subscribe if path not in MAPPED_PATHS or path in initial]
-        self._identity = dict(identity) if isinstance(identity, Mapping) else {}
         changes = self.resources.apply_all(initial)
         await self._open_stream(subscribe)
-        # identified (and so shown online) only now: a device whose stream never opens is not being watched
-        self._identify()
-        self._publish(changes)
-        _refused_at.pop(self.endpoint.url, None)
+        return changes
 
-    async def _connect_ewdx(self, identity: Mapping[str, Any]) -> None:
+    async def _subscribe_ewdx(self) -> Changes:
         """Read every documented EW-DX resource, then subscribe to those the receiver has.
 
         A missing channel answers 404 (dropped); a channel without a linked transmitter answers 422 on its
         transmitter resources (EW-DX OpenAPI), which stay subscribed so a transmitter switched on shows up.
+        A receiver whose product does not name its channel count is probed on the first subscription.
         """
-        count = ewdx_ssc2.channel_count_of(str(identity.get("product")))
-        probed = count is None
-        self.ewdx = EwdxResourceMap(count or ewdx_ssc2.MAX_CHANNELS)
-        initial: dict[str, Any] = {IDENTITY_PATH: identity}
+        count = self.ewdx.channel_count if self.ewdx is not None else ewdx_ssc2.channel_count_of(self._product())
+        initial: dict[str, Any] = {IDENTITY_PATH: self._identity}
         subscribe: list[str] = []
-        for path in ewdx_ssc2.subscription_paths(self.ewdx.channel_count):
+        for path in ewdx_ssc2.subscription_paths(count or ewdx_ssc2.MAX_CHANNELS):
             if path != IDENTITY_PATH:
                 response = await self._send("GET", path)
                 async with response:
@@ -352,14 +367,14 @@ class Ssc2Driver(Driver):
                     else:
                         initial[path] = None
             subscribe.append(path)
-        if probed:  # the product did not name its channel count: the channels that answered are the ones
+        if count is None:  # the product did not name its channel count: the channels that answered are the ones
             present = {int(path.split("/")[3]) for path in initial if path.startswith("/api/channel/")}
-            self.ewdx = EwdxResourceMap(max(present, default=-1) + 1)
-        self._identity = dict(identity)
+            count = max(present, default=-1) + 1
+        if self.ewdx is None:
+            self.ewdx = EwdxResourceMap(count)
         changes = self.ewdx.apply_all(initial)
         await self._open_stream(subscribe)
-        self._identify()
-        self._publish(changes)
+        return changes
 
     async def _read_identity(self) -> Any:
         """``/api/device/identity``, documented as open; a device that wants credentials for it anyway and
@@ -374,16 +389,11 @@ class Ssc2Driver(Driver):
             return await self._request("GET", IDENTITY_PATH)
 
     async def run(self) -> None:
-        await _first_failure(self._read_stream(), self._poll_state())
+        await _first_failure(self._follow_stream(), self._poll_state())
 
     async def close(self) -> None:
         try:
-            if self._stream is not None:
-                self._stream.close()
-            if self.session_uuid is not None and self._http is not None:
-                await self._end_session(self.session_uuid)
-        except Exception as exc:  # close never raises; a session left behind is deleted on reconnect
-            self.sink.log.debug("could not end SSE session: %s", exc)
+            await self._drop_stream()
         finally:
             for watch in self._watches:
                 watch.cancel()
@@ -447,6 +457,59 @@ class Ssc2Driver(Driver):
             raise ConnectionError(f"the event stream opened without a session id (first event {first.event!r})")
         return session
 
+    async def _follow_stream(self) -> None:
+        """Read events; a stream the device ends is replaced by a new one, the resources read again for what
+        the gap missed, while the device stays online: the hub's offline means silence for offline_after_s,
+        and a stream is often cut while the device answers on. Offline only if no new stream opens in time."""
+        clock = self.sink.clock
+        ends = Backoff(cap=self.settings.offline_after_s / 2)
+        while True:
+            opened_at = clock.monotonic()
+            try:
+                await self._read_stream()
+            except StreamEndedError as ended:
+                self.sink.log.info("%s; opening a new event stream", ended)
+                if clock.monotonic() - opened_at < STREAM_STAYED_UP_S:
+                    await clock.sleep(ends.next_delay())
+                else:
+                    ends.reset()
+                self._publish(await self._resubscribe(ended))
+
+    async def _resubscribe(self, ended: StreamEndedError) -> Changes:
+        """Subscribe again, retrying with backoff; give up (the device goes offline) after offline_after_s."""
+        clock = self.sink.clock
+        limit = self.settings.offline_after_s
+        give_up_at = clock.monotonic() + limit
+        retries = Backoff(cap=limit / 2)
+        while True:
+            await self._drop_stream()
+            try:
+                return await self._subscribe()
+            except (CredentialsRefusedError, CertificateRefusedError):
+                raise
+            except (ConnectionError, TimeoutError) as exc:
+                remaining = give_up_at - clock.monotonic()
+                if remaining <= 0:
+                    said = str(exc) or f"no answer within {self.settings.io_timeout_s:g} s"  # a bare TimeoutError
+                    raise ConnectionError(f"{ended}; no new event stream within {limit:g} s: {said}") from None
+                self.sink.log.debug("no new event stream yet: %s", exc)
+                await clock.sleep(min(retries.next_delay(), remaining))  # the last attempt at the limit
+
+    async def _drop_stream(self) -> None:
+        """Close the stream and end its session; never raises. A session that could not be ended is deleted
+        before the next one opens; the half-read event of the old stream must not run into the new one's."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        self._parser = SseParser(max_event_bytes=MAX_EVENT_BYTES)
+        self._pending = []
+        session, self.session_uuid = self.session_uuid, None
+        if session is not None and self._http is not None:
+            try:
+                await self._end_session(session)
+            except Exception as exc:  # the stale session stays listed (_stale_sessions) for the next attempt
+                self.sink.log.debug("could not end SSE session: %s", exc)
+
     async def _read_stream(self) -> None:
         assert self._stream is not None
         for event in self._pending:
@@ -460,35 +523,43 @@ class Ssc2Driver(Driver):
             except TimeoutError:
                 raise DeviceSilentError(f"no event on the SSE stream for {self.options.sse_timeout_s:g} s") from None
             if not chunk:
-                raise ConnectionError("the device closed the event stream")
+                raise StreamEndedError("the device closed the event stream")
             for event in self._parser.feed(chunk):
                 self._on_event(event.event, event.data)
 
     @staticmethod
     async def _next_chunk(stream: aiohttp.ClientResponse) -> bytes:
-        """The stream's next bytes; ConnectionError as soon as its HTTP framing turns out malformed.
+        """The stream's next bytes; StreamEndedError as soon as its HTTP framing turns out malformed, or its
+        connection breaks.
 
         aiohttp stops reading a response whose chunk framing it cannot parse, but tells the body's reader
         only once the TLS connection has finished closing, which a device that sent garbage may never do:
-        the stream would look merely quiet until ``sse_timeout``.
+        the stream would look merely quiet until ``sse_timeout``. When it does tell, the connection is
+        already released: its protocol, which holds the reason, is taken first.
         """
+        protocol = stream.connection.protocol if stream.connection is not None else None
         read = asyncio.ensure_future(stream.content.readany())
         try:
             while True:
                 done, _ = await asyncio.wait({read}, timeout=STREAM_CHECK_S)
-                if done:
+                if done and read.exception() is None:
                     return read.result()
-                protocol = stream.connection.protocol if stream.connection is not None else None
                 failure = protocol.exception() if protocol is not None else None
                 if failure is not None:
                     said = device_text(" ".join(str(failure).split()), 120)
-                    raise ConnectionError(f"the SSE stream is malformed: {said}")
+                    raise StreamEndedError(f"the SSE stream is malformed: {said}")
+                if done:
+                    broken = read.exception()
+                    if not isinstance(broken, aiohttp.ClientError | OSError):
+                        return read.result()  # raises it: not a connection's failure
+                    said = device_text(str(broken) or type(broken).__name__, 120)
+                    raise StreamEndedError(f"the event stream broke: {said}")
         finally:
             read.cancel()
 
     def _on_event(self, kind: str, data: str) -> None:
         if kind == "close":  # django-micboard stops here too (unverified)
-            raise ConnectionError("the device closed the subscription")
+            raise StreamEndedError("the device closed the subscription")
         try:
             resources = json.loads(data)
         except (ValueError, RecursionError):  # RecursionError: nested past the interpreter's limit
