@@ -97,6 +97,12 @@ class Channel(BaseModel):
     group_channel: str | None = Field(
         default=None, description="the frequency preset: Shure 'group,channel', Sennheiser 'bank.channel'"
     )
+    rf_bandwidth_khz: float | None = Field(
+        default=None,
+        ge=0,
+        le=100_000,
+        description="the width of the channel's carrier where the device reports it (Spectera WMAS: 6, 8 or 10 MHz)",
+    )
     frequency2_mhz: float | None = Field(
         default=None, ge=1, le=10_000, description="second carrier (frequency diversity)"
     )

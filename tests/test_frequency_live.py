@@ -338,3 +338,44 @@ async def test_a_wideband_carrier_moves_whole_when_one_of_its_channels_is_retune
         async with http.get("/api/v1/frequency-plan") as response:
             plan = await response.json()
         assert [c["channels"] for c in plan["carriers"]] == [[1, 2, 3, 4]] and plan["findings"] == [], plan
+
+
+async def test_a_spectera_carrier_is_as_wide_as_its_bandwidth_mode_and_suggested_on_its_grid(tmp_path: Path) -> None:
+    """Spectera reports each RF channel's width (src/types.ts RfChannel.bandwidthMode 6000/8000/10000 kHz) and
+    tunes in whole MHz ("Step: 1000" kHz): the plan took every carrier as 8 MHz wide, missed a carrier inside a
+    10 MHz one, and suggested frequencies off the grid."""
+    async with (
+        Ssc2Simulator(tick_s=0.2) as base,
+        rf_hub(tmp_path, "sennheiser") as hub,
+        aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}", headers=AUTH) as http,
+    ):
+        base.rf_khz, base.rf_bandwidth_khz = {0: 474_000, 1: 530_000}, {0: 6000, 1: 10000}
+        await hub.add_device(base.url(), source="test")
+        device_id = await eventually(
+            lambda: next((d.id for d in hub.store.devices.values() if len(d.channels) == 4), None), 15, "Spectera"
+        )
+        # 4.4 MHz below the 10 MHz carrier's centre: inside it (525..535), outside an 8 MHz one (526..534)
+        carrier = {"label": "IEM", "frequency_mhz": 525.6}
+        async with http.post("/api/v1/frequency-plan/carriers", json=carrier) as response:
+            assert response.status in (200, 201), await response.text()
+
+        async def plan() -> dict[str, Any]:
+            async with http.get("/api/v1/frequency-plan") as response:
+                answer: dict[str, Any] = await response.json()
+                return answer
+
+        deadline = asyncio.get_running_loop().time() + 10  # the plan is checked again on the persistence tick
+        found = await plan()
+        while not any("IEM" in str(finding) for finding in found["findings"]):
+            assert asyncio.get_running_loop().time() < deadline, f"the IEM inside the 10 MHz carrier: {found}"
+            await asyncio.sleep(0.1)
+            found = await plan()
+        widths = {c["frequency_mhz"]: c["bandwidth_khz"] for c in found["carriers"] if c.get("device_id")}
+        assert widths == {474.0: 6000, 530.0: 10000}, found["carriers"]
+        body = {"channel": f"{device_id}:1", "count": 5}
+        async with http.post("/api/v1/frequency-plan/suggest", json=body) as response:
+            suggestion = await response.json()
+            assert response.status == 200, suggestion
+        assert [c["frequency_mhz"] for c in suggestion["candidates"]] == [
+            round(c["frequency_mhz"]) for c in suggestion["candidates"]
+        ], "whole MHz only"

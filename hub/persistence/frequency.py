@@ -46,7 +46,9 @@ log = logging.getLogger("hub.persistence.frequency")
 
 # the state fields a check depends on (ADDED, REMOVED and ONLINE reach every subscription anyway); an in-ear
 # transmitter's RF mute is "muted" or "tx_muted" (Capabilities.rf_mute_field)
-FREQUENCY_FIELDS: Final = frozenset({"frequency_mhz", "frequency2_mhz", "tx_present", "muted", "tx_muted"})
+FREQUENCY_FIELDS: Final = frozenset(
+    {"frequency_mhz", "frequency2_mhz", "rf_bandwidth_khz", "tx_present", "muted", "tx_muted"}
+)
 # a device's band and carrier width (rf_capabilities)
 BAND_FIELDS: Final = frozenset({"family", "rf_band", "capabilities"})
 # what a carrier's label is made of: a change rebuilds that device's carriers without checking the plan again
@@ -149,6 +151,8 @@ def _channel_carriers(device: Device, channel: Channel, rf: RfCapabilities) -> l
     label = f"{name} ({where})" if name else where
     # frequency diversity (Axient FREQUENCY2): a model that reports it has frequency2_mhz
     second = getattr(channel, "frequency2_mhz", None)
+    # the width the device reports for this channel's carrier, else its family's (RfCapabilities)
+    width = channel.rf_bandwidth_khz if channel.rf_bandwidth_khz is not None else rf.bandwidth_khz
     found = []
     for suffix, mhz in (("", channel.frequency_mhz), ("/2", second)):
         if isinstance(mhz, int | float) and LOWEST_MHZ <= mhz <= HIGHEST_MHZ:
@@ -157,7 +161,7 @@ def _channel_carriers(device: Device, channel: Channel, rf: RfCapabilities) -> l
                     id=f"{device.id}:{channel.index}{suffix}",
                     frequency_mhz=float(mhz),
                     state=state,
-                    bandwidth_khz=rf.bandwidth_khz,
+                    bandwidth_khz=width,
                     family=device.family,
                     label=label + (" f2" if suffix else ""),
                     device_id=device.id,

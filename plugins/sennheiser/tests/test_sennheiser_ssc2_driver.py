@@ -27,6 +27,7 @@ from hub.testing import DriverHarness, eventually
 COMPARED = (
     "name",
     "frequency_mhz",
+    "rf_bandwidth_khz",
     "tx_present",
     "tx_model",
     "tx_id",
@@ -295,10 +296,10 @@ async def test_control_round_trips(hub: DriverHarness, simulator: Ssc2Simulator)
     assert result.ok and simulator.mobiles[0].name == "Lead Vox"
     assert stored_channel(hub, device.id, 1).name == "Lead Vox"
 
-    result = await hub.apply(command(CommandKind.FREQUENCY, 500.125))
-    assert result.ok and result.value == 500.125 and simulator.rf_khz[0] == 500_125
+    result = await hub.apply(command(CommandKind.FREQUENCY, 500))
+    assert result.ok and result.value == 500 and simulator.rf_khz[0] == 500_000
     # every transmitter on that RF channel moved with it
-    assert stored_channel(hub, device.id, 3).frequency_mhz == 500.125
+    assert stored_channel(hub, device.id, 3).frequency_mhz == 500
 
     result = await hub.apply(command(CommandKind.DEVICE_NAME, "Stage Left", channel=None))
     assert result.ok and simulator.device_name == "Stage Left"
@@ -316,6 +317,7 @@ async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness
     device = await hub.device(hub.add(simulator.url(poll="0.5")))
     for kind, value in (
         (CommandKind.FREQUENCY, 900.0),
+        (CommandKind.FREQUENCY, 482.125),  # off Spectera's 1 MHz grid (src/types.ts RfChannel.frequency)
         (CommandKind.NAME, "A name far too long"),
         (CommandKind.NAME, ""),
     ):

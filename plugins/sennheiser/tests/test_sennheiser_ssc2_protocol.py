@@ -150,6 +150,7 @@ def test_spectera_mobile_device_maps_to_a_channel() -> None:
     assert changes.channels[1] == {
         "name": "Vocal 1",
         "frequency_mhz": 474.0,
+        "rf_bandwidth_khz": 8000.0,  # the RF channel's bandwidthMode (src/types.ts)
         "tx_present": True,
         "tx_model": "SKM",
         "tx_id": "1234567",  # the pack's serial

@@ -27,7 +27,7 @@ from wmhub_sennheiser.families import (
 from wmhub_sennheiser.mcp import EM_FAMILY as G4_FAMILY
 from wmhub_sennheiser.mcp import FALLBACK_RF_CONFIG, RfConfig
 from wmhub_sennheiser.mcp import SR_FAMILY as IEM_FAMILY
-from wmhub_sennheiser.ssc2 import DEVICE_NAME_MAX_CHARS, FREQUENCY_RANGE_KHZ, MOBILE_NAME_MAX_CHARS
+from wmhub_sennheiser.ssc2 import DEVICE_NAME_MAX_CHARS, FREQUENCY_RANGE_KHZ, FREQUENCY_STEP_KHZ, MOBILE_NAME_MAX_CHARS
 
 _TRANSMITTER: Final = frozenset({"tx_present", "battery_percent", "battery_runtime_min", "warnings"})
 _SSC1_FIELDS: Final[Mapping[str, frozenset[str]]] = {
@@ -53,7 +53,8 @@ _IEM_FIELDS: Final = frozenset(
 )
 # SSCv2 (Spectera, TCC-M, EW-DX over SSCv2): one hub channel per paired mobile device
 _SSC2_FIELDS: Final = _TRANSMITTER | {
-    "name", "frequency_mhz", "tx_model", "tx_id", "rf_quality_percent", "rf_dbm", "antenna", "audio_dbfs", "audio_peak",
+    "name", "frequency_mhz", "rf_bandwidth_khz", "tx_model", "tx_id", "rf_quality_percent", "rf_dbm", "antenna",
+    "audio_dbfs", "audio_peak",
 }  # fmt: skip
 _SSC2_FAMILIES: Final = ("spectera", "tcc-m", "sscv2")
 # EW-DX over SSCv2: fixed receiver channels and their transmitters (wmhub_sennheiser.ewdx_ssc2)
@@ -129,9 +130,9 @@ def _ssc2_capabilities() -> Capabilities:
         commands={
             CommandKind.NAME: CommandLimits(text=printable(MOBILE_NAME_MAX_CHARS)),
             CommandKind.DEVICE_NAME: CommandLimits(channel=False, device=True, text=printable(DEVICE_NAME_MAX_CHARS)),
-            # any whole kHz in the documented range (the grid is unverified); the device refuses the rest
+            # Spectera's 1 MHz grid (src/types.ts RfChannel.frequency), so suggestions land on it too
             CommandKind.FREQUENCY: CommandLimits(
-                number=NumberLimits(min=low / 1000, max=high / 1000, step=0.001, unit="MHz")
+                number=NumberLimits(min=low / 1000, max=high / 1000, step=FREQUENCY_STEP_KHZ / 1000, unit="MHz")
             ),
             CommandKind.IDENTIFY: CommandLimits(),
         },

@@ -48,6 +48,11 @@ MAX_RAW_RESOURCES: Final = 1024
 MOBILE_NAME_MAX_CHARS: Final = 16
 DEVICE_NAME_MAX_CHARS: Final = 32
 FREQUENCY_RANGE_KHZ: Final = (470_000, 694_000)
+# Spectera tunes its RF channels in whole MHz: src/types.ts RfChannel.frequency "Step: 1000" (kHz). Its
+# "Min: 10000, Max: 10000000" is the schema's bound, not the band: the range above stays the UHF band.
+FREQUENCY_STEP_KHZ: Final = 1000
+# A carrier wider than this is no reading (the hub model's bound).
+MAX_BANDWIDTH_KHZ: Final = 100_000
 
 
 def name_problem(name: object, max_chars: int) -> str | None:
@@ -66,6 +71,8 @@ def frequency_problem(khz: object) -> str | None:
     low, high = FREQUENCY_RANGE_KHZ
     if isinstance(khz, bool) or not isinstance(khz, int | float) or not low <= khz <= high:
         return f"frequency {khz!r} kHz is outside {low / 1000:g}..{high / 1000:g} MHz"
+    if (khz - low) % FREQUENCY_STEP_KHZ:
+        return f"frequency {khz / 1000:g} MHz is not on the {FREQUENCY_STEP_KHZ / 1000:g} MHz grid"
     return None
 
 
@@ -342,6 +349,7 @@ class ResourceMap:
         self.channel_of: dict[str, int] = {}
         self._mobiles: dict[str, dict[str, Any]] = {}
         self._rf_khz: dict[str, float] = {}
+        self._rf_bandwidth_khz: dict[str, float] = {}  # rfChannelId -> bandwidthMode (6000, 8000, 10000)
         self._device_warnings: list[str] = []
         self._outputs: dict[str, dict[str, Any]] = {}  # outputId -> the output's resource
         self._levels: dict[str, Mapping[str, Any]] = {}  # interface ("aoIpOut") -> {"peak": [...], "rms": [...]}
@@ -431,10 +439,12 @@ class ResourceMap:
         mobile = self._mobiles[key]
         state = mobile.get("state")
         present = bool(state) and str(state).lower() not in ABSENT_STATES
-        khz = self._rf_khz.get(str(mobile.get("rfChannelId")))
+        rf_channel = str(mobile.get("rfChannelId"))
+        khz = self._rf_khz.get(rf_channel)
         fields: dict[str, Any] = {
             "name": text(mobile.get("name")),
             "frequency_mhz": khz / 1000.0 if khz is not None else None,
+            "rf_bandwidth_khz": self._rf_bandwidth_khz.get(rf_channel) if khz is not None else None,
             "tx_present": present,
             "tx_model": str(mobile["type"]) if mobile.get("type") else None,
             "tx_id": text(mobile.get("serial")),  # the paired pack's serial (spectera src/types.ts MobileDevice)
@@ -467,8 +477,15 @@ class ResourceMap:
     def _rf_channel(self, key: str, value: Any, changes: Changes) -> None:
         if value is None:
             self._rf_khz.pop(key, None)
+            self._rf_bandwidth_khz.pop(key, None)
         elif isinstance(value, Mapping) and finite_number(value.get("frequency")) is not None:
             self._rf_khz[key] = float(value["frequency"])
+            # the WMAS carrier's width (src/types.ts RfChannel.bandwidthMode, kHz: 6000, 8000, 10000)
+            width = finite_number(value.get("bandwidthMode"))
+            if width is not None and 0 < width <= MAX_BANDWIDTH_KHZ:
+                self._rf_bandwidth_khz[key] = width
+            elif "bandwidthMode" in value:
+                self._rf_bandwidth_khz.pop(key, None)
         else:
             return
         for mobile_id, index in self.channel_of.items():

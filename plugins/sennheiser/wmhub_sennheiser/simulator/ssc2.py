@@ -53,7 +53,7 @@ ANTENNAS = ("a", "b", "c", "d")  # Spectera's antenna ports (src/types.ts Antenn
 SPECTERA_USER = "controlSennheiser"
 # What this simulated base station accepts. Its own limits, not the driver's: a driver that checks
 # less than the device refuses shows up as a refusal in the tests.
-TUNING_KHZ = range(470_000, 694_001)
+TUNING_KHZ = range(470_000, 694_001, 1000)  # whole MHz: src/types.ts RfChannel.frequency "Step: 1000"
 NAME_LENGTHS = {"mobile": 16, "device": 32}
 OUTPUTS = 32  # audio outputs, metered per interface in arrays of this length
 CLIP_DBFS = -1.0  # the peak a correct client shows as clipping (the plugin's documented threshold)
@@ -217,6 +217,7 @@ class Ssc2Simulator:
         self.placeholders = 0  # paired packs still syncing: listed with serial 0000000000, no channel
         self.metering_updates = 0
         self.rf_khz = {0: 474_000, 1: 482_000}
+        self.rf_bandwidth_khz = {0: 8000, 1: 8000}  # src/types.ts BandwidthMode: 6000, 8000, 10000
         self.warnings: list[str] = []
         self.sessions: dict[str, SimSession] = {}
         self.requests = 0  # every HTTP request received, for tests counting retries
@@ -308,6 +309,7 @@ class Ssc2Simulator:
             channels[index] = {
                 "name": mobile.name,
                 "frequency_mhz": self.rf_khz[mobile.rf_channel_id] / 1000,
+                "rf_bandwidth_khz": float(self.rf_bandwidth_khz[mobile.rf_channel_id]),
                 "tx_present": on,
                 "tx_model": mobile.type,
                 "tx_id": f"{7000000 + mobile.mt_uid}",
@@ -416,7 +418,7 @@ class Ssc2Simulator:
             resources[f"{RF_CHANNELS_PATH}/{rf_id}"] = {
                 "rfChannelId": rf_id,
                 "frequency": khz,
-                "bandwidthMode": 8000,
+                "bandwidthMode": self.rf_bandwidth_khz[rf_id],
                 "rfState": "RfActive",
             }
         for mobile in self.mobiles:
