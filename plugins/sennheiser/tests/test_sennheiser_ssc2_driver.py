@@ -294,10 +294,13 @@ async def test_control_round_trips(hub: DriverHarness, simulator: Ssc2Simulator)
 
     result = await hub.apply(command(CommandKind.NAME, "Lead Vox"))
     assert result.ok and simulator.mobiles[0].name == "Lead Vox"
+    # the bodies Spectera's own client sends: mtUid and type (src/api.ts), rfChannelId (src/actions.ts)
+    assert simulator.writes[-1] == ("/api/mts/paired/all/10", {"name": "Lead Vox", "mtUid": 10, "type": "SKM"})
     assert stored_channel(hub, device.id, 1).name == "Lead Vox"
 
     result = await hub.apply(command(CommandKind.FREQUENCY, 500))
     assert result.ok and result.value == 500 and simulator.rf_khz[0] == 500_000
+    assert simulator.writes[-1] == ("/api/rf/channels/0", {"rfChannelId": 0, "frequency": 500_000})
     # every transmitter on that RF channel moved with it
     assert stored_channel(hub, device.id, 3).frequency_mhz == 500
 

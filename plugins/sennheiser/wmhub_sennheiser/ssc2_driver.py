@@ -729,9 +729,10 @@ class Ssc2Driver(Driver):
             return await self._write(SITE_PATH, {"deviceName": name}, _Watch(None, "name", name, old))
         if command.kind is CommandKind.NAME:
             name = self._valid_name(command.value, MOBILE_NAME_MAX_CHARS)
-            mt_path, _ = self._mobile_path(command)
-            old = text(self._mobile_field(command, "name"))
-            return await self._write(mt_path, {"name": name}, _Watch(command.channel, "name", name, old))
+            mt_path, mobile = self._mobile_path(command)
+            old = text(mobile.get("name"))
+            body = self._mobile_body(mobile, name=name)
+            return await self._write(mt_path, body, _Watch(command.channel, "name", name, old))
         if command.kind is CommandKind.FREQUENCY:
             khz = self._valid_khz(command.value)
             _, mobile = self._mobile_path(command)
@@ -740,10 +741,13 @@ class Ssc2Driver(Driver):
                 raise NotSupportedError(f"channel {command.channel} is not on an RF channel")
             old_khz = self.resources.rf_channel_khz(rf_id)
             watch = _Watch(command.channel, "frequency_mhz", khz / 1000, None if old_khz is None else old_khz / 1000)
-            return await self._write(f"{RF_CHANNELS_PATH}/{rf_id}", {"frequency": khz}, watch)
+            # rfChannelId in the body as Spectera's own client sends it (src/actions.ts "RF - Frequency"); whether
+            # a real base station also takes the bare {"frequency"} is unverified
+            return await self._write(f"{RF_CHANNELS_PATH}/{rf_id}", {"rfChannelId": rf_id, "frequency": khz}, watch)
         if command.kind is CommandKind.IDENTIFY:
-            mt_path, _ = self._mobile_path(command)
-            return await self._write(mt_path, {"identify": True}, None)  # momentary: the 2xx is the confirmation
+            mt_path, mobile = self._mobile_path(command)
+            # momentary: the 2xx is the confirmation
+            return await self._write(mt_path, self._mobile_body(mobile, identify=True), None)
         raise NotSupportedError(f"SSCv2 devices have no {command.kind.value} control in the documented resources")
 
     async def _apply_ewdx(self, ewdx: EwdxResourceMap, command: Command) -> CommandResult:
@@ -788,9 +792,13 @@ class Ssc2Driver(Driver):
             raise DeviceUnavailableError(f"no paired transmitter on channel {command.channel}")
         return f"{MOBILES_PATH}/{mobile['mtUid']}", mobile
 
-    def _mobile_field(self, command: Command, name: str) -> Any:
-        mobile = self.resources.mobile(command.channel) if command.channel is not None else None
-        return mobile.get(name) if mobile is not None else None
+    @staticmethod
+    def _mobile_body(mobile: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
+        """A mobile device's PUT body: the changes plus its mtUid and type, as Spectera's own client sends them
+        (src/api.ts setMobileDevice); the type only when the device reported one. Whether a real base station
+        also takes the changes alone is unverified."""
+        identity = {key: mobile[key] for key in ("mtUid", "type") if mobile.get(key) is not None}
+        return {**changes, **identity}
 
     async def _write(self, path: str, body: dict[str, Any], watch: _Watch | None) -> CommandResult:
         """PUT a partial object; settled once the answer or an SSE event shows the value the device holds.

@@ -613,8 +613,11 @@ class Ssc2Simulator:
         if mobile is None:
             return self._error(422, "no such mobile device")
         body = await self._body(request)
-        if not isinstance(body, dict) or not set(body) <= {"name", "identify"}:
+        # mtUid and type may come along, as Spectera's own client sends them (src/api.ts setMobileDevice)
+        if not isinstance(body, dict) or not set(body) <= {"name", "identify", "mtUid", "type"}:
             return self._error(400, "only name and identify can be written")
+        if body.get("mtUid", mobile.mt_uid) != mobile.mt_uid or body.get("type", mobile.type) != mobile.type:
+            return self._error(400, "mtUid and type must be the mobile device's own")
         if "name" in body and (problem := _name_refusal(body["name"], "mobile")):
             return self._error(400, problem)
         mobile.name = body.get("name", mobile.name)
@@ -629,8 +632,11 @@ class Ssc2Simulator:
         if not rf_id.isdigit() or int(rf_id) not in self.rf_khz:
             return self._error(422, "no such RF channel")
         body = await self._body(request)
-        if not isinstance(body, dict) or set(body) != {"frequency"}:
+        # rfChannelId may come along, as Spectera's own client sends it (src/actions.ts "RF - Frequency")
+        if not isinstance(body, dict) or "frequency" not in body or not set(body) <= {"frequency", "rfChannelId"}:
             return self._error(400, "only frequency can be written")
+        if body.get("rfChannelId", int(rf_id)) != int(rf_id):
+            return self._error(400, "rfChannelId must be the RF channel's own")
         khz = body["frequency"]
         if isinstance(khz, bool) or not isinstance(khz, int | float) or khz != int(khz) or int(khz) not in TUNING_KHZ:
             return self._error(400, f"frequency {khz!r} kHz is out of range")
