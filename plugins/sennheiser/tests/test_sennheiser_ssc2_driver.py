@@ -597,3 +597,13 @@ async def test_a_pack_without_a_battery_or_antenna_reading_shows_none_rather_tha
     assert channel.tx_present is True
     assert (channel.battery_percent, channel.battery_runtime_min, channel.antenna) == (None, None, None)
     assert "battery low" not in channel.warnings
+
+
+async def test_an_event_of_another_type_carrying_resources_is_applied(
+    hub: DriverHarness, simulator: Ssc2Simulator
+) -> None:
+    """Spectera's own client applies an event's {path: value} whatever its type (src/api.ts handleSSEEvent); the
+    driver dropped every event not named "message"."""
+    managed, _ = await streaming(hub, simulator)
+    simulator.push_to_streams(encode_sse({SITE_PATH: {"deviceName": "Renamed Rack"}}, event="update"))
+    await eventually(lambda: stored(hub, managed.handle.device_id or "").name == "Renamed Rack", what="the rename")

@@ -565,7 +565,9 @@ class Ssc2Driver(Driver):
         except (ValueError, RecursionError):  # RecursionError: nested past the interpreter's limit
             self.sink.protocol_error(f"an SSE event that is not JSON: {data[:80]!r}")
             return
-        if kind != "message" or not isinstance(resources, Mapping):
+        # any other event type whose data is {path: value} is applied too, as Spectera's own client does
+        # (src/api.ts handleSSEEvent); only a repeated open event is not state
+        if kind == "open" or not isinstance(resources, Mapping):
             self.sink.heard()
             return
         self._publish((self.ewdx or self.resources).apply_all(resources))
