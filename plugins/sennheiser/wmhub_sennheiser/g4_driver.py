@@ -36,10 +36,11 @@ FAMILY: Final = mcp.EM_FAMILY
 MODEL: Final = "EM 300-500 G4"
 PUSH_MODE: Final = mcp.PUSH_CONFIG | mcp.PUSH_ON_WARNING | mcp.PUSH_ON_PILOT_OR_BATTERY
 # How long a SET whose keyword came back with the value held before it waits for its exact echo before it is
-# settled as refused (the receiver kept its value). The receiver reports the old value unasked too: in the
-# answer to a Push renewal (the configuration dump) and to the re-read after a new Config index. Such a report
-# may cross the SET; the receiver's echo of the new value then follows within a re-send or two. A value that
-# is neither the old one nor the one asked for is the receiver's answer at once (a name stored in capitals).
+# settled as refused (the receiver kept its value, and said so again after a re-send). The receiver reports
+# the old value unasked too: in the answer to a Push renewal (the configuration dump) and to the re-read after
+# a new Config index. Such a report may cross the SET; the receiver's echo of the new value then follows
+# within a re-send or two. A value that is neither the old one nor the one asked for is the receiver's answer
+# at once (a name stored in capitals).
 OLD_VALUE_GRACE_S: Final = 1.0
 # The hub field each settable keyword reports, to compare the receiver's answer with what was asked.
 SET_FIELDS: Final = {"Name": "name", "Frequency": "frequency_mhz", "Mute": "muted"}
@@ -360,15 +361,29 @@ class G4Driver(UdpDriver):
         field_name = SET_FIELDS[prepared.keyword]
         old = self.state.get(field_name)  # held before the SET: a report of it is no answer yet
         grace: list[asyncio.TimerHandle] = []
+        old_reported_at: list[float] = []
+        loop = asyncio.get_running_loop()
 
         def confirms(line: Line) -> bool:
             return line.text == wanted or (bool(line.args) and " ".join(line.args[: len(prepared.args)]) == wanted)
 
+        def settle_if_kept(waiter: _Waiter, line: Line) -> None:
+            # A receiver keeping its value answers every re-send with it; reports that crossed the SET (a
+            # renewal's dump, answers to the previous SET's re-sends still on their way) come together at its
+            # start. Only the first is taken for a refusal: on a lossy link the echo of the new value may take
+            # longer than the grace, and the SET was then done.
+            if old_reported_at[-1] - old_reported_at[0] >= self.retry_s:
+                _settle(waiter, line)
+            else:
+                grace[0] = loop.call_later(OLD_VALUE_GRACE_S, settle_if_kept, waiter, line)
+
         def other(waiter: _Waiter, line: Line) -> None:
             if self.channel_fields(line).get(field_name) != old:
                 waiter.answer.set_result(line)  # neither the old value nor the one asked: the receiver's answer
-            elif not grace:  # the old value: a report that crossed the SET, or the receiver keeping it
-                grace.append(asyncio.get_running_loop().call_later(OLD_VALUE_GRACE_S, _settle, waiter, line))
+                return
+            old_reported_at.append(loop.time())  # a report that crossed the SET, or the receiver keeping it
+            if not grace:
+                grace.append(loop.call_later(OLD_VALUE_GRACE_S, settle_if_kept, waiter, line))
 
         try:
             line = await self.exchange(
