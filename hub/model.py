@@ -111,7 +111,17 @@ class Channel(BaseModel):
         default=None, description="the transmitter slots of this channel (AD ShowLink, SLX-D+ side slots), by slot"
     )
     warnings: list[str] = Field(default_factory=list)
-    updated_at: datetime | None = None
+    updated_at: datetime | None = Field(
+        default=None,
+        description="when the receiver last changed a field; null until it has reported this channel (just after "
+        "it connected): the other fields are then not known yet",
+    )
+
+    @property
+    def reported(self) -> bool:
+        """Whether the receiver has reported this channel: one made from its channel count alone holds nothing
+        the receiver said, and shown as state it would read as a channel with no name and no transmitter."""
+        return self.updated_at is not None
 
 
 class CommandKind(StrEnum):

@@ -194,6 +194,11 @@ class ChannelWriter:
         if changed:
             values["updated_at"] = now
             store._notify(self.key, changed)
+        elif values["updated_at"] is None and fields:
+            # the channel's first report, every value as the empty channel had it: news all the same, as the
+            # publishers hold back a channel the receiver has not reported yet (``updated_at`` still None)
+            values["updated_at"] = now
+            store._notify(self.key, _mask(fields))
 
 
 def _no_extended_name(device_id: str, index: int) -> None:

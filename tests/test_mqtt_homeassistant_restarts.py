@@ -21,9 +21,11 @@ from hub.testing import eventually, plugin_host
 from tests.mosquitto import MqttProbe, TestBroker
 from tests.test_mqtt_bridge import example_receiver, online_device, running_hub
 from tests.test_mqtt_homeassistant_lifecycle import (
+    QUAD_REPORTED,
     TRANSCRIPTS,
     config_before_cleared_state,
     every_device_online,
+    reported_channels,
     retained,
 )
 
@@ -42,10 +44,10 @@ async def quad_then_dual() -> AsyncIterator[tuple[ReplayDevice, ReplayDevice]]:
         await quad.stop()
 
 
-async def four_channels(hub: Hub) -> str:
-    """The ULXD4Q's id, once the hub has its four channels."""
+async def quad_reported(hub: Hub) -> str:
+    """The ULXD4Q's id, once it has reported its channels."""
     device_id = await online_device(hub)
-    await eventually(lambda: len(hub.store.devices[device_id].channels) == 4, 10, "four channels")
+    await eventually(lambda: reported_channels(hub, device_id) == QUAD_REPORTED, 10, "its channels reported")
     return device_id
 
 
@@ -97,7 +99,7 @@ async def test_a_receiver_swapped_while_the_hub_was_stopped_and_back_late_leaves
     host = plugin_host("wmhub-shure")
     async with quad_then_dual() as (quad, dual):
         async with running_hub(mqtt_broker, tmp_path, [quad.url], plugins=host, base="wmlate") as hub:
-            device_id = await four_channels(hub)
+            device_id = await quad_reported(hub)
             config_topic = f"homeassistant/device/{device_id}/config"
             channels_topic = f"wmlate/devices/{device_id}/channels/"
             async with MqttProbe(mqtt_broker) as probe:
@@ -135,9 +137,9 @@ async def test_channels_a_receiver_lost_between_runs_are_cleared_and_all_of_it_o
     host = plugin_host("wmhub-shure")
     async with quad_then_dual() as (quad, dual):
         async with running_hub(mqtt_broker, tmp_path, [quad.url], plugins=host, base="wmswap") as hub:
-            device_id = await four_channels(hub)
+            device_id = await quad_reported(hub)
         device_topic = f"wmswap/devices/{device_id}"
-        assert len(await retained(mqtt_broker, f"{device_topic}/channels/+")) == 4
+        assert len(await retained(mqtt_broker, f"{device_topic}/channels/+")) == len(QUAD_REPORTED)
         await quad.stop()
         await dual.start()
         async with MqttProbe(mqtt_broker) as probe:

@@ -95,6 +95,21 @@ async def test_snapshot_then_changes(hub: Hub) -> None:
         assert sorted(changes["removed_channels"]) == ["rack-001:1", "rack-001:2"]
 
 
+async def test_a_channel_reaches_a_browser_with_the_receiver_s_first_report_of_it(hub: Hub) -> None:
+    """A receiver tells its channel count before its channels' state: the channels made from the count alone were
+    sent as they were, every field null (a nameless channel with no transmitter), the real state a moment later."""
+    async with aiohttp.ClientSession() as session, session.ws_connect(live_url(hub)) as ws:
+        await next_message(ws)
+        hub.store.set_channel_count("rack-000", 3)
+        hub.store.update_channel("rack-000", 1, {"battery_bars": 4})
+        changes = await next_message(ws)
+        assert [channel["id"] for channel in changes["channels"]] == ["rack-000:1"]
+        hub.store.update_channel("rack-000", 3, {"name": "Mic 0.3", "tx_present": True})
+        changes = await next_message(ws)
+        assert [(channel["id"], channel["name"]) for channel in changes["channels"]] == [("rack-000:3", "Mic 0.3")]
+        assert changes["channels"][0]["updated_at"] is not None
+
+
 async def test_meters_reach_a_browser_at_most_twice_a_second(hub: Hub) -> None:
     async with aiohttp.ClientSession() as session, session.ws_connect(live_url(hub)) as ws:
         await next_message(ws)

@@ -87,10 +87,10 @@ class ControlHandler(StatePublisher):
         if device is None or self.client is None:
             return
         found = device.channel(channel) if channel is not None else None
-        if found is not None:
-            self._publish(self.topics.channel(device_id, found.index), payloads.encode(payloads.channel_state(found)))
-        else:
+        if found is None:
             self._publish(self.topics.device(device_id), payloads.encode(payloads.device_state(device)))
+        elif found.reported:  # else it has no state to return to yet: it goes out with the receiver's report
+            self._publish(self.topics.channel(device_id, found.index), payloads.encode(payloads.channel_state(found)))
         self.client.flush()
 
     async def _apply_set(
@@ -139,8 +139,8 @@ class ControlHandler(StatePublisher):
         found = device.channel(channel)
         if found is None:
             raise RequestError(f"device {device_id} has no channel {channel}")
-        if not self._defer_to_another_hub(device):
-            self._publish(self.topics.channel(device_id, channel), payloads.encode(payloads.channel_state(found)))
         values = payloads.meter_values(field_values(found))
-        self._publish_meters(device_id, channel, values)
+        if found.reported and not self._defer_to_another_hub(device):  # the answer says what is known so far
+            self._publish(self.topics.channel(device_id, channel), payloads.encode(payloads.channel_state(found)))
+            self._publish_meters(device_id, channel, values)
         return {**payloads.channel_state(found), **dict(zip(payloads.METER_ORDER, values, strict=True))}

@@ -184,9 +184,12 @@ class StatePublisher:
                 channel = device.channel(index)
                 if channel is None:
                     continue
-                self._publish(self.topics.channel(device_id, index), payloads.encode(payloads.channel_state(channel)))
                 if ADDED in changed:
                     configs.add(device_id)
+                if channel.reported:  # its state goes out with the receiver's first report of it
+                    self._publish(
+                        self.topics.channel(device_id, index), payloads.encode(payloads.channel_state(channel))
+                    )
         for device_id in configs:
             self._publish_homeassistant(devices[device_id], only_if_changed=True)
         # after the configs without their entities: Home Assistant would render an entity's template against
@@ -211,6 +214,8 @@ class StatePublisher:
         self._publish(self.topics.device(device.id), payloads.encode(payloads.device_state(device)))
         self._publish(self.topics.availability(device.id), payloads.availability_payload(device.online))
         for channel in device.channels:
+            if not channel.reported:  # it goes out with the receiver's first report of it
+                continue
             self._publish(
                 self.topics.channel(device.id, channel.index), payloads.encode(payloads.channel_state(channel))
             )
@@ -463,7 +468,8 @@ class StatePublisher:
     def _publish_meter_snapshot(self) -> None:
         for device in list(self.hub.state.devices.values()):
             for channel in device.channels:
-                self._publish_meters(device.id, channel.index, meter_values(field_values(channel)))
+                if channel.reported:
+                    self._publish_meters(device.id, channel.index, meter_values(field_values(channel)))
 
     # Outbound: answers
 

@@ -94,7 +94,7 @@ class LiveFeed:
                     devices.append(device_json(self._hub, device, channels=False))
             elif device is None or channel is None:
                 removed_channels.append(channel_id(device_id, index))
-            else:
+            elif channel.reported:  # a channel the receiver has not reported yet is sent with its first report
                 channels.append(channel_json(device, channel))
         return {
             "type": "changes",

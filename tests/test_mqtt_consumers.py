@@ -1,0 +1,38 @@
+"""What a consumer working from the docs sees on a real Mosquitto (Node-RED, a Companion-style client, any
+script): every message it is handed means what docs/mqtt.md says, from the hub's first second on.
+
+Found by an outside audit that used the hub from Node-RED and a REST client, working only from the docs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from wmhub_shure.simulator import ShureSimulator
+
+from hub.testing import plugin_host
+from tests.mosquitto import MqttProbe, TestBroker
+from tests.test_mqtt_bridge import online_device, running_hub
+
+
+async def test_a_channel_is_published_only_with_what_the_receiver_reported(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A receiver identifies itself (and so its channel count) before it reports its channels. The hub published
+    each channel as it was made from the count, every field null, and the real state a moment later: Node-RED's
+    low-battery switch fired, a dashboard blanked every name, and a client connecting in between was handed
+    the nulls as the retained state (about 3 of 4 restarts, the first report ~15 ms behind)."""
+    async with ShureSimulator("ad4d", seed=3) as receiver, MqttProbe(mqtt_broker) as probe:
+        receiver.answer_delay_s = 0.3  # a receiver on a busy network: its answers come after its identity
+        await probe.subscribe("wmfirst/devices/+/channels/+")
+        async with running_hub(
+            mqtt_broker, tmp_path, [receiver.url], plugins=plugin_host("wmhub-shure"), base="wmfirst"
+        ) as hub:
+            device_id = await online_device(hub)
+            topics = [f"wmfirst/devices/{device_id}/channels/{index}" for index in (1, 2)]
+            for topic in topics:
+                await probe.json(topic, lambda state: state["name"] is not None, 10)
+        published = [orjson.loads(payload) for topic, payload in probe.messages if topic in topics and payload]
+        assert published and all(state["name"] is not None and state["updated_at"] is not None for state in published)
+        assert all(state["tx_present"] is not None for state in published), "no transmitter is not unknown"
