@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from wmhub_shure.simulator import ShureSimulator
 
 from hub.mqtt.retained import expand
 from hub.testing import eventually
@@ -68,10 +70,12 @@ async def test_broker_restart_without_persistence_gets_every_retained_topic_back
             assert response["status"] == "ok"
 
 
-async def start_hub_process(broker: TestBroker, data_dir: Path) -> asyncio.subprocess.Process:
+async def start_hub_process(
+    broker: TestBroker, data_dir: Path, devices: Sequence[str] = ("--demo",), hub_id: str = "killed"
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hub.cli", "run", "--demo", "--mqtt", broker.url,
-        "--http", f"127.0.0.1:{free_port()}", "--data-dir", str(data_dir), "--hub-id", "killed",
+        sys.executable, "-m", "hub.cli", "run", *devices, "--mqtt", broker.url,
+        "--http", f"127.0.0.1:{free_port()}", "--data-dir", str(data_dir), "--hub-id", hub_id,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -133,6 +137,45 @@ async def test_hub_killed_leaves_its_last_will_and_comes_back_complete(mqtt_brok
             async with asyncio.timeout(30):
                 await hub.wait()
         assert hub.returncode == 0
+
+
+@pytest.mark.mosquitto_only("kills its hub: the last will and the retained state as Mosquitto keeps them")
+async def test_a_receiver_down_when_a_crashed_hub_comes_back_is_offline_on_its_device_topic_too(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """After a crash (the last will covers only the hub's own topic) a receiver that was down when the hub came
+    back kept its retained device state saying "online": true for good; only its availability said offline."""
+    async with ShureSimulator("ulxd4d", seed=1) as up, ShureSimulator("ad4d", seed=2) as down:
+        devices = ["--device", up.url, "--device", down.url]
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe("wmhub/#")
+            hub = await start_hub_process(mqtt_broker, tmp_path, devices, hub_id="crashed")
+            try:
+                listed = await probe.json(
+                    "wmhub/hubs/crashed/devices", lambda value: len(value) == 2 and all(d["online"] for d in value), 30
+                )
+            finally:
+                hub.send_signal(signal.SIGKILL)
+                await hub.wait()
+        await down.stop()
+        (down_id,) = [device["id"] for device in listed if device["url"] == down.url]
+        device_topic = f"wmhub/devices/{down_id}"
+        assert orjson.loads((await retained_snapshot(mqtt_broker, device_topic, 1))[device_topic])["online"] is True
+
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe("wmhub/#")
+            hub = await start_hub_process(mqtt_broker, tmp_path, devices, hub_id="crashed")
+            try:
+                await probe.message(f"{device_topic}/availability", lambda payload: payload == b"offline", 30)
+                await probe.json(device_topic, lambda state: state["online"] is False, 10)
+                # what a consumer connecting now is handed
+                retained = await retained_snapshot(mqtt_broker, f"{device_topic}/#", 2)
+                assert retained[f"{device_topic}/availability"] == b"offline"
+                assert orjson.loads(retained[device_topic])["online"] is False
+            finally:
+                hub.send_signal(signal.SIGTERM)
+                async with asyncio.timeout(30):
+                    await hub.wait()
 
 
 async def test_embedded_broker_serves_the_hub_without_installation(tmp_path: Path, receiver: str) -> None:

@@ -183,6 +183,8 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         if hub_id is not None:
             self._on_hub_state(hub_id, payload)
             return
+        if self._on_left_behind_state(topic, payload, retained):
+            return
         target = self.topics.control_target(topic)
         if target is not None:
             where = {"device_id": target.device_id, "channel": target.channel}

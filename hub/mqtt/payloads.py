@@ -65,6 +65,18 @@ def _list_entries(payload: bytes) -> list[dict[str, Any]]:
     return [entry for entry in entries if isinstance(entry, dict) and "id" in entry]
 
 
+def said_offline(device_state: bytes) -> bytes | None:
+    """A device state (``…/devices/<id>``, retained) saying ``"online": false`` where it said true; None when it
+    says so already or is no device state."""
+    try:
+        state = orjson.loads(device_state)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(state, dict) or state.get("online") is not True:
+        return None
+    return encode({**state, "online": False})
+
+
 def hub_running(payload: bytes) -> bool | None:
     """Whether a hub's retained state (``{"state": "online"|"offline"}``, any hub's, so untrusted) says it
     runs; None for a payload that is no such state."""

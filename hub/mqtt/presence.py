@@ -36,6 +36,10 @@ class Presence(StatePublisher):
     def __init__(self, hub: HubService, venue: VenueService) -> None:
         super().__init__(hub, venue)
         self._left_behind_checked = False
+        # device topic -> id, of the previous run's devices not here at this run's start, while their retained
+        # state is read: a crash left it saying online, as the device's last will covers only the hub's topic
+        self._left_behind_topics: dict[str, str] = {}
+        self._left_behind_states: dict[str, bytes] = {}  # device id -> that retained state
         self._meter_snapshot: asyncio.Task[None] | None = None
         self._birth_answer: asyncio.TimerHandle | None = None
         self._forget_previous_configs: asyncio.TimerHandle | None = None
@@ -100,6 +104,10 @@ class Presence(StatePublisher):
         self._left_behind_checked = True
         previous = payloads.listed_devices(payload)
         self._previous_channel_counts = dict(previous)
+        for device_id in previous.keys() - self.hub.state.devices.keys():
+            topic = self.topics.device(device_id)
+            self._left_behind_topics[topic] = device_id
+            self.client.subscribe(topic, self.settings.qos_state)
         for device in list(self.hub.state.devices.values()):
             if device.id not in self._deferred:  # published already: the rest are when they are
                 self._clear_previous_channels(device)
@@ -109,10 +117,11 @@ class Presence(StatePublisher):
             task.add_done_callback(self._tasks.discard)
 
     async def _settle_left_behind(self, previous: dict[str, int]) -> None:
-        """Mark the previous run's devices that are not here offline, then clear the retained topics of those
-        this run does not have: removed from the configuration (or the store) while the hub was stopped.
-        Waits until every device of this run has an id (this run's, or the one it had last run), at most
-        DEPARTED_GRACE_S. A device another hub lists as its own now is that hub's: left alone."""
+        """Mark the previous run's devices that are not here offline (availability, and the device state a crash
+        left saying online), then clear the retained topics of those this run does not have: removed from the
+        configuration (or the store) while the hub was stopped. Waits until every device of this run has an id
+        (this run's, or the one it had last run), at most DEPARTED_GRACE_S. A device another hub lists as its own
+        now is that hub's: left alone."""
         clock = self.hub.clock
         deadline = clock.monotonic() + DEPARTED_GRACE_S
         # the other hubs' retained lists come from the broker in the same burst as this hub's, in any order:
@@ -124,6 +133,10 @@ class Presence(StatePublisher):
             log.info("device %s from this hub's previous run is not here (yet): marked offline", device_id)
             availability = self.topics.availability(device_id)
             self.client.publish(availability, b"offline", self.settings.qos_state, retain=True, keep=False)
+            state = payloads.said_offline(self._left_behind_states.get(device_id, b""))
+            if state is not None:
+                self.client.publish(self.topics.device(device_id), state, self.settings.qos_state, True, keep=False)
+        self._stop_reading_left_behind_states()
         expected, complete = self.hub.expected_device_ids()
         while not complete and clock.monotonic() < deadline:
             await clock.sleep(0.2)
@@ -144,6 +157,23 @@ class Presence(StatePublisher):
             for topic in topics:
                 self._publish(topic, b"")
             self.client.flush()
+
+    def _on_left_behind_state(self, topic: str, payload: bytes, retained: bool) -> bool:
+        """Keep the retained state of a previous run's device not here yet; True when ``topic`` is such a
+        device's (a state this run publishes comes back on it too, not retained: not kept)."""
+        device_id = self._left_behind_topics.get(topic)
+        if device_id is None:
+            return False
+        if retained and payload:
+            self._left_behind_states[device_id] = payload
+        return True
+
+    def _stop_reading_left_behind_states(self) -> None:
+        if self.client is not None:
+            for topic in self._left_behind_topics:
+                self.client.unsubscribe(topic)
+        self._left_behind_topics.clear()
+        self._left_behind_states.clear()
 
     def _republish_for_homeassistant(self) -> None:
         """Answer Home Assistant's birth message at once, and a burst of them with one more answer at its end:
