@@ -134,6 +134,7 @@ class Hub:
         # URL as shown -> the source of each device from the config file or the demo (not remembered)
         self._transient: dict[str, str] = {}
         self._edges: list[Edge] = []
+        self._devices_added = False  # the devices the run starts with (remembered, configured, demo) are managed
         self.stopped = asyncio.Event()
         self.loop_monitor = LoopMonitor()
         self.heap_trimmer = HeapTrimmer()
@@ -167,6 +168,7 @@ class Hub:
             if self.persistence.ticker is not None:
                 self.watch(self.persistence.ticker, "the store's ticker (history and alerts)")
         self.persistence.devices.url_check = self.devices.resolve
+        self.persistence.frequency.devices_read = self.devices_read
         self.persistence.devices.unremembered = self._unremembered
         for url, device_id in self.persistence.restore():
             try:
@@ -178,6 +180,7 @@ class Hub:
         if self.config.demo:
             for url in await self._start_demo():
                 await self.add_device(url, source="demo")
+        self._devices_added = True
         self._forget_departed_urls()
         if self.config.discovery.enabled:
             await self.discovery.start()
@@ -205,6 +208,18 @@ class Hub:
             else:
                 ids.add(device_id)
         return ids, complete
+
+    def devices_read(self) -> bool:
+        """Whether every device this run starts with has identified itself and reported its channels: until
+        then a view of the whole site (the live frequency plan) lacks what they will say."""
+        if not self._devices_added:
+            return False
+        devices = self.store.devices
+        for managed in self.devices.by_url.values():
+            device = devices.get(managed.handle.device_id or "")
+            if device is None or not device.online or not all(channel.reported for channel in device.channels):
+                return False
+        return True
 
     def board_url(self) -> str | None:
         """The status board's address as others on the network reach it; None without the web server."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
 from wmhub_shure.simulator import ShureSimulator
@@ -59,6 +60,32 @@ def conflict_event(action: str, device_id: str) -> Any:
         return event["action"] == action and alert["kind"] == "frequency_conflict" and alert["device_id"] == device_id
 
     return matches
+
+
+async def test_a_restart_never_says_all_clear_while_the_conflict_stands(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """At every start the retained plan went out as checked and conflict-free ("carriers": 0) about a second
+    before the real one: Home Assistant's "Frequency conflicts" sensor and any flow saw a false all-clear. Until the
+    devices of the run have reported, the previous run's plan stands."""
+    plan_topic = "wmhub/hubs/rf/frequency_plan"
+    async with ShureSimulator("ulxd4d", seed=3) as pair, ShureSimulator("ulxd4", seed=4) as third:
+        pair.set_channel(1, frequency_mhz=A_MHZ)
+        pair.set_channel(2, frequency_mhz=B_MHZ)
+        third.set_channel(1, frequency_mhz=C_MHZ)  # 2 A - B: an intermod hit on the third receiver
+        devices = [pair.url, third.url]
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe(plan_topic)
+            async with rf_hub(tmp_path, "shure", mqtt_broker.url, devices=devices):
+                await probe.json(plan_topic, lambda plan: plan["conflict"], timeout=15)
+
+            for receiver in (pair, third):
+                receiver.answer_delay_s = 0.5  # their reports come well after the hub's first tick
+            probe.clear()
+            async with rf_hub(tmp_path, "shure", mqtt_broker.url, devices=devices):
+                await probe.json(plan_topic, lambda plan: plan["carriers"] == 3, timeout=20)
+            said = [orjson.loads(payload) for topic, payload in probe.messages if topic == plan_topic and payload]
+            assert [(plan["conflict"], plan["checked"]) for plan in said] == [(True, True)] * len(said), said
 
 
 async def test_an_intermod_hit_is_alerted_suggested_away_and_cleared(mqtt_broker: TestBroker, tmp_path: Path) -> None:

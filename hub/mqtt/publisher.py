@@ -108,7 +108,10 @@ class StatePublisher:
         self._remove_alert_listener = self.venue.alerts.add_listener(self._on_alert_event)
         self._remove_swap_listener = self.venue.show.add_listener(self._on_swap_list)
         plan = self.venue.frequency
-        self._publish_frequency_plan(plan.summary())
+        if plan.checked_at is not None:
+            # else the broker keeps the previous run's plan until this run's first check: a plan of no carriers,
+            # unchecked yet, would read as an all-clear for a moment at every start
+            self._publish_frequency_plan(plan.summary())
         self._remove_plan_listener = plan.add_listener(self._publish_frequency_plan)
 
     def _stop_listening_to_venue(self) -> None:

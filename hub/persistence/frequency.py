@@ -64,6 +64,9 @@ LOWEST_MHZ, HIGHEST_MHZ = 1.0, 10_000.0
 CHECK_SHARE: Final = 0.1
 SLOW_CHECK_S: Final = 0.05  # checks quicker than this (every real plan measured) are never held back
 SHOWN_FINDINGS: Final = 200  # findings in the MQTT summary, worst first; the REST plan has them all
+# How long the first check of a run waits for the run's devices to be read (FrequencyPlan.devices_read): a plan
+# checked before their carriers are in reads as an all-clear. A device still down by then is not waited for.
+FIRST_CHECK_WAIT_S: Final = 15.0
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,9 @@ class FrequencyPlan(Service):
         self.checked_at: float | None = None
         self._next_check_at = 0.0  # on the clock's monotonic time: when a slow check lets the next one run
         self.too_many = False  # more carriers than the live check takes on: no findings, and the summary says so
+        # whether every device of this run has identified itself and reported its channels (the hub says)
+        self.devices_read: Callable[[], bool] = _always
+        self._first_check_by = clock.monotonic() + FIRST_CHECK_WAIT_S
 
     # what the plan is
 
@@ -238,6 +244,11 @@ class FrequencyPlan(Service):
     def labels(self) -> dict[str, str]:
         return {carrier.id: carrier.label or carrier.id for carrier in self._carriers}
 
+    @property
+    def checked(self) -> bool:
+        """Whether the findings are a check's: not before this run's first, nor while there are too many carriers."""
+        return self.checked_at is not None and not self.too_many
+
     def summary(self) -> dict[str, Any]:
         """What MQTT publishes retained: counts, and the worst findings."""
         findings = self.findings
@@ -251,8 +262,8 @@ class FrequencyPlan(Service):
             "exclusions": len(self._exclusions),
             "alerts": len(alerts),
             "warnings": len(findings) - len(alerts),
-            "conflict": None if self.too_many else bool(alerts),  # unchecked is not conflict-free
-            "checked": not self.too_many,
+            "conflict": bool(alerts) if self.checked else None,  # unchecked is not conflict-free
+            "checked": self.checked,
             "profile": self.settings.plan.profile.value,
             "checked_at": self.checked_at,
             "findings": [finding_view(f, labels) for f in findings[:SHOWN_FINDINGS]],
@@ -279,6 +290,8 @@ class FrequencyPlan(Service):
         """Re-check the plan if anything it depends on changed and no slow check holds it back; True when it
         did (a held-back change is checked at a later tick)."""
         if not self._dirty or self._clock.monotonic() < self._next_check_at:
+            return False
+        if self.checked_at is None and not self.devices_read() and self._clock.monotonic() < self._first_check_by:
             return False
         started = time.perf_counter()
         devices = list(self._state.devices.values())
@@ -562,3 +575,7 @@ def _bandwidth(value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100_000:
         raise InvalidInputError("bandwidth_khz must be from 0 to 100000", value=value)
     return float(value)
+
+
+def _always() -> bool:
+    return True

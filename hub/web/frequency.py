@@ -70,7 +70,8 @@ class FrequencyPlanView(Strict):
     warnings: int
     checked_at: float | None
     checked: bool = Field(
-        description="false while the plan has more carriers than frequency.max_live_carriers: no live check runs"
+        description="false until this run's first check (it waits up to 15 s for the devices to report) and while "
+        "the plan has more carriers than frequency.max_live_carriers: no live check runs"
     )
     settings: dict[str, Any]
 
@@ -193,7 +194,7 @@ async def frequency_plan(request: web.Request) -> web.Response:
             alerts=alerts,
             warnings=len(findings) - alerts,
             checked_at=plan.checked_at,
-            checked=not plan.too_many,
+            checked=plan.checked,
             settings=plan.settings.plan.describe(),
         )
     )
