@@ -36,3 +36,25 @@ async def test_a_channel_is_published_only_with_what_the_receiver_reported(
         published = [orjson.loads(payload) for topic, payload in probe.messages if topic in topics and payload]
         assert published and all(state["name"] is not None and state["updated_at"] is not None for state in published)
         assert all(state["tx_present"] is not None for state in published), "no transmitter is not unknown"
+
+
+async def test_get_takes_any_payload_as_documented(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """docs/mqtt.md: `get` takes any payload. A Node-RED inject node's default payload (a timestamp), true or
+    text was answered 'payload must be a JSON object' and nothing was re-published."""
+    async with (
+        ShureSimulator("ulxd4d", seed=3) as receiver,
+        running_hub(mqtt_broker, tmp_path, [receiver.url], plugins=plugin_host("wmhub-shure"), base="wmget") as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        device_id = await online_device(hub)
+        channel = f"wmget/devices/{device_id}/channels/1"
+        await probe.subscribe(f"{channel}/#")
+        await probe.subscribe("wmget/hubs/hub1/response/get")
+        for payload in (b"1765000000000", b"true", b"hello", b"[1, 2]", b""):
+            probe.clear()
+            probe.publish(f"{channel}/get", payload)
+            answer = await probe.json("wmget/hubs/hub1/response/get")
+            assert answer["status"] == "ok" and answer["data"]["state"]["name"], (payload, answer)
+            await probe.message(f"{channel}/meters")
+        answer = await probe.request("wmget/hubs/hub1/response/get", f"{channel}/get", {})
+        assert answer["status"] == "ok" and answer["transaction"], "an object's transaction still comes back"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
+import orjson
 from pydantic import Field
 
 from hub.model import MAX_SLOTS, Command, CommandResult, command_keys, field_values
@@ -57,10 +58,11 @@ class ControlHandler(StatePublisher):
         request: dict[str, Any] | None = None
         where: dict[str, Any] = {"device_id": device_id, "channel": channel}
         try:
-            request = parse_object(raw)
             if action == "get":
+                request = _get_request(raw)
                 self._respond("get", request, "ok", {**where, "state": self._republish(device_id, channel)}, None)
                 return
+            request = parse_object(raw)
             results = await self._apply_set(device_id, channel, request)
         except RequestError as exc:
             log.warning("MQTT %s on %s channel %s refused: %s", action, device_id, channel, exc)
@@ -144,3 +146,13 @@ class ControlHandler(StatePublisher):
             self._publish(self.topics.channel(device_id, channel), payloads.encode(payloads.channel_state(found)))
             self._publish_meters(device_id, channel, values)
         return {**payloads.channel_state(found), **dict(zip(payloads.METER_ORDER, values, strict=True))}
+
+
+def _get_request(raw: bytes) -> dict[str, Any]:
+    """A get takes any payload (docs/mqtt.md; a Node-RED inject node sends a timestamp): a JSON object is a
+    request whose ``transaction`` comes back in the answer, anything else only says "now"."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return parse_object(raw) if isinstance(value, dict) else {}
