@@ -131,11 +131,14 @@ async def test_the_openapi_document_declares_what_the_server_answers(hub: Hub, h
         *(http.post(commands.format(channel_id="bench-rack-a:1"), json=body, headers=AUTH) for body in flood)
     )
     statuses = {answer.status for answer in answers}
+    # and says when to send the next (an outside audit: a Companion-style client had nothing to go by)
+    retry_after = {answer.headers.get("Retry-After") for answer in answers if answer.status == 429}
     for answer in answers:
         answer.release()
-    assert 429 in statuses
+    assert 429 in statuses and retry_after == {"1"}, retry_after
     for path in (commands, "/api/v1/devices/{device_id}/commands"):
-        assert "429" in paths[path]["post"]["responses"]
+        refused = paths[path]["post"]["responses"]["429"]
+        assert refused["headers"]["Retry-After"]["schema"] == {"type": "integer", "minimum": 1}
     too_long = {"name": "x" * 70_000}
     async with http.put("/api/v1/channels/bench-rack-a:1/extended-name", json=too_long, headers=AUTH) as answer:
         assert answer.status == 413 and (await answer.json())["code"] == "too_large"

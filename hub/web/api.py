@@ -7,13 +7,14 @@ failed command follows its ``CommandResult.code`` (see :data:`COMMAND_STATUS` an
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from aiohttp import web
 
-from hub.model import LOW_BATTERY, Channel, Command, Device
+from hub.model import LOW_BATTERY, Channel, Command, CommandResult, Device
 from hub.redact import redact
 from hub.service import HubService, UnknownCandidateError
 from hub.text import small_number
@@ -192,10 +193,18 @@ async def _run_command(hub: HubService, device_id: str, channel: int | None, bod
     outcome = CommandOutcome(ok=result.ok, value=result.value, error=result.error, code=result.code)
     if result.ok:
         return json_response(outcome)
+    raise command_error(hub, result, outcome.model_dump(mode="json"))
+
+
+def command_error(hub: HubService, result: CommandResult, details: Any) -> ApiError:
+    """The answer to a failed command: its status by :data:`COMMAND_STATUS`; a refusal beyond the device's
+    rate says in ``Retry-After`` (whole seconds) when the next command is let through."""
     code = result.code or "failed"
-    raise ApiError(
-        COMMAND_STATUS.get(code, 502), code, result.error or "the command failed", outcome.model_dump(mode="json")
-    )
+    headers = {}
+    if code == "rate_limited":
+        rate = hub.config.control_rate_per_s
+        headers["Retry-After"] = str(max(1, math.ceil(1 / rate)) if rate else 1)
+    return ApiError(COMMAND_STATUS.get(code, 502), code, result.error or "the command failed", details, headers)
 
 
 async def channel_command(request: web.Request) -> web.Response:

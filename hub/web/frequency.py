@@ -15,7 +15,7 @@ from hub.frequency import Band, Carrier, finding_view
 from hub.model import Command, CommandKind
 from hub.records import DeclaredCarrier, FrequencyExclusion
 from hub.service import FrequencyService
-from hub.web.api import COMMAND_STATUS, HUB_KEY, SOURCE, find_channel
+from hub.web.api import HUB_KEY, SOURCE, command_error, find_channel
 from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body, path_number
 from hub.web.schemas import CommandOutcome, Strict
 from hub.web.venue import NO_CONTENT, store_errors, venue
@@ -233,9 +233,7 @@ async def suggest_frequency(request: web.Request) -> web.Response:
             result = await hub.apply(command, SOURCE)
             view.applied = CommandOutcome(ok=result.ok, value=result.value, error=result.error, code=result.code)
             if not result.ok:
-                code = result.code or "failed"
-                status = COMMAND_STATUS.get(code, 502)
-                raise ApiError(status, code, result.error or "the command failed", view.model_dump(mode="json"))
+                raise command_error(hub, result, view.model_dump(mode="json"))
     return json_response(view)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -16,6 +16,13 @@ from hub.web.schemas import ErrorBody
 
 REF = "#/components/schemas/{model}"
 AUTH_ERRORS = (401,)
+# what a 429 (a command beyond the device's rate) carries: when to send the next
+RETRY_AFTER: Final = {
+    "Retry-After": {
+        "description": "whole seconds until the device takes the next command",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
 # what any request with a body may answer: not JSON, not all there in time, too long
 BODY_ERRORS = (400, BODY_TIMEOUT_STATUS, BODY_TOO_LARGE_STATUS)
 
@@ -83,6 +90,8 @@ def _operation(op: Operation, open_reads: bool) -> dict[str, Any]:
     body_errors = set(BODY_ERRORS) if op.body is not None else set()
     for status in sorted(set(op.errors) | body_errors | (set(AUTH_ERRORS) if needs_token else set())):
         responses[str(status)] = {"description": HTTPStatus(status).phrase, "content": _json_content(_ref(ErrorBody))}
+        if status == HTTPStatus.TOO_MANY_REQUESTS:
+            responses[str(status)]["headers"] = RETRY_AFTER
     spec["responses"] = responses
     if needs_token:
         spec["security"] = [{"bearer": []}]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -31,12 +31,15 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, error: str, details: Any = None) -> None:
+    def __init__(
+        self, status: int, code: str, error: str, details: Any = None, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(error)
         self.status = status
         self.code = code
         self.error = error
         self.details = details
+        self.headers = headers or {}
 
 
 def not_found(what: str) -> ApiError:

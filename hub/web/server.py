@@ -156,6 +156,7 @@ class WebServer:
             response = await handler(request)
         except ApiError as exc:
             response = error_response(exc.status, exc.code, exc.error, exc.details)
+            response.headers.update(exc.headers)
             if exc.status == 401:
                 response.headers["WWW-Authenticate"] = "Bearer"
         except web.HTTPException as exc:
