@@ -58,3 +58,32 @@ async def test_get_takes_any_payload_as_documented(mqtt_broker: TestBroker, tmp_
             await probe.message(f"{channel}/meters")
         answer = await probe.request("wmget/hubs/hub1/response/get", f"{channel}/get", {})
         assert answer["status"] == "ok" and answer["transaction"], "an object's transaction still comes back"
+
+
+async def test_the_walkthrough_s_recipes_hold_for_a_late_subscriber(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """docs/mqtt.md's Node-RED walkthrough: a flow connecting late gets every channel's meters by one get on the
+    device (they are not retained and steady levels send nothing), and a receiver reporting battery bars only
+    (battery_percent null, which `battery_percent < 20` took for low) is judged by the hub's low_battery alert."""
+    async with (
+        ShureSimulator("ur4d", seed=3) as receiver,
+        running_hub(mqtt_broker, tmp_path, [receiver.url], plugins=plugin_host("wmhub-shure"), base="wmlate") as hub,
+    ):
+        device_id = await online_device(hub)
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe(f"wmlate/devices/{device_id}/#")
+            await probe.subscribe("wmlate/hubs/hub1/alerts/event")
+            probe.publish(f"wmlate/devices/{device_id}/get", b"1765000000000")  # an inject node's timestamp
+            for index in (1, 2):
+                meters = await probe.json(f"wmlate/devices/{device_id}/channels/{index}/meters")
+                assert meters["rf_dbm"] is not None
+            state = await probe.json(f"wmlate/devices/{device_id}/channels/1")
+            assert state["battery_percent"] is None and state["battery_bars"] is not None, "bars only"
+
+            receiver.set_channel(1, battery_bars=1)
+            event = await probe.json(
+                "wmlate/hubs/hub1/alerts/event", lambda event: event["alert"]["kind"] == "low_battery", 15
+            )
+            assert event["action"] == "raised" and (event["alert"]["device_id"], event["alert"]["channel"]) == (
+                device_id,
+                1,
+            )
