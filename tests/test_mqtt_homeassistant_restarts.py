@@ -192,3 +192,35 @@ async def test_a_removed_receiver_leaves_home_assistant_no_entity_to_render_an_e
             assert probe.latest[config_topic] == b""
     finally:
         server.close()
+
+
+async def test_a_receiver_down_for_a_whole_run_stays_listed_and_is_cleared_once_removed(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A receiver down for a whole run was left out of the hub's device list, so a later start, with it removed
+    from the configuration, did not know it had been this hub's: its retained topics stayed for good."""
+    host = plugin_host("wmhub-shure")
+    async with ShureSimulator("ulxd4d", seed=3) as receiver:
+        url = receiver.url
+        async with running_hub(mqtt_broker, tmp_path, [url], plugins=host, base="wmdown") as hub:
+            device_id = await online_device(hub)
+    device_topic = f"wmdown/devices/{device_id}"
+    assert await retained(mqtt_broker, f"{device_topic}/channels/+")
+
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("wmdown/hubs/hub1/devices")
+        await probe.json("wmdown/hubs/hub1/devices")  # the first run's, retained
+        probe.clear()
+        async with running_hub(mqtt_broker, tmp_path, [url], plugins=host, base="wmdown"):
+            listed = await probe.json(
+                "wmdown/hubs/hub1/devices", lambda entries: any(e["id"] == device_id for e in entries), 10
+            )
+    (entry,) = [entry for entry in listed if entry["id"] == device_id]
+    assert (entry["online"], entry["channel_count"], entry["url"]) == (False, 2, url)
+
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("wmdown/#")
+        async with running_hub(mqtt_broker, tmp_path, [], base="wmdown"):
+            await eventually(lambda: probe.latest.get(f"{device_topic}/channels/2") == b"", 10, "cleared")
+    assert await retained(mqtt_broker, f"{device_topic}/#") == {}
+    assert await retained(mqtt_broker, device_topic) == {}

@@ -49,7 +49,6 @@ log = logging.getLogger("hub.fleet")
 
 # A hub answers a command once the receiver confirmed it (its own command timeout); this covers the trip.
 ANSWER_MARGIN_S: Final = 2.0
-_DEVICE_KEYS: Final = frozenset(Device.model_fields) - {"channels", "online", "last_seen"}
 _CHANNEL_KEYS: Final = frozenset(Channel.model_fields)
 
 
@@ -94,7 +93,7 @@ def _listed_devices(summaries: Any) -> list[ListedDevice]:
     for summary in summaries:
         if not isinstance(summary, dict):
             raise ValueError(f"no device in a device list: {str(summary)[:40]!r}")
-        device = Device.model_validate({key: summary[key] for key in _DEVICE_KEYS if key in summary})
+        device = payloads.listed_device(summary)
         entries.append(ListedDevice(device, payloads.channel_count(summary), summary.get("online") is True))
     return entries
 
@@ -285,7 +284,7 @@ class FleetMirror:
             state = _json(payload)
             if state is None:  # the topic cleared; the owning hub's list, which still names it, decides
                 return
-            device = Device.model_validate({key: state[key] for key in _DEVICE_KEYS if key in state})
+            device = payloads.listed_device(state)
             if device.id != device_id:
                 raise ValueError(f"device state of {device.id!r} on the topic of {device_id!r}")
             self._add_or_update(device, payloads.channel_count(state))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
+from pydantic import ValidationError
 
 from hub.model import MAX_CHANNELS, METER_FIELDS, Channel, Device
 
@@ -41,6 +42,34 @@ def device_summary(device: Device) -> dict[str, Any]:
     summary = device_state(device)
     del summary["capabilities"]
     return summary
+
+
+# an entry of a device list carries the device's state fields; its channels are on their own topics
+LISTED_DEVICE_KEYS: Final = frozenset(Device.model_fields) - {"channels", "online", "last_seen"}
+
+
+def listed_device(entry: dict[str, Any]) -> Device:
+    """One entry of a hub's device list, or a device's retained state (any hub's, so untrusted), as a device
+    without channels, offline; ValidationError when it is none."""
+    return Device.model_validate({key: entry[key] for key in LISTED_DEVICE_KEYS if key in entry})
+
+
+def carried_entries(payload: bytes) -> dict[str, dict[str, Any]]:
+    """The entries of this hub's previous device list that are devices, as this run lists one it has not
+    heard from yet (a receiver down since before the start): offline, with the channel count and URL it had."""
+    carried: dict[str, dict[str, Any]] = {}
+    for entry in _list_entries(payload):
+        try:
+            device = listed_device(entry)
+        except ValidationError:
+            continue
+        url = entry.get("url")
+        carried[device.id] = {
+            **device_summary(device),
+            "channel_count": channel_count(entry),
+            "url": url if isinstance(url, str) else None,
+        }
+    return carried
 
 
 def listed_devices(payload: bytes) -> dict[str, int]:

@@ -104,6 +104,8 @@ class Presence(StatePublisher):
         self._left_behind_checked = True
         previous = payloads.listed_devices(payload)
         self._previous_channel_counts = dict(previous)
+        self._carried_entries = payloads.carried_entries(payload)
+        self._device_list.changed()  # now with the devices still to come back
         for device_id in previous.keys() - self.hub.state.devices.keys():
             topic = self.topics.device(device_id)
             self._left_behind_topics[topic] = device_id

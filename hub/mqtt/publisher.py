@@ -86,6 +86,9 @@ class StatePublisher:
         # per device of this hub's previous run (its retained device list): how many channels it had then, until
         # this run publishes the device and clears the topics of channels it no longer has
         self._previous_channel_counts: dict[str, int] = {}
+        # the previous run's list entries, listed (offline) while this run has not heard from their devices: a
+        # receiver down for a whole run stays this hub's, and is cleared at a later start if it was removed
+        self._carried_entries: dict[str, dict[str, Any]] = {}
         # the devices each other hub on the broker lists as its own (its retained device list, kept current)
         self._owned_elsewhere: dict[str, frozenset[str]] = {}
         self._shared_said: set[tuple[str, str]] = set()  # (device, other hub) already said to be on both
@@ -428,10 +431,16 @@ class StatePublisher:
 
     def _device_summaries(self) -> list[dict[str, Any]]:
         urls = {health["device_id"]: health["url"] for health in self.hub.connections()}
-        return [
-            {**payloads.device_summary(device), "url": urls.get(device.id)}
-            for device in self.hub.state.devices.values()
-        ]
+        devices = self.hub.state.devices
+        summaries = [{**payloads.device_summary(device), "url": urls.get(device.id)} for device in devices.values()]
+        if self._carried_entries:
+            expected, _ = self.hub.expected_device_ids()
+            summaries += [
+                entry
+                for device_id, entry in self._carried_entries.items()
+                if device_id in expected and device_id not in devices
+            ]
+        return summaries
 
     # Outbound: meters (the hot path)
 
