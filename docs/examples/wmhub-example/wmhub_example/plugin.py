@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from hub import hookimpl
 from hub.drivers import DeviceSink, DriverSettings, Endpoint, PollingDriver
-from hub.hookspecs import Candidate, DiscoveredService, DriverSpec
+from hub.hookspecs import Candidate, DemoFleet, DiscoveredService, DriverSpec
 from hub.model import (
     Capabilities,
     Command,
@@ -95,6 +95,7 @@ DRIVERS = (
         vendor="example",
         families=("example",),
         factory=ExampleDriver,
+        description="the example receiver: one channel, a line protocol over TCP",
         zeroconf_types=(EXAMPLE_SERVICE,),
         identify=identify_example,
     ),
@@ -124,3 +125,23 @@ async def serve_example_receiver(serial: str = "EX0001", name: str = "Lead") -> 
         writer.close()
 
     return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+class ExampleFleet:
+    """The demo (``wmhub run --demo``): one simulated receiver, added like any device by its URL."""
+
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> list[str]:
+        self._server = await serve_example_receiver()
+        return [f"example://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+@hookimpl
+def register_simulators(register: Callable[[DemoFleet], None]) -> None:
+    register(ExampleFleet())
