@@ -232,6 +232,10 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
     hub = FleetHub(config) if fleet else compose_hub(config)
     checking = bool(getattr(args, "check", False))
     try:
+        if hub.plugins.not_installed:  # a typo there: the hub would run without that plugin's devices, silently
+            raise ConfigError(
+                f"WMHUB_LOAD_PLUGINS: no installed plugin is named {', '.join(hub.plugins.not_installed)}"
+            )
         check_startup(config, hub.devices.resolve, _device_origin(args), ports_in_use=checking)
         if checking:
             print(f"wmhub: configuration ok ({len(config.devices)} device(s), MQTT {redact(str(config.mqtt.url))})")
@@ -276,17 +280,19 @@ def _plugins(as_json: bool) -> int:
     host = PluginHost()
     host.load_entry_points()
     host.check_registrations()
-    listing = host.listing()
-    # what each plugin drives, in its own words (a family it has not verified against hardware says so there)
-    for plugin in listing:
-        plugin["drivers"] = [
-            {"scheme": spec.scheme, "description": spec.description}
-            for spec, owner in host.drivers().values()
-            if owner == plugin["name"]
-        ]
-    # a plugin that failed, or none installed (the log says so), is an installation to mend: scripts see it
+    listing = []
+    for record in host.rows():
+        # what each plugin drives, in its own words (a family it has not verified against hardware says so
+        # there); an entry point not loaded drives nothing, whatever the plugin of its name does
+        drivers = [spec for spec, owner in host.drivers().values() if host.records.get(owner) is record]
+        listing.append(
+            record.as_dict() | {"drivers": [{"scheme": d.scheme, "description": d.description} for d in drivers]}
+        )
+    # a plugin that failed, none installed or one asked for and not installed (the log says so) is an
+    # installation to mend: scripts see it
     none_installed = not listing and os.environ.get("WMHUB_LOAD_PLUGINS") is None
-    status = 1 if none_installed or any(plugin["error"] for plugin in listing) else 0
+    failed = none_installed or host.not_installed or any(plugin["error"] for plugin in listing)
+    status = 1 if failed else 0
     if as_json:
         print(json.dumps(listing, indent=2))
         return status

@@ -2,25 +2,33 @@
 
 A plugin that fails to import or to register is recorded with its error (``wmhub plugins`` shows it)
 and the others load regardless. ``WMHUB_LOAD_PLUGINS=a,b`` loads only the named distributions (or
-entry-point names); an empty value loads none. Every call into a plugin goes through :meth:`call`,
-:meth:`call_async` or :meth:`collect`, which catch that plugin's exceptions and bound its time, and
-:class:`HookTimer` measures how long each call after start-up holds the event loop: a plugin that blocks it (a
-``time.sleep``, a blocking socket) stalls every device, the web server and MQTT, and is named in a warning.
+entry-point names); an empty value loads none. A plugin name, URL scheme or vendor two plugins claim goes
+to the one whose distribution is named for it (``wmhub-shure`` for ``shure``), else to neither: never to
+whichever loaded first (docs/plugins.md, "Names, schemes and vendors"). Every call into a plugin goes
+through :meth:`call`, :meth:`call_async` or :meth:`collect`, which catch that plugin's exceptions and bound its
+time, and :class:`HookTimer` measures how long each call after start-up holds the event loop: a plugin that
+blocks it (a ``time.sleep``, a blocking socket) stalls every device, the web server and MQTT, and is named in a
+warning.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import inspect
 import logging
+import operator
 import os
 import re
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
 
 import pluggy
 
@@ -41,6 +49,8 @@ MOVED_TO_DRIVER_SPEC = {"register_zeroconf_types": "zeroconf_types", "identify_s
 RETIRED_HOOKS = frozenset({"apply_command"})
 T = TypeVar("T")
 
+# A plugin whose import takes longer than this holds up the hub's start: it is named (an import must not block).
+SLOW_LOAD_S = 2.0
 # A hook or driver callback holding the event loop longer than this delays every other device's data.
 SLOW_CALL_S = 0.1
 # The same plugin's same slow hook is named at most this often (it may be slow on every call).
@@ -143,7 +153,9 @@ class PluginHost:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager("wmhub")
         self.pm.add_hookspecs(hookspecs)
-        self.records: dict[str, PluginRecord] = {}
+        self.records: dict[str, PluginRecord] = {}  # the plugins loaded (or that failed to), by name
+        self.unloaded: list[PluginRecord] = []  # entry points not loaded: their name is another plugin's
+        self.not_installed: list[str] = []  # names WMHUB_LOAD_PLUGINS (or ``only``) gave that no plugin has
         self.timer = HookTimer()
         self._drivers: dict[str, tuple[DriverSpec, str]] | None = None
         # plugin calls given up on at their deadline and cancelled, but not yet ended (see call_bounded)
@@ -153,24 +165,41 @@ class PluginHost:
     def load_entry_points(self, only: str | None = None) -> None:
         if only is None:
             only = os.environ.get("WMHUB_LOAD_PLUGINS")
-        wanted = None if only is None else {name.strip() for name in only.split(",") if name.strip()}
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            dist = ep.dist.name if ep.dist is not None else None
-            if wanted is not None and ep.name not in wanted and dist not in wanted:
-                continue
-            self._load_one(ep, dist)
-        if wanted is None and not self.records:  # `pip install wmhub` alone: a hub with no device it can drive
+        wanted = None if only is None else {_normalized(name) for name in only.split(",") if name.strip()}
+        installed = list(entry_points(group=ENTRY_POINT_GROUP))
+        chosen = [ep for ep in installed if wanted is None or wanted & {_normalized(ep.name), _normalized(_dist(ep))}]
+        # a name that matches no plugin is a typo or a plugin not installed: loading nothing for it says nothing
+        known = {_normalized(name) for ep in installed for name in (ep.name, _dist(ep)) if name}
+        self.not_installed = sorted((wanted or set()) - known)
+        if self.not_installed:
+            log.error(
+                "no installed plugin is named %s (the installed ones: %s)",
+                ", ".join(self.not_installed),
+                ", ".join(sorted(Claimant(ep.name, _dist(ep)).label for ep in installed)) or "none",
+            )
+        names: dict[str, list[Claimant]] = {}
+        for ep in chosen:
+            names.setdefault(ep.name, []).append(Claimant(ep.name, _dist(ep)))
+        refused = unclaimed("entry-point name", names)
+        for ep in chosen:
+            why = refused.get((Claimant(ep.name, _dist(ep)), ep.name))
+            if why is None:
+                self._load_one(ep)
+            else:  # listed as itself: the plugin of that name that did load keeps its own row
+                self.unloaded.append(PluginRecord(ep.name, _dist(ep), _version(ep), error=f"not loaded: {why}"))
+                log.error("plugin %s of %s not loaded: %s", ep.name, _dist(ep), why)
+        if wanted is None and not installed:  # `pip install wmhub` alone: a hub with no device it can drive
             log.warning(NO_PLUGINS)
 
-    def _load_one(self, ep: EntryPoint, dist: str | None) -> None:
-        record = PluginRecord(
-            name=ep.name,
-            distribution=dist,
-            version=ep.dist.version if ep.dist is not None else None,
-        )
-        self.records[ep.name] = record
+    def _load_one(self, ep: EntryPoint) -> None:
+        record = self.records[ep.name] = PluginRecord(ep.name, _dist(ep), _version(ep))
         try:
-            module = ep.load()
+            module = _imported(ep)
+            already = self.pm.get_name(module)
+            if already is not None:  # pluggy's own error lists every plugin module the hub has
+                raise ValueError(
+                    f"its module {ep.value} is loaded already, as plugin {already}: a module is one plugin only"
+                )
             self.pm.register(module, name=ep.name)
         except Exception as exc:
             record.error = f"{_described(exc)}{_core_wanted(ep)}"
@@ -285,8 +314,10 @@ class PluginHost:
             found: list[Any] = []
             try:
                 # not timed: registration runs while the hub starts (or discovery restarts), before or apart
-                # from device traffic, and importing what a plugin registers may well take a while
-                returned = function(register=found.append)
+                # from device traffic, and importing what a plugin registers may well take a while; its output
+                # on stderr, as at import
+                with contextlib.redirect_stdout(sys.stderr):
+                    returned = function(register=found.append)
                 if inspect.isawaitable(returned):
                     _discard(returned)
                     raise TypeError(f"{hook} returned {type(returned).__name__}: it must be a plain function")
@@ -297,20 +328,42 @@ class PluginHost:
         return registered
 
     def drivers(self) -> dict[str, tuple[DriverSpec, str]]:
-        """Driver specs by URL scheme, with the name of the plugin that owns each."""
+        """Driver specs by URL scheme, with the name of the plugin that owns each. A scheme, and a vendor (the
+        first part of its devices' ids, MQTT topics and REST paths), belongs to one plugin: one that two claim
+        goes to the plugin whose distribution is named for it, else to neither (:func:`unclaimed`)."""
         if self._drivers is None:
-            drivers: dict[str, tuple[DriverSpec, str]] = {}
+            offered: list[tuple[Claimant, DriverSpec]] = []
             for plugin_name, registered in self.collect("register_drivers"):
                 try:
                     spec = checked_spec(registered)
                 except (TypeError, ValueError) as exc:
                     self._fail(plugin_name, "register_drivers", exc)
                     continue
-                if spec.scheme in drivers:
-                    other = drivers[spec.scheme][1]
-                    self._fail(plugin_name, "register_drivers", ValueError(f"scheme {spec.scheme} taken by {other}"))
+                record = self.records.get(plugin_name)
+                claimant = Claimant(plugin_name, record.distribution if record is not None else None)
+                if any(other == claimant and spec.scheme == taken.scheme for other, taken in offered):
+                    self._fail(plugin_name, "register_drivers", ValueError(f"scheme {spec.scheme} registered twice"))
+                    continue
+                offered.append((claimant, spec))
+            refused: dict[str, dict[tuple[Claimant, str], str]] = {}
+            for what in ("scheme", "vendor"):
+                claims: dict[str, list[Claimant]] = {}
+                for claimant, spec in offered:
+                    claimed = claims.setdefault(getattr(spec, what), [])
+                    if claimant not in claimed:
+                        claimed.append(claimant)
+                refused[what] = unclaimed(what, claims)
+            drivers: dict[str, tuple[DriverSpec, str]] = {}
+            for claimant, spec in offered:
+                why = refused["scheme"].get((claimant, spec.scheme)) or refused["vendor"].get((claimant, spec.vendor))
+                if why is None:
+                    drivers[spec.scheme] = (spec, claimant.plugin)
                 else:
-                    drivers[spec.scheme] = (spec, plugin_name)
+                    self._fail(
+                        claimant.plugin,
+                        "register_drivers",
+                        ValueError(f"DriverSpec for {spec.scheme}:// refused: {why}"),
+                    )
             self._drivers = drivers
         return self._drivers
 
@@ -349,7 +402,29 @@ class PluginHost:
         result = await self.call_bounded(plugin, what, settings.io_timeout_s, identify, service, settings)
         if not isinstance(result, Candidate):
             return None
-        return _shown_candidate(plugin, result)
+        return self._own_candidate(plugin, _shown_candidate(plugin, result))
+
+    def _own_candidate(self, plugin: str, candidate: Candidate | None) -> Candidate | None:
+        """``candidate`` unless its URL's scheme or its vendor is another plugin's: it would be offered for
+        approval as that plugin's device, found by this one."""
+        if candidate is None:
+            return None
+        scheme = urlsplit(candidate.url).scheme
+        specs = self.drivers()
+        scheme_owner = specs[scheme][1] if scheme in specs else None
+        vendor_owner = next((owner for spec, owner in specs.values() if spec.vendor == candidate.vendor), None)
+        for what, value, owner in (("scheme", scheme, scheme_owner), ("vendor", candidate.vendor, vendor_owner)):
+            if owner not in (None, plugin):
+                log.warning(
+                    "plugin %s offered a candidate whose %s %s is plugin %s's, not its own: dropped (%s)",
+                    plugin,
+                    what,
+                    value,
+                    owner,
+                    preview(candidate.url),
+                )
+                return None
+        return candidate
 
     def discovery_loops(self) -> list[tuple[str, DiscoveryLoop]]:
         """(plugin, loop) for every discovery loop a plugin registered; anything not callable is its error."""
@@ -409,13 +484,106 @@ class PluginHost:
         self.zeroconf_types()
         self.collect("register_simulators")
 
+    def rows(self) -> list[PluginRecord]:
+        """What ``wmhub plugins`` lists: every plugin, and every entry point not loaded (as itself)."""
+        return [*self.records.values(), *self.unloaded]
+
     def listing(self) -> list[dict[str, Any]]:
-        return [record.as_dict() for record in self.records.values()]
+        return [record.as_dict() for record in self.rows()]
 
 
 def _described(exc: BaseException) -> str:
     """A plugin's exception in one line, however many its message has: ``wmhub plugins`` shows one a plugin."""
     return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def _dist(ep: EntryPoint) -> str | None:
+    return ep.dist.name if ep.dist is not None else None
+
+
+def _version(ep: EntryPoint) -> str | None:
+    return ep.dist.version if ep.dist is not None else None
+
+
+def _normalized(name: str | None) -> str:
+    """A distribution or entry-point name as pip compares them: ``wmhub_Shure`` is ``wmhub-shure``."""
+    return re.sub(r"[-_.]+", "-", (name or "").strip()).lower()
+
+
+def _imported(ep: EntryPoint) -> Any:
+    """The plugin's module, imported with its output on stderr (a ``print`` there would corrupt ``wmhub plugins
+    --json``), and named while it holds up the hub: an import that blocks (a network call, a large load) keeps
+    every plugin loaded after it, and the hub, from starting, and Python cannot break it off."""
+    started = time.monotonic()
+    waiting = threading.Timer(
+        SLOW_LOAD_S,
+        log.warning,
+        (
+            "plugin %s (%s) is still importing after %g s: the hub waits for it to start",
+            ep.name,
+            _dist(ep),
+            SLOW_LOAD_S,
+        ),
+    )
+    waiting.daemon = True  # never keeps a process that is done from exiting
+    waiting.start()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return ep.load()
+    finally:
+        waiting.cancel()
+        took = time.monotonic() - started
+        if took > SLOW_LOAD_S:
+            log.warning(
+                "plugin %s (%s) took %.1f s to import: a plugin must not block at import", ep.name, _dist(ep), took
+            )
+
+
+@dataclass(frozen=True)
+class Claimant:
+    """A plugin claiming a name, scheme or vendor, and the distribution it came in (None: registered in-process)."""
+
+    plugin: str
+    distribution: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.plugin} ({self.distribution})" if self.distribution else self.plugin
+
+    def named_for(self, claimed: str) -> bool:
+        """True if the distribution is named for ``claimed``: wmhub-shure for shure and shure-uhfr, wmhub-example
+        for example (a plugin registered in-process, by its own name)."""
+        if self.distribution is None:
+            stem: str | None = self.plugin
+        else:
+            stem = _normalized(self.distribution).removeprefix("wmhub-")
+            stem = None if stem == _normalized(self.distribution) else stem
+        return stem is not None and re.fullmatch(rf"{re.escape(stem)}([-+._].*)?", claimed) is not None
+
+
+def unclaimed(what: str, claims: dict[str, list[Claimant]]) -> dict[tuple[Claimant, str], str]:
+    """Why each (claimant, value) that another plugin claims too must do without it: the value goes to the one
+    claimant whose distribution is named for it, else to none of them. Whichever plugin happened to load first
+    had it before: another distribution's plugin could take ``shure://`` from wmhub-shure, and wmhub-shure was
+    the one reported broken."""
+    refused: dict[tuple[Claimant, str], str] = {}
+    for value, claimants in claims.items():
+        if len(claimants) < 2:
+            continue
+        rightful = [claimant for claimant in claimants if claimant.named_for(value)]
+        for claimant in claimants:
+            if rightful == [claimant]:
+                continue
+            if len(rightful) == 1:
+                why = f"{what} {value} belongs to plugin {rightful[0].label}, whose distribution is named for it"
+            else:
+                others = ", ".join(other.label for other in claimants if other != claimant)
+                why = (
+                    f"{what} {value} is claimed by plugin {others} too, and no one distribution is named for it "
+                    f"(wmhub-{value}): none of them has it"
+                )
+            refused[(claimant, value)] = why
+    return refused
 
 
 _CORE_REQUIREMENT = re.compile(r"wmhub\s*(?P<versions>[(<>=!~][^;]*)?(;.*)?", re.IGNORECASE)
@@ -428,9 +596,49 @@ def _core_wanted(ep: EntryPoint) -> str:
     for requirement in (ep.dist.requires if ep.dist is not None else None) or ():
         match = _CORE_REQUIREMENT.fullmatch(requirement.strip())
         if match:
-            versions = (match["versions"] or "").strip(" ()") or "any version"
+            versions = (match["versions"] or "").strip(" ()")
+            if _version_allows(versions, __version__):  # its own mistake: a hint of a mismatch would mislead
+                return ""
             return f" (it works with wmhub {versions}; this is wmhub {__version__})"
     return ""
+
+
+_CLAUSE = re.compile(r"(?P<op>~=|==|!=|<=|>=|<|>)\s*(?P<release>\d+(?:\.\d+)*)(?P<wildcard>\.\*)?")
+_COMPARE: Final = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def _release(version: str, length: int) -> tuple[int, ...]:
+    """The first ``length`` numbers of a version's release, padded with zeros (26.11 is 26.11.0)."""
+    match = re.match(r"\d+(?:\.\d+)*", version)
+    numbers = [int(part) for part in match[0].split(".")] if match else []
+    return tuple((numbers + [0] * length)[:length])
+
+
+def _version_allows(versions: str, version: str) -> bool:
+    """True if ``version`` (the core's, a plain release) meets every clause of a requirement's ``versions``
+    (``>=26.11.0,<26.12``: PEP 440's operators on release numbers); False for a clause it cannot read, so the
+    hint is shown rather than hidden."""
+    for clause in filter(None, (part.strip() for part in versions.split(","))):
+        match = _CLAUSE.fullmatch(clause)
+        if match is None or (match["wildcard"] and match["op"] not in ("==", "!=")):
+            return False
+        op, given = match["op"], match["release"]
+        if match["wildcard"] or op == "~=":  # ==26.11.*, and ~=26.11.0 (26.11.0 or later within 26.11)
+            length = given.count(".") + (1 if match["wildcard"] else 0)
+            within = _release(version, length) == _release(given, length)
+            fine = (within != (op == "!=")) and (op != "~=" or _release(version, 9) >= _release(given, 9))
+        else:
+            fine = _COMPARE[op](_release(version, 9), _release(given, 9))
+        if not fine:
+            return False
+    return True
 
 
 # RFC 3986's scheme, compared lowercased (urlsplit lowercases the scheme of every URL it reads)

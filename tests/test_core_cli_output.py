@@ -83,6 +83,24 @@ def test_a_plugin_for_a_newer_core_fails_the_listing_in_one_line_naming_both_ver
     assert run.returncode == 0 and len(failed) == 1 and "it works with wmhub <27.2,>=27.1.0" in failed[0], run.stderr
 
 
+def test_a_plugin_failing_to_import_within_its_core_range_is_not_hinted_a_version_mismatch(tmp_path: Path) -> None:
+    """An outside audit: its own bug was shown as "(it works with wmhub <26.12,>=26.11.0; this is wmhub
+    26.11.0)", a mismatch that is none."""
+    from hub import __version__
+
+    (tmp_path / "wmhub_buggy.py").write_text("raise ImportError('a bug of its own')\n")
+    info = tmp_path / "wmhub_buggy-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: wmhub-buggy\nVersion: 1.0\nRequires-Dist: wmhub<99,>={__version__}\n"
+    )
+    (info / "entry_points.txt").write_text("[wmhub]\nbuggy = wmhub_buggy\n")
+    result = wmhub("plugins", env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path])))
+    assert result.returncode == 1
+    line = next(line for line in result.stdout.splitlines() if line.startswith("wmhub-buggy"))
+    assert line == "wmhub-buggy 1.0 (buggy): ERROR ImportError: a bug of its own"
+
+
 def test_an_http_address_without_a_port_is_refused_with_the_value() -> None:
     result = wmhub("run", "--http", "localhost")
     assert result.returncode == 2

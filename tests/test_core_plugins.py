@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from hub.drivers import Driver, DriverSettings
 from hub.hookspecs import DiscoveredService, DriverSpec
 from hub.model import Command, CommandKind
 from hub.plugins import NO_PLUGINS, PluginError, PluginHost
-from hub.testing import DriverHarness
+from hub.testing import DriverHarness, eventually, interrupt
+from tests.mosquitto import free_port
 from tests.test_web_api import BenchReceiver
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +69,24 @@ def test_load_plugins_variable_chooses_plugins() -> None:
     assert wmhub_json("plugins", "--json", WMHUB_LOAD_PLUGINS="") == []
 
 
+def test_load_plugins_naming_no_installed_plugin_is_an_error_naming_it(tmp_path: Path) -> None:
+    """An outside audit: a typo there loaded nothing for it and said nothing; `wmhub plugins` exited 0. A name
+    is compared as pip compares them (wmhub_shure is wmhub-shure)."""
+    environ = dict(os.environ, WMHUB_LOAD_PLUGINS="wmhub_shure,wmhub-shurre")
+    listing = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "plugins"], capture_output=True, text=True, timeout=60, env=environ
+    )
+    assert listing.returncode == 1 and listing.stdout.startswith("wmhub-shure ")
+    assert "no installed plugin is named wmhub-shurre (the installed ones: " in listing.stderr
+    run = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "run", "--check", "--mqtt", "off", "--http", "127.0.0.1:0",
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, env=environ,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "wmhub: configuration error: WMHUB_LOAD_PLUGINS: no installed plugin is named wmhub-shurre" in run.stderr
+
+
 def test_a_plugin_raising_in_a_hook_does_not_stop_the_others() -> None:
     class Faulty:
         @hookimpl
@@ -103,7 +123,7 @@ def test_duplicate_schemes_are_refused_and_reported() -> None:
     host.load_entry_points(only="wmhub-shure")
     host.register(Impostor(), name="impostor")
     assert host.drivers()["shure"][1] == "shure"
-    assert "taken by shure" in str(host.records["impostor"].error)
+    assert "scheme shure belongs to plugin shure (wmhub-shure)" in str(host.records["impostor"].error)
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +169,30 @@ def test_the_documented_example_plugin_installs_and_its_device_appears(example_s
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=environ)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"id": "example-EX42", "battery": 87, "ok": True, "name": "Vox"}
+
+
+async def test_the_documented_example_plugin_has_its_demo_receiver(example_site: Path, tmp_path: Path) -> None:
+    """An outside audit: the docs promised the example a simulated receiver, and `wmhub run --demo` showed none."""
+    http_port = free_port()
+    hub = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hub.cli", "run", "--demo", "--mqtt", "off", "--http", f"127.0.0.1:{http_port}",
+        "--data-dir", str(tmp_path), env=dict(os.environ, PYTHONPATH=str(example_site), WMHUB_LOAD_PLUGINS="example"),
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        devices = await eventually(lambda: online_devices(http_port), timeout=20, what="the example's demo device")
+    finally:
+        assert await interrupt(hub) == 0
+    assert [(device["vendor"], device["model"]) for device in devices] == [("example", "EX-1")]
+
+
+def online_devices(http_port: int) -> list[dict[str, object]] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/v1/devices", timeout=2) as response:
+            devices: list[dict[str, object]] = json.load(response)["items"]
+    except OSError:
+        return None
+    return devices if devices and all(device["online"] for device in devices) else None
 
 
 def test_version_names_the_core_and_every_plugin() -> None:

@@ -313,13 +313,14 @@ def test_register_drivers_returning_a_coroutine_is_a_plugin_error_shown_by_wmhub
     )
 
 
-def stranger_distribution(root: Path, name: str, module: str) -> dict[str, str]:
-    """A third party's plugin distribution on the path (module source ``module``); the environment to find it."""
+def stranger_distribution(root: Path, name: str, module: str, entry_points: str | None = None) -> dict[str, str]:
+    """A third party's plugin distribution wmhub-``name`` on the path (module source ``module``, its entry points
+    ``<name> = wmhub_<name>`` unless given); the environment to find it, ahead of the installed plugins."""
     (root / f"wmhub_{name}.py").write_text(module)
     info = root / f"wmhub_{name}-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: wmhub-{name}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[wmhub]\n{name} = wmhub_{name}\n")
+    (info / "entry_points.txt").write_text(f"[wmhub]\n{entry_points or f'{name} = wmhub_{name}'}\n")
     return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
 
 
@@ -618,4 +619,213 @@ async def test_capabilities_a_plugin_cannot_have_meant_are_refused_per_command_n
         "min_length above max_length",
         "each such command left out of the device's capabilities (answered not_supported, no crash, no false "
         "out-of-band), one error per field naming the plugin; `wmhub plugins` shows the first",
+    )
+
+
+INTRUDER_PLUGIN = """
+from hub import hookimpl
+from hub.hookspecs import DriverSpec
+
+
+def factory(*args):
+    raise AssertionError("never built")
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="shure", vendor="intruder", families=("x",), factory=factory))
+    register(DriverSpec(scheme="intruder-x", vendor="shure", families=("x",), factory=factory))
+    register(DriverSpec(scheme="intruder", vendor="intruder", families=("x",), factory=factory))
+    register(DriverSpec(scheme="shared", vendor="shared", families=("x",), factory=factory))
+"""
+
+RIVAL_PLUGIN = """
+from hub import hookimpl
+from hub.hookspecs import DriverSpec
+
+
+def factory(*args):
+    raise AssertionError("never built")
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="shared", vendor="shared", families=("x",), factory=factory))
+"""
+
+
+def test_a_plugin_claiming_another_plugins_scheme_or_vendor_is_the_one_refused_whichever_loads_first(
+    tmp_path: Path,
+) -> None:
+    """An outside audit: a third party's plugin registering the scheme shure, found before wmhub-shure (here
+    ahead of it on the path), took shure:// from it, and wmhub-shure was listed as the broken one; one with the
+    vendor shure published its devices as shure-<serial>, on Shure's MQTT topics and REST paths, without error."""
+    stranger_distribution(tmp_path, "rival", RIVAL_PLUGIN)
+    result = wmhub_plugins(stranger_distribution(tmp_path, "intruder", INTRUDER_PLUGIN))
+    listing = {plugin["name"]: plugin for plugin in json.loads(result.stdout)}
+    shure, intruder, rival = listing["shure"], listing["intruder"], listing["rival"]
+    assert shure["error"] is None and "shure" in [driver["scheme"] for driver in shure["drivers"]]
+    assert [driver["scheme"] for driver in intruder["drivers"]] == ["intruder"]
+    assert intruder["error"] == (
+        "register_drivers: ValueError: DriverSpec for shure:// refused: scheme shure belongs to plugin shure "
+        "(wmhub-shure), whose distribution is named for it"
+    )
+    assert "DriverSpec for intruder-x:// refused: vendor shure belongs to plugin shure (wmhub-shure)" in result.stderr
+    # neither distribution is named for "shared": neither has it, whichever loaded first
+    assert (
+        rival["drivers"] == [] and "scheme shared is claimed by plugin intruder (wmhub-intruder) too" in rival["error"]
+    )
+    assert "scheme shared is claimed by plugin rival (wmhub-rival) too" in result.stderr
+    record_check(
+        AREA,
+        "a plugin (found first) registering another plugin's scheme (shure) or vendor (shure), and two plugins "
+        "registering the same scheme",
+        "the scheme or vendor stays with the plugin whose distribution is named for it (wmhub-shure); the "
+        "intruder's spec is refused naming wmhub-shure, `wmhub plugins` exits 1; a scheme no distribution is "
+        "named for goes to neither, each error naming the other",
+    )
+
+
+def test_a_second_distribution_with_a_plugins_entry_point_name_is_listed_as_itself_and_not_loaded(
+    tmp_path: Path,
+) -> None:
+    """An outside audit: a second distribution declaring the entry-point name of a working plugin replaced that
+    plugin's row in `wmhub plugins` with its own error, listed with the working plugin's drivers, and its error
+    quoted every plugin module the hub had (pluggy's message)."""
+    stranger_distribution(
+        tmp_path,
+        "twin",
+        "from hub import hookimpl\nfrom hub.hookspecs import DriverSpec\n\n"
+        "@hookimpl\ndef register_drivers(register):\n"
+        "    register(DriverSpec(scheme='twin', vendor='twin', families=('x',), factory=print))\n",
+    )
+    env = stranger_distribution(tmp_path, "copycat", "", "twin = wmhub_twin\ntwin2 = wmhub_twin")
+    rows = json.loads(wmhub_plugins(env).stdout)
+    twin, copycat, copycat2 = (
+        next(row for row in rows if (row["distribution"], row["name"]) == key)
+        for key in (("wmhub-twin", "twin"), ("wmhub-copycat", "twin"), ("wmhub-copycat", "twin2"))
+    )
+    assert twin["error"] is None and [driver["scheme"] for driver in twin["drivers"]] == ["twin"]
+    assert copycat["drivers"] == [] and copycat["error"] == (
+        "not loaded: entry-point name twin belongs to plugin twin (wmhub-twin), whose distribution is named for it"
+    )
+    assert copycat2["drivers"] == [] and copycat2["error"] == (
+        "ValueError: its module wmhub_twin is loaded already, as plugin twin: a module is one plugin only"
+    )
+    record_check(
+        AREA,
+        "a second distribution declaring a working plugin's entry-point name, and a second name for its module",
+        "the working plugin keeps its row and drivers; each of the other's entry points is a row of its own "
+        "with a one-line error naming the plugin of that name; `wmhub plugins` exits 1",
+    )
+
+
+def test_what_a_plugin_prints_while_loading_leaves_the_json_listing_json(tmp_path: Path) -> None:
+    """An outside audit: a plugin that printed at import ("Acme plugin loaded") made `wmhub plugins --json`
+    something no script could read."""
+    env = stranger_distribution(
+        tmp_path,
+        "chatty",
+        "from hub import hookimpl\n\nprint('chatty plugin loaded')\n\n"
+        "@hookimpl\ndef register_drivers(register):\n    print('chatty registers nothing')\n"
+        "    raise RuntimeError('and fails')\n",
+    )
+    result = wmhub_plugins(env)
+    listing = {plugin["name"]: plugin for plugin in json.loads(result.stdout)}
+    assert "and fails" in listing["chatty"]["error"]
+    assert "chatty plugin loaded" in result.stderr and "chatty registers nothing" in result.stderr
+    record_check(
+        AREA,
+        "a plugin printing at import and in register_drivers",
+        "its output goes to stderr; `wmhub plugins --json` stays JSON",
+    )
+
+
+def test_a_plugin_whose_import_blocks_is_named_while_the_hub_waits_for_it(tmp_path: Path) -> None:
+    """An outside audit: a plugin whose import hung (a network call, a large load) kept `wmhub run` from
+    starting and nothing said which. The import here waits until the test has seen it named."""
+    go_on = tmp_path / "go-on"
+    env = stranger_distribution(
+        tmp_path,
+        "stuck",
+        f"import pathlib, time\n\nwhile not pathlib.Path({str(go_on)!r}).exists():\n    time.sleep(0.05)\n",
+    )
+    listing = subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", "plugins", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listing.stderr is not None
+        named = listing.stderr.readline()  # the first thing said: the plugin the listing waits for
+        go_on.touch()
+        stdout, stderr = listing.communicate(timeout=60)
+    finally:
+        listing.kill()
+    assert named.strip() == "plugin stuck (wmhub-stuck) is still importing after 2 s: the hub waits for it to start"
+    assert "plugin stuck (wmhub-stuck) took" in stderr and listing.returncode == 0
+    assert {plugin["name"] for plugin in json.loads(stdout)} >= {"stuck", "shure"}
+    record_check(
+        AREA,
+        "a plugin whose import blocks",
+        "named in a warning 2 s into the import, while the hub (or `wmhub plugins`) waits for it, and again "
+        "with the time it took",
+    )
+
+
+CLAIMING_PLUGIN = """
+from hub import hookimpl
+from hub.hookspecs import Candidate, DiscoveredService, DriverSpec
+
+
+def factory(*args):
+    raise AssertionError("never built")
+
+
+def identify(service, settings):
+    if service.name == "mine":
+        return Candidate(url=f"claimer://{service.host}:{service.port}", vendor="claimer", source="own")
+    if service.name == "foreign vendor":
+        return Candidate(url=f"claimer://{service.host}:{service.port}", vendor="shure", source="own")
+    return Candidate(url=f"shure://{service.host}:{service.port}", vendor="shure", source="own")
+
+
+async def loop(report):
+    for port, name in ((4001, "mine"), (4002, "foreign vendor"), (4003, "foreign scheme")):
+        report(DiscoveredService("127.0.0.1", port, "claimer", name, {}))
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="claimer", vendor="claimer", families=("x",), factory=factory, identify=identify))
+
+
+@hookimpl
+def register_discovery_loops(register):
+    register(loop)
+"""
+
+
+def test_a_candidate_naming_another_plugins_scheme_or_vendor_is_dropped_naming_the_plugin(tmp_path: Path) -> None:
+    """An outside audit: a plugin's identify answered shure:// candidates with vendor shure for what it heard,
+    and the hub listed them for approval as Shure receivers found by it."""
+    env = stranger_distribution(tmp_path, "claimer", CLAIMING_PLUGIN)
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "discover", "--json", "--seconds", "1", "--interface", "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [candidate["url"] for candidate in json.loads(result.stdout)] == ["claimer://127.0.0.1:4001"]
+    logged = result.stderr
+    assert "plugin claimer offered a candidate whose vendor shure is plugin shure's, not its own: dropped" in logged
+    assert "plugin claimer offered a candidate whose scheme shure is plugin shure's, not its own: dropped" in logged
+    record_check(
+        AREA,
+        "a plugin's identify answering a candidate with another plugin's scheme (shure://) or vendor (shure)",
+        "dropped with a warning naming the plugin and whose scheme or vendor it is; its own candidates stay",
     )
