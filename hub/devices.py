@@ -473,7 +473,7 @@ class DeviceManager:
             return driver
 
         def timed(what: str, awaitable: Awaitable[T]) -> Awaitable[T]:
-            return timer.timed(plugin_name, what, awaitable)
+            return self._plugins.awaited(plugin_name, what, awaitable)
 
         supervisor = DriverSupervisor(
             make_driver, handle, self.settings, handle.log, timed=timed, clock=self._clock, gate=self._connecting

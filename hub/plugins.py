@@ -55,6 +55,8 @@ SLOW_LOAD_S = 2.0
 SLOW_CALL_S = 0.1
 # The same plugin's same slow hook is named at most this often (it may be slow on every call).
 SLOW_WARNING_EVERY_S = 60.0
+# How long a cancelled call of a plugin may take to end before the hub leaves it behind (see call_bounded).
+CANCEL_GRACE_S = 1.0
 
 
 class HookTimer:
@@ -283,26 +285,53 @@ class PluginHost:
         self, plugin_name: str, what: str, timeout: float, function: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Any:
         """Call a plugin's code (a hook, or a method of its driver such as ``apply``): timed against the plugin
-        under ``what``, an awaitable result awaited within ``timeout``; raise PluginError when it overran."""
+        under ``what``, an awaitable result awaited within ``timeout``; raise PluginError when it overran. A call
+        past its deadline is cancelled and not waited for; one whose caller is cancelled (the hub stops) is given
+        ``CANCEL_GRACE_S`` to end. Either is then left behind in ``strays`` if it goes on: ``wmhub run`` exits
+        without it."""
         result = self.timer.call(plugin_name, what, function, *args, **kwargs)
         if not inspect.isawaitable(result):
             return result
-        # Awaited as a task of its own and left behind at the deadline: awaiting its cancellation (as
-        # asyncio.timeout does) would wait for ever on plugin code that catches CancelledError and goes on.
-        task = asyncio.ensure_future(self.timer.timed(plugin_name, what, result))
+        return await self._awaited(plugin_name, what, result, timeout)
+
+    async def awaited(self, plugin_name: str, what: str, awaitable: Awaitable[T]) -> T:
+        """Await a plugin's awaitable (a driver's ``connect``, ``run``, ``close``), timed against the plugin under
+        ``what``, for as long as it takes; cancelled, it is cancelled in turn and given ``CANCEL_GRACE_S`` to end
+        before it is left behind (see :meth:`call_bounded`)."""
+        result: T = await self._awaited(plugin_name, what, awaitable, None)
+        return result
+
+    async def _awaited(self, plugin_name: str, what: str, awaitable: Awaitable[Any], timeout: float | None) -> Any:
+        # Awaited as a task of its own and left behind at the deadline, or once it outlives its cancellation by
+        # CANCEL_GRACE_S: awaiting its cancellation (as asyncio.timeout does) would wait for ever on plugin code
+        # that catches CancelledError and goes on, and the hub could not stop.
+        task = asyncio.ensure_future(self.timer.timed(plugin_name, what, awaitable))
         try:
             await asyncio.wait({task}, timeout=timeout)
         except asyncio.CancelledError:
             task.cancel()
+            try:
+                await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+            finally:
+                if not task.done():
+                    self._leave_behind(task)
+                    self._refuse_once(
+                        plugin_name,
+                        f"{what} went on after being cancelled (it catches CancelledError): left running, "
+                        "and wmhub run exits without it",
+                    )
             raise
         if task.done():
             if task.cancelled():  # the plugin raised CancelledError itself: its caller was not cancelled
                 raise PluginError(f"plugin {plugin_name} cancelled {what} itself")
             return task.result()
         task.cancel()
+        self._leave_behind(task)
+        raise PluginError(f"plugin {plugin_name} did not answer {what} within {timeout:g} s")
+
+    def _leave_behind(self, task: asyncio.Future[Any]) -> None:
         self.strays.add(task)
         task.add_done_callback(self.strays.discard)
-        raise PluginError(f"plugin {plugin_name} did not answer {what} within {timeout:g} s")
 
     def plugins_with(self, hook: str) -> list[str]:
         return [name for name, _ in self._impls(hook)]

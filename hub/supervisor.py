@@ -19,7 +19,8 @@ T = TypeVar("T")
 
 
 class CallTimer(Protocol):
-    """Times an awaitable from a plugin's driver, naming ``what`` the driver was doing when it ran slow."""
+    """Awaits an awaitable from a plugin's driver, timed against the plugin under ``what``; cancelled, it leaves
+    behind driver code that ignores the cancellation (PluginHost.awaited), so the supervisor always stops."""
 
     def __call__(self, what: str, awaitable: Awaitable[T]) -> Awaitable[T]: ...
 

@@ -36,9 +36,9 @@ from hub.model import Command, CommandKind, CommandResult
 from hub.plugins import PluginHost
 from hub.testing import DriverHarness, eventually
 from tests.fault_harness import TOKEN, hub_config
-from tests.mosquitto import free_port
+from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.reliability_report import record_check
-from tests.test_faults_hub import devices_online, hub_process
+from tests.test_faults_hub import database_integrity, devices_online, hub_process
 
 AREA = "plugin isolation"
 HOSTILE_NAME = "\x1b[2J\x1b[31mFAKE\r\n2026-01-01 ERROR hub: forged line\u202e" + "y" * 100_000
@@ -423,6 +423,88 @@ async def test_an_apply_that_ignores_cancellation_is_answered_504_and_the_hub_st
     assert status == 504
     assert code == 0
     assert "ignore cancellation" in (tmp_path / "hub.log").read_text()
+
+
+STUCK_PLUGIN = """
+import asyncio
+
+from hub import hookimpl
+from hub.drivers import PollingDriver
+from hub.hookspecs import DriverSpec
+
+
+async def keep_talking(sink):
+    while True:
+        try:
+            await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            pass  # and carries on, as careless code does
+        sink.heard()
+
+
+class Stuck(PollingDriver):
+    # the device's host name says where its driver ignores cancellation: connect, poll or close
+    async def connect(self):
+        if self.endpoint.host == "connect":
+            await keep_talking(self.sink)
+        self.sink.identify(unique_id=self.endpoint.host, family="stuck", model="S-1", channel_count=1)
+
+    async def poll(self):
+        self.sink.heard()
+        if self.endpoint.host == "poll":
+            await keep_talking(self.sink)
+
+    async def close(self):
+        if self.endpoint.host == "close":
+            await keep_talking(self.sink)
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="stuck", vendor="stuck", families=("stuck",), factory=Stuck, default_port=1))
+"""
+
+
+async def test_a_driver_ignoring_cancellation_in_connect_run_or_close_is_left_behind_and_the_hub_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mqtt_broker: TestBroker
+) -> None:
+    """A driver whose connect, poll or close catches CancelledError and carries on kept `wmhub run` from
+    stopping: Ctrl-C and SIGTERM left it running until SIGKILL, with no MQTT 'offline' and no clean database."""
+    monkeypatch.setenv("PYTHONPATH", stranger_distribution(tmp_path, "stuck", STUCK_PLUGIN)["PYTHONPATH"])
+    port, data_dir = free_port(), tmp_path / "data"
+    config = tmp_path / "wmhub.toml"
+    config.write_text(
+        f'hub_id = "stuck"\ndata_dir = "{data_dir}"\n'
+        'devices = ["stuck://connect", "stuck://poll", "stuck://close"]\nio_timeout_s = 2.0\n'
+        f'[mqtt]\nurl = "{mqtt_broker.url}"\nbase_topic = "stuck"\nhomeassistant = false\n'
+        f'[http]\nport = {port}\ntoken = "{TOKEN}"\n[discovery]\nenabled = false\n',
+        encoding="utf-8",
+    )
+    with hub_process(config, tmp_path / "hub.log") as hub:
+        hub.start()
+        async with aiohttp.ClientSession() as session, MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe("stuck/#")
+            await devices_online(session, f"http://127.0.0.1:{port}", 2)
+            await probe.json("stuck/hubs/stuck/state", lambda value: value["state"] == "online")
+            signalled = time.monotonic()
+            hub.signal(signal.SIGTERM)
+            code = await hub.exited(20)
+            stopped_s = time.monotonic() - signalled
+            await probe.json("stuck/hubs/stuck/state", lambda value: value["state"] == "offline")
+            await probe.message("stuck/devices/stuck-poll/availability", lambda payload: payload == b"offline")
+    logged = (tmp_path / "hub.log").read_text()
+    record_check(
+        AREA,
+        "a driver whose connect, poll or close catches CancelledError and carries on; SIGTERM",
+        f"the hub exited {code} after {stopped_s:.1f} s: each such call given 1 s after its cancellation, then "
+        "left behind with an error naming the plugin and the call; MQTT offline published, the database closed "
+        f"({database_integrity(data_dir)})",
+    )
+    assert code == 0
+    for call in ("Driver.connect", "Driver.run", "Driver.close"):
+        assert f"plugin stuck: {call} went on after being cancelled" in logged, logged
+    assert "given up on still running (they ignore cancellation)" in logged
+    assert database_integrity(data_dir) == "ok" and not [p for p in data_dir.glob("*-wal") if p.stat().st_size]
 
 
 def wmhub_plugins(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
