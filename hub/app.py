@@ -40,12 +40,14 @@ from hub.plugins import PluginHost
 from hub.redact import redact
 from hub.service import UnknownCandidateError
 from hub.state import StateStore
-from hub.text import preview
+from hub.text import device_text, preview
 
 log = logging.getLogger("hub")
 
 # receivers told of a new meter rate at once: each is one command round trip
 RETUNE_CONCURRENCY = 32
+# A demo fleet starts (or stops) simulators on loopback: one still at it after this long is left out.
+DEMO_FLEET_TIMEOUT_S = 10.0
 
 
 def frequency_settings(config: HubConfig) -> FrequencySettings:
@@ -178,8 +180,7 @@ class Hub:
         for url in self.config.devices:
             await self.add_device(url, source="config")
         if self.config.demo:
-            for url in await self._start_demo():
-                await self.add_device(url, source="demo")
+            await self._start_demo()
         self._devices_added = True
         self._forget_departed_urls()
         if self.config.discovery.enabled:
@@ -232,18 +233,33 @@ class Hub:
         host = socket.gethostname() if http.host in ("", "0.0.0.0", "::") else http.host  # nosec B104
         return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
-    async def _start_demo(self) -> list[str]:
-        urls: list[str] = []
+    async def _start_demo(self) -> None:
+        """Start each plugin's demo fleet in turn and add the devices it returns. A fleet that fails, overruns
+        DEMO_FLEET_TIMEOUT_S or returns what is no device URL is logged naming its plugin; the others start."""
         fleets = self.plugins.collect("register_simulators")
         if not fleets:
             log.warning("demo: no plugin offers simulated devices, the demo has none ('wmhub plugins' says why)")
         for plugin_name, fleet in fleets:
             try:
-                urls += await self.plugins.timer.timed(plugin_name, "DemoFleet.start", fleet.start())
-                self._fleets.append((plugin_name, fleet))
-            except Exception as exc:
-                log.error("demo simulators of plugin %s failed to start: %s", plugin_name, exc)
-        return urls
+                urls = await self.plugins.call_bounded(
+                    plugin_name, "DemoFleet.start", DEMO_FLEET_TIMEOUT_S, fleet.start
+                )
+            except Exception as exc:  # the fleet's own error, or PluginError: it overran
+                log.error("demo simulators of plugin %s failed to start: %s", plugin_name, _said(exc))
+                continue
+            self._fleets.append((plugin_name, fleet))
+            if not isinstance(urls, list | tuple):
+                log.error(
+                    "demo simulators of plugin %s returned %s, not a list of device URLs", plugin_name, preview(urls)
+                )
+                continue
+            for url in urls:
+                try:
+                    if not isinstance(url, str):
+                        raise TypeError("not text")
+                    await self.add_device(url, source="demo")
+                except (TypeError, ValueError) as exc:
+                    log.error("demo device %s of plugin %s left out: %s", preview(url), plugin_name, _said(exc))
 
     def _restrict_database_file(self) -> None:
         """Device URLs in the database may carry credentials: only the hub's user may read it."""
@@ -347,9 +363,9 @@ class Hub:
         self._edges.clear()
         for plugin_name, fleet in self._fleets:
             try:
-                await self.plugins.timer.timed(plugin_name, "DemoFleet.stop", fleet.stop())
+                await self.plugins.call_bounded(plugin_name, "DemoFleet.stop", DEMO_FLEET_TIMEOUT_S, fleet.stop)
             except Exception as exc:
-                log.error("demo simulators of plugin %s failed to stop: %s", plugin_name, exc)
+                log.error("demo simulators of plugin %s failed to stop: %s", plugin_name, _said(exc))
         self._fleets.clear()
         if self._persistence is not None and self._owns_persistence:
             await self._persistence.close()
@@ -615,3 +631,8 @@ def _without_login(url: str) -> str:
         return url
     scheme, rest = url.split("://", 1)
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"  # a password may hold an '@' of its own
+
+
+def _said(exc: Exception) -> str:
+    """A plugin's exception as a log line shows it: its message without control characters, cut; or its type."""
+    return device_text(str(exc), 300) or type(exc).__name__

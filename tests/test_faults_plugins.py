@@ -507,6 +507,94 @@ async def test_a_driver_ignoring_cancellation_in_connect_run_or_close_is_left_be
     assert database_integrity(data_dir) == "ok" and not [p for p in data_dir.glob("*-wal") if p.stat().st_size]
 
 
+FLEET_PLUGIN = """
+import asyncio
+
+from hub import hookimpl
+from hub.drivers import Driver
+from hub.hookspecs import DriverSpec
+
+
+class Box(Driver):
+    async def connect(self):
+        self.sink.identify(unique_id=self.endpoint.host, family="box", model="B-1", channel_count=1)
+
+    async def run(self):
+        while True:
+            self.sink.heard()
+            await asyncio.sleep(0.2)
+
+    async def close(self):
+        pass
+
+
+class EndlessFleet:
+    async def start(self):
+        await asyncio.Event().wait()
+
+    async def stop(self):
+        pass
+
+
+class GarbageFleet:
+    async def start(self):
+        return ["not a url", 42, "fleety://good"]
+
+    async def stop(self):
+        pass
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="fleety", vendor="fleety", families=("box",), factory=Box, default_port=1))
+
+
+@hookimpl
+def register_simulators(register):
+    register(EndlessFleet())
+    register(GarbageFleet())
+"""
+
+
+async def test_demo_fleets_that_never_start_or_return_garbage_are_named_and_the_demo_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`wmhub run --demo` exited 1 when a fleet's start() returned "not a url", and never served REST, naming
+    nothing, when a start() never returned."""
+    monkeypatch.setenv("PYTHONPATH", stranger_distribution(tmp_path, "fleety", FLEET_PLUGIN)["PYTHONPATH"])
+    port = free_port()
+    config = tmp_path / "wmhub.toml"
+    config.write_text(
+        f'hub_id = "fleety"\ndata_dir = "{tmp_path / "data"}"\ndemo = true\n[mqtt]\nurl = "off"\n'
+        f'[http]\nport = {port}\ntoken = "{TOKEN}"\n[discovery]\nenabled = false\n',
+        encoding="utf-8",
+    )
+    base = f"http://127.0.0.1:{port}"
+    with hub_process(config, tmp_path / "hub.log") as hub:
+        hub.start()
+        async with aiohttp.ClientSession() as session:
+            started = time.monotonic()
+            while "fleety-good" not in (ids := {item["id"] for item in await devices_online(session, base, 2, 40)}):
+                assert time.monotonic() - started < 40, ids
+                await asyncio.sleep(0.1)
+            up_s = time.monotonic() - started
+        hub.signal(signal.SIGTERM)
+        code = await hub.exited(20)
+    logged = (tmp_path / "hub.log").read_text()
+    record_check(
+        AREA,
+        'demo fleets whose start() never returns, or returns ["not a url", 42, "fleety://good"]',
+        f"the demo served REST after {up_s:.0f} s with the other plugins' devices and fleety://good; the endless "
+        "start() given up on after 10 s and the two unusable entries left out, each logged naming the plugin; "
+        f"SIGTERM: exit {code}",
+    )
+    assert any(device_id.startswith("shure-") for device_id in ids), ids
+    assert "demo simulators of plugin fleety failed to start: plugin fleety did not answer DemoFleet.start" in logged
+    assert "demo device 'not a url' of plugin fleety left out: no plugin handles 'not a url'" in logged
+    assert "demo device 42 of plugin fleety left out: not text" in logged
+    assert code == 0
+
+
 def wmhub_plugins(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`wmhub plugins --json` in a child process with ``env``."""
     result = subprocess.run(
