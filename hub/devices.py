@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -604,13 +605,16 @@ class DeviceManager:
                 ) from None
             try:
                 managed, driver = self._sendable(command)  # it may have gone while this command waited
-                result = await self._plugins.call_bounded(
-                    managed.plugin,
-                    "Driver.apply",
-                    self.command_timeout_s + DRIVER_TIMEOUT_GRACE_S,
-                    driver.apply,
-                    command,
-                )
+                try:
+                    result = await self._plugins.call_bounded(
+                        managed.plugin,
+                        "Driver.apply",
+                        self.command_timeout_s + DRIVER_TIMEOUT_GRACE_S,
+                        driver.apply,
+                        command,
+                    )
+                except CommandError as exc:  # the plugin's refusal: its message is the device's text, like an answer
+                    result = exc.result()
             finally:
                 lock.release()
         except CommandError as exc:
@@ -632,10 +636,18 @@ class DeviceManager:
             plugin = found.plugin if found is not None else "?"
             log.exception("plugin %s failed on %s", plugin, command)
             return _plugin_error(plugin, f"raised {type(exc).__name__}: {preview(str(exc))}")
-        if isinstance(result, CommandResult):
-            return _shown(result)
-        log.error("plugin %s answered %s with %s instead of a CommandResult", managed.plugin, command, preview(result))
-        return _plugin_error(managed.plugin, f"answered {preview(result)} instead of a CommandResult")
+        if not isinstance(result, CommandResult):
+            log.error(
+                "plugin %s answered %s with %s instead of a CommandResult", managed.plugin, command, preview(result)
+            )
+            return _plugin_error(managed.plugin, f"answered {preview(result)} instead of a CommandResult")
+        if not _passable(result.value):  # REST, MQTT and the audit write the value as JSON
+            log.error("plugin %s answered %s with the value %s", managed.plugin, command, preview(result.value))
+            return _plugin_error(
+                managed.plugin,
+                f"answered with the value {preview(result.value)}: not text, a number, true, false or null",
+            )
+        return _shown(result, managed.handle.text_width)
 
     def _admit(self, device_id: str) -> None:
         """Refuse a command beyond the device's rate before anything is sent: a flood (a stuck fader, a script
@@ -653,16 +665,31 @@ class DeviceManager:
         return [managed.health() for managed in self.by_url.values()]
 
 
-def _shown(result: CommandResult) -> CommandResult:
+def _passable(value: object) -> bool:
+    """A result value every edge can write, as a command's own value: text, a finite number within 64 bits,
+    true, false or null (bytes or an object answered REST with 500 and left the MQTT set unanswered)."""
+    if value is None or isinstance(value, bool | str):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**64
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _shown(result: CommandResult, width: int) -> CommandResult:
     """A plugin's result as the edges echo it: its texts are device text (an error of 1,000 escape sequences
-    would reach a terminal through the REST answer and the log), a success carries no error, and a failure
-    always says something and has a code (a plugin may return ``ok=False`` alone)."""
+    would reach a terminal through the REST answer and the log), a text value at most ``width`` characters
+    (the family's text width) and an error at most MAX_RESULT_TEXT (5 MB went into every answer and log line),
+    a success carries no error, and a failure always says something and has a code (a plugin may return
+    ``ok=False`` alone)."""
+    value = device_text(result.value, width) if isinstance(result.value, str) else result.value
     error = None if result.ok or not isinstance(result.error, str) else device_text(result.error, MAX_RESULT_TEXT)
     code = result.code if isinstance(result.code, str) else None
     if not result.ok:
         held = "" if result.value is None else f"; it reports {preview(str(result.value))}"
         error = error or f"the device did not confirm the value{held}"
         code = code or CommandError.code
-    if error == result.error and code == result.code:
+    if error == result.error and code == result.code and value == result.value:
         return result
-    return result.model_copy(update={"error": error, "code": code and device_text(code, MAX_RESULT_TEXT)})
+    return result.model_copy(
+        update={"value": value, "error": error, "code": code and device_text(code, MAX_RESULT_TEXT)}
+    )

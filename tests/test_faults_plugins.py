@@ -32,7 +32,7 @@ from hub.compose import compose_hub
 from hub.discovery import Discovery
 from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
 from hub.hookspecs import DriverSpec
-from hub.model import Command, CommandKind, CommandResult
+from hub.model import Command, CommandKind, CommandResult, RefusedError
 from hub.plugins import PluginHost
 from hub.testing import DriverHarness, eventually
 from tests.fault_harness import TOKEN, hub_config
@@ -83,6 +83,14 @@ class CarelessDriver(Driver):
             return _forty_two()
         if command.value == "bare":  # a failure that says nothing, as the example plugin once returned
             return CommandResult(ok=False, value="Kept")
+        if command.value == "bytes":  # what the device sent, undecoded
+            return CommandResult(ok=True, value=b"\xff\x00")
+        if command.value == "object":
+            return CommandResult(ok=True, value=object())
+        if command.value == "huge":  # a device (or a loop) that never stops talking
+            return CommandResult(ok=True, value="V" * 5_000_000)
+        if command.value == "refuse-huge":
+            raise RefusedError("E" * 5_000_000)
         time.sleep(0.25)
         return _answered(command)
 
@@ -148,12 +156,12 @@ class Rig:
 
 
 @asynccontextmanager
-async def careless_hub(tmp_path: Path) -> AsyncIterator[Rig]:
+async def careless_hub(tmp_path: Path, mqtt_url: str = "off") -> AsyncIterator[Rig]:
     async with CarelessReceiver() as careless, ShureSimulator("ulxd4d") as shure:
         host = PluginHost()
         host.load_entry_points(only="shure")
         host.register(CarelessPlugin(), "careless", "0.1")
-        hub = compose_hub(hub_config(tmp_path, [careless.url, shure.url], hub_id="careless"), host)
+        hub = compose_hub(hub_config(tmp_path, [careless.url, shure.url], mqtt_url, hub_id="careless"), host)
         await hub.start()
         try:
             rig = Rig(hub, careless, shure)
@@ -257,6 +265,48 @@ async def test_control_answers_that_are_no_command_result_are_plugin_errors_nami
         'Driver.apply returns None, "yes", an awaitable of 42; or blocks 250 ms with time.sleep',
         "REST 502 plugin_error 'plugin careless answered ... instead of a CommandResult' (not 409 'has no "
         "controls'); the blocking call is named in a warning: plugin careless, Driver.apply, its time",
+    )
+
+
+async def test_command_answers_the_edges_cannot_carry_are_plugin_errors_and_long_texts_are_cut(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mqtt_broker: TestBroker
+) -> None:
+    """A result value of bytes or an object answered REST with 500 'internal' (no plugin named) and left the MQTT
+    set unanswered; a 5 MB value or refusal went whole into the REST answer, and the refusal into the log."""
+    caplog.set_level(logging.INFO)
+    async with (
+        careless_hub(tmp_path, mqtt_broker.url) as rig,
+        aiohttp.ClientSession() as session,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        url = f"{rig.http}/api/v1/channels/careless-C0001:1/commands"
+        answers = {}
+        for value in ("bytes", "object", "huge", "refuse-huge"):
+            async with session.post(
+                url, json={"kind": "name", "value": value}, headers={"Authorization": f"Bearer {TOKEN}"}
+            ) as response:
+                answers[value] = (response.status, len(await response.read()), await response.json())
+        await probe.subscribe("wmcareless/#")
+        mqtt = await probe.request(
+            "wmcareless/hubs/careless/response/set",
+            "wmcareless/devices/careless-C0001/channels/1/set",
+            {"name": "bytes"},
+        )
+    for value in ("bytes", "object"):
+        status, _, body = answers[value]
+        assert status == 502 and body["code"] == "plugin_error" and "plugin careless" in body["error"], body
+    status, size, body = answers["huge"]
+    assert status == 200 and body["value"] == "V" * 255 and size < 2_000, body  # the family's text width
+    status, size, body = answers["refuse-huge"]
+    assert status == 502 and body["code"] == "refused" and len(body["error"]) == 300 and size < 2_000
+    assert mqtt["status"] == "error" and "plugin careless" in str(mqtt), mqtt
+    assert max(len(record.getMessage()) for record in caplog.records) < 2_000
+    record_check(
+        AREA,
+        'Driver.apply answers CommandResult(value=b"\\xff\\x00") or value=object(), a 5 MB value, or raises '
+        'RefusedError("E" * 5_000_000)',
+        "REST 502 plugin_error naming the plugin and an MQTT error answer for the values no edge can write; the "
+        "5 MB value cut to the family's text width, the refusal to 300 characters, in answers and the log",
     )
 
 
