@@ -477,7 +477,15 @@ class DeviceManager:
             return self._plugins.awaited(plugin_name, what, awaitable)
 
         supervisor = DriverSupervisor(
-            make_driver, handle, self.settings, handle.log, timed=timed, clock=self._clock, gate=self._connecting
+            make_driver,
+            handle,
+            self.settings,
+            handle.log,
+            plugin=plugin_name,
+            url=shown,
+            timed=timed,
+            clock=self._clock,
+            gate=self._connecting,
         )
         task = asyncio.create_task(supervisor.run_forever(), name=f"device {shown}")
         managed = ManagedDevice(url=shown, plugin=plugin_name, handle=handle, supervisor=supervisor, task=task)

@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Final, Protocol, TypeVar
 
 from hub.backoff import Backoff
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.drivers import DeviceSilentError, Driver, DriverSettings, UnsupportedDeviceError
-from hub.redact import redact
 from hub.text import device_text
 
 T = TypeVar("T")
@@ -28,6 +27,10 @@ class CallTimer(Protocol):
 def _untimed(what: str, awaitable: Awaitable[T]) -> Awaitable[T]:
     return awaitable
 
+
+# What a device (or its address) does to a driver: unreachable, refusing, silent, talking nonsense (a value it
+# cannot parse), or no device this plugin monitors. Anything else a driver raises is a bug of its plugin.
+DEVICE_FAILURES: Final = (OSError, EOFError, ValueError, UnsupportedDeviceError)
 
 UNSUPPORTED_RETRY_S = 600.0
 MAX_ERROR_CHARS = 300
@@ -72,6 +75,9 @@ class DriverSupervisor:
         link: LinkState,
         settings: DriverSettings,
         log: logging.LoggerAdapter[logging.Logger],
+        *,
+        plugin: str,
+        url: str,
         backoff: Backoff | None = None,
         timed: CallTimer = _untimed,
         clock: Clock = SYSTEM_CLOCK,
@@ -84,6 +90,10 @@ class DriverSupervisor:
         self._link = link
         self._settings = settings
         self._log = log
+        self._plugin = plugin
+        self._url = url  # as shown to people: any password redacted
+        # (call, exception type) of each bug of the plugin already logged with its traceback
+        self._bugs_logged: set[tuple[str, type[BaseException]]] = set()
         self._backoff = backoff or Backoff()
         self.driver: Driver | None = None
         self.attempts = 0
@@ -124,13 +134,15 @@ class DriverSupervisor:
                 raise
             except Exception as exc:
                 if self.connected_since is None:
-                    doing, limit = f"connecting to {self._where()}", self._settings.io_timeout_s * 2
+                    doing, limit = f"connecting to {self._url}", self._settings.io_timeout_s * 2
                 else:
-                    doing, limit = f"receiving from {self._where()}", None
+                    doing, limit = f"receiving from {self._url}", None
                 self.last_error = describe_failure(exc, doing, limit)
                 self.last_error_local = building
-                if was_up:
-                    self._log.warning("device unavailable: %s: %s", self._where(), self.last_error)
+                if not isinstance(exc, DEVICE_FAILURES):
+                    self._plugin_bug(exc, building)
+                elif was_up:
+                    self._log.warning("device unavailable: %s: %s", self._url, self.last_error)
                 was_up = False
                 self._link.set_online(False, self.last_error)
                 unsupported = isinstance(exc, UnsupportedDeviceError)
@@ -141,10 +153,20 @@ class DriverSupervisor:
             self.reconnects += 1
             await self._clock.sleep(UNSUPPORTED_RETRY_S if unsupported else self._backoff.next_delay())
 
-    def _where(self) -> str:
-        """The device's URL (password redacted), so every message names the device it is about."""
-        driver = self.driver
-        return redact(driver.endpoint.url) if driver is not None else "the device"
+    def _plugin_bug(self, exc: Exception, building: bool) -> None:
+        """A failure that is no device's doing: said as the plugin's, with its type, and logged with its
+        traceback the first time (per call and type; a retry fails the same way)."""
+        call = "DriverSpec.factory" if building else "Driver.connect" if self.connected_since is None else "Driver.run"
+        self.last_error = f"plugin {self._plugin} failed in {call}: {type(exc).__name__}: {self.last_error}"
+        if (call, type(exc)) in self._bugs_logged:
+            return
+        self._bugs_logged.add((call, type(exc)))
+        self._log.error(
+            "device unavailable: %s: %s (a bug of the plugin: retried with backoff, logged once)",
+            self._url,
+            self.last_error,
+            exc_info=exc,
+        )
 
     async def _run_watched(self, driver: Driver) -> None:
         runner = asyncio.ensure_future(self._timed("Driver.run", driver.run()))

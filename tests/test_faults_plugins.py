@@ -10,6 +10,7 @@ Shure receiver (the Shure plugin and its protocol simulator) that must not notic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -643,6 +644,83 @@ async def test_demo_fleets_that_never_start_or_return_garbage_are_named_and_the_
     assert "demo device 'not a url' of plugin fleety left out: no plugin handles 'not a url'" in logged
     assert "demo device 42 of plugin fleety left out: not text" in logged
     assert code == 0
+
+
+BUGGY_PLUGIN = """
+from hub import hookimpl
+from hub.drivers import Driver
+from hub.hookspecs import DriverSpec
+
+
+class Buggy(Driver):
+    # the device's host name says what goes wrong: a bug in __init__ or in connect, or a receiver refusing
+    def __init__(self, endpoint, sink, settings):
+        super().__init__(endpoint, sink, settings)
+        if endpoint.host == "init":
+            raise RuntimeError("driver __init__ exploded")
+
+    async def connect(self):
+        if self.endpoint.host == "keyerror":
+            {}["model"]  # a typical plugin bug
+        raise ConnectionRefusedError("the receiver refused the connection")
+
+    async def run(self):
+        pass
+
+    async def close(self):
+        pass
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="buggy", vendor="buggy", families=("b",), factory=Buggy, default_port=1))
+"""
+
+
+async def test_a_bug_in_a_driver_is_logged_once_as_the_plugins_with_its_type_and_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyError in connect was logged as "device unavailable: buggy://keyerror: 'model'", a network problem's
+    warning without type, traceback or plugin; one in the driver's __init__ as "...: the device: ..."."""
+    monkeypatch.setenv("PYTHONPATH", stranger_distribution(tmp_path, "buggy", BUGGY_PLUGIN)["PYTHONPATH"])
+    port = free_port()
+    config = tmp_path / "wmhub.toml"
+    config.write_text(
+        f'hub_id = "buggy"\ndata_dir = "{tmp_path / "data"}"\n'
+        'devices = ["buggy://keyerror", "buggy://init", "buggy://refused"]\n[mqtt]\nurl = "off"\n'
+        f'[http]\nport = {port}\ntoken = "{TOKEN}"\n[discovery]\nenabled = false\n',
+        encoding="utf-8",
+    )
+    with hub_process(config, tmp_path / "hub.log") as hub:
+        hub.start()
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+            while True:  # each device tried three times: a bug is logged once, not per retry
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"http://127.0.0.1:{port}/api/health") as response:
+                        connections = {item["url"]: item for item in (await response.json())["connections"]}
+                    if len(connections) == 3 and all(item["attempts"] >= 3 for item in connections.values()):
+                        break
+                await asyncio.sleep(0.1)
+        hub.signal(signal.SIGTERM)
+        await hub.exited(20)
+    lines = [json.loads(line) for line in (tmp_path / "hub.log").read_text().splitlines() if line.startswith("{")]
+    about = {url: [line for line in lines if line.get("device") == url] for url in connections}
+    bugs = {url: [line for line in found if line["level"] == "error"] for url, found in about.items()}
+    record_check(
+        AREA,
+        "a KeyError in Driver.connect, a RuntimeError in the driver's __init__, each failing on every retry",
+        "one error each naming the plugin, the call and the exception's type, with its traceback: "
+        + bugs["buggy://keyerror"][0]["message"]
+        + "; a refused connection stays one warning 'device unavailable' without a traceback",
+    )
+    (keyerror,), (init,) = bugs["buggy://keyerror"], bugs["buggy://init"]
+    assert "plugin buggy failed in Driver.connect: KeyError: 'model'" in keyerror["message"], keyerror
+    assert "plugin buggy failed in DriverSpec.factory: RuntimeError: driver __init__ exploded" in init["message"]
+    assert '{}["model"]' in keyerror["exception"] and "driver __init__ exploded" in init["exception"]
+    assert connections["buggy://keyerror"]["last_error"] == "plugin buggy failed in Driver.connect: KeyError: 'model'"
+    (refused,) = about["buggy://refused"]
+    assert refused["level"] == "warning" and "exception" not in refused
+    assert refused["message"] == "device unavailable: buggy://refused: the receiver refused the connection"
 
 
 def wmhub_plugins(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
