@@ -112,6 +112,8 @@ class Discovery:
         self._settled: dict[_Key, str | None] = {}  # -> the candidate's URL, or None: not one of ours
         self._retries: dict[_Key, _Retry] = {}
         self._pending: set[_Key] = set()  # waiting for a probe or being probed
+        # (plugin, identify, exception type) of each failure of a plugin's identify already named in a warning
+        self._identify_bugs: set[tuple[str, str, type[BaseException]]] = set()
         self._resolving: set[_Name] = set()
         self._names: dict[_Name, _Key] = {}  # mDNS (type, instance name) -> where it was last resolved to
         self._refreshed: dict[str, float] = {}  # candidate URL -> when its last_seen was last refreshed
@@ -357,12 +359,31 @@ class Discovery:
                 continue
             except Exception as exc:
                 unsure = True
-                # info, not debug: a plugin's identify that fails on every service is a bug its author must see
-                log.info("plugin %s could not identify %s: %s", plugin_name, describe(service), preview(str(exc)))
+                self._identify_failed(plugin_name, what, service, exc)
                 continue
             if isinstance(candidate, Candidate):
                 return candidate
         return NoAnswer if unsure else None
+
+    def _identify_failed(self, plugin_name: str, what: str, service: DiscoveredService, exc: Exception) -> None:
+        """A plugin's identify that raised what no silent device causes: a bug its author must see, named in a
+        warning with its traceback once per plugin, identify and exception type; each later one is an info
+        line (a busy network offers a service many times a second)."""
+        kind = (plugin_name, what, type(exc))
+        if kind in self._identify_bugs:
+            log.info("plugin %s could not identify %s: %s", plugin_name, describe(service), preview(str(exc)))
+            return
+        self._identify_bugs.add(kind)
+        log.warning(
+            "plugin %s failed in %s on %s: %s: %s (a bug of the plugin: the service is left to the others; "
+            "further such failures are logged as info)",
+            plugin_name,
+            what,
+            describe(service),
+            type(exc).__name__,
+            preview(str(exc)),
+            exc_info=exc,
+        )
 
 
 def _remember(table: dict[_K, _V], key: _K, value: _V) -> None:

@@ -430,6 +430,12 @@ class PluginHost:
         """One plugin's verdict on ``service``, bounded by the I/O timeout; raise PluginError on overrun."""
         result = await self.call_bounded(plugin, what, settings.io_timeout_s, identify, service, settings)
         if not isinstance(result, Candidate):
+            if result is not None:  # a plugin's mistake, said once: taken as "not mine"
+                self._refuse_once(
+                    plugin,
+                    f"{what} returned {type(result).__name__}, not a Candidate or None: read as not its device",
+                    error=False,
+                )
             return None
         return self._own_candidate(plugin, _shown_candidate(plugin, result))
 

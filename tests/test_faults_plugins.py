@@ -723,6 +723,69 @@ async def test_a_bug_in_a_driver_is_logged_once_as_the_plugins_with_its_type_and
     assert refused["message"] == "device unavailable: buggy://refused: the receiver refused the connection"
 
 
+IDENTIFY_PLUGIN = """
+import asyncio
+
+from hub import hookimpl
+from hub.hookspecs import DiscoveredService, DriverSpec
+
+
+def factory(*args):
+    raise AssertionError("never built")
+
+
+def garbage(service, settings):
+    return "definitely a candidate"
+
+
+def exploding(service, settings):
+    raise RuntimeError("identify exploded")
+
+
+async def announcements(report):
+    for port in range(20000, 20040):  # forty receivers announcing themselves
+        report(DiscoveredService(host="127.0.0.1", port=port, service_type="odd-announce"))
+        await asyncio.sleep(0.01)
+    await asyncio.Event().wait()
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="odd-garbage", vendor="odd", families=("o",), factory=factory, identify=garbage))
+    register(DriverSpec(scheme="odd-raise", vendor="odd", families=("o",), factory=factory, identify=exploding))
+
+
+@hookimpl
+def register_discovery_loops(register):
+    register(announcements)
+"""
+
+
+async def test_an_identify_answering_garbage_or_raising_is_named_in_one_warning_per_plugin_and_kind(
+    tmp_path: Path,
+) -> None:
+    """identify returning a string was silently "not mine"; one raising RuntimeError only an info line per
+    service offered, so nothing told the plugin's author."""
+    env = stranger_distribution(tmp_path, "oddid", IDENTIFY_PLUGIN) | {"WMHUB_LOAD_PLUGINS": "oddid"}
+    scan = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hub.cli", "discover", "--seconds", "2", "--json", "--interface", "127.0.0.1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(scan.communicate(), 60)
+    logged = stderr.decode()
+    assert scan.returncode == 0 and json.loads(stdout) == [], logged
+    garbage = "plugin oddid: DriverSpec.identify (odd-garbage) returned str, not a Candidate or None"
+    raised = "plugin oddid failed in DriverSpec.identify (odd-raise) on "
+    assert logged.count(garbage) == 1 and logged.count(raised) == 1, logged
+    assert "RuntimeError: identify exploded" in logged and "Traceback" in logged
+    record_check(
+        AREA,
+        "DriverSpec.identify returning a string, or raising RuntimeError, for each of 40 services announced",
+        "one warning each naming the plugin and the identify (the raise with its type and traceback), not one per "
+        "service; the services are left to the other plugins",
+    )
+
+
 def wmhub_plugins(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`wmhub plugins --json` in a child process with ``env``."""
     result = subprocess.run(
