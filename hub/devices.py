@@ -25,7 +25,7 @@ from hub.drivers import (
     Endpoint,
     EndpointError,
 )
-from hub.fieldcheck import FieldRules, checked, model_rules
+from hub.fieldcheck import FieldRules, checked, merge_rules, model_rules
 from hub.model import (
     MAX_CHANNELS,
     Capabilities,
@@ -45,8 +45,8 @@ from hub.text import DEFAULT_TEXT_WIDTH, device_text, id_safe, preview
 log = logging.getLogger("hub.devices")
 T = TypeVar("T")
 
-# Text fields by width (the checks are the same for every device of a family)
-_RULES: dict[int, tuple[FieldRules, FieldRules]] = {}
+# Text fields by width (the checks are the same for every device of a family): channel, device, merge rules
+_RULES: dict[int, tuple[FieldRules, FieldRules, FieldRules]] = {}
 # A serial or MAC longer than this is no serial; characters that would split or widen an MQTT topic go.
 MAX_ID_CHARS = 64
 _ID_UNSAFE = re.compile(r"[\s/+#]")
@@ -68,10 +68,10 @@ def _whole_in(value: object, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-def _rules_for(width: int) -> tuple[FieldRules, FieldRules]:
+def _rules_for(width: int) -> tuple[FieldRules, FieldRules, FieldRules]:
     found = _RULES.get(width)
     if found is None:
-        found = _RULES[width] = model_rules(width)
+        found = _RULES[width] = (*model_rules(width), merge_rules(width))
     return found
 
 
@@ -102,7 +102,7 @@ class DeviceHandle(DeviceSink):
         self._monotonic = clock.monotonic
         self.plugin = plugin
         self.text_width = text_width
-        self._channel_rules, self._device_rules = _rules_for(text_width)
+        self._channel_rules, self._device_rules, self._merge_rules = _rules_for(text_width)
         # fields already warned about: a plugin's mistake is logged once, then only counted
         self._warned: set[str] = set()
         # each device id's id-safe form (hub.text.id_safe) -> the URL of the handle that holds it, shared by
@@ -278,11 +278,17 @@ class DeviceHandle(DeviceSink):
 
     def _merge_held_meters(self) -> None:
         merges, self._held_meters = self._held_meters, []
-        for merge in merges:
-            try:
-                merge()
-            except Exception as exc:  # one plugin's decoder must not stop the other devices' levels
-                self._refused("deferred meters", exc, "raised while merging: dropped")
+        # a merge writes meter fields only: its updates are checked against those, which costs the driver's
+        # other updates nothing (the rules are swapped for the merge, not tested per update)
+        rules, self._channel_rules = self._channel_rules, self._merge_rules
+        try:
+            for merge in merges:
+                try:
+                    merge()
+                except Exception as exc:  # one plugin's decoder must not stop the other devices' levels
+                    self._refused("deferred meters", exc, "raised while merging: dropped")
+        finally:
+            self._channel_rules = rules
 
     def _is_mapping(self, fields: object) -> bool:
         if fields.__class__ is dict or isinstance(fields, Mapping):

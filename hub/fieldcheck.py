@@ -23,7 +23,7 @@ from typing import Any, Final, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, MAX_SLOTS, Channel, Device, SlotState, numeric_bounds
+from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, MAX_SLOTS, METER_FIELDS, Channel, Device, SlotState, numeric_bounds
 from hub.text import device_text
 
 # A check returns the value to store, UNKNOWN for a reading outside the model, or REFUSED.
@@ -171,9 +171,12 @@ class FieldRules:
     """The checks of one model's fields, text cut to ``width``. ``classes`` is the fast path: the class a
     plainly fine value of the field has (float for levels, bool for flags, int for counts, str for text)."""
 
-    def __init__(self, model: type[BaseModel], fields: frozenset[str], width: int) -> None:
+    def __init__(
+        self, model: type[BaseModel], fields: frozenset[str], width: int, others_why: str | None = None
+    ) -> None:
         self.model = model
         self.width = width
+        self.others_why = others_why  # why a field of the model outside ``fields`` is refused, if it may be known
         self.checks = {name: _check_for(model, name, width) for name in fields}
         self.classes: dict[str, type] = {}
         # (lowest, highest) allowed: ``ranges`` for a float in a float field, ``wholes`` for a whole number in
@@ -214,6 +217,17 @@ NOT_REPORTED: Final = {
 def model_rules(width: int) -> tuple[FieldRules, FieldRules]:
     """(channel rules, device rules), with text cut to ``width`` characters."""
     return FieldRules(Channel, REPORTED_CHANNEL_FIELDS, width), FieldRules(Device, REPORTED_DEVICE_FIELDS, width)
+
+
+def merge_rules(width: int) -> FieldRules:
+    """The channel rules of a merge of held meter readings (``DeviceSink.defer_meters``): meter fields only,
+    since the merge runs only when someone looks and state must never wait for that."""
+    return FieldRules(
+        Channel,
+        REPORTED_CHANNEL_FIELDS & METER_FIELDS,
+        width,
+        others_why="not a meter field: a merge of held meter readings (defer_meters) writes those only: dropped",
+    )
 
 
 Refusal = Callable[[str, Any, str], None]
@@ -272,6 +286,9 @@ def checked(fields: Mapping[str, Any], rules: FieldRules, refuse: Refusal) -> Ma
 def _why_refused(name: str, rules: FieldRules) -> str:
     if name in rules.checks:
         return "the wrong type: dropped"
-    if name in rules.model.model_fields and name in NOT_REPORTED:
-        return NOT_REPORTED[name]
+    if name in rules.model.model_fields:
+        if name in NOT_REPORTED:
+            return NOT_REPORTED[name]
+        if rules.others_why is not None:
+            return rules.others_why
     return "not a field of the model"

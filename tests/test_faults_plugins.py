@@ -67,6 +67,8 @@ class CarelessDriver(Driver):
                 time.sleep(message["block_s"])  # noqa: ASYNC251 - the mistake under test: blocking in a coroutine
             elif "device" in message:
                 self.sink.update_device(message["device"])
+            elif "held" in message:  # readings held until the hub looks, written then by the merge
+                self.sink.defer_meters(lambda fields=message["held"]: self.sink.update_channel(1, fields))
             else:
                 self.sink.update_channel(message["channel"], message["fields"])
 
@@ -308,6 +310,30 @@ async def test_command_answers_the_edges_cannot_carry_are_plugin_errors_and_long
         'RefusedError("E" * 5_000_000)',
         "REST 502 plugin_error naming the plugin and an MQTT error answer for the values no edge can write; the "
         "5 MB value cut to the family's text width, the refusal to 300 characters, in answers and the log",
+    )
+
+
+async def test_a_merge_of_held_meters_writing_state_fields_keeps_only_its_meter_fields(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A defer_meters merge that wrote a name was stored silently: the name flipped between the state the
+    driver reported and the one merged when the hub looked."""
+    caplog.set_level(logging.WARNING)
+    async with careless_hub(tmp_path) as rig, aiohttp.ClientSession() as session:
+        rig.careless.send({"channel": 1, "fields": {"name": "Lead"}})
+        for level in (-50.0, -51.0):  # merged at two looks: the second refusal only counted
+            rig.careless.send({"held": {"name": "FROM-MERGE", "rf_dbm": level}})
+            await eventually(lambda level=level: rig.careless_channel().rf_dbm == level, what="the merged level")
+        channel = await get_json(session, f"{rig.http}/api/v1/channels/careless-C0001:1")
+        protocol_errors = rig.managed("careless").handle.protocol_errors
+    assert (channel["name"], channel["rf_dbm"]) == ("Lead", -51.0), channel
+    assert protocol_errors == 2
+    warnings = [r.getMessage() for r in caplog.records if "FROM-MERGE" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("plugin careless reported name = 'FROM-MERGE', not a meter")
+    record_check(
+        AREA,
+        "a defer_meters merge writing {'name': 'FROM-MERGE', 'rf_dbm': -50}",
+        "the level is merged, the name dropped: a protocol error of the device, one warning naming the plugin",
     )
 
 
