@@ -56,6 +56,9 @@ _ID_UNSAFE = re.compile(r"[\s/+#]")
 # device did not confirm: the hub's bound, for a driver that never returns, comes this much later.
 DRIVER_TIMEOUT_GRACE_S: Final = 1.0
 
+# what a device the plugin does not monitor (UnsupportedDeviceError) reports and accepts: nothing
+NO_CAPABILITIES: Final = Capabilities(channel_fields=frozenset())
+
 # what a device that never identified itself shows without the API token, whatever kept it away
 NO_ANSWER: Final = "no answer from device"
 
@@ -337,6 +340,12 @@ class DeviceHandle(DeviceSink):
         # hub may be watching it now
         if self.device_id is not None and not online and not self.released:
             self._store.set_online(self.device_id, False)
+
+    def set_unsupported(self) -> None:
+        # no controls (Home Assistant, the board) that could only ever answer "not connected"; its next
+        # identify (another model at the address) starts from the family's declaration again
+        if self.device_id is not None and not self.released:
+            self._store.update_device(self.device_id, {"capabilities": NO_CAPABILITIES})
 
 
 @dataclass

@@ -60,6 +60,9 @@ class LinkState(Protocol):
 
     def set_online(self, online: bool, error: str | None = None) -> None: ...
 
+    def set_unsupported(self) -> None:
+        """The device answered as none the plugin monitors (UnsupportedDeviceError): it takes no command."""
+
 
 def _retrieve_outcome(task: asyncio.Future[None]) -> None:
     if not task.cancelled():
@@ -146,6 +149,8 @@ class DriverSupervisor:
                 was_up = False
                 self._link.set_online(False, self.last_error)
                 unsupported = isinstance(exc, UnsupportedDeviceError)
+                if unsupported:
+                    self._link.set_unsupported()
             await self._close()
             if self.connected_since is not None and self._clock.monotonic() - up_at >= STAYED_UP_S:
                 self._backoff.reset()

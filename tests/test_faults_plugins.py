@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from wmhub_shure.simulator import ShureSimulator
 
@@ -810,6 +811,61 @@ async def test_an_identify_answering_garbage_or_raising_is_named_in_one_warning_
         "one warning each naming the plugin and the identify (the raise with its type and traceback), not one per "
         "service; the services are left to the other plugins",
     )
+
+
+UNSUPPORTED_PLUGIN = """
+from hub import hookimpl
+from hub.drivers import Driver, UnsupportedDeviceError
+from hub.hookspecs import DriverSpec
+
+
+class Picky(Driver):
+    async def connect(self):
+        self.sink.identify(unique_id="zz1", family=None, model="ZZ-9", channel_count=0)
+        raise UnsupportedDeviceError("the ZZ-9 is not a receiver this plugin monitors")
+
+    async def run(self):
+        pass
+
+    async def close(self):
+        pass
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="picky", vendor="picky", families=("p",), factory=Picky, default_port=1))
+"""
+
+
+async def test_a_device_the_plugin_does_not_monitor_gets_no_home_assistant_controls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mqtt_broker: TestBroker
+) -> None:
+    """A device reported unsupported (channel_count=0, then UnsupportedDeviceError) got a receiver-name text
+    entity and an identify button in Home Assistant, which could only ever answer 'not connected'."""
+    monkeypatch.setenv("PYTHONPATH", stranger_distribution(tmp_path, "picky", UNSUPPORTED_PLUGIN)["PYTHONPATH"])
+    port = free_port()
+    config = tmp_path / "wmhub.toml"
+    config.write_text(
+        f'hub_id = "picky"\ndata_dir = "{tmp_path / "data"}"\ndevices = ["picky://zz"]\n'
+        f'[mqtt]\nurl = "{mqtt_broker.url}"\nbase_topic = "picky"\n'
+        f'[http]\nport = {port}\ntoken = "{TOKEN}"\n[discovery]\nenabled = false\n',
+        encoding="utf-8",
+    )
+    with hub_process(config, tmp_path / "hub.log") as hub:
+        hub.start()
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe("homeassistant/device/#")
+            config_topic = "homeassistant/device/picky-zz1/config"
+            await probe.json(config_topic, lambda value: value["components"]["identify"] == {"platform": "button"})
+            components = orjson.loads(probe.latest[config_topic])["components"]
+    with_config = sorted(name for name, component in components.items() if set(component) != {"platform"})
+    record_check(
+        AREA,
+        "a device the plugin reports unsupported (identify with channel_count=0, then UnsupportedDeviceError)",
+        f"its Home Assistant config keeps {with_config} only: the receiver-name and identify controls removed "
+        "(sent with their platform alone), as they could only answer 'not connected'",
+    )
+    assert with_config == ["online"], components
 
 
 def wmhub_plugins(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
