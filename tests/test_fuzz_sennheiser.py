@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import strategies as st
 from wmhub_sennheiser import families, mcp, ssc1, ssc2
 
-from hub.model import Channel, Device
+from hub.model import Channel, Device, InvalidValueError
 from hub.testing import as_the_sink_takes
 from tests.reliability_report import fuzz
 
@@ -332,6 +332,10 @@ def test_resource_map_never_raises(events: list[dict[str, Any]]) -> None:
                 assert fields.get(name) is None or math.isfinite(fields[name])
 
 
+# companion-module-sennheiser-spectera src/utils.ts MOBILE_DEVICE_NAME_ALLOWED
+SPECTERA_NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-+=*/;<>#|,. ")
+
+
 @fuzz(
     "SSCv2 control checks",
     "random names and frequencies (wrong types, NaN, huge, unprintable)",
@@ -340,8 +344,11 @@ def test_resource_map_never_raises(events: list[dict[str, Any]]) -> None:
     khz=SCALARS,
 )
 def test_ssc2_control_checks(name: Any, khz: Any) -> None:
-    if ssc2.name_problem(name, ssc2.MOBILE_NAME_MAX_CHARS) is None:
-        assert isinstance(name, str) and 0 < len(name) <= ssc2.MOBILE_NAME_MAX_CHARS and name.isprintable()
+    if ssc2.name_problem(name, ssc2.DEVICE_NAME_MAX_CHARS) is None:
+        assert isinstance(name, str) and 0 < len(name) <= ssc2.DEVICE_NAME_MAX_CHARS and name.isprintable()
+    with contextlib.suppress(InvalidValueError):
+        taken = ssc2.MOBILE_NAME.check(name)
+        assert 0 < len(taken) <= 16 and taken.strip() and set(taken) <= SPECTERA_NAME_CHARACTERS
     problem = ssc2.frequency_problem(khz)
     if problem is None:
         assert ssc2.FREQUENCY_RANGE_KHZ[0] <= khz <= ssc2.FREQUENCY_RANGE_KHZ[1]

@@ -607,3 +607,28 @@ async def test_an_event_of_another_type_carrying_resources_is_applied(
     managed, _ = await streaming(hub, simulator)
     simulator.push_to_streams(encode_sse({SITE_PATH: {"deviceName": "Renamed Rack"}}, event="update"))
     await eventually(lambda: stored(hub, managed.handle.device_id or "").name == "Renamed Rack", what="the rename")
+
+
+async def test_a_pack_name_outside_spectera_s_characters_is_refused_before_sending_and_names_them(
+    hub: DriverHarness, simulator: Ssc2Simulator
+) -> None:
+    """Spectera names a pack with at most 16 of A-Z a-z 0-9 - + = * / ; < > # | , . and space (its own client,
+    src/utils.ts MOBILE_DEVICE_NAME_ALLOWED). Any printable name was sent, and the device's 400 (an SSCv2 error
+    body {"path", "error"}) came back as "refused ... 400 400"."""
+    device = await hub.device(hub.add(simulator.url(poll="0.5")))
+
+    def rename(name: str) -> Command:
+        return Command(device_id=device.id, channel=1, kind=CommandKind.NAME, value=name)
+
+    for name in ("Vox_1", "Sänger", "Lead!"):
+        result = await hub.apply(rename(name))
+        assert (result.ok, result.code) == (False, "invalid"), result
+        assert "A-Z" in str(result.error) and "- + = * / ; < > # | , ." in str(result.error), result.error
+    assert simulator.writes == []
+    result = await hub.apply(rename("Jim #2, -3 dB."))
+    assert result.ok and simulator.mobiles[0].name == "Jim #2, -3 dB."
+    path = "/api/mts/paired/all/10"
+    simulator.answers[path] = lambda: web.json_response({"path": path, "error": 400}, status=400)
+    result = await hub.apply(rename("Lead Vox"))
+    assert result.code == "refused", result
+    assert str(result.error).endswith(f"PUT {path} on 127.0.0.1:{simulator.port}: 400 Bad Request"), result.error

@@ -27,7 +27,7 @@ from wmhub_sennheiser.families import (
 from wmhub_sennheiser.mcp import EM_FAMILY as G4_FAMILY
 from wmhub_sennheiser.mcp import FALLBACK_RF_CONFIG, RfConfig
 from wmhub_sennheiser.mcp import SR_FAMILY as IEM_FAMILY
-from wmhub_sennheiser.ssc2 import DEVICE_NAME_MAX_CHARS, FREQUENCY_RANGE_KHZ, FREQUENCY_STEP_KHZ, MOBILE_NAME_MAX_CHARS
+from wmhub_sennheiser.ssc2 import DEVICE_NAME_MAX_CHARS, FREQUENCY_RANGE_KHZ, FREQUENCY_STEP_KHZ, MOBILE_NAME
 
 _TRANSMITTER: Final = frozenset({"tx_present", "battery_percent", "battery_runtime_min", "warnings"})
 _SSC1_FIELDS: Final[Mapping[str, frozenset[str]]] = {
@@ -128,7 +128,7 @@ def _ssc2_capabilities() -> Capabilities:
     return Capabilities(
         channel_fields=_SSC2_FIELDS,
         commands={
-            CommandKind.NAME: CommandLimits(text=printable(MOBILE_NAME_MAX_CHARS)),
+            CommandKind.NAME: CommandLimits(text=_text(MOBILE_NAME)),
             CommandKind.DEVICE_NAME: CommandLimits(channel=False, device=True, text=printable(DEVICE_NAME_MAX_CHARS)),
             # Spectera's 1 MHz grid (src/types.ts RfChannel.frequency), so suggestions land on it too
             CommandKind.FREQUENCY: CommandLimits(

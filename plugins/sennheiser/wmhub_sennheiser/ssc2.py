@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from wmhub_sennheiser.families import NameRule
 from wmhub_sennheiser.values import finite_number, text
 
 API_PREFIX: Final = "/api"
@@ -45,8 +46,16 @@ MAX_RAW_RESOURCES: Final = 1024
 
 # Value limits for writes. Sennheiser publishes none for SSCv2 (unverified): these follow the Spectera
 # UHF tuning range and the short names a receiver display shows; the device has the last word.
-MOBILE_NAME_MAX_CHARS: Final = 16
 DEVICE_NAME_MAX_CHARS: Final = 32
+# A pack's name: at most 16 of these characters, spaces counted (companion-module-sennheiser-spectera src/utils.ts
+# MOBILE_DEVICE_NAME_ALLOWED), not only spaces. The class escapes - / | and never doubles a punctuator, so the same
+# text is a valid pattern in Python, JavaScript and an HTML ``pattern`` (families.MCP_NAME).
+_MOBILE_NAME_CHARS: Final = r"A-Za-z0-9#*+,;\-\/<=\|>."
+MOBILE_NAME: Final = NameRule(
+    16,
+    rf"[ {_MOBILE_NAME_CHARS}]*[{_MOBILE_NAME_CHARS}][ {_MOBILE_NAME_CHARS}]*",
+    "letters A-Z a-z, digits 0-9, space and - + = * / ; < > # | , . (not only spaces)",
+)
 FREQUENCY_RANGE_KHZ: Final = (470_000, 694_000)
 # Spectera tunes its RF channels in whole MHz: src/types.ts RfChannel.frequency "Step: 1000" (kHz). Its
 # "Min: 10000, Max: 10000000" is the schema's bound, not the band: the range above stays the UHF band.

@@ -55,7 +55,7 @@ from wmhub_sennheiser.ssc2 import (
     DEVICE_NAME_MAX_CHARS,
     IDENTITY_PATH,
     MAPPED_PATHS,
-    MOBILE_NAME_MAX_CHARS,
+    MOBILE_NAME,
     MOBILES_PATH,
     RF_CHANNELS_PATH,
     SCHEMA_PATH,
@@ -258,6 +258,23 @@ async def _bounded_body(response: aiohttp.ClientResponse) -> bytes | None:
         if len(body) > MAX_EVENT_BYTES:
             return None
     return bytes(body)
+
+
+def _error_detail(body: Any, status: int) -> str | None:
+    """What an error answer's body adds to its status line. SSCv2 error bodies are ``{"path", "error": code}``
+    (EW-DX OpenAPI); an ``error`` repeating the status adds nothing, another code is named with its path."""
+
+    def said(value: Any) -> str:
+        return value if isinstance(value, str) else preview(value)
+
+    if not isinstance(body, Mapping):
+        return said(body) if body not in (None, "") else None
+    if body.get("message"):
+        return said(body["message"])
+    code = body.get("error")
+    if code is None or code == status:
+        return None
+    return f"error {said(code)}" + (f" on {said(body['path'])}" if body.get("path") else "")
 
 
 async def _first_failure(*jobs: Awaitable[None]) -> None:
@@ -687,15 +704,13 @@ class Ssc2Driver(Driver):
         try:
             raw = await _bounded_body(response)
             body = json.loads(raw) if raw is not None else None
-            message = body.get("message") or body.get("error") if isinstance(body, Mapping) else body
         except (ValueError, RecursionError, aiohttp.ClientError):
-            message = None
-        message = preview(message) if message is not None and not isinstance(message, str) else message
-        message = device_text(message or response.reason or "", 120)
-        raise DeviceHttpError(
-            response.status,
-            f"{response.method} {response.url.path} on {self._authority()}: {response.status} {message}",
-        )
+            body = None
+        said = f"{response.status} {response.reason or 'error'}"
+        detail = _error_detail(body, response.status)
+        if detail:
+            said += f": {device_text(detail, 120)}"
+        raise DeviceHttpError(response.status, f"{response.method} {response.url.path} on {self._authority()}: {said}")
 
     async def _request(self, method: str, path: str, *, body: Any = None, optional: bool = False) -> Any:
         """One request, its JSON answer (None for an empty one); ``optional`` turns 404/422 into None."""
@@ -730,7 +745,7 @@ class Ssc2Driver(Driver):
             old = text(self.resources.site.get("deviceName"))
             return await self._write(SITE_PATH, {"deviceName": name}, _Watch(None, "name", name, old))
         if command.kind is CommandKind.NAME:
-            name = self._valid_name(command.value, MOBILE_NAME_MAX_CHARS)
+            name = MOBILE_NAME.check(command.value)
             mt_path, mobile = self._mobile_path(command)
             old = text(mobile.get("name"))
             body = self._mobile_body(mobile, name=name)

@@ -55,6 +55,8 @@ SPECTERA_USER = "controlSennheiser"
 # less than the device refuses shows up as a refusal in the tests.
 TUNING_KHZ = range(470_000, 694_001, 1000)  # whole MHz: src/types.ts RfChannel.frequency "Step: 1000"
 NAME_LENGTHS = {"mobile": 16, "device": 32}
+# The characters of a pack's name (companion-module-sennheiser-spectera src/utils.ts MOBILE_DEVICE_NAME_ALLOWED)
+MOBILE_NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-+=*/;<>#|,. ")
 OUTPUTS = 32  # audio outputs, metered per interface in arrays of this length
 CLIP_DBFS = -1.0  # the peak a correct client shows as clipping (the plugin's documented threshold)
 SILENCE_DBFS = -120.0
@@ -62,9 +64,11 @@ SILENCE_DBFS = -120.0
 
 def _name_refusal(name: object, kind: str) -> str | None:
     longest = NAME_LENGTHS[kind]
-    if isinstance(name, str) and name.strip() and len(name) <= longest and name.isprintable():
-        return None
-    return f"{kind} names are 1..{longest} printable characters"
+    if not isinstance(name, str) or not name.strip() or len(name) > longest or not name.isprintable():
+        return f"{kind} names are 1..{longest} printable characters"
+    if kind == "mobile" and not set(name) <= MOBILE_NAME_CHARACTERS:
+        return "a mobile device name has letters, digits, space and - + = * / ; < > # | , . only"
+    return None
 
 
 @dataclass
