@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 import aiohttp
 import pytest
 from aiohttp import web
-from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator, Unframed
+from wmhub_sennheiser.simulator.ssc2 import SimMobile, Ssc2Simulator, Unframed
 from wmhub_sennheiser.ssc2 import IDENTITY_PATH, MAX_RAW_RESOURCES, SITE_PATH, SUBSCRIPTIONS_PATH, encode_sse
 from wmhub_sennheiser.ssc2_driver import Ssc2Driver, Ssc2Options
 
@@ -632,3 +632,33 @@ async def test_a_pack_name_outside_spectera_s_characters_is_refused_before_sendi
     result = await hub.apply(rename("Lead Vox"))
     assert result.code == "refused", result
     assert str(result.error).endswith(f"PUT {path} on 127.0.0.1:{simulator.port}: 400 Bad Request"), result.error
+
+
+async def test_a_channel_stays_with_its_pack_when_others_are_unpaired_or_paired(
+    hub: DriverHarness, simulator: Ssc2Simulator
+) -> None:
+    """Channels were numbered 1.. in mtUid order afresh on every connection: once the pack on channel 2 had been
+    unpaired, the pack on channel 3 became channel 2 and took that channel's extended name, topics and bindings."""
+    managed = hub.add(simulator.url(poll="0.5", sse_timeout="1"))
+    device = await hub.device(managed)
+
+    def packs() -> dict[int, str | None]:
+        return {channel.index: channel.tx_id for channel in stored(hub, device.id).channels}
+
+    await eventually(lambda: packs() == {1: "7000010", 2: "7000011", 3: "7000012", 4: "7000013"}, what="four packs")
+    simulator.unpair(11)
+    await eventually(lambda: packs() == {1: "7000010", 2: None, 3: "7000012", 4: "7000013"}, what="channel 2 empty")
+    empty = stored_channel(hub, device.id, 2)
+    assert (empty.tx_present, empty.name, empty.battery_percent) == (False, None, None)
+    result = await hub.apply(Command(device_id=device.id, channel=2, kind=CommandKind.NAME, value="Nobody"))
+    assert result.code == "unavailable", result
+    # a pack unpaired while the hub was not connected (the device silent, so a new connection)
+    simulator.set_silent(True)
+    await hub.device(managed, online=False)
+    simulator.unpair(12)
+    simulator.set_silent(False)
+    await hub.device(managed, timeout=10)
+    await eventually(lambda: packs() == {1: "7000010", 2: None, 3: None, 4: "7000013"}, what="the packs in place")
+    simulator.pair(SimMobile(mt_uid=20, name="Spare"))
+    await eventually(lambda: packs() == {1: "7000010", 2: "7000020", 3: None, 4: "7000013"}, what="lowest free channel")
+    assert stored_channel(hub, device.id, 2).name == "Spare"

@@ -7,6 +7,7 @@ import random
 
 import pytest
 from wmhub_sennheiser.ssc2 import (
+    ChannelNumbers,
     ResourceMap,
     SseEvent,
     SseEventTooLargeError,
@@ -171,7 +172,7 @@ def test_the_reference_rf_event_retunes_every_mobile_on_that_channel() -> None:
         "/api/mts/paired/all",
         [spectera_mobile(mtUid=9, rfChannelId=1), spectera_mobile(mtUid=2), spectera_mobile(mtUid=5)],
     )
-    assert resources.channel_of == {"2": 1, "5": 2, "9": 3}  # numbered in mtUid order
+    assert resources.numbers.of == {"2": 1, "5": 2, "9": 3}  # numbered in mtUid order
     (event,) = SseParser().feed(SPECTERA_RF_EVENT)
     changes = resources.apply_all(event.json())
     assert {index: fields["frequency_mhz"] for index, fields in changes.channels.items()} == {1: 474.0, 2: 474.0}
@@ -203,11 +204,30 @@ def test_a_pack_with_the_placeholder_serial_gets_no_channel_until_it_has_a_real_
     resources = ResourceMap()
     placeholder = spectera_mobile(mtUid=3, serial="0000000000", name="")
     changes = resources.apply("/api/mts/paired/all", [placeholder, spectera_mobile(mtUid=4)])
-    assert resources.channel_of == {"4": 1} and set(changes.channels) == {1}
+    assert resources.numbers.of == {"4": 1} and set(changes.channels) == {1}
     assert not resources.apply("/api/device/state", {"state": "Normal", "warnings": ["x"]}).channels.keys() - {1}
     synced = resources.apply("/api/mts/paired/all/3", {"serial": "7000003", "name": "Spare"})
-    assert resources.channel_of == {"4": 1, "3": 2} and synced.channels[2]["name"] == "Spare"
+    assert resources.numbers.of == {"4": 1, "3": 2} and synced.channels[2]["name"] == "Spare"
     assert resources.apply("/api/mts/paired/all/77", None).channels == {}  # unknown and deleted: nothing
+
+
+def test_a_channel_stays_with_its_pack_and_an_unpaired_one_leaves_a_gap_the_next_pack_fills() -> None:
+    numbers = ChannelNumbers()
+    first = ResourceMap(numbers)
+    first.apply("/api/mts/paired/all", [spectera_mobile(mtUid=uid) for uid in (7, 3, 5)])
+    assert numbers.of == {"3": 1, "5": 2, "7": 3}
+    # the next connection's list lacks pack 5 (unpaired meanwhile): its channel empties, the others stay
+    changes = ResourceMap(numbers).apply("/api/mts/paired/all", [spectera_mobile(mtUid=7), spectera_mobile(mtUid=3)])
+    assert numbers.of == {"3": 1, "7": 3} and numbers.count == 3
+    assert (changes.channels[2]["tx_id"], changes.channels[2]["tx_present"], changes.channels[2]["warnings"]) == (
+        None,
+        False,
+        [],
+    )
+    again = ResourceMap(numbers)
+    again.apply("/api/mts/paired/all", [spectera_mobile(mtUid=uid) for uid in (3, 7, 9, 11)])
+    assert numbers.of == {"3": 1, "7": 3, "9": 2, "11": 4} and again.mobile(2) is not None
+    assert again.apply("/api/mts/paired/all/9", None).channels[2]["name"] is None and again.mobile(2) is None
 
 
 def test_identity_site_and_state() -> None:

@@ -293,6 +293,31 @@ class Changes:
             self.new_channel_count = part.new_channel_count
 
 
+@dataclass
+class ChannelNumbers:
+    """Which hub channel each paired mobile device (by ``mtUid``) is on: a channel stays with its transmitter.
+
+    Spectera numbers nothing a channel could follow but the pairing itself (``mtUid``; its own client keys a
+    pack by serial, companion-module-sennheiser-spectera src/utils.ts getMobileDeviceChoices), so the numbers
+    are the hub's: the packs first seen in ``mtUid`` order, a pack paired later on the lowest free channel.
+    An unpaired pack's channel stays, empty, and is the next one free. The count never shrinks.
+    """
+
+    of: dict[str, int] = field(default_factory=dict)
+    count: int = 0
+
+    def number(self, key: str) -> int:
+        if key not in self.of:
+            taken = set(self.of.values())
+            self.of[key] = next(index for index in range(1, self.count + 2) if index not in taken)
+            self.count = max(self.count, self.of[key])
+        return self.of[key]
+
+    def free(self, key: str) -> int | None:
+        """Forget ``key`` (unpaired); the channel it had, if any."""
+        return self.of.pop(key, None)
+
+
 def _sort_key(uid: Any) -> tuple[bool, float, str]:
     number = finite_number(uid)
     return (number is None, number or 0.0, str(uid))
@@ -346,16 +371,17 @@ def _severity_warning(interference: Any) -> str | None:
 class ResourceMap:
     """The device's resources as last reported, and their translation into hub-model fields.
 
-    Channels are the paired mobile devices (mics and bodypacks), numbered 1.. in ``mtUid`` order as
-    first seen; a mobile device paired later gets the next number, so numbers never move while connected.
-    Resources this map does not understand are kept in :attr:`raw` under their normalised path, the first
+    Channels are the paired mobile devices (mics and bodypacks), numbered by ``numbers``
+    (:class:`ChannelNumbers`), which the driver keeps across its connections to the device. A full list of a
+    collection (a GET) is the whole collection: members it lacks were deleted while nobody listened. Resources
+    this map does not understand are kept in :attr:`raw` under their normalised path, the first
     ``MAX_RAW_RESOURCES`` of them; further new paths are dropped.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, numbers: ChannelNumbers | None = None) -> None:
         self.raw: dict[str, Any] = {}
         self.site: dict[str, Any] = {}
-        self.channel_of: dict[str, int] = {}
+        self.numbers = numbers if numbers is not None else ChannelNumbers()
         self._mobiles: dict[str, dict[str, Any]] = {}
         self._rf_khz: dict[str, float] = {}
         self._rf_bandwidth_khz: dict[str, float] = {}  # rfChannelId -> bandwidthMode (6000, 8000, 10000)
@@ -365,7 +391,11 @@ class ResourceMap:
 
     @property
     def channel_count(self) -> int:
-        return len(self.channel_of)
+        return self.numbers.count
+
+    def _paired(self) -> list[tuple[str, int]]:
+        """(mtUid, channel) of each paired mobile device this connection has heard of."""
+        return [(key, index) for key, index in self.numbers.of.items() if key in self._mobiles]
 
     def apply_all(self, resources: Mapping[str, Any]) -> Changes:
         """Apply an event's (or a GET's) data: ``{path: value}``; merges the changes of every resource."""
@@ -380,6 +410,9 @@ class ResourceMap:
         if path in COLLECTION_IDS and isinstance(value, list):
             id_field = COLLECTION_IDS[path]
             items = [item for item in value if isinstance(item, Mapping) and id_field in item]
+            listed = {normalise_path(f"{path}/{item[id_field]}").rpartition("/")[2] for item in items}
+            for gone in sorted(self._members(path) - listed, key=_sort_key):
+                changes.merge(self.apply(f"{path}/{gone}", None))
             for item in sorted(items, key=lambda item: _sort_key(item[id_field])):
                 changes.merge(self.apply(f"{path}/{item[id_field]}", item))
             return changes
@@ -401,7 +434,7 @@ class ResourceMap:
         elif path == STATE_PATH and isinstance(value, Mapping):
             warnings = value.get("warnings")
             self._device_warnings = [str(w) for w in warnings] if isinstance(warnings, list) else []
-            for key, index in self.channel_of.items():
+            for key, index in self._paired():
                 changes.channel(index)["warnings"] = self._warnings(key)
         elif path == METERING_PATH:
             self._metering(value, changes)
@@ -413,39 +446,40 @@ class ResourceMap:
         return changes
 
     def mobile(self, index: int) -> dict[str, Any] | None:
-        """The last reported resource of the mobile device on ``index`` (a copy)."""
-        for key, number in self.channel_of.items():
-            if number == index and key in self._mobiles:
-                return dict(self._mobiles[key])
-        return None
+        """The last reported resource of the mobile device on ``index`` (a copy); None if none is paired there."""
+        return next((dict(self._mobiles[key]) for key, number in self._paired() if number == index), None)
 
     def rf_channel_khz(self, rf_channel_id: Any) -> float | None:
         return self._rf_khz.get(str(rf_channel_id))
 
-    def _index(self, key: str, changes: Changes) -> int:
-        if key not in self.channel_of:
-            self.channel_of[key] = len(self.channel_of) + 1
-            changes.new_channel_count = len(self.channel_of)
-        return self.channel_of[key]
+    def _members(self, path: str) -> set[str]:
+        """The ids of a collection's members known now."""
+        if path == MOBILES_PATH:
+            return set(self._mobiles) | set(self.numbers.of)
+        return set(self._rf_khz if path == RF_CHANNELS_PATH else self._outputs)
 
     def _mobile(self, key: str, value: Any, changes: Changes) -> None:
-        if value is None:  # deleted (unpaired): the channel stays, its transmitter is gone
-            if key in self.channel_of:
-                self._mobiles[key] = {"mtUid": self._mobiles[key].get("mtUid"), "state": None}
-                changes.channel(self.channel_of[key]).update(self._mobile_fields(key))
-            else:
-                self._mobiles.pop(key, None)
+        if value is None:  # deleted (unpaired): the channel stays, empty, until another pack takes it
+            self._mobiles.pop(key, None)
+            index = self.numbers.free(key)
+            if index is not None:
+                changes.channel(index).update(self._mobile_fields(key))
             return
         if not isinstance(value, Mapping):
             return
         # events may carry a partial object; merge into what is known
         self._mobiles[key] = {**self._mobiles.get(key, {}), **value}
-        if key not in self.channel_of and self._mobiles[key].get("serial") == PLACEHOLDER_SERIAL:
+        if key not in self.numbers.of and self._mobiles[key].get("serial") == PLACEHOLDER_SERIAL:
             return  # not a real pack (yet): no channel until it reports its serial
-        changes.channel(self._index(key, changes)).update(self._mobile_fields(key))
+        count = self.numbers.count
+        index = self.numbers.number(key)
+        if self.numbers.count > count:
+            changes.new_channel_count = self.numbers.count
+        changes.channel(index).update(self._mobile_fields(key))
 
     def _mobile_fields(self, key: str) -> dict[str, Any]:
-        mobile = self._mobiles[key]
+        """The channel of mobile device ``key``; all unknown, no transmitter, if it is not paired."""
+        mobile = self._mobiles.get(key, {})
         state = mobile.get("state")
         present = bool(state) and str(state).lower() not in ABSENT_STATES
         rf_channel = str(mobile.get("rfChannelId"))
@@ -474,7 +508,9 @@ class ResourceMap:
         return fields
 
     def _warnings(self, key: str) -> list[str]:
-        mobile = self._mobiles.get(key, {})
+        if key not in self._mobiles:
+            return []  # an empty channel: nothing on it to warn about
+        mobile = self._mobiles[key]
         warnings = list(self._device_warnings)
         if mobile.get("batteryLow") is True:
             warnings.append("battery low")
@@ -497,7 +533,7 @@ class ResourceMap:
                 self._rf_bandwidth_khz.pop(key, None)
         else:
             return
-        for mobile_id, index in self.channel_of.items():
+        for mobile_id, index in self._paired():
             if str(self._mobiles[mobile_id].get("rfChannelId")) == key:
                 changes.channel(index).update(self._mobile_fields(mobile_id))
 
@@ -519,7 +555,7 @@ class ResourceMap:
         self._audio_changed(changes)
 
     def _audio_changed(self, changes: Changes) -> None:
-        for key, index in self.channel_of.items():
+        for key, index in self._paired():
             fields = self._mobile_fields(key)
             changes.channel(index).update(audio_dbfs=fields["audio_dbfs"], audio_peak=fields["audio_peak"])
 

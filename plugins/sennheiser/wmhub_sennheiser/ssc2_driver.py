@@ -63,6 +63,7 @@ from wmhub_sennheiser.ssc2 import (
     STATE_PATH,
     SUBSCRIPTIONS_PATH,
     Changes,
+    ChannelNumbers,
     ResourceMap,
     SseEvent,
     SseParser,
@@ -100,6 +101,9 @@ OLD_VALUE_GRACE_S: Final = 1.0
 # session a lost connection left on the device, and when the device last refused our credentials.
 _stale_sessions: dict[str, str] = {}
 _refused_at: dict[str, float] = {}
+# Across driver instances too, keyed by device URL: which pack is on which channel, so a reconnection after
+# packs were unpaired or paired finds every pack on its channel. Lost when the hub stops (README "Numbering").
+_channel_numbers: dict[str, ChannelNumbers] = {}
 
 
 class CredentialsRefusedError(ConnectionError):
@@ -299,7 +303,7 @@ class Ssc2Driver(Driver):
             self._options = Ssc2Options.parse(endpoint.options)
         except EndpointError as exc:
             self._options_error = exc  # raised from connect(), where the supervisor reports it
-        self.resources = ResourceMap()
+        self.resources = ResourceMap(_channel_numbers.setdefault(endpoint.url, ChannelNumbers()))
         self.ewdx: EwdxResourceMap | None = None  # set instead of ``resources`` for an EW-DX receiver
         self.session_uuid: str | None = None
         self._http: aiohttp.ClientSession | None = None

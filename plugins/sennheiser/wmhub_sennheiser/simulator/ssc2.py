@@ -366,6 +366,16 @@ class Ssc2Simulator:
         mobile.battery_read, mobile.antenna = battery, antenna
         self._publish([f"{MOBILES_PATH}/{mobile.mt_uid}"])
 
+    def unpair(self, mt_uid: int) -> None:
+        """Unpair a transmitter: it leaves the list, and streams get its resource as null (src/api.ts reads a
+        null ``/api/mts/paired/all/{mtUid}`` as unpaired)."""
+        self.mobiles = [mobile for mobile in self.mobiles if mobile.mt_uid != mt_uid]
+        self._publish([f"{MOBILES_PATH}/{mt_uid}", METERING_PATH])
+
+    def pair(self, mobile: SimMobile) -> None:
+        self.mobiles.append(mobile)
+        self._publish([f"{MOBILES_PATH}/{mobile.mt_uid}", METERING_PATH])
+
     def set_warnings(self, warnings: Iterable[str]) -> None:
         self.warnings = list(warnings)
         self._publish([STATE_PATH])
