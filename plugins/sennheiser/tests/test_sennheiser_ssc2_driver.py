@@ -370,7 +370,9 @@ async def test_a_device_without_a_schema_gets_the_documented_resources(hub: Driv
 def test_defaults_verify_the_certificate_and_leave_the_user_to_the_product() -> None:
     options = Ssc2Options.parse({"password": "Pass-word-1"})
     assert (options.user, options.verify, options.fingerprint) == (None, True, None)
-    assert (options.user_for("Spectera Base Station"), options.user_for("TCCM")) == ("controlSennheiser", "api")
+    assert options.users_for("Spectera Base Station") == ("controlSennheiser",)
+    assert options.users_for("TCCM") == options.users_for("Base Station") == ("api", "controlSennheiser")
+    assert Ssc2Options.parse({"password": "p", "user": "admin"}).users_for("Spectera") == ("admin",)
     context = options.tls()
     assert isinstance(context, ssl.SSLContext) and context.verify_mode is ssl.CERT_REQUIRED
     assert Ssc2Options.parse({"password": "p", "verify": "false"}).tls() is False
@@ -662,3 +664,18 @@ async def test_a_channel_stays_with_its_pack_when_others_are_unpaired_or_paired(
     simulator.pair(SimMobile(mt_uid=20, name="Spare"))
     await eventually(lambda: packs() == {1: "7000010", 2: "7000020", 3: None, 4: "7000013"}, what="lowest free channel")
     assert stored_channel(hub, device.id, 2).name == "Spare"
+
+
+async def test_a_product_not_named_spectera_is_asked_as_api_then_as_spectera_s_user(hub: DriverHarness) -> None:
+    """Spectera's product string is not public: a base station whose identity does not say "Spectera" was asked
+    only as user api (companion-module-sennheiser-spectera src/api.ts logs in as controlSennheiser), and the
+    refusal blamed the password alone."""
+    async with Ssc2Simulator(tick_s=0, product="Base Station") as simulator:
+        managed = hub.add(simulator.url(poll="0.5"))
+        await hub.device(managed)
+        await matches(hub, managed, simulator, "the base station monitored")
+        assert simulator.refused == 1, "api asked once, then controlSennheiser throughout"
+        wrong = hub.add(simulator.url(password="Wrong-Pass-5050", id="wrong"))
+        error = await eventually(lambda: wrong.supervisor.last_error, what="the refusal")
+        assert "refused the credentials for users 'api' and 'controlSennheiser' (HTTP 401)" in error, error
+        assert "user=" in error, "says how to name the user"

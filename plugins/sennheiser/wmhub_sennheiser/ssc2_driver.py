@@ -2,7 +2,8 @@
 
 URL: ``sennheiser-ssc2://host[:443]?password=...`` with the options
 
-* ``user`` (default ``api``; Spectera uses ``controlSennheiser``), ``password`` or ``password_env``
+* ``user`` (default: ``controlSennheiser`` for a Spectera; ``api``, then ``controlSennheiser`` after a 401,
+  for any other product), ``password`` or ``password_env``
   (the name of an environment variable holding it, which keeps the secret out of the URL);
 * ``fingerprint=<sha256 hex>`` pins a self-signed device certificate; ``verify=false`` turns TLS
   verification off explicitly. Without either, the certificate must chain to a trusted CA;
@@ -30,7 +31,7 @@ import json
 import math
 import os
 import ssl
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -80,7 +81,8 @@ DEFAULT_PORT: Final = 443
 DEFAULT_USER: Final = "api"
 # Spectera's own client logs in as this user (companion-module-sennheiser-spectera src/api.ts getAuthHeader);
 # the EW-DX OpenAPI names it too, as "the normal user of the device" (companion-module-sennheiser-ewdx
-# api_docs.json, basicAuthControlSennheiser). Used for a Spectera when the URL names no user.
+# api_docs.json, basicAuthControlSennheiser). Used for a Spectera when the URL names no user, and after
+# DEFAULT_USER for a product that does not say what it is (a Spectera's product string is not public).
 SPECTERA_USER: Final = "controlSennheiser"
 # A full subscription's first event carries every mobile device and RF channel at once.
 MAX_EVENT_BYTES: Final = 1024 * 1024
@@ -98,9 +100,10 @@ STREAM_STAYED_UP_S: Final = 30.0
 OLD_VALUE_GRACE_S: Final = 1.0
 
 # Across driver instances (the supervisor makes a new one per attempt), keyed by device URL: the
-# session a lost connection left on the device, and when the device last refused our credentials.
+# session a lost connection left on the device, and when the device last refused our credentials (and what
+# it said then).
 _stale_sessions: dict[str, str] = {}
-_refused_at: dict[str, float] = {}
+_refused_at: dict[str, tuple[float, str]] = {}
 # Across driver instances too, keyed by device URL: which pack is on which channel, so a reconnection after
 # packs were unpaired or paired finds every pack on its channel. Lost when the hub stops (README "Numbering").
 _channel_numbers: dict[str, ChannelNumbers] = {}
@@ -183,7 +186,7 @@ def _true(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Ssc2Options:
-    user: str | None  # None: not in the URL; chosen by product (SPECTERA_USER or DEFAULT_USER)
+    user: str | None  # None: not in the URL; chosen by product (users_for)
     password: str
     verify: bool
     fingerprint: bytes | None
@@ -229,10 +232,12 @@ class Ssc2Options:
             auth_retry_s=auth_retry,
         )
 
-    def user_for(self, product: str | None) -> str:
+    def users_for(self, product: str | None) -> tuple[str, ...]:
+        """The users to log in as, in turn while the device answers 401: the URL's, Spectera's for a Spectera,
+        else DEFAULT_USER and then Spectera's."""
         if self.user is not None:
-            return self.user
-        return SPECTERA_USER if family_of(product) == "spectera" else DEFAULT_USER
+            return (self.user,)
+        return (SPECTERA_USER,) if family_of(product) == "spectera" else (DEFAULT_USER, SPECTERA_USER)
 
     def authorization(self, user: str) -> str:
         """The Basic credentials header (built here: aiohttp's helpers differ between versions)."""
@@ -310,6 +315,8 @@ class Ssc2Driver(Driver):
         self._stream: aiohttp.ClientResponse | None = None
         self._identity: dict[str, Any] = {}
         self._user = DEFAULT_USER
+        self._refused_users: list[str] = []  # the users the device answered 401 this connection
+        self._untried_users: list[str] = []  # the users to try next on a 401, while connecting
         self._parser = SseParser(max_event_bytes=MAX_EVENT_BYTES)
         self._pending: list[SseEvent] = []  # events that came with the open event
         self._watches: list[_Watch] = []
@@ -324,25 +331,31 @@ class Ssc2Driver(Driver):
 
     async def connect(self) -> None:
         options = self.options
-        refused_at = _refused_at.get(self.endpoint.url)
+        refused_at, refusal = _refused_at.get(self.endpoint.url, (None, ""))
         if refused_at is not None and self.sink.clock.monotonic() - refused_at < options.auth_retry_s:
             wait = options.auth_retry_s - (self.sink.clock.monotonic() - refused_at)
-            raise CredentialsRefusedError(f"{self._refused_message()}; not asking the device again for {wait:.0f} s")
+            raise CredentialsRefusedError(f"{refusal}; not asking the device again for {wait:.0f} s")
         self._http = aiohttp.ClientSession(
             base_url=f"https://{self._authority()}",
             timeout=aiohttp.ClientTimeout(total=self.settings.io_timeout_s),
             connector=aiohttp.TCPConnector(ssl=options.tls(), limit=4),
             raise_for_status=False,
         )
-        self._user = options.user_for(None)
-        identity = await self._read_identity()
+        # /api/device/identity is documented as open, but a device may want credentials for it anyway
+        self._try_users(options.users_for(None))
+        identity = await self._request("GET", IDENTITY_PATH)
         self._identity = dict(identity) if isinstance(identity, Mapping) else {}
-        self._user = options.user_for(self._product())
+        self._try_users(user for user in options.users_for(self._product()) if user not in self._refused_users)
         changes = await self._subscribe()
+        self._untried_users = []  # logged in: a 401 from now on means the credentials changed
         # identified (and so shown online) only now: a device whose stream never opens is not being watched
         self._identify()
         self._publish(changes)
         _refused_at.pop(self.endpoint.url, None)
+
+    def _try_users(self, users: Iterable[str]) -> None:
+        """Log in as the first of ``users``, and as the next whenever the device answers 401 while connecting."""
+        self._user, *self._untried_users = users
 
     def _product(self) -> str | None:
         product = self._identity.get("product")
@@ -396,18 +409,6 @@ class Ssc2Driver(Driver):
         changes = self.ewdx.apply_all(initial)
         await self._open_stream(subscribe)
         return changes
-
-    async def _read_identity(self) -> Any:
-        """``/api/device/identity``, documented as open; a device that wants credentials for it anyway and
-        refuses the default user is asked once more as Spectera's user, unless the URL names the user."""
-        try:
-            return await self._request("GET", IDENTITY_PATH)
-        except CredentialsRefusedError:
-            if self.options.user is not None or self._user == SPECTERA_USER:
-                raise
-            _refused_at.pop(self.endpoint.url, None)
-            self._user = SPECTERA_USER
-            return await self._request("GET", IDENTITY_PATH)
 
     async def run(self) -> None:
         await _first_failure(self._follow_stream(), self._poll_state())
@@ -643,13 +644,29 @@ class Ssc2Driver(Driver):
         return f"[{host}]:{self.endpoint.port}" if ":" in host else f"{host}:{self.endpoint.port}"
 
     def _refused_message(self) -> str:
-        return f"{self._authority()} refused the credentials for user {self._user!r} (HTTP 401): check the password"
+        users = " and ".join(repr(user) for user in self._refused_users)
+        return (
+            f"{self._authority()} refused the credentials for user{'s' * (len(self._refused_users) > 1)} {users} "
+            "(HTTP 401): check the password, and the user (user=... in the URL)"
+        )
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        """One request as the current user; while connecting, a 401 is asked again as the next user to try."""
+        response = await self._send_as(self._user, method, path, **kwargs)
+        while response.status == 401 and self._untried_users:
+            response.release()
+            self._refused_users.append(self._user)
+            self._user = self._untried_users.pop(0)
+            response = await self._send_as(self._user, method, path, **kwargs)
+        return response
+
+    async def _send_as(
+        self, user: str, method: str, path: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> aiohttp.ClientResponse:
         assert self._http is not None
-        kwargs["headers"] = {"Authorization": self.options.authorization(self._user), **kwargs.get("headers", {})}
+        headers = {"Authorization": self.options.authorization(user), **(headers or {})}
         try:
-            return await self._http.request(method, path, allow_redirects=False, **kwargs)
+            return await self._http.request(method, path, allow_redirects=False, headers=headers, **kwargs)
         except aiohttp.ServerFingerprintMismatch as exc:
             raise CertificateRefusedError(
                 f"the certificate of {self._authority()} (SHA-256 {exc.got.hex()}) does not match the pinned "
@@ -695,8 +712,10 @@ class Ssc2Driver(Driver):
         if response.status < 300:
             return
         if response.status == 401:
-            _refused_at[self.endpoint.url] = self.sink.clock.monotonic()
-            raise CredentialsRefusedError(self._refused_message())
+            self._refused_users.append(self._user)
+            message = self._refused_message()
+            _refused_at[self.endpoint.url] = (self.sink.clock.monotonic(), message)
+            raise CredentialsRefusedError(message)
         if 300 <= response.status < 400:
             # a receiver's API does not redirect; following one could leave the pinned certificate behind
             target = device_text(response.headers.get("Location", "nowhere"), 100)
