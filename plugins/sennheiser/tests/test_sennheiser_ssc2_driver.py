@@ -6,7 +6,9 @@ import base64
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -14,8 +16,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 from wmhub_sennheiser.simulator.ssc2 import SimMobile, Ssc2Simulator, Unframed
-from wmhub_sennheiser.ssc2 import IDENTITY_PATH, MAX_RAW_RESOURCES, SITE_PATH, SUBSCRIPTIONS_PATH, encode_sse
-from wmhub_sennheiser.ssc2_driver import Ssc2Driver, Ssc2Options
+from wmhub_sennheiser.ssc2 import (
+    IDENTITY_PATH,
+    MAX_RAW_RESOURCES,
+    MOBILES_PATH,
+    SITE_PATH,
+    SUBSCRIPTIONS_PATH,
+    encode_sse,
+)
+from wmhub_sennheiser.ssc2_driver import MAX_RETRY_AFTER_S, Ssc2Driver, Ssc2Options, retry_after_s
 
 from hub.clock import SimulatedClock
 from hub.devices import ManagedDevice
@@ -129,8 +138,8 @@ async def test_after_a_refusal_the_device_is_asked_again_only_once_auth_retry_pa
         await eventually(lambda: managed.supervisor.attempts == attempts + 1, what="the supervisor's next attempt")
         assert simulator.requests == asked, "no request within auth_retry of the refusal"
         clock.advance(5.0)  # past auth_retry, and past the supervisor's next back-off
-        await eventually(lambda: simulator.requests > asked, what="the device asked again")
-        assert simulator.refused == 2
+        # the open identity first, then the refused request: wait for the refusal, not only the first request
+        await eventually(lambda: simulator.refused == 2, what="the device asked again")
 
 
 async def test_an_unpinned_self_signed_certificate_is_refused(hub: DriverHarness, simulator: Ssc2Simulator) -> None:
@@ -679,3 +688,72 @@ async def test_a_product_not_named_spectera_is_asked_as_api_then_as_spectera_s_u
         error = await eventually(lambda: wrong.supervisor.last_error, what="the refusal")
         assert "refused the credentials for users 'api' and 'controlSennheiser' (HTTP 401)" in error, error
         assert "user=" in error, "says how to name the user"
+
+
+async def advance(clock: SimulatedClock, seconds: float) -> None:
+    """Move the clock, then wait until the supervisor (woken or not) sleeps on it again: nothing else does
+    while the device is not connected."""
+    clock.advance(seconds)
+    await eventually(lambda: clock.sleeping == 1, what="the supervisor waiting again")
+
+
+def _in_20_s_as_http_date(clock: SimulatedClock) -> str:
+    return format_datetime(datetime.fromtimestamp(clock.now() + 20, UTC), usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "held_s"),
+    [(lambda clock: "20", 20), (_in_20_s_as_http_date, 20), (lambda clock: "86400", MAX_RETRY_AFTER_S)],
+    ids=["seconds", "http-date", "capped"],
+)
+async def test_a_device_asking_for_a_pause_is_not_asked_again_before_retry_after(
+    simulator: Ssc2Simulator, retry_after: Callable[[SimulatedClock], str], held_s: float
+) -> None:
+    """A 429 or 503 with Retry-After was retried at the supervisor's pace (30 requests in 10 s)."""
+    clock = SimulatedClock()
+    simulator.answers[MOBILES_PATH] = lambda: web.json_response(
+        {"error": 429}, status=429, headers={"Retry-After": retry_after(clock)}
+    )
+    async with DriverHarness("sennheiser", clock=clock) as hub:
+        managed = hub.add(simulator.url(poll="60"))
+        error = await eventually(lambda: managed.supervisor.last_error, what="the 429")
+        assert error.endswith(f"GET {MOBILES_PATH} on 127.0.0.1:{simulator.port}: 429 Too Many Requests"), error
+        await eventually(lambda: clock.sleeping == 1, what="the supervisor waiting")
+        asked, attempts = simulator.requests, managed.supervisor.attempts
+        await advance(clock, held_s - 1)
+        assert managed.supervisor.attempts > attempts and simulator.requests == asked, "nothing within Retry-After"
+        assert "not asking the device again for 1 s" in (managed.supervisor.last_error or "")
+        del simulator.answers[MOBILES_PATH]
+        clock.advance(2.0)
+        await hub.device(managed)
+
+
+async def test_a_forbidden_event_stream_is_asked_again_after_growing_waits(simulator: Ssc2Simulator) -> None:
+    """A 403 (the user may not read it) does not pass by itself, yet it was asked again at the supervisor's pace,
+    every resource read again each time: 45 requests in 10 s."""
+    clock = SimulatedClock()
+    simulator.answers[SUBSCRIPTIONS_PATH] = lambda: web.json_response({"error": 403}, status=403)
+    async with DriverHarness("sennheiser", clock=clock) as hub:
+        managed = hub.add(simulator.url(poll="60"))
+        error = await eventually(lambda: managed.supervisor.last_error, what="the 403")
+        assert error.endswith("403 Forbidden"), error
+        await eventually(lambda: clock.sleeping == 1, what="the supervisor waiting")
+        first = simulator.requests
+        await advance(clock, 2.4)  # the first wait: 2.5 to 5 s
+        assert simulator.requests == first
+        await advance(clock, 2.7)
+        assert simulator.requests > first, "asked again once the first wait passed"
+        second = simulator.requests
+        await advance(clock, 4.9)  # the second wait: 5 to 10 s
+        assert simulator.requests == second
+        del simulator.answers[SUBSCRIPTIONS_PATH]
+        clock.advance(5.2)
+        await hub.device(managed)
+
+
+def test_retry_after_is_read_as_seconds_or_an_http_date() -> None:
+    now = datetime(2026, 12, 6, 20, 0, tzinfo=UTC).timestamp()
+    assert retry_after_s("120", now) == 120
+    assert retry_after_s("Sun, 06 Dec 2026 20:00:30 GMT", now) == 30
+    assert retry_after_s("Sun, 06 Dec 2026 19:00:00 GMT", now) == 0  # already past
+    assert [retry_after_s(value, now) for value in (None, "", "soon", "-5", "1.5")] == [None] * 5

@@ -26,12 +26,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
+import email.utils
+import functools
 import hashlib
 import json
 import math
 import os
 import ssl
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -98,12 +101,30 @@ STREAM_STAYED_UP_S: Final = 30.0
 # the event of the change itself follows within moments. A value that is neither the old one nor the one
 # asked for is the device's answer at once (a name cut short, a clamped gain).
 OLD_VALUE_GRACE_S: Final = 1.0
+# A device that answers 429 or 503 with Retry-After is not asked again before then, but never left alone longer
+# than this: a hub that believed "come back tomorrow" would watch nothing through the show.
+MAX_RETRY_AFTER_S: Final = 60.0
+# A 403 (the user may not do this: EW-DX OpenAPI) does not pass by itself: the device is left alone after each,
+# for this long at first, doubling (jittered) up to auth_retry.
+FORBIDDEN_WAIT_S: Final = 5.0
 
-# Across driver instances (the supervisor makes a new one per attempt), keyed by device URL: the
-# session a lost connection left on the device, and when the device last refused our credentials (and what
-# it said then).
+
+@dataclass(frozen=True)
+class _HoldOff:
+    """No request goes to a device before ``until`` (the hub's monotonic clock): it refused our credentials
+    (401), forbade what we asked (403) or asked for a pause (Retry-After). ``error`` makes the error to raise
+    meanwhile from its message."""
+
+    until: float
+    message: str
+    error: Callable[[str], ConnectionError]
+
+
+# Across driver instances (the supervisor makes a new one per attempt), keyed by device URL: the session a lost
+# connection left on the device, until when it is not asked (and why), and the growing wait after each 403.
 _stale_sessions: dict[str, str] = {}
-_refused_at: dict[str, tuple[float, str]] = {}
+_held_off: dict[str, _HoldOff] = {}
+_forbidden_waits: dict[str, Backoff] = {}
 # Across driver instances too, keyed by device URL: which pack is on which channel, so a reconnection after
 # packs were unpaired or paired finds every pack on its channel. Lost when the hub stops (README "Numbering").
 _channel_numbers: dict[str, ChannelNumbers] = {}
@@ -269,6 +290,21 @@ async def _bounded_body(response: aiohttp.ClientResponse) -> bytes | None:
     return bytes(body)
 
 
+def retry_after_s(value: str | None, now: float) -> float | None:
+    """A Retry-After header's wait in seconds (delay-seconds or an HTTP date, against ``now``, epoch seconds);
+    None if there is none or it cannot be read."""
+    value = (value or "").strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - now)
+
+
 def _error_detail(body: Any, status: int) -> str | None:
     """What an error answer's body adds to its status line. SSCv2 error bodies are ``{"path", "error": code}``
     (EW-DX OpenAPI); an ``error`` repeating the status adds nothing, another code is named with its path."""
@@ -331,10 +367,7 @@ class Ssc2Driver(Driver):
 
     async def connect(self) -> None:
         options = self.options
-        refused_at, refusal = _refused_at.get(self.endpoint.url, (None, ""))
-        if refused_at is not None and self.sink.clock.monotonic() - refused_at < options.auth_retry_s:
-            wait = options.auth_retry_s - (self.sink.clock.monotonic() - refused_at)
-            raise CredentialsRefusedError(f"{refusal}; not asking the device again for {wait:.0f} s")
+        self._check_held_off()
         self._http = aiohttp.ClientSession(
             base_url=f"https://{self._authority()}",
             timeout=aiohttp.ClientTimeout(total=self.settings.io_timeout_s),
@@ -351,7 +384,8 @@ class Ssc2Driver(Driver):
         # identified (and so shown online) only now: a device whose stream never opens is not being watched
         self._identify()
         self._publish(changes)
-        _refused_at.pop(self.endpoint.url, None)
+        _held_off.pop(self.endpoint.url, None)
+        _forbidden_waits.pop(self.endpoint.url, None)
 
     def _try_users(self, users: Iterable[str]) -> None:
         """Log in as the first of ``users``, and as the next whenever the device answers 401 while connecting."""
@@ -515,7 +549,8 @@ class Ssc2Driver(Driver):
                     said = str(exc) or f"no answer within {self.settings.io_timeout_s:g} s"  # a bare TimeoutError
                     raise ConnectionError(f"{ended}; no new event stream within {limit:g} s: {said}") from None
                 self.sink.log.debug("no new event stream yet: %s", exc)
-                await clock.sleep(min(retries.next_delay(), remaining))  # the last attempt at the limit
+                # not before the device may be asked again; the last attempt at the limit
+                await clock.sleep(min(max(retries.next_delay(), self._held_off_for()), remaining))
 
     async def _drop_stream(self) -> None:
         """Close the stream and end its session; never raises. A session that could not be ended is deleted
@@ -597,7 +632,14 @@ class Ssc2Driver(Driver):
     async def _poll_state(self) -> None:
         while True:
             await self.sink.clock.sleep(self.options.poll_s or min(5.0, self.settings.offline_after_s / 2))
-            value = await self._request("GET", STATE_PATH, optional=True)
+            try:
+                value = await self._request("GET", STATE_PATH, optional=True)
+            except DeviceHttpError as exc:
+                if exc.status not in (429, 503):
+                    raise
+                # busy, not gone: the stream carries on, and the silence watchdog judges whether it is alive
+                self.sink.log.debug("state poll skipped: %s", exc)
+                continue
             self._publish((self.ewdx or self.resources).apply(STATE_PATH, value) if value is not None else Changes())
 
     async def _end_session(self, session_uuid: str) -> None:
@@ -650,8 +692,24 @@ class Ssc2Driver(Driver):
             "(HTTP 401): check the password, and the user (user=... in the URL)"
         )
 
+    def _check_held_off(self) -> None:
+        """Raise, sending nothing, while the device is held off (:class:`_HoldOff`)."""
+        held = _held_off.get(self.endpoint.url)
+        wait = held.until - self.sink.clock.monotonic() if held is not None else 0.0
+        if held is not None and wait > 0:
+            raise held.error(f"{held.message}; not asking the device again for {math.ceil(wait):.0f} s")
+
+    def _hold_off(self, seconds: float, message: str, error: Callable[[str], ConnectionError]) -> None:
+        _held_off[self.endpoint.url] = _HoldOff(self.sink.clock.monotonic() + seconds, message, error)
+
+    def _held_off_for(self) -> float:
+        """How long the device is still held off (0 if it is not)."""
+        held = _held_off.get(self.endpoint.url)
+        return max(0.0, held.until - self.sink.clock.monotonic()) if held is not None else 0.0
+
     async def _send(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
         """One request as the current user; while connecting, a 401 is asked again as the next user to try."""
+        self._check_held_off()
         response = await self._send_as(self._user, method, path, **kwargs)
         while response.status == 401 and self._untried_users:
             response.release()
@@ -714,7 +772,7 @@ class Ssc2Driver(Driver):
         if response.status == 401:
             self._refused_users.append(self._user)
             message = self._refused_message()
-            _refused_at[self.endpoint.url] = (self.sink.clock.monotonic(), message)
+            self._hold_off(self.options.auth_retry_s, message, CredentialsRefusedError)
             raise CredentialsRefusedError(message)
         if 300 <= response.status < 400:
             # a receiver's API does not redirect; following one could leave the pinned certificate behind
@@ -733,7 +791,24 @@ class Ssc2Driver(Driver):
         detail = _error_detail(body, response.status)
         if detail:
             said += f": {device_text(detail, 120)}"
-        raise DeviceHttpError(response.status, f"{response.method} {response.url.path} on {self._authority()}: {said}")
+        message = f"{response.method} {response.url.path} on {self._authority()}: {said}"
+        wait = self._wait_asked_for(response)
+        if wait:
+            self._hold_off(wait, message, functools.partial(DeviceHttpError, response.status))
+        raise DeviceHttpError(response.status, message)
+
+    def _wait_asked_for(self, response: aiohttp.ClientResponse) -> float | None:
+        """How long an error answer says to leave the device alone: a 429's or 503's Retry-After (capped), a
+        growing wait after a 403; None for no wait."""
+        if response.status == 403:
+            waits = _forbidden_waits.setdefault(
+                self.endpoint.url, Backoff(base=FORBIDDEN_WAIT_S, cap=self.options.auth_retry_s)
+            )
+            return waits.next_delay()
+        if response.status in (429, 503):
+            wait = retry_after_s(response.headers.get("Retry-After"), self.sink.clock.now())
+            return None if wait is None else min(wait, MAX_RETRY_AFTER_S)
+        return None
 
     async def _request(self, method: str, path: str, *, body: Any = None, optional: bool = False) -> Any:
         """One request, its JSON answer (None for an empty one); ``optional`` turns 404/422 into None."""
