@@ -367,7 +367,6 @@ class Ssc2Driver(Driver):
 
     async def connect(self) -> None:
         options = self.options
-        self._check_held_off()
         self._http = aiohttp.ClientSession(
             base_url=f"https://{self._authority()}",
             timeout=aiohttp.ClientTimeout(total=self.settings.io_timeout_s),
@@ -694,10 +693,10 @@ class Ssc2Driver(Driver):
 
     def _check_held_off(self) -> None:
         """Raise, sending nothing, while the device is held off (:class:`_HoldOff`)."""
-        held = _held_off.get(self.endpoint.url)
-        wait = held.until - self.sink.clock.monotonic() if held is not None else 0.0
-        if held is not None and wait > 0:
-            raise held.error(f"{held.message}; not asking the device again for {math.ceil(wait):.0f} s")
+        wait = self._held_off_for()
+        if wait > 0:
+            held = _held_off[self.endpoint.url]
+            raise held.error(f"{held.message}; not asking the device again for {math.ceil(wait)} s")
 
     def _hold_off(self, seconds: float, message: str, error: Callable[[str], ConnectionError]) -> None:
         _held_off[self.endpoint.url] = _HoldOff(self.sink.clock.monotonic() + seconds, message, error)
