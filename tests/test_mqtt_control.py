@@ -4,6 +4,7 @@ for a Shure and a Sennheiser receiver speaking their real protocols on loopback.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,46 @@ async def test_an_over_deep_or_oversized_transaction_is_refused_before_anything_
     assert "32 levels" in answers["deep", "set"]["error"] and "4096 bytes" in answers["long", "info"]["error"]
     assert sim.channels[1].values["muted"] is False
     assert "Recursion limit" not in caplog.text
+
+
+async def test_a_set_or_request_begun_after_its_deadline_is_refused_and_not_carried_out(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """An outside audit: a mute sent through ``wmhub fleet`` to a stalled hub was answered 504, then carried
+    out when the hub resumed. A request may carry its sender's deadline (wall-clock seconds): begun after it,
+    by the hub's clock, it is answered "expired" and nothing is done; one in time, or without a deadline (a
+    user's flow), is carried out as ever."""
+    async with (
+        ShureSimulator("ulxd4d", seed=5) as sim,
+        running_hub(mqtt_broker, tmp_path, [sim.url], plugins=vendor_plugins()) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        base = hub.config.mqtt.base_topic
+        device_id = await hub_device_id(hub, "shure")
+        await probe.subscribe(f"{base}/#")
+        channel = f"{base}/devices/{device_id}/channels/1"
+        past = time.time() - 1
+        rename = {"device_id": device_id, "channel": 1, "name": "Late", "deadline": past}
+        answers = {
+            "late set": await probe.request(f"{base}/hubs/hub1/response/set", f"{channel}/set",
+                                            {"muted": True, "deadline": past}),
+            "late request": await probe.request(f"{base}/hubs/hub1/response/channel/rename",
+                                                f"{base}/hubs/hub1/request/channel/rename", rename),
+            "no number": await probe.request(f"{base}/hubs/hub1/response/set", f"{channel}/set",
+                                             {"muted": True, "deadline": "soon"}),
+        }  # fmt: skip
+        in_time = await probe.request(
+            f"{base}/hubs/hub1/response/set", f"{channel}/set", {"name": "InTime", "deadline": time.time() + 30}
+        )
+        await set_and_confirm(probe, base, device_id, 1, {"gain_db": 6})  # no deadline: as before
+    assert in_time["status"] == "ok", in_time
+    for what, answer in answers.items():
+        assert answer["status"] == "error", what
+    assert answers["late set"]["error"].startswith("expired: not carried out")
+    assert answers["late request"]["error"].startswith("expired: not carried out")
+    assert answers["no number"]["error"].startswith("deadline: a number")
+    assert sim.channels[1].values["muted"] is False and sim.channels[1].values["name"] == "InTime"
+    assert hub.store.devices[device_id].channels[0].extended_name is None
 
 
 async def test_clearing_a_retained_command_is_ignored_quietly(

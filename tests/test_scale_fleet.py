@@ -410,3 +410,39 @@ async def test_hubs_retired_or_made_up_by_junk_lists_are_not_on_the_fleet(
         assert list(await fleet_hubs(http, base)) == ["marker"]
         assert (await get(http, f"{base}/api/v1/devices"))["items"] == []
         assert [group["title"] for group in (await get(http, f"{base}/api/v1/groups"))["items"]] == ["marker"]
+
+
+async def test_a_command_the_fleet_reported_failed_is_not_carried_out_when_the_stalled_hub_resumes(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A three-hub churn audit: with the owning hub frozen (SIGSTOP, its connection still open), a mute on the
+    fleet answered 504, and the hub muted the channel when it resumed 14 s later. The fleet's request carries
+    a deadline: the hub, resumed past it, answers that it expired and leaves the channel as it was."""
+    async with (
+        ShureSimulator("ulxd4d") as receiver,
+        MqttProbe(mqtt_broker, client_id="wmhub-test-answers") as answers,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        await answers.subscribe("wmhub/hubs/stalls/#")
+        async with (
+            hub_process(mqtt_broker.url, "stalls", receiver.url, tmp_path / "stalls") as stalls,
+            running_fleet(mqtt_broker.url, tmp_path / "fleet") as (_, base),
+        ):
+            [device] = await online_devices(answers, "stalls")
+
+            async def shown_online() -> bool:
+                async with http.get(f"{base}/api/v1/devices/{device['id']}") as response:
+                    return response.status == 200 and (await response.json())["online"] is True
+
+            await wait_for(shown_online, 20, "the receiver online on the fleet board")
+            stalls.send_signal(signal.SIGSTOP)
+            try:
+                async with http.post(
+                    f"{base}/api/v1/channels/{device['id']}:1/commands", json={"kind": "mute", "value": True}
+                ) as response:
+                    assert response.status == 504, await response.text()
+            finally:
+                stalls.send_signal(signal.SIGCONT)
+            answer = await answers.json("wmhub/hubs/stalls/response/set", timeout=10)
+            assert answer["status"] == "error" and answer["error"].startswith("expired: not carried out"), answer
+            assert receiver.channels[1].values["muted"] is False

@@ -9,7 +9,8 @@ its receivers' retained availability at ``online``, and only its will tells othe
 Meters are not retained, so the fleet sends each receiver's ``get`` once, when it first hears of it: the
 owning hub re-publishes that receiver's state and levels. Control goes back the same way: a command becomes
 a ``set`` message on the receiver's own topic, which only the owning hub subscribes to, and its answer is
-matched on that hub's ``response/set`` topic by a transaction id. Everything read from the broker is
+matched on that hub's ``response/set`` topic by a transaction id; its deadline keeps a hub that gets to it
+after the fleet stopped waiting from carrying it out (docs/mqtt.md, "Deadlines"). Everything read from the broker is
 validated against the model; anything else is counted in ``rejected`` and ignored, never trusted.
 """
 
@@ -47,7 +48,12 @@ from hub.text import small_number
 
 log = logging.getLogger("hub.fleet")
 
-# A hub answers a command once the receiver confirmed it (its own command timeout); this covers the trip.
+# How long after sending a request the fleet lets the hub begin it (the trip there, the receiver's queue on the
+# hub): the request carries that deadline, and a hub that gets to it later (stalled, cut off) refuses it rather
+# than carry it out after the fleet answered that it failed (docs/mqtt.md, "Deadlines").
+START_WITHIN_S: Final = 2.0
+# A hub answers a command once the receiver confirmed it (its own command timeout, then a second of grace); this
+# covers that grace, the trip back, and the hub's clock up to a second behind the fleet's.
 ANSWER_MARGIN_S: Final = 2.0
 _CHANNEL_KEYS: Final = frozenset(Channel.model_fields)
 
@@ -110,7 +116,8 @@ class FleetMirror:
         self.settings = settings
         self.topics = Topics(settings.base_topic, "", settings.homeassistant_prefix)
         self._prefix = f"{settings.base_topic}/"
-        self.command_timeout_s = config.command_timeout_s + ANSWER_MARGIN_S
+        self.clock = clock  # the deadlines it sets on its requests are read on the hubs' own clocks
+        self.command_timeout_s = START_WITHIN_S + config.command_timeout_s + ANSWER_MARGIN_S
         self.hubs: dict[str, HubView] = {}
         # device id -> the hubs whose lists name it (more than one when a receiver was given to two hubs)
         self.listing: dict[str, set[str]] = {}
@@ -355,11 +362,15 @@ class FleetMirror:
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[transaction] = waiter
         try:
-            self.client.publish(topic, orjson.dumps({**body, "transaction": transaction}), self.settings.qos_state)
+            request = {**body, "transaction": transaction, "deadline": self.clock.now() + START_WITHIN_S}
+            self.client.publish(topic, orjson.dumps(request), self.settings.qos_state)
             async with asyncio.timeout(self.command_timeout_s):
                 return await waiter
         except TimeoutError:
-            raise FleetRequestError(f"no answer on {topic} within {self.command_timeout_s:g} s") from None
+            raise FleetRequestError(
+                f"no answer on {topic} within {self.command_timeout_s:g} s; not carried out unless the hub began it "
+                f"within {START_WITHIN_S:g} s"
+            ) from None
         finally:
             self._pending.pop(transaction, None)
 

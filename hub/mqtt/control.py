@@ -14,7 +14,7 @@ from pydantic import Field
 
 from hub.model import MAX_SLOTS, Command, CommandResult, command_keys, field_values
 from hub.mqtt import payloads
-from hub.mqtt.messages import RequestError, StrictMessage, parse_object, shortened, validate
+from hub.mqtt.messages import RequestError, StrictMessage, check_deadline, parse_object, shortened, validate
 from hub.mqtt.publisher import StatePublisher
 from hub.text import DEFAULT_TEXT_WIDTH
 
@@ -60,9 +60,11 @@ class ControlHandler(StatePublisher):
         try:
             if action == "get":
                 request = _get_request(raw)
+                check_deadline(request, self.hub.clock.now())
                 self._respond("get", request, "ok", {**where, "state": self._republish(device_id, channel)}, None)
                 return
             request = parse_object(raw)
+            check_deadline(request, self.hub.clock.now())  # after the device's queue: it may have waited there
             results = await self._apply_set(device_id, channel, request)
         except RequestError as exc:
             log.warning("MQTT %s on %s channel %s refused: %s", action, device_id, channel, exc)

@@ -16,6 +16,9 @@ from hub.text import preview
 # (orjson writes at most 255 levels; the parser reads 1,024) and small: an id, or a small object of ids.
 MAX_TRANSACTION_LEVELS: Final = 32
 MAX_TRANSACTION_BYTES: Final = 4096
+# Keys any request may carry beside its own: "transaction" comes back in the answer, "deadline" bounds when the
+# hub may still begin it (check_deadline).
+REQUEST_KEYS: Final = frozenset({"transaction", "deadline"})
 
 
 class RequestError(Exception):
@@ -60,12 +63,32 @@ def _check_transaction(transaction: Any) -> None:
         raise RequestError(f"transaction: longer than {MAX_TRANSACTION_BYTES} bytes as JSON")
 
 
+def check_deadline(request: dict[str, Any], now: float) -> None:
+    """Refuse a request begun after its ``deadline``, the sender's wall-clock time (seconds since the epoch)
+    after which it no longer waits: a message that sat in a stalled hub's socket, or behind the receiver's
+    queue, is answered instead of being carried out long after its sender reported a failure (docs/mqtt.md,
+    "Deadlines"). ``now`` is this hub's clock, compared as is (no allowance: the sender leaves one in how long
+    it waits): a hub whose clock is behind the sender's may begin a request that much later than meant, one
+    ahead refuses requests still in time and its answer says by how much. A request without a deadline is
+    carried out however late it arrives, as ever."""
+    if "deadline" not in request:
+        return
+    deadline = request["deadline"]
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float):
+        raise RequestError("deadline: a number, the sender's clock in seconds since the epoch")
+    if now > deadline:
+        raise RequestError(
+            f"expired: not carried out, its deadline passed {now - deadline:.1f} s ago by this hub's clock "
+            "(if the sender still waits, its clock is that far behind the hub's)"
+        )
+
+
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def validate(model: type[ModelT], request: dict[str, Any]) -> ModelT:
-    """Validate a request without its ``transaction``; the message names each bad key."""
-    body = {key: value for key, value in request.items() if key != "transaction"}
+    """Validate a request without its ``transaction`` and ``deadline``; the message names each bad key."""
+    body = {key: value for key, value in request.items() if key not in REQUEST_KEYS}
     try:
         return model.model_validate(body)
     except ValidationError as exc:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from hub.mqtt.control import SOURCE
-from hub.mqtt.messages import RequestError, StrictMessage, parse_object, shortened, validate
+from hub.mqtt.messages import RequestError, StrictMessage, check_deadline, parse_object, shortened, validate
 from hub.mqtt.publisher import StatePublisher
 from hub.records import StoreError
 from hub.service import HubService, VenueService
@@ -79,6 +79,7 @@ class HubRequests(StatePublisher):
         request: dict[str, Any] | None = None
         try:
             request = parse_object(raw)
+            check_deadline(request, self.hub.clock.now())
             entry = self._requests.get(command)
             if entry is None:
                 raise RequestError(f"unknown request {preview(command)}; known: {', '.join(sorted(self._requests))}")
