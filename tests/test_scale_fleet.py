@@ -27,6 +27,7 @@ from wmhub_shure.simulator import ShureSimulator
 from hub.compose import FleetHub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.testing import eventually
+from tests.faultproxy import TcpFaultProxy
 from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.test_scale_two_hubs import hub_process, online_devices
 
@@ -446,3 +447,81 @@ async def test_a_command_the_fleet_reported_failed_is_not_carried_out_when_the_s
             answer = await answers.json("wmhub/hubs/stalls/response/set", timeout=10)
             assert answer["status"] == "error" and answer["error"].startswith("expired: not carried out"), answer
             assert receiver.channels[1].values["muted"] is False
+
+
+async def fleet_shows(http: aiohttp.ClientSession, base: str, hubs: list[str], devices: list[tuple[str, bool]]) -> bool:
+    """The fleet lists exactly these hubs, and these receivers (id, online)."""
+    listed = (await get(http, f"{base}/api/v1/devices"))["items"]
+    shown_devices = sorted((device["id"], device["online"]) for device in listed)
+    return sorted(await fleet_hubs(http, base)) == hubs and shown_devices == sorted(devices)
+
+
+async def test_after_a_broker_restart_without_its_store_the_fleet_drops_the_hubs_it_no_longer_holds(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A three-hub churn audit: after a broker restart without persistence the fleet kept listing a stopped hub
+    and its receiver, though the broker held nothing of them any more. After each reconnect the fleet drops
+    what the broker does not hand over again; a running hub, which publishes its topics again, stays."""
+    async with (
+        ShureSimulator("ulxd4d") as receiver,
+        MqttProbe(mqtt_broker, client_id="wmhub-test-consumer") as consumer,
+        aiohttp.ClientSession() as http,
+    ):
+        await consumer.subscribe("wmhub/hubs/+/devices")
+        async with (
+            hub_process(mqtt_broker.url, "running", receiver.url, tmp_path / "running"),
+            running_fleet(mqtt_broker.url, tmp_path / "fleet") as (_, base),
+        ):
+            [device] = await online_devices(consumer, "running")
+            async with MqttProbe(mqtt_broker, client_id="wmhub-test-stopped") as stopped:
+                publish_hub(stopped, "stopped", [{**SHARED, "online": False}], online=False)
+            running = (device["id"], True)
+            await wait_for(
+                lambda: fleet_shows(http, base, ["running", "stopped"], [running, ("shure-SHARED", False)]),
+                20,
+                "both hubs and their receivers on the fleet",
+            )
+            await mqtt_broker.stop()
+            await mqtt_broker.start()
+            await wait_for(
+                lambda: fleet_shows(http, base, ["running"], [running]), 30, "only the running hub and its receiver"
+            )
+
+
+async def test_a_hub_retired_while_the_fleet_was_cut_off_leaves_it_when_the_fleet_reconnects(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A three-hub churn audit: a hub retired (its receiver removed, its topics cleared as docs/mqtt.md says)
+    while the fleet was cut off from the broker stayed on the fleet board, its receiver shown online, until
+    the fleet restarted. Reconnected, the fleet shows what the broker holds now: the hub that is still there
+    stays (its receiver online again), the retired one leaves."""
+    other = {**SHARED, "id": "shure-OTHER", "port": 2203}
+    async with (
+        TcpFaultProxy(mqtt_broker.host, mqtt_broker.port) as link,
+        MqttProbe(mqtt_broker, client_id="wmhub-test-hubs") as hubs,
+        running_fleet(f"mqtt://127.0.0.1:{link.port}", tmp_path) as (_, base),
+        aiohttp.ClientSession() as http,
+    ):
+        for device, hub_id in ((SHARED, "kept"), (other, "retired")):
+            hubs.publish(f"wmhub/devices/{device['id']}", device, retain=True)
+            hubs.publish(f"wmhub/devices/{device['id']}/availability", b"online", retain=True)
+            publish_hub(hubs, hub_id, [{**device, "online": True}])
+        both = [("shure-OTHER", True), ("shure-SHARED", True)]
+        await wait_for(lambda: fleet_shows(http, base, ["kept", "retired"], both), 10, "both hubs on the fleet")
+        link.refuse = True
+        link.cut()
+
+        async def cut_off() -> bool:
+            return (await get(http, f"{base}/api/v1/hub"))["config"]["broker_connected"] is False
+
+        await wait_for(cut_off, 10, "the fleet cut off from the broker")
+        for topic in ("", "/availability", "/channels/1", "/channels/2"):
+            hubs.publish(f"wmhub/devices/shure-OTHER{topic}", b"", retain=True)
+        hubs.publish("wmhub/hubs/retired/devices", [], retain=True)  # its receiver removed, then the hub retired
+        for kind in ("state", "info", "alerts", "devices"):
+            hubs.publish(f"wmhub/hubs/retired/{kind}", b"", retain=True)
+        await hubs.subscribe("wmhub/hubs/#")  # in order after the clears: the broker has taken them
+        link.refuse = False
+        await wait_for(
+            lambda: fleet_shows(http, base, ["kept"], [("shure-SHARED", True)]), 30, "only the hub still on the broker"
+        )

@@ -55,6 +55,9 @@ START_WITHIN_S: Final = 2.0
 # A hub answers a command once the receiver confirmed it (its own command timeout, then a second of grace); this
 # covers that grace, the trip back, and the hub's clock up to a second behind the fleet's.
 ANSWER_MARGIN_S: Final = 2.0
+# After each (re)connect the broker hands over every retained topic at once; this long without one more, the
+# fleet takes it that the broker has said all it holds (docs/scaling.md, "One board for the whole venue").
+RETAINED_SETTLE_S: Final = 1.0
 _CHANNEL_KEYS: Final = frozenset(Channel.model_fields)
 
 
@@ -127,12 +130,16 @@ class FleetMirror:
         self.client_id = settings.client_id or f"{config.hub_id}-fleet"
         self._transactions = (f"{self.client_id}-{n}" for n in itertools.count(1))
         self.rejected = 0
+        # hub topics (hub id, kind) known from before the last (re)connect and not handed over again since
+        self._unconfirmed: set[tuple[str, str]] = set()
+        self._last_retained = 0.0  # loop time of the last retained message
+        self._sweep: asyncio.TimerHandle | None = None
         self.client = MqttClient(
             parse_broker_urls(settings.url),
             self.client_id,
             on_message=self._on_message,
-            on_connect=self._on_broker_change,
-            on_disconnect=self._on_broker_change,
+            on_connect=self._on_connected,
+            on_disconnect=self._on_disconnected,
             keepalive=settings.keepalive,
             tls=TlsFiles(settings.ca_file, settings.cert_file, settings.key_file, settings.tls_insecure),
             connect_timeout=config.io_timeout_s,
@@ -148,6 +155,7 @@ class FleetMirror:
             log.warning("MQTT broker %s not reachable yet; the fleet keeps trying", self.client.address)
 
     async def stop(self) -> None:
+        self._cancel_sweep()
         for waiter in self._pending.values():
             waiter.cancel()
         await self.client.stop()
@@ -158,6 +166,8 @@ class FleetMirror:
         # a hub's topics are retained: a mirror starting up reads every hub's state from them
         if not topic.startswith(self._prefix):
             return
+        if retained:
+            self._last_retained = asyncio.get_running_loop().time()
         parts = topic[len(self._prefix) :].split("/")
         try:
             if parts[0] == "hubs" and len(parts) >= 3:
@@ -174,6 +184,7 @@ class FleetMirror:
         if view is None:
             view = self.hubs[hub_id] = HubView(hub_id)
         view.topics.add(topic)
+        self._unconfirmed.discard((hub_id, topic))
         return view
 
     def _on_hub_topic(self, hub_id: str, rest: list[str], payload: bytes) -> None:
@@ -214,6 +225,8 @@ class FleetMirror:
             self._on_device_list(hub_id, [])
         elif kind == "state":
             view.online = False
+            for device_id in view.device_ids:
+                self._update_online(device_id)
         elif kind == "info":
             view.info = {}
         else:
@@ -317,14 +330,48 @@ class FleetMirror:
         channel = Channel.model_validate({**given, "index": index})
         self.store.update_channel(device_id, index, {key: getattr(channel, key) for key in given})
 
-    def _on_broker_change(self) -> None:
+    def _on_disconnected(self) -> None:
         """Cut off from the broker, the fleet cannot know whether anyone watches a receiver: none shows online
         until the broker hands over the retained state again."""
+        self._cancel_sweep()
         for device_id in list(self.store.devices):
             self._update_online(device_id)
 
+    def _on_connected(self) -> None:
+        """Mark: while the fleet was away a hub may have been retired (its topics cleared) or the broker
+        restarted without its store, and no message says so. Every hub topic known is unconfirmed until the
+        broker hands it over again; once its retained messages have settled, those it did not are swept as if
+        cleared. What it confirms stays as shown meanwhile (no board flashes empty); a receiver shows online
+        again once its hub's state is confirmed."""
+        self._unconfirmed = {(hub_id, kind) for hub_id, view in self.hubs.items() for kind in view.topics}
+        self._last_retained = asyncio.get_running_loop().time()
+        self._cancel_sweep()
+        self._sweep = asyncio.get_running_loop().call_later(RETAINED_SETTLE_S, self._sweep_unconfirmed)
+
+    def _sweep_unconfirmed(self) -> None:
+        loop = asyncio.get_running_loop()
+        quiet_for = loop.time() - self._last_retained
+        if quiet_for < RETAINED_SETTLE_S:  # still handing over
+            self._sweep = loop.call_later(RETAINED_SETTLE_S - quiet_for, self._sweep_unconfirmed)
+            return
+        self._sweep = None
+        unconfirmed, self._unconfirmed = self._unconfirmed, set()
+        for hub_id, kind in sorted(unconfirmed):
+            view = self.hubs.get(hub_id)
+            if view is not None and kind in view.topics:
+                log.info("hub %s: its %s topic is no longer on the broker", hub_id, kind)
+                self._on_hub_topic_cleared(hub_id, kind)
+
+    def _cancel_sweep(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+
     def _update_online(self, device_id: str) -> None:
-        hub_online = any(self.hubs[hub_id].online for hub_id in self.listing.get(device_id, ()))
+        hub_online = any(
+            self.hubs[hub_id].online and (hub_id, "state") not in self._unconfirmed
+            for hub_id in self.listing.get(device_id, ())
+        )
         watched = hub_online and self._available.get(device_id, False) and self.client.connected
         self.store.set_online(device_id, watched)
 
