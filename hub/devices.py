@@ -186,6 +186,13 @@ class DeviceHandle(DeviceSink):
         if self.on_identified is not None:
             self.on_identified(self)
 
+    @property
+    def address_id(self) -> str:
+        """The id the device's URL gives it (docs/model.md): from its ``id`` option, else its host and port. It is
+        the device's id unless it reports a serial or another device holds that id; until the device has
+        identified itself, the one it may be asked for by."""
+        return f"{self.vendor}-{self._id_suffix(self.endpoint.options.get(ID_OPTION))}"
+
     def _id_suffix(self, unique_id: object) -> str:
         """The serial or MAC as a piece of a device id (a topic level on MQTT, a path segment in REST)."""
         if unique_id is not None and not isinstance(unique_id, str):
@@ -364,6 +371,11 @@ class ManagedDevice:
     def device_id(self) -> str | None:
         return self.handle.device_id
 
+    @property
+    def known_id(self) -> str:
+        """Its id, or until it is known (the device has not answered since it was added) the one its URL gives."""
+        return self.handle.device_id or self.handle.address_id
+
     def health(self, detail: bool = False) -> dict[str, Any]:
         """The connection's health. Until the device has identified itself, anyone could have added any
         host and port, so unless ``detail`` is asked for (the API token holder's view), a closed port, a
@@ -442,7 +454,8 @@ class DeviceManager:
         self.by_url: dict[str, ManagedDevice] = {}
         # Endpoint.identity -> its entry: another spelling of a managed URL is that device, not a second one
         self._by_identity: dict[str, ManagedDevice] = {}
-        # device id -> its entry: finding a device by id is a lookup, not a scan of every device
+        # device id -> its entry: finding a device by id is a lookup, not a scan of every device. A device whose
+        # id is not known yet (it has not answered since it was added) is under the id its URL gives it.
         self._by_id: dict[str, ManagedDevice] = {}
         self._claims: dict[str, str] = {}
         # Every driver's connect (TCP, identification, the first full read) passes this gate. A hub starting
@@ -506,8 +519,7 @@ class DeviceManager:
         managed = ManagedDevice(url=shown, plugin=plugin_name, handle=handle, supervisor=supervisor, task=task)
         self.by_url[shown] = managed
         self._by_identity[endpoint.identity] = managed
-        if device_id is not None:
-            self._by_id.setdefault(device_id, managed)
+        self._by_id.setdefault(managed.known_id, managed)
         handle.on_id_changed = lambda old, new: self._reindex(managed, old, new)
         handle.on_moved = self._moved
         return managed
@@ -525,8 +537,9 @@ class DeviceManager:
             self.on_moved(url, device_id)
 
     def _reindex(self, managed: ManagedDevice, old: str | None, new: str) -> None:
-        if old is not None and self._by_id.get(old) is managed:
-            del self._by_id[old]
+        indexed = old if old is not None else managed.handle.address_id
+        if self._by_id.get(indexed) is managed:
+            del self._by_id[indexed]
         self._by_id[new] = managed
 
     def find(self, device_id_or_url: str) -> ManagedDevice | None:
@@ -565,9 +578,8 @@ class DeviceManager:
         state of its id."""
         del self.by_url[managed.url]
         del self._by_identity[managed.handle.endpoint.identity]
-        device_id = managed.handle.device_id
-        if device_id is not None and self._by_id.get(device_id) is managed:
-            del self._by_id[device_id]
+        if self._by_id.get(managed.known_id) is managed:
+            del self._by_id[managed.known_id]
         managed.handle.release()
         managed.task.cancel()
         await asyncio.gather(managed.task, return_exceptions=True)

@@ -245,7 +245,15 @@ async def remove_device(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     device_id = request.match_info["device_id"]
     if not await hub.remove_device(device_id, SOURCE):
-        raise not_found(f"device {device_id!r}")
+        if "://" in device_id:
+            raise not_found(f"device {device_id!r}")
+        # an id the hub has not heard yet: one it was never told (a receiver with a serial, added while off)
+        raise ApiError(
+            404,
+            "not_found",
+            f"device {device_id!r} not found; a device that has not identified itself yet is found by its URL "
+            "too (percent-encoded: DELETE /api/v1/devices/shure%3A%2F%2F10.0.0.5)",
+        )
     return web.Response(status=204)
 
 
