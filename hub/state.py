@@ -316,12 +316,14 @@ class StateStore:
             self._notify((device.id, channel.index), _ADDED)
 
     def remove_device(self, device_id: str) -> Device | None:
+        """Let the id go; subscribers see it removed (every channel it had, and the device). Also an id the store
+        holds no state of: a device known by its id that has not answered this run may still be shown from
+        before (the retained topics a previous run left on the MQTT broker)."""
         device = self.devices.pop(device_id, None)
         self._retire_writers()
-        if device is not None:
-            for channel in device.channels:
-                self._notify((device_id, channel.index), _REMOVED)
-            self._notify((device_id, None), _REMOVED)
+        for channel in device.channels if device is not None else ():
+            self._notify((device_id, channel.index), _REMOVED)
+        self._notify((device_id, None), _REMOVED)
         return device
 
     def set_channel_count(self, device_id: str, count: int) -> None:

@@ -22,10 +22,12 @@ from typing import Any
 import aiohttp
 from wmhub_shure.simulator import ShureSimulator
 
-from tests.mosquitto import TestBroker, free_port
+from tests.mosquitto import MqttProbe, TestBroker, free_port
+from tests.test_mqtt_homeassistant_lifecycle import retained
 
 TOKEN = "device-removal-test-token"
 HUB_ID = "hub1"
+DEVICE_LIST = f"wmhub/hubs/{HUB_ID}/devices"
 
 
 class Api:
@@ -79,6 +81,11 @@ async def hub_process(broker: TestBroker, data_dir: Path) -> AsyncIterator[Api]:
             await asyncio.wait_for(process.wait(), 30)
 
 
+def listed(device_id: str, online: bool) -> Any:
+    """A check of the hub's device list: it lists the device, online or not."""
+    return lambda entries: any(entry["id"] == device_id and entry["online"] is online for entry in entries)
+
+
 async def online_device(api: Api, timeout: float = 20) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while not (online := [device for device in (await api.get("/api/v1/devices"))["items"] if device["online"]]):
@@ -86,6 +93,38 @@ async def online_device(api: Api, timeout: float = 20) -> dict[str, Any]:
         await asyncio.sleep(0.1)
     (device,) = online
     return device
+
+
+async def test_removing_a_receiver_off_since_the_start_clears_what_the_previous_run_published(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A receiver off since before the hub started has not identified itself this run: this run never published
+    it, but the previous run's topics of it stand and its list carries it. Removing it cleared none of them."""
+    data_dir = tmp_path / "hub"
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("wmhub/#")
+        await probe.subscribe("homeassistant/#")
+        async with ShureSimulator("ulxd4q") as receiver, hub_process(mqtt_broker, data_dir) as api:
+            assert (await api.call("POST", "/api/v1/devices", {"url": receiver.url}))[0] == 201
+            (entry,) = await probe.json(DEVICE_LIST, lambda entries: len(entries) == 1 and entries[0]["online"], 20)
+            device_id = entry["id"]
+            await probe.json(f"wmhub/devices/{device_id}/channels/4", timeout=10)
+        config = f"homeassistant/device/{device_id}/config"
+        device = f"wmhub/devices/{device_id}"
+        states = [device, f"{device}/availability", *(f"{device}/channels/{index}" for index in range(1, 5))]
+        assert set(await retained(mqtt_broker, f"{device}/#")) == set(states)
+        assert await retained(mqtt_broker, config)
+
+        probe.clear()
+        async with hub_process(mqtt_broker, data_dir) as api:  # the receiver stays off
+            await probe.json(DEVICE_LIST, listed(device_id, online=False), 20)
+            assert (await api.call("DELETE", f"/api/v1/devices/{device_id}"))[0] == 204
+            await probe.json(DEVICE_LIST, lambda entries: entries == [], 5)
+            cleared = [topic for topic, payload in probe.messages if payload == b"" and topic in {config, *states}]
+            assert cleared[:1] == [config], "Home Assistant's config goes first: no entity left to render the rest"
+            assert set(cleared) == {config, *states}
+    assert await retained(mqtt_broker, f"{device}/#") == {}
+    assert await retained(mqtt_broker, config) == {}
 
 
 async def test_a_receiver_that_has_not_answered_is_removed_by_the_id_its_url_gives_it(

@@ -152,11 +152,7 @@ class Presence(StatePublisher):
             log.info("device %s of this hub's previous run is gone: clearing its retained topics", device_id)
             self._previous_channel_counts.pop(device_id, None)
             self._previous_configs.pop(self.topics.homeassistant_config(device_id), None)
-            # Home Assistant's config first, so it has no entity left to render the empty state payloads
-            topics = [self.topics.homeassistant_config(device_id)] if self.settings.homeassistant else []
-            topics += [self.topics.device(device_id), self.topics.availability(device_id)]
-            topics += [self.topics.channel(device_id, index) for index in range(1, channel_count + 1)]
-            for topic in topics:
+            for topic in self._previous_run_topics(device_id, channel_count):
                 self._publish(topic, b"")
             self.client.flush()
 

@@ -360,18 +360,25 @@ class StatePublisher:
                     )
 
     def _clear_device(self, device_id: str) -> None:
-        """Empty retained payloads on every topic the device had, so no ghost is left on the broker; unless
-        another hub lists it now (moved there while this one ran): its topics and Home Assistant's device are
-        that hub's, and this hub stops keeping them."""
+        """Empty retained payloads on every topic the device had, so no ghost is left on the broker: those this
+        run set, and those the previous run left of a device this run has not published (down since before
+        the start); unless another hub lists it now (moved there while this one ran): its topics and Home
+        Assistant's device are that hub's, and this hub stops keeping them."""
         assert self.client is not None
         self._deferred.discard(device_id)
+        self._carried_entries.pop(device_id, None)
+        self._previous_configs.pop(self.topics.homeassistant_config(device_id), None)
+        channel_count = self._previous_channel_counts.pop(device_id, None)
         if self._owned_by_another_hub(device_id):
             log.info("device %s left this hub and is another hub's now: its topics are left", device_id)
             # and never sent again: after a broker restart this hub's old copy would overwrite the other's
             for topic in self._device_topics(device_id):
                 self.client.forget_retained(topic)
         else:
-            for topic in self._device_topics(device_id):
+            topics = self._device_topics(device_id)
+            if channel_count is not None:  # not published this run: what the previous run left of it is there
+                topics += self._previous_run_topics(device_id, channel_count)
+            for topic in dict.fromkeys(topics):  # each once, Home Assistant's config first
                 self._publish(topic, b"")
         self._homeassistant_components.pop(device_id, None)
         self._kept_readings.pop(device_id, None)
@@ -387,6 +394,13 @@ class StatePublisher:
         the state topics, Home Assistant has no entity left to render an empty payload (an error per entity)."""
         topics = [self.topics.homeassistant_config(device_id)] if self.settings.homeassistant else []
         return topics + self._retained_under(self.topics.device(device_id))
+
+    def _previous_run_topics(self, device_id: str, channel_count: int) -> list[str]:
+        """The retained topics this hub's previous run left for a device of ``channel_count`` channels (its
+        retained device list says how many), its Home Assistant config first, as :meth:`_device_topics`."""
+        topics = [self.topics.homeassistant_config(device_id)] if self.settings.homeassistant else []
+        topics += [self.topics.device(device_id), self.topics.availability(device_id)]
+        return topics + [self.topics.channel(device_id, index) for index in range(1, channel_count + 1)]
 
     def _clear_channel(self, device_id: str, index: int) -> None:
         """Empty retained payloads on the topics of a channel the device no longer has."""
