@@ -33,7 +33,16 @@ from hub.lag import LoopMonitor
 from hub.memory import HeapTrimmer
 from hub.metering import MeterDemand
 from hub.model import Command, CommandKind, CommandResult, Device, command_field
-from hub.persistence import DATABASE_FILE, Alert, ConflictError, NotFoundError, Persistence, Source, StoreSettings
+from hub.persistence import (
+    DATABASE_FILE,
+    Alert,
+    ConflictError,
+    KnownDevice,
+    NotFoundError,
+    Persistence,
+    Source,
+    StoreSettings,
+)
 from hub.persistence.frequency import FrequencySettings
 from hub.persistence.known_devices import TRANSIENT_SOURCES
 from hub.plugins import PluginHost
@@ -489,8 +498,17 @@ class Hub:
             self.persistence.health.forget(managed.url)
             self._transient.pop(managed.url, None)
         if removed:
+            self.persistence.alerts.clear_removed(self._names_left(managed, known))
             log.info("device %s removed (%s)", redact(device_id_or_url), source)
         return removed
+
+    def _names_left(self, managed: ManagedDevice | None, known: KnownDevice | None) -> set[str]:
+        """What a removed device was known by, its URL as shown and its id, but not an id another device has now
+        (the receiver moved to a new address that took it over)."""
+        names = [managed.url, managed.device_id] if managed is not None else []
+        if known is not None:
+            names += [redact(known.url), known.device_id]
+        return {name for name in names if name is not None and ("://" in name or self.devices.find(name) is None)}
 
     def refusal(self, command: Command) -> CommandResult | None:
         return self.devices.refusal(command)

@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from wmhub_shure.simulator import ShureSimulator
@@ -46,6 +47,9 @@ class Api:
         status, body = await self.call("GET", path)
         assert status == 200, (path, status, body)
         return body
+
+    async def open_alerts(self, device: str) -> list[dict[str, Any]]:
+        return [alert for alert in (await self.get("/api/v1/alerts"))["items"] if alert["device_id"] == device]
 
     async def watched_urls(self) -> list[str]:
         return [connection["url"] for connection in (await self.get("/api/health"))["connections"]]
@@ -125,6 +129,31 @@ async def test_removing_a_receiver_off_since_the_start_clears_what_the_previous_
             assert set(cleared) == {config, *states}
     assert await retained(mqtt_broker, f"{device}/#") == {}
     assert await retained(mqtt_broker, config) == {}
+
+
+async def test_removing_a_receiver_that_never_answered_clears_its_offline_alert_at_once(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """Added while off, the receiver raised a critical device_offline alert under its URL; removed, the alert
+    stayed open on REST and MQTT until the clear debounce for a value that flickers had passed, and open across
+    a restart in between."""
+    data_dir = tmp_path / "hub"
+    url = f"shure://127.0.0.1:{free_port()}"  # nothing listens: the receiver is off
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe(f"wmhub/hubs/{HUB_ID}/alerts")
+        async with hub_process(mqtt_broker, data_dir) as api:
+            assert (await api.call("POST", "/api/v1/devices", {"url": url}))[0] == 201
+            await probe.json(f"wmhub/hubs/{HUB_ID}/alerts", lambda alerts: len(alerts) == 1, 20)
+            (alert,) = await api.open_alerts(url)
+            assert (alert["kind"], alert["severity"]) == ("device_offline", "critical")
+
+            assert (await api.call("DELETE", f"/api/v1/devices/{quote(url, safe='')}"))[0] == 204
+            assert await api.open_alerts(url) == []
+            await probe.json(f"wmhub/hubs/{HUB_ID}/alerts", lambda alerts: alerts == [], 2)
+        async with hub_process(mqtt_broker, data_dir) as api:
+            assert await api.open_alerts(url) == []
+            recent = (await api.get("/api/v1/alerts?recent=true"))["items"]
+            assert [(item["device_id"], item["cleared_at"] is not None) for item in recent] == [(url, True)]
 
 
 async def test_a_receiver_that_has_not_answered_is_removed_by_the_id_its_url_gives_it(

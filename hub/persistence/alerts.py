@@ -277,6 +277,20 @@ class Alerts(Service):
         self._external_active.update(active)
         self._external_held = {key for key in self._external_held if key[0] is not kind} | set(held)
 
+    def clear_removed(self, names: Set[str]) -> None:
+        """Clear every alert of a device removed from the hub, and forget what was pending for it, at once: a
+        removal is no flicker to wait out (``clear_after``), and nothing of the device is left to judge. It is
+        named by its id and its URL as shown (redacted): an alert of a device that had not identified itself
+        names the URL."""
+        now = self._clock.now()
+        for key in [key for key in self._trackers.keys() | self._open.keys() if redact(key[1]) in names]:
+            if key in self._open:
+                self._clear(key, now)
+            self._trackers.pop(key, None)
+            # until the frequency plan's next check, which no longer has its carriers
+            self._external_active.pop(key, None)
+            self._external_held.discard(key)
+
     # the engine
 
     def evaluate_slices(self, changed: Mapping[ChangeKey, Set[str]], due: Callable[[], bool]) -> Iterator[None]:
