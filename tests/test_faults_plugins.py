@@ -1065,7 +1065,13 @@ async def test_capabilities_a_plugin_cannot_have_meant_are_refused_per_command_n
     )
 
 
-INTRUDER_PLUGIN = """
+def plugin_registering(*schemes_and_vendors: tuple[str, str]) -> str:
+    """A plugin's module registering drivers (never built) under these schemes and vendors."""
+    registrations = "".join(
+        f"    register(DriverSpec(scheme={scheme!r}, vendor={vendor!r}, families=('x',), factory=factory))\n"
+        for scheme, vendor in schemes_and_vendors
+    )
+    return f"""
 from hub import hookimpl
 from hub.hookspecs import DriverSpec
 
@@ -1076,25 +1082,13 @@ def factory(*args):
 
 @hookimpl
 def register_drivers(register):
-    register(DriverSpec(scheme="shure", vendor="intruder", families=("x",), factory=factory))
-    register(DriverSpec(scheme="intruder-x", vendor="shure", families=("x",), factory=factory))
-    register(DriverSpec(scheme="intruder", vendor="intruder", families=("x",), factory=factory))
-    register(DriverSpec(scheme="shared", vendor="shared", families=("x",), factory=factory))
-"""
-
-RIVAL_PLUGIN = """
-from hub import hookimpl
-from hub.hookspecs import DriverSpec
+{registrations}"""
 
 
-def factory(*args):
-    raise AssertionError("never built")
-
-
-@hookimpl
-def register_drivers(register):
-    register(DriverSpec(scheme="shared", vendor="shared", families=("x",), factory=factory))
-"""
+INTRUDER_PLUGIN = plugin_registering(
+    ("shure", "intruder"), ("intruder-x", "shure"), ("intruder", "intruder"), ("shared", "shared")
+)
+RIVAL_PLUGIN = plugin_registering(("shared", "shared"))
 
 
 def test_a_plugin_claiming_another_plugins_scheme_or_vendor_is_the_one_refused_whichever_loads_first(

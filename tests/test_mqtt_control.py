@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_shure.simulator import ShureSimulator
 from wmhub_shure.simulator.replay import Exchange, ReplayDevice, Transcript
 
+from hub.app import Hub
 from hub.hookspecs import Candidate
 from hub.plugins import PluginHost
 from hub.testing import eventually
@@ -49,6 +52,23 @@ async def hub_device_id(hub: Any, vendor: str) -> str:
         return next((d.id for d in hub.store.devices.values() if d.vendor == vendor and d.online), None)
 
     return await eventually(found, 10, f"the {vendor} receiver online")
+
+
+@asynccontextmanager
+async def ulxd_on_mqtt(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> AsyncIterator[tuple[ShureSimulator, Hub, MqttProbe, str, str]]:
+    """A ULXD4D watched by a hub, and a probe subscribed to everything under the hub's base topic: the
+    simulator, the hub, the probe, the base topic and the receiver's id."""
+    async with (
+        ShureSimulator("ulxd4d", seed=5) as sim,
+        running_hub(mqtt_broker, tmp_path, [sim.url], plugins=vendor_plugins()) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        base = hub.config.mqtt.base_topic
+        device_id = await hub_device_id(hub, "shure")
+        await probe.subscribe(f"{base}/#")
+        yield sim, hub, probe, base, device_id
 
 
 @pytest.mark.parametrize("model", ["ulxd4d", "ad4q"])
@@ -201,14 +221,7 @@ async def test_a_set_with_one_value_the_receiver_cannot_take_changes_nothing(
 ) -> None:
     """The mute in it is fine, the name too long for a ULX-D and the gain out of its range: a flow that
     retries the message on error must not find the mute already done."""
-    async with (
-        ShureSimulator("ulxd4d", seed=5) as sim,
-        running_hub(mqtt_broker, tmp_path, [sim.url], plugins=vendor_plugins()) as hub,
-        MqttProbe(mqtt_broker) as probe,
-    ):
-        base = hub.config.mqtt.base_topic
-        device_id = await hub_device_id(hub, "shure")
-        await probe.subscribe(f"{base}/#")
+    async with ulxd_on_mqtt(mqtt_broker, tmp_path) as (sim, _hub, probe, base, device_id):
         answer = await probe.request(
             f"{base}/hubs/hub1/response/set",
             f"{base}/devices/{device_id}/channels/1/set",
@@ -254,14 +267,7 @@ async def test_an_over_deep_or_oversized_transaction_is_refused_before_anything_
     below max_payload_bytes) muted the channel and was never answered: the answer, echoing it, could not be
     encoded. Such a transaction is now refused first, and the answer echoes none."""
     deep = "[" * 300 + "]" * 300
-    async with (
-        ShureSimulator("ulxd4d", seed=5) as sim,
-        running_hub(mqtt_broker, tmp_path, [sim.url], plugins=vendor_plugins()) as hub,
-        MqttProbe(mqtt_broker) as probe,
-    ):
-        base = hub.config.mqtt.base_topic
-        device_id = await hub_device_id(hub, "shure")
-        await probe.subscribe(f"{base}/#")
+    async with ulxd_on_mqtt(mqtt_broker, tmp_path) as (sim, _hub, probe, base, device_id):
         answers = {}
         for what, transaction in (("deep", deep), ("long", orjson.dumps("x" * 5000).decode())):
             for command, topic, payload in (
@@ -287,14 +293,7 @@ async def test_a_set_or_request_begun_after_its_deadline_is_refused_and_not_carr
     out when the hub resumed. A request may carry its sender's deadline (wall-clock seconds): begun after it,
     by the hub's clock, it is answered "expired" and nothing is done; one in time, or without a deadline (a
     user's flow), is carried out as ever."""
-    async with (
-        ShureSimulator("ulxd4d", seed=5) as sim,
-        running_hub(mqtt_broker, tmp_path, [sim.url], plugins=vendor_plugins()) as hub,
-        MqttProbe(mqtt_broker) as probe,
-    ):
-        base = hub.config.mqtt.base_topic
-        device_id = await hub_device_id(hub, "shure")
-        await probe.subscribe(f"{base}/#")
+    async with ulxd_on_mqtt(mqtt_broker, tmp_path) as (sim, hub, probe, base, device_id):
         channel = f"{base}/devices/{device_id}/channels/1"
         past = time.time() - 1
         rename = {"device_id": device_id, "channel": 1, "name": "Late", "deadline": past}
@@ -326,14 +325,7 @@ async def test_clearing_a_retained_command_is_ignored_quietly(
     """An outside audit: clearing a retained set as docs/mqtt.md says (``mosquitto_pub -r -n -t <topic>``, an
     empty retained payload) was itself taken for a set, answered 'nothing to set' and logged as a warning.
     An empty payload is no set, nor a request that needs values: it is ignored without an answer."""
-    async with (
-        ShureSimulator("ulxd4d", seed=5) as sim,
-        running_hub(mqtt_broker, tmp_path, [sim.url], plugins=vendor_plugins()) as hub,
-        MqttProbe(mqtt_broker) as probe,
-    ):
-        base = hub.config.mqtt.base_topic
-        device_id = await hub_device_id(hub, "shure")
-        await probe.subscribe(f"{base}/#")
+    async with ulxd_on_mqtt(mqtt_broker, tmp_path) as (_sim, _hub, probe, base, device_id):
         caplog.set_level(logging.INFO, "hub.mqtt")
         caplog.clear()
         cleared = (f"devices/{device_id}/channels/1/set", f"devices/{device_id}/set", "hubs/hub1/request/meter_rate")
