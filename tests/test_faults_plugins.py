@@ -402,6 +402,23 @@ def stranger_distribution(root: Path, name: str, module: str, entry_points: str 
     return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
 
 
+def stranger_hub_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, module: str, settings: str, mqtt: str = 'url = "off"'
+) -> tuple[Path, int]:
+    """wmhub-``name`` (module source ``module``) on the path, and a hub configuration using it: hub id ``name``, its
+    data in tmp_path/data, ``settings`` (top-level TOML lines), ``mqtt`` (the [mqtt] table's lines), the API token,
+    no discovery. The configuration's path and the hub's HTTP port."""
+    monkeypatch.setenv("PYTHONPATH", stranger_distribution(tmp_path, name, module)["PYTHONPATH"])
+    port = free_port()
+    config = tmp_path / "wmhub.toml"
+    config.write_text(
+        f'hub_id = "{name}"\ndata_dir = "{tmp_path / "data"}"\n{settings}\n[mqtt]\n{mqtt}\n'
+        f'[http]\nport = {port}\ntoken = "{TOKEN}"\n[discovery]\nenabled = false\n',
+        encoding="utf-8",
+    )
+    return config, port
+
+
 def test_driver_specs_that_would_break_topics_or_text_are_refused_by_wmhub_plugins(tmp_path: Path) -> None:
     """A vendor with '/', '+' or '#' would start every device id and so every MQTT topic of its devices (paho
     refuses such a topic, and the hub's connection went down with it); a negative text width would cut every
@@ -470,14 +487,8 @@ def register_drivers(register):
 async def test_an_apply_that_ignores_cancellation_is_answered_504_and_the_hub_still_stops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PYTHONPATH", stranger_distribution(tmp_path, "stubborn", STUBBORN_PLUGIN)["PYTHONPATH"])
-    port = free_port()
-    config = tmp_path / "wmhub.toml"
-    config.write_text(
-        f'hub_id = "stubborn"\ndata_dir = "{tmp_path / "data"}"\ndevices = ["stubborn://box"]\n'
-        f'command_timeout_s = 1.0\n[mqtt]\nurl = "off"\n[http]\nport = {port}\ntoken = "{TOKEN}"\n'
-        "[discovery]\nenabled = false\n",
-        encoding="utf-8",
+    config, port = stranger_hub_config(
+        tmp_path, monkeypatch, "stubborn", STUBBORN_PLUGIN, 'devices = ["stubborn://box"]\ncommand_timeout_s = 1.0'
     )
     base = f"http://127.0.0.1:{port}"
     with hub_process(config, tmp_path / "hub.log") as hub:
@@ -548,16 +559,15 @@ async def test_a_driver_ignoring_cancellation_in_connect_run_or_close_is_left_be
 ) -> None:
     """A driver whose connect, poll or close catches CancelledError and carries on kept `wmhub run` from
     stopping: Ctrl-C and SIGTERM left it running until SIGKILL, with no MQTT 'offline' and no clean database."""
-    monkeypatch.setenv("PYTHONPATH", stranger_distribution(tmp_path, "stuck", STUCK_PLUGIN)["PYTHONPATH"])
-    port, data_dir = free_port(), tmp_path / "data"
-    config = tmp_path / "wmhub.toml"
-    config.write_text(
-        f'hub_id = "stuck"\ndata_dir = "{data_dir}"\n'
-        'devices = ["stuck://connect", "stuck://poll", "stuck://close"]\nio_timeout_s = 2.0\n'
-        f'[mqtt]\nurl = "{mqtt_broker.url}"\nbase_topic = "stuck"\nhomeassistant = false\n'
-        f'[http]\nport = {port}\ntoken = "{TOKEN}"\n[discovery]\nenabled = false\n',
-        encoding="utf-8",
+    config, port = stranger_hub_config(
+        tmp_path,
+        monkeypatch,
+        "stuck",
+        STUCK_PLUGIN,
+        'devices = ["stuck://connect", "stuck://poll", "stuck://close"]\nio_timeout_s = 2.0',
+        f'url = "{mqtt_broker.url}"\nbase_topic = "stuck"\nhomeassistant = false',
     )
+    data_dir = tmp_path / "data"
     with hub_process(config, tmp_path / "hub.log") as hub:
         hub.start()
         async with aiohttp.ClientSession() as session, MqttProbe(mqtt_broker) as probe:
@@ -639,14 +649,7 @@ async def test_demo_fleets_that_never_start_or_return_garbage_are_named_and_the_
 ) -> None:
     """`wmhub run --demo` exited 1 when a fleet's start() returned "not a url", and never served REST, naming
     nothing, when a start() never returned."""
-    monkeypatch.setenv("PYTHONPATH", stranger_distribution(tmp_path, "fleety", FLEET_PLUGIN)["PYTHONPATH"])
-    port = free_port()
-    config = tmp_path / "wmhub.toml"
-    config.write_text(
-        f'hub_id = "fleety"\ndata_dir = "{tmp_path / "data"}"\ndemo = true\n[mqtt]\nurl = "off"\n'
-        f'[http]\nport = {port}\ntoken = "{TOKEN}"\n[discovery]\nenabled = false\n',
-        encoding="utf-8",
-    )
+    config, port = stranger_hub_config(tmp_path, monkeypatch, "fleety", FLEET_PLUGIN, "demo = true")
     base = f"http://127.0.0.1:{port}"
     with hub_process(config, tmp_path / "hub.log") as hub:
         hub.start()
@@ -709,14 +712,12 @@ async def test_a_bug_in_a_driver_is_logged_once_as_the_plugins_with_its_type_and
 ) -> None:
     """A KeyError in connect was logged as "device unavailable: buggy://keyerror: 'model'", a network problem's
     warning without type, traceback or plugin; one in the driver's __init__ as "...: the device: ..."."""
-    monkeypatch.setenv("PYTHONPATH", stranger_distribution(tmp_path, "buggy", BUGGY_PLUGIN)["PYTHONPATH"])
-    port = free_port()
-    config = tmp_path / "wmhub.toml"
-    config.write_text(
-        f'hub_id = "buggy"\ndata_dir = "{tmp_path / "data"}"\n'
-        'devices = ["buggy://keyerror", "buggy://init", "buggy://refused"]\n[mqtt]\nurl = "off"\n'
-        f'[http]\nport = {port}\ntoken = "{TOKEN}"\n[discovery]\nenabled = false\n',
-        encoding="utf-8",
+    config, port = stranger_hub_config(
+        tmp_path,
+        monkeypatch,
+        "buggy",
+        BUGGY_PLUGIN,
+        'devices = ["buggy://keyerror", "buggy://init", "buggy://refused"]',
     )
     with hub_process(config, tmp_path / "hub.log") as hub:
         hub.start()
@@ -842,14 +843,13 @@ async def test_a_device_the_plugin_does_not_monitor_gets_no_home_assistant_contr
 ) -> None:
     """A device reported unsupported (channel_count=0, then UnsupportedDeviceError) got a receiver-name text
     entity and an identify button in Home Assistant, which could only ever answer 'not connected'."""
-    monkeypatch.setenv("PYTHONPATH", stranger_distribution(tmp_path, "picky", UNSUPPORTED_PLUGIN)["PYTHONPATH"])
-    port = free_port()
-    config = tmp_path / "wmhub.toml"
-    config.write_text(
-        f'hub_id = "picky"\ndata_dir = "{tmp_path / "data"}"\ndevices = ["picky://zz"]\n'
-        f'[mqtt]\nurl = "{mqtt_broker.url}"\nbase_topic = "picky"\n'
-        f'[http]\nport = {port}\ntoken = "{TOKEN}"\n[discovery]\nenabled = false\n',
-        encoding="utf-8",
+    config, _ = stranger_hub_config(
+        tmp_path,
+        monkeypatch,
+        "picky",
+        UNSUPPORTED_PLUGIN,
+        'devices = ["picky://zz"]',
+        f'url = "{mqtt_broker.url}"\nbase_topic = "picky"',
     )
     with hub_process(config, tmp_path / "hub.log") as hub:
         hub.start()
