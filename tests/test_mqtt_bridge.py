@@ -250,11 +250,12 @@ async def test_hub_requests(mqtt_broker: TestBroker, tmp_path: Path, receiver: s
         assert devices["status"] == "ok" and [device["id"] for device in devices["data"]] == [first_id]
         info = await request("info")
         assert info["status"] == "ok" and info["data"]["hub_id"] == "hub1"
-        assert (await request("candidates")) | {"transaction": None} == {
+        assert (await request("candidates")) | {"transaction": None, "hub_time": None} == {
             "status": "ok",
             "data": [],
             "error": None,
             "transaction": None,
+            "hub_time": None,
         }
 
         bad = await request("device/add", {"url": "nonsense://x"})

@@ -310,6 +310,7 @@ async def test_a_set_or_request_begun_after_its_deadline_is_refused_and_not_carr
         )
         await set_and_confirm(probe, base, device_id, 1, {"gain_db": 6})  # no deadline: as before
     assert in_time["status"] == "ok", in_time
+    assert abs(in_time["hub_time"] - time.time()) < 5, in_time  # every answer says the hub's clock
     for what, answer in answers.items():
         assert answer["status"] == "error", what
     assert answers["late set"]["error"].startswith("expired: not carried out")

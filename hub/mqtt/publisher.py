@@ -500,7 +500,14 @@ class StatePublisher:
     # Outbound: answers
 
     def _respond(self, command: str, request: dict[str, Any] | None, status: str, data: Any, error: str | None) -> None:
-        response: dict[str, Any] = {"status": status, "data": data, "error": None if error is None else redact(error)}
+        response: dict[str, Any] = {
+            "status": status,
+            "data": data,
+            "error": None if error is None else redact(error),
+            # this hub's wall clock: a sender learns from it to write a request's deadline in this hub's clock,
+            # however far the machines' clocks are apart (docs/mqtt.md, "Deadlines")
+            "hub_time": self.hub.clock.now(),
+        }
         if request is not None and "transaction" in request:
             response["transaction"] = request["transaction"]
         assert self.client is not None
