@@ -22,13 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
+import pytest
 from wmhub_shure.simulator import ShureSimulator
 
+from hub.clock import SystemClock
 from hub.compose import FleetHub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.fleet.mirror import START_WITHIN_S
 from hub.testing import eventually
 from tests.faultproxy import TcpFaultProxy
 from tests.mosquitto import MqttProbe, TestBroker, free_port
+from tests.test_mqtt_bridge import running_hub
+from tests.test_mqtt_control import vendor_plugins
 from tests.test_scale_two_hubs import hub_process, online_devices
 
 TOKEN = "fleet-test-token"
@@ -339,6 +345,7 @@ async def test_a_receiver_two_hubs_list_is_shown_once_while_either_lists_and_wat
         aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
     ):
         await hubs.subscribe("wmhub/devices/shure-SHARED/channels/1/set")
+        await hubs.subscribe("wmhub/hubs/+/request/info")
         hubs.publish("wmhub/devices/shure-SHARED", SHARED, retain=True)
         hubs.publish("wmhub/devices/shure-SHARED/availability", b"online", retain=True)
         publish_hub(hubs, "west", [{**SHARED, "online": True}])
@@ -367,6 +374,7 @@ async def test_a_receiver_two_hubs_list_is_shown_once_while_either_lists_and_wat
 
         url = f"{base}/api/v1/channels/shure-SHARED:1/commands"
         sent = asyncio.create_task(http.post(url, json={"kind": "mute", "value": True}))
+        await tell_the_hub_clock(hubs, "west")
         asked = await hubs.json("wmhub/devices/shure-SHARED/channels/1/set")
         hubs.publish(
             "wmhub/hubs/west/response/set",
@@ -374,6 +382,16 @@ async def test_a_receiver_two_hubs_list_is_shown_once_while_either_lists_and_wat
         )
         async with await sent as response:
             assert response.status == 200, await response.text()
+
+
+async def tell_the_hub_clock(probe: MqttProbe, hub_id: str, skew_s: float = 0.0) -> float:
+    """Answer, in the hub's place, the fleet's request for its info, which a fleet that has heard no answer of
+    the hub yet sends before its first command to learn the hub's clock; the hub_time it was told."""
+    asked = await probe.json(f"wmhub/hubs/{hub_id}/request/info")
+    hub_time = time.time() + skew_s
+    answer = {"status": "ok", "data": {"hub_id": hub_id}, "error": None, "transaction": asked["transaction"]}
+    probe.publish(f"wmhub/hubs/{hub_id}/response/info", {**answer, "hub_time": hub_time})
+    return hub_time
 
 
 async def fleet_hubs_list(http: aiohttp.ClientSession, base: str, hub_id: str, devices: list[str]) -> bool:
@@ -525,3 +543,98 @@ async def test_a_hub_retired_while_the_fleet_was_cut_off_leaves_it_when_the_flee
         await wait_for(
             lambda: fleet_shows(http, base, ["kept"], [("shure-SHARED", True)]), 30, "only the hub still on the broker"
         )
+
+
+class SkewedClock(SystemClock):
+    """The clock of a hub's machine set ``skew_s`` off (a show network without NTP): its wall time only, its
+    timers run true."""
+
+    def __init__(self, skew_s: float) -> None:
+        self.skew_s = skew_s
+
+    def now(self) -> float:
+        return super().now() + self.skew_s
+
+
+@pytest.mark.parametrize("skew_s", [30.0, -30.0], ids=["ahead", "behind"])
+async def test_a_hub_whose_clock_is_half_a_minute_off_carries_out_fleet_commands_within_the_deadline(
+    mqtt_broker: TestBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture, skew_s: float
+) -> None:
+    """A hub whose clock was more than 2 s ahead of the fleet's machine refused every fleet command as expired,
+    and one behind would begin a command that much after the fleet gave up on it. The fleet reads each hub's
+    clock from the hub_time of its answers and writes the deadline in it: the mute is carried out, its
+    deadline is START_WITHIN_S after it was sent by the hub's clock, and the log names the skew once."""
+    clock = SkewedClock(skew_s)
+    async with (
+        ShureSimulator("ulxd4d") as receiver,
+        MqttProbe(mqtt_broker, client_id="wmhub-test-wire") as wire,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        await wire.subscribe("wmhub/#")
+        async with (
+            running_hub(mqtt_broker, tmp_path, [receiver.url], "skewed", "wmhub", vendor_plugins(), clock=clock),
+            running_fleet(mqtt_broker.url, tmp_path / "fleet") as (_, base),
+        ):
+            [device] = await online_devices(wire, "skewed")
+
+            async def shown_online() -> bool:
+                async with http.get(f"{base}/api/v1/devices/{device['id']}") as response:
+                    return response.status == 200 and (await response.json())["online"] is True
+
+            await wait_for(shown_online, 20, "the receiver online on the fleet board")
+            for muted in (True, False):
+                wire.clear()
+                async with http.post(
+                    f"{base}/api/v1/channels/{device['id']}:1/commands", json={"kind": "mute", "value": muted}
+                ) as response:
+                    assert response.status == 200, await response.text()
+                    assert (await response.json())["ok"] is True
+                assert receiver.channels[1].values["muted"] is muted
+                answered_at = clock.now()
+                sent = orjson.loads(await wire.message(f"wmhub/devices/{device['id']}/channels/1/set"))
+                assert answered_at - 3 < sent["deadline"] - START_WITHIN_S <= answered_at, (sent, answered_at)
+    told = [record.message for record in caplog.records if "clock is" in record.message]
+    assert told == [f"hub skewed's clock is 30 s {'ahead of' if skew_s > 0 else 'behind'} this machine's; the fleet's "
+                    "commands allow for it, but keep the clocks in step with NTP"]  # fmt: skip
+
+
+async def test_the_fleet_learns_a_hubs_clock_before_its_first_command_and_sends_none_to_a_hub_that_does_not_answer(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """Until the fleet has heard an answer of a hub (it started after the hub's last one), it cannot write a
+    deadline in the hub's clock: it asks for the hub's info first. A hub that answers that (here, with its
+    clock 30 s ahead) gets the command with its deadline in its own clock; one that does not is sent nothing,
+    so a stalled hub cannot carry out later a command the fleet answered 504 for."""
+    async with (
+        MqttProbe(mqtt_broker, client_id="wmhub-test-hubs") as hubs,
+        running_fleet(mqtt_broker.url, tmp_path) as (_, base),
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        await hubs.subscribe("wmhub/devices/shure-SHARED/channels/1/set")
+        await hubs.subscribe("wmhub/hubs/ahead/request/info")
+        hubs.publish("wmhub/devices/shure-SHARED", SHARED, retain=True)
+        hubs.publish("wmhub/devices/shure-SHARED/availability", b"online", retain=True)
+        publish_hub(hubs, "ahead", [{**SHARED, "online": True}])
+
+        async def shown_online() -> bool:
+            async with http.get(f"{base}/api/v1/devices/shure-SHARED") as response:
+                return response.status == 200 and (await response.json())["online"] is True
+
+        await wait_for(shown_online, 10, "the receiver online on the fleet")
+        url = f"{base}/api/v1/channels/shure-SHARED:1/commands"
+        async with http.post(url, json={"kind": "mute", "value": True}) as response:
+            assert response.status == 504, await response.text()
+            assert "asked for its clock" in (await response.json())["error"]
+        assert [topic for topic, _ in hubs.messages if topic.endswith("/set")] == []
+
+        hubs.clear()
+        sent = asyncio.create_task(http.post(url, json={"kind": "mute", "value": True}))
+        hub_time = await tell_the_hub_clock(hubs, "ahead", skew_s=30)
+        asked = await hubs.json("wmhub/devices/shure-SHARED/channels/1/set")
+        assert hub_time < asked["deadline"] - START_WITHIN_S < hub_time + 1, (asked, hub_time)
+        hubs.publish(
+            "wmhub/hubs/ahead/response/set",
+            {"status": "ok", "transaction": asked["transaction"], "data": {"results": {"muted": {"ok": True}}}},
+        )
+        async with await sent as response:
+            assert response.status == 200, await response.text()

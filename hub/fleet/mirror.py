@@ -10,8 +10,10 @@ Meters are not retained, so the fleet sends each receiver's ``get`` once, when i
 owning hub re-publishes that receiver's state and levels. Control goes back the same way: a command becomes
 a ``set`` message on the receiver's own topic, which only the owning hub subscribes to, and its answer is
 matched on that hub's ``response/set`` topic by a transaction id; its deadline keeps a hub that gets to it
-after the fleet stopped waiting from carrying it out (docs/mqtt.md, "Deadlines"). Everything read from the broker is
-validated against the model; anything else is counted in ``rejected`` and ignored, never trusted.
+after the fleet stopped waiting from carrying it out (docs/mqtt.md, "Deadlines"). The deadline is written in
+that hub's clock, learnt from the ``hub_time`` of its answers: the machines' clocks may be far apart.
+Everything read from the broker is validated against the model; anything else is counted in ``rejected`` and
+ignored, never trusted.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -53,8 +56,16 @@ log = logging.getLogger("hub.fleet")
 # than carry it out after the fleet answered that it failed (docs/mqtt.md, "Deadlines").
 START_WITHIN_S: Final = 2.0
 # A hub answers a command once the receiver confirmed it (its own command timeout, then a second of grace); this
-# covers that grace, the trip back, and the hub's clock up to a second behind the fleet's.
+# covers that grace and the trip back.
 ANSWER_MARGIN_S: Final = 2.0
+# A hub's clock is read from its latest answers: each one's hub_time less when it arrived is the hub's clock less
+# the fleet's, short by the answer's trip back, so the largest of them is the truest (and, while the hub's clock
+# holds, never lets it begin a request later than meant). A hub clock set back is followed once this many answers
+# came since; one set forward at once.
+CLOCK_ANSWERS: Final = 8
+# A hub clock this far from the fleet's is named in the log, once per hub: commands keep working, but the hubs'
+# timestamps (alerts, history) are that far from the other hubs'.
+CLOCK_SKEW_WARNING_S: Final = 5.0
 # After each (re)connect the broker hands over every retained topic at once; this long without one more, the
 # fleet takes it that the broker has said all it holds (docs/scaling.md, "One board for the whole venue").
 RETAINED_SETTLE_S: Final = 1.0
@@ -78,6 +89,9 @@ class HubView:
     # which of its retained topics (state, info, devices, alerts) the broker holds: a hub retired by clearing
     # them (docs/mqtt.md, "Retiring a hub") is forgotten
     topics: set[str] = field(default_factory=set)
+    # its clock less the fleet's monotonic one, from each of its latest answers (CLOCK_ANSWERS)
+    clock_offsets: deque[float] = field(default_factory=lambda: deque(maxlen=CLOCK_ANSWERS))
+    clock_skew_told: bool = False  # whether the log said its clock is far from the fleet's
 
 
 @dataclass
@@ -119,8 +133,10 @@ class FleetMirror:
         self.settings = settings
         self.topics = Topics(settings.base_topic, "", settings.homeassistant_prefix)
         self._prefix = f"{settings.base_topic}/"
-        self.clock = clock  # the deadlines it sets on its requests are read on the hubs' own clocks
+        self.clock = clock
         self.command_timeout_s = START_WITHIN_S + config.command_timeout_s + ANSWER_MARGIN_S
+        # a hub request answered at once (info), without a receiver to wait for
+        self.quick_answer_s = START_WITHIN_S + ANSWER_MARGIN_S
         self.hubs: dict[str, HubView] = {}
         # device id -> the hubs whose lists name it (more than one when a receiver was given to two hubs)
         self.listing: dict[str, set[str]] = {}
@@ -171,7 +187,7 @@ class FleetMirror:
         parts = topic[len(self._prefix) :].split("/")
         try:
             if parts[0] == "hubs" and len(parts) >= 3:
-                self._on_hub_topic(parts[1], parts[2:], payload)
+                self._on_hub_topic(parts[1], parts[2:], payload, retained)
             elif parts[0] == "devices" and len(parts) >= 2:
                 self._on_device_topic(parts[1], parts[2:], payload)
         except (orjson.JSONDecodeError, ValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -187,10 +203,10 @@ class FleetMirror:
         self._unconfirmed.discard((hub_id, topic))
         return view
 
-    def _on_hub_topic(self, hub_id: str, rest: list[str], payload: bytes) -> None:
+    def _on_hub_topic(self, hub_id: str, rest: list[str], payload: bytes, retained: bool) -> None:
         kind = rest[0]
         if kind == "response" and len(rest) >= 2:
-            self._on_response(hub_id, payload)
+            self._on_response(hub_id, payload, retained)
         elif len(rest) != 1 or kind not in ("state", "info", "devices", "alerts"):
             return
         elif not payload:
@@ -389,7 +405,7 @@ class FleetMirror:
         if command.channel is not None:
             topic = f"{topic}/channels/{command.channel}"
         try:
-            answer = await self._exchange(f"{topic}/set", {row.key: value})
+            answer = await self._exchange(owner, f"{topic}/set", {row.key: value})
         except FleetRequestError as exc:
             return CommandResult(ok=False, code="timeout", error=str(exc))
         result = (answer.get("data") or {}).get("results", {}).get(row.key)
@@ -399,32 +415,80 @@ class FleetMirror:
 
     async def request(self, hub_id: str, command: str, body: dict[str, Any]) -> Any:
         """A hub request (docs/mqtt.md, "Hub requests"); its ``data``, or FleetRequestError."""
-        answer = await self._exchange(f"{self.settings.base_topic}/hubs/{hub_id}/request/{command}", body)
+        answer = await self._exchange(hub_id, self._request_topic(hub_id, command), body)
         if answer.get("status") != "ok":
             raise FleetRequestError(str(answer.get("error") or "refused by the hub"))
         return answer.get("data")
 
-    async def _exchange(self, topic: str, body: dict[str, Any]) -> dict[str, Any]:
-        transaction = next(self._transactions)
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[transaction] = waiter
+    def _request_topic(self, hub_id: str, command: str) -> str:
+        return f"{self.settings.base_topic}/hubs/{hub_id}/request/{command}"
+
+    async def _exchange(self, hub_id: str, topic: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Send a request with its deadline, written in the hub's clock, and wait for its answer."""
+        hub_clock = await self._hub_clock(hub_id)
+        request = {**body, "deadline": self.clock.monotonic() + hub_clock + START_WITHIN_S}
         try:
-            request = {**body, "transaction": transaction, "deadline": self.clock.now() + START_WITHIN_S}
-            self.client.publish(topic, orjson.dumps(request), self.settings.qos_state)
-            async with asyncio.timeout(self.command_timeout_s):
-                return await waiter
+            return await self._send(topic, request, self.command_timeout_s)
         except TimeoutError:
             raise FleetRequestError(
                 f"no answer on {topic} within {self.command_timeout_s:g} s; not carried out unless the hub began it "
                 f"within {START_WITHIN_S:g} s"
             ) from None
+
+    async def _hub_clock(self, hub_id: str) -> float:
+        """The hub's wall clock less the fleet's monotonic one (which no one sets): the fleet's own wall clock
+        plays no part in the deadlines. Until an answer of the hub has said it since the fleet started (its
+        answer to a receiver's first get mostly has), the hub is asked for its info first; one that does not
+        answer that within ``quick_answer_s`` is sent nothing (docs/mqtt.md, "Deadlines")."""
+        view = self.hubs.get(hub_id)
+        if view is None:
+            raise FleetRequestError(f"no hub {hub_id!r} on the broker")
+        if not view.clock_offsets:
+            try:
+                await self._send(self._request_topic(hub_id, "info"), {}, self.quick_answer_s)
+            except TimeoutError:
+                raise FleetRequestError(
+                    f"hub {hub_id} did not answer within {self.quick_answer_s:g} s (asked for its clock); not sent"
+                ) from None
+        if not view.clock_offsets:  # its answers carry no hub_time: a deadline in the fleet's clock, as before
+            return self.clock.now() - self.clock.monotonic()
+        return max(view.clock_offsets)
+
+    async def _send(self, topic: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Publish a request and wait ``timeout`` for its answer (TimeoutError)."""
+        transaction = next(self._transactions)
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[transaction] = waiter
+        try:
+            self.client.publish(topic, orjson.dumps({**body, "transaction": transaction}), self.settings.qos_state)
+            async with asyncio.timeout(timeout):
+                return await waiter
         finally:
             self._pending.pop(transaction, None)
 
-    def _on_response(self, hub_id: str, payload: bytes) -> None:
+    def _on_response(self, hub_id: str, payload: bytes, retained: bool) -> None:
         answer = _json(payload)
         if not isinstance(answer, dict):
             return
+        if not retained:  # a retained answer is as old as anyone's guess
+            self._note_hub_clock(hub_id, answer.get("hub_time"))
         waiter = self._pending.get(str(answer.get("transaction")))
         if waiter is not None and not waiter.done():
             waiter.set_result(answer)
+
+    def _note_hub_clock(self, hub_id: str, hub_time: Any) -> None:
+        """Any answer of a hub's, to the fleet or to anyone, tells its clock (CLOCK_ANSWERS)."""
+        view = self.hubs.get(hub_id)
+        if view is None or isinstance(hub_time, bool) or not isinstance(hub_time, int | float):
+            return
+        view.clock_offsets.append(hub_time - self.clock.monotonic())
+        skew = max(view.clock_offsets) + self.clock.monotonic() - self.clock.now()
+        if abs(skew) > CLOCK_SKEW_WARNING_S and not view.clock_skew_told:
+            view.clock_skew_told = True
+            log.warning(
+                "hub %s's clock is %.0f s %s this machine's; the fleet's commands allow for it, but keep the clocks "
+                "in step with NTP",
+                hub_id,
+                abs(skew),
+                "ahead of" if skew > 0 else "behind",
+            )

@@ -67,10 +67,10 @@ def check_deadline(request: dict[str, Any], now: float) -> None:
     """Refuse a request begun after its ``deadline``, the sender's wall-clock time (seconds since the epoch)
     after which it no longer waits: a message that sat in a stalled hub's socket, or behind the receiver's
     queue, is answered instead of being carried out long after its sender reported a failure (docs/mqtt.md,
-    "Deadlines"). ``now`` is this hub's clock, compared as is (no allowance: the sender leaves one in how long
-    it waits): a hub whose clock is behind the sender's may begin a request that much later than meant, one
-    ahead refuses requests still in time and its answer says by how much. A request without a deadline is
-    carried out however late it arrives, as ever."""
+    "Deadlines"). ``now`` is this hub's clock, compared as is: a sender writes the deadline in it, learnt from
+    the ``hub_time`` of this hub's answers (``wmhub fleet`` does), or else a hub whose clock is behind the
+    sender's may begin a request that much later than meant, one ahead refuses requests still in time and its
+    answer says by how much. A request without a deadline is carried out however late it arrives, as ever."""
     if "deadline" not in request:
         return
     deadline = request["deadline"]
