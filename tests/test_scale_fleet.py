@@ -454,6 +454,14 @@ async def test_a_command_the_fleet_reported_failed_is_not_carried_out_when_the_s
                     return response.status == 200 and (await response.json())["online"] is True
 
             await wait_for(shown_online, 20, "the receiver online on the fleet board")
+            # a command that goes through: the fleet has heard the hub's clock from its answer (until then it asks
+            # the hub's info first, and a stalled hub would not be sent the mute at all)
+            async with http.post(
+                f"{base}/api/v1/channels/{device['id']}:1/commands", json={"kind": "name", "value": "BEFORE"}
+            ) as response:
+                assert response.status == 200, await response.text()
+            await answers.json("wmhub/hubs/stalls/response/set")
+            answers.clear()
             stalls.send_signal(signal.SIGSTOP)
             try:
                 async with http.post(
