@@ -440,8 +440,8 @@ class Hub:
     def manages(self, url: str) -> bool:
         return "://" in url and self.devices.find(url) is not None
 
-    def degraded(self) -> bool:
-        return self.persistence.db.failing
+    def degraded(self) -> str | None:
+        return self.persistence.db.problem
 
     def open_alerts(self) -> list[Alert]:
         return self.persistence.alerts.open_alerts()

@@ -81,8 +81,8 @@ class FleetHub(Hub):
         await self._start_edges()
         log.info("fleet %s watching every hub under %s/", self.config.hub_id, self.config.mqtt.base_topic)
 
-    def degraded(self) -> bool:
-        return False  # no database of its own
+    def degraded(self) -> str | None:
+        return None  # no database of its own
 
     def open_alerts(self) -> list[Alert]:
         return []

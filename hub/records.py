@@ -48,7 +48,19 @@ class InvalidInputError(StoreError):
     code = "invalid"
 
 
-HTTP_STATUS: Final = {NotFoundError.code: 404, ConflictError.code: 409, InvalidInputError.code: 422}
+class StorageUnavailableError(StoreError):
+    """The database cannot answer a read now (its disk stalled, its file damaged): what the services hold in
+    memory is still served, and the read can be asked again later."""
+
+    code = "storage_unavailable"
+
+
+HTTP_STATUS: Final = {
+    NotFoundError.code: 404,
+    ConflictError.code: 409,
+    InvalidInputError.code: 422,
+    StorageUnavailableError.code: 503,
+}
 
 
 class Source(StrEnum):

@@ -125,8 +125,9 @@ class HubService(Protocol):
     def manages(self, url: str) -> bool:
         """Whether the hub already watches the device at ``url``."""
 
-    def degraded(self) -> bool:
-        """True while the database refuses writes (changes are held in memory only)."""
+    def degraded(self) -> str | None:
+        """Why the database takes no writes now (refused or stalled: changes are held in memory only); None
+        while it does."""
 
     def open_alerts(self) -> list[Alert]: ...
 

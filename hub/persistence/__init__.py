@@ -35,6 +35,7 @@ from hub.records import (
     Performer,
     Slot,
     Source,
+    StorageUnavailableError,
     StoreError,
 )
 
@@ -75,6 +76,7 @@ __all__ = [
     "SimulatedClock",
     "Slot",
     "Source",
+    "StorageUnavailableError",
     "StoreError",
     "StoreSettings",
     "SystemClock",

@@ -5,7 +5,10 @@ commits the queue in one transaction every ``flush_interval_s`` (or sooner when 
 waiting or someone awaits :meth:`Database.sync`). Callers on the hot path therefore never wait for the
 disk. When the disk fails (full, read-only, locked, I/O error) the writer logs one error, keeps the
 statements queued and retries; the queue is bounded: history is dropped oldest first, other writes
-(configuration, audit, alerts) are dropped only beyond the bound and every one is counted.
+(configuration, audit, alerts) are dropped only beyond the bound and every one is counted. A commit that
+does not finish (a stalled disk) counts as failing after ``stall_after_s``; reads then fail at once with
+:class:`StorageUnavailableError` rather than queue behind it. A file deleted, replaced or truncated under
+the hub is written again from the open database.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -25,6 +31,7 @@ from typing import Any, Final
 import aiosqlite
 
 from hub.persistence.schema import MIGRATIONS
+from hub.records import StorageUnavailableError
 from hub.redact import redact, redact_values, redacted_text
 
 # SQLite's name for a database that lives in memory and is gone when closed: a store for tests that need no
@@ -43,6 +50,9 @@ class WriterSettings:
     backlog_limit: int = 200_000
     retry_interval_s: float = 2.0
     busy_timeout_s: float = 2.0  # how long a write waits for another connection's lock
+    # a commit still running after this long is a stalled disk: health degraded, callers and reads go on
+    stall_after_s: float = 3.0
+    file_check_every_s: float = 5.0  # how often the file is checked for being deleted or truncated under us
 
 
 @dataclass
@@ -108,6 +118,12 @@ class Database:
         # the file opened read-only (after an unclean stop on a read-only disk, through the leftover -shm):
         # SQLite keeps such a connection read-only however writable the disk becomes, so it is reopened
         self._read_only = False
+        # why reads cannot reach the connection now (a commit stuck on it, the file being written again)
+        self._unreadable: str | None = None
+        self._reads_failing = False
+        self._file: _FileSeen | None = None  # the file the connection writes, as last seen
+        self._next_file_check = time.monotonic()
+        self._damage: str | None = None  # what was found wrong with the file: written again before the next batch
 
     @classmethod
     async def open(cls, path: Path, settings: WriterSettings | None = None) -> Database:
@@ -133,6 +149,7 @@ class Database:
             )
         else:
             database = cls(connection, path, settings)
+            database._seen_open()
         database._writer = asyncio.create_task(database._run(), name="store writer")
         return database
 
@@ -150,9 +167,38 @@ class Database:
     def failing(self) -> bool:
         return self.stats.failing_since is not None
 
+    @property
+    def problem(self) -> str | None:
+        """Why the database is not taking writes, while it is not (for /api/health)."""
+        if self.stats.failing_since is None:
+            return None
+        return self.stats.last_error
+
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        async with self._conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        """The rows of a read. Raises StorageUnavailableError when the database cannot answer: a commit is
+        stuck on its one thread (a read would queue behind it), or SQLite fails the read. Logged once until
+        a read succeeds again."""
+        if self._unreadable is not None:
+            raise self._read_failed(self._unreadable)
+        try:
+            async with asyncio.timeout(self.settings.stall_after_s):
+                async with self._conn.execute(sql, params) as cursor:
+                    rows = list(await cursor.fetchall())
+        except TimeoutError:
+            raise self._read_failed(f"a read did not finish in {self.settings.stall_after_s:g} s") from None
+        except sqlite3.Error as exc:
+            self._note_damage(exc)
+            raise self._read_failed(f"{type(exc).__name__}: {exc}") from None
+        if self._reads_failing:
+            self._reads_failing = False
+            log.warning("database reads answer again")
+        return rows
+
+    def _read_failed(self, why: str) -> StorageUnavailableError:
+        if not self._reads_failing:
+            self._reads_failing = True
+            log.error("database reads failing (%s): history, audit and recent alerts answer 503 meanwhile", why)
+        return StorageUnavailableError(f"the database cannot answer now ({why})", problem=why)
 
     def submit(self, sql: str, params: Params = (), *, droppable: bool = False) -> None:
         """Queue one statement. ``droppable`` marks history, which may be dropped when the disk fails."""
@@ -211,11 +257,19 @@ class Database:
 
     async def _run(self) -> None:
         while True:
+            if time.monotonic() >= self._next_file_check:
+                self._next_file_check = time.monotonic() + self.settings.file_check_every_s
+                self._check_file()
+            if self._damage is not None and not self._closing:
+                await self._write_again(self._damage)
             if not self._queue:
                 if self._closing:
                     return
                 self._wake.clear()
-                await self._wake.wait()
+                # woken for new writes, or in time for the next check of the file
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.file_check_every_s):
+                        await self._wake.wait()
                 continue
             if not self._urgent.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -243,32 +297,126 @@ class Database:
         count = min(len(self._queue), self.settings.flush_max_items)
         batch = [self._queue.popleft() for _ in range(count)]
         self._inflight = batch
+        transaction = asyncio.ensure_future(self._transaction(batch))
         try:
-            if self._stand_in:
-                await self._move_to_file()
-            elif self._read_only:
-                await self._reopen_file()
-            await self._conn.execute("BEGIN IMMEDIATE")
-            for sql, writes in _runs_of_same_sql(batch):
-                await self._execute_run(sql, writes)
-            await self._conn.execute("COMMIT")
+            done, _ = await asyncio.wait({transaction}, timeout=self.settings.stall_after_s)
+            if not done:
+                # a stalled disk: the commit goes on in the connection's thread; meanwhile callers are told
+                # the disk is failing (their change is held in memory) and reads do not queue behind it
+                stalled = f"a commit has not finished in {self.settings.stall_after_s:g} s: database writes stalled"
+                self._unreadable = stalled
+                self._enter_failing(TimeoutError(stalled))
+            await transaction
         except (sqlite3.Error, OSError) as exc:  # OSError: a damaged file that could not be set aside
             with contextlib.suppress(sqlite3.Error):
                 await self._conn.execute("ROLLBACK")
             self._queue.extendleft(reversed(batch))
             if isinstance(exc, sqlite3.Error) and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY:
                 self._read_only = not self._stand_in and str(self.path) != IN_MEMORY
+            if isinstance(exc, sqlite3.Error):
+                self._note_damage(exc)
             self._enter_failing(exc)
             return False
         finally:
             self._inflight = []
+            self._unreadable = None
         self._committed(batch)
         return True
+
+    async def _transaction(self, batch: list[_Write]) -> None:
+        if self._stand_in:
+            await self._move_to_file()
+        elif self._read_only:
+            await self._reopen_file()
+        await self._conn.execute("BEGIN IMMEDIATE")
+        for sql, writes in _runs_of_same_sql(batch):
+            await self._execute_run(sql, writes)
+        await self._conn.execute("COMMIT")
+
+    def _note_damage(self, exc: sqlite3.Error) -> None:
+        if exc.sqlite_errorcode & 0xFF in _DAMAGE and not self._stand_in and str(self.path) != IN_MEMORY:
+            self._damage = f"found damaged ({exc})"
+            self._wake.set()
+
+    def _check_file(self) -> None:
+        """Whether the file is still the one the connection writes: deleted or replaced, the hub would go on
+        writing into a file nobody can open again; truncated, its pages are gone but for SQLite's cache."""
+        if self._file is None or self._damage is not None:
+            return
+        try:
+            now = _FileSeen.of(self.path)
+        except FileNotFoundError:
+            self._damage = "deleted"
+            return
+        if (now.device, now.inode) != (self._file.device, self._file.inode):
+            self._damage = "replaced by another file"
+        elif now.size < self._file.size:  # SQLite never shrinks it (no VACUUM, no auto_vacuum)
+            self._damage = f"truncated ({self._file.size} bytes to {now.size})"
+        else:
+            self._file = now
+
+    async def _write_again(self, what: str) -> None:
+        """Write the file anew from the open connection (its WAL and cache hold every page it committed, in
+        the file or not), keeping whatever is at the path now beside it as ``.damaged-<time>``; where even
+        that cannot be read whole, the start's salvage takes what reads."""
+        self._damage = None
+        self._unreadable = f"the database file was {what}; writing it again"
+        fresh = self.path.with_name(f"{self.path.name}.rewrite")
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{fresh}{suffix}").unlink(missing_ok=True)  # noqa: ASYNC240 (rare: a damaged file)
+            copied = await self._copy_to(fresh)
+            await self._conn.close()
+            kept = _set_aside(self.path) if self.path.exists() else None
+            if copied:
+                fresh.rename(self.path)
+                self._conn = await _connect(self.path, self.settings)
+                outcome = "written again from the open database (nothing lost)"
+            else:  # pages neither in the file nor in SQLite's cache: what still reads, as at a start
+                self._conn = await _connect(self.path, self.settings)
+                fresh.unlink(missing_ok=True)
+                lost = await _salvage(self._conn, kept) if kept is not None else ["every table"]
+                read = f"rows lost in: {', '.join(lost)}" if lost else "nothing lost"
+                outcome = (
+                    f"a fresh database holds every row that could be read ({read}); what was lost stays live "
+                    "in memory only until the hub stops: set it again"
+                )
+        except (sqlite3.Error, OSError) as exc:
+            self._unreadable = None
+            self._conn, _ = await _stand_in(self.path)
+            self._stand_in, self._file = True, None
+            self._enter_failing(exc)
+            return
+        self._unreadable = None
+        self._seen_open()
+        log.error(
+            "database file %s was %s under the running hub: %s%s",
+            self.path,
+            what,
+            outcome,
+            f"; what was there is kept as {kept.name}" if kept else "",
+        )
+
+    async def _copy_to(self, fresh: Path) -> bool:
+        """Whether the open database copied into ``fresh`` whole (SQLite's backup, read through the
+        connection's WAL and cache; checked page by page)."""
+        target = sqlite3.connect(fresh, check_same_thread=False)  # used from the connection's thread
+        try:
+            await self._conn.backup(target)
+            return await asyncio.to_thread(lambda: target.execute("PRAGMA quick_check(1)").fetchone() == ("ok",))
+        except sqlite3.Error:
+            return False
+        finally:
+            target.close()
+
+    def _seen_open(self) -> None:
+        self._file = None if str(self.path) == IN_MEMORY else _FileSeen.of(self.path)
 
     async def _move_to_file(self) -> None:
         connection = await _open_file(self.path, self.settings)
         stand_in, self._conn, self._stand_in = self._conn, connection, False
         await stand_in.close()
+        self._seen_open()
         log.warning("database %s is open for writing now", self.path)
 
     async def _reopen_file(self) -> None:
@@ -279,9 +427,10 @@ class Database:
             self._conn = await _open_file(self.path, self.settings)
         except BaseException:
             self._conn, _ = await _stand_in(self.path)
-            self._stand_in, self._read_only = True, False
+            self._stand_in, self._read_only, self._file = True, False, None
             raise
         self._read_only = False
+        self._seen_open()
 
     async def _execute_run(self, sql: str, writes: list[_Write]) -> None:
         if len(writes) > 1:
@@ -299,7 +448,7 @@ class Database:
                 self.stats.rejected += 1
                 log.error("database rejected %s: %s", " ".join(sql.split()[:3]), exc)
 
-    def _enter_failing(self, exc: sqlite3.Error | OSError) -> None:
+    def _enter_failing(self, exc: sqlite3.Error | OSError) -> None:  # TimeoutError: a stalled commit
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
         if self.stats.failing_since is None:
             self.stats.failing_since = time.time()
@@ -339,6 +488,18 @@ class Database:
             self._urgent.set()
 
 
+@dataclass(frozen=True)
+class _FileSeen:
+    device: int
+    inode: int
+    size: int
+
+    @classmethod
+    def of(cls, path: Path) -> _FileSeen:
+        found = os.stat(path)
+        return cls(found.st_dev, found.st_ino, found.st_size)
+
+
 def _runs_of_same_sql(batch: list[_Write]) -> list[tuple[str, list[_Write]]]:
     runs: list[tuple[str, list[_Write]]] = []
     for write in batch:
@@ -354,6 +515,10 @@ async def _connect(path: Path, settings: WriterSettings) -> aiosqlite.Connection
     connection = await aiosqlite.connect(path, isolation_level=None, timeout=settings.busy_timeout_s)
     try:
         connection.row_factory = sqlite3.Row
+        # before WAL: the WAL index then lives in the hub's memory, not in a shared map of a -shm file that
+        # kills the process (SIGBUS) when someone truncates it; the price, other programs cannot open the file
+        # while the hub runs (docs/adr/0013-exclusive-database.md)
+        await connection.execute("PRAGMA locking_mode=EXCLUSIVE")
         # WAL + synchronous=NORMAL: a killed process loses nothing committed (the OS holds the WAL);
         # only a power cut can lose the last transactions, never corrupt the file.
         await connection.execute("PRAGMA journal_mode=WAL")
@@ -403,12 +568,18 @@ async def _check_intact(connection: aiosqlite.Connection) -> None:
         raise damage
 
 
-async def _replace_damaged(path: Path, settings: WriterSettings, damage: sqlite3.DatabaseError) -> aiosqlite.Connection:
+def _set_aside(path: Path) -> Path:
+    """Rename the file (with its WAL and index) to ``<name>.damaged-<time>``: nothing is deleted."""
     kept = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
     # the WAL and its index go with the file: a fresh database must not replay the old one's journal
     for suffix in ("-wal", "-shm", ""):
         with contextlib.suppress(FileNotFoundError):
-            Path(f"{path}{suffix}").rename(f"{kept}{suffix}")  # noqa: ASYNC240 (once, at start)
+            Path(f"{path}{suffix}").rename(f"{kept}{suffix}")
+    return kept
+
+
+async def _replace_damaged(path: Path, settings: WriterSettings, damage: sqlite3.DatabaseError) -> aiosqlite.Connection:
+    kept = _set_aside(path)
     connection = await _connect(path, settings)
     try:
         incomplete = await _salvage(connection, kept)
@@ -502,23 +673,30 @@ async def _unlink_orphans(connection: aiosqlite.Connection) -> None:
 
 
 async def _stand_in(path: Path) -> tuple[aiosqlite.Connection, str]:
-    """What the store reads while the file cannot be written: the file as it is, read-only, if it is
-    there and current (``immutable``: no locks, no WAL, so a read-only directory or a lock does not stop
-    it); otherwise an empty database with the current schema."""
+    """What the store reads while the file cannot be written: a private copy of the file and its WAL (an
+    unclean stop's last changes are only in the WAL, and the ids the services count on must include them),
+    if it is there and current; otherwise an empty database with the current schema. A copy, not the file:
+    a read-only directory or another program's lock stops neither a copy nor its reads."""
     if str(path) != IN_MEMORY and path.is_file():  # noqa: ASYNC240 (a stat, once, at start)
-        # a file URI needs an absolute path, and --data-dir may be relative
-        view = f"{path.absolute().as_uri()}?immutable=1"  # noqa: ASYNC240 (the working directory, once, at start)
-        connection = await aiosqlite.connect(view, uri=True, isolation_level=None)
-        connection.row_factory = sqlite3.Row
-        try:
-            async with connection.execute("SELECT max(version) FROM schema_version") as cursor:
-                row = await cursor.fetchone()
-            if row is not None and row[0] == len(MIGRATIONS):
-                await _check_intact(connection)
-                return connection, "a read-only view of it"
-        except sqlite3.Error:
-            pass
-        await connection.close()
+        with tempfile.TemporaryDirectory(prefix="wmhub-view-") as directory:
+            copy = Path(directory) / path.name
+            for suffix in ("", "-wal"):
+                with contextlib.suppress(FileNotFoundError):
+                    shutil.copyfile(f"{path}{suffix}", f"{copy}{suffix}")  # once, at start or after damage
+            connection = await aiosqlite.connect(copy, isolation_level=None)
+            connection.row_factory = sqlite3.Row
+            try:
+                # the WAL index in memory: the copy's files are removed once it is open (Linux keeps them
+                # while they are open), so nothing is left behind
+                await connection.execute("PRAGMA locking_mode=EXCLUSIVE")
+                async with connection.execute("SELECT max(version) FROM schema_version") as cursor:
+                    row = await cursor.fetchone()
+                if row is not None and row[0] == len(MIGRATIONS):
+                    await _check_intact(connection)
+                    return connection, "a read-only view of it"
+            except sqlite3.Error:
+                pass
+            await connection.close()
     connection = await aiosqlite.connect(IN_MEMORY, isolation_level=None)
     connection.row_factory = sqlite3.Row
     await _migrate(connection)

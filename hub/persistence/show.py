@@ -28,6 +28,7 @@ from hub.records import (
     NotFoundError,
     ShowSettings,
     Source,
+    StorageUnavailableError,
     SwapEntry,
     SwapList,
 )
@@ -186,7 +187,10 @@ class Show(Service):
                     empty_at = now + minutes * 60
                     packs.append(_Pack(*found, empty_at, minutes, empty_at, empty_at, "transmitter", _REPORTED))
                     continue
-                estimate = await self._history.runtime_estimate(device.id, channel.index)
+                try:
+                    estimate = await self._history.runtime_estimate(device.id, channel.index)
+                except StorageUnavailableError:  # its drain history cannot be read now: listed without one
+                    estimate = None
                 if estimate is None:
                     packs.append(_Pack(*found, None))
                     continue

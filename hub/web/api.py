@@ -286,7 +286,8 @@ async def health(request: web.Request) -> web.Response:
     connections = [connection_view(health) for health in hub.connections(detail)]
     return json_response(
         Health(
-            status="degraded" if hub.degraded() else "ok",
+            status="degraded" if (problem := hub.degraded()) else "ok",
+            database_problem=problem,
             hub_id=hub.config.hub_id,
             version=hub.info()["version"],
             uptime_s=round(time.time() - hub.started_at, 3),

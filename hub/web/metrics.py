@@ -138,7 +138,7 @@ class VenueCollector(Collector):
         yield GaugeMetricFamily(
             "wmhub_database_writable",
             "1 while the database takes writes; 0 while changes are held in memory only (health: degraded)",
-            value=0 if self._hub.degraded() else 1,
+            value=0 if self._hub.degraded() is not None else 1,
         )
         alerts = GaugeMetricFamily(
             "wmhub_alerts_open", "Raised, not yet cleared alerts", labels=["kind", "severity", "acknowledged"]

@@ -175,6 +175,10 @@ class Health(Strict):
         description="'ok' while the hub runs; 'degraded' while its database cannot be written (changes are "
         "held in memory and written once it can; writes answer 202 meanwhile)"
     )
+    database_problem: str | None = Field(
+        description="why the database takes no writes (an error, or 'database writes stalled' when a commit "
+        "has not finished in 3 s); null while it does",
+    )
     hub_id: str
     version: str
     uptime_s: float

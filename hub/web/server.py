@@ -166,7 +166,7 @@ class WebServer:
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             response = error_response(500, "internal", "internal error (logged by the hub)")
-        if response.status == 201 and self.hub.degraded():
+        if response.status == 201 and self.hub.degraded() is not None:
             response.set_status(202)  # created, but only in memory until the database can be written again
         self.metrics.http_requests.labels(request.method, route, str(response.status)).inc()
         return response

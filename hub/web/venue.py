@@ -211,6 +211,7 @@ class AuditList(Strict):
 # handlers
 
 
+@store_errors
 async def list_alerts(request: web.Request) -> web.Response:
     query = parse_query(request, AlertQuery)
     alerts = venue(request).alerts
@@ -403,10 +404,10 @@ _WRITE_ERRORS = (400, 404, 409, 422)
 
 VENUE_OPERATIONS: Final = (
     Operation("GET", "/api/v1/alerts", list_alerts, "Open alerts (or recent ones, cleared too)", "alerts",
-              query=AlertQuery, response=AlertList, errors=(422,)),
+              query=AlertQuery, response=AlertList, errors=(422, 503)),
     Operation("POST", r"/api/v1/alerts/{alert_id:[0-9]+}/acknowledge", acknowledge_alert,
               "Acknowledge an open alert (it stays open until its condition clears)", "alerts", write=True,
-              body=AcknowledgeBody, body_optional=True, response=Alert, errors=(400, 404, 409, 422),
+              body=AcknowledgeBody, body_optional=True, response=Alert, errors=(400, 404, 409, 422, 503),
               path_params=_ALERT),
     Operation("PUT", "/api/v1/devices/{device_id}/location", set_device_location, "Place a known device",
               "venue", write=True, body=DeviceLocationBody, response=KnownDevice, errors=_WRITE_ERRORS,
@@ -450,7 +451,7 @@ VENUE_OPERATIONS: Final = (
               path_params=_CHANNEL),
     Operation("GET", "/api/v1/channels/{channel_id}/history", channel_history,
               "Battery, RF and audio of a channel over a time range (min/avg/max buckets)", "history",
-              query=HistoryQuery, response=HistoryList, errors=(404, 422), path_params=_CHANNEL),
+              query=HistoryQuery, response=HistoryList, errors=(404, 422, 503), path_params=_CHANNEL),
     Operation("GET", "/api/v1/show", get_show, "The show's end time and swap margin", "show",
               response=ShowSettings),
     Operation("PUT", "/api/v1/show", set_show, "Set (or clear) the show's end time and swap margin", "show",
@@ -459,5 +460,5 @@ VENUE_OPERATIONS: Final = (
               "Transmitter packs that will be empty before the show's end (or 'until') plus the margin", "show",
               query=SwapListQuery, response=SwapList, errors=(422,)),
     Operation("GET", "/api/v1/audit", audit_log, "Commands and configuration changes, newest first", "history",
-              query=AuditQuery, response=AuditList, errors=(422,)),
+              query=AuditQuery, response=AuditList, errors=(422, 503)),
 )  # fmt: skip
