@@ -395,7 +395,8 @@ class DataVolume:
 
 
 def audit_rows_on_disk(data_dir: Path, text: str) -> int:
-    """Audit rows holding ``text`` in the database file itself (a second reader, as after a restart)."""
+    """Audit rows holding ``text`` in the database file itself (a second reader, as after a restart; the hub
+    must have stopped)."""
     with contextlib.closing(sqlite3.connect(data_dir / DATABASE_FILE)) as connection:
         rows = connection.execute("SELECT after FROM audit").fetchall()
     return sum(text in str(row[0]) for row in rows)
@@ -443,7 +444,8 @@ async def storage_fault(tmp_path: Path, label: str, fault: str) -> None:
                 assert await db.sync()
                 recovery = round(time.monotonic() - healed, 3)
                 lost_state = db.stats.dropped_kept
-                on_disk = audit_rows_on_disk(volume.path, "DISK1")
+            # once the hub is gone: while it runs, it holds the database for itself (docs/adr/0013)
+            on_disk = audit_rows_on_disk(volume.path, "DISK1")
             FaultResult(
                 label,
                 detection,
