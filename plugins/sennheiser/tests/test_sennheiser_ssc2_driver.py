@@ -305,7 +305,9 @@ async def test_control_round_trips(hub: DriverHarness, simulator: Ssc2Simulator)
     assert result.ok and simulator.mobiles[0].name == "Lead Vox"
     # the bodies Spectera's own client sends: mtUid and type (src/api.ts), rfChannelId (src/actions.ts)
     assert simulator.writes[-1] == ("/api/mts/paired/all/10", {"name": "Lead Vox", "mtUid": 10, "type": "SKM"})
-    assert stored_channel(hub, device.id, 1).name == "Lead Vox"
+    # a state poll sent before the PUT and answered after its event shows the old name until the next poll (a
+    # matrix run under load saw it)
+    await eventually(lambda: stored_channel(hub, device.id, 1).name == "Lead Vox", what="the name in the store")
 
     result = await hub.apply(command(CommandKind.FREQUENCY, 500))
     assert result.ok and result.value == 500 and simulator.rf_khz[0] == 500_000
