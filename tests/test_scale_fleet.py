@@ -646,3 +646,43 @@ async def test_the_fleet_learns_a_hubs_clock_before_its_first_command_and_sends_
         )
         async with await sent as response:
             assert response.status == 200, await response.text()
+
+
+async def test_a_hub_whose_answers_carry_no_clock_gets_commands_without_a_deadline(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A re-audit: a fleet upgraded before its hubs sent every command a deadline, which a hub from before
+    deadlines refuses as an unknown key: every command through the fleet failed. Such a hub's answers carry no
+    hub_time; it is sent commands as before."""
+    async with (
+        MqttProbe(mqtt_broker, client_id="wmhub-test-hubs") as hubs,
+        running_fleet(mqtt_broker.url, tmp_path) as (_, base),
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        await hubs.subscribe("wmhub/devices/shure-SHARED/channels/1/set")
+        await hubs.subscribe("wmhub/hubs/older/request/info")
+        hubs.publish("wmhub/devices/shure-SHARED", SHARED, retain=True)
+        hubs.publish("wmhub/devices/shure-SHARED/availability", b"online", retain=True)
+        publish_hub(hubs, "older", [{**SHARED, "online": True}])
+
+        async def shown_online() -> bool:
+            async with http.get(f"{base}/api/v1/devices/shure-SHARED") as response:
+                return response.status == 200 and (await response.json())["online"] is True
+
+        await wait_for(shown_online, 10, "the receiver online on the fleet")
+        sent = asyncio.create_task(
+            http.post(f"{base}/api/v1/channels/shure-SHARED:1/commands", json={"kind": "mute", "value": True})
+        )
+        asked_info = await hubs.json("wmhub/hubs/older/request/info")
+        hubs.publish(
+            "wmhub/hubs/older/response/info",
+            {"status": "ok", "data": {"hub_id": "older"}, "error": None, "transaction": asked_info["transaction"]},
+        )
+        asked = await hubs.json("wmhub/devices/shure-SHARED/channels/1/set")
+        assert "deadline" not in asked, asked
+        hubs.publish(
+            "wmhub/hubs/older/response/set",
+            {"status": "ok", "transaction": asked["transaction"], "data": {"results": {"muted": {"ok": True}}}},
+        )
+        async with await sent as response:
+            assert response.status == 200, await response.text()

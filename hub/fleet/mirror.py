@@ -426,7 +426,9 @@ class FleetMirror:
     async def _exchange(self, hub_id: str, topic: str, body: dict[str, Any]) -> dict[str, Any]:
         """Send a request with its deadline, written in the hub's clock, and wait for its answer."""
         hub_clock = await self._hub_clock(hub_id)
-        request = {**body, "deadline": self.clock.monotonic() + hub_clock + START_WITHIN_S}
+        request = (
+            body if hub_clock is None else {**body, "deadline": self.clock.monotonic() + hub_clock + START_WITHIN_S}
+        )
         try:
             return await self._send(topic, request, self.command_timeout_s)
         except TimeoutError:
@@ -435,11 +437,12 @@ class FleetMirror:
                 f"within {START_WITHIN_S:g} s"
             ) from None
 
-    async def _hub_clock(self, hub_id: str) -> float:
+    async def _hub_clock(self, hub_id: str) -> float | None:
         """The hub's wall clock less the fleet's monotonic one (which no one sets): the fleet's own wall clock
         plays no part in the deadlines. Until an answer of the hub has said it since the fleet started (its
         answer to a receiver's first get mostly has), the hub is asked for its info first; one that does not
-        answer that within ``quick_answer_s`` is sent nothing (docs/mqtt.md, "Deadlines")."""
+        answer that within ``quick_answer_s`` is sent nothing (docs/mqtt.md, "Deadlines"). None for a hub whose
+        answers carry no clock: a release before deadlines, which refuses a request with one as unknown."""
         view = self.hubs.get(hub_id)
         if view is None:
             raise FleetRequestError(f"no hub {hub_id!r} on the broker")
@@ -450,9 +453,7 @@ class FleetMirror:
                 raise FleetRequestError(
                     f"hub {hub_id} did not answer within {self.quick_answer_s:g} s (asked for its clock); not sent"
                 ) from None
-        if not view.clock_offsets:  # its answers carry no hub_time: a deadline in the fleet's clock, as before
-            return self.clock.now() - self.clock.monotonic()
-        return max(view.clock_offsets)
+        return max(view.clock_offsets, default=None)
 
     async def _send(self, topic: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Publish a request and wait ``timeout`` for its answer (TimeoutError)."""
