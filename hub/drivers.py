@@ -37,8 +37,10 @@ ID_OPTION: Final = "id"
 
 
 # One label of a host name as RFC 1123 writes it: letters, digits and inner hyphens, at most 63 of them (an
-# internationalised name is written in its xn-- form, as DNS carries it).
-_HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+# internationalised name is written in its xn-- form, as DNS carries it); and underscores, which no RFC 1123
+# name has but resolvers take (/etc/hosts, Docker service names, Windows DHCP names): a host the system
+# reaches is never refused here.
+_HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
 _HOST_NAME_MAX: Final = 253
 
 
