@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+from wmhub_sennheiser.simulator.ssc2 import SimMobile, Ssc2Simulator
 from wmhub_shure.simulator import ShureSimulator
 
 from hub.testing import plugin_host
@@ -87,3 +88,29 @@ async def test_the_walkthrough_s_recipes_hold_for_a_late_subscriber(mqtt_broker:
                 device_id,
                 1,
             )
+
+
+async def test_a_pack_paired_to_a_running_spectera_grows_its_channel_count_on_mqtt(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A re-audit: a pack paired after the hub connected (a fifth on a Spectera with four) got its channel topic
+    and Home Assistant entities, but the device topic and the hub's device list kept channel_count 4, which
+    docs/mqtt.md tells flows to check what they hold against (and `wmhub fleet` showed four channels)."""
+    async with (
+        Ssc2Simulator(mobiles=4) as base_station,
+        running_hub(
+            mqtt_broker, tmp_path, [base_station.url()], plugins=plugin_host("wmhub-sennheiser"), base="wmpair"
+        ) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        device_id = await online_device(hub)
+        await probe.subscribe(f"wmpair/devices/{device_id}")
+        await probe.subscribe("wmpair/hubs/hub1/devices")
+        await probe.json(f"wmpair/devices/{device_id}", lambda state: state["channel_count"] == 4, 10)
+        base_station.pair(SimMobile(mt_uid=99, name="Fifth"))
+        await probe.json(f"wmpair/devices/{device_id}", lambda state: state["channel_count"] == 5, 10)
+        await probe.json(
+            "wmpair/hubs/hub1/devices",
+            lambda entries: [entry["channel_count"] for entry in entries if entry["id"] == device_id] == [5],
+            10,
+        )

@@ -156,6 +156,8 @@ class StatePublisher:
         list_changed = False
         configs: set[str] = set()
         dropped: list[tuple[str, int]] = []
+        grown: set[str] = set()  # devices with a channel more (a Spectera pack paired): a new channel_count
+        published_whole: set[str] = set()
         for (device_id, index), changed in batch.items():
             device = devices.get(device_id)
             if device is None:
@@ -172,6 +174,7 @@ class StatePublisher:
             if index is None:
                 if ADDED in changed or REMOVED in changed:
                     self._publish_device(device)
+                    published_whole.add(device_id)
                     list_changed = True
                     continue
                 self._publish(self.topics.device(device_id), payloads.encode(payloads.device_state(device)))
@@ -192,10 +195,14 @@ class StatePublisher:
                     continue
                 if ADDED in changed:
                     configs.add(device_id)
+                    grown.add(device_id)
                 if channel.reported:  # its state goes out with the receiver's first report of it
                     self._publish(
                         self.topics.channel(device_id, index), payloads.encode(payloads.channel_state(channel))
                     )
+        for device_id in grown - published_whole:
+            self._publish(self.topics.device(device_id), payloads.encode(payloads.device_state(devices[device_id])))
+            list_changed = True
         for device_id in configs:
             self._publish_homeassistant(devices[device_id], only_if_changed=True)
         # after the configs without their entities: Home Assistant would render an entity's template against
