@@ -243,6 +243,9 @@ async def test_a_device_gone_from_the_config_between_runs_leaves_nothing_retaine
         async with running_hub(mqtt_broker, tmp_path, [kept, gone], base="wmgone") as hub:
             await eventually(lambda: len([d for d in hub.store.devices.values() if d.online]) == 2, 5, "both online")
             await eventually(lambda: gone_config in bridge_retained(hub), 5, "the config published")
+            # a channel goes out with the receiver's first report of it (a matrix run under load stopped first)
+            gone_channel = "wmgone/devices/example-EXGONE/channels/1"
+            await eventually(lambda: gone_channel in bridge_retained(hub), 5, "the channel published")
         before = await retained(mqtt_broker, "#")
         assert gone_config in before and "wmgone/devices/example-EXGONE/channels/1" in before
         async with MqttProbe(mqtt_broker) as probe:
