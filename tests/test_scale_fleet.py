@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -333,12 +333,14 @@ def publish_hub(probe: MqttProbe, hub_id: str, devices: list[dict[str, Any]], on
     probe.publish(f"wmhub/hubs/{hub_id}/devices", devices, retain=True)
 
 
-async def test_a_receiver_two_hubs_list_is_shown_once_while_either_lists_and_watches_it(
-    mqtt_broker: TestBroker, tmp_path: Path
-) -> None:
-    """An outside audit: the fleet kept one owner per receiver (the hub whose list came last). A receiver
-    two hubs list got its tiles twice, vanished when that hub let it go, and showed offline (commands
-    refused with 503) when that hub died while the other watched it."""
+@contextlib.asynccontextmanager
+async def fleet_beside_fake_hubs(
+    mqtt_broker: TestBroker, tmp_path: Path, hub_ids: tuple[str, ...]
+) -> AsyncIterator[tuple[MqttProbe, str, aiohttp.ClientSession, Callable[[], Awaitable[bool]]]]:
+    """A fleet board, and a probe playing the hubs ``hub_ids`` (their lists published in that order), each listing
+    the receiver shure-SHARED online; yielded once the fleet shows it online: the probe (subscribed to the
+    receiver's channel 1 set topic and the hubs' info requests), the fleet's base URL, a session with the token,
+    and the check that the fleet shows the receiver online."""
     async with (
         MqttProbe(mqtt_broker, client_id="wmhub-test-hubs") as hubs,
         running_fleet(mqtt_broker.url, tmp_path) as (_, base),
@@ -348,14 +350,24 @@ async def test_a_receiver_two_hubs_list_is_shown_once_while_either_lists_and_wat
         await hubs.subscribe("wmhub/hubs/+/request/info")
         hubs.publish("wmhub/devices/shure-SHARED", SHARED, retain=True)
         hubs.publish("wmhub/devices/shure-SHARED/availability", b"online", retain=True)
-        publish_hub(hubs, "west", [{**SHARED, "online": True}])
-        publish_hub(hubs, "east", [{**SHARED, "online": True}])  # east's list came last
+        for hub_id in hub_ids:
+            publish_hub(hubs, hub_id, [{**SHARED, "online": True}])
 
         async def shown_online() -> bool:
             async with http.get(f"{base}/api/v1/devices/shure-SHARED") as response:
                 return response.status == 200 and (await response.json())["online"] is True
 
-        await wait_for(shown_online, 10, "the shared receiver online on the fleet")
+        await wait_for(shown_online, 10, "the receiver online on the fleet")
+        yield hubs, base, http, shown_online
+
+
+async def test_a_receiver_two_hubs_list_is_shown_once_while_either_lists_and_watches_it(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """An outside audit: the fleet kept one owner per receiver (the hub whose list came last). A receiver
+    two hubs list got its tiles twice, vanished when that hub let it go, and showed offline (commands
+    refused with 503) when that hub died while the other watched it."""
+    async with fleet_beside_fake_hubs(mqtt_broker, tmp_path, ("west", "east")) as (hubs, base, http, shown_online):
         slots = (await get(http, f"{base}/api/v1/slots"))["items"]
         assert [(slot["device_id"], slot["channel"]) for slot in slots] == [("shure-SHARED", 1), ("shure-SHARED", 2)]
         assert [group["slots"] for group in (await get(http, f"{base}/api/v1/groups"))["items"]] == [[1, 2], []]
@@ -613,22 +625,7 @@ async def test_the_fleet_learns_a_hubs_clock_before_its_first_command_and_sends_
     deadline in the hub's clock: it asks for the hub's info first. A hub that answers that (here, with its
     clock 30 s ahead) gets the command with its deadline in its own clock; one that does not is sent nothing,
     so a stalled hub cannot carry out later a command the fleet answered 504 for."""
-    async with (
-        MqttProbe(mqtt_broker, client_id="wmhub-test-hubs") as hubs,
-        running_fleet(mqtt_broker.url, tmp_path) as (_, base),
-        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
-    ):
-        await hubs.subscribe("wmhub/devices/shure-SHARED/channels/1/set")
-        await hubs.subscribe("wmhub/hubs/ahead/request/info")
-        hubs.publish("wmhub/devices/shure-SHARED", SHARED, retain=True)
-        hubs.publish("wmhub/devices/shure-SHARED/availability", b"online", retain=True)
-        publish_hub(hubs, "ahead", [{**SHARED, "online": True}])
-
-        async def shown_online() -> bool:
-            async with http.get(f"{base}/api/v1/devices/shure-SHARED") as response:
-                return response.status == 200 and (await response.json())["online"] is True
-
-        await wait_for(shown_online, 10, "the receiver online on the fleet")
+    async with fleet_beside_fake_hubs(mqtt_broker, tmp_path, ("ahead",)) as (hubs, base, http, _shown_online):
         url = f"{base}/api/v1/channels/shure-SHARED:1/commands"
         async with http.post(url, json={"kind": "mute", "value": True}) as response:
             assert response.status == 504, await response.text()
@@ -654,22 +651,7 @@ async def test_a_hub_whose_answers_carry_no_clock_gets_commands_without_a_deadli
     """A re-audit: a fleet upgraded before its hubs sent every command a deadline, which a hub from before
     deadlines refuses as an unknown key: every command through the fleet failed. Such a hub's answers carry no
     hub_time; it is sent commands as before."""
-    async with (
-        MqttProbe(mqtt_broker, client_id="wmhub-test-hubs") as hubs,
-        running_fleet(mqtt_broker.url, tmp_path) as (_, base),
-        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
-    ):
-        await hubs.subscribe("wmhub/devices/shure-SHARED/channels/1/set")
-        await hubs.subscribe("wmhub/hubs/older/request/info")
-        hubs.publish("wmhub/devices/shure-SHARED", SHARED, retain=True)
-        hubs.publish("wmhub/devices/shure-SHARED/availability", b"online", retain=True)
-        publish_hub(hubs, "older", [{**SHARED, "online": True}])
-
-        async def shown_online() -> bool:
-            async with http.get(f"{base}/api/v1/devices/shure-SHARED") as response:
-                return response.status == 200 and (await response.json())["online"] is True
-
-        await wait_for(shown_online, 10, "the receiver online on the fleet")
+    async with fleet_beside_fake_hubs(mqtt_broker, tmp_path, ("older",)) as (hubs, base, http, _shown_online):
         sent = asyncio.create_task(
             http.post(f"{base}/api/v1/channels/shure-SHARED:1/commands", json={"kind": "mute", "value": True})
         )
