@@ -333,6 +333,12 @@ def publish_hub(probe: MqttProbe, hub_id: str, devices: list[dict[str, Any]], on
     probe.publish(f"wmhub/hubs/{hub_id}/devices", devices, retain=True)
 
 
+async def fleet_shows_online(http: aiohttp.ClientSession, base: str, device_id: str) -> bool:
+    """Whether the fleet board at ``base`` shows the receiver ``device_id`` online."""
+    async with http.get(f"{base}/api/v1/devices/{device_id}") as response:
+        return response.status == 200 and (await response.json())["online"] is True
+
+
 @contextlib.asynccontextmanager
 async def fleet_beside_fake_hubs(
     mqtt_broker: TestBroker, tmp_path: Path, hub_ids: tuple[str, ...]
@@ -353,9 +359,8 @@ async def fleet_beside_fake_hubs(
         for hub_id in hub_ids:
             publish_hub(hubs, hub_id, [{**SHARED, "online": True}])
 
-        async def shown_online() -> bool:
-            async with http.get(f"{base}/api/v1/devices/shure-SHARED") as response:
-                return response.status == 200 and (await response.json())["online"] is True
+        def shown_online() -> Awaitable[bool]:
+            return fleet_shows_online(http, base, "shure-SHARED")
 
         await wait_for(shown_online, 10, "the receiver online on the fleet")
         yield hubs, base, http, shown_online
@@ -461,9 +466,8 @@ async def test_a_command_the_fleet_reported_failed_is_not_carried_out_when_the_s
         ):
             [device] = await online_devices(answers, "stalls")
 
-            async def shown_online() -> bool:
-                async with http.get(f"{base}/api/v1/devices/{device['id']}") as response:
-                    return response.status == 200 and (await response.json())["online"] is True
+            def shown_online() -> Awaitable[bool]:
+                return fleet_shows_online(http, base, device["id"])
 
             await wait_for(shown_online, 20, "the receiver online on the fleet board")
             # a command that goes through: the fleet has heard the hub's clock from its answer (until then it asks
@@ -597,9 +601,8 @@ async def test_a_hub_whose_clock_is_half_a_minute_off_carries_out_fleet_commands
         ):
             [device] = await online_devices(wire, "skewed")
 
-            async def shown_online() -> bool:
-                async with http.get(f"{base}/api/v1/devices/{device['id']}") as response:
-                    return response.status == 200 and (await response.json())["online"] is True
+            def shown_online() -> Awaitable[bool]:
+                return fleet_shows_online(http, base, device["id"])
 
             await wait_for(shown_online, 20, "the receiver online on the fleet board")
             for muted in (True, False):
