@@ -157,7 +157,7 @@ class StatePublisher:
         configs: set[str] = set()
         dropped: list[tuple[str, int]] = []
         grown: set[str] = set()  # devices with a channel more (a Spectera pack paired): a new channel_count
-        published_whole: set[str] = set()
+        state_sent: set[str] = set()  # devices whose device state this batch has published
         for (device_id, index), changed in batch.items():
             device = devices.get(device_id)
             if device is None:
@@ -174,10 +174,11 @@ class StatePublisher:
             if index is None:
                 if ADDED in changed or REMOVED in changed:
                     self._publish_device(device)
-                    published_whole.add(device_id)
+                    state_sent.add(device_id)
                     list_changed = True
                     continue
                 self._publish(self.topics.device(device_id), payloads.encode(payloads.device_state(device)))
+                state_sent.add(device_id)
                 if ONLINE in changed:
                     self._publish(self.topics.availability(device_id), payloads.availability_payload(device.online))
                     list_changed = True
@@ -187,6 +188,7 @@ class StatePublisher:
             elif REMOVED in changed and device.channel(index) is None:  # the device has fewer channels now
                 dropped.append((device_id, index))
                 self._publish(self.topics.device(device_id), payloads.encode(payloads.device_state(device)))
+                state_sent.add(device_id)
                 configs.add(device_id)
                 list_changed = True
             else:
@@ -200,7 +202,7 @@ class StatePublisher:
                     self._publish(
                         self.topics.channel(device_id, index), payloads.encode(payloads.channel_state(channel))
                     )
-        for device_id in grown - published_whole:
+        for device_id in grown - state_sent:
             self._publish(self.topics.device(device_id), payloads.encode(payloads.device_state(devices[device_id])))
             list_changed = True
         for device_id in configs:
