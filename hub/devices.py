@@ -27,6 +27,7 @@ from hub.drivers import (
 )
 from hub.fieldcheck import FieldRules, checked, merge_rules, model_rules
 from hub.model import (
+    CONFIRMED_VALUE,
     MAX_CHANNELS,
     Capabilities,
     Command,
@@ -681,6 +682,13 @@ class DeviceManager:
             return _plugin_error(
                 managed.plugin,
                 f"answered with the value {preview(result.value)}: not text, a number, true, false or null",
+            )
+        expected = CONFIRMED_VALUE[command.kind]
+        if result.ok and not expected.admits(result.value):
+            log.error("plugin %s confirmed %s with the value %s", managed.plugin, command, preview(result.value))
+            return _plugin_error(
+                managed.plugin,
+                f"confirmed {command.kind} with the value {preview(result.value)}: not {expected}",
             )
         return _shown(result, managed.handle.text_width)
 

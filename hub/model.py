@@ -140,6 +140,41 @@ class CommandKind(StrEnum):
     SLOT_RF_POWER_MODE = "slot_rf_power_mode"  # value: "low", "normal" or "high"; needs a slot
 
 
+class ValueKind(StrEnum):
+    """What a confirmed command's value is, as the edges echo it (a result of another kind, a mute confirmed
+    as "ok", reached REST and MQTT as the device's new state)."""
+
+    SWITCH = "true or false"
+    NUMBER = "a number"
+    TEXT = "text"
+    ANY = "any value"
+
+    def admits(self, value: object) -> bool:
+        if value is None or self is ValueKind.ANY:
+            return True
+        if self is ValueKind.SWITCH:
+            return isinstance(value, bool)
+        if self is ValueKind.NUMBER:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+        return isinstance(value, str)
+
+
+# The value a device's confirmation carries for each kind (None: the plugin echoed nothing).
+CONFIRMED_VALUE: Final = {
+    CommandKind.NAME: ValueKind.TEXT,
+    CommandKind.MUTE: ValueKind.SWITCH,
+    CommandKind.GAIN: ValueKind.NUMBER,
+    CommandKind.GAIN_STEP: ValueKind.NUMBER,
+    CommandKind.FREQUENCY: ValueKind.NUMBER,
+    CommandKind.IDENTIFY: ValueKind.ANY,
+    CommandKind.METER_RATE: ValueKind.NUMBER,
+    CommandKind.RF_OUTPUT: ValueKind.SWITCH,
+    CommandKind.DEVICE_NAME: ValueKind.TEXT,
+    CommandKind.TX_POWER: ValueKind.TEXT,
+    CommandKind.SLOT_RF_POWER_MODE: ValueKind.TEXT,
+}
+
+
 @dataclass(frozen=True)
 class CommandField:
     """A command kind as the edges name it: its key in an MQTT ``…/set`` message (the fleet sends the same

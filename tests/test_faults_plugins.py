@@ -79,6 +79,8 @@ class CarelessDriver(Driver):
 
     def apply(self, command: Command) -> Any:  # type: ignore[override]  # the sloppiness under test
         """Answers by the value of a NAME command: what a sloppy driver might return."""
+        if command.kind is CommandKind.MUTE:  # the device's word for done, passed on as the new state
+            return CommandResult(ok=True, value="ok")
         if command.value == "none":
             return None
         if command.value == "yes":
@@ -255,6 +257,8 @@ async def test_control_answers_that_are_no_command_result_are_plugin_errors_nami
         for value in ("none", "yes", "42", "block", "bare"):
             async with session.post(url, json={"kind": "name", "value": value}, headers=headers) as response:
                 answers[value] = (response.status, await response.json())
+        async with session.post(url, json={"kind": "mute", "value": True}, headers=headers) as response:
+            mute = (response.status, await response.json())
         for value in ("none", "yes", "42"):
             status, body = answers[value]
             assert status == 502 and body["code"] == "plugin_error" and "plugin careless" in body["error"], body
@@ -262,13 +266,18 @@ async def test_control_answers_that_are_no_command_result_are_plugin_errors_nami
         status, body = answers["bare"]
         assert status == 502 and body["code"] == "failed", body
         assert body["error"] == "the device did not confirm the value; it reports 'Kept'"
+        status, body = mute
+        assert (status, body["code"]) == (502, "plugin_error"), body
+        assert body["error"] == "plugin careless confirmed mute with the value 'ok': not true or false"
     slow = [r.getMessage() for r in caplog.records if "held the event loop" in r.getMessage()]
     assert any("plugin careless" in message and "Driver.apply" in message for message in slow), slow
     record_check(
         AREA,
-        'Driver.apply returns None, "yes", an awaitable of 42; or blocks 250 ms with time.sleep',
+        'Driver.apply returns None, "yes", an awaitable of 42; confirms a mute with the value "ok"; or blocks '
+        "250 ms with time.sleep",
         "REST 502 plugin_error 'plugin careless answered ... instead of a CommandResult' (not 409 'has no "
-        "controls'); the blocking call is named in a warning: plugin careless, Driver.apply, its time",
+        "controls'), and 'confirmed mute with the value 'ok': not true or false'; the blocking call is named in "
+        "a warning: plugin careless, Driver.apply, its time",
     )
 
 
