@@ -12,6 +12,7 @@ from typing import Final, Protocol, TypeVar
 from hub.backoff import Backoff
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.drivers import DeviceSilentError, Driver, DriverSettings, UnsupportedDeviceError
+from hub.model import CommandTimeoutError, DeviceUnavailableError, RefusedError
 from hub.text import device_text
 
 T = TypeVar("T")
@@ -30,7 +31,18 @@ def _untimed(what: str, awaitable: Awaitable[T]) -> Awaitable[T]:
 
 # What a device (or its address) does to a driver: unreachable, refusing, silent, talking nonsense (a value it
 # cannot parse), or no device this plugin monitors. Anything else a driver raises is a bug of its plugin.
-DEVICE_FAILURES: Final = (OSError, EOFError, ValueError, UnsupportedDeviceError)
+# What a device's failure looks like from connect and run: besides the socket's and the parser's errors, a
+# command's own errors, raised when connect sends one (a link that dropped under Shure's meter-rate SET
+# raised DeviceUnavailableError, logged as a plugin bug with its traceback).
+DEVICE_FAILURES: Final = (
+    OSError,
+    EOFError,
+    ValueError,
+    UnsupportedDeviceError,
+    DeviceUnavailableError,
+    CommandTimeoutError,
+    RefusedError,
+)
 
 UNSUPPORTED_RETRY_S = 600.0
 MAX_ERROR_CHARS = 300

@@ -689,6 +689,7 @@ BUGGY_PLUGIN = """
 from hub import hookimpl
 from hub.drivers import Driver
 from hub.hookspecs import DriverSpec
+from hub.model import DeviceUnavailableError
 
 
 class Buggy(Driver):
@@ -701,6 +702,8 @@ class Buggy(Driver):
     async def connect(self):
         if self.endpoint.host == "keyerror":
             {}["model"]  # a typical plugin bug
+        if self.endpoint.host == "dropped":  # the link dropped under a command connect sends
+            raise DeviceUnavailableError("not connected to dropped")
         raise ConnectionRefusedError("the receiver refused the connection")
 
     async def run(self):
@@ -726,7 +729,7 @@ async def test_a_bug_in_a_driver_is_logged_once_as_the_plugins_with_its_type_and
         monkeypatch,
         "buggy",
         BUGGY_PLUGIN,
-        'devices = ["buggy://keyerror", "buggy://init", "buggy://refused"]',
+        'devices = ["buggy://keyerror", "buggy://init", "buggy://refused", "buggy://dropped"]',
     )
     with hub_process(config, tmp_path / "hub.log") as hub:
         hub.start()
@@ -735,7 +738,7 @@ async def test_a_bug_in_a_driver_is_logged_once_as_the_plugins_with_its_type_and
                 with contextlib.suppress(aiohttp.ClientError):
                     async with session.get(f"http://127.0.0.1:{port}/api/health") as response:
                         connections = {item["url"]: item for item in (await response.json())["connections"]}
-                    if len(connections) == 3 and all(item["attempts"] >= 3 for item in connections.values()):
+                    if len(connections) == 4 and all(item["attempts"] >= 3 for item in connections.values()):
                         break
                 await asyncio.sleep(0.1)
         hub.signal(signal.SIGTERM)
@@ -748,7 +751,8 @@ async def test_a_bug_in_a_driver_is_logged_once_as_the_plugins_with_its_type_and
         "a KeyError in Driver.connect, a RuntimeError in the driver's __init__, each failing on every retry",
         "one error each naming the plugin, the call and the exception's type, with its traceback: "
         + bugs["buggy://keyerror"][0]["message"]
-        + "; a refused connection stays one warning 'device unavailable' without a traceback",
+        + "; a refused connection, and a DeviceUnavailableError from a command connect sends, stay one warning "
+        "'device unavailable' without a traceback",
     )
     (keyerror,), (init,) = bugs["buggy://keyerror"], bugs["buggy://init"]
     assert "plugin buggy failed in Driver.connect: KeyError: 'model'" in keyerror["message"], keyerror
@@ -758,6 +762,9 @@ async def test_a_bug_in_a_driver_is_logged_once_as_the_plugins_with_its_type_and
     (refused,) = about["buggy://refused"]
     assert refused["level"] == "warning" and "exception" not in refused
     assert refused["message"] == "device unavailable: buggy://refused: the receiver refused the connection"
+    (dropped,) = about["buggy://dropped"]
+    assert dropped["level"] == "warning" and "exception" not in dropped
+    assert dropped["message"] == "device unavailable: buggy://dropped: not connected to dropped"
 
 
 IDENTIFY_PLUGIN = """
