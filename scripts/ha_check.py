@@ -32,6 +32,7 @@ from wmhub_shure.simulator.replay import ReplayDevice, Transcript  # noqa: E402
 
 from hub.mqtt.brokers import BrokerAddress  # noqa: E402
 from hub.mqtt.client import MqttClient  # noqa: E402
+from hub.mqtt.homeassistant import entity_object_id  # noqa: E402
 
 HUB_ID = "hacheck"
 TRANSCRIPTS = REPO / "plugins" / "shure" / "tests" / "transcripts"
@@ -301,8 +302,11 @@ async def check(hass: Path, work: Path) -> int:
                     f"restart {run - 1}: the same {len(first['retained'])} retained homeassistant/# topics",
                 )
             count = sum(len(entries) for entries in (await ha.wmhub_devices()).values())
-            report.check(count == RECEIVERS + 1, f"after 3 runs Home Assistant has {count} wmhub devices (9 + the hub)")
+            report.check(
+                count == RECEIVERS + 1, f"after 3 runs Home Assistant has {count} wmhub devices ({RECEIVERS} + the hub)"
+            )
             await fewer_channels_check(report, ha, http, work, mqtt_port, free_port())
+            await same_name_check(report, ha, http, work, mqtt_port, free_port())
             mqtt_errors = [
                 line
                 for line in (logs / "homeassistant.log").read_text(errors="replace").splitlines()
@@ -556,6 +560,48 @@ async def fewer_channels_check(
         await stop(hub)
         await dual.stop()
         await quad.stop()
+
+
+async def same_name_check(
+    report: Report, ha: HomeAssistant, http: aiohttp.ClientSession, work: Path, mqtt_port: int, hub_port: int
+) -> None:
+    """Two receivers left on one default name: each entity's id follows its unique id (the device id), so it
+    is known before Home Assistant sees either; made of the name, the second seen got ``_2`` ids."""
+    receivers = [await ReplayDevice(Transcript.load(TRANSCRIPTS / "ulxd.txt")).start() for _ in range(2)]
+    log = work / "logs" / "hub-same-name.log"
+    urls = tuple(receiver.url for receiver in receivers)
+    hub = await start_hub(work / "same-name-data", mqtt_port, hub_port, log, hub_id="hacheck-twins", devices=urls)
+    try:
+
+        async def both_named() -> list[dict[str, Any]] | None:
+            with contextlib.suppress(aiohttp.ClientError):
+                devices = await hub_devices(http, hub_port)
+                if len(devices) == 2 and all(device["online"] for device in devices):
+                    return devices
+            return None
+
+        devices = await until(both_named, 30, "the two ULXD4Qs identified")
+        ids = {str(device["id"]) for device in devices}
+
+        async def registered() -> list[dict[str, Any]] | None:
+            entries = await ha.ws({"type": "config/entity_registry/list"})
+            mine = [e for e in entries if any(e["unique_id"].startswith(f"{device_id}_") for device_id in ids)]
+            return mine if {e["unique_id"].split("_ch")[0] for e in mine} >= ids else None
+
+        entries = await until(registered, 60, "Home Assistant's entities of both receivers")
+        names = {str(device.get("name")) for device in devices}
+        astray = [
+            e["entity_id"] for e in entries if e["entity_id"].split(".", 1)[1] != entity_object_id(e["unique_id"])
+        ]
+        report.check(
+            not astray,
+            f"two receivers named {sorted(names)}: each of their {len(entries)} entity ids is made of its unique id "
+            f"(e.g. {entries[0]['entity_id']}), none of the name with a _2{astray[:3] or ''}",
+        )
+    finally:
+        await stop(hub)
+        for receiver in receivers:
+            await receiver.stop()
 
 
 async def _within(check: Callable[[], Awaitable[bool]], timeout: float) -> bool:

@@ -13,6 +13,7 @@ linked, rather than unknown.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Final
@@ -164,7 +165,9 @@ READINGS: Final = (
         "sensor",
         "Battery cycles",
         "channel",
-        {"state_class": "total_increasing", "icon": "mdi:battery-sync", **DIAGNOSTIC},
+        # the pack in the transmitter (or a charger bay) now, not a running total: a swap to a younger pack
+        # lowers it, which Home Assistant's statistics warn of (or take as a meter reset) for total_increasing
+        {"state_class": "measurement", "icon": "mdi:battery-sync", **DIAGNOSTIC},
     ),
     Reading(
         "battery_temp_c",
@@ -241,14 +244,34 @@ def _name_keys(limits: TextLimits | None) -> dict[str, Any]:
 
 
 class _Components:
-    """The components of one discovery config, keyed by object id; unique ids are ``<node>_<object id>``."""
+    """The components of one discovery config, keyed by object id; unique ids are ``<node>_<object id>``.
+
+    Each entity's id is asked for as its unique id (``sensor.shure_a_ch1_battery_percent``): left to Home
+    Assistant, it is made of the receiver's name, and two receivers on their default name (two ULX-Ds called
+    RX964) got ``_2`` ids in whatever order Home Assistant saw them. ``object_id`` for Home Assistant before
+    2025.10, ``default_entity_id`` for those after (which drop ``object_id`` in 2026.4); each ignores the other.
+    """
 
     def __init__(self, node: str) -> None:
         self.node = node
         self.items: dict[str, dict[str, Any]] = {}
 
     def add(self, object_id: str, platform: str, name: str, keys: dict[str, Any]) -> None:
-        self.items[object_id] = {"platform": platform, "unique_id": f"{self.node}_{object_id}", "name": name, **keys}
+        unique_id = f"{self.node}_{object_id}"
+        entity = entity_object_id(unique_id)
+        self.items[object_id] = {
+            "platform": platform,
+            "unique_id": unique_id,
+            "object_id": entity,
+            "default_entity_id": f"{platform}.{entity}",
+            "name": name,
+            **keys,
+        }
+
+
+def entity_object_id(unique_id: str) -> str:
+    """The entity id's part after the platform, as Home Assistant writes one (lower case, ``[a-z0-9_]``)."""
+    return "_".join(part for part in re.split(r"[^a-z0-9]+", unique_id.lower()) if part)
 
 
 def _accepts(capabilities: Capabilities | None, kind: CommandKind, *, channel: bool) -> bool:
