@@ -4,8 +4,9 @@ short timings, clocks for detection and recovery, and comparisons of the hub's s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -143,11 +144,23 @@ class OnlineWatch:
             await asyncio.sleep(0.02)
 
 
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Poll an HTTP condition until it holds; fail at the deadline (a refused connection counts as no)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            if await check():
+                return
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
 class Api:
     """The hub's REST API over a real socket, with the write token."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.base = f"http://127.0.0.1:{hub.web.port}"
+    def __init__(self, hub: Hub | int) -> None:
+        """``hub`` in this process, or the HTTP port of one in another (``wmhub run``)."""
+        self.base = f"http://127.0.0.1:{hub if isinstance(hub, int) else hub.web.port}"
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
 
     async def __aenter__(self) -> Api:
@@ -164,3 +177,7 @@ class Api:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with self.session.post(self.base + path, json=body, headers=headers) as response:
             return response.status, await response.json(content_type=None)
+
+    async def delete(self, path: str, token: str = TOKEN) -> int:
+        async with self.session.delete(self.base + path, headers={"Authorization": f"Bearer {token}"}) as response:
+            return response.status

@@ -5,13 +5,9 @@ retained MQTT topics, the board, the live feed, the hub's log and the bytes of e
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import signal
 import stat
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +18,7 @@ from hub.persistence import Persistence
 from hub.persistence.testing import quick_settings
 from hub.state import StateStore
 from hub.testing import eventually
-from tests.fault_harness import TOKEN, Api, is_online, running_hub
+from tests.fault_harness import TOKEN, Api, is_online, running_hub, until
 from tests.fault_harness import hub_config as fault_hub_config
 from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.reliability_report import record_check
@@ -58,17 +54,6 @@ def hub_config(path: Path, data_dir: Path, broker: TestBroker, http_port: int) -
 def offline_alerts(alerts: list[dict[str, Any]]) -> int:
     """The receivers that never answer each get one (the simulated one may raise others, clipping say)."""
     return sum(1 for alert in alerts if alert["kind"] == "device_offline")
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    """Poll an HTTP condition until it holds; fail at the deadline (a refused connection counts as no)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            if await check():
-                return
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def read_everything(session: aiohttp.ClientSession, base: str) -> dict[str, str]:
