@@ -179,6 +179,7 @@ class Hub:
             if self.persistence.ticker is not None:
                 self.watch(self.persistence.ticker, "the store's ticker (history and alerts)")
         self.persistence.devices.url_check = self.devices.resolve
+        self.devices.memories = self.persistence.device_memory  # before the first device: its driver recalls
         self.persistence.frequency.devices_read = self.devices_read
         self.persistence.devices.unremembered = self._unremembered
         for url, device_id in self.persistence.restore():
@@ -198,11 +199,14 @@ class Hub:
         log.info("hub %s started with %d device(s)", self.config.hub_id, len(self.devices.by_url))
 
     def _forget_departed_urls(self) -> None:
-        """Connection health of URLs this run does not manage (gone from the configuration, or a demo port
-        of an earlier run) is dropped: the store keeps only devices the hub has."""
+        """Connection health and drivers' memories of URLs this run does not manage (gone from the
+        configuration, or a demo port of an earlier run) are dropped: the store keeps only devices the hub has."""
         for health in self.persistence.health.all():
             if health.url not in self.devices.by_url:
                 self.persistence.health.forget(health.url)
+        for url in self.persistence.device_memory.urls():
+            if url not in self.devices.by_url:
+                self.persistence.device_memory.forget(url)
 
     def expected_device_ids(self) -> tuple[set[str], bool]:
         """The ids of the devices this run has or will have: each managed device's id, or the id its URL had

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.drivers import (
     ID_OPTION,
+    MAX_MEMORY_BYTES,
     DeviceSink,
     Driver,
     DriverSettings,
@@ -66,6 +68,34 @@ NO_ANSWER: Final = "no answer from device"
 
 class UnknownSchemeError(EndpointError):
     """No loaded plugin handles this URL scheme."""
+
+
+class DeviceMemories(Protocol):
+    """Where the drivers' memories of their devices (DeviceSink.remember) are kept, as JSON text by the device's
+    URL as shown (its password redacted): the hub's database (hub.persistence.device_memory) while the hub
+    runs, :class:`TransientMemories` where there is none."""
+
+    def recall(self, url: str) -> str | None: ...
+
+    def remember(self, url: str, text: str) -> None: ...
+
+    def forget(self, url: str) -> None: ...
+
+
+class TransientMemories:
+    """Memories for this run only: a device manager without a database (tests, ``DriverHarness``)."""
+
+    def __init__(self) -> None:
+        self._by_url: dict[str, str] = {}
+
+    def recall(self, url: str) -> str | None:
+        return self._by_url.get(url)
+
+    def remember(self, url: str, text: str) -> None:
+        self._by_url[url] = text
+
+    def forget(self, url: str) -> None:
+        self._by_url.pop(url, None)
 
 
 def _whole_in(value: object, low: int, high: int) -> bool:
@@ -133,6 +163,8 @@ class DeviceHandle(DeviceSink):
         self.capabilities_of: Callable[[str | None, str | None], Capabilities | None] = lambda family, model: None
         # what a driver says of its own device's capabilities (update_capabilities), as the hub can use it
         self.usable_capabilities: Callable[[object], Capabilities | None] = lambda declared: None
+        # where the driver's memory of the device is kept (recall, remember); the manager's
+        self.memories: DeviceMemories = TransientMemories()
         self.log = logging.LoggerAdapter(
             logging.getLogger(f"hub.device.{vendor}"), {"device": device_id or redact(endpoint.url)}
         )
@@ -333,6 +365,36 @@ class DeviceHandle(DeviceSink):
         self.protocol_errors += 1
         self.log.debug("unparsable data: %s", detail)
 
+    def recall(self) -> Any:
+        url = redact(self.endpoint.url)
+        text = self.memories.recall(url)
+        if text is None:
+            return None
+        why = f"larger than {MAX_MEMORY_BYTES} bytes" if len(text.encode()) > MAX_MEMORY_BYTES else None
+        if why is None:
+            try:
+                return json.loads(text)
+            except (ValueError, RecursionError) as exc:  # RecursionError: nested past the interpreter's limit
+                why = f"not JSON ({preview(str(exc))})"
+        # the driver starts afresh, as with nothing kept: a damaged row must not keep the device from being
+        # watched, nor be warned about at every connection
+        self.log.warning("the memory plugin %s kept for this device is %s: ignored and dropped", self.plugin, why)
+        self.memories.forget(url)
+        return None
+
+    def remember(self, value: Any) -> None:
+        if self.released:  # a driver's task that outlived its removal must not keep anything again
+            return
+        try:
+            text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            self._refused("memory", value, f"not JSON ({preview(str(exc))}): not kept")
+            return
+        if len(text.encode()) > MAX_MEMORY_BYTES:
+            self._refused("memory", value, f"larger than {MAX_MEMORY_BYTES} bytes as JSON: not kept")
+            return
+        self.memories.remember(redact(self.endpoint.url), text)
+
     # LinkState (for the supervisor)
 
     def last_heard(self) -> float:
@@ -450,6 +512,8 @@ class DeviceManager:
         self.control_rate_per_s = control_rate_per_s
         self._buckets: dict[str, TokenBucket] = {}
         self._command_locks: dict[str, asyncio.Lock] = {}
+        # the drivers' memories of their devices: the hub hands its database's before it adds a device
+        self.memories: DeviceMemories = TransientMemories()
         # (URL, id) when a device moved away from the URL (DeviceHandle.on_moved): set by the hub to forget it
         self.on_moved: Callable[[str, str], None] | None = None
         self.by_url: dict[str, ManagedDevice] = {}
@@ -494,6 +558,7 @@ class DeviceManager:
         handle.usable_capabilities = lambda declared: self._plugins.usable_capabilities(
             plugin_name, declared, "update_capabilities", "update_capabilities"
         )
+        handle.memories = self.memories
         timer = self._plugins.timer
 
         def make_driver() -> Driver:
@@ -557,7 +622,7 @@ class DeviceManager:
         return self._plugins.device_capabilities(plugin_name, family, model)  # checked there (hub.capcheck)
 
     async def remove(self, device_id_or_url: str) -> bool:
-        """Stop the driver (it closes the device cleanly) and forget the device."""
+        """Stop the driver (it closes the device cleanly) and forget the device, its driver's memory too."""
         managed = self.find(device_id_or_url)
         if managed is None:
             return False
@@ -568,6 +633,7 @@ class DeviceManager:
             managed.handle.endpoint.url
         )
         await self._stop(managed)
+        self.memories.forget(managed.url)  # after the stop: a driver ending now keeps nothing (released)
         if device_id is not None and owned:
             self._store.remove_device(device_id)
             self._buckets.pop(device_id, None)

@@ -169,6 +169,11 @@ def _option_name(segment: str) -> str:
     return unquote_plus(segment.partition("=")[0])
 
 
+# The most a driver's memory of its device (DeviceSink.remember) holds, as JSON text in UTF-8: a few packs' channel
+# numbers, not a cache of the device's state.
+MAX_MEMORY_BYTES: Final = 16 * 1024
+
+
 @dataclass(frozen=True)
 class DriverSettings:
     """Hub-wide settings every driver honours; plugin-specific ones come from ``Endpoint.options``."""
@@ -225,6 +230,21 @@ class DeviceSink(Protocol):
 
     def protocol_error(self, detail: str) -> None:
         """Something arrived that could not be parsed (counted on /metrics; the driver carries on)."""
+
+    def recall(self) -> Any:
+        """What this device's driver last kept with :meth:`remember`, as JSON decodes it (a dict's keys are
+        text), or None when nothing is kept. It survives a new connection and a hub restart (the hub's
+        database holds it, by the device's URL) and is gone once the device is removed. A kept value the hub
+        cannot read back (damaged, larger than ``MAX_MEMORY_BYTES``) is logged once and answered as None: check
+        the shape of what comes back, the device must work without it."""
+
+    def remember(self, value: Any) -> None:
+        """Keep ``value`` for this device, replacing what was kept: what the driver must not lose when the hub
+        restarts, such as numbering it made up itself (SSCv2: which transmitter is on which channel). JSON
+        only (dicts with text keys, lists, text, finite numbers, true, false, null), at most
+        ``MAX_MEMORY_BYTES`` encoded; anything else is refused like a wrong field (a protocol error, logged
+        once) and the kept value stays. Written to the database behind the driver's back: call it when the
+        value changes, not on every report."""
 
 
 class Driver(ABC):

@@ -157,4 +157,13 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         OR before IS NOT wmhub_redact_json(before)
         OR after IS NOT wmhub_redact_json(after);
     """,
+    # 5: what drivers keep of their devices across restarts (DeviceSink.remember), JSON text by device URL as
+    # shown: the SSCv2 driver's channel of each Spectera transmitter
+    """
+    CREATE TABLE device_memory (
+        url TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 )

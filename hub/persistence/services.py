@@ -19,6 +19,7 @@ from hub.persistence.alerts import ALERT_FIELDS, Alerts, AlertSettings
 from hub.persistence.audit import AuditLog
 from hub.persistence.credentials import CREDENTIALS_FILE, DeviceCredentials
 from hub.persistence.db import IN_MEMORY, Database, WriterSettings, WriterStats
+from hub.persistence.device_memory import DeviceMemory
 from hub.persistence.frequency import PLAN_FIELDS, FrequencyPlan, FrequencySettings
 from hub.persistence.history import History, HistorySettings, StoredHistory
 from hub.persistence.known_devices import Candidates, HealthLog, KnownDevices
@@ -88,6 +89,7 @@ class Stored:
     declared_carriers: list[DeclaredCarrier]
     exclusions: list[FrequencyExclusion]
     history: StoredHistory
+    device_memory: list[tuple[str, object]]
 
     @classmethod
     async def read(cls, db: Database, history: HistorySettings) -> Stored:
@@ -131,6 +133,7 @@ class Stored:
             ],
             exclusions=[FrequencyExclusion(**row) for row in await rows("SELECT * FROM frequency_exclusions")],
             history=await StoredHistory.read(db, history),
+            device_memory=await DeviceMemory.read(db),
         )
 
 
@@ -155,6 +158,7 @@ class Persistence:
         self.devices = devices = KnownDevices(db, clock, audit, stored.known_devices, credentials)
         self.candidates = Candidates(db, clock, audit, devices, stored.candidates, auto_approve=settings.auto_approve)
         self.health = HealthLog(db, clock, stored.health)
+        self.device_memory = DeviceMemory(db, clock, stored.device_memory)
         self.locations = locations = Locations(db, clock, audit, stored.locations)
         devices.location_exists = locations.exists
         locations.users_of = devices.uses_location

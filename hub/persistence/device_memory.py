@@ -1,0 +1,49 @@
+"""What drivers keep of their devices across restarts (``DeviceSink.remember``): one JSON text per device URL.
+
+The hub's device manager reads and writes it through :class:`hub.devices.DeviceMemories`; what the text means
+is the plugin's alone (the SSCv2 driver keeps which transmitter is on which channel). The hub checks it where
+the driver hands it over and where it is read back (hub.devices.DeviceHandle), so this only holds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from hub.clock import Clock
+from hub.drivers import MAX_MEMORY_BYTES
+from hub.persistence.db import Database, upsert
+
+_UPSERT_MEMORY = upsert("device_memory", ("url",), ("value", "updated_at"))
+
+
+class DeviceMemory:
+    """The memories by device URL as shown (password redacted), loaded at open, written behind like health."""
+
+    def __init__(self, db: Database, clock: Clock, rows: Iterable[tuple[str, object]]) -> None:
+        self._db = db
+        self._clock = clock
+        # a value that is no text (a row written by something else) is kept as its repr: not JSON, refused
+        self._by_url = {url: value if isinstance(value, str) else repr(value) for url, value in rows}
+
+    @staticmethod
+    async def read(db: Database) -> list[tuple[str, object]]:
+        """The rows at open. A text longer than the bound is read only as far as shows that it is too long (a
+        damaged or hand-edited row must not fill the hub's memory): DeviceHandle.recall refuses it."""
+        rows = await db.fetchall("SELECT url, substr(value, 1, ?) AS value FROM device_memory", (MAX_MEMORY_BYTES + 1,))
+        return [(row["url"], row["value"]) for row in rows]
+
+    def recall(self, url: str) -> str | None:
+        return self._by_url.get(url)
+
+    def remember(self, url: str, text: str) -> None:
+        if self._by_url.get(url) == text:
+            return
+        self._by_url[url] = text
+        self._db.submit(_UPSERT_MEMORY, (url, text, self._clock.now()))
+
+    def forget(self, url: str) -> None:
+        if self._by_url.pop(url, None) is not None:
+            self._db.submit("DELETE FROM device_memory WHERE url = ?", (url,))
+
+    def urls(self) -> list[str]:
+        return sorted(self._by_url)
