@@ -1,21 +1,188 @@
-"""A driver's memory of its device (DeviceSink.remember / recall), kept in the hub's database.
+"""A driver's memory of its device (DeviceSink.remember / recall), kept in the hub's database: the SSCv2 driver
+keeps which Spectera pack is on which channel there, so a restarted hub numbers the packs as before.
 
-Whole hubs in-process on a data dir in tmp_path, REST as a client sees it.
+Whole hubs (``wmhub run`` child processes where a restart must be one, in-process otherwise) on a data dir in
+tmp_path, the SSCv2 simulator as the base station, REST as a client sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import signal
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 
 import pytest
+from wmhub_sennheiser.simulator.ssc2 import SimMobile, Ssc2Simulator
 
 from hub.compose import compose_hub
 from hub.drivers import MAX_MEMORY_BYTES, Driver
+from hub.persistence import DATABASE_FILE
 from hub.plugins import PluginHost
 from hub.testing import plugin_of
-from tests.fault_harness import Api, hub_config, until
+from tests.fault_harness import TOKEN, Api, hub_config, running_hub, until
+from tests.mosquitto import free_port
+from tests.test_faults_hub import hub_process
+
+Packs = dict[int, str | None]
+
+
+def serial(mt_uid: int) -> str:
+    """The serial the simulator gives the pack paired as ``mt_uid``."""
+    return f"{7000000 + mt_uid}"
+
+
+async def packs_on_channels(api: Api, device_id: str) -> Packs:
+    """Which pack (its serial, ``tx_id``) each channel of the base station shows over REST."""
+    device = await api.get(f"/api/v1/devices/{device_id}")
+    channels = device.get("channels") or []
+    return {channel["index"]: channel["tx_id"] for channel in channels}
+
+
+async def showing(api: Api, device_id: str, expected: Packs, what: str, timeout: float = 15) -> None:
+    async def shown() -> bool:
+        return await packs_on_channels(api, device_id) == expected
+
+    try:
+        await until(shown, timeout, what)
+    except AssertionError:
+        raise AssertionError(f"{what}: {await packs_on_channels(api, device_id)}, not {expected}") from None
+
+
+async def base_station_id(api: Api) -> str:
+    found: list[str] = []
+
+    async def online() -> bool:
+        found[:] = [device["id"] for device in (await api.get("/api/v1/devices"))["items"] if device["online"]]
+        return bool(found)
+
+    await until(online, 15, "the base station online")
+    return found[0]
+
+
+def stored_memories(data_dir: Path) -> list[tuple[str, str]]:
+    """The device_memory rows of a stopped hub's database."""
+    with closing(sqlite3.connect(data_dir / DATABASE_FILE)) as connection:
+        return list(connection.execute("SELECT url, value FROM device_memory"))
+
+
+def set_stored_memory(data_dir: Path, value: object) -> None:
+    with closing(sqlite3.connect(data_dir / DATABASE_FILE)) as connection, connection:
+        assert connection.execute("UPDATE device_memory SET value = ?", (value,)).rowcount == 1
+
+
+def wmhub_config(tmp_path: Path, http_port: int) -> Path:
+    """``wmhub run``'s configuration: the data dir in tmp_path, REST on ``http_port``, no MQTT, no discovery."""
+    path = tmp_path / "wmhub.toml"
+    path.write_text(
+        f'hub_id = "numbering"\ndata_dir = "{tmp_path / "data"}"\noffline_after_s = 1.5\nio_timeout_s = 1.0\n'
+        f'[mqtt]\nurl = "off"\n[http]\nhost = "127.0.0.1"\nport = {http_port}\ntoken = "{TOKEN}"\n'
+        "[discovery]\nenabled = false\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@asynccontextmanager
+async def wmhub_run(tmp_path: Path) -> AsyncIterator[Api]:
+    """``wmhub run`` as a child process, its REST API once it answers; stopped as Ctrl-C stops it."""
+    port = free_port()
+    log = tmp_path / "hub.log"
+    with hub_process(wmhub_config(tmp_path, port), log) as hub:
+        hub.start()
+        async with Api(port) as api:
+
+            async def answering() -> bool:
+                return bool(await api.get("/api/health"))
+
+            await until(answering, 20, "the hub's REST API")
+            try:
+                yield api
+            except AssertionError as failure:
+                raise AssertionError(f"{failure}\nhub log:\n{log.read_text()[-4000:]}") from None
+            hub.signal(signal.SIGINT)
+            assert await hub.exited(20) == 0, log.read_text()[-4000:]
+
+
+async def test_spectera_packs_keep_their_channels_across_a_hub_restart(tmp_path: Path) -> None:
+    """The numbering lived in the driver's memory only: after packs were unpaired and paired, a restarted hub
+    numbered them afresh in mtUid order, moving packs to other channels (and with them their MQTT topics,
+    Home Assistant entities, Companion buttons and the names on the board)."""
+    async with Ssc2Simulator(tick_s=0) as base_station:  # packs 10, 11, 12, 13 on channels 1-4
+        async with wmhub_run(tmp_path) as api:
+            status, _ = await api.post("/api/v1/devices", {"url": base_station.url()})
+            assert status == 201
+            device_id = await base_station_id(api)
+            await showing(api, device_id, {n: serial(9 + n) for n in range(1, 5)}, "four packs")
+            base_station.unpair(11)
+            await showing(api, device_id, {1: serial(10), 2: None, 3: serial(12), 4: serial(13)}, "2 emptied")
+            base_station.pair(SimMobile(mt_uid=20, name="Spare"))
+            await showing(api, device_id, {1: serial(10), 2: serial(20), 3: serial(12), 4: serial(13)}, "20 on 2")
+            base_station.unpair(12)
+            before = {1: serial(10), 2: serial(20), 3: None, 4: serial(13)}
+            await showing(api, device_id, before, "3 emptied")
+
+        async with wmhub_run(tmp_path) as api:
+            await showing(api, device_id, before, "every pack on its channel after a restart")
+
+        # a pack paired while the hub was stopped, with an mtUid below every other: the lowest free channel
+        base_station.pair(SimMobile(mt_uid=5, name="Late"))
+        async with wmhub_run(tmp_path) as api:
+            await showing(api, device_id, {**before, 3: serial(5)}, "the late pack on the free channel")
+
+
+async def test_removing_the_device_forgets_its_numbering(tmp_path: Path) -> None:
+    """Removed and added again, the base station is a new device to the hub: its packs are numbered afresh,
+    and nothing of it is left in the database."""
+    data_dir = tmp_path / "data"
+    async with Ssc2Simulator(tick_s=0) as base_station:
+        async with running_hub(hub_config(data_dir, []), plugins="sennheiser") as hub, Api(hub) as api:
+            await api.post("/api/v1/devices", {"url": base_station.url()})
+            device_id = await base_station_id(api)
+            base_station.unpair(11)
+            await showing(api, device_id, {1: serial(10), 2: None, 3: serial(12), 4: serial(13)}, "2 emptied")
+            assert await api.delete(f"/api/v1/devices/{device_id}") == 204
+            await api.post("/api/v1/devices", {"url": base_station.url()})
+            await showing(api, device_id, {1: serial(10), 2: serial(12), 3: serial(13)}, "numbered afresh")
+            assert await api.delete(f"/api/v1/devices/{device_id}") == 204
+        assert stored_memories(data_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("kept", "warning"),
+    [
+        ('{"channels": {"10": 1, "1', "not JSON"),
+        ('{"pad": "' + "x" * MAX_MEMORY_BYTES + '"}', f"larger than {MAX_MEMORY_BYTES} bytes"),
+        (b"\x00\xff", "not JSON"),
+        ('{"channels": {"10": 1, "12": 1}, "count": 4}', "two transmitters on one channel"),
+        ('{"channels": {"10": 1}, "count": -4}', "a count of -4 channels"),
+    ],
+    ids=["damaged", "oversized", "not text", "two on one channel", "negative count"],
+)
+async def test_a_damaged_or_oversized_memory_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kept: object, warning: str
+) -> None:
+    """What the hub cannot use of a kept memory is named in a warning and left aside: the base station is
+    watched with its packs numbered afresh, and what is kept from then on is good again."""
+    data_dir = tmp_path / "data"
+    async with Ssc2Simulator(tick_s=0) as base_station:
+        async with running_hub(hub_config(data_dir, []), plugins="sennheiser") as hub, Api(hub) as api:
+            await api.post("/api/v1/devices", {"url": base_station.url()})
+            device_id = await base_station_id(api)
+            base_station.unpair(11)
+            await showing(api, device_id, {1: serial(10), 2: None, 3: serial(12), 4: serial(13)}, "2 emptied")
+        set_stored_memory(data_dir, kept)
+
+        caplog.set_level(logging.WARNING)
+        async with running_hub(hub_config(data_dir, []), plugins="sennheiser") as hub, Api(hub) as api:
+            await showing(api, device_id, {1: serial(10), 2: serial(12), 3: serial(13)}, "numbered afresh")
+        said = [record.getMessage() for record in caplog.records]
+        assert any(warning in line for line in said), said
+        assert [value for _, value in stored_memories(data_dir)] == ['{"channels":{"10":1,"12":2,"13":3},"count":3}']
 
 
 class Counter(Driver):

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from hub.model import MAX_CHANNELS
 from wmhub_sennheiser.families import NameRule
 from wmhub_sennheiser.values import finite_number, text
 
@@ -300,22 +301,52 @@ class ChannelNumbers:
     Spectera numbers nothing a channel could follow but the pairing itself (``mtUid``; its own client keys a
     pack by serial, companion-module-sennheiser-spectera src/utils.ts getMobileDeviceChoices), so the numbers
     are the hub's: the packs first seen in ``mtUid`` order, a pack paired later on the lowest free channel.
-    An unpaired pack's channel stays, empty, and is the next one free. The count never shrinks.
+    An unpaired pack's channel stays, empty, and is the next one free. The count never shrinks. The driver
+    keeps them with the hub (``DeviceSink.remember``, :meth:`memory`), so a restarted hub numbers as before.
     """
 
     of: dict[str, int] = field(default_factory=dict)
     count: int = 0
+    # counts the changes, so the driver keeps the numbers again only when they changed
+    version: int = field(default=0, compare=False)
 
     def number(self, key: str) -> int:
         if key not in self.of:
             taken = set(self.of.values())
             self.of[key] = next(index for index in range(1, self.count + 2) if index not in taken)
             self.count = max(self.count, self.of[key])
+            self.version += 1
         return self.of[key]
 
     def free(self, key: str) -> int | None:
         """Forget ``key`` (unpaired); the channel it had, if any."""
-        return self.of.pop(key, None)
+        index = self.of.pop(key, None)
+        if index is not None:
+            self.version += 1
+        return index
+
+    def memory(self) -> dict[str, Any]:
+        """What the driver keeps with the hub: ``{"channels": {mtUid: channel}, "count": n}``."""
+        return {"channels": dict(self.of), "count": self.count}
+
+    @classmethod
+    def from_memory(cls, kept: Any) -> ChannelNumbers:
+        """The numbers :meth:`memory` gave; ``None`` (nothing kept) numbers afresh. Raise ValueError saying what
+        is wrong with anything else (a row edited by hand, another version's shape)."""
+        if kept is None:
+            return cls()
+        channels = kept.get("channels") if isinstance(kept, Mapping) else None
+        count = kept.get("count") if isinstance(kept, Mapping) else None
+        if not isinstance(channels, Mapping) or isinstance(count, bool) or not isinstance(count, int):
+            raise ValueError('not {"channels": {mtUid: channel}, "count": n}')
+        if not 0 <= count <= MAX_CHANNELS:
+            raise ValueError(f"a count of {count} channels, not 0 to {MAX_CHANNELS}")
+        numbers = list(channels.values())
+        if not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= count for n in numbers):
+            raise ValueError(f"a channel that is no whole number from 1 to its count {count}")
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("two transmitters on one channel")
+        return cls(of={str(key): n for key, n in channels.items()}, count=count)
 
 
 def _sort_key(uid: Any) -> tuple[bool, float, str]:

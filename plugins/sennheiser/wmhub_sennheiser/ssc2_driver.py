@@ -125,9 +125,6 @@ class _HoldOff:
 _stale_sessions: dict[str, str] = {}
 _held_off: dict[str, _HoldOff] = {}
 _forbidden_waits: dict[str, Backoff] = {}
-# Across driver instances too, keyed by device URL: which pack is on which channel, so a reconnection after
-# packs were unpaired or paired finds every pack on its channel. Lost when the hub stops (README "Numbering").
-_channel_numbers: dict[str, ChannelNumbers] = {}
 
 
 class CredentialsRefusedError(ConnectionError):
@@ -344,7 +341,10 @@ class Ssc2Driver(Driver):
             self._options = Ssc2Options.parse(endpoint.options)
         except EndpointError as exc:
             self._options_error = exc  # raised from connect(), where the supervisor reports it
-        self.resources = ResourceMap(_channel_numbers.setdefault(endpoint.url, ChannelNumbers()))
+        # which pack is on which channel, kept with the hub (sink.remember): a new connection or a restarted hub
+        # finds every pack on its channel after packs were unpaired or paired (README "Numbering")
+        self.resources = ResourceMap(self._recalled_numbers())
+        self._kept_numbers = self.resources.numbers.version
         self.ewdx: EwdxResourceMap | None = None  # set instead of ``resources`` for an EW-DX receiver
         self.session_uuid: str | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -356,6 +356,13 @@ class Ssc2Driver(Driver):
         self._parser = SseParser(max_event_bytes=MAX_EVENT_BYTES)
         self._pending: list[SseEvent] = []  # events that came with the open event
         self._watches: list[_Watch] = []
+
+    def _recalled_numbers(self) -> ChannelNumbers:
+        try:
+            return ChannelNumbers.from_memory(self.sink.recall())
+        except ValueError as exc:
+            self.sink.log.warning("the kept channel numbers are unusable (%s): the packs are numbered afresh", exc)
+            return ChannelNumbers()
 
     @property
     def options(self) -> Ssc2Options:
@@ -667,6 +674,10 @@ class Ssc2Driver(Driver):
         )
 
     def _publish(self, changes: Changes) -> None:
+        numbers = self.resources.numbers
+        if numbers.version != self._kept_numbers:
+            self.sink.remember(numbers.memory())
+            self._kept_numbers = numbers.version
         if changes.new_channel_count:
             self._identify()
         if changes.device:
