@@ -25,10 +25,11 @@ from hub.persistence import DATABASE_FILE
 from hub.plugins import PluginHost
 from hub.testing import plugin_of
 from tests.fault_harness import TOKEN, Api, hub_config, running_hub, until
-from tests.mosquitto import free_port
+from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.test_faults_hub import hub_process
 
 Packs = dict[int, str | None]
+BASE_TOPIC = "wmnumbering"
 
 
 def serial(mt_uid: int) -> str:
@@ -75,24 +76,25 @@ def set_stored_memory(data_dir: Path, value: object) -> None:
         assert connection.execute("UPDATE device_memory SET value = ?", (value,)).rowcount == 1
 
 
-def wmhub_config(tmp_path: Path, http_port: int) -> Path:
-    """``wmhub run``'s configuration: the data dir in tmp_path, REST on ``http_port``, no MQTT, no discovery."""
+def wmhub_config(tmp_path: Path, http_port: int, broker: TestBroker) -> Path:
+    """``wmhub run``'s configuration: the data dir in tmp_path, REST on ``http_port``, MQTT on ``broker`` under
+    BASE_TOPIC, no discovery."""
     path = tmp_path / "wmhub.toml"
     path.write_text(
         f'hub_id = "numbering"\ndata_dir = "{tmp_path / "data"}"\noffline_after_s = 1.5\nio_timeout_s = 1.0\n'
-        f'[mqtt]\nurl = "off"\n[http]\nhost = "127.0.0.1"\nport = {http_port}\ntoken = "{TOKEN}"\n'
-        "[discovery]\nenabled = false\n",
+        f'[mqtt]\nurl = "{broker.url}"\nbase_topic = "{BASE_TOPIC}"\nhomeassistant = false\n'
+        f'[http]\nhost = "127.0.0.1"\nport = {http_port}\ntoken = "{TOKEN}"\n[discovery]\nenabled = false\n',
         encoding="utf-8",
     )
     return path
 
 
 @asynccontextmanager
-async def wmhub_run(tmp_path: Path) -> AsyncIterator[Api]:
+async def wmhub_run(tmp_path: Path, broker: TestBroker) -> AsyncIterator[Api]:
     """``wmhub run`` as a child process, its REST API once it answers; stopped as Ctrl-C stops it."""
     port = free_port()
     log = tmp_path / "hub.log"
-    with hub_process(wmhub_config(tmp_path, port), log) as hub:
+    with hub_process(wmhub_config(tmp_path, port, broker), log) as hub:
         hub.start()
         async with Api(port) as api:
 
@@ -108,12 +110,21 @@ async def wmhub_run(tmp_path: Path) -> AsyncIterator[Api]:
             assert await hub.exited(20) == 0, log.read_text()[-4000:]
 
 
-async def test_spectera_packs_keep_their_channels_across_a_hub_restart(tmp_path: Path) -> None:
+async def on_mqtt(broker: TestBroker, device_id: str, expected: Packs) -> None:
+    """Each channel's retained state on MQTT names the pack ``expected`` puts there (a new subscriber's view)."""
+    async with MqttProbe(broker) as probe:
+        await probe.subscribe(f"{BASE_TOPIC}/devices/{device_id}/channels/+")
+        for index, pack in expected.items():
+            topic = f"{BASE_TOPIC}/devices/{device_id}/channels/{index}"
+            await probe.json(topic, lambda state, pack=pack: state.get("tx_id") == pack, 10)
+
+
+async def test_spectera_packs_keep_their_channels_across_a_hub_restart(mqtt_broker: TestBroker, tmp_path: Path) -> None:
     """The numbering lived in the driver's memory only: after packs were unpaired and paired, a restarted hub
     numbered them afresh in mtUid order, moving packs to other channels (and with them their MQTT topics,
     Home Assistant entities, Companion buttons and the names on the board)."""
     async with Ssc2Simulator(tick_s=0) as base_station:  # packs 10, 11, 12, 13 on channels 1-4
-        async with wmhub_run(tmp_path) as api:
+        async with wmhub_run(tmp_path, mqtt_broker) as api:
             status, _ = await api.post("/api/v1/devices", {"url": base_station.url()})
             assert status == 201
             device_id = await base_station_id(api)
@@ -126,13 +137,14 @@ async def test_spectera_packs_keep_their_channels_across_a_hub_restart(tmp_path:
             before = {1: serial(10), 2: serial(20), 3: None, 4: serial(13)}
             await showing(api, device_id, before, "3 emptied")
 
-        async with wmhub_run(tmp_path) as api:
+        async with wmhub_run(tmp_path, mqtt_broker) as api:
             await showing(api, device_id, before, "every pack on its channel after a restart")
 
         # a pack paired while the hub was stopped, with an mtUid below every other: the lowest free channel
         base_station.pair(SimMobile(mt_uid=5, name="Late"))
-        async with wmhub_run(tmp_path) as api:
+        async with wmhub_run(tmp_path, mqtt_broker) as api:
             await showing(api, device_id, {**before, 3: serial(5)}, "the late pack on the free channel")
+            await on_mqtt(mqtt_broker, device_id, {**before, 3: serial(5)})
 
 
 async def test_removing_the_device_forgets_its_numbering(tmp_path: Path) -> None:
