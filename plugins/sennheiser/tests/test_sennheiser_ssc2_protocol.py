@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 from wmhub_sennheiser.ssc2 import (
@@ -228,6 +229,33 @@ def test_a_channel_stays_with_its_pack_and_an_unpaired_one_leaves_a_gap_the_next
     again.apply("/api/mts/paired/all", [spectera_mobile(mtUid=uid) for uid in (3, 7, 9, 11)])
     assert numbers.of == {"3": 1, "7": 3, "9": 2, "11": 4} and again.mobile(2) is not None
     assert again.apply("/api/mts/paired/all/9", None).channels[2]["name"] is None and again.mobile(2) is None
+
+
+@pytest.mark.parametrize(
+    ("kept", "said"),
+    [
+        ([1, 2], "not {"),
+        ({"channels": {"3": 1}, "count": True}, "not {"),
+        ({"channels": {"3": 1, "7": 5}, "count": 3}, "no whole number from 1 to its count 3"),
+        ({"channels": {"3": 1.0}, "count": 3}, "no whole number"),
+        ({"channels": {"3": 2, "7": 2}, "count": 3}, "two transmitters on one channel"),
+        ({"channels": {}, "count": 513}, "a count of 513 channels"),
+    ],
+)
+def test_kept_numbers_that_cannot_be_meant_are_refused_saying_why(kept: object, said: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(said)):
+        ChannelNumbers.from_memory(kept)
+
+
+def test_the_numbers_come_back_from_what_the_driver_keeps_as_they_went() -> None:
+    numbers = ChannelNumbers()
+    ResourceMap(numbers).apply("/api/mts/paired/all", [spectera_mobile(mtUid=uid) for uid in (7, 3, 5)])
+    numbers.free("5")
+    kept = json.loads(json.dumps(numbers.memory()))  # as the hub hands it back
+    assert kept == {"channels": {"3": 1, "7": 3}, "count": 3}
+    again = ChannelNumbers.from_memory(kept)
+    assert (again.of, again.count) == ({"3": 1, "7": 3}, 3) and again.number("9") == 2
+    assert ChannelNumbers.from_memory(None) == ChannelNumbers()
 
 
 def test_identity_site_and_state() -> None:
