@@ -10,13 +10,17 @@ import json
 import os
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from hub.testing import eventually
 from tests.fault_harness import Api, hub_config, running_hub
+from tests.mosquitto import free_port
+from tests.reliability_report import record_check
 from tests.test_faults_startup import RunningHub
 from tests.test_faults_startup import running_hub as wmhub_process
 
@@ -81,30 +85,106 @@ def test_a_database_deleted_under_the_running_hub_is_written_again_with_everythi
         assert names(hub, "/api/v1/performers") == ["Anna"]
 
 
-def test_a_database_truncated_under_the_running_hub_is_set_aside_and_said(tmp_path: Path) -> None:
-    """Truncated to nothing under a running hub, the database started empty at the next start without a word,
-    and what was changed meanwhile was lost too. The hub notices, keeps the truncated file beside a fresh
-    one, says which rows it could not read back, and stores every change made after.
+def send(hub: RunningHub, method: str, path: str, body: object, token: str) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    url = f"http://127.0.0.1:{hub.port}{path}"
+    return hub.request(urllib.request.Request(url, json.dumps(body).encode(), headers, method=method))
 
-    (Rows only in the lost pages are gone from the file: see docs/persistence.md.)"""
+
+# what a user set up over REST, as the hub shows it back: each of these is held by a service in memory
+SHOWN = ("/api/v1/locations", "/api/v1/performers", "/api/v1/slots", "/api/v1/groups", "/api/v1/show")
+
+
+def set_up_a_venue(hub: RunningHub, token: str) -> str:
+    """A known device placed in a location, a performer, a slot, a group, the show and a declared carrier;
+    the device's URL (nothing answers there: it stays a known device without an id)."""
+    device = f"shure://127.0.0.1:{free_port()}"
+    assert send(hub, "POST", "/api/v1/devices", {"url": device}, token)[0] == 201
+    assert create(hub, "/api/v1/locations", {"name": "Stage A", "kind": "stage"}, token) == 201
+    placed = send(hub, "PUT", f"/api/v1/devices/{quote(device, safe='')}/location", {"location_id": 1}, token)
+    assert placed[0] == 200, placed
+    assert create(hub, "/api/v1/performers", {"name": "Anna"}, token) == 201
+    assert send(hub, "PUT", "/api/v1/slots/1", {"device_id": "rack-1", "channel": 1}, token)[0] == 200
+    assert send(hub, "PUT", "/api/v1/groups/1", {"title": "Band", "slots": [1]}, token)[0] == 201
+    show = {"end_at": "2026-12-07T23:00:00+00:00", "margin_min": 20}
+    assert send(hub, "PUT", "/api/v1/show", show, token)[0] == 200
+    carrier = {"label": "IEM 1", "frequency_mhz": 606.5}
+    assert send(hub, "POST", "/api/v1/frequency-plan/carriers", carrier, token)[0] == 201
+    return device
+
+
+def what_the_hub_shows(hub: RunningHub) -> dict[str, object]:
+    shown: dict[str, object] = {path: json.loads(hub.get(path)[1]) for path in SHOWN}
+    shown["declared carriers"] = json.loads(hub.get("/api/v1/frequency-plan")[1])["declared"]
+    shown["devices watched"] = json.loads(hub.get("/api/v1/hub")[1])["config"]["devices"]
+    return shown
+
+
+def inode(path: Path) -> int | None:
+    """Which file is at ``path`` now (None: none; it is renamed aside and back while it is replaced)."""
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def delete(database: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+
+
+def truncate(database: Path) -> None:
+    os.truncate(database, 0)
+
+
+@pytest.mark.parametrize("damage", [truncate, delete])
+def test_a_database_replaced_under_the_running_hub_keeps_everything_the_hub_showed(
+    tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    """Truncated under a running hub, the database was set aside and salvaged, but every row only in its lost
+    pages (here: all of them) was gone at the next start, though the running hub showed the devices, the
+    venue, the show and the frequency plan all along. Every service writes what it holds into the new file
+    (the log says so), so the next start shows what the running hub showed; the truncated file is kept."""
+    database = tmp_path / DATABASE
     with wmhub_process(tmp_path) as hub:
         token = (tmp_path / "api-token").read_text().strip()
-        assert create(hub, "/api/v1/locations", {"name": "Stage A", "kind": "stage"}, token) == 201
+        device = set_up_a_venue(hub, token)
         hub.stop()
     with wmhub_process(tmp_path) as hub:  # a clean stop moved everything from the WAL into the file
-        os.truncate(tmp_path / DATABASE, 0)
-        create(hub, "/api/v1/locations", {"name": "Stage B", "kind": "stage"}, token)
+        before = what_the_hub_shows(hub)
+        replaced = inode(database)
+        damage(database)
+        wait_for(lambda: inode(database) not in (replaced, None), "the database was not replaced")
+        # a commit that met the truncated file failed (health degraded) until the file was written again
         wait_for(lambda: '"status":"ok"' in hub.get("/api/health")[1], "the database did not take writes again")
-        assert create(hub, "/api/v1/performers", {"name": "Anna"}, token) == 201
+        # stored (201), not only held (202): changes after the damage are kept too
+        assert create(hub, "/api/v1/performers", {"name": "Ben"}, token) == 201
+        shown = what_the_hub_shows(hub)
         stderr = hub.stop()
     assert hub.process.returncode == 0, stderr
-    said = [line for line in stderr.splitlines() if "under the running hub" in line]
-    assert len(said) == 1 and "rows lost in: " in said[0] and "locations" in said[0], stderr
-    [kept] = [path.name for path in tmp_path.iterdir() if path.name.startswith(f"{DATABASE}.damaged-")]
-    assert kept in said[0]
+    assert shown == {**before, "/api/v1/performers": {"items": [{"id": 1, "name": "Anna", "notes": ""},
+                                                                {"id": 2, "name": "Ben", "notes": ""}]}}  # fmt: skip
     with wmhub_process(tmp_path) as hub:
-        assert names(hub, "/api/v1/locations") == ["Stage B"]
-        assert names(hub, "/api/v1/performers") == ["Anna"]
+        after_restart = what_the_hub_shows(hub)
+        # the device is remembered, and placed: its location cannot be deleted
+        remembered = send(hub, "POST", "/api/v1/devices", {"url": device}, token)[0] == 200
+        status, body = send(hub, "DELETE", "/api/v1/locations/1", None, token)
+        placed = status == 409 and device in body
+    record_check(
+        "Storage",
+        f"database file {damage.__name__}d under the running hub (a known device, venue, show and frequency plan "
+        "set over REST), then a restart",
+        f"the restart shows what the running hub showed: {after_restart == shown}; the device remembered: "
+        f"{remembered}, placed: {placed}",
+    )
+    assert after_restart == shown
+    assert remembered and placed, body
+    said = [line for line in stderr.splitlines() if "under the running hub" in line]
+    assert len(said) == 1 and "records the services hold written into it" in said[0], stderr
+    if damage is truncate:
+        assert "rows lost in: " in said[0] and "locations" in said[0], said[0]
+        [kept] = [path.name for path in tmp_path.iterdir() if path.name.startswith(f"{DATABASE}.damaged-")]
+        assert kept in said[0]
 
 
 async def test_a_stalled_disk_answers_promptly_and_says_degraded(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import sqlite3
@@ -13,8 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from hub.persistence import DATABASE_FILE, AlertKind, Persistence, SimulatedClock, Source, WriterSettings
+from hub.hookspecs import Candidate
+from hub.persistence import (
+    DATABASE_FILE,
+    AlertKind,
+    AlertSettings,
+    Persistence,
+    SimulatedClock,
+    Source,
+    WriterSettings,
+)
 from hub.persistence.history import encode_bucket
+from hub.persistence.services import Stored
 from hub.persistence.testing import open_simulated, put_receiver
 from hub.state import StateStore
 from hub.testing import eventually
@@ -245,3 +256,58 @@ async def test_a_file_that_is_not_a_database_is_set_aside_and_a_fresh_one_writte
         assert again.slots.get(1).device_id == "shure-A"
     finally:
         await again.close()
+
+
+async def test_a_file_truncated_under_the_store_gets_every_record_the_services_hold(tmp_path: Path) -> None:
+    """Truncated under the running store, the file was set aside and a fresh one took what still read
+    (nothing, here): every record of every service was gone at the next start, open alerts, names,
+    assignments, discovery candidates, connection health and history's series ids (blocks written later
+    would land under another channel) included. Each service writes what it holds into the new file."""
+    clock = SimulatedClock()
+    state = StateStore()
+    put_receiver(state, "shure-A", channels=2, battery_bars=1)
+    store = await open_simulated(tmp_path, state, clock, alerts=AlertSettings(battery_for_s=0.0))
+    try:
+        await store.devices.add("shure://127.0.0.1:2202", source=Source.CLI, device_id="shure-A")
+        stage = await store.locations.create("Stage A", "stage", source=Source.CLI)
+        await store.devices.set_location("shure-A", stage.id, source=Source.CLI)
+        anna = await store.performers.create("Anna", source=Source.CLI)
+        await store.performers.assign(anna.id, "shure-A", 1, source=Source.CLI, alert_prefs={"battery_bars": 2})
+        await store.names.set("shure-A", 2, "Spare", source=Source.CLI)
+        await store.slots.set(1, "shure-A", 1, source=Source.CLI)
+        await store.groups.create(1, "Band", [1], source=Source.CLI)
+        await store.show.set(1_800_000_000.0, 20, source=Source.CLI)
+        await store.frequency.declare("IEM 1", 606.5, source=Source.CLI)
+        await store.frequency.exclude(source=Source.CLI, label="TV 38", low_mhz=606.0, high_mhz=614.0)
+        await store.candidates.offer(Candidate(url="shure://127.0.0.1:2203", vendor="shure", source="mdns"))
+        store.health.update([{"url": "shure://127.0.0.1:2202", "device_id": "shure-A", "attempts": 3}])
+        store.history.series("shure-A", 1)
+        clock.advance(1.0)
+        store.step()
+        raised = store.alerts.open_alerts()  # the low batteries
+        assert raised
+        await store.alerts.acknowledge(raised[0].id, source=Source.REST, by="Sam")
+        assert await store.db.sync() is True
+    finally:
+        await store.close()  # a clean stop: every row is in the file, none in the WAL
+    store = await open_simulated(tmp_path, state, clock, alerts=AlertSettings(battery_for_s=0.0))
+    try:
+        held = await Stored.read(store.db, store.settings.history)
+        database = tmp_path / DATABASE_FILE
+        replaced = database.stat().st_ino
+        database.write_bytes(b"")
+        # the next commit meets the damage (the file's pages are gone for SQLite too); that change is kept too
+        await store.performers.create("Ben", source=Source.CLI)
+        await eventually(
+            lambda: database.exists() and database.stat().st_ino != replaced and not store.db.failing, timeout=15.0
+        )
+        assert await store.db.sync() is True
+    finally:
+        await store.close()
+    again = await open_simulated(tmp_path, StateStore(), clock)
+    try:
+        stored = await Stored.read(again.db, again.settings.history)
+    finally:
+        await again.close()
+    assert [performer.name for performer in stored.performers] == ["Anna", "Ben"]
+    assert dataclasses.replace(stored, performers=held.performers, last_audit_id=held.last_audit_id) == held

@@ -20,7 +20,7 @@ from typing import Final, Literal
 from hub.clock import Clock
 from hub.model import LOW_BATTERY, BatteryLimits, Channel
 from hub.persistence.audit import AuditLog
-from hub.persistence.db import Database
+from hub.persistence.db import Database, Statement, upsert
 from hub.persistence.known_devices import KnownDevices
 from hub.persistence.performers import ChannelKey, ExtendedNames, Performers
 from hub.persistence.service_base import Service
@@ -158,9 +158,23 @@ def _above_or_unknown(value: float | None, level: float) -> bool:
     return value is None or value >= level
 
 
-_INSERT = (
-    "INSERT INTO alerts (id, kind, device_id, channel, detail, severity, message, raised_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# an upsert, not an INSERT: a file replaced under the hub already holds the open alerts (Database.hold) when
+# the raise still queued for one is written
+_UPSERT_ALERT = upsert(
+    "alerts",
+    ("id",),
+    (
+        "kind",
+        "device_id",
+        "channel",
+        "detail",
+        "severity",
+        "message",
+        "raised_at",
+        "acknowledged_at",
+        "acknowledged_by",
+        "cleared_at",
+    ),
 )
 
 
@@ -228,6 +242,10 @@ class Alerts(Service):
     def open_alerts(self) -> list[Alert]:
         """Raised and not yet cleared, oldest first (acknowledged ones included)."""
         return sorted(self._open.values(), key=lambda alert: alert.id)
+
+    def held(self) -> Iterator[Statement]:
+        """The open alerts (the cleared ones are only in the database: the table is not held whole)."""
+        return map(_alert_row, self._open.values())
 
     def get(self, alert_id: int) -> Alert:
         for alert in self._open.values():
@@ -442,9 +460,7 @@ class Alerts(Service):
             raised_at=now,
         )
         self._open[key] = alert
-        self._db.submit(
-            _INSERT, (alert.id, kind.value, alert.device_id, channel, detail, alert.severity, alert.message, now)
-        )
+        self._db.submit(*_alert_row(alert))
         log.info("alert raised: %s", alert.message)
         self._emit("raised", alert)
 
@@ -656,3 +672,19 @@ def _key_of(alert: Alert) -> AlertKey:
 
 def _alert_from_row(row: sqlite3.Row) -> Alert:
     return Alert.model_validate({name: row[name] for name in row.keys()})  # noqa: SIM118 (a Row is not a dict)
+
+
+def _alert_row(alert: Alert) -> Statement:
+    return _UPSERT_ALERT, (
+        alert.id,
+        alert.kind.value,
+        alert.device_id,
+        alert.channel,
+        alert.detail,
+        alert.severity,
+        alert.message,
+        alert.raised_at,
+        alert.acknowledged_at,
+        alert.acknowledged_by,
+        alert.cleared_at,
+    )

@@ -8,13 +8,15 @@ statements queued and retries; the queue is bounded: history is dropped oldest f
 (configuration, audit, alerts) are dropped only beyond the bound and every one is counted. A commit that
 does not finish (a stalled disk) counts as failing after ``stall_after_s``; reads then fail at once with
 :class:`StorageUnavailableError` rather than queue behind it. A file deleted, replaced or truncated under
-the hub is written again from the open database.
+the hub is written again from the open database, and every service writes what it holds into it
+(:meth:`Database.hold`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -23,7 +25,7 @@ import sqlite3
 import tempfile
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -41,6 +43,7 @@ IN_MEMORY: Final = ":memory:"
 log = logging.getLogger("hub.persistence")
 
 Params = Sequence[Any]
+Statement = tuple[str, Params]
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,12 @@ class _Write:
 class _SyncWaiter:
     seq: int
     future: asyncio.Future[bool] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _Held:
+    tables: tuple[str, ...]  # held whole: emptied before ``records`` are written
+    records: Callable[[], Iterable[Statement]]
 
 
 def upsert(table: str, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
@@ -124,6 +133,8 @@ class Database:
         self._file: _FileSeen | None = None  # the file the connection writes, as last seen
         self._next_file_check = time.monotonic()
         self._damage: str | None = None  # what was found wrong with the file: written again before the next batch
+        self._held: list[_Held] = []  # what the services hold in memory, for a file that replaced a lost one
+        self._held_unwritten = False  # the file was replaced and the services' records are not in it yet
 
     @classmethod
     async def open(cls, path: Path, settings: WriterSettings | None = None) -> Database:
@@ -173,6 +184,15 @@ class Database:
         if self.stats.failing_since is None:
             return None
         return self.stats.last_error
+
+    def hold(self, records: Callable[[], Iterable[Statement]], *, whole: tuple[str, ...] = ()) -> None:
+        """Register what a service holds in memory: ``records()`` gives the statements that write every record
+        of it (the statements its changes use), and the tables in ``whole`` hold nothing else. When the file
+        is replaced under the running hub (deleted, truncated, found damaged), the records of every service
+        are written into the new file in one transaction, before the writes still queued, with the tables
+        held whole emptied first: the next start shows what the running hub showed, whatever the old file
+        lost."""
+        self._held.append(_Held(whole, records))
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """The rows of a read. Raises StorageUnavailableError when the database cannot answer: a commit is
@@ -328,6 +348,8 @@ class Database:
             await self._move_to_file()
         elif self._read_only:
             await self._reopen_file()
+        if self._held_unwritten:  # a replaced file the stand-in stood for until now
+            log.warning("the %d records the services hold written into %s", await self._write_held(), self.path)
         await self._conn.execute("BEGIN IMMEDIATE")
         for sql, writes in _runs_of_same_sql(batch):
             await self._execute_run(sql, writes)
@@ -360,6 +382,7 @@ class Database:
         the file or not), keeping whatever is at the path now beside it as ``.damaged-<time>``; where even
         that cannot be read whole, the start's salvage takes what reads."""
         self._damage = None
+        self._held_unwritten = True
         self._unreadable = f"the database file was {what}; writing it again"
         fresh = self.path.with_name(f"{self.path.name}.rewrite")
         try:
@@ -377,12 +400,12 @@ class Database:
                 fresh.unlink(missing_ok=True)
                 lost = await _salvage(self._conn, kept) if kept is not None else ["every table"]
                 read = f"rows lost in: {', '.join(lost)}" if lost else "nothing lost"
-                outcome = (
-                    f"a fresh database holds every row that could be read ({read}); what was lost stays live "
-                    "in memory only until the hub stops: set it again"
-                )
+                outcome = f"a fresh database holds every row that could be read ({read})"
+            held = await self._write_held()
         except (sqlite3.Error, OSError) as exc:
             self._unreadable = None
+            with contextlib.suppress(sqlite3.Error):  # a fresh file's connection would lock out the retries
+                await self._conn.close()
             self._conn, _ = await _stand_in(self.path)
             self._stand_in, self._file = True, None
             self._enter_failing(exc)
@@ -390,12 +413,26 @@ class Database:
         self._unreadable = None
         self._seen_open()
         log.error(
-            "database file %s was %s under the running hub: %s%s",
+            "database file %s was %s under the running hub: %s, and the %d records the services hold written into it%s",
             self.path,
             what,
             outcome,
+            held,
             f"; what was there is kept as {kept.name}" if kept else "",
         )
+
+    async def _write_held(self) -> int:
+        """Write what every service holds (:meth:`hold`) into the file, in one transaction; returns how many
+        records. Whatever the old file still had of them is overwritten, the rest it had stays."""
+        emptied = [f"DELETE FROM {table}" for held in self._held for table in held.tables]  # nosec B608 (constants)
+        records = [statement for held in self._held for statement in held.records()]
+        async with _foreign_keys_checked_at_end(self._conn):
+            for sql in emptied:
+                await self._conn.execute(sql)
+            for sql, run in itertools.groupby(records, key=lambda statement: statement[0]):
+                await self._conn.executemany(sql, [params for _, params in run])
+        self._held_unwritten = False
+        return len(records)
 
     async def _copy_to(self, fresh: Path) -> bool:
         """Whether the open database copied into ``fresh`` whole (SQLite's backup, read through the
@@ -603,14 +640,24 @@ async def _salvage(connection: aiosqlite.Connection, damaged: Path) -> list[str]
     foreign key would have done. Returns the tables that could not be read whole."""
     tables = await _column_lists(connection)
     readable, incomplete = await asyncio.to_thread(_read_what_reads, damaged, tables)
-    await connection.execute("PRAGMA foreign_keys=OFF")  # the tables are filled in any order
-    try:
-        await connection.execute("BEGIN IMMEDIATE")
+    async with _foreign_keys_checked_at_end(connection):
         for table, rows in readable.items():
             marks = ", ".join("?" * len(rows[0]))
             # bandit B608 waived: table and column names come from the fresh database's own schema
             insert = f"INSERT OR IGNORE INTO {table} ({tables[table]}) VALUES ({marks})"  # nosec B608
             await connection.executemany(insert, rows)
+    return incomplete
+
+
+@contextlib.asynccontextmanager
+async def _foreign_keys_checked_at_end(connection: aiosqlite.Connection) -> AsyncIterator[None]:
+    """One transaction whose tables are filled in any order (a child before its parent): foreign keys are
+    off meanwhile, and at the end a row left pointing at a missing one is unlinked (SET NULL) or dropped,
+    as the foreign key would have done."""
+    await connection.execute("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction: set before it
+    try:
+        await connection.execute("BEGIN IMMEDIATE")
+        yield
         await _unlink_orphans(connection)
         await connection.execute("COMMIT")
     except BaseException:
@@ -619,7 +666,6 @@ async def _salvage(connection: aiosqlite.Connection, damaged: Path) -> list[str]
         raise
     finally:
         await connection.execute("PRAGMA foreign_keys=ON")
-    return incomplete
 
 
 def _read_what_reads(damaged: Path, tables: dict[str, str]) -> tuple[dict[str, list[tuple[Any, ...]]], list[str]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -37,7 +37,7 @@ from hub.frequency import (
 from hub.model import Channel, CommandKind, Device
 from hub.persistence.alerts import AlertKey, Alerts
 from hub.persistence.audit import AuditLog
-from hub.persistence.db import Database, upsert
+from hub.persistence.db import Database, Statement, upsert
 from hub.persistence.service_base import Service, clean_text
 from hub.records import AlertKind, DeclaredCarrier, FrequencyExclusion, InvalidInputError, NotFoundError, Source
 from hub.state import ADDED, ONLINE, REMOVED, ChangeKey, StateStore
@@ -189,6 +189,8 @@ PlanListener = Callable[[dict[str, Any]], None]
 
 class FrequencyPlan(Service):
     """Declared carriers and exclusions (stored, audited) and the live check of the whole plan."""
+
+    held_tables = ("declared_carriers", "frequency_exclusions")
 
     def __init__(
         self,
@@ -477,10 +479,7 @@ class FrequencyPlan(Service):
             family=clean_text(family, "family", max_length=40) if family else None,
         )
         self._declared[entry.id] = entry
-        self._db.submit(
-            upsert("declared_carriers", ("id",), ("label", "frequency_mhz", "bandwidth_khz", "active", "family")),
-            (entry.id, entry.label, entry.frequency_mhz, entry.bandwidth_khz, int(entry.active), entry.family),
-        )
+        self._db.submit(*_carrier_row(entry))
         self._dirty = True
         action = "frequency.carrier.update" if before else "frequency.carrier.create"
         await self._committed(
@@ -539,10 +538,7 @@ class FrequencyPlan(Service):
             tv_channel=tv_channel,
         )
         self._exclusions[entry.id] = entry
-        self._db.submit(
-            upsert("frequency_exclusions", ("id",), ("label", "low_mhz", "high_mhz", "tv_grid", "tv_channel")),
-            (entry.id, entry.label, entry.low_mhz, entry.high_mhz, entry.tv_grid, entry.tv_channel),
-        )
+        self._db.submit(*_exclusion_row(entry))
         self._dirty = self._full_check_due = True
         action = "frequency.exclusion.update" if before else "frequency.exclusion.create"
         target = f"frequency/exclusion/{entry.id}"
@@ -563,6 +559,29 @@ class FrequencyPlan(Service):
         target = f"frequency/exclusion/{exclusion_id}"
         await self._committed(source, "frequency.exclusion.delete", target, entry.model_dump())
         return entry
+
+    def held(self) -> Iterator[Statement]:
+        yield from map(_carrier_row, self._declared.values())
+        yield from map(_exclusion_row, self._exclusions.values())
+
+
+_UPSERT_CARRIER = upsert("declared_carriers", ("id",), ("label", "frequency_mhz", "bandwidth_khz", "active", "family"))
+_UPSERT_EXCLUSION = upsert("frequency_exclusions", ("id",), ("label", "low_mhz", "high_mhz", "tv_grid", "tv_channel"))
+
+
+def _carrier_row(entry: DeclaredCarrier) -> Statement:
+    return _UPSERT_CARRIER, (
+        entry.id,
+        entry.label,
+        entry.frequency_mhz,
+        entry.bandwidth_khz,
+        int(entry.active),
+        entry.family,
+    )
+
+
+def _exclusion_row(entry: FrequencyExclusion) -> Statement:
+    return _UPSERT_EXCLUSION, (entry.id, entry.label, entry.low_mhz, entry.high_mhz, entry.tv_grid, entry.tv_channel)
 
 
 def _frequency(value: float, what: str) -> float:

@@ -22,7 +22,7 @@ from typing import Final
 
 from hub.clock import Clock
 from hub.persistence.battery import LEVEL_PER_BAR, RuntimeEstimate, estimate_runtime
-from hub.persistence.db import Database, upsert
+from hub.persistence.db import Database, Statement, upsert
 from hub.records import HistoryPoint, InvalidInputError, NotFoundError
 from hub.state import StateStore
 
@@ -205,6 +205,9 @@ class History:
         self.settings = settings
         self._series = series
         self._last_series_id = max(series.values(), default=0)
+        # the blocks refer to their series by id: a file replaced under the hub gets every id back, or the
+        # next start would number series anew and put one channel's blocks under another
+        db.hold(self.held, whole=("history_series",))
         self._open = open_blocks
         self._step_span = [(tier.step_s, tier.span_s) for tier in tiers]
         step = tiers[0].step_s
@@ -234,11 +237,12 @@ class History:
         if series_id is None:
             self._last_series_id += 1
             series_id = self._series[key] = self._last_series_id
-            self._db.submit(
-                "INSERT OR IGNORE INTO history_series (id, device_id, channel) VALUES (?, ?, ?)",
-                (series_id, device_id, channel),
-            )
+            self._db.submit(*_series_row(key, series_id))
         return series_id
+
+    def held(self) -> Iterator[Statement]:
+        """Every series id (:meth:`Database.hold`); the blocks are written by the next flush as ever."""
+        return itertools.starmap(_series_row, self._series.items())
 
     # feeding
 
@@ -490,3 +494,7 @@ class History:
 
 
 _POINT_FIELDS: Final = tuple(f"{metric}_{part}" for metric in METRICS for part in ("min", "avg", "max"))
+
+
+def _series_row(channel: tuple[str, int], series_id: int) -> Statement:
+    return "INSERT OR IGNORE INTO history_series (id, device_id, channel) VALUES (?, ?, ?)", (series_id, *channel)

@@ -3,7 +3,7 @@ health (fed from :meth:`hub.devices.ManagedDevice.health`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from hub.clock import Clock
@@ -11,7 +11,7 @@ from hub.drivers import Endpoint
 from hub.hookspecs import Candidate
 from hub.persistence.audit import AuditLog
 from hub.persistence.credentials import DeviceCredentials
-from hub.persistence.db import Database, upsert
+from hub.persistence.db import Database, Statement, upsert
 from hub.persistence.service_base import Service
 from hub.records import (
     CANDIDATE_TTL_S,
@@ -49,6 +49,8 @@ class KnownDevices(Service):
 
     Each is held (and written, and audited) under its URL as shown, password redacted; the URL with its
     password is in ``credentials`` and comes back from :meth:`connect_url` and :meth:`restore`."""
+
+    held_tables = ("known_devices",)
 
     def __init__(
         self,
@@ -182,15 +184,22 @@ class KnownDevices(Service):
     def uses_location(self, location_id: int) -> list[str]:
         return [device.url for device in self._by_url.values() if device.location_id == location_id]
 
+    def held(self) -> Iterator[Statement]:
+        return map(_device_row, self._by_url.values())
+
     def _store(self, device: KnownDevice) -> None:
         self._by_url[device.url] = device
-        self._db.submit(
-            _UPSERT_DEVICE, (device.url, device.device_id, device.added_at, device.source, device.location_id)
-        )
+        self._db.submit(*_device_row(device))
+
+
+def _device_row(device: KnownDevice) -> Statement:
+    return _UPSERT_DEVICE, (device.url, device.device_id, device.added_at, device.source, device.location_id)
 
 
 class Candidates(Service):
     """Discovered devices waiting for approval. With ``auto_approve`` they become known devices at once."""
+
+    held_tables = ("candidates",)
 
     def __init__(
         self,
@@ -253,19 +262,7 @@ class Candidates(Service):
             or previous.model_copy(update={"last_seen": now}) != candidate
             or now - previous.last_seen >= CANDIDATE_REFRESH_S
         ):
-            self._db.submit(
-                _UPSERT_CANDIDATE,
-                (
-                    candidate.url,
-                    candidate.vendor,
-                    candidate.model,
-                    candidate.unique_id,
-                    candidate.name,
-                    candidate.source,
-                    candidate.first_seen,
-                    candidate.last_seen,
-                ),
-            )
+            self._db.submit(*_candidate_row(candidate))
         else:
             # keep the memory copy fresh but skip the write: only the time moved
             self._by_url[found.url] = candidate.model_copy(update={"last_seen": previous.last_seen})
@@ -285,9 +282,25 @@ class Candidates(Service):
         await self._committed(source, "candidate.dismiss", url, before=candidate.model_dump())
         return candidate
 
+    def held(self) -> Iterator[Statement]:
+        return map(_candidate_row, self._by_url.values())
+
     def _forget(self, url: str) -> None:
         del self._by_url[url]
         self._db.submit("DELETE FROM candidates WHERE url = ?", (url,))
+
+
+def _candidate_row(candidate: DiscoveryCandidate) -> Statement:
+    return _UPSERT_CANDIDATE, (
+        candidate.url,
+        candidate.vendor,
+        candidate.model,
+        candidate.unique_id,
+        candidate.name,
+        candidate.source,
+        candidate.first_seen,
+        candidate.last_seen,
+    )
 
 
 class HealthLog:
@@ -297,6 +310,7 @@ class HealthLog:
         self._db = db
         self._clock = clock
         self._by_url = {health.url: health for health in rows}
+        db.hold(self.held, whole=("connection_health",))
 
     def update(self, entries: Iterable[Mapping[str, Any]]) -> None:
         """Feed ``DeviceManager.health()``; only changes are written."""
@@ -316,18 +330,7 @@ class HealthLog:
             if previous is not None and previous.model_copy(update={"updated_at": health.updated_at}) == health:
                 continue
             self._by_url[url] = health
-            self._db.submit(
-                _UPSERT_HEALTH,
-                (
-                    url,
-                    health.device_id,
-                    health.connected_since,
-                    health.attempts,
-                    health.reconnects,
-                    health.last_error,
-                    health.updated_at,
-                ),
-            )
+            self._db.submit(*_health_row(health))
 
     def all(self) -> list[ConnectionHealthRecord]:
         return sorted(self._by_url.values(), key=lambda health: health.url)
@@ -350,3 +353,19 @@ class HealthLog:
     def forget(self, url: str) -> None:
         if self._by_url.pop(url, None) is not None:
             self._db.submit("DELETE FROM connection_health WHERE url = ?", (url,))
+
+    def held(self) -> Iterator[Statement]:
+        """The statements that write every record held here (:meth:`Database.hold`)."""
+        return map(_health_row, self._by_url.values())
+
+
+def _health_row(health: ConnectionHealthRecord) -> Statement:
+    return _UPSERT_HEALTH, (
+        health.url,
+        health.device_id,
+        health.connected_since,
+        health.attempts,
+        health.reconnects,
+        health.last_error,
+        health.updated_at,
+    )

@@ -4,13 +4,13 @@ user's name for a channel that the board and MQTT show instead of the name store
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from pydantic import ValidationError
 
 from hub.clock import Clock
 from hub.persistence.audit import AuditLog
-from hub.persistence.db import Database, upsert
+from hub.persistence.db import Database, Statement, upsert
 from hub.persistence.service_base import Service, clean_text, positive
 from hub.persistence.venue import MAX_CHANNEL
 from hub.records import (
@@ -33,8 +33,15 @@ def channel_target(device_id: str, channel: int) -> str:
     return f"{device_id}/{channel}"
 
 
+_UPSERT_PERFORMER = upsert("performers", ("id",), ("name", "notes"))
+_UPSERT_ASSIGNMENT = upsert("assignments", ("device_id", "channel"), ("performer_id", "alert_prefs"))
+_UPSERT_NAME = upsert("extended_names", ("device_id", "channel"), ("name", "device_name_at_set", "set_at"))
+
+
 class Performers(Service):
     """Performers and assignments together: deleting a performer ends their assignments."""
+
+    held_tables = ("performers", "assignments")
 
     def __init__(
         self,
@@ -131,10 +138,7 @@ class Performers(Service):
             raise ConflictError(f"{device_id} channel {channel} is assigned to {holder.name}", performer_id=holder.id)
         assignment = Assignment(performer_id=performer_id, device_id=device_id, channel=channel, alert_prefs=prefs)
         self._assignments[(device_id, channel)] = assignment
-        self._db.submit(
-            upsert("assignments", ("device_id", "channel"), ("performer_id", "alert_prefs")),
-            (device_id, channel, performer_id, prefs.model_dump_json()),
-        )
+        self._db.submit(*_assignment_row(assignment))
         await self._committed(
             source,
             "assignment.set",
@@ -154,12 +158,26 @@ class Performers(Service):
         )
         return assignment
 
+    def held(self) -> Iterator[Statement]:
+        yield from map(_performer_row, self._by_id.values())
+        yield from map(_assignment_row, self._assignments.values())
+
     def _store(self, performer: Performer) -> None:
         self._by_id[performer.id] = performer
-        self._db.submit(
-            upsert("performers", ("id",), ("name", "notes")),
-            (performer.id, performer.name, performer.notes),
-        )
+        self._db.submit(*_performer_row(performer))
+
+
+def _performer_row(performer: Performer) -> Statement:
+    return _UPSERT_PERFORMER, (performer.id, performer.name, performer.notes)
+
+
+def _assignment_row(assignment: Assignment) -> Statement:
+    return _UPSERT_ASSIGNMENT, (
+        assignment.device_id,
+        assignment.channel,
+        assignment.performer_id,
+        assignment.alert_prefs.model_dump_json(),
+    )
 
 
 def assignment_from_row(device_id: str, channel: int, performer_id: int, prefs_json: str) -> Assignment:
@@ -194,6 +212,8 @@ class ExtendedNames(Service):
     The channel's ``extended_name`` in the state store, where MQTT, REST and the board read it, is set on
     every change here, and the state store asks for it whenever a channel appears (a device identified
     again), so the first thing anyone reads of a returning channel already carries the user's name."""
+
+    held_tables = ("extended_names",)
 
     def __init__(
         self,
@@ -277,12 +297,12 @@ class ExtendedNames(Service):
         )
         return extended
 
+    def held(self) -> Iterator[Statement]:
+        return map(_name_row, self._by_channel.values())
+
     def _store(self, extended: ExtendedName) -> None:
         self._by_channel[(extended.device_id, extended.channel)] = extended
-        self._db.submit(
-            upsert("extended_names", ("device_id", "channel"), ("name", "device_name_at_set", "set_at")),
-            (extended.device_id, extended.channel, extended.name, extended.device_name_at_set, extended.set_at),
-        )
+        self._db.submit(*_name_row(extended))
 
     def _forget(self, device_id: str, channel: int) -> ExtendedName | None:
         extended = self._by_channel.pop((device_id, channel), None)
@@ -300,3 +320,13 @@ class ExtendedNames(Service):
         device = self._state.get(device_id)
         found = device.channel(channel) if device is not None else None
         return found.name if found is not None else None
+
+
+def _name_row(extended: ExtendedName) -> Statement:
+    return _UPSERT_NAME, (
+        extended.device_id,
+        extended.channel,
+        extended.name,
+        extended.device_name_at_set,
+        extended.set_at,
+    )

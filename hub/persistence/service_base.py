@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 from hub.clock import Clock
 from hub.persistence.audit import AuditLog
-from hub.persistence.db import Database
+from hub.persistence.db import Database, Statement
 from hub.records import InvalidInputError, Source
 from hub.text import has_controls, user_text
 
 MAX_TEXT = 200
 
 
-class Service:
+class Service(ABC):
     """Services keep their records in memory (loaded at open) and write behind through the database queue.
 
     A change is checked and applied in memory, queued, audited, then awaited until committed: in normal
     operation a change is on disk when the call returns; while the disk fails it is live and queued.
+
+    Every service says what it holds with :meth:`held` (and :attr:`held_tables`): a database file replaced
+    under the running hub gets it written in (:meth:`Database.hold`). A service without it cannot be made.
     """
+
+    # the tables whose every row this service holds (emptied before :meth:`held` is written)
+    held_tables: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, db: Database, clock: Clock, audit: AuditLog) -> None:
         self._db = db
         self._clock = clock
         self._audit = audit
+        db.hold(self.held, whole=self.held_tables)
+
+    @abstractmethod
+    def held(self) -> Iterator[Statement]:
+        """The statements that write every record this service holds in memory, the ones its changes use."""
 
     async def _committed(
         self, source: Source | str, action: str, target: str, before: Any = None, after: Any = None

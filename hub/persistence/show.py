@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final, Literal, NamedTuple
 
 from hub.clock import Clock
 from hub.persistence.alerts import Alerts, Verdict
 from hub.persistence.audit import AuditLog
-from hub.persistence.db import Database, upsert
+from hub.persistence.db import Database, Statement, upsert
 from hub.persistence.history import History
 from hub.persistence.performers import ExtendedNames, Performers
 from hub.persistence.service_base import Service
@@ -105,12 +105,16 @@ class Show(Service):
         if isinstance(margin_min, bool) or not 0 <= margin_min <= MAX_MARGIN_MIN:
             raise InvalidInputError(f"margin_min must be 0 to {MAX_MARGIN_MIN} minutes", margin_min=margin_min)
         before, self.settings = self.settings, ShowSettings(end_at=end_at, margin_min=margin_min)
-        self._db.submit(
-            upsert("settings", ("key",), ("value",)),
-            (SETTINGS_KEY, self.settings.model_dump_json()),
-        )
+        self._db.submit(*self._settings_row())
         await self._committed(source, "show.set", "show", before.model_dump(), self.settings.model_dump())
         return self.settings
+
+    def held(self) -> Iterator[Statement]:
+        yield self._settings_row()
+
+    def _settings_row(self) -> Statement:
+        # one key of the hub-wide settings table: the table is not held whole
+        return upsert("settings", ("key",), ("value",)), (SETTINGS_KEY, self.settings.model_dump_json())
 
     def add_listener(self, listener: SwapListListener) -> Callable[[], None]:
         """Call ``listener`` with the swap list after every check; returns the remover."""

@@ -4,11 +4,11 @@ channel, as in micboard) and groups (named, ordered sets of slots for one board 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from hub.clock import Clock
 from hub.persistence.audit import AuditLog
-from hub.persistence.db import Database, upsert
+from hub.persistence.db import Database, Statement, upsert
 from hub.persistence.service_base import Service, clean_text, positive
 from hub.records import (
     MAX_GROUP,
@@ -30,8 +30,14 @@ MAX_CHANNEL = 64
 MAX_LOCATION_DEPTH = 16
 MAX_LOCATIONS = 10_000
 
+_UPSERT_LOCATION = upsert("locations", ("id",), ("name", "kind", "parent_id"))
+_UPSERT_SLOT = upsert("slots", ("number",), ("device_id", "channel"))
+_UPSERT_GROUP = upsert("groups", ("number",), ("title", "slots"))
+
 
 class Locations(Service):
+    held_tables = ("locations",)
+
     def __init__(self, db: Database, clock: Clock, audit: AuditLog, rows: Iterable[Location]) -> None:
         super().__init__(db, clock, audit)
         self._by_id = {location.id: location for location in rows}
@@ -176,15 +182,21 @@ class Locations(Service):
                 raise ConflictError(f"there is already a {kind.value} called {other.name!r}", id=other.id)
         return Location(id=location_id, name=name, kind=kind, parent_id=parent_id)
 
+    def held(self) -> Iterator[Statement]:
+        return map(_location_row, self._by_id.values())
+
     def _store(self, location: Location) -> None:
         self._by_id[location.id] = location
-        self._db.submit(
-            upsert("locations", ("id",), ("name", "kind", "parent_id")),
-            (location.id, location.name, location.kind.value, location.parent_id),
-        )
+        self._db.submit(*_location_row(location))
+
+
+def _location_row(location: Location) -> Statement:
+    return _UPSERT_LOCATION, (location.id, location.name, location.kind.value, location.parent_id)
 
 
 class Slots(Service):
+    held_tables = ("slots",)
+
     def __init__(self, db: Database, clock: Clock, audit: AuditLog, rows: Iterable[Slot]) -> None:
         super().__init__(db, clock, audit)
         self._by_number = {slot.number: slot for slot in rows}
@@ -215,7 +227,7 @@ class Slots(Service):
         before = self._by_number.get(number)
         slot = Slot(number=number, device_id=device_id, channel=channel)
         self._by_number[number] = slot
-        self._db.submit(upsert("slots", ("number",), ("device_id", "channel")), (number, device_id, channel))
+        self._db.submit(*_slot_row(slot))
         await self._committed(
             source, "slot.set", f"slot/{number}", before.model_dump() if before else None, slot.model_dump()
         )
@@ -228,8 +240,17 @@ class Slots(Service):
         await self._committed(source, "slot.clear", f"slot/{number}", before=slot.model_dump())
         return slot
 
+    def held(self) -> Iterator[Statement]:
+        return map(_slot_row, self._by_number.values())
+
+
+def _slot_row(slot: Slot) -> Statement:
+    return _UPSERT_SLOT, (slot.number, slot.device_id, slot.channel)
+
 
 class Groups(Service):
+    held_tables = ("groups",)
+
     def __init__(self, db: Database, clock: Clock, audit: AuditLog, rows: Iterable[Group]) -> None:
         super().__init__(db, clock, audit)
         self._by_number = {group.number: group for group in rows}
@@ -282,9 +303,13 @@ class Groups(Service):
             raise InvalidInputError("a slot appears twice in the group", slots=slots)
         return Group(number=number, title=title, slots=list(slots))
 
+    def held(self) -> Iterator[Statement]:
+        return map(_group_row, self._by_number.values())
+
     def _store(self, group: Group) -> None:
         self._by_number[group.number] = group
-        self._db.submit(
-            upsert("groups", ("number",), ("title", "slots")),
-            (group.number, group.title, json.dumps(group.slots)),
-        )
+        self._db.submit(*_group_row(group))
+
+
+def _group_row(group: Group) -> Statement:
+    return _UPSERT_GROUP, (group.number, group.title, json.dumps(group.slots))
