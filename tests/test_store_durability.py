@@ -293,21 +293,58 @@ async def test_a_file_truncated_under_the_store_gets_every_record_the_services_h
     store = await open_simulated(tmp_path, state, clock, alerts=AlertSettings(battery_for_s=0.0))
     try:
         held = await Stored.read(store.db, store.settings.history)
-        database = tmp_path / DATABASE_FILE
-        replaced = database.stat().st_ino
-        database.write_bytes(b"")
-        # the next commit meets the damage (the file's pages are gone for SQLite too); that change is kept too
-        await store.performers.create("Ben", source=Source.CLI)
-        await eventually(
-            lambda: database.exists() and database.stat().st_ino != replaced and not store.db.failing, timeout=15.0
-        )
-        assert await store.db.sync() is True
+        await truncate_under(store, tmp_path / DATABASE_FILE)
     finally:
         await store.close()
-    again = await open_simulated(tmp_path, StateStore(), clock)
-    try:
-        stored = await Stored.read(again.db, again.settings.history)
-    finally:
-        await again.close()
+    stored = await stored_in(tmp_path)
     assert [performer.name for performer in stored.performers] == ["Anna", "Ben"]
     assert dataclasses.replace(stored, performers=held.performers, last_audit_id=held.last_audit_id) == held
+
+
+async def test_a_service_whose_records_cannot_be_listed_does_not_stop_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in one service's list of records (a plugin's own, say) is logged; the other services' records
+    are written all the same and the store goes on taking writes."""
+    store = await open_simulated(tmp_path)
+    try:
+        await store.locations.create("Stage A", "stage", source=Source.CLI)
+    finally:
+        await store.close()
+    store = await open_simulated(tmp_path)
+
+    def broken() -> list[tuple[str, tuple[object, ...]]]:
+        raise RuntimeError("a bug")
+
+    store.db.hold(broken, whole=("performers",))
+    try:
+        with caplog.at_level(logging.ERROR, logger="hub.persistence"):
+            await truncate_under(store, tmp_path / DATABASE_FILE)
+    finally:
+        await store.close()
+    stored = await stored_in(tmp_path)
+    assert [location.name for location in stored.locations] == ["Stage A"]
+    assert [performer.name for performer in stored.performers] == ["Ben"]
+    assert any("could not be listed" in record.getMessage() for record in caplog.records), caplog.text
+
+
+async def truncate_under(store: Persistence, database: Path) -> None:
+    """Truncate the store's file after a clean start (every row in the file, none in the WAL), make a change
+    (a performer "Ben") and wait until the store has replaced the file and stored it."""
+    replaced = database.stat().st_ino  # noqa: ASYNC240 (a stat)
+    database.write_bytes(b"")  # noqa: ASYNC240 (the damage itself)
+    # the next commit meets the damage (the file's pages are gone for SQLite too)
+    await store.performers.create("Ben", source=Source.CLI)
+    await eventually(
+        lambda: database.exists() and database.stat().st_ino != replaced and not store.db.failing, timeout=15.0
+    )
+    assert await store.db.sync() is True
+
+
+async def stored_in(data_dir: Path) -> Stored:
+    """What a store opened on ``data_dir`` starts from."""
+    store = await open_simulated(data_dir)
+    try:
+        return await Stored.read(store.db, store.settings.history)
+    finally:
+        await store.close()

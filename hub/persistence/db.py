@@ -424,8 +424,16 @@ class Database:
     async def _write_held(self) -> int:
         """Write what every service holds (:meth:`hold`) into the file, in one transaction; returns how many
         records. Whatever the old file still had of them is overwritten, the rest it had stays."""
-        emptied = [f"DELETE FROM {table}" for held in self._held for table in held.tables]  # nosec B608 (constants)
-        records = [statement for held in self._held for statement in held.records()]
+        emptied: list[str] = []
+        records: list[Statement] = []
+        for held in self._held:
+            try:
+                statements = list(held.records())
+            except Exception:  # a bug in one service must not end the writer: the others are still written
+                log.exception("a service's records could not be listed for the new database file")
+                continue
+            emptied += (f"DELETE FROM {table}" for table in held.tables)  # nosec B608 (constants of the services)
+            records += statements
         async with _foreign_keys_checked_at_end(self._conn):
             for sql in emptied:
                 await self._conn.execute(sql)
