@@ -261,8 +261,9 @@ async def test_a_file_that_is_not_a_database_is_set_aside_and_a_fresh_one_writte
 async def test_a_file_truncated_under_the_store_gets_every_record_the_services_hold(tmp_path: Path) -> None:
     """Truncated under the running store, the file was set aside and a fresh one took what still read
     (nothing, here): every record of every service was gone at the next start, open alerts, names,
-    assignments, discovery candidates, connection health and history's series ids (blocks written later
-    would land under another channel) included. Each service writes what it holds into the new file."""
+    assignments, discovery candidates, connection health, history's series ids (blocks written later
+    would land under another channel) and what drivers keep (sink.remember) included. Each service writes
+    what it holds into the new file."""
     clock = SimulatedClock()
     state = StateStore()
     put_receiver(state, "shure-A", channels=2, battery_bars=1)
@@ -282,6 +283,7 @@ async def test_a_file_truncated_under_the_store_gets_every_record_the_services_h
         await store.candidates.offer(Candidate(url="shure://127.0.0.1:2203", vendor="shure", source="mdns"))
         store.health.update([{"url": "shure://127.0.0.1:2202", "device_id": "shure-A", "attempts": 3}])
         store.history.series("shure-A", 1)
+        store.device_memory.remember("shure://127.0.0.1:2202", '{"channels": {"7": 1}}')  # a driver's (SSCv2)
         clock.advance(1.0)
         store.step()
         raised = store.alerts.open_alerts()  # the low batteries
@@ -299,6 +301,7 @@ async def test_a_file_truncated_under_the_store_gets_every_record_the_services_h
     stored = await stored_in(tmp_path)
     assert [performer.name for performer in stored.performers] == ["Anna", "Ben"]
     assert dataclasses.replace(stored, performers=held.performers, last_audit_id=held.last_audit_id) == held
+    assert stored.device_memory == [("shure://127.0.0.1:2202", '{"channels": {"7": 1}}')]
 
 
 async def test_a_service_whose_records_cannot_be_listed_does_not_stop_the_others(

@@ -7,11 +7,11 @@ the driver hands it over and where it is read back (hub.devices.DeviceHandle), s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from hub.clock import Clock
 from hub.drivers import MAX_MEMORY_BYTES
-from hub.persistence.db import Database, upsert
+from hub.persistence.db import Database, Statement, upsert
 
 _UPSERT_MEMORY = upsert("device_memory", ("url",), ("value", "updated_at"))
 
@@ -24,6 +24,13 @@ class DeviceMemory:
         self._clock = clock
         # a value that is no text (a row written by something else) is kept as its repr: not JSON, refused
         self._by_url = {url: value if isinstance(value, str) else repr(value) for url, value in rows}
+        db.hold(self.held, whole=("device_memory",))
+
+    def held(self) -> Iterator[Statement]:
+        """Every memory, for a database file replaced under the running hub (Database.hold)."""
+        now = self._clock.now()
+        for url, text in self._by_url.items():
+            yield _UPSERT_MEMORY, (url, text, now)
 
     @staticmethod
     async def read(db: Database) -> list[tuple[str, object]]:
