@@ -9,9 +9,10 @@ Three carriers 400 kHz apart: 2 x 518.200 - 518.600 = 517.800 MHz lands on the t
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import orjson
@@ -406,3 +407,41 @@ async def test_a_spectera_carrier_is_as_wide_as_its_bandwidth_mode_and_suggested
         assert [c["frequency_mhz"] for c in suggestion["candidates"]] == [
             round(c["frequency_mhz"]) for c in suggestion["candidates"]
         ], "whole MHz only"
+
+
+COORDINATE: Final = "/api/v1/frequency-plan/coordinate"
+
+
+async def test_a_search_before_the_first_check_sees_every_carrier(tmp_path: Path) -> None:
+    """Suggest and coordinate searched the live check's carrier list, which lags: before the first check of a
+    run (up to 15 s while a receiver is down) it is empty, so a coordination proposed 600.4 MHz beside a
+    declared 600.5 MHz carrier and a suggestion found no receiver; after a slow check the list is held back
+    (an outside audit). A search takes the carriers as they are now."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    down = f"shure://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()  # a receiver that is down: the first check waits for it
+    async with ShureSimulator("ulxd4", seed=8) as receiver:
+        receiver.set_channel(1, frequency_mhz=600.0)
+        async with (
+            rf_hub(tmp_path, "shure", devices=[receiver.url, down]) as hub,
+            aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}", headers=AUTH) as http,
+        ):
+            declared = {"label": "IEM rack", "frequency_mhz": 600.5}
+            async with http.post("/api/v1/frequency-plan/carriers", json=declared) as response:
+                assert response.status == 201, await response.text()
+            receiver_id = await eventually(lambda: device_at(hub, receiver.port), 10, "the ULX-D")
+            async with http.get("/api/v1/frequency-plan") as response:
+                assert (await response.json())["checked"] is False, "the first check still waits"
+
+            body = {"channel": f"{receiver_id}:1", "low_mhz": 599.0, "high_mhz": 602.0, "count": 50}
+            async with http.post("/api/v1/frequency-plan/suggest", json=body) as response:
+                suggestion = await response.json()
+                assert response.status == 200, suggestion
+            offered = [candidate["frequency_mhz"] for candidate in suggestion["candidates"]]
+            assert offered and all(abs(mhz - 600.5) >= 0.35 for mhz in offered), offered
+
+            async with http.post(COORDINATE, json={"count": 1, "low_mhz": 600.4, "high_mhz": 600.6}) as response:
+                group = await response.json()
+                assert response.status == 200, group
+            assert group["frequencies"] == [] and group["fixed_carriers"] == 2, group

@@ -390,8 +390,18 @@ class FrequencyPlan(Service):
 
     # clean frequencies
 
-    def carrier_of_channel(self, device_id: str, index: int) -> Carrier:
-        for carrier in self._carriers:
+    def carriers_now(self) -> list[Carrier]:
+        """Every carrier as it is at this moment, for a search on demand: the live check's list may lag (a
+        slow check holds the next one back, the first waits for the devices to report), and a search run on
+        it proposed frequencies on top of carriers declared or tuned since. Built afresh, without the live
+        check's per-device cache (a change reaches that only at the next tick)."""
+        devices = list(self._state.devices.values())
+        found = [carrier for device in devices for carrier in device_carriers(device, self.settings)]
+        return found + declared_carriers(self._declared.values())
+
+    def carrier_of_channel(self, device_id: str, index: int, carriers: Sequence[Carrier] | None = None) -> Carrier:
+        """The channel's (first) carrier among ``carriers``, by default those of this moment."""
+        for carrier in self.carriers_now() if carriers is None else carriers:
             if carrier.device_id == device_id and index in carrier.channels and not carrier.id.endswith("/2"):
                 return carrier
         raise NotFoundError(f"{device_id} channel {index} has no frequency in the plan", device_id=device_id)
@@ -415,11 +425,11 @@ class FrequencyPlan(Service):
         step_khz: float | None = None,
         count: int = 5,
     ) -> tuple[Carrier, list[Candidate]]:
-        """Clean frequencies for one channel among every other carrier of the plan, its own second frequency
-        (frequency diversity) included: a retune sets the first frequency only."""
-        self.refresh()
-        carrier = self.carrier_of_channel(device_id, index)
-        others = [c for c in self._carriers if c.id != carrier.id]
+        """Clean frequencies for one channel among every other carrier of the plan as it is now, its own second
+        frequency (frequency diversity) included: a retune sets the first frequency only."""
+        carriers = self.carriers_now()
+        carrier = self.carrier_of_channel(device_id, index, carriers)
+        others = [c for c in carriers if c.id != carrier.id]
         chosen = self.band_for(carrier, band)
         exclusions = [exclusion_of(entry) for entry in self.exclusions()]
         try:
@@ -440,12 +450,12 @@ class FrequencyPlan(Service):
         step_khz: float | None = None,
         moving: Sequence[tuple[str, int]] = (),
     ) -> Coordination:
-        """A compatible set of frequencies for a group around every carrier already in the plan, except the
-        carriers of the ``moving`` channels (those the group will retune: their first frequency only, so a
+        """A compatible set of frequencies for a group around every carrier in the plan as it is now, except
+        the carriers of the ``moving`` channels (those the group will retune: their first frequency only, so a
         frequency-diversity channel's second frequency stays fixed)."""
-        self.refresh()
-        leaving = {self.carrier_of_channel(device_id, index).id for device_id, index in moving}
-        fixed = [c for c in self._carriers if c.id not in leaving]
+        carriers = self.carriers_now()
+        moved = {self.carrier_of_channel(device_id, index, carriers).id for device_id, index in moving}
+        fixed = [c for c in carriers if c.id not in moved]
         exclusions = [exclusion_of(entry) for entry in self.exclusions()]
         try:
             return coordinate(
