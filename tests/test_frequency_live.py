@@ -363,6 +363,8 @@ async def test_a_wideband_carrier_moves_whole_when_one_of_its_channels_is_retune
             assert response.status == 200, suggestion
         best = round(suggestion["candidates"][0]["frequency_mhz"] * 1000)
         assert 660_000 <= best <= 670_000 and base.rf_khz == {0: best, 1: best}, (best, base.rf_khz)
+        tuned = [(t["channel"], t["outcome"]["ok"]) for t in suggestion["tuned"]]
+        assert tuned == [(f"{device_id}:{index}", True) for index in range(1, 5)], "each channel's outcome"
         async with http.get("/api/v1/frequency-plan") as response:
             plan = await response.json()
         assert [c["channels"] for c in plan["carriers"]] == [[1, 2, 3, 4]] and plan["findings"] == [], plan
@@ -409,7 +411,74 @@ async def test_a_spectera_carrier_is_as_wide_as_its_bandwidth_mode_and_suggested
         ], "whole MHz only"
 
 
+SHURE_BANDS: Final = FrequencyConfig(
+    bands={family: TunableBand(low_mhz=470.0, high_mhz=534.0, step_khz=25) for family in ("ulxd", "qlxd")}
+)
 COORDINATE: Final = "/api/v1/frequency-plan/coordinate"
+
+
+def tuned_to(receivers: list[tuple[ShureSimulator, int]]) -> list[float]:
+    """What the simulated receivers' channels are tuned to, as the receivers themselves hold it."""
+    return [receiver.channels[index].values["frequency_mhz"] for receiver, index in receivers]
+
+
+async def test_a_group_is_tuned_whole_or_the_answer_says_what_moved(tmp_path: Path) -> None:
+    """A UHF-R has no frequency control (the hub knows it from its capabilities): "coordinate + apply" with one
+    retuned the other channels, left it, and answered 200 with the failure only inside plan[i].outcome (an
+    outside audit). A channel that would be refused now refuses the whole request, nothing sent; a receiver
+    that fails once the commands go out stops the rest, and the answer is an error saying which moved. A band
+    too narrow for the group said so without apply, but with apply answered 409 with no details."""
+    async with (
+        ShureSimulator("ulxd4q", seed=5) as quad,
+        ShureSimulator("ur4d", seed=6) as uhfr,
+        ShureSimulator("qlxd4", seed=7) as single,
+        rf_hub(tmp_path, "shure", frequency=SHURE_BANDS) as hub,
+        aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}", headers=AUTH) as http,
+    ):
+        for index in range(1, 5):
+            quad.set_channel(index, frequency_mhz=480.0 + index)
+        uhfr.set_channel(1, frequency_mhz=490.0)
+        uhfr.set_channel(2, frequency_mhz=491.0)
+        single.set_channel(1, frequency_mhz=500.0)
+        for receiver in (quad, uhfr, single):
+            await hub.add_device(receiver.url, source="test")
+        quad_id, uhfr_id, single_id = [
+            await eventually(lambda port=receiver.port: device_at(hub, port), 10, receiver.family.key)
+            for receiver in (quad, uhfr, single)
+        ]
+        receivers = [(quad, 1), (uhfr, 1), (single, 1)]
+        before = tuned_to(receivers)
+        body = {"channels": [f"{quad_id}:1", f"{uhfr_id}:1", f"{single_id}:1"], "apply": True}
+        async with http.post(COORDINATE, json={**body, "low_mhz": 470.0, "high_mhz": 534.0}) as response:
+            refused = await response.json()
+            assert response.status == 409 and refused["code"] == "not_supported", refused
+        assert refused["error"].startswith(f"{uhfr_id}:1: "), refused["error"]
+        outcomes = [tuning["outcome"]["code"] for tuning in refused["details"]["plan"]]
+        assert outcomes == ["not_sent", "not_supported", "not_sent"], refused["details"]["plan"]
+        assert tuned_to(receivers) == before, "nothing was tuned"
+
+        receivers = [(quad, 1), (single, 1), (quad, 3)]
+        before = tuned_to(receivers)
+        body = {"channels": [f"{quad_id}:1", f"{single_id}:1", f"{quad_id}:3"], "apply": True}
+        async with http.post(COORDINATE, json={**body, "low_mhz": 470.0, "high_mhz": 470.3}) as response:
+            crowded = await response.json()
+            assert response.status == 409 and crowded["code"] == "no_clean_frequency", crowded
+        assert "1 of the 3 channels" in crowded["error"], "how many fit, as without apply"
+        assert crowded["details"]["notes"] == ["only 1 of 3 frequencies fit the band with these guards"], crowded
+        assert tuned_to(receivers) == before
+
+        single.refused_params.add("FREQUENCY")  # it answers ERR: only sending the command can tell
+        async with http.post(COORDINATE, json={**body, "low_mhz": 500.0, "high_mhz": 534.0}) as response:
+            failed = await response.json()
+            assert response.status == 502 and failed["code"] == "refused", failed
+        assert failed["error"].startswith(f"{single_id}:1: ") and "1 of 3 channels retuned" in failed["error"]
+        plan = failed["details"]["plan"]
+        assert [(tuning["outcome"]["ok"], tuning["outcome"]["code"]) for tuning in plan] == [
+            (True, None),
+            (False, "refused"),
+            (False, "not_sent"),
+        ], plan
+        assert tuned_to(receivers) == [plan[0]["frequency_mhz"], before[1], before[2]]
 
 
 async def test_a_search_before_the_first_check_sees_every_carrier(tmp_path: Path) -> None:

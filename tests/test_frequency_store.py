@@ -248,7 +248,8 @@ async def test_suggest_and_coordinate(rig: Rig) -> None:
     await rig.call("POST", f"{PLAN}/coordinate", 422, json={"count": 40, "low_mhz": 470.0, "high_mhz": 9000.0})
     band = {"low_mhz": 510.0, "high_mhz": 526.0}
     regroup = {"channels": ["shure-rx:2", "shure-rx:3"], "apply": True, **band}
-    tuned = await rig.call("POST", f"{PLAN}/coordinate", 200, json=regroup)
+    refused = await rig.call("POST", f"{PLAN}/coordinate", 503, json=regroup)
+    tuned = refused["details"]
     assert tuned["fixed_carriers"] == 1, "the two channels being retuned are not fixed"
     assert [t["channel"] for t in tuned["plan"]] == ["shure-rx:2", "shure-rx:3"]
     assert [t["outcome"]["code"] for t in tuned["plan"]] == ["unavailable", "unavailable"], "no driver: said so"

@@ -11,11 +11,11 @@ from typing import Any, Final, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from hub.frequency import Band, Carrier, finding_view
-from hub.model import Command, CommandKind
+from hub.frequency import Band, Candidate, Carrier, finding_view
+from hub.model import Command, CommandKind, CommandResult
 from hub.records import DeclaredCarrier, FrequencyExclusion
-from hub.service import FrequencyService
-from hub.web.api import HUB_KEY, SOURCE, command_error, find_channel
+from hub.service import FrequencyService, HubService
+from hub.web.api import HUB_KEY, SOURCE, channel_id, command_error, find_channel
 from hub.web.routing import ApiError, Handler, Operation, json_response, parse_body, path_number
 from hub.web.schemas import CommandOutcome, Strict
 from hub.web.venue import NO_CONTENT, store_errors, venue
@@ -92,12 +92,27 @@ class FrequencyCandidateView(Strict):
     margin_khz: float = Field(description="room beyond every guard to the nearest problem")
 
 
+class ChannelTuning(Strict):
+    channel: str
+    frequency_mhz: float
+    outcome: CommandOutcome | None = Field(
+        default=None,
+        description="with apply: the command's outcome (code not_sent: not sent, another channel's was refused "
+        "or failed first)",
+    )
+
+
 class SuggestView(Strict):
     channel: str
     current_mhz: float
     band: BandView
     candidates: list[FrequencyCandidateView]
-    applied: CommandOutcome | None = None
+    applied: CommandOutcome | None = Field(
+        default=None, description="with apply: the outcome (the first that failed, where a channel's did)"
+    )
+    tuned: list[ChannelTuning] = Field(
+        default_factory=list, description="with apply: every channel of the carrier, each with its outcome"
+    )
 
 
 class CoordinateBody(Strict):
@@ -111,12 +126,6 @@ class CoordinateBody(Strict):
     high_mhz: float = MHZ
     step_khz: float = Field(default=25.0, ge=1.0, le=10_000.0)
     family: str | None = Field(default=None, max_length=40, description="selects the guard bands")
-
-
-class ChannelTuning(Strict):
-    channel: str
-    frequency_mhz: float
-    outcome: CommandOutcome | None = Field(default=None, description="with apply: the command's outcome")
 
 
 class CoordinationView(Strict):
@@ -140,7 +149,7 @@ class ExclusionBody(Strict):
     label: str = Field(default="", max_length=100)
     low_mhz: float | None = Field(default=None, ge=1.0, le=10_000.0)
     high_mhz: float | None = Field(default=None, ge=1.0, le=10_000.0)
-    tv_grid: Literal["us", "eu"] | None = Field(default=None, description="us: 6 MHz from ch 14; eu: 8 MHz from ch 21")
+    tv_grid: Literal["us", "eu"] | None = Field(default=None, description="us: 6 MHz, ch 14-36; eu: 8 MHz, ch 21-69")
     tv_channel: int | None = Field(default=None, ge=1, le=100)
 
 
@@ -169,6 +178,10 @@ def _carrier_view(carrier: Carrier) -> CarrierView:
         declared_id=carrier.declared_id,
         band=_band_view(carrier.band) if carrier.band else None,
     )
+
+
+def _candidate_views(candidates: Sequence[Candidate]) -> list[FrequencyCandidateView]:
+    return [FrequencyCandidateView(frequency_mhz=c.frequency_mhz, margin_khz=c.margin_khz) for c in candidates]
 
 
 def _band(low: float | None, high: float | None, step: float | None) -> Band | None:
@@ -219,22 +232,70 @@ async def suggest_frequency(request: web.Request) -> web.Response:
         channel=body.channel,
         current_mhz=carrier.frequency_mhz,
         band=_band_view(plan.band_for(carrier, band)),
-        candidates=[FrequencyCandidateView(frequency_mhz=c.frequency_mhz, margin_khz=c.margin_khz) for c in candidates],
+        candidates=_candidate_views(candidates),
     )
     if body.apply:
         if not candidates:
             raise ApiError(409, "no_clean_frequency", "no clean frequency in the band", view.model_dump(mode="json"))
         # every channel of the carrier moves: channels of a wideband device on one frequency are one carrier
         # (the plan cannot tell which of them share an RF channel), and moving one would split it
-        for index in carrier.channels:
-            command = Command(
-                device_id=device.id, channel=index, kind=CommandKind.FREQUENCY, value=candidates[0].frequency_mhz
-            )
-            result = await hub.apply(command, SOURCE)
-            view.applied = CommandOutcome(ok=result.ok, value=result.value, error=result.error, code=result.code)
-            if not result.ok:
-                raise command_error(hub, result, view.model_dump(mode="json"))
+        best = candidates[0].frequency_mhz
+        view.tuned = [
+            ChannelTuning(channel=channel_id(device.id, index), frequency_mhz=best) for index in carrier.channels
+        ]
+        failed = await _tune(
+            hub, [(tuning, device.id, index) for tuning, index in zip(view.tuned, carrier.channels, strict=True)]
+        )
+        view.applied = next((t.outcome for t in view.tuned if t.outcome and not t.outcome.ok), view.tuned[-1].outcome)
+        if failed is not None:
+            raise command_error(hub, failed, view.model_dump(mode="json"))
     return json_response(view)
+
+
+NOT_SENT: Final = "not_sent"
+
+
+async def _tune(hub: HubService, tunings: Sequence[tuple[ChannelTuning, str, int]]) -> CommandResult | None:
+    """Tune each channel to its frequency, as commands (token, audit, the receiver's confirmation), setting each
+    tuning's outcome; all of them or none, as far as the hub can tell before sending. Every command is checked
+    first (``hub.refusal``: an unknown or offline device, a family with no frequency control, a value outside
+    its limits): one refused, none is sent. A command that then fails stops the rest (its receiver may be gone,
+    the plan was made for all of them). Returns the failure, if any, with the channel named and how many moved
+    (for :func:`command_error`): each channel's outcome says which moved and which did not."""
+    commands = [
+        (tuning, Command(device_id=device_id, channel=index, kind=CommandKind.FREQUENCY, value=tuning.frequency_mhz))
+        for tuning, device_id, index in tunings
+    ]
+    failed: tuple[ChannelTuning, CommandResult] | None = None
+    for tuning, command in commands:
+        refused = hub.refusal(command)
+        if refused is not None:
+            tuning.outcome = _outcome(refused)
+            failed = failed or (tuning, refused)
+    how = "was refused"
+    if failed is None:
+        how = "failed"
+        for tuning, command in commands:
+            result = await hub.apply(command, SOURCE)
+            tuning.outcome = _outcome(result)
+            if not result.ok:
+                failed = (tuning, result)
+                break
+    if failed is None:
+        return None
+    tuning, result = failed
+    tuned = sum(1 for other, _ in commands if other.outcome is not None and other.outcome.ok)
+    for other, _ in commands:
+        if other.outcome is None:
+            other.outcome = CommandOutcome(ok=False, error=f"not sent: {tuning.channel} {how}", code=NOT_SENT)
+    said = f"{tuning.channel}: {result.error or 'the command failed'}"
+    if len(commands) > 1:
+        said += f" ({tuned} of {len(commands)} channels retuned, the rest not sent: details say which)"
+    return result.model_copy(update={"error": said})
+
+
+def _outcome(result: CommandResult) -> CommandOutcome:
+    return CommandOutcome(ok=result.ok, value=result.value, error=result.error, code=result.code)
 
 
 @store_errors
@@ -263,30 +324,28 @@ async def coordinate_group(request: web.Request) -> web.Response:
         ChannelTuning(channel=reference, frequency_mhz=candidate.frequency_mhz)
         for reference, candidate in zip(body.channels, result.frequencies, strict=False)
     ]
+    view = CoordinationView(
+        frequencies=_candidate_views(result.frequencies),
+        backups=_candidate_views(result.backups),
+        band=_band_view(result.band),
+        fixed_carriers=result.fixed,
+        notes=result.notes,
+        plan=plan,
+    )
     if body.apply:
         if len(plan) < len(channels):
-            raise ApiError(409, "no_clean_frequency", "the band does not hold a frequency for every channel")
-        for tuning, (device, channel) in zip(plan, channels, strict=True):
-            command = Command(
-                device_id=device.id, channel=channel.index, kind=CommandKind.FREQUENCY, value=tuning.frequency_mhz
+            raise ApiError(
+                409,
+                "no_clean_frequency",
+                f"the band holds a frequency for {len(plan)} of the {len(channels)} channels",
+                view.model_dump(mode="json"),
             )
-            outcome = await hub.apply(command, SOURCE)
-            tuning.outcome = CommandOutcome(ok=outcome.ok, value=outcome.value, error=outcome.error, code=outcome.code)
-    return json_response(
-        CoordinationView(
-            frequencies=[
-                FrequencyCandidateView(frequency_mhz=c.frequency_mhz, margin_khz=c.margin_khz)
-                for c in result.frequencies
-            ],
-            backups=[
-                FrequencyCandidateView(frequency_mhz=c.frequency_mhz, margin_khz=c.margin_khz) for c in result.backups
-            ],
-            band=_band_view(result.band),
-            fixed_carriers=result.fixed,
-            notes=result.notes,
-            plan=plan,
+        failed = await _tune(
+            hub, [(tuning, device.id, channel.index) for tuning, (device, channel) in zip(plan, channels, strict=True)]
         )
-    )
+        if failed is not None:
+            raise command_error(hub, failed, view.model_dump(mode="json"))
+    return json_response(view)
 
 
 async def _declare(request: web.Request, carrier_id: int | None) -> DeclaredCarrier:
@@ -408,7 +467,8 @@ FREQUENCY_OPERATIONS: Final = (
               errors=(400, 404, 409, 422, 429, 502, 503, 504)),
     Operation("POST", f"{_PLAN}/coordinate", coordinate_group,
               "A compatible set of frequencies (with backups) for a group, around the plan", "frequency",
-              write=True, body=CoordinateBody, response=CoordinationView, errors=(400, 404, 409, 422)),
+              write=True, body=CoordinateBody, response=CoordinationView,
+              errors=(400, 404, 409, 422, 429, 502, 503, 504)),
     *_DECLARED.operations(f"{_PLAN}/carriers", "a declared carrier", "Declared carriers (gear the hub cannot see)",
                           DeclaredCarrierBody, DeclaredCarrier),
     *_EXCLUSIONS.operations(f"{_PLAN}/exclusions", "an exclusion", "Exclusions: occupied TV channels and ranges",
