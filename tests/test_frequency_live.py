@@ -422,6 +422,47 @@ def tuned_to(receivers: list[tuple[ShureSimulator, int]]) -> list[float]:
     return [receiver.channels[index].values["frequency_mhz"] for receiver, index in receivers]
 
 
+async def test_a_group_is_tuned_only_where_each_of_its_channels_tunes(tmp_path: Path) -> None:
+    """ULX-D and QLX-D configured for 470-534 MHz on 25 kHz: "coordinate + apply" in 200-240 MHz on 5 kHz
+    answered 200 and tuned all three to 221.335, 214.37 and 228.58 MHz, and the hub then alerted them out of
+    band (an outside audit): it searched only the request's range, never each channel's band and step."""
+    async with (
+        ShureSimulator("ulxd4q", seed=5) as quad,
+        ShureSimulator("qlxd4", seed=6) as single,
+        rf_hub(tmp_path, "shure", frequency=SHURE_BANDS) as hub,
+        aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}", headers=AUTH) as http,
+    ):
+        for index in range(1, 5):
+            quad.set_channel(index, frequency_mhz=480.0 + index)
+        single.set_channel(1, frequency_mhz=490.0)
+        await hub.add_device(quad.url, source="test")
+        await hub.add_device(single.url, source="test")
+        quad_id = await eventually(lambda: device_at(hub, quad.port), 10, "the ULX-D")
+        single_id = await eventually(lambda: device_at(hub, single.port), 10, "the QLX-D")
+        receivers = [(quad, 1), (quad, 3), (single, 1)]
+        channels = [f"{quad_id}:1", f"{quad_id}:3", f"{single_id}:1"]
+        before = tuned_to(receivers)
+
+        for wrong, why in (
+            ({"low_mhz": 200.0, "high_mhz": 240.0}, "200-240 MHz holds no tunable frequency of the band 470-534"),
+            ({"low_mhz": 470.0, "high_mhz": 534.0, "step_khz": 5}, "not a multiple of the band's 25 kHz"),
+        ):
+            async with http.post(COORDINATE, json={"channels": channels, "apply": True, **wrong}) as response:
+                refused = await response.json()
+                assert response.status == 422, refused
+            assert why in refused["error"] and f"{quad_id} ch 1" in refused["error"], refused
+            assert tuned_to(receivers) == before, "nothing was tuned"
+
+        # a range reaching below the band: only its part inside the band, on the band's 25 kHz grid
+        body = {"channels": channels, "apply": True, "low_mhz": 460.0, "high_mhz": 476.0}
+        async with http.post(COORDINATE, json=body) as response:
+            result = await response.json()
+            assert response.status == 200, result
+        now = tuned_to(receivers)
+        assert now == [tuning["frequency_mhz"] for tuning in result["plan"]], (now, result["plan"])
+        assert all(470.0 <= mhz <= 476.0 and round(mhz * 1000) % 25 == 0 for mhz in now), now
+
+
 async def test_a_group_is_tuned_whole_or_the_answer_says_what_moved(tmp_path: Path) -> None:
     """A UHF-R has no frequency control (the hub knows it from its capabilities): "coordinate + apply" with one
     retuned the other channels, left it, and answered 200 with the failure only inside plan[i].outcome (an

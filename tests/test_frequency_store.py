@@ -280,6 +280,16 @@ async def test_a_wideband_carrier_is_never_suggested_where_its_width_would_leave
         assert offered and all(474.0 <= mhz <= 690.0 for mhz in offered), offered
 
 
+async def test_a_group_never_splits_a_wideband_carrier(rig: Rig) -> None:
+    """Two channels of one Spectera carrier in a group would get two frequencies and split it in two."""
+    spectera = Device(id="sennheiser-sp1", vendor="sennheiser", family="spectera", host="127.0.0.1", port=443)
+    spectera.channels = [Channel(index=1, frequency_mhz=600.0), Channel(index=2, frequency_mhz=600.0)]
+    rig.hub.store.add_device(spectera)
+    group = {"channels": ["sennheiser-sp1:1", "sennheiser-sp1:2"], "low_mhz": 470.0, "high_mhz": 694.0}
+    refused = await rig.call("POST", f"{PLAN}/coordinate", 422, json=group)
+    assert "share one carrier" in refused["error"], refused
+
+
 async def test_one_declared_wideband_carrier_leaves_clean_frequencies_to_suggest(rig: Rig) -> None:
     """One 8 MHz WMAS block declared at 650 MHz made suggest answer 'no clean frequency' for every narrowband
     channel: each candidate was widened by the widest carrier (an outside audit found 284 clean frequencies by

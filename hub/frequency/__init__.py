@@ -7,7 +7,16 @@ explains the arithmetic with a worked example.
 
 from hub.frequency.engine import Finding, PlanChecker, Product, check, finding_view
 from hub.frequency.plan import Band, Carrier, CarrierState, Exclusion, TvGrid, merge_identical
-from hub.frequency.search import Candidate, Coordination, SearchError, coordinate, suggest
+from hub.frequency.search import (
+    Candidate,
+    Coordination,
+    SearchError,
+    Slot,
+    coordinate,
+    narrowed,
+    search_step_khz,
+    suggest,
+)
 from hub.frequency.settings import FamilyGuards, Guards, PlanSettings, Profile, for_family
 
 __all__ = [
@@ -25,11 +34,14 @@ __all__ = [
     "Product",
     "Profile",
     "SearchError",
+    "Slot",
     "TvGrid",
     "check",
     "coordinate",
     "finding_view",
     "for_family",
     "merge_identical",
+    "narrowed",
+    "search_step_khz",
     "suggest",
 ]

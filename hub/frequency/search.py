@@ -75,6 +75,18 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Slot:
+    """Where one frequency of a group goes: the grid searched (a channel's band within the request's range, on
+    its tuning step: :func:`narrowed`), the band the carrier's whole width must stay inside, and the family
+    (guards) and width of the carrier that takes it."""
+
+    grid: Band
+    band: Band
+    family: str | None = None
+    bandwidth_khz: float = 0.0
+
+
+@dataclass(frozen=True)
 class Coordination:
     frequencies: list[Candidate]
     backups: list[Candidate]
@@ -134,14 +146,18 @@ def _shown(margin_hz: int, band: Band) -> float:
     return min(margin_hz, to_hz(band.high_mhz - band.low_mhz)) / HZ_PER_KHZ
 
 
-def candidate_grid(
-    band: Band,
-    within: tuple[float, float] | None = None,
-    step_khz: float | None = None,
-    limit: int = MAX_CANDIDATES,
-) -> Ints:
-    """The tunable frequencies (Hz) of ``band``, on its step from its lower edge, inside ``within``; a
-    ``step_khz`` of the request must be a multiple of the band's (or the candidates would be off its grid)."""
+def search_step_khz(band: Band, step_khz: float | None = None) -> float:
+    """The step a search of ``band`` takes when the request gives none: the band's own, at least
+    WHOLE_RANGE_STEP_KHZ in a plugin's whole range (whose 1 kHz is the protocol's, not a receiver's)."""
+    if step_khz:
+        return step_khz
+    return band.step_khz * -(-WHOLE_RANGE_STEP_KHZ // band.step_khz) if band.whole_range else band.step_khz
+
+
+def narrowed(band: Band, within: tuple[float, float] | None = None, step_khz: float | None = None) -> Band:
+    """The part of ``band`` inside ``within`` on ``step_khz`` (default the band's), still on the band's grid:
+    its ``low_mhz`` is the first tunable frequency of that part. A ``step_khz`` must be a multiple of the
+    band's (or the frequencies would be off its grid); SearchError when the part holds no frequency."""
     step, band_step = to_hz((step_khz or band.step_khz) / 1000), to_hz(band.step_khz / 1000)
     if step <= 0 or band_step <= 0:
         raise SearchError("the tuning step must be positive")
@@ -150,10 +166,23 @@ def candidate_grid(
     low, high = to_hz(band.low_mhz), to_hz(band.high_mhz)
     if within is not None:
         low_wanted, high_wanted = to_hz(min(within)), to_hz(max(within))
-        first = low + max(0, -(-(low_wanted - low) // step)) * step
-        low, high = first, min(high, high_wanted)
+        low, high = low + max(0, -(-(low_wanted - low) // step)) * step, min(high, high_wanted)
     if high < low:
-        raise SearchError("the range holds no tunable frequency of the band")
+        where = f"{min(within):g}-{max(within):g} MHz" if within is not None else "the range"
+        raise SearchError(f"{where} holds no tunable frequency of the band {band.low_mhz:g}-{band.high_mhz:g} MHz")
+    return Band(low / HZ_PER_MHZ, high / HZ_PER_MHZ, step / HZ_PER_KHZ, band.whole_range)
+
+
+def candidate_grid(
+    band: Band,
+    within: tuple[float, float] | None = None,
+    step_khz: float | None = None,
+    limit: int = MAX_CANDIDATES,
+) -> Ints:
+    """The tunable frequencies (Hz) of ``band``, on its step from its lower edge, inside ``within``; a
+    ``step_khz`` of the request must be a multiple of the band's (or the candidates would be off its grid)."""
+    part = narrowed(band, within, step_khz)
+    low, high, step = to_hz(part.low_mhz), to_hz(part.high_mhz), to_hz(part.step_khz / 1000)
     count = (high - low) // step + 1
     if count > limit:
         raise SearchError(f"{count} candidates: narrow the range or take a coarser step (at most {limit})")
@@ -250,7 +279,7 @@ def suggest(
     (unless ``within`` says where), the nearest NEARNESS_MHZ first, and a margin beyond ENOUGH_MARGIN_KHZ
     counts as enough. Empty when nothing searched is clean."""
     if band.whole_range:
-        step_khz = step_khz or band.step_khz * -(-WHOLE_RANGE_STEP_KHZ // band.step_khz)
+        step_khz = search_step_khz(band, step_khz)
         here = carrier.frequency_mhz
         within = within or (here - WHOLE_RANGE_WINDOW_MHZ, here + WHOLE_RANGE_WINDOW_MHZ)
     candidates = candidate_grid(band, within, step_khz)
@@ -286,22 +315,36 @@ def coordinate(
     family: str | None = None,
     exclusions: Sequence[Exclusion] = (),
     step_khz: float | None = None,
+    slots: Sequence[Slot] = (),
 ) -> Coordination:
-    """A compatible set of ``count`` frequencies (and ``backups`` more, compatible with all of them) in
-    ``band`` around the ``fixed`` carriers, chosen one by one, each with the largest margin left."""
+    """A compatible set of ``count`` frequencies (and ``backups`` more, compatible with all of them) around the
+    ``fixed`` carriers, chosen one by one, each with the largest margin left: the n-th in ``slots[n]`` (the
+    channel that will take it tunes only there), else (and the backups) in ``band`` on ``step_khz``."""
     if not 1 <= count + backups <= MAX_GROUP:
         raise SearchError(f"a group has 1 to {MAX_GROUP} frequencies with its backups")
-    candidates = candidate_grid(band, None, step_khz, MAX_GROUP_CANDIDATES)
+    if slots and len(slots) != count:
+        raise SearchError(f"{len(slots)} slots for {count} frequencies")
+    anywhere = Slot(narrowed(band, None, step_khz), band, family)
+    wanted = [*(slots or [anywhere] * count), *[anywhere] * backups]
+    grids: dict[Band, Ints] = {}
     placed = list(fixed)
     chosen: list[Candidate] = []
-    for number in range(count + backups):
-        margin = margins(candidates, placed, settings, family=family, exclusions=exclusions)
+    for number, slot in enumerate(wanted):
+        if slot.grid not in grids:
+            grids[slot.grid] = candidate_grid(slot.grid, limit=MAX_GROUP_CANDIDATES)
+        candidates = grids[slot.grid]
+        margin = margins(
+            candidates, placed, settings, family=slot.family, bandwidth_khz=slot.bandwidth_khz,
+            exclusions=exclusions, bands=[slot.band],
+        )  # fmt: skip
         best = int(np.argmax(margin))
         if margin[best] < 0:
             break
         frequency = int(candidates[best]) / HZ_PER_MHZ
-        chosen.append(Candidate(frequency, _shown(int(margin[best]), band)))
-        placed.append(Carrier(f"new:{number + 1}", frequency, CarrierState.PLANNED, family=family))
+        chosen.append(Candidate(frequency, _shown(int(margin[best]), slot.grid)))
+        placed.append(
+            Carrier(f"new:{number + 1}", frequency, CarrierState.PLANNED, slot.bandwidth_khz, family=slot.family)
+        )
     notes = []
     if len(chosen) < count + backups:
         notes.append(f"only {len(chosen)} of {count + backups} frequencies fit the band with these guards")

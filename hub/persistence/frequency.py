@@ -27,11 +27,15 @@ from hub.frequency import (
     Finding,
     PlanChecker,
     PlanSettings,
+    SearchError,
+    Slot,
     TvGrid,
     coordinate,
     finding_view,
     for_family,
     merge_identical,
+    narrowed,
+    search_step_khz,
     suggest,
 )
 from hub.model import Channel, CommandKind, Device
@@ -452,18 +456,37 @@ class FrequencyPlan(Service):
     ) -> Coordination:
         """A compatible set of frequencies for a group around every carrier in the plan as it is now, except
         the carriers of the ``moving`` channels (those the group will retune: their first frequency only, so a
-        frequency-diversity channel's second frequency stays fixed)."""
+        frequency-diversity channel's second frequency stays fixed). Each moving channel's frequency is one it
+        tunes: inside ``band`` (the request's range) and its own band, on its own tuning step (``step_khz``,
+        when given, must be a multiple of it); a channel left no frequency is refused, by name."""
         carriers = self.carriers_now()
-        moved = {self.carrier_of_channel(device_id, index, carriers).id for device_id, index in moving}
+        leaving = [self.carrier_of_channel(device_id, index, carriers) for device_id, index in moving]
+        moved = {carrier.id for carrier in leaving}
+        if len(moved) < len(leaving):  # channels of one wideband carrier: two frequencies would split it
+            raise InvalidInputError("two of the channels share one carrier (a wideband device's): give one of them")
         fixed = [c for c in carriers if c.id not in moved]
         exclusions = [exclusion_of(entry) for entry in self.exclusions()]
+        slots = [self._slot(carrier, band, step_khz, family) for carrier in leaving]
         try:
             return coordinate(
                 count, fixed, band, self.settings.plan, backups=backups, family=family, exclusions=exclusions,
-                step_khz=step_khz,
+                step_khz=step_khz, slots=slots,
             )  # fmt: skip
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
+
+    @staticmethod
+    def _slot(carrier: Carrier, wanted: Band, step_khz: float | None, family: str | None) -> Slot:
+        """Where the carrier may go in a group: its own band (the request's where its own is unknown) within the
+        request's range, on its own tuning step."""
+        own = carrier.band or wanted
+        try:
+            grid = narrowed(own, (wanted.low_mhz, wanted.high_mhz), search_step_khz(own, step_khz))
+        except SearchError as exc:
+            raise InvalidInputError(
+                f"{carrier.label or carrier.id} cannot tune there: {exc}", channel=carrier.id
+            ) from None
+        return Slot(grid, own, carrier.family or family, carrier.bandwidth_khz)
 
     # declared carriers and exclusions
 

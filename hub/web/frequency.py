@@ -124,8 +124,12 @@ class CoordinateBody(Strict):
     backups: int = Field(default=0, ge=0, le=47)
     low_mhz: float = MHZ
     high_mhz: float = MHZ
-    step_khz: float = Field(default=25.0, ge=1.0, le=10_000.0)
-    family: str | None = Field(default=None, max_length=40, description="selects the guard bands")
+    step_khz: float | None = Field(
+        default=None, ge=1.0, le=10_000.0, description="default: each channel's tuning step (25 kHz without channels)"
+    )
+    family: str | None = Field(
+        default=None, max_length=40, description="selects the guard bands (a channel's own family wins)"
+    )
 
 
 class CoordinationView(Strict):
