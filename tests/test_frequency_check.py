@@ -331,8 +331,10 @@ def test_tv_grids_and_exclusions() -> None:
     assert tv_channel_range(TvGrid.EU, 21) == (470.0, 478.0)
     assert tv_channel_range(TvGrid.EU, 48) == (686.0, 694.0)
     assert [number for number, _, _ in tv_channels_in(TvGrid.US, 475.0, 483.0)] == [14, 15, 16]
-    with pytest.raises(ValueError, match="14 to 51"):
+    with pytest.raises(ValueError, match="14 to 36"):
         tv_channel_range(TvGrid.US, 13)
+    with pytest.raises(ValueError, match="14 to 36"):  # 38-51 went to mobile broadband in the 600 MHz repack
+        tv_channel_range(TvGrid.US, 38)
     plan = [
         Carrier("in-tv", 474.0),
         Carrier("planned-in-range", 500.5, CarrierState.PLANNED),

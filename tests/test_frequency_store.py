@@ -196,6 +196,8 @@ async def test_exclusions_tv_channels_and_ranges(rig: Rig) -> None:
 
 BAD_BODIES = [
     ("exclusions", {"tv_grid": "us", "tv_channel": 13}),  # below the US UHF grid
+    ("exclusions", {"tv_grid": "us", "tv_channel": 38}),  # 38-51: mobile broadband since the 600 MHz repack
+    ("exclusions", {"tv_grid": "us", "tv_channel": 51}),
     ("exclusions", {"tv_grid": "eu"}),
     ("exclusions", {"tv_grid": "eu", "tv_channel": 21, "low_mhz": 470.0, "high_mhz": 478.0}),
     ("exclusions", {"low_mhz": 480.0}),

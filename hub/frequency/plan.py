@@ -64,10 +64,12 @@ class TvGrid(StrEnum):
 
 # (channel width MHz, first UHF channel number, its lower edge MHz, last channel number). Sources: the FCC's
 # UHF TV table (47 CFR 73.603: channel 14 = 470-476 MHz, 6 MHz each; 36 = 602-608 MHz, the top since the
-# 2017 repack) and the ITU Region 1 UHF raster (channel 21 = 470-478 MHz, 8 MHz each; 48 = 686-694 MHz, the
-# top since the 700 MHz release, 69 = 854-862 MHz historically).
+# 600 MHz repack, which moved every station off 38-51 (614-698 MHz, now mobile broadband) by July 2020; 37 is
+# radio astronomy, never TV) and the ITU Region 1 UHF raster (channel 21 = 470-478 MHz, 8 MHz each; 48 =
+# 686-694 MHz, the top in the EU since the 700 MHz release, 69 = 854-862 MHz where a country still has them).
+# A US exclusion of 38-51 would guard against TV that is no longer there: such a channel is refused.
 TV_GRIDS: Final[dict[TvGrid, tuple[float, int, float, int]]] = {
-    TvGrid.US: (6.0, 14, 470.0, 51),
+    TvGrid.US: (6.0, 14, 470.0, 36),
     TvGrid.EU: (8.0, 21, 470.0, 69),
 }
 
