@@ -19,7 +19,7 @@ from hub.frequency.plan import (
     tv_channel_range,
     tv_channels_in,
 )
-from hub.frequency.search import SearchError, candidate_grid, coordinate, margins, suggest
+from hub.frequency.search import SearchError, Slot, candidate_grid, coordinate, margins, narrowed, suggest
 from hub.frequency.settings import PlanSettings, Profile
 from tests.frequency_reference import brute_clean, brute_hits, brute_margin, brute_summary
 
@@ -299,6 +299,35 @@ def test_a_coordinated_group_is_compatible_with_itself_and_the_fixed_carriers() 
     assert len(result.frequencies) == 8 and len(result.backups) == 2 and not result.notes
     placed = fixed + [Carrier(f"n{n}", c.frequency_mhz) for n, c in enumerate(result.frequencies + result.backups)]
     assert check(placed, [], STANDARD) == []
+
+
+def test_each_frequency_of_a_group_is_on_its_own_channels_grid_and_clean_with_its_width() -> None:
+    """A group's n-th frequency is searched on the n-th channel's grid (its band within the request's range,
+    on its step) with its carrier's width and family: the set passes the full check, each inside its band."""
+    wanted = Band(470.0, 560.0, 25.0)
+    spectera, ulxd = Band(470.0, 700.0, 1000.0), Band(470.0, 534.0, 25.0)
+    slots = [
+        Slot(narrowed(spectera, (wanted.low_mhz, wanted.high_mhz)), spectera, "spectera", 8000.0),
+        Slot(narrowed(ulxd, (wanted.low_mhz, wanted.high_mhz), 50.0), ulxd, "ulxd"),
+        Slot(narrowed(ulxd, (wanted.low_mhz, wanted.high_mhz)), ulxd, "ulxd"),
+    ]
+    fixed = [Carrier("iem", 480.1)]
+    result = coordinate(3, fixed, wanted, STANDARD, slots=slots)
+    assert len(result.frequencies) == 3 and not result.notes
+    first, second, third = (round(c.frequency_mhz * 1000) for c in result.frequencies)
+    assert first % 1000 == 0 and 474_000 <= first <= 560_000, first  # whole MHz, its 8 MHz inside the band
+    assert min(second, third) >= 470_000 and max(second, third) <= 534_000, (second, third)
+    assert second % 50 == 0 and third % 25 == 0
+    placed = fixed + [
+        Carrier(f"n{n}", c.frequency_mhz, bandwidth_khz=slot.bandwidth_khz, family=slot.family, band=slot.band)
+        for n, (c, slot) in enumerate(zip(result.frequencies, slots, strict=True))
+    ]
+    assert check(placed, [], STANDARD) == []
+    with pytest.raises(SearchError, match="not a multiple"):
+        narrowed(ulxd, (470.0, 480.0), 5.0)
+    with pytest.raises(SearchError, match="200-240 MHz holds no tunable frequency"):
+        narrowed(ulxd, (200.0, 240.0))
+    assert narrowed(ulxd, (470.01, 480.0)).low_mhz == 470.025, "the first frequency of the band's own grid"
 
 
 def test_a_band_too_small_for_the_group_says_how_many_fit() -> None:
