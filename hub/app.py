@@ -182,11 +182,8 @@ class Hub:
         self.devices.memories = self.persistence.device_memory  # before the first device: its driver recalls
         self.persistence.frequency.devices_read = self.devices_read
         self.persistence.devices.unremembered = self._unremembered
-        for url, device_id in self.persistence.restore():
-            try:
-                self._supervise(url, device_id)
-            except ValueError as exc:  # stored by an earlier version that took it (a control character in it)
-                log.warning("remembered device %s is not connected: %s", preview(redact(url)), redact(str(exc)))
+        self.persistence.devices_found = self._connect_remembered
+        self._connect_remembered(self.persistence.restore())
         for url in self.config.devices:
             await self.add_device(url, source="config")
         if self.config.demo:
@@ -197,6 +194,15 @@ class Hub:
             await self.discovery.start()
         await self._start_edges()
         log.info("hub %s started with %d device(s)", self.config.hub_id, len(self.devices.by_url))
+
+    def _connect_remembered(self, devices: list[tuple[str, str | None]]) -> None:
+        """Watch the devices the store remembers ((url, device_id) each): at start, and those the database file
+        holds that the stand-in the store started on lacked, once the file opens."""
+        for url, device_id in devices:
+            try:
+                self._supervise(url, device_id)
+            except ValueError as exc:  # stored by an earlier version that took it (a control character in it)
+                log.warning("remembered device %s is not connected: %s", preview(redact(url)), redact(str(exc)))
 
     def _forget_departed_urls(self) -> None:
         """Connection health and drivers' memories of URLs this run does not manage (gone from the
@@ -222,6 +228,9 @@ class Hub:
             else:
                 ids.add(device_id)
         return ids, complete
+
+    def knows_remembered_devices(self) -> bool:
+        return not self.persistence.db.reading_stand_in
 
     def devices_read(self) -> bool:
         """Whether every device this run starts with has identified itself and reported its channels: until

@@ -117,6 +117,10 @@ class HubService(Protocol):
 
     def expected_device_ids(self) -> tuple[set[str], bool]: ...
 
+    def knows_remembered_devices(self) -> bool:
+        """Whether the store reads the database file itself: while it reads a stand-in (the file locked or not
+        writable since the start), a device it lacks may still be remembered in the file, so none is known gone."""
+
     def connections(self, detail: bool = False) -> list[dict[str, Any]]:
         """The connection health of every device the hub watches (see ``ManagedDevice.health``)."""
 

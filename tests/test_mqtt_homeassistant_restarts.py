@@ -7,9 +7,17 @@ Found by an outside audit running Home Assistant 2025.4.4 against the hub.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 import pytest
@@ -18,7 +26,8 @@ from wmhub_shure.simulator.replay import ReplayDevice, Transcript
 
 from hub.app import Hub
 from hub.testing import eventually, plugin_host
-from tests.mosquitto import MqttProbe, TestBroker
+from tests.mosquitto import MqttProbe, TestBroker, free_port
+from tests.test_faults_startup import RunningHub
 from tests.test_mqtt_bridge import example_receiver, online_device, running_hub
 from tests.test_mqtt_homeassistant_lifecycle import (
     QUAD_REPORTED,
@@ -30,6 +39,7 @@ from tests.test_mqtt_homeassistant_lifecycle import (
 )
 
 NETWORK_READINGS = ("ip_address", "mac_address")
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -224,3 +234,120 @@ async def test_a_receiver_down_for_a_whole_run_stays_listed_and_is_cleared_once_
             await eventually(lambda: probe.latest.get(f"{device_topic}/channels/2") == b"", 10, "cleared")
     assert await retained(mqtt_broker, f"{device_topic}/#") == {}
     assert await retained(mqtt_broker, device_topic) == {}
+
+
+@contextmanager
+def simulated_receivers(count: int) -> Iterator[list[str]]:
+    """``count`` Shure simulators in a child process: their URLs."""
+    command = [sys.executable, "-m", "wmhub_shure.simulator", "--family", "ad4q", "--port", "0", "--count", str(count)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        yield [process.stdout.readline().split()[-1] for _ in range(count)]
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def wmhub_process(config: Path, log: Path) -> Iterator[RunningHub]:
+    """``wmhub run --config`` as a child process, its log in ``log``, serving HTTP; stopped (SIGTERM) at the end."""
+    port = int(re.search(r"port = (\d+)", config.read_text()).group(1))  # type: ignore[union-attr]
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "run", "--config", str(config)], stdout=output, stderr=output, text=True
+        )
+    hub = RunningHub(port, process)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, log.read_text()
+            with suppress(OSError):
+                if hub.get("/api/health")[0] in (200, 503):
+                    break
+            assert time.monotonic() < deadline, "the hub did not answer HTTP in time"
+            time.sleep(0.1)
+        yield hub
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def hub_toml(tmp_path: Path, broker: TestBroker, name: str, devices: list[str]) -> Path:
+    config = tmp_path / name
+    config.write_text(
+        f'hub_id = "venue"\ndata_dir = "{tmp_path / "data"}"\ndevices = {json.dumps(devices)}\n'
+        f'[mqtt]\nurl = "{broker.url}"\nhomeassistant = true\n'
+        f'[http]\nhost = "127.0.0.1"\nport = {free_port()}\n[discovery]\nenabled = false\n'
+    )
+    return config
+
+
+def online_ids(hub: RunningHub) -> set[str]:
+    status, body = hub.get("/api/v1/devices")
+    return {device["id"] for device in json.loads(body)["items"] if device["online"]} if status == 200 else set()
+
+
+async def test_the_first_start_after_an_upgrade_on_a_locked_database_keeps_every_device_in_home_assistant(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """The first start after an upgrade (the file one schema older) on a database another program holds locked
+    read an empty stand-in instead of a copy: it watched none of the receivers added over REST and, within a
+    second, cleared their retained Home Assistant configs as gone (Home Assistant deleted the devices, with the
+    user's entity names and areas). Now the copy is migrated and read; a receiver of the previous run the store
+    does not have is left on the broker (the file may still remember it); and one the file remembers that the
+    stand-in lacked (written there while it was locked) is watched once the file opens, without a restart."""
+    with simulated_receivers(3) as (added_over_rest, from_the_config_file, added_while_locked):
+        first_run = hub_toml(tmp_path, mqtt_broker, "first.toml", [from_the_config_file])
+        with wmhub_process(first_run, tmp_path / "first.log") as hub:
+            token = (tmp_path / "data" / "api-token").read_text().strip()
+            assert hub.post("/api/v1/devices", json.dumps({"url": added_over_rest}), token)[0] in (200, 201, 202)
+            ids = await eventually(lambda: len(online_ids(hub)) == 2 and online_ids(hub), 20, "both online")
+            configs = {f"homeassistant/device/{device_id}/config" for device_id in ids}
+            await eventually_async(lambda: retained_configs(mqtt_broker), configs.__le__, "their configs retained")
+        # the database as the build before the last migration left it, and another program holding it locked
+        # while it writes a receiver the stand-in will not have
+        database = sqlite3.connect(tmp_path / "data" / "wmhub.sqlite3", isolation_level=None)
+        try:
+            database.execute("DELETE FROM schema_version WHERE version = (SELECT max(version) FROM schema_version)")
+            database.execute("PRAGMA locking_mode = EXCLUSIVE")
+            database.execute("BEGIN EXCLUSIVE")
+            database.execute(
+                "INSERT INTO known_devices (url, added_at, source) VALUES (?, ?, 'api')",
+                (added_while_locked, time.time()),
+            )
+            second_run = hub_toml(tmp_path, mqtt_broker, "second.toml", [])  # the config file's receiver taken out
+            with wmhub_process(second_run, tmp_path / "second.log") as hub:
+                rest_id = (ids - {device_id_of(from_the_config_file)}).pop()
+                await eventually(lambda: rest_id in online_ids(hub), 20, "the receiver added over REST watched")
+                assert '"status":"degraded"' in hub.get("/api/health")[1].replace(" ", "")
+                decided = ("are left, as they may still be remembered", "previous run is gone: clearing")
+                log = (tmp_path / "second.log").read_text
+                await eventually(lambda: any(it in log() for it in decided), 30, "the previous run's receivers decided")
+                assert await retained_configs(mqtt_broker) >= configs
+                database.execute("COMMIT")
+                database.close()
+                found = await eventually(lambda: online_ids(hub) - {rest_id}, 30, "the receiver the file remembers")
+                assert found == {device_id_of(added_while_locked)}
+                assert '"status":"ok"' in hub.get("/api/health")[1].replace(" ", "")
+        finally:
+            database.close()
+
+
+def device_id_of(url: str) -> str:
+    """The id the hub gives a simulator at ``url`` (its host and port)."""
+    return "shure-" + url.split("://")[1].replace(".", "_").replace(":", "_")
+
+
+async def retained_configs(broker: TestBroker) -> set[str]:
+    return {topic for topic in await retained(broker, "homeassistant/device/+/config") if "wmhub_hub" not in topic}
+
+
+async def eventually_async(
+    read: Callable[[], Awaitable[T]], good: Callable[[T], bool], what: str, timeout: float = 20.0
+) -> T:
+    deadline = time.monotonic() + timeout
+    while not good(value := await read()):
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what} (last: {value!r})"
+        await asyncio.sleep(0.2)
+    return value

@@ -123,9 +123,11 @@ class Presence(StatePublisher):
         left saying online), then clear the retained topics of those this run does not have: removed from the
         configuration (or the store) while the hub was stopped. Waits until every device of this run has an id
         (this run's, or the one it had last run), at most DEPARTED_GRACE_S. A device another hub lists as its own
-        now is that hub's: left alone."""
+        now is that hub's: left alone. A store reading a stand-in of the database (the file locked or not writable
+        at start) may lack devices the file remembers: then nothing is cleared."""
         clock = self.hub.clock
         deadline = clock.monotonic() + DEPARTED_GRACE_S
+        knew_remembered_devices = self.hub.knows_remembered_devices()
         # the other hubs' retained lists come from the broker in the same burst as this hub's, in any order:
         # a wait on the network's time, not the hub's clock
         await asyncio.sleep(OTHER_LISTS_SETTLE_S)
@@ -143,8 +145,19 @@ class Presence(StatePublisher):
         while not complete and clock.monotonic() < deadline:
             await clock.sleep(0.2)
             expected, complete = self.hub.expected_device_ids()
-        for device_id, channel_count in sorted(previous.items()):
-            if device_id in expected or self.client is None:
+        not_here = sorted(device_id for device_id in previous if device_id not in expected)
+        if not_here and not (knew_remembered_devices and self.hub.knows_remembered_devices()):
+            # the stand-in may lack what the file remembers (Home Assistant deletes a device whose config is
+            # cleared, with the user's names and areas): not here is not gone
+            log.warning(
+                "the database file could not be opened for writing at start: the retained topics of %s from this "
+                "hub's previous run are left, as they may still be remembered there",
+                ", ".join(not_here),
+            )
+            return
+        for device_id in not_here:
+            channel_count = previous[device_id]
+            if self.client is None:
                 continue
             if self._owned_by_another_hub(device_id):
                 log.info("device %s of this hub's previous run is another hub's now: its topics are left", device_id)

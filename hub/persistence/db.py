@@ -179,6 +179,12 @@ class Database:
         return self.stats.failing_since is not None
 
     @property
+    def reading_stand_in(self) -> bool:
+        """Whether reads come from a stand-in, not the file (not opened for writing yet): a row it lacks may
+        still be in the file."""
+        return self._stand_in
+
+    @property
     def problem(self) -> str | None:
         """Why the database is not taking writes, while it is not (for /api/health)."""
         if self.stats.failing_since is None:
@@ -729,8 +735,9 @@ async def _unlink_orphans(connection: aiosqlite.Connection) -> None:
 async def _stand_in(path: Path) -> tuple[aiosqlite.Connection, str]:
     """What the store reads while the file cannot be written: a private copy of the file and its WAL (an
     unclean stop's last changes are only in the WAL, and the ids the services count on must include them),
-    if it is there and current; otherwise an empty database with the current schema. A copy, not the file:
-    a read-only directory or another program's lock stops neither a copy nor its reads."""
+    migrated to the current schema, if it is there and reads; otherwise an empty database with the current
+    schema. A copy, not the file: a read-only directory or another program's lock stops neither a copy nor
+    its reads."""
     if str(path) != IN_MEMORY and path.is_file():  # noqa: ASYNC240 (a stat, once, at start)
         with tempfile.TemporaryDirectory(prefix="wmhub-view-") as directory:
             copy = Path(directory) / path.name
@@ -745,8 +752,11 @@ async def _stand_in(path: Path) -> tuple[aiosqlite.Connection, str]:
                 await connection.execute("PRAGMA locking_mode=EXCLUSIVE")
                 async with connection.execute("SELECT max(version) FROM schema_version") as cursor:
                     row = await cursor.fetchone()
-                if row is not None and row[0] == len(MIGRATIONS):
+                if row is not None and row[0] is not None and row[0] <= len(MIGRATIONS):
                     await _check_intact(connection)
+                    # an older schema (the first start after an upgrade): the copy is migrated, the file is
+                    # not; empty instead, the hub would watch none of the user's devices
+                    await _migrate(connection)
                     return connection, "a read-only view of it"
             except sqlite3.Error:
                 pass

@@ -63,13 +63,7 @@ class KnownDevices(Service):
         super().__init__(db, clock, audit)
         self.credentials = credentials
         self._by_url: dict[str, KnownDevice] = {}
-        for device in rows:
-            shown = credentials.keep(device.url)
-            if shown != device.url:  # stored with its password by an earlier version: move the password out
-                self._db.submit("DELETE FROM known_devices WHERE url = ?", (device.url,))
-                self._store(device.model_copy(update={"url": shown}))
-            else:
-                self._by_url[shown] = device
+        self._take(rows)
         self.url_check: Callable[[str], object] | None = None
         self.location_exists: Callable[[int], bool] = lambda _location_id: False
         # a device the hub has that is not remembered here (from the config file or the demo), by id or URL:
@@ -100,11 +94,28 @@ class KnownDevices(Service):
     def restore(self) -> list[tuple[str, str | None]]:
         """(url to connect with, device_id) of every known device, for the hub to reconnect at start; the
         config file and the demo bring back their own."""
+        return self._to_connect(self.all())
+
+    def adopt(self, rows: Iterable[KnownDevice]) -> list[tuple[str, str | None]]:
+        """Take the rows of the file not known here (the store started on a stand-in that lacked them, and the
+        file opened since): (url to connect with, device_id) of those the hub is to connect, as :meth:`restore`."""
+        new = [device for device in rows if redact(device.url) not in self._by_url]
+        self._take(new)
+        return self._to_connect(new)
+
+    def _to_connect(self, devices: Iterable[KnownDevice]) -> list[tuple[str, str | None]]:
         return [
-            (self.connect_url(device), device.device_id)
-            for device in self.all()
-            if device.source not in TRANSIENT_SOURCES
+            (self.connect_url(device), device.device_id) for device in devices if device.source not in TRANSIENT_SOURCES
         ]
+
+    def _take(self, rows: Iterable[KnownDevice]) -> None:
+        for device in rows:
+            shown = self.credentials.keep(device.url)
+            if shown != device.url:  # stored with its password by an earlier version: move the password out
+                self._db.submit("DELETE FROM known_devices WHERE url = ?", (device.url,))
+                self._store(device.model_copy(update={"url": shown}))
+            else:
+                self._by_url[shown] = device
 
     def connect_url(self, device: KnownDevice) -> str:
         """The device's URL with its password, for the driver (never for display)."""

@@ -41,6 +41,7 @@ from hub.records import (
     Performer,
     ShowSettings,
     Slot,
+    StorageUnavailableError,
 )
 from hub.state import StateStore, Subscription
 
@@ -186,6 +187,10 @@ class Persistence:
             db, clock, audit, state, alerts, settings.frequency, stored.declared_carriers, stored.exclusions
         )
         self.health_source: HealthSource | None = None
+        # told the (url, device_id) of the devices to connect that the file remembers and the stand-in the store
+        # started on lacked, once the file opens (set by the hub)
+        self.devices_found: Callable[[list[tuple[str, str | None]]], None] = lambda _found: None
+        self._reading_stand_in = db.reading_stand_in
         self._subscription: Subscription = state.subscribe(ALERT_FIELDS | PLAN_FIELDS)
         self._ticker: asyncio.Task[None] | None = None
         self._next_health = self._next_sweep = clock.monotonic()
@@ -296,6 +301,24 @@ class Persistence:
             self.db.submit("DELETE FROM alerts WHERE cleared_at < ?", (now - self.settings.cleared_alerts_keep_s,))
             self._next_sweep = interval_now + self.settings.sweep_every_s
 
+    async def _adopt_devices_of_the_file(self) -> None:
+        """The file opened for writing after a start on a stand-in (locked, or its directory read-only): the
+        devices it remembers that the stand-in lacked are connected now, not at the next start. Read once this
+        run's changes are in it (a device removed meanwhile is gone from it); tried again next tick if not."""
+        if not await self.db.sync():
+            return
+        try:
+            rows = await self.db.fetchall("SELECT * FROM known_devices")
+        except StorageUnavailableError:
+            return
+        self._reading_stand_in = False
+        found = self.devices.adopt(KnownDevice(**{name: row[name] for name in row.keys()}) for row in rows)  # noqa: SIM118
+        if found:
+            log.warning(
+                "database %s remembers %d device(s) the stand-in lacked: connecting them", self.db.path, len(found)
+            )
+            self.devices_found(found)
+
     async def close(self) -> None:
         """Stop the ticker, write history's open blocks and everything queued, close the database."""
         if self._ticker is not None:
@@ -317,5 +340,9 @@ class Persistence:
                 if self.clock.monotonic() >= next_show_check:
                     next_show_check = self.clock.monotonic() + self.settings.show_check_every_s
                     await self.show.check()
+                if self.db.reading_stand_in:
+                    self._reading_stand_in = True
+                elif self._reading_stand_in:
+                    await self._adopt_devices_of_the_file()
             except Exception:  # a bug in one rule must not end history and alerts for the night
                 log.exception("store tick failed")
