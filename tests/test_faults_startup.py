@@ -117,6 +117,19 @@ def running_hub(
             process.communicate()
 
 
+@contextmanager
+def simulated_receivers(count: int) -> Iterator[list[str]]:
+    """``count`` Shure simulators in a child process: their URLs."""
+    command = [sys.executable, "-m", "wmhub_shure.simulator", "--family", "ad4q", "--port", "0", "--count", str(count)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        yield [process.stdout.readline().split()[-1] for _ in range(count)]
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def config_file(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "wmhub.toml"
     path.write_text(text, encoding="utf-8")

@@ -27,7 +27,7 @@ from wmhub_shure.simulator.replay import ReplayDevice, Transcript
 from hub.app import Hub
 from hub.testing import eventually, plugin_host
 from tests.mosquitto import MqttProbe, TestBroker, free_port
-from tests.test_faults_startup import RunningHub
+from tests.test_faults_startup import RunningHub, simulated_receivers
 from tests.test_mqtt_bridge import example_receiver, online_device, running_hub
 from tests.test_mqtt_homeassistant_lifecycle import (
     QUAD_REPORTED,
@@ -234,19 +234,6 @@ async def test_a_receiver_down_for_a_whole_run_stays_listed_and_is_cleared_once_
             await eventually(lambda: probe.latest.get(f"{device_topic}/channels/2") == b"", 10, "cleared")
     assert await retained(mqtt_broker, f"{device_topic}/#") == {}
     assert await retained(mqtt_broker, device_topic) == {}
-
-
-@contextmanager
-def simulated_receivers(count: int) -> Iterator[list[str]]:
-    """``count`` Shure simulators in a child process: their URLs."""
-    command = [sys.executable, "-m", "wmhub_shure.simulator", "--family", "ad4q", "--port", "0", "--count", str(count)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        yield [process.stdout.readline().split()[-1] for _ in range(count)]
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @contextmanager

@@ -6,6 +6,8 @@ import contextlib
 import json
 import sqlite3
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from hub.persistence import IN_MEMORY, Persistence, SimulatedClock
 from hub.persistence.history import encode_bucket
 from hub.persistence.testing import open_simulated, put_receiver
 from hub.plugins import PluginHost
+from tests.test_faults_startup import RunningHub, running_hub, simulated_receivers
 from tests.test_web_api import BenchPlugin, client, make_hub
 
 TOKEN = "venue-board-token"
@@ -414,3 +417,57 @@ async def test_the_stored_history_of_a_receiver_that_is_off_after_a_restart_is_r
             (start + k * 10, 60) for k in range(6)
         ]
         await call(http, "GET", f"/api/v1/channels/never-seen:1/history?since={start}", 404)
+
+
+def test_the_audit_finds_a_device_s_placements_by_its_id_and_by_its_url(tmp_path: Path) -> None:
+    """docs/deployment.md sends a user looking for lost placements to ``/api/v1/audit?target=<device id>``, but
+    ``device.location`` was written under the device's URL, and a URL could not be asked for at all (its port
+    was read as a channel). New entries name the id; an entry an older build wrote under the URL is found by
+    the id too, and the URL finds both."""
+
+    def actions(hub: RunningHub, target: str) -> list[tuple[str, str]]:
+        status, body = hub.get(f"/api/v1/audit?target={urllib.parse.quote(target, safe='')}")
+        assert status == 200, body
+        return [(entry["action"], entry["target"]) for entry in json.loads(body)["items"]]
+
+    with simulated_receivers(1) as (url,):
+        with running_hub(tmp_path) as hub:
+            token = (tmp_path / "api-token").read_text().strip()
+            assert hub.post("/api/v1/devices", json.dumps({"url": url}), token)[0] in (200, 201, 202)
+            device_id = wait_until_online(hub)
+            hub.stop()
+        with sqlite3.connect(tmp_path / "wmhub.sqlite3") as database:  # what an older build wrote on a move
+            database.execute(
+                "INSERT INTO audit (id, at, source, action, target, before, after, result) "
+                "VALUES (1000, ?, 'rest', 'device.location', ?, NULL, '1', 'ok')",
+                (time.time(), url),
+            )
+        database.close()
+        with running_hub(tmp_path) as hub:
+            assert wait_until_online(hub) == device_id
+            status, body = hub.post("/api/v1/locations", json.dumps({"name": "Stage left", "kind": "stage"}), token)
+            assert status == 201, body
+            location = json.loads(body)["id"]
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{hub.port}/api/v1/devices/{device_id}/location",
+                json.dumps({"location_id": location}).encode(),
+                {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                method="PUT",
+            )
+            assert hub.request(request)[0] == 200
+            placements = [("device.location", device_id), ("device.location", url)]
+            assert [entry for entry in actions(hub, device_id) if entry[0] == "device.location"] == placements
+            by_url = actions(hub, url)
+            assert [entry for entry in by_url if entry[0] == "device.location"] == placements
+            assert ("device.add", url) in by_url
+
+
+def wait_until_online(hub: RunningHub) -> str:
+    """The id of the hub's one device, once it is online."""
+    deadline = time.monotonic() + 20
+    while True:
+        items = json.loads(hub.get("/api/v1/devices")[1])["items"]
+        if items and items[0]["online"]:
+            return str(items[0]["id"])
+        assert time.monotonic() < deadline, items
+        time.sleep(0.1)

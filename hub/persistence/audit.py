@@ -4,6 +4,7 @@ and result. Recording never waits for the disk; entries are never dropped silent
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from hub.clock import Clock
@@ -31,6 +32,9 @@ class AuditLog:
         self._db = db
         self._clock = clock
         self._last_id = last_id
+        # the other name a known device goes by, its URL for its id and its id for its URL (set by the store):
+        # its entries under either are one device's (device.add and older builds' device.location: the URL)
+        self.other_name: Callable[[str], str | None] = lambda _name: None
 
     def record(
         self,
@@ -83,18 +87,26 @@ class AuditLog:
         limit: int = 100,
     ) -> list[AuditEntry]:
         """Newest first. ``target`` matches a device id and all of its channels, or one channel, written as
-        the audit writes it (``shure-A/1``) or as the API names channels (``shure-A:1``)."""
+        the audit writes it (``shure-A/1``) or as the API names channels (``shure-A:1``), or a device URL; a
+        known device's id and URL each match the entries under the other too."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise InvalidInputError("limit must be between 1 and 10000", limit=limit)
         clauses: list[str] = []
         params: list[object] = []
         if target is not None:
             device, colon, index = target.rpartition(":")
-            if colon and index.isdigit():
+            if colon and index.isdigit() and "://" not in target:  # a URL's port is not a channel
                 target = f"{device}/{index}"
-            clauses.append("(target = ? OR target LIKE ? ESCAPE '\\')")
-            escaped = target.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            params += [target, f"{escaped}/%"]
+            names = [redact(target)]
+            other = self.other_name(target)
+            if other is not None:
+                names.append(other)
+            matches: list[str] = []
+            for name in names:
+                matches.append("target = ? OR target LIKE ? ESCAPE '\\'")
+                escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                params += [name, f"{escaped}/%"]
+            clauses.append(f"({' OR '.join(matches)})")
         if source is not None:
             clauses.append("source = ?")
             params.append(source)

@@ -175,7 +175,9 @@ class KnownDevices(Service):
             device = self._placeable(url_or_device_id)
         updated = device.model_copy(update={"location_id": location_id})
         self._store(updated)
-        await self._committed(source, "device.location", device.url, device.location_id, location_id)
+        # under its id, as the API and the assignments name it (older builds: its URL, matched too)
+        target = device.device_id or device.url
+        await self._committed(source, "device.location", target, device.location_id, location_id)
         return updated
 
     def _placeable(self, url_or_device_id: str) -> KnownDevice:
@@ -191,6 +193,14 @@ class KnownDevices(Service):
         device = self._by_url.get(redact(url))
         if device is not None and device.device_id != device_id:
             self._store(device.model_copy(update={"device_id": device_id}))
+
+    def other_name(self, url_or_device_id: str) -> str | None:
+        """A known device's URL for its id, its id for its URL (None when it has no other, or is not known)."""
+        device = self.find(url_or_device_id)
+        if device is None:
+            return None
+        other = device.url if url_or_device_id == device.device_id else device.device_id
+        return other if other != url_or_device_id else None
 
     def uses_location(self, location_id: int) -> list[str]:
         return [device.url for device in self._by_url.values() if device.location_id == location_id]

@@ -162,6 +162,7 @@ class Persistence:
         self.device_memory = DeviceMemory(db, clock, stored.device_memory)
         self.locations = locations = Locations(db, clock, audit, stored.locations)
         devices.location_exists = locations.exists
+        audit.other_name = devices.other_name
         locations.users_of = devices.uses_location
         self.slots = slots = Slots(db, clock, audit, stored.slots)
         self.groups = Groups(db, clock, audit, stored.groups)
