@@ -5,6 +5,8 @@ demo (board, API, API docs)."""
 import email
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -152,3 +154,36 @@ def test_the_wheels_install_into_a_fresh_venv_and_run_the_demo(dist_dir: Path, t
         hub.send_signal(signal.SIGTERM)
         _, stderr = hub.communicate(timeout=30)
     assert hub.returncode == 0, stderr.decode()[-2000:]
+
+
+def test_pip_install_upgrade_replaces_a_build_from_before_the_version_bump(dist_dir: Path, tmp_path: Path) -> None:
+    """docs/deployment.md upgrades with ``pip install -U``. Every build before the upgrade audit (2026-12-07)
+    said 26.11.0, this one too, so pip took the new build for the installed one and left the old code in place.
+    An older build here: this source with that version and a file of its own, which the upgrade must remove."""
+    from hub import __version__
+
+    older = tmp_path / "older"
+    shutil.copytree(
+        REPO, older, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "tests", "bench", "plugins")
+    )
+    init = older / "hub" / "__init__.py"
+    init.write_text(re.sub(r'__version__ = "[^"]+"', '__version__ = "26.11.0"', init.read_text()))
+    (older / "hub" / "only_in_the_older_build.py").write_text("")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", str(tmp_path / "old"), str(older)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
+    subprocess.run([*pip, *map(str, (tmp_path / "old").glob("wmhub-*.whl"))], check=True, timeout=300)
+    subprocess.run([*pip, "-U", *map(str, dist_dir.glob("wmhub-*.whl"))], check=True, timeout=300)
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-c",
+         "import importlib.metadata, pathlib, sysconfig; print(importlib.metadata.version('wmhub'), "
+         "(pathlib.Path(sysconfig.get_paths()['purelib']) / 'hub' / 'only_in_the_older_build.py').exists())"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout.split()  # fmt: skip
+    assert installed == [__version__, "False"], installed
+    # what a user reads for the build they run (`wmhub --version`) is the release the changelog describes
+    assert re.search(r"^## (\S+)", (REPO / "CHANGELOG.md").read_text(), re.MULTILINE)[1] == __version__  # type: ignore[index]
