@@ -175,10 +175,12 @@ async def test_channel_rename_reaches_the_device(hub: Hub, http: aiohttp.ClientS
     assert body == {"ok": True, "value": "Lead", "error": None, "code": None}
     device = hub.store.get("bench-rack-a")
     assert device is not None and device.channel(1) is not None and device.channel(1).name == "Lead"  # type: ignore[union-attr]
-    # the audit found by the channel's id as the API writes it, as by the device's
-    for target in ("bench-rack-a:1", "bench-rack-a"):
+    # the audit found by the channel's id as the API writes it, as by the device's (which also finds the
+    # device's own entries under its URL: its device.add)
+    for target, actions in (("bench-rack-a:1", ["command.name"]), ("bench-rack-a", ["command.name", "device.add"])):
         entries = (await call(http, "GET", f"/api/v1/audit?target={target}", 200))["items"]
-        assert [entry["target"] for entry in entries] == ["bench-rack-a/1"], target
+        assert [entry["action"] for entry in entries] == actions, target
+        assert entries[0]["target"] == "bench-rack-a/1"
 
 
 @pytest.mark.parametrize(
