@@ -115,3 +115,26 @@ async def test_antenna_names_stand_apart_in_tv_type(em6000_board: BrowserContext
     for before, after in itertools.pairwise(spans):
         if before[0] == "RF1":
             assert after[0] == "RF2" and before[2] <= after[1], spans
+
+
+# A meter fill's layout box and its transform, as the page lays it out.
+FILL_BOX = "fill => ({ width: fill.offsetWidth, transform: getComputedStyle(fill).transform })"
+
+
+async def test_a_moving_meter_changes_no_layout_only_its_fill_s_transform(page: Page, board: Board) -> None:
+    # a width that moves lays out the whole grid at frame rate for 0.3 s after every live message: with a hundred
+    # channels the browser's main thread is busy most of the time
+    ulxd = board.simulators[0]
+    ulxd.set_tx_present(1, True)
+    ulxd.set_channel(1, rf_dbm=-90)
+    await page.goto(board.url)
+    tile = page.locator(f'.tile[data-channel="{board.device_id(ulxd)}:1"]')
+    reading, fill = tile.locator(".meter-box").first.locator(".meter-label span").last, tile.locator(".meter.rf > span")
+    await expect(reading).to_have_text("-90 dBm")
+    low = await fill.evaluate(FILL_BOX)
+    ulxd.set_channel(1, rf_dbm=-50)
+    await expect(reading).to_have_text("-50 dBm")
+    high = await fill.evaluate(FILL_BOX)
+    assert high["transform"] != low["transform"], (low, high)
+    assert high["width"] == low["width"], f"the fill was resized (laid out) instead of scaled: {low} {high}"
+    assert await fill.evaluate("fill => getComputedStyle(fill).transitionProperty") == "transform"

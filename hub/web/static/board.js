@@ -171,7 +171,8 @@ function setMeter(box, label, value, unit, low, high, peak) {
   setText(name, label);
   setText(reading, value === null ? "–" : value.toFixed(0) + " " + unit);
   box.lastChild.classList.toggle("peak", Boolean(peak));
-  box.lastChild.firstChild.style.width = percentOf(value, low, high) + "%";
+  // scaled, not resized: see .meter > span in board.css
+  box.lastChild.firstChild.style.transform = "scaleX(" + percentOf(value, low, high) / 100 + ")";
 }
 
 // Per-antenna levels as small vertical bars, one per input (Axient A-D, EM 6000 and G4 RF1/RF2): a dead
