@@ -302,3 +302,28 @@ async def test_long_unbroken_names_stay_inside_a_phone_and_the_tv_strip(browser:
     box = await strip.bounding_box()
     assert box is not None and box["x"] + box["width"] <= 1280
     await context.close()
+
+
+async def test_a_name_of_255_characters_keeps_its_tile_short_and_shows_whole_elsewhere(
+    browser: Browser, board: Board
+) -> None:
+    ulxd = board.simulators[0]
+    device_id = board.device_id(ulxd)
+    long_name = "W" * 255  # Sennheiser's SSC allows names this long, without a space
+    board.hub.store.update_channel(device_id, 2, {"name": long_name})
+    context = await browser.new_context(viewport={"width": 1920, "height": 1080})
+    page = await context.new_page()
+    await page.goto(board.url + "?tv=1")
+    tile = page.locator(f'.tile[data-channel="{device_id}:2"]')
+    await expect(tile.locator(".name")).to_have_text(long_name)
+    lines = await tile.locator(".name").evaluate(
+        "name => name.getBoundingClientRect().height / parseFloat(getComputedStyle(name).lineHeight)"
+    )
+    assert lines <= 3.05, f"the name takes {lines:.1f} lines"
+    box = await tile.bounding_box()
+    assert box is not None and box["height"] < 1080 / 3, box
+    await expect(tile).to_have_attribute("title", long_name)
+    await page.click("#tv-toggle")
+    await tile.locator(".name").click()
+    await expect(page.locator("#detail-title")).to_contain_text(long_name)
+    await context.close()

@@ -302,6 +302,7 @@ function fillTile(tile, number, device, channel) {
   const parts = tile.parts;
   setText(parts.num, String(number));
   setText(parts.name, displayName(channel));
+  setAttr(tile, "title", displayName(channel));  // the whole name, where a long one is cut short (the button says it in its label)
   const sub = [device.name || device.id, "ch " + channel.index];
   const performer = performerOf(device.id, channel.index);
   if (performer) sub.unshift(performer);
