@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 
-from playwright.async_api import Browser, Dialog, Page, expect
+from playwright.async_api import Browser, Dialog, Page, Route, expect
 
 from hub.model import SlotState
 from hub.persistence.history import encode_bucket
@@ -302,6 +303,54 @@ async def test_long_unbroken_names_stay_inside_a_phone_and_the_tv_strip(browser:
     box = await strip.bounding_box()
     assert box is not None and box["x"] + box["width"] <= 1280
     await context.close()
+
+
+async def test_a_double_click_on_save_renames_once_and_save_waits_for_the_receiver(page: Page, board: Board) -> None:
+    ulxd = board.simulators[0]
+    channel_id = f"{board.device_id(ulxd)}:2"
+    await page.goto(board.url)
+    await page.fill("#token", board.token)
+    await page.press("#token", "Enter")
+    sent: list[str | None] = []
+    arrived, answer = asyncio.Event(), asyncio.Event()
+
+    async def slow_receiver(route: Route) -> None:  # a receiver that takes its time to confirm the rename
+        sent.append(route.request.post_data)
+        arrived.set()
+        await answer.wait()
+        await route.continue_()
+
+    await page.route("**/commands", slow_receiver)
+    await page.locator(f'.tile[data-channel="{channel_id}"] .edit').click()
+    await page.fill("#editor-name", "TWICE")
+    await page.dblclick("#editor-save")
+    await asyncio.wait_for(arrived.wait(), timeout=10)
+    save = page.locator("#editor-save")
+    await expect(save).to_be_disabled()
+    await expect(save).to_have_text("Saving…")
+    answer.set()
+    await expect(page.locator("#editor")).not_to_be_visible()
+    await eventually(lambda: ulxd.state["channels"][2].get("name") == "TWICE", what="simulator renamed")
+    assert len(sent) == 1, sent
+    await page.locator(f'.tile[data-channel="{channel_id}"] .edit').click()
+    await expect(save).to_be_enabled()
+    await expect(save).to_have_text("Save")
+
+
+async def test_a_refused_rename_says_what_the_hub_found_wrong(page: Page, board: Board) -> None:
+    ulxd = board.simulators[0]
+    await page.goto(board.url)
+    await page.fill("#token", board.token)
+    await page.press("#token", "Enter")
+    await page.locator(f'.tile[data-channel="{board.device_id(ulxd)}:1"] .edit').click()
+    # a name pasted from a document that carries an invisible right-to-left override
+    await page.fill("#editor-extended", "Pastor\u202e Jim")
+    await page.click("#editor-save")
+    error = page.locator("#editor-error")
+    await expect(error).to_contain_text("the request body is not valid")
+    await expect(error).to_contain_text("name: must not contain control characters")
+    await expect(error).to_contain_text("direction overrides")
+    await expect(page.locator("#editor")).to_be_visible()
 
 
 async def test_a_name_of_255_characters_keeps_its_tile_short_and_shows_whole_elsewhere(

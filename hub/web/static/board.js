@@ -30,13 +30,26 @@ async function api(method, path, body) {
     signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
   });
   const data = response.status === 204 ? null : await response.json().catch(() => null);
-  if (!response.ok) {
-    const message = data && data.error ? data.error : response.statusText;
-    const error = new Error(response.status === 401 ? "needs the API token (field at the top): " + message : message);
-    error.status = response.status;
-    throw error;
-  }
+  if (!response.ok) throw apiError(response.status, data && data.error ? data.error + reasons(data.details) : response.statusText);
   return data;
+}
+
+function apiError(status, message) {
+  const error = new Error(status === 401 ? "needs the API token (field at the top): " + message : message);
+  error.status = status;
+  return error;
+}
+
+// What the hub says is wrong beside its error, from an invalid body's details: "the request body is not valid:
+// name: must not contain control characters (...)". Without them a refusal would not say what to change.
+function reasons(details) {
+  if (!Array.isArray(details)) return "";
+  const said = details.filter((item) => item && typeof item.msg === "string").map((item) => {
+    const field = Array.isArray(item.loc) ? item.loc.filter((part) => typeof part === "string" && part !== "body").pop() : null;
+    const msg = item.msg.replace(/^(Value|Assertion) error, /, "");
+    return field ? field + ": " + msg : msg;
+  });
+  return said.length ? ": " + said.join("; ") : "";
 }
 
 function toast(text) {
@@ -1113,7 +1126,8 @@ function openEditor(deviceId, index) {
   const device = state.devices.get(deviceId);
   const channel = device && device.channels.find((c) => c.index === index);
   if (!channel) return;
-  editing = { deviceId, index, channelId: channel.id };
+  editing = { deviceId, index, channelId: channel.id, saving: false };
+  showSaving(false);
   $("editor-title").textContent = (device.name || device.id) + " · channel " + index;
   $("editor-name").value = channel.name || "";
   // the receiver's own name only where the family can rename a channel, within its limits
@@ -1133,12 +1147,16 @@ function openEditor(deviceId, index) {
 
 async function saveEditor(event) {
   event.preventDefault();
-  if (!editing) return;
+  // one save at a time: a double click (or Enter pressed twice) while a slow receiver answers would rename it twice
+  if (!editing || editing.saving) return;
   const device = state.devices.get(editing.deviceId);
   const channel = device && device.channels.find((c) => c.index === editing.index);
   const name = $("editor-name").value.trim();
   const extended = $("editor-extended").value.trim();
   const path = API + "/channels/" + encodeURIComponent(editing.channelId);
+  const saving = editing;
+  saving.saving = true;
+  showSaving(true);
   try {
     if (channel && extended !== (channel.extended_name || "")) {
       await api("PUT", path + "/extended-name", { name: extended || null });
@@ -1146,11 +1164,22 @@ async function saveEditor(event) {
     if (channel && !$("editor-name").disabled && name && name !== channel.name) {
       await api("POST", path + "/commands", { kind: "name", value: name });
     }
-    $("editor").close();
+    if (editing === saving) $("editor").close();
     toast("saved");
   } catch (error) {
-    $("editor-error").textContent = error.message;
+    if (editing === saving) $("editor-error").textContent = error.message;
+  } finally {
+    saving.saving = false;
+    if (editing === saving) showSaving(false);
   }
+}
+
+// While a save runs its button is disabled and says so (a receiver may take seconds to confirm a rename).
+function showSaving(on) {
+  $("editor-save").disabled = on;
+  setText($("editor-save"), on ? "Saving…" : "Save");
+  $("editor-form").setAttribute("aria-busy", String(on));
+  if (on) $("editor-error").textContent = "";
 }
 
 // ---- start
