@@ -367,3 +367,38 @@ async def test_battery_gauges_and_meters_keep_their_level_in_forced_colours(page
     full = await colour(await page.screenshot(clip={**filled, "x": filled["x"] + 2, "width": filled["width"] - 4}))
     track = await colour(await page.screenshot(clip={**box, "x": box["x"] + box["width"] - 4, "width": 2}))
     assert sum(abs(a - b) for a, b in zip(full, track, strict=True)) > 100, f"the meter looks empty: {full} {track}"
+
+
+async def test_a_receiver_added_or_removed_keeps_the_focus_and_a_click_on_another_tile(
+    page: Page, board: Board
+) -> None:
+    # the receiver listed first goes and comes back: every tile of the other one is renumbered each time
+    first, last = sorted(board.simulators, key=board.device_id)
+    first_id, last_id = board.device_id(first), board.device_id(last)
+    await page.goto(board.url)
+    tiles = page.locator("#board .tile")
+    await expect(tiles).to_have_count(6)
+    tile = page.locator(f'.tile[data-channel="{last_id}:1"]')
+    await tile.locator(".name").focus()
+    await page.evaluate("document.activeElement.dataset.marked = 'yes'")  # the same element, not a rebuilt twin
+    await board.hub.remove_device(first_id, source="test")
+    await expect(tiles).to_have_count(len(last.channels))
+    await expect(tile.locator(".num")).to_have_text("1")
+    assert await page.evaluate("document.activeElement.dataset.marked") == "yes", await page.evaluate(ACTIVE)
+    await board.hub.add_device(first.url, source="test")
+    await expect(tiles).to_have_count(6, timeout=10_000)
+    await expect(tile.locator(".num")).to_have_text(str(len(first.channels) + 1))
+    assert await page.evaluate("document.activeElement.dataset.marked") == "yes", await page.evaluate(ACTIVE)
+    # pressed before the other receiver goes, released after: the click still lands on the ✎ pressed
+    box = await tile.locator(".edit").bounding_box()
+    assert box is not None
+    await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    await page.mouse.down()
+    await board.hub.remove_device(first_id, source="test")
+    await expect(tiles).to_have_count(len(last.channels))
+    box = await tile.locator(".edit").bounding_box()
+    assert box is not None
+    await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    await page.mouse.up()
+    await expect(page.locator("#editor")).to_be_visible()
+    await expect(page.locator("#editor-title")).to_contain_text("channel 1")

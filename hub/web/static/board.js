@@ -265,6 +265,7 @@ function reconcile(container, items, keyOf, build, update, fallback) {
   for (const node of [...container.children]) if (!keep.has(node)) node.remove();
   nodes.forEach((node, at) => { if (container.children[at] !== node) container.insertBefore(node, container.children[at] || null); });
   if (holder >= 0 && !focused.isConnected) refocus(nodes.slice(holder).concat(nodes.slice(0, holder).reverse()), fallback);
+  else if (holder >= 0 && document.activeElement !== focused) focused.focus();  // its row moved: moving drops the focus
 }
 
 // Focus the first control in the first of `nodes` that has one, else `fallback`.
@@ -389,25 +390,27 @@ function renderBoard() {
   } else {
     orderedChannels().forEach(([device, channel], i) => wanted.push([i + 1, device, channel]));
   }
-  // tiles that stay where they are are kept, not rebuilt: a layout change must not eat a click either
-  const previous = new Map([...board.children].map((node) => [node.dataset.key, node]));
+  // A tile is kept for as long as its channel is on the board, whatever number it has, and only tiles that come,
+  // go or change places are touched: a receiver added or removed must neither eat a click on another tile nor
+  // drop the keyboard focus to <body>.
   tiles.clear();
-  const nodes = wanted.map(([number, device, channel, slot]) => {
-    let key, build;
-    if (device && channel) [key, build] = ["channel " + number + " " + channel.id, channelTile];
-    else if (slot && !device) [key, build] = ["offline " + number + " " + JSON.stringify(slot), () => offlineSlotTile(number, slot)];
-    else [key, build] = ["empty " + number, () => emptyTile(number)];
-    const tile = previous.get(key) || build();
-    tile.dataset.key = key;
-    if (device && channel) {
-      fillTile(tile, number, device, channel);
-      tiles.set(channel.id, tile);
-    }
-    return tile;
-  });
-  if (nodes.length !== board.children.length || nodes.some((node, at) => board.children[at] !== node)) {
-    board.replaceChildren(...nodes);
-  }
+  const seen = new Map();
+  const keyOf = ([number, device, channel, slot]) => {
+    const key = device && channel ? "channel " + channel.id
+      : slot && !device ? "offline " + number + " " + JSON.stringify(slot) : "empty " + number;
+    // the same channel in two slots gets two tiles
+    const repeats = seen.get(key) || 0;
+    seen.set(key, repeats + 1);
+    return repeats ? key + " #" + repeats : key;
+  };
+  reconcile(board, wanted, keyOf, ([number, device, channel, slot]) => {
+    if (device && channel) return channelTile();
+    return slot && !device ? offlineSlotTile(number, slot) : emptyTile(number);
+  }, (tile, [number, device, channel]) => {
+    if (!device || !channel) return;
+    fillTile(tile, number, device, channel);
+    if (!tiles.has(channel.id)) tiles.set(channel.id, tile);
+  }, null);
   renderDevices();
 }
 
