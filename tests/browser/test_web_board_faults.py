@@ -140,3 +140,38 @@ async def test_panels_keep_what_they_showed_marked_stale_while_their_reads_fail(
     for panel in panels:
         await expect(panel).not_to_have_class(re.compile(r"\bstale\b"), timeout=10_000)
         await expect(panel.locator(".stale-note")).to_be_empty()
+
+
+async def test_a_receiver_down_since_the_hub_started_keeps_a_tile_in_its_place_without_slots(
+    browser: Browser, tmp_path: Path
+) -> None:
+    plugins = PluginHost()
+    plugins.load_entry_points(only="shure")
+    down, up = ShureSimulator("ulxd4d", seed=0), ShureSimulator("ulxd4d", seed=1)
+    async with up:
+        await down.start()
+        try:
+            async with compose_hub(hub_config(tmp_path), plugins) as hub:
+                for simulator in (down, up):
+                    await hub.add_device(simulator.url, source="test")
+                await eventually(lambda: len(hub.store.devices) == 2, timeout=10, what="both identified")
+                down_id = next(m.handle.device_id for m in hub.devices.by_url.values() if m.url == down.url)
+        finally:
+            await down.stop()
+        async with compose_hub(hub_config(tmp_path), plugins) as hub:  # started again, one receiver still down
+            context = await browser.new_context()
+            page = await context.new_page()
+            await page.goto(f"http://127.0.0.1:{hub.web.port}/")
+            tiles = page.locator("#board .tile")
+            await expect(tiles).to_have_count(len(up.channels) + 1, timeout=15_000)
+            missing = page.locator(f'#board .tile[data-device="{down_id}"]')
+            await expect(missing).to_have_class(re.compile(r"\boffline\b"))
+            await expect(missing.locator(".state")).to_have_text("receiver offline")
+            await expect(missing.locator(".sub")).to_have_text(down_id)
+            up_id = next(iter(hub.store.devices))
+            shown = await tiles.evaluate_all(
+                "tiles => tiles.map((tile) => tile.dataset.channel || tile.dataset.device)"
+            )
+            assert shown == sorted(shown), shown  # in device-id order, like the receivers that answer
+            assert any(channel.startswith(up_id + ":") for channel in shown), shown
+            await context.close()

@@ -350,18 +350,29 @@ function emptyTile(number) {
   return tile;
 }
 
-// A slot bound to a receiver the hub watches but has not heard from since it started (down at the hub's start):
-// the live store has no channel for it yet, but the slot is not empty.
-function offlineSlotTile(number, slot) {
+// A receiver the hub watches but has not heard from since it started (down at the hub's start): the live store
+// has no channel of it yet, but a slot bound to one of its channels is not empty, and without slots the receiver
+// keeps a tile of its own (its channels are not known until it answers): a mic that is missing must not look
+// like one that was never there.
+function offlineTile(number, deviceId, index) {
   const tile = el("div", "tile offline");
-  tile.dataset.channel = slot.device_id + ":" + slot.channel;
-  const who = [slot.device_id, "ch " + slot.channel];
-  const performer = performerOf(slot.device_id, slot.channel);
+  if (index === null) tile.dataset.device = deviceId;
+  else tile.dataset.channel = deviceId + ":" + index;
+  const who = index === null ? [deviceId] : [deviceId, "ch " + index];
+  const performer = index !== null && performerOf(deviceId, index);
   if (performer) who.unshift(performer);
   const row = el("div", "row");
   row.append(el("span", "state", "receiver offline"));
-  tile.append(el("span", "num", number), el("div", "name", "Ch " + slot.channel), el("div", "sub", who.join(" · ")), row);
+  tile.append(el("span", "num", number), el("div", "name", index === null ? "Receiver" : "Ch " + index), el("div", "sub", who.join(" · ")), row);
   return tile;
+}
+
+// The receivers the hub's connection health names (by the id they had when they last answered) that are in no
+// device list: down since the hub started.
+function missingReceivers() {
+  if (!state.loaded) return [];  // before the first snapshot every receiver would look missing
+  const ids = (state.connections || []).filter((conn) => conn.device_id && !state.devices.has(conn.device_id)).map((conn) => conn.device_id);
+  return [...new Set(ids)].sort((a, b) => a.localeCompare(b));
 }
 
 // ---- board layout: venue slots when the store has them, else every channel in order
@@ -388,25 +399,33 @@ function renderBoard() {
       wanted.push([number, device, channel, slot]);
     }
   } else {
-    orderedChannels().forEach(([device, channel], i) => wanted.push([i + 1, device, channel]));
+    // every channel in device-id order, a receiver down since the hub started in its place as one tile
+    const receivers = [...state.devices.values()].map((device) => [device.id, device])
+      .concat(missingReceivers().map((id) => [id, null])).sort(([a], [b]) => a.localeCompare(b));
+    for (const [id, device] of receivers) {
+      if (!device) wanted.push([wanted.length + 1, null, null, null, id]);
+      else for (const channel of device.channels) wanted.push([wanted.length + 1, device, channel]);
+    }
   }
   // A tile is kept for as long as its channel is on the board, whatever number it has, and only tiles that come,
   // go or change places are touched: a receiver added or removed must neither eat a click on another tile nor
   // drop the keyboard focus to <body>.
   tiles.clear();
   const seen = new Map();
-  const keyOf = ([number, device, channel, slot]) => {
-    const key = device && channel ? "channel " + channel.id
+  const keyOf = ([number, device, channel, slot, missing]) => {
+    const key = device && channel ? "channel " + channel.id : missing ? "missing " + missing
       : slot && !device ? "offline " + number + " " + JSON.stringify(slot) : "empty " + number;
     // the same channel in two slots gets two tiles
     const repeats = seen.get(key) || 0;
     seen.set(key, repeats + 1);
     return repeats ? key + " #" + repeats : key;
   };
-  reconcile(board, wanted, keyOf, ([number, device, channel, slot]) => {
+  reconcile(board, wanted, keyOf, ([number, device, channel, slot, missing]) => {
     if (device && channel) return channelTile();
-    return slot && !device ? offlineSlotTile(number, slot) : emptyTile(number);
-  }, (tile, [number, device, channel]) => {
+    if (missing) return offlineTile(number, missing, null);
+    return slot && !device ? offlineTile(number, slot.device_id, slot.channel) : emptyTile(number);
+  }, (tile, [number, device, channel, , missing]) => {
+    if (missing) setText(tile.querySelector(".num"), String(number));  // numbered by its place
     if (!device || !channel) return;
     fillTile(tile, number, device, channel);
     if (!tiles.has(channel.id)) tiles.set(channel.id, tile);
@@ -569,8 +588,10 @@ function watchLink() {
 async function refreshHealth() {
   try {
     const health = await api("GET", "/api/health");
+    const missing = JSON.stringify(missingReceivers());
     state.connections = health.connections;
-    renderDevices();
+    if (JSON.stringify(missingReceivers()) !== missing) renderBoard();  // which calls renderDevices
+    else renderDevices();
   } catch (error) { /* the live link shows when the hub is away */ }
 }
 
