@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 
 from wmhub_shure.simulator import ShureSimulator
@@ -58,11 +59,21 @@ class SilentPath:
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
         self._pipes: set[asyncio.Task[None]] = set()
+        self._away = False
+        self.live_refused_at: list[float] = []
 
     def fall_silent(self) -> None:
         self._flowing.clear()
 
+    def go_away(self) -> None:
+        """Close every connection and hang up on each new one until :meth:`restore`: a hub restarting. When each
+        refused attempt at the live feed came is in :attr:`live_refused_at` (monotonic seconds)."""
+        self._away = True
+        for writer in self._writers:
+            writer.close()
+
     def restore(self) -> None:
+        self._away = False
         self._flowing.set()
 
     async def __aenter__(self) -> SilentPath:
@@ -80,6 +91,12 @@ class SilentPath:
         await asyncio.gather(*self._pipes, return_exceptions=True)
 
     async def _join(self, browser_reader: asyncio.StreamReader, browser_writer: asyncio.StreamWriter) -> None:
+        if self._away:
+            request_line = await browser_reader.readline()
+            if b" /api/v1/live" in request_line:
+                self.live_refused_at.append(time.monotonic())
+            browser_writer.close()
+            return
         hub_reader, hub_writer = await asyncio.open_connection("127.0.0.1", self.hub_port)
         self._writers += [browser_writer, hub_writer]
         for source, sink in ((browser_reader, hub_writer), (hub_reader, browser_writer)):

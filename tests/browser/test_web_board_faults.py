@@ -4,8 +4,10 @@ started: what the board shows must not pass for live values."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 from playwright.async_api import Browser, Page, Route, expect
 from wmhub_shure.simulator import ShureSimulator
@@ -140,6 +142,76 @@ async def test_panels_keep_what_they_showed_marked_stale_while_their_reads_fail(
     for panel in panels:
         await expect(panel).not_to_have_class(re.compile(r"\bstale\b"), timeout=10_000)
         await expect(panel.locator(".stale-note")).to_be_empty()
+
+
+async def test_a_board_is_live_again_within_seconds_of_its_hub_coming_back(page: Page, board: Board) -> None:
+    async with SilentPath(board.hub.web.port) as path:
+        await page.goto(f"http://127.0.0.1:{path.port}/")
+        await expect(page.locator("#link")).to_have_text("live")
+        path.go_away()  # the hub restarting: connections close, new ones are hung up on
+        await expect(page.locator("#link")).to_have_text(re.compile("reconnecting"))
+        # the board keeps trying every few seconds however long the hub was away, not every 10 s
+        await eventually(lambda: len(path.live_refused_at) >= 6, timeout=20, what="the board's attempts")
+        gaps = [after - before for before, after in itertools.pairwise(path.live_refused_at)]
+        assert max(gaps) < 4, gaps  # at most 2.5 s apart, and the time to be hung up on
+        path.restore()
+        await expect(page.locator("#link")).to_have_text("live", timeout=4_000)
+        await expect(page.locator("#board .tile.stale")).to_have_count(0)
+
+
+async def test_a_wrong_token_typed_after_a_good_one_is_said_to_be_refused(browser: Browser, tmp_path: Path) -> None:
+    async with compose_hub(hub_config(tmp_path, open_reads=False), PluginHost()) as hub:
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.goto(f"http://127.0.0.1:{hub.web.port}/")
+        await page.fill("#token", TOKEN)
+        await page.press("#token", "Enter")
+        hint = page.locator("#token-hint")
+        await expect(page.locator("#link")).to_have_text("live")
+        await expect(hint).to_be_hidden()
+        await page.fill("#token", "a-typo")
+        await page.press("#token", "Enter")
+        await expect(hint).to_be_visible(timeout=15_000)
+        await expect(hint).to_contain_text("refused the token")
+        await page.fill("#token", TOKEN)
+        await page.press("#token", "Enter")
+        await expect(hint).to_be_hidden()
+        await context.close()
+
+
+async def test_a_board_without_the_token_stops_asking_until_one_is_typed(browser: Browser, tmp_path: Path) -> None:
+    async with compose_hub(hub_config(tmp_path, open_reads=False), PluginHost()) as hub:
+        context = await browser.new_context()
+        page = await context.new_page()
+        refused: list[str] = []
+        sockets: list[str] = []
+        page.on(
+            "response", lambda response: refused.append(urlparse(response.url).path) if response.status == 401 else None
+        )
+        page.on("websocket", lambda socket: sockets.append(socket.url))
+        await page.goto(f"http://127.0.0.1:{hub.web.port}/")
+        await expect(page.locator("#token-hint")).to_be_visible()
+        # long enough for every poll to come round again (alerts 3 s, health and swaps 5 s): a 401 in the console
+        # each time, for a hub that will refuse them all until the token is typed
+        await asyncio.sleep(7)
+        assert sorted(refused) == sorted(set(refused)), f"asked again after a 401: {sorted(refused)}"
+        assert len(sockets) <= 2, sockets
+        await page.fill("#token", TOKEN)
+        await page.press("#token", "Enter")
+        await expect(page.locator("#link")).to_have_text("live")
+        await expect(page.locator("#token-hint")).to_be_hidden()
+        await context.close()
+
+
+async def test_an_unknown_channel_s_detail_does_not_keep_asking_for_its_history(page: Page, board: Board) -> None:
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/history" in request.url else None)
+    await page.goto(f"{board.url}?channel=shure-gone:1")
+    await expect(page.locator("#detail-title")).to_have_text("Unknown channel")
+    asked.clear()
+    await page.locator("#detail-ranges").get_by_role("button", name="1 h").click()
+    await asyncio.sleep(11)  # the detail refreshes every 10 s: one round, a 404 in the console each time
+    assert asked == []
 
 
 async def test_a_receiver_down_since_the_hub_started_keeps_a_tile_in_its_place_without_slots(

@@ -4,7 +4,8 @@
 
 const API = "/api/v1";
 const TOKEN_KEY = "wmhub.token";
-const state = { devices: new Map(), group: 0, groups: [], slots: null, alerts: [], alertsRead: false, alertsSeen: new Set(), swap: null, stale: new Set() };
+// refusedToken: the token (maybe "") a read was refused with (open_reads = false): see api()
+const state = { devices: new Map(), refusedToken: null, group: 0, groups: [], slots: null, alerts: [], alertsRead: false, alertsSeen: new Set(), swap: null, stale: new Set() };
 const tiles = new Map(); // channel id -> tile element
 const $ = (id) => document.getElementById(id);
 // A hub that stops answering must not leave the periodic refreshes piling up unanswered requests.
@@ -19,9 +20,13 @@ function el(tag, className, text) {
 
 function token() { return localStorage.getItem(TOKEN_KEY) || ""; }
 
+// A read refused for want of the token cannot succeed until the token changes: the polls do not ask again (and
+// log a 401 in the console every few seconds) until then.
 async function api(method, path, body) {
+  const sent = token(), read = method === "GET";
+  if (read && state.refusedToken === sent) throw apiError(401, "the hub refused this token");
   const headers = { "Accept": "application/json" };
-  if (token()) headers["Authorization"] = "Bearer " + token();
+  if (sent) headers["Authorization"] = "Bearer " + sent;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
     method,
@@ -30,6 +35,7 @@ async function api(method, path, body) {
     signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
   });
   const data = response.status === 204 ? null : await response.json().catch(() => null);
+  if (read && sent === token()) tokenRefused(response.status === 401 ? sent : null);
   if (!response.ok) throw apiError(response.status, data && data.error ? data.error + reasons(data.details) : response.statusText);
   return data;
 }
@@ -492,9 +498,19 @@ function setStale(reason, on) {
   if (state.stale.size !== before) refreshTiles();
 }
 
-// The hub that answers 401 to reads (open_reads = false) shows nothing without the token: say so.
+// The hub that answers 401 to reads (open_reads = false) shows nothing without the token: say so, and say that
+// a token typed in was refused (the live feed opened with an earlier one may still be running).
 function needsToken(on) {
   $("token-hint").hidden = !on;
+  if (on) setText($("token-hint"), token() ? TOKEN_REFUSED : TOKEN_NEEDED);
+}
+
+const TOKEN_NEEDED = "This hub shows its receivers only to holders of its API token: enter it in the Token field at the top.";
+const TOKEN_REFUSED = "The hub refused the token in the Token field: check it and enter it again.";
+
+function tokenRefused(refused) {
+  state.refusedToken = refused;
+  needsToken(refused !== null);
 }
 
 // ---- live feed
@@ -503,12 +519,16 @@ function needsToken(on) {
 // path to it is gone even though no close arrived (a hung hub, a dropped Wi-Fi path): TCP tells only minutes later.
 const SILENCE_MS = 5000;
 const live = { socket: null, heardAt: 0, delay: 1000, retry: null };
+// Reconnecting backs off to 2 s, no more: a restarted hub is back on the board within seconds, not ten.
+const RETRY_MAX_MS = 2000;
 
 function applySnapshot(message) {
   state.devices = new Map(message.devices.map((d) => [d.id, d]));
   state.loaded = true;
   needsToken(false);
   setStale("link", false);
+  // the hub is back: its venue is read now, not at the next 10 s poll, or the tiles would stay stale meanwhile
+  if (state.stale.has("venue")) refreshVenue();
   renderBoard();
   if (detail.channelId) {
     renderFacts();
@@ -575,8 +595,10 @@ function linkLost(socket, text) {
   socket.close();
   showLink(text, false);
   setStale("link", true);
-  live.retry = setTimeout(connectLive, live.delay);
-  live.delay = Math.min(live.delay * 2, 10000);
+  if (state.refusedToken === token()) return;  // refused: the token field's change connects again
+  // a random part: the browsers of a venue do not all knock at the same moment when their hub is back
+  live.retry = setTimeout(connectLive, live.delay * (0.75 + Math.random() / 2));
+  live.delay = Math.min(live.delay * 2, RETRY_MAX_MS);
 }
 
 function watchLink() {
@@ -930,6 +952,9 @@ async function rangeStart(now) {
 async function renderCharts() {
   const channelId = detail.channelId;
   if (!channelId) return;
+  // a channel the hub does not have (a mistyped address, a removed receiver) has no history to ask for every
+  // 10 s: it is asked for once the live feed brings the channel
+  if (state.loaded && !channelById(channelId)[1]) { renderFacts(); return; }
   const until = Date.now() / 1000;
   const since = await rangeStart(until);
   const id = encodeURIComponent(channelId);
@@ -1001,11 +1026,10 @@ async function refreshVenue() {
     );
     venue = { slots: slots.items, groups: groups.items, performers: performers.items, assignments: assignments.items };
     setStale("venue", false);
-    needsToken(false);
   } catch (error) {
     if (error.status !== 404) {
-      // the hub away or slow: slot numbers must keep pointing at the same mics, their values marked stale
-      needsToken(error.status === 401 && !token());
+      // the hub away or slow (or the token refused): slot numbers must keep pointing at the same mics, their
+      // values marked stale
       setStale("venue", true);
       return;
     }
@@ -1222,6 +1246,7 @@ function start() {
   $("token").value = token();
   $("token").addEventListener("change", () => {
     localStorage.setItem(TOKEN_KEY, $("token").value.trim());
+    state.refusedToken = null;  // reads may be let through now
     toast($("token").value.trim() ? "token saved in this browser" : "token cleared");
     if (!live.socket) { clearTimeout(live.retry); connectLive(); }  // a hub that refused the feed: try it now
     refreshVenue();
