@@ -189,11 +189,13 @@ async def test_a_board_without_the_token_stops_asking_until_one_is_typed(browser
             "response", lambda response: refused.append(urlparse(response.url).path) if response.status == 401 else None
         )
         page.on("websocket", lambda socket: sockets.append(socket.url))
+        await page.clock.install()  # the page's timers run when the test says, not on the wall clock
         await page.goto(f"http://127.0.0.1:{hub.web.port}/")
         await expect(page.locator("#token-hint")).to_be_visible()
-        # long enough for every poll to come round again (alerts 3 s, health and swaps 5 s): a 401 in the console
-        # each time, for a hub that will refuse them all until the token is typed
-        await asyncio.sleep(7)
+        # every poll comes round again (alerts 3 s, health and swaps 5 s): a 401 in the console each time, for a
+        # hub that will refuse them all until the token is typed
+        await page.clock.run_for(7_000)
+        await page.evaluate("() => fetch('/').catch(() => null)")  # a request after all of them
         assert sorted(refused) == sorted(set(refused)), f"asked again after a 401: {sorted(refused)}"
         assert len(sockets) <= 2, sockets
         await page.fill("#token", TOKEN)
@@ -206,11 +208,13 @@ async def test_a_board_without_the_token_stops_asking_until_one_is_typed(browser
 async def test_an_unknown_channel_s_detail_does_not_keep_asking_for_its_history(page: Page, board: Board) -> None:
     asked: list[str] = []
     page.on("request", lambda request: asked.append(request.url) if "/history" in request.url else None)
+    await page.clock.install()  # the page's timers run when the test says, not on the wall clock
     await page.goto(f"{board.url}?channel=shure-gone:1")
     await expect(page.locator("#detail-title")).to_have_text("Unknown channel")
     asked.clear()
     await page.locator("#detail-ranges").get_by_role("button", name="1 h").click()
-    await asyncio.sleep(11)  # the detail refreshes every 10 s: one round, a 404 in the console each time
+    await page.clock.run_for(11_000)  # the detail refreshed every 10 s: a 404 in the console each time
+    await page.evaluate("() => fetch('/').catch(() => null)")  # a request after any it sent
     assert asked == []
 
 
