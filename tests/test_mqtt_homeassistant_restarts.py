@@ -25,6 +25,7 @@ from wmhub_shure.simulator.core import ShureSimulator
 from wmhub_shure.simulator.replay import ReplayDevice, Transcript
 
 from hub.app import Hub
+from hub.persistence.schema import MIGRATIONS
 from hub.testing import eventually, plugin_host
 from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.test_faults_startup import RunningHub, simulated_receivers
@@ -296,7 +297,7 @@ async def test_the_first_start_after_an_upgrade_on_a_locked_database_keeps_every
         # while it writes a receiver the stand-in will not have
         database = sqlite3.connect(tmp_path / "data" / "wmhub.sqlite3", isolation_level=None)
         try:
-            database.execute("DELETE FROM schema_version WHERE version = (SELECT max(version) FROM schema_version)")
+            undo_the_last_migration(database)
             database.execute("PRAGMA locking_mode = EXCLUSIVE")
             database.execute("BEGIN EXCLUSIVE")
             database.execute(
@@ -338,3 +339,13 @@ async def eventually_async(
         assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what} (last: {value!r})"
         await asyncio.sleep(0.2)
     return value
+
+
+def undo_the_last_migration(database: sqlite3.Connection) -> None:
+    """The file as the build before the last migration left it: the tables that migration creates dropped and
+    its version row deleted (a migration of another kind needs its own undoing here)."""
+    created = re.findall(r"CREATE TABLE (\w+)", MIGRATIONS[-1])
+    assert created and not re.search(r"ALTER|INSERT|UPDATE|DELETE", MIGRATIONS[-1]), "undo this migration by hand"
+    for table in created:
+        database.execute(f"DROP TABLE {table}")
+    database.execute("DELETE FROM schema_version WHERE version = ?", (len(MIGRATIONS),))
