@@ -19,7 +19,7 @@ from hub.auth import stored_token
 from hub.config import ConfigError, HubConfig, load_config
 from hub.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
 from hub.logs import setup_logging
-from hub.plugins import PluginHost
+from hub.plugins import PluginHost, installed_plugin_names
 from hub.redact import redact
 from hub.text import small_number
 
@@ -224,6 +224,18 @@ def _device_origin(args: argparse.Namespace) -> Callable[[str], str]:
     return origin
 
 
+def _check_plugin_log_levels(config: HubConfig) -> None:
+    """Each key of ``plugin_log_levels`` is an installed plugin's name: a typo would leave that plugin's level
+    unchanged without a word."""
+    installed = installed_plugin_names()
+    for name in config.plugin_log_levels:
+        if name not in installed:
+            raise ConfigError(
+                f"{config.named(f'plugin_log_levels.{name}')}: no installed plugin is named {name!r} "
+                f"(the installed ones: {', '.join(sorted(installed)) or 'none'})"
+            )
+
+
 def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> int:
     from hub.compose import FleetHub, compose_hub
     from hub.preflight import check_startup, lock_data_dir
@@ -236,9 +248,15 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
             raise ConfigError(
                 f"WMHUB_LOAD_PLUGINS: no installed plugin is named {', '.join(hub.plugins.not_installed)}"
             )
-        check_startup(config, hub.devices.resolve, _device_origin(args), ports_in_use=checking)
+        _check_plugin_log_levels(config)
+        check_startup(
+            config, hub.devices.resolve, _device_origin(args), ports_in_use=checking, create_data_dir=not checking
+        )
         if checking:
-            print(f"wmhub: configuration ok ({len(config.devices)} device(s), MQTT {redact(str(config.mqtt.url))})")
+            # a check changes nothing: a data dir still to be created is only said
+            created = "" if config.data_dir.is_dir() else f"; data_dir {config.data_dir} will be created"
+            summary = f"{len(config.devices)} device(s), MQTT {redact(str(config.mqtt.url))}{created}"
+            print(f"wmhub: configuration ok ({summary})")
             return 0
         # the fleet board keeps only its token there: it may share a hub's data dir
         data_dir_lock = None if fleet else lock_data_dir(config.data_dir)
@@ -377,7 +395,7 @@ def _discover(config: HubConfig, seconds: float, as_json: bool, from_flag: bool 
     from hub.preflight import check_discovery_interfaces
 
     try:
-        check_discovery_interfaces(config, "--interface" if from_flag else "discovery.interfaces")
+        check_discovery_interfaces(config, "--interface" if from_flag else None)
     except ConfigError as exc:
         print(f"wmhub discover: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -19,10 +19,20 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from hub.redact import SECRET_KEYS, redact
 from hub.text import family_key
@@ -34,7 +44,9 @@ MIN_TOKEN_LENGTH = 16
 # WMHUB_MQTT_PASSWORD is the broker login's password in docker-compose.yml's .env (deploy/mosquitto writes
 # the broker's password file from it); the hub gets it inside WMHUB_MQTT__URL. A shell that sourced .env
 # must still start the hub.
-_NON_SETTING_ENV = {"WMHUB_LOAD_PLUGINS", "WMHUB_TRACE_PLUGINS", "WMHUB_CONFIG", "WMHUB_MQTT_PASSWORD"}
+# WMHUB_CONFIG names the configuration file when --config does not (a container's environment).
+CONFIG_ENV: Final = "WMHUB_CONFIG"
+_NON_SETTING_ENV = {"WMHUB_LOAD_PLUGINS", "WMHUB_TRACE_PLUGINS", CONFIG_ENV, "WMHUB_MQTT_PASSWORD"}
 
 
 class ConfigError(Exception):
@@ -43,6 +55,31 @@ class ConfigError(Exception):
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """``keepalive = true`` is a slip, not 1: pydantic would take it as a number."""
+        if isinstance(value, bool) and info.field_name and _takes_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError("must be a number, not true or false")
+        return value
+
+
+def _takes_number(annotation: Any) -> bool:
+    """Whether a setting of this type holds a number (``int``, ``float | None``, ``Literal[0, 1, 2]``)."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    kinds = typing.get_args(annotation) if union else (annotation,)
+    return any(
+        kind in (int, float)
+        or (typing.get_origin(kind) is Literal and all(type(choice) is int for choice in typing.get_args(kind)))
+        for kind in kinds
+    )
+
+
+# A path setting: "~" is the home directory wherever the value came from (systemd and Docker do not expand
+# it in their environment, nor TOML). A relative path from the file is anchored at the file's folder by
+# load_config; from the environment or the command line it stays relative to the working directory.
+SettingPath = Annotated[Path, AfterValidator(Path.expanduser)]
 
 
 class MqttSettings(Section):
@@ -63,9 +100,9 @@ class MqttSettings(Section):
     )
     meter_interval_s: float = Field(default=0.5, gt=0, le=60, description="least time between meter messages")
     meter_threshold_db: float = Field(default=0.5, ge=0, description="smallest meter move worth publishing")
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: SettingPath | None = None
+    cert_file: SettingPath | None = None
+    key_file: SettingPath | None = None
     tls_insecure: bool = Field(default=False, description="skip broker certificate verification (not advised)")
     homeassistant: bool = True
     homeassistant_prefix: str = "homeassistant"
@@ -263,7 +300,7 @@ def _default_hub_id() -> str:
 class HubConfig(Section):
     # a topic level on MQTT and part of the client id: brokers limit both (Mosquitto's client id to 65,535)
     hub_id: str = Field(default_factory=_default_hub_id, pattern=r"^[a-zA-Z0-9_-]+$", max_length=64)
-    data_dir: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "wmhub")
+    data_dir: SettingPath = Field(default_factory=lambda: Path.home() / ".local" / "share" / "wmhub")
     devices: list[str] = Field(default_factory=list, description="device URLs, e.g. shure://10.0.0.5")
     demo: bool = False
     meter_rate_ms: int | None = Field(
@@ -290,6 +327,17 @@ class HubConfig(Section):
     http: HttpSettings = Field(default_factory=HttpSettings)
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     frequency: FrequencyConfig = Field(default_factory=FrequencyConfig)
+    # where load_config found the settings, most binding first: (source, settings given there)
+    _layers: tuple[tuple[str, Mapping[str, Any]], ...] | None = PrivateAttr(default=None)
+
+    def named(self, key: str) -> str:
+        """``key`` (``http.port``) as a refused setting names it, with where its value came from:
+        ``environment (WMHUB_HTTP__PORT): http.port``, ``/etc/wmhub/wmhub.toml: http.port``,
+        ``http.port (default)`` when nothing set it; the bare key for a configuration built in code."""
+        if self._layers is None:
+            return key
+        source = _source(key.split("."), self._layers)
+        return f"{source}: {key}" if source else f"{key} (default)"
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -374,14 +422,68 @@ MAX_CONFIG_BYTES: Final = 1024 * 1024
 
 def _config_text(path: Path) -> str:
     """The file's text, refused unread when it is no regular file (a FIFO would block for ever, /dev/zero
-    never end) or larger than MAX_CONFIG_BYTES."""
+    never end) or larger than MAX_CONFIG_BYTES. A UTF-8 byte order mark (Windows Notepad writes one) is
+    dropped."""
     if not stat.S_ISREG(path.stat().st_mode):
         raise ConfigError(f"{path}: not a regular file")
     with path.open("rb") as file:
         data = file.read(MAX_CONFIG_BYTES + 1)  # the size once read: the file may have grown since
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, too large to be a configuration")
-    return data.decode("utf-8")
+    return data.decode("utf-8-sig")
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The file's settings, its relative paths anchored at its folder; ConfigError naming the file."""
+    try:
+        data = tomllib.loads(_config_text(path))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a configuration") from None
+    _anchor_paths(data, HubConfig, path.absolute().parent)
+    return data
+
+
+def _anchor_paths(settings: dict[str, Any], model: type[BaseModel], folder: Path) -> None:
+    """Make each relative path setting in ``settings`` (a file's) relative to ``folder``, the file's: the
+    hub's working directory (``/`` under systemd) has nothing to do with where the file's author meant."""
+    for name, field in model.model_fields.items():
+        value = settings.get(name)
+        if isinstance(value, dict):
+            union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+            kinds = typing.get_args(field.annotation) if union else (field.annotation,)
+            for kind in kinds:
+                if isinstance(kind, type) and issubclass(kind, BaseModel):
+                    _anchor_paths(value, kind, folder)
+        elif isinstance(value, str) and value and _holds_path(field.annotation):
+            settings[name] = str(folder / Path(value).expanduser())  # an absolute path stays as it is
+
+
+def _holds_path(annotation: Any) -> bool:
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    kinds = typing.get_args(annotation) if union else (annotation,)
+    return any(kind is Path or typing.get_args(kind)[:1] == (Path,) for kind in kinds)
+
+
+# the source of the settings from the environment, named by the variable that gave each
+_ENVIRONMENT: Final = "environment"
+
+
+def _source(loc: list[str], layers: tuple[tuple[str, Mapping[str, Any]], ...], message: str = "") -> str | None:
+    """Which layer (most binding first) gives the value at ``loc``: ``command line``, ``environment
+    (WMHUB_MQTT__URL)`` or the file's path; None when none does (a default)."""
+    for source, settings in layers:
+        if _holds(settings, loc, message):
+            if source != _ENVIRONMENT:
+                return source
+            keys = list(itertools.takewhile(lambda part: not part.isdigit(), loc))
+            return f"environment ({ENV_PREFIX}{'__'.join(keys).upper()})"
+    return None
 
 
 def load_config(
@@ -389,36 +491,34 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> HubConfig:
-    """Read the file (if any), apply environment then ``overrides``; raise ConfigError on any problem."""
+    """Read the file (``path``, else the one ``WMHUB_CONFIG`` names, if any), apply environment then
+    ``overrides``; raise ConfigError on any problem."""
+    environ = os.environ if environ is None else environ
     data: dict[str, Any] = {}
     source = "configuration"
+    if path is None and environ.get(CONFIG_ENV):
+        path = Path(environ[CONFIG_ENV]).expanduser()
+        try:
+            data = _read_config(path)
+        except ConfigError as exc:  # a file named by a variable the reader may not know is set
+            raise ConfigError(f"environment ({CONFIG_ENV}): {exc}") from None
+    elif path is not None:
+        data = _read_config(path.expanduser())
     if path is not None:
         source = str(path)
-        try:
-            data = tomllib.loads(_config_text(path))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such file") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-        except RecursionError:
-            raise ConfigError(f"{path}: nested too deeply to be a configuration") from None
-    from_env = _env_overrides(os.environ if environ is None else environ)
+    from_env = _env_overrides(environ)
+    layers = (("command line", overrides or {}), (_ENVIRONMENT, from_env), (source, data))
     data = _merge(_merge(data, from_env), overrides or {})
     try:
-        return HubConfig.model_validate(data)
+        config = HubConfig.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = [str(part) for part in first["loc"]]
-        if _holds(overrides or {}, loc, first["msg"]):
-            source = "command line"
-        elif _holds(from_env, loc, first["msg"]):
-            keys = list(itertools.takewhile(lambda part: not part.isdigit(), loc))
-            source = f"environment ({ENV_PREFIX}{'__'.join(keys).upper()})"
-        raise ConfigError(_describe(exc, source)) from None
+        raise ConfigError(_describe(exc, _source(loc, layers, first["msg"]) or source)) from None
     except RecursionError:
         raise ConfigError(f"{source}: nested too deeply to be a configuration") from None
+    config._layers = layers
+    return config
 
 
 def _holds(settings: Mapping[str, Any], loc: list[str], message: str) -> bool:

@@ -149,6 +149,12 @@ class PluginError(Exception):
     """A plugin raised, returned garbage or overran its time; the message names the plugin."""
 
 
+def installed_plugin_names() -> set[str]:
+    """The names of the installed plugins (their entry points), loaded or not: what ``plugin_log_levels``
+    keys name."""
+    return {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 class PluginHost:
     """Owns the pluggy manager and the per-plugin records; every hook call goes through here."""
 

@@ -28,10 +28,13 @@ def check_startup(
     device_origin: Callable[[str], str] = lambda _url: "devices",
     *,
     ports_in_use: bool = False,
+    create_data_dir: bool = True,
 ) -> None:
-    """Raise ConfigError naming the key (or flag) of the first setting the hub could not start with.
-    ``ports_in_use``: a port another program holds is no mistake (``wmhub run --check`` beside the running
-    hub whose configuration it checks).
+    """Raise ConfigError naming the key (or flag) of the first setting the hub could not start with, and
+    where its value came from (HubConfig.named). ``ports_in_use``: a port another program holds is no
+    mistake (``wmhub run --check`` beside the running hub whose configuration it checks).
+    ``create_data_dir`` off (``--check``, which changes nothing): a missing data dir is only checked to be
+    one this process could create.
 
     ``resolve_device`` raises ValueError for a URL no loaded plugin can use (DeviceManager.resolve);
     ``device_origin`` names where a device URL came from (``--device``, ``WMHUB_DEVICES``, a file).
@@ -41,18 +44,24 @@ def check_startup(
             resolve_device(url)
         except ValueError as exc:  # EndpointError, UnknownSchemeError, or urllib refusing it ("x://[")
             raise ConfigError(f"{device_origin(url)}: {redact(str(exc))}") from None
-    _check_data_dir(config.data_dir)
+    _check_data_dir(config.named("data_dir"), config.data_dir, create_data_dir)
     for key in ("ca_file", "cert_file", "key_file"):
         path = getattr(config.mqtt, key)
         if path is not None and config.mqtt.url != "off":
-            _check_readable(f"mqtt.{key}", Path(path))
+            _check_readable(config.named(f"mqtt.{key}"), Path(path))
     if config.http.enabled:
-        _check_listen(("http.host", "http.port"), config.http.host, config.http.port, ports_in_use)
+        _check_listen(
+            (config.named("http.host"), config.named("http.port")), config.http.host, config.http.port, ports_in_use
+        )
     if config.mqtt.url == "embedded":
         embedded = config.mqtt.embedded_port
         if config.http.enabled and embedded != 0 and embedded == config.http.port:
-            raise ConfigError(f"mqtt.embedded_port: {embedded} is http.port too; the two need ports of their own")
-        _check_listen(("mqtt.url", "mqtt.embedded_port"), "127.0.0.1", embedded, ports_in_use)
+            raise ConfigError(
+                f"{config.named('mqtt.embedded_port')}: {embedded} is http.port too; the two need ports of their own"
+            )
+        _check_listen(
+            (config.named("mqtt.url"), config.named("mqtt.embedded_port")), "127.0.0.1", embedded, ports_in_use
+        )
     if config.discovery.enabled:
         check_discovery_interfaces(config)
 
@@ -70,10 +79,11 @@ def _check_readable(key: str, path: Path) -> None:
         raise ConfigError(f"{key}: {path} cannot be read ({exc.strerror or exc})") from None
 
 
-def check_discovery_interfaces(config: HubConfig, key: str = "discovery.interfaces") -> None:
-    """Raise ConfigError if an address in ``discovery.interfaces`` is not one of this machine's."""
+def check_discovery_interfaces(config: HubConfig, key: str | None = None) -> None:
+    """Raise ConfigError if an address in ``discovery.interfaces`` is not one of this machine's; ``key``
+    names where the addresses came from (default: the setting and its source)."""
     for address in config.discovery.interfaces or ():
-        _check_own_address(key, address)
+        _check_own_address(key or config.named("discovery.interfaces"), address)
 
 
 # Held (flock) by the hub that uses the data dir, for its whole life; it holds that hub's pid.
@@ -113,13 +123,26 @@ def lock_data_dir(data_dir: Path) -> IO[str] | None:
     return lock
 
 
-def _check_data_dir(data_dir: Path) -> None:
+def _check_data_dir(key: str, data_dir: Path, create: bool) -> None:
     try:
         if data_dir.exists() and not data_dir.is_dir():
-            raise ConfigError(f"data_dir: {data_dir} is a file, not a directory")
-        data_dir.mkdir(parents=True, exist_ok=True)
+            raise ConfigError(f"{key}: {data_dir} is a file, not a directory")
+        if create:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        elif not data_dir.exists():
+            _check_creatable(key, data_dir)
     except OSError as exc:  # a name too long, a parent that cannot be searched
-        raise ConfigError(f"data_dir: cannot create {data_dir} ({exc.strerror})") from None
+        raise ConfigError(f"{key}: cannot create {data_dir} ({exc.strerror})") from None
+
+
+def _check_creatable(key: str, directory: Path) -> None:
+    """``directory``, which does not exist, could be created by this process: its nearest existing
+    ancestor is a directory it may write in."""
+    ancestor = next(parent for parent in directory.absolute().parents if parent.exists())
+    if not ancestor.is_dir():
+        raise ConfigError(f"{key}: cannot create {directory} ({ancestor} is a file)")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: cannot create {directory} ({ancestor} is not writable)")
 
 
 def _check_own_address(key: str, address: str) -> None:

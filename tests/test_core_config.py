@@ -1,5 +1,6 @@
 """Configuration: file, environment and flags, and one clear line for every mistake."""
 
+import os
 import re
 import subprocess
 import sys
@@ -173,3 +174,77 @@ def test_a_token_no_client_could_send_is_refused_without_printing_it(token: str,
     assert str(refused.value).startswith("environment (WMHUB_HTTP__TOKEN): http.token: "), refused.value
     assert message in str(refused.value)
     assert not token.strip() or token.strip()[:6] not in str(refused.value), refused.value
+
+
+def check_in(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``wmhub run --check`` run from ``cwd`` (no MQTT, no discovery, any HTTP port)."""
+    command = [sys.executable, "-m", "hub.cli", "run", "--check", "--mqtt", "off", "--http", "127.0.0.1:0", *args]
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("WMHUB_")}
+    environ |= {"WMHUB_DISCOVERY__ENABLED": "false", **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=environ, cwd=cwd)
+
+
+def test_a_home_relative_path_is_the_home_directory_and_check_creates_nothing(tmp_path: Path) -> None:
+    """An outside audit: ``data_dir = "~/wmhub"`` made a directory named ``~`` in the working directory (under
+    systemd ``/~/wmhub``) and kept the database and token there; ``--check`` created it and said ok."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    path = tmp_path / "wmhub.toml"
+    path.write_text('data_dir = "~/hub-data"\n', encoding="utf-8")
+    result = check_in(cwd, "--config", str(path), env={"HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert f"data_dir {home / 'hub-data'} will be created" in result.stdout
+    assert list(cwd.iterdir()) == [] and list(home.iterdir()) == []  # a check changes nothing
+    path.write_text('data_dir = "data"\n[mqtt]\nca_file = "~/ca.pem"\n', encoding="utf-8")
+    result = check_in(cwd, "--config", str(path), "--mqtt", "mqtts://127.0.0.1:8883", env={"HOME": str(home)})
+    assert result.returncode == 2, result.stderr
+    assert f"mqtt.ca_file: {home / 'ca.pem'} is not a readable file" in result.stderr
+
+
+def test_a_relative_path_in_the_file_is_the_files_folders_and_from_the_environment_the_working_directorys(
+    tmp_path: Path,
+) -> None:
+    folder, cwd = tmp_path / "etc", tmp_path / "cwd"
+    folder.mkdir()
+    cwd.mkdir()
+    path = folder / "wmhub.toml"
+    path.write_text('data_dir = "state"\n', encoding="utf-8")
+    from_file = check_in(cwd, "--config", str(path))
+    assert f"data_dir {folder / 'state'} will be created" in from_file.stdout, from_file.stderr
+    from_env = check_in(cwd, "--config", str(path), env={"WMHUB_DATA_DIR": "here"})
+    assert "data_dir here will be created" in from_env.stdout, from_env.stderr
+    assert list(cwd.iterdir()) == [] and [item.name for item in folder.iterdir()] == ["wmhub.toml"]
+
+
+def test_check_refuses_a_data_dir_it_could_not_create_without_creating_anything(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("", encoding="utf-8")
+    result = check_in(tmp_path, "--data-dir", str(a_file / "sub" / "data"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"command line: data_dir: cannot create {a_file}/sub/data ({a_file} is a file)" in result.stderr
+
+
+def test_a_byte_order_mark_before_the_file_is_no_mistake(tmp_path: Path) -> None:
+    """Windows Notepad writes one at the start of a UTF-8 file."""
+    path = tmp_path / "wmhub.toml"
+    path.write_bytes(b"\xef\xbb\xbfdevices = ['shure://127.0.0.1:2202']\n")
+    result = check_in(tmp_path, "--config", str(path), "--data-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "configuration ok (1 device(s)" in result.stdout
+
+
+def test_wmhub_config_names_the_file_when_no_flag_does(tmp_path: Path) -> None:
+    """A container's environment names the file: it is read, a missing one refused; --config comes first."""
+    path = tmp_path / "wmhub.toml"
+    path.write_text("devices = ['shure://127.0.0.1:2202']\n", encoding="utf-8")
+    data = str(tmp_path / "data")
+    read = check_in(tmp_path, "--data-dir", data, env={"WMHUB_CONFIG": str(path)})
+    assert read.returncode == 0 and "configuration ok (1 device(s)" in read.stdout, read.stderr
+    missing = check_in(tmp_path, "--data-dir", data, env={"WMHUB_CONFIG": str(tmp_path / "absent.toml")})
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+    assert f"environment (WMHUB_CONFIG): {tmp_path}/absent.toml: no such file" in missing.stderr
+    flag_first = check_in(
+        tmp_path, "--data-dir", data, "--config", str(path), env={"WMHUB_CONFIG": str(tmp_path / "absent.toml")}
+    )
+    assert flag_first.returncode == 0 and "configuration ok (1 device(s)" in flag_first.stdout, flag_first.stderr

@@ -215,8 +215,12 @@ CASES = {
         "mqtt.url: must be",
     ),
     "HTTP host that does not resolve": (["--http", "bad..host:8058"], {}, "http.host: 'bad..host' does not resolve"),
-    "HTTP port in use": (["--http", "127.0.0.1:{busy_port}"], {}, "http.port: 127.0.0.1:{busy_port} is already in use"),
-    "data_dir is a file": (["--data-dir", "{a_file}"], {}, "data_dir: {a_file} is a file"),
+    "HTTP port in use": (
+        ["--http", "127.0.0.1:{busy_port}"],
+        {},
+        "command line: http.port: 127.0.0.1:{busy_port} is already in use",
+    ),
+    "data_dir is a file": (["--data-dir", "{a_file}"], {}, "command line: data_dir: {a_file} is a file"),
     "max_connecting zero (WMHUB_MAX_CONNECTING)": ([], {"WMHUB_MAX_CONNECTING": "0"}, "max_connecting: Input"),
     "max_connecting not a number (config file)": (
         ["--config", "{file}"],
@@ -271,7 +275,27 @@ CASES = {
     "mqtt.ca_file missing": (
         ["--config", "{file}", "--mqtt", "mqtts://127.0.0.1:8883"],
         {"file": '[mqtt]\nca_file = "/nonexistent/ca.pem"\n'},
-        "mqtt.ca_file: /nonexistent/ca.pem is not a readable file",
+        "<tmp>/wmhub.toml: mqtt.ca_file: /nonexistent/ca.pem is not a readable file",
+    ),
+    "WMHUB_CONFIG naming a missing file (a container's environment)": (
+        [],
+        {"WMHUB_CONFIG": "{a_file}.toml"},
+        "environment (WMHUB_CONFIG): <tmp>/not-a-directory.toml: no such file",
+    ),
+    "plugin_log_levels naming no installed plugin (config file)": (
+        ["--config", "{file}"],
+        {"file": 'plugin_log_levels = { shrue = "debug" }\n'},
+        "<tmp>/wmhub.toml: plugin_log_levels.shrue: no installed plugin is named 'shrue' (the installed ones: ",
+    ),
+    "keepalive = true (config file)": (
+        ["--config", "{file}"],
+        {"file": "[mqtt]\nkeepalive = true\n"},
+        "<tmp>/wmhub.toml: mqtt.keepalive: must be a number, not true or false (got True)",
+    ),
+    "max_connecting = true (config file)": (
+        ["--config", "{file}"],
+        {"file": "max_connecting = true\n"},
+        "<tmp>/wmhub.toml: max_connecting: must be a number, not true or false (got True)",
     ),
 }
 
@@ -310,6 +334,60 @@ def test_bad_setting_exits_2_with_one_line(tmp_path: Path, case: str) -> None:
     assert LEAKED_PASSWORD not in stderr and ":p@" not in stderr and "Part9" not in stderr, stderr
     assert "\x1b" not in stderr and "\x07" not in stderr and "PWNED" not in stderr, stderr
     assert not (tmp_path / "data" / "wmhub.sqlite3").exists()  # refused before anything started
+
+
+# (settings in the environment, the file's text after its data_dir, the line expected): what a start-up check
+# refuses is named with where its value came from, as a setting's wrong shape is
+SOURCED_CASES = {
+    "HTTP port in use, from the environment (left in a service's environment)": (
+        {"WMHUB_HTTP__PORT": "{busy_port}"},
+        "[http]\nport = 0\n[mqtt]\nurl = 'off'\n",
+        "environment (WMHUB_HTTP__PORT): http.port: 127.0.0.1:{busy_port} is already in use",
+    ),
+    "HTTP port in use, from the file": (
+        {},
+        "[http]\nport = {busy_port}\n[mqtt]\nurl = 'off'\n",
+        "<tmp>/wmhub.toml: http.port: 127.0.0.1:{busy_port} is already in use",
+    ),
+    "data_dir a file, from the environment": (
+        {"WMHUB_DATA_DIR": "{a_file}"},
+        "[http]\nport = 0\n[mqtt]\nurl = 'off'\n",
+        "environment (WMHUB_DATA_DIR): data_dir: <tmp>/not-a-directory is a file, not a directory",
+    ),
+    "mqtt.ca_file missing, from the environment": (
+        {"WMHUB_MQTT__CA_FILE": "/nonexistent/ca.pem"},
+        "[http]\nport = 0\n[mqtt]\nurl = 'mqtts://127.0.0.1:8883'\n",
+        "environment (WMHUB_MQTT__CA_FILE): mqtt.ca_file: /nonexistent/ca.pem is not a readable file",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SOURCED_CASES))
+def test_a_start_up_check_names_where_the_refused_value_came_from(tmp_path: Path, case: str) -> None:
+    """docs/deployment.md: the line names the key and where it came from. A WMHUB_HTTP__PORT left in a
+    service's environment overrides the file's port: a line naming only ``http.port`` sends the tech to the
+    file, where changing it changes nothing."""
+    environ, text, expected = SOURCED_CASES[case]
+    a_file = tmp_path / "not-a-directory"
+    a_file.write_text("", encoding="utf-8")
+    with port_in_use() as busy_port:
+        values = {"busy_port": str(busy_port), "a_file": str(a_file)}
+        path = config_file(tmp_path, 'data_dir = "data"\n' + text.format(**values))
+        env = {**os.environ, "WMHUB_DISCOVERY__ENABLED": "false"}
+        env.update({key: value.format(**values) for key, value in environ.items()})
+        # --check takes a port in use as the running hub's: the file's port is checked by the start alone
+        for check in [[]] if "in use" in expected else [[], ["--check"]]:
+            done = subprocess.run(
+                [sys.executable, "-m", "hub.cli", "run", "--config", str(path), *check],
+                capture_output=True,
+                text=True,
+                timeout=EXIT_DEADLINE_S,
+                env=env,
+                check=False,
+            )
+            lines = done.stderr.replace(str(tmp_path), "<tmp>").splitlines()
+            assert done.returncode == 2 and len(lines) == 1, done.stderr
+            assert lines[0] == "wmhub: configuration error: " + expected.format(**values), lines[0]
 
 
 def test_failure_after_start_stops_everything_and_exits_1(tmp_path: Path) -> None:
