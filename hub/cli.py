@@ -75,6 +75,17 @@ class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
+    def parse_known_args(  # type: ignore[override]  # typeshed's overloads; this keeps the one signature used
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """A word a command does not take is refused by that command (``wmhub plugins: unrecognized
+        arguments: --bogus (see wmhub plugins --help)``), whose help lists what it does take; argparse
+        would leave it to ``wmhub`` itself, whose help does not."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
 
 def _versions() -> str:
     """The core's version and each installed plugin distribution's (read from metadata, nothing imported)."""
@@ -332,6 +343,10 @@ DEVICES_DEADLINE_S = 10.0
 class _HubRefused(Exception):
     """The hub answered with an HTTP error (its status and reason)."""
 
+    def __init__(self, status: int, reason: str | None) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+
 
 async def _fetch_devices(base: str, headers: dict[str, str]) -> list[dict[str, Any]]:
     import aiohttp
@@ -342,7 +357,7 @@ async def _fetch_devices(base: str, headers: dict[str, str]) -> list[dict[str, A
         while True:
             async with session.get(f"{base}?limit=1000&offset={len(devices)}", allow_redirects=False) as response:
                 if response.status != 200:
-                    raise _HubRefused(f"{response.status} {response.reason}")
+                    raise _HubRefused(response.status, response.reason)
                 page = json.loads(await response.read())
             devices += page["items"]
             if not page["items"] or len(devices) >= page["total"]:
@@ -359,7 +374,14 @@ def _devices(config: HubConfig, as_json: bool) -> int:
     try:
         devices = asyncio.run(_fetch_devices(base, headers))
     except _HubRefused as exc:
-        print(f"wmhub devices: the hub at {base} answered {exc}", file=sys.stderr)
+        # the token is the hub's http.token or the one in its data_dir: this command finds either through
+        # the hub's configuration
+        hint = (
+            " (it wants its API token: give the hub's configuration with --config, or set WMHUB_HTTP__TOKEN)"
+            if exc.status == 401
+            else ""
+        )
+        print(f"wmhub devices: the hub at {base} answered {exc}{hint}", file=sys.stderr)
         return 1
     except aiohttp.ClientResponseError as exc:  # no HTTP at all; aiohttp's message spans lines
         print(
@@ -381,9 +403,13 @@ def _devices(config: HubConfig, as_json: bool) -> int:
     if as_json:
         print(json.dumps(devices, indent=2))
         return 0
+    # columns as wide as their longest entry (a model name may be long: "SLXD4D-G58 dual")
+    id_width = max((len(str(device["id"])) for device in devices), default=0)
+    model_width = max((len(str(device.get("model") or "?")) for device in devices), default=0)
     for device in devices:
         state = "online" if device.get("online") else "offline"
-        print(f"{device['id']:<32} {device.get('model') or '?':<12} {device['host']}:{device['port']}  {state}")
+        model = device.get("model") or "?"
+        print(f"{device['id']:<{id_width}}  {model:<{model_width}}  {device['host']}:{device['port']}  {state}")
         for channel in device.get("channels", []):
             print(f"    {channel['index']}: {channel.get('name') or ''}")
     return 0

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -162,6 +163,49 @@ async def test_devices_sends_the_token_to_a_hub_that_closed_its_reads(tmp_path: 
         )
     assert status == 0, stderr
     assert stdout.strip() == "[]"
+
+
+async def test_devices_refused_for_want_of_the_token_says_how_to_give_it(tmp_path: Path) -> None:
+    config = hub_config(tmp_path, [], http=HttpSettings(port=0, open_reads=False))
+    async with compose_hub(config, plugin_host("shure")) as hub:
+        elsewhere = tmp_path / "not-the-hubs"  # no token stored here: the command has none to send
+        status, _, stderr = await wmhub_async(
+            "devices", "--http", f"127.0.0.1:{hub.web.port}", env={"WMHUB_DATA_DIR": str(elsewhere)}
+        )
+    assert status == 1 and stderr.count("\n") == 1, stderr
+    assert "answered 401 Unauthorized (it wants its API token: give the hub's configuration with --config" in stderr
+    assert "WMHUB_HTTP__TOKEN" in stderr
+
+
+def test_a_flag_a_command_does_not_take_points_to_that_commands_help() -> None:
+    result = wmhub("plugins", "--bogus")
+    assert result.returncode == 2
+    assert result.stderr == "wmhub plugins: unrecognized arguments: --bogus (see wmhub plugins --help)\n"
+
+
+async def test_devices_lines_up_its_columns_whatever_the_model_names_length() -> None:
+    devices = [
+        {"id": "shure-ulxd4q-1", "model": "ULXD4Q", "host": "10.0.0.5", "port": 2202, "online": True},
+        {"id": "s-2", "model": "SLXD4D-G58 with a long name", "host": "10.0.0.6", "port": 2202, "online": False},
+    ]
+    body = json.dumps({"items": devices, "total": 2}).encode()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    async with server:
+        status, stdout, stderr = await wmhub_async(
+            "devices", "--http", f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        )
+    assert status == 0, stderr
+    first, second = stdout.splitlines()
+    assert first.index("ULXD4Q") == second.index("SLXD4D"), stdout
+    assert first.index("10.0.0.5") == second.index("10.0.0.6"), stdout
 
 
 @pytest.mark.parametrize(

@@ -227,7 +227,7 @@ CASES = {
         {"file": 'max_connecting = "lots"\n'},
         "max_connecting: Input should be a valid integer",
     ),
-    "unknown flag": (["--bogus"], {}, "wmhub: unrecognized arguments: --bogus (see wmhub --help)"),
+    "unknown flag": (["--bogus"], {}, "wmhub run: unrecognized arguments: --bogus (see wmhub run --help)"),
     "flag without its value": (["--http"], {}, "wmhub run: argument --http: expected one argument"),
     "HTTP address with an IPv6 host in brackets, port in use": (
         ["--http", "[::ffff:127.0.0.1]:{busy_port}"],
