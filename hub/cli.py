@@ -221,7 +221,7 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)
 
 
-def _device_origin(args: argparse.Namespace) -> Callable[[str], str]:
+def _device_origin(args: argparse.Namespace, config: HubConfig) -> Callable[[str], str]:
     """Where a device URL was given: the flag, the environment variable, or the configuration file."""
     environment = {item.strip() for item in os.environ.get("WMHUB_DEVICES", "").split(",")}
 
@@ -230,7 +230,7 @@ def _device_origin(args: argparse.Namespace) -> Callable[[str], str]:
             return "--device"
         if url in environment:
             return "WMHUB_DEVICES"
-        return f"{args.config}: devices" if getattr(args, "config", None) else "devices"
+        return config.named("devices")  # the file's, --config's or WMHUB_CONFIG's
 
     return origin
 
@@ -261,7 +261,11 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
             )
         _check_plugin_log_levels(config)
         check_startup(
-            config, hub.devices.resolve, _device_origin(args), ports_in_use=checking, create_data_dir=not checking
+            config,
+            hub.devices.resolve,
+            _device_origin(args, config),
+            ports_in_use=checking,
+            create_data_dir=not checking,
         )
         if checking:
             # a check changes nothing: a data dir still to be created is only said
@@ -270,7 +274,7 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
             print(f"wmhub: configuration ok ({summary})")
             return 0
         # the fleet board keeps only its token there: it may share a hub's data dir
-        data_dir_lock = None if fleet else lock_data_dir(config.data_dir)
+        data_dir_lock = None if fleet else lock_data_dir(config.data_dir, config.named("data_dir"))
     except ConfigError as exc:
         print(f"wmhub: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

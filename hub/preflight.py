@@ -90,13 +90,13 @@ def check_discovery_interfaces(config: HubConfig, key: str | None = None) -> Non
 LOCK_FILE: Final = "wmhub.lock"
 
 
-def lock_data_dir(data_dir: Path) -> IO[str] | None:
+def lock_data_dir(data_dir: Path, key: str = "data_dir") -> IO[str] | None:
     """Take ``<data_dir>/wmhub.lock`` for as long as the returned file stays open, or raise ConfigError if
     another running hub holds it: two hubs on one database would each count ids from what they loaded and
     overwrite each other's performers and audit entries. The kernel drops the lock when its process ends,
     however it ends, so a lock left by a dead hub never blocks. None when the lock file can be neither
     created nor opened (a read-only data dir with no lock file): such a hub cannot write either, and
-    starts degraded (docs/persistence.md)."""
+    starts degraded (docs/persistence.md). ``key`` names the setting and where it came from."""
     path = data_dir / LOCK_FILE
     try:
         lock = path.open("a+", encoding="utf-8")  # not "w": the holder's pid stays readable until we hold it
@@ -112,7 +112,7 @@ def lock_data_dir(data_dir: Path) -> IO[str] | None:
         holder = lock.read(20).strip() or "unknown"
         lock.close()
         raise ConfigError(
-            f"data_dir: {data_dir} is in use by another running hub (pid {holder}); each hub needs its own data_dir"
+            f"{key}: {data_dir} is in use by another running hub (pid {holder}); each hub needs its own data_dir"
         ) from None
     try:
         lock.truncate(0)

@@ -277,6 +277,11 @@ CASES = {
         {"file": '[mqtt]\nca_file = "/nonexistent/ca.pem"\n'},
         "<tmp>/wmhub.toml: mqtt.ca_file: /nonexistent/ca.pem is not a readable file",
     ),
+    "device URL, unknown scheme (the file WMHUB_CONFIG names)": (
+        [],
+        {"WMHUB_CONFIG": "{file}", "file": 'devices = ["shur://127.0.0.1"]\n'},
+        "<tmp>/wmhub.toml: devices: no plugin handles 'shur://127.0.0.1'",
+    ),
     "WMHUB_CONFIG naming a missing file (a container's environment)": (
         [],
         {"WMHUB_CONFIG": "{a_file}.toml"},
@@ -521,7 +526,7 @@ def test_a_second_hub_on_the_same_data_dir_refuses_to_start_and_a_dead_ones_lock
         status, stderr, _ = wmhub_run(tmp_path)
         assert status == 2, stderr
         assert stderr.splitlines() == [
-            f"wmhub: configuration error: data_dir: {tmp_path} is in use by another running hub "
+            f"wmhub: configuration error: command line: data_dir: {tmp_path} is in use by another running hub "
             f"(pid {first.process.pid}); each hub needs its own data_dir"
         ]
         first.process.kill()
