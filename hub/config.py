@@ -65,14 +65,18 @@ class Section(BaseModel):
         return value
 
 
+def _kinds(annotation: Any) -> tuple[Any, ...]:
+    """The types a setting's annotation allows: ``X | None`` gives ``(X, None)``, ``X`` gives ``(X,)``."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return typing.get_args(annotation) if union else (annotation,)
+
+
 def _takes_number(annotation: Any) -> bool:
     """Whether a setting of this type holds a number (``int``, ``float | None``, ``Literal[0, 1, 2]``)."""
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    kinds = typing.get_args(annotation) if union else (annotation,)
     return any(
         kind in (int, float)
         or (typing.get_origin(kind) is Literal and all(type(choice) is int for choice in typing.get_args(kind)))
-        for kind in kinds
+        for kind in _kinds(annotation)
     )
 
 
@@ -364,9 +368,7 @@ def _is_list_setting(path: list[str]) -> bool:
         field = model.model_fields.get(part)
         if field is None:
             return False
-        union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
-        kinds = typing.get_args(field.annotation) if union else (field.annotation,)  # X | None: look at X
-        for kind in kinds:
+        for kind in _kinds(field.annotation):
             if number == len(path) - 1 and typing.get_origin(kind) in (list, tuple, set, frozenset):
                 return True
             if isinstance(kind, type) and issubclass(kind, BaseModel):
@@ -455,9 +457,7 @@ def _anchor_paths(settings: dict[str, Any], model: type[BaseModel], folder: Path
     for name, field in model.model_fields.items():
         value = settings.get(name)
         if isinstance(value, dict):
-            union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
-            kinds = typing.get_args(field.annotation) if union else (field.annotation,)
-            for kind in kinds:
+            for kind in _kinds(field.annotation):
                 if isinstance(kind, type) and issubclass(kind, BaseModel):
                     _anchor_paths(value, kind, folder)
         elif isinstance(value, str) and value and _holds_path(field.annotation):
@@ -465,9 +465,8 @@ def _anchor_paths(settings: dict[str, Any], model: type[BaseModel], folder: Path
 
 
 def _holds_path(annotation: Any) -> bool:
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    kinds = typing.get_args(annotation) if union else (annotation,)
-    return any(kind is Path or typing.get_args(kind)[:1] == (Path,) for kind in kinds)
+    """Whether a setting of this type is a path (``SettingPath``, which inside ``| None`` stays Annotated)."""
+    return any(kind is Path or typing.get_args(kind)[:1] == (Path,) for kind in _kinds(annotation))
 
 
 # the source of the settings from the environment, named by the variable that gave each
