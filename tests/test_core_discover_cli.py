@@ -54,7 +54,9 @@ async def test_discover_refuses_an_interface_not_of_this_machine_in_one_line() -
     status, _, stderr = await wmhub("discover", "--seconds", "1", env={"WMHUB_DISCOVERY__INTERFACES": "10.9.9.9"})
     assert (
         status == 2
-        and stderr.startswith("wmhub discover: discovery.interfaces: 10.9.9.9 is not")
+        and stderr.startswith(
+            "wmhub discover: environment (WMHUB_DISCOVERY__INTERFACES): discovery.interfaces: 10.9.9.9 is not"
+        )
         and stderr.count("\n") == 1
     )
 
