@@ -398,10 +398,13 @@ class Hub:
         self.stopped.set()
 
     async def run_until_signalled(self) -> None:
-        """Run until SIGINT or SIGTERM, then stop cleanly."""
+        """Run until SIGINT, SIGTERM or SIGHUP, then stop cleanly."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP: the terminal or SSH session of a hub started by hand closed. Its default action ends the
+        # process on the spot, leaving the receivers metering and their retained availability "online"; it
+        # stops the hub as SIGTERM does (no reload is offered: a changed configuration takes a restart)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, stop.set)
         # a signal while starting (a slow broker, a slow disk) stops the hub too; a failed start stops what
         # was started (an open database keeps a thread that would otherwise keep the process alive)

@@ -223,9 +223,17 @@ def database_integrity(data_dir: Path) -> str:
     return ", ".join(verdicts) or "no database"
 
 
-async def test_sigterm_clean_shutdown(mqtt_broker: TestBroker, tmp_path: Path) -> None:
-    """SIGTERM: every Shure receiver gets METER_RATE 0 before its connection closes, every device and the hub
-    read offline on MQTT, the process exits 0 and leaves a cleanly closed database."""
+# SIGHUP: the terminal or SSH session of a hub started by hand closed; it stops the hub as SIGTERM does
+SIGNAL_CASES = {
+    signal.SIGTERM: "SIGTERM (clean shutdown of a hub watching 4 Shure receivers)",
+    signal.SIGHUP: "SIGHUP (the terminal of a hub started by hand closed; 4 Shure receivers)",
+}
+
+
+@pytest.mark.parametrize("signum", list(SIGNAL_CASES), ids=lambda signum: signal.Signals(signum).name)
+async def test_sigterm_clean_shutdown(mqtt_broker: TestBroker, tmp_path: Path, signum: signal.Signals) -> None:
+    """SIGTERM (or SIGHUP): every Shure receiver gets METER_RATE 0 before its connection closes, every device
+    and the hub read offline on MQTT, the process exits 0 and leaves a cleanly closed database."""
     async with shure_fleet("ad4q", "ulxd4d", "slxd4", "qlxd4") as sims:
         http_port = free_port()
         data_dir = tmp_path / "data"
@@ -240,7 +248,7 @@ async def test_sigterm_clean_shutdown(mqtt_broker: TestBroker, tmp_path: Path) -
                 await eventually(lambda: all(sim.metering_on for sim in sims), 10, "every receiver metering")
                 probe.clear()
                 signalled = time.monotonic()
-                hub.signal(signal.SIGTERM)
+                hub.signal(signum)
                 code = await hub.exited(10)
                 shutdown_s = round(time.monotonic() - signalled, 3)
                 await probe.json("wmproc/hubs/procfault/state", lambda v: v["state"] == "offline")
@@ -258,7 +266,7 @@ async def test_sigterm_clean_shutdown(mqtt_broker: TestBroker, tmp_path: Path) -
         integrity = database_integrity(data_dir)
         wal_left = [path for path in data_dir.glob("*-wal") if path.stat().st_size > 0]
         FaultResult(
-            "SIGTERM (clean shutdown of a hub watching 4 Shure receivers)",
+            SIGNAL_CASES[signum],
             None,
             shutdown_s,
             0,
@@ -271,7 +279,7 @@ async def test_sigterm_clean_shutdown(mqtt_broker: TestBroker, tmp_path: Path) -
                     if databases
                     else "no database file yet"
                 )
-                + "; recovery column = time from SIGTERM to exit"
+                + f"; recovery column = time from {signal.Signals(signum).name} to exit"
             ),
         ).record()
         assert code == 0
