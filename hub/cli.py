@@ -249,7 +249,7 @@ def _check_plugin_log_levels(config: HubConfig) -> None:
 
 def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> int:
     from hub.compose import FleetHub, compose_hub
-    from hub.preflight import check_startup, lock_data_dir
+    from hub.preflight import check_startup, held_by_running_hub, lock_data_dir
 
     setup_logging(config.log_level, config.plugin_log_levels)
     hub = FleetHub(config) if fleet else compose_hub(config)
@@ -260,11 +260,14 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
                 f"WMHUB_LOAD_PLUGINS: no installed plugin is named {', '.join(hub.plugins.not_installed)}"
             )
         _check_plugin_log_levels(config)
+        # the ports of the hub whose configuration is checked beside it count as fine: only while a hub runs
+        # on that data dir; a port another program holds would stop `wmhub run` all the same
+        beside_running_hub = checking and held_by_running_hub(config.data_dir)
         check_startup(
             config,
             hub.devices.resolve,
             _device_origin(args, config),
-            ports_in_use=checking,
+            ports_in_use=beside_running_hub,
             create_data_dir=not checking,
         )
         if checking:

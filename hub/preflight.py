@@ -31,10 +31,10 @@ def check_startup(
     create_data_dir: bool = True,
 ) -> None:
     """Raise ConfigError naming the key (or flag) of the first setting the hub could not start with, and
-    where its value came from (HubConfig.named). ``ports_in_use``: a port another program holds is no
-    mistake (``wmhub run --check`` beside the running hub whose configuration it checks).
-    ``create_data_dir`` off (``--check``, which changes nothing): a missing data dir is only checked to be
-    one this process could create.
+    where its value came from (HubConfig.named). ``ports_in_use``: a port in use is no mistake (``wmhub run
+    --check`` beside the running hub whose configuration it checks: the caller passes it only when that hub
+    holds the data dir's lock). ``create_data_dir`` off (``--check``, which changes nothing): a missing data
+    dir is only checked to be one this process could create.
 
     ``resolve_device`` raises ValueError for a URL no loaded plugin can use (DeviceManager.resolve);
     ``device_origin`` names where a device URL came from (``--device``, ``WMHUB_DEVICES``, a file).
@@ -121,6 +121,20 @@ def lock_data_dir(data_dir: Path, key: str = "data_dir") -> IO[str] | None:
     except OSError:
         pass  # opened read-only: the lock holds all the same, only the pid is not shown
     return lock
+
+
+def held_by_running_hub(data_dir: Path) -> bool:
+    """Whether a running hub holds ``data_dir``'s lock (``lock_data_dir``); taken and let go at once when free."""
+    try:
+        lock = (data_dir / LOCK_FILE).open(encoding="utf-8")
+    except OSError:  # no lock file: no hub has run there, or none can (it could not create one)
+        return False
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False  # closing the file lets the lock go
 
 
 def _check_data_dir(key: str, data_dir: Path, create: bool) -> None:

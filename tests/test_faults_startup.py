@@ -608,29 +608,43 @@ def test_a_tls_file_that_cannot_be_read_is_refused_naming_the_key_and_the_path(t
     assert f"mqtt.key_file: {unreadable} cannot be read (" in lines[0], lines[0]
 
 
+def wmhub_check(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``wmhub run --check`` (no MQTT unless ``args`` say otherwise) as a child process."""
+    command = [sys.executable, "-m", "hub.cli", "run", "--check", "--mqtt", "off", "--data-dir", str(data_dir)]
+    environ = {**os.environ, "WMHUB_DISCOVERY__ENABLED": "false", **(env or {})}
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=60, env=environ)
+
+
 def test_check_says_whether_a_configuration_would_start_beside_the_running_hub(tmp_path: Path) -> None:
     """An outside audit following the deployment docs: there was no way to check a configuration before
     restarting the service with it; ``wmhub run`` beside the running hub stopped at its port or data dir."""
-    with port_in_use() as port:  # the running hub's
-        command = [sys.executable, "-m", "hub.cli", "run", "--check", "--mqtt", "off", "--data-dir", str(tmp_path)]
-        environ = {**os.environ, "WMHUB_DISCOVERY__ENABLED": "false"}
-        good = subprocess.run(
-            [*command, "--http", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60, env=environ
-        )
-        bad = subprocess.run(
-            [*command, "--http", f"127.0.0.1:{port}", "--device", "shur://127.0.0.1"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=environ,
-        )
+    data_dir = tmp_path / "data"
+    with running_hub(data_dir) as hub:
+        good = wmhub_check(data_dir, "--http", f"127.0.0.1:{hub.port}")
+        bad = wmhub_check(data_dir, "--http", f"127.0.0.1:{hub.port}", "--device", "shur://127.0.0.1")
     assert (good.returncode, good.stdout.strip(), good.stderr) == (
         0,
         "wmhub: configuration ok (0 device(s), MQTT off)",
         "",
     )
     assert bad.returncode == 2 and bad.stderr.startswith("wmhub: configuration error: --device: no plugin handles")
-    assert not (tmp_path / "wmhub.sqlite3").exists(), "a check starts nothing"
+
+
+@pytest.mark.parametrize("key", ["http.port", "mqtt.embedded_port"])
+def test_check_refuses_a_port_another_program_holds_when_no_hub_runs_on_the_data_dir(tmp_path: Path, key: str) -> None:
+    """An outside audit: `wmhub run --check` said "configuration ok" for a port a program other than a hub held
+    (every port in use was waived), and `wmhub run` with the same settings then refused it."""
+    with port_in_use() as port:
+        if key == "http.port":
+            args, env = ["--http", f"127.0.0.1:{port}"], {}
+        else:
+            args, env = ["--http", "127.0.0.1:0", "--mqtt", "embedded"], {"WMHUB_MQTT__EMBEDDED_PORT": str(port)}
+        checked = wmhub_check(tmp_path / "data", *args, env=env)
+        status, stderr, _ = wmhub_run(tmp_path / "data", *args, env=env)
+    assert status == 2 and f"{key}: 127.0.0.1:{port} is already in use" in stderr, stderr
+    assert checked.returncode == 2 and checked.stdout == "", checked.stdout
+    assert checked.stderr.startswith(f"wmhub: configuration error: {key}: 127.0.0.1:{port} is already in use")
+    assert not (tmp_path / "data" / "wmhub.sqlite3").exists(), "a check starts nothing"
 
 
 def test_a_demo_without_plugins_offering_simulators_says_so(tmp_path: Path) -> None:
