@@ -249,7 +249,7 @@ def _check_plugin_log_levels(config: HubConfig) -> None:
 
 def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> int:
     from hub.compose import FleetHub, compose_hub
-    from hub.preflight import check_startup, held_by_running_hub, lock_data_dir
+    from hub.preflight import check_startup, held_by_running_hub, lock_data_dir, move_demo_broker_off_a_taken_port
 
     setup_logging(config.log_level, config.plugin_log_levels)
     hub = FleetHub(config) if fleet else compose_hub(config)
@@ -260,6 +260,15 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
                 f"WMHUB_LOAD_PLUGINS: no installed plugin is named {', '.join(hub.plugins.not_installed)}"
             )
         _check_plugin_log_levels(config)
+        taken = config.mqtt.embedded_port
+        if (moved_to := move_demo_broker_off_a_taken_port(config)) is not None:
+            logging.getLogger("hub").info(
+                "demo: 127.0.0.1:%d is taken (an MQTT broker already runs there?): the embedded broker listens on "
+                "127.0.0.1:%d instead; point MQTT clients there (mosquitto_sub -h 127.0.0.1 -p %d -t 'wmhub/#' -v)",
+                taken,
+                moved_to,
+                moved_to,
+            )
         # the ports of the hub whose configuration is checked beside it count as fine: only while a hub runs
         # on that data dir; a port another program holds would stop `wmhub run` all the same
         beside_running_hub = checking and held_by_running_hub(config.data_dir)

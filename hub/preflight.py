@@ -21,6 +21,32 @@ import ifaddr
 from hub.config import ConfigError, HubConfig
 from hub.redact import redact
 
+EMBEDDED_HOST: Final = "127.0.0.1"
+EMBEDDED_KEYS: Final = ("mqtt.url", "mqtt.embedded_port")
+# there is no flag for the embedded broker's port: a refusal of it says where else it is set
+EMBEDDED_PORT_CHOICES: Final = (
+    "choose another with WMHUB_MQTT__EMBEDDED_PORT=<port> or mqtt.embedded_port in the config file "
+    "(0: any free port), or use a broker already running with --mqtt mqtt://host:port"
+)
+
+
+def move_demo_broker_off_a_taken_port(config: HubConfig) -> int | None:
+    """The demo on a machine that already runs an MQTT broker on 1883 (most home-automation machines): when
+    the embedded broker's port is the default, not one the user set (config file or environment), and it is
+    taken, a free port is chosen instead and returned, so the README's first command works there; None when
+    the port stays. A port the user set stays: ``check_startup`` refuses it if it is taken."""
+    mqtt = config.mqtt
+    if not config.demo or mqtt.url != "embedded" or "embedded_port" in mqtt.model_fields_set:
+        return None
+    try:
+        _check_listen(EMBEDDED_KEYS, EMBEDDED_HOST, mqtt.embedded_port)
+    except ConfigError:
+        with socket.socket() as probe:
+            probe.bind((EMBEDDED_HOST, 0))
+            mqtt.embedded_port = int(probe.getsockname()[1])
+        return mqtt.embedded_port
+    return None
+
 
 def check_startup(
     config: HubConfig,
@@ -59,9 +85,12 @@ def check_startup(
             raise ConfigError(
                 f"{config.named('mqtt.embedded_port')}: {embedded} is http.port too; the two need ports of their own"
             )
-        _check_listen(
-            (config.named("mqtt.url"), config.named("mqtt.embedded_port")), "127.0.0.1", embedded, ports_in_use
-        )
+        try:
+            _check_listen(
+                (config.named("mqtt.url"), config.named("mqtt.embedded_port")), EMBEDDED_HOST, embedded, ports_in_use
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; {EMBEDDED_PORT_CHOICES}") from None
     if config.discovery.enabled:
         check_discovery_interfaces(config)
 

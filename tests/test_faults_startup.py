@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mosquitto import free_port
+from tests.mosquitto import MqttProbe, free_port
 from tests.reliability_report import record_check
 
 # a bounded wait, far above the second a failed start takes: a hang fails the test instead of stalling it
@@ -673,3 +673,72 @@ def test_check_refuses_frequency_band_keys_that_clash_or_name_nothing(
     status, stderr, _ = wmhub_run(tmp_path / "data", "--check", "--config", str(path))
     lines = stderr.splitlines()
     assert status == 2 and len(lines) == 1 and said in lines[0], stderr
+
+
+@contextmanager
+def mqtt_default_port_taken() -> Iterator[None]:
+    """127.0.0.1:1883 held, as by the Mosquitto of a home-automation machine (this one may run one already)."""
+    with socket.socket() as holder:
+        try:
+            holder.bind(("127.0.0.1", 1883))
+            holder.listen()
+        except OSError:  # taken already: by the broker this machine runs
+            pass
+        yield
+
+
+@dataclass(frozen=True)
+class BrokerAt:
+    host: str
+    port: int
+
+
+def wmhub_logging_to(log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``wmhub run`` (HTTP on any free port) as a child process writing its log to ``log``; no WMHUB_* variable
+    of the caller's changes its settings."""
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("WMHUB_")}
+    command = [sys.executable, "-m", "hub.cli", "run", "--http", "127.0.0.1:0", *args]
+    with log.open("wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=out, env={**environ, "WMHUB_DISCOVERY__ENABLED": "false"})
+
+
+async def test_the_demo_takes_a_free_broker_port_when_1883_is_taken_and_says_where(tmp_path: Path) -> None:
+    """An outside audit: the README's first command (scripts/demo.sh, `wmhub run --demo`) exited 2 with
+    "mqtt.embedded_port: 127.0.0.1:1883 is already in use" on a machine that runs an MQTT broker, naming no
+    way out. With the port left at its default the demo takes a free one, and one line says where."""
+    log = tmp_path / "hub.log"
+    with mqtt_default_port_taken():
+        process = wmhub_logging_to(log, "--demo", "--data-dir", str(tmp_path / "demo"), "--hub-id", "demo1883")
+        try:
+            said = "demo: 127.0.0.1:1883 is taken (an MQTT broker already runs there?): the embedded broker listens on "
+            deadline = time.monotonic() + EXIT_DEADLINE_S
+            while said not in (text := log.read_text(encoding="utf-8")):
+                assert process.poll() is None, f"the demo exited with {process.returncode}: {text}"
+                assert time.monotonic() < deadline, f"no line saying where the broker is: {text}"
+                await asyncio.sleep(0.1)
+            port = int(text.split(said)[1].split(":")[1].split(" ")[0])
+            assert port != 1883
+            async with MqttProbe(BrokerAt("127.0.0.1", port)) as probe:  # type: ignore[arg-type]
+                await probe.subscribe("wmhub/#")
+                await probe.json("wmhub/hubs/demo1883/state", lambda state: state["state"] == "online")
+        finally:
+            process.terminate()
+            assert process.wait(EXIT_DEADLINE_S) == 0, log.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("demo", [True, False], ids=["demo", "run"])
+def test_an_embedded_broker_port_set_and_taken_is_refused_saying_how_to_choose_another(
+    tmp_path: Path, demo: bool
+) -> None:
+    """The port the user set (here in the environment) stays theirs, in the demo too: refused when taken, and the
+    line says where else it is set (there is no flag for it) or how to use the broker already there."""
+    with port_in_use() as port:
+        args = ["--mqtt", "embedded", *(["--demo"] if demo else [])]
+        status, stderr, _ = wmhub_run(tmp_path / "data", *args, env={"WMHUB_MQTT__EMBEDDED_PORT": str(port)})
+    lines = stderr.splitlines()
+    assert status == 2 and len(lines) == 1, stderr
+    assert lines[0] == (
+        f"wmhub: configuration error: mqtt.embedded_port: 127.0.0.1:{port} is already in use; choose another with "
+        "WMHUB_MQTT__EMBEDDED_PORT=<port> or mqtt.embedded_port in the config file (0: any free port), or use a "
+        "broker already running with --mqtt mqtt://host:port"
+    )
