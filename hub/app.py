@@ -162,7 +162,6 @@ class Hub:
         await self.stop()
 
     async def start(self) -> None:
-        self.loop_monitor.start()
         self.heap_trimmer.start()
         if self._persistence is None:
             self._owns_persistence = True
@@ -193,6 +192,10 @@ class Hub:
         if self.config.discovery.enabled:
             await self.discovery.start()
         await self._start_edges()
+        # measured from here on: start-up work runs on the loop in one go (opening the database, the web edge
+        # building its OpenAPI document: about half a second), which the monitor took for the hub falling
+        # behind, with a "not keeping up" warning at nearly every start
+        self.loop_monitor.start()
         log.info("hub %s started with %d device(s)", self.config.hub_id, len(self.devices.by_url))
 
     def _connect_remembered(self, devices: list[tuple[str, str | None]]) -> None:
