@@ -135,7 +135,8 @@ class Hub:
             clock=clock,
             on_gone=self._on_candidate_gone,
         )
-        self.started_at = time.time()
+        self.started_at = time.time()  # shown (info); how long the hub has run is measured on the monotonic clock
+        self._started_monotonic = clock.monotonic()
         # Opened at start unless a caller (tests with a simulated clock) set an open store it closes itself.
         self._persistence: Persistence | None = None
         self._owns_persistence = False
@@ -346,6 +347,12 @@ class Hub:
 
     def _edge(self, name: str) -> Any:
         return next((edge for edge in self._edges if edge.name == name), None)
+
+    @property
+    def uptime_s(self) -> float:
+        """Seconds since the hub was made, on the monotonic clock: a step of the wall clock (NTP's first sync
+        on a machine without a real-time clock, a date set by hand) does not move it."""
+        return self.clock.monotonic() - self._started_monotonic
 
     @property
     def api_token(self) -> str:

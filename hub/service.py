@@ -97,6 +97,9 @@ class HubService(Protocol):
     def started_at(self) -> float: ...
 
     @property
+    def uptime_s(self) -> float: ...
+
+    @property
     def clock(self) -> Clock:
         """The hub's one clock: an edge's own timers (a reconnect back-off, a grace period) wait on it."""
 

@@ -5,6 +5,7 @@ after the start stops everything that was started and exits 1 instead of hanging
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sqlite3
@@ -753,3 +754,53 @@ def test_a_normal_start_is_not_reported_as_the_hub_falling_behind(tmp_path: Path
         stderr = hub.stop()
     assert status == 200 and "\nwmhub_loop_late_total 0.0\n" in metrics, metrics
     assert "not keeping up" not in stderr, stderr
+
+
+# `python -c` this, then `run ...` and a trigger file: the hub runs with a wall clock that steps an hour forward
+# once the file exists (and says so in <file>.stepped), as NTP's first sync steps it on a rack PC or a Pi
+# without a real-time clock
+WALL_CLOCK_STEP = """
+import os, sys, threading, time
+real_time, offset, trigger = time.time, [0.0], sys.argv.pop()
+time.time = lambda: real_time() + offset[0]
+def step():
+    while not os.path.exists(trigger):
+        threading.Event().wait(0.05)
+    offset[0] = 3600.0
+    open(trigger + ".stepped", "w").close()
+threading.Thread(target=step, daemon=True).start()
+from hub.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_uptime_does_not_follow_a_step_of_the_wall_clock(tmp_path: Path) -> None:
+    """An outside audit: /api/health's uptime_s was the wall clock minus the start time; an hour's step of the
+    clock after the start made it 3604 s four seconds later (or negative, stepped back)."""
+    port = free_port()
+    trigger = tmp_path / "step-now"
+    command = [sys.executable, "-c", WALL_CLOCK_STEP, "run", "--mqtt", "off", "--data-dir", str(tmp_path / "data")]
+    environment = {**os.environ, "WMHUB_DISCOVERY__ENABLED": "false"}
+    process = subprocess.Popen(
+        [*command, "--http", f"127.0.0.1:{port}", str(trigger)], env=environment, stderr=subprocess.DEVNULL
+    )
+    hub = RunningHub(port, process)
+    try:
+        deadline = time.monotonic() + EXIT_DEADLINE_S
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, "the hub did not answer HTTP in time"
+            try:
+                before = json.loads(hub.get("/api/health")[1])["uptime_s"]
+                break
+            except OSError:
+                time.sleep(0.1)
+        asked = time.monotonic()
+        trigger.touch()
+        while not (tmp_path / "step-now.stepped").exists():
+            assert time.monotonic() < deadline, "the wall clock was not stepped"
+            time.sleep(0.05)
+        after = json.loads(hub.get("/api/health")[1])["uptime_s"]
+        elapsed = time.monotonic() - asked
+    finally:
+        hub.stop()
+    assert before <= after <= before + elapsed + 0.5, (before, after, elapsed)

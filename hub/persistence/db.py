@@ -64,7 +64,7 @@ class WriterStats:
 
     committed: int = 0
     transactions: int = 0
-    failing_since: float | None = None
+    failing_since: float | None = None  # time.monotonic(): how long writes have failed, whatever the wall clock does
     last_error: str | None = None
     dropped_history: int = 0
     dropped_kept: int = 0
@@ -149,7 +149,7 @@ class Database:
             stand_in, what = await _stand_in(path)
             database = cls(stand_in, path, settings)
             database._stand_in = True
-            database.stats.failing_since = time.time()
+            database.stats.failing_since = time.monotonic()
             database.stats.last_error = f"{type(exc).__name__}: {exc}"
             log.error(
                 "cannot open %s for writing (%s): monitoring continues on %s; changes are kept in memory "
@@ -502,7 +502,7 @@ class Database:
     def _enter_failing(self, exc: sqlite3.Error | OSError) -> None:  # TimeoutError: a stalled commit
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
         if self.stats.failing_since is None:
-            self.stats.failing_since = time.time()
+            self.stats.failing_since = time.monotonic()
             log.error(
                 "database writes failing (%s) in %s: monitoring continues, %d writes held in memory and retried",
                 exc,
@@ -521,7 +521,7 @@ class Database:
         if self.stats.failing_since is not None:
             log.warning(
                 "database writes resumed after %.0f s (history samples dropped: %d, other writes lost: %d)",
-                time.time() - self.stats.failing_since,
+                time.monotonic() - self.stats.failing_since,
                 self.stats.dropped_history,
                 self.stats.dropped_kept,
             )

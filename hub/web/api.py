@@ -8,7 +8,6 @@ failed command follows its ``CommandResult.code`` (see :data:`COMMAND_STATUS` an
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -290,7 +289,7 @@ async def health(request: web.Request) -> web.Response:
             database_problem=problem,
             hub_id=hub.config.hub_id,
             version=hub.info()["version"],
-            uptime_s=round(time.time() - hub.started_at, 3),
+            uptime_s=round(hub.uptime_s, 3),
             devices=len(devices),
             devices_online=sum(1 for d in devices if d.online),
             live_clients=request.app[LIVE_COUNT_KEY](),
