@@ -4,6 +4,7 @@ alerts through the alert lifecycle, declared carriers and exclusions (stored, au
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -420,25 +421,29 @@ async def test_a_failing_plan_check_leaves_the_other_alerts_working(rig: Rig, mo
     assert [a.kind for a in rig.store.alerts.open_alerts()] == [AlertKind.LOW_BATTERY]
 
 
+def make_checks_slow(rig: Rig, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Every plan check takes ``seconds`` longer (blocking, as the numpy work of a crowded plan does)."""
+    checker = rig.store.frequency._checker
+
+    def slowly(check: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            time.sleep(seconds)
+            return check(*args)
+
+        return run
+
+    monkeypatch.setattr(checker, "check", slowly(checker.check))
+    monkeypatch.setattr(checker, "update", slowly(checker.update))
+
+
 async def test_a_slow_plan_check_waits_nine_times_its_length_before_the_next(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A plan of a thousand carriers crowded into a few megahertz takes seconds per check; a transmitter that
     comes or goes would re-run it every tick and starve device input. The check keeps to a tenth of the time."""
     plan = rig.store.frequency
-    checker = plan._checker
     slow_s = SLOW_CHECK_S * 2
-    original_check, original_update = checker.check, checker.update
-
-    def slowly(check: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*args: Any) -> Any:
-            time.sleep(slow_s)  # stands in for the numpy work of a crowded plan; blocking, as that is
-            return check(*args)
-
-        return run
-
-    monkeypatch.setattr(checker, "check", slowly(original_check))
-    monkeypatch.setattr(checker, "update", slowly(original_update))
+    make_checks_slow(rig, monkeypatch, slow_s)
     rig.tune("shure-rx", 1, 518.2)
     rig.store.step()
     first = plan.checked_at
@@ -451,6 +456,23 @@ async def test_a_slow_plan_check_waits_nine_times_its_length_before_the_next(
     rig.store.step()
     assert plan.checked_at is not None and plan.checked_at > first
     assert plan.findings, "the held-back change was checked: three carriers in intermodulation"
+
+
+async def test_slow_plan_checks_are_told_at_most_every_few_minutes_with_their_count(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outside audit under load: "the frequency check took N s" came dozens of times each half hour."""
+    make_checks_slow(rig, monkeypatch, SLOW_CHECK_S * 2)
+    lines = []
+    with caplog.at_level(logging.INFO, logger="hub.persistence"):
+        for move in range(17):  # a slow check every 20 s for 340 s
+            rig.tune("shure-rx", 1, 518.2 + move * 0.025)
+            rig.store.step()
+            rig.clock.advance(20.0)
+    lines = [record.getMessage() for record in caplog.records if "the frequency check took" in record.getMessage()]
+    assert len(lines) == 2, lines
+    assert lines[0].endswith("s (1 slow check(s) since the last such line; at most one every 5 min)"), lines
+    assert "(15 slow check(s) since the last such line" in lines[1], lines
 
 
 async def test_a_plan_larger_than_the_live_check_takes_says_so_instead_of_stalling_the_hub(rig: Rig) -> None:

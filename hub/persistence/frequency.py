@@ -67,6 +67,9 @@ LOWEST_MHZ, HIGHEST_MHZ = 1.0, 10_000.0
 # seconds per check, and it is re-checked whenever a transmitter comes or goes.
 CHECK_SHARE: Final = 0.1
 SLOW_CHECK_S: Final = 0.05  # checks quicker than this (every real plan measured) are never held back
+# Under load a crowded plan's check is slow every few seconds: its info line comes at most this often, with
+# the count of slow checks since the last one (it came dozens of times each half hour)
+SLOW_CHECK_LOG_EVERY_S: Final = 300.0
 SHOWN_FINDINGS: Final = 200  # findings in the MQTT summary, worst first; the REST plan has them all
 # How long the first check of a run waits for the run's devices to be read (FrequencyPlan.devices_read): a plan
 # checked before their carriers are in reads as an all-clear. A device still down by then is not waited for.
@@ -226,6 +229,8 @@ class FrequencyPlan(Service):
         self._summary: dict[str, Any] = {}
         self.checked_at: float | None = None
         self._next_check_at = 0.0  # on the clock's monotonic time: when a slow check lets the next one run
+        self._slow_checks = 0  # slow checks not yet told in the log (their line is rate-limited)
+        self._slow_check_logged_at: float | None = None
         self.too_many = False  # more carriers than the live check takes on: no findings, and the summary says so
         # whether every device of this run has identified itself and reported its channels (the hub says)
         self.devices_read: Callable[[], bool] = _always
@@ -322,13 +327,7 @@ class FrequencyPlan(Service):
         self._dirty = False
         took = time.perf_counter() - started
         if took >= SLOW_CHECK_S:
-            self._next_check_at = self._clock.monotonic() + took * (1 / CHECK_SHARE - 1)
-            log.info(
-                "the frequency check took %.2f s for %d carriers: the next waits %.1f s",
-                took,
-                len(self._carriers),
-                took * (1 / CHECK_SHARE - 1),
-            )
+            self._held_back_after(took)
         self._judge_alerts(devices)
         summary = self.summary()
         if {k: v for k, v in summary.items() if k != "checked_at"} != {
@@ -341,6 +340,27 @@ class FrequencyPlan(Service):
                 except Exception:  # one broken consumer must not stop the plan
                     log.exception("frequency plan listener %r failed", listener)
         return True
+
+    def _held_back_after(self, took: float) -> None:
+        """Hold the next check back after one that took ``took`` seconds, and say so at most every
+        SLOW_CHECK_LOG_EVERY_S."""
+        wait_s = took * (1 / CHECK_SHARE - 1)
+        now = self._clock.monotonic()
+        self._next_check_at = now + wait_s
+        self._slow_checks += 1
+        if self._slow_check_logged_at is not None and now - self._slow_check_logged_at < SLOW_CHECK_LOG_EVERY_S:
+            return
+        log.info(
+            "the frequency check took %.2f s for %d carriers: the next waits %.1f s (%d slow check(s) since the "
+            "last such line; at most one every %.0f min)",
+            took,
+            len(self._carriers),
+            wait_s,
+            self._slow_checks,
+            SLOW_CHECK_LOG_EVERY_S / 60,
+        )
+        self._slow_check_logged_at = now
+        self._slow_checks = 0
 
     def _current_carriers(self, devices: Sequence[Device]) -> list[Carrier]:
         known, stale = self._device_carriers, self._stale_devices
