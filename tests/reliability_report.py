@@ -228,9 +228,9 @@ HOW_IT_WORKS = """## How the suites work
   0.5 s, then 1, 2, 4, 8, 16 and at most 30 s before each new attempt, each cut by a random factor of up to a
   half (so a venue's receivers do not all retry at once). A connection that lasted 30 s (`STAYED_UP_S`) starts
   the sequence over; one that drops sooner does not. So a flapping receiver (a loose cable, a reboot loop, a
-  device that accepts and then fails) is soon retried only every 15-30 s: once it is steady again, it may
-  take up to 30 s to come back, and its next drop is retried within a second only after it has stayed up
-  30 s. A receiver that was up and drops once (a reboot) is retried after 0.25-0.5 s, as the rows above show.
+  device that accepts and then fails) is retried only every 15-30 s after about seven short connections in
+  a row: once it is steady again, it may take up to 30 s to come back, and its next drop is retried within a
+  second only after it has stayed up 30 s. A receiver that was up and drops once (a reboot) is retried after 0.25-0.5 s, as the rows above show.
 - Lost state: state changes made during or after a fault that the hub (store, MQTT) did not show once it
   recovered. Lost control: commands sent after recovery (REST or MQTT) that were not both confirmed and
   applied by the simulator. Commands sent while a device is offline are refused at once with
