@@ -230,7 +230,8 @@ HOW_IT_WORKS = """## How the suites work
   the sequence over; one that drops sooner does not. So a flapping receiver (a loose cable, a reboot loop, a
   device that accepts and then fails) is retried only every 15-30 s after about seven short connections in
   a row: once it is steady again, it may take up to 30 s to come back, and its next drop is retried within a
-  second only after it has stayed up 30 s. A receiver that was up and drops once (a reboot) is retried after 0.25-0.5 s, as the rows above show.
+  second only after it has stayed up 30 s. A receiver that was up and drops once (a reboot) is retried after
+  0.25-0.5 s, as the rows above show.
 - Lost state: state changes made during or after a fault that the hub (store, MQTT) did not show once it
   recovered. Lost control: commands sent after recovery (REST or MQTT) that were not both confirmed and
   applied by the simulator. Commands sent while a device is offline are refused at once with
