@@ -413,8 +413,12 @@ class Hub:
         stop = asyncio.Event()
         # SIGHUP: the terminal or SSH session of a hub started by hand closed. Its default action ends the
         # process on the spot, leaving the receivers metering and their retained availability "online"; it
-        # stops the hub as SIGTERM does (no reload is offered: a changed configuration takes a restart)
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        # stops the hub as SIGTERM does (no reload is offered: a changed configuration takes a restart). A hub
+        # started with SIGHUP ignored (nohup) was asked to outlive its terminal: it still ignores it.
+        stop_signals = [signal.SIGINT, signal.SIGTERM]
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            stop_signals.append(signal.SIGHUP)
+        for signum in stop_signals:
             loop.add_signal_handler(signum, stop.set)
         # a signal while starting (a slow broker, a slow disk) stops the hub too; a failed start stops what
         # was started (an open database keeps a thread that would otherwise keep the process alive)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -88,11 +89,16 @@ class RunningHub:
 
 @contextmanager
 def running_hub(
-    data_dir: Path | str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    data_dir: Path | str,
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    launcher: tuple[str, ...] = (),
 ) -> Iterator[RunningHub]:
-    """``wmhub run`` as a child process that started and serves HTTP; stopped (killed) when the block ends."""
+    """``wmhub run`` (started through ``launcher``, e.g. ``nohup``) as a child process that started and serves
+    HTTP; stopped (killed) when the block ends."""
     port = free_port()
-    command = [sys.executable, "-m", "hub.cli", "run", "--data-dir", str(data_dir), "--mqtt", "off"]
+    command = [*launcher, sys.executable, "-m", "hub.cli", "run", "--data-dir", str(data_dir), "--mqtt", "off"]
     command += ["--http", f"127.0.0.1:{port}", *args]
     environment = {**os.environ, "WMHUB_DISCOVERY__ENABLED": "false", **(env or {})}
     process = subprocess.Popen(
@@ -804,3 +810,22 @@ def test_uptime_does_not_follow_a_step_of_the_wall_clock(tmp_path: Path) -> None
     finally:
         hub.stop()
     assert before <= after <= before + elapsed + 0.5, (before, after, elapsed)
+
+
+def ignores_sighup(pid: int) -> bool:
+    """Whether the process ignores SIGHUP (the kernel discards it on sending), from /proc/<pid>/status."""
+    status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    ignored = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
+    return bool(ignored & (1 << (signal.SIGHUP - 1)))
+
+
+def test_a_hub_started_with_nohup_outlives_its_terminal(tmp_path: Path) -> None:
+    """SIGHUP stops a hub cleanly (its terminal closed) unless the hub was started with SIGHUP ignored, as
+    `nohup wmhub run ... &` does (docs/deployment.md): that one was asked to outlive its terminal."""
+    with running_hub(tmp_path / "data", launcher=("nohup",)) as hub:
+        assert ignores_sighup(hub.process.pid), "the hub took SIGHUP over from nohup"
+        hub.process.send_signal(signal.SIGHUP)  # discarded by the kernel: nothing to wait for
+        status, _ = hub.get("/api/health")
+        stderr = hub.stop()
+    assert status == 200 and hub.process.returncode == 0, stderr
+    assert stderr.count('"shutting down"') == 1, stderr
