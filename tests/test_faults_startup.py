@@ -643,14 +643,16 @@ def test_check_refuses_a_port_another_program_holds_when_no_hub_runs_on_the_data
     (every port in use was waived), and `wmhub run` with the same settings then refused it."""
     with port_in_use() as port:
         if key == "http.port":
-            args, env = ["--http", f"127.0.0.1:{port}"], {}
+            args, env, source = ["--http", f"127.0.0.1:{port}"], {}, "command line"
         else:
             args, env = ["--http", "127.0.0.1:0", "--mqtt", "embedded"], {"WMHUB_MQTT__EMBEDDED_PORT": str(port)}
+            source = "environment (WMHUB_MQTT__EMBEDDED_PORT)"
         checked = wmhub_check(tmp_path / "data", *args, env=env)
         status, stderr, _ = wmhub_run(tmp_path / "data", *args, env=env)
     assert status == 2 and f"{key}: 127.0.0.1:{port} is already in use" in stderr, stderr
     assert checked.returncode == 2 and checked.stdout == "", checked.stdout
-    assert checked.stderr.startswith(f"wmhub: configuration error: {key}: 127.0.0.1:{port} is already in use")
+    refusal = f"wmhub: configuration error: {source}: {key}: 127.0.0.1:{port} is already in use"
+    assert checked.stderr.startswith(refusal), checked.stderr
     assert not (tmp_path / "data" / "wmhub.sqlite3").exists(), "a check starts nothing"
 
 
@@ -745,7 +747,8 @@ def test_an_embedded_broker_port_set_and_taken_is_refused_saying_how_to_choose_a
     lines = stderr.splitlines()
     assert status == 2 and len(lines) == 1, stderr
     assert lines[0] == (
-        f"wmhub: configuration error: mqtt.embedded_port: 127.0.0.1:{port} is already in use; choose another with "
+        "wmhub: configuration error: environment (WMHUB_MQTT__EMBEDDED_PORT): mqtt.embedded_port: "
+        f"127.0.0.1:{port} is already in use; choose another with "
         "WMHUB_MQTT__EMBEDDED_PORT=<port> or mqtt.embedded_port in the config file (0: any free port), or use a "
         "broker already running with --mqtt mqtt://host:port"
     )
