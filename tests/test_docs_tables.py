@@ -1,0 +1,127 @@
+"""Tables in docs/ that list what the plugins declare, rebuilt from the declarations and compared with the text,
+so that a family added or changed cannot leave the documentation behind (an outside audit found the Home
+Assistant table wrong for three families and missing others, and model.md giving family names nobody reports)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from wmhub_sennheiser.capabilities import CAPABILITIES as SENNHEISER_CAPABILITIES
+from wmhub_shure.capabilities import CAPABILITIES as SHURE_CAPABILITIES
+from wmhub_shure.families import FAMILIES as SHURE_FAMILIES
+
+from hub.model import Capabilities, Channel, Device
+from hub.mqtt.homeassistant import discovery_config
+from hub.mqtt.topics import Topics
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+# The columns of docs/mqtt.md's entity table: the family's capabilities, and whether its receivers report a
+# name of their own (a receiver name is read-only rather than absent only when there is one to show). Every
+# Sennheiser protocol reports the device's name; of Shure's, the families whose device table fills "name".
+Column = tuple[Capabilities, bool]
+ABSENT = "\N{EN DASH}"  # the table's "it does not"
+
+
+def _shure_column(key: str) -> tuple[str, Column]:
+    family = SHURE_FAMILIES[key]
+    reports_name = any(param.field == "name" for param in family.device_params.values())
+    return family.label, (SHURE_CAPABILITIES[key], reports_name)
+
+
+def _columns() -> dict[str, Column]:
+    sennheiser = {
+        label: (capabilities, True) for label, capabilities in SENNHEISER_CAPABILITIES.items() if label != "tcc-m"
+    }
+    # Spectera, TCC-M and a plain SSCv2 device declare the same, shown as one column
+    assert SENNHEISER_CAPABILITIES["tcc-m"] == SENNHEISER_CAPABILITIES["spectera"] == SENNHEISER_CAPABILITIES["sscv2"]
+    sennheiser["SSCv2 (Spectera, TCC-M)"] = sennheiser.pop("spectera")
+    del sennheiser["sscv2"]
+    sennheiser["EW-DX secure (SSCv2)"] = sennheiser.pop("ew-dx")
+    return dict(_shure_column(key) for key in SHURE_FAMILIES) | sennheiser
+
+
+def _exists(component: str) -> Callable[[dict[str, Any]], str]:
+    return lambda components: "✓" if component in components else ABSENT
+
+
+def _name_cell(component: str) -> Callable[[dict[str, Any]], str]:
+    def cell(components: dict[str, Any]) -> str:
+        entity = components.get(component)
+        if entity is None:
+            return ABSENT
+        return f"≤{entity['max']}" if entity["platform"] == "text" else "read-only†"
+
+    return cell
+
+
+ROWS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "Battery": _exists("ch1_battery_percent"),
+    "Battery bars": _exists("ch1_battery_bars"),
+    "Battery runtime": _exists("ch1_battery_runtime_min"),
+    "RF level*": _exists("ch1_rf_dbm"),
+    "RF quality*": _exists("ch1_rf_quality_percent"),
+    "Audio level*": _exists("ch1_audio_dbfs"),
+    "Frequency": _exists("ch1_frequency_mhz"),
+    "Transmitter model": _exists("ch1_tx_model"),
+    "Transmitter present": _exists("ch1_tx_present"),
+    "Audio clip": _exists("ch1_audio_peak"),
+    "Name": _name_cell("ch1_name"),
+    "Mute": _exists("ch1_mute"),
+    "Gain": _exists("ch1_gain"),
+    "Identify": _exists("ch1_identify"),
+    "Receiver name": _name_cell("receiver_name"),
+    "Receiver identify": _exists("identify"),
+}
+
+
+def _entity_table() -> list[list[str]]:
+    columns = _columns()
+    components = {}
+    for label, (capabilities, reports_name) in columns.items():
+        device = Device(
+            id="x-1",
+            vendor="x",
+            family=label,
+            name="RX" if reports_name else None,
+            host="127.0.0.1",
+            port=1,
+            channels=[Channel(index=1)],
+            capabilities=capabilities,
+        )
+        components[label] = discovery_config(device, Topics("wmhub", "hub", "homeassistant"), 1)["components"]
+    header = ["Entity", *columns]
+    return [header] + [[row, *(cell(components[label]) for label in columns)] for row, cell in ROWS.items()]
+
+
+def _markdown_table(text: str, first_header_cell: str) -> list[list[str]]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header_cell} |"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        if not set(line) <= set("|-: "):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_the_home_assistant_entity_table_is_what_the_discovery_configs_hold() -> None:
+    documented = _markdown_table((DOCS / "mqtt.md").read_text(encoding="utf-8"), "Entity | ULX-D")
+    assert documented == _entity_table(), "docs/mqtt.md's entity table: regenerate it from _entity_table()"
+
+
+def test_model_md_lists_every_family_value_the_plugins_report() -> None:
+    model = (DOCS / "model.md").read_text(encoding="utf-8")
+    declared = set(SHURE_FAMILIES) | set(SENNHEISER_CAPABILITIES)
+    missing = sorted(family for family in declared if f"`{family}`" not in model)
+    assert not missing, f"docs/model.md does not name these family values: {missing}"
+
+
+def print_entity_table() -> None:
+    """``python -c 'from tests.test_docs_tables import print_entity_table; print_entity_table()'``: the
+    table to paste into docs/mqtt.md."""
+    rows = _entity_table()
+    print("\n".join(f"| {' | '.join(row)} |" for row in [rows[0], ["---"] * len(rows[0]), *rows[1:]]))
