@@ -81,6 +81,12 @@ class FleetHub(Hub):
         await self._start_edges()
         log.info("fleet %s watching every hub under %s/", self.config.hub_id, self.config.mqtt.base_topic)
 
+    @property
+    def mqtt(self) -> Any:
+        """The mirror: its client is the fleet's broker connection, for /api/health and /metrics as a hub's
+        bridge's is (the fleet has no bridge, and its health said MQTT was off)."""
+        return self.mirror
+
     def degraded(self) -> str | None:
         return None  # no database of its own
 

@@ -207,9 +207,13 @@ async def test_cut_off_from_the_broker_the_fleet_shows_no_receiver_online(
             return len(devices) == 1 and devices[0]["online"] is online
 
         await wait_for(lambda: receiver_online(True), 20, "the receiver online on the fleet board")
+        # an outside audit: the fleet's health said "mqtt": null (MQTT off, docs/api.md) while it was connected
+        health = (await get(http, f"{base}/api/health"))["mqtt"]
+        assert health == {"connected": True, "broker": mqtt_broker.url, "last_error": None}
         await mqtt_broker.stop()
         await wait_for(lambda: receiver_online(False), 10, "the receiver offline while the broker is away")
         assert (await get(http, f"{base}/api/v1/hub"))["config"]["broker_connected"] is False
+        assert (await get(http, f"{base}/api/health"))["mqtt"]["connected"] is False
         await mqtt_broker.start()
         # the broker kept nothing: the hub re-publishes its state, and the fleet hears it
         await wait_for(lambda: receiver_online(True), 30, "the receiver online again")
