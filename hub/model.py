@@ -12,16 +12,26 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final, Literal, cast
+from typing import Annotated, Any, Final, Literal, cast
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_serializer, field_validator
 
 # Values that move continuously with the signal. They are published on the meters topic at a throttled
 # rate; a change in any other channel field is a state change, published retained and at once.
 METER_FIELDS: Final = frozenset(
     {"rf_dbm", "rf_quality_percent", "audio_dbfs", "audio_peak", "antenna", "rf_antennas", "audio_peak_dbfs"}
 )
+
+
+def _iso_timestamp(value: datetime) -> str:
+    return value.isoformat()
+
+
+# A time in JSON as MQTT writes it (orjson: `+00:00`) rather than as pydantic's JSON mode does (`Z`), so REST and
+# the live feed write one instant as MQTT and the docs do: consumers comparing or parsing both (Python before
+# 3.11 reads no `Z`) see one format.
+Timestamp = Annotated[datetime, PlainSerializer(_iso_timestamp, return_type=str, when_used="json")]
 
 
 # More channels than any receiver has: an index or count beyond it is a parsing error, not a channel.
@@ -111,7 +121,7 @@ class Channel(BaseModel):
         default=None, description="the transmitter slots of this channel (AD ShowLink, SLX-D+ side slots), by slot"
     )
     warnings: list[str] = Field(default_factory=list)
-    updated_at: datetime | None = Field(
+    updated_at: Timestamp | None = Field(
         default=None,
         description="when the receiver last changed a field; null until it has reported this channel (just after "
         "it connected): the other fields are then not known yet",
@@ -362,7 +372,7 @@ class Device(BaseModel):
     host: str
     port: int
     online: bool = False
-    last_seen: datetime | None = None
+    last_seen: Timestamp | None = None
     rf_band: str | None = Field(default=None, description="the receiver's tuning band, e.g. 'G50', 'Aw+'")
     encryption_mode: str | None = Field(default=None, description="the device's encryption setting")
     ip_address: str | None = Field(default=None, description="as the device reports it")

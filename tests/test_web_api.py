@@ -29,6 +29,7 @@ from hub.plugins import PluginHost
 from hub.testing import eventually
 from hub.web import routing
 from hub.web.metrics import device_series
+from tests.mosquitto import MqttProbe, TestBroker
 
 TOKEN = "test-token-123-rest"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -66,11 +67,11 @@ class BenchPlugin:
         register(DriverSpec(scheme="bench", vendor="bench", families=("bench",), factory=factory, default_port=1))
 
 
-def make_hub(data_dir: Path, **http: Any) -> Hub:
+def make_hub(data_dir: Path, mqtt_url: str = "off", **http: Any) -> Hub:
     config = HubConfig(
         hub_id="webtest",
         data_dir=data_dir,
-        mqtt=MqttSettings(url="off"),
+        mqtt=MqttSettings(url=mqtt_url),
         discovery=DiscoverySettings(enabled=False),
         http=HttpSettings(host="127.0.0.1", port=0, **http),
     )
@@ -111,6 +112,23 @@ async def call(http: aiohttp.ClientSession, method: str, path: str, expect: int,
         if expect >= 400:
             assert set(body) == {"error", "code", "details"} and body["error"], body
         return body
+
+
+async def test_rest_writes_times_as_mqtt_does(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """An outside audit: REST wrote a channel's updated_at as `...Z`, MQTT the same instant as `...+00:00` (as
+    docs/api.md and docs/mqtt.md show), so a consumer of both saw one time written two ways."""
+    async with make_hub(tmp_path, mqtt_url=mqtt_broker.url) as running, client(running) as http:
+        async with MqttProbe(mqtt_broker) as probe:
+            topic = "wmhub/devices/bench-rack-a/channels/1"
+            await probe.subscribe(topic)
+            await running.add_device("bench://rack-a", source="test")
+            on_mqtt = await probe.json(topic, lambda channel: channel["updated_at"] is not None)
+        on_rest = await call(http, "GET", "/api/v1/channels/bench-rack-a:1", 200)
+        assert on_rest["updated_at"] == on_mqtt["updated_at"]
+        assert on_rest["updated_at"].endswith("+00:00")
+        device = await call(http, "GET", "/api/v1/devices/bench-rack-a", 200)
+        assert device["last_seen"].endswith("+00:00")
+        assert device["channels"][0]["updated_at"] == on_mqtt["updated_at"]
 
 
 async def test_device_list_has_model_fields_and_channels(http: aiohttp.ClientSession) -> None:
