@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 from wmhub_shure.simulator import ShureSimulator
+from yarl import URL
 
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
@@ -107,6 +108,12 @@ async def test_show_input_is_refused_from_outside(tmp_path: Path) -> None:
                 assert response.status == 422, query
         async with http.get("/api/v1/show") as response:
             assert await response.json() == {"end_at": None, "margin_min": 15}, "nothing refused was stored"
+        # an outside audit: the documented `?until=` typed into a URL as it is (curl sends the `+` as is) reaches
+        # the hub as a space before the offset, and was refused
+        for typed in ("2030-12-05T22:30:00+01:00", "2030-12-05T22:30:00%2B01:00"):
+            async with http.get(URL(f"/api/v1/swap-list?until={typed}", encoded=True)) as response:
+                assert response.status == 200, (typed, await response.text())
+                assert (await response.json())["until"] == datetime(2030, 12, 5, 21, 30, tzinfo=UTC).timestamp()
         async with http.get("/api/v1/swap-list") as response:
             swap = await response.json()
         assert swap["items"] == [] and swap["deadline"] is None

@@ -157,13 +157,18 @@ class ShowBody(Strict):
 
 
 _ISO_8601: Final = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d")
+# a date and time, then a space and an HH:MM offset: a `+01:00` typed into a URL as it is (curl and browsers send
+# the `+`), which a query string decodes as a space
+_PLUS_AS_SPACE: Final = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d:?\d\d)")
 
 
 def _iso_8601_only(value: Any) -> Any:
-    """A query string is text, and pydantic would read '0.5' as a Unix time: only a date and time will do."""
+    """A query string is text, and pydantic would read '0.5' as a Unix time: only a date and time will do. A
+    space before the offset is taken as the `+` it was (liberal: nothing else can have been meant there)."""
     if not isinstance(value, str) or not _ISO_8601.match(value):
-        raise ValueError("expected an ISO 8601 date and time with a UTC offset")
-    return value
+        raise ValueError("expected an ISO 8601 date and time with a UTC offset (write its + as %2B in a URL)")
+    plus_as_space = _PLUS_AS_SPACE.fullmatch(value)
+    return f"{plus_as_space[1]}+{plus_as_space[2]}" if plus_as_space else value
 
 
 class SwapListQuery(BaseModel):
