@@ -168,6 +168,10 @@ async def test_device_and_channel_by_id(http: aiohttp.ClientSession) -> None:
     assert channel["name"] == "Vox 1" and channel["device_id"] == "bench-rack-a"
     for path in ("/api/v1/devices/nope", "/api/v1/channels/bench-rack-a:9", "/api/v1/channels/bench-rack-a:x"):
         assert (await call(http, "GET", path, 404))["code"] == "not_found"
+    # as docs/api.md quotes it (an outside audit: the hint came before "not found")
+    for ref in ("bench-rack-a:9", "no-index"):
+        missing = await call(http, "GET", f"/api/v1/channels/{ref}", 404)
+        assert missing["error"] == f"channel '{ref}' not found (ids look like '<device_id>:<index>')"
     # digits int() cannot read: a superscript two, 5,000 nines
     for index in ("\u00b2", "9" * 5000):
         assert (await call(http, "GET", f"/api/v1/channels/bench-rack-a:{index}", 404))["code"] == "not_found"

@@ -116,13 +116,17 @@ def _find_device(hub: HubService, device_id: str) -> Device:
     return device
 
 
+def channel_not_found(channel_ref: str) -> ApiError:
+    return not_found(f"channel {channel_ref!r}", "ids look like '<device_id>:<index>'")
+
+
 def channel_key(channel_ref: str) -> tuple[str, int]:
     """(device id, channel index) of a channel id, whether or not the channel is in the live state: what is
     stored of a receiver that is off (its history) is looked up by this."""
     device_id, _, index_text = channel_ref.rpartition(":")
     index = small_number(index_text)
     if not device_id or index is None:
-        raise not_found(f"channel {channel_ref!r} (ids look like '<device_id>:<index>')")
+        raise channel_not_found(channel_ref)
     return device_id, index
 
 
@@ -131,7 +135,7 @@ def find_channel(hub: HubService, channel_ref: str) -> tuple[Device, Channel]:
     device = hub.state.get(device_id)
     channel = device.channel(index) if device is not None else None
     if device is None or channel is None:
-        raise not_found(f"channel {channel_ref!r} (ids look like '<device_id>:<index>')")
+        raise channel_not_found(channel_ref)
     return device, channel
 
 

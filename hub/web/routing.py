@@ -42,8 +42,9 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def not_found(what: str) -> ApiError:
-    return ApiError(404, "not_found", f"{what} not found")
+def not_found(what: str, hint: str | None = None) -> ApiError:
+    """``<what> not found``, then the hint in brackets: ``channel 'x' not found (ids look like …)``."""
+    return ApiError(404, "not_found", f"{what} not found ({hint})" if hint else f"{what} not found")
 
 
 SQLITE_INTEGER_MAX: Final = 2**63 - 1
