@@ -16,6 +16,7 @@ from typing import Any, Final, TypeVar
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from hub.redact import redact
 
@@ -105,10 +106,19 @@ def error_response(status: int, code: str, error: str, details: Any = None) -> w
 
 
 def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": list(item["loc"]), "msg": item["msg"], "type": item["type"]}
-        for item in exc.errors(include_url=False, include_input=False, include_context=False)
-    ]
+    return [_validation_detail(item) for item in exc.errors(include_url=False)]
+
+
+def _validation_detail(item: ErrorDetails) -> dict[str, Any]:
+    """One error as the API shows it (no input, no context). The length of an optional name (``Line | None``)
+    is checked after the name's own validators, where pydantic counts it as a list would ("at most 64 items"):
+    said of text as for every other name."""
+    message, kind = item["msg"], item["type"]
+    if kind in ("too_long", "too_short") and isinstance(item.get("input"), str):
+        limit = item.get("ctx", {}).get("max_length" if kind == "too_long" else "min_length")
+        bound = "at most" if kind == "too_long" else "at least"
+        message, kind = f"String should have {bound} {limit} character{'' if limit == 1 else 's'}", f"string_{kind}"
+    return {"loc": list(item["loc"]), "msg": message, "type": kind}
 
 
 def _whole_numbers_as_integers(raw: bytes) -> bytes:
