@@ -537,7 +537,10 @@ class DeviceManager:
             known = ", ".join(f"{name}://" for name in sorted(drivers)) or "none loaded"
             raise UnknownSchemeError(f"no plugin handles {redact(url)!r} (known schemes: {known})")
         spec, plugin_name = drivers[scheme]
-        return Endpoint.parse(url, spec.default_port), plugin_name, spec
+        endpoint = Endpoint.parse(url, spec.default_port)
+        if spec.check_url is not None:
+            self._plugins.timer.call(plugin_name, "DriverSpec.check_url", spec.check_url, endpoint)
+        return endpoint, plugin_name, spec
 
     def add(self, url: str, device_id: str | None = None) -> ManagedDevice:
         """Start supervising the device at ``url``. Adding a URL twice returns the existing entry (even with

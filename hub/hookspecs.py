@@ -65,7 +65,10 @@ class DriverSpec:
     ``identify(service, settings)`` returns a :class:`Candidate` when a service seen on the network (by that
     browser or by the plugin's own discovery loop) is one of these devices (probing it if need be; it may
     return an awaitable), else None; it raises :class:`NoAnswer` when the device did not answer. The hub
-    calls it timed and bounded as the plugin's code.
+    calls it timed and bounded as the plugin's code. ``check_url(endpoint)`` raises
+    :class:`hub.drivers.EndpointError` for URL options the driver could never use (a malformed certificate
+    fingerprint): the hub calls it wherever a device URL is taken (configuration, ``--check``, REST, MQTT), so
+    the mistake is refused there instead of failing at every connect.
     """
 
     scheme: str
@@ -77,6 +80,7 @@ class DriverSpec:
     text_width: int = DEFAULT_TEXT_WIDTH
     zeroconf_types: tuple[str, ...] = ()
     identify: Identify | None = None
+    check_url: Callable[[Endpoint], None] | None = None
 
 
 ReportService = Callable[[DiscoveredService], None]

@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import logging
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,11 +30,16 @@ from wmhub_sennheiser.ssc2 import (
 from wmhub_sennheiser.ssc2_driver import MAX_RETRY_AFTER_S, Ssc2Driver, Ssc2Options, retry_after_s
 
 from hub.clock import SimulatedClock
+from hub.compose import compose_hub
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.devices import ManagedDevice
 from hub.drivers import DriverSettings, EndpointError
 from hub.model import Channel, Command, CommandKind, Device
+from hub.plugins import PluginHost
 from hub.state import ONLINE, Subscription
 from hub.testing import DriverHarness, eventually
+
+TOKEN = "ssc2-url-check-token-0123"
 
 COMPARED = (
     "name",
@@ -759,3 +767,41 @@ def test_retry_after_is_read_as_seconds_or_an_http_date() -> None:
     assert retry_after_s("Sun, 06 Dec 2026 20:00:30 GMT", now) == 30
     assert retry_after_s("Sun, 06 Dec 2026 19:00:00 GMT", now) == 0  # already past
     assert [retry_after_s(value, now) for value in (None, "", "soon", "-5", "1.5")] == [None] * 5
+
+
+MALFORMED_PIN = "sennheiser-ssc2://127.0.0.1:4443?password=p&fingerprint=abc"
+
+
+def test_wmhub_run_check_refuses_a_malformed_fingerprint(tmp_path: Path) -> None:
+    """An outside audit: `fingerprint=abc` passed `wmhub run --check`, REST (201) and the configuration, and failed
+    only at every connect. It is refused where the URL is taken, as any unusable URL is."""
+    check = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "run", "--check", "--mqtt", "off", "--http", "127.0.0.1:0",
+         "--data-dir", str(tmp_path), "--device", MALFORMED_PIN],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert check.returncode == 2, check.stderr
+    assert "--device: " in check.stderr and "fingerprint must be the certificate's SHA-256" in check.stderr
+
+
+async def test_rest_refuses_a_malformed_fingerprint_as_an_invalid_url(tmp_path: Path) -> None:
+    config = HubConfig(
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url="off"),
+        http=HttpSettings(port=0, token=TOKEN),
+        discovery=DiscoverySettings(enabled=False),
+    )
+    plugins = PluginHost()
+    plugins.load_entry_points(only="sennheiser")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with (
+        compose_hub(config, plugins) as running,
+        aiohttp.ClientSession(f"http://127.0.0.1:{running.web.port}") as http,
+    ):
+        async with http.post("/api/v1/devices", json={"url": MALFORMED_PIN}, headers=headers) as response:
+            refused = await response.json()
+        assert response.status == 422 and refused["code"] == "invalid_url", refused
+        assert "64 hex digits" in refused["error"]
+        pinned = MALFORMED_PIN.replace("fingerprint=abc", "fingerprint=" + "ab" * 32)
+        async with http.post("/api/v1/devices", json={"url": pinned}, headers=headers) as response:
+            assert response.status == 201, await response.text()

@@ -56,6 +56,7 @@ DRIVERS: Final = (
         vendor="sennheiser",
         families=("spectera", "tcc-m", "ew-dx", "sscv2"),
         factory=ssc2_driver.Ssc2Driver,
+        check_url=ssc2_driver.check_url,
         default_port=ssc2_driver.DEFAULT_PORT,
         description="SSCv2, HTTPS REST + Server-Sent Events: Spectera, TCC M, EW-DX in secure mode",
     ),

@@ -202,6 +202,25 @@ def _true(text: str) -> bool:
     return text.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _fingerprint(options: Mapping[str, str]) -> bytes | None:
+    """The ``fingerprint`` option's SHA-256, or None without one; EndpointError when it is none."""
+    if "fingerprint" not in options:
+        return None
+    try:
+        fingerprint = bytes.fromhex(options["fingerprint"].replace(":", ""))
+    except ValueError:
+        fingerprint = b""
+    if len(fingerprint) != hashlib.sha256().digest_size:
+        raise EndpointError("fingerprint must be the certificate's SHA-256 as 64 hex digits")
+    return fingerprint
+
+
+def check_url(endpoint: Endpoint) -> None:
+    """What of a URL can be told wrong where it is taken (DriverSpec.check_url): a fingerprint no certificate can
+    have. The password is looked for at connect, where a password_env variable set later is found."""
+    _fingerprint(endpoint.options)
+
+
 @dataclass(frozen=True)
 class Ssc2Options:
     user: str | None  # None: not in the URL; chosen by product (users_for)
@@ -221,14 +240,7 @@ class Ssc2Options:
                 raise EndpointError(f"environment variable {options['password_env']!r} is not set")
         if not password:
             raise EndpointError("an SSCv2 device needs password=... (or password_env=VARIABLE)")
-        fingerprint = None
-        if "fingerprint" in options:
-            try:
-                fingerprint = bytes.fromhex(options["fingerprint"].replace(":", ""))
-            except ValueError:
-                fingerprint = b""
-            if len(fingerprint) != hashlib.sha256().digest_size:
-                raise EndpointError("fingerprint must be the certificate's SHA-256 as 64 hex digits")
+        fingerprint = _fingerprint(options)
         try:
             sse_timeout = float(options.get("sse_timeout", 60.0))
             auth_retry = float(options.get("auth_retry", 60.0))
