@@ -539,6 +539,10 @@ async def test_generated_token_is_stored_private_and_reused(tmp_path: Path, capl
         assert hub.web.token == token
         headers = {"Authorization": f"Bearer {token}"}
         await call(http, "POST", "/api/v1/devices", 201, json={"url": "bench://r"}, headers=headers)
+        # where to find it, by name (it said "see <data_dir>/api-token", literally), not by the server's path
+        refused = await call(http, "POST", "/api/v1/devices", 401, json={"url": "bench://r"})
+        expected = "this needs 'Authorization: Bearer <token>' (see the file api-token in the hub's data_dir)"
+        assert refused["error"] == expected
     assert token not in caplog.text
 
 

@@ -68,8 +68,12 @@ class WebServer:
         self.venue = venue
         self.settings = hub.config.http
         self.token = hub.api_token
-        # where the person refused finds the token (a token set by hand leaves any old api-token file stale)
-        self._token_source = "the http.token setting" if self.settings.token else "see <data_dir>/api-token"
+        # where the person refused finds the token (a token set by hand leaves any old api-token file stale); the
+        # file by name, not by path: "<data_dir>/api-token" read as a directory of that name, and the real path
+        # would tell anyone on the network where the hub keeps its data
+        self._token_source = (
+            "the http.token setting" if self.settings.token else "see the file api-token in the hub's data_dir"
+        )
         self.live = LiveFeed(hub, self.settings.live_interval_s, self.settings.live_queue)
         self.metrics = Metrics(hub, self.live, venue)
         # the venue routes exist only with a store; without one they answer 404 like any unknown path
