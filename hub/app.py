@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import signal
 import socket
 import time
@@ -34,7 +33,6 @@ from hub.memory import HeapTrimmer
 from hub.metering import MeterDemand
 from hub.model import Command, CommandKind, CommandResult, Device, command_field
 from hub.persistence import (
-    DATABASE_FILE,
     Alert,
     ConflictError,
     KnownDevice,
@@ -175,7 +173,6 @@ class Hub:
                 ),
                 health_source=self.devices.health,
             )
-            self._restrict_database_file()
             if self.persistence.ticker is not None:
                 self.watch(self.persistence.ticker, "the store's ticker (history and alerts)")
         self.persistence.devices.url_check = self.devices.resolve
@@ -286,16 +283,6 @@ class Hub:
                     await self.add_device(url, source="demo")
                 except (TypeError, ValueError) as exc:
                     log.error("demo device %s of plugin %s left out: %s", preview(url), plugin_name, _said(exc))
-
-    def _restrict_database_file(self) -> None:
-        """Device URLs in the database may carry credentials: only the hub's user may read it."""
-        for suffix in ("", "-wal", "-shm"):
-            path = self.config.data_dir / f"{DATABASE_FILE}{suffix}"
-            if path.exists():
-                try:
-                    os.chmod(path, 0o600)
-                except OSError as exc:
-                    log.warning("cannot restrict permissions of %s: %s", path, exc)
 
     def _supervise(self, url: str, device_id: str | None = None) -> ManagedDevice:
         managed = self.devices.add(url, device_id)

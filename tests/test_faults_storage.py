@@ -157,6 +157,8 @@ def test_a_database_replaced_under_the_running_hub_keeps_everything_the_hub_show
         wait_for(lambda: inode(database) not in (replaced, None), "the database was not replaced")
         # a commit that met the truncated file failed (health degraded) until the file was written again
         wait_for(lambda: '"status":"ok"' in hub.get("/api/health")[1], "the database did not take writes again")
+        # the new file and its WAL are the hub user's alone, as at a start (they were readable by every user)
+        modes = {path.name: oct(path.stat().st_mode & 0o777) for path in tmp_path.glob(f"{DATABASE}*")}
         # stored (201), not only held (202): changes after the damage are kept too
         assert create(hub, "/api/v1/performers", {"name": "Ben"}, token) == 201
         shown = what_the_hub_shows(hub)
@@ -179,6 +181,7 @@ def test_a_database_replaced_under_the_running_hub_keeps_everything_the_hub_show
     )
     assert after_restart == shown
     assert remembered and placed, body
+    assert modes[DATABASE] == "0o600" and modes.get(f"{DATABASE}-wal", "0o600") == "0o600", modes
     said = [line for line in stderr.splitlines() if "under the running hub" in line]
     assert len(said) == 1 and "records the services hold written into it" in said[0], stderr
     if damage is truncate:

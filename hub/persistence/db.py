@@ -451,6 +451,7 @@ class Database:
     async def _copy_to(self, fresh: Path) -> bool:
         """Whether the open database copied into ``fresh`` whole (SQLite's backup, read through the
         connection's WAL and cache; checked page by page)."""
+        _owner_only(fresh)
         target = sqlite3.connect(fresh, check_same_thread=False)  # used from the connection's thread
         try:
             await self._conn.backup(target)
@@ -561,7 +562,23 @@ def _runs_of_same_sql(batch: list[_Write]) -> list[tuple[str, list[_Write]]]:
     return runs
 
 
+def _owner_only(path: Path) -> None:
+    """Only the hub's user may read the database (device URLs in it may carry credentials, an older build's
+    rows). Made so before SQLite writes to it, whose WAL takes the file's mode: a file written again under the
+    running hub (deleted, truncated) was readable by every user until the next start."""
+    try:
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # an empty file is an empty database
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{path}{suffix}", 0o600)
+    except OSError as exc:
+        log.warning("cannot restrict permissions of %s: %s", path, exc)
+
+
 async def _connect(path: Path, settings: WriterSettings) -> aiosqlite.Connection:
+    if str(path) != IN_MEMORY:
+        _owner_only(path)
     # the timeout is SQLite's busy timeout: how long a statement waits for another connection's lock
     connection = await aiosqlite.connect(path, isolation_level=None, timeout=settings.busy_timeout_s)
     try:
