@@ -7,6 +7,7 @@ exiting with status 2.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import json
@@ -83,7 +84,16 @@ def _takes_number(annotation: Any) -> bool:
 # A path setting: "~" is the home directory wherever the value came from (systemd and Docker do not expand
 # it in their environment, nor TOML). A relative path from the file is anchored at the file's folder by
 # load_config; from the environment or the command line it stays relative to the working directory.
-SettingPath = Annotated[Path, AfterValidator(Path.expanduser)]
+def expand_home(path: Path) -> Path:
+    """``~`` and ``~user`` as a shell reads them; a user this machine does not know is a mistake in the value,
+    said as one (Path.expanduser raises RuntimeError, which stopped the hub with a traceback)."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        raise ValueError(f"{path.parts[0]} is no user's home directory on this machine") from None
+
+
+SettingPath = Annotated[Path, AfterValidator(expand_home)]
 
 
 class MqttSettings(Section):
@@ -461,7 +471,8 @@ def _anchor_paths(settings: dict[str, Any], model: type[BaseModel], folder: Path
                 if isinstance(kind, type) and issubclass(kind, BaseModel):
                     _anchor_paths(value, kind, folder)
         elif isinstance(value, str) and value and _holds_path(field.annotation):
-            settings[name] = str(folder / Path(value).expanduser())  # an absolute path stays as it is
+            with contextlib.suppress(ValueError):  # an unknown ~user: the setting's check says so, naming it
+                settings[name] = str(folder / expand_home(Path(value)))  # an absolute path stays as it is
 
 
 def _holds_path(annotation: Any) -> bool:
@@ -496,13 +507,17 @@ def load_config(
     data: dict[str, Any] = {}
     source = "configuration"
     if path is None and environ.get(CONFIG_ENV):
-        path = Path(environ[CONFIG_ENV]).expanduser()
         try:
+            path = expand_home(Path(environ[CONFIG_ENV]))
             data = _read_config(path)
-        except ConfigError as exc:  # a file named by a variable the reader may not know is set
+        except (ConfigError, ValueError) as exc:  # a file named by a variable the reader may not know is set
             raise ConfigError(f"environment ({CONFIG_ENV}): {exc}") from None
     elif path is not None:
-        data = _read_config(path.expanduser())
+        try:
+            path = expand_home(path)
+        except ValueError as exc:
+            raise ConfigError(f"--config: {exc}") from None
+        data = _read_config(path)
     if path is not None:
         source = str(path)
     from_env = _env_overrides(environ)

@@ -309,6 +309,22 @@ CASES = {
         {"file": "max_connecting = true\n"},
         "<tmp>/wmhub.toml: max_connecting: must be a number, not true or false (got True)",
     ),
+    # ~user of a user the machine does not know: Path.expanduser's RuntimeError stopped the hub with a traceback
+    "data_dir under an unknown user's home (--data-dir)": (
+        ["--data-dir", "~nosuchuser/wmhub"],
+        {},
+        "command line: data_dir: ~nosuchuser is no user's home directory on this machine",
+    ),
+    "mqtt.ca_file under an unknown user's home (config file)": (
+        ["--config", "{file}"],
+        {"file": '[mqtt]\nca_file = "~nosuchuser/ca.pem"\n'},
+        "<tmp>/wmhub.toml: mqtt.ca_file: ~nosuchuser is no user's home directory on this machine",
+    ),
+    "the config file under an unknown user's home (WMHUB_CONFIG)": (
+        [],
+        {"WMHUB_CONFIG": "~nosuchuser/wmhub.toml"},
+        "environment (WMHUB_CONFIG): ~nosuchuser is no user's home directory on this machine",
+    ),
 }
 
 
