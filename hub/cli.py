@@ -9,6 +9,7 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -311,6 +312,7 @@ async def _until_signalled(hub: Hub) -> None:
         await hub.run_until_signalled()
         failed = False
     finally:
+        _ignore_stop_signals()
         if hub.plugins.strays:
             logging.getLogger("hub").error(
                 "%d plugin call(s) given up on still running (they ignore cancellation): exiting without them",
@@ -319,6 +321,16 @@ async def _until_signalled(hub: Hub) -> None:
             logging.shutdown()
             sys.stdout.flush()
             os._exit(EXIT_FAILED if failed else 0)
+
+
+def _ignore_stop_signals() -> None:
+    """The hub has stopped: a further stop signal (a closing terminal sends SIGHUP twice, a second Ctrl-C)
+    changes nothing. Left to the loop, which puts the default action back as it closes, one arriving before
+    the process ends killed it, exit status -1 for a stop that had finished cleanly."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.remove_signal_handler(signum)
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _plugins(as_json: bool) -> int:

@@ -5,6 +5,7 @@ after the start stops everything that was started and exits 1 instead of hanging
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -847,4 +848,19 @@ def test_a_hub_started_with_nohup_outlives_its_terminal(tmp_path: Path) -> None:
         status, _ = hub.get("/api/health")
         stderr = hub.stop()
     assert status == 200 and hub.process.returncode == 0, stderr
+    assert stderr.count('"shutting down"') == 1, stderr
+
+
+def test_stop_signals_that_keep_coming_while_the_hub_stops_leave_its_exit_status_0(tmp_path: Path) -> None:
+    """A closing terminal can send SIGHUP twice (the kernel's hangup, then the shell's), a user presses Ctrl-C
+    again: one arriving after the loop had closed (and put the default action back) killed a hub whose stop had
+    finished cleanly, exit status -1. Here SIGHUP keeps coming, every 2 ms, from the first until the exit."""
+    with running_hub(tmp_path / "data") as hub:
+        deadline = time.monotonic() + EXIT_DEADLINE_S
+        while hub.process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                hub.process.send_signal(signal.SIGHUP)
+            time.sleep(0.002)  # the stimulus' pace, not a wait for a condition
+        _, stderr = hub.process.communicate(timeout=EXIT_DEADLINE_S)
+    assert hub.process.returncode == 0, stderr
     assert stderr.count('"shutting down"') == 1, stderr
