@@ -177,6 +177,7 @@ class Hub:
                 self.watch(self.persistence.ticker, "the store's ticker (history and alerts)")
         self.persistence.devices.url_check = self.devices.resolve
         self.devices.memories = self.persistence.device_memory  # before the first device: its driver recalls
+        self.devices.identities = self.persistence.device_identity  # the first device may be down: listed offline
         self.persistence.frequency.devices_read = self.devices_read
         self.persistence.devices.unremembered = self._unremembered
         self.persistence.devices_found = self._connect_remembered
@@ -206,14 +207,15 @@ class Hub:
                 log.warning("remembered device %s is not connected: %s", preview(redact(url)), redact(str(exc)))
 
     def _forget_departed_urls(self) -> None:
-        """Connection health and drivers' memories of URLs this run does not manage (gone from the
+        """Connection health, drivers' memories and identities of URLs this run does not manage (gone from the
         configuration, or a demo port of an earlier run) are dropped: the store keeps only devices the hub has."""
         for health in self.persistence.health.all():
             if health.url not in self.devices.by_url:
                 self.persistence.health.forget(health.url)
-        for url in self.persistence.device_memory.urls():
-            if url not in self.devices.by_url:
-                self.persistence.device_memory.forget(url)
+        for memories in (self.persistence.device_memory, self.persistence.device_identity):
+            for url in memories.urls():
+                if url not in self.devices.by_url:
+                    memories.forget(url)
 
     def expected_device_ids(self) -> tuple[set[str], bool]:
         """The ids of the devices this run has or will have: each managed device's id, or the id its URL had

@@ -32,6 +32,7 @@ from hub.model import (
     CONFIRMED_VALUE,
     MAX_CHANNELS,
     Capabilities,
+    Channel,
     Command,
     CommandError,
     CommandResult,
@@ -41,7 +42,7 @@ from hub.model import (
 )
 from hub.plugins import PluginError, PluginHost
 from hub.redact import redact
-from hub.state import ChannelWriter, StateStore
+from hub.state import ChannelWriter, StateStore, Subscription
 from hub.supervisor import DriverSupervisor
 from hub.text import DEFAULT_TEXT_WIDTH, device_text, id_safe, preview
 
@@ -50,6 +51,9 @@ T = TypeVar("T")
 
 # Text fields by width (the checks are the same for every device of a family): channel, device, merge rules
 _RULES: dict[int, tuple[FieldRules, FieldRules, FieldRules]] = {}
+# What a device's identity (DeviceManager.identities) is made of: a change in any is written, at most this often.
+IDENTITY_FIELDS: Final = frozenset({"family", "model", "firmware", "name"})
+IDENTITY_WRITE_INTERVAL_S: Final = 1.0
 # A serial or MAC longer than this is no serial; characters that would split or widen an MQTT topic go.
 MAX_ID_CHARS = 64
 _ID_UNSAFE = re.compile(r"[\s/+#]")
@@ -514,6 +518,11 @@ class DeviceManager:
         self._command_locks: dict[str, asyncio.Lock] = {}
         # the drivers' memories of their devices: the hub hands its database's before it adds a device
         self.memories: DeviceMemories = TransientMemories()
+        # what each device last said it is (:func:`identity_text`), by URL as shown: a device down when the hub
+        # starts is in the store from the start, offline with its channels; the hub hands its database's too
+        self.identities: DeviceMemories = TransientMemories()
+        self._identity_changes: Subscription | None = None
+        self._identity_writer: asyncio.Task[None] | None = None
         # (URL, id) when a device moved away from the URL (DeviceHandle.on_moved): set by the hub to forget it
         self.on_moved: Callable[[str, str], None] | None = None
         self.by_url: dict[str, ManagedDevice] = {}
@@ -554,6 +563,12 @@ class DeviceManager:
         if existing is not None:
             return existing
         shown = redact(endpoint.url)
+        remembered = self._remembered(shown, endpoint, spec.vendor, plugin_name, device_id)
+        if remembered is not None:
+            device_id = remembered.id
+            if remembered.id not in self._store.devices:  # listed offline, with its channels, until it answers
+                self._store.add_device(remembered)
+        self._watch_identities()
         handle = DeviceHandle(
             self._store, endpoint, spec.vendor, device_id, self._claims, plugin_name, spec.text_width, self._clock
         )
@@ -592,6 +607,36 @@ class DeviceManager:
         handle.on_id_changed = lambda old, new: self._reindex(managed, old, new)
         handle.on_moved = self._moved
         return managed
+
+    def _remembered(
+        self, url: str, endpoint: Endpoint, vendor: str, plugin_name: str, device_id: str | None
+    ) -> Device | None:
+        """The device at ``url`` as it last identified itself (a run before this one), offline and with no
+        reading; None when nothing usable is kept, or it was another id than the one it is added with."""
+        text = self.identities.recall(url)
+        remembered = remembered_device(text, vendor, endpoint) if text is not None else None
+        if remembered is None or device_id not in (None, remembered.id):
+            return None
+        remembered.capabilities = self._capabilities(plugin_name, remembered.family, remembered.model)
+        return remembered
+
+    def _watch_identities(self) -> None:
+        if self._identity_changes is None:
+            self._identity_changes = changes = self._store.subscribe(IDENTITY_FIELDS, IDENTITY_WRITE_INTERVAL_S)
+            self._identity_writer = asyncio.create_task(self._write_identities(changes), name="device identities")
+
+    async def _write_identities(self, changes: Subscription) -> None:
+        async for batch in changes:
+            self._keep_identities(batch)
+
+    def _keep_identities(self, batch: Mapping[tuple[str, int | None], object]) -> None:
+        """Keep what the devices in ``batch`` now say they are; only a device online (it identified itself this
+        run) says anything: one still offline holds what was kept."""
+        for device_id in {device_id for device_id, _ in batch}:
+            device = self._store.get(device_id)
+            managed = self._by_id.get(device_id)
+            if device is not None and device.online and managed is not None and managed.device_id == device_id:
+                self.identities.remember(managed.url, identity_text(device))
 
     async def reconnect(self, url: str) -> ManagedDevice:
         """Connect the device already managed under ``url``'s shown URL with ``url`` from now on (its password
@@ -637,6 +682,7 @@ class DeviceManager:
         )
         await self._stop(managed)
         self.memories.forget(managed.url)  # after the stop: a driver ending now keeps nothing (released)
+        self.identities.forget(managed.url)
         if device_id is not None and owned:
             self._store.remove_device(device_id)
             self._buckets.pop(device_id, None)
@@ -655,11 +701,19 @@ class DeviceManager:
         await asyncio.gather(managed.task, return_exceptions=True)
 
     async def close(self) -> None:
-        """Stop every driver; each closes its device (metering off) before its task ends."""
+        """Stop every driver; each closes its device (metering off) before its task ends. A change of identity
+        not written yet (a name given within the last second) is written first."""
+        if self._identity_changes is not None:
+            self._keep_identities(self._identity_changes.drain())
+            self._identity_changes.close()
+            self._identity_changes = None
         managed = list(self.by_url.values())
         for entry in managed:
             entry.task.cancel()
         await asyncio.gather(*(entry.task for entry in managed), return_exceptions=True)
+        if self._identity_writer is not None:
+            await asyncio.gather(self._identity_writer, return_exceptions=True)
+            self._identity_writer = None
 
     def _sendable(self, command: Command) -> tuple[ManagedDevice, Driver]:
         """The device and driver ``command`` goes to; raise the CommandError that refuses it unsent."""
@@ -775,6 +829,45 @@ class DeviceManager:
 
     def health(self) -> list[dict[str, Any]]:
         return [managed.health() for managed in self.by_url.values()]
+
+
+def identity_text(device: Device) -> str:
+    """What a device says it is, as JSON text: its id, family, model, firmware and name, and its channels'
+    names by index (its channel count), for :func:`remembered_device` at the next start."""
+    names = {channel.index: channel.name for channel in device.channels}
+    identity = {
+        "id": device.id,
+        "family": device.family,
+        "model": device.model,
+        "firmware": device.firmware,
+        "name": device.name,
+        "channels": [names.get(index) for index in range(1, max(names, default=0) + 1)],
+    }
+    return json.dumps(identity, separators=(",", ":"), ensure_ascii=False)
+
+
+def remembered_device(text: str, vendor: str, endpoint: Endpoint) -> Device | None:
+    """The device :func:`identity_text` kept, offline at ``endpoint``: its channels hold their names and no
+    reading, unreported (``Channel.reported``); None when the text is not such an identity (a damaged row)."""
+    try:
+        identity = json.loads(text)
+        names = identity["channels"]
+        if not isinstance(names, list) or len(names) > MAX_CHANNELS:
+            return None
+        return Device(
+            id=identity["id"],
+            vendor=vendor,
+            family=identity["family"],
+            model=identity["model"],
+            firmware=identity["firmware"],
+            name=identity["name"],
+            host=endpoint.host,
+            port=endpoint.port,
+            channels=[Channel(index=index, name=name) for index, name in enumerate(names, start=1)],
+        )
+    except (ValueError, TypeError, KeyError, RecursionError):  # ValidationError is a ValueError
+        log.warning("the identity kept of %s is damaged: ignored", redact(endpoint.url))
+        return None
 
 
 def _passable(value: object) -> bool:

@@ -237,6 +237,46 @@ async def test_a_receiver_down_for_a_whole_run_stays_listed_and_is_cleared_once_
     assert await retained(mqtt_broker, device_topic) == {}
 
 
+async def test_a_receiver_down_since_the_start_is_listed_with_its_channels_and_nothing_made_up_is_published(
+    mqtt_broker: TestBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receiver down when the hub starts is in the hub's state from the start, offline with the channels and
+    names it had (hub.devices keeps its identity): on MQTT its device list entry has its channel count, Home
+    Assistant's config is the one it had, and its channel topics stay the previous run's, nothing this run made
+    up (a channel the receiver has not reported is not published)."""
+    monkeypatch.setattr("hub.mqtt.bridge.PREVIOUS_CONFIGS_S", 1.0)
+    host = plugin_host("wmhub-shure")
+    async with ShureSimulator("ulxd4q", seed=5) as receiver:
+        url = receiver.url
+        receiver.set_name(2, "Vocal")
+        async with running_hub(mqtt_broker, tmp_path, [url], plugins=host, base="wmkept") as hub:
+            device_id = await online_device(hub)
+            await eventually(lambda: len(reported_channels(hub, device_id)) == 4, 10, "its channels reported")
+    device_topic = f"wmkept/devices/{device_id}"
+    config_topic = f"homeassistant/device/{device_id}/config"
+    channels_before = await retained(mqtt_broker, f"{device_topic}/channels/+")
+    (config_before,) = (await retained(mqtt_broker, config_topic)).values()
+    assert len(channels_before) == 4
+
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("wmkept/#")
+        probe.clear()
+        async with running_hub(mqtt_broker, tmp_path, [url], plugins=host, base="wmkept") as hub:
+            device = hub.store.devices[device_id]
+            assert (device.online, [channel.name for channel in device.channels][1]) == (False, "Vocal")
+            assert hub.mqtt is not None and hub.mqtt.client is not None
+            every_config = hub.mqtt.topics.every_homeassistant_config
+            await eventually(lambda: every_config not in hub.mqtt.client.subscriptions, 5, "the configs let go")  # type: ignore[union-attr]
+            listed = await probe.json("wmkept/hubs/hub1/devices", lambda entries: len(entries) == 1, 10)
+            assert [(entry["id"], entry["online"], entry["channel_count"]) for entry in listed] == [
+                (device_id, False, 4)
+            ]
+        published_channels = [topic for topic, _ in probe.messages if topic.startswith(f"{device_topic}/channels/")]
+        assert published_channels == [], "a channel the receiver has not reported this run is not published"
+    assert await retained(mqtt_broker, f"{device_topic}/channels/+") == channels_before
+    assert orjson.loads((await retained(mqtt_broker, config_topic))[config_topic]) == orjson.loads(config_before)
+
+
 @contextmanager
 def wmhub_process(config: Path, log: Path) -> Iterator[RunningHub]:
     """``wmhub run --config`` as a child process, its log in ``log``, serving HTTP; stopped (SIGTERM) at the end."""

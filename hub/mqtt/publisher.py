@@ -158,6 +158,7 @@ class StatePublisher:
         dropped: list[tuple[str, int]] = []
         grown: set[str] = set()  # devices with a channel more (a Spectera pack paired): a new channel_count
         state_sent: set[str] = set()  # devices whose device state this batch has published
+        answered: list[Device] = []  # devices first online this run: the previous run's extra channels go
         for (device_id, index), changed in batch.items():
             device = devices.get(device_id)
             if device is None:
@@ -181,6 +182,9 @@ class StatePublisher:
                 state_sent.add(device_id)
                 if ONLINE in changed:
                     self._publish(self.topics.availability(device_id), payloads.availability_payload(device.online))
+                    if device.online and device_id in self._previous_channel_counts:  # listed offline from the start
+                        answered.append(device)
+                        configs.add(device_id)
                     list_changed = True
                 if changed & DEVICE_FIELDS:
                     configs.add(device_id)
@@ -211,6 +215,8 @@ class StatePublisher:
         # its topic's empty payload, an error in its log per entity
         for device_id, index in dropped:
             self._clear_channel(device_id, index)
+        for device in answered:
+            self._clear_previous_channels(device)
         if list_changed:
             self._device_list.changed()
 
@@ -241,7 +247,11 @@ class StatePublisher:
 
     def _clear_previous_channels(self, device: Device) -> None:
         """Empty retained payloads on the channel topics this hub's previous run left for channels the device no
-        longer has (another model at its address while the hub was stopped), once it is published this run."""
+        longer has (another model at its address while the hub was stopped), once it is published online this run.
+        Offline, it is as the hub kept it from before (hub.devices): those topics stay the previous run's, cleared
+        with it should it be removed before it answers."""
+        if not device.online:
+            return
         for index in range(1, self._previous_channel_counts.pop(device.id, 0) + 1):
             if device.channel(index) is None:
                 self._publish(self.topics.channel(device.id, index), b"")
@@ -385,7 +395,7 @@ class StatePublisher:
                 self.client.forget_retained(topic)
         else:
             topics = self._device_topics(device_id)
-            if channel_count is not None:  # not published this run: what the previous run left of it is there
+            if channel_count is not None:  # not published online this run: what the previous run left is there
                 topics += self._previous_run_topics(device_id, channel_count)
             for topic in dict.fromkeys(topics):  # each once, Home Assistant's config first
                 self._publish(topic, b"")

@@ -166,4 +166,13 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         updated_at REAL NOT NULL
     );
     """,
+    # 6: what each device last said it is (id, family, model, name, its channels' names), JSON text by device URL
+    # as shown: a receiver down when the hub starts is listed offline with its channels (hub.devices)
+    """
+    CREATE TABLE device_identity (
+        url TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 )

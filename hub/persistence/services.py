@@ -91,6 +91,7 @@ class Stored:
     exclusions: list[FrequencyExclusion]
     history: StoredHistory
     device_memory: list[tuple[str, object]]
+    device_identity: list[tuple[str, object]]
 
     @classmethod
     async def read(cls, db: Database, history: HistorySettings) -> Stored:
@@ -135,6 +136,7 @@ class Stored:
             exclusions=[FrequencyExclusion(**row) for row in await rows("SELECT * FROM frequency_exclusions")],
             history=await StoredHistory.read(db, history),
             device_memory=await DeviceMemory.read(db),
+            device_identity=await DeviceMemory.read(db, "device_identity"),
         )
 
 
@@ -160,6 +162,7 @@ class Persistence:
         self.candidates = Candidates(db, clock, audit, devices, stored.candidates, auto_approve=settings.auto_approve)
         self.health = HealthLog(db, clock, stored.health)
         self.device_memory = DeviceMemory(db, clock, stored.device_memory)
+        self.device_identity = DeviceMemory(db, clock, stored.device_identity, "device_identity")
         self.locations = locations = Locations(db, clock, audit, stored.locations)
         devices.location_exists = locations.exists
         audit.other_name = devices.other_name
