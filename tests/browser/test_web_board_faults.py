@@ -218,20 +218,35 @@ async def test_an_unknown_channel_s_detail_does_not_keep_asking_for_its_history(
     assert asked == []
 
 
-async def test_a_receiver_down_since_the_hub_started_keeps_a_tile_in_its_place_without_slots(
+async def test_a_receiver_down_since_the_hub_started_keeps_a_named_tile_per_channel_in_their_places(
     browser: Browser, tmp_path: Path
 ) -> None:
+    """Without venue slots a receiver down when the hub started vanished from the grid (later tiles renumbered),
+    then showed as one "receiver offline" tile: an engineer looking for "Lead Vocal" found no tile of that name.
+    Each of its channels keeps its tile, with the name it had, offline; and the receiver answering again moves
+    no tile."""
     plugins = PluginHost()
     plugins.load_entry_points(only="shure")
-    down, up = ShureSimulator("ulxd4d", seed=0), ShureSimulator("ulxd4d", seed=1)
+    names = ["Lead Vocal", "Guitar"]
+    down, up = ShureSimulator("slxd4d", seed=0), ShureSimulator("ulxd4d", seed=1)
     async with up:
         await down.start()
         try:
             async with compose_hub(hub_config(tmp_path), plugins) as hub:
                 for simulator in (down, up):
                     await hub.add_device(simulator.url, source="test")
-                await eventually(lambda: len(hub.store.devices) == 2, timeout=10, what="both identified")
-                down_id = next(m.handle.device_id for m in hub.devices.by_url.values() if m.url == down.url)
+                down_id = await eventually(
+                    lambda: next((m.device_id for m in hub.devices.by_url.values() if m.url == down.url), None),
+                    timeout=10,
+                    what="the receiver identified",
+                )
+                for index, name in enumerate(names, start=1):
+                    down.set_name(index, name)
+                await eventually(
+                    lambda: [channel.name for channel in hub.store.devices[down_id].channels] == names,
+                    timeout=10,
+                    what="its channels named",
+                )
         finally:
             await down.stop()
         async with compose_hub(hub_config(tmp_path), plugins) as hub:  # started again, one receiver still down
@@ -239,15 +254,19 @@ async def test_a_receiver_down_since_the_hub_started_keeps_a_tile_in_its_place_w
             page = await context.new_page()
             await page.goto(f"http://127.0.0.1:{hub.web.port}/")
             tiles = page.locator("#board .tile")
-            await expect(tiles).to_have_count(len(up.channels) + 1, timeout=15_000)
-            missing = page.locator(f'#board .tile[data-device="{down_id}"]')
-            await expect(missing).to_have_class(re.compile(r"\boffline\b"))
-            await expect(missing.locator(".state")).to_have_text("receiver offline")
-            await expect(missing.locator(".sub")).to_have_text(down_id)
-            up_id = next(iter(hub.store.devices))
-            shown = await tiles.evaluate_all(
-                "tiles => tiles.map((tile) => tile.dataset.channel || tile.dataset.device)"
-            )
+            await expect(tiles).to_have_count(len(up.channels) + len(names), timeout=15_000)
+            offline = page.locator(f'#board .tile[data-device="{down_id}"]')
+            await expect(offline).to_have_count(len(names))
+            await expect(offline.locator(".name")).to_have_text(names)
+            await expect(offline.locator(".state")).to_have_text(["receiver offline"] * len(names))
+            for tile in await offline.all():
+                await expect(tile).to_have_class(re.compile(r"\boffline\b"))
+            shown = await tiles.evaluate_all("tiles => tiles.map((tile) => tile.dataset.channel)")
             assert shown == sorted(shown), shown  # in device-id order, like the receivers that answer
-            assert any(channel.startswith(up_id + ":") for channel in shown), shown
+            numbers = await tiles.locator(".num").all_text_contents()
+
+            async with ShureSimulator("slxd4d", seed=0, port=urlparse(down.url).port):  # switched on again
+                await expect(page.locator("#board .tile.offline")).to_have_count(0, timeout=15_000)
+                assert await tiles.evaluate_all("tiles => tiles.map((tile) => tile.dataset.channel)") == shown
+                assert await tiles.locator(".num").all_text_contents() == numbers
             await context.close()

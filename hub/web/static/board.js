@@ -356,10 +356,11 @@ function emptyTile(number) {
   return tile;
 }
 
-// A receiver the hub watches but has not heard from since it started (down at the hub's start): the live store
-// has no channel of it yet, but a slot bound to one of its channels is not empty, and without slots the receiver
-// keeps a tile of its own (its channels are not known until it answers): a mic that is missing must not look
-// like one that was never there.
+// A receiver the hub watches but has not heard from since it started (down at the hub's start), of which the live
+// store has no channel: the hub lists such a receiver offline with the channels it kept of it, so this is one it
+// kept nothing of (the first start after an upgrade, a database it could not open at start). A slot bound to one
+// of its channels is not empty, and without slots the receiver keeps a tile of its own (its channels are not
+// known until it answers): a mic that is missing must not look like one that was never there.
 function offlineTile(number, deviceId, index) {
   const tile = el("div", "tile offline");
   if (index === null) tile.dataset.device = deviceId;
@@ -374,7 +375,7 @@ function offlineTile(number, deviceId, index) {
 }
 
 // The receivers the hub's connection health names (by the id they had when they last answered) that are in no
-// device list: down since the hub started.
+// device list: down since the hub started, and their channels not kept (see offlineTile).
 function missingReceivers() {
   if (!state.loaded) return [];  // before the first snapshot every receiver would look missing
   const ids = (state.connections || []).filter((conn) => conn.device_id && !state.devices.has(conn.device_id)).map((conn) => conn.device_id);
