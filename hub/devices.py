@@ -853,7 +853,7 @@ def remembered_device(text: str, vendor: str, endpoint: Endpoint) -> Device | No
         identity = json.loads(text)
         names = identity["channels"]
         if not isinstance(names, list) or len(names) > MAX_CHANNELS:
-            return None
+            raise TypeError("not a list of channel names")
         return Device(
             id=identity["id"],
             vendor=vendor,

@@ -11,11 +11,14 @@ Whole hubs in this process on a data dir in tmp_path, a Shure simulator as the r
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 from wmhub_shure.simulator import ShureSimulator
 
+from hub.persistence import DATABASE_FILE
 from tests.fault_harness import Api, hub_config, running_hub, until
 
 # every channel field a receiver reports (a reading); the hub's own (the channel's number, its extended name)
@@ -94,3 +97,23 @@ async def test_a_receiver_down_since_the_start_is_listed_offline_with_its_channe
 
 async def _has_names(api: Api, device_id: str, names: list[str]) -> bool:
     return await channel_names(api, device_id) == names
+
+
+@pytest.mark.parametrize("kept", ['{"id": "shure-x", "channels": [', '{"id": 5}', '{"channels": "x"}', "[]"])
+async def test_a_damaged_identity_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kept: str
+) -> None:
+    """A row the hub cannot read (edited by hand, damaged) keeps no device from being watched: the receiver is
+    listed once it answers, as before the hub kept identities."""
+    data_dir = tmp_path / "data"
+    receiver = ShureSimulator("ulxd4d")
+    async with receiver, running_hub(hub_config(data_dir, [receiver.url]), plugins="shure") as hub, Api(hub) as api:
+        for index, name in ((1, "Host"), (2, "Guest")):
+            receiver.set_name(index, name)
+        await identified(api, ["Host", "Guest"])
+    with closing(sqlite3.connect(data_dir / DATABASE_FILE)) as connection, connection:
+        assert connection.execute("UPDATE device_identity SET value = ?", (kept,)).rowcount == 1
+    async with running_hub(hub_config(data_dir, [receiver.url]), plugins="shure") as hub, Api(hub) as api:
+        assert (await api.get("/api/v1/devices"))["items"] == []
+        assert [connection["url"] for connection in (await api.get("/api/health"))["connections"]] == [receiver.url]
+    assert "the identity kept of" in caplog.text and "is damaged: ignored" in caplog.text
