@@ -711,7 +711,8 @@ class DeviceManager:
         for entry in managed:
             entry.task.cancel()
         await asyncio.gather(*(entry.task for entry in managed), return_exceptions=True)
-        if self._identity_writer is not None:
+        if self._identity_writer is not None:  # it may be waiting out its interval on the hub's clock
+            self._identity_writer.cancel()
             await asyncio.gather(self._identity_writer, return_exceptions=True)
             self._identity_writer = None
 
