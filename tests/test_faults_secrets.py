@@ -6,6 +6,7 @@ retained MQTT topics, the board, the live feed, the hub's log and the bytes of e
 from __future__ import annotations
 
 import json
+import re
 import signal
 import stat
 from pathlib import Path
@@ -15,6 +16,7 @@ import aiohttp
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
 
 from hub.persistence import Persistence
+from hub.persistence.schema import MIGRATIONS
 from hub.persistence.testing import quick_settings
 from hub.state import StateStore
 from hub.testing import eventually
@@ -240,7 +242,9 @@ async def test_an_audit_log_written_before_passwords_moved_out_is_redacted_at_th
     store.db.submit(insert, (2, "rest", "location.create", "location/1", None, '{"name": "Stage"}', "ok"))
     # as the earlier version left it: schema 3, without the tables of later migrations
     store.db.submit("DELETE FROM schema_version WHERE version > 3")
-    store.db.submit("DROP TABLE device_memory")
+    for migration in MIGRATIONS[3:]:
+        for table in re.findall(r"CREATE TABLE (\w+)", migration):
+            store.db.submit(f"DROP TABLE {table}")
     assert await store.db.sync()
     await store.close()
     assert any(secret.encode() in path.read_bytes() for path in tmp_path.glob("wmhub.sqlite3*"))  # noqa: ASYNC240
