@@ -51,9 +51,8 @@ T = TypeVar("T")
 
 # Text fields by width (the checks are the same for every device of a family): channel, device, merge rules
 _RULES: dict[int, tuple[FieldRules, FieldRules, FieldRules]] = {}
-# What a device's identity (DeviceManager.identities) is made of: a change in any is written, at most this often.
+# What a device's identity (DeviceManager.identities) is made of: a change in any is written.
 IDENTITY_FIELDS: Final = frozenset({"family", "model", "firmware", "name"})
-IDENTITY_WRITE_INTERVAL_S: Final = 1.0
 # A serial or MAC longer than this is no serial; characters that would split or widen an MQTT topic go.
 MAX_ID_CHARS = 64
 _ID_UNSAFE = re.compile(r"[\s/+#]")
@@ -622,7 +621,9 @@ class DeviceManager:
 
     def _watch_identities(self) -> None:
         if self._identity_changes is None:
-            self._identity_changes = changes = self._store.subscribe(IDENTITY_FIELDS, IDENTITY_WRITE_INTERVAL_S)
+            # no coalescing window: it would wait on the hub's clock (a simulated one in tests), and these changes
+            # are few (a device identifying, a name given); what comes in while one is written is one batch
+            self._identity_changes = changes = self._store.subscribe(IDENTITY_FIELDS)
             self._identity_writer = asyncio.create_task(self._write_identities(changes), name="device identities")
 
     async def _write_identities(self, changes: Subscription) -> None:
@@ -702,7 +703,7 @@ class DeviceManager:
 
     async def close(self) -> None:
         """Stop every driver; each closes its device (metering off) before its task ends. A change of identity
-        not written yet (a name given within the last second) is written first."""
+        not written yet (a name given just now) is written first."""
         if self._identity_changes is not None:
             self._keep_identities(self._identity_changes.drain())
             self._identity_changes.close()
@@ -711,7 +712,7 @@ class DeviceManager:
         for entry in managed:
             entry.task.cancel()
         await asyncio.gather(*(entry.task for entry in managed), return_exceptions=True)
-        if self._identity_writer is not None:  # it may be waiting out its interval on the hub's clock
+        if self._identity_writer is not None:
             self._identity_writer.cancel()
             await asyncio.gather(self._identity_writer, return_exceptions=True)
             self._identity_writer = None
