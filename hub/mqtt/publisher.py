@@ -86,8 +86,10 @@ class StatePublisher:
         # per device of this hub's previous run (its retained device list): how many channels it had then, until
         # this run publishes the device and clears the topics of channels it no longer has
         self._previous_channel_counts: dict[str, int] = {}
-        # the previous run's list entries, listed (offline) while this run has not heard from their devices: a
-        # receiver down for a whole run stays this hub's, and is cleared at a later start if it was removed
+        # the previous run's list entries, listed (offline) while this run has no state of their devices: a
+        # receiver down for a whole run stays this hub's, and is cleared at a later start if it was removed. The
+        # store has one it kept the identity of from the start (hub.devices); these are the others (the first
+        # start after an upgrade, a database file the hub could not open at start)
         self._carried_entries: dict[str, dict[str, Any]] = {}
         # the devices each other hub on the broker lists as its own (its retained device list, kept current)
         self._owned_elsewhere: dict[str, frozenset[str]] = {}
