@@ -54,6 +54,20 @@ async def showing(api: Api, device_id: str, expected: Packs, what: str, timeout:
         raise AssertionError(f"{what}: {await packs_on_channels(api, device_id)}, not {expected}") from None
 
 
+@asynccontextmanager
+async def base_station_with_channel_2_emptied(
+    data_dir: Path, base_station: Ssc2Simulator
+) -> AsyncIterator[tuple[Api, str]]:
+    """A hub on ``data_dir`` watching the base station (added over REST), whose pack 11 was then unpaired:
+    channel 2 is shown empty, packs 10, 12 and 13 on channels 1, 3 and 4."""
+    async with running_hub(hub_config(data_dir, []), plugins="sennheiser") as hub, Api(hub) as api:
+        await api.post("/api/v1/devices", {"url": base_station.url()})
+        device_id = await base_station_id(api)
+        base_station.unpair(11)
+        await showing(api, device_id, {1: serial(10), 2: None, 3: serial(12), 4: serial(13)}, "2 emptied")
+        yield api, device_id
+
+
 async def base_station_id(api: Api) -> str:
     found: list[str] = []
 
@@ -152,11 +166,7 @@ async def test_removing_the_device_forgets_its_numbering(tmp_path: Path) -> None
     and nothing of it is left in the database."""
     data_dir = tmp_path / "data"
     async with Ssc2Simulator(tick_s=0) as base_station:
-        async with running_hub(hub_config(data_dir, []), plugins="sennheiser") as hub, Api(hub) as api:
-            await api.post("/api/v1/devices", {"url": base_station.url()})
-            device_id = await base_station_id(api)
-            base_station.unpair(11)
-            await showing(api, device_id, {1: serial(10), 2: None, 3: serial(12), 4: serial(13)}, "2 emptied")
+        async with base_station_with_channel_2_emptied(data_dir, base_station) as (api, device_id):
             assert await api.delete(f"/api/v1/devices/{device_id}") == 204
             await api.post("/api/v1/devices", {"url": base_station.url()})
             await showing(api, device_id, {1: serial(10), 2: serial(12), 3: serial(13)}, "numbered afresh")
@@ -182,11 +192,8 @@ async def test_a_damaged_or_oversized_memory_is_ignored_with_a_warning(
     watched with its packs numbered afresh, and what is kept from then on is good again."""
     data_dir = tmp_path / "data"
     async with Ssc2Simulator(tick_s=0) as base_station:
-        async with running_hub(hub_config(data_dir, []), plugins="sennheiser") as hub, Api(hub) as api:
-            await api.post("/api/v1/devices", {"url": base_station.url()})
-            device_id = await base_station_id(api)
-            base_station.unpair(11)
-            await showing(api, device_id, {1: serial(10), 2: None, 3: serial(12), 4: serial(13)}, "2 emptied")
+        async with base_station_with_channel_2_emptied(data_dir, base_station) as (_, device_id):
+            pass  # stopped with that numbering kept
         set_stored_memory(data_dir, kept)
 
         caplog.set_level(logging.WARNING)
