@@ -43,6 +43,7 @@ class Counters:
     connections: int = 0
     resets: int = 0
     refused: int = 0
+    upstream_bytes: bytearray = field(default_factory=bytearray)  # everything hub -> device, for a test to wait on
 
 
 @dataclass
@@ -114,6 +115,7 @@ class _Pipe:
                     continue
                 if upstream:
                     counters.upstream += 1
+                    counters.upstream_bytes += data
                 else:
                     counters.downstream += 1
                 queue.put_nowait((time.monotonic() + self.proxy.delay_s, data))

@@ -308,7 +308,8 @@ async def test_a_name_the_receiver_stores_otherwise_is_refused_at_once_with_the_
         assert (result.ok, result.code, result.value) == (False, "refused", "VOX"), result
         assert result.error == f"Name on 127.0.0.1:{simulator.port}: the device applied 'VOX', not 'vox'"
         assert time.monotonic() - started < 1.0  # the receiver's answer, not the 2 s timeout
-        assert [line for line in simulator.commands[sent:] if line.startswith("Name")] == ["Name vox"]
+        sets = [line for line in simulator.commands[sent:] if line.startswith("Name ")]  # not a poll's bare "Name"
+        assert sets == ["Name vox"]
         await eventually(lambda: hub.store.get(device.id).channel(1).name == "VOX", what="the name held")  # type: ignore[union-attr]
 
 
