@@ -132,6 +132,7 @@ class _Peer(ABC):
         self.requested_meter_rate = 0  # what this client last asked for, answered or not
         self.sender: asyncio.Task[None] | None = None
         self.unended = b""  # with lines_only: what came after the last CRLF
+        self.held: list[bytes] = []  # answers kept back while the simulator is holding, in order
 
     @abstractmethod
     def write_now(self, data: bytes) -> None:
@@ -144,6 +145,11 @@ class _Peer(ABC):
     def send(self, data: bytes) -> None:
         """Write; answers wait ``answer_delay_s``; split writes queue behind earlier output."""
         sim = self.sim
+        if sim.answering and sim.unanswered_peer is self:
+            return
+        if sim.answering and sim.holding:
+            self.held.append(data)
+            return
         if sim.answering and sim.answer_delay_s:
             asyncio.get_running_loop().call_later(sim.answer_delay_s, self._write, data)
         else:
@@ -283,7 +289,8 @@ class ShureSimulator:
     ``family`` is a model key of :data:`MODELS` (``ulxd4q``, ``ad4d``, ``slxd4q+``, ``ur4d``, ...).
     ``spellings`` picks alternative parameter names (SLX-D: ``{"GROUP_CHANNEL": "GROUP_CHAN",
     "TX_MODEL": "TX_TYPE"}``). Faults: :meth:`drop_clients`, :attr:`silent`, :meth:`send_garbage`,
-    :attr:`split_writes`, :attr:`answer_delay_s`.
+    :attr:`split_writes`, :attr:`answer_delay_s`, :attr:`refused_params`, :attr:`unconfirmed_once`,
+    :attr:`holding` (with :meth:`release`).
     """
 
     def __init__(
@@ -314,6 +321,13 @@ class ShureSimulator:
         self.answer_delay_s = 0.0
         self.answering = False  # set while a request is handled: its replies and echoes are answers
         self.refused_params: set[str] = set()  # answered with ERR, like firmware that lacks them
+        # the next SET of each parameter here is carried out without a word to the client that sent it (other
+        # clients still see the change): a receiver that acts on a command and never confirms it
+        self.unconfirmed_once: set[str] = set()
+        self.unanswered_peer: _Peer | None = None  # while such a SET is handled: the client left unanswered
+        # a receiver stalled on its requests: answers wait, in order, until release(); samples and changes
+        # made at the front panel still go out (a client that disconnects loses what was held for it)
+        self.holding = False
         self.received: deque[str] = deque(maxlen=1000)
         self._random = random.Random(seed)  # nosec B311 # simulated values, seeded for reproducible tests
         self._server: asyncio.Server | None = None
@@ -619,6 +633,14 @@ class ShureSimulator:
         for peer in list(self.peers):
             peer.abort()
 
+    def release(self) -> None:
+        """Stop holding: every client gets the answers held for it, in the order it asked."""
+        self.holding = False
+        for peer in list(self.peers):
+            held, peer.held = peer.held, []
+            for data in held:
+                peer._write(data)
+
     def forget(self, peer: _Peer, closed_by_client: bool) -> None:
         if peer in self.peers:
             self.peers.remove(peer)
@@ -631,6 +653,14 @@ class ShureSimulator:
             peer.send(self._message(f"{self._verb()} ERR"))
             return
         self.received.append(f"{report.verb} {report.channel or ''} {report.param} {report.value}".strip())
+        if report.verb == "SET" and report.param in self.unconfirmed_once:
+            self.unconfirmed_once.discard(report.param)
+            self.unanswered_peer = peer
+            try:
+                self._set(peer, report)
+            finally:
+                self.unanswered_peer = None
+            return
         if report.verb == "GET":
             self._get(peer, report)
         elif report.verb == "SET":
