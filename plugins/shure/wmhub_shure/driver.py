@@ -56,6 +56,9 @@ MAX_HELD_READS: Final = 32
 # echoes the new one, a few hundred milliseconds at most. A receiver that stored something else (a name cut
 # to its length, a clamped gain) echoes that at once and sends nothing more: it should not cost io_timeout_s.
 OTHER_VALUE_GRACE_S: Final = 1.0
+# ERRs a resynchronising GET may take before the connection is given up: each is a late ERR of a request
+# already dropped, or the receiver refusing the question itself; a few cannot be told from the second
+SYNC_REFUSALS_MAX: Final = 3
 
 
 class NoAnswerError(ConnectionError):
@@ -89,8 +92,10 @@ class _Pending:
     a later ERR is not charged to it, nor does a later request's reply skip it.
 
     ``< REP ERR >`` names no parameter, so it is charged to the oldest request that has had no REP at all (the
-    oldest of all if every one has). A request the receiver never answers therefore takes the ERR meant for
-    the next one, which is then reported as unconfirmed: the protocol gives nothing to tell them apart.
+    oldest of all if every one has). That is right only while every request gets an answer: one the receiver
+    never answers would take the ERR meant for the next one, and a late answer of one dropped from the queue
+    would be taken for a newer request's. So after a request goes unanswered, no command is sent until the
+    driver has resynchronised (ShureDriver._resync).
     """
 
     channel: int | None
@@ -99,6 +104,7 @@ class _Pending:
     future: asyncio.Future[Report]
     expires: float
     text: str
+    seq: int = 0  # the order it was sent in, on this connection
     accept: Callable[[Report], bool] = field(default=lambda report: True)
     settles_on_other: bool = False  # a REP of another value settles it after OTHER_VALUE_GRACE_S (apply's SETs)
     other: Report | None = None
@@ -179,6 +185,14 @@ class ShureDriver(Driver):
         self._hold_samples = False  # the family's samples carry meters only, so they can wait for the hub
         self._held_reads: list[bytes] = []
         self._held = False  # the hub was asked to merge the held reads
+        # resynchronising after an unanswered request (see _resync): requests are numbered as sent; any sent up
+        # to _lost_upto may still be answered late, none sent up to _synced_upto can be
+        self._sent = 0
+        self._lost_upto = 0
+        self._synced_upto = 0
+        self._lost_what = ""
+        self._sync: asyncio.Task[None] | None = None
+        self._given_up: str | None = None  # why the driver closed the connection itself
 
     # lifecycle
 
@@ -226,12 +240,14 @@ class ShureDriver(Driver):
             # a keep-alive that found the transport closing ended with an error: collect it, so asyncio
             # does not log it as never retrieved (the lost connection is what run reports)
             await asyncio.gather(self._keepalive, return_exceptions=True)
-        raise ConnectionError(f"connection closed by {self.where}")
+        raise ConnectionError(self._given_up or f"connection closed by {self.where}")
 
     async def close(self) -> None:
         try:
             if self._keepalive is not None:
                 self._keepalive.cancel()
+            if self._sync is not None:
+                self._sync.cancel()
             transport = self._transport
             if transport is not None and not transport.is_closing():
                 self._send_meter_rate(0)
@@ -351,6 +367,7 @@ class ShureDriver(Driver):
         for future in futures:
             if not future.done():
                 future.cancel()  # abandoned: a late answer still pairs with it (see _Pending)
+                self._mark_lost("a question")
             error = None if future.cancelled() else future.exception()
             answered = not future.cancelled() and error is None
             answers.append(future.result() if answered else None)
@@ -458,7 +475,9 @@ class ShureDriver(Driver):
                 "it" if len(failed) == len(channels) else "those",
             )
 
-    async def _set_meter_rate(self, rate_ms: int, channels: list[int]) -> list[int | None]:
+    async def _set_meter_rate(
+        self, rate_ms: int, channels: list[int], timeout_s: float | None = None
+    ) -> list[int | None]:
         """SET METER_RATE on ``channels``: the channels that refused it, None for each that stayed silent."""
         value = f"{rate_ms:05d}"
 
@@ -466,14 +485,17 @@ class ShureDriver(Driver):
             return report.value.isdigit() and int(report.value) == rate_ms
 
         futures = {channel: self._track(channel, "SET", "METER_RATE", value, accept=confirms) for channel in channels}
-        await asyncio.wait(futures.values(), timeout=self.settings.io_timeout_s)
+        await asyncio.wait(futures.values(), timeout=self.settings.io_timeout_s if timeout_s is None else timeout_s)
         failed: list[int | None] = []
         for channel, future in futures.items():
             if not future.done():
                 future.cancel()
+                self._mark_lost(f"SET {channel} METER_RATE {value}")
                 failed.append(None)
             elif future.cancelled() or future.exception() is not None:
                 failed.append(channel)
+        if None in failed:
+            self._start_resync()
         return failed
 
     def _send_meter_rate(self, rate_ms: int) -> None:
@@ -531,7 +553,10 @@ class ShureDriver(Driver):
         # kept past its own timeout, so that a late reply is not taken for the answer to a newer request
         expires = time.monotonic() + 2 * self.settings.io_timeout_s
         text = data.decode("ascii", "replace").strip()
-        pending = _Pending(channel, param, index, future, expires, text, settles_on_other=settles_on_other)
+        self._sent += 1
+        pending = _Pending(
+            channel, param, index, future, expires, text, seq=self._sent, settles_on_other=settles_on_other
+        )
         if accept is not None:
             pending.accept = accept
         self._pending.append(pending)
@@ -542,6 +567,8 @@ class ShureDriver(Driver):
         now = time.monotonic()
         while self._pending and self._pending[0].expires < now:
             expired = self._pending.popleft()
+            if expired.other is None:  # never answered at all: an answer may still come, and pair with nothing
+                self._mark_lost(expired.text, expired.seq)
             if not expired.future.done():
                 expired.future.cancel()
 
@@ -801,8 +828,12 @@ class ShureDriver(Driver):
 
     async def apply(self, command: Command) -> CommandResult:
         request = self.check(command)
+        # one budget for the resynchronisation and the command, as before for the command alone: the hub
+        # bounds a driver's apply by its command timeout
+        deadline = asyncio.get_running_loop().time() + self.settings.io_timeout_s
+        await self._resynchronised(deadline)
         if request.param == "METER_RATE" and self._meter_channels != [0]:
-            return await self._meter_rate_per_channel(request.expected)
+            return await self._meter_rate_per_channel(request.expected, deadline)
 
         def accept(report: Report) -> bool:
             return request.expected is None or request.confirm(report) == request.expected
@@ -817,12 +848,16 @@ class ShureDriver(Driver):
             settles_on_other=request.expected is not None,
         )
         try:
-            async with asyncio.timeout(self.settings.io_timeout_s):
+            async with asyncio.timeout_at(deadline):
                 report = await future
-        except (TimeoutError, SkippedError):
+        except (TimeoutError, SkippedError) as exc:
             # the receiver may have taken it all the same: ask, so the hub shows what it holds either way
             with contextlib.suppress(DeviceUnavailableError):
                 self._track(request.channel, "GET", request.param, index=request.index)
+            if isinstance(exc, TimeoutError):  # skipped: a later answer came, so no answer of it is to come
+                sent = next((entry.text for entry in self._pending if entry.future is future), request.param)
+                self._mark_lost(sent)
+                self._start_resync()  # now, so that the next command finds it done
             raise CommandTimeoutError(
                 f"{self.model} {self.where} did not confirm {request.param} within {self.settings.io_timeout_s:g} s"
             ) from None
@@ -841,10 +876,11 @@ class ShureDriver(Driver):
             )
         return CommandResult(ok=True, value=request.confirm(report))
 
-    async def _meter_rate_per_channel(self, rate_ms: int) -> CommandResult:
+    async def _meter_rate_per_channel(self, rate_ms: int, deadline: float) -> CommandResult:
         """A meter rate for a receiver that refused channel 0 at connect: set on each channel, as then."""
         channels = list(range(1, self.channel_count + 1))
-        failed = await self._set_meter_rate(rate_ms, channels)
+        left_s = max(0.0, deadline - asyncio.get_running_loop().time())
+        failed = await self._set_meter_rate(rate_ms, channels, left_s)
         self._meter_channels = [channel for channel in channels if channel not in failed]
         if None in failed:
             raise CommandTimeoutError(
@@ -854,6 +890,117 @@ class ShureDriver(Driver):
             refused = ", ".join(str(channel) for channel in failed)
             raise RefusedError(f"{self.model} {self.where} refused METER_RATE on channel {refused}")
         return CommandResult(ok=True, value=rate_ms)
+
+    # resynchronising after an unanswered request
+
+    def _mark_lost(self, what: str, seq: int | None = None) -> None:
+        """A request (``seq``; every one sent so far when not known) went unanswered: its answer may still come."""
+        upto = self._sent if seq is None else seq
+        if upto > self._lost_upto:
+            self._lost_upto, self._lost_what = upto, what
+
+    def _start_resync(self, deadline: float | None = None) -> None:
+        """Resynchronise (unless under way), within io_timeout_s or by ``deadline`` (the loop's clock)."""
+        if self._lost_upto > self._synced_upto and (self._sync is None or self._sync.done()):
+            limit = asyncio.get_running_loop().time() + self.settings.io_timeout_s
+            self._sync = asyncio.ensure_future(self._resync(limit if deadline is None else min(limit, deadline)))
+
+    async def _resynchronised(self, deadline: float) -> None:
+        """Return once no answer to an earlier request can reach a request sent now; raise (nothing sent) when
+        that is not so by ``deadline`` (the loop's clock) or the connection was given up for it."""
+        loop = asyncio.get_running_loop()
+        while self._lost_upto > self._synced_upto:
+            transport = self._transport
+            if self._given_up is not None or transport is None or transport.is_closing():
+                raise DeviceUnavailableError(f"not sent: {self._given_up or f'not connected to {self.where}'}")
+            if loop.time() >= deadline:
+                raise CommandTimeoutError(
+                    f"not sent: {self.model} {self.where} left {self._lost_what} unanswered and did not answer "
+                    f"the question asked after it within {self.settings.io_timeout_s:g} s"
+                )
+            self._start_resync(deadline)
+            sync = self._sync
+            assert sync is not None
+            # no timeout of its own: the resynchronisation has one, and began no later than this command; wait
+            # rather than await, so that a command cancelled by the hub leaves it running, and one cancelled by
+            # close() does not cancel the command (the connection's state above says what happened)
+            await asyncio.wait({sync})
+            if self._lost_upto <= self._synced_upto and loop.time() >= deadline:
+                raise CommandTimeoutError(
+                    f"not sent: {self.model} {self.where} answered the question asked after {self._lost_what} "
+                    f"only after this command's {self.settings.io_timeout_s:g} s"
+                )
+
+    async def _resync(self, deadline: float) -> None:
+        """Make sure that every answer still to come to the requests sent so far has come, before a command.
+
+        Answers pair with requests only by order (an ERR names nothing; a REP of a GET looks like one to a SET
+        or one pushed by the receiver). After a request goes unanswered the hub cannot know whether its answer
+        is lost or still on its way, so a command sent then could be charged with it, or give its own answer
+        to the lost request. So a GET goes out whose REP no request in the queue could take, and nothing else
+        is sent until it is answered: replies come in order, so by then every earlier request has had its
+        answer or never will (``_resolve`` settles those left as skipped), and an ERR that comes before it is
+        one of theirs. Everything received meanwhile is read and merged as usual (samples, REPs pushed by the
+        receiver); only commands wait.
+
+        Reconnecting instead would also be safe (a new connection carries no answer of the old one), but it
+        costs detection, the GET ALL dump and the meters' restart, and shows the receiver offline for a
+        moment, for what is usually a single lost message. It is the fallback for when the GET does not settle
+        it: no answer within io_timeout_s either (the receiver is stalled: how many late answers are still to
+        come is unknown), or only ERRs to a question it always answers. Assumed, unverified: replies come in
+        the order asked (every public client relies on it too), and no other client makes the receiver push a
+        REP of the question's parameter (METER_RATE, CHAN_NAME for PSM1000 and UHF-R) at that very moment.
+        """
+        refusals = 0
+        while True:
+            question = self._sync_question()
+            if question is None:
+                self._give_up("has requests out that a check could be taken for")
+                return
+            channel, param = question
+            try:
+                future = self._track(channel, "GET", param)
+                upto = self._sent
+                async with asyncio.timeout_at(deadline):
+                    await future
+            except RefusedError:
+                refusals += 1
+                if refusals < SYNC_REFUSALS_MAX:
+                    continue  # a late ERR of a request no longer queued: ask again
+                self._give_up(f"answered GET {channel} {param} (always answered) with ERR {refusals} times")
+                return
+            except SkippedError:
+                pass  # a later request answered: settles this one and all before it as well
+            except TimeoutError:
+                self._give_up(f"answered nothing to GET {channel} {param} within {self.settings.io_timeout_s:g} s")
+                return
+            except (ConnectionError, DeviceUnavailableError):
+                return  # the connection is gone anyway: the next one carries no answer of this one
+            self._synced_upto = max(self._synced_upto, upto)
+            return
+
+    def _sync_question(self) -> tuple[int, str] | None:
+        """A GET the receiver always answers whose REP no queued request would take: the keep-alive's on some
+        channel, else a channel's name (a SET 0 METER_RATE still queued would take every channel's rate);
+        None while a GET ALL is queued, which any report answers."""
+        keepalive = self.family.keepalive_param if self.family is not None else "METER_RATE"
+        channels = range(1, max(1, self.channel_count) + 1)
+        for param in dict.fromkeys((keepalive, "CHAN_NAME")):
+            for channel in channels:
+                answer = Report("REP", channel, param, None, "")
+                if not any(entry.concerns(answer) for entry in self._pending):
+                    return channel, param
+        return None
+
+    def _give_up(self, why: str) -> None:
+        """Close the connection after a failed resynchronisation; the supervisor connects again (its backoff)."""
+        self._given_up = f"{self.model} {self.where} left {self._lost_what} unanswered, then {why}: connecting again"
+        self.sink.log.warning("%s", self._given_up)
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            with contextlib.suppress(DeviceUnavailableError):
+                self._send_meter_rate(0)  # as close() does: QLX-D locks up if a metered client just goes
+            transport.close()
 
 
 def tcp_driver(endpoint: Endpoint, sink: DeviceSink, settings: DriverSettings) -> ShureDriver:
