@@ -259,7 +259,8 @@ class Alert(Record):
     cleared_at: float | None = None
 
 
-AlertAction = Literal["raised", "acknowledged", "cleared"]
+# "updated": an open alert's text changed with its condition (a frequency conflict's findings); same id and raise time
+AlertAction = Literal["raised", "updated", "acknowledged", "cleared"]
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,9 @@ _RULES_OF_FIELD: Final[Mapping[str, int]] = {
     "rf_quality_percent": _RF,
     "audio_peak": _CLIP,
     "warnings": _WARNING,
-    "name": 0,  # only an alert's message shows it, and that is written when the alert is raised
+    # only an alert's message shows it: a channel rule's is written when its alert is raised, a frequency
+    # conflict's follows the plan's findings (set_external)
+    "name": 0,
     "frequency_mhz": 0,  # the frequency plan's concern (hub.persistence.frequency), not a channel rule's
 }
 _SEVERITY: Final[Mapping[AlertKind, Literal["warning", "critical"]]] = {
@@ -226,6 +228,8 @@ class Alerts(Service):
         # conditions judged elsewhere: what is ACTIVE now (with its message) and what is held (unknown)
         self._external_active: dict[AlertKey, str] = {}
         self._external_held: set[AlertKey] = set()
+        # keys whose text changed since the last tick: an open alert of theirs is told what it says now
+        self._external_reworded: set[AlertKey] = set()
         self._next_sweep = clock.monotonic()
         self._swept = False
         self._assignments_seen: dict[ChannelKey, Assignment] = {}
@@ -234,7 +238,7 @@ class Alerts(Service):
     # the service
 
     def add_listener(self, listener: AlertListener) -> Callable[[], None]:
-        """Call ``listener`` with every AlertEvent (raised, acknowledged, cleared); returns the remover.
+        """Call ``listener`` with every AlertEvent (raised, updated, acknowledged, cleared); returns the remover.
         Listeners run synchronously in the store's tick: hand slow work to a task or a queue."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
@@ -288,9 +292,13 @@ class Alerts(Service):
     def set_external(self, kind: AlertKind, active: Mapping[AlertKey, str], held: Set[AlertKey] = frozenset()) -> None:
         """Replace the conditions of an external ``kind``: the keys in ``active`` are ACTIVE (with the message
         an alert raised for them says), those in ``held`` HOLD, every other tracked key of the kind is CLEAR.
-        The next tick runs the usual lifecycle on them: debounced raise, acknowledge, debounced clear."""
+        The next tick runs the usual lifecycle on them: debounced raise, acknowledge, debounced clear; an open
+        alert whose text is no longer the one given gets the new text (action ``updated``)."""
         if kind not in EXTERNAL_KINDS:
             raise ValueError(f"{kind.value} is judged by the alert engine itself")
+        said = self._external_active
+        # only a text that changed: the plan hands over every text at each check, most of them as they were
+        self._external_reworded.update(key for key, text in active.items() if said.get(key) != text)
         self._external_active = {key: text for key, text in self._external_active.items() if key[0] is not kind}
         self._external_active.update(active)
         self._external_held = {key for key in self._external_held if key[0] is not kind} | set(held)
@@ -385,6 +393,12 @@ class Alerts(Service):
         active, held = self._external_active, self._external_held
         for key in active:
             self._apply(key, Verdict.ACTIVE, now)
+        reworded, self._external_reworded = self._external_reworded, set()
+        for key in reworded:
+            # one pending or held keeps nothing: a raise writes the text of its moment, and a held key's text
+            # counts as new when its device is back
+            if key in active and key in self._open:
+                self._reword(key)
         for key in [key for key in self._trackers if key[0] in EXTERNAL_KINDS and key not in active]:
             self._apply(key, Verdict.HOLD if key in held else Verdict.CLEAR, now)
 
@@ -463,6 +477,19 @@ class Alerts(Service):
         self._db.submit(*_alert_row(alert))
         log.info("alert raised: %s", alert.message)
         self._emit("raised", alert)
+
+    def _reword(self, key: AlertKey) -> None:
+        """Give an open alert the text its condition has now. It stays the alert it was (id, raise time,
+        acknowledgement): the conflict it names stands, only what it involves changed."""
+        alert = self._open[key]
+        message = redact(self._message(key))
+        if message == alert.message:
+            return
+        reworded = alert.model_copy(update={"message": message})
+        self._open[key] = reworded
+        self._db.submit("UPDATE alerts SET message = ? WHERE id = ?", (message, alert.id))
+        log.info("alert %d now says: %s", alert.id, message)
+        self._emit("updated", reworded)
 
     def _clear(self, key: AlertKey, now: float) -> None:
         alert = self._open.pop(key).model_copy(update={"cleared_at": now})
@@ -574,7 +601,7 @@ class Alerts(Service):
         return keys
 
     def _message(self, key: AlertKey) -> str:
-        """What an alert says, from the values at the moment it is raised."""
+        """What an alert says, from the values at the moment it is raised (an external kind's: now)."""
         kind, device_id, index, detail = key
         if kind in EXTERNAL_KINDS:
             return self._external_active.get(key, f"{device_id} ch {index}: {detail}")
