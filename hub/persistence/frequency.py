@@ -55,7 +55,8 @@ FREQUENCY_FIELDS: Final = frozenset(
 )
 # a device's band and carrier width (rf_capabilities)
 BAND_FIELDS: Final = frozenset({"family", "rf_band", "capabilities"})
-# what a carrier's label is made of: a change rebuilds that device's carriers without checking the plan again
+# what a carrier's label is made of: a change rebuilds that device's carriers and rewrites what the findings
+# say (the plan's labels, the conflict alerts' texts) without checking the plan again
 LABEL_FIELDS: Final = frozenset({"name", "extended_name"})
 PLAN_FIELDS: Final = FREQUENCY_FIELDS | BAND_FIELDS | LABEL_FIELDS
 _REPLAN: Final = FREQUENCY_FIELDS | BAND_FIELDS | {ADDED, REMOVED, ONLINE}
@@ -224,6 +225,7 @@ class FrequencyPlan(Service):
         self._stale_devices: set[str] = set()
         self._findings: list[Finding] = []
         self._dirty = True
+        self._relabel = False  # a name changed: the findings stand, what they say does not
         self._full_check_due = True
         self._listeners: list[PlanListener] = []
         self._summary: dict[str, Any] = {}
@@ -289,18 +291,29 @@ class FrequencyPlan(Service):
 
     def observe(self, changes: Mapping[ChangeKey, Set[str]]) -> None:
         """Note the state changes of one tick: the plan is re-checked only when a frequency, a transmitter
-        or a device's presence changed; a device whose channels changed name gets new labels at the next
-        check."""
+        or a device's presence changed; a device whose channels changed name gets new labels (and its
+        conflict alerts new texts) at the next refresh, checked or not."""
         for (device_id, _), fields in changes.items():
             if not fields.isdisjoint(_REBUILD):
                 self._stale_devices.add(device_id)
                 if not fields.isdisjoint(_REPLAN):
                     self._dirty = True
+                else:
+                    self._relabel = True
 
     def refresh(self) -> bool:
         """Re-check the plan if anything it depends on changed and no slow check holds it back; True when it
-        did (a held-back change is checked at a later tick)."""
-        if not self._dirty or self._clock.monotonic() < self._next_check_at:
+        did (a held-back change is checked at a later tick). A rename alone is no check: the plan takes the
+        new labels at once (unless a check is waiting anyway), and its alerts say them."""
+        if not self._dirty:
+            if self._relabel and self.checked_at is not None:
+                self._relabel = False
+                devices = list(self._state.devices.values())
+                self._carriers = self._current_carriers(devices)
+                self._judge_alerts(devices)
+                self._tell_listeners()
+            return False
+        if self._clock.monotonic() < self._next_check_at:
             return False
         if self.checked_at is None and not self.devices_read() and self._clock.monotonic() < self._first_check_by:
             return False
@@ -324,22 +337,27 @@ class FrequencyPlan(Service):
         else:
             self._findings = self._checker.update(self._carriers)
         self.checked_at = self._clock.now()
-        self._dirty = False
+        self._dirty = self._relabel = False
         took = time.perf_counter() - started
         if took >= SLOW_CHECK_S:
             self._held_back_after(took)
         self._judge_alerts(devices)
+        self._tell_listeners()
+        return True
+
+    def _tell_listeners(self) -> None:
+        """Hand the summary to the listeners if it changed (a check that found the same is no news)."""
         summary = self.summary()
-        if {k: v for k, v in summary.items() if k != "checked_at"} != {
+        if {k: v for k, v in summary.items() if k != "checked_at"} == {
             k: v for k, v in self._summary.items() if k != "checked_at"
         }:
-            self._summary = summary
-            for listener in list(self._listeners):
-                try:
-                    listener(summary)
-                except Exception:  # one broken consumer must not stop the plan
-                    log.exception("frequency plan listener %r failed", listener)
-        return True
+            return
+        self._summary = summary
+        for listener in list(self._listeners):
+            try:
+                listener(summary)
+            except Exception:  # one broken consumer must not stop the plan
+                log.exception("frequency plan listener %r failed", listener)
 
     def _held_back_after(self, took: float) -> None:
         """Hold the next check back after one that took ``took`` seconds, and say so at most every
