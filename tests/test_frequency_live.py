@@ -163,6 +163,96 @@ async def test_an_intermod_hit_is_alerted_suggested_away_and_cleared(mqtt_broker
     await hub.persistence.close()
 
 
+async def test_an_open_conflict_alert_says_what_the_conflict_is_now(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """A conflict alert kept the text it was raised with: after a source channel was renamed, or the victim was
+    retuned within the guard (the conflict stands, its offset moved), REST, MQTT and the board still named the
+    old source and offset while the plan showed the new ones. The open alert follows the findings, stays the
+    alert it was (id, raise time, one row in the history) and is re-said only when its text changes."""
+    hub = rf_hub(tmp_path, "shure", mqtt_broker.url)
+    alerts = AlertSettings(frequency_for_s=0.3, clear_after_s=0.3)
+    hub.persistence = await Persistence.open(tmp_path, hub.store, settings=quick_settings(tick_s=0.1, alerts=alerts))
+    plan_topic = "wmhub/hubs/rf/frequency_plan"
+    async with (
+        ShureSimulator("ulxd4d", seed=3) as pair,
+        ShureSimulator("ulxd4", seed=4) as third,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        pair.set_channel(1, frequency_mhz=A_MHZ)
+        pair.set_channel(2, frequency_mhz=B_MHZ)
+        third.set_channel(1, frequency_mhz=C_MHZ)
+        await probe.subscribe(f"{ALERTS}/#")
+        await probe.subscribe(plan_topic)
+        async with hub, aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}", headers=AUTH) as http:
+            await hub.add_device(pair.url, source="test")
+            await hub.add_device(third.url, source="test")
+            pair_id = await eventually(lambda: device_at(hub, pair.port), 10, "the two-channel receiver")
+            third_id = await eventually(lambda: device_at(hub, third.port), 10, "the one-channel receiver")
+            raised = (await probe.json(f"{ALERTS}/event", conflict_event("raised", third_id), timeout=15))["alert"]
+            assert "+0 kHz" in raised["message"] and "Lead vox" not in raised["message"], raised
+            async with http.post(f"/api/v1/alerts/{raised['id']}/acknowledge", json={"by": "A2"}) as response:
+                assert response.status == 200, await response.text()
+
+            def updated_saying(*words: str) -> Callable[[dict[str, Any]], bool]:
+                return lambda event: (
+                    conflict_event("updated", third_id)(event)
+                    and all(word in event["alert"]["message"] for word in words)
+                )
+
+            # a source renamed by its extended name: the same alert names it now
+            path = f"/api/v1/channels/{pair_id}:1/extended-name"
+            async with http.put(path, json={"name": "Lead vox"}) as response:
+                assert response.status == 200, await response.text()
+            renamed = (await probe.json(f"{ALERTS}/event", updated_saying("Lead vox"), timeout=10))["alert"]
+            assert (renamed["id"], renamed["raised_at"]) == (raised["id"], raised["raised_at"]), renamed
+
+            # the victim renamed on the receiver itself
+            command = f"/api/v1/channels/{third_id}:1/commands"
+            async with http.post(command, json={"kind": "name", "value": "VOX3"}) as response:
+                assert response.status == 200, await response.text()
+            await probe.json(f"{ALERTS}/event", updated_saying("VOX3", "Lead vox"), timeout=10)
+
+            # the victim retuned 25 kHz: still within the 100 kHz guard of 2f1-f2, the offset is what changed
+            async with http.post(command, json={"kind": "frequency", "value": C_MHZ + 0.025}) as response:
+                assert response.status == 200, await response.text()
+            retuned = (await probe.json(f"{ALERTS}/event", updated_saying("VOX3", "-25 kHz"), timeout=10))["alert"]
+            assert retuned["acknowledged_by"] == "A2", "seen stays seen: the conflict is the one acknowledged"
+            assert (retuned["id"], retuned["raised_at"], retuned["cleared_at"]) == (
+                raised["id"],
+                raised["raised_at"],
+                None,
+            )
+
+            # the plan and every place the alert is read say the same
+            async with http.get("/api/v1/frequency-plan") as response:
+                findings = (await response.json())["findings"]
+            [hit] = [f for f in findings if f["victim"] == f"{third_id}:1" and f["severity"] == "alert"]
+            assert hit["offset_khz"] == -25.0 and hit["source_labels"][0].startswith("Lead vox"), hit
+            async with http.get("/api/v1/alerts") as response:
+                [listed] = [a for a in (await response.json())["items"] if a["id"] == raised["id"]]
+            assert listed == retuned, (listed, retuned)
+            await probe.json(ALERTS, lambda items: retuned in items, timeout=5)  # the retained list (Home Assistant)
+
+            # re-checks that change nothing of the alert re-say nothing: a far-away carrier declared, then removed
+            async with http.post(
+                "/api/v1/frequency-plan/carriers", json={"label": "far", "frequency_mhz": 600.0}
+            ) as response:
+                assert response.status == 201, await response.text()
+                declared = (await response.json())["id"]
+            await probe.json(plan_topic, lambda plan: plan["declared"] == 1, timeout=10)
+            async with http.delete(f"/api/v1/frequency-plan/carriers/{declared}") as response:
+                assert response.status in (200, 204), await response.text()
+            await probe.json(plan_topic, lambda plan: plan["declared"] == 0 and plan["carriers"] == 3, timeout=10)
+            said = [orjson.loads(payload) for topic, payload in probe.messages if topic == f"{ALERTS}/event"]
+            actions = [event["action"] for event in said if event["alert"]["id"] == raised["id"]]
+            assert actions == ["raised", "acknowledged", "updated", "updated", "updated"], actions
+
+            # the history holds the alert once, with its current text and its first raise time
+            async with http.get("/api/v1/alerts", params={"recent": "true"}) as response:
+                rows = [a for a in (await response.json())["items"] if a["id"] == raised["id"]]
+            assert [(row["message"], row["raised_at"]) for row in rows] == [(retuned["message"], raised["raised_at"])]
+    await hub.persistence.close()
+
+
 async def test_a_group_is_coordinated_and_tuned_on_the_receivers(tmp_path: Path) -> None:
     async with ShureSimulator("ulxd4q", seed=5) as quad, rf_hub(tmp_path, "shure") as hub:
         for index in range(1, 5):  # all four on one frequency: a spacing problem each

@@ -24,10 +24,12 @@ from hub.frequency.engine import to_hz
 from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device, NumberLimits
 from hub.mqtt.homeassistant import EntityOptions, hub_discovery_config
 from hub.mqtt.topics import Topics
-from hub.persistence import IN_MEMORY, AlertKind, Persistence, SimulatedClock
+from hub.persistence import IN_MEMORY, AlertEvent, AlertKind, Persistence, SimulatedClock
 from hub.persistence.frequency import CHECK_SHARE, SLOW_CHECK_S, FrequencySettings, device_carriers
 from hub.persistence.testing import open_simulated, put_receiver
 from hub.plugins import PluginHost
+from hub.records import Alert
+from hub.state import StateStore
 from tests.frequency_reference import brute_clean
 
 TOKEN = "plan-token-for-the-tests"
@@ -578,6 +580,84 @@ async def test_a_renamed_channel_is_named_in_the_plan_and_the_other_receivers_ke
     assert labels["shure-rx:1"] == "Lead vox (shure-rx ch 1)" and labels["shure-other:1"] == "Keys (shure-other ch 1)"
     body = await rig.call("GET", PLAN, 200)
     assert {c["label"] for c in body["carriers"] if c["id"] == "shure-rx:1"} == {"Lead vox (shure-rx ch 1)"}
+
+
+async def test_an_open_conflict_alert_follows_its_findings_and_says_each_change_once(rig: Rig) -> None:
+    """A conflict alert kept the text it was raised with while the plan showed the conflict changing: more
+    transmitters joining the product, one of them leaving again, a source renamed (a rename alone re-checked
+    nothing, so not even the plan's labels followed until some other change)."""
+    events: list[AlertEvent] = []
+    rig.store.alerts.add_listener(events.append)
+    rig.tune("shure-rx", 1, 518.2)
+    rig.tune("shure-rx", 2, 518.6)
+    rig.tune("shure-rx", 3, 517.8)
+    rig.tick()
+
+    def victim() -> Alert:
+        [alert] = [a for a in rig.store.alerts.open_alerts() if (a.channel, a.detail) == (3, "intermod")]
+        return alert
+
+    first = victim()
+    assert "shure-pair" not in first.message
+
+    # two more transmitters: 2 x 517.0 - 516.2 lands on the victim as well
+    put_receiver(rig.hub.store, "shure-pair", channels=2, frequency_mhz=517.0)
+    rig.tune("shure-pair", 2, 516.2)
+    rig.tick()
+    joined = victim()
+    assert joined.message != first.message and "more" in joined.message, joined.message
+    # one of them leaves, the other stays: the conflict is the first pair's alone again
+    rig.tune("shure-pair", 1, 530.0)
+    rig.tick()
+    assert victim().message == first.message
+    # a source renamed: no re-check, the same tick's text names it
+    rig.hub.store.update_channel("shure-rx", 1, {"name": "Lead vox"})
+    rig.store.step()
+    renamed = victim()
+    assert "Lead vox (shure-rx ch 1)" in renamed.message and rig.store.frequency.labels()["shure-rx:1"].startswith(
+        "Lead vox"
+    )
+    rig.tick(20, 20)  # checks that change nothing say nothing
+    rig.hub.store.update_channel("shure-rx", 2, {"tx_present": True, "rf_dbm": -50.0})
+    rig.tick()
+
+    said = [(e.action, e.alert.message, e.alert.raised_at) for e in events if e.alert.id == first.id]
+    assert said == [
+        ("raised", first.message, first.raised_at),
+        ("updated", joined.message, first.raised_at),
+        ("updated", first.message, first.raised_at),
+        ("updated", renamed.message, first.raised_at),
+    ], said
+    [stored] = [a for a in await rig.store.alerts.recent() if a.id == first.id]
+    assert (stored.message, stored.raised_at, stored.cleared_at) == (renamed.message, first.raised_at, None)
+
+
+async def test_a_conflict_alert_left_open_by_the_last_run_says_what_the_conflict_is_now(tmp_path: Path) -> None:
+    """Open alerts are loaded at start with their text of then; the channel was renamed meanwhile."""
+    state, clock = StateStore(), SimulatedClock(start=time.time())
+    put_receiver(state, "shure-rx", channels=3, frequency_mhz=518.2)
+    for index, mhz in ((2, 518.6), (3, 517.8)):
+        state.update_channel("shure-rx", index, {"frequency_mhz": mhz})
+    store = await open_simulated(tmp_path, state, clock)
+    for _ in range(3):
+        clock.advance(1)
+        store.step()
+    [before] = [a for a in store.alerts.open_alerts() if a.channel == 3]
+    await store.close()
+
+    state.update_channel("shure-rx", 1, {"name": "Lead vox"})
+    store = await open_simulated(tmp_path, state, clock)
+    try:
+        events: list[AlertEvent] = []
+        store.alerts.add_listener(events.append)
+        clock.advance(1)
+        store.step()
+        [after] = [a for a in store.alerts.open_alerts() if a.channel == 3]
+        assert (after.id, after.raised_at) == (before.id, before.raised_at)
+        assert "Lead vox" in after.message and "Lead vox" not in before.message, after.message
+        assert [(e.action, e.alert.id) for e in events if e.alert.channel == 3] == [("updated", before.id)]
+    finally:
+        await store.close()
 
 
 def frequency_conflicts_sensor() -> dict[str, Any]:
