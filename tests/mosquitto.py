@@ -318,7 +318,7 @@ class MqttProbe:
         self.latest.clear()
 
     async def message(
-        self, topic: str, where: Callable[[bytes], bool] = lambda payload: True, timeout: float = 5.0
+        self, topic: str, where: Callable[[bytes], bool] = lambda payload: True, timeout: float = 15.0
     ) -> bytes:
         """The first message recorded on ``topic`` satisfying ``where`` (waiting for it if needed)."""
 
@@ -337,7 +337,7 @@ class MqttProbe:
         _, payload = await eventually(found, timeout, f"a message on {topic}")
         return payload
 
-    async def json(self, topic: str, where: Callable[[Any], bool] = lambda value: True, timeout: float = 5.0) -> Any:
+    async def json(self, topic: str, where: Callable[[Any], bool] = lambda value: True, timeout: float = 15.0) -> Any:
         def matches(payload: bytes) -> bool:
             try:
                 return bool(payload) and bool(where(orjson.loads(payload)))
@@ -346,7 +346,7 @@ class MqttProbe:
 
         return orjson.loads(await self.message(topic, matches, timeout))
 
-    async def request(self, response_topic: str, request_topic: str, payload: Any, timeout: float = 5.0) -> Any:
+    async def request(self, response_topic: str, request_topic: str, payload: Any, timeout: float = 15.0) -> Any:
         """Publish a request with a fresh transaction id and wait for its response."""
         transaction = f"t{len(self.messages)}-{id(payload)}"
         body = dict(payload, transaction=transaction) if isinstance(payload, dict) else payload

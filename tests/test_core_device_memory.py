@@ -115,7 +115,7 @@ async def wmhub_run(tmp_path: Path, broker: TestBroker) -> AsyncIterator[Api]:
             async def answering() -> bool:
                 return bool(await api.get("/api/health"))
 
-            await until(answering, 20, "the hub's REST API")
+            await until(answering, 60, "the hub's REST API")
             try:
                 yield api
             except AssertionError as failure:

@@ -94,7 +94,7 @@ async def test_no_device_password_in_any_output(mqtt_broker: TestBroker, tmp_pat
                     async with session.get(base + "/api/health") as response:
                         return response.status == 200
 
-                await until(answering, 20, "the hub's HTTP API")
+                await until(answering, 60, "the hub's HTTP API")
                 for url in over_rest:
                     headers = {"Authorization": f"Bearer {TOKEN}"}
                     async with session.post(base + "/api/v1/devices", json={"url": url}, headers=headers) as added:
