@@ -49,6 +49,10 @@ _ALL_BITS: Final = (1 << len(_BIT)) - 1
 _ADDED: Final = _BIT[ADDED]
 _REMOVED: Final = _BIT[REMOVED]
 _ONLINE: Final = _BIT[ONLINE]
+# Every field but the one the hub keeps for the user (the extended name, hub.fieldcheck): a change of that alone
+# on a channel the receiver has not reported (held offline from before the hub started) is no first report of
+# its, which MQTT and the board would show as a channel whose every reading is null, reported just now
+_RECEIVER_SAYS: Final = _ALL_BITS & ~_BIT["extended_name"]
 _names: dict[int, frozenset[str]] = {0: frozenset()}
 
 
@@ -192,9 +196,10 @@ class ChannelWriter:
         now = store._clock.now()
         self._device_values["last_seen"] = now
         if changed:
-            values["updated_at"] = now
+            if values["updated_at"] is not None or changed & _RECEIVER_SAYS:
+                values["updated_at"] = now
             store._notify(self.key, changed)
-        elif values["updated_at"] is None and fields:
+        elif values["updated_at"] is None and _mask(fields) & _RECEIVER_SAYS:
             # the channel's first report, every value as the empty channel had it: news all the same, as the
             # publishers hold back a channel the receiver has not reported yet (``updated_at`` still None)
             values["updated_at"] = now
