@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
+from unittest.mock import ANY
 
 import orjson
 import pytest
@@ -27,6 +28,7 @@ from wmhub_shure.simulator.replay import ReplayDevice, Transcript
 from hub.app import Hub
 from hub.persistence.schema import MIGRATIONS
 from hub.testing import eventually, plugin_host
+from tests.fault_harness import until
 from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.test_faults_startup import RunningHub, simulated_receivers
 from tests.test_mqtt_bridge import example_receiver, online_device, running_hub
@@ -275,6 +277,100 @@ async def test_a_receiver_down_since_the_start_is_listed_with_its_channels_and_n
         assert published_channels == [], "a channel the receiver has not reported this run is not published"
     assert await retained(mqtt_broker, f"{device_topic}/channels/+") == channels_before
     assert orjson.loads((await retained(mqtt_broker, config_topic))[config_topic]) == orjson.loads(config_before)
+
+
+async def what_a_consumer_sees(broker: TestBroker, base: str, device_id: str) -> dict[str, object]:
+    """A receiver as a client connecting now finds it on the broker: its availability, whether its device state
+    says online, its channel count there, each retained channel state by number, and its Home Assistant entities."""
+    topics = await retained(broker, f"{base}/devices/{device_id}/#")
+    device = orjson.loads(topics.get(f"{base}/devices/{device_id}", b"{}"))
+    config_topic = f"homeassistant/device/{device_id}/config"
+    config = orjson.loads((await retained(broker, config_topic)).get(config_topic, b"{}"))
+    prefix = f"{base}/devices/{device_id}/channels/"
+    return {
+        "availability": topics.get(f"{base}/devices/{device_id}/availability"),
+        "online": device.get("online"),
+        "channel_count": device.get("channel_count"),
+        "channels": {
+            int(topic[len(prefix) :]): orjson.loads(payload)
+            for topic, payload in topics.items()
+            if topic.startswith(prefix) and "/" not in topic[len(prefix) :]
+        },
+        "entities": sorted(key for key, component in config.get("components", {}).items() if len(component) > 1),
+    }
+
+
+async def test_a_receiver_down_since_the_start_shows_as_one_that_went_down_while_the_hub_ran(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """Two receivers, both offline on the broker: one down since before the hub started, one that went down while it
+    ran. A consumer must not be able to tell them apart: each says offline (availability and device state), keeps
+    its channel topics with the names and last state the receiver reported, and its Home Assistant entities; and
+    so after the broker restarts without persistence (or a cluster fails over to a node that never had them), when
+    the hub puts back what it keeps. The receiver down since the start lost every channel topic there: the hub had
+    never published them this run, so it did not put them back, and Node-RED and the fleet board lost its channels
+    and their names while the one that went down while the hub ran kept them."""
+    host = plugin_host("wmhub-shure")
+    base = "wmbothdown"
+    async with ShureSimulator("ulxd4q", seed=5) as early, ShureSimulator("ulxd4q", seed=6) as late:
+        early.set_name(2, "Vocal")
+        late.set_name(2, "Guitar")
+        urls = [early.url, late.url]
+        async with running_hub(mqtt_broker, tmp_path, urls, plugins=host, base=base) as hub:
+            await every_device_online(hub, 2)
+            ids = {device.port: device.id for device in hub.store.devices.values()}
+            early_id, late_id = ids[early.port], ids[late.port]
+            for device_id in ids.values():
+                await eventually(lambda: len(reported_channels(hub, device_id)) == 4, 10, "its channels reported")  # noqa: B023
+        early_last = await what_a_consumer_sees(mqtt_broker, base, early_id)
+        assert early_last["channels"][2]["name"] == "Vocal"  # type: ignore[index]
+        await early.stop()  # down before the hub starts again
+
+        async with running_hub(mqtt_broker, tmp_path, urls, plugins=host, base=base) as hub:
+            await eventually(lambda: hub.store.devices[late_id].online, 20, "the other receiver online again")
+            await eventually(lambda: len(reported_channels(hub, late_id)) == 4, 10, "its channels reported")
+            await late.stop()  # down while the hub runs
+            await eventually(lambda: not hub.store.devices[late_id].online, 20, "that receiver offline")
+            late_last = await what_a_consumer_sees(mqtt_broker, base, late_id)
+            assert late_last["channels"][2]["name"] == "Guitar"  # type: ignore[index]
+            expected = {early_id: early_last, late_id: late_last}
+            for last in expected.values():
+                last.update({"availability": b"offline", "online": False, "channel_count": 4})
+                assert len(last["entities"]) > 4, last["entities"]  # type: ignore[arg-type]
+            seen: dict[str, dict[str, object]] = {}
+
+            async def consumer_sees(wanted: dict[str, dict[str, object]]) -> bool:
+                for device_id in wanted:
+                    seen[device_id] = await what_a_consumer_sees(mqtt_broker, base, device_id)
+                return seen == wanted
+
+            assert await consumer_sees(expected), seen
+
+            await mqtt_broker.restart()  # no persistence: every retained message is gone
+            with suppress(AssertionError):
+                await until(lambda: consumer_sees(expected), 20, "the hub's retained topics put back")
+            assert seen[late_id] == expected[late_id], "what the hub keeps of a receiver that went down is put back"
+            assert seen[early_id] == expected[early_id], "the receiver down since the start must look the same"
+
+            # the user names a channel of each on the board: the name goes on the state each receiver last reported
+            for device_id in expected:
+                await hub.rename_channel(device_id, 3, "Lead Vox", "test")
+            renamed = {device_id: {**last, "channels": {**last["channels"]}} for device_id, last in expected.items()}  # type: ignore[dict-item]
+            stamps: dict[str, object] = {}
+            for device_id, last in renamed.items():
+                channels = last["channels"]
+                assert isinstance(channels, dict)
+                before = channels[3]
+                channels[3] = {**before, "extended_name": "Lead Vox", "updated_at": ANY}
+                stamps[device_id] = before["updated_at"]
+            with suppress(AssertionError):
+                await until(lambda: consumer_sees(renamed), 10, "the extended names on MQTT")
+            assert seen == renamed, "each channel state keeps what its receiver last reported, with the new name"
+            for device_id, stamp in stamps.items():
+                channel = seen[device_id]["channels"][3]  # type: ignore[index]
+                assert channel["updated_at"] > stamp, "a change of any field, the extended name too, is its last change"
+            # and the hub makes up no report of the receiver's: the board shows no reading for its channels
+            assert hub.store.devices[early_id].channels[2].updated_at is None
 
 
 @contextmanager

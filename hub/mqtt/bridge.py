@@ -185,6 +185,8 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
             return
         if self._on_left_behind_state(topic, payload, retained):
             return
+        if self._on_previous_channel_state(topic, payload, retained):
+            return
         target = self.topics.control_target(topic)
         if target is not None:
             where = {"device_id": target.device_id, "channel": target.channel}

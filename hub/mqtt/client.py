@@ -150,6 +150,11 @@ class MqttClient:
         """True when ``topic`` is kept set to exactly this payload and QoS."""
         return self._retained.retains(topic, payload, qos)
 
+    def adopt_retained(self, topic: str, payload: bytes, qos: int) -> None:
+        """Keep ``topic`` set to ``payload``, as the broker holds it already (this client's previous run set it):
+        re-published after a reconnect as if published now, and nothing is sent for it now."""
+        self._retained.keep(topic, payload, qos)
+
     def forget_retained(self, topic: str) -> None:
         """Stop keeping ``topic`` set (another client publishes it now): left on the broker as it is, and not
         re-published after a reconnect."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -158,6 +159,22 @@ def channel_count(summary: Mapping[str, Any]) -> int:
     if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_CHANNELS:
         return count
     return 0
+
+
+def is_channel_state(payload: bytes, index: int) -> bool:
+    """Whether a retained payload (anyone may have written it) is a state of channel ``index``, as
+    :func:`channel_state` makes one."""
+    try:
+        state = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(state, dict) and state.get("index") == index and not isinstance(state.get("index"), bool)
+
+
+def with_extended_name(channel_state: bytes, extended_name: str | None, at: datetime) -> bytes:
+    """A channel state (one :func:`is_channel_state` took) with another extended name, given ``at``: its
+    ``updated_at`` is the last change of any field, as in the state store."""
+    return encode({**orjson.loads(channel_state), "extended_name": extended_name, "updated_at": at})
 
 
 def channel_state(channel: Channel) -> dict[str, Any]:

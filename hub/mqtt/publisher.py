@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from hub.model import CHANNEL_FIELDS, DEVICE_FIELDS, METER_FIELDS, Device, field_values
@@ -21,6 +22,7 @@ from hub.mqtt.frames import topic_field
 from hub.mqtt.homeassistant import DEVICE_READING_FIELDS, EntityOptions, discovery_config, hub_discovery_config
 from hub.mqtt.paced import Paced
 from hub.mqtt.payloads import meter_values, meters_moved, meters_payload
+from hub.mqtt.retained import expand
 from hub.mqtt.topics import Topics
 from hub.records import AlertEvent, SwapList
 from hub.redact import redact
@@ -91,6 +93,11 @@ class StatePublisher:
         # store has one it kept the identity of from the start (hub.devices); these are the others (the first
         # start after an upgrade, a database file the hub could not open at start)
         self._carried_entries: dict[str, dict[str, Any]] = {}
+        # the devices held offline from the identity they last gave (no channel reported this run) whose channel
+        # topics are read: the states the previous run left there are kept as this run's until the receiver
+        # reports, so a reconnect puts them back as it does those of a receiver that went down while the hub ran
+        # (each topic by name: RabbitMQ 3.x sends a retained message only to a subscription naming its topic)
+        self._reading_previous_channels: dict[str, list[str]] = {}
         # the devices each other hub on the broker lists as its own (its retained device list, kept current)
         self._owned_elsewhere: dict[str, frozenset[str]] = {}
         self._shared_said: set[tuple[str, str]] = set()  # (device, other hub) already said to be on both
@@ -187,6 +194,8 @@ class StatePublisher:
                     if device.online and device_id in self._previous_channel_counts:  # listed offline from the start
                         answered.append(device)
                         configs.add(device_id)
+                    if device.online:
+                        self._stop_reading_previous_channels(device_id)
                     list_changed = True
                 if changed & DEVICE_FIELDS:
                     configs.add(device_id)
@@ -208,6 +217,8 @@ class StatePublisher:
                     self._publish(
                         self.topics.channel(device_id, index), payloads.encode(payloads.channel_state(channel))
                     )
+                elif "extended_name" in changed:
+                    self._rename_previous_channel(device_id, index, channel.extended_name)
         for device_id in grown - state_sent:
             self._publish(self.topics.device(device_id), payloads.encode(payloads.device_state(devices[device_id])))
             list_changed = True
@@ -246,6 +257,67 @@ class StatePublisher:
                 self._publish_meters(device.id, channel.index, meter_values(field_values(channel)))
         self._publish_homeassistant(device)
         self._clear_previous_channels(device)
+        if not device.online and device.channels and not any(channel.reported for channel in device.channels):
+            self._read_previous_channels(device)
+
+    def _read_previous_channels(self, device: Device) -> None:
+        """Read the channel states the broker kept of a device held offline from before this run (its
+        identity, hub.devices), none of whose channels the receiver has reported: this run publishes none of
+        them until it does, so without them a reconnect to a broker that lost its retained store (restarted
+        without persistence, another node of a cluster) would leave that receiver without channel topics, where
+        one that went down while the hub ran gets its last states back."""
+        if device.id in self._reading_previous_channels:
+            return
+        assert self.client is not None
+        topics = self._reading_previous_channels[device.id] = [
+            self.topics.channel(device.id, channel.index) for channel in device.channels
+        ]
+        for topic in topics:
+            self.client.subscribe(topic, self.settings.qos_state)
+
+    def _stop_reading_previous_channels(self, device_id: str) -> None:
+        for topic in self._reading_previous_channels.pop(device_id, ()):
+            if self.client is not None:
+                self.client.unsubscribe(topic)
+
+    def _rename_previous_channel(self, device_id: str, index: int, extended_name: str | None) -> None:
+        """The user's name for a channel given while the receiver has not reported it: on the state the previous
+        run left for it (:meth:`_on_previous_channel_state`), as it goes on the state of a receiver that went down
+        while the hub ran."""
+        assert self.client is not None
+        topic = self.topics.channel(device_id, index)
+        kept = self.client.retained_topics.get(topic)
+        if kept is not None:
+            self._publish(topic, payloads.with_extended_name(expand(kept[0]), extended_name, datetime.now(UTC)))
+
+    def _on_previous_channel_state(self, topic: str, payload: bytes, retained: bool) -> bool:
+        """Keep a channel state the broker held from before this run for a device read by
+        :meth:`_read_previous_channels`, as this run's own, while the receiver has not reported that channel. True
+        when ``topic`` is a channel topic of such a device (also one this run published: it comes back not
+        retained)."""
+        if not self._reading_previous_channels:
+            return False
+        found = self.topics.channel_of(topic)
+        if found is None or found[0] not in self._reading_previous_channels:
+            return False
+        device_id, index = found
+        device = self.hub.state.devices.get(device_id)
+        channel = device.channel(index) if device is not None else None
+        assert self.client is not None
+        if (
+            retained
+            and channel is not None
+            and not channel.reported
+            and device is not None
+            and not device.online
+            and topic not in self.client.retained_topics  # this run's state of it stands
+            # another hub that lists it may be the one publishing it: its state is not this hub's to put back
+            and not self._owned_by_another_hub(device_id)
+            and len(payload) <= self.settings.max_payload_bytes
+            and payloads.is_channel_state(payload, index)
+        ):
+            self.client.adopt_retained(topic, payload, self.settings.qos_state)
+        return True
 
     def _clear_previous_channels(self, device: Device) -> None:
         """Empty retained payloads on the channel topics this hub's previous run left for channels the device no
@@ -346,6 +418,7 @@ class StatePublisher:
             assert self.client is not None
             log.info("device %s is offline here and online on another hub: its topics are that hub's", device.id)
             self._deferred.add(device.id)
+            self._stop_reading_previous_channels(device.id)
             for topic in self._device_topics(device.id):
                 self.client.forget_retained(topic)
         return True
@@ -388,6 +461,7 @@ class StatePublisher:
         assert self.client is not None
         self._deferred.discard(device_id)
         self._carried_entries.pop(device_id, None)
+        self._stop_reading_previous_channels(device_id)
         self._previous_configs.pop(self.topics.homeassistant_config(device_id), None)
         channel_count = self._previous_channel_counts.pop(device_id, None)
         if self._owned_by_another_hub(device_id):

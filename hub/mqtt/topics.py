@@ -85,6 +85,17 @@ class Topics:
     def meters(self, device_id: str, index: int) -> str:
         return f"{self._devices_prefix}{device_id}/channels/{index}/meters"
 
+    def channel_of(self, topic: str) -> tuple[str, int] | None:
+        """The device and channel number of a channel state topic (``<base>/devices/<id>/channels/<n>``), else
+        None."""
+        if not topic.startswith(self._devices_prefix):
+            return None
+        parts = topic[len(self._devices_prefix) :].split("/")
+        if len(parts) != 3 or parts[1] != "channels":
+            return None
+        index = small_number(parts[2])
+        return (parts[0], index) if index is not None and index >= 1 else None
+
     def control_filters(self, device_id: str) -> list[str]:
         """The set/get topics of one device and its channels: a hub listens to its own devices only."""
         device = self.device(device_id)
