@@ -19,5 +19,18 @@ echo "== mypy --strict"
 scripts/release-checks.sh
 echo "== pytest"
 # coverage settings (sources, branches, subprocesses) live in pyproject.toml; the floor is 95% of lines and
-# branches together (95.5% when it was raised; lines alone 96.9%)
-.venv/bin/pytest -p no:cacheprovider --cov --cov-report=term --cov-fail-under=95 "$@"
+# branches together (95.5% when it was raised; lines alone 96.9%).
+# Three workers (pytest-xdist) on the 2-core test machine: the suite mostly waits on child processes, sockets
+# and deadlines (about 11 minutes of CPU in 26 of wall time on one worker). TEST_WORKERS=0 runs it in one
+# process; tests grouped with xdist_group (conftest.py) share a worker. Tests marked `alone` measure the hub's
+# own timing (its event loop's lateness at a start, the demo's first seconds), which other tests running beside
+# them would disturb: they run afterwards, one at a time, and their coverage is added to the rest.
+.venv/bin/pytest -p no:cacheprovider -n "${TEST_WORKERS:-3}" --dist loadgroup -m "not alone" \
+  --cov --cov-report= "$@"
+status=0
+.venv/bin/pytest -p no:cacheprovider -m alone --cov --cov-append --cov-report=term --cov-fail-under=95 "$@" \
+  || status=$?
+# 5: the arguments given selected no test marked alone (a single file, say); the coverage floor is then not
+# checked, as it would not be for part of the suite
+[ "$status" = 5 ] && exit 0
+exit "$status"

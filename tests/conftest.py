@@ -11,6 +11,8 @@ topic it waits for; tests/test_broker_rabbitmq.py covers what that means for the
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.mosquitto import mqtt_broker
@@ -47,16 +49,28 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("mqtt_broker", BROKERS, indirect=True)
 
 
+def _uses_rabbitmq_node(item: pytest.Item) -> bool:
+    params = getattr(item, "callspec", None)
+    uses_node = "rabbitmq_node" in getattr(item, "fixturenames", ())
+    return uses_node or (params is not None and params.params.get("mqtt_broker") == "rabbitmq")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of the shared RabbitMQ node run on one pytest-xdist worker: one node boots, not one per worker."""
+    for item in items:
+        if _uses_rabbitmq_node(item):
+            item.add_marker(pytest.mark.xdist_group("rabbitmq"))
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start booting the session's RabbitMQ node now when any selected test will use it."""
-    if session.config.option.collectonly:
+    """Start booting the session's RabbitMQ node now when any selected test will use it.
+
+    Not on a pytest-xdist worker: every worker collects every test, and only the one that is handed the
+    ``rabbitmq`` group needs the node; it boots there at the first test that asks for it."""
+    if session.config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    for item in session.items:
-        params = getattr(item, "callspec", None)
-        uses_node = "rabbitmq_node" in getattr(item, "fixturenames", ())
-        if uses_node or (params is not None and params.params.get("mqtt_broker") == "rabbitmq"):
-            start_session_node()
-            return
+    if any(_uses_rabbitmq_node(item) for item in session.items):
+        start_session_node()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -771,6 +771,7 @@ def test_an_embedded_broker_port_set_and_taken_is_refused_saying_how_to_choose_a
     )
 
 
+@pytest.mark.alone("a start beside other tests' processes can be late for their sake, not the hub's")
 def test_a_normal_start_is_not_reported_as_the_hub_falling_behind(tmp_path: Path) -> None:
     """An outside audit: nearly every start of the demo (or with no device at all) logged "the hub is not keeping
     up ... 600 ms late": the loop monitor ran while the hub started (the demo's simulators, the web edge's
