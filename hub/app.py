@@ -532,9 +532,9 @@ class Hub:
     def refusal(self, command: Command) -> CommandResult | None:
         return self.devices.refusal(command)
 
-    async def apply(self, command: Command, source: str) -> CommandResult:
+    async def apply(self, command: Command, source: str, deadline: float | None = None) -> CommandResult:
         before = self._current_value(command)
-        result = await self.devices.apply(command)
+        result = await self.devices.apply(command, deadline)
         self.persistence.audit.record_command(source, command, before, result)
         log.info(
             "command %s %s ch%s=%s from %s: %s",

@@ -106,7 +106,12 @@ class FleetHub(Hub):
     def refusal(self, command: Command) -> CommandResult | None:
         return None  # the hub that owns the receiver checks the command when it arrives
 
-    async def apply(self, command: Command, source: str) -> CommandResult:
+    async def apply(self, command: Command, source: str, deadline: float | None = None) -> CommandResult:
+        # The fleet keeps no queue of a receiver's commands (the owning hub does, and the fleet's own request
+        # carries a deadline there), so a deadline given here can only have passed already; no edge of the
+        # fleet gives one today.
+        if deadline is not None and self.clock.now() > deadline:
+            return CommandResult(ok=False, code="expired", error="expired: not carried out, its deadline passed")
         result = await self.mirror.apply(command)
         log.info(
             "command %s %s ch%s=%r from %s via hub %s: %s",

@@ -35,6 +35,7 @@ from hub.model import (
     Channel,
     Command,
     CommandError,
+    CommandExpiredError,
     CommandResult,
     CommandTimeoutError,
     Device,
@@ -742,9 +743,11 @@ class DeviceManager:
             return exc.result()
         return None
 
-    async def apply(self, command: Command) -> CommandResult:
+    async def apply(self, command: Command, deadline: float | None = None) -> CommandResult:
         """Carry out a command on the device's driver (``Driver.apply``), timed and bounded like a hook call
-        of its plugin; never raises, returns a result."""
+        of its plugin; never raises, returns a result. ``deadline`` (the hub clock's ``now()``, seconds since
+        the epoch) is when its sender stops waiting: a command that has not reached the driver by then is
+        answered ``expired`` and not sent (docs/mqtt.md, "Deadlines")."""
         managed: ManagedDevice | None = None
         try:
             managed, driver = self._sendable(command)
@@ -753,18 +756,29 @@ class DeviceManager:
             # set (SSCv1) would otherwise undo a later one already confirmed, and a reply that names no
             # request (Shure's ERR) would be charged to the wrong one.
             lock = self._command_locks.setdefault(command.device_id, asyncio.Lock())
+            wait_s = self.command_timeout_s
+            # A sender's deadline earlier than the hub's own bound ends the wait there: sent after it, the
+            # command would change the receiver after its sender reported that it failed.
+            expires_first = deadline is not None and deadline - self._clock.now() < wait_s
+            if deadline is not None and expires_first:
+                wait_s = max(0.0, deadline - self._clock.now())
             try:
                 # A device that stopped answering would otherwise hold every later command for as long as all
                 # those before it take (a fader's moves, then the mute), and send each long after its sender
                 # gave up: a command waits at most command_timeout_s, then is answered without being sent.
-                async with asyncio.timeout(self.command_timeout_s):
+                async with asyncio.timeout(wait_s):
                     await lock.acquire()
             except TimeoutError:
+                if expires_first:
+                    raise _expired(command) from None
                 raise CommandTimeoutError(
                     f"not sent: {command.device_id} did not finish the commands before it within "
                     f"{self.command_timeout_s:g} s"
                 ) from None
             try:
+                # the lock may come free just as the deadline passes (or the clock stepped meanwhile)
+                if deadline is not None and self._clock.now() > deadline:
+                    raise _expired(command)
                 managed, driver = self._sendable(command)  # it may have gone while this command waited
                 try:
                     result = await self._plugins.call_bounded(
@@ -831,6 +845,14 @@ class DeviceManager:
 
     def health(self) -> list[dict[str, Any]]:
         return [managed.health() for managed in self.by_url.values()]
+
+
+def _expired(command: Command) -> CommandExpiredError:
+    # worded as the MQTT edge's refusal of a request that arrived late (hub.mqtt.messages.check_deadline)
+    return CommandExpiredError(
+        f"expired: not carried out, its deadline passed while it waited for {command.device_id} to finish the "
+        "commands before it"
+    )
 
 
 def identity_text(device: Device) -> str:

@@ -516,6 +516,12 @@ class CommandTimeoutError(CommandError):
     code = "timeout"
 
 
+class CommandExpiredError(CommandError):
+    """The command's deadline passed while it waited for the device (behind another command): nothing was sent."""
+
+    code = "expired"
+
+
 class DeviceUnavailableError(CommandError):
     """The device is unknown or not connected."""
 

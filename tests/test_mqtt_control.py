@@ -3,6 +3,7 @@ for a Shure and a Sennheiser receiver speaking their real protocols on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from wmhub_shure.simulator.replay import Exchange, ReplayDevice, Transcript
 
 from hub.app import Hub
 from hub.hookspecs import Candidate
+from hub.model import Command, CommandKind
 from hub.plugins import PluginHost
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
@@ -318,6 +320,41 @@ async def test_a_set_or_request_begun_after_its_deadline_is_refused_and_not_carr
     assert answers["no number"]["error"].startswith("deadline: a number")
     assert sim.channels[1].values["muted"] is False and sim.channels[1].values["name"] == "InTime"
     assert hub.store.devices[device_id].channels[0].extended_name is None
+
+
+async def test_a_set_whose_deadline_passes_behind_another_command_to_the_receiver_is_not_sent(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A known gap of the tenth session: a set whose deadline was checked when the hub took it from the
+    broker, then queued behind a slow command from REST to the same receiver, was sent once that command
+    finished, long after its sender (``wmhub fleet``) had reported it failed. The deadline bounds the wait
+    for the receiver too: the set is answered "expired" as one that arrived late, and never sent."""
+    async with ulxd_on_mqtt(mqtt_broker, tmp_path) as (sim, hub, probe, base, device_id):
+        response = f"{base}/hubs/hub1/response/set"
+        sim.holding = True  # the receiver takes the rename and keeps its answer back: the rename holds it
+        rename = Command(device_id=device_id, channel=1, kind=CommandKind.NAME, value="SLOW")
+        slow = asyncio.ensure_future(hub.apply(rename, "rest"))  # what the REST edge calls
+        await eventually(lambda: any("CHAN_NAME" in line for line in sim.received), 10, "the rename on the wire")
+        deadline = time.time() + 1.5
+        probe.publish(f"{base}/devices/{device_id}/channels/1/set", {"muted": True, "deadline": deadline,
+                                                                     "transaction": "late-mute"})  # fmt: skip
+
+        def answered() -> bool:
+            return any(topic == response and b"late-mute" in payload for topic, payload in probe.messages)
+
+        # the rename ends once the deadline has passed (or the mute was answered): a mute still queued then
+        # would reach the receiver now
+        await eventually(lambda: answered() or time.time() > deadline + 1, 10, "the mute's deadline passed")
+        sim.release()
+        answer = await probe.json(response, lambda value: value.get("transaction") == "late-mute", timeout=10)
+        renamed = await slow
+        # a later set waits for everything queued before it: had the mute been sent, it went before this
+        await set_and_confirm(probe, base, device_id, 1, {"gain_db": 6})
+    assert renamed.ok, renamed
+    assert answer["status"] == "error" and answer["error"].startswith("expired: not carried out"), answer
+    assert "results" not in answer["data"], "nothing of the message was done"
+    assert not [line for line in sim.received if "AUDIO_MUTE" in line and line.startswith("SET")], sim.received
+    assert sim.channels[1].values["muted"] is False
 
 
 async def test_clearing_a_retained_command_is_ignored_quietly(

@@ -495,6 +495,69 @@ async def test_a_command_the_fleet_reported_failed_is_not_carried_out_when_the_s
             assert receiver.channels[1].values["muted"] is False
 
 
+async def test_a_fleet_command_whose_deadline_passes_behind_a_rest_command_on_the_hub_is_not_carried_out(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A known gap of the tenth session: a mute from the fleet that reached its hub in time but queued behind
+    a slow rename from the hub's own REST API was sent to the receiver once the rename finished, after its
+    deadline (and so after the fleet may have answered 504). The hub does not send it: it answers that the
+    mute expired, and the fleet answers 504 `timeout`, "not sent"."""
+    hub_token = "busy-hub-api-token"
+    async with (
+        ShureSimulator("ulxd4d") as receiver,
+        MqttProbe(mqtt_broker, client_id="wmhub-test-answers") as answers,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        await answers.subscribe("wmhub/hubs/busy/#")
+        async with (
+            hub_process(mqtt_broker.url, "busy", receiver.url, tmp_path / "busy", HTTP__TOKEN=hub_token),
+            running_fleet(mqtt_broker.url, tmp_path / "fleet") as (_, base),
+        ):
+            [device] = await online_devices(answers, "busy")
+            hub_api = f"http://{(await answers.json('wmhub/hubs/busy/info'))['config']['http']}"
+            channel = f"{device['id']}:1"
+
+            def shown_online() -> Awaitable[bool]:
+                return fleet_shows_online(http, base, device["id"])
+
+            async def fleet_command(body: dict[str, Any]) -> tuple[int, Any]:
+                async with http.post(f"{base}/api/v1/channels/{channel}/commands", json=body) as response:
+                    return response.status, await response.json()
+
+            async def hub_rename(name: str) -> int:
+                async with http.post(
+                    f"{hub_api}/api/v1/channels/{channel}/commands",
+                    json={"kind": "name", "value": name},
+                    headers={"Authorization": f"Bearer {hub_token}"},
+                ) as response:
+                    return response.status
+
+            await wait_for(shown_online, 20, "the receiver online on the fleet board")
+            # a command that goes through first: the fleet then knows the hub's clock and asks nothing before
+            # the mute
+            assert (await fleet_command({"kind": "name", "value": "BEFORE"}))[0] == 200
+            receiver.holding = True  # the receiver takes the rename and keeps its answer back
+            slow = asyncio.ensure_future(hub_rename("SLOW"))
+            await eventually(lambda: any("SLOW" in line for line in receiver.received), 10, "the rename on the wire")
+            sent_at = time.monotonic()
+            mute = asyncio.ensure_future(fleet_command({"kind": "mute", "value": True}))
+            # the rename ends once the mute's deadline has passed (or the mute was answered): a mute still
+            # queued on the hub then would reach the receiver now
+            await eventually(
+                lambda: mute.done() or time.monotonic() > sent_at + START_WITHIN_S + 1, 15, "the mute's deadline"
+            )
+            receiver.release()
+            status, body = await mute
+            assert await slow == 200
+            # a later command waits on the hub for everything queued before it: had the mute been sent, it
+            # went before this
+            assert (await fleet_command({"kind": "name", "value": "AFTER"}))[0] == 200
+    assert status == 504 and body["code"] == "timeout", body
+    assert body["error"].startswith("not sent: hub busy did not begin it") and "expired" in body["error"], body
+    assert not [line for line in receiver.received if "AUDIO_MUTE" in line and line.startswith("SET")]
+    assert receiver.channels[1].values["muted"] is False and receiver.channels[1].values["name"] == "AFTER"
+
+
 async def fleet_shows(http: aiohttp.ClientSession, base: str, hubs: list[str], devices: list[tuple[str, bool]]) -> bool:
     """The fleet lists exactly these hubs, and these receivers (id, online)."""
     listed = (await get(http, f"{base}/api/v1/devices"))["items"]

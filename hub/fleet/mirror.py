@@ -411,7 +411,16 @@ class FleetMirror:
         result = (answer.get("data") or {}).get("results", {}).get(row.key)
         if result is not None:
             return CommandResult.model_validate(result)
-        return CommandResult(ok=False, code="refused", error=str(answer.get("error") or "refused by the hub"))
+        error = str(answer.get("error") or "refused by the hub")
+        if error.startswith("expired:"):
+            # the hub did not get to it in time (stalled, or the receiver busy with another command): not sent,
+            # which the REST API says as a timeout whose error starts "not sent:" (docs/api.md)
+            return CommandResult(
+                ok=False,
+                code="timeout",
+                error=f"not sent: hub {owner} did not begin it within {START_WITHIN_S:g} s ({error})",
+            )
+        return CommandResult(ok=False, code="refused", error=error)
 
     async def request(self, hub_id: str, command: str, body: dict[str, Any]) -> Any:
         """A hub request (docs/mqtt.md, "Hub requests"); its ``data``, or FleetRequestError."""

@@ -124,13 +124,21 @@ class ControlHandler(StatePublisher):
         if refused:
             unsent = CommandResult(ok=False, error="not sent: another part of the message was refused", code="not_sent")
             return {key: refused.get(key, unsent) for key in commands}
+        # checked by check_deadline before: a number or absent
+        deadline = float(request["deadline"]) if "deadline" in request else None
         results: dict[str, CommandResult] = {}
         for key, command in commands.items():
             if any(not result.ok for result in results.values()):
                 # the receiver may be gone or in another state than the message assumed: stop there
                 results[key] = CommandResult(ok=False, error="not sent: an earlier part failed", code="not_sent")
-            else:
-                results[key] = await self.hub.apply(command, SOURCE)
+                continue
+            # Each part waits for the receiver behind commands from REST or the board: one whose deadline
+            # passes there is not sent, as the sender has already taken the message as failed.
+            result = await self.hub.apply(command, SOURCE, deadline)
+            if result.code == "expired" and not results:
+                # nothing of the message was done: the same answer as for one that arrived late
+                raise RequestError(result.error or "expired: not carried out")
+            results[key] = result
         return results
 
     def _republish(self, device_id: str, channel: int | None) -> dict[str, Any]:
