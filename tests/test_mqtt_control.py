@@ -357,6 +357,41 @@ async def test_a_set_whose_deadline_passes_behind_another_command_to_the_receive
     assert sim.channels[1].values["muted"] is False
 
 
+async def test_a_later_part_of_a_set_whose_deadline_passes_behind_a_rest_command_is_not_sent(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A message of several keys sends them one after another, and a REST command may come in between: a part
+    whose deadline passes behind it is not sent, and the answer says which part was done and which expired."""
+    async with ulxd_on_mqtt(mqtt_broker, tmp_path) as (sim, hub, probe, base, device_id):
+        response = f"{base}/hubs/hub1/response/set"
+        sim.holding = True
+        deadline = time.time() + 1.5
+        body = {"name": "PART", "muted": True, "deadline": deadline, "transaction": "two"}
+        probe.publish(f"{base}/devices/{device_id}/channels/1/set", body)
+        await eventually(lambda: any("PART" in line for line in sim.received), 10, "the rename part on the wire")
+        rename = Command(device_id=device_id, channel=1, kind=CommandKind.NAME, value="REST")
+        rest = asyncio.ensure_future(hub.apply(rename, "rest"))
+        await asyncio.sleep(0)  # the REST command now waits for the receiver, ahead of the mute part
+        sim.release()  # the rename part is confirmed; the REST rename goes next and is held in turn
+        sim.holding = True
+
+        def answered() -> bool:
+            return any(topic == response and b'"two"' in payload for topic, payload in probe.messages)
+
+        await eventually(lambda: answered() or time.time() > deadline + 1, 10, "the mute part's deadline passed")
+        sim.release()
+        answer = await probe.json(response, lambda value: value.get("transaction") == "two", timeout=10)
+        assert (await rest).ok
+        await set_and_confirm(probe, base, device_id, 1, {"gain_db": 6})  # after anything queued before it
+    results = answer["data"]["results"]
+    assert answer["status"] == "error" and results["name"]["ok"] is True, answer
+    assert results["muted"]["code"] == "expired" and results["muted"]["error"].startswith("expired: not carried"), (
+        answer
+    )
+    assert not [line for line in sim.received if "AUDIO_MUTE" in line and line.startswith("SET")], sim.received
+    assert sim.channels[1].values["muted"] is False and sim.channels[1].values["name"] == "REST"
+
+
 async def test_clearing_a_retained_command_is_ignored_quietly(
     mqtt_broker: TestBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
