@@ -166,6 +166,8 @@ def test_split_keeps_every_message_under_the_limit_and_loses_no_address() -> Non
         ("EM6000-Dante", EM6000, 2),
         ("SL Rack Receiver DW", SLDW, 1),
         ("SL MCR 4 DW", SLDW, 4),
+        ("SLDW", SLDW, 1),  # TI 1094 8.18: the SL Rack Receiver DW
+        ("SLDW4CH", SLDW, 4),  # TI 1094 11.21: the SL MCR 4 DW
     ],
 )
 def test_products_are_recognised_with_their_channel_count(product: str, family: SscFamily, channels: int) -> None:
@@ -348,6 +350,14 @@ def test_control_values_out_of_range_are_refused(family: Any, kind: CommandKind,
         family.controls[kind].encode(value)
 
 
+def test_sldw_mates_active_lists_the_linked_transmitters() -> None:
+    # TI 1094 8.52: ["tx1"] with a link, [] without; channels the device lacks are dropped by the driver
+    linked = SLDW.convert(ssc1.address("/mates/active"), ["tx1"])
+    assert linked[1] == {"tx_present": True}
+    unlinked = SLDW.convert(ssc1.address("/mates/active"), [])
+    assert unlinked[1]["tx_present"] is False and unlinked[1]["battery_percent"] is None
+
+
 # Leaves whose JSON type no public source prints are read liberally (families.py says which):
 @pytest.mark.parametrize(
     ("family", "path", "value", "updates"),
@@ -357,6 +367,10 @@ def test_control_values_out_of_range_are_refused(family: Any, kind: CommandKind,
         (EM6000, "/rx1/encryption", 1, {1: {"encryption": None}}),  # neither: unknown, not a guess
         (EM6000, "/rx2/skx/autolock", False, {2: {"tx_locked": "none"}}),
         (EM6000, "/rx2/skx/autolock", "menu", {2: {"tx_locked": "menu"}}),  # as the device states it
+        (EM6000, "/rx1/skx/autolock", "On", {1: {"tx_locked": "all"}}),  # D6000 guide 8.28: "On" / "Off"
+        (EM6000, "/rx1/skx/autolock", "Off", {1: {"tx_locked": "none"}}),
+        (EM6000, "/rx1/skx/autolock", "", {1: {"tx_locked": None}}),  # no transmitter reports
+        (SLDW, "/mates/active", "tx1", {}),  # not the documented list: nothing to show
         (EM6000, "/rx1/active_bank_channel", ["U1", 7], {1: {"group_channel": "U1.7"}}),
         (EM6000, "/rx1/active_bank_channel", "B1", {1: {"group_channel": None}}),
         (EWDX, "/device/network/ether/macs", "00:1b:66:00:00:01", {0: {"mac_address": "00:1b:66:00:00:01"}}),

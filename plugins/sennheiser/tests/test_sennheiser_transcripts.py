@@ -167,6 +167,9 @@ async def test_em6000_from_its_transcript(hub: DriverHarness) -> None:
 async def test_speechline_dw_from_its_transcript(hub: DriverHarness) -> None:
     async with Ssc1Replay(TRANSCRIPTS["sldw"]) as replay:
         device = await monitored(hub, replay.url)
+        # the guide's own product string: "SLDW" was refused as no receiver when only "SL ... DW" was matched
+        identified = (device.model, device.family, device.firmware, len(device.channels))
+        assert identified == ("SLDW", "SpeechLine DW", "2.1.0", 1)
         await shows(
             hub, device.id, 1, {"name": "rx1", "battery_percent": 90, "battery_runtime_min": 604, "battery_bars": 5}
         )
@@ -178,6 +181,31 @@ async def test_speechline_dw_from_its_transcript(hub: DriverHarness) -> None:
         # the plugin also asks for /rx1/mute, which no public source documents (README: unverified);
         # the device refuses it and the hub carries on without it
         assert set(replay.unexpected) == {"/rx1/mute"}
+        # the link state, read as the guide documents it
+        link = [exchange.line for exchange in replay.transcript.exchanges if "active" in exchange.request]
+        assert link and set(link) <= replay.used
+
+
+async def test_an_sl_multi_channel_receiver_has_the_four_channels_its_product_string_says(hub: DriverHarness) -> None:
+    # every reply is a literal example of TI 1094 chapter 11 (SLDW4CH); the guide prints channel 1 only
+    async with Ssc1Replay(TRANSCRIPTS["sldw-mcr4"]) as replay:
+        device = await monitored(hub, replay.url)
+        assert (device.model, device.family, device.firmware) == ("SLDW4CH", "SpeechLine DW", "3.0.0")
+        assert [channel.index for channel in device.channels] == [1, 2, 3, 4]
+        await shows(
+            hub,
+            device.id,
+            1,
+            {
+                "name": "rx1",
+                "warnings": ["Bad Link"],
+                "tx_present": True,
+                "battery_percent": 67,
+                "battery_runtime_min": 604,  # 36240 s
+                "battery_health_percent": 100,
+                "battery_cycles": 1,
+            },
+        )
 
 
 async def test_a_chg_70n_charger_shows_its_bays_from_its_transcript(hub: DriverHarness) -> None:

@@ -108,10 +108,14 @@ def _with_tx(converter: Converter) -> Converter:
 
 
 def _tx_lock(value: Any) -> str | None:
-    # the transmitter's auto-lock locks every control at once (EW-DX mates/txN/lock is a bool)
+    # the transmitter's auto-lock locks every control at once. EW-DX mates/txN/lock is a bool; the EM 6000's
+    # skx/autolock is the text "On" or "Off", and "" while no transmitter reports (D6000 guide 8.28)
     if isinstance(value, bool):
         return "all" if value else "none"
-    return _text(value)
+    if not isinstance(value, str):
+        return None
+    word = value.strip()
+    return {"on": "all", "off": "none"}.get(word.lower(), word or None)
 
 
 def _count(value: Any) -> int | None:
@@ -198,6 +202,20 @@ def em6000_meter_fields(row: list[Any]) -> Fields:
 def _sldw_runtime(value: Any) -> int | None:
     number = finite_number(value)  # seconds on SL DW, e.g. 36240
     return None if number is None or number < 0 else int(number) // 60
+
+
+# The largest SL DW receiver (SL MCR 4 DW) has four channels; the driver drops updates for channels a
+# device does not have.
+_SLDW_MAX_CHANNELS: Final = 4
+
+
+def _sldw_active(value: Any) -> Updates:
+    """``/mates/active``: ``["tx1"]`` while the receiver has a link with its transmitter, ``[]`` without
+    (SLDW guide TI 1094 8.52; Specialelektronik/Sennheiser SldwTxHandler.cs reads a non-empty list as active)."""
+    if not isinstance(value, list):
+        return {}
+    linked = {int(m.group(1)) for item in value if isinstance(item, str) and (m := re.fullmatch(r"tx(\d+)", item))}
+    return {n: {"tx_present": True} if n in linked else tx_absent() for n in range(1, _SLDW_MAX_CHANNELS + 1)}
 
 
 def _bars(value: Any) -> int | None:
@@ -312,8 +330,10 @@ class SscFamily:
         return re.search(self.product_pattern, product, re.IGNORECASE) is not None
 
     def channel_count(self, product: str) -> int:
-        match = re.search(r"(?:EM|MCR)\s*([124])\b", product, re.IGNORECASE) if self.channels_in_product else None
-        return int(match.group(1)) if match else self.default_channels
+        # "EM 4", "MCR 2", and the SL DW guide's product strings: "SLDW4CH" (SL MCR 4 DW, TI 1094 11.21)
+        pattern = r"(?:EM|MCR)\s*([124])\b|([124])\s*CH\b"
+        match = re.search(pattern, product, re.IGNORECASE) if self.channels_in_product else None
+        return int(match.group(1) or match.group(2)) if match else self.default_channels
 
     def state_addresses(self, channels: int) -> list[Address]:
         per_channel = [p for p in self.leaves if "{n}" in p]
@@ -425,8 +445,9 @@ EM6000: Final = SscFamily(
         "/rx{n}/active_warnings": _field(RX_WARNINGS, _strings),
         "/rx{n}/skx/battery": _em6000_battery,
         "/rx{n}/skx/type": _em6000_tx_type,
-        # reference 1.7 (D6000 guide): active_bank_channel is [bank, channel]; encryption and skx/autolock
-        # are switches whose JSON type no public source prints (bool assumed, "on"/"off" text accepted)
+        # reference 1.7 (D6000 guide): active_bank_channel is [bank, channel]; encryption is a switch whose
+        # JSON type no public source prints (bool assumed, "on"/"off" text accepted); skx/autolock is
+        # "On"/"Off" text, "" without a transmitter (D6000 guide TI 1109 v2.2 8.28, manualshelf page 22)
         "/rx{n}/active_bank_channel": _bank_channel,
         "/rx{n}/encryption": _field("encryption", _on_off),
         "/rx{n}/skx/autolock": _field("tx_locked", _tx_lock),
@@ -446,7 +467,9 @@ EM6000: Final = SscFamily(
 
 SLDW: Final = SscFamily(
     label="SpeechLine DW",
-    product_pattern=r"^SL\b.*DW",
+    # TI 1094: the rack receiver answers "SLDW" (8.18), the SL MCR 4 DW "SLDW4CH" (11.21); spelled-out names
+    # ("SL Rack Receiver DW") are accepted too
+    product_pattern=r"^SL.*DW",
     leaves={
         "/rx{n}/name": _field("name", _text),
         # verified: TI 1094 (SL Series control spec: {"rx1":{"mute_state":true}}), Specialelektronik/Sennheiser
@@ -469,6 +492,7 @@ SLDW: Final = SscFamily(
     # percentage"). It changes all the time (Specialelektronik subscribes it only on request for that reason),
     # so it is read with the meters, at the meter rate, not on every change.
     meters={"/rx{n}/rf_quality": _field("rf_quality_percent", _percent)},
+    state_arrays={"/mates/active": _sldw_active},
     controls={
         CommandKind.NAME: Control("/rx{n}/name", SLDW_NAME.check),
         CommandKind.MUTE: Control("/rx{n}/mute_state", _mute, fallback="/rx{n}/mute"),

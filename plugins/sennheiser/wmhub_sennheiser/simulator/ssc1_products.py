@@ -322,6 +322,7 @@ class Em6000(SimProduct):
             (rx, "active_warnings"): warnings,
             (rx, "identify"): self.channel_identifying.get(channel.index, False),
             (rx, "skx", "battery"): [],
+            (rx, "skx", "autolock"): "",  # no transmitter reports (D6000 guide 8.28)
             (rx, "active_bank_channel"): [channel.bank, channel.preset],
             (rx, "encryption"): channel.encrypted,
         }
@@ -329,7 +330,7 @@ class Em6000(SimProduct):
             hours, minutes = divmod(channel.battery_runtime_min, 60)
             leaves[(rx, "skx", "battery")] = [self.battery_state(channel.battery_percent), f"{hours}:{minutes:02d}"]
             leaves[(rx, "skx", "type")] = [channel.tx_model, "470100", "713900"]
-            leaves[(rx, "skx", "autolock")] = channel.tx_locked
+            leaves[(rx, "skx", "autolock")] = "On" if channel.tx_locked else "Off"
         return leaves
 
     def transmitter_channel(self, path: Address) -> SimChannel | None:
@@ -378,13 +379,18 @@ class SpeechLineDw(SimProduct):
     """SpeechLine Digital Wireless rack receiver: one channel, flat ``bat_*`` transmitter leaves."""
 
     key = "sldw"
-    product = "SL Rack Receiver DW"
+    product = "SLDW"  # the SL Rack Receiver DW's own product string (SLDW guide TI 1094 8.18)
     version = "2.1.0"
 
     def __init__(self, serial: str = "0551234567") -> None:
         super().__init__(default_channels(1, 1_880_000, "Desk"), "SL Rack 1")
         self.channels[0].name = "Desk_1"
         self.serial = serial
+
+    def device_leaves(self) -> dict[Address, Any]:
+        # the transmitters the receiver has a link with (SLDW guide 8.52)
+        active = [f"tx{channel.index}" for channel in self.channels if channel.tx_on]
+        return {**super().device_leaves(), ("mates", "active"): active}
 
     def channel_leaves(self, channel: SimChannel) -> dict[Address, Any]:
         rx, tx = f"rx{channel.index}", ("mates", f"tx{channel.index}")
