@@ -27,6 +27,7 @@ from tests.test_faults_startup import RunningHub, running_hub, simulated_receive
 from tests.test_web_api import BenchPlugin, client, make_hub
 
 TOKEN = "venue-board-token"
+DAY = 24 * 3600
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -471,3 +472,78 @@ def wait_until_online(hub: RunningHub) -> str:
             return str(items[0]["id"])
         assert time.monotonic() < deadline, items
         time.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def venue_on_file(data_dir: Path, clock: SimulatedClock) -> AsyncIterator[Venue]:
+    """A hub serving HTTP whose store reads and writes ``data_dir`` as a start would, on a simulated clock."""
+    config = HubConfig(
+        data_dir=data_dir,
+        mqtt=MqttSettings(url="off"),
+        discovery=DiscoverySettings(enabled=False),
+        http=HttpSettings(port=0, token=TOKEN),
+    )
+    plugins = PluginHost()
+    plugins.register(BenchPlugin(), "bench")
+    hub = compose_hub(config, plugins)
+    store = await open_simulated(data_dir, hub.store, clock)
+    hub.persistence = store
+    try:
+        async with hub, aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as session:
+            yield Venue(hub, store, clock, session)
+    finally:
+        await store.close()
+
+
+async def test_a_removed_receiver_s_history_index_goes_with_its_history_and_it_records_anew_when_back(
+    tmp_path: Path,
+) -> None:
+    """An outside soak audit: every (device id, channel) the hub ever saw kept its history_series row, loaded at
+    every start and held in memory, long after its history expired; ids come and go (receivers readdressed, ids
+    made of host and port, demo ports), so the file and the hub grew for good. The hourly sweep now drops the
+    series of a gone device with its last block; a present receiver keeps its own however long it is quiet; a
+    receiver back after its history expired records under a new series and reads only what it recorded since."""
+    clock = SimulatedClock(start=float(int(time.time()) // 600 * 600))
+    first_start = int(clock.now())
+    async with venue_on_file(tmp_path, clock) as venue:
+        put_receiver(venue.hub.store, "rx-gone", channels=2, battery_percent=90, rf_dbm=-60.0, audio_dbfs=-30.0)
+        put_receiver(venue.hub.store, "rx-quiet", channels=1, battery_percent=70, rf_dbm=-55.0, audio_dbfs=-20.0)
+        venue.tick(120, steps=240)
+        before = await call(venue.http, "GET", f"/api/v1/channels/rx-gone:1/history?since={first_start}", 200)
+        assert {point["battery_avg"] for point in before["items"]} == {90}
+
+        venue.hub.store.remove_device("rx-gone")  # taken out of the venue
+        venue.hub.store.update_channel("rx-quiet", 1, {"tx_present": False})  # still there, its pack out
+        venue.tick(3 * DAY, steps=3 * 24)
+        kept = await call(venue.http, "GET", f"/api/v1/channels/rx-gone:1/history?since={first_start}", 200)
+        assert kept["items"] and {point["battery_avg"] for point in kept["items"]} == {90}, "readable while kept"
+
+        venue.tick(6 * DAY, steps=6 * 24)  # past the 7-day tier: every block is gone
+        assert await venue.store.db.sync()
+        await call(venue.http, "GET", f"/api/v1/channels/rx-gone:1/history?since={first_start}", 404)
+        quiet = await call(venue.http, "GET", f"/api/v1/channels/rx-quiet:1/history?since={first_start}", 200)
+        assert quiet["items"] == [], "a present receiver keeps its channel's history, empty as it is"
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "wmhub.sqlite3")) as db:
+        rows = db.execute("SELECT device_id, channel FROM history_series ORDER BY device_id, channel").fetchall()
+        assert rows == [("rx-quiet", 1)], "the gone receiver's rows are not in the file a start loads"
+        assert db.execute("SELECT count(*) FROM history_blocks").fetchone() == (0,)
+
+    # a fresh start on that file; the receiver comes back (same id, other values) and the quiet one's pack is in
+    clock.advance(60)
+    async with venue_on_file(tmp_path, clock) as venue:
+        back_start = int(clock.now())
+        put_receiver(venue.hub.store, "rx-gone", channels=2, battery_percent=40, rf_dbm=-70.0, audio_dbfs=-10.0)
+        put_receiver(venue.hub.store, "rx-quiet", channels=1, battery_percent=60, rf_dbm=-50.0, audio_dbfs=-25.0)
+        venue.tick(60, steps=120)
+        for channel, battery in (("rx-gone:1", 40), ("rx-gone:2", 40), ("rx-quiet:1", 60)):
+            since = back_start - 3600  # the 10 s tier: what the channel recorded since it came back, no more
+            history = await call(venue.http, "GET", f"/api/v1/channels/{channel}/history?since={since}", 200)
+            assert [point["t"] for point in history["items"]] == list(range(back_start, back_start + 60, 10)), channel
+            assert {point["battery_avg"] for point in history["items"]} == {battery}, channel
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "wmhub.sqlite3")) as db:
+        rows = db.execute("SELECT device_id, channel FROM history_series ORDER BY device_id, channel").fetchall()
+        assert rows == [("rx-gone", 1), ("rx-gone", 2), ("rx-quiet", 1)]
+        unnamed = "SELECT count(*) FROM history_blocks WHERE series_id NOT IN (SELECT id FROM history_series)"
+        assert db.execute(unnamed).fetchone() == (0,), "every block belongs to a channel"

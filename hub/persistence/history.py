@@ -5,8 +5,9 @@ so a week of 100 channels is tens of thousands of small rows, not millions. Each
 bytes (min, avg, max of battery level 0-100, RF dBm and audio dBFS, in whole units: enough for a graph
 and half the size of tenths); a missing value is -128. The block being filled lives in memory and is
 written every ``open_block_flush_s``; a finished block is written once and rolled up into the next,
-coarser tier. Blocks older than a tier's ``keep_s`` are deleted. History writes are the ones the
-database drops first when the disk fails.
+coarser tier. Blocks older than a tier's ``keep_s`` are deleted, and with the last block of a channel
+whose device is gone, its series id. History writes are the ones the database drops first when the disk
+fails.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ _NEVER: Final = math.inf
 # Blocks due for a sweep are finished this many at least, or a 1/_FINISH_OVER_TICKS share of a tier, per tick.
 _FINISH_AT_ONCE: Final = 200
 _FINISH_OVER_TICKS: Final = 8
+# Series deleted by one statement (SQLite allowed 999 parameters before 3.32).
+_DROP_AT_ONCE: Final = 500
 
 
 def _never() -> bool:
@@ -147,10 +150,12 @@ def _rollup(data: array[int], group: int) -> list[array[int]]:
 
 @dataclass(frozen=True)
 class StoredHistory:
-    """What history starts from: every channel's series id, and each tier's newest block per series."""
+    """What history starts from: every channel's series id, each tier's newest block per series, and the
+    highest series id any row names."""
 
     series: dict[tuple[str, int], int]
     open_blocks: list[dict[int, _Block]]
+    last_series_id: int = 0
 
     @classmethod
     async def read(cls, db: Database, settings: HistorySettings) -> StoredHistory:
@@ -172,7 +177,11 @@ class StoredHistory:
             level = level_of.get(row["step"])
             if level is not None:
                 open_blocks[level][row["series_id"]] = _Block(row["start"], _from_bytes(row["data"]))
-        return cls(series, open_blocks)
+        # Series are dropped, so the highest id may be gone: a block left under it (its deletion lost with a
+        # failing disk) must not be taken for the history of the next series made
+        newest_block = await db.fetchall("SELECT max(series_id) FROM history_blocks")
+        last_series_id = max(max(series.values(), default=0), newest_block[0][0] or 0)
+        return cls(series, open_blocks, last_series_id)
 
 
 class History:
@@ -204,7 +213,9 @@ class History:
         self._state = state
         self.settings = settings
         self._series = series
-        self._last_series_id = max(series.values(), default=0)
+        self._last_series_id = max(max(series.values(), default=0), stored.last_series_id)
+        # per series whose blocks are all finished: when the retention sweep deletes the last of them
+        self._expires: dict[int, float] = {}
         # the blocks refer to their series by id: a file replaced under the hub gets every id back, or the
         # next start would number series anew and put one channel's blocks under another
         db.hold(self.held, whole=("history_series",))
@@ -231,7 +242,8 @@ class History:
         self._next_sweep = now
 
     def series(self, device_id: str, channel: int) -> int:
-        """The id history uses for a channel (created on first use)."""
+        """The id history uses for a channel (created on first use). A direct feed asks again after a quiet
+        spell rather than keep it: the sweep drops the series of a device that is gone with its last block."""
         key = (device_id, channel)
         series_id = self._series.get(key)
         if series_id is None:
@@ -333,6 +345,48 @@ class History:
                     droppable=True,
                 )
             self._next_sweep = now + self.settings.retention_sweep_s
+            yield from self._drop_expired_series(now, due)
+
+    def _drop_expired_series(self, now: float, due: Callable[[], bool]) -> Iterator[None]:
+        """Forget the series of channels whose device is gone and whose last block the sweep has just
+        deleted: device ids come and go (readdressed receivers, ids made of host and port, demo ports), and
+        each kept its row, loaded at every start, for good. A device that is present keeps its series, quiet
+        or not: its history answers empty rather than unknown. Should a dropped channel record again, it
+        gets a new id, higher than any a block was written under. Each series is checked and dropped with no
+        yield in between, and the drops are queued before each yield: a channel made again meanwhile writes
+        its new row after the old one is deleted (one channel, one row)."""
+        devices = self._state.devices
+        expires = self._expires
+        # no bucket is added to the queue while this tick runs; a query in between only empties some
+        closing = {finished[0] for finished in self._closing if finished[2]}
+        dropped: list[int] = []
+        for key, series_id in list(self._series.items()):
+            if (
+                key[0] not in devices
+                and expires.get(series_id, 0.0) < now
+                and self._series.get(key) == series_id
+                and key not in self._buckets
+                and series_id not in closing
+                and not any(series_id in blocks for blocks in self._open)
+            ):
+                del self._series[key]
+                expires.pop(series_id, None)
+                dropped.append(series_id)
+            pause = due()
+            if len(dropped) >= _DROP_AT_ONCE or (dropped and pause):
+                self._delete_series(dropped)
+                dropped = []
+            if pause:
+                yield
+        if dropped:
+            self._delete_series(dropped)
+
+    def _delete_series(self, ids: list[int]) -> None:
+        marks = ", ".join("?" * len(ids))
+        # not droppable: the row must be gone before the channel's next one is written, or that insert is
+        # ignored; the blocks go with it, also any at a step no tier has now, which no sweep would delete
+        self._db.submit(f"DELETE FROM history_blocks WHERE series_id IN ({marks})", ids)  # nosec B608
+        self._db.submit(f"DELETE FROM history_series WHERE id IN ({marks})", ids)  # nosec B608
 
     def flush(self) -> None:
         """Close the finished buckets still queued and queue a write of every block being filled (at close)."""
@@ -404,6 +458,9 @@ class History:
         tier = self.settings.tiers[level]
         del self._open[level][series_id]
         self._write(tier, series_id, block)
+        expires = block.start + tier.span_s + tier.keep_s
+        if expires > self._expires.get(series_id, 0.0):
+            self._expires[series_id] = expires
         if level + 1 < len(self.settings.tiers):
             coarser = self.settings.tiers[level + 1]
             group = coarser.step_s // tier.step_s
