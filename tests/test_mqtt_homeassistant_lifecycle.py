@@ -352,6 +352,46 @@ async def test_removal_over_mqtt_clears_every_retained_topic(mqtt_broker: TestBr
         assert device_id not in hub.store.devices
 
 
+async def test_receivers_added_and_removed_over_and_over_leave_the_bridge_holding_only_the_present_ones(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """An outside soak audit (receivers at fresh ports added and removed over MQTT for hours): each removed device
+    left its Home Assistant config topic behind in the bridge, one entry per device id the hub ever had, for as long
+    as it ran. After receivers come and go, the bridge holds something only of the one still there."""
+    requests = "wmchurn/hubs/hub1/request"
+    responses = "wmchurn/hubs/hub1/response"
+    stays_server, stays_url = await example_receiver("EXSTAYS")
+    async with (
+        stays_server,
+        running_hub(mqtt_broker, tmp_path, [stays_url], base="wmchurn", admin=True) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        await probe.subscribe("homeassistant/#")
+        await probe.subscribe(f"{responses}/#")
+        stays = await online_device(hub)
+        bridge = hub.mqtt
+        assert bridge is not None
+        for number in range(6):
+            server, url = await example_receiver(f"EXCHURN{number}")
+            async with server:
+                answer = await probe.request(f"{responses}/device/add", f"{requests}/device/add", {"url": url})
+                assert answer["status"] == "ok"
+                device_id = await eventually(
+                    lambda: next((d.id for d in hub.store.devices.values() if d.online and d.id != stays), None),
+                    5,
+                    "the new receiver online",
+                )
+                config = f"homeassistant/device/{device_id}/config"
+                await probe.json(config)
+                answer = await probe.request(
+                    f"{responses}/device/remove", f"{requests}/device/remove", {"id": device_id}
+                )
+                assert answer["status"] == "ok"
+                await probe.message(config, lambda payload: payload == b"")
+        assert set(hub.store.devices) == {stays}
+        assert bridge.devices_held() == {stays}
+
+
 def bridge_retained(hub: Hub) -> set[str]:
     bridge = hub.mqtt
     assert bridge is not None and bridge.client is not None

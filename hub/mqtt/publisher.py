@@ -462,7 +462,9 @@ class StatePublisher:
         self._deferred.discard(device_id)
         self._carried_entries.pop(device_id, None)
         self._stop_reading_previous_channels(device_id)
-        self._previous_configs.pop(self.topics.homeassistant_config(device_id), None)
+        config_topic = self.topics.homeassistant_config(device_id)
+        self._previous_configs.pop(config_topic, None)
+        self._config_topic_device.pop(config_topic, None)
         channel_count = self._previous_channel_counts.pop(device_id, None)
         if self._owned_by_another_hub(device_id):
             log.info("device %s left this hub and is another hub's now: its topics are left", device_id)
@@ -483,6 +485,17 @@ class StatePublisher:
             self._controlled.discard(device_id)
         for key in [key for key in self._last_meters if key[0] == device_id]:
             del self._last_meters[key]
+
+    def devices_held(self) -> set[str]:
+        """Every device id the publisher keeps something of from this run (its Home Assistant config topic and
+        components, the readings it has entities of, its control subscriptions, the meters last sent, the
+        previous run's channel states it reads, a deferral to another hub). Each goes with the device's
+        removal, so a hub whose receivers come and go holds no more than its present ones: for tests and
+        soak checks."""
+        held = set(self._homeassistant_components) | set(self._kept_readings) | set(self._controlled)
+        held |= set(self._config_topic_device.values()) | set(self._reading_previous_channels) | self._deferred
+        held.update(device_id for device_id, _ in self._last_meters)
+        return held
 
     def _device_topics(self, device_id: str) -> list[str]:
         """The retained topics this hub keeps set for a device, its Home Assistant config first: cleared before
