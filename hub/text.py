@@ -84,11 +84,23 @@ def preview(value: object, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
-def small_number(text: str, digits: int = 9) -> int | None:
+# The widest reading a device's number is read as (``small_number(text, VALUE_DIGITS)``): an impossible one
+# (a frequency of 99,999,999,999 MHz) must still reach the model's bounds, to be refused and counted there,
+# yet anything this wide is exact enough as a float and far from overflowing one.
+VALUE_DIGITS: Final = 18
+
+
+def small_number(text: str, digits: int = 9, *, signed: bool = False) -> int | None:
     """``text`` as an int if it is at most ``digits`` ASCII digits (a channel index in a path or a topic, a
-    port), else None: ``str.isdigit`` also takes "²", which int() refuses, and int() reads any script's
-    digits and refuses more than 4,300 of them."""
-    if 0 < len(text) <= digits and text.isascii() and text.isdigit():
+    port, a number in a device's message), after one ``-`` or ``+`` if ``signed``; else None.
+
+    The guard for every number read from text someone else wrote: ``str.isdigit`` also takes "²", which
+    int() refuses; int() reads any script's digits and raises ValueError for more than 4,300 of them; and
+    an int of a few hundred digits still raises OverflowError once divided or made a float. Nothing a
+    device or a person means here has more than ``digits`` digits, so a longer one is junk, not a number.
+    """
+    body = text[1:] if signed and text[:1] in ("-", "+") else text
+    if 0 < len(body) <= digits and body.isascii() and body.isdigit():
         return int(text)
     return None
 
