@@ -28,6 +28,7 @@ from hub.model import (
     RefusedError,
     SlotState,
 )
+from hub.text import small_number
 from wmhub_shure.families import (
     METER_RATE_MIN_MS,
     PSM1000,
@@ -482,7 +483,7 @@ class ShureDriver(Driver):
         value = f"{rate_ms:05d}"
 
         def confirms(report: Report) -> bool:
-            return report.value.isdigit() and int(report.value) == rate_ms
+            return small_number(report.value) == rate_ms
 
         futures = {channel: self._track(channel, "SET", "METER_RATE", value, accept=confirms) for channel in channels}
         await asyncio.wait(futures.values(), timeout=self.settings.io_timeout_s if timeout_s is None else timeout_s)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from hub.model import Command, CommandKind, InvalidValueError, NotSupportedError
+from hub.text import VALUE_DIGITS, small_number
 from wmhub_shure.protocol import ANGLE, ANGLE_CRLF, STAR, Framing, Report, brace
 
 RUNTIME_UNKNOWN: Final = 65535
@@ -50,11 +51,8 @@ def number(
     does a value outside ``valid`` (model units): one impossible reading must not reach the hub's model."""
 
     def decode(text: str) -> int | None:
-        try:
-            raw = int(text)
-        except ValueError:  # micboard saw a bare "U" for an unknown battery
-            return None
-        if raw in unknown:
+        raw = small_number(text, VALUE_DIGITS, signed=True)
+        if raw is None or raw in unknown:  # micboard saw a bare "U" for an unknown battery
             return None
         value = (raw - offset) * scale
         return value if valid is None or valid[0] <= value <= valid[1] else None
@@ -89,10 +87,7 @@ def frequency(digits: int) -> Codec:
     """kHz digits without a decimal point (AD/SLX-D 7 with a leading zero, ULX-D/QLX-D 6) <-> MHz."""
 
     def decode(value: str) -> float | None:
-        try:
-            khz = int(value)
-        except ValueError:  # "--" style placeholders before a frequency is set
-            return None
+        khz = small_number(value, VALUE_DIGITS)  # None for "--" style placeholders before a frequency is set
         return khz / 1000 if khz else None
 
     def encode(value: Any) -> str:
@@ -170,8 +165,9 @@ def network_settings(value: str) -> dict[str, Any]:
     tokens = value.split()
     address = tokens[2] if len(tokens) > 2 else ""
     octets = address.split(".")
-    if len(octets) == 4 and all(octet.isdigit() and int(octet) < 256 for octet in octets):
-        address = ".".join(str(int(octet)) for octet in octets)
+    numbers = [small_number(octet, digits=3) for octet in octets]
+    if len(numbers) == 4 and all(number is not None and number < 256 for number in numbers):
+        address = ".".join(str(number) for number in numbers)
     else:
         address = ""  # "na" while the address is being assigned, or junk
     mac = tokens[5].upper() if len(tokens) > 5 and len(tokens[5].split(":")) == 6 else ""

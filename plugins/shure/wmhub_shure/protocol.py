@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from hub.text import small_number
+
 MAX_BUFFER: Final = 16 * 1024
 # The longest real message is a slot report with a 31-character brace field; far below this.
 MAX_MESSAGE: Final = 512
@@ -204,7 +206,9 @@ def parse(body: bytes) -> Report | None:
     position = 1
     channel: int | None = None
     if len(tokens) > position and tokens[position].isdigit():
-        channel = int(tokens[position])
+        channel = small_number(tokens[position])
+        if channel is None:  # a "channel" of thousands of digits is junk, not a parameter name
+            return None
         position += 1
     if len(tokens) <= position:
         return None
@@ -213,7 +217,9 @@ def parse(body: bytes) -> Report | None:
     index: int | None = None
     rest = tokens[position:]
     if rest and _is_indexed(param) and rest[0].isdigit() and (len(rest) > 1 or braced):
-        index = int(rest[0])
+        index = small_number(rest[0])
+        if index is None:
+            return None
         rest = rest[1:]
     if braced:
         return Report(verb, channel, param, index, brace_value, (*rest, *trailing), True)
