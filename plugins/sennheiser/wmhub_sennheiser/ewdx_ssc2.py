@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from hub.model import CommandKind, InvalidValueError, NotSupportedError
+from hub.text import small_number
 from wmhub_sennheiser.families import (
     TX_ABSENT,
     Fields,
@@ -204,9 +205,10 @@ class EwdxResourceMap:
             match = pattern.match(path)
             if match is None:
                 continue
-            index = int(match.group(1)) + 1
-            if index not in self.channels:
+            number = small_number(match.group(1))
+            if number is None or number + 1 not in self.channels:
                 return changes  # a channel this model does not have
+            index = number + 1
             if template in (_RX_WARNINGS, _TX_WARNINGS):
                 self._warnings[(index, template)] = _strings(value)
             else:

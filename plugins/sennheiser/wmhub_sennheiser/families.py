@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from hub.model import CommandKind, InvalidValueError
+from hub.text import small_number
 from wmhub_sennheiser.ssc1 import Address, ErrorKind, SscError, address
 from wmhub_sennheiser.values import finite_number
 
@@ -135,8 +136,10 @@ def _em6000_battery(value: Any) -> Fields:
     state = value[0] if isinstance(value[0], str) else ""
     runtime = None
     if len(value) > 1 and isinstance(value[1], str):
-        match = re.fullmatch(r"(\d+):(\d\d)", value[1].strip())
-        runtime = int(match.group(1)) * 60 + int(match.group(2)) if match else None  # "-:--" = unknown
+        hours, _, minutes = value[1].strip().partition(":")
+        whole, part = small_number(hours), small_number(minutes, digits=2)
+        # "-:--" = unknown
+        runtime = whole * 60 + part if whole is not None and part is not None and len(minutes) == 2 else None
     # "low" has no percentage; the LowBattery warning says it
     return {"tx_present": True, "battery_percent": _D6000_BATTERY_STATES.get(state), "battery_runtime_min": runtime}
 
@@ -355,8 +358,11 @@ class SscFamily:
         for pattern in patterns:
             regex = "^" + re.escape(pattern).replace(r"\{n\}", r"(\d+)") + "$"
             match = re.match(regex, text)
-            if match:
-                return pattern, int(match.group(1)) if match.groups() else DEVICE
+            if not match:
+                continue
+            index = small_number(match.group(1)) if match.groups() else DEVICE
+            if index is not None:  # "rx" and thousands of digits names no channel: the leaf is not one of ours
+                return pattern, index
         return None
 
     def convert(self, path: Address, value: Any) -> Updates:
@@ -379,7 +385,8 @@ class SscFamily:
             return {}
         prefix = "^" + re.escape(self.tx_prefix).replace(r"\{n\}", r"(\d+)") + "/"
         match = re.match(prefix, "/" + "/".join(error.address) + "/")
-        return {int(match.group(1)): tx_absent()} if match else {}
+        index = small_number(match.group(1)) if match else None
+        return {index: tx_absent()} if index is not None else {}
 
 
 def _em6000_meters(value: Any) -> Updates:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import IntFlag
 from typing import Any, Final
 
+from hub.text import VALUE_DIGITS, small_number
+
 PORT: Final = 53212
 # the families the hub shows: the receivers (EM) and the in-ear transmitters (SR)
 EM_FAMILY: Final = "ew G4"
@@ -93,8 +95,9 @@ _ERROR = re.compile(r"^(\d+)\s*:\s*([^\[]*?)\s*(?:\[\s*(.*?)\s*\]\s*)?$")
 
 def parse_line(line: str) -> Line | ErrorLine:
     match = _ERROR.match(line)
-    if match:
-        return ErrorLine(int(match.group(1)), match.group(2), match.group(3) or None)
+    code = small_number(match.group(1)) if match else None
+    if match and code is not None:  # a "code" of thousands of digits is no error line: an unknown keyword
+        return ErrorLine(code, match.group(2), match.group(3) or None)
     keyword, _, text = line.partition(" ")
     return Line(keyword, tuple(text.split()), text.strip())
 
@@ -157,10 +160,13 @@ class McpFieldError(ValueError):
 def _ints(line: Line, count: int) -> list[int]:
     if len(line.args) < count:
         raise McpFieldError(f"{line.keyword} needs {count} fields, got {' '.join(line.args)!r}")
-    try:
-        return [int(arg) for arg in line.args[:count]]
-    except ValueError:
-        raise McpFieldError(f"{line.keyword}: not numbers: {' '.join(line.args)!r}") from None
+    numbers = []
+    for arg in line.args[:count]:
+        number = small_number(arg, VALUE_DIGITS, signed=True)
+        if number is None:
+            raise McpFieldError(f"{line.keyword}: not numbers: {' '.join(line.args)!r}")
+        numbers.append(number)
+    return numbers
 
 
 def decode_attribute(line: Line) -> Any:

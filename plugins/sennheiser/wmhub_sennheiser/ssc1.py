@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from wmhub_sennheiser.values import finite_number
+
 Address = tuple[str, ...]
 
 XID: Final[Address] = ("osc", "xid")
@@ -184,7 +186,7 @@ def decode(data: bytes) -> Message:
 def _decode(data: bytes) -> Message:
     try:
         body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # also an integer longer than CPython converts (4,300 digits), besides bad JSON
         raise SscDecodeError(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise SscDecodeError("not a JSON object")
@@ -234,9 +236,8 @@ class SubscriptionParams:
         """Read ``#`` parameters; unknown keys are ignored as the guide says they should be."""
 
         def number(key: str, default: float) -> float:
-            value = params.get(key, default)
-            is_number = isinstance(value, int | float) and not isinstance(value, bool)
-            return float(value) if is_number and value >= 0 else default
+            value = finite_number(params.get(key, default))
+            return value if value is not None and value >= 0 else default
 
         count = params.get("count")
         return cls(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from hub.model import MAX_CHANNELS
+from hub.text import small_number
 from wmhub_sennheiser.families import NameRule
 from wmhub_sennheiser.values import finite_number, text
 
@@ -597,11 +598,12 @@ class ResourceMap:
             (key for key, output in self._outputs.items() if link and _link_id(output.get("micAudiolinkId")) == link),
             None,
         )
-        if output is None or not output.isdigit():
+        position = small_number(output) if output is not None else None
+        if position is None:
             return None, None
         for name in OUTPUT_INTERFACES:
             level = self._levels.get(name, {})
-            rms, peak = (_at(level.get(kind), int(output)) for kind in ("rms", "peak"))
+            rms, peak = (_at(level.get(kind), position) for kind in ("rms", "peak"))
             if rms is not None or peak is not None:
                 return rms, peak
         return None, None
