@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from wmhub_sennheiser import ssc2
 from wmhub_sennheiser.simulator.common import UdpSimulator
 from wmhub_sennheiser.simulator.g4 import G4Simulator
 from wmhub_sennheiser.simulator.iem import IemG4Simulator
@@ -119,3 +120,46 @@ async def test_ewdx_event_with_a_huge_channel_number_applies_the_rest(
     await eventually(lambda: channel_name(hub, managed) == "After", what="the channel in the same event")
     assert list(ewdx.sessions) == [session], "the event stream was not given up"
     assert managed.supervisor.reconnects == 0
+
+
+class _CountingLineEnd:
+    """Counts the bytes a line-end search looks at: from where it starts to its match, or to the end."""
+
+    def __init__(self, pattern: Any) -> None:
+        self.pattern = pattern
+        self.examined = 0
+
+    def search(self, string: Any, pos: int = 0, *args: Any) -> Any:
+        found = self.pattern.search(string, pos, *args)
+        self.examined += (found.end() if found else len(string)) - pos
+        return found
+
+
+def test_a_long_line_in_small_pieces_is_searched_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 250 KiB line (within the 256 KiB bound) trickling in 64-byte pieces was searched from its start on every
+    piece: half a gigabyte of scanning on the event loop for one event. Counted, not timed: whichever way the
+    parser searches (the module's re.search or its compiled pattern), the bytes it looks at must be linear."""
+    import re
+
+    counter = _CountingLineEnd(re.compile(rb"\r\n|\r|\n"))
+
+    class CountingRe:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(re, name)
+
+        @staticmethod
+        def search(pattern: Any, string: Any, *args: Any) -> Any:
+            found = re.search(pattern, string, *args)
+            counter.examined += found.end() if found else len(string)
+            return found
+
+    monkeypatch.setattr(ssc2, "re", CountingRe())
+    monkeypatch.setattr(ssc2, "_LINE_END", counter, raising=False)
+    payload = "x" * (250 * 1024)
+    stream = f"data: {payload}\n\n".encode()
+    parser = ssc2.SseParser()
+    events = []
+    for start in range(0, len(stream), 64):
+        events += parser.feed(stream[start : start + 64])
+    assert [event.data for event in events] == [payload]
+    assert len(stream) - 2 <= counter.examined <= 2 * len(stream), f"{counter.examined:,} bytes searched"

@@ -102,6 +102,9 @@ class SseEvent:
         return json.loads(self.data)
 
 
+_LINE_END: Final = re.compile(rb"\r\n|\r|\n")
+
+
 class SseEventTooLargeError(ValueError):
     """An event (or an unterminated line) grew past the parser's bound; the stream cannot be trusted."""
 
@@ -119,6 +122,9 @@ class SseParser:
         self.max_event_bytes = max_event_bytes
         self.last_event_id: str | None = None
         self._buffer = bytearray()
+        # how much of the buffer is known to hold no line end: a long line arriving in small pieces is then
+        # searched once, not once for every piece (which is quadratic in its length)
+        self._searched = 0
         self._pending_cr = False
         self._event_type = ""
         self._data: list[str] = []
@@ -131,13 +137,15 @@ class SseParser:
         self._buffer += chunk
         events: list[SseEvent] = []
         while True:
-            match = re.search(rb"\r\n|\r|\n", self._buffer)
+            match = _LINE_END.search(self._buffer, self._searched)
             if match is None:
+                self._searched = len(self._buffer)
                 break
             if match.group() == b"\r" and match.end() == len(self._buffer):
                 self._pending_cr = True  # maybe the first half of a CRLF split across chunks
             line = bytes(self._buffer[: match.start()])
             del self._buffer[: match.end()]
+            self._searched = 0
             event = self._line(line.decode("utf-8", errors="replace"))
             if event is not None:
                 events.append(event)
