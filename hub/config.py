@@ -394,7 +394,7 @@ def _env_list(value: str) -> Any:
     if value.lstrip().startswith("["):
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or an integer longer than CPython converts (4,300 digits)
             return value  # refused by the setting's check, naming the variable's key
     return [item.strip() for item in value.split(",") if item.strip()]
 
@@ -455,6 +455,9 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except ValueError as exc:  # tomllib passes on int()'s refusal of an integer of more than 4,300 digits
+        # without int()'s advice to raise the interpreter's limit, which is no setting of the hub's
+        raise ConfigError(f"{path}: not valid TOML ({str(exc).partition(';')[0]})") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a configuration") from None
     _anchor_paths(data, HubConfig, path.absolute().parent)

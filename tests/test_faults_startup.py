@@ -865,3 +865,18 @@ def test_stop_signals_that_keep_coming_while_the_hub_stops_leave_its_exit_status
         _, stderr = hub.process.communicate(timeout=EXIT_DEADLINE_S)
     assert hub.process.returncode == 0, stderr
     assert stderr.count('"shutting down"') == 1, stderr
+
+
+@pytest.mark.parametrize("where", ["file", "environment"])
+def test_an_integer_of_thousands_of_digits_is_a_configuration_error(tmp_path: Path, where: str) -> None:
+    """An outside audit: an integer of more than 4,300 digits (CPython's int() refuses it: tomllib and json pass
+    the ValueError on) in the file or in WMHUB_DEVICES made `wmhub run --check` print a traceback, status 1."""
+    huge = "1" * 4301
+    path = tmp_path / "hub.toml"
+    path.write_text(f"offline_after_s = {huge}\n" if where == "file" else "", encoding="utf-8")
+    env = {"WMHUB_DEVICES": f"[{huge}]"} if where == "environment" else {}
+    checked = wmhub_check(tmp_path / "data", "--config", str(path), env=env)
+    lines = checked.stderr.splitlines()
+    assert checked.returncode == 2 and len(lines) == 1 and "Traceback" not in checked.stderr, checked.stderr[-300:]
+    source = f"{path}: not valid TOML (" if where == "file" else "environment (WMHUB_DEVICES): devices: "
+    assert lines[0].startswith(f"wmhub: configuration error: {source}"), lines[0][:200]
