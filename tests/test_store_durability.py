@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -351,3 +352,50 @@ async def stored_in(data_dir: Path) -> Stored:
         return await Stored.read(store.db, store.settings.history)
     finally:
         await store.close()
+
+
+async def test_a_value_sqlite_cannot_store_is_rejected_alone_and_every_other_write_is_kept(tmp_path: Path) -> None:
+    """Text holding a lone surrogate (a receiver's name put one into its device identity row until the sink
+    replaced them) made SQLite's binding raise UnicodeEncodeError: the writer task ended with it, every later
+    write of the run was lost while health said the database was fine, and the stop hung. Now that statement
+    alone is rejected, once: the writes beside it in its batch are committed, and so is everything after."""
+    store = await open_simulated(tmp_path)
+    try:
+        store.audit.record(Source.REST, "device.rename", "before")
+        store.audit.record(Source.REST, "device.rename", "Vocal \ud800")
+        store.audit.record(Source.REST, "device.rename", "after")
+        store.device_memory.remember("sennheiser-ssc://127.0.0.1:45", '{"name":"Vocal \ud800"}')
+        store.device_memory.remember("sennheiser-ssc://127.0.0.1:46", '{"name":"Vocal 2"}')
+        assert await asyncio.wait_for(store.db.sync(), 10)
+        await asyncio.wait_for(store.performers.create("Kept", source=Source.REST), 10)
+        assert await asyncio.wait_for(store.db.sync(), 10)
+        assert store.db.problem is None
+        # each rejected once: the audit entry before it in the same executemany is not written twice (its id
+        # would then be refused as a duplicate, a second rejection)
+        assert store.db.stats.rejected == 2
+    finally:
+        await asyncio.wait_for(store.close(), 10)
+    with contextlib.closing(sqlite3.connect(tmp_path / DATABASE_FILE)) as connection:
+        renames = connection.execute("SELECT target FROM audit WHERE action = 'device.rename' ORDER BY id").fetchall()
+        memories = connection.execute("SELECT url FROM device_memory").fetchall()
+        performers = connection.execute("SELECT name FROM performers").fetchall()
+    assert renames == [("before",), ("after",)]
+    assert memories == [("sennheiser-ssc://127.0.0.1:46",)]
+    assert performers == [("Kept",)]
+
+
+async def test_a_writer_that_ended_shows_in_health_and_close_still_releases_the_file(tmp_path: Path) -> None:
+    """close() awaited the writer and re-raised how it ended before closing the connection, whose thread then
+    kept the stopped hub's process alive (and the file locked). The writer is ended here the one way left to
+    end it (cancelled): health says so, and close() still closes the file."""
+    store = await open_simulated(tmp_path)
+    await store.performers.create("Kept", source=Source.REST)
+    writer = store.db._writer
+    assert writer is not None
+    writer.cancel()
+    await asyncio.wait({writer}, timeout=10)
+    assert store.db.problem is not None and "writer stopped" in store.db.problem
+    await asyncio.wait_for(store.close(), 10)
+    # the hub holds the file with an exclusive lock (docs/adr/0013-exclusive-database.md): readable now
+    with contextlib.closing(sqlite3.connect(tmp_path / DATABASE_FILE, timeout=0.5)) as connection:
+        assert connection.execute("SELECT name FROM performers").fetchall() == [("Kept",)]

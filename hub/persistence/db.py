@@ -187,6 +187,8 @@ class Database:
     @property
     def problem(self) -> str | None:
         """Why the database is not taking writes, while it is not (for /api/health)."""
+        if self._writer is not None and self._writer.done() and not self._closing:
+            return f"the database writer stopped ({self.stats.last_error or 'cancelled'}): changes are not stored"
         if self.stats.failing_since is None:
             return None
         return self.stats.last_error
@@ -255,13 +257,19 @@ class Database:
         self._closing = True
         self._wake.set()
         self._urgent.set()
-        if self._writer is not None:
-            await self._writer
-        if self._queue:
-            log.error("database closed with %d writes not stored: %s", len(self._queue), self.stats.last_error)
-        with contextlib.suppress(sqlite3.Error):
-            await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        await self._conn.close()
+        try:
+            if self._writer is not None:
+                # waited on, not awaited: a writer that ended with an error must not keep the connection open,
+                # whose thread would keep the process alive after the hub stopped
+                await asyncio.wait({self._writer})
+                if not self._writer.cancelled() and (failure := self._writer.exception()) is not None:
+                    log.error("the database writer had stopped: %s: %s", type(failure).__name__, failure)
+            if self._queue or self._inflight:
+                log.error("database closed with %d writes not stored: %s", self.backlog, self.stats.last_error)
+            with contextlib.suppress(sqlite3.Error):
+                await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            await self._conn.close()
 
     def _shed(self) -> None:
         """Bring the queue back under its bound: history first (oldest first), then counted losses."""
@@ -282,6 +290,28 @@ class Database:
         self._queue = kept
 
     async def _run(self) -> None:
+        while True:
+            try:
+                await self._write_until_closed()
+                return
+            except Exception as exc:
+                # a bug, not the disk (which _flush_batch handles): the writer must not end with it, or every
+                # later write of the run would be lost while health still said the database was fine
+                if self.stats.failing_since is None:
+                    log.exception("database writer failed")
+                self._enter_failing(exc)
+                if self._closing:
+                    return
+                await self._pause_before_retry()
+
+    async def _pause_before_retry(self) -> None:
+        self._urgent.clear()
+        with contextlib.suppress(TimeoutError):
+            # a close (or nothing) wakes the retry early; new writes alone do not hammer a dead disk
+            async with asyncio.timeout(self.settings.retry_interval_s):
+                await self._closed_event()
+
+    async def _write_until_closed(self) -> None:
         while True:
             if time.monotonic() >= self._next_file_check:
                 self._next_file_check = time.monotonic() + self.settings.file_check_every_s
@@ -308,11 +338,7 @@ class Database:
                 continue
             if self._closing:
                 return
-            self._urgent.clear()
-            with contextlib.suppress(TimeoutError):
-                # a close (or nothing) wakes the retry early; new writes alone do not hammer a dead disk
-                async with asyncio.timeout(self.settings.retry_interval_s):
-                    await self._closed_event()
+            await self._pause_before_retry()
 
     async def _closed_event(self) -> None:
         while not self._closing:
@@ -341,6 +367,16 @@ class Database:
                 self._read_only = not self._stand_in and str(self.path) != IN_MEMORY
             if isinstance(exc, sqlite3.Error):
                 self._note_damage(exc)
+            self._enter_failing(exc)
+            return False
+        except Exception as exc:
+            # no disk error and no value SQLite refused (those are rejected one by one): a bug. The batch is
+            # kept and retried like a failing disk's, and health says why meanwhile (database_problem)
+            with contextlib.suppress(sqlite3.Error):
+                await self._conn.execute("ROLLBACK")
+            self._queue.extendleft(reversed(batch))
+            if self.stats.failing_since is None:
+                log.exception("database writes failed")
             self._enter_failing(exc)
             return False
         finally:
@@ -486,21 +522,27 @@ class Database:
 
     async def _execute_run(self, sql: str, writes: list[_Write]) -> None:
         if len(writes) > 1:
+            await self._conn.execute("SAVEPOINT same_statements")
             try:
                 await self._conn.executemany(sql, [write.params for write in writes])
+            except _REFUSED_VALUES:
+                # executemany stops at the refused statement and leaves those before it done: undone, then all
+                # redone one by one to keep the good ones (else an insert before it would be stored twice)
+                await self._conn.execute("ROLLBACK TO same_statements")
+            else:
+                await self._conn.execute("RELEASE same_statements")
                 return
-            except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
-                pass  # a failed statement undoes only itself: redo them one by one to keep the good ones
+            await self._conn.execute("RELEASE same_statements")
         for write in writes:
             try:
                 await self._conn.execute(sql, write.params)
-            except (sqlite3.IntegrityError, sqlite3.ProgrammingError) as exc:
+            except _REFUSED_VALUES as exc:
                 # a bug, not a disk problem: retrying would fail forever, so drop it loudly (without the
                 # values: a device URL among them may carry a password)
                 self.stats.rejected += 1
                 log.error("database rejected %s: %s", " ".join(sql.split()[:3]), exc)
 
-    def _enter_failing(self, exc: sqlite3.Error | OSError) -> None:  # TimeoutError: a stalled commit
+    def _enter_failing(self, exc: Exception) -> None:  # TimeoutError: a stalled commit
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
         if self.stats.failing_since is None:
             self.stats.failing_since = time.monotonic()
@@ -619,6 +661,11 @@ async def _open_file(path: Path, settings: WriterSettings) -> aiosqlite.Connecti
         return await _replace_damaged(path, settings, exc)
     return connection
 
+
+# What one statement fails with when its values are wrong, not the disk: a constraint or a value SQLite has no
+# type for (sqlite3), text that is no UTF-8 (UnicodeEncodeError: a lone surrogate), a whole number beyond 64
+# bits (OverflowError). Retrying would fail forever and hold every later write back: it is rejected alone.
+_REFUSED_VALUES: Final = (sqlite3.IntegrityError, sqlite3.ProgrammingError, UnicodeEncodeError, OverflowError)
 
 # what SQLite says of a file whose pages are not what it wrote: no retry can help, setting it aside can
 _DAMAGE: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})

@@ -329,9 +329,11 @@ class Persistence:
             self._ticker.cancel()
             # a ticker that ended with an error was reported when it ended (Hub.watch): close all the same
             await asyncio.gather(self._ticker, return_exceptions=True)
-        self._subscription.close()
-        self.history.flush()
-        await self.db.close()
+        try:
+            self._subscription.close()
+            self.history.flush()
+        finally:  # whatever failed, the connection is closed: its thread would keep the stopped hub's process alive
+            await self.db.close()
 
     async def _run(self) -> None:
         # intervals on the monotonic clock: the wall clock set back an hour held the show check for it
