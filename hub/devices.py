@@ -394,6 +394,11 @@ class DeviceHandle(DeviceSink):
         except (TypeError, ValueError, RecursionError) as exc:
             self._refused("memory", value, f"not JSON ({preview(str(exc))}): not kept")
             return
+        if not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError:  # a lone surrogate a device sent: JSON's escape keeps it, UTF-8 cannot
+                text = json.dumps(value, allow_nan=False, separators=(",", ":"))
         if len(text.encode()) > MAX_MEMORY_BYTES:
             self._refused("memory", value, f"larger than {MAX_MEMORY_BYTES} bytes as JSON: not kept")
             return

@@ -7,7 +7,9 @@ the field's type in :mod:`hub.model` before it is merged:
 
 - a value of the wrong type (or a field the model does not have) is refused: the field keeps its value;
 - a number outside the model's range, NaN or infinity is a reading the device could not make: unknown (None);
-- text loses its control characters and is cut to the family's width.
+- text loses its control characters and the spaces around it, a lone surrogate becomes U+FFFD
+  (:func:`hub.text.device_text`), and it is cut to the family's width; text that is then empty (a receiver's
+  name of only spaces) is no text: None, shown everywhere as a device or channel without a name.
 
 Checking runs on every meter sample: a value that is plainly fine (a finite float, a bool, short clean
 text) is passed by an inline test on its class; only the rest goes to the field's own check function.
@@ -74,9 +76,16 @@ def _bounded(check: Check, low: float | None, high: float | None) -> Check:
 MAX_WARNINGS: Final = 32
 
 
+def _shown_text(value: str, width: int) -> str:
+    # stripped again after the controls are gone: "\x1b[0m Vocal" would otherwise keep its space
+    return device_text(value.strip(), width).strip()
+
+
 def _text(width: int) -> Check:
     def text(value: Any) -> Any:
-        return device_text(value, width) if isinstance(value, str) else REFUSED
+        # blank is no text (a receiver's name of spaces): None, as the Shure plugin decodes it, so Home
+        # Assistant, the board and the REST API fall back to what they show for a device without a name
+        return (_shown_text(value, width) or None) if isinstance(value, str) else REFUSED
 
     return text
 
@@ -85,7 +94,7 @@ def _texts(width: int) -> Check:
     def texts(value: Any) -> Any:
         if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
             return REFUSED
-        return [device_text(item, width) for item in value[:MAX_WARNINGS]]
+        return [shown for item in value[:MAX_WARNINGS] if (shown := _shown_text(item, width))]
 
     return texts
 
@@ -245,7 +254,9 @@ def checked(fields: Mapping[str, Any], rules: FieldRules, refuse: Refusal) -> Ma
         of_class = value.__class__  # compared apart from ``value``, which type checkers would narrow to object
         if of_class is plain:
             if plain is str:
-                if len(value) <= width and value.isprintable():  # no control or format characters at all
+                # no control or format characters at all (the one space isprintable passes is checked apart:
+                # a blank name, or one padded with spaces, is trimmed)
+                if value and len(value) <= width and value.isprintable() and value[0] != " " and value[-1] != " ":
                     continue
             elif plain is float:
                 low, high = rules.ranges[name]

@@ -2,8 +2,10 @@
 
 A device, or whoever answers on its port, decides what its strings contain: a name of 100,000 characters
 would become a retained MQTT message that size, and an escape sequence in it would reach a terminal
-through ``wmhub devices`` or forge a log line. Every device string passes :func:`device_text` at the sink;
-whatever the hub echoes back of a refused value passes :func:`preview`.
+through ``wmhub devices`` or forge a log line; a lone UTF-16 surrogate (JSON's ``"\\ud800"``, which Python's
+JSON decoder takes) is no character at all and cannot be written as UTF-8: a name holding one would fail every
+JSON answer, MQTT message and database row it reaches. Every device string passes :func:`device_text` at the
+sink; whatever the hub echoes back of a refused value passes :func:`preview`.
 """
 
 from __future__ import annotations
@@ -20,12 +22,19 @@ PREVIEW_CHARS: Final = 60
 # C0 and C1 controls (escape sequences, newlines that would forge log lines), Unicode's line and paragraph
 # separators, and the bidirectional overrides that make text display in another order than it is stored.
 _CONTROLS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# UTF-16 surrogates: in a Python str only when a decoder let them through (JSON escapes, surrogateescape)
+_SURROGATES: Final = re.compile("[\ud800-\udfff]")
 
 
 def device_text(value: str, width: int = DEFAULT_TEXT_WIDTH) -> str:
-    """``value`` without control characters, cut to ``width`` characters."""
+    """``value`` without control characters, each lone surrogate replaced by U+FFFD (a pair of them joined into
+    the character it encodes), cut to ``width`` characters."""
     if len(value) > width * 4:  # never scan a flood: what survives is at most ``width`` long anyway
         value = value[: width * 4]
+    if _SURROGATES.search(value) is not None:
+        # replaced (U+FFFD, as a UTF-8 decoder shows bad bytes), not dropped: the name then shows that the
+        # receiver sent something there the hub cannot show
+        value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     if _CONTROLS.search(value) is not None:
         value = _CONTROLS.sub("", value)
     return value[:width]
@@ -67,12 +76,13 @@ def _name_key(text: str) -> str:
 
 
 def has_controls(value: str, *, layout: bool = False) -> bool:
-    """True if ``value`` holds a character :func:`device_text` would remove: what a person typing a name
+    """True if ``value`` holds a character :func:`device_text` would remove or replace: what a person typing a name
     never means (a C0 or C1 control, a line or paragraph separator, a direction override). With ``layout``
-    (free text such as a performer's notes), line breaks and tabs are allowed."""
+    (free text such as a performer's notes), line breaks and tabs are allowed. A lone surrogate counts too:
+    no text holds one (JSON parsers of REST and MQTT refuse it), and none could be stored or sent."""
     if layout:
         value = value.replace("\n", " ").replace("\t", " ")
-    return _CONTROLS.search(value) is not None
+    return _CONTROLS.search(value) is not None or _SURROGATES.search(value) is not None
 
 
 def preview(value: object, limit: int = PREVIEW_CHARS) -> str:
@@ -80,7 +90,10 @@ def preview(value: object, limit: int = PREVIEW_CHARS) -> str:
     if isinstance(value, str | bytes) and len(value) > limit:
         shown = repr(value[:limit])
         return f"{shown}… ({len(value)} {'characters' if isinstance(value, str) else 'bytes'})"
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a list in a list … a plugin reported: its warning must not raise into the plugin
+        return f"a {type(value).__name__} nested too deeply to show"
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
