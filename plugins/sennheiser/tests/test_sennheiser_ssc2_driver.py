@@ -542,7 +542,7 @@ async def test_json_nested_past_the_interpreters_limit_is_skipped_as_not_json(
     )
     second = hub.add(simulator.url(poll="60", id="second"))
     error = await eventually(lambda: second.supervisor.last_error, what="the deep answer refused")
-    assert error == "GET /api/device/site: unreadable answer (RecursionError: not JSON)"
+    assert error == "GET /api/device/site: unreadable answer (JSON nested too deeply)"
 
 
 async def test_a_device_whose_stream_never_opens_is_not_shown_online_and_says_why(
@@ -805,3 +805,46 @@ async def test_rest_refuses_a_malformed_fingerprint_as_an_invalid_url(tmp_path: 
         pinned = MALFORMED_PIN.replace("fingerprint=abc", "fingerprint=" + "ab" * 32)
         async with http.post("/api/v1/devices", json={"url": pinned}, headers=headers) as response:
             assert response.status == 201, await response.text()
+
+
+async def test_a_deeply_nested_open_event_is_a_protocol_error_and_the_stream_runs_on(
+    hub: DriverHarness, simulator: Ssc2Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The open event's JSON was read with only ValueError expected: nested past Python's limit it raised
+    RecursionError, which the supervisor took for a bug of the plugin, and the device never connected. It is
+    device JSON that is none: counted as a protocol error, the session id taken from Content-Location."""
+    simulator.open_event_data = "[" * 100_000 + "]" * 100_000
+    managed, _ = await streaming(hub, simulator)
+    simulator.tick()
+    await matches(hub, managed, simulator, "state through the session its header named")
+    assert managed.supervisor.last_error is None
+    assert managed.handle.protocol_errors >= 1
+    assert not [record for record in caplog.records if "bug of the plugin" in record.getMessage()]
+
+
+async def test_a_pushed_event_nested_deeper_than_any_device_json_is_a_protocol_error(
+    hub: DriverHarness, simulator: Ssc2Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nested 900 levels, an event still parses within Python's limit, but whatever walks it later (a log
+    line's repr of it) does not: refused when it is read, the stream goes on."""
+    managed, _ = await streaming(hub, simulator)
+    errors = managed.handle.protocol_errors
+    deep = "[" * 900 + "]" * 900
+    simulator.push_to_streams(f'data: {{"{SITE_PATH}": {{"deviceName": {deep}}}}}\n\n'.encode())
+    await eventually(lambda: managed.handle.protocol_errors > errors, what="the deep event counted")
+    simulator.tick()
+    await matches(hub, managed, simulator, "state after the deep event")
+    assert managed.supervisor.last_error is None
+    assert not [record for record in caplog.records if "bug of the plugin" in record.getMessage()]
+
+
+async def test_a_device_name_with_a_lone_surrogate_is_stored_readable(
+    hub: DriverHarness, simulator: Ssc2Simulator
+) -> None:
+    """JSON's "\\ud800" decodes to a str no UTF-8 writer takes (REST answered 500 for every device, MQTT and the
+    database failed): the sink shows it as U+FFFD."""
+    simulator.device_name = "Rack \ud800"
+    managed = hub.add(simulator.url(poll="0.5"))
+    device = await hub.device(managed)
+    await eventually(lambda: stored(hub, device.id).name == "Rack \ufffd", what="the name, readable")
+    stored(hub, device.id).model_dump_json().encode("utf-8")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-from wmhub_sennheiser.values import finite_number
+from wmhub_sennheiser.values import DeviceJsonError, device_json, finite_number
 
 Address = tuple[str, ...]
 
@@ -179,14 +179,16 @@ def decode(data: bytes) -> Message:
     """Decode one datagram. Raises SscDecodeError for anything that is not a JSON object."""
     try:
         return _decode(data)
-    except RecursionError:  # one datagram of '[' or '{"a":' nests past the interpreter's limit
+    except RecursionError:  # device_json bounds the nesting; kept so that no datagram can be a plugin bug
         raise SscDecodeError("JSON nested too deeply") from None
 
 
 def _decode(data: bytes) -> Message:
     try:
-        body = json.loads(data)
-    except ValueError as exc:  # also an integer longer than CPython converts (4,300 digits), besides bad JSON
+        body = device_json(data)
+    except DeviceJsonError as exc:
+        raise SscDecodeError(str(exc)) from None
+    except ValueError as exc:  # bad JSON, not UTF-8, or an integer longer than CPython converts (4,300 digits)
         raise SscDecodeError(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise SscDecodeError("not a JSON object")

@@ -16,7 +16,7 @@ from typing import Any, Final
 from hub.model import MAX_CHANNELS
 from hub.text import small_number
 from wmhub_sennheiser.families import NameRule
-from wmhub_sennheiser.values import finite_number, text
+from wmhub_sennheiser.values import device_json, finite_number, text
 
 API_PREFIX: Final = "/api"
 SUBSCRIPTIONS_PATH: Final = "/api/ssc/state/subscriptions"
@@ -99,7 +99,8 @@ class SseEvent:
     id: str | None = None
 
     def json(self) -> Any:
-        return json.loads(self.data)
+        """The event's data as JSON; ValueError if it is none (or nested too deeply)."""
+        return device_json(self.data)
 
 
 _LINE_END: Final = re.compile(rb"\r\n|\r|\n")

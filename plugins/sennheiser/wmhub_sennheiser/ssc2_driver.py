@@ -30,7 +30,6 @@ import datetime
 import email.utils
 import functools
 import hashlib
-import json
 import math
 import os
 import ssl
@@ -77,7 +76,7 @@ from wmhub_sennheiser.ssc2 import (
     subscription_paths,
 )
 from wmhub_sennheiser.udp import applied_otherwise, toggled
-from wmhub_sennheiser.values import text
+from wmhub_sennheiser.values import DeviceJsonError, device_json, text
 
 SCHEME: Final = "sennheiser-ssc2"
 DEFAULT_PORT: Final = 443
@@ -519,8 +518,10 @@ class Ssc2Driver(Driver):
         opened: Any = {}
         if first.event == "open":
             self._pending = events[1:]
-            with contextlib.suppress(ValueError):
+            try:
                 opened = first.json()
+            except ValueError as exc:  # not JSON, or nested too deeply: the session id is in the header too
+                self.sink.protocol_error(f"an SSE open event that is not JSON ({exc}): {first.data[:80]!r}")
         else:  # no open event (unverified devices): keep every event, take the id from the header
             self._pending = events
         if not isinstance(opened, Mapping):
@@ -636,8 +637,8 @@ class Ssc2Driver(Driver):
         if kind == "close":  # django-micboard stops here too (unverified)
             raise StreamEndedError("the device closed the subscription")
         try:
-            resources = json.loads(data)
-        except (ValueError, RecursionError):  # RecursionError: nested past the interpreter's limit
+            resources = device_json(data)
+        except ValueError:  # not JSON, or nested too deeply
             self.sink.protocol_error(f"an SSE event that is not JSON: {data[:80]!r}")
             return
         # any other event type whose data is {path: value} is applied too, as Spectera's own client does
@@ -806,8 +807,8 @@ class Ssc2Driver(Driver):
             )
         try:
             raw = await _bounded_body(response)
-            body = json.loads(raw) if raw is not None else None
-        except (ValueError, RecursionError, aiohttp.ClientError):
+            body = device_json(raw) if raw is not None else None
+        except (ValueError, aiohttp.ClientError):
             body = None
         said = f"{response.status} {response.reason or 'error'}"
         detail = _error_detail(body, response.status)
@@ -851,8 +852,10 @@ class Ssc2Driver(Driver):
                     f"{what}: answer larger than {MAX_EVENT_BYTES // 1024} KiB, refused unread"
                 ) from None
             text = body.decode(response.charset or "utf-8", errors="replace")
-            return json.loads(text) if text.strip() else None
-        except (aiohttp.ClientError, ValueError, LookupError, RecursionError) as exc:  # cut off, garbled, bad charset
+            return device_json(text) if text.strip() else None
+        except DeviceJsonError as exc:
+            raise ConnectionError(f"{what}: unreadable answer ({exc})") from None
+        except (aiohttp.ClientError, ValueError, LookupError) as exc:  # cut off, garbled, bad charset
             raise ConnectionError(f"{what}: unreadable answer ({type(exc).__name__}: not JSON)") from None
 
     # --- control

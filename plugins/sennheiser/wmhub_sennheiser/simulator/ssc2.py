@@ -231,6 +231,7 @@ class Ssc2Simulator:
         self.busy_deletes = 0  # fault: this many coming session DELETEs are answered 503
         self.hold_open_event = False  # fault: a new stream sends its headers, then nothing
         self.session_prefix = ""  # fault: session ids that start with this (escape sequences, say)
+        self.open_event_data: str | None = None  # fault: the open event's data line as given, not the session's
         # fault: a request for one of these paths gets this answer instead (a redirect, a huge body)
         self.answers: dict[str, Callable[[], web.StreamResponse]] = {}
         self.certificate = SelfSignedCertificate.generate(host)
@@ -552,7 +553,10 @@ class Ssc2Simulator:
             if self.hold_open_event:
                 await session.outbox.get()  # until the stream is dropped
                 return response
-            await response.write(encode_sse({"path": location, "sessionUUID": session.uuid}, event="open"))
+            if self.open_event_data is None:
+                await response.write(encode_sse({"path": location, "sessionUUID": session.uuid}, event="open"))
+            else:  # the session id then only in the Content-Location header
+                await response.write(f"event: open\ndata: {self.open_event_data}\n\n".encode())
             while (chunk := await session.outbox.get()) is not None:
                 await self._awake.wait()
                 if isinstance(chunk, Unframed):
