@@ -271,7 +271,9 @@ def test_output_whose_reader_went_away_ends_the_command_quietly() -> None:
         )
     finally:
         os.close(write_end)
-    assert (result.returncode, result.stderr) == (141, "")
+    assert result.returncode == 141, result.stderr
+    # no traceback, no BrokenPipeError (a slow import on a loaded machine may still be reported: it is not this)
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
 
 
 async def test_devices_asks_the_hub_directly_never_through_the_environments_proxy(tmp_path: Path) -> None:

@@ -100,12 +100,13 @@ async def test_an_interface_given_limits_the_shure_slp_listener_too() -> None:
     announcements from every network, bound to 0.0.0.0:8427 and a member of its group on the default interface.
     Now it is bound to the group's address and joins it on the given interfaces alone."""
     scan = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hub.cli", "discover", "--seconds", "5", "--interface", "127.0.0.1",
+        sys.executable, "-m", "hub.cli", "discover", "--seconds", "20", "--interface", "127.0.0.1",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
         slp = await eventually(
             lambda: [address for address in udp_sockets_of(scan.pid) if address.endswith(":8427")],
+            20,  # the child's start alone can take seconds on a loaded machine
             what="the SLP listener's socket",
         )
     finally:

@@ -140,6 +140,7 @@ async def test_a_block_left_unfinished_by_a_stop_is_rolled_up_after_the_restart(
         await again.close()
 
 
+@pytest.mark.timeout(600)  # about a minute of CPU alone: several beside other tests on the 2-core machine
 async def test_a_week_of_100_channels_stays_under_the_documented_size(tmp_path: Path) -> None:
     """Seven simulated days, 100 channels, every 10 s bucket fed to the history service."""
     clock = aligned_clock()
