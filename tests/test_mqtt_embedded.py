@@ -109,3 +109,79 @@ async def test_subscribers_leaving_the_demo_broker_leave_no_errors_in_the_hub_lo
             await hub.wait()
     errors = [line for line in log.read_text().splitlines() if '"level":"error"' in line]
     assert errors == []
+
+
+# Node-RED 4's MQTT 5 broker node connecting (mqtt.js, "request response/problem information" set): amqtt reads
+# it as MQTT 3.1.1, takes the properties for a client id 1049 bytes long and waits for them for good
+NODE_RED_V5_CONNECT = bytes.fromhex("101f00044d5154540502000f0419011701000e6e6f64657265645f616263313233")
+
+
+async def _keep_pinging(port: int, name: str, connected: asyncio.Event, stop: asyncio.Event) -> None:
+    """An MQTT 3.1.1 client that keeps sending (as Node-RED acknowledging and pinging while the hub stops)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    client_id = name.encode()
+    writer.write(_mqtt_packet(0x10, b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id))
+    assert (await asyncio.wait_for(reader.readexactly(4), 10))[:2] == b"\x20\x02"  # CONNACK
+    connected.set()
+
+    async def discard() -> None:
+        while await reader.read(65536):
+            pass
+
+    draining = asyncio.ensure_future(discard())
+    try:
+        while not stop.is_set() and not writer.is_closing():
+            writer.write(b"\xc0\x00" * 64)  # PINGREQ
+            await writer.drain()
+    except ConnectionError:
+        pass  # the hub cut it: what the test waits for
+    finally:
+        draining.cancel()
+        writer.transport.abort()
+
+
+async def test_the_demo_hub_stops_on_sigterm_while_clients_keep_sending_and_node_red_s_mqtt5_node_waits(
+    tmp_path: Path,
+) -> None:
+    """An outside audit with Node-RED on the demo's broker: after SIGTERM the hub logged "shutting down" and
+    never exited (a second SIGTERM did nothing either; only kill -9). amqtt's shutdown waits without a limit
+    for each client's reader to end, and Python 3.11 loses a cancellation that arrives as a packet has just
+    been read: a client sending at that moment (Node-RED's acknowledgements and pings) kept it running.
+    Clients that keep sending make that certain; Node-RED's MQTT 5 connection, which amqtt neither
+    accepts nor refuses, stays open beside them."""
+    http_port, mqtt_port = free_port(), free_port()
+    log = tmp_path / "hub.log"
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("WMHUB_")}
+    environ |= {"WMHUB_DISCOVERY__ENABLED": "false", "WMHUB_MQTT__EMBEDDED_PORT": str(mqtt_port)}
+    command = [sys.executable, "-m", "hub.cli", "run", "--demo", "--http", f"127.0.0.1:{http_port}"]
+    with log.open("wb") as out:
+        hub = await asyncio.create_subprocess_exec(
+            *command, "--data-dir", str(tmp_path / "data"), stdout=out, stderr=out, env=environ
+        )
+    stop = asyncio.Event()
+    pingers: list[asyncio.Future[None]] = []
+    node_red_v5: asyncio.StreamWriter | None = None
+    try:
+        await eventually(lambda: "embedded MQTT broker listening" in log.read_text(), 30, "the demo's broker")
+        _, node_red_v5 = await asyncio.open_connection("127.0.0.1", mqtt_port)
+        node_red_v5.write(NODE_RED_V5_CONNECT)
+        connected = [asyncio.Event() for _ in range(6)]
+        pingers = [
+            asyncio.ensure_future(_keep_pinging(mqtt_port, f"node-red-{n}", up, stop)) for n, up in enumerate(connected)
+        ]
+        await asyncio.wait_for(asyncio.gather(*(up.wait() for up in connected)), 30)
+        hub.send_signal(signal.SIGTERM)
+        # the hub's own deadline for a stop that does not end is 15 s and exits 1: this one ends cleanly
+        assert await asyncio.wait_for(hub.wait(), 30) == 0
+    finally:
+        if hub.returncode is None:
+            hub.kill()
+            await hub.wait()
+        stop.set()
+        for pinger in pingers:
+            pinger.cancel()
+        await asyncio.gather(*pingers, return_exceptions=True)
+        if node_red_v5 is not None:
+            node_red_v5.transport.abort()
+    # the connections it cut leave no error in its log
+    assert [line for line in log.read_text().splitlines() if '"level":"error"' in line] == []

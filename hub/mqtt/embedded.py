@@ -8,6 +8,7 @@ broker (Mosquitto, EMQX) and points ``mqtt.url`` at it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from typing import Any
@@ -15,6 +16,9 @@ from typing import Any
 log = logging.getLogger("hub.mqtt")
 
 _PLUGINS = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+# How long amqtt's own shutdown may take before the broker's connections are cut: it waits, without a limit,
+# for each client's reader to end, and one that keeps reading never does (EmbeddedBroker.stop)
+STOP_TIMEOUT_S = 2.0
 
 
 class EmbeddedBrokerError(RuntimeError):
@@ -28,10 +32,15 @@ class EmbeddedBroker:
         self.host = host
         self.port = port
         self._broker: Any = None
+        # every client connection the broker holds, also those amqtt never made a session of (a CONNECT it
+        # is still reading, as an MQTT 5 one it misreads): what its shutdown leaves open is cut at the stop
+        self._connections: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> int:
         # imported here: amqtt and its dependencies cost 3 MB of memory in every hub that uses a real broker
         from amqtt.broker import Broker
+
+        connections = self._connections
 
         class ScopedRetainBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
             """amqtt 0.12 sends a connecting client the retained messages of every subscription on the
@@ -44,6 +53,20 @@ class EmbeddedBroker:
                 subscribers = self._subscriptions.get(subscription[0], ())
                 if any(subscriber.client_id == session.client_id for subscriber, _ in subscribers):
                     await super()._publish_retained_messages_for_subscription(subscription, session)
+
+            async def stream_connected(
+                self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+            ) -> None:
+                connections.add(writer)
+                try:
+                    await super().stream_connected(reader, writer, listener_name)
+                except Exception as exc:
+                    if not _a_client_left(exc):
+                        raise
+                    # amqtt answering a client the stop cut (or one that left) on its closed connection
+                    log.debug("embedded MQTT broker: a client's connection closed as the broker spoke to it")
+                finally:
+                    connections.discard(writer)
 
         # amqtt logs every packet at INFO, and at WARNING each client that leaves with a message on its way
         # to it (and a stop's late acknowledgements); the hub's own log says what matters
@@ -71,9 +94,47 @@ class EmbeddedBroker:
         return self.port
 
     async def stop(self) -> None:
+        """amqtt's shutdown, bounded: it cancels each client's reader and waits for it to end, and on Python
+        3.11 a cancellation that arrives as a packet has just been read is lost (``asyncio.wait_for``), so a
+        client sending at that moment (Node-RED acknowledging the hub's offline state, pinging) kept the reader
+        and the hub running for good. What is left open after the bound is cut."""
         broker, self._broker = self._broker, None
-        if broker is not None:
-            await broker.shutdown()
+        if broker is None:
+            return
+        handlers = [handler for _, handler in getattr(broker, "_sessions", {}).values()]
+        finished = False
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await broker.shutdown()
+            finished = True
+        except TimeoutError:
+            log.warning(
+                "embedded MQTT broker: its clients did not all disconnect within %.0f s; cutting %d connection(s)",
+                STOP_TIMEOUT_S,
+                len(self._connections),
+            )
+        except Exception as exc:  # its connections are cut all the same
+            log.warning("embedded MQTT broker: stopping it failed (%s); cutting its connections", exc)
+        if not finished:
+            for server in getattr(broker, "_servers", {}).values():
+                listener = getattr(server, "instance", None)
+                if listener is not None:
+                    listener.close()  # no new client during the stop's remaining steps
+            for handler in handlers:
+                # a reader that lost its cancellation ends at its next packet: it checks for a reader each
+                # time (cancelling it again loses out the same way while packets keep coming)
+                handler.reader = None
+        # also those amqtt never made a session of and leaves open (an MQTT 5 CONNECT it is still reading):
+        # the event loop's exit would cancel their tasks, an error each in the log
+        for writer in list(self._connections):
+            writer.transport.abort()
+        self._connections.clear()
+        if not finished:
+            # the rest of amqtt's stop (its message loop, the listener, its plugins), its clients gone: else
+            # the event loop's exit cancels them and amqtt logs each as an error
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await broker.shutdown()
 
     def _quiet_departures(self, loop: asyncio.AbstractEventLoop) -> None:
         """amqtt sends each message to each subscriber in a task of its own that nobody awaits: a subscriber
@@ -99,7 +160,9 @@ class _ClientLeft(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (_a_client_left(exc) or "closed=True" in record.getMessage())
+        message = record.getMessage()
+        # "No data from …": a connection that closed before its CONNECT was read (one the stop cut, a probe)
+        return not (_a_client_left(exc) or "closed=True" in message or message.startswith("No data from "))
 
 
 def _of_amqtt(task: asyncio.Task[Any]) -> bool:
