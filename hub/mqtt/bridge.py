@@ -143,9 +143,7 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         if self.client is not None and self._subscriptions:
             # the offline marks of the devices the hub just closed may still be coalescing: publish them, or
             # their retained availability would keep saying online after a clean stop
-            pending = self._subscriptions[0].drain()
-            if pending:
-                self._on_state_batch(pending)
+            self._publish_pending_state()
             self._device_list.flush()
             self._alert_list.flush()
         self._device_list.cancel()  # without a broker to send them to, nothing may fire after the stop
@@ -159,6 +157,13 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
             await self.client.stop()
         if self.embedded is not None:
             await self.embedded.stop()
+
+    def _publish_pending_state(self) -> None:
+        if self.client is not None and self._subscriptions:
+            pending = self._subscriptions[0].drain()
+            if pending:
+                self._on_state_batch(pending)
+                self.client.flush()
 
     # Inbound
 

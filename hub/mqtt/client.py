@@ -109,6 +109,9 @@ class MqttClient:
         self._retained = RetainedTopics()  # replayed after each connect
         self._last_info: paho.MQTTMessageInfo | None = None
         self._flush_waiter: asyncio.Event | None = None
+        # paho holds packets (QoS 1 and 2) it writes at the loop's next turn: a QoS 0 message written
+        # straight to the socket meanwhile would overtake them (a channel's first meters its state)
+        self._paho_queued = False
         self._stopping = False
         self.connected_event = asyncio.Event()
         self.connects = 0
@@ -195,6 +198,8 @@ class MqttClient:
         if not retain and socket.buffered > MAX_WRITE_BUFFER:
             self._shed(field[2:].decode())
             return
+        if self._paho_queued:
+            self._write_paho_queue()
         socket.send(qos0_publish(field, payload, retain))
         self.published += 1
 
@@ -381,7 +386,13 @@ class MqttClient:
     def _want_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         # paho's writes go into the coalescing buffer and never block, so one turn of loop_write empties
         # its queue; the socket's writer callback belongs to the buffer
-        asyncio.get_running_loop().call_soon(client.loop_write)
+        self._paho_queued = True
+        asyncio.get_running_loop().call_soon(self._write_paho_queue)
+
+    def _write_paho_queue(self) -> None:
+        self._paho_queued = False
+        if self._paho is not None:
+            self._paho.loop_write()
 
     def _no_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         pass

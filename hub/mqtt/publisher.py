@@ -183,7 +183,8 @@ class StatePublisher:
                 continue
             if index is None:
                 if ADDED in changed or REMOVED in changed:
-                    self._publish_device(device)
+                    # its meters follow in the meter batch that has them, once a level is known
+                    self._publish_device(device, meters=False)
                     state_sent.add(device_id)
                     list_changed = True
                     continue
@@ -570,6 +571,7 @@ class StatePublisher:
         channel_fields = self.hub.state.channel_fields
         threshold = self.settings.meter_threshold_db
         last = self._last_meters
+        state_first = False
         for key, changed in changes:
             device_id, index = key
             if index is None or METER_FIELDS.isdisjoint(changed):
@@ -580,9 +582,21 @@ class StatePublisher:
             values = meter_values(fields)
             sent = last.get(key)
             if sent is None:
+                # a channel's first meters: only of a channel the receiver has reported, once a level is known
+                # (its first report names the meters too, all null), and after its state: the state's
+                # coalescing window may still hold the report that came with them, and the meters' window
+                # ends first when it has been quiet longer
+                if fields["updated_at"] is None or all(value is None for value in values):
+                    continue
+                if not state_first:
+                    state_first = True
+                    self._publish_pending_state()
                 self._publish_meters(device_id, index, values)
             elif meters_moved(sent.values, values, threshold):
                 self._send_meters(sent, values)
+
+    def _publish_pending_state(self) -> None:
+        """Publish the state changes still in their coalescing window, now (the bridge holds them)."""
 
     def _publish_meters(self, device_id: str, index: int, values: tuple[Any, ...]) -> None:
         key = (device_id, index)
