@@ -402,6 +402,10 @@ class DeviceHandle(DeviceSink):
         if len(text.encode()) > MAX_MEMORY_BYTES:
             self._refused("memory", value, f"larger than {MAX_MEMORY_BYTES} bytes as JSON: not kept")
             return
+        found = _non_text_key(value)
+        if found is not None:  # json.dumps writes {1: "A"} as {"1": "A"}: recall would give another shape back
+            self._refused("memory", value, f"a dict key {preview(found[0])} is not text: not kept")
+            return
         self.memories.remember(redact(self.endpoint.url), text)
 
     # LinkState (for the supervisor)
@@ -468,6 +472,23 @@ class ManagedDevice:
             "last_error": None if shown_error is None else redact(shown_error),
             "protocol_errors": self.handle.protocol_errors,
         }
+
+
+def _non_text_key(value: Any) -> tuple[Any] | None:
+    """(key,) for the first dict key in ``value`` (nested in dicts and lists) that is not text (None is one),
+    else None. Walked without recursion: ``value`` has passed json.dumps, so it is no deeper than the
+    interpreter's limit, but may be close to it."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    return (key,)
+                pending.append(inner)
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return None
 
 
 def _plugin_error(plugin: str, what: str) -> CommandResult:

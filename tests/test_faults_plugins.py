@@ -37,7 +37,7 @@ from hub.hookspecs import DriverSpec
 from hub.model import Command, CommandKind, CommandResult, RefusedError
 from hub.plugins import PluginHost
 from hub.testing import DriverHarness, eventually
-from tests.fault_harness import TOKEN, hub_config
+from tests.fault_harness import TOKEN, Api, hub_config, until
 from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.reliability_report import record_check
 from tests.test_faults_hub import database_integrity, devices_online, hub_process
@@ -683,6 +683,60 @@ async def test_demo_fleets_that_never_start_or_return_garbage_are_named_and_the_
     assert "demo device 'not a url' of plugin fleety left out: no plugin handles 'not a url'" in logged
     assert "demo device 42 of plugin fleety left out: not text" in logged
     assert code == 0
+
+
+NUMBER_KEYS_PLUGIN = """
+import json
+
+from hub import hookimpl
+from hub.hookspecs import DriverSpec
+from hub.testing import QuietDriver
+
+
+class Numbering(QuietDriver):
+    async def connect(self):
+        self.sink.remember({"kept": True})
+        self.sink.remember({1: "A", 2: "B"})  # channel number -> label: json.dumps would write "1", "2"
+        self.sink.identify(unique_id="m1", family="x", model="M", channel_count=1, name=json.dumps(self.sink.recall()))
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="numbering", vendor="numbering", families=("x",), factory=Numbering, default_port=1))
+"""
+
+
+PROTOCOL_ERRORS = "wmhub_device_protocol_errors_total{"
+
+
+async def test_a_memory_with_number_keys_is_refused_and_what_was_kept_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sink.remember({1: "A"}) was kept as {"1": "A"} without a word: recall() handed the driver another shape
+    than it gave (docs/plugins.md: dicts with text keys only, anything else refused like a wrong field)."""
+    config, port = stranger_hub_config(
+        tmp_path, monkeypatch, "numbering", NUMBER_KEYS_PLUGIN, 'devices = ["numbering://127.0.0.1"]'
+    )
+    log = tmp_path / "hub.log"
+    with hub_process(config, log) as hub:
+        hub.start()
+        async with Api(port) as api:
+
+            async def identified() -> bool:
+                return bool((await api.get("/api/v1/devices"))["items"])
+
+            await until(identified, 20, "the device identified")
+            device = await api.get("/api/v1/devices/numbering-m1")
+            async with api.session.get(f"{api.base}/metrics") as got:
+                (counted,) = [line for line in (await got.text()).splitlines() if line.startswith(PROTOCOL_ERRORS)]
+    record_check(
+        AREA,
+        "sink.remember({1: 'A', 2: 'B'}) after remember({'kept': True})",
+        f"refused as a protocol error ({counted}), logged naming the plugin; recall() gives {device['name']}",
+    )
+    assert device["name"] == '{"kept": true}', device
+    assert counted.endswith(" 1.0"), counted
+    assert "plugin numbering reported memory = {1: 'A', 2: 'B'}, a dict key 1 is not text: not kept" in log.read_text()
 
 
 BUGGY_PLUGIN = """
