@@ -228,7 +228,8 @@ class PluginHost:
     def _check_hooks(self, name: str) -> None:
         """Name every implementation that matches no hook of the wmhub project (a misspelt
         ``register_driver`` registers nothing, silently): what pluggy's ``check_pending`` raises for, but per
-        plugin, so the others load. A hook that must be a plain function and is ``async def`` is named too."""
+        plugin, so the others load. A hook that must be a plain function and is ``async def`` is named too, and
+        a function named as a hook but not marked ``@hookimpl``."""
         plugin = self.pm.get_plugin(name)
         problems: list[str] = []
         for caller in self.pm.get_hookcallers(plugin) or []:
@@ -241,6 +242,12 @@ class PluginHost:
                 problems.append(f"unknown hook {caller.name!r}: wmhub has no such hook, it is never called{hint}")
             elif caller.name in _PLAIN_HOOKS and any(inspect.iscoroutinefunction(impl.function) for impl in impls):
                 problems.append(f"{caller.name} is async def: it must be a plain function, its answer is not awaited")
+        # pluggy registers only what is marked: a hook function left unmarked is as silent as a misspelt one. The
+        # hooks an older API had are left out: their names fit the DriverSpec callables that replaced them
+        # (wmhub-shure's identify_service is its spec's identify, deliberately no hook)
+        for hook in sorted(set(_HOOK_NAMES) - set(MOVED_TO_DRIVER_SPEC)):
+            if callable(getattr(plugin, hook, None)) and self.pm.parse_hookimpl_opts(plugin, hook) is None:
+                problems.append(f"{hook} is not marked @hookimpl (from hub import hookimpl): wmhub never calls it")
         if problems:
             message = "; ".join(problems)
             log.error("plugin %s: %s", name, message)

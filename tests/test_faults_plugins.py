@@ -1040,6 +1040,36 @@ def test_a_misspelt_hook_name_is_reported_by_wmhub_plugins_and_the_others_load(t
     )
 
 
+UNMARKED_PLUGIN = """
+from hub.hookspecs import DriverSpec
+from hub.testing import QuietDriver
+
+
+def register_drivers(register):  # @hookimpl forgotten: pluggy never registers it
+    register(DriverSpec(scheme="unmarked", vendor="unmarked", families=("x",), factory=QuietDriver, default_port=1))
+
+
+def identify_service(service, settings):  # an older hook's name, used as a DriverSpec.identify: no error
+    return None
+"""
+
+
+def test_a_hook_function_not_marked_hookimpl_is_reported_by_wmhub_plugins(tmp_path: Path) -> None:
+    """A plugin module whose register_drivers lacked @hookimpl registered nothing, and `wmhub plugins` listed it
+    with no hooks, no error and exit status 0."""
+    env = stranger_distribution(tmp_path, "unmarked", UNMARKED_PLUGIN)
+    listing, logged = plugins_listing(env)
+    error = listing["unmarked"]["error"]
+    assert error == "register_drivers is not marked @hookimpl (from hub import hookimpl): wmhub never calls it"
+    assert listing["shure"]["error"] is None and listing["sennheiser"]["error"] is None
+    assert logged.count("plugin unmarked: register_drivers is not marked @hookimpl") == 1
+    record_check(
+        AREA,
+        "a plugin module whose register_drivers lacks @hookimpl",
+        f"`wmhub plugins` exits 1 with the plugin's error: {error}",
+    )
+
+
 BAD_CAPABILITIES_PLUGIN = """
 import asyncio
 
