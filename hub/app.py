@@ -43,7 +43,7 @@ from hub.persistence import (
 )
 from hub.persistence.frequency import FrequencySettings
 from hub.persistence.known_devices import TRANSIENT_SOURCES
-from hub.plugins import PluginHost
+from hub.plugins import PluginHost, UrlCheckFailedError
 from hub.redact import redact
 from hub.service import UnknownCandidateError
 from hub.state import StateStore
@@ -183,7 +183,10 @@ class Hub:
         self.persistence.devices_found = self._connect_remembered
         self._connect_remembered(self.persistence.restore())
         for url in self.config.devices:
-            await self.add_device(url, source="config")
+            try:
+                await self.add_device(url, source="config")
+            except UrlCheckFailedError as exc:  # the plugin's bug, not the configuration's: the others start
+                log.error("configured device %s left out: %s", preview(redact(url)), exc)
         if self.config.demo:
             await self._start_demo()
         self._devices_added = True

@@ -573,8 +573,7 @@ class DeviceManager:
             raise UnknownSchemeError(f"no plugin handles {redact(url)!r} (known schemes: {known})")
         spec, plugin_name = drivers[scheme]
         endpoint = Endpoint.parse(url, spec.default_port)
-        if spec.check_url is not None:
-            self._plugins.timer.call(plugin_name, "DriverSpec.check_url", spec.check_url, endpoint)
+        self._plugins.check_url(plugin_name, spec, endpoint)
         return endpoint, plugin_name, spec
 
     def add(self, url: str, device_id: str | None = None) -> ManagedDevice:

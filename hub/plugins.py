@@ -34,9 +34,10 @@ import pluggy
 
 from hub import __version__, hookspecs
 from hub.capcheck import checked_capabilities
-from hub.drivers import DriverSettings
+from hub.drivers import DriverSettings, Endpoint, EndpointError
 from hub.hookspecs import Candidate, DiscoveredService, DiscoveryLoop, DriverSpec, Identify
 from hub.model import Capabilities
+from hub.redact import redact
 from hub.text import device_text, has_controls, preview
 
 ENTRY_POINT_GROUP = "wmhub"
@@ -147,6 +148,15 @@ class PluginRecord:
 
 class PluginError(Exception):
     """A plugin raised, returned garbage or overran its time; the message names the plugin."""
+
+
+class UrlCheckFailedError(EndpointError):
+    """A plugin's ``DriverSpec.check_url`` raised what is no EndpointError: a bug of the plugin, not of the URL.
+    The message names the plugin; the URL is refused (no device is added for it) and the hub goes on."""
+
+    def __init__(self, plugin: str, message: str) -> None:
+        super().__init__(message)
+        self.plugin = plugin
 
 
 def installed_plugin_names() -> set[str]:
@@ -345,6 +355,27 @@ class PluginHost:
     def _leave_behind(self, task: asyncio.Future[Any]) -> None:
         self.strays.add(task)
         task.add_done_callback(self.strays.discard)
+
+    def check_url(self, plugin_name: str, spec: DriverSpec, endpoint: Endpoint) -> None:
+        """Ask the plugin whether its driver could use ``endpoint`` (``DriverSpec.check_url``): its EndpointError
+        goes on as it is, any other exception is its bug, raised as :class:`UrlCheckFailedError` naming it and
+        logged against it (with the traceback, once per URL and error)."""
+        if spec.check_url is None:
+            return
+        try:
+            self.timer.call(plugin_name, "DriverSpec.check_url", spec.check_url, endpoint)
+        except EndpointError:
+            raise
+        except Exception as exc:
+            shown = redact(endpoint.url)
+            message = f"plugin {plugin_name} failed in DriverSpec.check_url on {shown}: {redact(_described(exc))}"
+            if (plugin_name, message) not in self._refusals:  # the configuration's URLs are checked twice by run
+                self._refusals.add((plugin_name, message))
+                log.error("%s (a bug of the plugin: this URL is refused)", message, exc_info=exc)
+                record = self.records.get(plugin_name)
+                if record is not None and record.error is None:
+                    record.error = f"DriverSpec.check_url: {redact(_described(exc))}"
+            raise UrlCheckFailedError(plugin_name, message) from None
 
     def plugins_with(self, hook: str) -> list[str]:
         return [name for name, _ in self._impls(hook)]

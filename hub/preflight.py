@@ -19,6 +19,7 @@ from typing import IO, Final
 import ifaddr
 
 from hub.config import ConfigError, HubConfig
+from hub.plugins import UrlCheckFailedError
 from hub.redact import redact
 
 EMBEDDED_HOST: Final = "127.0.0.1"
@@ -68,6 +69,8 @@ def check_startup(
     for url in config.devices:
         try:
             resolve_device(url)
+        except UrlCheckFailedError:  # a plugin's bug, logged naming it: the hub starts without that device
+            continue
         except ValueError as exc:  # EndpointError, UnknownSchemeError, or urllib refusing it ("x://[")
             raise ConfigError(f"{device_origin(url)}: {redact(str(exc))}") from None
     _check_data_dir(config.named("data_dir"), config.data_dir, create_data_dir)

@@ -685,6 +685,84 @@ async def test_demo_fleets_that_never_start_or_return_garbage_are_named_and_the_
     assert code == 0
 
 
+CHECK_URL_BUG_PLUGIN = """
+from hub import hookimpl
+from hub.hookspecs import DriverSpec
+from hub.testing import QuietDriver
+
+
+class Quiet(QuietDriver):
+    async def connect(self):
+        self.sink.identify(unique_id=self.endpoint.host, family="x", model="X", channel_count=1)
+
+
+def check(endpoint):
+    {"known": 1}[endpoint.options.get("mode", "known")]  # the bug: a KeyError for any other mode
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="checky", vendor="checky", families=("x",), factory=Quiet, default_port=1,
+                        check_url=check))
+"""
+
+
+async def test_a_bug_in_check_url_refuses_that_url_naming_the_plugin_and_the_hub_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyError in a DriverSpec.check_url escaped: `wmhub run` and `wmhub run --check` died with a traceback
+    (exit 1) whatever else was configured, and REST POST /api/v1/devices answered 500 "internal error"."""
+    config, port = stranger_hub_config(
+        tmp_path,
+        monkeypatch,
+        "checky",
+        CHECK_URL_BUG_PLUGIN,
+        'devices = ["checky://127.0.0.1", "checky://127.0.0.2?mode=other"]',
+    )
+    said = "plugin checky failed in DriverSpec.check_url on checky://127.0.0.2?mode=other: KeyError: 'other'"
+    checking = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hub.cli", "run", "--config", str(config), "--check",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = (text.decode() for text in await asyncio.wait_for(checking.communicate(), 60))
+    assert checking.returncode == 0 and "configuration ok" in out, err
+    assert said in err, err
+    log = tmp_path / "hub.log"
+    with hub_process(config, log) as hub:
+        hub.start()
+        async with Api(port) as api:
+
+            async def good_device_watched() -> bool:
+                connections = (await api.get("/api/health"))["connections"]
+                return [item["url"] for item in connections] == ["checky://127.0.0.1"]
+
+            await until(good_device_watched, 20, "the hub running with the configured device it could take")
+            status, refused = await api.post("/api/v1/devices", {"url": "checky://127.0.0.3?mode=other"})
+            added, _ = await api.post("/api/v1/devices", {"url": "checky://127.0.0.4"})
+            urls = sorted(item["url"] for item in (await api.get("/api/health"))["connections"])
+        hub.signal(signal.SIGTERM)
+        assert await hub.exited(20) == 0
+    record_check(
+        AREA,
+        "DriverSpec.check_url raising KeyError for one configured URL, then for one added over REST",
+        f"the hub starts with the other device, logging '{said}' (with the traceback); "
+        f"`wmhub run --check` says so and exits 0; REST answers {status} {refused['code']}: {refused['error']}",
+    )
+    assert status == 502 and refused["code"] == "plugin_error", refused
+    assert refused["error"] == said.replace("127.0.0.2", "127.0.0.3"), refused
+    assert added == 201 and urls == ["checky://127.0.0.1", "checky://127.0.0.4"], (added, urls)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    errors = [line for line in lines if line["level"] == "error"]
+    assert [line["message"] for line in errors if line["message"].startswith(said)] == [
+        f"{said} (a bug of the plugin: this URL is refused)"
+    ], errors
+    assert any('{"known": 1}[' in line.get("exception", "") for line in errors), errors
+    assert any(
+        line["message"] == f"configured device 'checky://127.0.0.2?mode=other' left out: {said}" for line in errors
+    )
+    assert all("Traceback" not in line["message"] for line in lines)
+
+
 NUMBER_KEYS_PLUGIN = """
 import json
 

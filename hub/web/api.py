@@ -14,6 +14,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from hub.model import LOW_BATTERY, Channel, Command, CommandResult, Device
+from hub.plugins import UrlCheckFailedError
 from hub.redact import redact
 from hub.service import HubService, UnknownCandidateError
 from hub.text import small_number
@@ -239,6 +240,8 @@ async def add_device(request: web.Request) -> web.Response:
     known = hub.manages(body.url)
     try:
         managed = await hub.add_device(body.url, SOURCE)
+    except UrlCheckFailedError as exc:  # the plugin's bug: the URL may be fine
+        raise ApiError(502, "plugin_error", str(exc)) from None
     except ValueError as exc:  # EndpointError, or urllib refusing the URL outright (e.g. "x://[")
         raise ApiError(422, "invalid_url", redact(str(exc))) from None
     return json_response(ManagedView(url=managed.url, device_id=managed.device_id), 200 if known else 201)
@@ -277,6 +280,8 @@ async def approve_candidate(request: web.Request) -> web.Response:
         managed = await hub.approve_candidate(body.url, SOURCE)
     except UnknownCandidateError as exc:
         raise ApiError(404, "not_found", str(exc)) from None
+    except UrlCheckFailedError as exc:
+        raise ApiError(502, "plugin_error", str(exc)) from None
     except ValueError as exc:
         raise ApiError(422, "invalid_url", redact(str(exc))) from None
     return json_response(ManagedView(url=managed.url, device_id=managed.device_id), 201)
@@ -326,7 +331,7 @@ OPERATIONS: Final = (
     Operation("GET", "/api/v1/devices", list_devices, "List devices with their channels", "devices",
               query=ListQuery, response=DevicePage, errors=(422,)),
     Operation("POST", "/api/v1/devices", add_device, "Add a device by URL (201; 200 if already known)", "devices",
-              write=True, body=AddDeviceBody, response=ManagedView, status=201, also=200, errors=(400, 422)),
+              write=True, body=AddDeviceBody, response=ManagedView, status=201, also=200, errors=(400, 422, 502)),
     Operation("GET", "/api/v1/devices/{device_id}", get_device, "One device with its channels", "devices",
               response=DeviceView, errors=(404,), path_params=_DEVICE_ID),
     Operation("DELETE", "/api/v1/devices/{device_id}", remove_device, "Stop watching a device", "devices",
@@ -347,5 +352,5 @@ OPERATIONS: Final = (
     Operation("GET", "/api/v1/candidates", list_candidates, "Discovered devices waiting for approval",
               "discovery", response=CandidateList),
     Operation("POST", "/api/v1/candidates/approve", approve_candidate, "Approve a discovery candidate",
-              "discovery", write=True, body=ApproveBody, response=ManagedView, status=201, errors=(400, 404, 422)),
+              "discovery", write=True, body=ApproveBody, response=ManagedView, status=201, errors=(400, 404, 422, 502)),
 )  # fmt: skip
