@@ -154,7 +154,16 @@ class Hub:
         self._stopping = False
 
     async def __aenter__(self) -> Hub:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            # `async with` calls no __aexit__ for a failed enter: what start opened (the database, whose worker
+            # thread keeps the process alive) would stay open (run_until_signalled stops a failed start itself)
+            try:
+                await self.stop()
+            except Exception:  # the start's own error is the one to raise
+                log.exception("stopping the hub after its failed start failed too")
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -763,6 +763,69 @@ async def test_a_bug_in_check_url_refuses_that_url_naming_the_plugin_and_the_hub
     assert all("Traceback" not in line["message"] for line in lines)
 
 
+FAILED_START = """
+import asyncio, sys, threading
+from hub import hookimpl
+from hub.compose import compose_hub
+from hub.config import HubConfig
+from hub.drivers import EndpointError
+from hub.hookspecs import DriverSpec
+from hub.plugins import PluginHost
+from hub.testing import QuietDriver
+
+
+def strict(endpoint):
+    if endpoint.options:
+        raise EndpointError("takes no options")
+
+
+class Plugin:
+    @hookimpl
+    def register_drivers(self, register):
+        register(DriverSpec(scheme="strict", vendor="strict", families=("x",), factory=QuietDriver,
+                            default_port=1, check_url=strict))
+
+
+async def main():
+    host = PluginHost()
+    host.load_entry_points(only="")
+    host.register(Plugin(), "strict")
+    config = HubConfig(hub_id="strict", data_dir=sys.argv[1], devices=["strict://127.0.0.1?x=1"],
+                       mqtt={"url": "off"}, http={"host": "127.0.0.1", "port": 0}, discovery={"enabled": False})
+    try:
+        async with compose_hub(config, host):
+            print("started", flush=True)
+    except EndpointError as error:
+        print("refused:", error, flush=True)
+
+
+asyncio.run(main())
+left = [t.name for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+print("threads left:", left, flush=True)
+"""
+
+
+def test_a_hub_that_fails_to_start_in_a_plugins_test_closes_what_it_opened_and_the_process_exits(
+    tmp_path: Path,
+) -> None:
+    """`async with compose_hub(...)` whose start failed (here for a documented reason: a configured URL its
+    plugin's check_url refuses) left the database open: its worker thread kept the process alive for ever, and
+    a plugin's test run hung instead of reporting the failure."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", FAILED_START, str(tmp_path / "data")], capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(f"the process did not exit 60 s after the hub failed to start: {expired.stdout!r}")
+    record_check(
+        AREA,
+        "`async with compose_hub(...)` whose start fails (a configured URL check_url refuses) in a plugin's test",
+        "the start's error is raised, the database it opened is closed and the process exits",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["refused: takes no options", "threads left: []"], done.stdout
+
+
 NUMBER_KEYS_PLUGIN = """
 import json
 
