@@ -156,6 +156,12 @@ class DeviceHandle(DeviceSink):
         self.last_error: str | None = None
         self.protocol_errors = 0
         self.answered = False  # identified itself since the hub started: it is a device, not just a port
+        # Driver.connect is under way: what it identifies is online, with its family's capabilities, only once
+        # connect returns (an unsupported model raises after identify, and was published online with controls,
+        # then taken back, at every retry); the capabilities held back meanwhile
+        self.connecting = False
+        self._identified_connecting = False
+        self._held_capabilities: tuple[Capabilities | None] | None = None  # (what to set,) when held
         self.released = False  # the device was removed: whatever its driver still reports goes nowhere
         self.on_identified: Callable[[DeviceHandle], None] | None = None
         # (old id, new id) whenever the device takes an id: the manager keeps its index by id with it
@@ -215,9 +221,17 @@ class DeviceHandle(DeviceSink):
         elif (device.host, device.port) != (self.endpoint.host, self.endpoint.port):  # moved here
             self._store.add_device(device.model_copy(update={"host": self.endpoint.host, "port": self.endpoint.port}))
         capabilities = self.capabilities_of(identity.get("family"), identity.get("model"))
-        self._store.update_device(device_id, {**identity, "capabilities": capabilities})
+        if self.connecting:
+            self._identified_connecting = True
+            self._held_capabilities = (capabilities,)
+            # a new device's None would read as "accepts everything": controls for what may be unsupported
+            held_back = {"capabilities": NO_CAPABILITIES} if device is None else {}
+            self._store.update_device(device_id, {**identity, **held_back})
+        else:
+            self._store.update_device(device_id, {**identity, "capabilities": capabilities})
         self._store.set_channel_count(device_id, channel_count)
-        self._store.set_online(device_id, True)
+        if not self.connecting:
+            self._store.set_online(device_id, True)
         self._last_heard = self._monotonic()
         self.answered = True
         if self.on_identified is not None:
@@ -293,7 +307,11 @@ class DeviceHandle(DeviceSink):
         if self.device_id is None or self.released:
             return
         usable = self.usable_capabilities(capabilities)
-        if usable is not None:
+        if usable is None:
+            return
+        if self.connecting:
+            self._held_capabilities = (usable,)
+        else:
             self._store.update_device(self.device_id, {"capabilities": usable})
 
     def update_device(self, fields: Mapping[str, Any]) -> None:
@@ -413,16 +431,31 @@ class DeviceHandle(DeviceSink):
     def last_heard(self) -> float:
         return self._last_heard
 
+    def set_connecting(self, connecting: bool) -> None:
+        self.connecting = connecting
+        if connecting:
+            self._identified_connecting = False
+            self._held_capabilities = None
+
     def set_online(self, online: bool, error: str | None = None) -> None:
         if online:
             self._last_heard = self._monotonic()
         else:
             self.last_error = error
-        # a device comes online when the driver identifies it; the supervisor only takes it down. A removed
-        # device leaves the store instead: said offline first, it would be said so on MQTT, where another
-        # hub may be watching it now
-        if self.device_id is not None and not online and not self.released:
+        # a device comes online once its driver's connect has returned, if the driver identified it (or when it
+        # identifies later); the supervisor takes it down. A removed device leaves the store instead: said
+        # offline first, it would be said so on MQTT, where another hub may be watching it now
+        identified, self._identified_connecting = self._identified_connecting, False
+        held, self._held_capabilities = self._held_capabilities, None
+        if self.device_id is None or self.released:
+            return
+        if not online:
             self._store.set_online(self.device_id, False)
+            return
+        if held is not None:
+            self._store.update_device(self.device_id, {"capabilities": held[0]})
+        if identified:
+            self._store.set_online(self.device_id, True)
 
     def set_unsupported(self) -> None:
         # no controls (Home Assistant, the board) that could only ever answer "not connected"; its next

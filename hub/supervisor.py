@@ -70,6 +70,9 @@ class LinkState(Protocol):
 
     def last_heard(self) -> float: ...
 
+    def set_connecting(self, connecting: bool) -> None:
+        """Driver.connect is under way: what it identifies comes online only with ``set_online(True)``."""
+
     def set_online(self, online: bool, error: str | None = None) -> None: ...
 
     def set_unsupported(self) -> None:
@@ -134,7 +137,11 @@ class DriverSupervisor:
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that arrives
                 # as the awaited call finishes, and the supervisor would then never stop
                 async with self._gate, asyncio.timeout(self._settings.io_timeout_s * 2):
-                    await self._timed("Driver.connect", self.driver.connect())
+                    self._link.set_connecting(True)
+                    try:
+                        await self._timed("Driver.connect", self.driver.connect())
+                    finally:
+                        self._link.set_connecting(False)
                 up_at = self._clock.monotonic()
                 self.connected_since = self._clock.now()
                 self._link.set_online(True)

@@ -1053,8 +1053,10 @@ async def test_a_device_the_plugin_does_not_monitor_gets_no_home_assistant_contr
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mqtt_broker: TestBroker
 ) -> None:
     """A device reported unsupported (channel_count=0, then UnsupportedDeviceError) got a receiver-name text
-    entity and an identify button in Home Assistant, which could only ever answer 'not connected'."""
-    config, _ = stranger_hub_config(
+    entity and an identify button in Home Assistant, which could only ever answer 'not connected'. And before
+    the hub learnt it was unsupported it was published online, with those controls, then taken back: at every
+    retry (10 minutes) its availability flapped."""
+    config, port = stranger_hub_config(
         tmp_path,
         monkeypatch,
         "picky",
@@ -1062,21 +1064,43 @@ async def test_a_device_the_plugin_does_not_monitor_gets_no_home_assistant_contr
         'devices = ["picky://zz"]',
         f'url = "{mqtt_broker.url}"\nbase_topic = "picky"',
     )
+    config_topic = "homeassistant/device/picky-zz1/config"
     with hub_process(config, tmp_path / "hub.log") as hub:
-        hub.start()
-        async with MqttProbe(mqtt_broker) as probe:
+        async with MqttProbe(mqtt_broker) as probe, Api(port) as api:
             await probe.subscribe("homeassistant/device/#")
-            config_topic = "homeassistant/device/picky-zz1/config"
-            await probe.json(config_topic, lambda value: value["components"]["identify"] == {"platform": "button"})
-            components = orjson.loads(probe.latest[config_topic])["components"]
-    with_config = sorted(name for name, component in components.items() if set(component) != {"platform"})
+            await probe.subscribe("picky/devices/#")
+            hub.start()
+
+            async def said_unsupported() -> bool:
+                connections = (await api.get("/api/health"))["connections"]
+                return any("not a receiver this plugin monitors" in (c["last_error"] or "") for c in connections)
+
+            await until(said_unsupported, 20, "the device reported unsupported over REST")
+            # published in order: once the config with no controls is there, whatever came before it is too
+            final = await probe.json(config_topic, lambda value: not _with_config(value["components"]) - {"online"})
+            device = await probe.json("picky/devices/picky-zz1", lambda value: value.get("model") == "ZZ-9")
+    configs = [orjson.loads(payload) for topic, payload in probe.messages if topic == config_topic and payload]
+    with_controls = [sorted(_with_config(value["components"])) for value in configs]
+    availability = [payload for topic, payload in probe.messages if topic == "picky/devices/picky-zz1/availability"]
+    online = [
+        payload
+        for topic, payload in probe.messages
+        if topic == "picky/devices/picky-zz1" and payload and orjson.loads(payload).get("online")
+    ]
     record_check(
         AREA,
         "a device the plugin reports unsupported (identify with channel_count=0, then UnsupportedDeviceError)",
-        f"its Home Assistant config keeps {with_config} only: the receiver-name and identify controls removed "
-        "(sent with their platform alone), as they could only answer 'not connected'",
+        f"its Home Assistant config only ever holds {sorted(_with_config(final['components']))}: no receiver-name "
+        "or identify control that could only answer 'not connected'; never published online on MQTT",
     )
-    assert with_config == ["online"], components
+    assert with_controls == [["online"]] * len(configs), with_controls
+    assert b"online" not in availability and not online, (availability, online)
+    assert device["online"] is False and device["capabilities"]["commands"] == {}, device
+
+
+def _with_config(components: dict[str, Any]) -> set[str]:
+    """The Home Assistant components that have a configuration (one sent with its platform alone is removed)."""
+    return {name for name, component in components.items() if set(component) != {"platform"}}
 
 
 def wmhub_plugins(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
