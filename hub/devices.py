@@ -156,9 +156,9 @@ class DeviceHandle(DeviceSink):
         self.last_error: str | None = None
         self.protocol_errors = 0
         self.answered = False  # identified itself since the hub started: it is a device, not just a port
-        # Driver.connect is under way: what it identifies is online, with its family's capabilities, only once
-        # connect returns (an unsupported model raises after identify, and was published online with controls,
-        # then taken back, at every retry); the capabilities held back meanwhile
+        # Driver.connect is under way: what it identifies is online only once connect returns, and a device
+        # identified with no channels gets its family's capabilities only then (an unsupported model raises
+        # after identify, and was published online with controls, then taken back, at every retry)
         self.connecting = False
         self._identified_connecting = False
         self._held_capabilities: tuple[Capabilities | None] | None = None  # (what to set,) when held
@@ -223,8 +223,10 @@ class DeviceHandle(DeviceSink):
         capabilities = self.capabilities_of(identity.get("family"), identity.get("model"))
         if self.connecting:
             self._identified_connecting = True
+        if self.connecting and channel_count == 0:
+            # how a driver names a model it does not monitor before it raises UnsupportedDeviceError: its
+            # capabilities wait for connect to return. A new device's None would read as "accepts everything"
             self._held_capabilities = (capabilities,)
-            # a new device's None would read as "accepts everything": controls for what may be unsupported
             held_back = {"capabilities": NO_CAPABILITIES} if device is None else {}
             self._store.update_device(device_id, {**identity, **held_back})
         else:
@@ -309,7 +311,7 @@ class DeviceHandle(DeviceSink):
         usable = self.usable_capabilities(capabilities)
         if usable is None:
             return
-        if self.connecting:
+        if self.connecting and self._held_capabilities is not None:  # identify held them: they wait the same
             self._held_capabilities = (usable,)
         else:
             self._store.update_device(self.device_id, {"capabilities": usable})
