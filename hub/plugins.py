@@ -452,6 +452,16 @@ class PluginHost:
                 self._fail(plugin_name, "register_zeroconf_types", refused)
         return sorted(found)
 
+    def loaded_as(self, name: str) -> list[str]:
+        """The loaded plugins ``name`` means, as ``WMHUB_LOAD_PLUGINS`` reads it: an entry-point name, or a
+        distribution name (``wmhub-acme``) for every plugin that distribution brought; empty if none."""
+        wanted = _normalized(name)
+        return [
+            plugin
+            for plugin, record in self.records.items()
+            if wanted in (_normalized(plugin), _normalized(record.distribution))
+        ]
+
     def identifiers(self, plugin: str | None = None) -> list[tuple[str, str, Identify]]:
         """(plugin, what, identify) for every way a plugin recognises its devices among discovered services:
         each driver spec's ``identify``, then the older ``identify_service`` hook; only ``plugin``'s if given."""

@@ -137,10 +137,18 @@ async def identify_with(
     settings: DriverSettings = PROBE_SETTINGS,
     timeout: float = 5.0,
 ) -> Candidate | None:
-    """What ``plugin`` makes of ``service`` (its driver specs' ``identify``, probing as discovery would)."""
+    """What ``plugin`` makes of ``service`` (its driver specs' ``identify``, probing as discovery would).
+
+    ``plugin`` is named as :func:`plugin_host` takes it, by entry-point or distribution name; a name that
+    is no loaded plugin's raises ValueError, since "not my device" from no plugin at all proves nothing."""
+    names = host.loaded_as(plugin)
+    if not names:
+        loaded = ", ".join(sorted(host.records)) or "none"
+        raise ValueError(f"no plugin named {plugin!r} is loaded in this plugin host (loaded: {loaded})")
     async with asyncio.timeout(timeout):
-        for _, what, identify in host.identifiers(plugin):
-            candidate = await host.identify(plugin, what, identify, service, settings)
-            if candidate is not None:
-                return candidate
+        for owner, what, identify in host.identifiers():
+            if owner in names:
+                candidate = await host.identify(owner, what, identify, service, settings)
+                if candidate is not None:
+                    return candidate
     return None

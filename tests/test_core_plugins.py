@@ -171,6 +171,44 @@ def test_the_documented_example_plugin_installs_and_its_device_appears(example_s
     assert json.loads(result.stdout) == {"id": "example-EX42", "battery": 87, "ok": True, "name": "Vox"}
 
 
+def test_identify_with_takes_a_plugin_by_distribution_name_as_plugin_host_does(example_site: Path) -> None:
+    """An outside audit: identify_with(plugin_host("wmhub-example"), "wmhub-example", ...) said None (not my
+    device) for the example's own receiver; only the entry-point name found it. A name no loaded plugin has
+    now raises, naming it, instead of a None that reads as a verdict."""
+    script = textwrap.dedent(
+        """
+        import asyncio, json
+        from hub.hookspecs import DiscoveredService
+        from hub.testing import identify_with, plugin_host
+        from wmhub_example.plugin import EXAMPLE_SERVICE, serve_example_receiver
+
+        async def main():
+            server = await serve_example_receiver(serial="EX43", name="Lead")
+            port = server.sockets[0].getsockname()[1]
+            host = plugin_host("wmhub-example")
+            seen = DiscoveredService("127.0.0.1", port, EXAMPLE_SERVICE, "rack", {"serial": "EX43"})
+            found = {name: (await identify_with(host, name, seen)).url for name in ("wmhub-example", "example")}
+            try:
+                await identify_with(host, "wmhub-exampel", seen)
+                typo = "no error"
+            except ValueError as error:
+                typo = str(error)
+            server.close()
+            print(json.dumps({"found": found, "typo": typo}))
+
+        asyncio.run(main())
+        """
+    )
+    environ = dict(os.environ, PYTHONPATH=str(example_site))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=environ)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert set(answer["found"]) == {"wmhub-example", "example"}
+    assert len(set(answer["found"].values())) == 1
+    assert answer["found"]["example"].startswith("example://127.0.0.1:")
+    assert "'wmhub-exampel'" in answer["typo"] and "example" in answer["typo"]
+
+
 async def test_the_documented_example_plugin_has_its_demo_receiver(example_site: Path, tmp_path: Path) -> None:
     """An outside audit: the docs promised the example a simulated receiver, and `wmhub run --demo` showed none."""
     http_port = free_port()
