@@ -30,8 +30,8 @@ from hub.frequency import Band, PlanSettings, Profile
 from hub.hookspecs import Candidate, DemoFleet
 from hub.lag import LoopMonitor
 from hub.memory import HeapTrimmer
-from hub.metering import MeterDemand
-from hub.model import Command, CommandKind, CommandResult, Device, command_field
+from hub.metering import MeterDemand, fitted_rate
+from hub.model import Capabilities, Command, CommandKind, CommandResult, Device, NumberLimits, command_field
 from hub.persistence import (
     Alert,
     ConflictError,
@@ -53,6 +53,7 @@ log = logging.getLogger("hub")
 
 # receivers told of a new meter rate at once: each is one command round trip
 RETUNE_CONCURRENCY = 32
+RETUNE_REFUSALS_SHOWN = 5  # a thousand receivers refusing would otherwise be a thousand lines
 # A demo fleet starts (or stops) simulators on loopback: one still at it after this long is left out.
 DEMO_FLEET_TIMEOUT_S = 10.0
 
@@ -579,25 +580,40 @@ class Hub:
         self._retuning = asyncio.create_task(self._retune_meters(rate_ms), name="meter rate change")
 
     async def _retune_meters(self, rate_ms: int) -> None:
-        """Every connected receiver that takes METER_RATE gets the new rate, a bounded number at a time.
-        Not audited: the hub changed its own setting, no user asked."""
+        """Every connected receiver that takes METER_RATE gets the new rate, fitted to what its family
+        declares it takes, a bounded number at a time. Not audited: the hub changed its own setting, no
+        user asked."""
         limit = asyncio.Semaphore(RETUNE_CONCURRENCY)
 
-        async def retune(device: Device) -> None:
+        async def retune(device: Device, rate: int | float) -> CommandResult:
             async with limit:
-                result = await self.devices.apply(
-                    Command(device_id=device.id, kind=CommandKind.METER_RATE, value=rate_ms)
-                )
-            if not result.ok:
-                log.debug("meter rate %d ms not taken by %s: %s", rate_ms, device.id, result.error)
+                return await self.devices.apply(Command(device_id=device.id, kind=CommandKind.METER_RATE, value=rate))
 
-        takes_rate = [
-            device
+        plan = [
+            (device, fitted_rate(meter_rate_limits(device.capabilities), rate_ms))
             for device in self.device_list()
             if device.online
             and (device.capabilities is None or device.capabilities.accepts(CommandKind.METER_RATE, channel=False))
         ]
-        await asyncio.gather(*(retune(device) for device in takes_rate))
+        results = await asyncio.gather(*(retune(device, rate) for device, rate in plan))
+        fitted = {(device.vendor, device.family, rate) for device, rate in plan if rate != rate_ms}
+        for vendor, family, rate in sorted(fitted, key=str):
+            log.info(
+                "%s receivers (family %s) meter every %g ms: their METER_RATE limits take no %d ms",
+                vendor,
+                family,
+                rate,
+                rate_ms,
+            )
+        # a refusal of the hub's own rate is a receiver left metering at its old rate, unseen on the board
+        refused = [
+            (device, rate, result) for (device, rate), result in zip(plan, results, strict=True) if not result.ok
+        ]
+        for device, rate, result in refused[:RETUNE_REFUSALS_SHOWN]:
+            level = logging.WARNING if result.code in ("invalid_value", "not_supported") else logging.INFO
+            log.log(level, "meter rate %g ms not taken by %s: %s: %s", rate, device.id, result.code, result.error)
+        if len(refused) > RETUNE_REFUSALS_SHOWN:
+            log.warning("meter rate not taken by %d more receivers", len(refused) - RETUNE_REFUSALS_SHOWN)
 
     async def set_meter_rate(self, rate_ms: int, device_id: str | None, source: str) -> dict[str, CommandResult]:
         """The result for each device asked: the one named, or every online one."""
@@ -685,3 +701,9 @@ def _without_login(url: str) -> str:
 def _said(exc: Exception) -> str:
     """A plugin's exception as a log line shows it: its message without control characters, cut; or its type."""
     return device_text(str(exc), 300) or type(exc).__name__
+
+
+def meter_rate_limits(capabilities: Capabilities | None) -> NumberLimits | None:
+    """The whole-device METER_RATE values a family declares it takes, if it says."""
+    limits = capabilities.commands.get(CommandKind.METER_RATE) if capabilities is not None else None
+    return limits.number if limits is not None else None

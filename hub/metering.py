@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from typing import Final
 
 from hub.clock import SYSTEM_CLOCK, Clock
+from hub.model import NumberLimits
 
 log = logging.getLogger("hub")
 
@@ -104,3 +106,21 @@ class MeterDemand:
         if self._pending_release is not None:
             self._pending_release.cancel()
             self._pending_release = None
+
+
+def fitted_rate(limits: NumberLimits | None, rate_ms: int) -> int | float:
+    """The rate a family whose METER_RATE takes ``limits`` meters at when the hub wants ``rate_ms``: the
+    slowest rate on its grid that is still at least as fast (consumers asked for levels *at least* that
+    often), else its fastest. Never 0 or below, which receivers read as "metering off". The hub's own rate
+    follows from who is there, not from any one family's menu, so it is fitted here, where a user's
+    explicit rate is checked and refused instead. ``rate_ms`` unchanged without limits or a positive grid
+    point (the family then answers for itself)."""
+    if limits is None:
+        return rate_ms
+    last = math.floor((limits.max - limits.min) / limits.step + 1e-9)
+    first = 0 if limits.min > 0 else math.floor(-limits.min / limits.step + 1e-9) + 1
+    if first > last:
+        return rate_ms
+    steps = min(max(math.floor((rate_ms - limits.min) / limits.step + 1e-9), first), last)
+    rate = round(limits.min + steps * limits.step, 9)
+    return int(rate) if rate.is_integer() else rate

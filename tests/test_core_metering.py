@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 from wmhub_shure.simulator import ShureSimulator
 
+from hub import hookimpl
 from hub.app import Hub
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
-from hub.metering import IDLE_RATE_MS, MeterDemand
+from hub.drivers import PollingDriver
+from hub.hookspecs import DriverSpec
+from hub.metering import IDLE_RATE_MS, MeterDemand, fitted_rate
+from hub.model import Capabilities, Command, CommandKind, CommandLimits, CommandResult, NumberLimits
 from hub.plugins import PluginHost
 from hub.testing import eventually
 
@@ -117,3 +123,113 @@ async def test_a_pinned_rate_ignores_the_board(tmp_path: Path, quad: ShureSimula
             assert metering_every(quad, 200) and hub.metering.rate_ms == 200
     finally:
         await hub.stop()
+
+
+class GridReceiver:
+    """A receiver over TCP whose meter rate menu goes in 50 ms steps: ``RATE <ms>`` sets it, ``PING`` is
+    answered; every line it was sent is kept."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    async def start(self) -> int:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while line := (await reader.readline()).decode().strip():
+                self.lines.append(line)
+                writer.write(b"OK\n")
+            writer.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+
+class GridDriver(PollingDriver):
+    poll_interval_s = 0.2
+
+    async def connect(self) -> None:
+        self._reader, self._writer = await asyncio.open_connection(self.endpoint.host, self.endpoint.port)
+        await self._ask("PING")
+        self.sink.identify(unique_id="G1", family="grid", model="G-1", channel_count=1)
+
+    async def _ask(self, line: str) -> None:
+        self._writer.write(line.encode() + b"\n")
+        async with asyncio.timeout(self.settings.io_timeout_s):
+            if not await self._reader.readline():
+                raise ConnectionError("the receiver closed the connection")
+
+    async def poll(self) -> None:
+        await self._ask("PING")
+
+    async def close(self) -> None:
+        self._writer.close()
+
+    async def apply(self, command: Command) -> CommandResult:
+        await self._ask(f"RATE {command.value:g}")  # numbers arrive as floats
+        return CommandResult(ok=True, value=command.value)
+
+
+GRID_CAPABILITIES = Capabilities(
+    channel_fields=frozenset({"name"}),
+    commands={
+        CommandKind.METER_RATE: CommandLimits(
+            channel=False, device=True, number=NumberLimits(min=0, max=10000, step=50, unit="ms")
+        )
+    },
+)
+
+
+class GridPlugin:
+    @hookimpl
+    def register_drivers(self, register: Callable[[DriverSpec], None]) -> None:
+        register(DriverSpec(scheme="grid", vendor="grid", families=("grid",), factory=GridDriver, default_port=1))
+
+    @hookimpl
+    def device_capabilities(self, family: str | None) -> Capabilities | None:
+        return GRID_CAPABILITIES if family == "grid" else None
+
+
+async def test_the_hubs_own_rate_is_fitted_to_a_familys_meter_rate_grid(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outside audit: a board wanting levels every 330 ms, and a family whose METER_RATE goes in 50 ms
+    steps. The hub refused its own 330 ms against the family's limits, at debug level, and said receivers
+    now metered every 330 ms; the receiver kept its old rate. It gets 300 ms (at least as fast as asked)."""
+    receiver = GridReceiver()
+    port = await receiver.start()
+    plugins = PluginHost()
+    plugins.register(GridPlugin(), name="grid")
+    config = HubConfig(
+        data_dir=tmp_path,
+        devices=[f"grid://127.0.0.1:{port}"],
+        mqtt=MqttSettings(url="off"),
+        discovery=DiscoverySettings(enabled=False),
+        http=HttpSettings(port=0, token=TOKEN, live_interval_s=0.33),
+    )
+    caplog.set_level(logging.INFO, logger="hub")
+    try:
+        async with compose_hub(config, plugins) as hub:
+            await eventually(lambda: (device := hub.store.get("grid-G1")) and device.online, 10, "the receiver")
+            assert hub.web is not None
+            live = f"http://127.0.0.1:{hub.web.port}/api/v1/live"
+            async with (
+                aiohttp.ClientSession() as session,
+                session.ws_connect(live, headers={"Authorization": f"Bearer {TOKEN}"}),
+            ):
+                await eventually(lambda: "RATE 300" in receiver.lines, 5, "the board's rate, on the receiver's grid")
+                await eventually(
+                    lambda: "grid receivers (family grid) meter every 300 ms" in caplog.text, 5, "the rate said"
+                )
+        assert not [line for line in receiver.lines if line.startswith("RATE") and line not in ("RATE 300",)]
+    finally:
+        receiver.server.close()
+
+
+def test_a_fitted_rate_is_on_the_grid_at_least_as_fast_and_never_off() -> None:
+    grid = NumberLimits(min=0, max=10000, step=50, unit="ms")
+    assert fitted_rate(grid, 330) == 300 and fitted_rate(grid, 350) == 350
+    assert fitted_rate(grid, 30) == 50, "0 is metering off: the fastest rate on the grid instead"
+    assert fitted_rate(grid, 20000) == 10000
+    assert fitted_rate(NumberLimits(min=100, max=99999, step=1, unit="ms"), 330) == 330
+    assert fitted_rate(NumberLimits(min=0, max=0, step=1, unit="ms"), 330) == 330, "no rate: the family says"
+    assert fitted_rate(None, 330) == 330
