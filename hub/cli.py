@@ -19,7 +19,7 @@ from hub import __version__
 from hub.auth import stored_token
 from hub.config import ConfigError, HubConfig, load_config
 from hub.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
-from hub.logs import setup_logging
+from hub.logs import set_levels, setup_logging
 from hub.plugins import PluginHost, installed_plugin_names
 from hub.redact import redact
 from hub.text import small_number
@@ -236,16 +236,20 @@ def _device_origin(args: argparse.Namespace, config: HubConfig) -> Callable[[str
     return origin
 
 
-def _check_plugin_log_levels(config: HubConfig) -> None:
-    """Each key of ``plugin_log_levels`` is an installed plugin's name: a typo would leave that plugin's level
-    unchanged without a word."""
+def _plugin_log_levels(config: HubConfig, plugins: PluginHost) -> None:
+    """Set the levels ``plugin_log_levels`` gives, each key a vendor the plugins register or a plugin's name
+    (for every vendor that plugin registers): a vendor whose plugin is named otherwise could not be set, and a
+    typo would leave a level unchanged without a word."""
     installed = installed_plugin_names()
-    for name in config.plugin_log_levels:
-        if name not in installed:
+    for key, level in config.plugin_log_levels.items():
+        loggers = plugins.loggers_named(key)
+        if not loggers and key not in installed:
             raise ConfigError(
-                f"{config.named(f'plugin_log_levels.{name}')}: no installed plugin is named {name!r} "
-                f"(the installed ones: {', '.join(sorted(installed)) or 'none'})"
+                f"{config.named(f'plugin_log_levels.{key}')}: no installed plugin or vendor is named {key!r} "
+                f"(the vendors: {', '.join(plugins.vendors()) or 'none'}; "
+                f"the plugins: {', '.join(sorted(installed)) or 'none'})"
             )
+        set_levels(dict.fromkeys(loggers, level))
 
 
 def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> int:
@@ -260,7 +264,7 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
             raise ConfigError(
                 f"WMHUB_LOAD_PLUGINS: no installed plugin is named {', '.join(hub.plugins.not_installed)}"
             )
-        _check_plugin_log_levels(config)
+        _plugin_log_levels(config, hub.plugins)
         taken = config.mqtt.embedded_port
         if (moved_to := move_demo_broker_off_a_taken_port(config)) is not None:
             logging.getLogger("hub").info(

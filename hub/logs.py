@@ -49,6 +49,12 @@ class TerminalFormatter(logging.Formatter):
         return redact(line)
 
 
+def set_levels(levels: Mapping[str, str]) -> None:
+    """Each named logger at its level (``{"hub.device.shure": "debug"}``)."""
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level.upper())
+
+
 def setup_logging(level: str = "info", plugin_levels: Mapping[str, str] | None = None) -> None:
     """Configure the root logger once; ``plugin_levels`` maps a vendor (``shure``) to its own level."""
     handler = logging.StreamHandler(sys.stderr)
@@ -56,9 +62,10 @@ def setup_logging(level: str = "info", plugin_levels: Mapping[str, str] | None =
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # before the plugins load, a key is taken as a vendor whose package is wmhub_<vendor>, so what they log
+    # as they load follows it too; the command line then sets the loggers each key really names (set_levels)
     for vendor, vendor_level in (plugin_levels or {}).items():
-        logging.getLogger(f"hub.device.{vendor}").setLevel(vendor_level.upper())
-        logging.getLogger(f"wmhub_{vendor}").setLevel(vendor_level.upper())
+        set_levels({f"hub.device.{vendor}": vendor_level, f"wmhub_{vendor}": vendor_level})
     # aiosqlite logs every statement with its parameters at debug: device URLs, passwords included
     for noisy in ("amqtt", "transitions", "aiohttp.access", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

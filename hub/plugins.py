@@ -160,8 +160,8 @@ class UrlCheckFailedError(EndpointError):
 
 
 def installed_plugin_names() -> set[str]:
-    """The names of the installed plugins (their entry points), loaded or not: what ``plugin_log_levels``
-    keys name."""
+    """The entry-point names of the installed plugins, loaded or not: a ``plugin_log_levels`` key naming one
+    not loaded is no typo, and sets nothing."""
     return {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
@@ -451,6 +451,27 @@ class PluginHost:
                 refused = ValueError(_SERVICE_TYPE_RULE % preview(service_type))
                 self._fail(plugin_name, "register_zeroconf_types", refused)
         return sorted(found)
+
+    def loggers_named(self, key: str) -> list[str]:
+        """The loggers a ``plugin_log_levels`` key sets. A vendor a loaded plugin registers: its devices'
+        ``hub.device.<vendor>`` and the plugin's own package (``wmhub_shure``). A loaded plugin's entry-point
+        or distribution name: the same for every vendor it registers. Empty when the key names neither."""
+        specs = list(self.drivers().values())
+        by_vendor = {owner for spec, owner in specs if spec.vendor == key}
+        by_name = set(self.loaded_as(key))
+        found: list[str] = []
+        for owner in sorted(by_vendor | by_name):
+            vendors = [spec.vendor for spec, plugin in specs if plugin == owner] if owner in by_name else [key]
+            found += [f"hub.device.{vendor}" for vendor in vendors]
+            plugin = self.pm.get_plugin(owner)
+            if plugin is not None:  # None: it failed to load, and logs nothing more
+                module = plugin.__name__ if inspect.ismodule(plugin) else type(plugin).__module__
+                found.append(module.partition(".")[0])
+        return list(dict.fromkeys(found))
+
+    def vendors(self) -> list[str]:
+        """The vendors the loaded plugins' drivers register."""
+        return sorted({spec.vendor for spec, _ in self.drivers().values()})
 
     def loaded_as(self, name: str) -> list[str]:
         """The loaded plugins ``name`` means, as ``WMHUB_LOAD_PLUGINS`` reads it: an entry-point name, or a

@@ -1,15 +1,20 @@
 """Logs: one JSON object per line off a terminal, with the device and plugin context on every line."""
 
+import asyncio
 import io
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from hub.logs import setup_logging
+from hub.testing import interrupt
+from tests.mosquitto import free_port
 
 
 @pytest.fixture
@@ -90,3 +95,70 @@ def test_on_a_terminal_control_characters_in_a_message_are_shown_escaped(
     assert line.endswith(
         r"[rx\x1b[31m]: device x\x1b]0;PWNED\x07\x1b[2J\n12:00:00 ERROR   hub: forged line\x85\u202e\x7f added"
     ), line
+
+
+ZETA_PLUGIN = """
+import logging
+
+from hub import hookimpl
+from hub.hookspecs import DriverSpec
+from hub.testing import QuietDriver
+
+
+class ZetaDriver(QuietDriver):
+    async def connect(self):
+        self.sink.log.debug("zeta device debug line")
+        logging.getLogger(__name__).debug("zeta package debug line")
+        self.sink.identify(unique_id="Z1", family="z", model="Z-1", channel_count=1)
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="zeta", vendor="zeta", families=("z",), factory=ZetaDriver, default_port=1))
+"""
+
+
+@pytest.fixture(scope="module")
+def zeta_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An installed plugin whose vendor (zeta), entry point (zdevices), distribution (wmhub-zdist) and package
+    (acmepkg) all have other names, as nothing forbids."""
+    site = tmp_path_factory.mktemp("zeta-site")
+    (site / "acmepkg").mkdir()
+    (site / "acmepkg" / "__init__.py").write_text("")
+    (site / "acmepkg" / "plugin.py").write_text(ZETA_PLUGIN)
+    dist = site / "wmhub_zdist-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: wmhub-zdist\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[wmhub]\nzdevices = acmepkg.plugin\n")
+    return site
+
+
+@pytest.mark.parametrize("key", ["zeta", "zdevices", "wmhub-zdist"])
+async def test_plugin_log_levels_take_the_vendor_or_its_plugins_name(zeta_site: Path, tmp_path: Path, key: str) -> None:
+    """An outside audit: keys are documented as vendors and set hub.device.<key>, but were checked against the
+    entry-point names; for a plugin whose vendor is named otherwise the vendor was refused (exit 2), and its
+    entry-point name set a logger none of its devices use. Each name now raises the plugin's devices' and
+    package's level."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(zeta_site),
+        "WMHUB_LOAD_PLUGINS": "zdevices",
+        "WMHUB_LOG_LEVEL": "info",
+        f"WMHUB_PLUGIN_LOG_LEVELS__{key.upper().replace('-', '_')}": "debug",
+    }
+    hub = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hub.cli", "run", "--mqtt", "off", "--http", f"127.0.0.1:{free_port()}",
+        "--data-dir", str(tmp_path), "--device", "zeta://127.0.0.1:1", env=env, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert hub.stderr is not None
+    seen: list[dict[str, object]] = []
+    try:
+        async with asyncio.timeout(30):
+            while not {"zeta device debug line", "zeta package debug line"} <= {line["message"] for line in seen}:
+                raw = await hub.stderr.readline()
+                assert raw, f"the hub ended (exit {await hub.wait()}): {seen}"
+                seen.append(json.loads(raw))
+    finally:
+        await interrupt(hub)
+    device_line = next(line for line in seen if line["message"] == "zeta device debug line")
+    assert device_line["logger"] == "hub.device.zeta" and device_line["level"] == "debug"

@@ -298,7 +298,7 @@ CASES = {
     "plugin_log_levels naming no installed plugin (config file)": (
         ["--config", "{file}"],
         {"file": 'plugin_log_levels = { shrue = "debug" }\n'},
-        "<tmp>/wmhub.toml: plugin_log_levels.shrue: no installed plugin is named 'shrue' (the installed ones: ",
+        "<tmp>/wmhub.toml: plugin_log_levels.shrue: no installed plugin or vendor is named 'shrue' (the vendors: ",
     ),
     "keepalive = true (config file)": (
         ["--config", "{file}"],
