@@ -227,7 +227,8 @@ class Hub:
                 self.persistence.health.forget(health.url)
         for memories in (self.persistence.device_memory, self.persistence.device_identity):
             for url in memories.urls():
-                if url not in self.devices.by_url:
+                # a driver's memory under a device id stays: the device may turn up at another address
+                if "://" in url and url not in self.devices.by_url:
                     memories.forget(url)
 
     def expected_device_ids(self) -> tuple[set[str], bool]:

@@ -21,6 +21,7 @@ from hub.clock import SYSTEM_CLOCK, Clock
 from hub.drivers import (
     ID_OPTION,
     MAX_MEMORY_BYTES,
+    ConnectAgainError,
     DeviceSink,
     Driver,
     DriverSettings,
@@ -163,6 +164,8 @@ class DeviceHandle(DeviceSink):
         self._identified_connecting = False
         self._held_capabilities: tuple[Capabilities | None] | None = None  # (what to set,) when held
         self.released = False  # the device was removed: whatever its driver still reports goes nowhere
+        self._recalled_unknown = False  # the driver recalled its memory before the device said who it is
+        self._connected_again = False  # ... and was connected again for the memory its device id had
         self.on_identified: Callable[[DeviceHandle], None] | None = None
         # (old id, new id) whenever the device takes an id: the manager keeps its index by id with it
         self.on_id_changed: Callable[[str | None, str], None] | None = None
@@ -211,8 +214,10 @@ class DeviceHandle(DeviceSink):
             self._store.remove_device(self.device_id)
         if self.device_id != device_id and self.on_id_changed is not None:
             self.on_id_changed(self.device_id, device_id)
+        newly = self.device_id != device_id
         self.device_id = device_id
         self.log.extra = {"device": device_id}
+        self._memory_follows(device_id, newly)
         device = self._store.get(device_id)
         if device is None:
             self._store.add_device(
@@ -389,9 +394,35 @@ class DeviceHandle(DeviceSink):
         self.protocol_errors += 1
         self.log.debug("unparsable data: %s", detail)
 
-    def recall(self) -> Any:
+    def _memory_key(self) -> str:
+        """Where the driver's memory is kept: under the device's id, which follows the device to another
+        address; under its URL only until the device first says who it is."""
+        if self.device_id is None:
+            return redact(self.endpoint.url)
+        return self.device_id
+
+    def _memory_follows(self, device_id: str, newly: bool = False) -> None:
+        """The device at this URL is ``device_id``: what its driver kept under the URL before it said so goes
+        under the id, unless the id has a memory already (the device moved here from another address). Then
+        a driver that recalled before the device ``newly`` took the id numbered without it: its connection
+        is made again."""
         url = redact(self.endpoint.url)
+        kept, fresh = self.memories.recall(device_id), self.memories.recall(url)
+        if fresh is not None:
+            self.memories.forget(url)
+            if kept is None:
+                self.memories.remember(device_id, fresh)
+        if newly and kept is not None and kept != fresh and self._recalled_unknown and not self._connected_again:
+            self._connected_again = True
+            raise ConnectAgainError(f"device {device_id} moved here, and its driver's memory with it")
+
+    def recall(self) -> Any:
+        url = self._memory_key()
+        self._recalled_unknown = self._recalled_unknown or self.device_id is None
         text = self.memories.recall(url)
+        if text is None and self.device_id is not None:  # kept by URL before the device said who it is
+            self._memory_follows(self.device_id)
+            text = self.memories.recall(url)
         if text is None:
             return None
         why = f"larger than {MAX_MEMORY_BYTES} bytes" if len(text.encode()) > MAX_MEMORY_BYTES else None
@@ -426,7 +457,7 @@ class DeviceHandle(DeviceSink):
         if found is not None:  # json.dumps writes {1: "A"} as {"1": "A"}: recall would give another shape back
             self._refused("memory", value, f"a dict key {preview(found[0])} is not text: not kept")
             return
-        self.memories.remember(redact(self.endpoint.url), text)
+        self.memories.remember(self._memory_key(), text)
 
     # LinkState (for the supervisor)
 
@@ -746,6 +777,7 @@ class DeviceManager:
         self.memories.forget(managed.url)  # after the stop: a driver ending now keeps nothing (released)
         self.identities.forget(managed.url)
         if device_id is not None and owned:
+            self.memories.forget(device_id)  # kept when the device moved on: its id and memory are there now
             self._store.remove_device(device_id)
             self._buckets.pop(device_id, None)
             self._command_locks.pop(device_id, None)

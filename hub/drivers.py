@@ -292,6 +292,12 @@ class DeviceSilentError(ConnectionError):
     """Nothing was heard from the device for longer than ``offline_after_s``."""
 
 
+class ConnectAgainError(ConnectionError):
+    """The hub breaks a connection off as soon as it is made, to make it again at once: the device turned out
+    to be one whose driver memory (``DeviceSink.recall``) is kept under its id, moved here from another
+    address, and the driver had recalled before it said which device it is (so, nothing)."""
+
+
 class UnsupportedDeviceError(Exception):
     """The device answered, but it is nothing the plugin can monitor (e.g. an unknown model).
 

@@ -11,7 +11,7 @@ from typing import Final, Protocol, TypeVar
 
 from hub.backoff import Backoff
 from hub.clock import SYSTEM_CLOCK, Clock
-from hub.drivers import DeviceSilentError, Driver, DriverSettings, UnsupportedDeviceError
+from hub.drivers import ConnectAgainError, DeviceSilentError, Driver, DriverSettings, UnsupportedDeviceError
 from hub.model import CommandTimeoutError, DeviceUnavailableError, RefusedError
 from hub.text import device_text
 
@@ -154,6 +154,11 @@ class DriverSupervisor:
                 await self._close()
                 self._link.set_online(False, "stopped")
                 raise
+            except ConnectAgainError as exc:
+                self._log.info("%s: connecting again at once", exc)
+                await self._close()
+                self.connected_since = None
+                continue
             except Exception as exc:
                 if self.connected_since is None:
                     doing, limit = f"connecting to {self._url}", self._settings.io_timeout_s * 2

@@ -12,7 +12,7 @@ import functools
 import logging
 import signal
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
 
@@ -21,9 +21,10 @@ from wmhub_sennheiser.simulator.ssc2 import SimMobile, Ssc2Simulator
 
 from hub.compose import compose_hub
 from hub.drivers import MAX_MEMORY_BYTES, Driver
+from hub.model import Command, CommandResult
 from hub.persistence import DATABASE_FILE
 from hub.plugins import PluginHost
-from hub.testing import plugin_of
+from hub.testing import eventually, plugin_of
 from tests.fault_harness import TOKEN, Api, hub_config, running_hub, until
 from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.test_faults_hub import hub_process
@@ -275,3 +276,108 @@ async def test_a_memory_holding_a_lone_surrogate_is_kept_as_it_came(tmp_path: Pa
         async with compose_hub(config, plugins) as hub, Api(hub) as api:
             named = functools.partial(api_has, api, "/api/v1/devices/keeper-S1", "name", expected)
             await until(named, 10, f"the device named {expected!r}")
+
+
+class LabelReceiver:
+    """A receiver over TCP whose transmitters are known by label: ``HELLO`` answers its serial, ``LIST`` its
+    labels, listed in its own order (a new transmitter may come first)."""
+
+    def __init__(self, serial: str, labels: list[str]) -> None:
+        self.serial, self.labels = serial, labels
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while line := (await reader.readline()).decode().strip():
+                writer.write(f"{self.serial if line == 'HELLO' else ' '.join(self.labels)}\n".encode())
+            writer.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)  # another port each start: a move
+        return f"labels://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+class LabelDriver(Driver):
+    """Numbers the receiver's transmitters in the order it first saw them, kept with the hub (recall before
+    identify: the channel count depends on it), and names each channel by its transmitter's label."""
+
+    async def connect(self) -> None:
+        self._reader, self._writer = await asyncio.open_connection(self.endpoint.host, self.endpoint.port)
+        serial = await self._ask("HELLO")
+        kept = self.sink.recall()
+        numbers: dict[str, int] = dict(kept) if isinstance(kept, dict) else {}
+        for label in (await self._ask("LIST")).split():
+            numbers.setdefault(label, max(numbers.values(), default=0) + 1)
+        self.sink.remember(numbers)
+        self.sink.identify(unique_id=serial, family="labels", model="L-1", channel_count=len(numbers))
+        for label, number in numbers.items():
+            self.sink.update_channel(number, {"name": label})
+
+    async def _ask(self, line: str) -> str:
+        self._writer.write(line.encode() + b"\n")
+        async with asyncio.timeout(self.settings.io_timeout_s):
+            return (await self._reader.readline()).decode().strip()
+
+    async def run(self) -> None:
+        while await self._ask("HELLO"):
+            self.sink.heard()
+            await asyncio.sleep(0.2)
+
+    async def close(self) -> None:
+        self._writer.close()
+
+    async def apply(self, command: Command) -> CommandResult:
+        return CommandResult(ok=False, code="not_supported", error="no controls")
+
+
+async def names_after_a_move(tmp_path: Path, between: Callable[[Path], None] = lambda data_dir: None) -> list[str]:
+    """The channel names of receiver L1 after it moved: first watched at one address with transmitters B and
+    D, then (the hub restarted) at another with a new transmitter A listed first."""
+    data_dir = tmp_path / "data"
+    receiver = LabelReceiver("L1", ["B", "D"])
+    names: list[str] = []
+    for run in range(2):
+        url = await receiver.start()
+        plugins = PluginHost()
+        plugins.register(plugin_of("labels", LabelDriver, "labels"), name="labels")
+        async with compose_hub(hub_config(data_dir, [url]), plugins) as hub:
+            device = await eventually(
+                lambda: (
+                    (found := hub.store.get("labels-L1")) is not None
+                    and found.online
+                    and len(found.channels) == len(receiver.labels)
+                    and found.channels[-1].name is not None
+                    and found
+                ),
+                10,
+                "L1 online with its channels",
+            )
+            names = [str(channel.name) for channel in device.channels]
+        receiver.stop()
+        if run == 0:
+            between(data_dir)
+            receiver.labels = ["A", "B", "D"]
+    return names
+
+
+async def test_a_receiver_at_another_address_keeps_its_driver_s_memory(tmp_path: Path) -> None:
+    """An outside audit: the receiver kept its id (names, slots, history) at its new address, but its driver's
+    memory was dropped with the old URL, so B, channel 1 before, became channel 2 (and the extended name given
+    to channel 1 went to transmitter A)."""
+    assert await names_after_a_move(tmp_path) == ["B", "D", "A"]
+
+
+def as_kept_before_schema_7(data_dir: Path) -> None:
+    """The database as a hub before schema 7 left it: the driver's memory under the device's URL."""
+    with closing(sqlite3.connect(data_dir / DATABASE_FILE)) as connection, connection:
+        [(url,)] = connection.execute("SELECT url FROM connection_health WHERE device_id = 'labels-L1'")
+        assert connection.execute("UPDATE device_memory SET url = ?", (url,)).rowcount == 1
+        connection.execute("DELETE FROM schema_version WHERE version = 7")
+
+
+async def test_a_memory_kept_by_url_before_the_upgrade_follows_the_receiver_too(tmp_path: Path) -> None:
+    assert await names_after_a_move(tmp_path, as_kept_before_schema_7) == ["B", "D", "A"]
+    assert [key for key, _ in stored_memories(tmp_path / "data")] == ["labels-L1"]

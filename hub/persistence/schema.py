@@ -175,4 +175,21 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         updated_at REAL NOT NULL
     );
     """,
+    # 7: a driver's memory follows its device to another address: kept under the device's id (its url column
+    # holds the URL only until the device first identifies). A row goes under the id its URL last had; of two
+    # URLs that were the same device (it moved before), the newer row stays.
+    """
+    DELETE FROM device_memory WHERE EXISTS (
+        SELECT 1 FROM connection_health AS mine
+        JOIN connection_health AS other ON other.device_id = mine.device_id AND other.url != mine.url
+        JOIN device_memory AS newer ON newer.url = other.url
+        WHERE mine.url = device_memory.url AND newer.updated_at > device_memory.updated_at
+    );
+    UPDATE OR REPLACE device_memory
+    SET url = (SELECT device_id FROM connection_health WHERE connection_health.url = device_memory.url)
+    WHERE EXISTS (
+        SELECT 1 FROM connection_health
+        WHERE connection_health.url = device_memory.url AND connection_health.device_id IS NOT NULL
+    );
+    """,
 )
