@@ -611,7 +611,7 @@ class Hub:
             (device, rate, result) for (device, rate), result in zip(plan, results, strict=True) if not result.ok
         ]
         for device, rate, result in refused[:RETUNE_REFUSALS_SHOWN]:
-            level = logging.WARNING if result.code in ("invalid_value", "not_supported") else logging.INFO
+            level = logging.WARNING if result.code in ("invalid", "not_supported") else logging.INFO
             log.log(level, "meter rate %g ms not taken by %s: %s: %s", rate, device.id, result.code, result.error)
         if len(refused) > RETUNE_REFUSALS_SHOWN:
             log.warning("meter rate not taken by %d more receivers", len(refused) - RETUNE_REFUSALS_SHOWN)
