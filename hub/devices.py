@@ -32,6 +32,7 @@ from hub.fieldcheck import FieldRules, checked, merge_rules, model_rules
 from hub.model import (
     CONFIRMED_VALUE,
     MAX_CHANNELS,
+    RESULT_CODES,
     Capabilities,
     Channel,
     Command,
@@ -1008,6 +1009,9 @@ def _shown(result: CommandResult, width: int) -> CommandResult:
     if not result.ok:
         held = "" if result.value is None else f"; it reports {preview(str(result.value))}"
         error = error or f"the device did not confirm the value{held}"
+        if code is not None and code not in RESULT_CODES:
+            error = f"{error} (the plugin's code {preview(code)}, not one of wmhub's)"
+            code = None
         code = code or CommandError.code
     if error == result.error and code == result.code and value == result.value:
         return result

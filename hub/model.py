@@ -483,6 +483,23 @@ class CommandResult(BaseModel):
     code: str | None = Field(default=None, description="refused | timeout | not_supported | invalid | ...")
 
 
+# the codes a failed command's result carries on REST and MQTT (docs/api.md, docs/mqtt.md): consumers act on
+# them, so a plugin's own invented code is shown as ``failed``, its code named in the error
+RESULT_CODES: Final = frozenset(
+    {
+        "invalid",
+        "not_supported",
+        "refused",
+        "timeout",
+        "unavailable",
+        "rate_limited",
+        "expired",
+        "failed",
+        "plugin_error",
+    }
+)
+
+
 class CommandError(Exception):
     """A command that could not be carried out; ``code`` says which kind of failure."""
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from hub import hookimpl
+from hub.compose import compose_hub
+from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
 from hub.hookspecs import DriverSpec
 from hub.model import Command, CommandKind, CommandResult, InvalidValueError, NumberLimits
-from hub.testing import DriverHarness
-from tests.test_web_api import BenchReceiver
+from hub.plugins import PluginHost
+from hub.testing import DriverHarness, eventually
+from tests.test_web_api import TOKEN, BenchReceiver
 
 
 class ReadOnlyReceiver(BenchReceiver):
@@ -70,3 +75,45 @@ def test_a_value_off_the_grid_is_named_as_it_was_given() -> None:
     limits = NumberLimits(min=470.0, max=608.0, step=0.025, unit="MHz")
     with pytest.raises(InvalidValueError, match=r"frequency 473\.3751 MHz is not on the device's 0\.025 MHz grid"):
         limits.check(473.3751, "frequency")
+
+
+class CodedReceiver(BenchReceiver):
+    """A receiver whose driver fails a rename with the code the channel's new name asks for (``-`` for none)."""
+
+    async def apply(self, command: Command) -> CommandResult:
+        code = None if command.value == "-" else str(command.value)
+        return CommandResult(ok=False, code=code, error=None if code is None else "the receiver is busy")
+
+
+class Coded(Watching):
+    scheme = "coded"
+    driver = CodedReceiver
+
+
+async def test_a_plugin_s_own_failure_code_reaches_rest_as_one_of_wmhub_s(tmp_path: Path) -> None:
+    """An outside audit: a code a plugin invented (``acme_busy``) went to REST and MQTT as it was, a code no
+    consumer knows. A documented code passes; any other is ``failed``, the plugin's code named in the error;
+    ``ok=False`` alone is ``failed`` too."""
+    config = HubConfig(
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url="off"),
+        discovery=DiscoverySettings(enabled=False),
+        http=HttpSettings(host="127.0.0.1", port=0, token=TOKEN),
+    )
+    plugins = PluginHost()
+    plugins.register(Coded(), "coded")
+    async with compose_hub(config, plugins) as hub:
+        await hub.add_device("coded://rack-a", source="test")
+        await eventually(lambda: (device := hub.store.get("coded-rack-a")) and device.online, what="the receiver")
+        assert hub.web is not None
+        answers = {}
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+            for asked in ("refused", "acme_busy", "-"):
+                url = f"http://127.0.0.1:{hub.web.port}/api/v1/channels/coded-rack-a:1/commands"
+                async with http.post(url, json={"kind": "name", "value": asked}) as response:
+                    answers[asked] = (response.status, await response.json())
+    assert answers["refused"][0] == 502 and answers["refused"][1]["code"] == "refused"
+    status, body = answers["acme_busy"]
+    assert status == 502 and body["code"] == "failed" and body["details"]["code"] == "failed"
+    assert body["error"] == "the receiver is busy (the plugin's code 'acme_busy', not one of wmhub's)"
+    assert answers["-"][0] == 502 and answers["-"][1]["code"] == "failed"
