@@ -31,7 +31,16 @@ from hub.hookspecs import Candidate, DemoFleet
 from hub.lag import LoopMonitor
 from hub.memory import HeapTrimmer
 from hub.metering import MeterDemand, fitted_rate
-from hub.model import Capabilities, Command, CommandKind, CommandResult, Device, NumberLimits, command_field
+from hub.model import (
+    Capabilities,
+    Command,
+    CommandKind,
+    CommandResult,
+    Device,
+    NumberLimits,
+    command_field,
+    command_place,
+)
 from hub.persistence import (
     Alert,
     ConflictError,
@@ -551,10 +560,10 @@ class Hub:
         result = await self.devices.apply(command, deadline)
         self.persistence.audit.record_command(source, command, before, result)
         log.info(
-            "command %s %s ch%s=%s from %s: %s",
+            "command %s %s %s=%s from %s: %s",
             command.kind.value,
             command.device_id,
-            command.channel,
+            command_place(command),
             preview(command.value),
             source,
             "ok" if result.ok else f"{result.code}: {result.error}",

@@ -20,7 +20,7 @@ from hub.devices import ManagedDevice
 from hub.fleet.api import FLEET_OPERATIONS, MIRROR_KEY
 from hub.fleet.mirror import FleetMirror, FleetRequestError
 from hub.hookspecs import Candidate
-from hub.model import Command, CommandResult
+from hub.model import Command, CommandResult, command_place
 from hub.mqtt.bridge import MqttBridge
 from hub.persistence import Alert
 from hub.plugins import PluginHost
@@ -114,10 +114,10 @@ class FleetHub(Hub):
             return CommandResult(ok=False, code="expired", error="expired: not carried out, its deadline passed")
         result = await self.mirror.apply(command)
         log.info(
-            "command %s %s ch%s=%r from %s via hub %s: %s",
+            "command %s %s %s=%r from %s via hub %s: %s",
             command.kind.value,
             command.device_id,
-            command.channel,
+            command_place(command),
             command.value,
             source,
             self.mirror.home_hub(command.device_id),

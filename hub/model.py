@@ -474,6 +474,11 @@ class Command(BaseModel):
     )
 
 
+def command_place(command: Command) -> str:
+    """Where a command goes, as log lines say it: ``ch2``, or ``device`` for the whole device."""
+    return "device" if command.channel is None else f"ch{command.channel}"
+
+
 class CommandResult(BaseModel):
     """The outcome of a command: ``ok`` only once the device itself confirmed the new value."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +91,8 @@ class Coded(Watching):
     driver = CodedReceiver
 
 
-async def test_a_plugin_s_own_failure_code_reaches_rest_as_one_of_wmhub_s(tmp_path: Path) -> None:
-    """An outside audit: a code a plugin invented (``acme_busy``) went to REST and MQTT as it was, a code no
-    consumer knows. A documented code passes; any other is ``failed``, the plugin's code named in the error;
-    ``ok=False`` alone is ``failed`` too."""
+async def coded_hub_answers(tmp_path: Path, commands: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, Any]]:
+    """Each (path under /api/v1, body) posted to a hub watching one ``coded`` receiver: (status, answer)."""
     config = HubConfig(
         data_dir=tmp_path,
         mqtt=MqttSettings(url="off"),
@@ -102,18 +101,47 @@ async def test_a_plugin_s_own_failure_code_reaches_rest_as_one_of_wmhub_s(tmp_pa
     )
     plugins = PluginHost()
     plugins.register(Coded(), "coded")
+    answers = []
     async with compose_hub(config, plugins) as hub:
         await hub.add_device("coded://rack-a", source="test")
         await eventually(lambda: (device := hub.store.get("coded-rack-a")) and device.online, what="the receiver")
         assert hub.web is not None
-        answers = {}
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
-            for asked in ("refused", "acme_busy", "-"):
-                url = f"http://127.0.0.1:{hub.web.port}/api/v1/channels/coded-rack-a:1/commands"
-                async with http.post(url, json={"kind": "name", "value": asked}) as response:
-                    answers[asked] = (response.status, await response.json())
-    assert answers["refused"][0] == 502 and answers["refused"][1]["code"] == "refused"
-    status, body = answers["acme_busy"]
+            for path, body in commands:
+                async with http.post(f"http://127.0.0.1:{hub.web.port}/api/v1/{path}", json=body) as response:
+                    answers.append((response.status, await response.json()))
+    return answers
+
+
+async def test_a_plugin_s_own_failure_code_reaches_rest_as_one_of_wmhub_s(tmp_path: Path) -> None:
+    """An outside audit: a code a plugin invented (``acme_busy``) went to REST and MQTT as it was, a code no
+    consumer knows. A documented code passes; any other is ``failed``, the plugin's code named in the error;
+    ``ok=False`` alone is ``failed`` too."""
+    channel = "channels/coded-rack-a:1/commands"
+    refused, invented, bare = await coded_hub_answers(
+        tmp_path, [(channel, {"kind": "name", "value": asked}) for asked in ("refused", "acme_busy", "-")]
+    )
+    assert refused[0] == 502 and refused[1]["code"] == "refused"
+    status, body = invented
     assert status == 502 and body["code"] == "failed" and body["details"]["code"] == "failed"
     assert body["error"] == "the receiver is busy (the plugin's code 'acme_busy', not one of wmhub's)"
-    assert answers["-"][0] == 502 and answers["-"][1]["code"] == "failed"
+    assert bare[0] == 502 and bare[1]["code"] == "failed"
+
+
+async def test_a_whole_device_command_is_logged_as_the_device_s(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outside audit: a command to the whole device was logged as ``chNone=``."""
+    caplog.set_level(logging.INFO, logger="hub")
+    await coded_hub_answers(
+        tmp_path,
+        [
+            ("devices/coded-rack-a/commands", {"kind": "device_name", "value": "refused"}),
+            ("channels/coded-rack-a:1/commands", {"kind": "name", "value": "refused"}),
+        ],
+    )
+    said = [record.getMessage() for record in caplog.records if record.getMessage().startswith("command ")]
+    assert said == [
+        "command device_name coded-rack-a device='refused' from rest: refused: the receiver is busy",
+        "command name coded-rack-a ch1='refused' from rest: refused: the receiver is busy",
+    ]
