@@ -324,14 +324,33 @@ class DeviceHandle(DeviceSink):
 
     def update_device(self, fields: Mapping[str, Any]) -> None:
         self._last_heard = self._monotonic()
-        if self.device_id is not None and self._is_mapping(fields):
+        if self.device_id is None:
+            self._unidentified("update_device")
+        elif self._is_mapping(fields):
             self._store.update_device(self.device_id, checked(fields, self._device_rules, self._refused))
+
+    def _unidentified(self, call: str) -> None:
+        """A report before ``identify``: the hub cannot tell whose it is, so it is dropped, said once per device
+        at debug level (``plugin_log_levels``). Not a warning: a driver that keeps what it hears and reports it
+        all after ``identify`` (the G4 driver) does right; one that does not loses that state unseen."""
+        if self.released or "before identify" in self._warned:
+            return
+        self._warned.add("before identify")
+        self.log.debug(
+            "plugin %s called sink.%s before sink.identify: dropped (identify first, then report); "
+            "further reports before identify are dropped unsaid",
+            self.plugin,
+            call,
+        )
 
     def update_channel(self, index: int, fields: Mapping[str, Any]) -> None:
         self._last_heard = self._monotonic()
         writer = self._writers.get(index) if index.__class__ is int else None
         if writer is None or not writer.live:
-            if self.device_id is None or self.released or not self._is_mapping(fields):
+            if self.device_id is None:
+                self._unidentified("update_channel")
+                return
+            if self.released or not self._is_mapping(fields):
                 return
             if not _whole_in(index, 1, MAX_CHANNELS):
                 self._refused("channel index", index, f"not a channel number from 1 to {MAX_CHANNELS}: dropped")

@@ -36,7 +36,7 @@ from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
 from hub.hookspecs import DriverSpec
 from hub.model import Command, CommandKind, CommandResult, RefusedError
 from hub.plugins import PluginHost
-from hub.testing import DriverHarness, eventually
+from hub.testing import DriverHarness, QuietDriver, eventually, plugin_of
 from tests.fault_harness import TOKEN, Api, hub_config, until
 from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.reliability_report import record_check
@@ -1531,3 +1531,27 @@ def test_a_candidate_naming_another_plugins_scheme_or_vendor_is_dropped_naming_t
         "a plugin's identify answering a candidate with another plugin's scheme (shure://) or vendor (shure)",
         "dropped with a warning naming the plugin and whose scheme or vendor it is; its own candidates stay",
     )
+
+
+class ReportsFirst(QuietDriver):
+    """A driver that reports its channel before it says what the device is: what the documented example did."""
+
+    async def connect(self) -> None:
+        self.sink.update_channel(1, {"name": "Early"})
+        self.sink.update_channel(1, {"name": "Early again"})
+        self.sink.identify(unique_id="RF1", family="early", model="E-1", channel_count=1)
+
+
+async def test_a_report_before_identify_is_dropped_and_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    """An outside audit: the example plugin reported before identify, which the docs say is dropped, and the hub
+    dropped it without a word. It is said once per device at debug level (plugin_log_levels)."""
+    caplog.set_level(logging.DEBUG, logger="hub.device.early")
+    async with DriverHarness() as hub:
+        hub.plugins.register(plugin_of("early", ReportsFirst, "early"), "early")
+        device = await hub.device(hub.add("early://rack-a"))
+    assert device.channels[0].name is None
+    said = [record.getMessage() for record in caplog.records if "before sink.identify" in record.getMessage()]
+    assert said == [
+        "plugin early called sink.update_channel before sink.identify: dropped (identify first, then report); "
+        "further reports before identify are dropped unsaid"
+    ]

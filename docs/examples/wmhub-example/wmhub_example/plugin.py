@@ -43,7 +43,9 @@ class ExampleDriver(PollingDriver):
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock = asyncio.Lock()
 
-    async def _ask(self, line: str) -> list[str]:
+    async def _ask(self, line: str) -> tuple[str, int, str]:
+        """One request and its answer: (serial, battery percent, name). The lock keeps one exchange at a time:
+        the hub may call ``apply`` while ``poll`` waits for its answer."""
         assert self._streams is not None
         reader, writer = self._streams
         async with self._lock, asyncio.timeout(self.settings.io_timeout_s):
@@ -52,17 +54,22 @@ class ExampleDriver(PollingDriver):
         if not reply:
             raise ConnectionError("the receiver closed the connection")
         serial, battery, name = reply.decode().rstrip("\n").split(" ", 2)
-        self.sink.update_channel(1, {"battery_percent": int(battery), "name": name, "tx_present": True})
-        return [serial, battery, name]
+        return serial, int(battery), name
+
+    def _report(self, battery: int, name: str) -> None:
+        self.sink.update_channel(1, {"battery_percent": battery, "name": name, "tx_present": True})
 
     async def connect(self) -> None:
         async with asyncio.timeout(self.settings.io_timeout_s):
             self._streams = await asyncio.open_connection(self.endpoint.host, self.endpoint.port)
-        serial = (await self._ask("STATE"))[0]
+        serial, battery, name = await self._ask("STATE")
+        # identify first: a report before it is dropped (the hub cannot know yet which device it is about)
         self.sink.identify(unique_id=serial, family="example", model="EX-1", channel_count=1)
+        self._report(battery, name)
 
     async def poll(self) -> None:
-        await self._ask("STATE")
+        _, battery, name = await self._ask("STATE")
+        self._report(battery, name)
 
     async def close(self) -> None:
         if self._streams is not None:
@@ -71,7 +78,9 @@ class ExampleDriver(PollingDriver):
     async def apply(self, command: Command) -> CommandResult:
         if command.kind is not CommandKind.NAME:
             raise NotSupportedError(f"the example receiver cannot {command.kind.value}")
-        name = (await self._ask(f"NAME {command.value}"))[2]
+        _, battery, name = await self._ask(f"NAME {command.value}")
+        # the hub takes the new state from reports, not from the result: report what the receiver answered
+        self._report(battery, name)
         if name != command.value:  # the receiver kept another name (it strips spaces at the ends)
             raise RefusedError(f"the receiver holds the name {name!r}, not {command.value!r}")
         return CommandResult(ok=True, value=name)
