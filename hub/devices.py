@@ -1024,16 +1024,15 @@ def _shown(result: CommandResult, width: int) -> CommandResult:
     ``ok=False`` alone)."""
     value = device_text(result.value, width) if isinstance(result.value, str) else result.value
     error = None if result.ok or not isinstance(result.error, str) else device_text(result.error, MAX_RESULT_TEXT)
-    code = result.code if isinstance(result.code, str) else None
+    code = device_text(result.code, MAX_RESULT_TEXT) if isinstance(result.code, str) else None
     if not result.ok:
         held = "" if result.value is None else f"; it reports {preview(str(result.value))}"
         error = error or f"the device did not confirm the value{held}"
         if code is not None and code not in RESULT_CODES:
-            error = f"{error} (the plugin's code {preview(code)}, not one of wmhub's)"
+            note = f" (the plugin's code {preview(code)}, not one of wmhub's)"
+            error = device_text(error, MAX_RESULT_TEXT - len(note)) + note
             code = None
         code = code or CommandError.code
     if error == result.error and code == result.code and value == result.value:
         return result
-    return result.model_copy(
-        update={"value": value, "error": error, "code": code and device_text(code, MAX_RESULT_TEXT)}
-    )
+    return result.model_copy(update={"value": value, "error": error, "code": code})
