@@ -171,6 +171,35 @@ def test_the_documented_example_plugin_installs_and_its_device_appears(example_s
     assert json.loads(result.stdout) == {"id": "example-EX42", "battery": 87, "ok": True, "name": "Vox"}
 
 
+def test_the_documented_example_plugin_reports_nothing_before_identify(example_site: Path) -> None:
+    """An outside audit: the example reported its channel before identify, the report the guide says is
+    dropped; a plugin author copying it lost the first full state."""
+    script = textwrap.dedent(
+        """
+        import asyncio, logging
+        from hub.testing import DriverHarness
+        from wmhub_example.plugin import serve_example_receiver
+
+        async def main():
+            logging.basicConfig(level=logging.WARNING)
+            logging.getLogger("hub.device.example").setLevel(logging.DEBUG)
+            server = await serve_example_receiver(serial="EX44", name="Lead")
+            port = server.sockets[0].getsockname()[1]
+            async with DriverHarness("wmhub-example") as hub:
+                device = await hub.device(hub.add(f"example://127.0.0.1:{port}"))
+                print(device.channels[0].battery_percent, device.channels[0].name)
+            server.close()
+
+        asyncio.run(main())
+        """
+    )
+    environ = dict(os.environ, PYTHONPATH=str(example_site))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=environ)
+    assert result.returncode == 0, result.stderr
+    assert "before sink.identify" not in result.stderr
+    assert result.stdout.split() == ["87", "Lead"]
+
+
 def test_identify_with_takes_a_plugin_by_distribution_name_as_plugin_host_does(example_site: Path) -> None:
     """An outside audit: identify_with(plugin_host("wmhub-example"), "wmhub-example", ...) said None (not my
     device) for the example's own receiver; only the entry-point name found it. A name no loaded plugin has
