@@ -227,18 +227,19 @@ class DeviceHandle(DeviceSink):
         elif (device.host, device.port) != (self.endpoint.host, self.endpoint.port):  # moved here
             self._store.add_device(device.model_copy(update={"host": self.endpoint.host, "port": self.endpoint.port}))
         capabilities = self.capabilities_of(identity.get("family"), identity.get("model"))
-        if self.connecting:
-            self._identified_connecting = True
         if self.connecting and channel_count == 0:
-            # how a driver names a model it does not monitor before it raises UnsupportedDeviceError: its
-            # capabilities wait for connect to return. A new device's None would read as "accepts everything"
+            # how a driver names a model it does not monitor before it raises UnsupportedDeviceError: it comes
+            # online, with its capabilities, only once connect returns. A new device's None would read as
+            # "accepts everything". Any other device is online at once, as a consumer expects of a receiver
+            # that answered (no "offline" said first for a device that is coming up)
+            self._identified_connecting = True
             self._held_capabilities = (capabilities,)
             held_back = {"capabilities": NO_CAPABILITIES} if device is None else {}
             self._store.update_device(device_id, {**identity, **held_back})
         else:
             self._store.update_device(device_id, {**identity, "capabilities": capabilities})
         self._store.set_channel_count(device_id, channel_count)
-        if not self.connecting:
+        if not self._identified_connecting:
             self._store.set_online(device_id, True)
         self._last_heard = self._monotonic()
         self.answered = True

@@ -38,6 +38,7 @@ from hub.drivers import DriverSettings, Endpoint, EndpointError
 from hub.hookspecs import Candidate, DiscoveredService, DiscoveryLoop, DriverSpec, Identify
 from hub.model import Capabilities
 from hub.redact import redact
+from hub.service import PluginFaultError
 from hub.text import device_text, has_controls, preview
 
 ENTRY_POINT_GROUP = "wmhub"
@@ -150,7 +151,7 @@ class PluginError(Exception):
     """A plugin raised, returned garbage or overran its time; the message names the plugin."""
 
 
-class UrlCheckFailedError(EndpointError):
+class UrlCheckFailedError(EndpointError, PluginFaultError):
     """A plugin's ``DriverSpec.check_url`` raised what is no EndpointError: a bug of the plugin, not of the URL.
     The message names the plugin; the URL is refused (no device is added for it) and the hub goes on."""
 

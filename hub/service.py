@@ -52,6 +52,11 @@ class UnknownCandidateError(LookupError):
     """No discovery candidate has that URL."""
 
 
+class PluginFaultError(ValueError):
+    """A plugin's bug refused the request (its check of a device URL raised): the message names the plugin.
+    An edge answers it as the plugin's error, not the caller's; the URL itself may be fine."""
+
+
 class StateView(Protocol):
     """The live state of every device, read-only: what an edge publishes or serves."""
 

@@ -14,9 +14,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from hub.model import LOW_BATTERY, Channel, Command, CommandResult, Device
-from hub.plugins import UrlCheckFailedError
 from hub.redact import redact
-from hub.service import HubService, UnknownCandidateError
+from hub.service import HubService, PluginFaultError, UnknownCandidateError
 from hub.text import small_number
 from hub.web.routing import ApiError, Operation, json_response, not_found, parse_body, parse_query
 from hub.web.schemas import (
@@ -240,7 +239,7 @@ async def add_device(request: web.Request) -> web.Response:
     known = hub.manages(body.url)
     try:
         managed = await hub.add_device(body.url, SOURCE)
-    except UrlCheckFailedError as exc:  # the plugin's bug: the URL may be fine
+    except PluginFaultError as exc:  # the plugin's bug: the URL may be fine
         raise ApiError(502, "plugin_error", str(exc)) from None
     except ValueError as exc:  # EndpointError, or urllib refusing the URL outright (e.g. "x://[")
         raise ApiError(422, "invalid_url", redact(str(exc))) from None
@@ -280,7 +279,7 @@ async def approve_candidate(request: web.Request) -> web.Response:
         managed = await hub.approve_candidate(body.url, SOURCE)
     except UnknownCandidateError as exc:
         raise ApiError(404, "not_found", str(exc)) from None
-    except UrlCheckFailedError as exc:
+    except PluginFaultError as exc:
         raise ApiError(502, "plugin_error", str(exc)) from None
     except ValueError as exc:
         raise ApiError(422, "invalid_url", redact(str(exc))) from None
