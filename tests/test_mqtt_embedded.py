@@ -84,10 +84,8 @@ async def _subscribe_everything_then_vanish(port: int, name: str) -> int:
     return received
 
 
-async def test_subscribers_leaving_the_demo_broker_leave_no_errors_in_the_hub_log(tmp_path: Path) -> None:
-    """An outside audit following the README: each ``mosquitto_sub`` watching the demo and stopped left
-    "Task exception was never retrieved" errors with tracebacks in the hub's log (amqtt's tasks sending to a
-    client that had gone)."""
+async def _demo_hub_with_its_broker(tmp_path: Path) -> tuple[asyncio.subprocess.Process, int, Path]:
+    """A ``wmhub run --demo`` child whose embedded broker listens: the process, the broker's port, its log."""
     http_port, mqtt_port = free_port(), free_port()
     log = tmp_path / "hub.log"
     environ = {key: value for key, value in os.environ.items() if not key.startswith("WMHUB_")}
@@ -99,6 +97,19 @@ async def test_subscribers_leaving_the_demo_broker_leave_no_errors_in_the_hub_lo
         )
     try:
         await eventually(lambda: "embedded MQTT broker listening" in log.read_text(), 30, "the demo's broker")
+    except BaseException:
+        hub.kill()
+        await hub.wait()
+        raise
+    return hub, mqtt_port, log
+
+
+async def test_subscribers_leaving_the_demo_broker_leave_no_errors_in_the_hub_log(tmp_path: Path) -> None:
+    """An outside audit following the README: each ``mosquitto_sub`` watching the demo and stopped left
+    "Task exception was never retrieved" errors with tracebacks in the hub's log (amqtt's tasks sending to a
+    client that had gone)."""
+    hub, mqtt_port, log = await _demo_hub_with_its_broker(tmp_path)
+    try:
         for number in range(5):
             assert await _subscribe_everything_then_vanish(mqtt_port, f"watcher-{number}") >= 4096
         hub.send_signal(signal.SIGTERM)
@@ -149,20 +160,11 @@ async def test_the_demo_hub_stops_on_sigterm_while_clients_keep_sending_and_node
     been read: a client sending at that moment (Node-RED's acknowledgements and pings) kept it running.
     Clients that keep sending make that certain; Node-RED's MQTT 5 connection, which amqtt neither
     accepts nor refuses, stays open beside them."""
-    http_port, mqtt_port = free_port(), free_port()
-    log = tmp_path / "hub.log"
-    environ = {key: value for key, value in os.environ.items() if not key.startswith("WMHUB_")}
-    environ |= {"WMHUB_DISCOVERY__ENABLED": "false", "WMHUB_MQTT__EMBEDDED_PORT": str(mqtt_port)}
-    command = [sys.executable, "-m", "hub.cli", "run", "--demo", "--http", f"127.0.0.1:{http_port}"]
-    with log.open("wb") as out:
-        hub = await asyncio.create_subprocess_exec(
-            *command, "--data-dir", str(tmp_path / "data"), stdout=out, stderr=out, env=environ
-        )
+    hub, mqtt_port, log = await _demo_hub_with_its_broker(tmp_path)
     stop = asyncio.Event()
     pingers: list[asyncio.Future[None]] = []
     node_red_v5: asyncio.StreamWriter | None = None
     try:
-        await eventually(lambda: "embedded MQTT broker listening" in log.read_text(), 30, "the demo's broker")
         _, node_red_v5 = await asyncio.open_connection("127.0.0.1", mqtt_port)
         node_red_v5.write(NODE_RED_V5_CONNECT)
         connected = [asyncio.Event() for _ in range(6)]
