@@ -2,11 +2,13 @@
 without MQTT, and says why and what to change."""
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -84,8 +86,12 @@ async def _subscribe_everything_then_vanish(port: int, name: str) -> int:
     return received
 
 
-async def _demo_hub_with_its_broker(tmp_path: Path) -> tuple[asyncio.subprocess.Process, int, Path]:
-    """A ``wmhub run --demo`` child whose embedded broker listens: the process, the broker's port, its log."""
+@contextlib.asynccontextmanager
+async def _demo_hub_with_its_broker(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, Path]]:
+    """A ``wmhub run --demo`` child whose embedded broker listens: the process, the broker's port, its log.
+    Killed on the way out if it has not exited."""
     http_port, mqtt_port = free_port(), free_port()
     log = tmp_path / "hub.log"
     environ = {key: value for key, value in os.environ.items() if not key.startswith("WMHUB_")}
@@ -97,29 +103,27 @@ async def _demo_hub_with_its_broker(tmp_path: Path) -> tuple[asyncio.subprocess.
         )
     try:
         await eventually(lambda: "embedded MQTT broker listening" in log.read_text(), 30, "the demo's broker")
-    except BaseException:
-        hub.kill()
-        await hub.wait()
-        raise
-    return hub, mqtt_port, log
+        yield hub, mqtt_port, log
+    finally:
+        if hub.returncode is None:
+            hub.kill()
+            await hub.wait()
+
+
+def _error_lines(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if '"level":"error"' in line]
 
 
 async def test_subscribers_leaving_the_demo_broker_leave_no_errors_in_the_hub_log(tmp_path: Path) -> None:
     """An outside audit following the README: each ``mosquitto_sub`` watching the demo and stopped left
     "Task exception was never retrieved" errors with tracebacks in the hub's log (amqtt's tasks sending to a
     client that had gone)."""
-    hub, mqtt_port, log = await _demo_hub_with_its_broker(tmp_path)
-    try:
+    async with _demo_hub_with_its_broker(tmp_path) as (hub, mqtt_port, log):
         for number in range(5):
             assert await _subscribe_everything_then_vanish(mqtt_port, f"watcher-{number}") >= 4096
         hub.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(hub.wait(), 30) == 0
-    finally:
-        if hub.returncode is None:
-            hub.kill()
-            await hub.wait()
-    errors = [line for line in log.read_text().splitlines() if '"level":"error"' in line]
-    assert errors == []
+    assert _error_lines(log) == []
 
 
 # Node-RED 4's MQTT 5 broker node connecting (mqtt.js, "request response/problem information" set): amqtt reads
@@ -160,25 +164,23 @@ async def test_the_demo_hub_stops_on_sigterm_while_clients_keep_sending_and_node
     been read: a client sending at that moment (Node-RED's acknowledgements and pings) kept it running.
     Clients that keep sending make that certain; Node-RED's MQTT 5 connection, which amqtt neither
     accepts nor refuses, stays open beside them."""
-    hub, mqtt_port, log = await _demo_hub_with_its_broker(tmp_path)
     stop = asyncio.Event()
     pingers: list[asyncio.Future[None]] = []
     node_red_v5: asyncio.StreamWriter | None = None
     try:
-        _, node_red_v5 = await asyncio.open_connection("127.0.0.1", mqtt_port)
-        node_red_v5.write(NODE_RED_V5_CONNECT)
-        connected = [asyncio.Event() for _ in range(6)]
-        pingers = [
-            asyncio.ensure_future(_keep_pinging(mqtt_port, f"node-red-{n}", up, stop)) for n, up in enumerate(connected)
-        ]
-        await asyncio.wait_for(asyncio.gather(*(up.wait() for up in connected)), 30)
-        hub.send_signal(signal.SIGTERM)
-        # the hub's own deadline for a stop that does not end is 15 s and exits 1: this one ends cleanly
-        assert await asyncio.wait_for(hub.wait(), 30) == 0
+        async with _demo_hub_with_its_broker(tmp_path) as (hub, mqtt_port, log):
+            _, node_red_v5 = await asyncio.open_connection("127.0.0.1", mqtt_port)
+            node_red_v5.write(NODE_RED_V5_CONNECT)
+            connected = [asyncio.Event() for _ in range(6)]
+            pingers = [
+                asyncio.ensure_future(_keep_pinging(mqtt_port, f"node-red-{n}", up, stop))
+                for n, up in enumerate(connected)
+            ]
+            await asyncio.wait_for(asyncio.gather(*(up.wait() for up in connected)), 30)
+            hub.send_signal(signal.SIGTERM)
+            # before the fix it never exited (this deadline failed the test): now it ends cleanly
+            assert await asyncio.wait_for(hub.wait(), 30) == 0
     finally:
-        if hub.returncode is None:
-            hub.kill()
-            await hub.wait()
         stop.set()
         for pinger in pingers:
             pinger.cancel()
@@ -186,4 +188,4 @@ async def test_the_demo_hub_stops_on_sigterm_while_clients_keep_sending_and_node
         if node_red_v5 is not None:
             node_red_v5.transport.abort()
     # the connections it cut leave no error in its log
-    assert [line for line in log.read_text().splitlines() if '"level":"error"' in line] == []
+    assert _error_lines(log) == []
