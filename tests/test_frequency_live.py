@@ -9,8 +9,9 @@ Three carriers 400 kHz apart: 2 x 518.200 - 518.600 = 517.800 MHz lands on the t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -63,6 +64,23 @@ def conflict_event(action: str, device_id: str) -> Any:
     return matches
 
 
+@contextlib.asynccontextmanager
+async def intermod_triple() -> AsyncIterator[tuple[ShureSimulator, ShureSimulator]]:
+    """A ULXD4D at A and B and a ULXD4 at C: 2 A - B, an intermod hit on the third receiver."""
+    async with ShureSimulator("ulxd4d", seed=3) as pair, ShureSimulator("ulxd4", seed=4) as third:
+        pair.set_channel(1, frequency_mhz=A_MHZ)
+        pair.set_channel(2, frequency_mhz=B_MHZ)
+        third.set_channel(1, frequency_mhz=C_MHZ)
+        yield pair, third
+
+
+async def with_quick_alerts(hub: Hub, tmp_path: Path) -> Hub:
+    """``hub`` with a store whose frequency alerts raise and clear within 0.3 s."""
+    alerts = AlertSettings(frequency_for_s=0.3, clear_after_s=0.3)
+    hub.persistence = await Persistence.open(tmp_path, hub.store, settings=quick_settings(tick_s=0.1, alerts=alerts))
+    return hub
+
+
 async def test_a_restart_never_says_all_clear_while_the_conflict_stands(
     mqtt_broker: TestBroker, tmp_path: Path
 ) -> None:
@@ -70,10 +88,7 @@ async def test_a_restart_never_says_all_clear_while_the_conflict_stands(
     before the real one: Home Assistant's "Frequency conflicts" sensor and any flow saw a false all-clear. Until the
     devices of the run have reported, the previous run's plan stands."""
     plan_topic = "wmhub/hubs/rf/frequency_plan"
-    async with ShureSimulator("ulxd4d", seed=3) as pair, ShureSimulator("ulxd4", seed=4) as third:
-        pair.set_channel(1, frequency_mhz=A_MHZ)
-        pair.set_channel(2, frequency_mhz=B_MHZ)
-        third.set_channel(1, frequency_mhz=C_MHZ)  # 2 A - B: an intermod hit on the third receiver
+    async with intermod_triple() as (pair, third):
         devices = [pair.url, third.url]
         async with MqttProbe(mqtt_broker) as probe:
             await probe.subscribe(plan_topic)
@@ -90,17 +105,8 @@ async def test_a_restart_never_says_all_clear_while_the_conflict_stands(
 
 
 async def test_an_intermod_hit_is_alerted_suggested_away_and_cleared(mqtt_broker: TestBroker, tmp_path: Path) -> None:
-    hub = rf_hub(tmp_path, "shure", mqtt_broker.url, meter_rate_ms=500)
-    alerts = AlertSettings(frequency_for_s=0.3, clear_after_s=0.3)
-    hub.persistence = await Persistence.open(tmp_path, hub.store, settings=quick_settings(tick_s=0.1, alerts=alerts))
-    async with (
-        ShureSimulator("ulxd4d", seed=3) as pair,
-        ShureSimulator("ulxd4", seed=4) as third,
-        MqttProbe(mqtt_broker) as probe,
-    ):
-        pair.set_channel(1, frequency_mhz=A_MHZ)
-        pair.set_channel(2, frequency_mhz=B_MHZ)
-        third.set_channel(1, frequency_mhz=C_MHZ)
+    hub = await with_quick_alerts(rf_hub(tmp_path, "shure", mqtt_broker.url, meter_rate_ms=500), tmp_path)
+    async with intermod_triple() as (pair, third), MqttProbe(mqtt_broker) as probe:
         await probe.subscribe(f"{ALERTS}/#")
         await probe.subscribe("wmhub/hubs/rf/frequency_plan")
         await probe.subscribe("homeassistant/device/wmhub_hub_rf/config")
@@ -168,18 +174,9 @@ async def test_an_open_conflict_alert_says_what_the_conflict_is_now(mqtt_broker:
     retuned within the guard (the conflict stands, its offset moved), REST, MQTT and the board still named the
     old source and offset while the plan showed the new ones. The open alert follows the findings, stays the
     alert it was (id, raise time, one row in the history) and is re-said only when its text changes."""
-    hub = rf_hub(tmp_path, "shure", mqtt_broker.url)
-    alerts = AlertSettings(frequency_for_s=0.3, clear_after_s=0.3)
-    hub.persistence = await Persistence.open(tmp_path, hub.store, settings=quick_settings(tick_s=0.1, alerts=alerts))
+    hub = await with_quick_alerts(rf_hub(tmp_path, "shure", mqtt_broker.url), tmp_path)
     plan_topic = "wmhub/hubs/rf/frequency_plan"
-    async with (
-        ShureSimulator("ulxd4d", seed=3) as pair,
-        ShureSimulator("ulxd4", seed=4) as third,
-        MqttProbe(mqtt_broker) as probe,
-    ):
-        pair.set_channel(1, frequency_mhz=A_MHZ)
-        pair.set_channel(2, frequency_mhz=B_MHZ)
-        third.set_channel(1, frequency_mhz=C_MHZ)
+    async with intermod_triple() as (pair, third), MqttProbe(mqtt_broker) as probe:
         await probe.subscribe(f"{ALERTS}/#")
         await probe.subscribe(plan_topic)
         async with hub, aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}", headers=AUTH) as http:
@@ -284,9 +281,7 @@ async def test_a_group_is_coordinated_and_tuned_on_the_receivers(tmp_path: Path)
 async def test_an_in_ear_transmitter_on_a_mic_frequency_is_an_alert_until_rf_muted(tmp_path: Path) -> None:
     """A P10T reports no transmitter of its own (it is one): online and not RF-muted, its carrier is on air, so
     sitting on an active mic's frequency is a conflict alert, not a warning."""
-    hub = rf_hub(tmp_path, "shure")
-    alerts = AlertSettings(frequency_for_s=0.3, clear_after_s=0.3)
-    hub.persistence = await Persistence.open(tmp_path, hub.store, settings=quick_settings(tick_s=0.1, alerts=alerts))
+    hub = await with_quick_alerts(rf_hub(tmp_path, "shure"), tmp_path)
     async with (
         ShureSimulator("ulxd4", seed=6) as mic,
         ShureSimulator("p10t", seed=7) as iem,
