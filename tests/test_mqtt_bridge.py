@@ -96,6 +96,9 @@ async def running_hub(
     hub = compose_hub(config, plugins, clock)
     await hub.start()
     try:
+        # a request published before the broker has put the hub's subscriptions in place reaches nobody
+        client = bridge_of(hub).client
+        await eventually(lambda: client is not None and client.subscribed, 10, "the hub's subscriptions")
         yield hub
     finally:
         await hub.stop()
@@ -112,7 +115,22 @@ class Watching(NamedTuple):
 async def watching_hub(broker: TestBroker, tmp_path: Path, receiver: str) -> AsyncIterator[Watching]:
     """A hub with the example receiver online, and a probe on the same broker."""
     async with running_hub(broker, tmp_path, [receiver]) as hub, MqttProbe(broker) as probe:
-        yield Watching(hub, probe, hub.config.mqtt.base_topic, await online_device(hub))
+        device_id = await online_device(hub)
+        await listening_to(hub, device_id)
+        yield Watching(hub, probe, hub.config.mqtt.base_topic, device_id)
+
+
+async def listening_to(hub: Hub, device_id: str) -> None:
+    """Wait until the broker has put the hub's subscriptions to the device's set/get topics in place: a message
+    published before is dropped (RabbitMQ takes a while to make each one)."""
+    bridge = bridge_of(hub)
+
+    def listening() -> bool:
+        client = bridge.client
+        wanted = bridge.topics.control_filters(device_id)
+        return client is not None and client.subscribed and all(topic in client.subscriptions for topic in wanted)
+
+    await eventually(listening, 10, f"the hub subscribed to {device_id}'s set topics")
 
 
 def bridge_of(hub: Hub) -> MqttBridge:
@@ -461,19 +479,10 @@ async def test_clean_stop_says_offline_and_control_topics_follow_the_hub(
             a_device = await online_device(hub_a)
             b_device = await online_device(hub_b)
             assert a_device != b_device
-            # hub B subscribes to its device's command topics when the device appears; the broker may not have
-            # taken that subscription yet, and a command published before it reaches nobody: ask again
-            for _ in range(10):
-                try:
-                    response = await probe.request(
-                        f"{base}/hubs/site_b/response/set",
-                        f"{base}/devices/{b_device}/channels/1/set",
-                        {"name": "B only"},
-                        timeout=1,
-                    )
-                    break
-                except AssertionError:
-                    continue
+            await listening_to(hub_b, b_device)
+            response = await probe.request(
+                f"{base}/hubs/site_b/response/set", f"{base}/devices/{b_device}/channels/1/set", {"name": "B only"}
+            )
             assert response["status"] == "ok"
             assert not [topic for topic, _ in probe.messages if topic == f"{base}/hubs/site_a/response/set"]
             await probe.json(f"{base}/devices/{b_device}/channels/1", lambda value: value["name"] == "B only")

@@ -37,6 +37,7 @@ async def test_publishes_and_receives_over_a_real_broker(mqtt_broker: TestBroker
         BrokerAddress(mqtt_broker.host, mqtt_broker.port), "c1", on_message=lambda t, p, r: received.append((t, p))
     )
     client.subscribe("in/#", 1)
+    assert not client.subscribed
     client.start()
     try:
         assert await client.wait_connected(5)
@@ -47,8 +48,15 @@ async def test_publishes_and_receives_over_a_real_broker(mqtt_broker: TestBroker
             await eventually(
                 lambda: len([m for m in probe.messages if m[0].startswith("out/")]) == 1000, 5, "1000 messages"
             )
+            await eventually(lambda: client.subscribed, 5, "the broker's acknowledgement of in/#")
             probe.publish("in/x", b"hello")
             await eventually(lambda: ("in/x", b"hello") in received, 5, "inbound message")
+            # a subscription asked for later is unconfirmed until the broker acknowledges it
+            client.subscribe("late/#", 1)
+            assert not client.subscribed
+            await eventually(lambda: client.subscribed, 5, "the broker's acknowledgement of late/#")
+            probe.publish("late/y", b"there")
+            await eventually(lambda: ("late/y", b"there") in received, 5, "the message on the late subscription")
     finally:
         await client.stop()
 

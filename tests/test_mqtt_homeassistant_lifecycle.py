@@ -494,8 +494,16 @@ async def test_a_receiver_with_fewer_channels_at_the_same_address_leaves_no_ghos
             base = hub.config.mqtt.base_topic
             channels_topic = f"{base}/devices/{device_id}/channels/"
             await eventually(lambda: reported_channels(hub, device_id) == QUAD_REPORTED, 10, "its channels reported")
-            before = await retained(mqtt_broker, f"{channels_topic}+")
-            assert sorted(before) == [f"{channels_topic}{index}" for index in QUAD_REPORTED]
+            async with MqttProbe(mqtt_broker) as probe:  # published a moment after the store has them
+                await probe.subscribe(f"{channels_topic}+")
+                await eventually(
+                    lambda: (
+                        sorted(topic for topic, payload in probe.latest.items() if payload)
+                        == [f"{channels_topic}{index}" for index in QUAD_REPORTED]
+                    ),
+                    10,
+                    "the reported channels retained",
+                )
             config_topic = f"homeassistant/device/{device_id}/config"
             quad_config = orjson.loads((await retained(mqtt_broker, config_topic))[config_topic])
             quad_only = {key for key in quad_config["components"] if key.startswith(("ch3_", "ch4_"))}

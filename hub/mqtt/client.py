@@ -106,6 +106,7 @@ class MqttClient:
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._subscriptions: dict[str, int] = {}
+        self._unconfirmed_subscribes: set[int] = set()  # message ids of SUBSCRIBEs the broker has not acknowledged
         self._retained = RetainedTopics()  # replayed after each connect
         self._last_info: paho.MQTTMessageInfo | None = None
         self._flush_waiter: asyncio.Event | None = None
@@ -124,6 +125,12 @@ class MqttClient:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def subscribed(self) -> bool:
+        """Connected, with every subscription asked for acknowledged: a message published now to a topic the
+        client subscribed to reaches it (a broker drops one that arrives before its subscription is in place)."""
+        return self._connected and not self._unconfirmed_subscribes
 
     @property
     def address(self) -> BrokerAddress:
@@ -221,7 +228,7 @@ class MqttClient:
             return
         self._subscriptions[topic_filter] = qos
         if self._paho is not None and self._connected:
-            self._paho.subscribe(topic_filter, qos)
+            self._awaiting_suback(self._paho.subscribe(topic_filter, qos))
 
     def unsubscribe(self, topic_filter: str) -> None:
         if self._subscriptions.pop(topic_filter, None) is not None and self._paho is not None and self._connected:
@@ -355,6 +362,7 @@ class MqttClient:
         client.on_disconnect = self._disconnected_cb
         client.on_message = self._message_cb
         client.on_publish = self._published_cb
+        client.on_subscribe = self._subscribed_cb
         self._paho = client
         self._lost.clear()
         self._connack = loop.create_future()
@@ -369,6 +377,7 @@ class MqttClient:
         client, self._paho = self._paho, None
         self._socket = None
         self._connected = False
+        self._unconfirmed_subscribes.clear()
         self.connected_event.clear()
         if client is not None:
             client._sock_close()
@@ -413,8 +422,9 @@ class MqttClient:
         self.last_error = None
         self.dropped_since_warning = 0
         log.info("MQTT broker %s: connected as %s", self.address, self.client_id)
+        self._unconfirmed_subscribes.clear()  # a new connection: what the last one asked for is asked again
         if self._subscriptions:
-            client.subscribe(list(self._subscriptions.items()))
+            self._awaiting_suback(client.subscribe(list(self._subscriptions.items())))
         for topic, payload, qos in self._retained.replay():
             client.publish(topic, payload, qos, True)
         self.connected_event.set()
@@ -441,6 +451,15 @@ class MqttClient:
         self._lost.set()
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(ConnectionError(before_connack))
+
+    def _awaiting_suback(self, sent: tuple[int, int | None]) -> None:
+        code, mid = sent
+        if code == paho.MQTT_ERR_SUCCESS and mid is not None:  # else the connection is going: the next asks again
+            self._unconfirmed_subscribes.add(mid)
+
+    def _subscribed_cb(self, client: paho.Client, userdata: Any, mid: int, codes: Any, props: Any) -> None:
+        if client is self._paho:
+            self._unconfirmed_subscribes.discard(mid)
 
     def _published_cb(self, client: paho.Client, userdata: Any, mid: int, code: Any, props: Any) -> None:
         # paho marks the message published only after this callback returns, hence the mid comparison

@@ -142,8 +142,11 @@ async def test_after_a_refusal_the_device_is_asked_again_only_once_auth_retry_pa
         managed = hub.add(simulator.url(password="Wrong-Pass-3030", auth_retry="30"))
         await eventually(lambda: managed.supervisor.last_error, what="the refusal")
         asked, attempts = simulator.requests, managed.supervisor.attempts
+        # the clock moves only once the supervisor sleeps on it: it closes the driver between failing and sleeping
+        await eventually(lambda: clock.sleeping == 1, what="the supervisor's back-off")
         clock.advance(29.0)  # past the supervisor's back-off, short of auth_retry
         await eventually(lambda: managed.supervisor.attempts == attempts + 1, what="the supervisor's next attempt")
+        await eventually(lambda: clock.sleeping == 1, what="the supervisor's next back-off")
         assert simulator.requests == asked, "no request within auth_retry of the refusal"
         clock.advance(5.0)  # past auth_retry, and past the supervisor's next back-off
         # the open identity first, then the refused request: wait for the refusal, not only the first request
