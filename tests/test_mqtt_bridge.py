@@ -561,3 +561,24 @@ async def test_a_flood_of_requests_is_refused_beyond_the_limit_and_the_rest_stil
             for n in (0, 1)
         ]
         assert [answer["data"] for answer in answered] == [{"released": True}] * 2
+
+
+async def test_each_state_goes_out_once(mqtt_broker: TestBroker, tmp_path: Path, receiver: str) -> None:
+    """A new receiver's channel went out twice, identical, in the batch that brought it (once with the whole
+    device, once as a changed channel): every consumer saw two updates, Home Assistant logged two state
+    changes."""
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("#")
+        async with watching_hub(mqtt_broker, tmp_path, receiver) as (_, _, base, device_id):
+            channel_topic = f"{base}/devices/{device_id}/channels/1"
+            await probe.message(channel_topic)
+            # the device's next state change comes after the first channel state's, in order on one connection
+            await probe.message(f"{base}/hubs/hub1/devices")
+        repeated = [
+            topic
+            for (topic, payload), (next_topic, next_payload) in itertools.pairwise(
+                [(topic, payload) for topic, payload in probe.messages if topic == channel_topic]
+            )
+            if payload == next_payload
+        ]
+        assert not repeated

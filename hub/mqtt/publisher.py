@@ -168,6 +168,10 @@ class StatePublisher:
         grown: set[str] = set()  # devices with a channel more (a Spectera pack paired): a new channel_count
         state_sent: set[str] = set()  # devices whose device state this batch has published
         answered: list[Device] = []  # devices first online this run: the previous run's extra channels go
+        # devices whose every topic this batch publishes: their changed channels go out with them, once
+        published_whole = {
+            device_id for (device_id, index), changed in batch.items() if index is None and changed & {ADDED, REMOVED}
+        }
         for (device_id, index), changed in batch.items():
             device = devices.get(device_id)
             if device is None:
@@ -176,6 +180,7 @@ class StatePublisher:
                     list_changed = True
                 continue
             if self._take_back(device):
+                published_whole.add(device_id)
                 list_changed = True
                 continue
             if self._still_deferred(device):
@@ -215,9 +220,10 @@ class StatePublisher:
                     configs.add(device_id)
                     grown.add(device_id)
                 if channel.reported:  # its state goes out with the receiver's first report of it
-                    self._publish(
-                        self.topics.channel(device_id, index), payloads.encode(payloads.channel_state(channel))
-                    )
+                    if device_id not in published_whole:
+                        self._publish(
+                            self.topics.channel(device_id, index), payloads.encode(payloads.channel_state(channel))
+                        )
                 elif "extended_name" in changed:
                     self._rename_previous_channel(device_id, index, channel.extended_name)
         for device_id in grown - state_sent:
