@@ -625,11 +625,15 @@ class Hub:
         if len(refused) > RETUNE_REFUSALS_SHOWN:
             log.warning("meter rate not taken by %d more receivers", len(refused) - RETUNE_REFUSALS_SHOWN)
 
-    async def set_meter_rate(self, rate_ms: int, device_id: str | None, source: str) -> dict[str, CommandResult]:
+    async def set_meter_rate(
+        self, rate_ms: int, device_id: str | None, source: str, deadline: float | None = None
+    ) -> dict[str, CommandResult]:
         """The result for each device asked: the one named, or every online one."""
         targets = [device_id] if device_id is not None else [d.id for d in self.device_list() if d.online]
         return {
-            target: await self.apply(Command(device_id=target, kind=CommandKind.METER_RATE, value=rate_ms), source)
+            target: await self.apply(
+                Command(device_id=target, kind=CommandKind.METER_RATE, value=rate_ms), source, deadline
+            )
             for target in targets
         }
 

@@ -27,6 +27,7 @@ from hub.drivers import (
     DriverSettings,
     Endpoint,
     EndpointError,
+    applying_by,
 )
 from hub.fieldcheck import FieldRules, checked, merge_rules, model_rules
 from hub.model import (
@@ -894,13 +895,16 @@ class DeviceManager:
                     raise _expired(command)
                 managed, driver = self._sendable(command)  # it may have gone while this command waited
                 try:
-                    result = await self._plugins.call_bounded(
-                        managed.plugin,
-                        "Driver.apply",
-                        self.command_timeout_s + DRIVER_TIMEOUT_GRACE_S,
-                        driver.apply,
-                        command,
-                    )
+                    # the driver may wait before it sends (Shure: for answers to earlier requests): the deadline
+                    # goes with the command, so that it does not send after it
+                    with applying_by(deadline):
+                        result = await self._plugins.call_bounded(
+                            managed.plugin,
+                            "Driver.apply",
+                            self.command_timeout_s + DRIVER_TIMEOUT_GRACE_S,
+                            driver.apply,
+                            command,
+                        )
                 except CommandError as exc:  # the plugin's refusal: its message is the device's text, like an answer
                     result = exc.result()
             finally:

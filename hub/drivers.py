@@ -16,7 +16,9 @@ import logging
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, cast
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
@@ -247,6 +249,32 @@ class DeviceSink(Protocol):
         value changes, not on every report."""
 
 
+# The deadline of the command the hub is applying, seen by the driver's apply: a context variable, so that a
+# driver written before deadlines (its apply takes the command alone) is called as ever.
+_command_deadline: ContextVar[float | None] = ContextVar("wmhub_command_deadline", default=None)
+
+
+def command_deadline() -> float | None:
+    """Inside :meth:`Driver.apply`: when the command's sender stops waiting for it (an MQTT ``deadline``, the
+    hub clock's ``now()``: compare it with ``sink.clock.now()``), or None for a command without one (REST, the
+    board, Home Assistant). The hub calls ``apply`` only before it. A driver that waits before it sends (for
+    the device to answer earlier requests, for a new connection) raises
+    :class:`hub.model.CommandExpiredError` instead of sending once it has passed: a command carried out after
+    its sender reported a failure is worse than none. A driver that sends at once need not look."""
+    return _command_deadline.get()
+
+
+@contextmanager
+def applying_by(deadline: float | None) -> Iterator[None]:
+    """For the hub: :func:`command_deadline` answers ``deadline`` to the driver code called inside (and to
+    the tasks it starts)."""
+    token = _command_deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _command_deadline.reset(token)
+
+
 class Driver(ABC):
     """One connection to one device. Subclass it, or :class:`PollingDriver` for pull protocols."""
 
@@ -268,7 +296,8 @@ class Driver(ABC):
         """Leave the device as we found it (metering off) and release the connection. Never raises."""
 
     async def apply(self, command: Command) -> CommandResult:
-        """Carry out a command; return only once the device confirmed it. Raise a CommandError."""
+        """Carry out a command; return only once the device confirmed it. Raise a CommandError. A command with
+        a deadline (:func:`command_deadline`) is not sent after it."""
         raise NotSupportedError(f"{type(self).__name__} has no controls")
 
 

@@ -171,7 +171,12 @@ class HubService(Protocol):
 
     async def rename_channel(self, device_id: str, channel: int, name: str | None, source: str) -> None: ...
 
-    async def set_meter_rate(self, rate_ms: int, device_id: str | None, source: str) -> dict[str, CommandResult]: ...
+    async def set_meter_rate(
+        self, rate_ms: int, device_id: str | None, source: str, deadline: float | None = None
+    ) -> dict[str, CommandResult]:
+        """Set the meter rate of the device named, or of every online one; each not sent to its device by
+        ``deadline`` is answered ``expired`` (as :meth:`apply`)."""
+        ...
 
     def need_meters(self, interval_s: float) -> Callable[[], None]:
         """A consumer of levels every ``interval_s`` is there (hub.metering); call the result when it goes."""

@@ -357,6 +357,46 @@ async def test_a_set_whose_deadline_passes_behind_another_command_to_the_receive
     assert sim.channels[1].values["muted"] is False
 
 
+@pytest.mark.parametrize("what", ["set", "meter_rate"])
+async def test_a_command_whose_deadline_passes_while_the_shure_driver_resynchronises_is_not_sent(
+    mqtt_broker: TestBroker, tmp_path: Path, what: str
+) -> None:
+    """A known gap of the eleventh session: a set (or a meter_rate request) handed to the Shure driver while it
+    waited for the receiver to answer the question it asks after an unanswered request was sent once the
+    answer came, long after its deadline. The deadline bounds that wait too: the message is answered
+    "expired" and its command never sent, and the resynchronisation goes on (no new connection for it)."""
+    async with ulxd_on_mqtt(mqtt_broker, tmp_path) as (sim, hub, probe, base, device_id):
+        managed = hub.devices.find(device_id)
+        assert managed is not None
+        if what == "set":
+            topic, body, command = f"devices/{device_id}/channels/1/set", {"muted": True}, "SET 1 AUDIO_MUTE"
+        else:
+            topic, body, command = "hubs/hub1/request/meter_rate", {"ms": 777, "device_id": device_id}, "00777"
+        response = f"{base}/hubs/hub1/response/{what}"
+        sim.holding = True  # the rename goes unanswered, and so does the question the driver asks after it
+        rename = Command(device_id=device_id, channel=1, kind=CommandKind.NAME, value="LOST")
+        lost = await hub.apply(rename, "rest")
+        assert lost.code == "timeout", lost
+        deadline = time.time() + 1.0
+        probe.publish(f"{base}/{topic}", {**body, "deadline": deadline, "transaction": "in-resync"})
+
+        def answered() -> bool:
+            return any(topic == response and b"in-resync" in payload for topic, payload in probe.messages)
+
+        # the receiver answers well before the driver's own io_timeout_s, but after the deadline: a command
+        # still waiting in the driver then would reach the receiver now
+        await eventually(lambda: answered() or time.time() > deadline + 0.5, 10, "the deadline passed")
+        sim.release()
+        answer = await probe.json(response, lambda value: value.get("transaction") == "in-resync", timeout=10)
+        # a later set waits for everything before it: had the command been sent, it went before this
+        await set_and_confirm(probe, base, device_id, 1, {"gain_db": 6})
+    assert answer["status"] == "error" and "expired: not carried out" in answer["error"], answer
+    assert "results" not in answer["data"], "nothing of the message was done"
+    assert not [line for line in sim.received if command in line], sim.received
+    assert sim.channels[1].values["muted"] is False
+    assert managed.supervisor.reconnects == 0, "the receiver answered the driver's question in time for it"
+
+
 async def test_a_later_part_of_a_set_whose_deadline_passes_behind_a_rest_command_is_not_sent(
     mqtt_broker: TestBroker, tmp_path: Path
 ) -> None:

@@ -87,8 +87,9 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def validate(model: type[ModelT], request: dict[str, Any]) -> ModelT:
-    """Validate a request without its ``transaction`` and ``deadline``; the message names each bad key."""
-    body = {key: value for key, value in request.items() if key not in REQUEST_KEYS}
+    """Validate a request without its ``transaction`` and ``deadline`` (unless ``model`` has a field for one);
+    the message names each bad key."""
+    body = {key: value for key, value in request.items() if key not in REQUEST_KEYS or key in model.model_fields}
     try:
         return model.model_validate(body)
     except ValidationError as exc:

@@ -44,6 +44,8 @@ class RenameRequest(StrictMessage):
 class MeterRateRequest(StrictMessage):
     ms: int = Field(ge=0, le=99999)
     device_id: str | None = None
+    # a request that reaches the receivers: its deadline bounds each one's command as a set's does
+    deadline: float | None = None
 
 
 class EmptyRequest(StrictMessage):
@@ -128,7 +130,7 @@ class HubRequests(StatePublisher):
         return request.model_dump()
 
     async def _request_meter_rate(self, request: MeterRateRequest) -> Any:
-        results = await self.hub.set_meter_rate(request.ms, request.device_id, SOURCE)
+        results = await self.hub.set_meter_rate(request.ms, request.device_id, SOURCE, request.deadline)
         # asked of every device, one whose family has no meter_rate command (UHF-R, Spectera, in-ear
         # transmitters) is no failure
         without = (

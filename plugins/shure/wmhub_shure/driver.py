@@ -18,10 +18,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, cast
 
-from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint, PacedReader, UnsupportedDeviceError
+from hub.drivers import (
+    DeviceSink,
+    Driver,
+    DriverSettings,
+    Endpoint,
+    PacedReader,
+    UnsupportedDeviceError,
+    command_deadline,
+)
 from hub.model import (
     METER_FIELDS,
     Command,
+    CommandExpiredError,
     CommandResult,
     CommandTimeoutError,
     DeviceUnavailableError,
@@ -832,7 +841,7 @@ class ShureDriver(Driver):
         # one budget for the resynchronisation and the command, as before for the command alone: the hub
         # bounds a driver's apply by its command timeout
         deadline = asyncio.get_running_loop().time() + self.settings.io_timeout_s
-        await self._resynchronised(deadline)
+        await self._resynchronised(deadline, command_deadline())
         if request.param == "METER_RATE" and self._meter_channels != [0]:
             return await self._meter_rate_per_channel(request.expected, deadline)
 
@@ -906,10 +915,12 @@ class ShureDriver(Driver):
             limit = asyncio.get_running_loop().time() + self.settings.io_timeout_s
             self._sync = asyncio.ensure_future(self._resync(limit if deadline is None else min(limit, deadline)))
 
-    async def _resynchronised(self, deadline: float) -> None:
+    async def _resynchronised(self, deadline: float, send_by: float | None = None) -> None:
         """Return once no answer to an earlier request can reach a request sent now; raise (nothing sent) when
-        that is not so by ``deadline`` (the loop's clock) or the connection was given up for it."""
+        that is not so by ``deadline`` (the loop's clock) or the connection was given up for it, or when the
+        command's sender stopped waiting meanwhile (``send_by``, the hub's clock: hub.drivers.command_deadline)."""
         loop = asyncio.get_running_loop()
+        clock = self.sink.clock
         while self._lost_upto > self._synced_upto:
             transport = self._transport
             if self._given_up is not None or transport is None or transport.is_closing():
@@ -924,8 +935,14 @@ class ShureDriver(Driver):
             assert sync is not None
             # no timeout of its own: the resynchronisation has one, and began no later than this command; wait
             # rather than await, so that a command cancelled by the hub leaves it running, and one cancelled by
-            # close() does not cancel the command (the connection's state above says what happened)
-            await asyncio.wait({sync})
+            # close() does not cancel the command (the connection's state above says what happened). The
+            # sender's deadline ends the wait, not the resynchronisation: a short one costs no new connection.
+            await asyncio.wait({sync}, timeout=None if send_by is None else max(0.0, send_by - clock.now()))
+            if send_by is not None and clock.now() >= send_by:
+                raise CommandExpiredError(
+                    f"expired: not carried out, its deadline passed while it waited for {self.model} {self.where} "
+                    f"to answer the question asked after {self._lost_what}"
+                )
             if self._lost_upto <= self._synced_upto and loop.time() >= deadline:
                 raise CommandTimeoutError(
                     f"not sent: {self.model} {self.where} answered the question asked after {self._lost_what} "
