@@ -169,6 +169,11 @@ class DeviceHandle(DeviceSink):
         self._recalled_unknown = False  # the driver recalled its memory before the device said who it is
         self._connected_again = False  # ... and was connected again for the memory its device id had
         self.on_identified: Callable[[DeviceHandle], None] | None = None
+        # the device answered as none its plugin monitors (set_unsupported), and has not connected since
+        self.unsupported = False
+        # called when that changes: the manager keeps it, so that a restart does not offer its family's controls
+        # to a device found unsupported, nor withhold them from one that connected since
+        self.on_support_changed: Callable[[], None] | None = None
         # (old id, new id) whenever the device takes an id: the manager keeps its index by id with it
         self.on_id_changed: Callable[[str | None, str], None] | None = None
         # (URL it held the id under, id) when this device took over the id of an offline device reporting
@@ -511,12 +516,21 @@ class DeviceHandle(DeviceSink):
             self._store.update_device(self.device_id, {"capabilities": held[0]})
         if identified:
             self._store.set_online(self.device_id, True)
+        if self.unsupported:
+            self.unsupported = False
+            self._support_changed()
 
     def set_unsupported(self) -> None:
         # no controls (Home Assistant, the board) that could only ever answer "not connected"; its next
         # identify (another model at the address) starts from the family's declaration again
         if self.device_id is not None and not self.released:
             self._store.update_device(self.device_id, {"capabilities": NO_CAPABILITIES})
+            self.unsupported = True
+            self._support_changed()
+
+    def _support_changed(self) -> None:
+        if self.on_support_changed is not None:
+            self.on_support_changed()
 
 
 @dataclass
@@ -690,6 +704,8 @@ class DeviceManager:
             plugin_name, declared, "update_capabilities", "update_capabilities"
         )
         handle.memories = self.memories
+        # found unsupported in a run before: kept so until it connects (remembered_device gave it no capabilities)
+        handle.unsupported = remembered is not None and remembered.capabilities is NO_CAPABILITIES
         timer = self._plugins.timer
 
         def make_driver() -> Driver:
@@ -718,6 +734,7 @@ class DeviceManager:
         self._by_identity[endpoint.identity] = managed
         self._by_id.setdefault(managed.known_id, managed)
         handle.on_id_changed = lambda old, new: self._reindex(managed, old, new)
+        handle.on_support_changed = lambda: self._keep_identity(managed)
         handle.on_moved = self._moved
         return managed
 
@@ -730,7 +747,8 @@ class DeviceManager:
         remembered = remembered_device(text, vendor, endpoint) if text is not None else None
         if remembered is None or device_id not in (None, remembered.id):
             return None
-        remembered.capabilities = self._capabilities(plugin_name, remembered.family, remembered.model)
+        if remembered.capabilities is None:  # else it was unsupported: no controls until it says otherwise
+            remembered.capabilities = self._capabilities(plugin_name, remembered.family, remembered.model)
         return remembered
 
     def _watch_identities(self) -> None:
@@ -751,7 +769,13 @@ class DeviceManager:
             device = self._store.get(device_id)
             managed = self._by_id.get(device_id)
             if device is not None and device.online and managed is not None and managed.device_id == device_id:
-                self.identities.remember(managed.url, identity_text(device))
+                self._keep_identity(managed)
+
+    def _keep_identity(self, managed: ManagedDevice) -> None:
+        """Keep what ``managed``'s device said it is this run, and whether its plugin found it unsupported."""
+        device = self._store.get(managed.device_id) if managed.device_id is not None else None
+        if device is not None:
+            self.identities.remember(managed.url, identity_text(device, unsupported=managed.handle.unsupported))
 
     async def reconnect(self, url: str) -> ManagedDevice:
         """Connect the device already managed under ``url``'s shown URL with ``url`` from now on (its password
@@ -972,9 +996,10 @@ def _expired(command: Command) -> CommandExpiredError:
     )
 
 
-def identity_text(device: Device) -> str:
-    """What a device says it is, as JSON text: its id, family, model, firmware and name, and its channels'
-    names by index (its channel count), for :func:`remembered_device` at the next start."""
+def identity_text(device: Device, unsupported: bool = False) -> str:
+    """What a device says it is, as JSON text: its id, family, model, firmware and name, its channels' names by
+    index (its channel count), and whether its plugin found it unsupported (``UnsupportedDeviceError``), for
+    :func:`remembered_device` at the next start."""
     names = {channel.index: channel.name for channel in device.channels}
     identity = {
         "id": device.id,
@@ -983,13 +1008,16 @@ def identity_text(device: Device) -> str:
         "firmware": device.firmware,
         "name": device.name,
         "channels": [names.get(index) for index in range(1, max(names, default=0) + 1)],
+        "unsupported": unsupported,
     }
     return json.dumps(identity, separators=(",", ":"), ensure_ascii=False)
 
 
 def remembered_device(text: str, vendor: str, endpoint: Endpoint) -> Device | None:
     """The device :func:`identity_text` kept, offline at ``endpoint``: its channels hold their names and no
-    reading, unreported (``Channel.reported``); None when the text is not such an identity (a damaged row)."""
+    reading, unreported (``Channel.reported``); one found unsupported has no capabilities (NO_CAPABILITIES), any
+    other None, for its family's to be filled in; None when the text is not such an identity (a damaged row).
+    An identity kept before "unsupported" was (a database of an earlier release) is of a supported device."""
     try:
         identity = json.loads(text)
         names = identity["channels"]
@@ -1005,6 +1033,7 @@ def remembered_device(text: str, vendor: str, endpoint: Endpoint) -> Device | No
             host=endpoint.host,
             port=endpoint.port,
             channels=[Channel(index=index, name=name) for index, name in enumerate(names, start=1)],
+            capabilities=NO_CAPABILITIES if identity.get("unsupported") is True else None,
         )
     except (ValueError, TypeError, KeyError, RecursionError):  # ValidationError is a ValueError
         log.warning("the identity kept of %s is damaged: ignored", redact(endpoint.url))

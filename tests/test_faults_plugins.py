@@ -1098,6 +1098,99 @@ async def test_a_device_the_plugin_does_not_monitor_gets_no_home_assistant_contr
     assert device["online"] is False and device["capabilities"]["commands"] == {}, device
 
 
+SWAPPED_PLUGIN = """
+import asyncio
+from pathlib import Path
+
+from hub import hookimpl
+from hub.drivers import Driver, UnsupportedDeviceError
+from hub.hookspecs import DriverSpec
+from hub.model import Capabilities, CommandKind, CommandLimits
+
+HERE = Path(__file__).parent  # the test's switches: the receiver answers, the receiver was swapped
+
+
+class Swapped(Driver):
+    async def connect(self):
+        while not (HERE / "answering").exists():
+            await asyncio.sleep(0.05)
+        if (HERE / "swapped").exists():
+            self.sink.identify(unique_id="zz1", family="p", model="ZZ-9", channel_count=0)
+            raise UnsupportedDeviceError("the ZZ-9 is not a receiver this plugin monitors")
+        self.sink.identify(unique_id="zz1", family="p", model="P-1", channel_count=1)
+
+    async def run(self):
+        while not (HERE / "swapped").exists():
+            self.sink.heard()
+            await asyncio.sleep(0.05)
+        raise ConnectionError("the receiver went away")
+
+    async def close(self):
+        pass
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="swapped", vendor="swapped", families=("p",), factory=Swapped, default_port=1))
+
+
+@hookimpl
+def device_capabilities(family, model):
+    return Capabilities(channel_fields=frozenset({"muted"}), commands={CommandKind.MUTE: CommandLimits()})
+"""
+
+
+async def test_a_device_found_unsupported_has_no_home_assistant_controls_after_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mqtt_broker: TestBroker
+) -> None:
+    """A known gap of the eleventh session: a receiver the hub had watched, replaced at its address by a model
+    the plugin does not monitor, came back after a restart as it was last watched, with its family's controls
+    in Home Assistant, until its first connect failed again. The hub remembers that it was unsupported: after
+    a restart its first configuration already holds no control."""
+    config, port = stranger_hub_config(
+        tmp_path,
+        monkeypatch,
+        "swapped",
+        SWAPPED_PLUGIN,
+        'devices = ["swapped://zz"]',
+        f'url = "{mqtt_broker.url}"\nbase_topic = "swapped"',
+    )
+    config_topic = "homeassistant/device/swapped-zz1/config"
+    (tmp_path / "answering").touch()
+
+    async def said_unsupported(api: Api) -> bool:
+        connections = (await api.get("/api/health"))["connections"]
+        return any("not a receiver this plugin monitors" in (c["last_error"] or "") for c in connections)
+
+    with hub_process(config, tmp_path / "hub.log") as hub:
+        async with MqttProbe(mqtt_broker) as probe, Api(port) as api:
+            await probe.subscribe("homeassistant/device/#")
+            hub.start()
+            watched = await probe.json(config_topic, lambda value: "ch1_mute" in _with_config(value["components"]))
+            (tmp_path / "swapped").touch()
+            await until(lambda: said_unsupported(api), 20, "the swapped receiver reported unsupported")
+            await probe.json(config_topic, lambda value: not _with_config(value["components"]) - {"online"})
+            hub.signal(signal.SIGTERM)
+            assert await hub.exited(30) == 0
+            for retained in (config_topic, "swapped/devices/swapped-zz1"):  # what the second hub says, only
+                probe.publish(retained, b"", retain=True)
+    (tmp_path / "answering").unlink()  # the second hub's first publications come before any connect
+    with hub_process(config, tmp_path / "hub.log") as hub:
+        async with MqttProbe(mqtt_broker) as probe, Api(port) as api:
+            await probe.subscribe("homeassistant/device/#")
+            await probe.subscribe("swapped/devices/#")
+            hub.start()
+            first = await probe.json(config_topic)
+            device = await probe.json("swapped/devices/swapped-zz1")
+            (tmp_path / "answering").touch()
+            await until(lambda: said_unsupported(api), 20, "the receiver reported unsupported again")
+    configs = [orjson.loads(payload) for topic, payload in probe.messages if topic == config_topic and payload]
+    assert "ch1_mute" in _with_config(watched["components"]), watched
+    assert not _with_config(first["components"]) - {"online"}, first
+    assert [sorted(_with_config(value["components"])) for value in configs] == [["online"]] * len(configs), configs
+    assert device["model"] == "ZZ-9" and device["capabilities"]["commands"] == {}, device
+
+
 def _with_config(components: dict[str, Any]) -> set[str]:
     """The Home Assistant components that have a configuration (one sent with its platform alone is removed)."""
     return {name for name, component in components.items() if set(component) != {"platform"}}
