@@ -18,7 +18,7 @@ from hub.testing import eventually
 from tests.faultproxy import TcpFaultProxy
 from tests.mosquitto import MqttProbe
 from tests.rabbitmq import RabbitNode
-from tests.test_mqtt_bridge import bridge_of, online_device, receiver, running_hub
+from tests.test_mqtt_bridge import bridge_of, listening_to, online_device, receiver, running_hub
 from tests.test_mqtt_failover import Brokers
 
 __all__ = ["receiver"]  # the fixture, imported so pytest finds it here
@@ -56,6 +56,7 @@ async def test_a_hub_publishing_state_at_qos_2_works_at_qos_1(
         running_hub(rabbitmq_node, tmp_path, [receiver], qos_state=2) as hub,
     ):
         device_id = await online_device(hub)
+        await listening_to(hub, device_id)
         base = hub.config.mqtt.base_topic
         await probe.subscribe(f"{base}/#")
         response = await probe.request(

@@ -23,7 +23,7 @@ from hub.config import ConfigError, load_config
 from hub.testing import eventually
 from tests.mosquitto import MosquittoBroker, MqttProbe, TestBroker, find_mosquitto
 from tests.reliability_report import record_check
-from tests.test_mqtt_bridge import example_receiver, online_device, receiver, running_hub, watching_hub
+from tests.test_mqtt_bridge import example_receiver, listening_to, online_device, receiver, running_hub, watching_hub
 
 __all__ = ["receiver"]  # the fixture, imported so pytest finds it here
 
@@ -91,6 +91,7 @@ async def test_an_anonymous_client_reads_everything_and_controls_nothing(tmp_pat
         MqttProbe(broker, "home-assistant", "homeassistant", USERS["homeassistant"]) as home_assistant,
     ):
         device_id = await online_device(hub)
+        await listening_to(hub, device_id)
         channel_topic = f"wmhub/devices/{device_id}/channels/1"
         assert (await read_retained(anonymous, channel_topic))["name"] == "Lead"  # reading is open
         anonymous.client.subscribe("wmhub/hubs/hub1/response/#", 1)

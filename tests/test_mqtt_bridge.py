@@ -148,7 +148,7 @@ async def online_device(hub: Hub) -> str:
     def found() -> str | None:
         return next((device.id for device in hub.store.devices.values() if device.online), None)
 
-    return await eventually(found, 5, "the example device online")
+    return await eventually(found, 10, "the example device online")
 
 
 async def test_hub_and_device_topics_are_published_retained(

@@ -14,7 +14,7 @@ from wmhub_shure.simulator import ShureSimulator
 
 from hub.testing import plugin_host
 from tests.mosquitto import MqttProbe, TestBroker
-from tests.test_mqtt_bridge import online_device, running_hub
+from tests.test_mqtt_bridge import listening_to, online_device, running_hub
 
 
 async def test_a_channel_is_published_only_with_what_the_receiver_reported(
@@ -48,6 +48,7 @@ async def test_get_takes_any_payload_as_documented(mqtt_broker: TestBroker, tmp_
         MqttProbe(mqtt_broker) as probe,
     ):
         device_id = await online_device(hub)
+        await listening_to(hub, device_id)
         channel = f"wmget/devices/{device_id}/channels/1"
         await probe.subscribe(f"{channel}/#")
         await probe.subscribe("wmget/hubs/hub1/response/get")
@@ -70,6 +71,7 @@ async def test_the_walkthrough_s_recipes_hold_for_a_late_subscriber(mqtt_broker:
         running_hub(mqtt_broker, tmp_path, [receiver.url], plugins=plugin_host("wmhub-shure"), base="wmlate") as hub,
     ):
         device_id = await online_device(hub)
+        await listening_to(hub, device_id)
         async with MqttProbe(mqtt_broker) as probe:
             await probe.subscribe(f"wmlate/devices/{device_id}/#")
             await probe.subscribe("wmlate/hubs/hub1/alerts/event")

@@ -24,7 +24,7 @@ from hub.plugins import PluginHost
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
 from tests.test_faults_shure_transcripts import TRANSCRIPTS as SHURE_TRANSCRIPTS
-from tests.test_mqtt_bridge import running_hub
+from tests.test_mqtt_bridge import listening_to, running_hub
 
 
 def vendor_plugins() -> PluginHost:
@@ -49,11 +49,15 @@ async def set_and_confirm(
     return state
 
 
-async def hub_device_id(hub: Any, vendor: str) -> str:
+async def hub_device_id(hub: Hub, vendor: str) -> str:
+    """The id of the hub's receiver of ``vendor`` once it is online and the hub takes sets for it."""
+
     def found() -> str | None:
         return next((d.id for d in hub.store.devices.values() if d.vendor == vendor and d.online), None)
 
-    return await eventually(found, 10, f"the {vendor} receiver online")
+    device_id = await eventually(found, 10, f"the {vendor} receiver online")
+    await listening_to(hub, device_id)
+    return device_id
 
 
 @asynccontextmanager
@@ -108,6 +112,8 @@ async def test_transmitter_power_over_mqtt_in_ear_level_and_showlink_slot_mode(
 
         iem_id = await eventually(lambda: device_of("psm1000"), 10, "the P10T online")
         axient_id = await eventually(lambda: device_of("axient"), 10, "the AD4Q online")
+        await listening_to(hub, iem_id)
+        await listening_to(hub, axient_id)
         await probe.subscribe(f"{base}/#")
         await set_and_confirm(probe, base, iem_id, 1, {"tx_power": "100mW"})
         assert iem.channels[1].values["tx_power"] == "100mW"

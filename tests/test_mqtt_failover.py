@@ -16,7 +16,7 @@ from hub.compose import compose_hub
 from hub.config import ConfigError, HubConfig, MqttSettings, load_config
 from hub.mqtt.brokers import BrokerUrlError, parse_broker_urls
 from tests.mosquitto import MqttProbe, running_broker
-from tests.test_mqtt_bridge import bridge_of, online_device, receiver, running_hub
+from tests.test_mqtt_bridge import bridge_of, listening_to, online_device, receiver, running_hub
 
 __all__ = ["receiver"]  # the fixture, imported so pytest finds it here
 
@@ -70,7 +70,8 @@ async def test_the_hub_fails_over_to_the_next_broker_and_puts_its_state_there(tm
             assert await newcomer.message(f"{base}/devices/{device_id}/availability") == b"online"
             assert (await newcomer.json(f"{base}/devices/{device_id}/channels/1"))["index"] == 1
             assert client.address.port == second.port and client.failovers >= 1
-            # and it answers commands arriving through the new broker
+            # and it answers commands arriving through the new broker, once subscribed there
+            await listening_to(hub, device_id)
             response = await newcomer.request(
                 f"{base}/hubs/hub1/response/set", f"{base}/devices/{device_id}/channels/1/set", {"name": "Moved"}
             )

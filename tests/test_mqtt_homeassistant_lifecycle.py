@@ -29,7 +29,7 @@ from hub.mqtt import payloads
 from hub.mqtt.presence import DEPARTED_GRACE_S
 from hub.testing import eventually, plugin_host
 from tests.mosquitto import MqttProbe, TestBroker
-from tests.test_mqtt_bridge import example_receiver, online_device, running_hub
+from tests.test_mqtt_bridge import example_receiver, listening_to, online_device, running_hub
 from tests.test_mqtt_homeassistant import check_discovery_payload
 
 TRANSCRIPTS = Path(__file__).resolve().parent.parent / "plugins" / "shure" / "tests" / "transcripts"
@@ -190,6 +190,7 @@ async def test_a_refused_rename_puts_the_true_name_back_at_once(
     server, url = await example_receiver("EX0043", name="Lead")
     async with server, running_hub(mqtt_broker, tmp_path, [url]) as hub, MqttProbe(mqtt_broker) as probe:
         device_id = await online_device(hub)
+        await listening_to(hub, device_id)
         base = hub.config.mqtt.base_topic
         channel_topic = f"{base}/devices/{device_id}/channels/1"
         await probe.subscribe(f"{base}/#")
@@ -201,7 +202,8 @@ async def test_a_refused_rename_puts_the_true_name_back_at_once(
                 answer = await probe.request(f"{base}/hubs/hub1/response/set", f"{channel_topic}/set", refused)
                 assert answer["status"] == "error"
                 # Home Assistant's text field showed what the user typed: the channel state says the truth again
-                state = await probe.json(channel_topic, timeout=1.0)
+                # (unasked: the receiver's polls repeat the name unchanged, which publishes nothing)
+                state = await probe.json(channel_topic, timeout=10)
             assert state["name"] == "Lead"
             assert any(
                 record.levelno == logging.WARNING and device_id in record.getMessage() for record in caplog.records
@@ -322,7 +324,7 @@ async def test_a_receiver_moved_to_another_hub_keeps_its_topics_when_its_old_hub
         probe.publish(config, {"device": {"name": "moved"}}, retain=True)
         async with running_hub(mqtt_broker, tmp_path, [], hub_id="hubb", base="wmmove", clock=clock):
             clock.advance(DEPARTED_GRACE_S)
-            await eventually(lambda: "is another hub's now" in caplog.text, 5, "B deciding about the receiver")
+            await eventually(lambda: "is another hub's now" in caplog.text, 10, "B deciding about the receiver")
             await probe.request("wmmove/hubs/hubb/response/info", "wmmove/hubs/hubb/request/info", {})
         after = await retained(mqtt_broker, "#")
     assert after[moved] == b'{"id":"example-EXMOVED"}' and after[f"{moved}/availability"] == b"online"
@@ -619,8 +621,8 @@ async def test_a_set_to_a_receiver_two_hubs_watch_is_carried_out_once(mqtt_broke
             running_hub(mqtt_broker, tmp_path, [url], hub_id="huba", base="wmtwice") as hub_a,
             running_hub(mqtt_broker, tmp_path, [url], hub_id="hubb", base="wmtwice") as hub_b,
         ):
-            await online_device(hub_a)
-            await online_device(hub_b)
+            await listening_to(hub_a, await online_device(hub_a))
+            await listening_to(hub_b, await online_device(hub_b))
             async with MqttProbe(mqtt_broker) as probe:
                 await probe.subscribe("wmtwice/hubs/+/response/#")
                 await eventually(

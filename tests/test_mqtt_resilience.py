@@ -19,7 +19,7 @@ from wmhub_shure.simulator import ShureSimulator
 from hub.mqtt.retained import expand
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker, free_port
-from tests.test_mqtt_bridge import bridge_of, online_device, receiver, running_hub
+from tests.test_mqtt_bridge import bridge_of, listening_to, online_device, receiver, running_hub
 
 __all__ = ["receiver"]  # the fixture, imported so pytest finds it here
 
@@ -57,7 +57,9 @@ async def test_broker_restart_without_persistence_gets_every_retained_topic_back
 
         connects = client.connects
         await mqtt_broker.restart()
-        assert await retained_snapshot(mqtt_broker, "#", 0) == {}, "the restarted broker starts empty"
+        restarted_with = await retained_snapshot(mqtt_broker, "#", 0)
+        # the hub may have reconnected (and put its topics back) before the snapshot's probe subscribed
+        assert restarted_with == {} or client.connects > connects, "the restarted broker starts empty"
         await eventually(lambda: client.connects > connects, 10, "the hub reconnected")
         # what the hub holds retained now: on a loaded machine its first frequency check can publish the plan
         # after the first snapshot was taken, and a list it republishes can change while a snapshot is read
@@ -71,6 +73,7 @@ async def test_broker_restart_without_persistence_gets_every_retained_topic_back
         assert before.keys() <= after.keys()
 
         # subscriptions are back too: control works after the reconnect
+        await listening_to(hub, device_id)
         async with MqttProbe(mqtt_broker) as probe:
             await probe.subscribe(f"{base}/#")
             response = await probe.request(
@@ -203,6 +206,7 @@ async def test_embedded_broker_serves_the_hub_without_installation(tmp_path: Pat
             await probe.subscribe(f"{base}/#")
             assert await probe.json(f"{base}/hubs/hub1/state") == {"state": "online"}
             await probe.json(f"{base}/devices/{device_id}/channels/1", lambda value: value["name"] == "Lead")
+            await listening_to(hub, device_id)
             response = await probe.request(
                 f"{base}/hubs/hub1/response/set", f"{base}/devices/{device_id}/channels/1/set", {"name": "Embedded"}
             )
