@@ -289,7 +289,7 @@ class MqttProbe:
 
     async def __aenter__(self) -> MqttProbe:
         self.client.start()
-        assert await self.client.wait_connected(5), "the probe could not connect to the test broker"
+        assert await self.client.wait_connected(10), "the probe could not connect to the test broker"
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -300,7 +300,7 @@ class MqttProbe:
         self.client.subscribe(topic_filter, 1)
         marker = f"{MARKER_PREFIX}{id(self)}/{len(self._markers)}"
         self.client.subscribe(marker, 1)
-        await eventually(lambda: self._sent_and_seen(marker), 5, f"subscription to {topic_filter}")
+        await eventually(lambda: self._sent_and_seen(marker), 10, f"subscription to {topic_filter}")
         self.client.unsubscribe(marker)
 
     def _sent_and_seen(self, marker: str) -> bool:
@@ -345,6 +345,20 @@ class MqttProbe:
                 return False
 
         return orjson.loads(await self.message(topic, matches, timeout))
+
+    async def request_until_answered(
+        self, response_topic: str, request_topic: str, payload: Any, timeout: float = 30.0
+    ) -> Any:
+        """A request harmless to repeat, asked again each second until answered: how a test learns that a hub
+        in another process (whose client it cannot ask) has its request subscription in place, as a request
+        published before that reaches nobody."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                return await self.request(response_topic, request_topic, payload, timeout=1.0)
+            except AssertionError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
 
     async def request(self, response_topic: str, request_topic: str, payload: Any, timeout: float = 15.0) -> Any:
         """Publish a request with a fresh transaction id and wait for its response."""

@@ -39,6 +39,9 @@ def mqtt_client(hub: Hub) -> MqttClient:
 
 async def mqtt_controls_lost(probe: MqttProbe, hub: Hub, device_id: str, sim: ShureSimulator, count: int = 3) -> int:
     base, hub_id = hub.config.mqtt.base_topic, hub.config.hub_id
+    # the device's state on the broker says the hub is back, not that the broker has its subscriptions yet
+    client = mqtt_client(hub)
+    await eventually(lambda: client.subscribed, 15, "the hub's subscriptions in place")
     lost = 0
     for attempt in range(count):
         name = f"MQ{attempt}"

@@ -41,6 +41,7 @@ from tests.fault_harness import TOKEN, Api, hub_config, until
 from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.reliability_report import record_check
 from tests.test_faults_hub import database_integrity, devices_online, hub_process
+from tests.test_mqtt_bridge import listening_to
 
 AREA = "plugin isolation"
 HOSTILE_NAME = "\x1b[2J\x1b[31mFAKE\r\n2026-01-01 ERROR hub: forged line\u202e" + "y" * 100_000
@@ -171,7 +172,11 @@ async def careless_hub(tmp_path: Path, mqtt_url: str = "off") -> AsyncIterator[R
         await hub.start()
         try:
             rig = Rig(hub, careless, shure)
-            await eventually(lambda: all(d.online for d in hub.store.devices.values()) and len(hub.store.devices) == 2)
+            await eventually(
+                lambda: all(d.online for d in hub.store.devices.values()) and len(hub.store.devices) == 2,
+                10,
+                "both receivers online",
+            )
             yield rig
         finally:
             await hub.stop()
@@ -300,6 +305,7 @@ async def test_command_answers_the_edges_cannot_carry_are_plugin_errors_and_long
             ) as response:
                 answers[value] = (response.status, len(await response.read()), await response.json())
         await probe.subscribe("wmcareless/#")
+        await listening_to(rig.hub, "careless-C0001")
         mqtt = await probe.request(
             "wmcareless/hubs/careless/response/set",
             "wmcareless/devices/careless-C0001/channels/1/set",

@@ -95,6 +95,9 @@ async def test_no_device_password_in_any_output(mqtt_broker: TestBroker, tmp_pat
                         return response.status == 200
 
                 await until(answering, 60, "the hub's HTTP API")
+                # its HTTP API answering says nothing of its MQTT client: a request sent before it subscribed is lost
+                hub_topics = f"{BASE}/hubs/{HUB_ID}"
+                await probe.request_until_answered(f"{hub_topics}/response/info", f"{hub_topics}/request/info", {})
                 for url in over_rest:
                     headers = {"Authorization": f"Bearer {TOKEN}"}
                     async with session.post(base + "/api/v1/devices", json={"url": url}, headers=headers) as added:
