@@ -32,6 +32,8 @@ from hub.mqtt import bridge as bridge_module
 from hub.mqtt import payloads
 from hub.mqtt import publisher as publisher_module
 from hub.mqtt.bridge import MqttBridge
+from hub.mqtt.brokers import BrokerAddress
+from hub.mqtt.client import MqttClient
 from hub.plugins import PluginHost
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
@@ -582,3 +584,35 @@ async def test_each_state_goes_out_once(mqtt_broker: TestBroker, tmp_path: Path,
             if payload == next_payload
         ]
         assert not repeated
+
+
+async def test_a_command_sent_the_moment_a_device_is_announced_is_heard(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    """An outside audit: the hub published a new receiver's topics and Home Assistant config before it
+    subscribed to the receiver's command topics, so a consumer answering the announcement with a command at
+    once could have it dropped by the broker."""
+    base = f"wmtest{next(_counter)}"
+    reacted: list[str] = []
+
+    def react(topic: str, payload: bytes, retained: bool) -> None:
+        if topic.startswith("homeassistant/device/") and b"EX0001" in payload and not reacted:
+            device_id = topic.split("/")[2]  # the example's ids need no escaping for Home Assistant
+            reacted.append(device_id)
+            consumer.publish(
+                f"{base}/devices/{device_id}/channels/1/set", orjson.dumps({"name": "Quick", "transaction": 1}), 1
+            )
+
+    consumer = MqttClient(BrokerAddress(mqtt_broker.host, mqtt_broker.port), "wmhub-test-consumer", on_message=react)
+    consumer.subscribe("homeassistant/device/+/config", 1)
+    consumer.subscribe(f"{base}/hubs/hub1/response/set", 1)
+    consumer.start()
+    try:
+        assert await consumer.wait_subscribed(10)
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe(f"{base}/hubs/hub1/response/set")
+            async with running_hub(mqtt_broker, tmp_path, [receiver], base=base):
+                response = await probe.json(f"{base}/hubs/hub1/response/set")
+                assert response["status"] == "ok" and response["transaction"] == 1
+    finally:
+        await consumer.stop()

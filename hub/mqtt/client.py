@@ -107,6 +107,7 @@ class MqttClient:
         self._task: asyncio.Task[None] | None = None
         self._subscriptions: dict[str, int] = {}
         self._unconfirmed_subscribes: set[int] = set()  # message ids of SUBSCRIBEs the broker has not acknowledged
+        self._subscribed_event = asyncio.Event()  # set while :attr:`subscribed`
         self._retained = RetainedTopics()  # replayed after each connect
         self._last_info: paho.MQTTMessageInfo | None = None
         self._flush_waiter: asyncio.Event | None = None
@@ -131,6 +132,19 @@ class MqttClient:
         """Connected, with every subscription asked for acknowledged: a message published now to a topic the
         client subscribed to reaches it (a broker drops one that arrives before its subscription is in place)."""
         return self._connected and not self._unconfirmed_subscribes
+
+    async def wait_subscribed(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until :attr:`subscribed`; whether it is."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._subscribed_event.wait()
+        return self.subscribed
+
+    def _acknowledgements_changed(self) -> None:
+        if self.subscribed:
+            self._subscribed_event.set()
+        else:
+            self._subscribed_event.clear()
 
     @property
     def address(self) -> BrokerAddress:
@@ -378,6 +392,7 @@ class MqttClient:
         self._socket = None
         self._connected = False
         self._unconfirmed_subscribes.clear()
+        self._acknowledgements_changed()
         self.connected_event.clear()
         if client is not None:
             client._sock_close()
@@ -425,6 +440,7 @@ class MqttClient:
         self._unconfirmed_subscribes.clear()  # a new connection: what the last one asked for is asked again
         if self._subscriptions:
             self._awaiting_suback(client.subscribe(list(self._subscriptions.items())))
+        self._acknowledgements_changed()
         for topic, payload, qos in self._retained.replay():
             client.publish(topic, payload, qos, True)
         self.connected_event.set()
@@ -446,6 +462,7 @@ class MqttClient:
     def _connection_lost(self, before_connack: str) -> None:
         was_connected, self._connected = self._connected, False
         self.connected_event.clear()
+        self._acknowledgements_changed()
         if was_connected and self._on_disconnect is not None:
             self._on_disconnect()
         self._lost.set()
@@ -456,10 +473,12 @@ class MqttClient:
         code, mid = sent
         if code == paho.MQTT_ERR_SUCCESS and mid is not None:  # else the connection is going: the next asks again
             self._unconfirmed_subscribes.add(mid)
+            self._acknowledgements_changed()
 
     def _subscribed_cb(self, client: paho.Client, userdata: Any, mid: int, codes: Any, props: Any) -> None:
         if client is self._paho:
             self._unconfirmed_subscribes.discard(mid)
+            self._acknowledgements_changed()
 
     def _published_cb(self, client: paho.Client, userdata: Any, mid: int, code: Any, props: Any) -> None:
         # paho marks the message published only after this callback returns, hence the mid comparison

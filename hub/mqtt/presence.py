@@ -128,8 +128,11 @@ class Presence(StatePublisher):
         clock = self.hub.clock
         deadline = clock.monotonic() + DEPARTED_GRACE_S
         knew_remembered_devices = self.hub.knows_remembered_devices()
-        # the other hubs' retained lists come from the broker in the same burst as this hub's, in any order:
-        # a wait on the network's time, not the hub's clock
+        # the retained states of the devices left behind come once the broker has taken this hub's subscriptions
+        # to them, late on a loaded one; the other hubs' retained lists come from the broker in the same burst as
+        # this hub's, in any order: waits on the network's time, not the hub's clock
+        if self.client is not None:
+            await self.client.wait_subscribed(DEPARTED_GRACE_S)
         await asyncio.sleep(OTHER_LISTS_SETTLE_S)
         for device_id in sorted(set(previous) - set(self.hub.state.devices)):
             if self._owned_by_another_hub(device_id) or self.client is None:

@@ -241,15 +241,17 @@ class StatePublisher:
             self._device_list.changed()
 
     def _publish_device(self, device: Device, meters: bool = True) -> None:
-        """Every retained topic of one device, its Home Assistant config, and control subscriptions; only the
+        """Control subscriptions, then every retained topic of one device and its Home Assistant config; only the
         subscriptions while another hub's state of it stands (:meth:`_defer_to_another_hub`)."""
-        if not self._defer_to_another_hub(device):
-            self._publish_device_topics(device, meters)
+        # subscribed first: a consumer that answers the device's Home Assistant config with a command at once
+        # finds it heard (a broker takes one client's packets in order)
         if self.settings.control and device.id not in self._controlled:
             assert self.client is not None
             for topic_filter in self.topics.control_filters(device.id):
                 self.client.subscribe(topic_filter, self.settings.qos_state)
             self._controlled.add(device.id)
+        if not self._defer_to_another_hub(device):
+            self._publish_device_topics(device, meters)
 
     def _publish_device_topics(self, device: Device, meters: bool) -> None:
         self._publish(self.topics.device(device.id), payloads.encode(payloads.device_state(device)))
