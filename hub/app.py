@@ -65,6 +65,8 @@ RETUNE_CONCURRENCY = 32
 RETUNE_REFUSALS_SHOWN = 5  # a thousand receivers refusing would otherwise be a thousand lines
 # A demo fleet starts (or stops) simulators on loopback: one still at it after this long is left out.
 DEMO_FLEET_TIMEOUT_S = 10.0
+DEVICES_STEP = "the devices' drivers"  # a step of Hub.stop that names the devices still in it
+STOP_URLS_SHOWN = 3
 
 
 def frequency_settings(config: HubConfig) -> FrequencySettings:
@@ -162,6 +164,7 @@ class Hub:
         self._failure: str | None = None
         self._failed = asyncio.Event()
         self._stopping = False
+        self._stop_step: str | None = None  # what the stop is at, for one that hangs to name (still_stopping)
 
     async def __aenter__(self) -> Hub:
         try:
@@ -386,13 +389,17 @@ class Hub:
     async def stop(self) -> None:
         """Close devices first (metering off), then say offline on MQTT, then close the rest."""
         self._stopping = True
+        self._stop_step = "the meter rate's retuning"
         if self._retuning is not None:
             self._retuning.cancel()
             await asyncio.gather(self._retuning, return_exceptions=True)
+        self._stop_step = "discovery"
         await self.discovery.stop()
+        self._stop_step = "the hub's background tasks"
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        self._stop_step = DEVICES_STEP
         if self._persistence is not None:
             # the ids of devices that identified since the last periodic record (every few seconds): one that is
             # off at the next start is still known by its id, and its topics and Home Assistant device are kept
@@ -400,27 +407,47 @@ class Hub:
         await self.devices.close()
         self.store.close()
         for edge in reversed(self._edges):
+            self._stop_step = f"the {edge.name} edge"
             try:
                 await edge.stop()
             except Exception as exc:
                 log.error("stopping %s failed: %s", type(edge).__name__, exc)
         self._edges.clear()
         for plugin_name, fleet in self._fleets:
+            self._stop_step = f"the demo simulators of plugin {plugin_name}"
             try:
                 await self.plugins.call_bounded(plugin_name, "DemoFleet.stop", DEMO_FLEET_TIMEOUT_S, fleet.stop)
             except Exception as exc:
                 log.error("demo simulators of plugin %s failed to stop: %s", plugin_name, _said(exc))
         self._fleets.clear()
+        self._stop_step = "the database"
         if self._persistence is not None and self._owns_persistence:
             await self._persistence.close()
             self._persistence = None
+        self._stop_step = "the loop monitor and the heap trimmer"
         await self.loop_monitor.stop()
         await self.heap_trimmer.stop()
         self.metering.close()
+        self._stop_step = None
         self.stopped.set()
 
-    async def run_until_signalled(self) -> None:
-        """Run until SIGINT, SIGTERM or SIGHUP, then stop cleanly."""
+    def still_stopping(self) -> str | None:
+        """What the stop is at (for the devices, the URLs of those whose drivers are still closing), or None
+        before it began and once it is done. Read from another thread too: a stop blocked by plugin code holds
+        the event loop."""
+        step = self._stop_step
+        if step != DEVICES_STEP:
+            return step
+        closing = [managed.url for managed in list(self.devices.by_url.values()) if not managed.task.done()]
+        if not closing:
+            return step
+        shown = ", ".join(redact(url) for url in closing[:STOP_URLS_SHOWN])
+        more = f" and {len(closing) - STOP_URLS_SHOWN} more" if len(closing) > STOP_URLS_SHOWN else ""
+        return f"{step}: {shown}{more}"
+
+    async def run_until_signalled(self, stopping: Callable[[], None] | None = None) -> None:
+        """Run until SIGINT, SIGTERM or SIGHUP, then stop cleanly; ``stopping`` is called as the stop begins
+        (the signal handlers are still the hub's: it may take them over)."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         # SIGHUP: the terminal or SSH session of a hub started by hand closed. Its default action ends the
@@ -445,6 +472,8 @@ class Hub:
                 if not signalled.done():
                     raise HubFailed(self._failure or "a task the hub needs ended")
         finally:
+            if stopping is not None:
+                stopping()
             log.info("shutting down")
             for task in (starting, signalled, failed):
                 task.cancel()

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from hub.app import Hub
 
 GC_YOUNG_THRESHOLD = 50_000
+# From the first stop signal to the process's exit: past it, the hub exits anyway (status 1), naming what it was
+# still stopping. Below the TimeoutStopSec of docs/deployment.md's unit (20 s; systemd's default is 90 s), after
+# which systemd's SIGKILL would end it without a word.
+STOP_DEADLINE_S = 15.0
 
 
 def _http_address(value: str) -> dict[str, Any]:
@@ -297,23 +302,62 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
         return EXIT_CONFIG
     _raise_open_file_limit()
     _tune_garbage_collector()
+    guard = _StopGuard(hub)
     try:
-        _run_forever(_until_signalled(hub))
+        _run_forever(_until_signalled(hub, guard))
     except Exception as exc:  # the hub has stopped everything it started: say why in one line
         logging.getLogger("hub").error("the hub stopped: %s", redact(str(exc)) or type(exc).__name__)
         return EXIT_FAILED
     finally:
+        guard.finished.set()
         if data_dir_lock is not None:
             data_dir_lock.close()
     return 0
 
 
-async def _until_signalled(hub: Hub) -> None:
+class _StopGuard:
+    """Bounds the hub's stop once it begins: a second SIGINT or SIGTERM ends the process at once, and so does
+    the stop outlasting STOP_DEADLINE_S; either exits 1 with one log line naming what was still stopping.
+    A repeated SIGHUP changes nothing (a closing terminal sends it twice)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self.finished = threading.Event()  # the event loop has closed: nothing of the hub's is left to bound
+
+    def begin(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if loop.remove_signal_handler(signum):  # not one the hub left alone (SIGHUP under nohup)
+                # a handler of Python's own, not the loop's: it runs even while plugin code blocks the loop
+                signal.signal(signum, signal.SIG_IGN if signum == signal.SIGHUP else self._signalled_again)
+        # a thread of its own: it counts while plugin code blocks the loop, and up to the loop's very end (asyncio
+        # waits for its executor's threads then, without a limit on Python 3.11)
+        threading.Thread(target=self._watch, name="wmhub stop deadline", daemon=True).start()
+
+    def _signalled_again(self, signum: int, frame: object) -> None:
+        self._exit(f"{signal.Signals(signum).name} while stopping")
+
+    def _watch(self) -> None:
+        if not self.finished.wait(STOP_DEADLINE_S):
+            self._exit(f"the stop did not finish within {STOP_DEADLINE_S:g} s")
+
+    def _exit(self, why: str) -> None:
+        step = self._hub.still_stopping()
+        if step is None:  # the hub has stopped: what is left is the event loop's own end
+            main, this = threading.main_thread(), threading.current_thread()
+            others = [thread.name for thread in threading.enumerate() if thread not in (main, this)]
+            step = f"the event loop's end (other threads: {', '.join(others) or 'none'})"
+        logging.getLogger("hub").error("%s: exiting now, the stop unfinished (still stopping %s)", why, step)
+        logging.shutdown()
+        os._exit(EXIT_FAILED)
+
+
+async def _until_signalled(hub: Hub, guard: _StopGuard) -> None:
     """Run the hub; then leave at once if plugin code it gave up on is still running: asyncio's exit would
     cancel it again and wait for it, for ever if it ignores cancellation (hub.plugins.call_bounded)."""
     failed = True
     try:
-        await hub.run_until_signalled()
+        await hub.run_until_signalled(stopping=guard.begin)
         failed = False
     finally:
         _ignore_stop_signals()

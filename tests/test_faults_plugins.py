@@ -30,9 +30,11 @@ from wmhub_shure.simulator import ShureSimulator
 
 from hub import hookimpl
 from hub.app import Hub
+from hub.cli import STOP_DEADLINE_S
 from hub.compose import compose_hub
 from hub.discovery import Discovery
 from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
+from hub.exit_codes import EXIT_FAILED
 from hub.hookspecs import DriverSpec
 from hub.model import Command, CommandKind, CommandResult, RefusedError
 from hub.plugins import PluginHost
@@ -40,7 +42,7 @@ from hub.testing import DriverHarness, QuietDriver, eventually, plugin_of
 from tests.fault_harness import TOKEN, Api, hub_config, until
 from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.reliability_report import record_check
-from tests.test_faults_hub import database_integrity, devices_online, hub_process
+from tests.test_faults_hub import HubProcess, database_integrity, devices_online, hub_process
 from tests.test_mqtt_bridge import listening_to
 
 AREA = "plugin isolation"
@@ -608,6 +610,96 @@ async def test_a_driver_ignoring_cancellation_in_connect_run_or_close_is_left_be
         assert f"plugin stuck: {call} went on after being cancelled" in logged, logged
     assert "given up on still running (they ignore cancellation)" in logged
     assert database_integrity(data_dir) == "ok" and not [p for p in data_dir.glob("*-wal") if p.stat().st_size]
+
+
+WEDGED_PLUGIN = """
+import logging
+import time
+
+from hub import hookimpl
+from hub.drivers import PollingDriver
+from hub.hookspecs import DriverSpec
+
+
+class Wedged(PollingDriver):
+    async def connect(self):
+        self.sink.identify(unique_id="box", family="wedged", model="W-1", channel_count=1)
+
+    async def poll(self):
+        self.sink.heard()
+
+    async def close(self):
+        logging.getLogger("wmhub_wedged").warning("letting the box go")
+        time.sleep(3600)  # a blocking library call: the event loop stands still, cancellation never arrives
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="wedged", vendor="wedged", families=("wedged",), factory=Wedged, default_port=1))
+"""
+
+
+@asynccontextmanager
+async def wedged_at_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[HubProcess]:
+    """`wmhub run` with the embedded broker (as the demo runs) and a driver whose close blocks the event loop,
+    sent SIGTERM and stuck in that close when handed over."""
+    config, port = stranger_hub_config(
+        tmp_path,
+        monkeypatch,
+        "wedged",
+        WEDGED_PLUGIN,
+        'devices = ["wedged://box"]',
+        f'url = "embedded"\nembedded_port = {free_port()}\nhomeassistant = false',
+    )
+    with hub_process(config, tmp_path / "hub.log") as hub:
+        hub.start()
+        async with aiohttp.ClientSession() as session:
+            await devices_online(session, f"http://127.0.0.1:{port}", 1)
+        hub.signal(signal.SIGTERM)
+        await eventually(lambda: "letting the box go" in hub.log.read_text(), 10, "the driver's close under way")
+        yield hub
+
+
+def stop_lines(hub: HubProcess) -> list[str]:
+    return [
+        message
+        for line in hub.log.read_text().splitlines()
+        if "the stop unfinished" in (message := orjson.loads(line)["message"])
+    ]
+
+
+async def test_a_second_signal_ends_a_stop_that_plugin_code_holds_at_once_saying_what_was_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver's close blocking the event loop held `wmhub run` in its stop for good: a second Ctrl-C did
+    nothing (the loop that would have run its handler stood still), only SIGKILL ended it."""
+    async with wedged_at_stop(tmp_path, monkeypatch) as hub:
+        signalled = time.monotonic()
+        hub.signal(signal.SIGINT)
+        code = await hub.exited(5)
+        exited_s = time.monotonic() - signalled
+    record_check(
+        AREA,
+        "a driver's close blocks the event loop during the stop; a second signal",
+        f"SIGTERM, then SIGINT: exited {code} after {exited_s:.2f} s, saying {stop_lines(hub)}",
+    )
+    assert code == EXIT_FAILED
+    assert stop_lines(hub) == [
+        "SIGINT while stopping: exiting now, the stop unfinished (still stopping the devices' drivers: wedged://box)"
+    ]
+
+
+async def test_a_stop_that_plugin_code_holds_ends_at_the_deadline_saying_what_was_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no second signal, the same stop ran until systemd's SIGKILL (TimeoutStopSec) ended it without a word."""
+    async with wedged_at_stop(tmp_path, monkeypatch) as hub:
+        code = await hub.exited(STOP_DEADLINE_S + 10)
+    assert code == EXIT_FAILED
+    assert stop_lines(hub) == [
+        f"the stop did not finish within {STOP_DEADLINE_S:g} s: exiting now, the stop unfinished "
+        "(still stopping the devices' drivers: wedged://box)"
+    ]
 
 
 FLEET_PLUGIN = """
