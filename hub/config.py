@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from hub.redact import SECRET_KEYS, redact
-from hub.text import family_key
+from hub.text import family_key, preview
 
 ENV_PREFIX = "WMHUB_"
 # a token typed by hand shorter than this is guessable over the LAN; generated ones have 43 characters
@@ -254,7 +254,7 @@ class DiscoverySettings(Section):
             try:
                 parsed = ipaddress.ip_address(address)
             except ValueError:
-                raise ValueError(f"{address!r} is not an IP address (one of this machine's)") from None
+                raise ValueError(f"{preview(address)} is not an IP address (one of this machine's)") from None
             if parsed.version == 6:
                 raise ValueError(f"{address} is IPv6: mDNS listens on IPv4 addresses only (give one of those)")
         return interfaces
@@ -420,8 +420,9 @@ def _describe(error: ValidationError, source: str) -> str:
     # an unknown key's value is never shown: it may be a secret under a misspelt name (WMHUB_MQTT_PASWORD)
     secret = first["type"] == "extra_forbidden" or any(word in key for word in SECRET_KEYS)
     shown = got is not None and not secret and not isinstance(got, dict | list)
-    # a string redacted before it is quoted: a password's mask runs to the next space and would take the quote
-    quoted = f"{redact(got)!r}" if isinstance(got, str) else redact(repr(got))
+    # a string redacted before it is quoted: a password's mask runs to the next space and would take the quote;
+    # shown in part (a 100 KB value makes no readable line)
+    quoted = preview(redact(got)) if isinstance(got, str) else redact(repr(got))
     detail = f" (got {quoted})" if shown else ""
     more = len(error.errors()) - 1
     tail = f"; and {more} more problem{'s' if more > 1 else ''}" if more else ""

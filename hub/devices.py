@@ -48,7 +48,7 @@ from hub.plugins import PluginError, PluginHost
 from hub.redact import redact
 from hub.state import ChannelWriter, StateStore, Subscription
 from hub.supervisor import DriverSupervisor
-from hub.text import DEFAULT_TEXT_WIDTH, device_text, id_safe, preview
+from hub.text import DEFAULT_TEXT_WIDTH, URL_PREVIEW_CHARS, device_text, id_safe, preview
 
 log = logging.getLogger("hub.devices")
 T = TypeVar("T")
@@ -672,7 +672,9 @@ class DeviceManager:
         drivers = self._plugins.drivers()
         if scheme not in drivers:
             known = ", ".join(f"{name}://" for name in sorted(drivers)) or "none loaded"
-            raise UnknownSchemeError(f"no plugin handles {redact(url)!r} (known schemes: {known})")
+            raise UnknownSchemeError(
+                f"no plugin handles {preview(redact(url), URL_PREVIEW_CHARS)} (known schemes: {known})"
+            )
         spec, plugin_name = drivers[scheme]
         endpoint = Endpoint.parse(url, spec.default_port)
         self._plugins.check_url(plugin_name, spec, endpoint)

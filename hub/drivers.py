@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunspli
 from hub.clock import Clock
 from hub.model import Capabilities, Command, CommandResult, NotSupportedError
 from hub.redact import SECRET_KEYS, redact
-from hub.text import has_controls
+from hub.text import URL_PREVIEW_CHARS, has_controls, preview
 
 
 class EndpointError(ValueError):
@@ -109,23 +109,25 @@ class Endpoint:
                 "percent-encode them inside an option's value"
             )
         parts = urlsplit(url)
-        shown = redact(url)
+        shown = preview(
+            redact(url), URL_PREVIEW_CHARS
+        )  # a URL of 100 KB (a pasted file) is no reason for an error line of 100 KB
         if not parts.scheme or not parts.hostname:
-            raise EndpointError(f"{shown!r} is not a device URL (expected scheme://host[:port])")
+            raise EndpointError(f"{shown} is not a device URL (expected scheme://host[:port])")
         if not _is_host(parts.hostname):
             raise EndpointError(
-                f"{shown!r}: the host is neither an IP address nor a host name (letters, digits and '-' between "
+                f"{shown}: the host is neither an IP address nor a host name (letters, digits and '-' between "
                 "dots; an internationalised name in its xn-- form); one device per URL"
             )
         try:
             port = parts.port
-        except ValueError as exc:
-            raise EndpointError(f"{shown!r}: {exc}") from None
+        except ValueError:  # urllib's message repeats the port as written: all 100 KB of it
+            raise EndpointError(f"{shown}: its port is not a number from 1 to 65535") from None
         if port == 0:  # a listening socket's "any port"; no device is reached there
-            raise EndpointError(f"{shown!r}: port 0 is no device's port")
+            raise EndpointError(f"{shown}: port 0 is no device's port")
         if port is None:
             if default_port is None:
-                raise EndpointError(f"{shown!r} needs a port")
+                raise EndpointError(f"{shown} needs a port")
             port = default_port
         _check_query(parts.query, parts.fragment, f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}")
         return cls(

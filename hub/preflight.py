@@ -21,6 +21,7 @@ import ifaddr
 from hub.config import ConfigError, HubConfig
 from hub.plugins import UrlCheckFailedError
 from hub.redact import redact
+from hub.text import preview
 
 EMBEDDED_HOST: Final = "127.0.0.1"
 EMBEDDED_KEYS: Final = ("mqtt.url", "mqtt.embedded_port")
@@ -213,7 +214,9 @@ def _check_listen(keys: tuple[str, str], host: str, port: int, in_use_allowed: b
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
-        raise ConfigError(f"{host_key}: {host!r} does not resolve to an address of this machine ({exc})") from None
+        raise ConfigError(
+            f"{host_key}: {preview(host)} does not resolve to an address of this machine ({exc})"
+        ) from None
     if port == 0:
         return
     for family, kind, protocol, _name, address in addresses:

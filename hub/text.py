@@ -18,6 +18,7 @@ from typing import Final
 DEFAULT_TEXT_WIDTH: Final = 255
 # How much of a refused value an error message or a log line shows.
 PREVIEW_CHARS: Final = 60
+URL_PREVIEW_CHARS: Final = 120  # a device URL in a message: whole, as long as any real one is
 
 # C0 and C1 controls (escape sequences, newlines that would forge log lines), Unicode's line and paragraph
 # separators, and the bidirectional overrides that make text display in another order than it is stored.

@@ -880,3 +880,26 @@ def test_an_integer_of_thousands_of_digits_is_a_configuration_error(tmp_path: Pa
     assert checked.returncode == 2 and len(lines) == 1 and "Traceback" not in checked.stderr, checked.stderr[-300:]
     source = f"{path}: not valid TOML (" if where == "file" else "environment (WMHUB_DEVICES): devices: "
     assert lines[0].startswith(f"wmhub: configuration error: {source}"), lines[0][:200]
+
+
+HUGE = "a" * 100_000
+# a 100 KB value where a short one belongs (a file's content pasted into a service's environment), and the key it
+# is refused under
+HUGE_VALUES = {
+    "no scheme": ({"WMHUB_DEVICES": HUGE}, "WMHUB_DEVICES: no plugin handles"),
+    "a JSON list": ({"WMHUB_DEVICES": f'["{HUGE}"]'}, "environment (WMHUB_DEVICES): devices: no plugin handles"),
+    "no host name": ({"WMHUB_DEVICES": f"shure://{HUGE}"}, "WMHUB_DEVICES: 'shure://aaa"),
+    "no port": ({"WMHUB_DEVICES": f"shure://host:{'9' * 100_000}"}, "its port is not a number from 1 to 65535"),
+    "a hub id": ({"WMHUB_HUB_ID": HUGE}, "environment (WMHUB_HUB_ID): hub_id: String should have at most"),
+    "a log level": ({"WMHUB_LOG_LEVEL": HUGE}, "environment (WMHUB_LOG_LEVEL): log_level: Input should be"),
+}
+
+
+@pytest.mark.parametrize("case", list(HUGE_VALUES))
+def test_a_huge_bad_value_in_the_environment_is_refused_in_one_short_line(tmp_path: Path, case: str) -> None:
+    """An outside audit: an invalid WMHUB_DEVICES of 100 KB was refused in an error line that repeated all of it."""
+    env, expected = HUGE_VALUES[case]
+    status, stderr, _ = wmhub_run(tmp_path / "data", env=env)
+    lines = stderr.splitlines()
+    assert status == 2 and len(lines) == 1, stderr[:500]
+    assert expected in lines[0] and "characters)" in lines[0] and len(lines[0]) < 500, lines[0][:1000]
