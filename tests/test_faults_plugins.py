@@ -695,6 +695,11 @@ async def test_a_stop_that_plugin_code_holds_ends_at_the_deadline_saying_what_wa
     """With no second signal, the same stop ran until systemd's SIGKILL (TimeoutStopSec) ended it without a word."""
     async with wedged_at_stop(tmp_path, monkeypatch) as hub:
         code = await hub.exited(STOP_DEADLINE_S + 10)
+    record_check(
+        AREA,
+        "a driver's close blocks the event loop during the stop; no second signal",
+        f"SIGTERM: exited {code} at the stop's bound, saying {stop_lines(hub)}",
+    )
     assert code == EXIT_FAILED
     assert stop_lines(hub) == [
         f"the stop did not finish within {STOP_DEADLINE_S:g} s: exiting now, the stop unfinished "
