@@ -41,9 +41,15 @@ for version in "${versions[@]}"; do
   PYTHON=$python WMHUB_VENV=".venv-$version" scripts/bootstrap.sh test
   log=$(mktemp)
   status=0
-  ".venv-$version/bin/pytest" -p no:cacheprovider -q "$@" 2>&1 | tee "$log" || status=$?
-  # pytest's closing count line only: a traceback line that mentions "error" must not pass for it
-  summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|errors?)\b.* in [0-9.]+s' "$log" | tail -1 | tr -d '=' | sed 's/^ *//;s/ *$//')
+  # as scripts/test.sh runs it: the workers, then the tests marked alone one at a time (exit 5: none selected)
+  ".venv-$version/bin/pytest" -p no:cacheprovider -q -n "${TEST_WORKERS:-3}" --dist loadgroup -m "not alone" "$@" \
+    2>&1 | tee "$log" || status=$?
+  alone_status=0
+  ".venv-$version/bin/pytest" -p no:cacheprovider -q -m alone "$@" 2>&1 | tee -a "$log" || alone_status=$?
+  [ "$alone_status" = 5 ] || [ "$status" != 0 ] || status=$alone_status
+  # pytest's closing count lines only: a traceback line that mentions "error" must not pass for one
+  summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|errors?)\b.* in [0-9.]+s' "$log" | tr -d '=' | sed 's/^ *//;s/ *$//' \
+    | paste -sd ';' | sed 's/;/; alone: /')
   rm -f "$log"
   [ "$status" = 0 ] || failed=1
   rows+=("| $version | $("$python" -c 'import platform; print(platform.python_version())') | ${summary:-no summary (exit $status)} | $((SECONDS - begun)) s |")
