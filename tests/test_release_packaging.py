@@ -35,11 +35,19 @@ PROJECTS = {
 @pytest.fixture(scope="module")
 def dist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    for project in PROJECTS.values():
-        subprocess.run(
-            [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(project)],
-            check=True, capture_output=True, timeout=300,
+    sources = tmp_path_factory.mktemp("sources")
+    for name, project in PROJECTS.items():
+        # built from a copy, as from a clean checkout: the other test workers write into the working tree
+        # (bytecode, coverage data, build/reliability) while setuptools walks it for the sdist's file list
+        source = sources / name
+        shutil.copytree(
+            project, source, ignore=shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__")
+        )
+        built = subprocess.run(
+            [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(source)],
+            capture_output=True, text=True, timeout=300,
         )  # fmt: skip
+        assert built.returncode == 0, f"building {name} failed:\n{built.stdout[-2000:]}\n{built.stderr[-4000:]}"
     return out
 
 
