@@ -399,7 +399,7 @@ async def test_a_receiver_two_hubs_list_is_shown_once_while_either_lists_and_wat
         asked = await hubs.json("wmhub/devices/shure-SHARED/channels/1/set")
         hubs.publish(
             "wmhub/hubs/west/response/set",
-            {"status": "ok", "transaction": asked["transaction"], "data": {"results": {"muted": {"ok": True}}}},
+            muted_answer(asked["transaction"]),
         )
         async with await sent as response:
             assert response.status == 200, await response.text()
@@ -413,6 +413,13 @@ async def tell_the_hub_clock(probe: MqttProbe, hub_id: str, skew_s: float = 0.0)
     answer = {"status": "ok", "data": {"hub_id": hub_id}, "error": None, "transaction": asked["transaction"]}
     probe.publish(f"wmhub/hubs/{hub_id}/response/info", {**answer, "hub_time": hub_time})
     return hub_time
+
+
+def muted_answer(transaction: Any, device_id: str = "shure-SHARED", channel: int | None = 1) -> dict[str, Any]:
+    """A hub's answer to a mute it carried out on ``device_id``'s ``channel``, as it publishes it."""
+    results = {"muted": {"ok": True, "value": True, "error": None, "code": None}}
+    data = {"device_id": device_id, "channel": channel, "results": results}
+    return {"status": "ok", "data": data, "error": None, "transaction": transaction}
 
 
 async def fleet_hubs_list(http: aiohttp.ClientSession, base: str, hub_id: str, devices: list[str]) -> bool:
@@ -709,7 +716,7 @@ async def test_the_fleet_learns_a_hubs_clock_before_its_first_command_and_sends_
         assert hub_time < asked["deadline"] - START_WITHIN_S < hub_time + 1, (asked, hub_time)
         hubs.publish(
             "wmhub/hubs/ahead/response/set",
-            {"status": "ok", "transaction": asked["transaction"], "data": {"results": {"muted": {"ok": True}}}},
+            muted_answer(asked["transaction"]),
         )
         async with await sent as response:
             assert response.status == 200, await response.text()
@@ -734,7 +741,83 @@ async def test_a_hub_whose_answers_carry_no_clock_gets_commands_without_a_deadli
         assert "deadline" not in asked, asked
         hubs.publish(
             "wmhub/hubs/older/response/set",
-            {"status": "ok", "transaction": asked["transaction"], "data": {"results": {"muted": {"ok": True}}}},
+            muted_answer(asked["transaction"]),
         )
         async with await sent as response:
             assert response.status == 200, await response.text()
+
+
+async def test_answers_forged_through_another_receivers_set_do_not_answer_the_fleets_command(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A security audit: a login allowed to publish only sets (Home Assistant's) answered the fleet's commands.
+    The fleet's transactions were <hub id>-fleet-1, -2, …, and an answer was matched by its transaction alone:
+    an invalid set carrying the fleet's next ones, published to another receiver, made the hub answer at once
+    with them, and the fleet reported a mute the hub then carried out as refused (502). Here the mute is held
+    by its receiver while the hub answers forty such guesses: the fleet waits for the real answer."""
+    async with (
+        ShureSimulator("ulxd4d") as target,
+        ShureSimulator("ad4d") as other,
+        MqttProbe(mqtt_broker, client_id="wmhub-test-set-only") as attacker,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        await attacker.subscribe("wmhub/#")
+        async with (
+            running_hub(mqtt_broker, tmp_path, [target.url, other.url], "venue", "wmhub", vendor_plugins()),
+            running_fleet(mqtt_broker.url, tmp_path / "fleet") as (_, base),
+        ):
+            listed = await attacker.json(
+                "wmhub/hubs/venue/devices", lambda value: len(value) == 2 and all(d["online"] for d in value), 20
+            )
+            ids = {device["port"]: device["id"] for device in listed}
+            target_id, other_id = ids[target.port], ids[other.port]
+            await wait_for(lambda: fleet_shows_online(http, base, target_id), 20, "the receiver online on the fleet")
+
+            target.holding = True  # the mute reaches the receiver, which keeps its confirmation back
+            mute = asyncio.ensure_future(
+                http.post(f"{base}/api/v1/channels/{target_id}:1/commands", json={"kind": "mute", "value": True})
+            )
+            await eventually(lambda: any("AUDIO_MUTE" in line for line in target.received), 10, "the mute on the wire")
+            guesses = [f"fleet-fleet-{n}" for n in range(1, 41)]
+            for guess in guesses:
+                attacker.publish(f"wmhub/devices/{other_id}/channels/1/set", {"zz": 1, "transaction": guess})
+            await eventually(
+                lambda: {orjson.loads(payload).get("transaction") for topic, payload in attacker.messages
+                         if topic == "wmhub/hubs/venue/response/set"} >= set(guesses),
+                10,
+                "the hub's answers to the guesses",
+            )  # fmt: skip
+            target.release()
+            async with await mute as response:
+                assert response.status == 200, await response.text()
+                assert (await response.json())["ok"] is True
+            assert target.channels[1].values["muted"] is True
+
+
+async def test_the_fleet_takes_a_commands_answer_only_from_the_owning_hubs_response_set_for_that_channel(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """The same audit: an answer echoing the fleet's transaction was taken from any hub, on any response topic,
+    for any receiver. Answers to the mute on shure-SHARED:1, refusing it, come from the other hub, on the
+    owner's response/info, for the receiver's other channel, for another receiver and with no receiver named:
+    the fleet takes none of them, and the owner's own answer says the mute was carried out."""
+    async with fleet_beside_fake_hubs(mqtt_broker, tmp_path, ("east", "west")) as (hubs, base, http, _shown_online):
+        sent = asyncio.create_task(
+            http.post(f"{base}/api/v1/channels/shure-SHARED:1/commands", json={"kind": "mute", "value": True})
+        )
+        await tell_the_hub_clock(hubs, "east")
+        transaction = (await hubs.json("wmhub/devices/shure-SHARED/channels/1/set"))["transaction"]
+        refused = {"status": "error", "error": "forged", "transaction": transaction}
+        where = {"device_id": "shure-SHARED", "channel": 1}
+        for topic, data in [
+            ("wmhub/hubs/west/response/set", where),
+            ("wmhub/hubs/east/response/info", where),
+            ("wmhub/hubs/east/response/set", {**where, "channel": 2}),
+            ("wmhub/hubs/east/response/set", {**where, "device_id": "shure-OTHER"}),
+            ("wmhub/hubs/east/response/set", {}),
+        ]:
+            hubs.publish(topic, {**refused, "data": data})
+        hubs.publish("wmhub/hubs/east/response/set", muted_answer(transaction))
+        async with await sent as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["ok"] is True

@@ -9,7 +9,9 @@ its receivers' retained availability at ``online``, and only its will tells othe
 Meters are not retained, so the fleet sends each receiver's ``get`` once, when it first hears of it: the
 owning hub re-publishes that receiver's state and levels. Control goes back the same way: a command becomes
 a ``set`` message on the receiver's own topic, which only the owning hub subscribes to, and its answer is
-matched on that hub's ``response/set`` topic by a transaction id; its deadline keeps a hub that gets to it
+matched by a transaction id no one can guess, on that hub's ``response/set`` topic only, naming the receiver and
+channel the set went to: whoever may publish a ``set`` (Home Assistant's login) can make any hub answer with
+any transaction, yet cannot answer the fleet's commands for it. Its deadline keeps a hub that gets to it
 after the fleet stopped waiting from carrying it out (docs/mqtt.md, "Deadlines"). The deadline is written in
 that hub's clock, learnt from the ``hub_time`` of its answers: the machines' clocks may be far apart.
 Everything read from the broker is validated against the model; anything else is counted in ``rejected`` and
@@ -19,8 +21,8 @@ ignored, never trusted.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
+import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -95,6 +97,16 @@ class HubView:
 
 
 @dataclass
+class PendingAnswer:
+    """A request of the fleet's awaiting its answer, and where only that answer may come from."""
+
+    waiter: asyncio.Future[dict[str, Any]]
+    hub_id: str
+    command: str  # the answer's topic is the hub's response/<command>
+    where: dict[str, Any] | None  # a set's: the device_id and channel its answer's data names
+
+
+@dataclass
 class ListedDevice:
     """One entry of a hub's device list, validated."""
 
@@ -141,10 +153,9 @@ class FleetMirror:
         # device id -> the hubs whose lists name it (more than one when a receiver was given to two hubs)
         self.listing: dict[str, set[str]] = {}
         self._available: dict[str, bool] = {}  # device id -> its own availability topic
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[str, PendingAnswer] = {}  # by transaction
         # a fleet must never take a hub's client id: the broker would disconnect the hub
         self.client_id = settings.client_id or f"{config.hub_id}-fleet"
-        self._transactions = (f"{self.client_id}-{n}" for n in itertools.count(1))
         self.rejected = 0
         # hub topics (hub id, kind) known from before the last (re)connect and not handed over again since
         self._unconfirmed: set[tuple[str, str]] = set()
@@ -172,8 +183,8 @@ class FleetMirror:
 
     async def stop(self) -> None:
         self._cancel_sweep()
-        for waiter in self._pending.values():
-            waiter.cancel()
+        for pending in self._pending.values():
+            pending.waiter.cancel()
         await self.client.stop()
 
     # Reading the hubs' topics
@@ -206,7 +217,7 @@ class FleetMirror:
     def _on_hub_topic(self, hub_id: str, rest: list[str], payload: bytes, retained: bool) -> None:
         kind = rest[0]
         if kind == "response" and len(rest) >= 2:
-            self._on_response(hub_id, payload, retained)
+            self._on_response(hub_id, "/".join(rest[1:]), payload, retained)
         elif len(rest) != 1 or kind not in ("state", "info", "devices", "alerts"):
             return
         elif not payload:
@@ -404,8 +415,9 @@ class FleetMirror:
         topic = self.topics.device(command.device_id)
         if command.channel is not None:
             topic = f"{topic}/channels/{command.channel}"
+        where = {"device_id": command.device_id, "channel": command.channel}
         try:
-            answer = await self._exchange(owner, f"{topic}/set", {row.key: value})
+            answer = await self._exchange(owner, f"{topic}/set", {row.key: value}, "set", where)
         except FleetRequestError as exc:
             return CommandResult(ok=False, code="timeout", error=str(exc))
         result = (answer.get("data") or {}).get("results", {}).get(row.key)
@@ -424,7 +436,7 @@ class FleetMirror:
 
     async def request(self, hub_id: str, command: str, body: dict[str, Any]) -> Any:
         """A hub request (docs/mqtt.md, "Hub requests"); its ``data``, or FleetRequestError."""
-        answer = await self._exchange(hub_id, self._request_topic(hub_id, command), body)
+        answer = await self._exchange(hub_id, self._request_topic(hub_id, command), body, command)
         if answer.get("status") != "ok":
             raise FleetRequestError(str(answer.get("error") or "refused by the hub"))
         return answer.get("data")
@@ -432,14 +444,17 @@ class FleetMirror:
     def _request_topic(self, hub_id: str, command: str) -> str:
         return f"{self.settings.base_topic}/hubs/{hub_id}/request/{command}"
 
-    async def _exchange(self, hub_id: str, topic: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Send a request with its deadline, written in the hub's clock, and wait for its answer."""
+    async def _exchange(
+        self, hub_id: str, topic: str, body: dict[str, Any], command: str, where: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Send a request with its deadline, written in the hub's clock, and wait for its answer on the hub's
+        ``response/<command>`` (naming ``where``, for a set)."""
         hub_clock = await self._hub_clock(hub_id)
         request = (
             body if hub_clock is None else {**body, "deadline": self.clock.monotonic() + hub_clock + START_WITHIN_S}
         )
         try:
-            return await self._send(topic, request, self.command_timeout_s)
+            return await self._send(topic, request, self.command_timeout_s, hub_id, command, where)
         except TimeoutError:
             raise FleetRequestError(
                 f"no answer on {topic} within {self.command_timeout_s:g} s; not carried out unless the hub began it "
@@ -457,18 +472,28 @@ class FleetMirror:
             raise FleetRequestError(f"no hub {hub_id!r} on the broker")
         if not view.clock_offsets:
             try:
-                await self._send(self._request_topic(hub_id, "info"), {}, self.quick_answer_s)
+                await self._send(self._request_topic(hub_id, "info"), {}, self.quick_answer_s, hub_id, "info")
             except TimeoutError:
                 raise FleetRequestError(
                     f"hub {hub_id} did not answer within {self.quick_answer_s:g} s (asked for its clock); not sent"
                 ) from None
         return max(view.clock_offsets, default=None)
 
-    async def _send(self, topic: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Publish a request and wait ``timeout`` for its answer (TimeoutError)."""
-        transaction = next(self._transactions)
+    async def _send(
+        self,
+        topic: str,
+        body: dict[str, Any],
+        timeout: float,
+        hub_id: str,
+        command: str,
+        where: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Publish a request and wait ``timeout`` for its answer (TimeoutError): the one on ``hub_id``'s
+        ``response/<command>`` that echoes the request's transaction (and names ``where``, for a set)."""
+        # unguessable: anyone allowed a set can make a hub answer it with any transaction they like
+        transaction = f"{self.client_id}-{secrets.token_urlsafe(16)}"
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[transaction] = waiter
+        self._pending[transaction] = PendingAnswer(waiter, hub_id, command, where)
         try:
             self.client.publish(topic, orjson.dumps({**body, "transaction": transaction}), self.settings.qos_state)
             async with asyncio.timeout(timeout):
@@ -476,15 +501,26 @@ class FleetMirror:
         finally:
             self._pending.pop(transaction, None)
 
-    def _on_response(self, hub_id: str, payload: bytes, retained: bool) -> None:
+    def _on_response(self, hub_id: str, command: str, payload: bytes, retained: bool) -> None:
         answer = _json(payload)
         if not isinstance(answer, dict):
             return
         if not retained:  # a retained answer is as old as anyone's guess
             self._note_hub_clock(hub_id, answer.get("hub_time"))
-        waiter = self._pending.get(str(answer.get("transaction")))
-        if waiter is not None and not waiter.done():
-            waiter.set_result(answer)
+        transaction = answer.get("transaction")
+        pending = self._pending.get(transaction) if isinstance(transaction, str) else None
+        if pending is None or pending.waiter.done():
+            return
+        data = answer.get("data")
+        answered_where = (
+            {key: data.get(key) for key in pending.where} if pending.where and isinstance(data, dict) else None
+        )
+        if (pending.hub_id, pending.command) != (hub_id, command) or answered_where != pending.where:
+            # another hub's answer, or one to another set (forged through it with the fleet's transaction)
+            self.rejected += 1
+            log.debug("ignoring an answer on %s/%s that is not to the request %s", hub_id, command, transaction)
+            return
+        pending.waiter.set_result(answer)
 
     def _note_hub_clock(self, hub_id: str, hub_time: Any) -> None:
         """Any answer of a hub's, to the fleet or to anyone, tells its clock (CLOCK_ANSWERS)."""
