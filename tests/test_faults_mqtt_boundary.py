@@ -183,6 +183,35 @@ async def test_an_oversized_payload_is_refused_unread_and_never_echoed(
     )
 
 
+async def test_a_set_of_thousands_of_unknown_keys_is_answered_and_logged_in_a_few_hundred_characters(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A security audit: a set of 64 KB with 6,500 unknown keys was answered on response/set (to every
+    subscriber) and logged with every key named, 129 KB each. The answer names a few and counts the rest; so
+    does a hub request's."""
+    body: dict[str, Any] = {f"k{n}": 0 for n in range(6500)}
+    async with watching_hub(mqtt_broker, tmp_path, receiver) as (hub, probe, base, device_id):
+        await probe.subscribe(f"{base}/hubs/hub1/response/#")
+        set_topic = f"{base}/devices/{device_id}/channels/1/set"
+        refused = await probe.request(f"{base}/hubs/hub1/response/set", set_topic, body)
+        request_topic = f"{base}/hubs/hub1/request/devices"
+        request_refused = await probe.request(f"{base}/hubs/hub1/response/devices", request_topic, body)
+        assert hub.store.devices[device_id].channels[0].name == "Lead"
+        longest_response = max(len(payload) for topic, payload in probe.messages if "/response/" in topic)
+    longest_log = max(len(record.getMessage()) for record in caplog.records if record.name.startswith("hub"))
+    for answer in (refused, request_refused):
+        assert answer["status"] == "error", answer
+        assert answer["error"].startswith("k0: unknown key; k1: unknown key;"), answer
+        assert answer["error"].endswith("; and 6495 more keys"), answer
+    assert len(orjson.dumps(body)) > 60_000 and longest_response < 1000 and longest_log < 1000
+    record_check(
+        AREA,
+        "set and hub request of 64 KB with 6,500 unknown keys",
+        f"refused naming 5 keys and counting the rest; longest response {longest_response} bytes, longest log "
+        f"line {longest_log} characters",
+    )
+
+
 async def test_mqtt_booleans_are_refused_like_rest_and_the_receiver_is_unchanged(
     mqtt_broker: TestBroker, tmp_path: Path, receiver: str
 ) -> None:

@@ -67,8 +67,9 @@ class ControlHandler(StatePublisher):
             check_deadline(request, self.hub.clock.now())  # after the device's queue: it may have waited there
             results = await self._apply_set(device_id, channel, request)
         except RequestError as exc:
-            log.warning("MQTT %s on %s channel %s refused: %s", action, device_id, channel, exc)
-            self._respond(action, request, "error", where, str(exc))
+            message = shortened(str(exc))
+            log.warning("MQTT %s on %s channel %s refused: %s", action, device_id, channel, message)
+            self._respond(action, request, "error", where, message)
             self._restore(device_id, channel)
             return
         except Exception as exc:  # the requester still gets an answer, and the device's queue goes on

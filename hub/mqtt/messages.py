@@ -19,6 +19,9 @@ MAX_TRANSACTION_BYTES: Final = 4096
 # Keys any request may carry beside its own: "transaction" comes back in the answer, "deadline" bounds when the
 # hub may still begin it (check_deadline).
 REQUEST_KEYS: Final = frozenset({"transaction", "deadline"})
+# A refused request's answer names this many of its bad keys and counts the rest: a 64 KiB message of 6,500
+# unknown keys is not answered (to every subscriber of the response topic) and logged at twice its size.
+KEYS_NAMED: Final = 5
 
 
 class RequestError(Exception):
@@ -88,7 +91,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 def validate(model: type[ModelT], request: dict[str, Any]) -> ModelT:
     """Validate a request without its ``transaction`` and ``deadline`` (unless ``model`` has a field for one);
-    the message names each bad key."""
+    the message names the first KEYS_NAMED bad keys and counts the others."""
     body = {key: value for key, value in request.items() if key not in REQUEST_KEYS or key in model.model_fields}
     try:
         return model.model_validate(body)
@@ -99,7 +102,10 @@ def validate(model: type[ModelT], request: dict[str, Any]) -> ModelT:
             key = preview(problem["loc"][0]) if problem["loc"] else "payload"
             message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
             problems.setdefault(key.strip("'"), []).append(message)
-        raise RequestError("; ".join(f"{key}: {' or '.join(messages)}" for key, messages in problems.items())) from None
+        named = [f"{key}: {' or '.join(messages)}" for key, messages in list(problems.items())[:KEYS_NAMED]]
+        if len(problems) > KEYS_NAMED:
+            named.append(f"and {len(problems) - KEYS_NAMED} more keys")
+        raise RequestError("; ".join(named)) from None
 
 
 def shortened(message: str) -> str:
