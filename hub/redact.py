@@ -42,16 +42,20 @@ def _userinfo_passwords(text: str) -> Iterator[tuple[int, int]]:
     """The password of each ``user:password@`` in ``text``: for each '@', from the first ':' after the
     nearest '://' before it on its line (or, with no scheme, after the start of its word) up to the '@'.
     So a password may hold spaces, quotes, '@', '//' and commas, and each URL of a comma-separated broker
-    list is masked on its own."""
+    list is masked on its own. An '@' that starts its line (after blanks) ends the userinfo of the line
+    before: a password read from a file with its line break, written before ``@host``."""
     at = text.find("@")
     while at >= 0:
         line_start = text.rfind("\n", 0, at) + 1
+        while line_start and not text[line_start:at].strip():
+            line_start = text.rfind("\n", 0, line_start - 1) + 1
         scheme = text.rfind("://", line_start, at)
         if scheme >= 0:
             start = scheme + 3
         else:
-            word = _WORD_START.search(text[line_start:at][::-1])
-            start = at - word.start() if word is not None else line_start
+            before = text[line_start:at].rstrip()
+            word = _WORD_START.search(before[::-1])
+            start = line_start + len(before) - word.start() if word is not None else line_start
         colon = text.find(":", start, at)
         if 0 <= colon < at - 1:  # user@host and user:@host hold nothing secret
             yield colon + 1, at

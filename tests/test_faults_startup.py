@@ -383,6 +383,19 @@ SOURCED_CASES = {
         "[http]\nport = 0\n[mqtt]\nurl = 'off'\n",
         "environment (WMHUB_DATA_DIR): data_dir: <tmp>/not-a-directory is a file, not a directory",
     ),
+    # a security audit: an '@' on the line after the password hid it from the redaction; it was shown in clear
+    "MQTT URL, a password ending in a secret file's line break, from the environment": (
+        {"WMHUB_MQTT__URL": f"mqtt://wmhub:{LEAKED_PASSWORD}\n@127.0.0.1:1883"},
+        "[http]\nport = 0\n[mqtt]\nurl = 'off'\n",
+        "environment (WMHUB_MQTT__URL): mqtt.url: a URL holds a space or a control character (in a password, "
+        "write a space as %20) (got 'mqtt://wmhub:***@127.0.0.1:1883')",
+    ),
+    "MQTT URL, a password ending in Windows line breaks, from the environment": (
+        {"WMHUB_MQTT__URL": f"mqtt://wmhub:{LEAKED_PASSWORD}\r\n\r\n@127.0.0.1:1883"},
+        "[http]\nport = 0\n[mqtt]\nurl = 'off'\n",
+        "environment (WMHUB_MQTT__URL): mqtt.url: a URL holds a space or a control character (in a password, "
+        "write a space as %20) (got 'mqtt://wmhub:***@127.0.0.1:1883')",
+    ),
     "mqtt.ca_file missing, from the environment": (
         {"WMHUB_MQTT__CA_FILE": "/nonexistent/ca.pem"},
         "[http]\nport = 0\n[mqtt]\nurl = 'mqtts://127.0.0.1:8883'\n",

@@ -82,6 +82,9 @@ def test_no_password_survives(
         ),
         ("(got 'mqtt://u:Pass Word@127.0.0.1:bad')", "(got 'mqtt://u:***@127.0.0.1:bad')"),  # a space in it
         ("mqtt://u:Slash//Es@broker:1883", "mqtt://u:***@broker:1883"),  # '//' in it
+        # a secret file's line break (on Windows, two) between the password and the '@', with a scheme or none
+        ("mqtt://u:Secret1\n@broker:1883", "mqtt://u:***@broker:1883"),
+        ("(got 'u:Secret1\r\n\n  @broker')", "(got 'u:***@broker')"),
     ],
 )
 def test_passwords_a_word_boundary_would_have_cut(text: str, shown: str) -> None:
