@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import ipaddress
 import json
@@ -14,13 +15,13 @@ import sys
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from hub import __version__
 from hub.auth import stored_token
 from hub.config import ConfigError, HubConfig, load_config
 from hub.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
-from hub.logs import set_levels, setup_logging
+from hub.logs import JsonFormatter, set_levels, setup_logging
 from hub.plugins import PluginHost, installed_plugin_names
 from hub.redact import redact
 from hub.text import small_number
@@ -347,9 +348,32 @@ class _StopGuard:
             main, this = threading.main_thread(), threading.current_thread()
             others = [thread.name for thread in threading.enumerate() if thread not in (main, this)]
             step = f"the event loop's end (other threads: {', '.join(others) or 'none'})"
-        logging.getLogger("hub").error("%s: exiting now, the stop unfinished (still stopping %s)", why, step)
-        logging.shutdown()
+        _last_words(logging.ERROR, "%s: exiting now, the stop unfinished (still stopping %s)", why, step)
         os._exit(EXIT_FAILED)
+
+
+# How long the last line before os._exit may take to write: stderr may be a pipe no one reads any more.
+LAST_WORDS_S: Final = 1.0
+
+
+def _last_words(level: int, message: str, *args: object) -> None:
+    """Log a line formatted as the log handler would, written to stderr by a thread of its own and given
+    LAST_WORDS_S: not through the handler, whose lock the thread stuck writing to a full stderr pipe holds
+    (a plugin logging as the loop stands still), so the bound it reports still ends the process."""
+    record = logging.getLogger("hub").makeRecord("hub", level, __file__, 0, message, args, None)
+    handler = next(iter(logging.getLogger().handlers), None)
+    formatter = handler.formatter if handler is not None and handler.formatter is not None else JsonFormatter()
+    line = (formatter.format(record) + "\n").encode(errors="replace")
+
+    def write() -> None:
+        with contextlib.suppress(OSError):
+            written = 0
+            while written < len(line):
+                written += os.write(2, line[written:])
+
+    writer = threading.Thread(target=write, name="wmhub last words", daemon=True)
+    writer.start()
+    writer.join(LAST_WORDS_S)
 
 
 async def _until_signalled(hub: Hub, guard: _StopGuard) -> None:

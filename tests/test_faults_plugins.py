@@ -707,6 +707,50 @@ async def test_a_stop_that_plugin_code_holds_ends_at_the_deadline_saying_what_wa
     ]
 
 
+CHATTY_PLUGIN = WEDGED_PLUGIN.replace(
+    """        time.sleep(3600)  # a blocking library call: the event loop stands still, cancellation never arrives""",
+    """        while True:  # the event loop stands still, and once stderr's pipe is full so does this write
+            logging.getLogger("wmhub_wedged").warning("still letting go " + "x" * 1000)""",
+)
+
+
+async def test_the_stop_bound_ends_the_hub_while_a_plugin_stands_writing_to_a_full_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A security audit (in theory): the bound's thread logged its line before ending the process, through the
+    log handler, whose lock the event loop's thread held, stuck writing to a stderr pipe no one read: the bound
+    never ended the stop. Here a driver's close logs without end and stderr is never read."""
+    assert CHATTY_PLUGIN != WEDGED_PLUGIN
+    config, port = stranger_hub_config(
+        tmp_path, monkeypatch, "wedged", CHATTY_PLUGIN, 'devices = ["wedged://box"]', 'url = "off"'
+    )
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("WMHUB_")}
+    unread, stderr = os.pipe()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hub.cli", "run", "--config", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=stderr, env=environ,
+    )  # fmt: skip
+    os.close(stderr)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await devices_online(session, f"http://127.0.0.1:{port}", 1)
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        await asyncio.wait_for(process.wait(), STOP_DEADLINE_S + 10)
+        exited_s = time.monotonic() - signalled
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        os.close(unread)
+    record_check(
+        AREA,
+        "a driver's close logs without end during the stop, stderr a pipe no one reads",
+        f"SIGTERM: exited {process.returncode} after {exited_s:.1f} s",
+    )
+    assert process.returncode == EXIT_FAILED and exited_s < STOP_DEADLINE_S + 5
+
+
 FLEET_PLUGIN = """
 import asyncio
 
