@@ -369,6 +369,17 @@ async def test_battery_gauges_and_meters_keep_their_level_in_forced_colours(page
     assert sum(abs(a - b) for a, b in zip(full, track, strict=True)) > 100, f"the meter looks empty: {full} {track}"
 
 
+async def tile_count_becomes(page: Page, board: Board, count: int, timeout_ms: float = 10_000) -> None:
+    """The board shows ``count`` tiles; when it does not, the failure says which it shows and what the hub has."""
+    tiles = page.locator("#board .tile")
+    try:
+        await expect(tiles).to_have_count(count, timeout=timeout_ms)
+    except AssertionError as failed:
+        shown = await tiles.evaluate_all("tiles => tiles.map(tile => tile.dataset.channel)")
+        held = {device.id: [c.index for c in device.channels] for device in board.hub.store.devices.values()}
+        raise AssertionError(f"{failed}\ntiles shown: {shown}\nthe hub's devices and channels: {held}") from None
+
+
 async def test_a_receiver_added_or_removed_keeps_the_focus_and_a_click_on_another_tile(
     page: Page, board: Board
 ) -> None:
@@ -382,11 +393,11 @@ async def test_a_receiver_added_or_removed_keeps_the_focus_and_a_click_on_anothe
     await tile.locator(".name").focus()
     await page.evaluate("document.activeElement.dataset.marked = 'yes'")  # the same element, not a rebuilt twin
     await board.hub.remove_device(first_id, source="test")
-    await expect(tiles).to_have_count(len(last.channels))
+    await tile_count_becomes(page, board, len(last.channels))
     await expect(tile.locator(".num")).to_have_text("1")
     assert await page.evaluate("document.activeElement.dataset.marked") == "yes", await page.evaluate(ACTIVE)
     await board.hub.add_device(first.url, source="test")
-    await expect(tiles).to_have_count(6, timeout=10_000)
+    await tile_count_becomes(page, board, 6)
     await expect(tile.locator(".num")).to_have_text(str(len(first.channels) + 1))
     assert await page.evaluate("document.activeElement.dataset.marked") == "yes", await page.evaluate(ACTIVE)
     # pressed before the other receiver goes, released after: the click still lands on the ✎ pressed
@@ -395,7 +406,7 @@ async def test_a_receiver_added_or_removed_keeps_the_focus_and_a_click_on_anothe
     await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     await page.mouse.down()
     await board.hub.remove_device(first_id, source="test")
-    await expect(tiles).to_have_count(len(last.channels))
+    await tile_count_becomes(page, board, len(last.channels))
     box = await tile.locator(".edit").bounding_box()
     assert box is not None
     await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
