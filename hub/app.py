@@ -54,7 +54,7 @@ from hub.persistence.frequency import FrequencySettings
 from hub.persistence.known_devices import TRANSIENT_SOURCES
 from hub.plugins import PluginHost, UrlCheckFailedError
 from hub.redact import redact
-from hub.service import UnknownCandidateError
+from hub.service import DiscoveryOffError, UnknownCandidateError
 from hub.state import StateStore
 from hub.text import device_text, preview
 
@@ -710,6 +710,9 @@ class Hub:
         return self._supervise(self.persistence.devices.connect_url(known))
 
     async def restart_discovery(self) -> None:
+        # a request must not open the mDNS and SLP sockets the configuration keeps closed
+        if not self.config.discovery.enabled:
+            raise DiscoveryOffError("discovery is off ([discovery] enabled = false)")
         await self.discovery.restart()
 
     def info(self) -> dict[str, Any]:

@@ -52,6 +52,10 @@ class UnknownCandidateError(LookupError):
     """No discovery candidate has that URL."""
 
 
+class DiscoveryOffError(RuntimeError):
+    """Discovery was asked for while ``[discovery] enabled = false``: the setting holds until the hub restarts."""
+
+
 class PluginFaultError(ValueError):
     """A plugin's bug refused the request (its check of a device URL raised): the message names the plugin.
     An edge answers it as the plugin's error, not the caller's; the URL itself may be fine."""
@@ -182,7 +186,9 @@ class HubService(Protocol):
         """A consumer of levels every ``interval_s`` is there (hub.metering); call the result when it goes."""
         ...
 
-    async def restart_discovery(self) -> None: ...
+    async def restart_discovery(self) -> None:
+        """Forget what discovery found and start it again; :class:`DiscoveryOffError` while it is off."""
+        ...
 
 
 class AlertService(Protocol):
@@ -434,6 +440,7 @@ __all__ = [
     "AuditService",
     "Batch",
     "ChangeKey",
+    "DiscoveryOffError",
     "FrequencyService",
     "GroupService",
     "HistoryService",

@@ -11,6 +11,7 @@ import asyncio
 import importlib.util
 import itertools
 import math
+import os
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -37,6 +38,7 @@ from hub.mqtt.client import MqttClient
 from hub.plugins import PluginHost
 from hub.testing import eventually
 from tests.mosquitto import MqttProbe, TestBroker
+from tests.test_core_discover_cli import udp_sockets_of
 
 EXAMPLE_PLUGIN = Path(__file__).parent.parent / "docs/examples/wmhub-example/wmhub_example/plugin.py"
 _counter = itertools.count()
@@ -330,13 +332,30 @@ async def test_hub_requests(mqtt_broker: TestBroker, tmp_path: Path, receiver: s
         assert rate["status"] == "ok" and rate["data"] == {"ms": 500, "devices": 0, "without_meter_rate": [first_id]}
         one = await request("meter_rate", {"ms": 500, "device_id": first_id})
         assert one["status"] == "error" and "EX-1 has no meter_rate control" in one["error"]
-        restart = await request("discovery/restart")
-        assert restart["status"] == "ok"
         unknown = await request("reboot")
         assert unknown["status"] == "error" and "device/add" in unknown["error"]
         probe.publish(f"{base}/hubs/hub1/request/info", b"{oops")
         not_json = await probe.json(f"{base}/hubs/hub1/response/info", lambda value: value["status"] == "error")
         assert "not JSON" in not_json["error"] and "transaction" not in not_json
+
+
+async def test_discovery_restart_is_refused_while_discovery_is_off(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """An outside audit: with ``[discovery] enabled = false`` the request answered ok and started discovery, its
+    mDNS socket open while the hub's info still said discovery false; anyone who may publish requests could."""
+    plugins = PluginHost()
+    plugins.load_entry_points(only="shure,sennheiser")  # their discovery: mDNS types and the SLP listener
+    async with running_hub(mqtt_broker, tmp_path, [], plugins=plugins) as hub, MqttProbe(mqtt_broker) as probe:
+        base = hub.config.mqtt.base_topic
+        await probe.subscribe(f"{base}/hubs/hub1/response/#")
+        answer = await probe.request(
+            f"{base}/hubs/hub1/response/discovery/restart", f"{base}/hubs/hub1/request/discovery/restart", {}
+        )
+        assert answer["status"] == "error", answer
+        assert answer["error"] == "discovery is off ([discovery] enabled = false)"
+        # the old code opened them before it answered, so they would be there now
+        assert [address for address in udp_sockets_of(os.getpid()) if address.endswith((":5353", ":8427"))] == []
+        info = await probe.request(f"{base}/hubs/hub1/response/info", f"{base}/hubs/hub1/request/info", {})
+        assert info["data"]["config"]["discovery"] is False
 
 
 async def test_meters_are_throttled_and_sent_only_when_they_move(

@@ -16,7 +16,7 @@ from hub.mqtt.control import SOURCE
 from hub.mqtt.messages import RequestError, StrictMessage, check_deadline, parse_object, shortened, validate
 from hub.mqtt.publisher import StatePublisher
 from hub.records import StoreError
-from hub.service import HubService, VenueService
+from hub.service import DiscoveryOffError, HubService, VenueService
 from hub.text import DEFAULT_TEXT_WIDTH, preview
 
 log = logging.getLogger("hub.mqtt")
@@ -93,7 +93,7 @@ class HubRequests(StatePublisher):
             model, handler = entry
             data = await handler(validate(model, request))
         # ValueError: hub.drivers.EndpointError, a bad URL; StoreError: a name too long, a performer not found
-        except (RequestError, StoreError, ValueError, LookupError) as exc:
+        except (RequestError, StoreError, ValueError, LookupError, DiscoveryOffError) as exc:
             message = shortened(str(exc))
             log.warning("MQTT request %s refused: %s", preview(command), message)
             self._respond(command, request, "error", {}, message)
