@@ -306,6 +306,10 @@ class FrequencyConfig(Section):
         return bands
 
 
+# the demo's hub id unless one is given: docs/mqtt.md's commands address wmhub/hubs/demo/..., copied as they are
+DEMO_HUB_ID: Final = "demo"
+
+
 def _default_hub_id() -> str:
     name = re.sub(r"[^a-zA-Z0-9_-]", "_", socket.gethostname()) or "hub"
     return f"wmhub-{name}"
@@ -343,6 +347,12 @@ class HubConfig(Section):
     frequency: FrequencyConfig = Field(default_factory=FrequencyConfig)
     # where load_config found the settings, most binding first: (source, settings given there)
     _layers: tuple[tuple[str, Mapping[str, Any]], ...] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _demo_hub_id(self) -> HubConfig:
+        if self.demo and "hub_id" not in self.model_fields_set:
+            self.hub_id = DEMO_HUB_ID
+        return self
 
     def named(self, key: str) -> str:
         """``key`` (``http.port``) as a refused setting names it, with where its value came from:

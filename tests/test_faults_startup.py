@@ -695,6 +695,24 @@ def test_a_demo_without_plugins_offering_simulators_says_so(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
+    ("args", "env", "hub_id"),
+    [
+        (("--demo",), {}, "demo"),
+        (("--demo", "--hub-id", "stage-2"), {}, "stage-2"),
+        (("--demo",), {"WMHUB_HUB_ID": "foh"}, "foh"),
+    ],
+)
+def test_the_demo_is_hub_demo_unless_given_an_id(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], hub_id: str
+) -> None:
+    """An outside audit: scripts/demo.sh's hub was wmhub-<hostname>, so docs/mqtt.md's commands to
+    wmhub/hubs/demo/request/... reached no hub; an id given still wins."""
+    with running_hub(tmp_path / "data", *args, env={"WMHUB_LOAD_PLUGINS": "", **env}) as hub:
+        status, body = hub.get("/api/v1/hub")
+    assert status == 200 and json.loads(body)["hub_id"] == hub_id
+
+
+@pytest.mark.parametrize(
     ("keys", "said"),
     [
         (("ulxd", "ULXD"), "keys 'ulxd' and 'ULXD' name the same family (ulxd)"),
