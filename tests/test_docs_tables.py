@@ -1,9 +1,15 @@
 """Tables in docs/ that list what the plugins declare, rebuilt from the declarations and compared with the text,
 so that a family added or changed cannot leave the documentation behind (an outside audit found the Home
-Assistant table wrong for three families and missing others, and model.md giving family names nobody reports)."""
+Assistant table wrong for three families and missing others, and model.md giving family names nobody reports);
+and examples of what the hub prints or publishes, compared with what it does (another audit ran them)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,11 +18,14 @@ from wmhub_sennheiser.capabilities import CAPABILITIES as SENNHEISER_CAPABILITIE
 from wmhub_shure.capabilities import CAPABILITIES as SHURE_CAPABILITIES
 from wmhub_shure.families import FAMILIES as SHURE_FAMILIES
 
-from hub.model import Capabilities, Channel, Device
+from hub.hookspecs import Candidate
+from hub.model import Capabilities, Channel, CommandKind, Device
 from hub.mqtt.homeassistant import discovery_config
 from hub.mqtt.topics import Topics
+from tests.mosquitto import free_port
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 
 # The columns of docs/mqtt.md's entity table: the family's capabilities, and whether its receivers report a
 # name of their own (a receiver name is read-only rather than absent only when there is one to show). Every
@@ -118,6 +127,75 @@ def test_model_md_lists_every_family_value_the_plugins_report() -> None:
     declared = set(SHURE_FAMILIES) | set(SENNHEISER_CAPABILITIES)
     missing = sorted(family for family in declared if f"`{family}`" not in model)
     assert not missing, f"docs/model.md does not name these family values: {missing}"
+
+
+def _wmhub(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hub.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def _table_row(text: str, first_cell: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| {first_cell} |"))
+
+
+def test_readme_names_every_device_url_scheme_the_plugins_offer() -> None:
+    """An outside audit: `wmhub plugins` offered shure-uhfr:// and README.md's device URLs left it out."""
+    listing = _wmhub("plugins")
+    assert listing.returncode == 0, listing.stderr
+    schemes = re.findall(r"^\s+([a-z0-9-]+://)", listing.stdout, re.MULTILINE)
+    assert "shure://" in schemes and "sennheiser-ssc2://" in schemes, listing.stdout
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert [scheme for scheme in schemes if f"`{scheme}" not in readme] == []
+
+
+def test_deployment_md_shows_what_wmhub_prints(tmp_path: Path) -> None:
+    """An outside audit ran deployment.md's commands: --version lists the plugins in name order, and the
+    refused mqtt.url says "of a URL" after the flag's source; the page had another order and wording."""
+    deployment = (DOCS / "deployment.md").read_text(encoding="utf-8")
+    versions = _wmhub("--version").stdout.splitlines()
+    paragraph = next(line for line in deployment.split("\n\n") if "`wmhub --version` prints" in line)
+    documented = re.findall(r"`(wmhub[a-z-]*) \d", paragraph)
+    assert documented == [line.split()[0] for line in versions]
+    refused = _wmhub(
+        "run", "--check", "--data-dir", str(tmp_path), "--http", f"127.0.0.1:{free_port()}",
+        "--mqtt", "mqtt://u:secret@127.0.0.1:notaport",
+    )  # fmt: skip
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.strip() in deployment
+
+
+def test_mqtt_md_requests_table_says_what_the_hub_answers() -> None:
+    mqtt = (DOCS / "mqtt.md").read_text(encoding="utf-8")
+    candidates = _table_row(mqtt, "`candidates`")
+    assert [field.name for field in dataclasses.fields(Candidate) if f'"{field.name}"' not in candidates] == []
+    # the families that meter at a rate of their own, named as the entity table names them
+    meter_rate = _table_row(mqtt, "`meter_rate`")
+    named = meter_rate.split("its own schedule: ", 1)[1].split(";", 1)[0]
+    without = {
+        label for label, (capabilities, _) in _columns().items() if CommandKind.METER_RATE not in capabilities.commands
+    }
+    assert set(re.split(r", (?![^(]*\))", named)) == without
+
+
+def test_mqtt_md_home_assistant_example_is_what_the_hub_publishes() -> None:
+    """An outside audit: the example's Name template lacked the cut to the family's length, and the ids
+    Home Assistant takes for the entity ids (object_id, default_entity_id) were missing."""
+    mqtt = (DOCS / "mqtt.md").read_text(encoding="utf-8")
+    capabilities, _ = _columns()["ULX-D"]
+    device = Device(
+        id="shure-demo-ulxd4q", vendor="shure", family="ulxd", name="RX964", host="127.0.0.1", port=1,
+        channels=[Channel(index=1)], capabilities=capabilities,
+    )  # fmt: skip
+    components = discovery_config(device, Topics("wmhub", "demo", "homeassistant"), 1)["components"]
+    for component in ("ch1_name", "ch1_battery_percent"):
+        shown = {
+            key: value
+            for key, value in components[component].items()
+            if key != "pattern" and not isinstance(value, list | dict)  # the pattern and lists are cut short
+        }
+        missing = [
+            f'"{key}":{json.dumps(value)}' for key, value in shown.items() if f'"{key}":{json.dumps(value)}' not in mqtt
+        ]
+        assert missing == [], f"docs/mqtt.md's {component} example"
 
 
 def print_entity_table() -> None:

@@ -131,8 +131,8 @@ class HubRequests(StatePublisher):
 
     async def _request_meter_rate(self, request: MeterRateRequest) -> Any:
         results = await self.hub.set_meter_rate(request.ms, request.device_id, SOURCE, request.deadline)
-        # asked of every device, one whose family has no meter_rate command (UHF-R, Spectera, in-ear
-        # transmitters) is no failure
+        # asked of every device, one whose family has no meter_rate command (UHF-R, the PSM1000, SSCv2) is
+        # no failure
         without = (
             []
             if request.device_id is not None
