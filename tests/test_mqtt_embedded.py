@@ -131,13 +131,16 @@ async def test_subscribers_leaving_the_demo_broker_leave_no_errors_in_the_hub_lo
 NODE_RED_V5_CONNECT = bytes.fromhex("101f00044d5154540502000f0419011701000e6e6f64657265645f616263313233")
 
 
-async def _keep_pinging(port: int, name: str, connected: asyncio.Event, stop: asyncio.Event) -> None:
-    """An MQTT 3.1.1 client that keeps sending (as Node-RED acknowledging and pinging while the hub stops)."""
+async def _keep_pinging(port: int, name: str, connected: asyncio.Event, go: asyncio.Event, stop: asyncio.Event) -> None:
+    """An MQTT 3.1.1 client that keeps sending, from ``go`` on (as Node-RED acknowledging and pinging while the
+    hub stops)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     client_id = name.encode()
     writer.write(_mqtt_packet(0x10, b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id))
     assert (await asyncio.wait_for(reader.readexactly(4), 10))[:2] == b"\x20\x02"  # CONNACK
     connected.set()
+    # the others connect first: a broker flooded by the clients already in answers the last ones late
+    await go.wait()
 
     async def discard() -> None:
         while await reader.read(65536):
@@ -164,7 +167,7 @@ async def test_the_demo_hub_stops_on_sigterm_while_clients_keep_sending_and_node
     been read: a client sending at that moment (Node-RED's acknowledgements and pings) kept it running.
     Clients that keep sending make that certain; Node-RED's MQTT 5 connection, which amqtt neither
     accepts nor refuses, stays open beside them."""
-    stop = asyncio.Event()
+    go, stop = asyncio.Event(), asyncio.Event()
     pingers: list[asyncio.Future[None]] = []
     node_red_v5: asyncio.StreamWriter | None = None
     try:
@@ -173,10 +176,11 @@ async def test_the_demo_hub_stops_on_sigterm_while_clients_keep_sending_and_node
             node_red_v5.write(NODE_RED_V5_CONNECT)
             connected = [asyncio.Event() for _ in range(6)]
             pingers = [
-                asyncio.ensure_future(_keep_pinging(mqtt_port, f"node-red-{n}", up, stop))
+                asyncio.ensure_future(_keep_pinging(mqtt_port, f"node-red-{n}", up, go, stop))
                 for n, up in enumerate(connected)
             ]
             await asyncio.wait_for(asyncio.gather(*(up.wait() for up in connected)), 30)
+            go.set()  # each sends without pause from its next turn until the hub cuts it
             hub.send_signal(signal.SIGTERM)
             # before the fix it never exited (this deadline failed the test): now it ends cleanly
             assert await asyncio.wait_for(hub.wait(), 30) == 0
