@@ -238,7 +238,12 @@ async def test_a_client_that_hangs_up_while_pinging_is_a_quiet_disconnect(
     for _ in range(5):
         await asyncio.to_thread(ping_and_hang_up, hub.web.port)
         await eventually(lambda: not hub.web.live.clients, 5, "the live client gone")
-    noisy = [record for record in caplog.records if record.levelno >= logging.WARNING or record.exc_info]
+    # the loop monitor's lateness warning is the machine's load, not the client's going
+    noisy = [
+        record
+        for record in caplog.records
+        if (record.levelno >= logging.WARNING or record.exc_info) and record.module != "lag"
+    ]
     assert not noisy, [record.getMessage() for record in noisy]
     async with aiohttp.ClientSession() as session, session.ws_connect(live_url(hub)) as ws:
         assert (await next_message(ws))["type"] == "snapshot"  # the feed still serves the next browser
