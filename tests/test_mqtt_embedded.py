@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from hub.compose import compose_hub
@@ -89,9 +90,9 @@ async def _subscribe_everything_then_vanish(port: int, name: str) -> int:
 @contextlib.asynccontextmanager
 async def _demo_hub_with_its_broker(
     tmp_path: Path,
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, Path]]:
-    """A ``wmhub run --demo`` child whose embedded broker listens: the process, the broker's port, its log.
-    Killed on the way out if it has not exited."""
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, int, Path]]:
+    """A ``wmhub run --demo`` child whose embedded broker listens: the process, its web port, the broker's
+    port, its log. Killed on the way out if it has not exited."""
     http_port, mqtt_port = free_port(), free_port()
     log = tmp_path / "hub.log"
     environ = {key: value for key, value in os.environ.items() if not key.startswith("WMHUB_")}
@@ -103,7 +104,7 @@ async def _demo_hub_with_its_broker(
         )
     try:
         await eventually(lambda: "embedded MQTT broker listening" in log.read_text(), 30, "the demo's broker")
-        yield hub, mqtt_port, log
+        yield hub, http_port, mqtt_port, log
     finally:
         if hub.returncode is None:
             hub.kill()
@@ -118,7 +119,7 @@ async def test_subscribers_leaving_the_demo_broker_leave_no_errors_in_the_hub_lo
     """An outside audit following the README: each ``mosquitto_sub`` watching the demo and stopped left
     "Task exception was never retrieved" errors with tracebacks in the hub's log (amqtt's tasks sending to a
     client that had gone)."""
-    async with _demo_hub_with_its_broker(tmp_path) as (hub, mqtt_port, log):
+    async with _demo_hub_with_its_broker(tmp_path) as (hub, _, mqtt_port, log):
         for number in range(5):
             assert await _subscribe_everything_then_vanish(mqtt_port, f"watcher-{number}") >= 4096
         hub.send_signal(signal.SIGTERM)
@@ -158,6 +159,41 @@ async def _keep_pinging(port: int, name: str, connected: asyncio.Event, go: asyn
         writer.transport.abort()
 
 
+@contextlib.asynccontextmanager
+async def _clients_sending_without_pause(port: int, count: int) -> AsyncIterator[None]:
+    """``count`` MQTT 3.1.1 clients of the broker on ``port``, all connected, then sending without pause until
+    the block ends or the broker cuts them."""
+    go, stop = asyncio.Event(), asyncio.Event()
+    connected = [asyncio.Event() for _ in range(count)]
+    pingers = [
+        asyncio.ensure_future(_keep_pinging(port, f"node-red-{n}", up, go, stop)) for n, up in enumerate(connected)
+    ]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(up.wait() for up in connected)), 30)
+        go.set()  # each sends without pause from its next turn until the hub cuts it
+        yield
+    finally:
+        stop.set()
+        for pinger in pingers:
+            pinger.cancel()
+        await asyncio.gather(*pingers, return_exceptions=True)
+
+
+async def test_clients_sending_without_pause_to_the_demo_broker_leave_the_hub_answering(tmp_path: Path) -> None:
+    """On Python 3.12 a client of the demo's broker that kept sending held the whole hub: amqtt read its packets
+    one after the other without letting anything else run as long as some had arrived (``asyncio.wait_for``
+    no longer runs the read as a task of its own), so the web UI, the receivers and the MQTT edge stood
+    still, and a SIGTERM was never acted on."""
+    async with _demo_hub_with_its_broker(tmp_path) as (_, http_port, mqtt_port, log):
+        await eventually(lambda: "status board and API on" in log.read_text(), 30, "the hub's web UI")
+        async with _clients_sending_without_pause(mqtt_port, 6), aiohttp.ClientSession() as session:
+            for _ in range(5):
+                async with asyncio.timeout(5):  # it answers at once when idle
+                    async with session.get(f"http://127.0.0.1:{http_port}/") as response:
+                        assert response.status == 200
+                await asyncio.sleep(0.2)
+
+
 async def test_the_demo_hub_stops_on_sigterm_while_clients_keep_sending_and_node_red_s_mqtt5_node_waits(
     tmp_path: Path,
 ) -> None:
@@ -167,28 +203,16 @@ async def test_the_demo_hub_stops_on_sigterm_while_clients_keep_sending_and_node
     been read: a client sending at that moment (Node-RED's acknowledgements and pings) kept it running.
     Clients that keep sending make that certain; Node-RED's MQTT 5 connection, which amqtt neither
     accepts nor refuses, stays open beside them."""
-    go, stop = asyncio.Event(), asyncio.Event()
-    pingers: list[asyncio.Future[None]] = []
     node_red_v5: asyncio.StreamWriter | None = None
     try:
-        async with _demo_hub_with_its_broker(tmp_path) as (hub, mqtt_port, log):
+        async with _demo_hub_with_its_broker(tmp_path) as (hub, _, mqtt_port, log):
             _, node_red_v5 = await asyncio.open_connection("127.0.0.1", mqtt_port)
             node_red_v5.write(NODE_RED_V5_CONNECT)
-            connected = [asyncio.Event() for _ in range(6)]
-            pingers = [
-                asyncio.ensure_future(_keep_pinging(mqtt_port, f"node-red-{n}", up, go, stop))
-                for n, up in enumerate(connected)
-            ]
-            await asyncio.wait_for(asyncio.gather(*(up.wait() for up in connected)), 30)
-            go.set()  # each sends without pause from its next turn until the hub cuts it
-            hub.send_signal(signal.SIGTERM)
-            # before the fix it never exited (this deadline failed the test): now it ends cleanly
-            assert await asyncio.wait_for(hub.wait(), 30) == 0
+            async with _clients_sending_without_pause(mqtt_port, 6):
+                hub.send_signal(signal.SIGTERM)
+                # before the fix it never exited (this deadline failed the test): now it ends cleanly
+                assert await asyncio.wait_for(hub.wait(), 30) == 0
     finally:
-        stop.set()
-        for pinger in pingers:
-            pinger.cancel()
-        await asyncio.gather(*pingers, return_exceptions=True)
         if node_red_v5 is not None:
             node_red_v5.transport.abort()
     # the connections it cut leave no error in its log

@@ -38,9 +38,21 @@ class EmbeddedBroker:
 
     async def start(self) -> int:
         # imported here: amqtt and its dependencies cost 3 MB of memory in every hub that uses a real broker
+        from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
         from amqtt.broker import Broker
 
         connections = self._connections
+
+        class TurnTakingReader(StreamReaderAdapter):  # type: ignore[misc]  # amqtt is untyped
+            """amqtt reads a client's packets in a loop that lets the event loop run only when it waits for data,
+            and on Python 3.12 ``asyncio.wait_for`` (around each read) no longer runs the read as a task of its
+            own: a client that kept sending held the whole hub (web UI, receivers, the stop on SIGTERM) for as
+            long as it sent. Each read lets everything else take its turn first."""
+
+            async def read(self, n: int = -1) -> bytes:
+                await asyncio.sleep(0)
+                data: bytes = await super().read(n)
+                return data
 
         class ScopedRetainBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
             """amqtt 0.12 sends a connecting client the retained messages of every subscription on the
@@ -59,7 +71,7 @@ class EmbeddedBroker:
             ) -> None:
                 connections.add(writer)
                 try:
-                    await super().stream_connected(reader, writer, listener_name)
+                    await self.external_connected(TurnTakingReader(reader), StreamWriterAdapter(writer), listener_name)
                 except Exception as exc:
                     if not _a_client_left(exc):
                         raise
