@@ -66,6 +66,9 @@ RETUNE_REFUSALS_SHOWN = 5  # a thousand receivers refusing would otherwise be a 
 # A demo fleet starts (or stops) simulators on loopback: one still at it after this long is left out.
 DEMO_FLEET_TIMEOUT_S = 10.0
 DEVICES_STEP = "the devices' drivers"  # a step of Hub.stop that names the devices still in it
+# Where a signalled stop is before Hub.stop's own steps: the start it interrupted ending. Said apart from the
+# stop being done, which a stop held here (the event loop too busy to get to it) was taken for.
+BEGINNING_STEP = "its beginning: the hub's start ending"
 STOP_URLS_SHOWN = 3
 
 
@@ -433,8 +436,8 @@ class Hub:
 
     def still_stopping(self) -> str | None:
         """What the stop is at (for the devices, the URLs of those whose drivers are still closing), or None
-        before it began and once it is done. Read from another thread too: a stop blocked by plugin code holds
-        the event loop."""
+        before the hub is asked to stop and once the stop is done. Read from another thread too: a stop blocked by
+        plugin code holds the event loop."""
         step = self._stop_step
         if step != DEVICES_STEP:
             return step
@@ -472,6 +475,7 @@ class Hub:
                 if not signalled.done():
                     raise HubFailed(self._failure or "a task the hub needs ended")
         finally:
+            self._stop_step = BEGINNING_STEP
             if stopping is not None:
                 stopping()
             log.info("shutting down")

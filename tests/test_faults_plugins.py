@@ -707,6 +707,55 @@ async def test_a_stop_that_plugin_code_holds_ends_at_the_deadline_saying_what_wa
     ]
 
 
+STUBBORN_FLEET_PLUGIN = """
+import asyncio
+import logging
+
+from hub import hookimpl
+
+
+class StubbornFleet:
+    async def start(self):
+        logging.getLogger("wmhub_stubborn").warning("starting the simulators")
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                logging.getLogger("wmhub_stubborn").warning("not stopping yet")
+
+    async def stop(self):
+        pass
+
+
+@hookimpl
+def register_simulators(register):
+    register(StubbornFleet())
+"""
+
+
+async def test_a_stop_held_before_its_first_step_is_not_said_to_be_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A demo hub whose event loop was too busy to get from "shutting down" to its stop's first step ended at the
+    bound saying it was still stopping "the event loop's end", as if the stop had finished: the database and
+    everything else were still open."""
+    config, _ = stranger_hub_config(
+        tmp_path, monkeypatch, "stubborn", STUBBORN_FLEET_PLUGIN, "demo = true", 'url = "off"'
+    )
+    with hub_process(config, tmp_path / "hub.log") as hub:
+        hub.start()
+        await eventually(lambda: "starting the simulators" in hub.log.read_text(), 20, "the fleet's start")
+        hub.signal(signal.SIGTERM)
+        # the start, cancelled, waits for the fleet (which goes on for a while): the stop has not begun its steps
+        await eventually(lambda: "not stopping yet" in hub.log.read_text(), 10, "the fleet's start cancelled")
+        hub.signal(signal.SIGINT)
+        code = await hub.exited(5)
+    assert code == EXIT_FAILED
+    assert stop_lines(hub) == [
+        "SIGINT while stopping: exiting now, the stop unfinished (still stopping its beginning: the hub's start ending)"
+    ]
+
+
 CHATTY_PLUGIN = WEDGED_PLUGIN.replace(
     """        time.sleep(3600)  # a blocking library call: the event loop stands still, cancellation never arrives""",
     """        while True:  # the event loop stands still, and once stderr's pipe is full so does this write
