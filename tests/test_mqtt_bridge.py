@@ -588,7 +588,8 @@ async def test_each_state_goes_out_once(mqtt_broker: TestBroker, tmp_path: Path,
     """A new receiver's channel went out twice, identical, in the batch that brought it (once with the whole
     device, once as a changed channel): every consumer saw two updates, Home Assistant logged two state
     changes."""
-    async with MqttProbe(mqtt_broker) as probe:
+    # an id of its own: watching_hub's probe has the default one, and the broker would cut either for the other
+    async with MqttProbe(mqtt_broker, client_id="wmhub-test-every-message") as probe:
         await probe.subscribe("#")
         async with watching_hub(mqtt_broker, tmp_path, receiver) as (_, _, base, device_id):
             channel_topic = f"{base}/devices/{device_id}/channels/1"
