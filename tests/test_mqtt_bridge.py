@@ -588,22 +588,32 @@ async def test_each_state_goes_out_once(mqtt_broker: TestBroker, tmp_path: Path,
     """A new receiver's channel went out twice, identical, in the batch that brought it (once with the whole
     device, once as a changed channel): every consumer saw two updates, Home Assistant logged two state
     changes."""
-    # an id of its own: watching_hub's probe has the default one, and the broker would cut either for the other
-    async with MqttProbe(mqtt_broker, client_id="wmhub-test-every-message") as probe:
-        await probe.subscribe("#")
-        async with watching_hub(mqtt_broker, tmp_path, receiver) as (_, _, base, device_id):
-            channel_topic = f"{base}/devices/{device_id}/channels/1"
-            await probe.message(channel_topic)
-            # the device's next state change comes after the first channel state's, in order on one connection
-            await probe.message(f"{base}/hubs/hub1/devices")
-        repeated = [
-            topic
-            for (topic, payload), (next_topic, next_payload) in itertools.pairwise(
-                [(topic, payload) for topic, payload in probe.messages if topic == channel_topic]
+    base = f"wmtest{next(_counter)}"
+    live: list[tuple[str, bytes]] = []  # as published: a retained copy the broker replays is not a second one
+
+    def record(topic: str, payload: bytes, retained: bool) -> None:
+        if not retained:
+            live.append((topic, payload))
+
+    watcher = MqttClient(
+        BrokerAddress(mqtt_broker.host, mqtt_broker.port), "wmhub-test-every-message", on_message=record
+    )
+    watcher.subscribe(f"{base}/#", 1)
+    watcher.start()
+    try:
+        assert await watcher.wait_subscribed(10)
+        async with running_hub(mqtt_broker, tmp_path, [receiver], base=base) as hub:
+            channel_topic = f"{base}/devices/{await online_device(hub)}/channels/1"
+            await eventually(lambda: any(topic == channel_topic for topic, _ in live), 10, "the channel's state")
+            # the hub answers after what it published before: a second copy would be in by the answer
+            watcher.publish(f"{base}/hubs/hub1/request/info", b'{"transaction": "after"}', 1)
+            await eventually(
+                lambda: any(topic == f"{base}/hubs/hub1/response/info" for topic, _ in live), 10, "the answer"
             )
-            if payload == next_payload
-        ]
-        assert not repeated
+        states = [payload for topic, payload in live if topic == channel_topic]
+        assert not [first for first, then in itertools.pairwise(states) if first == then], states
+    finally:
+        await watcher.stop()
 
 
 async def test_a_command_sent_the_moment_a_device_is_announced_is_heard(
