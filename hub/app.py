@@ -17,6 +17,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, Protocol
 
 from hub import __version__
@@ -448,9 +449,13 @@ class Hub:
         more = f" and {len(closing) - STOP_URLS_SHOWN} more" if len(closing) > STOP_URLS_SHOWN else ""
         return f"{step}: {shown}{more}"
 
-    async def run_until_signalled(self, stopping: Callable[[], None] | None = None) -> None:
+    async def run_until_signalled(
+        self, stopping: Callable[[], None] | None = None, heard: Callable[[int], None] | None = None
+    ) -> None:
         """Run until SIGINT, SIGTERM or SIGHUP, then stop cleanly; ``stopping`` is called as the stop begins
-        (the signal handlers are still the hub's: it may take them over)."""
+        (the signal handlers are still the hub's: it may take them over). ``heard`` is called with each of
+        those signals in the signal handler itself, which runs even while plugin code holds the event loop
+        and the stop cannot begin."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         # SIGHUP: the terminal or SSH session of a hub started by hand closed. Its default action ends the
@@ -462,6 +467,8 @@ class Hub:
             stop_signals.append(signal.SIGHUP)
         for signum in stop_signals:
             loop.add_signal_handler(signum, stop.set)
+            if heard is not None:
+                _hear_first(signum, heard)
         # a signal while starting (a slow broker, a slow disk) stops the hub too; a failed start stops what
         # was started (an open database keeps a thread that would otherwise keep the process alive)
         starting = asyncio.ensure_future(self.start())
@@ -757,3 +764,17 @@ def meter_rate_limits(capabilities: Capabilities | None) -> NumberLimits | None:
     """The whole-device METER_RATE values a family declares it takes, if it says."""
     limits = capabilities.commands.get(CommandKind.METER_RATE) if capabilities is not None else None
     return limits.number if limits is not None else None
+
+
+def _hear_first(signum: int, heard: Callable[[int], None]) -> None:
+    """Call ``heard`` from Python's handler of ``signum``, then the event loop's: the loop hears the signal
+    through its wakeup descriptor only when it next turns, this handler as soon as the loop's thread runs
+    Python again (a plugin's ``time.sleep`` is interrupted for it)."""
+    loops_own = signal.getsignal(signum)
+
+    def handler(number: int, frame: FrameType | None) -> None:
+        heard(number)
+        if callable(loops_own):
+            loops_own(number, frame)
+
+    signal.signal(signum, handler)

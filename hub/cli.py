@@ -21,6 +21,7 @@ from hub import __version__
 from hub.auth import stored_token
 from hub.config import ConfigError, HubConfig, load_config
 from hub.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
+from hub.lag import where_held
 from hub.logs import JsonFormatter, set_levels, setup_logging
 from hub.plugins import PluginHost, installed_plugin_names
 from hub.redact import redact
@@ -317,13 +318,22 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
 
 
 class _StopGuard:
-    """Bounds the hub's stop once it begins: a second SIGINT or SIGTERM ends the process at once, and so does
-    the stop outlasting STOP_DEADLINE_S; either exits 1 with one log line naming what was still stopping.
-    A repeated SIGHUP changes nothing (a closing terminal sends it twice)."""
+    """Bounds the hub's stop from the first stop signal, or from the stop's beginning when the hub stops on its
+    own: a second SIGINT or SIGTERM ends the process at once, and so does the stop outlasting STOP_DEADLINE_S;
+    either exits 1 with one log line naming what was still stopping, or where plugin code holds the event
+    loop so that the stop cannot begin. A repeated SIGHUP changes nothing (a closing terminal sends it twice)."""
 
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
         self.finished = threading.Event()  # the event loop has closed: nothing of the hub's is left to bound
+        self._deadline: threading.Thread | None = None
+
+    def heard(self, signum: int) -> None:
+        """A stop signal, heard in Python's handler before the event loop (held, it may never hear it)."""
+        if self._deadline is None:
+            self._start_deadline()
+        elif signum != signal.SIGHUP:
+            self._signalled_again(signum, None)
 
     def begin(self) -> None:
         loop = asyncio.get_running_loop()
@@ -331,9 +341,14 @@ class _StopGuard:
             if loop.remove_signal_handler(signum):  # not one the hub left alone (SIGHUP under nohup)
                 # a handler of Python's own, not the loop's: it runs even while plugin code blocks the loop
                 signal.signal(signum, signal.SIG_IGN if signum == signal.SIGHUP else self._signalled_again)
+        if self._deadline is None:
+            self._start_deadline()
+
+    def _start_deadline(self) -> None:
         # a thread of its own: it counts while plugin code blocks the loop, and up to the loop's very end (asyncio
         # waits for its executor's threads then, without a limit on Python 3.11)
-        threading.Thread(target=self._watch, name="wmhub stop deadline", daemon=True).start()
+        self._deadline = threading.Thread(target=self._watch, name="wmhub stop deadline", daemon=True)
+        self._deadline.start()
 
     def _signalled_again(self, signum: int, frame: object) -> None:
         self._exit(f"{signal.Signals(signum).name} while stopping")
@@ -344,7 +359,10 @@ class _StopGuard:
 
     def _exit(self, why: str) -> None:
         step = self._hub.still_stopping()
-        if step is None:  # the hub has stopped: what is left is the event loop's own end
+        if step is None and not self._hub.stopped.is_set():  # the event loop that would begin the stop is held
+            held = self._hub.loop_monitor.held() or where_held(threading.main_thread().ident or 0)
+            step = f"nothing: the stop never began, the event loop's thread {held}"
+        elif step is None:  # the hub has stopped: what is left is the event loop's own end
             main, this = threading.main_thread(), threading.current_thread()
             others = [thread.name for thread in threading.enumerate() if thread not in (main, this)]
             step = f"the event loop's end (other threads: {', '.join(others) or 'none'})"
@@ -381,7 +399,7 @@ async def _until_signalled(hub: Hub, guard: _StopGuard) -> None:
     cancel it again and wait for it, for ever if it ignores cancellation (hub.plugins.call_bounded)."""
     failed = True
     try:
-        await hub.run_until_signalled(stopping=guard.begin)
+        await hub.run_until_signalled(stopping=guard.begin, heard=guard.heard)
         failed = False
     finally:
         _ignore_stop_signals()

@@ -6,16 +6,28 @@ core does (samples from every receiver, ten a second per channel), the loop fall
 timer's lateness is therefore the age samples have when the hub gets to them; it is exported as a metric
 and, when it passes ``late_after_s``, logged as a warning, so a saturated hub never serves stale data
 without saying so.
+
+A loop held for good (plugin code that never returns) fires no timer at all, late or not: a thread of the
+monitor's own, which runs while the loop does not, says so while it lasts and where the loop's thread is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
+import sysconfig
+import threading
+import time
+from types import FrameType
 
 from hub.background import BackgroundLoop
 
 log = logging.getLogger("hub")
+
+# A loop that has not turned for this long is held, not late: every device, MQTT and the web server wait.
+HELD_AFTER_S = 10.0
 
 
 class LoopMonitor(BackgroundLoop):
@@ -23,7 +35,13 @@ class LoopMonitor(BackgroundLoop):
 
     name = "event loop monitor"
 
-    def __init__(self, interval_s: float = 0.25, late_after_s: float = 0.1, warn_every_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        interval_s: float = 0.25,
+        late_after_s: float = 0.1,
+        warn_every_s: float = 60.0,
+        held_after_s: float = HELD_AFTER_S,
+    ) -> None:
         super().__init__()
         self.interval_s = interval_s
         self.late_after_s = late_after_s
@@ -32,6 +50,20 @@ class LoopMonitor(BackgroundLoop):
         self.max_lag_s = 0.0
         self.late = 0
         self.ticks = 0
+        self._held_watch = HeldLoopWatch(self, held_after_s)
+
+    def start(self) -> None:
+        super().start()
+        self._held_watch.start()
+
+    async def stop(self) -> None:
+        self._held_watch.stop()
+        await super().stop()
+
+    def held(self) -> str | None:
+        """How long the loop has not turned and where its thread is, once that is longer than ``held_after_s``;
+        else None. Read from any thread (a stop bound reads it while the loop is held)."""
+        return self._held_watch.held()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -54,3 +86,92 @@ class LoopMonitor(BackgroundLoop):
                         self.lag_s * 1000,
                         self.late,
                     )
+
+
+class HeldLoopWatch:
+    """Watches a :class:`LoopMonitor`'s ticks from a thread: a loop without a tick for ``held_after_s`` is
+    logged once per hold with the place its thread is held at, and its end once the loop turns again."""
+
+    def __init__(self, monitor: LoopMonitor, held_after_s: float) -> None:
+        self._monitor = monitor
+        self._held_after_s = held_after_s
+        self._loop_thread_id = threading.get_ident()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ticks_seen = -1
+        self._last_tick_at = time.monotonic()
+        self._held_at: str | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._loop_thread_id = threading.get_ident()
+        self._stopped.clear()
+        self._ticks_seen, self._last_tick_at, self._held_at = self._monitor.ticks, time.monotonic(), None
+        self._thread = threading.Thread(target=self._watch, name="wmhub held loop watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stopped.set()
+            thread.join()
+
+    def held(self) -> str | None:
+        held_at = self._held_at
+        if held_at is None:
+            return None
+        return f"held for {time.monotonic() - self._last_tick_at:.0f} s {held_at}"
+
+    def _watch(self) -> None:
+        check_every_s = min(1.0, self._held_after_s / 4)
+        while not self._stopped.wait(check_every_s):
+            now = time.monotonic()
+            ticks = self._monitor.ticks
+            if ticks != self._ticks_seen:
+                if self._held_at is not None:
+                    log.warning("the event loop turns again after %.1f s held", now - self._last_tick_at)
+                self._ticks_seen, self._last_tick_at, self._held_at = ticks, now, None
+            elif self._held_at is None and now - self._last_tick_at >= self._held_after_s:
+                self._held_at = where_held(self._loop_thread_id)
+                log.warning(
+                    "the event loop has not turned for %.0f s, held %s: every device, MQTT and the web server "
+                    "wait until it returns (plugin code must await I/O, never block)",
+                    now - self._last_tick_at,
+                    self._held_at,
+                )
+
+
+_LIBRARY_PATHS = tuple({sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
+
+
+def where_held(thread_id: int) -> str:
+    """The innermost place on a thread's stack outside Python's own library: the code that called the
+    sleep or the blocking read, not the read."""
+    frame: FrameType | None = sys._current_frames().get(thread_id)
+    innermost = frame
+    while frame is not None and _in_python_library(frame.f_code.co_filename):
+        frame = frame.f_back
+    shown = frame or innermost
+    if shown is None:
+        return "(the thread has ended)"
+    return f"at {_short(shown.f_code.co_filename)}:{shown.f_lineno} in {shown.f_code.co_name}"
+
+
+def _in_python_library(filename: str) -> bool:
+    # site-packages may sit under the standard library's directory (a Python installed without a venv)
+    if filename.startswith("<"):  # a frozen module of the import system
+        return True
+    return filename.startswith(_LIBRARY_PATHS) and f"{os.sep}site-packages{os.sep}" not in filename
+
+
+def _short(filename: str) -> str:
+    """A file as a user reads it: from the package down when installed, else from the working directory."""
+    marker = f"{os.sep}site-packages{os.sep}"
+    if marker in filename:
+        return filename.rsplit(marker, 1)[1]
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:  # another drive (Windows)
+        return filename
+    return filename if relative.startswith(os.pardir) else relative

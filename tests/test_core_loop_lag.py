@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -33,6 +34,42 @@ async def test_a_blocked_loop_is_reported_late_and_logged(caplog: pytest.LogCapt
         assert any("not keeping up" in record.getMessage() for record in caplog.records)
     finally:
         await monitor.stop()
+
+
+def hold_the_loop_watching(monitor: LoopMonitor, seconds: float) -> list[str]:
+    """Block the event loop as plugin code that never awaits would, reading meanwhile what the monitor says."""
+    said: list[str] = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        if (held := monitor.held()) is not None:
+            said.append(held)
+        time.sleep(0.05)
+    return said
+
+
+async def test_a_loop_held_for_good_is_said_while_it_lasts_naming_the_code_that_holds_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A plugin that never returned to the loop left the hub silent: the late-timer warning waits for a timer
+    that never fires, and the slow-call warning for a call that never ends."""
+    monitor = LoopMonitor(interval_s=0.05, held_after_s=0.3)
+    monitor.start()
+    try:
+        await eventually(lambda: monitor.ticks >= 2, 2, "the monitor ticking")
+        with caplog.at_level(logging.WARNING, logger="hub"):
+            said = hold_the_loop_watching(monitor, 1.2)
+            await eventually(lambda: monitor.held() is None and monitor.ticks >= 4, 2, "the loop turning again")
+            await eventually(
+                lambda: any("turns again" in record.getMessage() for record in caplog.records), 3, "the hold's end"
+            )
+        assert said, "the monitor never said the loop was held"
+        assert re.fullmatch(r"held for \d+ s at tests/test_core_loop_lag\.py:\d+ in hold_the_loop_watching", said[-1])
+        warnings = [record.getMessage() for record in caplog.records if "has not turned" in record.getMessage()]
+        assert len(warnings) == 1, warnings
+        assert "held at tests/test_core_loop_lag.py:" in warnings[0] and "in hold_the_loop_watching" in warnings[0]
+    finally:
+        await monitor.stop()
+    assert monitor.held() is None
 
 
 class SlowStartingEdge:

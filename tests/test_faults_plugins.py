@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -705,6 +706,74 @@ async def test_a_stop_that_plugin_code_holds_ends_at_the_deadline_saying_what_wa
         f"the stop did not finish within {STOP_DEADLINE_S:g} s: exiting now, the stop unfinished "
         "(still stopping the devices' drivers: wedged://box)"
     ]
+
+
+HOLDING_PLUGIN = """
+import logging
+import os
+import time
+
+from hub import hookimpl
+from hub.drivers import PollingDriver
+from hub.hookspecs import DriverSpec
+
+
+class Holding(PollingDriver):
+    async def connect(self):
+        self.sink.identify(unique_id="box", family="holding", model="H-1", channel_count=1)
+
+    async def poll(self):
+        self.sink.heard()
+        if os.path.exists(HOLD_FLAG):
+            logging.getLogger("wmhub_holding").warning("holding the loop")
+            time.sleep(3600)  # a blocking library call: the event loop never turns again
+
+    async def close(self):
+        pass
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="holding", vendor="holding", families=("holding",), factory=Holding, default_port=1))
+"""
+
+
+async def test_a_stop_signal_while_plugin_code_holds_the_loop_for_good_ends_the_hub_at_the_bound_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver's poll that never returned to the event loop: SIGTERM (and Ctrl-C) went unheard, only SIGKILL
+    ended the hub, and nothing in its log said what held it."""
+    flag = tmp_path / "hold"
+    config, port = stranger_hub_config(
+        tmp_path,
+        monkeypatch,
+        "holding",
+        HOLDING_PLUGIN.replace("HOLD_FLAG", repr(str(flag))),
+        'devices = ["holding://box"]',
+    )
+    with hub_process(config, tmp_path / "hub.log") as hub:
+        hub.start()
+        async with aiohttp.ClientSession() as session:
+            await devices_online(session, f"http://127.0.0.1:{port}", 1)
+        flag.touch()
+        await eventually(lambda: "holding the loop" in hub.log.read_text(), 10, "the poll holding the loop")
+        hub.signal(signal.SIGTERM)
+        code = await hub.exited(STOP_DEADLINE_S + 10)
+    messages = [orjson.loads(line)["message"] for line in hub.log.read_text().splitlines()]
+    record_check(
+        AREA,
+        "a driver's poll holds the event loop for good; SIGTERM",
+        f"exited {code} at the stop's bound, saying {stop_lines(hub)}",
+    )
+    assert code == EXIT_FAILED
+    held_at = r"\S*wmhub_holding\.py:\d+ in poll"
+    assert [m for m in messages if "has not turned" in m and re.search(f"held at {held_at}", m)], messages
+    [line] = stop_lines(hub)
+    assert re.fullmatch(
+        rf"the stop did not finish within {STOP_DEADLINE_S:g} s: exiting now, the stop unfinished \(still stopping "
+        rf"nothing: the stop never began, the event loop's thread held for \d+ s at {held_at}\)",
+        line,
+    ), line
 
 
 STUBBORN_FLEET_PLUGIN = """
