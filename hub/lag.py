@@ -7,8 +7,10 @@ timer's lateness is therefore the age samples have when the hub gets to them; it
 and, when it passes ``late_after_s``, logged as a warning, so a saturated hub never serves stale data
 without saying so.
 
-A loop held for good (plugin code that never returns) fires no timer at all, late or not: a thread of the
-monitor's own, which runs while the loop does not, says so while it lasts and where the loop's thread is.
+A thread of the monitor's own, which runs while the loop does not, looks where the loop's thread is while a
+tick is overdue: the warning names the busiest place (plugin code the hub does not call itself, a reader task
+or a protocol callback, is timed nowhere else). A loop held for good (plugin code that never returns) fires
+no timer at all: that thread says so while it lasts, and where.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import sysconfig
 import threading
 import time
+from collections import Counter
 from types import FrameType
 
 from hub.background import BackgroundLoop
@@ -28,6 +31,10 @@ log = logging.getLogger("hub")
 
 # A loop that has not turned for this long is held, not late: every device, MQTT and the web server wait.
 HELD_AFTER_S = 10.0
+# How often the watch looks at the loop: a hold that makes a tick late (100 ms) is looked at about twice.
+LOOK_EVERY_S = 0.05
+# Distinct places counted between two warnings (places are code lines: a bound that should never be met).
+MAX_PLACES = 64
 
 
 class LoopMonitor(BackgroundLoop):
@@ -50,6 +57,7 @@ class LoopMonitor(BackgroundLoop):
         self.max_lag_s = 0.0
         self.late = 0
         self.ticks = 0
+        self.ticked_at = time.monotonic()
         self._held_watch = HeldLoopWatch(self, held_after_s)
 
     def start(self) -> None:
@@ -73,6 +81,7 @@ class LoopMonitor(BackgroundLoop):
             await asyncio.sleep(self.interval_s)
             now = loop.time()
             self.ticks += 1
+            self.ticked_at = time.monotonic()
             self.lag_s = max(0.0, now - due)
             self.max_lag_s = max(self.max_lag_s, self.lag_s)
             if self.lag_s > self.late_after_s:
@@ -81,16 +90,18 @@ class LoopMonitor(BackgroundLoop):
                     last_warning = now
                     log.warning(
                         "the hub is not keeping up: its event loop runs %.0f ms late, so device data is that "
-                        "old when merged (%d late ticks so far). A plugin that blocks the loop is named in a "
-                        "warning of its own; without one, fewer devices or a slower meter rate help",
+                        "old when merged (%d late ticks so far)%s",
                         self.lag_s * 1000,
                         self.late,
+                        self._held_watch.busiest_place(),
                     )
 
 
 class HeldLoopWatch:
-    """Watches a :class:`LoopMonitor`'s ticks from a thread: a loop without a tick for ``held_after_s`` is
-    logged once per hold with the place its thread is held at, and its end once the loop turns again."""
+    """Looks at a :class:`LoopMonitor`'s ticks from a thread. While a tick is overdue it notes where the loop's
+    thread is (the busiest place goes into the monitor's "not keeping up" warning: a plugin's reader task or
+    protocol callback is no hook call the hub times); a loop without a tick for ``held_after_s`` is logged once
+    per hold with that place, and its end once the loop turns again."""
 
     def __init__(self, monitor: LoopMonitor, held_after_s: float) -> None:
         self._monitor = monitor
@@ -98,16 +109,17 @@ class HeldLoopWatch:
         self._loop_thread_id = threading.get_ident()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
-        self._ticks_seen = -1
-        self._last_tick_at = time.monotonic()
         self._held_at: str | None = None
+        self._held_since = 0.0
+        self._places: Counter[str] = Counter()
+        self._places_lock = threading.Lock()
 
     def start(self) -> None:
         if self._thread is not None:
             return
         self._loop_thread_id = threading.get_ident()
         self._stopped.clear()
-        self._ticks_seen, self._last_tick_at, self._held_at = self._monitor.ticks, time.monotonic(), None
+        self._held_at = None
         self._thread = threading.Thread(target=self._watch, name="wmhub held loop watch", daemon=True)
         self._thread.start()
 
@@ -121,24 +133,43 @@ class HeldLoopWatch:
         held_at = self._held_at
         if held_at is None:
             return None
-        return f"held for {time.monotonic() - self._last_tick_at:.0f} s {held_at}"
+        return f"held for {time.monotonic() - self._held_since:.0f} s {held_at}"
+
+    def busiest_place(self) -> str:
+        """Where the loop's thread was most often while a tick was overdue, since the last call, as a clause of
+        the "not keeping up" warning."""
+        with self._places_lock:
+            places, self._places = self._places, Counter()
+        if not places:
+            return ": fewer devices or a slower meter rate help"
+        [(place, seen)] = places.most_common(1)
+        return (
+            f"; while it ran late its thread was most often {place} ({seen} of {places.total()} looks): plugin "
+            "code there must await, never block; hub code there means fewer devices or a slower meter rate"
+        )
 
     def _watch(self) -> None:
-        check_every_s = min(1.0, self._held_after_s / 4)
+        monitor = self._monitor
+        check_every_s = min(LOOK_EVERY_S, self._held_after_s / 4)
         while not self._stopped.wait(check_every_s):
+            ticked_at = monitor.ticked_at
             now = time.monotonic()
-            ticks = self._monitor.ticks
-            if ticks != self._ticks_seen:
-                if self._held_at is not None:
-                    log.warning("the event loop turns again after %.1f s held", now - self._last_tick_at)
-                self._ticks_seen, self._last_tick_at, self._held_at = ticks, now, None
-            elif self._held_at is None and now - self._last_tick_at >= self._held_after_s:
-                self._held_at = where_held(self._loop_thread_id)
+            if self._held_at is not None and ticked_at != self._held_since:
+                log.warning("the event loop turns again after %.1f s held", ticked_at - self._held_since)
+                self._held_at = None
+            if now - ticked_at < monitor.interval_s:  # the monitor's timer is not due yet
+                continue
+            place = where_held(self._loop_thread_id)
+            with self._places_lock:
+                if place in self._places or len(self._places) < MAX_PLACES:
+                    self._places[place] += 1
+            if self._held_at is None and now - ticked_at >= self._held_after_s:
+                self._held_at, self._held_since = place, ticked_at
                 log.warning(
                     "the event loop has not turned for %.0f s, held %s: every device, MQTT and the web server "
                     "wait until it returns (plugin code must await I/O, never block)",
-                    now - self._last_tick_at,
-                    self._held_at,
+                    now - ticked_at,
+                    place,
                 )
 
 

@@ -50,6 +50,10 @@ AREA = "plugin isolation"
 HOSTILE_NAME = "\x1b[2J\x1b[31mFAKE\r\n2026-01-01 ERROR hub: forged line\u202e" + "y" * 100_000
 
 
+def parse_heavily(seconds: float) -> None:
+    time.sleep(seconds)
+
+
 class CarelessDriver(Driver):
     """Reads ``{"channel": n, "fields": {...}}`` lines and writes them to the sink unchecked."""
 
@@ -70,6 +74,8 @@ class CarelessDriver(Driver):
             message = json.loads(line)  # Python's json: NaN and Infinity come through as floats
             if "block_s" in message:
                 time.sleep(message["block_s"])  # noqa: ASYNC251 - the mistake under test: blocking in a coroutine
+            elif "callback_block_s" in message:  # heavy parsing in a callback of the driver's own, no hook call
+                asyncio.get_running_loop().call_soon(parse_heavily, message["callback_block_s"])
             elif "device" in message:
                 self.sink.update_device(message["device"])
             elif "held" in message:  # readings held until the hub looks, written then by the merge
@@ -371,6 +377,29 @@ async def test_a_driver_blocking_the_loop_is_named(tmp_path: Path, caplog: pytes
         "a driver's run() calls time.sleep(0.3) (blocks the event loop)",
         "warning naming plugin careless and Driver.run with the time held (every call into a plugin is timed "
         "per step; over 100 ms is named, at most once a minute per plugin and hook)",
+    )
+
+
+async def test_a_driver_blocking_the_loop_from_a_callback_of_its_own_is_shown_where_it_holds_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outside audit (a stranger's plugin): a driver parsing in its own reader task or protocol callback held
+    the loop most of the time, and the hub's "not keeping up" warning promised a warning naming the plugin that
+    never came (the hub times the calls it makes into a plugin, not the callbacks a plugin schedules)."""
+    caplog.set_level(logging.WARNING)
+    shown_where = re.compile(r"its thread was most often at tests/test_faults_plugins\.py:\d+ in parse_heavily ")
+    async with careless_hub(tmp_path) as rig:
+        rig.hub.loop_monitor.warn_every_s = 0  # every late tick says so: one from the machine's load is no answer
+        rig.careless.send({"callback_block_s": 0.4})
+
+        def shown() -> list[str]:
+            return [r.getMessage() for r in caplog.records if shown_where.search(r.getMessage())]
+
+        warning = (await eventually(shown, what="the not-keeping-up warning saying where"))[0]
+    record_check(
+        AREA,
+        "a driver's own loop callback calls time.sleep(0.4) (no hook call of the hub's)",
+        f"the not-keeping-up warning says where the loop's thread was: {warning!r}",
     )
 
 
