@@ -25,8 +25,15 @@ import pytest
 from wmhub_shure.simulator.core import ShureSimulator
 from wmhub_shure.simulator.replay import ReplayDevice, Transcript
 
+from hub import hookimpl
 from hub.app import Hub
+from hub.clock import SimulatedClock
+from hub.drivers import Driver
+from hub.hookspecs import DriverSpec
+from hub.mqtt import payloads
+from hub.mqtt.presence import DEPARTED_GRACE_S
 from hub.persistence.schema import MIGRATIONS
+from hub.plugins import PluginHost
 from hub.testing import eventually, plugin_host
 from tests.fault_harness import until
 from tests.mosquitto import MqttProbe, TestBroker, free_port
@@ -492,3 +499,124 @@ def undo_the_last_migration(database: sqlite3.Connection) -> None:
     for table in created:
         database.execute(f"DROP TABLE {table}")
     database.execute("DELETE FROM schema_version WHERE version = ?", (len(MIGRATIONS),))
+
+
+class SlotsDriver(Driver):
+    """A base station identified with one channel whose packs pair in any slot (docs/plugins.md: "an update to a
+    higher channel adds it"): it reports the slots its URL names (``slots://127.0.0.1:1?slots=1,5``)."""
+
+    async def connect(self) -> None:
+        self.sink.identify(unique_id="BASE1", family="slots", model="SLOTS", channel_count=1)
+        for slot in self.endpoint.options["slots"].split(","):
+            self.sink.update_channel(int(slot), {"name": f"Pack {slot}", "tx_present": True})
+
+    async def run(self) -> None:
+        while True:  # its keepalive
+            self.sink.heard()
+            await asyncio.sleep(1)
+
+    async def close(self) -> None:
+        pass
+
+
+class SlotsPlugin:
+    @hookimpl
+    def register_drivers(self, register: Callable[[DriverSpec], None]) -> None:
+        register(DriverSpec(scheme="slots", vendor="slots", families=("slots",), factory=SlotsDriver, default_port=1))
+
+
+SLOTS_ID = "slots-BASE1"
+
+
+def slots_host() -> PluginHost:
+    host = PluginHost()
+    host.register(SlotsPlugin(), "wmhub-slots", "1.0")
+    return host
+
+
+async def packs_in_slots(broker: TestBroker, tmp_path: Path, base: str, slots: str) -> str:
+    """One run of a hub with the base station, until the packs in ``slots`` are on the broker: its device topic."""
+    device_topic = f"{base}/devices/{SLOTS_ID}"
+    async with running_hub(
+        broker, tmp_path, [f"slots://127.0.0.1:1?slots={slots}"], plugins=slots_host(), base=base
+    ) as hub:
+        wanted = [int(slot) for slot in slots.split(",")]
+        await eventually(lambda: reported_channels(hub, SLOTS_ID) == wanted, 10, "the packs reported")
+    # the hub's last list is sent before it stops: it names the device as the next run reads it
+    assert sorted(await retained(broker, f"{device_topic}/channels/+")) == [
+        f"{device_topic}/channels/{slot}" for slot in wanted
+    ]
+    return device_topic
+
+
+async def test_a_channel_above_the_count_is_cleared_with_a_receiver_removed_between_runs(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A pack paired in slot 5 of a base identified with one channel: once the base was removed from the
+    configuration while the hub was stopped, the next start cleared channels 1 and 2 (its channel count in the
+    previous run's list) and left channel 5 retained for good, a ghost for every MQTT consumer."""
+    device_topic = await packs_in_slots(mqtt_broker, tmp_path, "wmslots", "1,5")
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("wmslots/#")
+        async with running_hub(mqtt_broker, tmp_path, [], base="wmslots"):
+            await eventually(lambda: probe.latest.get(f"{device_topic}/channels/1") == b"", 20, "channel 1 cleared")
+    assert await retained(mqtt_broker, f"{device_topic}/#") == {}
+    assert await retained(mqtt_broker, device_topic) == {}
+    assert await retained(mqtt_broker, f"homeassistant/device/{SLOTS_ID}/config") == {}
+
+
+async def test_a_channel_above_the_count_a_receiver_lost_between_runs_is_cleared(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """The pack in slot 5 unpaired while the hub was stopped, on a hub that lost its database (a new machine):
+    only the previous run's list on the broker tells what it had, and its channel count (2) left slot 5's topic
+    retained, a channel the base no longer has."""
+    device_topic = await packs_in_slots(mqtt_broker, tmp_path / "first", "wmunpaired", "1,5")
+    url = "slots://127.0.0.1:1?slots=1"
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe(f"{device_topic}/channels/+")
+        async with running_hub(mqtt_broker, tmp_path / "second", [url], plugins=slots_host(), base="wmunpaired"):
+            await eventually(lambda: probe.latest.get(f"{device_topic}/channels/5") == b"", 20, "channel 5 cleared")
+    assert sorted(await retained(mqtt_broker, f"{device_topic}/channels/+")) == [f"{device_topic}/channels/1"]
+
+
+async def test_the_channels_a_previous_runs_list_names_are_cleared_and_only_real_channel_numbers(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """The channel numbers in the previous run's list (any client allowed to write the hub's topics can leave one)
+    are cleared when the device is gone; what is no channel number is left out; a list an older hub left, with
+    the channel count alone, still clears channels 1 to that count."""
+    clock = SimulatedClock()
+    new, old = "wmnumbers/devices/example-EXNEW", "wmnumbers/devices/example-EXOLD"
+    listed = [
+        {"id": "example-EXNEW", "channel_count": 2, "channel_indexes": [2, 7, 0, 5000, "3", True, 7]},
+        {"id": "example-EXOLD", "channel_count": 2},  # an older hub's
+    ]
+    left = [f"{new}/channels/{index}" for index in (2, 7)] + [f"{old}/channels/{index}" for index in (1, 2)]
+    async with MqttProbe(mqtt_broker) as probe:
+        await probe.subscribe("wmnumbers/#")
+        probe.publish("wmnumbers/hubs/hub1/devices", listed, retain=True)
+        for topic in left:
+            probe.publish(topic, {"index": int(topic.rpartition("/")[2])}, retain=True)
+        async with running_hub(mqtt_broker, tmp_path, [], base="wmnumbers", clock=clock):
+            await probe.message(f"{new}/availability", lambda payload: payload == b"offline")
+            clock.advance(DEPARTED_GRACE_S)
+            for topic in left:
+                await probe.message(topic, lambda payload: payload == b"")
+            await probe.request("wmnumbers/hubs/hub1/response/info", "wmnumbers/hubs/hub1/request/info", {})
+        cleared = {topic for topic, payload in probe.messages if topic.startswith(f"{new}/channels/") and not payload}
+    assert cleared == {f"{new}/channels/2", f"{new}/channels/7"}
+    assert await retained(mqtt_broker, "wmnumbers/devices/#") == {}
+
+
+def test_a_device_carried_in_the_list_keeps_its_channel_numbers() -> None:
+    """A receiver down for a whole run (listed as the previous run's list had it) keeps the channel numbers that list
+    gave, so a later start clears each of its channel topics should it be removed meanwhile."""
+    entry = {"id": "slots-BASE1", "vendor": "slots", "host": "127.0.0.1", "port": 1, "channel_count": 2}
+    previous = orjson.dumps([{**entry, "channel_indexes": [1, 5], "url": "slots://127.0.0.1:1"}])
+    carried = payloads.carried_entries(previous)["slots-BASE1"]
+    assert (carried["channel_count"], carried["channel_indexes"]) == (2, [1, 5])
+    assert payloads.listed_channels(orjson.dumps([carried])) == {"slots-BASE1": (1, 5)}
+    # as an older hub listed it: channels 1 to the count
+    older = payloads.carried_entries(orjson.dumps([entry]))["slots-BASE1"]
+    assert payloads.listed_channels(orjson.dumps([older])) == {"slots-BASE1": (1, 2)}

@@ -228,7 +228,7 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         # late; the other configs read are let go
         expected, _ = self.hub.expected_device_ids()
         waiting = {
-            self.topics.homeassistant_config(device_id) for device_id in expected | self._previous_channel_counts.keys()
+            self.topics.homeassistant_config(device_id) for device_id in expected | self._previous_channels.keys()
         }
         for topic in self._previous_configs.keys() - waiting:
             del self._previous_configs[topic]

@@ -35,6 +35,9 @@ _DEVICE_STATE_EXCLUDE: Final = {"channels", "last_seen"}
 def device_state(device: Device) -> dict[str, Any]:
     state = device.model_dump(exclude=_DEVICE_STATE_EXCLUDE)
     state["channel_count"] = len(device.channels)
+    # the number of each channel: a driver may report one above the count it identified (a pack paired in slot 5
+    # of a one-channel base), and a later run clears each of their topics by it (channel_indexes below)
+    state["channel_indexes"] = [channel.index for channel in device.channels]
     return state
 
 
@@ -68,6 +71,7 @@ def carried_entries(payload: bytes) -> dict[str, dict[str, Any]]:
         carried[device.id] = {
             **device_summary(device),
             "channel_count": channel_count(entry),
+            "channel_indexes": list(channel_indexes(entry)),
             "url": url if isinstance(url, str) else None,
         }
     return carried
@@ -78,6 +82,12 @@ def listed_devices(payload: bytes) -> dict[str, int]:
     untrusted), each with its channel count; none from a payload that is not such a list. A count that is
     no whole number from 0 to MAX_CHANNELS is taken as 0 (unknown)."""
     return {str(entry["id"]): channel_count(entry) for entry in _list_entries(payload)}
+
+
+def listed_channels(payload: bytes) -> dict[str, tuple[int, ...]]:
+    """The devices in a hub's retained device list (untrusted, as for :func:`listed_devices`), each with the numbers
+    of its channels (:func:`channel_indexes`): those whose topics that hub may have left retained."""
+    return {str(entry["id"]): channel_indexes(entry) for entry in _list_entries(payload)}
 
 
 def listed_online(payload: bytes) -> frozenset[str]:
@@ -159,6 +169,24 @@ def channel_count(summary: Mapping[str, Any]) -> int:
     if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_CHANNELS:
         return count
     return 0
+
+
+def channel_indexes(summary: Mapping[str, Any]) -> tuple[int, ...]:
+    """The channel numbers of a device's published state or summary (any hub's, so untrusted), ascending, each
+    once: those its ``channel_indexes`` lists that are whole numbers from 1 to MAX_CHANNELS (at most MAX_CHANNELS
+    of them read); where it has no such list (a hub before 26.12.0 published the count alone), 1 to its count."""
+    listed = summary.get("channel_indexes")
+    if not isinstance(listed, list):
+        return tuple(range(1, channel_count(summary) + 1))
+    return tuple(
+        sorted(
+            {
+                index
+                for index in listed[:MAX_CHANNELS]
+                if isinstance(index, int) and not isinstance(index, bool) and 1 <= index <= MAX_CHANNELS
+            }
+        )
+    )
 
 
 def is_channel_state(payload: bytes, index: int) -> bool:

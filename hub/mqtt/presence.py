@@ -102,8 +102,8 @@ class Presence(StatePublisher):
         if self._left_behind_checked:  # later ones are this run's own
             return
         self._left_behind_checked = True
-        previous = payloads.listed_devices(payload)
-        self._previous_channel_counts = dict(previous)
+        previous = payloads.listed_channels(payload)
+        self._previous_channels = dict(previous)
         self._carried_entries = payloads.carried_entries(payload)
         self._device_list.changed()  # now with the devices still to come back
         for device_id in previous.keys() - self.hub.state.devices.keys():
@@ -118,7 +118,7 @@ class Presence(StatePublisher):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _settle_left_behind(self, previous: dict[str, int]) -> None:
+    async def _settle_left_behind(self, previous: dict[str, tuple[int, ...]]) -> None:
         """Mark the previous run's devices that are not here offline (availability, and the device state a crash
         left saying online), then clear the retained topics of those this run does not have: removed from the
         configuration (or the store) while the hub was stopped. Waits until every device of this run has an id
@@ -159,16 +159,15 @@ class Presence(StatePublisher):
             )
             return
         for device_id in not_here:
-            channel_count = previous[device_id]
             if self.client is None:
                 continue
             if self._owned_by_another_hub(device_id):
                 log.info("device %s of this hub's previous run is another hub's now: its topics are left", device_id)
                 continue
             log.info("device %s of this hub's previous run is gone: clearing its retained topics", device_id)
-            self._previous_channel_counts.pop(device_id, None)
+            self._previous_channels.pop(device_id, None)
             self._previous_configs.pop(self.topics.homeassistant_config(device_id), None)
-            for topic in self._previous_run_topics(device_id, channel_count):
+            for topic in self._previous_run_topics(device_id, previous[device_id]):
                 self._publish(topic, b"")
             self.client.flush()
 

@@ -85,9 +85,10 @@ class StatePublisher:
         # device's config is sent
         self._previous_configs: dict[str, payloads.RetainedConfig] = {}
         self._config_topic_device: dict[str, str] = {}  # config topic -> device id, for those sent this run
-        # per device of this hub's previous run (its retained device list): how many channels it had then, until
-        # this run publishes the device and clears the topics of channels it no longer has
-        self._previous_channel_counts: dict[str, int] = {}
+        # per device of this hub's previous run (its retained device list): the numbers of the channels it had then
+        # (not always 1 to its count: a driver may report one above it), until this run publishes the device and
+        # clears the topics of channels it no longer has
+        self._previous_channels: dict[str, tuple[int, ...]] = {}
         # the previous run's list entries, listed (offline) while this run has no state of their devices: a
         # receiver down for a whole run stays this hub's, and is cleared at a later start if it was removed. The
         # store has one it kept the identity of from the start (hub.devices); these are the others (the first
@@ -197,7 +198,7 @@ class StatePublisher:
                 state_sent.add(device_id)
                 if ONLINE in changed:
                     self._publish(self.topics.availability(device_id), payloads.availability_payload(device.online))
-                    if device.online and device_id in self._previous_channel_counts:  # listed offline from the start
+                    if device.online and device_id in self._previous_channels:  # listed offline from the start
                         answered.append(device)
                         configs.add(device_id)
                     if device.online:
@@ -335,7 +336,7 @@ class StatePublisher:
         with it should it be removed before it answers."""
         if not device.online:
             return
-        for index in range(1, self._previous_channel_counts.pop(device.id, 0) + 1):
+        for index in self._previous_channels.pop(device.id, ()):
             if device.channel(index) is None:
                 self._publish(self.topics.channel(device.id, index), b"")
 
@@ -474,7 +475,7 @@ class StatePublisher:
         config_topic = self.topics.homeassistant_config(device_id)
         self._previous_configs.pop(config_topic, None)
         self._config_topic_device.pop(config_topic, None)
-        channel_count = self._previous_channel_counts.pop(device_id, None)
+        previous_channels = self._previous_channels.pop(device_id, None)
         if self._owned_by_another_hub(device_id):
             log.info("device %s left this hub and is another hub's now: its topics are left", device_id)
             # and never sent again: after a broker restart this hub's old copy would overwrite the other's
@@ -482,8 +483,8 @@ class StatePublisher:
                 self.client.forget_retained(topic)
         else:
             topics = self._device_topics(device_id)
-            if channel_count is not None:  # not published online this run: what the previous run left is there
-                topics += self._previous_run_topics(device_id, channel_count)
+            if previous_channels is not None:  # not published online this run: what the previous run left is there
+                topics += self._previous_run_topics(device_id, previous_channels)
             for topic in dict.fromkeys(topics):  # each once, Home Assistant's config first
                 self._publish(topic, b"")
         self._homeassistant_components.pop(device_id, None)
@@ -512,12 +513,12 @@ class StatePublisher:
         topics = [self.topics.homeassistant_config(device_id)] if self.settings.homeassistant else []
         return topics + self._retained_under(self.topics.device(device_id))
 
-    def _previous_run_topics(self, device_id: str, channel_count: int) -> list[str]:
-        """The retained topics this hub's previous run left for a device of ``channel_count`` channels (its
-        retained device list says how many), its Home Assistant config first, as :meth:`_device_topics`."""
+    def _previous_run_topics(self, device_id: str, channels: Iterable[int]) -> list[str]:
+        """The retained topics this hub's previous run left for a device with the channels numbered ``channels``
+        (its retained device list says which), its Home Assistant config first, as :meth:`_device_topics`."""
         topics = [self.topics.homeassistant_config(device_id)] if self.settings.homeassistant else []
         topics += [self.topics.device(device_id), self.topics.availability(device_id)]
-        return topics + [self.topics.channel(device_id, index) for index in range(1, channel_count + 1)]
+        return topics + [self.topics.channel(device_id, index) for index in channels]
 
     def _clear_channel(self, device_id: str, index: int) -> None:
         """Empty retained payloads on the topics of a channel the device no longer has."""
