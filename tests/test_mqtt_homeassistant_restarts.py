@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from unittest.mock import ANY
 
 import orjson
@@ -549,6 +549,14 @@ async def packs_in_slots(broker: TestBroker, tmp_path: Path, base: str, slots: s
     return device_topic
 
 
+def entities_of_channel(config: dict[str, Any], index: int) -> list[str]:
+    """The components of a channel in a device's Home Assistant config that are entities (a component sent with
+    its platform alone is one Home Assistant removes)."""
+    return [
+        key for key, component in config["components"].items() if key.startswith(f"ch{index}_") and len(component) > 1
+    ]
+
+
 async def test_a_channel_above_the_count_is_cleared_with_a_receiver_removed_between_runs(
     mqtt_broker: TestBroker, tmp_path: Path
 ) -> None:
@@ -572,11 +580,17 @@ async def test_a_channel_above_the_count_a_receiver_lost_between_runs_is_cleared
     only the previous run's list on the broker tells what it had, and its channel count (2) left slot 5's topic
     retained, a channel the base no longer has."""
     device_topic = await packs_in_slots(mqtt_broker, tmp_path / "first", "wmunpaired", "1,5")
+    config_topic = f"homeassistant/device/{SLOTS_ID}/config"
     url = "slots://127.0.0.1:1?slots=1"
     async with MqttProbe(mqtt_broker) as probe:
         await probe.subscribe(f"{device_topic}/channels/+")
+        await probe.subscribe(config_topic)
         async with running_hub(mqtt_broker, tmp_path / "second", [url], plugins=slots_host(), base="wmunpaired"):
             await eventually(lambda: probe.latest.get(f"{device_topic}/channels/5") == b"", 20, "channel 5 cleared")
+            # and Home Assistant removes the channel's entities: sent with their platform alone
+            await probe.json(config_topic, lambda config: entities_of_channel(config, 5) == [], 20)
+            config = orjson.loads(probe.latest[config_topic])
+            assert entities_of_channel(config, 1) and "ch5_name" in config["components"]
     assert sorted(await retained(mqtt_broker, f"{device_topic}/channels/+")) == [f"{device_topic}/channels/1"]
 
 
@@ -620,3 +634,20 @@ def test_a_device_carried_in_the_list_keeps_its_channel_numbers() -> None:
     # as an older hub listed it: channels 1 to the count
     older = payloads.carried_entries(orjson.dumps([entry]))["slots-BASE1"]
     assert payloads.listed_channels(orjson.dumps([older])) == {"slots-BASE1": (1, 2)}
+
+
+async def test_a_channel_above_the_count_is_cleared_with_a_receiver_removed_while_the_hub_runs(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """Removed while the hub runs (REST, the device/remove request), the base leaves no channel topic either."""
+    device_topic = "wmslotsnow/devices/" + SLOTS_ID
+    url = "slots://127.0.0.1:1?slots=1,5"
+    async with running_hub(mqtt_broker, tmp_path, [url], plugins=slots_host(), base="wmslotsnow") as hub:
+        await eventually(lambda: reported_channels(hub, SLOTS_ID) == [1, 5], 10, "the packs reported")
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe(f"{device_topic}/channels/5")
+            await probe.json(f"{device_topic}/channels/5")
+            assert await hub.remove_device(SLOTS_ID, source="test")
+            await probe.message(f"{device_topic}/channels/5", lambda payload: payload == b"")
+    assert await retained(mqtt_broker, f"{device_topic}/#") == {}
+    assert await retained(mqtt_broker, device_topic) == {}
