@@ -334,15 +334,21 @@ class StateStore:
     def set_channel_count(self, device_id: str, count: int) -> None:
         """Make the device's channels exactly 1..count: a receiver's channel count is fixed by its model, and
         another model may answer at the same address with the same id (a dual where a quad was)."""
+        self.set_channels(device_id, range(1, count + 1))
+
+    def set_channels(self, device_id: str, indexes: Iterable[int]) -> None:
+        """Make the device's channels exactly those numbered ``indexes`` (a base with packs in slots 1 and 5, as
+        another hub publishes it)."""
         device = self.devices[device_id]
-        dropped = [channel.index for channel in device.channels if channel.index > count]
+        wanted = set(indexes)
+        dropped = [channel.index for channel in device.channels if channel.index not in wanted]
         if dropped:
-            device.channels = [channel for channel in device.channels if channel.index <= count]
+            device.channels = [channel for channel in device.channels if channel.index in wanted]
             self._retire_writers()
             for index in dropped:
                 self._notify((device_id, index), _REMOVED)
         have = {channel.index for channel in device.channels}
-        for index in range(1, count + 1):
+        for index in sorted(wanted):
             if index not in have:
                 device.channels.append(self._name(device_id, Channel(index=index)))
                 self._notify((device_id, index), _ADDED)

@@ -35,6 +35,7 @@ from tests.faultproxy import TcpFaultProxy
 from tests.mosquitto import MqttProbe, TestBroker, free_port
 from tests.test_mqtt_bridge import running_hub
 from tests.test_mqtt_control import vendor_plugins
+from tests.test_mqtt_homeassistant_restarts import SLOTS_ID, slots_host
 from tests.test_scale_two_hubs import hub_process, online_devices
 
 TOKEN = "fleet-test-token"
@@ -821,3 +822,25 @@ async def test_the_fleet_takes_a_commands_answer_only_from_the_owning_hubs_respo
         async with await sent as response:
             assert response.status == 200, await response.text()
             assert (await response.json())["ok"] is True
+
+
+async def test_the_fleet_shows_a_base_with_packs_in_slots_1_and_5_as_those_two_channels(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A base identified with one channel whose packs pair in slots 1 and 5 (docs/plugins.md: "an update to a
+    higher channel adds it") showed on the fleet board as channels 1 and 2: the fleet made a device's channels
+    1..channel_count and refused the topic of channel 5."""
+    async with (
+        running_hub(mqtt_broker, tmp_path, ["slots://127.0.0.1:1?slots=1,5"], plugins=slots_host(), base="wmhub"),
+        running_fleet(mqtt_broker.url, tmp_path / "fleet") as (_, base),
+        aiohttp.ClientSession() as http,
+    ):
+
+        async def both_packs_shown() -> list[tuple[int, str | None]] | None:
+            async with http.get(f"{base}/api/v1/devices/{SLOTS_ID}") as response:
+                if response.status != 200:
+                    return None
+                shown = [(channel["index"], channel["name"]) for channel in (await response.json())["channels"]]
+            return shown if shown == [(1, "Pack 1"), (5, "Pack 5")] else None
+
+        await wait_for(both_packs_shown, 10, f"{SLOTS_ID} with the packs in slots 1 and 5 on the fleet")

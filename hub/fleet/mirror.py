@@ -111,7 +111,7 @@ class ListedDevice:
     """One entry of a hub's device list, validated."""
 
     device: Device
-    channel_count: int
+    channel_indexes: tuple[int, ...]
     online: bool
 
 
@@ -129,7 +129,7 @@ def _listed_devices(summaries: Any) -> list[ListedDevice]:
         if not isinstance(summary, dict):
             raise ValueError(f"no device in a device list: {str(summary)[:40]!r}")
         device = payloads.listed_device(summary)
-        entries.append(ListedDevice(device, payloads.channel_count(summary), summary.get("online") is True))
+        entries.append(ListedDevice(device, payloads.channel_indexes(summary), summary.get("online") is True))
     return entries
 
 
@@ -278,7 +278,7 @@ class FleetMirror:
             self.listing.setdefault(device.id, set()).add(hub_id)
             self._available.setdefault(device.id, entry.online)
             if entry.online or not self._online_elsewhere(device.id, hub_id) or device.id not in self.store.devices:
-                self._add_or_update(device, entry.channel_count)
+                self._add_or_update(device, entry.channel_indexes)
             else:
                 self._update_online(device.id)
         for device_id in gone:
@@ -305,7 +305,7 @@ class FleetMirror:
         hubs = sorted(self.listing.get(device_id, ()))
         return next((hub_id for hub_id in hubs if self.hubs[hub_id].online), hubs[0] if hubs else None)
 
-    def _add_or_update(self, device: Device, channel_count: int) -> None:
+    def _add_or_update(self, device: Device, channel_indexes: tuple[int, ...]) -> None:
         if device.id in self.store.devices:
             known = self.store.devices[device.id]
             if (known.vendor, known.host, known.port) != (device.vendor, device.host, device.port):
@@ -318,8 +318,8 @@ class FleetMirror:
             # meters are not retained: a fleet started after the hub would show no levels until they move.
             # A device's get makes its hub re-publish the device's state and meters, once per new device.
             self.client.publish(f"{self.topics.device(device.id)}/get", b"{}", self.settings.qos_state)
-        if channel_count:
-            self.store.set_channel_count(device.id, channel_count)
+        if channel_indexes:
+            self.store.set_channels(device.id, channel_indexes)
         self._update_online(device.id)
 
     def _on_device_topic(self, device_id: str, rest: list[str], payload: bytes) -> None:
@@ -334,7 +334,7 @@ class FleetMirror:
             device = payloads.listed_device(state)
             if device.id != device_id:
                 raise ValueError(f"device state of {device.id!r} on the topic of {device_id!r}")
-            self._add_or_update(device, payloads.channel_count(state))
+            self._add_or_update(device, payloads.channel_indexes(state))
         elif rest == ["availability"]:
             if payload in (b"online", b"offline"):
                 self._available[device_id] = payload == b"online"
@@ -350,7 +350,7 @@ class FleetMirror:
 
     def _merge_channel(self, device_id: str, index: int, values: dict[str, Any], wanted: frozenset[str]) -> None:
         if self.store.devices[device_id].channel(index) is None:
-            # the device's state says how many channels it has: a topic beyond them makes no channel
+            # the device's state lists its channels: a topic of another makes no channel
             raise ValueError(f"{device_id} has no channel {index}")
         given = {key: value for key, value in values.items() if key in wanted}
         # validated as a whole channel, so a battery of 250 % or a name of the wrong type never gets in
