@@ -32,6 +32,7 @@ from hub.drivers import (
 from hub.fieldcheck import FieldRules, checked, merge_rules, model_rules
 from hub.model import (
     CONFIRMED_VALUE,
+    EXPIRED_PREFIX,
     MAX_CHANNELS,
     RESULT_CODES,
     Capabilities,
@@ -1057,7 +1058,9 @@ def _shown(result: CommandResult, width: int) -> CommandResult:
     would reach a terminal through the REST answer and the log), a text value at most ``width`` characters
     (the family's text width) and an error at most MAX_RESULT_TEXT (5 MB went into every answer and log line),
     a success carries no error, and a failure always says something and has a code (a plugin may return
-    ``ok=False`` alone)."""
+    ``ok=False`` alone). An ``expired`` failure's error starts ``expired:``, as the hub's own expiry answers
+    do, however the plugin worded it: an MQTT answer that carries no results (the first part of a set) says
+    expiry by that prefix alone, and ``wmhub fleet`` recognises it so (hub.fleet.mirror)."""
     value = device_text(result.value, width) if isinstance(result.value, str) else result.value
     error = None if result.ok or not isinstance(result.error, str) else device_text(result.error, MAX_RESULT_TEXT)
     code = device_text(result.code, MAX_RESULT_TEXT) if isinstance(result.code, str) else None
@@ -1069,6 +1072,8 @@ def _shown(result: CommandResult, width: int) -> CommandResult:
             error = device_text(error, MAX_RESULT_TEXT - len(note)) + note
             code = None
         code = code or CommandError.code
+        if code == CommandExpiredError.code and not error.startswith(EXPIRED_PREFIX):
+            error = EXPIRED_PREFIX + " " + device_text(error, MAX_RESULT_TEXT - len(EXPIRED_PREFIX) - 1)
     if error == result.error and code == result.code and value == result.value:
         return result
     return result.model_copy(update={"value": value, "error": error, "code": code})

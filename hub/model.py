@@ -544,6 +544,11 @@ class CommandExpiredError(CommandError):
     code = "expired"
 
 
+# how every ``expired`` answer's error starts, the hub's own and a plugin's (the hub adds it): an MQTT answer
+# without results says expiry by it alone, and ``wmhub fleet`` recognises expiry so
+EXPIRED_PREFIX: Final = "expired:"
+
+
 class DeviceUnavailableError(CommandError):
     """The device is unknown or not connected."""
 

@@ -17,11 +17,14 @@ from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_shure.simulator import ShureSimulator
 from wmhub_shure.simulator.replay import Exchange, ReplayDevice, Transcript
 
+from hub import hookimpl
 from hub.app import Hub
-from hub.hookspecs import Candidate
-from hub.model import Command, CommandKind
+from hub.clock import SimulatedClock
+from hub.drivers import command_deadline
+from hub.hookspecs import Candidate, DriverSpec
+from hub.model import Capabilities, Command, CommandExpiredError, CommandKind, CommandLimits, CommandResult, TextLimits
 from hub.plugins import PluginHost
-from hub.testing import eventually
+from hub.testing import QuietDriver, eventually
 from tests.mosquitto import MqttProbe, TestBroker
 from tests.test_faults_shure_transcripts import TRANSCRIPTS as SHURE_TRANSCRIPTS
 from tests.test_mqtt_bridge import listening_to, running_hub
@@ -436,6 +439,81 @@ async def test_a_later_part_of_a_set_whose_deadline_passes_behind_a_rest_command
     )
     assert not [line for line in sim.received if "AUDIO_MUTE" in line and line.startswith("SET")], sim.received
     assert sim.channels[1].values["muted"] is False and sim.channels[1].values["name"] == "REST"
+
+
+class WaitsToSend(QuietDriver):
+    """A third-party driver as docs/plugins.md ("Deadlines") has it: its mute waits for the receiver before it is
+    sent, and past the command's deadline it raises CommandExpiredError in words of its own (no "expired")."""
+
+    entered: asyncio.Event
+    released: asyncio.Event
+
+    async def connect(self) -> None:
+        self.sink.identify(unique_id="W1", family="waits", model="W-1", channel_count=1)
+        self.sink.update_channel(1, {"muted": False, "name": "Lead"})
+
+    async def apply(self, command: Command) -> CommandResult:
+        if command.kind is CommandKind.MUTE:
+            WaitsToSend.entered.set()
+            await WaitsToSend.released.wait()  # the receiver is busy with an earlier request
+            deadline = command_deadline()
+            if deadline is not None and self.sink.clock.now() > deadline:
+                raise CommandExpiredError("the receiver was busy until after the deadline; not sent")
+        self.sink.update_channel(1, {"name" if command.kind is CommandKind.NAME else "muted": command.value})
+        return CommandResult(ok=True, value=command.value)
+
+
+class WaitsToSendPlugin:
+    @hookimpl
+    def register_drivers(self, register: Any) -> None:
+        register(DriverSpec(scheme="waits", vendor="waits", families=("waits",), factory=WaitsToSend, default_port=1))
+
+    @hookimpl
+    def device_capabilities(self, family: str | None, model: str | None) -> Capabilities | None:
+        name = CommandLimits(text=TextLimits(max_length=16, pattern="^.+$", allowed="any"))
+        return Capabilities(
+            channel_fields=frozenset({"muted", "name"}),
+            commands={CommandKind.MUTE: CommandLimits(), CommandKind.NAME: name},
+        )
+
+
+@pytest.mark.parametrize("keys", [("muted",), ("name", "muted")])
+async def test_a_plugins_command_expired_error_is_answered_expired_however_the_plugin_words_it(
+    mqtt_broker: TestBroker, tmp_path: Path, keys: tuple[str, ...]
+) -> None:
+    """An outside audit: a third-party driver raising CommandExpiredError as docs/plugins.md says ("the sender
+    is answered expired") got its own message back over MQTT, without the code or the "expired:" that the
+    hub's other expiry answers start with and `wmhub fleet` recognises expiry by: the fleet then reported it
+    as refused by the receiver. Only the Shure driver, which writes "expired:" itself, was answered right."""
+    WaitsToSend.entered, WaitsToSend.released = asyncio.Event(), asyncio.Event()
+    plugins = PluginHost()
+    plugins.register(WaitsToSendPlugin(), "wmhub-waits")
+    clock = SimulatedClock()
+    async with (
+        running_hub(mqtt_broker, tmp_path, ["waits://127.0.0.1"], plugins=plugins, clock=clock) as hub,
+        MqttProbe(mqtt_broker) as probe,
+    ):
+        base = hub.config.mqtt.base_topic
+        device_id = await hub_device_id(hub, "waits")
+        await probe.subscribe(f"{base}/hubs/hub1/response/set")
+        body = {"name": "Vox", "muted": True} if "name" in keys else {"muted": True}
+        probe.publish(
+            f"{base}/devices/{device_id}/channels/1/set", {**body, "deadline": clock.now() + 30, "transaction": "w"}
+        )
+        await eventually(WaitsToSend.entered.is_set, 10, "the mute in the driver's apply")
+        clock.set_wall(60)  # the receiver answers after the deadline
+        WaitsToSend.released.set()
+        answer = await probe.json(f"{base}/hubs/hub1/response/set", lambda value: value.get("transaction") == "w")
+        device = hub.store.devices[device_id]
+    assert answer["status"] == "error", answer
+    said = "expired: the receiver was busy until after the deadline; not sent"
+    if keys == ("muted",):  # nothing of the message was done: answered as one that arrived late
+        assert answer["error"] == said and "results" not in answer["data"], answer
+    else:
+        results = answer["data"]["results"]
+        assert results["name"]["ok"] is True, answer
+        assert (results["muted"]["code"], results["muted"]["error"]) == ("expired", said), answer
+    assert device.channels[0].muted is False
 
 
 async def test_clearing_a_retained_command_is_ignored_quietly(

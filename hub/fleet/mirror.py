@@ -35,6 +35,7 @@ from hub.config import HubConfig
 from hub.model import (
     CHANNEL_FIELDS,
     DEVICE_FIELDS,
+    EXPIRED_PREFIX,
     METER_FIELDS,
     Channel,
     Command,
@@ -424,7 +425,7 @@ class FleetMirror:
         if result is not None:
             return CommandResult.model_validate(result)
         error = str(answer.get("error") or "refused by the hub")
-        if error.startswith("expired:"):
+        if error.startswith(EXPIRED_PREFIX):
             # the hub did not get to it in time (stalled, or the receiver busy with another command): not sent,
             # which the REST API says as a timeout whose error starts "not sent:" (docs/api.md)
             return CommandResult(

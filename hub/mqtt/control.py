@@ -137,7 +137,8 @@ class ControlHandler(StatePublisher):
             # passes there is not sent, as the sender has already taken the message as failed.
             result = await self.hub.apply(command, SOURCE, deadline)
             if result.code == "expired" and not results:
-                # nothing of the message was done: the same answer as for one that arrived late
+                # nothing of the message was done: the same answer as for one that arrived late, its error
+                # starting "expired:" whoever expired it (DeviceManager.apply sees to a plugin's)
                 raise RequestError(result.error or "expired: not carried out")
             results[key] = result
         return results
