@@ -62,6 +62,13 @@ def _is_host(host: str) -> bool:
     return True
 
 
+def redact_url(url: str) -> str:
+    """``url`` (an :class:`Endpoint`'s, or any text holding one) with its password and every secret option
+    (``password=``, ``token=``, ...) replaced by ``***``, as the hub writes URLs in its logs, REST and MQTT:
+    for a plugin's own log lines and errors (:func:`hub.redact.redact`, the plugin API's name for it)."""
+    return redact(url)
+
+
 def with_options(url: str, **options: str) -> str:
     """``url`` with query options added, e.g. ``with_options(url, id="demo-ulxd4q")``."""
     parts = urlsplit(url)
