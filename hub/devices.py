@@ -30,6 +30,7 @@ from hub.drivers import (
     applying_by,
 )
 from hub.fieldcheck import FieldRules, checked, merge_rules, model_rules
+from hub.hookspecs import DriverSpec
 from hub.model import (
     CONFIRMED_VALUE,
     EXPIRED_PREFIX,
@@ -69,6 +70,9 @@ DRIVER_TIMEOUT_GRACE_S: Final = 1.0
 
 # what a device the plugin does not monitor (UnsupportedDeviceError) reports and accepts: nothing
 NO_CAPABILITIES: Final = Capabilities(channel_fields=frozenset())
+# A device whose capabilities the hub cannot know (its plugin declares none for the family it identified with, but
+# does for those its spec lists): every reading None would show, no command
+READ_ONLY: Final = Capabilities(channel_fields=frozenset(Channel.model_fields) - {"index", "updated_at", "tx_slots"})
 
 # what a device that never identified itself shows without the API token, whatever kept it away
 NO_ANSWER: Final = "no answer from device"
@@ -661,6 +665,8 @@ class DeviceManager:
         # id is not known yet (it has not answered since it was added) is under the id its URL gives it.
         self._by_id: dict[str, ManagedDevice] = {}
         self._claims: dict[str, str] = {}
+        # (device, family) for each device said to identify with a family its driver spec does not list
+        self._unlisted_families: set[tuple[str, str]] = set()
         # Every driver's connect (TCP, identification, the first full read) passes this gate. A hub starting
         # at a site of thousands of receivers otherwise asked all of them at once, could not read the answers
         # within the connect timeout, and marked most of them unavailable (its own MQTT connection timed out
@@ -693,7 +699,7 @@ class DeviceManager:
         if existing is not None:
             return existing
         shown = redact(endpoint.url)
-        remembered = self._remembered(shown, endpoint, spec.vendor, plugin_name, device_id)
+        remembered = self._remembered(shown, endpoint, spec, plugin_name, device_id)
         if remembered is not None:
             device_id = remembered.id
             if remembered.id not in self._store.devices:  # listed offline, with its channels, until it answers
@@ -702,7 +708,9 @@ class DeviceManager:
         handle = DeviceHandle(
             self._store, endpoint, spec.vendor, device_id, self._claims, plugin_name, spec.text_width, self._clock
         )
-        handle.capabilities_of = lambda family, model: self._capabilities(plugin_name, family, model)
+        handle.capabilities_of = lambda family, model: self._capabilities(
+            plugin_name, family, model, spec, handle.device_id or shown
+        )
         handle.usable_capabilities = lambda declared: self._plugins.usable_capabilities(
             plugin_name, declared, "update_capabilities", "update_capabilities"
         )
@@ -742,16 +750,18 @@ class DeviceManager:
         return managed
 
     def _remembered(
-        self, url: str, endpoint: Endpoint, vendor: str, plugin_name: str, device_id: str | None
+        self, url: str, endpoint: Endpoint, spec: DriverSpec, plugin_name: str, device_id: str | None
     ) -> Device | None:
         """The device at ``url`` as it last identified itself (a run before this one), offline and with no
         reading; None when nothing usable is kept, or it was another id than the one it is added with."""
         text = self.identities.recall(url)
-        remembered = remembered_device(text, vendor, endpoint) if text is not None else None
+        remembered = remembered_device(text, spec.vendor, endpoint) if text is not None else None
         if remembered is None or device_id not in (None, remembered.id):
             return None
         if remembered.capabilities is None:  # else it was unsupported: no controls until it says otherwise
-            remembered.capabilities = self._capabilities(plugin_name, remembered.family, remembered.model)
+            remembered.capabilities = self._capabilities(
+                plugin_name, remembered.family, remembered.model, spec, remembered.id
+            )
         return remembered
 
     def _watch_identities(self) -> None:
@@ -808,8 +818,41 @@ class DeviceManager:
                 return managed
         return self._by_id.get(device_id_or_url)
 
-    def _capabilities(self, plugin_name: str, family: str | None, model: str | None) -> Capabilities | None:
-        return self._plugins.device_capabilities(plugin_name, family, model)  # checked there (hub.capcheck)
+    def _capabilities(
+        self, plugin_name: str, family: str | None, model: str | None, spec: DriverSpec, device: str
+    ) -> Capabilities | None:
+        """What ``plugin_name`` declares for a device of ``family`` (checked in hub.capcheck). A family its driver
+        spec does not list (a typo in ``sink.identify`` or in ``DriverSpec.families``) is said once per device;
+        when the plugin declares limits for the families it lists but none for this one, the device is watched
+        without controls (READ_ONLY): its None would read as "accepts everything", and a command the plugin
+        meant to be checked (9999 MHz) would reach its driver unchecked."""
+        declared = self._plugins.device_capabilities(plugin_name, family, model)
+        if family is None or family in spec.families:
+            return declared
+        if declared is not None:
+            outcome = "its device_capabilities for that family are used, though `wmhub plugins` never checks them"
+        elif any(self._plugins.device_capabilities(plugin_name, listed, None) is not None for listed in spec.families):
+            declared = READ_ONLY
+            outcome = (
+                "the plugin declares no capabilities for it, so the hub cannot check its commands: it is watched "
+                "with no controls (every command answered not_supported)"
+            )
+        else:
+            outcome = "as for its other families, it has every entity and only the plugin's own checks"
+        if (device, family) not in self._unlisted_families:
+            self._unlisted_families.add((device, family))
+            listed = ", ".join(repr(name) for name in spec.families) or "none"
+            log.warning(
+                "plugin %s: %s identified as family %r, which its DriverSpec (%s://) does not list (families: %s; "
+                "a typo in sink.identify or DriverSpec.families?): %s",
+                plugin_name,
+                device,
+                family,
+                spec.scheme,
+                listed,
+                outcome,
+            )
+        return declared
 
     async def remove(self, device_id_or_url: str) -> bool:
         """Stop the driver (it closes the device cleanly) and forget the device, its driver's memory too."""

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import orjson
@@ -37,7 +37,7 @@ from hub.discovery import Discovery
 from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
 from hub.exit_codes import EXIT_FAILED
 from hub.hookspecs import DriverSpec
-from hub.model import Command, CommandKind, CommandResult, RefusedError
+from hub.model import Capabilities, Command, CommandKind, CommandLimits, CommandResult, NumberLimits, RefusedError
 from hub.plugins import PluginHost
 from hub.testing import DriverHarness, QuietDriver, eventually, plugin_of
 from tests.fault_harness import TOKEN, Api, hub_config, until
@@ -1945,3 +1945,78 @@ async def test_a_report_before_identify_is_dropped_and_said_once(caplog: pytest.
         "plugin early called sink.update_channel before sink.identify: dropped (identify first, then report); "
         "further reports before identify are dropped unsaid"
     ]
+
+
+class MisnamesItsFamily(QuietDriver):
+    """A driver whose identify names a family its spec does not list: "acme2" for "acme", a typo."""
+
+    sent: ClassVar[list[object]] = []
+
+    async def connect(self) -> None:
+        for _ in range(2):  # identified again (a channel count that changed, a reconnect): said once all the same
+            self.sink.identify(unique_id=self.endpoint.host, family="acme2", model="AX", channel_count=1)
+        self.sink.update_channel(1, {"frequency_mhz": 500.0, "name": "Lead"})
+
+    async def apply(self, command: Command) -> CommandResult:
+        MisnamesItsFamily.sent.append(command.value)
+        return CommandResult(ok=True, value=command.value)
+
+
+class DeclaresItsFamily:
+    @hookimpl
+    def register_drivers(self, register: Callable[[DriverSpec], None]) -> None:
+        register(
+            DriverSpec(scheme="acme", vendor="acme", families=("acme",), factory=MisnamesItsFamily, default_port=1)
+        )
+
+    @hookimpl
+    def device_capabilities(self, family: str | None, model: str | None) -> Capabilities | None:
+        band = CommandLimits(number=NumberLimits(min=470, max=608, step=0.025, unit="MHz"))
+        acme = Capabilities(channel_fields=frozenset({"frequency_mhz", "name"}), commands={CommandKind.FREQUENCY: band})
+        return acme if family == "acme" else None
+
+
+class DeclaresNothing:
+    """A plugin without device_capabilities: its devices have every entity and only its own checks (documented)."""
+
+    @hookimpl
+    def register_drivers(self, register: Callable[[DriverSpec], None]) -> None:
+        register(
+            DriverSpec(scheme="bare", vendor="bare", families=("bare",), factory=MisnamesItsFamily, default_port=1)
+        )
+
+
+async def test_a_family_the_driver_spec_does_not_list_is_named_once_and_passes_nothing_unchecked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An outside audit: a driver whose sink.identify named a family its DriverSpec does not list ("acme2" for
+    "acme") got None from its own device_capabilities, silently: every check the plugin declared was gone (a
+    frequency of 9999 MHz reached Driver.apply) and Home Assistant got every control. The hub says so once per
+    device, naming the plugin, the family and the spec's families; a plugin that declares limits for its
+    families but none for that one has the device watched without controls, rather than unchecked."""
+    caplog.set_level(logging.WARNING)
+    MisnamesItsFamily.sent.clear()
+    async with DriverHarness() as harness:
+        harness.plugins.register(DeclaresItsFamily(), "wmhub-acme")
+        harness.plugins.register(DeclaresNothing(), "wmhub-bare")
+        ids = {vendor: (await harness.device(harness.add(f"{vendor}://rack-a"))).id for vendor in ("acme", "bare")}
+        await eventually(lambda: harness.store.devices[ids["acme"]].channels[0].frequency_mhz, 5, "the reading")
+        answers = {
+            vendor: await harness.apply(
+                Command(device_id=device_id, channel=1, kind=CommandKind.FREQUENCY, value=9999.0)
+            )
+            for vendor, device_id in ids.items()
+        }
+        acme, bare = (harness.store.devices[ids[vendor]] for vendor in ("acme", "bare"))
+        await harness.device(harness.add("acme://rack-b"))  # a second such device is named too
+    assert answers["acme"].code == "not_supported", answers
+    assert MisnamesItsFamily.sent == [9999.0], "only the plugin without declarations checks for itself"
+    assert acme.capabilities is not None and acme.capabilities.commands == {}
+    assert acme.channels[0].frequency_mhz == 500.0 and acme.channels[0].name == "Lead", "still watched"
+    assert bare.capabilities is None  # as for its own families: every entity, the plugin's own checks
+    said = [record.getMessage() for record in caplog.records if "'acme2'" in record.getMessage()]
+    by_acme = [line for line in said if line.startswith("plugin wmhub-acme: ")]
+    by_bare = [line for line in said if line.startswith("plugin wmhub-bare: ")]
+    assert len(by_acme) == 2 and len(by_bare) == 1 and len(said) == 3, said  # once per device
+    assert all("(families: 'acme';" in line and "no controls" in line for line in by_acme), by_acme
+    assert "(families: 'bare';" in by_bare[0], by_bare
