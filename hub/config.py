@@ -29,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -377,26 +378,54 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             if not isinstance(target, dict):  # WMHUB_MQTT=x and WMHUB_MQTT__URL=y both set
                 raise ConfigError(f"environment: {key} clashes with another WMHUB_ variable that sets {part!r}")
         leaf = path[-1]
-        target[leaf] = _env_list(value) if _is_list_setting(path) else value
+        annotation = _setting_annotation(path)
+        if any(typing.get_origin(kind) in (list, tuple, set, frozenset) for kind in _kinds(annotation)):
+            target[leaf] = _env_list(value)
+        elif _literal_number(annotation):
+            target[leaf] = _env_number(value)
+        else:
+            target[leaf] = value
     return result
 
 
-def _is_list_setting(path: list[str]) -> bool:
-    """Whether the setting at ``path`` (``["http", "allowed_hosts"]``) holds a list."""
-    model: type[BaseModel] = HubConfig
-    for number, part in enumerate(path):
-        field = model.model_fields.get(part)
-        if field is None:
-            return False
-        for kind in _kinds(field.annotation):
-            if number == len(path) - 1 and typing.get_origin(kind) in (list, tuple, set, frozenset):
-                return True
-            if isinstance(kind, type) and issubclass(kind, BaseModel):
-                model = kind
-                break
+def _setting_annotation(path: list[str]) -> Any:
+    """The type of the setting at ``path`` (``["http", "allowed_hosts"]``), through sections and tables of
+    them (``["frequency", "bands", "ulxd", "low_mhz"]``: the table's key is any name); None when ``path``
+    names no setting (refused as unknown by the check)."""
+    annotation: Any = HubConfig
+    for part in path:
+        kinds = _kinds(annotation)
+        model = next((kind for kind in kinds if isinstance(kind, type) and issubclass(kind, BaseModel)), None)
+        table = next((kind for kind in kinds if typing.get_origin(kind) is dict), None)
+        if model is not None:
+            field = model.model_fields.get(part)
+            if field is None:
+                return None
+            annotation = field.annotation
+        elif table is not None:
+            annotation = typing.get_args(table)[1]
         else:
-            return False
-    return False
+            return None
+    return annotation
+
+
+def _literal_number(annotation: Any) -> bool:
+    """Whether a setting of this type is one of a few numbers (``Literal[0, 1, 2]``), which pydantic, unlike an
+    ``int`` setting, never takes from text: the environment's ``"1"`` must become the number first."""
+    return _takes_number(annotation) and not any(kind in (int, float) for kind in _kinds(annotation))
+
+
+_INTEGER: Final = TypeAdapter(int)
+
+
+def _env_number(value: str) -> Any:
+    """An environment value for a ``Literal[0, 1, 2]`` setting as the number it reads as, by the rules an ``int``
+    setting's text is read by (``" 1 "`` and ``"1.0"`` are 1; ``"true"`` is no number); text that is none is
+    left as it is, for the setting's check to refuse naming the variable and the choices."""
+    try:
+        return _INTEGER.validate_python(value)
+    except ValidationError:
+        return value
 
 
 def _env_list(value: str) -> Any:

@@ -4,13 +4,16 @@ import os
 import re
 import subprocess
 import sys
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel
 
 from hub.auth import token_matches
-from hub.config import ConfigError, load_config
+from hub.config import ConfigError, HubConfig, load_config
 
 
 def run_wmhub(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -98,6 +101,98 @@ def test_list_settings_come_from_the_environment_as_commas_or_json() -> None:
     config = load_config(None, environ=environ)
     assert config.http.allowed_hosts == ["wmhub.venue.lan", "foh.lan"]
     assert config.http.cors_origins == ["http://a.lan"] and config.discovery.interfaces == ["127.0.0.1"]
+
+
+def numeric_settings(model: type[BaseModel] = HubConfig, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The path of every setting that holds a number (``int``, ``float``, ``Literal[0, 1, 2]``, ``| None``),
+    in sections and in tables of sections (``frequency.bands.<family>.low_mhz``, under the key ``ulxd``)."""
+    found: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():
+        union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+        for kind in typing.get_args(field.annotation) if union else (field.annotation,):
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                found += numeric_settings(kind, (*prefix, name))
+            elif typing.get_origin(kind) is dict:
+                table = typing.get_args(kind)[1]
+                if isinstance(table, type) and issubclass(table, BaseModel):
+                    found += numeric_settings(table, (*prefix, name, "ulxd"))
+            elif kind in (int, float) or (
+                typing.get_origin(kind) is Literal and all(type(choice) is int for choice in typing.get_args(kind))
+            ):
+                found.append((*prefix, name))
+    return found
+
+
+# a band needs both of its edges, low below high: the other edge is set beside the one tried
+BAND = {"low_mhz": 470, "high_mhz": 534}
+BAND_EDGES = {"low_mhz": 470.5, "high_mhz": 533.9, "step_khz": 12.5}
+
+
+def numbers_for(path: tuple[str, ...]) -> list[int | float]:
+    """Values the setting takes other than its default: each choice of a Literal, else a bound of its range."""
+    model: Any = HubConfig
+    for part in path:
+        if part == "ulxd":
+            continue
+        field = model.model_fields[part]
+        union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+        kinds = typing.get_args(field.annotation) if union else (field.annotation,)
+        kind = next((kind for kind in kinds if kind is not type(None)), field.annotation)
+        model = typing.get_args(kind)[1] if typing.get_origin(kind) is dict else kind
+    if typing.get_origin(model) is Literal:
+        return list(typing.get_args(model))
+    if path[:2] == ("frequency", "bands"):
+        return [BAND_EDGES[path[-1]]]
+    low = next((item.ge for item in field.metadata if hasattr(item, "ge")), None)
+    above = next((item.gt for item in field.metadata if hasattr(item, "gt")), None)
+    high = next((item.le for item in field.metadata if hasattr(item, "le")), None)
+    candidates = [value for value in (low, None if above is None else above + 1, high, 7) if value is not None]
+    return [next(value for value in candidates if value != field.default)]
+
+
+def test_every_numeric_setting_comes_from_the_environment_as_from_the_file(tmp_path: Path) -> None:
+    """An outside audit: WMHUB_MQTT__QOS_METERS=1 stopped the hub (mqtt.qos_meters: Input should be 0, 1 or 2
+    (got '1')), the text of the environment never taken for a Literal[0, 1, 2] setting's number, while the same
+    value in the file worked. Each setting holding a number is set from the environment, and must read as the
+    file's value; ``true`` stays refused from both."""
+    paths = numeric_settings()
+    assert ("mqtt", "qos_state") in paths and ("mqtt", "qos_meters") in paths and ("http", "port") in paths
+    assert ("frequency", "bands", "ulxd", "low_mhz") in paths
+    refused = []
+    for path in paths:
+        for number in numbers_for(path):
+            values = {**BAND, path[-1]: number} if path[:2] == ("frequency", "bands") else {path[-1]: number}
+            table = ".".join(path[:-1])
+            file = tmp_path / "wmhub.toml"
+            file.write_text(
+                (f"[{table}]\n" if table else "") + "".join(f"{key} = {value}\n" for key, value in values.items())
+            )
+            prefix = "WMHUB_" + "".join(part.upper() + "__" for part in path[:-1])
+            environ = {prefix + key.upper(): str(value) for key, value in values.items()}
+            from_file: Any = load_config(file, environ={}).model_dump()
+            try:
+                from_env: Any = load_config(None, environ=environ).model_dump()
+            except ConfigError as exc:
+                refused.append(str(exc))
+                continue
+            setting_file, setting_env = from_file, from_env
+            for part in path:
+                setting_file, setting_env = setting_file[part], setting_env[part]
+            assert setting_env == setting_file == number, (path, setting_env, setting_file)
+            with pytest.raises(ConfigError, match=re.escape(".".join(path))):
+                load_config(None, environ={**environ, prefix + path[-1].upper(): "true"})
+    assert refused == [], refused
+
+
+def test_qos_from_the_environment_starts_the_hub(tmp_path: Path) -> None:
+    """The audit's case end to end: ``wmhub run --check`` with the QoS settings docs/mqtt.md lists, given as
+    WMHUB_MQTT__ variables (a container's environment), is ok, as the same values in a file are."""
+    env = {"WMHUB_MQTT__QOS_STATE": "2", "WMHUB_MQTT__QOS_METERS": "1", "WMHUB_MQTT__QOS_SUBSCRIPTIONS": "0"}
+    result = check_in(tmp_path, "--data-dir", str(tmp_path / "data"), env=env)
+    assert result.returncode == 0 and "configuration ok" in result.stdout, result.stderr
+    refused = check_in(tmp_path, "--data-dir", str(tmp_path / "data"), env={"WMHUB_MQTT__QOS_METERS": "3"})
+    assert refused.returncode == 2, refused.stderr
+    assert "environment (WMHUB_MQTT__QOS_METERS): mqtt.qos_meters: Input should be 0, 1 or 2" in refused.stderr
 
 
 @pytest.mark.parametrize(
