@@ -339,6 +339,30 @@ async def test_hub_requests(mqtt_broker: TestBroker, tmp_path: Path, receiver: s
         assert "not JSON" in not_json["error"] and "transaction" not in not_json
 
 
+async def test_a_request_naming_no_command_is_answered_as_an_unknown_one(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """An outside audit: a request on ``request/`` (a Node-RED topic ``…/request/{{cmd}}`` with ``cmd`` unset)
+    was dropped without a word, where docs/mqtt.md answers an unknown command with an error: the flow waited
+    for ever. It is answered on ``response/`` (the empty command's response topic, which ``response/#`` and
+    ``response/+`` match), with or without a payload."""
+    async with running_hub(mqtt_broker, tmp_path, []) as hub, MqttProbe(mqtt_broker) as probe:
+        base = hub.config.mqtt.base_topic
+        await probe.subscribe(f"{base}/hubs/hub1/response/+")
+        answer = await probe.request(f"{base}/hubs/hub1/response/", f"{base}/hubs/hub1/request/", {})
+        assert answer["status"] == "error" and answer["data"] == {}, answer
+        assert answer["error"].startswith("unknown request '' (the topic names no command after request/); known: ")
+        assert "device/add" in answer["error"]
+        probe.clear()
+        probe.publish(f"{base}/hubs/hub1/request/")  # nothing at all, as a bare mosquitto_pub -n sends
+        bare = await probe.json(f"{base}/hubs/hub1/response/")
+        assert bare["status"] == "error" and bare["error"].startswith("unknown request ''"), bare
+        # the trailing '/' of a known command is the same mistake, answered as before (a level deeper)
+        await probe.subscribe(f"{base}/hubs/hub1/response/#")
+        slash = await probe.request(f"{base}/hubs/hub1/response/info/", f"{base}/hubs/hub1/request/info/", {})
+        assert slash["status"] == "error" and slash["error"].startswith("unknown request 'info/'; known: ")
+
+
 async def test_discovery_restart_is_refused_while_discovery_is_off(mqtt_broker: TestBroker, tmp_path: Path) -> None:
     """An outside audit: with ``[discovery] enabled = false`` the request answered ok and started discovery, its
     mDNS socket open while the hub's info still said discovery false; anyone who may publish requests could."""

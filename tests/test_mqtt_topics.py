@@ -31,7 +31,9 @@ def test_control_targets(topic: str, target: ControlTarget | None) -> None:
 def test_requests_are_this_hubs_only() -> None:
     assert TOPICS.request_command("wmhub/hubs/foh/request/device/add") == "device/add"
     assert TOPICS.request_command("wmhub/hubs/monitors/request/devices") is None
-    assert TOPICS.request_command("wmhub/hubs/foh/request/") is None
+    # a request naming no command is still a request, answered as an unknown one
+    assert TOPICS.request_command("wmhub/hubs/foh/request/") == ""
+    assert TOPICS.request_command("wmhub/hubs/foh/requests") is None
 
 
 def test_meters_move_beyond_the_threshold_or_on_any_other_change() -> None:

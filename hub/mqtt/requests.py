@@ -84,7 +84,10 @@ class HubRequests(StatePublisher):
             check_deadline(request, self.hub.clock.now())
             entry = self._requests.get(command)
             if entry is None:
-                raise RequestError(f"unknown request {preview(command)}; known: {', '.join(sorted(self._requests))}")
+                # request/ itself: a client's topic template left its command empty ({{cmd}} unset in Node-RED)
+                hint = " (the topic names no command after request/)" if not command else ""
+                known = ", ".join(sorted(self._requests))
+                raise RequestError(f"unknown request {preview(command)}{hint}; known: {known}")
             if command in ADMIN_REQUESTS and not self.settings.admin:
                 raise RequestError(
                     f"{command} is off over MQTT (mqtt.admin = false); use the REST API, or turn mqtt.admin on "

@@ -115,9 +115,10 @@ class Topics:
         )
 
     def request_command(self, topic: str) -> str | None:
-        """``set`` for ``<hub>/request/set``-style topics; None if the topic is not a request."""
+        """``set`` for ``<hub>/request/set``-style topics; None if the topic is not a request. ``<hub>/request/``
+        is a request naming no command (``""``), answered as an unknown one on ``<hub>/response/``."""
         if topic.startswith(self._request_prefix):
-            return topic[len(self._request_prefix) :] or None
+            return topic[len(self._request_prefix) :]
         return None
 
     def control_target(self, topic: str) -> ControlTarget | None:
