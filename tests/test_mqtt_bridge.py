@@ -231,6 +231,35 @@ async def test_invalid_set_is_answered_with_an_error_and_nothing_breaks(
         assert ok["status"] == "ok"
 
 
+async def test_a_refused_channel_is_named_in_the_answer_as_it_was_addressed(
+    mqtt_broker: TestBroker, tmp_path: Path, receiver: str
+) -> None:
+    """An outside audit: ``channels/0/set`` was answered with ``"data":{"channel":"'0'"}``, the Python repr of
+    the level, quotes and all, so a client checking that the answer's data names the channel it addressed
+    (docs/mqtt.md, Securing the broker) matched none. The level is given as it was addressed: a number when it
+    is one as written, else its text (cut after 64 characters); the error still quotes it."""
+    long_level = "x" * 100
+    cases = [("0", 0), ("-1", -1), ("00", "00"), ("abc", "abc"), ("", ""), (long_level, "x" * 64 + "…")]
+    async with watching_hub(mqtt_broker, tmp_path, receiver) as (_, probe, base, device_id):
+        await probe.subscribe(f"{base}/hubs/hub1/response/#")
+        for level, named in cases:
+            for action, payload in (("set", {"muted": True}), ("get", {})):
+                answer = await probe.request(
+                    f"{base}/hubs/hub1/response/{action}",
+                    f"{base}/devices/{device_id}/channels/{level}/{action}",
+                    payload,
+                )
+                assert answer["status"] == "error", answer
+                assert answer["data"] == {"device_id": device_id, "channel": named}, (level, answer)
+                assert answer["error"].startswith(f"no channel {level!r}"[:50]), answer
+        # refused unread for its size, it is named the same way
+        probe.publish(f"{base}/devices/{device_id}/channels/abc/set", b" " * 70_000)
+        oversized = await probe.json(
+            f"{base}/hubs/hub1/response/set", lambda value: value["error"].startswith("payload of 70000 bytes")
+        )
+        assert oversized["data"] == {"device_id": device_id, "channel": "abc"}, oversized
+
+
 async def test_get_republishes_state_and_answers(mqtt_broker: TestBroker, tmp_path: Path, receiver: str) -> None:
     async with watching_hub(mqtt_broker, tmp_path, receiver) as (_, probe, base, device_id):
         await probe.subscribe(f"{base}/devices/#")

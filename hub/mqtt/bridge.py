@@ -19,7 +19,7 @@ import asyncio
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Final
 
 from hub.model import METER_FIELDS
 from hub.mqtt import payloads
@@ -33,7 +33,7 @@ from hub.mqtt.publisher import METER_SLICE, STATE_COALESCE_S, STATE_FIELDS
 from hub.mqtt.requests import HubRequests
 from hub.mqtt.topics import ControlTarget
 from hub.service import HubService, Subscription, VenueService
-from hub.text import preview
+from hub.text import preview, small_number
 
 log = logging.getLogger("hub.mqtt")
 
@@ -194,7 +194,8 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
             return
         target = self.topics.control_target(topic)
         if target is not None:
-            where = {"device_id": target.device_id, "channel": target.channel}
+            channel = target.channel if target.not_a_channel is None else _channel_as_addressed(target.not_a_channel)
+            where = {"device_id": target.device_id, "channel": channel}
             if not payload and target.action == "set":
                 self._ignore_empty(topic)
                 return
@@ -237,9 +238,10 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
 
     def _refuse_channel(self, target: ControlTarget, payload: bytes) -> None:
         """A set or get on ``channels/0`` or ``channels/x``: answered, as every message is, saying why."""
-        given = preview(target.not_a_channel or "")
+        level = target.not_a_channel or ""
+        given = preview(level)  # the error's and the log's: quoted, so an empty or odd level shows
         log.warning("MQTT %s on %s channel %s refused: no such channel number", target.action, target.device_id, given)
-        where = {"device_id": target.device_id, "channel": given}
+        where = {"device_id": target.device_id, "channel": _channel_as_addressed(level)}
         error = f"no channel {given}: channels are numbered from 1"
         self._respond(target.action, _request_or_none(payload), "error", where, error)
 
@@ -300,6 +302,20 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         task = asyncio.create_task(in_order())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+# the most of a refused channel's topic level an answer repeats: a topic level may be 65,535 bytes long
+MAX_CHANNEL_ECHO_CHARS: Final = 64
+
+
+def _channel_as_addressed(level: str) -> int | str:
+    """A refused channel's topic level as its answer's ``data.channel`` names it, for a client to match against
+    what it sent (docs/mqtt.md, Securing the broker): the number when the level is one as written (``0``,
+    ``-1``), else the text itself (``abc``, ``00``, empty), cut after MAX_CHANNEL_ECHO_CHARS characters."""
+    number = small_number(level, signed=True)
+    if number is not None and str(number) == level:
+        return number
+    return level if len(level) <= MAX_CHANNEL_ECHO_CHARS else level[:MAX_CHANNEL_ECHO_CHARS] + "…"
 
 
 def _request_or_none(payload: bytes) -> dict[str, Any] | None:
