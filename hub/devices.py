@@ -50,7 +50,7 @@ from hub.plugins import PluginError, PluginHost
 from hub.redact import redact
 from hub.state import ChannelWriter, StateStore, Subscription
 from hub.supervisor import DriverSupervisor
-from hub.text import DEFAULT_TEXT_WIDTH, URL_PREVIEW_CHARS, device_text, id_safe, preview
+from hub.text import DEFAULT_TEXT_WIDTH, URL_PREVIEW_CHARS, device_text, id_safe, invisible, preview, strip_blank
 
 log = logging.getLogger("hub.devices")
 T = TypeVar("T")
@@ -62,6 +62,16 @@ IDENTITY_FIELDS: Final = frozenset({"family", "model", "firmware", "name"})
 # A serial or MAC longer than this is no serial; characters that would split or widen an MQTT topic go.
 MAX_ID_CHARS = 64
 _ID_UNSAFE = re.compile(r"[\s/+#]")
+
+
+def id_text(value: str) -> str:
+    """A URL's ``id`` option or a device's serial as a piece of a device id (docs/model.md, Device ids): without
+    whitespace or invisible format characters (U+200B, U+FEFF …) at either end nor control characters, cut to
+    MAX_ID_CHARS; inside, whitespace, ``/``, ``+``, ``#`` and the invisible characters become ``_``, so no two
+    ids look alike in an MQTT tool yet name other topics. Text without invisible characters gives the id it
+    always gave (existing topics and Home Assistant entities depend on it)."""
+    text = _ID_UNSAFE.sub("_", device_text(strip_blank(value), MAX_ID_CHARS))
+    return "".join("_" if invisible(char) else char for char in text)
 
 
 # A driver's own timeout for a command (io_timeout_s, as long as command_timeout_s by default) names what the
@@ -269,7 +279,7 @@ class DeviceHandle(DeviceSink):
         if unique_id is not None and not isinstance(unique_id, str):
             self._refused("unique_id", unique_id, "not text: the id is made from host and port")
             unique_id = None
-        suffix = _ID_UNSAFE.sub("_", device_text(unique_id.strip(), MAX_ID_CHARS)) if unique_id else ""
+        suffix = id_text(unique_id) if unique_id else ""
         return suffix or self.endpoint.host_port_id
 
     def _claim(self, wanted: str, serial: bool) -> str:

@@ -54,7 +54,12 @@ def user_text(value: str) -> str:
     """Text a person typed (a name, a title), as the hub stores it: in Unicode's composed form (NFC), so
     "José" typed with a combining accent is the same text as "José" typed precomposed, and without the
     whitespace and invisible format characters (Unicode category Cf: U+200B, U+200E, U+FEFF …) around it."""
-    text = unicodedata.normalize("NFC", value)
+    return strip_blank(unicodedata.normalize("NFC", value))
+
+
+def strip_blank(text: str) -> str:
+    """``text`` without the whitespace and invisible format characters (:func:`invisible`) around it: what
+    ``str.strip`` leaves of text without the latter."""
     start, end = 0, len(text)
     while start < end and _blank(text[start]):
         start += 1
@@ -63,8 +68,15 @@ def user_text(value: str) -> str:
     return text[start:end]
 
 
+def invisible(char: str) -> bool:
+    """Whether ``char`` is an invisible format character (Unicode category Cf: a zero-width space U+200B, the
+    byte order mark U+FEFF, a direction mark U+200E, the soft hyphen U+00AD …): text holding one looks the same
+    as without it, yet is other text."""
+    return unicodedata.category(char) == "Cf"
+
+
 def _blank(char: str) -> bool:
-    return char.isspace() or unicodedata.category(char) == "Cf"
+    return char.isspace() or invisible(char)
 
 
 def same_name(one: str, other: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,10 +25,12 @@ from wmhub_shure.simulator.replay import ReplayDevice, Transcript
 
 from hub.app import Hub
 from hub.clock import SimulatedClock
+from hub.devices import MAX_ID_CHARS, id_text
 from hub.model import Command, CommandKind
 from hub.mqtt import payloads
 from hub.mqtt.presence import DEPARTED_GRACE_S
 from hub.testing import eventually, plugin_host
+from hub.text import device_text
 from tests.mosquitto import MqttProbe, TestBroker
 from tests.test_mqtt_bridge import example_receiver, listening_to, online_device, running_hub
 from tests.test_mqtt_homeassistant import check_discovery_payload
@@ -481,6 +484,61 @@ async def test_the_url_id_option_names_a_device_wherever_it_listens(mqtt_broker:
     async with server, running_hub(mqtt_broker, tmp_path, [f"{url}?id=rack%201/a%2Bb%23"]) as hub:
         # the given name wins over the serial; characters MQTT topics cannot carry become _
         assert await online_device(hub) == "example-rack_1_a_b_"
+
+
+async def test_invisible_characters_in_an_id_option_or_a_serial_are_taken_as_spaces(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """An outside audit: a zero-width space pasted into the URL's ``id`` (or sent in a serial) stayed in the id,
+    so the receiver was published under ``…/devices/example-rack1<U+200B>``, which every MQTT tool shows as
+    ``example-rack1`` and no hand-typed topic matches. Invisible format characters (Unicode category Cf: U+200B,
+    U+FEFF, U+200E, U+2060, the soft hyphen …) are taken as spaces are: dropped at either end, ``_`` inside; an
+    id without them is unchanged, letters of any script included."""
+    servers_and_urls = [await example_receiver(serial) for serial in ("EXA", "EXB", "EX\ufeff0002\u2060", "EXC")]
+    servers = [server for server, _ in servers_and_urls]
+    urls = [url for _, url in servers_and_urls]
+    urls[0] += "?id=rack1%E2%80%8B"  # U+200B, percent-encoded as a browser copies it
+    urls[1] += "?id=\u200eleft\u00adside"  # a left-to-right mark and a soft hyphen, as typed
+    urls[3] += "?id=b%C3%BChne.1"  # "bühne.1": a letter, kept
+    async with servers[0], servers[1], servers[2], servers[3], running_hub(mqtt_broker, tmp_path, urls) as hub:
+        base = hub.config.mqtt.base_topic
+        expected = {"example-rack1", "example-left_side", "example-EX_0002", "example-bühne.1"}
+        await eventually(
+            lambda: sum(device.online for device in hub.store.devices.values()) == 4, 10, "the four devices online"
+        )
+        assert {ascii(device_id) for device_id in hub.store.devices} == {ascii(device_id) for device_id in expected}
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe(f"{base}/devices/+/channels/1")
+            await eventually(
+                lambda: {topic.split("/")[2] for topic, payload in probe.latest.items() if payload} == expected,
+                10,
+                "each device's channel retained under its id",
+            )
+        topics = await retained(mqtt_broker, "#")
+        invisible = [ascii(topic) for topic in topics if any(unicodedata.category(char) == "Cf" for char in topic)]
+        assert invisible == []
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "rack1-a",
+        "rack 1/a+b#",
+        "  rack\t1  ",
+        "bühne.1",
+        "舞台\u3000左",  # an ideographic space
+        "\x1b[2J\nforged",
+        "\u202erack",  # a direction override: a control, removed before, removed now
+        "\x1b rack",
+        "x" * 100,
+        "EX\ufffd0001",
+    ],
+)
+def test_an_id_without_invisible_characters_is_the_id_it_always_was(given: str) -> None:
+    """Existing users' topics and Home Assistant entities are named by their devices' ids: the invisible-character
+    rule changes only ids that held one (the rule before it: strip, remove controls, cut, then _ for unsafe)."""
+    before = re.sub(r"[\s/+#]", "_", device_text(given.strip(), MAX_ID_CHARS))
+    assert id_text(given) == before
 
 
 async def test_a_receiver_with_fewer_channels_at_the_same_address_leaves_no_ghost_channels(
