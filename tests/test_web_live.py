@@ -98,6 +98,37 @@ async def test_snapshot_then_changes(hub: Hub) -> None:
         assert sorted(changes["removed_channels"]) == ["rack-001:1", "rack-001:2"]
 
 
+async def test_a_receiver_removed_and_added_back_within_one_batch_is_sent_whole_after_its_removal(hub: Hub) -> None:
+    """DELETE then POST of one receiver (a URL corrected) within the feed's 0.5 s: the message named it removed
+    only, with its channels beside it, so a board deleted it, dropped the channels of a receiver it no longer knew
+    and never heard of it again. It is now also sent whole, channels included: a board applies removals first."""
+    async with aiohttp.ClientSession() as session, session.ws_connect(live_url(hub)) as ws:
+        await next_message(ws)
+        device = hub.store.remove_device("rack-001")
+        assert device is not None
+        hub.store.add_device(device)
+        changes = await next_message(ws)
+        assert changes["removed_devices"] == ["rack-001"]
+        assert [(d["id"], [c["id"] for c in d["channels"]]) for d in changes["devices"]] == [
+            ("rack-001", ["rack-001:1", "rack-001:2"])
+        ]
+        # its channels are in it, not again beside it or as removed
+        assert changes["channels"] == [] and changes["removed_channels"] == []
+        # a board that applies the message as board.js does ends with what a fresh snapshot shows
+        shown = {d["id"]: d for d in (await live_snapshot(hub))["devices"]}
+        board = {"rack-000": shown["rack-000"], "rack-001": {"id": "rack-001", "stale": True}}
+        for removed in changes["removed_devices"]:
+            board.pop(removed)
+        for update in changes["devices"]:
+            board[update["id"]] = {**board.get(update["id"], {"channels": []}), **update}
+        assert board == shown
+
+
+async def live_snapshot(hub: Hub) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.ws_connect(live_url(hub)) as ws:
+        return await next_message(ws)
+
+
 async def test_a_channel_reaches_a_browser_with_the_receiver_s_first_report_of_it(hub: Hub) -> None:
     """A receiver tells its channel count before its channels' state: the channels made from the count alone were
     sent as they were, every field null (a nameless channel with no transmitter), the real state a moment later."""

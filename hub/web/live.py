@@ -94,14 +94,23 @@ class LiveFeed:
         channels: list[dict[str, Any]] = []
         removed_devices: list[str] = []
         removed_channels: list[str] = []
+        whole: set[str] = set()  # devices sent with every channel: their changed channels are in them
         for (device_id, index), fields in sorted(batch.items(), key=lambda item: (item[0][0], item[0][1] or 0)):
             device = self._hub.state.get(device_id)
             channel = device.channel(index) if device is not None and index is not None else None
             if index is None:
                 if device is None or REMOVED in fields:
                     removed_devices.append(device_id)
-                else:
+                if device is not None and REMOVED in fields:
+                    # removed and added back within the batch (DELETE then POST, MQTT remove then add): a board
+                    # applies removals first, then this, as it would a snapshot of it (hub.mqtt.publisher too
+                    # republishes such a device whole)
+                    devices.append(device_json(self._hub, device))
+                    whole.add(device_id)
+                elif device is not None:
                     devices.append(device_json(self._hub, device, channels=False))
+            elif device_id in whole:
+                continue
             elif device is None or channel is None:
                 removed_channels.append(channel_id(device_id, index))
             elif channel.reported:  # a channel the receiver has not reported yet is sent with its first report

@@ -519,7 +519,11 @@ function tokenRefused(refused) {
 // The hub sends something at least every 2 s (values, else a keepalive). Longer silence means the hub or the
 // path to it is gone even though no close arrived (a hung hub, a dropped Wi-Fi path): TCP tells only minutes later.
 const SILENCE_MS = 5000;
-const live = { socket: null, heardAt: 0, delay: 1000, retry: null };
+const live = { socket: null, heardAt: 0, delay: 1000, retry: null, resyncedAt: -Infinity };
+// A change for a channel of a receiver the board does not hold means it missed that receiver (a message lost, a
+// hub that left it out): it reads the feed afresh, from a new snapshot. At most once in RESYNC_MS, so that a hub
+// that keeps sending such channels cannot have the board reconnect on every message.
+const RESYNC_MS = 30000;
 // Reconnecting backs off to 2 s, no more: a restarted hub is back on the board within seconds, not ten.
 const RETRY_MAX_MS = 2000;
 
@@ -540,6 +544,7 @@ function applySnapshot(message) {
 
 function applyChanges(message) {
   let layoutChanged = false;
+  // removals first: a receiver removed and added back within one message is in both, and whole in devices
   for (const id of message.removed_devices) layoutChanged = state.devices.delete(id) || layoutChanged;
   for (const update of message.devices) {
     const known = state.devices.get(update.id);
@@ -553,7 +558,7 @@ function applyChanges(message) {
   }
   for (const channel of message.channels) {
     const device = state.devices.get(channel.device_id);
-    if (!device) continue;
+    if (!device) { resyncLive(); continue; }
     const at = device.channels.findIndex((c) => c.index === channel.index);
     if (at >= 0) device.channels[at] = channel;
     else { device.channels.push(channel); device.channels.sort((a, b) => a.index - b.index); layoutChanged = true; }
@@ -586,6 +591,16 @@ function connectLive() {
     else if (message.type === "changes") applyChanges(message);
   };
   socket.onclose = () => linkLost(socket, "reconnecting…");
+}
+
+function resyncLive() {
+  const socket = live.socket;
+  if (!socket || performance.now() - live.resyncedAt < RESYNC_MS) return;
+  live.resyncedAt = performance.now();
+  live.socket = null;
+  socket.onopen = socket.onmessage = socket.onclose = null;  // the rest of what it sends is in the snapshot
+  socket.close();
+  connectLive();
 }
 
 function linkLost(socket, text) {
