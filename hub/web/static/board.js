@@ -5,7 +5,7 @@
 const API = "/api/v1";
 const TOKEN_KEY = "wmhub.token";
 // refusedToken: the token (maybe "") a read was refused with (open_reads = false): see api()
-const state = { devices: new Map(), refusedToken: null, group: 0, groups: [], slots: null, alerts: [], alertsRead: false, alertsSeen: new Set(), swap: null, stale: new Set() };
+const state = { devices: new Map(), gone: new Map(), refusedToken: null, group: 0, groups: [], slots: null, alerts: [], alertsRead: false, alertsSeen: new Set(), swap: null, stale: new Set() };
 const tiles = new Map(); // channel id -> tile element
 const $ = (id) => document.getElementById(id);
 // A hub that stops answering must not leave the periodic refreshes piling up unanswered requests.
@@ -527,8 +527,23 @@ const RESYNC_MS = 30000;
 // Reconnecting backs off to 2 s, no more: a restarted hub is back on the board within seconds, not ten.
 const RETRY_MAX_MS = 2000;
 
+// Receivers the board saw go, with when (performance.now()): the live feed said so, or a fresh snapshot no longer
+// lists them. A connection list asked for before that may still name them; one that does would show each as a
+// receiver in no device list (missingReceivers): a red "receiver offline" tile standing in for a receiver the hub
+// no longer has, and an offline row in the Devices panel, until the next poll.
+function receiversGone(ids) {
+  const now = performance.now();
+  for (const id of ids) {
+    if (state.devices.has(id)) continue;  // removed and added back
+    state.gone.set(id, now);
+    if (state.connections) state.connections = state.connections.filter((conn) => conn.device_id !== id);
+  }
+}
+
 function applySnapshot(message) {
+  const before = state.loaded ? [...state.devices.keys()] : [];
   state.devices = new Map(message.devices.map((d) => [d.id, d]));
+  receiversGone(before);  // those removed while the feed was down
   state.loaded = true;
   needsToken(false);
   setStale("link", false);
@@ -551,6 +566,7 @@ function applyChanges(message) {
     if (known) Object.assign(known, update);
     else { state.devices.set(update.id, Object.assign({ channels: [] }, update)); layoutChanged = true; }
   }
+  receiversGone(message.removed_devices);
   for (const id of message.removed_channels) {
     const device = state.devices.get(id.slice(0, id.lastIndexOf(":")));
     if (device) device.channels = device.channels.filter((c) => c.id !== id);
@@ -625,9 +641,12 @@ function watchLink() {
 
 async function refreshHealth() {
   try {
+    const asked = performance.now();
     const health = await api("GET", "/api/health");
     const missing = JSON.stringify(missingReceivers());
-    state.connections = health.connections;
+    // a receiver that went before this was asked for is not in it; one that went since may still be
+    for (const [id, at] of state.gone) if (at < asked) state.gone.delete(id);
+    state.connections = health.connections.filter((conn) => !state.gone.has(conn.device_id));
     if (JSON.stringify(missingReceivers()) !== missing) renderBoard();  // which calls renderDevices
     else renderDevices();
   } catch (error) { /* the live link shows when the hub is away */ }
