@@ -737,34 +737,17 @@ async def test_a_stop_that_plugin_code_holds_ends_at_the_deadline_saying_what_wa
     ]
 
 
-HOLDING_PLUGIN = """
-import logging
-import os
-import time
-
-from hub import hookimpl
-from hub.drivers import PollingDriver
-from hub.hookspecs import DriverSpec
-
-
-class Holding(PollingDriver):
-    async def connect(self):
-        self.sink.identify(unique_id="box", family="holding", model="H-1", channel_count=1)
-
-    async def poll(self):
+HOLDING_PLUGIN = WEDGED_PLUGIN.replace("import logging\n", "import logging\nimport os\n").replace(
+    """    async def poll(self):
+        self.sink.heard()
+""",
+    """    async def poll(self):
         self.sink.heard()
         if os.path.exists(HOLD_FLAG):
-            logging.getLogger("wmhub_holding").warning("holding the loop")
-            time.sleep(3600)  # a blocking library call: the event loop never turns again
-
-    async def close(self):
-        pass
-
-
-@hookimpl
-def register_drivers(register):
-    register(DriverSpec(scheme="holding", vendor="holding", families=("holding",), factory=Holding, default_port=1))
-"""
+            logging.getLogger("wmhub_wedged").warning("holding the loop")
+            time.sleep(3600)  # a blocking library call: the event loop never turns again (nor close runs)
+""",
+)
 
 
 async def test_a_stop_signal_while_plugin_code_holds_the_loop_for_good_ends_the_hub_at_the_bound_naming_it(
@@ -772,13 +755,14 @@ async def test_a_stop_signal_while_plugin_code_holds_the_loop_for_good_ends_the_
 ) -> None:
     """A driver's poll that never returned to the event loop: SIGTERM (and Ctrl-C) went unheard, only SIGKILL
     ended the hub, and nothing in its log said what held it."""
+    assert "HOLD_FLAG" in HOLDING_PLUGIN and "import os" in HOLDING_PLUGIN
     flag = tmp_path / "hold"
     config, port = stranger_hub_config(
         tmp_path,
         monkeypatch,
         "holding",
         HOLDING_PLUGIN.replace("HOLD_FLAG", repr(str(flag))),
-        'devices = ["holding://box"]',
+        'devices = ["wedged://box"]',
     )
     with hub_process(config, tmp_path / "hub.log") as hub:
         hub.start()
