@@ -31,7 +31,8 @@ log = logging.getLogger("hub")
 
 # A loop that has not turned for this long is held, not late: every device, MQTT and the web server wait.
 HELD_AFTER_S = 10.0
-# How often the watch looks at the loop: a hold that makes a tick late (100 ms) is looked at about twice.
+# How often the watch looks at a loop whose tick is overdue: a hold that makes a tick late enough for a warning
+# (100 ms) is looked at at least once.
 LOOK_EVERY_S = 0.05
 # Distinct places counted between two warnings (places are code lines: a bound that should never be met).
 MAX_PLACES = 64
@@ -150,15 +151,21 @@ class HeldLoopWatch:
 
     def _watch(self) -> None:
         monitor = self._monitor
-        check_every_s = min(LOOK_EVERY_S, self._held_after_s / 4)
-        while not self._stopped.wait(check_every_s):
+        look_every_s = min(LOOK_EVERY_S, self._held_after_s / 4)
+        # a loop on time is looked at once a tick, half the lateness worth a warning after the tick is due
+        grace_s = monitor.late_after_s / 2
+        wait_s = look_every_s
+        while not self._stopped.wait(wait_s):
             ticked_at = monitor.ticked_at
             now = time.monotonic()
             if self._held_at is not None and ticked_at != self._held_since:
                 log.warning("the event loop turns again after %.1f s held", ticked_at - self._held_since)
                 self._held_at = None
-            if now - ticked_at < monitor.interval_s:  # the monitor's timer is not due yet
+            due_in_s = ticked_at + monitor.interval_s + grace_s - now
+            if due_in_s > 0:  # the monitor's next tick is not overdue yet
+                wait_s = due_in_s
                 continue
+            wait_s = look_every_s
             place = where_held(self._loop_thread_id)
             with self._places_lock:
                 if place in self._places or len(self._places) < MAX_PLACES:
