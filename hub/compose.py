@@ -20,7 +20,7 @@ from hub.devices import ManagedDevice
 from hub.fleet.api import FLEET_OPERATIONS, MIRROR_KEY
 from hub.fleet.mirror import FleetMirror, FleetRequestError
 from hub.hookspecs import Candidate
-from hub.model import Command, CommandResult, command_place
+from hub.model import Command, CommandResult, command_place, deadline_passed
 from hub.mqtt.bridge import MqttBridge
 from hub.persistence import Alert
 from hub.plugins import PluginHost
@@ -111,7 +111,7 @@ class FleetHub(Hub):
         # carries a deadline there), so a deadline given here can only have passed already; no edge of the
         # fleet gives one today.
         if deadline is not None and self.clock.now() > deadline:
-            return CommandResult(ok=False, code="expired", error="expired: not carried out, its deadline passed")
+            return CommandResult(ok=False, code="expired", error=deadline_passed())
         result = await self.mirror.apply(command)
         log.info(
             "command %s %s %s=%r from %s via hub %s: %s",

@@ -45,6 +45,7 @@ from hub.model import (
     CommandTimeoutError,
     Device,
     DeviceUnavailableError,
+    deadline_passed,
 )
 from hub.plugins import PluginError, PluginHost
 from hub.redact import redact
@@ -1047,8 +1048,7 @@ class DeviceManager:
 def _expired(command: Command) -> CommandExpiredError:
     # worded as the MQTT edge's refusal of a request that arrived late (hub.mqtt.messages.check_deadline)
     return CommandExpiredError(
-        f"expired: not carried out, its deadline passed while it waited for {command.device_id} to finish the "
-        "commands before it"
+        deadline_passed(f" while it waited for {command.device_id} to finish the commands before it")
     )
 
 

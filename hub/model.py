@@ -549,6 +549,12 @@ class CommandExpiredError(CommandError):
 EXPIRED_PREFIX: Final = "expired:"
 
 
+def deadline_passed(when: str = "") -> str:
+    """The error of a command not carried out because its deadline passed (``when``: how, after a comma or a
+    space), as every edge's expiry answer words it."""
+    return f"{EXPIRED_PREFIX} not carried out, its deadline passed{when}"
+
+
 class DeviceUnavailableError(CommandError):
     """The device is unknown or not connected."""
 

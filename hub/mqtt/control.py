@@ -12,7 +12,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field
 
-from hub.model import MAX_SLOTS, Command, CommandResult, command_keys, field_values
+from hub.model import EXPIRED_PREFIX, MAX_SLOTS, Command, CommandResult, command_keys, field_values
 from hub.mqtt import payloads
 from hub.mqtt.messages import RequestError, StrictMessage, check_deadline, parse_object, shortened, validate
 from hub.mqtt.publisher import StatePublisher
@@ -139,7 +139,7 @@ class ControlHandler(StatePublisher):
             if result.code == "expired" and not results:
                 # nothing of the message was done: the same answer as for one that arrived late, its error
                 # starting "expired:" whoever expired it (DeviceManager.apply sees to a plugin's)
-                raise RequestError(result.error or "expired: not carried out")
+                raise RequestError(result.error or f"{EXPIRED_PREFIX} not carried out")
             results[key] = result
         return results
 

@@ -10,6 +10,7 @@ from typing import Any, Final, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from hub.model import deadline_passed
 from hub.text import preview
 
 # A request's "transaction" comes back in its answer as it was sent. The bounds keep that answer encodable
@@ -81,8 +82,10 @@ def check_deadline(request: dict[str, Any], now: float) -> None:
         raise RequestError("deadline: a number, the sender's clock in seconds since the epoch")
     if now > deadline:
         raise RequestError(
-            f"expired: not carried out, its deadline passed {now - deadline:.1f} s ago by this hub's clock "
-            "(if the sender still waits, its clock is that far behind the hub's)"
+            deadline_passed(
+                f" {now - deadline:.1f} s ago by this hub's clock (if the sender still waits, its clock is that far "
+                "behind the hub's)"
+            )
         )
 
 
