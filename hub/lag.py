@@ -181,6 +181,7 @@ class HeldLoopWatch:
 
 
 _LIBRARY_PATHS = tuple({sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
+_SITE_PACKAGES = f"{os.sep}site-packages{os.sep}"
 
 
 def where_held(thread_id: int) -> str:
@@ -200,14 +201,13 @@ def _in_python_library(filename: str) -> bool:
     # site-packages may sit under the standard library's directory (a Python installed without a venv)
     if filename.startswith("<"):  # a frozen module of the import system
         return True
-    return filename.startswith(_LIBRARY_PATHS) and f"{os.sep}site-packages{os.sep}" not in filename
+    return filename.startswith(_LIBRARY_PATHS) and _SITE_PACKAGES not in filename
 
 
 def _short(filename: str) -> str:
     """A file as a user reads it: from the package down when installed, else from the working directory."""
-    marker = f"{os.sep}site-packages{os.sep}"
-    if marker in filename:
-        return filename.rsplit(marker, 1)[1]
+    if _SITE_PACKAGES in filename:
+        return filename.rsplit(_SITE_PACKAGES, 1)[1]
     try:
         relative = os.path.relpath(filename)
     except ValueError:  # another drive (Windows)
