@@ -135,6 +135,47 @@ async def test_a_receiver_removed_while_the_board_was_away_leaves_no_stand_in(pa
     await gone_without_a_stand_in(page, board, victim, fresh_health_taken_in)
 
 
+async def test_a_receiver_removed_while_the_board_first_loads_leaves_no_stand_in(page: Page, board: Board) -> None:
+    """A first page load: the board's first connection list names the receiver, the receiver is removed, and then
+    the board's first snapshot (without it) arrives. Nothing told the board it went, so it drew a red stand-in
+    tile from that list until its next poll, up to 5 s later."""
+    victim = board.device_id(board.simulators[1])
+    first_health: asyncio.Future[Route] = asyncio.get_running_loop().create_future()
+
+    async def health(route: Route) -> None:  # the first poll is held, those after it go through
+        if first_health.done():
+            await route.continue_()
+        else:
+            first_health.set_result(route)
+
+    await page.route(is_health, health)
+    feeds: list[WebSocketRoute] = []
+
+    async def live(ws: WebSocketRoute) -> None:  # the first feed never reaches the hub; the board retries
+        feeds.append(ws)
+        if len(feeds) > 1:
+            ws.connect_to_server()
+
+    await page.route_web_socket(re.compile(r"/api/v1/live"), live)
+    await page.goto(board.url)
+    await page.evaluate(WATCH_STAND_INS, victim)
+    route = await asyncio.wait_for(first_health, timeout=15)
+    answer = await route.fetch()
+    assert victim in (await answer.text())
+    async with page.expect_response(lambda response: response.request == route.request):
+        await route.fulfill(response=answer)
+    await page.evaluate("() => new Promise((done) => setTimeout(done, 0))")  # its handler has run
+    await board.hub.remove_device(victim, source="test")
+    await eventually(lambda: feeds, timeout=10, what="the board's first live feed")
+    await feeds[0].close()
+
+    async def first_snapshot_and_a_poll_taken_in() -> None:
+        await expect(page.locator("#link")).to_have_text("live")
+        await next_health_answer(page)
+
+    await gone_without_a_stand_in(page, board, victim, first_snapshot_and_a_poll_taken_in)
+
+
 async def test_a_receiver_removed_and_added_back_within_one_live_batch_shows_its_channels(
     page: Page, board: Board
 ) -> None:

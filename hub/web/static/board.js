@@ -5,7 +5,7 @@
 const API = "/api/v1";
 const TOKEN_KEY = "wmhub.token";
 // refusedToken: the token (maybe "") a read was refused with (open_reads = false): see api()
-const state = { devices: new Map(), gone: new Map(), refusedToken: null, group: 0, groups: [], slots: null, alerts: [], alertsRead: false, alertsSeen: new Set(), swap: null, stale: new Set() };
+const state = { devices: new Map(), gone: new Map(), loadedAt: 0, connectionsAskedAt: -1, refusedToken: null, group: 0, groups: [], slots: null, alerts: [], alertsRead: false, alertsSeen: new Set(), swap: null, stale: new Set() };
 const tiles = new Map(); // channel id -> tile element
 const $ = (id) => document.getElementById(id);
 // A hub that stops answering must not leave the periodic refreshes piling up unanswered requests.
@@ -377,7 +377,9 @@ function offlineTile(number, deviceId, index) {
 // The receivers the hub's connection health names (by the id they had when they last answered) that are in no
 // device list: down since the hub started, and their channels not kept (see offlineTile).
 function missingReceivers() {
-  if (!state.loaded) return [];  // before the first snapshot every receiver would look missing
+  // before the first snapshot every receiver would look missing; a list asked for before it may name a receiver
+  // removed before it, which nothing else tells the board of (the list asked for as it arrived is in hand soon)
+  if (!state.loaded || !(state.connectionsAskedAt >= state.loadedAt)) return [];
   const ids = (state.connections || []).filter((conn) => conn.device_id && !state.devices.has(conn.device_id)).map((conn) => conn.device_id);
   return [...new Set(ids)].sort((a, b) => a.localeCompare(b));
 }
@@ -541,10 +543,15 @@ function receiversGone(ids) {
 }
 
 function applySnapshot(message) {
-  const before = state.loaded ? [...state.devices.keys()] : [];
+  const first = !state.loaded;
+  const before = first ? [] : [...state.devices.keys()];
   state.devices = new Map(message.devices.map((d) => [d.id, d]));
   receiversGone(before);  // those removed while the feed was down
   state.loaded = true;
+  if (first) {
+    state.loadedAt = performance.now();
+    refreshHealth();
+  }
   needsToken(false);
   setStale("link", false);
   // the hub is back: its venue is read now, not at the next 10 s poll, or the tiles would stay stale meanwhile
@@ -643,7 +650,9 @@ async function refreshHealth() {
   try {
     const asked = performance.now();
     const health = await api("GET", "/api/health");
+    if (asked < state.connectionsAskedAt) return;  // a later poll's answer came first
     const missing = JSON.stringify(missingReceivers());
+    state.connectionsAskedAt = asked;
     // a receiver that went before this was asked for is not in it; one that went since may still be
     for (const [id, at] of state.gone) if (at < asked) state.gone.delete(id);
     state.connections = health.connections.filter((conn) => !state.gone.has(conn.device_id));
