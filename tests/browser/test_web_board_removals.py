@@ -41,6 +41,20 @@ async def next_health_answer(page: Page) -> None:
     await page.evaluate("() => new Promise((done) => setTimeout(done, 0))")  # its handler has run
 
 
+async def hold_next_health_poll(page: Page) -> asyncio.Future[Route]:
+    """The board's next connection-health poll is held (the future gives its route); those after it go through."""
+    held: asyncio.Future[Route] = asyncio.get_running_loop().create_future()
+
+    async def hold(route: Route) -> None:
+        if held.done():
+            await route.continue_()
+        else:
+            held.set_result(route)
+
+    await page.route(is_health, hold)
+    return held
+
+
 async def open_board(page: Page, board: Board, victim: str) -> None:
     await page.goto(board.url)
     await expect(page.locator("#board .tile")).to_have_count(6)
@@ -75,16 +89,7 @@ async def test_a_connection_list_asked_before_a_removal_and_answered_after_it_br
     names it) arrives after the live feed said it went."""
     victim = board.device_id(board.simulators[1])
     await open_board(page, board, victim)
-    held: asyncio.Future[Route] = asyncio.get_running_loop().create_future()
-
-    async def hold(route: Route) -> None:  # the next poll is held, those after it go through
-        if held.done():
-            await route.continue_()
-        else:
-            held.set_result(route)
-
-    await page.route(is_health, hold)
-    route = await asyncio.wait_for(held, timeout=15)
+    route = await asyncio.wait_for(await hold_next_health_poll(page), timeout=15)
     answer = await route.fetch()  # the hub's answer while the receiver is still there
     assert victim in (await answer.text())
     await board.hub.remove_device(victim, source="test")
@@ -140,15 +145,7 @@ async def test_a_receiver_removed_while_the_board_first_loads_leaves_no_stand_in
     the board's first snapshot (without it) arrives. Nothing told the board it went, so it drew a red stand-in
     tile from that list until its next poll, up to 5 s later."""
     victim = board.device_id(board.simulators[1])
-    first_health: asyncio.Future[Route] = asyncio.get_running_loop().create_future()
-
-    async def health(route: Route) -> None:  # the first poll is held, those after it go through
-        if first_health.done():
-            await route.continue_()
-        else:
-            first_health.set_result(route)
-
-    await page.route(is_health, health)
+    first_health = await hold_next_health_poll(page)
     feeds: list[WebSocketRoute] = []
 
     async def live(ws: WebSocketRoute) -> None:  # the first feed never reaches the hub; the board retries
