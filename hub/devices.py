@@ -1054,8 +1054,10 @@ def _expired(command: Command) -> CommandExpiredError:
 
 def identity_text(device: Device, unsupported: bool = False) -> str:
     """What a device says it is, as JSON text: its id, family, model, firmware and name, its channels' names by
-    index (its channel count), and whether its plugin found it unsupported (``UnsupportedDeviceError``), for
-    :func:`remembered_device` at the next start."""
+    position (1 to its highest channel, null where it has none), the numbers of the channels it has
+    (``channel_indexes``: a base with packs in slots 1 and 5 has those two, not 1 to 5), and whether its plugin
+    found it unsupported (``UnsupportedDeviceError``), for :func:`remembered_device` at the next start. The names
+    stay a list by position so that an earlier release, which reads that list alone, still reads the row."""
     names = {channel.index: channel.name for channel in device.channels}
     identity = {
         "id": device.id,
@@ -1064,21 +1066,26 @@ def identity_text(device: Device, unsupported: bool = False) -> str:
         "firmware": device.firmware,
         "name": device.name,
         "channels": [names.get(index) for index in range(1, max(names, default=0) + 1)],
+        "channel_indexes": sorted(names),
         "unsupported": unsupported,
     }
     return json.dumps(identity, separators=(",", ":"), ensure_ascii=False)
 
 
 def remembered_device(text: str, vendor: str, endpoint: Endpoint) -> Device | None:
-    """The device :func:`identity_text` kept, offline at ``endpoint``: its channels hold their names and no
-    reading, unreported (``Channel.reported``); one found unsupported has no capabilities (NO_CAPABILITIES), any
-    other None, for its family's to be filled in; None when the text is not such an identity (a damaged row).
-    An identity kept before "unsupported" was (a database of an earlier release) is of a supported device."""
+    """The device :func:`identity_text` kept, offline at ``endpoint``: the channels it had (``channel_indexes``)
+    hold their names and no reading, unreported (``Channel.reported``); one found unsupported has no capabilities
+    (NO_CAPABILITIES), any other None, for its family's to be filled in; None when the text is not such an
+    identity (a damaged row). An identity kept before "unsupported" was (a database of an earlier release) is of a
+    supported device; one kept before "channel_indexes" was has channels 1 to the length of its list of names."""
     try:
         identity = json.loads(text)
         names = identity["channels"]
         if not isinstance(names, list) or len(names) > MAX_CHANNELS:
             raise TypeError("not a list of channel names")
+        indexes = identity.get("channel_indexes", list(range(1, len(names) + 1)))
+        if not _channel_numbers(indexes, len(names)):
+            raise TypeError("not the numbers of its named channels")
         return Device(
             id=identity["id"],
             vendor=vendor,
@@ -1088,12 +1095,25 @@ def remembered_device(text: str, vendor: str, endpoint: Endpoint) -> Device | No
             name=identity["name"],
             host=endpoint.host,
             port=endpoint.port,
-            channels=[Channel(index=index, name=name) for index, name in enumerate(names, start=1)],
+            channels=[Channel(index=index, name=names[index - 1]) for index in indexes],
             capabilities=NO_CAPABILITIES if identity.get("unsupported") is True else None,
         )
     except (ValueError, TypeError, KeyError, RecursionError):  # ValidationError is a ValueError
         log.warning("the identity kept of %s is damaged: ignored", redact(endpoint.url))
         return None
+
+
+def _channel_numbers(indexes: object, highest: int) -> bool:
+    """Whether ``indexes`` is a list of channel numbers, rising, from 1 to ``highest`` (the length of the list of
+    names they index), as :func:`identity_text` writes them."""
+    if not isinstance(indexes, list):
+        return False
+    previous = 0
+    for index in indexes:
+        if type(index) is not int or not previous < index <= highest:
+            return False
+        previous = index
+    return True
 
 
 def _passable(value: object) -> bool:
