@@ -146,9 +146,9 @@ class BaseStation:
     """A base station on a real socket whose packs are paired in any of its slots (``slots``: slot -> the pack's
     name): it tells a client that connects, as one JSON line, and stays connected until stopped."""
 
-    def __init__(self, slots: dict[int, str]) -> None:
+    def __init__(self, slots: dict[int, str], port: int = 0) -> None:
         self.slots = slots
-        self.port = 0
+        self.port = port
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.StreamWriter] = set()
 
@@ -276,7 +276,8 @@ async def test_a_base_with_packs_in_slots_1_and_5_comes_back_offline_with_those_
 
 async def test_an_identity_kept_by_an_earlier_release_has_its_names_by_position(tmp_path: Path) -> None:
     """A row an earlier release wrote (no migration rewrites them) holds the names alone, by position, and
-    neither ``channel_indexes`` nor ``unsupported``: it is read as channels 1 to the length of that list."""
+    neither ``channel_indexes`` nor ``unsupported``: it is read as channels 1 to the length of that list, and
+    written anew, with the numbers, once the base station answers."""
     data_dir = tmp_path / "data"
     config = await base_seen_once(data_dir)
     with closing(sqlite3.connect(data_dir / DATABASE_FILE)) as connection, connection:
@@ -296,3 +297,13 @@ async def test_an_identity_kept_by_an_earlier_release_has_its_names_by_position(
             (4, None, None),
             (5, "Spare Pack", None),
         ]
+        async with BaseStation({1: "Lead Vocal", 5: "Spare Pack"}, port=int(config.devices[0].rpartition(":")[2])):
+
+            async def answered() -> bool:
+                device = await api.get(f"/api/v1/devices/{BASE_ID}")
+                return device["online"] and [channel["index"] for channel in device["channels"]] == [1, 5]
+
+            await until(answered, 15, "the base station back with its two packs")
+    with closing(sqlite3.connect(data_dir / DATABASE_FILE)) as connection:
+        (kept,) = connection.execute("SELECT value FROM device_identity").fetchone()
+    assert json.loads(kept)["channel_indexes"] == [1, 5]
