@@ -57,7 +57,8 @@ async def test_the_board_links_api_docs_that_work_offline_and_list_devices(brows
     await page.click("#api-docs-link")
     await expect(page).to_have_url(f"http://127.0.0.1:{closed_hub.web.port}/api/docs")
     devices = page.locator('.opblock-summary-path[data-path="/api/v1/devices"]')
-    await expect(devices.first).to_be_visible()
+    # the first paint parses a 1.5 MB Swagger UI bundle: seconds of CPU on a loaded two-core machine
+    await expect(devices.first).to_be_visible(timeout=20_000)
     for path in ("/api/v1/devices/{device_id}", "/api/v1/devices/{device_id}/commands"):
         await expect(page.locator(f'.opblock-summary-path[data-path="{path}"]').first).to_be_visible()
     # "Try it out" on GET /api/v1/devices goes through once the token is given through "Authorize"
