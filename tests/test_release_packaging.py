@@ -165,17 +165,28 @@ def test_the_wheels_install_into_a_fresh_venv_and_run_the_demo(dist_dir: Path, t
 
 
 def test_pip_install_upgrade_replaces_a_build_from_before_the_version_bump(dist_dir: Path, tmp_path: Path) -> None:
-    """docs/deployment.md upgrades with ``pip install -U``. Every build before the upgrade audit (2026-12-07)
-    said 26.11.0, this one too, so pip took the new build for the installed one and left the old code in place.
-    An older build here: this source with that version and a file of its own, which the upgrade must remove."""
+    """docs/deployment.md upgrades with ``pip install -U``. Every build before the first upgrade audit
+    (2026-12-07) said 26.11.0, and every build handed over after it until the second said 26.12.0: pip took each
+    new build for the one installed and left the old code in place. An older build here: this source with the
+    version of the changelog's previous entry (the last one handed over) and a file of its own, which the
+    upgrade must remove."""
+    from packaging.version import Version
+
     from hub import __version__
+
+    entries = re.findall(r"^## (\S+)", (REPO / "CHANGELOG.md").read_text(), re.MULTILINE)
+    # what a user reads for the build they run (`wmhub --version`) is the release the changelog describes, and
+    # each entry is of a higher version than the one below it
+    assert entries[0] == __version__
+    assert [Version(entry) for entry in entries] == sorted(map(Version, entries), reverse=True), entries
+    assert len(set(entries)) == len(entries), entries
 
     older = tmp_path / "older"
     shutil.copytree(
         REPO, older, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "tests", "bench", "plugins")
     )
     init = older / "hub" / "__init__.py"
-    init.write_text(re.sub(r'__version__ = "[^"]+"', '__version__ = "26.11.0"', init.read_text()))
+    init.write_text(re.sub(r'__version__ = "[^"]+"', f'__version__ = "{entries[1]}"', init.read_text()))
     (older / "hub" / "only_in_the_older_build.py").write_text("")
     subprocess.run(
         [sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", str(tmp_path / "old"), str(older)],
@@ -190,8 +201,6 @@ def test_pip_install_upgrade_replaces_a_build_from_before_the_version_bump(dist_
         [str(venv / "bin" / "python"), "-c",
          "import importlib.metadata, pathlib, sysconfig; print(importlib.metadata.version('wmhub'), "
          "(pathlib.Path(sysconfig.get_paths()['purelib']) / 'hub' / 'only_in_the_older_build.py').exists())"],
-        check=True, capture_output=True, text=True, timeout=60,
+        check=True, capture_output=True, text=True, timeout=60, cwd=tmp_path,  # not the checkout's own egg-info
     ).stdout.split()  # fmt: skip
     assert installed == [__version__, "False"], installed
-    # what a user reads for the build they run (`wmhub --version`) is the release the changelog describes
-    assert re.search(r"^## (\S+)", (REPO / "CHANGELOG.md").read_text(), re.MULTILINE)[1] == __version__  # type: ignore[index]
