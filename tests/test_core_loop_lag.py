@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from hub.app import Hub
-from hub.lag import LoopMonitor
+from hub.lag import IN_THE_LOOP_ITSELF, LoopMonitor, where_held
 from hub.plugins import PluginHost
 from hub.testing import eventually
 from tests.fault_harness import hub_config
@@ -97,3 +99,38 @@ async def test_start_up_work_is_not_taken_for_the_hub_falling_behind(
             await eventually(lambda: hub.loop_monitor.ticks >= 2, 5, "the monitor ticking after the start")
             assert hub.loop_monitor.late == 0 and hub.loop_monitor.max_lag_s < 0.1
     assert not [record for record in caplog.records if "not keeping up" in record.getMessage()]
+
+
+@pytest.mark.parametrize("runner", ["asyncio", "uvloop"])
+def test_a_thread_waiting_in_its_event_loop_is_said_to_be_in_the_loop_itself(runner: str) -> None:
+    """An outside review: with nothing but the loop on its thread's stack (a hub stopped by Ctrl-Z and continued,
+    its watch waking first), the place named was uvloop's runner, `uvloop/__init__.py:92 in run`, as if it were
+    code holding the loop; on asyncio's own loop it would have been the function that runs the loop."""
+    run = asyncio.run if runner == "asyncio" else pytest.importorskip("uvloop").run
+    running: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+    waiting = threading.Event()
+
+    async def wait_for_the_end() -> None:
+        end = asyncio.get_running_loop().create_future()
+        running.append((asyncio.get_running_loop(), end))
+        waiting.set()
+        await end
+
+    def runs_the_loop() -> None:  # outside Python's library, as the hub's own _run_forever
+        run(wait_for_the_end())
+
+    thread = threading.Thread(target=runs_the_loop)
+    thread.start()
+    try:
+        assert waiting.wait(5)
+        seen = set()
+        deadline = time.monotonic() + 5
+        while IN_THE_LOOP_ITSELF not in seen and time.monotonic() < deadline:
+            seen.add(where_held(thread.ident or 0))  # the coroutine may not have suspended yet at the first looks
+            time.sleep(0.01)
+        assert seen <= {IN_THE_LOOP_ITSELF} | {place for place in seen if "in wait_for_the_end" in place}, seen
+        assert IN_THE_LOOP_ITSELF in seen, seen
+    finally:
+        for loop, end in running:
+            loop.call_soon_threadsafe(end.set_result, None)
+        thread.join(5)

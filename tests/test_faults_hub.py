@@ -149,15 +149,17 @@ def write_config(path: Path, urls: list[str], broker: TestBroker, http_port: int
 class HubProcess:
     """``wmhub run --config ...`` as a child process, with its log kept for the failure message."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.log = log
+        self.env = env or {}  # put back after the caller's WMHUB_* variables are dropped (WMHUB_LOAD_PLUGINS)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             # the config file says everything: a WMHUB_* variable of the caller's must not change it
             environ = {key: value for key, value in os.environ.items() if not key.startswith("WMHUB_")}
+            environ.update(self.env)
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "hub.cli", "run", "--config", str(self.config)],
                 stdout=out,
@@ -184,8 +186,8 @@ class HubProcess:
 
 
 @contextlib.contextmanager
-def hub_process(config: Path, log: Path) -> Iterator[HubProcess]:
-    process = HubProcess(config, log)
+def hub_process(config: Path, log: Path, env: dict[str, str] | None = None) -> Iterator[HubProcess]:
+    process = HubProcess(config, log, env)
     try:
         yield process
     finally:

@@ -37,6 +37,7 @@ from hub.discovery import Discovery
 from hub.drivers import DeviceSink, Driver, DriverSettings, Endpoint
 from hub.exit_codes import EXIT_FAILED
 from hub.hookspecs import DriverSpec
+from hub.lag import HELD_AFTER_S
 from hub.model import Capabilities, Command, CommandKind, CommandLimits, CommandResult, NumberLimits, RefusedError
 from hub.plugins import PluginHost
 from hub.testing import DriverHarness, QuietDriver, eventually, plugin_of
@@ -787,6 +788,120 @@ async def test_a_stop_signal_while_plugin_code_holds_the_loop_for_good_ends_the_
         rf"nothing: the stop never began, the event loop's thread held for \d+ s at {held_at}\)",
         line,
     ), line
+
+
+def messages_of(hub: HubProcess) -> list[str]:
+    return [orjson.loads(line)["message"] for line in hub.log.read_text().splitlines()]
+
+
+TICKING_PLUGIN = """
+import asyncio
+import logging
+
+from hub import hookimpl
+
+
+class SlowFleet:
+    async def start(self):
+        await asyncio.sleep(START_S)  # a fleet slow to start, awaiting: the event loop turns all along
+        return []
+
+    async def stop(self):
+        pass
+
+
+async def tick():
+    while True:
+        logging.getLogger("wmhub_ticking").warning("tick")
+        await asyncio.sleep(0.2)
+
+
+class TickingFleet:
+    async def start(self):
+        self.ticking = asyncio.get_running_loop().create_task(tick())
+        return []
+
+    async def stop(self):
+        self.ticking.cancel()
+
+
+@hookimpl
+def register_simulators(register):
+    register(SlowFleet())
+    register(SlowFleet())
+    register(TickingFleet())
+"""
+
+
+def ticks_after(messages: list[str], marker: str) -> int:
+    """How many times the ticking fleet's task said so after the first message containing ``marker``."""
+    start = next((index for index, message in enumerate(messages) if marker in message), len(messages))
+    return messages[start:].count("tick")
+
+
+def loop_warnings(messages: list[str]) -> list[str]:
+    """The warnings of the loop held, or over a second late (a loaded test machine makes it late by less)."""
+    return [
+        message
+        for message in messages
+        if "has not turned" in message
+        or "turns again" in message
+        or ((late := re.search(r"not keeping up: its event loop runs (\d+) ms late", message)) and int(late[1]) >= 1000)
+    ]
+
+
+async def test_a_start_that_only_awaits_for_longer_than_a_hold_is_not_taken_for_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outside review: a start awaiting over 10 s in all (two demo fleets of 5.5 s each, within their bound; a
+    slow database) was followed by "the event loop has not turned for 12 s, held at uvloop/__init__.py:92 in run":
+    the watch measured from the hub's construction, not from the start of its watching."""
+    start_s = HELD_AFTER_S / 2 + 0.5
+    config, _ = stranger_hub_config(
+        tmp_path, monkeypatch, "ticking", TICKING_PLUGIN.replace("START_S", repr(start_s)), "demo = true"
+    )
+    with hub_process(config, tmp_path / "hub.log", env={"WMHUB_LOAD_PLUGINS": "ticking"}) as hub:
+        hub.start()
+        await eventually(lambda: "started with" in hub.log.read_text(), 2 * start_s + 60, "the hub's start")
+        # the loop has turned for 0.2 s since: the watch, which looks 50 ms after its start, has looked
+        await eventually(lambda: ticks_after(messages_of(hub), "started with") >= 2, 10, "the loop turning after")
+        hub.signal(signal.SIGTERM)
+        assert await hub.exited(15) == 0
+    messages = messages_of(hub)
+    assert not loop_warnings(messages), messages
+
+
+async def test_a_hub_stopped_and_continued_blames_no_held_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An outside review: a hub stopped by Ctrl-Z (SIGSTOP, `docker pause`) for 12 s and continued logged "the event
+    loop has not turned for 12 s, held at uvloop/__init__.py:92 in run … (plugin code must await I/O, never
+    block)" and "the hub is not keeping up … 11805 ms late … most often at uvloop/__init__.py:92 in run": the
+    watch, stopped with the loop, took the whole process's stop for plugin code holding the loop."""
+    config, _ = stranger_hub_config(
+        tmp_path, monkeypatch, "ticking", TICKING_PLUGIN.replace("START_S", "0"), "demo = true"
+    )
+    with hub_process(config, tmp_path / "hub.log", env={"WMHUB_LOAD_PLUGINS": "ticking"}) as hub:
+        hub.start()
+        await eventually(lambda: "started with" in hub.log.read_text(), 60, "the hub's start")
+        await eventually(lambda: ticks_after(messages_of(hub), "started with") >= 1, 10, "the loop turning")
+        hub.signal(signal.SIGSTOP)
+        await asyncio.sleep(HELD_AFTER_S + 1)  # the stop itself, longer than a hold the watch names
+        hub.signal(signal.SIGCONT)
+        await eventually(
+            lambda: "did not run for" in hub.log.read_text() or loop_warnings(messages_of(hub)), 10, "the stop said"
+        )
+        assert not loop_warnings(messages_of(hub)), messages_of(hub)
+        # the loop has turned for 0.2 s since: its monitor's overdue tick and the watch's look are both behind
+        await eventually(lambda: ticks_after(messages_of(hub), "did not run for") >= 2, 10, "the loop turning after")
+        hub.signal(signal.SIGTERM)
+        assert await hub.exited(15) == 0
+    messages = messages_of(hub)
+    assert not loop_warnings(messages), messages
+    [stopped] = [m for m in messages if "did not run for" in m]
+    assert re.fullmatch(
+        r"the hub's process did not run for 1\d s \(stopped: Ctrl-Z, SIGSTOP, docker pause\): devices, MQTT and "
+        r"the web server waited meanwhile",
+        stopped,
+    ), stopped
 
 
 STUBBORN_FLEET_PLUGIN = """
