@@ -450,12 +450,14 @@ class Hub:
         return f"{step}: {shown}{more}"
 
     async def run_until_signalled(
-        self, stopping: Callable[[], None] | None = None, heard: Callable[[int], None] | None = None
+        self,
+        stopping: Callable[[], None] | None = None,
+        heard: Callable[[int, FrameType | None], None] | None = None,
     ) -> None:
         """Run until SIGINT, SIGTERM or SIGHUP, then stop cleanly; ``stopping`` is called as the stop begins
         (the signal handlers are still the hub's: it may take them over). ``heard`` is called with each of
         those signals in the signal handler itself, which runs even while plugin code holds the event loop
-        and the stop cannot begin."""
+        and the stop cannot begin, and with the frame it interrupted (the loop's thread's place)."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         # SIGHUP: the terminal or SSH session of a hub started by hand closed. Its default action ends the
@@ -766,14 +768,14 @@ def meter_rate_limits(capabilities: Capabilities | None) -> NumberLimits | None:
     return limits.number if limits is not None else None
 
 
-def _hear_first(signum: int, heard: Callable[[int], None]) -> None:
+def _hear_first(signum: int, heard: Callable[[int, FrameType | None], None]) -> None:
     """Call ``heard`` from Python's handler of ``signum``, then the event loop's: the loop hears the signal
     through its wakeup descriptor only when it next turns, this handler as soon as the loop's thread runs
     Python again (a plugin's ``time.sleep`` is interrupted for it)."""
     loops_own = signal.getsignal(signum)
 
     def handler(number: int, frame: FrameType | None) -> None:
-        heard(number)
+        heard(number, frame)
         if callable(loops_own):
             loops_own(number, frame)
 

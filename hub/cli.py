@@ -15,13 +15,14 @@ import sys
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from hub import __version__
 from hub.auth import stored_token
 from hub.config import ConfigError, HubConfig, load_config
 from hub.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
-from hub.lag import where_held
+from hub.lag import place_of, where_held
 from hub.logs import JsonFormatter, set_levels, setup_logging
 from hub.plugins import PluginHost, installed_plugin_names
 from hub.redact import redact
@@ -328,12 +329,13 @@ class _StopGuard:
         self.finished = threading.Event()  # the event loop has closed: nothing of the hub's is left to bound
         self._deadline: threading.Thread | None = None
 
-    def heard(self, signum: int) -> None:
-        """A stop signal, heard in Python's handler before the event loop (held, it may never hear it)."""
+    def heard(self, signum: int, frame: FrameType | None) -> None:
+        """A stop signal, heard in Python's handler before the event loop (held, it may never hear it); ``frame``
+        is where the handler interrupted the loop's thread."""
         if self._deadline is None:
             self._start_deadline()
         elif signum != signal.SIGHUP:
-            self._signalled_again(signum, None)
+            self._signalled_again(signum, frame)
 
     def begin(self) -> None:
         loop = asyncio.get_running_loop()
@@ -350,17 +352,21 @@ class _StopGuard:
         self._deadline = threading.Thread(target=self._watch, name="wmhub stop deadline", daemon=True)
         self._deadline.start()
 
-    def _signalled_again(self, signum: int, frame: object) -> None:
-        self._exit(f"{signal.Signals(signum).name} while stopping")
+    def _signalled_again(self, signum: int, frame: FrameType | None) -> None:
+        # a handler runs on the loop's own thread: its stack there is the handler's, the loop's place is ``frame``
+        self._exit(f"{signal.Signals(signum).name} while stopping", frame)
 
     def _watch(self) -> None:
         if not self.finished.wait(STOP_DEADLINE_S):
             self._exit(f"the stop did not finish within {STOP_DEADLINE_S:g} s")
 
-    def _exit(self, why: str) -> None:
+    def _exit(self, why: str, interrupted: FrameType | None = None) -> None:
+        """End the process; ``interrupted``: where a signal handler calling this interrupted the loop's thread."""
         step = self._hub.still_stopping()
         if step is None and not self._hub.stopped.is_set():  # the event loop that would begin the stop is held
-            held = self._hub.loop_monitor.held() or where_held(threading.main_thread().ident or 0)
+            held = self._hub.loop_monitor.held() or (
+                place_of(interrupted) if interrupted is not None else where_held(threading.main_thread().ident or 0)
+            )
             step = f"nothing: the stop never began, the event loop's thread {held}"
         elif step is None:  # the hub has stopped: what is left is the event loop's own end
             main, this = threading.main_thread(), threading.current_thread()

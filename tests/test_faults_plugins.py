@@ -794,6 +794,51 @@ def messages_of(hub: HubProcess) -> list[str]:
     return [orjson.loads(line)["message"] for line in hub.log.read_text().splitlines()]
 
 
+async def signalled_until_ended(hub: HubProcess, signum: int, timeout: float) -> int:
+    """Send ``signum`` until the hub ends (two sent at once may be heard as one); its exit status."""
+    assert hub.process is not None
+    deadline = time.monotonic() + timeout
+    while (code := hub.process.poll()) is None:
+        assert time.monotonic() < deadline, f"hub still running after {timeout} s; log:\n{hub.log.read_text()}"
+        hub.signal(signum)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(hub.process.wait, 0.2)
+    return code
+
+
+async def test_a_second_signal_soon_after_plugin_code_holds_the_loop_names_that_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outside review: Ctrl-C twice while a driver's poll blocked the event loop, before the hold was 10 s old
+    (and said), exited naming `hub/lag.py:… in where_held`: the second signal's handler runs on the loop's own
+    thread, and the exit line read that thread's stack, the handler's own frames."""
+    flag = tmp_path / "hold"
+    config, port = stranger_hub_config(
+        tmp_path,
+        monkeypatch,
+        "holding",
+        HOLDING_PLUGIN.replace("HOLD_FLAG", repr(str(flag))),
+        'devices = ["wedged://box"]',
+    )
+    with hub_process(config, tmp_path / "hub.log") as hub:
+        hub.start()
+        async with aiohttp.ClientSession() as session:
+            await devices_online(session, f"http://127.0.0.1:{port}", 1)
+        flag.touch()
+        await eventually(lambda: "holding the loop" in hub.log.read_text(), 10, "the poll holding the loop")
+        held_at = time.monotonic()
+        code = await signalled_until_ended(hub, signal.SIGINT, 5)
+        ended_after_s = time.monotonic() - held_at
+    assert code == EXIT_FAILED
+    assert ended_after_s < HELD_AFTER_S  # the hold was never said: the line cannot take its place from the watch
+    [line] = stop_lines(hub)
+    assert re.fullmatch(
+        r"SIGINT while stopping: exiting now, the stop unfinished \(still stopping nothing: the stop never began, "
+        r"the event loop's thread at \S*wmhub_holding\.py:\d+ in poll\)",
+        line,
+    ), line
+
+
 TICKING_PLUGIN = """
 import asyncio
 import logging
