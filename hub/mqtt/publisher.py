@@ -166,8 +166,7 @@ class StatePublisher:
         list_changed = False
         configs: set[str] = set()
         dropped: list[tuple[str, int]] = []
-        grown: set[str] = set()  # devices with a channel more (a Spectera pack paired): a new channel_count
-        state_sent: set[str] = set()  # devices whose device state this batch has published
+        state_sent: set[str] = set()  # devices whose device state this batch has published: once each
         answered: list[Device] = []  # devices first online this run: the previous run's extra channels go
         # devices whose every topic this batch publishes: their changed channels go out with them, once
         published_whole = {
@@ -194,8 +193,7 @@ class StatePublisher:
                     state_sent.add(device_id)
                     list_changed = True
                     continue
-                self._publish(self.topics.device(device_id), payloads.encode(payloads.device_state(device)))
-                state_sent.add(device_id)
+                self._publish_device_state(device, state_sent)
                 if ONLINE in changed:
                     self._publish(self.topics.availability(device_id), payloads.availability_payload(device.online))
                     if device.online and device_id in self._previous_channels:  # listed offline from the start
@@ -209,17 +207,20 @@ class StatePublisher:
                     list_changed = True
             elif REMOVED in changed and device.channel(index) is None:  # the device has fewer channels now
                 dropped.append((device_id, index))
-                self._publish(self.topics.device(device_id), payloads.encode(payloads.device_state(device)))
-                state_sent.add(device_id)
+                self._publish_device_state(device, state_sent)
                 configs.add(device_id)
                 list_changed = True
             else:
                 channel = device.channel(index)
                 if channel is None:
                     continue
-                if ADDED in changed:
+                if ADDED in changed:  # a channel more (a pack paired): a new channel_count and channel_indexes
                     configs.add(device_id)
-                    grown.add(device_id)
+                    list_changed = True
+                    if device_id not in published_whole:
+                        # before the channel's own topic: a consumer that takes only the channels a device state
+                        # names (wmhub fleet) would refuse a channel it has not heard of yet
+                        self._publish_device_state(device, state_sent)
                 if channel.reported:  # its state goes out with the receiver's first report of it
                     if device_id not in published_whole:
                         self._publish(
@@ -227,9 +228,6 @@ class StatePublisher:
                         )
                 elif "extended_name" in changed:
                     self._rename_previous_channel(device_id, index, channel.extended_name)
-        for device_id in grown - state_sent:
-            self._publish(self.topics.device(device_id), payloads.encode(payloads.device_state(devices[device_id])))
-            list_changed = True
         for device_id in configs:
             self._publish_homeassistant(devices[device_id], only_if_changed=True)
         # after the configs without their entities: Home Assistant would render an entity's template against
@@ -240,6 +238,13 @@ class StatePublisher:
             self._clear_previous_channels(device)
         if list_changed:
             self._device_list.changed()
+
+    def _publish_device_state(self, device: Device, state_sent: set[str]) -> None:
+        """A device's state, once per batch: what it says is the device as it is once the whole batch is in
+        the store, so one copy, the first, serves every change of it in the batch."""
+        if device.id not in state_sent:
+            self._publish(self.topics.device(device.id), payloads.encode(payloads.device_state(device)))
+            state_sent.add(device.id)
 
     def _publish_device(self, device: Device, meters: bool = True) -> None:
         """Control subscriptions, then every retained topic of one device and its Home Assistant config; only the
