@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -72,6 +72,13 @@ CLOCK_SKEW_WARNING_S: Final = 5.0
 # After each (re)connect the broker hands over every retained topic at once; this long without one more, the
 # fleet takes it that the broker has said all it holds (docs/scaling.md, "One board for the whole venue").
 RETAINED_SETTLE_S: Final = 1.0
+# A channel's state that comes before the device state naming the channel (a hub of an earlier release sent a
+# new channel's topic first; a broker may hand the retained topics over in any order) is kept, the last one of
+# each channel, and shown once the device state names the channel: at most HELD_CHANNELS of them, HELD_BYTES
+# together, each for HELD_FOR_S, the oldest let go first, however many channel numbers a publisher makes up.
+HELD_CHANNELS: Final = 256
+HELD_BYTES: Final = 1024 * 1024
+HELD_FOR_S: Final = 30.0
 _CHANNEL_KEYS: Final = frozenset(Channel.model_fields)
 
 
@@ -161,6 +168,9 @@ class FleetMirror:
         # hub topics (hub id, kind) known from before the last (re)connect and not handed over again since
         self._unconfirmed: set[tuple[str, str]] = set()
         self._last_retained = 0.0  # loop time of the last retained message
+        # (device id, channel) -> (loop time, payload): channel states a device state has not named yet
+        self._held: OrderedDict[tuple[str, int], tuple[float, bytes]] = OrderedDict()
+        self._held_bytes = 0
         self._sweep: asyncio.TimerHandle | None = None
         self.client = MqttClient(
             parse_broker_urls(settings.url),
@@ -290,6 +300,7 @@ class FleetMirror:
             else:
                 self.listing.pop(device_id, None)
                 self._available.pop(device_id, None)
+                self._let_go_held(device_id)
                 self.store.remove_device(device_id)
 
     def _online_elsewhere(self, device_id: str, hub_id: str) -> bool:
@@ -321,6 +332,7 @@ class FleetMirror:
             self.client.publish(f"{self.topics.device(device.id)}/get", b"{}", self.settings.qos_state)
         if channel_indexes:
             self.store.set_channels(device.id, channel_indexes)
+        self._show_held(device.id)
         self._update_online(device.id)
 
     def _on_device_topic(self, device_id: str, rest: list[str], payload: bytes) -> None:
@@ -344,8 +356,11 @@ class FleetMirror:
             index = small_number(rest[1])
             if index is None:
                 return
-            if len(rest) == 2 and payload:
-                self._merge_channel(device_id, index, _json(payload), CHANNEL_FIELDS - METER_FIELDS)
+            if len(rest) == 2:
+                if self.store.devices[device_id].channel(index) is None:
+                    self._hold(device_id, index, payload)
+                elif payload:
+                    self._merge_channel(device_id, index, _json(payload), CHANNEL_FIELDS - METER_FIELDS)
             elif rest[2:] == ["meters"]:
                 self._merge_channel(device_id, index, _json(payload), METER_FIELDS)
 
@@ -353,10 +368,71 @@ class FleetMirror:
         if self.store.devices[device_id].channel(index) is None:
             # the device's state lists its channels: a topic of another makes no channel
             raise ValueError(f"{device_id} has no channel {index}")
-        given = {key: value for key, value in values.items() if key in wanted}
+        given = self._channel_fields(values, wanted)
         # validated as a whole channel, so a battery of 250 % or a name of the wrong type never gets in
         channel = Channel.model_validate({**given, "index": index})
         self.store.update_channel(device_id, index, {key: getattr(channel, key) for key in given})
+
+    def _hold(self, device_id: str, index: int, payload: bytes) -> None:
+        """Keep the state of a channel the device's state does not name (yet), in place of the one kept before;
+        an emptied topic (the channel gone again) keeps none."""
+        self._let_go_held(device_id, index)
+        if not payload:
+            return
+        if len(payload) > HELD_BYTES:
+            raise ValueError(f"{device_id} has no channel {index}, and its state is too large to keep")
+        values = _json(payload)
+        # what would be refused once the channel is there is refused now, and not kept
+        Channel.model_validate({**self._channel_fields(values, CHANNEL_FIELDS - METER_FIELDS), "index": index})
+        loop = asyncio.get_running_loop()
+        self._held[(device_id, index)] = (loop.time(), payload)
+        self._held_bytes += len(payload)
+        expired_before = loop.time() - HELD_FOR_S
+        while self._held and (
+            len(self._held) > HELD_CHANNELS
+            or self._held_bytes > HELD_BYTES
+            or next(iter(self._held.values()))[0] < expired_before
+        ):
+            _, (_, dropped) = self._held.popitem(last=False)
+            self._held_bytes -= len(dropped)
+
+    def _show_held(self, device_id: str) -> None:
+        """Merge the kept states of the device's channels, now that its state names them."""
+        device = self.store.devices.get(device_id)
+        if not self._held or device is None:
+            return
+        expired_before = asyncio.get_running_loop().time() - HELD_FOR_S
+        for channel in list(device.channels):
+            held = self._held.pop((device_id, channel.index), None)
+            if held is None:
+                continue
+            kept_at, payload = held
+            self._held_bytes -= len(payload)
+            if kept_at < expired_before:
+                continue
+            try:  # validated when kept: this does not fail, and must not stop the rest of a device list
+                self._merge_channel(device_id, channel.index, _json(payload), CHANNEL_FIELDS - METER_FIELDS)
+            except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
+                self.rejected += 1
+                log.debug("ignoring the kept state of %s channel %d: %s", device_id, channel.index, exc)
+
+    def _let_go_held(self, device_id: str, index: int | None = None) -> None:
+        """Forget the kept state of one channel, or of each channel of the device (``index`` None)."""
+        keys = [key for key in self._held if key[0] == device_id] if index is None else [(device_id, index)]
+        for key in keys:
+            held = self._held.pop(key, None)
+            if held is not None:
+                self._held_bytes -= len(held[1])
+
+    def held_channels(self) -> int:
+        """How many channel states are kept for channels no device state has named yet."""
+        return len(self._held)
+
+    @staticmethod
+    def _channel_fields(values: Any, wanted: frozenset[str]) -> dict[str, Any]:
+        if not isinstance(values, dict):
+            raise ValueError(f"no channel state: {str(values)[:40]!r}")
+        return {key: value for key, value in values.items() if key in wanted}
 
     def _on_disconnected(self) -> None:
         """Cut off from the broker, the fleet cannot know whether anyone watches a receiver: none shows online
