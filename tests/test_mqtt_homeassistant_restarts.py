@@ -503,7 +503,9 @@ def undo_the_last_migration(database: sqlite3.Connection) -> None:
 
 class SlotsDriver(Driver):
     """A base station identified with one channel whose packs pair in any slot (docs/plugins.md: "an update to a
-    higher channel adds it"): it reports the slots its URL names (``slots://127.0.0.1:1?slots=1,5``)."""
+    higher channel adds it"): it reports the slots its URL names (``slots://127.0.0.1:1?slots=1,5``), and a pack
+    paired while it runs in slot ``later`` once the file ``when`` exists (``?slots=1&later=5&when=/tmp/pair``),
+    with its name, frequency and battery."""
 
     async def connect(self) -> None:
         self.sink.identify(unique_id="BASE1", family="slots", model="SLOTS", channel_count=1)
@@ -511,9 +513,14 @@ class SlotsDriver(Driver):
             self.sink.update_channel(int(slot), {"name": f"Pack {slot}", "tx_present": True})
 
     async def run(self) -> None:
+        later, when = self.endpoint.options.get("later"), self.endpoint.options.get("when")
         while True:  # its keepalive
             self.sink.heard()
-            await asyncio.sleep(1)
+            if later is not None and when is not None and await asyncio.to_thread(Path(when).exists):
+                fields = {"name": f"Pack {later}", "tx_present": True, "frequency_mhz": 555.5, "battery_percent": 80}
+                self.sink.update_channel(int(later), fields)
+                later = None
+            await asyncio.sleep(0.1 if later is not None else 1)
 
     async def close(self) -> None:
         pass

@@ -29,6 +29,7 @@ from wmhub_shure.simulator import ShureSimulator
 from hub.clock import SystemClock
 from hub.compose import FleetHub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.fleet import mirror as mirror_module
 from hub.fleet.mirror import START_WITHIN_S
 from hub.testing import eventually
 from tests.faultproxy import TcpFaultProxy
@@ -844,3 +845,95 @@ async def test_the_fleet_shows_a_base_with_packs_in_slots_1_and_5_as_those_two_c
             return shown if shown == [(1, "Pack 1"), (5, "Pack 5")] else None
 
         await wait_for(both_packs_shown, 10, f"{SLOTS_ID} with the packs in slots 1 and 5 on the fleet")
+
+
+async def test_a_pack_paired_while_the_fleet_watches_shows_its_state_on_the_board(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """An outside review: a pack paired into slot 5 of a running one-channel base showed on the fleet board with
+    name, frequency and battery null until that channel's state changed again. The hub published channel 5's
+    state before the device state that first listed it, and the fleet refused the channel it did not have yet."""
+    pair = tmp_path / "pair"
+    url = f"slots://127.0.0.1:1?slots=1&later=5&when={pair}"
+    async with (
+        MqttProbe(mqtt_broker, client_id="wmhub-test-order") as probe,
+        running_hub(mqtt_broker, tmp_path, [url], plugins=slots_host(), base="wmhub"),
+        running_fleet(mqtt_broker.url, tmp_path / "fleet") as (fleet, base),
+        aiohttp.ClientSession() as http,
+    ):
+        device_topic = f"wmhub/devices/{SLOTS_ID}"
+        await probe.subscribe(device_topic)
+        await probe.subscribe(f"{device_topic}/channels/+")
+
+        async def channels_shown() -> dict[int, tuple[Any, ...]] | None:
+            async with http.get(f"{base}/api/v1/devices/{SLOTS_ID}") as response:
+                if response.status != 200:
+                    return None
+                return {
+                    channel["index"]: (channel["name"], channel["frequency_mhz"], channel["battery_percent"])
+                    for channel in (await response.json())["channels"]
+                }
+
+        async def pack_1_alone() -> bool:
+            return await channels_shown() == {1: ("Pack 1", None, None)}
+
+        await wait_for(pack_1_alone, 20, "the base with its pack in slot 1 on the fleet")
+        probe.clear()
+        pair.touch()
+
+        async def pack_5_shown() -> bool:
+            return (await channels_shown() or {}).get(5) == ("Pack 5", 555.5, 80)
+
+        await wait_for(pack_5_shown, 20, "the pack paired in slot 5 with its state on the fleet")
+        # the hub sent the device state naming channel 5 before channel 5's state, once
+        channel_5 = f"{device_topic}/channels/5"
+        first = next(number for number, (topic, _) in enumerate(probe.messages) if topic == channel_5)
+        naming = [
+            topic
+            for topic, payload in probe.messages[:first]
+            if topic == device_topic and 5 in orjson.loads(payload)["channel_indexes"]
+        ]
+        assert naming == [device_topic], probe.messages[: first + 1]
+        assert fleet.mirror.rejected == 0
+
+
+async def test_a_channels_state_before_the_device_state_naming_it_is_shown_once_it_is_named(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A hub of an earlier release (or a broker handing over the retained topics in another order) sends a new
+    channel's state before the device state that names it: the fleet keeps it until the device state comes, the
+    last one of each channel, and no more than a bounded number of them, however many channel numbers a
+    publisher makes up."""
+    async with (
+        MqttProbe(mqtt_broker, client_id="wmhub-test-hubs") as hubs,
+        running_fleet(mqtt_broker.url, tmp_path) as (fleet, base),
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        device_topic = "wmhub/devices/shure-SHARED"
+        hubs.publish(device_topic, SHARED, retain=True)
+        hubs.publish(f"{device_topic}/availability", b"online", retain=True)
+        publish_hub(hubs, "west", [{**SHARED, "online": True}])
+        await wait_for(lambda: fleet_shows_online(http, base, "shure-SHARED"), 10, "the receiver on the fleet")
+
+        # made-up channels, never named: more than the fleet keeps (fewer than the broker queues for a client)
+        for index in range(100, 100 + mirror_module.HELD_CHANNELS + 300):
+            hubs.publish(f"{device_topic}/channels/{index}", {"index": index, "name": f"Ghost {index}"})
+        hubs.publish(f"{device_topic}/channels/3", {"index": 3, "name": "Old"})
+        hubs.publish(f"{device_topic}/channels/3", {"index": 3, "name": "Pack 3", "battery_percent": 70})
+        hubs.publish(f"{device_topic}/channels/4", {"index": 4, "name": "Pack 4"})
+        hubs.publish(f"{device_topic}/channels/4", b"")  # unpaired again before the device state named it
+        hubs.publish(device_topic, {**SHARED, "channel_count": 4, "channel_indexes": [1, 2, 3, 4]}, retain=True)
+
+        async def channel(index: int) -> Any:
+            async with http.get(f"{base}/api/v1/channels/shure-SHARED:{index}") as response:
+                return await response.json() if response.status == 200 else {}
+
+        async def pack_3_shown() -> bool:
+            shown = await channel(3)
+            return (shown.get("name"), shown.get("battery_percent")) == ("Pack 3", 70)
+
+        await wait_for(pack_3_shown, 20, "channel 3's state, sent before the device state naming it")
+        assert (await channel(4))["name"] is None
+        slots = (await get(http, f"{base}/api/v1/slots"))["items"]
+        assert [slot["channel"] for slot in slots] == [1, 2, 3, 4]
+        assert fleet.mirror.held_channels() <= mirror_module.HELD_CHANNELS
