@@ -658,3 +658,38 @@ async def test_a_channel_above_the_count_is_cleared_with_a_receiver_removed_whil
             await probe.message(f"{device_topic}/channels/5", lambda payload: payload == b"")
     assert await retained(mqtt_broker, f"{device_topic}/#") == {}
     assert await retained(mqtt_broker, device_topic) == {}
+
+
+async def test_a_gone_id_of_the_same_home_assistant_form_as_a_device_of_this_run_leaves_its_config(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """The previous run listed ``example-A<U+200E>B`` (an older build kept the invisible character in the id; the
+    receiver is ``example-A_B`` now) and ``example-A.B`` (removed while the hub was stopped): both have the Home
+    Assistant config topic of ``example-A_B``, a receiver of this run. Clearing what the gone ids left cleared
+    that config too, and Home Assistant deleted an online receiver's device with the user's names and areas."""
+    clock = SimulatedClock()
+    base = "wmsameform"
+    server, url = await example_receiver("A_B")
+    gone = ["example-A\u200eB", "example-A.B"]
+    config_topic = "homeassistant/device/example-A_B/config"
+    left = [f"{base}/devices/{device_id}/channels/1" for device_id in gone]
+    try:
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe("#")
+            listed = [{"id": device_id, "channel_count": 1} for device_id in [*gone, "example-A_B"]]
+            probe.publish(f"{base}/hubs/hub1/devices", listed, retain=True)
+            for topic in left:
+                probe.publish(topic, {"index": 1}, retain=True)
+            async with running_hub(mqtt_broker, tmp_path, [url], base=base, clock=clock) as hub:
+                assert await online_device(hub) == "example-A_B"
+                await probe.json(config_topic, lambda config: "components" in config)
+                clock.advance(DEPARTED_GRACE_S)
+                for topic in left:  # the gone ids' own topics are cleared
+                    await probe.message(topic, lambda payload: payload == b"")
+                await probe.request(f"{base}/hubs/hub1/response/info", f"{base}/hubs/hub1/request/info", {})
+                cleared = [topic for topic, payload in probe.messages if not payload]
+                assert config_topic not in cleared
+            after = await retained(mqtt_broker, config_topic)
+        assert orjson.loads(after[config_topic])["device"]["identifiers"]
+    finally:
+        server.close()

@@ -166,9 +166,15 @@ class Presence(StatePublisher):
                 continue
             log.info("device %s of this hub's previous run is gone: clearing its retained topics", device_id)
             self._previous_channels.pop(device_id, None)
-            self._previous_configs.pop(self.topics.homeassistant_config(device_id), None)
+            config_topic = self.topics.homeassistant_config(device_id)
+            sharer = self._config_topic_sharer(device_id, expected | self.hub.state.devices.keys())
+            if sharer is None:
+                self._previous_configs.pop(config_topic, None)
+            else:
+                log.info("device %s: its Home Assistant config topic is device %s's now: left", device_id, sharer)
             for topic in self._previous_run_topics(device_id, previous[device_id]):
-                self._publish(topic, b"")
+                if topic != config_topic or sharer is None:
+                    self._publish(topic, b"")
             self.client.flush()
 
     def _on_left_behind_state(self, topic: str, payload: bytes, retained: bool) -> bool:

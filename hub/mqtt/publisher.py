@@ -23,7 +23,7 @@ from hub.mqtt.homeassistant import DEVICE_READING_FIELDS, EntityOptions, discove
 from hub.mqtt.paced import Paced
 from hub.mqtt.payloads import meter_values, meters_moved, meters_payload
 from hub.mqtt.retained import expand
-from hub.mqtt.topics import Topics
+from hub.mqtt.topics import Topics, homeassistant_node_id
 from hub.records import AlertEvent, SwapList
 from hub.redact import redact
 from hub.service import ADDED, ONLINE, REMOVED, Batch, ChangeKey, HubService, Subscription, VenueService
@@ -478,8 +478,10 @@ class StatePublisher:
         self._carried_entries.pop(device_id, None)
         self._stop_reading_previous_channels(device_id)
         config_topic = self.topics.homeassistant_config(device_id)
-        self._previous_configs.pop(config_topic, None)
-        self._config_topic_device.pop(config_topic, None)
+        sharer = self._config_topic_sharer(device_id, self.hub.state.devices)
+        if sharer is None:
+            self._previous_configs.pop(config_topic, None)
+            self._config_topic_device.pop(config_topic, None)
         previous_channels = self._previous_channels.pop(device_id, None)
         if self._owned_by_another_hub(device_id):
             log.info("device %s left this hub and is another hub's now: its topics are left", device_id)
@@ -491,7 +493,8 @@ class StatePublisher:
             if previous_channels is not None:  # not published online this run: what the previous run left is there
                 topics += self._previous_run_topics(device_id, previous_channels)
             for topic in dict.fromkeys(topics):  # each once, Home Assistant's config first
-                self._publish(topic, b"")
+                if topic != config_topic or sharer is None:
+                    self._publish(topic, b"")
         self._homeassistant_components.pop(device_id, None)
         self._kept_readings.pop(device_id, None)
         if device_id in self._controlled:
@@ -500,6 +503,27 @@ class StatePublisher:
             self._controlled.discard(device_id)
         for key in [key for key in self._last_meters if key[0] == device_id]:
             del self._last_meters[key]
+
+    def _config_topic_sharer(self, device_id: str, devices: Iterable[str]) -> str | None:
+        """Another device of this run (published, or among ``devices``) whose Home Assistant config topic is
+        ``device_id``'s, else None: ids that differ only in characters Home Assistant's node id maps alike
+        (``x-A.B`` and ``x-A_B``; ``x-A<U+200E>B``, as a build before 26.12.0 kept an invisible character, and
+        ``x-A_B`` now). Clearing that topic for ``device_id`` would delete the other's device in Home Assistant,
+        with the user's names and areas. The other topics of a device are named by its id itself: never shared."""
+        topic = self.topics.homeassistant_config(device_id)
+        holder = self._config_topic_device.get(topic)
+        if holder is not None and holder != device_id:
+            return holder
+        node = homeassistant_node_id(device_id)
+        # the node id has a character for each of the id's: only ids as long can share it
+        return next(
+            (
+                other
+                for other in devices
+                if len(other) == len(device_id) and other != device_id and homeassistant_node_id(other) == node
+            ),
+            None,
+        )
 
     def devices_held(self) -> set[str]:
         """Every device id the publisher keeps something of from this run (its Home Assistant config topic and
