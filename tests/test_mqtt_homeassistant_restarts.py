@@ -30,6 +30,7 @@ from hub.app import Hub
 from hub.clock import SimulatedClock
 from hub.drivers import Driver
 from hub.hookspecs import DriverSpec
+from hub.model import MAX_CHANNELS
 from hub.mqtt import payloads
 from hub.mqtt.presence import DEPARTED_GRACE_S
 from hub.persistence.schema import MIGRATIONS
@@ -693,3 +694,38 @@ async def test_a_gone_id_of_the_same_home_assistant_form_as_a_device_of_this_run
         assert orjson.loads(after[config_topic])["device"]["identifiers"]
     finally:
         server.close()
+
+
+async def test_a_removed_base_an_older_hub_listed_by_count_leaves_no_channel_above_it(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A base with packs in slots 1 and 5, listed by a hub before channel_indexes (``channel_count`` 2 alone) and
+    removed from the configuration at the upgrade: the new hub cleared channels 1 and 2 and left channel 5
+    retained for good. The channel topics retained under a gone device are read and cleared: those numbered 1 to
+    MAX_CHANNELS only (anyone allowed to write there may leave others; they are not the hub's, and bound what it
+    reads)."""
+    base = "wmolderlist"
+    device_topic = await packs_in_slots(mqtt_broker, tmp_path, base, "1,5")
+    list_topic = f"{base}/hubs/hub1/devices"
+    (older,) = [
+        {key: value for key, value in entry.items() if key != "channel_indexes"}
+        for entry in orjson.loads((await retained(mqtt_broker, list_topic))[list_topic])
+    ]
+    assert older["channel_count"] == 2
+    not_channels = [f"{device_topic}/channels/{level}" for level in ("0", "abc", str(MAX_CHANNELS + 1), "7/x")]
+    async with MqttProbe(mqtt_broker) as probe:
+        # as the older hub left it; with ids no hub gives, naming no topics (a '+' would read every device's)
+        wildcards = [{"id": device_id, "channel_count": 1} for device_id in ("+", "slots-#")]
+        probe.publish(list_topic, [older, *wildcards], retain=True)
+        for topic in not_channels:
+            probe.publish(topic, {"index": 1}, retain=True)
+        probe.publish(f"{device_topic}/channels/{MAX_CHANNELS}", {"index": MAX_CHANNELS}, retain=True)
+        await probe.subscribe(f"{base}/#")
+        async with running_hub(mqtt_broker, tmp_path, [], base=base):
+            await eventually(lambda: probe.latest.get(f"{device_topic}/channels/1") == b"", 20, "channel 1 cleared")
+            await probe.request(f"{base}/hubs/hub1/response/info", f"{base}/hubs/hub1/request/info", {})
+        cleared = {topic for topic, payload in probe.messages if topic.startswith(device_topic) and not payload}
+    assert {f"{device_topic}/channels/{index}" for index in (5, MAX_CHANNELS)} <= cleared
+    assert not cleared & set(not_channels), "what is no channel number of the hub's is not its to clear"
+    assert set(await retained(mqtt_broker, f"{device_topic}/#")) == set(not_channels)
+    assert await retained(mqtt_broker, device_topic) == {}

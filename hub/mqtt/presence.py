@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from hub.model import MAX_CHANNELS
 from hub.mqtt import payloads
 from hub.mqtt.publisher import StatePublisher
 from hub.service import HubService, VenueService
@@ -102,7 +103,13 @@ class Presence(StatePublisher):
         if self._left_behind_checked:  # later ones are this run's own
             return
         self._left_behind_checked = True
-        previous = payloads.listed_channels(payload)
+        # no hub gives an id with a wildcard character ('+', '#'): an entry with one (anyone allowed to write the
+        # hub's topics can leave it) names no topics, and subscribing with it would read every device's
+        previous = {
+            device_id: channels
+            for device_id, channels in payloads.listed_channels(payload).items()
+            if "+" not in device_id and "#" not in device_id
+        }
         self._previous_channels = dict(previous)
         self._carried_entries = payloads.carried_entries(payload)
         self._device_list.changed()  # now with the devices still to come back
@@ -110,6 +117,9 @@ class Presence(StatePublisher):
             topic = self.topics.device(device_id)
             self._left_behind_topics[topic] = device_id
             self.client.subscribe(topic, self.settings.qos_state)
+            # and its channels: a list of a hub before 26.12.0 gives the count alone, read as 1 to it, and a base
+            # with a pack in slot 5 had channels 1 and 5 (cleared with the rest if the device is gone)
+            self.client.subscribe(f"{topic}/channels/+", self.settings.qos_state)
         for device in list(self.hub.state.devices.values()):
             if device.id not in self._deferred:  # published already: the rest are when they are
                 self._clear_previous_channels(device)
@@ -165,14 +175,15 @@ class Presence(StatePublisher):
                 log.info("device %s of this hub's previous run is another hub's now: its topics are left", device_id)
                 continue
             log.info("device %s of this hub's previous run is gone: clearing its retained topics", device_id)
-            self._previous_channels.pop(device_id, None)
+            # the channels its list entry names, and those found retained under it meanwhile
+            channels = self._previous_channels.pop(device_id, previous[device_id])
             config_topic = self.topics.homeassistant_config(device_id)
             sharer = self._config_topic_sharer(device_id, expected | self.hub.state.devices.keys())
             if sharer is None:
                 self._previous_configs.pop(config_topic, None)
             else:
                 log.info("device %s: its Home Assistant config topic is device %s's now: left", device_id, sharer)
-            for topic in self._previous_run_topics(device_id, previous[device_id]):
+            for topic in self._previous_run_topics(device_id, channels):
                 if topic != config_topic or sharer is None:
                     self._publish(topic, b"")
             self.client.flush()
@@ -180,17 +191,35 @@ class Presence(StatePublisher):
     def _on_left_behind_state(self, topic: str, payload: bytes, retained: bool) -> bool:
         """Keep the retained state of a previous run's device not here yet; True when ``topic`` is such a
         device's (a state this run publishes comes back on it too, not retained: not kept)."""
+        if not self._left_behind_topics:
+            return False
         device_id = self._left_behind_topics.get(topic)
         if device_id is None:
-            return False
+            return self._on_left_behind_channel(topic, payload, retained)
         if retained and payload:
             self._left_behind_states[device_id] = payload
         return True
+
+    def _on_left_behind_channel(self, topic: str, payload: bytes, retained: bool) -> bool:
+        """Add a channel retained under a previous run's device not here yet to the channels its list entry
+        named, so they are cleared with it if it is gone; True when ``topic`` is such a device's channel. Only
+        channel numbers from 1 to MAX_CHANNELS count: a broker holding thousands of other topics there (anyone
+        allowed to write the hub's topics can leave them) gets no more read nor cleared."""
+        found = self.topics.channel_of(topic)
+        if found is None or self._left_behind_topics.get(self.topics.device(found[0])) != found[0]:
+            return False
+        device_id, index = found
+        channels = self._previous_channels.get(device_id)
+        if retained and payload and channels is not None and index <= MAX_CHANNELS and index not in channels:
+            self._previous_channels[device_id] = tuple(sorted((*channels, index)))
+        # held offline from its identity by now: its channel states are read as this run's too
+        return device_id not in self._reading_previous_channels
 
     def _stop_reading_left_behind_states(self) -> None:
         if self.client is not None:
             for topic in self._left_behind_topics:
                 self.client.unsubscribe(topic)
+                self.client.unsubscribe(f"{topic}/channels/+")
         self._left_behind_topics.clear()
         self._left_behind_states.clear()
 
