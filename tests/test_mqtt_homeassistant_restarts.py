@@ -33,6 +33,7 @@ from hub.hookspecs import DriverSpec
 from hub.model import MAX_CHANNELS
 from hub.mqtt import payloads
 from hub.mqtt.presence import DEPARTED_GRACE_S
+from hub.persistence.db import device_id_now
 from hub.persistence.schema import MIGRATIONS
 from hub.plugins import PluginHost
 from hub.testing import eventually, plugin_host
@@ -493,8 +494,13 @@ def undo_the_last_migration(database: sqlite3.Connection) -> None:
     moves_memories = re.fullmatch(
         r"\s*DELETE FROM device_memory .*UPDATE OR REPLACE device_memory\s.*", MIGRATIONS[-1], re.S
     )
+    # 8 only rewrites ids that hold invisible format characters: with none stored, there is nothing to undo
+    rewrites_ids = "wmhub_device_id(" in MIGRATIONS[-1] and not re.search(r"CREATE TABLE|ALTER", MIGRATIONS[-1])
     if moves_memories:
         assert database.execute("SELECT count(*) FROM device_memory").fetchone()[0] == 0, "undo this migration by hand"
+    elif rewrites_ids:
+        ids = database.execute("SELECT device_id FROM known_devices UNION SELECT device_id FROM history_series")
+        assert all(device_id_now(device_id) == device_id for (device_id,) in ids), "undo this migration by hand"
     else:
         assert created and not re.search(r"ALTER|INSERT|UPDATE|DELETE", MIGRATIONS[-1]), "undo this migration by hand"
     for table in created:

@@ -35,6 +35,7 @@ import aiosqlite
 from hub.persistence.schema import MIGRATIONS
 from hub.records import StorageUnavailableError
 from hub.redact import redact, redact_values, redacted_text
+from hub.text import invisible, strip_blank
 
 # SQLite's name for a database that lives in memory and is gone when closed: a store for tests that need no
 # file (``Persistence.open(IN_MEMORY, ...)``); what it does is otherwise the file's, writer and all.
@@ -848,12 +849,50 @@ def _redacted_json(text: object) -> object:
     return text if redacted == value else json.dumps(redacted, default=redacted_text, sort_keys=True)
 
 
+def device_id_now(device_id: object) -> object:
+    """A device id as an earlier build stored it, as this build makes it (migration 8): invisible format
+    characters (Unicode Cf: U+200B, U+200E, U+FEFF …) in the serial or ``id`` option an id is made of are taken
+    as spaces are since (hub.devices.id_text): dropped at either end of that part, the part after the vendor's
+    name and its ``-``, and ``_`` inside it. An id without them is returned as it is, and so is anything that
+    is no id: a URL (a driver's memory kept under its device's URL holds a ``/``, which no id does), text that
+    would be left empty (the hub now makes that device's id from its address, which the id does not hold), a
+    value that is no text."""
+    if not isinstance(device_id, str) or "/" in device_id or not any(map(invisible, device_id)):
+        return device_id
+    vendor, dash, part = device_id.partition("-")  # a vendor's name holds no such character (hub.plugins)
+    if not dash:
+        vendor, part = "", device_id
+    part = "".join("_" if invisible(char) else char for char in strip_blank(part))
+    return f"{vendor}{dash}{part}" if part else device_id
+
+
+def _identity_now(text: object) -> object:
+    """A device's kept identity (device_identity, hub.devices.identity_text) naming its id as this build makes
+    it (:func:`device_id_now`); the same text when the id is unchanged or the text is not such an identity."""
+    if not isinstance(text, str):
+        return text
+    try:
+        identity = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(identity, dict) or device_id_now(identity.get("id")) == identity.get("id"):
+        return text
+    identity["id"] = device_id_now(identity["id"])
+    return json.dumps(identity, separators=(",", ":"), ensure_ascii=False)
+
+
 async def _migrate(connection: aiosqlite.Connection) -> None:
+    from hub.persistence.history import merged_block  # here: history's module imports this one
+
     await connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     # a migration may redact what an earlier version stored (4: the audit log) with the hub's own redaction,
     # and what it replaces is overwritten in the file, not only unlinked
     await connection.create_function("wmhub_redact", 1, _redacted_text, deterministic=True)
     await connection.create_function("wmhub_redact_json", 1, _redacted_json, deterministic=True)
+    # or rewrite stored device ids by the hub's id rule of now (8)
+    await connection.create_function("wmhub_device_id", 1, device_id_now, deterministic=True)
+    await connection.create_function("wmhub_identity", 1, _identity_now, deterministic=True)
+    await connection.create_function("wmhub_merge_block", 2, merged_block, deterministic=True)
     await connection.execute("PRAGMA secure_delete=ON")
     async with connection.execute("SELECT max(version) FROM schema_version") as cursor:
         row = await cursor.fetchone()

@@ -73,6 +73,19 @@ def encode_bucket(summary: Sequence[float | None]) -> array[int]:
     return array("b", [MISSING if value is None else max(-127, min(127, round(value))) for value in summary])
 
 
+def merged_block(kept: object, other: object) -> object:
+    """A stored block holding ``kept``'s buckets and, where one of them is empty, ``other``'s: two series of one
+    channel that a migration joins (schema 8, hub.persistence.schema) may both hold a block of the same time.
+    ``kept`` as it is when the two are not blocks of one size."""
+    if not isinstance(kept, bytes) or not isinstance(other, bytes) or len(kept) != len(other):
+        return kept
+    size, empty = VALUES_PER_BUCKET, _EMPTY_BUCKET.tobytes()
+    return b"".join(
+        other[at : at + size] if kept[at : at + size] == empty else kept[at : at + size]
+        for at in range(0, len(kept), size)
+    )
+
+
 def _from_bytes(blob: bytes) -> array[int]:
     data = array("b")
     data.frombytes(blob)

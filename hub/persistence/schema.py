@@ -192,4 +192,87 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         WHERE connection_health.url = device_memory.url AND connection_health.device_id IS NOT NULL
     );
     """,
+    # 8: an id an earlier build made of a serial or id option holding an invisible format character (U+200B,
+    # U+200E, U+FEFF …) is written as the hub makes it now (hub.devices.id_text: x-A<U+200E>B is x-A_B), so what
+    # the user kept under it stays the receiver's. wmhub_device_id is hub.persistence.db.device_id_now: any other
+    # id comes back as it is. Where the new id has a row already (a build with the new rule ran, or two old ids
+    # are one now), one stays: the newest name, driver's memory or open alert (the others are cleared), else
+    # the row already under the new id, then the least old id; a channel on two slots keeps the slot already
+    # naming the new id, else the lowest; two history series of a channel are one (wmhub_merge_block: where
+    # both have a block of one time, the kept series' buckets, its empty ones filled). The audit log keeps the
+    # ids of its time.
+    """
+    DELETE FROM extended_names WHERE rowid IN (
+        SELECT rowid FROM (
+            SELECT rowid, row_number() OVER (
+                PARTITION BY wmhub_device_id(device_id), channel
+                ORDER BY set_at DESC, device_id = wmhub_device_id(device_id) DESC, device_id
+            ) AS place FROM extended_names
+        ) WHERE place > 1
+    );
+    UPDATE extended_names SET device_id = wmhub_device_id(device_id) WHERE device_id != wmhub_device_id(device_id);
+    DELETE FROM assignments WHERE rowid IN (
+        SELECT rowid FROM (
+            SELECT rowid, row_number() OVER (
+                PARTITION BY wmhub_device_id(device_id), channel
+                ORDER BY device_id = wmhub_device_id(device_id) DESC, device_id
+            ) AS place FROM assignments
+        ) WHERE place > 1
+    );
+    UPDATE assignments SET device_id = wmhub_device_id(device_id) WHERE device_id != wmhub_device_id(device_id);
+    DELETE FROM slots WHERE number IN (
+        SELECT number FROM (
+            SELECT number, row_number() OVER (
+                PARTITION BY wmhub_device_id(device_id), channel
+                ORDER BY device_id = wmhub_device_id(device_id) DESC, number
+            ) AS place FROM slots
+        ) WHERE place > 1
+    );
+    UPDATE slots SET device_id = wmhub_device_id(device_id) WHERE device_id != wmhub_device_id(device_id);
+    UPDATE known_devices SET device_id = wmhub_device_id(device_id) WHERE device_id != wmhub_device_id(device_id);
+    UPDATE connection_health SET device_id = wmhub_device_id(device_id)
+    WHERE device_id != wmhub_device_id(device_id);
+    UPDATE alerts SET cleared_at = (julianday('now') - 2440587.5) * 86400.0 WHERE id IN (
+        SELECT id FROM (
+            SELECT id, row_number() OVER joined AS place,
+                max(device_id != wmhub_device_id(device_id)) OVER joined AS moved
+            FROM alerts WHERE cleared_at IS NULL
+            WINDOW joined AS (
+                PARTITION BY kind, wmhub_device_id(device_id), channel, detail
+                ORDER BY raised_at DESC, device_id = wmhub_device_id(device_id) DESC, id DESC
+                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
+            )
+        ) WHERE place > 1 AND moved
+    );
+    UPDATE alerts SET device_id = wmhub_device_id(device_id) WHERE device_id != wmhub_device_id(device_id);
+    DELETE FROM device_memory WHERE rowid IN (
+        SELECT rowid FROM (
+            SELECT rowid, row_number() OVER (
+                PARTITION BY wmhub_device_id(url) ORDER BY updated_at DESC, url = wmhub_device_id(url) DESC, url
+            ) AS place FROM device_memory
+        ) WHERE place > 1
+    );
+    UPDATE device_memory SET url = wmhub_device_id(url) WHERE url != wmhub_device_id(url);
+    UPDATE device_identity SET value = wmhub_identity(value) WHERE value IS NOT wmhub_identity(value);
+    CREATE TEMP TABLE wmhub_joined_series AS SELECT from_id, to_id FROM (
+        SELECT id AS from_id, first_value(id) OVER (
+            PARTITION BY wmhub_device_id(device_id), channel ORDER BY device_id = wmhub_device_id(device_id) DESC, id
+        ) AS to_id FROM history_series
+    ) WHERE from_id != to_id;
+    UPDATE OR IGNORE history_blocks
+    SET series_id = (SELECT to_id FROM temp.wmhub_joined_series WHERE from_id = series_id)
+    WHERE series_id IN (SELECT from_id FROM temp.wmhub_joined_series);
+    UPDATE history_blocks SET data = wmhub_merge_block(data, (
+        SELECT other.data FROM history_blocks AS other
+        JOIN temp.wmhub_joined_series AS joined ON joined.from_id = other.series_id
+        WHERE joined.to_id = history_blocks.series_id
+            AND other.step = history_blocks.step AND other.start = history_blocks.start
+        ORDER BY joined.from_id LIMIT 1
+    ))
+    WHERE series_id IN (SELECT to_id FROM temp.wmhub_joined_series);
+    DELETE FROM history_blocks WHERE series_id IN (SELECT from_id FROM temp.wmhub_joined_series);
+    DELETE FROM history_series WHERE id IN (SELECT from_id FROM temp.wmhub_joined_series);
+    UPDATE history_series SET device_id = wmhub_device_id(device_id) WHERE device_id != wmhub_device_id(device_id);
+    DROP TABLE temp.wmhub_joined_series;
+    """,
 )
