@@ -24,6 +24,7 @@ from hub import __version__
 from hub.auth import load_or_create_token
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
+from hub.descriptors import DescriptorBudget
 from hub.devices import DeviceHandle, DeviceManager, ManagedDevice
 from hub.discovery import Discovery
 from hub.drivers import DriverSettings
@@ -138,6 +139,7 @@ class Hub:
             config.control_rate_per_s,
             clock,
             max_connecting=config.max_connecting,
+            descriptors=DescriptorBudget(),
         )
         self.devices.on_moved = self._forget_moved
         interfaces = ["127.0.0.1"] if config.demo and config.discovery.interfaces is None else None

@@ -184,24 +184,43 @@ def _config(args: argparse.Namespace) -> HubConfig:
     return config
 
 
-def _raise_open_file_limit() -> None:
-    """Each receiver is a socket: take the hard limit as the soft one, and say so when that is low."""
+def _raise_open_file_limit(configured: int) -> None:
+    """Each receiver is a socket: take the hard limit as the soft one, and say so when that is low, with how many
+    receivers it leaves room for (``configured`` are in the configuration; more may be remembered or added)."""
     import logging
     import resource
 
+    from hub.descriptors import DESCRIPTOR_RESERVE, device_connection_limit
+
+    unlimited = resource.RLIM_INFINITY
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
+    if unlimited not in (soft, hard) and soft < hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
         except (ValueError, OSError) as exc:
             logging.getLogger("hub").warning("cannot raise the open-file limit from %d: %s", soft, exc)
-    if soft < 4096:
+    if soft == unlimited or soft >= 4096:
+        return
+    room = device_connection_limit(soft)
+    kept = f"the hub keeps about {DESCRIPTOR_RESERVE} descriptors for its web server, MQTT and database"
+    if room == 0:
         logging.getLogger("hub").warning(
-            "open-file limit is %d: at most about %d receivers can be connected (raise it with ulimit -n)",
+            "open-file limit is %d: too low for any receiver connection (%s), so no receiver connects until it "
+            "is raised with ulimit -n or systemd's LimitNOFILE=",
             soft,
-            soft - 100,
+            kept,
         )
+        return
+    waiting = f"; {configured} are configured, the others wait their turn" if configured > room else ""
+    logging.getLogger("hub").warning(
+        "open-file limit is %d: at most about %d receivers can be connected at once (%s)%s; raise it with "
+        "ulimit -n or systemd's LimitNOFILE=",
+        soft,
+        room,
+        kept,
+        waiting,
+    )
 
 
 def _run_forever(main: Coroutine[Any, Any, None]) -> None:
@@ -303,7 +322,7 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
     except ConfigError as exc:
         print(f"wmhub: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    _raise_open_file_limit()
+    _raise_open_file_limit(len(config.devices))
     _tune_garbage_collector()
     guard = _StopGuard(hub)
     try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 from hub.clock import SYSTEM_CLOCK, Clock
+from hub.descriptors import DescriptorBudget
 from hub.drivers import (
     ID_OPTION,
     MAX_MEMORY_BYTES,
@@ -651,6 +652,7 @@ class DeviceManager:
         control_rate_per_s: float | None = None,
         clock: Clock = SYSTEM_CLOCK,
         max_connecting: int = 200,
+        descriptors: DescriptorBudget | None = None,
     ) -> None:
         self._plugins = plugins
         self._clock = clock
@@ -683,6 +685,10 @@ class DeviceManager:
         # within the connect timeout, and marked most of them unavailable (its own MQTT connection timed out
         # too); devices waiting their turn are not timed.
         self._connecting = asyncio.Semaphore(max_connecting)
+        # Every driver holds one of these from before its connect until its close: devices beyond what the
+        # open-file limit leaves room for wait, not connected, and the web server, MQTT and SQLite keep the
+        # descriptors they need (hub.descriptors). None (a manager in tests, with drivers of no socket): no bound.
+        self.descriptors = descriptors
 
     def resolve(self, url: str) -> tuple[Endpoint, str, Any]:
         """Parse ``url`` and find the plugin and driver spec for its scheme; raise EndpointError."""
@@ -749,6 +755,7 @@ class DeviceManager:
             timed=timed,
             clock=self._clock,
             gate=self._connecting,
+            descriptors=self.descriptors,
         )
         task = asyncio.create_task(supervisor.run_forever(), name=f"device {shown}")
         managed = ManagedDevice(url=shown, plugin=plugin_name, handle=handle, supervisor=supervisor, task=task)

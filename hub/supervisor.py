@@ -11,6 +11,7 @@ from typing import Final, Protocol, TypeVar
 
 from hub.backoff import Backoff
 from hub.clock import SYSTEM_CLOCK, Clock
+from hub.descriptors import DescriptorBudget
 from hub.drivers import ConnectAgainError, DeviceSilentError, Driver, DriverSettings, UnsupportedDeviceError
 from hub.model import CommandTimeoutError, DeviceUnavailableError, RefusedError
 from hub.text import device_text
@@ -100,9 +101,14 @@ class DriverSupervisor:
         timed: CallTimer = _untimed,
         clock: Clock = SYSTEM_CLOCK,
         gate: asyncio.Semaphore | None = None,
+        descriptors: DescriptorBudget | None = None,
     ) -> None:
         self._make_driver = make_driver
         self._gate = gate if gate is not None else asyncio.Semaphore(1)
+        # one descriptor of the open-file limit's, held from before the driver connects until it has closed
+        self._descriptors = descriptors
+        self._holding = False
+        self._waited: str | None = None  # what the device showed while it waited for a descriptor
         self._clock = clock
         self._timed = timed
         self._link = link
@@ -134,6 +140,7 @@ class DriverSupervisor:
                 # inside the try: a plugin whose driver cannot even be built gets an error and a retry
                 self.driver = self._make_driver()
                 building = False
+                await self._take_descriptor()
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that arrives
                 # as the awaited call finishes, and the supervisor would then never stop
                 async with self._gate, asyncio.timeout(self._settings.io_timeout_s * 2):
@@ -144,6 +151,9 @@ class DriverSupervisor:
                         self._link.set_connecting(False)
                 up_at = self._clock.monotonic()
                 self.connected_since = self._clock.now()
+                if self._waited is not None and self.last_error == self._waited:  # no failure of its connection
+                    self.last_error, self.last_error_local = None, False
+                self._waited = None
                 self._link.set_online(True)
                 if not was_up:
                     self._log.info("connection recovered")
@@ -223,12 +233,31 @@ class DriverSupervisor:
                 runner.cancel()
                 await asyncio.gather(runner, return_exceptions=True)
 
+    async def _take_descriptor(self) -> None:
+        if self._descriptors is None or self._holding:
+            return
+        await self._descriptors.acquire(self._waits)
+        self._holding = True
+
+    def _waits(self, reason: str) -> None:
+        """No descriptor is free: the device shows why it is not connected (a limit of the hub's, said as the
+        hub's own, like a driver that cannot be built: no network was involved)."""
+        self._waited = self.last_error = reason
+        self.last_error_local = True
+        self._link.set_online(False, reason)
+
     async def _close(self) -> None:
         driver, self.driver = self.driver, None
-        if driver is None:
-            return
         try:
-            async with asyncio.timeout(self._settings.io_timeout_s):
-                await self._timed("Driver.close", driver.close())
-        except Exception as exc:  # close must never keep a device from reconnecting
-            self._log.debug("close failed: %s", exc)
+            if driver is None:
+                return
+            try:
+                async with asyncio.timeout(self._settings.io_timeout_s):
+                    await self._timed("Driver.close", driver.close())
+            except Exception as exc:  # close must never keep a device from reconnecting
+                self._log.debug("close failed: %s", exc)
+        finally:
+            if self._holding:  # closed (or given up on): its descriptor is free for a device waiting
+                self._holding = False
+                assert self._descriptors is not None  # nosec B101: held only with a budget
+                self._descriptors.release()

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from collections import Counter
@@ -29,6 +30,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from hub.config import HttpSettings
+from hub.descriptors import open_file_limit
 from hub.text import preview
 from hub.web.routing import HTTP_ERROR_CODES, error_response
 
@@ -174,13 +176,49 @@ class GuardedSite(web.TCPSite):
             handler = JsonErrorHandler(server, loop=loop, access_log=None)  # type: ignore[arg-type]
             return GuardedConnection(handler, self.limits)
 
-        self._server = await loop.create_server(
-            connection,
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_address=True,
-        )
+        where = f"[{self._host}]:{self._port}" if ":" in str(self._host) else f"{self._host}:{self._port}"
+        try:
+            listening = await loop.create_server(
+                connection,
+                self._host,
+                self._port,
+                backlog=self._backlog,
+                reuse_address=True,
+            )
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            raise WebListenError(f"cannot listen on {where}: {_out_of_descriptors(exc)}") from exc
+        if not listening.sockets:
+            # asyncio skips an address whose socket it cannot create (no descriptor left: the receivers' sockets
+            # took them all) and starts a server that listens nowhere; the hub then read its port from nothing
+            listening.close()
+            raise WebListenError(f"cannot listen on {where}: {_why_no_socket()}")
+        self._server = listening
+
+
+class WebListenError(OSError):
+    """The web server could not listen: the address and the cause, in one line (``the hub stopped: …``)."""
+
+
+def _out_of_descriptors(exc: OSError) -> str:
+    if exc.errno == errno.ENFILE:
+        return "the system's open-file table is full (fs.file-max)"
+    limit = open_file_limit()
+    return (
+        f"the open-file limit ({limit if limit is not None else 'unlimited'}) is reached; raise it with ulimit -n "
+        "or systemd's LimitNOFILE= (docs/deployment.md)"
+    )
+
+
+def _why_no_socket() -> str:
+    try:
+        socket.socket().close()
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            return _out_of_descriptors(exc)
+        return f"no socket could be opened ({exc.strerror or exc})"
+    return "no socket could be opened for it"
 
 
 def our_host_names(settings: HttpSettings) -> frozenset[str]:

@@ -1,0 +1,246 @@
+"""``wmhub run`` under a low open-file limit (``ulimit -n 64``, soft and hard, so the hub cannot raise it):
+receivers beyond what the limit leaves room for wait their turn, not connected, named in ``/api/health``,
+with one warning naming the limit; the web server keeps answering so the admin can remove devices, and a
+device removed lets a waiting one connect. A web server that cannot listen says where and why."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.mosquitto import free_port
+from tests.test_faults_startup import simulated_receivers
+
+LIMIT = 64
+TOKEN = "fd-limit-test-token-0123456789"
+DEADLINE_S = 45.0  # bounded: far above the seconds a hub needs to connect 60 loopback simulators
+
+
+def low_limit(limit: int) -> Callable[[], None]:
+    def apply() -> None:  # in the child, before exec: soft and hard, so the hub cannot raise it
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
+
+
+@dataclass
+class LimitedHub:
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        url = f"http://127.0.0.1:{self.port}{path}"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data, headers, method=method), timeout=5) as r:
+                text = r.read().decode()
+                return r.status, json.loads(text) if r.headers.get_content_type() == "application/json" else text
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def health(self) -> dict[str, Any]:
+        status, body = self.request("GET", "/api/health")
+        assert status == 200, (status, body)
+        assert isinstance(body, dict)
+        return body
+
+    def warnings(self) -> list[str]:
+        """The log's warnings so far (a line the hub is still writing is left for the next look)."""
+        said = []
+        for line in self.log.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("level") == "warning":
+                said.append(entry["message"])
+        return said
+
+    def waiting_said(self, limit: int = LIMIT) -> list[str]:
+        """The warnings naming the open-file limit and the devices waiting, once there is one."""
+        return [message for message in self.warnings() if f"open-file limit ({limit})" in message and "wait" in message]
+
+    def until(self, check: Callable[[], Any], what: str) -> Any:
+        """``check()``'s first true answer; the hub exiting or the deadline passing fails the test. A request the
+        hub refuses (reset, timed out) counts as not yet: the deadline then says what was not reached."""
+        deadline = time.monotonic() + DEADLINE_S
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                said = self.log.read_text()[-1500:]
+                pytest.fail(f"the hub exited with {self.process.returncode} waiting for {what}: {said}")
+            try:
+                if result := check():
+                    return result
+            except (OSError, AssertionError) as exc:
+                last = exc
+            time.sleep(0.2)
+        pytest.fail(f"not within {DEADLINE_S} s: {what} (last: {last!r})")
+
+
+@contextmanager
+def hub_with_limit(tmp_path: Path, limit: int, devices: list[str]) -> Iterator[LimitedHub]:
+    port = free_port()
+    command = [sys.executable, "-m", "hub.cli", "run", "--data-dir", str(tmp_path / "data"), "--mqtt", "off"]
+    command += ["--http", f"127.0.0.1:{port}"]
+    for url in devices:
+        command += ["--device", url]
+    environment = {**os.environ, "WMHUB_DISCOVERY__ENABLED": "false", "WMHUB_HTTP__TOKEN": TOKEN}
+    log = tmp_path / "hub.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=environment, stdout=out, stderr=out, preexec_fn=low_limit(limit))
+    try:
+        yield LimitedHub(port, process, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def waiting(entry: dict[str, Any]) -> bool:
+    return not entry["connected"] and "open-file limit" in (entry["last_error"] or "")
+
+
+def settled(hub: LimitedHub, count: int) -> dict[str, Any] | None:
+    """The health once each of ``count`` devices is either connected or waiting for a descriptor."""
+    health = hub.health()
+    connections = health["connections"]
+    if len(connections) == count and all(entry["connected"] or waiting(entry) for entry in connections):
+        return health
+    return None
+
+
+def test_more_receivers_than_the_limit_holds_wait_their_turn_and_the_board_answers(tmp_path: Path) -> None:
+    """F3 (environment audit): 60 receivers under ``ulimit -n 64`` took every descriptor before the web server
+    listened; the hub warned "at most about -36 receivers" and exited 1 with "list index out of range"."""
+    with simulated_receivers(60) as urls, hub_with_limit(tmp_path, LIMIT, urls) as hub:
+        health = hub.until(lambda: settled(hub, 60), "every receiver connected or waiting for a descriptor")
+        connected = [entry for entry in health["connections"] if entry["connected"]]
+        held = [entry for entry in health["connections"] if waiting(entry)]
+        assert connected and held, (len(connected), len(held))
+        assert len(connected) + len(held) == 60
+        # the web server keeps its descriptors: the board and API answer
+        assert [hub.request("GET", "/api/health")[0] for _ in range(3)] == [200, 200, 200]
+        assert hub.request("GET", "/")[0] == 200
+        assert hub.process.poll() is None
+        held_lines = hub.until(hub.waiting_said, "a warning naming the limit and the devices waiting")
+        messages = hub.warnings()
+    start_up = [message for message in messages if message.startswith("open-file limit is 64:")]
+    assert len(start_up) == 1, messages
+    assert "-" not in start_up[0].split("at most about")[-1].split()[0], start_up[0]  # never a negative count
+    estimate = int(start_up[0].split("at most about ")[1].split()[0])
+    assert 0 < estimate <= LIMIT
+    assert "60 are configured" in start_up[0], start_up[0]
+    # one warning naming the limit and how many wait
+    assert len(held_lines) == 1, messages
+    assert f"room for {len(connected)} device connections: {len(held)} device(s) wait" in held_lines[0], held_lines
+
+
+def test_receivers_added_beyond_the_limit_wait_and_one_removed_lets_the_next_connect(tmp_path: Path) -> None:
+    """F4 (environment audit): 40 receivers added over REST beyond ``ulimit -n 64`` took every descriptor; from
+    then on every HTTP connection was reset, so the board could not remove them, and the log said nothing."""
+    with simulated_receivers(70) as urls, hub_with_limit(tmp_path, LIMIT, urls[:10]) as hub:
+        hub.until(lambda: settled(hub, 10) and all(e["connected"] for e in hub.health()["connections"]), "10 up")
+        for url in urls[10:]:
+            assert hub.request("POST", "/api/v1/devices", {"url": url})[0] == 201
+        health = hub.until(lambda: settled(hub, 70), "every receiver connected or waiting for a descriptor")
+        assert [hub.request("GET", "/api/health")[0] for _ in range(3)] == [200, 200, 200]
+        connected = [entry for entry in health["connections"] if entry["connected"]]
+        held = [entry for entry in health["connections"] if waiting(entry)]
+        assert connected and held and len(connected) + len(held) == 70, (len(connected), len(held))
+        held_lines = hub.until(hub.waiting_said, "a warning naming the limit and the devices waiting")
+        assert len(held_lines) == 1, held_lines
+        assert f"room for {len(connected)} device connections" in held_lines[0], held_lines
+        # the admin removes five connected receivers through the API: five waiting ones take their descriptors
+        for entry in connected[:5]:
+            assert hub.request("DELETE", f"/api/v1/devices/{urllib.parse.quote(entry['device_id'])}")[0] == 204
+
+        def five_more() -> dict[str, Any] | None:
+            now = settled(hub, 65)
+            if now is None or sum(entry["connected"] for entry in now["connections"]) != len(connected):
+                return None
+            return now
+
+        after = hub.until(five_more, "five waiting receivers connected in place of the five removed")
+        assert sum(waiting(entry) for entry in after["connections"]) == len(held) - 5
+        assert len(hub.waiting_said()) == 1  # said once, not again for each device added or waking
+        assert hub.process.poll() is None
+
+
+def test_a_limit_too_low_for_any_receiver_says_so_in_one_sentence_and_the_board_answers(tmp_path: Path) -> None:
+    """``ulimit -n 32``: what the hub keeps for itself leaves no receiver a descriptor; it says so at start (no
+    negative count), the receivers wait, the board answers."""
+    with simulated_receivers(2) as urls, hub_with_limit(tmp_path, 32, urls) as hub:
+        health = hub.until(lambda: settled(hub, 2), "both receivers waiting for a descriptor")
+        assert not any(entry["connected"] for entry in health["connections"])
+        said = hub.until(lambda: hub.waiting_said(32), "a warning naming the limit and the devices waiting")
+        assert "leaves no room for device connections: 2 device(s) wait" in said[0], said
+        start_up = [message for message in hub.warnings() if message.startswith("open-file limit is 32:")]
+    assert len(start_up) == 1, start_up
+    assert "too low for any receiver connection" in start_up[0] and "at most" not in start_up[0], start_up
+
+
+LISTEN_WITHOUT_DESCRIPTORS = """
+import asyncio, os, resource, sys
+from aiohttp import web
+from hub.web.guard import ConnectionLimits, GuardedSite
+
+async def main():
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    site = GuardedSite(runner, "127.0.0.1", int(sys.argv[1]), ConnectionLimits(8, 5.0))
+    import encodings.idna  # noqa: F401 (what resolving the host imports, loaded while descriptors are left)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    held = []
+    try:
+        while True:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    try:
+        await site.start()
+    except Exception as exc:
+        print(type(exc).__name__, exc)
+    else:
+        print("listening on", runner.addresses)
+
+{runner}
+"""
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_web_server_that_cannot_listen_names_the_address_and_the_open_file_limit(loop: str) -> None:
+    """What made "the hub stopped: list index out of range": with no descriptor left, the site started without
+    a socket (asyncio skips a socket it cannot create) and the hub read a port from an empty list."""
+    runner = "asyncio.run(main())" if loop == "asyncio" else "import uvloop; uvloop.run(main())"
+    port = free_port()
+    done = subprocess.run(
+        [sys.executable, "-c", LISTEN_WITHOUT_DESCRIPTORS.replace("{runner}", runner), str(port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    said = done.stdout.strip()
+    assert said.startswith("WebListenError cannot listen on 127.0.0.1:"), said
+    assert f":{port}:" in said and "open-file limit (64)" in said, said
