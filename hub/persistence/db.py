@@ -8,7 +8,8 @@ statements queued and retries; the queue is bounded: history is dropped oldest f
 (configuration, audit, alerts) are dropped only beyond the bound and every one is counted. A commit that
 does not finish (a stalled disk) counts as failing after ``stall_after_s``; reads then fail at once with
 :class:`StorageUnavailableError` rather than queue behind it. A file deleted, replaced or truncated under
-the hub is written again from the open database, and every service writes what it holds into it
+the hub is written again from the open database (a deleted data directory made again first; the open
+database is kept as the source until the copy is written), and every service writes what it holds into it
 (:meth:`Database.hold`).
 """
 
@@ -136,6 +137,9 @@ class Database:
         self._damage: str | None = None  # what was found wrong with the file: written again before the next batch
         self._held: list[_Held] = []  # what the services hold in memory, for a file that replaced a lost one
         self._held_unwritten = False  # the file was replaced and the services' records are not in it yet
+        # the data directory's mode when the file was opened: a directory deleted under the hub is made again so
+        self._directory_mode: int | None = None
+        self._copy_failing = False  # the file cannot be written again yet: the open connection stays the source
 
     @classmethod
     async def open(cls, path: Path, settings: WriterSettings | None = None) -> Database:
@@ -265,6 +269,14 @@ class Database:
                 await asyncio.wait({self._writer})
                 if not self._writer.cancelled() and (failure := self._writer.exception()) is not None:
                     log.error("the database writer had stopped: %s: %s", type(failure).__name__, failure)
+            if self._damage is not None and self._copy_failing:
+                log.error(
+                    "database file %s was %s and could not be written again before the stop (%s): what the hub "
+                    "stored in it is lost",
+                    self.path,
+                    self._damage,
+                    self.stats.last_error,
+                )
             if self._queue or self._inflight:
                 log.error("database closed with %d writes not stored: %s", self.backlog, self.stats.last_error)
             with contextlib.suppress(sqlite3.Error):
@@ -317,8 +329,12 @@ class Database:
             if time.monotonic() >= self._next_file_check:
                 self._next_file_check = time.monotonic() + self.settings.file_check_every_s
                 self._check_file()
-            if self._damage is not None and not self._closing:
-                await self._write_again(self._damage)
+            # at a close too: queued writes must not go into a file nobody can open again
+            if self._damage is not None and not await self._write_again(self._damage):
+                if self._closing:
+                    return
+                await self._pause_before_retry()  # the open connection is kept: the copy is retried then
+                continue
             if not self._queue:
                 if self._closing:
                     return
@@ -410,8 +426,8 @@ class Database:
             return
         try:
             now = _FileSeen.of(self.path)
-        except FileNotFoundError:
-            self._damage = "deleted"
+        except (FileNotFoundError, NotADirectoryError):  # NotADirectoryError: a file where the directory was
+            self._damage = "deleted" if self.path.parent.is_dir() else "deleted with its directory"
             return
         if (now.device, now.inode) != (self._file.device, self._file.inode):
             self._damage = "replaced by another file"
@@ -420,18 +436,44 @@ class Database:
         else:
             self._file = now
 
-    async def _write_again(self, what: str) -> None:
+    async def _write_again(self, what: str) -> bool:
         """Write the file anew from the open connection (its WAL and cache hold every page it committed, in
         the file or not), keeping whatever is at the path now beside it as ``.damaged-<time>``; where even
-        that cannot be read whole, the start's salvage takes what reads."""
+        that cannot be read whole, the start's salvage takes what reads. A data directory deleted too is
+        made again first, with the mode it had.
+
+        False when the copy cannot be written (the directory cannot be made again, the disk is full): the
+        open connection is then the only copy of the database, so it is kept, reads go on from it, writes
+        stay queued, and the caller tries again after the retry pause; said once, not per attempt."""
         self._damage = None
-        self._held_unwritten = True
         self._unreadable = f"the database file was {what}; writing it again"
         fresh = self.path.with_name(f"{self.path.name}.rewrite")
         try:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{fresh}{suffix}").unlink(missing_ok=True)  # noqa: ASYNC240 (rare: a damaged file)
+            self._make_directory()
+            _remove_database(fresh)  # what a failed attempt left
             copied = await self._copy_to(fresh)
+        except (sqlite3.Error, OSError) as exc:
+            self._unreadable = None
+            self._damage = what
+            with contextlib.suppress(OSError):
+                _remove_database(fresh)
+            if not self._copy_failing:
+                self._copy_failing = True
+                log.error(
+                    "database file %s was %s under the running hub and cannot be written again yet (%s): the "
+                    "open database still holds everything and is kept; %d writes held in memory, tried again "
+                    "every %g s",
+                    self.path,
+                    what,
+                    exc,
+                    len(self._queue),
+                    self.settings.retry_interval_s,
+                )
+            self._enter_failing(exc, said=True)
+            return False
+        self._copy_failing = False
+        self._held_unwritten = True
+        try:
             await self._conn.close()
             kept = _set_aside(self.path) if self.path.exists() else None
             if copied:
@@ -452,7 +494,7 @@ class Database:
             self._conn, _ = await _stand_in(self.path)
             self._stand_in, self._file = True, None
             self._enter_failing(exc)
-            return
+            return True  # the file is opened again by the writes' retries (_move_to_file)
         self._unreadable = None
         self._seen_open()
         log.error(
@@ -463,6 +505,7 @@ class Database:
             held,
             f"; what was there is kept as {kept.name}" if kept else "",
         )
+        return True
 
     async def _write_held(self) -> int:
         """Write what every service holds (:meth:`hold`) into the file, in one transaction; returns how many
@@ -487,21 +530,37 @@ class Database:
 
     async def _copy_to(self, fresh: Path) -> bool:
         """Whether the open database copied into ``fresh`` whole (SQLite's backup, read through the
-        connection's WAL and cache; checked page by page)."""
+        connection's WAL and cache; checked page by page). Raises when ``fresh`` cannot be written (the disk
+        full, the directory read-only): a later attempt may succeed."""
         _owner_only(fresh)
         target = sqlite3.connect(fresh, check_same_thread=False)  # used from the connection's thread
         try:
             await self._conn.backup(target)
             return await asyncio.to_thread(lambda: target.execute("PRAGMA quick_check(1)").fetchone() == ("ok",))
-        except sqlite3.Error:
+        except sqlite3.Error as exc:
+            if exc.sqlite_errorcode & 0xFF in _COPY_NOT_WRITTEN:
+                raise
             return False
         finally:
             target.close()
 
     def _seen_open(self) -> None:
         self._file = None if str(self.path) == IN_MEMORY else _FileSeen.of(self.path)
+        if self._file is not None:
+            self._directory_mode = os.stat(self.path.parent).st_mode & 0o7777
+
+    def _make_directory(self) -> None:
+        """The data directory, made again (and its parents) if it was deleted under the hub: with the mode it
+        had when the file was opened, else as a start makes it (``Persistence.open``)."""
+        directory = self.path.parent
+        if str(self.path) == IN_MEMORY or directory.is_dir():
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        if self._directory_mode is not None:
+            os.chmod(directory, self._directory_mode)  # not mkdir's mode, which the umask narrows
 
     async def _move_to_file(self) -> None:
+        self._make_directory()  # deleted while the hub read a stand-in, or never made at the start
         connection = await _open_file(self.path, self.settings)
         stand_in, self._conn, self._stand_in = self._conn, connection, False
         await stand_in.close()
@@ -543,16 +602,18 @@ class Database:
                 self.stats.rejected += 1
                 log.error("database rejected %s: %s", " ".join(sql.split()[:3]), exc)
 
-    def _enter_failing(self, exc: Exception) -> None:  # TimeoutError: a stalled commit
+    def _enter_failing(self, exc: Exception, *, said: bool = False) -> None:  # TimeoutError: a stalled commit
+        """Writes fail from now on (health says why); logged once per spell, unless the caller ``said`` why."""
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
         if self.stats.failing_since is None:
             self.stats.failing_since = time.monotonic()
-            log.error(
-                "database writes failing (%s) in %s: monitoring continues, %d writes held in memory and retried",
-                exc,
-                self.path,
-                len(self._queue),
-            )
+            if not said:
+                log.error(
+                    "database writes failing (%s) in %s: monitoring continues, %d writes held in memory and retried",
+                    exc,
+                    self.path,
+                    len(self._queue),
+                )
         for waiter in self._waiters:
             if not waiter.future.done():
                 waiter.future.set_result(False)
@@ -605,10 +666,20 @@ def _runs_of_same_sql(batch: list[_Write]) -> list[tuple[str, list[_Write]]]:
     return runs
 
 
+def _remove_database(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+# the files whose permissions could not be restricted, until they can: said once, not at every retry
+_UNRESTRICTED: set[str] = set()
+
+
 def _owner_only(path: Path) -> None:
     """Only the hub's user may read the database (device URLs in it may carry credentials, an older build's
     rows). Made so before SQLite writes to it, whose WAL takes the file's mode: a file written again under the
-    running hub (deleted, truncated) was readable by every user until the next start."""
+    running hub (deleted, truncated) was readable by every user until the next start. Failing (a read-only or
+    missing directory, which the writer retries every few seconds) is logged once until it succeeds."""
     try:
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # an empty file is an empty database
@@ -616,7 +687,11 @@ def _owner_only(path: Path) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.chmod(f"{path}{suffix}", 0o600)
     except OSError as exc:
-        log.warning("cannot restrict permissions of %s: %s", path, exc)
+        if str(path) not in _UNRESTRICTED:
+            _UNRESTRICTED.add(str(path))
+            log.warning("cannot restrict permissions of %s: %s", path, exc)
+    else:
+        _UNRESTRICTED.discard(str(path))
 
 
 async def _connect(path: Path, settings: WriterSettings) -> aiosqlite.Connection:
@@ -670,6 +745,12 @@ _REFUSED_VALUES: Final = (sqlite3.IntegrityError, sqlite3.ProgrammingError, Unic
 
 # what SQLite says of a file whose pages are not what it wrote: no retry can help, setting it aside can
 _DAMAGE: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+# what SQLite says when a copy of the database cannot be written (not that the source does not read): a full
+# disk, a read-only or missing directory; a later attempt may succeed
+_COPY_NOT_WRITTEN: Final = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM}
+)
 
 
 async def _check_intact(connection: aiosqlite.Connection) -> None:
