@@ -76,4 +76,41 @@ class SimulatedClock:
                 waiter.set_result(None)
 
 
+class SteadyWall:
+    """Wall time for judging what is old enough to delete: the clock's ``now()``, except that between two
+    readings it advances no more than monotonic time did. A wall clock stepped forward by mistake (a GPS or
+    NTP source with a bad date, a typo in ``date -s``, a board reading a flat RTC cell) then deletes nothing
+    until that much real time has passed; a step back is followed at once (deleting less is safe). It starts
+    from ``now()`` when made: at start the wall clock is believed. After a step forward that was right (a Pi
+    without an RTC that booted behind and is set by NTP), it stays behind by the step until the next start:
+    what it deletes is deleted that much later."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._wall = clock.now()
+        self._monotonic = clock.monotonic()
+
+    def now(self) -> float:
+        wall, monotonic = self._clock.now(), self._clock.monotonic()
+        self._wall = min(wall, self._wall + max(monotonic - self._monotonic, 0.0))
+        self._monotonic = monotonic
+        return self._wall
+
+
+class WallClockSteps:
+    """Notices the wall clock stepping against the monotonic clock by more than ``tolerance_s`` between two
+    looks (NTP slews a clock by at most half a millisecond a second: that is no step)."""
+
+    def __init__(self, clock: Clock, tolerance_s: float = 60.0) -> None:
+        self._clock = clock
+        self._tolerance = tolerance_s
+        self._offset = clock.now() - clock.monotonic()
+
+    def step(self) -> float:
+        """Seconds the wall clock stepped since the last look (negative: back), or 0.0."""
+        offset = self._clock.now() - self._clock.monotonic()
+        step, self._offset = offset - self._offset, offset
+        return step if abs(step) > self._tolerance else 0.0
+
+
 SYSTEM_CLOCK: Clock = SystemClock()
