@@ -94,6 +94,16 @@ class _Held:
     records: Callable[[], Iterable[Statement]]
 
 
+# SQL functions the services' statements call (history's block merge), made on every connection that writes
+_FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {}
+
+
+def sql_function(name: str, arguments: int, function: Callable[..., Any]) -> None:
+    """Make ``function`` callable as ``name`` in the statements of every connection opened from now on. It
+    must be a pure function of its arguments and never raise (a raise fails the whole write batch)."""
+    _FUNCTIONS[name] = (arguments, function)
+
+
 def upsert(table: str, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
     """The statement that writes a row under ``key``, updating it in place if it exists. Never ``INSERT OR
     REPLACE``: that deletes the old row first, which fires ``ON DELETE CASCADE`` and ``SET NULL`` on the rows
@@ -701,6 +711,8 @@ async def _connect(path: Path, settings: WriterSettings) -> aiosqlite.Connection
     connection = await aiosqlite.connect(path, isolation_level=None, timeout=settings.busy_timeout_s)
     try:
         connection.row_factory = sqlite3.Row
+        for name, (arguments, function) in _FUNCTIONS.items():
+            await connection.create_function(name, arguments, function, deterministic=True)
         # before WAL: the WAL index then lives in the hub's memory, not in a shared map of a -shm file that
         # kills the process (SIGBUS) when someone truncates it; the price, other programs cannot open the file
         # while the hub runs (docs/adr/0013-exclusive-database.md)

@@ -8,6 +8,12 @@ written every ``open_block_flush_s``; a finished block is written once and rolle
 coarser tier. Blocks older than a tier's ``keep_s`` are deleted, and with the last block of a channel
 whose device is gone, its series id. History writes are the ones the database drops first when the disk
 fails.
+
+A bucket once recorded is kept: the wall clock set back (an NTP step, a Pi without an RTC back at its last
+saved time) re-lives time that may be stored, and a block opened for such a time is merged into the stored
+row, its buckets filling only those the row lacks. Flushes and sweeps run on the monotonic clock, and a
+sweep's cutoff advances no faster than monotonic time (:class:`~hub.clock.SteadyWall`): a wall clock stepped
+years ahead deletes nothing.
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from hub.clock import Clock
+from hub.clock import Clock, SteadyWall
 from hub.persistence.battery import LEVEL_PER_BAR, RuntimeEstimate, estimate_runtime
-from hub.persistence.db import Database, Statement, upsert
+from hub.persistence.db import Database, Statement, sql_function, upsert
 from hub.records import HistoryPoint, InvalidInputError, NotFoundError
 from hub.state import StateStore
 
@@ -45,6 +51,32 @@ def _never() -> bool:
 
 
 _UPSERT_BLOCK = upsert("history_blocks", ("series_id", "step", "start"), ("data",))
+
+
+def keep_recorded(stored: object, new: bytes) -> bytes:
+    """A block's stored bytes with the buckets they lack taken from ``new``: a bucket recorded first is
+    kept. The SQL function ``history_keep_recorded`` (never raises: anything but a stored block of the same
+    size gives ``new``)."""
+    if not isinstance(stored, bytes) or len(stored) != len(new) or stored == new:
+        return new
+    empty = _EMPTY_BUCKET_BYTES
+    if empty not in stored:
+        return stored  # every bucket recorded
+    size = VALUES_PER_BUCKET
+    return b"".join(
+        new[at : at + size] if stored[at : at + size] == empty else stored[at : at + size]
+        for at in range(0, len(new), size)
+    )
+
+
+_EMPTY_BUCKET_BYTES: Final = _EMPTY_BUCKET.tobytes()
+sql_function("history_keep_recorded", 2, keep_recorded)
+# A block that may be stored already (opened for a time the wall clock re-lives, or with no block of its
+# series open) is merged into the stored row, never written over it.
+_MERGE_BLOCK = (
+    "INSERT INTO history_blocks (series_id, step, start, data) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (series_id, step, start) DO UPDATE SET data = history_keep_recorded(data, excluded.data)"
+)
 
 
 @dataclass(frozen=True)
@@ -93,12 +125,13 @@ def _from_bytes(blob: bytes) -> array[int]:
 
 
 class _Block:
-    __slots__ = ("data", "dirty", "start")
+    __slots__ = ("data", "dirty", "merge", "start")
 
-    def __init__(self, start: int, data: array[int] | None = None) -> None:
+    def __init__(self, start: int, data: array[int] | None = None, *, merge: bool = False) -> None:
         self.start = start
         self.data = data if data is not None else _EMPTY_BUCKET * BUCKETS_PER_BLOCK
         self.dirty = data is None
+        self.merge = merge  # the stored row may hold buckets this one lacks: written merged (_MERGE_BLOCK)
 
 
 # A bucket's samples, flattened: battery, rf_dbm, audio_dbfs, battery, rf_dbm, ... A tuple per sample
@@ -233,6 +266,8 @@ class History:
         # next start would number series anew and put one channel's blocks under another
         db.hold(self.held, whole=("history_series",))
         self._open = open_blocks
+        # per tier, the series that re-live time (the wall clock went back): the newest block start each had
+        self._relived: list[dict[int, int]] = [{} for _ in tiers]
         self._step_span = [(tier.step_s, tier.span_s) for tier in tiers]
         step = tiers[0].step_s
         self._buckets: dict[tuple[str, int], _Bucket] = {}  # being filled, by channel
@@ -250,9 +285,12 @@ class History:
             min((block.start + tiers[level].span_s + self._grace[level] for block in blocks.values()), default=_NEVER)
             for level, blocks in enumerate(open_blocks)
         ]
-        now = clock.now()
-        self._next_flush = now + settings.open_block_flush_s
-        self._next_sweep = now
+        # flush and sweep on the monotonic clock: on the wall clock, a step back parked them for as long as
+        # the step, and a step forward made the sweep delete by the new date
+        self._deletion_time = SteadyWall(clock)
+        monotonic = clock.monotonic()
+        self._next_flush = monotonic + settings.open_block_flush_s
+        self._next_sweep = monotonic
 
     def series(self, device_id: str, channel: int) -> int:
         """The id history uses for a channel (created on first use). A direct feed asks again after a quiet
@@ -321,17 +359,20 @@ class History:
         in between may close a queued bucket and with it finish a block, so a block is finished only if it
         is still the open one."""
         now = self._clock.now()
+        monotonic = self._clock.monotonic()
         step = self.settings.tiers[0].step_s
-        if self._next_quiet_check and now >= self._next_quiet_check:
+        quiet_check = self._next_quiet_check
+        if quiet_check and (now >= quiet_check or now < quiet_check - step):  # due, or the clock went back
             # sample_slices() has moved every channel it saw this tick to a new bucket: what is left is quiet
+            # (a bucket that starts later than now was left by a channel before the wall clock went back)
             for key, bucket in list(self._buckets.items()):
-                if bucket.start + step <= now:
+                if bucket.start + step <= now or bucket.start > now:
                     self._closing.append(bucket.finish())
                     del self._buckets[key]
                 if due():
                     yield
             self._next_quiet_check = (int(now) - int(now) % step + step) if self._buckets else 0.0
-        yield from self._work_off_closing(due, now)
+        yield from self._work_off_closing(due, now, monotonic)
         for level, tier in enumerate(self.settings.tiers):
             if now >= self._next_finish[level]:
                 blocks = self._open[level]
@@ -347,18 +388,20 @@ class History:
                     self._next_finish[level] = now
                     break  # a coarser block is finished only after every finer one that rolls up into it
                 self._next_finish[level] = min((block.start + over for block in blocks.values()), default=_NEVER)
-        if now >= self._next_flush:
-            self._next_flush = now + self.settings.open_block_flush_s
+        if monotonic >= self._next_flush:
+            self._next_flush = monotonic + self.settings.open_block_flush_s
             yield from self._write_open_blocks(due)
-        if now >= self._next_sweep:
+        if monotonic >= self._next_sweep:
+            # what is old is judged by a wall time that advances no faster than real time between sweeps
+            aged = self._deletion_time.now()
             for tier in self.settings.tiers:
                 self._db.submit(
                     "DELETE FROM history_blocks WHERE step = ? AND start < ?",
-                    (tier.step_s, now - tier.keep_s - tier.span_s),
+                    (tier.step_s, aged - tier.keep_s - tier.span_s),
                     droppable=True,
                 )
-            self._next_sweep = now + self.settings.retention_sweep_s
-            yield from self._drop_expired_series(now, due)
+            self._next_sweep = monotonic + self.settings.retention_sweep_s
+            yield from self._drop_expired_series(aged, due)
 
     def _drop_expired_series(self, now: float, due: Callable[[], bool]) -> Iterator[None]:
         """Forget the series of channels whose device is gone and whose last block the sweep has just
@@ -384,6 +427,8 @@ class History:
             ):
                 del self._series[key]
                 expires.pop(series_id, None)
+                for relived in self._relived:
+                    relived.pop(series_id, None)
                 dropped.append(series_id)
             pause = due()
             if len(dropped) >= _DROP_AT_ONCE or (dropped and pause):
@@ -415,17 +460,21 @@ class History:
                 if due():
                     yield
 
-    def _work_off_closing(self, due: Callable[[], bool], now: float) -> Iterator[None]:
+    def _work_off_closing(self, due: Callable[[], bool], now: float, monotonic: float) -> Iterator[None]:
         """Close queued buckets: all whose deadline has passed, then a share of the rest in proportion to
-        the time since the last call over the time left until the oldest one's deadline."""
+        the (monotonic) time since the last call over that and the time left until the oldest one's deadline.
+        The time left is at most the half bucket a bucket is given: a deadline further ahead means the wall
+        clock was set back, and waiting for it left the queue unclosed for as long as the step."""
         closing = self._closing
-        last, self._last_advance = self._last_advance, now
+        last, self._last_advance = self._last_advance, monotonic
         step = self.settings.tiers[0].step_s
         while closing:
-            deadline = closing[0][1] + step + self._close_within
-            share = (
-                None if deadline <= now or last is None else math.ceil(len(closing) * (now - last) / (deadline - last))
-            )
+            left = min(closing[0][1] + step + self._close_within - now, self._close_within)
+            if left <= 0 or last is None:
+                share = None
+            else:
+                elapsed = monotonic - last
+                share = math.ceil(len(closing) * elapsed / (elapsed + left))
             for _ in range(1 if share is None else share):
                 self._close_queued(1)
                 if due():
@@ -448,24 +497,34 @@ class History:
     def _add(self, level: int, series_id: int, start: int, bucket: array[int]) -> None:
         step, span = self._step_span[level]  # this runs for every bucket of every channel: keep it lean
         block_start = start - start % span
-        blocks = self._open[level]
-        block = blocks.get(series_id)
-        if block is not None and block.start != block_start:
-            if block.start - span <= block_start < block.start:
-                return  # late data for the block just finished: history is append-only
-            # forward, or further back than any straggler: the wall clock was set back (an NTP step, a clock
-            # a day ahead corrected before a restart). Waiting until it reaches the open block again recorded
-            # nothing for that long; the new time's block replaces what was stored for it
-            self._finish(level, series_id, block)
-            block = None
-        if block is None:
-            block = blocks[series_id] = _Block(block_start)
-            due = block_start + span + self._grace[level]
-            if due < self._next_finish[level]:
-                self._next_finish[level] = due
+        block = self._open[level].get(series_id)
+        if block is None or block.start != block_start:
+            block = self._open_block(level, series_id, block, block_start)
         offset = (start - block_start) // step * VALUES_PER_BUCKET
-        block.data[offset : offset + VALUES_PER_BUCKET] = bucket
+        end = offset + VALUES_PER_BUCKET
+        data = block.data
+        if data[offset:end] != _EMPTY_BUCKET:
+            return  # a time recorded already (the wall clock went back within the block): the first is kept
+        data[offset:end] = bucket
         block.dirty = True
+
+    def _open_block(self, level: int, series_id: int, block: _Block | None, block_start: int) -> _Block:
+        """Finish the open block (if any) and open the one starting at ``block_start``. A block at or before
+        the newest one the series has had re-lives time, forward or back (the wall clock went back: an NTP
+        step, a Pi without an RTC back at its last saved time, a DST mistake); it and a block opened with none
+        open (unknown what is stored) are merged into the stored row rather than written over it."""
+        relived = self._relived[level]
+        newest = relived.pop(series_id, None)
+        if block is not None:
+            newest = block.start if newest is None else max(newest, block.start)
+            self._finish(level, series_id, block)
+        if newest is not None and block_start < newest:
+            relived[series_id] = newest
+        block = self._open[level][series_id] = _Block(block_start, merge=newest is None or block_start <= newest)
+        due = block_start + self._step_span[level][1] + self._grace[level]
+        if due < self._next_finish[level]:
+            self._next_finish[level] = due
+        return block
 
     def _finish(self, level: int, series_id: int, block: _Block) -> None:
         tier = self.settings.tiers[level]
@@ -483,7 +542,8 @@ class History:
 
     def _write(self, tier: Tier, series_id: int, block: _Block) -> None:
         block.dirty = False
-        self._db.submit(_UPSERT_BLOCK, (series_id, tier.step_s, block.start, block.data.tobytes()), droppable=True)
+        sql = _MERGE_BLOCK if block.merge else _UPSERT_BLOCK
+        self._db.submit(sql, (series_id, tier.step_s, block.start, block.data.tobytes()), droppable=True)
 
     # reading
 
@@ -509,7 +569,12 @@ class History:
         }
         current = self._open[level].get(series_id)
         if current is not None:
-            blocks[current.start] = current.data
+            stored = blocks.get(current.start)
+            blocks[current.start] = (
+                _from_bytes(keep_recorded(stored.tobytes(), current.data.tobytes()))
+                if current.merge and stored is not None
+                else current.data
+            )
         points = []
         for block_start in sorted(blocks):
             data = blocks[block_start]
