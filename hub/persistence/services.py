@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.clock import Clock, SystemClock
+from hub.clock import Clock, SteadyWall, SystemClock, WallClockSteps
 from hub.persistence.alerts import ALERT_FIELDS, Alerts, AlertSettings
 from hub.persistence.audit import AuditLog
 from hub.persistence.credentials import CREDENTIALS_FILE, DeviceCredentials
@@ -198,6 +198,9 @@ class Persistence:
         self._subscription: Subscription = state.subscribe(ALERT_FIELDS | PLAN_FIELDS)
         self._ticker: asyncio.Task[None] | None = None
         self._next_health = self._next_sweep = clock.monotonic()
+        # the audit and cleared-alert sweep judges age by a wall time that advances no faster than real time
+        self._deletion_time = SteadyWall(clock)
+        self._wall_steps = WallClockSteps(clock)
 
     @classmethod
     async def open(
@@ -274,7 +277,7 @@ class Persistence:
             until = time.perf_counter() + slice_s
 
     def _tick(self, due: Callable[[], bool]) -> Iterator[None]:
-        now = self.clock.now()
+        self._tell_of_a_clock_step()
         changes = self._subscription.drain()
         for (device_id, index), fields in changes.items():
             if index is None:
@@ -301,9 +304,30 @@ class Persistence:
                     yield
             self._next_health = interval_now + self.settings.health_every_s
         if interval_now >= self._next_sweep:
-            self.db.submit("DELETE FROM audit WHERE at < ?", (now - self.settings.audit_keep_s,))
-            self.db.submit("DELETE FROM alerts WHERE cleared_at < ?", (now - self.settings.cleared_alerts_keep_s,))
+            aged = self._deletion_time.now()
+            self.db.submit("DELETE FROM audit WHERE at < ?", (aged - self.settings.audit_keep_s,))
+            self.db.submit("DELETE FROM alerts WHERE cleared_at < ?", (aged - self.settings.cleared_alerts_keep_s,))
             self._next_sweep = interval_now + self.settings.sweep_every_s
+
+    def _tell_of_a_clock_step(self) -> None:
+        step = self._wall_steps.step()
+        if not step:
+            return
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock.now()))
+        if step > 0:
+            log.warning(
+                "the wall clock stepped forward by %s (now %s): history, audit log and cleared alerts are "
+                "deleted as real time passes, not by the new date",
+                _duration(step),
+                at,
+            )
+        else:
+            log.warning(
+                "the wall clock stepped back by %s (now %s): history of a time recorded already keeps what "
+                "was recorded first",
+                _duration(-step),
+                at,
+            )
 
     async def _adopt_devices_of_the_file(self) -> None:
         """The file opened for writing after a start on a stand-in (locked, or its directory read-only): the
@@ -352,3 +376,10 @@ class Persistence:
                     await self._adopt_devices_of_the_file()
             except Exception:  # a bug in one rule must not end history and alerts for the night
                 log.exception("store tick failed")
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
