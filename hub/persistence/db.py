@@ -33,6 +33,7 @@ from typing import Any, Final
 
 import aiosqlite
 
+from hub.persistence.buckets import keep_recorded
 from hub.persistence.schema import MIGRATIONS
 from hub.records import StorageUnavailableError
 from hub.redact import redact, redact_values, redacted_text
@@ -975,8 +976,6 @@ def _identity_now(text: object) -> object:
 
 
 async def _migrate(connection: aiosqlite.Connection) -> None:
-    from hub.persistence.history import merged_block  # here: history's module imports this one
-
     await connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     # a migration may redact what an earlier version stored (4: the audit log) with the hub's own redaction,
     # and what it replaces is overwritten in the file, not only unlinked
@@ -985,7 +984,7 @@ async def _migrate(connection: aiosqlite.Connection) -> None:
     # or rewrite stored device ids by the hub's id rule of now (8)
     await connection.create_function("wmhub_device_id", 1, device_id_now, deterministic=True)
     await connection.create_function("wmhub_identity", 1, _identity_now, deterministic=True)
-    await connection.create_function("wmhub_merge_block", 2, merged_block, deterministic=True)
+    await connection.create_function("history_keep_recorded", 2, keep_recorded, deterministic=True)
     await connection.execute("PRAGMA secure_delete=ON")
     async with connection.execute("SELECT max(version) FROM schema_version") as cursor:
         row = await cursor.fetchone()

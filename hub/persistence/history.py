@@ -29,15 +29,19 @@ from typing import Final
 
 from hub.clock import Clock, SteadyWall
 from hub.persistence.battery import LEVEL_PER_BAR, RuntimeEstimate, estimate_runtime
+from hub.persistence.buckets import (
+    BUCKETS_PER_BLOCK,
+    EMPTY_BUCKET,
+    METRICS,
+    MISSING,
+    VALUES_PER_BUCKET,
+    keep_recorded,
+    merged,
+)
 from hub.persistence.db import Database, Statement, sql_function, upsert
 from hub.records import HistoryPoint, InvalidInputError, NotFoundError
 from hub.state import StateStore
 
-MISSING: Final = -128
-METRICS: Final = ("battery", "rf_dbm", "audio_dbfs")
-VALUES_PER_BUCKET: Final = 3 * len(METRICS)
-BUCKETS_PER_BLOCK: Final = 60
-_EMPTY_BUCKET: Final = array("b", [MISSING]) * VALUES_PER_BUCKET
 _NEVER: Final = math.inf
 # Blocks due for a sweep are finished this many at least, or a 1/_FINISH_OVER_TICKS share of a tier, per tick.
 _FINISH_AT_ONCE: Final = 200
@@ -51,25 +55,6 @@ def _never() -> bool:
 
 
 _UPSERT_BLOCK = upsert("history_blocks", ("series_id", "step", "start"), ("data",))
-
-
-def keep_recorded(stored: object, new: bytes) -> bytes:
-    """A block's stored bytes with the buckets they lack taken from ``new``: a bucket recorded first is
-    kept. The SQL function ``history_keep_recorded`` (never raises: anything but a stored block of the same
-    size gives ``new``)."""
-    if not isinstance(stored, bytes) or len(stored) != len(new) or stored == new:
-        return new
-    empty = _EMPTY_BUCKET_BYTES
-    if empty not in stored:
-        return stored  # every bucket recorded
-    size = VALUES_PER_BUCKET
-    return b"".join(
-        new[at : at + size] if stored[at : at + size] == empty else stored[at : at + size]
-        for at in range(0, len(new), size)
-    )
-
-
-_EMPTY_BUCKET_BYTES: Final = _EMPTY_BUCKET.tobytes()
 sql_function("history_keep_recorded", 2, keep_recorded)
 # A block that may be stored already (opened for a time the wall clock re-lives, or with no block of its
 # series open) is merged into the stored row, never written over it.
@@ -105,19 +90,6 @@ def encode_bucket(summary: Sequence[float | None]) -> array[int]:
     return array("b", [MISSING if value is None else max(-127, min(127, round(value))) for value in summary])
 
 
-def merged_block(kept: object, other: object) -> object:
-    """A stored block holding ``kept``'s buckets and, where one of them is empty, ``other``'s: two series of one
-    channel that a migration joins (schema 8, hub.persistence.schema) may both hold a block of the same time.
-    ``kept`` as it is when the two are not blocks of one size."""
-    if not isinstance(kept, bytes) or not isinstance(other, bytes) or len(kept) != len(other):
-        return kept
-    size, empty = VALUES_PER_BUCKET, _EMPTY_BUCKET.tobytes()
-    return b"".join(
-        other[at : at + size] if kept[at : at + size] == empty else kept[at : at + size]
-        for at in range(0, len(kept), size)
-    )
-
-
 def _from_bytes(blob: bytes) -> array[int]:
     data = array("b")
     data.frombytes(blob)
@@ -129,7 +101,7 @@ class _Block:
 
     def __init__(self, start: int, data: array[int] | None = None, *, merge: bool = False) -> None:
         self.start = start
-        self.data = data if data is not None else _EMPTY_BUCKET * BUCKETS_PER_BLOCK
+        self.data = data if data is not None else EMPTY_BUCKET * BUCKETS_PER_BLOCK
         self.dirty = data is None
         self.merge = merge  # the stored row may hold buckets this one lacks: written merged (_MERGE_BLOCK)
 
@@ -503,7 +475,7 @@ class History:
         offset = (start - block_start) // step * VALUES_PER_BUCKET
         end = offset + VALUES_PER_BUCKET
         data = block.data
-        if data[offset:end] != _EMPTY_BUCKET:
+        if data[offset:end] != EMPTY_BUCKET:
             return  # a time recorded already (the wall clock went back within the block): the first is kept
         data[offset:end] = bucket
         block.dirty = True
@@ -537,7 +509,7 @@ class History:
             coarser = self.settings.tiers[level + 1]
             group = coarser.step_s // tier.step_s
             for index, summary in enumerate(_rollup(block.data, group)):
-                if summary != _EMPTY_BUCKET:
+                if summary != EMPTY_BUCKET:
                     self._add(level + 1, series_id, block.start + index * coarser.step_s, summary)
 
     def _write(self, tier: Tier, series_id: int, block: _Block) -> None:
@@ -571,7 +543,7 @@ class History:
         if current is not None:
             stored = blocks.get(current.start)
             blocks[current.start] = (
-                _from_bytes(keep_recorded(stored.tobytes(), current.data.tobytes()))
+                _from_bytes(merged(stored.tobytes(), current.data.tobytes()))
                 if current.merge and stored is not None
                 else current.data
             )
@@ -583,7 +555,7 @@ class History:
                 if not since <= at < until:
                     continue
                 values = data[index * VALUES_PER_BUCKET : (index + 1) * VALUES_PER_BUCKET]
-                if values == _EMPTY_BUCKET:
+                if values == EMPTY_BUCKET:
                     continue
                 decoded = [None if value == MISSING else float(value) for value in values]
                 points.append(HistoryPoint(t=at, step=tier.step_s, **dict(zip(_POINT_FIELDS, decoded, strict=True))))

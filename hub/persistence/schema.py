@@ -198,7 +198,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # id comes back as it is. Where the new id has a row already (a build with the new rule ran, or two old ids
     # are one now), one stays: the newest name, driver's memory or open alert (the others are cleared), else
     # the row already under the new id, then the least old id; a channel on two slots keeps the slot already
-    # naming the new id, else the lowest; two history series of a channel are one (wmhub_merge_block: where
+    # naming the new id, else the lowest; two history series of a channel are one (history_keep_recorded: where
     # both have a block of one time, the kept series' buckets, its empty ones filled). The audit log keeps the
     # ids of its time.
     """
@@ -262,7 +262,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     UPDATE OR IGNORE history_blocks
     SET series_id = (SELECT to_id FROM temp.wmhub_joined_series WHERE from_id = series_id)
     WHERE series_id IN (SELECT from_id FROM temp.wmhub_joined_series);
-    UPDATE history_blocks SET data = wmhub_merge_block(data, (
+    UPDATE history_blocks SET data = history_keep_recorded(data, (
         SELECT other.data FROM history_blocks AS other
         JOIN temp.wmhub_joined_series AS joined ON joined.from_id = other.series_id
         WHERE joined.to_id = history_blocks.series_id
