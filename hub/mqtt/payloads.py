@@ -174,7 +174,7 @@ def channel_count(summary: Mapping[str, Any]) -> int:
 def channel_indexes(summary: Mapping[str, Any]) -> tuple[int, ...]:
     """The channel numbers of a device's published state or summary (any hub's, so untrusted), ascending, each
     once: those its ``channel_indexes`` lists that are whole numbers from 1 to MAX_CHANNELS (at most MAX_CHANNELS
-    of them read); where it has no such list (a hub before 26.12.0 published the count alone), 1 to its count."""
+    of them read); where it has no such list (an older hub published the count alone), 1 to its count."""
     listed = summary.get("channel_indexes")
     if not isinstance(listed, list):
         return tuple(range(1, channel_count(summary) + 1))

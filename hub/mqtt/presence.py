@@ -117,7 +117,7 @@ class Presence(StatePublisher):
             topic = self.topics.device(device_id)
             self._left_behind_topics[topic] = device_id
             self.client.subscribe(topic, self.settings.qos_state)
-            # and its channels: a list of a hub before 26.12.0 gives the count alone, read as 1 to it, and a base
+            # and its channels: a list of an older hub gives the count alone, read as 1 to it, and a base
             # with a pack in slot 5 had channels 1 and 5 (cleared with the rest if the device is gone)
             self.client.subscribe(f"{topic}/channels/+", self.settings.qos_state)
         for device in list(self.hub.state.devices.values()):

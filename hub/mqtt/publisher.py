@@ -507,7 +507,7 @@ class StatePublisher:
     def _config_topic_sharer(self, device_id: str, devices: Iterable[str]) -> str | None:
         """Another device of this run (published, or among ``devices``) whose Home Assistant config topic is
         ``device_id``'s, else None: ids that differ only in characters Home Assistant's node id maps alike
-        (``x-A.B`` and ``x-A_B``; ``x-A<U+200E>B``, as a build before 26.12.0 kept an invisible character, and
+        (``x-A.B`` and ``x-A_B``; ``x-A<U+200E>B``, as a build before 26.12.1 kept an invisible character, and
         ``x-A_B`` now). Clearing that topic for ``device_id`` would delete the other's device in Home Assistant,
         with the user's names and areas. The other topics of a device are named by its id itself: never shared."""
         topic = self.topics.homeassistant_config(device_id)
