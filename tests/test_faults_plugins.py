@@ -751,11 +751,9 @@ HOLDING_PLUGIN = WEDGED_PLUGIN.replace("import logging\n", "import logging\nimpo
 )
 
 
-async def test_a_stop_signal_while_plugin_code_holds_the_loop_for_good_ends_the_hub_at_the_bound_naming_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A driver's poll that never returned to the event loop: SIGTERM (and Ctrl-C) went unheard, only SIGKILL
-    ended the hub, and nothing in its log said what held it."""
+@asynccontextmanager
+async def hub_held_by_plugin_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[HubProcess]:
+    """`wmhub run` whose one device is online and whose driver's poll then holds the event loop for good."""
     assert "HOLD_FLAG" in HOLDING_PLUGIN and "import os" in HOLDING_PLUGIN
     flag = tmp_path / "hold"
     config, port = stranger_hub_config(
@@ -771,9 +769,22 @@ async def test_a_stop_signal_while_plugin_code_holds_the_loop_for_good_ends_the_
             await devices_online(session, f"http://127.0.0.1:{port}", 1)
         flag.touch()
         await eventually(lambda: "holding the loop" in hub.log.read_text(), 10, "the poll holding the loop")
+        yield hub
+
+
+def messages_of(hub: HubProcess) -> list[str]:
+    return [orjson.loads(line)["message"] for line in hub.log.read_text().splitlines()]
+
+
+async def test_a_stop_signal_while_plugin_code_holds_the_loop_for_good_ends_the_hub_at_the_bound_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver's poll that never returned to the event loop: SIGTERM (and Ctrl-C) went unheard, only SIGKILL
+    ended the hub, and nothing in its log said what held it."""
+    async with hub_held_by_plugin_code(tmp_path, monkeypatch) as hub:
         hub.signal(signal.SIGTERM)
         code = await hub.exited(STOP_DEADLINE_S + 10)
-    messages = [orjson.loads(line)["message"] for line in hub.log.read_text().splitlines()]
+    messages = messages_of(hub)
     record_check(
         AREA,
         "a driver's poll holds the event loop for good; SIGTERM",
@@ -788,10 +799,6 @@ async def test_a_stop_signal_while_plugin_code_holds_the_loop_for_good_ends_the_
         rf"nothing: the stop never began, the event loop's thread held for \d+ s at {held_at}\)",
         line,
     ), line
-
-
-def messages_of(hub: HubProcess) -> list[str]:
-    return [orjson.loads(line)["message"] for line in hub.log.read_text().splitlines()]
 
 
 async def signalled_until_ended(hub: HubProcess, signum: int, timeout: float) -> int:
@@ -812,20 +819,7 @@ async def test_a_second_signal_soon_after_plugin_code_holds_the_loop_names_that_
     """An outside review: Ctrl-C twice while a driver's poll blocked the event loop, before the hold was 10 s old
     (and said), exited naming `hub/lag.py:… in where_held`: the second signal's handler runs on the loop's own
     thread, and the exit line read that thread's stack, the handler's own frames."""
-    flag = tmp_path / "hold"
-    config, port = stranger_hub_config(
-        tmp_path,
-        monkeypatch,
-        "holding",
-        HOLDING_PLUGIN.replace("HOLD_FLAG", repr(str(flag))),
-        'devices = ["wedged://box"]',
-    )
-    with hub_process(config, tmp_path / "hub.log") as hub:
-        hub.start()
-        async with aiohttp.ClientSession() as session:
-            await devices_online(session, f"http://127.0.0.1:{port}", 1)
-        flag.touch()
-        await eventually(lambda: "holding the loop" in hub.log.read_text(), 10, "the poll holding the loop")
+    async with hub_held_by_plugin_code(tmp_path, monkeypatch) as hub:
         held_at = time.monotonic()
         code = await signalled_until_ended(hub, signal.SIGINT, 5)
         ended_after_s = time.monotonic() - held_at
