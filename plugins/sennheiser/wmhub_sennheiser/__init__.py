@@ -1,3 +1,3 @@
 """wmhub plugin for Sennheiser receivers."""
 
-__version__ = "26.12.1"
+__version__ = "26.12.2"
