@@ -21,7 +21,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from hub import __version__
-from hub.auth import load_or_create_token
+from hub.auth import load_or_create_token, store_token_again
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.descriptors import DescriptorBudget
@@ -157,6 +157,9 @@ class Hub:
         self._persistence: Persistence | None = None
         self._owns_persistence = False
         self._api_token: str | None = None
+        # the data dir's other files the hub's runner keeps (its lock), written again as the token is when the
+        # database is written again into a data dir deleted under the hub (Database.keep_beside)
+        self.files_beside_database: list[Callable[[], str | None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._fleets: list[tuple[str, DemoFleet]] = []
         # URL as shown -> the source of each device from the config file or the demo (not remembered)
@@ -203,6 +206,8 @@ class Hub:
             )
             if self.persistence.ticker is not None:
                 self.watch(self.persistence.ticker, "the store's ticker (history and alerts)")
+            for write_again in (self._store_token_again, *self.files_beside_database):
+                self.persistence.db.keep_beside(write_again)
         self.persistence.devices.url_check = self.devices.resolve
         self.devices.memories = self.persistence.device_memory  # before the first device: its driver recalls
         self.devices.identities = self.persistence.device_identity  # the first device may be down: listed offline
@@ -381,6 +386,11 @@ class Hub:
         if self._api_token is None:
             self._api_token = self.config.http.token or load_or_create_token(self.config.data_dir)
         return self._api_token
+
+    def _store_token_again(self) -> str | None:
+        if self.config.http.token or self._api_token is None:  # configured, or none generated yet
+            return None
+        return store_token_again(self.config.data_dir, self._api_token)
 
     @property
     def mqtt(self) -> Any:

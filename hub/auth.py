@@ -35,16 +35,30 @@ def load_or_create_token(data_dir: Path) -> str:
     token = secrets.token_urlsafe(32)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(token + "\n")
-        os.chmod(path, 0o600)
+        _store(path, token)
     except OSError as exc:
         # a read-only or full data dir must not keep the hub from monitoring: this token lasts one run
         log.error("cannot store the API token in %s (%s); valid until the hub stops: %s", path, exc.strerror, token)
         return token
     log.warning("generated the API token for writes (stored in %s): %s", path, token)
     return token
+
+
+def store_token_again(data_dir: Path, token: str) -> str | None:
+    """Store ``token`` again if its file is gone (the data dir deleted under the running hub): the token every
+    client holds stays valid after the next start. The file's name when written; None when it was there."""
+    path = data_dir / TOKEN_FILE
+    if path.exists():
+        return None
+    _store(path, token)
+    return TOKEN_FILE
+
+
+def _store(path: Path, token: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(token + "\n")
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
 
 
 def token_matches(given: str | None, token: str) -> bool:

@@ -281,7 +281,7 @@ def _plugin_log_levels(config: HubConfig, plugins: PluginHost) -> None:
 
 def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> int:
     from hub.compose import FleetHub, compose_hub
-    from hub.preflight import check_startup, held_by_running_hub, lock_data_dir, move_demo_broker_off_a_taken_port
+    from hub.preflight import DataDirLock, check_startup, held_by_running_hub, move_demo_broker_off_a_taken_port
 
     setup_logging(config.log_level, config.plugin_log_levels)
     hub = FleetHub(config) if fleet else compose_hub(config)
@@ -318,7 +318,9 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
             print(f"wmhub: configuration ok ({summary})")
             return 0
         # the fleet board keeps only its token there: it may share a hub's data dir
-        data_dir_lock = None if fleet else lock_data_dir(config.data_dir, config.named("data_dir"))
+        data_dir_lock = None if fleet else DataDirLock.take(config.data_dir, config.named("data_dir"))
+        if data_dir_lock is not None:
+            hub.files_beside_database.append(data_dir_lock.take_again)
     except ConfigError as exc:
         print(f"wmhub: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -333,7 +335,7 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
     finally:
         guard.finished.set()
         if data_dir_lock is not None:
-            data_dir_lock.close()
+            data_dir_lock.release()
     return 0
 
 

@@ -8,8 +8,10 @@ only gap; the hub then stops cleanly and exits 1 (hub.cli).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -22,6 +24,8 @@ from hub.config import ConfigError, HubConfig
 from hub.plugins import UrlCheckFailedError
 from hub.redact import redact
 from hub.text import preview
+
+log = logging.getLogger("hub")
 
 EMBEDDED_HOST: Final = "127.0.0.1"
 EMBEDDED_KEYS: Final = ("mqtt.url", "mqtt.embedded_port")
@@ -123,41 +127,81 @@ def check_discovery_interfaces(config: HubConfig, key: str | None = None) -> Non
 LOCK_FILE: Final = "wmhub.lock"
 
 
-def lock_data_dir(data_dir: Path, key: str = "data_dir") -> IO[str] | None:
-    """Take ``<data_dir>/wmhub.lock`` for as long as the returned file stays open, or raise ConfigError if
-    another running hub holds it: two hubs on one database would each count ids from what they loaded and
-    overwrite each other's performers and audit entries. The kernel drops the lock when its process ends,
-    however it ends, so a lock left by a dead hub never blocks. None when the lock file can be neither
-    created nor opened (a read-only data dir with no lock file): such a hub cannot write either, and
-    starts degraded (docs/persistence.md). ``key`` names the setting and where it came from."""
-    path = data_dir / LOCK_FILE
-    try:
-        lock = path.open("a+", encoding="utf-8")  # not "w": the holder's pid stays readable until we hold it
-    except OSError:
+class DataDirLock:
+    """``<data_dir>/wmhub.lock``, held (flock) for as long as the hub runs: two hubs on one database would each
+    count ids from what they loaded and overwrite each other's performers and audit entries. The kernel drops
+    the lock when its process ends, however it ends, so a lock left by a dead hub never blocks."""
+
+    def __init__(self, data_dir: Path, file: IO[str]) -> None:
+        self.data_dir = data_dir
+        self._file = file
+
+    @classmethod
+    def take(cls, data_dir: Path, key: str = "data_dir") -> DataDirLock | None:
+        """The lock, or ConfigError if another running hub holds it. None when the lock file can be neither
+        created nor opened (a read-only data dir with no lock file): such a hub cannot write either, and
+        starts degraded (docs/persistence.md). ``key`` names the setting and where it came from."""
+        path = data_dir / LOCK_FILE
         try:
-            lock = path.open(encoding="utf-8")
+            lock = path.open("a+", encoding="utf-8")  # not "w": the holder's pid stays readable until we hold it
         except OSError:
+            try:
+                lock = path.open(encoding="utf-8")
+            except OSError:
+                return None
+        if (holder := _hold(lock)) is not None:
+            raise ConfigError(
+                f"{key}: {data_dir} is in use by another running hub (pid {holder}); each hub needs its own data_dir"
+            )
+        return cls(data_dir, lock)
+
+    def take_again(self) -> str | None:
+        """The lock taken again on a new lock file where the held one is gone (the data dir deleted under the
+        running hub, the database since written again there): else a second hub could start on the same data
+        dir. The file's name when taken again; None when the held one is still there, or it cannot be (another
+        hub started there meanwhile: said, as both now write one database)."""
+        path = self.data_dir / LOCK_FILE
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(self._file.fileno()).st_ino:
+                return None
+        lock = path.open("a+", encoding="utf-8")
+        if (holder := _hold(lock)) is not None:
+            log.error(
+                "the data dir %s was deleted under this hub and another hub (pid %s) started on it meanwhile: both "
+                "write its database; stop one of them",
+                self.data_dir,
+                holder,
+            )
             return None
+        self._file.close()
+        self._file = lock
+        return LOCK_FILE
+
+    def release(self) -> None:
+        self._file.close()
+
+
+def _hold(lock: IO[str]) -> str | None:
+    """Take the flock on an opened lock file and write this process's pid into it; closed and the holder's pid
+    (or "unknown") when another process holds it."""
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.seek(0)
         holder = lock.read(20).strip() or "unknown"
         lock.close()
-        raise ConfigError(
-            f"{key}: {data_dir} is in use by another running hub (pid {holder}); each hub needs its own data_dir"
-        ) from None
+        return holder
     try:
         lock.truncate(0)
         lock.write(f"{os.getpid()}\n")
         lock.flush()
     except OSError:
         pass  # opened read-only: the lock holds all the same, only the pid is not shown
-    return lock
+    return None
 
 
 def held_by_running_hub(data_dir: Path) -> bool:
-    """Whether a running hub holds ``data_dir``'s lock (``lock_data_dir``); taken and let go at once when free."""
+    """Whether a running hub holds ``data_dir``'s lock (:class:`DataDirLock`); taken and let go at once when free."""
     try:
         lock = (data_dir / LOCK_FILE).open(encoding="utf-8")
     except OSError:  # no lock file: no hub has run there, or none can (it could not create one)

@@ -22,7 +22,7 @@ from hub.testing import eventually
 from tests.fault_harness import Api, hub_config, running_hub
 from tests.mosquitto import free_port
 from tests.reliability_report import record_check
-from tests.test_faults_startup import RunningHub, simulated_receivers
+from tests.test_faults_startup import RunningHub, simulated_receivers, wmhub_run
 from tests.test_faults_startup import running_hub as wmhub_process
 from tests.test_web_venue import wait_until_online
 
@@ -147,6 +147,39 @@ def test_a_data_dir_deleted_under_the_running_hub_is_created_again_with_everythi
     assert performers == ["Anna", "Ben"]
     assert created == ["Anna", "Ben"]
     assert min(times) < deleted_at <= max(times), (times, deleted_at)
+
+
+def test_a_data_dir_deleted_under_the_running_hub_gets_its_token_device_passwords_and_lock_back(
+    tmp_path: Path,
+) -> None:
+    """Only the database came back into a data dir deleted under the running hub: the next start generated a new
+    API token (every board and script holding the old one refused), forgot a device's password (it had to be
+    added again), and meanwhile a second hub could start on the same data dir and write the same database. The
+    token file, the device passwords and the lock come back with the database."""
+    data_dir = tmp_path / "lib" / "wmhub"
+    password = "Stage-Pa55-2026"
+    with wmhub_process(data_dir) as hub:
+        token = (data_dir / "api-token").read_text().strip()
+        device = {"url": f"shure://admin:{password}@127.0.99.99"}
+        assert send(hub, "POST", "/api/v1/devices", device, token)[0] == 201
+        shutil.rmtree(tmp_path / "lib")
+        wait_for(lambda: (data_dir / DATABASE).exists(), "the data dir and its database were not written again")
+        wait_for(lambda: '"status":"ok"' in hub.get("/api/health")[1], "the database did not take writes again")
+        second, said, _ = wmhub_run(data_dir)
+        stderr = hub.stop()
+    assert (second, said.strip()) == (
+        2,
+        f"wmhub: configuration error: command line: data_dir: {data_dir} is in use by another running hub "
+        f"(pid {hub.process.pid}); each hub needs its own data_dir",
+    )
+    assert hub.process.returncode == 0, stderr
+    rewritten = [line for line in stderr.splitlines() if "deleted with its directory" in line]
+    assert len(rewritten) == 1 and "beside it: device-credentials.json, api-token, wmhub.lock" in rewritten[0], stderr
+    for name in ("api-token", "device-credentials.json"):
+        assert oct((data_dir / name).stat().st_mode & 0o777) == "0o600", name
+    assert password in (data_dir / "device-credentials.json").read_text(encoding="utf-8")
+    with wmhub_process(data_dir) as hub:
+        assert create(hub, "/api/v1/performers", {"name": "Anna"}, token) == 201  # the token of before
 
 
 def test_a_data_dir_that_cannot_be_created_again_keeps_the_open_database_until_it_can(tmp_path: Path) -> None:

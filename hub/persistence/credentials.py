@@ -56,10 +56,17 @@ class DeviceCredentials:
         """The URL to connect with: the stored one with its password, or ``shown`` when it needs none."""
         return self._urls.get(shown, shown)
 
-    def _save(self) -> None:
-        """Write the whole file anew (a handful of devices), owner-only from its first byte."""
+    def write_again_if_gone(self) -> str | None:
+        """Write the file again if it is gone while it has URLs to hold (the data dir deleted under the running
+        hub): the next start still connects with the passwords. The file's name when written, else None."""
+        if self.path is None or not self._urls or self.path.exists():
+            return None
+        return self.path.name if self._save() else None
+
+    def _save(self) -> bool:
+        """Write the whole file anew (a handful of devices), owner-only from its first byte; whether it was."""
         if self.path is None:
-            return
+            return False
         temporary = self.path.with_suffix(".tmp")
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -69,3 +76,5 @@ class DeviceCredentials:
         except OSError as exc:
             # a read-only or full data dir: the device is watched this run and must be added again after it
             log.error("cannot store device credentials in %s (%s): they last until the hub stops", self.path, exc)
+            return False
+        return True

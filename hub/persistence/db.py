@@ -148,6 +148,7 @@ class Database:
         self._damage: str | None = None  # what was found wrong with the file: written again before the next batch
         self._held: list[_Held] = []  # what the services hold in memory, for a file that replaced a lost one
         self._held_unwritten = False  # the file was replaced and the services' records are not in it yet
+        self._beside: list[Callable[[], str | None]] = []  # the hub's other files in the data dir (keep_beside)
         # the data directory's mode when the file was opened: a directory deleted under the hub is made again so
         self._directory_mode: int | None = None
         self._copy_failing = False  # the file cannot be written again yet: the open connection stays the source
@@ -217,6 +218,12 @@ class Database:
         held whole emptied first: the next start shows what the running hub showed, whatever the old file
         lost."""
         self._held.append(_Held(whole, records))
+
+    def keep_beside(self, write_again: Callable[[], str | None]) -> None:
+        """Register a file the hub keeps beside the database (the API token, device passwords, the data dir's
+        lock): whenever the database is written again, ``write_again()`` writes that file again if it is gone
+        too (the data dir deleted under the running hub) and returns its name, else None."""
+        self._beside.append(write_again)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """The rows of a read. Raises StorageUnavailableError when the database cannot answer: a commit is
@@ -505,18 +512,36 @@ class Database:
             self._conn, _ = await _stand_in(self.path)
             self._stand_in, self._file = True, None
             self._enter_failing(exc)
+            self._write_beside_again()  # the directory is there: the database file follows with the writes
             return True  # the file is opened again by the writes' retries (_move_to_file)
         self._unreadable = None
         self._seen_open()
+        beside = self._write_beside_again()
         log.error(
-            "database file %s was %s under the running hub: %s, and the %d records the services hold written into it%s",
+            "database file %s was %s under the running hub: %s, and the %d records the services hold written into "
+            "it%s%s",
             self.path,
             what,
             outcome,
             held,
             f"; what was there is kept as {kept.name}" if kept else "",
+            f"; written again beside it: {', '.join(beside)}" if beside else "",
         )
         return True
+
+    def _write_beside_again(self) -> list[str]:
+        """The files of :meth:`keep_beside` that were gone, written again; a failure of one is said and the
+        others are still written."""
+        written = []
+        for write_again in self._beside:
+            try:
+                name = write_again()
+            except Exception:
+                log.exception("a file beside the database %s could not be written again", self.path)
+                continue
+            if name is not None:
+                written.append(name)
+        return written
 
     async def _write_held(self) -> int:
         """Write what every service holds (:meth:`hold`) into the file, in one transaction; returns how many

@@ -231,6 +231,7 @@ class Persistence:
                 log.error("cannot create the data directory %s: %s", directory, exc)  # the database says what next
             db = await Database.open(directory / DATABASE_FILE, settings.writer)
             credentials = DeviceCredentials(directory / CREDENTIALS_FILE)
+            db.keep_beside(credentials.write_again_if_gone)
         try:
             stored = await Stored.read(db, settings.history)
             persistence = cls(db, clock, state, settings, credentials, stored)
