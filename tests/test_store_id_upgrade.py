@@ -10,15 +10,20 @@ shows is read over REST, what the file holds afterwards with sqlite3.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import sqlite3
 import time
-from contextlib import closing
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
+from urllib.parse import quote
+
+import pytest
 
 from hub.compose import compose_hub
-from hub.devices import id_text
+from hub.devices import MAX_ID_CHARS, id_text
 from hub.drivers import Driver
 from hub.persistence import DATABASE_FILE, Persistence
 from hub.persistence.db import device_id_now
@@ -27,6 +32,7 @@ from hub.persistence.schema import MIGRATIONS
 from hub.plugins import PluginHost
 from hub.state import StateStore
 from hub.testing import plugin_of
+from hub.text import device_text
 from tests.fault_harness import Api, hub_config, until
 
 OLD_ID, NEW_ID = "x-A\u200eB", "x-A_B"
@@ -56,6 +62,24 @@ def plugins() -> PluginHost:
     host = PluginHost()
     host.register(plugin_of("x", Receiver, "x"), name="x")
     return host
+
+
+@asynccontextmanager
+async def hub_on(data_dir: Path) -> AsyncIterator[Api]:
+    """A whole hub with the receiver's plugin, started on ``data_dir`` (its migrations run), over REST."""
+    hub = compose_hub(hub_config(data_dir, []), plugins())
+    await hub.start()
+    try:
+        async with Api(hub) as api:
+            yield api
+    finally:
+        await hub.stop()
+
+
+def earlier_id_text(serial: str) -> str:
+    """What a build before invisible characters were taken as spaces made of a serial or ``id`` option: the text
+    ``str.strip`` leaves, without control characters, cut at 64, with whitespace, ``/``, ``+``, ``#`` as ``_``."""
+    return re.sub(r"[\s/+#]", "_", device_text(serial.strip(), MAX_ID_CHARS))
 
 
 def schema_7_database(data_dir: Path) -> sqlite3.Connection:
@@ -144,29 +168,21 @@ async def test_a_receiver_whose_id_held_an_invisible_character_keeps_its_names_s
         start = keep_as_the_earlier_build_did(connection, OLD_ID, URL, 1)
         keep_as_the_earlier_build_did(connection, PLAIN_ID, PLAIN_URL, 2)
 
-    hub = compose_hub(hub_config(data_dir, []), plugins())
-    await hub.start()
-    try:
-        async with Api(hub) as api:
+    async with hub_on(data_dir) as api:
 
-            async def both_online() -> bool:
-                devices = (await api.get("/api/v1/devices"))["items"]
-                return sorted(device["id"] for device in devices if device["online"]) == [NEW_ID, PLAIN_ID]
+        async def both_online() -> bool:
+            devices = (await api.get("/api/v1/devices"))["items"]
+            return sorted(device["id"] for device in devices if device["online"]) == [NEW_ID, PLAIN_ID]
 
-            await until(both_online, 15, "both receivers online, one as x-A_B")
-            listed = sorted(device["id"] for device in (await api.get("/api/v1/devices"))["items"])
-            device = await api.get(f"/api/v1/devices/{NEW_ID}")
-            slots = [
-                (slot["number"], slot["device_id"], slot["channel"])
-                for slot in (await api.get("/api/v1/slots"))["items"]
-            ]
-            assignments = (await api.get("/api/v1/assignments"))["items"]
-            history = await api.get(
-                f"/api/v1/channels/{NEW_ID}:1/history?since={start}&until={start + 600}&step={STEP}"
-            )
-            audit = (await api.get("/api/v1/audit?limit=50"))["items"]
-    finally:
-        await hub.stop()
+        await until(both_online, 15, "both receivers online, one as x-A_B")
+        listed = sorted(device["id"] for device in (await api.get("/api/v1/devices"))["items"])
+        device = await api.get(f"/api/v1/devices/{NEW_ID}")
+        slots = [
+            (slot["number"], slot["device_id"], slot["channel"]) for slot in (await api.get("/api/v1/slots"))["items"]
+        ]
+        assignments = (await api.get("/api/v1/assignments"))["items"]
+        history = await api.get(f"/api/v1/channels/{NEW_ID}:1/history?since={start}&until={start + 600}&step={STEP}")
+        audit = (await api.get("/api/v1/audit?limit=50"))["items"]
 
     assert listed == [NEW_ID, PLAIN_ID], "no second, offline receiver under the old id"
     assert device["channels"][0]["extended_name"] == "Vocal 1"
@@ -270,11 +286,88 @@ async def test_rows_the_new_id_has_already_stay_and_ids_without_the_characters_a
 
 
 def test_the_migration_s_rule_is_the_hub_s_id_rule() -> None:
-    """What migration 8 makes of an id the earlier build made of a serial is the id this build makes of it."""
+    """What migration 8 makes of an id the earlier build made of a serial is the id this build makes of that
+    serial, or the id as it was (where another serial got the same id then and gets another now): for every
+    serial of up to five characters of the kinds that matter, near the cut at 64 characters, after a vendor
+    name with a ``-`` of its own and before the suffix a second device wanting the same id got."""
 
-    def earlier(serial: str) -> str:  # the rule before invisible characters were taken as spaces
-        return "x-" + re.sub(r"[\s/+#]", "_", serial.strip())
+    def sound(serial: str, vendor: str = "x", suffix: str = "") -> bool:
+        earlier = f"{vendor}-{earlier_id_text(serial)}{suffix}"
+        now = f"{vendor}-{id_text(serial)}{suffix}" if id_text(serial) else earlier  # else from the address
+        return device_id_now(earlier) in (earlier, now)
 
-    for serial in ("A\u200eB", "\u200bRACK1", "rack2\ufeff", "\u200b\u200eA\u00adB\u2060C\ufeff", "plain.Id_7", "a-b"):
-        assert device_id_now(earlier(serial)) == f"x-{id_text(serial)}", ascii(serial)
-    assert device_id_now("x-\u200b") == "x-\u200b", "an id the hub now makes of the address is kept"
+    kinds = ("A", "_", " ", "#", "-", "\u200b", "\ufeff")
+    short = ["".join(chars) for length in range(1, 6) for chars in itertools.product(kinds, repeat=length)]
+    near_the_cut = [
+        text for length in range(58, 70) for end in ("\u200b", " \u200b", "\u200bM", "\u200b ", "\u200b_")
+        for text in ("L" * length + end, end + "L" * length)
+    ]  # fmt: skip
+    for serial in short + near_the_cut:
+        assert sound(serial) and sound(serial, "acme-audio") and sound(serial, suffix="-x-127_0_0_1_2"), ascii(serial)
+
+    for serial in (
+        "A\u200eB",
+        "\u200bRACK1",
+        "rack2\ufeff",
+        "\u200b\u200eA\u00adB\u2060C\ufeff",
+        "A \u200bB",
+        "\u200bA#B",
+    ):
+        assert device_id_now(f"x-{earlier_id_text(serial)}") == f"x-{id_text(serial)}", ascii(serial)
+    for kept in ("plain.Id_7", "a-b", "x-\u200b", "x-\u200b_ABC", "x-ABC_\u200b", "x-AB\u200b-x-127_0_0_1_2"):
+        assert device_id_now(kept) == kept, ascii(kept)
+
+
+# Two fleets of receivers (serial or id option, and whether migration 8 can tell the id the hub makes now from
+# the earlier build's id alone). Each serial of the second has a look-alike in the first that the earlier build
+# gave the same id, and that the hub now gives another: such an id is the second's or the first's, so it stays.
+FLEET_WITH_SPACES = (
+    ("A\u200eB", True),
+    ("\u200bRACK1", True),
+    ("rack2\ufeff", True),
+    ("\u200b\u200eA\u00adB\u2060C\ufeff", True),
+    ("plain.Id_7", True),
+    ("\u200b ABC", False),  # x-\u200b_ABC: the hub makes x-ABC of it now
+    ("DEF \u200b", False),  # x-DEF_\u200b: x-DEF now
+    ("\u200b" + "L" * 69, False),  # cut at 64: x-L…L of 64 now
+    ("\u200b", False),  # nothing left: the hub makes the id of the address now, which the id does not hold
+)
+FLEET_WITH_LOOK_ALIKES = (
+    ("\u200b_ABC", False),  # x-\u200b_ABC too: x-_ABC now
+    ("DEF#\u200b", False),  # x-DEF_\u200b too: x-DEF_ now
+    ("\u200b" + "L" * 63, False),  # the same 64 characters: x-L…L of 63 now
+)
+
+
+@pytest.mark.parametrize("fleet", [FLEET_WITH_SPACES, FLEET_WITH_LOOK_ALIKES], ids=["spaces", "look-alikes"])
+async def test_each_receiver_s_rows_are_under_the_id_the_hub_gives_it_now_or_where_they_were(
+    tmp_path: Path, fleet: tuple[tuple[str, bool], ...]
+) -> None:
+    """An outside audit: the earlier id of serial '<U+200B> ABC' (x-<U+200B>_ABC) was moved to x-_ABC, an id no
+    receiver has (the hub makes x-ABC of it), so its names, slot and performer were under a dead id unseen."""
+    data_dir = tmp_path / "data"
+    earlier_ids = {}
+    with closing(schema_7_database(data_dir)) as connection:
+        for number, (serial, _) in enumerate(fleet, start=1):
+            earlier_ids[number] = f"x-{earlier_id_text(serial)}"
+            keep_as_the_earlier_build_did(
+                connection, earlier_ids[number], f"x://127.0.0.1:{number}?id={quote(serial, safe='')}", number
+            )
+
+    async with hub_on(data_dir) as api:
+
+        async def all_online() -> bool:
+            devices = (await api.get("/api/v1/devices"))["items"]
+            return sum(device["online"] for device in devices) == len(fleet)
+
+        await until(all_online, 15, "every receiver online")
+        devices = {device["port"]: device for device in (await api.get("/api/v1/devices"))["items"]}
+
+    with closing(sqlite3.connect(data_dir / DATABASE_FILE)) as connection:
+        named = dict(connection.execute("SELECT name, device_id FROM extended_names").fetchall())
+    for number, (serial, derivable) in enumerate(fleet, start=1):
+        now_id, earlier_id = devices[number]["id"], earlier_ids[number]
+        expected = now_id if derivable else earlier_id
+        assert named[f"Vocal {number}"] == expected, f"{serial!a}: earlier {earlier_id!a}, now {now_id}"
+        shown = devices[number]["channels"][0]["extended_name"]
+        assert shown == (f"Vocal {number}" if expected == now_id else None), ascii(serial)

@@ -33,6 +33,7 @@ from typing import Any, Final
 
 import aiosqlite
 
+from hub.devices import MAX_ID_CHARS, id_text
 from hub.persistence.buckets import keep_recorded
 from hub.persistence.schema import MIGRATIONS
 from hub.records import StorageUnavailableError
@@ -969,20 +970,44 @@ def _redacted_json(text: object) -> object:
 
 
 def device_id_now(device_id: object) -> object:
-    """A device id as an earlier build stored it, as this build makes it (migration 8): invisible format
-    characters (Unicode Cf: U+200B, U+200E, U+FEFF …) in the serial or ``id`` option an id is made of are taken
-    as spaces are since (hub.devices.id_text): dropped at either end of that part, the part after the vendor's
-    name and its ``-``, and ``_`` inside it. An id without them is returned as it is, and so is anything that
-    is no id: a URL (a driver's memory kept under its device's URL holds a ``/``, which no id does), text that
-    would be left empty (the hub now makes that device's id from its address, which the id does not hold), a
-    value that is no text."""
+    """A device id as an earlier build stored it, as this build makes it (migration 8), where the stored id tells.
+
+    An earlier build made the part after the vendor's name and its ``-`` of a serial or ``id`` option as
+    :func:`hub.devices.id_text` does now, but kept invisible format characters (Unicode Cf: U+200B, U+200E,
+    U+FEFF …) as they were, at either end too. So the part is the serial with whitespace, ``/``, ``+`` and ``#``
+    written as ``_``, and id_text makes of it what it now makes of the serial, unless the part hides what
+    id_text would read (:func:`_hides_its_serial`). Returned as it is: such an id, one id_text would leave
+    empty (the hub now makes that device's id from its address, which the id does not hold), an id without
+    such characters, a URL (a driver's memory kept under its device's URL holds a ``/``, which no id does)
+    and a value that is no text."""
     if not isinstance(device_id, str) or "/" in device_id or not any(map(invisible, device_id)):
         return device_id
     vendor, dash, part = device_id.partition("-")  # a vendor's name holds no such character (hub.plugins)
     if not dash:
         vendor, part = "", device_id
-    part = "".join("_" if invisible(char) else char for char in strip_blank(part))
-    return f"{vendor}{dash}{part}" if part else device_id
+    now = "" if _hides_its_serial(part) else id_text(part)
+    return f"{vendor}{dash}{now}" if now else device_id
+
+
+def _hides_its_serial(part: str) -> bool:
+    """Whether an earlier build's id part may stand for serials the hub now gives different ids. It may not
+    hold the whole serial: one of MAX_ID_CHARS characters or more may have been cut, or carry the
+    ``-<scheme>`` suffix a second device wanting the same id got. An invisible character may stand beside a
+    ``-`` (where such a suffix, or the rest of a vendor name with a ``-`` of its own, may begin), or at an end
+    of the part next to a ``_`` (a space there is dropped with it now; a ``_``, ``/``, ``+`` or ``#`` is
+    kept): ``<U+200B>_ABC`` was serial ``<U+200B> ABC`` (now ``ABC``) or ``<U+200B>_ABC`` (now ``_ABC``).
+    Serials are taken to have held no control characters and direction overrides, which both rules drop
+    without a trace."""
+    if len(part) >= MAX_ID_CHARS:
+        return True
+    if any("-" in pair and any(map(invisible, pair)) for pair in itertools.pairwise(part)):
+        return True
+    shown = strip_blank(part)  # the part holds no whitespace: what goes are the invisible characters at its ends
+    if not shown:
+        return False
+    start = part.index(shown)
+    end = start + len(shown)
+    return (start > 0 and shown.startswith("_")) or (end < len(part) and shown.endswith("_"))
 
 
 def _identity_now(text: object) -> object:

@@ -192,15 +192,15 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         WHERE connection_health.url = device_memory.url AND connection_health.device_id IS NOT NULL
     );
     """,
-    # 8: an id an earlier build made of a serial or id option holding an invisible format character (U+200B,
-    # U+200E, U+FEFF …) is written as the hub makes it now (hub.devices.id_text: x-A<U+200E>B is x-A_B), so what
-    # the user kept under it stays the receiver's. wmhub_device_id is hub.persistence.db.device_id_now: any other
-    # id comes back as it is. Where the new id has a row already (a build with the new rule ran, or two old ids
-    # are one now), one stays: the newest name, driver's memory or open alert (the others are cleared), else
-    # the row already under the new id, then the least old id; a channel on two slots keeps the slot already
-    # naming the new id, else the lowest; two history series of a channel are one (history_keep_recorded: where
-    # both have a block of one time, the kept series' buckets, its empty ones filled). The audit log keeps the
-    # ids of its time.
+    # 8: an id an earlier build made of a serial or id option holding an invisible format character (U+200B, U+200E,
+    # U+FEFF …) is written as the hub makes it now (hub.devices.id_text: x-A<U+200E>B is x-A_B), so what the user
+    # kept under it stays the receiver's. wmhub_device_id is hub.persistence.db.device_id_now: any other id, and one
+    # that does not tell what the hub makes of its serial now, comes back as it is. Where the new id has a row
+    # already (a build with the new rule ran, or two old ids are one now), one stays: the newest name, driver's
+    # memory or open alert (the others are cleared), else the row already under the new id, then the least old id; a
+    # channel on two slots keeps the slot already naming the new id, else the lowest; two history series of a
+    # channel are one (history_keep_recorded: where both have a block of one time, the kept series' buckets, its
+    # empty ones filled). The audit log keeps the ids of its time.
     """
     DELETE FROM extended_names WHERE rowid IN (
         SELECT rowid FROM (
