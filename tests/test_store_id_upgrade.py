@@ -371,3 +371,25 @@ async def test_each_receiver_s_rows_are_under_the_id_the_hub_gives_it_now_or_whe
         assert named[f"Vocal {number}"] == expected, f"{serial!a}: earlier {earlier_id!a}, now {now_id}"
         shown = devices[number]["channels"][0]["extended_name"]
         assert shown == (f"Vocal {number}" if expected == now_id else None), ascii(serial)
+
+
+async def test_three_series_that_are_one_channel_now_keep_every_bucket_of_a_block_they_share(tmp_path: Path) -> None:
+    """An outside review's suspicion, proven: of three stored ids that are one id now (two earlier ones and the
+    new one a build with the new rule ran under), each with a block of the same 10 minutes, only the first
+    extra series' buckets were joined into the kept block; the other's block was deleted with its buckets, so
+    the channel's history had a hole where it had been recorded."""
+    data_dir = tmp_path / "data"
+    with closing(schema_7_database(data_dir)) as connection:
+        start = keep_as_the_earlier_build_did(connection, OLD_ID, URL, 1)  # its buckets 3, 4, 5
+        run = connection.execute
+        # its bucket 5 is series 1's too: the kept series' own bucket first, then the others' by series id
+        for series_id, device_id, first, values in ((2, "x-A\u200bB", 5, [77, 74]), (9, NEW_ID, 7, [76, 75])):
+            run("INSERT INTO history_series VALUES (?, ?, 1)", (series_id, device_id))
+            run("INSERT INTO history_blocks VALUES (?, ?, ?, ?)", (series_id, STEP, start, block(first, values)))
+
+    async with hub_on(data_dir) as api:
+        history = await api.get(f"/api/v1/channels/{NEW_ID}:1/history?since={start}&until={start + 600}&step={STEP}")
+
+    assert [(point["t"], point["battery_avg"]) for point in history.get("items", [])] == [
+        (start + bucket * STEP, float(value)) for bucket, value in enumerate([80, 79, 78, 74, 76, 75], start=3)
+    ]

@@ -198,9 +198,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # that does not tell what the hub makes of its serial now, comes back as it is. Where the new id has a row
     # already (a build with the new rule ran, or two old ids are one now), one stays: the newest name, driver's
     # memory or open alert (the others are cleared), else the row already under the new id, then the least old id; a
-    # channel on two slots keeps the slot already naming the new id, else the lowest; two history series of a
-    # channel are one (history_keep_recorded: where both have a block of one time, the kept series' buckets, its
-    # empty ones filled). The audit log keeps the ids of its time.
+    # channel on two slots keeps the slot already naming the new id, else the lowest; the history series of a
+    # channel are one (history_keep_recorded: where several have a block of one time, each bucket the kept series'
+    # own, else the first recorded of the others by series id, folded one series at a time). The audit log keeps the
+    # ids of its time.
     """
     DELETE FROM extended_names WHERE rowid IN (
         SELECT rowid FROM (
@@ -259,18 +260,29 @@ MIGRATIONS: Final[tuple[str, ...]] = (
             PARTITION BY wmhub_device_id(device_id), channel ORDER BY device_id = wmhub_device_id(device_id) DESC, id
         ) AS to_id FROM history_series
     ) WHERE from_id != to_id;
-    UPDATE OR IGNORE history_blocks
-    SET series_id = (SELECT to_id FROM temp.wmhub_joined_series WHERE from_id = series_id)
-    WHERE series_id IN (SELECT from_id FROM temp.wmhub_joined_series);
-    UPDATE history_blocks SET data = history_keep_recorded(data, (
-        SELECT other.data FROM history_blocks AS other
-        JOIN temp.wmhub_joined_series AS joined ON joined.from_id = other.series_id
-        WHERE joined.to_id = history_blocks.series_id
-            AND other.step = history_blocks.step AND other.start = history_blocks.start
-        ORDER BY joined.from_id LIMIT 1
-    ))
-    WHERE series_id IN (SELECT to_id FROM temp.wmhub_joined_series);
+    CREATE TEMP TABLE wmhub_joined_blocks (
+        to_id INTEGER, step INTEGER, start INTEGER, place INTEGER, blocks INTEGER, data BLOB,
+        PRIMARY KEY (to_id, step, start, place)
+    );
+    INSERT INTO temp.wmhub_joined_blocks
+    SELECT to_id, step, start, row_number() OVER one_time, count(*) OVER (PARTITION BY to_id, step, start), data
+    FROM history_blocks JOIN (
+        SELECT from_id, to_id FROM temp.wmhub_joined_series UNION SELECT to_id, to_id FROM temp.wmhub_joined_series
+    ) ON from_id = series_id
+    WINDOW one_time AS (PARTITION BY to_id, step, start ORDER BY series_id != to_id, series_id);
     DELETE FROM history_blocks WHERE series_id IN (SELECT from_id FROM temp.wmhub_joined_series);
+    WITH RECURSIVE folded (to_id, step, start, place, blocks, data) AS (
+        SELECT to_id, step, start, place, blocks, data FROM temp.wmhub_joined_blocks WHERE place = 1
+        UNION ALL
+        SELECT folded.to_id, folded.step, folded.start, next.place, folded.blocks,
+            history_keep_recorded(folded.data, next.data)
+        FROM folded JOIN temp.wmhub_joined_blocks AS next
+        ON next.to_id = folded.to_id AND next.step = folded.step AND next.start = folded.start
+            AND next.place = folded.place + 1
+    )
+    INSERT OR REPLACE INTO history_blocks (series_id, step, start, data)
+    SELECT to_id, step, start, data FROM folded WHERE place = blocks;
+    DROP TABLE temp.wmhub_joined_blocks;
     DELETE FROM history_series WHERE id IN (SELECT from_id FROM temp.wmhub_joined_series);
     UPDATE history_series SET device_id = wmhub_device_id(device_id) WHERE device_id != wmhub_device_id(device_id);
     DROP TABLE temp.wmhub_joined_series;
