@@ -184,13 +184,14 @@ def _config(args: argparse.Namespace) -> HubConfig:
     return config
 
 
-def _raise_open_file_limit(configured: int) -> None:
-    """Each receiver is a socket: take the hard limit as the soft one, and say so when that is low, with how many
-    receivers it leaves room for (``configured`` are in the configuration; more may be remembered or added)."""
+def _raise_open_file_limit(configured: list[tuple[str, int]]) -> None:
+    """Each receiver's connection holds descriptors: take the hard limit as the soft one, and say so when that is
+    low, with how many receivers it leaves room for. ``configured`` are the configuration's receivers (more may be
+    remembered or added), each as its scheme and the descriptors its driver spec declares a connection may hold."""
     import logging
     import resource
 
-    from hub.descriptors import DESCRIPTOR_RESERVE, device_connection_limit
+    from hub.descriptors import DESCRIPTOR_RESERVE, connections_fitting, device_connection_limit
 
     unlimited = resource.RLIM_INFINITY
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -212,15 +213,37 @@ def _raise_open_file_limit(configured: int) -> None:
             kept,
         )
         return
-    waiting = f"; {configured} are configured, the others wait their turn" if configured > room else ""
+    # a receiver whose connection holds several descriptors (an event stream beside its requests) counts so
+    several = sorted({(scheme, descriptors) for scheme, descriptors in configured if descriptors > 1})
+    or_fewer = "".join(
+        f", about {max(1, room // descriptors)} if they are {scheme}:// ({descriptors} descriptors each)"
+        for scheme, descriptors in several
+    )
+    fit = connections_fitting(room, [descriptors for _, descriptors in configured])
+    waiting = (
+        f"; {len(configured)} are configured, about {fit} fit at once, the others wait their turn"
+        if fit < len(configured)
+        else ""
+    )
     logging.getLogger("hub").warning(
-        "open-file limit is %d: at most about %d receivers can be connected at once (%s)%s; raise it with "
+        "open-file limit is %d: at most about %d receivers can be connected at once (%s)%s%s; raise it with "
         "ulimit -n or systemd's LimitNOFILE=",
         soft,
         room,
         kept,
+        or_fewer,
         waiting,
     )
+
+
+def _connections_configured(hub: Hub, urls: list[str]) -> list[tuple[str, int]]:
+    """Each configured receiver's scheme and the descriptors its connection may hold (DriverSpec.descriptors)."""
+    configured = []
+    for url in urls:
+        spec = hub.devices.driver_spec(url)
+        if spec is not None:  # else a scheme no plugin handles, which the configuration's check refused
+            configured.append((spec.scheme, spec.descriptors))
+    return configured
 
 
 def _run_forever(main: Coroutine[Any, Any, None]) -> None:
@@ -324,7 +347,7 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
     except ConfigError as exc:
         print(f"wmhub: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    _raise_open_file_limit(len(config.devices))
+    _raise_open_file_limit(_connections_configured(hub, config.devices))
     _tune_garbage_collector()
     guard = _StopGuard(hub)
     try:

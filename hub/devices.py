@@ -640,6 +640,10 @@ class TokenBucket:
         return True
 
 
+def _scheme_of(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
 class DeviceManager:
     """Adds and removes devices by URL, supervises their drivers and routes commands to them."""
 
@@ -685,14 +689,19 @@ class DeviceManager:
         # within the connect timeout, and marked most of them unavailable (its own MQTT connection timed out
         # too); devices waiting their turn are not timed.
         self._connecting = asyncio.Semaphore(max_connecting)
-        # Every driver holds one of these from before its connect until its close: devices beyond what the
-        # open-file limit leaves room for wait, not connected, and the web server, MQTT and SQLite keep the
-        # descriptors they need (hub.descriptors). None (a manager in tests, with drivers of no socket): no bound.
+        # Every driver holds what its spec declares of these from before its connect until its close: devices
+        # beyond what the open-file limit leaves room for wait, not connected, and the web server, MQTT and SQLite
+        # keep the descriptors they need (hub.descriptors). None (a manager in tests, drivers of no socket): no bound.
         self.descriptors = descriptors
+
+    def driver_spec(self, url: str) -> DriverSpec | None:
+        """The driver spec for ``url``'s scheme, None when no plugin loaded handles it (the URL is not checked)."""
+        found = self._plugins.drivers().get(_scheme_of(url))
+        return None if found is None else found[0]
 
     def resolve(self, url: str) -> tuple[Endpoint, str, Any]:
         """Parse ``url`` and find the plugin and driver spec for its scheme; raise EndpointError."""
-        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        scheme = _scheme_of(url)
         drivers = self._plugins.drivers()
         if scheme not in drivers:
             known = ", ".join(f"{name}://" for name in sorted(drivers)) or "none loaded"
@@ -756,6 +765,7 @@ class DeviceManager:
             clock=self._clock,
             gate=self._connecting,
             descriptors=self.descriptors,
+            descriptors_per_connection=spec.descriptors,
         )
         task = asyncio.create_task(supervisor.run_forever(), name=f"device {shown}")
         managed = ManagedDevice(url=shown, plugin=plugin_name, handle=handle, supervisor=supervisor, task=task)

@@ -68,7 +68,10 @@ class DriverSpec:
     calls it timed and bounded as the plugin's code. ``check_url(endpoint)`` raises
     :class:`hub.drivers.EndpointError` for URL options the driver could never use (a malformed certificate
     fingerprint): the hub calls it wherever a device URL is taken (configuration, ``--check``, REST, MQTT), so
-    the mistake is refused there instead of failing at every connect.
+    the mistake is refused there instead of failing at every connect. ``descriptors`` is the most file
+    descriptors one device's connection may hold at once (its sockets, its event stream beside its requests):
+    under a low open-file limit the hub lets connections hold only what the limit leaves room for, and a device
+    whose connection would pass it waits its turn (docs/deployment.md, "Limits").
     """
 
     scheme: str
@@ -81,6 +84,7 @@ class DriverSpec:
     zeroconf_types: tuple[str, ...] = ()
     identify: Identify | None = None
     check_url: Callable[[Endpoint], None] | None = None
+    descriptors: int = 1
 
 
 ReportService = Callable[[DiscoveredService], None]

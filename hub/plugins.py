@@ -805,6 +805,7 @@ def checked_spec(spec: object) -> DriverSpec:
             ("identify", spec.identify is None or callable(spec.identify), "callable or None"),
             ("check_url", spec.check_url is None or callable(spec.check_url), "callable or None"),
             ("text_width", _int_within(spec.text_width, 1, 1_000_000), "a whole number of at least 1"),
+            ("descriptors", _int_within(spec.descriptors, 1, 1_000_000), "a whole number of at least 1"),
             ("default_port", spec.default_port is None or _int_within(spec.default_port, 1, 65535), "a port or None"),
             ("families", _texts(spec.families, _is_family), "a tuple of family names: ('x',), with its comma"),
             (

@@ -102,12 +102,15 @@ class DriverSupervisor:
         clock: Clock = SYSTEM_CLOCK,
         gate: asyncio.Semaphore | None = None,
         descriptors: DescriptorBudget | None = None,
+        descriptors_per_connection: int = 1,
     ) -> None:
         self._make_driver = make_driver
         self._gate = gate if gate is not None else asyncio.Semaphore(1)
-        # one descriptor of the open-file limit's, held from before the driver connects until it has closed
+        # the descriptors of the open-file limit's a connection may hold (its DriverSpec.descriptors), taken from
+        # before the driver connects until it has closed
         self._descriptors = descriptors
-        self._holding = False
+        self._descriptors_per_connection = descriptors_per_connection
+        self._holding = 0  # how many it holds (what the budget gave)
         self._waited: str | None = None  # what the device showed while it waited for a descriptor
         self._clock = clock
         self._timed = timed
@@ -236,11 +239,10 @@ class DriverSupervisor:
     async def _take_descriptor(self) -> None:
         if self._descriptors is None or self._holding:
             return
-        await self._descriptors.acquire(self._waits)
-        self._holding = True
+        self._holding = await self._descriptors.acquire(self._waits, self._descriptors_per_connection)
 
     def _waits(self, reason: str) -> None:
-        """No descriptor is free: the device shows why it is not connected (a limit of the hub's, said as the
+        """Too few descriptors are free: the device shows why it is not connected (a limit of the hub's, said as the
         hub's own, like a driver that cannot be built: no network was involved)."""
         self._waited = self.last_error = reason
         self.last_error_local = True
@@ -257,7 +259,7 @@ class DriverSupervisor:
             except Exception as exc:  # close must never keep a device from reconnecting
                 self._log.debug("close failed: %s", exc)
         finally:
-            if self._holding:  # closed (or given up on): its descriptor is free for a device waiting
-                self._holding = False
+            if self._holding:  # closed (or given up on): its descriptors are free for the devices waiting
+                holding, self._holding = self._holding, 0
                 assert self._descriptors is not None  # nosec B101: held only with a budget
-                self._descriptors.release()
+                self._descriptors.release(holding)

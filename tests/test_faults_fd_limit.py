@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.mosquitto import free_port
+from tests.test_faults_plugins import stranger_distribution
 from tests.test_faults_startup import simulated_receivers
 
 LIMIT = 64
@@ -95,13 +96,15 @@ class LimitedHub:
 
 
 @contextmanager
-def hub_with_limit(tmp_path: Path, limit: int, devices: list[str]) -> Iterator[LimitedHub]:
+def hub_with_limit(
+    tmp_path: Path, limit: int, devices: list[str], environment: dict[str, str] | None = None
+) -> Iterator[LimitedHub]:
     port = free_port()
     command = [sys.executable, "-m", "hub.cli", "run", "--data-dir", str(tmp_path / "data"), "--mqtt", "off"]
     command += ["--http", f"127.0.0.1:{port}"]
     for url in devices:
         command += ["--device", url]
-    environment = {**os.environ, "WMHUB_DISCOVERY__ENABLED": "false", "WMHUB_HTTP__TOKEN": TOKEN}
+    environment = {**(environment or os.environ), "WMHUB_DISCOVERY__ENABLED": "false", "WMHUB_HTTP__TOKEN": TOKEN}
     log = tmp_path / "hub.log"
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=environment, stdout=out, stderr=out, preexec_fn=low_limit(limit))
@@ -152,7 +155,9 @@ def test_more_receivers_than_the_limit_holds_wait_their_turn_and_the_board_answe
     assert "60 are configured" in start_up[0], start_up[0]
     # one warning naming the limit and how many wait
     assert len(held_lines) == 1, messages
-    assert f"room for {len(connected)} device connections: {len(held)} device(s) wait" in held_lines[0], held_lines
+    # one descriptor each (a Shure receiver's one socket): the room is the count connected
+    room = f"room for {len(connected)} descriptors of device connections, which {len(connected)} connection(s) hold"
+    assert f"{room}: {len(held)} device(s) wait" in held_lines[0], held_lines
 
 
 def test_receivers_added_beyond_the_limit_wait_and_one_removed_lets_the_next_connect(tmp_path: Path) -> None:
@@ -169,7 +174,7 @@ def test_receivers_added_beyond_the_limit_wait_and_one_removed_lets_the_next_con
         assert connected and held and len(connected) + len(held) == 70, (len(connected), len(held))
         held_lines = hub.until(hub.waiting_said, "a warning naming the limit and the devices waiting")
         assert len(held_lines) == 1, held_lines
-        assert f"room for {len(connected)} device connections" in held_lines[0], held_lines
+        assert f"room for {len(connected)} descriptors of device connections" in held_lines[0], held_lines
         # the admin removes five connected receivers through the API: five waiting ones take their descriptors
         for entry in connected[:5]:
             assert hub.request("DELETE", f"/api/v1/devices/{urllib.parse.quote(entry['device_id'])}")[0] == 204
@@ -184,6 +189,52 @@ def test_receivers_added_beyond_the_limit_wait_and_one_removed_lets_the_next_con
         assert sum(waiting(entry) for entry in after["connections"]) == len(held) - 5
         assert len(hub.waiting_said()) == 1  # said once, not again for each device added or waking
         assert hub.process.poll() is None
+
+
+GREEDY_PLUGIN = """
+import asyncio
+
+from hub import hookimpl
+from hub.drivers import Driver
+from hub.hookspecs import DriverSpec
+
+
+class Greedy(Driver):
+    async def connect(self):
+        self.sink.identify(unique_id=self.endpoint.host, family="greedy", model="G-1", channel_count=1)
+
+    async def run(self):
+        await asyncio.Event().wait()
+
+    async def close(self):
+        pass
+
+
+@hookimpl
+def register_drivers(register):
+    register(DriverSpec(scheme="greedy", vendor="greedy", families=("greedy",), factory=Greedy, descriptors=40))
+"""
+
+
+def test_a_receiver_declaring_more_descriptors_than_the_limit_leaves_connects_alone(tmp_path: Path) -> None:
+    """A third party's driver that declares more descriptors per connection (40) than ``ulimit -n 64`` leaves
+    for all device connections (32) neither waits forever nor is let in beside others: it takes the whole room
+    and connects alone, said once; the next waits until it is removed."""
+    environment = stranger_distribution(tmp_path, "greedy", GREEDY_PLUGIN)
+    with hub_with_limit(tmp_path, LIMIT, ["greedy://first:1", "greedy://second:1"], environment) as hub:
+        health = hub.until(lambda: settled(hub, 2), "one receiver connected, the other waiting")
+        connected = [entry for entry in health["connections"] if entry["connected"]]
+        held = [entry for entry in health["connections"] if waiting(entry)]
+        assert len(connected) == 1 and len(held) == 1, health
+        assert "leaves room for 32 descriptors of device connections" in held[0]["last_error"], held
+        alone = "fewer than the 40 one connection may hold: such a device connects only when no other device holds"
+        assert len([message for message in hub.warnings() if alone in message]) == 1, hub.warnings()
+        assert hub.request("DELETE", f"/api/v1/devices/{urllib.parse.quote(connected[0]['device_id'])}")[0] == 204
+        after = hub.until(
+            lambda: (now := settled(hub, 1)) is not None and now["connections"][0]["connected"] and now,
+            "the waiting receiver connected once the other was removed",
+        )
+        assert after["connections"][0]["url"] == held[0]["url"], (after, held)
 
 
 def test_a_limit_too_low_for_any_receiver_says_so_in_one_sentence_and_the_board_answers(tmp_path: Path) -> None:

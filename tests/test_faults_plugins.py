@@ -479,7 +479,8 @@ def test_driver_specs_that_would_break_topics_or_text_are_refused_by_wmhub_plugi
         "@hookimpl\ndef register_drivers(register):\n"
         "    register(DriverSpec(scheme='odd-wild', vendor='ev il/#+x', families=('x',), factory=factory))\n"
         "    register(DriverSpec(scheme='odd-narrow', vendor='odd', families=('x',), factory=factory, text_width=-5))\n"
-        "    register(DriverSpec(scheme='Odd-Upper', vendor='odd', families=('x',), factory=factory))\n\n"
+        "    register(DriverSpec(scheme='Odd-Upper', vendor='odd', families=('x',), factory=factory))\n"
+        "    register(DriverSpec(scheme='odd-none', vendor='odd', families=('x',), factory=factory, descriptors=0))\n\n"
         "@hookimpl\ndef register_discovery_loops(register):\n    register('not a function')\n",
     )
     result = subprocess.run(
@@ -491,6 +492,7 @@ def test_driver_specs_that_would_break_topics_or_text_are_refused_by_wmhub_plugi
     assert [driver["scheme"] for driver in odd["drivers"]] == ["odd-upper"]  # schemes compare lowercased
     errors = result.stderr
     assert "text_width -5 must be a whole number of at least 1" in errors
+    assert "descriptors 0 must be a whole number of at least 1" in errors
     assert "register_discovery_loops: TypeError: not a function: 'not a function'" in errors
     record_check(
         AREA,
