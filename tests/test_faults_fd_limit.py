@@ -119,6 +119,20 @@ def hub_with_limit(
             process.wait()
 
 
+@contextmanager
+def simulated_ssc2_receivers(count: int) -> Iterator[list[str]]:
+    """``count`` Sennheiser SSCv2 simulators (HTTPS and an event stream each) in a child process: their URLs, each
+    with its password and its certificate pinned."""
+    command = [sys.executable, "-m", "wmhub_sennheiser.simulator", "--protocol", "ssc2", "--count", str(count)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        yield [process.stdout.readline().strip() for _ in range(count)]
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def waiting(entry: dict[str, Any]) -> bool:
     return not entry["connected"] and "open-file limit" in (entry["last_error"] or "")
 
@@ -189,6 +203,49 @@ def test_receivers_added_beyond_the_limit_wait_and_one_removed_lets_the_next_con
         assert sum(waiting(entry) for entry in after["connections"]) == len(held) - 5
         assert len(hub.waiting_said()) == 1  # said once, not again for each device added or waking
         assert hub.process.poll() is None
+
+
+def test_receivers_that_hold_several_descriptors_are_counted_so_and_the_rest_wait(tmp_path: Path) -> None:
+    """Review 14: an SSCv2 receiver holds its event stream and a request connection, but the budget counted one
+    descriptor each. 30 of them under ``ulimit -n 64`` were all let connect (the start said "at most about 32"):
+    devices failed with "Too many open files" and flapped, and ``/api/health`` stopped answering."""
+    count = 30
+    with simulated_ssc2_receivers(count) as urls, hub_with_limit(tmp_path, LIMIT, urls) as hub:
+        health = hub.until(lambda: settled(hub, count), "every receiver connected or waiting for descriptors")
+        connected = [entry for entry in health["connections"] if entry["connected"]]
+        held = [entry for entry in health["connections"] if waiting(entry)]
+        assert connected and held and len(connected) + len(held) == count, (len(connected), len(held))
+        said = hub.until(hub.waiting_said, "a warning naming the limit and the devices waiting")
+        room = int(said[0].split("leaves room for ")[1].split()[0])
+        assert len(connected) == room // 2, (said, len(connected))  # two descriptors each
+        assert f"which {len(connected)} connection(s) hold: {len(held)} device(s) wait" in said[0], said
+        assert all("it connects in turn when 2 are free" in entry["last_error"] for entry in held), held
+        # through a state poll of every connected receiver (every 5 s) the API answers and none fails
+        until = time.monotonic() + 6.0
+        while time.monotonic() < until:
+            now = settled(hub, count)
+            assert now is not None, hub.health()
+            assert sum(entry["connected"] for entry in now["connections"]) == len(connected)
+            time.sleep(0.2)
+        # two connected receivers removed: their four descriptors let two waiting ones connect
+        for entry in connected[:2]:
+            assert hub.request("DELETE", f"/api/v1/devices/{urllib.parse.quote(entry['device_id'])}")[0] == 204
+
+        def two_more() -> dict[str, Any] | None:
+            now = settled(hub, count - 2)
+            if now is None or sum(entry["connected"] for entry in now["connections"]) != len(connected):
+                return None
+            return now
+
+        after = hub.until(two_more, "two waiting receivers connected in place of the two removed")
+        assert sum(waiting(entry) for entry in after["connections"]) == len(held) - 2
+        assert hub.request("GET", "/")[0] == 200
+        start_up = [message for message in hub.warnings() if message.startswith("open-file limit is 64:")]
+        log = hub.log.read_text()
+    assert "Too many open files" not in log and "EMFILE" not in log
+    assert len(start_up) == 1, start_up
+    assert "about 16 if they are sennheiser-ssc2:// (2 descriptors each)" in start_up[0], start_up
+    assert f"{count} are configured, about 16 fit at once, the others wait their turn" in start_up[0], start_up
 
 
 GREEDY_PLUGIN = """

@@ -34,6 +34,7 @@ DRIVERS: Final = (
         # SSCv1 is the protocol that finds SSC devices on the network
         zeroconf_types=discovery.SERVICE_TYPES,
         identify=identify_service,
+        descriptors=1,  # one UDP socket per receiver
     ),
     DriverSpec(
         scheme=g4_driver.SCHEME,
@@ -42,6 +43,7 @@ DRIVERS: Final = (
         factory=g4_driver.G4Driver,
         default_port=mcp.PORT,
         description="ew G3/G4/2000 Media Control Protocol, ASCII over UDP 53212 (add by address)",
+        descriptors=1,  # at most one: the UDP socket of its local port, shared by every receiver on that port
     ),
     DriverSpec(
         scheme=iem_driver.SCHEME,
@@ -50,6 +52,7 @@ DRIVERS: Final = (
         factory=iem_driver.IemG4Driver,
         default_port=mcp.PORT,
         description="ew IEM G4 transmitters (SR 2050 IEM, SR 300 IEM G4), Media Control Protocol over UDP 53212",
+        descriptors=1,  # as sennheiser-g4: the shared socket of its local port
     ),
     DriverSpec(
         scheme=ssc2_driver.SCHEME,
@@ -59,6 +62,7 @@ DRIVERS: Final = (
         check_url=ssc2_driver.check_url,
         default_port=ssc2_driver.DEFAULT_PORT,
         description="SSCv2, HTTPS REST + Server-Sent Events: Spectera, TCC M, EW-DX in secure mode",
+        descriptors=ssc2_driver.CONNECTIONS,  # the event stream and one request at a time
     ),
 )
 

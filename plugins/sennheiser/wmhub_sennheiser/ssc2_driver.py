@@ -1,4 +1,5 @@
-"""The SSCv2 driver: one HTTPS connection pool and one Server-Sent Events stream per device.
+"""The SSCv2 driver: per device, one HTTPS session of at most two connections, its Server-Sent Events stream
+and one for requests (:data:`CONNECTIONS`).
 
 URL: ``sennheiser-ssc2://host[:443]?password=...`` with the options
 
@@ -86,6 +87,13 @@ DEFAULT_USER: Final = "api"
 # api_docs.json, basicAuthControlSennheiser). Used for a Spectera when the URL names no user, and after
 # DEFAULT_USER for a product that does not say what it is (a Spectera's product string is not public).
 SPECTERA_USER: Final = "controlSennheiser"
+# The connections one device's session holds at most: the event stream and one request at a time (the reads,
+# the state poll and a command take their turn; each takes milliseconds). It is what the plugin declares as the
+# descriptors of one connection (DriverSpec.descriptors), which the hub's open-file budget counts per device: a
+# larger pool, unused in steady state, took up to five at a reconnect, and thirty devices under ulimit -n 64 ran
+# the hub out of descriptors. The certificate probe (_presented_fingerprint) is a connection of its own, made
+# only while connecting, when no request but the failed one is out: it stays within the two.
+CONNECTIONS: Final = 2
 # A full subscription's first event carries every mobile device and RF channel at once.
 MAX_EVENT_BYTES: Final = 1024 * 1024
 # How often a stream that sends nothing is checked for framing aiohttp found malformed.
@@ -359,6 +367,7 @@ class Ssc2Driver(Driver):
         self.ewdx: EwdxResourceMap | None = None  # set instead of ``resources`` for an EW-DX receiver
         self.session_uuid: str | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._connecting = False  # in connect(): its requests are sent one after another
         self._stream: aiohttp.ClientResponse | None = None
         self._identity: dict[str, Any] = {}
         self._user = DEFAULT_USER
@@ -384,11 +393,18 @@ class Ssc2Driver(Driver):
     # --- lifecycle
 
     async def connect(self) -> None:
+        self._connecting = True
+        try:
+            await self._connect()
+        finally:
+            self._connecting = False
+
+    async def _connect(self) -> None:
         options = self.options
         self._http = aiohttp.ClientSession(
             base_url=f"https://{self._authority()}",
             timeout=aiohttp.ClientTimeout(total=self.settings.io_timeout_s),
-            connector=aiohttp.TCPConnector(ssl=options.tls(), limit=4),
+            connector=aiohttp.TCPConnector(ssl=options.tls(), limit=CONNECTIONS),
             raise_for_status=False,
         )
         # /api/device/identity is documented as open, but a device may want credentials for it anyway
@@ -772,7 +788,11 @@ class Ssc2Driver(Driver):
             raise ConnectionError(f"{method} {path} on {self._authority()}: {str(exc) or type(exc).__name__}") from None
 
     async def _presented_fingerprint(self) -> str:
-        """The SHA-256 of the certificate the device presents, so the error can say what to pin."""
+        """The SHA-256 of the certificate the device presents, so the error can say what to pin. Asked only while
+        connecting (:data:`CONNECTIONS`); a certificate refused later ends the connection, and the next connect
+        says it."""
+        if not self._connecting:
+            return "<sha256 of the device certificate>"
         unverified = ssl.create_default_context()
         unverified.check_hostname = False
         unverified.verify_mode = ssl.CERT_NONE

@@ -43,6 +43,7 @@ DRIVERS: Final = (
         text_width=SHURE_TEXT_WIDTH,
         zeroconf_types=ZEROCONF_TYPES,
         identify=identify_service,
+        descriptors=1,  # one TCP connection per receiver
     ),
     DriverSpec(
         scheme="shure-uhfr",
@@ -54,6 +55,7 @@ DRIVERS: Final = (
         # confirms them (docs/families/shure.md)
         description="Shure UHF-R UR4S/UR4D (UDP 2202) - unverified: no transcript from a real receiver",
         text_width=SHURE_TEXT_WIDTH,
+        descriptors=1,  # one UDP socket per receiver
     ),
 )
 
