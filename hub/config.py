@@ -97,6 +97,10 @@ def expand_home(path: Path) -> Path:
 SettingPath = Annotated[Path, AfterValidator(expand_home)]
 
 
+# what a URL's user name or password cannot hold as it is: a delimiter, or a '%' that begins no escape
+_RAW_IN_LOGIN: Final = re.compile(r"[/?#\[\]]|%(?![0-9A-Fa-f]{2})")
+
+
 class MqttSettings(Section):
     url: str = Field(
         default="embedded",
@@ -166,9 +170,18 @@ class MqttSettings(Section):
         if value in ("embedded", "off"):
             return value
         urls = [part.strip() for part in value.split(",")]
+        if any("@" in url and not re.match(r"^mqtts?://", url) for url in urls[1:]):
+            raise ValueError("a comma separates brokers: in a password, write ',' as %2C")
         for url in urls:
             if not re.match(r"^mqtts?://", url):
                 raise ValueError("must be 'embedded', 'off', or mqtt:// or mqtts:// URLs separated by commas")
+            # urlsplit would read what follows such a character as the port, path, query or fragment, and the
+            # messages below would blame those; the login is what the user meant up to the last '@'
+            if _RAW_IN_LOGIN.search(url.split("://", 1)[1].rpartition("@")[0]):
+                raise ValueError(
+                    "a password or user name in a URL must have / ? # [ ] and % percent-encoded: "
+                    "'/' as %2F, '?' as %3F, '#' as %23, '[' as %5B, ']' as %5D, '%' as %25"
+                )
             try:
                 parts = urlsplit(url)
                 port = parts.port

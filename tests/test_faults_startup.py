@@ -177,6 +177,11 @@ CASES = {
         {},
         "--device: 'shure://10.0.0.5 10.0.0.6': the host is neither an IP address nor a host name",
     ),
+    "MQTT URL, a password with '/', '?', '@' and '#' as they are (--mqtt)": (
+        ["--mqtt", f"mqtt://wmhub:{LEAKED_PASSWORD}/a?b@c#d@127.0.0.1:1"],
+        {},
+        "command line: mqtt.url: a password or user name in a URL must have / ? # [ ] and % percent-encoded",
+    ),
     "device URL, no host (WMHUB_DEVICES)": ([], {"WMHUB_DEVICES": "shure://"}, "WMHUB_DEVICES: 'shure://'"),
     "device URL with an ESC sequence and a forged log line (--device)": (
         ["--device", "shure://127.0.0.1:23302?id=\x1b]0;PWNED\x07\x1b[2J\n12:00:00 ERROR   hub: forged line"],
@@ -215,7 +220,7 @@ CASES = {
     "MQTT URL, a password with '#' (read as a fragment)": (
         ["--mqtt", "mqtt://u:LEAKPW1#x@127.0.0.1:1883"],
         {},
-        "mqtt.url: ",
+        "mqtt.url: a password or user name in a URL must have / ? # [ ] and % percent-encoded",
     ),
     "MQTT URL, scheme mistyped with a password in it": (
         ["--mqtt", f"mqtts//wmuser:{LEAKED_PASSWORD}@broker:8883"],
@@ -395,6 +400,27 @@ SOURCED_CASES = {
         "[http]\nport = 0\n[mqtt]\nurl = 'off'\n",
         "environment (WMHUB_MQTT__URL): mqtt.url: a URL holds a space or a control character (in a password, "
         "write a space as %20) (got 'mqtt://wmhub:***@127.0.0.1:1883')",
+    ),
+    # an outside audit: a password from `openssl rand -base64` (a '/') was refused as "the host or port of a URL
+    # cannot be read", which sent the operator to the host and port
+    "MQTT URL, a password with a raw '/', from the environment (docker compose)": (
+        {"WMHUB_MQTT__URL": f"mqtt://wmhub:Gen/{LEAKED_PASSWORD}+x=@127.0.0.1:1883"},
+        "[http]\nport = 0\n[mqtt]\nurl = 'off'\n",
+        "environment (WMHUB_MQTT__URL): mqtt.url: a password or user name in a URL must have / ? # [ ] and % "
+        "percent-encoded: '/' as %2F, '?' as %3F, '#' as %23, '[' as %5B, ']' as %5D, '%' as %25 "
+        "(got 'mqtt://wmhub:***@127.0.0.1:1883')",
+    ),
+    "MQTT URL, a password with a raw '%', from the file": (
+        {},
+        f"[http]\nport = 0\n[mqtt]\nurl = 'mqtt://wmhub:50%off{LEAKED_PASSWORD}@127.0.0.1:1883'\n",
+        "<tmp>/wmhub.toml: mqtt.url: a password or user name in a URL must have / ? # [ ] and % percent-encoded: "
+        "'/' as %2F, '?' as %3F, '#' as %23, '[' as %5B, ']' as %5D, '%' as %25 (got 'mqtt://wmhub:***@127.0.0.1:1883')",
+    ),
+    "MQTT URL, a password with a raw ',', from the environment": (
+        {"WMHUB_MQTT__URL": f"mqtt://wmhub:{LEAKED_PASSWORD},x@127.0.0.1:1883"},
+        "[http]\nport = 0\n[mqtt]\nurl = 'off'\n",
+        "environment (WMHUB_MQTT__URL): mqtt.url: a comma separates brokers: in a password, write ',' as %2C "
+        "(got 'mqtt://wmhub:***@127.0.0.1:1883')",
     ),
     "mqtt.ca_file missing, from the environment": (
         {"WMHUB_MQTT__CA_FILE": "/nonexistent/ca.pem"},
