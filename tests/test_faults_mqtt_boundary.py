@@ -10,7 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import json
 import logging
+import os
+import re
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +27,7 @@ from hub.config import ConfigError, load_config
 from hub.testing import eventually
 from tests.mosquitto import MosquittoBroker, MqttProbe, TestBroker, find_mosquitto
 from tests.reliability_report import record_check
+from tests.test_faults_startup import running_hub as wmhub_process
 from tests.test_mqtt_bridge import example_receiver, listening_to, online_device, receiver, running_hub, watching_hub
 
 __all__ = ["receiver"]  # the fixture, imported so pytest finds it here
@@ -33,13 +38,15 @@ AREA = "MQTT boundary"
 
 
 class VenueBroker(MosquittoBroker):
-    """Mosquitto with deploy/mosquitto/mosquitto.conf: its ACL file as shipped, its port and paths this test's."""
+    """Mosquitto with deploy/mosquitto/mosquitto.conf: its ACL file as shipped, its port and paths this test's.
+    Its password file holds ``users``, or without them is the one already in its directory."""
 
     async def _config(self) -> str:
         passwords = self.directory / "passwords"
-        passwords.write_text("".join(f"{user}:{password}\n" for user, password in self.users.items()))
-        process = await asyncio.create_subprocess_exec("mosquitto_passwd", "-U", str(passwords))
-        assert await process.wait() == 0, "mosquitto_passwd could not hash the test passwords"
+        if self.users:
+            passwords.write_text("".join(f"{user}:{password}\n" for user, password in self.users.items()))
+            process = await asyncio.create_subprocess_exec("mosquitto_passwd", "-U", str(passwords))
+            assert await process.wait() == 0, "mosquitto_passwd could not hash the test passwords"
         replaced = {
             "listener": f"listener {self.port} 127.0.0.1",
             "password_file": f"password_file {passwords}",
@@ -60,13 +67,31 @@ class VenueBroker(MosquittoBroker):
         return (self.directory / "mosquitto.log").read_text(errors="replace")
 
 
+def run_password_step(passwords: Path, dot_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """deploy/mosquitto's password step as the compose broker runs it at every start: POSIX sh, with the
+    ``.env`` values in its environment, writing the password file ``passwords``."""
+    return subprocess.run(
+        ["sh", str(VENUE / "passwords.sh"), str(passwords)],
+        env={"PATH": os.environ["PATH"], **dot_env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 @contextlib.asynccontextmanager
-async def venue_broker() -> AsyncIterator[VenueBroker]:
+async def venue_broker(dot_env: dict[str, str] | None = None) -> AsyncIterator[VenueBroker]:
+    """The venue broker with the users of USERS, or with ``dot_env`` (docker-compose.yml's ``.env``) the
+    password file its own password step writes from those values."""
     executable = find_mosquitto()
     if executable is None:
         pytest.fail("the venue broker test needs Mosquitto (apt-get install mosquitto)")
     with tempfile.TemporaryDirectory(prefix="wmhub-venue-") as directory:
-        broker = VenueBroker(executable, Path(directory), users=USERS)
+        broker = VenueBroker(executable, Path(directory), users=None if dot_env else USERS)
+        if dot_env:
+            written = run_password_step(Path(directory) / "passwords", dot_env)
+            assert written.returncode == 0, f"the password step refused the .env values: {written.stderr}"
         await broker.start()
         try:
             yield broker
@@ -112,6 +137,92 @@ async def test_an_anonymous_client_reads_everything_and_controls_nothing(tmp_pat
         "anonymous reads every state topic, its set and request are denied by the broker (never reach the hub); "
         "Home Assistant's set is applied and answered; the hub publishes as its own user",
     )
+
+
+COMPOSE = VENUE.parent.parent / "docker-compose.yml"
+HOME_ASSISTANT_PASSWORD = "ha-pass-2"
+# (WMHUB_MQTT_PASSWORD in .env, the password it stands for): the value goes both into the broker's password
+# file and into the hub's URL, so it is written as in a URL. The first is what `openssl rand -base64` makes
+# (an outside audit: with '/' encoded as docker-compose.yml said, the broker held "%2F" and refused the hub
+# forever; written raw, the hub refused its URL without saying why)
+COMPOSE_PASSWORDS = {
+    "'/' encoded, '+', '=', '@' and ':' as they are": ("Gen%2FPw7+x=@:", "Gen/Pw7+x=@:"),
+    "every character of the same password encoded": ("Gen%2FPw7%2Bx%3D%40%3A", "Gen/Pw7+x=@:"),
+    "the rest of printable ASCII, encoded where a URL needs it": (
+        "Sp%20ce%25%23%3F%2C%5B%5D%5C\\!$&'()*;~\"^{}|<>`",
+        "Sp ce%#?,[]\\\\!$&'()*;~\"^{}|<>`",
+    ),
+}
+
+
+def compose_hub(dot_env: dict[str, str], broker: TestBroker) -> tuple[list[str], dict[str, str]]:
+    """The hub's command arguments after ``run`` and its environment, as docker-compose.yml gives them with
+    these ``.env`` values; the broker's published port 1883 is this test broker's port."""
+    hub_service = COMPOSE.read_text(encoding="utf-8").split("\n  wmhub:\n", 1)[1]
+    command = json.loads(re.findall(r"^    command: (\[.*\])$", hub_service, re.MULTILINE)[0])
+    environment = {
+        key: re.sub(r"\$\{(\w+)\}", lambda variable: dot_env[variable[1]], value)
+        for key, value in re.findall(r"^      (WMHUB_\w+): (\S+)$", hub_service, re.MULTILINE)
+    }
+    assert "@127.0.0.1:1883" in environment["WMHUB_MQTT__URL"] and command[0] == "run"
+    environment["WMHUB_MQTT__URL"] = environment["WMHUB_MQTT__URL"].replace(
+        "@127.0.0.1:1883", f"@{broker.host}:{broker.port}"
+    )
+    return command[1:], environment
+
+
+@pytest.mark.parametrize("case", list(COMPOSE_PASSWORDS))
+async def test_the_compose_password_logs_the_hub_in_to_the_compose_broker(tmp_path: Path, case: str) -> None:
+    """docker compose, without Docker: deploy/mosquitto's password step and its broker configuration, and the
+    hub started with the command and environment docker-compose.yml gives it, from one ``.env`` value."""
+    dot_env_value, password = COMPOSE_PASSWORDS[case]
+    dot_env = {"WMHUB_MQTT_PASSWORD": dot_env_value, "HOMEASSISTANT_MQTT_PASSWORD": HOME_ASSISTANT_PASSWORD}
+    async with venue_broker(dot_env) as broker:
+        args, environment = compose_hub(dot_env, broker)
+        state_topic = f"wmhub/hubs/{environment['WMHUB_HUB_ID']}/state"
+        with wmhub_process(tmp_path / "data", *args, env=environment, mqtt_off=False) as hub:
+            async with MqttProbe(broker, "anonymous-on-the-lan") as anonymous:
+                anonymous.client.subscribe(state_topic, 1)
+                try:  # only the wmhub login may publish there (deploy/mosquitto/acl)
+                    await anonymous.json(state_topic, lambda state: state["state"] == "online", timeout=30)
+                except AssertionError:
+                    pytest.fail(f"the hub never published as wmhub; its log: {hub.stop()[-2000:]}")
+        # the broker holds the password the value stands for: an operator's own client logs in with it
+        async with MqttProbe(broker, "operator-as-wmhub", "wmhub", password):
+            pass
+    record_check(
+        AREA,
+        f"docker compose's broker and hub from one .env WMHUB_MQTT_PASSWORD ({case})",
+        "the broker's password file and the hub's URL hold the same password: the hub logs in and publishes",
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Gen/LEAKPW7+x=",
+        "LEAKPW?",
+        "LEAKPW#1",
+        "LEAKPW two",
+        "LEAKPW,2",
+        "LEAKPW[3]",
+        "50%offLEAKPW",
+        "LEAKPW%4",
+        "LEAKPW%0A",  # a line break: not a character the .env value can hand on encoded
+    ],
+)
+def test_a_compose_password_its_url_cannot_carry_stops_the_broker_in_one_line(tmp_path: Path, value: str) -> None:
+    """Written raw, each of these would make the hub refuse its URL or read another password than the
+    broker: the broker does not start, and says what to write instead without showing the password."""
+    passwords = tmp_path / "passwords"
+    done = run_password_step(
+        passwords, {"WMHUB_MQTT_PASSWORD": value, "HOMEASSISTANT_MQTT_PASSWORD": HOME_ASSISTANT_PASSWORD}
+    )
+    lines = done.stderr.splitlines()
+    assert done.returncode != 0 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("WMHUB_MQTT_PASSWORD ") and "%2F" in lines[0] and "openssl rand -hex" in lines[0]
+    assert "LEAKPW" not in done.stderr + done.stdout
+    assert not passwords.exists()
 
 
 async def test_requests_that_change_the_watched_devices_are_off_by_default_and_no_token_is_taken(

@@ -95,11 +95,14 @@ def running_hub(
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
     launcher: tuple[str, ...] = (),
+    mqtt_off: bool = True,
 ) -> Iterator[RunningHub]:
     """``wmhub run`` (started through ``launcher``, e.g. ``nohup``) as a child process that started and serves
-    HTTP; stopped (killed) when the block ends."""
+    HTTP; stopped (killed) when the block ends. Without MQTT unless ``mqtt_off`` is false (then the broker is
+    the one ``args`` or ``env`` name, as a deployment's environment would)."""
     port = free_port()
-    command = [*launcher, sys.executable, "-m", "hub.cli", "run", "--data-dir", str(data_dir), "--mqtt", "off"]
+    command = [*launcher, sys.executable, "-m", "hub.cli", "run", "--data-dir", str(data_dir)]
+    command += ["--mqtt", "off"] if mqtt_off else []
     command += ["--http", f"127.0.0.1:{port}", *args]
     environment = {**os.environ, "WMHUB_DISCOVERY__ENABLED": "false", **(env or {})}
     process = subprocess.Popen(
