@@ -575,20 +575,32 @@ class ManagedDevice:
         """The connection's health. Until the device has identified itself, anyone could have added any
         host and port, so unless ``detail`` is asked for (the API token holder's view), a closed port, a
         silent host and an open port that speaks no known protocol all read alike: not connected,
-        ``NO_ANSWER``. The reason is in the hub's log. A driver that could not even be built (a bad URL
-        option) touched no network: its error is shown."""
-        answered = detail or self.handle.answered
+        ``NO_ANSWER``, and no attempts, reconnects or protocol errors counted (how fast attempts grow, and
+        whether one is held open, tells a closed port from an open one; an unparsable answer, something
+        listening). The counters show their true values once the device has identified: from this view they
+        only ever rise. The reason is in the hub's log. A driver that could not even be built (a bad URL
+        option, the hub's own open-file limit) touched no network: its error is shown."""
+        if detail or self.handle.answered:
+            return self._health(self.supervisor.last_error)
         error = self.supervisor.last_error
-        shown_error = error if answered or self.supervisor.last_error_local or error is None else NO_ANSWER
+        return self._health(error if self.supervisor.last_error_local else NO_ANSWER) | {
+            "connected": False,
+            "connected_since": None,
+            "attempts": 0,
+            "reconnects": 0,
+            "protocol_errors": 0,
+        }
+
+    def _health(self, error: str | None) -> dict[str, Any]:
         return {
             "url": self.url,
             "device_id": self.handle.device_id,
             "plugin": self.plugin,
-            "connected": answered and self.supervisor.connected_since is not None,
-            "connected_since": self.supervisor.connected_since if answered else None,
+            "connected": self.supervisor.connected_since is not None,
+            "connected_since": self.supervisor.connected_since,
             "attempts": self.supervisor.attempts,
             "reconnects": self.supervisor.reconnects,
-            "last_error": None if shown_error is None else redact(shown_error),
+            "last_error": None if error is None else redact(error),
             "protocol_errors": self.handle.protocol_errors,
         }
 

@@ -270,14 +270,20 @@ async def test_health_says_degraded_while_the_database_cannot_be_written(tmp_pat
 
 
 @contextlib.asynccontextmanager
-async def silent_port() -> Any:
-    """A port that accepts connections and never says a word."""
+async def never_identifying_port(answer: bytes | None) -> Any:
+    """A port that accepts connections and never identifies as a device: it says nothing (``answer`` None),
+    or answers whatever it is sent with ``answer``."""
     accepted: list[asyncio.StreamWriter] = []
 
-    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted.append(writer)
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(4096):
+                if answer is not None:
+                    writer.write(answer)
+                    await writer.drain()
 
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
@@ -287,36 +293,87 @@ async def silent_port() -> Any:
         await server.wait_closed()
 
 
-async def test_a_closed_port_and_a_silent_one_read_alike_without_the_token(tmp_path: Path) -> None:
-    async with silent_port() as silent:
-        closed = free_port()
-        urls = {"closed port": f"shure://127.0.0.1:{closed}", "silent open port": f"shure://127.0.0.1:{silent}"}
+def series_of(metrics: str, url: str) -> dict[str, float]:
+    """The per-device series /metrics serves for ``url``, by family name."""
+    label = f'{{url="{url}"}} '
+    return {line.partition("{")[0]: float(line.rpartition(" ")[2]) for line in metrics.splitlines() if label in line}
+
+
+async def test_a_closed_port_a_silent_one_and_one_answering_junk_read_alike_without_the_token(
+    tmp_path: Path,
+) -> None:
+    """An outside audit: without the token, /metrics counted protocol errors only for the port that answered
+    junk, /api/health's attempts and reconnects grew fast only for the closed port, and last_error was null
+    only while an open port held the first attempt: a port scanner for anyone on the LAN."""
+    junk = b"< REP garbage ??? >\r\nHTTP/1.0 400 Bad Request\r\n\r\n"
+    async with never_identifying_port(None) as silent, never_identifying_port(junk) as answering:
+        urls = {
+            "closed port": f"shure://127.0.0.1:{free_port()}",
+            "silent open port": f"shure://127.0.0.1:{silent}",
+            "open port answering junk": f"shure://127.0.0.1:{answering}",
+        }
         async with running_hub(hardened(tmp_path)) as hub, Api(hub) as api:
             for url in urls.values():
                 assert (await api.post("/api/v1/devices", {"url": url}))[0] == 201
 
-            async def health(headers: dict[str, str]) -> dict[str, dict[str, Any]]:
-                async with api.session.get(api.base + "/api/health", headers=headers) as response:
-                    connections = (await response.json())["connections"]
-                return {name: next(c for c in connections if c["url"] == url) for name, url in urls.items()}
+            async def read(path: str, headers: dict[str, str]) -> Any:
+                async with api.session.get(api.base + path, headers=headers) as response:
+                    return await (response.json() if path == "/api/health" else response.text())
 
-            async def both_failed() -> bool:
-                return all(entry["last_error"] for entry in (await health(AUTH)).values())
+            async def views(headers: dict[str, str]) -> dict[str, dict[str, Any]]:
+                """Per port: its /api/health connection, and its /metrics series under "metrics"."""
+                connections = (await read("/api/health", headers))["connections"]
+                metrics = await read("/metrics", headers)
+                return {
+                    name: {
+                        **{k: v for k, v in next(c for c in connections if c["url"] == url).items() if k != "url"},
+                        "metrics": series_of(metrics, url),
+                    }
+                    for name, url in urls.items()
+                }
+
+            first = await views({})  # the silent port still holds its first attempt
+
+            async def each_told_itself_apart() -> bool:
+                detailed = await views(AUTH)
+                return (
+                    detailed["closed port"]["reconnects"] >= 2
+                    and detailed["silent open port"]["attempts"] >= 1
+                    and detailed["open port answering junk"]["metrics"]["wmhub_device_protocol_errors_total"] > 0
+                )
 
             deadline = time.monotonic() + 20
-            while not await both_failed():
-                assert time.monotonic() < deadline, "no connection error within 20 s"
+            while not await each_told_itself_apart():
+                assert time.monotonic() < deadline, "the token holder saw no retry and no junk within 20 s"
                 await asyncio.sleep(0.1)
-            anonymous, detailed = await health({}), await health(AUTH)
-    shown = {
-        name: {k: v for k, v in entry.items() if k in ("connected", "last_error")} for name, entry in anonymous.items()
+            anonymous, detailed = await views({}), await views(AUTH)
+    alike = {
+        "device_id": None,
+        "plugin": "shure",
+        "connected": False,
+        "connected_since": None,
+        "attempts": 0,
+        "reconnects": 0,
+        "last_error": NO_ANSWER,
+        "metrics": {
+            "wmhub_device_connected": 0.0,
+            "wmhub_device_connection_attempts_total": 0.0,
+            "wmhub_device_reconnects_total": 0.0,
+            "wmhub_device_protocol_errors_total": 0.0,
+        },
     }
+    differing = {name: view for name, view in anonymous.items() if view != alike}
     record_check(
         "Disclosure",
-        "/api/health without the token on a device URL at a closed port and at an open port that never answers",
-        f"both read {shown['closed port']}"
-        if shown["closed port"] == shown["silent open port"]
-        else f"DIFFER: {shown}",
+        "/api/health and /metrics without the token on device URLs at a closed port, an open port that never "
+        "answers and an open port that answers junk",
+        f"all three read connected False, attempts, reconnects and every per-device series 0, last_error {NO_ANSWER!r}"
+        if not differing
+        else f"DIFFER: {differing}",
     )
-    assert shown["closed port"] == shown["silent open port"] == {"connected": False, "last_error": NO_ANSWER}
-    assert detailed["closed port"]["last_error"] != NO_ANSWER  # the token holder sees why
+    assert [view["last_error"] for view in first.values()] == [NO_ANSWER] * 3, first
+    assert not differing, differing
+    # the token holder sees why, and how often
+    assert detailed["closed port"]["last_error"] != NO_ANSWER
+    assert detailed["closed port"]["metrics"]["wmhub_device_reconnects_total"] >= 2
+    assert detailed["open port answering junk"]["metrics"]["wmhub_device_protocol_errors_total"] > 0

@@ -166,5 +166,7 @@ class Metrics:
             registry=self.registry,
         )
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry) + device_series(self._hub.connections()).encode()
+    def render(self, detail: bool = False) -> bytes:
+        """The text a scrape gets; ``detail`` is the token holder's view of devices that have not identified
+        themselves yet (their real counters), as on /api/health."""
+        return generate_latest(self.registry) + device_series(self._hub.connections(detail)).encode()
