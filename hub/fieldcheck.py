@@ -153,6 +153,11 @@ def _unheard(name: str, value: Any, why: str) -> None:
     """A value left out inside a slot: the slot's other values still count, so nothing more is said."""
 
 
+def _admits_none(model: type[BaseModel], name: str) -> bool:
+    annotation = model.model_fields[name].annotation
+    return get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation)
+
+
 def _base_type(model: type[BaseModel], name: str) -> Any:
     """The field's type without its ``| None``."""
     annotation = model.model_fields[name].annotation
@@ -187,6 +192,8 @@ class FieldRules:
         self.width = width
         self.others_why = others_why  # why a field of the model outside ``fields`` is refused, if it may be known
         self.checks = {name: _check_for(model, name, width) for name in fields}
+        # the fields a reading may leave unknown (None); the others (a channel's warnings) never are
+        self.nullable = frozenset(name for name in fields if _admits_none(model, name))
         self.classes: dict[str, type] = {}
         # (lowest, highest) allowed: ``ranges`` for a float in a float field, ``wholes`` for a whole number in
         # an int or float field (which JSON and SQLite must hold too)
@@ -273,7 +280,7 @@ def checked(fields: Mapping[str, Any], rules: FieldRules, refuse: Refusal) -> Ma
             if low <= value <= high:
                 continue  # a whole reading of a level (a ULX-D's RF in dBm): held as it is, as the field's check would
         if value is None:
-            if name in checks:
+            if name in rules.nullable:
                 continue
             accepted: Any = REFUSED
         else:

@@ -210,14 +210,16 @@ async def test_bad_values_from_a_careless_plugin_are_dropped_and_nothing_else_br
             rig.careless.send({"channel": 1, "fields": {"rf_dbm": "strong", "tx_present": "maybe", "name": 12345}})
         rig.careless.send({"channel": 1, "fields": {"audio_dbfs": float("nan"), "battery_percent": 250}})
         rig.careless.send({"channel": 1, "fields": {"volume": 11}})
+        rig.careless.send({"channel": 1, "fields": {"warnings": None}})  # a list, never unknown
         rig.careless.send({"channel": 0, "fields": {"name": "zero"}})
         rig.careless.send({"channel": 2, "fields": {"name": HOSTILE_NAME}})
         rig.careless.send({"device": {"model": ["not", "text"], "firmware": "1.0\x00\x07"}})
-        await eventually(lambda: careless.handle.protocol_errors >= 11, what="every bad value counted")
+        await eventually(lambda: careless.handle.protocol_errors >= 12, what="every bad value counted")
 
         channel = rig.careless_channel()
         assert (channel.rf_dbm, channel.tx_present, channel.name) == (-61.5, True, "Lead")  # bad values dropped
         assert channel.audio_dbfs is None and channel.battery_percent is None  # impossible readings: unknown
+        assert channel.warnings == []
         assert rig.careless_channel(0) is None
         stored = rig.careless_channel(2).name
         assert stored.startswith("[2J[31mFAKE2026-01-01 ERROR hub: forged liney") and len(stored) == 255
@@ -225,7 +227,7 @@ async def test_bad_values_from_a_careless_plugin_are_dropped_and_nothing_else_br
         assert (device.model, device.firmware) == ("C-1", "1.0")
         assert careless.supervisor.reconnects == 0 and device.online  # no reconnect loop
         refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("plugin careless reported")]
-        assert len(refusals) == 8 and all(len(message) < 400 for message in refusals)
+        assert len(refusals) == 9 and all(len(message) < 400 for message in refusals)
 
         devices = await get_json(session, f"{rig.http}/api/v1/devices")
         channels = await get_json(session, f"{rig.http}/api/v1/channels")
