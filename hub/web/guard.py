@@ -186,12 +186,15 @@ class GuardedSite(web.TCPSite):
                 reuse_address=True,
             )
         except OSError as exc:
-            if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                raise
-            raise WebListenError(f"cannot listen on {where}: {_out_of_descriptors(exc)}") from exc
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise WebListenError(f"cannot listen on {where}: {_out_of_descriptors(exc)}") from exc
+            if exc.errno is None:  # Python 3.13+: no address got a socket ("could not bind on any address")
+                raise WebListenError(f"cannot listen on {where}: {_why_no_socket()}") from exc
+            raise
         if not listening.sockets:
-            # asyncio skips an address whose socket it cannot create (no descriptor left: the receivers' sockets
-            # took them all) and starts a server that listens nowhere; the hub then read its port from nothing
+            # asyncio before 3.13 skips an address whose socket it cannot create (no descriptor left: the
+            # receivers' sockets took them all) and starts a server that listens nowhere; the hub then read its
+            # port from nothing
             listening.close()
             raise WebListenError(f"cannot listen on {where}: {_why_no_socket()}")
         self._server = listening
