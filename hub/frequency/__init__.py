@@ -5,7 +5,7 @@ out-of-band carriers; ``suggest`` and ``coordinate`` find clean frequencies. doc
 explains the arithmetic with a worked example.
 """
 
-from hub.frequency.engine import Finding, PlanChecker, Product, check, finding_view
+from hub.frequency.engine import CheckCancelled, Finding, PlanChecker, Product, check, finding_view
 from hub.frequency.plan import Band, Carrier, CarrierState, Exclusion, TvGrid, merge_identical
 from hub.frequency.search import (
     Candidate,
@@ -24,6 +24,7 @@ __all__ = [
     "Candidate",
     "Carrier",
     "CarrierState",
+    "CheckCancelled",
     "Coordination",
     "Exclusion",
     "FamilyGuards",

@@ -23,7 +23,7 @@ window widened by its own half bandwidths is counted from the pairs' sorted reac
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, Literal
@@ -41,6 +41,14 @@ HZ_PER_MHZ: Final = 1_000_000
 HZ_PER_KHZ: Final = 1_000
 # victims judged per vectorised step: bounds the memory of one step (victims x carriers x hits)
 VICTIMS_PER_STEP: Final = 64
+
+
+class CheckCancelled(Exception):
+    """The check was told to stop before it was done (the hub stops): what it found so far is incomplete."""
+
+
+def _never() -> bool:
+    return False
 
 
 class Product(StrEnum):
@@ -698,10 +706,19 @@ def check(carriers: Sequence[Carrier], exclusions: Sequence[Exclusion], settings
     return findings_for(spectrum, range(spectrum.n), exclusions)
 
 
-def findings_for(spectrum: Spectrum, victims: Iterable[int], exclusions: Sequence[Exclusion]) -> list[Finding]:
+def findings_for(
+    spectrum: Spectrum,
+    victims: Iterable[int],
+    exclusions: Sequence[Exclusion],
+    cancelled: Callable[[], bool] = _never,
+) -> list[Finding]:
+    """The findings on ``victims``, a step of VICTIMS_PER_STEP at a time; ``cancelled`` is asked before each
+    step, and a yes raises CheckCancelled (a check of seconds, run in a worker thread, stops within a step)."""
     chosen = np.array(sorted(victims), dtype=np.int64)
     found: list[Finding] = []
     for start in range(0, chosen.size, VICTIMS_PER_STEP):
+        if cancelled():
+            raise CheckCancelled
         found += spectrum.findings_on(chosen[start : start + VICTIMS_PER_STEP])
     found += spectrum.placement_findings(chosen.tolist(), exclusions)
     return found
@@ -720,8 +737,11 @@ class PlanChecker:
 
     FULL_CHECK_OVER: Final = 16  # changed carriers beyond which a full check is cheaper
 
-    def __init__(self, settings: PlanSettings) -> None:
+    def __init__(self, settings: PlanSettings, cancelled: Callable[[], bool] = _never) -> None:
         self.settings = settings
+        # asked between the steps of a check: True stops it with CheckCancelled, and leaves this checker's state
+        # undefined (its next use must be a full check)
+        self.cancelled = cancelled
         self.spectrum = Spectrum([], settings)
         self.exclusions: tuple[Exclusion, ...] = ()
         self.by_victim: dict[str, dict[GroupKey, Finding]] = {}
@@ -734,7 +754,7 @@ class PlanChecker:
         self.spectrum = Spectrum(carriers, self.settings)
         self.exclusions = tuple(exclusions)
         self.by_victim = {carrier.id: {} for carrier in carriers}
-        self._store(findings_for(self.spectrum, range(self.spectrum.n), self.exclusions))
+        self._store(findings_for(self.spectrum, range(self.spectrum.n), self.exclusions, self.cancelled))
         return self.findings
 
     def _store(self, findings: Iterable[Finding]) -> None:
@@ -763,6 +783,8 @@ class PlanChecker:
         for spectrum, ids, sign in ((old, moved, -1), (new, changed, 1)):
             done: list[int] = []
             for cid in sorted(ids & set(spectrum.index)):
+                if self.cancelled():
+                    raise CheckCancelled
                 number = spectrum.index[cid]
                 involving = spectrum.hits_involving(number)
                 if involving is None:
@@ -793,7 +815,8 @@ class PlanChecker:
                 found[key] = seen.counted(count)
         for cid in again & set(current):
             by_victim[cid] = {}
-        self._store(findings_for(new, [new.index[cid] for cid in again if cid in new.index], self.exclusions))
+        again_numbers = [new.index[cid] for cid in again if cid in new.index]
+        self._store(findings_for(new, again_numbers, self.exclusions, self.cancelled))
         for product in {product for products in lost.values() for product in products}:
             victims = [victim for victim, products in lost.items() if product in products]
             for victim in victims:

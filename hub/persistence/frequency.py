@@ -10,7 +10,9 @@ A victim whose receiver is offline holds its alert: no news is not good news.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from hub.frequency import (
     Candidate,
     Carrier,
     CarrierState,
+    CheckCancelled,
     Coordination,
     Exclusion,
     Finding,
@@ -71,6 +74,13 @@ SLOW_CHECK_S: Final = 0.05  # checks quicker than this (every real plan measured
 # Under load a crowded plan's check is slow every few seconds: its info line comes at most this often, with
 # the count of slow checks since the last one (it came dozens of times each half hour)
 SLOW_CHECK_LOG_EVERY_S: Final = 300.0
+# Plans of fewer carriers are checked inline, on the event loop; larger ones in a worker thread
+# (docs/adr/0014-frequency-check-thread.md). Measured on the 2-core test machine under load: 50 carriers
+# crowded into 100 kHz (the worst case: every carrier in every product) take 40 ms, 80 take 0.3 s, 150 take
+# 1.7 s and 200 take 6 s; coordinated plans of hundreds take milliseconds. Below 64 no plan holds the loop much
+# longer than a slice of the store's tick, and small plans stay synchronous (their check is done when the
+# tick or the request that asked for it ends).
+INLINE_CHECK_CARRIERS: Final = 64
 SHOWN_FINDINGS: Final = 200  # findings in the MQTT summary, worst first; the REST plan has them all
 # How long the first check of a run waits for the run's devices to be read (FrequencyPlan.devices_read): a plan
 # checked before their carriers are in reads as an all-clear. A device still down by then is not waited for.
@@ -217,7 +227,11 @@ class FrequencyPlan(Service):
         self.settings = settings
         self._declared = {entry.id: entry for entry in declared}
         self._exclusions = {entry.id: entry for entry in exclusions}
-        self._checker = PlanChecker(settings.plan)
+        # set when the hub stops: a check running in its thread stops within a step of the engine
+        self._stopping = threading.Event()
+        # touched only by the one check running (inline, or in its thread while ``_checking`` is set)
+        self._checker = PlanChecker(settings.plan, self._stopping.is_set)
+        self._checking: asyncio.Task[None] | None = None  # a check running in a worker thread
         self._carriers: list[Carrier] = []
         # Each device's carriers, kept between checks: a transmitter switched on rebuilds its own device's
         # carriers, not those of every channel in the venue (at 2,000 channels that was 5% of the hub's CPU).
@@ -256,6 +270,11 @@ class FrequencyPlan(Service):
 
     def labels(self) -> dict[str, str]:
         return {carrier.id: carrier.label or carrier.id for carrier in self._carriers}
+
+    @property
+    def checking(self) -> bool:
+        """Whether a check runs in its worker thread: the carriers and findings are the last check's until it ends."""
+        return self._checking is not None
 
     @property
     def checked(self) -> bool:
@@ -303,8 +322,11 @@ class FrequencyPlan(Service):
 
     def refresh(self) -> bool:
         """Re-check the plan if anything it depends on changed and no slow check holds it back; True when it
-        did (a held-back change is checked at a later tick). A rename alone is no check: the plan takes the
-        new labels at once (unless a check is waiting anyway), and its alerts say them."""
+        did, or started a check in a worker thread (a held-back change is checked at a later tick, a change
+        during a running check after it). A rename alone is no check: the plan takes the new labels at once
+        (unless a check is waiting anyway), and its alerts say them."""
+        if self._checking is not None or self._stopping.is_set():
+            return False
         if not self._dirty:
             if self._relabel and self.checked_at is not None:
                 self._relabel = False
@@ -319,31 +341,98 @@ class FrequencyPlan(Service):
             return False
         started = time.perf_counter()
         devices = list(self._state.devices.values())
-        self._carriers = self._current_carriers(devices)
+        carriers = self._current_carriers(devices)
         exclusions = [exclusion_of(entry) for entry in self.exclusions()]
-        if len(self._carriers) > self.settings.max_live_carriers:
+        # what changes from here on is checked by the next check
+        self._dirty = self._relabel = False
+        full, self._full_check_due = self._full_check_due, False
+        if len(carriers) > self.settings.max_live_carriers:
             if not self.too_many:
                 log.warning(
                     "the live frequency check is off: %d carriers, more than frequency.max_live_carriers (%d)",
-                    len(self._carriers),
+                    len(carriers),
                     self.settings.max_live_carriers,
                 )
-            self.too_many = True
-            self._findings = []
             self._full_check_due = True  # the checker saw none of this: the next check starts over
-        elif self._full_check_due:
-            self._findings = self._checker.check(self._carriers, exclusions)
-            self._full_check_due = self.too_many = False
-        else:
-            self._findings = self._checker.update(self._carriers)
+            self._checked(devices, carriers, [], started, too_many=True)
+            return True
+        if len(carriers) >= INLINE_CHECK_CARRIERS:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # stepped without an event loop (a script, a test): inline
+                pass
+            else:
+                work = self._check_in_thread(devices, carriers, exclusions, full, started)
+                self._checking = loop.create_task(work, name="frequency check")
+                return True
+        try:
+            findings = self._run_check(carriers, exclusions, full)
+        except Exception:
+            self._check_failed(len(carriers))
+            return False
+        self._checked(devices, carriers, findings, started)
+        return True
+
+    def _run_check(self, carriers: Sequence[Carrier], exclusions: Sequence[Exclusion], full: bool) -> list[Finding]:
+        """The check itself: the one place the checker is used (inline, or in the worker thread)."""
+        if full:
+            return self._checker.check(carriers, exclusions)
+        return self._checker.update(carriers)
+
+    async def _check_in_thread(
+        self,
+        devices: Sequence[Device],
+        carriers: list[Carrier],
+        exclusions: Sequence[Exclusion],
+        full: bool,
+        started: float,
+    ) -> None:
+        """Run the check in a worker thread (numpy releases the GIL in its kernels, and the interpreter's
+        switch interval lets the loop turn between them), then take its result on the loop."""
+        try:
+            findings = await asyncio.to_thread(self._run_check, carriers, exclusions, full)
+        except CheckCancelled:
+            return
+        except asyncio.CancelledError:
+            self._stopping.set()  # the thread runs on regardless: stop it within a step, and start no other
+            raise
+        except Exception:
+            self._check_failed(len(carriers))
+            return
+        finally:
+            self._checking = None
+        if not self._stopping.is_set():  # a stopping hub takes no more alerts
+            self._checked(devices, carriers, findings, started)
+
+    def _check_failed(self, carriers: int) -> None:
+        """A check that raised leaves the checker's state undefined: the plan keeps its last result, and the
+        next change checks it in full."""
+        log.exception("the frequency check of %d carriers failed: the next change checks the plan in full", carriers)
+        self._full_check_due = True
+
+    def _checked(
+        self,
+        devices: Sequence[Device],
+        carriers: list[Carrier],
+        findings: list[Finding],
+        started: float,
+        *,
+        too_many: bool = False,
+    ) -> None:
+        """Take a check's result: carriers, findings, when, and the alerts and listeners, all at once."""
+        self._carriers, self._findings, self.too_many = carriers, findings, too_many
         self.checked_at = self._clock.now()
-        self._dirty = self._relabel = False
         took = time.perf_counter() - started
         if took >= SLOW_CHECK_S:
             self._held_back_after(took)
         self._judge_alerts(devices)
         self._tell_listeners()
-        return True
+
+    async def close(self) -> None:
+        """Stop a running check within a step of the engine (the hub stops; its result would be dropped)."""
+        self._stopping.set()
+        if self._checking is not None:
+            await asyncio.gather(self._checking, return_exceptions=True)
 
     def _tell_listeners(self) -> None:
         """Hand the summary to the listeners if it changed (a check that found the same is no news)."""

@@ -354,6 +354,7 @@ class Persistence:
             self._ticker.cancel()
             # a ticker that ended with an error was reported when it ended (Hub.watch): close all the same
             await asyncio.gather(self._ticker, return_exceptions=True)
+        await self.frequency.close()  # a check in its thread stops within a step: the stop does not wait for it
         try:
             self._subscription.close()
             self.history.flush()

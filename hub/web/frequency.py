@@ -73,6 +73,11 @@ class FrequencyPlanView(Strict):
         description="false until this run's first check (it waits up to 15 s for the devices to report) and while "
         "the plan has more carriers than frequency.max_live_carriers: no live check runs"
     )
+    checking: bool = Field(
+        default=False,
+        description="a check runs (a plan of 64 carriers or more is checked in a worker thread): the carriers and "
+        "findings are the last check's until it ends, and checked_at changes when it has",
+    )
     settings: dict[str, Any]
 
 
@@ -212,6 +217,7 @@ async def frequency_plan(request: web.Request) -> web.Response:
             warnings=len(findings) - alerts,
             checked_at=plan.checked_at,
             checked=plan.checked,
+            checking=plan.checking,
             settings=plan.settings.plan.describe(),
         )
     )
