@@ -75,11 +75,11 @@ SLOW_CHECK_S: Final = 0.05  # checks quicker than this (every real plan measured
 # the count of slow checks since the last one (it came dozens of times each half hour)
 SLOW_CHECK_LOG_EVERY_S: Final = 300.0
 # Plans of fewer carriers are checked inline, on the event loop; larger ones in a worker thread
-# (docs/adr/0014-frequency-check-thread.md). Measured on the 2-core test machine under load: 50 carriers
-# crowded into 100 kHz (the worst case: every carrier in every product) take 40 ms, 80 take 0.3 s, 150 take
-# 1.7 s and 200 take 6 s; coordinated plans of hundreds take milliseconds. Below 64 no plan holds the loop much
-# longer than a slice of the store's tick, and small plans stay synchronous (their check is done when the
-# tick or the request that asked for it ends).
+# (docs/adr/0014-frequency-check-thread.md). Measured on the 2-core test machine under load, carriers crowded
+# onto four frequencies (the engine's worst case: every carrier in every product) take 80 ms at 63, 0.3 s at
+# 80, 1.7 s at 160 and 3.4 s at 200; coordinated plans of hundreds take milliseconds. Below 64 no plan holds
+# the loop for 0.1 s, and small plans stay synchronous: their check is done when the tick or the request
+# that asked for it ends.
 INLINE_CHECK_CARRIERS: Final = 64
 SHOWN_FINDINGS: Final = 200  # findings in the MQTT summary, worst first; the REST plan has them all
 # How long the first check of a run waits for the run's devices to be read (FrequencyPlan.devices_read): a plan
