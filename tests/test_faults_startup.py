@@ -74,9 +74,9 @@ class RunningHub:
         return self.request(urllib.request.Request(url, body.encode(), headers, method="POST"))
 
     @staticmethod
-    def request(request: urllib.request.Request) -> tuple[int, str]:
+    def request(request: urllib.request.Request, timeout: float = 5) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()

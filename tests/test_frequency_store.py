@@ -3,11 +3,13 @@ alerts through the alert lifecycle, declared carriers and exclusions (stored, au
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,18 @@ from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device,
 from hub.mqtt.homeassistant import EntityOptions, hub_discovery_config
 from hub.mqtt.topics import Topics
 from hub.persistence import IN_MEMORY, AlertEvent, AlertKind, Persistence, SimulatedClock
-from hub.persistence.frequency import CHECK_SHARE, SLOW_CHECK_S, FrequencySettings, device_carriers
+from hub.persistence.frequency import (
+    CHECK_SHARE,
+    INLINE_CHECK_CARRIERS,
+    SLOW_CHECK_S,
+    FrequencySettings,
+    device_carriers,
+)
 from hub.persistence.testing import open_simulated, put_receiver
 from hub.plugins import PluginHost
 from hub.records import Alert
 from hub.state import StateStore
+from hub.testing import eventually
 from tests.frequency_reference import brute_clean
 
 TOKEN = "plan-token-for-the-tests"
@@ -475,6 +484,115 @@ async def test_slow_plan_checks_are_told_at_most_every_few_minutes_with_their_co
     assert len(lines) == 2, lines
     assert lines[0].endswith("s (1 slow check(s) since the last such line; at most one every 5 min)"), lines
     assert "(15 slow check(s) since the last such line" in lines[1], lines
+
+
+@dataclass
+class HeldCheck:
+    """The plan's checks wait at a gate in their worker thread (as a crowded plan's numpy work keeps them
+    running), so a test sees the plan while a check runs; ``fail_next`` makes the next check raise."""
+
+    started: threading.Event = field(default_factory=threading.Event)
+    gate: threading.Event = field(default_factory=threading.Event)
+    fail_next: bool = False
+
+    def install(self, rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+        checker = rig.store.frequency._checker
+
+        def held(check: Callable[..., Any]) -> Callable[..., Any]:
+            def run(*args: Any) -> Any:
+                self.started.set()
+                assert self.gate.wait(10), "the test never let the check end"
+                if self.fail_next:
+                    self.fail_next = False
+                    raise RuntimeError("a bug in the plan check")
+                return check(*args)
+
+            return run
+
+        monkeypatch.setattr(checker, "check", held(checker.check))
+        monkeypatch.setattr(checker, "update", held(checker.update))
+
+    async def running(self) -> None:
+        assert await asyncio.to_thread(self.started.wait, 10), "no check started"
+        self.started.clear()
+
+
+async def declare_spread(rig: Rig, count: int) -> None:
+    """``count`` declared carriers 1.7 MHz apart from 1,700 MHz (enough to be checked in the worker thread): they
+    hit one another, but none of their products comes near the receiver's channels at 500-600 MHz."""
+    for number in range(count):
+        await rig.store.frequency.declare(f"spread {number}", 1700.0 + number * 1.7, source="cli")
+
+
+def receiver_findings(rig: Rig) -> set[str]:
+    return {
+        finding.victim
+        for finding in rig.store.frequency.findings
+        if {finding.victim, *finding.sources} & {"shure-rx:1", "shure-rx:2", "shure-rx:3"}
+    }
+
+
+async def check_ended(rig: Rig) -> None:
+    await eventually(lambda: not rig.store.frequency.checking, what="the check to end")
+
+
+async def test_a_large_plan_is_checked_in_a_thread_and_a_change_meanwhile_is_checked_after_it(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = rig.store.frequency
+    held = HeldCheck()
+    held.install(rig, monkeypatch)
+    rig.tune("shure-rx", 1, 518.2)  # with 2 and 3 at 560 and 540: no conflict among the receiver's channels
+    await declare_spread(rig, INLINE_CHECK_CARRIERS)
+    rig.store.step()
+    await held.running()
+    assert plan.checking and plan.checked_at is None and plan.carriers == [], "nothing taken before it ends"
+    body = await rig.call("GET", PLAN, 200)  # answers at once, with the last result
+    assert body["checking"] is True and body["checked"] is False and body["carriers"] == []
+    rig.tune("shure-rx", 2, 518.6)  # a change meanwhile: with channel 3 tuned next, an intermodulation triple
+    rig.tune("shure-rx", 3, 517.8)
+    rig.store.step()
+    assert not held.started.is_set(), "one check at a time"
+    await asyncio.sleep(SLOW_CHECK_S)  # the check has run that long: a slow one, which holds the next back
+    held.gate.set()
+    await check_ended(rig)
+    carriers = {carrier.id: carrier for carrier in plan.carriers}
+    assert len(carriers) == INLINE_CHECK_CARRIERS + 3 and carriers["shure-rx:2"].frequency_mhz == 560.0
+    assert plan.checked and receiver_findings(rig) == set(), "the findings are of the carriers the check was given"
+    first = plan.checked_at
+    rig.store.step()
+    assert not plan.checking and plan.checked_at == first, "held back after a slow check"
+    rig.clock.advance(1000.0)
+    rig.store.step()
+    assert plan.checking
+    await check_ended(rig)
+    assert {c.id: c.frequency_mhz for c in plan.carriers}["shure-rx:2"] == 518.6
+    assert receiver_findings(rig) == {"shure-rx:2", "shure-rx:3"}, "2f1-f2 of channel 1 with each of the others"
+    body = await rig.call("GET", PLAN, 200)
+    assert body["checking"] is False and body["checked"] is True and body["alerts"] > 0
+
+
+async def test_a_check_that_fails_in_its_thread_is_logged_and_the_next_change_checks_again(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    plan = rig.store.frequency
+    held = HeldCheck(fail_next=True)
+    held.gate.set()
+    held.install(rig, monkeypatch)
+    await declare_spread(rig, INLINE_CHECK_CARRIERS)
+    with caplog.at_level(logging.ERROR, logger="hub.persistence"):
+        rig.store.step()
+        await held.running()
+        await check_ended(rig)
+    assert any("the frequency check of 67 carriers failed" in record.getMessage() for record in caplog.records)
+    assert plan.checked_at is None and plan.carriers == [], "the plan keeps its last result"
+    rig.store.step()
+    assert not plan.checking, "no change since: nothing to check"
+    rig.tune("shure-rx", 1, 518.2)
+    rig.store.step()
+    await held.running()
+    await check_ended(rig)
+    assert plan.checked and len(plan.carriers) == INLINE_CHECK_CARRIERS + 3
 
 
 async def test_a_plan_larger_than_the_live_check_takes_says_so_instead_of_stalling_the_hub(rig: Rig) -> None:
