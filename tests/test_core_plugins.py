@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -128,11 +129,13 @@ def test_duplicate_schemes_are_refused_and_reported() -> None:
 
 @pytest.fixture(scope="module")
 def example_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The documented example plugin, built and installed as its own distribution."""
+    """The documented example plugin, built and installed as its own distribution: from a copy, since pip builds
+    in the source tree and another test worker may be building the same one at the same moment."""
     target = tmp_path_factory.mktemp("site")
+    source = shutil.copytree(EXAMPLE, tmp_path_factory.mktemp("example") / EXAMPLE.name)
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLE)],
+         "--target", str(target), str(source)],
         check=True, timeout=300, capture_output=True,
     )  # fmt: skip
     return target
