@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -94,7 +95,15 @@ def expand_home(path: Path) -> Path:
         raise ValueError(f"{path.parts[0]} is no user's home directory on this machine") from None
 
 
-SettingPath = Annotated[Path, AfterValidator(expand_home)]
+def _not_empty(value: Any) -> Any:
+    """An empty path is the working directory (``/`` under systemd): what an unset variable gives
+    (``WMHUB_DATA_DIR=`` in a unit or compose file), never a place chosen; refused as ``--data-dir ""`` is."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty (an unset variable?): an empty path would be the working directory; give a path")
+    return value
+
+
+SettingPath = Annotated[Path, BeforeValidator(_not_empty), AfterValidator(expand_home)]
 
 
 # what a URL's user name or password cannot hold as it is: a delimiter, or a '%' that begins no escape
@@ -526,7 +535,7 @@ def _anchor_paths(settings: dict[str, Any], model: type[BaseModel], folder: Path
             for kind in _kinds(field.annotation):
                 if isinstance(kind, type) and issubclass(kind, BaseModel):
                     _anchor_paths(value, kind, folder)
-        elif isinstance(value, str) and value and _holds_path(field.annotation):
+        elif isinstance(value, str) and value.strip() and _holds_path(field.annotation):  # an empty one is refused
             with contextlib.suppress(ValueError):  # an unknown ~user: the setting's check says so, naming it
                 settings[name] = str(folder / expand_home(Path(value)))  # an absolute path stays as it is
 
@@ -562,7 +571,9 @@ def load_config(
     environ = os.environ if environ is None else environ
     data: dict[str, Any] = {}
     source = "configuration"
-    if path is None and environ.get(CONFIG_ENV):
+    if path is None and CONFIG_ENV in environ:
+        if not environ[CONFIG_ENV].strip():  # not "no file": the file meant would go unread, without a word
+            raise ConfigError(f"environment ({CONFIG_ENV}): is empty (an unset variable?): name the file, or unset it")
         try:
             path = expand_home(Path(environ[CONFIG_ENV]))
             data = _read_config(path)

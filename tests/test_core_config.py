@@ -271,9 +271,13 @@ def test_a_token_no_client_could_send_is_refused_without_printing_it(token: str,
     assert not token.strip() or token.strip()[:6] not in str(refused.value), refused.value
 
 
-def check_in(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``wmhub run --check`` run from ``cwd`` (no MQTT, no discovery, any HTTP port)."""
-    command = [sys.executable, "-m", "hub.cli", "run", "--check", "--mqtt", "off", "--http", "127.0.0.1:0", *args]
+def check_in(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``wmhub run --check`` (``check`` off: ``wmhub run``) run from ``cwd`` (no MQTT, no discovery, any HTTP
+    port)."""
+    flags = ["--check"] if check else []
+    command = [sys.executable, "-m", "hub.cli", "run", *flags, "--mqtt", "off", "--http", "127.0.0.1:0", *args]
     environ = {key: value for key, value in os.environ.items() if not key.startswith("WMHUB_")}
     environ |= {"WMHUB_DISCOVERY__ENABLED": "false", **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, timeout=60, env=environ, cwd=cwd)
@@ -343,3 +347,46 @@ def test_wmhub_config_names_the_file_when_no_flag_does(tmp_path: Path) -> None:
         tmp_path, "--data-dir", data, "--config", str(path), env={"WMHUB_CONFIG": str(tmp_path / "absent.toml")}
     )
     assert flag_first.returncode == 0 and "configuration ok (1 device(s)" in flag_first.stdout, flag_first.stderr
+
+
+
+# (environment, the file's text or None for no file, the line's start): an empty path setting, wherever it is given
+EMPTY_PATHS = {
+    "WMHUB_DATA_DIR=": ({"WMHUB_DATA_DIR": ""}, None, "environment (WMHUB_DATA_DIR): data_dir: is empty"),
+    'data_dir = ""': ({}, 'data_dir = ""\n', "<tmp>/wmhub.toml: data_dir: is empty"),
+    'data_dir = " "': ({}, 'data_dir = " "\n', "<tmp>/wmhub.toml: data_dir: is empty"),
+    "WMHUB_MQTT__CA_FILE=": (
+        {"WMHUB_MQTT__CA_FILE": ""},
+        None,
+        "environment (WMHUB_MQTT__CA_FILE): mqtt.ca_file: is empty",
+    ),
+    'key_file = ""': ({}, '[mqtt]\nkey_file = ""\n', "<tmp>/wmhub.toml: mqtt.key_file: is empty"),
+    "WMHUB_CONFIG=": ({"WMHUB_CONFIG": ""}, None, "environment (WMHUB_CONFIG): is empty"),
+}
+
+
+@pytest.mark.parametrize("start", ["--check", "run"])
+@pytest.mark.parametrize("case", list(EMPTY_PATHS))
+def test_a_path_given_empty_is_refused_not_taken_as_the_working_directory(
+    tmp_path: Path, case: str, start: str
+) -> None:
+    """An outside audit: ``WMHUB_DATA_DIR=`` (an unset variable in a unit or compose file) or ``data_dir = ""``
+    was ``.``: `--check` said ok and the hub wrote its database, token and lock into its working directory
+    (``/`` under systemd). ``--data-dir ""`` was refused already; an empty TLS file said ``. is not a readable
+    file``, and an empty ``WMHUB_CONFIG`` read no file at all."""
+    env, text, expected = EMPTY_PATHS[case]
+    cwd, home = tmp_path / "cwd", tmp_path / "home"
+    cwd.mkdir()
+    home.mkdir()
+    args = ["--mqtt", "mqtts://127.0.0.1:8883"]
+    if "data_dir" not in expected:
+        args += ["--data-dir", str(tmp_path / "data")]
+    if text is not None:
+        (tmp_path / "wmhub.toml").write_text(text, encoding="utf-8")
+        args += ["--config", str(tmp_path / "wmhub.toml")]
+    result = check_in(cwd, *args, env={"HOME": str(home), **env}, check=start == "--check")
+    lines = result.stderr.replace(str(tmp_path), "<tmp>").splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"wmhub: configuration error: {expected} (an unset variable?)"), lines[0]
+    assert list(cwd.iterdir()) == [] and list(home.iterdir()) == []
+    assert not (tmp_path / "data").exists()
