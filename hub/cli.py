@@ -164,8 +164,6 @@ def _parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace) -> HubConfig:
     # a flag given empty (--hub-id "") is given: its check refuses it, rather than the default taking over
     overrides: dict[str, Any] = {}
-    if getattr(args, "device", None):
-        overrides["devices"] = args.device
     if getattr(args, "demo", False):
         overrides["demo"] = True
     if getattr(args, "mqtt", None) is not None:
@@ -179,7 +177,9 @@ def _config(args: argparse.Namespace) -> HubConfig:
     if getattr(args, "interface", None):
         overrides["discovery"] = {"interfaces": args.interface}
     config = load_config(getattr(args, "config", None), overrides)
-    if args.command == "run" and getattr(args, "device", None):
+    if getattr(args, "device", None):
+        # added to the devices of the file (or WMHUB_DEVICES), not in their place: a receiver added for one show
+        # keeps the others on the board; one given in both is one device
         config.devices = [*dict.fromkeys([*config.devices, *args.device])]
     return config
 

@@ -741,6 +741,19 @@ def test_the_demo_is_hub_demo_unless_given_an_id(
     assert status == 200 and json.loads(body)["hub_id"] == hub_id
 
 
+def test_device_flags_add_to_the_devices_of_the_configuration_file(tmp_path: Path) -> None:
+    """An outside audit: `--device` ("add a device (repeatable)") replaced the file's devices, so a receiver
+    added by flag for one show took every receiver of the file off the board."""
+    path = config_file(tmp_path, 'devices = ["shure://127.0.0.1:20001", "shure://127.0.0.1:20002"]\n')
+    flags = ["--config", str(path), "--device", "shure://127.0.0.1:20003", "--device", "shure://127.0.0.1:20002"]
+    checked = wmhub_check(tmp_path / "data", "--http", "127.0.0.1:0", *flags)
+    assert checked.returncode == 0 and "configuration ok (3 device(s)" in checked.stdout, checked.stderr
+    with running_hub(tmp_path / "data", *flags) as hub:
+        _, body = hub.get("/api/health")  # no receiver answers there: each is a connection the hub keeps trying
+    connecting = [connection["url"] for connection in json.loads(body)["connections"]]
+    assert sorted(connecting) == [f"shure://127.0.0.1:{port}" for port in (20001, 20002, 20003)]
+
+
 @pytest.mark.parametrize(
     ("keys", "said"),
     [
