@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from hub import __version__
 from hub.auth import stored_token
-from hub.config import ConfigError, HubConfig, load_config
+from hub.config import DEFAULT_DATA_DIR, ConfigError, HubConfig, load_config
 from hub.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
 from hub.lag import place_of, where_held
 from hub.logs import JsonFormatter, set_levels, setup_logging
@@ -121,7 +121,9 @@ def _parser() -> argparse.ArgumentParser:
         "--mqtt", help="embedded | off | mqtt://[user:pass@]host:port | mqtts://...; cluster nodes comma-separated"
     )
     run.add_argument("--http", type=_http_address, metavar="HOST:PORT", help="status board and REST API address")
-    run.add_argument("--data-dir", type=_path, help="where the database and API token live")
+    run.add_argument(
+        "--data-dir", type=_path, help=f"where the database and API token live (default {DEFAULT_DATA_DIR})"
+    )
     run.add_argument("--hub-id", help="this hub's id on MQTT (letters, digits, - and _)")
     run.add_argument(
         "--check",
@@ -136,21 +138,35 @@ def _parser() -> argparse.ArgumentParser:
     fleet.add_argument("--config", type=_path, help="TOML configuration file (the [mqtt] and [http] tables)")
     fleet.add_argument("--mqtt", help="the hubs' broker: mqtt://host:port (cluster nodes comma-separated)")
     fleet.add_argument("--http", type=_http_address, metavar="HOST:PORT", help="board and API address")
-    fleet.add_argument("--data-dir", type=_path, help="where the fleet board's API token lives")
+    fleet.add_argument(
+        "--data-dir", type=_path, help=f"where the fleet board's API token lives (default {DEFAULT_DATA_DIR})"
+    )
     fleet.add_argument("--hub-id", help="this board's id (its MQTT client id is <id>-fleet)")
 
     plugins = commands.add_parser("plugins", help="list installed plugins, their versions, hooks and errors")
-    plugins.add_argument("--json", action="store_true")
+    plugins.add_argument("--json", action="store_true", help="print the list as JSON")
 
     devices = commands.add_parser("devices", help="list the devices of a running hub")
-    devices.add_argument("--json", action="store_true")
-    devices.add_argument("--config", type=_path)
-    devices.add_argument("--http", type=_http_address, metavar="HOST:PORT")
+    devices.add_argument("--json", action="store_true", help="print the list as JSON")
+    devices.add_argument(
+        "--config",
+        type=_path,
+        help="the hub's TOML configuration file: its [http] address and API token (http.token, or the token "
+        "file in its data_dir)",
+    )
+    devices.add_argument(
+        "--http",
+        type=_http_address,
+        metavar="HOST:PORT",
+        help="the hub's address (default: the configuration's [http], else 127.0.0.1:8058)",
+    )
 
     discover = commands.add_parser("discover", help="look for devices on the network and print what was found")
     discover.add_argument("--seconds", type=_seconds, default=10.0, help="how long to look (1 to 86400, default 10)")
-    discover.add_argument("--json", action="store_true")
-    discover.add_argument("--config", type=_path)
+    discover.add_argument("--json", action="store_true", help="print what was found as JSON")
+    discover.add_argument(
+        "--config", type=_path, help="TOML configuration file (its io_timeout_s and discovery.interfaces)"
+    )
     discover.add_argument(
         "--interface",
         action="append",

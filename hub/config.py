@@ -329,6 +329,9 @@ class FrequencyConfig(Section):
         return bands
 
 
+# where the database and API token live unless data_dir says (`wmhub run --help` and README say it as written)
+DEFAULT_DATA_DIR: Final = "~/.local/share/wmhub"
+
 # the demo's hub id unless one is given: docs/mqtt.md's commands address wmhub/hubs/demo/..., copied as they are
 DEMO_HUB_ID: Final = "demo"
 
@@ -341,7 +344,7 @@ def _default_hub_id() -> str:
 class HubConfig(Section):
     # a topic level on MQTT and part of the client id: brokers limit both (Mosquitto's client id to 65,535)
     hub_id: str = Field(default_factory=_default_hub_id, pattern=r"^[a-zA-Z0-9_-]+$", max_length=64)
-    data_dir: SettingPath = Field(default_factory=lambda: Path.home() / ".local" / "share" / "wmhub")
+    data_dir: SettingPath = Field(default_factory=lambda: expand_home(Path(DEFAULT_DATA_DIR)))
     devices: list[str] = Field(default_factory=list, description="device URLs, e.g. shure://10.0.0.5")
     demo: bool = False
     meter_rate_ms: int | None = Field(
