@@ -349,7 +349,6 @@ def test_wmhub_config_names_the_file_when_no_flag_does(tmp_path: Path) -> None:
     assert flag_first.returncode == 0 and "configuration ok (1 device(s)" in flag_first.stdout, flag_first.stderr
 
 
-
 # (environment, the file's text or None for no file, the line's start): an empty path setting, wherever it is given
 EMPTY_PATHS = {
     "WMHUB_DATA_DIR=": ({"WMHUB_DATA_DIR": ""}, None, "environment (WMHUB_DATA_DIR): data_dir: is empty"),

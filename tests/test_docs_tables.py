@@ -274,14 +274,16 @@ def test_every_flag_of_every_command_has_a_help_text_and_a_line_of_the_docs() ->
     its command (`wmhub devices [--json] [--config FILE]`)."""
     lines = _documented_lines()
     flags = {command: _help_of_each_flag(command) for command in COMMANDS}
-    without_help = [f"wmhub {command} {flag}" for command in COMMANDS for flag, text in flags[command].items() if not text]
+    without_help = [
+        f"wmhub {command} {flag}" for command in COMMANDS for flag, text in flags[command].items() if not text
+    ]
     undocumented = [
         f"wmhub {command} {flag}"
         for command in COMMANDS
         for flag in flags[command]
         if not any(f"wmhub {command}" in line and flag in line for line in lines)
     ]
-    assert not without_help and not undocumented, f"no help text: {without_help}; in no line of the docs: {undocumented}"
+    assert not without_help and not undocumented, f"no help text: {without_help}; in no docs line: {undocumented}"
 
 
 def test_the_default_data_dir_is_the_one_help_and_readme_give(tmp_path: Path) -> None:
