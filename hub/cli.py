@@ -320,7 +320,7 @@ def _plugin_log_levels(config: HubConfig, plugins: PluginHost) -> None:
 
 def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> int:
     from hub.compose import FleetHub, compose_hub
-    from hub.preflight import DataDirLock, check_startup, held_by_running_hub, move_demo_broker_off_a_taken_port
+    from hub.preflight import DataDirLock, check_startup, move_demo_broker_off_a_taken_port
 
     setup_logging(config.log_level, config.plugin_log_levels)
     hub = FleetHub(config) if fleet else compose_hub(config)
@@ -340,15 +340,9 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
                 moved_to,
                 moved_to,
             )
-        # the ports of the hub whose configuration is checked beside it count as fine: only while a hub runs
-        # on that data dir; a port another program holds would stop `wmhub run` all the same
-        beside_running_hub = checking and held_by_running_hub(config.data_dir)
+        # the fleet board keeps only its token in the data dir: it may share a hub's
         check_startup(
-            config,
-            hub.devices.resolve,
-            _device_origin(args, config),
-            ports_in_use=beside_running_hub,
-            create_data_dir=not checking,
+            config, hub.devices.resolve, _device_origin(args, config), only_checking=checking, database=not fleet
         )
         if checking:
             # a check changes nothing: a data dir still to be created is only said
@@ -356,7 +350,6 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
             summary = f"{len(config.devices)} device(s), MQTT {redact(str(config.mqtt.url))}{created}"
             print(f"wmhub: configuration ok ({summary})")
             return 0
-        # the fleet board keeps only its token there: it may share a hub's data dir
         data_dir_lock = None if fleet else DataDirLock.take(config.data_dir, config.named("data_dir"))
         if data_dir_lock is not None:
             hub.files_beside_database.append(data_dir_lock.take_again)

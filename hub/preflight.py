@@ -59,14 +59,16 @@ def check_startup(
     resolve_device: Callable[[str], object],
     device_origin: Callable[[str], str] = lambda _url: "devices",
     *,
-    ports_in_use: bool = False,
-    create_data_dir: bool = True,
+    only_checking: bool = False,
+    database: bool = True,
 ) -> None:
     """Raise ConfigError naming the key (or flag) of the first setting the hub could not start with, and
-    where its value came from (HubConfig.named). ``ports_in_use``: a port in use is no mistake (``wmhub run
-    --check`` beside the running hub whose configuration it checks: the caller passes it only when that hub
-    holds the data dir's lock). ``create_data_dir`` off (``--check``, which changes nothing): a missing data
-    dir is only checked to be one this process could create.
+    where its value came from (HubConfig.named). A hub already running on the data dir (holding its lock) is
+    named before the ports it holds, which a second start of its configuration would otherwise blame.
+    ``only_checking`` (``wmhub run --check``, which changes nothing): a missing data dir is only checked to be
+    one this process could create, and beside the hub running on the data dir, whose configuration it checks,
+    that hub's ports count as free. ``database`` off (the fleet board, which keeps only its API token in the
+    data dir): a hub running there is no mistake.
 
     ``resolve_device`` raises ValueError for a URL no loaded plugin can use (DeviceManager.resolve);
     ``device_origin`` names where a device URL came from (``--device``, ``WMHUB_DEVICES``, a file).
@@ -78,14 +80,22 @@ def check_startup(
             continue
         except ValueError as exc:  # EndpointError, UnknownSchemeError, or urllib refusing it ("x://[")
             raise ConfigError(f"{device_origin(url)}: {redact(str(exc))}") from None
-    _check_data_dir(config.named("data_dir"), config.data_dir, create_data_dir)
+    _check_data_dir(config.named("data_dir"), config.data_dir, create=not only_checking)
+    beside_running_hub = False
+    if database and (holder := running_hub_on(config.data_dir)) is not None:
+        if not only_checking:
+            raise _in_use(config.named("data_dir"), config.data_dir, holder)
+        beside_running_hub = True
     for key in ("ca_file", "cert_file", "key_file"):
         path = getattr(config.mqtt, key)
         if path is not None and config.mqtt.url != "off":
             _check_readable(config.named(f"mqtt.{key}"), Path(path))
     if config.http.enabled:
         _check_listen(
-            (config.named("http.host"), config.named("http.port")), config.http.host, config.http.port, ports_in_use
+            (config.named("http.host"), config.named("http.port")),
+            config.http.host,
+            config.http.port,
+            beside_running_hub,
         )
     if config.mqtt.url == "embedded":
         embedded = config.mqtt.embedded_port
@@ -95,7 +105,10 @@ def check_startup(
             )
         try:
             _check_listen(
-                (config.named("mqtt.url"), config.named("mqtt.embedded_port")), EMBEDDED_HOST, embedded, ports_in_use
+                (config.named("mqtt.url"), config.named("mqtt.embedded_port")),
+                EMBEDDED_HOST,
+                embedded,
+                beside_running_hub,
             )
         except ConfigError as exc:
             raise ConfigError(f"{exc}; {EMBEDDED_PORT_CHOICES}") from None
@@ -150,9 +163,7 @@ class DataDirLock:
             except OSError:
                 return None
         if (holder := _hold(lock)) is not None:
-            raise ConfigError(
-                f"{key}: {data_dir} is in use by another running hub (pid {holder}); each hub needs its own data_dir"
-            )
+            raise _in_use(key, data_dir, holder)
         return cls(data_dir, lock)
 
     def take_again(self) -> str | None:
@@ -187,8 +198,7 @@ def _hold(lock: IO[str]) -> str | None:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read(20).strip() or "unknown"
+        holder = _holder(lock)
         lock.close()
         return holder
     try:
@@ -200,21 +210,34 @@ def _hold(lock: IO[str]) -> str | None:
     return None
 
 
-def held_by_running_hub(data_dir: Path) -> bool:
-    """Whether a running hub holds ``data_dir``'s lock (:class:`DataDirLock`); taken and let go at once when free."""
+def _holder(lock: IO[str]) -> str:
+    """The pid the holder of a lock file wrote in it ("unknown" when it wrote none)."""
+    lock.seek(0)
+    return lock.read(20).strip() or "unknown"
+
+
+def _in_use(key: str, data_dir: Path, holder: str) -> ConfigError:
+    return ConfigError(
+        f"{key}: {data_dir} is in use by another running hub (pid {holder}); each hub needs its own data_dir"
+    )
+
+
+def running_hub_on(data_dir: Path) -> str | None:
+    """The pid of the running hub that holds ``data_dir``'s lock (:class:`DataDirLock`), or None when none does;
+    taken and let go at once when free, and nothing created."""
     try:
         lock = (data_dir / LOCK_FILE).open(encoding="utf-8")
     except OSError:  # no lock file: no hub has run there, or none can (it could not create one)
-        return False
+        return None
     with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return True
-        return False  # closing the file lets the lock go
+            return _holder(lock)
+        return None  # closing the file lets the lock go
 
 
-def _check_data_dir(key: str, data_dir: Path, create: bool) -> None:
+def _check_data_dir(key: str, data_dir: Path, *, create: bool) -> None:
     try:
         if data_dir.exists() and not data_dir.is_dir():
             raise ConfigError(f"{key}: {data_dir} is a file, not a directory")

@@ -603,6 +603,19 @@ def test_a_second_hub_on_the_same_data_dir_refuses_to_start_and_a_dead_ones_lock
     assert after_the_crash.process.returncode == 0
 
 
+def test_the_running_hubs_configuration_started_again_names_the_running_hub_not_its_port(tmp_path: Path) -> None:
+    """An outside audit: `wmhub run --config /etc/wmhub/wmhub.toml` by hand beside the service said its http.port
+    "is already in use", as if another program held it, naming no hub: the data dir's lock was looked at after
+    the ports. docs/deployment.md promises the line naming the running hub."""
+    with running_hub(tmp_path) as first:
+        status, stderr, _ = wmhub_run(tmp_path, "--http", f"127.0.0.1:{first.port}")
+    assert status == 2, stderr
+    assert stderr.splitlines() == [
+        f"wmhub: configuration error: command line: data_dir: {tmp_path} is in use by another running hub "
+        f"(pid {first.process.pid}); each hub needs its own data_dir"
+    ]
+
+
 def set_writable(paths: list[Path], writable: bool) -> None:
     """What a read-only mount does to a data dir, for any user: root writes through file modes, but not
     through the immutable attribute (ext4, chattr). Paths gone meanwhile (a -wal checkpointed away) are skipped."""
