@@ -556,12 +556,24 @@ def _source(loc: list[str], layers: tuple[tuple[str, Mapping[str, Any]], ...], m
     """Which layer (most binding first) gives the value at ``loc``: ``command line``, ``environment
     (WMHUB_MQTT__URL)`` or the file's path; None when none does (a default)."""
     for source, settings in layers:
-        if _holds(settings, loc, message):
-            if source != _ENVIRONMENT:
-                return source
-            keys = list(itertools.takewhile(lambda part: not part.isdigit(), loc))
-            return f"environment ({ENV_PREFIX}{'__'.join(keys).upper()})"
+        given = _given(settings, loc, message)
+        if given is _NOT_GIVEN:
+            continue
+        if source != _ENVIRONMENT:
+            return source
+        keys = list(itertools.takewhile(lambda part: not part.isdigit(), loc))
+        return f"environment ({', '.join(_variables(keys, given, message))})"
     return None
+
+
+def _variables(keys: list[str], given: Any, message: str) -> list[str]:
+    """The variables that gave ``given``, the environment's value at ``keys``: ``WMHUB_MQTT__URL``; for a table
+    (``frequency.bands.ulxd``), one variable per key, of the keys the message names if it names any."""
+    if not isinstance(given, Mapping):
+        return [f"{ENV_PREFIX}{'__'.join(keys).upper()}"]
+    prefix = ".".join(keys) + "."
+    named = [key for key in given if f"{prefix}{key}" in message] or list(given)
+    return [variable for key in named for variable in _variables([*keys, key], given[key], message)]
 
 
 def load_config(
@@ -598,17 +610,22 @@ def load_config(
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = [str(part) for part in first["loc"]]
-        raise ConfigError(_describe(exc, _source(loc, layers, first["msg"]) or source)) from None
+        # a key left out of a table is missing from the layer that gave the table, which no layer's key names
+        given = loc[:-1] if first["type"] == "missing" and len(loc) > 1 else loc
+        raise ConfigError(_describe(exc, _source(given, layers, first["msg"]) or source)) from None
     except RecursionError:
         raise ConfigError(f"{source}: nested too deeply to be a configuration") from None
     config._layers = layers
     return config
 
 
-def _holds(settings: Mapping[str, Any], loc: list[str], message: str) -> bool:
-    """Whether ``settings`` gives the value at ``loc`` (or the part of it that holds the value). A check of a
-    whole section (``[mqtt]`` refusing a removed key) names the key it refuses: the section is held only by
-    the settings that give that key, not by whichever sets anything else in the section."""
+_NOT_GIVEN: Final = object()
+
+
+def _given(settings: Mapping[str, Any], loc: list[str], message: str) -> Any:
+    """What ``settings`` gives at ``loc`` (or the part of it that holds the value), else ``_NOT_GIVEN``. A check
+    of a whole section (``[mqtt]`` refusing a removed key) names the key it refuses: the section is given only
+    by the settings that give that key, not by whichever sets anything else in the section."""
     found: Any = settings
     for part in loc:
         if isinstance(found, list) and part.isdigit() and int(part) < len(found):
@@ -616,8 +633,8 @@ def _holds(settings: Mapping[str, Any], loc: list[str], message: str) -> bool:
         elif isinstance(found, Mapping) and part in found:
             found = found[part]
         else:
-            return False
+            return _NOT_GIVEN
     prefix = ".".join(loc) + "."
-    if isinstance(found, Mapping) and prefix in message:
-        return any(f"{prefix}{key}" in message for key in found)
-    return True
+    if isinstance(found, Mapping) and prefix in message and not any(f"{prefix}{key}" in message for key in found):
+        return _NOT_GIVEN
+    return found

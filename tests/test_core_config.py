@@ -389,3 +389,35 @@ def test_a_path_given_empty_is_refused_not_taken_as_the_working_directory(
     assert lines[0].startswith(f"wmhub: configuration error: {expected} (an unset variable?)"), lines[0]
     assert list(cwd.iterdir()) == [] and list(home.iterdir()) == []
     assert not (tmp_path / "data").exists()
+
+
+BAND_VARIABLE = "WMHUB_FREQUENCY__BANDS__ULXD__"
+
+
+@pytest.mark.parametrize("file", [None, "[mqtt]\nurl = 'off'\n"])
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {f"{BAND_VARIABLE}LOW_MHZ": "470"},
+            f"environment ({BAND_VARIABLE}LOW_MHZ): frequency.bands.ulxd.high_mhz: Field required",
+        ),
+        (
+            {f"{BAND_VARIABLE}LOW_MHZ": "700", f"{BAND_VARIABLE}HIGH_MHZ": "500"},
+            f"environment ({BAND_VARIABLE}LOW_MHZ, {BAND_VARIABLE}HIGH_MHZ): frequency.bands.ulxd: low_mhz (700) "
+            "must be below high_mhz (500)",
+        ),
+    ],
+)
+def test_a_table_from_the_environment_is_blamed_on_the_variables_that_gave_it(
+    tmp_path: Path, file: str | None, env: dict[str, str], expected: str
+) -> None:
+    """An outside audit: a band given in the environment without its high_mhz was blamed on the configuration
+    file, which has no [frequency] (or, with no file, on "configuration"), sending the tech to the wrong place;
+    a band refused whole named WMHUB_FREQUENCY__BANDS__ULXD, a variable no one set."""
+    args = ["--data-dir", str(tmp_path / "data")]
+    if file is not None:
+        (tmp_path / "wmhub.toml").write_text(file, encoding="utf-8")
+        args += ["--config", str(tmp_path / "wmhub.toml")]
+    result = check_in(tmp_path, *args, env=env)
+    assert (result.returncode, result.stderr) == (2, f"wmhub: configuration error: {expected}\n")
