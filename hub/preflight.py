@@ -21,6 +21,9 @@ from typing import IO, Final
 import ifaddr
 
 from hub.config import ConfigError, HubConfig
+from hub.persistence import DATABASE_FILE
+from hub.persistence.db import stored_schema_version
+from hub.persistence.schema import MIGRATIONS
 from hub.plugins import UrlCheckFailedError
 from hub.redact import redact
 from hub.text import preview
@@ -85,7 +88,9 @@ def check_startup(
     if database and (holder := running_hub_on(config.data_dir)) is not None:
         if not only_checking:
             raise _in_use(config.named("data_dir"), config.data_dir, holder)
-        beside_running_hub = True
+        beside_running_hub = True  # its database is the running hub's, which opened it
+    elif database:
+        _check_schema(config.named("data_dir"), config.data_dir / DATABASE_FILE)
     for key in ("ca_file", "cert_file", "key_file"):
         path = getattr(config.mqtt, key)
         if path is not None and config.mqtt.url != "off":
@@ -247,6 +252,19 @@ def _check_data_dir(key: str, data_dir: Path, *, create: bool) -> None:
             _check_creatable(key, data_dir)
     except OSError as exc:  # a name too long, a parent that cannot be searched
         raise ConfigError(f"{key}: cannot create {data_dir} ({exc.strerror})") from None
+
+
+def _check_schema(key: str, database: Path) -> None:
+    """The database is of a schema this build knows: a newer build's (a rollback after an upgrade) stops the
+    start as a refused setting does, in one line, rather than once the hub has begun (exit status 1, which a
+    unit restarting on failure repeats for ever)."""
+    known = len(MIGRATIONS)
+    if (version := stored_schema_version(database)) is not None and version > known:
+        raise ConfigError(
+            f"{key}: {database} holds database schema {version}, newer than this hub knows ({known}): a newer "
+            "build migrated it; run that build, or this one on the copy taken before upgrading "
+            "(docs/deployment.md, Upgrading)"
+        )
 
 
 def _check_creatable(key: str, directory: Path) -> None:

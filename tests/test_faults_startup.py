@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -614,6 +615,54 @@ def test_the_running_hubs_configuration_started_again_names_the_running_hub_not_
         f"wmhub: configuration error: command line: data_dir: {tmp_path} is in use by another running hub "
         f"(pid {first.process.pid}); each hub needs its own data_dir"
     ]
+
+
+def a_database_a_newer_build_migrated(data_dir: Path, *, stopped_cleanly: bool) -> None:
+    """A data dir this build's hub started on, whose schema a newer build then raised to 99 (a rollback after an
+    upgrade, docs/deployment.md "Upgrading"); not ``stopped_cleanly``, the newer build was killed and its
+    migration is still in the database's WAL."""
+    with running_hub(data_dir) as hub:
+        hub.stop()
+    database = data_dir / "wmhub.sqlite3"
+    newer = sqlite3.connect(database, isolation_level=None)
+    try:
+        newer.execute("PRAGMA journal_mode=WAL")
+        newer.execute("PRAGMA wal_autocheckpoint=0")
+        newer.execute("INSERT INTO schema_version (version) VALUES (99)")
+        if not stopped_cleanly:  # the files as a kill leaves them: the closing checkpoint would empty the WAL
+            left = {suffix: Path(f"{database}{suffix}").read_bytes() for suffix in ("", "-wal")}
+    finally:
+        newer.close()
+    if not stopped_cleanly:
+        for suffix, content in left.items():
+            Path(f"{database}{suffix}").write_bytes(content)
+
+
+@pytest.mark.parametrize("stopped_cleanly", [True, False])
+def test_a_database_of_a_newer_schema_is_refused_by_the_check_and_the_start_alike(
+    tmp_path: Path, stopped_cleanly: bool
+) -> None:
+    """An outside audit: after a rollback, `wmhub run --check` said "configuration ok" for a data dir whose database a
+    newer build had migrated, and the start then exited 1, which the documented unit restarted every 2 s. The check
+    reads the schema version and changes nothing; the start refuses it in the same line, exit 2, which the unit
+    does not restart (RestartPreventExitStatus=2)."""
+    data_dir = tmp_path / "data"
+    a_database_a_newer_build_migrated(data_dir, stopped_cleanly=stopped_cleanly)
+    before = {path.name: path.read_bytes() for path in data_dir.iterdir()}
+    refusal = (
+        f"wmhub: configuration error: command line: data_dir: {data_dir}/wmhub.sqlite3 holds database schema 99, "
+        f"newer than this hub knows ("
+    )
+    checked = wmhub_check(data_dir, "--http", "127.0.0.1:0")
+    assert checked.returncode == 2 and checked.stdout == "", checked.stdout
+    assert len(checked.stderr.splitlines()) == 1 and checked.stderr.startswith(refusal), checked.stderr
+    assert {path.name: path.read_bytes() for path in data_dir.iterdir()} == before, "a check changes nothing"
+    status, stderr, _ = wmhub_run(data_dir)
+    assert status == 2 and stderr == checked.stderr
+    assert {path.name: path.read_bytes() for path in data_dir.iterdir()} == before
+    deployment = (Path(__file__).resolve().parent.parent / "docs" / "deployment.md").read_text(encoding="utf-8")
+    unit = deployment.partition("```ini\n")[2].partition("```")[0]
+    assert re.search(rf"^RestartPreventExitStatus=.*\b{status}\b", unit, re.MULTILINE), "the unit would restart it"
 
 
 def set_writable(paths: list[Path], writable: bool) -> None:

@@ -952,6 +952,36 @@ async def _stand_in(path: Path) -> tuple[aiosqlite.Connection, str]:
     return connection, "an empty database"
 
 
+def stored_schema_version(path: Path) -> int | None:
+    """The schema version of the database file at ``path``, as a start would find it, read without creating,
+    locking or changing anything beside it: None when there is none to read (no file yet; a damaged or
+    unreadable one, which the start sets aside or runs degraded with). An unclean stop leaves its last
+    transactions, a migration's too, in the WAL, which only a connection that may write reads: with a WAL
+    beside the file, a private copy of the two is read instead."""
+    try:
+        if not path.is_file():
+            return None
+        wal = Path(f"{path}-wal")
+        if not wal.is_file() or wal.stat().st_size == 0:
+            return _schema_version(f"{path.absolute().as_uri()}?immutable=1")
+        with tempfile.TemporaryDirectory(prefix="wmhub-check-") as directory:
+            copy = Path(directory) / path.name
+            shutil.copyfile(path, copy)
+            shutil.copyfile(wal, f"{copy}-wal")
+            return _schema_version(copy.as_uri())
+    except (sqlite3.Error, OSError):
+        return None
+
+
+def _schema_version(uri: str) -> int | None:
+    connection = sqlite3.connect(uri, uri=True)
+    try:
+        row = connection.execute("SELECT max(version) FROM schema_version").fetchone()
+    finally:
+        connection.close()
+    return row[0] if isinstance(row[0], int) else None
+
+
 def _redacted_text(text: object) -> object:
     return redact(text) if isinstance(text, str) else text
 
