@@ -24,7 +24,7 @@ from hub.config import DEFAULT_DATA_DIR, ConfigError, HubConfig, load_config
 from hub.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
 from hub.lag import place_of, where_held
 from hub.logs import JsonFormatter, set_levels, setup_logging
-from hub.plugins import PluginHost, installed_plugin_names
+from hub.plugins import PluginHost, installed_plugin_names, plugins_not_installed
 from hub.redact import redact
 from hub.text import small_number
 
@@ -323,13 +323,13 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
     from hub.preflight import DataDirLock, check_startup, move_demo_broker_off_a_taken_port
 
     setup_logging(config.log_level, config.plugin_log_levels)
-    hub = FleetHub(config) if fleet else compose_hub(config)
     checking = bool(getattr(args, "check", False))
     try:
-        if hub.plugins.not_installed:  # a typo there: the hub would run without that plugin's devices, silently
-            raise ConfigError(
-                f"WMHUB_LOAD_PLUGINS: no installed plugin is named {', '.join(hub.plugins.not_installed)}"
-            )
+        # a typo there: the hub would run without that plugin's devices, silently; refused before the plugins
+        # load, whose loading would log it as a second line
+        if not fleet and (not_installed := plugins_not_installed()) is not None:
+            raise ConfigError(f"WMHUB_LOAD_PLUGINS: {not_installed}")
+        hub = FleetHub(config) if fleet else compose_hub(config)
         _plugin_log_levels(config, hub.plugins)
         taken = config.mqtt.embedded_port
         if (moved_to := move_demo_broker_off_a_taken_port(config)) is not None:

@@ -43,13 +43,13 @@ from hub.text import family_key, preview
 ENV_PREFIX = "WMHUB_"
 # a token typed by hand shorter than this is guessable over the LAN; generated ones have 43 characters
 MIN_TOKEN_LENGTH = 16
-# Variables that configure plugin loading rather than the hub's settings.
+# Variables that are no setting of the hub's. WMHUB_LOAD_PLUGINS chooses the plugins to load (hub.plugins).
 # WMHUB_MQTT_PASSWORD is the broker login's password in docker-compose.yml's .env (deploy/mosquitto writes
 # the broker's password file from it); the hub gets it inside WMHUB_MQTT__URL. A shell that sourced .env
 # must still start the hub.
 # WMHUB_CONFIG names the configuration file when --config does not (a container's environment).
 CONFIG_ENV: Final = "WMHUB_CONFIG"
-_NON_SETTING_ENV = {"WMHUB_LOAD_PLUGINS", "WMHUB_TRACE_PLUGINS", CONFIG_ENV, "WMHUB_MQTT_PASSWORD"}
+_NON_SETTING_ENV = {"WMHUB_LOAD_PLUGINS", CONFIG_ENV, "WMHUB_MQTT_PASSWORD"}
 
 
 class ConfigError(Exception):

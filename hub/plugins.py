@@ -160,6 +160,33 @@ class UrlCheckFailedError(EndpointError, PluginFaultError):
         self.plugin = plugin
 
 
+def _wanted(only: str | None) -> set[str] | None:
+    """The plugin names ``only`` (else ``WMHUB_LOAD_PLUGINS``) gives, as pip compares them; None: every plugin."""
+    if only is None:
+        only = os.environ.get("WMHUB_LOAD_PLUGINS")
+    return None if only is None else {_normalized(name) for name in only.split(",") if name.strip()}
+
+
+def _not_installed(wanted: set[str] | None, installed: list[EntryPoint]) -> list[str]:
+    # a name that matches no plugin is a typo or a plugin not installed: loading nothing for it says nothing
+    known = {_normalized(name) for ep in installed for name in (ep.name, _dist(ep)) if name}
+    return sorted((wanted or set()) - known)
+
+
+def _not_installed_said(names: list[str], installed: list[EntryPoint]) -> str:
+    labels = ", ".join(sorted(Claimant(ep.name, _dist(ep)).label for ep in installed)) or "none"
+    return f"no installed plugin is named {', '.join(names)} (the installed ones: {labels})"
+
+
+def plugins_not_installed(only: str | None = None) -> str | None:
+    """What ``only`` (else ``WMHUB_LOAD_PLUGINS``) names that no installed plugin is, said with the installed ones
+    (``no installed plugin is named shrue (the installed ones: …)``); None when it names none such. From the
+    installed distributions' metadata: nothing is imported, nothing logged."""
+    installed = list(entry_points(group=ENTRY_POINT_GROUP))
+    names = _not_installed(_wanted(only), installed)
+    return _not_installed_said(names, installed) if names else None
+
+
 def installed_plugin_names() -> set[str]:
     """The entry-point names of the installed plugins, loaded or not: a ``plugin_log_levels`` key naming one
     not loaded is no typo, and sets nothing."""
@@ -182,20 +209,12 @@ class PluginHost:
         self._refusals: set[tuple[str, str]] = set()  # (plugin, what was wrong), each logged once
 
     def load_entry_points(self, only: str | None = None) -> None:
-        if only is None:
-            only = os.environ.get("WMHUB_LOAD_PLUGINS")
-        wanted = None if only is None else {_normalized(name) for name in only.split(",") if name.strip()}
+        wanted = _wanted(only)
         installed = list(entry_points(group=ENTRY_POINT_GROUP))
         chosen = [ep for ep in installed if wanted is None or wanted & {_normalized(ep.name), _normalized(_dist(ep))}]
-        # a name that matches no plugin is a typo or a plugin not installed: loading nothing for it says nothing
-        known = {_normalized(name) for ep in installed for name in (ep.name, _dist(ep)) if name}
-        self.not_installed = sorted((wanted or set()) - known)
+        self.not_installed = _not_installed(wanted, installed)
         if self.not_installed:
-            log.error(
-                "no installed plugin is named %s (the installed ones: %s)",
-                ", ".join(self.not_installed),
-                ", ".join(sorted(Claimant(ep.name, _dist(ep)).label for ep in installed)) or "none",
-            )
+            log.error("%s", _not_installed_said(self.not_installed, installed))
         names: dict[str, list[Claimant]] = {}
         for ep in chosen:
             names.setdefault(ep.name, []).append(Claimant(ep.name, _dist(ep)))

@@ -251,6 +251,12 @@ CASES = {
         {},
         "http.port: ",
     ),
+    # an outside audit: exempt from the check of unknown variables, and read by nothing
+    "WMHUB_TRACE_PLUGINS, which no part of the hub reads": (
+        [],
+        {"WMHUB_TRACE_PLUGINS": "1"},
+        "environment (WMHUB_TRACE_PLUGINS): trace_plugins: unknown setting",
+    ),
     "hub id given empty (an unset variable in a script)": (["--hub-id", ""], {}, "command line: hub_id"),
     "data dir given empty": (["--data-dir", ""], {}, "wmhub run: argument --data-dir: an empty path"),
     "hub id of 70,000 characters (WMHUB_HUB_ID)": (
