@@ -123,7 +123,7 @@ def test_health_answers_at_once_all_through_a_check_of_seconds_and_the_check_fin
     assert running, "no answer said a check was running"
     assert all(plan["checked"] is False and len(plan["carriers"]) == count for plan in running)
     assert monitor.slowest_s < ANSWER_WITHIN_S, f"/api/health took {monitor.slowest_s:.1f} s during the check"
-    assert probes_during_the_check >= 10, "the monitor probed the hub while it checked"
+    assert probes_during_the_check >= 3, "the monitor probed the hub while it checked"
     # the check itself is whole: the findings of these carriers, as the engine finds them on its own
     done = answers[-1][1]
     assert done["checking"] is False and len(done["carriers"]) == count - 1
@@ -140,8 +140,8 @@ def test_health_answers_at_once_all_through_a_check_of_seconds_and_the_check_fin
 
 
 def test_the_hub_stops_at_once_in_the_middle_of_a_check_of_seconds(tmp_path: Path) -> None:
-    # A full check of about 10 s here, in steps of 64 victims of about 2 s each: the stop waits for the step
-    # running (an idle hub stops in a few hundredths of a second), not for the check
+    # A full check of several seconds here, in steps of well under a second (hub.frequency.engine ROWS_PER_STEP):
+    # the stop waits for the step running (an idle hub stops in a few hundredths of a second), not for the check
     count = 300
     with hub_with_declared_carriers(tmp_path / "data", count) as hub:
         remove_declared_carrier(hub, count)
