@@ -5,7 +5,7 @@ Plugins import what they need from here: the ``hookimpl`` marker, the model and 
 
 import pluggy
 
-__version__ = "26.12.2"
+__version__ = "26.12.3"
 
 hookimpl = pluggy.HookimplMarker("wmhub")
 

@@ -1,3 +1,3 @@
 """wmhub plugin for Shure receivers."""
 
-__version__ = "26.12.2"
+__version__ = "26.12.3"
