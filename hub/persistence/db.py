@@ -26,7 +26,7 @@ import sqlite3
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -924,32 +924,38 @@ async def _stand_in(path: Path) -> tuple[aiosqlite.Connection, str]:
     schema. A copy, not the file: a read-only directory or another program's lock stops neither a copy nor
     its reads."""
     if str(path) != IN_MEMORY and path.is_file():  # noqa: ASYNC240 (a stat, once, at start)
-        with tempfile.TemporaryDirectory(prefix="wmhub-view-") as directory:
-            copy = Path(directory) / path.name
-            for suffix in ("", "-wal"):
-                with contextlib.suppress(FileNotFoundError):
-                    shutil.copyfile(f"{path}{suffix}", f"{copy}{suffix}")  # once, at start or after damage
-            connection = await aiosqlite.connect(copy, isolation_level=None)
-            connection.row_factory = sqlite3.Row
-            try:
-                # the WAL index in memory: the copy's files are removed once it is open (Linux keeps them
-                # while they are open), so nothing is left behind
-                await connection.execute("PRAGMA locking_mode=EXCLUSIVE")
-                async with connection.execute("SELECT max(version) FROM schema_version") as cursor:
-                    row = await cursor.fetchone()
-                if row is not None and row[0] is not None and row[0] <= len(MIGRATIONS):
-                    await _check_intact(connection)
-                    # an older schema (the first start after an upgrade): the copy is migrated, the file is
-                    # not; empty instead, the hub would watch none of the user's devices
-                    await _migrate(connection)
+        try:
+            with _private_copy(path) as copy:  # once, at start or after damage
+                if (connection := await _migrated_view(copy)) is not None:
                     return connection, "a read-only view of it"
-            except sqlite3.Error:
-                pass
-            await connection.close()
+        except OSError:  # the file went between the look and the copy, or there is no room for the copy
+            pass
     connection = await aiosqlite.connect(IN_MEMORY, isolation_level=None)
     connection.row_factory = sqlite3.Row
     await _migrate(connection)
     return connection, "an empty database"
+
+
+async def _migrated_view(copy: Path) -> aiosqlite.Connection | None:
+    """The copy, migrated to the current schema, if it reads and is of a schema this build knows."""
+    connection = await aiosqlite.connect(copy, isolation_level=None)
+    connection.row_factory = sqlite3.Row
+    try:
+        # the WAL index in memory: the copy's files are removed once it is open (Linux keeps them while
+        # they are open), so nothing is left behind
+        await connection.execute("PRAGMA locking_mode=EXCLUSIVE")
+        async with connection.execute("SELECT max(version) FROM schema_version") as cursor:
+            row = await cursor.fetchone()
+        if row is not None and row[0] is not None and row[0] <= len(MIGRATIONS):
+            await _check_intact(connection)
+            # an older schema (the first start after an upgrade): the copy is migrated, the file is not;
+            # empty instead, the hub would watch none of the user's devices
+            await _migrate(connection)
+            return connection
+    except sqlite3.Error:
+        pass
+    await connection.close()
+    return None
 
 
 def stored_schema_version(path: Path) -> int | None:
@@ -964,13 +970,23 @@ def stored_schema_version(path: Path) -> int | None:
         wal = Path(f"{path}-wal")
         if not wal.is_file() or wal.stat().st_size == 0:
             return _schema_version(f"{path.absolute().as_uri()}?immutable=1")
-        with tempfile.TemporaryDirectory(prefix="wmhub-check-") as directory:
-            copy = Path(directory) / path.name
-            shutil.copyfile(path, copy)
-            shutil.copyfile(wal, f"{copy}-wal")
+        with _private_copy(path) as copy:
             return _schema_version(copy.as_uri())
     except (sqlite3.Error, OSError):
         return None
+
+
+@contextlib.contextmanager
+def _private_copy(path: Path) -> Iterator[Path]:
+    """A copy of the database file and its WAL (an unclean stop's last transactions are only there), in a
+    directory of its own that is removed afterwards: read without locking or changing the file or what is
+    beside it."""
+    with tempfile.TemporaryDirectory(prefix="wmhub-copy-") as directory:
+        copy = Path(directory) / path.name
+        shutil.copyfile(path, copy)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copyfile(f"{path}-wal", f"{copy}-wal")
+        yield copy
 
 
 def _schema_version(uri: str) -> int | None:
