@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import getpass
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -41,10 +42,30 @@ def find_mosquitto() -> str | None:
     return found or next((path for path in MOSQUITTO_PATHS if os.access(path, os.X_OK)), None)
 
 
+FIRST_CHOSEN_PORT = 10000  # above the well-known and most registered services' ports
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on, chosen below the kernel's ephemeral range: a port the kernel handed out and
+    took back (bind to port 0) can be handed out again, to any socket bound to port 0 or any outgoing
+    connection, before the test's server binds it; one below the range is only ever taken by name."""
+    low = _ephemeral_range_start()
+    for _ in range(200):
+        port = random.randrange(FIRST_CHOSEN_PORT, low) if low > FIRST_CHOSEN_PORT + 1000 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # in use, or still in TIME_WAIT from an earlier test
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: the kernel's choice, as before
+        return 0
 
 
 async def _accepts(port: int) -> bool:

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.mosquitto import free_port
 
 # building three projects and installing every dependency from the package index into a fresh venv takes
 # minutes on a loaded machine, far beyond the suite's 120 s per test
@@ -89,12 +90,6 @@ def test_every_wheel_carries_the_licence_and_the_readme_and_each_plugin_the_core
         if distribution != "wmhub":
             (core,) = [req for req in map(Requirement, metadata.get_all("Requires-Dist")) if req.name == "wmhub"]
             assert __version__ in core.specifier and next_month not in core.specifier, core
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get_json(url: str) -> Any:
