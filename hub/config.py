@@ -304,8 +304,8 @@ class FrequencyConfig(Section):
         default=1000,
         ge=0,
         le=100_000,
-        description="the most carriers the live check takes on (0: no live check); a full check grows with the "
-        "square of the count, and a larger plan is better coordinated in parts",
+        description="the most carriers the live check and a search take on (0: no live check, searches up to "
+        "1,000); both grow with the square of the count, and a larger plan is better coordinated in parts",
     )
     bands: dict[str, TunableBand] = Field(
         default_factory=dict,

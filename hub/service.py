@@ -342,7 +342,7 @@ class FrequencyService(Protocol):
 
     def band_for(self, carrier: Carrier, band: Band | None) -> Band: ...
 
-    def suggest_for(
+    async def suggest_for(
         self,
         device_id: str,
         index: int,
@@ -353,7 +353,7 @@ class FrequencyService(Protocol):
         count: int = 5,
     ) -> tuple[Carrier, list[FrequencyCandidate]]: ...
 
-    def coordinate_group(
+    async def coordinate_group(
         self,
         count: int,
         band: Band,

@@ -22,6 +22,7 @@ from hub.app import Hub, frequency_settings
 from hub.compose import compose_hub
 from hub.config import ConfigError, DiscoverySettings, HttpSettings, HubConfig, MqttSettings, load_config
 from hub.frequency import Band, Carrier, CarrierState, PlanSettings, Profile
+from hub.frequency import search as frequency_search
 from hub.frequency.engine import to_hz
 from hub.model import Capabilities, Channel, CommandKind, CommandLimits, Device, NumberLimits
 from hub.mqtt.homeassistant import EntityOptions, hub_discovery_config
@@ -632,6 +633,83 @@ async def test_a_plan_grown_past_the_live_check_keeps_its_conflicts_open_and_say
     sensor = frequency_conflicts_sensor()
     assert jinja2.Template(sensor["value_template"]).render(value_json=summary) == "None", "unknown"
     assert jinja2.Template(sensor["value_template"]).render(value_json={**summary, "conflict": True}) == "ON"
+
+
+@dataclass
+class HeldSearch:
+    """The plan's searches wait at a gate where they would score candidates (as a large plan's numpy work keeps
+    them running), so a test sees the hub while a search runs."""
+
+    started: threading.Event = field(default_factory=threading.Event)
+    gate: threading.Event = field(default_factory=threading.Event)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        scoring = frequency_search.margins
+
+        def held(*args: Any, **kwargs: Any) -> Any:
+            self.started.set()
+            assert self.gate.wait(10), "the test never let the search go on"
+            return scoring(*args, **kwargs)
+
+        monkeypatch.setattr(frequency_search, "margins", held)
+
+    async def running(self) -> None:
+        assert await asyncio.to_thread(self.started.wait, 10), "no search started"
+        self.started.clear()
+
+
+async def test_a_search_among_many_carriers_runs_in_a_thread_one_at_a_time(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Among 1,000 carriers one suggestion took 3.4 s, a group of 16 over 10 s, all of it on the event loop:
+    the hub's health, metrics, device data and MQTT waited (the fifteenth session's known gap)."""
+    await declare_spread(rig, INLINE_CHECK_CARRIERS)
+    held = HeldSearch()
+    held.install(monkeypatch)
+    body = {"channel": "shure-rx:3", "low_mhz": 516.0, "high_mhz": 520.0, "count": 3}
+    first = asyncio.create_task(rig.call("POST", f"{PLAN}/suggest", 200, json=body))
+    await held.running()
+    health = await rig.call("GET", "/api/health", 200)  # answered while the search is held in its thread
+    assert health["status"] in {"ok", "degraded"}, health
+    group = {"count": 2, "low_mhz": 510.0, "high_mhz": 526.0}
+    second = asyncio.create_task(rig.call("POST", f"{PLAN}/coordinate", 200, json=group))
+    await rig.call("GET", PLAN, 200)  # the second request has reached its turn by now
+    assert not held.started.is_set() and not second.done(), "one search at a time"
+    held.gate.set()
+    found = await first
+    assert len(found["candidates"]) == 3 and all(516.0 <= c["frequency_mhz"] <= 520.0 for c in found["candidates"])
+    assert len((await second)["frequencies"]) == 2
+
+
+async def test_a_group_search_stops_with_the_hub(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group's search among a thousand carriers takes seconds per frequency: a stopping hub waited for all
+    of them."""
+    await declare_spread(rig, INLINE_CHECK_CARRIERS)
+    held = HeldSearch()
+    held.install(monkeypatch)
+    group = {"count": 8, "low_mhz": 510.0, "high_mhz": 526.0}
+    request = asyncio.create_task(rig.call("POST", f"{PLAN}/coordinate", 503, json=group))
+    await held.running()
+    await rig.store.frequency.close()
+    held.gate.set()
+    refused = await request
+    assert refused["error"] == "the hub is stopping: the search was not finished", refused
+    assert not held.started.is_set(), "no frequency searched after the stop"
+
+
+async def test_a_search_among_more_carriers_than_the_plan_takes_on_is_refused(rig: Rig) -> None:
+    """A suggestion among 2,000 carriers took 16 s and 1.2 GB; among 4,000, a minute and gigabytes more."""
+    plan = rig.store.frequency
+    rig.tick()
+    band = {"low_mhz": 510.0, "high_mhz": 526.0}
+    plan.settings = dataclasses.replace(plan.settings, max_live_carriers=2)
+    for path, body in (("suggest", {"channel": "shure-rx:3", **band}), ("coordinate", {"count": 1, **band})):
+        refused = await rig.call("POST", f"{PLAN}/{path}", 409, json=body)
+        assert refused["error"].startswith("the plan has 3 carriers, more than frequency.max_live_carriers (2)")
+        assert refused["details"] == {"carriers": 3, "limit": 2}
+    plan.settings = dataclasses.replace(plan.settings, max_live_carriers=0)  # the live check off: searches go on
+    found = await rig.call("POST", f"{PLAN}/suggest", 200, json={"channel": "shure-rx:3", **band})
+    assert found["candidates"]
 
 
 async def test_a_second_frequency_retuned_into_a_conflict_is_checked(rig: Rig) -> None:

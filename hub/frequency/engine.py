@@ -50,7 +50,8 @@ class CheckCancelled(Exception):
     """The check was told to stop before it was done (the hub stops): what it found so far is incomplete."""
 
 
-def _never() -> bool:
+def never() -> bool:
+    """A ``cancelled`` that never says stop (a check or search run to its end)."""
     return False
 
 
@@ -713,7 +714,7 @@ def findings_for(
     spectrum: Spectrum,
     victims: Iterable[int],
     exclusions: Sequence[Exclusion],
-    cancelled: Callable[[], bool] = _never,
+    cancelled: Callable[[], bool] = never,
 ) -> list[Finding]:
     """The findings on ``victims``, a step of about ROWS_PER_STEP rows at a time; ``cancelled`` is asked before
     each step, and a yes raises CheckCancelled (a check of seconds, run in a worker thread, stops within a step)."""
@@ -741,7 +742,7 @@ class PlanChecker:
 
     FULL_CHECK_OVER: Final = 16  # changed carriers beyond which a full check is cheaper
 
-    def __init__(self, settings: PlanSettings, cancelled: Callable[[], bool] = _never) -> None:
+    def __init__(self, settings: PlanSettings, cancelled: Callable[[], bool] = never) -> None:
         self.settings = settings
         # asked between the steps of a check: True stops it with CheckCancelled, and leaves this checker's state
         # undefined (its next use must be a full check)

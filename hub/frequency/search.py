@@ -22,7 +22,7 @@ candidate called clean is clean (the tests hold it to the full check).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -32,10 +32,12 @@ from hub.frequency.engine import (
     HZ_PER_KHZ,
     HZ_PER_MHZ,
     TWO_TX,
+    CheckCancelled,
     Ints,
     Product,
     Spectrum,
     guard_hz,
+    never,
     to_hz,
 )
 from hub.frequency.plan import Band, Carrier, CarrierState, Exclusion
@@ -316,10 +318,13 @@ def coordinate(
     exclusions: Sequence[Exclusion] = (),
     step_khz: float | None = None,
     slots: Sequence[Slot] = (),
+    cancelled: Callable[[], bool] = never,
 ) -> Coordination:
     """A compatible set of ``count`` frequencies (and ``backups`` more, compatible with all of them) around the
     ``fixed`` carriers, chosen one by one, each with the largest margin left: the n-th in ``slots[n]`` (the
-    channel that will take it tunes only there), else (and the backups) in ``band`` on ``step_khz``."""
+    channel that will take it tunes only there), else (and the backups) in ``band`` on ``step_khz``.
+    ``cancelled`` is asked before each frequency, and a yes raises CheckCancelled (each takes seconds among a
+    thousand carriers)."""
     if not 1 <= count + backups <= MAX_GROUP:
         raise SearchError(f"a group has 1 to {MAX_GROUP} frequencies with its backups")
     if slots and len(slots) != count:
@@ -330,6 +335,8 @@ def coordinate(
     placed = list(fixed)
     chosen: list[Candidate] = []
     for number, slot in enumerate(wanted):
+        if cancelled():
+            raise CheckCancelled
         if slot.grid not in grids:
             grids[slot.grid] = candidate_grid(slot.grid, limit=MAX_GROUP_CANDIDATES)
         candidates = grids[slot.grid]

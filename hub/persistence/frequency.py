@@ -11,12 +11,13 @@ A victim whose receiver is offline holds its alert: no news is not good news.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from hub.clock import Clock
 from hub.frequency import (
@@ -46,7 +47,16 @@ from hub.persistence.alerts import AlertKey, Alerts
 from hub.persistence.audit import AuditLog
 from hub.persistence.db import Database, Statement, upsert
 from hub.persistence.service_base import Service, clean_text
-from hub.records import AlertKind, DeclaredCarrier, FrequencyExclusion, InvalidInputError, NotFoundError, Source
+from hub.records import (
+    AlertKind,
+    ConflictError,
+    DeclaredCarrier,
+    FrequencyExclusion,
+    InvalidInputError,
+    NotFoundError,
+    Source,
+    StorageUnavailableError,
+)
 from hub.state import ADDED, ONLINE, REMOVED, ChangeKey, StateStore
 
 log = logging.getLogger("hub.persistence.frequency")
@@ -85,6 +95,7 @@ SHOWN_FINDINGS: Final = 200  # findings in the MQTT summary, worst first; the RE
 # How long the first check of a run waits for the run's devices to be read (FrequencyPlan.devices_read): a plan
 # checked before their carriers are in reads as an all-clear. A device still down by then is not waited for.
 FIRST_CHECK_WAIT_S: Final = 15.0
+DEFAULT_MAX_LIVE_CARRIERS: Final = 1000
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,14 @@ class FrequencySettings:
     # families whose channels share wideband carriers of this width (kHz): Spectera's WMAS carriers fill a
     # TV channel (6 or 8 MHz); 8 MHz is the conservative choice
     wideband_khz: Mapping[str, float] = field(default_factory=lambda: {"spectera": 8000.0})
-    max_live_carriers: int = 1000  # beyond this the live check is not run (it grows with the count squared)
+    # beyond this the live check is not run, and a search is refused: both grow with the count squared (a search
+    # among 2,000 carriers took 16 s and 1.2 GB)
+    max_live_carriers: int = DEFAULT_MAX_LIVE_CARRIERS
+
+    @property
+    def max_search_carriers(self) -> int:
+        """The most carriers a search takes on: the live check's bound, or its default when the check is off."""
+        return self.max_live_carriers or DEFAULT_MAX_LIVE_CARRIERS
 
 
 @dataclass(frozen=True)
@@ -203,6 +221,7 @@ def _worst_first(finding: Finding) -> tuple[int, float]:
 
 
 PlanListener = Callable[[dict[str, Any]], None]
+Found = TypeVar("Found")
 
 
 class FrequencyPlan(Service):
@@ -232,6 +251,7 @@ class FrequencyPlan(Service):
         # touched only by the one check running (inline, or in its thread while ``_checking`` is set)
         self._checker = PlanChecker(settings.plan, self._stopping.is_set)
         self._checking: asyncio.Task[None] | None = None  # a check running in a worker thread
+        self._search_turn = asyncio.Lock()  # searches run in a worker thread one at a time
         self._carriers: list[Carrier] = []
         # Each device's carriers, kept between checks: a transmitter switched on rebuilds its own device's
         # carriers, not those of every channel in the venue (at 2,000 channels that was 5% of the hub's CPU).
@@ -546,7 +566,7 @@ class FrequencyPlan(Service):
             )
         return found
 
-    def suggest_for(
+    async def suggest_for(
         self,
         device_id: str,
         index: int,
@@ -558,20 +578,18 @@ class FrequencyPlan(Service):
     ) -> tuple[Carrier, list[Candidate]]:
         """Clean frequencies for one channel among every other carrier of the plan as it is now, its own second
         frequency (frequency diversity) included: a retune sets the first frequency only."""
-        carriers = self.carriers_now()
+        carriers = self._searchable(self.carriers_now())
         carrier = self.carrier_of_channel(device_id, index, carriers)
         others = [c for c in carriers if c.id != carrier.id]
         chosen = self.band_for(carrier, band)
         exclusions = [exclusion_of(entry) for entry in self.exclusions()]
-        try:
-            return carrier, suggest(
-                carrier, others, chosen, self.settings.plan, exclusions=exclusions, within=within,
-                step_khz=step_khz, count=count,
-            )  # fmt: skip
-        except ValueError as exc:
-            raise InvalidInputError(str(exc)) from None
+        search = functools.partial(
+            suggest, carrier, others, chosen, self.settings.plan, exclusions=exclusions, within=within,
+            step_khz=step_khz, count=count,
+        )  # fmt: skip
+        return carrier, await self._search(search, len(carriers))
 
-    def coordinate_group(
+    async def coordinate_group(
         self,
         count: int,
         band: Band,
@@ -586,7 +604,7 @@ class FrequencyPlan(Service):
         frequency-diversity channel's second frequency stays fixed). Each moving channel's frequency is one it
         tunes: inside ``band`` (the request's range) and its own band, on its own tuning step (``step_khz``,
         when given, must be a multiple of it); a channel left no frequency is refused, by name."""
-        carriers = self.carriers_now()
+        carriers = self._searchable(self.carriers_now())
         leaving = [self.carrier_of_channel(device_id, index, carriers) for device_id, index in moving]
         moved = {carrier.id for carrier in leaving}
         if len(moved) < len(leaving):  # channels of one wideband carrier: two frequencies would split it
@@ -594,11 +612,33 @@ class FrequencyPlan(Service):
         fixed = [c for c in carriers if c.id not in moved]
         exclusions = [exclusion_of(entry) for entry in self.exclusions()]
         slots = [self._slot(carrier, band, step_khz, family) for carrier in leaving]
+        search = functools.partial(
+            coordinate, count, fixed, band, self.settings.plan, backups=backups, family=family,
+            exclusions=exclusions, step_khz=step_khz, slots=slots, cancelled=self._stopping.is_set,
+        )  # fmt: skip
+        return await self._search(search, len(carriers))
+
+    def _searchable(self, carriers: list[Carrier]) -> list[Carrier]:
+        if len(carriers) > (limit := self.settings.max_search_carriers):
+            raise ConflictError(
+                f"the plan has {len(carriers)} carriers, more than frequency.max_live_carriers ({limit}): a search "
+                "grows with the square of the count; coordinate the site in parts, a hub each",
+                carriers=len(carriers),
+                limit=limit,
+            )
+        return carriers
+
+    async def _search(self, search: Callable[[], Found], carriers: int) -> Found:
+        """Run a search as the live check runs (ADR 0014): among fewer than INLINE_CHECK_CARRIERS carriers on the
+        loop, else in a worker thread, one search at a time; a stopping hub stops a group's search between
+        its frequencies."""
         try:
-            return coordinate(
-                count, fixed, band, self.settings.plan, backups=backups, family=family, exclusions=exclusions,
-                step_khz=step_khz, slots=slots,
-            )  # fmt: skip
+            if carriers < INLINE_CHECK_CARRIERS:
+                return search()
+            async with self._search_turn:
+                return await asyncio.to_thread(search)
+        except CheckCancelled:
+            raise StorageUnavailableError("the hub is stopping: the search was not finished") from None
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
 

@@ -235,7 +235,7 @@ async def suggest_frequency(request: web.Request) -> web.Response:
         within = (body.range_low_mhz, body.range_high_mhz)
     plan = venue(request).frequency
     band = _band(body.low_mhz, body.high_mhz, body.step_khz)
-    carrier, candidates = plan.suggest_for(
+    carrier, candidates = await plan.suggest_for(
         device.id, channel.index, band=band, within=within, step_khz=body.step_khz, count=body.count
     )
     view = SuggestView(
@@ -322,7 +322,7 @@ async def coordinate_group(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_body", "give count, or the channels to retune (count is then their number)")
     if body.apply and not channels:
         raise ApiError(422, "invalid_body", "apply needs the channels to tune")
-    result = venue(request).frequency.coordinate_group(
+    result = await venue(request).frequency.coordinate_group(
         count,
         band,
         backups=body.backups,
