@@ -180,7 +180,7 @@ class DescriptorBudget:
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():  # given its descriptors just as it was cancelled
                 self.release(taken)
-            else:
+            elif entry in self._turns:  # else a release in the cancelling turn already dropped it
                 self._turns.remove(entry)
                 self._give_turns()  # the device first in turn went: those after it may fit now
             raise
@@ -197,9 +197,16 @@ class DescriptorBudget:
         self.holders += 1
 
     def _give_turns(self) -> None:
-        """Give the devices waiting their descriptors, in turn, while the first of them fits."""
-        while self._turns and self._capacity and self._turns[0][0] <= self._free:
-            taken, turn = self._turns.popleft()
+        """Give the devices waiting their descriptors, in turn, while the first of them fits; a device cancelled
+        (removed, or the hub stopping) whose task has not run since is passed over."""
+        while self._turns and self._capacity:
+            taken, turn = self._turns[0]
+            if turn.cancelled():
+                self._turns.popleft()
+                continue
+            if taken > self._free:
+                return
+            self._turns.popleft()
             self._take(taken)
             turn.set_result(None)
 

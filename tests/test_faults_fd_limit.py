@@ -5,6 +5,7 @@ device removed lets a waiting one connect. A web server that cannot listen says 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -22,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from hub.descriptors import DESCRIPTOR_RESERVE, DescriptorBudget
+from hub.testing import eventually
 from tests.mosquitto import free_port
 from tests.test_faults_plugins import stranger_distribution
 from tests.test_faults_startup import simulated_receivers
@@ -352,3 +355,21 @@ def test_a_web_server_that_cannot_listen_names_the_address_and_the_open_file_lim
     said = done.stdout.strip()
     assert said.startswith("WebListenError cannot listen on 127.0.0.1:"), said
     assert f":{port}:" in said and "open-file limit (64)" in said, said
+
+
+async def test_a_device_removed_while_waiting_as_another_closes_leaves_its_turn_to_the_next() -> None:
+    """An outside review: a device waiting for descriptors removed in the same loop turn as another closed its
+    connection. The close raised (its supervisor died: that device never reconnected), the removal was lost
+    (its DELETE never returned) and the descriptor leaked, so a device added later waited for ever."""
+    budget = DescriptorBudget(limit=lambda: DESCRIPTOR_RESERVE + 1, in_use=lambda: 0)  # room for one connection
+    holding = await budget.acquire(lambda reason: None)
+    removed = asyncio.create_task(budget.acquire(lambda reason: None))
+    behind = asyncio.create_task(budget.acquire(lambda reason: None))
+    await eventually(lambda: budget.waiting == 2, what="both devices to wait their turn")
+    removed.cancel()
+    budget.release(holding)  # the close, before the removed device's task has run
+    assert (await asyncio.gather(removed, return_exceptions=True))[0].__class__ is asyncio.CancelledError
+    assert await behind == 1, "the device after it connects"
+    budget.release(1)
+    assert (budget.held, budget.holders, budget.waiting) == (0, 0, 0)
+    assert await asyncio.wait_for(budget.acquire(lambda reason: None), 5) == 1, "a device added later connects"
