@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import sqlite3
@@ -669,6 +670,38 @@ def test_a_database_of_a_newer_schema_is_refused_by_the_check_and_the_start_alik
     deployment = (Path(__file__).resolve().parent.parent / "docs" / "deployment.md").read_text(encoding="utf-8")
     unit = deployment.partition("```ini\n")[2].partition("```")[0]
     assert re.search(rf"^RestartPreventExitStatus=.*\b{status}\b", unit, re.MULTILINE), "the unit would restart it"
+
+
+def test_a_newer_schema_is_refused_where_the_database_cannot_be_copied_to_read_its_wal(tmp_path: Path) -> None:
+    """An outside review: with a WAL beside the database the check reads a private copy of the two; where the copy
+    could not be written (a small /tmp) it gave up and said "configuration ok" for a database a newer build had
+    migrated, checkpointed and written on. The file alone is read then."""
+    data_dir = tmp_path / "data"
+    a_database_a_newer_build_migrated(data_dir, stopped_cleanly=True)
+    database = data_dir / "wmhub.sqlite3"
+    newer = sqlite3.connect(database, isolation_level=None)
+    try:
+        newer.execute("PRAGMA journal_mode=WAL")
+        newer.execute("PRAGMA wal_autocheckpoint=0")
+        newer.execute("CREATE TABLE newer_builds_table (anything)")  # written after the checkpoint: in the WAL
+        left = {suffix: Path(f"{database}{suffix}").read_bytes() for suffix in ("", "-wal")}
+    finally:
+        newer.close()
+    for suffix, content in left.items():  # as a kill leaves them
+        Path(f"{database}{suffix}").write_bytes(content)
+    assert len(left[""]) > 8192 and left["-wal"], "a database larger than the copy may be, and a WAL beside it"
+    command = [sys.executable, "-m", "hub.cli", "run", "--check", "--mqtt", "off", "--data-dir", str(data_dir)]
+    checked = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "WMHUB_DISCOVERY__ENABLED": "false"},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192)),  # no file over 8 KB written
+        check=False,
+    )
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert "holds database schema 99, newer than this hub knows" in checked.stderr
 
 
 def set_writable(paths: list[Path], writable: bool) -> None:

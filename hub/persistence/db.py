@@ -968,10 +968,11 @@ def stored_schema_version(path: Path) -> int | None:
         if not path.is_file():
             return None
         wal = Path(f"{path}-wal")
-        if not wal.is_file() or wal.stat().st_size == 0:
-            return _schema_version(f"{path.absolute().as_uri()}?immutable=1")
-        with _private_copy(path) as copy:
-            return _schema_version(copy.as_uri())
+        if wal.is_file() and wal.stat().st_size > 0:
+            with contextlib.suppress(OSError), _private_copy(path) as copy:
+                return _schema_version(copy.as_uri())
+        # no WAL, or no room for the copy (a small /tmp): the file alone, which may lag its WAL by a migration
+        return _schema_version(f"{path.absolute().as_uri()}?immutable=1")
     except (sqlite3.Error, OSError):
         return None
 
