@@ -606,8 +606,19 @@ class Hub:
             names += [redact(known.url), known.device_id]
         return {name for name in names if name is not None and ("://" in name or self.devices.find(name) is None)}
 
-    def refusal(self, command: Command) -> CommandResult | None:
-        return self.devices.refusal(command)
+    def refusal(self, command: Command, source: str) -> CommandResult | None:
+        """Why ``command`` would be refused before sending (``DeviceManager.refusal``), or None. An edge that
+        checks every part of a request first sends none once one is refused: the refusal is audited here, as
+        one of :meth:`apply` is, so a command refused by any edge is in the log."""
+        result = self.devices.refusal(command)
+        if result is not None:
+            self.record_unsent(command, source, result)
+        return result
+
+    def record_unsent(self, command: Command, source: str, result: CommandResult) -> None:
+        """Audit a command that was not sent: refused before sending, or a part of a request left out because
+        another part was refused or failed (someone still asked for it)."""
+        self.persistence.audit.record_command(source, command, self._current_value(command), result)
 
     async def apply(self, command: Command, source: str, deadline: float | None = None) -> CommandResult:
         before = self._current_value(command)

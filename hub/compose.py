@@ -103,8 +103,11 @@ class FleetHub(Hub):
     def discovery_dropped(self) -> int:
         return 0  # discovery runs on each hub
 
-    def refusal(self, command: Command) -> CommandResult | None:
+    def refusal(self, command: Command, source: str) -> CommandResult | None:
         return None  # the hub that owns the receiver checks the command when it arrives
+
+    def record_unsent(self, command: Command, source: str, result: CommandResult) -> None:
+        pass  # no audit log of its own: the hubs audit what reaches them
 
     async def apply(self, command: Command, source: str, deadline: float | None = None) -> CommandResult:
         # The fleet keeps no queue of a receiver's commands (the owning hub does, and the fleet's own request

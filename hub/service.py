@@ -158,8 +158,14 @@ class HubService(Protocol):
         """Announced services discovery did not probe because too many were waiting (hub.discovery)."""
         ...
 
-    def refusal(self, command: Command) -> CommandResult | None:
-        """Why ``command`` would be refused unsent, or None (checked for every part before any is sent)."""
+    def refusal(self, command: Command, source: str) -> CommandResult | None:
+        """Why ``command`` would be refused unsent, or None (checked for every part before any is sent); a
+        refusal is audited as from ``source``, as a command that :meth:`apply` carries out is."""
+        ...
+
+    def record_unsent(self, command: Command, source: str, result: CommandResult) -> None:
+        """Audit a part of a request left unsent (``result`` says why) because another part was refused or
+        failed."""
         ...
 
     async def apply(self, command: Command, source: str, deadline: float | None = None) -> CommandResult:

@@ -244,6 +244,29 @@ async def test_a_set_with_one_value_the_receiver_cannot_take_changes_nothing(
     assert sim.channels[1].values["muted"] is False and sim.channels[1].values["gain_db"] != 99
 
 
+async def test_a_set_refused_before_sending_is_audited_as_a_rest_command_is(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """An outside audit: a gain outside the ULX-D's range over REST was audited ("invalid: ..."), the same over
+    MQTT left no entry, nor did a mute to a channel the receiver lacks: a flow hammering a set topic with a bad
+    value left no trace of who tried. Each part of a refused message is in the log, the unsent ones too."""
+    async with ulxd_on_mqtt(mqtt_broker, tmp_path) as (_sim, hub, probe, base, device_id):
+        for channel, change in ((1, {"muted": True, "gain_db": 99}), (3, {"muted": True})):
+            answer = await probe.request(
+                f"{base}/hubs/hub1/response/set", f"{base}/devices/{device_id}/channels/{channel}/set", change
+            )
+            assert answer["status"] == "error", answer
+        entries = await hub.persistence.audit.query(source="mqtt")
+    audited = sorted((entry.action, entry.target, entry.result.split(":")[0]) for entry in entries)
+    assert audited == [
+        ("command.gain", f"{device_id}/1", "invalid"),
+        ("command.mute", f"{device_id}/1", "not_sent"),
+        ("command.mute", f"{device_id}/3", "unavailable"),
+    ], audited
+    gain = next(entry for entry in entries if entry.action == "command.gain")
+    assert gain.after == 99 and "outside" in gain.result
+
+
 async def test_the_first_part_of_a_set_the_receiver_refuses_stops_the_rest(
     mqtt_broker: TestBroker, tmp_path: Path
 ) -> None:

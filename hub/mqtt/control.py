@@ -121,9 +121,13 @@ class ControlHandler(StatePublisher):
             for key, value in values.items()
         }
         # every part is checked before any is sent: a message is carried out whole or not at all
-        refused = {key: result for key, command in commands.items() if (result := self.hub.refusal(command))}
+        # (each refusal is audited by hub.refusal, each part left out of a refused message here)
+        refused = {key: result for key, command in commands.items() if (result := self.hub.refusal(command, SOURCE))}
         if refused:
             unsent = CommandResult(ok=False, error="not sent: another part of the message was refused", code="not_sent")
+            for key, command in commands.items():
+                if key not in refused:
+                    self.hub.record_unsent(command, SOURCE, unsent)
             return {key: refused.get(key, unsent) for key in commands}
         # checked by check_deadline before: a number or absent
         deadline = float(request["deadline"]) if "deadline" in request else None
@@ -132,6 +136,7 @@ class ControlHandler(StatePublisher):
             if any(not result.ok for result in results.values()):
                 # the receiver may be gone or in another state than the message assumed: stop there
                 results[key] = CommandResult(ok=False, error="not sent: an earlier part failed", code="not_sent")
+                self.hub.record_unsent(command, SOURCE, results[key])
                 continue
             # Each part waits for the receiver behind commands from REST or the board: one whose deadline
             # passes there is not sent, as the sender has already taken the message as failed.

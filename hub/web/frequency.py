@@ -278,7 +278,7 @@ async def _tune(hub: HubService, tunings: Sequence[tuple[ChannelTuning, str, int
     ]
     failed: tuple[ChannelTuning, CommandResult] | None = None
     for tuning, command in commands:
-        refused = hub.refusal(command)
+        refused = hub.refusal(command, SOURCE)  # audited there
         if refused is not None:
             tuning.outcome = _outcome(refused)
             failed = failed or (tuning, refused)
@@ -295,9 +295,11 @@ async def _tune(hub: HubService, tunings: Sequence[tuple[ChannelTuning, str, int
         return None
     tuning, result = failed
     tuned = sum(1 for other, _ in commands if other.outcome is not None and other.outcome.ok)
-    for other, _ in commands:
+    for other, command in commands:
         if other.outcome is None:
-            other.outcome = CommandOutcome(ok=False, error=f"not sent: {tuning.channel} {how}", code=NOT_SENT)
+            unsent = CommandResult(ok=False, error=f"not sent: {tuning.channel} {how}", code=NOT_SENT)
+            hub.record_unsent(command, SOURCE, unsent)
+            other.outcome = _outcome(unsent)
     said = f"{tuning.channel}: {result.error or 'the command failed'}"
     if len(commands) > 1:
         said += f" ({tuned} of {len(commands)} channels retuned, the rest not sent: details say which)"
