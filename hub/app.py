@@ -588,11 +588,16 @@ class Hub:
             self.persistence.devices.find(managed.url) if managed is not None else None
         )
         if known is not None:  # none for a device from the config file or the demo: nothing remembered
-            await self.persistence.devices.remove(known.url, source=source)
+            await self.persistence.devices.remove(known.url, source=source)  # audited there
             removed = True
+        came_from = self._transient.pop(managed.url, None) if managed is not None else None
+        if managed is not None and known is None and removed:
+            # no row of its own to audit the removal with, yet someone stopped the hub watching a receiver:
+            # audited under the same action and URL as a remembered device's, so ?target= finds it either way
+            before = {"url": managed.url, "device_id": managed.device_id, "source": came_from}
+            self.persistence.audit.record(source, "device.remove", managed.url, before=before)
         if managed is not None:
             self.persistence.health.forget(managed.url)
-            self._transient.pop(managed.url, None)
         if removed:
             self.persistence.alerts.clear_removed(self._names_left(managed, known))
             log.info("device %s removed (%s)", redact(device_id_or_url), source)

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -56,14 +56,14 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def hub_process(broker: TestBroker, data_dir: Path) -> AsyncIterator[Api]:
-    """``wmhub run`` with no configured devices (they are added over REST and remembered), once its REST API
-    answers. Its log is ``<data_dir>.log``, for reading after a failure."""
+async def hub_process(broker: TestBroker, data_dir: Path, devices: Sequence[str] = ()) -> AsyncIterator[Api]:
+    """``wmhub run`` with ``devices`` given by ``--device`` (else none: they are added over REST and remembered),
+    once its REST API answers. Its log is ``<data_dir>.log``, for reading after a failure."""
     port = free_port()
     log = data_dir.with_suffix(".log").open("ab")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "hub.cli", "run", "--mqtt", broker.url, "--http", f"127.0.0.1:{port}",
-        "--data-dir", str(data_dir), "--hub-id", HUB_ID,
+        "--data-dir", str(data_dir), "--hub-id", HUB_ID, *(arg for url in devices for arg in ("--device", url)),
         env={**os.environ, "WMHUB_DISCOVERY__ENABLED": "false", "WMHUB_HTTP__TOKEN": TOKEN},
         stdout=asyncio.subprocess.DEVNULL, stderr=log,
     )  # fmt: skip
@@ -183,3 +183,17 @@ async def test_a_receiver_that_has_not_answered_is_removed_by_the_id_its_url_giv
             await online_device(api)
         assert (await api.call("DELETE", f"/api/v1/devices/shure-127_0_0_1_{port}"))[0] == 204
         assert await api.watched_urls() == []
+
+
+async def test_removing_a_receiver_of_the_configuration_is_audited(mqtt_broker: TestBroker, tmp_path: Path) -> None:
+    """An outside audit: DELETE of a receiver given by ``--device`` (or the config file, or the environment)
+    answered 204 and the hub stopped watching it, but the audit log had no ``device.remove``, as it has for one
+    added over REST: nothing remembered it, and the audit was written only with the remembered row."""
+    async with ShureSimulator("ulxd4d") as receiver, hub_process(mqtt_broker, tmp_path / "hub", [receiver.url]) as api:
+        device_id = (await online_device(api))["id"]
+        assert (await api.call("DELETE", f"/api/v1/devices/{device_id}"))[0] == 204
+        assert await api.watched_urls() == []
+        # under its URL, as a remembered device's removal is
+        entries = (await api.get(f"/api/v1/audit?target={quote(receiver.url, safe='')}"))["items"]
+    removals = [(entry["action"], entry["source"], entry["before"]["device_id"]) for entry in entries]
+    assert removals == [("device.remove", "rest", device_id)], entries
