@@ -39,6 +39,7 @@ from hub.model import (
     RESULT_CODES,
     Capabilities,
     Channel,
+    ChannelNotFoundError,
     Command,
     CommandError,
     CommandExpiredError,
@@ -952,7 +953,7 @@ class DeviceManager:
         if driver is None or device is None or not device.online:
             raise DeviceUnavailableError(f"device {command.device_id} is not connected")
         if command.channel is not None and device.channel(command.channel) is None:
-            raise DeviceUnavailableError(f"device {command.device_id} has no channel {command.channel}")
+            raise ChannelNotFoundError(f"device {command.device_id} has no channel {command.channel}")
         # the one place every edge's command meets the family's declared limits, before the plugin
         if device.capabilities is not None:
             device.capabilities.check(command, device.model or device.family or "this device")

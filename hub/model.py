@@ -497,6 +497,7 @@ RESULT_CODES: Final = frozenset(
         "refused",
         "timeout",
         "unavailable",
+        "not_found",
         "rate_limited",
         "expired",
         "failed",
@@ -559,3 +560,10 @@ class DeviceUnavailableError(CommandError):
     """The device is unknown or not connected."""
 
     code = "unavailable"
+
+
+class ChannelNotFoundError(CommandError):
+    """The device has no such channel: asking again will not help, unlike an unavailable device (REST answers
+    the same address 404)."""
+
+    code = "not_found"

@@ -164,7 +164,7 @@ async def test_commands_to_unknown_devices_and_channels_are_refused_clearly() ->
         unknown = await hub.apply(Command(device_id="nope", kind=CommandKind.IDENTIFY))
         no_channel = await hub.apply(Command(device_id=device.id, channel=9, kind=CommandKind.IDENTIFY))
         assert unknown.code == "unavailable" and "unknown device" in str(unknown.error)
-        assert no_channel.code == "unavailable" and "no channel 9" in str(no_channel.error)
+        assert no_channel.code == "not_found" and "no channel 9" in str(no_channel.error)
 
 
 def test_backoff_grows_to_its_cap_with_jitter() -> None:

@@ -261,10 +261,29 @@ async def test_a_set_refused_before_sending_is_audited_as_a_rest_command_is(
     assert audited == [
         ("command.gain", f"{device_id}/1", "invalid"),
         ("command.mute", f"{device_id}/1", "not_sent"),
-        ("command.mute", f"{device_id}/3", "unavailable"),
+        ("command.mute", f"{device_id}/3", "not_found"),
     ], audited
     gain = next(entry for entry in entries if entry.action == "command.gain")
     assert gain.after == 99 and "outside" in gain.result
+
+
+async def test_a_set_to_a_channel_the_receiver_lacks_is_answered_not_found(
+    mqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """An outside audit: a mute to channel 3 of a two-channel ULXD4D was answered ``unavailable``, the code
+    docs/mqtt.md gives an offline device (a flow retries it), while REST answers the address 404 not_found."""
+    async with ulxd_on_mqtt(mqtt_broker, tmp_path) as (sim, _hub, probe, base, device_id):
+        answer = await probe.request(
+            f"{base}/hubs/hub1/response/set", f"{base}/devices/{device_id}/channels/3/set", {"muted": True}
+        )
+    assert answer["status"] == "error"
+    assert answer["data"]["results"]["muted"] == {
+        "ok": False,
+        "value": None,
+        "error": f"device {device_id} has no channel 3",
+        "code": "not_found",
+    }
+    assert not any(channel.values["muted"] for channel in sim.channels.values())
 
 
 async def test_the_first_part_of_a_set_the_receiver_refuses_stops_the_rest(

@@ -49,6 +49,7 @@ COMMAND_STATUS: Final = {
     "invalid": 422,
     "not_supported": 409,
     "unavailable": 503,
+    "not_found": 404,
     "timeout": 504,
     "refused": 502,
     "plugin_error": 502,

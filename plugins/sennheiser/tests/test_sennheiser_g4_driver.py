@@ -205,7 +205,7 @@ async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness
         assert (result.ok, result.code) == (False, code)
         assert words in (result.error or "")
     second = await hub.apply(Command(device_id=device.id, channel=2, kind=CommandKind.NAME, value="Vox"))
-    assert (second.ok, second.code) == (False, "unavailable") and "has no channel 2" in (second.error or "")
+    assert (second.ok, second.code) == (False, "not_found") and "has no channel 2" in (second.error or "")
     assert not [line for line in simulator.commands[sent:] if not line.startswith(("Push", "Mute"))]
 
 
