@@ -16,7 +16,7 @@ from wmhub_sennheiser.ssc1_driver import Ssc1Driver, SscClient
 from wmhub_sennheiser.testing import UdpPeer, online, shows
 
 from hub.clock import SimulatedClock
-from hub.model import Command, CommandKind, Device
+from hub.model import Command, CommandKind, Device, InvalidValueError
 from hub.testing import DriverHarness, eventually
 
 
@@ -318,11 +318,21 @@ async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness
             result = await command(hub, device, kind, value)
             assert (result.ok, result.code) == (False, code)
             assert words in (result.error or "")
+        # Valid for the family, outside this receiver's band (its frequency_code Q1-9: 470.2-550 MHz): it was
+        # sent and came back a bare "406 not acceptable" (an outside audit), where SSCv2 named the band. The
+        # declared range is the band's once the code is known, and the driver checks it too.
+        await eventually(lambda: hub.store.devices[device.id].rf_band == "Q1-9", what="the band code read")
+        result = await command(hub, device, CommandKind.FREQUENCY, 700.0)
+        assert (result.ok, result.code) == (False, "invalid") and "470.2..550 MHz" in (result.error or "")
+        declared = hub.store.devices[device.id].capabilities
+        assert declared is not None
+        limits = declared.commands[CommandKind.FREQUENCY].number
+        assert limits is not None and (limits.min, limits.max, limits.step) == (470.2, 550.0, 0.025)
+        driver = hub.manager.find(simulator.url).driver  # type: ignore[union-attr]
+        assert isinstance(driver, Ssc1Driver)
+        with pytest.raises(InvalidValueError, match=r"outside this receiver's band \(470.2-550 MHz\)"):
+            driver.prepare(Command(device_id=device.id, channel=1, kind=CommandKind.FREQUENCY, value=600.0))
         assert simulator.writes == []
-        # valid for the family, outside this receiver's band: the device itself refuses (406)
-        result = await command(hub, device, CommandKind.FREQUENCY, 900.0)
-        assert (result.ok, result.code) == (False, "refused")
-        assert "406" in (result.error or "")
     finally:
         await simulator.stop()
 

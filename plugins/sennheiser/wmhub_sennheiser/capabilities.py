@@ -8,7 +8,7 @@ list names the fields the family's converters and meter decoders ever fill with 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from hub.model import Capabilities, CommandKind, CommandLimits, NumberLimits, TextLimits
@@ -175,3 +175,17 @@ def tuned_capabilities(family: str, rf_config: RfConfig) -> Capabilities:
     return declared.model_copy(
         update={"commands": {**declared.commands, CommandKind.FREQUENCY: _mcp_frequency(rf_config)}}
     )
+
+
+def banded_capabilities(family: str, spans: Sequence[tuple[int, int]]) -> Capabilities:
+    """An SSCv1 EW-DX receiver's capabilities with the span of its band (``spans`` in kHz, EWDX_BANDS) as the
+    frequency range, on the family's grid; none: the family's declared range."""
+    declared = CAPABILITIES[family]
+    frequency = declared.commands[CommandKind.FREQUENCY]
+    if not spans or frequency.number is None:
+        return declared
+    number = frequency.number.model_copy(
+        update={"min": min(low for low, _ in spans) / 1000, "max": max(high for _, high in spans) / 1000}
+    )
+    narrowed = frequency.model_copy(update={"number": number})
+    return declared.model_copy(update={"commands": {**declared.commands, CommandKind.FREQUENCY: narrowed}})

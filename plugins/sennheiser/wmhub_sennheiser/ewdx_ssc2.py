@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from hub.model import CommandKind, InvalidValueError, NotSupportedError
+from hub.model import CommandKind, NotSupportedError
 from hub.text import small_number
 from wmhub_sennheiser.families import (
+    EWDX_BANDS,
     TX_ABSENT,
     Fields,
     NameRule,
@@ -32,6 +33,7 @@ from wmhub_sennheiser.families import (
     _strings,
     _text,
     _tx_lock,
+    check_band,
 )
 from wmhub_sennheiser.ssc2 import IDENTITY_PATH, SITE_PATH, STATE_PATH, Changes, normalise_path
 from wmhub_sennheiser.values import finite_number
@@ -246,7 +248,8 @@ class EwdxResourceMap:
             self.firmware = str(facts["deviceVersion"])
             changes.device["firmware"] = self.firmware
         elif path == RF_PATH and facts:
-            self.band = _ranges(facts.get("ranges"))
+            # its own ranges; without them, those of its code (EWDX_BANDS), as the SSCv1 driver has only that
+            self.band = _ranges(facts.get("ranges")) or list(EWDX_BANDS.get(str(facts.get("code")), ()))
             if "code" in facts:
                 changes.device["rf_band"] = _text(facts["code"])  # the country frequency code, e.g. "Q1-9"
         elif path == ENCRYPTION_PATH and "enabled" in facts:
@@ -297,10 +300,7 @@ def channel_write(kind: CommandKind, channel_id: int, value: Any, band: Sequence
         gain = GAIN.check(value)
         return Write(f"/api/channel/{channel_id}", {"gain": gain}, "gain_db", gain)
     if kind is CommandKind.FREQUENCY:
-        khz = FREQUENCY.check(value)
-        if band and not any(start <= khz <= end for start, end in band):
-            spans = ", ".join(f"{start / 1000:g}-{end / 1000:g}" for start, end in band)
-            raise InvalidValueError(f"{khz / 1000:g} MHz is outside this receiver's band ({spans} MHz)")
+        khz = check_band(FREQUENCY.check(value), band)
         return Write(f"/api/rf/channels/{channel_id}/frequency", {"frequency": khz}, "frequency_mhz", khz / 1000)
     if kind is CommandKind.IDENTIFY:
         return Write(f"/api/channel/{channel_id}/identify", {"enabled": True})

@@ -395,6 +395,27 @@ def _em6000_meters(value: Any) -> Updates:
     return {index: em6000_meter_fields(row) for index, row in enumerate(value, start=1) if isinstance(row, list)}
 
 
+# EW-DX band variants by their country frequency code (SSCv1 /device/frequency_code, SSCv2 /api/rf's code) and
+# their tuning spans in kHz: Q1-9 as the EW-DX OpenAPI's /api/rf example gives it, the others from Sennheiser's
+# EW-DX specifications. One table for both protocols and their simulators; a receiver of a code not listed
+# refuses what it cannot tune to itself.
+EWDX_BANDS: Final[Mapping[str, tuple[tuple[int, int], ...]]] = {
+    "Q1-9": ((470_200, 550_000),),
+    "R1-9": ((520_000, 607_800),),
+    "S1-10": ((606_200, 693_800),),
+}
+
+
+def check_band(khz: int, spans: Iterable[tuple[int, int]]) -> int:
+    """``khz`` if it lies in one of the receiver's band ``spans`` (kHz; none: not known, let through), else
+    InvalidValueError naming the band, before anything is sent."""
+    spans = tuple(spans)
+    if spans and not any(start <= khz <= end for start, end in spans):
+        named = ", ".join(f"{start / 1000:g}-{end / 1000:g}" for start, end in spans)
+        raise InvalidValueError(f"{khz / 1000:g} MHz is outside this receiver's band ({named} MHz)")
+    return khz
+
+
 EWDX: Final = SscFamily(
     label="EW-DX",
     product_pattern=r"EW-?DX|^EM\s*[24]\b",

@@ -29,7 +29,18 @@ from hub.model import (
     RefusedError,
 )
 from wmhub_sennheiser import ssc1
-from wmhub_sennheiser.families import DEVICE, FAMILIES, ChannelMapper, SscFamily, Updates, family_for
+from wmhub_sennheiser.capabilities import banded_capabilities
+from wmhub_sennheiser.families import (
+    DEVICE,
+    EWDX,
+    EWDX_BANDS,
+    FAMILIES,
+    ChannelMapper,
+    SscFamily,
+    Updates,
+    check_band,
+    family_for,
+)
 from wmhub_sennheiser.ssc1 import Address, ErrorKind, Message, SscDecodeError, SubscriptionParams
 from wmhub_sennheiser.udp import (
     UdpDriver,
@@ -426,6 +437,8 @@ class Ssc1Driver(UdpDriver):
             known.update(fields)
             if channel == DEVICE:
                 self.sink.update_device(fields)
+                if "rf_band" in fields and self.family is EWDX:  # the frequency range is its band's from now on
+                    self.sink.update_capabilities(banded_capabilities(EWDX.label, self._band()))
             elif 1 <= channel <= self.channel_count:
                 self.sink.update_channel(channel, fields)
                 if returned and self.family is not None:
@@ -450,7 +463,14 @@ class Ssc1Driver(UdpDriver):
             raise NotSupportedError(f"this {self.family.label} model has no {ssc1.address_text(path)}")
         current = self.state.get(command.channel or DEVICE, {}).get("muted")
         value = toggled(command.kind, command.value, current)
-        return PreparedCommand(command, path, control.encode(value), value)
+        encoded = control.encode(value)
+        if command.kind is CommandKind.FREQUENCY and self.family is EWDX:
+            encoded = check_band(encoded, self._band())  # the family's range spans every band variant
+        return PreparedCommand(command, path, encoded, value)
+
+    def _band(self) -> tuple[tuple[int, int], ...]:
+        """The spans (kHz) of the EW-DX band the receiver reported (/device/frequency_code), if known."""
+        return EWDX_BANDS.get(str(self.state.get(DEVICE, {}).get("rf_band")), ())
 
     async def execute(self, prepared: PreparedCommand) -> CommandResult:
         if prepared.command.kind is CommandKind.METER_RATE:

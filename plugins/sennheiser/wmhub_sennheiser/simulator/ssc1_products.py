@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Final
 
+from wmhub_sennheiser.families import EWDX_BANDS
 from wmhub_sennheiser.simulator.common import SimChannel, default_channels
 from wmhub_sennheiser.simulator.ssc_json import Address
 
@@ -165,7 +166,7 @@ class EwDx(SimProduct):
     """EW-DX EM 2 / EM 4: rx, m (metering) and mates trees."""
 
     version = "3.2.0"
-    band_khz = (470_200, 607_800)  # the simulated band variant
+    band_khz = EWDX_BANDS["Q1-9"][0]  # the simulated band variant, the frequency_code it reports
 
     def __init__(self, channel_count: int, serial: str = "1049471234") -> None:
         super().__init__(default_channels(channel_count, 520_000, "Vocal"), f"EW-DX EM {channel_count}")

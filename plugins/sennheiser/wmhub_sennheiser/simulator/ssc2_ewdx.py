@@ -15,11 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
+from wmhub_sennheiser.families import EWDX_BANDS
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
 
 NAME_PATTERN = re.compile(r"[\x20#*+,;\x2D\x2F<=|>0-9A-Z]{0,8}")  # PUT /api/channel/{id} name
 GAINS = range(-3, 43, 3)  # gain: -3..42 dB, multipleOf 3
-BANDS = {"Q1-9": [(470_200, 550_000)], "S1-10": [(606_200, 693_800)]}  # /api/rf code and ranges (illustrative)
 TX_TYPES = ("EW_DX_SKM", "EW_DX_SK")  # transmitter type enum members
 
 
@@ -65,7 +65,7 @@ class EwdxSsc2Simulator(Ssc2Simulator):
         self.firmware = "4.0.1"
         self.encryption = True
         self.device_identify = False
-        low = BANDS[band][0][0]
+        low = EWDX_BANDS[band][0][0]
         count = 4 if "4CH" in product else 2
         self.channels = [SimEwdxChannel(name=f"CH {n + 1}", khz=low + 1_000 * (n + 1)) for n in range(count)]
 
@@ -178,7 +178,7 @@ class EwdxSsc2Simulator(Ssc2Simulator):
             },
             "/api/rf": {
                 "code": self.band,
-                "ranges": [{"start": start, "end": end, "stepSize": 25} for start, end in BANDS[self.band]],
+                "ranges": [{"start": start, "end": end, "stepSize": 25} for start, end in EWDX_BANDS[self.band]],
             },
             "/api/rf/encryption": {"enabled": self.encryption},
             "/api/rf/transmission": {"mode": "Standard", "presetSpacing": 25},
@@ -297,7 +297,7 @@ class EwdxSsc2Simulator(Ssc2Simulator):
         khz = body.get("frequency") if isinstance(body, dict) else None
         if isinstance(khz, bool) or not isinstance(khz, int) or khz % 25:
             return self._error(400, "Bad request")
-        if not any(start <= khz <= end for start, end in BANDS[self.band]):
+        if not any(start <= khz <= end for start, end in EWDX_BANDS[self.band]):
             return self._error(400, "Bad request")
         channel.khz = khz
         return self._accepted(request.path, body, f"/api/rf/channels/{n}")
