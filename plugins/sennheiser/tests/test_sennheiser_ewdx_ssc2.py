@@ -131,6 +131,9 @@ async def test_ewdx_values_outside_the_document_are_refused(hub: DriverHarness, 
     for kind, value in (
         (CommandKind.NAME, "lead"),  # capitals only
         (CommandKind.NAME, "LONGER THAN 8"),
+        # held by the device with the space, shown trimmed by the hub, confirmed as asked (an outside audit)
+        (CommandKind.NAME, "VOX "),
+        (CommandKind.NAME, " VOX"),
         (CommandKind.GAIN, 4),  # 3 dB steps
         (CommandKind.GAIN, 45),
         (CommandKind.FREQUENCY, 512.31),  # 25 kHz grid

@@ -345,6 +345,7 @@ async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness
         (CommandKind.FREQUENCY, 482.125),  # off Spectera's 1 MHz grid (src/types.ts RfChannel.frequency)
         (CommandKind.NAME, "A name far too long"),
         (CommandKind.NAME, ""),
+        (CommandKind.NAME, "Vox "),  # the hub shows names trimmed: refused, as the device would keep the space
     ):
         result = await hub.apply(Command(device_id=device.id, channel=1, kind=kind, value=value))
         assert not result.ok and result.code == "invalid", result

@@ -267,8 +267,11 @@ class EwdxResourceMap:
 # --- controls ---------------------------------------------------------------------------------------
 
 # PUT /api/channel/{id} name: maxLength 8, pattern ^[\x20#*+,;\x2D\x2F<=|>0-9A-Z]*$ (EW-DX OpenAPI)
+# (no space at either end: families.PRINTABLE_ASCII says why)
 CHANNEL_NAME: Final = NameRule(
-    8, r"[ #*+,;\-\/<=\|>0-9A-Z]*", "capital letters, digits, space and # * + , ; - / < = | >"
+    8,
+    r"(?:[#*+,;\-\/<=\|>0-9A-Z](?:[ #*+,;\-\/<=\|>0-9A-Z]*[#*+,;\-\/<=\|>0-9A-Z])?)?",
+    "capital letters, digits, space and # * + , ; - / < = | >, no space at either end",
 )
 # gain: -3..+42 dB in steps of 3 (EW-DX OpenAPI)
 GAIN: Final = Range(-3, 42, 3, "dB")

@@ -245,7 +245,10 @@ class NameRule:
         return value
 
 
-PRINTABLE_ASCII: Final = NameRule(8, r"[\x20-\x7e]*", "printable ASCII characters")
+# No space at either end in any name rule: the hub trims the text a device reports (hub.fieldcheck), so a name
+# set with one would be confirmed as asked, held by the device and shown trimmed, three values for one name.
+_PRINTABLE_TRIMMED: Final = r"(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?"
+PRINTABLE_ASCII: Final = NameRule(8, _PRINTABLE_TRIMMED, "printable ASCII characters, no space at either end")
 SLDW_NAME: Final = NameRule(8, r"[0-9A-Za-z_\-]*", "letters, digits, '-' and '_'")
 # Media Control Protocol (G3/G4) names: at least one character (a bare ``Name`` is a query) and no space at
 # either end, since every line is trimmed and the echo of such a name could never match. Only \x escapes and
@@ -307,7 +310,7 @@ def _mute(value: Any) -> bool:
 
 
 # the receiver's own name has no documented limit; keep it to what fits an mDNS label
-DEVICE_NAME: Final = NameRule(63, r"[\x20-\x7e]*", "printable ASCII characters")
+DEVICE_NAME: Final = NameRule(63, _PRINTABLE_TRIMMED, "printable ASCII characters, no space at either end")
 
 
 # --- families ---------------------------------------------------------------------------------------

@@ -55,8 +55,8 @@ DEVICE_NAME_MAX_CHARS: Final = 32
 _MOBILE_NAME_CHARS: Final = r"A-Za-z0-9#*+,;\-\/<=\|>."
 MOBILE_NAME: Final = NameRule(
     16,
-    rf"[ {_MOBILE_NAME_CHARS}]*[{_MOBILE_NAME_CHARS}][ {_MOBILE_NAME_CHARS}]*",
-    "letters A-Z a-z, digits 0-9, space and - + = * / ; < > # | , . (not only spaces)",
+    rf"[{_MOBILE_NAME_CHARS}](?:[ {_MOBILE_NAME_CHARS}]*[{_MOBILE_NAME_CHARS}])?",  # no space at either end
+    "letters A-Z a-z, digits 0-9, space and - + = * / ; < > # | , ., no space at either end",
 )
 FREQUENCY_RANGE_KHZ: Final = (470_000, 694_000)
 # Spectera tunes its RF channels in whole MHz: src/types.ts RfChannel.frequency "Step: 1000" (kHz). Its
