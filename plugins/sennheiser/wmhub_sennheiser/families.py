@@ -399,13 +399,12 @@ def _em6000_meters(value: Any) -> Updates:
 
 
 # EW-DX band variants by their country frequency code (SSCv1 /device/frequency_code, SSCv2 /api/rf's code) and
-# their tuning spans in kHz: Q1-9 as the EW-DX OpenAPI's /api/rf example gives it, the others from Sennheiser's
-# EW-DX specifications. One table for both protocols and their simulators; a receiver of a code not listed
-# refuses what it cannot tune to itself.
+# their tuning spans in kHz, only where a public document gives them: Q1-9 as the EW-DX OpenAPI's /api/rf
+# example does. The other codes' spans (R1-9, S1-10, ...) are unverified here, so they are left out: a
+# receiver of a code not listed is let through and refuses what it cannot tune to itself, rather than the hub
+# refusing a frequency the receiver takes. One table for both protocols and their simulators.
 EWDX_BANDS: Final[Mapping[str, tuple[tuple[int, int], ...]]] = {
     "Q1-9": ((470_200, 550_000),),
-    "R1-9": ((520_000, 607_800),),
-    "S1-10": ((606_200, 693_800),),
 }
 
 
