@@ -355,6 +355,9 @@ async def test_out_of_range_values_are_refused_before_sending(hub: DriverHarness
     assert (result.ok, result.code) == (False, "invalid"), result
     result = await hub.apply(Command(device_id=device.id, channel=1, kind=CommandKind.MUTE, value=True))
     assert result.code == "not_supported"
+    for name in (" Stage Left", "Stage Left "):  # the device name too: it read back trimmed, as another name
+        result = await hub.apply(Command(device_id=device.id, kind=CommandKind.DEVICE_NAME, value=name))
+        assert (result.ok, result.code) == (False, "invalid") and "space at either end" in str(result.error), result
     assert simulator.writes == []
 
 

@@ -119,9 +119,12 @@ def _mcp_capabilities(channel_fields: frozenset[str], *, transmitter: bool = Fal
 
 def _ssc2_capabilities() -> Capabilities:
     def printable(max_length: int) -> TextLimits:
-        # str.isprintable in the driver: no control characters, and not only spaces
+        # ssc2.name_problem in the driver: no control characters, and no space at either end (the hub shows
+        # device text trimmed, so a name the device keeps with its spaces would read back as another)
         return TextLimits(
-            max_length=max_length, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$", allowed="printable characters"
+            max_length=max_length,
+            pattern=r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s])?$",
+            allowed="printable characters, no space at either end",
         )
 
     low, high = FREQUENCY_RANGE_KHZ

@@ -67,9 +67,12 @@ MAX_BANDWIDTH_KHZ: Final = 100_000
 
 
 def name_problem(name: object, max_chars: int) -> str | None:
-    """Why ``name`` cannot be written (None if it can): 1..max_chars printable characters."""
+    """Why ``name`` cannot be written (None if it can): 1..max_chars printable characters, no space at either
+    end (the hub shows device text trimmed)."""
     if not isinstance(name, str) or not name.strip():
         return "a name must be a non-empty string"
+    if name != name.strip():
+        return f"{name!r} has a space at either end"
     if len(name) > max_chars:
         return f"{name!r} is longer than {max_chars} characters"
     if not name.isprintable():
