@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from hub.persistence import (
     Source,
     WriterSettings,
 )
+from hub.persistence import db as db_module
 from hub.persistence.history import encode_bucket
 from hub.persistence.services import Stored
 from hub.persistence.testing import open_simulated, put_receiver
@@ -399,3 +401,90 @@ async def test_a_writer_that_ended_shows_in_health_and_close_still_releases_the_
     # the hub holds the file with an exclusive lock (docs/adr/0013-exclusive-database.md): readable now
     with contextlib.closing(sqlite3.connect(tmp_path / DATABASE_FILE, timeout=0.5)) as connection:
         assert connection.execute("SELECT name FROM performers").fetchall() == [("Kept",)]
+
+
+class _SlowRows:
+    """An SQL function that takes ``delay_s`` a row while ``slow`` and says when it is first called: a check or a
+    migration step that runs for as long as a test needs, and a sure sign that it is running."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.slow = False
+        self.running = threading.Event()
+
+    def __call__(self, value: int) -> int:
+        if self.slow:
+            self.running.set()
+            time.sleep(self.delay_s)
+        return value
+
+
+def _add_slow_rows(path: Path, rows: _SlowRows, *, checked: bool) -> None:
+    """A table of 20,000 rows the slow function reads: in a CHECK constraint (``checked``), which the open's
+    quick_check evaluates for every row, or plain, for a migration step to rewrite."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as connection:
+        connection.create_function("test_slow_row", 1, rows, deterministic=True)
+        check = " CHECK (test_slow_row(x) = x)" if checked else ""
+        connection.execute(f"CREATE TABLE slow_rows (x INTEGER{check})")
+        connection.execute("BEGIN")
+        connection.executemany("INSERT INTO slow_rows VALUES (?)", ((n,) for n in range(20_000)))
+        connection.execute("COMMIT")
+
+
+async def _cancelled_while_running(tmp_path: Path, rows: _SlowRows) -> float:
+    """Start the store's open, cancel it (a stop during the start) once the slow function runs: how long the
+    cancellation took to be done. The old close queued behind the whole check or step (20,000 rows x 1 ms)."""
+    rows.slow = True
+    opening = asyncio.ensure_future(open_simulated(tmp_path))
+    assert await asyncio.to_thread(rows.running.wait, 30), "the open never ran the slow statement"
+    cancelled = time.monotonic()
+    opening.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(opening, 60)
+    rows.slow = False
+    return time.monotonic() - cancelled
+
+
+async def test_a_stop_during_the_opens_check_interrupts_it_and_the_next_open_checks_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while the start checked a large database (every page read, 12-14 s a GB from a cold cache) was
+    acted on only after the whole check: the cancelled open's close queued behind it on the connection's thread."""
+    store = await open_simulated(tmp_path)
+    await store.performers.create("Kept", source=Source.REST)
+    await store.close()
+    rows = _SlowRows(delay_s=0.001)
+    _add_slow_rows(tmp_path / DATABASE_FILE, rows, checked=True)
+    monkeypatch.setitem(db_module._FUNCTIONS, "test_slow_row", (1, rows))
+    assert await _cancelled_while_running(tmp_path, rows) < 2.0
+    again = await open_simulated(tmp_path)  # checked whole this time, and not found damaged
+    try:
+        assert not again.db.failing
+        assert [p.name for p in again.performers.all()] == ["Kept"]
+    finally:
+        await again.close()
+    assert not list(tmp_path.glob(f"{DATABASE_FILE}.damaged-*"))  # noqa: ASYNC240 (a listing, the store closed)
+
+
+async def test_a_stop_during_a_migration_step_interrupts_it_and_the_next_open_migrates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a long migration step (one transaction): rolled back, so the next start migrates again."""
+    store = await open_simulated(tmp_path)
+    await store.close()
+    rows = _SlowRows(delay_s=0.001)
+    _add_slow_rows(tmp_path / DATABASE_FILE, rows, checked=False)
+    monkeypatch.setitem(db_module._FUNCTIONS, "test_slow_row", (1, rows))
+    step = "UPDATE slow_rows SET x = test_slow_row(x) + 1;"
+    monkeypatch.setattr(db_module, "MIGRATIONS", (*db_module.MIGRATIONS, step))
+    assert await _cancelled_while_running(tmp_path, rows) < 2.0
+    with contextlib.closing(sqlite3.connect(tmp_path / DATABASE_FILE)) as connection:
+        [(version,)] = connection.execute("SELECT max(version) FROM schema_version").fetchall()
+        [(total,)] = connection.execute("SELECT sum(x) FROM slow_rows").fetchall()
+    assert version == len(db_module.MIGRATIONS) - 1 and total == sum(range(20_000)), "the step rolled back"
+    again = await open_simulated(tmp_path)
+    await again.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / DATABASE_FILE)) as connection:
+        [(version,)] = connection.execute("SELECT max(version) FROM schema_version").fetchall()
+        [(total,)] = connection.execute("SELECT sum(x) FROM slow_rows").fetchall()
+    assert version == len(db_module.MIGRATIONS) and total == sum(range(20_000)) + 20_000

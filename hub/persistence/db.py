@@ -754,9 +754,28 @@ async def _connect(path: Path, settings: WriterSettings) -> aiosqlite.Connection
         await connection.execute("PRAGMA secure_delete=FAST")
         await _migrate(connection)
     except BaseException:
-        await connection.close()
+        await _close_interrupting(connection)
         raise
     return connection
+
+
+# How often a statement is interrupted again while the close waits for it: an interrupt between two statements
+# (of a migration's script) or before a queued one has begun has no effect in SQLite
+INTERRUPT_AGAIN_S: Final = 0.05
+
+
+async def _close_interrupting(connection: aiosqlite.Connection) -> None:
+    """Close a connection whose open was cancelled (a stop during the start) or failed: the statement still
+    running on its thread is interrupted first, or the close would queue behind it (a check reading every page
+    of a large file, a migration step) and the stop wait for all of it. Nothing is lost: the check only reads,
+    and a migration step is one transaction, rolled back, so the next start migrates again."""
+    closing = asyncio.ensure_future(connection.close())
+    while not closing.done():
+        # ValueError, ProgrammingError: the connection closed meanwhile, nothing is left to interrupt
+        with contextlib.suppress(ValueError, sqlite3.ProgrammingError):
+            await connection.interrupt()
+        await asyncio.wait({closing}, timeout=INTERRUPT_AGAIN_S)
+    await closing
 
 
 async def _open_file(path: Path, settings: WriterSettings) -> aiosqlite.Connection:
@@ -768,7 +787,7 @@ async def _open_file(path: Path, settings: WriterSettings) -> aiosqlite.Connecti
             if str(path) != IN_MEMORY:
                 await _check_intact(connection)
         except BaseException:
-            await connection.close()
+            await _close_interrupting(connection)
             raise
     except sqlite3.DatabaseError as exc:
         if str(path) == IN_MEMORY or exc.sqlite_errorcode not in _DAMAGE:
