@@ -173,6 +173,8 @@ class Hub:
         self._failure: str | None = None
         self._failed = asyncio.Event()
         self._stopping = False
+        # what the database's close could not store (the disk full at the stop): the stop failed (exit status 1)
+        self.lost_at_stop: str | None = None
         self._stop_step: str | None = None  # what the stop is at, for one that hangs to name (still_stopping)
 
     async def __aenter__(self) -> Hub:
@@ -439,6 +441,7 @@ class Hub:
         self._stop_step = "the database"
         if self._persistence is not None and self._owns_persistence:
             await self._persistence.close()
+            self.lost_at_stop = self._persistence.db.lost_at_close
             self._persistence = None
         self._stop_step = "the loop monitor and the heap trimmer"
         await self.loop_monitor.stop()

@@ -368,7 +368,8 @@ def _run(config: HubConfig, args: argparse.Namespace, fleet: bool = False) -> in
         guard.finished.set()
         if data_dir_lock is not None:
             data_dir_lock.release()
-    return 0
+    # the database's close logged what it lost: the unit shows failed, not a clean stop
+    return EXIT_FAILED if hub.lost_at_stop is not None else 0
 
 
 class _StopGuard:
@@ -469,7 +470,7 @@ async def _until_signalled(hub: Hub, guard: _StopGuard) -> None:
             )
             logging.shutdown()
             sys.stdout.flush()
-            os._exit(EXIT_FAILED if failed else 0)
+            os._exit(EXIT_FAILED if failed or hub.lost_at_stop is not None else 0)
 
 
 def _ignore_stop_signals() -> None:

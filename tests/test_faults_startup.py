@@ -98,17 +98,26 @@ def running_hub(
     env: dict[str, str] | None = None,
     launcher: tuple[str, ...] = (),
     mqtt_off: bool = True,
+    file_size_limit: int | None = None,
 ) -> Iterator[RunningHub]:
     """``wmhub run`` (started through ``launcher``, e.g. ``nohup``) as a child process that started and serves
     HTTP; stopped (killed) when the block ends. Without MQTT unless ``mqtt_off`` is false (then the broker is
-    the one ``args`` or ``env`` name, as a deployment's environment would)."""
+    the one ``args`` or ``env`` name, as a deployment's environment would). ``file_size_limit``: no file the
+    hub writes grows past it (RLIMIT_FSIZE), a full disk for any user."""
     port = free_port()
     command = [*launcher, sys.executable, "-m", "hub.cli", "run", "--data-dir", str(data_dir)]
     command += ["--mqtt", "off"] if mqtt_off else []
     command += ["--http", f"127.0.0.1:{port}", *args]
     environment = {**os.environ, "WMHUB_DISCOVERY__ENABLED": "false", **(env or {})}
+    limit = None if file_size_limit is None else (file_size_limit, file_size_limit)
     process = subprocess.Popen(
-        command, cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=cwd,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=None if limit is None else lambda: resource.setrlimit(resource.RLIMIT_FSIZE, limit),
     )
     hub = RunningHub(port, process)
     try:
@@ -745,6 +754,22 @@ def test_a_read_only_data_dir_after_an_unclean_stop_resumes_writing_once_writabl
     with sqlite3.connect(tmp_path / "wmhub.sqlite3") as database:
         names = [name for (name,) in database.execute("SELECT name FROM performers ORDER BY id")]
     assert names == ["Before the crash", "While read-only"]
+
+
+def test_a_stop_that_cannot_store_what_the_hub_accepted_exits_1_naming_what_was_lost(tmp_path: Path) -> None:
+    """A full disk (a file-size limit: no file grows past 1 KB, so nothing reaches the WAL) holds a change the hub
+    accepted (202) in memory; a stop then could not store it and exited 0, the status of a clean stop, with only a
+    log line saying it was lost. It exits 1, the line naming what was lost."""
+    with running_hub(tmp_path) as first:
+        token = (tmp_path / "api-token").read_text().strip()
+        first.stop()
+    assert first.process.returncode == 0
+    with running_hub(tmp_path, file_size_limit=1024) as hub:
+        assert hub.post("/api/v1/performers", '{"name": "Held"}', token)[0] == 202
+        stderr = hub.stop()
+    assert hub.process.returncode == 1, stderr
+    [lost] = [line for line in stderr.splitlines() if "not stored" in line]
+    assert "performers 1" in lost and "audit" in lost, lost
 
 
 def test_a_token_with_a_trailing_line_break_is_the_token_without_it(tmp_path: Path) -> None:

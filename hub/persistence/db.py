@@ -21,11 +21,12 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,8 @@ class Database:
         self._wake = asyncio.Event()
         self._urgent = asyncio.Event()
         self._closing = False
+        # what the close could not store (None: everything): a stop that loses what the hub accepted fails
+        self.lost_at_close: str | None = None
         self._writer: asyncio.Task[None] | None = None
         self._stand_in = False  # the connection is not the file: never write to it
         # the file opened read-only (after an unclean stop on a read-only disk, through the leftover -shm):
@@ -289,6 +292,7 @@ class Database:
                 if not self._writer.cancelled() and (failure := self._writer.exception()) is not None:
                     log.error("the database writer had stopped: %s: %s", type(failure).__name__, failure)
             if self._damage is not None and self._copy_failing:
+                self.lost_at_close = f"what the database file {self.path} held ({self._damage})"
                 log.error(
                     "database file %s was %s and could not be written again before the stop (%s): what the hub "
                     "stored in it is lost",
@@ -297,7 +301,8 @@ class Database:
                     self.stats.last_error,
                 )
             if self._queue or self._inflight:
-                log.error("database closed with %d writes not stored: %s", self.backlog, self.stats.last_error)
+                self.lost_at_close = f"{self.backlog} writes ({_tables_written([*self._inflight, *self._queue])})"
+                log.error("database closed with %s not stored: %s", self.lost_at_close, self.stats.last_error)
             with contextlib.suppress(sqlite3.Error):
                 await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
@@ -691,6 +696,16 @@ class _FileSeen:
     def of(cls, path: Path) -> _FileSeen:
         found = os.stat(path)
         return cls(found.st_dev, found.st_ino, found.st_size)
+
+
+# the table a statement writes: the first one named after INSERT ... INTO, UPDATE or DELETE FROM
+_WRITTEN_TABLE: Final = re.compile(r"\b(?:INTO|UPDATE|FROM)\s+(\w+)", re.IGNORECASE)
+
+
+def _tables_written(writes: list[_Write]) -> str:
+    """How many of ``writes`` go to which table, most first (``extended_names 1, history_blocks 48``)."""
+    tables = Counter(found[1] if (found := _WRITTEN_TABLE.search(write.sql)) else "other" for write in writes)
+    return ", ".join(f"{table} {count}" for table, count in tables.most_common())
 
 
 def _runs_of_same_sql(batch: list[_Write]) -> list[tuple[str, list[_Write]]]:
