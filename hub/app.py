@@ -422,6 +422,7 @@ class Hub:
             # the ids of devices that identified since the last periodic record (every few seconds): one that is
             # off at the next start is still known by its id, and its topics and Home Assistant device are kept
             self._persistence.health.update(self.devices.health())
+            self._persistence.alerts.stop_judging()  # the devices the hub closes are not offline in the venue
         await self.devices.close()
         self.store.close()
         for edge in reversed(self._edges):

@@ -17,6 +17,7 @@ import getpass
 import os
 import random
 import shutil
+import signal
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -215,6 +216,15 @@ class MosquittoBroker:
     async def restart(self) -> None:
         await self.stop()
         await self.start()
+
+    def stall(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open, nothing is read nor acknowledged."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
 
 class EmbeddedTestBroker:

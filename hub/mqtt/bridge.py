@@ -136,7 +136,12 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
         if self._forget_previous_configs is not None:
             self._forget_previous_configs.cancel()
             self._forget_previous_configs = None
-        timers = [*self._loops, *([self._meter_snapshot] if self._meter_snapshot is not None else [])]
+        # the previous run's devices not back yet are settled at the next start: a receiver switched off held
+        # every stop within DEPARTED_GRACE_S of a start for command_timeout_s
+        timers = [
+            *self._loops,
+            *(task for task in (self._meter_snapshot, self._settling_left_behind) if task is not None),
+        ]
         for task in timers:
             task.cancel()
         await asyncio.gather(*timers, return_exceptions=True)

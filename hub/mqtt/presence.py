@@ -42,6 +42,9 @@ class Presence(StatePublisher):
         self._left_behind_topics: dict[str, str] = {}
         self._left_behind_states: dict[str, bytes] = {}  # device id -> that retained state
         self._meter_snapshot: asyncio.Task[None] | None = None
+        # waits up to DEPARTED_GRACE_S for devices that may never answer: cancelled at a stop, not waited on as
+        # the in-flight commands are
+        self._settling_left_behind: asyncio.Task[None] | None = None
         self._birth_answer: asyncio.TimerHandle | None = None
         self._forget_previous_configs: asyncio.TimerHandle | None = None
         self._birth_answered_at = -BIRTH_COALESCE_S  # on the event loop's time
@@ -124,9 +127,9 @@ class Presence(StatePublisher):
             if device.id not in self._deferred:  # published already: the rest are when they are
                 self._clear_previous_channels(device)
         if previous:
-            task = asyncio.create_task(self._settle_left_behind(previous), name="mqtt departed devices")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._settling_left_behind = asyncio.create_task(
+                self._settle_left_behind(previous), name="mqtt departed devices"
+            )
 
     async def _settle_left_behind(self, previous: dict[str, tuple[int, ...]]) -> None:
         """Mark the previous run's devices that are not here offline (availability, and the device state a crash

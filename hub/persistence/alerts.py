@@ -234,6 +234,7 @@ class Alerts(Service):
         self._swept = False
         self._assignments_seen: dict[ChannelKey, Assignment] = {}
         self._known: list[KnownDevice] = []
+        self._judging = True  # until the hub's stop closes the devices (stop_judging)
 
     # the service
 
@@ -316,6 +317,12 @@ class Alerts(Service):
             # until the frequency plan's next check, which no longer has its carriers
             self._external_active.pop(key, None)
             self._external_held.discard(key)
+
+    def stop_judging(self) -> None:
+        """The hub is stopping: its devices go offline because it closes them, which says nothing of the venue.
+        From now on no alert is raised or cleared by a rule (a slow stop raised "device offline" for every
+        receiver, stored and shown at the next start); open alerts stay open, to be judged by the next run."""
+        self._judging = False
 
     # the engine
 
@@ -431,6 +438,8 @@ class Alerts(Service):
         self._swept = True
 
     def _apply(self, key: AlertKey, verdict: Verdict, now: float) -> None:
+        if not self._judging:
+            return
         tracker = self._trackers.get(key)
         if tracker is None:
             if verdict is not Verdict.ACTIVE:
