@@ -1,5 +1,6 @@
-"""A clean stop on a real Mosquitto: prompt soon after a start, and no alert raised by the hub's own closing of
-its devices.
+"""A clean stop on a real Mosquitto: prompt soon after a start, no alert raised by the hub's own closing of its
+devices, and a broker that does not take the offline marks in time named in the log (and corrected at the next
+start).
 
 Found by an outside audit of how the hub stops and starts again.
 """
@@ -7,6 +8,8 @@ Found by an outside audit of how the hub stops and starts again.
 from __future__ import annotations
 
 import functools
+import logging
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -20,9 +23,10 @@ from wmhub_shure.simulator.core import ShureSimulator
 from hub.app import Hub
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
+from hub.mqtt.bridge import STOP_FLUSH_S
 from hub.persistence import AlertSettings, StoreSettings
 from hub.testing import eventually, plugin_host
-from tests.mosquitto import MosquittoBroker, TestBroker, free_port
+from tests.mosquitto import MosquittoBroker, MqttProbe, TestBroker, free_port
 
 BASE = "wmstop"
 
@@ -118,3 +122,46 @@ async def test_a_stop_slowed_by_the_broker_raises_no_alert(
         async with stalled(mqtt_broker):
             await hub.stop()
     assert offline_alerts(data_dir, [device_id]) == []
+
+
+async def test_a_stop_the_broker_does_not_acknowledge_says_so_and_the_next_start_corrects_it(
+    mqtt_broker: TestBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A clean stop while the broker stalled dropped the offline marks it had not acknowledged after 2 s, and
+    said nothing: the receivers' retained availability could keep saying online. The stop now waits longer,
+    names what was not acknowledged, and the next start puts every availability right (a receiver off by
+    then included)."""
+    data_dir = tmp_path / "data"
+    async with ShureSimulator("ulxd4q", seed=1) as staying:
+        async with ShureSimulator("ulxd4q", seed=2) as leaving:
+            devices = [staying.url, leaving.url]
+            async with started_hub(mqtt_broker, data_dir, devices) as hub:
+                await receivers_online(hub, 2)
+                ids = {managed.url: managed.device_id for managed in hub.devices.by_url.values()}
+                caplog.clear()
+                async with stalled(mqtt_broker):
+                    began = time.monotonic()
+                    await hub.stop()
+                    took = time.monotonic() - began
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "hub.mqtt"]
+        said = (
+            rf"did not acknowledge \d+ message\(s\) within {STOP_FLUSH_S:g} s of the stop.*until the hub's next start"
+        )
+        assert any(re.search(said, warning) for warning in warnings), warnings
+        # more than the 2 s it was, and well inside the stop's 15 s bound
+        assert STOP_FLUSH_S <= took < STOP_FLUSH_S + 4, f"the stop took {took:.1f} s"
+
+        # the leaving receiver is switched off by the next start; the staying one answers
+        async with MqttProbe(mqtt_broker) as probe:
+            await probe.subscribe(f"{BASE}/devices/+/availability")
+
+            def availability(url: str) -> bytes | None:
+                return probe.latest.get(f"{BASE}/devices/{ids[url]}/availability")
+
+            # what a mark the broker never took leaves, whatever this broker made of the dropped connection
+            probe.publish(f"{BASE}/devices/{ids[leaving.url]}/availability", b"online", retain=True)
+            await eventually(lambda: availability(leaving.url) == b"online", 10, "the stale mark in place")
+            async with started_hub(mqtt_broker, data_dir, devices) as hub:
+                await receivers_online(hub, 1)
+                await eventually(lambda: availability(leaving.url) == b"offline", 30, "the receiver off: offline")
+                await eventually(lambda: availability(staying.url) == b"online", 30, "the staying receiver online")

@@ -40,6 +40,10 @@ log = logging.getLogger("hub.mqtt")
 # Inbound messages waiting per target (one device, or the hub's requests) before more are refused. Far more
 # than a person or a control desk sends; only a runaway client reaches it.
 MAX_WAITING_PER_TARGET = 1000
+# How long a stop waits for the broker to acknowledge the offline marks before it drops the connection. The
+# whole stop is bounded by 15 s (hub.cli.STOP_DEADLINE_S): the commands still running get command_timeout_s
+# (5 s) before, and the other steps take a fraction of a second.
+STOP_FLUSH_S = 6.0
 # Longer than any request name: such a request is not answered, as its answer topic would echo the name.
 MAX_COMMAND_CHARS = 64
 
@@ -159,7 +163,16 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
                 task.cancel()
         if self.client is not None:
             self._say_offline()
-            await self.client.stop()
+            unacknowledged = await self.client.stop(STOP_FLUSH_S)
+            if unacknowledged:
+                log.warning(
+                    "MQTT broker %s did not acknowledge %d message(s) within %g s of the stop, the offline marks "
+                    "among them: the devices' availability topics may keep saying online until the hub's next "
+                    "start corrects them",
+                    self.client.address,
+                    unacknowledged,
+                    STOP_FLUSH_S,
+                )
         if self.embedded is not None:
             await self.embedded.stop()
 

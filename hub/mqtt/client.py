@@ -269,10 +269,12 @@ class MqttClient:
                 await self.connected_event.wait()
         return self._connected
 
-    async def stop(self, timeout: float = 2.0) -> None:
-        """Deliver what is queued (bounded by ``timeout``), disconnect cleanly (no last will), stop."""
+    async def stop(self, timeout: float = 2.0) -> int:
+        """Deliver what is queued (bounded by ``timeout``), disconnect cleanly (no last will), stop. Returns how
+        many QoS 1 and 2 messages the broker had not acknowledged by then: dropped with the connection."""
         self._stopping = True
         client = self._paho
+        unacknowledged = 0
         if client is not None and self._connected:
             deadline = time.monotonic() + timeout
             if not self._flushed():
@@ -280,6 +282,8 @@ class MqttClient:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
                         await self._flush_waiter.wait()
+            # paho keeps each such message, queued or sent, until the broker acknowledges it (no public count)
+            unacknowledged = len(client._out_messages)
             client.disconnect()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
@@ -289,6 +293,7 @@ class MqttClient:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         self._drop_connection()
+        return unacknowledged
 
     def _flushed(self) -> bool:
         """Every QoS>0 message acknowledged. Unacknowledged QoS 0 packets need no wait: paho sends its queue
