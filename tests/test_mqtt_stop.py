@@ -21,6 +21,7 @@ import pytest
 from wmhub_shure.simulator.core import ShureSimulator
 
 from hub.app import Hub
+from hub.cli import STOP_DEADLINE_S
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.mqtt.bridge import STOP_FLUSH_S
@@ -148,8 +149,8 @@ async def test_a_stop_the_broker_does_not_acknowledge_says_so_and_the_next_start
             rf"did not acknowledge \d+ message\(s\) within {STOP_FLUSH_S:g} s of the stop.*until the hub's next start"
         )
         assert any(re.search(said, warning) for warning in warnings), warnings
-        # more than the 2 s it was, and well inside the stop's 15 s bound
-        assert STOP_FLUSH_S <= took < STOP_FLUSH_S + 4, f"the stop took {took:.1f} s"
+        # the broker given more than the 2 s it was, and the stop still inside its bound
+        assert STOP_FLUSH_S <= took < STOP_DEADLINE_S, f"the stop took {took:.1f} s"
 
         # the leaving receiver is switched off by the next start; the staying one answers
         async with MqttProbe(mqtt_broker) as probe:
