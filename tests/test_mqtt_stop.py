@@ -166,3 +166,22 @@ async def test_a_stop_the_broker_does_not_acknowledge_says_so_and_the_next_start
                 await receivers_online(hub, 1)
                 await eventually(lambda: availability(leaving.url) == b"offline", 30, "the receiver off: offline")
                 await eventually(lambda: availability(staying.url) == b"online", 30, "the staying receiver online")
+
+
+async def test_a_stop_with_the_broker_down_says_the_offline_marks_were_not_sent(
+    mqtt_broker: TestBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the broker down at the stop (the hub retrying it), no offline mark could be sent, and nothing said so."""
+    async with (
+        ShureSimulator("ulxd4q", seed=1) as receiver,
+        started_hub(mqtt_broker, tmp_path / "data", [receiver.url]) as hub,
+    ):
+        await receivers_online(hub, 1)
+        await mqtt_broker.stop()
+        assert hub.mqtt is not None and hub.mqtt.client is not None
+        client = hub.mqtt.client
+        await eventually(lambda: not client.connected, 15, "the hub to lose the broker")
+        caplog.clear()
+        await hub.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "hub.mqtt"]
+    assert any("is not connected at the stop: the offline marks are not sent" in w for w in warnings), warnings

@@ -162,6 +162,12 @@ class MqttBridge(ControlHandler, HubRequests, Presence):
             for task in self._tasks:
                 task.cancel()
         if self.client is not None:
+            if not self.client.connected:
+                log.warning(
+                    "MQTT broker %s is not connected at the stop: the offline marks are not sent, and the devices' "
+                    "availability topics may keep saying online until the hub's next start corrects them",
+                    self.client.address,
+                )
             self._say_offline()
             unacknowledged = await self.client.stop(STOP_FLUSH_S)
             if unacknowledged:
