@@ -62,6 +62,20 @@ def _is_host(host: str) -> bool:
     return True
 
 
+def _canonical_host(host: str) -> str:
+    """``host`` (as urlsplit gives it: lower case) written one way however it was typed, so that every spelling
+    of one address is one device with one id: an IP address in its short form (``0:0::1`` and ``0::1`` are
+    ``::1``; an IPv4-mapped ``::ffff:10.0.0.5`` is ``10.0.0.5``), a name without the root's dot (``rx.lan.`` is
+    ``rx.lan``, which /etc/hosts answers too)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host.removesuffix(".")
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
 def redact_url(url: str) -> str:
     """``url`` (an :class:`Endpoint`'s, or any text holding one) with its password and every secret option
     (``password=``, ``token=``, ...) replaced by ``***``, as the hub writes URLs in its logs, REST and MQTT:
@@ -94,7 +108,8 @@ def _check_query(query: str, fragment: str, where: str) -> None:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where a device is reached: ``scheme://host[:port][?option=value&...]``."""
+    """Where a device is reached: ``scheme://host[:port][?option=value&...]``; ``url`` as given, ``host`` in one
+    spelling however it was written (an IP address in its short form, a name in lower case without a final dot)."""
 
     url: str
     scheme: str
@@ -126,6 +141,7 @@ class Endpoint:
                 f"{shown}: the host is neither an IP address nor a host name (letters, digits and '-' between "
                 "dots; an internationalised name in its xn-- form); one device per URL"
             )
+        host = _canonical_host(parts.hostname)
         try:
             port = parts.port
         except ValueError:  # urllib's message repeats the port as written: all 100 KB of it
@@ -140,7 +156,7 @@ class Endpoint:
         return cls(
             url=url,
             scheme=parts.scheme.lower(),
-            host=parts.hostname,
+            host=host,
             port=port,
             options=dict(parse_qsl(parts.query)),
         )
@@ -164,7 +180,7 @@ class Endpoint:
         """What two URLs of one receiver share, however spelled: its scheme, host, port (the plugin's default
         where none is written) and options, any password masked (a changed password is the same device)."""
         parts = urlsplit(self.url)
-        host = f"[{self.host}]" if ":" in self.host else self.host  # lower case, as parse gives it
+        host = f"[{self.host}]" if ":" in self.host else self.host  # one spelling of it, as parse gives it
         userinfo, at, _ = parts.netloc.rpartition("@")
         path = "" if parts.path == "/" else parts.path
         options = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)))  # in any order

@@ -49,6 +49,36 @@ async def test_another_spelling_of_a_device_url_is_the_same_device(hub: Hub, htt
     assert await connections(http) == [] and hub.persistence.devices.all() == []
 
 
+@pytest.mark.parametrize(
+    ("first", "spellings", "device_id"),
+    [
+        ("bench://[::1]:4001", ["bench://[0:0:0:0:0:0:0:1]:4001", "bench://[0::1]:4001"], "bench-::1"),
+        (
+            "bench://127.0.0.1:4002",
+            ["bench://[::ffff:127.0.0.1]:4002", "bench://[::FFFF:7f00:1]:4002"],
+            "bench-127.0.0.1",
+        ),
+        (
+            "bench://rack-f.venue.lan",
+            ["bench://rack-f.venue.lan.", "bench://RACK-F.Venue.LAN."],
+            "bench-rack-f.venue.lan",
+        ),
+    ],
+)
+async def test_an_address_or_name_written_another_way_is_the_same_device(
+    hub: Hub, http: aiohttp.ClientSession, first: str, spellings: list[str], device_id: str
+) -> None:
+    """An outside audit: docs/api.md promises the same device "however spelled", but an IPv6 address written out
+    or shortened otherwise, and a name with the root's dot, answered 201 and became a second device (and, with a
+    receiver behind them, a frequency conflict of the receiver with itself)."""
+    added = await call(http, "POST", "/api/v1/devices", 201, json={"url": first}, headers=AUTH)
+    await eventually(lambda: hub.store.get(device_id), what="added device online")
+    for spelling in spellings:
+        again = await call(http, "POST", "/api/v1/devices", 200, json={"url": spelling}, headers=AUTH)
+        assert again == {"url": added["url"], "device_id": device_id}, spelling
+    assert [c["url"] for c in await connections(http)] == [first]
+
+
 async def test_a_device_url_with_its_options_in_another_order_is_the_same_device(
     hub: Hub, http: aiohttp.ClientSession
 ) -> None:
