@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from hub.backoff import Backoff
 from hub.clock import SYSTEM_CLOCK, Clock
-from hub.drivers import DriverSettings
+from hub.drivers import DriverSettings, unusable_address
 from hub.hookspecs import Candidate, DiscoveredService, DiscoveryLoop, NoAnswer
 from hub.plugins import PluginHost
 from hub.records import CANDIDATE_TTL_S
@@ -67,15 +66,6 @@ def describe(service: DiscoveredService) -> str:
 
 def _shown(text: str) -> str:
     return text if len(text) <= _SHOWN_NAME and text.isprintable() else preview(text, _SHOWN_NAME)
-
-
-def probeable(host: str) -> bool:
-    """False for an address no receiver can have: unspecified, multicast, broadcast. A name is let through."""
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return True
-    return not (address.is_unspecified or address.is_multicast or str(address) == "255.255.255.255")
 
 
 @dataclass
@@ -296,7 +286,7 @@ class Discovery:
         retry = self._retries.get(key)
         if retry is not None and self._clock.monotonic() < retry.not_before:
             return
-        if not probeable(service.host):
+        if unusable_address(service.host) is not None:
             log.debug("not probing %s: no device has that address", describe(service))
             _remember(self._settled, key, None)
             return

@@ -62,6 +62,23 @@ def _is_host(host: str) -> bool:
     return True
 
 
+def unusable_address(host: str) -> str | None:
+    """What ``host`` is when it is an address no receiver can have, in words for an error line: the unspecified
+    address (``0.0.0.0``, ``::``, which reach this machine), a multicast group, the limited broadcast address. None
+    for any other address and for a name. Discovery skips such addresses and Endpoint.parse refuses them."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # without an IPv6 address's zone
+    except ValueError:
+        return None
+    if address.is_unspecified:
+        return "the unspecified address (any address of this machine), no receiver's"
+    if address.is_multicast:
+        return "a multicast group, no receiver's address"
+    if address == ipaddress.IPv4Address("255.255.255.255"):
+        return "the broadcast address, no receiver's"
+    return None
+
+
 def _canonical_host(host: str) -> str:
     """``host`` (as urlsplit gives it: lower case) written one way however it was typed, so that every spelling
     of one address is one device with one id: an IP address in its short form (``0:0::1`` and ``0::1`` are
@@ -142,6 +159,8 @@ class Endpoint:
                 "dots; an internationalised name in its xn-- form); one device per URL"
             )
         host = _canonical_host(parts.hostname)
+        if (unusable := unusable_address(host)) is not None:
+            raise EndpointError(f"{shown}: {host} is {unusable}")
         try:
             port = parts.port
         except ValueError:  # urllib's message repeats the port as written: all 100 KB of it

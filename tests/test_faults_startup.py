@@ -822,6 +822,26 @@ def test_check_says_whether_a_configuration_would_start_beside_the_running_hub(t
     assert bad.returncode == 2 and bad.stderr.startswith("wmhub: configuration error: --device: no plugin handles")
 
 
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("shure://0.0.0.0", "0.0.0.0 is the unspecified address (any address of this machine), no receiver's"),
+        ("shure://[::]", ":: is the unspecified address (any address of this machine), no receiver's"),
+        ("sennheiser-ssc://239.255.0.1:45", "239.255.0.1 is a multicast group, no receiver's address"),
+        ("shure://[ff02::1]", "ff02::1 is a multicast group, no receiver's address"),
+        ("shure-uhfr://255.255.255.255", "255.255.255.255 is the broadcast address, no receiver's"),
+    ],
+)
+def test_check_refuses_a_device_at_an_address_no_receiver_has(tmp_path: Path, url: str, said: str) -> None:
+    """An outside audit: --check said "configuration ok" for these, and the hub then connected to itself
+    (0.0.0.0) or sent requests into a multicast group every retry, for ever; its discovery already skipped
+    exactly these addresses."""
+    checked = wmhub_check(tmp_path / "data", "--device", url)
+    lines = checked.stderr.splitlines()
+    assert checked.returncode == 2 and len(lines) == 1, checked.stderr
+    assert lines[0].startswith("wmhub: configuration error: --device: ") and said in lines[0], lines[0]
+
+
 @pytest.mark.parametrize("key", ["http.port", "mqtt.embedded_port"])
 def test_check_refuses_a_port_another_program_holds_when_no_hub_runs_on_the_data_dir(tmp_path: Path, key: str) -> None:
     """An outside audit: `wmhub run --check` said "configuration ok" for a port a program other than a hub held

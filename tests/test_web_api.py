@@ -384,6 +384,14 @@ async def test_add_and_remove_device(hub: Hub, http: aiohttp.ClientSession) -> N
         ({"url": "bench://rack..z"}, "invalid_url"),
         ({"url": "bench://10.0.0.300"}, "invalid_url"),
         ({"url": "bench://" + "a" * 64}, "invalid_url"),
+        # an outside audit: addresses no receiver has were taken and sent to for ever (0.0.0.0 reaches this
+        # machine; a UDP family flooded a multicast group, mDNS's with 224.0.0.251)
+        ({"url": "bench://0.0.0.0"}, "invalid_url"),
+        ({"url": "bench://[::]:2202"}, "invalid_url"),
+        ({"url": "bench://224.0.0.251"}, "invalid_url"),
+        ({"url": "bench://[ff02::1]"}, "invalid_url"),
+        ({"url": "bench://255.255.255.255"}, "invalid_url"),
+        ({"url": "bench://[::ffff:0.0.0.0]"}, "invalid_url"),
         ({"url": "10.0.0.1"}, "invalid_body"),
         ({"url": 5}, "invalid_body"),
         ({}, "invalid_body"),
