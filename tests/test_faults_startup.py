@@ -842,6 +842,18 @@ def test_check_refuses_a_device_at_an_address_no_receiver_has(tmp_path: Path, ur
     assert lines[0].startswith("wmhub: configuration error: --device: ") and said in lines[0], lines[0]
 
 
+@pytest.mark.parametrize("scheme", ["sennheiser-g4", "sennheiser-iem-g4"])
+def test_check_refuses_an_ipv6_address_for_the_ipv4_only_g4_devices(tmp_path: Path, scheme: str) -> None:
+    """An outside audit: --check said "configuration ok" for sennheiser-g4://[::1], and the hub then failed at
+    every attempt for ever ("Address family for hostname not supported"), its device "no answer from device"."""
+    checked = wmhub_check(tmp_path / "data", "--device", f"{scheme}://[::1]:53212?local_port=0")
+    lines = checked.stderr.splitlines()
+    assert checked.returncode == 2 and len(lines) == 1, checked.stderr
+    assert f"{scheme}: ew G3/G4/2000 and IEM G4 devices speak IPv4 only" in lines[0], lines[0]
+    mapped = wmhub_check(tmp_path / "data", "--device", f"{scheme}://[::ffff:127.0.0.1]:53212?local_port=0")
+    assert mapped.returncode == 0, mapped.stderr  # an IPv4 address written the IPv6 way
+
+
 @pytest.mark.parametrize("key", ["http.port", "mqtt.embedded_port"])
 def test_check_refuses_a_port_another_program_holds_when_no_hub_runs_on_the_data_dir(tmp_path: Path, key: str) -> None:
     """An outside audit: `wmhub run --check` said "configuration ok" for a port a program other than a hub held

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
-from hub.drivers import DeviceSink, DriverSettings, Endpoint
+from hub.drivers import DeviceSink, DriverSettings, Endpoint, EndpointError
 from hub.model import (
     Command,
     CommandKind,
@@ -97,6 +97,17 @@ async def attach(bind_host: str, local_port: int, source: Source, route: Callabl
         raise ConnectionError(f"{source[0]}:{source[1]} is already watched through local port {local_port}")
     shared.routes[source] = route
     return shared
+
+
+def check_url(endpoint: Endpoint) -> None:
+    """Refuse an IPv6 address where the URL is taken (DriverSpec.check_url, sennheiser-g4 and sennheiser-iem-g4):
+    the Media Control Protocol devices speak IPv4 only, and the shared socket is an IPv4 one, so every attempt
+    would fail for ever. An IPv4-mapped address has been written as its IPv4 address by Endpoint.parse."""
+    if ":" in endpoint.host:
+        raise EndpointError(
+            f"{endpoint.scheme}: ew G3/G4/2000 and IEM G4 devices speak IPv4 only; give the IPv4 address "
+            f"instead of {endpoint.host}"
+        )
 
 
 def detach(shared: SharedSocket, source: Source) -> None:
