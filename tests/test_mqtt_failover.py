@@ -7,15 +7,19 @@ itself is in tests/test_scale_rabbitmq_cluster.py.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import aiohttp
 import pytest
 
 from hub.compose import compose_hub
 from hub.config import ConfigError, HubConfig, MqttSettings, load_config
 from hub.mqtt.brokers import BrokerUrlError, parse_broker_urls
-from tests.mosquitto import MqttProbe, running_broker
+from tests import fault_harness
+from tests.mosquitto import MqttProbe, free_port, running_broker
 from tests.test_mqtt_bridge import bridge_of, listening_to, online_device, receiver, running_hub
 
 __all__ = ["receiver"]  # the fixture, imported so pytest finds it here
@@ -50,6 +54,26 @@ def test_an_empty_list_names_no_broker() -> None:
 def test_the_hub_info_shows_every_broker_without_its_password(tmp_path: Path) -> None:
     config = HubConfig(data_dir=tmp_path, mqtt=MqttSettings(url="mqtt://u:secret@node1,mqtt://u:s@cr@t@node2:1884"))
     assert compose_hub(config).info()["config"]["mqtt"] == "mqtt://***@node1,mqtt://***@node2:1884"
+
+
+async def test_an_ipv6_broker_is_shown_as_a_url_that_pastes_back(tmp_path: Path) -> None:
+    """An outside audit: a hub given mqtt://[::1]:PORT named its broker mqtt://::1:PORT in /api/health and every
+    log line, which is no URL: pasted back into --mqtt, --check refused it."""
+    url = f"mqtt://[::1]:{free_port()}"  # nothing listens there: the health shows the broker it keeps trying
+    config = fault_harness.hub_config(tmp_path / "hub", [], mqtt_url=url)
+    async with (
+        fault_harness.running_hub(config) as hub,
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{hub.web.port}/api/health") as response,
+    ):
+        shown = (await response.json())["mqtt"]["broker"]
+    assert shown == url
+    command = [sys.executable, "-m", "hub.cli", "run", "--check", "--data-dir", str(tmp_path / "check")]
+    checked = await asyncio.create_subprocess_exec(
+        *command, "--mqtt", shown, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(checked.communicate(), 60)
+    assert checked.returncode == 0, stderr.decode()
 
 
 async def test_the_hub_fails_over_to_the_next_broker_and_puts_its_state_there(tmp_path: Path, receiver: str) -> None:

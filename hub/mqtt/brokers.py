@@ -43,7 +43,9 @@ class BrokerAddress:
         )
 
     def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+        # an IPv6 address in brackets, as a URL writes it: what a log line or /api/health shows pastes back
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
 
 
 def parse_broker_urls(value: str) -> tuple[BrokerAddress, ...]:
