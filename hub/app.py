@@ -346,6 +346,7 @@ class Hub:
     def _remember_identity(self, handle: DeviceHandle) -> None:
         if handle.device_id is not None:
             self.persistence.devices.bind(handle.endpoint.url, handle.device_id)
+        self.devices.look_for_twin(handle)
 
     def watch(self, task: asyncio.Task[Any], what: str) -> None:
         """Mark ``task`` as one the hub cannot run without: should it end by itself while the hub runs, the

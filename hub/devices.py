@@ -8,11 +8,13 @@ Each device runs in its own task, so one device that hangs or crashes never stal
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import json
 import logging
 import math
 import re
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
@@ -695,6 +697,11 @@ class DeviceManager:
         # id is not known yet (it has not answered since it was added) is under the id its URL gives it.
         self._by_id: dict[str, ManagedDevice] = {}
         self._claims: dict[str, str] = {}
+        # shown URL -> the addresses its host had when its device last identified itself, and the pairs of URLs
+        # already said to be one receiver given two ways (look_for_twin)
+        self._reached_at: dict[str, frozenset[str]] = {}
+        self._twins_said: set[frozenset[str]] = set()
+        self._twin_lookups: set[asyncio.Task[None]] = set()
         # (device, family) for each device said to identify with a family its driver spec does not list
         self._unlisted_families: set[tuple[str, str]] = set()
         # Every driver's connect (TCP, identification, the first full read) passes this gate. A hub starting
@@ -916,11 +923,67 @@ class DeviceManager:
             self._command_locks.pop(device_id, None)
         return True
 
+    def look_for_twin(self, handle: DeviceHandle) -> None:
+        """Warn, once, when the device that just identified itself is reached at an address and port another
+        device of its scheme is reached at: one receiver given two ways (``shure://10.0.0.5`` and
+        ``shure://rx1.venue.lan``), watched twice and coordinated against itself (a critical frequency conflict
+        of each channel with its twin). Its host name is looked up here, in the background: adding a device
+        never waits for a resolver."""
+        managed = self._by_identity.get(handle.endpoint.identity)
+        if managed is None or managed.handle is not handle:
+            return
+        task = asyncio.create_task(self._look_for_twin(managed), name=f"twin of {managed.url}")
+        self._twin_lookups.add(task)
+        task.add_done_callback(self._twin_lookups.discard)
+
+    async def _look_for_twin(self, managed: ManagedDevice) -> None:
+        endpoint = managed.handle.endpoint
+        addresses = await self._addresses_of(endpoint)
+        if self.by_url.get(managed.url) is not managed or not addresses:
+            return
+        self._reached_at[managed.url] = addresses
+        for other in list(self.by_url.values()):
+            there = other.handle.endpoint
+            if other is managed or (there.scheme, there.port) != (endpoint.scheme, endpoint.port):
+                continue
+            shared = addresses & self._reached_at.get(other.url, frozenset())
+            pair = frozenset((managed.url, other.url))
+            if shared and pair not in self._twins_said:
+                self._twins_said.add(pair)
+                log.warning(
+                    "%s and %s are one receiver (both reach %s port %d): it is watched twice and its channels "
+                    "are checked against themselves; remove one of the two URLs",
+                    other.url,
+                    managed.url,
+                    min(shared),
+                    endpoint.port,
+                )
+
+    async def _addresses_of(self, endpoint: Endpoint) -> frozenset[str]:
+        """The addresses ``endpoint``'s host stands for (itself for an address, Endpoint.parse wrote it in its
+        one spelling); none when a name does not resolve within the I/O timeout."""
+        try:
+            ipaddress.ip_address(endpoint.host)
+        except ValueError:
+            pass
+        else:
+            return frozenset((endpoint.host,))
+        try:
+            async with asyncio.timeout(self.settings.io_timeout_s):
+                found = await asyncio.get_running_loop().getaddrinfo(
+                    endpoint.host, endpoint.port, type=socket.SOCK_STREAM
+                )
+        except (OSError, TimeoutError):
+            return frozenset()
+        return frozenset(str(info[4][0]) for info in found)
+
     async def _stop(self, managed: ManagedDevice) -> None:
         """Stop its driver (it closes the device cleanly) and take it out of the indexes; the store keeps the
         state of its id."""
         del self.by_url[managed.url]
         del self._by_identity[managed.handle.endpoint.identity]
+        self._reached_at.pop(managed.url, None)
+        self._twins_said = {pair for pair in self._twins_said if managed.url not in pair}
         if self._by_id.get(managed.known_id) is managed:
             del self._by_id[managed.known_id]
         managed.handle.release()
@@ -937,7 +1000,9 @@ class DeviceManager:
         managed = list(self.by_url.values())
         for entry in managed:
             entry.task.cancel()
-        await asyncio.gather(*(entry.task for entry in managed), return_exceptions=True)
+        for lookup in self._twin_lookups:
+            lookup.cancel()
+        await asyncio.gather(*(entry.task for entry in managed), *self._twin_lookups, return_exceptions=True)
         if self._identity_writer is not None:
             self._identity_writer.cancel()
             await asyncio.gather(self._identity_writer, return_exceptions=True)

@@ -146,3 +146,34 @@ async def test_every_device_and_channel_shown_is_exactly_what_the_published_sche
     async with rig.http.ws_connect("/api/v1/live", headers=AUTH) as ws:
         snapshot = await ws.receive_json(timeout=5)
     assert snapshot["type"] == "snapshot" and all(as_view(DeviceView, d) == d for d in snapshot["devices"])
+
+
+async def test_one_receiver_added_by_address_and_by_name_is_said_to_be_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outside audit: shure://127.0.0.1:P and shure://localhost:P (a venue's IT hands out names and addresses
+    alike) became two devices of one receiver, and a critical frequency conflict of each channel with itself,
+    without a word. The hub now says which two URLs are one receiver."""
+    sim = await ShureSimulator("ulxd4d", seed=3).start()
+    config = HubConfig(
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url="off"),
+        discovery=DiscoverySettings(enabled=False),
+        http=HttpSettings(port=0, token=TOKEN),
+    )
+    plugins = PluginHost()
+    plugins.load_entry_points(only="shure")
+    by_address, by_name = f"shure://127.0.0.1:{sim.port}", f"shure://localhost:{sim.port}"
+    said = f"{by_address} and {by_name} are one receiver (both reach 127.0.0.1 port {sim.port})"
+    try:
+        async with (
+            compose_hub(config, plugins) as hub,
+            aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as http,
+        ):
+            for url in (by_address, by_name):
+                async with http.post("/api/v1/devices", json={"url": url}, headers=AUTH) as response:
+                    assert response.status == 201, await response.text()
+            await eventually(lambda: said in caplog.text, what="the warning")
+    finally:
+        await sim.stop()
+    assert caplog.text.count(said) == 1, caplog.text
