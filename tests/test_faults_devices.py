@@ -370,13 +370,15 @@ async def test_hundred_devices_flapping(tmp_path: Path) -> None:
             )
             duplicates = sum(len(sim.peers) > 1 for sim in sims)
             lost_control = 0
+            failed_commands = []
             for sim in sims[::10]:
                 device_id = device_of(hub, sim.url).id  # type: ignore[union-attr]
-                status, _body = await api.post(
+                status, body = await api.post(
                     f"/api/v1/channels/{device_id}:2/commands", {"kind": "name", "value": "AFTER"}
                 )
                 if status != 200 or sim.channels[2].values.get("name") != "AFTER":
                     lost_control += 1
+                    failed_commands.append((status, body))
             FaultResult(
                 "100 Shure receivers flapping (all connections dropped 3x, each time as soon as all were back)",
                 round(detection, 3),
@@ -389,7 +391,7 @@ async def test_hundred_devices_flapping(tmp_path: Path) -> None:
                     f"devices with duplicate connections after recovery: {duplicates}"
                 ),
             ).record()
-            assert lost_state == 0 and lost_control == 0 and duplicates == 0
+            assert lost_state == 0 and lost_control == 0 and duplicates == 0, failed_commands
     finally:
         await asyncio.gather(*(sim.stop() for sim in sims))
 

@@ -6,6 +6,7 @@ in the middle of such a check."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -39,7 +40,9 @@ def hub_with_declared_carriers(data_dir: Path, count: int) -> Iterator[RunningHu
     env = {"WMHUB_HTTP__TOKEN": TOKEN, "WMHUB_FREQUENCY__MAX_LIVE_CARRIERS": str(count - 1)}
     with running_hub(data_dir, env=env) as first:  # makes the database
         first.stop()
-    with sqlite3.connect(data_dir / "wmhub.sqlite3") as database:
+    # closed before the hub opens it: a connection left open (sqlite3's `with` only commits) made the hub's
+    # exclusive open find the database locked now and then, and run degraded
+    with contextlib.closing(sqlite3.connect(data_dir / "wmhub.sqlite3")) as database, database:
         database.executemany(
             "INSERT INTO declared_carriers (id, label, frequency_mhz) VALUES (?, ?, ?)", crowded_carriers(count)
         )
