@@ -9,6 +9,7 @@ from hub.drivers import with_options
 from wmhub_sennheiser.simulator.g4 import G4Simulator
 from wmhub_sennheiser.simulator.iem import IemG4Simulator
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
+from wmhub_sennheiser.simulator.ssc1_products import EwDx
 
 # Each channel's frequency (kHz), as a show's coordinated plan sets them: together with the Shure demo fleet's
 # and the Spectera's (DEMO_SPECTERA_KHZ), clean for the hub's own check (tests/test_core_demo.py). The ew G4
@@ -20,6 +21,10 @@ DEMO_FREQUENCIES_KHZ: Final = (
     (515_800,),  # ew IEM G4
     (),  # CHG 70N: a charger
 )
+# The demo's EW-DX EM 4 is of a band variant whose span the hub does not know (EWDX_BANDS holds only the one a
+# public document gives), so its carriers above Q1-9's 550 MHz are not out of band; the span is the simulator's
+# own, illustrative, for what it accepts.
+DEMO_EWDX_BAND: Final = ("R1-9", (520_000, 607_800))
 # Both RF channels of the demo's Spectera on one WMAS carrier, well above the narrowband ones: two 8 MHz
 # carriers make third-order products 16 MHz wide around every narrowband carrier.
 DEMO_SPECTERA_KHZ: Final = 686_000
@@ -29,8 +34,11 @@ class SennheiserDemoFleet:
     """A hub DemoFleet (hub.hookspecs.DemoFleet): ``start()`` returns the URLs to connect to."""
 
     def __init__(self, tick_s: float = 1.0, tx_churn: float = 0.02) -> None:
+        ewdx = Ssc1Simulator("ewdx-em4", tick_s=tick_s, seed=11)
+        assert isinstance(ewdx.device, EwDx)
+        ewdx.device.frequency_code, ewdx.device.band_khz = DEMO_EWDX_BAND
         self.simulators: list[Ssc1Simulator | G4Simulator] = [
-            Ssc1Simulator("ewdx-em4", tick_s=tick_s, seed=11),
+            ewdx,
             Ssc1Simulator("em6000", tick_s=tick_s, seed=12),
             G4Simulator("g4-em300", tick_s=tick_s, seed=13),
             IemG4Simulator(tick_s=tick_s, seed=14),

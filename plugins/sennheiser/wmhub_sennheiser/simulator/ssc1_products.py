@@ -166,7 +166,10 @@ class EwDx(SimProduct):
     """EW-DX EM 2 / EM 4: rx, m (metering) and mates trees."""
 
     version = "3.2.0"
-    band_khz = EWDX_BANDS["Q1-9"][0]  # the simulated band variant, the frequency_code it reports
+    # the simulated band variant: the frequency_code it reports and where it tunes (the demo's is one whose span
+    # the hub does not know, DEMO_EWDX_BAND)
+    frequency_code = "Q1-9"
+    band_khz = EWDX_BANDS["Q1-9"][0]
 
     def __init__(self, channel_count: int, serial: str = "1049471234") -> None:
         super().__init__(default_channels(channel_count, 520_000, "Vocal"), f"EW-DX EM {channel_count}")
@@ -184,7 +187,7 @@ class EwDx(SimProduct):
             **super().device_leaves(),
             ("device", "encryption"): self.encryption,
             ("device", "lock"): self.panel_locked,
-            ("device", "frequency_code"): "Q1-9",
+            ("device", "frequency_code"): self.frequency_code,
             ("device", "network", "ipv4", "ipaddr"): "127.0.0.1",
             ("device", "network", "ether", "macs"): ["00:1b:66:12:34:56"],
         }
@@ -197,7 +200,7 @@ class EwDx(SimProduct):
         return {
             "encryption_mode": "on" if self.encryption else "off",
             "front_panel_locked": self.panel_locked,
-            "rf_band": "Q1-9",
+            "rf_band": self.frequency_code,
             "ip_address": "127.0.0.1",
             "mac_address": "00:1b:66:12:34:56",
         }
