@@ -1,17 +1,21 @@
 """Helpers for tests of the hub and of plugins (a third-party plugin's tests can use them too).
 
 ``eventually`` waits for a condition with a deadline instead of sleeping and hoping; ``DriverHarness``
-runs the real device path (plugin host, device manager, state store) without MQTT or HTTP.
+runs the real device path (plugin host, device manager, state store) without MQTT or HTTP; ``FakeDns``
+answers a test's host names, so that no test asks a real DNS server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import socket
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from hub import hookimpl
 from hub.clock import SYSTEM_CLOCK, Clock
@@ -24,6 +28,8 @@ from hub.plugins import PluginHost
 from hub.state import StateStore
 
 T = TypeVar("T")
+
+_GETADDRINFO: Final = socket.getaddrinfo  # the real one, for addresses given as text (it asks no server then)
 
 
 async def eventually(check: Callable[[], T | None], timeout: float = 5.0, what: str = "condition") -> T:
@@ -44,6 +50,57 @@ def as_the_sink_takes(fields: Mapping[str, Any], *, device: bool = False, width:
     a valid model this way (the hub's checks are the sink's, the same for every plugin)."""
     channel_rules, device_rules = model_rules(width)
     return checked(fields, device_rules if device else channel_rules, lambda name, value, why: None)
+
+
+class FakeDns:
+    """``socket.getaddrinfo`` for a test's host names: ``monkeypatch.setattr(socket, "getaddrinfo", dns)``.
+
+    ``names`` maps a name to its addresses, answered in that order (an address of another family than the one
+    asked for left out); a name in ``hanging`` gets no answer until :meth:`release`, as from a DNS server that
+    drops queries (libc's lookup then holds its thread); an address given as text is answered as libc answers
+    it; every other name does not resolve. No DNS server is ever asked. ``asked`` counts the lookups of each
+    name, ``waiting`` the hanging ones not yet released. Call :meth:`release` when the test ends.
+    """
+
+    def __init__(self, names: Mapping[str, Sequence[str]] | None = None, hanging: Iterable[str] = ()) -> None:
+        self.names = {name.lower(): list(addresses) for name, addresses in (names or {}).items()}
+        self.hanging = {name.lower() for name in hanging}
+        self.asked: Counter[str] = Counter()
+        self.waiting = 0
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+
+    def __call__(
+        self, host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+    ) -> list[tuple[Any, ...]]:
+        try:
+            return _GETADDRINFO(host, port, family, type, proto, flags | socket.AI_NUMERICHOST)
+        except socket.gaierror:
+            if flags & socket.AI_NUMERICHOST:  # only an address was asked for: libc asks no server either
+                raise
+        name = (host.decode() if isinstance(host, bytes) else str(host)).lower()
+        with self._lock:
+            self.asked[name] += 1
+        if name in self.hanging:
+            with self._lock:
+                self.waiting += 1
+            self._released.wait()
+            with self._lock:
+                self.waiting -= 1
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        infos: list[tuple[Any, ...]] = []
+        for address in self.names.get(name, []):
+            try:
+                infos += _GETADDRINFO(address, port, family, type, proto, flags | socket.AI_NUMERICHOST)
+            except socket.gaierror:  # an address of another family than asked for
+                continue
+        if not infos:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return infos
+
+    def release(self) -> None:
+        """Let every hanging lookup fail, as libc's does once it gives up."""
+        self._released.set()
 
 
 class QuietDriver(Driver):

@@ -24,6 +24,7 @@ from hub.model import (
     NotSupportedError,
     RefusedError,
 )
+from hub.names import resolve
 from wmhub_sennheiser import mcp
 from wmhub_sennheiser.capabilities import tuned_capabilities
 from wmhub_sennheiser.families import MCP_NAME
@@ -159,13 +160,11 @@ class G4Driver(UdpDriver):
 
     async def connect(self) -> None:
         self.check_options()
-        loop = asyncio.get_running_loop()
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancellation that stops the driver
-        async with asyncio.timeout(self.settings.io_timeout_s):
-            infos = await loop.getaddrinfo(
-                self.endpoint.host, self.endpoint.port, family=socket.AF_INET, type=socket.SOCK_DGRAM
-            )
-        self._source = (str(infos[0][4][0]), self.endpoint.port)
+        # resolved on the hub's resolver threads, not in the loop's shared pool (hub/names.py)
+        addresses = await resolve(
+            self.endpoint.host, self.endpoint.port, socket.SOCK_DGRAM, self.settings.io_timeout_s, socket.AF_INET
+        )
+        self._source = (addresses[0].host, self.endpoint.port)
         # a loopback device (a simulator) is reached from loopback; a real one from every interface
         bind_host = "127.0.0.1" if self._source[0].startswith("127.") else ALL_INTERFACES
         self._socket = await attach(bind_host, self.local_port, self._source, self._received)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -28,6 +29,7 @@ from hub.model import (
     NotSupportedError,
     RefusedError,
 )
+from hub.names import resolve
 from wmhub_sennheiser import ssc1
 from wmhub_sennheiser.capabilities import banded_capabilities
 from wmhub_sennheiser.families import (
@@ -131,10 +133,11 @@ class SscClient:
 
     async def open(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout):  # a host name may need a DNS lookup first
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Socket(self._received), remote_addr=(self.host, self.port)
-            )
+        # resolved on the hub's resolver threads, not in the loop's shared pool (hub/names.py)
+        address = (await resolve(self.host, self.port, socket.SOCK_DGRAM, timeout))[0]
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Socket(self._received), remote_addr=address.sockaddr, family=address.family
+        )
         self._transport = transport
 
     def close(self) -> None:

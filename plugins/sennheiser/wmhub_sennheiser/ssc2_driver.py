@@ -33,12 +33,14 @@ import functools
 import hashlib
 import math
 import os
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiohttp
+import aiohttp.abc
 
 from hub.backoff import Backoff
 from hub.drivers import DeviceSilentError, DeviceSink, Driver, DriverSettings, Endpoint, EndpointError
@@ -52,6 +54,7 @@ from hub.model import (
     NotSupportedError,
     RefusedError,
 )
+from hub.names import resolve
 from hub.text import device_text, preview
 from wmhub_sennheiser import ewdx_ssc2
 from wmhub_sennheiser.ewdx_ssc2 import EwdxResourceMap
@@ -294,6 +297,29 @@ def family_of(product: str | None) -> str:
     return "sscv2"
 
 
+class _HubResolver(aiohttp.abc.AbstractResolver):
+    """aiohttp's lookups of the device's name on the hub's resolver threads (hub/names.py): its own resolver
+    asks the event loop's shared pool, which names whose DNS never answers exhaust."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        addresses = await resolve(host, port, socket.SOCK_STREAM, self.timeout_s, family)
+        numeric = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV  # what aiohttp's own resolvers answer with
+        return [
+            aiohttp.abc.ResolveResult(
+                hostname=host, host=address.host, port=port, family=address.family, proto=0, flags=numeric
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        """Nothing to release: the threads are the hub's."""
+
+
 async def _bounded_body(response: aiohttp.ClientResponse) -> bytes | None:
     """The answer's body, or None if it is longer than MAX_EVENT_BYTES (not read beyond that)."""
     if (response.content_length or 0) > MAX_EVENT_BYTES:
@@ -404,7 +430,9 @@ class Ssc2Driver(Driver):
         self._http = aiohttp.ClientSession(
             base_url=f"https://{self._authority()}",
             timeout=aiohttp.ClientTimeout(total=self.settings.io_timeout_s),
-            connector=aiohttp.TCPConnector(ssl=options.tls(), limit=CONNECTIONS),
+            connector=aiohttp.TCPConnector(
+                ssl=options.tls(), limit=CONNECTIONS, resolver=_HubResolver(self.settings.io_timeout_s)
+            ),
             raise_for_status=False,
         )
         # /api/device/identity is documented as open, but a device may want credentials for it anyway
@@ -796,9 +824,12 @@ class Ssc2Driver(Driver):
         unverified = ssl.create_default_context()
         unverified.check_hostname = False
         unverified.verify_mode = ssl.CERT_NONE
+        host, port, timeout_s = self.endpoint.host, self.endpoint.port, self.settings.io_timeout_s
         try:
-            async with asyncio.timeout(self.settings.io_timeout_s):
-                _, writer = await asyncio.open_connection(self.endpoint.host, self.endpoint.port, ssl=unverified)
+            # the name resolved on the hub's resolver threads (hub/names.py), as the session's connections do
+            address = (await resolve(host, port, socket.SOCK_STREAM, timeout_s))[0]
+            async with asyncio.timeout(timeout_s):
+                _, writer = await asyncio.open_connection(address.host, port, ssl=unverified, server_hostname=host)
         except (OSError, TimeoutError):
             return "<sha256 of the device certificate>"
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from hub.model import (
     RefusedError,
     SlotState,
 )
+from hub.names import Address, resolve
 from hub.text import small_number
 from wmhub_shure.families import (
     METER_RATE_MIN_MS,
@@ -209,19 +211,31 @@ class ShureDriver(Driver):
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
-        host, port = self.endpoint.host, self.endpoint.port
+        port = self.endpoint.port
+        # resolved on the hub's resolver threads, not by create_connection in the loop's shared pool (hub/names.py)
+        kind = socket.SOCK_DGRAM if self.udp else socket.SOCK_STREAM
+        addresses = await resolve(self.endpoint.host, port, kind, self.settings.io_timeout_s)
         # asyncio.timeout rather than wait_for throughout: on Python 3.11 wait_for can swallow a cancellation
         # that arrives as the awaited call finishes, and the hub could then never stop this driver
-        try:
-            async with asyncio.timeout(self.settings.io_timeout_s):
-                if self.udp:
-                    self._transport, _ = await loop.create_datagram_endpoint(
-                        lambda: _Link(self), remote_addr=(host, port)
-                    )
-                else:
-                    self._transport, _ = await loop.create_connection(lambda: _Link(self), host, port)
-        except TimeoutError:
-            raise ConnectionError(f"no connection to {self.where} within {self.settings.io_timeout_s:g} s") from None
+        for index, address in enumerate(addresses):
+            try:
+                async with asyncio.timeout(self.settings.io_timeout_s):
+                    if self.udp:
+                        self._transport, _ = await loop.create_datagram_endpoint(
+                            lambda: _Link(self), remote_addr=(address.host, port), family=address.family
+                        )
+                    else:
+                        self._transport, _ = await loop.create_connection(
+                            lambda: _Link(self), address.host, port, family=address.family
+                        )
+                break
+            except (OSError, TimeoutError) as exc:  # the next address, as create_connection(host) would
+                if index == len(addresses) - 1:
+                    if isinstance(exc, TimeoutError):
+                        raise ConnectionError(
+                            f"no connection to {self._where(address)} within {self.settings.io_timeout_s:g} s"
+                        ) from None
+                    raise
         family, model, channels, device = await self._detect()
         self._use_family(family, model, channels)
         self.sink.identify(
@@ -239,6 +253,12 @@ class ShureDriver(Driver):
     def where(self) -> str:
         """The receiver's address, for messages that must say which receiver they are about."""
         return f"{self.endpoint.host}:{self.endpoint.port}"
+
+    def _where(self, address: Address) -> str:
+        """The receiver's name and the address it resolved to, for messages about connecting to that address."""
+        if address.host == self.endpoint.host:
+            return self.where
+        return f"{self.endpoint.host} ({address.host}):{self.endpoint.port}"
 
     async def run(self) -> None:
         assert self._lost is not None
