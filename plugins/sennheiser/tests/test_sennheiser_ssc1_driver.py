@@ -464,9 +464,8 @@ async def test_a_subscription_is_answered_by_its_echo_without_xid() -> None:
     port = transport.get_extra_info("sockname")[1]
     client = SscClient("127.0.0.1", port, retry_s=0.2, on_message=lambda message: None)
     try:
-        await client.open(1.0)
         body = ssc1.subscribe_body([(ssc1.SubscriptionParams.periodic(100, 10), [("rx1", "name")])])
-        answer = await client.request(body, timeout=2.0)
+        answer = await client.open(body, timeout=2.0)
     finally:
         client.close()
         transport.close()

@@ -39,8 +39,7 @@ async def identify_ssc_service(service: DiscoveredService, settings: DriverSetti
     deadline_s = settings.io_timeout_s * 0.8
     try:
         async with asyncio.timeout(deadline_s):
-            await client.open(deadline_s)
-            reply = await client.request(ssc1.tree([*IDENTITY, DEVICE_NAME]), deadline_s)
+            reply = await client.open(ssc1.tree([*IDENTITY, DEVICE_NAME]), deadline_s)
     except TimeoutError:
         # not answering SSCv1 (yet): still booting, or an EW-DX in secure (SSCv2) mode; the hub asks again later
         raise NoAnswer(f"no SSCv1 answer within {deadline_s:g} s") from None

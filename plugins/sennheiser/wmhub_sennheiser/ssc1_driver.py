@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from hub import names
 from hub.drivers import DeviceSink, DriverSettings, Endpoint, UnsupportedDeviceError
 from hub.model import (
     Command,
@@ -29,7 +30,6 @@ from hub.model import (
     NotSupportedError,
     RefusedError,
 )
-from hub.names import resolve
 from wmhub_sennheiser import ssc1
 from wmhub_sennheiser.capabilities import banded_capabilities
 from wmhub_sennheiser.families import (
@@ -131,14 +131,32 @@ class SscClient:
         # bandit B311 waived: a request id to match replies, not a secret
         self._xids = itertools.count(random.randrange(1, XID_LIMIT // 2))  # nosec B311
 
-    async def open(self, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
+    async def open(self, first: Mapping[str, Any], timeout: float) -> Message:
+        """Connect the socket to the first of the host's addresses that answers the request ``first``, and
+        return its answer. A UDP connect cannot fail, so only silence tells that an address is not the device's
+        (a name with an IPv6 and an IPv4 address, the device on the second): each has its share of ``timeout``."""
         # resolved on the hub's resolver threads, not in the loop's shared pool (hub/names.py)
-        address = (await resolve(self.host, self.port, socket.SOCK_DGRAM, timeout))[0]
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Socket(self._received), remote_addr=address.sockaddr, family=address.family
+        addresses = await names.resolve(self.host, self.port, socket.SOCK_DGRAM, timeout)
+        share = timeout / len(addresses)
+        for address in addresses[:-1]:
+            await self._connect(address)
+            try:
+                return await self.request(first, share)
+            except TimeoutError:
+                self.close()
+        await self._connect(addresses[-1])
+        try:
+            return await self.request(first, share)
+        except TimeoutError as silent:
+            if len(addresses) == 1:
+                raise
+            tried = ", ".join(address.host for address in addresses)
+            raise TimeoutError(f"{silent} (nor at its other addresses: {tried}, {share:g} s each)") from None
+
+    async def _connect(self, address: names.Address) -> None:
+        self._transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _Socket(self._received), remote_addr=(address.host, self.port), family=address.family
         )
-        self._transport = transport
 
     def close(self) -> None:
         if self._transport is not None:
@@ -245,8 +263,7 @@ class Ssc1Driver(UdpDriver):
 
     async def connect(self) -> None:
         self.check_options()
-        await self.client.open(self.settings.io_timeout_s)
-        reply = await self.client.request(ssc1.tree([*IDENTITY, DEVICE_NAME]), self.settings.io_timeout_s)
+        reply = await self.client.open(ssc1.tree([*IDENTITY, DEVICE_NAME]), self.settings.io_timeout_s)
         product = reply.values.get(("device", "identity", "product"))
         if not isinstance(product, str):
             raise ConnectionError("the device did not answer /device/identity/product")

@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from wmhub_shure.simulator import ShureSimulator
@@ -81,3 +83,38 @@ def test_a_name_whose_dns_never_answers_does_not_hold_the_stop() -> None:
     stuck in libc must be on neither."""
     done = subprocess.run([sys.executable, "-c", STOP], capture_output=True, text=True, timeout=30, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, "stopped"), done.stderr[-2000:]
+
+
+@contextmanager
+def _silent(host: str, port: int) -> Iterator[None]:
+    """A UDP socket that takes datagrams and answers none: a host at that address that is not the receiver."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:  # no IPv6 on this machine's loopback, or the port taken there
+            pytest.skip(f"cannot listen on {host} port {port}: {exc}")
+        yield
+
+
+def test_a_uhfr_receiver_on_the_second_address_of_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name with an IPv6 and an IPv4 address (IPv6 first, as getaddrinfo orders them), the receiver on the
+    IPv4 one: UDP's connect cannot fail, so the silent first address must be left for the next."""
+    dns = FakeDns({"rx-dual.lan": ["::1", "127.0.0.1"], "rx-gone.lan": ["::1", "127.0.0.2"]})
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    settings = DriverSettings(meter_rate_ms=100, io_timeout_s=2.0, offline_after_s=4.0)
+
+    async def main() -> None:
+        async with ShureSimulator("ur4d", seed=3) as sim:
+            with _silent("::1", sim.port):
+                async with DriverHarness("shure", settings=settings) as hub:
+                    managed = hub.add(f"shure-uhfr://rx-dual.lan:{sim.port}")
+                    device = await hub.device(managed, timeout=3 * settings.io_timeout_s)
+                    assert (device.model, len(device.channels)) == ("UR4D", 2)
+                    gone = hub.add(f"shure-uhfr://rx-gone.lan:{sim.port}")
+                    await eventually(lambda: gone.supervisor.last_error, timeout=3 * settings.io_timeout_s)
+                    assert gone.supervisor.last_error.endswith(
+                        "(nor at its other addresses: ::1, 127.0.0.2, 1 s each)"
+                    ), gone.supervisor.last_error
+
+    _on_asyncio_loop(main())

@@ -209,34 +209,19 @@ class ShureDriver(Driver):
     # lifecycle
 
     async def connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._lost = loop.create_future()
-        port = self.endpoint.port
         # resolved on the hub's resolver threads, not by create_connection in the loop's shared pool (hub/names.py)
         kind = socket.SOCK_DGRAM if self.udp else socket.SOCK_STREAM
-        addresses = await resolve(self.endpoint.host, port, kind, self.settings.io_timeout_s)
-        # asyncio.timeout rather than wait_for throughout: on Python 3.11 wait_for can swallow a cancellation
-        # that arrives as the awaited call finishes, and the hub could then never stop this driver
-        for index, address in enumerate(addresses):
-            try:
-                async with asyncio.timeout(self.settings.io_timeout_s):
-                    if self.udp:
-                        self._transport, _ = await loop.create_datagram_endpoint(
-                            lambda: _Link(self), remote_addr=(address.host, port), family=address.family
-                        )
-                    else:
-                        self._transport, _ = await loop.create_connection(
-                            lambda: _Link(self), address.host, port, family=address.family
-                        )
-                break
-            except (OSError, TimeoutError) as exc:  # the next address, as create_connection(host) would
-                if index == len(addresses) - 1:
-                    if isinstance(exc, TimeoutError):
-                        raise ConnectionError(
-                            f"no connection to {self._where(address)} within {self.settings.io_timeout_s:g} s"
-                        ) from None
-                    raise
-        family, model, channels, device = await self._detect()
+        addresses = await resolve(self.endpoint.host, self.endpoint.port, kind, self.settings.io_timeout_s)
+        if self.udp:
+            family, model, channels, device = await self._reach_answering(addresses)
+        else:
+            for address in addresses[:-1]:
+                with contextlib.suppress(OSError):  # the next address, as create_connection(host) would
+                    await self._open(address)
+                    break
+            else:
+                await self._open(addresses[-1])
+            family, model, channels, device = await self._detect()
         self._use_family(family, model, channels)
         self.sink.identify(
             unique_id=None,
@@ -248,6 +233,50 @@ class ShureDriver(Driver):
         )
         await self._query_all()
         await self._start_metering()
+
+    async def _open(self, address: Address) -> None:
+        loop = asyncio.get_running_loop()
+        self._lost = loop.create_future()
+        port = self.endpoint.port
+        # asyncio.timeout rather than wait_for throughout: on Python 3.11 wait_for can swallow a cancellation
+        # that arrives as the awaited call finishes, and the hub could then never stop this driver
+        try:
+            async with asyncio.timeout(self.settings.io_timeout_s):
+                if self.udp:
+                    self._transport, _ = await loop.create_datagram_endpoint(
+                        lambda: _Link(self), remote_addr=(address.host, port), family=address.family
+                    )
+                else:
+                    self._transport, _ = await loop.create_connection(
+                        lambda: _Link(self), address.host, port, family=address.family
+                    )
+        except TimeoutError:
+            raise ConnectionError(
+                f"no connection to {self._where(address)} within {self.settings.io_timeout_s:g} s"
+            ) from None
+
+    async def _reach_answering(self, addresses: list[Address]) -> tuple[Family, str, int, dict[str, Any]]:
+        """Detect the UHF-R receiver at the first of ``addresses`` that answers. A UDP connect cannot fail, so
+        only silence tells that an address is not the receiver's (a name with an IPv6 and an IPv4 address, the
+        receiver on the second): each address has its share of the connect's time."""
+        timeout_s = self.settings.io_timeout_s / len(addresses)
+        for address in addresses[:-1]:
+            await self._open(address)
+            try:
+                return await self._detect(timeout_s)
+            except NoAnswerError:
+                assert self._transport is not None and self._lost is not None  # nosec B101: _open set them
+                self._transport.close()
+                await self._lost  # connection_lost has run: it fails this link's requests, not the next one's
+                self._synced_upto = self._sent  # no answer to them can come over the next link
+        await self._open(addresses[-1])
+        try:
+            return await self._detect(timeout_s)
+        except NoAnswerError as silent:
+            if len(addresses) == 1:
+                raise
+            tried = ", ".join(address.host for address in addresses)
+            raise NoAnswerError(f"{silent} (nor at its other addresses: {tried}, {timeout_s:g} s each)") from None
 
     @property
     def where(self) -> str:
@@ -296,14 +325,15 @@ class ShureDriver(Driver):
 
     # family detection (the user gives only an address)
 
-    async def _detect(self) -> tuple[Family, str, int, dict[str, Any]]:
-        """(family, model, channel count, receiver-level fields) from what the device answers.
+    async def _detect(self, timeout_s: float | None = None) -> tuple[Family, str, int, dict[str, Any]]:
+        """(family, model, channel count, receiver-level fields) from what the device answers (UHF-R: within
+        ``timeout_s``, io_timeout_s unless given).
 
         Questions go out together and an optional one the device stays silent on costs no extra wait once a
         later one is answered (replies come in order), so a receiver that ignores MODEL is still quick.
         """
         if self.udp:
-            model_reply, second = await self._ask_all([(None, "MODEL"), (2, "CHAN_NAME")])
+            model_reply, second = await self._ask_all([(None, "MODEL"), (2, "CHAN_NAME")], timeout_s)
             if model_reply is not None and model_reply.value.strip():
                 return self._known_model(model_reply, {})
             # UHF-R without a MODEL answer (no public source shows one): count the channels that answer

@@ -1,0 +1,38 @@
+"""SSCv1 receivers given by host name: a name with an IPv6 and an IPv4 address, the receiver on the second.
+
+The lookups are answered by ``hub.testing.FakeDns`` on asyncio's own event loop, whose default pool calls
+``socket.getaddrinfo`` (uvloop's would call libc's, and ask a real DNS server for the old resolution).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
+
+from hub.drivers import DriverSettings
+from hub.testing import DriverHarness, FakeDns
+
+SETTINGS = DriverSettings(meter_rate_ms=100, io_timeout_s=2.0, offline_after_s=4.0)
+
+
+@pytest.mark.parametrize("model", ["ewdx-em2", "em6000"])
+def test_a_receiver_on_the_second_address_of_its_name(monkeypatch: pytest.MonkeyPatch, model: str) -> None:
+    monkeypatch.setattr(socket, "getaddrinfo", FakeDns({"rx-dual.lan": ["::1", "127.0.0.1"]}))
+
+    async def main() -> None:
+        async with Ssc1Simulator(model, tick_s=0) as simulator:
+            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as silent:
+                try:  # on the first address, a host that is not the receiver: it takes datagrams, answers none
+                    silent.bind(("::1", simulator.port))
+                except OSError as exc:
+                    pytest.skip(f"cannot listen on ::1 port {simulator.port}: {exc}")
+                async with DriverHarness("sennheiser", settings=SETTINGS) as hub:
+                    managed = hub.add(f"sennheiser-ssc://rx-dual.lan:{simulator.port}")
+                    device = await hub.device(managed, timeout=3 * SETTINGS.io_timeout_s)
+                    assert device.channels
+
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        runner.run(main())
