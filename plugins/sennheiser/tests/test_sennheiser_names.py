@@ -1,4 +1,6 @@
-"""SSCv1 receivers given by host name: a name with an IPv6 and an IPv4 address, the receiver on the second.
+"""Receivers given by host name: names whose DNS never answers keep only their own receivers waiting (SSCv2,
+whose HTTP client resolves through the hub), and a name with an IPv6 and an IPv4 address finds an SSCv1
+receiver on the second.
 
 The lookups are answered by ``hub.testing.FakeDns`` on asyncio's own event loop, whose default pool calls
 ``socket.getaddrinfo`` (uvloop's would call libc's, and ask a real DNS server for the old resolution).
@@ -11,11 +13,38 @@ import socket
 
 import pytest
 from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
+from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
 
 from hub.drivers import DriverSettings
-from hub.testing import DriverHarness, FakeDns
+from hub.testing import DriverHarness, FakeDns, eventually
 
 SETTINGS = DriverSettings(meter_rate_ms=100, io_timeout_s=2.0, offline_after_s=4.0)
+# more names hanging than asyncio's default pool has threads (min(32, cpus + 4)) or libuv's (4)
+HANGING = [f"hang{number}.lan" for number in range(12)]
+
+
+def _on_asyncio_loop(main: object) -> None:
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        runner.run(main)  # type: ignore[arg-type]
+
+
+def test_ssc2_names_whose_dns_never_answers_delay_no_other_receiver(monkeypatch: pytest.MonkeyPatch) -> None:
+    dns = FakeDns({"rx.lan": ["127.0.0.1"]}, hanging=HANGING)
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+
+    async def main() -> None:
+        try:
+            async with Ssc2Simulator(tick_s=0) as simulator, DriverHarness("sennheiser", settings=SETTINGS) as hub:
+                url = simulator.url()
+                for name in HANGING:
+                    hub.add(url.replace("//127.0.0.1:", f"//{name}:"))
+                await eventually(lambda: dns.waiting, what="lookups hanging")  # the others are asked before rx.lan
+                good = hub.add(url.replace("//127.0.0.1:", "//rx.lan:"))
+                await hub.device(good, timeout=2 * SETTINGS.io_timeout_s)
+        finally:
+            dns.release()  # the old resolution's pool waits for its threads as the loop closes
+
+    _on_asyncio_loop(main())
 
 
 @pytest.mark.parametrize("model", ["ewdx-em2", "em6000"])
@@ -34,5 +63,4 @@ def test_a_receiver_on_the_second_address_of_its_name(monkeypatch: pytest.Monkey
                     device = await hub.device(managed, timeout=3 * SETTINGS.io_timeout_s)
                     assert device.channels
 
-    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
-        runner.run(main())
+    _on_asyncio_loop(main())
