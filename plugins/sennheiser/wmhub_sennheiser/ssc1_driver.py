@@ -139,10 +139,10 @@ class SscClient:
         addresses = await names.resolve(self.host, self.port, socket.SOCK_DGRAM, timeout)
         share = timeout / len(addresses)
         for address in addresses[:-1]:
-            await self._connect(address)
             try:
+                await self._connect(address)
                 return await self.request(first, share)
-            except TimeoutError:
+            except OSError:  # silent there (TimeoutError), or no route to it (an IPv6 address without IPv6)
                 self.close()
         await self._connect(addresses[-1])
         try:

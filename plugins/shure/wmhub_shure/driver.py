@@ -261,13 +261,14 @@ class ShureDriver(Driver):
         receiver on the second): each address has its share of the connect's time."""
         timeout_s = self.settings.io_timeout_s / len(addresses)
         for address in addresses[:-1]:
-            await self._open(address)
             try:
+                await self._open(address)
                 return await self._detect(timeout_s)
-            except NoAnswerError:
-                assert self._transport is not None and self._lost is not None  # nosec B101: _open set them
-                self._transport.close()
-                await self._lost  # connection_lost has run: it fails this link's requests, not the next one's
+            except OSError:  # silent there (NoAnswerError), or no route to it (an IPv6 address without IPv6)
+                transport, self._transport = self._transport, None
+                if transport is not None and self._lost is not None:
+                    transport.close()
+                    await self._lost  # connection_lost has run: it failed this link's requests, not the next one's
                 self._synced_upto = self._sent  # no answer to them can come over the next link
         await self._open(addresses[-1])
         try:
