@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
+from hub import names
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.descriptors import DescriptorBudget
 from hub.drivers import (
@@ -968,14 +969,11 @@ class DeviceManager:
             pass
         else:
             return frozenset((endpoint.host,))
-        try:
-            async with asyncio.timeout(self.settings.io_timeout_s):
-                found = await asyncio.get_running_loop().getaddrinfo(
-                    endpoint.host, endpoint.port, type=socket.SOCK_STREAM
-                )
-        except (OSError, TimeoutError):
+        try:  # on the hub's resolver threads, as the drivers resolve: never in the loop's shared pool (ADR 0015)
+            found = await names.resolve(endpoint.host, endpoint.port, socket.SOCK_STREAM, self.settings.io_timeout_s)
+        except OSError:  # TimeoutError included
             return frozenset()
-        return frozenset(str(info[4][0]) for info in found)
+        return frozenset(address.host for address in found)
 
     async def _stop(self, managed: ManagedDevice) -> None:
         """Stop its driver (it closes the device cleanly) and take it out of the indexes; the store keeps the
