@@ -21,7 +21,8 @@ COMPOSITION_ROOTS = frozenset({"hub.compose", "hub.cli"})
 # import nothing of the core (their own imports are checked below): hub.records holds what the venue store
 # returns and raises, so no edge needs the store itself.
 EDGE_MAY_IMPORT = frozenset({"hub.service", "hub.model", "hub.records", "hub.redact", "hub.text", "hub.auth",
-                             "hub.backoff", "hub.clock", "hub.config", "hub.frequency", "hub.descriptors"})  # fmt: skip
+                             "hub.backoff", "hub.clock", "hub.config", "hub.frequency", "hub.descriptors",
+                             "hub.names"})  # fmt: skip
 # The fleet is built on both other edges (their topics, their routes), and its mirror fills the fleet's own
 # state store the way drivers fill a hub's.
 EDGE_EXTRA = {"hub.fleet": frozenset({"hub.mqtt", "hub.web", "hub.state"})}

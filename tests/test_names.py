@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 
 import pytest
@@ -59,3 +62,33 @@ async def test_hanging_names_time_out_share_one_lookup_each_and_hold_up_no_other
     with pytest.raises(socket.gaierror):
         await resolve(hanging[0], 2202, socket.SOCK_STREAM, 1.0)
     assert dns.asked[hanging[0]] == 2
+
+
+BROKER_STOP = textwrap.dedent(
+    """
+    import asyncio, socket
+    from hub.mqtt.brokers import BrokerAddress
+    from hub.mqtt.client import MqttClient
+    from hub.testing import FakeDns, eventually
+
+    dns = FakeDns(hanging=["hang-broker.lan"])  # never released
+    socket.getaddrinfo = dns
+
+    async def main():
+        client = MqttClient(
+            BrokerAddress("hang-broker.lan", 1883), "c-hang", on_message=lambda t, p, r: None, connect_timeout=0.2
+        )
+        client.start()
+        await eventually(lambda: dns.waiting, what="the broker's lookup hanging")
+        await client.stop()
+        print("stopped", flush=True)
+
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:  # its pool calls socket.getaddrinfo
+        runner.run(main())
+    """
+)
+
+
+def test_a_broker_name_whose_dns_never_answers_does_not_hold_the_stop() -> None:
+    done = subprocess.run([sys.executable, "-c", BROKER_STOP], capture_output=True, text=True, timeout=30, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "stopped"), done.stderr[-2000:]

@@ -357,7 +357,7 @@ class MqttClient:
         loop = asyncio.get_running_loop()
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancellation (stop() would hang)
         async with asyncio.timeout(self.connect_timeout):
-            sock = await open_socket(loop, self.address, self._tls_context)
+            sock = await open_socket(loop, self.address, self._tls_context, self.connect_timeout)
         client = HandedSocketClient(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True, reconnect_on_failure=False
         )

@@ -14,6 +14,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from hub import names
 from hub.mqtt.brokers import BrokerAddress
 
 
@@ -108,15 +109,16 @@ class HandedSocketClient(paho.Client):
 
 
 async def open_socket(
-    loop: asyncio.AbstractEventLoop, address: BrokerAddress, tls_context: ssl.SSLContext | None
+    loop: asyncio.AbstractEventLoop, address: BrokerAddress, tls_context: ssl.SSLContext | None, timeout_s: float
 ) -> socket.socket:
-    """A non-blocking socket connected to ``address`` (TLS handshake done when it asks for TLS)."""
-    infos = await loop.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
-    family, kind, proto, _, sockaddr = infos[0]
-    sock = socket.socket(family, kind, proto)
+    """A non-blocking socket connected to ``address`` (TLS handshake done when it asks for TLS). The broker's
+    name is resolved within ``timeout_s`` on the hub's resolver threads, not in the loop's shared pool, where a
+    name whose DNS never answers held a thread and the hub's stop (docs/adr/0015-name-resolution-threads.md)."""
+    resolved = (await names.resolve(address.host, address.port, socket.SOCK_STREAM, timeout_s))[0]
+    sock = socket.socket(resolved.family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
-        await loop.sock_connect(sock, sockaddr)
+        await loop.sock_connect(sock, resolved.sockaddr)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls_context is None or not address.tls:
             return sock
