@@ -8,9 +8,10 @@ of it for as long as libc keeps asking (timeout 5 s x attempts 2 by default), a 
 free it, and a few such names stopped every other lookup and every search, and made the hub's stop wait
 for them. Here:
 
-* each lookup runs on a daemon thread of its own, at most :data:`THREADS` at once; a name asked for again
+* lookups run on daemon threads of their own, at most :data:`THREADS` at once; a name asked for again
   while its lookup is still running (a reconnect after a timed-out one) joins that lookup, so a hanging
-  name holds one thread, whatever the number of retries, and never delays another name's lookup;
+  name holds one thread, whatever the number of retries, and delays no other name's lookup until
+  :data:`THREADS` names hang at once;
 * the caller waits at most its ``timeout``; the lookup it leaves carries on, and the next attempt of the
   caller (after the supervisor's backoff) takes its answer if it has come;
 * nothing waits for these threads at the stop: a lookup stuck in libc ends with the process.
