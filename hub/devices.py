@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import re
-import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
@@ -702,7 +701,6 @@ class DeviceManager:
         # already said to be one receiver given two ways (look_for_twin)
         self._reached_at: dict[str, frozenset[str]] = {}
         self._twins_said: set[frozenset[str]] = set()
-        self._twin_lookups: set[asyncio.Task[None]] = set()
         # (device, family) for each device said to identify with a family its driver spec does not list
         self._unlisted_families: set[tuple[str, str]] = set()
         # Every driver's connect (TCP, identification, the first full read) passes this gate. A hub starting
@@ -928,19 +926,15 @@ class DeviceManager:
         """Warn, once, when the device that just identified itself is reached at an address and port another
         device of its scheme is reached at: one receiver given two ways (``shure://10.0.0.5`` and
         ``shure://rx1.venue.lan``), watched twice and coordinated against itself (a critical frequency conflict
-        of each channel with its twin). Its host name is looked up here, in the background: adding a device
-        never waits for a resolver."""
+        of each channel with its twin). A host name counts with the addresses its driver's own lookup gave
+        (hub.names.answered): nothing is asked of DNS here, neither waited for nor sent for a device whose
+        plugin reaches it without a lookup."""
         managed = self._by_identity.get(handle.endpoint.identity)
         if managed is None or managed.handle is not handle:
             return
-        task = asyncio.create_task(self._look_for_twin(managed), name=f"twin of {managed.url}")
-        self._twin_lookups.add(task)
-        task.add_done_callback(self._twin_lookups.discard)
-
-    async def _look_for_twin(self, managed: ManagedDevice) -> None:
         endpoint = managed.handle.endpoint
-        addresses = await self._addresses_of(endpoint)
-        if self.by_url.get(managed.url) is not managed or not addresses:
+        addresses = _addresses_of(endpoint)
+        if not addresses:
             return
         self._reached_at[managed.url] = addresses
         for other in list(self.by_url.values()):
@@ -959,21 +953,6 @@ class DeviceManager:
                     min(shared),
                     endpoint.port,
                 )
-
-    async def _addresses_of(self, endpoint: Endpoint) -> frozenset[str]:
-        """The addresses ``endpoint``'s host stands for (itself for an address, Endpoint.parse wrote it in its
-        one spelling); none when a name does not resolve within the I/O timeout."""
-        try:
-            ipaddress.ip_address(endpoint.host)
-        except ValueError:
-            pass
-        else:
-            return frozenset((endpoint.host,))
-        try:  # on the hub's resolver threads, as the drivers resolve: never in the loop's shared pool (ADR 0015)
-            found = await names.resolve(endpoint.host, endpoint.port, socket.SOCK_STREAM, self.settings.io_timeout_s)
-        except OSError:  # TimeoutError included
-            return frozenset()
-        return frozenset(address.host for address in found)
 
     async def _stop(self, managed: ManagedDevice) -> None:
         """Stop its driver (it closes the device cleanly) and take it out of the indexes; the store keeps the
@@ -998,9 +977,7 @@ class DeviceManager:
         managed = list(self.by_url.values())
         for entry in managed:
             entry.task.cancel()
-        for lookup in self._twin_lookups:
-            lookup.cancel()
-        await asyncio.gather(*(entry.task for entry in managed), *self._twin_lookups, return_exceptions=True)
+        await asyncio.gather(*(entry.task for entry in managed), return_exceptions=True)
         if self._identity_writer is not None:
             self._identity_writer.cancel()
             await asyncio.gather(self._identity_writer, return_exceptions=True)
@@ -1243,3 +1220,13 @@ def _shown(result: CommandResult, width: int) -> CommandResult:
     if error == result.error and code == result.code and value == result.value:
         return result
     return result.model_copy(update={"value": value, "error": error, "code": code})
+
+
+def _addresses_of(endpoint: Endpoint) -> frozenset[str]:
+    """The addresses ``endpoint``'s host stands for: itself for an address (Endpoint.parse wrote it in its one
+    spelling), else what its driver's lookup gave; none for a name not looked up here."""
+    try:
+        ipaddress.ip_address(endpoint.host)
+    except ValueError:
+        return names.answered(endpoint.host)
+    return frozenset((endpoint.host,))

@@ -47,9 +47,15 @@ class Address(NamedTuple):
 _Key = tuple[str, int, int, int]  # host, port, family, socket type
 
 
+# the names whose last answer is kept for answered(): one per device host, bounded against a flood of made-up
+# names (REST adds, discovery), the oldest forgotten first
+KEPT_ANSWERS: Final = 4096
+
+
 class _Resolver:
     def __init__(self, threads: int) -> None:
         self._threads = threads
+        self._answers: dict[str, frozenset[str]] = {}  # host: the addresses its last lookup gave
         self._lock = threading.Lock()
         self._running: dict[_Key, concurrent.futures.Future[list[Address]]] = {}
         self._waiting: deque[_Key] = deque()  # looked up in turn by the threads that are running
@@ -88,9 +94,18 @@ class _Resolver:
                     del self._running[key]  # before the answer: a retry after a failure asks again
                 found.set_exception(exc)
                 continue
+            addresses = _addresses(infos)
             with self._lock:
                 del self._running[key]
-            found.set_result(_addresses(infos))
+                self._answers.pop(host, None)  # the newest last: forgotten last
+                self._answers[host] = frozenset(address.host for address in addresses)
+                if len(self._answers) > KEPT_ANSWERS:
+                    del self._answers[next(iter(self._answers))]
+            found.set_result(addresses)
+
+    def answered(self, host: str) -> frozenset[str]:
+        with self._lock:
+            return self._answers.get(host, frozenset())
 
 
 _RESOLVER: Final = _Resolver(THREADS)
@@ -103,6 +118,12 @@ def _addresses(infos: list[tuple[Any, ...]]) -> list[Address]:
         if address not in addresses:  # one entry per protocol where a type allows several
             addresses.append(address)
     return addresses
+
+
+def answered(host: str) -> frozenset[str]:
+    """The addresses (as text) the last lookup of ``host`` gave, by any driver, for any port; none when it was
+    never looked up here or did not resolve. Asks nothing."""
+    return _RESOLVER.answered(host.lower())
 
 
 async def resolve(

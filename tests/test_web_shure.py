@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from hub.app import Hub
 from hub.compose import compose_hub
 from hub.config import DiscoverySettings, HttpSettings, HubConfig, MqttSettings
 from hub.plugins import PluginHost
-from hub.testing import eventually
+from hub.testing import FakeDns, eventually
 from hub.web.schemas import ChannelView, DeviceView
 
 TOKEN = "shure-board-token"
@@ -177,3 +178,36 @@ async def test_one_receiver_added_by_address_and_by_name_is_said_to_be_one(
     finally:
         await sim.stop()
     assert caplog.text.count(said) == 1, caplog.text
+
+
+async def test_a_receiver_given_by_a_name_is_looked_up_once_for_its_twin_and_its_connection(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The look for a twin asked DNS for every device's name a second time, and for names no driver looks up
+    (a test plugin's made-up hosts, sent to the machine's resolver): it takes the driver's own answer now."""
+    dns = FakeDns({"rack-a.venue.lan": ["127.0.0.1"]})
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    sim = await ShureSimulator("ulxd4d", seed=4).start()
+    config = HubConfig(
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url="off"),
+        discovery=DiscoverySettings(enabled=False),
+        http=HttpSettings(port=0, token=TOKEN),
+    )
+    plugins = PluginHost()
+    plugins.load_entry_points(only="shure")
+    by_address, by_name = f"shure://127.0.0.1:{sim.port}", f"shure://rack-a.venue.lan:{sim.port}"
+    said = f"{by_address} and {by_name} are one receiver (both reach 127.0.0.1 port {sim.port})"
+    try:
+        async with (
+            compose_hub(config, plugins) as hub,
+            aiohttp.ClientSession(f"http://127.0.0.1:{hub.web.port}") as http,
+        ):
+            for url in (by_address, by_name):
+                async with http.post("/api/v1/devices", json={"url": url}, headers=AUTH) as response:
+                    assert response.status == 201, await response.text()
+            await eventually(lambda: said in caplog.text, what="the warning")
+    finally:
+        await sim.stop()
+        dns.release()
+    assert dns.asked == {"rack-a.venue.lan": 1}, "the driver's connect asked; the look for a twin did not"
