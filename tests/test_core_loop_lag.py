@@ -88,6 +88,7 @@ class SlowStartingEdge:
         pass
 
 
+@pytest.mark.alone("the loop's lateness after a start, which other tests' processes beside it can cause")
 async def test_start_up_work_is_not_taken_for_the_hub_falling_behind(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
