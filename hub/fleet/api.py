@@ -95,7 +95,8 @@ async def list_assignments(request: web.Request) -> web.Response:
 
 async def list_alerts(request: web.Request) -> web.Response:
     hubs = sorted(request.app[MIRROR_KEY].hubs.values(), key=lambda hub: hub.hub_id)
-    return json_response(AlertList(items=[alert for view in hubs for alert in view.alerts]))
+    items = [alert for view in hubs for alert in view.alerts]
+    return json_response(AlertList(items=items, total=len(items)))
 
 
 FLEET_OPERATIONS: Final = (

@@ -183,6 +183,9 @@ class DeviceLocationBody(Strict):
 
 class AlertList(Strict):
     items: list[Alert]
+    total: int | None = Field(
+        default=None, description="open alerts in all, more than items when cut at limit; null with recent=true"
+    )
 
 
 class LocationList(Strict):
@@ -221,10 +224,10 @@ async def list_alerts(request: web.Request) -> web.Response:
     query = parse_query(request, AlertQuery)
     alerts = venue(request).alerts
     if query.recent:
-        items = await alerts.recent(since=query.since, limit=query.limit)
-    else:
-        items = alerts.open_alerts()[: query.limit]
-    return json_response(AlertList(items=items))
+        return json_response(AlertList(items=await alerts.recent(since=query.since, limit=query.limit)))
+    # cut at the oldest end: the newest alert (a receiver that just went offline) is the one that matters now
+    open_alerts = alerts.open_alerts()
+    return json_response(AlertList(items=open_alerts[-query.limit :], total=len(open_alerts)))
 
 
 @store_errors

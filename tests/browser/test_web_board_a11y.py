@@ -21,7 +21,8 @@ async def next_alert_refreshes(page: Page, count: int) -> None:
     """Wait for `count` answers to the Alerts panel's 3 s poll (not for a fixed time)."""
     for _ in range(count):
         async with page.expect_response(
-            lambda r: urlparse(r.url).path == "/api/v1/alerts" and not urlparse(r.url).query, timeout=10_000
+            lambda r: urlparse(r.url).path == "/api/v1/alerts" and "recent" not in urlparse(r.url).query,
+            timeout=10_000,
         ):
             pass
 

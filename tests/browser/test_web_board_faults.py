@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -130,7 +131,7 @@ async def test_panels_keep_what_they_showed_marked_stale_while_their_reads_fail(
     async def refuse(route: Route) -> None:
         await route.abort("internetdisconnected")  # the phone off the Wi-Fi
 
-    away = re.compile(r"/api/v1/(alerts|swap-list|show|frequency-plan)$")
+    away = re.compile(r"/api/v1/(alerts|swap-list|show|frequency-plan)(\?limit=\d+)?$")
     await page.route(away, refuse)
     for panel in panels:  # each on its next poll (3 s, 5 s, 3 s)
         await expect(panel).to_have_class(re.compile(r"\bstale\b"), timeout=10_000)
@@ -270,3 +271,37 @@ async def test_a_receiver_down_since_the_hub_started_keeps_a_named_tile_per_chan
                 assert await tiles.evaluate_all("tiles => tiles.map((tile) => tile.dataset.channel)") == shown
                 assert await tiles.locator(".num").all_text_contents() == numbers
             await context.close()
+
+
+async def test_with_over_a_hundred_open_alerts_the_newest_is_listed_counted_and_said(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """101 receivers that never answer: 101 device_offline alerts. The 101st, the newest, was the one left out
+    (the board asked with the API's default limit of 100, and the hub cut the newest)."""
+    with socket.socket() as probe:  # a loopback port nothing listens on: every receiver there refuses at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    plugins = PluginHost()
+    plugins.load_entry_points(only="shure")
+    async with compose_hub(hub_config(tmp_path), plugins) as hub:
+        for host in range(2, 102):
+            await hub.add_device(f"shure://127.0.0.{host}:{port}", source="test")
+        alerts = hub.persistence.alerts
+        await eventually(lambda: len(alerts.open_alerts()) == 100, timeout=30, what="100 offline alerts")
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.goto(f"http://127.0.0.1:{hub.web.port}/")
+        await expect(page.locator("#alerts .alert-item")).to_have_count(100, timeout=10_000)
+        newest = f"127.0.0.102:{port}"
+        await hub.add_device(f"shure://{newest}", source="test")
+        await eventually(lambda: len(alerts.open_alerts()) == 101, timeout=30, what="the 101st offline alert")
+        await expect(page.locator("#alerts .alert-item", has_text=newest)).to_have_count(1, timeout=10_000)
+        await expect(page.locator("#alerts .alert-item")).to_have_count(101)
+        await expect(page.locator("#alert-count")).to_have_text("(101, 101 new)")
+        await expect(page.locator("#alert-urgent")).to_contain_text(newest)
+        # a client asking for fewer gets the newest ones, and how many there are in all
+        answer = await page.request.get(f"http://127.0.0.1:{hub.web.port}/api/v1/alerts?limit=100")
+        listed = await answer.json()
+        assert listed["total"] == 101
+        assert [alert["id"] for alert in listed["items"]] == [alert.id for alert in alerts.open_alerts()[1:]]
+        await context.close()

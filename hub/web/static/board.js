@@ -717,15 +717,21 @@ function announceAlerts(items) {
   if (other.length) $("alert-news").textContent = other.join(". ");
 }
 
+const ALERTS_MAX = 10000;
+
 async function refreshAlerts() {
   let list;
-  try { list = await api("GET", API + "/alerts"); } catch (error) { markPanel("alerts-panel", true); return; }
+  // every open alert (the API's most): the default 100 left out the newest of a long list, a receiver that had
+  // just gone offline among them. A hub with more still sends the newest, and says how many there are in all.
+  try { list = await api("GET", API + "/alerts?limit=" + ALERTS_MAX); } catch (error) { markPanel("alerts-panel", true); return; }
   markPanel("alerts-panel", false);
   announceAlerts(list.items);
   state.alerts = list.items;
   $("alerts-panel").hidden = false;
   const waiting = list.items.filter((a) => a.acknowledged_at === null).length;
-  $("alert-count").textContent = list.items.length ? "(" + list.items.length + (waiting ? ", " + waiting + " new" : "") + ")" : "";
+  const total = typeof list.total === "number" ? list.total : list.items.length;
+  const shown = total > list.items.length ? list.items.length + " newest of " + total : String(total);
+  $("alert-count").textContent = total ? "(" + shown + (waiting ? ", " + waiting + " new" : "") + ")" : "";
   const summary = $("alerts-panel").querySelector("summary");
   reconcile($("alerts"), list.items, (alert) => alert.id, (alert) => {
     const item = el("li");
