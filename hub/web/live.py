@@ -184,7 +184,7 @@ class LiveFeed:
                     message = KEEPALIVE_MESSAGE
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel of a dropped client
                 async with asyncio.timeout(self.send_timeout):
-                    await client.ws.send_str(message)
+                    await asyncio.shield(self._sending(client.ws, message))
                 self.messages_sent += 1
         except TimeoutError:
             if client in self.clients:
@@ -195,6 +195,17 @@ class LiveFeed:
             if client in self.clients:
                 log.debug("a live client went away: %s", exc)
                 self._disconnect(client, WSCloseCode.GOING_AWAY, b"")
+
+    @staticmethod
+    def _sending(ws: web.WebSocketResponse, message: str) -> asyncio.Task[None]:
+        """The send as a task that always has its outcome taken. aiohttp compresses a large message in a task of its
+        own, shielded from its sender's cancel; a client dropped or gone meanwhile (the sender cancelled) left that
+        task to fail on the closed transport with nobody awaiting it: "Task exception was never retrieved" at
+        error level in the log, for a browser that merely went away. This task awaits aiohttp's to its end, and
+        its own outcome is taken here when the sender is no longer there to take it."""
+        task = asyncio.ensure_future(ws.send_str(message))
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return task
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=20.0)
