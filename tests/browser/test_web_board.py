@@ -376,3 +376,25 @@ async def test_a_name_of_255_characters_keeps_its_tile_short_and_shows_whole_els
     await tile.locator(".name").click()
     await expect(page.locator("#detail-title")).to_contain_text(long_name)
     await context.close()
+
+
+async def test_a_rename_with_a_wrong_token_says_the_hub_refused_it(page: Page, board: Board) -> None:
+    """An outside audit: a wrong or changed token read 'needs the API token', word for word what an empty field
+    says, and nothing marked the field (on a hub open to reads nothing else tells the token is wrong)."""
+    ulxd = board.simulators[0]
+    before = ulxd.state["channels"][1].get("name")
+    await page.goto(board.url)
+    await page.fill("#token", "a-typo")
+    await page.press("#token", "Enter")
+    await page.locator(f'.tile[data-channel="{board.device_id(ulxd)}:1"] .edit').click()
+    await page.fill("#editor-name", "NOPE")
+    await page.click("#editor-save")
+    await expect(page.locator("#editor-error")).to_contain_text("the hub refused the token in the Token field")
+    await expect(page.locator("#token-hint")).to_contain_text("refused the token")
+    await expect(page.locator("#token")).to_have_attribute("aria-invalid", "true")
+    assert ulxd.state["channels"][1].get("name") == before
+    await page.click("#editor-cancel")
+    await page.fill("#token", board.token)
+    await page.press("#token", "Enter")
+    await expect(page.locator("#token-hint")).to_be_hidden()
+    await expect(page.locator("#token")).to_have_attribute("aria-invalid", "false")

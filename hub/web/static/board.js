@@ -4,8 +4,9 @@
 
 const API = "/api/v1";
 const TOKEN_KEY = "wmhub.token";
-// refusedToken: the token (maybe "") a read was refused with (open_reads = false): see api()
-const state = { devices: new Map(), gone: new Map(), loadedAt: 0, connectionsAskedAt: -1, refusedToken: null, group: 0, groups: [], slots: null, alerts: [], alertsRead: false, alertsSeen: new Set(), swap: null, stale: new Set() };
+// refusedToken: the token (maybe "") a read was refused with (open_reads = false): see api(); writeRefused: the
+// token a write was refused with (on a hub open to reads, nothing else says that the token is wrong)
+const state = { devices: new Map(), gone: new Map(), loadedAt: 0, connectionsAskedAt: -1, refusedToken: null, writeRefused: null, group: 0, groups: [], slots: null, alerts: [], alertsRead: false, alertsSeen: new Set(), swap: null, stale: new Set() };
 const tiles = new Map(); // channel id -> tile element
 const $ = (id) => document.getElementById(id);
 // A hub that stops answering must not leave the periodic refreshes piling up unanswered requests.
@@ -24,7 +25,7 @@ function token() { return localStorage.getItem(TOKEN_KEY) || ""; }
 // log a 401 in the console every few seconds) until then.
 async function api(method, path, body) {
   const sent = token(), read = method === "GET";
-  if (read && state.refusedToken === sent) throw apiError(401, "the hub refused this token");
+  if (read && state.refusedToken === sent) throw apiError(401, "the hub refused this token", sent);
   const headers = { "Accept": "application/json" };
   if (sent) headers["Authorization"] = "Bearer " + sent;
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -36,12 +37,20 @@ async function api(method, path, body) {
   });
   const data = response.status === 204 ? null : await response.json().catch(() => null);
   if (read && sent === token()) tokenRefused(response.status === 401 ? sent : null);
-  if (!response.ok) throw apiError(response.status, data && data.error ? data.error + reasons(data.details) : response.statusText);
+  else if (!read && sent && sent === token() && (response.ok || response.status === 401)) {
+    state.writeRefused = response.status === 401 ? sent : null;
+    needsToken(state.refusedToken !== null);
+  }
+  if (!response.ok) throw apiError(response.status, data && data.error ? data.error + reasons(data.details) : response.statusText, sent);
   return data;
 }
 
-function apiError(status, message) {
-  const error = new Error(status === 401 ? "needs the API token (field at the top): " + message : message);
+// A 401 with a token sent is a wrong or changed token, not a missing one: said apart, as the hint at the top does.
+function apiError(status, message, sent) {
+  const words = status !== 401 ? message
+    : sent ? "the hub refused the token in the Token field: check it and enter it again"
+    : "needs the API token (field at the top): " + message;
+  const error = new Error(words);
   error.status = status;
   return error;
 }
@@ -503,9 +512,12 @@ function setStale(reason, on) {
 
 // The hub that answers 401 to reads (open_reads = false) shows nothing without the token: say so, and say that
 // a token typed in was refused (the live feed opened with an earlier one may still be running).
+// A write refused with the token in the field shows the same hint, and marks the field, until the token changes.
 function needsToken(on) {
-  $("token-hint").hidden = !on;
-  if (on) setText($("token-hint"), token() ? TOKEN_REFUSED : TOKEN_NEEDED);
+  const show = on || (state.writeRefused !== null && state.writeRefused === token());
+  $("token-hint").hidden = !show;
+  if (show) setText($("token-hint"), token() ? TOKEN_REFUSED : TOKEN_NEEDED);
+  setAttr($("token"), "aria-invalid", String(show && Boolean(token())));
 }
 
 const TOKEN_NEEDED = "This hub shows its receivers only to holders of its API token: enter it in the Token field at the top.";
@@ -1297,6 +1309,7 @@ function start() {
   $("token").addEventListener("change", () => {
     localStorage.setItem(TOKEN_KEY, $("token").value.trim());
     state.refusedToken = null;  // reads may be let through now
+    needsToken(false);  // and a write refused with the old token says nothing of the new one
     toast($("token").value.trim() ? "token saved in this browser" : "token cleared");
     if (!live.socket) { clearTimeout(live.retry); connectLive(); }  // a hub that refused the feed: try it now
     refreshVenue();
