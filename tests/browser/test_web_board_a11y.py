@@ -58,7 +58,7 @@ async def test_a_tile_opens_its_detail_from_the_keyboard_and_the_focus_comes_bac
     await page.keyboard.press("Tab")
     opener = first.get_by_role("button", name=re.compile("battery"))
     await expect(opener).to_be_focused()
-    await expect(opener).to_have_accessible_name(re.compile(r"battery .*\d.*RF "))
+    await expect(opener).to_have_accessible_name(re.compile(r"battery .*\d.*RF ok"))
     for key in ("Enter", " "):
         await page.keyboard.press(key)
         await expect(page.locator("#detail")).to_be_visible()
@@ -417,3 +417,32 @@ async def test_a_receiver_added_or_removed_keeps_the_focus_and_a_click_on_anothe
     await page.mouse.up()
     await expect(page.locator("#editor")).to_be_visible()
     await expect(page.locator("#editor-title")).to_contain_text("channel 1")
+
+
+async def test_a_moving_rf_level_leaves_the_focused_tile_s_name_alone(page: Page, board: Board) -> None:
+    """An outside audit: the tile's accessible name held the RF level in dBm, so with the focus on a tile a
+    screen reader read the whole tile again at every 1 dB move (19 times in 10 s). Meters are never read out;
+    the name keeps the channel, its battery and its state, RF as a state."""
+    ulxd = board.simulators[0]
+    ulxd.set_tx_present(1, True)
+    ulxd.set_channel(1, rf_dbm=-60)
+    await page.goto(board.url)
+    tile = page.locator(f'.tile[data-channel="{board.device_id(ulxd)}:1"]')
+    reading = tile.locator(".meter-box").first.locator(".meter-label span").last
+    await expect(reading).to_have_text("-60 dBm")
+    opener = tile.locator("button.name")
+    await opener.focus()
+    await expect(opener).to_have_accessible_name(re.compile(r"battery .*RF ok"))
+    await opener.evaluate(
+        """button => { window.renamed = [];
+        new MutationObserver((records) => records.forEach(() => window.renamed.push(button.getAttribute('aria-label'))))
+          .observe(button, { attributes: true, attributeFilter: ['aria-label'] }); }"""
+    )
+    for level in (-61, -62, -63):
+        ulxd.set_channel(1, rf_dbm=level)
+        await expect(reading).to_have_text(f"{level} dBm")
+    assert await page.evaluate("window.renamed") == []
+    await expect(opener).to_be_focused()
+    ulxd.set_channel(1, rf_dbm=-95)  # a state change is said: the RF is weak now
+    await expect(opener).to_have_accessible_name(re.compile(r"RF weak"))
+    assert "dBm" not in (await opener.get_attribute("aria-label") or "")

@@ -144,15 +144,15 @@ function batteryWords(channel) {
   return "battery " + (parts.join(", ") || "unknown");
 }
 
+// RF in the tile's accessible name as a state, never the level: the name of the focused tile is read out again
+// whenever it changes, and a level that moves by a dB twice a second had a screen reader repeat the whole tile.
+// The level is beside the meter on the tile and in the detail.
 function rfWords(device, channel) {
   if (!reports(device, "rf_dbm") && channel.rf_quality_percent === null) return null;
+  if (channel.rf_dbm === null && channel.rf_quality_percent === null) return "no RF level";
   const weak = (channel.rf_dbm !== null && channel.rf_dbm <= RF_ALERT_DBM)
     || (channel.rf_quality_percent !== null && channel.rf_quality_percent < 30);
-  const parts = [];
-  if (channel.rf_dbm !== null) parts.push(channel.rf_dbm.toFixed(0) + " dBm");
-  if (channel.rf_quality_percent !== null) parts.push("quality " + channel.rf_quality_percent + "%");
-  if (!parts.length) return "no RF level";
-  return "RF " + (weak ? "weak, " : "") + parts.join(", ");
+  return weak ? "RF weak" : "RF ok";
 }
 
 function tileLabel(device, channel) {
