@@ -349,3 +349,35 @@ async def test_a_browser_gone_while_a_large_message_is_compressed_leaves_no_unre
     finally:
         loop.set_exception_handler(None)
         executor.shutdown()
+
+
+def open_and_never_read(port: int, closed: threading.Event) -> None:
+    """Open the live feed from a raw socket and read nothing (no pong either), as a browser whose page is too
+    busy to take its messages: Chromium then leaves the hub's ping unread behind them. Returns when the hub
+    has closed the connection."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.sendall(
+            f"GET /api/v1/live HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        closed.wait(30)
+
+
+async def test_a_browser_that_does_not_answer_its_ping_is_counted_and_said_as_dropped(
+    hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outside audit: a 1,000-channel board fell to "reconnecting…" every minute or so while the hub said it
+    dropped no client. A page too busy to read its socket leaves the hub's ping unanswered, and aiohttp's
+    heartbeat closed it with no count and no word. Such a close is a drop like the others now."""
+    hub.web.live.heartbeat = 1.0  # the hub's 20 s, shortened for the test
+    closed = threading.Event()
+    client = asyncio.create_task(asyncio.to_thread(open_and_never_read, hub.web.port, closed))
+    try:
+        await eventually(lambda: hub.web.live.dropped == 1, 10, "the silent browser dropped")
+    finally:
+        closed.set()
+        await client
+    assert not hub.web.live.clients
+    assert any("did not answer" in record.getMessage() for record in caplog.records), caplog.records

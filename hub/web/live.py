@@ -53,10 +53,12 @@ class LiveFeed:
         queue_limit: int = 16,
         send_timeout: float = 5.0,
         keepalive: float = 2.0,
+        heartbeat: float = 20.0,
     ) -> None:
         self._hub = hub
         self.interval = interval
         self.keepalive = keepalive
+        self.heartbeat = heartbeat
         self.queue_limit = queue_limit
         self.send_timeout = send_timeout
         self.clients: set[LiveClient] = set()
@@ -208,7 +210,7 @@ class LiveFeed:
         return task
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=20.0)
+        ws = web.WebSocketResponse(heartbeat=self.heartbeat)
         await ws.prepare(request)
         client = LiveClient(ws, self.queue_limit)
         client.queue.put_nowait(dumps(self.snapshot()))
@@ -219,6 +221,14 @@ class LiveFeed:
             # browsers send nothing but pings; reading keeps the close handshake and heartbeat working
             async for message in ws:
                 if message.type == WSMsgType.ERROR:
+                    # aiohttp's heartbeat: no pong within half of it. A browser too busy to read its socket leaves
+                    # the ping unread behind the messages: a client that does not keep up, counted and said as
+                    # such (it was closed without a word, while the board said "reconnecting…")
+                    if isinstance(ws.exception(), TimeoutError) and client in self.clients:
+                        self.dropped += 1
+                        log.warning(
+                            "dropping a live client that did not answer its ping within %g s", self.heartbeat / 2
+                        )
                     break
         except ConnectionError as exc:  # gone while the hub answered its ping: a disconnect like any other
             log.debug("a live client went away: %s", exc)

@@ -138,3 +138,39 @@ async def test_a_moving_meter_changes_no_layout_only_its_fill_s_transform(page: 
     assert high["transform"] != low["transform"], (low, high)
     assert high["width"] == low["width"], f"the fill was resized (laid out) instead of scaled: {low} {high}"
     assert await fill.evaluate("fill => getComputedStyle(fill).transitionProperty") == "transform"
+
+
+# Every element of #board a mutation touched, as the tile's channel and the class of the touched node's nearest
+# element ("meters" for anything in a tile's meters).
+WATCH_BOARD = """() => { window.touched = [];
+  new MutationObserver((records) => records.forEach((record) => {
+    const node = record.target.nodeType === 1 ? record.target : record.target.parentElement;
+    const tile = node.closest('.tile');
+    window.touched.push([tile ? tile.dataset.channel : null, node.closest('.meters') ? 'meters' : node.className]);
+  })).observe(document.getElementById('board'),
+    { subtree: true, attributes: true, childList: true, characterData: true });
+}"""
+
+
+async def test_a_live_change_touches_only_what_changed_on_its_own_tile(page: Page, board: Board) -> None:
+    """An outside audit: a 1,000-channel board drew every tile on every live message (and all of a receiver's
+    neighbours for any change of a receiver), which kept the main thread busy. A change now writes only what
+    it changed: a level only its own meter, a receiver going offline only its own tiles."""
+    ulxd, axient = board.simulators
+    ulxd.set_tx_present(1, True)
+    ulxd.set_channel(1, rf_dbm=-80)
+    await page.goto(board.url)
+    tile = page.locator(f'.tile[data-channel="{board.device_id(ulxd)}:1"]')
+    reading = tile.locator(".meter-box").first.locator(".meter-label span").last
+    await expect(reading).to_have_text("-80 dBm")
+    await page.evaluate(WATCH_BOARD)
+    ulxd.set_channel(1, rf_dbm=-70)
+    await expect(reading).to_have_text("-70 dBm")
+    touched = await page.evaluate("window.touched")
+    assert touched and all(item == [f"{board.device_id(ulxd)}:1", "meters"] for item in touched), touched
+    await page.evaluate("window.touched = []")
+    axient_id = board.device_id(axient)
+    await axient.stop()
+    await expect(page.locator(f'.tile[data-device="{axient_id}"].offline')).to_have_count(4, timeout=15_000)
+    touched = await page.evaluate("window.touched")
+    assert {channel for channel, _ in touched} == {f"{axient_id}:{index}" for index in range(1, 5)}, touched

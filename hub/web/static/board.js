@@ -6,7 +6,7 @@ const API = "/api/v1";
 const TOKEN_KEY = "wmhub.token";
 // refusedToken: the token (maybe "") a read was refused with (open_reads = false): see api(); writeRefused: the
 // token a write was refused with (on a hub open to reads, nothing else says that the token is wrong)
-const state = { devices: new Map(), gone: new Map(), loadedAt: 0, connectionsAskedAt: -1, refusedToken: null, writeRefused: null, group: 0, groups: [], slots: null, alerts: [], alertsRead: false, alertsSeen: new Set(), swap: null, stale: new Set() };
+const state = { devices: new Map(), gone: new Map(), loadedAt: 0, connectionsAskedAt: -1, refusedToken: null, writeRefused: null, group: 0, groups: [], slots: null, alerts: [], alertsOf: new Map(), alertsRead: false, alertsSeen: new Set(), swap: null, stale: new Set() };
 const tiles = new Map(); // channel id -> tile element
 const $ = (id) => document.getElementById(id);
 // A hub that stops answering must not leave the periodic refreshes piling up unanswered requests.
@@ -200,7 +200,14 @@ function setMeter(box, label, value, unit, low, high, peak) {
   setText(reading, value === null ? "–" : value.toFixed(0) + " " + unit);
   box.lastChild.classList.toggle("peak", Boolean(peak));
   // scaled, not resized: see .meter > span in board.css
-  box.lastChild.firstChild.style.transform = "scaleX(" + percentOf(value, low, high) / 100 + ")";
+  setLevel(box.lastChild.firstChild, "transform", "scaleX(" + percentOf(value, low, high) / 100 + ")");
+}
+
+// A style written only when it changes (the browser's own serialisation of it may differ from what was set).
+function setLevel(node, property, value) {
+  if (node.level === value) return;
+  node.level = value;
+  node.style[property] = value;
 }
 
 // Per-antenna levels as small vertical bars, one per input (Axient A-D, EM 6000 and G4 RF1/RF2): a dead
@@ -218,8 +225,8 @@ function antennaBars(names) {
 function setAntennas(box, levels) {
   Object.entries(levels).forEach(([name, level], at) => {
     const column = box.children[at];
-    column.title = name + " " + level.toFixed(0) + " dBm";
-    column.firstChild.style.height = percentOf(level, -100, -40) + "%";
+    setAttr(column, "title", name + " " + level.toFixed(0) + " dBm");
+    setLevel(column.firstChild, "height", percentOf(level, -100, -40) + "%");
   });
 }
 
@@ -317,6 +324,12 @@ function channelTile() {
     openEditor(tile.dataset.device, Number(tile.dataset.index));
   });
   tile.addEventListener("click", () => openDetail(tile.dataset.channel));
+  // off screen (content-visibility in board.css) a tile's meters are not drawn: nobody sees them, and a screen
+  // reader is never told them; they are drawn as the tile comes on screen
+  tile.addEventListener("contentvisibilityautostatechange", (event) => {
+    tile.offScreen = event.skipped;
+    if (!event.skipped && tile.dataset.channel) fillChannelTile(tile.dataset.channel);
+  });
   tile.append(parts.num, parts.name, parts.who, row, parts.meters, parts.info, parts.edit);
   tile.parts = parts;
   return tile;
@@ -327,7 +340,10 @@ function fillTile(tile, number, device, channel) {
   const mute = muteText(channel);
   const className = ["tile", cond.cls, mute ? "muted" : "", swapOf(channel.id) ? "swap" : ""].filter(Boolean).join(" ");
   if (tile.className !== className) tile.className = className;
-  Object.assign(tile.dataset, { channel: channel.id, device: device.id, index: channel.index, number });
+  // written only when changed, as is everything here: a tile whose values are as they were is not touched
+  for (const [name, value] of [["channel", channel.id], ["device", device.id], ["index", channel.index], ["number", number]]) {
+    if (tile.dataset[name] !== String(value)) tile.dataset[name] = value;
+  }
   const parts = tile.parts;
   setText(parts.num, String(number));
   setText(parts.name, displayName(channel));
@@ -341,10 +357,10 @@ function fillTile(tile, number, device, channel) {
   setText(parts.state, cond.text === "ok" && mute ? "" : cond.text);
   setAttr(parts.state, "title", cond.title || "");
   setText(parts.mute, mute || "");
-  parts.mute.hidden = !mute;
+  if (parts.mute.hidden !== !mute) parts.mute.hidden = !mute;
   setAttr(parts.name, "aria-label", tileLabel(device, channel));
   setAttr(parts.edit, "aria-label", "Rename " + displayName(channel) + " (" + (device.name || device.id) + " ch " + channel.index + ")");
-  setMeters(parts.meters, device, channel);
+  if (!tile.offScreen) setMeters(parts.meters, device, channel);
   const info = [];
   if (channel.frequency_mhz !== null) info.push(channel.frequency_mhz.toFixed(3) + " MHz");
   if (channel.tx_model) info.push(channel.tx_model);
@@ -451,18 +467,35 @@ function renderBoard() {
   renderDevices();
 }
 
-function refreshChannel(device, channel) {
-  const tile = tiles.get(channel.id);
-  if (tile) fillTile(tile, tile.dataset.number, device, channel);
-  if (detail.channelId === channel.id) renderFacts();
+// Live messages (twice a second) mark what they changed; one animation frame draws each marked tile once, and
+// only those. Drawing every tile on every message (1,000 of them at 10 Hz metering) kept the main thread busy
+// nearly all the time: a click took seconds, and the socket's pings waited behind unread messages until the hub
+// took the board for gone. Tiles off screen cost only these writes (content-visibility in board.css).
+const marked = { tiles: new Set(), devices: false, frame: 0 };
+
+function markTiles(ids) {
+  for (const id of ids) marked.tiles.add(id);
+  if (!marked.frame && (marked.tiles.size || marked.devices)) marked.frame = requestAnimationFrame(drawMarked);
 }
 
+function drawMarked() {
+  marked.frame = 0;
+  const ids = marked.tiles;
+  marked.tiles = new Set();
+  for (const id of ids) fillChannelTile(id);
+  if (marked.devices) { marked.devices = false; renderDevices(); }
+}
+
+function fillChannelTile(id) {
+  const tile = tiles.get(id);
+  const device = tile && state.devices.get(id.slice(0, id.lastIndexOf(":")));
+  const channel = device && device.channels.find((c) => c.id === id);
+  if (channel) fillTile(tile, tile.dataset.number, device, channel);
+}
+
+// Now, not at the next frame: a condition that changes every tile (the link lost, the alerts read) is rare.
 function refreshTiles() {
-  for (const [id, tile] of tiles) {
-    const device = state.devices.get(id.slice(0, id.lastIndexOf(":")));
-    const channel = device && device.channels.find((c) => c.id === id);
-    if (channel) fillTile(tile, tile.dataset.number, device, channel);
-  }
+  for (const id of tiles.keys()) fillChannelTile(id);
 }
 
 function connectionText(conn) {
@@ -599,12 +632,11 @@ function applyChanges(message) {
     else { device.channels.push(channel); device.channels.sort((a, b) => a.index - b.index); layoutChanged = true; }
   }
   if (layoutChanged) { renderBoard(); return; }
-  if (message.devices.length) {
-    // a device's own fields (online, capabilities) show on each of its tiles
-    refreshTiles();
-    renderDevices();
-  }
-  for (const channel of message.channels) refreshChannel(state.devices.get(channel.device_id), channel);
+  // a device's own fields (online, capabilities) show on each of its tiles, and in the Devices panel
+  if (message.devices.length) marked.devices = true;
+  for (const update of message.devices) markTiles(state.devices.get(update.id).channels.map((c) => c.id));
+  markTiles(message.channels.map((c) => c.id));
+  if (detail.channelId && message.channels.some((c) => c.id === detail.channelId)) renderFacts();
 }
 
 function showLink(text, up) {
@@ -739,6 +771,12 @@ async function refreshAlerts() {
   markPanel("alerts-panel", false);
   announceAlerts(list.items);
   state.alerts = list.items;
+  // by receiver: each tile looks its alert up, and there may be thousands of tiles and of alerts
+  state.alertsOf = new Map();
+  for (const alert of list.items) {
+    if (!state.alertsOf.has(alert.device_id)) state.alertsOf.set(alert.device_id, []);
+    state.alertsOf.get(alert.device_id).push(alert);
+  }
   $("alerts-panel").hidden = false;
   const waiting = list.items.filter((a) => a.acknowledged_at === null).length;
   const total = typeof list.total === "number" ? list.total : list.items.length;
@@ -780,7 +818,8 @@ async function refreshAlerts() {
 
 function alertOf(deviceId, index) {
   // a pack that will not last has its own mark on the tile and its line in the swap panel
-  return (state.alerts || []).find((a) => a.kind !== "show_battery" && a.device_id === deviceId && (a.channel === index || a.channel === null));
+  const alerts = state.alertsOf.get(deviceId) || [];
+  return alerts.find((a) => a.kind !== "show_battery" && (a.channel === index || a.channel === null));
 }
 
 // ---- battery swaps: the packs that will be empty before the show ends (plus its margin)
