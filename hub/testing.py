@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -50,6 +50,18 @@ def as_the_sink_takes(fields: Mapping[str, Any], *, device: bool = False, width:
     a valid model this way (the hub's checks are the sink's, the same for every plugin)."""
     channel_rules, device_rules = model_rules(width)
     return checked(fields, device_rules if device else channel_rules, lambda name, value, why: None)
+
+
+# more names whose DNS never answers than asyncio's default pool has threads (min(32, cpus + 4)) or libuv's (4)
+HANGING_NAMES: Final = tuple(f"hang{number}.lan" for number in range(12))
+
+
+def run_on_asyncio_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on asyncio's own loop, not uvloop's: a test of host names replaces ``socket.getaddrinfo``
+    (FakeDns), which uvloop's resolver never calls, so under uvloop a lookup outside hub.names would ask the
+    machine's real DNS instead of failing the test."""
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        runner.run(main)
 
 
 class FakeDns:

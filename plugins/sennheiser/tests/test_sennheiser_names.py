@@ -8,7 +8,6 @@ The lookups are answered by ``hub.testing.FakeDns`` on asyncio's own event loop,
 
 from __future__ import annotations
 
-import asyncio
 import socket
 
 import pytest
@@ -16,27 +15,20 @@ from wmhub_sennheiser.simulator.ssc1 import Ssc1Simulator
 from wmhub_sennheiser.simulator.ssc2 import Ssc2Simulator
 
 from hub.drivers import DriverSettings
-from hub.testing import DriverHarness, FakeDns, eventually
+from hub.testing import HANGING_NAMES, DriverHarness, FakeDns, eventually, run_on_asyncio_loop
 
 SETTINGS = DriverSettings(meter_rate_ms=100, io_timeout_s=2.0, offline_after_s=4.0)
-# more names hanging than asyncio's default pool has threads (min(32, cpus + 4)) or libuv's (4)
-HANGING = [f"hang{number}.lan" for number in range(12)]
-
-
-def _on_asyncio_loop(main: object) -> None:
-    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
-        runner.run(main)  # type: ignore[arg-type]
 
 
 def test_ssc2_names_whose_dns_never_answers_delay_no_other_receiver(monkeypatch: pytest.MonkeyPatch) -> None:
-    dns = FakeDns({"rx.lan": ["127.0.0.1"]}, hanging=HANGING)
+    dns = FakeDns({"rx.lan": ["127.0.0.1"]}, hanging=HANGING_NAMES)
     monkeypatch.setattr(socket, "getaddrinfo", dns)
 
     async def main() -> None:
         try:
             async with Ssc2Simulator(tick_s=0) as simulator, DriverHarness("sennheiser", settings=SETTINGS) as hub:
                 url = simulator.url()
-                for name in HANGING:
+                for name in HANGING_NAMES:
                     hub.add(url.replace("//127.0.0.1:", f"//{name}:"))
                 await eventually(lambda: dns.waiting, what="lookups hanging")  # the others are asked before rx.lan
                 good = hub.add(url.replace("//127.0.0.1:", "//rx.lan:"))
@@ -44,7 +36,7 @@ def test_ssc2_names_whose_dns_never_answers_delay_no_other_receiver(monkeypatch:
         finally:
             dns.release()  # the old resolution's pool waits for its threads as the loop closes
 
-    _on_asyncio_loop(main())
+    run_on_asyncio_loop(main())
 
 
 @pytest.mark.parametrize("model", ["ewdx-em2", "em6000"])
@@ -63,4 +55,4 @@ def test_a_receiver_on_the_second_address_of_its_name(monkeypatch: pytest.Monkey
                     device = await hub.device(managed, timeout=3 * SETTINGS.io_timeout_s)
                     assert device.channels
 
-    _on_asyncio_loop(main())
+    run_on_asyncio_loop(main())

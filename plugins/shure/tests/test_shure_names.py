@@ -19,26 +19,19 @@ import pytest
 from wmhub_shure.simulator import ShureSimulator
 
 from hub.drivers import DriverSettings
-from hub.testing import DriverHarness, FakeDns, eventually
+from hub.testing import HANGING_NAMES, DriverHarness, FakeDns, eventually, run_on_asyncio_loop
 
 FAST = DriverSettings(meter_rate_ms=100, io_timeout_s=0.5, offline_after_s=2.0)
-# more names hanging than asyncio's default pool has threads (min(32, cpus + 4)) or libuv's (4)
-HANGING = [f"hang{number}.lan" for number in range(12)]
-
-
-def _on_asyncio_loop(main: object) -> None:
-    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
-        runner.run(main)  # type: ignore[arg-type]
 
 
 def test_names_whose_dns_never_answers_delay_no_other_receiver(monkeypatch: pytest.MonkeyPatch) -> None:
-    dns = FakeDns({"rx.lan": ["127.0.0.1"]}, hanging=HANGING)
+    dns = FakeDns({"rx.lan": ["127.0.0.1"]}, hanging=HANGING_NAMES)
     monkeypatch.setattr(socket, "getaddrinfo", dns)
 
     async def main() -> None:
         try:
             async with ShureSimulator("ulxd4", seed=1) as sim, DriverHarness("shure", settings=FAST) as hub:
-                for name in HANGING:
+                for name in HANGING_NAMES:
                     hub.add(f"shure://{name}")
                 await eventually(lambda: dns.waiting, what="lookups hanging")  # the others are asked before rx.lan
                 good = hub.add(f"shure://rx.lan:{sim.port}")
@@ -53,7 +46,7 @@ def test_names_whose_dns_never_answers_delay_no_other_receiver(monkeypatch: pyte
         finally:
             dns.release()  # the old resolution's pool waits for its threads as the loop closes
 
-    _on_asyncio_loop(main())
+    run_on_asyncio_loop(main())
 
 
 STOP = textwrap.dedent(
@@ -117,4 +110,4 @@ def test_a_uhfr_receiver_on_the_second_address_of_its_name(monkeypatch: pytest.M
                         "(nor at its other addresses: ::1, 127.0.0.2, 1 s each)"
                     ), gone.supervisor.last_error
 
-    _on_asyncio_loop(main())
+    run_on_asyncio_loop(main())
