@@ -24,7 +24,10 @@ import concurrent.futures
 import socket
 import threading
 from collections import deque
-from typing import Any, Final, NamedTuple
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, NamedTuple, TypeVar
+
+Answer = TypeVar("Answer")
 
 # How many lookups may run at once. One per distinct name: lookups beyond it wait for a thread, which a
 # hanging name gives back when libc gives up on it (about 10 s by default).
@@ -153,3 +156,31 @@ async def resolve(
             return await asyncio.wrap_future(found)
     except TimeoutError:
         raise TimeoutError(f"no answer from DNS for {host} within {timeout:g} s") from None
+
+
+async def first_answering(
+    addresses: Sequence[Address],
+    timeout: float,
+    attempt: Callable[[Address, float], Awaitable[Answer]],
+    give_up: Callable[[], Awaitable[None]],
+    silence: type[OSError],
+) -> Answer:
+    """What ``attempt(address, share)`` returns at the first of ``addresses`` (from :func:`resolve`) that
+    answers, each address given its ``share`` of ``timeout``. For UDP, whose connect cannot fail, so only
+    silence tells that an address is not the device's (a name with an IPv6 and an IPv4 address, the device on
+    the second): an address whose attempt raises an ``OSError`` (``silence``, or no route to it) is left for
+    the next once ``give_up`` has closed what the attempt opened. When the last is silent too, its ``silence``
+    names every address tried."""
+    share = timeout / len(addresses)
+    for address in addresses[:-1]:
+        try:
+            return await attempt(address, share)
+        except OSError:
+            await give_up()
+    try:
+        return await attempt(addresses[-1], share)
+    except silence as silent:
+        if len(addresses) == 1:
+            raise
+        tried = ", ".join(address.host for address in addresses)
+        raise silence(f"{silent} (nor at its other addresses: {tried}, {share:g} s each)") from None

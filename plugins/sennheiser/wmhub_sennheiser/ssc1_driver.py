@@ -133,25 +133,18 @@ class SscClient:
 
     async def open(self, first: Mapping[str, Any], timeout: float) -> Message:
         """Connect the socket to the first of the host's addresses that answers the request ``first``, and
-        return its answer. A UDP connect cannot fail, so only silence tells that an address is not the device's
-        (a name with an IPv6 and an IPv4 address, the device on the second): each has its share of ``timeout``."""
+        return its answer (names.first_answering: each address has its share of ``timeout``)."""
         # resolved on the hub's resolver threads, not in the loop's shared pool (hub/names.py)
         addresses = await names.resolve(self.host, self.port, socket.SOCK_DGRAM, timeout)
-        share = timeout / len(addresses)
-        for address in addresses[:-1]:
-            try:
-                await self._connect(address)
-                return await self.request(first, share)
-            except OSError:  # silent there (TimeoutError), or no route to it (an IPv6 address without IPv6)
-                self.close()
-        await self._connect(addresses[-1])
-        try:
+
+        async def ask(address: names.Address, share: float) -> Message:
+            await self._connect(address)
             return await self.request(first, share)
-        except TimeoutError as silent:
-            if len(addresses) == 1:
-                raise
-            tried = ", ".join(address.host for address in addresses)
-            raise TimeoutError(f"{silent} (nor at its other addresses: {tried}, {share:g} s each)") from None
+
+        async def give_up() -> None:
+            self.close()
+
+        return await names.first_answering(addresses, timeout, ask, give_up, TimeoutError)
 
     async def _connect(self, address: names.Address) -> None:
         self._transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(

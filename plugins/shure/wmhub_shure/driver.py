@@ -38,7 +38,7 @@ from hub.model import (
     RefusedError,
     SlotState,
 )
-from hub.names import Address, resolve
+from hub.names import Address, first_answering, resolve
 from hub.text import small_number
 from wmhub_shure.families import (
     METER_RATE_MIN_MS,
@@ -256,28 +256,21 @@ class ShureDriver(Driver):
             ) from None
 
     async def _reach_answering(self, addresses: list[Address]) -> tuple[Family, str, int, dict[str, Any]]:
-        """Detect the UHF-R receiver at the first of ``addresses`` that answers. A UDP connect cannot fail, so
-        only silence tells that an address is not the receiver's (a name with an IPv6 and an IPv4 address, the
-        receiver on the second): each address has its share of the connect's time."""
-        timeout_s = self.settings.io_timeout_s / len(addresses)
-        for address in addresses[:-1]:
-            try:
-                await self._open(address)
-                return await self._detect(timeout_s)
-            except OSError:  # silent there (NoAnswerError), or no route to it (an IPv6 address without IPv6)
-                transport, self._transport = self._transport, None
-                if transport is not None and self._lost is not None:
-                    transport.close()
-                    await self._lost  # connection_lost has run: it failed this link's requests, not the next one's
-                self._synced_upto = self._sent  # no answer to them can come over the next link
-        await self._open(addresses[-1])
-        try:
+        """Detect the UHF-R receiver at the first of ``addresses`` that answers (hub.names.first_answering:
+        each address has its share of the connect's time)."""
+
+        async def detect(address: Address, timeout_s: float) -> tuple[Family, str, int, dict[str, Any]]:
+            await self._open(address)
             return await self._detect(timeout_s)
-        except NoAnswerError as silent:
-            if len(addresses) == 1:
-                raise
-            tried = ", ".join(address.host for address in addresses)
-            raise NoAnswerError(f"{silent} (nor at its other addresses: {tried}, {timeout_s:g} s each)") from None
+
+        async def give_up() -> None:
+            transport, self._transport = self._transport, None
+            if transport is not None and self._lost is not None:
+                transport.close()
+                await self._lost  # connection_lost has run: it failed this link's requests, not the next one's
+            self._synced_upto = self._sent  # no answer to them can come over the next link
+
+        return await first_answering(addresses, self.settings.io_timeout_s, detect, give_up, NoAnswerError)
 
     @property
     def where(self) -> str:
